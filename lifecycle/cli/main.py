@@ -1,0 +1,66 @@
+"""Entry point: registers the command groups and turns every failure into one line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from lifecycle.cli.app import app
+from lifecycle.errors import LifecycleError
+
+try:  # Typer >= 0.20 vendors Click; older ones use the click package.
+    from typer._click import exceptions as cexc
+except ImportError:  # pragma: no cover
+    from click import exceptions as cexc  # type: ignore[no-redef]
+
+
+
+def _register() -> None:
+    # Each command group lives in its own module; importing it adds its commands to `app`.
+    from lifecycle.cli import db  # noqa: F401
+
+
+_register()
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"lifecycle: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run(argv: list[str] | None = None) -> None:
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    from lifecycle.db import DatabaseUnavailable
+    from lifecycle.settings import SettingsError
+
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="lifecycle", standalone_mode=False)
+    except cexc.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else "", file=sys.stderr)
+        raise SystemExit(2) from None
+    except cexc.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        _fail(exc.format_message().replace("\n", " ") + hint, 2)
+    except cexc.Abort:
+        _fail("aborted", 130)
+    except (SettingsError, DatabaseUnavailable) as exc:
+        _fail(str(exc), 2 if isinstance(exc, SettingsError) else 3)
+    except LifecycleError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KombuOperationalError as exc:
+        _fail(
+            f"broker unreachable ({str(exc).splitlines()[0]}); check LIFECYCLE_BROKER_URL and "
+            "that Redis is running",
+            3,
+        )
+    except cexc.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    if isinstance(rv, int) and rv:
+        raise SystemExit(rv)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,110 @@
+"""The archive database: encrypted rows, wrapped data keys and the destruction ledger."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import ArchiveBase, BigId, utcnow
+
+
+class DataKey(ArchiveBase):
+    """One data key per retention bucket (category × retain_until day).
+
+    Destroying the bucket's key crypto-shreds exactly the rows whose period ended that day,
+    including copies in backups; ``wrapped_key`` is NULL once destroyed.
+    """
+
+    __tablename__ = "archive_data_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    category: Mapped[str] = mapped_column(String(64))
+    retain_until: Mapped[date] = mapped_column(Date)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Which master key wrapped it (fingerprint), so rotation knows what is left to re-wrap.
+    master_key_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (UniqueConstraint("category", "retain_until", name="uq_archive_bucket"),)
+
+
+class ArchivedRecord(ArchiveBase):
+    __tablename__ = "archive_records"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source_table: Mapped[str] = mapped_column(String(128))
+    # Primary-key value(s) in the source table, as text: stable identity for idempotent moves.
+    source_pk: Mapped[str] = mapped_column(String(128))
+    subject_ref: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(64))
+    retain_until: Mapped[date] = mapped_column(Date)
+    key_id: Mapped[int] = mapped_column(ForeignKey("archive_data_keys.id"))
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    request_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    archived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("source_table", "source_pk", "category", name="uq_archive_source"),
+        Index("ix_archive_records_retain", "retain_until"),
+        Index("ix_archive_records_key", "key_id"),
+    )
+
+
+class LedgerEntry(ArchiveBase):
+    """파기 관리대장: append-only, hash-chained. Never holds the data it records."""
+
+    __tablename__ = "ledger_entries"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # archive | destroy | key_destroy | file_shred | correction | notification | ...
+    action: Mapped[str] = mapped_column(String(32))
+    categories: Mapped[list] = mapped_column(JSON, default=list)
+    tables: Mapped[list] = mapped_column(JSON, default=list)
+    subjects: Mapped[int] = mapped_column(Integer, default=0)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    legal_basis: Mapped[str] = mapped_column(Text, default="")
+    method: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(128), default="")
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Keyed HMAC of the member id (or of a file name): links entries without naming anyone.
+    subject_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Idempotency: a re-run of the same step (same key) does not append a second entry.
+    dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+
+
+class LedgerHead(ArchiveBase):
+    """Single row locked FOR UPDATE by every writer, so concurrent appends serialise."""
+
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = ({"comment": "one row, id=1"},)
+
+
+__all__ = ["ArchivedRecord", "DataKey", "LedgerEntry", "LedgerHead", "Text"]

@@ -1,0 +1,94 @@
+"""The request table: the transactional outbox the website writes to, and its state machine."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import BigId, PrimaryBase, utcnow
+
+
+class RequestKind(enum.StrEnum):
+    WITHDRAWAL = "withdrawal"
+    CORRECTION = "correction"
+
+
+class RequestState(enum.StrEnum):
+    """received → dispatched → restricted → archived → destroyed → completed (or failed).
+
+    Every state is persisted before the work of the next one starts, so a job killed at any
+    line resumes from the last state it wrote.
+    """
+
+    RECEIVED = "received"
+    DISPATCHED = "dispatched"
+    RESTRICTED = "restricted"
+    ARCHIVED = "archived"
+    DESTROYED = "destroyed"
+    CORRECTED = "corrected"
+    NOTIFYING = "notifying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+OPEN_STATES = tuple(
+    s for s in RequestState if s not in (RequestState.COMPLETED, RequestState.FAILED)
+)
+
+
+class LifecycleRequest(PrimaryBase):
+    __tablename__ = "lifecycle_requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    member_id: Mapped[int] = mapped_column(BigInteger)
+    # Correction values live here until applied, then are blanked: the primary DB is where the
+    # member's data already lives, and it never leaves it through the broker.
+    payload: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    state: Mapped[str] = mapped_column(String(32), default=RequestState.RECEIVED.value)
+    # Free text written by workers only (never personal data): why it failed.
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Lets the website retry its insert safely (e.g. "withdraw:<member>:<session>").
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (
+        Index("ix_lifecycle_requests_state_created", "state", "created_at"),
+        Index("ix_lifecycle_requests_member", "member_id"),
+    )
+
+
+class Restriction(PrimaryBase):
+    """처리정지: while a row exists the member's data may be neither used nor provided."""
+
+    __tablename__ = "lifecycle_restrictions"
+
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    reason: Mapped[str] = mapped_column(String(32))
+    request_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobRun(PrimaryBase):
+    """One row per run of a nightly/beat job: what `lifecycle status` shows as last outcome."""
+
+    __tablename__ = "lifecycle_job_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(64), index=True)
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
+    counts: Mapped[dict | None] = mapped_column(JSON, nullable=True)

@@ -1,0 +1,18 @@
+"""The beat schedule. Celery's timezone is Asia/Seoul, so crontab hours are Seoul hours."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.schedules import crontab
+
+from lifecycle.settings import Settings
+
+RELAY_INTERVAL_SECONDS = 5.0
+NIGHTLY = crontab(minute=0, hour=3)
+
+
+def beat_schedule(settings: Settings) -> dict[str, Any]:
+    """Entries are added here as their tasks exist; names are what Flower and status show."""
+    schedule: dict[str, Any] = {}
+    return schedule

@@ -1,0 +1,10 @@
+"""A no-op job ops can enqueue to see the whole path work (worker, results, Flower)."""
+
+from __future__ import annotations
+
+from workers.app import app
+
+
+@app.task(name="lifecycle.ping")
+def ping() -> dict[str, str]:
+    return {"pong": "ok"}

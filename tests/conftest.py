@@ -1,0 +1,318 @@
+"""Fixtures that give every test clean, real servers.
+
+- PostgreSQL: the machine's server (LIFECYCLE_TEST_PG_URL, default 127.0.0.1:5432 as postgres);
+  each test gets two fresh databases cloned from migrated templates, dropped afterwards.
+- Redis: a private redis-server per test session on a free port (flushed per test), so test
+  runs never touch anyone's data and parallel runs never collide.
+- Celery workers: real `celery worker` subprocesses (see `start_worker`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("LIFECYCLE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _pg_exec(sql: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _pg_url(db: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{db}"
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Migrated template databases (built once per session by `lifecycle db upgrade`)."""
+    tag = uuid.uuid4().hex[:8]
+    names = {"primary": f"lct_{tag}_tpl_p", "archive": f"lct_{tag}_tpl_a"}
+    for name in names.values():
+        _pg_exec(f'CREATE DATABASE "{name}"')
+    env = os.environ | {
+        "LIFECYCLE_VAR_DIR": str(tmp_path_factory.mktemp("tplvar")),
+        "LIFECYCLE_PRIMARY_DATABASE_URL": _pg_url(names["primary"]),
+        "LIFECYCLE_ARCHIVE_DATABASE_URL": _pg_url(names["archive"]),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "lifecycle.cli.main", "db", "upgrade"],
+        env=env, check=True, cwd=REPO, capture_output=True,
+    )
+    yield names
+    for name in names.values():
+        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Databases:
+    primary_url: str
+    archive_url: str
+    names: dict[str, str]
+
+
+@pytest.fixture
+def pg_databases(pg_templates: dict[str, str]) -> Iterator[Databases]:
+    """Two fresh, migrated, empty PostgreSQL databases for this test."""
+    tag = uuid.uuid4().hex[:8]
+    names = {k: f"lct_{tag}_{k[0]}" for k in pg_templates}
+    for k, name in names.items():
+        _pg_exec(f'CREATE DATABASE "{name}" TEMPLATE "{pg_templates[k]}"')
+    yield Databases(_pg_url(names["primary"]), _pg_url(names["archive"]), names)
+    for name in names.values():
+        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes] | None
+    dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis(port=self.port).flushall()
+
+
+def start_redis(tmp: Path, port: int | None = None, *, aof: bool = False) -> RedisServer:
+    """A throwaway redis-server (also used by tests that restart Redis under load)."""
+    port = port or free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    args = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp),
+            "--save", "", "--appendonly", "yes" if aof else "no", "--logfile", "redis.log"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return RedisServer(port, proc, tmp)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if os.environ.get("LIFECYCLE_TEST_REDIS_URL"):
+        port = int(os.environ["LIFECYCLE_TEST_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+        yield RedisServer(port, None, tmp_path_factory.mktemp("redis"))
+        return
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed (scripts/services.sh installs it)")
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    assert server.proc is not None
+    server.proc.terminate()
+    server.proc.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    redis_server.flush()
+    return redis_server.url
+
+
+# -- Settings / environment --------------------------------------------------------------------
+
+
+@dataclass
+class LifecycleEnv:
+    """The LIFECYCLE_* variables of one test, applied in-process and given to subprocesses."""
+
+    vars: dict[str, str]
+    var_dir: Path
+    file_root: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def environ(self, **more: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+        env.update(self.vars)
+        env.update(more)
+        env["PYTHONPATH"] = str(REPO)
+        return env
+
+    def run(self, *args: str, check: bool = False, timeout: float = 300,
+            **more: str) -> subprocess.CompletedProcess[str]:
+        """Run the `lifecycle` CLI as a user would."""
+        return subprocess.run(
+            [sys.executable, "-m", "lifecycle.cli.main", *args],
+            env=self.environ(**more), cwd=self.var_dir.parent, capture_output=True, text=True,
+            check=check, timeout=timeout,
+        )
+
+
+def _apply_env(monkeypatch: pytest.MonkeyPatch, env: LifecycleEnv) -> None:
+    for k in list(os.environ):
+        if k.startswith("LIFECYCLE_"):
+            monkeypatch.delenv(k)
+    for k, v in env.vars.items():
+        monkeypatch.setenv(k, v)
+    from workers.app import reconfigure
+
+    reconfigure()
+
+
+@pytest.fixture
+def lifecycle_env(
+    tmp_path: Path, pg_databases: Databases, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LifecycleEnv]:
+    """Production-shaped settings: PostgreSQL primary/archive, Redis broker and backend."""
+    var = tmp_path / "var"
+    files = tmp_path / "files"
+    var.mkdir()
+    files.mkdir()
+    env = LifecycleEnv(
+        vars={
+            "LIFECYCLE_VAR_DIR": str(var),
+            "LIFECYCLE_PRIMARY_DATABASE_URL": pg_databases.primary_url,
+            "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_databases.archive_url,
+            "LIFECYCLE_BROKER_URL": redis_url,
+            "LIFECYCLE_RESULT_BACKEND": redis_url,
+            "LIFECYCLE_FILE_ROOTS": str(files),
+            "LIFECYCLE_HOST_NAME": "testhost",
+            "LIFECYCLE_LOG_JSON": "true",
+        },
+        var_dir=var,
+        file_root=files,
+    )
+    _apply_env(monkeypatch, env)
+    yield env
+    from workers.app import reconfigure
+
+    monkeypatch.undo()
+    reconfigure()
+
+
+@pytest.fixture
+def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LifecycleEnv]:
+    """The no-configuration default: SQLite + filesystem transport under tmp/var."""
+    var = tmp_path / "var"
+    env = LifecycleEnv(vars={"LIFECYCLE_VAR_DIR": str(var)}, var_dir=var, file_root=var / "files")
+    _apply_env(monkeypatch, env)
+    yield env
+    from workers.app import reconfigure
+
+    monkeypatch.undo()
+    reconfigure()
+
+
+# -- Celery workers ----------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProc:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    name: str
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the whole process group (main process and prefork children)."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_worker(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., WorkerProc]]:
+    """Factory: start a real `celery worker` subprocess and wait until it answers a ping."""
+    started: list[WorkerProc] = []
+
+    def _start(
+        env: LifecycleEnv,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int = 2,
+        name: str | None = None,
+        extra_args: list[str] | None = None,
+        wait: bool = True,
+        **more_env: str,
+    ) -> WorkerProc:
+        name = name or f"w{len(started) + 1}-{uuid.uuid4().hex[:6]}"
+        log = tmp_path / f"{name}.log"
+        args = [
+            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+            "-n", f"{name}@%h", "-c", str(concurrency), "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip",
+        ]
+        if queues is None:
+            from workers.queues import worker_queues
+
+            queues = worker_queues(env.vars.get("LIFECYCLE_HOST_NAME", os.uname().nodename))
+        args += ["-Q", ",".join(queues)]
+        args += extra_args or []
+        fh = log.open("wb")
+        proc = subprocess.Popen(
+            args, env=env.environ(**more_env), cwd=env.var_dir.parent, stdout=fh,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        w = WorkerProc(proc, log, name)
+        started.append(w)
+        if wait:
+            _wait_worker_ready(w)
+        return w
+
+    yield _start
+    for w in started:
+        w.stop()
+
+
+def _wait_worker_ready(w: WorkerProc, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if w.proc.poll() is not None:
+            raise RuntimeError(f"worker exited early:\n{w.output()[-3000:]}")
+        if " ready." in w.output():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"worker not ready after {timeout}s:\n{w.output()[-3000:]}")

@@ -1,0 +1,54 @@
+"""The Celery application. `celery -A workers.app worker` and `lifecycle up` both load it."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from lifecycle.settings import get_settings
+from workers.config import celery_config
+
+TASK_MODULES = ["tasks.ping"]
+
+
+def create_app() -> Celery:
+    settings = get_settings()
+    app = Celery("lifecycle", include=TASK_MODULES)
+    app.conf.update(celery_config(settings))
+    from schedules.beat import beat_schedule
+
+    app.conf.beat_schedule = beat_schedule(settings)
+    return app
+
+
+app = create_app()
+
+
+@worker_process_init.connect
+def _fresh_connections(**_kwargs: object) -> None:
+    # Prefork children must open their own DB connections, never reuse the parent's sockets.
+    from lifecycle.db import dispose_all
+
+    dispose_all()
+
+
+def reconfigure() -> None:
+    """Re-read Settings into the already-imported app (tests and the CLI change env at run time).
+
+    Celery caches the broker pool, producer pool and result backend on first use; drop them so
+    the next call connects to the newly configured servers.
+    """
+    from lifecycle.db import dispose_all
+    from lifecycle.settings import reset_settings_cache
+    from schedules.beat import beat_schedule
+
+    reset_settings_cache()
+    dispose_all()
+    settings = get_settings()
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._after_fork()
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
+    app.conf.update(celery_config(settings))
+    app.conf.beat_schedule = beat_schedule(settings)
