@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -243,10 +244,8 @@ class WorkerProc:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Kill the whole process group (main process and prefork children)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
         self.proc.wait(30)
 
     def stop(self) -> None:
