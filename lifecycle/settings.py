@@ -85,7 +85,9 @@ class Settings(BaseSettings):
             try:
                 parsed = make_url(url)
             except ArgumentError:
-                raise ValueError(f"LIFECYCLE_{name.upper()} is not a database URL: {url!r}") from None
+                raise ValueError(
+                    f"LIFECYCLE_{name.upper()} is not a database URL: {url!r}"
+                ) from None
             if parsed.get_backend_name() not in ("sqlite", "postgresql"):
                 raise ValueError(
                     f"LIFECYCLE_{name.upper()} must be sqlite:// or postgresql+psycopg://, "

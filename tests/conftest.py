@@ -72,7 +72,10 @@ def pg_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     }
     subprocess.run(
         [sys.executable, "-m", "lifecycle.cli.main", "db", "upgrade"],
-        env=env, check=True, cwd=REPO, capture_output=True,
+        env=env,
+        check=True,
+        cwd=REPO,
+        capture_output=True,
     )
     yield names
     for name in names.values():
@@ -121,8 +124,21 @@ def start_redis(tmp: Path, port: int | None = None, *, aof: bool = False) -> Red
     """A throwaway redis-server (also used by tests that restart Redis under load)."""
     port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
-    args = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp),
-            "--save", "", "--appendonly", "yes" if aof else "no", "--logfile", "redis.log"]
+    args = [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(tmp),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if aof else "no",
+        "--logfile",
+        "redis.log",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
     return RedisServer(port, proc, tmp)
@@ -168,13 +184,18 @@ class LifecycleEnv:
         env["PYTHONPATH"] = str(REPO)
         return env
 
-    def run(self, *args: str, check: bool = False, timeout: float = 300,
-            **more: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = False, timeout: float = 300, **more: str
+    ) -> subprocess.CompletedProcess[str]:
         """Run the `lifecycle` CLI as a user would."""
         return subprocess.run(
             [sys.executable, "-m", "lifecycle.cli.main", *args],
-            env=self.environ(**more), cwd=self.var_dir.parent, capture_output=True, text=True,
-            check=check, timeout=timeout,
+            env=self.environ(**more),
+            cwd=self.var_dir.parent,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
         )
 
 
@@ -280,9 +301,20 @@ def start_worker(
         name = name or f"w{len(started) + 1}-{uuid.uuid4().hex[:6]}"
         log = tmp_path / f"{name}.log"
         args = [
-            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-            "-n", f"{name}@%h", "-c", str(concurrency), "--loglevel", "INFO",
-            "--without-mingle", "--without-gossip",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-n",
+            f"{name}@%h",
+            "-c",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
         ]
         if queues is None:
             from workers.queues import worker_queues
@@ -292,8 +324,12 @@ def start_worker(
         args += extra_args or []
         fh = log.open("wb")
         proc = subprocess.Popen(
-            args, env=env.environ(**more_env), cwd=env.var_dir.parent, stdout=fh,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            args,
+            env=env.environ(**more_env),
+            cwd=env.var_dir.parent,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         w = WorkerProc(proc, log, name)
         started.append(w)

@@ -15,7 +15,6 @@ except ImportError:  # pragma: no cover
     from click import exceptions as cexc  # type: ignore[no-redef]
 
 
-
 def _register() -> None:
     # Each command group lives in its own module; importing it adds its commands to `app`.
     from lifecycle.cli import db  # noqa: F401
