@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Seoul"
     destruction_deadline_days: int = Field(default=5, ge=1, le=5)
     notice_rate_per_second: float = Field(default=0.0, ge=0)
+    # Members per notice batch task: each batch sends over one SMTP connection.
+    notice_batch_size: int = Field(default=500, ge=1, le=100_000)
+    # Webhook/email delivery retry schedule, comma-separated seconds before each attempt
+    # (empty = lifecycle.retry_schedule.DEFAULT_SCHEDULE, about 31 hours in 8 attempts).
+    retry_schedule: str = ""
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     log_json: bool | None = None
 
     @field_validator("file_roots", mode="before")
