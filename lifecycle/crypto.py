@@ -80,7 +80,7 @@ def wrap_key(master: bytes, dk: bytes) -> bytes:
 
 
 def unwrap_key(master: bytes, wrapped: bytes | None) -> bytes:
-    """Unwrap a data key; raises CryptoError for a wrong master key, tampering or a destroyed key."""
+    """Unwrap a data key; CryptoError for a wrong master key, tampering or a destroyed key."""
     _check_key(master, "master key")
     if wrapped is None:
         raise CryptoError("data key was destroyed")

@@ -294,10 +294,12 @@ def rotate_master(
     already = census.get(new_id, 0) if old_id != new_id else census.get(old_id, 0)
     rewrapped = 0
     if old_id != new_id:
-        rewrapped += _rotate_table(which, DataKey, DataKey.id, old_master, new_master, batch_size,
-                                   progress)
-        rewrapped += _rotate_table(which, ArchiveSecret, ArchiveSecret.name, old_master,
-                                   new_master, batch_size, progress)
+        rewrapped += _rotate_table(
+            which, DataKey, DataKey.id, old_master, new_master, batch_size, progress
+        )
+        rewrapped += _rotate_table(
+            which, ArchiveSecret, ArchiveSecret.name, old_master, new_master, batch_size, progress
+        )
     clear_cache()
     return RotationResult(new_id, rewrapped, already, destroyed)
 
@@ -327,12 +329,14 @@ def _rotate_table(  # type: ignore[no-untyped-def]
                 try:
                     dk = crypto.unwrap_key(old_master, wrapped)
                 except crypto.CryptoError as exc:
-                    raise LifecycleError(f"key {ident}: {exc}; nothing in this batch changed") \
-                        from None
+                    raise LifecycleError(
+                        f"key {ident}: {exc}; nothing in this batch changed"
+                    ) from None
                 res = s.execute(
                     update(model)
-                    .where(pk == ident, model.master_key_id == old_id,
-                           model.wrapped_key.is_not(None))
+                    .where(
+                        pk == ident, model.master_key_id == old_id, model.wrapped_key.is_not(None)
+                    )
                     .values(
                         wrapped_key=crypto.wrap_key(new_master, dk),
                         master_key_id=new_id,
@@ -355,7 +359,6 @@ __all__ = [
     "destroy_keys",
     "get_key",
     "get_or_create_bucket_key",
-    "get_key",
     "key_census",
     "ref_key",
     "rotate_master",

@@ -194,9 +194,7 @@ def append(
         .execution_options(synchronize_session=False)
     )
     session.expire(head)
-    return session.execute(
-        select(LedgerEntry).where(LedgerEntry.seq == fields["seq"])
-    ).scalar_one()
+    return session.execute(select(LedgerEntry).where(LedgerEntry.seq == fields["seq"])).scalar_one()
 
 
 # -- reading -------------------------------------------------------------------------------------

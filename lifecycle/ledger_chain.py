@@ -107,9 +107,7 @@ class VerifyResult:
         return f"ledger broken at entry {self.first_bad_seq}: {self.reason}"
 
 
-def verify_chain(
-    entries: Iterable[Any], head: tuple[int, str] | None = None
-) -> VerifyResult:
+def verify_chain(entries: Iterable[Any], head: tuple[int, str] | None = None) -> VerifyResult:
     """Check entries given in ``seq`` order; stops at the first problem.
 
     ``head`` is ``(seq, hash)`` of the ledger head row, if there is one: it catches entries

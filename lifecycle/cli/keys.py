@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -51,14 +52,17 @@ def read_key_file(path: Path, option: str) -> bytes:
 
 @keys_app.command("rotate")
 def rotate_cmd(
-    new_key_file: Path = typer.Option(
-        ..., "--new-key-file", help="File with the new master key (base64 of 32 bytes)."
-    ),
-    old_key_file: Path | None = typer.Option(
-        None,
-        "--old-key-file",
-        help="The key to rotate away from (default: the configured master key).",
-    ),
+    new_key_file: Annotated[
+        Path,
+        typer.Option("--new-key-file", help="File with the new master key (base64 of 32 bytes)."),
+    ],
+    old_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--old-key-file",
+            help="The key to rotate away from (default: the configured master key).",
+        ),
+    ] = None,
 ) -> None:
     """Re-wrap every live data key under a new master key (resumable; re-runs are no-ops).
 

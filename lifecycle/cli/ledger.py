@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -42,9 +43,10 @@ def verify_cmd() -> None:
 @ledger_app.command("export")
 def export_cmd(
     fmt: str = typer.Option("csv", "--format", help="Output format (only csv)."),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write to this file (UTF-8 with BOM, for Excel)."
-    ),
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file (UTF-8 with BOM, for Excel)."),
+    ] = None,
 ) -> None:
     """Export the ledger with Korean column headings, times in Asia/Seoul."""
     from lifecycle import ledger
