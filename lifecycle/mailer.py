@@ -90,7 +90,7 @@ def valid_address(addr: str | None) -> bool:
     """Plain ASCII ``local@domain`` with no whitespace: anything else could inject headers."""
     if not addr or len(addr) > 254 or not addr.isascii():
         return False
-    if any(c.isspace() or c in "<>,;\"\\" for c in addr):
+    if any(c.isspace() or c in '<>,;"\\' for c in addr):
         return False
     local, sep, domain = addr.rpartition("@")
     return bool(sep and local and "." in domain and not domain.startswith("."))

@@ -184,14 +184,12 @@ def member_table(engine: Engine) -> MemberTable:
             f"subject table {subject.table!r} from the data map does not exist in the primary "
             "database"
         ) from None
-    categories = {
-        c: cat for cat, cols in tmap.columns.items() for c in cols if c in table.c
-    }
+    categories = {c: cat for cat, cols in tmap.columns.items() for c in cols if c in table.c}
     system = set(SYSTEM_COLUMNS) | set(tmap.key_columns) | set(tmap.non_personal)
     system |= {subject.status_column, subject.withdrawn_at_column, *tmap.files}
     if subject.dormancy.last_active_column:
         system.add(subject.dormancy.last_active_column)
-    system |= {c for c in table.c.keys() if _HASH_RE.fullmatch(c)}
+    system |= {c.name for c in table.c if _HASH_RE.fullmatch(c.name)}
     mt = MemberTable(
         table=table,
         key=subject.key,

@@ -158,9 +158,7 @@ def member_notice(kind: str, context: dict[str, Any]) -> Rendered:
             _CORRECTION_SUBJECT.safe_substitute(ctx), _CORRECTION_BODY.safe_substitute(ctx)
         )
     if kind == "dormancy_advance":
-        return Rendered(
-            _DORMANCY_SUBJECT.safe_substitute(ctx), _DORMANCY_BODY.safe_substitute(ctx)
-        )
+        return Rendered(_DORMANCY_SUBJECT.safe_substitute(ctx), _DORMANCY_BODY.safe_substitute(ctx))
     raise ValueError(f"unknown member notice kind {kind!r}")
 
 

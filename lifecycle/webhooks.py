@@ -98,7 +98,9 @@ def encode_body(payload: dict[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
-def sign_headers(secret: str, msg_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
+def sign_headers(
+    secret: str, msg_id: str, body: str, now: datetime | None = None
+) -> dict[str, str]:
     """The three Standard Webhooks headers for one attempt."""
     ts = (now or datetime.now(UTC)).astimezone(UTC)
     signature = Webhook(secret).sign(msg_id=msg_id, timestamp=ts, data=body)

@@ -9,6 +9,7 @@ from celery.schedules import crontab
 from lifecycle.settings import Settings
 
 RELAY_INTERVAL_SECONDS = 5.0
+RESEND_DUE_INTERVAL_SECONDS = 15.0
 NIGHTLY = crontab(minute=0, hour=3)
 
 
@@ -19,6 +20,17 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
         "relay-stale": {
             "task": "lifecycle.relay.redispatch_stale",
             "schedule": 300.0,
+        },
+        # Third-party deliveries: the retry schedule lives in the DB; this enqueues what is due.
+        "notify-resend-due": {
+            "task": "lifecycle.notify.resend_due",
+            "schedule": RESEND_DUE_INTERVAL_SECONDS,
+        },
+        "notice-resume-stale": {"task": "lifecycle.notice.resume_stale", "schedule": 300.0},
+        # Does nothing unless the data map enables dormancy (an operator option).
+        "notice-dormancy-advance": {
+            "task": "lifecycle.notice.dormancy_advance",
+            "schedule": NIGHTLY,
         },
     }
     return schedule

@@ -1,0 +1,132 @@
+"""`lifecycle notice policy ...`: individual notice of a privacy-policy change to every member."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+
+from lifecycle.cli.app import app
+from lifecycle.errors import LifecycleError, UserError
+
+notice_app = typer.Typer(help="Individual notices to members.", no_args_is_help=True)
+app.add_typer(notice_app, name="notice")
+
+
+class NoticeFailed(LifecycleError):
+    exit_code = 1
+
+
+def _read_body(path: Path) -> str:
+    try:
+        body = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"body file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"body file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise UserError(f"body file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"body file {path} cannot be read ({exc.strerror})") from None
+    if not body.strip():
+        raise UserError(f"body file {path} is empty")
+    return body
+
+
+def _parse_date(text: str | None) -> date:
+    from lifecycle.settings import get_settings
+
+    if text is None:
+        from datetime import datetime
+
+        return datetime.now(ZoneInfo(get_settings().timezone)).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UserError("--effective-date must be a date YYYY-MM-DD") from None
+
+
+@notice_app.command("policy")
+def policy_cmd(
+    version: Annotated[str, typer.Option("--version", help="The policy version, e.g. 2.1.")],
+    title: Annotated[str, typer.Option("--title", help="One-line summary of the change.")],
+    body_file: Annotated[
+        Path, typer.Option("--body-file", help="UTF-8 text file: what changes and why.")
+    ],
+    effective_date: Annotated[
+        str | None,
+        typer.Option("--effective-date", help="YYYY-MM-DD the new policy applies (default today)."),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Block until every notice is sent.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 6 * 3600.0,
+) -> None:
+    """Send every active member an individual notice of a policy change (batched, rate-limited).
+
+    Running it again with the same version resumes the same notice: nobody gets it twice."""
+    from lifecycle.notices import create_policy_notice
+    from workers.app import app as celery_app
+
+    body = _read_body(body_file)
+    eff = _parse_date(effective_date)
+    notice_id, created = create_policy_notice(version, title, body, eff)
+    result = celery_app.send_task("lifecycle.notice.fanout", args=[notice_id])
+    verb = "created" if created else "resumed"
+    typer.echo(f"policy notice {notice_id} (version {version}) {verb}; fan-out job {result.id}")
+    if wait:
+        _wait_notice(notice_id, timeout)
+
+
+def _wait_notice(notice_id: int, timeout: float, poll: float = 0.5) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from lifecycle.notices import progress
+
+    console = Console(stderr=True)
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(f"notice {notice_id}", total=None, state="pending")
+        while True:
+            p = progress(notice_id)
+            done = p["sent"] + p["not_sent"] + p["failed"]
+            bar.update(task, total=p["total"] or None, completed=done, state=p["state"])
+            if p["state"] == "completed":
+                break
+            if time.monotonic() > deadline:
+                raise NoticeFailed(
+                    f"notice {notice_id} still sending after {timeout:.0f}s ({done} of "
+                    f"{p['total']} done); is a worker running? (lifecycle status)"
+                )
+            time.sleep(poll)
+    typer.echo(
+        f"notice {notice_id}: {p['sent']} sent, {p['not_sent']} not sent, {p['failed']} failed "
+        f"of {p['total']}"
+    )
+    if p["not_sent"]:
+        typer.echo(
+            "warning: some notices were not sent (no SMTP server configured in "
+            "LIFECYCLE_SMTP_URL, or the member has no usable email address)",
+            err=True,
+        )
+    if p["failed"]:
+        raise NoticeFailed(
+            f"notice {notice_id}: {p['failed']} address(es) refused by the mail server"
+        )

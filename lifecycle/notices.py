@@ -1,0 +1,658 @@
+"""Individual notices to members: policy changes, withdrawal/correction completed, dormancy.
+
+Fan-out. A notice gets one ``lifecycle_notice_recipients`` row per member, inserted set-based
+(``INSERT ... SELECT ... ON CONFLICT DO NOTHING``) and unique on (notice, member): running the
+fan-out again adds nobody twice. Rows are then sent in member-id ranges, one batch task per
+range, each over ONE reused SMTP connection.
+
+Exactly once, as far as SMTP allows. A row is marked ``sent`` in its own small commit right
+after the server accepted the message, so a batch killed at any line and run again resends
+nothing already recorded. The one message that can be in doubt is the one in flight when the
+worker died (accepted by the server, not yet recorded): it is sent again, with the same
+``Message-ID`` (``notice-<notice>-<member>@<domain>``), so mail clients show it once. No
+protocol can do better without the server's help; this bounds duplicates to one per killed
+connection. Two copies of the same batch (a redelivered message while the first still runs)
+never run at once: each batch holds a lock on (notice, range) for its whole run (a PostgreSQL
+session advisory lock, released by the server when the connection dies; a file lock in the
+embedded mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, exists, func, literal, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
+
+from lifecycle import db
+from lifecycle.errors import UserError
+from lifecycle.mailer import Mailer, MessageBuilder, smtp_config, valid_address
+from lifecycle.member_table import member_table
+from lifecycle.ratelimit import chunk_size, notice_limiter
+from lifecycle.settings import get_settings
+from lifecycle.templates import member_notice, policy_notice
+from models.base import utcnow
+from models.notify import Notice, NoticeRecipient, NoticeState, RecipientState
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+NR = NoticeRecipient.__table__
+# A notice with pending rows and no batch activity for this long is resumed by beat.
+STALE_AFTER = timedelta(minutes=10)
+# Stop a batch after this many consecutive "try later" answers: the server is in trouble.
+MAX_CONSECUTIVE_RETRIES = 5
+
+
+# -- creating notices ----------------------------------------------------------------------------
+
+
+def _printable(value: str, what: str, max_len: int) -> str:
+    value = value.strip()
+    if not value:
+        raise UserError(f"{what} must not be empty")
+    if len(value) > max_len:
+        raise UserError(f"{what} is longer than {max_len} characters")
+    if any(ord(c) < 32 for c in value):
+        raise UserError(f"{what} must be one line of printable text")
+    return value
+
+
+def create_policy_notice(
+    version: str, title: str, body: str, effective_date: date
+) -> tuple[int, bool]:
+    """The notice row for a policy change; (id, created). Same version again: the same notice."""
+    version = _printable(version, "--version", 64)
+    title = _printable(title, "--title", 200)
+    if not body.strip():
+        raise UserError("the body file is empty")
+    with db.session("primary") as s:
+        existing = s.scalar(select(Notice).where(Notice.dedup_key == f"policy:{version}"))
+        if existing is not None:
+            same = (existing.title, existing.body.strip(), existing.effective_date) == (
+                title,
+                body.strip(),
+                effective_date,
+            )
+            if not same:
+                raise UserError(
+                    f"a policy notice for version {version} already exists (notice "
+                    f"{existing.id}) with a different title, body or date; use a new --version"
+                )
+            return existing.id, False
+        n = Notice(
+            kind="policy",
+            dedup_key=f"policy:{version}",
+            version=version,
+            title=title,
+            body=body,
+            effective_date=effective_date,
+            state=NoticeState.PENDING.value,
+        )
+        s.add(n)
+        s.flush()
+        return n.id, True
+
+
+def _dedup_key(kind: str, member_id: int, context: dict[str, Any]) -> str:
+    if "request_id" in context:
+        return f"{kind}:request{context['request_id']}"
+    return f"{kind}:member{member_id}:{context.get('key', utcnow().date().isoformat())}"
+
+
+def create_member_notice(
+    s: Session,
+    kind: str,
+    member_id: int,
+    context: dict[str, Any],
+    *,
+    state: RecipientState = RecipientState.PENDING,
+    address: str | None = None,
+) -> int:
+    """A one-member notice in the caller's transaction (idempotent by kind + request id).
+
+    ``context`` holds ids, dates and field names: it is rendered into the notice text, which
+    names no value of the member's data.
+    """
+    rendered = member_notice(kind, context)
+    key = _dedup_key(kind, member_id, context)
+    n = s.scalar(select(Notice).where(Notice.dedup_key == key))
+    if n is None:
+        n = Notice(
+            kind=kind,
+            dedup_key=key,
+            title=rendered.subject,
+            body=rendered.body,
+            state=NoticeState.SENDING.value,
+            total=1,
+        )
+        s.add(n)
+        s.flush()
+    else:
+        # Re-rendered so e.g. a withdrawal notice carries the day it actually completed.
+        n.title, n.body = rendered.subject, rendered.body
+    _insert_ignore(
+        s,
+        [
+            {
+                "notice_id": n.id,
+                "member_id": member_id,
+                "state": state.value,
+                "address": address,
+                "attempts": 0,
+                "created_at": utcnow(),
+            }
+        ],
+    )
+    return n.id
+
+
+def _insert_ignore(s: Session, rows: list[dict[str, Any]]) -> None:
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    s.execute(
+        dialect.insert(NR)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
+    )
+
+
+def capture_withdrawal_notice(s: Session, member_id: int, request_id: int) -> int:
+    """Call in the withdrawal job BEFORE the member's data is destroyed.
+
+    Keeps the member's email in the notice row (held, not sent) because the member row will be
+    gone when the withdrawal completes; the address is blanked once the notice is sent. Then,
+    after the withdrawal completed: ``send_member_notice("withdrawal_completed", member_id,
+    {"request_id": request_id})``. Idempotent.
+    """
+    mt = member_table(s.get_bind())  # type: ignore[arg-type]
+    address = None
+    if mt.email_col is not None:
+        address = s.scalar(select(mt.email_col).where(mt.key_col == member_id))
+    ctx = {"request_id": request_id, "completed_date": utcnow().date()}
+    nid = create_member_notice(
+        s, "withdrawal_completed", member_id, ctx, state=RecipientState.HELD, address=address
+    )
+    # A re-run after the member row is gone must not overwrite the captured address with None.
+    if address is not None:
+        s.execute(
+            update(NoticeRecipient)
+            .where(
+                NoticeRecipient.notice_id == nid,
+                NoticeRecipient.member_id == member_id,
+                NoticeRecipient.state == RecipientState.HELD.value,
+            )
+            .values(address=address)
+        )
+    return nid
+
+
+def discard_member_notice(s: Session, kind: str, request_id: int) -> None:
+    """Drop a held notice (e.g. the withdrawal failed for good): blank the captured address."""
+    n = s.scalar(select(Notice).where(Notice.dedup_key == f"{kind}:request{request_id}"))
+    if n is not None:
+        s.execute(
+            update(NoticeRecipient)
+            .where(NoticeRecipient.notice_id == n.id, NoticeRecipient.state == "held")
+            .values(state=RecipientState.NOT_SENT.value, address=None, error_class="Discarded")
+        )
+
+
+def prepare_member_notice(kind: str, member_id: int, context: dict[str, Any]) -> int:
+    """Create (or release a held) one-member notice; returns its id. Caller enqueues the send."""
+    ctx = {"completed_date": utcnow().date(), **context}
+    with db.session("primary") as s:
+        nid = create_member_notice(s, kind, member_id, ctx)
+        s.execute(
+            update(NoticeRecipient)
+            .where(
+                NoticeRecipient.notice_id == nid,
+                NoticeRecipient.state == RecipientState.HELD.value,
+            )
+            .values(state=RecipientState.PENDING.value)
+        )
+        s.execute(update(Notice).where(Notice.id == nid).values(updated_at=utcnow()))
+    return nid
+
+
+def send_member_notice(kind: str, member_id: int, context: dict[str, Any]) -> int:
+    """Send a notice to one member (withdrawal_completed, correction_completed, ...).
+
+    Safe to call twice: the second call finds the row already sent and sends nothing.
+    """
+    nid = prepare_member_notice(kind, member_id, context)
+    enqueue_batch(nid, member_id, member_id)
+    return nid
+
+
+def enqueue_batch(notice_id: int, first: int, last: int, countdown: float | None = None) -> None:
+    from workers.app import app
+
+    app.send_task("lifecycle.notice.send_batch", args=[notice_id, first, last], countdown=countdown)
+
+
+# -- fan-out -------------------------------------------------------------------------------------
+
+
+def fanout(notice_id: int) -> dict[str, Any]:
+    """Insert a row per active member (policy notices) and return the pending ranges."""
+    with db.session("primary") as s:
+        n = s.get(Notice, notice_id)
+        if n is None:
+            raise UserError(f"notice {notice_id} does not exist")
+        if n.kind == "policy" and n.state == NoticeState.PENDING.value:
+            mt = member_table(s.get_bind())  # type: ignore[arg-type]
+            now = utcnow()
+            src = select(
+                literal(notice_id).label("notice_id"),
+                mt.key_col.label("member_id"),
+                literal(RecipientState.PENDING.value).label("state"),
+                literal(0).label("attempts"),
+                literal(now).label("created_at"),
+            ).where(mt.active_clause())
+            dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+            cols = ["notice_id", "member_id", "state", "attempts", "created_at"]
+            s.execute(
+                dialect.insert(NR)
+                .from_select(cols, src)
+                .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
+            )
+        if n.state == NoticeState.PENDING.value:
+            n.state = NoticeState.SENDING.value
+        n.total = s.scalar(select(func.count()).where(NR.c.notice_id == notice_id)) or 0
+        n.updated_at = utcnow()
+        total = n.total
+    ranges = pending_ranges(notice_id)
+    if not ranges:
+        refresh_counts(notice_id)
+    return {"notice_id": notice_id, "total": total, "batches": ranges}
+
+
+def pending_ranges(notice_id: int, size: int | None = None) -> list[tuple[int, int]]:
+    """Member-id ranges of at most ``size`` pending rows each."""
+    size = size or get_settings().notice_batch_size
+    with db.session("primary") as s:
+        ids = s.scalars(
+            select(NR.c.member_id)
+            .where(NR.c.notice_id == notice_id, NR.c.state == RecipientState.PENDING.value)
+            .order_by(NR.c.member_id)
+        ).all()
+    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+
+
+# -- one batch -----------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    notice_id: int
+    sent: int = 0
+    failed: int = 0
+    not_sent: int = 0
+    left: int = 0  # still pending (server said "try later", or it went away)
+    skipped: bool = False  # another copy of this batch holds the lock
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _lock_key(notice_id: int, first: int) -> int:
+    digest = hashlib.blake2b(f"notice-batch:{notice_id}:{first}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+@contextlib.contextmanager
+def _batch_lock(conn: Connection, notice_id: int, first: int) -> Iterator[bool]:
+    if conn.dialect.name == "postgresql":
+        key = _lock_key(notice_id, first)
+        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                with contextlib.suppress(Exception):
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+        return
+    lock_dir = get_settings().var_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_dir / f"notice-{notice_id}-{first}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+class _Marker:
+    """Records each outcome in its own small commit on a dedicated connection.
+
+    On PostgreSQL the commits are asynchronous (``synchronous_commit = off``): a *worker* crash
+    loses nothing (the server has the commit); only a PostgreSQL crash can lose the last
+    fraction of a second of marks, and those members then get the one at-least-once resend.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.pg = conn.dialect.name == "postgresql"
+        if self.pg:
+            conn.execute(text("SET synchronous_commit TO off"))
+        else:
+            conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        conn.commit()
+        self._sent = (
+            update(NR)
+            .where(NR.c.id == bindparam("rid"), NR.c.state == RecipientState.PENDING.value)
+            .values(
+                state=RecipientState.SENT.value,
+                sent_at=bindparam("at"),
+                address=None,
+                attempts=NR.c.attempts + 1,
+            )
+        )
+
+    def sent(self, row_id: int) -> None:
+        self.conn.execute(self._sent, {"rid": row_id, "at": utcnow()})
+        self.conn.commit()
+
+    def finish(self, row_ids: list[int], state: RecipientState, error: str) -> None:
+        if not row_ids:
+            return
+        self.conn.execute(
+            update(NR)
+            .where(NR.c.id.in_(row_ids), NR.c.state == RecipientState.PENDING.value)
+            .values(
+                state=state.value, error_class=error[:64], address=None, attempts=NR.c.attempts + 1
+            )
+        )
+        self.conn.commit()
+
+    def close(self) -> None:
+        if self.pg:
+            with contextlib.suppress(Exception):
+                self.conn.rollback()
+                self.conn.execute(text("RESET synchronous_commit"))
+                self.conn.commit()
+
+
+def _builder(n: Notice, mail_from: str) -> MessageBuilder:
+    if n.kind == "policy":
+        r = policy_notice(n.version or "", n.title, n.body, n.effective_date or utcnow().date())
+        return MessageBuilder(mail_from, r.subject, r.body)
+    return MessageBuilder(mail_from, n.title, n.body)
+
+
+def send_batch(
+    notice_id: int, first: int, last: int, progress: Progress | None = None
+) -> BatchResult:
+    """Send the pending rows of one member-id range over one SMTP connection."""
+    result = BatchResult(notice_id)
+    settings = get_settings()
+    eng = db.engine("primary")
+    with eng.connect() as conn, _batch_lock(conn, notice_id, first) as locked:
+        if not locked:
+            result.skipped = True
+            return result
+        with db.session("primary") as s:
+            n = s.get(Notice, notice_id)
+            if n is None:
+                return result
+            mt = member_table(s.get_bind())  # type: ignore[arg-type]
+            email = mt.email_col if mt.email_col is not None else literal(None)
+            rows = s.execute(
+                select(NR.c.id, NR.c.member_id, func.coalesce(NR.c.address, email))
+                .select_from(NR.outerjoin(mt.table, mt.key_col == NR.c.member_id))
+                .where(
+                    NR.c.notice_id == notice_id,
+                    NR.c.member_id.between(first, last),
+                    NR.c.state == RecipientState.PENDING.value,
+                )
+                .order_by(NR.c.member_id)
+            ).all()
+            builder = _builder(n, settings.mail_from)
+            s.execute(update(Notice).where(Notice.id == notice_id).values(updated_at=utcnow()))
+        marker = _Marker(conn)
+        try:
+            _send_rows(rows, builder, marker, result, progress)
+        finally:
+            marker.close()
+    refresh_counts(notice_id)
+    return result
+
+
+def _send_rows(
+    rows: list[Any],
+    builder: MessageBuilder,
+    marker: _Marker,
+    result: BatchResult,
+    progress: Progress | None,
+) -> None:
+    total = len(rows)
+    no_address = [r[0] for r in rows if not valid_address(r[2])]
+    marker.finish(no_address, RecipientState.NOT_SENT, "NoAddress")
+    result.not_sent += len(no_address)
+    todo = [r for r in rows if valid_address(r[2])]
+    cfg = smtp_config()
+    if cfg is None:
+        if todo:
+            log.warning(
+                "LIFECYCLE_SMTP_URL is not set: %d notice(s) of notice %s recorded as not sent",
+                len(todo),
+                result.notice_id,
+            )
+        marker.finish([r[0] for r in todo], RecipientState.NOT_SENT, "SmtpNotConfigured")
+        result.not_sent += len(todo)
+        return
+    settings = get_settings()
+    domain = settings.mail_from.rpartition("@")[2] or "localhost"
+    limiter = notice_limiter()
+    chunk = chunk_size(settings.notice_rate_per_second)
+    allowance = 0
+    consecutive = 0
+    done = total - len(todo)
+    with Mailer(cfg) as mailer:
+        for i, (row_id, member_id, address) in enumerate(todo):
+            if allowance == 0:
+                limiter.acquire(chunk)
+                allowance = chunk
+            allowance -= 1
+            raw = builder.build(address, f"notice-{result.notice_id}-{member_id}@{domain}")
+            res = mailer.send(settings.mail_from, address, raw)
+            if res.status == "sent":
+                marker.sent(row_id)
+                result.sent += 1
+                consecutive = 0
+            elif res.status == "rejected":
+                marker.finish([row_id], RecipientState.FAILED, res.error_class or str(res.code))
+                result.failed += 1
+                consecutive = 0
+            else:
+                result.left += 1
+                consecutive += 1
+                if consecutive >= MAX_CONSECUTIVE_RETRIES:
+                    result.left += len(todo) - i - 1
+                    log.warning(
+                        "notice %s: SMTP server keeps failing (%s); batch paused",
+                        result.notice_id,
+                        res.error_class or res.code,
+                    )
+                    break
+            done += 1
+            if progress is not None and (done % 50 == 0 or done == total):
+                progress(done, total)
+
+
+# -- counts and progress -------------------------------------------------------------------------
+
+
+def counts(s: Session, notice_id: int) -> dict[str, int]:
+    return {
+        st: int(c)
+        for st, c in s.execute(
+            select(NR.c.state, func.count()).where(NR.c.notice_id == notice_id).group_by(NR.c.state)
+        ).all()
+    }
+
+
+def refresh_counts(notice_id: int) -> dict[str, int]:
+    """Recount (idempotent, unlike increments) and complete the notice when nothing is left."""
+    with db.session("primary") as s:
+        c = counts(s, notice_id)
+        values: dict[str, Any] = {
+            "sent": c.get("sent", 0),
+            "not_sent": c.get("not_sent", 0),
+            "failed": c.get("failed", 0),
+            "total": sum(c.values()),
+            "updated_at": utcnow(),
+        }
+        if not c.get("pending") and not c.get("held"):
+            values["state"] = NoticeState.COMPLETED.value
+            values["completed_at"] = utcnow()
+        s.execute(
+            update(Notice)
+            .where(Notice.id == notice_id, Notice.state != NoticeState.PENDING.value)
+            .values(**values)
+        )
+    return c
+
+
+def progress(notice_id: int) -> dict[str, Any]:
+    with db.session("primary") as s:
+        n = s.get(Notice, notice_id)
+        if n is None:
+            raise UserError(f"notice {notice_id} does not exist")
+        c = counts(s, notice_id)
+        return {
+            "state": n.state,
+            "total": sum(c.values()),
+            "pending": c.get("pending", 0) + c.get("held", 0),
+            "sent": c.get("sent", 0),
+            "not_sent": c.get("not_sent", 0),
+            "failed": c.get("failed", 0),
+        }
+
+
+def stale_notices() -> list[int]:
+    """Notices left unfinished with no batch activity for a while (e.g. after a crash)."""
+    cutoff = utcnow() - STALE_AFTER
+    with db.session("primary") as s:
+        return list(
+            s.scalars(
+                select(Notice.id).where(
+                    Notice.state.in_([NoticeState.PENDING.value, NoticeState.SENDING.value]),
+                    Notice.updated_at < cutoff,
+                )
+            )
+        )
+
+
+def resume_ranges(notice_id: int) -> list[tuple[int, int]]:
+    """What is left to send of a notice (fanning it out first if that never happened)."""
+    with db.session("primary") as s:
+        n = s.get(Notice, notice_id)
+        if n is None:
+            return []
+        n.updated_at = utcnow()
+        state = n.state
+    if state == NoticeState.PENDING.value:
+        return list(fanout(notice_id)["batches"])
+    ranges = pending_ranges(notice_id)
+    if not ranges:
+        refresh_counts(notice_id)
+    return ranges
+
+
+# -- dormancy advance notice ---------------------------------------------------------------------
+
+
+def dormancy_advance(now: datetime | None = None) -> int | None:
+    """Notice members who will become dormant in ``advance_notice_days`` (if dormancy is on).
+
+    Dormancy is an operator option (the 1-year rule was repealed in 2023): nothing happens
+    unless the data map enables it. A member is noticed once per period of inactivity.
+    """
+    from lifecycle.datamap import load_datamap
+
+    dm = load_datamap()
+    dorm = dm.subject.dormancy
+    if not dorm.enabled or not dorm.last_active_column:
+        return None
+    now = now or utcnow()
+    today = now.date()
+    separation = today + timedelta(days=dorm.advance_notice_days)
+    threshold = dorm.inactive_for.subtract_from(now) + timedelta(days=dorm.advance_notice_days)
+    ctx = {
+        "separation_date": separation,
+        "inactive_days": round(dorm.inactive_for.approx_days),
+    }
+    rendered = member_notice("dormancy_advance", ctx)
+    with db.session("primary") as s:
+        mt = member_table(s.get_bind())  # type: ignore[arg-type]
+        last_active = mt.table.c[dorm.last_active_column]
+        key = f"dormancy_advance:{today.isoformat()}"
+        n = s.scalar(select(Notice).where(Notice.dedup_key == key))
+        if n is None:
+            n = Notice(
+                kind="dormancy_advance",
+                dedup_key=key,
+                title=rendered.subject,
+                body=rendered.body,
+                effective_date=separation,
+                state=NoticeState.SENDING.value,
+            )
+            s.add(n)
+            s.flush()
+        nr2 = aliased(NoticeRecipient)
+        n2 = aliased(Notice)
+        already = exists().where(
+            and_(
+                nr2.member_id == mt.key_col,
+                n2.id == nr2.notice_id,
+                n2.kind == "dormancy_advance",
+                nr2.created_at > last_active,
+            )
+        )
+        src = select(
+            literal(n.id).label("notice_id"),
+            mt.key_col.label("member_id"),
+            literal(RecipientState.PENDING.value).label("state"),
+            literal(0).label("attempts"),
+            literal(now).label("created_at"),
+        ).where(mt.active_clause(), last_active.is_not(None), last_active <= threshold, ~already)
+        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+        s.execute(
+            dialect.insert(NR)
+            .from_select(["notice_id", "member_id", "state", "attempts", "created_at"], src)
+            .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
+        )
+        n.total = s.scalar(select(func.count()).where(NR.c.notice_id == n.id)) or 0
+        n.updated_at = utcnow()
+        return n.id
+
+
+__all__ = [
+    "BatchResult",
+    "capture_withdrawal_notice",
+    "create_member_notice",
+    "create_policy_notice",
+    "discard_member_notice",
+    "dormancy_advance",
+    "fanout",
+    "pending_ranges",
+    "progress",
+    "send_batch",
+    "send_member_notice",
+]

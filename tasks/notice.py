@@ -1,0 +1,61 @@
+"""Notices to members: fan-out, batches over one SMTP connection each, resume, dormancy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lifecycle import notices
+from workers.app import app
+
+# A batch whose server said "try later" is retried this many times by Celery; after that the
+# beat resume job picks the notice up again (the rows stay pending in the database).
+BATCH_RETRIES = 8
+
+
+def _enqueue_ranges(notice_id: int, ranges: list[tuple[int, int]]) -> None:
+    with app.producer_or_acquire() as producer:
+        for first, last in ranges:
+            send_batch.apply_async((notice_id, first, last), producer=producer)
+
+
+@app.task(name="lifecycle.notice.fanout", bind=True)
+def fanout(self: Any, notice_id: int) -> dict[str, Any]:
+    if self.request.id:
+        self.update_state(state="PROGRESS", meta={"done": 0, "total": 0})
+    result = notices.fanout(notice_id)
+    _enqueue_ranges(notice_id, result["batches"])
+    return {"notice_id": notice_id, "total": result["total"], "batches": len(result["batches"])}
+
+
+@app.task(name="lifecycle.notice.send_batch", bind=True, max_retries=BATCH_RETRIES)
+def send_batch(self: Any, notice_id: int, first: int, last: int) -> dict[str, Any]:
+    def progress(done: int, total: int) -> None:
+        if self.request.id:
+            self.update_state(state="PROGRESS", meta={"done": done, "total": total})
+
+    result = notices.send_batch(notice_id, first, last, progress)
+    if result.left and self.request.retries < BATCH_RETRIES:
+        raise self.retry(countdown=min(3600, 30 * 2**self.request.retries))
+    return result.as_dict()
+
+
+@app.task(name="lifecycle.notice.resume_stale", ignore_result=True, expires=300)
+def resume_stale() -> int:
+    """Beat: notices left half-sent by a crash (or a lost broker message) are sent on."""
+    resumed = 0
+    for notice_id in notices.stale_notices():
+        ranges = notices.resume_ranges(notice_id)
+        _enqueue_ranges(notice_id, ranges)
+        resumed += len(ranges)
+    return resumed
+
+
+@app.task(name="lifecycle.notice.dormancy_advance", ignore_result=True)
+def dormancy_advance() -> dict[str, Any]:
+    """Nightly: 30-day advance notice before dormancy, only where the data map enables it."""
+    notice_id = notices.dormancy_advance()
+    if notice_id is None:
+        return {"enabled": False}
+    ranges = notices.pending_ranges(notice_id)
+    _enqueue_ranges(notice_id, ranges)
+    return {"enabled": True, "notice_id": notice_id, "batches": len(ranges)}
