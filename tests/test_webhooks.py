@@ -3,6 +3,7 @@ servers: loopback HTTP receivers that verify signatures, aiosmtpd, Redis."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -14,15 +15,18 @@ from sqlalchemy import select
 from lifecycle.errors import UserError
 from lifecycle.settings import SettingsError
 from tests.conftest import LifecycleEnv, free_port
-from tests.notify_support import (  # noqa: F401  (fixtures)
+
+# The helpers hold fixtures too: rewrite their asserts, then load them as a plugin.
+pytest.register_assert_rewrite("tests.notify_support")
+from tests.notify_support import (  # noqa: E402
     SmtpSink,
     add_members,
     create_demo_schema,
-    receivers,
     set_env,
-    smtp_sink,
     wait_until,
 )
+
+pytest_plugins = ["tests.notify_support"]
 
 # -- signing -------------------------------------------------------------------------------------
 
@@ -83,7 +87,7 @@ def test_https_and_loopback_http_are_accepted() -> None:
 # -- one attempt against a real receiver ----------------------------------------------------------
 
 
-def test_deliver_outcomes_against_a_verifying_receiver(receivers) -> None:  # noqa: F811
+def test_deliver_outcomes_against_a_verifying_receiver(receivers) -> None:
     from lifecycle.webhooks import deliver_webhook
 
     ok = receivers(default=200)
@@ -164,7 +168,7 @@ def test_smtp_urls() -> None:
             parse_smtp_url(bad)
 
 
-def test_mailer_reuses_one_connection_and_classifies_refusals(smtp_sink: SmtpSink) -> None:  # noqa: F811
+def test_mailer_reuses_one_connection_and_classifies_refusals(smtp_sink: SmtpSink) -> None:
     from lifecycle.mailer import Mailer, MessageBuilder, parse_smtp_url
 
     smtp_sink.refuse.add("gone@example.test")
@@ -218,7 +222,7 @@ def test_redis_rate_limit_is_shared_by_every_limiter_instance(redis_url: str) ->
     b = RedisRateLimiter(redis_url, rate=10, key="test:rl")
     waits = _spread([a, b], 6)
     # One shared schedule: each reservation lands 0.1 s after the previous one, whoever asks.
-    for earlier, later in zip(waits, waits[1:], strict=False):
+    for earlier, later in itertools.pairwise(waits):
         assert later - earlier == pytest.approx(0.1, abs=0.03)
 
 
@@ -251,7 +255,7 @@ def test_file_rate_limit_for_the_embedded_mode(tmp_path) -> None:
     a = FileRateLimiter(tmp_path / "rl", rate=10)
     b = FileRateLimiter(tmp_path / "rl", rate=10)
     waits = _spread([a, b], 5)
-    for earlier, later in zip(waits, waits[1:], strict=False):
+    for earlier, later in itertools.pairwise(waits):
         assert later - earlier == pytest.approx(0.1, abs=0.03)
 
 
@@ -296,7 +300,7 @@ def test_failing_then_recovering_endpoint_gets_the_message_once(
     lifecycle_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
-    start_worker,  # noqa: F811
+    start_worker,
 ) -> None:
     receiver = receivers(script=[503, 500], default=200)
     _world(lifecycle_env, monkeypatch, receiver, "0,1,1,1,1")
@@ -334,7 +338,7 @@ def test_410_disables_the_endpoint_and_replay_after_enable(
     lifecycle_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
-    start_worker,  # noqa: F811
+    start_worker,
 ) -> None:
     receiver = receivers(script=[410], default=200)
     _world(lifecycle_env, monkeypatch, receiver, "0,1,1")
@@ -375,7 +379,7 @@ def test_exhausted_retries_need_attention(
     lifecycle_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
-    start_worker,  # noqa: F811
+    start_worker,
 ) -> None:
     receiver = receivers(default=500)
     _world(lifecycle_env, monkeypatch, receiver, "0,1")
@@ -384,7 +388,7 @@ def test_exhausted_retries_need_attention(
         "correct", "1", "--set", "mobile=010-5555-0000", "--wait", "--timeout", "60"
     )
     assert r.returncode == 1 and "needs attention" in r.stderr
-    ds, atts = _deliveries()
+    ds, _ = _deliveries()
     assert ds[0].state == "failed" and ds[0].attempts == 2
     assert len(receiver.hits) == 2
     from lifecycle.db import session
@@ -399,7 +403,7 @@ def test_exhausted_retries_need_attention(
 def test_crash_after_sending_resends_with_the_same_webhook_id(
     lifecycle_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
-    receivers,  # noqa: F811
+    receivers,
 ) -> None:
     """A worker that dies between the POST and recording the answer leaves an in_flight
     attempt; once its lease runs out the next attempt marks it interrupted and sends again
@@ -439,7 +443,7 @@ def test_resend_due_finds_what_a_lost_broker_message_left(
     lifecycle_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
-    start_worker,  # noqa: F811
+    start_worker,
 ) -> None:
     """Deliveries are scheduled in the database: with every broker message gone (a Redis
     restart without persistence), the beat job finds the due delivery and it is sent."""
