@@ -11,10 +11,9 @@ nothing already recorded. The one message that can be in doubt is the one in fli
 worker died (accepted by the server, not yet recorded): it is sent again, with the same
 ``Message-ID`` (``notice-<notice>-<member>@<domain>``), so mail clients show it once. No
 protocol can do better without the server's help; this bounds duplicates to one per killed
-connection. Two copies of the same batch (a redelivered message while the first still runs)
-never run at once: each batch holds a lock on (notice, range) for its whole run (a PostgreSQL
-session advisory lock, released by the server when the connection dies; a file lock in the
-embedded mode).
+connection. Two batches never send the same row at the same time, even when their member
+ranges overlap (a redelivered message next to a resume): each claims rows a chunk at a time
+under per-row locks that the database drops the moment a batch's connection dies (`_Claims`).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -298,51 +297,100 @@ class BatchResult:
     failed: int = 0
     not_sent: int = 0
     left: int = 0  # still pending (server said "try later", or it went away)
-    skipped: bool = False  # another copy of this batch holds the lock
+    busy: int = 0  # rows another live batch holds right now (it sends them)
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
-def _lock_key(notice_id: int, first: int) -> int:
-    digest = hashlib.blake2b(f"notice-batch:{notice_id}:{first}".encode(), digest_size=8)
+# Rows claimed (and locked) at a time: bounds the locks one batch holds.
+CLAIM_CHUNK = 100
+
+
+def _row_key(notice_id: int, member_id: int) -> int:
+    digest = hashlib.blake2b(f"notice:{notice_id}:{member_id}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
-@contextlib.contextmanager
-def _batch_lock(conn: Connection, notice_id: int, first: int) -> Iterator[bool]:
-    if conn.dialect.name == "postgresql":
-        key = _lock_key(notice_id, first)
-        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-        conn.commit()
-        try:
-            yield got
-        finally:
-            if got:
-                with contextlib.suppress(Exception):
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
-        return
-    lock_dir = get_settings().var_dir / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"notice-{notice_id}-{first}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+class _Claims:
+    """Who may send which row: one live batch per (notice, member) at any instant.
+
+    PostgreSQL: session advisory locks per row, taken for a chunk at a time on the batch's own
+    connection. The server drops them the moment that connection dies (a killed worker), so a
+    resumed batch can take over at once, and two batches whose member ranges overlap (a
+    redelivered message and a resume) never send the same row. After locking, the row's state
+    is read again: a row another batch sent in the meantime is skipped.
+
+    SQLite (embedded mode, one host): one file lock per notice; its batches run one at a time.
+    """
+
+    def __init__(self, conn: Connection, notice_id: int) -> None:
+        self.conn = conn
+        self.notice_id = notice_id
+        self.pg = conn.dialect.name == "postgresql"
+        self._held: list[int] = []
+        self._fd: int | None = None
+
+    def __enter__(self) -> _Claims:
+        if not self.pg:
+            lock_dir = get_settings().var_dir / "locks"
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(lock_dir / f"notice-{self.notice_id}.lock", os.O_RDWR | os.O_CREAT)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.release()
+        if self._fd is not None:
+            os.close(self._fd)
+
+    def claim(self, rows: list[Any]) -> tuple[list[Any], int]:
+        """The rows of ``rows`` this batch now owns and that are still pending; and how many
+        another batch holds."""
+        if not self.pg or not rows:
+            return rows, 0
+        keys = {_row_key(self.notice_id, r[1]): r for r in rows}
+        got = (
+            self.conn.execute(
+                text(
+                    "SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k "
+                    "WHERE pg_try_advisory_lock(k)"
+                ),
+                {"keys": list(keys)},
+            )
+            .scalars()
+            .all()
+        )
+        self._held.extend(got)
+        mine = [keys[k] for k in got]
+        still = set(
+            self.conn.execute(
+                select(NR.c.id).where(
+                    NR.c.id.in_([r[0] for r in mine]),
+                    NR.c.state == RecipientState.PENDING.value,
+                )
+            ).scalars()
+        )
+        self.conn.commit()
+        return [r for r in mine if r[0] in still], len(rows) - len(got)
+
+    def release(self) -> None:
+        if self.pg and self._held:
+            self.conn.execute(
+                text("SELECT count(pg_advisory_unlock(k)) FROM unnest(CAST(:keys AS bigint[])) k"),
+                {"keys": self._held},
+            )
+            self.conn.commit()
+            self._held = []
 
 
 class _Marker:
-    """Records each outcome in its own small commit on a dedicated connection.
+    """Records each outcome in its own small commit on the batch's connection.
 
-    On PostgreSQL the commits are asynchronous (``synchronous_commit = off``): a *worker* crash
-    loses nothing (the server has the commit); only a PostgreSQL crash can lose the last
-    fraction of a second of marks, and those members then get the one at-least-once resend.
+    On PostgreSQL the commits are asynchronous (``synchronous_commit = off``): visible to every
+    other session at once and kept if the *worker* dies; only a PostgreSQL crash can lose the
+    last fraction of a second of marks, and those members then get the one at-least-once resend.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -375,7 +423,10 @@ class _Marker:
             update(NR)
             .where(NR.c.id.in_(row_ids), NR.c.state == RecipientState.PENDING.value)
             .values(
-                state=state.value, error_class=error[:64], address=None, attempts=NR.c.attempts + 1
+                state=state.value,
+                error_class=error[:64],
+                address=None,
+                attempts=NR.c.attempts + 1,
             )
         )
         self.conn.commit()
@@ -401,98 +452,126 @@ def send_batch(
     """Send the pending rows of one member-id range over one SMTP connection."""
     result = BatchResult(notice_id)
     settings = get_settings()
-    eng = db.engine("primary")
-    with eng.connect() as conn, _batch_lock(conn, notice_id, first) as locked:
-        if not locked:
-            result.skipped = True
+    with db.session("primary") as s:
+        n = s.get(Notice, notice_id)
+        if n is None:
             return result
-        with db.session("primary") as s:
-            n = s.get(Notice, notice_id)
-            if n is None:
-                return result
-            mt = member_table(s.get_bind())  # type: ignore[arg-type]
-            email = mt.email_col if mt.email_col is not None else literal(None)
-            rows = s.execute(
-                select(NR.c.id, NR.c.member_id, func.coalesce(NR.c.address, email))
-                .select_from(NR.outerjoin(mt.table, mt.key_col == NR.c.member_id))
-                .where(
-                    NR.c.notice_id == notice_id,
-                    NR.c.member_id.between(first, last),
-                    NR.c.state == RecipientState.PENDING.value,
-                )
-                .order_by(NR.c.member_id)
-            ).all()
-            builder = _builder(n, settings.mail_from)
-            s.execute(update(Notice).where(Notice.id == notice_id).values(updated_at=utcnow()))
+        builder = _builder(n, settings.mail_from)
+        n.updated_at = utcnow()
+        mt = member_table(s.get_bind())  # type: ignore[arg-type]
+    email = mt.email_col if mt.email_col is not None else literal(None)
+    in_range = and_(
+        NR.c.notice_id == notice_id,
+        NR.c.member_id.between(first, last),
+        NR.c.state == RecipientState.PENDING.value,
+    )
+    page = (
+        select(NR.c.id, NR.c.member_id, func.coalesce(NR.c.address, email))
+        .select_from(NR.outerjoin(mt.table, mt.key_col == NR.c.member_id))
+        .where(in_range, NR.c.member_id > bindparam("after"))
+        .order_by(NR.c.member_id)
+        .limit(CLAIM_CHUNK)
+    )
+    cfg = smtp_config()
+    with db.engine("primary").connect() as conn, _Claims(conn, notice_id) as claims:
+        total = conn.execute(select(func.count()).where(in_range)).scalar() or 0
+        conn.commit()
+        if cfg is None and total:
+            log.warning(
+                "LIFECYCLE_SMTP_URL is not set: notices of notice %s are recorded as not sent",
+                notice_id,
+            )
         marker = _Marker(conn)
+        sender = _Sender(cfg, builder, marker, result, settings)
+        done = 0
+        after = first - 1
         try:
-            _send_rows(rows, builder, marker, result, progress)
+            while not sender.stopped:
+                rows = conn.execute(page, {"after": after}).all()
+                conn.commit()
+                if not rows:
+                    break
+                after = rows[-1][1]
+                mine, busy = claims.claim(rows)
+                result.busy += busy
+                sender.send_rows(mine)
+                claims.release()
+                done += len(rows)
+                if progress is not None:
+                    progress(min(done, total), total)
         finally:
+            sender.close()
             marker.close()
     refresh_counts(notice_id)
     return result
 
 
-def _send_rows(
-    rows: list[Any],
-    builder: MessageBuilder,
-    marker: _Marker,
-    result: BatchResult,
-    progress: Progress | None,
-) -> None:
-    total = len(rows)
-    no_address = [r[0] for r in rows if not valid_address(r[2])]
-    marker.finish(no_address, RecipientState.NOT_SENT, "NoAddress")
-    result.not_sent += len(no_address)
-    todo = [r for r in rows if valid_address(r[2])]
-    cfg = smtp_config()
-    if cfg is None:
-        if todo:
-            log.warning(
-                "LIFECYCLE_SMTP_URL is not set: %d notice(s) of notice %s recorded as not sent",
-                len(todo),
-                result.notice_id,
-            )
-        marker.finish([r[0] for r in todo], RecipientState.NOT_SENT, "SmtpNotConfigured")
-        result.not_sent += len(todo)
-        return
-    settings = get_settings()
-    domain = settings.mail_from.rpartition("@")[2] or "localhost"
-    limiter = notice_limiter()
-    chunk = chunk_size(settings.notice_rate_per_second)
-    allowance = 0
-    consecutive = 0
-    done = total - len(todo)
-    with Mailer(cfg) as mailer:
+class _Sender:
+    def __init__(
+        self,
+        cfg: Any,
+        builder: MessageBuilder,
+        marker: _Marker,
+        result: BatchResult,
+        settings: Any,
+    ) -> None:
+        self.mailer = Mailer(cfg) if cfg is not None else None
+        self.builder = builder
+        self.marker = marker
+        self.result = result
+        self.mail_from = settings.mail_from
+        self.domain = settings.mail_from.rpartition("@")[2] or "localhost"
+        self.limiter = notice_limiter()
+        self.chunk = chunk_size(settings.notice_rate_per_second)
+        self.allowance = 0
+        self.consecutive = 0
+        self.stopped = False
+
+    def send_rows(self, rows: list[Any]) -> None:
+        result = self.result
+        unusable = [r[0] for r in rows if not valid_address(r[2])]
+        self.marker.finish(unusable, RecipientState.NOT_SENT, "NoAddress")
+        result.not_sent += len(unusable)
+        todo = [r for r in rows if valid_address(r[2])]
+        if self.mailer is None:
+            self.marker.finish([r[0] for r in todo], RecipientState.NOT_SENT, "SmtpNotConfigured")
+            result.not_sent += len(todo)
+            return
         for i, (row_id, member_id, address) in enumerate(todo):
-            if allowance == 0:
-                limiter.acquire(chunk)
-                allowance = chunk
-            allowance -= 1
-            raw = builder.build(address, f"notice-{result.notice_id}-{member_id}@{domain}")
-            res = mailer.send(settings.mail_from, address, raw)
+            if self.allowance == 0:
+                self.limiter.acquire(self.chunk)
+                self.allowance = self.chunk
+            self.allowance -= 1
+            raw = self.builder.build(
+                address, f"notice-{result.notice_id}-{member_id}@{self.domain}"
+            )
+            res = self.mailer.send(self.mail_from, address, raw)
             if res.status == "sent":
-                marker.sent(row_id)
+                self.marker.sent(row_id)
                 result.sent += 1
-                consecutive = 0
+                self.consecutive = 0
             elif res.status == "rejected":
-                marker.finish([row_id], RecipientState.FAILED, res.error_class or str(res.code))
+                self.marker.finish(
+                    [row_id], RecipientState.FAILED, res.error_class or str(res.code)
+                )
                 result.failed += 1
-                consecutive = 0
+                self.consecutive = 0
             else:
                 result.left += 1
-                consecutive += 1
-                if consecutive >= MAX_CONSECUTIVE_RETRIES:
+                self.consecutive += 1
+                if self.consecutive >= MAX_CONSECUTIVE_RETRIES:
                     result.left += len(todo) - i - 1
+                    self.stopped = True
                     log.warning(
-                        "notice %s: SMTP server keeps failing (%s); batch paused",
+                        "notice %s: the SMTP server keeps failing (%s); batch paused",
                         result.notice_id,
                         res.error_class or res.code,
                     )
-                    break
-            done += 1
-            if progress is not None and (done % 50 == 0 or done == total):
-                progress(done, total)
+                    return
+
+    def close(self) -> None:
+        if self.mailer is not None:
+            self.mailer.close()
 
 
 # -- counts and progress -------------------------------------------------------------------------
