@@ -814,6 +814,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 f"retention rule {cat!r} has no period: give one such as 5y, 6mo, 30d or 0d "
                 f"(destroy now); unbounded retention is refused",
                 *where,
+                "period",  # `period: null` points at its own line, a missing one at the rule
             )
         try:
             per = Period.parse(rs.period)
