@@ -123,8 +123,9 @@ _RESOLUTIONS = [
     "시스템 오류 수정 후 안내 완료.",
 ]
 _CAMPAIGNS = [
-    "봄맞이 마음건강 캠페인", "직장인 스트레스 검사 이벤트", "가족상담 할인", "신규회원 첫 상담 20%",
-    "수면클리닉 안내", "청소년 진로상담 주간", "부부상담 패키지", "연말 감사 이벤트",
+    "봄맞이 마음건강 캠페인", "직장인 스트레스 검사 이벤트", "가족상담 할인",
+    "신규회원 첫 상담 20%", "수면클리닉 안내", "청소년 진로상담 주간", "부부상담 패키지",
+    "연말 감사 이벤트",
 ]  # fmt: skip
 _CHANNELS = ["sms", "email", "push"]
 _PATHS = [
@@ -210,7 +211,7 @@ def build_pools(seed: int, size: int = POOL) -> Pools:
     return Pools(
         names=[fake.name() for _ in range(size)],
         logins=logins,
-        domains=sorted({fake.free_email_domain() for _ in range(50)}) + ["example.com"],
+        domains=[*sorted({fake.free_email_domain() for _ in range(50)}), "example.com"],
         addresses=[fake.address() for _ in range(size)],
         companies=[fake.company() for _ in range(size // 3)],
         jobs=[fake.job() for _ in range(size // 3)],
@@ -303,9 +304,7 @@ class _SqliteWriter(_Writer):
 # -- generation --------------------------------------------------------------------------------
 
 T = demo_site
-_COLUMNS: dict[str, list[str]] = {
-    t.name: [c.name for c in t.columns] for t in demo_site.ALL_TABLES
-}
+_COLUMNS: dict[str, list[str]] = {t.name: [c.name for c in t.columns] for t in demo_site.ALL_TABLES}
 
 
 def _ts(x: float) -> datetime:
@@ -337,9 +336,7 @@ class _Generator:
         self.next_id[table] = start + n
         return range(start, start + n)
 
-    def chunk(
-        self, first: int, count: int
-    ) -> Iterable[tuple[Table, list[tuple[Any, ...]], int]]:
+    def chunk(self, first: int, count: int) -> Iterable[tuple[Table, list[tuple[Any, ...]], int]]:
         """Yield ``(table, rows, files_written)`` for members ``first .. first+count-1``."""
         rng = random.Random(f"{self.seed}:{first}")
         p, now = self.p, self.t_now
@@ -349,8 +346,8 @@ class _Generator:
         for mid in range(first, first + count):
             sex = "M" if rng.random() < 0.45 else "F"
             under14 = rng.random() < 0.04
-            age_days = rng.randint(7 * 365, 13 * 365 + 300) if under14 else rng.randint(
-                18 * 365, 80 * 365
+            age_days = (
+                rng.randint(7 * 365, 13 * 365 + 300) if under14 else rng.randint(18 * 365, 80 * 365)
             )
             birth = today - timedelta(days=age_days)
             yy = birth.year % 100
@@ -471,9 +468,7 @@ class _Generator:
                     state = "cancelled"
                 else:
                     state = "done"
-                bookings.append(
-                    (bid, m.id, counsellor, _ts(at), state, rng.choice(_REQUEST_NOTES))
-                )
+                bookings.append((bid, m.id, counsellor, _ts(at), state, rng.choice(_REQUEST_NOTES)))
                 if state != "done":
                     continue
                 rid = self._ids("counselling_records", 1)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import typer
 
@@ -15,11 +16,14 @@ app.add_typer(demo_app, name="demo")
 
 @demo_app.command("seed")
 def seed_cmd(
-    members: int = typer.Option(..., "--members", help="How many members to add (at least 1)."),
-    files: bool = typer.Option(
-        False, "--files", help="Also write small uploaded files under the first file root."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same data)."),
+    members: Annotated[
+        int, typer.Option("--members", help="How many members to add (at least 1).")
+    ],
+    files: Annotated[
+        bool,
+        typer.Option("--files", help="Also write small uploaded files under the first file root."),
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data).")] = 0,
 ) -> None:
     """Add N fake members with their counselling, payments, logs, ... (after the highest id)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
