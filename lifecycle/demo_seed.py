@@ -26,8 +26,10 @@ absolute path.
 from __future__ import annotations
 
 import json
+import queue
 import random
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -635,25 +637,64 @@ def seed(
     )
     first = gen.next_id["members"]
     gen.next_id["members"] += members
+    # Generation (Python) runs in a thread while the main thread waits on the database, so on
+    # PostgreSQL the client and the server work at the same time. The queue bounds memory.
+    items: queue.Queue[Any] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def put(item: Any) -> None:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            done = 0
+            while done < members and not stop.is_set():
+                n = min(chunk, members - done)
+                for item in gen.chunk(first + done, n):
+                    put(item)
+                done += n
+                # Ids are contiguous per table, so next-1 is the highest one used so far.
+                put(_ChunkDone(done, {k: v - 1 for k, v in gen.next_id.items() if v > 1}))
+            put(None)
+        except BaseException as exc:
+            put(exc)
+
+    producer = threading.Thread(target=produce, name="demo-seed-generator", daemon=True)
+    producer.start()
     try:
-        done = 0
-        while done < members:
-            n = min(chunk, members - done)
-            for table, rows, written in gen.chunk(first + done, n):
-                writer.write(table, _COLUMNS[table.name], rows)
-                counts[table.name] += len(rows)
-                counts["files"] += written
-            # Only the tables this chunk touched; ids are contiguous, so next-1 is the last.
-            writer.after_chunk(
-                {name: gen.next_id[name] - 1 for name in _COLUMNS if gen.next_id[name] > 1}
-            )
-            writer.commit()
-            done += n
-            if progress:
-                progress(done)
+        while True:
+            item = items.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, _ChunkDone):
+                # One transaction per chunk: an interrupted seed leaves whole chunks only.
+                writer.after_chunk(item.last_ids)
+                writer.commit()
+                if progress:
+                    progress(item.members_done)
+                continue
+            table, rows, written = item
+            writer.write(table, _COLUMNS[table.name], rows)
+            counts[table.name] += len(rows)
+            counts["files"] += written
     finally:
+        stop.set()
+        producer.join()
         writer.close()
     return counts
+
+
+@dataclass(frozen=True)
+class _ChunkDone:
+    members_done: int
+    last_ids: dict[str, int]
 
 
 def member_age_on(birth: date, today: date) -> int:
