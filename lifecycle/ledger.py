@@ -10,13 +10,15 @@ data it records and is handed to the privacy officer. Link an entry to a person 
 Concurrency: ``append`` locks the single ``ledger_head`` row for the rest of the caller's
 transaction, so writers serialise and the chain stays linear; the entry commits (or rolls
 back) together with the archive-side change it records. Call it as the last statement before
-commit to keep the lock short.
+commit: that keeps the lock short, and keeps one lock order everywhere (data keys, then
+records, then the ledger head), so the sweep and the purge cannot deadlock each other.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -31,6 +33,7 @@ from models.archive import LedgerEntry, LedgerHead
 from models.base import utcnow
 
 HEAD_ID = 1
+log = logging.getLogger(__name__)
 
 # Korean labels for the privacy officer; codes stay English in the DB and in the hash.
 ACTION_LABELS = {
@@ -100,10 +103,19 @@ def _lock_head(session: Session) -> LedgerHead:
 
 
 def _create_head(session: Session, pg: bool) -> None:
+    """Create the head at the chain's tip (the migration creates it; this covers a restore)."""
     from sqlalchemy.dialects import postgresql, sqlite
 
+    tip = session.execute(
+        select(LedgerEntry.seq, LedgerEntry.hash).order_by(LedgerEntry.seq.desc()).limit(1)
+    ).first()
+    seq, digest = (int(tip[0]), tip[1]) if tip else (0, GENESIS_HASH)
+    if tip:
+        # The migration creates the head, so entries without one mean a partial restore or
+        # tampering: keep recording destructions (they are legally due) but say so loudly.
+        log.error("ledger head row was missing; recreating it at entry %d", seq)
     ins = (postgresql.insert if pg else sqlite.insert)(LedgerHead).values(
-        id=HEAD_ID, seq=0, hash=GENESIS_HASH, updated_at=utcnow()
+        id=HEAD_ID, seq=seq, hash=digest, updated_at=utcnow()
     )
     session.execute(ins.on_conflict_do_nothing(index_elements=["id"]))
 
@@ -225,7 +237,12 @@ def head(session: Session) -> tuple[int, str] | None:
 
 def verify(session: Session) -> VerifyResult:
     """Verify the whole chain against the head row (read-only)."""
-    return verify_chain(iter_entries(session), head=head(session))
+    h = head(session)
+    result = verify_chain(iter_entries(session), head=h)
+    if result.ok and h is None and result.checked:
+        # The migration creates the head; entries without one means it was deleted.
+        return VerifyResult(False, result.checked, result.checked, "ledger head row missing")
+    return result
 
 
 def count(session: Session) -> int:

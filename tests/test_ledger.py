@@ -196,6 +196,12 @@ def test_missing_head_row_is_recreated(lifecycle_env, pg_databases) -> None:  # 
     _fill(3)
     with session("archive") as s:
         assert ledger.verify(s).ok
+    with _archive_conn(pg_databases) as conn:
+        conn.execute("DELETE FROM ledger_head")
+    _verify_fails(lifecycle_env, 3, "ledger head row missing")
+    _fill(2)  # a restore without the head row: appends continue from the chain's tip
+    r = lifecycle_env.run("ledger", "verify")
+    assert r.returncode == 0 and r.stdout.startswith("ledger OK: 5 entries"), r.stderr
 
 
 _WRITER = textwrap.dedent(
