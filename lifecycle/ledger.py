@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -126,6 +127,38 @@ def _by_dedup(session: Session, dedup_key: str) -> LedgerEntry | None:
     ).scalar_one_or_none()
 
 
+# A safety net under the contract above, not a replacement for it: values that are personal
+# data by their very shape (e-mail address, Korean mobile/landline number, resident
+# registration number) are refused outright.
+_PERSONAL_SHAPES = re.compile(
+    r"[\w.+-]+@[\w-]+\.[\w.-]+"
+    r"|\b0\d{1,2}-?\d{3,4}-?\d{4}\b"
+    r"|\b\d{6}-?[1-8]\d{6}\b"
+)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
+def _refuse_personal_shapes(**fields: Any) -> None:
+    for name, value in fields.items():
+        for text_ in _strings(value):
+            if _PERSONAL_SHAPES.search(text_):
+                raise UserError(
+                    f"ledger entry field {name!r} looks like it holds personal data "
+                    "(e-mail, phone or resident registration number); the ledger must not"
+                )
+
+
 def _norm_list(values: Iterable[str] | str | None) -> list[str]:
     if values is None:
         return []
@@ -154,10 +187,12 @@ def append(
 ) -> LedgerEntry | None:
     """Append one entry inside the caller's archive-DB transaction and return it.
 
-    With ``dedup_key`` (e.g. ``f"archive:req{request_id}:{table}"``), a second append with the
-    same key returns the entry already recorded and appends nothing, so a re-run step records
-    itself once. Categories and tables are stored sorted and de-duplicated. See the module
-    docstring: no personal data in any text field or in ``details``.
+    With ``dedup_key`` (e.g. ``f"archive:req{request_id}:{table}"``: build it from request,
+    task, bucket and batch ids, never from member ids), a second append with the same key
+    returns the entry already recorded and appends nothing, so a re-run step records itself
+    once. Categories and tables are stored sorted and de-duplicated. See the module docstring:
+    no personal data in any text field or in ``details``; values shaped like personal data
+    (e-mail, phone, RRN) are refused with UserError.
     """
     if not action:
         raise UserError("ledger entry needs an action")
@@ -168,6 +203,16 @@ def append(
         json.dumps(details_d, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise UserError(f"ledger entry details are not plain JSON: {exc}") from None
+    _refuse_personal_shapes(
+        reason=reason,
+        legal_basis=legal_basis,
+        method=method,
+        actor=actor,
+        categories=list(categories or []) if not isinstance(categories, str) else categories,
+        tables=list(tables or []) if not isinstance(tables, str) else tables,
+        details=details_d,
+        dedup_key=dedup_key,
+    )
     if dedup_key is not None:
         existing = _by_dedup(session, dedup_key)
         if existing is not None:
@@ -265,10 +310,15 @@ def _csv_value(entry: Mapping[str, Any], name: str, tz: ZoneInfo) -> str:
         label = ACTION_LABELS.get(value)
         return f"{label} ({value})" if label else value
     if name in ("categories", "tables"):
-        return ", ".join(value)
+        return _cell(", ".join(value))
     if name == "details":
-        return json.dumps(value, sort_keys=True, ensure_ascii=False) if value else ""
-    return str(value)
+        return _cell(json.dumps(value, sort_keys=True, ensure_ascii=False)) if value else ""
+    return _cell(str(value))
+
+
+def _cell(text_: str) -> str:
+    """Stop Excel from evaluating a cell as a formula (CSV injection)."""
+    return "'" + text_ if text_[:1] in ("=", "+", "-", "@", "\t", "\r") else text_
 
 
 def export_csv(session: Session, out: IO[str], tz: str = "Asia/Seoul") -> int:

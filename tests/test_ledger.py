@@ -190,6 +190,25 @@ def test_bad_details_are_refused_and_nothing_appended(lifecycle_env) -> None:  #
         assert ledger.count(s) == 0
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"reason": "탈퇴 hong@example.com"},
+        {"details": {"contact": "010-1234-5678"}},
+        {"details": {"nested": ["ok", {"rrn": "900101-1234567"}]}},
+        {"method": "call 0212345678"},
+        {"dedup_key": "withdraw:hong@example.com"},
+    ],
+)
+def test_values_shaped_like_personal_data_are_refused(lifecycle_env, kw) -> None:  # type: ignore[no-untyped-def]
+    with session("archive") as s:
+        with pytest.raises(UserError, match="personal data"):
+            _append(s, 1, **kw)
+        assert ledger.count(s) == 0
+        # Dates, ids and counts are fine.
+        _append(s, 1, details={"bucket": "2031-01-01", "batch": 12345678901234, "req": "r-17"})
+
+
 def test_missing_head_row_is_recreated(lifecycle_env, pg_databases) -> None:  # type: ignore[no-untyped-def]
     with _archive_conn(pg_databases) as conn:
         conn.execute("DELETE FROM ledger_head")
@@ -387,6 +406,13 @@ def test_csv_export_has_korean_headings_and_no_personal_data(lifecycle_env, tmp_
     assert dict(zip(rows[0], rows[2], strict=True))["처리구분"] == "암호키 파기 (key_destroy)"
     for personal in (str(member_id), name, phone):
         assert personal not in text
+    # A value Excel would evaluate as a formula is neutralised.
+    with session("archive") as s:
+        _append(s, 3, reason='=HYPERLINK("http://x")', method="-1+1")
+    r = lifecycle_env.run("ledger", "export", "--format", "csv", "--output", str(out))
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
+    rec = dict(zip(rows[0], rows[3], strict=True))
+    assert rec["사유"].startswith("'=") and rec["파기방법"] == "'-1+1"
     # Stdout export works too and matches.
     r2 = lifecycle_env.run("ledger", "export", "--format", "csv")
     assert r2.returncode == 0 and r2.stdout.splitlines()[0].split(",")[0] == "일련번호"
