@@ -51,8 +51,12 @@ def reconfigure() -> None:
     reset_settings_cache()
     dispose_all()
     settings = get_settings()
-    if app._pool is not None:
-        app._pool.force_close_all()
+    # kombu keeps connection and producer pools in process-wide groups keyed by the broker
+    # URL; closing only app._pool left a closed pool under that key, so the next send to the
+    # same URL failed with "Acquire on closed pool". reset() closes and forgets them all.
+    from kombu import pools
+
+    pools.reset()
     app._after_fork()
     app._backend_cache = None
     app._local.__dict__.pop("backend", None)
