@@ -167,13 +167,16 @@ _cache: dict[tuple[str, str], MemberTable] = {}
 
 def member_table(engine: Engine) -> MemberTable:
     """Reflect the subject table named by the data map (cached per database and map)."""
-    from lifecycle.datamap import load_datamap
+    from lifecycle.datamap import SHIPPED_DEMO_MAP, load_datamap
+    from lifecycle.settings import get_settings
 
-    dm = load_datamap()
-    cache_key = (engine.url.render_as_string(hide_password=True), str(dm.source))
+    # Parsing the YAML map costs tens of milliseconds: once per process, per map and database.
+    path = get_settings().data_map or SHIPPED_DEMO_MAP
+    cache_key = (engine.url.render_as_string(hide_password=True), str(path))
     hit = _cache.get(cache_key)
     if hit is not None:
         return hit
+    dm = load_datamap(path)
     subject = dm.subject
     tmap = dm.subject_table
     md = MetaData()

@@ -372,7 +372,6 @@ class _Claims:
                 )
             ).scalars()
         )
-        self.conn.commit()
         return [r for r in mine if r[0] in still], len(rows) - len(got)
 
     def release(self) -> None:
@@ -381,40 +380,42 @@ class _Claims:
                 text("SELECT count(pg_advisory_unlock(k)) FROM unnest(CAST(:keys AS bigint[])) k"),
                 {"keys": self._held},
             )
-            self.conn.commit()
             self._held = []
 
 
 class _Marker:
-    """Records each outcome in its own small commit on the batch's connection.
+    """Records each outcome the moment it is known, on the batch's own connection.
 
-    On PostgreSQL the commits are asynchronous (``synchronous_commit = off``): visible to every
-    other session at once and kept if the *worker* dies; only a PostgreSQL crash can lose the
-    last fraction of a second of marks, and those members then get the one at-least-once resend.
+    The connection is in autocommit mode and the per-message mark goes straight to the driver
+    as one prepared statement: one round trip per message, no BEGIN/COMMIT pair. On PostgreSQL
+    the commits are asynchronous (``synchronous_commit = off``): visible to every other session
+    at once and kept if the *worker* dies; only a PostgreSQL crash can lose the last fraction
+    of a second of marks, and those members then get the one at-least-once resend.
     """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
+        self.raw = conn.connection.driver_connection
         if self.pg:
-            conn.execute(text("SET synchronous_commit TO off"))
+            conn.exec_driver_sql("SET synchronous_commit TO off")
+            self._sent_sql = (
+                f"UPDATE {NR.name} SET state = 'sent', sent_at = %s, address = NULL, "
+                "attempts = attempts + 1 WHERE id = %s AND state = 'pending'"
+            )
         else:
             conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
-        conn.commit()
-        self._sent = (
-            update(NR)
-            .where(NR.c.id == bindparam("rid"), NR.c.state == RecipientState.PENDING.value)
-            .values(
-                state=RecipientState.SENT.value,
-                sent_at=bindparam("at"),
-                address=None,
-                attempts=NR.c.attempts + 1,
+            self._sent_sql = (
+                f"UPDATE {NR.name} SET state = 'sent', sent_at = ?, address = NULL, "
+                "attempts = attempts + 1 WHERE id = ? AND state = 'pending'"
             )
-        )
 
     def sent(self, row_id: int) -> None:
-        self.conn.execute(self._sent, {"rid": row_id, "at": utcnow()})
-        self.conn.commit()
+        at = utcnow()
+        if self.pg:
+            self.raw.execute(self._sent_sql, (at, row_id), prepare=True)  # type: ignore[union-attr]
+        else:
+            self.raw.execute(self._sent_sql, (at.strftime("%Y-%m-%d %H:%M:%S.%f"), row_id))  # type: ignore[union-attr]
 
     def finish(self, row_ids: list[int], state: RecipientState, error: str) -> None:
         if not row_ids:
@@ -429,14 +430,11 @@ class _Marker:
                 attempts=NR.c.attempts + 1,
             )
         )
-        self.conn.commit()
 
     def close(self) -> None:
         if self.pg:
             with contextlib.suppress(Exception):
-                self.conn.rollback()
-                self.conn.execute(text("RESET synchronous_commit"))
-                self.conn.commit()
+                self.conn.exec_driver_sql("RESET synchronous_commit")
 
 
 def _builder(n: Notice, mail_from: str) -> MessageBuilder:
@@ -473,9 +471,12 @@ def send_batch(
         .limit(CLAIM_CHUNK)
     )
     cfg = smtp_config()
-    with db.engine("primary").connect() as conn, _Claims(conn, notice_id) as claims:
+    # Autocommit: every mark, claim and page read is its own statement, nothing held open.
+    with (
+        db.engine("primary").connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        _Claims(conn, notice_id) as claims,
+    ):
         total = conn.execute(select(func.count()).where(in_range)).scalar() or 0
-        conn.commit()
         if cfg is None and total:
             log.warning(
                 "LIFECYCLE_SMTP_URL is not set: notices of notice %s are recorded as not sent",
@@ -488,7 +489,6 @@ def send_batch(
         try:
             while not sender.stopped:
                 rows = conn.execute(page, {"after": after}).all()
-                conn.commit()
                 if not rows:
                     break
                 after = rows[-1][1]
