@@ -5,9 +5,10 @@ Fan-out. A notice gets one ``lifecycle_notice_recipients`` row per member, inser
 fan-out again adds nobody twice. Rows are then sent in member-id ranges, one batch task per
 range, each over ONE reused SMTP connection.
 
-Exactly once, as far as SMTP allows. A row is marked ``sent`` in its own small commit right
-after the server accepted the message, so a batch killed at any line and run again resends
-nothing already recorded. The one message that can be in doubt is the one in flight when the
+Exactly once, as far as SMTP allows. A row is recorded as sent the moment the server accepted
+the message (in a Redis journal, then in PostgreSQL per chunk: `_Journal`; without Redis,
+directly in the database), so a batch killed at any line and run again resends nothing already
+recorded. The one message that can be in doubt is the one in flight when the
 worker died (accepted by the server, not yet recorded): it is sent again, with the same
 ``Message-ID`` (``notice-<notice>-<member>@<domain>``), so mail clients show it once. No
 protocol can do better without the server's help; this bounds duplicates to one per killed
@@ -269,6 +270,13 @@ def fanout(notice_id: int) -> dict[str, Any]:
         n.total = s.scalar(select(func.count()).where(NR.c.notice_id == notice_id)) or 0
         n.updated_at = utcnow()
         total = n.total
+        pg = s.get_bind().dialect.name == "postgresql"
+    if pg:
+        # Fresh statistics after a bulk insert: without them the planner may scan the whole
+        # table for every per-chunk statement of the batches that follow.
+        with db.engine("primary").connect() as conn:
+            conn.execute(text(f"ANALYZE {NR.name}"))
+            conn.commit()
     ranges = pending_ranges(notice_id)
     if not ranges:
         refresh_counts(notice_id)
@@ -298,6 +306,7 @@ class BatchResult:
     not_sent: int = 0
     left: int = 0  # still pending (server said "try later", or it went away)
     busy: int = 0  # rows another live batch holds right now (it sends them)
+    recovered: int = 0  # sent by a killed batch (found in the journal), marked, not resent
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -383,20 +392,88 @@ class _Claims:
             self._held = []
 
 
-class _Marker:
-    """Records each outcome the moment it is known, on the batch's own connection.
+class _Journal:
+    """Row ids accepted by the SMTP server and not yet marked in the database, kept in Redis.
 
-    The connection is in autocommit mode and the per-message mark goes straight to the driver
-    as one prepared statement: one round trip per message, no BEGIN/COMMIT pair. On PostgreSQL
-    the commits are asynchronous (``synchronous_commit = off``): visible to every other session
-    at once and kept if the *worker* dies; only a PostgreSQL crash can lose the last fraction
-    of a second of marks, and those members then get the one at-least-once resend.
+    One ``SADD`` per message (microseconds of server time) instead of one UPDATE per message:
+    PostgreSQL is then updated once per chunk. A batch killed between the two leaves the ids
+    here; whoever claims those rows next finds them and marks them sent instead of sending
+    again. Ids only: no address, no content (the broker never holds personal data).
+
+    The ``SADD`` is pipelined with the SMTP conversation: written to Redis at once, its reply
+    read just before the next message's ``SADD``. So at most one mark is unconfirmed at any
+    time, and a killed batch can leave at most two messages unrecorded (the one in flight and
+    the previous one): both are resent with their stable Message-ID.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    TTL_SECONDS = 7 * 24 * 3600
+
+    def __init__(self, redis_url: str, notice_id: int) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(redis_url)
+        self.key = f"lifecycle:notice:{notice_id}:sent"
+        self._conn: Any = None
+        self._unread = 0
+
+    def add(self, row_id: int) -> None:
+        if self._conn is None:
+            self._conn = self.client.connection_pool.get_connection()
+        self.confirm()
+        self._conn.send_command("SADD", self.key, row_id)
+        self._unread += 1
+
+    def confirm(self) -> None:
+        """Wait for the replies of marks already written (raises if Redis refused one)."""
+        while self._unread:
+            self._unread -= 1
+            self._conn.read_response()
+
+    def members(self, row_ids: list[int]) -> list[int]:
+        if not row_ids:
+            return []
+        flags = self.client.smismember(self.key, row_ids)
+        return [rid for rid, hit in zip(row_ids, flags, strict=True) if hit]
+
+    def remove(self, row_ids: list[int]) -> None:
+        if row_ids:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.srem(self.key, *row_ids)
+            pipe.expire(self.key, self.TTL_SECONDS)
+            pipe.execute()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self.confirm()
+            finally:
+                self.client.connection_pool.release(self._conn)
+                self._conn = None
+        self.client.close()
+
+
+def _journal(notice_id: int) -> _Journal | None:
+    s = get_settings()
+    return _Journal(s.broker_url, notice_id) if s.broker_is_redis else None
+
+
+class _Marker:
+    """Records each outcome the moment it is known.
+
+    ``sent`` goes to the Redis journal (then to PostgreSQL per chunk, `flush`), or without
+    Redis (embedded mode) straight to the database: the batch's connection is in autocommit
+    mode and the mark is one prepared statement on the driver, one round trip. On PostgreSQL
+    commits are asynchronous (``synchronous_commit = off``): visible to every other session at
+    once and kept if the *worker* dies; only a PostgreSQL crash can lose the last fraction of a
+    second of marks, and those members then get the one at-least-once resend.
+    """
+
+    def __init__(self, conn: Connection, notice_id: int) -> None:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
         self.raw = conn.connection.driver_connection
+        self.journal = _journal(notice_id)
+        self._unflushed: list[int] = []
         if self.pg:
             conn.exec_driver_sql("SET synchronous_commit TO off")
             self._sent_sql = (
@@ -411,11 +488,46 @@ class _Marker:
             )
 
     def sent(self, row_id: int) -> None:
+        if self.journal is not None:
+            self.journal.add(row_id)
+            self._unflushed.append(row_id)
+            return
         at = utcnow()
         if self.pg:
             self.raw.execute(self._sent_sql, (at, row_id), prepare=True)  # type: ignore[union-attr]
         else:
-            self.raw.execute(self._sent_sql, (at.strftime("%Y-%m-%d %H:%M:%S.%f"), row_id))  # type: ignore[union-attr]
+            stamp = at.strftime("%Y-%m-%d %H:%M:%S.%f")
+            self.raw.execute(self._sent_sql, (stamp, row_id))  # type: ignore[union-attr]
+
+    def recorded(self, row_ids: list[int]) -> set[int]:
+        """Rows of ``row_ids`` a killed batch sent but never marked: mark them now."""
+        if self.journal is None:
+            return set()
+        found = self.journal.members(row_ids)
+        if found:
+            self._mark_sent(found)
+            self.journal.remove(found)
+        return set(found)
+
+    def flush(self) -> None:
+        if self.journal is not None and self._unflushed:
+            self.journal.confirm()
+            self._mark_sent(self._unflushed)
+            # Only once the database has them may the journal forget them.
+            self.journal.remove(self._unflushed)
+            self._unflushed = []
+
+    def _mark_sent(self, row_ids: list[int]) -> None:
+        self.conn.execute(
+            update(NR)
+            .where(NR.c.id.in_(row_ids), NR.c.state == RecipientState.PENDING.value)
+            .values(
+                state=RecipientState.SENT.value,
+                sent_at=utcnow(),
+                address=None,
+                attempts=NR.c.attempts + 1,
+            )
+        )
 
     def finish(self, row_ids: list[int], state: RecipientState, error: str) -> None:
         if not row_ids:
@@ -432,6 +544,10 @@ class _Marker:
         )
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.flush()
+        if self.journal is not None:
+            self.journal.close()
         if self.pg:
             with contextlib.suppress(Exception):
                 self.conn.exec_driver_sql("RESET synchronous_commit")
@@ -457,19 +573,29 @@ def send_batch(
         builder = _builder(n, settings.mail_from)
         n.updated_at = utcnow()
         mt = member_table(s.get_bind())  # type: ignore[arg-type]
-    email = mt.email_col if mt.email_col is not None else literal(None)
     in_range = and_(
         NR.c.notice_id == notice_id,
         NR.c.member_id.between(first, last),
         NR.c.state == RecipientState.PENDING.value,
     )
+    # Page through the recipient rows on their own index, then look the addresses up by key:
+    # a join with the member table under LIMIT can make the planner scan every member per page.
     page = (
-        select(NR.c.id, NR.c.member_id, func.coalesce(NR.c.address, email))
-        .select_from(NR.outerjoin(mt.table, mt.key_col == NR.c.member_id))
+        select(NR.c.id, NR.c.member_id, NR.c.address)
         .where(in_range, NR.c.member_id > bindparam("after"))
         .order_by(NR.c.member_id)
         .limit(CLAIM_CHUNK)
     )
+
+    def with_addresses(rows: list[Any]) -> list[Any]:
+        need = [r[1] for r in rows if r[2] is None]
+        found: dict[int, Any] = {}
+        if need and mt.email_col is not None:
+            found = dict(
+                conn.execute(select(mt.key_col, mt.email_col).where(mt.key_col.in_(need))).all()
+            )
+        return [(r[0], r[1], r[2] if r[2] is not None else found.get(r[1])) for r in rows]
+
     cfg = smtp_config()
     # Autocommit: every mark, claim and page read is its own statement, nothing held open.
     with (
@@ -482,7 +608,7 @@ def send_batch(
                 "LIFECYCLE_SMTP_URL is not set: notices of notice %s are recorded as not sent",
                 notice_id,
             )
-        marker = _Marker(conn)
+        marker = _Marker(conn, notice_id)
         sender = _Sender(cfg, builder, marker, result, settings)
         done = 0
         after = first - 1
@@ -494,7 +620,10 @@ def send_batch(
                 after = rows[-1][1]
                 mine, busy = claims.claim(rows)
                 result.busy += busy
-                sender.send_rows(mine)
+                done_before = marker.recorded([r[0] for r in mine])
+                result.recovered += len(done_before)
+                sender.send_rows(with_addresses([r for r in mine if r[0] not in done_before]))
+                marker.flush()
                 claims.release()
                 done += len(rows)
                 if progress is not None:
@@ -600,6 +729,11 @@ def refresh_counts(notice_id: int) -> dict[str, int]:
         if not c.get("pending") and not c.get("held"):
             values["state"] = NoticeState.COMPLETED.value
             values["completed_at"] = utcnow()
+            journal = _journal(notice_id)
+            if journal is not None:
+                with contextlib.suppress(Exception):
+                    journal.client.delete(journal.key)
+                journal.close()
         s.execute(
             update(Notice)
             .where(Notice.id == notice_id, Notice.state != NoticeState.PENDING.value)

@@ -157,9 +157,10 @@ def test_a_worker_killed_mid_fanout_sends_each_member_one_notice(
     """SIGKILL the worker (process group) while batches are sending, start another, resume.
 
     Every member ends with exactly one distinct notice (one Message-ID). Rows recorded as sent
-    are never sent again; the only possible repeat is a message the server accepted in the
-    instant before the killed process could record it: at most one per killed connection, and
-    it carries the same Message-ID so the member's mail client shows it once.
+    are never sent again; the only possible repeats are messages the server accepted in the
+    instant before the killed process had recorded them: at most two per killed connection (the
+    one in flight and the one whose pipelined mark was unconfirmed), each with the same
+    Message-ID so the member's mail client shows it once.
     """
     members = 300
     concurrency = 2
@@ -189,7 +190,7 @@ def test_a_worker_killed_mid_fanout_sends_each_member_one_notice(
         assert all(len(v) == 1 for v in ids.values()), "a member got two different notices"
         raw = Counter(m.rcpt for m in sink.messages)
         repeats = sum(raw.values()) - members
-        assert repeats <= concurrency, f"{repeats} repeats for {concurrency} killed connections"
+        assert repeats <= 2 * concurrency, f"{repeats} repeats, {concurrency} killed connections"
         from lifecycle.db import session
         from models.notify import NoticeRecipient
 
