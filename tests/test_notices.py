@@ -353,3 +353,32 @@ def test_dormancy_advance_notice_only_when_enabled(
     notices.dormancy_advance()
     with session("primary") as s:
         assert s.scalar(select(func.count()).select_from(NoticeRecipient)) == 2
+
+
+def test_embedded_mode_sends_notices_and_corrections_without_redis_or_postgres(
+    embedded_env: LifecycleEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    smtp_sink: SmtpSink,
+    receivers,
+    start_worker,
+    tmp_path: Path,
+) -> None:
+    """The no-configuration default (SQLite + filesystem broker): same commands, same result."""
+    env = embedded_env
+    assert env.run("db", "upgrade").returncode == 0
+    set_env(env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url, LIFECYCLE_NOTICE_BATCH_SIZE="4")
+    eng = create_demo_schema()
+    add_members(eng, 10)
+    hook = receivers(default=200)
+    assert env.run("recipients", "add", "p", "--webhook", hook.url, "--secret",
+                   hook.secret).returncode == 0  # fmt: skip
+    assert env.run("provide", "3", "--to", "p", "--fields", "mobile").returncode == 0
+    start_worker(env, queues=["requests", "notify"])
+    r = _policy(env, _body_file(tmp_path), "--wait", "--timeout", "120")
+    assert r.returncode == 0, r.stderr
+    assert "10 sent" in r.stdout
+    assert set(smtp_sink.per_recipient().values()) == {1} and len(smtp_sink.messages) == 10
+    r = env.run("correct", "3", "--set", "mobile=010-1357-2468", "--wait", "--timeout", "120")
+    assert r.returncode == 0, r.stderr
+    (hit,) = hook.accepted()
+    assert hit.payload["data"]["fields"] == {"mobile": "010-1357-2468"}
