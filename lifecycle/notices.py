@@ -313,7 +313,7 @@ class BatchResult:
 
 
 # Rows claimed (and locked) at a time: bounds the locks one batch holds.
-CLAIM_CHUNK = 100
+CLAIM_CHUNK = 250
 
 
 def _row_key(notice_id: int, member_id: int) -> int:
@@ -716,8 +716,24 @@ def counts(s: Session, notice_id: int) -> dict[str, int]:
 
 
 def refresh_counts(notice_id: int) -> dict[str, int]:
-    """Recount (idempotent, unlike increments) and complete the notice when nothing is left."""
+    """Complete the notice with its final totals once nothing is left to send.
+
+    Totals are recounted (idempotent, unlike increments), but only then: while rows are still
+    pending, a batch just records that it was active (a full count per batch would cost the
+    database a scan of the whole notice, a hundred times for a large one).
+    """
     with db.session("primary") as s:
+        unfinished = s.scalar(
+            select(NR.c.id)
+            .where(
+                NR.c.notice_id == notice_id,
+                NR.c.state.in_([RecipientState.PENDING.value, RecipientState.HELD.value]),
+            )
+            .limit(1)
+        )
+        if unfinished is not None:
+            s.execute(update(Notice).where(Notice.id == notice_id).values(updated_at=utcnow()))
+            return {"pending": 1}
         c = counts(s, notice_id)
         values: dict[str, Any] = {
             "sent": c.get("sent", 0),

@@ -80,7 +80,7 @@ def policy_cmd(
         _wait_notice(notice_id, timeout)
 
 
-def _wait_notice(notice_id: int, timeout: float, poll: float = 0.5) -> None:
+def _wait_notice(notice_id: int, timeout: float, poll: float = 1.0) -> None:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
