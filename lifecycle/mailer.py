@@ -178,6 +178,8 @@ class Mailer:
         try:
             self.connect()
             assert self._smtp is not None
+            if valid_address(mail_from) and raw.isascii():
+                return self._send_plain(mail_from, to, raw)
             self._smtp.sendmail(mail_from, [to], raw)
         except smtplib.SMTPRecipientsRefused as exc:
             code = next(iter(exc.recipients.values()))[0] if exc.recipients else None
@@ -192,6 +194,30 @@ class Mailer:
             # caller resends later with the same Message-ID (at least once).
             self._drop()
             return SendResult("retry", None, type(exc).__name__)
+        return SendResult("sent", 250)
+
+    def _send_plain(self, mail_from: str, to: str, raw: bytes) -> SendResult:
+        """MAIL, RCPT, DATA for one recipient, skipping smtplib's address re-parsing.
+
+        Both addresses passed `valid_address` (plain ASCII, no brackets, quotes or spaces) and
+        the message is ASCII (base64 body), so no ESMTP option is needed. ``sendmail`` would
+        parse each address with ``email.utils`` again on every message.
+        """
+        smtp = self._smtp
+        assert smtp is not None
+        code, _ = smtp.docmd("mail", f"FROM:<{mail_from}>")
+        if code != 250:
+            smtp.rset()
+            # Our own From is refused: a configuration problem, not this member's.
+            return SendResult("retry", code, "SMTPSenderRefused")
+        code, _ = smtp.docmd("rcpt", f"TO:<{to}>")
+        if code not in (250, 251):
+            smtp.rset()
+            return _by_code(code, "SMTPRecipientsRefused")
+        code, _ = smtp.data(raw)
+        if code != 250:
+            smtp.rset()
+            return _by_code(code, "SMTPDataError")
         return SendResult("sent", 250)
 
     def _drop(self) -> None:
