@@ -10,6 +10,8 @@ from lifecycle.settings import Settings
 
 RELAY_INTERVAL_SECONDS = 5.0
 NIGHTLY = crontab(minute=0, hour=3)
+PURGE_NIGHTLY = crontab(minute=30, hour=3)
+HOURLY = crontab(minute=15)
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
@@ -20,5 +22,11 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "task": "lifecycle.relay.redispatch_stale",
             "schedule": 300.0,
         },
+        # The nightly purpose-end sweep, then the purge of archived data whose period ended.
+        "sweep-nightly": {"task": "lifecycle.sweep.run", "schedule": NIGHTLY},
+        "purge-nightly": {"task": "lifecycle.purge.run", "schedule": PURGE_NIGHTLY},
+        # The 5-day deadline: hourly, so an overdue request shows up as a failed task the same
+        # day it becomes overdue rather than the next night.
+        "deadlines-hourly": {"task": "lifecycle.requests.check_deadlines", "schedule": HOURLY},
     }
     return schedule

@@ -8,7 +8,14 @@ from celery.signals import worker_process_init
 from lifecycle.settings import get_settings
 from workers.config import celery_config
 
-TASK_MODULES = ["tasks.ping", "tasks.relay"]
+TASK_MODULES = [
+    "tasks.ping",
+    "tasks.relay",
+    "tasks.withdraw",
+    "tasks.sweep",
+    "tasks.purge",
+    "tasks.deadlines",
+]
 
 
 def create_app() -> Celery:

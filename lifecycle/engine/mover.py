@@ -1,0 +1,500 @@
+"""Move a set of rows out of the primary DB: archive what the law keeps, destroy the rest.
+
+Ordering (invariant 1: a record is always in the primary DB, the archive, or both):
+
+1. Read the selected rows (streamed) inside the caller's primary-DB transaction, which already
+   holds the locks that keep anyone else off these members (their rows ``FOR UPDATE``).
+2. In one archive-DB transaction: encrypt each retained part, bulk-write it (``COPY`` on
+   PostgreSQL) skipping parts already archived, append one ledger entry per table x category
+   for the parts newly archived, commit. A crash before this commit leaves only the primary
+   copy; after it, both copies.
+3. Back in the caller's primary transaction: hand destroyed file paths to the shredder, DELETE
+   the rows (children first, by primary key, so a row that arrived after the read is never
+   deleted unarchived) and park the destruction's ledger entries in ``lifecycle_ledger_outbox``
+   *in the same transaction* as the DELETE. The caller commits; ``flush_ledger_outbox`` then
+   moves the entries to the ledger.
+
+Re-running after a crash anywhere re-reads what is still in the primary DB: parts already
+archived are skipped (and not ledgered twice), deletes of rows already gone delete nothing and
+count nothing, because destruction is counted from the DELETE's own ``RETURNING``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from base64 import b64encode
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy.orm import Session
+
+from lifecycle import crypto, keystore, ledger
+from lifecycle.engine.context import EngineContext
+from lifecycle.engine.selection import (
+    SQLITE_IN_CHUNK,
+    PlannedRow,
+    Selection,
+    in_values,
+    iter_planned,
+)
+from models.archive import ArchivedRecord
+from models.engine import LedgerOutbox
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_METHOD = "AES-256-GCM 암호화 후 분리보관 DB로 이전, 원본 행 삭제 (encrypted move)"
+DESTROY_METHOD = "DB 행 삭제, 복구 불가 (DELETE from the primary database)"
+DELETE_CHUNK = 10_000
+
+_ARCHIVE_COLUMNS = (
+    "source_table",
+    "source_pk",
+    "subject_ref",
+    "category",
+    "retain_until",
+    "key_id",
+    "nonce",
+    "ciphertext",
+    "request_id",
+    "archived_at",
+)
+_PG_TYPES = ("text", "text", "text", "text", "date", "int8", "bytea", "bytea", "int8",
+             "timestamptz")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who moves rows and why: names the ledger entries and makes re-runs deduplicate."""
+
+    key: str  # e.g. "req:12" or "sweep:7:withdrawal:1-500"; never personal data
+    purpose: str  # withdrawal | dormancy | age
+    reason: str
+    actor: str = "lifecycle-worker"
+    task_id: str | None = None
+    request_id: int | None = None
+    subject_ref: str | None = None
+
+
+@dataclass
+class _Tally:
+    rows: int = 0
+    subjects: set[Any] = field(default_factory=set)
+
+    def add(self, subject: Any) -> None:
+        self.rows += 1
+        if subject is not None:
+            self.subjects.add(subject)
+
+
+@dataclass
+class MoveResult:
+    """Counts only (never values): safe for task results, JobRun rows and logs."""
+
+    archived: dict[tuple[str, str], int] = field(default_factory=dict)
+    destroyed: dict[tuple[str, str], int] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
+    subjects: int = 0
+    files: int = 0
+    files_refused: int = 0
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "subjects": self.subjects,
+            "archived_parts": sum(self.archived.values()),
+            "destroyed_parts": sum(self.destroyed.values()),
+            "deleted_rows": sum(self.deleted.values()),
+            "files": self.files,
+        }
+
+    def merge(self, other: MoveResult) -> None:
+        for mine, theirs in (
+            (self.archived, other.archived),
+            (self.destroyed, other.destroyed),
+            (self.deleted, other.deleted),
+        ):
+            for k, v in theirs.items():  # type: ignore[attr-defined]
+                mine[k] = mine.get(k, 0) + v  # type: ignore[index]
+        self.subjects += other.subjects
+        self.files += other.files
+        self.files_refused += other.files_refused
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=UTC)).isoformat()
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, bytes | bytearray | memoryview):
+        return {"b64": b64encode(bytes(v)).decode()}
+    raise TypeError(f"cannot archive a value of type {type(v).__name__}")
+
+
+def _plaintext(values: dict[str, Any], columns: Sequence[str]) -> bytes:
+    return json.dumps(
+        {c: values[c] for c in columns},
+        default=_json_default,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
+
+
+class ArchiveWriter:
+    """Encrypts retained parts and bulk-writes them into ``archive_records`` idempotently."""
+
+    def __init__(self, ctx: EngineContext, session: Session, scope: Scope, now: datetime) -> None:
+        self.ctx = ctx
+        self.s = session
+        self.scope = scope
+        self.now = now
+        self.pg = ctx.is_pg_archive
+        self._keys: dict[tuple[str, date], tuple[int, crypto.RecordCipher] | None] = {}
+        self._refs: dict[Any, str] = {}
+        self._ref_key: bytes | None = None
+        # (table, pk text, subject, category, retain day, key id, plaintext)
+        self._pending: list[tuple[str, str, Any, str, date, int, bytes]] = []
+        self.tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+        self._span: dict[tuple[str, str], list[Any]] = {}
+
+    def subject_ref(self, subject: Any) -> str:
+        ref = self._refs.get(subject)
+        if ref is None:
+            if self._ref_key is None:
+                self._ref_key = keystore.ref_key(self.s)
+            ref = crypto.subject_ref(self._ref_key, "" if subject is None else subject)
+            self._refs[subject] = ref
+        return ref
+
+    def _bucket(self, category: str, day: date) -> tuple[int, crypto.RecordCipher] | None:
+        k = (category, day)
+        if k not in self._keys:
+            try:
+                key_id, dk = keystore.get_or_create_bucket_key(self.s, category, day)
+                self._keys[k] = (key_id, crypto.RecordCipher(dk))
+            except keystore.KeyDestroyed:
+                # The bucket's period already ended and was purged: keeping is no longer
+                # allowed, so the caller destroys this part instead.
+                self._keys[k] = None
+        return self._keys[k]
+
+    def add(self, table: str, row: PlannedRow) -> tuple[str, ...]:
+        """Queue the row's retained parts; returns categories that must be destroyed instead."""
+        late: list[str] = []
+        for part in row.parts:
+            day = self.ctx.local_date(part.retain_until)
+            bucket = self._bucket(part.category, day)
+            if bucket is None:
+                late.append(part.category)
+                continue
+            self._pending.append(
+                (
+                    table,
+                    str(row.pk),
+                    row.subject,
+                    part.category,
+                    day,
+                    bucket[0],
+                    _plaintext(row.values, part.columns),
+                )
+            )
+        return tuple(late)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        fresh = self._drop_existing(pending)
+        if not fresh:
+            return
+        now = self.now
+        rows: list[tuple[Any, ...]] = []
+        ciphers = {kid: c for (kid, c) in (v for v in self._keys.values() if v is not None)}
+        for table, pk, subject, cat, day, key_id, pt in fresh:
+            aad = crypto.record_aad(table, pk, cat)
+            nonce, ct = ciphers[key_id].encrypt(pt, aad)
+            rows.append(
+                (table, pk, self.subject_ref(subject), cat, day, key_id, nonce, ct,
+                 self.scope.request_id, now)
+            )  # fmt: skip
+        inserted = self._write(rows)
+        for table, pk, subject, cat, day, _k, _pt in fresh:
+            if (table, pk, cat) in inserted:
+                self.tallies[(table, cat)].add(subject)
+                span = self._span.setdefault((table, cat), [day, day, pk])
+                span[0], span[1] = min(span[0], day), max(span[1], day)
+
+    def _drop_existing(self, pending: list[tuple[str, str, Any, str, date, int, bytes]]) -> list:
+        """Parts archived by an earlier, interrupted attempt are skipped, not written twice."""
+        r = ArchivedRecord.__table__
+        by_table: dict[str, list[str]] = defaultdict(list)
+        for item in pending:
+            by_table[item[0]].append(item[1])
+        have: set[tuple[str, str, str]] = set()
+        for table, pks in by_table.items():
+            uniq = sorted(set(pks))
+            step = len(uniq) if self.pg else SQLITE_IN_CHUNK
+            for i in range(0, len(uniq), step or 1):
+                chunk = uniq[i : i + step]
+                cond = r.c.source_pk == _any_text(chunk) if self.pg else r.c.source_pk.in_(chunk)
+                for pk, cat in self.s.execute(
+                    select(r.c.source_pk, r.c.category).where(r.c.source_table == table, cond)
+                ):
+                    have.add((table, pk, cat))
+        if not have:
+            return pending
+        return [p for p in pending if (p[0], p[1], p[3]) not in have]
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]]:
+        """Insert rows; returns (table, pk, category) of the rows this call inserted."""
+        if self.pg:
+            return self._write_pg(rows)
+        table = ArchivedRecord.__table__
+        done: set[tuple[str, str, str]] = set()
+        for i in range(0, len(rows), 1000):
+            chunk = rows[i : i + 1000]
+            # SQLite serialises writers, so the pre-check above cannot race: OR IGNORE is only
+            # a guard. Core executemany keeps SQLAlchemy's date/time formats.
+            self.s.execute(
+                insert(table).prefix_with("OR IGNORE"),
+                [dict(zip(_ARCHIVE_COLUMNS, r, strict=True)) for r in chunk],
+            )
+            done.update((r[0], r[1], r[3]) for r in chunk)
+        return done
+
+    def _write_pg(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]]:
+        import psycopg
+
+        raw = self.s.connection().connection.driver_connection
+        cols = ", ".join(_ARCHIVE_COLUMNS)
+        sp = self.s.begin_nested()
+        try:
+            with (
+                raw.cursor() as cur,
+                cur.copy(f"COPY archive_records ({cols}) FROM STDIN (FORMAT BINARY)") as cp,
+            ):
+                cp.set_types(_PG_TYPES)
+                for r in rows:
+                    cp.write_row(r)
+            sp.commit()
+            return {(r[0], r[1], r[3]) for r in rows}
+        except psycopg.errors.UniqueViolation:
+            # Someone archived some of these parts since the pre-check: take the slow path,
+            # which skips exactly the duplicates.
+            sp.rollback()
+        with raw.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS lc_archive_stage ON COMMIT DELETE ROWS AS "
+                f"SELECT {cols} FROM archive_records WITH NO DATA"
+            )
+            with cur.copy(f"COPY lc_archive_stage ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(_PG_TYPES)
+                for r in rows:
+                    cp.write_row(r)
+            cur.execute(
+                f"INSERT INTO archive_records ({cols}) SELECT {cols} FROM lc_archive_stage "
+                "ON CONFLICT (source_table, source_pk, category) DO NOTHING "
+                "RETURNING source_table, source_pk, category"
+            )
+            done = {tuple(r) for r in cur.fetchall()}
+            cur.execute("DELETE FROM lc_archive_stage")
+        return done  # type: ignore[return-value]
+
+    def ledger_entries(self) -> None:
+        """One entry per table x category newly archived; call last (it takes the ledger lock)."""
+        dm = self.ctx.datamap
+        for (table, cat), tally in sorted(self.tallies.items()):
+            if not tally.rows:
+                continue
+            lo, hi, first_pk = self._span[(table, cat)]
+            ledger.append(
+                self.s,
+                action="archive",
+                categories=[cat],
+                tables=[table],
+                subjects=len(tally.subjects),
+                rows=tally.rows,
+                reason=self.scope.reason,
+                legal_basis=dm.rule(cat).legal_basis,
+                method=ARCHIVE_METHOD,
+                actor=self.scope.actor,
+                task_id=self.scope.task_id,
+                request_id=self.scope.request_id,
+                subject_ref=self.scope.subject_ref,
+                details={
+                    "scope": self.scope.key,
+                    "retention": str(dm.rule(cat).period),
+                    "retain_until_from": lo.isoformat(),
+                    "retain_until_to": hi.isoformat(),
+                },
+                dedup_key=f"{self.scope.key}:archive:{table}:{cat}:{tally.rows}:{first_pk}"[:200],
+            )
+
+
+def _any_text(values: list[str]) -> Any:
+    from sqlalchemy import Text, any_, bindparam
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return any_(bindparam(None, value=values, type_=ARRAY(Text())))
+
+
+def move(
+    ctx: EngineContext,
+    pconn: Connection,
+    selections: Iterable[Selection],
+    scope: Scope,
+    *,
+    now: datetime,
+    delete_rows: bool = True,
+) -> MoveResult:
+    """Archive the retained parts of the selected rows, then (``delete_rows``) delete them.
+
+    ``pconn`` is the caller's open primary-DB transaction; the caller commits it. The archive
+    side is committed here, before any DELETE is issued.
+    """
+    selections = list(selections)
+    result = MoveResult()
+    # table -> pk -> (subject, categories destroyed in that row)
+    fates: dict[str, dict[Any, tuple[Any, tuple[str, ...]]]] = {}
+    files: list[str] = []
+    subjects: set[Any] = set()
+    with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
+        writer = ArchiveWriter(ctx, asess, scope, now)
+        for sel in selections:
+            tm = sel.table
+            fate = fates.setdefault(tm.name, {})
+            file_cats = [(c, tm.category_of(c)) for c in tm.files]
+            for chunk in iter_planned(ctx, pconn, sel, now):
+                for row in chunk:
+                    late = writer.add(tm.name, row)
+                    destroyed = row.destroyed + late if late else row.destroyed
+                    fate[row.pk] = (row.subject, destroyed)
+                    if row.subject is not None:
+                        subjects.add(row.subject)
+                    for col, cat in file_cats:
+                        path = row.values.get(col)
+                        if path and cat in destroyed:
+                            files.append(str(path))
+                writer.flush()
+        writer.flush()
+        writer.ledger_entries()
+    for (table, cat), tally in writer.tallies.items():
+        result.archived[(table, cat)] = tally.rows
+    result.subjects = len(subjects)
+    if not delete_rows:
+        return result
+
+    if files:
+        result.files, result.files_refused = hand_to_shredder(files, scope)
+    destroyed_tally: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+    for tm in ctx.ordered_tables:
+        fate = fates.get(tm.name)
+        if not fate:
+            continue
+        gone = delete_by_pk(ctx, pconn, tm.name, tm.key, list(fate))
+        result.deleted[tm.name] = len(gone)
+        for pk in gone:
+            subject, destroyed = fate[pk]
+            for cat in destroyed:
+                destroyed_tally[(tm.name, cat)].add(subject)
+    park_destroy_entries(ctx, pconn, scope, destroyed_tally)
+    for k, t in destroyed_tally.items():
+        result.destroyed[k] = t.rows
+    return result
+
+
+def delete_by_pk(
+    ctx: EngineContext, conn: Connection, table: str, key: str, pks: Sequence[Any]
+) -> list[Any]:
+    """DELETE ... RETURNING the key, in chunks; returns the keys this call actually deleted."""
+    t = ctx.table(table)
+    col = t.c[key]
+    gone: list[Any] = []
+    step = DELETE_CHUNK if ctx.is_pg_primary else SQLITE_IN_CHUNK
+    for i in range(0, len(pks), step):
+        chunk = pks[i : i + step]
+        res = conn.execute(delete(t).where(in_values(ctx, col, chunk)).returning(col))
+        gone.extend(r[0] for r in res)
+    return gone
+
+
+def park_destroy_entries(
+    ctx: EngineContext,
+    conn: Connection,
+    scope: Scope,
+    tallies: dict[tuple[str, str], _Tally],
+) -> None:
+    """Write the destruction's ledger entries into the outbox, in the DELETE's transaction."""
+    dm = ctx.datamap
+    rows = []
+    for (table, cat), tally in sorted(tallies.items()):
+        if not tally.rows:
+            continue
+        rows.append(
+            {
+                "token": uuid.uuid4().hex,
+                "entry": {
+                    "action": "destroy",
+                    "categories": [cat],
+                    "tables": [table],
+                    "subjects": len(tally.subjects),
+                    "rows": tally.rows,
+                    "reason": scope.reason,
+                    "legal_basis": dm.rule(cat).legal_basis,
+                    "method": DESTROY_METHOD,
+                    "actor": scope.actor,
+                    "task_id": scope.task_id,
+                    "request_id": scope.request_id,
+                    "subject_ref": scope.subject_ref,
+                    "details": {"scope": scope.key, "retention": str(dm.rule(cat).period)},
+                },
+                "created_at": datetime.now(UTC),
+            }
+        )
+    if rows:
+        conn.execute(insert(LedgerOutbox.__table__), rows)
+
+
+def hand_to_shredder(paths: list[str], scope: Scope) -> tuple[int, int]:
+    """Give destroyed file paths to the secure-deletion job; returns (handed, refused).
+
+    Called before the rows holding the paths are deleted: if we crash after this, the re-run
+    hands the same files again and the shredder finds them gone (a no-op); the other order
+    could lose the paths with the rows and leave the files behind for good.
+    """
+    try:
+        from lifecycle.shred_jobs import enqueue_shred
+    except ImportError:  # pragma: no cover - the shredder is a separate component
+        log.error("%d files need secure deletion but lifecycle.shred_jobs is missing", len(paths))
+        return 0, len(paths)
+    from lifecycle.errors import UserError
+
+    uniq = list(dict.fromkeys(paths))
+    kwargs: dict[str, Any] = {
+        "request_id": scope.request_id,
+        "reason": scope.reason,
+        "legal_basis": "개인정보 보호법 제21조 (목적 달성 후 지체 없이 파기)",
+    }
+    try:
+        enqueue_shred(uniq, **kwargs)
+        return len(uniq), 0
+    except UserError:
+        pass
+    # One bad path (outside the storage roots, say) must not strand the others or the batch.
+    handed = refused = 0
+    for p in uniq:
+        try:
+            enqueue_shred([p], **kwargs)
+            handed += 1
+        except UserError:
+            refused += 1
+    if refused:
+        log.error("%d file paths were refused by the shredder (scope %s)", refused, scope.key)
+    return handed, refused

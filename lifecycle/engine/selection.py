@@ -1,0 +1,193 @@
+"""Which rows of which tables a step works on, read set-based and streamed.
+
+A :class:`Selection` is one table plus a WHERE clause and a rule for when each row's purpose
+ended. :func:`iter_planned` streams the selected rows in chunks (a server-side cursor on
+PostgreSQL), asks the data map what happens to each row (:meth:`TableMap.plan_row`) and yields
+the decisions, so memory is bounded by the chunk size whatever the table size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Table, and_, any_, bindparam, exists, select
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from lifecycle.datamap import ArchivePart, TableMap, _as_datetime
+from lifecycle.engine.context import EngineContext
+from models.requests import OPEN_STATES, LifecycleRequest
+
+READ_CHUNK = 5000
+# SQLite limits bound parameters per statement; stay well under every version's limit.
+SQLITE_IN_CHUNK = 500
+
+SUBJECT_LABEL = "__lc_subject"
+
+
+@dataclass(frozen=True)
+class Selection:
+    table: TableMap
+    where: ColumnElement[bool]
+    # When the purpose of a row ended: from its member (withdrawal) or its own age column.
+    ended_at: Callable[[Any, Any], datetime]
+
+
+@dataclass(frozen=True)
+class PlannedRow:
+    pk: Any
+    subject: Any  # the member id, None for rows with no member (anonymous access logs)
+    parts: tuple[ArchivePart, ...]
+    destroyed: tuple[str, ...]
+    values: dict[str, Any]
+
+
+def selected_columns(tm: TableMap) -> list[str]:
+    cols: dict[str, None] = {}
+    for c in (*tm.carried_columns, *tm.personal_columns):
+        cols[c] = None
+    for extra in (tm.retain_from, tm.age[0] if tm.age else None):
+        if extra:
+            cols[extra] = None
+    return list(cols)
+
+
+def in_values(ctx: EngineContext, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN values``: one array parameter on PostgreSQL (any size), a list on SQLite."""
+    if ctx.is_pg_primary:
+        arr = bindparam(None, value=list(values), type_=ARRAY(column.type))
+        return column == any_(arr)  # type: ignore[no-any-return]
+    return column.in_(list(values))  # type: ignore[no-any-return]
+
+
+def member_expr(ctx: EngineContext, tm: TableMap) -> Any:
+    return ctx.datamap.member_expr(tm.name, ctx.metadata)
+
+
+def iter_planned(
+    ctx: EngineContext, conn: Connection, sel: Selection, now: datetime
+) -> Iterator[list[PlannedRow]]:
+    """Stream the selection's rows in chunks of planned rows."""
+    tm = sel.table
+    t: Table = ctx.table(tm.name)
+    cols = selected_columns(tm)
+    stmt = select(*(t.c[c] for c in cols), member_expr(ctx, tm).label(SUBJECT_LABEL)).where(
+        sel.where
+    )
+    key, retain_from = tm.key, tm.retain_from
+    result = conn.execution_options(stream_results=True, yield_per=READ_CHUNK).execute(stmt)
+    try:
+        for chunk in result.partitions(READ_CHUNK):
+            out: list[PlannedRow] = []
+            for row in chunk:
+                m = row._mapping
+                values = {c: m[c] for c in cols}
+                subject = m[SUBJECT_LABEL]
+                ended = sel.ended_at(values, subject)
+                rfv = values.get(retain_from) if retain_from else None
+                plan = tm.plan_row(ended, now, rfv)
+                out.append(
+                    PlannedRow(values[key], subject, plan.parts, plan.destroyed_categories, values)
+                )
+            yield out
+    finally:
+        result.close()
+
+
+# -- what ends a purpose -------------------------------------------------------------------------
+
+
+def open_request_exists(ctx: EngineContext, subject_key: Any) -> ColumnElement[bool]:
+    """A withdrawal request for this member is still being carried out by its own task."""
+    r = LifecycleRequest.__table__
+    return exists().where(
+        and_(
+            r.c.member_id == subject_key,
+            r.c.kind == "withdrawal",
+            r.c.state.in_([s.value for s in OPEN_STATES]),
+        )
+    )
+
+
+def withdrawn_subjects_query(
+    ctx: EngineContext, first_id: int | None = None, last_id: int | None = None
+) -> Any:
+    """Withdrawn members still present (i.e. not processed) and not owned by an open request."""
+    s = ctx.datamap.subject
+    t = ctx.subject_table
+    key = t.c[s.key]
+    stmt = select(key, t.c[s.withdrawn_at_column]).where(
+        t.c[s.status_column] == s.withdrawn_value, ~open_request_exists(ctx, key)
+    )
+    if first_id is not None:
+        stmt = stmt.where(key >= first_id)
+    if last_id is not None:
+        stmt = stmt.where(key <= last_id)
+    return stmt.order_by(key)
+
+
+def dormant_subjects_query(
+    ctx: EngineContext, now: datetime, first_id: int | None = None, last_id: int | None = None
+) -> Any | None:
+    """Members the site marked dormant whose inactivity passed the map's period (if enabled)."""
+    s = ctx.datamap.subject
+    d = s.dormancy
+    if not d.enabled or not d.last_active_column:
+        return None
+    t = ctx.subject_table
+    key = t.c[s.key]
+    cutoff = d.inactive_for.subtract_from(now)
+    stmt = select(key, t.c[d.last_active_column]).where(
+        t.c[s.status_column] == d.status_value,
+        t.c[d.last_active_column] < cutoff,
+        ~open_request_exists(ctx, key),
+    )
+    if first_id is not None:
+        stmt = stmt.where(key >= first_id)
+    if last_id is not None:
+        stmt = stmt.where(key <= last_id)
+    return stmt.order_by(key)
+
+
+def subject_selections(
+    ctx: EngineContext, kind: str, ended: dict[Any, datetime], now: datetime
+) -> list[Selection]:
+    """One selection per table whose purpose ends on ``kind`` for these members."""
+    ids = sorted(ended)
+    out: list[Selection] = []
+    for tm in ctx.tables_ending_on(kind):
+        if kind == "dormancy" and tm.name == ctx.datamap.subject.table:
+            # Other tables (payments, contracts) still reference a dormant member's row, so the
+            # row itself stays; only the tables that end on dormancy leave the primary DB.
+            continue
+
+        def _ended(_values: Any, subject: Any, _e: dict[Any, datetime] = ended) -> datetime:
+            return _e.get(subject) or now
+
+        out.append(Selection(tm, in_values(ctx, member_expr(ctx, tm), ids), _ended))
+    return out
+
+
+def age_selection(
+    ctx: EngineContext, tm: TableMap, now: datetime, first_id: Any = None, last_id: Any = None
+) -> Selection:
+    """Rows of ``tm`` older than its age rule (e.g. access logs past 3 months)."""
+    assert tm.age is not None
+    col, period = tm.age
+    t = ctx.table(tm.name)
+    where = t.c[col] < period.subtract_from(now)
+    if first_id is not None:
+        where = and_(where, t.c[tm.key] >= first_id)
+    if last_id is not None:
+        where = and_(where, t.c[tm.key] <= last_id)
+
+    def _ended(values: Any, _subject: Any) -> datetime:
+        return period.add_to(_as_datetime(values[col]))
+
+    return Selection(tm, where, _ended)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,68 @@
+"""Tasks: the nightly purpose-end sweep (a coordinator) and its batches (ids only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from workers.app import app
+
+# The coordinator lives as long as the sweep; batches are short. The visibility timeout may
+# hand a long coordinator's message to a second worker: that one finds the lock taken and stops.
+SWEEP_TIME_LIMIT = 6 * 3600
+
+
+@app.task(
+    name="lifecycle.sweep.run",
+    bind=True,
+    time_limit=SWEEP_TIME_LIMIT,
+    soft_time_limit=SWEEP_TIME_LIMIT - 120,
+)
+def sweep_run(self: Any, member_batch: int | None = None) -> dict[str, Any]:
+    from lifecycle.engine.context import get_context
+    from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, run_sweep
+
+    ctx = get_context()
+
+    def dispatch(key: BatchKey) -> None:
+        archive_batch.apply_async(
+            args=[key.run_id, key.first_id, key.last_id],
+            kwargs={"kind": key.kind, "table": key.table},
+            argsrepr=f"(run={key.run_id}, ids={key.first_id}-{key.last_id})",
+            kwargsrepr=f"{{kind={key.kind}{', table=' + key.table if key.table else ''}}}",
+        )
+
+    def report(done: int, total: int) -> None:
+        self.update_state(state="PROGRESS", meta={"done": done, "total": total})
+
+    # On SQLite (the embedded default) writers serialise anyway: the coordinator does it all.
+    fan_out = dispatch if ctx.is_pg_primary else None
+    return run_sweep(
+        ctx,
+        task_id=self.request.id,
+        dispatch=fan_out,
+        report=report,
+        member_batch=int(member_batch or MEMBER_BATCH),
+    )
+
+
+@app.task(
+    name="lifecycle.sweep.archive_batch",
+    bind=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=10,
+)
+def archive_batch(
+    self: Any, run_id: int, first_id: int, last_id: int, kind: str = "withdrawal", table: str = ""
+) -> dict[str, Any]:
+    from lifecycle.engine.context import get_context
+    from lifecycle.engine.sweep import BatchKey, run_batch
+
+    key = BatchKey(int(run_id), kind, table, int(first_id), int(last_id))
+    counts = run_batch(get_context(), key, task_id=self.request.id)
+    if counts is None:
+        return {"run_id": key.run_id, "skipped": "done already or being worked on"}
+    return {"run_id": key.run_id, **counts}
