@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -512,3 +513,32 @@ def test_via_relation_reaches_the_member(sqlite_engine: Engine) -> None:
         assert conn.execute(text("SELECT count(*) FROM tax_invoices")).scalar() == 2
     assert ids == [1]
     assert [tuple(p) for p in pairs] == [(1, 1), (2, 2)]
+
+
+# -- `lifecycle datamap check`, as an operator runs it ------------------------------------------
+
+
+def test_cli_check_ok_and_bad(embedded_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    offline = embedded_env.run("datamap", "check", "--offline")
+    assert offline.returncode == 0, offline.stderr
+    assert re.search(r"^  payment +5y  전자상거래법", offline.stdout, re.M)
+    # Against a database without the site's tables: refused, naming the table and line.
+    missing = embedded_env.run("datamap", "check")
+    assert missing.returncode == 2
+    assert "table 'members' does not exist" in missing.stderr
+    assert f"{SHIPPED_DEMO_MAP}:{line_of(DEMO, '  members:')}" in missing.stderr
+    assert embedded_env.run("demo", "seed", "--members", "5").returncode == 0
+    ok = embedded_env.run("datamap", "check")
+    assert ok.returncode == 0, ok.stderr
+    assert "checked against the primary database" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(edit("period: 6mo", "period: forever"), encoding="utf-8")
+    for res in (
+        embedded_env.run("datamap", "check", "--file", str(bad)),
+        embedded_env.run("datamap", "check", LIFECYCLE_DATA_MAP=str(bad)),
+    ):
+        assert res.returncode == 2
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1, res.stderr
+        assert f"bad.yaml:{line_of(DEMO, 'period: 6mo')}:" in lines[0]
+        assert "unbounded" in lines[0]

@@ -17,7 +17,17 @@ except ImportError:  # pragma: no cover
 
 def _register() -> None:
     # Each command group lives in its own module; importing it adds its commands to `app`.
-    from lifecycle.cli import db, keys, ledger, status, sweep, up, withdraw  # noqa: F401
+    from lifecycle.cli import (  # noqa: F401
+        datamap,
+        db,
+        demo,
+        keys,
+        ledger,
+        status,
+        sweep,
+        up,
+        withdraw,
+    )
 
 
 _register()
