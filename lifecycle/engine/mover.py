@@ -156,11 +156,12 @@ class ArchiveWriter:
         self.scope = scope
         self.now = now
         self.pg = ctx.is_pg_archive
+        # Per transaction: the FOR SHARE locks that fence the purge end with it.
         self._keys: dict[tuple[str, date], tuple[int, crypto.RecordCipher] | None] = {}
         self._refs: dict[Any, str] = {}
         self._ref_key: bytes | None = None
-        # (table, pk text, subject, category, retain day, key id, plaintext)
-        self._pending: list[tuple[str, str, Any, str, date, int, bytes]] = []
+        # (table, pk, subject, category, retain day, plaintext)
+        self._pending: list[tuple[Any, ...]] = []
         self.tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
         self._span: dict[tuple[str, str], list[Any]] = {}
 
@@ -173,70 +174,66 @@ class ArchiveWriter:
             self._refs[subject] = ref
         return ref
 
-    def _bucket(self, category: str, day: date) -> tuple[int, crypto.RecordCipher] | None:
-        k = (category, day)
-        if k not in self._keys:
-            try:
-                key_id, dk = keystore.get_or_create_bucket_key(self.s, category, day)
-                self._keys[k] = (key_id, crypto.RecordCipher(dk))
-            except keystore.KeyDestroyed:
-                # The bucket's period already ended and was purged: keeping is no longer
-                # allowed, so the caller destroys this part instead.
-                self._keys[k] = None
-        return self._keys[k]
-
-    def add(self, table: str, row: PlannedRow) -> tuple[str, ...]:
-        """Queue the row's retained parts; returns categories that must be destroyed instead."""
-        late: list[str] = []
+    def add(self, table: str, row: PlannedRow) -> None:
+        """Queue the row's retained parts (encrypted and written at the next flush)."""
         for part in row.parts:
-            day = self.ctx.local_date(part.retain_until)
-            bucket = self._bucket(part.category, day)
-            if bucket is None:
-                late.append(part.category)
-                continue
             self._pending.append(
                 (
                     table,
-                    str(row.pk),
+                    row.pk,
                     row.subject,
                     part.category,
-                    day,
-                    bucket[0],
+                    self.ctx.local_date(part.retain_until),
                     _plaintext(row.values, part.columns),
                 )
             )
-        return tuple(late)
 
-    def flush(self) -> None:
+    def _resolve_buckets(self, pending: list[tuple[Any, ...]]) -> None:
+        need = {(p[3], p[4]) for p in pending} - self._keys.keys()
+        if not need:
+            return
+        for bucket, got in keystore.get_or_create_bucket_keys(self.s, need).items():
+            self._keys[bucket] = None if got is None else (got[0], crypto.RecordCipher(got[1]))
+
+    def flush(self) -> list[tuple[str, Any, str]]:
+        """Write queued parts; returns ``(table, pk, category)`` parts that must be destroyed
+        instead, because their bucket's period already ended and its key was purged."""
         if not self._pending:
-            return
+            return []
         pending, self._pending = self._pending, []
-        fresh = self._drop_existing(pending)
+        self._resolve_buckets(pending)
+        late = [(p[0], p[1], p[3]) for p in pending if self._keys[(p[3], p[4])] is None]
+        if late:
+            pending = [p for p in pending if self._keys[(p[3], p[4])] is not None]
+        # PostgreSQL: COPY straight in and fall back to a conflict-skipping insert only if a
+        # part is already there (a re-run), so the common case pays no lookup.
+        fresh = pending if self.pg else self._drop_existing(pending)
         if not fresh:
-            return
+            return late
         now = self.now
         rows: list[tuple[Any, ...]] = []
-        ciphers = {kid: c for (kid, c) in (v for v in self._keys.values() if v is not None)}
-        for table, pk, subject, cat, day, key_id, pt in fresh:
-            aad = crypto.record_aad(table, pk, cat)
-            nonce, ct = ciphers[key_id].encrypt(pt, aad)
+        for table, pk, subject, cat, day, pt in fresh:
+            key_id, cipher = self._keys[(cat, day)]  # type: ignore[misc]
+            spk = str(pk)
+            nonce, ct = cipher.encrypt(pt, crypto.record_aad(table, spk, cat))
             rows.append(
-                (table, pk, self.subject_ref(subject), cat, day, key_id, nonce, ct,
+                (table, spk, self.subject_ref(subject), cat, day, key_id, nonce, ct,
                  self.scope.request_id, now)
             )  # fmt: skip
         inserted = self._write(rows)
-        for table, pk, subject, cat, day, _k, _pt in fresh:
-            if (table, pk, cat) in inserted:
+        for table, pk, subject, cat, day, _pt in fresh:
+            if (table, str(pk), cat) in inserted:
                 self.tallies[(table, cat)].add(subject)
-                span = self._span.setdefault((table, cat), [day, day, pk])
+                span = self._span.setdefault((table, cat), [day, day, str(pk)])
                 span[0], span[1] = min(span[0], day), max(span[1], day)
+        return late
 
-    def _drop_existing(self, pending: list[tuple[str, str, Any, str, date, int, bytes]]) -> list:
+    def _drop_existing(self, pending: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Parts archived by an earlier, interrupted attempt are skipped, not written twice."""
         r = ArchivedRecord.__table__
         by_table: dict[str, list[str]] = defaultdict(list)
         for item in pending:
-            by_table[item[0]].append(item[1])
+            by_table[item[0]].append(str(item[1]))
         have: set[tuple[str, str, str]] = set()
         for table, pks in by_table.items():
             uniq = sorted(set(pks))
@@ -250,7 +247,7 @@ class ArchiveWriter:
                     have.add((table, pk, cat))
         if not have:
             return pending
-        return [p for p in pending if (p[0], p[1], p[3]) not in have]
+        return [p for p in pending if (p[0], str(p[1]), p[3]) not in have]
 
     def _write(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]]:
         """Insert rows; returns (table, pk, category) of the rows this call inserted."""
@@ -373,17 +370,17 @@ def move(
             file_cats = [(c, tm.category_of(c)) for c in tm.files]
             for chunk in iter_planned(ctx, pconn, sel, now):
                 for row in chunk:
-                    late = writer.add(tm.name, row)
-                    destroyed = row.destroyed + late if late else row.destroyed
-                    fate[row.pk] = (row.subject, destroyed)
+                    writer.add(tm.name, row)
+                    fate[row.pk] = (row.subject, row.destroyed)
                     if row.subject is not None:
                         subjects.add(row.subject)
                     for col, cat in file_cats:
                         path = row.values.get(col)
-                        if path and cat in destroyed:
+                        if path and cat in row.destroyed:
                             files.append(str(path))
-                writer.flush()
-        writer.flush()
+                for table, pk, cat in writer.flush():
+                    subject, destroyed = fates[table][pk]
+                    fates[table][pk] = (subject, (*destroyed, cat))
         writer.ledger_entries()
     for (table, cat), tally in writer.tallies.items():
         result.archived[(table, cat)] = tally.rows

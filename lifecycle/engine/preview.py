@@ -54,7 +54,9 @@ def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[Previ
                             for row in chunk:
                                 _tally(tallies, phase, sel.table.name, row)
 
-                ids = cconn.execution_options(stream_results=True, yield_per=10_000).execute(q)
+                ids = cconn.execute(
+                    execution_options={"stream_results": True, "yield_per": 10_000}, statement=q
+                )
                 for key, when in ids:
                     if when is None:
                         ended = now

@@ -77,7 +77,9 @@ def iter_planned(
         sel.where
     )
     key, retain_from = tm.key, tm.retain_from
-    result = conn.execution_options(stream_results=True, yield_per=READ_CHUNK).execute(stmt)
+    result = conn.execute(
+        execution_options={"stream_results": True, "yield_per": READ_CHUNK}, statement=stmt
+    )
     try:
         for chunk in result.partitions(READ_CHUNK):
             out: list[PlannedRow] = []

@@ -99,8 +99,9 @@ def plan_member_ranges(
         if q is None:
             return []
     key = q.selected_columns[0]
-    ids = conn.execution_options(stream_results=True, yield_per=20_000).execute(
-        q.with_only_columns(key)
+    ids = conn.execute(
+        execution_options={"stream_results": True, "yield_per": 20_000},
+        statement=q.with_only_columns(key),
     )
     return _ranges(ids, size)
 
@@ -115,7 +116,9 @@ def plan_age_ranges(
         sel = age_selection(ctx, tm, now)
         t = ctx.table(tm.name)
         q = select(t.c[tm.key]).where(sel.where).order_by(t.c[tm.key])
-        ids = conn.execution_options(stream_results=True, yield_per=20_000).execute(q)
+        ids = conn.execute(
+            execution_options={"stream_results": True, "yield_per": 20_000}, statement=q
+        )
         ranges = _ranges(ids, size)
         if ranges:
             out[tm.name] = ranges

@@ -235,7 +235,10 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
                 )
             if res.moved is not None:
                 for k, v in res.moved.summary().items():
-                    counts[k] = counts.get(k, 0) + v
+                    # Both moving steps see the same member: count them once.
+                    counts[k] = (
+                        max(counts.get(k, 0), v) if k == "subjects" else counts.get(k, 0) + v
+                    )
         if res.state == RequestState.DESTROYED.value:
             flush_ledger_outbox(ctx)
         log.info("withdrawal request %s: %s -> %s", request_id, state, res.state)
