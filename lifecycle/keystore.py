@@ -142,14 +142,20 @@ def get_or_create_bucket_key(
 
 
 def get_or_create_bucket_keys(
-    session: Session, buckets: Iterable[tuple[str, date]], *, master: bytes | None = None
+    session: Session,
+    buckets: Iterable[tuple[str, date]],
+    *,
+    master: bytes | None = None,
+    share_lock: bool = True,
 ) -> dict[tuple[str, date], tuple[int, bytes] | None]:
     """Many buckets at once: ``{(category, retain_until): (key_id, dk) or None if destroyed}``.
 
     The sweep meets thousands of buckets per batch (a row's ``retain_until`` follows its own
     date), so one round trip per bucket would dominate the run. Same guarantees as
     :func:`get_or_create_bucket_key`: concurrent creators agree on one key per bucket, and on
-    PostgreSQL the rows stay locked ``FOR SHARE`` until the caller commits.
+    PostgreSQL the rows stay locked ``FOR SHARE`` until the caller commits (unless
+    ``share_lock`` is False: for buckets whose day is far enough ahead that no purge can reach
+    them during the caller's transaction, locking thousands of key rows buys nothing).
     """
     from sqlalchemy import tuple_
 
@@ -169,7 +175,7 @@ def get_or_create_bucket_keys(
                 DataKey.wrapped_key,
                 DataKey.master_key_id,
             ).where(tuple_(DataKey.category, DataKey.retain_until).in_(chunk))
-            if pg:
+            if pg and share_lock:
                 stmt = stmt.with_for_update(read=True)
             rows.extend(session.execute(stmt).all())
         return rows

@@ -28,7 +28,7 @@ from base64 import b64encode
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -39,10 +39,12 @@ from lifecycle import crypto, keystore, ledger
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     SQLITE_IN_CHUNK,
+    Part,
     PlannedRow,
     Selection,
     in_values,
     iter_planned,
+    selected_columns,
 )
 from models.archive import ArchivedRecord
 from models.engine import LedgerOutbox
@@ -138,13 +140,17 @@ def _json_default(v: Any) -> Any:
     raise TypeError(f"cannot archive a value of type {type(v).__name__}")
 
 
-def _plaintext(values: dict[str, Any], columns: Sequence[str]) -> bytes:
+def _plaintext(values: tuple[Any, ...], part: Part) -> bytes:
     return json.dumps(
-        {c: values[c] for c in columns},
+        dict(zip(part.names, [values[i] for i in part.idx], strict=True)),
         default=_json_default,
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode()
+
+
+# (archive DB, category, day) -> (key id, cipher) for buckets far enough ahead (see below).
+_FAR_KEYS: dict[tuple[str, str, date], tuple[int, crypto.RecordCipher]] = {}
 
 
 class ArchiveWriter:
@@ -184,7 +190,7 @@ class ArchiveWriter:
                     row.subject,
                     part.category,
                     self.ctx.local_date(part.retain_until),
-                    _plaintext(row.values, part.columns),
+                    _plaintext(row.values, part),
                 )
             )
 
@@ -192,8 +198,31 @@ class ArchiveWriter:
         need = {(p[3], p[4]) for p in pending} - self._keys.keys()
         if not need:
             return
-        for bucket, got in keystore.get_or_create_bucket_keys(self.s, need).items():
-            self._keys[bucket] = None if got is None else (got[0], crypto.RecordCipher(got[1]))
+        # The purge only destroys buckets whose day is past, and this transaction lasts
+        # minutes: buckets from the day after tomorrow on cannot be purged under us, so they
+        # need no lock and can be remembered for the life of the process. Near ones (a
+        # transaction spanning midnight) are locked FOR SHARE as the keystore does by default.
+        horizon = self.ctx.today() + timedelta(days=2)
+        db_id = self.ctx.archive.url.render_as_string(hide_password=True)
+        far: set[tuple[str, date]] = set()
+        for b in [b for b in need if b[1] >= horizon]:
+            hit = _FAR_KEYS.get((db_id, *b))
+            if hit is not None:
+                self._keys[b] = hit
+            else:
+                far.add(b)
+        near = {b for b in need if b[1] < horizon}
+        for wanted, lock in ((near, True), (far, False)):
+            if not wanted:
+                continue
+            got = keystore.get_or_create_bucket_keys(self.s, wanted, share_lock=lock)
+            for bucket, kd in got.items():
+                entry = None if kd is None else (kd[0], crypto.RecordCipher(kd[1]))
+                self._keys[bucket] = entry
+                if not lock and entry is not None:
+                    if len(_FAR_KEYS) > 50_000:
+                        _FAR_KEYS.clear()
+                    _FAR_KEYS[(db_id, *bucket)] = entry
 
     def flush(self) -> list[tuple[str, Any, str]]:
         """Write queued parts; returns ``(table, pk, category)`` parts that must be destroyed
@@ -271,21 +300,21 @@ class ArchiveWriter:
 
         raw = self.s.connection().connection.driver_connection
         cols = ", ".join(_ARCHIVE_COLUMNS)
-        sp = self.s.begin_nested()
-        try:
-            with (
-                raw.cursor() as cur,
-                cur.copy(f"COPY archive_records ({cols}) FROM STDIN (FORMAT BINARY)") as cp,
-            ):
-                cp.set_types(_PG_TYPES)
-                for r in rows:
-                    cp.write_row(r)
-            sp.commit()
-            return {(r[0], r[1], r[3]) for r in rows}
-        except psycopg.errors.UniqueViolation:
-            # Someone archived some of these parts since the pre-check: take the slow path,
-            # which skips exactly the duplicates.
-            sp.rollback()
+        # A raw SAVEPOINT: the COPY runs on the driver connection, out of the ORM's sight.
+        with raw.cursor() as cur:
+            cur.execute("SAVEPOINT lc_archive_copy")
+            try:
+                with cur.copy(f"COPY archive_records ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(_PG_TYPES)
+                    for r in rows:
+                        cp.write_row(r)
+            except psycopg.errors.UniqueViolation:
+                # Some parts were archived by an earlier, interrupted attempt: take the slow
+                # path, which skips exactly those.
+                cur.execute("ROLLBACK TO SAVEPOINT lc_archive_copy")
+            else:
+                cur.execute("RELEASE SAVEPOINT lc_archive_copy")
+                return {(r[0], r[1], r[3]) for r in rows}
         with raw.cursor() as cur:
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS lc_archive_stage ON COMMIT DELETE ROWS AS "
@@ -307,32 +336,41 @@ class ArchiveWriter:
     def ledger_entries(self) -> None:
         """One entry per table x category newly archived; call last (it takes the ledger lock)."""
         dm = self.ctx.datamap
+        entries = []
         for (table, cat), tally in sorted(self.tallies.items()):
             if not tally.rows:
                 continue
             lo, hi, first_pk = self._span[(table, cat)]
-            ledger.append(
-                self.s,
-                action="archive",
-                categories=[cat],
-                tables=[table],
-                subjects=len(tally.subjects),
-                rows=tally.rows,
-                reason=self.scope.reason,
-                legal_basis=dm.rule(cat).legal_basis,
-                method=ARCHIVE_METHOD,
-                actor=self.scope.actor,
-                task_id=self.scope.task_id,
-                request_id=self.scope.request_id,
-                subject_ref=self.scope.subject_ref,
-                details={
-                    "scope": self.scope.key,
-                    "retention": str(dm.rule(cat).period),
-                    "retain_until_from": lo.isoformat(),
-                    "retain_until_to": hi.isoformat(),
-                },
-                dedup_key=f"{self.scope.key}:archive:{table}:{cat}:{tally.rows}:{first_pk}"[:200],
+            rule = dm.rule(cat)
+            entries.append(
+                {
+                    "action": "archive",
+                    "categories": [cat],
+                    "tables": [table],
+                    "subjects": len(tally.subjects),
+                    "rows": tally.rows,
+                    "reason": self.scope.reason,
+                    "legal_basis": rule.legal_basis,
+                    "method": ARCHIVE_METHOD,
+                    "actor": self.scope.actor,
+                    "task_id": self.scope.task_id,
+                    "request_id": self.scope.request_id,
+                    "subject_ref": self.scope.subject_ref,
+                    "details": {
+                        "scope": self.scope.key,
+                        "retention": str(rule.period),
+                        "retain_until_from": lo.isoformat(),
+                        "retain_until_to": hi.isoformat(),
+                    },
+                    # Re-runs archive nothing new and so append nothing; a re-run that does
+                    # find new rows gets its own key (their count and first key differ).
+                    "dedup_key": f"{self.scope.key}:archive:{table}:{cat}:{tally.rows}:{first_pk}"[
+                        :200
+                    ],
+                }
             )
+        if entries:
+            ledger.append_many(self.s, entries)
 
 
 def _any_text(values: list[str]) -> Any:
@@ -367,15 +405,16 @@ def move(
         for sel in selections:
             tm = sel.table
             fate = fates.setdefault(tm.name, {})
-            file_cats = [(c, tm.category_of(c)) for c in tm.files]
+            cols = selected_columns(tm)
+            file_cats = [(cols.index(c), tm.category_of(c)) for c in tm.files]
             for chunk in iter_planned(ctx, pconn, sel, now):
                 for row in chunk:
                     writer.add(tm.name, row)
                     fate[row.pk] = (row.subject, row.destroyed)
                     if row.subject is not None:
                         subjects.add(row.subject)
-                    for col, cat in file_cats:
-                        path = row.values.get(col)
+                    for at, cat in file_cats:
+                        path = row.values[at]
                         if path and cat in row.destroyed:
                             files.append(str(path))
                 for table, pk, cat in writer.flush():

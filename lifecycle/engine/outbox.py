@@ -28,8 +28,9 @@ def flush_ledger_outbox(ctx: EngineContext, limit: int = 500) -> int:
             if not rows:
                 return total
             with Session(ctx.archive) as asess, asess.begin():
-                for _id, token, entry in rows:
-                    ledger.append(asess, **entry, dedup_key=f"outbox:{token}")
+                ledger.append_many(
+                    asess, [{**entry, "dedup_key": f"outbox:{token}"} for _id, token, entry in rows]
+                )
             pconn.execute(delete(t).where(t.c.id.in_([r[0] for r in rows])))
         total += len(rows)
         if len(rows) < limit:

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Connection, Table, and_, any_, bindparam, exists, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from lifecycle.datamap import ArchivePart, TableMap, _as_datetime
+from lifecycle.datamap import TableMap, _as_datetime
 from lifecycle.engine.context import EngineContext
 from models.requests import OPEN_STATES, LifecycleRequest
 
@@ -31,17 +31,30 @@ SUBJECT_LABEL = "__lc_subject"
 class Selection:
     table: TableMap
     where: ColumnElement[bool]
-    # When the purpose of a row ended: from its member (withdrawal) or its own age column.
-    ended_at: Callable[[Any, Any], datetime]
+    # When the purpose of a row ended, given (row tuple, member id): from its member
+    # (withdrawal, dormancy) or its own age column.
+    ended_at: Callable[[tuple[Any, ...], Any], datetime]
 
 
-@dataclass(frozen=True)
-class PlannedRow:
+class Part(NamedTuple):
+    """One retained category of one row (see :meth:`TableMap.plan_row`).
+
+    Named tuples rather than frozen dataclasses: the sweep builds millions of these, and a
+    frozen dataclass's constructor costs several times a tuple's.
+    """
+
+    category: str
+    retain_until: datetime
+    idx: tuple[int, ...]  # positions of the part's columns in the row tuple
+    names: tuple[str, ...]
+
+
+class PlannedRow(NamedTuple):
     pk: Any
     subject: Any  # the member id, None for rows with no member (anonymous access logs)
-    parts: tuple[ArchivePart, ...]
+    parts: tuple[Part, ...]
     destroyed: tuple[str, ...]
-    values: dict[str, Any]
+    values: tuple[Any, ...]  # in the order of selected_columns(table)
 
 
 def selected_columns(tm: TableMap) -> list[str]:
@@ -52,6 +65,45 @@ def selected_columns(tm: TableMap) -> list[str]:
         if extra:
             cols[extra] = None
     return list(cols)
+
+
+class RowPlanner:
+    """:meth:`TableMap.plan_row`'s decision with everything per-table worked out once.
+
+    The sweep decides millions of rows; the data map's general method rebuilds the same column
+    lists and rule lookups for each. Same semantics (a test holds them equal): a category is
+    kept if its period is non-zero and ``anchor + period`` is still ahead, the anchor being
+    the row's ``retain_from`` value or else its purpose end.
+    """
+
+    def __init__(self, dm: Any, tm: TableMap, cols: list[str]) -> None:
+        pos = {c: i for i, c in enumerate(cols)}
+        carried = tuple(tm.carried_columns)
+        self.key = pos[tm.key]
+        self.zero = tuple(c for c in tm.columns if dm.rule(c).period.is_zero)
+        self.kept = [
+            (cat, dm.rule(cat).period, carried + cs, tuple(pos[c] for c in carried + cs))
+            for cat, cs in tm.columns.items()
+            if not dm.rule(cat).period.is_zero
+        ]
+        self.rf = pos[tm.retain_from] if tm.retain_from else None
+
+    def plan(
+        self, row: tuple[Any, ...], ended: datetime, now: datetime
+    ) -> tuple[tuple[Part, ...], tuple[str, ...]]:
+        if not self.kept:
+            return (), self.zero
+        anchor = row[self.rf] if self.rf is not None else None
+        anchor = _as_datetime(anchor if anchor is not None else ended)
+        parts: list[Part] = []
+        destroyed = list(self.zero)
+        for cat, period, names, idx in self.kept:
+            until = period.add_to(anchor)
+            if until <= now:
+                destroyed.append(cat)
+            else:
+                parts.append(Part(cat, until, idx, names))
+        return tuple(parts), tuple(destroyed)
 
 
 def in_values(ctx: EngineContext, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
@@ -69,30 +121,28 @@ def member_expr(ctx: EngineContext, tm: TableMap) -> Any:
 def iter_planned(
     ctx: EngineContext, conn: Connection, sel: Selection, now: datetime
 ) -> Iterator[list[PlannedRow]]:
-    """Stream the selection's rows in chunks of planned rows."""
+    """Stream the selection's rows in chunks of planned rows (server-side cursor)."""
     tm = sel.table
     t: Table = ctx.table(tm.name)
     cols = selected_columns(tm)
+    planner = RowPlanner(ctx.datamap, tm, cols)
+    n = len(cols)
     stmt = select(*(t.c[c] for c in cols), member_expr(ctx, tm).label(SUBJECT_LABEL)).where(
         sel.where
     )
-    key, retain_from = tm.key, tm.retain_from
     result = conn.execute(
         execution_options={"stream_results": True, "yield_per": READ_CHUNK}, statement=stmt
     )
+    key, ended_at, plan = planner.key, sel.ended_at, planner.plan
     try:
         for chunk in result.partitions(READ_CHUNK):
             out: list[PlannedRow] = []
             for row in chunk:
-                m = row._mapping
-                values = {c: m[c] for c in cols}
-                subject = m[SUBJECT_LABEL]
-                ended = sel.ended_at(values, subject)
-                rfv = values.get(retain_from) if retain_from else None
-                plan = tm.plan_row(ended, now, rfv)
-                out.append(
-                    PlannedRow(values[key], subject, plan.parts, plan.destroyed_categories, values)
-                )
+                values = tuple(row)
+                subject = values[n]
+                values = values[:n]
+                parts, destroyed = plan(values, ended_at(values, subject), now)
+                out.append(PlannedRow(values[key], subject, parts, destroyed, values))
             yield out
     finally:
         result.close()
@@ -179,14 +229,15 @@ def age_selection(
     assert tm.age is not None
     col, period = tm.age
     t = ctx.table(tm.name)
+    at = selected_columns(tm).index(col)
     where = t.c[col] < period.subtract_from(now)
     if first_id is not None:
         where = and_(where, t.c[tm.key] >= first_id)
     if last_id is not None:
         where = and_(where, t.c[tm.key] <= last_id)
 
-    def _ended(values: Any, _subject: Any) -> datetime:
-        return period.add_to(_as_datetime(values[col]))
+    def _ended(values: tuple[Any, ...], _subject: Any) -> datetime:
+        return period.add_to(_as_datetime(values[at]))
 
     return Selection(tm, where, _ended)
 
