@@ -19,7 +19,15 @@ from workers.app import app
     max_retries=20,
 )
 def withdraw(self: Any, request_id: int) -> dict[str, Any]:
+    from lifecycle.datamap import DataMapError
     from lifecycle.engine.context import get_context
-    from lifecycle.engine.withdraw import carry_out
+    from lifecycle.engine.withdraw import carry_out, fail_request
 
-    return carry_out(get_context(), int(request_id), task_id=self.request.id)
+    try:
+        ctx = get_context()
+    except DataMapError as exc:
+        # The operator's map is broken: say so on the request and change nothing. The member
+        # stays marked withdrawn, so the nightly sweep finishes the job once the map is fixed.
+        fail_request(int(request_id), str(exc))
+        return {"request_id": int(request_id), "state": "failed"}
+    return carry_out(ctx, int(request_id), task_id=self.request.id)

@@ -310,3 +310,17 @@ def submit_withdrawal(ctx: EngineContext, member_id: int) -> int:
                          sub.withdrawn_at_column: row[2] or _now()})
             )  # fmt: skip
         return reqs.submit(s, "withdrawal", member_id)
+
+
+def fail_request(request_id: int, reason: str) -> bool:
+    """Record a failure that stops the request before its own checks can run (e.g. the data
+    map does not load). Nothing else is changed; returns False if it was already finished."""
+    from lifecycle import db
+
+    with db.session("primary") as s:
+        req = reqs.load_for_update(s, request_id)
+        if req is None or req.state in TERMINAL:
+            return False
+        reqs.set_state(s, request_id, RequestState.FAILED, error=reason.splitlines()[0])
+    log.error("withdrawal request %s failed: %s", request_id, reason.splitlines()[0])
+    return True
