@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -192,10 +193,8 @@ def redis_dump(port: int) -> bytes:
         except (ValueError, UnicodeDecodeError):
             return
         if isinstance(msg, dict) and isinstance(msg.get("body"), str):
-            try:
+            with contextlib.suppress(ValueError):
                 out.append(base64.b64decode(msg["body"]))
-            except ValueError:
-                pass
 
     for key in r.scan_iter(count=1000):
         out.append(key)
