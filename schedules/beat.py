@@ -14,5 +14,11 @@ NIGHTLY = crontab(minute=0, hour=3)
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
     """Entries are added here as their tasks exist; names are what Flower and status show."""
-    schedule: dict[str, Any] = {}
+    schedule: dict[str, Any] = {
+        "relay": {"task": "lifecycle.relay", "schedule": RELAY_INTERVAL_SECONDS},
+        "relay-stale": {
+            "task": "lifecycle.relay.redispatch_stale",
+            "schedule": 300.0,
+        },
+    }
     return schedule

@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover
 
 def _register() -> None:
     # Each command group lives in its own module; importing it adds its commands to `app`.
-    from lifecycle.cli import db  # noqa: F401
+    from lifecycle.cli import db, up  # noqa: F401
 
 
 _register()
@@ -43,7 +43,7 @@ def run(argv: list[str] | None = None) -> None:
     except cexc.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         _fail(exc.format_message().replace("\n", " ") + hint, 2)
-    except cexc.Abort:
+    except typer.Abort:
         _fail("aborted", 130)
     except (SettingsError, DatabaseUnavailable) as exc:
         _fail(str(exc), 2 if isinstance(exc, SettingsError) else 3)
@@ -55,7 +55,7 @@ def run(argv: list[str] | None = None) -> None:
             "that Redis is running",
             3,
         )
-    except cexc.Exit as exc:
+    except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     if isinstance(rv, int) and rv:
         raise SystemExit(rv)

@@ -1,0 +1,72 @@
+"""`lifecycle up`: worker + beat + Flower in one command."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from lifecycle.cli.app import app
+
+
+@app.command("up")
+def up(
+    concurrency: int = typer.Option(
+        2, "--concurrency", "-c", min=1, max=64, help="Worker processes."
+    ),
+    loglevel: str = typer.Option("INFO", "--loglevel", help="Celery log level."),
+    migrate: bool = typer.Option(
+        True, "--migrate/--no-migrate", help="Apply database migrations first (idempotent)."
+    ),
+) -> None:
+    """Start a worker, beat and Flower; print the Flower URL and login; Ctrl-C stops all three."""
+    from lifecycle.broker import check_broker
+    from lifecycle.db import check_reachable
+    from lifecycle.settings import get_settings
+    from workers import launcher
+
+    s = get_settings()
+    s.master_key_bytes()  # fail now, with one line, rather than in a worker later
+    check_reachable("primary")
+    check_reachable("archive")
+    check_broker()
+    if migrate:
+        from lifecycle.migrate import upgrade_all
+
+        upgrade_all()
+    if s.embedded:
+        typer.secho(
+            "lifecycle: EMBEDDED MODE (SQLite + filesystem broker under "
+            f"{s.var_dir}): for trying out only, NOT crash-safe. Production: set "
+            "LIFECYCLE_*_URL to PostgreSQL and Redis (see README).",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    host = s.flower_address if s.flower_address not in ("", "0.0.0.0") else "127.0.0.1"
+    typer.echo(
+        f"Flower: http://{host}:{s.flower_port}/  login: {s.flower_user} / "
+        f"{s.flower_password_value()}"
+    )
+    typer.echo("Press Ctrl-C to stop worker, beat and Flower.", err=True)
+    children = launcher.plan(s, concurrency=concurrency, loglevel=loglevel)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    code = launcher.run_forever(children, lambda line: typer.echo(line, err=True))
+    raise typer.Exit(code)
+
+
+@app.command("ping")
+def ping(
+    wait: bool = typer.Option(False, "--wait", help="Wait for the worker's answer."),
+) -> None:
+    """Enqueue a no-op job to check the whole path (broker, worker, results, Flower)."""
+    from lifecycle.broker import check_broker
+    from lifecycle.cli.waiting import wait_for_task
+    from tasks.ping import ping as ping_task
+
+    check_broker()
+
+    result = ping_task.delay()
+    typer.echo(f"enqueued lifecycle.ping as task {result.id}")
+    if wait:
+        wait_for_task(result, "ping", timeout=120)
+        typer.echo("pong")

@@ -1,0 +1,103 @@
+"""`--wait`: block until a request or a job is done, with a progress bar; fail non-zero."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lifecycle.errors import LifecycleError
+
+_console = Console(stderr=True)
+
+
+class JobFailed(LifecycleError):
+    exit_code = 1
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+        console=_console,
+        transient=False,
+        disable=not _console.is_terminal,
+    )
+
+
+# How far along each request state is, for the bar (the states are persisted by the handlers).
+_REQUEST_STEPS = {
+    "received": 0,
+    "dispatched": 1,
+    "restricted": 2,
+    "corrected": 3,
+    "archived": 3,
+    "notifying": 4,
+    "destroyed": 4,
+    "needs_attention": 5,
+    "completed": 5,
+    "failed": 5,
+}
+
+
+def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) -> str:
+    """Wait until the request reaches a terminal state; raise JobFailed if it failed."""
+    from lifecycle.requests import get
+
+    deadline = time.monotonic() + timeout
+    with _progress() as bar:
+        task = bar.add_task(f"request {request_id}", total=5, state="received")
+        while True:
+            req = get(request_id)
+            if req is None:
+                raise JobFailed(f"request {request_id} does not exist")
+            bar.update(task, completed=_REQUEST_STEPS.get(req.state, 0), state=req.state)
+            if req.state in ("completed", "needs_attention"):
+                break
+            if req.state == "failed":
+                raise JobFailed(f"request {request_id} failed: {req.error or 'no reason recorded'}")
+            if time.monotonic() > deadline:
+                raise JobFailed(
+                    f"request {request_id} still '{req.state}' after {timeout:.0f}s; is a worker "
+                    "running? (lifecycle up, or lifecycle status)"
+                )
+            time.sleep(poll)
+    if req.state == "needs_attention":
+        raise JobFailed(
+            f"request {request_id} needs attention: {req.error or 'see lifecycle status'}"
+        )
+    return req.state
+
+
+def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: float = 0.5) -> Any:
+    """Wait for a Celery AsyncResult, showing PROGRESS meta ({"done": n, "total": m})."""
+    deadline = time.monotonic() + timeout
+    with _progress() as bar:
+        task = bar.add_task(label, total=None, state="pending")
+        while True:
+            state = result.state
+            info = result.info if state == "PROGRESS" else None
+            if isinstance(info, dict) and "total" in info:
+                bar.update(task, total=info.get("total"), completed=info.get("done", 0))
+            bar.update(task, state=state.lower())
+            if state == "SUCCESS":
+                value = result.get(timeout=5, propagate=False)
+                if isinstance(value, dict) and "total" in value:
+                    bar.update(task, total=value["total"], completed=value.get("done", 0))
+                return value
+            if state in ("FAILURE", "REVOKED"):
+                raise JobFailed(f"{label} failed: {_one_line(result.info)}")
+            if time.monotonic() > deadline:
+                raise JobFailed(f"{label} not finished after {timeout:.0f}s (task {result.id})")
+            time.sleep(poll)
+
+
+def _one_line(info: Any) -> str:
+    if isinstance(info, BaseException):
+        return f"{type(info).__name__}: {str(info).splitlines()[0] if str(info) else ''}"
+    return str(info).splitlines()[0] if info else "unknown error"

@@ -1,0 +1,154 @@
+"""`lifecycle up`: run worker, beat and Flower as children; stop them all on Ctrl-C/SIGTERM.
+
+Each child gets its own session (process group), so a terminal's Ctrl-C reaches only us and we
+stop the children in order: beat first (no new jobs), then the worker (warm shutdown finishes
+the job in hand), then Flower. Anything still alive after the grace period is SIGKILLed by
+process group, so no orphan survives (prefork children included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lifecycle.settings import Settings
+from workers import queues
+
+STOP_GRACE_SECONDS = 20.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    pump: threading.Thread | None = field(default=None, repr=False)
+
+
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+
+
+def plan(settings: Settings, *, concurrency: int, loglevel: str) -> list[Child]:
+    """The three processes `lifecycle up` starts (also what docker-compose runs, one per box)."""
+    base_env = dict(os.environ)
+    var = settings.var_dir
+    var.mkdir(parents=True, exist_ok=True)
+    worker = Child(
+        "worker",
+        _celery(
+            "worker",
+            "-Q",
+            ",".join(queues.worker_queues(settings.host_name)),
+            "-c",
+            str(concurrency),
+            "-n",
+            f"lifecycle@{settings.host_name}",
+            "--loglevel",
+            loglevel,
+        ),
+        base_env,
+    )
+    beat = Child("beat", _celery("beat", "--loglevel", loglevel), base_env)
+    flower_env = base_env | {
+        "FLOWER_BASIC_AUTH": f"{settings.flower_user}:{settings.flower_password_value()}",
+        # Stable cookie secret so a Flower restart does not log everyone out mid-incident.
+        "FLOWER_COOKIE_SECRET": settings.flower_password_value() + ":cookie",
+    }
+    flower = Child(
+        "flower",
+        _celery(
+            "flower",
+            f"--conf={Path(__file__).with_name('flowerconfig.py')}",
+            f"--port={settings.flower_port}",
+            f"--address={settings.flower_address}",
+            f"--db={var / 'flower.db'}",
+            "--persistent=True",
+        ),
+        flower_env,
+    )
+    return [worker, beat, flower]
+
+
+def _pump(child: Child, out: Callable[[str], None]) -> None:
+    assert child.proc is not None and child.proc.stdout is not None
+    for raw in child.proc.stdout:
+        out(f"[{child.name}] {raw.decode(errors='replace').rstrip()}")
+
+
+def start(children: list[Child], out: Callable[[str], None]) -> None:
+    for child in children:
+        child.proc = subprocess.Popen(
+            child.argv,
+            env=child.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        child.pump = threading.Thread(target=_pump, args=(child, out), daemon=True)
+        child.pump.start()
+
+
+def _alive(child: Child) -> bool:
+    return child.proc is not None and child.proc.poll() is None
+
+
+def stop(children: list[Child], grace: float = STOP_GRACE_SECONDS) -> None:
+    order = {"beat": 0, "worker": 1, "flower": 2}
+    for child in sorted(children, key=lambda c: order.get(c.name, 9)):
+        if not _alive(child):
+            continue
+        assert child.proc is not None
+        # Only the main process: Celery's warm shutdown lets pool children finish their job.
+        os.kill(child.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait(grace)
+    for child in children:
+        if child.proc is None:
+            continue
+        # Prefork children or a stuck process: end the whole group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        child.proc.wait()
+        if child.pump is not None:
+            child.pump.join(2)
+
+
+def run_forever(children: list[Child], out: Callable[[str], None]) -> int:
+    """Start the children and supervise until a signal or one of them exits; returns exit code."""
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    start(children, out)
+    code = 0
+    try:
+        while not stopping.is_set():
+            dead = [c for c in children if not _alive(c)]
+            if dead:
+                c = dead[0]
+                out(
+                    f"[up] {c.name} exited with status {c.proc.returncode if c.proc else '?'}; "
+                    "stopping the others"
+                )
+                code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        out("[up] stopping beat, worker and Flower ...")
+        stop(children)
+        for s, h in old.items():
+            signal.signal(s, h)
+        out("[up] stopped")
+    return code
