@@ -184,6 +184,10 @@ class _Keystream:
         self._view = memoryview(self._out)
         self._enc: Any = None
 
+    @property
+    def zeros(self) -> memoryview:
+        return self._zeros
+
     def start(self, key: bytes, nonce: bytes) -> None:
         self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
 
@@ -233,12 +237,14 @@ def overwrite_fd(
         raise Refused("not_regular")
     size = st.st_size
     total = allocated_size(st)
-    chunk = options.chunk_size
+    # Buffers no bigger than the file: small files are the common case and allocating a 1 MiB
+    # buffer per file would cost more than writing them.
+    chunk = max(4096, min(options.chunk_size, total))
     ks = _Keystream(chunk)
     expected = size  # what st_size must be at each check; grows while the tail is extended
     last: tuple[str, bytes, bytes] = ("zero", b"", b"")
     plan = ["random"] * options.passes + (["zero"] if options.zero else [])
-    zeros = memoryview(bytes(chunk)) if options.zero else None
+    zeros = ks.zeros
     done_random = 0
 
     for number, kind in enumerate(plan, start=1):
@@ -251,7 +257,7 @@ def overwrite_fd(
         pos = 0
         while pos < total:
             n = min(chunk, total - pos)
-            data = ks.take(n) if kind == "random" else zeros[:n]  # type: ignore[index]
+            data = ks.take(n) if kind == "random" else zeros[:n]
             _pwrite_all(fd, data, pos)
             pos += n
             expected = max(expected, pos)
@@ -541,9 +547,9 @@ def _shred_file(
             if moved is not None:
                 os.rename(new, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             raise Refused("replaced")
-        os.fsync(dfd)
+        # The data is already on disk (fsync per pass); from here on only the unlink has to be
+        # durable, so one directory fsync at the end is enough.
         os.ftruncate(fd, 0)
-        os.fsync(fd)
         os.unlink(new, dir_fd=dfd)
         os.fsync(dfd)
         return ShredResult(
@@ -614,7 +620,6 @@ def _shred_tree(
     # Empty now: the directory's name goes the same way as a file's.
     new = _fresh_name(parent_fd, None)
     os.rename(name, new, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-    os.fsync(parent_fd)
     os.rmdir(new, dir_fd=parent_fd)
     os.fsync(parent_fd)
     return agg

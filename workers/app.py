@@ -8,7 +8,7 @@ from celery.signals import worker_process_init
 from lifecycle.settings import get_settings
 from workers.config import celery_config
 
-TASK_MODULES = ["tasks.ping", "tasks.relay"]
+TASK_MODULES = ["tasks.ping", "tasks.relay", "tasks.shred"]
 
 
 def create_app() -> Celery:
