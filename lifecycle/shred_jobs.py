@@ -186,14 +186,21 @@ def _send_if_pending(job_id: int) -> bool:
         if job is None or job.state == ShredJobState.DONE.value:
             return False
         host, sends = job.host, job.sends + 1
+    from kombu.exceptions import OperationalError
+
     try:
         task_id = _send(job_id, host, sends)
-    except Exception as exc:  # kombu raises several types for "broker unreachable"
+    except OperationalError as exc:
         log.warning(
             "shred job %s stored; broker unreachable (%s), it will be re-sent",
             job_id,
             type(exc).__name__,
         )
+        return False
+    except Exception:
+        # The job is committed either way; the resend beat retries it. Raising here would
+        # make the caller believe nothing was stored and submit a second job.
+        log.exception("shred job %s stored; sending it failed, it will be re-sent", job_id)
         return False
     now = utcnow()
     with db.session("primary") as s:
