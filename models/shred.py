@@ -51,6 +51,9 @@ class ShredJob(PrimaryBase):
     legal_basis: Mapped[str] = mapped_column(Text)
     categories: Mapped[list] = mapped_column(JSON, default=list)
     request_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Keyed HMAC of (host, sorted paths): finds this job again when the same request hands
+    # over the same files twice, without keeping the paths after they are destroyed.
+    paths_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     passes: Mapped[int] = mapped_column(Integer, default=1)
     zero: Mapped[bool] = mapped_column(Boolean, default=False)
     verify: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("legal_basis", sa.Text(), nullable=False),
         sa.Column("categories", sa.JSON(), nullable=False),
         sa.Column("request_id", sa.BigInteger(), nullable=True),
+        sa.Column("paths_key", sa.String(length=64), nullable=True),
         sa.Column("passes", sa.Integer(), nullable=False),
         sa.Column("zero", sa.Boolean(), nullable=False),
         sa.Column("verify", sa.Boolean(), nullable=False),
