@@ -36,6 +36,21 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def extents(fd: int) -> list[tuple[int, int, int]] | None:
+    """Physical extents (logical, physical, length) via FIEMAP; None where unsupported."""
+    import fcntl
+    import struct
+
+    count = 64
+    buf = bytearray(struct.pack("=QQLLLL", 0, 2**64 - 1, 1, 0, count, 0) + bytes(56 * count))
+    try:
+        fcntl.ioctl(fd, 0xC020660B, buf)  # FS_IOC_FIEMAP, FIEMAP_FLAG_SYNC
+    except OSError:
+        return None
+    mapped = struct.unpack_from("=L", buf, 20)[0]
+    return [struct.unpack_from("=QQQ", buf, 32 + 56 * i) for i in range(mapped)]
+
+
 def same_position_bytes(a: bytes, b: bytes) -> int:
     return sum(1 for x, y in zip(a, b, strict=False) if x == y)
 
@@ -65,17 +80,28 @@ def test_overwrite_reaches_every_byte_in_place_on_every_pass(tmp_path: Path, siz
     # Opened before the overwrite: if the shredder wrote a new file (or truncated and wrote
     # elsewhere) this descriptor would still show the old bytes or a different length.
     reader = os.open(path, os.O_RDONLY)
+    os.fsync(reader)
+    blocks = extents(reader)
     seen: list[tuple[int, str, bytes]] = []
+    sizes: list[int] = []
+    moved: list[int] = []
+
+    def on_chunk(number: int, done: int) -> None:
+        # A truncate-then-write shredder would show a shorter file part-way through a pass.
+        sizes.append(os.fstat(reader).st_size)
 
     def on_pass(number: int, kind: str) -> None:
         seen.append((number, kind, os.pread(reader, size + 8192, 0)))
+        # In place means the same disk blocks, not freshly allocated ones (where FIEMAP works).
+        if blocks is not None and extents(reader) != blocks:
+            moved.append(number)
 
     writer = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
     try:
         report = overwrite_fd(
             writer,
             ShredOptions(passes=3, zero=True, chunk_size=64 * 1024),
-            Hooks(on_pass=on_pass),
+            Hooks(on_chunk=on_chunk, on_pass=on_pass),
         )
     finally:
         os.close(writer)
@@ -86,6 +112,8 @@ def test_overwrite_reaches_every_byte_in_place_on_every_pass(tmp_path: Path, siz
         (3, "random"),
         (4, "zero"),
     ]
+    assert sizes and min(sizes) >= size
+    assert moved == [], "a pass wrote to other blocks than the file's own"
     contents = [c for _, _, c in seen]
     # Each pass covered at least the whole file (the block-rounded tail is given back after).
     assert all(len(c) >= size for c in contents)
