@@ -60,13 +60,17 @@ def _backoff(sends: int) -> timedelta:
     return min(FIRST_RESEND_AFTER * (2 ** max(sends - 1, 0)), MAX_RESEND_AFTER)
 
 
-def _validate_paths(paths: Sequence[str], host: str, local: bool, recursive: bool) -> list[str]:
-    """Textual checks for every caller; full confinement checks when the files are local."""
+def _validate_paths(
+    paths: Sequence[str], *, same_host: bool, strict: bool, recursive: bool
+) -> list[str]:
+    """Textual checks always; the roots only when the files are on this host (another host
+    has its own roots and checks them when it runs the job); with ``strict`` the files too."""
     from lifecycle.shredder import check_path
 
     if isinstance(paths, str | bytes) or not paths:
         raise UserError("give at least one path (a list of absolute paths)")
-    roots = get_settings().file_roots
+    # "/" as the only root leaves just the textual rules: absolute, no '..', no NUL.
+    roots = get_settings().file_roots if same_host else ["/"]
     seen: dict[str, None] = {}
     for i, p in enumerate(paths, start=1):
         if not isinstance(p, str):
@@ -75,7 +79,7 @@ def _validate_paths(paths: Sequence[str], host: str, local: bool, recursive: boo
             locate(p, roots)
         except Refused as r:
             raise UserError(f"path {i}: {r}") from None
-        if local:
+        if same_host and strict:
             bad = check_path(p, roots, recursive=recursive)
             if bad is not None and bad.status == "missing":
                 raise UserError(f"path {i}: no such file or directory")
@@ -103,7 +107,8 @@ def enqueue_shred(
     """Create a shred job for ``paths`` on ``host`` (default: this host), commit, send it.
 
     Returns the job id. Raises :class:`UserError` (and creates nothing) for bad input: no paths,
-    a relative path, ``..``, a path outside the configured roots, bad options. With ``strict``
+    a relative path, ``..``, a path outside this host's roots (for a job on this host), bad
+    options. With ``strict``
     (the CLI) local paths are also checked now (symlinks, hard links, ...), so a typo is an
     error instead of a refused item (and a missing file is an error too); otherwise such files
     are refused by the worker and recorded on the item, and files that are already gone
@@ -122,8 +127,9 @@ def enqueue_shred(
         ShredOptions(passes=passes, zero=zero, verify=verify, recursive=recursive)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    local = strict and host == settings.host_name
-    unique = _validate_paths(paths, host, local, recursive)
+    unique = _validate_paths(
+        paths, same_host=host == settings.host_name, strict=strict, recursive=recursive
+    )
 
     paths_key = _paths_key(host, unique) if request_id is not None else None
     if request_id is not None:

@@ -227,6 +227,8 @@ def test_enqueue_refuses_bad_input_and_creates_nothing(lifecycle_env: LifecycleE
         ([str(root / "a")], {"reason": " "}),
         ([str(root / "a")], {"passes": 0}),
         ([str(root / "a")], {"host": "a/b"}),
+        (["relative/a"], {"host": "otherhost"}),
+        (["/srv/x/../a"], {"host": "otherhost"}),
     ]
     for paths, extra in bad:
         kwargs = {"reason": "r", "legal_basis": "b", **extra}
@@ -234,6 +236,8 @@ def test_enqueue_refuses_bad_input_and_creates_nothing(lifecycle_env: LifecycleE
             shred_jobs.enqueue_shred(paths, **kwargs)
         assert "\n" not in str(err.value)
     assert job_count() == 0
+    # Another host has its own roots: only the textual rules apply here.
+    assert shred_jobs.enqueue_shred(["/srv/other/a"], host="otherhost", reason="r", legal_basis="b")
 
 
 def test_missing_file_completes_as_noop_with_ledger_note(lifecycle_env: LifecycleEnv) -> None:
