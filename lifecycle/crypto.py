@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -174,22 +175,35 @@ def derive_ref_key(master: bytes) -> bytes:
     return derive_key(master, REF_KEY_INFO)
 
 
-def subject_ref(key: bytes, member_id: int | str) -> str:
-    """Keyed pseudonym of a member (HMAC-SHA256, 64 hex chars). ``key`` is the pseudonym key.
+@lru_cache(maxsize=16)
+def _hmac_base(key: bytes) -> hmac.HMAC:
+    # Keyed once; copies skip re-deriving the inner/outer pads for each of a million members.
+    return hmac.new(key, digestmod=hashlib.sha256)
 
-    Without the key nobody can test a guess ("is this member 12?"), unlike a plain hash of a
-    small integer.
-    """
+
+def _ref(key: bytes, msg: bytes) -> str:
     _check_key(key, "pseudonym key")
-    return hmac.new(key, b"member\x00" + str(member_id).encode(), hashlib.sha256).hexdigest()
+    h = _hmac_base(bytes(key)).copy()
+    h.update(msg)
+    return h.hexdigest()
+
+
+def subject_ref(key: bytes, member_id: int | str) -> str:
+    """Keyed pseudonym of a member (HMAC-SHA256, 64 hex chars).
+
+    ``key`` is the archive's pseudonym key, ``keystore.ref_key(session)``: not the master key,
+    so pseudonyms survive master-key rotation. Without the key nobody can test a guess ("is
+    this member 12?"), unlike a plain hash of a small integer.
+    """
+    return _ref(key, b"member\x00" + str(member_id).encode())
 
 
 def file_ref(key: bytes, path: str | bytes, host: str = "") -> str:
-    """Keyed pseudonym of a managed file (host + path): links entries without naming the file."""
-    _check_key(key, "pseudonym key")
-    raw = os.fsencode(path)
-    msg = b"file\x00" + host.encode() + b"\x00" + raw
-    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+    """Keyed pseudonym of a managed file (host + path): links entries without naming the file.
+
+    ``key`` as for ``subject_ref``.
+    """
+    return _ref(key, b"file\x00" + host.encode() + b"\x00" + os.fsencode(path))
 
 
 __all__ = [

@@ -10,13 +10,16 @@ data it records and is handed to the privacy officer. Link an entry to a person 
 Concurrency: ``append`` locks the single ``ledger_head`` row for the rest of the caller's
 transaction, so writers serialise and the chain stays linear; the entry commits (or rolls
 back) together with the archive-side change it records. Call it as the last statement before
-commit to keep the lock short.
+commit: that keeps the lock short, and keeps one lock order everywhere (data keys, then
+records, then the ledger head), so the sweep and the purge cannot deadlock each other.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -31,6 +34,7 @@ from models.archive import LedgerEntry, LedgerHead
 from models.base import utcnow
 
 HEAD_ID = 1
+log = logging.getLogger(__name__)
 
 # Korean labels for the privacy officer; codes stay English in the DB and in the hash.
 ACTION_LABELS = {
@@ -100,10 +104,19 @@ def _lock_head(session: Session) -> LedgerHead:
 
 
 def _create_head(session: Session, pg: bool) -> None:
+    """Create the head at the chain's tip (the migration creates it; this covers a restore)."""
     from sqlalchemy.dialects import postgresql, sqlite
 
+    tip = session.execute(
+        select(LedgerEntry.seq, LedgerEntry.hash).order_by(LedgerEntry.seq.desc()).limit(1)
+    ).first()
+    seq, digest = (int(tip[0]), tip[1]) if tip else (0, GENESIS_HASH)
+    if tip:
+        # The migration creates the head, so entries without one mean a partial restore or
+        # tampering: keep recording destructions (they are legally due) but say so loudly.
+        log.error("ledger head row was missing; recreating it at entry %d", seq)
     ins = (postgresql.insert if pg else sqlite.insert)(LedgerHead).values(
-        id=HEAD_ID, seq=0, hash=GENESIS_HASH, updated_at=utcnow()
+        id=HEAD_ID, seq=seq, hash=digest, updated_at=utcnow()
     )
     session.execute(ins.on_conflict_do_nothing(index_elements=["id"]))
 
@@ -112,6 +125,38 @@ def _by_dedup(session: Session, dedup_key: str) -> LedgerEntry | None:
     return session.execute(
         select(LedgerEntry).where(LedgerEntry.dedup_key == dedup_key)
     ).scalar_one_or_none()
+
+
+# A safety net under the contract above, not a replacement for it: values that are personal
+# data by their very shape (e-mail address, Korean mobile/landline number, resident
+# registration number) are refused outright.
+_PERSONAL_SHAPES = re.compile(
+    r"[\w.+-]+@[\w-]+\.[\w.-]+"
+    r"|\b0\d{1,2}-?\d{3,4}-?\d{4}\b"
+    r"|\b\d{6}-?[1-8]\d{6}\b"
+)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
+def _refuse_personal_shapes(**fields: Any) -> None:
+    for name, value in fields.items():
+        for text_ in _strings(value):
+            if _PERSONAL_SHAPES.search(text_):
+                raise UserError(
+                    f"ledger entry field {name!r} looks like it holds personal data "
+                    "(e-mail, phone or resident registration number); the ledger must not"
+                )
 
 
 def _norm_list(values: Iterable[str] | str | None) -> list[str]:
@@ -142,10 +187,12 @@ def append(
 ) -> LedgerEntry | None:
     """Append one entry inside the caller's archive-DB transaction and return it.
 
-    With ``dedup_key`` (e.g. ``f"archive:req{request_id}:{table}"``), a second append with the
-    same key returns the entry already recorded and appends nothing, so a re-run step records
-    itself once. Categories and tables are stored sorted and de-duplicated. See the module
-    docstring: no personal data in any text field or in ``details``.
+    With ``dedup_key`` (e.g. ``f"archive:req{request_id}:{table}"``: build it from request,
+    task, bucket and batch ids, never from member ids), a second append with the same key
+    returns the entry already recorded and appends nothing, so a re-run step records itself
+    once. Categories and tables are stored sorted and de-duplicated. See the module docstring:
+    no personal data in any text field or in ``details``; values shaped like personal data
+    (e-mail, phone, RRN) are refused with UserError.
     """
     if not action:
         raise UserError("ledger entry needs an action")
@@ -156,6 +203,16 @@ def append(
         json.dumps(details_d, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise UserError(f"ledger entry details are not plain JSON: {exc}") from None
+    _refuse_personal_shapes(
+        reason=reason,
+        legal_basis=legal_basis,
+        method=method,
+        actor=actor,
+        categories=list(categories or []) if not isinstance(categories, str) else categories,
+        tables=list(tables or []) if not isinstance(tables, str) else tables,
+        details=details_d,
+        dedup_key=dedup_key,
+    )
     if dedup_key is not None:
         existing = _by_dedup(session, dedup_key)
         if existing is not None:
@@ -225,7 +282,12 @@ def head(session: Session) -> tuple[int, str] | None:
 
 def verify(session: Session) -> VerifyResult:
     """Verify the whole chain against the head row (read-only)."""
-    return verify_chain(iter_entries(session), head=head(session))
+    h = head(session)
+    result = verify_chain(iter_entries(session), head=h)
+    if result.ok and h is None and result.checked:
+        # The migration creates the head; entries without one means it was deleted.
+        return VerifyResult(False, result.checked, result.checked, "ledger head row missing")
+    return result
 
 
 def count(session: Session) -> int:
@@ -248,10 +310,15 @@ def _csv_value(entry: Mapping[str, Any], name: str, tz: ZoneInfo) -> str:
         label = ACTION_LABELS.get(value)
         return f"{label} ({value})" if label else value
     if name in ("categories", "tables"):
-        return ", ".join(value)
+        return _cell(", ".join(value))
     if name == "details":
-        return json.dumps(value, sort_keys=True, ensure_ascii=False) if value else ""
-    return str(value)
+        return _cell(json.dumps(value, sort_keys=True, ensure_ascii=False)) if value else ""
+    return _cell(str(value))
+
+
+def _cell(text_: str) -> str:
+    """Stop Excel from evaluating a cell as a formula (CSV injection)."""
+    return "'" + text_ if text_[:1] in ("=", "+", "-", "@", "\t", "\r") else text_
 
 
 def export_csv(session: Session, out: IO[str], tz: str = "Asia/Seoul") -> int:

@@ -92,6 +92,8 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
     }
     if s.broker_is_redis:
+        # Celery's Redis caveats ask for the same value under this third name too.
+        conf["visibility_timeout"] = VISIBILITY_TIMEOUT
         # RedBeat keeps the schedule and a lock in Redis: a second beat waits instead of
         # double-firing the nightly jobs.
         conf["beat_scheduler"] = "redbeat.RedBeatScheduler"
