@@ -28,5 +28,8 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
         # The 5-day deadline: hourly, so an overdue request shows up as a failed task the same
         # day it becomes overdue rather than the next night.
         "deadlines-hourly": {"task": "lifecycle.requests.check_deadlines", "schedule": HOURLY},
+        # Shred jobs stored while the broker was down (or whose message was lost).
+        "shred-resend-pending": {"task": "lifecycle.shred.resend_pending", "schedule": 60.0},
+        "shred-sweep-orphans": {"task": "lifecycle.shred.sweep_orphans", "schedule": NIGHTLY},
     }
     return schedule

@@ -11,6 +11,7 @@ from workers.config import celery_config
 TASK_MODULES = [
     "tasks.ping",
     "tasks.relay",
+    "tasks.shred",
     "tasks.withdraw",
     "tasks.sweep",
     "tasks.purge",
@@ -52,8 +53,12 @@ def reconfigure() -> None:
     reset_settings_cache()
     dispose_all()
     settings = get_settings()
-    if app._pool is not None:
-        app._pool.force_close_all()
+    # kombu keeps connection and producer pools in module-level registries keyed by the broker
+    # URL: closing only app._pool leaves a closed pool there that the next send_task to the
+    # same URL would pick up ("Acquire on closed pool"). Reset the registries as a whole.
+    from kombu import pools
+
+    pools.reset()
     app._after_fork()
     app._backend_cache = None
     app._local.__dict__.pop("backend", None)

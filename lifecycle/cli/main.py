@@ -23,6 +23,7 @@ def _register() -> None:
         demo,
         keys,
         ledger,
+        shred,
         status,
         sweep,
         up,
