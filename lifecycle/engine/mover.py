@@ -399,6 +399,7 @@ def move(
     # table -> pk -> (subject, categories destroyed in that row)
     fates: dict[str, dict[Any, tuple[Any, tuple[str, ...]]]] = {}
     files: list[str] = []
+    file_categories: set[str] = set()
     subjects: set[Any] = set()
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
         writer = ArchiveWriter(ctx, asess, scope, now)
@@ -417,6 +418,7 @@ def move(
                         path = row.values[at]
                         if path and cat in row.destroyed:
                             files.append(str(path))
+                            file_categories.add(cat)
                 for table, pk, cat in writer.flush():
                     subject, destroyed = fates[table][pk]
                     fates[table][pk] = (subject, (*destroyed, cat))
@@ -428,7 +430,9 @@ def move(
         return result
 
     if files:
-        result.files, result.files_refused = hand_to_shredder(files, scope)
+        result.files, result.files_refused = hand_to_shredder(
+            files, scope, sorted(file_categories), ctx
+        )
     destroyed_tally: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     for tm in ctx.ordered_tables:
         fate = fates.get(tm.name)
@@ -498,7 +502,9 @@ def park_destroy_entries(
         conn.execute(insert(LedgerOutbox.__table__), rows)
 
 
-def hand_to_shredder(paths: list[str], scope: Scope) -> tuple[int, int]:
+def hand_to_shredder(
+    paths: list[str], scope: Scope, categories: list[str], ctx: EngineContext
+) -> tuple[int, int]:
     """Give destroyed file paths to the secure-deletion job; returns (handed, refused).
 
     Called before the rows holding the paths are deleted: if we crash after this, the re-run
@@ -513,10 +519,13 @@ def hand_to_shredder(paths: list[str], scope: Scope) -> tuple[int, int]:
     from lifecycle.errors import UserError
 
     uniq = list(dict.fromkeys(paths))
+    bases = sorted({ctx.datamap.rule(c).legal_basis for c in categories})
     kwargs: dict[str, Any] = {
         "request_id": scope.request_id,
         "reason": scope.reason,
-        "legal_basis": "개인정보 보호법 제21조 (목적 달성 후 지체 없이 파기)",
+        "legal_basis": "; ".join(bases),
+        "categories": categories,
+        "origin": "withdrawal" if scope.request_id is not None else "sweep",
     }
     try:
         enqueue_shred(uniq, **kwargs)
