@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
-
+from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
 from workers.app import app
 
 # The coordinator lives as long as the sweep; batches are short. The visibility timeout may
@@ -50,7 +49,7 @@ def sweep_run(self: Any, member_batch: int | None = None) -> dict[str, Any]:
 @app.task(
     name="lifecycle.sweep.archive_batch",
     bind=True,
-    autoretry_for=(OperationalError,),
+    autoretry_for=TRANSIENT_DB_ERRORS,
     retry_backoff=2,
     retry_backoff_max=60,
     max_retries=10,

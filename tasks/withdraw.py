@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
-
+from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
 from workers.app import app
 
 
@@ -13,7 +12,7 @@ from workers.app import app
     name="lifecycle.withdraw",
     bind=True,
     # A database restart or a deadlock with the sweep: try again; the steps are idempotent.
-    autoretry_for=(OperationalError,),
+    autoretry_for=TRANSIENT_DB_ERRORS,
     retry_backoff=2,
     retry_backoff_max=120,
     max_retries=20,

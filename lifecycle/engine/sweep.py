@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from lifecycle.datamap import _as_datetime
 from lifecycle.engine.context import EngineContext
@@ -36,6 +35,7 @@ from lifecycle.engine.selection import (
     subject_selections,
     withdrawn_subjects_query,
 )
+from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
 from models.engine import SweepBatch
 from models.requests import JobRun
 
@@ -371,7 +371,7 @@ def _run_locked(
                 keys = _plan_phase(ctx, run_id, phase, member_batch, age_batch)
                 retry.ok()
                 break
-            except (OperationalError, DBAPIError) as exc:
+            except TRANSIENT_DB_ERRORS as exc:
                 retry.failed(exc)
                 _check_lock(lock)
         for key in keys:
@@ -395,7 +395,7 @@ def _run_locked(
                     .values(outcome="ok", finished_at=_now(), counts=counts)
                 )
             return counts
-        except (OperationalError, DBAPIError) as exc:
+        except TRANSIENT_DB_ERRORS as exc:
             retry.failed(exc)
 
 
@@ -432,7 +432,7 @@ def _drain(
             pending = _batches(ctx, run_id, "pending")
             done, total = progress(ctx, run_id)
             retry.ok()
-        except (OperationalError, DBAPIError) as exc:
+        except TRANSIENT_DB_ERRORS as exc:
             retry.failed(exc)
             _check_lock(lock)
             continue
@@ -450,7 +450,7 @@ def _drain(
                     worked = True
                     break  # re-read progress so the bar moves
                 retry.ok()
-            except (OperationalError, DBAPIError) as exc:
+            except TRANSIENT_DB_ERRORS as exc:
                 retry.failed(exc)
                 _check_lock(lock)
                 break
