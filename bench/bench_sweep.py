@@ -79,6 +79,15 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
 def _tree(pid: int) -> list[int]:
     out = [pid]
     try:
@@ -97,6 +106,7 @@ class MemSampler(threading.Thread):
         self.roots = pids
         self.peak_proc = 0
         self.peak_total = 0
+        self.cpu: dict[int, float] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -104,6 +114,7 @@ class MemSampler(threading.Thread):
             total = 0
             for root in self.roots:
                 for p in _tree(root):
+                    self.cpu[p] = max(self.cpu.get(p, 0.0), _cpu_s(p))
                     kb = _rss_kb(p)
                     total += kb
                     self.peak_proc = max(self.peak_proc, kb)
@@ -118,6 +129,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=0, help="members per sweep batch")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the sweep in this process (no Celery, one process) under cProfile instead",
+    )
     args = ap.parse_args()
     if args.members < 1:
         ap.error("--members must be at least 1")
@@ -202,6 +218,29 @@ def main() -> None:
         print(f"rows in retention-bearing tables: {rows_total}", flush=True)
 
         # -- sweep ------------------------------------------------------------------------------
+        if args.profile:
+            import cProfile
+            import pstats
+
+            os.environ.update(
+                {k: v for k, v in env_for("p1", "a1").items() if k.startswith("LIFECYCLE_")}
+            )
+            from lifecycle.engine.context import get_context
+            from lifecycle.engine.sweep import MEMBER_BATCH, run_sweep
+            from lifecycle.settings import reset_settings_cache
+
+            reset_settings_cache()
+            prof = cProfile.Profile()
+            t0 = time.perf_counter()
+            prof.enable()
+            counts = run_sweep(get_context(), member_batch=args.batch_size or MEMBER_BATCH)
+            prof.disable()
+            print(f"in-process sweep: {time.perf_counter() - t0:.1f}s {counts}")
+            st = pstats.Stats(prof).sort_stats(os.environ.get("BENCH_SORT", "tottime"))
+            st.print_stats(int(os.environ.get("BENCH_N", "30")))
+            if os.environ.get("BENCH_CALLERS"):
+                st.print_callers(os.environ["BENCH_CALLERS"])
+            return
         rport = _free_port()
         redis_proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
@@ -230,6 +269,7 @@ def main() -> None:
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise RuntimeError("worker did not start:\n" + (tmp / "worker.log").read_text())
         sampler = MemSampler([worker.pid])
+        cpu0 = sum(_cpu_s(p) for p in _tree(worker.pid))
         sampler.start()
         kwargs = {"member_batch": args.batch_size} if args.batch_size else {}
         t0 = time.perf_counter()
@@ -263,7 +303,6 @@ def main() -> None:
         dst_eng.dispose()
         src = psycopg.connect(_url(args.pg, names["p2"], driver=False))
         dst = psycopg.connect(_url(args.pg, names["a2"], driver=False))
-        copied = 0
         t0 = time.perf_counter()
         withdrawn = "(SELECT id FROM members WHERE status = 'withdrawn')"
         for t in retained_tables:
@@ -280,7 +319,6 @@ def main() -> None:
             ):
                 for block in out:
                     inp.write(block)
-            copied += dc.rowcount if dc.rowcount and dc.rowcount > 0 else 0
         dst.commit()
         for t in order:
             col = dm.table(t).subject_column
@@ -299,9 +337,10 @@ def main() -> None:
         print(f"sweep      {sweep_s:9.1f} s   {sweep_rate:>12,.0f} rows/s   "
               f"({args.workers} worker processes)")  # fmt: skip
         print(f"baseline   {base_s:9.1f} s   {base_rate:>12,.0f} rows/s   "
-              f"(raw COPY -> COPY + DELETE, {copied:,} rows copied)")  # fmt: skip
+              "(raw COPY -> COPY + DELETE)")  # fmt: skip
         print(f"ratio      {sweep_rate / base_rate:9.2f}      (goal >= 0.5)")
         peak, total = sampler.peak_proc / 1024, sampler.peak_total / 1024
+        print(f"worker CPU time: {sum(sampler.cpu.values()) - cpu0:.1f} s over the sweep")
         print(f"peak worker RSS: {peak:.0f} MB per process, {total:.0f} MB all (goal < 500 MB)")
     finally:
         if worker is not None and worker.poll() is None:

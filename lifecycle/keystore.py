@@ -157,7 +157,8 @@ def get_or_create_bucket_keys(
     ``share_lock`` is False: for buckets whose day is far enough ahead that no purge can reach
     them during the caller's transaction, locking thousands of key rows buys nothing).
     """
-    from sqlalchemy import tuple_
+    from sqlalchemy import Date, String, bindparam, tuple_
+    from sqlalchemy.dialects.postgresql import ARRAY
 
     master = master if master is not None else _master()
     wanted = sorted(set(buckets))
@@ -166,17 +167,39 @@ def get_or_create_bucket_keys(
 
     def fetch(pairs: list[tuple[str, date]]) -> list:  # type: ignore[type-arg]
         rows: list = []  # type: ignore[type-arg]
-        for i in range(0, len(pairs), 500):
-            chunk = pairs[i : i + 500]
-            stmt = select(
+        step = 5000 if pg else 500
+        for i in range(0, len(pairs), step):
+            chunk = pairs[i : i + step]
+            cols = (
                 DataKey.category,
                 DataKey.retain_until,
                 DataKey.id,
                 DataKey.wrapped_key,
                 DataKey.master_key_id,
-            ).where(tuple_(DataKey.category, DataKey.retain_until).in_(chunk))
-            if pg and share_lock:
-                stmt = stmt.with_for_update(read=True)
+            )
+            if pg:
+                # A join on two unnested arrays: PostgreSQL plans a long row-value IN list
+                # as an OR chain, which costs more than the lookup itself.
+                wanted = (
+                    select(
+                        func.unnest(
+                            bindparam(None, [c for c, _ in chunk], type_=ARRAY(String()))
+                        ).label("c"),
+                        func.unnest(
+                            bindparam(None, [d for _, d in chunk], type_=ARRAY(Date()))
+                        ).label("d"),
+                    )
+                ).subquery()
+                stmt = select(*cols).join(
+                    wanted,
+                    (DataKey.category == wanted.c.c) & (DataKey.retain_until == wanted.c.d),
+                )
+                if share_lock:
+                    stmt = stmt.with_for_update(read=True, of=DataKey)
+            else:
+                stmt = select(*cols).where(
+                    tuple_(DataKey.category, DataKey.retain_until).in_(chunk)
+                )
             rows.extend(session.execute(stmt).all())
         return rows
 
@@ -185,23 +208,23 @@ def get_or_create_bucket_keys(
     if missing:
         mid = crypto.master_key_id(master)
         now = utcnow()
-        for i in range(0, len(missing), 500):
-            session.execute(
-                _insert(session)(DataKey)
-                .values(
-                    [
-                        {
-                            "category": c,
-                            "retain_until": d,
-                            "wrapped_key": crypto.wrap_key(master, crypto.new_data_key()),
-                            "master_key_id": mid,
-                            "created_at": now,
-                        }
-                        for c, d in missing[i : i + 500]
-                    ]
-                )
-                .on_conflict_do_nothing(index_elements=["category", "retain_until"])
-            )
+        # executemany (batched by SQLAlchemy's insertmanyvalues), not one giant VALUES list:
+        # building that statement costs more than the round trips it saves.
+        session.execute(
+            _insert(session)(DataKey).on_conflict_do_nothing(
+                index_elements=["category", "retain_until"]
+            ),
+            [
+                {
+                    "category": c,
+                    "retain_until": d,
+                    "wrapped_key": crypto.wrap_key(master, crypto.new_data_key()),
+                    "master_key_id": mid,
+                    "created_at": now,
+                }
+                for c, d in missing
+            ],
+        )
         found.update({(c, d): (i, w, m) for c, d, i, w, m in fetch(missing)})
     for b in wanted:
         key_id, wrapped, wrapped_by = found[b]

@@ -26,7 +26,7 @@ import logging
 import uuid
 from base64 import b64encode
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -36,6 +36,7 @@ from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.orm import Session
 
 from lifecycle import crypto, keystore, ledger
+from lifecycle.datamap import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     SQLITE_IN_CHUNK,
@@ -140,13 +141,12 @@ def _json_default(v: Any) -> Any:
     raise TypeError(f"cannot archive a value of type {type(v).__name__}")
 
 
+# One encoder for all parts: json.dumps with options builds a new encoder on every call.
+_ENCODE = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _plaintext(values: tuple[Any, ...], part: Part) -> bytes:
-    return json.dumps(
-        dict(zip(part.names, [values[i] for i in part.idx], strict=True)),
-        default=_json_default,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode()
+    return _ENCODE(dict(zip(part.names, [values[i] for i in part.idx], strict=True))).encode()
 
 
 # (archive DB, category, day) -> (key id, cipher) for buckets far enough ahead (see below).
@@ -165,11 +165,28 @@ class ArchiveWriter:
         # Per transaction: the FOR SHARE locks that fence the purge end with it.
         self._keys: dict[tuple[str, date], tuple[int, crypto.RecordCipher] | None] = {}
         self._refs: dict[Any, str] = {}
+        self._aad_parts: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self._ref_key: bytes | None = None
         # (table, pk, subject, category, retain day, plaintext)
         self._pending: list[tuple[Any, ...]] = []
         self.tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
         self._span: dict[tuple[str, str], list[Any]] = {}
+
+    def _aad(self, table: str, pk: str, category: str) -> bytes:
+        """``crypto.record_aad`` with the table and category parts built once per pair."""
+        parts = self._aad_parts.get((table, category))
+        if parts is None:
+            probe = crypto.record_aad(table, "", category)
+            head_len = len(probe) - 4 - len(category.encode()) - 4
+            parts = (probe[:head_len], probe[head_len + 4 :])
+            # The layout is the crypto module's: check ours agrees before using it.
+            sample = "12345"
+            built = parts[0] + len(sample).to_bytes(4, "big") + sample.encode() + parts[1]
+            if built != crypto.record_aad(table, sample, category):
+                raise RuntimeError("record AAD layout changed; update ArchiveWriter._aad")
+            self._aad_parts[(table, category)] = parts
+        pkb = pk.encode()
+        return parts[0] + len(pkb).to_bytes(4, "big") + pkb + parts[1]
 
     def subject_ref(self, subject: Any) -> str:
         ref = self._refs.get(subject)
@@ -241,10 +258,11 @@ class ArchiveWriter:
             return late
         now = self.now
         rows: list[tuple[Any, ...]] = []
+        aad = self._aad
         for table, pk, subject, cat, day, pt in fresh:
             key_id, cipher = self._keys[(cat, day)]  # type: ignore[misc]
             spk = str(pk)
-            nonce, ct = cipher.encrypt(pt, crypto.record_aad(table, spk, cat))
+            nonce, ct = cipher.encrypt(pt, aad(table, spk, cat))
             rows.append(
                 (table, spk, self.subject_ref(subject), cat, day, key_id, nonce, ct,
                  self.scope.request_id, now)
@@ -380,6 +398,15 @@ def _any_text(values: list[str]) -> Any:
     return any_(bindparam(None, value=values, type_=ARRAY(Text())))
 
 
+def destroy_only(ctx: EngineContext, tm: TableMap) -> bool:
+    """Every category of the table is destroy-now, and its rows reach the member directly.
+
+    Such rows never go to the archive, so they need no read at all: one DELETE ... RETURNING
+    (after the archive commit, in dependency order) both destroys and counts them.
+    """
+    return tm.via is None and all(ctx.datamap.rule(c).period.is_zero for c in tm.columns)
+
+
 def move(
     ctx: EngineContext,
     pconn: Connection,
@@ -395,6 +422,7 @@ def move(
     side is committed here, before any DELETE is issued.
     """
     selections = list(selections)
+    direct = {s.table.name: s for s in selections if destroy_only(ctx, s.table)}
     result = MoveResult()
     # table -> pk -> (subject, categories destroyed in that row)
     fates: dict[str, dict[Any, tuple[Any, tuple[str, ...]]]] = {}
@@ -405,6 +433,8 @@ def move(
         writer = ArchiveWriter(ctx, asess, scope, now)
         for sel in selections:
             tm = sel.table
+            if tm.name in direct:
+                continue
             fate = fates.setdefault(tm.name, {})
             cols = selected_columns(tm)
             file_cats = [(cols.index(c), tm.category_of(c)) for c in tm.files]
@@ -425,16 +455,26 @@ def move(
         writer.ledger_entries()
     for (table, cat), tally in writer.tallies.items():
         result.archived[(table, cat)] = tally.rows
-    result.subjects = len(subjects)
     if not delete_rows:
+        result.subjects = len(subjects)
         return result
 
-    if files:
-        result.files, result.files_refused = hand_to_shredder(
-            files, scope, sorted(file_categories), ctx
-        )
     destroyed_tally: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     for tm in ctx.ordered_tables:
+        if tm.name in direct:
+            n = 0
+            for subject, paths in delete_returning(ctx, pconn, direct[tm.name]):
+                n += 1
+                if subject is not None:
+                    subjects.add(subject)
+                for cat in tm.columns:
+                    destroyed_tally[(tm.name, cat)].add(subject)
+                for col, path in zip(tm.files, paths, strict=True):
+                    if path:
+                        files.append(str(path))
+                        file_categories.add(tm.category_of(col))  # type: ignore[arg-type]
+            result.deleted[tm.name] = n
+            continue
         fate = fates.get(tm.name)
         if not fate:
             continue
@@ -447,7 +487,29 @@ def move(
     park_destroy_entries(ctx, pconn, scope, destroyed_tally)
     for k, t in destroyed_tally.items():
         result.destroyed[k] = t.rows
+    result.subjects = len(subjects)
+    if files:
+        # Before the caller commits the DELETE: if we crash after this, the re-run hands the
+        # same files again and the shredder finds them gone (a no-op); the other order could
+        # lose the paths with the rows and leave the files behind for good.
+        result.files, result.files_refused = hand_to_shredder(
+            files, scope, sorted(file_categories), ctx
+        )
     return result
+
+
+def delete_returning(
+    ctx: EngineContext, conn: Connection, sel: Selection
+) -> Iterator[tuple[Any, tuple[Any, ...]]]:
+    """DELETE the selection's rows; yields (member id, file paths) of each row deleted."""
+    tm = sel.table
+    t = ctx.table(tm.name)
+    assert tm.subject_column is not None
+    res = conn.execute(
+        delete(t).where(sel.where).returning(t.c[tm.subject_column], *(t.c[c] for c in tm.files))
+    )
+    for row in res:
+        yield row[0], tuple(row[1:])
 
 
 def delete_by_pk(
@@ -505,12 +567,7 @@ def park_destroy_entries(
 def hand_to_shredder(
     paths: list[str], scope: Scope, categories: list[str], ctx: EngineContext
 ) -> tuple[int, int]:
-    """Give destroyed file paths to the secure-deletion job; returns (handed, refused).
-
-    Called before the rows holding the paths are deleted: if we crash after this, the re-run
-    hands the same files again and the shredder finds them gone (a no-op); the other order
-    could lose the paths with the rows and leave the files behind for good.
-    """
+    """Give destroyed file paths to the secure-deletion job; returns (handed, refused)."""
     try:
         from lifecycle.shred_jobs import enqueue_shred
     except ImportError:  # pragma: no cover - the shredder is a separate component

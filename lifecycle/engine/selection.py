@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Connection, Table, and_, any_, bindparam, exists, select
@@ -87,6 +87,19 @@ class RowPlanner:
             if not dm.rule(cat).period.is_zero
         ]
         self.rf = pos[tm.retain_from] if tm.retain_from else None
+        # Period.add_to moves the wall-clock date (clamping month ends) and keeps the time, so
+        # the wall-clock shift depends on the anchor's date alone: work it out once per date.
+        self._shift: dict[tuple[int, date], timedelta] = {}
+
+    def _until(self, k: int, period: Any, anchor: datetime) -> datetime:
+        key = (k, anchor.date())
+        shift = self._shift.get(key)
+        if shift is None:
+            until = period.add_to(anchor)
+            shift = until.replace(tzinfo=None) - anchor.replace(tzinfo=None)
+            self._shift[key] = shift
+            return until  # type: ignore[no-any-return]
+        return anchor + shift
 
     def plan(
         self, row: tuple[Any, ...], ended: datetime, now: datetime
@@ -97,8 +110,8 @@ class RowPlanner:
         anchor = _as_datetime(anchor if anchor is not None else ended)
         parts: list[Part] = []
         destroyed = list(self.zero)
-        for cat, period, names, idx in self.kept:
-            until = period.add_to(anchor)
+        for k, (cat, period, names, idx) in enumerate(self.kept):
+            until = self._until(k, period, anchor)
             if until <= now:
                 destroyed.append(cat)
             else:
@@ -130,22 +143,49 @@ def iter_planned(
     stmt = select(*(t.c[c] for c in cols), member_expr(ctx, tm).label(SUBJECT_LABEL)).where(
         sel.where
     )
-    result = conn.execute(
-        execution_options={"stream_results": True, "yield_per": READ_CHUNK}, statement=stmt
-    )
     key, ended_at, plan = planner.key, sel.ended_at, planner.plan
-    try:
-        for chunk in result.partitions(READ_CHUNK):
-            out: list[PlannedRow] = []
-            for row in chunk:
-                values = tuple(row)
-                subject = values[n]
-                values = values[:n]
-                parts, destroyed = plan(values, ended_at(values, subject), now)
-                out.append(PlannedRow(values[key], subject, parts, destroyed, values))
-            yield out
-    finally:
-        result.close()
+    for chunk in _stream(ctx, conn, stmt):
+        out: list[PlannedRow] = []
+        for values in chunk:
+            subject = values[n]
+            values = values[:n]
+            parts, destroyed = plan(values, ended_at(values, subject), now)
+            out.append(PlannedRow(values[key], subject, parts, destroyed, values))
+        yield out
+
+
+def _stream(ctx: EngineContext, conn: Connection, stmt: Any) -> Iterator[list[tuple[Any, ...]]]:
+    """Row tuples in chunks, from a server-side cursor.
+
+    On PostgreSQL the statement runs on a named (server-side) binary psycopg cursor of the
+    same connection and transaction: SQLAlchemy builds the SQL, psycopg's C row parsing skips
+    the per-row Row objects that otherwise cost as much as the rest of the planning.
+    """
+    if not ctx.is_pg_primary:
+        result = conn.execute(
+            stmt, execution_options={"stream_results": True, "yield_per": READ_CHUNK}
+        )
+        try:
+            for part in result.partitions(READ_CHUNK):
+                yield [tuple(r) for r in part]
+        finally:
+            result.close()
+        return
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    raw = conn.connection.driver_connection
+    global _cursor_seq
+    _cursor_seq += 1
+    with raw.cursor(name=f"lc_read_{_cursor_seq}", binary=True) as cur:
+        cur.itersize = READ_CHUNK
+        cur.execute(str(compiled), compiled.params)
+        while True:
+            rows = cur.fetchmany(READ_CHUNK)
+            if not rows:
+                return
+            yield rows
+
+
+_cursor_seq = 0
 
 
 # -- what ends a purpose -------------------------------------------------------------------------
