@@ -244,3 +244,57 @@ def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
     assert r.returncode == 0, r.stderr
     assert f"request {ids[0]} (withdrawal, restricted)" in r.stdout
     assert "OVERDUE" in r.stdout and "open requests: 2" in r.stdout
+
+
+def test_dormancy_when_the_operator_enables_it(
+    lifecycle_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from lifecycle.datamap import SHIPPED_DEMO_MAP
+    from workers.app import reconfigure
+
+    primary, archive = _urls(lifecycle_env)
+    seed_site(primary, 60)
+    text_ = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
+    assert text_.count("    enabled: false") == 1
+    custom = tmp_path / "site.yaml"
+    custom.write_text(text_.replace("    enabled: false", "    enabled: true"), encoding="utf-8")
+    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(custom))
+    reconfigure()
+    clear_context_cache()
+    eng = create_engine(primary)
+    with eng.begin() as c:
+        # The site marks members dormant (after its 30-day notice); two qualify by inactivity.
+        c.execute(text("UPDATE members SET status = 'active' WHERE status = 'withdrawn'"))
+        c.execute(
+            text(
+                "UPDATE members SET status = 'dormant', last_login_at = now() - interval "
+                "'2 years' WHERE id IN (3, 5)"
+            )
+        )
+        c.execute(text("UPDATE members SET status = 'dormant', last_login_at = now() WHERE id = 7"))
+        before = {
+            t: c.execute(text(f"SELECT count(*) FROM {t} WHERE member_id IN (3, 5, 7)")).scalar()
+            for t in ("payments", "contracts", "service_usage", "counselling_records")
+        }
+    out = run_sweep(get_context())
+    assert out["dormancy_subjects"] == 2
+    with eng.connect() as c:
+        after = {
+            t: c.execute(text(f"SELECT count(*) FROM {t} WHERE member_id IN (3, 5, 7)")).scalar()
+            for t in before
+        }
+        still_dormant = c.execute(
+            text("SELECT count(*) FROM members WHERE id IN (3, 5, 7)")
+        ).scalar()
+        left_7 = c.execute(text("SELECT count(*) FROM service_usage WHERE member_id = 7")).scalar()
+        gone = sum(
+            c.execute(text(f"SELECT count(*) FROM {t} WHERE member_id IN (3, 5)")).scalar()
+            for t in ("service_usage", "counselling_records", "counselling_bookings", "guardians")
+        )
+    eng.dispose()
+    # Tables that end on dormancy left the primary DB; the rest (kept until withdrawal) and
+    # the member rows themselves stayed; member 7 is not inactive long enough.
+    assert after["payments"] == before["payments"] and after["contracts"] == before["contracts"]
+    assert after["service_usage"] == left_7 and still_dormant == 3
+    assert gone == 0
+    assert accounting(primary, archive).ledger_ok
