@@ -79,6 +79,15 @@ def test_sweep_moves_every_withdrawn_member_and_old_logs_once(site: LifecycleEnv
     )
     assert withdrawn > 20 and old_logs_of_active > 0
     ctx = get_context()
+    from lifecycle.engine.preview import sweep_preview
+
+    preview = sweep_preview(ctx)
+    rrn = [
+        ln
+        for ln in preview
+        if (ln.phase, ln.table, ln.category) == ("withdrawal", "members", "rrn")
+    ]
+    assert [(ln.action, ln.rows, ln.subjects) for ln in rrn] == [("destroy", withdrawn, withdrawn)]
     progress: list[tuple[int, int]] = []
     out = run_sweep(ctx, task_id="t-sweep", report=lambda d, t: progress.append((d, t)),
                     member_batch=7)  # fmt: skip
@@ -90,7 +99,13 @@ def test_sweep_moves_every_withdrawn_member_and_old_logs_once(site: LifecycleEnv
         _scalar(primary, "SELECT count(*) FROM access_logs WHERE accessed_at < "
                 "now() - interval '3 months'") == 0
     )  # fmt: skip
-    check_exact_accounting(snap, remaining_rows(primary, snap), accounting(primary, archive))
+    acc = accounting(primary, archive)
+    check_exact_accounting(snap, remaining_rows(primary, snap), acc)
+    # The dry run predicted exactly what happened.
+    assert sum(ln.rows for ln in preview if ln.action == "archive") == len(acc.records)
+    assert sum(ln.rows for ln in preview if ln.action == "destroy") == sum(
+        acc.ledger_destroy.values()
+    )
     runs = _scalar(primary, "SELECT count(*) FROM lifecycle_job_runs WHERE outcome = 'ok'")
     assert runs == 1
     # Again: nothing left to do, nothing changes.

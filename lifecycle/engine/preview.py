@@ -34,7 +34,9 @@ class PreviewLine:
 def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[PreviewLine]:
     """Counts of what the sweep would archive and destroy; runs in a rolled-back read."""
     now = now or datetime.now(UTC)
-    tallies: dict[tuple[str, str, str, str], list[Any]] = defaultdict(lambda: [0, set()])
+    # [rows, members counted so far, members of the current member batch]. Member batches are
+    # disjoint, so their distinct counts add up and the sets need not outlive a batch.
+    tallies: dict[tuple[str, str, str, str], list[Any]] = defaultdict(lambda: [0, 0, set()])
     seen_subjects: set[Any] = set()
     with ctx.primary.connect() as conn, ctx.primary.connect() as cconn:
         try:
@@ -53,6 +55,9 @@ def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[Previ
                         for chunk in iter_planned(ctx, conn, sel, now):
                             for row in chunk:
                                 _tally(tallies, phase, sel.table.name, row)
+                    for v in tallies.values():
+                        v[1] += len(v[2])
+                        v[2].clear()
 
                 ids = cconn.execute(
                     execution_options={"stream_results": True, "yield_per": 10_000}, statement=q
@@ -86,8 +91,8 @@ def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[Previ
             cconn.rollback()
     dm = ctx.datamap
     return [
-        PreviewLine(phase, table, cat, action, n, len(subs), str(dm.rule(cat).period))
-        for (phase, table, cat, action), (n, subs) in sorted(tallies.items())
+        PreviewLine(phase, table, cat, action, n, done + len(subs), str(dm.rule(cat).period))
+        for (phase, table, cat, action), (n, done, subs) in sorted(tallies.items())
     ]
 
 
@@ -96,9 +101,9 @@ def _tally(tallies: dict, phase: str, table: str, row: Any) -> None:  # type: ig
         t = tallies[(phase, table, part.category, "archive")]
         t[0] += 1
         if row.subject is not None:
-            t[1].add(row.subject)
+            t[2].add(row.subject)
     for cat in row.destroyed:
         t = tallies[(phase, table, cat, "destroy")]
         t[0] += 1
         if row.subject is not None:
-            t[1].add(row.subject)
+            t[2].add(row.subject)
