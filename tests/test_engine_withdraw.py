@@ -264,3 +264,29 @@ def test_withdrawal_on_the_embedded_sqlite_default(embedded_env: LifecycleEnv) -
     assert _member_rows(primary, mid) == 0
     check_exact_accounting(snap, remaining_rows(primary, snap), accounting(primary, archive))
     clear_context_cache()
+
+
+def test_a_broken_data_map_fails_the_request_with_its_line_and_changes_nothing(
+    site: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from lifecycle.datamap import SHIPPED_DEMO_MAP
+    from tasks.withdraw import withdraw
+    from workers.app import reconfigure
+
+    primary, archive = _urls(site)
+    mid = _active_member(primary)
+    rid = submit_withdrawal(get_context(), mid)
+    broken = tmp_path / "site.yaml"
+    text_ = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
+    broken.write_text(text_.replace("    period: 10y\n", "    period: forever\n"), encoding="utf-8")
+    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(broken))
+    reconfigure()
+    clear_context_cache()
+    p_before, a_before = table_counts(primary), table_counts(archive)
+    out = withdraw.apply(args=[rid]).get()
+    assert out == {"request_id": rid, "state": "failed"}
+    state, error = _request(primary, rid)
+    assert state == "failed"
+    assert error is not None and error.startswith(f"data map {broken}:")
+    assert "unbounded" in error and "\n" not in error
+    assert (table_counts(primary), table_counts(archive)) == (p_before, a_before)
