@@ -415,7 +415,12 @@ def _plan_phase(
 
 
 def _check_lock(lock: JobLock) -> None:
-    if not lock.reacquire():
+    """After a database error: stop if another runner took the lock meanwhile."""
+    try:
+        held = lock.reacquire()
+    except TRANSIENT_DB_ERRORS:
+        return  # the server is still down; the retry window decides when to give up
+    if not held:
         raise RuntimeError("the sweep lock was lost to another runner; stopping this one")
 
 
@@ -428,33 +433,42 @@ def _drain(
     retry: _Retry,
 ) -> None:
     """Work through this run's pending batches until every one is done."""
+
+    def tell() -> None:
+        if report is None:
+            return
+        try:
+            done, total = progress(ctx, run_id)
+            report(done, total)
+        except Exception:  # the result backend (or DB) being down must not stop the sweep
+            log.debug("progress report failed", exc_info=True)
+
     while True:
         try:
             pending = _batches(ctx, run_id, "pending")
-            done, total = progress(ctx, run_id)
             retry.ok()
         except TRANSIENT_DB_ERRORS as exc:
             retry.failed(exc)
             _check_lock(lock)
             continue
-        if report is not None:
-            try:
-                report(done, total)
-            except Exception:  # the result backend being down must not stop the sweep
-                log.debug("progress report failed", exc_info=True)
+        tell()
         if not pending:
             flush_ledger_outbox(ctx)
             return
         worked = False
+        last_report = time.monotonic()
         for key in pending:
             try:
+                # None: done already, or a batch task holds it right now.
                 if run_batch(ctx, key, task_id=task_id) is not None:
                     worked = True
-                    break  # re-read progress so the bar moves
                 retry.ok()
             except TRANSIENT_DB_ERRORS as exc:
                 retry.failed(exc)
                 _check_lock(lock)
                 break
+            if time.monotonic() - last_report > 1.0:
+                tell()
+                last_report = time.monotonic()
         if not worked:
             time.sleep(0.5)  # the rest are being worked on by batch tasks right now
