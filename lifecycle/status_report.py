@@ -71,3 +71,10 @@ def last_job_runs(session: Session, jobs: tuple[str, ...] = ("sweep",)) -> list[
         if run is not None:
             out.append(run)
     return out
+
+
+def ledger_entries_owed(session: Session) -> int:
+    """Destruction entries committed with their DELETE but not yet moved into the ledger."""
+    from models.engine import LedgerOutbox
+
+    return int(session.scalar(select(func.count()).select_from(LedgerOutbox)) or 0)

@@ -16,7 +16,12 @@ def status() -> None:
     """Open requests by state, requests past the 5-day deadline, and the last sweep."""
     from lifecycle import db
     from lifecycle.settings import get_settings
-    from lifecycle.status_report import last_job_runs, open_requests_by_state, overdue_requests
+    from lifecycle.status_report import (
+        last_job_runs,
+        ledger_entries_owed,
+        open_requests_by_state,
+        overdue_requests,
+    )
 
     db.check_reachable("primary")
     days = get_settings().destruction_deadline_days
@@ -24,6 +29,7 @@ def status() -> None:
         by_state = open_requests_by_state(s)
         overdue = overdue_requests(s, days=days)
         runs = last_job_runs(s, ("sweep",))
+        owed = ledger_entries_owed(s)
     total = sum(by_state.values())
     typer.echo(f"open requests: {total}")
     for state, n in sorted(by_state.items()):
@@ -34,6 +40,8 @@ def status() -> None:
             typer.echo(f"  request {r.id} ({r.kind}, {r.state}) open {r.age_days} days")
     else:
         typer.echo(f"overdue (open longer than {days} days): none")
+    if owed:
+        typer.echo(f"ledger entries waiting in the outbox: {owed} (moved by the next sweep/flush)")
     for run in runs:
         counts = run.counts or {}
         typer.echo(
