@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover
 
 def _register() -> None:
     # Each command group lives in its own module; importing it adds its commands to `app`.
-    from lifecycle.cli import db, up  # noqa: F401
+    from lifecycle.cli import db, status, up  # noqa: F401
 
 
 _register()
@@ -29,7 +29,14 @@ def _fail(message: str, code: int) -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
+    import logging
+
     from kombu.exceptions import OperationalError as KombuOperationalError
+
+    from lifecycle.logging_setup import configure
+
+    # Warnings and errors only: a command's own output is its report, on stdout.
+    configure(logging.WARNING, service="cli")
 
     from lifecycle.db import DatabaseUnavailable
     from lifecycle.settings import SettingsError

@@ -1,0 +1,355 @@
+"""What `lifecycle status` reports, as plain data (the CLI renders it as tables or JSON).
+
+Each reader is a small function that either returns its data or raises; `build_report` runs
+them all, so one unreachable store never hides what the others can tell. Nothing here returns
+personal data: requests are shown by id, kind, state and age; deliveries by id and recipient.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.base import utcnow
+from models.requests import OPEN_STATES, JobRun, LifecycleRequest
+from workers import queues
+
+OVERDUE_LIST_LIMIT = 50
+# Celery's Redis transport keeps messages of priority p>0 under "<queue>\x06\x16<p>".
+_REDIS_PRIORITY_SEP = "\x06\x16"
+_REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a status line: scheme, host, port, path; never the password."""
+    return re.sub(r"//[^@/]*@", "//", url)
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """The useful tail of a connection error (``Connection refused``), on one line."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    # redis-py: "Error 111 connecting to 127.0.0.1:6390. Connection refused."
+    m = re.match(r"Error \d+ connecting to [^ ]+\. (.*?)\.?$", line)
+    if m:
+        return m.group(1)
+    # psycopg: 'connection failed: connection to server at "127.0.0.1", port 1 failed: ...'
+    if "failed:" in line:
+        line = line.rsplit("failed:", 1)[1].strip()
+    return line.rstrip(".") or type(exc).__name__
+
+
+# -- broker ------------------------------------------------------------------------------------
+
+
+def _is_our_queue(name: str, host_queues: Iterable[str]) -> bool:
+    return name in host_queues or name.startswith(queues.SHRED_PREFIX)
+
+
+def redis_queue_depths(url: str, host: str, timeout: float = 2.0) -> dict[str, Any]:
+    """LLEN of every lifecycle queue (all priority levels), plus shred.<host> of every host."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client.ping()
+    names = set(queues.worker_queues(host))
+    # Queues other hosts' workers declared (shred.<their host>) are in kombu's binding sets;
+    # non-empty ones also exist as list keys.
+    for key in client.scan_iter(match="_kombu.binding.*", count=200):
+        for member in client.smembers(key):
+            queue = member.decode(errors="replace").rsplit(_REDIS_PRIORITY_SEP, 1)[-1]
+            if queue.startswith(queues.SHRED_PREFIX):
+                names.add(queue)
+    for key in client.scan_iter(match=f"{queues.SHRED_PREFIX}*", count=200):
+        names.add(key.decode(errors="replace").split(_REDIS_PRIORITY_SEP, 1)[0])
+    depths: dict[str, int] = {}
+    for name in sorted(names):
+        keys = [name] + [f"{name}{_REDIS_PRIORITY_SEP}{p}" for p in _REDIS_PRIORITY_STEPS if p]
+        pipe = client.pipeline()
+        for k in keys:
+            pipe.llen(k)
+        depths[name] = int(sum(pipe.execute()))
+    # Delivered to a worker, not yet acknowledged (running, or lost with a dead worker until
+    # the visibility timeout brings it back).
+    unacked = int(client.hlen("unacked"))
+    return {"queues": depths, "unacked": unacked}
+
+
+def filesystem_queue_depths(folder: Path, host: str) -> dict[str, Any]:
+    """Message files per queue in the embedded broker's folder (``<ms>_<uuid>.<queue>.msg``)."""
+    queue_dir = folder / "queue"
+    if not queue_dir.is_dir():
+        raise FileNotFoundError(f"broker folder {queue_dir} does not exist")
+    host_queues = queues.worker_queues(host)
+    depths = dict.fromkeys(host_queues, 0)
+    for entry in os.scandir(queue_dir):
+        name = entry.name
+        if not name.endswith(".msg"):
+            continue
+        queue = name.partition(".")[2].removesuffix(".msg")
+        if _is_our_queue(queue, host_queues):
+            depths[queue] = depths.get(queue, 0) + 1
+    return {"queues": dict(sorted(depths.items())), "unacked": None}
+
+
+def workers_online(app: Any, timeout: float = 1.0) -> list[str]:
+    """Names of workers that answered a broadcast ping within ``timeout`` seconds."""
+    replies = app.control.inspect(timeout=timeout).ping() or {}
+    return sorted(replies)
+
+
+# -- primary database --------------------------------------------------------------------------
+
+
+def open_requests_by_state(s: Session) -> dict[str, int]:
+    rows = s.execute(
+        select(LifecycleRequest.state, func.count())
+        .where(LifecycleRequest.state.in_([st.value for st in OPEN_STATES]))
+        .group_by(LifecycleRequest.state)
+    ).all()
+    return {state: int(n) for state, n in sorted(rows)}
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; they were written as UTC.
+    if ts is not None and ts.tzinfo is None:
+        from datetime import UTC
+
+        return ts.replace(tzinfo=UTC)
+    return ts
+
+
+def overdue_requests(
+    s: Session,
+    *,
+    days: int = 5,
+    now: datetime | None = None,
+    limit: int = OVERDUE_LIST_LIMIT,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Open requests older than ``days`` (the legal 5-day clock): total and the oldest ones."""
+    now = now or utcnow()
+    cutoff = now - timedelta(days=days)
+    cond = (
+        LifecycleRequest.state.in_([st.value for st in OPEN_STATES]),
+        LifecycleRequest.created_at < cutoff,
+    )
+    total = int(s.scalar(select(func.count()).select_from(LifecycleRequest).where(*cond)) or 0)
+    rows = s.execute(
+        select(
+            LifecycleRequest.id,
+            LifecycleRequest.kind,
+            LifecycleRequest.state,
+            LifecycleRequest.created_at,
+        )
+        .where(*cond)
+        .order_by(LifecycleRequest.created_at, LifecycleRequest.id)
+        .limit(limit)
+    ).all()
+    items = []
+    for rid, kind, state, created in rows:
+        created = _aware(created)
+        age = now - created if created else timedelta(0)
+        items.append(
+            {
+                "id": int(rid),
+                "kind": kind,
+                "state": state,
+                "created_at": created.isoformat() if created else None,
+                "age_days": round(age.total_seconds() / 86400, 1),
+            }
+        )
+    return total, items
+
+
+def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
+    """Third-party deliveries that failed or are being retried; None without the notify module."""
+    try:
+        from lifecycle.delivery import failing_deliveries as reader
+    except ImportError:
+        return None
+    rows = reader(s)
+    keep = ("id", "recipient", "kind", "request_id", "state", "attempts", "last_status")
+    out = []
+    for row in rows:
+        item = {k: row.get(k) for k in keep if k in row}
+        nxt = row.get("next_attempt_at")
+        item["next_attempt_at"] = nxt.isoformat() if isinstance(nxt, datetime) else nxt
+        out.append(item)
+    return out
+
+
+def last_job_runs(s: Session, expected: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The latest run of every job in lifecycle_job_runs, plus expected jobs never run."""
+    latest = (
+        select(JobRun.job, func.max(JobRun.id).label("last_id")).group_by(JobRun.job).subquery()
+    )
+    rows = s.scalars(select(JobRun).join(latest, JobRun.id == latest.c.last_id)).all()
+    out: dict[str, dict[str, Any]] = {}
+    for run in rows:
+        started, finished = _aware(run.started_at), _aware(run.finished_at)
+        out[run.job] = {
+            "job": run.job,
+            "started_at": started.isoformat() if started else None,
+            "finished_at": finished.isoformat() if finished else None,
+            "outcome": run.outcome,
+            "counts": run.counts or {},
+        }
+    for job in expected:
+        out.setdefault(
+            job,
+            {
+                "job": job,
+                "started_at": None,
+                "finished_at": None,
+                "outcome": "never run",
+                "counts": {},
+            },
+        )
+    return [out[k] for k in sorted(out)]
+
+
+def nightly_jobs(beat_schedule: dict[str, Any]) -> list[str]:
+    """Beat entries on a crontab (the nightly jobs), by task name."""
+    from celery.schedules import crontab
+
+    return sorted(
+        {e["task"] for e in beat_schedule.values() if isinstance(e.get("schedule"), crontab)}
+    )
+
+
+# -- putting it together -------------------------------------------------------------------------
+
+
+def _section(
+    report: dict[str, Any], key: str, label: str, target: str, fn: Callable[[], Any]
+) -> Any:
+    try:
+        value = fn()
+    except Exception as exc:
+        line = f"{label}: unreachable ({target}): {one_line_reason(exc)}"
+        report["unreachable"].append(line)
+        report[key] = {"error": line}
+        return None
+    report[key] = value
+    return value
+
+
+def build_report(
+    settings: Any,
+    *,
+    app: Any = None,
+    primary_session: Callable[[], Any] | None = None,
+    archive_check: Callable[[], None] | None = None,
+    flower_check: Callable[[], bool] | None = None,
+    worker_timeout: float = 1.0,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Everything `lifecycle status` shows; ``report["unreachable"]`` lists what failed."""
+    from lifecycle import db
+
+    now = now or utcnow()
+    report: dict[str, Any] = {"generated_at": now.isoformat(), "unreachable": []}
+    broker_url = redact_url(settings.broker_url)
+    if settings.broker_url.startswith("filesystem://"):
+        broker_target = f"filesystem {settings.broker_folder}"
+
+        def read_broker() -> dict[str, Any]:
+            return filesystem_queue_depths(settings.broker_folder, settings.host_name)
+    else:
+        broker_target = broker_url
+
+        def read_broker() -> dict[str, Any]:
+            return redis_queue_depths(settings.broker_url, settings.host_name)
+
+    broker = _section(report, "broker", "broker", broker_target, read_broker)
+    if broker is not None:
+        broker["url"] = broker_url
+    if broker is not None and app is not None:
+
+        def read_workers() -> dict[str, Any]:
+            names = workers_online(app, worker_timeout)
+            return {"online": len(names), "names": names}
+
+        _section(report, "workers", "workers", broker_target, read_workers)
+    elif app is not None:
+        report["workers"] = {"error": "not asked: the broker is unreachable"}
+
+    primary_url = redact_url(settings.sqlalchemy_url("primary"))
+    session_factory = primary_session or (lambda: db.session("primary"))
+    days = int(getattr(settings, "destruction_deadline_days", 5))
+
+    def read_requests() -> dict[str, Any]:
+        with session_factory() as s:
+            by_state = open_requests_by_state(s)
+            total, overdue = overdue_requests(s, days=days, now=now)
+            deliveries = failing_deliveries(s)
+            from schedules.beat import beat_schedule
+
+            jobs = last_job_runs(s, nightly_jobs(beat_schedule(settings)))
+        return {
+            "open_by_state": by_state,
+            "open_total": sum(by_state.values()),
+            "deadline_days": days,
+            "overdue_total": total,
+            "overdue": overdue,
+            "failing_deliveries": deliveries,
+            "jobs": jobs,
+        }
+
+    primary = _section(report, "primary", "primary database", primary_url, read_requests)
+    if primary is not None:
+        report["requests"] = {
+            k: primary[k]
+            for k in ("open_by_state", "open_total", "deadline_days", "overdue_total", "overdue")
+        }
+        report["deliveries"] = (
+            {"available": False}
+            if primary["failing_deliveries"] is None
+            else {
+                "available": True,
+                "failing_total": len(primary["failing_deliveries"]),
+                "failing": primary["failing_deliveries"][:OVERDUE_LIST_LIMIT],
+            }
+        )
+        report["jobs"] = primary["jobs"]
+        report["primary"] = {"ok": True, "url": primary_url}
+
+    archive_url = redact_url(settings.sqlalchemy_url("archive"))
+    check = archive_check or (lambda: _ping_db("archive"))
+
+    def read_archive() -> dict[str, Any]:
+        check()
+        return {"ok": True, "url": archive_url}
+
+    _section(report, "archive", "archive database", archive_url, read_archive)
+
+    if flower_check is not None:
+        url = f"http://{_loopback(settings.flower_address)}:{settings.flower_port}/"
+        try:
+            reachable = bool(flower_check())
+        except Exception:
+            reachable = False
+        # Flower is a viewer, not a store: its absence is reported but is not a failure here.
+        report["flower"] = {"url": url, "reachable": reachable}
+    report["ok"] = not report["unreachable"]
+    return report
+
+
+def _loopback(address: str) -> str:
+    return "127.0.0.1" if address in ("", "0.0.0.0") else address
+
+
+def _ping_db(which: str) -> None:
+    from sqlalchemy import text
+
+    from lifecycle import db
+
+    with db.engine(which).connect() as conn:  # type: ignore[arg-type]
+        conn.execute(text("SELECT 1"))
