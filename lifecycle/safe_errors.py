@@ -47,7 +47,7 @@ class RedactedError(LifecycleError):
 
 
 def is_safe(exc: BaseException) -> bool:
-    if isinstance(exc, LifecycleError | _SAFE_BUILTINS):
+    if isinstance(exc, (LifecycleError, *_SAFE_BUILTINS)):
         return True
     return type(exc).__module__.startswith(_SAFE_MODULE_PREFIXES)
 
@@ -72,7 +72,8 @@ def redact(exc: BaseException) -> BaseException:
 
 def _db_details(exc: BaseException) -> str:
     """Error codes and object names from a database error (never its DETAIL, which has values)."""
-    orig = getattr(exc, "orig", None)
+    # SQLAlchemy wraps the driver's error in .orig; psycopg's own errors carry .diag.
+    orig = getattr(exc, "orig", None) or exc
     diag = getattr(orig, "diag", None)
     if diag is None:
         return ""

@@ -28,8 +28,13 @@ _REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 def redact_url(url: str) -> str:
-    """A URL fit for a status line: scheme, host, port, path; never the password."""
-    return re.sub(r"//[^@/]*@", "//", url)
+    """A URL fit for a status line: the user stays, the password never shows."""
+
+    def strip(m: re.Match[str]) -> str:
+        user = m.group(1).split(":", 1)[0]
+        return f"//{user}@" if user else "//"
+
+    return re.sub(r"//([^@/]*)@", strip, url, count=1)
 
 
 def one_line_reason(exc: BaseException) -> str:

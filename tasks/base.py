@@ -109,18 +109,30 @@ class LifecycleTask(Task):
             raise self._redacted(exc) from None
 
     def _redacted(self, exc: BaseException) -> BaseException:
-        safe = safe_errors.redact(exc)
-        ref = getattr(safe, "ref", "")
-        # The only place the original is described: class, database codes and the stack.
-        log.error(
-            "task %s[%s] failed (ref=%s): %s\n%s",
-            self.name,
-            self.request.id,
-            ref,
-            safe_errors.describe(exc),
-            safe_errors.safe_traceback(type(exc), exc, exc.__traceback__),
-        )
-        return safe
+        try:
+            safe = safe_errors.redact(exc)
+            ref = getattr(safe, "ref", "")
+            # The only place the original is described: class, database codes and the stack.
+            log.error(
+                "task %s[%s] failed (ref=%s): %s\n%s",
+                self.name,
+                self.request.id,
+                ref,
+                safe_errors.describe(exc),
+                safe_errors.safe_traceback(type(exc), exc, exc.__traceback__),
+            )
+            return safe
+        except Exception:  # never let a bug here put the original exception on the wire
+            ref = safe_errors.new_ref()
+            log.error(
+                "task %s[%s] failed (ref=%s); describing it failed too",
+                self.name,
+                self.request.id,
+                ref,
+            )
+            return safe_errors.RedactedError(
+                safe_errors.public_message(exc, ref), type(exc).__name__, ref
+            )
 
     def progress(self, done: int, total: int | None, **counts: int) -> None:
         """Report progress: ``--wait`` reads the PROGRESS state, Flower the task-progress event.

@@ -52,6 +52,11 @@ def reconfigure() -> None:
     settings = get_settings()
     if app._pool is not None:
         app._pool.force_close_all()
+    # kombu keeps producer pools in a global registry keyed by connection URL: a later app
+    # using the same URL would get the pool closed above ("Acquire on closed pool").
+    from kombu import pools
+
+    pools.reset()
     app._after_fork()
     app._backend_cache = None
     app._local.__dict__.pop("backend", None)
