@@ -1,7 +1,9 @@
 """What `lifecycle status` reports, as plain data (the CLI renders it as tables or JSON).
 
 Each reader is a small function that either returns its data or raises; `build_report` runs
-them all, so one unreachable store never hides what the others can tell. Nothing here returns
+them all, so one unreachable store never hides what the others can tell. `OverdueRequest`,
+`open_requests_by_state`, `overdue_requests` and `last_job_runs` keep the signatures the engine
+branch gave them (tasks/deadlines.py uses `overdue_requests`). Nothing here returns
 personal data: requests are shown by id, kind, state and age; deliveries by id and recipient.
 """
 
@@ -10,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +116,8 @@ def workers_online(app: Any, timeout: float = 1.0) -> list[str]:
 # -- primary database --------------------------------------------------------------------------
 
 
-def open_requests_by_state(s: Session) -> dict[str, int]:
-    rows = s.execute(
+def open_requests_by_state(session: Session) -> dict[str, int]:
+    rows = session.execute(
         select(LifecycleRequest.state, func.count())
         .where(LifecycleRequest.state.in_([st.value for st in OPEN_STATES]))
         .group_by(LifecycleRequest.state)
@@ -122,55 +125,47 @@ def open_requests_by_state(s: Session) -> dict[str, int]:
     return {state: int(n) for state, n in sorted(rows)}
 
 
-def _aware(ts: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; they were written as UTC.
-    if ts is not None and ts.tzinfo is None:
-        from datetime import UTC
+@dataclass(frozen=True)
+class OverdueRequest:
+    id: int
+    kind: str
+    state: str
+    created_at: datetime
+    age_days: float
 
-        return ts.replace(tzinfo=UTC)
-    return ts
+
+def _aware(ts: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were written as UTC.
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def overdue_requests(
-    s: Session,
-    *,
-    days: int = 5,
-    now: datetime | None = None,
-    limit: int = OVERDUE_LIST_LIMIT,
-) -> tuple[int, list[dict[str, Any]]]:
-    """Open requests older than ``days`` (the legal 5-day clock): total and the oldest ones."""
-    now = now or utcnow()
+    session: Session, *, days: int | None = None, now: datetime | None = None
+) -> list[OverdueRequest]:
+    """Requests still open more than ``days`` (default: the legal 5) after they were made."""
+    if days is None:
+        from lifecycle.settings import get_settings
+
+        days = get_settings().destruction_deadline_days
+    now = now or datetime.now(UTC)
     cutoff = now - timedelta(days=days)
-    cond = (
-        LifecycleRequest.state.in_([st.value for st in OPEN_STATES]),
-        LifecycleRequest.created_at < cutoff,
-    )
-    total = int(s.scalar(select(func.count()).select_from(LifecycleRequest).where(*cond)) or 0)
-    rows = s.execute(
+    rows = session.execute(
         select(
             LifecycleRequest.id,
             LifecycleRequest.kind,
             LifecycleRequest.state,
             LifecycleRequest.created_at,
         )
-        .where(*cond)
-        .order_by(LifecycleRequest.created_at, LifecycleRequest.id)
-        .limit(limit)
-    ).all()
-    items = []
-    for rid, kind, state, created in rows:
-        created = _aware(created)
-        age = now - created if created else timedelta(0)
-        items.append(
-            {
-                "id": int(rid),
-                "kind": kind,
-                "state": state,
-                "created_at": created.isoformat() if created else None,
-                "age_days": round(age.total_seconds() / 86400, 1),
-            }
+        .where(
+            LifecycleRequest.state.in_([s.value for s in OPEN_STATES]),
+            LifecycleRequest.created_at < cutoff,
         )
-    return total, items
+        .order_by(LifecycleRequest.created_at, LifecycleRequest.id)
+    ).all()
+    return [
+        OverdueRequest(i, k, st, _aware(c), round((now - _aware(c)).total_seconds() / 86400, 1))
+        for i, k, st, c in rows
+    ]
 
 
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
@@ -190,43 +185,35 @@ def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
     return out
 
 
-def last_job_runs(s: Session, expected: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """The latest run of every job in lifecycle_job_runs, plus expected jobs never run."""
-    latest = (
-        select(JobRun.job, func.max(JobRun.id).label("last_id")).group_by(JobRun.job).subquery()
-    )
-    rows = s.scalars(select(JobRun).join(latest, JobRun.id == latest.c.last_id)).all()
-    out: dict[str, dict[str, Any]] = {}
-    for run in rows:
-        started, finished = _aware(run.started_at), _aware(run.finished_at)
-        out[run.job] = {
-            "job": run.job,
-            "started_at": started.isoformat() if started else None,
-            "finished_at": finished.isoformat() if finished else None,
-            "outcome": run.outcome,
-            "counts": run.counts or {},
-        }
-    for job in expected:
-        out.setdefault(
-            job,
-            {
-                "job": job,
-                "started_at": None,
-                "finished_at": None,
-                "outcome": "never run",
-                "counts": {},
-            },
+def last_job_runs(session: Session, jobs: tuple[str, ...] = ("sweep",)) -> list[JobRun]:
+    """The latest run of each named job (jobs never run are left out)."""
+    out: list[JobRun] = []
+    for job in jobs:
+        run = session.scalar(
+            select(JobRun).where(JobRun.job == job).order_by(JobRun.id.desc()).limit(1)
         )
-    return [out[k] for k in sorted(out)]
+        if run is not None:
+            out.append(run)
+    return out
 
 
-def nightly_jobs(beat_schedule: dict[str, Any]) -> list[str]:
-    """Beat entries on a crontab (the nightly jobs), by task name."""
-    from celery.schedules import crontab
-
-    return sorted(
-        {e["task"] for e in beat_schedule.values() if isinstance(e.get("schedule"), crontab)}
-    )
+def latest_job_runs(session: Session) -> list[dict[str, Any]]:
+    """The latest run of every job recorded in lifecycle_job_runs, as plain data."""
+    jobs = tuple(sorted(session.scalars(select(JobRun.job).distinct())))
+    out = []
+    for run in last_job_runs(session, jobs):
+        out.append(
+            {
+                "job": run.job,
+                "run_id": run.id,
+                "task_id": run.task_id,
+                "started_at": _aware(run.started_at).isoformat() if run.started_at else None,
+                "finished_at": _aware(run.finished_at).isoformat() if run.finished_at else None,
+                "outcome": run.outcome,
+                "counts": run.counts or {},
+            }
+        )
+    return out
 
 
 # -- putting it together -------------------------------------------------------------------------
@@ -293,17 +280,24 @@ def build_report(
     def read_requests() -> dict[str, Any]:
         with session_factory() as s:
             by_state = open_requests_by_state(s)
-            total, overdue = overdue_requests(s, days=days, now=now)
+            overdue = overdue_requests(s, days=days, now=now)
             deliveries = failing_deliveries(s)
-            from schedules.beat import beat_schedule
-
-            jobs = last_job_runs(s, nightly_jobs(beat_schedule(settings)))
+            jobs = latest_job_runs(s)
         return {
             "open_by_state": by_state,
             "open_total": sum(by_state.values()),
             "deadline_days": days,
-            "overdue_total": total,
-            "overdue": overdue,
+            "overdue_total": len(overdue),
+            "overdue": [
+                {
+                    "id": o.id,
+                    "kind": o.kind,
+                    "state": o.state,
+                    "created_at": o.created_at.isoformat(),
+                    "age_days": o.age_days,
+                }
+                for o in overdue[:OVERDUE_LIST_LIMIT]
+            ],
             "failing_deliveries": deliveries,
             "jobs": jobs,
         }

@@ -59,3 +59,13 @@ def batch(self: LifecycleTask, run_id: int, ids: list[int]) -> dict[str, int]:
         self.progress(i, len(ids), archived=i)
     log.info("batch done")
     return {"archived": len(ids), "skipped": 0}
+
+
+@app.task(base=LifecycleTask, name="lifecycle.testjobs.slow_batch", bind=True)
+def slow_batch(self: LifecycleTask, run_id: int, ids: list[int]) -> dict[str, int]:
+    import time
+
+    for i, _ in enumerate(ids, 1):
+        time.sleep(0.8)
+        self.progress(i, len(ids), archived=i)
+    return {"archived": len(ids)}

@@ -192,6 +192,21 @@ def test_progress_and_counts_result(test_worker: WorkerProc) -> None:
     assert result.get(timeout=5) == {"archived": 4, "skipped": 0}
 
 
+def test_progress_is_visible_while_running(test_worker: WorkerProc) -> None:
+    from workers.app import app
+
+    result = app.send_task("lifecycle.testjobs.slow_batch", args=[3, [1, 2, 3, 4]])
+    seen = []
+    deadline = time.monotonic() + 60
+    while not result.ready() and time.monotonic() < deadline:
+        if result.state == "PROGRESS":
+            seen.append(dict(result.info))
+        time.sleep(0.1)
+    assert seen, "no PROGRESS state observed"
+    assert all(set(m) == {"done", "total", "archived"} and m["total"] == 4 for m in seen)
+    assert result.get(timeout=5) == {"archived": 4}
+
+
 def test_calling_a_task_directly_raises_the_real_exception() -> None:
     from tests.jobs import leaky_failure
 

@@ -43,12 +43,25 @@ def status(
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:
-        _render(report)
+        _render(report, s.timezone)
     if report["unreachable"]:
         raise typer.Exit(EXIT_UNREACHABLE)
 
 
-def _render(report: dict[str, Any]) -> None:
+def _when(iso: str | None, tz: str) -> str:
+    """An ISO timestamp as the site's local time, to the minute."""
+    if not iso:
+        return "-"
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    try:
+        return datetime.fromisoformat(iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+    except (ValueError, KeyError):
+        return iso
+
+
+def _render(report: dict[str, Any], tz: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -125,7 +138,11 @@ def _render(report: dict[str, Any]) -> None:
         for j in jobs:
             counts = " ".join(f"{k}={v}" for k, v in (j["counts"] or {}).items())
             t.add_row(
-                j["job"], j["started_at"] or "-", j["finished_at"] or "-", j["outcome"], counts
+                j["job"],
+                _when(j["started_at"], tz),
+                _when(j["finished_at"], tz),
+                j["outcome"],
+                counts,
             )
         if not jobs:
             t.add_row("(none recorded yet)", "", "", "", "")
