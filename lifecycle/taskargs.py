@@ -87,6 +87,34 @@ def check_task_args(
         _check_value(task, repr(key), value)
 
 
+class UnsafeTaskResult(LifecycleError):
+    """A task returned something other than counts and ids; the message names its type only."""
+
+
+def _result_ok(value: Any, depth: int = 0) -> bool:
+    if depth > 4:
+        return False
+    if _is_id_scalar(value):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_result_ok(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(
+            isinstance(k, str) and bool(_ID_STRING.fullmatch(k)) and _result_ok(v, depth + 1)
+            for k, v in value.items()
+        )
+    return False
+
+
+def check_task_result(task: str, value: Any) -> None:
+    """Results go to the result backend and Flower: counts, ids and short status words only."""
+    if not _result_ok(value):
+        raise UnsafeTaskResult(
+            f"task {task} returned a {type(value).__name__} holding something other than counts "
+            "and ids; results carry counts and ids only"
+        )
+
+
 def _label(param: str) -> str:
     # request_id=42 reads better as request=42; plural lists keep their name (ids=...).
     return param.removesuffix("_id") or param

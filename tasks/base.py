@@ -5,6 +5,7 @@
 
 - Arguments are ids: anything else is refused when the task is sent (`UnsafeTaskArgument`), and
   Flower and the worker log show ``run=7 ids=1001..2000`` instead of a Python repr.
+- Results are counts and ids (`UnsafeTaskResult` otherwise: a programming error to fix).
 - Failures carry no personal data: an exception whose message is not known to be safe reaches
   the result backend, Flower and ``--wait`` as `RedactedError("IntegrityError (details in worker
   log, ref=1a2b3c4d)")`; the worker log gets the stack and database error codes under that ref.
@@ -25,7 +26,7 @@ from celery.app.amqp import AMQP
 from celery.exceptions import Retry
 
 from lifecycle import safe_errors
-from lifecycle.taskargs import check_task_args, param_names, render_args
+from lifecycle.taskargs import check_task_args, check_task_result, param_names, render_args
 
 log = logging.getLogger("lifecycle.tasks")
 
@@ -96,7 +97,10 @@ class LifecycleTask(Task):
         # nothing leaves the process.
         direct = self.request.called_directly
         try:
-            return super().__call__(*args, **kwargs)
+            result = super().__call__(*args, **kwargs)
+            if not direct:
+                check_task_result(self.name, result)
+            return result
         except Retry as exc:
             if direct or exc.exc is None or safe_errors.is_safe(exc.exc):
                 raise

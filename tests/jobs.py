@@ -69,3 +69,8 @@ def slow_batch(self: LifecycleTask, run_id: int, ids: list[int]) -> dict[str, in
         time.sleep(0.8)
         self.progress(i, len(ids), archived=i)
     return {"archived": len(ids)}
+
+
+@app.task(base=LifecycleTask, name="lifecycle.testjobs.leaky_result")
+def leaky_result(request_id: int) -> dict[str, str]:
+    return {"member": SECRET_EMAIL}

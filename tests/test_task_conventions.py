@@ -185,6 +185,21 @@ def test_operator_safe_errors_keep_their_message(test_worker: WorkerProc) -> Non
     assert str(result.result) == "request 9 refused: member is restricted"
 
 
+def test_results_other_than_counts_and_ids_are_refused(
+    lifecycle_env: LifecycleEnv, test_worker: WorkerProc
+) -> None:
+    from lifecycle.taskargs import UnsafeTaskResult
+    from workers.app import app
+
+    result = _wait(app.send_task("lifecycle.testjobs.leaky_result", args=[4]))
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, UnsafeTaskResult)
+    stored = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_RESULT_BACKEND"]).get(
+        f"celery-task-meta-{result.id}"
+    )
+    assert SECRET_EMAIL not in stored.decode() and SECRET_EMAIL not in test_worker.output()
+
+
 def test_progress_and_counts_result(test_worker: WorkerProc) -> None:
     from workers.app import app
 

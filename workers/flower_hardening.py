@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import re
 import sys
@@ -234,3 +235,10 @@ def install(options: Any) -> None:
     require_auth(options)
     _protect_metrics()
     _redact_on_arrival()
+    address = options.address or os.environ.get("LIFECYCLE_FLOWER_ADDRESS", "127.0.0.1")
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("lifecycle.flower").warning(
+            "Flower listens on %s, not loopback: serve it only behind TLS (a reverse proxy) "
+            "and prefer OAuth (see README)",
+            address,
+        )
