@@ -58,6 +58,9 @@ def reconfigure() -> None:
 
     pools.reset()
     app._after_fork()
+    # The message factory caches the queues, routes and the event dispatcher (whose exchange
+    # type depends on the transport: fanout on Redis); a new one reads the new settings.
+    app.__dict__.pop("amqp", None)
     app._backend_cache = None
     app._local.__dict__.pop("backend", None)
     app.conf.update(celery_config(settings))
