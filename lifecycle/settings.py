@@ -7,6 +7,7 @@ transport are not crash-safe under concurrent workers, so production sets Postgr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from functools import lru_cache
@@ -152,10 +153,7 @@ class Settings(BaseSettings):
         if not path.exists():
             if path != self.var_dir / "master.key":
                 raise SettingsError(f"LIFECYCLE_MASTER_KEY_FILE {path} does not exist")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+            _create_secret_file(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
         try:
             raw = path.read_bytes().strip()
         except OSError as exc:
@@ -176,11 +174,29 @@ class Settings(BaseSettings):
             return self.flower_password.get_secret_value()
         path = self.var_dir / "flower.password"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(18) + "\n")
+            _create_secret_file(path, (secrets.token_urlsafe(18) + "\n").encode())
         return path.read_text().strip()
+
+
+def _create_secret_file(path: Path, content: bytes) -> None:
+    """Create ``path`` (mode 0600) with ``content`` unless it exists, atomically.
+
+    Several processes start at once on first run: the content is written to a private temp file
+    and hard-linked into place, so a reader never sees a half-written key and exactly one
+    writer wins (the others keep the winner's key).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _same_database(a: str, b: str) -> bool:

@@ -91,11 +91,30 @@ class UnsafeTaskResult(LifecycleError):
     """A task returned something other than counts and ids; the message names its type only."""
 
 
+# Results may also say why a job did nothing ("unknown job", "other host") or when
+# ("2025-01-02T03:00:00+09:00"): short ASCII, no '@', and words with spaces only in lower case
+# (so "Kim Minji" is refused; a status word is not a name).
+_RESULT_STRING = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+\- ]{0,79}")
+_LOOKS_PERSONAL_ANYWHERE = re.compile(_LOOKS_PERSONAL.pattern)
+
+
+def is_safe_result_string(value: str) -> bool:
+    if _is_id_scalar(value):
+        return True
+    return (
+        bool(_RESULT_STRING.fullmatch(value))
+        and (" " not in value or value == value.lower())
+        and not _LOOKS_PERSONAL_ANYWHERE.search(value)
+    )
+
+
 def _result_ok(value: Any, depth: int = 0) -> bool:
     if depth > 4:
         return False
     if _is_id_scalar(value):
         return True
+    if isinstance(value, str):
+        return is_safe_result_string(value)
     if isinstance(value, list | tuple):
         return all(_result_ok(v, depth + 1) for v in value)
     if isinstance(value, dict):

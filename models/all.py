@@ -1,3 +1,3 @@
 """Import every model module so each metadata is complete (used by Alembic and tests)."""
 
-from models import archive, requests  # noqa: F401
+from models import archive, requests, shred, vault  # noqa: F401

@@ -20,5 +20,8 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "task": "lifecycle.relay.redispatch_stale",
             "schedule": 300.0,
         },
+        # Shred jobs stored while the broker was down (or whose message was lost).
+        "shred-resend-pending": {"task": "lifecycle.shred.resend_pending", "schedule": 60.0},
+        "shred-sweep-orphans": {"task": "lifecycle.shred.sweep_orphans", "schedule": NIGHTLY},
     }
     return schedule

@@ -5,7 +5,8 @@ set -euo pipefail
 
 PG_PORT="${LIFECYCLE_TEST_PG_PORT:-5432}"
 REDIS_PORT="${LIFECYCLE_TEST_REDIS_PORT:-6379}"
-STATE="${TMPDIR:-/tmp}/lifecycle-services"
+# Under /tmp, not $TMPDIR: the postgres user must be able to traverse every parent directory.
+STATE="${LIFECYCLE_SERVICES_DIR:-/tmp/lifecycle-services}"
 mkdir -p "$STATE"
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

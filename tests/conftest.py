@@ -26,7 +26,10 @@ import psycopg
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PG_ADMIN = os.environ.get("LIFECYCLE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get(
+    "LIFECYCLE_TEST_PG_URL",
+    f"postgresql://postgres@127.0.0.1:{os.environ.get('LIFECYCLE_TEST_PG_PORT', '5432')}/postgres",
+)
 
 
 def free_port() -> int:

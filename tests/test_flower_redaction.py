@@ -62,6 +62,12 @@ def test_results_keep_numbers_and_short_ids_only() -> None:
         "{'archived': 3, 'email': '<redacted>'}"
     )
     assert redact_result("<Member 'Kim'>") == REDACTED
+    assert redact_result("{'job': 5, 'skipped': 'unknown job'}") == (
+        "{'job': 5, 'skipped': 'unknown job'}"
+    )
+    assert redact_result("{'job': 5, 'owner': 'Kim Minji'}") == (
+        "{'job': 5, 'owner': '<redacted>'}"
+    )
 
 
 def test_exceptions_keep_only_operator_safe_messages() -> None:

@@ -227,3 +227,26 @@ def test_calling_a_task_directly_raises_the_real_exception() -> None:
 
     with pytest.raises(ValueError):
         leaky_failure(1)
+
+
+def test_result_check_allows_status_words_not_names() -> None:
+    from lifecycle.taskargs import UnsafeTaskResult, check_task_result
+
+    for ok in (
+        None,
+        7,
+        {"archived": 3, "failed": 0},
+        {"job": 5, "skipped": "unknown job"},
+        {"pong": "ok"},
+        {"ids": [1, 2], "at": "2025-01-02T03:00:00+09:00"},
+    ):
+        check_task_result("lifecycle.x", ok)
+    for bad in (
+        {"owner": "Kim Minji"},
+        {"email": "a@b.example"},
+        {"mobile": "010-1234-5678"},
+        "홍길동",
+        {"when": object()},
+    ):
+        with pytest.raises(UnsafeTaskResult):
+            check_task_result("lifecycle.x", bad)

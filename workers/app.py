@@ -9,7 +9,7 @@ from lifecycle.logging_setup import connect_celery
 from lifecycle.settings import get_settings
 from workers.config import celery_config
 
-TASK_MODULES = ["tasks.ping", "tasks.relay"]
+TASK_MODULES = ["tasks.ping", "tasks.relay", "tasks.shred"]
 
 
 def create_app() -> Celery:
@@ -50,10 +50,9 @@ def reconfigure() -> None:
     reset_settings_cache()
     dispose_all()
     settings = get_settings()
-    if app._pool is not None:
-        app._pool.force_close_all()
-    # kombu keeps producer pools in a global registry keyed by connection URL: a later app
-    # using the same URL would get the pool closed above ("Acquire on closed pool").
+    # kombu keeps connection and producer pools in module-level registries keyed by the broker
+    # URL: closing only app._pool leaves a closed pool there that the next send_task to the
+    # same URL would pick up ("Acquire on closed pool"). Reset the registries as a whole.
     from kombu import pools
 
     pools.reset()

@@ -84,11 +84,16 @@ def celery_config(s: Settings) -> dict[str, Any]:
             "lifecycle.purge*": {"queue": queues.ARCHIVE},
             "lifecycle.notify.*": {"queue": queues.NOTIFY},
             "lifecycle.notice.*": {"queue": queues.NOTIFY},
+            # Callers send shred jobs to the files' host explicitly; a bare .delay() stays on
+            # this host rather than landing on the shared requests queue.
+            "lifecycle.shred.files": {"queue": queues.shred_queue(s.host_name)},
         },
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
     if s.broker_is_redis:
+        # Celery's Redis caveats ask for the same value under this third name too.
+        conf["visibility_timeout"] = VISIBILITY_TIMEOUT
         # RedBeat keeps the schedule and a lock in Redis: a second beat waits instead of
         # double-firing the nightly jobs.
         conf["beat_scheduler"] = "redbeat.RedBeatScheduler"

@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Any
 
-from lifecycle.taskargs import _ID_STRING, _LOOKS_PERSONAL
+from lifecycle.taskargs import _ID_STRING, _LOOKS_PERSONAL, is_safe_result_string
 
 REDACTED = "<redacted>"
 
@@ -55,14 +55,18 @@ def _safe_leaf(value: Any) -> bool:
     )
 
 
-def _scrub(value: Any) -> Any:
+def _scrub(value: Any, leaf_ok: Any = _safe_leaf) -> Any:
     """Keep numbers and short ids, replace everything else by <redacted> (recursively)."""
     if isinstance(value, dict):
-        return {(k if _safe_leaf(k) else REDACTED): _scrub(v) for k, v in value.items()}
+        return {(k if _safe_leaf(k) else REDACTED): _scrub(v, leaf_ok) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        items = [_scrub(v) for v in value]
+        items = [_scrub(v, leaf_ok) for v in value]
         return tuple(items) if isinstance(value, tuple) else items
-    return value if _safe_leaf(value) else REDACTED
+    return value if leaf_ok(value) else REDACTED
+
+
+def _safe_result_leaf(value: Any) -> bool:
+    return _safe_leaf(value) or (isinstance(value, str) and is_safe_result_string(value))
 
 
 def redact_args(text: Any) -> Any:
@@ -89,7 +93,7 @@ def redact_result(text: Any) -> Any:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return REDACTED
-    scrubbed = _scrub(value)
+    scrubbed = _scrub(value, _safe_result_leaf)
     return text if scrubbed == value else repr(scrubbed)
 
 

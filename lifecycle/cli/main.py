@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover
 
 def _register() -> None:
     # Each command group lives in its own module; importing it adds its commands to `app`.
-    from lifecycle.cli import db, status, up  # noqa: F401
+    from lifecycle.cli import datamap, db, demo, keys, ledger, shred, status, up  # noqa: F401
 
 
 _register()

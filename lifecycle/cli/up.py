@@ -20,6 +20,7 @@ def up(
     ),
 ) -> None:
     """Start a worker, beat and Flower; print the Flower URL and login; Ctrl-C stops all three."""
+    from lifecycle.broker import check_broker
     from lifecycle.db import check_reachable
     from lifecycle.settings import get_settings
     from workers import launcher
@@ -28,8 +29,7 @@ def up(
     s.master_key_bytes()  # fail now, with one line, rather than in a worker later
     check_reachable("primary")
     check_reachable("archive")
-    if s.broker_is_redis:
-        _check_redis(s.broker_url)
+    check_broker()
     if migrate:
         from lifecycle.migrate import upgrade_all
 
@@ -54,27 +54,16 @@ def up(
     raise typer.Exit(code)
 
 
-def _check_redis(url: str) -> None:
-    import redis
-
-    from lifecycle.errors import BrokerUnavailable
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
-    except redis.RedisError as exc:
-        raise BrokerUnavailable(
-            f"broker {url.split('@')[-1]} is unreachable ({exc}); check LIFECYCLE_BROKER_URL "
-            "and that Redis is running"
-        ) from None
-
-
 @app.command("ping")
 def ping(
     wait: bool = typer.Option(False, "--wait", help="Wait for the worker's answer."),
 ) -> None:
     """Enqueue a no-op job to check the whole path (broker, worker, results, Flower)."""
+    from lifecycle.broker import check_broker
     from lifecycle.cli.waiting import wait_for_task
     from tasks.ping import ping as ping_task
+
+    check_broker()
 
     result = ping_task.delay()
     typer.echo(f"enqueued lifecycle.ping as task {result.id}")

@@ -1,0 +1,113 @@
+"""`lifecycle keys rotate|status`: the archive's master key.
+
+Rotation procedure (the master key never lives in a database):
+
+1. Write a new key: ``python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"
+   > new.key`` and ``chmod 600 new.key``.
+2. Stop the workers and beat that use the archive (a worker still on the old key cannot read
+   keys already re-wrapped; its jobs fail and are retried later, nothing is lost).
+3. ``lifecycle keys rotate --new-key-file new.key``: re-wraps every live data key and the
+   pseudonym key; archived rows are not touched (their data keys do not change). Interrupted?
+   Run it again: keys already under the new key are skipped.
+4. Point ``LIFECYCLE_MASTER_KEY_FILE`` at ``new.key`` everywhere and start the workers.
+   If anything created keys under the old master in between, run
+   ``lifecycle keys rotate --old-key-file old.key --new-key-file new.key`` once more.
+5. ``lifecycle keys status`` shows every live key under the new id; then destroy ``old.key``
+   (and its backups): from then on old database backups can no longer be unwrapped with it.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lifecycle.cli.app import app
+from lifecycle.errors import UserError
+
+keys_app = typer.Typer(help="Archive master key: rotation and status.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def read_key_file(path: Path, option: str) -> bytes:
+    """A 32-byte key from a base64 file, or a one-line UserError saying what is wrong."""
+    try:
+        raw = path.read_bytes().strip()
+    except FileNotFoundError:
+        raise UserError(f"{option} {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{option} {path} is a directory") from None
+    except OSError as exc:
+        raise UserError(f"{option} {path} is not readable: {exc.strerror}") from None
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except ValueError:
+        raise UserError(f"{option} {path} is not base64 (expected 32 random bytes)") from None
+    if len(key) != 32:
+        raise UserError(f"{option} {path} must hold 32 bytes (base64), it holds {len(key)}")
+    return key
+
+
+@keys_app.command("rotate")
+def rotate_cmd(
+    new_key_file: Annotated[
+        Path,
+        typer.Option("--new-key-file", help="File with the new master key (base64 of 32 bytes)."),
+    ],
+    old_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--old-key-file",
+            help="The key to rotate away from (default: the configured master key).",
+        ),
+    ] = None,
+) -> None:
+    """Re-wrap every live data key under a new master key (resumable; re-runs are no-ops).
+
+    Afterwards point LIFECYCLE_MASTER_KEY_FILE at the new file and restart the workers.
+    """
+    from lifecycle import crypto, keystore
+    from lifecycle.db import check_reachable
+    from lifecycle.settings import get_settings
+
+    new = read_key_file(new_key_file, "--new-key-file")
+    if old_key_file is not None:
+        old = read_key_file(old_key_file, "--old-key-file")
+    else:
+        old = get_settings().master_key_bytes()
+    check_reachable("archive")
+    result = keystore.rotate_master(old, new)
+    typer.echo(
+        f"re-wrapped {result.rewrapped} keys under master key {result.new_key_id} "
+        f"({result.already_new} already were, {result.destroyed} destroyed keys skipped)"
+    )
+    if crypto.master_key_id(get_settings().master_key_bytes()) != result.new_key_id:
+        typer.echo(
+            f"next: set LIFECYCLE_MASTER_KEY_FILE={new_key_file.absolute()} and restart workers"
+        )
+
+
+@keys_app.command("status")
+def status_cmd() -> None:
+    """Live wrapped keys per master key id (no key material is shown)."""
+    from sqlalchemy import func, select
+
+    from lifecycle import crypto, keystore
+    from lifecycle.db import check_reachable, session
+    from lifecycle.settings import get_settings
+    from models.archive import DataKey
+
+    current = crypto.master_key_id(get_settings().master_key_bytes())
+    check_reachable("archive")
+    with session("archive") as s:
+        census = keystore.key_census(s)
+        destroyed = s.execute(
+            select(func.count()).select_from(DataKey).where(DataKey.wrapped_key.is_(None))
+        ).scalar_one()
+    typer.echo(f"configured master key: {current}")
+    for mid, n in sorted(census.items()):
+        mark = " (configured)" if mid == current else " (NOT the configured key)"
+        typer.echo(f"  {n} live keys under {mid}{mark}")
+    typer.echo(f"  {destroyed} destroyed data keys")
