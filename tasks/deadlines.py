@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from lifecycle.errors import LifecycleError
+from tasks.base import LifecycleTask
 from workers.app import app
 
 log = logging.getLogger("lifecycle.deadlines")
@@ -14,7 +15,7 @@ class OverdueRequests(LifecycleError):
     """Requests open longer than the legal deadline; names request ids only."""
 
 
-@app.task(name="lifecycle.requests.check_deadlines")
+@app.task(base=LifecycleTask, name="lifecycle.requests.check_deadlines")
 def check_deadlines() -> dict[str, int]:
     from lifecycle import db
     from lifecycle.settings import get_settings

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.base import LifecycleTask
 from workers.app import app
 
 
 @app.task(
-    name="lifecycle.purge.run", bind=True, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 120
+    base=LifecycleTask,
+    name="lifecycle.purge.run",
+    bind=True,
+    time_limit=6 * 3600,
+    soft_time_limit=6 * 3600 - 120,
 )
-def purge_run(self: Any) -> dict[str, Any]:
+def purge_run(self: LifecycleTask) -> dict[str, Any]:
     from lifecycle.engine.context import get_context
     from lifecycle.engine.purge import run_purge
 
-    def report(done: int, total: int) -> None:
-        self.update_state(state="PROGRESS", meta={"done": done, "total": total})
-
-    return run_purge(get_context(), task_id=self.request.id, report=report)
+    return run_purge(get_context(), task_id=self.request.id, report=self.progress)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
+from tasks.base import LifecycleTask
 from workers.app import app
 
 
 @app.task(
+    base=LifecycleTask,
     name="lifecycle.withdraw",
     bind=True,
     # A database restart or a deadlock with the sweep: try again; the steps are idempotent.
@@ -17,7 +19,7 @@ from workers.app import app
     retry_backoff_max=120,
     max_retries=20,
 )
-def withdraw(self: Any, request_id: int) -> dict[str, Any]:
+def withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     from lifecycle.datamap import DataMapError
     from lifecycle.engine.context import get_context
     from lifecycle.engine.withdraw import carry_out, fail_request

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_process_init
 
+from lifecycle.logging_setup import connect_celery
 from lifecycle.settings import get_settings
 from workers.config import celery_config
 
@@ -21,7 +22,9 @@ TASK_MODULES = [
 
 def create_app() -> Celery:
     settings = get_settings()
-    app = Celery("lifecycle", include=TASK_MODULES)
+    # LifecycleAMQP builds every message (apply_async and send_task by name) with id-only
+    # argsrepr/kwargsrepr and refuses non-id arguments: see tasks/base.py.
+    app = Celery("lifecycle", include=TASK_MODULES, amqp="tasks.base:LifecycleAMQP")
     app.conf.update(celery_config(settings))
     from schedules.beat import beat_schedule
 
@@ -30,6 +33,8 @@ def create_app() -> Celery:
 
 
 app = create_app()
+# Worker and beat log JSON with task and request ids (lifecycle/logging_setup.py).
+connect_celery()
 
 
 @worker_process_init.connect
@@ -60,6 +65,9 @@ def reconfigure() -> None:
 
     pools.reset()
     app._after_fork()
+    # The message factory caches the queues, routes and the event dispatcher (whose exchange
+    # type depends on the transport: fanout on Redis); a new one reads the new settings.
+    app.__dict__.pop("amqp", None)
     app._backend_cache = None
     app._local.__dict__.pop("backend", None)
     app.conf.update(celery_config(settings))
