@@ -141,6 +141,103 @@ def get_or_create_bucket_key(
     return key_id, _unwrap_cached(session, "data key", key_id, wrapped, wrapped_by, master)
 
 
+def get_or_create_bucket_keys(
+    session: Session,
+    buckets: Iterable[tuple[str, date]],
+    *,
+    master: bytes | None = None,
+    share_lock: bool = True,
+) -> dict[tuple[str, date], tuple[int, bytes] | None]:
+    """Many buckets at once: ``{(category, retain_until): (key_id, dk) or None if destroyed}``.
+
+    The sweep meets thousands of buckets per batch (a row's ``retain_until`` follows its own
+    date), so one round trip per bucket would dominate the run. Same guarantees as
+    :func:`get_or_create_bucket_key`: concurrent creators agree on one key per bucket, and on
+    PostgreSQL the rows stay locked ``FOR SHARE`` until the caller commits (unless
+    ``share_lock`` is False: for buckets whose day is far enough ahead that no purge can reach
+    them during the caller's transaction, locking thousands of key rows buys nothing).
+    """
+    from sqlalchemy import Date, String, bindparam, tuple_
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    master = master if master is not None else _master()
+    wanted = sorted(set(buckets))
+    out: dict[tuple[str, date], tuple[int, bytes] | None] = {}
+    pg = _is_pg(session)
+
+    def fetch(pairs: list[tuple[str, date]]) -> list:  # type: ignore[type-arg]
+        rows: list = []  # type: ignore[type-arg]
+        step = 5000 if pg else 500
+        for i in range(0, len(pairs), step):
+            chunk = pairs[i : i + step]
+            cols = (
+                DataKey.category,
+                DataKey.retain_until,
+                DataKey.id,
+                DataKey.wrapped_key,
+                DataKey.master_key_id,
+            )
+            if pg:
+                # A join on two unnested arrays: PostgreSQL plans a long row-value IN list
+                # as an OR chain, which costs more than the lookup itself.
+                wanted = (
+                    select(
+                        func.unnest(
+                            bindparam(None, [c for c, _ in chunk], type_=ARRAY(String()))
+                        ).label("c"),
+                        func.unnest(
+                            bindparam(None, [d for _, d in chunk], type_=ARRAY(Date()))
+                        ).label("d"),
+                    )
+                ).subquery()
+                stmt = select(*cols).join(
+                    wanted,
+                    (DataKey.category == wanted.c.c) & (DataKey.retain_until == wanted.c.d),
+                )
+                if share_lock:
+                    stmt = stmt.with_for_update(read=True, of=DataKey)
+            else:
+                stmt = select(*cols).where(
+                    tuple_(DataKey.category, DataKey.retain_until).in_(chunk)
+                )
+            rows.extend(session.execute(stmt).all())
+        return rows
+
+    found = {(c, d): (i, w, m) for c, d, i, w, m in fetch(wanted)}
+    missing = [b for b in wanted if b not in found]
+    if missing:
+        mid = crypto.master_key_id(master)
+        now = utcnow()
+        # executemany (batched by SQLAlchemy's insertmanyvalues), not one giant VALUES list:
+        # building that statement costs more than the round trips it saves.
+        session.execute(
+            _insert(session)(DataKey).on_conflict_do_nothing(
+                index_elements=["category", "retain_until"]
+            ),
+            [
+                {
+                    "category": c,
+                    "retain_until": d,
+                    "wrapped_key": crypto.wrap_key(master, crypto.new_data_key()),
+                    "master_key_id": mid,
+                    "created_at": now,
+                }
+                for c, d in missing
+            ],
+        )
+        found.update({(c, d): (i, w, m) for c, d, i, w, m in fetch(missing)})
+    for b in wanted:
+        key_id, wrapped, wrapped_by = found[b]
+        if wrapped is None:
+            out[b] = None
+            continue
+        out[b] = (
+            key_id,
+            _unwrap_cached(session, "data key", key_id, wrapped, wrapped_by, master),
+        )
+    return out
+
+
 def get_key(session: Session, key_id: int, *, master: bytes | None = None) -> bytes:
     """Unwrap data key ``key_id``; KeyDestroyed once crypto-shredded."""
     master = master if master is not None else _master()
@@ -359,6 +456,7 @@ __all__ = [
     "destroy_keys",
     "get_key",
     "get_or_create_bucket_key",
+    "get_or_create_bucket_keys",
     "key_census",
     "ref_key",
     "rotate_master",

@@ -254,6 +254,119 @@ def append(
     return session.execute(select(LedgerEntry).where(LedgerEntry.seq == fields["seq"])).scalar_one()
 
 
+def append_many(session: Session, entries: Iterable[Mapping[str, Any]]) -> int:
+    """Append several entries (each the keyword arguments of :func:`append`) under one lock.
+
+    Same checks and chain as calling :func:`append` once per entry, in order, but with a
+    handful of round trips instead of six per entry: the sweep records a dozen entries per
+    batch and every writer waits on the ledger head while one holds it. Entries whose
+    ``dedup_key`` is already recorded (or repeated in ``entries``) are skipped. Returns how many
+    were appended.
+    """
+    allowed = {
+        "action", "categories", "tables", "subjects", "rows", "reason", "legal_basis", "method",
+        "actor", "task_id", "request_id", "subject_ref", "details", "dedup_key",
+    }  # fmt: skip
+    prepared: list[dict[str, Any]] = []
+    for e in entries:
+        unknown = set(e) - allowed
+        if unknown:
+            raise UserError(f"ledger entry has unknown fields: {', '.join(sorted(unknown))}")
+        if not e.get("action"):
+            raise UserError("ledger entry needs an action")
+        subjects, rows = int(e.get("subjects", 0)), int(e.get("rows", 0))
+        if subjects < 0 or rows < 0:
+            raise UserError("ledger entry counts must not be negative")
+        details_d = dict(e.get("details") or {})
+        try:
+            json.dumps(details_d, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"ledger entry details are not plain JSON: {exc}") from None
+        cats, tabs = e.get("categories"), e.get("tables")
+        _refuse_personal_shapes(
+            reason=e.get("reason", ""),
+            legal_basis=e.get("legal_basis", ""),
+            method=e.get("method", ""),
+            actor=e.get("actor", ""),
+            categories=list(cats or []) if not isinstance(cats, str) else cats,
+            tables=list(tabs or []) if not isinstance(tabs, str) else tabs,
+            details=details_d,
+            dedup_key=e.get("dedup_key"),
+        )
+        prepared.append(
+            {
+                "action": e["action"],
+                "categories": _norm_list(cats),
+                "tables": _norm_list(tabs),
+                "subjects": subjects,
+                "rows": rows,
+                "reason": e.get("reason") or "",
+                "legal_basis": e.get("legal_basis") or "",
+                "method": e.get("method") or "",
+                "actor": e.get("actor") or "",
+                "task_id": e.get("task_id"),
+                "request_id": e.get("request_id"),
+                "subject_ref": e.get("subject_ref"),
+                "details": details_d,
+                "dedup_key": e.get("dedup_key"),
+            }
+        )
+    if not prepared:
+        return 0
+
+    def recorded(keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            found.update(
+                session.scalars(
+                    select(LedgerEntry.dedup_key).where(
+                        LedgerEntry.dedup_key.in_(keys[i : i + 500])
+                    )
+                )
+            )
+        return found
+
+    def fresh(items: list[dict[str, Any]], seen: set[str]) -> list[dict[str, Any]]:
+        out = []
+        for f in items:
+            k = f["dedup_key"]
+            if k is not None:
+                if k in seen:
+                    continue
+                seen.add(k)
+            out.append(f)
+        return out
+
+    keys = [f["dedup_key"] for f in prepared if f["dedup_key"] is not None]
+    todo = fresh(prepared, recorded(keys) if keys else set())
+    if not todo:
+        return 0
+    head = _lock_head(session)
+    if keys:
+        # A concurrent writer with one of the keys may have committed while we waited.
+        todo = fresh(todo, recorded([f["dedup_key"] for f in todo if f["dedup_key"]]))
+        if not todo:
+            return 0
+    seq, prev = head.seq, head.hash
+    now = utcnow()
+    rows_out: list[dict[str, Any]] = []
+    for f in todo:
+        seq += 1
+        fields = {"seq": seq, "occurred_at": now, **f}
+        digest = entry_hash(prev, fields)
+        rows_out.append({**fields, "prev_hash": prev, "hash": digest})
+        prev = digest
+    session.execute(insert(LedgerEntry), rows_out)
+    session.execute(
+        update(LedgerHead)
+        .where(LedgerHead.id == HEAD_ID)
+        .values(seq=seq, hash=prev, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(head)
+    return len(rows_out)
+
+
 # -- reading -------------------------------------------------------------------------------------
 
 
@@ -337,6 +450,7 @@ __all__ = [
     "ACTION_LABELS",
     "CSV_COLUMNS",
     "append",
+    "append_many",
     "count",
     "export_csv",
     "head",

@@ -137,7 +137,7 @@ def create_member_notice(
         )
         s.add(n)
         s.flush()
-    else:
+    elif n.state != NoticeState.COMPLETED.value:
         # Re-rendered so e.g. a withdrawal notice carries the day it actually completed.
         n.title, n.body = rendered.subject, rendered.body
     _insert_ignore(
@@ -221,6 +221,43 @@ def prepare_member_notice(kind: str, member_id: int, context: dict[str, Any]) ->
         )
         s.execute(update(Notice).where(Notice.id == nid).values(updated_at=utcnow()))
     return nid
+
+
+def release_held_for_completed() -> int:
+    """Release withdrawal notices still held although their withdrawal completed.
+
+    The withdrawal job releases its notice itself; this covers a crash (or a database error)
+    between its completion and that release. Returns how many rows were released.
+    """
+    from sqlalchemy import String, cast
+
+    from models.requests import LifecycleRequest, RequestState
+
+    with db.session("primary") as s:
+        key = literal("withdrawal_completed:request") + cast(LifecycleRequest.id, String)
+        rows = s.execute(
+            select(NR.c.id, NR.c.notice_id)
+            .join(Notice, Notice.id == NR.c.notice_id)
+            .join(LifecycleRequest, Notice.dedup_key == key)
+            .where(
+                NR.c.state == RecipientState.HELD.value,
+                Notice.kind == "withdrawal_completed",
+                LifecycleRequest.state == RequestState.COMPLETED.value,
+            )
+        ).all()
+        if rows:
+            s.execute(
+                update(NR)
+                .where(NR.c.id.in_([r[0] for r in rows]))
+                .values(state=RecipientState.PENDING.value)
+            )
+            # Make the resume pass below pick these notices up now.
+            s.execute(
+                update(Notice)
+                .where(Notice.id.in_({r[1] for r in rows}))
+                .values(updated_at=utcnow() - STALE_AFTER - timedelta(seconds=1))
+            )
+    return len(rows)
 
 
 def send_member_notice(kind: str, member_id: int, context: dict[str, Any]) -> int:

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     log_json: bool | None = None
 
+    @field_validator("log_json", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # LIFECYCLE_LOG_JSON= (empty) means "decide from the terminal", like leaving it unset.
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("file_roots", mode="before")
     @classmethod
     def _split_roots(cls, v: object) -> object:

@@ -91,7 +91,9 @@ counselling_records = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("member_id", BigInteger, ForeignKey("members.id"), nullable=False, index=True),
-    Column("booking_id", BigInteger, ForeignKey("counselling_bookings.id")),
+    # Indexed: deleting a booking checks this foreign key, which without an index is a scan
+    # of every counselling record per deleted booking.
+    Column("booking_id", BigInteger, ForeignKey("counselling_bookings.id"), index=True),
     Column("session_at", DateTime(timezone=True), nullable=False),
     Column("counsellor", String(100), nullable=False),
     Column("notes", Text, nullable=False),

@@ -11,6 +11,8 @@ from lifecycle.settings import Settings
 RELAY_INTERVAL_SECONDS = 5.0
 RESEND_DUE_INTERVAL_SECONDS = 15.0
 NIGHTLY = crontab(minute=0, hour=3)
+PURGE_NIGHTLY = crontab(minute=30, hour=3)
+DEADLINE_CHECK_SECONDS = 3600.0
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
@@ -21,6 +23,18 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "task": "lifecycle.relay.redispatch_stale",
             "schedule": 300.0,
         },
+        # The nightly purpose-end sweep, then the purge of archived data whose period ended.
+        "sweep-nightly": {"task": "lifecycle.sweep.run", "schedule": NIGHTLY},
+        "purge-nightly": {"task": "lifecycle.purge.run", "schedule": PURGE_NIGHTLY},
+        # The 5-day deadline: hourly, so an overdue request shows up as a failed task the same
+        # day it becomes overdue rather than the next night.
+        "deadlines-hourly": {
+            "task": "lifecycle.requests.check_deadlines",
+            "schedule": DEADLINE_CHECK_SECONDS,
+        },
+        # Shred jobs stored while the broker was down (or whose message was lost).
+        "shred-resend-pending": {"task": "lifecycle.shred.resend_pending", "schedule": 60.0},
+        "shred-sweep-orphans": {"task": "lifecycle.shred.sweep_orphans", "schedule": NIGHTLY},
         # Third-party deliveries: the retry schedule lives in the DB; this enqueues what is due.
         "notify-resend-due": {
             "task": "lifecycle.notify.resend_due",

@@ -5,16 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from lifecycle.correction import run_correction
+from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
+from tasks.base import LifecycleTask
 from workers.app import app
 
 
-@app.task(name="lifecycle.correct", bind=True)
-def correct(self: Any, request_id: int) -> dict[str, Any]:
+@app.task(
+    base=LifecycleTask,
+    name="lifecycle.correct",
+    bind=True,
+    # A database restart: try again; every step resumes from the persisted state.
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    max_retries=20,
+)
+def correct(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     from tasks.notice import send_batch
     from tasks.notify import deliver
 
     return run_correction(
-        request_id,
+        int(request_id),
         self.request.id,
         enqueue_delivery=lambda delivery_id: deliver.apply_async((delivery_id,)),
         enqueue_notice=lambda notice_id, member_id: send_batch.apply_async(

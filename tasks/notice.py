@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lifecycle import notices
+from tasks.base import LifecycleTask
 from workers.app import app
 
 # A batch whose server said "try later" is retried this many times by Celery; after that the
@@ -18,30 +19,28 @@ def _enqueue_ranges(notice_id: int, ranges: list[tuple[int, int]]) -> None:
             send_batch.apply_async((notice_id, first, last), producer=producer)
 
 
-@app.task(name="lifecycle.notice.fanout", bind=True)
-def fanout(self: Any, notice_id: int) -> dict[str, Any]:
-    if self.request.id:
-        self.update_state(state="PROGRESS", meta={"done": 0, "total": 0})
+@app.task(base=LifecycleTask, name="lifecycle.notice.fanout", bind=True)
+def fanout(self: LifecycleTask, notice_id: int) -> dict[str, Any]:
+    self.progress(0, None)
     result = notices.fanout(notice_id)
     _enqueue_ranges(notice_id, result["batches"])
     return {"notice_id": notice_id, "total": result["total"], "batches": len(result["batches"])}
 
 
-@app.task(name="lifecycle.notice.send_batch", bind=True, max_retries=BATCH_RETRIES)
-def send_batch(self: Any, notice_id: int, first: int, last: int) -> dict[str, Any]:
-    def progress(done: int, total: int) -> None:
-        if self.request.id:
-            self.update_state(state="PROGRESS", meta={"done": done, "total": total})
-
-    result = notices.send_batch(notice_id, first, last, progress)
+@app.task(
+    base=LifecycleTask, name="lifecycle.notice.send_batch", bind=True, max_retries=BATCH_RETRIES
+)
+def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> dict[str, Any]:
+    result = notices.send_batch(notice_id, first, last, self.progress)
     if result.left and self.request.retries < BATCH_RETRIES:
         raise self.retry(countdown=min(3600, 30 * 2**self.request.retries))
     return result.as_dict()
 
 
-@app.task(name="lifecycle.notice.resume_stale", ignore_result=True, expires=300)
+@app.task(base=LifecycleTask, name="lifecycle.notice.resume_stale", ignore_result=True, expires=300)
 def resume_stale() -> int:
     """Beat: notices left half-sent by a crash (or a lost broker message) are sent on."""
+    notices.release_held_for_completed()
     resumed = 0
     for notice_id in notices.stale_notices():
         ranges = notices.resume_ranges(notice_id)
@@ -50,7 +49,7 @@ def resume_stale() -> int:
     return resumed
 
 
-@app.task(name="lifecycle.notice.dormancy_advance", ignore_result=True)
+@app.task(base=LifecycleTask, name="lifecycle.notice.dormancy_advance", ignore_result=True)
 def dormancy_advance() -> dict[str, Any]:
     """Nightly: 30-day advance notice before dormancy, only where the data map enables it."""
     notice_id = notices.dormancy_advance()

@@ -6,6 +6,7 @@ from typing import Any
 
 from lifecycle import delivery
 from lifecycle.db import session
+from tasks.base import LifecycleTask
 from workers.app import app
 
 
@@ -13,12 +14,12 @@ def _enqueue(delivery_id: int, countdown: float) -> None:
     deliver.apply_async((delivery_id,), countdown=countdown)
 
 
-@app.task(name="lifecycle.notify.deliver", bind=True)
-def deliver(self: Any, delivery_id: int) -> dict[str, Any]:
+@app.task(base=LifecycleTask, name="lifecycle.notify.deliver", bind=True)
+def deliver(self: LifecycleTask, delivery_id: int) -> dict[str, Any]:
     return {"delivery_id": delivery_id, "outcome": delivery.attempt(delivery_id, _enqueue)}
 
 
-@app.task(name="lifecycle.notify.resend_due", ignore_result=True, expires=60)
+@app.task(base=LifecycleTask, name="lifecycle.notify.resend_due", ignore_result=True, expires=60)
 def resend_due() -> dict[str, int]:
     """Beat: enqueue every due delivery; finish ledger entries a crash left unwritten."""
     due = delivery.due_deliveries()

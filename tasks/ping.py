@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from tasks.base import LifecycleTask
 from workers.app import app
 
 
-@app.task(name="lifecycle.ping")
+@app.task(base=LifecycleTask, name="lifecycle.ping")
 def ping() -> dict[str, str]:
     return {"pong": "ok"}

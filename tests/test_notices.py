@@ -382,3 +382,30 @@ def test_embedded_mode_sends_notices_and_corrections_without_redis_or_postgres(
     assert r.returncode == 0, r.stderr
     (hit,) = hook.accepted()
     assert hit.payload["data"]["fields"] == {"mobile": "010-1357-2468"}
+
+
+def test_a_held_withdrawal_notice_is_released_once_the_withdrawal_completed(
+    lifecycle_env: LifecycleEnv,
+) -> None:
+    """The withdrawal job releases its notice itself; if it died in between, beat does."""
+    from lifecycle import notices
+    from lifecycle.db import session
+    from lifecycle.requests import submit
+    from models.notify import NoticeRecipient
+    from models.requests import LifecycleRequest
+
+    eng = create_demo_schema()
+    add_members(eng, 2)
+    with session("primary") as s:
+        done = submit(s, "withdrawal", 1)
+        running = submit(s, "withdrawal", 2)
+    with session("primary") as s:
+        notices.capture_withdrawal_notice(s, 1, done)
+        notices.capture_withdrawal_notice(s, 2, running)
+        s.get(LifecycleRequest, done).state = "completed"
+    assert notices.release_held_for_completed() == 1
+    with session("primary") as s:
+        states = dict(s.execute(select(NoticeRecipient.member_id, NoticeRecipient.state)).all())
+    assert states == {1: "pending", 2: "held"}
+    assert len(notices.stale_notices()) == 1
+    assert notices.release_held_for_completed() == 0

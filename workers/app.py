@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_process_init
 
+from lifecycle.logging_setup import connect_celery
 from lifecycle.settings import get_settings
 from workers.config import celery_config
 
@@ -14,12 +15,19 @@ TASK_MODULES = [
     "tasks.correct",
     "tasks.notify",
     "tasks.notice",
+    "tasks.shred",
+    "tasks.withdraw",
+    "tasks.sweep",
+    "tasks.purge",
+    "tasks.deadlines",
 ]
 
 
 def create_app() -> Celery:
     settings = get_settings()
-    app = Celery("lifecycle", include=TASK_MODULES)
+    # LifecycleAMQP builds every message (apply_async and send_task by name) with id-only
+    # argsrepr/kwargsrepr and refuses non-id arguments: see tasks/base.py.
+    app = Celery("lifecycle", include=TASK_MODULES, amqp="tasks.base:LifecycleAMQP")
     app.conf.update(celery_config(settings))
     from schedules.beat import beat_schedule
 
@@ -28,6 +36,8 @@ def create_app() -> Celery:
 
 
 app = create_app()
+# Worker and beat log JSON with task and request ids (lifecycle/logging_setup.py).
+connect_celery()
 
 
 @worker_process_init.connect
@@ -51,13 +61,16 @@ def reconfigure() -> None:
     reset_settings_cache()
     dispose_all()
     settings = get_settings()
-    # kombu keeps connection and producer pools in process-wide groups keyed by the broker
-    # URL; closing only app._pool left a closed pool under that key, so the next send to the
-    # same URL failed with "Acquire on closed pool". reset() closes and forgets them all.
+    # kombu keeps connection and producer pools in module-level registries keyed by the broker
+    # URL: closing only app._pool leaves a closed pool there that the next send_task to the
+    # same URL would pick up ("Acquire on closed pool"). Reset the registries as a whole.
     from kombu import pools
 
     pools.reset()
     app._after_fork()
+    # The message factory caches the queues, routes and the event dispatcher (whose exchange
+    # type depends on the transport: fanout on Redis); a new one reads the new settings.
+    app.__dict__.pop("amqp", None)
     app._backend_cache = None
     app._local.__dict__.pop("backend", None)
     app.conf.update(celery_config(settings))

@@ -84,6 +84,9 @@ def celery_config(s: Settings) -> dict[str, Any]:
             "lifecycle.purge*": {"queue": queues.ARCHIVE},
             "lifecycle.notify.*": {"queue": queues.NOTIFY},
             "lifecycle.notice.*": {"queue": queues.NOTIFY},
+            # Callers send shred jobs to the files' host explicitly; a bare .delay() stays on
+            # this host rather than landing on the shared requests queue.
+            "lifecycle.shred.files": {"queue": queues.shred_queue(s.host_name)},
         },
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,

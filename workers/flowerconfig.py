@@ -1,13 +1,48 @@
 """Flower configuration loaded with `--conf` by `lifecycle up` and docker-compose.
 
-Settings that carry secrets (basic auth) come from the environment (FLOWER_BASIC_AUTH), never
-from argv, so they do not show in `ps`.
+Flower executes this file after reading FLOWER_* environment variables and the command line,
+and the command line is applied again afterwards (so ``--address``/``--port``/``--db`` given
+there win over the defaults below). Secrets (basic auth, OAuth) come from the environment
+(FLOWER_BASIC_AUTH, FLOWER_OAUTH2_*), never from argv, so they do not show in `ps`.
 """
+
+import logging as _logging
+import os
+from pathlib import Path
+
+from tornado.options import options as _options
+
+from lifecycle.logging_setup import configure as _configure_logging
+from workers.flower_hardening import format_task as _format_task
+from workers.flower_hardening import install as _install
+
+# Same log format as worker and beat (JSON off a terminal). Tornado added its own handler
+# while parsing the command line; replace it, and tell Tornado not to add it again.
+for _h in list(_logging.getLogger().handlers):
+    _logging.getLogger().removeHandler(_h)
+_configure_logging(_logging.INFO, service="flower")
+logging = "none"
+
+# Refuse to run without authentication; /metrics behind the login; redact task fields as
+# events arrive (see workers/flower_hardening.py).
+_install(_options)
+
+# Loopback unless the operator deliberately opens it (LIFECYCLE_FLOWER_ADDRESS, or FLOWER_ADDRESS
+# / --address, which win).
+address = _options.address or os.environ.get("LIFECYCLE_FLOWER_ADDRESS", "127.0.0.1")
+if _options.port == 5555 and os.environ.get("LIFECYCLE_FLOWER_PORT"):
+    port = int(os.environ["LIFECYCLE_FLOWER_PORT"])
+
+# What the task pages show of each task: ids and counts only (second layer after the tasks'
+# own id-only argsrepr and safe exceptions).
+format_task = _format_task
 
 # Keep the task list readable for ops: what, which job, how it went.
 tasks_columns = "name,uuid,state,args,kwargs,result,received,started,runtime,worker"
-# History survives a Flower restart (the db path is passed on the command line).
+# History survives a Flower restart: state is saved every minute and on shutdown.
 persistent = True
+if _options.db == "flower":  # Flower's default: a file in whatever the current directory is
+    db = str(Path(os.environ.get("LIFECYCLE_VAR_DIR", "var")).absolute() / "flower.db")
 state_save_interval = 60_000
 # Workers that vanished stay visible for a day, then drop off the dashboard.
 purge_offline_workers = 24 * 3600

@@ -41,6 +41,12 @@ def _celery(*args: str) -> list[str]:
 def plan(settings: Settings, *, concurrency: int, loglevel: str) -> list[Child]:
     """The three processes `lifecycle up` starts (also what docker-compose runs, one per box)."""
     base_env = dict(os.environ)
+    if "LIFECYCLE_LOG_JSON" not in base_env:
+        # The children write to our pipe, never a terminal: they log JSON exactly when we
+        # would (we are not on a terminal), else text for the person watching.
+        from lifecycle.logging_setup import use_json
+
+        base_env["LIFECYCLE_LOG_JSON"] = "true" if use_json() else "false"
     var = settings.var_dir
     var.mkdir(parents=True, exist_ok=True)
     worker = Child(
@@ -82,7 +88,9 @@ def plan(settings: Settings, *, concurrency: int, loglevel: str) -> list[Child]:
 def _pump(child: Child, out: Callable[[str], None]) -> None:
     assert child.proc is not None and child.proc.stdout is not None
     for raw in child.proc.stdout:
-        out(f"[{child.name}] {raw.decode(errors='replace').rstrip()}")
+        line = raw.decode(errors="replace").rstrip()
+        # JSON log lines already name their service; a prefix would make them unparseable.
+        out(line if line.startswith("{") else f"[{child.name}] {line}")
 
 
 def start(children: list[Child], out: Callable[[str], None]) -> None:

@@ -25,8 +25,12 @@ def _register() -> None:
         keys,
         ledger,
         notice,
+        shred,
+        status,
+        sweep,
         thirdparty,
         up,
+        withdraw,
     )
 
 
@@ -39,7 +43,14 @@ def _fail(message: str, code: int) -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
+    import logging
+
     from kombu.exceptions import OperationalError as KombuOperationalError
+
+    from lifecycle.logging_setup import configure
+
+    # Warnings and errors only: a command's own output is its report, on stdout.
+    configure(logging.WARNING, service="cli")
 
     from lifecycle.db import DatabaseUnavailable
     from lifecycle.settings import SettingsError

@@ -1,0 +1,123 @@
+"""`lifecycle shred PATH... [--wait]`: secure deletion of managed files, on their host."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import typer
+
+from lifecycle.cli.app import app
+from lifecycle.errors import UserError
+
+DEFAULT_REASON = "operator request (lifecycle shred)"
+DEFAULT_BASIS = "개인정보 보호법 제21조 (파기)"
+
+
+def _absolute(paths: list[str]) -> list[str]:
+    out = []
+    for i, p in enumerate(paths, start=1):
+        if not p or "\x00" in p:
+            raise UserError(f"path {i} is empty")
+        if ".." in p.split("/"):
+            raise UserError(f"path {i}: the path contains '..'")
+        out.append(p if os.path.isabs(p) else os.path.join(os.getcwd(), p))
+    return out
+
+
+@app.command("shred")
+def shred(
+    paths: list[str] = typer.Argument(  # noqa: B008
+        ..., help="Files under the storage roots (directories with --recursive)."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Wait until done; non-zero if any refused."),
+    host: str | None = typer.Option(
+        None, "--host", help="Host holding the files (default: LIFECYCLE_HOST_NAME)."
+    ),
+    passes: int = typer.Option(1, "--passes", min=1, max=35, help="Random passes."),
+    zero: bool = typer.Option(False, "--zero", help="Finish with a pass of zeros."),
+    verify: bool = typer.Option(False, "--verify", help="Read back the last pass."),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r", help="Shred every entry of the given directories."
+    ),
+    reason: str = typer.Option(DEFAULT_REASON, "--reason", help="Reason, for the ledger."),
+    legal_basis: str = typer.Option(
+        DEFAULT_BASIS, "--legal-basis", help="Legal basis, for the ledger."
+    ),
+    timeout: float = typer.Option(3600, "--timeout", min=1, help="Seconds --wait waits."),
+) -> None:
+    """Overwrite, rename, truncate and unlink files, by a worker on the host that holds them.
+
+    Every path is checked first (under a storage root, no '..', no symlink, no other hard
+    links, not a directory without --recursive, exists); on any error nothing is queued.
+    """
+    from lifecycle.db import check_reachable
+    from lifecycle.settings import get_settings
+    from lifecycle.shred_jobs import enqueue_shred
+    from workers.queues import shred_queue
+
+    settings = get_settings()
+    absolute = _absolute(paths)
+    check_reachable("primary")
+    job_id = enqueue_shred(
+        absolute,
+        host=host,
+        reason=reason,
+        legal_basis=legal_basis,
+        passes=passes,
+        zero=zero,
+        verify=verify,
+        recursive=recursive,
+        origin="cli",
+        strict=True,
+    )
+    target = host or settings.host_name
+    count = len(dict.fromkeys(absolute))
+    typer.echo(f"shred job {job_id}: {count} path(s) queued on {shred_queue(target)}")
+    if wait:
+        _wait(job_id, timeout)
+
+
+def _wait(job_id: int, timeout: float, poll: float = 0.3) -> None:
+    """Poll the job in the database (it survives broker outages and re-sends)."""
+    from sqlalchemy import select
+
+    from lifecycle import db
+    from lifecycle.cli.waiting import JobFailed, _progress
+    from lifecycle.shredder import REASONS
+    from models.shred import ShredItem, ShredJob
+
+    deadline = time.monotonic() + timeout
+    with _progress() as bar:
+        task = bar.add_task(f"shred job {job_id}", total=None, state="pending")
+        while True:
+            with db.session("primary") as s:
+                job = s.get(ShredJob, job_id)
+                assert job is not None
+                items = s.execute(
+                    select(ShredItem.state, ShredItem.status, ShredItem.reason, ShredItem.detail)
+                    .where(ShredItem.job_id == job_id)
+                    .order_by(ShredItem.id)
+                ).all()
+                state = job.state
+            done = sum(1 for i in items if i.state == "done")
+            bar.update(task, total=len(items), completed=done, state=state)
+            if state == "done":
+                break
+            if time.monotonic() > deadline:
+                raise JobFailed(
+                    f"shred job {job_id} still '{state}' after {timeout:.0f}s; is a worker "
+                    f"consuming its host's shred queue? (lifecycle status)"
+                )
+            time.sleep(poll)
+    counts: dict[str, int] = {}
+    for i in items:
+        counts[i.status] = counts.get(i.status, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    typer.echo(f"shred job {job_id} done: {summary}")
+    bad = [(n, i) for n, i in enumerate(items, start=1) if i.status in ("refused", "failed")]
+    for n, i in bad:
+        text = REASONS.get(i.reason or "", i.reason or "")
+        typer.echo(f"  path {n}: {i.status}: {text}" + (f" ({i.detail})" if i.detail else ""))
+    if bad:
+        raise JobFailed(f"shred job {job_id}: {len(bad)} of {len(items)} path(s) not shredded")

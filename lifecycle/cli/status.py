@@ -1,0 +1,156 @@
+"""`lifecycle status`: queues, workers, open and overdue requests, deliveries, nightly jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from lifecycle.cli.app import app
+
+# Exit status when a store could not be read (same as other "unreachable" errors).
+EXIT_UNREACHABLE = 3
+
+
+@app.command("status")
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document for scripts."),
+    timeout: float = typer.Option(
+        1.0, "--timeout", min=0.1, max=30, help="Seconds to wait for workers to answer."
+    ),
+) -> None:
+    """Show queue depths, workers online, open/overdue requests, failing deliveries, last runs.
+
+    Exit status 0 when every store was read, 3 when the broker or a database was unreachable
+    (what could be read is still shown).
+    """
+    from lifecycle.settings import get_settings
+    from lifecycle.status_report import build_report
+    from workers.app import app as celery_app
+
+    s = get_settings()
+
+    def flower_check() -> bool:
+        import httpx
+
+        from lifecycle.status_report import _loopback
+
+        url = f"http://{_loopback(s.flower_address)}:{s.flower_port}/healthcheck"
+        return httpx.get(url, timeout=2).status_code == 200
+
+    report = build_report(s, app=celery_app, flower_check=flower_check, worker_timeout=timeout)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
+    else:
+        _render(report, s.timezone)
+    if report["unreachable"]:
+        raise typer.Exit(EXIT_UNREACHABLE)
+
+
+def _when(iso: str | None, tz: str) -> str:
+    """An ISO timestamp as the site's local time, to the minute."""
+    if not iso:
+        return "-"
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    try:
+        return datetime.fromisoformat(iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+    except (ValueError, KeyError):
+        return iso
+
+
+def _render(report: dict[str, Any], tz: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=120, no_color=True)
+    for line in report["unreachable"]:
+        console.print(f"[bold red]{line}[/]")
+
+    broker = report.get("broker", {})
+    if "queues" in broker:
+        t = Table(title=f"Queues ({broker.get('url', '')})", title_justify="left")
+        t.add_column("queue")
+        t.add_column("waiting", justify="right")
+        for name, n in broker["queues"].items():
+            t.add_row(name, str(n))
+        if broker.get("unacked") is not None:
+            t.add_row("(delivered, not yet acked)", str(broker["unacked"]))
+        console.print(t)
+    workers = report.get("workers", {})
+    if "online" in workers:
+        names = ", ".join(workers["names"]) or "-"
+        console.print(f"workers online: {workers['online']} ({names})")
+    elif workers.get("error"):
+        console.print(f"workers: {workers['error']}")
+
+    req = report.get("requests")
+    if req is not None:
+        t = Table(title=f"Open requests: {req['open_total']}", title_justify="left")
+        t.add_column("state")
+        t.add_column("count", justify="right")
+        for state, n in req["open_by_state"].items():
+            t.add_row(state, str(n))
+        console.print(t)
+        days = req["deadline_days"]
+        if req["overdue_total"]:
+            t = Table(
+                title=f"OVERDUE (open > {days} days): {req['overdue_total']}",
+                title_justify="left",
+                title_style="bold red",
+            )
+            for col in ("request", "kind", "state", "age (days)"):
+                t.add_column(col, justify="right" if col in ("request", "age (days)") else "left")
+            for item in req["overdue"]:
+                t.add_row(str(item["id"]), item["kind"], item["state"], f"{item['age_days']:.1f}")
+            console.print(t)
+            if req["overdue_total"] > len(req["overdue"]):
+                console.print(f"... and {req['overdue_total'] - len(req['overdue'])} more")
+        else:
+            console.print(f"overdue requests (open > {days} days): 0")
+
+    deliveries = report.get("deliveries")
+    if deliveries is not None:
+        if not deliveries["available"]:
+            console.print("failing deliveries: (notification module not installed)")
+        elif not deliveries["failing_total"]:
+            console.print("failing deliveries: 0")
+        else:
+            t = Table(
+                title=f"Failing deliveries: {deliveries['failing_total']}", title_justify="left"
+            )
+            cols = ("id", "recipient", "kind", "request_id", "state", "attempts", "last_status")
+            for col in cols:
+                t.add_column(col)
+            for d in deliveries["failing"]:
+                t.add_row(*(str(d.get(c, "")) for c in cols))
+            console.print(t)
+
+    jobs = report.get("jobs")
+    if jobs is not None:
+        t = Table(title="Nightly jobs: last run", title_justify="left")
+        for col in ("job", "started", "finished", "outcome", "counts"):
+            t.add_column(col)
+        for j in jobs:
+            counts = " ".join(f"{k}={v}" for k, v in (j["counts"] or {}).items())
+            t.add_row(
+                j["job"],
+                _when(j["started_at"], tz),
+                _when(j["finished_at"], tz),
+                j["outcome"],
+                counts,
+            )
+        if not jobs:
+            t.add_row("(none recorded yet)", "", "", "", "")
+        console.print(t)
+
+    if "archive" in report and report["archive"].get("ok"):
+        console.print(f"archive database: ok ({report['archive']['url']})")
+    flower = report.get("flower")
+    if flower is not None:
+        state = "reachable" if flower["reachable"] else "NOT reachable (is `lifecycle up` running?)"
+        console.print(f"flower: {state} at {flower['url']}")

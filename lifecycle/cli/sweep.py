@@ -1,0 +1,111 @@
+"""`lifecycle sweep` and `lifecycle purge` (each with --dry-run and --wait)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from lifecycle.cli.app import app
+
+
+def _print_counts(label: str, counts: Any) -> None:
+    if not isinstance(counts, dict):
+        typer.echo(f"{label}: {counts}")
+        return
+    if "skipped" in counts:
+        typer.echo(f"{label}: skipped ({counts['skipped']})")
+        return
+    body = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    typer.echo(f"{label} done: {body}")
+
+
+@app.command("sweep")
+def sweep(
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would happen; change nothing."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Block until done, with progress."),
+    batch_size: int = typer.Option(
+        0, "--batch-size", min=0, help="Members per batch (0: default)."
+    ),
+) -> None:
+    """Nightly purpose-end sweep, now: archive or destroy every record whose purpose ended."""
+    from lifecycle.db import check_reachable
+    from lifecycle.engine.context import get_context
+
+    check_reachable("primary")
+    check_reachable("archive")
+    ctx = get_context()
+    if dry_run:
+        from lifecycle.engine.preview import sweep_preview
+
+        lines = sweep_preview(ctx)
+        if not lines:
+            typer.echo("dry run: nothing to do (no record's purpose has ended)")
+            return
+        typer.echo(f"{'phase':<11} {'table':<22} {'category':<14} {'action':<8} "
+                   f"{'rows':>9} {'subjects':>9}  retention")  # fmt: skip
+        for ln in lines:
+            typer.echo(
+                f"{ln.phase:<11} {ln.table:<22} {ln.category:<14} {ln.action:<8} "
+                f"{ln.rows:>9} {ln.subjects:>9}  {ln.retention}"
+            )
+        arch = sum(ln.rows for ln in lines if ln.action == "archive")
+        dest = sum(ln.rows for ln in lines if ln.action == "destroy")
+        typer.echo(f"dry run: would archive {arch} and destroy {dest} row parts; nothing changed")
+        return
+    from workers.app import app as celery_app
+
+    kwargs = {"member_batch": batch_size} if batch_size else {}
+    result = celery_app.send_task("lifecycle.sweep.run", kwargs=kwargs)
+    typer.echo(f"sweep started (task {result.id})")
+    if wait:
+        from lifecycle.cli.waiting import wait_for_task
+
+        _print_counts("sweep", wait_for_task(result, "sweep"))
+
+
+@app.command("purge")
+def purge(
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would happen; change nothing."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Block until done, with progress."),
+) -> None:
+    """Destroy archived data whose retention period ended, and its keys (crypto-shredding)."""
+    from lifecycle.db import check_reachable
+    from lifecycle.engine.context import get_context
+
+    check_reachable("primary")
+    check_reachable("archive")
+    if dry_run:
+        from lifecycle.engine.purge import purge_preview
+
+        ctx = get_context()
+        buckets = purge_preview(ctx)
+        if not buckets:
+            typer.echo(
+                f"dry run: nothing to purge (no retention period ended before {ctx.today()})"
+            )
+            return
+        typer.echo(f"{'key':>6} {'category':<14} {'retain_until':<12} {'rows':>9} "
+                   f"{'subjects':>9}  tables")  # fmt: skip
+        for b in buckets:
+            typer.echo(
+                f"{b.key_id:>6} {b.category:<14} {b.retain_until.isoformat():<12} {b.rows:>9} "
+                f"{b.subjects:>9}  {', '.join(b.tables)}"
+            )
+        typer.echo(
+            f"dry run: would delete {sum(b.rows for b in buckets)} archived rows and destroy "
+            f"{sum(1 for b in buckets if b.key_live)} keys; nothing changed"
+        )
+        return
+    from workers.app import app as celery_app
+
+    result = celery_app.send_task("lifecycle.purge.run")
+    typer.echo(f"purge started (task {result.id})")
+    if wait:
+        from lifecycle.cli.waiting import wait_for_task
+
+        _print_counts("purge", wait_for_task(result, "purge"))

@@ -1,0 +1,47 @@
+"""`lifecycle withdraw MEMBER_ID [--wait]`: what the website does when a member withdraws."""
+
+from __future__ import annotations
+
+import typer
+
+from lifecycle.cli.app import app
+from lifecycle.errors import UserError
+
+
+def parse_member_id(raw: str) -> int:
+    text = raw.strip()
+    if not text.isdigit() or int(text) <= 0 or len(text) > 18:
+        raise UserError("MEMBER_ID must be a positive integer (the member's id)")
+    return int(text)
+
+
+@app.command("withdraw")
+def withdraw(
+    member_id: str = typer.Argument(..., metavar="MEMBER_ID", help="The member's id."),
+    wait: bool = typer.Option(False, "--wait", help="Block until done, with progress."),
+    timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
+) -> None:
+    """Withdraw a member (회원탈퇴): mark withdrawn and request the lifecycle to carry it out."""
+    from lifecycle.db import check_reachable
+    from lifecycle.engine.context import get_context
+    from lifecycle.engine.withdraw import submit_withdrawal
+    from lifecycle.relay import dispatch_one
+
+    mid = parse_member_id(member_id)
+    check_reachable("primary")
+    request_id = submit_withdrawal(get_context(), mid)
+    try:
+        dispatch_one(request_id)
+        typer.echo(f"withdrawal request {request_id} for member {mid} submitted")
+    except Exception as exc:
+        # Committed already: the relay sends it once the broker is back.
+        typer.echo(
+            f"withdrawal request {request_id} for member {mid} stored; broker unreachable "
+            f"({type(exc).__name__}), the relay will dispatch it",
+            err=True,
+        )
+    if wait:
+        from lifecycle.cli.waiting import wait_for_request
+
+        state = wait_for_request(request_id, timeout=timeout)
+        typer.echo(f"withdrawal request {request_id}: {state}")

@@ -1,0 +1,112 @@
+"""What every engine step needs: the validated data map, both engines, the reflected tables.
+
+Built once per process (per database URL and map file): loading the map validates it against
+the real schema and reflects the website's tables, which costs a few round trips.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import cached_property
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, MetaData, Table
+
+from lifecycle.datamap import DataMap, TableMap, load_datamap
+
+
+@dataclass
+class EngineContext:
+    datamap: DataMap
+    primary: Engine
+    archive: Engine
+    metadata: MetaData
+    timezone: ZoneInfo
+    host: str
+    actor: str = "lifecycle-worker"
+
+    def table(self, name: str) -> Table:
+        return self.metadata.tables[name]
+
+    @property
+    def subject_table(self) -> Table:
+        return self.table(self.datamap.subject.table)
+
+    @cached_property
+    def ordered_tables(self) -> list[TableMap]:
+        """Children before parents: the order rows must be deleted in."""
+        return self.datamap.tables_in_dependency_order()
+
+    def tables_ending_on(self, kind: str) -> list[TableMap]:
+        return [t for t in self.ordered_tables if t.ends_on(kind)]
+
+    @property
+    def is_pg_primary(self) -> bool:
+        return self.primary.dialect.name == "postgresql"
+
+    @property
+    def is_pg_archive(self) -> bool:
+        return self.archive.dialect.name == "postgresql"
+
+    def local_date(self, when: datetime) -> date:
+        """The calendar day (in the site's legal timezone) a UTC instant falls on."""
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.astimezone(self.timezone).date()
+
+    def today(self) -> date:
+        return self.local_date(datetime.now(UTC))
+
+
+_lock = threading.Lock()
+_cache: dict[tuple[str, str, str], EngineContext] = {}
+
+
+def get_context(*, datamap_path: str | Path | None = None) -> EngineContext:
+    """The context for the current settings (cached per process)."""
+    from lifecycle import db
+    from lifecycle.datamap import SHIPPED_DEMO_MAP
+    from lifecycle.settings import get_settings
+
+    s = get_settings()
+    path = Path(datamap_path or s.data_map or SHIPPED_DEMO_MAP)
+    key = (s.sqlalchemy_url("primary"), s.sqlalchemy_url("archive"), str(path))
+    with _lock:
+        ctx = _cache.get(key)
+        primary = db.engine("primary")
+        archive = db.engine("archive")
+        if ctx is not None and ctx.primary is primary and ctx.archive is archive:
+            return ctx
+        dm = load_datamap(path, engine=primary)
+        ctx = EngineContext(
+            datamap=dm,
+            primary=primary,
+            archive=archive,
+            metadata=dm.reflect(primary),
+            timezone=ZoneInfo(s.timezone),
+            host=s.host_name,
+        )
+        _cache[key] = ctx
+        return ctx
+
+
+def clear_context_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+def build_context(
+    datamap: DataMap, primary: Engine, archive: Engine, *, tz: str = "Asia/Seoul", host: str = ""
+) -> EngineContext:
+    """For benchmarks and tests that bring their own engines (the map must be validated)."""
+    return EngineContext(
+        datamap=datamap,
+        primary=primary,
+        archive=archive,
+        metadata=datamap.reflect(primary),
+        timezone=ZoneInfo(tz),
+        host=host,
+    )

@@ -1,0 +1,602 @@
+"""Move a set of rows out of the primary DB: archive what the law keeps, destroy the rest.
+
+Ordering (invariant 1: a record is always in the primary DB, the archive, or both):
+
+1. Read the selected rows (streamed) inside the caller's primary-DB transaction, which already
+   holds the locks that keep anyone else off these members (their rows ``FOR UPDATE``).
+2. In one archive-DB transaction: encrypt each retained part, bulk-write it (``COPY`` on
+   PostgreSQL) skipping parts already archived, append one ledger entry per table x category
+   for the parts newly archived, commit. A crash before this commit leaves only the primary
+   copy; after it, both copies.
+3. Back in the caller's primary transaction: hand destroyed file paths to the shredder, DELETE
+   the rows (children first, by primary key, so a row that arrived after the read is never
+   deleted unarchived) and park the destruction's ledger entries in ``lifecycle_ledger_outbox``
+   *in the same transaction* as the DELETE. The caller commits; ``flush_ledger_outbox`` then
+   moves the entries to the ledger.
+
+Re-running after a crash anywhere re-reads what is still in the primary DB: parts already
+archived are skipped (and not ledgered twice), deletes of rows already gone delete nothing and
+count nothing, because destruction is counted from the DELETE's own ``RETURNING``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from base64 import b64encode
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy.orm import Session
+
+from lifecycle import crypto, keystore, ledger
+from lifecycle.datamap import TableMap
+from lifecycle.engine.context import EngineContext
+from lifecycle.engine.selection import (
+    SQLITE_IN_CHUNK,
+    Part,
+    PlannedRow,
+    Selection,
+    in_values,
+    iter_planned,
+    selected_columns,
+)
+from models.archive import ArchivedRecord
+from models.engine import LedgerOutbox
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_METHOD = "AES-256-GCM 암호화 후 분리보관 DB로 이전, 원본 행 삭제 (encrypted move)"
+DESTROY_METHOD = "DB 행 삭제, 복구 불가 (DELETE from the primary database)"
+DELETE_CHUNK = 10_000
+
+_ARCHIVE_COLUMNS = (
+    "source_table",
+    "source_pk",
+    "subject_ref",
+    "category",
+    "retain_until",
+    "key_id",
+    "nonce",
+    "ciphertext",
+    "request_id",
+    "archived_at",
+)
+_PG_TYPES = ("text", "text", "text", "text", "date", "int8", "bytea", "bytea", "int8",
+             "timestamptz")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who moves rows and why: names the ledger entries and makes re-runs deduplicate."""
+
+    key: str  # e.g. "req:12" or "sweep:7:withdrawal:1-500"; never personal data
+    purpose: str  # withdrawal | dormancy | age
+    reason: str
+    actor: str = "lifecycle-worker"
+    task_id: str | None = None
+    request_id: int | None = None
+    subject_ref: str | None = None
+
+
+@dataclass
+class _Tally:
+    rows: int = 0
+    subjects: set[Any] = field(default_factory=set)
+
+    def add(self, subject: Any) -> None:
+        self.rows += 1
+        if subject is not None:
+            self.subjects.add(subject)
+
+
+@dataclass
+class MoveResult:
+    """Counts only (never values): safe for task results, JobRun rows and logs."""
+
+    archived: dict[tuple[str, str], int] = field(default_factory=dict)
+    destroyed: dict[tuple[str, str], int] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
+    subjects: int = 0
+    files: int = 0
+    files_refused: int = 0
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "subjects": self.subjects,
+            "archived_parts": sum(self.archived.values()),
+            "destroyed_parts": sum(self.destroyed.values()),
+            "deleted_rows": sum(self.deleted.values()),
+            "files": self.files,
+        }
+
+    def merge(self, other: MoveResult) -> None:
+        for mine, theirs in (
+            (self.archived, other.archived),
+            (self.destroyed, other.destroyed),
+            (self.deleted, other.deleted),
+        ):
+            for k, v in theirs.items():  # type: ignore[attr-defined]
+                mine[k] = mine.get(k, 0) + v  # type: ignore[index]
+        self.subjects += other.subjects
+        self.files += other.files
+        self.files_refused += other.files_refused
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=UTC)).isoformat()
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, bytes | bytearray | memoryview):
+        return {"b64": b64encode(bytes(v)).decode()}
+    raise TypeError(f"cannot archive a value of type {type(v).__name__}")
+
+
+# One encoder for all parts: json.dumps with options builds a new encoder on every call.
+_ENCODE = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _plaintext(values: tuple[Any, ...], part: Part) -> bytes:
+    return _ENCODE(dict(zip(part.names, [values[i] for i in part.idx], strict=True))).encode()
+
+
+# (archive DB, category, day) -> (key id, cipher) for buckets far enough ahead (see below).
+_FAR_KEYS: dict[tuple[str, str, date], tuple[int, crypto.RecordCipher]] = {}
+
+
+class ArchiveWriter:
+    """Encrypts retained parts and bulk-writes them into ``archive_records`` idempotently."""
+
+    def __init__(self, ctx: EngineContext, session: Session, scope: Scope, now: datetime) -> None:
+        self.ctx = ctx
+        self.s = session
+        self.scope = scope
+        self.now = now
+        self.pg = ctx.is_pg_archive
+        # Per transaction: the FOR SHARE locks that fence the purge end with it.
+        self._keys: dict[tuple[str, date], tuple[int, crypto.RecordCipher] | None] = {}
+        self._refs: dict[Any, str] = {}
+        self._aad_parts: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._ref_key: bytes | None = None
+        # (table, pk, subject, category, retain day, plaintext)
+        self._pending: list[tuple[Any, ...]] = []
+        self.tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+        self._span: dict[tuple[str, str], list[Any]] = {}
+
+    def _aad(self, table: str, pk: str, category: str) -> bytes:
+        """``crypto.record_aad`` with the table and category parts built once per pair."""
+        parts = self._aad_parts.get((table, category))
+        if parts is None:
+            probe = crypto.record_aad(table, "", category)
+            head_len = len(probe) - 4 - len(category.encode()) - 4
+            parts = (probe[:head_len], probe[head_len + 4 :])
+            # The layout is the crypto module's: check ours agrees before using it.
+            sample = "12345"
+            built = parts[0] + len(sample).to_bytes(4, "big") + sample.encode() + parts[1]
+            if built != crypto.record_aad(table, sample, category):
+                raise RuntimeError("record AAD layout changed; update ArchiveWriter._aad")
+            self._aad_parts[(table, category)] = parts
+        pkb = pk.encode()
+        return parts[0] + len(pkb).to_bytes(4, "big") + pkb + parts[1]
+
+    def subject_ref(self, subject: Any) -> str:
+        ref = self._refs.get(subject)
+        if ref is None:
+            if self._ref_key is None:
+                self._ref_key = keystore.ref_key(self.s)
+            ref = crypto.subject_ref(self._ref_key, "" if subject is None else subject)
+            self._refs[subject] = ref
+        return ref
+
+    def add(self, table: str, row: PlannedRow) -> None:
+        """Queue the row's retained parts (encrypted and written at the next flush)."""
+        for part in row.parts:
+            self._pending.append(
+                (
+                    table,
+                    row.pk,
+                    row.subject,
+                    part.category,
+                    self.ctx.local_date(part.retain_until),
+                    _plaintext(row.values, part),
+                )
+            )
+
+    def _resolve_buckets(self, pending: list[tuple[Any, ...]]) -> None:
+        need = {(p[3], p[4]) for p in pending} - self._keys.keys()
+        if not need:
+            return
+        # The purge only destroys buckets whose day is past, and this transaction lasts
+        # minutes: buckets from the day after tomorrow on cannot be purged under us, so they
+        # need no lock and can be remembered for the life of the process. Near ones (a
+        # transaction spanning midnight) are locked FOR SHARE as the keystore does by default.
+        horizon = self.ctx.today() + timedelta(days=2)
+        db_id = self.ctx.archive.url.render_as_string(hide_password=True)
+        far: set[tuple[str, date]] = set()
+        for b in [b for b in need if b[1] >= horizon]:
+            hit = _FAR_KEYS.get((db_id, *b))
+            if hit is not None:
+                self._keys[b] = hit
+            else:
+                far.add(b)
+        near = {b for b in need if b[1] < horizon}
+        for wanted, lock in ((near, True), (far, False)):
+            if not wanted:
+                continue
+            got = keystore.get_or_create_bucket_keys(self.s, wanted, share_lock=lock)
+            for bucket, kd in got.items():
+                entry = None if kd is None else (kd[0], crypto.RecordCipher(kd[1]))
+                self._keys[bucket] = entry
+                if not lock and entry is not None:
+                    if len(_FAR_KEYS) > 50_000:
+                        _FAR_KEYS.clear()
+                    _FAR_KEYS[(db_id, *bucket)] = entry
+
+    def flush(self) -> list[tuple[str, Any, str]]:
+        """Write queued parts; returns ``(table, pk, category)`` parts that must be destroyed
+        instead, because their bucket's period already ended and its key was purged."""
+        if not self._pending:
+            return []
+        pending, self._pending = self._pending, []
+        self._resolve_buckets(pending)
+        late = [(p[0], p[1], p[3]) for p in pending if self._keys[(p[3], p[4])] is None]
+        if late:
+            pending = [p for p in pending if self._keys[(p[3], p[4])] is not None]
+        # PostgreSQL: COPY straight in and fall back to a conflict-skipping insert only if a
+        # part is already there (a re-run), so the common case pays no lookup.
+        fresh = pending if self.pg else self._drop_existing(pending)
+        if not fresh:
+            return late
+        now = self.now
+        rows: list[tuple[Any, ...]] = []
+        aad = self._aad
+        for table, pk, subject, cat, day, pt in fresh:
+            key_id, cipher = self._keys[(cat, day)]  # type: ignore[misc]
+            spk = str(pk)
+            nonce, ct = cipher.encrypt(pt, aad(table, spk, cat))
+            rows.append(
+                (table, spk, self.subject_ref(subject), cat, day, key_id, nonce, ct,
+                 self.scope.request_id, now)
+            )  # fmt: skip
+        inserted = self._write(rows)
+        for table, pk, subject, cat, day, _pt in fresh:
+            if (table, str(pk), cat) in inserted:
+                self.tallies[(table, cat)].add(subject)
+                span = self._span.setdefault((table, cat), [day, day, str(pk)])
+                span[0], span[1] = min(span[0], day), max(span[1], day)
+        return late
+
+    def _drop_existing(self, pending: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Parts archived by an earlier, interrupted attempt are skipped, not written twice."""
+        r = ArchivedRecord.__table__
+        by_table: dict[str, list[str]] = defaultdict(list)
+        for item in pending:
+            by_table[item[0]].append(str(item[1]))
+        have: set[tuple[str, str, str]] = set()
+        for table, pks in by_table.items():
+            uniq = sorted(set(pks))
+            step = len(uniq) if self.pg else SQLITE_IN_CHUNK
+            for i in range(0, len(uniq), step or 1):
+                chunk = uniq[i : i + step]
+                cond = r.c.source_pk == _any_text(chunk) if self.pg else r.c.source_pk.in_(chunk)
+                for pk, cat in self.s.execute(
+                    select(r.c.source_pk, r.c.category).where(r.c.source_table == table, cond)
+                ):
+                    have.add((table, pk, cat))
+        if not have:
+            return pending
+        return [p for p in pending if (p[0], str(p[1]), p[3]) not in have]
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]]:
+        """Insert rows; returns (table, pk, category) of the rows this call inserted."""
+        if self.pg:
+            return self._write_pg(rows)
+        table = ArchivedRecord.__table__
+        done: set[tuple[str, str, str]] = set()
+        for i in range(0, len(rows), 1000):
+            chunk = rows[i : i + 1000]
+            # SQLite serialises writers, so the pre-check above cannot race: OR IGNORE is only
+            # a guard. Core executemany keeps SQLAlchemy's date/time formats.
+            self.s.execute(
+                insert(table).prefix_with("OR IGNORE"),
+                [dict(zip(_ARCHIVE_COLUMNS, r, strict=True)) for r in chunk],
+            )
+            done.update((r[0], r[1], r[3]) for r in chunk)
+        return done
+
+    def _write_pg(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]]:
+        import psycopg
+
+        raw = self.s.connection().connection.driver_connection
+        cols = ", ".join(_ARCHIVE_COLUMNS)
+        # A raw SAVEPOINT: the COPY runs on the driver connection, out of the ORM's sight.
+        with raw.cursor() as cur:
+            cur.execute("SAVEPOINT lc_archive_copy")
+            try:
+                with cur.copy(f"COPY archive_records ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(_PG_TYPES)
+                    for r in rows:
+                        cp.write_row(r)
+            except psycopg.errors.UniqueViolation:
+                # Some parts were archived by an earlier, interrupted attempt: take the slow
+                # path, which skips exactly those.
+                cur.execute("ROLLBACK TO SAVEPOINT lc_archive_copy")
+            else:
+                cur.execute("RELEASE SAVEPOINT lc_archive_copy")
+                return {(r[0], r[1], r[3]) for r in rows}
+        with raw.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS lc_archive_stage ON COMMIT DELETE ROWS AS "
+                f"SELECT {cols} FROM archive_records WITH NO DATA"
+            )
+            with cur.copy(f"COPY lc_archive_stage ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(_PG_TYPES)
+                for r in rows:
+                    cp.write_row(r)
+            cur.execute(
+                f"INSERT INTO archive_records ({cols}) SELECT {cols} FROM lc_archive_stage "
+                "ON CONFLICT (source_table, source_pk, category) DO NOTHING "
+                "RETURNING source_table, source_pk, category"
+            )
+            done = {tuple(r) for r in cur.fetchall()}
+            cur.execute("DELETE FROM lc_archive_stage")
+        return done  # type: ignore[return-value]
+
+    def ledger_entries(self) -> None:
+        """One entry per table x category newly archived; call last (it takes the ledger lock)."""
+        dm = self.ctx.datamap
+        entries = []
+        for (table, cat), tally in sorted(self.tallies.items()):
+            if not tally.rows:
+                continue
+            lo, hi, first_pk = self._span[(table, cat)]
+            rule = dm.rule(cat)
+            entries.append(
+                {
+                    "action": "archive",
+                    "categories": [cat],
+                    "tables": [table],
+                    "subjects": len(tally.subjects),
+                    "rows": tally.rows,
+                    "reason": self.scope.reason,
+                    "legal_basis": rule.legal_basis,
+                    "method": ARCHIVE_METHOD,
+                    "actor": self.scope.actor,
+                    "task_id": self.scope.task_id,
+                    "request_id": self.scope.request_id,
+                    "subject_ref": self.scope.subject_ref,
+                    "details": {
+                        "scope": self.scope.key,
+                        "retention": str(rule.period),
+                        "retain_until_from": lo.isoformat(),
+                        "retain_until_to": hi.isoformat(),
+                    },
+                    # Re-runs archive nothing new and so append nothing; a re-run that does
+                    # find new rows gets its own key (their count and first key differ).
+                    "dedup_key": f"{self.scope.key}:archive:{table}:{cat}:{tally.rows}:{first_pk}"[
+                        :200
+                    ],
+                }
+            )
+        if entries:
+            ledger.append_many(self.s, entries)
+
+
+def _any_text(values: list[str]) -> Any:
+    from sqlalchemy import Text, any_, bindparam
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return any_(bindparam(None, value=values, type_=ARRAY(Text())))
+
+
+def destroy_only(ctx: EngineContext, tm: TableMap) -> bool:
+    """Every category of the table is destroy-now, and its rows reach the member directly.
+
+    Such rows never go to the archive, so they need no read at all: one DELETE ... RETURNING
+    (after the archive commit, in dependency order) both destroys and counts them.
+    """
+    return tm.via is None and all(ctx.datamap.rule(c).period.is_zero for c in tm.columns)
+
+
+def move(
+    ctx: EngineContext,
+    pconn: Connection,
+    selections: Iterable[Selection],
+    scope: Scope,
+    *,
+    now: datetime,
+    delete_rows: bool = True,
+) -> MoveResult:
+    """Archive the retained parts of the selected rows, then (``delete_rows``) delete them.
+
+    ``pconn`` is the caller's open primary-DB transaction; the caller commits it. The archive
+    side is committed here, before any DELETE is issued.
+    """
+    selections = list(selections)
+    direct = {s.table.name: s for s in selections if destroy_only(ctx, s.table)}
+    result = MoveResult()
+    # table -> pk -> (subject, categories destroyed in that row)
+    fates: dict[str, dict[Any, tuple[Any, tuple[str, ...]]]] = {}
+    files: list[str] = []
+    file_categories: set[str] = set()
+    subjects: set[Any] = set()
+    with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
+        writer = ArchiveWriter(ctx, asess, scope, now)
+        for sel in selections:
+            tm = sel.table
+            if tm.name in direct:
+                continue
+            fate = fates.setdefault(tm.name, {})
+            cols = selected_columns(tm)
+            file_cats = [(cols.index(c), tm.category_of(c)) for c in tm.files]
+            for chunk in iter_planned(ctx, pconn, sel, now):
+                for row in chunk:
+                    writer.add(tm.name, row)
+                    fate[row.pk] = (row.subject, row.destroyed)
+                    if row.subject is not None:
+                        subjects.add(row.subject)
+                    for at, cat in file_cats:
+                        path = row.values[at]
+                        if path and cat in row.destroyed:
+                            files.append(str(path))
+                            file_categories.add(cat)
+                for table, pk, cat in writer.flush():
+                    subject, destroyed = fates[table][pk]
+                    fates[table][pk] = (subject, (*destroyed, cat))
+        writer.ledger_entries()
+    for (table, cat), tally in writer.tallies.items():
+        result.archived[(table, cat)] = tally.rows
+    if not delete_rows:
+        result.subjects = len(subjects)
+        return result
+
+    destroyed_tally: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+    for tm in ctx.ordered_tables:
+        if tm.name in direct:
+            n = 0
+            for subject, paths in delete_returning(ctx, pconn, direct[tm.name]):
+                n += 1
+                if subject is not None:
+                    subjects.add(subject)
+                for cat in tm.columns:
+                    destroyed_tally[(tm.name, cat)].add(subject)
+                for col, path in zip(tm.files, paths, strict=True):
+                    if path:
+                        files.append(str(path))
+                        file_categories.add(tm.category_of(col))  # type: ignore[arg-type]
+            result.deleted[tm.name] = n
+            continue
+        fate = fates.get(tm.name)
+        if not fate:
+            continue
+        gone = delete_by_pk(ctx, pconn, tm.name, tm.key, list(fate))
+        result.deleted[tm.name] = len(gone)
+        for pk in gone:
+            subject, destroyed = fate[pk]
+            for cat in destroyed:
+                destroyed_tally[(tm.name, cat)].add(subject)
+    park_destroy_entries(ctx, pconn, scope, destroyed_tally)
+    for k, t in destroyed_tally.items():
+        result.destroyed[k] = t.rows
+    result.subjects = len(subjects)
+    if files:
+        # Before the caller commits the DELETE: if we crash after this, the re-run hands the
+        # same files again and the shredder finds them gone (a no-op); the other order could
+        # lose the paths with the rows and leave the files behind for good.
+        result.files, result.files_refused = hand_to_shredder(
+            files, scope, sorted(file_categories), ctx
+        )
+    return result
+
+
+def delete_returning(
+    ctx: EngineContext, conn: Connection, sel: Selection
+) -> Iterator[tuple[Any, tuple[Any, ...]]]:
+    """DELETE the selection's rows; yields (member id, file paths) of each row deleted."""
+    tm = sel.table
+    t = ctx.table(tm.name)
+    assert tm.subject_column is not None
+    res = conn.execute(
+        delete(t).where(sel.where).returning(t.c[tm.subject_column], *(t.c[c] for c in tm.files))
+    )
+    for row in res:
+        yield row[0], tuple(row[1:])
+
+
+def delete_by_pk(
+    ctx: EngineContext, conn: Connection, table: str, key: str, pks: Sequence[Any]
+) -> list[Any]:
+    """DELETE ... RETURNING the key, in chunks; returns the keys this call actually deleted."""
+    t = ctx.table(table)
+    col = t.c[key]
+    gone: list[Any] = []
+    step = DELETE_CHUNK if ctx.is_pg_primary else SQLITE_IN_CHUNK
+    for i in range(0, len(pks), step):
+        chunk = pks[i : i + step]
+        res = conn.execute(delete(t).where(in_values(ctx, col, chunk)).returning(col))
+        gone.extend(r[0] for r in res)
+    return gone
+
+
+def park_destroy_entries(
+    ctx: EngineContext,
+    conn: Connection,
+    scope: Scope,
+    tallies: dict[tuple[str, str], _Tally],
+) -> None:
+    """Write the destruction's ledger entries into the outbox, in the DELETE's transaction."""
+    dm = ctx.datamap
+    rows = []
+    for (table, cat), tally in sorted(tallies.items()):
+        if not tally.rows:
+            continue
+        rows.append(
+            {
+                "token": uuid.uuid4().hex,
+                "entry": {
+                    "action": "destroy",
+                    "categories": [cat],
+                    "tables": [table],
+                    "subjects": len(tally.subjects),
+                    "rows": tally.rows,
+                    "reason": scope.reason,
+                    "legal_basis": dm.rule(cat).legal_basis,
+                    "method": DESTROY_METHOD,
+                    "actor": scope.actor,
+                    "task_id": scope.task_id,
+                    "request_id": scope.request_id,
+                    "subject_ref": scope.subject_ref,
+                    "details": {"scope": scope.key, "retention": str(dm.rule(cat).period)},
+                },
+                "created_at": datetime.now(UTC),
+            }
+        )
+    if rows:
+        conn.execute(insert(LedgerOutbox.__table__), rows)
+
+
+def hand_to_shredder(
+    paths: list[str], scope: Scope, categories: list[str], ctx: EngineContext
+) -> tuple[int, int]:
+    """Give destroyed file paths to the secure-deletion job; returns (handed, refused)."""
+    try:
+        from lifecycle.shred_jobs import enqueue_shred
+    except ImportError:  # pragma: no cover - the shredder is a separate component
+        log.error("%d files need secure deletion but lifecycle.shred_jobs is missing", len(paths))
+        return 0, len(paths)
+    from lifecycle.errors import UserError
+
+    uniq = list(dict.fromkeys(paths))
+    bases = sorted({ctx.datamap.rule(c).legal_basis for c in categories})
+    kwargs: dict[str, Any] = {
+        "request_id": scope.request_id,
+        "reason": scope.reason,
+        "legal_basis": "; ".join(bases),
+        "categories": categories,
+        "origin": "withdrawal" if scope.request_id is not None else "sweep",
+    }
+    try:
+        enqueue_shred(uniq, **kwargs)
+        return len(uniq), 0
+    except UserError:
+        pass
+    # One bad path (outside the storage roots, say) must not strand the others or the batch.
+    handed = refused = 0
+    for p in uniq:
+        try:
+            enqueue_shred([p], **kwargs)
+            handed += 1
+        except UserError:
+            refused += 1
+    if refused:
+        log.error("%d file paths were refused by the shredder (scope %s)", refused, scope.key)
+    return handed, refused

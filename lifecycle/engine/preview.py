@@ -1,0 +1,109 @@
+"""``--dry-run``: what a sweep would do, per table and category, touching nothing."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from lifecycle.datamap import _as_datetime
+from lifecycle.engine.context import EngineContext
+from lifecycle.engine.selection import (
+    age_selection,
+    dormant_subjects_query,
+    iter_planned,
+    subject_selections,
+    withdrawn_subjects_query,
+)
+
+PREVIEW_MEMBER_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class PreviewLine:
+    phase: str  # withdrawal | dormancy | age
+    table: str
+    category: str
+    action: str  # archive | destroy
+    rows: int
+    subjects: int
+    retention: str
+
+
+def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[PreviewLine]:
+    """Counts of what the sweep would archive and destroy; runs in a rolled-back read."""
+    now = now or datetime.now(UTC)
+    # [rows, members counted so far, members of the current member batch]. Member batches are
+    # disjoint, so their distinct counts add up and the sets need not outlive a batch.
+    tallies: dict[tuple[str, str, str, str], list[Any]] = defaultdict(lambda: [0, 0, set()])
+    seen_subjects: set[Any] = set()
+    with ctx.primary.connect() as conn, ctx.primary.connect() as cconn:
+        try:
+            for phase in ("withdrawal", "dormancy"):
+                if phase == "withdrawal":
+                    q = withdrawn_subjects_query(ctx)
+                else:
+                    q = dormant_subjects_query(ctx, now)
+                    if q is None:
+                        continue
+                d = ctx.datamap.subject.dormancy
+                batch: dict[Any, datetime] = {}
+
+                def run(batch: dict[Any, datetime], phase: str = phase) -> None:
+                    for sel in subject_selections(ctx, phase, batch, now):
+                        for chunk in iter_planned(ctx, conn, sel, now):
+                            for row in chunk:
+                                _tally(tallies, phase, sel.table.name, row)
+                    for v in tallies.values():
+                        v[1] += len(v[2])
+                        v[2].clear()
+
+                ids = cconn.execute(
+                    execution_options={"stream_results": True, "yield_per": 10_000}, statement=q
+                )
+                for key, when in ids:
+                    if when is None:
+                        ended = now
+                    elif phase == "dormancy":
+                        ended = d.inactive_for.add_to(_as_datetime(when))
+                    else:
+                        ended = _as_datetime(when)
+                    batch[key] = ended
+                    seen_subjects.add(key)
+                    if len(batch) >= PREVIEW_MEMBER_CHUNK:
+                        run(batch)
+                        batch = {}
+                if batch:
+                    run(batch)
+            for tm in ctx.ordered_tables:
+                if tm.age is None:
+                    continue
+                sel = age_selection(ctx, tm, now)
+                for chunk in iter_planned(ctx, conn, sel, now):
+                    for row in chunk:
+                        # The withdrawal phase runs first and takes these rows.
+                        if row.subject is not None and row.subject in seen_subjects:
+                            continue
+                        _tally(tallies, "age", tm.name, row)
+        finally:
+            conn.rollback()
+            cconn.rollback()
+    dm = ctx.datamap
+    return [
+        PreviewLine(phase, table, cat, action, n, done + len(subs), str(dm.rule(cat).period))
+        for (phase, table, cat, action), (n, done, subs) in sorted(tallies.items())
+    ]
+
+
+def _tally(tallies: dict, phase: str, table: str, row: Any) -> None:  # type: ignore[type-arg]
+    for part in row.parts:
+        t = tallies[(phase, table, part.category, "archive")]
+        t[0] += 1
+        if row.subject is not None:
+            t[2].add(row.subject)
+    for cat in row.destroyed:
+        t = tallies[(phase, table, cat, "destroy")]
+        t[0] += 1
+        if row.subject is not None:
+            t[2].add(row.subject)

@@ -1,0 +1,474 @@
+"""The nightly purpose-end sweep: plan batches, run them, survive crashes and double triggers.
+
+A run is a ``JobRun`` row (job ``sweep``) plus its ``lifecycle_sweep_batches`` rows. The
+coordinator holds the sweep lock (:mod:`lifecycle.engine.locks`) for the whole run, so a
+second trigger (two beats, a manual run, a late run after downtime) returns at once. It plans
+id-range batches, hands them out (``dispatch``) and also works through pending batches itself
+until none is left, so the run finishes even when the workers holding batch messages were
+killed (a killed worker's message only comes back after the broker's visibility timeout) or
+there is only one worker process.
+
+Phases run in order: withdrawn members, dormant members (if the map enables dormancy), then
+rows past their own age rule (e.g. access logs older than 3 months). Member batches lock their
+members' rows (``FOR UPDATE SKIP LOCKED``), so two runners can never move the same member.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from lifecycle.datamap import _as_datetime
+from lifecycle.engine.context import EngineContext
+from lifecycle.engine.locks import JobLock, job_lock
+from lifecycle.engine.mover import MoveResult, Scope, move
+from lifecycle.engine.outbox import flush_ledger_outbox
+from lifecycle.engine.selection import (
+    age_selection,
+    dormant_subjects_query,
+    subject_selections,
+    withdrawn_subjects_query,
+)
+from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
+from models.engine import SweepBatch
+from models.requests import JobRun
+
+log = logging.getLogger(__name__)
+
+MEMBER_BATCH = 500
+AGE_BATCH = 5000
+LOCK_NAME = "lifecycle-sweep"
+
+REASONS = {
+    "withdrawal": "회원 탈퇴에 따른 처리목적 달성 (member withdrew)",
+    "dormancy": "장기 미이용(휴면) 회원 정책 (dormancy, operator option)",
+    "age": "보존기간 경과 (the row's own retention period ended)",
+}
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    run_id: int
+    kind: str  # withdrawal | dormancy | age
+    table: str  # "" for member batches
+    first_id: int
+    last_id: int
+
+    def scope_key(self) -> str:
+        t = f":{self.table}" if self.table else ""
+        # ".." rather than "-": two long ids joined by a dash look like an RRN to the ledger's
+        # personal-data guard.
+        return f"sweep:{self.run_id}:{self.kind}{t}:{self.first_id}..{self.last_id}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+
+def _ranges(ids: Any, size: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    first = last = None
+    n = 0
+    for (i,) in ids:
+        if first is None:
+            first = i
+        last = i
+        n += 1
+        if n == size:
+            out.append((first, last))
+            first, n = None, 0
+    if first is not None:
+        out.append((first, last))  # type: ignore[arg-type]
+    return out
+
+
+def plan_member_ranges(
+    ctx: EngineContext, conn: Connection, kind: str, now: datetime, size: int
+) -> list[tuple[int, int]]:
+    if kind == "withdrawal":
+        q = withdrawn_subjects_query(ctx)
+    else:
+        q = dormant_subjects_query(ctx, now)
+        if q is None:
+            return []
+    key = q.selected_columns[0]
+    ids = conn.execute(
+        execution_options={"stream_results": True, "yield_per": 20_000},
+        statement=q.with_only_columns(key),
+    )
+    return _ranges(ids, size)
+
+
+def plan_age_ranges(
+    ctx: EngineContext, conn: Connection, now: datetime, size: int
+) -> dict[str, list[tuple[int, int]]]:
+    out: dict[str, list[tuple[int, int]]] = {}
+    for tm in ctx.ordered_tables:
+        if tm.age is None:
+            continue
+        sel = age_selection(ctx, tm, now)
+        t = ctx.table(tm.name)
+        q = select(t.c[tm.key]).where(sel.where).order_by(t.c[tm.key])
+        ids = conn.execute(
+            execution_options={"stream_results": True, "yield_per": 20_000}, statement=q
+        )
+        ranges = _ranges(ids, size)
+        if ranges:
+            out[tm.name] = ranges
+    return out
+
+
+# -- one batch -----------------------------------------------------------------------------------
+
+
+def _lock_members(
+    ctx: EngineContext, conn: Connection, kind: str, first: int, last: int, now: datetime
+) -> dict[Any, datetime]:
+    q = (
+        withdrawn_subjects_query(ctx, first, last)
+        if kind == "withdrawal"
+        else dormant_subjects_query(ctx, now, first, last)
+    )
+    if q is None:
+        return {}
+    if ctx.is_pg_primary:
+        q = q.with_for_update(skip_locked=True, of=ctx.subject_table)
+    out: dict[Any, datetime] = {}
+    d = ctx.datamap.subject.dormancy
+    for key, when in conn.execute(q):
+        if when is None:
+            out[key] = now
+        elif kind == "dormancy":
+            out[key] = d.inactive_for.add_to(_as_datetime(when))
+        else:
+            out[key] = _as_datetime(when)
+    return out
+
+
+def process_members(
+    ctx: EngineContext,
+    conn: Connection,
+    kind: str,
+    first: int,
+    last: int,
+    scope: Scope,
+    now: datetime,
+) -> MoveResult:
+    """Move every table's rows of the withdrawn (or dormant) members in ``first..last``."""
+    ended = _lock_members(ctx, conn, kind, first, last, now)
+    if not ended:
+        return MoveResult()
+    return move(ctx, conn, subject_selections(ctx, kind, ended, now), scope, now=now)
+
+
+def process_age(
+    ctx: EngineContext, conn: Connection, table: str, first: int, last: int, scope: Scope,
+    now: datetime,
+) -> MoveResult:  # fmt: skip
+    tm = ctx.datamap.table(table)
+    if tm.age is None:
+        return MoveResult()
+    return move(ctx, conn, [age_selection(ctx, tm, now, first, last)], scope, now=now)
+
+
+def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> bool:
+    """Take the batch for this transaction; False if done or someone else is on it."""
+    t = SweepBatch.__table__
+    where = (
+        (t.c.run_id == key.run_id)
+        & (t.c.kind == key.kind)
+        & (t.c.table_name == key.table)
+        & (t.c.first_id == key.first_id)
+        & (t.c.state == "pending")
+    )
+    if ctx.is_pg_primary:
+        got = conn.execute(select(t.c.id).where(where).with_for_update(skip_locked=True)).first()
+        return got is not None
+    # SQLite has no row locks: writing first takes the database's write lock instead.
+    res = conn.execute(update(t).where(where).values(updated_at=_now()))
+    return bool(res.rowcount)
+
+
+def run_batch(
+    ctx: EngineContext, key: BatchKey, *, task_id: str | None = None, actor: str | None = None
+) -> dict[str, int] | None:
+    """Process one batch if it is still pending; returns its counts, or None if skipped."""
+    now = _now()
+    scope = Scope(
+        key=key.scope_key(),
+        purpose=key.kind,
+        reason=REASONS[key.kind],
+        actor=actor or ctx.actor,
+        task_id=task_id,
+    )
+    with ctx.primary.begin() as conn:
+        if not _claim(ctx, conn, key):
+            return None
+        if key.kind == "age":
+            res = process_age(ctx, conn, key.table, key.first_id, key.last_id, scope, now)
+        else:
+            res = process_members(ctx, conn, key.kind, key.first_id, key.last_id, scope, now)
+        counts = res.summary()
+        t = SweepBatch.__table__
+        conn.execute(
+            update(t)
+            .where(
+                (t.c.run_id == key.run_id)
+                & (t.c.kind == key.kind)
+                & (t.c.table_name == key.table)
+                & (t.c.first_id == key.first_id)
+            )
+            .values(state="done", counts=counts, updated_at=_now())
+        )
+    # The batch's destruction entries stay parked in the outbox (committed with the DELETE):
+    # the coordinator moves them to the ledger once per phase, saving two commits a batch.
+    return counts
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def _insert_batches(
+    ctx: EngineContext, conn: Connection, run_id: int, kind: str, table: str,
+    ranges: list[tuple[int, int]],
+) -> list[BatchKey]:  # fmt: skip
+    if not ranges:
+        return []
+    now = _now()
+    conn.execute(
+        insert(SweepBatch.__table__),
+        [
+            {"run_id": run_id, "kind": kind, "table_name": table, "first_id": a, "last_id": b,
+             "state": "pending", "updated_at": now}
+            for a, b in ranges
+        ],
+    )  # fmt: skip
+    return [BatchKey(run_id, kind, table, a, b) for a, b in ranges]
+
+
+def _batches(ctx: EngineContext, run_id: int, state: str | None = None) -> list[BatchKey]:
+    t = SweepBatch.__table__
+    q = select(t.c.kind, t.c.table_name, t.c.first_id, t.c.last_id).where(t.c.run_id == run_id)
+    if state:
+        q = q.where(t.c.state == state)
+    with ctx.primary.connect() as conn:
+        return [BatchKey(run_id, k, tb, a, b) for k, tb, a, b in conn.execute(q.order_by(t.c.id))]
+
+
+def progress(ctx: EngineContext, run_id: int) -> tuple[int, int]:
+    t = SweepBatch.__table__
+    with ctx.primary.connect() as conn:
+        rows = conn.execute(
+            select(t.c.state, func.count()).where(t.c.run_id == run_id).group_by(t.c.state)
+        ).all()
+    by = dict(rows)
+    return int(by.get("done", 0)), int(sum(by.values()))
+
+
+def totals(ctx: EngineContext, run_id: int) -> dict[str, int]:
+    t = SweepBatch.__table__
+    out: dict[str, int] = {}
+    with ctx.primary.connect() as conn:
+        for kind, counts in conn.execute(
+            select(t.c.kind, t.c.counts).where(t.c.run_id == run_id, t.c.state == "done")
+        ):
+            for k, v in (counts or {}).items():
+                out[k] = out.get(k, 0) + int(v)
+                if k == "subjects" and kind != "age":
+                    out[f"{kind}_subjects"] = out.get(f"{kind}_subjects", 0) + int(v)
+    return out
+
+
+def _supersede_stale_runs(ctx: EngineContext, conn: Connection, task_id: str | None) -> None:
+    """Runs whose coordinator died (we hold the lock, so nobody runs them) are closed."""
+    jr, b = JobRun.__table__, SweepBatch.__table__
+    stale = [
+        r[0]
+        for r in conn.execute(select(jr.c.id).where(jr.c.job == "sweep", jr.c.outcome == "running"))
+    ]
+    if not stale:
+        return
+    conn.execute(
+        update(b).where(b.c.run_id.in_(stale), b.c.state == "pending").values(state="superseded")
+    )
+    conn.execute(
+        update(jr).where(jr.c.id.in_(stale)).values(outcome="abandoned", finished_at=_now())
+    )
+    log.warning("sweep runs %s were interrupted; their remaining work is redone now", stale)
+
+
+class _Retry:
+    """Ride out a database restart: retry for up to ``window`` seconds, then give up."""
+
+    def __init__(self, window: float = 180.0) -> None:
+        self.window = window
+        self.since: float | None = None
+
+    def failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        if now - self.since > self.window:
+            raise exc
+        log.warning("database unavailable (%s); retrying", type(exc).__name__)
+        time.sleep(1.0)
+
+    def ok(self) -> None:
+        self.since = None
+
+
+def run_sweep(
+    ctx: EngineContext,
+    *,
+    task_id: str | None = None,
+    dispatch: Callable[[BatchKey], None] | None = None,
+    report: Callable[[int, int], None] | None = None,
+    member_batch: int = MEMBER_BATCH,
+    age_batch: int = AGE_BATCH,
+) -> dict[str, Any]:
+    """The whole sweep; returns counts (no personal data). ``dispatch`` fans batches out."""
+    with job_lock(ctx.primary, LOCK_NAME) as lock:
+        if lock is None:
+            log.info("another sweep is running; this trigger does nothing")
+            return {"skipped": "another sweep is running"}
+        return _run_locked(ctx, lock, task_id, dispatch, report, member_batch, age_batch)
+
+
+def _run_locked(
+    ctx: EngineContext,
+    lock: JobLock,
+    task_id: str | None,
+    dispatch: Callable[[BatchKey], None] | None,
+    report: Callable[[int, int], None] | None,
+    member_batch: int,
+    age_batch: int,
+) -> dict[str, Any]:
+    jr = JobRun.__table__
+    with ctx.primary.begin() as conn:
+        _supersede_stale_runs(ctx, conn, task_id)
+        run_id = conn.execute(
+            insert(jr)
+            .values(job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={})
+            .returning(jr.c.id)
+        ).scalar_one()
+    flush_ledger_outbox(ctx)
+    retry = _Retry()
+    phases: list[str] = ["withdrawal"]
+    if ctx.datamap.subject.dormancy.enabled:
+        phases.append("dormancy")
+    phases.append("age")
+    for phase in phases:
+        while True:
+            try:
+                keys = _plan_phase(ctx, run_id, phase, member_batch, age_batch)
+                retry.ok()
+                break
+            except TRANSIENT_DB_ERRORS as exc:
+                retry.failed(exc)
+                _check_lock(lock)
+        for key in keys:
+            if dispatch is not None:
+                try:
+                    dispatch(key)
+                except Exception as exc:  # broker down: we work through the batches ourselves
+                    log.warning("could not dispatch sweep batches (%s)", type(exc).__name__)
+                    dispatch = None
+        _drain(ctx, lock, run_id, task_id, report, retry)
+    while True:
+        try:
+            flush_ledger_outbox(ctx)
+            counts = totals(ctx, run_id)
+            done, total = progress(ctx, run_id)
+            counts.update({"run_id": run_id, "batches": total, "batches_done": done})
+            with ctx.primary.begin() as conn:
+                conn.execute(
+                    update(jr)
+                    .where(jr.c.id == run_id)
+                    .values(outcome="ok", finished_at=_now(), counts=counts)
+                )
+            return counts
+        except TRANSIENT_DB_ERRORS as exc:
+            retry.failed(exc)
+
+
+def _plan_phase(
+    ctx: EngineContext, run_id: int, phase: str, member_batch: int, age_batch: int
+) -> list[BatchKey]:
+    now = _now()
+    with ctx.primary.begin() as conn:
+        if phase == "age":
+            keys: list[BatchKey] = []
+            for table, ranges in plan_age_ranges(ctx, conn, now, age_batch).items():
+                keys += _insert_batches(ctx, conn, run_id, "age", table, ranges)
+            return keys
+        ranges = plan_member_ranges(ctx, conn, phase, now, member_batch)
+        return _insert_batches(ctx, conn, run_id, phase, "", ranges)
+
+
+def _check_lock(lock: JobLock) -> None:
+    """After a database error: stop if another runner took the lock meanwhile."""
+    try:
+        held = lock.reacquire()
+    except TRANSIENT_DB_ERRORS:
+        return  # the server is still down; the retry window decides when to give up
+    if not held:
+        raise RuntimeError("the sweep lock was lost to another runner; stopping this one")
+
+
+def _drain(
+    ctx: EngineContext,
+    lock: JobLock,
+    run_id: int,
+    task_id: str | None,
+    report: Callable[[int, int], None] | None,
+    retry: _Retry,
+) -> None:
+    """Work through this run's pending batches until every one is done."""
+
+    def tell() -> None:
+        if report is None:
+            return
+        try:
+            done, total = progress(ctx, run_id)
+            report(done, total)
+        except Exception:  # the result backend (or DB) being down must not stop the sweep
+            log.debug("progress report failed", exc_info=True)
+
+    while True:
+        try:
+            pending = _batches(ctx, run_id, "pending")
+            retry.ok()
+        except TRANSIENT_DB_ERRORS as exc:
+            retry.failed(exc)
+            _check_lock(lock)
+            continue
+        tell()
+        if not pending:
+            flush_ledger_outbox(ctx)
+            return
+        worked = False
+        last_report = time.monotonic()
+        for key in pending:
+            try:
+                # None: done already, or a batch task holds it right now.
+                if run_batch(ctx, key, task_id=task_id) is not None:
+                    worked = True
+                retry.ok()
+            except TRANSIENT_DB_ERRORS as exc:
+                retry.failed(exc)
+                _check_lock(lock)
+                break
+            if time.monotonic() - last_report > 1.0:
+                tell()
+                last_report = time.monotonic()
+        if not worked:
+            time.sleep(0.5)  # the rest are being worked on by batch tasks right now

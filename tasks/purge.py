@@ -1,0 +1,22 @@
+"""Task: destroy archived data whose retention period ended (crypto-shredding)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.base import LifecycleTask
+from workers.app import app
+
+
+@app.task(
+    base=LifecycleTask,
+    name="lifecycle.purge.run",
+    bind=True,
+    time_limit=6 * 3600,
+    soft_time_limit=6 * 3600 - 120,
+)
+def purge_run(self: LifecycleTask) -> dict[str, Any]:
+    from lifecycle.engine.context import get_context
+    from lifecycle.engine.purge import run_purge
+
+    return run_purge(get_context(), task_id=self.request.id, report=self.progress)

@@ -1,0 +1,25 @@
+"""Shred tasks. ``lifecycle.shred.files`` is sent to queue ``shred.<host>`` with a job id only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lifecycle import shred_jobs
+from tasks.base import LifecycleTask
+from workers.app import app
+
+
+@app.task(base=LifecycleTask, name="lifecycle.shred.files", bind=True)
+def shred_files(self: LifecycleTask, job_id: int) -> dict[str, Any]:
+    return shred_jobs.run_job(int(job_id), task_id=self.request.id, progress=self.progress)
+
+
+@app.task(base=LifecycleTask, name="lifecycle.shred.resend_pending", ignore_result=True, expires=60)
+def resend_pending() -> int:
+    # expires: after an outage only the newest of the queued minute-ticks needs to run.
+    return shred_jobs.resend_pending()
+
+
+@app.task(base=LifecycleTask, name="lifecycle.shred.sweep_orphans")
+def sweep_orphans() -> dict[str, int]:
+    return shred_jobs.sweep_orphans()

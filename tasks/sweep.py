@@ -1,0 +1,71 @@
+"""Tasks: the nightly purpose-end sweep (a coordinator) and its batches (ids only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
+from tasks.base import LifecycleTask
+from workers.app import app
+
+# The coordinator lives as long as the sweep; batches are short. The visibility timeout may
+# hand a long coordinator's message to a second worker: that one finds the lock taken and stops.
+SWEEP_TIME_LIMIT = 6 * 3600
+
+
+@app.task(
+    base=LifecycleTask,
+    name="lifecycle.sweep.run",
+    bind=True,
+    time_limit=SWEEP_TIME_LIMIT,
+    soft_time_limit=SWEEP_TIME_LIMIT - 120,
+)
+def sweep_run(self: LifecycleTask, member_batch: int | None = None) -> dict[str, Any]:
+    from lifecycle.engine.context import get_context
+    from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, run_sweep
+
+    ctx = get_context()
+
+    def dispatch(key: BatchKey) -> None:
+        # Flower and the log show "run=7 first=1001 last=1500 kind=withdrawal".
+        kwargs: dict[str, Any] = {"kind": key.kind}
+        if key.table:
+            kwargs["table"] = key.table
+        archive_batch.apply_async(args=[key.run_id, key.first_id, key.last_id], kwargs=kwargs)
+
+    # On SQLite (the embedded default) writers serialise anyway: the coordinator does it all.
+    fan_out = dispatch if ctx.is_pg_primary else None
+    return run_sweep(
+        ctx,
+        task_id=self.request.id,
+        dispatch=fan_out,
+        report=self.progress,
+        member_batch=int(member_batch or MEMBER_BATCH),
+    )
+
+
+@app.task(
+    base=LifecycleTask,
+    name="lifecycle.sweep.archive_batch",
+    bind=True,
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=10,
+)
+def archive_batch(
+    self: LifecycleTask,
+    run_id: int,
+    first_id: int,
+    last_id: int,
+    kind: str = "withdrawal",
+    table: str = "",
+) -> dict[str, Any]:
+    from lifecycle.engine.context import get_context
+    from lifecycle.engine.sweep import BatchKey, run_batch
+
+    key = BatchKey(int(run_id), kind, table, int(first_id), int(last_id))
+    counts = run_batch(get_context(), key, task_id=self.request.id)
+    if counts is None:
+        return {"run_id": key.run_id, "skipped": "done already or being worked on"}
+    return {"run_id": key.run_id, **counts}

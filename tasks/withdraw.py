@@ -1,0 +1,34 @@
+"""Task: carry out one withdrawal request (receives only the request id)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
+from tasks.base import LifecycleTask
+from workers.app import app
+
+
+@app.task(
+    base=LifecycleTask,
+    name="lifecycle.withdraw",
+    bind=True,
+    # A database restart or a deadlock with the sweep: try again; the steps are idempotent.
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    max_retries=20,
+)
+def withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
+    from lifecycle.datamap import DataMapError
+    from lifecycle.engine.context import get_context
+    from lifecycle.engine.withdraw import carry_out, fail_request
+
+    try:
+        ctx = get_context()
+    except DataMapError as exc:
+        # The operator's map is broken: say so on the request and change nothing. The member
+        # stays marked withdrawn, so the nightly sweep finishes the job once the map is fixed.
+        fail_request(int(request_id), str(exc))
+        return {"request_id": int(request_id), "state": "failed"}
+    return carry_out(ctx, int(request_id), task_id=self.request.id)
