@@ -480,20 +480,22 @@ def failing_deliveries(s: Session) -> list[dict[str, Any]]:
         )
         .order_by(Delivery.id)
     ).all()
-    return [
-        {
-            "id": d.id,
-            "message_id": d.message_id,
-            "recipient": name,
-            "kind": d.kind,
-            "request_id": d.request_id,
-            "state": d.state,
-            "attempts": d.attempts,
-            "last_status": d.last_status,
-            "next_attempt_at": _aware(d.next_attempt_at),
-        }
-        for d, name in rows
-    ]
+    return [_delivery_summary(d, name) for d, name in rows]
+
+
+def _delivery_summary(d: Delivery, recipient: str) -> dict[str, Any]:
+    """What ops see of a delivery: ids, state and counts, never the values it carries."""
+    return {
+        "id": d.id,
+        "message_id": d.message_id,
+        "recipient": recipient,
+        "kind": d.kind,
+        "request_id": d.request_id,
+        "state": d.state,
+        "attempts": d.attempts,
+        "last_status": d.last_status,
+        "next_attempt_at": _aware(d.next_attempt_at),
+    }
 
 
 def list_deliveries(failing_only: bool = False, limit: int = 200) -> list[dict[str, Any]]:
@@ -506,17 +508,4 @@ def list_deliveries(failing_only: bool = False, limit: int = 200) -> list[dict[s
             .order_by(Delivery.id.desc())
             .limit(limit)
         ).all()
-        return [
-            {
-                "id": d.id,
-                "message_id": d.message_id,
-                "recipient": name,
-                "kind": d.kind,
-                "request_id": d.request_id,
-                "state": d.state,
-                "attempts": d.attempts,
-                "last_status": d.last_status,
-                "next_attempt_at": _aware(d.next_attempt_at),
-            }
-            for d, name in rows
-        ]
+        return [_delivery_summary(d, name) for d, name in rows]
