@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import LifecycleEnv, free_port
+from tests.upstack import wait_text
 
 
 def _processes_with_env(marker: str) -> list[int]:
@@ -25,18 +26,6 @@ def _processes_with_env(marker: str) -> list[int]:
         except OSError:
             continue
     return pids
-
-
-def _wait_line(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        if needle in text:
-            return text
-        if proc.poll() is not None:
-            raise AssertionError(f"lifecycle up exited early:\n{text[-3000:]}")
-        time.sleep(0.2)
-    raise AssertionError(f"{needle!r} not seen in {timeout}s:\n{path.read_text()[-3000:]}")
 
 
 def test_up_runs_worker_beat_flower_and_stops_cleanly(
@@ -56,12 +45,12 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
         start_new_session=True,
     )
     try:
-        banner = _wait_line(out, "Flower: http://127.0.0.1:", proc, 60)
+        banner = wait_text(out, "Flower: http://127.0.0.1:", proc, 60)
         login = banner.split("login: ", 1)[1].splitlines()[0]
         user, password = (x.strip() for x in login.split(" / "))
-        warning = _wait_line(err, "EMBEDDED MODE", proc, 5)
+        warning = wait_text(err, "EMBEDDED MODE", proc, 5)
         assert "NOT crash-safe" in warning
-        _wait_line(err, " ready.", proc, 60)
+        wait_text(err, " ready.", proc, 60)
 
         done = embedded_env.run("ping", "--wait", timeout=120)
         assert done.returncode == 0, done.stderr

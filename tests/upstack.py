@@ -58,7 +58,7 @@ class UpStack:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
 
 
-def _wait_text(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
+def wait_text(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = path.read_text(errors="replace") if path.exists() else ""
@@ -81,10 +81,10 @@ def start_up(env: LifecycleEnv, port: int, tmp: Path, tag: str = "up") -> UpStac
         start_new_session=True,
     )
     try:
-        banner = _wait_text(out, "Flower: http://127.0.0.1:", proc, 90)
+        banner = wait_text(out, "Flower: http://127.0.0.1:", proc, 90)
         login = banner.split("login: ", 1)[1].splitlines()[0]
         user, password = (x.strip() for x in login.split(" / "))
-        _wait_text(err, " ready.", proc, 90)
+        wait_text(err, " ready.", proc, 90)
         stack = UpStack(proc, out, err, port, user, password)
         deadline = time.monotonic() + 30
         while True:

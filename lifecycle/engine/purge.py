@@ -95,37 +95,26 @@ def purge_bucket(
         s.execute(delete(r).where(r.c.key_id == key_id))
         basis = _legal_basis(ctx, category)
         details: dict[str, Any] = {"key_id": key_id, "retain_until": until.isoformat()}
+        entries = []
         if rows:
-            ledger.append(
-                s,
-                action="destroy",
-                categories=[category],
-                tables=list(tables),
-                subjects=subjects,
-                rows=rows,
-                reason=REASON,
-                legal_basis=basis,
-                method=DESTROY_METHOD,
-                actor=actor,
-                task_id=task_id,
-                details=details,
-                dedup_key=f"purge:key{key_id}:destroy:{rows}",
-            )
+            entries.append(("destroy", DESTROY_METHOD, f"purge:key{key_id}:destroy:{rows}"))
         if keys:
+            entries.append(("key_destroy", KEY_METHOD, f"purge:key{key_id}:key_destroy"))
+        for action, method, dedup_key in entries:
             ledger.append(
                 s,
-                action="key_destroy",
+                action=action,
                 categories=[category],
                 tables=list(tables),
                 subjects=subjects,
                 rows=rows,
                 reason=REASON,
                 legal_basis=basis,
-                method=KEY_METHOD,
+                method=method,
                 actor=actor,
                 task_id=task_id,
                 details=details,
-                dedup_key=f"purge:key{key_id}:key_destroy",
+                dedup_key=dedup_key,
             )
     return {"rows": rows, "keys": keys, "subjects": subjects}
 
