@@ -88,6 +88,21 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
+def _pg_cpu_s() -> float:
+    """CPU time of every PostgreSQL process on this machine (server-side cost of a phase)."""
+    total = 0.0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as fh:
+                    if fh.read().strip() != "postgres":
+                        continue
+            except OSError:
+                continue
+            total += _cpu_s(int(d))
+    return total
+
+
 def _tree(pid: int) -> list[int]:
     out = [pid]
     try:
@@ -271,11 +286,13 @@ def main() -> None:
         sampler = MemSampler([worker.pid])
         cpu0 = sum(_cpu_s(p) for p in _tree(worker.pid))
         sampler.start()
+        pg0 = _pg_cpu_s()
         kwargs = {"member_batch": args.batch_size} if args.batch_size else {}
         t0 = time.perf_counter()
         res = app.send_task("lifecycle.sweep.run", kwargs=kwargs)
         counts = res.get(timeout=24 * 3600, interval=0.5)
         sweep_s = time.perf_counter() - t0
+        sweep_pg = _pg_cpu_s() - pg0
         sampler.stop.set()
         sampler.join()
         print(f"sweep: {counts}", flush=True)
@@ -303,6 +320,7 @@ def main() -> None:
         dst_eng.dispose()
         src = psycopg.connect(_url(args.pg, names["p2"], driver=False))
         dst = psycopg.connect(_url(args.pg, names["a2"], driver=False))
+        pg0 = _pg_cpu_s()
         t0 = time.perf_counter()
         withdrawn = "(SELECT id FROM members WHERE status = 'withdrawn')"
         for t in retained_tables:
@@ -325,6 +343,7 @@ def main() -> None:
             src.execute(f'DELETE FROM "{t}" WHERE "{col}" IN {withdrawn}')
         src.commit()
         base_s = time.perf_counter() - t0
+        base_pg = _pg_cpu_s() - pg0
         src.close()
         dst.close()
 
@@ -341,6 +360,7 @@ def main() -> None:
         print(f"ratio      {sweep_rate / base_rate:9.2f}      (goal >= 0.5)")
         peak, total = sampler.peak_proc / 1024, sampler.peak_total / 1024
         print(f"worker CPU time: {sum(sampler.cpu.values()) - cpu0:.1f} s over the sweep")
+        print(f"PostgreSQL CPU time: sweep {sweep_pg:.1f} s, baseline {base_pg:.1f} s")
         print(f"peak worker RSS: {peak:.0f} MB per process, {total:.0f} MB all (goal < 500 MB)")
     finally:
         if worker is not None and worker.poll() is None:

@@ -210,21 +210,31 @@ def get_or_create_bucket_keys(
         now = utcnow()
         # executemany (batched by SQLAlchemy's insertmanyvalues), not one giant VALUES list:
         # building that statement costs more than the round trips it saves.
-        session.execute(
-            _insert(session)(DataKey).on_conflict_do_nothing(
-                index_elements=["category", "retain_until"]
-            ),
-            [
-                {
-                    "category": c,
-                    "retain_until": d,
-                    "wrapped_key": crypto.wrap_key(master, crypto.new_data_key()),
-                    "master_key_id": mid,
-                    "created_at": now,
-                }
-                for c, d in missing
-            ],
+        ins = _insert(session)(DataKey).on_conflict_do_nothing(
+            index_elements=["category", "retain_until"]
         )
+        rows = [
+            {
+                "category": c,
+                "retain_until": d,
+                "wrapped_key": crypto.wrap_key(master, crypto.new_data_key()),
+                "master_key_id": mid,
+                "created_at": now,
+            }
+            for c, d in missing
+        ]
+        if pg:
+            # In a short transaction of its own, committed at once: a new key row left
+            # uncommitted in the caller's (long) transaction makes every other worker that
+            # meets the same bucket wait on the unique index until the caller commits, which
+            # serialises parallel sweeps. A key whose caller then rolls back is harmless: it
+            # holds no rows, and the purge destroys it on its day like any other.
+            bind = session.get_bind()
+            with Session(getattr(bind, "engine", bind)) as own, own.begin():
+                own.execute(ins, rows)
+        else:
+            # SQLite has one writer at a time: a second connection would wait for this one.
+            session.execute(ins, rows)
         found.update({(c, d): (i, w, m) for c, d, i, w, m in fetch(missing)})
     for b in wanted:
         key_id, wrapped, wrapped_by = found[b]
@@ -329,7 +339,9 @@ def decrypt_archived(
     try:
         return crypto.decrypt_record(dk, record.nonce, record.ciphertext, aad)
     except crypto.CryptoError as exc:
-        raise KeyUnavailable(f"archived record {record.id}: {exc}") from None
+        raise KeyUnavailable(
+            f"archived record {record.source_table}/{record.category} key {record.key_id}: {exc}"
+        ) from None
 
 
 # -- rotation ------------------------------------------------------------------------------------

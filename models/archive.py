@@ -9,7 +9,6 @@ from sqlalchemy import (
     BigInteger,
     Date,
     DateTime,
-    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -44,26 +43,30 @@ class DataKey(ArchiveBase):
 
 
 class ArchivedRecord(ArchiveBase):
+    """One retained category of one source row, encrypted under its bucket's data key.
+
+    The natural key is the identity that makes moves idempotent. No surrogate id, no index on
+    ``key_id`` and no foreign key to the data key: each would cost work on every one of the
+    millions of rows the sweep writes (migration a0002 says why each is safe to leave out).
+    The purge finds a bucket's rows by ``retain_until`` (its day) and ``key_id``.
+    """
+
     __tablename__ = "archive_records"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    source_table: Mapped[str] = mapped_column(String(128))
+    source_table: Mapped[str] = mapped_column(String(128), primary_key=True)
     # Primary-key value(s) in the source table, as text: stable identity for idempotent moves.
-    source_pk: Mapped[str] = mapped_column(String(128))
+    source_pk: Mapped[str] = mapped_column(String(128), primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
     subject_ref: Mapped[str] = mapped_column(String(64))
-    category: Mapped[str] = mapped_column(String(64))
     retain_until: Mapped[date] = mapped_column(Date)
-    key_id: Mapped[int] = mapped_column(ForeignKey("archive_data_keys.id"))
+    # archive_data_keys.id; deliberately not a ForeignKey (see above).
+    key_id: Mapped[int] = mapped_column(BigInteger)
     nonce: Mapped[bytes] = mapped_column(LargeBinary)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     request_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     archived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (
-        UniqueConstraint("source_table", "source_pk", "category", name="uq_archive_source"),
-        Index("ix_archive_records_retain", "retain_until"),
-        Index("ix_archive_records_key", "key_id"),
-    )
+    __table_args__ = (Index("ix_archive_records_retain", "retain_until"),)
 
 
 class LedgerEntry(ArchiveBase):

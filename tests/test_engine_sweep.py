@@ -121,7 +121,7 @@ def test_interrupted_batch_is_redone_exactly(
     primary, archive = _urls(site)
     snap = snapshot_site(primary)
     ctx = get_context()
-    real = mover.delete_by_pk
+    real = mover.park_destroy_entries
     calls = {"n": 0}
 
     def flaky(*a, **k):  # type: ignore[no-untyped-def]
@@ -130,10 +130,10 @@ def test_interrupted_batch_is_redone_exactly(
             raise RuntimeError("worker killed after its archive commit")
         return real(*a, **k)
 
-    monkeypatch.setattr(mover, "delete_by_pk", flaky)
+    monkeypatch.setattr(mover, "park_destroy_entries", flaky)
     with pytest.raises(RuntimeError):
         run_sweep(ctx, task_id="t-1", member_batch=10)
-    monkeypatch.setattr(mover, "delete_by_pk", real)
+    monkeypatch.setattr(mover, "park_destroy_entries", real)
     # The dead run is superseded by the next one, which redoes what is left.
     out = run_sweep(ctx, task_id="t-2", member_batch=10)
     assert out["batches_done"] == out["batches"] > 0
@@ -318,4 +318,68 @@ def test_dormancy_when_the_operator_enables_it(
     assert after["payments"] == before["payments"] and after["contracts"] == before["contracts"]
     assert after["service_usage"] == left_7 and still_dormant == 3
     assert gone == 0
+    assert accounting(primary, archive).ledger_ok
+
+
+def test_a_table_reached_via_its_parent_is_moved_with_its_member(
+    lifecycle_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A table with no member column of its own (``via``) is taken through its parent: each
+    row deleted, its retained part archived under the right member, none left behind."""
+    from lifecycle.datamap import SHIPPED_DEMO_MAP
+    from workers.app import reconfigure
+
+    primary, archive = _urls(lifecycle_env)
+    seed_site(primary, 80)
+    withdraw_all(primary, "id % 3 = 0")
+    shipped = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
+    block = "  tax_invoices:\n    subject_column: member_id\n"
+    assert shipped.count(block) == 1 and shipped.count("non_personal: [payment_id]") == 1
+    custom = tmp_path / "site.yaml"
+    custom.write_text(
+        shipped.replace(
+            block, "  tax_invoices:\n    via: {table: payments, column: payment_id}\n"
+        ).replace("non_personal: [payment_id]", "non_personal: [payment_id, member_id]"),
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(custom))
+    reconfigure()
+    clear_context_cache()
+    eng = create_engine(primary)
+    withdrawn_invoices = (
+        "FROM tax_invoices t JOIN payments p ON p.id = t.payment_id "
+        "JOIN members m ON m.id = p.member_id WHERE m.status = 'withdrawn'"
+    )
+    with eng.connect() as c:
+        kept = c.execute(
+            text(
+                f"SELECT count(*), count(DISTINCT p.member_id) {withdrawn_invoices} "
+                "AND t.issued_at > now() - interval '5 years'"
+            )
+        ).one()
+        total = c.execute(text(f"SELECT count(*) {withdrawn_invoices}")).scalar_one()
+    assert kept[0] > 5 and kept[1] > 2, "the seed gave too few invoices to test"
+    out = run_sweep(get_context(), member_batch=7)
+    assert out["batches_done"] == out["batches"] > 1
+    with eng.connect() as c:
+        left = c.execute(text(f"SELECT count(*) {withdrawn_invoices}")).scalar_one()
+    eng.dispose()
+    assert left == 0
+    a = create_engine(archive)
+    with a.connect() as c:
+        got = c.execute(
+            text(
+                "SELECT count(*), count(DISTINCT subject_ref) FROM archive_records "
+                "WHERE source_table = 'tax_invoices'"
+            )
+        ).one()
+        ledgered = c.execute(
+            text(
+                "SELECT coalesce(sum(rows), 0) FROM ledger_entries "
+                "WHERE tables::text LIKE '%tax_invoices%' AND action IN ('archive', 'destroy')"
+            )
+        ).scalar_one()
+    a.dispose()
+    assert tuple(got) == tuple(kept), "each kept invoice archived once, under its own member"
+    assert ledgered == total
     assert accounting(primary, archive).ledger_ok

@@ -136,19 +136,19 @@ def test_crash_between_archive_commit_and_delete_resumes_exactly(
     ctx = get_context()
     rid = submit_withdrawal(ctx, mid)
 
-    real = mover.delete_by_pk
+    real = mover.park_destroy_entries
 
     def boom(*a, **k):  # type: ignore[no-untyped-def]
         raise RuntimeError("killed between the archive commit and the delete")
 
-    monkeypatch.setattr(mover, "delete_by_pk", boom)
+    monkeypatch.setattr(mover, "park_destroy_entries", boom)
     with pytest.raises(RuntimeError):
         carry_out(ctx, rid)
     # The archive step completed and was persisted; the destroy step rolled back whole.
     assert _request(primary, rid)[0] == "archived"
     assert _member_rows(primary, mid) > 0
     assert accounting(primary, archive).archived  # archived copies exist: both places now
-    monkeypatch.setattr(mover, "delete_by_pk", real)
+    monkeypatch.setattr(mover, "park_destroy_entries", real)
     assert carry_out(ctx, rid)["state"] == "completed"
     check_exact_accounting(snap, remaining_rows(primary, snap), accounting(primary, archive))
 

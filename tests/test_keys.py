@@ -25,8 +25,8 @@ def _key_file(path: Path, key: bytes | None = None) -> tuple[Path, bytes]:
 
 
 def _seed(n_buckets: int = 4) -> dict[int, bytes]:
-    """Archive one row per bucket; returns record id -> plaintext."""
-    out: dict[int, bytes] = {}
+    """Archive one row per bucket; returns source key -> plaintext."""
+    out: dict[tuple[str, str, str], bytes] = {}
     with session("archive") as s:
         keystore.ref_key(s)
         for i in range(n_buckets):
@@ -49,7 +49,7 @@ def _seed(n_buckets: int = 4) -> dict[int, bytes]:
             )
             s.add(rec)
             s.flush()
-            out[rec.id] = pt
+            out[(rec.source_table, rec.source_pk, rec.category)] = pt
     return out
 
 

@@ -21,17 +21,17 @@ count nothing, because destruction is counted from the DELETE's own ``RETURNING`
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from base64 import b64encode
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.orm import Session
 
@@ -43,7 +43,6 @@ from lifecycle.engine.selection import (
     Part,
     PlannedRow,
     Selection,
-    in_values,
     iter_planned,
     selected_columns,
 )
@@ -54,7 +53,6 @@ log = logging.getLogger(__name__)
 
 ARCHIVE_METHOD = "AES-256-GCM 암호화 후 분리보관 DB로 이전, 원본 행 삭제 (encrypted move)"
 DESTROY_METHOD = "DB 행 삭제, 복구 불가 (DELETE from the primary database)"
-DELETE_CHUNK = 10_000
 
 _ARCHIVE_COLUMNS = (
     "source_table",
@@ -130,10 +128,8 @@ class MoveResult:
 
 
 def _json_default(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return (v if v.tzinfo else v.replace(tzinfo=UTC)).isoformat()
-    if isinstance(v, date):
-        return v.isoformat()
+    # Only what orjson does not encode itself; datetimes, dates and times it writes as
+    # ISO 8601 (naive datetimes as UTC, OPT_NAIVE_UTC).
     if isinstance(v, Decimal):
         return str(v)
     if isinstance(v, bytes | bytearray | memoryview):
@@ -141,12 +137,14 @@ def _json_default(v: Any) -> Any:
     raise TypeError(f"cannot archive a value of type {type(v).__name__}")
 
 
-# One encoder for all parts: json.dumps with options builds a new encoder on every call.
-_ENCODE = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":")).encode
-
-
 def _plaintext(values: tuple[Any, ...], part: Part) -> bytes:
-    return _ENCODE(dict(zip(part.names, [values[i] for i in part.idx], strict=True))).encode()
+    # orjson: the same compact UTF-8 JSON as the standard library's, ten times faster, and
+    # the sweep encodes one object per archived part (millions).
+    return orjson.dumps(
+        dict(zip(part.names, [values[i] for i in part.idx], strict=True)),
+        default=_json_default,
+        option=orjson.OPT_NAIVE_UTC,
+    )
 
 
 # (archive DB, category, day) -> (key id, cipher) for buckets far enough ahead (see below).
@@ -268,11 +266,17 @@ class ArchiveWriter:
                  self.scope.request_id, now)
             )  # fmt: skip
         inserted = self._write(rows)
+        tallies, spans = self.tallies, self._span
         for table, pk, subject, cat, day, _pt in fresh:
-            if (table, str(pk), cat) in inserted:
-                self.tallies[(table, cat)].add(subject)
-                span = self._span.setdefault((table, cat), [day, day, str(pk)])
-                span[0], span[1] = min(span[0], day), max(span[1], day)
+            if inserted is None or (table, str(pk), cat) in inserted:
+                tallies[(table, cat)].add(subject)
+                span = spans.get((table, cat))
+                if span is None:
+                    spans[(table, cat)] = [day, day, str(pk)]
+                elif day < span[0]:
+                    span[0] = day
+                elif day > span[1]:
+                    span[1] = day
         return late
 
     def _drop_existing(self, pending: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -296,8 +300,9 @@ class ArchiveWriter:
             return pending
         return [p for p in pending if (p[0], str(p[1]), p[3]) not in have]
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]]:
-        """Insert rows; returns (table, pk, category) of the rows this call inserted."""
+    def _write(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]] | None:
+        """Insert rows; returns (table, pk, category) of the rows this call inserted, or None
+        when it inserted every one of them (the common case, spared building the set)."""
         if self.pg:
             return self._write_pg(rows)
         table = ArchivedRecord.__table__
@@ -313,7 +318,7 @@ class ArchiveWriter:
             done.update((r[0], r[1], r[3]) for r in chunk)
         return done
 
-    def _write_pg(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]]:
+    def _write_pg(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]] | None:
         import psycopg
 
         raw = self.s.connection().connection.driver_connection
@@ -332,7 +337,7 @@ class ArchiveWriter:
                 cur.execute("ROLLBACK TO SAVEPOINT lc_archive_copy")
             else:
                 cur.execute("RELEASE SAVEPOINT lc_archive_copy")
-                return {(r[0], r[1], r[3]) for r in rows}
+                return None
         with raw.cursor() as cur:
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS lc_archive_stage ON COMMIT DELETE ROWS AS "
@@ -418,72 +423,65 @@ def move(
 ) -> MoveResult:
     """Archive the retained parts of the selected rows, then (``delete_rows``) delete them.
 
-    ``pconn`` is the caller's open primary-DB transaction; the caller commits it. The archive
-    side is committed here, before any DELETE is issued.
+    ``pconn`` is the caller's open primary-DB transaction; the caller commits it, after this
+    returns. The archive side is committed here first, so the DELETEs issued in ``pconn``
+    (children first) only become real once the archive holds every retained part.
     """
     selections = list(selections)
-    direct = {s.table.name: s for s in selections if destroy_only(ctx, s.table)}
+    if not delete_rows:
+        return _archive_only(ctx, pconn, selections, scope, now)
+    by_table = {s.table.name: s for s in selections}
     result = MoveResult()
-    # table -> pk -> (subject, categories destroyed in that row)
-    fates: dict[str, dict[Any, tuple[Any, tuple[str, ...]]]] = {}
     files: list[str] = []
     file_categories: set[str] = set()
     subjects: set[Any] = set()
+    destroyed_tally: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
         writer = ArchiveWriter(ctx, asess, scope, now)
-        for sel in selections:
-            tm = sel.table
-            if tm.name in direct:
+        for tm in ctx.ordered_tables:
+            sel = by_table.get(tm.name)
+            if sel is None:
                 continue
-            fate = fates.setdefault(tm.name, {})
+            if destroy_only(ctx, tm):
+                n = 0
+                for subject, paths in delete_returning(ctx, pconn, sel):
+                    n += 1
+                    if subject is not None:
+                        subjects.add(subject)
+                    for cat in tm.columns:
+                        destroyed_tally[(tm.name, cat)].add(subject)
+                    for col, path in zip(tm.files, paths, strict=True):
+                        if path:
+                            files.append(str(path))
+                            file_categories.add(tm.category_of(col))  # type: ignore[arg-type]
+                result.deleted[tm.name] = n
+                continue
             cols = selected_columns(tm)
             file_cats = [(cols.index(c), tm.category_of(c)) for c in tm.files]
-            for chunk in iter_planned(ctx, pconn, sel, now):
+            n = 0
+            for chunk in iter_planned(ctx, pconn, sel, now, take=True):
+                n += len(chunk)
                 for row in chunk:
                     writer.add(tm.name, row)
-                    fate[row.pk] = (row.subject, row.destroyed)
+                # Parts whose bucket was already purged are destroyed instead of archived.
+                late: dict[Any, list[str]] = defaultdict(list)
+                for _table, pk, cat in writer.flush():
+                    late[pk].append(cat)
+                for row in chunk:
+                    destroyed = (*row.destroyed, *late.get(row.pk, ()))
                     if row.subject is not None:
                         subjects.add(row.subject)
+                    for cat in destroyed:
+                        destroyed_tally[(tm.name, cat)].add(row.subject)
                     for at, cat in file_cats:
                         path = row.values[at]
-                        if path and cat in row.destroyed:
+                        if path and cat in destroyed:
                             files.append(str(path))
-                            file_categories.add(cat)
-                for table, pk, cat in writer.flush():
-                    subject, destroyed = fates[table][pk]
-                    fates[table][pk] = (subject, (*destroyed, cat))
+                            file_categories.add(cat)  # type: ignore[arg-type]
+            result.deleted[tm.name] = n
         writer.ledger_entries()
     for (table, cat), tally in writer.tallies.items():
         result.archived[(table, cat)] = tally.rows
-    if not delete_rows:
-        result.subjects = len(subjects)
-        return result
-
-    destroyed_tally: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
-    for tm in ctx.ordered_tables:
-        if tm.name in direct:
-            n = 0
-            for subject, paths in delete_returning(ctx, pconn, direct[tm.name]):
-                n += 1
-                if subject is not None:
-                    subjects.add(subject)
-                for cat in tm.columns:
-                    destroyed_tally[(tm.name, cat)].add(subject)
-                for col, path in zip(tm.files, paths, strict=True):
-                    if path:
-                        files.append(str(path))
-                        file_categories.add(tm.category_of(col))  # type: ignore[arg-type]
-            result.deleted[tm.name] = n
-            continue
-        fate = fates.get(tm.name)
-        if not fate:
-            continue
-        gone = delete_by_pk(ctx, pconn, tm.name, tm.key, list(fate))
-        result.deleted[tm.name] = len(gone)
-        for pk in gone:
-            subject, destroyed = fate[pk]
-            for cat in destroyed:
-                destroyed_tally[(tm.name, cat)].add(subject)
     park_destroy_entries(ctx, pconn, scope, destroyed_tally)
     for k, t in destroyed_tally.items():
         result.destroyed[k] = t.rows
@@ -495,6 +493,30 @@ def move(
         result.files, result.files_refused = hand_to_shredder(
             files, scope, sorted(file_categories), ctx
         )
+    return result
+
+
+def _archive_only(
+    ctx: EngineContext, pconn: Connection, selections: list[Selection], scope: Scope, now: datetime
+) -> MoveResult:
+    """Archive the retained parts of the selected rows and leave the rows where they are."""
+    result = MoveResult()
+    subjects: set[Any] = set()
+    with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
+        writer = ArchiveWriter(ctx, asess, scope, now)
+        for sel in selections:
+            if destroy_only(ctx, sel.table):
+                continue
+            for chunk in iter_planned(ctx, pconn, sel, now):
+                for row in chunk:
+                    writer.add(sel.table.name, row)
+                    if row.subject is not None:
+                        subjects.add(row.subject)
+                writer.flush()
+        writer.ledger_entries()
+    for (table, cat), tally in writer.tallies.items():
+        result.archived[(table, cat)] = tally.rows
+    result.subjects = len(subjects)
     return result
 
 
@@ -510,21 +532,6 @@ def delete_returning(
     )
     for row in res:
         yield row[0], tuple(row[1:])
-
-
-def delete_by_pk(
-    ctx: EngineContext, conn: Connection, table: str, key: str, pks: Sequence[Any]
-) -> list[Any]:
-    """DELETE ... RETURNING the key, in chunks; returns the keys this call actually deleted."""
-    t = ctx.table(table)
-    col = t.c[key]
-    gone: list[Any] = []
-    step = DELETE_CHUNK if ctx.is_pg_primary else SQLITE_IN_CHUNK
-    for i in range(0, len(pks), step):
-        chunk = pks[i : i + step]
-        res = conn.execute(delete(t).where(in_values(ctx, col, chunk)).returning(col))
-        gone.extend(r[0] for r in res)
-    return gone
 
 
 def park_destroy_entries(

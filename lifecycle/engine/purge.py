@@ -47,8 +47,8 @@ class Bucket:
 
 
 def expired_buckets(ctx: EngineContext, s: Session, today: date) -> list[Bucket]:
-    k, r = DataKey.__table__, ArchivedRecord.__table__
-    has_rows = exists().where(r.c.key_id == k.c.id)
+    k = DataKey.__table__
+    has_rows = _has_rows(k)
     keys = s.execute(
         select(k.c.id, k.c.category, k.c.retain_until, k.c.wrapped_key.is_not(None))
         .where(k.c.retain_until < today, or_(k.c.wrapped_key.is_not(None), has_rows))
@@ -56,19 +56,30 @@ def expired_buckets(ctx: EngineContext, s: Session, today: date) -> list[Bucket]
     ).all()
     out: list[Bucket] = []
     for key_id, cat, until, live in keys:
-        rows, subjects, tables = _bucket_counts(s, key_id)
+        rows, subjects, tables = _bucket_counts(s, key_id, until)
         out.append(Bucket(key_id, cat, until, bool(live), rows, subjects, tables))
     return out
 
 
-def _bucket_counts(s: Session, key_id: int) -> tuple[int, int, tuple[str, ...]]:
+def _has_rows(k: Any) -> Any:
+    """The data key ``k`` still has archived rows (found through the day index)."""
     r = ArchivedRecord.__table__
+    return exists().where(r.c.retain_until == k.c.retain_until, r.c.key_id == k.c.id)
+
+
+def _in_bucket(key_id: int, until: date) -> Any:
+    # retain_until first: it is the indexed column; a day holds a bucket per category.
+    r = ArchivedRecord.__table__
+    return and_(r.c.retain_until == until, r.c.key_id == key_id)
+
+
+def _bucket_counts(s: Session, key_id: int, until: date) -> tuple[int, int, tuple[str, ...]]:
+    r = ArchivedRecord.__table__
+    here = _in_bucket(key_id, until)
     rows, subjects = s.execute(
-        select(func.count(), func.count(func.distinct(r.c.subject_ref))).where(r.c.key_id == key_id)
+        select(func.count(), func.count(func.distinct(r.c.subject_ref))).where(here)
     ).one()
-    tables = tuple(
-        t for (t,) in s.execute(select(r.c.source_table).where(r.c.key_id == key_id).distinct())
-    )
+    tables = tuple(t for (t,) in s.execute(select(r.c.source_table).where(here).distinct()))
     return int(rows), int(subjects), tuple(sorted(tables))
 
 
@@ -91,8 +102,8 @@ def purge_bucket(
         category, until = row
         # Key first: its row lock waits for (and then blocks) anyone still archiving into it.
         keys = keystore.destroy_keys(s, [key_id])
-        rows, subjects, tables = _bucket_counts(s, key_id)
-        s.execute(delete(r).where(r.c.key_id == key_id))
+        rows, subjects, tables = _bucket_counts(s, key_id, until)
+        s.execute(delete(r).where(_in_bucket(key_id, until)))
         basis = _legal_basis(ctx, category)
         details: dict[str, Any] = {"key_id": key_id, "retain_until": until.isoformat()}
         entries = []
@@ -141,17 +152,13 @@ def run_purge(
             return {"skipped": "another purge is running"}
         with Session(ctx.archive) as s:
             k = DataKey.__table__
-            r = ArchivedRecord.__table__
             ids = [
                 i
                 for (i,) in s.execute(
                     select(k.c.id)
                     .where(
                         k.c.retain_until < today,
-                        or_(
-                            k.c.wrapped_key.is_not(None),
-                            exists().where(and_(r.c.key_id == k.c.id)),
-                        ),
+                        or_(k.c.wrapped_key.is_not(None), _has_rows(k)),
                     )
                     .order_by(k.c.retain_until, k.c.id)
                 )

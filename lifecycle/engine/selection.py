@@ -13,7 +13,19 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, any_, bindparam, exists, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from lifecycle.datamap import TableMap, _as_datetime
@@ -21,6 +33,8 @@ from lifecycle.engine.context import EngineContext
 from models.requests import OPEN_STATES, LifecycleRequest
 
 READ_CHUNK = 5000
+# Rows one DELETE ... RETURNING takes at a time: bounds memory for a member with a huge table.
+DELETE_CHUNK = 10_000
 # SQLite limits bound parameters per statement; stay well under every version's limit.
 SQLITE_IN_CHUNK = 500
 
@@ -132,19 +146,37 @@ def member_expr(ctx: EngineContext, tm: TableMap) -> Any:
 
 
 def iter_planned(
-    ctx: EngineContext, conn: Connection, sel: Selection, now: datetime
+    ctx: EngineContext, conn: Connection, sel: Selection, now: datetime, *, take: bool = False
 ) -> Iterator[list[PlannedRow]]:
-    """Stream the selection's rows in chunks of planned rows (server-side cursor)."""
+    """Stream the selection's rows in chunks of planned rows.
+
+    ``take=False`` reads them (a server-side cursor on PostgreSQL). ``take=True`` deletes them
+    in the caller's transaction and plans what the DELETE returned: one pass instead of a read
+    and a delete by key, and exactly the rows deleted are the rows planned, so nothing can be
+    deleted unseen. The caller must not commit before the archive holds the retained parts.
+    """
     tm = sel.table
     t: Table = ctx.table(tm.name)
     cols = selected_columns(tm)
     planner = RowPlanner(ctx.datamap, tm, cols)
     n = len(cols)
-    stmt = select(*(t.c[c] for c in cols), member_expr(ctx, tm).label(SUBJECT_LABEL)).where(
-        sel.where
-    )
+    wanted = (*(t.c[c] for c in cols), member_expr(ctx, tm).label(SUBJECT_LABEL))
+    if take:
+        # The inner SELECT names its own FROM (no correlation with the DELETE's table); rows
+        # deleted by an earlier chunk are invisible to the next one in the same transaction.
+        if ctx.is_pg_primary:
+            # By physical address: a TID scan, not a second index lookup per row.
+            ctid = literal_column("ctid")
+            pick = select(ctid).select_from(t).where(sel.where).limit(DELETE_CHUNK)
+            which = ctid == any_(func.array(pick.correlate(None).scalar_subquery()))
+        else:
+            keycol = t.c[tm.key]
+            which = keycol.in_(select(keycol).where(sel.where).limit(DELETE_CHUNK).correlate(None))
+        chunks = _taken(ctx, conn, delete(t).where(which).returning(*wanted))
+    else:
+        chunks = _stream(ctx, conn, select(*wanted).where(sel.where))
     key, ended_at, plan = planner.key, sel.ended_at, planner.plan
-    for chunk in _stream(ctx, conn, stmt):
+    for chunk in chunks:
         out: list[PlannedRow] = []
         for values in chunk:
             subject = values[n]
@@ -152,6 +184,28 @@ def iter_planned(
             parts, destroyed = plan(values, ended_at(values, subject), now)
             out.append(PlannedRow(values[key], subject, parts, destroyed, values))
         yield out
+
+
+def _taken(ctx: EngineContext, conn: Connection, stmt: Any) -> Iterator[list[tuple[Any, ...]]]:
+    """Run a chunked ``DELETE ... RETURNING`` until it takes fewer rows than a full chunk."""
+    if ctx.is_pg_primary:
+        # psycopg's binary C row parsing straight into tuples, as in `_stream`.
+        compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+        sql, params = str(compiled), compiled.params
+        raw = conn.connection.driver_connection
+        while True:
+            with raw.cursor(binary=True) as cur:
+                rows = cur.execute(sql, params).fetchall()
+            if rows:
+                yield rows
+            if len(rows) < DELETE_CHUNK:
+                return
+    while True:
+        rows = [tuple(r) for r in conn.execute(stmt)]
+        if rows:
+            yield rows
+        if len(rows) < DELETE_CHUNK:
+            return
 
 
 def _stream(ctx: EngineContext, conn: Connection, stmt: Any) -> Iterator[list[tuple[Any, ...]]]:
