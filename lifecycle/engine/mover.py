@@ -2,21 +2,25 @@
 
 Ordering (invariant 1: a record is always in the primary DB, the archive, or both):
 
-1. Read the selected rows (streamed) inside the caller's primary-DB transaction, which already
-   holds the locks that keep anyone else off these members (their rows ``FOR UPDATE``).
-2. In one archive-DB transaction: encrypt each retained part, bulk-write it (``COPY`` on
-   PostgreSQL) skipping parts already archived, append one ledger entry per table x category
-   for the parts newly archived, commit. A crash before this commit leaves only the primary
-   copy; after it, both copies.
-3. Back in the caller's primary transaction: hand destroyed file paths to the shredder, DELETE
-   the rows (children first, by primary key, so a row that arrived after the read is never
-   deleted unarchived) and park the destruction's ledger entries in ``lifecycle_ledger_outbox``
-   *in the same transaction* as the DELETE. The caller commits; ``flush_ledger_outbox`` then
-   moves the entries to the ledger.
+1. The caller's primary-DB transaction already holds the locks that keep anyone else off these
+   members (their rows ``FOR UPDATE``).
+2. Inside that transaction, table by table (children first), the selected rows are taken with
+   ``DELETE ... RETURNING`` in bounded chunks: the deletes stay uncommitted, so the rows are
+   still in the primary DB for everyone else and come back if anything fails. Each returned
+   row is planned; its retained parts are encrypted and bulk-written (``COPY`` on PostgreSQL)
+   in one archive-DB transaction, skipping parts already archived; one ledger entry per
+   table x category counts the parts newly archived. The archive transaction commits: from
+   here the records are in both DBs.
+3. Still in the caller's primary transaction: hand destroyed file paths to the shredder and
+   park the destruction's ledger entries in ``lifecycle_ledger_outbox``. The caller commits
+   (the DELETEs become real together with the owed entries); ``flush_ledger_outbox`` then moves
+   the entries to the ledger.
 
-Re-running after a crash anywhere re-reads what is still in the primary DB: parts already
-archived are skipped (and not ledgered twice), deletes of rows already gone delete nothing and
-count nothing, because destruction is counted from the DELETE's own ``RETURNING``.
+Taking rows with the DELETE itself, rather than reading them and deleting by key afterwards,
+is one pass over each table instead of two, and exactly the rows deleted are the rows planned:
+a row that arrives meanwhile is either taken (and archived) or left alone. Re-running after a
+crash anywhere re-takes what is still in the primary DB: parts already archived are skipped
+(and not ledgered twice), and destruction is counted from what the DELETE returned.
 """
 
 from __future__ import annotations
