@@ -124,8 +124,12 @@ class RowPlanner:
         anchor = _as_datetime(anchor if anchor is not None else ended)
         parts: list[Part] = []
         destroyed = list(self.zero)
+        day = anchor.date()
+        shifts = self._shift
         for k, (cat, period, names, idx) in enumerate(self.kept):
-            until = self._until(k, period, anchor)
+            # The cache lookup inline: this runs once per row and category, millions of times.
+            shift = shifts.get((k, day))
+            until = self._until(k, period, anchor) if shift is None else anchor + shift
             if until <= now:
                 destroyed.append(cat)
             else:
