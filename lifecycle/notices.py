@@ -53,8 +53,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from lifecycle import db
-from lifecycle.errors import UserError
-from lifecycle.mailer import Mailer, MessageBuilder, smtp_config, valid_address
+from lifecycle.errors import BrokerUnavailable, UserError
+from lifecycle.mailer import Mailer, MessageBuilder, SendResult, smtp_config, valid_address
 from lifecycle.member_table import member_table
 from lifecycle.ratelimit import chunk_size, notice_limiter
 from lifecycle.settings import get_settings
@@ -878,8 +878,14 @@ class _Sender:
             raw = self.builder.build(
                 address, f"notice-{result.notice_id}-{member_id}@{self.domain}"
             )
-            marker.intend(row_id)
-            res = self.mailer.send(self.mail_from, address, raw, before_commit=marker.commit)
+            try:
+                marker.intend(row_id)
+            except Exception as exc:
+                # Journal unreachable: nothing was sent; after a few, the batch pauses and is
+                # retried later, like a server saying "try later".
+                res = SendResult("retry", None, type(exc).__name__)
+            else:
+                res = self.mailer.send(self.mail_from, address, raw, before_commit=marker.commit)
             if res.status == "sent":
                 marker.sent(row_id)
                 result.sent += 1
@@ -1142,6 +1148,10 @@ def reconcile(
                 # A stale in-flight mark would make the next batch put the row back in doubt.
                 try:
                     journal.remove(again)
+                except Exception as exc:
+                    raise BrokerUnavailable(
+                        f"broker unreachable ({type(exc).__name__}); nothing was changed"
+                    ) from None
                 finally:
                     journal.close()
         now = utcnow()

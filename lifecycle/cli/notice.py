@@ -128,7 +128,8 @@ def _wait_notice(notice_id: int, timeout: float, poll: float = 1.0) -> None:
         )
     problems = []
     if p["in_doubt"]:
-        # Not an error of the run but a decision only the operator can make (see reconcile).
+        # Exit 1 like refused addresses: the notice is done, but only the operator can settle
+        # these (reconcile), and a script running --wait must notice.
         typer.echo(
             f"notice {notice_id}: {p['in_doubt']} in doubt (the mail server may or may not "
             f"have accepted them; not resent). Resolve with: lifecycle notice reconcile "
