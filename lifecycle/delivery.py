@@ -196,7 +196,11 @@ def _send(d: Delivery, r: ThirdParty) -> tuple[str, int | None, str | None]:
     )
     with mailer:
         res = mailer.send(settings.mail_from, r.email or "", raw)
-    outcome = {"sent": "delivered", "rejected": "rejected", "retry": "retry"}[res.status]
+    # A third party's mail is at least once (its Message-ID is stable and the receiver
+    # dedupes, as for webhooks): a session lost after the end of DATA is simply retried.
+    outcome = {"sent": "delivered", "rejected": "rejected", "retry": "retry", "unknown": "retry"}[
+        res.status
+    ]
     return outcome, res.code, res.error_class
 
 

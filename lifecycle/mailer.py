@@ -11,14 +11,26 @@ User and password are URL-encoded. With no URL, nothing is sent: callers record 
 
 Messages are built by hand (headers + base64 UTF-8 body) rather than through ``email.message``:
 the body of a policy notice is the same for every member, so it is encoded once per batch.
+
+The point of no return. SMTP commits a message when the server reads the final ``.`` line of
+DATA; a server that loses the connection before it must discard the message (RFC 5321 4.1.1.4),
+and a client that loses the connection after it cannot know whether it was accepted (the
+two-generals problem: no further exchange can settle it). `Mailer.send` therefore sends the
+dot-quoted body WITHOUT the terminator, calls the caller's ``before_commit`` (which records the
+intent durably), and only then sends ``.``. If recording fails, the connection is dropped and
+nothing was sent ("retry"); if the connection fails after the terminator, the outcome is
+"unknown" (maybe delivered): the caller must not resend it blindly.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import re
 import smtplib
+import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import formatdate
@@ -30,8 +42,14 @@ from lifecycle.settings import SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)  # Linux
+
 Security = Literal["plain", "starttls", "ssl"]
-SendStatus = Literal["sent", "rejected", "retry"]
+# sent: the server answered 250 to the end of DATA. rejected: a 5xx for this address/message.
+# retry: not sent, certainly (4xx, or the session failed before the end of DATA). unknown: the
+# session failed after the end of DATA was written: the message may have been accepted.
+SendStatus = Literal["sent", "rejected", "retry", "unknown"]
 
 _SCHEMES: dict[str, tuple[Security, int]] = {
     "smtp": ("plain", 25),
@@ -152,6 +170,10 @@ class Mailer:
             smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
             if cfg.security == "starttls":
                 smtp.starttls(context=ssl.create_default_context())
+        # The body and the terminating "." go out as two writes with the intent mark between:
+        # where they cannot be joined (TLS, no MSG_MORE), Nagle could otherwise hold the 3-byte
+        # terminator until the server's (delayed) ACK of the body: up to 40 ms per message.
+        smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         smtp.ehlo_or_helo_if_needed()
         if cfg.username:
             smtp.login(cfg.username, cfg.password or "")
@@ -171,52 +193,87 @@ class Mailer:
                 self._smtp.close()
             self._smtp = None
 
-    def send(self, mail_from: str, to: str, raw: bytes) -> SendResult:
-        """Send one message. Never raises; never logs the address or the content."""
+    def send(
+        self,
+        mail_from: str,
+        to: str,
+        raw: bytes,
+        before_commit: Callable[[], None] | None = None,
+    ) -> SendResult:
+        """Send one message. Never raises; never logs the address or the content.
+
+        ``before_commit`` runs after the whole body was written and before the terminating
+        ``.``: if it raises, the connection is dropped unterminated (the server discards the
+        message) and the result is "retry". After it returned, a lost connection gives
+        "unknown", never "retry".
+        """
         if not valid_address(to):
             return SendResult("rejected", None, "InvalidAddress")
+        committing = False
         try:
             self.connect()
-            assert self._smtp is not None
+            smtp = self._smtp
+            assert smtp is not None
             if valid_address(mail_from) and raw.isascii():
-                return self._send_plain(mail_from, to, raw)
-            self._smtp.sendmail(mail_from, [to], raw)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code = next(iter(exc.recipients.values()))[0] if exc.recipients else None
-            return _by_code(code, type(exc).__name__)
-        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
-            if isinstance(exc, smtplib.SMTPSenderRefused):
-                # Our own From is refused: a configuration problem, not this member's.
-                return SendResult("retry", exc.smtp_code, type(exc).__name__)
-            return _by_code(exc.smtp_code, type(exc).__name__)
+                # Both addresses passed `valid_address` (plain ASCII, no brackets, quotes or
+                # spaces) and the message is ASCII (base64 body), so no ESMTP option is
+                # needed; smtplib's mail()/rcpt() would re-parse each address every message.
+                code, _ = smtp.docmd("mail", f"FROM:<{mail_from}>")
+                if code != 250:
+                    smtp.rset()
+                    # Our own From is refused: a configuration problem, not this member's.
+                    return SendResult("retry", code, "SMTPSenderRefused")
+                code, _ = smtp.docmd("rcpt", f"TO:<{to}>")
+            else:
+                # Anything else (an unusual From, a non-ASCII message): smtplib quotes the
+                # addresses; the DATA phase below is the same split one.
+                code, _ = smtp.mail(mail_from)
+                if code != 250:
+                    smtp.rset()
+                    return SendResult("retry", code, "SMTPSenderRefused")
+                code, _ = smtp.rcpt(to)
+            if code not in (250, 251):
+                smtp.rset()
+                return _by_code(code, "SMTPRecipientsRefused")
+            smtp.putcmd("data")
+            code, _ = smtp.getreply()
+            if code != 354:
+                smtp.rset()
+                return _by_code(code, "SMTPDataError")
+            body = _quote_periods(raw)
+            if not body.endswith(b"\r\n"):
+                body += b"\r\n"
+            sock = smtp.sock
+            if _MSG_MORE and not isinstance(sock, ssl.SSLSocket):
+                # Written now, but the kernel holds it (MSG_MORE) until the terminator joins
+                # it: one segment for the server, as with smtplib's data(), not two.
+                sock.sendall(body, _MSG_MORE)
+            else:
+                smtp.send(body)
+            if before_commit is not None:
+                try:
+                    before_commit()
+                except Exception as exc:
+                    # Unterminated DATA: the server must throw the message away.
+                    self._drop()
+                    return SendResult("retry", None, type(exc).__name__)
+            committing = True
+            smtp.send(b".\r\n")
+            code, _ = smtp.getreply()
         except (smtplib.SMTPException, OSError) as exc:
-            # Disconnected or timed out: the message may or may not have been accepted; the
-            # caller resends later with the same Message-ID (at least once).
             self._drop()
+            if committing:
+                # The terminator may have reached the server and the message been accepted.
+                return SendResult("unknown", None, type(exc).__name__)
+            # Disconnected or timed out before the end of DATA: nothing was accepted.
             return SendResult("retry", None, type(exc).__name__)
-        return SendResult("sent", 250)
-
-    def _send_plain(self, mail_from: str, to: str, raw: bytes) -> SendResult:
-        """MAIL, RCPT, DATA for one recipient, skipping smtplib's address re-parsing.
-
-        Both addresses passed `valid_address` (plain ASCII, no brackets, quotes or spaces) and
-        the message is ASCII (base64 body), so no ESMTP option is needed. ``sendmail`` would
-        parse each address with ``email.utils`` again on every message.
-        """
-        smtp = self._smtp
-        assert smtp is not None
-        code, _ = smtp.docmd("mail", f"FROM:<{mail_from}>")
         if code != 250:
-            smtp.rset()
-            # Our own From is refused: a configuration problem, not this member's.
-            return SendResult("retry", code, "SMTPSenderRefused")
-        code, _ = smtp.docmd("rcpt", f"TO:<{to}>")
-        if code not in (250, 251):
-            smtp.rset()
-            return _by_code(code, "SMTPRecipientsRefused")
-        code, _ = smtp.data(raw)
-        if code != 250:
-            smtp.rset()
+            # A definite answer after the terminator (not accepted); a server that also hung
+            # up (421) gets a fresh connection for the next message.
+            try:
+                smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop()
             return _by_code(code, "SMTPDataError")
         return SendResult("sent", 250)
 
@@ -226,6 +283,14 @@ class Mailer:
                 self._smtp.close()
             finally:
                 self._smtp = None
+
+
+def _quote_periods(raw: bytes) -> bytes:
+    """RFC 5321 dot-stuffing, as ``smtplib.SMTP.data`` does it (bytes are sent as they are)."""
+    # Built messages never have a line starting with "." (base64 body): skip the regex then.
+    if raw.startswith(b".") or b"\n." in raw:
+        return _LEADING_DOT.sub(b"..", raw)
+    return raw
 
 
 def _by_code(code: int | None, cls: str) -> SendResult:

@@ -185,6 +185,16 @@ def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
     return out
 
 
+def notices_in_doubt(s: Session) -> list[dict[str, Any]] | None:
+    """Notices with rows in doubt (maybe delivered, not resent): they need an operator's
+    `lifecycle notice reconcile`. None without the notify module."""
+    try:
+        from lifecycle.notices import in_doubt_by_notice
+    except ImportError:
+        return None
+    return in_doubt_by_notice(s)
+
+
 def last_job_runs(session: Session, jobs: tuple[str, ...] = ("sweep",)) -> list[JobRun]:
     """The latest run of each named job (jobs never run are left out)."""
     out: list[JobRun] = []
@@ -282,6 +292,7 @@ def build_report(
             by_state = open_requests_by_state(s)
             overdue = overdue_requests(s, days=days, now=now)
             deliveries = failing_deliveries(s)
+            in_doubt = notices_in_doubt(s)
             jobs = latest_job_runs(s)
         return {
             "open_by_state": by_state,
@@ -299,6 +310,7 @@ def build_report(
                 for o in overdue[:OVERDUE_LIST_LIMIT]
             ],
             "failing_deliveries": deliveries,
+            "notices_in_doubt": in_doubt,
             "jobs": jobs,
         }
 
@@ -315,6 +327,16 @@ def build_report(
                 "available": True,
                 "failing_total": len(primary["failing_deliveries"]),
                 "failing": primary["failing_deliveries"][:OVERDUE_LIST_LIMIT],
+            }
+        )
+        doubt = primary["notices_in_doubt"]
+        report["notices"] = (
+            {"available": False}
+            if doubt is None
+            else {
+                "available": True,
+                "in_doubt_total": sum(n["in_doubt"] for n in doubt),
+                "in_doubt": doubt[:OVERDUE_LIST_LIMIT],
             }
         )
         report["jobs"] = primary["jobs"]

@@ -60,6 +60,16 @@ class RecipientState(enum.StrEnum):
     SENT = "sent"
     NOT_SENT = "not_sent"  # no SMTP configured, or the member has no usable address
     FAILED = "failed"  # the server refused the address permanently
+    # Embedded mode only (no Redis journal): the intent to send, written just before the end
+    # of DATA. A batch that claims a row still in this state knows its owner died mid-send.
+    SENDING = "sending"
+    # The message may or may not have been accepted (the session or the worker died after the
+    # end of DATA was written). Never resent blindly: `lifecycle notice reconcile` settles it.
+    IN_DOUBT = "in_doubt"
+
+
+# Rows a batch may still act on: pending ones it sends, sending ones it turns into in_doubt.
+SENDABLE_STATES = (RecipientState.PENDING.value, RecipientState.SENDING.value)
 
 
 class ThirdParty(PrimaryBase):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,6 +97,37 @@ class SmtpSink:
             for m in self.messages:
                 out.setdefault(m.rcpt, set()).add(m.message_id)
         return out
+
+    def write_mail_log(self, path: Path, aborted: tuple[str, ...] = ()) -> Path:
+        """What Postfix would have logged for the accepted messages, as an MTA log.
+
+        Per accepted message, cleanup's ``message-id=<...>`` line and qmgr's ``from=<...>``
+        line (queued) under one queue id, with unrelated lines between, as in a real maillog.
+        ``aborted`` Message-IDs get only the cleanup line: Postfix logs that while the message
+        is still arriving, so a message dropped before the end of DATA has one too.
+        """
+        with self.lock:
+            ids = [m.message_id.strip("<>") for m in self.messages]
+        lines = ["Jan  1 09:00:00 mx postfix/master[100]: daemon started -- version 3.8.6"]
+        for n, mid in enumerate(ids, start=1):
+            qid = f"4F{n:08X}"
+            lines += [
+                f"Jan  1 09:00:01 mx postfix/smtpd[201]: {qid}: client=localhost[127.0.0.1]",
+                f"Jan  1 09:00:01 mx postfix/cleanup[202]: {qid}: message-id=<{mid}>",
+                f"Jan  1 09:00:01 mx postfix/qmgr[103]: {qid}: from=<privacy@maumteo.example>, "
+                "size=1234, nrcpt=1 (queue active)",
+                f"Jan  1 09:00:02 mx postfix/smtp[204]: {qid}: to=<redacted>, "
+                "relay=none, delay=0.1, status=sent (250 2.0.0 Ok)",
+            ]
+        for n, mid in enumerate(aborted, start=1):
+            qid = f"5A{n:08X}"
+            lines += [
+                f"Jan  1 09:00:03 mx postfix/cleanup[202]: {qid}: message-id=<{mid}>",
+                "Jan  1 09:00:03 mx postfix/smtpd[201]: lost connection after DATA "
+                "(512 bytes) from localhost[127.0.0.1]",
+            ]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
 
     def wait_count(self, n: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -3,6 +3,7 @@ exactly one notice per member even across a SIGKILLed worker, member notices, do
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -154,14 +155,17 @@ def test_a_worker_killed_mid_fanout_sends_each_member_one_notice(
     start_worker,
     tmp_path: Path,
 ) -> None:
-    """SIGKILL the worker (process group) while batches are sending, start another, resume.
+    """SIGKILL the worker (process group) while batches are sending, start another, resume,
+    reconcile against the MTA's log: every member ends with exactly one message.
 
-    Every member ends with exactly one distinct notice (one Message-ID). Rows recorded as sent
-    are never sent again; the only possible repeats are messages the server accepted in the
-    instant before the killed process had recorded them: at most two per killed connection (the
-    one in flight and the one whose pipelined mark was unconfirmed), each with the same
-    Message-ID so the member's mail client shows it once.
+    Rows recorded as sent are never sent again; a row whose message may have been accepted in
+    the instant before the kill (its end of DATA written, the 250 not yet recorded) is in
+    doubt, not resent: at most one per killed connection. The mail log then says which of
+    those the server accepted; only the others are sent.
     """
+    from lifecycle.db import session
+    from models.notify import NoticeRecipient
+
     members = 300
     concurrency = 2
     sink = SmtpSink(delay=0.01).start()
@@ -183,22 +187,370 @@ def test_a_worker_killed_mid_fanout_sends_each_member_one_notice(
         start_worker(lifecycle_env, queues=["notify"], concurrency=concurrency)
         # The operator (or beat's resume job) runs the same notice again.
         r = _policy(lifecycle_env, body, "--wait", "--timeout", "180")
-        assert r.returncode == 0, r.stderr
-        assert f"{members} sent" in r.stdout
-        ids = sink.distinct_ids()
-        assert len(ids) == members
-        assert all(len(v) == 1 for v in ids.values()), "a member got two different notices"
-        raw = Counter(m.rcpt for m in sink.messages)
-        repeats = sum(raw.values()) - members
-        assert repeats <= 2 * concurrency, f"{repeats} repeats, {concurrency} killed connections"
-        from lifecycle.db import session
-        from models.notify import NoticeRecipient
-
+        with session("primary") as s:
+            states = Counter(s.scalars(select(NoticeRecipient.state)))
+            doubtful = set(
+                s.scalars(
+                    select(NoticeRecipient.member_id).where(NoticeRecipient.state == "in_doubt")
+                )
+            )
+        assert states["sent"] + states["in_doubt"] == members, states
+        assert len(doubtful) <= concurrency, f"{len(doubtful)} in doubt, {concurrency} killed"
+        if doubtful:
+            assert r.returncode == 1 and f"{len(doubtful)} in doubt" in r.stdout, r.stdout
+            assert "lifecycle notice reconcile 1 --mail-log" in r.stdout
+        else:
+            assert r.returncode == 0, r.stderr
+        # Nobody got a second copy, in doubt or not.
+        per = sink.per_recipient()
+        assert max(per.values()) == 1, [a for a, n in per.items() if n > 1]
+        assert len(per) == members - len(
+            [m for m in doubtful if f"member{m}@example.test" not in per]
+        )
+        log = sink.write_mail_log(tmp_path / "maillog")
+        r = lifecycle_env.run(
+            "notice", "reconcile", "1", "--mail-log", str(log), "--wait", "--timeout", "120"
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{len(doubtful)} in doubt" in r.stdout or not doubtful
+        # Raw messages per recipient, not distinct Message-IDs: exactly one each.
+        expected = Counter({f"member{i}@example.test": 1 for i in range(1, members + 1)})
+        assert sink.per_recipient() == expected
         with session("primary") as s:
             states = Counter(s.scalars(select(NoticeRecipient.state)))
         assert states == Counter({"sent": members})
     finally:
         sink.stop()
+
+
+class _HangUpServer:
+    """A minimal SMTP server that hangs up at a chosen point: right after reading the end of
+    DATA (without answering it), or on RCPT."""
+
+    def __init__(self, at: str) -> None:
+        import socket
+        import threading
+
+        self.at = at
+        self.got_end_of_data = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as f:
+            conn.sendall(b"220 hangup ESMTP\r\n")
+            while line := f.readline():
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    conn.sendall(b"250 hangup\r\n")
+                elif verb == b"RCPT" and self.at == "rcpt":
+                    return
+                elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                    conn.sendall(b"250 OK\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    while (data := f.readline()) not in (b".\r\n", b""):
+                        pass
+                    self.got_end_of_data = data == b".\r\n"
+                    return  # accepted or not: the client will never know
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+def test_a_failing_before_commit_sends_nothing(smtp_sink: SmtpSink) -> None:
+    """The intent hook runs after the body and before the end of DATA; if it raises, the
+    connection is dropped unterminated and the server keeps nothing."""
+    from lifecycle.mailer import Mailer, MessageBuilder, parse_smtp_url
+
+    b = MessageBuilder("privacy@maumteo.example", "안내", "본문")
+    seen_at_commit: list[int] = []
+
+    def journal_down() -> None:
+        seen_at_commit.append(len(smtp_sink.messages))
+        raise ConnectionError("journal unreachable")
+
+    def recorded() -> None:
+        seen_at_commit.append(len(smtp_sink.messages))
+
+    with Mailer(parse_smtp_url(smtp_sink.url)) as m:
+        r1 = m.send(
+            "privacy@maumteo.example", "m1@example.test",
+            b.build("m1@example.test", "notice-1-1@maumteo.example"), before_commit=journal_down,
+        )  # fmt: skip
+        r2 = m.send(
+            "privacy@maumteo.example", "m2@example.test",
+            b.build("m2@example.test", "notice-1-2@maumteo.example"), before_commit=recorded,
+        )  # fmt: skip
+        assert m.connections == 2  # the first session was dropped mid-DATA
+    assert (r1.status, r1.error_class) == ("retry", "ConnectionError")
+    assert r2.status == "sent"
+    time.sleep(0.5)
+    assert [x.rcpt for x in smtp_sink.messages] == ["m2@example.test"]
+    # Both hooks ran before the server had anything: the end of DATA was not yet written.
+    assert seen_at_commit == [0, 0]
+
+    # Lines starting with "." are dot-stuffed by hand now that smtplib's data() is not used.
+    raw = b"Subject: x\r\nMessage-ID: <d@x>\r\n\r\n.one\r\n..two\r\n.\r\nend"
+    with Mailer(parse_smtp_url(smtp_sink.url)) as m:
+        assert m.send("privacy@maumteo.example", "m3@example.test", raw, recorded).status == "sent"
+    smtp_sink.wait_count(2, timeout=10)
+    assert smtp_sink.messages[1].raw.endswith(b"\r\n\r\n.one\r\n..two\r\n.\r\nend\r\n")
+
+
+def test_a_session_lost_after_the_end_of_data_is_unknown_not_retry() -> None:
+    from lifecycle.mailer import Mailer, MessageBuilder, parse_smtp_url
+
+    b = MessageBuilder("privacy@maumteo.example", "안내", "본문")
+    raw = b.build("m1@example.test", "notice-1-1@maumteo.example")
+    after = _HangUpServer("end_of_data")
+    try:
+        with Mailer(parse_smtp_url(f"smtp://127.0.0.1:{after.port}")) as m:
+            r = m.send(
+                "privacy@maumteo.example", "m1@example.test", raw, before_commit=lambda: None
+            )
+        assert after.got_end_of_data
+        assert r.status == "unknown" and r.error_class == "SMTPServerDisconnected"
+    finally:
+        after.close()
+    before = _HangUpServer("rcpt")
+    try:
+        with Mailer(parse_smtp_url(f"smtp://127.0.0.1:{before.port}")) as m:
+            r = m.send(
+                "privacy@maumteo.example", "m1@example.test", raw, before_commit=lambda: None
+            )
+        assert r.status == "retry"  # lost before DATA: certainly not accepted
+    finally:
+        before.close()
+
+
+def _states() -> dict[int, str]:
+    from lifecycle.db import session
+    from models.notify import NoticeRecipient
+
+    with session("primary") as s:
+        return dict(s.execute(select(NoticeRecipient.member_id, NoticeRecipient.state)).all())
+
+
+def _set_state(state: str, *member_ids: int) -> None:
+    from lifecycle.db import session
+    from models.notify import NoticeRecipient
+
+    with session("primary") as s:
+        s.execute(
+            update(NoticeRecipient)
+            .where(NoticeRecipient.member_id.in_(member_ids))
+            .values(state=state)
+        )
+
+
+def test_the_intent_is_recorded_before_the_end_of_data(
+    lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, smtp_sink: SmtpSink
+) -> None:
+    """When the server reads the end of DATA, the row is already in the journal's in-flight
+    set, and the set is empty again once the batch is done."""
+    import redis
+
+    from lifecycle import notices
+    from lifecycle.db import session
+    from models.notify import NoticeRecipient
+
+    set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    eng = create_demo_schema()
+    add_members(eng, 5)
+    nid, _ = notices.create_policy_notice("9", "t", "b", datetime.now(UTC).date())
+    notices.fanout(nid)
+    with session("primary") as s:
+        row_of = dict(s.execute(select(NoticeRecipient.member_id, NoticeRecipient.id)).all())
+    client = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
+    key = f"lifecycle:notice:{nid}:inflight"
+    in_flight_at_data: list[bool] = []
+    handler = smtp_sink.controller.handler
+    original = handler.handle_DATA
+
+    async def check(server, session_, envelope):  # type: ignore[no-untyped-def]
+        member = int(envelope.rcpt_tos[0].removeprefix("member").split("@")[0])
+        in_flight_at_data.append(bool(client.sismember(key, row_of[member])))
+        return await original(server, session_, envelope)
+
+    handler.handle_DATA = check
+    result = notices.send_batch(nid, 1, 5)
+    assert result.sent == 5 and in_flight_at_data == [True] * 5
+    assert client.exists(key, f"lifecycle:notice:{nid}:sent") == 0
+    assert "member" not in redis_dump_text(lifecycle_env)
+
+
+def redis_dump_text(env: LifecycleEnv) -> str:
+    from tests.notify_support import redis_dump
+
+    return redis_dump(env.vars["LIFECYCLE_BROKER_URL"])
+
+
+def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
+    lifecycle_env: LifecycleEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    smtp_sink: SmtpSink,
+    start_worker,
+    tmp_path: Path,
+) -> None:
+    from lifecycle import notices
+
+    set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    eng = create_demo_schema()
+    add_members(eng, 6)
+    nid, _ = notices.create_policy_notice("9", "t", "b", datetime.now(UTC).date())
+    notices.fanout(nid)
+    assert notices.send_batch(nid, 1, 6).sent == 6
+    # As after two killed sessions: the server accepted 2 and 3 (unrecorded), never got 1,
+    # and dropped 4 before its end of DATA (Postfix still logged its Message-ID).
+    _set_state("in_doubt", 1, 2, 3, 4)
+    with smtp_sink.lock:
+        smtp_sink.messages[:] = [
+            m for m in smtp_sink.messages if m.rcpt not in ("member1@example.test",
+                                                            "member4@example.test")
+        ]  # fmt: skip
+    log = smtp_sink.write_mail_log(
+        tmp_path / "maillog", aborted=(f"notice-{nid}-4@maumteo.example",)
+    )
+    notices.refresh_counts(nid)
+    before = _states()
+    assert Counter(before.values()) == Counter({"in_doubt": 4, "sent": 2})
+
+    # Status and --wait show the rows as needing attention, with the command that settles them.
+    st = lifecycle_env.run("status", "--json")
+    import json
+
+    doubt = json.loads(st.stdout)["notices"]
+    assert doubt["in_doubt_total"] == 4
+    assert doubt["in_doubt"] == [
+        {"notice_id": nid, "kind": "policy", "in_doubt": 4,
+         "resolve": f"lifecycle notice reconcile {nid} --mail-log FILE"}
+    ]  # fmt: skip
+    text_ = lifecycle_env.run("status").stdout
+    assert "Notices IN DOUBT" in text_ and f"lifecycle notice reconcile {nid}" in text_
+    # Complete-with-attention, not stuck: neither beat's resume nor a re-run resends them.
+    assert nid not in notices.stale_notices() and notices.resume_ranges(nid) == []
+    from lifecycle.cli.notice import NoticeFailed, _wait_notice
+
+    with pytest.raises(NoticeFailed, match="4 notice\\(s\\) in doubt"):
+        _wait_notice(nid, 5, poll=0.1)
+
+    missing = tmp_path / "nope.log"
+    cases = [
+        (["999", "--assume-delivered"], "notice 999 does not exist"),
+        ([str(nid)], "exactly one of"),
+        ([str(nid), "--assume-delivered", "--resend"], "exactly one of"),
+        ([str(nid), "--mail-log", str(log), "--resend"], "exactly one of"),
+        ([str(nid), "--mail-log", str(missing)], "does not exist"),
+        ([str(nid), "--mail-log", str(tmp_path)], "is a directory"),
+        (["x", "--resend"], "notice_id"),
+    ]
+    for args, fragment in cases:
+        r = lifecycle_env.run("notice", "reconcile", *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and fragment in lines[0], (args, r.stderr)
+    assert _states() == before
+    assert len(smtp_sink.messages) == 4
+
+    start_worker(lifecycle_env, queues=["notify"])
+    r = lifecycle_env.run(
+        "notice", "reconcile", str(nid), "--mail-log", str(log), "--wait", "--timeout", "60"
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "4 in doubt: 2 marked sent, 2 to be sent again" in r.stdout
+    assert "6 sent, 0 not sent, 0 failed of 6" in r.stdout
+    per = smtp_sink.per_recipient()
+    assert per == Counter({f"member{i}@example.test": 1 for i in range(1, 7)})
+    assert set(_states().values()) == {"sent"}
+    again = lifecycle_env.run("notice", "reconcile", str(nid), "--resend")
+    assert again.returncode == 0 and "nothing in doubt" in again.stdout
+
+    # Without a log, the operator decides: delivered...
+    _set_state("in_doubt", 5)
+    r = lifecycle_env.run("notice", "reconcile", str(nid), "--assume-delivered", "--wait")
+    assert r.returncode == 0 and "1 in doubt: 1 marked sent, 0 to be sent again" in r.stdout
+    # ...or sent again (a member whose copy was accepted gets a second one).
+    _set_state("in_doubt", 6)
+    r = lifecycle_env.run("notice", "reconcile", str(nid), "--resend", "--wait", "--timeout", "60")
+    assert r.returncode == 0 and "1 in doubt: 0 marked sent, 1 to be sent again" in r.stdout
+    assert smtp_sink.per_recipient()["member5@example.test"] == 1
+    assert smtp_sink.per_recipient()["member6@example.test"] == 2
+    assert set(_states().values()) == {"sent"}
+    from lifecycle.db import session
+    from models.notify import Notice
+
+    with session("primary") as s:
+        n = s.get(Notice, nid)
+        assert (n.state, n.sent, n.total) == ("completed", 6, 6)
+
+
+def test_mail_log_parsing_needs_postfix_to_have_queued_the_message() -> None:
+    from lifecycle.notices import accepted_in_mail_log
+
+    lines = [
+        b"Jan 1 mx postfix/cleanup[2]: AB12: message-id=<notice-7-1@maumteo.example>",
+        b"Jan 1 mx postfix/qmgr[3]: AB12: from=<privacy@maumteo.example>, size=9, nrcpt=1",
+        b"Jan 1 mx postfix/cleanup[2]: CD34: message-id=<notice-7-2@maumteo.example>",
+        b"Jan 1 mx postfix/smtpd[1]: lost connection after DATA from localhost[127.0.0.1]",
+        b"2026-01-01 exim: 1abc <= privacy@maumteo.example id=notice-7-3@maumteo.example",
+        b"Jan 1 mx postfix/cleanup[2]: EF56: message-id=<notice-8-4@maumteo.example>",
+        b"Jan 1 mx postfix/qmgr[3]: EF56: from=<privacy@maumteo.example>, size=9, nrcpt=1",
+        b"unrelated: xnotice-7-5@maumteo.example notice-70-6@maumteo.example",
+    ]
+    assert accepted_in_mail_log(7, lines) == {1, 3}
+
+
+def test_embedded_mode_a_row_left_sending_is_in_doubt_not_resent(
+    embedded_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, smtp_sink: SmtpSink
+) -> None:
+    """Without Redis the intent is the row's ``sending`` state, written before the end of
+    DATA; a batch that finds a row still ``sending`` knows its owner died mid-send."""
+    import sqlite3
+
+    from lifecycle import notices
+
+    env = embedded_env
+    assert env.run("db", "upgrade").returncode == 0
+    set_env(env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    eng = create_demo_schema()
+    add_members(eng, 5)
+    nid, _ = notices.create_policy_notice("9", "t", "b", datetime.now(UTC).date())
+    notices.fanout(nid)
+    db_file = eng.url.database
+    state_at_data: list[str] = []
+    handler = smtp_sink.controller.handler
+    original = handler.handle_DATA
+
+    async def check(server, session_, envelope):  # type: ignore[no-untyped-def]
+        member = int(envelope.rcpt_tos[0].removeprefix("member").split("@")[0])
+        with contextlib.closing(sqlite3.connect(db_file)) as c:
+            (st,) = c.execute(
+                "SELECT state FROM lifecycle_notice_recipients WHERE member_id = ?", (member,)
+            ).fetchone()
+        state_at_data.append(st)
+        return await original(server, session_, envelope)
+
+    handler.handle_DATA = check
+    _set_state("sending", 3)  # a batch was killed with member 3's end of DATA maybe written
+    result = notices.send_batch(nid, 1, 5)
+    assert (result.sent, result.in_doubt) == (4, 1)
+    assert state_at_data == ["sending"] * 4
+    assert set(smtp_sink.per_recipient()) == {f"member{i}@example.test" for i in (1, 2, 4, 5)}
+    assert _states() == {1: "sent", 2: "sent", 3: "in_doubt", 4: "sent", 5: "sent"}
+    # Complete with attention: nothing left to send, nothing resumed.
+    assert notices.progress(nid)["state"] == "completed"
+    assert notices.pending_ranges(nid) == [] and notices.stale_notices() == []
+    assert notices.send_batch(nid, 1, 5).sent == 0
+    # The operator chose to resend (no mail log in this setup).
+    r = notices.reconcile(nid, resend=True, enqueue=lambda n, a, b: notices.send_batch(n, a, b))
+    assert (r.in_doubt, r.resend, r.batches) == (1, 1, 1)
+    assert smtp_sink.per_recipient() == Counter({f"member{i}@example.test": 1 for i in range(1, 6)})
+    assert set(_states().values()) == {"sent"}
 
 
 def test_overlapping_batches_never_send_a_row_twice(

@@ -106,9 +106,9 @@ def _wait_notice(notice_id: int, timeout: float, poll: float = 1.0) -> None:
         task = bar.add_task(f"notice {notice_id}", total=None, state="pending")
         while True:
             p = progress(notice_id)
-            done = p["sent"] + p["not_sent"] + p["failed"]
+            done = p["sent"] + p["not_sent"] + p["failed"] + p["in_doubt"]
             bar.update(task, total=p["total"] or None, completed=done, state=p["state"])
-            if p["state"] == "completed":
+            if p["state"] == "completed" and not p["pending"]:
                 break
             if time.monotonic() > deadline:
                 raise NoticeFailed(
@@ -126,7 +126,61 @@ def _wait_notice(notice_id: int, timeout: float, poll: float = 1.0) -> None:
             "LIFECYCLE_SMTP_URL, or the member has no usable email address)",
             err=True,
         )
-    if p["failed"]:
-        raise NoticeFailed(
-            f"notice {notice_id}: {p['failed']} address(es) refused by the mail server"
+    problems = []
+    if p["in_doubt"]:
+        # Exit 1 like refused addresses: the notice is done, but only the operator can settle
+        # these (reconcile), and a script running --wait must notice.
+        typer.echo(
+            f"notice {notice_id}: {p['in_doubt']} in doubt (the mail server may or may not "
+            f"have accepted them; not resent). Resolve with: lifecycle notice reconcile "
+            f"{notice_id} --mail-log FILE (or --assume-delivered / --resend)"
         )
+        problems.append(f"{p['in_doubt']} notice(s) in doubt, need reconcile")
+    if p["failed"]:
+        problems.append(f"{p['failed']} address(es) refused by the mail server")
+    if problems:
+        raise NoticeFailed(f"notice {notice_id}: " + "; ".join(problems))
+
+
+@notice_app.command("reconcile")
+def reconcile_cmd(
+    notice_id: Annotated[int, typer.Argument(help="The notice whose in-doubt rows to settle.")],
+    mail_log: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--mail-log",
+            help="The MTA's log (e.g. Postfix's maillog; repeat for rotated files). Members "
+            "whose Message-ID it shows accepted are marked sent; the others are sent again.",
+        ),
+    ] = None,
+    assume_delivered: Annotated[
+        bool,
+        typer.Option("--assume-delivered", help="No log: mark every in-doubt row sent."),
+    ] = False,
+    resend: Annotated[
+        bool,
+        typer.Option("--resend", help="No log: send every in-doubt row again (may duplicate)."),
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Block until the notice is done.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 6 * 3600.0,
+) -> None:
+    """Settle the rows of a notice that are in doubt (a session or worker died after the end of
+    DATA, so the mail server may or may not have accepted the message).
+
+    Exactly one of --mail-log, --assume-delivered, --resend."""
+    from lifecycle.notices import reconcile
+
+    r = reconcile(
+        notice_id, mail_logs=mail_log or None, assume_delivered=assume_delivered, resend=resend
+    )
+    if not r.in_doubt:
+        typer.echo(f"notice {notice_id}: nothing in doubt")
+    else:
+        typer.echo(
+            f"notice {notice_id}: {r.in_doubt} in doubt: {r.delivered} marked sent, "
+            f"{r.resend} to be sent again"
+        )
+    if r.batches:
+        typer.echo(f"notice {notice_id}: {r.batches} batch(es) enqueued")
+    if wait:
+        _wait_notice(notice_id, timeout)

@@ -1,4 +1,5 @@
-"""`lifecycle status`: queues, workers, open and overdue requests, deliveries, nightly jobs."""
+"""`lifecycle status`: queues, workers, open and overdue requests, deliveries, notices in doubt,
+nightly jobs."""
 
 from __future__ import annotations
 
@@ -128,6 +129,23 @@ def _render(report: dict[str, Any], tz: str) -> None:
                 t.add_column(col)
             for d in deliveries["failing"]:
                 t.add_row(*(str(d.get(c, "")) for c in cols))
+            console.print(t)
+
+    notices = report.get("notices")
+    if notices is not None and notices["available"]:
+        if not notices["in_doubt_total"]:
+            console.print("notices in doubt: 0")
+        else:
+            t = Table(
+                title=f"Notices IN DOUBT (maybe delivered, not resent): "
+                f"{notices['in_doubt_total']}",
+                title_justify="left",
+                title_style="bold red",
+            )
+            for col in ("notice", "kind", "in doubt", "resolve with"):
+                t.add_column(col)
+            for n in notices["in_doubt"]:
+                t.add_row(str(n["notice_id"]), n["kind"], str(n["in_doubt"]), n["resolve"])
             console.print(t)
 
     jobs = report.get("jobs")
