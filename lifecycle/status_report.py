@@ -189,7 +189,7 @@ def notices_in_doubt(s: Session) -> list[dict[str, Any]] | None:
     """Notices with rows in doubt (maybe delivered, not resent): they need an operator's
     `lifecycle notice reconcile`. None without the notify module."""
     try:
-        from lifecycle.notices import in_doubt_by_notice
+        from lifecycle.notice_reconcile import in_doubt_by_notice
     except ImportError:
         return None
     return in_doubt_by_notice(s)

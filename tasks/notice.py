@@ -31,7 +31,9 @@ def fanout(self: LifecycleTask, notice_id: int) -> dict[str, Any]:
     base=LifecycleTask, name="lifecycle.notice.send_batch", bind=True, max_retries=BATCH_RETRIES
 )
 def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> dict[str, Any]:
-    result = notices.send_batch(notice_id, first, last, self.progress)
+    from lifecycle.notice_sending import send_batch as send_range
+
+    result = send_range(notice_id, first, last, self.progress)
     if result.left and self.request.retries < BATCH_RETRIES:
         raise self.retry(countdown=min(3600, 30 * 2**self.request.retries))
     return result.as_dict()

@@ -355,7 +355,7 @@ def test_the_intent_is_recorded_before_the_end_of_data(
     set, and the set is empty again once the batch is done."""
     import redis
 
-    from lifecycle import notices
+    from lifecycle import notice_sending, notices
     from lifecycle.db import session
     from models.notify import NoticeRecipient
 
@@ -378,7 +378,7 @@ def test_the_intent_is_recorded_before_the_end_of_data(
         return await original(server, session_, envelope)
 
     handler.handle_DATA = check
-    result = notices.send_batch(nid, 1, 5)
+    result = notice_sending.send_batch(nid, 1, 5)
     assert result.sent == 5 and in_flight_at_data == [True] * 5
     assert client.exists(key, f"lifecycle:notice:{nid}:sent") == 0
     assert "member" not in redis_dump_text(lifecycle_env)
@@ -397,14 +397,14 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
     start_worker,
     tmp_path: Path,
 ) -> None:
-    from lifecycle import notices
+    from lifecycle import notice_sending, notices
 
     set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
     add_members(eng, 6)
     nid, _ = notices.create_policy_notice("9", "t", "b", datetime.now(UTC).date())
     notices.fanout(nid)
-    assert notices.send_batch(nid, 1, 6).sent == 6
+    assert notice_sending.send_batch(nid, 1, 6).sent == 6
     # As after two killed sessions: the server accepted 2 and 3 (unrecorded), never got 1,
     # and dropped 4 before its end of DATA (Postfix still logged its Message-ID).
     _set_state("in_doubt", 1, 2, 3, 4)
@@ -490,7 +490,7 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
 
 
 def test_mail_log_parsing_needs_postfix_to_have_queued_the_message() -> None:
-    from lifecycle.notices import accepted_in_mail_log
+    from lifecycle.notice_reconcile import accepted_in_mail_log
 
     lines = [
         b"Jan 1 mx postfix/cleanup[2]: AB12: message-id=<notice-7-1@maumteo.example>",
@@ -512,7 +512,7 @@ def test_embedded_mode_a_row_left_sending_is_in_doubt_not_resent(
     DATA; a batch that finds a row still ``sending`` knows its owner died mid-send."""
     import sqlite3
 
-    from lifecycle import notices
+    from lifecycle import notice_sending, notices
 
     env = embedded_env
     assert env.run("db", "upgrade").returncode == 0
@@ -537,7 +537,7 @@ def test_embedded_mode_a_row_left_sending_is_in_doubt_not_resent(
 
     handler.handle_DATA = check
     _set_state("sending", 3)  # a batch was killed with member 3's end of DATA maybe written
-    result = notices.send_batch(nid, 1, 5)
+    result = notice_sending.send_batch(nid, 1, 5)
     assert (result.sent, result.in_doubt) == (4, 1)
     assert state_at_data == ["sending"] * 4
     assert set(smtp_sink.per_recipient()) == {f"member{i}@example.test" for i in (1, 2, 4, 5)}
@@ -545,9 +545,11 @@ def test_embedded_mode_a_row_left_sending_is_in_doubt_not_resent(
     # Complete with attention: nothing left to send, nothing resumed.
     assert notices.progress(nid)["state"] == "completed"
     assert notices.pending_ranges(nid) == [] and notices.stale_notices() == []
-    assert notices.send_batch(nid, 1, 5).sent == 0
+    assert notice_sending.send_batch(nid, 1, 5).sent == 0
     # The operator chose to resend (no mail log in this setup).
-    r = notices.reconcile(nid, resend=True, enqueue=lambda n, a, b: notices.send_batch(n, a, b))
+    from lifecycle.notice_reconcile import reconcile
+
+    r = reconcile(nid, resend=True, enqueue=lambda n, a, b: notice_sending.send_batch(n, a, b))
     assert (r.in_doubt, r.resend, r.batches) == (1, 1, 1)
     assert smtp_sink.per_recipient() == Counter({f"member{i}@example.test": 1 for i in range(1, 6)})
     assert set(_states().values()) == {"sent"}
@@ -559,7 +561,7 @@ def test_overlapping_batches_never_send_a_row_twice(
     """Two batches over overlapping ranges at once (a redelivered message next to a resume)."""
     import threading
 
-    from lifecycle import notices
+    from lifecycle import notice_sending, notices
 
     set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     smtp_sink.delay = 0.002
@@ -567,9 +569,11 @@ def test_overlapping_batches_never_send_a_row_twice(
     add_members(eng, 120)
     nid, _ = notices.create_policy_notice("9", "t", "b", datetime.now(UTC).date())
     notices.fanout(nid)
-    results: list[notices.BatchResult] = []
+    results: list[notice_sending.BatchResult] = []
     threads = [
-        threading.Thread(target=lambda a=a, b=b: results.append(notices.send_batch(nid, a, b)))
+        threading.Thread(
+            target=lambda a=a, b=b: results.append(notice_sending.send_batch(nid, a, b))
+        )
         for a, b in [(1, 120), (30, 90), (1, 60)]
     ]
     for t in threads:

@@ -168,7 +168,7 @@ def reconcile_cmd(
     DATA, so the mail server may or may not have accepted the message).
 
     Exactly one of --mail-log, --assume-delivered, --resend."""
-    from lifecycle.notices import reconcile
+    from lifecycle.notice_reconcile import reconcile
 
     r = reconcile(
         notice_id, mail_logs=mail_log or None, assume_delivered=assume_delivered, resend=resend
