@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from lifecycle.mailer import MessageBuilder  # noqa: E402
 from lifecycle.templates import policy_notice  # noqa: E402
+from tests.netutil import free_port, wait_port  # noqa: E402
 
 MAIL_FROM = "privacy@maumteo.example"
 VERSION = "bench-1"
@@ -44,25 +44,6 @@ BODY = (
     "제3조(처리하는 개인정보의 항목)이 변경됩니다.\n"
     "상담 예약 시 수집 항목에서 '직장'을 삭제합니다.\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing on port {port}")
-
-
-# -- the sink ------------------------------------------------------------------------------------
 
 
 def _sink_main(port: int, count, dupes, first, last, ready) -> None:  # type: ignore[no-untyped-def]

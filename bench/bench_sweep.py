@@ -30,7 +30,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,21 +43,7 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing on port {port}")
+from tests.netutil import free_port, wait_port  # noqa: E402
 
 
 def _url(admin: str, db: str, driver: bool = True) -> str:
@@ -256,13 +241,13 @@ def main() -> None:
             if os.environ.get("BENCH_CALLERS"):
                 st.print_callers(os.environ["BENCH_CALLERS"])
             return
-        rport = _free_port()
+        rport = free_port()
         redis_proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
              "--appendonly", "no", "--dir", str(tmp)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_port(rport)
+        wait_port(rport)
         rurl = f"redis://127.0.0.1:{rport}/0"
         wenv = env_for(
             "p1", "a1", LIFECYCLE_BROKER_URL=rurl, LIFECYCLE_RESULT_BACKEND=rurl,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class LifecycleError(Exception):
     """Base for every error whose message is safe and meant for the operator.
@@ -20,3 +24,19 @@ class UserError(LifecycleError):
 
 class BrokerUnavailable(LifecycleError):
     exit_code = 3
+
+
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn each way an operator-named file can fail to read into a one-line UserError that
+    names the file and the reason (never its content)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror})") from None

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle import db
-from lifecycle.errors import BrokerUnavailable, UserError
+from lifecycle.errors import BrokerUnavailable, UserError, reading
 from lifecycle.notice_journal import journal_for
 from lifecycle.notices import NR, enqueue_batch, pending_ranges, refresh_counts
 from models.base import utcnow
@@ -77,15 +77,8 @@ class ReconcileResult:
 def _read_mail_logs(notice_id: int, paths: list[Path]) -> set[int]:
     accepted: set[int] = set()
     for path in paths:
-        try:
-            with path.open("rb") as f:
-                accepted |= accepted_in_mail_log(notice_id, f)
-        except FileNotFoundError:
-            raise UserError(f"mail log {path} does not exist") from None
-        except IsADirectoryError:
-            raise UserError(f"mail log {path} is a directory") from None
-        except OSError as exc:
-            raise UserError(f"mail log {path} cannot be read ({exc.strerror})") from None
+        with reading(path, "mail log"), path.open("rb") as f:
+            accepted |= accepted_in_mail_log(notice_id, f)
     return accepted
 
 

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,27 +24,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.netutil import free_port, wait_port
+
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get(
     "LIFECYCLE_TEST_PG_URL",
     f"postgresql://postgres@127.0.0.1:{os.environ.get('LIFECYCLE_TEST_PG_PORT', '5432')}/postgres",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 def _pg_exec(sql: str) -> None:

@@ -25,7 +25,7 @@ from typing import Annotated
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import UserError
+from lifecycle.errors import UserError, reading
 
 keys_app = typer.Typer(help="Archive master key: rotation and status.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -33,14 +33,8 @@ app.add_typer(keys_app, name="keys")
 
 def read_key_file(path: Path, option: str) -> bytes:
     """A 32-byte key from a base64 file, or a one-line UserError saying what is wrong."""
-    try:
+    with reading(path, option):
         raw = path.read_bytes().strip()
-    except FileNotFoundError:
-        raise UserError(f"{option} {path} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"{option} {path} is a directory") from None
-    except OSError as exc:
-        raise UserError(f"{option} {path} is not readable: {exc.strerror}") from None
     try:
         key = base64.b64decode(raw, validate=True)
     except ValueError:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import LifecycleError, UserError
+from lifecycle.errors import LifecycleError, UserError, reading
 
 notice_app = typer.Typer(help="Individual notices to members.", no_args_is_help=True)
 app.add_typer(notice_app, name="notice")
@@ -22,16 +22,8 @@ class NoticeFailed(LifecycleError):
 
 
 def _read_body(path: Path) -> str:
-    try:
+    with reading(path, "body file"):
         body = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"body file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"body file {path} is a directory") from None
-    except UnicodeDecodeError:
-        raise UserError(f"body file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise UserError(f"body file {path} cannot be read ({exc.strerror})") from None
     if not body.strip():
         raise UserError(f"body file {path} is empty")
     return body
