@@ -89,6 +89,14 @@ class SafeTextFormatter(logging.Formatter):
         return super().format(record)
 
 
+def _drop_kombu_no_hostname(record: logging.LogRecord) -> bool:
+    # The embedded default's filesystem:// broker has no host by design; kombu warns about it
+    # on every connection, which would greet every CLI command with a false alarm.
+    return not (
+        record.name == "kombu.connection" and str(record.msg).startswith("No hostname was supplied")
+    )
+
+
 def make_handler(
     *, json: bool | None = None, stream: TextIO | None = None, service: str = "cli"
 ) -> logging.Handler:
@@ -110,6 +118,7 @@ def make_handler(
             )
         )
     handler.addFilter(TaskContextFilter())
+    handler.addFilter(_drop_kombu_no_hostname)
     handler._lifecycle = True  # type: ignore[attr-defined]
     return handler
 

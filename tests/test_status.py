@@ -147,6 +147,9 @@ def test_status_on_the_embedded_default(embedded_env: LifecycleEnv) -> None:
     assert report["broker"]["queues"]["requests"] == 0
     assert report["workers"]["online"] == 0
     assert report["requests"]["open_total"] == 0
+    # The filesystem broker has no host by design: no false alarm about it on stderr.
+    assert "No hostname was supplied" not in r.stderr
+    assert r.stderr.strip() == "", r.stderr
 
 
 def test_status_rejects_bad_options(embedded_env: LifecycleEnv) -> None:
