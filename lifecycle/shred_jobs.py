@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Connection, select, text, update
+from sqlalchemy.orm import Session
 
 from lifecycle import db
 from lifecycle.errors import UserError
@@ -103,6 +104,7 @@ def enqueue_shred(
     categories: Sequence[str] = DEFAULT_CATEGORIES,
     origin: str = "api",
     strict: bool = False,
+    conn: Connection | None = None,
 ) -> int:
     """Create a shred job for ``paths`` on ``host`` (default: this host), commit, send it.
 
@@ -116,6 +118,12 @@ def enqueue_shred(
 
     Called again for the same ``request_id``, host and paths, it returns the existing job, so
     a re-run of the calling job does not shred (or ledger) twice.
+
+    With ``conn`` (an open transaction of the caller's on the primary DB), the job is written
+    in that transaction and NOT sent: the caller sends it with :func:`send_jobs` after its
+    commit. That is how the engine hands over a deleted row's files together with the DELETE
+    (one fact: rows gone, files owed), and on SQLite a second connection could not write while
+    the caller holds the database's write lock.
     """
     settings = get_settings()
     host = host or settings.host_name
@@ -133,7 +141,7 @@ def enqueue_shred(
 
     paths_key = _paths_key(host, unique) if request_id is not None else None
     if request_id is not None:
-        with db.session("primary") as s:
+        with _session(conn) as s:
             existing = s.scalar(
                 select(ShredJob.id).where(
                     ShredJob.request_id == request_id,
@@ -142,9 +150,10 @@ def enqueue_shred(
                 )
             )
         if existing is not None:
-            _send_if_pending(existing)
+            if conn is None:
+                _send_if_pending(existing)
             return int(existing)
-    with db.session("primary") as s:
+    with _session(conn) as s:
         now = utcnow()
         job = ShredJob(
             host=host,
@@ -170,8 +179,30 @@ def enqueue_shred(
             for p in unique
         )
         job_id = job.id
-    _send_if_pending(job_id)
+    if conn is None:
+        _send_if_pending(job_id)
     return job_id
+
+
+@contextlib.contextmanager
+def _session(conn: Connection | None) -> Iterator[Session]:
+    """Our own committed session, or one that joins the caller's open transaction."""
+    if conn is None:
+        with db.session("primary") as s:
+            yield s
+        return
+    # Joins the caller's open transaction ("conservative_savepoint": no savepoint, never
+    # commits it); the caller commits or rolls back.
+    with Session(bind=conn) as s:
+        yield s
+        s.flush()
+
+
+def send_jobs(job_ids: Sequence[int]) -> None:
+    """Send jobs written with ``conn=`` once the caller committed (a broker failure leaves them
+    to the resend beat)."""
+    for job_id in job_ids:
+        _send_if_pending(job_id)
 
 
 def _paths_key(host: str, paths: Sequence[str]) -> str:

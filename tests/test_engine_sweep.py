@@ -383,3 +383,44 @@ def test_a_table_reached_via_its_parent_is_moved_with_its_member(
     assert tuple(got) == tuple(kept), "each kept invoice archived once, under its own member"
     assert ledgered == total
     assert accounting(primary, archive).ledger_ok
+
+
+def test_embedded_default_sweep_hands_files_to_the_shredder(embedded_env: LifecycleEnv) -> None:
+    """SQLite allows one writer: the shred job for the deleted rows' files is written in the
+    sweep's own transaction (a second connection would wait on the lock it holds), then sent;
+    running it removes exactly those files."""
+    from pathlib import Path
+
+    from lifecycle import db
+    from lifecycle.demo_seed import seed
+    from lifecycle.shred_jobs import run_job
+
+    assert embedded_env.run("db", "upgrade").returncode == 0
+    url = db.engine("primary").url.render_as_string(hide_password=False)
+    seed(db.engine("primary"), 30, files=True, file_root=embedded_env.file_root)
+    withdraw_all(url, "id % 3 = 0")
+    eng = create_engine(url)
+    with eng.connect() as c:
+        gone = {
+            p
+            for (p,) in c.execute(
+                text(
+                    "SELECT path FROM uploaded_files WHERE member_id IN "
+                    "(SELECT id FROM members WHERE status = 'withdrawn')"
+                )
+            )
+        }
+        kept = {p for (p,) in c.execute(text("SELECT path FROM uploaded_files"))} - gone
+    assert gone and kept and all(Path(p).is_file() for p in gone | kept)
+    clear_context_cache()
+    out = run_sweep(get_context())
+    assert out["batches_done"] == out["batches"] > 0 and out["files"] == len(gone)
+    with eng.connect() as c:
+        jobs = [j for (j,) in c.execute(text("SELECT id FROM lifecycle_shred_jobs"))]
+    eng.dispose()
+    assert jobs
+    for job in jobs:
+        run_job(job)
+    assert not any(Path(p).exists() for p in gone)
+    assert all(Path(p).is_file() for p in kept)
+    clear_context_cache()

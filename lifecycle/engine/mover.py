@@ -108,6 +108,9 @@ class MoveResult:
     subjects: int = 0
     files: int = 0
     files_refused: int = 0
+    # Shred jobs written in the caller's transaction: send them (`send_shred_jobs`) once it
+    # has committed.
+    shred_jobs: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -129,6 +132,7 @@ class MoveResult:
         self.subjects += other.subjects
         self.files += other.files
         self.files_refused += other.files_refused
+        self.shred_jobs += other.shred_jobs
 
 
 def _json_default(v: Any) -> Any:
@@ -491,11 +495,11 @@ def move(
         result.destroyed[k] = t.rows
     result.subjects = len(subjects)
     if files:
-        # Before the caller commits the DELETE: if we crash after this, the re-run hands the
-        # same files again and the shredder finds them gone (a no-op); the other order could
-        # lose the paths with the rows and leave the files behind for good.
-        result.files, result.files_refused = hand_to_shredder(
-            files, scope, sorted(file_categories), ctx
+        # In the caller's transaction, with the DELETE: the rows and the shred job that owes
+        # their files commit together or not at all (a re-run after a crash takes the rows
+        # again and hands the same files again). The caller sends the jobs after its commit.
+        result.files, result.files_refused, result.shred_jobs = hand_to_shredder(
+            files, scope, sorted(file_categories), ctx, pconn
         )
     return result
 
@@ -576,14 +580,15 @@ def park_destroy_entries(
 
 
 def hand_to_shredder(
-    paths: list[str], scope: Scope, categories: list[str], ctx: EngineContext
-) -> tuple[int, int]:
-    """Give destroyed file paths to the secure-deletion job; returns (handed, refused)."""
+    paths: list[str], scope: Scope, categories: list[str], ctx: EngineContext, conn: Connection
+) -> tuple[int, int, list[int]]:
+    """Write secure-deletion jobs for destroyed file paths in ``conn``'s transaction; returns
+    (paths handed, paths refused, job ids to send after the commit)."""
     try:
         from lifecycle.shred_jobs import enqueue_shred
     except ImportError:  # pragma: no cover - the shredder is a separate component
         log.error("%d files need secure deletion but lifecycle.shred_jobs is missing", len(paths))
-        return 0, len(paths)
+        return 0, len(paths), []
     from lifecycle.errors import UserError
 
     uniq = list(dict.fromkeys(paths))
@@ -594,20 +599,29 @@ def hand_to_shredder(
         "legal_basis": "; ".join(bases),
         "categories": categories,
         "origin": "withdrawal" if scope.request_id is not None else "sweep",
+        "conn": conn,
     }
     try:
-        enqueue_shred(uniq, **kwargs)
-        return len(uniq), 0
+        return len(uniq), 0, [enqueue_shred(uniq, **kwargs)]
     except UserError:
         pass
     # One bad path (outside the storage roots, say) must not strand the others or the batch.
     handed = refused = 0
+    jobs: list[int] = []
     for p in uniq:
         try:
-            enqueue_shred([p], **kwargs)
+            jobs.append(enqueue_shred([p], **kwargs))
             handed += 1
         except UserError:
             refused += 1
     if refused:
         log.error("%d file paths were refused by the shredder (scope %s)", refused, scope.key)
-    return handed, refused
+    return handed, refused, jobs
+
+
+def send_shred_jobs(job_ids: list[int]) -> None:
+    """After the caller's commit: send the shred jobs `move` wrote in its transaction."""
+    if job_ids:
+        from lifecycle.shred_jobs import send_jobs
+
+        send_jobs(job_ids)

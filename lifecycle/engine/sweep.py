@@ -27,7 +27,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from lifecycle.datamap import _as_datetime
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.locks import JobLock, job_lock
-from lifecycle.engine.mover import MoveResult, Scope, move
+from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
 from lifecycle.engine.outbox import flush_ledger_outbox
 from lifecycle.engine.selection import (
     age_selection,
@@ -229,6 +229,7 @@ def run_batch(
             )
             .values(state="done", counts=counts, updated_at=_now())
         )
+    send_shred_jobs(res.shred_jobs)
     # The batch's destruction entries stay parked in the outbox (committed with the DELETE):
     # the coordinator moves them to the ledger once per phase, saving two commits a batch.
     return counts

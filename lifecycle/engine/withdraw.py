@@ -27,7 +27,7 @@ from lifecycle import requests as reqs
 from lifecycle import restriction
 from lifecycle.datamap import _as_datetime
 from lifecycle.engine.context import EngineContext
-from lifecycle.engine.mover import MoveResult, Scope, move
+from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
 from lifecycle.engine.outbox import flush_ledger_outbox
 from lifecycle.engine.selection import subject_selections
 from models.requests import LifecycleRequest, RequestState
@@ -239,6 +239,8 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
                     counts[k] = (
                         max(counts.get(k, 0), v) if k == "subjects" else counts.get(k, 0) + v
                     )
+        if res.moved is not None:
+            send_shred_jobs(res.moved.shred_jobs)
         if res.state == RequestState.DESTROYED.value:
             flush_ledger_outbox(ctx)
         log.info("withdrawal request %s: %s -> %s", request_id, state, res.state)
