@@ -25,6 +25,7 @@ from lifecycle.settings import get_settings
 from lifecycle.templates import policy_notice
 from models.base import utcnow
 from models.notify import SENDABLE_STATES, Notice, RecipientState
+from models.requests import Restriction
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class BatchResult:
     # Maybe delivered (a session or a killed batch died after the end of DATA): not resent,
     # left for `lifecycle notice reconcile`.
     in_doubt: int = 0
+    restricted: int = 0  # left pending: the member is restricted (a correction is open)
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -326,6 +328,9 @@ def send_batch(
         if n is None:
             return result
         builder = _builder(n, settings.mail_from)
+        # A request's own completion notice is the answer to that request: it goes out even
+        # though the member is (still) restricted.
+        hold_restricted = n.kind not in REQUEST_NOTICES
         n.updated_at = utcnow()
         mt = member_table(s.get_bind())  # type: ignore[arg-type]
     in_range = and_(
@@ -379,7 +384,16 @@ def send_batch(
                 result.recovered += len(recovered)
                 result.in_doubt += len(doubtful)
                 skip = recovered | doubtful
-                sender.send_rows(with_addresses([r for r in mine if r[0] not in skip]))
+                todo = [r for r in mine if r[0] not in skip]
+                # 처리정지: a member whose data is under correction is not written to (the
+                # address itself may be what is being corrected). The row stays pending; the
+                # batch's retry, or beat's resume, sends it once the restriction is lifted.
+                held = _restricted(conn, [r[1] for r in todo]) if hold_restricted else set()
+                if held:
+                    todo = [r for r in todo if r[1] not in held]
+                    result.left += len(held)
+                    result.restricted += len(held)
+                sender.send_rows(with_addresses(todo))
                 marker.flush()
                 claims.release()
                 done += len(rows)
@@ -398,6 +412,16 @@ def send_batch(
         )
     refresh_counts(notice_id)
     return result
+
+
+REQUEST_NOTICES = frozenset({"withdrawal_completed", "correction_completed"})
+
+
+def _restricted(conn: Connection, member_ids: list[int]) -> set[int]:
+    if not member_ids:
+        return set()
+    r = Restriction.__table__
+    return set(conn.execute(select(r.c.member_id).where(r.c.member_id.in_(member_ids))).scalars())
 
 
 class _Sender:

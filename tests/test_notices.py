@@ -765,3 +765,33 @@ def test_a_held_withdrawal_notice_is_released_once_the_withdrawal_completed(
     assert states == {1: "pending", 2: "held"}
     assert len(notices.stale_notices()) == 1
     assert notices.release_held_for_completed() == 0
+
+
+def test_a_restricted_member_gets_the_policy_notice_only_after_the_restriction_lifts(
+    lifecycle_env: LifecycleEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    smtp_sink: SmtpSink,
+) -> None:
+    """처리정지: while a correction is open (the address itself may be under correction) the
+    member is not written to; the row waits, and goes out once, after the lift."""
+    from lifecycle import notice_sending, notices
+    from lifecycle.db import session
+    from lifecycle.restriction import lift, restrict
+
+    set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    eng = create_demo_schema()
+    add_members(eng, 5)
+    with session("primary") as s:
+        restrict(s, 3, "correction", None)
+    nid, _ = notices.create_policy_notice("9", "t", "b", datetime.now(UTC).date())
+    notices.fanout(nid)
+    first = notice_sending.send_batch(nid, 1, 5)
+    assert (first.sent, first.restricted, first.left) == (4, 1, 1)
+    assert "member3@example.test" not in smtp_sink.per_recipient()
+    assert _states()[3] == "pending" and notices.progress(nid)["state"] != "completed"
+    with session("primary") as s:
+        lift(s, 3)
+    again = notice_sending.send_batch(nid, 1, 5)
+    assert (again.sent, again.restricted) == (1, 0)
+    assert smtp_sink.per_recipient() == Counter({f"member{i}@example.test": 1 for i in range(1, 6)})
+    assert notices.progress(nid)["state"] == "completed"
