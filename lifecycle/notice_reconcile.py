@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from lifecycle import db
 from lifecycle.errors import BrokerUnavailable, UserError, reading
 from lifecycle.notice_journal import journal_for
-from lifecycle.notices import NR, enqueue_batch, pending_ranges, refresh_counts
+from lifecycle.notices import NR, enqueue_batch, pending_ranges, refresh_counts, reopen
 from models.base import utcnow
-from models.notify import Notice, NoticeState, RecipientState
+from models.notify import Notice, RecipientState
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +145,7 @@ def reconcile(
                 .values(state=RecipientState.PENDING.value, error_class=None)
             )
         if again:
-            s.execute(
-                update(Notice)
-                .where(Notice.id == notice_id, Notice.state == NoticeState.COMPLETED.value)
-                .values(state=NoticeState.SENDING.value, completed_at=None)
-            )
+            reopen(s, notice_id)
             s.execute(update(Notice).where(Notice.id == notice_id).values(updated_at=now))
         result.delivered, result.resend = len(delivered), len(again)
     mode = "mail-log" if mail_logs else "assume-delivered" if assume_delivered else "resend"

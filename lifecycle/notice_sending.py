@@ -159,7 +159,7 @@ class _Marker:
         self._current: int | None = None
         self._committed = False
         mark = "%s" if self.pg else "?"
-        sendable = "state IN ('pending', 'sending')"
+        sendable = "state IN (" + ", ".join(f"'{st}'" for st in SENDABLE_STATES) + ")"
         self._sent_sql = (
             f"UPDATE {NR.name} SET state = 'sent', sent_at = {mark}, address = NULL, "
             f"attempts = attempts + 1 WHERE id = {mark} AND {sendable}"

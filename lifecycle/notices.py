@@ -460,20 +460,20 @@ def resume_ranges(notice_id: int) -> list[tuple[int, int]]:
         return list(fanout(notice_id)["batches"])
     ranges = pending_ranges(notice_id)
     if ranges:
-        _reopen(notice_id)
+        with db.session("primary") as s:
+            reopen(s, notice_id)
     else:
         refresh_counts(notice_id)
     return ranges
 
 
-def _reopen(notice_id: int) -> None:
+def reopen(s: Session, notice_id: int) -> None:
     """A completed notice that has rows to send again is sending (for `--wait` and status)."""
-    with db.session("primary") as s:
-        s.execute(
-            update(Notice)
-            .where(Notice.id == notice_id, Notice.state == NoticeState.COMPLETED.value)
-            .values(state=NoticeState.SENDING.value, completed_at=None, updated_at=utcnow())
-        )
+    s.execute(
+        update(Notice)
+        .where(Notice.id == notice_id, Notice.state == NoticeState.COMPLETED.value)
+        .values(state=NoticeState.SENDING.value, completed_at=None, updated_at=utcnow())
+    )
 
 
 # -- dormancy advance notice ---------------------------------------------------------------------

@@ -139,7 +139,7 @@ def test_crash_between_archive_commit_and_delete_resumes_exactly(
     real = mover.park_destroy_entries
 
     def boom(*a, **k):  # type: ignore[no-untyped-def]
-        raise RuntimeError("killed between the archive commit and the delete")
+        raise RuntimeError("killed between the archive commit and the primary commit")
 
     monkeypatch.setattr(mover, "park_destroy_entries", boom)
     with pytest.raises(RuntimeError):

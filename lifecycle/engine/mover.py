@@ -99,6 +99,31 @@ class _Tally:
 
 
 @dataclass
+class _Destruction:
+    """What the DELETEs of one move destroyed: per table x category, members, files owed."""
+
+    tally: dict[tuple[str, str], _Tally] = field(default_factory=lambda: defaultdict(_Tally))
+    subjects: set[Any] = field(default_factory=set)
+    files: list[str] = field(default_factory=list)
+    file_categories: set[str] = field(default_factory=set)
+
+    def row(
+        self, table: str, subject: Any, destroyed: Iterable[str], paths: Iterable[tuple[str, Any]]
+    ) -> None:
+        """One deleted row: its destroyed categories, and its file paths as (category, path);
+        a file is owed to the shredder only if its category was destroyed."""
+        if subject is not None:
+            self.subjects.add(subject)
+        destroyed = tuple(destroyed)
+        for cat in destroyed:
+            self.tally[(table, cat)].add(subject)
+        for cat, path in paths:
+            if path and cat in destroyed:
+                self.files.append(str(path))
+                self.file_categories.add(cat)
+
+
+@dataclass
 class MoveResult:
     """Counts only (never values): safe for task results, JobRun rows and logs."""
 
@@ -440,33 +465,24 @@ def move(
         return _archive_only(ctx, pconn, selections, scope, now)
     by_table = {s.table.name: s for s in selections}
     result = MoveResult()
-    files: list[str] = []
-    file_categories: set[str] = set()
-    subjects: set[Any] = set()
-    destroyed_tally: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+    gone = _Destruction()
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
         writer = ArchiveWriter(ctx, asess, scope, now)
         for tm in ctx.ordered_tables:
             sel = by_table.get(tm.name)
             if sel is None:
                 continue
+            n = 0
             if destroy_only(ctx, tm):
-                n = 0
+                every = tuple(tm.columns)
+                file_cats = [tm.category_of(c) for c in tm.files]
                 for subject, paths in delete_returning(ctx, pconn, sel):
                     n += 1
-                    if subject is not None:
-                        subjects.add(subject)
-                    for cat in tm.columns:
-                        destroyed_tally[(tm.name, cat)].add(subject)
-                    for col, path in zip(tm.files, paths, strict=True):
-                        if path:
-                            files.append(str(path))
-                            file_categories.add(tm.category_of(col))  # type: ignore[arg-type]
+                    gone.row(tm.name, subject, every, zip(file_cats, paths, strict=True))
                 result.deleted[tm.name] = n
                 continue
             cols = selected_columns(tm)
-            file_cats = [(cols.index(c), tm.category_of(c)) for c in tm.files]
-            n = 0
+            file_at = [(tm.category_of(c), cols.index(c)) for c in tm.files]
             for chunk in iter_planned(ctx, pconn, sel, now, take=True):
                 n += len(chunk)
                 for row in chunk:
@@ -477,29 +493,22 @@ def move(
                     late[pk].append(cat)
                 for row in chunk:
                     destroyed = (*row.destroyed, *late.get(row.pk, ()))
-                    if row.subject is not None:
-                        subjects.add(row.subject)
-                    for cat in destroyed:
-                        destroyed_tally[(tm.name, cat)].add(row.subject)
-                    for at, cat in file_cats:
-                        path = row.values[at]
-                        if path and cat in destroyed:
-                            files.append(str(path))
-                            file_categories.add(cat)  # type: ignore[arg-type]
+                    paths = ((cat, row.values[at]) for cat, at in file_at)
+                    gone.row(tm.name, row.subject, destroyed, paths)
             result.deleted[tm.name] = n
         writer.ledger_entries()
     for (table, cat), tally in writer.tallies.items():
         result.archived[(table, cat)] = tally.rows
-    park_destroy_entries(ctx, pconn, scope, destroyed_tally)
-    for k, t in destroyed_tally.items():
+    park_destroy_entries(ctx, pconn, scope, gone.tally)
+    for k, t in gone.tally.items():
         result.destroyed[k] = t.rows
-    result.subjects = len(subjects)
-    if files:
+    result.subjects = len(gone.subjects)
+    if gone.files:
         # In the caller's transaction, with the DELETE: the rows and the shred job that owes
         # their files commit together or not at all (a re-run after a crash takes the rows
         # again and hands the same files again). The caller sends the jobs after its commit.
         result.files, result.files_refused, result.shred_jobs = hand_to_shredder(
-            files, scope, sorted(file_categories), ctx, pconn
+            gone.files, scope, sorted(gone.file_categories), ctx, pconn
         )
     return result
 

@@ -192,20 +192,23 @@ def iter_planned(
 
 def _taken(ctx: EngineContext, conn: Connection, stmt: Any) -> Iterator[list[tuple[Any, ...]]]:
     """Run a chunked ``DELETE ... RETURNING`` until it takes fewer rows than a full chunk."""
+    fetch: Callable[[], list[tuple[Any, ...]]]
     if ctx.is_pg_primary:
         # psycopg's binary C row parsing straight into tuples, as in `_stream`.
         compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
         sql, params = str(compiled), compiled.params
         raw = conn.connection.driver_connection
-        while True:
+
+        def fetch() -> list[tuple[Any, ...]]:
             with raw.cursor(binary=True) as cur:
-                rows = cur.execute(sql, params).fetchall()
-            if rows:
-                yield rows
-            if len(rows) < DELETE_CHUNK:
-                return
+                return cur.execute(sql, params).fetchall()
+    else:
+
+        def fetch() -> list[tuple[Any, ...]]:
+            return [tuple(r) for r in conn.execute(stmt)]
+
     while True:
-        rows = [tuple(r) for r in conn.execute(stmt)]
+        rows = fetch()
         if rows:
             yield rows
         if len(rows) < DELETE_CHUNK:
@@ -271,6 +274,11 @@ def withdrawn_subjects_query(
     stmt = select(key, t.c[s.withdrawn_at_column]).where(
         t.c[s.status_column] == s.withdrawn_value, ~open_request_exists(ctx, key)
     )
+    return _id_range(stmt, key, first_id, last_id)
+
+
+def _id_range(stmt: Any, key: Any, first_id: int | None, last_id: int | None) -> Any:
+    """``stmt`` limited to members ``first_id..last_id`` (either end open), by member id."""
     if first_id is not None:
         stmt = stmt.where(key >= first_id)
     if last_id is not None:
@@ -294,11 +302,7 @@ def dormant_subjects_query(
         t.c[d.last_active_column] < cutoff,
         ~open_request_exists(ctx, key),
     )
-    if first_id is not None:
-        stmt = stmt.where(key >= first_id)
-    if last_id is not None:
-        stmt = stmt.where(key <= last_id)
-    return stmt.order_by(key)
+    return _id_range(stmt, key, first_id, last_id)
 
 
 def subject_selections(
