@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from lifecycle.mailer import MessageBuilder  # noqa: E402
 from lifecycle.templates import policy_notice  # noqa: E402
-from tests.netutil import free_port, wait_port  # noqa: E402
+from tests.helpers import free_port, stop_group, wait_port  # noqa: E402
 
 MAIL_FROM = "privacy@maumteo.example"
 VERSION = "bench-1"
@@ -231,12 +231,8 @@ def main() -> None:
         print(f"ratio project/baseline: {proj_rate / base_rate:.2f}x "
               f"(machine: {os.cpu_count()} CPUs, shared with other work)")  # fmt: skip
     finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        if worker is not None:
+            stop_group(worker)
         sink.stop()
         redis.terminate()
         redis.wait(10)

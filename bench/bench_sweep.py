@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.netutil import free_port, wait_port  # noqa: E402
+from tests.helpers import free_port, stop_group, wait_port  # noqa: E402
 
 
 def _url(admin: str, db: str, driver: bool = True) -> str:
@@ -348,12 +347,8 @@ def main() -> None:
         print(f"PostgreSQL CPU time: sweep {sweep_pg:.1f} s, baseline {base_pg:.1f} s")
         print(f"peak worker RSS: {peak:.0f} MB per process, {total:.0f} MB all (goal < 500 MB)")
     finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        if worker is not None:
+            stop_group(worker)
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(10)

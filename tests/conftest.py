@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -24,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.netutil import free_port, wait_port
+from tests.helpers import free_port, kill_group, stop_group, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get(
@@ -253,17 +252,10 @@ class WorkerProc:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Kill the whole process group (main process and prefork children)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        self.proc.wait(30)
+        kill_group(self.proc, sig)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_group(self.proc)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

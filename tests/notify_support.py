@@ -336,15 +336,5 @@ def redis_dump(url: str) -> str:
     return "\n".join(out)
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not reached after {timeout}s")
-
-
 def env_has(name: str) -> bool:
     return bool(os.environ.get(name))

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from models.archive import LedgerEntry
 from models.requests import JobRun
 from models.shred import ShredItem, ShredJob
 from tests.conftest import LifecycleEnv
+from tests.helpers import wait_until
 
 NAME = "김영희_심리검사결과.pdf"  # a personal file name: must never reach the ledger or a result
 PATTERN = "김영희 상담 기록 010-9876-5432 | ".encode()
@@ -34,16 +34,6 @@ def fill(path: Path, size: int) -> str:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def job(job_id: int) -> ShredJob:
@@ -204,7 +194,7 @@ def test_worker_refuses_a_file_that_gained_a_hard_link(
     # A hard link appears after the job was queued: the worker must refuse that file.
     os.link(shared, root / "second-name")
     start_worker(lifecycle_env, queues=[SHRED_Q])
-    wait_for(lambda: done(job_id), what="job done")
+    wait_until(lambda: done(job_id), what="job done")
     it = items(job_id)
     assert [i.status for i in it] == ["shredded", "refused"]
     assert it[1].reason == "hard_links" and it[1].path == str(shared) and not it[1].path_ref
@@ -350,7 +340,7 @@ def test_a_worker_serves_only_its_own_hosts_queue(
     bad = start_worker(lifecycle_env, queues=["shred.host-b"], LIFECYCLE_HOST_NAME="host-a")
     ja = shred_jobs.enqueue_shred([str(fa)], host="host-a", reason="r", legal_basis="b")
     jb = shred_jobs.enqueue_shred([str(fb)], host="host-b", reason="r", legal_basis="b")
-    wait_for(lambda: done(ja), what="host-a job")
+    wait_until(lambda: done(ja), what="host-a job")
     assert not fa.exists()
     time.sleep(2)
     assert job(jb).state == "pending" and digest(fb) == hb
@@ -359,7 +349,7 @@ def test_a_worker_serves_only_its_own_hosts_queue(
 
     start_worker(lifecycle_env, queues=["shred.host-b"], LIFECYCLE_HOST_NAME="host-b")
     shred_jobs.resend_pending(force=True)  # what the beat does a minute later
-    wait_for(lambda: done(jb), what="host-b job")
+    wait_until(lambda: done(jb), what="host-b job")
     assert not fb.exists()
     assert [e.details["host"] for e in shred_entries()] == ["host-a", "host-b"]
 
@@ -384,7 +374,7 @@ def test_job_stored_while_broker_down_is_sent_later(
     start_worker(lifecycle_env, queues=[SHRED_Q])
     assert shred_jobs.resend_pending() == 0  # not due before a minute has passed
     assert shred_jobs.resend_pending(now=utcnow() + timedelta(seconds=61)) == 1
-    wait_for(lambda: done(job_id), what="job done")
+    wait_until(lambda: done(job_id), what="job done")
     assert not path.exists() and job(job_id).sends == 1
 
 
@@ -397,11 +387,11 @@ def test_sigkill_mid_overwrite_then_restart_finishes(
     ino = path.stat().st_ino
     w = start_worker(lifecycle_env, queues=[SHRED_Q], LIFECYCLE_TEST_SHRED_CHUNK_DELAY="0.05")
     job_id = shred_jobs.enqueue_shred([str(path)], reason="r", legal_basis="b")
-    wait_for(lambda: items(job_id)[0].state == "working", what="overwrite started")
+    wait_until(lambda: items(job_id)[0].state == "working", what="overwrite started")
     # Wait until the overwrite visibly reached the file, then kill the whole worker.
     fd = os.open(path, os.O_RDONLY)
     try:
-        wait_for(lambda: PATTERN[:12] not in os.pread(fd, 1 << 20, 0), what="first chunk")
+        wait_until(lambda: PATTERN[:12] not in os.pread(fd, 1 << 20, 0), what="first chunk")
         time.sleep(0.3)
         w.kill()
         assert path.exists() and path.stat().st_ino == ino  # half-overwritten, still there
@@ -413,7 +403,7 @@ def test_sigkill_mid_overwrite_then_restart_finishes(
 
     start_worker(lifecycle_env, queues=[SHRED_Q])
     shred_jobs.resend_pending(force=True)
-    wait_for(lambda: done(job_id), timeout=120, what="job done after restart")
+    wait_until(lambda: done(job_id), timeout=120, what="job done after restart")
     assert not path.exists() and os.listdir(path.parent) == []
     (it,) = items(job_id)
     assert it.status == "shredded" and it.attempts == 2 and it.size == size

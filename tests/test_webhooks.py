@@ -18,12 +18,12 @@ from tests.conftest import LifecycleEnv, free_port
 
 # The helpers hold fixtures too: rewrite their asserts, then load them as a plugin.
 pytest.register_assert_rewrite("tests.notify_support")
+from tests.helpers import wait_until  # noqa: E402
 from tests.notify_support import (  # noqa: E402
     SmtpSink,
     add_members,
     create_demo_schema,
     set_env,
-    wait_until,
 )
 
 pytest_plugins = ["tests.notify_support"]
