@@ -439,8 +439,9 @@ def _any_text(values: list[str]) -> Any:
 def destroy_only(ctx: EngineContext, tm: TableMap) -> bool:
     """Every category of the table is destroy-now, and its rows reach the member directly.
 
-    Such rows never go to the archive, so they need no read at all: one DELETE ... RETURNING
-    (after the archive commit, in dependency order) both destroys and counts them.
+    Such rows never go to the archive, so their DELETE ... RETURNING (in dependency order,
+    uncommitted until the caller commits) returns only the member and file columns, and both
+    destroys and counts them.
     """
     return tm.via is None and all(ctx.datamap.rule(c).period.is_zero for c in tm.columns)
 
