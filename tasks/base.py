@@ -25,8 +25,8 @@ from celery import Task
 from celery.app.amqp import AMQP
 from celery.exceptions import Retry
 
-from lifecycle import safe_errors
-from lifecycle.taskargs import check_task_args, check_task_result, param_names, render_args
+from lifecycle.core import safe_errors
+from lifecycle.core.taskargs import check_task_args, check_task_result, param_names, render_args
 
 log = logging.getLogger("lifecycle.tasks")
 
@@ -34,7 +34,7 @@ PREFIX = "lifecycle."
 
 
 def _task_param_names(app: Any, name: str) -> list[str]:
-    from lifecycle.requests import HANDLERS
+    from lifecycle.requests.outbox import HANDLERS
 
     if name in HANDLERS.values():
         # The request handlers' contract: they receive the request id and nothing else.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.correction import run_correction
-from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
+from lifecycle.core.transient import TRANSIENT_DB_ERRORS
+from lifecycle.rights.correction import run_correction
 from tasks.base import LifecycleTask
 from workers.app import app
 

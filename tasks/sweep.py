@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
+from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from tasks.base import LifecycleTask
 from workers.app import app
 

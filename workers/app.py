@@ -5,8 +5,8 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_process_init
 
-from lifecycle.logging_setup import connect_celery
-from lifecycle.settings import get_settings
+from lifecycle.core.logging_setup import connect_celery
+from lifecycle.core.settings import get_settings
 from workers.config import celery_config
 
 TASK_MODULES = [
@@ -36,14 +36,14 @@ def create_app() -> Celery:
 
 
 app = create_app()
-# Worker and beat log JSON with task and request ids (lifecycle/logging_setup.py).
+# Worker and beat log JSON with task and request ids (lifecycle/core/logging_setup.py).
 connect_celery()
 
 
 @worker_process_init.connect
 def _fresh_connections(**_kwargs: object) -> None:
     # Prefork children must open their own DB connections, never reuse the parent's sockets.
-    from lifecycle.db import dispose_all
+    from lifecycle.core.db import dispose_all
 
     dispose_all()
 
@@ -54,8 +54,8 @@ def reconfigure() -> None:
     Celery caches the broker pool, producer pool and result backend on first use; drop them so
     the next call connects to the newly configured servers.
     """
-    from lifecycle.db import dispose_all
-    from lifecycle.settings import reset_settings_cache
+    from lifecycle.core.db import dispose_all
+    from lifecycle.core.settings import reset_settings_cache
     from schedules.beat import beat_schedule
 
     reset_settings_cache()

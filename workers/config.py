@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu import Queue
 
-from lifecycle.settings import Settings
+from lifecycle.core.settings import Settings
 from workers import queues
 
 # The longest any task may run. Sweeps are chunked into batch tasks so none comes close.

@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Any
 
-from lifecycle.taskargs import _ID_STRING, _LOOKS_PERSONAL, is_safe_result_string
+from lifecycle.core.taskargs import _ID_STRING, _LOOKS_PERSONAL, is_safe_result_string
 
 REDACTED = "<redacted>"
 
@@ -98,7 +98,7 @@ def redact_result(text: Any) -> Any:
 
 
 def _safe_exception_names() -> set[str]:
-    from lifecycle.errors import LifecycleError
+    from lifecycle.core.errors import LifecycleError
 
     names = set(_SAFE_EXC_NAMES)
     todo: list[type] = [LifecycleError]

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError
 
 try:  # Typer >= 0.20 vendors Click; older ones use the click package.
     from typer._click import exceptions as cexc
@@ -47,13 +47,13 @@ def run(argv: list[str] | None = None) -> None:
 
     from kombu.exceptions import OperationalError as KombuOperationalError
 
-    from lifecycle.logging_setup import configure
+    from lifecycle.core.logging_setup import configure
 
     # Warnings and errors only: a command's own output is its report, on stdout.
     configure(logging.WARNING, service="cli")
 
-    from lifecycle.db import DatabaseUnavailable
-    from lifecycle.settings import SettingsError
+    from lifecycle.core.db import DatabaseUnavailable
+    from lifecycle.core.settings import SettingsError
 
     command = typer.main.get_command(app)
     try:

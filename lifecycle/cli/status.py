@@ -26,8 +26,8 @@ def status(
     Exit status 0 when every store was read, 3 when the broker or a database was unreachable
     (what could be read is still shown).
     """
-    from lifecycle.settings import get_settings
-    from lifecycle.status_report import build_report
+    from lifecycle.core.settings import get_settings
+    from lifecycle.ops.status import build_report
     from workers.app import app as celery_app
 
     s = get_settings()
@@ -35,7 +35,7 @@ def status(
     def flower_check() -> bool:
         import httpx
 
-        from lifecycle.status_report import _loopback
+        from lifecycle.ops.status import _loopback
 
         url = f"http://{_loopback(s.flower_address)}:{s.flower_port}/healthcheck"
         return httpx.get(url, timeout=2).status_code == 200

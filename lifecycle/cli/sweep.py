@@ -31,7 +31,7 @@ def sweep(
     ),
 ) -> None:
     """Nightly purpose-end sweep, now: archive or destroy every record whose purpose ended."""
-    from lifecycle.db import check_reachable
+    from lifecycle.core.db import check_reachable
     from lifecycle.engine.context import get_context
 
     check_reachable("primary")
@@ -74,7 +74,7 @@ def purge(
     wait: bool = typer.Option(False, "--wait", help="Block until done, with progress."),
 ) -> None:
     """Destroy archived data whose retention period ended, and its keys (crypto-shredding)."""
-    from lifecycle.db import check_reachable
+    from lifecycle.core.db import check_reachable
     from lifecycle.engine.context import get_context
 
     check_reachable("primary")

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lifecycle.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError
 
 _console = Console(stderr=True)
 
@@ -47,7 +47,7 @@ _REQUEST_STEPS = {
 
 def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) -> str:
     """Wait until the request reaches a terminal state; raise JobFailed if it failed."""
-    from lifecycle.requests import get
+    from lifecycle.requests.outbox import get
 
     deadline = time.monotonic() + timeout
     with _progress() as bar:

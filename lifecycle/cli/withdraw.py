@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import UserError
+from lifecycle.core.errors import UserError
 
 
 def parse_member_id(raw: str) -> int:
@@ -22,10 +22,10 @@ def withdraw(
     timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
 ) -> None:
     """Withdraw a member (회원탈퇴): mark withdrawn and request the lifecycle to carry it out."""
-    from lifecycle.db import check_reachable
+    from lifecycle.core.db import check_reachable
     from lifecycle.engine.context import get_context
-    from lifecycle.engine.withdraw import submit_withdrawal
-    from lifecycle.relay import dispatch_one
+    from lifecycle.requests.relay import dispatch_one
+    from lifecycle.rights.withdrawal import submit_withdrawal
 
     mid = parse_member_id(member_id)
     check_reachable("primary")

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, MetaData, Table
 
-from lifecycle.datamap import DataMap, TableMap, load_datamap
+from lifecycle.datamap.loader import load_datamap
+from lifecycle.datamap.model import DataMap, TableMap
 
 
 @dataclass
@@ -67,9 +68,9 @@ _cache: dict[tuple[str, str, str], EngineContext] = {}
 
 def get_context(*, datamap_path: str | Path | None = None) -> EngineContext:
     """The context for the current settings (cached per process)."""
-    from lifecycle import db
-    from lifecycle.datamap import SHIPPED_DEMO_MAP
-    from lifecycle.settings import get_settings
+    from lifecycle.core import db
+    from lifecycle.core.settings import get_settings
+    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
 
     s = get_settings()
     path = Path(datamap_path or s.data_map or SHIPPED_DEMO_MAP)

@@ -39,8 +39,7 @@ import orjson
 from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.orm import Session
 
-from lifecycle import crypto, keystore, ledger
-from lifecycle.datamap import TableMap
+from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     SQLITE_IN_CHUNK,
@@ -50,6 +49,7 @@ from lifecycle.engine.selection import (
     iter_planned,
     selected_columns,
 )
+from lifecycle.vault import crypto, keystore, ledger
 from models.archive import ArchivedRecord
 from models.engine import LedgerOutbox
 
@@ -595,11 +595,11 @@ def hand_to_shredder(
     """Write secure-deletion jobs for destroyed file paths in ``conn``'s transaction; returns
     (paths handed, paths refused, job ids to send after the commit)."""
     try:
-        from lifecycle.shred_jobs import enqueue_shred
+        from lifecycle.shred.jobs import enqueue_shred
     except ImportError:  # pragma: no cover - the shredder is a separate component
         log.error("%d files need secure deletion but lifecycle.shred_jobs is missing", len(paths))
         return 0, len(paths), []
-    from lifecycle.errors import UserError
+    from lifecycle.core.errors import UserError
 
     uniq = list(dict.fromkeys(paths))
     bases = sorted({ctx.datamap.rule(c).legal_basis for c in categories})
@@ -632,6 +632,6 @@ def hand_to_shredder(
 def send_shred_jobs(job_ids: list[int]) -> None:
     """After the caller's commit: send the shred jobs `move` wrote in its transaction."""
     if job_ids:
-        from lifecycle.shred_jobs import send_jobs
+        from lifecycle.shred.jobs import send_jobs
 
         send_jobs(job_ids)
