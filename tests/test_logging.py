@@ -146,7 +146,7 @@ def test_cli_logs_json_when_not_on_a_terminal(embedded_env: LifecycleEnv) -> Non
     code = (
         "import logging, sys; from lifecycle.cli import main; "
         "sys.argv=['lifecycle']; "
-        "from lifecycle.logging_setup import configure; configure(logging.WARNING); "
+        "from lifecycle.core.logging_setup import configure; configure(logging.WARNING); "
         "logging.getLogger('lifecycle.x').warning('careful')"
     )
     r = subprocess.run(

@@ -4,7 +4,7 @@
   ``LIFECYCLE_LOG_JSON=true``; readable text on a terminal (``LIFECYCLE_LOG_JSON=false`` forces it).
 - Every record made while a task runs carries ``task_id``, ``task_name`` and, for jobs about one
   request, ``request_id`` (set from the task's ``request_id`` argument, or by `bind_request`).
-- Tracebacks show frames and safe descriptions only (`lifecycle.safe_errors`): an exception's
+- Tracebacks show frames and safe descriptions only (`lifecycle.core.safe_errors`): an exception's
   message is where personal values leak, so it is printed only for operator-safe errors.
 
 Celery calls `_celery_setup_logging` instead of configuring logging itself (connecting the

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     # Members per notice batch task: each batch sends over one SMTP connection.
     notice_batch_size: int = Field(default=500, ge=1, le=100_000)
     # Webhook/email delivery retry schedule, comma-separated seconds before each attempt
-    # (empty = lifecycle.retry_schedule.DEFAULT_SCHEDULE, about 31 hours in 8 attempts).
+    # (empty = lifecycle.thirdparty.retry_schedule.DEFAULT_SCHEDULE, about 31 hours in 8 attempts).
     retry_schedule: str = ""
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     log_json: bool | None = None

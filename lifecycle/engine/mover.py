@@ -597,7 +597,7 @@ def hand_to_shredder(
     try:
         from lifecycle.shred.jobs import enqueue_shred
     except ImportError:  # pragma: no cover - the shredder is a separate component
-        log.error("%d files need secure deletion but lifecycle.shred_jobs is missing", len(paths))
+        log.error("%d files need secure deletion but lifecycle.shred.jobs is missing", len(paths))
         return 0, len(paths), []
     from lifecycle.core.errors import UserError
 

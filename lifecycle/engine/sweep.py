@@ -1,7 +1,7 @@
 """The nightly purpose-end sweep: plan batches, run them, survive crashes and double triggers.
 
 A run is a ``JobRun`` row (job ``sweep``) plus its ``lifecycle_sweep_batches`` rows. The
-coordinator holds the sweep lock (:mod:`lifecycle.engine.locks`) for the whole run, so a
+coordinator holds the sweep lock (:mod:`lifecycle.core.locks`) for the whole run, so a
 second trigger (two beats, a manual run, a late run after downtime) returns at once. It plans
 id-range batches, hands them out (``dispatch``) and also works through pending batches itself
 until none is left, so the run finishes even when the workers holding batch messages were

@@ -3,7 +3,7 @@
 Why Redis and not the database: one pipelined ``SADD`` per message costs the sender nothing
 it waits for (the reply is read while the SMTP exchange goes on), where one database commit per
 message would halve the sending rate. PostgreSQL gets the sent marks once per chunk. See
-`lifecycle.notices` for the protocol and `lifecycle.notice_sending` for its use.
+`lifecycle.notices` for the protocol and `lifecycle.notices.sending` for its use.
 """
 
 from __future__ import annotations

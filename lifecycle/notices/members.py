@@ -8,19 +8,19 @@ range, each over ONE reused SMTP connection.
 Exactly once, never a blind resend. SMTP commits a message when the server reads the end of
 DATA, and a client that loses the session after writing it cannot know whether the message was
 accepted (the two-generals problem). So each row's intent is recorded durably just before that
-point (`Mailer.send`'s ``before_commit``: a Redis journal, `lifecycle.notice_journal`, or
+point (`Mailer.send`'s ``before_commit``: a Redis journal, `lifecycle.notices.journal`, or
 without Redis a ``sending`` state in the database) and its acceptance right after the 250 (the
 journal, then PostgreSQL per chunk; or the database directly). Whoever claims a row next knows
 which of three cases it is in: recorded sent (marked, not resent), in flight (maybe accepted:
 ``in_doubt``, not resent), or neither (certainly not accepted: sent). A session lost after the
-end of DATA also gives ``in_doubt``. In-doubt rows wait for `lifecycle.notice_reconcile`
+end of DATA also gives ``in_doubt``. In-doubt rows wait for `lifecycle.notices.reconcile`
 (``lifecycle notice reconcile``), which settles them from the MTA's log (or by the operator's
 explicit choice) and sends only those the server never accepted. A worker killed at any line
 leaves at most one row in doubt per SMTP connection. Every message carries a stable
 ``Message-ID`` (``notice-<notice>-<member>@<domain>``): that is what the MTA log is searched
 for. Two batches never send the same row at the same time, even when their member ranges overlap
 (a redelivered message next to a resume): each claims rows a chunk at a time under per-row locks
-that the database drops the moment a batch's connection dies (`lifecycle.notice_sending`).
+that the database drops the moment a batch's connection dies (`lifecycle.notices.sending`).
 """
 
 from __future__ import annotations
