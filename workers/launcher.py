@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lifecycle.core import queues
 from lifecycle.core.settings import Settings
-from workers import queues
 
 STOP_GRACE_SECONDS = 20.0
 

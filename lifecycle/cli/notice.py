@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from lifecycle.cli.app import app
+from lifecycle.core import dispatch
 from lifecycle.core.errors import LifecycleError, UserError, reading
 
 notice_app = typer.Typer(help="Individual notices to members.", no_args_is_help=True)
@@ -60,12 +61,11 @@ def policy_cmd(
 
     Running it again with the same version resumes the same notice: nobody gets it twice."""
     from lifecycle.notices.members import create_policy_notice
-    from workers.app import app as celery_app
 
     body = _read_body(body_file)
     eff = _parse_date(effective_date)
     notice_id, created = create_policy_notice(version, title, body, eff)
-    result = celery_app.send_task("lifecycle.notice.fanout", args=[notice_id])
+    result = dispatch.send(dispatch.NOTICE_FANOUT, notice_id)
     verb = "created" if created else "resumed"
     typer.echo(f"policy notice {notice_id} (version {version}) {verb}; fan-out job {result.id}")
     if wait:

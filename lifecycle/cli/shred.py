@@ -52,9 +52,9 @@ def shred(
     links, not a directory without --recursive, exists); on any error nothing is queued.
     """
     from lifecycle.core.db import check_reachable
+    from lifecycle.core.queues import shred_queue
     from lifecycle.core.settings import get_settings
     from lifecycle.shred.jobs import enqueue_shred
-    from workers.queues import shred_queue
 
     settings = get_settings()
     absolute = _absolute(paths)

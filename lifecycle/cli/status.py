@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from lifecycle.cli.app import app
+from lifecycle.core import dispatch
 
 # Exit status when a store could not be read (same as other "unreachable" errors).
 EXIT_UNREACHABLE = 3
@@ -28,7 +29,6 @@ def status(
     """
     from lifecycle.core.settings import get_settings
     from lifecycle.ops.status import build_report
-    from workers.app import app as celery_app
 
     s = get_settings()
 
@@ -40,7 +40,9 @@ def status(
         url = f"http://{_loopback(s.flower_address)}:{s.flower_port}/healthcheck"
         return httpx.get(url, timeout=2).status_code == 200
 
-    report = build_report(s, app=celery_app, flower_check=flower_check, worker_timeout=timeout)
+    report = build_report(
+        s, app=dispatch.celery_app(), flower_check=flower_check, worker_timeout=timeout
+    )
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from lifecycle.cli.app import app
+from lifecycle.core import dispatch
 
 
 def _print_counts(label: str, counts: Any) -> None:
@@ -55,10 +56,8 @@ def sweep(
         dest = sum(ln.rows for ln in lines if ln.action == "destroy")
         typer.echo(f"dry run: would archive {arch} and destroy {dest} row parts; nothing changed")
         return
-    from workers.app import app as celery_app
-
     kwargs = {"member_batch": batch_size} if batch_size else {}
-    result = celery_app.send_task("lifecycle.sweep.run", kwargs=kwargs)
+    result = dispatch.send(dispatch.SWEEP_RUN, **kwargs)
     typer.echo(f"sweep started (task {result.id})")
     if wait:
         from lifecycle.cli.waiting import wait_for_task
@@ -101,9 +100,7 @@ def purge(
             f"{sum(1 for b in buckets if b.key_live)} keys; nothing changed"
         )
         return
-    from workers.app import app as celery_app
-
-    result = celery_app.send_task("lifecycle.purge.run")
+    result = dispatch.send(dispatch.PURGE_RUN)
     typer.echo(f"purge started (task {result.id})")
     if wait:
         from lifecycle.cli.waiting import wait_for_task

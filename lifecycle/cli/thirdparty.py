@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from lifecycle.cli.app import app
+from lifecycle.core import dispatch
 
 recipients_app = typer.Typer(
     help="Third parties that receive personal data (and corrections to it).",
@@ -125,8 +126,7 @@ def deliveries_list(
 def deliveries_replay(delivery_id: Annotated[int, typer.Argument()]) -> None:
     """Send a failed delivery again (a fresh round of the retry schedule)."""
     from lifecycle.thirdparty.deliveries import replay
-    from workers.app import app as celery_app
 
     replay(delivery_id)
-    celery_app.send_task("lifecycle.notify.deliver", args=[delivery_id])
+    dispatch.send(dispatch.NOTIFY_DELIVER, delivery_id)
     typer.echo(f"delivery {delivery_id} queued for a new attempt")

@@ -45,7 +45,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from lifecycle.channels.templates import member_notice
-from lifecycle.core import db
+from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap.member_table import member_table
@@ -287,9 +287,7 @@ def send_member_notice(kind: str, member_id: int, context: dict[str, Any]) -> in
 
 
 def enqueue_batch(notice_id: int, first: int, last: int, countdown: float | None = None) -> None:
-    from workers.app import app
-
-    app.send_task("lifecycle.notice.send_batch", args=[notice_id, first, last], countdown=countdown)
+    dispatch.send(dispatch.NOTICE_SEND_BATCH, notice_id, first, last, countdown=countdown)
 
 
 # -- fan-out -------------------------------------------------------------------------------------

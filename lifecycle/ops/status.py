@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from lifecycle.core import queues
 from models.base import utcnow
 from models.requests import OPEN_STATES, JobRun, LifecycleRequest
-from workers import queues
 
 OVERDUE_LIST_LIMIT = 50
 # Celery's Redis transport keeps messages of priority p>0 under "<queue>\x06\x16<p>".

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
-from lifecycle.core import db
-from lifecycle.requests.outbox import HANDLERS
+from lifecycle.core import db, dispatch
+from lifecycle.requests.outbox import valid_member_id
+from lifecycle.requests.states import task_for, transition
 from models.base import utcnow
 from models.requests import LifecycleRequest, RequestState
 
@@ -30,24 +32,37 @@ STALE_STATES = [
 ]
 
 
-def _send(request_id: int, kind: str, attempt: int) -> str:
-    from workers.app import app
+def _claim(s: Session, stmt: Select[tuple[LifecycleRequest]]) -> list[LifecycleRequest]:
+    if s.get_bind().dialect.name == "postgresql":
+        # Two relays (two beats during a failover) never send the same rows concurrently.
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(s.scalars(stmt))
 
-    task_id = f"request-{request_id}-{attempt}"
-    app.send_task(HANDLERS[kind], args=[request_id], task_id=task_id)
-    return task_id
+
+def _send(req: LifecycleRequest) -> bool:
+    """Send ``req`` to its task, or refuse a malformed row; True if a message went out."""
+    task = task_for(req.kind)
+    if task is None or not valid_member_id(req.member_id):
+        what = f"unknown kind {req.kind!r}" if task is None else "member id is not valid"
+        transition(req, RequestState.FAILED, error=f"malformed request: {what}")
+        log.error("request %s refused: malformed", req.id)
+        return False
+    req.attempts = (req.attempts or 0) + 1
+    req.task_id = f"request-{req.id}-{req.attempts}"
+    dispatch.send(task, req.id, task_id=req.task_id)
+    return True
 
 
-def _mark_malformed(s, req: LifecycleRequest) -> None:  # type: ignore[no-untyped-def]
-    req.state = RequestState.FAILED.value
-    req.error = f"malformed request: unknown kind {req.kind!r}"[:500]
-    req.completed_at = utcnow()
-    log.error("request %s refused: unknown kind", req.id)
+def _dispatch(s: Session, req: LifecycleRequest) -> bool:
+    if not _send(req):
+        return False
+    transition(req, RequestState.DISPATCHED)
+    req.dispatched_at = utcnow()
+    return True
 
 
 def dispatch_pending(limit: int = 500) -> int:
     """Dispatch up to ``limit`` received requests; returns how many were sent."""
-    sent = 0
     with db.session("primary") as s:
         stmt = (
             select(LifecycleRequest)
@@ -55,19 +70,7 @@ def dispatch_pending(limit: int = 500) -> int:
             .order_by(LifecycleRequest.id)
             .limit(limit)
         )
-        if s.get_bind().dialect.name == "postgresql":
-            # Two relays (two beats during a failover) never send the same rows concurrently.
-            stmt = stmt.with_for_update(skip_locked=True)
-        for req in s.scalars(stmt):
-            if req.kind not in HANDLERS or not req.member_id or req.member_id <= 0:
-                _mark_malformed(s, req)
-                continue
-            req.attempts = (req.attempts or 0) + 1
-            req.task_id = _send(req.id, req.kind, req.attempts)
-            req.state = RequestState.DISPATCHED.value
-            req.dispatched_at = utcnow()
-            sent += 1
-    return sent
+        return sum(_dispatch(s, req) for req in _claim(s, stmt))
 
 
 def dispatch_one(request_id: int) -> bool:
@@ -77,19 +80,7 @@ def dispatch_one(request_id: int) -> bool:
             LifecycleRequest.id == request_id,
             LifecycleRequest.state == RequestState.RECEIVED.value,
         )
-        if s.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        req = s.scalar(stmt)
-        if req is None:
-            return False
-        if req.kind not in HANDLERS:
-            _mark_malformed(s, req)
-            return False
-        req.attempts = (req.attempts or 0) + 1
-        req.task_id = _send(req.id, req.kind, req.attempts)
-        req.state = RequestState.DISPATCHED.value
-        req.dispatched_at = utcnow()
-    return True
+        return any(_dispatch(s, req) for req in _claim(s, stmt))
 
 
 def redispatch_stale(older_than: timedelta = STALE_AFTER, limit: int = 100) -> int:
@@ -110,15 +101,9 @@ def redispatch_stale(older_than: timedelta = STALE_AFTER, limit: int = 100) -> i
             .order_by(LifecycleRequest.id)
             .limit(limit)
         )
-        if s.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        for req in s.scalars(stmt):
-            if req.kind not in HANDLERS:
-                _mark_malformed(s, req)
-                continue
-            req.attempts = (req.attempts or 0) + 1
-            req.task_id = _send(req.id, req.kind, req.attempts)
-            req.updated_at = utcnow()
-            log.warning("request %s made no progress since %s; re-dispatched", req.id, cutoff)
-            sent += 1
+        for req in _claim(s, stmt):
+            if _send(req):
+                req.updated_at = utcnow()
+                log.warning("request %s made no progress since %s; re-dispatched", req.id, cutoff)
+                sent += 1
     return sent

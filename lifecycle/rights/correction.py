@@ -30,8 +30,10 @@ from sqlalchemy import select, update
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import MemberTable, member_table, to_json
-from lifecycle.requests.outbox import load_for_update, submit_and_enqueue
+from lifecycle.requests.client import submit_and_enqueue
+from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.restriction import lift, restrict
+from lifecycle.requests.states import transition
 from lifecycle.thirdparty.recipients import lock_member, provided_fields
 from models.base import utcnow
 from models.notify import Delivery, DeliveryState, Notice, ThirdParty
@@ -86,11 +88,8 @@ def submit_correction(member_id: int, values: dict[str, Any]) -> int:
 
 
 def _fail(s: Any, req: LifecycleRequest, reason: str) -> None:
-    req.state = RequestState.FAILED.value
-    req.error = reason[:500]
+    transition(req, RequestState.FAILED, error=reason)
     req.payload = None  # the requested values are not kept for a refused request
-    req.completed_at = utcnow()
-    req.updated_at = utcnow()
     lift(s, req.member_id)
     log.warning("correction request %s refused: %s", req.id, reason)
 
@@ -116,8 +115,7 @@ def _step_restrict(request_id: int) -> str | None:
             _fail(s, req, str(exc))
             return req.state
         restrict(s, req.member_id, "correction", request_id)
-        req.state = RequestState.RESTRICTED.value
-        req.updated_at = utcnow()
+        transition(req, RequestState.RESTRICTED)
         return req.state
 
 
@@ -170,8 +168,7 @@ def _step_apply(request_id: int) -> str | None:
             )
         req.payload = {"corrected_fields": changed}
         lift(s, member_id)
-        req.state = RequestState.CORRECTED.value
-        req.updated_at = utcnow()
+        transition(req, RequestState.CORRECTED)
         log.info(
             "correction request %s applied: %d field(s) changed, %d notification(s) owed",
             request_id,
@@ -214,8 +211,7 @@ def _step_ledger(request_id: int, task_id: str | None) -> str | None:
     with db.session("primary") as s:
         req = load_for_update(s, request_id)
         if req is not None and req.state == RequestState.CORRECTED.value:
-            req.state = RequestState.NOTIFYING.value
-            req.updated_at = utcnow()
+            transition(req, RequestState.NOTIFYING)
         return req.state if req else None
 
 

@@ -30,17 +30,13 @@ from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
 from lifecycle.engine.selection import subject_selections
 from lifecycle.requests import outbox as reqs
 from lifecycle.requests import restriction
+from lifecycle.requests.states import START, TERMINAL, transition
 from models.requests import LifecycleRequest, RequestState
 
 log = logging.getLogger(__name__)
 
 REASON = "회원 탈퇴 요청 (member withdrawal request)"
-TERMINAL = {RequestState.COMPLETED.value, RequestState.FAILED.value}
-START_STATES = {
-    RequestState.RECEIVED.value,
-    RequestState.DISPATCHED.value,
-    RequestState.NEEDS_ATTENTION.value,
-}
+START_STATES = {*START, RequestState.NEEDS_ATTENTION.value}
 
 
 class RequestRefused(Exception):
@@ -85,7 +81,7 @@ def _already_processed_by(s: Session, req: LifecycleRequest) -> int | None:
 
 
 def _refuse(s: Session, req: LifecycleRequest, reason: str) -> StepResult:
-    reqs.set_state(s, req.id, RequestState.FAILED, error=reason)
+    transition(req, RequestState.FAILED, error=reason)
     log.error("withdrawal request %s failed: %s", req.id, reason)
     try:
         from lifecycle.notices.members import discard_member_notice
@@ -140,7 +136,7 @@ def step_restrict(ctx: EngineContext, s: Session, req: LifecycleRequest) -> Step
         # Before anything is destroyed: the notice needs the address the member row holds.
         capture_withdrawal_notice(s, req.member_id, req.id)
     restriction.restrict(s, req.member_id, "withdrawal", req.id)
-    reqs.set_state(s, req.id, RequestState.RESTRICTED)
+    transition(req, RequestState.RESTRICTED)
     return StepResult(RequestState.RESTRICTED.value)
 
 
@@ -179,7 +175,7 @@ def step_archive(
     moved, refusal = _move(ctx, s, req, task_id, delete=False)
     if refusal:
         return _refuse(s, req, refusal)
-    reqs.set_state(s, req.id, RequestState.ARCHIVED)
+    transition(req, RequestState.ARCHIVED)
     return StepResult(RequestState.ARCHIVED.value, moved)
 
 
@@ -191,7 +187,7 @@ def step_destroy(
     moved, refusal = _move(ctx, s, req, task_id, delete=True)
     if refusal:
         return _refuse(s, req, refusal)
-    reqs.set_state(s, req.id, RequestState.DESTROYED)
+    transition(req, RequestState.DESTROYED)
     return StepResult(RequestState.DESTROYED.value, moved)
 
 
@@ -199,7 +195,7 @@ def step_complete(ctx: EngineContext, s: Session, req: LifecycleRequest) -> Step
     # Released before the state is written: a crash in between re-sends (the notice job
     # dedupes), the other order could leave the member without their notice.
     _send_notice(req.member_id, req.id)
-    reqs.set_state(s, req.id, RequestState.COMPLETED)
+    transition(req, RequestState.COMPLETED)
     return StepResult(RequestState.COMPLETED.value)
 
 
@@ -323,6 +319,6 @@ def fail_request(request_id: int, reason: str) -> bool:
         req = reqs.load_for_update(s, request_id)
         if req is None or req.state in TERMINAL:
             return False
-        reqs.set_state(s, request_id, RequestState.FAILED, error=reason.splitlines()[0])
+        transition(req, RequestState.FAILED, error=reason)
     log.error("withdrawal request %s failed: %s", request_id, reason.splitlines()[0])
     return True

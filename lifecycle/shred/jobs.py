@@ -28,8 +28,9 @@ from typing import Any
 from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session
 
-from lifecycle.core import db
+from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
+from lifecycle.core.queues import shred_queue
 from lifecycle.core.settings import get_settings
 from lifecycle.shred.shredder import (
     Hooks,
@@ -46,7 +47,6 @@ from models.shred import ShredItem, ShredItemState, ShredJob, ShredJobState
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "lifecycle.shred.files"
 # A job not done this long after it was sent is sent again (doubling up to the cap). Duplicate
 # deliveries are harmless: the job lock and the item states make them no-ops.
 FIRST_RESEND_AFTER = timedelta(seconds=60)
@@ -214,11 +214,8 @@ def _paths_key(host: str, paths: Sequence[str]) -> str:
 
 
 def _send(job_id: int, host: str, sends: int) -> str:
-    from workers.app import app
-    from workers.queues import shred_queue
-
     task_id = f"shred-{job_id}-{sends}"
-    app.send_task(TASK_NAME, args=[job_id], queue=shred_queue(host), task_id=task_id)
+    dispatch.send(dispatch.SHRED_FILES, job_id, queue=shred_queue(host), task_id=task_id)
     return task_id
 
 

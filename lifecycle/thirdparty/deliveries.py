@@ -37,6 +37,8 @@ from sqlalchemy.orm import Session
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
+from lifecycle.requests.outbox import load_for_update
+from lifecycle.requests.states import transition
 from lifecycle.thirdparty.retry_schedule import delay_before
 from models.base import utcnow
 from models.notify import Channel, Delivery, DeliveryAttempt, DeliveryState, ThirdParty
@@ -297,8 +299,6 @@ def _after_terminal(delivery_id: int) -> None:
 
 def maybe_complete_request(s: Session, request_id: int) -> str | None:
     """A correction completes when none of its deliveries is pending any more."""
-    from lifecycle.requests.outbox import load_for_update
-
     req = load_for_update(s, request_id)
     if req is None or req.state not in (
         RequestState.NOTIFYING.value,
@@ -315,18 +315,17 @@ def maybe_complete_request(s: Session, request_id: int) -> str | None:
     if counts.get(DeliveryState.PENDING.value):
         return req.state
     bad = sum(n for st, n in counts.items() if st != DeliveryState.DELIVERED.value)
-    now = utcnow()
     if bad:
-        req.state = RequestState.NEEDS_ATTENTION.value
-        req.error = (
+        error = (
             f"{bad} third-party notification(s) failed or the endpoint is disabled; "
             "see lifecycle deliveries list --failing"
         )
+        if req.state != RequestState.NEEDS_ATTENTION.value:
+            transition(req, RequestState.NEEDS_ATTENTION, error=error)
+        else:
+            req.error = error
     else:
-        req.state = RequestState.COMPLETED.value
-        req.error = None
-        req.completed_at = now
-    req.updated_at = now
+        transition(req, RequestState.COMPLETED, error=None)
     return req.state
 
 
@@ -464,9 +463,7 @@ def replay(delivery_id: int) -> int:
                 RequestState.NEEDS_ATTENTION.value,
                 RequestState.COMPLETED.value,
             ):
-                req.state = RequestState.NOTIFYING.value
-                req.completed_at = None
-                req.updated_at = utcnow()
+                transition(req, RequestState.NOTIFYING)
         return req_id or 0
 
 

@@ -6,7 +6,6 @@ REQUESTS = "requests"
 ARCHIVE = "archive"
 NOTIFY = "notify"
 SHRED_PREFIX = "shred."
-ALERTS = "requests"  # alerts are rare and cheap; they ride the requests queue
 
 
 def shred_queue(host: str) -> str:
