@@ -118,8 +118,6 @@ $values
 """
 )
 
-KINDS = ("policy", "withdrawal_completed", "correction_completed", "dormancy_advance")
-
 
 def _date(value: Any) -> str:
     if isinstance(value, date):

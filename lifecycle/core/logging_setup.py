@@ -158,11 +158,6 @@ def bind_request(request_id: int | None) -> Iterator[None]:
         _request_id.reset(token)
 
 
-def set_request_id(request_id: int | None) -> None:
-    """Tag the rest of the current task's log lines (reset when the task ends)."""
-    _request_id.set(request_id)
-
-
 # -- Celery wiring ------------------------------------------------------------------------------
 
 

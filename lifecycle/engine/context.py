@@ -97,17 +97,3 @@ def get_context(*, datamap_path: str | Path | None = None) -> EngineContext:
 def clear_context_cache() -> None:
     with _lock:
         _cache.clear()
-
-
-def build_context(
-    datamap: DataMap, primary: Engine, archive: Engine, *, tz: str = "Asia/Seoul", host: str = ""
-) -> EngineContext:
-    """For benchmarks and tests that bring their own engines (the map must be validated)."""
-    return EngineContext(
-        datamap=datamap,
-        primary=primary,
-        archive=archive,
-        metadata=datamap.reflect(primary),
-        timezone=ZoneInfo(tz),
-        host=host,
-    )

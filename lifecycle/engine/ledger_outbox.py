@@ -35,10 +35,3 @@ def flush_ledger_outbox(ctx: EngineContext, limit: int = 500) -> int:
         total += len(rows)
         if len(rows) < limit:
             return total
-
-
-def pending_outbox(ctx: EngineContext) -> int:
-    from sqlalchemy import func
-
-    with ctx.primary.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(LedgerOutbox.__table__)).scalar())

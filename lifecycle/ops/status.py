@@ -374,11 +374,3 @@ def _ping_db(which: str) -> None:
 
     with db.engine(which).connect() as conn:  # type: ignore[arg-type]
         conn.execute(text("SELECT 1"))
-
-
-def ledger_entries_owed(session: Session) -> int:
-    """Destruction entries committed with their DELETE but not yet moved into the ledger
-    (``lifecycle_ledger_outbox``; the next sweep or withdrawal moves them)."""
-    from models.engine import LedgerOutbox
-
-    return int(session.scalar(select(func.count()).select_from(LedgerOutbox)) or 0)

@@ -39,10 +39,6 @@ REASON = "회원 탈퇴 요청 (member withdrawal request)"
 START_STATES = {*START, RequestState.NEEDS_ATTENTION.value}
 
 
-class RequestRefused(Exception):
-    """Bad input on the request; the message is one line without personal data."""
-
-
 @dataclass
 class StepResult:
     state: str

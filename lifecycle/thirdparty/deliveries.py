@@ -422,13 +422,6 @@ def unrecorded_finished(limit: int = 500) -> list[int]:
         )
 
 
-def mark_enqueued(delivery_ids: list[int]) -> None:
-    with db.session("primary") as s:
-        s.execute(
-            update(Delivery).where(Delivery.id.in_(delivery_ids)).values(enqueued_at=utcnow())
-        )
-
-
 # -- ops -----------------------------------------------------------------------------------------
 
 
