@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from lifecycle.core.errors import UserError
-from lifecycle.core.settings import SettingsError
+from lifecycle.core.errors import SettingsError, UserError
 from tests.conftest import LifecycleEnv, free_port
 
 # The helpers hold fixtures too: rewrite their asserts, then load them as a plugin.

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.signals import worker_process_init
+from kombu import pools
 
+from lifecycle.core.db import dispose_all
 from lifecycle.core.logging_setup import connect_celery
-from lifecycle.core.settings import get_settings
+from lifecycle.core.settings import get_settings, reset_settings_cache
+from schedules.beat import beat_schedule
 from workers.config import celery_config
 
 TASK_MODULES = [
@@ -29,7 +32,6 @@ def create_app() -> Celery:
     # argsrepr/kwargsrepr and refuses non-id arguments: see tasks/base.py.
     app = Celery("lifecycle", include=TASK_MODULES, amqp="tasks.base:LifecycleAMQP")
     app.conf.update(celery_config(settings))
-    from schedules.beat import beat_schedule
 
     app.conf.beat_schedule = beat_schedule(settings)
     return app
@@ -43,7 +45,6 @@ connect_celery()
 @worker_process_init.connect
 def _fresh_connections(**_kwargs: object) -> None:
     # Prefork children must open their own DB connections, never reuse the parent's sockets.
-    from lifecycle.core.db import dispose_all
 
     dispose_all()
 
@@ -54,9 +55,6 @@ def reconfigure() -> None:
     Celery caches the broker pool, producer pool and result backend on first use; drop them so
     the next call connects to the newly configured servers.
     """
-    from lifecycle.core.db import dispose_all
-    from lifecycle.core.settings import reset_settings_cache
-    from schedules.beat import beat_schedule
 
     reset_settings_cache()
     dispose_all()
@@ -64,7 +62,6 @@ def reconfigure() -> None:
     # kombu keeps connection and producer pools in module-level registries keyed by the broker
     # URL: closing only app._pool leaves a closed pool there that the next send_task to the
     # same URL would pick up ("Acquire on closed pool"). Reset the registries as a whole.
-    from kombu import pools
 
     pools.reset()
     app._after_fork()

@@ -38,7 +38,8 @@ from types import TracebackType
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from lifecycle.core.settings import SettingsError, get_settings
+from lifecycle.core.errors import SettingsError
+from lifecycle.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+import redis
+
 from lifecycle.core.settings import get_settings
 
 NOTICE_KEY = "lifecycle:ratelimit:notice"
@@ -57,7 +59,6 @@ class NoLimit:
 
 class RedisRateLimiter:
     def __init__(self, redis_url: str, rate: float, burst: int = 1, key: str = NOTICE_KEY):
-        import redis
 
         if rate <= 0:
             raise ValueError("rate must be positive")

@@ -52,9 +52,6 @@ def run(argv: list[str] | None = None) -> None:
     # Warnings and errors only: a command's own output is its report, on stdout.
     configure(logging.WARNING, service="cli")
 
-    from lifecycle.core.db import DatabaseUnavailable
-    from lifecycle.core.settings import SettingsError
-
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="lifecycle", standalone_mode=False)
@@ -66,8 +63,6 @@ def run(argv: list[str] | None = None) -> None:
         _fail(exc.format_message().replace("\n", " ") + hint, 2)
     except typer.Abort:
         _fail("aborted", 130)
-    except (SettingsError, DatabaseUnavailable) as exc:
-        _fail(str(exc), 2 if isinstance(exc, SettingsError) else 3)
     except LifecycleError as exc:
         _fail(str(exc), exc.exit_code)
     except KombuOperationalError as exc:

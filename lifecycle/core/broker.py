@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import redis
+
 from lifecycle.core.errors import BrokerUnavailable
 from lifecycle.core.settings import get_settings
 
 
 def _ping_redis(url: str, what: str, var: str) -> None:
-    import redis
 
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()

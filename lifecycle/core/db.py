@@ -13,13 +13,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from lifecycle.core.errors import DatabaseUnavailable
 from lifecycle.core.settings import get_settings
 
 Which = Literal["primary", "archive"]
-
-
-class DatabaseUnavailable(Exception):
-    """The database cannot be reached; the message is one actionable line."""
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -22,7 +22,21 @@ class UserError(LifecycleError):
     exit_code = 2
 
 
+class SettingsError(LifecycleError):
+    """A setting is wrong; the message is one line an operator can act on."""
+
+    exit_code = 2
+
+
+class DatabaseUnavailable(LifecycleError):
+    """A database cannot be reached; the message is one actionable line."""
+
+    exit_code = 3
+
+
 class BrokerUnavailable(LifecycleError):
+    """The broker or result backend cannot be reached."""
+
     exit_code = 3
 
 

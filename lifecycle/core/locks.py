@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from lifecycle.core.settings import get_settings
+
 _NAMESPACE = 0x4C43454E  # "LCEN": keeps these keys apart from other advisory-lock users
 
 
@@ -48,7 +50,6 @@ class JobLock:
                 return False
             self._conn = conn
             return True
-        from lifecycle.core.settings import get_settings
 
         path = get_settings().var_dir / f"{self.name}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,11 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TextIO
 
+from celery import signals
 from pythonjsonlogger.json import JsonFormatter
 
 from lifecycle.core.safe_errors import safe_traceback
+from lifecycle.core.taskargs import param_names
 
 _task_id: ContextVar[str | None] = ContextVar("lifecycle_task_id", default=None)
 _task_name: ContextVar[str | None] = ContextVar("lifecycle_task_name", default=None)
@@ -177,7 +179,6 @@ def _celery_setup_logging(
 def _request_id_from(task: Any, args: Any, kwargs: Any) -> int | None:
     if isinstance(kwargs, Mapping) and isinstance(kwargs.get("request_id"), int):
         return int(kwargs["request_id"])
-    from lifecycle.core.taskargs import param_names
 
     names = param_names(getattr(task, "run", None))
     if "request_id" in names and args:
@@ -203,7 +204,6 @@ def _on_task_postrun(**_kw: Any) -> None:
 
 def connect_celery() -> None:
     """Called by `workers.app`: worker and beat log through `configure`."""
-    from celery import signals
 
     signals.setup_logging.connect(_celery_setup_logging, weak=False)
     signals.task_prerun.connect(_on_task_prerun, weak=False)

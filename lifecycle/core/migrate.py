@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
 import models
@@ -41,7 +42,6 @@ def upgrade_all() -> None:
 
 
 def current_heads(which: Which) -> set[str]:
-    from alembic.runtime.migration import MigrationContext
 
     from_env = {"primary": "lifecycle_alembic_version", "archive": "archive_alembic_version"}
     with engine(which).connect() as conn:

@@ -7,6 +7,7 @@ transport are not crash-safe under concurrent workers, so production sets Postgr
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
@@ -19,9 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-
-class SettingsError(Exception):
-    """A setting is wrong; the message is one line an operator can act on."""
+from lifecycle.core.errors import SettingsError
 
 
 def _var_dir() -> Path:
@@ -144,7 +143,6 @@ class Settings(BaseSettings):
 
     def master_key_bytes(self) -> bytes:
         """The 32-byte master key; created (mode 0600) on first use in the embedded default."""
-        import base64
 
         if self.master_key is not None:
             try:

@@ -6,6 +6,7 @@ Every error is one line naming the file and the line (``demo.yaml:42: ...``).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.constructor import SafeConstructor
 
+from lifecycle.core.settings import get_settings
 from lifecycle.datamap.model import (
     DataMap,
     DataMapError,
@@ -400,11 +402,7 @@ def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
     With ``engine`` it is also checked against the real schema (:meth:`DataMap.validate_against`),
     which the engine must do before planning deletions so real foreign keys order them.
     """
-    if path is None:
-        from lifecycle.core.settings import get_settings
-
-        path = get_settings().data_map or SHIPPED_DEMO_MAP
-    path = Path(path)
+    path = map_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -415,6 +413,39 @@ def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
     dm = parse_datamap(text, str(path))
     if engine is not None:
         dm.validate_against(engine)
+    return dm
+
+
+_current: dict[str, tuple[tuple[int, int], DataMap]] = {}
+_current_lock = threading.Lock()
+
+
+def map_path(path: str | Path | None = None) -> Path:
+    """The data map in force: ``path``, else ``LIFECYCLE_DATA_MAP``, else the shipped demo."""
+    return Path(path or get_settings().data_map or SHIPPED_DEMO_MAP)
+
+
+def current_datamap(path: str | Path | None = None) -> DataMap:
+    """The map at ``path`` (see :func:`map_path`), parsed once per version of the file.
+
+    The one cache of parsed maps in a process: the engine context and the member table both
+    read through it, and a file whose size or modification time changed is parsed again on
+    next use, so a long-running worker follows an edited map instead of silently keeping the
+    one it started with.
+    """
+    p = map_path(path)
+    try:
+        st = p.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return load_datamap(p)  # raises the one-line error for a missing/unreadable file
+    with _current_lock:
+        hit = _current.get(str(p))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    dm = load_datamap(p)
+    with _current_lock:
+        _current[str(p)] = (stamp, dm)
     return dm
 
 

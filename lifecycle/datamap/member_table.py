@@ -19,6 +19,8 @@ from sqlalchemy import types as sqltypes
 
 from lifecycle.channels.mailer import valid_address
 from lifecycle.core.errors import UserError
+from lifecycle.datamap.loader import current_datamap
+from lifecycle.datamap.model import DataMap
 
 # The map does not name an email column; the subject table's `email` is where notices go.
 EMAIL_COLUMN = "email"
@@ -162,21 +164,17 @@ def to_json(value: Any) -> Any:
     return value
 
 
-_cache: dict[tuple[str, str], MemberTable] = {}
+_cache: dict[str, tuple[DataMap, MemberTable]] = {}
 
 
 def member_table(engine: Engine) -> MemberTable:
-    """Reflect the subject table named by the data map (cached per database and map)."""
-    from lifecycle.core.settings import get_settings
-    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap
-
-    # Parsing the YAML map costs tens of milliseconds: once per process, per map and database.
-    path = get_settings().data_map or SHIPPED_DEMO_MAP
-    cache_key = (engine.url.render_as_string(hide_password=True), str(path))
+    """Reflect the subject table named by the data map in force (cached per database and map
+    version: an edited map is reflected again)."""
+    dm = current_datamap()
+    cache_key = engine.url.render_as_string(hide_password=True)
     hit = _cache.get(cache_key)
-    if hit is not None:
-        return hit
-    dm = load_datamap(path)
+    if hit is not None and hit[0] is dm:
+        return hit[1]
     subject = dm.subject
     tmap = dm.subject_table
     md = MetaData()
@@ -203,7 +201,7 @@ def member_table(engine: Engine) -> MemberTable:
         categories=categories,
         system=frozenset(system),
     )
-    _cache[cache_key] = mt
+    _cache[cache_key] = (dm, mt)
     return mt
 
 

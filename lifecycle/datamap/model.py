@@ -60,6 +60,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from sqlalchemy import MetaData, inspect, select
+from sqlalchemy import types as sqltypes
+
 from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.periods import Period, Rule
@@ -354,7 +357,6 @@ class DataMap:
 
     def reflect(self, engine: Any) -> Any:
         """A MetaData holding the mapped tables, reflected from the real database."""
-        from sqlalchemy import MetaData
 
         md = MetaData()
         md.reflect(bind=engine, only=list(self.tables))
@@ -367,8 +369,6 @@ class DataMap:
         column of a mapped table is accounted for, time columns are dates/times, and no
         unmapped table references a mapped one. Records the real foreign keys for
         :meth:`tables_in_dependency_order`."""
-        from sqlalchemy import inspect
-        from sqlalchemy import types as sqltypes
 
         insp = inspect(engine)
         existing = set(insp.get_table_names())
@@ -444,7 +444,6 @@ class DataMap:
 
 def _nested_member_expr(chain: list[TableMap], metadata: Any) -> Any:
     """member id of ``chain[0]``'s rows through ``via`` hops (correlated scalar subqueries)."""
-    from sqlalchemy import select
 
     def expr_for(i: int, ref: Any) -> Any:
         # ``ref`` is the expression holding the key of chain[i]'s row.

@@ -36,9 +36,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, insert, select
+import psycopg
+from sqlalchemy import Connection, Text, any_, bindparam, delete, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from lifecycle.core.errors import UserError
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
@@ -352,7 +355,6 @@ class ArchiveWriter:
         return done
 
     def _write_pg(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]] | None:
-        import psycopg
 
         raw = self.s.connection().connection.driver_connection
         cols = ", ".join(_ARCHIVE_COLUMNS)
@@ -430,8 +432,6 @@ class ArchiveWriter:
 
 
 def _any_text(values: list[str]) -> Any:
-    from sqlalchemy import Text, any_, bindparam
-    from sqlalchemy.dialects.postgresql import ARRAY
 
     return any_(bindparam(None, value=values, type_=ARRAY(Text())))
 
@@ -599,7 +599,6 @@ def hand_to_shredder(
     except ImportError:  # pragma: no cover - the shredder is a separate component
         log.error("%d files need secure deletion but lifecycle.shred.jobs is missing", len(paths))
         return 0, len(paths), []
-    from lifecycle.core.errors import UserError
 
     uniq = list(dict.fromkeys(paths))
     bases = sorted({ctx.datamap.rule(c).legal_basis for c in categories})

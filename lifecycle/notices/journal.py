@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import redis
+
 from lifecycle.core.settings import get_settings
 
 
@@ -33,7 +35,6 @@ class Journal:
     TTL_SECONDS = 7 * 24 * 3600
 
     def __init__(self, redis_url: str, notice_id: int) -> None:
-        import redis
 
         self.client = redis.Redis.from_url(redis_url)
         self.sent_key = f"lifecycle:notice:{notice_id}:sent"

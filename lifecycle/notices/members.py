@@ -32,7 +32,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    String,
     and_,
+    cast,
     exists,
     func,
     literal,
@@ -48,6 +50,7 @@ from lifecycle.channels.templates import member_notice
 from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
+from lifecycle.datamap.loader import load_datamap
 from lifecycle.datamap.member_table import member_table
 from lifecycle.notices.journal import journal_for
 from models.base import utcnow
@@ -58,6 +61,7 @@ from models.notify import (
     NoticeState,
     RecipientState,
 )
+from models.requests import LifecycleRequest, RequestState
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +249,6 @@ def release_held_for_completed() -> int:
     The withdrawal job releases its notice itself; this covers a crash (or a database error)
     between its completion and that release. Returns how many rows were released.
     """
-    from sqlalchemy import String, cast
-
-    from models.requests import LifecycleRequest, RequestState
 
     with db.session("primary") as s:
         key = literal("withdrawal_completed:request") + cast(LifecycleRequest.id, String)
@@ -483,7 +484,6 @@ def dormancy_advance(now: datetime | None = None) -> int | None:
     Dormancy is an operator option (the 1-year rule was repealed in 2023): nothing happens
     unless the data map enables it. A member is noticed once per period of inactivity.
     """
-    from lifecycle.datamap.loader import load_datamap
 
     dm = load_datamap()
     dorm = dm.subject.dormancy

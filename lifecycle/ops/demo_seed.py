@@ -36,7 +36,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, select
+from faker import Faker
+from sqlalchemy import Boolean, Date, DateTime, Engine, Table, func, select
 
 from models import demo_site
 
@@ -180,7 +181,6 @@ class Pools:
 
 
 def build_pools(seed: int, size: int = POOL) -> Pools:
-    from faker import Faker
 
     fake = Faker("ko_KR")
     fake.seed_instance(seed)
@@ -272,7 +272,6 @@ class _PgWriter(_Writer):
 
 
 def _sqlite_converter(col_type: Any) -> Callable[[Any], Any] | None:
-    from sqlalchemy import Boolean, Date, DateTime
 
     # The same text formats SQLAlchemy's SQLite types write, so the site reads them back.
     if isinstance(col_type, DateTime):

@@ -17,10 +17,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+import redis
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from lifecycle.core import queues
+from lifecycle.core import db, queues
+from lifecycle.core.timeutil import as_utc
 from models.base import utcnow
 from models.requests import OPEN_STATES, JobRun, LifecycleRequest
 
@@ -63,7 +65,6 @@ def _is_our_queue(name: str, host_queues: Iterable[str]) -> bool:
 
 def redis_queue_depths(url: str, host: str, timeout: float = 2.0) -> dict[str, Any]:
     """LLEN of every lifecycle queue (all priority levels), plus shred.<host> of every host."""
-    import redis
 
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     client.ping()
@@ -134,11 +135,6 @@ class OverdueRequest:
     age_days: float
 
 
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written as UTC.
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
 def overdue_requests(
     session: Session, *, days: int | None = None, now: datetime | None = None
 ) -> list[OverdueRequest]:
@@ -163,7 +159,7 @@ def overdue_requests(
         .order_by(LifecycleRequest.created_at, LifecycleRequest.id)
     ).all()
     return [
-        OverdueRequest(i, k, st, _aware(c), round((now - _aware(c)).total_seconds() / 86400, 1))
+        OverdueRequest(i, k, st, as_utc(c), round((now - as_utc(c)).total_seconds() / 86400, 1))
         for i, k, st, c in rows
     ]
 
@@ -217,8 +213,8 @@ def latest_job_runs(session: Session) -> list[dict[str, Any]]:
                 "job": run.job,
                 "run_id": run.id,
                 "task_id": run.task_id,
-                "started_at": _aware(run.started_at).isoformat() if run.started_at else None,
-                "finished_at": _aware(run.finished_at).isoformat() if run.finished_at else None,
+                "started_at": as_utc(run.started_at).isoformat() if run.started_at else None,
+                "finished_at": as_utc(run.finished_at).isoformat() if run.finished_at else None,
                 "outcome": run.outcome,
                 "counts": run.counts or {},
             }
@@ -254,7 +250,6 @@ def build_report(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Everything `lifecycle status` shows; ``report["unreachable"]`` lists what failed."""
-    from lifecycle.core import db
 
     now = now or utcnow()
     report: dict[str, Any] = {"generated_at": now.isoformat(), "unreachable": []}
@@ -368,9 +363,6 @@ def _loopback(address: str) -> str:
 
 
 def _ping_db(which: str) -> None:
-    from sqlalchemy import text
-
-    from lifecycle.core import db
 
     with db.engine(which).connect() as conn:  # type: ignore[arg-type]
         conn.execute(text("SELECT 1"))

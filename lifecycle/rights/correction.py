@@ -30,11 +30,14 @@ from sqlalchemy import select, update
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import MemberTable, member_table, to_json
+from lifecycle.notices.members import create_member_notice
 from lifecycle.requests.client import submit_and_enqueue
 from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.restriction import lift, restrict
 from lifecycle.requests.states import transition
+from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
 from lifecycle.thirdparty.recipients import lock_member, provided_fields
+from lifecycle.vault import keystore, ledger
 from models.base import utcnow
 from models.notify import Delivery, DeliveryState, Notice, ThirdParty
 from models.requests import LifecycleRequest, RequestKind, RequestState
@@ -120,8 +123,6 @@ def _step_restrict(request_id: int) -> str | None:
 
 
 def _step_apply(request_id: int) -> str | None:
-    from lifecycle.notices.members import create_member_notice
-    from lifecycle.thirdparty.deliveries import create_delivery
 
     with db.session("primary") as s:
         req = load_for_update(s, request_id)
@@ -179,7 +180,6 @@ def _step_apply(request_id: int) -> str | None:
 
 
 def _step_ledger(request_id: int, task_id: str | None) -> str | None:
-    from lifecycle.vault import keystore, ledger
 
     with db.session("primary") as s:
         req = s.get(LifecycleRequest, request_id)
@@ -223,7 +223,6 @@ def run_correction(
     enqueue_notice: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Carry the request as far as it can go now; safe to call any number of times."""
-    from lifecycle.thirdparty.deliveries import maybe_complete_request
 
     state = _step_restrict(request_id)
     if state == RequestState.RESTRICTED.value:

@@ -23,6 +23,8 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
+from lifecycle.core import db
+from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
@@ -31,7 +33,8 @@ from lifecycle.engine.selection import subject_selections
 from lifecycle.requests import outbox as reqs
 from lifecycle.requests import restriction
 from lifecycle.requests.states import START, TERMINAL, transition
-from models.requests import LifecycleRequest, RequestState
+from lifecycle.vault import keystore
+from models.requests import OPEN_STATES, LifecycleRequest, RequestState
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +140,6 @@ def step_restrict(ctx: EngineContext, s: Session, req: LifecycleRequest) -> Step
 
 
 def _scope(ctx: EngineContext, req: LifecycleRequest, task_id: str | None) -> Scope:
-    from lifecycle.vault import keystore
 
     with Session(ctx.archive) as a, a.begin():
         ref = keystore.subject_ref(a, req.member_id)
@@ -197,7 +199,6 @@ def step_complete(ctx: EngineContext, s: Session, req: LifecycleRequest) -> Step
 
 def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None) -> dict[str, Any]:
     """Run the request from its persisted state to the end. Returns counts, never data."""
-    from lifecycle.core import db
 
     counts: dict[str, int] = {}
     while True:
@@ -259,9 +260,6 @@ def submit_withdrawal(ctx: EngineContext, member_id: int) -> int:
     Refuses (UserError, nothing changed) an unknown member, a member whose withdrawal was
     already carried out, and a member with a withdrawal already in progress.
     """
-    from lifecycle.core import db
-    from lifecycle.core.errors import UserError
-    from models.requests import OPEN_STATES
 
     sub = ctx.datamap.subject
     t = ctx.subject_table
@@ -309,7 +307,6 @@ def submit_withdrawal(ctx: EngineContext, member_id: int) -> int:
 def fail_request(request_id: int, reason: str) -> bool:
     """Record a failure that stops the request before its own checks can run (e.g. the data
     map does not load). Nothing else is changed; returns False if it was already finished."""
-    from lifecycle.core import db
 
     with db.session("primary") as s:
         req = reqs.load_for_update(s, request_id)

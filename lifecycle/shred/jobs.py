@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from kombu.exceptions import OperationalError
 from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session
 
@@ -37,10 +38,13 @@ from lifecycle.shred.shredder import (
     Refused,
     ShredOptions,
     ShredResult,
+    check_path,
     locate,
     random_name,
     shred_path,
 )
+from lifecycle.vault import crypto, keystore, ledger
+from lifecycle.vault.crypto import derive_key
 from models.base import utcnow
 from models.requests import JobRun
 from models.shred import ShredItem, ShredItemState, ShredJob, ShredJobState
@@ -66,7 +70,6 @@ def _validate_paths(
 ) -> list[str]:
     """Textual checks always; the roots only when the files are on this host (another host
     has its own roots and checks them when it runs the job); with ``strict`` the files too."""
-    from lifecycle.shred.shredder import check_path
 
     if isinstance(paths, str | bytes) or not paths:
         raise UserError("give at least one path (a list of absolute paths)")
@@ -206,7 +209,6 @@ def send_jobs(job_ids: Sequence[int]) -> None:
 
 
 def _paths_key(host: str, paths: Sequence[str]) -> str:
-    from lifecycle.vault.crypto import derive_key
 
     key = derive_key(get_settings().master_key_bytes(), b"shred-job-paths")
     msg = b"\x00".join([host.encode(), *(os.fsencode(p) for p in sorted(set(paths)))])
@@ -226,7 +228,6 @@ def _send_if_pending(job_id: int) -> bool:
         if job is None or job.state == ShredJobState.DONE.value:
             return False
         host, sends = job.host, job.sends + 1
-    from kombu.exceptions import OperationalError
 
     try:
         task_id = _send(job_id, host, sends)
@@ -521,7 +522,6 @@ def _store_result(item_id: int, r: ShredResult, interrupted: bool) -> None:
 
 def _ledger_item(item_id: int, task_id: str | None) -> None:
     """Record a destroyed (or already absent) file in the ledger, once, then forget its path."""
-    from lifecycle.vault import crypto, keystore, ledger
 
     with db.session("primary") as s:
         item = s.get(ShredItem, item_id)

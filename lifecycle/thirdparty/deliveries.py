@@ -34,12 +34,17 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from lifecycle.channels.mailer import MessageBuilder, mailer_from_settings
+from lifecycle.channels.templates import third_party_correction
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
+from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap.member_table import member_table
 from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.states import transition
 from lifecycle.thirdparty.retry_schedule import delay_before
+from lifecycle.vault import keystore, ledger
 from models.base import utcnow
 from models.notify import Channel, Delivery, DeliveryAttempt, DeliveryState, ThirdParty
 from models.requests import LifecycleRequest, RequestState
@@ -55,11 +60,7 @@ Enqueue = Callable[[int, float], None]
 
 
 def _aware(dt: datetime | None) -> datetime | None:
-    if dt is not None and dt.tzinfo is None:  # SQLite hands back naive UTC
-        from datetime import UTC
-
-        return dt.replace(tzinfo=UTC)
-    return dt
+    return None if dt is None else as_utc(dt)
 
 
 def new_message_id() -> str:
@@ -182,8 +183,6 @@ def _send(d: Delivery, r: ThirdParty) -> tuple[str, int | None, str | None]:
             timeout=settings.webhook_timeout_seconds,
         )
         return out.outcome, out.status_code, out.error_class
-    from lifecycle.channels.mailer import MessageBuilder, mailer_from_settings
-    from lifecycle.channels.templates import third_party_correction
 
     mailer = mailer_from_settings()
     if mailer is None:
@@ -339,8 +338,6 @@ _METHOD = {
 
 def write_ledger(delivery_id: int) -> bool:
     """Record a finished delivery in the ledger once (dedup key), then flag the row."""
-    from lifecycle.datamap.member_table import member_table
-    from lifecycle.vault import keystore, ledger
 
     with db.session("primary") as s:
         d = s.get(Delivery, delivery_id)

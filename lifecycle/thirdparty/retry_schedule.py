@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import random
 
-from lifecycle.core.settings import SettingsError, get_settings
+from lifecycle.core.errors import SettingsError
+from lifecycle.core.settings import get_settings
 
 DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400)
 JITTER = 0.2

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from lifecycle.core.timeutil import as_utc
+
 GENESIS_HASH = hashlib.sha256(b"pipa-lifecycle ledger genesis").hexdigest()
 
 # Order is irrelevant (keys are sorted); the list is explicit so that adding a column to the
@@ -51,9 +53,7 @@ HASHED_FIELDS: tuple[str, ...] = (
 
 def utc_iso(ts: datetime) -> str:
     """UTC ISO-8601 with microseconds; a naive value is taken as UTC (SQLite drops the zone)."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return as_utc(ts).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _get(entry: Any, name: str) -> Any:

@@ -17,11 +17,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Date, Engine, String, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from lifecycle.core.db import session as db_session
 from lifecycle.core.errors import LifecycleError, UserError
+from lifecycle.core.settings import get_settings
 from lifecycle.vault import crypto
 from models.archive import ArchivedRecord, DataKey
 from models.base import utcnow
@@ -52,7 +55,6 @@ def _db_id(session: Session) -> str:
 
 
 def _master() -> bytes:
-    from lifecycle.core.settings import get_settings
 
     return get_settings().master_key_bytes()
 
@@ -157,8 +159,6 @@ def get_or_create_bucket_keys(
     ``share_lock`` is False: for buckets whose day is far enough ahead that no purge can reach
     them during the caller's transaction, locking thousands of key rows buys nothing).
     """
-    from sqlalchemy import Date, String, bindparam, tuple_
-    from sqlalchemy.dialects.postgresql import ARRAY
 
     master = master if master is not None else _master()
     wanted = sorted(set(buckets))
@@ -385,7 +385,6 @@ def rotate_master(
     gets overwritten. Refused (nothing changed) if any live key is wrapped under a third key.
     Data keys themselves do not change, so no archived row is re-encrypted.
     """
-    from lifecycle.core.db import session as db_session
 
     old_id, new_id = crypto.master_key_id(old_master), crypto.master_key_id(new_master)
     with db_session(which) as s:  # type: ignore[arg-type]
@@ -416,7 +415,6 @@ def rotate_master(
 def _rotate_table(  # type: ignore[no-untyped-def]
     which: str, model, pk, old_master: bytes, new_master: bytes, batch_size: int, progress
 ) -> int:
-    from lifecycle.core.db import session as db_session
 
     old_id, new_id = crypto.master_key_id(old_master), crypto.master_key_id(new_master)
     done = 0

@@ -21,14 +21,15 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from lifecycle.core.errors import UserError
+from lifecycle.core.timeutil import as_utc
 from lifecycle.vault.chain import GENESIS_HASH, VerifyResult, entry_hash, verify_chain
 from models.archive import LedgerEntry, LedgerHead
 from models.base import utcnow
@@ -105,7 +106,6 @@ def _lock_head(session: Session) -> LedgerHead:
 
 def _create_head(session: Session, pg: bool) -> None:
     """Create the head at the chain's tip (the migration creates it; this covers a restore)."""
-    from sqlalchemy.dialects import postgresql, sqlite
 
     tip = session.execute(
         select(LedgerEntry.seq, LedgerEntry.hash).order_by(LedgerEntry.seq.desc()).limit(1)
@@ -415,10 +415,7 @@ def _csv_value(entry: Mapping[str, Any], name: str, tz: ZoneInfo) -> str:
     if value is None:
         return ""
     if name == "occurred_at":
-        ts: datetime = value
-        if ts.tzinfo is None:  # SQLite drops the zone; we always store UTC
-            ts = ts.replace(tzinfo=UTC)
-        return ts.astimezone(tz).isoformat(sep=" ", timespec="seconds")
+        return as_utc(value).astimezone(tz).isoformat(sep=" ", timespec="seconds")
     if name == "action":
         label = ACTION_LABELS.get(value)
         return f"{label} ({value})" if label else value
