@@ -12,6 +12,7 @@ RELAY_INTERVAL_SECONDS = 5.0
 RESEND_DUE_INTERVAL_SECONDS = 15.0
 NIGHTLY = crontab(minute=0, hour=3)
 PURGE_NIGHTLY = crontab(minute=30, hour=3)
+LEDGER_CHECKPOINT_NIGHTLY = crontab(minute=0, hour=5)
 DEADLINE_CHECK_SECONDS = 3600.0
 
 
@@ -26,6 +27,11 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
         # The nightly purpose-end sweep, then the purge of archived data whose period ended.
         "sweep-nightly": {"task": "lifecycle.sweep.run", "schedule": NIGHTLY},
         "purge-nightly": {"task": "lifecycle.purge.run", "schedule": PURGE_NIGHTLY},
+        # Verifies the ledger and anchors its head outside the archive DB (truncation, wipe).
+        "ledger-checkpoint-nightly": {
+            "task": "lifecycle.ledger.checkpoint",
+            "schedule": LEDGER_CHECKPOINT_NIGHTLY,
+        },
         # The 5-day deadline: hourly, so an overdue request shows up as a failed task the same
         # day it becomes overdue rather than the next night.
         "deadlines-hourly": {

@@ -424,3 +424,76 @@ def test_embedded_default_sweep_hands_files_to_the_shredder(embedded_env: Lifecy
     assert not any(Path(p).exists() for p in gone)
     assert all(Path(p).is_file() for p in kept)
     clear_context_cache()
+
+
+def test_purge_records_tampered_archive_rows_in_the_ledger(site: LifecycleEnv) -> None:
+    from lifecycle.engine.purge import ArchiveTampered
+    from lifecycle.vault import ledger
+
+    _, archive = _urls(site)
+    ctx = get_context()
+    run_sweep(ctx)
+    records = _scalar(archive, "SELECT count(*) FROM archive_records")
+    assert records > 10
+    a = create_engine(archive)
+    with a.begin() as c:
+        # Three ciphertexts altered in place, one row moved to another identity (its AAD).
+        c.execute(
+            text(
+                "UPDATE archive_records SET ciphertext = "
+                "set_byte(ciphertext, 0, (get_byte(ciphertext, 0) + 1) % 256) "
+                "WHERE (source_table, source_pk, category) IN (SELECT source_table, source_pk, "
+                "category FROM archive_records ORDER BY source_table, source_pk, category "
+                "LIMIT 3)"
+            )
+        )
+        c.execute(
+            text(
+                "UPDATE archive_records SET source_pk = source_pk || '0' "
+                "WHERE (source_table, source_pk, category) IN (SELECT source_table, source_pk, "
+                "category FROM archive_records ORDER BY source_table DESC, source_pk DESC, "
+                "category LIMIT 1)"
+            )
+        )
+        tampered_keys = c.execute(
+            text(
+                "SELECT count(DISTINCT key_id) FROM archive_records WHERE (source_table, "
+                "source_pk, category) IN ((SELECT source_table, source_pk, category FROM "
+                "archive_records ORDER BY source_table, source_pk, category LIMIT 3) UNION ALL "
+                "(SELECT source_table, source_pk, category FROM archive_records ORDER BY "
+                "source_table DESC, source_pk DESC, category LIMIT 1))"
+            )
+        ).scalar_one()
+    later = date.today() + timedelta(days=366 * 11)
+    with pytest.raises(ArchiveTampered) as info:
+        run_purge(ctx, task_id="t-purge", today=later)
+    msg = str(info.value)
+    assert "\n" not in msg and "4 archived records failed authentication" in msg
+    # Destroyed either way: the period ended.
+    assert _scalar(archive, "SELECT count(*) FROM archive_records") == 0
+    assert (
+        _scalar(archive, "SELECT count(*) FROM archive_data_keys WHERE wrapped_key IS NOT NULL")
+        == 0
+    )
+    with Session(a) as s:
+        rows = s.execute(
+            text(
+                "SELECT rows, details FROM ledger_entries WHERE action = 'tamper_detected' "
+                "ORDER BY seq"
+            )
+        ).all()
+        assert len(rows) == tampered_keys
+        assert sum(r for r, _ in rows) == 4
+        assert all(d["failed"] == r and d["authentic"] >= 0 for r, d in rows)
+        destroyed = s.execute(
+            text("SELECT coalesce(sum(rows), 0) FROM ledger_entries WHERE action = 'destroy' "
+                 "AND method LIKE '분리보관 DB 행 삭제%'")
+        ).scalar_one()  # fmt: skip
+        assert destroyed == records
+        assert ledger.verify(s).ok
+    # A re-run finds nothing left and records nothing twice.
+    assert run_purge(ctx, today=later)["buckets"] == 0
+    assert _scalar(
+        archive, "SELECT count(*) FROM ledger_entries WHERE action = 'tamper_detected'"
+    ) == len(rows)
+    a.dispose()

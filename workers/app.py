@@ -22,6 +22,7 @@ TASK_MODULES = [
     "tasks.withdraw",
     "tasks.sweep",
     "tasks.purge",
+    "tasks.ledger",
     "tasks.deadlines",
 ]
 

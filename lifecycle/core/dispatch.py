@@ -25,6 +25,7 @@ CHECK_DEADLINES = "lifecycle.requests.check_deadlines"
 SWEEP_RUN = "lifecycle.sweep.run"
 SWEEP_ARCHIVE_BATCH = "lifecycle.sweep.archive_batch"
 PURGE_RUN = "lifecycle.purge.run"
+LEDGER_CHECKPOINT = "lifecycle.ledger.checkpoint"
 # Secure deletion (routed to the queue of the host holding the files).
 SHRED_FILES = "lifecycle.shred.files"
 SHRED_RESEND_PENDING = "lifecycle.shred.resend_pending"

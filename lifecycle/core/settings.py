@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # without handing over the archive master key.
     file_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     data_map: Path | None = None
+    # Ledger checkpoints' copy outside both databases (default <var>/ledger-checkpoints.jsonl).
+    ledger_checkpoint_file: Path | None = None
     smtp_url: str | None = None
     mail_from: str = "privacy@maumteo.example"
     flower_port: int = Field(default=5555, ge=1, le=65535)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 
 from lifecycle.core.settings import get_settings
@@ -91,11 +92,37 @@ class _MapSpec(_Spec):
 
 _constructor = SafeConstructor()
 
+# A data map is a few hundred lines; anything this big is a mistake or an attack.
+MAX_DATAMAP_BYTES = 1024 * 1024
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases.
+
+    An alias repeats a node by reference, so a few lines of nested aliases expand to billions of
+    nodes when the tree is built ("billion laughs": > 60 s and 5 GB before). A data map has no
+    use for them, so the first one is refused while parsing, before anything is expanded.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed", event.start_mark
+            )
+        if getattr(event, "anchor", None) is not None:
+            raise ComposerError(
+                None, None, f"YAML anchors (&{event.anchor}) are not allowed", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
 
 def _compose(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """Parse YAML keeping the line of every key and item (path tuple -> 1-based line)."""
+    if len(text) > MAX_DATAMAP_BYTES:
+        raise DataMapError(source, None, _too_big(len(text)))
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_PlainLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -404,6 +431,9 @@ def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
     """
     path = map_path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_DATAMAP_BYTES:
+            raise DataMapError(str(path), None, _too_big(size))
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataMapError(str(path), None, "file not found (check LIFECYCLE_DATA_MAP)") from None
@@ -414,6 +444,10 @@ def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
     if engine is not None:
         dm.validate_against(engine)
     return dm
+
+
+def _too_big(size: int) -> str:
+    return f"the file is {size} bytes; a data map over {MAX_DATAMAP_BYTES} bytes is refused"
 
 
 _current: dict[str, tuple[tuple[int, int], DataMap]] = {}
