@@ -56,6 +56,9 @@ def sweep(
         dest = sum(ln.rows for ln in lines if ln.action == "destroy")
         typer.echo(f"dry run: would archive {arch} and destroy {dest} row parts; nothing changed")
         return
+    from lifecycle.core.broker import check_broker
+
+    check_broker()  # one line (nothing started) rather than a send that retries and fails
     kwargs = {"member_batch": batch_size} if batch_size else {}
     result = dispatch.send(dispatch.SWEEP_RUN, **kwargs)
     typer.echo(f"sweep started (task {result.id})")
@@ -100,6 +103,9 @@ def purge(
             f"{sum(1 for b in buckets if b.key_live)} keys; nothing changed"
         )
         return
+    from lifecycle.core.broker import check_broker
+
+    check_broker()
     result = dispatch.send(dispatch.PURGE_RUN)
     typer.echo(f"purge started (task {result.id})")
     if wait:

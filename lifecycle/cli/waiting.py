@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
+import redis
+from celery.exceptions import BackendGetMetaError
+from kombu.exceptions import OperationalError as KombuOperationalError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lifecycle.core.errors import LifecycleError
+from lifecycle.core.errors import BrokerUnavailable, LifecycleError
+from lifecycle.core.settings import get_settings
 
 _console = Console(stderr=True)
 
@@ -74,19 +79,61 @@ def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) 
     return req.state
 
 
+# What polling the result backend raises while Redis restarts or is gone.
+_BACKEND_DOWN = (redis.RedisError, KombuOperationalError, BackendGetMetaError, OSError)
+
+
+def _stop_subscription(result: Any) -> None:
+    """Drop the result's pub/sub subscription: the waiter polls, it never needs it.
+
+    Left in place, Celery's Redis result consumer reconnects on its own when Redis goes away
+    (20 logged retries, then a RuntimeError traceback from ``AsyncResult.__del__`` at exit).
+    Unsubscribing while Redis is still up leaves nothing to reconnect.
+    """
+    consumer = getattr(getattr(result, "backend", None), "result_consumer", None)
+    if consumer is None:
+        return
+    # Best effort: a failure here only means noisier output later.
+    with contextlib.suppress(Exception):
+        consumer.cancel_for(result.id)
+
+
 def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: float = 0.5) -> Any:
-    """Wait for a Celery AsyncResult, showing PROGRESS meta ({"done": n, "total": m})."""
+    """Wait for a Celery AsyncResult, showing PROGRESS meta ({"done": n, "total": m}).
+
+    A result backend that stops answering (a Redis restart) is waited out for
+    ``LIFECYCLE_WAIT_BROKER_GRACE_SECONDS``; after that, one line and exit status 3.
+    """
+    _stop_subscription(result)
+    grace = get_settings().wait_broker_grace_seconds
     deadline = time.monotonic() + timeout
+    lost_since: float | None = None
     with _progress() as bar:
         task = bar.add_task(label, total=None, state="pending")
         while True:
-            state = result.state
-            info = result.info if state == "PROGRESS" else None
+            try:
+                state = result.state
+                info = result.info if state == "PROGRESS" else None
+            except _BACKEND_DOWN as exc:
+                now = time.monotonic()
+                lost_since = lost_since if lost_since is not None else now
+                if now - lost_since >= grace:
+                    raise BrokerUnavailable(
+                        f"lost contact with the result backend while waiting for {label} "
+                        f"(task {result.id}) for {now - lost_since:.0f}s "
+                        f"({_one_line(exc)}); the {label} itself is not cancelled: once Redis "
+                        "is back, check `lifecycle status` (or Flower) for its outcome"
+                    ) from None
+                bar.update(task, state="result backend unreachable, retrying")
+                time.sleep(min(2.0, max(poll, 0.1)))
+                continue
+            lost_since = None
             if isinstance(info, dict) and "total" in info:
                 bar.update(task, total=info.get("total"), completed=info.get("done", 0))
             bar.update(task, state=state.lower())
             if state == "SUCCESS":
-                value = result.get(timeout=5, propagate=False)
+                # The stored value, read like the state (``get`` would subscribe again).
+                value = result.result
                 if isinstance(value, dict) and "total" in value:
                     bar.update(task, total=value["total"], completed=value.get("done", 0))
                 return value

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     notice_rate_per_second: float = Field(default=0.0, ge=0)
     # Members per notice batch task: each batch sends over one SMTP connection.
     notice_batch_size: int = Field(default=500, ge=1, le=100_000)
+    # How long `--wait` rides out an unreachable result backend (a Redis restart) before it
+    # gives up with one line; the job itself is not affected.
+    wait_broker_grace_seconds: float = Field(default=60.0, ge=0, le=3600)
     # Webhook/email delivery retry schedule, comma-separated seconds before each attempt
     # (empty = lifecycle.thirdparty.retry_schedule.DEFAULT_SCHEDULE, about 31 hours in 8 attempts).
     retry_schedule: str = ""
