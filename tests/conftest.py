@@ -186,6 +186,14 @@ class LifecycleEnv:
         )
 
 
+def write_master_key(path: Path) -> Path:
+    """The install's master key (a server archive DB never gets one made up on the fly)."""
+    from lifecycle.core.settings import create_master_key_file
+
+    create_master_key_file(path)
+    return path
+
+
 def _apply_env(monkeypatch: pytest.MonkeyPatch, env: LifecycleEnv) -> None:
     for k in list(os.environ):
         if k.startswith("LIFECYCLE_"):
@@ -206,6 +214,7 @@ def lifecycle_env(
     files = tmp_path / "files"
     var.mkdir()
     files.mkdir()
+    write_master_key(var / "master.key")
     env = LifecycleEnv(
         vars={
             "LIFECYCLE_VAR_DIR": str(var),

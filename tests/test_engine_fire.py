@@ -20,7 +20,14 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from lifecycle.engine.context import clear_context_cache
-from tests.conftest import LifecycleEnv, RedisServer, _apply_env, free_port, start_redis
+from tests.conftest import (
+    LifecycleEnv,
+    RedisServer,
+    _apply_env,
+    free_port,
+    start_redis,
+    write_master_key,
+)
 from tests.engine_support import (
     accounting,
     check_exact_accounting,
@@ -47,6 +54,7 @@ def fire_env(
         var, files = tmp_path / "var", tmp_path / "files"
         var.mkdir()
         files.mkdir()
+        write_master_key(var / "master.key")
         env = LifecycleEnv(
             vars={
                 "LIFECYCLE_VAR_DIR": str(var),

@@ -162,6 +162,15 @@ class Settings(BaseSettings):
         if not path.exists():
             if path != self.var_dir / "master.key":
                 raise SettingsError(f"LIFECYCLE_MASTER_KEY_FILE {path} does not exist")
+            if not self.archive_database_url.startswith("sqlite"):
+                # A server archive DB is shared: a new key here (say, a second working
+                # directory) would wrap new data keys under a key no other worker has, and
+                # make this process unable to read any existing one.
+                raise SettingsError(
+                    f"no master key: {path} does not exist; point LIFECYCLE_MASTER_KEY_FILE "
+                    "at this install's key file (a new key is created only for the embedded "
+                    "SQLite archive; for a brand-new install run `lifecycle keys init`)"
+                )
             _create_secret_file(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
         try:
             raw = path.read_bytes().strip()
@@ -185,6 +194,14 @@ class Settings(BaseSettings):
         if not path.exists():
             _create_secret_file(path, (secrets.token_urlsafe(18) + "\n").encode())
         return path.read_text().strip()
+
+
+def create_master_key_file(path: Path) -> bool:
+    """Write a new random master key to ``path`` (mode 0600); False if it already exists."""
+    if path.exists():
+        return False
+    _create_secret_file(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
+    return True
 
 
 def _create_secret_file(path: Path, content: bytes) -> None:
