@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lifecycle.channels.mailer import smtp_config
 from lifecycle.notices import members as notices
 from lifecycle.notices.sending import send_batch as send_range
 from tasks.base import LifecycleTask
@@ -44,6 +45,12 @@ def resume_stale() -> int:
     """Beat: notices left half-sent by a crash (or a lost broker message) are sent on."""
     notices.release_held_for_completed()
     resumed = 0
+    if smtp_config() is not None:
+        # Rows recorded "not sent" while no mail server was configured: there is one now.
+        for notice_id in notices.requeue_not_sent():
+            ranges = notices.pending_ranges(notice_id)
+            _enqueue_ranges(notice_id, ranges)
+            resumed += len(ranges)
     for notice_id in notices.stale_notices():
         ranges = notices.resume_ranges(notice_id)
         _enqueue_ranges(notice_id, ranges)

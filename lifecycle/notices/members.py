@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from lifecycle.channels.mailer import smtp_config
 from lifecycle.channels.templates import member_notice
 from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
@@ -71,6 +72,10 @@ NR = NoticeRecipient.__table__
 STALE_AFTER = timedelta(minutes=10)
 # Stop a batch after this many consecutive "try later" answers: the server is in trouble.
 MAX_CONSECUTIVE_RETRIES = 5
+# Why a row is ``not_sent``: no mail server was configured when its batch ran. Such a row never
+# reached any server, so sending it later cannot duplicate it.
+NO_CHANNEL = "SmtpNotConfigured"
+NO_ADDRESS = "NoAddress"
 
 
 # -- creating notices ----------------------------------------------------------------------------
@@ -329,10 +334,43 @@ def fanout(notice_id: int) -> dict[str, Any]:
         with db.engine("primary").connect() as conn:
             conn.execute(text(f"ANALYZE {NR.name}"))
             conn.commit()
+    if smtp_config() is not None:
+        # A resume now that a mail server exists: rows recorded "not sent" for want of one go
+        # out too (the same command run again is how an operator says "send it now").
+        requeue_not_sent(notice_id)
     ranges = pending_ranges(notice_id)
     if not ranges:
         refresh_counts(notice_id)
     return {"notice_id": notice_id, "total": total, "batches": ranges}
+
+
+def requeue_not_sent(
+    notice_id: int | None = None, reasons: tuple[str, ...] = (NO_CHANNEL,)
+) -> dict[int, int]:
+    """Rows recorded ``not_sent`` for one of ``reasons`` back to pending, their notice back to
+    sending; returns rows per notice. Never rows of a discarded request (``Discarded``)."""
+    where = [NR.c.state == RecipientState.NOT_SENT.value, NR.c.error_class.in_(reasons)]
+    if notice_id is not None:
+        where.append(NR.c.notice_id == notice_id)
+    with db.session("primary") as s:
+        per = {
+            int(nid): int(n)
+            for nid, n in s.execute(
+                select(NR.c.notice_id, func.count()).where(*where).group_by(NR.c.notice_id)
+            ).all()
+        }
+        if not per:
+            return {}
+        s.execute(
+            update(NR)
+            .where(*where)
+            .values(state=RecipientState.PENDING.value, error_class=None)
+            .execution_options(synchronize_session=False)
+        )
+        for nid in per:
+            reopen(s, nid)
+    log.info("notice rows not sent before are queued again: %s", per)
+    return per
 
 
 def pending_ranges(notice_id: int, size: int | None = None) -> list[tuple[int, int]]:
@@ -413,12 +451,20 @@ def progress(notice_id: int) -> dict[str, Any]:
         if n is None:
             raise UserError(f"notice {notice_id} does not exist")
         c = counts(s, notice_id)
+        no_channel = s.scalar(
+            select(func.count()).where(
+                NR.c.notice_id == notice_id,
+                NR.c.state == RecipientState.NOT_SENT.value,
+                NR.c.error_class == NO_CHANNEL,
+            )
+        )
         return {
             "state": n.state,
             "total": sum(c.values()),
             "pending": sum(c.get(st, 0) for st in UNFINISHED_STATES),
             "sent": c.get("sent", 0),
             "not_sent": c.get("not_sent", 0),
+            "no_channel": int(no_channel or 0),
             "failed": c.get("failed", 0),
             "in_doubt": c.get(RecipientState.IN_DOUBT.value, 0),
         }
