@@ -12,7 +12,7 @@ RELAY_INTERVAL_SECONDS = 5.0
 RESEND_DUE_INTERVAL_SECONDS = 15.0
 NIGHTLY = crontab(minute=0, hour=3)
 PURGE_NIGHTLY = crontab(minute=30, hour=3)
-LEDGER_CHECKPOINT_NIGHTLY = crontab(minute=0, hour=5)
+LEDGER_CHECKPOINT_NIGHTLY = crontab(minute=55, hour=3)
 DEADLINE_CHECK_SECONDS = 3600.0
 
 
