@@ -70,10 +70,15 @@ def policy_cmd(
     Running it again with the same version resumes the same notice: nobody gets it twice, and
     members recorded "not sent" for want of a mail server are sent now if there is one."""
     from lifecycle.channels.mailer import smtp_config
-    from lifecycle.notices.members import create_policy_notice, requeue_not_sent
+    from lifecycle.notices.members import (
+        check_policy_input,
+        create_policy_notice,
+        requeue_not_sent,
+    )
 
     body = _read_body(body_file)
     eff = _parse_date(effective_date)
+    check_policy_input(version, title, body)
     if smtp_config() is None and not record_only:
         raise UserError(_NO_CHANNEL)
     notice_id, created = create_policy_notice(version, title, body, eff)

@@ -92,14 +92,20 @@ def _printable(value: str, what: str, max_len: int) -> str:
     return value
 
 
-def create_policy_notice(
-    version: str, title: str, body: str, effective_date: date
-) -> tuple[int, bool]:
-    """The notice row for a policy change; (id, created). Same version again: the same notice."""
+def check_policy_input(version: str, title: str, body: str) -> tuple[str, str]:
+    """Version and title as stored; UserError for bad input (checked before anything else)."""
     version = _printable(version, "--version", 64)
     title = _printable(title, "--title", 200)
     if not body.strip():
         raise UserError("the body file is empty")
+    return version, title
+
+
+def create_policy_notice(
+    version: str, title: str, body: str, effective_date: date
+) -> tuple[int, bool]:
+    """The notice row for a policy change; (id, created). Same version again: the same notice."""
+    version, title = check_policy_input(version, title, body)
     with db.session("primary") as s:
         existing = s.scalar(select(Notice).where(Notice.dedup_key == f"policy:{version}"))
         if existing is not None:
