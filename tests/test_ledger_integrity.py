@@ -280,3 +280,21 @@ def _head_hash() -> str:
         h = ledger.head(s)
     assert h is not None
     return h[1]
+
+
+def test_checkpoints_on_the_embedded_sqlite_default(embedded_env) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    embedded_env.run("db", "upgrade", check=True)
+    _fill(6)
+    _checkpoint(embedded_env, 6)
+    with sqlite3.connect(embedded_env.var_dir / "archive.sqlite3") as conn:
+        conn.execute("DELETE FROM ledger_entries WHERE seq > 4")
+        conn.execute(
+            "UPDATE ledger_head SET seq = 4, hash = (SELECT hash FROM ledger_entries WHERE seq = 4)"
+        )
+    _fails(embedded_env, "entries missing after entry 4 (ledger truncated", entry=5)
+    with sqlite3.connect(embedded_env.var_dir / "archive.sqlite3") as conn:
+        conn.execute("DELETE FROM ledger_entries")
+        conn.execute("DELETE FROM ledger_head")
+    _fails(embedded_env, "(ledger wiped)", entry=1)
