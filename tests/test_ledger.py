@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import subprocess
@@ -413,9 +414,18 @@ def test_csv_export_has_korean_headings_and_no_personal_data(lifecycle_env, tmp_
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
     rec = dict(zip(rows[0], rows[3], strict=True))
     assert rec["사유"].startswith("'=") and rec["파기방법"] == "'-1+1"
-    # Stdout export works too and matches.
-    r2 = lifecycle_env.run("ledger", "export", "--format", "csv")
-    assert r2.returncode == 0 and r2.stdout.splitlines()[0].split(",")[0] == "일련번호"
+    # Stdout export (`export > f.csv`) gives the very same bytes, BOM included, for Excel.
+    r2 = subprocess.run(
+        [sys.executable, "-m", "lifecycle.cli.main", "ledger", "export", "--format", "csv"],
+        env=lifecycle_env.environ(),
+        cwd=lifecycle_env.var_dir.parent,
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.startswith(codecs.BOM_UTF8 + "일련번호".encode())
+    assert r2.stdout == out.read_bytes()
 
 
 @pytest.mark.parametrize("fmt", ["json", "xlsx", ""])
