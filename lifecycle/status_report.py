@@ -352,7 +352,9 @@ def build_report(
     _section(report, "archive", "archive database", archive_url, read_archive)
 
     if flower_check is not None:
-        url = f"http://{_loopback(settings.flower_address)}:{settings.flower_port}/"
+        from lifecycle.flower_locator import locate
+
+        url = locate(settings)
         try:
             reachable = bool(flower_check())
         except Exception:
@@ -361,10 +363,6 @@ def build_report(
         report["flower"] = {"url": url, "reachable": reachable}
     report["ok"] = not report["unreachable"]
     return report
-
-
-def _loopback(address: str) -> str:
-    return "127.0.0.1" if address in ("", "0.0.0.0") else address
 
 
 def _ping_db(which: str) -> None:

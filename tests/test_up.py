@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -75,6 +76,14 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
 
         children = _processes_with_env(marker)
         assert len(children) >= 3  # worker (+ pool child), beat, flower
+
+        # A second shell, without the port `up` was given, still finds this Flower.
+        status = embedded_env.run("status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["flower"] == {"url": f"{base}/", "reachable": True}
+        # ...unless it names another port itself.
+        other = embedded_env.run("status", "--json", LIFECYCLE_FLOWER_PORT=str(free_port()))
+        assert json.loads(other.stdout)["flower"]["reachable"] is False
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -83,6 +92,7 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
     assert "[up] stopped" in err.read_text()
     time.sleep(0.5)
     assert _processes_with_env(marker) == [], "orphaned processes after lifecycle up stopped"
+    assert not (embedded_env.var_dir / "flower.url").exists()
 
 
 def test_up_refuses_bad_settings_with_one_line(embedded_env: LifecycleEnv) -> None:

@@ -20,6 +20,7 @@ def up(
     ),
 ) -> None:
     """Start a worker, beat and Flower; print the Flower URL and login; Ctrl-C stops all three."""
+    from lifecycle import flower_locator
     from lifecycle.broker import check_broker
     from lifecycle.db import check_reachable
     from lifecycle.settings import get_settings
@@ -50,7 +51,12 @@ def up(
     typer.echo("Press Ctrl-C to stop worker, beat and Flower.", err=True)
     children = launcher.plan(s, concurrency=concurrency, loglevel=loglevel)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    code = launcher.run_forever(children, lambda line: typer.echo(line, err=True))
+    # So that `lifecycle status` in another shell finds this Flower (lifecycle/flower_locator.py).
+    flower_locator.record(s)
+    try:
+        code = launcher.run_forever(children, lambda line: typer.echo(line, err=True))
+    finally:
+        flower_locator.clear(s)
     raise typer.Exit(code)
 
 
