@@ -371,6 +371,10 @@ def test_410_disables_the_endpoint_and_replay_after_enable(
     assert [h.status for h in receiver.hits] == [410, 200]
     ds, _ = _deliveries()
     assert ds[0].state == "delivered" and ds[0].payload is None
+    # Two tries in all: the replay started a new round of the schedule, not a new history.
+    listed = lifecycle_env.run("deliveries", "list")
+    (row,) = [ln.split() for ln in listed.stdout.splitlines()[1:]]
+    assert row[0] == str(ds[0].id) and row[3:5] == ["delivered", "2"], listed.stdout
     again = lifecycle_env.run("deliveries", "replay", str(ds[0].id))
     assert again.returncode == 2 and "already delivered" in again.stderr
 
