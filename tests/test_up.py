@@ -9,11 +9,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
-from tests.conftest import LifecycleEnv, free_port
+from tests.conftest import REPO, LifecycleEnv, free_port
 from tests.upstack import wait_text
+
+
+def compose_services() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
 
 
 def _processes_with_env(marker: str) -> list[int]:
@@ -84,6 +90,14 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
         # ...unless it names another port itself.
         other = embedded_env.run("status", "--json", LIFECYCLE_FLOWER_PORT=str(free_port()))
         assert json.loads(other.stdout)["flower"]["reachable"] is False
+
+        # docker-compose's Flower healthcheck passes against a real Flower, login or not.
+        check = compose_services()["flower"]["healthcheck"]["test"]
+        assert check[0] == "CMD" and check[1] == "python"
+        argv = [sys.executable, *(a.replace(":5555/", f":{port}/") for a in check[2:])]
+        assert subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+        argv_off = [a.replace(f":{port}/", f":{free_port()}/") for a in argv]
+        assert subprocess.run(argv_off, capture_output=True, timeout=30).returncode != 0
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
