@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lifecycle.fsinfo import fs_type_of_path, overwrite_trusted
-from lifecycle.shredder import ShredOptions, shred_path
+from lifecycle.shred.fsinfo import fs_type_of_path, overwrite_trusted
+from lifecycle.shred.shredder import ShredOptions, shred_path
 
 MiB = 1 << 20
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.correction import run_correction
-from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
+from lifecycle.core.transient import TRANSIENT_DB_ERRORS
+from lifecycle.rights.correction import run_correction
 from tasks.base import LifecycleTask
+from tasks.notice import send_batch
+from tasks.notify import deliver
 from workers.app import app
 
 
@@ -21,8 +23,6 @@ from workers.app import app
     max_retries=20,
 )
 def correct(self: LifecycleTask, request_id: int) -> dict[str, Any]:
-    from tasks.notice import send_batch
-    from tasks.notify import deliver
 
     return run_correction(
         int(request_id),

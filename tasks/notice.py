@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle import notices
+from lifecycle.notices import members as notices
+from lifecycle.notices.sending import send_batch as send_range
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -31,7 +32,6 @@ def fanout(self: LifecycleTask, notice_id: int) -> dict[str, Any]:
     base=LifecycleTask, name="lifecycle.notice.send_batch", bind=True, max_retries=BATCH_RETRIES
 )
 def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> dict[str, Any]:
-    from lifecycle.notice_sending import send_batch as send_range
 
     result = send_range(notice_id, first, last, self.progress)
     if result.left and self.request.retries < BATCH_RETRIES:

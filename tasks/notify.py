@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle import delivery
-from lifecycle.db import session
+from lifecycle.core.db import session
+from lifecycle.thirdparty import deliveries as delivery
 from tasks.base import LifecycleTask
 from workers.app import app
 

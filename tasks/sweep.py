@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
+from lifecycle.core.transient import TRANSIENT_DB_ERRORS
+from lifecycle.engine.context import get_context
+from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, run_batch, run_sweep
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -21,8 +23,6 @@ SWEEP_TIME_LIMIT = 6 * 3600
     soft_time_limit=SWEEP_TIME_LIMIT - 120,
 )
 def sweep_run(self: LifecycleTask, member_batch: int | None = None) -> dict[str, Any]:
-    from lifecycle.engine.context import get_context
-    from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, run_sweep
 
     ctx = get_context()
 
@@ -61,8 +61,6 @@ def archive_batch(
     kind: str = "withdrawal",
     table: str = "",
 ) -> dict[str, Any]:
-    from lifecycle.engine.context import get_context
-    from lifecycle.engine.sweep import BatchKey, run_batch
 
     key = BatchKey(int(run_id), kind, table, int(first_id), int(last_id))
     counts = run_batch(get_context(), key, task_id=self.request.id)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, func, inspect, select, text
 
-from lifecycle.datamap import load_datamap
-from lifecycle.demo_seed import create_schema, member_age_on, seed
+from lifecycle.datamap.loader import load_datamap
+from lifecycle.ops.demo_seed import create_schema, member_age_on, seed
 from models import demo_site as site
 from tests.conftest import LifecycleEnv
 

@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from lifecycle import keystore, ledger
-from lifecycle.db import session
-from lifecycle.errors import UserError
-from lifecycle.ledger_chain import GENESIS_HASH, entry_hash, verify_chain
+from lifecycle.core.db import session
+from lifecycle.core.errors import UserError
+from lifecycle.vault import keystore, ledger
+from lifecycle.vault.chain import GENESIS_HASH, entry_hash, verify_chain
 from models.archive import LedgerEntry, LedgerHead
 
 # -- pure chain ----------------------------------------------------------------------------------
@@ -227,8 +227,8 @@ def test_missing_head_row_is_recreated(lifecycle_env, pg_databases) -> None:  # 
 _WRITER = textwrap.dedent(
     """
     import sys
-    from lifecycle import ledger
-    from lifecycle.db import session
+    from lifecycle.vault import ledger
+    from lifecycle.core.db import session
     me, n = int(sys.argv[1]), int(sys.argv[2])
     for i in range(n):
         # Every 10th append is a step all writers share: it must be recorded exactly once.

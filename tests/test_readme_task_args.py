@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from lifecycle.taskargs import render_args
+from lifecycle.core.taskargs import render_args
 from tasks.base import _task_param_names
 from tests.conftest import REPO
 from workers.app import app

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle import fsinfo
-from lifecycle.shredder import (
+from lifecycle.shred import fsinfo
+from lifecycle.shred.shredder import (
     REASONS,
     Hooks,
     ShredOptions,

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import LifecycleError, UserError
+from lifecycle.core.errors import LifecycleError, UserError
 
 ledger_app = typer.Typer(
     help="The destruction ledger (파기 관리대장): verify the hash chain, export for the "
@@ -27,8 +27,8 @@ class LedgerBroken(LifecycleError):
 @ledger_app.command("verify")
 def verify_cmd() -> None:
     """Check the hash chain; exit non-zero naming the first bad entry after any tampering."""
-    from lifecycle import ledger
-    from lifecycle.db import check_reachable, session
+    from lifecycle.core.db import check_reachable, session
+    from lifecycle.vault import ledger
 
     check_reachable("archive")
     with session("archive") as s:
@@ -54,9 +54,9 @@ def export_cmd(
     ] = None,
 ) -> None:
     """Export the ledger with Korean column headings, times in Asia/Seoul."""
-    from lifecycle import ledger
-    from lifecycle.db import check_reachable, session
-    from lifecycle.settings import get_settings
+    from lifecycle.core.db import check_reachable, session
+    from lifecycle.core.settings import get_settings
+    from lifecycle.vault import ledger
 
     if fmt.lower() != "csv":
         raise UserError(f"unsupported --format {fmt!r}; only csv is supported")

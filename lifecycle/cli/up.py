@@ -20,10 +20,10 @@ def up(
     ),
 ) -> None:
     """Start a worker, beat and Flower; print the Flower URL and login; Ctrl-C stops all three."""
-    from lifecycle import flower_locator
-    from lifecycle.broker import check_broker
-    from lifecycle.db import check_reachable
-    from lifecycle.settings import get_settings
+    from lifecycle.core.broker import check_broker
+    from lifecycle.core.db import check_reachable
+    from lifecycle.core.settings import get_settings
+    from lifecycle.ops import flower_locator
     from workers import launcher
 
     s = get_settings()
@@ -32,7 +32,7 @@ def up(
     check_reachable("archive")
     check_broker()
     if migrate:
-        from lifecycle.migrate import upgrade_all
+        from lifecycle.core.migrate import upgrade_all
 
         upgrade_all()
     if s.embedded:
@@ -65,8 +65,8 @@ def ping(
     wait: bool = typer.Option(False, "--wait", help="Wait for the worker's answer."),
 ) -> None:
     """Enqueue a no-op job to check the whole path (broker, worker, results, Flower)."""
-    from lifecycle.broker import check_broker
     from lifecycle.cli.waiting import wait_for_task
+    from lifecycle.core.broker import check_broker
     from tasks.ping import ping as ping_task
 
     check_broker()

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from lifecycle.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError
 
 _console = Console(stderr=True)
 
@@ -62,7 +62,7 @@ _REQUEST_STEPS = {
 
 def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) -> str:
     """Wait until the request reaches a terminal state; raise JobFailed if it failed."""
-    from lifecycle.requests import get
+    from lifecycle.requests.outbox import get
 
     deadline = time.monotonic() + timeout
     with _progress() as bar:
