@@ -46,6 +46,7 @@ ACTION_LABELS = {
     "correction": "정정",
     "notification": "제3자 통지",
     "restriction": "처리정지",
+    "archive_retrieve": "분리보관 자료 열람·제출",
 }
 
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
