@@ -45,6 +45,6 @@ if [ "$(stat -c %u secrets/master.key)" != "$IMAGE_UID" ]; then
   fi
 fi
 if ! grep -q '^LIFECYCLE_SMTP_URL=' .env; then
-  echo "make-secrets: now add LIFECYCLE_SMTP_URL=smtp://host:25 (your relay) to .env;" \
-    "compose refuses to start without it" >&2
+  echo "make-secrets: now add LIFECYCLE_SMTP_URL=smtp+starttls://user:pass@relay:587 (your" \
+    "relay) to .env; compose refuses to start without it" >&2
 fi

@@ -106,7 +106,7 @@ def secrets_dir(tmp_path: Path) -> Path:
 def test_docker_compose_config_is_valid(secrets_dir: Path) -> None:
     env_file = secrets_dir / ".env"
     with env_file.open("a") as fh:
-        fh.write("LIFECYCLE_SMTP_URL=smtp://mail.example.com:25\n")
+        fh.write("LIFECYCLE_SMTP_URL=smtp+starttls://ops:pw@mail.example.com:587\n")
     r = _compose_config(env_file)
     assert r.returncode == 0, r.stderr
 

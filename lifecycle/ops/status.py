@@ -23,7 +23,9 @@ from sqlalchemy.orm import Session
 
 from lifecycle.core import db, queues
 from lifecycle.core.timeutil import as_utc
+from lifecycle.notices.reconcile import in_doubt_by_notice
 from lifecycle.ops import flower_locator
+from lifecycle.thirdparty import deliveries
 from models.base import utcnow
 from models.requests import OPEN_STATES, JobRun, LifecycleRequest
 
@@ -166,12 +168,8 @@ def overdue_requests(
 
 
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
-    """Third-party deliveries that failed or are being retried; None without the notify module."""
-    try:
-        from lifecycle.thirdparty.deliveries import failing_deliveries as reader
-    except ImportError:
-        return None
-    rows = reader(s)
+    """Third-party deliveries that failed or are being retried."""
+    rows = deliveries.failing_deliveries(s)
     keep = ("id", "recipient", "kind", "request_id", "state", "attempts", "last_status")
     out = []
     for row in rows:
@@ -184,11 +182,7 @@ def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
 
 def notices_in_doubt(s: Session) -> list[dict[str, Any]] | None:
     """Notices with rows in doubt (maybe delivered, not resent): they need an operator's
-    `lifecycle notice reconcile`. None without the notify module."""
-    try:
-        from lifecycle.notices.reconcile import in_doubt_by_notice
-    except ImportError:
-        return None
+    `lifecycle notice reconcile`."""
     return in_doubt_by_notice(s)
 
 
