@@ -332,9 +332,9 @@ def test_rerunning_a_correction_has_the_effect_of_once(
     )
     with session("primary") as s:
         rid = submit(s, "correction", 1, {"mobile": NEW["mobile"]})
-    enqueued: list[int] = []
-    first = run_correction(rid, enqueue_delivery=enqueued.append)
-    second = run_correction(rid, enqueue_delivery=enqueued.append)
+    enqueued: list[tuple[object, ...]] = []
+    first = run_correction(rid, send=lambda *msg: enqueued.append(msg))
+    second = run_correction(rid, send=lambda *msg: enqueued.append(msg))
     assert first["state"] == second["state"] == "notifying"
     with session("primary") as s:
         assert s.scalar(select(func.count()).select_from(Delivery)) == 1
