@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, LifecycleEnv, WorkerProc
+from tests.helpers import REPO, LifecycleEnv, WorkerProc
 from tests.jobs import SECRET_EMAIL, SECRET_PHONE
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LifecycleEnv, free_port
+from tests.helpers import LifecycleEnv, free_port
 
 
 def _one_line_error(r, code: int | None = None) -> str:  # type: ignore[no-untyped-def]

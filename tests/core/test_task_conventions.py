@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from lifecycle.core.taskargs import UnsafeTaskArgument, check_task_args, render_args
-from tests.conftest import LifecycleEnv, WorkerProc
+from tests.helpers import LifecycleEnv, WorkerProc
 from tests.jobs import SECRET_EMAIL, SECRET_PHONE
 
 # -- every registered task follows the naming and base-class convention ------------------------

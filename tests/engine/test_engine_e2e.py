@@ -8,13 +8,13 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from lifecycle.engine.context import clear_context_cache
-from tests.conftest import LifecycleEnv
-from tests.engine_support import (
+from tests.helpers import (
+    LifecycleEnv,
     accounting,
     check_exact_accounting,
     database_dump,
     leaks,
-    redis_dump,
+    redis_dump_decoded,
     remaining_rows,
     seed_site,
     snapshot_site,
@@ -110,9 +110,11 @@ def test_withdraw_and_sweep_end_to_end_leave_no_personal_data_behind(
     probe = next(v for v in values if "@" in v)
     rc = redis.Redis(port=port)
     rc.lpush("probe", json.dumps({"body": base64.b64encode(probe.encode()).decode()}))
-    assert leaks(redis_dump(port), {probe})
+    assert leaks(redis_dump_decoded(port), {probe})
     rc.delete("probe")
-    assert leaks(redis_dump(port), values) == [], "personal data in the broker/result backend"
+    assert leaks(redis_dump_decoded(port), values) == [], (
+        "personal data in the broker/result backend"
+    )
     assert leaks(worker.output().encode(), values) == [], "personal data in worker logs"
     assert leaks(database_dump(archive), values) == [], "plaintext personal data in the archive"
     assert leaks((r.stdout + r.stderr + s.stdout + s.stderr).encode(), values) == []

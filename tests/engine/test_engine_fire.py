@@ -20,13 +20,17 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from lifecycle.engine.context import clear_context_cache
-from tests.conftest import LifecycleEnv, RedisServer, _apply_env, free_port, start_redis
-from tests.engine_support import (
+from tests.helpers import (
+    LifecycleEnv,
+    RedisServer,
     accounting,
+    apply_env,
     check_exact_accounting,
+    free_port,
     remaining_rows,
     seed_site,
     snapshot_site,
+    start_redis,
     withdraw_all,
 )
 from tests.pg_server import PgServer, start_postgres
@@ -61,7 +65,7 @@ def fire_env(
             var_dir=var,
             file_root=files,
         )
-        _apply_env(monkeypatch, env)
+        apply_env(monkeypatch, env)
         clear_context_cache()
         yield env, pg, redis
     finally:
@@ -138,6 +142,7 @@ def _withdrawn_left(primary: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # starts its own PostgreSQL and Redis
 @pytest.mark.timeout(420)
 def test_sweep_survives_sigkill_redis_restart_and_postgres_crash(
     fire_env: tuple[LifecycleEnv, PgServer, RedisServer], start_worker

@@ -14,8 +14,8 @@ from lifecycle.engine import mover
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.purge import run_purge
 from lifecycle.engine.sweep import LOCK_NAME, run_sweep
-from tests.conftest import LifecycleEnv
-from tests.engine_support import (
+from tests.helpers import (
+    LifecycleEnv,
     accounting,
     check_exact_accounting,
     remaining_rows,

@@ -12,20 +12,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text, update
 
-from tests.conftest import LifecycleEnv
-
-# The helpers hold fixtures too: rewrite their asserts, then load them as a plugin.
-pytest.register_assert_rewrite("tests.notify_support")
-from tests.helpers import wait_until  # noqa: E402
-from tests.notify_support import (  # noqa: E402
+from tests.helpers import (
+    LifecycleEnv,
     SmtpSink,
     add_members,
     create_demo_schema,
+    redis_dump_repr,
     set_env,
     table_dump,
+    wait_until,
 )
-
-pytest_plugins = ["tests.notify_support"]
 
 BODY = (
     "제3조(처리하는 개인정보의 항목)이 변경됩니다.\n"
@@ -302,6 +298,7 @@ def test_a_failing_before_commit_sends_nothing(smtp_sink: SmtpSink) -> None:
     assert smtp_sink.messages[1].raw.endswith(b"\r\n\r\n.one\r\n..two\r\n.\r\nend\r\n")
 
 
+@pytest.mark.integration  # starts its own SMTP servers that hang up
 def test_a_session_lost_after_the_end_of_data_is_unknown_not_retry() -> None:
     from lifecycle.channels.mailer import Mailer, MessageBuilder, parse_smtp_url
 
@@ -386,9 +383,7 @@ def test_the_intent_is_recorded_before_the_end_of_data(
 
 
 def redis_dump_text(env: LifecycleEnv) -> str:
-    from tests.notify_support import redis_dump
-
-    return redis_dump(env.vars["LIFECYCLE_BROKER_URL"])
+    return redis_dump_repr(env.vars["LIFECYCLE_BROKER_URL"])
 
 
 def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine, func, inspect, select, text
 from lifecycle.datamap.loader import load_datamap
 from lifecycle.ops.demo_seed import create_schema, member_age_on, seed
 from models import demo_site as site
-from tests.conftest import LifecycleEnv
+from tests.helpers import LifecycleEnv
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RRN = re.compile(r"^\d{6}-[1-4]\d{6}$")
@@ -30,7 +30,8 @@ def pg_engine(pg_databases) -> Engine:  # type: ignore[no-untyped-def]
     eng.dispose()
 
 
-@pytest.fixture(params=["sqlite_engine", "pg_engine"])
+# pg_engine is reached through getfixturevalue, which the integration hook cannot see.
+@pytest.fixture(params=["sqlite_engine", pytest.param("pg_engine", marks=pytest.mark.integration)])
 def site_engine(request: pytest.FixtureRequest) -> Engine:
     return request.getfixturevalue(request.param)
 

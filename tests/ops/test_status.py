@@ -9,7 +9,7 @@ from datetime import timedelta
 from lifecycle.core import db
 from models.base import utcnow
 from models.requests import JobRun, LifecycleRequest
-from tests.conftest import LifecycleEnv, WorkerProc, free_port
+from tests.helpers import LifecycleEnv, WorkerProc, free_port
 
 
 def _seed_requests() -> dict[str, list[int]]:

@@ -9,20 +9,15 @@ from datetime import date
 import pytest
 from sqlalchemy import func, select, text
 
-from tests.conftest import LifecycleEnv
-
-# The helpers hold fixtures too: rewrite their asserts, then load them as a plugin.
-pytest.register_assert_rewrite("tests.notify_support")
-from tests.notify_support import (  # noqa: E402
+from tests.helpers import (
+    LifecycleEnv,
     SmtpSink,
     add_members,
     create_demo_schema,
-    redis_dump,
+    redis_dump_repr,
     set_env,
     table_dump,
 )
-
-pytest_plugins = ["tests.notify_support"]
 
 OLD = {
     "mobile": "010-4821-7395",
@@ -293,7 +288,7 @@ def test_correction_notifies_exactly_the_changed_fields_and_leaves_no_old_value(
         "primary lifecycle tables": table_dump(engine("primary"), "lifecycle_"),
         "archive database": table_dump(engine("archive"), ""),
         "worker log": worker.output(),
-        "broker and results": redis_dump(env.vars["LIFECYCLE_BROKER_URL"]),
+        "broker and results": redis_dump_repr(env.vars["LIFECYCLE_BROKER_URL"]),
         "webhooks": "\n".join(h.body.decode() + str(h.headers) for h in a.hits + b.hits),
         "emails": "\n".join(
             m.subject + m.body + m.raw.decode("ascii", "replace") for m in smtp_sink.messages

@@ -13,8 +13,8 @@ from lifecycle.engine import mover
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
 from models.archive import ArchivedRecord
-from tests.conftest import LifecycleEnv
-from tests.engine_support import (
+from tests.helpers import (
+    LifecycleEnv,
     accounting,
     check_exact_accounting,
     remaining_rows,

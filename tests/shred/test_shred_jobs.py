@@ -19,8 +19,7 @@ from lifecycle.shred import jobs as shred_jobs
 from models.archive import LedgerEntry
 from models.requests import JobRun
 from models.shred import ShredItem, ShredJob
-from tests.conftest import LifecycleEnv
-from tests.helpers import wait_until
+from tests.helpers import LifecycleEnv, free_port, wait_until
 
 NAME = "김영희_심리검사결과.pdf"  # a personal file name: must never reach the ledger or a result
 PATTERN = "김영희 상담 기록 010-9876-5432 | ".encode()
@@ -359,7 +358,6 @@ def test_job_stored_while_broker_down_is_sent_later(
     lifecycle_env: LifecycleEnv, start_worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from models.base import utcnow
-    from tests.conftest import free_port
     from workers.app import reconfigure
 
     path = lifecycle_env.file_root / NAME

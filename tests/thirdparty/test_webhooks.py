@@ -13,19 +13,15 @@ import pytest
 from sqlalchemy import select
 
 from lifecycle.core.errors import SettingsError, UserError
-from tests.conftest import LifecycleEnv, free_port
-
-# The helpers hold fixtures too: rewrite their asserts, then load them as a plugin.
-pytest.register_assert_rewrite("tests.notify_support")
-from tests.helpers import wait_until  # noqa: E402
-from tests.notify_support import (  # noqa: E402
+from tests.helpers import (
+    LifecycleEnv,
     SmtpSink,
     add_members,
     create_demo_schema,
+    free_port,
     set_env,
+    wait_until,
 )
-
-pytest_plugins = ["tests.notify_support"]
 
 # -- signing -------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from celery.schedules import crontab
 
-from tests.conftest import LifecycleEnv
+from tests.helpers import LifecycleEnv
 
 
 def test_schedule_is_in_seoul_time(lifecycle_env: LifecycleEnv) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LifecycleEnv, free_port
+from tests.helpers import LifecycleEnv, free_port
 from tests.upstack import UpStack, start_up, submit_withdrawal
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -26,6 +26,7 @@ FOREIGN_EMAIL = "park.seoyeon.private@example.com"
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.integration,  # `lifecycle up`: worker, beat and Flower's HTTP server
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed"),
 ]
 

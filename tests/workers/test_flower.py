@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import tests.jobs  # noqa: F401  (the sender knows the test jobs, so it names their arguments)
-from tests.conftest import REPO, LifecycleEnv, WorkerProc, free_port
+from tests.helpers import REPO, LifecycleEnv, WorkerProc, free_port
 from tests.upstack import start_up, submit_withdrawal
 
 FOREIGN_EMAIL = "kim.minji.private@example.com"

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.conftest import LifecycleEnv, free_port
+from tests.helpers import LifecycleEnv, free_port
 from tests.upstack import wait_text
 
 
@@ -28,6 +29,7 @@ def _processes_with_env(marker: str) -> list[int]:
     return pids
 
 
+@pytest.mark.integration  # starts a worker, beat and Flower's HTTP server
 def test_up_runs_worker_beat_flower_and_stops_cleanly(
     embedded_env: LifecycleEnv, tmp_path: Path
 ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import LifecycleEnv
+from tests.helpers import LifecycleEnv
 
 
 def test_ping_job_runs_on_a_real_worker(lifecycle_env: LifecycleEnv, start_worker) -> None:
