@@ -11,8 +11,7 @@ from sqlalchemy import create_engine, text
 
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
-from tests.conftest import LifecycleEnv
-from tests.engine_support import seed_site
+from tests.helpers import LifecycleEnv, seed_site
 
 
 @pytest.fixture
