@@ -773,7 +773,7 @@ class _Batch:
         if opts.verify:
             for t in live:
                 try:
-                    _verify(t.fd, t.total, self._keystream().chunk, t.last)
+                    _verify(t.fd, t.total, max(4096, min(opts.chunk_size, t.total)), t.last)
                     t.verified = True
                 except Refused as r:
                     t.fail(r)
