@@ -551,3 +551,36 @@ def test_a_non_utf8_path_round_trips_through_the_database(lifecycle_env: Lifecyc
     assert not os.path.exists(raw)
     for p in ("/srv/a.bin", "/srv/상담.pdf", os.fsdecode(b"/srv/\xff")):
         assert shred_jobs.fs_path(shred_jobs.db_path(p)) == p
+
+
+def test_cli_wait_ends_with_one_line_when_the_task_fails_and_a_resend_heals_it(
+    lifecycle_env: LifecycleEnv, start_worker
+) -> None:
+    path = lifecycle_env.file_root / NAME
+    fill(path, 3000)
+    # The worker shreds, then cannot reach the archive DB for the ledger entry: its task fails.
+    bad = start_worker(
+        lifecycle_env,
+        queues=[SHRED_Q],
+        LIFECYCLE_ARCHIVE_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none",
+    )
+    res = lifecycle_env.run("shred", str(path), "--wait", "--timeout", "120")
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the worker's task failed (" in lines[0], lines
+    assert "OperationalError" in lines[0] and "Traceback" not in res.stderr
+    assert NAME not in res.stderr
+    bad.stop()
+    (job_id,) = {i.job_id for i in items_all()}
+    assert job(job_id).state == "running" and shred_entries() == []
+
+    start_worker(lifecycle_env, queues=[SHRED_Q])
+    shred_jobs.resend_pending(force=True)
+    wait_until(lambda: done(job_id), what="job done after the resend")
+    (entry,) = shred_entries()
+    assert entry.details["outcome"] == "shredded" and not path.exists()
+
+
+def items_all() -> list[ShredItem]:
+    with db.session("primary") as s:
+        return list(s.scalars(select(ShredItem).order_by(ShredItem.id)))

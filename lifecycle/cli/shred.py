@@ -88,7 +88,7 @@ def _wait(job_id: int, timeout: float) -> None:
     from sqlalchemy import func, select
 
     from lifecycle import db
-    from lifecycle.cli.waiting import JobFailed, _progress, await_result
+    from lifecycle.cli.waiting import JobFailed, _one_line, _progress, await_result
     from lifecycle.shredder import REASONS
     from models.shred import ShredItem, ShredJob
 
@@ -127,11 +127,11 @@ def _wait(job_id: int, timeout: float) -> None:
                 if outcome == "FAILURE":
                     from workers.app import app
 
-                    # The exception's type only: its text may quote SQL parameters (paths).
+                    # Workers store only redacted exceptions (lifecycle.safe_errors): the text
+                    # names the original class and a log reference, never a path.
                     info = app.AsyncResult(task_id).info
-                    kind = type(info).__name__ if isinstance(info, BaseException) else "error"
                     raise JobFailed(
-                        f"shred job {job_id}: the worker's task failed ({kind}); "
+                        f"shred job {job_id}: the worker's task failed ({_one_line(info)}); "
                         "the beat sends it again, see lifecycle status"
                     )
             else:
