@@ -22,7 +22,9 @@ them too.
     .venv/bin/python bench/bench_sweep.py --members 1000000 --workers 2
 
 The cost curve (time should grow linearly, so rows/s stays level; peak worker RSS should stay
-flat); the 3,000,000 run needs about an hour and ~15 GB of PostgreSQL space:
+flat). Each size is a fresh seed, worker and baseline; 300,000 members took about 5 minutes on
+the 2-core development VM, so expect the 3,000,000 run to take ten times that, and to need
+disk for five copies of its data (template, two primaries, two archives):
 
     .venv/bin/python bench/bench_sweep.py --sizes 100000,300000,1000000,3000000 --workers 2
 
