@@ -995,35 +995,52 @@ def shred_paths(
     batch = _Batch(options, hooks)
     slots: list[_Target | ShredResult] = []
     resumes: list[tuple[_Dir, str, str] | None] = []
+    leftovers: list[_Target | ShredResult | None] = []
     try:
         for path, tmp in requests:
             resume = None
+            leftover: _Target | ShredResult | None = None
             try:
                 loc = locate(path, resolved)
                 d = batch.adopt_dir(_open_parent(loc), loc.parent_hint)
             except Refused as r:
                 slots.append(r.result())
                 resumes.append(None)
+                leftovers.append(None)
                 continue
             try:
                 name = loc.parts[-1]
-                if _lstat_at(d.fd, name) is None and tmp and _lstat_at(d.fd, tmp) is not None:
+                has_name = _lstat_at(d.fd, name) is not None
+                has_tmp = bool(tmp) and _lstat_at(d.fd, tmp or "") is not None
+                if not has_name and tmp and has_tmp:
                     got = batch.add_at(d, tmp, None)
                     resume = (d, tmp, name)
                     got.resumed = True
                 else:
                     got = batch.add_at(d, name, tmp)
+                    if has_tmp and tmp:
+                        # An earlier attempt renamed the file (after its overwrite was on
+                        # disk) and died; a new file has the name since. Finish both.
+                        leftover = batch.add_at(d, tmp, None)
             except OSError as exc:
                 got = _os_error(exc).result()
             slots.append(got)
             resumes.append(resume)
+            leftovers.append(leftover)
             if resume is None:
                 batch.release_dir(d)
         batch.commit()
         results: list[ShredResult] = []
-        for slot, resume in zip(slots, resumes, strict=True):
+        for slot, resume, extra in zip(slots, resumes, leftovers, strict=True):
             r = slot.result if isinstance(slot, _Target) else slot
             assert r is not None
+            e = extra.result if isinstance(extra, _Target) else extra
+            if e is not None and e.status == "shredded" and r.status in ("shredded", "missing"):
+                if r.status == "missing":
+                    r = e
+                else:
+                    r.files += e.files
+                r.resumed = True
             if resume is not None:
                 d, tmp, name = resume
                 if not r.ok and _lstat_at(d.fd, tmp) is not None:

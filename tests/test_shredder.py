@@ -726,3 +726,14 @@ def test_a_directory_that_gains_an_entry_keeps_its_name(root: Path) -> None:
     assert r.status == "refused" and r.reason == "dir_not_empty", r
     _no_shred_names(root)
     assert os.listdir(root) == ["member-3"] and os.listdir(top) == ["late.bin"]
+
+
+def test_a_rerun_finishes_the_renamed_file_and_the_new_one_under_the_name(root: Path) -> None:
+    path = root / NAME
+    fill(path, 5000)
+    tmp = ".shred-" + "ef" * 16
+    os.rename(path, root / tmp)  # a killed run had renamed it...
+    fill(path, 7000)  # ...and the website has written a new file under the name since
+    r = shred_path(str(path), [root], tmp_name=tmp)
+    assert r.status == "shredded" and r.files == 2 and r.resumed
+    assert os.listdir(root) == []
