@@ -40,8 +40,8 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lifecycle.mailer import MessageBuilder  # noqa: E402
-from lifecycle.templates import policy_notice  # noqa: E402
+from lifecycle.channels.mailer import MessageBuilder  # noqa: E402
+from lifecycle.channels.templates import policy_notice  # noqa: E402
 from tests.helpers import free_port, stop_group, wait_port  # noqa: E402
 
 MAIL_FROM = "privacy@maumteo.example"

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lifecycle.demo_seed import create_schema, seed
+from lifecycle.ops.demo_seed import create_schema, seed
 
 BASELINE_CAP = 3_000_000
 

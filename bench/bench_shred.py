@@ -40,8 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lifecycle.fsinfo import fs_type_of_path, overwrite_trusted  # noqa: E402
-from lifecycle.shredder import ShredOptions, shred_path, shred_paths  # noqa: E402
+from lifecycle.shred.fsinfo import fs_type_of_path, overwrite_trusted  # noqa: E402
+from lifecycle.shred.shredder import ShredOptions, shred_path, shred_paths  # noqa: E402
 from tests.helpers import free_port, stop_group, wait_port  # noqa: E402
 
 MiB = 1 << 20

@@ -223,7 +223,7 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float] | None:
         # -- seed the template ---------------------------------------------------------------
         from sqlalchemy import create_engine, text
 
-        from lifecycle.demo_seed import seed
+        from lifecycle.ops.demo_seed import seed
 
         eng = create_engine(_url(args.pg, names["tpl"]))
         t0 = time.perf_counter()
@@ -243,7 +243,7 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float] | None:
             admin.execute(f'CREATE DATABASE "{names[p]}" TEMPLATE "{names["tpl"]}"')
         admin.execute(f'DROP DATABASE "{names["tpl"]}"')
 
-        from lifecycle.datamap import SHIPPED_DEMO_MAP, load_datamap
+        from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap
 
         dm = load_datamap(SHIPPED_DEMO_MAP, engine=create_engine(_url(args.pg, names["p1"])))
         retained_tables = [
@@ -270,9 +270,9 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float] | None:
             os.environ.update(
                 {k: v for k, v in env_for("p1", "a1").items() if k.startswith("LIFECYCLE_")}
             )
+            from lifecycle.core.settings import reset_settings_cache
             from lifecycle.engine.context import get_context
             from lifecycle.engine.sweep import MEMBER_BATCH, run_sweep
-            from lifecycle.settings import reset_settings_cache
 
             reset_settings_cache()
             prof = cProfile.Profile()
@@ -408,7 +408,7 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float] | None:
             redis_proc.wait(10)
         if not args.keep:
             try:
-                from lifecycle import db
+                from lifecycle.core import db
 
                 db.dispose_all()
             except Exception:

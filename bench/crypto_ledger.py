@@ -15,8 +15,8 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from lifecycle import crypto
-from lifecycle.ledger_chain import GENESIS_HASH, entry_hash, verify_chain
+from lifecycle.vault import crypto
+from lifecycle.vault.chain import GENESIS_HASH, entry_hash, verify_chain
 
 
 def _rows(n: int) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Archive-side secrets other than per-bucket data keys (owned by ``lifecycle.keystore``)."""
+"""Archive-side secrets other than per-bucket data keys (owned by ``lifecycle.vault.keystore``)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery.schedules import crontab
 
-from lifecycle.settings import Settings
+from lifecycle.core.settings import Settings
 
 RELAY_INTERVAL_SECONDS = 5.0
 RESEND_DUE_INTERVAL_SECONDS = 15.0

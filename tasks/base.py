@@ -25,8 +25,9 @@ from celery import Task
 from celery.app.amqp import AMQP
 from celery.exceptions import Retry
 
-from lifecycle import safe_errors
-from lifecycle.taskargs import check_task_args, check_task_result, param_names, render_args
+from lifecycle.core import safe_errors
+from lifecycle.core.taskargs import check_task_args, check_task_result, param_names, render_args
+from lifecycle.requests.states import is_handler_task
 
 log = logging.getLogger("lifecycle.tasks")
 
@@ -34,9 +35,7 @@ PREFIX = "lifecycle."
 
 
 def _task_param_names(app: Any, name: str) -> list[str]:
-    from lifecycle.requests import HANDLERS
-
-    if name in HANDLERS.values():
+    if is_handler_task(name):
         # The request handlers' contract: they receive the request id and nothing else.
         return ["request_id"]
     task = app.tasks.get(name)

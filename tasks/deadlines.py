@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from lifecycle.errors import LifecycleError
+from lifecycle.core import db
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.settings import get_settings
+from lifecycle.ops.status import overdue_requests
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -17,9 +20,6 @@ class OverdueRequests(LifecycleError):
 
 @app.task(base=LifecycleTask, name="lifecycle.requests.check_deadlines")
 def check_deadlines() -> dict[str, int]:
-    from lifecycle import db
-    from lifecycle.settings import get_settings
-    from lifecycle.status_report import overdue_requests
 
     days = get_settings().destruction_deadline_days
     with db.session("primary") as s:

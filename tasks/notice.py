@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle import notices
+from lifecycle.core import dispatch
+from lifecycle.notices import members as notices
+from lifecycle.notices.sending import send_batch as send_range
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -14,9 +16,7 @@ BATCH_RETRIES = 8
 
 
 def _enqueue_ranges(notice_id: int, ranges: list[tuple[int, int]]) -> None:
-    with app.producer_or_acquire() as producer:
-        for first, last in ranges:
-            send_batch.apply_async((notice_id, first, last), producer=producer)
+    dispatch.send_many(dispatch.NOTICE_SEND_BATCH, ((notice_id, f, last) for f, last in ranges))
 
 
 @app.task(base=LifecycleTask, name="lifecycle.notice.fanout", bind=True)
@@ -31,7 +31,6 @@ def fanout(self: LifecycleTask, notice_id: int) -> dict[str, Any]:
     base=LifecycleTask, name="lifecycle.notice.send_batch", bind=True, max_retries=BATCH_RETRIES
 )
 def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> dict[str, Any]:
-    from lifecycle.notice_sending import send_batch as send_range
 
     result = send_range(notice_id, first, last, self.progress)
     if result.left and self.request.retries < BATCH_RETRIES:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lifecycle.engine.context import get_context
+from lifecycle.engine.purge import run_purge
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -16,7 +18,5 @@ from workers.app import app
     soft_time_limit=6 * 3600 - 120,
 )
 def purge_run(self: LifecycleTask) -> dict[str, Any]:
-    from lifecycle.engine.context import get_context
-    from lifecycle.engine.purge import run_purge
 
     return run_purge(get_context(), task_id=self.request.id, report=self.progress)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lifecycle.relay import dispatch_pending, redispatch_stale
+from lifecycle.requests.relay import dispatch_pending, redispatch_stale
 from tasks.base import LifecycleTask
 from workers.app import app
 

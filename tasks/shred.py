@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle import shred_jobs
+from lifecycle.shred import jobs as shred_jobs
 from tasks.base import LifecycleTask
 from workers.app import app
 

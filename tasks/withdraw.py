@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
+from lifecycle.core.transient import TRANSIENT_DB_ERRORS
+from lifecycle.datamap.model import DataMapError
+from lifecycle.engine.context import get_context
+from lifecycle.rights.withdrawal import carry_out, fail_request
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -20,9 +23,6 @@ from workers.app import app
     max_retries=20,
 )
 def withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
-    from lifecycle.datamap import DataMapError
-    from lifecycle.engine.context import get_context
-    from lifecycle.engine.withdraw import carry_out, fail_request
 
     try:
         ctx = get_context()

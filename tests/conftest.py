@@ -297,7 +297,7 @@ def start_worker(
             "--without-gossip",
         ]
         if queues is None:
-            from workers.queues import worker_queues
+            from lifecycle.core.queues import worker_queues
 
             queues = worker_queues(env.vars.get("LIFECYCLE_HOST_NAME", os.uname().nodename))
         args += ["-Q", ",".join(queues)]

@@ -12,13 +12,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
-from lifecycle.datamap import SHIPPED_DEMO_MAP, load_datamap
+from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap
 
 
 def seed_site(
     primary_url: str, members: int, *, files: bool = False, file_root: Path | None = None
 ) -> dict[str, int]:
-    from lifecycle.demo_seed import seed
+    from lifecycle.ops.demo_seed import seed
 
     eng = create_engine(primary_url)
     try:
@@ -136,7 +136,7 @@ def accounting(primary_url: str, archive_url: str) -> Accounting:
                     (la if action == "archive" else ld)[(tables[0], cats[0])] += int(rows)
         from sqlalchemy.orm import Session
 
-        from lifecycle import ledger
+        from lifecycle.vault import ledger
 
         with Session(a) as s:
             res = ledger.verify(s)

@@ -11,7 +11,7 @@ import logging
 
 from sqlalchemy import text
 
-from lifecycle.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -29,7 +29,7 @@ def leaky_failure(request_id: int) -> None:
 
 @app.task(base=LifecycleTask, name="lifecycle.testjobs.db_failure")
 def db_failure(request_id: int) -> None:
-    from lifecycle import db
+    from lifecycle.core import db
 
     with db.engine("primary").begin() as conn:
         conn.execute(text("CREATE TEMP TABLE leak (email text UNIQUE)"))

@@ -230,7 +230,7 @@ def receivers() -> Iterator[Callable[..., WebhookReceiver]]:
     made: list[WebhookReceiver] = []
 
     def make(**kw: Any) -> WebhookReceiver:
-        from lifecycle.webhooks import generate_secret
+        from lifecycle.channels.webhooks import generate_secret
 
         kw.setdefault("secret", generate_secret())
         r = WebhookReceiver(**kw)
@@ -256,7 +256,7 @@ def set_env(env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, **values: str) -
 
 
 def create_demo_schema() -> Engine:
-    from lifecycle.db import engine
+    from lifecycle.core.db import engine
     from models.demo_site import metadata
 
     eng = engine("primary")

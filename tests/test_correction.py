@@ -107,9 +107,9 @@ def test_bad_correction_input_is_refused_and_changes_nothing(
 def test_bad_payload_from_the_website_fails_the_request_and_changes_nothing(
     lifecycle_env: LifecycleEnv,
 ) -> None:
-    from lifecycle.correction import run_correction
-    from lifecycle.db import session
-    from lifecycle.requests import submit
+    from lifecycle.core.db import session
+    from lifecycle.requests.outbox import submit
+    from lifecycle.rights.correction import run_correction
     from models.requests import LifecycleRequest, Restriction
 
     eng = create_demo_schema()
@@ -139,9 +139,9 @@ def test_bad_payload_from_the_website_fails_the_request_and_changes_nothing(
 
 
 def test_recipient_and_provision_errors_change_nothing(lifecycle_env: LifecycleEnv) -> None:
-    from lifecycle.db import session
-    from lifecycle.restriction import restrict
-    from lifecycle.webhooks import generate_secret
+    from lifecycle.channels.webhooks import generate_secret
+    from lifecycle.core.db import session
+    from lifecycle.requests.restriction import restrict
 
     eng = create_demo_schema()
     _setup_member_one(eng)
@@ -206,7 +206,7 @@ def test_correction_notifies_exactly_the_changed_fields_and_leaves_no_old_value(
     smtp_sink: SmtpSink,
     start_worker,
 ) -> None:
-    from lifecycle.db import engine, session
+    from lifecycle.core.db import engine, session
     from models.notify import Delivery
     from models.requests import LifecycleRequest, Restriction
 
@@ -313,9 +313,9 @@ def test_correction_notifies_exactly_the_changed_fields_and_leaves_no_old_value(
 def test_rerunning_a_correction_has_the_effect_of_once(
     lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, receivers
 ) -> None:
-    from lifecycle.correction import run_correction
-    from lifecycle.db import session
-    from lifecycle.requests import submit
+    from lifecycle.core.db import session
+    from lifecycle.requests.outbox import submit
+    from lifecycle.rights.correction import run_correction
     from models.notify import Delivery, Notice
 
     eng = create_demo_schema()
@@ -332,9 +332,9 @@ def test_rerunning_a_correction_has_the_effect_of_once(
     )
     with session("primary") as s:
         rid = submit(s, "correction", 1, {"mobile": NEW["mobile"]})
-    enqueued: list[int] = []
-    first = run_correction(rid, enqueue_delivery=enqueued.append)
-    second = run_correction(rid, enqueue_delivery=enqueued.append)
+    enqueued: list[tuple[object, ...]] = []
+    first = run_correction(rid, send=lambda *msg: enqueued.append(msg))
+    second = run_correction(rid, send=lambda *msg: enqueued.append(msg))
     assert first["state"] == second["state"] == "notifying"
     with session("primary") as s:
         assert s.scalar(select(func.count()).select_from(Delivery)) == 1
@@ -347,9 +347,9 @@ def test_rerunning_a_correction_has_the_effect_of_once(
 def test_a_correction_that_changes_nothing_completes_without_notifications(
     lifecycle_env: LifecycleEnv,
 ) -> None:
-    from lifecycle.correction import run_correction
-    from lifecycle.db import session
-    from lifecycle.requests import submit
+    from lifecycle.core.db import session
+    from lifecycle.requests.outbox import submit
+    from lifecycle.rights.correction import run_correction
     from models.notify import Delivery
 
     eng = create_demo_schema()

@@ -9,9 +9,9 @@ from datetime import date
 import pytest
 from sqlalchemy import func, select
 
-from lifecycle import crypto, keystore
-from lifecycle.db import session
-from lifecycle.settings import get_settings
+from lifecycle.core.db import session
+from lifecycle.core.settings import get_settings
+from lifecycle.vault import crypto, keystore
 from models.archive import ArchivedRecord, DataKey
 
 MASTER = bytes(range(32))

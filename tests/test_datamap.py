@@ -9,14 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
 
-from lifecycle.datamap import (
-    SHIPPED_DEMO_MAP,
-    DataMap,
-    DataMapError,
-    Period,
-    load_datamap,
-    parse_datamap,
-)
+from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap, parse_datamap
+from lifecycle.datamap.model import DataMap, DataMapError
+from lifecycle.datamap.periods import Period
 from models import demo_site
 
 DEMO = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
@@ -109,7 +104,7 @@ def test_defaults_apply_when_the_map_omits_a_rule() -> None:
 def test_load_datamap_uses_the_setting_then_the_demo(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lifecycle.settings import reset_settings_cache
+    from lifecycle.core.settings import reset_settings_cache
 
     custom = tmp_path / "mine.yaml"
     custom.write_text(edit("period: 10y", "period: 7y"), encoding="utf-8")

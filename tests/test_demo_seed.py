@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, func, inspect, select, text
 
-from lifecycle.datamap import load_datamap
-from lifecycle.demo_seed import create_schema, member_age_on, seed
+from lifecycle.datamap.loader import load_datamap
+from lifecycle.ops.demo_seed import create_schema, member_age_on, seed
 from models import demo_site as site
 from tests.conftest import LifecycleEnv
 
@@ -229,3 +229,38 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
         assert "members" not in inspect(eng).get_table_names()
         eng.dispose()
     assert not (embedded_env.file_root / "members").exists()
+
+
+MAIL_DOMAIN = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
+URL_HOST = re.compile(r"https?://([\w.-]+)")
+
+
+def _reserved(domain: str) -> bool:
+    """Names that can never reach a real host: RFC 2606 and RFC 6761."""
+    d = domain.lower()
+    if d in ("example.com", "example.net", "example.org") or d.endswith(
+        (".example.com", ".example.net", ".example.org")
+    ):
+        return True
+    return d.rsplit(".", 1)[-1] in ("test", "invalid", "example", "localhost")
+
+
+def test_demo_data_names_only_reserved_domains(sqlite_engine: Engine, tmp_path: Path) -> None:
+    # Through a real relay, a demo notice must not reach anyone's mailbox.
+    seed(sqlite_engine, 1500, files=False, file_root=tmp_path, seed=11, now=NOW)
+    seen: set[str] = set()
+    emails = 0
+    with sqlite_engine.connect() as conn:
+        for t in site.ALL_TABLES:
+            cols = [c for c in t.c if c.type.python_type is str]
+            for row in conn.execute(select(*cols)):
+                for value in row:
+                    if not value:
+                        continue
+                    for m in MAIL_DOMAIN.finditer(value):
+                        seen.add(m.group(1))
+                        emails += 1
+                    seen.update(m.group(1) for m in URL_HOST.finditer(value))
+    assert emails >= 1500  # every member has an address: the scan saw them
+    assert seen, "no domain found: the scan is broken"
+    assert not {d for d in seen if not _reserved(d)}

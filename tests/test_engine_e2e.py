@@ -122,8 +122,8 @@ def test_the_same_withdrawal_delivered_three_times_has_the_effect_of_once(
     lifecycle_env: LifecycleEnv, start_worker
 ) -> None:  # type: ignore[no-untyped-def]
     from lifecycle.engine.context import get_context
-    from lifecycle.engine.withdraw import submit_withdrawal
-    from lifecycle.relay import dispatch_one
+    from lifecycle.requests.relay import dispatch_one
+    from lifecycle.rights.withdrawal import submit_withdrawal
     from workers.app import app
 
     env = lifecycle_env

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from lifecycle.core.locks import JobLock
 from lifecycle.engine import mover
 from lifecycle.engine.context import clear_context_cache, get_context
-from lifecycle.engine.locks import JobLock
 from lifecycle.engine.purge import run_purge
 from lifecycle.engine.sweep import LOCK_NAME, run_sweep
 from tests.conftest import LifecycleEnv
@@ -169,7 +169,7 @@ def test_a_second_trigger_while_running_does_nothing(site: LifecycleEnv) -> None
 
 
 def test_purge_destroys_expired_buckets_and_their_keys(site: LifecycleEnv) -> None:
-    from lifecycle import keystore
+    from lifecycle.vault import keystore
     from models.archive import ArchivedRecord
 
     _, archive = _urls(site)
@@ -207,7 +207,7 @@ def test_purge_destroys_expired_buckets_and_their_keys(site: LifecycleEnv) -> No
     with Session(a) as s:
         with pytest.raises(keystore.KeyDestroyed):
             keystore.decrypt_archived(s, sample)  # the copy "in a backup" is unreadable now
-        from lifecycle import ledger
+        from lifecycle.vault import ledger
 
         assert ledger.verify(s).ok
         destroyed = s.execute(
@@ -227,8 +227,8 @@ def test_purge_destroys_expired_buckets_and_their_keys(site: LifecycleEnv) -> No
 
 
 def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
-    from lifecycle import db
-    from lifecycle.status_report import overdue_requests
+    from lifecycle.core import db
+    from lifecycle.ops.status import overdue_requests
     from tasks.deadlines import OverdueRequests, check_deadlines
 
     primary, _ = _urls(site)
@@ -270,7 +270,7 @@ def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
 def test_dormancy_when_the_operator_enables_it(
     lifecycle_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from lifecycle.datamap import SHIPPED_DEMO_MAP
+    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
     from workers.app import reconfigure
 
     primary, archive = _urls(lifecycle_env)
@@ -326,7 +326,7 @@ def test_a_table_reached_via_its_parent_is_moved_with_its_member(
 ) -> None:  # type: ignore[no-untyped-def]
     """A table with no member column of its own (``via``) is taken through its parent: each
     row deleted, its retained part archived under the right member, none left behind."""
-    from lifecycle.datamap import SHIPPED_DEMO_MAP
+    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
     from workers.app import reconfigure
 
     primary, archive = _urls(lifecycle_env)
@@ -391,9 +391,9 @@ def test_embedded_default_sweep_hands_files_to_the_shredder(embedded_env: Lifecy
     running it removes exactly those files."""
     from pathlib import Path
 
-    from lifecycle import db
-    from lifecycle.demo_seed import seed
-    from lifecycle.shred_jobs import run_job
+    from lifecycle.core import db
+    from lifecycle.ops.demo_seed import seed
+    from lifecycle.shred.jobs import run_job
 
     assert embedded_env.run("db", "upgrade").returncode == 0
     url = db.engine("primary").url.render_as_string(hide_password=False)

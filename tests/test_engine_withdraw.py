@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from lifecycle.core.errors import UserError
 from lifecycle.engine import mover
 from lifecycle.engine.context import clear_context_cache, get_context
-from lifecycle.engine.withdraw import carry_out, submit_withdrawal
-from lifecycle.errors import UserError
+from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
 from models.archive import ArchivedRecord
 from tests.conftest import LifecycleEnv
 from tests.engine_support import (
@@ -96,7 +96,7 @@ def test_withdrawal_archives_retained_destroys_the_rest(site: LifecycleEnv) -> N
     assert acc.ledger_destroy[("members", "rrn")] == 1
 
     # The archived payment decrypts to the row's own values (and only its category's columns).
-    from lifecycle import keystore
+    from lifecycle.vault import keystore
 
     a = create_engine(archive)
     with Session(a) as s:
@@ -156,7 +156,8 @@ def test_crash_between_archive_commit_and_delete_resumes_exactly(
 def test_crash_before_outbox_flush_loses_no_ledger_entry(
     site: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lifecycle.engine import outbox, withdraw
+    from lifecycle.engine import ledger_outbox as outbox
+    from lifecycle.rights import withdrawal as withdraw
 
     primary, archive = _urls(site)
     mid = _active_member(primary)
@@ -248,8 +249,8 @@ def test_open_request_is_not_duplicated(site: LifecycleEnv) -> None:
 
 
 def test_withdrawal_on_the_embedded_sqlite_default(embedded_env: LifecycleEnv) -> None:
-    from lifecycle.migrate import upgrade_all
-    from lifecycle.settings import get_settings
+    from lifecycle.core.migrate import upgrade_all
+    from lifecycle.core.settings import get_settings
 
     upgrade_all()
     primary = get_settings().sqlalchemy_url("primary")
@@ -269,7 +270,7 @@ def test_withdrawal_on_the_embedded_sqlite_default(embedded_env: LifecycleEnv) -
 def test_a_broken_data_map_fails_the_request_with_its_line_and_changes_nothing(
     site: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from lifecycle.datamap import SHIPPED_DEMO_MAP
+    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
     from tasks.withdraw import withdraw
     from workers.app import reconfigure
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from lifecycle import crypto, keystore
-from lifecycle.db import session
-from lifecycle.settings import get_settings, reset_settings_cache
+from lifecycle.core.db import session
+from lifecycle.core.settings import get_settings, reset_settings_cache
+from lifecycle.vault import crypto, keystore
 from models.archive import ArchivedRecord, DataKey
 from models.vault import ArchiveSecret
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import subprocess
@@ -13,10 +14,10 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from lifecycle import keystore, ledger
-from lifecycle.db import session
-from lifecycle.errors import UserError
-from lifecycle.ledger_chain import GENESIS_HASH, entry_hash, verify_chain
+from lifecycle.core.db import session
+from lifecycle.core.errors import UserError
+from lifecycle.vault import keystore, ledger
+from lifecycle.vault.chain import GENESIS_HASH, entry_hash, verify_chain
 from models.archive import LedgerEntry, LedgerHead
 
 # -- pure chain ----------------------------------------------------------------------------------
@@ -226,8 +227,8 @@ def test_missing_head_row_is_recreated(lifecycle_env, pg_databases) -> None:  # 
 _WRITER = textwrap.dedent(
     """
     import sys
-    from lifecycle import ledger
-    from lifecycle.db import session
+    from lifecycle.vault import ledger
+    from lifecycle.core.db import session
     me, n = int(sys.argv[1]), int(sys.argv[2])
     for i in range(n):
         # Every 10th append is a step all writers share: it must be recorded exactly once.
@@ -413,9 +414,18 @@ def test_csv_export_has_korean_headings_and_no_personal_data(lifecycle_env, tmp_
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
     rec = dict(zip(rows[0], rows[3], strict=True))
     assert rec["사유"].startswith("'=") and rec["파기방법"] == "'-1+1"
-    # Stdout export works too and matches.
-    r2 = lifecycle_env.run("ledger", "export", "--format", "csv")
-    assert r2.returncode == 0 and r2.stdout.splitlines()[0].split(",")[0] == "일련번호"
+    # Stdout export (`export > f.csv`) gives the very same bytes, BOM included, for Excel.
+    r2 = subprocess.run(
+        [sys.executable, "-m", "lifecycle.cli.main", "ledger", "export", "--format", "csv"],
+        env=lifecycle_env.environ(),
+        cwd=lifecycle_env.var_dir.parent,
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.startswith(codecs.BOM_UTF8 + "일련번호".encode())
+    assert r2.stdout == out.read_bytes()
 
 
 @pytest.mark.parametrize("fmt", ["json", "xlsx", ""])

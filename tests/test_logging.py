@@ -95,7 +95,7 @@ def test_worker_logs_text_when_asked(
 
 @pytest.fixture
 def captured_root() -> Iterator[io.StringIO]:
-    from lifecycle.logging_setup import configure
+    from lifecycle.core.logging_setup import configure
 
     root = logging.getLogger()
     before = (list(root.handlers), root.level)
@@ -131,7 +131,7 @@ def test_logged_exceptions_show_stack_but_not_values(captured_root: io.StringIO)
 
 
 def test_request_binding_tags_lines(captured_root: io.StringIO) -> None:
-    from lifecycle.logging_setup import bind_request
+    from lifecycle.core.logging_setup import bind_request
 
     log = logging.getLogger("lifecycle.test")
     with bind_request(12):
@@ -146,7 +146,7 @@ def test_cli_logs_json_when_not_on_a_terminal(embedded_env: LifecycleEnv) -> Non
     code = (
         "import logging, sys; from lifecycle.cli import main; "
         "sys.argv=['lifecycle']; "
-        "from lifecycle.logging_setup import configure; configure(logging.WARNING); "
+        "from lifecycle.core.logging_setup import configure; configure(logging.WARNING); "
         "logging.getLogger('lifecycle.x').warning('careful')"
     )
     r = subprocess.run(
@@ -167,7 +167,7 @@ def test_end_to_end_logs_hold_no_seeded_personal_values(
     """Seed demo members, withdraw them through the real workers, grep every log for them."""
     from sqlalchemy import inspect, select
 
-    from lifecycle import db
+    from lifecycle.core import db
     from workers.app import TASK_MODULES, app
 
     for module in TASK_MODULES:

@@ -47,7 +47,7 @@ def _policy(env: LifecycleEnv, body: Path, *extra: str, version: str = "2.0"):  
 
 
 def _count(table: str) -> int:
-    from lifecycle.db import engine
+    from lifecycle.core.db import engine
 
     with engine("primary").connect() as conn:
         return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() or 0
@@ -120,7 +120,7 @@ def test_policy_notice_reaches_every_active_member_exactly_once(
     # Same version, different text: refused, because members were told something else.
     other = _policy(lifecycle_env, _body_file(tmp_path, "다른 본문"))
     assert other.returncode == 2 and "already exists" in other.stderr
-    from lifecycle.db import session
+    from lifecycle.core.db import session
     from models.notify import Notice
 
     with session("primary") as s:
@@ -141,7 +141,7 @@ def test_without_smtp_notices_are_recorded_as_not_sent(
     assert "0 sent, 4 not sent" in r.stdout
     assert "warning" in r.stderr and "LIFECYCLE_SMTP_URL" in r.stderr
     wait_until(lambda: "LIFECYCLE_SMTP_URL is not set" in worker.output(), 10, "warning logged")
-    from lifecycle.db import session
+    from lifecycle.core.db import session
     from models.notify import NoticeRecipient
 
     with session("primary") as s:
@@ -163,7 +163,7 @@ def test_a_worker_killed_mid_fanout_sends_each_member_one_notice(
     doubt, not resent: at most one per killed connection. The mail log then says which of
     those the server accepted; only the others are sent.
     """
-    from lifecycle.db import session
+    from lifecycle.core.db import session
     from models.notify import NoticeRecipient
 
     members = 300
@@ -265,7 +265,7 @@ class _HangUpServer:
 def test_a_failing_before_commit_sends_nothing(smtp_sink: SmtpSink) -> None:
     """The intent hook runs after the body and before the end of DATA; if it raises, the
     connection is dropped unterminated and the server keeps nothing."""
-    from lifecycle.mailer import Mailer, MessageBuilder, parse_smtp_url
+    from lifecycle.channels.mailer import Mailer, MessageBuilder, parse_smtp_url
 
     b = MessageBuilder("privacy@maumteo.example", "안내", "본문")
     seen_at_commit: list[int] = []
@@ -303,7 +303,7 @@ def test_a_failing_before_commit_sends_nothing(smtp_sink: SmtpSink) -> None:
 
 
 def test_a_session_lost_after_the_end_of_data_is_unknown_not_retry() -> None:
-    from lifecycle.mailer import Mailer, MessageBuilder, parse_smtp_url
+    from lifecycle.channels.mailer import Mailer, MessageBuilder, parse_smtp_url
 
     b = MessageBuilder("privacy@maumteo.example", "안내", "본문")
     raw = b.build("m1@example.test", "notice-1-1@maumteo.example")
@@ -329,7 +329,7 @@ def test_a_session_lost_after_the_end_of_data_is_unknown_not_retry() -> None:
 
 
 def _states() -> dict[int, str]:
-    from lifecycle.db import session
+    from lifecycle.core.db import session
     from models.notify import NoticeRecipient
 
     with session("primary") as s:
@@ -337,7 +337,7 @@ def _states() -> dict[int, str]:
 
 
 def _set_state(state: str, *member_ids: int) -> None:
-    from lifecycle.db import session
+    from lifecycle.core.db import session
     from models.notify import NoticeRecipient
 
     with session("primary") as s:
@@ -355,8 +355,9 @@ def test_the_intent_is_recorded_before_the_end_of_data(
     set, and the set is empty again once the batch is done."""
     import redis
 
-    from lifecycle import notice_sending, notices
-    from lifecycle.db import session
+    from lifecycle.core.db import session
+    from lifecycle.notices import members as notices
+    from lifecycle.notices import sending as notice_sending
     from models.notify import NoticeRecipient
 
     set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
@@ -397,7 +398,8 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
     start_worker,
     tmp_path: Path,
 ) -> None:
-    from lifecycle import notice_sending, notices
+    from lifecycle.notices import members as notices
+    from lifecycle.notices import sending as notice_sending
 
     set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
@@ -481,7 +483,7 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
     assert smtp_sink.per_recipient()["member5@example.test"] == 1
     assert smtp_sink.per_recipient()["member6@example.test"] == 2
     assert set(_states().values()) == {"sent"}
-    from lifecycle.db import session
+    from lifecycle.core.db import session
     from models.notify import Notice
 
     with session("primary") as s:
@@ -490,7 +492,7 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
 
 
 def test_mail_log_parsing_needs_postfix_to_have_queued_the_message() -> None:
-    from lifecycle.notice_reconcile import accepted_in_mail_log
+    from lifecycle.notices.reconcile import accepted_in_mail_log
 
     lines = [
         b"Jan 1 mx postfix/cleanup[2]: AB12: message-id=<notice-7-1@maumteo.example>",
@@ -512,7 +514,8 @@ def test_embedded_mode_a_row_left_sending_is_in_doubt_not_resent(
     DATA; a batch that finds a row still ``sending`` knows its owner died mid-send."""
     import sqlite3
 
-    from lifecycle import notice_sending, notices
+    from lifecycle.notices import members as notices
+    from lifecycle.notices import sending as notice_sending
 
     env = embedded_env
     assert env.run("db", "upgrade").returncode == 0
@@ -547,7 +550,7 @@ def test_embedded_mode_a_row_left_sending_is_in_doubt_not_resent(
     assert notices.pending_ranges(nid) == [] and notices.stale_notices() == []
     assert notice_sending.send_batch(nid, 1, 5).sent == 0
     # The operator chose to resend (no mail log in this setup).
-    from lifecycle.notice_reconcile import reconcile
+    from lifecycle.notices.reconcile import reconcile
 
     r = reconcile(nid, resend=True, enqueue=lambda n, a, b: notice_sending.send_batch(n, a, b))
     assert (r.in_doubt, r.resend, r.batches) == (1, 1, 1)
@@ -561,7 +564,8 @@ def test_overlapping_batches_never_send_a_row_twice(
     """Two batches over overlapping ranges at once (a redelivered message next to a resume)."""
     import threading
 
-    from lifecycle import notice_sending, notices
+    from lifecycle.notices import members as notices
+    from lifecycle.notices import sending as notice_sending
 
     set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     smtp_sink.delay = 0.002
@@ -589,8 +593,8 @@ def test_withdrawal_notice_uses_the_address_captured_before_destruction(
     lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, smtp_sink: SmtpSink,
     start_worker,
 ) -> None:  # fmt: skip
-    from lifecycle import notices
-    from lifecycle.db import session
+    from lifecycle.core.db import session
+    from lifecycle.notices import members as notices
     from models.notify import NoticeRecipient
 
     set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
@@ -661,10 +665,10 @@ def test_global_rate_limit_spaces_sends_across_workers(
 def test_dormancy_advance_notice_only_when_enabled(
     lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from lifecycle import notices
-    from lifecycle.datamap import SHIPPED_DEMO_MAP
-    from lifecycle.db import session
-    from lifecycle.member_table import clear_cache
+    from lifecycle.core.db import session
+    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+    from lifecycle.datamap.member_table import clear_cache
+    from lifecycle.notices import members as notices
     from models.notify import Notice, NoticeRecipient
 
     eng = create_demo_schema()
@@ -744,9 +748,9 @@ def test_a_held_withdrawal_notice_is_released_once_the_withdrawal_completed(
     lifecycle_env: LifecycleEnv,
 ) -> None:
     """The withdrawal job releases its notice itself; if it died in between, beat does."""
-    from lifecycle import notices
-    from lifecycle.db import session
-    from lifecycle.requests import submit
+    from lifecycle.core.db import session
+    from lifecycle.notices import members as notices
+    from lifecycle.requests.outbox import submit
     from models.notify import NoticeRecipient
     from models.requests import LifecycleRequest
 
@@ -774,9 +778,10 @@ def test_a_restricted_member_gets_the_policy_notice_only_after_the_restriction_l
 ) -> None:
     """처리정지: while a correction is open (the address itself may be under correction) the
     member is not written to; the row waits, and goes out once, after the lift."""
-    from lifecycle import notice_sending, notices
-    from lifecycle.db import session
-    from lifecycle.restriction import lift, restrict
+    from lifecycle.core.db import session
+    from lifecycle.notices import members as notices
+    from lifecycle.notices import sending as notice_sending
+    from lifecycle.requests.restriction import lift, restrict
 
     set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()

@@ -80,7 +80,7 @@ def test_bad_master_key_file(
 
 
 def test_embedded_master_key_is_created_0600(embedded_env: LifecycleEnv) -> None:
-    from lifecycle.settings import get_settings
+    from lifecycle.core.settings import get_settings
 
     key = get_settings().master_key_bytes()
     assert len(key) == 32

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from lifecycle import db, shred_jobs
-from lifecycle.errors import UserError
+from lifecycle.core import db
+from lifecycle.core.errors import UserError
+from lifecycle.shred import jobs as shred_jobs
 from models.archive import LedgerEntry
 from models.requests import JobRun
 from models.shred import ShredItem, ShredJob
@@ -317,7 +318,7 @@ def test_sweep_resends_unfinished_jobs_and_queues_files_whose_purpose_ended(
 
 
 def test_beat_schedule_has_the_shred_entries(lifecycle_env: LifecycleEnv) -> None:
-    from lifecycle.settings import get_settings
+    from lifecycle.core.settings import get_settings
     from schedules.beat import NIGHTLY, beat_schedule
 
     sched = beat_schedule(get_settings())
@@ -440,8 +441,8 @@ CRASH_AT = {
 def run_job_and_crash(env: LifecycleEnv, job_id: int, point: str) -> int:
     code = (
         "import os, signal\n"
-        "from lifecycle import shred_jobs\n"
-        "from lifecycle.shredder import Hooks\n"
+        "from lifecycle.shred import jobs as shred_jobs\n"
+        "from lifecycle.shred.shredder import Hooks\n"
         f"{CRASH_AT[point]}\n"
         f"shred_jobs.run_job({job_id}, hooks=hooks)\n"
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle import fsinfo, shredder
-from lifecycle.shredder import (
+from lifecycle.shred import fsinfo, shredder
+from lifecycle.shred.shredder import (
     REASONS,
     Hooks,
     ShredOptions,

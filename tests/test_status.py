@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from datetime import timedelta
 
-from lifecycle import db
+from lifecycle.core import db
 from models.base import utcnow
 from models.requests import JobRun, LifecycleRequest
 from tests.conftest import LifecycleEnv, WorkerProc, free_port

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from lifecycle.taskargs import UnsafeTaskArgument, check_task_args, render_args
+from lifecycle.core.taskargs import UnsafeTaskArgument, check_task_args, render_args
 from tests.conftest import LifecycleEnv, WorkerProc
 from tests.jobs import SECRET_EMAIL, SECRET_PHONE
 
@@ -148,7 +148,7 @@ def _wait(result, timeout: float = 60):  # type: ignore[no-untyped-def]
 def test_failures_are_redacted_in_backend_and_log(
     job: str, lifecycle_env: LifecycleEnv, test_worker: WorkerProc
 ) -> None:
-    from lifecycle.safe_errors import RedactedError
+    from lifecycle.core.safe_errors import RedactedError
     from workers.app import app
 
     result = _wait(app.send_task(f"lifecycle.testjobs.{job}", args=[5]))
@@ -176,7 +176,7 @@ def test_failures_are_redacted_in_backend_and_log(
 
 
 def test_operator_safe_errors_keep_their_message(test_worker: WorkerProc) -> None:
-    from lifecycle.errors import LifecycleError
+    from lifecycle.core.errors import LifecycleError
     from workers.app import app
 
     result = _wait(app.send_task("lifecycle.testjobs.safe_failure", args=[9]))
@@ -188,7 +188,7 @@ def test_operator_safe_errors_keep_their_message(test_worker: WorkerProc) -> Non
 def test_results_other_than_counts_and_ids_are_refused(
     lifecycle_env: LifecycleEnv, test_worker: WorkerProc
 ) -> None:
-    from lifecycle.taskargs import UnsafeTaskResult
+    from lifecycle.core.taskargs import UnsafeTaskResult
     from workers.app import app
 
     result = _wait(app.send_task("lifecycle.testjobs.leaky_result", args=[4]))
@@ -230,7 +230,7 @@ def test_calling_a_task_directly_raises_the_real_exception() -> None:
 
 
 def test_result_check_allows_status_words_not_names() -> None:
-    from lifecycle.taskargs import UnsafeTaskResult, check_task_result
+    from lifecycle.core.taskargs import UnsafeTaskResult, check_task_result
 
     for ok in (
         None,

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
-from tests.conftest import LifecycleEnv, free_port
+from tests.conftest import REPO, LifecycleEnv, free_port
 from tests.upstack import wait_text
+
+
+def compose_services() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
 
 
 def _processes_with_env(marker: str) -> list[int]:
@@ -75,6 +82,22 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
 
         children = _processes_with_env(marker)
         assert len(children) >= 3  # worker (+ pool child), beat, flower
+
+        # A second shell, without the port `up` was given, still finds this Flower.
+        status = embedded_env.run("status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["flower"] == {"url": f"{base}/", "reachable": True}
+        # ...unless it names another port itself.
+        other = embedded_env.run("status", "--json", LIFECYCLE_FLOWER_PORT=str(free_port()))
+        assert json.loads(other.stdout)["flower"]["reachable"] is False
+
+        # docker-compose's Flower healthcheck passes against a real Flower, login or not.
+        check = compose_services()["flower"]["healthcheck"]["test"]
+        assert check[0] == "CMD" and check[1] == "python"
+        argv = [sys.executable, *(a.replace(":5555/", f":{port}/") for a in check[2:])]
+        assert subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+        argv_off = [a.replace(f":{port}/", f":{free_port()}/") for a in argv]
+        assert subprocess.run(argv_off, capture_output=True, timeout=30).returncode != 0
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -83,6 +106,7 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
     assert "[up] stopped" in err.read_text()
     time.sleep(0.5)
     assert _processes_with_env(marker) == [], "orphaned processes after lifecycle up stopped"
+    assert not (embedded_env.var_dir / "flower.url").exists()
 
 
 def test_up_refuses_bad_settings_with_one_line(embedded_env: LifecycleEnv) -> None:

@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from lifecycle.errors import UserError
-from lifecycle.settings import SettingsError
+from lifecycle.core.errors import SettingsError, UserError
 from tests.conftest import LifecycleEnv, free_port
 
 # The helpers hold fixtures too: rewrite their asserts, then load them as a plugin.
@@ -34,7 +33,7 @@ pytest_plugins = ["tests.notify_support"]
 def test_signature_verifies_with_the_reference_library_and_fails_when_tampered() -> None:
     from standardwebhooks import Webhook, WebhookVerificationError
 
-    from lifecycle.webhooks import encode_body, generate_secret, sign_headers
+    from lifecycle.channels.webhooks import encode_body, generate_secret, sign_headers
 
     secret = generate_secret()
     body = encode_body({"type": "t", "data": {"이름": "값"}})
@@ -60,7 +59,7 @@ def test_signature_verifies_with_the_reference_library_and_fails_when_tampered()
     ],
 )
 def test_bad_secrets_are_refused(secret: str, fragment: str) -> None:
-    from lifecycle.webhooks import validate_secret
+    from lifecycle.channels.webhooks import validate_secret
 
     with pytest.raises(UserError, match=fragment):
         validate_secret(secret)
@@ -71,14 +70,14 @@ def test_bad_secrets_are_refused(secret: str, fragment: str) -> None:
     ["ftp://x.example/h", "http://hooks.example.com/x", "https://user:pw@x.example/h", "nonsense"],
 )
 def test_bad_urls_are_refused(url: str) -> None:
-    from lifecycle.webhooks import validate_url
+    from lifecycle.channels.webhooks import validate_url
 
     with pytest.raises(UserError):
         validate_url(url)
 
 
 def test_https_and_loopback_http_are_accepted() -> None:
-    from lifecycle.webhooks import validate_url
+    from lifecycle.channels.webhooks import validate_url
 
     for url in ("https://hooks.example.com/pipa", "http://127.0.0.1:8080/x", "http://localhost/x"):
         assert validate_url(url) == url
@@ -88,7 +87,7 @@ def test_https_and_loopback_http_are_accepted() -> None:
 
 
 def test_deliver_outcomes_against_a_verifying_receiver(receivers) -> None:
-    from lifecycle.webhooks import deliver_webhook
+    from lifecycle.channels.webhooks import deliver_webhook
 
     ok = receivers(default=200)
     out = deliver_webhook(ok.url, ok.secret, "msg_a", {"data": {"x": 1}}, timeout=5)
@@ -123,8 +122,8 @@ def test_deliver_outcomes_against_a_verifying_receiver(receivers) -> None:
 
 
 def test_default_schedule_spans_about_a_day_with_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lifecycle import retry_schedule as rs
-    from lifecycle.settings import reset_settings_cache
+    from lifecycle.core.settings import reset_settings_cache
+    from lifecycle.thirdparty import retry_schedule as rs
 
     monkeypatch.delenv("LIFECYCLE_RETRY_SCHEDULE", raising=False)
     reset_settings_cache()
@@ -139,8 +138,8 @@ def test_default_schedule_spans_about_a_day_with_jitter(monkeypatch: pytest.Monk
 
 
 def test_schedule_override_and_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lifecycle import retry_schedule as rs
-    from lifecycle.settings import reset_settings_cache
+    from lifecycle.core.settings import reset_settings_cache
+    from lifecycle.thirdparty import retry_schedule as rs
 
     monkeypatch.setenv("LIFECYCLE_RETRY_SCHEDULE", "0,1,2")
     reset_settings_cache()
@@ -155,10 +154,11 @@ def test_schedule_override_and_bad_values(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_smtp_urls() -> None:
-    from lifecycle.mailer import parse_smtp_url
+    from lifecycle.channels.mailer import parse_smtp_url
 
-    c = parse_smtp_url("smtp://relay.local")
-    assert (c.host, c.port, c.security, c.username) == ("relay.local", 25, "plain", None)
+    # Plain SMTP only to loopback (a local MTA); elsewhere TLS is required (tests/channels).
+    c = parse_smtp_url("smtp://localhost")
+    assert (c.host, c.port, c.security, c.username) == ("localhost", 25, "plain", None)
     c = parse_smtp_url("smtps://user%40x:p%3Ass@mail.example:465")
     assert (c.security, c.username, c.password, c.port) == ("ssl", "user@x", "p:ss", 465)
     c = parse_smtp_url("smtp+starttls://u:p@mail.example")
@@ -169,7 +169,7 @@ def test_smtp_urls() -> None:
 
 
 def test_mailer_reuses_one_connection_and_classifies_refusals(smtp_sink: SmtpSink) -> None:
-    from lifecycle.mailer import Mailer, MessageBuilder, parse_smtp_url
+    from lifecycle.channels.mailer import Mailer, MessageBuilder, parse_smtp_url
 
     smtp_sink.refuse.add("gone@example.test")
     smtp_sink.defer.add("later@example.test")
@@ -200,7 +200,7 @@ def test_mailer_reuses_one_connection_and_classifies_refusals(smtp_sink: SmtpSin
 
 
 def test_mailer_reports_an_unreachable_server_as_retry() -> None:
-    from lifecycle.mailer import Mailer, parse_smtp_url
+    from lifecycle.channels.mailer import Mailer, parse_smtp_url
 
     with Mailer(parse_smtp_url(f"smtp://127.0.0.1:{free_port()}")) as m:
         r = m.send("a@b.example", "c@d.example", b"Subject: x\r\n\r\nx")
@@ -216,7 +216,7 @@ def _spread(limiters: list, n: int) -> list[float]:
 
 
 def test_redis_rate_limit_is_shared_by_every_limiter_instance(redis_url: str) -> None:
-    from lifecycle.ratelimit import RedisRateLimiter
+    from lifecycle.channels.ratelimit import RedisRateLimiter
 
     a = RedisRateLimiter(redis_url, rate=10, key="test:rl")
     b = RedisRateLimiter(redis_url, rate=10, key="test:rl")
@@ -227,7 +227,7 @@ def test_redis_rate_limit_is_shared_by_every_limiter_instance(redis_url: str) ->
 
 
 def test_redis_rate_limit_holds_across_threads(redis_url: str) -> None:
-    from lifecycle.ratelimit import RedisRateLimiter
+    from lifecycle.channels.ratelimit import RedisRateLimiter
 
     stamps: list[float] = []
     lock = threading.Lock()
@@ -250,7 +250,7 @@ def test_redis_rate_limit_holds_across_threads(redis_url: str) -> None:
 
 
 def test_file_rate_limit_for_the_embedded_mode(tmp_path) -> None:
-    from lifecycle.ratelimit import FileRateLimiter
+    from lifecycle.channels.ratelimit import FileRateLimiter
 
     a = FileRateLimiter(tmp_path / "rl", rate=10)
     b = FileRateLimiter(tmp_path / "rl", rate=10)
@@ -262,7 +262,7 @@ def test_file_rate_limit_for_the_embedded_mode(tmp_path) -> None:
 def test_rate_limit_off_by_default(
     lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lifecycle.ratelimit import NoLimit, RedisRateLimiter, notice_limiter
+    from lifecycle.channels.ratelimit import NoLimit, RedisRateLimiter, notice_limiter
 
     assert isinstance(notice_limiter(), NoLimit)
     set_env(lifecycle_env, monkeypatch, LIFECYCLE_NOTICE_RATE_PER_SECOND="5")
@@ -285,7 +285,7 @@ def _world(env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, receiver, schedul
 
 
 def _deliveries() -> list:
-    from lifecycle.db import session
+    from lifecycle.core.db import session
     from models.notify import Delivery, DeliveryAttempt
 
     with session("primary") as s:
@@ -326,7 +326,7 @@ def test_failing_then_recovering_endpoint_gets_the_message_once(
         (3, "delivered", 200),
     ]
     # Delivered is final: another attempt (a duplicate task, or beat) sends nothing.
-    from lifecycle.delivery import attempt, due_deliveries
+    from lifecycle.thirdparty.deliveries import attempt, due_deliveries
 
     assert attempt(d.id) == "not_due"
     assert due_deliveries() == []
@@ -360,7 +360,7 @@ def test_410_disables_the_endpoint_and_replay_after_enable(
     ok = lifecycle_env.run("deliveries", "replay", str(ds[0].id))
     assert ok.returncode == 0, ok.stderr
 
-    from lifecycle.db import session
+    from lifecycle.core.db import session
     from models.requests import LifecycleRequest
 
     def done() -> bool:
@@ -371,6 +371,10 @@ def test_410_disables_the_endpoint_and_replay_after_enable(
     assert [h.status for h in receiver.hits] == [410, 200]
     ds, _ = _deliveries()
     assert ds[0].state == "delivered" and ds[0].payload is None
+    # Two tries in all: the replay started a new round of the schedule, not a new history.
+    listed = lifecycle_env.run("deliveries", "list")
+    (row,) = [ln.split() for ln in listed.stdout.splitlines()[1:]]
+    assert row[0] == str(ds[0].id) and row[3:5] == ["delivered", "2"], listed.stdout
     again = lifecycle_env.run("deliveries", "replay", str(ds[0].id))
     assert again.returncode == 2 and "already delivered" in again.stderr
 
@@ -391,8 +395,8 @@ def test_exhausted_retries_need_attention(
     ds, _ = _deliveries()
     assert ds[0].state == "failed" and ds[0].attempts == 2
     assert len(receiver.hits) == 2
-    from lifecycle.db import session
-    from lifecycle.delivery import failing_deliveries
+    from lifecycle.core.db import session
+    from lifecycle.thirdparty.deliveries import failing_deliveries
 
     with session("primary") as s:
         (f,) = failing_deliveries(s)
@@ -408,11 +412,11 @@ def test_crash_after_sending_resends_with_the_same_webhook_id(
     """A worker that dies between the POST and recording the answer leaves an in_flight
     attempt; once its lease runs out the next attempt marks it interrupted and sends again
     with the same id, which a Standard Webhooks receiver drops as a duplicate."""
-    from lifecycle import delivery
-    from lifecycle.correction import run_correction
-    from lifecycle.db import session
-    from lifecycle.requests import submit
-    from lifecycle.webhooks import deliver_webhook
+    from lifecycle.channels.webhooks import deliver_webhook
+    from lifecycle.core.db import session
+    from lifecycle.requests.outbox import submit
+    from lifecycle.rights.correction import run_correction
+    from lifecycle.thirdparty import deliveries as delivery
     from models.notify import Delivery
 
     receiver = receivers(default=200)
@@ -447,9 +451,9 @@ def test_resend_due_finds_what_a_lost_broker_message_left(
 ) -> None:
     """Deliveries are scheduled in the database: with every broker message gone (a Redis
     restart without persistence), the beat job finds the due delivery and it is sent."""
-    from lifecycle.correction import run_correction
-    from lifecycle.db import session
-    from lifecycle.requests import submit
+    from lifecycle.core.db import session
+    from lifecycle.requests.outbox import submit
+    from lifecycle.rights.correction import run_correction
     from tasks.notify import resend_due
 
     receiver = receivers(default=200)
@@ -457,7 +461,7 @@ def test_resend_due_finds_what_a_lost_broker_message_left(
     with session("primary") as s:
         rid = submit(s, "correction", 1, {"mobile": "010-2222-9999"})
     # Run the job without a broker hand-off (enqueue callbacks dropped = messages lost).
-    run_correction(rid, enqueue_delivery=lambda _id: None)
+    run_correction(rid, send=lambda *_msg: None)
     assert receiver.hits == []
     ds, _ = _deliveries()
     with session("primary") as s:  # pretend the lost message was enqueued long ago

@@ -106,8 +106,8 @@ def start_up(env: LifecycleEnv, port: int, tmp: Path, tag: str = "up") -> UpStac
 
 def submit_withdrawal(member_id: int) -> int:
     """What the website does: write the request row; the relay (beat, every 5 s) sends it."""
-    from lifecycle import db
-    from lifecycle.requests import submit
+    from lifecycle.core import db
+    from lifecycle.requests.outbox import submit
 
     with db.session("primary") as s:
         return submit(s, "withdrawal", member_id)

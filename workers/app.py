@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.signals import worker_process_init
+from kombu import pools
 
-from lifecycle.logging_setup import connect_celery
-from lifecycle.settings import get_settings
+from lifecycle.core.db import dispose_all
+from lifecycle.core.logging_setup import connect_celery
+from lifecycle.core.settings import get_settings, reset_settings_cache
+from schedules.beat import beat_schedule
 from workers.config import celery_config
 
 TASK_MODULES = [
@@ -29,21 +32,19 @@ def create_app() -> Celery:
     # argsrepr/kwargsrepr and refuses non-id arguments: see tasks/base.py.
     app = Celery("lifecycle", include=TASK_MODULES, amqp="tasks.base:LifecycleAMQP")
     app.conf.update(celery_config(settings))
-    from schedules.beat import beat_schedule
 
     app.conf.beat_schedule = beat_schedule(settings)
     return app
 
 
 app = create_app()
-# Worker and beat log JSON with task and request ids (lifecycle/logging_setup.py).
+# Worker and beat log JSON with task and request ids (lifecycle/core/logging_setup.py).
 connect_celery()
 
 
 @worker_process_init.connect
 def _fresh_connections(**_kwargs: object) -> None:
     # Prefork children must open their own DB connections, never reuse the parent's sockets.
-    from lifecycle.db import dispose_all
 
     dispose_all()
 
@@ -54,9 +55,6 @@ def reconfigure() -> None:
     Celery caches the broker pool, producer pool and result backend on first use; drop them so
     the next call connects to the newly configured servers.
     """
-    from lifecycle.db import dispose_all
-    from lifecycle.settings import reset_settings_cache
-    from schedules.beat import beat_schedule
 
     reset_settings_cache()
     dispose_all()
@@ -64,7 +62,6 @@ def reconfigure() -> None:
     # kombu keeps connection and producer pools in module-level registries keyed by the broker
     # URL: closing only app._pool leaves a closed pool there that the next send_task to the
     # same URL would pick up ("Acquire on closed pool"). Reset the registries as a whole.
-    from kombu import pools
 
     pools.reset()
     app._after_fork()

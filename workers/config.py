@@ -6,8 +6,8 @@ from typing import Any
 
 from kombu import Queue
 
-from lifecycle.settings import Settings
-from workers import queues
+from lifecycle.core import queues
+from lifecycle.core.settings import Settings
 
 # The longest any task may run. Sweeps are chunked into batch tasks so none comes close.
 TASK_TIME_LIMIT = 30 * 60

@@ -18,7 +18,12 @@ import re
 import sys
 from typing import Any
 
-from lifecycle.taskargs import _ID_STRING, _LOOKS_PERSONAL, is_safe_result_string
+from flower.events import EventsState
+from flower.views import monitor
+from tornado import web
+
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.taskargs import _ID_STRING, _LOOKS_PERSONAL, is_safe_result_string
 
 REDACTED = "<redacted>"
 
@@ -98,7 +103,6 @@ def redact_result(text: Any) -> Any:
 
 
 def _safe_exception_names() -> set[str]:
-    from lifecycle.errors import LifecycleError
 
     names = set(_SAFE_EXC_NAMES)
     todo: list[type] = [LifecycleError]
@@ -207,8 +211,6 @@ def require_auth(options: Any) -> None:
 
 
 def _protect_metrics() -> None:
-    from flower.views import monitor
-    from tornado import web
 
     get = monitor.Metrics.get
     if getattr(get, "_lifecycle_protected", False):
@@ -219,7 +221,6 @@ def _protect_metrics() -> None:
 
 
 def _redact_on_arrival() -> None:
-    from flower.events import EventsState
 
     event = EventsState.event
     if getattr(event, "_lifecycle_redacting", False):

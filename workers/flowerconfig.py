@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tornado.options import options as _options
 
-from lifecycle.logging_setup import configure as _configure_logging
+from lifecycle.core.logging_setup import configure as _configure_logging
 from workers.flower_hardening import format_task as _format_task
 from workers.flower_hardening import install as _install
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lifecycle.settings import Settings
-from workers import queues
+from lifecycle.core import queues
+from lifecycle.core.settings import Settings
 
 STOP_GRACE_SECONDS = 20.0
 
@@ -44,7 +44,7 @@ def plan(settings: Settings, *, concurrency: int, loglevel: str) -> list[Child]:
     if "LIFECYCLE_LOG_JSON" not in base_env:
         # The children write to our pipe, never a terminal: they log JSON exactly when we
         # would (we are not on a terminal), else text for the person watching.
-        from lifecycle.logging_setup import use_json
+        from lifecycle.core.logging_setup import use_json
 
         base_env["LIFECYCLE_LOG_JSON"] = "true" if use_json() else "false"
     var = settings.var_dir

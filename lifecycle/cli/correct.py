@@ -27,7 +27,7 @@ def correct_cmd(
 ) -> None:
     """Correct a member's data. Every field and value is checked first; on any error nothing is
     created or changed. Third parties that received a changed field are told its new value."""
-    from lifecycle.correction import parse_assignments, submit_correction
+    from lifecycle.rights.correction import parse_assignments, submit_correction
 
     values = parse_assignments(assignments or [])
     request_id = submit_correction(member_id, values)

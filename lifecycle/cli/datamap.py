@@ -27,11 +27,11 @@ def check_cmd(
     ] = False,
 ) -> None:
     """Validate the map; print each table's categories, periods and legal bases."""
-    from lifecycle.datamap import load_datamap
+    from lifecycle.datamap.loader import load_datamap
 
     dm = load_datamap(file)
     if not offline:
-        from lifecycle.db import check_reachable, engine
+        from lifecycle.core.db import check_reachable, engine
 
         check_reachable("primary")
         dm.validate_against(engine("primary"))

@@ -13,8 +13,8 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def upgrade() -> None:
     """Apply migrations to the primary and archive databases (safe to run again)."""
-    from lifecycle.db import check_reachable
-    from lifecycle.migrate import current_heads, upgrade_all
+    from lifecycle.core.db import check_reachable
+    from lifecycle.core.migrate import current_heads, upgrade_all
 
     check_reachable("primary")
     check_reachable("archive")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import UserError
+from lifecycle.core.errors import UserError
 
 demo_app = typer.Typer(help="The demo counselling centre's website.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
@@ -28,10 +28,10 @@ def seed_cmd(
     """Add N fake members with their counselling, payments, logs, ... (after the highest id)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from lifecycle.db import check_reachable, engine
-    from lifecycle.demo_seed import create_schema
-    from lifecycle.demo_seed import seed as run_seed
-    from lifecycle.settings import get_settings
+    from lifecycle.core.db import check_reachable, engine
+    from lifecycle.core.settings import get_settings
+    from lifecycle.ops.demo_seed import create_schema
+    from lifecycle.ops.demo_seed import seed as run_seed
 
     if members < 1:
         raise UserError(f"--members must be at least 1, got {members}")

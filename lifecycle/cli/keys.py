@@ -25,7 +25,7 @@ from typing import Annotated
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import UserError, reading
+from lifecycle.core.errors import UserError, reading
 
 keys_app = typer.Typer(help="Archive master key: rotation and status.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -62,9 +62,9 @@ def rotate_cmd(
 
     Afterwards point LIFECYCLE_MASTER_KEY_FILE at the new file and restart the workers.
     """
-    from lifecycle import crypto, keystore
-    from lifecycle.db import check_reachable
-    from lifecycle.settings import get_settings
+    from lifecycle.core.db import check_reachable
+    from lifecycle.core.settings import get_settings
+    from lifecycle.vault import crypto, keystore
 
     new = read_key_file(new_key_file, "--new-key-file")
     if old_key_file is not None:
@@ -88,9 +88,9 @@ def status_cmd() -> None:
     """Live wrapped keys per master key id (no key material is shown)."""
     from sqlalchemy import func, select
 
-    from lifecycle import crypto, keystore
-    from lifecycle.db import check_reachable, session
-    from lifecycle.settings import get_settings
+    from lifecycle.core.db import check_reachable, session
+    from lifecycle.core.settings import get_settings
+    from lifecycle.vault import crypto, keystore
     from models.archive import DataKey
 
     current = crypto.master_key_id(get_settings().master_key_bytes())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import LifecycleError, UserError
+from lifecycle.core.errors import LifecycleError, UserError
 
 ledger_app = typer.Typer(
     help="The destruction ledger (파기 관리대장): verify the hash chain, export for the "
@@ -26,8 +27,8 @@ class LedgerBroken(LifecycleError):
 @ledger_app.command("verify")
 def verify_cmd() -> None:
     """Check the hash chain; exit non-zero naming the first bad entry after any tampering."""
-    from lifecycle import ledger
-    from lifecycle.db import check_reachable, session
+    from lifecycle.core.db import check_reachable, session
+    from lifecycle.vault import ledger
 
     check_reachable("archive")
     with session("archive") as s:
@@ -45,13 +46,17 @@ def export_cmd(
     fmt: str = typer.Option("csv", "--format", help="Output format (only csv)."),
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write to this file (UTF-8 with BOM, for Excel)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file instead of stdout (either way UTF-8 with BOM, for Excel).",
+        ),
     ] = None,
 ) -> None:
     """Export the ledger with Korean column headings, times in Asia/Seoul."""
-    from lifecycle import ledger
-    from lifecycle.db import check_reachable, session
-    from lifecycle.settings import get_settings
+    from lifecycle.core.db import check_reachable, session
+    from lifecycle.core.settings import get_settings
+    from lifecycle.vault import ledger
 
     if fmt.lower() != "csv":
         raise UserError(f"unsupported --format {fmt!r}; only csv is supported")
@@ -62,8 +67,16 @@ def export_cmd(
     check_reachable("archive")
     tz = get_settings().timezone
     if output is None:
-        with session("archive") as s:
-            ledger.export_csv(s, sys.stdout, tz=tz)
+        # The same bytes as --output: `export > f.csv` is how most people save it, and Excel
+        # reads a BOM-less file in the ANSI code page, garbling the Korean headings.
+        sys.stdout.flush()
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="")
+        try:
+            with session("archive") as s:
+                ledger.export_csv(s, out, tz=tz)
+            out.flush()
+        finally:
+            out.detach()
         return
     tmp = output.with_name(f".{output.name}.part")
     try:

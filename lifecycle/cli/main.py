@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError
 
 try:  # Typer >= 0.20 vendors Click; older ones use the click package.
     from typer._click import exceptions as cexc
@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover
 def _register() -> None:
     # Each command group lives in its own module; importing it adds its commands to `app`.
     from lifecycle.cli import (  # noqa: F401
+        archive,
         correct,
         datamap,
         db,
@@ -47,13 +48,10 @@ def run(argv: list[str] | None = None) -> None:
 
     from kombu.exceptions import OperationalError as KombuOperationalError
 
-    from lifecycle.logging_setup import configure
+    from lifecycle.core.logging_setup import configure
 
     # Warnings and errors only: a command's own output is its report, on stdout.
     configure(logging.WARNING, service="cli")
-
-    from lifecycle.db import DatabaseUnavailable
-    from lifecycle.settings import SettingsError
 
     command = typer.main.get_command(app)
     try:
@@ -66,8 +64,6 @@ def run(argv: list[str] | None = None) -> None:
         _fail(exc.format_message().replace("\n", " ") + hint, 2)
     except typer.Abort:
         _fail("aborted", 130)
-    except (SettingsError, DatabaseUnavailable) as exc:
-        _fail(str(exc), 2 if isinstance(exc, SettingsError) else 3)
     except LifecycleError as exc:
         _fail(str(exc), exc.exit_code)
     except KombuOperationalError as exc:

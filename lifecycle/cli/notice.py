@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import LifecycleError, UserError, reading
+from lifecycle.core import dispatch
+from lifecycle.core.errors import LifecycleError, UserError, reading
 
 notice_app = typer.Typer(help="Individual notices to members.", no_args_is_help=True)
 app.add_typer(notice_app, name="notice")
@@ -30,7 +31,7 @@ def _read_body(path: Path) -> str:
 
 
 def _parse_date(text: str | None) -> date:
-    from lifecycle.settings import get_settings
+    from lifecycle.core.settings import get_settings
 
     if text is None:
         from datetime import datetime
@@ -59,13 +60,12 @@ def policy_cmd(
     """Send every active member an individual notice of a policy change (batched, rate-limited).
 
     Running it again with the same version resumes the same notice: nobody gets it twice."""
-    from lifecycle.notices import create_policy_notice
-    from workers.app import app as celery_app
+    from lifecycle.notices.members import create_policy_notice
 
     body = _read_body(body_file)
     eff = _parse_date(effective_date)
     notice_id, created = create_policy_notice(version, title, body, eff)
-    result = celery_app.send_task("lifecycle.notice.fanout", args=[notice_id])
+    result = dispatch.send(dispatch.NOTICE_FANOUT, notice_id)
     verb = "created" if created else "resumed"
     typer.echo(f"policy notice {notice_id} (version {version}) {verb}; fan-out job {result.id}")
     if wait:
@@ -82,7 +82,7 @@ def _wait_notice(notice_id: int, timeout: float, poll: float = 1.0) -> None:
         TimeElapsedColumn,
     )
 
-    from lifecycle.notices import progress
+    from lifecycle.notices.members import progress
 
     console = Console(stderr=True)
     deadline = time.monotonic() + timeout
@@ -160,7 +160,7 @@ def reconcile_cmd(
     DATA, so the mail server may or may not have accepted the message).
 
     Exactly one of --mail-log, --assume-delivered, --resend."""
-    from lifecycle.notice_reconcile import reconcile
+    from lifecycle.notices.reconcile import reconcile
 
     r = reconcile(
         notice_id, mail_logs=mail_log or None, assume_delivered=assume_delivered, resend=resend

@@ -8,7 +8,7 @@ import time
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import UserError
+from lifecycle.core.errors import UserError
 
 DEFAULT_REASON = "operator request (lifecycle shred)"
 DEFAULT_BASIS = "개인정보 보호법 제21조 (파기)"
@@ -51,10 +51,10 @@ def shred(
     Every path is checked first (under a storage root, no '..', no symlink, no other hard
     links, not a directory without --recursive, exists); on any error nothing is queued.
     """
-    from lifecycle.db import check_reachable
-    from lifecycle.settings import get_settings
-    from lifecycle.shred_jobs import enqueue_shred
-    from workers.queues import shred_queue
+    from lifecycle.core.db import check_reachable
+    from lifecycle.core.queues import shred_queue
+    from lifecycle.core.settings import get_settings
+    from lifecycle.shred.jobs import enqueue_shred
 
     settings = get_settings()
     absolute = _absolute(paths)
@@ -87,9 +87,9 @@ def _wait(job_id: int, timeout: float) -> None:
     """
     from sqlalchemy import func, select
 
-    from lifecycle import db
     from lifecycle.cli.waiting import JobFailed, _one_line, _progress, await_result
-    from lifecycle.shredder import REASONS
+    from lifecycle.core import db
+    from lifecycle.shred.shredder import REASONS
     from models.shred import ShredItem, ShredJob
 
     deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from lifecycle.cli.app import app
+from lifecycle.core import dispatch
 
 # Exit status when a store could not be read (same as other "unreachable" errors).
 EXIT_UNREACHABLE = 3
@@ -26,21 +27,23 @@ def status(
     Exit status 0 when every store was read, 3 when the broker or a database was unreachable
     (what could be read is still shown).
     """
-    from lifecycle.settings import get_settings
-    from lifecycle.status_report import build_report
-    from workers.app import app as celery_app
+    from lifecycle.core.settings import get_settings
+    from lifecycle.ops.status import build_report
 
     s = get_settings()
 
     def flower_check() -> bool:
         import httpx
 
-        from lifecycle.status_report import _loopback
+        from lifecycle.ops.flower_locator import locate
 
-        url = f"http://{_loopback(s.flower_address)}:{s.flower_port}/healthcheck"
-        return httpx.get(url, timeout=2).status_code == 200
+        # trust_env off: a proxy from the environment must not be asked for a loopback URL.
+        url = f"{locate(s)}healthcheck"
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
 
-    report = build_report(s, app=celery_app, flower_check=flower_check, worker_timeout=timeout)
+    report = build_report(
+        s, app=dispatch.celery_app(), flower_check=flower_check, worker_timeout=timeout
+    )
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from lifecycle.cli.app import app
+from lifecycle.core import dispatch
 
 
 def _print_counts(label: str, counts: Any) -> None:
@@ -31,7 +32,7 @@ def sweep(
     ),
 ) -> None:
     """Nightly purpose-end sweep, now: archive or destroy every record whose purpose ended."""
-    from lifecycle.db import check_reachable
+    from lifecycle.core.db import check_reachable
     from lifecycle.engine.context import get_context
 
     check_reachable("primary")
@@ -55,10 +56,8 @@ def sweep(
         dest = sum(ln.rows for ln in lines if ln.action == "destroy")
         typer.echo(f"dry run: would archive {arch} and destroy {dest} row parts; nothing changed")
         return
-    from workers.app import app as celery_app
-
     kwargs = {"member_batch": batch_size} if batch_size else {}
-    result = celery_app.send_task("lifecycle.sweep.run", kwargs=kwargs)
+    result = dispatch.send(dispatch.SWEEP_RUN, **kwargs)
     typer.echo(f"sweep started (task {result.id})")
     if wait:
         from lifecycle.cli.waiting import wait_for_task
@@ -74,7 +73,7 @@ def purge(
     wait: bool = typer.Option(False, "--wait", help="Block until done, with progress."),
 ) -> None:
     """Destroy archived data whose retention period ended, and its keys (crypto-shredding)."""
-    from lifecycle.db import check_reachable
+    from lifecycle.core.db import check_reachable
     from lifecycle.engine.context import get_context
 
     check_reachable("primary")
@@ -101,9 +100,7 @@ def purge(
             f"{sum(1 for b in buckets if b.key_live)} keys; nothing changed"
         )
         return
-    from workers.app import app as celery_app
-
-    result = celery_app.send_task("lifecycle.purge.run")
+    result = dispatch.send(dispatch.PURGE_RUN)
     typer.echo(f"purge started (task {result.id})")
     if wait:
         from lifecycle.cli.waiting import wait_for_task

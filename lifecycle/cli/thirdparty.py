@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from lifecycle.cli.app import app
+from lifecycle.core import dispatch
 
 recipients_app = typer.Typer(
     help="Third parties that receive personal data (and corrections to it).",
@@ -37,8 +38,8 @@ def recipients_add(
     ] = None,
 ) -> None:
     """Register a third party reached by a signed webhook or by email."""
-    from lifecycle.thirdparty import add_recipient
-    from lifecycle.webhooks import generate_secret
+    from lifecycle.channels.webhooks import generate_secret
+    from lifecycle.thirdparty.recipients import add_recipient
 
     generated = webhook is not None and secret == "generate"
     if generated:
@@ -53,7 +54,7 @@ def recipients_add(
 @recipients_app.command("list")
 def recipients_list() -> None:
     """Recipients with their channel, provisions recorded and notifications pending."""
-    from lifecycle.thirdparty import list_recipients
+    from lifecycle.thirdparty.recipients import list_recipients
 
     rows = list_recipients()
     if not rows:
@@ -71,7 +72,7 @@ def recipients_list() -> None:
 @recipients_app.command("enable")
 def recipients_enable(name: Annotated[str, typer.Argument()]) -> None:
     """Re-enable a recipient disabled after its endpoint answered 410 Gone."""
-    from lifecycle.thirdparty import enable_recipient
+    from lifecycle.thirdparty.recipients import enable_recipient
 
     enable_recipient(name)
     typer.echo(f"recipient {name} enabled")
@@ -87,7 +88,7 @@ def provide_cmd(
     basis: Annotated[str, typer.Option("--basis", help="consent or legal_request.")] = "consent",
 ) -> None:
     """Record that a member's fields were provided to a third party (refused while restricted)."""
-    from lifecycle.thirdparty import parse_fields, record_provision
+    from lifecycle.thirdparty.recipients import parse_fields, record_provision
 
     pid = record_provision(member_id, to, parse_fields(fields), basis)
     typer.echo(f"provision {pid} recorded: member {member_id} -> {to}")
@@ -104,7 +105,7 @@ def deliveries_list(
     ] = False,
 ) -> None:
     """Deliveries, newest first (ids, recipients, states; never values)."""
-    from lifecycle.delivery import list_deliveries
+    from lifecycle.thirdparty.deliveries import list_deliveries
 
     rows = list_deliveries(failing_only=failing)
     if not rows:
@@ -124,9 +125,8 @@ def deliveries_list(
 @deliveries_app.command("replay")
 def deliveries_replay(delivery_id: Annotated[int, typer.Argument()]) -> None:
     """Send a failed delivery again (a fresh round of the retry schedule)."""
-    from lifecycle.delivery import replay
-    from workers.app import app as celery_app
+    from lifecycle.thirdparty.deliveries import replay
 
     replay(delivery_id)
-    celery_app.send_task("lifecycle.notify.deliver", args=[delivery_id])
+    dispatch.send(dispatch.NOTIFY_DELIVER, delivery_id)
     typer.echo(f"delivery {delivery_id} queued for a new attempt")

@@ -20,9 +20,10 @@ def up(
     ),
 ) -> None:
     """Start a worker, beat and Flower; print the Flower URL and login; Ctrl-C stops all three."""
-    from lifecycle.broker import check_broker
-    from lifecycle.db import check_reachable
-    from lifecycle.settings import get_settings
+    from lifecycle.core.broker import check_broker
+    from lifecycle.core.db import check_reachable
+    from lifecycle.core.settings import get_settings
+    from lifecycle.ops import flower_locator
     from workers import launcher
 
     s = get_settings()
@@ -31,7 +32,7 @@ def up(
     check_reachable("archive")
     check_broker()
     if migrate:
-        from lifecycle.migrate import upgrade_all
+        from lifecycle.core.migrate import upgrade_all
 
         upgrade_all()
     if s.embedded:
@@ -50,7 +51,12 @@ def up(
     typer.echo("Press Ctrl-C to stop worker, beat and Flower.", err=True)
     children = launcher.plan(s, concurrency=concurrency, loglevel=loglevel)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    code = launcher.run_forever(children, lambda line: typer.echo(line, err=True))
+    # So that `lifecycle status` in another shell finds this Flower (lifecycle/flower_locator.py).
+    flower_locator.record(s)
+    try:
+        code = launcher.run_forever(children, lambda line: typer.echo(line, err=True))
+    finally:
+        flower_locator.clear(s)
     raise typer.Exit(code)
 
 
@@ -59,8 +65,8 @@ def ping(
     wait: bool = typer.Option(False, "--wait", help="Wait for the worker's answer."),
 ) -> None:
     """Enqueue a no-op job to check the whole path (broker, worker, results, Flower)."""
-    from lifecycle.broker import check_broker
     from lifecycle.cli.waiting import wait_for_task
+    from lifecycle.core.broker import check_broker
     from tasks.ping import ping as ping_task
 
     check_broker()

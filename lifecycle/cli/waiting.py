@@ -6,9 +6,17 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
-from lifecycle.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError
 
 _console = Console(stderr=True)
 
@@ -17,11 +25,18 @@ class JobFailed(LifecycleError):
     exit_code = 1
 
 
+class _Count(MofNCompleteColumn):
+    """done/total once the job has said its total; nothing before (rich would show `0/?`)."""
+
+    def render(self, task: Task) -> Text:
+        return Text("") if task.total is None else super().render(task)
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        _Count(),
         TextColumn("{task.fields[state]}"),
         TimeElapsedColumn(),
         console=_console,
@@ -47,7 +62,7 @@ _REQUEST_STEPS = {
 
 def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) -> str:
     """Wait until the request reaches a terminal state; raise JobFailed if it failed."""
-    from lifecycle.requests import get
+    from lifecycle.requests.outbox import get
 
     deadline = time.monotonic() + timeout
     with _progress() as bar:
@@ -87,8 +102,9 @@ def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: floa
             bar.update(task, state=state.lower())
             if state == "SUCCESS":
                 value = result.get(timeout=5, propagate=False)
-                if isinstance(value, dict) and "total" in value:
-                    bar.update(task, total=value["total"], completed=value.get("done", 0))
+                final = _final_count(value)
+                if final is not None:
+                    bar.update(task, completed=final[0], total=final[1])
                 return value
             if state in ("FAILURE", "REVOKED"):
                 raise JobFailed(f"{label} failed: {_one_line(result.info)}")
@@ -119,6 +135,18 @@ def await_result(task_id: str, timeout: float) -> str | None:
         time.sleep(min(timeout, 0.5))
         return None
     return str(result.state)
+
+
+def _final_count(value: Any) -> tuple[int, int] | None:
+    """(done, total) from a finished job's result. The last PROGRESS a poll saw may be older
+    (and a sweep's total grows as each phase is planned): the bar must end at the result's."""
+    if not isinstance(value, dict):
+        return None
+    for done_key, total_key in (("done", "total"), ("batches_done", "batches")):
+        done, total = value.get(done_key), value.get(total_key)
+        if isinstance(total, int) and isinstance(done, int):
+            return done, total
+    return None
 
 
 def _one_line(info: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.errors import UserError
+from lifecycle.core.errors import UserError
 
 
 def parse_member_id(raw: str) -> int:
@@ -22,22 +22,21 @@ def withdraw(
     timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
 ) -> None:
     """Withdraw a member (회원탈퇴): mark withdrawn and request the lifecycle to carry it out."""
-    from lifecycle.db import check_reachable
+    from lifecycle.core.db import check_reachable
     from lifecycle.engine.context import get_context
-    from lifecycle.engine.withdraw import submit_withdrawal
-    from lifecycle.relay import dispatch_one
+    from lifecycle.requests.client import dispatch_now
+    from lifecycle.rights.withdrawal import submit_withdrawal
 
     mid = parse_member_id(member_id)
     check_reachable("primary")
     request_id = submit_withdrawal(get_context(), mid)
-    try:
-        dispatch_one(request_id)
+    if dispatch_now(request_id):
         typer.echo(f"withdrawal request {request_id} for member {mid} submitted")
-    except Exception as exc:
+    else:
         # Committed already: the relay sends it once the broker is back.
         typer.echo(
-            f"withdrawal request {request_id} for member {mid} stored; broker unreachable "
-            f"({type(exc).__name__}), the relay will dispatch it",
+            f"withdrawal request {request_id} for member {mid} stored; broker unreachable, "
+            "the relay will dispatch it",
             err=True,
         )
     if wait:

@@ -1,13 +1,10 @@
-"""The lifecycle engine: withdrawal, purpose-end sweep, encrypted archive moves, purge.
+"""The engine: moving rows out of the website's database when their purpose ends.
 
-Pure-ish logic on SQLAlchemy engines and sessions, no Celery (the task wrappers in ``tasks/``
-are thin). Entry points:
+Owns the engine context (data map + engines + reflected tables, ``context``), row selection
+(``selection``), the mover that archives what the law keeps and destroys the rest (``mover``),
+the nightly sweep (``sweep``), its dry run (``preview``), the crypto-shredding purge of expired
+archive buckets (``purge``) and the hand-off of parked destruction entries to the ledger
+(``ledger_outbox``). No Celery: ``tasks/`` wraps these.
 
-- :func:`lifecycle.engine.context.get_context` - data map + engines + reflected tables
-- :func:`lifecycle.engine.mover.move` - archive retained parts, destroy the rest, ledger
-- :func:`lifecycle.engine.withdraw.carry_out` / ``submit_withdrawal`` - one withdrawal request
-- :func:`lifecycle.engine.sweep.run_sweep` / ``run_batch`` - the nightly sweep
-- :func:`lifecycle.engine.preview.sweep_preview` - ``--dry-run``
-- :func:`lifecycle.engine.purge.run_purge` / ``purge_preview`` - crypto-shredding purge
-- :func:`lifecycle.engine.outbox.flush_ledger_outbox` - destruction entries into the ledger
+May import: ``lifecycle.core``, ``lifecycle.datamap``, ``lifecycle.vault``, ``lifecycle.shred``.
 """

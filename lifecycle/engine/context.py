@@ -15,7 +15,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, MetaData, Table
 
-from lifecycle.datamap import DataMap, TableMap, load_datamap
+from lifecycle.core import db
+from lifecycle.core.settings import get_settings
+from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap.loader import current_datamap
+from lifecycle.datamap.model import DataMap, TableMap
 
 
 @dataclass
@@ -53,34 +57,34 @@ class EngineContext:
 
     def local_date(self, when: datetime) -> date:
         """The calendar day (in the site's legal timezone) a UTC instant falls on."""
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return when.astimezone(self.timezone).date()
+        return as_utc(when).astimezone(self.timezone).date()
 
     def today(self) -> date:
         return self.local_date(datetime.now(UTC))
 
 
 _lock = threading.Lock()
-_cache: dict[tuple[str, str, str], EngineContext] = {}
+_cache: dict[tuple[str, str], EngineContext] = {}
 
 
 def get_context(*, datamap_path: str | Path | None = None) -> EngineContext:
-    """The context for the current settings (cached per process)."""
-    from lifecycle import db
-    from lifecycle.datamap import SHIPPED_DEMO_MAP
-    from lifecycle.settings import get_settings
-
+    """The context for the current settings and data map (cached per process; rebuilt when the
+    engines or the map file change)."""
     s = get_settings()
-    path = Path(datamap_path or s.data_map or SHIPPED_DEMO_MAP)
-    key = (s.sqlalchemy_url("primary"), s.sqlalchemy_url("archive"), str(path))
+    dm = current_datamap(datamap_path)
+    key = (s.sqlalchemy_url("primary"), s.sqlalchemy_url("archive"))
     with _lock:
         ctx = _cache.get(key)
         primary = db.engine("primary")
         archive = db.engine("archive")
-        if ctx is not None and ctx.primary is primary and ctx.archive is archive:
+        if (
+            ctx is not None
+            and ctx.primary is primary
+            and ctx.archive is archive
+            and ctx.datamap is dm
+        ):
             return ctx
-        dm = load_datamap(path, engine=primary)
+        dm.validate_against(primary)
         ctx = EngineContext(
             datamap=dm,
             primary=primary,
@@ -96,17 +100,3 @@ def get_context(*, datamap_path: str | Path | None = None) -> EngineContext:
 def clear_context_cache() -> None:
     with _lock:
         _cache.clear()
-
-
-def build_context(
-    datamap: DataMap, primary: Engine, archive: Engine, *, tz: str = "Asia/Seoul", host: str = ""
-) -> EngineContext:
-    """For benchmarks and tests that bring their own engines (the map must be validated)."""
-    return EngineContext(
-        datamap=datamap,
-        primary=primary,
-        archive=archive,
-        metadata=datamap.reflect(primary),
-        timezone=ZoneInfo(tz),
-        host=host,
-    )

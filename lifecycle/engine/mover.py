@@ -36,11 +36,13 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, insert, select
+import psycopg
+from sqlalchemy import Connection, Text, any_, bindparam, delete, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from lifecycle import crypto, keystore, ledger
-from lifecycle.datamap import TableMap
+from lifecycle.core.errors import UserError
+from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     SQLITE_IN_CHUNK,
@@ -50,6 +52,8 @@ from lifecycle.engine.selection import (
     iter_planned,
     selected_columns,
 )
+from lifecycle.shred.jobs import enqueue_shred
+from lifecycle.vault import crypto, keystore, ledger
 from models.archive import ArchivedRecord
 from models.engine import LedgerOutbox
 
@@ -352,7 +356,6 @@ class ArchiveWriter:
         return done
 
     def _write_pg(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]] | None:
-        import psycopg
 
         raw = self.s.connection().connection.driver_connection
         cols = ", ".join(_ARCHIVE_COLUMNS)
@@ -430,8 +433,6 @@ class ArchiveWriter:
 
 
 def _any_text(values: list[str]) -> Any:
-    from sqlalchemy import Text, any_, bindparam
-    from sqlalchemy.dialects.postgresql import ARRAY
 
     return any_(bindparam(None, value=values, type_=ARRAY(Text())))
 
@@ -594,13 +595,6 @@ def hand_to_shredder(
 ) -> tuple[int, int, list[int]]:
     """Write secure-deletion jobs for destroyed file paths in ``conn``'s transaction; returns
     (paths handed, paths refused, job ids to send after the commit)."""
-    try:
-        from lifecycle.shred_jobs import enqueue_shred
-    except ImportError:  # pragma: no cover - the shredder is a separate component
-        log.error("%d files need secure deletion but lifecycle.shred_jobs is missing", len(paths))
-        return 0, len(paths), []
-    from lifecycle.errors import UserError
-
     uniq = list(dict.fromkeys(paths))
     bases = sorted({ctx.datamap.rule(c).legal_basis for c in categories})
     kwargs: dict[str, Any] = {
@@ -632,6 +626,6 @@ def hand_to_shredder(
 def send_shred_jobs(job_ids: list[int]) -> None:
     """After the caller's commit: send the shred jobs `move` wrote in its transaction."""
     if job_ids:
-        from lifecycle.shred_jobs import send_jobs
+        from lifecycle.shred.jobs import send_jobs
 
         send_jobs(job_ids)

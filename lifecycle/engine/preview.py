@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from lifecycle.datamap import _as_datetime
+from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     age_selection,
@@ -66,9 +66,9 @@ def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[Previ
                     if when is None:
                         ended = now
                     elif phase == "dormancy":
-                        ended = d.inactive_for.add_to(_as_datetime(when))
+                        ended = d.inactive_for.add_to(as_utc(when))
                     else:
-                        ended = _as_datetime(when)
+                        ended = as_utc(when)
                     batch[key] = ended
                     seen_subjects.add(key)
                     if len(batch) >= PREVIEW_MEMBER_CHUNK:

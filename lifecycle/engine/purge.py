@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from lifecycle import keystore, ledger
+from lifecycle.core.locks import job_lock
 from lifecycle.engine.context import EngineContext
-from lifecycle.engine.locks import job_lock
+from lifecycle.vault import keystore, ledger
 from models.archive import ArchivedRecord, DataKey
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from lifecycle.datamap import TableMap, _as_datetime
+from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
 from models.requests import OPEN_STATES, LifecycleRequest
 
@@ -121,7 +122,7 @@ class RowPlanner:
         if not self.kept:
             return (), self.zero
         anchor = row[self.rf] if self.rf is not None else None
-        anchor = _as_datetime(anchor if anchor is not None else ended)
+        anchor = as_utc(anchor if anchor is not None else ended)
         parts: list[Part] = []
         destroyed = list(self.zero)
         day = anchor.date()
@@ -339,7 +340,7 @@ def age_selection(
         where = and_(where, t.c[tm.key] <= last_id)
 
     def _ended(values: tuple[Any, ...], _subject: Any) -> datetime:
-        return period.add_to(_as_datetime(values[at]))
+        return period.add_to(as_utc(values[at]))
 
     return Selection(tm, where, _ended)
 

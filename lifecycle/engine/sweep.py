@@ -1,7 +1,7 @@
 """The nightly purpose-end sweep: plan batches, run them, survive crashes and double triggers.
 
 A run is a ``JobRun`` row (job ``sweep``) plus its ``lifecycle_sweep_batches`` rows. The
-coordinator holds the sweep lock (:mod:`lifecycle.engine.locks`) for the whole run, so a
+coordinator holds the sweep lock (:mod:`lifecycle.core.locks`) for the whole run, so a
 second trigger (two beats, a manual run, a late run after downtime) returns at once. It plans
 id-range batches, hands them out (``dispatch``) and also works through pending batches itself
 until none is left, so the run finishes even when the workers holding batch messages were
@@ -24,18 +24,18 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from lifecycle.datamap import _as_datetime
+from lifecycle.core.locks import JobLock, job_lock
+from lifecycle.core.timeutil import as_utc
+from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import EngineContext
-from lifecycle.engine.locks import JobLock, job_lock
+from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
-from lifecycle.engine.outbox import flush_ledger_outbox
 from lifecycle.engine.selection import (
     age_selection,
     dormant_subjects_query,
     subject_selections,
     withdrawn_subjects_query,
 )
-from lifecycle.engine.transient import TRANSIENT_DB_ERRORS
 from models.engine import SweepBatch
 from models.requests import JobRun
 
@@ -148,9 +148,9 @@ def _lock_members(
         if when is None:
             out[key] = now
         elif kind == "dormancy":
-            out[key] = d.inactive_for.add_to(_as_datetime(when))
+            out[key] = d.inactive_for.add_to(as_utc(when))
         else:
-            out[key] = _as_datetime(when)
+            out[key] = as_utc(when)
     return out
 
 

@@ -16,7 +16,7 @@ down_revision: str | Sequence[str] | None = "a0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# SHA-256 of b"pipa-lifecycle ledger genesis" (lifecycle.ledger_chain.GENESIS_HASH); frozen here
+# SHA-256 of b"pipa-lifecycle ledger genesis" (lifecycle.vault.chain.GENESIS_HASH); frozen here
 # because a migration must not change when the code does.
 GENESIS_HASH = "e5ff990caf63d8286bfe16fea0c97d90abfb5002e4c7cb8fe8a8a5c519857b6c"
 

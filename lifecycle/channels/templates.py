@@ -1,0 +1,184 @@
+"""Korean notice templates (개인정보 보호법 notices to members and third parties).
+
+`string.Template` with ``safe_substitute`` is deliberate: a ``$`` in an operator's policy text
+must not break rendering, and there is no template language to inject into. Templates name
+*which* items changed, never their values: values go only to third parties that received the
+old ones, in the signed correction notification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from string import Template
+from typing import Any
+
+SITE_NAME = "마음터심리상담센터"
+
+# Korean labels for member fields, used when a notice lists what was corrected.
+FIELD_LABELS: dict[str, str] = {
+    "name": "성명",
+    "birth_date": "생년월일",
+    "sex": "성별",
+    "login_id": "아이디",
+    "password_question": "비밀번호 질문",
+    "home_phone": "자택 전화번호",
+    "home_address": "자택 주소",
+    "mobile": "휴대전화번호",
+    "email": "이메일",
+    "job": "직업",
+    "company": "회사명",
+    "department": "부서",
+    "title": "직책",
+    "hobbies": "취미",
+    "marital_status": "결혼 여부",
+    "anniversaries": "기념일",
+    "rrn": "주민등록번호",
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    body: str
+
+
+_POLICY_SUBJECT = Template("[$site] 개인정보처리방침 변경 안내 (버전 $version)")
+_POLICY_BODY = Template(
+    """회원님, 안녕하세요. $site입니다.
+
+$site의 개인정보처리방침이 다음과 같이 변경되어 개별 안내드립니다.
+
+■ 변경 버전: $version
+■ 시행일: $effective_date
+
+■ 제목: $title
+
+$body
+
+변경된 개인정보처리방침은 시행일부터 적용됩니다. 문의 사항은 개인정보 보호책임자에게
+연락해 주시기 바랍니다.
+
+본 메일은 「개인정보 보호법」에 따른 개별 통지로, 수신 거부와 관계없이 발송됩니다.
+"""
+)
+
+_WITHDRAWAL_SUBJECT = Template("[$site] 회원탈퇴 처리 완료 안내")
+_WITHDRAWAL_BODY = Template(
+    """회원님, 안녕하세요. $site입니다.
+
+요청하신 회원탈퇴가 $completed_date에 처리 완료되었습니다. (접수번호 $request_id)
+
+회원님의 개인정보는 지체 없이 파기되었습니다. 다만 관계 법령에 따라 보존해야 하는
+정보(계약·결제 기록 등)는 법정 기간 동안 별도의 데이터베이스에 분리·보관되며, 그 기간이
+지나면 파기됩니다. 분리 보관된 정보는 법령에서 정한 목적 외에는 이용되지 않습니다.
+
+그동안 $site를 이용해 주셔서 감사합니다.
+"""
+)
+
+_CORRECTION_SUBJECT = Template("[$site] 개인정보 정정 완료 안내")
+_CORRECTION_BODY = Template(
+    """회원님, 안녕하세요. $site입니다.
+
+요청하신 개인정보 정정이 $completed_date에 처리 완료되었습니다. (접수번호 $request_id)
+
+■ 정정된 항목: $fields
+
+정정 전의 개인정보를 제공받은 제3자에게는 정정 결과를 통지하였습니다.
+정정을 요청하지 않으셨다면 개인정보 보호책임자에게 바로 연락해 주시기 바랍니다.
+"""
+)
+
+_DORMANCY_SUBJECT = Template("[$site] 휴면 계정 전환 사전 안내")
+_DORMANCY_BODY = Template(
+    """회원님, 안녕하세요. $site입니다.
+
+회원님의 계정은 $inactive_days일 동안 로그인 기록이 없어 $separation_date에 휴면 계정으로
+전환될 예정입니다. 휴면 계정으로 전환되면 회원님의 개인정보는 다른 회원의 개인정보와
+분리하여 별도로 저장·관리됩니다.
+
+휴면 전환을 원하지 않으시면 $separation_date 전에 로그인해 주시기 바랍니다.
+"""
+)
+
+_THIRD_PARTY_SUBJECT = Template("[$site] 개인정보 정정 결과 통지 (접수번호 $request_id)")
+_THIRD_PARTY_BODY = Template(
+    """$recipient 담당자님께,
+
+$site는 「개인정보 보호법」 제36조에 따라 귀사에 제공한 개인정보의 정정 결과를 통지합니다.
+
+■ 회원 번호: $member_id
+■ 정정 완료일: $completed_date
+■ 정정된 항목과 정정 후의 값:
+$values
+
+정정 전의 값은 더 이상 이용하지 마시고, 귀사가 보유한 정보를 위 값으로 정정해 주시기
+바랍니다. (메시지 ID $message_id)
+"""
+)
+
+
+def _date(value: Any) -> str:
+    if isinstance(value, date):
+        return f"{value.year}년 {value.month}월 {value.day}일"
+    return str(value)
+
+
+def field_labels(fields: list[str]) -> str:
+    return ", ".join(FIELD_LABELS.get(f, f) for f in fields)
+
+
+def policy_notice(version: str, title: str, body: str, effective_date: date) -> Rendered:
+    ctx = {
+        "site": SITE_NAME,
+        "version": version,
+        "title": title,
+        "body": body.strip(),
+        "effective_date": _date(effective_date),
+    }
+    return Rendered(_POLICY_SUBJECT.safe_substitute(ctx), _POLICY_BODY.safe_substitute(ctx))
+
+
+def member_notice(kind: str, context: dict[str, Any]) -> Rendered:
+    """Render a notice to one member. ``context`` holds ids, dates and field *names* only."""
+    ctx = {"site": SITE_NAME, **context}
+    for key in ("completed_date", "separation_date"):
+        if key in ctx:
+            ctx[key] = _date(ctx[key])
+    if kind == "withdrawal_completed":
+        return Rendered(
+            _WITHDRAWAL_SUBJECT.safe_substitute(ctx), _WITHDRAWAL_BODY.safe_substitute(ctx)
+        )
+    if kind == "correction_completed":
+        ctx["fields"] = field_labels(list(context.get("fields", [])))
+        return Rendered(
+            _CORRECTION_SUBJECT.safe_substitute(ctx), _CORRECTION_BODY.safe_substitute(ctx)
+        )
+    if kind == "dormancy_advance":
+        return Rendered(_DORMANCY_SUBJECT.safe_substitute(ctx), _DORMANCY_BODY.safe_substitute(ctx))
+    raise ValueError(f"unknown member notice kind {kind!r}")
+
+
+def third_party_correction(
+    recipient: str,
+    member_id: int,
+    request_id: int,
+    message_id: str,
+    values: dict[str, Any],
+    completed_date: date,
+) -> Rendered:
+    """The email form of a correction notification: corrected values only, never old ones."""
+    lines = "\n".join(f"  - {FIELD_LABELS.get(k, k)} ({k}): {v}" for k, v in sorted(values.items()))
+    ctx = {
+        "site": SITE_NAME,
+        "recipient": recipient,
+        "member_id": member_id,
+        "request_id": request_id,
+        "message_id": message_id,
+        "values": lines,
+        "completed_date": _date(completed_date),
+    }
+    return Rendered(
+        _THIRD_PARTY_SUBJECT.safe_substitute(ctx), _THIRD_PARTY_BODY.safe_substitute(ctx)
+    )

@@ -1,0 +1,84 @@
+"""Engines and sessions for the primary and archive databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from lifecycle.core.errors import DatabaseUnavailable
+from lifecycle.core.settings import get_settings
+
+Which = Literal["primary", "archive"]
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    # WAL lets the worker, beat and CLI read while one writes; busy_timeout waits instead of
+    # failing with "database is locked" under the embedded default's concurrency.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+@lru_cache(maxsize=8)
+def engine_for_url(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        eng = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        event.listen(eng, "connect", _sqlite_pragmas)
+        return eng
+    # hide_parameters: an error's text (logs, exceptions) never carries the bound values,
+    # which are members' personal data.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
+
+
+def engine(which: Which) -> Engine:
+    return engine_for_url(get_settings().sqlalchemy_url(which))
+
+
+@lru_cache(maxsize=8)
+def _sessionmaker(url: str) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine_for_url(url), expire_on_commit=False)
+
+
+@contextmanager
+def session(which: Which) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on any exception."""
+    maker = _sessionmaker(get_settings().sqlalchemy_url(which))
+    with maker() as s, s.begin():
+        yield s
+
+
+def is_postgres(eng: Engine) -> bool:
+    return eng.dialect.name == "postgresql"
+
+
+def check_reachable(which: Which) -> None:
+    eng = engine(which)
+    try:
+        with eng.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        url = eng.url.render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+        raise DatabaseUnavailable(
+            f"{which} database {url} is unreachable ({reason}); "
+            f"check LIFECYCLE_{which.upper()}_DATABASE_URL and that the server is running"
+        ) from None
+
+
+def dispose_all() -> None:
+    """Forked worker children must not share the parent's sockets."""
+    for fn in (engine_for_url, _sessionmaker):
+        fn.cache_clear()

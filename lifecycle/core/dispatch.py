@@ -1,0 +1,84 @@
+"""The one way domain code sends a job: task names as constants and :func:`send`.
+
+Domain packages never import the Celery app (it sits above them: ``workers`` builds it from the
+task modules in ``tasks/``). :func:`send` finds the app by its module name, as ``celery -A``
+does, so a process that never imported the workers (the CLI, the website's Python client) still
+sends with the same message factory, routes and id-only argument checks.
+
+Names are part of the wire format: messages already in a broker carry them, so they never
+change (a renamed task keeps its old name registered as an alias).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+# Requests (one per request kind; each receives only the request id).
+WITHDRAW = "lifecycle.withdraw"
+CORRECT = "lifecycle.correct"
+# The outbox relay and its safety net.
+RELAY = "lifecycle.relay"
+RELAY_REDISPATCH_STALE = "lifecycle.relay.redispatch_stale"
+CHECK_DEADLINES = "lifecycle.requests.check_deadlines"
+# The engine.
+SWEEP_RUN = "lifecycle.sweep.run"
+SWEEP_ARCHIVE_BATCH = "lifecycle.sweep.archive_batch"
+PURGE_RUN = "lifecycle.purge.run"
+# Secure deletion (routed to the queue of the host holding the files).
+SHRED_FILES = "lifecycle.shred.files"
+SHRED_RESEND_PENDING = "lifecycle.shred.resend_pending"
+SHRED_SWEEP_ORPHANS = "lifecycle.shred.sweep_orphans"
+# Third parties.
+NOTIFY_DELIVER = "lifecycle.notify.deliver"
+NOTIFY_RESEND_DUE = "lifecycle.notify.resend_due"
+# Notices to members.
+NOTICE_FANOUT = "lifecycle.notice.fanout"
+NOTICE_SEND_BATCH = "lifecycle.notice.send_batch"
+NOTICE_RESUME_STALE = "lifecycle.notice.resume_stale"
+NOTICE_DORMANCY_ADVANCE = "lifecycle.notice.dormancy_advance"
+# Health.
+PING = "lifecycle.ping"
+
+# Where the Celery app lives; importing it registers every task module.
+APP_MODULE = "workers.app"
+
+
+def celery_app() -> Any:
+    """The process's Celery app (imported on first use)."""
+    return importlib.import_module(APP_MODULE).app
+
+
+def send(
+    name: str,
+    *args: int | str,
+    task_id: str | None = None,
+    queue: str | None = None,
+    countdown: float | None = None,
+    **kwargs: int | str | bool | None,
+) -> Any:
+    """Send task ``name`` with id-only arguments; returns Celery's ``AsyncResult``.
+
+    The message factory refuses anything that is not an id (see ``tasks/base.py``), so personal
+    data cannot reach the broker through here.
+    """
+    options: dict[str, Any] = {}
+    if task_id is not None:
+        options["task_id"] = task_id
+    if queue is not None:
+        options["queue"] = queue
+    if countdown is not None:
+        options["countdown"] = countdown
+    return celery_app().send_task(name, args=list(args), kwargs=kwargs or None, **options)
+
+
+def send_many(name: str, arg_lists: Iterable[Sequence[int | str]]) -> int:
+    """Send ``name`` once per argument list over one broker connection; returns how many."""
+    app = celery_app()
+    n = 0
+    with app.producer_or_acquire() as producer:
+        for args in arg_lists:
+            app.send_task(name, args=list(args), producer=producer)
+            n += 1
+    return n

@@ -1,0 +1,56 @@
+"""Errors that reach the operator as one line (no traceback, non-zero exit)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class LifecycleError(Exception):
+    """Base for every error whose message is safe and meant for the operator.
+
+    Messages never contain personal data: they name ids, tables, columns and settings only.
+    """
+
+    exit_code = 1
+
+
+class UserError(LifecycleError):
+    """Bad input: the command was refused and nothing was changed."""
+
+    exit_code = 2
+
+
+class SettingsError(LifecycleError):
+    """A setting is wrong; the message is one line an operator can act on."""
+
+    exit_code = 2
+
+
+class DatabaseUnavailable(LifecycleError):
+    """A database cannot be reached; the message is one actionable line."""
+
+    exit_code = 3
+
+
+class BrokerUnavailable(LifecycleError):
+    """The broker or result backend cannot be reached."""
+
+    exit_code = 3
+
+
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn each way an operator-named file can fail to read into a one-line UserError that
+    names the file and the reason (never its content)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror})") from None

@@ -1,0 +1,210 @@
+"""One logging setup for the worker, beat and the CLI.
+
+- JSON lines (python-json-logger) when stderr is not a terminal, or when
+  ``LIFECYCLE_LOG_JSON=true``; readable text on a terminal (``LIFECYCLE_LOG_JSON=false`` forces it).
+- Every record made while a task runs carries ``task_id``, ``task_name`` and, for jobs about one
+  request, ``request_id`` (set from the task's ``request_id`` argument, or by `bind_request`).
+- Tracebacks show frames and safe descriptions only (`lifecycle.core.safe_errors`): an exception's
+  message is where personal values leak, so it is printed only for operator-safe errors.
+
+Celery calls `_celery_setup_logging` instead of configuring logging itself (connecting the
+``setup_logging`` signal tells Celery to leave logging to us), so worker and beat share this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, TextIO
+
+from celery import signals
+from pythonjsonlogger.json import JsonFormatter
+
+from lifecycle.core.safe_errors import safe_traceback
+from lifecycle.core.taskargs import param_names
+
+_task_id: ContextVar[str | None] = ContextVar("lifecycle_task_id", default=None)
+_task_name: ContextVar[str | None] = ContextVar("lifecycle_task_name", default=None)
+_request_id: ContextVar[int | None] = ContextVar("lifecycle_request_id", default=None)
+
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+def use_json(stream: TextIO | None = None) -> bool:
+    raw = os.environ.get("LIFECYCLE_LOG_JSON", "").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    stream = stream or sys.stderr
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):
+        return True
+
+
+class TaskContextFilter(logging.Filter):
+    """Adds task_id, task_name, request_id (when known) and drops Celery's raw ``data`` extra."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        task_id, task_name = _task_id.get(), _task_name.get()
+        # Celery's own task lines ("Task x[id] received/succeeded/raised") are logged with a
+        # dict of the task's id and name, often outside the task's run (no context set).
+        if isinstance(record.args, Mapping) and "id" in record.args and "name" in record.args:
+            task_id = task_id or str(record.args["id"])
+            task_name = task_name or str(record.args["name"])
+        data = record.__dict__.pop("data", None)
+        if isinstance(data, Mapping) and data.get("args"):
+            # Already the id-only argsrepr (tasks.base); Celery's raw extras are not logged.
+            record.task_args = str(data["args"])
+        if task_id:
+            record.task_id = task_id
+        if task_name:
+            record.task_name = task_name
+        request_id = _request_id.get()
+        if request_id is not None:
+            record.request_id = request_id
+        return True
+
+
+class SafeJsonFormatter(JsonFormatter):
+    def formatException(self, ei: _ExcInfo) -> str:  # type: ignore[override]
+        return safe_traceback(*ei)
+
+
+class SafeTextFormatter(logging.Formatter):
+    def formatException(self, ei: _ExcInfo) -> str:  # type: ignore[override]
+        return safe_traceback(*ei)
+
+    def format(self, record: logging.LogRecord) -> str:
+        context = []
+        if getattr(record, "task_name", None):
+            context.append(f"{record.task_name}[{getattr(record, 'task_id', '?')}]")
+        if getattr(record, "request_id", None) is not None:
+            context.append(f"request={record.request_id}")
+        record.lifecycle_context = (" " + " ".join(context)) if context else ""
+        return super().format(record)
+
+
+def _drop_kombu_no_hostname(record: logging.LogRecord) -> bool:
+    # The embedded default's filesystem:// broker has no host by design; kombu warns about it
+    # on every connection, which would greet every CLI command with a false alarm.
+    return not (
+        record.name == "kombu.connection" and str(record.msg).startswith("No hostname was supplied")
+    )
+
+
+def make_handler(
+    *, json: bool | None = None, stream: TextIO | None = None, service: str = "cli"
+) -> logging.Handler:
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if use_json(stream) if json is None else json:
+        handler.setFormatter(
+            SafeJsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                static_fields={"service": service},
+            )
+        )
+    else:
+        handler.setFormatter(
+            SafeTextFormatter(
+                "%(asctime)s %(levelname)s %(name)s%(lifecycle_context)s: %(message)s"
+            )
+        )
+    handler.addFilter(TaskContextFilter())
+    handler.addFilter(_drop_kombu_no_hostname)
+    handler._lifecycle = True  # type: ignore[attr-defined]
+    return handler
+
+
+def configure(
+    level: int | str = logging.INFO,
+    *,
+    service: str = "cli",
+    stream: TextIO | None = None,
+    logfile: str | None = None,
+    json: bool | None = None,
+) -> None:
+    """Install the one handler on the root logger (replacing ours from an earlier call)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_lifecycle", False):
+            root.removeHandler(h)
+    if logfile:
+        fh = open(logfile, "a", buffering=1)  # noqa: SIM115  (lives as long as the process)
+        handler = make_handler(json=True if json is None else json, stream=fh, service=service)
+    else:
+        handler = make_handler(json=json, stream=stream, service=service)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # SQLAlchemy's echo/pool loggers would print statements with parameters at INFO.
+    logging.getLogger("sqlalchemy").setLevel(max(logging.WARNING, root.level))
+    logging.captureWarnings(True)
+
+
+@contextlib.contextmanager
+def bind_request(request_id: int | None) -> Iterator[None]:
+    """Tag the log lines inside the block with a request id (for jobs that look it up)."""
+    token = _request_id.set(request_id)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
+
+
+# -- Celery wiring ------------------------------------------------------------------------------
+
+
+def _service_from_argv() -> str:
+    for word in ("worker", "beat", "flower"):
+        if word in sys.argv[1:]:
+            return word
+    return "celery"
+
+
+def _celery_setup_logging(
+    loglevel: int | str | None = None, logfile: str | None = None, **_kw: Any
+) -> None:
+    configure(loglevel or logging.INFO, service=_service_from_argv(), logfile=logfile or None)
+
+
+def _request_id_from(task: Any, args: Any, kwargs: Any) -> int | None:
+    if isinstance(kwargs, Mapping) and isinstance(kwargs.get("request_id"), int):
+        return int(kwargs["request_id"])
+
+    names = param_names(getattr(task, "run", None))
+    if "request_id" in names and args:
+        i = names.index("request_id")
+        if i < len(args) and isinstance(args[i], int) and not isinstance(args[i], bool):
+            return int(args[i])
+    return None
+
+
+def _on_task_prerun(
+    task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None, **_kw: Any
+) -> None:
+    _task_id.set(task_id)
+    _task_name.set(getattr(task, "name", None))
+    _request_id.set(_request_id_from(task, args, kwargs))
+
+
+def _on_task_postrun(**_kw: Any) -> None:
+    _task_id.set(None)
+    _task_name.set(None)
+    _request_id.set(None)
+
+
+def connect_celery() -> None:
+    """Called by `workers.app`: worker and beat log through `configure`."""
+
+    signals.setup_logging.connect(_celery_setup_logging, weak=False)
+    signals.task_prerun.connect(_on_task_prerun, weak=False)
+    signals.task_postrun.connect(_on_task_postrun, weak=False)

@@ -1,0 +1,49 @@
+"""Programmatic Alembic for both databases (no alembic.ini needed by operators)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+
+import models
+from lifecycle.core.db import Which, engine, is_postgres
+
+MIGRATIONS = Path(models.__file__).parent / "migrations"
+# Any constant works; it only has to be the same for every `lifecycle db upgrade` process.
+_ADVISORY_LOCK = 0x11FEC7C1
+
+
+def alembic_config(which: Which) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS / which))
+    cfg.set_main_option("sqlalchemy.url", str(engine(which).url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(which: Which, revision: str = "heads") -> None:
+    """Apply migrations; running it again (even concurrently on PostgreSQL) is a no-op."""
+    eng = engine(which)
+    with eng.begin() as conn:
+        if is_postgres(eng):
+            # Two containers starting at once must not both create the same tables.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK})
+        cfg = alembic_config(which)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def upgrade_all() -> None:
+    for which in ("primary", "archive"):
+        upgrade(which)  # type: ignore[arg-type]
+
+
+def current_heads(which: Which) -> set[str]:
+
+    from_env = {"primary": "lifecycle_alembic_version", "archive": "archive_alembic_version"}
+    with engine(which).connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": from_env[which]})
+        return set(ctx.get_current_heads())

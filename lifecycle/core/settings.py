@@ -1,0 +1,248 @@
+"""Settings from ``LIFECYCLE_*`` environment variables (and a ``.env`` file).
+
+With nothing set, everything lives under ``./var`` (the *embedded default*): SQLite files and
+Celery's filesystem transport. That mode is for trying the tool out: SQLite and the filesystem
+transport are not crash-safe under concurrent workers, so production sets PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from lifecycle.core.errors import SettingsError
+
+
+def _var_dir() -> Path:
+    return Path(os.environ.get("LIFECYCLE_VAR_DIR", "var")).absolute()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LIFECYCLE_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    var_dir: Path = Field(default_factory=_var_dir)
+    primary_database_url: str = ""
+    archive_database_url: str = ""
+    broker_url: str = ""
+    result_backend: str = ""
+    master_key_file: Path | None = None
+    # A literal key (base64, 32 bytes) for containers that mount secrets as env vars.
+    master_key: SecretStr | None = None
+    # Keyed-HMAC pseudonyms in the ledger use their own key so ledger exports can be shared
+    # without handing over the archive master key.
+    file_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    data_map: Path | None = None
+    smtp_url: str | None = None
+    # Plain smtp:// to a host other than loopback is refused unless this is set (logged).
+    allow_plain_smtp: bool = False
+    # A private CA added to the system's trust store for SMTP and webhook TLS.
+    ca_file: Path | None = None
+    mail_from: str = "privacy@maumteo.example"
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_address: str = "127.0.0.1"
+    flower_user: str = "admin"
+    flower_password: SecretStr | None = None
+    # Which host this worker serves for file deletion; shred jobs route to shred.<host>.
+    host_name: str = Field(default_factory=lambda: os.uname().nodename)
+    timezone: str = "Asia/Seoul"
+    destruction_deadline_days: int = Field(default=5, ge=1, le=5)
+    notice_rate_per_second: float = Field(default=0.0, ge=0)
+    # Members per notice batch task: each batch sends over one SMTP connection.
+    notice_batch_size: int = Field(default=500, ge=1, le=100_000)
+    # Webhook/email delivery retry schedule, comma-separated seconds before each attempt
+    # (empty = lifecycle.thirdparty.retry_schedule.DEFAULT_SCHEDULE, about 31 hours in 8 attempts).
+    retry_schedule: str = ""
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    log_json: bool | None = None
+
+    @field_validator("log_json", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # LIFECYCLE_LOG_JSON= (empty) means "decide from the terminal", like leaving it unset.
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v} is not a readable file (a PEM bundle of CA certificates)")
+        return v
+
+    @field_validator("file_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p for p in v.split(":") if p]
+        return v
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        var = self.var_dir
+        if not self.primary_database_url:
+            self.primary_database_url = f"sqlite:///{var / 'primary.sqlite3'}"
+        if not self.archive_database_url:
+            self.archive_database_url = f"sqlite:///{var / 'archive.sqlite3'}"
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        if not self.result_backend:
+            self.result_backend = f"db+sqlite:///{var / 'results.sqlite3'}"
+        if self.master_key_file is None and self.master_key is None:
+            self.master_key_file = var / "master.key"
+        if not self.file_roots:
+            self.file_roots = [var / "files"]
+        self.file_roots = [Path(p).absolute() for p in self.file_roots]
+        for name in ("primary_database_url", "archive_database_url"):
+            url = getattr(self, name)
+            try:
+                parsed = make_url(url)
+            except ArgumentError:
+                raise ValueError(
+                    f"LIFECYCLE_{name.upper()} is not a database URL: {url!r}"
+                ) from None
+            if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+                raise ValueError(
+                    f"LIFECYCLE_{name.upper()} must be sqlite:// or postgresql+psycopg://, "
+                    f"got {parsed.get_backend_name()!r}"
+                )
+        if _same_database(self.primary_database_url, self.archive_database_url):
+            raise ValueError(
+                "LIFECYCLE_ARCHIVE_DATABASE_URL must differ from LIFECYCLE_PRIMARY_DATABASE_URL: "
+                "the law requires archived data to be kept separately"
+            )
+        if not self.broker_url.startswith(("filesystem://", "redis://", "rediss://", "memory://")):
+            raise ValueError(
+                f"LIFECYCLE_BROKER_URL must be redis://HOST:PORT/DB (or empty for the embedded "
+                f"default), got {_redact_url(self.broker_url)!r}"
+            )
+        return self
+
+    # -- derived ---------------------------------------------------------------------------
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the trying-out default (filesystem broker or SQLite DBs)."""
+        return self.broker_url.startswith("filesystem://") or self.primary_database_url.startswith(
+            "sqlite"
+        )
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return self.broker_url.startswith(("redis://", "rediss://"))
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.var_dir / "broker"
+
+    def sqlalchemy_url(self, which: str) -> str:
+        """Normalise ``postgresql://`` to the psycopg 3 driver, which is what we ship."""
+        url = self.primary_database_url if which == "primary" else self.archive_database_url
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
+    def master_key_bytes(self) -> bytes:
+        """The 32-byte master key; created (mode 0600) on first use in the embedded default."""
+
+        if self.master_key is not None:
+            try:
+                key = base64.b64decode(self.master_key.get_secret_value(), validate=True)
+            except ValueError:
+                raise SettingsError("LIFECYCLE_MASTER_KEY is not valid base64") from None
+            if len(key) != 32:
+                raise SettingsError("LIFECYCLE_MASTER_KEY must decode to 32 bytes")
+            return key
+        assert self.master_key_file is not None
+        path = self.master_key_file
+        if not path.exists():
+            if path != self.var_dir / "master.key":
+                raise SettingsError(f"LIFECYCLE_MASTER_KEY_FILE {path} does not exist")
+            _create_secret_file(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
+        try:
+            raw = path.read_bytes().strip()
+        except OSError as exc:
+            raise SettingsError(
+                f"LIFECYCLE_MASTER_KEY_FILE {path} is not readable: {exc.strerror}"
+            ) from None
+        try:
+            key = base64.b64decode(raw, validate=True)
+        except ValueError:
+            raise SettingsError(f"LIFECYCLE_MASTER_KEY_FILE {path} is not base64") from None
+        if len(key) != 32:
+            raise SettingsError(f"LIFECYCLE_MASTER_KEY_FILE {path} must hold 32 bytes (base64)")
+        return key
+
+    def flower_password_value(self) -> str:
+        """The Flower password; generated once into var/flower.password when not set."""
+        if self.flower_password is not None:
+            return self.flower_password.get_secret_value()
+        path = self.var_dir / "flower.password"
+        if not path.exists():
+            _create_secret_file(path, (secrets.token_urlsafe(18) + "\n").encode())
+        return path.read_text().strip()
+
+
+def _create_secret_file(path: Path, content: bytes) -> None:
+    """Create ``path`` (mode 0600) with ``content`` unless it exists, atomically.
+
+    Several processes start at once on first run: the content is written to a private temp file
+    and hard-linked into place, so a reader never sees a half-written key and exactly one
+    writer wins (the others keep the winner's key).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _same_database(a: str, b: str) -> bool:
+    ua, ub = make_url(a), make_url(b)
+    if ua.get_backend_name() != ub.get_backend_name():
+        return False
+    if ua.get_backend_name() == "sqlite":
+        return Path(ua.database or "").absolute() == Path(ub.database or "").absolute()
+    return (ua.host, ua.port or 5432, ua.database) == (ub.host, ub.port or 5432, ub.database)
+
+
+def _redact_url(url: str) -> str:
+    """Never echo a password back in an error line."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if field:
+            msg = f"LIFECYCLE_{field.upper()}: {msg}"
+        raise SettingsError(msg) from None
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()

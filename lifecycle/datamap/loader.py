@@ -1,0 +1,457 @@
+"""Reading a data-map YAML file into a validated :class:`~lifecycle.datamap.model.DataMap`.
+
+Every error is one line naming the file and the line (``demo.yaml:42: ...``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from yaml.constructor import SafeConstructor
+
+from lifecycle.core.settings import get_settings
+from lifecycle.datamap.model import (
+    DataMap,
+    DataMapError,
+    Dormancy,
+    PurposeEnd,
+    Subject,
+    TableMap,
+    Via,
+)
+from lifecycle.datamap.periods import DEFAULT_RULES, KNOWN_CATEGORIES, Period, Rule
+
+SHIPPED_DEMO_MAP = Path(__file__).parent / "maps" / "demo.yaml"
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _RuleSpec(_Spec):
+    period: Any = None
+    legal_basis: Any = None
+
+
+class _ViaSpec(_Spec):
+    table: str
+    column: str
+    parent_key: str | None = None
+
+
+class _AgeSpec(_Spec):
+    column: str
+    after: Any = None
+
+
+class _DormancySpec(_Spec):
+    enabled: bool = False
+    inactive_for: Any = "1y"
+    last_active_column: str | None = None
+    status_value: str = "dormant"
+    advance_notice_days: int = Field(default=30, ge=0, le=365)
+
+
+class _SubjectSpec(_Spec):
+    table: str
+    key: str = "id"
+    status_column: str
+    withdrawn_value: str = "withdrawn"
+    withdrawn_at_column: str
+    dormancy: _DormancySpec = Field(default_factory=_DormancySpec)
+
+
+class _TableSpec(_Spec):
+    key: str = "id"
+    subject_column: str | None = None
+    via: _ViaSpec | None = None
+    columns: dict[str, list[str]] = Field(default_factory=dict)
+    non_personal: list[str] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list)
+    purpose_end: list[str | dict[str, Any]] = Field(default_factory=lambda: ["withdrawal"])
+    retain_from: str | None = None
+
+
+class _MapSpec(_Spec):
+    version: Literal[1] = 1
+    subject: _SubjectSpec
+    categories: list[str] = Field(default_factory=list)
+    retention: dict[str, _RuleSpec | None] = Field(default_factory=dict)
+    ignore_tables: list[str] = Field(default_factory=list)
+    tables: dict[str, _TableSpec]
+
+
+_constructor = SafeConstructor()
+
+
+def _compose(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """Parse YAML keeping the line of every key and item (path tuple -> 1-based line)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise DataMapError(source, line, f"not valid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise DataMapError(source, None, f"not valid YAML: {exc}") from None
+    marks: dict[tuple[Any, ...], int] = {}
+
+    def build(node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        marks.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for knode, vnode in node.value:
+                if not isinstance(knode, yaml.ScalarNode):
+                    raise DataMapError(source, knode.start_mark.line + 1, "keys must be plain")
+                key = _constructor.construct_object(knode)
+                if key in out:
+                    raise DataMapError(source, knode.start_mark.line + 1, f"duplicate key {key!r}")
+                marks[(*path, key)] = knode.start_mark.line + 1
+                out[key] = build(vnode, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return _constructor.construct_object(node)
+
+    if root is None:
+        raise DataMapError(source, None, "the file is empty")
+    return build(root, ()), marks
+
+
+def _pydantic_error(exc: ValidationError, source: str, marks: dict[tuple[Any, ...], int]) -> Any:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    line = None
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in marks:
+            line = marks[loc[:n]]
+            break
+    dotted = ".".join(str(p) for p in loc)
+    kind = err["type"]
+    if kind == "missing":
+        parent = ".".join(str(p) for p in loc[:-1]) or "top level"
+        msg = f"{parent}: missing required key {loc[-1]!r}"
+    elif kind == "extra_forbidden":
+        parent = ".".join(str(p) for p in loc[:-1]) or "top level"
+        msg = f"{parent}: unknown key {loc[-1]!r}"
+    else:
+        msg = f"{dotted}: {err['msg'].removeprefix('Value error, ')}"
+    return DataMapError(source, line, msg)
+
+
+def parse_datamap(text: str, source: str = "<data map>") -> DataMap:
+    """Validate a data map given as YAML text. ``source`` names it in error messages."""
+    raw, marks = _compose(text, source)
+    if not isinstance(raw, dict):
+        raise DataMapError(source, 1, "the data map must be a mapping (subject:, tables:, ...)")
+    try:
+        spec = _MapSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _pydantic_error(exc, source, marks) from None
+    return _build(spec, source, marks)
+
+
+def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> DataMap:
+    def err(message: str, *path: Any) -> DataMapError:
+        for n in range(len(path), -1, -1):
+            if path[:n] in marks:
+                return DataMapError(source, marks[path[:n]], message)
+        return DataMapError(source, None, message)
+
+    def period(value: Any, *path: Any) -> Period:
+        try:
+            return Period.parse(value)
+        except ValueError as exc:
+            raise err(f"{'.'.join(map(str, path))}: {exc}", *path) from None
+
+    custom = set()
+    for i, c in enumerate(spec.categories):
+        if c in KNOWN_CATEGORIES:
+            raise err(
+                f"category {c!r} is built in; do not declare it under categories:", "categories", i
+            )
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", c):
+            raise err(f"category name {c!r} must be lower_snake_case", "categories", i)
+        custom.add(c)
+    vocabulary = set(KNOWN_CATEGORIES) | custom
+
+    rules: dict[str, Rule] = {}
+    for cat, (p, basis) in DEFAULT_RULES.items():
+        rules[cat] = Rule(cat, Period.parse(p), basis, None, default=True)
+    for cat, rs in spec.retention.items():
+        where = ("retention", cat)
+        if cat not in vocabulary:
+            raise err(
+                f"unknown category {cat!r} in retention (known: {', '.join(sorted(vocabulary))}; "
+                f"declare your own under categories:)",
+                *where,
+            )
+        if rs is None or rs.period is None:
+            raise err(
+                f"retention rule {cat!r} has no period: give one such as 5y, 6mo, 30d or 0d "
+                f"(destroy now); unbounded retention is refused",
+                *where,
+                "period",  # `period: null` points at its own line, a missing one at the rule
+            )
+        try:
+            per = Period.parse(rs.period)
+        except ValueError as exc:
+            raise err(f"retention rule {cat!r}: {exc}", *where, "period") from None
+        if not isinstance(rs.legal_basis, str) or not rs.legal_basis.strip():
+            raise err(
+                f"retention rule {cat!r} has no legal_basis (the law or internal policy that "
+                f"sets its period)",
+                *where,
+            )
+        rules[cat] = Rule(cat, per, rs.legal_basis.strip(), marks.get(where))
+
+    s = spec.subject
+    dormancy = Dormancy(
+        enabled=s.dormancy.enabled,
+        inactive_for=period(s.dormancy.inactive_for, "subject", "dormancy", "inactive_for"),
+        last_active_column=s.dormancy.last_active_column,
+        status_value=s.dormancy.status_value,
+        advance_notice_days=s.dormancy.advance_notice_days,
+    )
+    if dormancy.enabled and not dormancy.last_active_column:
+        raise err(
+            "subject.dormancy is enabled but has no last_active_column", "subject", "dormancy"
+        )
+    if dormancy.enabled and dormancy.inactive_for.is_zero:
+        raise err("subject.dormancy.inactive_for must be longer than 0", "subject", "dormancy")
+    subject = Subject(
+        table=s.table,
+        key=s.key,
+        status_column=s.status_column,
+        withdrawn_value=s.withdrawn_value,
+        withdrawn_at_column=s.withdrawn_at_column,
+        dormancy=dormancy,
+    )
+    if s.table not in spec.tables:
+        raise err(f"subject table {s.table!r} is not listed under tables:", "subject", "table")
+
+    tables: dict[str, TableMap] = {}
+    used: dict[str, tuple[Any, ...]] = {}
+    for name, ts in spec.tables.items():
+        base = ("tables", name)
+        if ts.subject_column and ts.via:
+            raise err(
+                f"table {name!r} has both subject_column and via: give exactly one", *base, "via"
+            )
+        if not ts.subject_column and not ts.via:
+            raise err(
+                f"table {name!r} has no subject relation: give subject_column (the column "
+                f"holding the member's {s.key}) or via: {{table, column}}",
+                *base,
+            )
+        if name == s.table and ts.subject_column != s.key:
+            raise err(
+                f"subject table {name!r} must have subject_column: {s.key}",
+                *base,
+                "subject_column" if ts.subject_column else "via",
+            )
+        via = None
+        if ts.via:
+            if ts.via.table not in spec.tables:
+                raise err(
+                    f"table {name!r}: via table {ts.via.table!r} is not listed under tables:",
+                    *base,
+                    "via",
+                    "table",
+                )
+            if ts.via.table == name:
+                raise err(f"table {name!r}: via points at itself", *base, "via", "table")
+            parent_key = ts.via.parent_key or spec.tables[ts.via.table].key
+            via = Via(ts.via.table, ts.via.column, parent_key)
+        columns: dict[str, tuple[str, ...]] = {}
+        owner: dict[str, str] = {}
+        for cat, cols in ts.columns.items():
+            where = (*base, "columns", cat)
+            if cat not in vocabulary:
+                raise err(
+                    f"unknown category {cat!r} on table {name!r} (known: "
+                    f"{', '.join(sorted(vocabulary))}; declare your own under categories:)",
+                    *where,
+                )
+            if cat not in rules:
+                hint = (
+                    " (counselling records need an operator-set period: internal policy, never "
+                    "unbounded)"
+                    if cat == "counselling"
+                    else ""
+                )
+                raise err(
+                    f"category {cat!r} has no retention rule: add retention.{cat} with a period "
+                    f"and legal_basis{hint}",
+                    *where,
+                )
+            if not cols:
+                raise err(f"table {name!r} category {cat!r} lists no columns", *where)
+            for i, c in enumerate(cols):
+                if c in owner:
+                    raise err(
+                        f"column {name}.{c} is listed under both {owner[c]!r} and {cat!r}",
+                        *where,
+                        i,
+                    )
+                owner[c] = cat
+            columns[cat] = tuple(cols)
+            used.setdefault(cat, where)
+        keys = {ts.key, ts.subject_column, ts.via.column if ts.via else None}
+        for i, c in enumerate(ts.non_personal):
+            if c in owner:
+                raise err(
+                    f"column {name}.{c} is listed under both {owner[c]!r} and non_personal",
+                    *base,
+                    "non_personal",
+                    i,
+                )
+        for c in owner:
+            if c in keys:
+                raise err(
+                    f"column {name}.{c} is a key/relation column and cannot hold a category",
+                    *base,
+                    "columns",
+                    owner[c],
+                )
+        for i, c in enumerate(ts.files):
+            if c not in owner:
+                raise err(
+                    f"file column {name}.{c} must also be listed under a category in columns:",
+                    *base,
+                    "files",
+                    i,
+                )
+        purpose: list[PurposeEnd] = []
+        for i, pe in enumerate(ts.purpose_end):
+            where = (*base, "purpose_end", i)
+            if isinstance(pe, str):
+                if pe not in ("withdrawal", "dormancy"):
+                    raise err(
+                        f"unknown purpose end {pe!r} on table {name!r} (use withdrawal, "
+                        f"dormancy or {{age: COLUMN}})",
+                        *where,
+                    )
+                purpose.append(PurposeEnd(pe))  # type: ignore[arg-type]
+                continue
+            if list(pe) != ["age"]:
+                bad = next((k for k in pe if k != "age"), next(iter(pe), ""))
+                raise err(
+                    f"unknown purpose end {bad!r} on table {name!r} (use withdrawal, dormancy "
+                    f"or {{age: COLUMN}})",
+                    *where,
+                )
+            age = pe["age"]
+            try:
+                age_spec = _AgeSpec(column=age) if isinstance(age, str) else _AgeSpec(**age)
+            except (ValidationError, TypeError):
+                raise err(
+                    f"purpose end age on table {name!r} must be a column name or "
+                    f"{{column: COLUMN, after: PERIOD}}",
+                    *where,
+                ) from None
+            after = (
+                period(age_spec.after, *where, "age", "after")
+                if age_spec.after is not None
+                else None
+            )
+            if after is None:
+                longest = max(
+                    (rules[c].period for c in columns), key=lambda p: p.approx_days, default=None
+                )
+                if longest is None or longest.is_zero:
+                    raise err(
+                        f"purpose end age on table {name!r} has no period: set after: or give "
+                        f"the table a category with a retention period",
+                        *where,
+                    )
+            elif after.is_zero:
+                raise err(f"purpose end age on table {name!r}: after must be > 0", *where)
+            purpose.append(PurposeEnd("age", age_spec.column, after))
+        if not purpose:
+            raise err(f"table {name!r} has an empty purpose_end", *base, "purpose_end")
+        tables[name] = TableMap(
+            name=name,
+            key=ts.key,
+            subject_column=ts.subject_column,
+            via=via,
+            columns=columns,
+            non_personal=tuple(ts.non_personal),
+            files=tuple(ts.files),
+            purpose_end=tuple(purpose),
+            retain_from=ts.retain_from,
+            line=marks.get(base),
+        )
+    for cat in spec.retention:
+        if cat in custom and cat not in used:
+            raise err(f"category {cat!r} has a rule but no table uses it", "retention", cat)
+    return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks)
+
+
+def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
+    """Load and validate the data map: ``path``, else ``LIFECYCLE_DATA_MAP``, else the demo.
+
+    With ``engine`` it is also checked against the real schema (:meth:`DataMap.validate_against`),
+    which the engine must do before planning deletions so real foreign keys order them.
+    """
+    path = map_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataMapError(str(path), None, "file not found (check LIFECYCLE_DATA_MAP)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise DataMapError(str(path), None, f"cannot read the file ({reason})") from None
+    dm = parse_datamap(text, str(path))
+    if engine is not None:
+        dm.validate_against(engine)
+    return dm
+
+
+_current: dict[str, tuple[tuple[int, int], DataMap]] = {}
+_current_lock = threading.Lock()
+
+
+def map_path(path: str | Path | None = None) -> Path:
+    """The data map in force: ``path``, else ``LIFECYCLE_DATA_MAP``, else the shipped demo."""
+    return Path(path or get_settings().data_map or SHIPPED_DEMO_MAP)
+
+
+def current_datamap(path: str | Path | None = None) -> DataMap:
+    """The map at ``path`` (see :func:`map_path`), parsed once per version of the file.
+
+    The one cache of parsed maps in a process: the engine context and the member table both
+    read through it, and a file whose size or modification time changed is parsed again on
+    next use, so a long-running worker follows an edited map instead of silently keeping the
+    one it started with.
+    """
+    p = map_path(path)
+    try:
+        st = p.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return load_datamap(p)  # raises the one-line error for a missing/unreadable file
+    with _current_lock:
+        hit = _current.get(str(p))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    dm = load_datamap(p)
+    with _current_lock:
+        _current[str(p)] = (stamp, dm)
+    return dm
+
+
+def describe(dm: DataMap) -> Iterable[str]:
+    """Human-readable summary lines (table, categories, rule) for dry runs and docs."""
+    for t in dm.tables_in_dependency_order():
+        for cat in t.categories:
+            r = t.retention_for(cat)
+            yield f"{t.name}: {cat} -> {r.period} ({r.legal_basis})"

@@ -1,0 +1,209 @@
+"""The website's member table as the data map describes it: what corrections, provisions and
+notices may touch, and how to coerce a value to a column's real type.
+
+The map names the subject table, its key and status column; the real column types come from
+reflecting the database (the website's schema is not ours). Values are never echoed in errors:
+messages name the field and the expected type only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Column, Engine, MetaData, Table
+from sqlalchemy import types as sqltypes
+
+from lifecycle.channels.mailer import valid_address
+from lifecycle.core.errors import UserError
+from lifecycle.datamap.loader import current_datamap
+from lifecycle.datamap.model import DataMap
+
+# The map does not name an email column; the subject table's `email` is where notices go.
+EMAIL_COLUMN = "email"
+
+# Columns a correction may never set even though they hold personal data: the system keeps
+# them (timestamps the site records) or they are not the member's data to restate (hashes,
+# consent flags have their own procedure).
+SYSTEM_COLUMNS = frozenset(
+    {"joined_at", "created_at", "updated_at", "last_login_at", "marketing_consent", "login_id"}
+)
+_HASH_RE = re.compile(r".*_(hash|digest|salt)$")
+
+
+@dataclass(frozen=True)
+class MemberTable:
+    table: Table
+    key: str
+    status_column: str
+    withdrawn_value: str
+    dormant_value: str
+    email_column: str | None
+    # field -> category, for every personal column of the subject table
+    categories: dict[str, str]
+    system: frozenset[str]
+
+    @property
+    def key_col(self) -> Column[Any]:
+        return self.table.c[self.key]
+
+    @property
+    def status_col(self) -> Column[Any]:
+        return self.table.c[self.status_column]
+
+    @property
+    def email_col(self) -> Column[Any] | None:
+        return self.table.c[self.email_column] if self.email_column else None
+
+    def active_clause(self) -> Any:
+        """Members that get notices: neither withdrawn nor dormant."""
+        return self.status_col.not_in([self.withdrawn_value, self.dormant_value])
+
+    def correctable(self, field: str) -> bool:
+        return field in self.categories and field not in self.system
+
+    def check_field(self, field: str) -> Column[Any]:
+        if field in self.system:
+            raise UserError(f"field {field} is a system column and cannot be corrected")
+        if field not in self.categories:
+            raise UserError(
+                f"unknown field {field!r}: not a personal-data column of {self.table.name} in "
+                "the data map"
+            )
+        return self.table.c[field]
+
+    def coerce(self, field: str, value: Any) -> Any:
+        """Validate one new value against the real column; returns the typed value."""
+        col = self.check_field(field)
+        return _coerce(field, col, value, is_email=field == self.email_column)
+
+    def validate(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Every field and value, or a UserError naming the first bad field."""
+        if not isinstance(values, dict) or not values:
+            raise UserError("nothing to correct: give at least one FIELD=VALUE")
+        return {f: self.coerce(f, v) for f, v in values.items()}
+
+
+def _coerce(field: str, col: Column[Any], value: Any, *, is_email: bool) -> Any:
+    t = col.type
+    if value is None or value == "":
+        if not col.nullable:
+            raise UserError(f"field {field}: a value is required")
+        return None
+    if isinstance(t, sqltypes.DateTime):
+        if isinstance(value, datetime):
+            return value
+        if not isinstance(value, str):
+            raise UserError(f"field {field}: not a date-time (YYYY-MM-DDTHH:MM[:SS][+09:00])")
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise UserError(
+                f"field {field}: not a date-time (YYYY-MM-DDTHH:MM[:SS][+09:00])"
+            ) from None
+        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    if isinstance(t, sqltypes.Date):
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise UserError(f"field {field}: not a date (YYYY-MM-DD)")
+        try:
+            d = date.fromisoformat(value)
+        except ValueError:
+            raise UserError(f"field {field}: not a date (YYYY-MM-DD)") from None
+        if d > date.today():
+            raise UserError(f"field {field}: date lies in the future")
+        return d
+    if isinstance(t, sqltypes.Boolean):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "y"):
+            return True
+        if text in ("false", "0", "no", "n"):
+            return False
+        raise UserError(f"field {field}: not a boolean (true/false)")
+    if isinstance(t, sqltypes.Integer):
+        if isinstance(value, bool):
+            raise UserError(f"field {field}: not an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
+            return int(value)
+        raise UserError(f"field {field}: not an integer")
+    if isinstance(t, sqltypes.JSON):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise UserError(f"field {field}: not valid JSON") from None
+        if not isinstance(value, dict | list):
+            raise UserError(f"field {field}: must be a JSON object or list")
+        return value
+    if isinstance(t, sqltypes.String):  # String, Text, VARCHAR, ...
+        if not isinstance(value, str):
+            raise UserError(f"field {field}: must be text")
+        if any(ord(c) < 32 and c not in "\t" for c in value):
+            raise UserError(f"field {field}: control characters are not allowed")
+        length = getattr(t, "length", None)
+        if length is not None and len(value) > length:
+            raise UserError(f"field {field}: longer than {length} characters")
+        if is_email and not valid_address(value):
+            raise UserError(f"field {field}: not an email address")
+        return value
+    raise UserError(f"field {field}: its column type cannot be corrected from here")
+
+
+def to_json(value: Any) -> Any:
+    """JSON form of a coerced value (what a request payload and a notification carry)."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+_cache: dict[str, tuple[DataMap, MemberTable]] = {}
+
+
+def member_table(engine: Engine) -> MemberTable:
+    """Reflect the subject table named by the data map in force (cached per database and map
+    version: an edited map is reflected again)."""
+    dm = current_datamap()
+    cache_key = engine.url.render_as_string(hide_password=True)
+    hit = _cache.get(cache_key)
+    if hit is not None and hit[0] is dm:
+        return hit[1]
+    subject = dm.subject
+    tmap = dm.subject_table
+    md = MetaData()
+    try:
+        table = Table(subject.table, md, autoload_with=engine)
+    except Exception:
+        raise UserError(
+            f"subject table {subject.table!r} from the data map does not exist in the primary "
+            "database"
+        ) from None
+    categories = {c: cat for cat, cols in tmap.columns.items() for c in cols if c in table.c}
+    system = set(SYSTEM_COLUMNS) | set(tmap.key_columns) | set(tmap.non_personal)
+    system |= {subject.status_column, subject.withdrawn_at_column, *tmap.files}
+    if subject.dormancy.last_active_column:
+        system.add(subject.dormancy.last_active_column)
+    system |= {c.name for c in table.c if _HASH_RE.fullmatch(c.name)}
+    mt = MemberTable(
+        table=table,
+        key=subject.key,
+        status_column=subject.status_column,
+        withdrawn_value=subject.withdrawn_value,
+        dormant_value=subject.dormancy.status_value,
+        email_column=EMAIL_COLUMN if EMAIL_COLUMN in table.c else None,
+        categories=categories,
+        system=frozenset(system),
+    )
+    _cache[cache_key] = (dm, mt)
+    return mt
+
+
+def clear_cache() -> None:
+    _cache.clear()

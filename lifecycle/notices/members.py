@@ -1,0 +1,555 @@
+"""Individual notices to members: policy changes, withdrawal/correction completed, dormancy.
+
+Fan-out. A notice gets one ``lifecycle_notice_recipients`` row per member, inserted set-based
+(``INSERT ... SELECT ... ON CONFLICT DO NOTHING``) and unique on (notice, member): running the
+fan-out again adds nobody twice. Rows are then sent in member-id ranges, one batch task per
+range, each over ONE reused SMTP connection.
+
+Exactly once, never a blind resend. SMTP commits a message when the server reads the end of
+DATA, and a client that loses the session after writing it cannot know whether the message was
+accepted (the two-generals problem). So each row's intent is recorded durably just before that
+point (`Mailer.send`'s ``before_commit``: a Redis journal, `lifecycle.notices.journal`, or
+without Redis a ``sending`` state in the database) and its acceptance right after the 250 (the
+journal, then PostgreSQL per chunk; or the database directly). Whoever claims a row next knows
+which of three cases it is in: recorded sent (marked, not resent), in flight (maybe accepted:
+``in_doubt``, not resent), or neither (certainly not accepted: sent). A session lost after the
+end of DATA also gives ``in_doubt``. In-doubt rows wait for `lifecycle.notices.reconcile`
+(``lifecycle notice reconcile``), which settles them from the MTA's log (or by the operator's
+explicit choice) and sends only those the server never accepted. A worker killed at any line
+leaves at most one row in doubt per SMTP connection. Every message carries a stable
+``Message-ID`` (``notice-<notice>-<member>@<domain>``): that is what the MTA log is searched
+for. Two batches never send the same row at the same time, even when their member ranges overlap
+(a redelivered message next to a resume): each claims rows a chunk at a time under per-row locks
+that the database drops the moment a batch's connection dies (`lifecycle.notices.sending`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    String,
+    and_,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
+
+from lifecycle.channels.templates import member_notice
+from lifecycle.core import db, dispatch
+from lifecycle.core.errors import UserError
+from lifecycle.core.settings import get_settings
+from lifecycle.datamap.loader import load_datamap
+from lifecycle.datamap.member_table import member_table
+from lifecycle.notices.journal import journal_for
+from models.base import utcnow
+from models.notify import (
+    SENDABLE_STATES,
+    Notice,
+    NoticeRecipient,
+    NoticeState,
+    RecipientState,
+)
+from models.requests import LifecycleRequest, RequestState
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+NR = NoticeRecipient.__table__
+# A notice with pending rows and no batch activity for this long is resumed by beat.
+STALE_AFTER = timedelta(minutes=10)
+# Stop a batch after this many consecutive "try later" answers: the server is in trouble.
+MAX_CONSECUTIVE_RETRIES = 5
+
+
+# -- creating notices ----------------------------------------------------------------------------
+
+
+def _printable(value: str, what: str, max_len: int) -> str:
+    value = value.strip()
+    if not value:
+        raise UserError(f"{what} must not be empty")
+    if len(value) > max_len:
+        raise UserError(f"{what} is longer than {max_len} characters")
+    if any(ord(c) < 32 for c in value):
+        raise UserError(f"{what} must be one line of printable text")
+    return value
+
+
+def create_policy_notice(
+    version: str, title: str, body: str, effective_date: date
+) -> tuple[int, bool]:
+    """The notice row for a policy change; (id, created). Same version again: the same notice."""
+    version = _printable(version, "--version", 64)
+    title = _printable(title, "--title", 200)
+    if not body.strip():
+        raise UserError("the body file is empty")
+    with db.session("primary") as s:
+        existing = s.scalar(select(Notice).where(Notice.dedup_key == f"policy:{version}"))
+        if existing is not None:
+            same = (existing.title, existing.body.strip(), existing.effective_date) == (
+                title,
+                body.strip(),
+                effective_date,
+            )
+            if not same:
+                raise UserError(
+                    f"a policy notice for version {version} already exists (notice "
+                    f"{existing.id}) with a different title, body or date; use a new --version"
+                )
+            return existing.id, False
+        n = Notice(
+            kind="policy",
+            dedup_key=f"policy:{version}",
+            version=version,
+            title=title,
+            body=body,
+            effective_date=effective_date,
+            state=NoticeState.PENDING.value,
+        )
+        s.add(n)
+        s.flush()
+        return n.id, True
+
+
+def _dedup_key(kind: str, member_id: int, context: dict[str, Any]) -> str:
+    if "request_id" in context:
+        return f"{kind}:request{context['request_id']}"
+    return f"{kind}:member{member_id}:{context.get('key', utcnow().date().isoformat())}"
+
+
+def create_member_notice(
+    s: Session,
+    kind: str,
+    member_id: int,
+    context: dict[str, Any],
+    *,
+    state: RecipientState = RecipientState.PENDING,
+    address: str | None = None,
+) -> int:
+    """A one-member notice in the caller's transaction (idempotent by kind + request id).
+
+    ``context`` holds ids, dates and field names: it is rendered into the notice text, which
+    names no value of the member's data.
+    """
+    rendered = member_notice(kind, context)
+    key = _dedup_key(kind, member_id, context)
+    n = s.scalar(select(Notice).where(Notice.dedup_key == key))
+    if n is None:
+        n = Notice(
+            kind=kind,
+            dedup_key=key,
+            title=rendered.subject,
+            body=rendered.body,
+            state=NoticeState.SENDING.value,
+            total=1,
+        )
+        s.add(n)
+        s.flush()
+    elif n.state != NoticeState.COMPLETED.value:
+        # Re-rendered so e.g. a withdrawal notice carries the day it actually completed.
+        n.title, n.body = rendered.subject, rendered.body
+    _insert_ignore(
+        s,
+        [
+            {
+                "notice_id": n.id,
+                "member_id": member_id,
+                "state": state.value,
+                "address": address,
+                "attempts": 0,
+                "created_at": utcnow(),
+            }
+        ],
+    )
+    return n.id
+
+
+def _insert_ignore(s: Session, rows: list[dict[str, Any]]) -> None:
+    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+    s.execute(
+        dialect.insert(NR)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
+    )
+
+
+def capture_withdrawal_notice(s: Session, member_id: int, request_id: int) -> int:
+    """Call in the withdrawal job BEFORE the member's data is destroyed.
+
+    Keeps the member's email in the notice row (held, not sent) because the member row will be
+    gone when the withdrawal completes; the address is blanked once the notice is sent. Then,
+    after the withdrawal completed: ``send_member_notice("withdrawal_completed", member_id,
+    {"request_id": request_id})``. Idempotent.
+    """
+    mt = member_table(s.get_bind())  # type: ignore[arg-type]
+    address = None
+    if mt.email_col is not None:
+        address = s.scalar(select(mt.email_col).where(mt.key_col == member_id))
+    ctx = {"request_id": request_id, "completed_date": utcnow().date()}
+    nid = create_member_notice(
+        s, "withdrawal_completed", member_id, ctx, state=RecipientState.HELD, address=address
+    )
+    # A re-run after the member row is gone must not overwrite the captured address with None.
+    if address is not None:
+        s.execute(
+            update(NoticeRecipient)
+            .where(
+                NoticeRecipient.notice_id == nid,
+                NoticeRecipient.member_id == member_id,
+                NoticeRecipient.state == RecipientState.HELD.value,
+            )
+            .values(address=address)
+        )
+    return nid
+
+
+def discard_member_notice(s: Session, kind: str, request_id: int) -> None:
+    """Drop a held notice (e.g. the withdrawal failed for good): blank the captured address."""
+    n = s.scalar(select(Notice).where(Notice.dedup_key == f"{kind}:request{request_id}"))
+    if n is not None:
+        s.execute(
+            update(NoticeRecipient)
+            .where(NoticeRecipient.notice_id == n.id, NoticeRecipient.state == "held")
+            .values(state=RecipientState.NOT_SENT.value, address=None, error_class="Discarded")
+        )
+
+
+def prepare_member_notice(kind: str, member_id: int, context: dict[str, Any]) -> int:
+    """Create (or release a held) one-member notice; returns its id. Caller enqueues the send."""
+    ctx = {"completed_date": utcnow().date(), **context}
+    with db.session("primary") as s:
+        nid = create_member_notice(s, kind, member_id, ctx)
+        s.execute(
+            update(NoticeRecipient)
+            .where(
+                NoticeRecipient.notice_id == nid,
+                NoticeRecipient.state == RecipientState.HELD.value,
+            )
+            .values(state=RecipientState.PENDING.value)
+        )
+        s.execute(update(Notice).where(Notice.id == nid).values(updated_at=utcnow()))
+    return nid
+
+
+def release_held_for_completed() -> int:
+    """Release withdrawal notices still held although their withdrawal completed.
+
+    The withdrawal job releases its notice itself; this covers a crash (or a database error)
+    between its completion and that release. Returns how many rows were released.
+    """
+
+    with db.session("primary") as s:
+        key = literal("withdrawal_completed:request") + cast(LifecycleRequest.id, String)
+        rows = s.execute(
+            select(NR.c.id, NR.c.notice_id)
+            .join(Notice, Notice.id == NR.c.notice_id)
+            .join(LifecycleRequest, Notice.dedup_key == key)
+            .where(
+                NR.c.state == RecipientState.HELD.value,
+                Notice.kind == "withdrawal_completed",
+                LifecycleRequest.state == RequestState.COMPLETED.value,
+            )
+        ).all()
+        if rows:
+            s.execute(
+                update(NR)
+                .where(NR.c.id.in_([r[0] for r in rows]))
+                .values(state=RecipientState.PENDING.value)
+            )
+            # Make the resume pass below pick these notices up now.
+            s.execute(
+                update(Notice)
+                .where(Notice.id.in_({r[1] for r in rows}))
+                .values(updated_at=utcnow() - STALE_AFTER - timedelta(seconds=1))
+            )
+    return len(rows)
+
+
+def send_member_notice(kind: str, member_id: int, context: dict[str, Any]) -> int:
+    """Send a notice to one member (withdrawal_completed, correction_completed, ...).
+
+    Safe to call twice: the second call finds the row already sent and sends nothing.
+    """
+    nid = prepare_member_notice(kind, member_id, context)
+    enqueue_batch(nid, member_id, member_id)
+    return nid
+
+
+def enqueue_batch(notice_id: int, first: int, last: int, countdown: float | None = None) -> None:
+    dispatch.send(dispatch.NOTICE_SEND_BATCH, notice_id, first, last, countdown=countdown)
+
+
+# -- fan-out -------------------------------------------------------------------------------------
+
+
+def fanout(notice_id: int) -> dict[str, Any]:
+    """Insert a row per active member (policy notices) and return the pending ranges."""
+    with db.session("primary") as s:
+        n = s.get(Notice, notice_id)
+        if n is None:
+            raise UserError(f"notice {notice_id} does not exist")
+        if n.kind == "policy" and n.state == NoticeState.PENDING.value:
+            mt = member_table(s.get_bind())  # type: ignore[arg-type]
+            now = utcnow()
+            src = select(
+                literal(notice_id).label("notice_id"),
+                mt.key_col.label("member_id"),
+                literal(RecipientState.PENDING.value).label("state"),
+                literal(0).label("attempts"),
+                literal(now).label("created_at"),
+            ).where(mt.active_clause())
+            dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+            cols = ["notice_id", "member_id", "state", "attempts", "created_at"]
+            s.execute(
+                dialect.insert(NR)
+                .from_select(cols, src)
+                .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
+            )
+        if n.state == NoticeState.PENDING.value:
+            n.state = NoticeState.SENDING.value
+        n.total = s.scalar(select(func.count()).where(NR.c.notice_id == notice_id)) or 0
+        n.updated_at = utcnow()
+        total = n.total
+        pg = s.get_bind().dialect.name == "postgresql"
+    if pg:
+        # Fresh statistics after a bulk insert: without them the planner may scan the whole
+        # table for every per-chunk statement of the batches that follow.
+        with db.engine("primary").connect() as conn:
+            conn.execute(text(f"ANALYZE {NR.name}"))
+            conn.commit()
+    ranges = pending_ranges(notice_id)
+    if not ranges:
+        refresh_counts(notice_id)
+    return {"notice_id": notice_id, "total": total, "batches": ranges}
+
+
+def pending_ranges(notice_id: int, size: int | None = None) -> list[tuple[int, int]]:
+    """Member-id ranges of at most ``size`` rows still to act on each.
+
+    That is pending rows, and rows a dead embedded-mode batch left in ``sending`` (the next
+    batch turns those into in_doubt): a notice must not wait forever on them.
+    """
+    size = size or get_settings().notice_batch_size
+    with db.session("primary") as s:
+        ids = s.scalars(
+            select(NR.c.member_id)
+            .where(NR.c.notice_id == notice_id, NR.c.state.in_(SENDABLE_STATES))
+            .order_by(NR.c.member_id)
+        ).all()
+    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+
+
+# -- counts and progress -------------------------------------------------------------------------
+
+# Rows that still need a batch: a notice is not complete while any is left.
+UNFINISHED_STATES = (*SENDABLE_STATES, RecipientState.HELD.value)
+
+
+def counts(s: Session, notice_id: int) -> dict[str, int]:
+    return {
+        st: int(c)
+        for st, c in s.execute(
+            select(NR.c.state, func.count()).where(NR.c.notice_id == notice_id).group_by(NR.c.state)
+        ).all()
+    }
+
+
+def refresh_counts(notice_id: int) -> dict[str, int]:
+    """Complete the notice with its final totals once nothing is left to send.
+
+    Totals are recounted (idempotent, unlike increments), but only then: while rows are still
+    pending, a batch just records that it was active (a full count per batch would cost the
+    database a scan of the whole notice, a hundred times for a large one). In-doubt rows do
+    not hold a notice open: it completes, and `lifecycle status` shows them as needing
+    attention until they are reconciled.
+    """
+    with db.session("primary") as s:
+        unfinished = s.scalar(
+            select(NR.c.id)
+            .where(NR.c.notice_id == notice_id, NR.c.state.in_(UNFINISHED_STATES))
+            .limit(1)
+        )
+        if unfinished is not None:
+            s.execute(update(Notice).where(Notice.id == notice_id).values(updated_at=utcnow()))
+            return {"pending": 1}
+        c = counts(s, notice_id)
+        values: dict[str, Any] = {
+            "sent": c.get("sent", 0),
+            "not_sent": c.get("not_sent", 0),
+            "failed": c.get("failed", 0),
+            "total": sum(c.values()),
+            "updated_at": utcnow(),
+            "state": NoticeState.COMPLETED.value,
+            "completed_at": utcnow(),
+        }
+        journal = journal_for(notice_id)
+        if journal is not None:
+            with contextlib.suppress(Exception):
+                journal.delete()
+            journal.close()
+        s.execute(
+            update(Notice)
+            .where(Notice.id == notice_id, Notice.state != NoticeState.PENDING.value)
+            .values(**values)
+        )
+    return c
+
+
+def progress(notice_id: int) -> dict[str, Any]:
+    with db.session("primary") as s:
+        n = s.get(Notice, notice_id)
+        if n is None:
+            raise UserError(f"notice {notice_id} does not exist")
+        c = counts(s, notice_id)
+        return {
+            "state": n.state,
+            "total": sum(c.values()),
+            "pending": sum(c.get(st, 0) for st in UNFINISHED_STATES),
+            "sent": c.get("sent", 0),
+            "not_sent": c.get("not_sent", 0),
+            "failed": c.get("failed", 0),
+            "in_doubt": c.get(RecipientState.IN_DOUBT.value, 0),
+        }
+
+
+def stale_notices() -> list[int]:
+    """Notices left unfinished with no batch activity for a while (e.g. after a crash).
+
+    Also a completed notice that has rows to send again (a reconcile racing a batch's final
+    count could leave one so); one with only in-doubt rows left is not stale: resending those
+    is the operator's decision (`lifecycle notice reconcile`).
+    """
+    cutoff = utcnow() - STALE_AFTER
+    leftover = exists().where(NR.c.notice_id == Notice.id, NR.c.state.in_(UNFINISHED_STATES))
+    with db.session("primary") as s:
+        return list(
+            s.scalars(
+                select(Notice.id).where(
+                    Notice.updated_at < cutoff,
+                    or_(
+                        Notice.state.in_([NoticeState.PENDING.value, NoticeState.SENDING.value]),
+                        and_(Notice.state == NoticeState.COMPLETED.value, leftover),
+                    ),
+                )
+            )
+        )
+
+
+def resume_ranges(notice_id: int) -> list[tuple[int, int]]:
+    """What is left to send of a notice (fanning it out first if that never happened)."""
+    with db.session("primary") as s:
+        n = s.get(Notice, notice_id)
+        if n is None:
+            return []
+        n.updated_at = utcnow()
+        state = n.state
+    if state == NoticeState.PENDING.value:
+        return list(fanout(notice_id)["batches"])
+    ranges = pending_ranges(notice_id)
+    if ranges:
+        with db.session("primary") as s:
+            reopen(s, notice_id)
+    else:
+        refresh_counts(notice_id)
+    return ranges
+
+
+def reopen(s: Session, notice_id: int) -> None:
+    """A completed notice that has rows to send again is sending (for `--wait` and status)."""
+    s.execute(
+        update(Notice)
+        .where(Notice.id == notice_id, Notice.state == NoticeState.COMPLETED.value)
+        .values(state=NoticeState.SENDING.value, completed_at=None, updated_at=utcnow())
+    )
+
+
+# -- dormancy advance notice ---------------------------------------------------------------------
+
+
+def dormancy_advance(now: datetime | None = None) -> int | None:
+    """Notice members who will become dormant in ``advance_notice_days`` (if dormancy is on).
+
+    Dormancy is an operator option (the 1-year rule was repealed in 2023): nothing happens
+    unless the data map enables it. A member is noticed once per period of inactivity.
+    """
+
+    dm = load_datamap()
+    dorm = dm.subject.dormancy
+    if not dorm.enabled or not dorm.last_active_column:
+        return None
+    now = now or utcnow()
+    today = now.date()
+    separation = today + timedelta(days=dorm.advance_notice_days)
+    threshold = dorm.inactive_for.subtract_from(now) + timedelta(days=dorm.advance_notice_days)
+    ctx = {
+        "separation_date": separation,
+        "inactive_days": round(dorm.inactive_for.approx_days),
+    }
+    rendered = member_notice("dormancy_advance", ctx)
+    with db.session("primary") as s:
+        mt = member_table(s.get_bind())  # type: ignore[arg-type]
+        last_active = mt.table.c[dorm.last_active_column]
+        key = f"dormancy_advance:{today.isoformat()}"
+        n = s.scalar(select(Notice).where(Notice.dedup_key == key))
+        if n is None:
+            n = Notice(
+                kind="dormancy_advance",
+                dedup_key=key,
+                title=rendered.subject,
+                body=rendered.body,
+                effective_date=separation,
+                state=NoticeState.SENDING.value,
+            )
+            s.add(n)
+            s.flush()
+        nr2 = aliased(NoticeRecipient)
+        n2 = aliased(Notice)
+        already = exists().where(
+            and_(
+                nr2.member_id == mt.key_col,
+                n2.id == nr2.notice_id,
+                n2.kind == "dormancy_advance",
+                nr2.created_at > last_active,
+            )
+        )
+        src = select(
+            literal(n.id).label("notice_id"),
+            mt.key_col.label("member_id"),
+            literal(RecipientState.PENDING.value).label("state"),
+            literal(0).label("attempts"),
+            literal(now).label("created_at"),
+        ).where(mt.active_clause(), last_active.is_not(None), last_active <= threshold, ~already)
+        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+        s.execute(
+            dialect.insert(NR)
+            .from_select(["notice_id", "member_id", "state", "attempts", "created_at"], src)
+            .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
+        )
+        n.total = s.scalar(select(func.count()).where(NR.c.notice_id == n.id)) or 0
+        n.updated_at = utcnow()
+        return n.id
+
+
+__all__ = [
+    "capture_withdrawal_notice",
+    "create_member_notice",
+    "create_policy_notice",
+    "discard_member_notice",
+    "dormancy_advance",
+    "fanout",
+    "pending_ranges",
+    "progress",
+    "send_member_notice",
+]

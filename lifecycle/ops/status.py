@@ -1,0 +1,359 @@
+"""What `lifecycle status` reports, as plain data (the CLI renders it as tables or JSON).
+
+Each reader is a small function that either returns its data or raises; `build_report` runs
+them all, so one unreachable store never hides what the others can tell. `OverdueRequest`,
+`open_requests_by_state`, `overdue_requests` and `last_job_runs` keep the signatures the engine
+branch gave them (tasks/deadlines.py uses `overdue_requests`). Nothing here returns
+personal data: requests are shown by id, kind, state and age; deliveries by id and recipient.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from lifecycle.core import db, queues
+from lifecycle.core.timeutil import as_utc
+from lifecycle.notices.reconcile import in_doubt_by_notice
+from lifecycle.ops import flower_locator
+from lifecycle.thirdparty import deliveries
+from models.base import utcnow
+from models.requests import OPEN_STATES, JobRun, LifecycleRequest
+
+OVERDUE_LIST_LIMIT = 50
+# Celery's Redis transport keeps messages of priority p>0 under "<queue>\x06\x16<p>".
+_REDIS_PRIORITY_SEP = "\x06\x16"
+_REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a status line: the user stays, the password never shows."""
+
+    def strip(m: re.Match[str]) -> str:
+        user = m.group(1).split(":", 1)[0]
+        return f"//{user}@" if user else "//"
+
+    return re.sub(r"//([^@/]*)@", strip, url, count=1)
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """The useful tail of a connection error (``Connection refused``), on one line."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    # redis-py: "Error 111 connecting to 127.0.0.1:6390. Connection refused."
+    m = re.match(r"Error \d+ connecting to [^ ]+\. (.*?)\.?$", line)
+    if m:
+        return m.group(1)
+    # psycopg: 'connection failed: connection to server at "127.0.0.1", port 1 failed: ...'
+    if "failed:" in line:
+        line = line.rsplit("failed:", 1)[1].strip()
+    return line.rstrip(".") or type(exc).__name__
+
+
+# -- broker ------------------------------------------------------------------------------------
+
+
+def _is_our_queue(name: str, host_queues: Iterable[str]) -> bool:
+    return name in host_queues or name.startswith(queues.SHRED_PREFIX)
+
+
+def redis_queue_depths(url: str, host: str, timeout: float = 2.0) -> dict[str, Any]:
+    """LLEN of every lifecycle queue (all priority levels), plus shred.<host> of every host."""
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client.ping()
+    names = set(queues.worker_queues(host))
+    # Queues other hosts' workers declared (shred.<their host>) are in kombu's binding sets;
+    # non-empty ones also exist as list keys.
+    for key in client.scan_iter(match="_kombu.binding.*", count=200):
+        for member in client.smembers(key):
+            queue = member.decode(errors="replace").rsplit(_REDIS_PRIORITY_SEP, 1)[-1]
+            if queue.startswith(queues.SHRED_PREFIX):
+                names.add(queue)
+    for key in client.scan_iter(match=f"{queues.SHRED_PREFIX}*", count=200):
+        names.add(key.decode(errors="replace").split(_REDIS_PRIORITY_SEP, 1)[0])
+    depths: dict[str, int] = {}
+    for name in sorted(names):
+        keys = [name] + [f"{name}{_REDIS_PRIORITY_SEP}{p}" for p in _REDIS_PRIORITY_STEPS if p]
+        pipe = client.pipeline()
+        for k in keys:
+            pipe.llen(k)
+        depths[name] = int(sum(pipe.execute()))
+    # Delivered to a worker, not yet acknowledged (running, or lost with a dead worker until
+    # the visibility timeout brings it back).
+    unacked = int(client.hlen("unacked"))
+    return {"queues": depths, "unacked": unacked}
+
+
+def filesystem_queue_depths(folder: Path, host: str) -> dict[str, Any]:
+    """Message files per queue in the embedded broker's folder (``<ms>_<uuid>.<queue>.msg``)."""
+    queue_dir = folder / "queue"
+    if not queue_dir.is_dir():
+        raise FileNotFoundError(f"broker folder {queue_dir} does not exist")
+    host_queues = queues.worker_queues(host)
+    depths = dict.fromkeys(host_queues, 0)
+    for entry in os.scandir(queue_dir):
+        name = entry.name
+        if not name.endswith(".msg"):
+            continue
+        queue = name.partition(".")[2].removesuffix(".msg")
+        if _is_our_queue(queue, host_queues):
+            depths[queue] = depths.get(queue, 0) + 1
+    return {"queues": dict(sorted(depths.items())), "unacked": None}
+
+
+def workers_online(app: Any, timeout: float = 1.0) -> list[str]:
+    """Names of workers that answered a broadcast ping within ``timeout`` seconds."""
+    replies = app.control.inspect(timeout=timeout).ping() or {}
+    return sorted(replies)
+
+
+# -- primary database --------------------------------------------------------------------------
+
+
+def open_requests_by_state(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(LifecycleRequest.state, func.count())
+        .where(LifecycleRequest.state.in_([st.value for st in OPEN_STATES]))
+        .group_by(LifecycleRequest.state)
+    ).all()
+    return {state: int(n) for state, n in sorted(rows)}
+
+
+@dataclass(frozen=True)
+class OverdueRequest:
+    id: int
+    kind: str
+    state: str
+    created_at: datetime
+    age_days: float
+
+
+def overdue_requests(
+    session: Session, *, days: int | None = None, now: datetime | None = None
+) -> list[OverdueRequest]:
+    """Requests still open more than ``days`` (default: the legal 5) after they were made."""
+    if days is None:
+        from lifecycle.core.settings import get_settings
+
+        days = get_settings().destruction_deadline_days
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(days=days)
+    rows = session.execute(
+        select(
+            LifecycleRequest.id,
+            LifecycleRequest.kind,
+            LifecycleRequest.state,
+            LifecycleRequest.created_at,
+        )
+        .where(
+            LifecycleRequest.state.in_([s.value for s in OPEN_STATES]),
+            LifecycleRequest.created_at < cutoff,
+        )
+        .order_by(LifecycleRequest.created_at, LifecycleRequest.id)
+    ).all()
+    return [
+        OverdueRequest(i, k, st, as_utc(c), round((now - as_utc(c)).total_seconds() / 86400, 1))
+        for i, k, st, c in rows
+    ]
+
+
+def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
+    """Third-party deliveries that failed or are being retried."""
+    rows = deliveries.failing_deliveries(s)
+    keep = ("id", "recipient", "kind", "request_id", "state", "attempts", "last_status")
+    out = []
+    for row in rows:
+        item = {k: row.get(k) for k in keep if k in row}
+        nxt = row.get("next_attempt_at")
+        item["next_attempt_at"] = nxt.isoformat() if isinstance(nxt, datetime) else nxt
+        out.append(item)
+    return out
+
+
+def notices_in_doubt(s: Session) -> list[dict[str, Any]] | None:
+    """Notices with rows in doubt (maybe delivered, not resent): they need an operator's
+    `lifecycle notice reconcile`."""
+    return in_doubt_by_notice(s)
+
+
+def last_job_runs(session: Session, jobs: tuple[str, ...] = ("sweep",)) -> list[JobRun]:
+    """The latest run of each named job (jobs never run are left out)."""
+    out: list[JobRun] = []
+    for job in jobs:
+        run = session.scalar(
+            select(JobRun).where(JobRun.job == job).order_by(JobRun.id.desc()).limit(1)
+        )
+        if run is not None:
+            out.append(run)
+    return out
+
+
+def latest_job_runs(session: Session) -> list[dict[str, Any]]:
+    """The latest run of every job recorded in lifecycle_job_runs, as plain data."""
+    jobs = tuple(sorted(session.scalars(select(JobRun.job).distinct())))
+    out = []
+    for run in last_job_runs(session, jobs):
+        out.append(
+            {
+                "job": run.job,
+                "run_id": run.id,
+                "task_id": run.task_id,
+                "started_at": as_utc(run.started_at).isoformat() if run.started_at else None,
+                "finished_at": as_utc(run.finished_at).isoformat() if run.finished_at else None,
+                "outcome": run.outcome,
+                "counts": run.counts or {},
+            }
+        )
+    return out
+
+
+# -- putting it together -------------------------------------------------------------------------
+
+
+def _section(
+    report: dict[str, Any], key: str, label: str, target: str, fn: Callable[[], Any]
+) -> Any:
+    try:
+        value = fn()
+    except Exception as exc:
+        line = f"{label}: unreachable ({target}): {one_line_reason(exc)}"
+        report["unreachable"].append(line)
+        report[key] = {"error": line}
+        return None
+    report[key] = value
+    return value
+
+
+def build_report(
+    settings: Any,
+    *,
+    app: Any = None,
+    primary_session: Callable[[], Any] | None = None,
+    archive_check: Callable[[], None] | None = None,
+    flower_check: Callable[[], bool] | None = None,
+    worker_timeout: float = 1.0,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Everything `lifecycle status` shows; ``report["unreachable"]`` lists what failed."""
+
+    now = now or utcnow()
+    report: dict[str, Any] = {"generated_at": now.isoformat(), "unreachable": []}
+    broker_url = redact_url(settings.broker_url)
+    if settings.broker_url.startswith("filesystem://"):
+        broker_target = f"filesystem {settings.broker_folder}"
+
+        def read_broker() -> dict[str, Any]:
+            return filesystem_queue_depths(settings.broker_folder, settings.host_name)
+    else:
+        broker_target = broker_url
+
+        def read_broker() -> dict[str, Any]:
+            return redis_queue_depths(settings.broker_url, settings.host_name)
+
+    broker = _section(report, "broker", "broker", broker_target, read_broker)
+    if broker is not None:
+        broker["url"] = broker_url
+    if broker is not None and app is not None:
+
+        def read_workers() -> dict[str, Any]:
+            names = workers_online(app, worker_timeout)
+            return {"online": len(names), "names": names}
+
+        _section(report, "workers", "workers", broker_target, read_workers)
+    elif app is not None:
+        report["workers"] = {"error": "not asked: the broker is unreachable"}
+
+    primary_url = redact_url(settings.sqlalchemy_url("primary"))
+    session_factory = primary_session or (lambda: db.session("primary"))
+    days = int(getattr(settings, "destruction_deadline_days", 5))
+
+    def read_requests() -> dict[str, Any]:
+        with session_factory() as s:
+            by_state = open_requests_by_state(s)
+            overdue = overdue_requests(s, days=days, now=now)
+            deliveries = failing_deliveries(s)
+            in_doubt = notices_in_doubt(s)
+            jobs = latest_job_runs(s)
+        return {
+            "open_by_state": by_state,
+            "open_total": sum(by_state.values()),
+            "deadline_days": days,
+            "overdue_total": len(overdue),
+            "overdue": [
+                {
+                    "id": o.id,
+                    "kind": o.kind,
+                    "state": o.state,
+                    "created_at": o.created_at.isoformat(),
+                    "age_days": o.age_days,
+                }
+                for o in overdue[:OVERDUE_LIST_LIMIT]
+            ],
+            "failing_deliveries": deliveries,
+            "notices_in_doubt": in_doubt,
+            "jobs": jobs,
+        }
+
+    primary = _section(report, "primary", "primary database", primary_url, read_requests)
+    if primary is not None:
+        report["requests"] = {
+            k: primary[k]
+            for k in ("open_by_state", "open_total", "deadline_days", "overdue_total", "overdue")
+        }
+        report["deliveries"] = (
+            {"available": False}
+            if primary["failing_deliveries"] is None
+            else {
+                "available": True,
+                "failing_total": len(primary["failing_deliveries"]),
+                "failing": primary["failing_deliveries"][:OVERDUE_LIST_LIMIT],
+            }
+        )
+        doubt = primary["notices_in_doubt"]
+        report["notices"] = (
+            {"available": False}
+            if doubt is None
+            else {
+                "available": True,
+                "in_doubt_total": sum(n["in_doubt"] for n in doubt),
+                "in_doubt": doubt[:OVERDUE_LIST_LIMIT],
+            }
+        )
+        report["jobs"] = primary["jobs"]
+        report["primary"] = {"ok": True, "url": primary_url}
+
+    archive_url = redact_url(settings.sqlalchemy_url("archive"))
+    check = archive_check or (lambda: _ping_db("archive"))
+
+    def read_archive() -> dict[str, Any]:
+        check()
+        return {"ok": True, "url": archive_url}
+
+    _section(report, "archive", "archive database", archive_url, read_archive)
+
+    if flower_check is not None:
+        url = flower_locator.locate(settings)
+        try:
+            reachable = bool(flower_check())
+        except Exception:
+            reachable = False
+        # Flower is a viewer, not a store: its absence is reported but is not a failure here.
+        report["flower"] = {"url": url, "reachable": reachable}
+    report["ok"] = not report["unreachable"]
+    return report
+
+
+def _ping_db(which: str) -> None:
+
+    with db.engine(which).connect() as conn:  # type: ignore[arg-type]
+        conn.execute(text("SELECT 1"))

@@ -1,0 +1,128 @@
+"""The one state machine every request kind steps through.
+
+Each kind declares its steps as data (:data:`KINDS`); :func:`transition` is the only code that
+changes a request's state, and it refuses any move the kind did not declare. A new request kind
+plugs in by adding a :class:`KindSpec` here and a task under its ``task`` name.
+
+Moves every kind shares, so no kind repeats them:
+
+- ``received`` → ``dispatched`` (the relay or the Python client handed it to a worker);
+- from ``received`` or ``dispatched`` to the kind's first step (a worker may pick it up before
+  the relay marks it dispatched, e.g. ``--wait`` in the embedded mode);
+- from any open state to ``failed`` (refused or impossible, with a one-line reason).
+
+``completed`` and ``failed`` are terminal unless a kind declares a way back (a correction whose
+third-party delivery an operator replays goes back to ``notifying``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lifecycle.core import dispatch
+from lifecycle.core.errors import LifecycleError
+from models.base import utcnow
+from models.requests import LifecycleRequest, RequestKind, RequestState
+
+S = RequestState
+
+TERMINAL: frozenset[str] = frozenset({S.COMPLETED.value, S.FAILED.value})
+# The states a worker starts a request from (before its first step).
+START: frozenset[str] = frozenset({S.RECEIVED.value, S.DISPATCHED.value})
+
+
+class IllegalTransition(LifecycleError):
+    """A programming error: code tried a move its request kind does not declare."""
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """One request kind: the task that carries it out and the moves it may make."""
+
+    kind: str
+    task: str
+    # The happy path after ``dispatched``, in order; each step may move to the next.
+    steps: tuple[str, ...]
+    # Further moves beyond the happy path: from-state -> allowed to-states.
+    extra: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def allowed(self, frm: str) -> frozenset[str]:
+        out: set[str] = set(self.extra.get(frm, ()))
+        if frm == S.RECEIVED.value:
+            out.add(S.DISPATCHED.value)
+        if frm in START and self.steps:
+            out.add(self.steps[0])
+        if frm in self.steps:
+            i = self.steps.index(frm)
+            if i + 1 < len(self.steps):
+                out.add(self.steps[i + 1])
+        if frm not in TERMINAL:
+            out.add(S.FAILED.value)
+        return frozenset(out)
+
+
+KINDS: dict[str, KindSpec] = {
+    spec.kind: spec
+    for spec in (
+        KindSpec(
+            RequestKind.WITHDRAWAL.value,
+            dispatch.WITHDRAW,
+            (S.RESTRICTED, S.ARCHIVED, S.DESTROYED, S.COMPLETED),
+            # An operator may park a withdrawal for attention; it resumes from the start.
+            {S.NEEDS_ATTENTION.value: frozenset({S.RESTRICTED.value})},
+        ),
+        KindSpec(
+            RequestKind.CORRECTION.value,
+            dispatch.CORRECT,
+            (S.RESTRICTED, S.CORRECTED, S.NOTIFYING, S.COMPLETED),
+            {
+                # Some third party could not be told: the operator must act.
+                S.NOTIFYING.value: frozenset({S.NEEDS_ATTENTION.value}),
+                S.NEEDS_ATTENTION.value: frozenset({S.COMPLETED.value, S.NOTIFYING.value}),
+                # `lifecycle deliveries replay` re-opens a finished correction.
+                S.COMPLETED.value: frozenset({S.NOTIFYING.value}),
+            },
+        ),
+    )
+}
+
+
+def task_for(kind: str) -> str | None:
+    """The task that carries out ``kind``, or None for a kind nobody declared."""
+    spec = KINDS.get(kind)
+    return spec.task if spec else None
+
+
+def is_handler_task(name: str) -> bool:
+    """Whether ``name`` is a request kind's task (its only argument is the request id)."""
+    return any(spec.task == name for spec in KINDS.values())
+
+
+def allowed(kind: str, frm: str) -> frozenset[str]:
+    spec = KINDS.get(kind)
+    if spec is None:
+        # A row the website wrote with a kind we do not know can only be refused.
+        return frozenset() if frm in TERMINAL else frozenset({S.FAILED.value})
+    return spec.allowed(frm)
+
+
+_KEEP = object()
+
+
+def transition(req: LifecycleRequest, to: str, *, error: str | object | None = _KEEP) -> None:
+    """Move ``req`` to state ``to`` (in the caller's transaction) or raise IllegalTransition.
+
+    ``error`` sets the one-line reason (``None`` clears it); terminal states stamp
+    ``completed_at``, leaving one clears it.
+    """
+    to = S(to).value
+    frm = req.state
+    if to not in allowed(req.kind, frm):
+        raise IllegalTransition(f"request {req.id} ({req.kind}): {frm} -> {to} is not allowed")
+    now = utcnow()
+    req.state = to
+    req.updated_at = now
+    if error is not _KEEP:
+        req.error = None if error is None else str(error).splitlines()[0][:500]
+    req.completed_at = now if to in TERMINAL else None

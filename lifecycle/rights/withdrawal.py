@@ -1,0 +1,308 @@
+"""회원탈퇴: carry out one withdrawal request, step by step, resumable from any state.
+
+received/dispatched --validate, capture notice, restrict--> restricted
+restricted --archive retained categories--> archived
+archived --archive anything new, destroy the rest, delete--> destroyed
+destroyed --release the completion notice--> completed
+
+Every step runs in one primary-DB transaction that first locks the request row (so two
+deliveries of the same request serialise and the second sees the state the first left) and
+the member's row (so the sweep and other requests keep off), and ends by persisting the next
+state. A worker killed at any line resumes from the last state written; a completed or failed
+request is a no-op. Bad input (unknown member, member already withdrawn and processed, a
+request that is not a withdrawal) fails the request with a one-line reason and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.orm import Session
+
+from lifecycle.core import db
+from lifecycle.core.errors import UserError
+from lifecycle.core.timeutil import as_utc
+from lifecycle.engine.context import EngineContext
+from lifecycle.engine.ledger_outbox import flush_ledger_outbox
+from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
+from lifecycle.engine.selection import subject_selections
+from lifecycle.notices.members import (
+    capture_withdrawal_notice,
+    discard_member_notice,
+    send_member_notice,
+)
+from lifecycle.requests import outbox as reqs
+from lifecycle.requests import restriction
+from lifecycle.requests.states import START, TERMINAL, transition
+from lifecycle.vault import keystore
+from models.requests import OPEN_STATES, LifecycleRequest, RequestState
+
+log = logging.getLogger(__name__)
+
+REASON = "회원 탈퇴 요청 (member withdrawal request)"
+START_STATES = {*START, RequestState.NEEDS_ATTENTION.value}
+
+
+@dataclass
+class StepResult:
+    state: str
+    moved: MoveResult | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _lock_member(ctx: EngineContext, conn: Connection, member_id: int) -> Any:
+    s = ctx.datamap.subject
+    t = ctx.subject_table
+    q = select(t.c[s.key], t.c[s.status_column], t.c[s.withdrawn_at_column]).where(
+        t.c[s.key] == member_id
+    )
+    if ctx.is_pg_primary:
+        q = q.with_for_update(of=t)
+    return conn.execute(q).first()
+
+
+def _already_processed_by(s: Session, req: LifecycleRequest) -> int | None:
+    return s.scalar(
+        select(LifecycleRequest.id)
+        .where(
+            LifecycleRequest.member_id == req.member_id,
+            LifecycleRequest.kind == "withdrawal",
+            LifecycleRequest.state.in_(
+                [RequestState.DESTROYED.value, RequestState.COMPLETED.value]
+            ),
+            LifecycleRequest.id != req.id,
+        )
+        .order_by(LifecycleRequest.id)
+        .limit(1)
+    )
+
+
+def _refuse(s: Session, req: LifecycleRequest, reason: str) -> StepResult:
+    transition(req, RequestState.FAILED, error=reason)
+    log.error("withdrawal request %s failed: %s", req.id, reason)
+    discard_member_notice(s, "withdrawal_completed", req.id)
+    return StepResult(RequestState.FAILED.value)
+
+
+def _validate(ctx: EngineContext, s: Session, req: LifecycleRequest) -> tuple[Any, str | None]:
+    """The member row (locked), or a one-line reason to refuse the request."""
+    if req.kind != "withdrawal":
+        return None, f"malformed request: kind {req.kind!r} is not a withdrawal"
+    if not isinstance(req.member_id, int) or isinstance(req.member_id, bool) or req.member_id <= 0:
+        return None, "malformed request: member id must be a positive integer"
+    row = _lock_member(ctx, s.connection(), req.member_id)
+    if row is None:
+        earlier = _already_processed_by(s, req)
+        if earlier is not None:
+            return None, (
+                f"member {req.member_id} was already withdrawn and processed (request {earlier})"
+            )
+        return None, f"unknown member {req.member_id}"
+    return row, None
+
+
+def step_restrict(ctx: EngineContext, s: Session, req: LifecycleRequest) -> StepResult:
+    row, refusal = _validate(ctx, s, req)
+    if refusal:
+        return _refuse(s, req, refusal)
+    sub = ctx.datamap.subject
+    if row[1] != sub.withdrawn_value:
+        # The Python client may be called without the site having flipped the status first:
+        # the request is the member's decision, so record it in the site's own terms.
+        t = ctx.subject_table
+        s.connection().execute(
+            update(t)
+            .where(t.c[sub.key] == req.member_id)
+            .values(
+                {
+                    sub.status_column: sub.withdrawn_value,
+                    sub.withdrawn_at_column: row[2] or as_utc(req.created_at),
+                }
+            )
+        )
+    # Before anything is destroyed: the notice needs the address the member row holds.
+    capture_withdrawal_notice(s, req.member_id, req.id)
+    restriction.restrict(s, req.member_id, "withdrawal", req.id)
+    transition(req, RequestState.RESTRICTED)
+    return StepResult(RequestState.RESTRICTED.value)
+
+
+def _scope(ctx: EngineContext, req: LifecycleRequest, task_id: str | None) -> Scope:
+
+    with Session(ctx.archive) as a, a.begin():
+        ref = keystore.subject_ref(a, req.member_id)
+    return Scope(
+        key=f"req:{req.id}",
+        purpose="withdrawal",
+        reason=REASON,
+        actor=ctx.actor,
+        task_id=task_id,
+        request_id=req.id,
+        subject_ref=ref,
+    )
+
+
+def _move(
+    ctx: EngineContext, s: Session, req: LifecycleRequest, task_id: str | None, delete: bool
+) -> tuple[MoveResult | None, str | None]:
+    row, refusal = _validate(ctx, s, req)
+    if refusal:
+        return None, refusal
+    now = _now()
+    ended = {req.member_id: as_utc(row[2]) if row[2] else as_utc(req.created_at)}
+    sels = subject_selections(ctx, "withdrawal", ended, now)
+    return move(ctx, s.connection(), sels, _scope(ctx, req, task_id), now=now,
+                delete_rows=delete), None  # fmt: skip
+
+
+def step_archive(
+    ctx: EngineContext, s: Session, req: LifecycleRequest, task_id: str | None
+) -> StepResult:
+    moved, refusal = _move(ctx, s, req, task_id, delete=False)
+    if refusal:
+        return _refuse(s, req, refusal)
+    transition(req, RequestState.ARCHIVED)
+    return StepResult(RequestState.ARCHIVED.value, moved)
+
+
+def step_destroy(
+    ctx: EngineContext, s: Session, req: LifecycleRequest, task_id: str | None
+) -> StepResult:
+    # Archives again first: anything that reached the primary DB since the archive step is
+    # archived now (parts already archived are skipped), so nothing is deleted unarchived.
+    moved, refusal = _move(ctx, s, req, task_id, delete=True)
+    if refusal:
+        return _refuse(s, req, refusal)
+    transition(req, RequestState.DESTROYED)
+    return StepResult(RequestState.DESTROYED.value, moved)
+
+
+def step_complete(ctx: EngineContext, s: Session, req: LifecycleRequest) -> StepResult:
+    # Released before the state is written: a crash in between re-sends (the notice job
+    # dedupes), the other order could leave the member without their notice.
+    _send_notice(req.member_id, req.id)
+    transition(req, RequestState.COMPLETED)
+    return StepResult(RequestState.COMPLETED.value)
+
+
+def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None) -> dict[str, Any]:
+    """Run the request from its persisted state to the end. Returns counts, never data."""
+
+    counts: dict[str, int] = {}
+    while True:
+        with db.session("primary") as s:
+            req = reqs.load_for_update(s, request_id)
+            if req is None:
+                log.error("withdrawal request %s does not exist; nothing to do", request_id)
+                return {"request_id": request_id, "state": "missing"}
+            state = req.state
+            if state in TERMINAL:
+                out: dict[str, Any] = {"request_id": request_id, "state": state}
+                out.update(counts)
+                return out
+            if task_id:
+                req.task_id = task_id[:64]
+            if state in START_STATES:
+                res = step_restrict(ctx, s, req)
+            elif state == RequestState.RESTRICTED.value:
+                res = step_archive(ctx, s, req, task_id)
+            elif state == RequestState.ARCHIVED.value:
+                res = step_destroy(ctx, s, req, task_id)
+            elif state == RequestState.DESTROYED.value:
+                res = step_complete(ctx, s, req)
+            else:
+                res = _refuse(
+                    s, req, f"malformed request: state {state!r} is not a withdrawal state"
+                )
+            if res.moved is not None:
+                for k, v in res.moved.summary().items():
+                    # Both moving steps see the same member: count them once.
+                    counts[k] = (
+                        max(counts.get(k, 0), v) if k == "subjects" else counts.get(k, 0) + v
+                    )
+        if res.moved is not None:
+            send_shred_jobs(res.moved.shred_jobs)
+        if res.state == RequestState.DESTROYED.value:
+            flush_ledger_outbox(ctx)
+        log.info("withdrawal request %s: %s -> %s", request_id, state, res.state)
+
+
+def _send_notice(member_id: int, request_id: int) -> None:
+    try:
+        send_member_notice("withdrawal_completed", member_id, {"request_id": request_id})
+    except Exception as exc:
+        # The notice row stays held/pending in the DB; the notice job retries it. The
+        # withdrawal itself is complete and must not be re-run for a mail problem.
+        log.warning("withdrawal %s: completion notice not sent yet (%s)", request_id,
+                    type(exc).__name__)  # fmt: skip
+
+
+def submit_withdrawal(ctx: EngineContext, member_id: int) -> int:
+    """What the website does on 회원탈퇴, in its own schema's terms (via the data map): mark the
+    member withdrawn and record the request in one transaction. Returns the request id.
+
+    Refuses (UserError, nothing changed) an unknown member, a member whose withdrawal was
+    already carried out, and a member with a withdrawal already in progress.
+    """
+
+    sub = ctx.datamap.subject
+    t = ctx.subject_table
+    with db.session("primary") as s:
+        row = _lock_member(ctx, s.connection(), member_id)
+        if row is None:
+            earlier = s.scalar(
+                select(LifecycleRequest.id)
+                .where(
+                    LifecycleRequest.member_id == member_id,
+                    LifecycleRequest.kind == "withdrawal",
+                    LifecycleRequest.state.in_(
+                        [RequestState.DESTROYED.value, RequestState.COMPLETED.value]
+                    ),
+                )
+                .limit(1)
+            )
+            if earlier is not None:
+                raise UserError(
+                    f"member {member_id} was already withdrawn and processed (request {earlier})"
+                )
+            raise UserError(f"unknown member {member_id}")
+        open_req = s.execute(
+            select(LifecycleRequest.id, LifecycleRequest.state).where(
+                LifecycleRequest.member_id == member_id,
+                LifecycleRequest.kind == "withdrawal",
+                LifecycleRequest.state.in_([st.value for st in OPEN_STATES]),
+            )
+        ).first()
+        if open_req is not None:
+            raise UserError(
+                f"member {member_id} already has withdrawal request {open_req[0]} in progress "
+                f"({open_req[1]})"
+            )
+        if row[1] != sub.withdrawn_value or row[2] is None:
+            s.connection().execute(
+                update(t)
+                .where(t.c[sub.key] == member_id)
+                .values({sub.status_column: sub.withdrawn_value,
+                         sub.withdrawn_at_column: row[2] or _now()})
+            )  # fmt: skip
+        return reqs.submit(s, "withdrawal", member_id)
+
+
+def fail_request(request_id: int, reason: str) -> bool:
+    """Record a failure that stops the request before its own checks can run (e.g. the data
+    map does not load). Nothing else is changed; returns False if it was already finished."""
+
+    with db.session("primary") as s:
+        req = reqs.load_for_update(s, request_id)
+        if req is None or req.state in TERMINAL:
+            return False
+        transition(req, RequestState.FAILED, error=reason)
+    log.error("withdrawal request %s failed: %s", request_id, reason.splitlines()[0])
+    return True

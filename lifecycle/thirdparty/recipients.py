@@ -1,0 +1,190 @@
+"""Third-party recipients and the provision log (제3자 제공 기록).
+
+A provision is recorded when the site hands a member's fields to a recipient. It is refused
+while the member is restricted (처리정지): during a correction the data may not be provided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lifecycle.channels.mailer import valid_address
+from lifecycle.channels.webhooks import validate_secret, validate_url
+from lifecycle.core import db
+from lifecycle.core.errors import UserError
+from lifecycle.datamap.member_table import member_table
+from lifecycle.requests.restriction import is_restricted
+from models.notify import Basis, Channel, Delivery, DeliveryState, Provision, ThirdParty
+
+
+@dataclass(frozen=True)
+class RecipientInfo:
+    id: int
+    name: str
+    channel: str
+    target: str
+    disabled: bool
+    provisions: int
+    pending: int
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 100 or any(ord(c) < 32 for c in name):
+        raise UserError("recipient name must be 1-100 printable characters")
+    return name
+
+
+def add_recipient(
+    name: str,
+    *,
+    webhook: str | None = None,
+    secret: str | None = None,
+    email: str | None = None,
+    contact: str | None = None,
+) -> int:
+    name = _check_name(name)
+    if bool(webhook) == bool(email):
+        raise UserError("give exactly one of --webhook URL (with --secret) or --email ADDRESS")
+    if webhook:
+        validate_url(webhook)
+        if not secret:
+            raise UserError("--webhook needs --secret whsec_... (the receiver verifies with it)")
+        validate_secret(secret)
+    elif secret:
+        raise UserError("--secret is only for --webhook recipients")
+    if email and not valid_address(email):
+        raise UserError("--email is not a valid email address")
+    with db.session("primary") as s:
+        if s.scalar(select(ThirdParty.id).where(ThirdParty.name == name)) is not None:
+            raise UserError(f"recipient {name!r} already exists")
+        r = ThirdParty(
+            name=name,
+            channel=(Channel.WEBHOOK if webhook else Channel.EMAIL).value,
+            endpoint=webhook,
+            email=email,
+            secret=secret,
+            contact=contact,
+        )
+        s.add(r)
+        s.flush()
+        return r.id
+
+
+def get_recipient(s: Session, name: str) -> ThirdParty:
+    r = s.scalar(select(ThirdParty).where(ThirdParty.name == name))
+    if r is None:
+        raise UserError(f"unknown recipient {name!r} (see lifecycle recipients list)")
+    return r
+
+
+def enable_recipient(name: str) -> None:
+    """Re-enable an endpoint disabled by a 410 (after the third party fixed it)."""
+    with db.session("primary") as s:
+        r = get_recipient(s, name)
+        r.disabled_at = None
+        r.disabled_reason = None
+
+
+def list_recipients() -> list[RecipientInfo]:
+    with db.session("primary") as s:
+        prov = dict(
+            s.execute(
+                select(Provision.recipient_id, func.count()).group_by(Provision.recipient_id)
+            ).all()
+        )
+        pend = dict(
+            s.execute(
+                select(Delivery.recipient_id, func.count())
+                .where(Delivery.state == DeliveryState.PENDING.value)
+                .group_by(Delivery.recipient_id)
+            ).all()
+        )
+        out = []
+        for r in s.scalars(select(ThirdParty).order_by(ThirdParty.name)):
+            out.append(
+                RecipientInfo(
+                    id=r.id,
+                    name=r.name,
+                    channel=r.channel,
+                    target=r.endpoint or r.email or "",
+                    disabled=r.disabled_at is not None,
+                    provisions=int(prov.get(r.id, 0)),
+                    pending=int(pend.get(r.id, 0)),
+                )
+            )
+        return out
+
+
+def parse_fields(text: str) -> list[str]:
+    fields = [f.strip() for f in text.split(",") if f.strip()]
+    if not fields:
+        raise UserError("--fields needs at least one field name, e.g. --fields name,mobile")
+    return list(dict.fromkeys(fields))
+
+
+def lock_member(s: Session, mt: Any, member_id: int, *, share: bool) -> Any:
+    """Read (and on PostgreSQL lock) the member row; None if absent.
+
+    Provisions take a share lock and corrections an exclusive one before restricting, so a
+    provision can never slip in between a correction's restriction check and its restriction.
+    """
+    stmt = select(mt.table).where(mt.key_col == member_id)
+    if s.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(read=share)
+    return s.execute(stmt).mappings().first()
+
+
+def record_provision(
+    member_id: int,
+    recipient_name: str,
+    fields: list[str],
+    basis: str = Basis.CONSENT.value,
+    provided_at: datetime | None = None,
+) -> int:
+    if basis not in {b.value for b in Basis}:
+        raise UserError("--basis must be consent or legal_request")
+    if member_id <= 0:
+        raise UserError("member id must be a positive integer")
+    with db.session("primary") as s:
+        mt = member_table(s.get_bind())  # type: ignore[arg-type]
+        for f in fields:
+            if f not in mt.categories:
+                raise UserError(
+                    f"unknown field {f!r}: not a personal-data column of {mt.table.name} in the "
+                    "data map"
+                )
+        recipient = get_recipient(s, recipient_name)
+        row = lock_member(s, mt, member_id, share=True)
+        if row is None or row[mt.status_column] == mt.withdrawn_value:
+            raise UserError(f"member {member_id} does not exist or has withdrawn")
+        if is_restricted(s, member_id):
+            raise UserError(
+                f"member {member_id} is restricted (처리정지): their data may not be provided now"
+            )
+        p = Provision(
+            member_id=member_id,
+            recipient_id=recipient.id,
+            fields=fields,
+            basis=basis,
+        )
+        if provided_at is not None:
+            p.provided_at = provided_at
+        s.add(p)
+        s.flush()
+        return p.id
+
+
+def provided_fields(s: Session, member_id: int) -> dict[int, set[str]]:
+    """recipient id -> every field of this member ever provided to it."""
+    out: dict[int, set[str]] = {}
+    for rid, fields in s.execute(
+        select(Provision.recipient_id, Provision.fields).where(Provision.member_id == member_id)
+    ):
+        out.setdefault(rid, set()).update(fields or [])
+    return out

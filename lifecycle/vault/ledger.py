@@ -1,0 +1,446 @@
+"""The destruction ledger (파기 관리대장) in the archive DB: append, verify, export.
+
+Contract for every caller of ``append``: ``reason``, ``legal_basis``, ``method``, ``actor``,
+``details`` and ``dedup_key`` describe *what kind* of processing happened and *why*: category
+and table names, counts, rule names, request/task ids, bucket dates. They must NEVER contain
+personal data (names, contacts, member ids, file names, row values): the ledger outlives the
+data it records and is handed to the privacy officer. Link an entry to a person only through
+``subject_ref`` (``crypto.subject_ref``: a keyed HMAC). ``details`` is part of the hash.
+
+Concurrency: ``append`` locks the single ``ledger_head`` row for the rest of the caller's
+transaction, so writers serialise and the chain stays linear; the entry commits (or rolls
+back) together with the archive-side change it records. Call it as the last statement before
+commit: that keeps the lock short, and keeps one lock order everywhere (data keys, then
+records, then the ledger head), so the sweep and the purge cannot deadlock each other.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from lifecycle.core.errors import UserError
+from lifecycle.core.timeutil import as_utc
+from lifecycle.vault.chain import GENESIS_HASH, VerifyResult, entry_hash, verify_chain
+from models.archive import LedgerEntry, LedgerHead
+from models.base import utcnow
+
+HEAD_ID = 1
+log = logging.getLogger(__name__)
+
+# Korean labels for the privacy officer; codes stay English in the DB and in the hash.
+ACTION_LABELS = {
+    "archive": "분리보관",
+    "destroy": "파기",
+    "key_destroy": "암호키 파기",
+    "file_shred": "파일 완전삭제",
+    "correction": "정정",
+    "notification": "제3자 통지",
+    "restriction": "처리정지",
+    "archive_retrieve": "분리보관 자료 열람·제출",
+}
+
+CSV_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("seq", "일련번호"),
+    ("occurred_at", "파기일시"),
+    ("action", "처리구분"),
+    ("categories", "파기항목(개인정보 항목)"),
+    ("tables", "대상 테이블"),
+    ("subjects", "정보주체 수"),
+    ("rows", "건수"),
+    ("reason", "사유"),
+    ("legal_basis", "법적 근거"),
+    ("method", "파기방법"),
+    ("actor", "처리자"),
+    ("task_id", "작업 ID"),
+    ("request_id", "요청번호"),
+    ("subject_ref", "정보주체 가명"),
+    ("details", "상세"),
+    ("hash", "해시"),
+    ("prev_hash", "이전 해시"),
+)
+
+
+def _lock_head(session: Session) -> LedgerHead:
+    """Take the ledger-wide write lock; create the head row if it is missing."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    for _ in range(2):
+        if pg:
+            head = session.execute(
+                select(LedgerHead)
+                .where(LedgerHead.id == HEAD_ID)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).scalar_one_or_none()
+        else:
+            # SQLite has no row locks: writing first takes the database write lock, which
+            # serialises appenders until commit just like FOR UPDATE does.
+            res = session.execute(
+                update(LedgerHead)
+                .where(LedgerHead.id == HEAD_ID)
+                .values(updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            head = (
+                session.execute(
+                    select(LedgerHead)
+                    .where(LedgerHead.id == HEAD_ID)
+                    .execution_options(populate_existing=True)
+                ).scalar_one_or_none()
+                if res.rowcount
+                else None
+            )
+        if head is not None:
+            return head
+        _create_head(session, pg)
+    raise RuntimeError("ledger head row cannot be created")
+
+
+def _create_head(session: Session, pg: bool) -> None:
+    """Create the head at the chain's tip (the migration creates it; this covers a restore)."""
+
+    tip = session.execute(
+        select(LedgerEntry.seq, LedgerEntry.hash).order_by(LedgerEntry.seq.desc()).limit(1)
+    ).first()
+    seq, digest = (int(tip[0]), tip[1]) if tip else (0, GENESIS_HASH)
+    if tip:
+        # The migration creates the head, so entries without one mean a partial restore or
+        # tampering: keep recording destructions (they are legally due) but say so loudly.
+        log.error("ledger head row was missing; recreating it at entry %d", seq)
+    ins = (postgresql.insert if pg else sqlite.insert)(LedgerHead).values(
+        id=HEAD_ID, seq=seq, hash=digest, updated_at=utcnow()
+    )
+    session.execute(ins.on_conflict_do_nothing(index_elements=["id"]))
+
+
+def _by_dedup(session: Session, dedup_key: str) -> LedgerEntry | None:
+    return session.execute(
+        select(LedgerEntry).where(LedgerEntry.dedup_key == dedup_key)
+    ).scalar_one_or_none()
+
+
+# A safety net under the contract above, not a replacement for it: values that are personal
+# data by their very shape (e-mail address, Korean mobile/landline number, resident
+# registration number) are refused outright.
+_PERSONAL_SHAPES = re.compile(
+    r"[\w.+-]+@[\w-]+\.[\w.-]+"
+    r"|\b0\d{1,2}-?\d{3,4}-?\d{4}\b"
+    r"|\b\d{6}-?[1-8]\d{6}\b"
+)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
+def _refuse_personal_shapes(**fields: Any) -> None:
+    for name, value in fields.items():
+        for text_ in _strings(value):
+            if _PERSONAL_SHAPES.search(text_):
+                raise UserError(
+                    f"ledger entry field {name!r} looks like it holds personal data "
+                    "(e-mail, phone or resident registration number); the ledger must not"
+                )
+
+
+def _norm_list(values: Iterable[str] | str | None) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return sorted({str(v) for v in values})
+
+
+_FIELDS = (
+    "action", "categories", "tables", "subjects", "rows", "reason", "legal_basis", "method",
+    "actor", "task_id", "request_id", "subject_ref", "details", "dedup_key",
+)  # fmt: skip
+
+
+def _prepare(e: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry's fields checked and normalised (the keyword arguments of :func:`append`).
+
+    See the module docstring: no personal data in any text field or in ``details``; values
+    shaped like personal data (e-mail, phone, RRN) are refused with UserError.
+    """
+    unknown = set(e) - set(_FIELDS)
+    if unknown:
+        raise UserError(f"ledger entry has unknown fields: {', '.join(sorted(unknown))}")
+    if not e.get("action"):
+        raise UserError("ledger entry needs an action")
+    subjects, rows = int(e.get("subjects", 0)), int(e.get("rows", 0))
+    if subjects < 0 or rows < 0:
+        raise UserError("ledger entry counts must not be negative")
+    details_d = dict(e.get("details") or {})
+    try:  # fail here, not half-way through verify, if details cannot be hashed canonically
+        json.dumps(details_d, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"ledger entry details are not plain JSON: {exc}") from None
+    cats, tabs = e.get("categories"), e.get("tables")
+    _refuse_personal_shapes(
+        reason=e.get("reason") or "",
+        legal_basis=e.get("legal_basis") or "",
+        method=e.get("method") or "",
+        actor=e.get("actor") or "",
+        categories=list(cats or []) if not isinstance(cats, str) else cats,
+        tables=list(tabs or []) if not isinstance(tabs, str) else tabs,
+        details=details_d,
+        dedup_key=e.get("dedup_key"),
+    )
+    return {
+        "action": e["action"],
+        "categories": _norm_list(cats),
+        "tables": _norm_list(tabs),
+        "subjects": subjects,
+        "rows": rows,
+        "reason": e.get("reason") or "",
+        "legal_basis": e.get("legal_basis") or "",
+        "method": e.get("method") or "",
+        "actor": e.get("actor") or "",
+        "task_id": e.get("task_id"),
+        "request_id": e.get("request_id"),
+        "subject_ref": e.get("subject_ref"),
+        "details": details_d,
+        "dedup_key": e.get("dedup_key"),
+    }
+
+
+def append(
+    session: Session,
+    *,
+    action: str,
+    categories: Iterable[str] | str | None,
+    tables: Iterable[str] | str | None,
+    subjects: int,
+    rows: int,
+    reason: str,
+    legal_basis: str,
+    method: str,
+    actor: str,
+    task_id: str | None = None,
+    request_id: int | None = None,
+    subject_ref: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    dedup_key: str | None = None,
+) -> LedgerEntry | None:
+    """Append one entry inside the caller's archive-DB transaction and return it.
+
+    With ``dedup_key`` (e.g. ``f"archive:req{request_id}:{table}"``: build it from request,
+    task, bucket and batch ids, never from member ids), a second append with the same key
+    returns the entry already recorded and appends nothing, so a re-run step records itself
+    once. Categories and tables are stored sorted and de-duplicated. See the module docstring:
+    no personal data in any text field or in ``details``; values shaped like personal data
+    (e-mail, phone, RRN) are refused with UserError.
+    """
+    fields = _prepare(
+        {
+            "action": action,
+            "categories": categories,
+            "tables": tables,
+            "subjects": subjects,
+            "rows": rows,
+            "reason": reason,
+            "legal_basis": legal_basis,
+            "method": method,
+            "actor": actor,
+            "task_id": task_id,
+            "request_id": request_id,
+            "subject_ref": subject_ref,
+            "details": details,
+            "dedup_key": dedup_key,
+        }
+    )
+    if dedup_key is not None:
+        existing = _by_dedup(session, dedup_key)
+        if existing is not None:
+            return existing
+    head = _lock_head(session)
+    if dedup_key is not None:
+        # A concurrent writer with the same key may have committed while we waited.
+        existing = _by_dedup(session, dedup_key)
+        if existing is not None:
+            return existing
+    now = utcnow()
+    fields = {"seq": head.seq + 1, "occurred_at": now, **fields}
+    digest = entry_hash(head.hash, fields)
+    session.execute(insert(LedgerEntry).values(**fields, prev_hash=head.hash, hash=digest))
+    session.execute(
+        update(LedgerHead)
+        .where(LedgerHead.id == HEAD_ID)
+        .values(seq=fields["seq"], hash=digest, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(head)
+    return session.execute(select(LedgerEntry).where(LedgerEntry.seq == fields["seq"])).scalar_one()
+
+
+def append_many(session: Session, entries: Iterable[Mapping[str, Any]]) -> int:
+    """Append several entries (each the keyword arguments of :func:`append`) under one lock.
+
+    Same checks and chain as calling :func:`append` once per entry, in order, but with a
+    handful of round trips instead of six per entry: the sweep records a dozen entries per
+    batch and every writer waits on the ledger head while one holds it. Entries whose
+    ``dedup_key`` is already recorded (or repeated in ``entries``) are skipped. Returns how many
+    were appended.
+    """
+    prepared = [_prepare(e) for e in entries]
+    if not prepared:
+        return 0
+
+    def recorded(keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            found.update(
+                session.scalars(
+                    select(LedgerEntry.dedup_key).where(
+                        LedgerEntry.dedup_key.in_(keys[i : i + 500])
+                    )
+                )
+            )
+        return found
+
+    def fresh(items: list[dict[str, Any]], seen: set[str]) -> list[dict[str, Any]]:
+        out = []
+        for f in items:
+            k = f["dedup_key"]
+            if k is not None:
+                if k in seen:
+                    continue
+                seen.add(k)
+            out.append(f)
+        return out
+
+    keys = [f["dedup_key"] for f in prepared if f["dedup_key"] is not None]
+    todo = fresh(prepared, recorded(keys) if keys else set())
+    if not todo:
+        return 0
+    head = _lock_head(session)
+    if keys:
+        # A concurrent writer with one of the keys may have committed while we waited.
+        todo = fresh(todo, recorded([f["dedup_key"] for f in todo if f["dedup_key"]]))
+        if not todo:
+            return 0
+    seq, prev = head.seq, head.hash
+    now = utcnow()
+    rows_out: list[dict[str, Any]] = []
+    for f in todo:
+        seq += 1
+        fields = {"seq": seq, "occurred_at": now, **f}
+        digest = entry_hash(prev, fields)
+        rows_out.append({**fields, "prev_hash": prev, "hash": digest})
+        prev = digest
+    session.execute(insert(LedgerEntry), rows_out)
+    session.execute(
+        update(LedgerHead)
+        .where(LedgerHead.id == HEAD_ID)
+        .values(seq=seq, hash=prev, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(head)
+    return len(rows_out)
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def iter_entries(session: Session, batch: int = 2000) -> Iterator[Mapping[str, Any]]:
+    """Entries in seq order as plain mappings, in keyset pages: a million entries stay cheap
+    and no ORM object piles up in the caller's session."""
+    table = LedgerEntry.__table__
+    last = 0
+    while True:
+        page = session.execute(
+            select(table).where(table.c.seq > last).order_by(table.c.seq).limit(batch)
+        ).all()
+        if not page:
+            return
+        for row in page:
+            yield row._mapping
+        last = page[-1].seq
+
+
+def head(session: Session) -> tuple[int, str] | None:
+    row = session.execute(
+        select(LedgerHead.seq, LedgerHead.hash).where(LedgerHead.id == HEAD_ID)
+    ).first()
+    return (int(row[0]), row[1]) if row else None
+
+
+def verify(session: Session) -> VerifyResult:
+    """Verify the whole chain against the head row (read-only)."""
+    h = head(session)
+    result = verify_chain(iter_entries(session), head=h)
+    if result.ok and h is None and result.checked:
+        # The migration creates the head; entries without one means it was deleted.
+        return VerifyResult(False, result.checked, result.checked, "ledger head row missing")
+    return result
+
+
+def count(session: Session) -> int:
+    return int(session.execute(text("SELECT count(*) FROM ledger_entries")).scalar_one())
+
+
+# -- export --------------------------------------------------------------------------------------
+
+
+def _csv_value(entry: Mapping[str, Any], name: str, tz: ZoneInfo) -> str:
+    value = entry[name]
+    if value is None:
+        return ""
+    if name == "occurred_at":
+        return as_utc(value).astimezone(tz).isoformat(sep=" ", timespec="seconds")
+    if name == "action":
+        label = ACTION_LABELS.get(value)
+        return f"{label} ({value})" if label else value
+    if name in ("categories", "tables"):
+        return _cell(", ".join(value))
+    if name == "details":
+        return _cell(json.dumps(value, sort_keys=True, ensure_ascii=False)) if value else ""
+    return _cell(str(value))
+
+
+def _cell(text_: str) -> str:
+    """Stop Excel from evaluating a cell as a formula (CSV injection)."""
+    return "'" + text_ if text_[:1] in ("=", "+", "-", "@", "\t", "\r") else text_
+
+
+def export_csv(session: Session, out: IO[str], tz: str = "Asia/Seoul") -> int:
+    """Write the ledger as CSV with Korean headings, times in ``tz``; returns rows written."""
+    zone = ZoneInfo(tz)
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([label for _, label in CSV_COLUMNS])
+    n = 0
+    for entry in iter_entries(session):
+        writer.writerow([_csv_value(entry, name, zone) for name, _ in CSV_COLUMNS])
+        n += 1
+    return n
+
+
+__all__ = [
+    "ACTION_LABELS",
+    "CSV_COLUMNS",
+    "append",
+    "append_many",
+    "count",
+    "export_csv",
+    "head",
+    "iter_entries",
+    "verify",
+]
