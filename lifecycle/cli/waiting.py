@@ -113,6 +113,30 @@ def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: floa
             time.sleep(poll)
 
 
+def await_result(task_id: str, timeout: float) -> str | None:
+    """Block until the task's result is stored (at most ``timeout`` s); no sleep loop.
+
+    With the Redis result backend this is a pub/sub subscription, so it returns as soon as the
+    worker publishes the result; other backends are polled every 50 ms. Returns the task's
+    state once it is ready ("SUCCESS", "FAILURE", ...), or None when it is not ready yet or the
+    backend cannot be reached (the caller falls back to what the database says).
+    """
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    from workers.app import app
+
+    result = app.AsyncResult(task_id)
+    try:
+        result.get(timeout=timeout, interval=0.05, propagate=False)
+    except ResultTimeout:
+        return None
+    except Exception:
+        # A result backend outage must not end the wait: the job's state lives in the database.
+        time.sleep(min(timeout, 0.5))
+        return None
+    return str(result.state)
+
+
 def _final_count(value: Any) -> tuple[int, int] | None:
     """(done, total) from a finished job's result. The last PROGRESS a poll saw may be older
     (and a sweep's total grows as each phase is planned): the bar must end at the result's."""
