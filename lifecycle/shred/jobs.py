@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import logging
@@ -31,11 +30,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kombu.exceptions import OperationalError
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
+from lifecycle.core.locks import job_lock
 from lifecycle.core.queues import shred_queue
 from lifecycle.core.settings import get_settings
 from lifecycle.shred.shredder import (
@@ -63,7 +63,6 @@ MAX_RESEND_AFTER = timedelta(hours=6)
 DEFAULT_CATEGORIES = ("uploaded_files",)
 # Test-only: seconds to sleep after each written chunk, so a test can kill a worker mid-file.
 TEST_CHUNK_DELAY_ENV = "LIFECYCLE_TEST_SHRED_CHUNK_DELAY"
-_ADVISORY_NAMESPACE = 0x53485244  # "SHRD": keeps our advisory lock keys apart from others'
 # Items shredded (and recorded) per batch: one flush round and one ledger transaction each.
 BATCH_ITEMS = 500
 # A path is bytes; one that is not UTF-8 is stored as this prefix + its base64. Stored paths
@@ -360,39 +359,13 @@ def sweep_orphans() -> dict[str, int]:
 
 @contextlib.contextmanager
 def _job_lock(job_id: int) -> Iterator[bool]:
-    """Exclusive per job while held; released by the kernel or PostgreSQL if we die."""
-    eng = db.engine("primary")
-    if db.is_postgres(eng):
-        key = (_ADVISORY_NAMESPACE << 32) | (job_id & 0xFFFFFFFF)
-        with eng.connect() as conn:
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-            conn.commit()
-            try:
-                yield got
-            finally:
-                if got:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
-        return
-    # SQLite (embedded default): all workers share ./var on one host; a file lock suffices.
-    lock_dir = get_settings().var_dir / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = lock_dir / f"shred-job-{job_id}.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-        if job_is_done(job_id):
-            # One lock file per job would pile up; a late delivery that still opens the old
-            # inode just finds the job done.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock_path)
-    finally:
-        os.close(fd)
+    """Exclusive per job while held; released by the kernel or the server if we die."""
+    with job_lock(db.engine("primary"), f"shred-job-{job_id}") as lock:
+        yield lock is not None
+        if lock is not None and job_is_done(job_id):
+            # One lock file per job would pile up in the embedded mode; a late delivery that
+            # still opens the old inode just finds the job done.
+            lock.discard()
 
 
 def job_is_done(job_id: int) -> bool:
