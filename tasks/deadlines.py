@@ -40,9 +40,12 @@ def check_deadlines() -> dict[str, object]:
     return {
         "overdue": 0,
         "due": {
-            k: {"open": v["open"], "due_within_1_day": v["due_within_1_day"],
-                "next_due_at": v["next_due_at"]}
+            k: {
+                "open": v["open"],
+                "due_within_1_day": v["due_within_1_day"],
+                "next_due_at": v["next_due_at"],
+            }
             for k, v in kinds.items()
             if v["open"]
         },
-    }  # fmt: skip
+    }

@@ -253,3 +253,42 @@ def third_party_correction(
     return Rendered(
         _THIRD_PARTY_SUBJECT.safe_substitute(ctx), _THIRD_PARTY_BODY.safe_substitute(ctx)
     )
+
+
+_DELETION_SUBJECT = Template("[$site] 개인정보 삭제 요청 통지 (접수번호 $request_id)")
+_DELETION_BODY = Template(
+    """$recipient 담당자님께,
+
+$site는 정보주체의 요구에 따라 귀사에 제공한 아래 개인정보를 삭제하였으며, 「개인정보 보호법」
+제36조·제37조에 따라 귀사가 보유한 같은 정보의 이용을 중지하고 삭제해 주실 것을 요청합니다.
+
+■ 회원 번호: $member_id
+■ 삭제일: $completed_date
+■ 삭제 대상 항목:
+$fields
+
+처리 결과를 회신해 주시기 바랍니다. (메시지 ID $message_id)
+"""
+)
+
+
+def third_party_deletion(
+    recipient: str,
+    member_id: int,
+    request_id: int,
+    message_id: str,
+    fields: list[str],
+    completed_date: date,
+) -> Rendered:
+    """The email form of a deletion notice: which fields to delete, never a value."""
+    lines = "\n".join(f"  - {FIELD_LABELS.get(f, f)} ({f})" for f in sorted(fields))
+    ctx = {
+        "site": SITE_NAME,
+        "recipient": recipient,
+        "member_id": member_id,
+        "request_id": request_id,
+        "message_id": message_id,
+        "fields": lines,
+        "completed_date": _date(completed_date),
+    }
+    return Rendered(_DELETION_SUBJECT.safe_substitute(ctx), _DELETION_BODY.safe_substitute(ctx))

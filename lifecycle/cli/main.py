@@ -25,6 +25,7 @@ def _register() -> None:
         keys,
         ledger,
         notice,
+        rights,
         shred,
         status,
         sweep,

@@ -103,8 +103,14 @@ def _render(report: dict[str, Any], tz: str) -> None:
         for col in ("kind", "deadline (days)", "open", "due < 1 day", "overdue", "next due"):
             t.add_column(col)
         for kind, d in req.get("deadlines", {}).items():
-            t.add_row(kind, str(d["deadline_days"]), str(d["open"]), str(d["due_within_1_day"]),
-                      str(d["overdue"]), d["next_due_at"] or "-")  # fmt: skip
+            t.add_row(
+                kind,
+                str(d["deadline_days"]),
+                str(d["open"]),
+                str(d["due_within_1_day"]),
+                str(d["overdue"]),
+                d["next_due_at"] or "-",
+            )
         console.print(t)
         days = req["deadline_days"]
         if req["overdue_total"]:

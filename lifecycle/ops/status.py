@@ -329,10 +329,14 @@ def build_report(
         report["requests"] = {
             k: primary[k]
             for k in (
-                "open_by_state", "open_total", "deadline_days", "overdue_total", "overdue",
+                "open_by_state",
+                "open_total",
+                "deadline_days",
+                "overdue_total",
+                "overdue",
                 "deadlines",
             )
-        }  # fmt: skip
+        }
         report["deliveries"] = (
             {"available": False}
             if primary["failing_deliveries"] is None

@@ -46,6 +46,11 @@ _ADDRESSEE = {
     RequesterKind.DELEGATE.value: "대리인님",
 }
 _OWN_NOTICE = {"withdrawal": "withdrawal_completed", "correction": "correction_completed"}
+# The member's part is done once third parties are being told: the answer does not wait for
+# a recipient's endpoint (its failures are the operator's to chase, not the member's).
+ANSWERABLE = frozenset(
+    {*TERMINAL, RequestState.NOTIFYING.value, RequestState.NEEDS_ATTENTION.value}
+)
 
 
 def _detail(req: LifecycleRequest) -> str:
@@ -85,7 +90,7 @@ def _address(s: Session, req: LifecycleRequest) -> tuple[str | None, str]:
 
 def _create(s: Session, req: LifecycleRequest) -> int | None:
     own = _OWN_NOTICE.get(req.kind)
-    if own is not None and req.state == RequestState.COMPLETED.value:
+    if own is not None and req.state != RequestState.FAILED.value:
         nid = s.scalar(select(Notice.id).where(Notice.dedup_key == f"{own}:request{req.id}"))
         if nid is not None:
             return int(nid)
@@ -108,7 +113,7 @@ def answer(request_id: int) -> int | None:
     """Write (and send) the answer of an ended request once; returns the notice id."""
     with db.session("primary") as s:
         req = load_for_update(s, request_id)
-        if req is None or req.state not in TERMINAL:
+        if req is None or req.state not in ANSWERABLE:
             return None
         if req.answered_at is not None:
             return req.answer_notice_id
@@ -154,10 +159,10 @@ def answer_pending(limit: int = 200) -> int:
             s.scalars(
                 select(LifecycleRequest.id)
                 .where(
-                    LifecycleRequest.state.in_(TERMINAL),
+                    LifecycleRequest.state.in_(ANSWERABLE),
                     LifecycleRequest.answered_at.is_(None),
-                    LifecycleRequest.completed_at > now - ANSWER_WINDOW,
-                    LifecycleRequest.completed_at < now - ANSWER_GRACE,
+                    LifecycleRequest.updated_at > now - ANSWER_WINDOW,
+                    LifecycleRequest.updated_at < now - ANSWER_GRACE,
                 )
                 .order_by(LifecycleRequest.id)
                 .limit(limit)

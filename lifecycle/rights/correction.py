@@ -93,7 +93,7 @@ def submit_correction(member_id: int, values: dict[str, Any]) -> int:
 def _fail(s: Any, req: LifecycleRequest, reason: str) -> None:
     transition(req, RequestState.FAILED, error=reason)
     req.payload = None  # the requested values are not kept for a refused request
-    lift(s, req.member_id)
+    lift(s, req.member_id, "correction")
     log.warning("correction request %s refused: %s", req.id, reason)
 
 
@@ -168,7 +168,7 @@ def _step_apply(request_id: int) -> str | None:
                 {"request_id": request_id, "fields": changed, "completed_date": utcnow().date()},
             )
         req.payload = {"corrected_fields": changed}
-        lift(s, member_id)
+        lift(s, member_id, "correction")
         transition(req, RequestState.CORRECTED)
         log.info(
             "correction request %s applied: %d field(s) changed, %d notification(s) owed",

@@ -46,6 +46,7 @@ ACTION_LABELS = {
     "correction": "정정",
     "notification": "제3자 통지",
     "restriction": "처리정지",
+    "consent_withdrawal": "동의 철회",
 }
 
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
