@@ -292,6 +292,28 @@ def test_a_childs_request_by_a_non_guardian_is_refused_with_a_written_answer(
     assert smtp_sink.messages[1].rcpt == "mom@example.test"
     assert "법정대리인님" in smtp_sink.messages[1].body
 
+    # The website's own outbox row (its transaction, no dispatch): the relay sends it.
+    from lifecycle.requests.outbox import submit
+    from lifecycle.requests.relay import dispatch_pending
+
+    with session("primary") as s:
+        rid = submit(s, "erasure", 1, {"fields": ["rrn"]})
+    assert dispatch_pending() == 1
+    _wait_until(lambda: _state(rid) == "completed")
+    with eng.connect() as c:
+        assert c.execute(text("SELECT status, rrn FROM members WHERE id = 1")).one() == (
+            "active",
+            None,
+        )
+
+
+def _state(request_id: int) -> str:
+    from lifecycle.core.db import session
+    from models.requests import LifecycleRequest
+
+    with session("primary") as s:
+        return s.get(LifecycleRequest, request_id).state
+
 
 def _wait_mail(sink: SmtpSink, n: int, timeout: float = 30) -> None:
     import time
@@ -461,6 +483,9 @@ def test_suspension_lift_consent_and_website_rows(lifecycle_env: LifecycleEnv, r
     # 동의 철회 written by the website straight into the outbox (its own transaction).
     with session("primary") as s:
         wid = submit(s, "consent_withdrawal", 1, {"purpose": "marketing"})
+    # A worker died after the consent transaction committed: the re-run finishes it once.
+    assert consent._step_withdraw(wid) == "consent_withdrawn"
+    assert consent.run_consent_withdrawal(wid)["state"] == "notifying"
     assert consent.run_consent_withdrawal(wid)["state"] == "notifying"
     with eng.connect() as c:
         assert c.execute(text("SELECT marketing_consent FROM members WHERE id=1")).scalar() is False
@@ -494,6 +519,11 @@ def test_suspension_lift_consent_and_website_rows(lifecycle_env: LifecycleEnv, r
         s.get(LifecycleRequest, late).due_at = datetime(2020, 1, 1, tzinfo=UTC)
     st = json.loads(env.run("status", "--json").stdout)
     assert st["requests"]["deadlines"]["access"]["overdue_ids"] == [late]
+    # The beat task fails (what Flower shows) naming the overdue id under its kind.
+    from tasks.deadlines import OverdueRequests, check_deadlines
+
+    with pytest.raises(OverdueRequests, match=rf"access \(deadline 10 days\): {late}\b"):
+        check_deadlines()
     r = env.run("requests", "extend", str(late), "--days", "5", "--reason", "자료 취합 중")
     assert r.returncode == 2 and "past its deadline" in _one_line_error(r)
 

@@ -85,7 +85,9 @@ def read_password(path: str) -> str:
         with open(path, encoding="utf-8") as fh:
             pw = fh.readline().strip()
     except (OSError, UnicodeDecodeError):
-        raise UserError(f"--password-file {path} cannot be read") from None
+        raise UserError(
+            "--password-file cannot be read (missing, unreadable or not UTF-8)"
+        ) from None
     if len(pw) < MIN_PASSWORD:
         raise UserError(f"the password in --password-file needs at least {MIN_PASSWORD} characters")
     return pw

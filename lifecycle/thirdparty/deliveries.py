@@ -42,7 +42,7 @@ from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.member_table import member_table
 from lifecycle.requests.outbox import load_for_update
-from lifecycle.requests.states import transition
+from lifecycle.requests.states import allowed, transition
 from lifecycle.thirdparty.retry_schedule import delay_before
 from lifecycle.vault import keystore, ledger
 from models.base import utcnow
@@ -461,10 +461,8 @@ def replay(delivery_id: int) -> int:
         req_id = d.request_id
         if req_id is not None:
             req = s.get(LifecycleRequest, req_id)
-            if req is not None and req.state in (
-                RequestState.NEEDS_ATTENTION.value,
-                RequestState.COMPLETED.value,
-            ):
+            # A withdrawal's deletion notices do not hold the withdrawal open: its state stays.
+            if req is not None and RequestState.NOTIFYING.value in allowed(req.kind, req.state):
                 transition(req, RequestState.NOTIFYING)
         return req_id or 0
 
