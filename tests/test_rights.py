@@ -553,3 +553,33 @@ def test_access_crash_after_packaging_resumes_once(
         assert req.payload["rows"] == 1 and req.payload["encrypted"] is False
     files = _zip_texts(out, None)
     assert RRN in files["members.csv"] and "김보호" not in "".join(files.values())
+
+
+def test_a_failed_correction_gets_its_written_answer_from_beat(lifecycle_env: LifecycleEnv) -> None:
+    from datetime import timedelta
+
+    from lifecycle.core.db import session
+    from lifecycle.requests.outbox import submit
+    from lifecycle.rights.answers import answer_pending
+    from lifecycle.rights.correction import run_correction
+    from models.notify import Notice
+    from models.requests import LifecycleRequest
+
+    eng = create_demo_schema()
+    _site(eng)
+    with session("primary") as s:
+        rid = submit(s, "correction", 1, {"birth_date": "2999-01-01"})
+    assert run_correction(rid)["state"] == "failed"
+    assert answer_pending() == 0  # the job's own grace period first
+    with session("primary") as s:
+        req = s.get(LifecycleRequest, rid)
+        assert req.answered_at is None
+        req.updated_at = req.updated_at - timedelta(minutes=5)
+    assert answer_pending() == 1
+    assert answer_pending() == 0
+    with session("primary") as s:
+        req = s.get(LifecycleRequest, rid)
+        n = s.get(Notice, req.answer_notice_id)
+        assert n.kind == "request_answer" and "정정 요구" in n.title
+        assert "거절 사유" in n.body and "in the future" in n.body and "이의제기" in n.body
+        assert "2999" not in n.body  # the reason names the field, never the value
