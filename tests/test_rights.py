@@ -512,6 +512,14 @@ def test_suspension_lift_consent_and_website_rows(lifecycle_env: LifecycleEnv, r
         row = s.get(LifecycleRequest, bad)
         assert "법정대리인" in row.error and row.answered_at is not None
         assert s.get(Restriction, 4) is None
+    # The same for a correction the website records for the child.
+    with session("primary") as s:
+        bad_corr = submit(s, "correction", 4, {"mobile": "010-9999-0000"})
+        row = s.get(LifecycleRequest, bad_corr)
+        row.requester_kind, row.requester_name = "guardian", "모르는사람"
+    members_before = table_dump(eng, "members")
+    assert run_correction(bad_corr)["state"] == "failed"
+    assert table_dump(eng, "members") == members_before
 
     # Deadlines: an overdue access request shows per kind; an extension is recorded.
     with session("primary") as s:

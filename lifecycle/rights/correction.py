@@ -35,6 +35,7 @@ from lifecycle.requests.client import submit_and_enqueue
 from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.restriction import lift, restrict
 from lifecycle.requests.states import transition
+from lifecycle.rights.common import requester_refusal
 from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
 from lifecycle.thirdparty.recipients import lock_member, provided_fields
 from lifecycle.vault import keystore, ledger
@@ -116,6 +117,10 @@ def _step_restrict(request_id: int) -> str | None:
             _check_member(s, mt, req.member_id, exclusive=True)
         except UserError as exc:
             _fail(s, req, str(exc))
+            return req.state
+        refusal = requester_refusal(s, req)
+        if refusal is not None:
+            _fail(s, req, refusal)
             return req.state
         restrict(s, req.member_id, "correction", request_id)
         transition(req, RequestState.RESTRICTED)
