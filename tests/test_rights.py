@@ -292,6 +292,13 @@ def test_a_childs_request_by_a_non_guardian_is_refused_with_a_written_answer(
     assert smtp_sink.messages[1].rcpt == "mom@example.test"
     assert "법정대리인님" in smtp_sink.messages[1].body
 
+    # A correction for the child by the same stranger: refused, the member row untouched.
+    members_before = table_dump(eng, "members")
+    r = env.run("correct", "4", "--set", "mobile=010-7777-0000", "--requester", "guardian",
+                "--requester-name", "이웃사람", "--wait", "--timeout", "120")  # fmt: skip
+    assert r.returncode == 1 and "법정대리인" in _one_line_error(r)
+    assert table_dump(eng, "members") == members_before
+
     # The website's own outbox row (its transaction, no dispatch): the relay sends it.
     from lifecycle.requests.outbox import submit
     from lifecycle.requests.relay import dispatch_pending
