@@ -49,7 +49,6 @@ from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.states import START, transition
 from lifecycle.rights.answers import answer
 from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
-from models.base import utcnow
 from models.notify import Provision, ThirdParty
 from models.requests import RequestKind, RequestState
 
@@ -307,4 +306,4 @@ def run_access(request_id: int, task_id: str | None = None) -> dict[str, Any]:
         return {"request_id": request_id, "state": "missing"}
     answer(request_id)
     log.info("access request %s: %s", request_id, state)
-    return {"request_id": request_id, "state": state, "at": utcnow().isoformat()}
+    return {"request_id": request_id, "state": state}
