@@ -112,6 +112,10 @@ def test_bad_rights_input_is_one_line_and_changes_nothing(
         (["consent", "withdraw", "1", "--purpose", "telepathy"], "unknown purpose 'telepathy'"),
         (["consent", "withdraw", "2", "--purpose", "marketing"], "has not consented"),
         (["requests", "extend", "12345", "--days", "5", "--reason", "x"], "does not exist"),
+        (
+            ["withdraw", "4", "--requester", "guardian", "--requester-name", "이웃사람"],
+            "법정대리인",
+        ),
     ]
     for args, fragment in cases:
         r = env.run(*args)

@@ -177,6 +177,29 @@ def submit_right(
     return request_id
 
 
+def check_requester_now(member_id: int, requester: Requester) -> None:
+    """For a request that cannot be refused after submitting (a withdrawal: the site marks the
+    member withdrawn with it): refuse a wrong requester up front, one line, nothing changed."""
+    probe = LifecycleRequest(
+        member_id=member_id,
+        requester_kind=requester.kind,
+        requester_name=requester.name,
+        verified_by=requester.verified_by,
+    )
+    with db.session("primary") as s:
+        refusal = requester_refusal(s, probe)
+    if refusal is not None:
+        raise UserError(refusal)
+
+
+def record_requester(request_id: int, requester: Requester) -> None:
+    with db.session("primary") as s:
+        req = s.get(LifecycleRequest, request_id)
+        if req is not None:
+            req.requester_kind, req.requester_name = requester.kind, requester.name
+            req.requester_contact, req.verified_by = requester.contact, requester.verified_by
+
+
 def refuse(req: LifecycleRequest, reason: str) -> None:
     """Fail the request with its (Korean) reason; the answer job tells the requester."""
     transition(req, RequestState.FAILED, error=reason)
