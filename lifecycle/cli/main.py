@@ -26,6 +26,7 @@ def _register() -> None:
         keys,
         ledger,
         notice,
+        rights,
         shred,
         status,
         sweep,

@@ -18,6 +18,13 @@ from typing import Any
 # Requests (one per request kind; each receives only the request id).
 WITHDRAW = "lifecycle.withdraw"
 CORRECT = "lifecycle.correct"
+ACCESS = "lifecycle.rights.access"
+ERASE = "lifecycle.rights.erase"
+SUSPEND = "lifecycle.rights.suspend"
+SUSPEND_LIFT = "lifecycle.rights.suspend_lift"
+CONSENT_WITHDRAW = "lifecycle.rights.consent_withdraw"
+# Written answers a crash left unsent (beat).
+ANSWER_PENDING = "lifecycle.rights.answer_pending"
 # The outbox relay and its safety net.
 RELAY = "lifecycle.relay"
 RELAY_REDISPATCH_STALE = "lifecycle.relay.redispatch_stale"

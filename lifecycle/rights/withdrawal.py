@@ -38,6 +38,7 @@ from lifecycle.notices.members import (
 from lifecycle.requests import outbox as reqs
 from lifecycle.requests import restriction
 from lifecycle.requests.states import START, TERMINAL, transition
+from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
 from lifecycle.vault import keystore
 from models.requests import OPEN_STATES, LifecycleRequest, RequestState
 
@@ -180,6 +181,15 @@ def step_destroy(
     moved, refusal = _move(ctx, s, req, task_id, delete=True)
     if refusal:
         return _refuse(s, req, refusal)
+    # In the destroying transaction: recipients of a field destroyed now are owed a deletion
+    # notice (a field retained for a legal period was archived, not destroyed, and stays).
+    destroyed = [
+        c
+        for cat, cols in ctx.datamap.subject_table.columns.items()
+        if ctx.datamap.rule(cat).period.is_zero
+        for c in cols
+    ]
+    owe_deletions(s, req.member_id, req.id, recipients_of(s, req.member_id, destroyed))
     transition(req, RequestState.DESTROYED)
     return StepResult(RequestState.DESTROYED.value, moved)
 
@@ -231,6 +241,12 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
             send_shred_jobs(res.moved.shred_jobs)
         if res.state == RequestState.DESTROYED.value:
             flush_ledger_outbox(ctx)
+            try:
+                send_owed(request_id)
+            except Exception as exc:
+                # Recorded as pending: beat's resend job enqueues them once the lease passes.
+                log.warning("withdrawal %s: deletion notices not enqueued yet (%s)", request_id,
+                            type(exc).__name__)  # fmt: skip
         log.info("withdrawal request %s: %s -> %s", request_id, state, res.state)
 
 

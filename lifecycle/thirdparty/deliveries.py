@@ -35,14 +35,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.channels.mailer import MessageBuilder, mailer_from_settings
-from lifecycle.channels.templates import third_party_correction
+from lifecycle.channels.templates import third_party_correction, third_party_deletion
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.member_table import member_table
 from lifecycle.requests.outbox import load_for_update
-from lifecycle.requests.states import transition
+from lifecycle.requests.states import allowed, transition
 from lifecycle.thirdparty.retry_schedule import delay_before
 from lifecycle.vault import keystore, ledger
 from models.base import utcnow
@@ -55,6 +55,8 @@ COUNTDOWN_MAX = 300.0
 # How long an enqueued-but-not-started delivery is left alone before beat enqueues it again.
 ENQUEUE_LEASE = timedelta(minutes=10)
 EVENT_TYPE = "member.personal_data.corrected"
+# A deletion notice (erasure, consent withdrawal, withdrawal): field names, no values.
+EVENT_TYPES = {"correction": EVENT_TYPE, "deletion": "member.personal_data.deleted"}
 
 Enqueue = Callable[[int, float], None]
 
@@ -103,7 +105,7 @@ def create_delivery(
 def webhook_payload(d: Delivery) -> dict[str, Any]:
     created = _aware(d.created_at) or utcnow()
     return {
-        "type": EVENT_TYPE,
+        "type": EVENT_TYPES.get(d.kind, EVENT_TYPE),
         "timestamp": created.isoformat(),
         "data": {
             "member_id": d.member_id,
@@ -188,9 +190,14 @@ def _send(d: Delivery, r: ThirdParty) -> tuple[str, int | None, str | None]:
     if mailer is None:
         return "retry", None, "SmtpNotConfigured"
     created = _aware(d.created_at) or utcnow()
-    rendered = third_party_correction(
-        r.name, d.member_id, d.request_id or 0, d.message_id, d.payload or {}, created.date()
-    )
+    if d.kind == "deletion":
+        rendered = third_party_deletion(
+            r.name, d.member_id, d.request_id or 0, d.message_id, list(d.fields), created.date()
+        )
+    else:
+        rendered = third_party_correction(
+            r.name, d.member_id, d.request_id or 0, d.message_id, d.payload or {}, created.date()
+        )
     domain = settings.mail_from.rpartition("@")[2] or "localhost"
     raw = MessageBuilder(settings.mail_from, rendered.subject, rendered.body).build(
         r.email or "", f"{d.message_id}@{domain}"
@@ -356,6 +363,7 @@ def write_ledger(delivery_id: int) -> bool:
             "attempts": _tries(s, [d.id]).get(d.id, 0),
         }
         member_id, request_id, table = d.member_id, d.request_id, mt.table.name
+        kind = d.kind
         method = _METHOD.get(r.channel if r else "", "")
     with db.session("archive") as a:
         ledger.append(
@@ -365,7 +373,11 @@ def write_ledger(delivery_id: int) -> bool:
             tables=[table],
             subjects=1,
             rows=1,
-            reason="정정 결과의 제3자 통지 (개인정보 보호법 제36조)",
+            reason=(
+                "삭제 요청의 제3자 통지 (개인정보 보호법 제36조·제37조)"
+                if kind == "deletion"
+                else "정정 결과의 제3자 통지 (개인정보 보호법 제36조)"
+            ),
             legal_basis="개인정보 보호법 제36조, 시행령 제43조",
             method=method,
             actor="lifecycle.notify.deliver",
@@ -451,10 +463,8 @@ def replay(delivery_id: int) -> int:
         req_id = d.request_id
         if req_id is not None:
             req = s.get(LifecycleRequest, req_id)
-            if req is not None and req.state in (
-                RequestState.NEEDS_ATTENTION.value,
-                RequestState.COMPLETED.value,
-            ):
+            # A withdrawal's deletion notices do not hold the withdrawal open: its state stays.
+            if req is not None and RequestState.NOTIFYING.value in allowed(req.kind, req.state):
                 transition(req, RequestState.NOTIFYING)
         return req_id or 0
 

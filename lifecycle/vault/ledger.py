@@ -47,6 +47,7 @@ ACTION_LABELS = {
     "notification": "제3자 통지",
     "restriction": "처리정지",
     "archive_retrieve": "분리보관 자료 열람·제출",
+    "consent_withdrawal": "동의 철회",
 }
 
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
