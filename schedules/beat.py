@@ -38,6 +38,8 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "task": "lifecycle.requests.check_deadlines",
             "schedule": DEADLINE_CHECK_SECONDS,
         },
+        # Written answers to requests that a crash left unanswered.
+        "rights-answer-pending": {"task": "lifecycle.rights.answer_pending", "schedule": 120.0},
         # Shred jobs stored while the broker was down (or whose message was lost).
         "shred-resend-pending": {"task": "lifecycle.shred.resend_pending", "schedule": 60.0},
         "shred-sweep-orphans": {"task": "lifecycle.shred.sweep_orphans", "schedule": NIGHTLY},

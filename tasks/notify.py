@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lifecycle.core import dispatch
 from lifecycle.core.db import session
 from lifecycle.thirdparty import deliveries as delivery
 from tasks.base import LifecycleTask
@@ -11,7 +12,7 @@ from workers.app import app
 
 
 def _enqueue(delivery_id: int, countdown: float) -> None:
-    deliver.apply_async((delivery_id,), countdown=countdown)
+    dispatch.send(dispatch.NOTIFY_DELIVER, delivery_id, countdown=countdown)
 
 
 @app.task(base=LifecycleTask, name="lifecycle.notify.deliver", bind=True)
@@ -24,7 +25,7 @@ def resend_due() -> dict[str, int]:
     """Beat: enqueue every due delivery; finish ledger entries a crash left unwritten."""
     due = delivery.due_deliveries()
     for delivery_id in due:
-        deliver.apply_async((delivery_id,))
+        dispatch.send(dispatch.NOTIFY_DELIVER, delivery_id)
     unrecorded = delivery.unrecorded_finished()
     for delivery_id in unrecorded:
         delivery.write_ledger(delivery_id)

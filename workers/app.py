@@ -20,6 +20,7 @@ TASK_MODULES = [
     "tasks.notice",
     "tasks.shred",
     "tasks.withdraw",
+    "tasks.rights",
     "tasks.sweep",
     "tasks.purge",
     "tasks.ledger",

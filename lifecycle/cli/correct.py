@@ -24,13 +24,27 @@ def correct_cmd(
         bool, typer.Option("--wait", help="Block until done (third parties notified).")
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 3600.0,
+    requester: Annotated[
+        str, typer.Option("--requester", help="Who asks: member, guardian, delegate.")
+    ] = "member",
+    requester_name: Annotated[
+        str | None, typer.Option("--requester-name", help="The guardian's or delegate's name.")
+    ] = None,
+    requester_contact: Annotated[
+        str | None, typer.Option("--requester-contact", help="Email for the written answer.")
+    ] = None,
+    verified_by: Annotated[
+        str | None, typer.Option("--verified-by", help="login or document.")
+    ] = None,
 ) -> None:
     """Correct a member's data. Every field and value is checked first; on any error nothing is
     created or changed. Third parties that received a changed field are told its new value."""
+    from lifecycle.rights.common import make_requester
     from lifecycle.rights.correction import parse_assignments, submit_correction
 
     values = parse_assignments(assignments or [])
-    request_id = submit_correction(member_id, values)
+    who = make_requester(requester, requester_name, requester_contact, verified_by)
+    request_id = submit_correction(member_id, values, who)
     typer.echo(f"correction request {request_id} submitted for member {member_id}")
     if wait:
         from lifecycle.cli.waiting import wait_for_request

@@ -35,10 +35,11 @@ def status(
     def flower_check() -> bool:
         import httpx
 
-        from lifecycle.ops.status import _loopback
+        from lifecycle.ops.flower_locator import locate
 
-        url = f"http://{_loopback(s.flower_address)}:{s.flower_port}/healthcheck"
-        return httpx.get(url, timeout=2).status_code == 200
+        # trust_env off: a proxy from the environment must not be asked for a loopback URL.
+        url = f"{locate(s)}healthcheck"
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
 
     report = build_report(
         s, app=dispatch.celery_app(), flower_check=flower_check, worker_timeout=timeout
@@ -99,10 +100,23 @@ def _render(report: dict[str, Any], tz: str) -> None:
         for state, n in req["open_by_state"].items():
             t.add_row(state, str(n))
         console.print(t)
+        t = Table(title="Legal deadlines per request kind", title_justify="left")
+        for col in ("kind", "deadline (days)", "open", "due < 1 day", "overdue", "next due"):
+            t.add_column(col)
+        for kind, d in req.get("deadlines", {}).items():
+            t.add_row(
+                kind,
+                str(d["deadline_days"]),
+                str(d["open"]),
+                str(d["due_within_1_day"]),
+                str(d["overdue"]),
+                d["next_due_at"] or "-",
+            )
+        console.print(t)
         days = req["deadline_days"]
         if req["overdue_total"]:
             t = Table(
-                title=f"OVERDUE (open > {days} days): {req['overdue_total']}",
+                title=f"OVERDUE (past the legal deadline): {req['overdue_total']}",
                 title_justify="left",
                 title_style="bold red",
             )
@@ -114,7 +128,7 @@ def _render(report: dict[str, Any], tz: str) -> None:
             if req["overdue_total"] > len(req["overdue"]):
                 console.print(f"... and {req['overdue_total'] - len(req['overdue'])} more")
         else:
-            console.print(f"overdue requests (open > {days} days): 0")
+            console.print(f"overdue requests (destruction: {days} days, rights: 10): 0")
 
     deliveries = report.get("deliveries")
     if deliveries is not None:

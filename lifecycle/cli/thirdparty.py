@@ -86,11 +86,15 @@ def provide_cmd(
         str, typer.Option("--fields", help="Comma-separated fields, e.g. name,mobile")
     ],
     basis: Annotated[str, typer.Option("--basis", help="consent or legal_request.")] = "consent",
+    purpose: Annotated[
+        str | None,
+        typer.Option("--purpose", help="The consent purpose it was given under, e.g. marketing."),
+    ] = None,
 ) -> None:
     """Record that a member's fields were provided to a third party (refused while restricted)."""
     from lifecycle.thirdparty.recipients import parse_fields, record_provision
 
-    pid = record_provision(member_id, to, parse_fields(fields), basis)
+    pid = record_provision(member_id, to, parse_fields(fields), basis, purpose=purpose)
     typer.echo(f"provision {pid} recorded: member {member_id} -> {to}")
 
 

@@ -20,16 +20,27 @@ def withdraw(
     member_id: str = typer.Argument(..., metavar="MEMBER_ID", help="The member's id."),
     wait: bool = typer.Option(False, "--wait", help="Block until done, with progress."),
     timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
+    requester: str = typer.Option("member", "--requester", help="member, guardian, delegate."),
+    requester_name: str | None = typer.Option(None, "--requester-name", help="Who asks."),
+    requester_contact: str | None = typer.Option(None, "--requester-contact", help="Email."),
+    verified_by: str | None = typer.Option(None, "--verified-by", help="login or document."),
 ) -> None:
     """Withdraw a member (회원탈퇴): mark withdrawn and request the lifecycle to carry it out."""
     from lifecycle.core.db import check_reachable
     from lifecycle.engine.context import get_context
     from lifecycle.requests.client import dispatch_now
+    from lifecycle.rights.common import check_requester_now, make_requester, record_requester
     from lifecycle.rights.withdrawal import submit_withdrawal
 
     mid = parse_member_id(member_id)
+    who = make_requester(requester, requester_name, requester_contact, verified_by)
     check_reachable("primary")
-    request_id = submit_withdrawal(get_context(), mid)
+    ctx = get_context()
+    if who.kind != "member":
+        check_requester_now(mid, who)
+    request_id = submit_withdrawal(ctx, mid)
+    # Recorded before the dispatch below; the withdrawal job itself does not read it.
+    record_requester(request_id, who)
     if dispatch_now(request_id):
         typer.echo(f"withdrawal request {request_id} for member {mid} submitted")
     else:

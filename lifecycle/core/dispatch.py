@@ -12,11 +12,19 @@ change (a renamed task keeps its old name registered as an alias).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 # Requests (one per request kind; each receives only the request id).
 WITHDRAW = "lifecycle.withdraw"
 CORRECT = "lifecycle.correct"
+ACCESS = "lifecycle.rights.access"
+ERASE = "lifecycle.rights.erase"
+SUSPEND = "lifecycle.rights.suspend"
+SUSPEND_LIFT = "lifecycle.rights.suspend_lift"
+CONSENT_WITHDRAW = "lifecycle.rights.consent_withdraw"
+# Written answers a crash left unsent (beat).
+ANSWER_PENDING = "lifecycle.rights.answer_pending"
 # The outbox relay and its safety net.
 RELAY = "lifecycle.relay"
 RELAY_REDISPATCH_STALE = "lifecycle.relay.redispatch_stale"
@@ -71,3 +79,14 @@ def send(
     if countdown is not None:
         options["countdown"] = countdown
     return celery_app().send_task(name, args=list(args), kwargs=kwargs or None, **options)
+
+
+def send_many(name: str, arg_lists: Iterable[Sequence[int | str]]) -> int:
+    """Send ``name`` once per argument list over one broker connection; returns how many."""
+    app = celery_app()
+    n = 0
+    with app.producer_or_acquire() as producer:
+        for args in arg_lists:
+            app.send_task(name, args=list(args), producer=producer)
+            n += 1
+    return n

@@ -424,7 +424,9 @@ def send_batch(
     return result
 
 
-REQUEST_NOTICES = frozenset({"withdrawal_completed", "correction_completed"})
+REQUEST_NOTICES = frozenset(
+    {"withdrawal_completed", "correction_completed", "request_answer", "request_postponed"}
+)
 
 
 def _restricted(conn: Connection, member_ids: list[int]) -> set[int]:

@@ -23,6 +23,10 @@ from sqlalchemy.orm import Session
 
 from lifecycle.core import db, queues
 from lifecycle.core.timeutil import as_utc
+from lifecycle.notices.reconcile import in_doubt_by_notice
+from lifecycle.ops import flower_locator
+from lifecycle.requests import deadlines
+from lifecycle.thirdparty import deliveries
 from models.base import utcnow
 from models.requests import OPEN_STATES, JobRun, LifecycleRequest
 
@@ -164,13 +168,21 @@ def overdue_requests(
     ]
 
 
+def _age_days(now: datetime, created: datetime) -> float:
+    return round((now - created).total_seconds() / 86400, 1)
+
+
+def overdue_by_kind(session: Session, now: datetime) -> list[OverdueRequest]:
+    """Open requests past their own kind's legal deadline (or their recorded extension)."""
+    return [
+        OverdueRequest(r.id, r.kind, r.state, r.created_at, _age_days(now, r.created_at))
+        for r in deadlines.overdue(session, now)
+    ]
+
+
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
-    """Third-party deliveries that failed or are being retried; None without the notify module."""
-    try:
-        from lifecycle.thirdparty.deliveries import failing_deliveries as reader
-    except ImportError:
-        return None
-    rows = reader(s)
+    """Third-party deliveries that failed or are being retried."""
+    rows = deliveries.failing_deliveries(s)
     keep = ("id", "recipient", "kind", "request_id", "state", "attempts", "last_status")
     out = []
     for row in rows:
@@ -183,11 +195,7 @@ def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
 
 def notices_in_doubt(s: Session) -> list[dict[str, Any]] | None:
     """Notices with rows in doubt (maybe delivered, not resent): they need an operator's
-    `lifecycle notice reconcile`. None without the notify module."""
-    try:
-        from lifecycle.notices.reconcile import in_doubt_by_notice
-    except ImportError:
-        return None
+    `lifecycle notice reconcile`."""
     return in_doubt_by_notice(s)
 
 
@@ -285,7 +293,8 @@ def build_report(
     def read_requests() -> dict[str, Any]:
         with session_factory() as s:
             by_state = open_requests_by_state(s)
-            overdue = overdue_requests(s, days=days, now=now)
+            overdue = overdue_by_kind(s, now)
+            by_kind = deadlines.by_kind(s, now)
             deliveries = failing_deliveries(s)
             in_doubt = notices_in_doubt(s)
             jobs = latest_job_runs(s)
@@ -294,6 +303,7 @@ def build_report(
             "open_total": sum(by_state.values()),
             "deadline_days": days,
             "overdue_total": len(overdue),
+            "deadlines": by_kind,
             "overdue": [
                 {
                     "id": o.id,
@@ -313,7 +323,14 @@ def build_report(
     if primary is not None:
         report["requests"] = {
             k: primary[k]
-            for k in ("open_by_state", "open_total", "deadline_days", "overdue_total", "overdue")
+            for k in (
+                "open_by_state",
+                "open_total",
+                "deadline_days",
+                "overdue_total",
+                "overdue",
+                "deadlines",
+            )
         }
         report["deliveries"] = (
             {"available": False}
@@ -347,7 +364,7 @@ def build_report(
     _section(report, "archive", "archive database", archive_url, read_archive)
 
     if flower_check is not None:
-        url = f"http://{_loopback(settings.flower_address)}:{settings.flower_port}/"
+        url = flower_locator.locate(settings)
         try:
             reachable = bool(flower_check())
         except Exception:
@@ -356,10 +373,6 @@ def build_report(
         report["flower"] = {"url": url, "reachable": reachable}
     report["ok"] = not report["unreachable"]
     return report
-
-
-def _loopback(address: str) -> str:
-    return "127.0.0.1" if address in ("", "0.0.0.0") else address
 
 
 def _ping_db(which: str) -> None:

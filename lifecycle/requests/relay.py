@@ -29,6 +29,9 @@ STALE_STATES = [
     RequestState.ARCHIVED.value,
     RequestState.DESTROYED.value,
     RequestState.CORRECTED.value,
+    RequestState.PACKAGED.value,
+    RequestState.ERASED.value,
+    RequestState.CONSENT_WITHDRAWN.value,
 ]
 
 

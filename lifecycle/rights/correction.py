@@ -27,14 +27,15 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from lifecycle.core import db
+from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import MemberTable, member_table, to_json
 from lifecycle.notices.members import create_member_notice
-from lifecycle.requests.client import submit_and_enqueue
-from lifecycle.requests.outbox import load_for_update
+from lifecycle.requests.client import dispatch_now, submit_and_enqueue
+from lifecycle.requests.outbox import load_for_update, submit
 from lifecycle.requests.restriction import lift, restrict
 from lifecycle.requests.states import transition
+from lifecycle.rights.common import Requester, requester_refusal
 from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
 from lifecycle.thirdparty.recipients import lock_member, provided_fields
 from lifecycle.vault import keystore, ledger
@@ -81,10 +82,22 @@ def validate_request(member_id: int, values: dict[str, Any]) -> dict[str, Any]:
     return {f: to_json(v) for f, v in typed.items()}
 
 
-def submit_correction(member_id: int, values: dict[str, Any]) -> int:
+def submit_correction(
+    member_id: int, values: dict[str, Any], requester: Requester | None = None
+) -> int:
     """Validate, then create the request and dispatch it (the website's Python client path)."""
     payload = validate_request(member_id, values)
-    return submit_and_enqueue(RequestKind.CORRECTION.value, member_id, payload)
+    if requester is None:
+        return submit_and_enqueue(RequestKind.CORRECTION.value, member_id, payload)
+    # Who asked is recorded in the same transaction, before any worker can see the row.
+    with db.session("primary") as s:
+        request_id = submit(s, RequestKind.CORRECTION.value, member_id, payload)
+        req = s.get(LifecycleRequest, request_id)
+        assert req is not None
+        req.requester_kind, req.requester_name = requester.kind, requester.name
+        req.requester_contact, req.verified_by = requester.contact, requester.verified_by
+    dispatch_now(request_id)
+    return request_id
 
 
 # -- the job -------------------------------------------------------------------------------------
@@ -93,7 +106,7 @@ def submit_correction(member_id: int, values: dict[str, Any]) -> int:
 def _fail(s: Any, req: LifecycleRequest, reason: str) -> None:
     transition(req, RequestState.FAILED, error=reason)
     req.payload = None  # the requested values are not kept for a refused request
-    lift(s, req.member_id)
+    lift(s, req.member_id, "correction")
     log.warning("correction request %s refused: %s", req.id, reason)
 
 
@@ -116,6 +129,10 @@ def _step_restrict(request_id: int) -> str | None:
             _check_member(s, mt, req.member_id, exclusive=True)
         except UserError as exc:
             _fail(s, req, str(exc))
+            return req.state
+        refusal = requester_refusal(s, req)
+        if refusal is not None:
+            _fail(s, req, refusal)
             return req.state
         restrict(s, req.member_id, "correction", request_id)
         transition(req, RequestState.RESTRICTED)
@@ -168,7 +185,7 @@ def _step_apply(request_id: int) -> str | None:
                 {"request_id": request_id, "fields": changed, "completed_date": utcnow().date()},
             )
         req.payload = {"corrected_fields": changed}
-        lift(s, member_id)
+        lift(s, member_id, "correction")
         transition(req, RequestState.CORRECTED)
         log.info(
             "correction request %s applied: %d field(s) changed, %d notification(s) owed",
@@ -219,10 +236,13 @@ def run_correction(
     request_id: int,
     task_id: str | None = None,
     *,
-    enqueue_delivery: Callable[[int], None] | None = None,
-    enqueue_notice: Callable[[int, int], None] | None = None,
+    send: Callable[..., Any] = dispatch.send,
 ) -> dict[str, Any]:
-    """Carry the request as far as it can go now; safe to call any number of times."""
+    """Carry the request as far as it can go now; safe to call any number of times.
+
+    ``send`` is :func:`lifecycle.core.dispatch.send`; a test passes a stand-in to lose the
+    messages on purpose (the beat's resend job must then find the deliveries).
+    """
 
     state = _step_restrict(request_id)
     if state == RequestState.RESTRICTED.value:
@@ -251,10 +271,10 @@ def run_correction(
                 .where(Notice.dedup_key == f"correction_completed:request{request_id}")
             ).first()
         for did in pending:
-            if enqueue_delivery is not None:
-                enqueue_delivery(did)
-        if notice_member is not None and enqueue_notice is not None:
-            enqueue_notice(notice_member[0], notice_member[1])
+            send(dispatch.NOTIFY_DELIVER, did)
+        if notice_member is not None:
+            nid, mid = notice_member
+            send(dispatch.NOTICE_SEND_BATCH, nid, mid, mid)
         with db.session("primary") as s:
             state = maybe_complete_request(s, request_id) or state
     if state is None:

@@ -30,9 +30,15 @@ from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
 from lifecycle.engine.selection import subject_selections
+from lifecycle.notices.members import (
+    capture_withdrawal_notice,
+    discard_member_notice,
+    send_member_notice,
+)
 from lifecycle.requests import outbox as reqs
 from lifecycle.requests import restriction
 from lifecycle.requests.states import START, TERMINAL, transition
+from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
 from lifecycle.vault import keystore
 from models.requests import OPEN_STATES, LifecycleRequest, RequestState
 
@@ -82,12 +88,7 @@ def _already_processed_by(s: Session, req: LifecycleRequest) -> int | None:
 def _refuse(s: Session, req: LifecycleRequest, reason: str) -> StepResult:
     transition(req, RequestState.FAILED, error=reason)
     log.error("withdrawal request %s failed: %s", req.id, reason)
-    try:
-        from lifecycle.notices.members import discard_member_notice
-    except ImportError:  # the notice channel is a separate component
-        pass
-    else:
-        discard_member_notice(s, "withdrawal_completed", req.id)
+    discard_member_notice(s, "withdrawal_completed", req.id)
     return StepResult(RequestState.FAILED.value)
 
 
@@ -127,13 +128,8 @@ def step_restrict(ctx: EngineContext, s: Session, req: LifecycleRequest) -> Step
                 }
             )
         )
-    try:
-        from lifecycle.notices.members import capture_withdrawal_notice
-    except ImportError:  # the notice channel is a separate component
-        pass
-    else:
-        # Before anything is destroyed: the notice needs the address the member row holds.
-        capture_withdrawal_notice(s, req.member_id, req.id)
+    # Before anything is destroyed: the notice needs the address the member row holds.
+    capture_withdrawal_notice(s, req.member_id, req.id)
     restriction.restrict(s, req.member_id, "withdrawal", req.id)
     transition(req, RequestState.RESTRICTED)
     return StepResult(RequestState.RESTRICTED.value)
@@ -185,6 +181,15 @@ def step_destroy(
     moved, refusal = _move(ctx, s, req, task_id, delete=True)
     if refusal:
         return _refuse(s, req, refusal)
+    # In the destroying transaction: recipients of a field destroyed now are owed a deletion
+    # notice (a field retained for a legal period was archived, not destroyed, and stays).
+    destroyed = [
+        c
+        for cat, cols in ctx.datamap.subject_table.columns.items()
+        if ctx.datamap.rule(cat).period.is_zero
+        for c in cols
+    ]
+    owe_deletions(s, req.member_id, req.id, recipients_of(s, req.member_id, destroyed))
     transition(req, RequestState.DESTROYED)
     return StepResult(RequestState.DESTROYED.value, moved)
 
@@ -236,14 +241,16 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
             send_shred_jobs(res.moved.shred_jobs)
         if res.state == RequestState.DESTROYED.value:
             flush_ledger_outbox(ctx)
+            try:
+                send_owed(request_id)
+            except Exception as exc:
+                # Recorded as pending: beat's resend job enqueues them once the lease passes.
+                log.warning("withdrawal %s: deletion notices not enqueued yet (%s)", request_id,
+                            type(exc).__name__)  # fmt: skip
         log.info("withdrawal request %s: %s -> %s", request_id, state, res.state)
 
 
 def _send_notice(member_id: int, request_id: int) -> None:
-    try:
-        from lifecycle.notices.members import send_member_notice
-    except ImportError:  # the notice channel is a separate component
-        return
     try:
         send_member_notice("withdrawal_completed", member_id, {"request_id": request_id})
     except Exception as exc:

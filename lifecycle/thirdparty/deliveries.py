@@ -35,14 +35,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.channels.mailer import MessageBuilder, mailer_from_settings
-from lifecycle.channels.templates import third_party_correction
+from lifecycle.channels.templates import third_party_correction, third_party_deletion
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.member_table import member_table
 from lifecycle.requests.outbox import load_for_update
-from lifecycle.requests.states import transition
+from lifecycle.requests.states import allowed, transition
 from lifecycle.thirdparty.retry_schedule import delay_before
 from lifecycle.vault import keystore, ledger
 from models.base import utcnow
@@ -55,6 +55,8 @@ COUNTDOWN_MAX = 300.0
 # How long an enqueued-but-not-started delivery is left alone before beat enqueues it again.
 ENQUEUE_LEASE = timedelta(minutes=10)
 EVENT_TYPE = "member.personal_data.corrected"
+# A deletion notice (erasure, consent withdrawal, withdrawal): field names, no values.
+EVENT_TYPES = {"correction": EVENT_TYPE, "deletion": "member.personal_data.deleted"}
 
 Enqueue = Callable[[int, float], None]
 
@@ -103,7 +105,7 @@ def create_delivery(
 def webhook_payload(d: Delivery) -> dict[str, Any]:
     created = _aware(d.created_at) or utcnow()
     return {
-        "type": EVENT_TYPE,
+        "type": EVENT_TYPES.get(d.kind, EVENT_TYPE),
         "timestamp": created.isoformat(),
         "data": {
             "member_id": d.member_id,
@@ -188,9 +190,14 @@ def _send(d: Delivery, r: ThirdParty) -> tuple[str, int | None, str | None]:
     if mailer is None:
         return "retry", None, "SmtpNotConfigured"
     created = _aware(d.created_at) or utcnow()
-    rendered = third_party_correction(
-        r.name, d.member_id, d.request_id or 0, d.message_id, d.payload or {}, created.date()
-    )
+    if d.kind == "deletion":
+        rendered = third_party_deletion(
+            r.name, d.member_id, d.request_id or 0, d.message_id, list(d.fields), created.date()
+        )
+    else:
+        rendered = third_party_correction(
+            r.name, d.member_id, d.request_id or 0, d.message_id, d.payload or {}, created.date()
+        )
     domain = settings.mail_from.rpartition("@")[2] or "localhost"
     raw = MessageBuilder(settings.mail_from, rendered.subject, rendered.body).build(
         r.email or "", f"{d.message_id}@{domain}"
@@ -353,9 +360,10 @@ def write_ledger(delivery_id: int) -> bool:
             "channel": r.channel if r else "",
             "fields": list(d.fields),
             "outcome": d.state,
-            "attempts": d.attempts,
+            "attempts": _tries(s, [d.id]).get(d.id, 0),
         }
         member_id, request_id, table = d.member_id, d.request_id, mt.table.name
+        kind = d.kind
         method = _METHOD.get(r.channel if r else "", "")
     with db.session("archive") as a:
         ledger.append(
@@ -365,7 +373,11 @@ def write_ledger(delivery_id: int) -> bool:
             tables=[table],
             subjects=1,
             rows=1,
-            reason="정정 결과의 제3자 통지 (개인정보 보호법 제36조)",
+            reason=(
+                "삭제 요청의 제3자 통지 (개인정보 보호법 제36조·제37조)"
+                if kind == "deletion"
+                else "정정 결과의 제3자 통지 (개인정보 보호법 제36조)"
+            ),
             legal_basis="개인정보 보호법 제36조, 시행령 제43조",
             method=method,
             actor="lifecycle.notify.deliver",
@@ -431,6 +443,8 @@ def replay(delivery_id: int) -> int:
         if d.state == DeliveryState.DELIVERED.value:
             raise UserError(f"delivery {delivery_id} was already delivered; it is never resent")
         if d.state == DeliveryState.PENDING.value and d.attempts == 0:
+            if _tries(s, [delivery_id]):
+                raise UserError(f"delivery {delivery_id} is already queued for a new attempt")
             raise UserError(f"delivery {delivery_id} has not been attempted yet")
         r = s.get(ThirdParty, d.recipient_id)
         if r is not None and r.disabled_at is not None:
@@ -449,10 +463,8 @@ def replay(delivery_id: int) -> int:
         req_id = d.request_id
         if req_id is not None:
             req = s.get(LifecycleRequest, req_id)
-            if req is not None and req.state in (
-                RequestState.NEEDS_ATTENTION.value,
-                RequestState.COMPLETED.value,
-            ):
+            # A withdrawal's deletion notices do not hold the withdrawal open: its state stays.
+            if req is not None and RequestState.NOTIFYING.value in allowed(req.kind, req.state):
                 transition(req, RequestState.NOTIFYING)
         return req_id or 0
 
@@ -471,10 +483,24 @@ def failing_deliveries(s: Session) -> list[dict[str, Any]]:
         )
         .order_by(Delivery.id)
     ).all()
-    return [_delivery_summary(d, name) for d, name in rows]
+    tries = _tries(s, [d.id for d, _ in rows])
+    return [_delivery_summary(d, name, tries.get(d.id, 0)) for d, name in rows]
 
 
-def _delivery_summary(d: Delivery, recipient: str) -> dict[str, Any]:
+def _tries(s: Session, delivery_ids: list[int]) -> dict[int, int]:
+    """Attempts ever made per delivery. `Delivery.attempts` counts only the current round of
+    the retry schedule (a replay starts a new round), so it undercounts after a replay."""
+    if not delivery_ids:
+        return {}
+    rows = s.execute(
+        select(DeliveryAttempt.delivery_id, func.count())
+        .where(DeliveryAttempt.delivery_id.in_(delivery_ids))
+        .group_by(DeliveryAttempt.delivery_id)
+    ).all()
+    return {delivery_id: n for delivery_id, n in rows}
+
+
+def _delivery_summary(d: Delivery, recipient: str, tries: int) -> dict[str, Any]:
     """What ops see of a delivery: ids, state and counts, never the values it carries."""
     return {
         "id": d.id,
@@ -483,7 +509,7 @@ def _delivery_summary(d: Delivery, recipient: str) -> dict[str, Any]:
         "kind": d.kind,
         "request_id": d.request_id,
         "state": d.state,
-        "attempts": d.attempts,
+        "attempts": tries,
         "last_status": d.last_status,
         "next_attempt_at": _aware(d.next_attempt_at),
     }
@@ -499,4 +525,5 @@ def list_deliveries(failing_only: bool = False, limit: int = 200) -> list[dict[s
             .order_by(Delivery.id.desc())
             .limit(limit)
         ).all()
-        return [_delivery_summary(d, name) for d, name in rows]
+        tries = _tries(s, [d.id for d, _ in rows])
+        return [_delivery_summary(d, name, tries.get(d.id, 0)) for d, name in rows]

@@ -6,6 +6,7 @@ while the member is restricted (처리정지): during a correction the data may 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -146,9 +147,13 @@ def record_provision(
     fields: list[str],
     basis: str = Basis.CONSENT.value,
     provided_at: datetime | None = None,
+    *,
+    purpose: str | None = None,
 ) -> int:
     if basis not in {b.value for b in Basis}:
         raise UserError("--basis must be consent or legal_request")
+    if purpose is not None and not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", purpose):
+        raise UserError("--purpose must be a short lowercase name, e.g. marketing")
     if member_id <= 0:
         raise UserError("member id must be a positive integer")
     with db.session("primary") as s:
@@ -172,6 +177,7 @@ def record_provision(
             recipient_id=recipient.id,
             fields=fields,
             basis=basis,
+            purpose=purpose,
         )
         if provided_at is not None:
             p.provided_at = provided_at
