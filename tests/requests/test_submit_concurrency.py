@@ -10,7 +10,8 @@ import textwrap
 import threading
 import time
 
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from lifecycle.core import db
 from lifecycle.requests.outbox import submit
@@ -20,9 +21,15 @@ CALLERS = 40
 KEY = "site-withdraw-7-attempt"
 
 
-def _caller(tag: str, barrier: threading.Barrier, out: dict[str, int], errors: list) -> None:  # type: ignore[type-arg]
+def _caller(
+    maker: sessionmaker[Session],
+    tag: str,
+    barrier: threading.Barrier,
+    out: dict[str, int],
+    errors: list,  # type: ignore[type-arg]
+) -> None:
     try:
-        with db.session("primary") as s:
+        with maker() as s, s.begin():
             # The caller's transaction already did work of its own before the submit (on
             # SQLite a write takes the database lock until commit, so there the other callers
             # could not reach the barrier: its writers never overlap, reads do) ...
@@ -41,16 +48,22 @@ def _caller(tag: str, barrier: threading.Barrier, out: dict[str, int], errors: l
 
 
 def _race_in_threads(n: int, tag: str) -> dict[str, int]:
+    # The website's callers, each with a connection of its own (the lifecycle's pool is sized
+    # for its workers, not for 40 simultaneous website requests).
+    eng = create_engine(db.engine("primary").url, pool_size=n, max_overflow=0)
+    maker = sessionmaker(eng)
     barrier = threading.Barrier(n)
     out: dict[str, int] = {}
     errors: list[BaseException] = []
     threads = [
-        threading.Thread(target=_caller, args=(f"{tag}{i}", barrier, out, errors)) for i in range(n)
+        threading.Thread(target=_caller, args=(maker, f"{tag}{i}", barrier, out, errors))
+        for i in range(n)
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
+    eng.dispose()
     assert not errors, [f"{type(e).__name__}: {e}" for e in errors[:3]]
     return out
 
