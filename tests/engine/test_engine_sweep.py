@@ -253,7 +253,9 @@ def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
         overdue = overdue_requests(s)
     assert [r.id for r in overdue] == [ids[0]]
     assert overdue[0].age_days >= 6
-    with pytest.raises(OverdueRequests, match=rf"1 requests open longer than 5 days: {ids[0]}$"):
+    # Each kind has its own deadline now; a withdrawal's is the 5-day destruction deadline.
+    msg = rf"1 requests past their legal deadline: withdrawal \(deadline 5 days\): {ids[0]}$"
+    with pytest.raises(OverdueRequests, match=msg):
         check_deadlines.apply(throw=True).get()
     r = site.run("status", "--json")
     import json
