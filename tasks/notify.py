@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.core.db import session
 from lifecycle.thirdparty import deliveries as delivery
+from schedules import housekeeping
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -21,15 +21,5 @@ def deliver(self: LifecycleTask, delivery_id: int) -> dict[str, Any]:
 
 @app.task(base=LifecycleTask, name="lifecycle.notify.resend_due", ignore_result=True, expires=60)
 def resend_due() -> dict[str, int]:
-    """Beat: enqueue every due delivery; finish ledger entries a crash left unwritten."""
-    due = delivery.due_deliveries()
-    for delivery_id in due:
-        deliver.apply_async((delivery_id,))
-    unrecorded = delivery.unrecorded_finished()
-    for delivery_id in unrecorded:
-        delivery.write_ledger(delivery_id)
-        with session("primary") as s:
-            row = s.get(delivery.Delivery, delivery_id)
-            if row is not None and row.request_id is not None:
-                delivery.maybe_complete_request(s, row.request_id)
-    return {"enqueued": len(due), "ledger": len(unrecorded)}
+    """Kept for messages queued before the beat ticker took this over (schedules/ticker.py)."""
+    return housekeeping.resend_due_deliveries()
