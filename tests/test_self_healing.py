@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests import test_engine_fire
 from tests.conftest import LifecycleEnv, RedisServer, WorkerProc, _apply_env, start_redis
 from tests.engine_support import (
     accounting,
@@ -31,10 +30,7 @@ from tests.engine_support import (
     withdraw_all,
 )
 from tests.pg_server import PgServer
-from tests.test_engine_fire import WATCHED, Monitor, _withdrawn_left
-
-# The throwaway servers of the fire test (the fixture registers under its own name, fire_env).
-_servers = test_engine_fire.fire_env
+from tests.test_engine_fire import WATCHED, Monitor, _withdrawn_left, fire_env  # noqa: F401
 
 MEMBERS = 12_000
 LEASE_SECONDS = "4"
@@ -72,7 +68,7 @@ def _one(url: str, sql: str) -> object:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sweep_finishes_by_itself_after_redis_kill_worker_kill_and_postgres_crash(
-    fire_env: tuple[LifecycleEnv, PgServer, RedisServer],
+    fire_env: tuple[LifecycleEnv, PgServer, RedisServer],  # noqa: F811 (the fire test's servers)
     start_worker: Callable[..., WorkerProc],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
