@@ -141,3 +141,33 @@ def test_a_job_whose_worker_died_is_shown_stalled_then_sent_again_and_finished(
     assert row is not None and row["redispatches"] == 1
     report = json.loads(lifecycle_env.run("status", "--json", timeout=60).stdout)
     assert report["unfinished"]["jobs"] == []
+
+
+def test_wait_follows_a_re_sent_job_and_fails_at_once_with_its_reason(
+    lifecycle_env: LifecycleEnv,
+) -> None:
+    from celery.result import AsyncResult
+
+    from lifecycle.cli.waiting import JobFailed, wait_for_task
+    from lifecycle.core import leases
+    from workers.app import app
+
+    # The first task was lost with its worker (its result stays PENDING forever); the watchdog
+    # re-sent the job as task "second", which finished.
+    lease = leases.acquire("lifecycle.sweep.run", "lifecycle.sweep.run", task_id="first")
+    assert lease is not None
+    leases.retrying(lease, 0)
+    again = leases.acquire("lifecycle.sweep.run", "lifecycle.sweep.run", task_id="second")
+    assert again is not None
+    app.backend.store_result("second", {"run_id": 3, "batches": 2}, "SUCCESS")
+    done = wait_for_task(AsyncResult("first", app=app), "sweep", timeout=30)
+    assert done == {"run_id": 3, "batches": 2}
+
+    # A job that failed is reported at once with its one-line reason, though the task the
+    # caller holds never reported anything.
+    failing = leases.acquire("lifecycle.purge.run", "lifecycle.purge.run", task_id="p1")
+    assert failing is not None
+    leases.finish(failing, "failed", "DataMapError: data map demo.yaml:3: unknown table")
+    # (Had it waited for the task instead, the message would be "not finished after 60s".)
+    with pytest.raises(JobFailed, match=r"purge failed: DataMapError: data map demo\.yaml:3"):
+        wait_for_task(AsyncResult("p1", app=app), "purge", timeout=60)

@@ -8,13 +8,19 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lifecycle.core.errors import LifecycleError
+from lifecycle.core import leases
+from lifecycle.core.errors import BrokerUnavailable, LifecycleError
+from lifecycle.core.transient import TRANSIENT_ERRORS
+from lifecycle.requests.states import task_for
 
 _console = Console(stderr=True)
 
 
 class JobFailed(LifecycleError):
     exit_code = 1
+
+
+BROKER_PATIENCE = 300.0
 
 
 def _progress() -> Progress:
@@ -61,6 +67,9 @@ def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) 
                 break
             if req.state == "failed":
                 raise JobFailed(f"request {request_id} failed: {req.error or 'no reason recorded'}")
+            failed = _failed_handler(req.kind, request_id)
+            if failed is not None:
+                raise JobFailed(f"request {request_id} failed ({req.state}): {failed}")
             if time.monotonic() > deadline:
                 raise JobFailed(
                     f"request {request_id} still '{req.state}' after {timeout:.0f}s; is a worker "
@@ -74,13 +83,49 @@ def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) 
     return req.state
 
 
+def _lease(first_task_id: str) -> leases.Followed | None:
+    try:
+        return leases.follow(first_task_id)
+    except TRANSIENT_ERRORS:
+        return None  # the database is restarting: ask again at the next poll
+
+
 def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: float = 0.5) -> Any:
-    """Wait for a Celery AsyncResult, showing PROGRESS meta ({"done": n, "total": m})."""
+    """Wait for a Celery AsyncResult, showing PROGRESS meta ({"done": n, "total": m}).
+
+    Follows the job when the watchdog re-sent it (its lease names the task now running it),
+    and fails at once with the lease's one-line reason when the job failed.
+    """
     deadline = time.monotonic() + timeout
+    first_id = result.id
+    broker_down_since: float | None = None
+    next_lease_check = 0.0
     with _progress() as bar:
         task = bar.add_task(label, total=None, state="pending")
         while True:
-            state = result.state
+            now = time.monotonic()
+            if now >= next_lease_check:
+                next_lease_check = now + 2.0
+                lease = _lease(first_id)
+                if lease is not None and lease.state == "failed":
+                    raise JobFailed(f"{label} failed: {lease.error or 'no reason recorded'}")
+                if lease is not None and lease.task_id and lease.task_id != result.id:
+                    result = type(result)(lease.task_id, app=result.app)
+                    bar.update(task, description=f"{label} (re-dispatched #{lease.redispatches})")
+            try:
+                state = result.state
+                broker_down_since = None
+            except TRANSIENT_ERRORS:
+                # Redis restarting: keep waiting (the job carries on), say so, give up after 5 min.
+                broker_down_since = broker_down_since or now
+                if now - broker_down_since > BROKER_PATIENCE:
+                    raise BrokerUnavailable(
+                        f"{label}: result backend unreachable for {BROKER_PATIENCE:.0f}s; the job "
+                        "continues: check later with `lifecycle status`"
+                    ) from None
+                bar.update(task, state="result backend unreachable, retrying")
+                time.sleep(1.0)
+                continue
             info = result.info if state == "PROGRESS" else None
             if isinstance(info, dict) and "total" in info:
                 bar.update(task, total=info.get("total"), completed=info.get("done", 0))
@@ -101,3 +146,17 @@ def _one_line(info: Any) -> str:
     if isinstance(info, BaseException):
         return f"{type(info).__name__}: {str(info).splitlines()[0] if str(info) else ''}"
     return str(info).splitlines()[0] if info else "unknown error"
+
+
+def _failed_handler(kind: str, request_id: int) -> str | None:
+    """The handler task's one-line reason if it failed (the request row may not say so)."""
+    name = task_for(kind)
+    if name is None:
+        return None
+    try:
+        lease = leases.by_key(leases.lease_key(name, [request_id]))
+    except TRANSIENT_ERRORS:
+        return None
+    if lease is None or lease.state != "failed":
+        return None
+    return lease.error or "no reason recorded"
