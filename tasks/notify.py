@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.exceptions import Retry
+
 from lifecycle.thirdparty import deliveries as delivery
 from schedules import housekeeping
 from tasks.base import LifecycleTask
@@ -16,7 +18,17 @@ def _enqueue(delivery_id: int, countdown: float) -> None:
 
 @app.task(base=LifecycleTask, name="lifecycle.notify.deliver", bind=True)
 def deliver(self: LifecycleTask, delivery_id: int) -> dict[str, Any]:
-    return {"delivery_id": delivery_id, "outcome": delivery.attempt(delivery_id, _enqueue)}
+    outcome = delivery.attempt(delivery_id, _enqueue)
+    problem = delivery.attempt_report(delivery_id, outcome)
+    if problem is None:
+        return {"delivery_id": delivery_id, "outcome": outcome}
+    retry_in = getattr(problem, "retry_in", None)
+    if retry_in is not None:
+        # RETRY in Flower with its reason ("HTTP 500 ... next attempt in 300 s"). Nothing is
+        # sent from here: the next attempt is already scheduled by the database's schedule.
+        raise Retry(str(problem), problem, retry_in)
+    # HTTP 410, a permanent rejection, or the schedule exhausted: a failed task in Flower.
+    raise problem
 
 
 @app.task(base=LifecycleTask, name="lifecycle.notify.resend_due", ignore_result=True, expires=60)
