@@ -256,6 +256,8 @@ class LifecycleTask(Task):
             return
         self.update_state(state="PROGRESS", meta=values)
         try:
-            self.send_event("task-progress", retry=False, **values)
+            # Flower lists a task's "result" column and detail from its events: while it runs,
+            # that is "{'done': 3, 'total': 12}"; the real result replaces it at the end.
+            self.send_event("task-progress", retry=False, result=repr(values), **values)
         except Exception:  # a monitoring event must never fail the job itself
             log.warning("could not send the progress event of %s[%s]", self.name, self.request.id)
