@@ -164,3 +164,35 @@ def test_sweep_finishes_by_itself_after_redis_kill_worker_kill_and_postgres_cras
     abandoned = [o for o, _c in runs if o != "ok"]
     if not abandoned:
         assert subjects == MEMBERS
+
+
+@pytest.mark.timeout(300)
+def test_jobs_picked_up_while_postgres_is_down_run_once_it_is_back(
+    fire_env: tuple[LifecycleEnv, PgServer, RedisServer],  # noqa: F811 (the fire test's servers)
+    start_worker: Callable[..., WorkerProc],
+) -> None:
+    """The sweep fails at once in job_lock/get_context when the database is down at pick-up
+    unless those errors are retried; so would a withdrawal at its lease."""
+    env, pg, _redis = fire_env
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    assert env.run("db", "upgrade").returncode == 0
+    seed_site(primary, 300)
+    assert withdraw_all(primary) == 300
+
+    from workers.app import app
+
+    start_worker(env, queues=["archive"], concurrency=1, name="pickup")
+    pg.stop("immediate")
+    try:
+        sweep = app.send_task("lifecycle.sweep.run", kwargs={"member_batch": 100})
+        # Picked up, failed to reach the database, and scheduled again (not failed).
+        deadline = time.monotonic() + 60
+        while sweep.state != "RETRY":
+            assert sweep.state not in ("FAILURE", "SUCCESS"), sweep.state
+            assert time.monotonic() < deadline, f"no retry: {sweep.state}"
+            time.sleep(0.3)
+    finally:
+        pg.start()
+    out = sweep.get(timeout=180, interval=0.5)
+    assert out.get("withdrawal_subjects") == 300, out
+    assert _withdrawn_left(primary) == 0
