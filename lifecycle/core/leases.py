@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lifecycle.core import db
@@ -99,40 +99,45 @@ def acquire(
     holder = uuid.uuid4().hex
     now = _now()
     expires = now + ttl()
-    fresh_generation = _T.c.state.in_(FINISHED_STATES)
-    takeable = (_T.c.key == key) & ((_T.c.state != "held") | (_T.c.expires_at < now))
+    takeable = (_T.c.state != "held") | (_T.c.expires_at < now)
     with eng.begin() as conn:
         prior = conn.execute(
-            select(_T.c.id, _T.c.redispatches, _T.c.heartbeat_at, _T.c.state).where(takeable)
+            select(_T.c.id, _T.c.redispatches, _T.c.heartbeat_at, _T.c.state).where(_T.c.key == key)
         ).first()
-        res = conn.execute(
-            update(_T)
-            .where(takeable)
-            .values(
-                state="held",
-                holder=holder,
-                task=task,
-                args=list(args),
-                kwargs=dict(kwargs or {}),
-                queue=queue,
-                task_id=task_id,
-                first_task_id=case((fresh_generation, task_id), else_=_T.c.first_task_id),
-                started_at=case((fresh_generation, now), else_=_T.c.started_at),
-                redispatches=case((fresh_generation, 0), else_=_T.c.redispatches),
-                finished_at=None,
-                error=None,
-                heartbeat_at=now,
-                expires_at=expires,
+    if prior is not None:
+        lease_id, redispatches, beat, state = prior
+        # A finished job sent again starts a new generation (a new nightly sweep, a manual
+        # re-run); anything else is the same job taken over. Decided here rather than with a
+        # CASE on ``state`` in the UPDATE: MySQL/MariaDB evaluate SET left to right.
+        fresh = state in FINISHED_STATES
+        values: dict[str, Any] = {
+            "state": "held",
+            "holder": holder,
+            "task": task,
+            "args": list(args),
+            "kwargs": dict(kwargs or {}),
+            "queue": queue,
+            "task_id": task_id,
+            "finished_at": None,
+            "error": None,
+            "heartbeat_at": now,
+            "expires_at": expires,
+        }
+        if fresh:
+            values.update(first_task_id=task_id, started_at=now, redispatches=0)
+        with eng.begin() as conn:
+            # ``state == state``: if another worker took it since we looked, we lost the race.
+            res = conn.execute(
+                update(_T)
+                .where((_T.c.id == lease_id) & (_T.c.state == state) & takeable)
+                .values(**values)
             )
-        )
-        if res.rowcount:
-            assert prior is not None
-            lease_id, redispatches, beat, state = prior
-            if state in FINISHED_STATES:
-                redispatches, stalled = 0, 0
-            else:
-                stalled = int((now - as_utc(beat)).total_seconds())
-            return Lease(lease_id, key, holder, eng, int(redispatches), stalled)
+        if not res.rowcount:
+            return None
+        if fresh:
+            return Lease(lease_id, key, holder, eng)
+        stalled = int((now - as_utc(beat)).total_seconds())
+        return Lease(lease_id, key, holder, eng, int(redispatches), stalled)
     try:
         with eng.begin() as conn:
             lease_id = conn.execute(
