@@ -34,6 +34,9 @@ from lifecycle.requests.states import is_handler_task
 log = logging.getLogger("lifecycle.tasks")
 
 PREFIX = "lifecycle."
+# A copy of a job whose lease is held checks back this many times, each once the lease would
+# have expired, before it stands down for good (see LifecycleTask._wait_for_lease).
+LEASE_WAIT_RETRIES = 3
 
 
 def _task_param_names(app: Any, name: str) -> list[str]:
@@ -138,6 +141,7 @@ class LifecycleTask(Task):
             self._retry_transient(exc)
             raise self._redacted(exc) from None
         if lease is None:
+            self._wait_for_lease(args, kwargs)
             log.info("%s[%s]: another worker holds this job's lease", self.name, self.request.id)
             return {"skipped": "another worker holds this job's lease"}
         with leases.holding(lease):
@@ -156,10 +160,30 @@ class LifecycleTask(Task):
             self._quietly(leases.finish, lease, "done")
             return result
 
+    def _lease_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        if self.lease == "name":
+            return leases.lease_key(self.name)
+        return leases.lease_key(self.name, args, kwargs)
+
+    def _wait_for_lease(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Someone holds the lease: try again once it would have expired, a few times.
+
+        The holder may have just died (an operator's or a beat resend right after a crash):
+        then this copy runs the job as soon as the lease expires, without waiting for the
+        watchdog. A holder that is alive keeps renewing, and this copy stands down.
+        """
+        retries = int(self.request.retries or 0)
+        if retries >= LEASE_WAIT_RETRIES:
+            return
+        try:
+            left = leases.seconds_left(self._lease_key(args, kwargs))
+        except TRANSIENT_ERRORS:
+            left = None
+        wait = 1.0 + (left if left is not None else leases.ttl().total_seconds())
+        raise self.retry(countdown=wait, max_retries=retries + 1)
+
     def _take_lease(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> leases.Lease | None:
-        key = leases.lease_key(self.name) if self.lease == "name" else (
-            leases.lease_key(self.name, args, kwargs)
-        )  # fmt: skip
+        key = self._lease_key(args, kwargs)
         delivery = self.request.delivery_info or {}
         return leases.acquire(
             key,

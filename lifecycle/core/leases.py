@@ -404,6 +404,15 @@ def follow(first_task_id: str) -> Followed | None:
     return Followed(row[0], row[1], int(row[2] or 0), row[3])
 
 
+def seconds_left(key: str) -> float | None:
+    """Seconds until the lease ``key`` expires (0 if it has); None if there is no such lease."""
+    with db.engine("primary").connect() as conn:
+        expires = conn.execute(select(_T.c.expires_at).where(_T.c.key == key)).scalar()
+    if expires is None:
+        return None
+    return max(0.0, (as_utc(expires) - _now()).total_seconds())
+
+
 def by_key(key: str) -> Followed | None:
     with db.engine("primary").connect() as conn:
         row = conn.execute(
