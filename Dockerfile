@@ -8,7 +8,15 @@ COPY workers ./workers
 COPY tasks ./tasks
 COPY models ./models
 COPY schedules ./schedules
-RUN pip install --no-cache-dir . && useradd --system --uid 1000 lifecycle
+RUN pip install --no-cache-dir . \
+ && groupadd --system --gid 1000 lifecycle \
+ && useradd --system --uid 1000 --gid lifecycle --home-dir /var/lib/lifecycle --no-create-home \
+      lifecycle \
+ && install -d -o lifecycle -g lifecycle -m 0750 /var/lib/lifecycle /srv/uploads
+# A named volume starts as a copy of the image's directory at its mount point, owner included:
+# every path docker-compose.yml mounts must exist here, owned by the user below, or the worker
+# cannot delete uploads and Flower cannot write its database. Keep this list in step with the
+# volumes there (tests/test_compose.py checks it).
 # Not root: the worker deletes files, and must only touch what the mounted roots allow.
 USER lifecycle
 ENTRYPOINT ["lifecycle"]

@@ -4,9 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
-  | grep -v "^WARNING: Location" || true
+bash scripts/install.sh test
 bash scripts/services.sh
 exec .venv/bin/python -m pytest "$@"

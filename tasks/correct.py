@@ -7,8 +7,6 @@ from typing import Any
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.rights.correction import run_correction
 from tasks.base import LifecycleTask
-from tasks.notice import send_batch
-from tasks.notify import deliver
 from workers.app import app
 
 
@@ -24,12 +22,4 @@ from workers.app import app
     lease="args",
 )
 def correct(self: LifecycleTask, request_id: int) -> dict[str, Any]:
-
-    return run_correction(
-        int(request_id),
-        self.request.id,
-        enqueue_delivery=lambda delivery_id: deliver.apply_async((delivery_id,)),
-        enqueue_notice=lambda notice_id, member_id: send_batch.apply_async(
-            (notice_id, member_id, member_id)
-        ),
-    )
+    return run_correction(int(request_id), self.request.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lifecycle.core import dispatch
 from lifecycle.notices import members as notices
 from lifecycle.notices.sending import send_batch as send_range
 from schedules import housekeeping
@@ -16,9 +17,7 @@ BATCH_RETRIES = 8
 
 
 def _enqueue_ranges(notice_id: int, ranges: list[tuple[int, int]]) -> None:
-    with app.producer_or_acquire() as producer:
-        for first, last in ranges:
-            send_batch.apply_async((notice_id, first, last), producer=producer)
+    dispatch.send_many(dispatch.NOTICE_SEND_BATCH, ((notice_id, f, last) for f, last in ranges))
 
 
 @app.task(base=LifecycleTask, name="lifecycle.notice.fanout", bind=True, lease="args")

@@ -6,6 +6,7 @@ from typing import Any
 
 from celery.exceptions import Retry
 
+from lifecycle.core import dispatch
 from lifecycle.thirdparty import deliveries as delivery
 from schedules import housekeeping
 from tasks.base import LifecycleTask
@@ -13,7 +14,7 @@ from workers.app import app
 
 
 def _enqueue(delivery_id: int, countdown: float) -> None:
-    deliver.apply_async((delivery_id,), countdown=countdown)
+    dispatch.send(dispatch.NOTIFY_DELIVER, delivery_id, countdown=countdown)
 
 
 @app.task(base=LifecycleTask, name="lifecycle.notify.deliver", bind=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.core import leases
+from lifecycle.core import dispatch, leases
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import get_context
 from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, run_batch, run_sweep
@@ -41,15 +41,15 @@ def sweep_run(
                 kwargs["member_batch"] = int(member_batch)
             leases.set_kwargs(lease, kwargs)
 
-    def dispatch(key: BatchKey) -> None:
+    def send_batch(key: BatchKey) -> None:
         # Flower and the log show "run=7 first=1001 last=1500 kind=withdrawal".
         kwargs: dict[str, Any] = {"kind": key.kind}
         if key.table:
             kwargs["table"] = key.table
-        archive_batch.apply_async(args=[key.run_id, key.first_id, key.last_id], kwargs=kwargs)
+        dispatch.send(dispatch.SWEEP_ARCHIVE_BATCH, key.run_id, key.first_id, key.last_id, **kwargs)
 
     # On SQLite (the embedded default) writers serialise anyway: the coordinator does it all.
-    fan_out = dispatch if ctx.is_pg_primary else None
+    fan_out = send_batch if ctx.is_pg_primary else None
     return run_sweep(
         ctx,
         task_id=self.request.id,

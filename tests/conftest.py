@@ -5,42 +5,42 @@
 - Redis: a private redis-server per test session on a free port (flushed per test), so test
   runs never touch anyone's data and parallel runs never collide.
 - Celery workers: real `celery worker` subprocesses (see `start_worker`).
+- SMTP and webhooks: an aiosmtpd sink and HTTP receivers that verify signatures, on loopback.
+
+Only fixtures and hooks live here; the classes and functions they use are in tests/helpers.py,
+which tests import directly. Tests that use a server-backed fixture are marked `integration`
+(see the end of this file).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import psycopg
 import pytest
 
-from tests.helpers import free_port, kill_group, stop_group, wait_port
-
-REPO = Path(__file__).resolve().parent.parent
-PG_ADMIN = os.environ.get(
-    "LIFECYCLE_TEST_PG_URL",
-    f"postgresql://postgres@127.0.0.1:{os.environ.get('LIFECYCLE_TEST_PG_PORT', '5432')}/postgres",
+# Helpers hold asserts too (exact accounting): rewrite them like the tests' own.
+pytest.register_assert_rewrite("tests.helpers")
+from tests.helpers import (  # noqa: E402
+    REPO,
+    Databases,
+    LifecycleEnv,
+    RedisServer,
+    SmtpSink,
+    WebhookReceiver,
+    WorkerProc,
+    apply_env,
+    pg_exec,
+    pg_url,
+    start_redis,
+    wait_worker_ready,
 )
-
-
-def _pg_exec(sql: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def _pg_url(db: str) -> str:
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{db}"
-
 
 # -- PostgreSQL --------------------------------------------------------------------------------
 
@@ -51,11 +51,11 @@ def pg_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     tag = uuid.uuid4().hex[:8]
     names = {"primary": f"lct_{tag}_tpl_p", "archive": f"lct_{tag}_tpl_a"}
     for name in names.values():
-        _pg_exec(f'CREATE DATABASE "{name}"')
+        pg_exec(f'CREATE DATABASE "{name}"')
     env = os.environ | {
         "LIFECYCLE_VAR_DIR": str(tmp_path_factory.mktemp("tplvar")),
-        "LIFECYCLE_PRIMARY_DATABASE_URL": _pg_url(names["primary"]),
-        "LIFECYCLE_ARCHIVE_DATABASE_URL": _pg_url(names["archive"]),
+        "LIFECYCLE_PRIMARY_DATABASE_URL": pg_url(names["primary"]),
+        "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_url(names["archive"]),
     }
     subprocess.run(
         [sys.executable, "-m", "lifecycle.cli.main", "db", "upgrade"],
@@ -66,14 +66,7 @@ def pg_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     )
     yield names
     for name in names.values():
-        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@dataclass
-class Databases:
-    primary_url: str
-    archive_url: str
-    names: dict[str, str]
+        pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -82,53 +75,13 @@ def pg_databases(pg_templates: dict[str, str]) -> Iterator[Databases]:
     tag = uuid.uuid4().hex[:8]
     names = {k: f"lct_{tag}_{k[0]}" for k in pg_templates}
     for k, name in names.items():
-        _pg_exec(f'CREATE DATABASE "{name}" TEMPLATE "{pg_templates[k]}"')
-    yield Databases(_pg_url(names["primary"]), _pg_url(names["archive"]), names)
+        pg_exec(f'CREATE DATABASE "{name}" TEMPLATE "{pg_templates[k]}"')
+    yield Databases(pg_url(names["primary"]), pg_url(names["archive"]), names)
     for name in names.values():
-        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- Redis -------------------------------------------------------------------------------------
-
-
-@dataclass
-class RedisServer:
-    port: int
-    proc: subprocess.Popen[bytes] | None
-    dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def flush(self) -> None:
-        import redis
-
-        redis.Redis(port=self.port).flushall()
-
-
-def start_redis(tmp: Path, port: int | None = None, *, aof: bool = False) -> RedisServer:
-    """A throwaway redis-server (also used by tests that restart Redis under load)."""
-    port = port or free_port()
-    tmp.mkdir(parents=True, exist_ok=True)
-    args = [
-        "redis-server",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dir",
-        str(tmp),
-        "--save",
-        "",
-        "--appendonly",
-        "yes" if aof else "no",
-        "--logfile",
-        "redis.log",
-    ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
-    return RedisServer(port, proc, tmp)
 
 
 @pytest.fixture(scope="session")
@@ -155,48 +108,6 @@ def redis_url(redis_server: RedisServer) -> str:
 # -- Settings / environment --------------------------------------------------------------------
 
 
-@dataclass
-class LifecycleEnv:
-    """The LIFECYCLE_* variables of one test, applied in-process and given to subprocesses."""
-
-    vars: dict[str, str]
-    var_dir: Path
-    file_root: Path
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def environ(self, **more: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
-        env.update(self.vars)
-        env.update(more)
-        env["PYTHONPATH"] = str(REPO)
-        return env
-
-    def run(
-        self, *args: str, check: bool = False, timeout: float = 300, **more: str
-    ) -> subprocess.CompletedProcess[str]:
-        """Run the `lifecycle` CLI as a user would."""
-        return subprocess.run(
-            [sys.executable, "-m", "lifecycle.cli.main", *args],
-            env=self.environ(**more),
-            cwd=self.var_dir.parent,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
-        )
-
-
-def _apply_env(monkeypatch: pytest.MonkeyPatch, env: LifecycleEnv) -> None:
-    for k in list(os.environ):
-        if k.startswith("LIFECYCLE_"):
-            monkeypatch.delenv(k)
-    for k, v in env.vars.items():
-        monkeypatch.setenv(k, v)
-    from workers.app import reconfigure
-
-    reconfigure()
-
-
 @pytest.fixture
 def lifecycle_env(
     tmp_path: Path, pg_databases: Databases, redis_url: str, monkeypatch: pytest.MonkeyPatch
@@ -220,7 +131,7 @@ def lifecycle_env(
         var_dir=var,
         file_root=files,
     )
-    _apply_env(monkeypatch, env)
+    apply_env(monkeypatch, env)
     yield env
     from workers.app import reconfigure
 
@@ -233,7 +144,7 @@ def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Li
     """The no-configuration default: SQLite + filesystem transport under tmp/var."""
     var = tmp_path / "var"
     env = LifecycleEnv(vars={"LIFECYCLE_VAR_DIR": str(var)}, var_dir=var, file_root=var / "files")
-    _apply_env(monkeypatch, env)
+    apply_env(monkeypatch, env)
     yield env
     from workers.app import reconfigure
 
@@ -242,23 +153,6 @@ def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Li
 
 
 # -- Celery workers ----------------------------------------------------------------------------
-
-
-@dataclass
-class WorkerProc:
-    proc: subprocess.Popen[bytes]
-    log: Path
-    name: str
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Kill the whole process group (main process and prefork children)."""
-        kill_group(self.proc, sig)
-
-    def stop(self) -> None:
-        stop_group(self.proc)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -314,7 +208,7 @@ def start_worker(
         w = WorkerProc(proc, log, name)
         started.append(w)
         if wait:
-            _wait_worker_ready(w)
+            wait_worker_ready(w)
         return w
 
     yield _start
@@ -322,12 +216,58 @@ def start_worker(
         w.stop()
 
 
-def _wait_worker_ready(w: WorkerProc, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if w.proc.poll() is not None:
-            raise RuntimeError(f"worker exited early:\n{w.output()[-3000:]}")
-        if " ready." in w.output():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"worker not ready after {timeout}s:\n{w.output()[-3000:]}")
+# -- SMTP and webhook receivers ------------------------------------------------------------------
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., WebhookReceiver]]:
+    made: list[WebhookReceiver] = []
+
+    def make(**kw: Any) -> WebhookReceiver:
+        from lifecycle.channels.webhooks import generate_secret
+
+        kw.setdefault("secret", generate_secret())
+        r = WebhookReceiver(**kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+# -- the integration marker ----------------------------------------------------------------------
+
+# Fixtures that need a server (PostgreSQL, MariaDB, Redis, a Celery worker, SMTP, HTTP). A test
+# that uses one, directly or through another fixture, is an integration test; `pytest -m "not
+# integration"` runs the rest with no server at all. Tests that start servers themselves (or
+# reach one through `request.getfixturevalue`) carry the marker explicitly.
+SERVER_FIXTURES = frozenset(
+    {
+        "pg_templates",
+        "pg_databases",
+        "redis_server",
+        "redis_url",
+        "lifecycle_env",
+        "start_worker",
+        "smtp_sink",
+        "receivers",
+    }
+)
+SERVER_FIXTURE_PREFIXES = ("mysql_", "mariadb_")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if SERVER_FIXTURES.intersection(names) or any(
+            n.startswith(SERVER_FIXTURE_PREFIXES) for n in names
+        ):
+            item.add_marker(pytest.mark.integration)

@@ -1,16 +1,58 @@
-"""Small helpers the tests and the benchmarks share: loopback ports, waiting for a condition,
-stopping a process group. No pytest import, so the benchmarks under bench/ can use it too."""
+"""Plain code the tests and the benchmarks share: paths and settings of the test servers,
+throwaway Redis, the `lifecycle` environment of one test, Celery worker processes, an SMTP sink
+and webhook receivers, demo data, exact accounting of a sweep and scans for personal data.
+
+Fixtures and hooks live in conftest.py and build on these. No pytest import here, so the
+benchmarks under bench/ can use this module too.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
+import email
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email import policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import redis
+from aiosmtpd.controller import Controller
+from sqlalchemy import Engine, create_engine, insert, inspect, text
+from sqlalchemy.orm import Session
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from lifecycle.core import db
+from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap
+from lifecycle.ops.demo_seed import seed
+from lifecycle.vault import ledger
+from models import demo_site
+
+if TYPE_CHECKING:
+    import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get(
+    "LIFECYCLE_TEST_PG_URL",
+    f"postgresql://postgres@127.0.0.1:{os.environ.get('LIFECYCLE_TEST_PG_PORT', '5432')}/postgres",
+)
+
+
+# -- loopback ports and processes --------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -55,3 +97,641 @@ def stop_group(proc: subprocess.Popen[Any], grace: float = 30) -> None:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             kill_group(proc)
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+def pg_exec(sql: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def pg_url(db: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{db}"
+
+
+@dataclass
+class Databases:
+    primary_url: str
+    archive_url: str
+    names: dict[str, str]
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes] | None
+    dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def flush(self) -> None:
+        redis.Redis(port=self.port).flushall()
+
+
+def start_redis(tmp: Path, port: int | None = None, *, aof: bool = False) -> RedisServer:
+    """A throwaway redis-server (also used by tests that restart Redis under load)."""
+    port = port or free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    args = [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(tmp),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if aof else "no",
+        "--logfile",
+        "redis.log",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return RedisServer(port, proc, tmp)
+
+
+# -- Settings / environment --------------------------------------------------------------------
+
+
+@dataclass
+class LifecycleEnv:
+    """The LIFECYCLE_* variables of one test, applied in-process and given to subprocesses."""
+
+    vars: dict[str, str]
+    var_dir: Path
+    file_root: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def environ(self, **more: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+        env.update(self.vars)
+        env.update(more)
+        env["PYTHONPATH"] = str(REPO)
+        return env
+
+    def run(
+        self, *args: str, check: bool = False, timeout: float = 300, **more: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the `lifecycle` CLI as a user would."""
+        return subprocess.run(
+            [sys.executable, "-m", "lifecycle.cli.main", *args],
+            env=self.environ(**more),
+            cwd=self.var_dir.parent,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+
+def apply_env(monkeypatch: pytest.MonkeyPatch, env: LifecycleEnv) -> None:
+    # workers.app is imported here and in set_env, not at the top: importing it builds the Celery
+    # app from the settings of that moment, which must be the test's, not the shell's.
+    for k in list(os.environ):
+        if k.startswith("LIFECYCLE_"):
+            monkeypatch.delenv(k)
+    for k, v in env.vars.items():
+        monkeypatch.setenv(k, v)
+    from workers.app import reconfigure
+
+    reconfigure()
+
+
+def set_env(env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    """Add LIFECYCLE_* settings for the CLI, the workers and this process alike."""
+    from workers.app import reconfigure
+
+    for k, v in values.items():
+        env.vars[k] = v
+        monkeypatch.setenv(k, v)
+    reconfigure()
+
+
+# -- Celery workers ----------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProc:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    name: str
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the whole process group (main process and prefork children)."""
+        kill_group(self.proc, sig)
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_worker_ready(w: WorkerProc, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if w.proc.poll() is not None:
+            raise RuntimeError(f"worker exited early:\n{w.output()[-3000:]}")
+        if " ready." in w.output():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"worker not ready after {timeout}s:\n{w.output()[-3000:]}")
+
+
+# -- SMTP sink ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    rcpt: str
+    message_id: str
+    subject: str
+    body: str
+    raw: bytes
+
+
+class _SinkHandler:
+    def __init__(self, sink: SmtpSink) -> None:
+        self.sink = sink
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+        if address in self.sink.refuse:
+            return "550 5.1.1 no such user"
+        if address in self.sink.defer:
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        if self.sink.delay:
+            await asyncio.sleep(self.sink.delay)
+        msg = email.message_from_bytes(envelope.content, policy=policy.default)
+        body = msg.get_content() if not msg.is_multipart() else ""
+        with self.sink.lock:
+            for rcpt in envelope.rcpt_tos:
+                self.sink.messages.append(
+                    Received(
+                        rcpt, str(msg["Message-ID"]), str(msg["Subject"]), body, envelope.content
+                    )
+                )
+        return "250 OK"
+
+
+class SmtpSink:
+    """aiosmtpd on a free loopback port; collects every accepted message."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.port = free_port()
+        self.delay = delay
+        self.refuse: set[str] = set()
+        self.defer: set[str] = set()
+        self.messages: list[Received] = []
+        self.lock = threading.Lock()
+        self.controller = Controller(_SinkHandler(self), hostname="127.0.0.1", port=self.port)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def per_recipient(self) -> Counter[str]:
+        with self.lock:
+            return Counter(m.rcpt for m in self.messages)
+
+    def distinct_ids(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        with self.lock:
+            for m in self.messages:
+                out.setdefault(m.rcpt, set()).add(m.message_id)
+        return out
+
+    def write_mail_log(self, path: Path, aborted: tuple[str, ...] = ()) -> Path:
+        """What Postfix would have logged for the accepted messages, as an MTA log.
+
+        Per accepted message, cleanup's ``message-id=<...>`` line and qmgr's ``from=<...>``
+        line (queued) under one queue id, with unrelated lines between, as in a real maillog.
+        ``aborted`` Message-IDs get only the cleanup line: Postfix logs that while the message
+        is still arriving, so a message dropped before the end of DATA has one too.
+        """
+        with self.lock:
+            ids = [m.message_id.strip("<>") for m in self.messages]
+        lines = ["Jan  1 09:00:00 mx postfix/master[100]: daemon started -- version 3.8.6"]
+        for n, mid in enumerate(ids, start=1):
+            qid = f"4F{n:08X}"
+            lines += [
+                f"Jan  1 09:00:01 mx postfix/smtpd[201]: {qid}: client=localhost[127.0.0.1]",
+                f"Jan  1 09:00:01 mx postfix/cleanup[202]: {qid}: message-id=<{mid}>",
+                f"Jan  1 09:00:01 mx postfix/qmgr[103]: {qid}: from=<privacy@maumteo.example>, "
+                "size=1234, nrcpt=1 (queue active)",
+                f"Jan  1 09:00:02 mx postfix/smtp[204]: {qid}: to=<redacted>, "
+                "relay=none, delay=0.1, status=sent (250 2.0.0 Ok)",
+            ]
+        for n, mid in enumerate(aborted, start=1):
+            qid = f"5A{n:08X}"
+            lines += [
+                f"Jan  1 09:00:03 mx postfix/cleanup[202]: {qid}: message-id=<{mid}>",
+                "Jan  1 09:00:03 mx postfix/smtpd[201]: lost connection after DATA "
+                "(512 bytes) from localhost[127.0.0.1]",
+            ]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    def wait_count(self, n: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.messages) >= n:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"SMTP sink got {len(self.messages)} of {n} messages")
+
+
+# -- webhook receivers -------------------------------------------------------------------------
+
+
+@dataclass
+class Hit:
+    msg_id: str
+    verified: bool
+    status: int
+    payload: Any
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class WebhookReceiver:
+    """A third party's endpoint. ``script`` gives the status of each successive request
+    (then ``default``); the signature is verified with the shared secret on every request."""
+
+    secret: str
+    script: list[int] = field(default_factory=list)
+    default: int = 200
+    delay: float = 0.0
+    hits: list[Hit] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        receiver = self
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    payload = Webhook(receiver.secret).verify(body, headers)
+                    verified = True
+                except WebhookVerificationError:
+                    payload, verified = None, False
+                with receiver._lock:
+                    n = len(receiver.hits)
+                    status = receiver.script[n] if n < len(receiver.script) else receiver.default
+                    if not verified:
+                        status = 401
+                    receiver.hits.append(
+                        Hit(headers.get("webhook-id", ""), verified, status, payload, body, headers)
+                    )
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/pipa"
+
+    def accepted(self) -> list[Hit]:
+        """Requests the receiver processed (verified and answered 2xx)."""
+        return [h for h in self.hits if h.verified and 200 <= h.status < 300]
+
+    def unique_accepted(self) -> dict[str, Hit]:
+        """What a receiver that dedupes by webhook-id (as the spec asks) acts on."""
+        out: dict[str, Hit] = {}
+        for h in self.accepted():
+            out.setdefault(h.msg_id, h)
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# -- demo site data ----------------------------------------------------------------------------
+
+
+def seed_site(
+    primary_url: str, members: int, *, files: bool = False, file_root: Path | None = None
+) -> dict[str, int]:
+    eng = create_engine(primary_url)
+    try:
+        return seed(eng, members, files=files, file_root=file_root or Path("/nonexistent"))
+    finally:
+        eng.dispose()
+
+
+def withdraw_all(primary_url: str, where: str = "TRUE") -> int:
+    eng = create_engine(primary_url)
+    try:
+        with eng.begin() as c:
+            return c.execute(
+                text(
+                    "UPDATE members SET status = 'withdrawn', withdrawn_at = "
+                    f"coalesce(withdrawn_at, CURRENT_TIMESTAMP) WHERE {where}"
+                )
+            ).rowcount
+    finally:
+        eng.dispose()
+
+
+def table_counts(url: str) -> dict[str, int]:
+    eng = create_engine(url)
+    try:
+        names = inspect(eng).get_table_names()
+        with eng.connect() as c:
+            return {n: c.execute(text(f'SELECT count(*) FROM "{n}"')).scalar_one() for n in names}
+    finally:
+        eng.dispose()
+
+
+def create_demo_schema() -> Engine:
+    eng = db.engine("primary")
+    demo_site.metadata.create_all(eng)
+    return eng
+
+
+def add_members(
+    eng: Engine, count: int, *, start: int = 1, status: str = "active", **overrides: Any
+) -> list[int]:
+    rows = []
+    for i in range(start, start + count):
+        row = {
+            "id": i,
+            "login_id": f"user{i:06d}",
+            "password_hash": "argon2$demo",
+            "name": f"회원{i}",
+            "birth_date": date(1985, 1, 1),
+            "sex": "F" if i % 2 else "M",
+            "mobile": f"010-0000-{i:04d}",
+            "email": f"member{i}@example.test",
+            "status": status,
+            "joined_at": datetime(2020, 1, 1, tzinfo=UTC),
+            "marketing_consent": False,
+        }
+        row.update(overrides)
+        rows.append(row)
+    with eng.begin() as conn:
+        conn.execute(insert(demo_site.members), rows)
+        if eng.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "SELECT setval(pg_get_serial_sequence('members','id'), "
+                    "(SELECT max(id) FROM members))"
+                )
+            )
+    return [r["id"] for r in rows]
+
+
+# -- snapshots and exact accounting ------------------------------------------------------------
+
+
+@dataclass
+class SiteSnapshot:
+    """Every row of every mapped table, by (table, pk), with its member."""
+
+    rows: dict[tuple[str, str], Any] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    personal: set[str] = field(default_factory=set)
+
+
+def snapshot_site(primary_url: str) -> SiteSnapshot:
+    eng = create_engine(primary_url)
+    try:
+        dm = load_datamap(SHIPPED_DEMO_MAP, engine=eng)
+        snap = SiteSnapshot()
+        with eng.connect() as c:
+            for tm in dm.tables.values():
+                snap.categories[tm.name] = list(tm.columns)
+                rel = tm.subject_column
+                for pk, m in c.execute(text(f'SELECT "{tm.key}", "{rel}" FROM "{tm.name}"')):
+                    snap.rows[(tm.name, str(pk))] = m
+            # Korean names are three characters: keep them, but not ones that happen to occur
+            # in the map's own texts (legal bases), which do appear in the ledger.
+            shipped = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
+            for name, email, mobile, rrn, phone, addr in c.execute(
+                text("SELECT name, email, mobile, rrn, home_phone, home_address FROM members")
+            ):
+                for v in (name, email, mobile, rrn, phone, addr):
+                    if v and len(v) >= 3 and v not in shipped:
+                        snap.personal.add(v)
+        return snap
+    finally:
+        eng.dispose()
+
+
+def remaining_rows(primary_url: str, snap: SiteSnapshot) -> set[tuple[str, str]]:
+    eng = create_engine(primary_url)
+    out: set[tuple[str, str]] = set()
+    try:
+        dm = load_datamap(SHIPPED_DEMO_MAP, engine=eng)
+        with eng.connect() as c:
+            for tm in dm.tables.values():
+                for (pk,) in c.execute(text(f'SELECT "{tm.key}" FROM "{tm.name}"')):
+                    out.add((tm.name, str(pk)))
+        return out
+    finally:
+        eng.dispose()
+
+
+@dataclass
+class Accounting:
+    archived: Counter[tuple[str, str]]  # archive_records per (table, category)
+    ledger_archive: Counter[tuple[str, str]]
+    ledger_destroy: Counter[tuple[str, str]]
+    records: set[tuple[str, str, str]]
+    outbox: int
+    ledger_ok: bool
+    ledger_message: str
+
+
+def accounting(primary_url: str, archive_url: str) -> Accounting:
+    a = create_engine(archive_url)
+    p = create_engine(primary_url)
+    try:
+        with a.connect() as c:
+            records: set[tuple[str, str, str]] = set()
+            archived: Counter[tuple[str, str]] = Counter()
+            for t, pk, cat in c.execute(
+                text("SELECT source_table, source_pk, category FROM archive_records")
+            ):
+                assert (t, pk, cat) not in records, "duplicate archive record"
+                records.add((t, pk, cat))
+                archived[(t, cat)] += 1
+            la: Counter[tuple[str, str]] = Counter()
+            ld: Counter[tuple[str, str]] = Counter()
+            for action, cats, tables, rows in c.execute(
+                text("SELECT action, categories, tables, rows FROM ledger_entries")
+            ):
+                cats = json.loads(cats) if isinstance(cats, str) else cats
+                tables = json.loads(tables) if isinstance(tables, str) else tables
+                if action in ("archive", "destroy") and len(cats) == 1 and len(tables) == 1:
+                    (la if action == "archive" else ld)[(tables[0], cats[0])] += int(rows)
+        with Session(a) as s:
+            res = ledger.verify(s)
+        with p.connect() as c:
+            outbox = c.execute(text("SELECT count(*) FROM lifecycle_ledger_outbox")).scalar_one()
+        return Accounting(archived, la, ld, records, outbox, res.ok, res.message())
+    finally:
+        a.dispose()
+        p.dispose()
+
+
+def check_exact_accounting(
+    snap: SiteSnapshot, remaining: set[tuple[str, str]], acc: Accounting
+) -> None:
+    """Every row that left the primary DB is, per category, archived exactly once or destroyed
+    with a ledger entry; nothing archived is still in the primary DB; the ledger verifies."""
+    assert acc.ledger_ok, acc.ledger_message
+    assert acc.outbox == 0, "destruction entries still parked in the outbox"
+    gone: Counter[str] = Counter()
+    for key in snap.rows:
+        if key not in remaining:
+            gone[key[0]] += 1
+    for t, pk, _cat in acc.records:
+        assert (t, pk) in snap.rows, f"archive record for a row that never existed: {t}"
+        assert (t, pk) not in remaining, f"{t} row is both archived and still in primary"
+    for table, cats in snap.categories.items():
+        for cat in cats:
+            archived = acc.archived[(table, cat)]
+            destroyed = acc.ledger_destroy[(table, cat)]
+            assert acc.ledger_archive[(table, cat)] == archived, (
+                f"{table}/{cat}: ledger says {acc.ledger_archive[(table, cat)]} archived, "
+                f"archive holds {archived}"
+            )
+            assert archived + destroyed == gone[table], (
+                f"{table}/{cat}: {gone[table]} rows left primary but {archived} archived + "
+                f"{destroyed} destroyed in the ledger"
+            )
+
+
+# -- scans for personal data -------------------------------------------------------------------
+
+
+def redis_dump_decoded(port: int) -> bytes:
+    """Every key and value in a Redis server, with kombu's base64 message bodies decoded (to
+    search the bytes for personal values)."""
+    r = redis.Redis(port=port)
+    out: list[bytes] = []
+
+    def add(v: bytes) -> None:
+        out.append(v)
+        try:
+            msg = json.loads(v)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if isinstance(msg, dict) and isinstance(msg.get("body"), str):
+            with contextlib.suppress(ValueError):
+                out.append(base64.b64decode(msg["body"]))
+
+    for key in r.scan_iter(count=1000):
+        out.append(key)
+        kind = r.type(key)
+        if kind == b"string":
+            add(r.get(key) or b"")
+        elif kind == b"list":
+            for v in r.lrange(key, 0, -1):
+                add(v)
+        elif kind == b"hash":
+            for k, v in r.hgetall(key).items():
+                out += [k]
+                add(v)
+        elif kind == b"set":
+            out += list(r.smembers(key))
+        elif kind == b"zset":
+            out += [m for m in r.zrange(key, 0, -1)]
+    return b"\n".join(out)
+
+
+def redis_dump_repr(url: str) -> str:
+    """Every key and value in the broker/result Redis, one ``repr`` line per key (to search
+    the text for old values)."""
+    r = redis.Redis.from_url(url)
+    out = []
+    for key in r.scan_iter(count=1000):
+        kind = r.type(key).decode()
+        if kind == "string":
+            val: Any = r.get(key)
+        elif kind == "list":
+            val = r.lrange(key, 0, -1)
+        elif kind == "hash":
+            val = r.hgetall(key)
+        elif kind == "set":
+            val = r.smembers(key)
+        elif kind == "zset":
+            val = r.zrange(key, 0, -1, withscores=True)
+        else:
+            val = kind
+        out.append(f"{key!r} {val!r}")
+    return "\n".join(out)
+
+
+def database_dump(url: str) -> bytes:
+    """Every table of a database as text (bytea shows as hex, so ciphertexts stay opaque)."""
+    eng: Engine = create_engine(url)
+    try:
+        chunks: list[bytes] = []
+        with eng.connect() as c:
+            for name in inspect(eng).get_table_names():
+                for row in c.execute(text(f'SELECT * FROM "{name}"')):
+                    chunks.append(repr(tuple(row)).encode())
+                    for v in row:
+                        if isinstance(v, str):
+                            chunks.append(v.encode())
+        return b"\n".join(chunks)
+    finally:
+        eng.dispose()
+
+
+def table_dump(eng: Engine, prefix: str = "lifecycle_") -> str:
+    """Every row of every table starting with ``prefix``, as text (to search for old values)."""
+    out = []
+    with eng.connect() as conn:
+        for name in sorted(inspect(eng).get_table_names()):
+            if not name.startswith(prefix):
+                continue
+            for row in conn.execute(text(f'SELECT * FROM "{name}"')):
+                out.append(f"{name}: {json.dumps(list(row), default=str, ensure_ascii=False)}")
+    return "\n".join(out)
+
+
+def leaks(blob: bytes, values: set[str]) -> list[str]:
+    """Which personal values occur in ``blob`` (reported masked, so a failure leaks nothing)."""
+    found = []
+    for v in values:
+        if v.encode() in blob:
+            found.append(v[:2] + "*" * (len(v) - 2))
+    return found

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import LifecycleEnv
+from tests.helpers import LifecycleEnv
 
 
 @dataclass

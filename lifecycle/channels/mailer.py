@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from lifecycle.channels.tls import client_context, is_loopback
 from lifecycle.core.errors import SettingsError
 from lifecycle.core.settings import get_settings
 
@@ -91,6 +92,16 @@ def parse_smtp_url(url: str) -> SmtpConfig:
     if not parts.hostname:
         raise SettingsError("LIFECYCLE_SMTP_URL has no host")
     security, default_port = _SCHEMES[parts.scheme]
+    if security == "plain" and not is_loopback(parts.hostname):
+        if not get_settings().allow_plain_smtp:
+            raise SettingsError(
+                "LIFECYCLE_SMTP_URL: plain smtp:// to a host other than loopback would send "
+                "personal data unencrypted; use smtp+starttls:// or smtps:// (or set "
+                "LIFECYCLE_ALLOW_PLAIN_SMTP=true)"
+            )
+        log.warning(
+            "LIFECYCLE_ALLOW_PLAIN_SMTP is set: mail to %s goes without TLS", parts.hostname
+        )
     return SmtpConfig(
         host=parts.hostname,
         port=port or default_port,
@@ -165,12 +176,12 @@ class Mailer:
         smtp: smtplib.SMTP
         if cfg.security == "ssl":
             smtp = smtplib.SMTP_SSL(
-                cfg.host, cfg.port, timeout=cfg.timeout, context=ssl.create_default_context()
+                cfg.host, cfg.port, timeout=cfg.timeout, context=client_context()
             )
         else:
             smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
             if cfg.security == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=client_context())
         # The body and the terminating "." go out as two writes with the intent mark between:
         # where they cannot be joined (TLS, no MSG_MORE), Nagle could otherwise hold the 3-byte
         # terminator until the server's (delayed) ACK of the body: up to 40 ms per message.

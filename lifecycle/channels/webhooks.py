@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import json
 import secrets
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks import Webhook
 
+from lifecycle.channels.tls import client_context, is_loopback
 from lifecycle.core.errors import UserError
 
 Outcome = Literal["delivered", "gone", "retry"]
@@ -69,15 +69,6 @@ def validate_secret(secret: str) -> str:
     return secret
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def validate_url(url: str) -> str:
     """HTTPS only, except plain HTTP to loopback (local receivers and tests)."""
     try:
@@ -86,7 +77,7 @@ def validate_url(url: str) -> str:
         raise UserError("webhook URL is not a valid URL") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise UserError("webhook URL must be https://HOST/PATH")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise UserError("webhook URL must use https (plain http is allowed only to loopback)")
     if parts.username or parts.password:
         raise UserError("webhook URL must not contain credentials; use the signing secret")
@@ -131,7 +122,7 @@ def deliver_webhook(
     headers["content-type"] = "application/json; charset=utf-8"
     headers["user-agent"] = USER_AGENT
     own = client is None
-    http = client or httpx.Client(timeout=timeout, follow_redirects=False)
+    http = client or httpx.Client(timeout=timeout, follow_redirects=False, verify=client_context())
     try:
         resp = http.post(url, content=body.encode("utf-8"), headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -45,7 +46,11 @@ def export_cmd(
     fmt: str = typer.Option("csv", "--format", help="Output format (only csv)."),
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write to this file (UTF-8 with BOM, for Excel)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file instead of stdout (either way UTF-8 with BOM, for Excel).",
+        ),
     ] = None,
 ) -> None:
     """Export the ledger with Korean column headings, times in Asia/Seoul."""
@@ -62,8 +67,16 @@ def export_cmd(
     check_reachable("archive")
     tz = get_settings().timezone
     if output is None:
-        with session("archive") as s:
-            ledger.export_csv(s, sys.stdout, tz=tz)
+        # The same bytes as --output: `export > f.csv` is how most people save it, and Excel
+        # reads a BOM-less file in the ANSI code page, garbling the Korean headings.
+        sys.stdout.flush()
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="")
+        try:
+            with session("archive") as s:
+                ledger.export_csv(s, out, tz=tz)
+            out.flush()
+        finally:
+            out.detach()
         return
     tmp = output.with_name(f".{output.name}.part")
     try:

@@ -35,10 +35,11 @@ def status(
     def flower_check() -> bool:
         import httpx
 
-        from lifecycle.ops.status import _loopback
+        from lifecycle.ops.flower_locator import locate
 
-        url = f"http://{_loopback(s.flower_address)}:{s.flower_port}/healthcheck"
-        return httpx.get(url, timeout=2).status_code == 200
+        # trust_env off: a proxy from the environment must not be asked for a loopback URL.
+        url = f"{locate(s)}healthcheck"
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
 
     report = build_report(
         s, app=dispatch.celery_app(), flower_check=flower_check, worker_timeout=timeout

@@ -23,6 +23,7 @@ def up(
     from lifecycle.core.broker import check_broker
     from lifecycle.core.db import check_reachable
     from lifecycle.core.settings import get_settings
+    from lifecycle.ops import flower_locator
     from workers import launcher
 
     s = get_settings()
@@ -50,7 +51,12 @@ def up(
     typer.echo("Press Ctrl-C to stop worker, beat and Flower.", err=True)
     children = launcher.plan(s, concurrency=concurrency, loglevel=loglevel)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    code = launcher.run_forever(children, lambda line: typer.echo(line, err=True))
+    # So that `lifecycle status` in another shell finds this Flower (lifecycle/flower_locator.py).
+    flower_locator.record(s)
+    try:
+        code = launcher.run_forever(children, lambda line: typer.echo(line, err=True))
+    finally:
+        flower_locator.clear(s)
     raise typer.Exit(code)
 
 

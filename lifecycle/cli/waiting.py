@@ -6,7 +6,15 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from lifecycle.core import leases
 from lifecycle.core.errors import BrokerUnavailable, LifecycleError
@@ -23,11 +31,18 @@ class JobFailed(LifecycleError):
 BROKER_PATIENCE = 300.0
 
 
+class _Count(MofNCompleteColumn):
+    """done/total once the job has said its total; nothing before (rich would show `0/?`)."""
+
+    def render(self, task: Task) -> Text:
+        return Text("") if task.total is None else super().render(task)
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        _Count(),
         TextColumn("{task.fields[state]}"),
         TimeElapsedColumn(),
         console=_console,
@@ -132,14 +147,51 @@ def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: floa
             bar.update(task, state=state.lower())
             if state == "SUCCESS":
                 value = result.get(timeout=5, propagate=False)
-                if isinstance(value, dict) and "total" in value:
-                    bar.update(task, total=value["total"], completed=value.get("done", 0))
+                final = _final_count(value)
+                if final is not None:
+                    bar.update(task, completed=final[0], total=final[1])
                 return value
             if state in ("FAILURE", "REVOKED"):
                 raise JobFailed(f"{label} failed: {_one_line(result.info)}")
             if time.monotonic() > deadline:
                 raise JobFailed(f"{label} not finished after {timeout:.0f}s (task {result.id})")
             time.sleep(poll)
+
+
+def await_result(task_id: str, timeout: float) -> str | None:
+    """Block until the task's result is stored (at most ``timeout`` s); no sleep loop.
+
+    With the Redis result backend this is a pub/sub subscription, so it returns as soon as the
+    worker publishes the result; other backends are polled every 50 ms. Returns the task's
+    state once it is ready ("SUCCESS", "FAILURE", ...), or None when it is not ready yet or the
+    backend cannot be reached (the caller falls back to what the database says).
+    """
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    from workers.app import app
+
+    result = app.AsyncResult(task_id)
+    try:
+        result.get(timeout=timeout, interval=0.05, propagate=False)
+    except ResultTimeout:
+        return None
+    except Exception:
+        # A result backend outage must not end the wait: the job's state lives in the database.
+        time.sleep(min(timeout, 0.5))
+        return None
+    return str(result.state)
+
+
+def _final_count(value: Any) -> tuple[int, int] | None:
+    """(done, total) from a finished job's result. The last PROGRESS a poll saw may be older
+    (and a sweep's total grows as each phase is planned): the bar must end at the result's."""
+    if not isinstance(value, dict):
+        return None
+    for done_key, total_key in (("done", "total"), ("batches_done", "batches")):
+        done, total = value.get(done_key), value.get(total_key)
+        if isinstance(total, int) and isinstance(done, int):
+            return done, total
+    return None
 
 
 def _one_line(info: Any) -> str:

@@ -12,6 +12,7 @@ change (a renamed task keeps its old name registered as an alias).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 # Requests (one per request kind; each receives only the request id).
@@ -74,3 +75,14 @@ def send(
     if note:
         options["lifecycle_note"] = note
     return celery_app().send_task(name, args=list(args), kwargs=kwargs or None, **options)
+
+
+def send_many(name: str, arg_lists: Iterable[Sequence[int | str]]) -> int:
+    """Send ``name`` once per argument list over one broker connection; returns how many."""
+    app = celery_app()
+    n = 0
+    with app.producer_or_acquire() as producer:
+        for args in arg_lists:
+            app.send_task(name, args=list(args), producer=producer)
+            n += 1
+    return n

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -51,7 +52,7 @@ class JobLock:
             self._conn = conn
             return True
 
-        path = get_settings().var_dir / f"{self.name}.lock"
+        path = self._path()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -88,6 +89,15 @@ class JobLock:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+
+    def discard(self) -> None:
+        """Remove the lock's file (file locks only) once nobody will need this name again."""
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path())
+
+    def _path(self) -> Path:
+        return get_settings().var_dir / "locks" / f"{self.name}.lock"
 
     def release(self) -> None:
         if self._conn is not None:

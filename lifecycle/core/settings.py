@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     file_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     data_map: Path | None = None
     smtp_url: str | None = None
+    # Plain smtp:// to a host other than loopback is refused unless this is set (logged).
+    allow_plain_smtp: bool = False
+    # A private CA added to the system's trust store for SMTP and webhook TLS.
+    ca_file: Path | None = None
     mail_from: str = "privacy@maumteo.example"
     flower_port: int = Field(default=5555, ge=1, le=65535)
     flower_address: str = "127.0.0.1"
@@ -75,6 +79,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, v: object) -> object:
         # LIFECYCLE_LOG_JSON= (empty) means "decide from the terminal", like leaving it unset.
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v} is not a readable file (a PEM bundle of CA certificates)")
+        return v
 
     @field_validator("file_roots", mode="before")
     @classmethod

@@ -37,7 +37,7 @@ at the member's withdrawal time), ``dormancy`` (its member has been inactive for
 access logs after 3 months, whether or not the member is still active).
 
 *Retention.* ``retention:`` maps every category to a period and a legal basis. Built-in
-defaults follow DESIGN.md (contract 5y, payment 5y, complaint 3y, advertising 6mo, tax 5y,
+defaults follow docs/design.md (contract 5y, payment 5y, complaint 3y, advertising 6mo, tax 5y,
 access_log 3mo, everything else 0d = destroy within 5 days under PIPA 제21조); the map overrides
 them per category. ``counselling`` has no default: the operator must set it, and no rule may be
 unbounded. A period is counted from the table's ``retain_from`` column when set (e.g.

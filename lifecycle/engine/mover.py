@@ -52,6 +52,7 @@ from lifecycle.engine.selection import (
     iter_planned,
     selected_columns,
 )
+from lifecycle.shred.jobs import enqueue_shred
 from lifecycle.vault import crypto, keystore, ledger
 from models.archive import ArchivedRecord
 from models.engine import LedgerOutbox
@@ -594,12 +595,6 @@ def hand_to_shredder(
 ) -> tuple[int, int, list[int]]:
     """Write secure-deletion jobs for destroyed file paths in ``conn``'s transaction; returns
     (paths handed, paths refused, job ids to send after the commit)."""
-    try:
-        from lifecycle.shred.jobs import enqueue_shred
-    except ImportError:  # pragma: no cover - the shredder is a separate component
-        log.error("%d files need secure deletion but lifecycle.shred.jobs is missing", len(paths))
-        return 0, len(paths), []
-
     uniq = list(dict.fromkeys(paths))
     bases = sorted({ctx.datamap.rule(c).legal_basis for c in categories})
     kwargs: dict[str, Any] = {

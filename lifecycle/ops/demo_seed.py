@@ -162,6 +162,20 @@ _PAY_METHODS = ["card"] * 7 + ["transfer"] * 2 + ["easy_pay"]
 _PRICES = [50_000, 60_000, 70_000, 80_000, 90_000, 100_000, 120_000, 150_000]
 
 
+# Demo addresses must never reach a real mailbox, even through a real relay: only names under
+# the reserved example.com and .test / .invalid (RFC 2606, RFC 6761), shaped like the Korean
+# providers so the data still looks like a Korean site's.
+DEMO_MAIL_DOMAINS = (
+    "example.com",
+    "naver.test",
+    "daum.test",
+    "hanmail.test",
+    "kakao.test",
+    "gmail.test",
+    "nate.invalid",
+)
+
+
 @dataclass(frozen=True)
 class Pools:
     """Values built once with Faker; rows are combined from these."""
@@ -213,7 +227,7 @@ def build_pools(seed: int, size: int = POOL) -> Pools:
     return Pools(
         names=[fake.name() for _ in range(size)],
         logins=logins,
-        domains=[*sorted({fake.free_email_domain() for _ in range(50)}), "example.com"],
+        domains=list(DEMO_MAIL_DOMAINS),
         addresses=[fake.address() for _ in range(size)],
         companies=[fake.company() for _ in range(size // 3)],
         jobs=[fake.job() for _ in range(size // 3)],

@@ -23,6 +23,9 @@ from sqlalchemy.orm import Session
 
 from lifecycle.core import db, leases, queues
 from lifecycle.core.timeutil import as_utc
+from lifecycle.notices.reconcile import in_doubt_by_notice
+from lifecycle.ops import flower_locator
+from lifecycle.thirdparty import deliveries
 from models.base import utcnow
 from models.engine import SweepBatch
 from models.notify import Notice, NoticeRecipient, RecipientState
@@ -173,12 +176,8 @@ def overdue_requests(
 
 
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
-    """Third-party deliveries that failed or are being retried; None without the notify module."""
-    try:
-        from lifecycle.thirdparty.deliveries import failing_deliveries as reader
-    except ImportError:
-        return None
-    rows = reader(s)
+    """Third-party deliveries that failed or are being retried."""
+    rows = deliveries.failing_deliveries(s)
     keep = ("id", "recipient", "kind", "request_id", "state", "attempts", "last_status")
     out = []
     for row in rows:
@@ -191,11 +190,7 @@ def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
 
 def notices_in_doubt(s: Session) -> list[dict[str, Any]] | None:
     """Notices with rows in doubt (maybe delivered, not resent): they need an operator's
-    `lifecycle notice reconcile`. None without the notify module."""
-    try:
-        from lifecycle.notices.reconcile import in_doubt_by_notice
-    except ImportError:
-        return None
+    `lifecycle notice reconcile`."""
     return in_doubt_by_notice(s)
 
 
@@ -410,7 +405,7 @@ def build_report(
     _section(report, "archive", "archive database", archive_url, read_archive)
 
     if flower_check is not None:
-        url = f"http://{_loopback(settings.flower_address)}:{settings.flower_port}/"
+        url = flower_locator.locate(settings)
         try:
             reachable = bool(flower_check())
         except Exception:
@@ -419,10 +414,6 @@ def build_report(
         report["flower"] = {"url": url, "reachable": reachable}
     report["ok"] = not report["unreachable"]
     return report
-
-
-def _loopback(address: str) -> str:
-    return "127.0.0.1" if address in ("", "0.0.0.0") else address
 
 
 def _ping_db(which: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from lifecycle.core import db
+from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import MemberTable, member_table, to_json
 from lifecycle.notices.members import create_member_notice
@@ -219,10 +219,13 @@ def run_correction(
     request_id: int,
     task_id: str | None = None,
     *,
-    enqueue_delivery: Callable[[int], None] | None = None,
-    enqueue_notice: Callable[[int, int], None] | None = None,
+    send: Callable[..., Any] = dispatch.send,
 ) -> dict[str, Any]:
-    """Carry the request as far as it can go now; safe to call any number of times."""
+    """Carry the request as far as it can go now; safe to call any number of times.
+
+    ``send`` is :func:`lifecycle.core.dispatch.send`; a test passes a stand-in to lose the
+    messages on purpose (the beat's resend job must then find the deliveries).
+    """
 
     state = _step_restrict(request_id)
     if state == RequestState.RESTRICTED.value:
@@ -251,10 +254,10 @@ def run_correction(
                 .where(Notice.dedup_key == f"correction_completed:request{request_id}")
             ).first()
         for did in pending:
-            if enqueue_delivery is not None:
-                enqueue_delivery(did)
-        if notice_member is not None and enqueue_notice is not None:
-            enqueue_notice(notice_member[0], notice_member[1])
+            send(dispatch.NOTIFY_DELIVER, did)
+        if notice_member is not None:
+            nid, mid = notice_member
+            send(dispatch.NOTICE_SEND_BATCH, nid, mid, mid)
         with db.session("primary") as s:
             state = maybe_complete_request(s, request_id) or state
     if state is None:

@@ -30,6 +30,11 @@ from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
 from lifecycle.engine.selection import subject_selections
+from lifecycle.notices.members import (
+    capture_withdrawal_notice,
+    discard_member_notice,
+    send_member_notice,
+)
 from lifecycle.requests import outbox as reqs
 from lifecycle.requests import restriction
 from lifecycle.requests.states import START, TERMINAL, transition
@@ -82,12 +87,7 @@ def _already_processed_by(s: Session, req: LifecycleRequest) -> int | None:
 def _refuse(s: Session, req: LifecycleRequest, reason: str) -> StepResult:
     transition(req, RequestState.FAILED, error=reason)
     log.error("withdrawal request %s failed: %s", req.id, reason)
-    try:
-        from lifecycle.notices.members import discard_member_notice
-    except ImportError:  # the notice channel is a separate component
-        pass
-    else:
-        discard_member_notice(s, "withdrawal_completed", req.id)
+    discard_member_notice(s, "withdrawal_completed", req.id)
     return StepResult(RequestState.FAILED.value)
 
 
@@ -127,13 +127,8 @@ def step_restrict(ctx: EngineContext, s: Session, req: LifecycleRequest) -> Step
                 }
             )
         )
-    try:
-        from lifecycle.notices.members import capture_withdrawal_notice
-    except ImportError:  # the notice channel is a separate component
-        pass
-    else:
-        # Before anything is destroyed: the notice needs the address the member row holds.
-        capture_withdrawal_notice(s, req.member_id, req.id)
+    # Before anything is destroyed: the notice needs the address the member row holds.
+    capture_withdrawal_notice(s, req.member_id, req.id)
     restriction.restrict(s, req.member_id, "withdrawal", req.id)
     transition(req, RequestState.RESTRICTED)
     return StepResult(RequestState.RESTRICTED.value)
@@ -240,10 +235,6 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
 
 
 def _send_notice(member_id: int, request_id: int) -> None:
-    try:
-        from lifecycle.notices.members import send_member_notice
-    except ImportError:  # the notice channel is a separate component
-        return
     try:
         send_member_notice("withdrawal_completed", member_id, {"request_id": request_id})
     except Exception as exc:

@@ -353,7 +353,7 @@ def write_ledger(delivery_id: int) -> bool:
             "channel": r.channel if r else "",
             "fields": list(d.fields),
             "outcome": d.state,
-            "attempts": d.attempts,
+            "attempts": _tries(s, [d.id]).get(d.id, 0),
         }
         member_id, request_id, table = d.member_id, d.request_id, mt.table.name
         method = _METHOD.get(r.channel if r else "", "")
@@ -431,6 +431,8 @@ def replay(delivery_id: int) -> int:
         if d.state == DeliveryState.DELIVERED.value:
             raise UserError(f"delivery {delivery_id} was already delivered; it is never resent")
         if d.state == DeliveryState.PENDING.value and d.attempts == 0:
+            if _tries(s, [delivery_id]):
+                raise UserError(f"delivery {delivery_id} is already queued for a new attempt")
             raise UserError(f"delivery {delivery_id} has not been attempted yet")
         r = s.get(ThirdParty, d.recipient_id)
         if r is not None and r.disabled_at is not None:
@@ -471,10 +473,24 @@ def failing_deliveries(s: Session) -> list[dict[str, Any]]:
         )
         .order_by(Delivery.id)
     ).all()
-    return [_delivery_summary(d, name) for d, name in rows]
+    tries = _tries(s, [d.id for d, _ in rows])
+    return [_delivery_summary(d, name, tries.get(d.id, 0)) for d, name in rows]
 
 
-def _delivery_summary(d: Delivery, recipient: str) -> dict[str, Any]:
+def _tries(s: Session, delivery_ids: list[int]) -> dict[int, int]:
+    """Attempts ever made per delivery. `Delivery.attempts` counts only the current round of
+    the retry schedule (a replay starts a new round), so it undercounts after a replay."""
+    if not delivery_ids:
+        return {}
+    rows = s.execute(
+        select(DeliveryAttempt.delivery_id, func.count())
+        .where(DeliveryAttempt.delivery_id.in_(delivery_ids))
+        .group_by(DeliveryAttempt.delivery_id)
+    ).all()
+    return {delivery_id: n for delivery_id, n in rows}
+
+
+def _delivery_summary(d: Delivery, recipient: str, tries: int) -> dict[str, Any]:
     """What ops see of a delivery: ids, state and counts, never the values it carries."""
     return {
         "id": d.id,
@@ -483,7 +499,7 @@ def _delivery_summary(d: Delivery, recipient: str) -> dict[str, Any]:
         "kind": d.kind,
         "request_id": d.request_id,
         "state": d.state,
-        "attempts": d.attempts,
+        "attempts": tries,
         "last_status": d.last_status,
         "next_attempt_at": _aware(d.next_attempt_at),
     }
@@ -499,7 +515,8 @@ def list_deliveries(failing_only: bool = False, limit: int = 200) -> list[dict[s
             .order_by(Delivery.id.desc())
             .limit(limit)
         ).all()
-        return [_delivery_summary(d, name) for d, name in rows]
+        tries = _tries(s, [d.id for d, _ in rows])
+        return [_delivery_summary(d, name, tries.get(d.id, 0)) for d, name in rows]
 
 
 class NotDelivered(LifecycleError):

@@ -46,6 +46,7 @@ ACTION_LABELS = {
     "correction": "정정",
     "notification": "제3자 통지",
     "restriction": "처리정지",
+    "archive_retrieve": "분리보관 자료 열람·제출",
 }
 
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -167,6 +168,60 @@ def _norm_list(values: Iterable[str] | str | None) -> list[str]:
     return sorted({str(v) for v in values})
 
 
+_FIELDS = (
+    "action", "categories", "tables", "subjects", "rows", "reason", "legal_basis", "method",
+    "actor", "task_id", "request_id", "subject_ref", "details", "dedup_key",
+)  # fmt: skip
+
+
+def _prepare(e: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry's fields checked and normalised (the keyword arguments of :func:`append`).
+
+    See the module docstring: no personal data in any text field or in ``details``; values
+    shaped like personal data (e-mail, phone, RRN) are refused with UserError.
+    """
+    unknown = set(e) - set(_FIELDS)
+    if unknown:
+        raise UserError(f"ledger entry has unknown fields: {', '.join(sorted(unknown))}")
+    if not e.get("action"):
+        raise UserError("ledger entry needs an action")
+    subjects, rows = int(e.get("subjects", 0)), int(e.get("rows", 0))
+    if subjects < 0 or rows < 0:
+        raise UserError("ledger entry counts must not be negative")
+    details_d = dict(e.get("details") or {})
+    try:  # fail here, not half-way through verify, if details cannot be hashed canonically
+        json.dumps(details_d, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"ledger entry details are not plain JSON: {exc}") from None
+    cats, tabs = e.get("categories"), e.get("tables")
+    _refuse_personal_shapes(
+        reason=e.get("reason") or "",
+        legal_basis=e.get("legal_basis") or "",
+        method=e.get("method") or "",
+        actor=e.get("actor") or "",
+        categories=list(cats or []) if not isinstance(cats, str) else cats,
+        tables=list(tabs or []) if not isinstance(tabs, str) else tabs,
+        details=details_d,
+        dedup_key=e.get("dedup_key"),
+    )
+    return {
+        "action": e["action"],
+        "categories": _norm_list(cats),
+        "tables": _norm_list(tabs),
+        "subjects": subjects,
+        "rows": rows,
+        "reason": e.get("reason") or "",
+        "legal_basis": e.get("legal_basis") or "",
+        "method": e.get("method") or "",
+        "actor": e.get("actor") or "",
+        "task_id": e.get("task_id"),
+        "request_id": e.get("request_id"),
+        "subject_ref": e.get("subject_ref"),
+        "details": details_d,
+        "dedup_key": e.get("dedup_key"),
+    }
+
+
 def append(
     session: Session,
     *,
@@ -194,24 +249,23 @@ def append(
     no personal data in any text field or in ``details``; values shaped like personal data
     (e-mail, phone, RRN) are refused with UserError.
     """
-    if not action:
-        raise UserError("ledger entry needs an action")
-    if subjects < 0 or rows < 0:
-        raise UserError("ledger entry counts must not be negative")
-    details_d = dict(details or {})
-    try:  # fail here, not half-way through verify, if details cannot be hashed canonically
-        json.dumps(details_d, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"ledger entry details are not plain JSON: {exc}") from None
-    _refuse_personal_shapes(
-        reason=reason,
-        legal_basis=legal_basis,
-        method=method,
-        actor=actor,
-        categories=list(categories or []) if not isinstance(categories, str) else categories,
-        tables=list(tables or []) if not isinstance(tables, str) else tables,
-        details=details_d,
-        dedup_key=dedup_key,
+    fields = _prepare(
+        {
+            "action": action,
+            "categories": categories,
+            "tables": tables,
+            "subjects": subjects,
+            "rows": rows,
+            "reason": reason,
+            "legal_basis": legal_basis,
+            "method": method,
+            "actor": actor,
+            "task_id": task_id,
+            "request_id": request_id,
+            "subject_ref": subject_ref,
+            "details": details,
+            "dedup_key": dedup_key,
+        }
     )
     if dedup_key is not None:
         existing = _by_dedup(session, dedup_key)
@@ -224,24 +278,7 @@ def append(
         if existing is not None:
             return existing
     now = utcnow()
-    fields: dict[str, Any] = {
-        "seq": head.seq + 1,
-        "occurred_at": now,
-        "action": action,
-        "categories": _norm_list(categories),
-        "tables": _norm_list(tables),
-        "subjects": int(subjects),
-        "rows": int(rows),
-        "reason": reason or "",
-        "legal_basis": legal_basis or "",
-        "method": method or "",
-        "actor": actor or "",
-        "task_id": task_id,
-        "request_id": request_id,
-        "subject_ref": subject_ref,
-        "details": details_d,
-        "dedup_key": dedup_key,
-    }
+    fields = {"seq": head.seq + 1, "occurred_at": now, **fields}
     digest = entry_hash(head.hash, fields)
     session.execute(insert(LedgerEntry).values(**fields, prev_hash=head.hash, hash=digest))
     session.execute(
@@ -263,54 +300,7 @@ def append_many(session: Session, entries: Iterable[Mapping[str, Any]]) -> int:
     ``dedup_key`` is already recorded (or repeated in ``entries``) are skipped. Returns how many
     were appended.
     """
-    allowed = {
-        "action", "categories", "tables", "subjects", "rows", "reason", "legal_basis", "method",
-        "actor", "task_id", "request_id", "subject_ref", "details", "dedup_key",
-    }  # fmt: skip
-    prepared: list[dict[str, Any]] = []
-    for e in entries:
-        unknown = set(e) - allowed
-        if unknown:
-            raise UserError(f"ledger entry has unknown fields: {', '.join(sorted(unknown))}")
-        if not e.get("action"):
-            raise UserError("ledger entry needs an action")
-        subjects, rows = int(e.get("subjects", 0)), int(e.get("rows", 0))
-        if subjects < 0 or rows < 0:
-            raise UserError("ledger entry counts must not be negative")
-        details_d = dict(e.get("details") or {})
-        try:
-            json.dumps(details_d, sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"ledger entry details are not plain JSON: {exc}") from None
-        cats, tabs = e.get("categories"), e.get("tables")
-        _refuse_personal_shapes(
-            reason=e.get("reason", ""),
-            legal_basis=e.get("legal_basis", ""),
-            method=e.get("method", ""),
-            actor=e.get("actor", ""),
-            categories=list(cats or []) if not isinstance(cats, str) else cats,
-            tables=list(tabs or []) if not isinstance(tabs, str) else tabs,
-            details=details_d,
-            dedup_key=e.get("dedup_key"),
-        )
-        prepared.append(
-            {
-                "action": e["action"],
-                "categories": _norm_list(cats),
-                "tables": _norm_list(tabs),
-                "subjects": subjects,
-                "rows": rows,
-                "reason": e.get("reason") or "",
-                "legal_basis": e.get("legal_basis") or "",
-                "method": e.get("method") or "",
-                "actor": e.get("actor") or "",
-                "task_id": e.get("task_id"),
-                "request_id": e.get("request_id"),
-                "subject_ref": e.get("subject_ref"),
-                "details": details_d,
-                "dedup_key": e.get("dedup_key"),
-            }
-        )
+    prepared = [_prepare(e) for e in entries]
     if not prepared:
         return 0
 

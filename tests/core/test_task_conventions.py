@@ -1,0 +1,252 @@
+"""Task conventions: names, the base class, ids-only arguments, safe failures, progress."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from lifecycle.core.taskargs import UnsafeTaskArgument, check_task_args, render_args
+from tests.helpers import LifecycleEnv, WorkerProc
+from tests.jobs import SECRET_EMAIL, SECRET_PHONE
+
+# -- every registered task follows the naming and base-class convention ------------------------
+
+
+def test_every_task_is_named_lifecycle_and_uses_the_base_class() -> None:
+    from tasks.base import LifecycleTask
+    from workers.app import TASK_MODULES, app
+
+    for module in TASK_MODULES:
+        importlib.import_module(module)
+    ours = {name: t for name, t in app.tasks.items() if not name.startswith("celery.")}
+    assert ours, "no tasks registered"
+    for name, task in ours.items():
+        if task.__module__.startswith("tests."):
+            continue
+        assert name.startswith("lifecycle."), f"task {name} must be named lifecycle.<area>.<what>"
+        assert isinstance(task, LifecycleTask), (
+            f"task {name} must use @app.task(base=LifecycleTask, ...)"
+        )
+
+
+# -- ids only ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [42],
+        [7, [1, 2, 3]],
+        [None, True, 1.5],
+        ["testhost", "v2024-01", "0b9c4f1e-3f0a-4d47-9b7e-2f0d4c3a1b2c"],
+    ],
+)
+def test_ids_flags_and_short_id_strings_are_accepted(args: list[object]) -> None:
+    check_task_args("lifecycle.x", args, {"dry_run": True})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "hong@example.com",
+        "010-1234-5678",
+        "900101-1234567",
+        "홍길동",
+        "a b",
+        "x" * 65,
+        {"email": "a@b.c"},
+        ["ok", "hong@example.com"],
+        [[1, 2]],
+        b"bytes",
+        float("nan"),
+    ],
+)
+def test_anything_but_ids_is_refused_without_echoing_it(bad: object) -> None:
+    with pytest.raises(UnsafeTaskArgument) as err:
+        check_task_args("lifecycle.withdraw", [1, bad], None)
+    message = str(err.value)
+    assert "lifecycle.withdraw" in message and "#2" in message
+    for needle in ("hong", "1234", "홍길동", "a@b.c", "xxxx"):
+        assert needle not in message
+    with pytest.raises(UnsafeTaskArgument):
+        check_task_args("lifecycle.withdraw", None, {"member": bad})
+
+
+def test_too_long_id_lists_are_refused() -> None:
+    with pytest.raises(UnsafeTaskArgument, match="at most"):
+        check_task_args("lifecycle.sweep.archive_batch", [1, list(range(20_000))], None)
+
+
+def test_argsrepr_names_ids_and_ranges() -> None:
+    assert render_args([42], {}, ["request_id"]) == ("request=42", "")
+    assert render_args([7, list(range(1001, 2001))], {}, ["run_id", "ids"]) == (
+        "run=7 ids=1001..2000",
+        "",
+    )
+    assert render_args([[5, 9, 2]], {"dry_run": True}, ["ids"]) == ("ids=[5,9,2]", "dry_run=True")
+    assert render_args([[1, 5, 9, 20, 30, 44, 50]], None, ["ids"])[0] == "ids=7 ids in 1..50"
+    # Without parameter names (a task unknown to the sender) values still show.
+    assert render_args([3], None, []) == ("3", "")
+    # A value that is not an id never shows, even if the check was skipped.
+    assert render_args(["hong@example.com"], {"x": "010-1234-5678"}, ["member"]) == (
+        "member=<redacted>",
+        "x=<redacted>",
+    )
+
+
+def test_refused_arguments_never_reach_the_broker(lifecycle_env: LifecycleEnv) -> None:
+    from workers.app import app
+
+    r = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
+    with pytest.raises(UnsafeTaskArgument):
+        app.send_task("lifecycle.withdraw", args=["hong@example.com"])
+    from tasks.ping import ping
+
+    with pytest.raises(UnsafeTaskArgument):
+        ping.apply_async(args=[{"email": "hong@example.com"}])
+    with pytest.raises(UnsafeTaskArgument):
+        ping.delay("hong@example.com")
+    for key in r.keys("*"):
+        if r.type(key) == b"list":
+            assert b"hong@example.com" not in b"".join(r.lrange(key, 0, -1))
+
+
+def test_relay_style_send_by_name_gets_request_argsrepr(lifecycle_env: LifecycleEnv) -> None:
+    from workers.app import app
+
+    r = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
+    app.send_task("lifecycle.withdraw", args=[42], task_id="request-42-1")
+    raw = r.lrange("requests", 0, -1)
+    assert len(raw) == 1
+    headers = json.loads(raw[0])["headers"]
+    assert headers["argsrepr"] == "request=42"
+    assert headers["kwargsrepr"] == ""
+
+
+# -- failures carry no personal data (real worker, real result backend) ------------------------
+
+
+@pytest.fixture
+def test_worker(lifecycle_env: LifecycleEnv, start_worker: Callable[..., WorkerProc]) -> WorkerProc:
+    return start_worker(lifecycle_env, concurrency=1, extra_args=["--include", "tests.jobs"])
+
+
+def _wait(result, timeout: float = 60):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not result.ready():
+        assert time.monotonic() < deadline, f"task {result.id} not done after {timeout}s"
+        time.sleep(0.1)
+    return result
+
+
+@pytest.mark.parametrize("job", ["leaky_failure", "db_failure", "leaky_retry"])
+def test_failures_are_redacted_in_backend_and_log(
+    job: str, lifecycle_env: LifecycleEnv, test_worker: WorkerProc
+) -> None:
+    from lifecycle.core.safe_errors import RedactedError
+    from workers.app import app
+
+    result = _wait(app.send_task(f"lifecycle.testjobs.{job}", args=[5]))
+    assert result.state == "FAILURE"
+    exc = result.result
+    assert isinstance(exc, RedactedError), repr(exc)
+    expected = {"leaky_failure": "ValueError", "db_failure": "IntegrityError"}.get(
+        job, "ConnectionError"
+    )
+    assert str(exc).startswith(f"{expected} (details in worker log, ref=")
+    ref = str(exc).rsplit("ref=", 1)[1].rstrip(")")
+    stored = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_RESULT_BACKEND"]).get(
+        f"celery-task-meta-{result.id}"
+    )
+    time.sleep(0.5)  # the log line of the failure is written right after the result
+    log = test_worker.output()
+    for where in (stored.decode(), result.traceback or "", log):
+        assert SECRET_EMAIL not in where
+        assert SECRET_PHONE not in where
+    # The worker log has the stack under the same ref for the developer who must fix it.
+    assert f"ref={ref}" in log
+    assert "tests/jobs.py" in log
+    if job == "db_failure":
+        assert "sqlstate=23505" in log
+
+
+def test_operator_safe_errors_keep_their_message(test_worker: WorkerProc) -> None:
+    from lifecycle.core.errors import LifecycleError
+    from workers.app import app
+
+    result = _wait(app.send_task("lifecycle.testjobs.safe_failure", args=[9]))
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, LifecycleError)
+    assert str(result.result) == "request 9 refused: member is restricted"
+
+
+def test_results_other_than_counts_and_ids_are_refused(
+    lifecycle_env: LifecycleEnv, test_worker: WorkerProc
+) -> None:
+    from lifecycle.core.taskargs import UnsafeTaskResult
+    from workers.app import app
+
+    result = _wait(app.send_task("lifecycle.testjobs.leaky_result", args=[4]))
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, UnsafeTaskResult)
+    stored = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_RESULT_BACKEND"]).get(
+        f"celery-task-meta-{result.id}"
+    )
+    assert SECRET_EMAIL not in stored.decode() and SECRET_EMAIL not in test_worker.output()
+
+
+def test_progress_and_counts_result(test_worker: WorkerProc) -> None:
+    from workers.app import app
+
+    result = _wait(app.send_task("lifecycle.testjobs.batch", args=[3, [10, 11, 12, 13]]))
+    assert result.get(timeout=5) == {"archived": 4, "skipped": 0}
+
+
+def test_progress_is_visible_while_running(test_worker: WorkerProc) -> None:
+    from workers.app import app
+
+    result = app.send_task("lifecycle.testjobs.slow_batch", args=[3, [1, 2, 3, 4]])
+    seen = []
+    deadline = time.monotonic() + 60
+    while not result.ready() and time.monotonic() < deadline:
+        if result.state == "PROGRESS":
+            seen.append(dict(result.info))
+        time.sleep(0.1)
+    assert seen, "no PROGRESS state observed"
+    assert all(set(m) == {"done", "total", "archived"} and m["total"] == 4 for m in seen)
+    assert result.get(timeout=5) == {"archived": 4}
+
+
+def test_calling_a_task_directly_raises_the_real_exception() -> None:
+    from tests.jobs import leaky_failure
+
+    with pytest.raises(ValueError):
+        leaky_failure(1)
+
+
+def test_result_check_allows_status_words_not_names() -> None:
+    from lifecycle.core.taskargs import UnsafeTaskResult, check_task_result
+
+    for ok in (
+        None,
+        7,
+        {"archived": 3, "failed": 0},
+        {"job": 5, "skipped": "unknown job"},
+        {"pong": "ok"},
+        {"ids": [1, 2], "at": "2025-01-02T03:00:00+09:00"},
+    ):
+        check_task_result("lifecycle.x", ok)
+    for bad in (
+        {"owner": "Kim Minji"},
+        {"email": "a@b.example"},
+        {"mobile": "010-1234-5678"},
+        "홍길동",
+        {"when": object()},
+    ):
+        with pytest.raises(UnsafeTaskResult):
+            check_task_result("lifecycle.x", bad)

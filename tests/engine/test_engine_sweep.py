@@ -1,0 +1,426 @@
+"""Sweep, dry run, purge, deadlines and status on real PostgreSQL (in-process and via the CLI)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from lifecycle.core.locks import JobLock
+from lifecycle.engine import mover
+from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.engine.purge import run_purge
+from lifecycle.engine.sweep import LOCK_NAME, run_sweep
+from tests.helpers import (
+    LifecycleEnv,
+    accounting,
+    check_exact_accounting,
+    remaining_rows,
+    seed_site,
+    snapshot_site,
+    table_counts,
+    withdraw_all,
+)
+
+
+@pytest.fixture
+def site(lifecycle_env: LifecycleEnv):  # type: ignore[no-untyped-def]
+    primary = lifecycle_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    seed_site(primary, 120)
+    # Beyond the seed's own ~4% withdrawn members: a few dozen more, for bigger batches.
+    withdraw_all(primary, "id % 4 = 0")
+    clear_context_cache()
+    yield lifecycle_env
+    clear_context_cache()
+
+
+def _urls(env: LifecycleEnv) -> tuple[str, str]:
+    return env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"], env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
+
+
+def _scalar(url: str, sql: str) -> int:
+    eng = create_engine(url)
+    with eng.connect() as c:
+        v = c.execute(text(sql)).scalar_one()
+    eng.dispose()
+    return int(v)
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(site: LifecycleEnv) -> None:
+    primary, archive = _urls(site)
+    before = (table_counts(primary), table_counts(archive))
+    r = site.run("sweep", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "withdrawal  members" in out and "rrn" in out and "destroy" in out
+    assert "withdrawal  payments" in out and "archive" in out
+    assert "age         access_logs" in out
+    assert "nothing changed" in out
+    assert (table_counts(primary), table_counts(archive)) == before
+    # Bad settings: one line, exit 2, still nothing touched.
+    bad = site.run("sweep", "--dry-run", LIFECYCLE_DATA_MAP="/nonexistent/map.yaml")
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and "file not found" in bad.stderr
+    assert (table_counts(primary), table_counts(archive)) == before
+
+
+def test_sweep_moves_every_withdrawn_member_and_old_logs_once(site: LifecycleEnv) -> None:
+    primary, archive = _urls(site)
+    snap = snapshot_site(primary)
+    withdrawn = _scalar(primary, "SELECT count(*) FROM members WHERE status = 'withdrawn'")
+    old_logs_of_active = _scalar(
+        primary,
+        "SELECT count(*) FROM access_logs a LEFT JOIN members m ON m.id = a.member_id "
+        "WHERE a.accessed_at < now() - interval '3 months' "
+        "AND (m.status IS NULL OR m.status <> 'withdrawn')",
+    )
+    assert withdrawn > 20 and old_logs_of_active > 0
+    ctx = get_context()
+    from lifecycle.engine.preview import sweep_preview
+
+    preview = sweep_preview(ctx)
+    rrn = [
+        ln
+        for ln in preview
+        if (ln.phase, ln.table, ln.category) == ("withdrawal", "members", "rrn")
+    ]
+    assert [(ln.action, ln.rows, ln.subjects) for ln in rrn] == [("destroy", withdrawn, withdrawn)]
+    progress: list[tuple[int, int]] = []
+    out = run_sweep(ctx, task_id="t-sweep", report=lambda d, t: progress.append((d, t)),
+                    member_batch=7)  # fmt: skip
+    assert out["withdrawal_subjects"] == withdrawn
+    assert out["batches_done"] == out["batches"] > withdrawn // 7
+    assert progress[-1][0] == progress[-1][1]
+    assert _scalar(primary, "SELECT count(*) FROM members WHERE status = 'withdrawn'") == 0
+    assert (
+        _scalar(primary, "SELECT count(*) FROM access_logs WHERE accessed_at < "
+                "now() - interval '3 months'") == 0
+    )  # fmt: skip
+    acc = accounting(primary, archive)
+    check_exact_accounting(snap, remaining_rows(primary, snap), acc)
+    # The dry run predicted exactly what happened.
+    assert sum(ln.rows for ln in preview if ln.action == "archive") == len(acc.records)
+    assert sum(ln.rows for ln in preview if ln.action == "destroy") == sum(
+        acc.ledger_destroy.values()
+    )
+    runs = _scalar(primary, "SELECT count(*) FROM lifecycle_job_runs WHERE outcome = 'ok'")
+    assert runs == 1
+    # Again: nothing left to do, nothing changes.
+    before = accounting(primary, archive)
+    again = run_sweep(ctx, task_id="t-sweep-2")
+    assert again["batches"] == 0
+    assert accounting(primary, archive).archived == before.archived
+
+
+def test_interrupted_batch_is_redone_exactly(
+    site: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary, archive = _urls(site)
+    snap = snapshot_site(primary)
+    ctx = get_context()
+    real = mover.park_destroy_entries
+    calls = {"n": 0}
+
+    def flaky(*a, **k):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("worker killed after its archive commit")
+        return real(*a, **k)
+
+    monkeypatch.setattr(mover, "park_destroy_entries", flaky)
+    with pytest.raises(RuntimeError):
+        run_sweep(ctx, task_id="t-1", member_batch=10)
+    monkeypatch.setattr(mover, "park_destroy_entries", real)
+    # The dead run is superseded by the next one, which redoes what is left.
+    out = run_sweep(ctx, task_id="t-2", member_batch=10)
+    assert out["batches_done"] == out["batches"] > 0
+    assert (
+        _scalar(primary, "SELECT count(*) FROM lifecycle_job_runs WHERE outcome = 'abandoned'") == 1
+    )
+    check_exact_accounting(snap, remaining_rows(primary, snap), accounting(primary, archive))
+
+
+def test_a_second_trigger_while_running_does_nothing(site: LifecycleEnv) -> None:
+    primary, archive = _urls(site)
+    ctx = get_context()
+    lock = JobLock(ctx.primary, LOCK_NAME)
+    assert lock.acquire()
+    try:
+        before = table_counts(primary), table_counts(archive)
+        assert run_sweep(ctx) == {"skipped": "another sweep is running"}
+        assert (table_counts(primary), table_counts(archive)) == before
+    finally:
+        lock.release()
+    # Two at once: exactly one does the work.
+    results: list[dict] = []  # type: ignore[type-arg]
+    threads = [
+        threading.Thread(target=lambda: results.append(run_sweep(ctx, member_batch=5)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted("skipped" in r for r in results) in ([False, True], [False, False])
+    assert _scalar(primary, "SELECT count(*) FROM members WHERE status = 'withdrawn'") == 0
+
+
+def test_purge_destroys_expired_buckets_and_their_keys(site: LifecycleEnv) -> None:
+    from lifecycle.vault import keystore
+    from models.archive import ArchivedRecord
+
+    _, archive = _urls(site)
+    ctx = get_context()
+    run_sweep(ctx)
+    records = _scalar(archive, "SELECT count(*) FROM archive_records")
+    assert records > 0
+    a = create_engine(archive)
+    with Session(a) as s:
+        sample = s.query(ArchivedRecord).first()
+        assert sample is not None
+        keystore.decrypt_archived(s, sample)  # readable before the purge
+
+    # Today nothing has expired: the purge and its dry run change nothing.
+    before = table_counts(archive)
+    r = site.run("purge", "--dry-run")
+    assert r.returncode == 0 and "nothing to purge" in r.stdout
+    assert run_purge(ctx)["buckets"] == 0
+    assert table_counts(archive) == before
+
+    # Years later, every bucket's period has ended.
+    later = date.today() + timedelta(days=366 * 11)
+    from lifecycle.engine.purge import purge_preview
+
+    preview = purge_preview(ctx, later)
+    assert sum(b.rows for b in preview) == records
+    assert table_counts(archive) == before
+    out = run_purge(ctx, task_id="t-purge", today=later)
+    assert out["rows"] == records and out["keys"] == len(preview)
+    assert _scalar(archive, "SELECT count(*) FROM archive_records") == 0
+    assert (
+        _scalar(archive, "SELECT count(*) FROM archive_data_keys WHERE wrapped_key IS NOT NULL")
+        == 0
+    )
+    with Session(a) as s:
+        with pytest.raises(keystore.KeyDestroyed):
+            keystore.decrypt_archived(s, sample)  # the copy "in a backup" is unreadable now
+        from lifecycle.vault import ledger
+
+        assert ledger.verify(s).ok
+        destroyed = s.execute(
+            text("SELECT coalesce(sum(rows), 0) FROM ledger_entries WHERE action = 'destroy' "
+                 "AND method LIKE '분리보관 DB 행 삭제%'")
+        ).scalar_one()  # fmt: skip
+        keys = s.execute(
+            text("SELECT count(*) FROM ledger_entries WHERE action = 'key_destroy'")
+        ).scalar_one()
+    a.dispose()
+    assert destroyed == records and keys == len(preview)
+    # Again: nothing left, nothing recorded twice.
+    assert run_purge(ctx, today=later)["buckets"] == 0
+    assert (
+        _scalar(archive, "SELECT count(*) FROM ledger_entries WHERE action = 'key_destroy'") == keys
+    )
+
+
+def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
+    from lifecycle.core import db
+    from lifecycle.ops.status import overdue_requests
+    from tasks.deadlines import OverdueRequests, check_deadlines
+
+    primary, _ = _urls(site)
+    eng = create_engine(primary)
+    old = datetime.now(UTC) - timedelta(days=6)
+    with eng.begin() as c:
+        ids = [
+            c.execute(
+                text(
+                    "INSERT INTO lifecycle_requests (kind, member_id, state, attempts, created_at, "
+                    "updated_at) VALUES ('withdrawal', :m, :s, 0, :t, :t) RETURNING id"
+                ),
+                {"m": m, "s": st, "t": t},
+            ).scalar_one()
+            for m, st, t in ((4, "restricted", old), (8, "completed", old), (12, "received", old))
+        ]
+        c.execute(
+            text("UPDATE lifecycle_requests SET created_at = now() WHERE id = :i"), {"i": ids[2]}
+        )
+    eng.dispose()
+    with db.session("primary") as s:
+        overdue = overdue_requests(s)
+    assert [r.id for r in overdue] == [ids[0]]
+    assert overdue[0].age_days >= 6
+    with pytest.raises(OverdueRequests, match=rf"1 requests open longer than 5 days: {ids[0]}$"):
+        check_deadlines.apply(throw=True).get()
+    r = site.run("status", "--json")
+    import json
+
+    report = json.loads(r.stdout)
+    assert report["requests"]["open_total"] == 2
+    assert [(o["id"], o["kind"], o["state"]) for o in report["requests"]["overdue"]] == [
+        (ids[0], "withdrawal", "restricted")
+    ]
+    r = site.run("status")
+    assert "OVERDUE" in r.stdout
+
+
+def test_dormancy_when_the_operator_enables_it(
+    lifecycle_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+    from workers.app import reconfigure
+
+    primary, archive = _urls(lifecycle_env)
+    seed_site(primary, 60)
+    text_ = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
+    assert text_.count("    enabled: false") == 1
+    custom = tmp_path / "site.yaml"
+    custom.write_text(text_.replace("    enabled: false", "    enabled: true"), encoding="utf-8")
+    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(custom))
+    reconfigure()
+    clear_context_cache()
+    eng = create_engine(primary)
+    with eng.begin() as c:
+        # The site marks members dormant (after its 30-day notice); two qualify by inactivity.
+        c.execute(text("UPDATE members SET status = 'active' WHERE status = 'withdrawn'"))
+        c.execute(
+            text(
+                "UPDATE members SET status = 'dormant', last_login_at = now() - interval "
+                "'2 years' WHERE id IN (3, 5)"
+            )
+        )
+        c.execute(text("UPDATE members SET status = 'dormant', last_login_at = now() WHERE id = 7"))
+        before = {
+            t: c.execute(text(f"SELECT count(*) FROM {t} WHERE member_id IN (3, 5, 7)")).scalar()
+            for t in ("payments", "contracts", "service_usage", "counselling_records")
+        }
+    out = run_sweep(get_context())
+    assert out["dormancy_subjects"] == 2
+    with eng.connect() as c:
+        after = {
+            t: c.execute(text(f"SELECT count(*) FROM {t} WHERE member_id IN (3, 5, 7)")).scalar()
+            for t in before
+        }
+        still_dormant = c.execute(
+            text("SELECT count(*) FROM members WHERE id IN (3, 5, 7)")
+        ).scalar()
+        left_7 = c.execute(text("SELECT count(*) FROM service_usage WHERE member_id = 7")).scalar()
+        gone = sum(
+            c.execute(text(f"SELECT count(*) FROM {t} WHERE member_id IN (3, 5)")).scalar()
+            for t in ("service_usage", "counselling_records", "counselling_bookings", "guardians")
+        )
+    eng.dispose()
+    # Tables that end on dormancy left the primary DB; the rest (kept until withdrawal) and
+    # the member rows themselves stayed; member 7 is not inactive long enough.
+    assert after["payments"] == before["payments"] and after["contracts"] == before["contracts"]
+    assert after["service_usage"] == left_7 and still_dormant == 3
+    assert gone == 0
+    assert accounting(primary, archive).ledger_ok
+
+
+def test_a_table_reached_via_its_parent_is_moved_with_its_member(
+    lifecycle_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A table with no member column of its own (``via``) is taken through its parent: each
+    row deleted, its retained part archived under the right member, none left behind."""
+    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+    from workers.app import reconfigure
+
+    primary, archive = _urls(lifecycle_env)
+    seed_site(primary, 80)
+    withdraw_all(primary, "id % 3 = 0")
+    shipped = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
+    block = "  tax_invoices:\n    subject_column: member_id\n"
+    assert shipped.count(block) == 1 and shipped.count("non_personal: [payment_id]") == 1
+    custom = tmp_path / "site.yaml"
+    custom.write_text(
+        shipped.replace(
+            block, "  tax_invoices:\n    via: {table: payments, column: payment_id}\n"
+        ).replace("non_personal: [payment_id]", "non_personal: [payment_id, member_id]"),
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(custom))
+    reconfigure()
+    clear_context_cache()
+    eng = create_engine(primary)
+    withdrawn_invoices = (
+        "FROM tax_invoices t JOIN payments p ON p.id = t.payment_id "
+        "JOIN members m ON m.id = p.member_id WHERE m.status = 'withdrawn'"
+    )
+    with eng.connect() as c:
+        kept = c.execute(
+            text(
+                f"SELECT count(*), count(DISTINCT p.member_id) {withdrawn_invoices} "
+                "AND t.issued_at > now() - interval '5 years'"
+            )
+        ).one()
+        total = c.execute(text(f"SELECT count(*) {withdrawn_invoices}")).scalar_one()
+    assert kept[0] > 5 and kept[1] > 2, "the seed gave too few invoices to test"
+    out = run_sweep(get_context(), member_batch=7)
+    assert out["batches_done"] == out["batches"] > 1
+    with eng.connect() as c:
+        left = c.execute(text(f"SELECT count(*) {withdrawn_invoices}")).scalar_one()
+    eng.dispose()
+    assert left == 0
+    a = create_engine(archive)
+    with a.connect() as c:
+        got = c.execute(
+            text(
+                "SELECT count(*), count(DISTINCT subject_ref) FROM archive_records "
+                "WHERE source_table = 'tax_invoices'"
+            )
+        ).one()
+        ledgered = c.execute(
+            text(
+                "SELECT coalesce(sum(rows), 0) FROM ledger_entries "
+                "WHERE tables::text LIKE '%tax_invoices%' AND action IN ('archive', 'destroy')"
+            )
+        ).scalar_one()
+    a.dispose()
+    assert tuple(got) == tuple(kept), "each kept invoice archived once, under its own member"
+    assert ledgered == total
+    assert accounting(primary, archive).ledger_ok
+
+
+def test_embedded_default_sweep_hands_files_to_the_shredder(embedded_env: LifecycleEnv) -> None:
+    """SQLite allows one writer: the shred job for the deleted rows' files is written in the
+    sweep's own transaction (a second connection would wait on the lock it holds), then sent;
+    running it removes exactly those files."""
+    from pathlib import Path
+
+    from lifecycle.core import db
+    from lifecycle.ops.demo_seed import seed
+    from lifecycle.shred.jobs import run_job
+
+    assert embedded_env.run("db", "upgrade").returncode == 0
+    url = db.engine("primary").url.render_as_string(hide_password=False)
+    seed(db.engine("primary"), 30, files=True, file_root=embedded_env.file_root)
+    withdraw_all(url, "id % 3 = 0")
+    eng = create_engine(url)
+    with eng.connect() as c:
+        gone = {
+            p
+            for (p,) in c.execute(
+                text(
+                    "SELECT path FROM uploaded_files WHERE member_id IN "
+                    "(SELECT id FROM members WHERE status = 'withdrawn')"
+                )
+            )
+        }
+        kept = {p for (p,) in c.execute(text("SELECT path FROM uploaded_files"))} - gone
+    assert gone and kept and all(Path(p).is_file() for p in gone | kept)
+    clear_context_cache()
+    out = run_sweep(get_context())
+    assert out["batches_done"] == out["batches"] > 0 and out["files"] == len(gone)
+    with eng.connect() as c:
+        jobs = [j for (j,) in c.execute(text("SELECT id FROM lifecycle_shred_jobs"))]
+    eng.dispose()
+    assert jobs
+    for job in jobs:
+        run_job(job)
+    assert not any(Path(p).exists() for p in gone)
+    assert all(Path(p).is_file() for p in kept)
+    clear_context_cache()

@@ -1,0 +1,158 @@
+"""`lifecycle status` against real PostgreSQL, Redis and a worker; and with stores down."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+
+from lifecycle.core import db
+from models.base import utcnow
+from models.requests import JobRun, LifecycleRequest
+from tests.helpers import LifecycleEnv, WorkerProc, free_port
+
+
+def _seed_requests() -> dict[str, list[int]]:
+    now = utcnow()
+    rows = {
+        "fresh": [("withdrawal", "received", 0), ("correction", "dispatched", 1)],
+        "overdue": [("withdrawal", "restricted", 6), ("withdrawal", "dispatched", 10)],
+        "closed": [("withdrawal", "completed", 30), ("correction", "failed", 8)],
+    }
+    ids: dict[str, list[int]] = {}
+    with db.session("primary") as s:
+        for group, items in rows.items():
+            for i, (kind, state, days) in enumerate(items):
+                req = LifecycleRequest(
+                    kind=kind,
+                    member_id=1000 + len(ids.get(group, [])) + i,
+                    state=state,
+                    created_at=now - timedelta(days=days, hours=1),
+                )
+                s.add(req)
+                s.flush()
+                ids.setdefault(group, []).append(req.id)
+        s.add(
+            JobRun(
+                job="lifecycle.sweep.run",
+                started_at=now - timedelta(hours=30),
+                finished_at=now - timedelta(hours=29),
+                outcome="success",
+                counts={"archived": 5},
+            )
+        )
+        s.add(
+            JobRun(
+                job="lifecycle.sweep.run",
+                started_at=now - timedelta(hours=6),
+                finished_at=now - timedelta(hours=5),
+                outcome="failure",
+                counts={"archived": 2, "failed": 1},
+            )
+        )
+    return ids
+
+
+def test_status_reports_everything_on_postgres_and_redis(
+    lifecycle_env: LifecycleEnv, start_worker: Callable[..., WorkerProc]
+) -> None:
+    from workers.app import app
+
+    ids = _seed_requests()
+    start_worker(lifecycle_env, concurrency=1)
+    # A shred job for a host whose worker is not running waits in that host's queue.
+    app.send_task("lifecycle.shred.files", args=[1], queue="shred.otherhost")
+
+    # Nothing listens on this Flower port (other Flowers may run on the default one).
+    flower = {"LIFECYCLE_FLOWER_PORT": str(free_port())}
+    r = lifecycle_env.run("status", "--json", **flower)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"] is True and report["unreachable"] == []
+    assert report["workers"]["online"] == 1
+    assert report["broker"]["queues"]["shred.otherhost"] == 1
+    assert report["broker"]["queues"]["requests"] == 0
+    assert {"requests", "archive", "notify", "shred.testhost"} <= report["broker"]["queues"].keys()
+    assert "@" not in report["broker"]["url"]
+    assert report["requests"]["open_by_state"] == {
+        "dispatched": 2,
+        "received": 1,
+        "restricted": 1,
+    }
+    assert report["requests"]["open_total"] == 4
+    assert report["requests"]["overdue_total"] == 2
+    overdue = report["requests"]["overdue"]
+    assert [o["id"] for o in overdue] == [ids["overdue"][1], ids["overdue"][0]]  # oldest first
+    assert overdue[0]["age_days"] >= 10 and 6 <= overdue[1]["age_days"] < 7
+    assert set(overdue[0]) == {"id", "kind", "state", "created_at", "age_days"}
+    sweep = next(j for j in report["jobs"] if j["job"] == "lifecycle.sweep.run")
+    assert sweep["outcome"] == "failure" and sweep["counts"] == {"archived": 2, "failed": 1}
+    assert report["archive"]["ok"] is True
+    assert report["flower"]["reachable"] is False  # no Flower here; reported, not fatal
+
+    text = lifecycle_env.run("status", **flower)
+    assert text.returncode == 0, text.stderr
+    out = text.stdout
+    assert "workers online: 1" in out
+    assert "OVERDUE (open > 5 days): 2" in out
+    for rid in ids["overdue"]:
+        assert str(rid) in out
+    assert "shred.otherhost" in out
+    assert "lifecycle.sweep.run" in out and "failure" in out
+    assert "flower: NOT reachable" in out
+
+
+def test_status_with_broker_down_still_reads_the_databases(lifecycle_env: LifecycleEnv) -> None:
+    ids = _seed_requests()
+    port = free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    r = lifecycle_env.run("status", LIFECYCLE_BROKER_URL=broker, timeout=60)
+    assert r.returncode == 3, r.stdout + r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first == f"broker: unreachable ({broker}): Connection refused"
+    assert "OVERDUE (open > 5 days): 2" in r.stdout
+    assert str(ids["overdue"][0]) in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+    j = lifecycle_env.run("status", "--json", LIFECYCLE_BROKER_URL=broker, timeout=60)
+    assert j.returncode == 3
+    report = json.loads(j.stdout)
+    assert report["ok"] is False
+    assert report["unreachable"] == [first]
+    assert report["broker"] == {"error": first}
+    assert report["requests"]["overdue_total"] == 2
+
+
+def test_status_with_primary_db_down_still_reads_the_broker(lifecycle_env: LifecycleEnv) -> None:
+    port = free_port()
+    url = f"postgresql+psycopg://postgres:secretpw@127.0.0.1:{port}/nowhere"
+    r = lifecycle_env.run("status", "--json", LIFECYCLE_PRIMARY_DATABASE_URL=url, timeout=60)
+    assert r.returncode == 3, r.stderr
+    report = json.loads(r.stdout)
+    assert len(report["unreachable"]) == 1
+    line = report["unreachable"][0]
+    assert line.startswith(
+        f"primary database: unreachable (postgresql+psycopg://postgres@127.0.0.1:{port}/nowhere)"
+    )
+    assert "secretpw" not in r.stdout
+    assert "requests" in report["broker"]["queues"]
+    assert report["archive"]["ok"] is True
+
+
+def test_status_on_the_embedded_default(embedded_env: LifecycleEnv) -> None:
+    assert embedded_env.run("db", "upgrade").returncode == 0
+    r = embedded_env.run("status", "--json", "--timeout", "0.5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["broker"]["queues"]["requests"] == 0
+    assert report["workers"]["online"] == 0
+    assert report["requests"]["open_total"] == 0
+    # The filesystem broker has no host by design: no false alarm about it on stderr.
+    assert "No hostname was supplied" not in r.stderr
+    assert r.stderr.strip() == "", r.stderr
+
+
+def test_status_rejects_bad_options(embedded_env: LifecycleEnv) -> None:
+    r = embedded_env.run("status", "--timeout", "0")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "--timeout" in r.stderr

@@ -1,0 +1,96 @@
+"""Beat: the schedule is what ops expect, and two beat processes on Redis fire only once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from celery.schedules import crontab
+
+from tests.helpers import LifecycleEnv
+
+
+def test_schedule_is_in_seoul_time(lifecycle_env: LifecycleEnv) -> None:
+    from schedules.housekeeping import relay_pending
+    from schedules.ticker import ticks
+    from workers.app import app
+
+    assert app.conf.timezone == "Asia/Seoul"
+    sched = app.conf.beat_schedule
+    # The relay is a tick of beat's own thread, not a task (it would flood Flower).
+    assert not any(e["task"] == "lifecycle.relay" for e in sched.values())
+    (relay,) = [t for t in ticks() if t.fn is relay_pending]
+    assert relay.every <= 10
+    # The old names stay registered for messages already queued under them.
+    app.loader.import_default_modules()
+    for name in (
+        "lifecycle.relay",
+        "lifecycle.notify.resend_due",
+        "lifecycle.shred.resend_pending",
+    ):
+        assert name in app.tasks, name
+    nightly = [e for e in sched.values() if isinstance(e["schedule"], crontab)]
+    for entry in nightly:
+        assert entry["schedule"].hour == {3}, entry
+
+
+def test_redbeat_on_redis_and_file_scheduler_embedded(
+    lifecycle_env: LifecycleEnv,
+) -> None:
+    from workers.app import app
+
+    assert app.conf.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert app.conf.redbeat_redis_url == lifecycle_env.vars["LIFECYCLE_BROKER_URL"]
+
+
+def _beat(env: LifecycleEnv, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "DEBUG"],
+        env=env.environ(),
+        cwd=env.var_dir.parent,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_two_beats_only_one_fires(lifecycle_env: LifecycleEnv, tmp_path: Path) -> None:
+    logs = [tmp_path / "beat1.log", tmp_path / "beat2.log"]
+    procs = [_beat(lifecycle_env, logs[0])]
+    time.sleep(3)  # the first takes the lock
+    procs.append(_beat(lifecycle_env, logs[1]))
+    try:
+        time.sleep(14)  # several relay intervals (5 s)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(20)
+    texts = [log.read_text(errors="replace") for log in logs]
+    ticked = [t.count("housekeeping tick relay") for t in texts]
+    assert ticked[0] >= 2, texts[0][-2000:]
+    assert ticked[1] == 0, texts[1][-2000:]
+    # The ticks are not Celery tasks: beat sent none of them.
+    assert "Sending due task" not in texts[0] or "lifecycle.relay" not in texts[0]
+
+
+def test_celery_settings_for_jobs_never_lost_nor_doubled(lifecycle_env: LifecycleEnv) -> None:
+    from workers.app import app
+
+    c = app.conf
+    assert c.task_acks_late and c.task_reject_on_worker_lost
+    assert c.worker_prefetch_multiplier == 1
+    assert c.accept_content == ["json"] and c.task_serializer == "json"
+    assert c.result_extended is False
+    assert c.worker_send_task_events and c.task_send_sent_event
+    limit = c.task_time_limit
+    for vt in (
+        c.broker_transport_options["visibility_timeout"],
+        c.result_backend_transport_options["visibility_timeout"],
+        c.visibility_timeout,
+    ):
+        assert vt > limit
+    queues = {q.name for q in c.task_queues}
+    assert {"requests", "archive", "notify", "shred.testhost"} <= queues

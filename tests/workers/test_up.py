@@ -1,0 +1,126 @@
+"""`lifecycle up` on the embedded default: worker, beat and Flower come up, run a job, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.helpers import REPO, LifecycleEnv, free_port
+from tests.upstack import wait_text
+
+
+def compose_services() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+
+
+def _processes_with_env(marker: str) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (p / "environ").read_bytes():
+                pids.append(int(p.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.integration  # starts a worker, beat and Flower's HTTP server
+def test_up_runs_worker_beat_flower_and_stops_cleanly(
+    embedded_env: LifecycleEnv, tmp_path: Path
+) -> None:
+    port = free_port()
+    marker = f"LIFECYCLE_VAR_DIR={embedded_env.var_dir}"
+    out = tmp_path / "up.out"
+    err = tmp_path / "up.err"
+    env = embedded_env.environ(LIFECYCLE_FLOWER_PORT=str(port))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifecycle.cli.main", "up", "-c", "1"],
+        env=env,
+        cwd=tmp_path,
+        stdout=out.open("wb"),
+        stderr=err.open("wb"),
+        start_new_session=True,
+    )
+    try:
+        banner = wait_text(out, "Flower: http://127.0.0.1:", proc, 60)
+        login = banner.split("login: ", 1)[1].splitlines()[0]
+        user, password = (x.strip() for x in login.split(" / "))
+        warning = wait_text(err, "EMBEDDED MODE", proc, 5)
+        assert "NOT crash-safe" in warning
+        wait_text(err, " ready.", proc, 60)
+
+        done = embedded_env.run("ping", "--wait", timeout=120)
+        assert done.returncode == 0, done.stderr
+        task_id = done.stdout.split("task ", 1)[1].split()[0]
+
+        # Flower sees the job, but only behind its password.
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        state = None
+        while time.monotonic() < deadline:
+            r = httpx.get(f"{base}/api/tasks", auth=(user, password), timeout=5)
+            if r.status_code == 200 and task_id in r.json():
+                state = r.json()[task_id]["state"]
+                if state == "SUCCESS":
+                    break
+            time.sleep(0.5)
+        assert state == "SUCCESS"
+        assert r.json()[task_id]["name"] == "lifecycle.ping"
+        denied = httpx.get(f"{base}/api/tasks", auth=(user, "wrong"), timeout=5)
+        assert denied.status_code == 401
+        assert task_id not in denied.text
+
+        children = _processes_with_env(marker)
+        assert len(children) >= 3  # worker (+ pool child), beat, flower
+
+        # A second shell, without the port `up` was given, still finds this Flower.
+        status = embedded_env.run("status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["flower"] == {"url": f"{base}/", "reachable": True}
+        # ...unless it names another port itself.
+        other = embedded_env.run("status", "--json", LIFECYCLE_FLOWER_PORT=str(free_port()))
+        assert json.loads(other.stdout)["flower"]["reachable"] is False
+
+        # docker-compose's Flower healthcheck passes against a real Flower, login or not.
+        check = compose_services()["flower"]["healthcheck"]["test"]
+        assert check[0] == "CMD" and check[1] == "python"
+        argv = [sys.executable, *(a.replace(":5555/", f":{port}/") for a in check[2:])]
+        assert subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+        argv_off = [a.replace(f":{port}/", f":{free_port()}/") for a in argv]
+        assert subprocess.run(argv_off, capture_output=True, timeout=30).returncode != 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 0, err.read_text()[-2000:]
+    assert "[up] stopped" in err.read_text()
+    time.sleep(0.5)
+    assert _processes_with_env(marker) == [], "orphaned processes after lifecycle up stopped"
+    assert not (embedded_env.var_dir / "flower.url").exists()
+
+
+def test_up_refuses_bad_settings_with_one_line(embedded_env: LifecycleEnv) -> None:
+    r = embedded_env.run("up", LIFECYCLE_ARCHIVE_DATABASE_URL="mysql://x@127.0.0.1/db")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert "LIFECYCLE_ARCHIVE_DATABASE_URL" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_up_reports_unreachable_broker(embedded_env: LifecycleEnv) -> None:
+    r = embedded_env.run("up", LIFECYCLE_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert r.returncode == 3
+    assert "broker" in r.stderr and "unreachable" in r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
