@@ -10,7 +10,16 @@ from tasks.base import LifecycleTask
 from workers.app import app
 
 
-@app.task(base=LifecycleTask, name="lifecycle.shred.files", bind=True, lease="args")
+@app.task(
+    base=LifecycleTask,
+    name="lifecycle.shred.files",
+    bind=True,
+    lease="args",
+    # A shred job's resends live in the database (next_send_at, resend_pending every minute):
+    # a database error fails the task at once, visibly (`shred --wait` says so), and the
+    # job's own resend runs it again; no Celery retries on top.
+    transient_retries=0,
+)
 def shred_files(self: LifecycleTask, job_id: int) -> dict[str, Any]:
     return shred_jobs.run_job(int(job_id), task_id=self.request.id, progress=self.progress)
 
