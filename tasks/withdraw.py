@@ -22,6 +22,7 @@ from workers.app import app
     retry_backoff=2,
     retry_backoff_max=120,
     max_retries=20,
+    lease="args",
 )
 def withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
 

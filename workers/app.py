@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import beat_init, worker_process_init
 from kombu import pools
 
 from lifecycle.core.db import dispose_all
 from lifecycle.core.logging_setup import connect_celery
 from lifecycle.core.settings import get_settings, reset_settings_cache
 from schedules.beat import beat_schedule
+from schedules.ticker import start_in_beat
 from workers.config import celery_config
 
 TASK_MODULES = [
@@ -49,6 +50,12 @@ def _fresh_connections(**_kwargs: object) -> None:
     # Prefork children must open their own DB connections, never reuse the parent's sockets.
 
     dispose_all()
+
+
+@beat_init.connect
+def _start_ticker(sender: object = None, **_kwargs: object) -> None:
+    # The relay, the lease watchdog and the other frequent checks run here, not as tasks.
+    start_in_beat(sender)
 
 
 def reconfigure() -> None:

@@ -20,8 +20,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from lifecycle.core import leases
 from lifecycle.core.errors import BrokerUnavailable, LifecycleError
 from lifecycle.core.settings import get_settings
+from lifecycle.core.transient import TRANSIENT_ERRORS
+from lifecycle.requests.states import task_for
 
 _console = Console(stderr=True)
 
@@ -81,6 +84,9 @@ def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) 
                 break
             if req.state == "failed":
                 raise JobFailed(f"request {request_id} failed: {req.error or 'no reason recorded'}")
+            failed = _failed_handler(req.kind, request_id)
+            if failed is not None:
+                raise JobFailed(f"request {request_id} failed ({req.state}): {failed}")
             if time.monotonic() > deadline:
                 raise JobFailed(
                     f"request {request_id} still '{req.state}' after {timeout:.0f}s; is a worker "
@@ -113,23 +119,44 @@ def _stop_subscription(result: Any) -> None:
         consumer.cancel_for(result.id)
 
 
+def _lease(first_task_id: str) -> leases.Followed | None:
+    try:
+        return leases.follow(first_task_id)
+    except TRANSIENT_ERRORS:
+        return None  # the database is restarting: ask again at the next poll
+
+
 def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: float = 0.5) -> Any:
     """Wait for a Celery AsyncResult, showing PROGRESS meta ({"done": n, "total": m}).
 
-    A result backend that stops answering (a Redis restart) is waited out for
+    Follows the job when the watchdog re-sent it (its lease names the task now running it),
+    and fails at once with the lease's one-line reason when the job failed. A result backend
+    that stops answering (a Redis restart) is waited out for
     ``LIFECYCLE_WAIT_BROKER_GRACE_SECONDS``; after that, one line and exit status 3.
     """
     _stop_subscription(result)
     grace = get_settings().wait_broker_grace_seconds
     deadline = time.monotonic() + timeout
     lost_since: float | None = None
+    first_id = result.id
+    next_lease_check = 0.0
     with _progress() as bar:
         task = bar.add_task(label, total=None, state="pending")
         while True:
+            now = time.monotonic()
+            if now >= next_lease_check:
+                next_lease_check = now + 2.0
+                lease = _lease(first_id)
+                if lease is not None and lease.state == "failed":
+                    raise JobFailed(f"{label} failed: {lease.error or 'no reason recorded'}")
+                if lease is not None and lease.task_id and lease.task_id != result.id:
+                    result = type(result)(lease.task_id, app=result.app)
+                    _stop_subscription(result)
+                    bar.update(task, description=f"{label} (re-dispatched #{lease.redispatches})")
             try:
                 state = result.state
                 info = result.info if state == "PROGRESS" else None
-            except _BACKEND_DOWN as exc:
+            except (*_BACKEND_DOWN, *TRANSIENT_ERRORS) as exc:
                 now = time.monotonic()
                 lost_since = lost_since if lost_since is not None else now
                 if now - lost_since >= grace:
@@ -200,3 +227,17 @@ def _one_line(info: Any) -> str:
     if isinstance(info, BaseException):
         return f"{type(info).__name__}: {str(info).splitlines()[0] if str(info) else ''}"
     return str(info).splitlines()[0] if info else "unknown error"
+
+
+def _failed_handler(kind: str, request_id: int) -> str | None:
+    """The handler task's one-line reason if it failed (the request row may not say so)."""
+    name = task_for(kind)
+    if name is None:
+        return None
+    try:
+        lease = leases.by_key(leases.lease_key(name, [request_id]))
+    except TRANSIENT_ERRORS:
+        return None
+    if lease is None or lease.state != "failed":
+        return None
+    return lease.error or "no reason recorded"

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     retry_schedule: str = ""
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     log_json: bool | None = None
+    # Job leases: a running long job renews its lease every third of this; the watchdog
+    # re-sends a job whose lease is this many seconds overdue (so a dead job restarts within
+    # about lease + watchdog interval).
+    lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    # Multiplies every housekeeping interval of the beat process's ticker (relay 5 s, watchdog
+    # 15 s, ...). Below 1 only for tests that cannot wait minutes.
+    tick_scale: float = Field(default=1.0, gt=0, le=100)
 
     @field_validator("log_json", mode="before")
     @classmethod

@@ -289,12 +289,16 @@ def totals(ctx: EngineContext, run_id: int) -> dict[str, int]:
     return out
 
 
-def _supersede_stale_runs(ctx: EngineContext, conn: Connection, task_id: str | None) -> None:
+def _supersede_stale_runs(
+    ctx: EngineContext, conn: Connection, task_id: str | None, keep: int | None = None
+) -> None:
     """Runs whose coordinator died (we hold the lock, so nobody runs them) are closed."""
     jr, b = JobRun.__table__, SweepBatch.__table__
     stale = [
         r[0]
-        for r in conn.execute(select(jr.c.id).where(jr.c.job == "sweep", jr.c.outcome == "running"))
+        for r in conn.execute(
+            select(jr.c.id).where(jr.c.job == "sweep", jr.c.outcome == "running", jr.c.id != keep)
+        )
     ]
     if not stale:
         return
@@ -335,13 +339,51 @@ def run_sweep(
     report: Callable[[int, int], None] | None = None,
     member_batch: int = MEMBER_BATCH,
     age_batch: int = AGE_BATCH,
+    run_id: int | None = None,
+    on_run: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """The whole sweep; returns counts (no personal data). ``dispatch`` fans batches out."""
+    """The whole sweep; returns counts (no personal data). ``dispatch`` fans batches out.
+
+    ``run_id``: resume that run (the watchdog re-sends a run whose coordinator died with it),
+    keeping its batches and counts. ``on_run`` is told the run id as soon as it exists.
+    """
     with job_lock(ctx.primary, LOCK_NAME) as lock:
         if lock is None:
             log.info("another sweep is running; this trigger does nothing")
             return {"skipped": "another sweep is running"}
-        return _run_locked(ctx, lock, task_id, dispatch, report, member_batch, age_batch)
+        return _run_locked(
+            ctx, lock, task_id, dispatch, report, member_batch, age_batch, run_id, on_run
+        )
+
+
+def _open_run(ctx: EngineContext, task_id: str | None, resume: int | None) -> tuple[int, bool]:
+    """The run to work on, and whether it is a resumed one."""
+    jr = JobRun.__table__
+    with ctx.primary.begin() as conn:
+        if resume is not None:
+            running = conn.execute(
+                select(jr.c.id).where(
+                    jr.c.id == resume, jr.c.job == "sweep", jr.c.outcome == "running"
+                )
+            ).first()
+            if running is not None:
+                _supersede_stale_runs(ctx, conn, task_id, keep=resume)
+                conn.execute(update(jr).where(jr.c.id == resume).values(task_id=task_id))
+                log.warning("sweep run %s resumed after its coordinator stopped", resume)
+                return resume, True
+        _supersede_stale_runs(ctx, conn, task_id)
+        run_id = conn.execute(
+            insert(jr)
+            .values(job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={})
+            .returning(jr.c.id)
+        ).scalar_one()
+    return int(run_id), False
+
+
+def _planned_phases(ctx: EngineContext, run_id: int) -> set[str]:
+    t = SweepBatch.__table__
+    with ctx.primary.connect() as conn:
+        return {k for (k,) in conn.execute(select(t.c.kind).where(t.c.run_id == run_id).distinct())}
 
 
 def _run_locked(
@@ -352,23 +394,33 @@ def _run_locked(
     report: Callable[[int, int], None] | None,
     member_batch: int,
     age_batch: int,
+    resume: int | None = None,
+    on_run: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     jr = JobRun.__table__
-    with ctx.primary.begin() as conn:
-        _supersede_stale_runs(ctx, conn, task_id)
-        run_id = conn.execute(
-            insert(jr)
-            .values(job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={})
-            .returning(jr.c.id)
-        ).scalar_one()
+    if resume is not None:
+        with ctx.primary.connect() as conn:
+            outcome = conn.execute(select(jr.c.outcome).where(jr.c.id == resume)).scalar()
+        if outcome is not None and outcome != "running":
+            # Finished (or superseded) since it was re-sent: nothing left of it to do.
+            return {"run_id": int(resume), "skipped": f"run {resume} is {outcome} already"}
+    run_id, resumed = _open_run(ctx, task_id, resume)
+    if on_run is not None:
+        on_run(run_id)
     flush_ledger_outbox(ctx)
+    # A phase is planned in one transaction with all its batches: a resumed run re-plans only
+    # the phases that never got that far (the rest is in its pending batches).
+    planned = _planned_phases(ctx, run_id) if resumed else set()
     retry = _Retry()
     phases: list[str] = ["withdrawal"]
     if ctx.datamap.subject.dormancy.enabled:
         phases.append("dormancy")
     phases.append("age")
     for phase in phases:
-        while True:
+        if phase in planned:
+            keys = _batches(ctx, run_id, "pending")
+            keys = [k for k in keys if k.kind == phase]
+        while phase not in planned:
             try:
                 keys = _plan_phase(ctx, run_id, phase, member_batch, age_batch)
                 retry.ok()

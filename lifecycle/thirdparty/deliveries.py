@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from lifecycle.channels.mailer import MessageBuilder, mailer_from_settings
 from lifecycle.channels.templates import third_party_correction, third_party_deletion
 from lifecycle.core import db
-from lifecycle.core.errors import UserError
+from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.member_table import member_table
@@ -527,3 +527,34 @@ def list_deliveries(failing_only: bool = False, limit: int = 200) -> list[dict[s
         ).all()
         tries = _tries(s, [d.id for d, _ in rows])
         return [_delivery_summary(d, name, tries.get(d.id, 0)) for d, name in rows]
+
+
+class NotDelivered(LifecycleError):
+    """A delivery attempt that did not deliver: status code or error class only, no payload."""
+
+
+def attempt_report(delivery_id: int, outcome: str) -> NotDelivered | None:
+    """None if ``outcome`` needs no alarm; else the one-line reason for Flower and the log.
+
+    ``retry`` outcomes come back as a NotDelivered whose ``retry_in`` says when the next
+    attempt is (the schedule itself lives in the database, not in Celery).
+    """
+    if outcome in ("delivered", "not_due"):
+        return None
+    with db.session("primary") as s:
+        row = s.get(Delivery, delivery_id)
+        if row is None:
+            return None
+        state, status, attempts, nxt = (
+            row.state, row.last_status or "", row.attempts, row.next_attempt_at
+        )  # fmt: skip
+    what = f"delivery {delivery_id} attempt {attempts}: " + (
+        f"HTTP {status}" if status.isdigit() else (status or outcome)
+    )
+    if state == DeliveryState.PENDING.value and nxt is not None:
+        wait = max(0, int((as_utc(nxt) - utcnow()).total_seconds()))
+        err = NotDelivered(f"{what}, not delivered; next attempt in {wait} s")
+        err.retry_in = wait  # type: ignore[attr-defined]
+        return err
+    reason = {"disabled": "recipient disabled (410 Gone)", "failed": "gave up"}.get(state, state)
+    return NotDelivered(f"{what}, not delivered: {reason}")

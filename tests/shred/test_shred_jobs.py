@@ -319,9 +319,14 @@ def test_sweep_resends_unfinished_jobs_and_queues_files_whose_purpose_ended(
 def test_beat_schedule_has_the_shred_entries(lifecycle_env: LifecycleEnv) -> None:
     from lifecycle.core.settings import get_settings
     from schedules.beat import NIGHTLY, beat_schedule
+    from schedules.housekeeping import resend_pending_shred_jobs
+    from schedules.ticker import ticks
 
     sched = beat_schedule(get_settings())
-    assert sched["shred-resend-pending"]["task"] == "lifecycle.shred.resend_pending"
+    # Resending pending jobs is a ticker job in beat (no Flower entries), every minute.
+    assert "shred-resend-pending" not in sched
+    (tick,) = [t for t in ticks() if t.fn is resend_pending_shred_jobs]
+    assert tick.every == 60
     assert sched["shred-sweep-orphans"] == {
         "task": "lifecycle.shred.sweep_orphans",
         "schedule": NIGHTLY,
