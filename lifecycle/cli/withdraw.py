@@ -17,19 +17,28 @@ def parse_member_id(raw: str) -> int:
 
 @app.command("withdraw")
 def withdraw(
-    member_id: str = typer.Argument(..., metavar="MEMBER_ID", help="The member's id."),
+    member_id: str = typer.Argument(
+        ...,
+        metavar="MEMBER_ID",
+        help="The member's id: the site's own (e.g. lee_mh7) when the map names a login_column.",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Block until done, with progress."),
     timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
 ) -> None:
     """Withdraw a member (회원탈퇴): mark withdrawn and request the lifecycle to carry it out."""
     from lifecycle.core.db import check_reachable
+    from lifecycle.datamap.loader import current_datamap
     from lifecycle.engine.context import get_context
     from lifecycle.requests.client import dispatch_now
-    from lifecycle.rights.withdrawal import submit_withdrawal
+    from lifecycle.rights.withdrawal import resolve_member, submit_withdrawal
 
-    mid = parse_member_id(member_id)
+    # Bad input is refused before any server is asked, unless the map has login ids.
+    mid = None if current_datamap().subject.login_column else parse_member_id(member_id)
     check_reachable("primary")
-    request_id = submit_withdrawal(get_context(), mid)
+    ctx = get_context()
+    if mid is None:
+        mid = resolve_member(ctx, member_id)
+    request_id = submit_withdrawal(ctx, mid)
     if dispatch_now(request_id):
         typer.echo(f"withdrawal request {request_id} for member {mid} submitted")
     else:

@@ -360,7 +360,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             if lk.column in lk.blank:
                 raise err(f"table {name!r}: {lk.column} is cleared anyway; do not list it under "
                           "blank:", *base, "members", i)  # fmt: skip
-        for i, lk in enumerate(links):
+        for lk in links:
             if lk.member_key not in subject_cols:
                 raise err(
                     f"table {name!r}: member_key {lk.member_key!r} must be the subject's key "

@@ -63,7 +63,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from sqlalchemy import MetaData, and_, case, inspect, literal, null, or_, select
+from sqlalchemy import MetaData, and_, case, inspect, literal, null, select
 from sqlalchemy import types as sqltypes
 
 from lifecycle.core.errors import UserError

@@ -29,7 +29,7 @@ from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
-from lifecycle.engine.selection import subject_selections
+from lifecycle.engine.selection import subject_selections, unprocessed_clause
 from lifecycle.requests import outbox as reqs
 from lifecycle.requests import restriction
 from lifecycle.requests.states import START, TERMINAL, transition
@@ -53,14 +53,45 @@ def _now() -> datetime:
 
 
 def _lock_member(ctx: EngineContext, conn: Connection, member_id: int) -> Any:
+    """``(key, withdrawn?, withdrawn at or None)`` of the member, locked; None if unknown."""
     s = ctx.datamap.subject
     t = ctx.subject_table
-    q = select(t.c[s.key], t.c[s.status_column], t.c[s.withdrawn_at_column]).where(
+    q = select(t.c[s.key], t.c[s.state_column], s.withdrawn_at_col(t)).where(
         t.c[s.key] == member_id
     )
     if ctx.is_pg_primary:
         q = q.with_for_update(of=t)
-    return conn.execute(q).first()
+    row = conn.execute(q).first()
+    if row is None:
+        return None
+    return (row[0], s.is_withdrawn(row[1]), s.withdrawn_at(row[2]))
+
+
+def _processed_kept_row(ctx: EngineContext, conn: Connection, member_id: int) -> bool:
+    """A member row the map keeps blank has already been cleared (its withdrawal is done)."""
+    if not ctx.datamap.subject.keep_row:
+        return False
+    t = ctx.subject_table
+    key = t.c[ctx.datamap.subject.key]
+    q = select(key).where(key == member_id, unprocessed_clause(ctx))
+    return conn.execute(q).first() is None
+
+
+def resolve_member(ctx: EngineContext, raw: str) -> int:
+    """The lifecycle's member id for what an operator typed: the site's own member id (the
+    map's ``login_column``, e.g. ``lee_mh7``) when the map names one, else the numeric key."""
+    s = ctx.datamap.subject
+    text = raw.strip()
+    if s.login_column:
+        t = ctx.subject_table
+        with ctx.primary.connect() as conn:
+            key = conn.execute(select(t.c[s.key]).where(t.c[s.login_column] == text)).scalar()
+        if key is None:
+            raise UserError(f"unknown member: no {s.table}.{s.login_column} equals the given id")
+        return int(key)
+    if not text.isdigit() or int(text) <= 0 or len(text) > 18:
+        raise UserError("MEMBER_ID must be a positive integer (the member's id)")
+    return int(text)
 
 
 def _already_processed_by(s: Session, req: LifecycleRequest) -> int | None:
@@ -113,19 +144,14 @@ def step_restrict(ctx: EngineContext, s: Session, req: LifecycleRequest) -> Step
     if refusal:
         return _refuse(s, req, refusal)
     sub = ctx.datamap.subject
-    if row[1] != sub.withdrawn_value:
+    if not row[1]:
         # The Python client may be called without the site having flipped the status first:
         # the request is the member's decision, so record it in the site's own terms.
         t = ctx.subject_table
         s.connection().execute(
             update(t)
             .where(t.c[sub.key] == req.member_id)
-            .values(
-                {
-                    sub.status_column: sub.withdrawn_value,
-                    sub.withdrawn_at_column: row[2] or as_utc(req.created_at),
-                }
-            )
+            .values(sub.withdraw_values(row[2] or as_utc(req.created_at)))
         )
     try:
         from lifecycle.notices.members import capture_withdrawal_notice
@@ -161,7 +187,7 @@ def _move(
     if refusal:
         return None, refusal
     now = _now()
-    ended = {req.member_id: as_utc(row[2]) if row[2] else as_utc(req.created_at)}
+    ended = {req.member_id: row[2] or as_utc(req.created_at)}
     sels = subject_selections(ctx, "withdrawal", ended, now)
     return move(ctx, s.connection(), sels, _scope(ctx, req, task_id), now=now,
                 delete_rows=delete), None  # fmt: skip
@@ -185,6 +211,13 @@ def step_destroy(
     moved, refusal = _move(ctx, s, req, task_id, delete=True)
     if refusal:
         return _refuse(s, req, refusal)
+    assert moved is not None
+    if moved.failure:
+        # The rows are gone (their files are kept in a shred job): the request must not end
+        # "completed" for a file that was not destroyed.
+        transition(req, RequestState.FAILED, error=moved.failure)
+        log.error("withdrawal request %s failed: %s", req.id, moved.failure)
+        return StepResult(RequestState.FAILED.value, moved)
     transition(req, RequestState.DESTROYED)
     return StepResult(RequestState.DESTROYED.value, moved)
 
@@ -282,6 +315,8 @@ def submit_withdrawal(ctx: EngineContext, member_id: int) -> int:
                     f"member {member_id} was already withdrawn and processed (request {earlier})"
                 )
             raise UserError(f"unknown member {member_id}")
+        if row[1] and _processed_kept_row(ctx, s.connection(), member_id):
+            raise UserError(f"member {member_id} was already withdrawn and processed")
         open_req = s.execute(
             select(LifecycleRequest.id, LifecycleRequest.state).where(
                 LifecycleRequest.member_id == member_id,
@@ -294,13 +329,12 @@ def submit_withdrawal(ctx: EngineContext, member_id: int) -> int:
                 f"member {member_id} already has withdrawal request {open_req[0]} in progress "
                 f"({open_req[1]})"
             )
-        if row[1] != sub.withdrawn_value or row[2] is None:
+        if not row[1] or row[2] is None:
             s.connection().execute(
                 update(t)
                 .where(t.c[sub.key] == member_id)
-                .values({sub.status_column: sub.withdrawn_value,
-                         sub.withdrawn_at_column: row[2] or _now()})
-            )  # fmt: skip
+                .values(sub.withdraw_values(row[2] or _now()))
+            )
         return reqs.submit(s, "withdrawal", member_id)
 
 

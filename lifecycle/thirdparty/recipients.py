@@ -161,7 +161,7 @@ def record_provision(
                 )
         recipient = get_recipient(s, recipient_name)
         row = lock_member(s, mt, member_id, share=True)
-        if row is None or row[mt.status_column] == mt.withdrawn_value:
+        if row is None or mt.is_withdrawn(row):
             raise UserError(f"member {member_id} does not exist or has withdrawn")
         if is_restricted(s, member_id):
             raise UserError(
