@@ -325,8 +325,8 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
     for name, ts in spec.tables.items():
         base = ("tables", name)
         keys = (ts.key,) if isinstance(ts.key, str) else tuple(ts.key)
-        if not keys or len(set(keys)) != len(keys):
-            raise err(f"table {name!r}: key must name one or more distinct columns", *base, "key")
+        if len(set(keys)) != len(keys) or "" in keys:
+            raise err(f"table {name!r}: key must name distinct columns", *base, "key")
         if "*" in name and name.count("*") != 1:
             raise err(f"table pattern {name!r} may hold one '*' only", *base)
         relations = [k for k in ("subject_column", "via", "members") if getattr(ts, k)]
@@ -535,11 +535,23 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             purpose.append(PurposeEnd("age", age_spec.column, after))
         if not purpose:
             raise err(f"table {name!r} has an empty purpose_end", *base, "purpose_end")
+        if not keys and not (
+            ts.subject_column
+            and all(rules[c].period.is_zero for c in columns)
+            and not any(isinstance(p, dict) for p in ts.purpose_end)
+            and not any(isinstance(f, _FileSpec) or "{" in f for f in ts.files)
+        ):
+            raise err(
+                f"table {name!r} has no key: only a table whose rows are all destroyed (every "
+                "category 0d, a subject_column, no age rule, no path templates) can do without",
+                *base,
+                "key",
+            )
         if name == s.table and subject.keep_row and not columns:
             raise err("subject table kept blank on withdrawal lists no personal columns", *base)
         tables[name] = TableMap(
             name=name,
-            key=keys[0],
+            key=keys[0] if keys else "",
             subject_column=ts.subject_column,
             via=via,
             columns=columns,

@@ -267,7 +267,7 @@ class TableMap:
     pattern: str | None = None  # the map's ``g5_write_*`` this table was expanded from
 
     def __post_init__(self) -> None:
-        if not self.keys:
+        if not self.keys and self.key:
             self.keys = (self.key,)
 
     @property
@@ -700,7 +700,7 @@ class DataMap:
                 continue
             base = ("tables", name)
             keys_ok = all([need(name, k, *base, "key") for k in t.keys])
-            if keys_ok and not _declared_unique(insp, name, t.keys):
+            if keys_ok and t.keys and not _declared_unique(insp, name, t.keys):
                 fail(
                     f"key ({', '.join(t.keys)}) of {name} is not a primary key or unique index: "
                     "rows could not be told apart (give the table's real unique key)",

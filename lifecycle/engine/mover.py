@@ -499,11 +499,13 @@ def destroy_only(ctx: EngineContext, tm: TableMap) -> bool:
     """Every category of the table is destroy-now, and its rows reach the member directly.
 
     Such rows never go to the archive, so their DELETE ... RETURNING (in dependency order,
-    uncommitted until the caller commits) returns only the member and file columns, and both
-    destroys and counts them.
+    uncommitted until the caller commits) returns only the member link and file columns, and
+    both destroys and counts them (members counted by the link's value: the key, or the login
+    id). A table with no unique key can only be of this kind.
     """
     return (
-        tm.direct_by_key
+        tm.subject_column is not None
+        and len(tm.links) == 1
         and not tm.file_templates
         and all(ctx.datamap.rule(c).period.is_zero for c in tm.columns)
     )
