@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from lifecycle import db
+from lifecycle import db, dbkind
 from lifecycle.errors import UserError
 from lifecycle.retry_schedule import delay_before
 from lifecycle.settings import get_settings
@@ -259,7 +259,8 @@ def attempt(delivery_id: int, enqueue: Enqueue | None = None) -> str:
 
 
 def _pg(s: Session) -> bool:
-    return s.get_bind().dialect.name == "postgresql"
+    """The server has row locks (PostgreSQL, MySQL); SQLite serialises writers instead."""
+    return dbkind.row_locks(s)
 
 
 def _disable_recipient(s: Session, recipient_id: int, reason: str) -> None:
@@ -400,9 +401,7 @@ def due_deliveries(limit: int = 500) -> list[int]:
             .order_by(Delivery.next_attempt_at)
             .limit(limit)
         )
-        if _pg(s):
-            stmt = stmt.with_for_update(skip_locked=True)
-        rows = list(s.scalars(stmt))
+        rows = list(s.scalars(dbkind.for_update(stmt, s, skip=True)))
         for d in rows:
             d.enqueued_at = now
         return [d.id for d in rows]

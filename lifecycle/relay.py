@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from lifecycle import db
+from lifecycle import db, dbkind
 from lifecycle.requests import HANDLERS
 from models.base import utcnow
 from models.requests import LifecycleRequest, RequestState
@@ -55,9 +55,10 @@ def dispatch_pending(limit: int = 500) -> int:
             .order_by(LifecycleRequest.id)
             .limit(limit)
         )
-        if s.get_bind().dialect.name == "postgresql":
-            # Two relays (two beats during a failover) never send the same rows concurrently.
-            stmt = stmt.with_for_update(skip_locked=True)
+        # Two relays (two beats during a failover) never send the same rows concurrently: they
+        # skip each other's rows, or, on a server without SKIP LOCKED (MariaDB < 10.6), the second
+        # waits and then finds them no longer 'received'.
+        stmt = dbkind.for_update(stmt, s, skip=True)
         for req in s.scalars(stmt):
             if req.kind not in HANDLERS or not req.member_id or req.member_id <= 0:
                 _mark_malformed(s, req)
@@ -77,9 +78,7 @@ def dispatch_one(request_id: int) -> bool:
             LifecycleRequest.id == request_id,
             LifecycleRequest.state == RequestState.RECEIVED.value,
         )
-        if s.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        req = s.scalar(stmt)
+        req = s.scalar(dbkind.for_update(stmt, s, skip=True))
         if req is None:
             return False
         if req.kind not in HANDLERS:
@@ -110,9 +109,7 @@ def redispatch_stale(older_than: timedelta = STALE_AFTER, limit: int = 100) -> i
             .order_by(LifecycleRequest.id)
             .limit(limit)
         )
-        if s.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        for req in s.scalars(stmt):
+        for req in s.scalars(dbkind.for_update(stmt, s, skip=True)):
             if req.kind not in HANDLERS:
                 _mark_malformed(s, req)
                 continue

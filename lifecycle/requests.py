@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lifecycle import db
+from lifecycle import db, dbkind
 from lifecycle.errors import UserError
 from models.base import utcnow
 from models.requests import LifecycleRequest, RequestKind, RequestState
@@ -98,9 +98,7 @@ def submit_and_enqueue(
 def load_for_update(session: Session, request_id: int) -> LifecycleRequest | None:
     """Lock the request row so two deliveries of the same job serialise on it."""
     stmt = select(LifecycleRequest).where(LifecycleRequest.id == request_id)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return session.scalar(stmt)
+    return session.scalar(dbkind.for_update(stmt, session))
 
 
 def set_state(

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from lifecycle import db
+from lifecycle import db, dbkind
 from lifecycle.errors import UserError
 from lifecycle.mailer import valid_address
 from lifecycle.member_table import member_table
@@ -135,7 +135,7 @@ def lock_member(s: Session, mt: Any, member_id: int, *, share: bool) -> Any:
     provision can never slip in between a correction's restriction check and its restriction.
     """
     stmt = select(mt.table).where(mt.key_col == member_id)
-    if s.get_bind().dialect.name == "postgresql":
+    if dbkind.row_locks(s):
         stmt = stmt.with_for_update(read=share)
     return s.execute(stmt).mappings().first()
 

@@ -39,7 +39,7 @@ import orjson
 from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.orm import Session
 
-from lifecycle import crypto, keystore, ledger
+from lifecycle import crypto, dbkind, keystore, ledger
 from lifecycle.datamap import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
@@ -47,6 +47,7 @@ from lifecycle.engine.selection import (
     Part,
     PlannedRow,
     Selection,
+    take_rows_mysql,
     iter_planned,
     selected_columns,
 )
@@ -545,9 +546,14 @@ def delete_returning(
     tm = sel.table
     t = ctx.table(tm.name)
     assert tm.subject_column is not None
-    res = conn.execute(
-        delete(t).where(sel.where).returning(t.c[tm.subject_column], *(t.c[c] for c in tm.files))
-    )
+    wanted = (t.c[tm.subject_column], *(t.c[c] for c in tm.files))
+    if not dbkind.delete_returning(conn):
+        # MySQL 8: read FOR UPDATE, then delete exactly those rows by key (see take_rows_mysql).
+        for chunk in take_rows_mysql(conn, t, sel.where, (*wanted, t.c[tm.key]), len(wanted)):
+            for row in chunk:
+                yield row[0], tuple(row[1 : len(wanted)])
+        return
+    res = conn.execute(delete(t).where(sel.where).returning(*wanted))
     for row in res:
         yield row[0], tuple(row[1:])
 

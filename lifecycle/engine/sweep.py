@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from lifecycle import dbkind
 from lifecycle.datamap import _as_datetime
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.locks import JobLock, job_lock
@@ -140,8 +141,7 @@ def _lock_members(
     )
     if q is None:
         return {}
-    if ctx.is_pg_primary:
-        q = q.with_for_update(skip_locked=True, of=ctx.subject_table)
+    q = dbkind.for_update(q, conn, skip=True, of=ctx.subject_table)
     out: dict[Any, datetime] = {}
     d = ctx.datamap.subject.dormancy
     for key, when in conn.execute(q):
@@ -190,10 +190,12 @@ def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> bool:
         & (t.c.first_id == key.first_id)
         & (t.c.state == "pending")
     )
-    if ctx.is_pg_primary:
+    if dbkind.skip_locked(conn):
         got = conn.execute(select(t.c.id).where(where).with_for_update(skip_locked=True)).first()
         return got is not None
-    # SQLite has no row locks: writing first takes the database's write lock instead.
+    # SQLite has no row locks: writing first takes the database's write lock instead. A server
+    # without SKIP LOCKED (MariaDB < 10.6) waits on the row lock here and then finds the batch
+    # done (0 rows), which is the same answer later.
     res = conn.execute(update(t).where(where).values(updated_at=_now()))
     return bool(res.rowcount)
 

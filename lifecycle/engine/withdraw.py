@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
+from lifecycle import dbkind, restriction
 from lifecycle import requests as reqs
-from lifecycle import restriction
 from lifecycle.datamap import _as_datetime
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
@@ -63,9 +63,7 @@ def _lock_member(ctx: EngineContext, conn: Connection, member_id: int) -> Any:
     q = select(t.c[s.key], t.c[s.status_column], t.c[s.withdrawn_at_column]).where(
         t.c[s.key] == member_id
     )
-    if ctx.is_pg_primary:
-        q = q.with_for_update(of=t)
-    return conn.execute(q).first()
+    return conn.execute(dbkind.for_update(q, conn, of=t)).first()
 
 
 def _already_processed_by(s: Session, req: LifecycleRequest) -> int | None:
