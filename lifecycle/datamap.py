@@ -69,6 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.constructor import SafeConstructor
 
 from lifecycle.errors import UserError
+from lifecycle.storage_engines import non_transactional, refusal
 
 SHIPPED_DEMO_MAP = Path(__file__).parent / "datamaps" / "demo.yaml"
 
@@ -560,6 +561,9 @@ class DataMap:
             if name not in existing:
                 raise self.error(f"table {name!r} does not exist in the database", "tables", name)
             cols[name] = {c["name"]: c["type"] for c in insp.get_columns(name)}
+        bad = non_transactional(engine, self.tables)
+        if bad:
+            raise self.error(refusal(bad), "tables", min(bad))
 
         def need(table: str, column: str | None, *path: Any, time: bool = False) -> None:
             if column is None:

@@ -47,9 +47,9 @@ from lifecycle.engine.selection import (
     Part,
     PlannedRow,
     Selection,
-    take_rows_mysql,
     iter_planned,
     selected_columns,
+    take_rows_mysql,
 )
 from models.archive import ArchivedRecord
 from models.engine import LedgerOutbox
