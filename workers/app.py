@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from lifecycle.logging_setup import connect_celery
 from lifecycle.settings import get_settings
@@ -46,6 +46,33 @@ def _fresh_connections(**_kwargs: object) -> None:
     from lifecycle.db import dispose_all
 
     dispose_all()
+
+
+@worker_init.connect
+def _refuse_non_transactional_tables(**_kwargs: object) -> None:
+    # On MySQL/MariaDB a MyISAM table would keep deletions that a failed step rolled back: such a
+    # worker must not start. Other databases are always transactional; an unreachable database
+    # is left to the tasks, which retry.
+    import sys
+
+    from lifecycle.errors import UserError
+
+    settings = get_settings()
+    if not settings.sqlalchemy_url("primary").startswith("mysql"):
+        return
+    from lifecycle.datamap import SHIPPED_DEMO_MAP, load_datamap
+    from lifecycle.db import engine
+    from lifecycle.storage_engines import require_transactional
+
+    try:
+        dm = load_datamap(settings.data_map or SHIPPED_DEMO_MAP)
+        require_transactional(engine("primary"), dm.tables)
+    except UserError as exc:
+        sys.stderr.write(f"lifecycle worker refused to start: {exc}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None
+    except Exception:  # unreachable DB and the like: the tasks report and retry
+        return
 
 
 def reconfigure() -> None:
