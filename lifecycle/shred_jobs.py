@@ -28,7 +28,8 @@ from typing import Any
 from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session
 
-from lifecycle import db
+from lifecycle import db, dbkind
+from lifecycle.engine.locks import JobLock
 from lifecycle.errors import UserError
 from lifecycle.settings import get_settings
 from lifecycle.shredder import (
@@ -342,6 +343,16 @@ def _job_lock(job_id: int) -> Iterator[bool]:
                 if got:
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                     conn.commit()
+        return
+    if dbkind.is_mysql(eng):
+        # GET_LOCK on its own connection, dropped by the server if this worker dies.
+        lock = JobLock(eng, f"shred-job-{job_id}")
+        got = lock.acquire()
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
         return
     # SQLite (embedded default): all workers share ./var on one host; a file lock suffices.
     lock_dir = get_settings().var_dir / "locks"

@@ -115,6 +115,30 @@ def test_unsupported_database_urls_are_refused_in_one_line(
     assert r.stderr.count("\n") == 1 and expect in r.stderr and "Traceback" not in r.stderr
 
 
+def test_an_unreachable_or_missing_mysql_database_is_one_line(
+    mysql_server: str, tmp_path: Path
+) -> None:
+    from tests.helpers import free_port
+
+    for url, reason in (
+        (f"mysql://root:hunter22@127.0.0.1:{free_port()}/site", "Can't connect"),
+        ("mysql://root@127.0.0.1:3306/lct_no_such_database", "Unknown database"),
+    ):
+        env = LifecycleEnv(
+            vars={
+                "LIFECYCLE_VAR_DIR": str(tmp_path / "var"),
+                "LIFECYCLE_PRIMARY_DATABASE_URL": url,
+            },
+            var_dir=tmp_path / "var",
+            file_root=tmp_path,
+        )
+        for cmd in (("db", "upgrade"), ("datamap", "check")):
+            r = env.run(*cmd)
+            assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
+            assert reason in r.stderr and "unreachable" in r.stderr
+            assert "hunter22" not in r.stderr and "Traceback" not in r.stderr
+
+
 # -- migrations ----------------------------------------------------------------------------------
 
 

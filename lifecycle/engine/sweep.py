@@ -358,11 +358,12 @@ def _run_locked(
     jr = JobRun.__table__
     with ctx.primary.begin() as conn:
         _supersede_stale_runs(ctx, conn, task_id)
+        # inserted_primary_key rather than RETURNING: MySQL 8 has no INSERT ... RETURNING.
         run_id = conn.execute(
-            insert(jr)
-            .values(job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={})
-            .returning(jr.c.id)
-        ).scalar_one()
+            insert(jr).values(
+                job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={}
+            )
+        ).inserted_primary_key[0]
     flush_ledger_outbox(ctx)
     retry = _Retry()
     phases: list[str] = ["withdrawal"]
