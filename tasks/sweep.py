@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lifecycle.core import dbkind
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import get_context
 from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, run_batch, run_sweep
@@ -34,7 +35,7 @@ def sweep_run(self: LifecycleTask, member_batch: int | None = None) -> dict[str,
         archive_batch.apply_async(args=[key.run_id, key.first_id, key.last_id], kwargs=kwargs)
 
     # On SQLite (the embedded default) writers serialise anyway: the coordinator does it all.
-    fan_out = dispatch if ctx.is_pg_primary else None
+    fan_out = dispatch if dbkind.row_locks(ctx.primary) else None
     return run_sweep(
         ctx,
         task_id=self.request.id,

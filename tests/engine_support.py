@@ -12,7 +12,36 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
+from lifecycle.core.dbkind import MYSQL_BACKENDS, mysql_connect_args
 from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap
+
+
+def site_engine(url: str) -> Engine:
+    """An engine on ``url`` set up as the workers' are (on MySQL: UTC session, zero dates)."""
+    from sqlalchemy.engine import make_url
+
+    if make_url(url).get_backend_name() in MYSQL_BACKENDS:
+        return create_engine(url, connect_args=mysql_connect_args())
+    return create_engine(url)
+
+
+def q(eng: Engine, name: str) -> str:
+    """``name`` quoted for the engine's SQL dialect (MySQL uses backticks)."""
+    return eng.dialect.identifier_preparer.quote_identifier(name)
+
+
+def insert_id(conn: Any, sql: str, params: dict[str, Any]) -> int:
+    """Run an INSERT and return the new row's id (RETURNING where the server has it)."""
+    if conn.dialect.name in MYSQL_BACKENDS:
+        return int(conn.execute(text(sql), params).lastrowid)
+    return int(conn.execute(text(sql + " RETURNING id"), params).scalar_one())
+
+
+def ago(**kw: float) -> Any:
+    """A UTC instant in the past, to bind instead of a dialect's interval arithmetic."""
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) - timedelta(**kw)
 
 
 def seed_site(
@@ -20,7 +49,7 @@ def seed_site(
 ) -> dict[str, int]:
     from lifecycle.ops.demo_seed import seed
 
-    eng = create_engine(primary_url)
+    eng = site_engine(primary_url)
     try:
         return seed(eng, members, files=files, file_root=file_root or Path("/nonexistent"))
     finally:
@@ -28,7 +57,7 @@ def seed_site(
 
 
 def withdraw_all(primary_url: str, where: str = "TRUE") -> int:
-    eng = create_engine(primary_url)
+    eng = site_engine(primary_url)
     try:
         with eng.begin() as c:
             return c.execute(
@@ -42,13 +71,15 @@ def withdraw_all(primary_url: str, where: str = "TRUE") -> int:
 
 
 def table_counts(url: str) -> dict[str, int]:
-    eng = create_engine(url)
+    eng = site_engine(url)
     try:
         from sqlalchemy import inspect
 
         names = inspect(eng).get_table_names()
         with eng.connect() as c:
-            return {n: c.execute(text(f'SELECT count(*) FROM "{n}"')).scalar_one() for n in names}
+            return {
+                n: c.execute(text(f"SELECT count(*) FROM {q(eng, n)}")).scalar_one() for n in names
+            }
     finally:
         eng.dispose()
 
@@ -63,7 +94,7 @@ class SiteSnapshot:
 
 
 def snapshot_site(primary_url: str) -> SiteSnapshot:
-    eng = create_engine(primary_url)
+    eng = site_engine(primary_url)
     try:
         dm = load_datamap(SHIPPED_DEMO_MAP, engine=eng)
         snap = SiteSnapshot()
@@ -71,7 +102,8 @@ def snapshot_site(primary_url: str) -> SiteSnapshot:
             for tm in dm.tables.values():
                 snap.categories[tm.name] = list(tm.columns)
                 rel = tm.subject_column
-                for pk, m in c.execute(text(f'SELECT "{tm.key}", "{rel}" FROM "{tm.name}"')):
+                sql = f"SELECT {q(eng, tm.key)}, {q(eng, rel)} FROM {q(eng, tm.name)}"
+                for pk, m in c.execute(text(sql)):
                     snap.rows[(tm.name, str(pk))] = m
             # Korean names are three characters: keep them, but not ones that happen to occur
             # in the map's own texts (legal bases), which do appear in the ledger.
@@ -88,13 +120,13 @@ def snapshot_site(primary_url: str) -> SiteSnapshot:
 
 
 def remaining_rows(primary_url: str, snap: SiteSnapshot) -> set[tuple[str, str]]:
-    eng = create_engine(primary_url)
+    eng = site_engine(primary_url)
     out: set[tuple[str, str]] = set()
     try:
         dm = load_datamap(SHIPPED_DEMO_MAP, engine=eng)
         with eng.connect() as c:
             for tm in dm.tables.values():
-                for (pk,) in c.execute(text(f'SELECT "{tm.key}" FROM "{tm.name}"')):
+                for (pk,) in c.execute(text(f"SELECT {q(eng, tm.key)} FROM {q(eng, tm.name)}")):
                     out.add((tm.name, str(pk)))
         return out
     finally:
@@ -113,8 +145,8 @@ class Accounting:
 
 
 def accounting(primary_url: str, archive_url: str) -> Accounting:
-    a = create_engine(archive_url)
-    p = create_engine(primary_url)
+    a = site_engine(archive_url)
+    p = site_engine(primary_url)
     try:
         with a.connect() as c:
             records: set[tuple[str, str, str]] = set()
@@ -217,14 +249,14 @@ def redis_dump(port: int) -> bytes:
 
 def database_dump(url: str) -> bytes:
     """Every table of a database as text (bytea shows as hex, so ciphertexts stay opaque)."""
-    eng: Engine = create_engine(url)
+    eng: Engine = site_engine(url)
     try:
         from sqlalchemy import inspect
 
         chunks: list[bytes] = []
         with eng.connect() as c:
             for name in inspect(eng).get_table_names():
-                for row in c.execute(text(f'SELECT * FROM "{name}"')):
+                for row in c.execute(text(f"SELECT * FROM {q(eng, name)}")):
                     chunks.append(repr(tuple(row)).encode())
                     for v in row:
                         if isinstance(v, str):

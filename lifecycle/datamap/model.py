@@ -67,6 +67,7 @@ from sqlalchemy import MetaData, and_, case, inspect, literal, null, select
 from sqlalchemy import types as sqltypes
 
 from lifecycle.core.errors import UserError
+from lifecycle.core.storage_engines import non_transactional, refusal
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.periods import Period, Rule
 
@@ -647,6 +648,9 @@ class DataMap:
                 fail(f"table {name!r} does not exist in the database", "tables", name)
                 continue
             cols[name] = {c["name"]: c["type"] for c in insp.get_columns(name)}
+        bad = non_transactional(engine, list(cols))
+        if bad:
+            fail(refusal(bad), "tables", min(bad))
 
         def need(table: str, column: str | None, *path: Any, time: bool = False) -> bool:
             if column is None or table not in cols:

@@ -52,6 +52,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from lifecycle.core import dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
@@ -63,6 +64,7 @@ from lifecycle.engine.selection import (
     iter_planned,
     member_expr,
     selected_columns,
+    take_rows_mysql,
 )
 from lifecycle.shred.jobs import enqueue_shred, enqueue_shred_check, keep_refused, send_jobs
 from lifecycle.vault import crypto, keystore, ledger
@@ -685,9 +687,14 @@ def delete_returning(
     tm = sel.table
     t = ctx.table(tm.name)
     assert tm.subject_column is not None
-    res = conn.execute(
-        delete(t).where(sel.where).returning(t.c[tm.subject_column], *(t.c[c] for c in tm.files))
-    )
+    wanted = (t.c[tm.subject_column], *(t.c[c] for c in tm.files))
+    if not dbkind.delete_returning(conn):
+        # MySQL 8: read FOR UPDATE, then delete exactly those rows by key (see take_rows_mysql).
+        for chunk in take_rows_mysql(conn, t, sel.where, (*wanted, t.c[tm.key]), len(wanted)):
+            for row in chunk:
+                yield row[0], tuple(row[1 : len(wanted)])
+        return
+    res = conn.execute(delete(t).where(sel.where).returning(*wanted))
     for row in res:
         yield row[0], tuple(row[1:])
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from lifecycle.core import dbkind
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.model import MemberLink, TableMap
 from lifecycle.engine.context import EngineContext
@@ -186,7 +187,9 @@ def iter_planned(
     if take:
         # The inner SELECT names its own FROM (no correlation with the DELETE's table); rows
         # deleted by an earlier chunk are invisible to the next one in the same transaction.
-        if ctx.is_pg_primary:
+        if dbkind.is_mysql(conn):
+            chunks = take_rows_mysql(conn, t, sel.where, wanted, cols.index(tm.key))
+        elif ctx.is_pg_primary:
             # By physical address: a TID scan, not a second index lookup per row.
             ctid = literal_column("ctid")
             pick = select(ctid).select_from(t).where(sel.where).limit(DELETE_CHUNK)
@@ -198,7 +201,8 @@ def iter_planned(
         else:
             keycol = t.c[tm.key]
             which = keycol.in_(select(keycol).where(sel.where).limit(DELETE_CHUNK).correlate(None))
-        chunks = _taken(ctx, conn, delete(t).where(which).returning(*wanted))
+        if not dbkind.is_mysql(conn):
+            chunks = _taken(ctx, conn, delete(t).where(which).returning(*wanted))
     else:
         chunks = _stream(ctx, conn, select(*wanted).where(sel.where))
     key, keys, ended_at, plan = planner.key, planner.keys, sel.ended_at, planner.plan
@@ -233,6 +237,36 @@ def _taken(ctx: EngineContext, conn: Connection, stmt: Any) -> Iterator[list[tup
     while True:
         rows = fetch()
         if rows:
+            yield rows
+        if len(rows) < DELETE_CHUNK:
+            return
+
+
+def take_rows_mysql(
+    conn: Connection, t: Table, where: Any, wanted: Sequence[Any], key_at: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The MySQL/MariaDB form of `_taken`.
+
+    MariaDB 10.5+ has ``DELETE ... LIMIT ... RETURNING``: one pass, as on PostgreSQL. MySQL 8
+    has no RETURNING: each chunk is read ``FOR UPDATE`` (InnoDB locks the rows, and the gaps
+    between them, until the caller commits, so nobody changes or adds a matching row) and then
+    deleted by key, which deletes exactly the rows read.
+    """
+    if dbkind.delete_returning(conn):
+        stmt = delete(t).where(where).with_dialect_options(mysql_limit=DELETE_CHUNK)
+        stmt = stmt.returning(*wanted)
+        while True:
+            rows = [tuple(r) for r in conn.execute(stmt)]
+            if rows:
+                yield rows
+            if len(rows) < DELETE_CHUNK:
+                return
+    keycol = t.c[wanted[key_at].name]
+    pick = select(*wanted).where(where).limit(DELETE_CHUNK).with_for_update()
+    while True:
+        rows = [tuple(r) for r in conn.execute(pick)]
+        if rows:
+            conn.execute(delete(t).where(keycol.in_([r[key_at] for r in rows])))
             yield rows
         if len(rows) < DELETE_CHUNK:
             return

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from lifecycle.core import dbkind
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.locks import JobLock, job_lock
 from lifecycle.core.timeutil import as_utc
@@ -147,8 +148,7 @@ def _lock_members(
     )
     if q is None:
         return {}
-    if ctx.is_pg_primary:
-        q = q.with_for_update(skip_locked=True, of=ctx.subject_table)
+    q = dbkind.for_update(q, conn, skip=True, of=ctx.subject_table)
     out: dict[Any, datetime] = {}
     subject = ctx.datamap.subject
     d = subject.dormancy
@@ -198,10 +198,12 @@ def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> bool:
         & (t.c.first_id == key.first_id)
         & (t.c.state == "pending")
     )
-    if ctx.is_pg_primary:
+    if dbkind.skip_locked(conn):
         got = conn.execute(select(t.c.id).where(where).with_for_update(skip_locked=True)).first()
         return got is not None
-    # SQLite has no row locks: writing first takes the database's write lock instead.
+    # SQLite has no row locks: writing first takes the database's write lock instead. A server
+    # without SKIP LOCKED (MariaDB < 10.6) waits on the row lock here and then finds the batch
+    # done (0 rows), which is the same answer later.
     res = conn.execute(update(t).where(where).values(updated_at=_now()))
     return bool(res.rowcount)
 
@@ -364,11 +366,12 @@ def _run_locked(
     jr = JobRun.__table__
     with ctx.primary.begin() as conn:
         _supersede_stale_runs(ctx, conn, task_id)
+        # inserted_primary_key rather than RETURNING: MySQL 8 has no INSERT ... RETURNING.
         run_id = conn.execute(
-            insert(jr)
-            .values(job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={})
-            .returning(jr.c.id)
-        ).scalar_one()
+            insert(jr).values(
+                job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={}
+            )
+        ).inserted_primary_key[0]
     flush_ledger_outbox(ctx)
     retry = _Retry()
     phases: list[str] = ["withdrawal"]

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
-from lifecycle.core import db
+from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
@@ -59,9 +59,7 @@ def _lock_member(ctx: EngineContext, conn: Connection, member_id: int) -> Any:
     q = select(t.c[s.key], t.c[s.state_column], s.withdrawn_at_col(t)).where(
         t.c[s.key] == member_id
     )
-    if ctx.is_pg_primary:
-        q = q.with_for_update(of=t)
-    row = conn.execute(q).first()
+    row = conn.execute(dbkind.for_update(q, conn, of=t)).first()
     if row is None:
         return None
     return (row[0], s.is_withdrawn(row[1]), s.withdrawn_at(row[2]))

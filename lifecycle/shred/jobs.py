@@ -29,8 +29,9 @@ from kombu.exceptions import OperationalError
 from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session
 
-from lifecycle.core import db, dispatch
+from lifecycle.core import db, dbkind, dispatch
 from lifecycle.core.errors import UserError
+from lifecycle.core.locks import JobLock
 from lifecycle.core.queues import shred_queue
 from lifecycle.core.settings import get_settings
 from lifecycle.shred.shredder import (
@@ -380,6 +381,16 @@ def _job_lock(job_id: int) -> Iterator[bool]:
                 if got:
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                     conn.commit()
+        return
+    if dbkind.is_mysql(eng):
+        # GET_LOCK on its own connection, dropped by the server if this worker dies.
+        lock = JobLock(eng, f"shred-job-{job_id}")
+        got = lock.acquire()
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
         return
     # SQLite (embedded default): all workers share ./var on one host; a file lock suffices.
     lock_dir = get_settings().var_dir / "locks"
