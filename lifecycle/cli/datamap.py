@@ -62,7 +62,7 @@ def check_cmd(
     for line in findings:
         typer.echo(line, err=True)
     if findings:
-        typer.echo(f"data map {dm.source}: {len(findings)} finding(s)", err=True)
+        typer.echo(f"data map {dm.source}: {len(findings)} finding(s)")
         raise typer.Exit(2)
     where = "checked against the primary database" if not offline else "not compared with a DB"
     typer.echo(f"data map {dm.source}: OK ({len(shown.tables)} tables, {where})")

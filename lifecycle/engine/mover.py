@@ -690,9 +690,12 @@ def delete_returning(
     wanted = (t.c[tm.subject_column], *(t.c[c] for c in tm.files))
     if not dbkind.delete_returning(conn):
         # MySQL 8: read FOR UPDATE, then delete exactly those rows by key (see take_rows_mysql).
-        for chunk in take_rows_mysql(conn, t, sel.where, (*wanted, t.c[tm.key]), len(wanted)):
+        n = len(wanted)
+        with_keys = (*wanted, *(t.c[k] for k in tm.keys))
+        at = tuple(range(n, n + len(tm.keys)))
+        for chunk in take_rows_mysql(conn, t, sel.where, with_keys, at):
             for row in chunk:
-                yield row[0], tuple(row[1 : len(wanted)])
+                yield row[0], tuple(row[1:n])
         return
     res = conn.execute(delete(t).where(sel.where).returning(*wanted))
     for row in res:

@@ -188,7 +188,9 @@ def iter_planned(
         # The inner SELECT names its own FROM (no correlation with the DELETE's table); rows
         # deleted by an earlier chunk are invisible to the next one in the same transaction.
         if dbkind.is_mysql(conn):
-            chunks = take_rows_mysql(conn, t, sel.where, wanted, cols.index(tm.key))
+            chunks = take_rows_mysql(
+                conn, t, sel.where, wanted, tuple(cols.index(k) for k in tm.keys)
+            )
         elif ctx.is_pg_primary:
             # By physical address: a TID scan, not a second index lookup per row.
             ctid = literal_column("ctid")
@@ -243,7 +245,7 @@ def _taken(ctx: EngineContext, conn: Connection, stmt: Any) -> Iterator[list[tup
 
 
 def take_rows_mysql(
-    conn: Connection, t: Table, where: Any, wanted: Sequence[Any], key_at: int
+    conn: Connection, t: Table, where: Any, wanted: Sequence[Any], key_at: tuple[int, ...]
 ) -> Iterator[list[tuple[Any, ...]]]:
     """The MySQL/MariaDB form of `_taken`.
 
@@ -261,12 +263,23 @@ def take_rows_mysql(
                 yield rows
             if len(rows) < DELETE_CHUNK:
                 return
-    keycol = t.c[wanted[key_at].name]
+    if not key_at:
+        # No key (a destroy-only table): the locked rows are exactly what the WHERE matches.
+        rows = [tuple(r) for r in conn.execute(select(*wanted).where(where).with_for_update())]
+        conn.execute(delete(t).where(where))
+        if rows:
+            yield rows
+        return
+    kcols = [t.c[wanted[i].name] for i in key_at]
     pick = select(*wanted).where(where).limit(DELETE_CHUNK).with_for_update()
     while True:
         rows = [tuple(r) for r in conn.execute(pick)]
         if rows:
-            conn.execute(delete(t).where(keycol.in_([r[key_at] for r in rows])))
+            if len(kcols) == 1:
+                which = kcols[0].in_([r[key_at[0]] for r in rows])
+            else:
+                which = tuple_(*kcols).in_([tuple(r[i] for i in key_at) for r in rows])
+            conn.execute(delete(t).where(which))
             yield rows
         if len(rows) < DELETE_CHUNK:
             return
