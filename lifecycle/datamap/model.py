@@ -721,7 +721,12 @@ class DataMap:
                     "purpose_end",
                 )
             for i, lk in enumerate(t.links):
-                where = (*base, "members", i) if len(t.links) > 1 else (*base, "subject_column")
+                if len(t.links) > 1:
+                    where: tuple[Any, ...] = (*base, "members", i)
+                elif ("tables", t.pattern or name, "member_key") in self._marks:
+                    where = (*base, "member_key")
+                else:
+                    where = (*base, "subject_column")
                 ok = need(name, lk.column, *where)
                 if need(st, lk.member_key, *where) and ok and st in cols:
                     compatible((name, lk.column), (st, lk.member_key), *where)

@@ -265,7 +265,10 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
                     )
         if res.moved is not None:
             send_shred_jobs(res.moved.shred_jobs)
-        if res.state == RequestState.DESTROYED.value:
+        if res.moved is not None and res.state in (
+            RequestState.DESTROYED.value,
+            RequestState.FAILED.value,
+        ):
             flush_ledger_outbox(ctx)
         log.info("withdrawal request %s: %s -> %s", request_id, state, res.state)
 
