@@ -546,9 +546,12 @@ def move(
             if destroy_only(ctx, tm):
                 every = tuple(tm.columns)
                 file_cats = [tm.category_of(c) for c in tm.files]
-                for subject, paths in delete_returning(ctx, pconn, sel):
+                taken = list(delete_returning(ctx, pconn, sel))
+                ids = member_ids(ctx, pconn, tm.links[0].member_key, {r[0] for r in taken})
+                for subject, paths in taken:
                     n += 1
-                    gone.row(tm.name, subject, every, zip(file_cats, paths, strict=True))
+                    who = ids.get(subject, subject)
+                    gone.row(tm.name, who, every, zip(file_cats, paths, strict=True))
                 result.deleted[tm.name] = n
                 continue
             cols = selected_columns(tm)
@@ -590,6 +593,25 @@ def move(
         handed = hand_to_shredder(gone.files, scope, sorted(gone.file_categories), ctx, pconn)
         result.files, result.files_refused, result.shred_jobs, result.refusal = handed
     return result
+
+
+def member_ids(
+    ctx: EngineContext, conn: Connection, member_key: str, values: set[Any]
+) -> dict[Any, Any]:
+    """Member ids for link values holding ``member_key`` (the login id): members are counted
+    once whichever column reached them."""
+    s = ctx.datamap.subject
+    if member_key == s.key or not values:
+        return {}
+    t = ctx.subject_table
+    vals = sorted(v for v in values if v is not None)
+    out: dict[Any, Any] = {}
+    for i in range(0, len(vals), SQLITE_IN_CHUNK):
+        q = select(t.c[member_key], t.c[s.key]).where(
+            t.c[member_key].in_(vals[i : i + SQLITE_IN_CHUNK])
+        )
+        out.update(dict(conn.execute(q).all()))
+    return out
 
 
 def row_files(tm: TableMap, cols: list[str]) -> Any:
