@@ -431,3 +431,56 @@ def test_the_shipped_map_loads_and_names_what_the_engine_needs() -> None:
     memo = dm.tables["g5_memo"]
     assert [lk.column for lk in memo.links] == ["me_send_mb_id", "me_recv_mb_id"]
     assert dm.tables["g5_visit"].age is not None and not dm.tables["g5_visit"].links
+
+
+def test_rows_the_archive_cannot_tell_apart_roll_the_whole_move_back(site: Site) -> None:
+    """Two rows sharing the key the map names: the ledger would count both, the archive could
+    keep one. The move fails in one line and nothing is archived, ledgered or deleted."""
+    site.innodb()
+    site.sql(
+        "INSERT INTO g5_shop_cart (od_id, mb_id, it_id, it_name, ct_status, ct_history, ct_price, "
+        "ct_qty, ct_time, ct_ip, ct_select) VALUES (1, 'lee_mh7', '1700000002', '추가 상담', "
+        "'쇼핑', '', 9000, 1, NOW(), '10.0.6.9', 0)"
+    )
+    ctx = get_context()
+    cart = ctx.datamap.tables["g5_shop_cart"]
+    cart.key, cart.keys = "mb_id", ("mb_id",)  # what a wrong map would say, past the check
+    before = snapshot(site)
+    rid = submit_withdrawal(ctx, resolve_member(ctx, "lee_mh7"))
+    with pytest.raises(UserError, match="two rows share the key") as exc:
+        carry_out(ctx, rid)
+    assert "\n" not in str(exc.value)
+    clear_context_cache()
+    after = snapshot(site)
+    for t in before:
+        if t != "g5_member":  # the request marked the member withdrawn, nothing more
+            assert before[t] == after[t], t
+    acc = accounting(site.primary, site.archive)
+    assert not acc.records and not acc.ledger_archive and not acc.ledger_destroy
+
+
+def test_a_schema_the_map_covers_only_partly_is_refused_before_anything_is_deleted(
+    site: Site,
+) -> None:
+    site.innodb()
+    site.sql("CREATE TABLE g5_extra (ex_id int PRIMARY KEY, mb_id varchar(20)) ENGINE=InnoDB")
+    site.sql("INSERT INTO g5_extra VALUES (1, 'jung_hs')")
+    before = snapshot(site)
+    with pytest.raises(DataMapError, match="'g5_extra' has member-like column mb_id"):
+        run_sweep(get_context())
+    assert snapshot(site) == before
+
+
+def test_withdraw_takes_the_sites_own_member_id(site: Site) -> None:
+    site.innodb()
+    r = site.env.run("withdraw", "kim_yr")
+    assert r.returncode == 0, r.stderr
+    mb_no = site.sql("SELECT mb_no FROM g5_member WHERE mb_id = 'kim_yr'")[0][0]
+    assert f"for member {mb_no} submitted" in r.stdout
+    assert site.sql("SELECT member_id, kind FROM lifecycle_requests") == [(mb_no, "withdrawal")]
+    # The site's own marker, in its own format.
+    assert site.sql("SELECT mb_leave_date FROM g5_member WHERE mb_id = 'kim_yr'")[0][0] == (
+        date.today().strftime("%Y%m%d")
+    )
+    bad = site.env.run("withdraw", "no_such_id")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown member" in bad.stderr
