@@ -359,6 +359,11 @@ def test_a_correction_through_the_gnuboard5_map(site: Site) -> None:
         submit_correction(resolve_member(ctx, "jung_hs"), {"mb_hp": "010-0"})
     with pytest.raises(UserError, match="unknown member"):
         resolve_member(ctx, "nobody_here")
+    # The command line takes the site's own member id too.
+    r = site.env.run("correct", "kim_yr", "--set", "mb_hp=010-3333-4444")
+    assert r.returncode == 0, r.stderr
+    kim = site.sql("SELECT mb_no FROM g5_member WHERE mb_id = 'kim_yr'")[0][0]
+    assert f"submitted for member {kim}" in r.stdout
 
 
 def test_a_file_the_shredder_refuses_fails_the_job_and_keeps_its_path(

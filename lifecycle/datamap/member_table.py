@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Column, Engine, MetaData, Table
+from sqlalchemy import Column, Engine, MetaData, Table, or_
 from sqlalchemy import types as sqltypes
 
 from lifecycle.channels.mailer import valid_address
@@ -70,7 +70,7 @@ class MemberTable:
     def active_clause(self) -> Any:
         """Members that get notices: neither withdrawn nor dormant."""
         if self.marker:
-            return self.status_col == ""
+            return or_(self.status_col.is_(None), self.status_col == "")
         return self.status_col.not_in([self.withdrawn_value, self.dormant_value])
 
     def correctable(self, field: str) -> bool:
