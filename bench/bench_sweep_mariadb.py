@@ -176,7 +176,7 @@ def main() -> None:
     env = os.environ.get
     ap.add_argument("--mysql", default=env("LIFECYCLE_TEST_MYSQL_URL", "mysql://root@127.0.0.1/"))
     ap.add_argument(
-        "--pg", default=env("LIFECYCLE_TEST_PG_URL", "postgresql://postgres@127.0.0.1/x")
+        "--pg", default=env("LIFECYCLE_TEST_PG_URL", "postgresql://postgres@127.0.0.1/postgres")
     )
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
