@@ -233,36 +233,19 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
 
     counts: dict[str, int] = {}
     while True:
-        with db.session("primary") as s:
-            req = reqs.load_for_update(s, request_id)
-            if req is None:
-                log.error("withdrawal request %s does not exist; nothing to do", request_id)
-                return {"request_id": request_id, "state": "missing"}
-            state = req.state
-            if state in TERMINAL:
-                out: dict[str, Any] = {"request_id": request_id, "state": state}
-                out.update(counts)
-                return out
-            if task_id:
-                req.task_id = task_id[:64]
-            if state in START_STATES:
-                res = step_restrict(ctx, s, req)
-            elif state == RequestState.RESTRICTED.value:
-                res = step_archive(ctx, s, req, task_id)
-            elif state == RequestState.ARCHIVED.value:
-                res = step_destroy(ctx, s, req, task_id)
-            elif state == RequestState.DESTROYED.value:
-                res = step_complete(ctx, s, req)
-            else:
-                res = _refuse(
-                    s, req, f"malformed request: state {state!r} is not a withdrawal state"
-                )
-            if res.moved is not None:
-                for k, v in res.moved.summary().items():
-                    # Both moving steps see the same member: count them once.
-                    counts[k] = (
-                        max(counts.get(k, 0), v) if k == "subjects" else counts.get(k, 0) + v
-                    )
+        try:
+            res, state = _one_step(ctx, request_id, task_id, counts)
+        except UserError as exc:
+            # A move that could not be accounted for (rows the map's key cannot tell apart, a
+            # column that cannot be cleared): everything it did rolled back with it. The
+            # request says why; the member stays marked withdrawn for a re-run once fixed.
+            if fail_request(request_id, str(exc)):
+                _discard_notice(request_id)
+            return {"request_id": request_id, "state": RequestState.FAILED.value}
+        if res is None:
+            out: dict[str, Any] = {"request_id": request_id, "state": state}
+            out.update(counts)
+            return out
         if res.moved is not None:
             send_shred_jobs(res.moved.shred_jobs)
         if res.moved is not None and res.state in (
@@ -271,6 +254,46 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
         ):
             flush_ledger_outbox(ctx)
         log.info("withdrawal request %s: %s -> %s", request_id, state, res.state)
+
+
+def _one_step(
+    ctx: EngineContext, request_id: int, task_id: str | None, counts: dict[str, int]
+) -> tuple[StepResult | None, str]:
+    """Run the request's next step in one transaction; ``(None, state)`` when it is over."""
+    with db.session("primary") as s:
+        req = reqs.load_for_update(s, request_id)
+        if req is None:
+            log.error("withdrawal request %s does not exist; nothing to do", request_id)
+            return None, "missing"
+        state = req.state
+        if state in TERMINAL:
+            return None, state
+        if task_id:
+            req.task_id = task_id[:64]
+        if state in START_STATES:
+            res = step_restrict(ctx, s, req)
+        elif state == RequestState.RESTRICTED.value:
+            res = step_archive(ctx, s, req, task_id)
+        elif state == RequestState.ARCHIVED.value:
+            res = step_destroy(ctx, s, req, task_id)
+        elif state == RequestState.DESTROYED.value:
+            res = step_complete(ctx, s, req)
+        else:
+            res = _refuse(s, req, f"malformed request: state {state!r} is not a withdrawal state")
+        if res.moved is not None:
+            for k, v in res.moved.summary().items():
+                # Both moving steps see the same member: count them once.
+                counts[k] = max(counts.get(k, 0), v) if k == "subjects" else counts.get(k, 0) + v
+    return res, state
+
+
+def _discard_notice(request_id: int) -> None:
+    try:
+        from lifecycle.notices.members import discard_member_notice
+    except ImportError:  # the notice channel is a separate component
+        return
+    with db.session("primary") as s:
+        discard_member_notice(s, "withdrawal_completed", request_id)
 
 
 def _send_notice(member_id: int, request_id: int) -> None:
