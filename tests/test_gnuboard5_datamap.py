@@ -206,6 +206,13 @@ def test_datamap_check_proves_what_the_engine_relies_on(site: Site, tmp_path: Pa
 
     # A site without the shop: its tables are reported, not fatal.
     site.sql("DROP TABLE g5_extra")
+    # An install directory outside the storage roots: the shredder would refuse every file.
+    outside = write_map(tmp_path / "outside.yaml", "/srv/not-a-storage-root")
+    r = site.env.run("datamap", "check", "--file", str(outside))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert f"outside.yaml:{line_of(outside, 'root: /srv')}:" in r.stderr
+    assert "is not under a storage root" in r.stderr
+
     for t in [t for t in site.tables if t.startswith("g5_shop_")]:
         site.sql(f"DROP TABLE `{t}`")
     ok = site.env.run("datamap", "check")

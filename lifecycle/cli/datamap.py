@@ -46,6 +46,16 @@ def check_cmd(
         problems: list = []
         shown.validate_against(eng, collect=problems)
         findings = [str(p) for p in problems]
+        if dm.site_root:
+            from lifecycle.core.settings import get_settings
+
+            roots = [str(r).rstrip("/") for r in get_settings().file_roots]
+            if not any(dm.site_root == r or dm.site_root.startswith(r + "/") for r in roots):
+                why = (
+                    f"site.root {dm.site_root} is not under a storage root (LIFECYCLE_FILE_ROOTS:"
+                    f" {', '.join(roots) or 'none'}): the shredder would refuse every file under it"
+                )
+                findings.append(str(dm.error(why, "site", "root")))
         for pattern in dm.patterns:
             hits = [n for n, t in shown.tables.items() if t.pattern == pattern]
             if hits:
