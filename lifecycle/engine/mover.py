@@ -63,6 +63,7 @@ from lifecycle.engine.selection import (
     Selection,
     iter_planned,
     member_expr,
+    member_ids,
     selected_columns,
     take_rows_mysql,
 )
@@ -593,25 +594,6 @@ def move(
         handed = hand_to_shredder(gone.files, scope, sorted(gone.file_categories), ctx, pconn)
         result.files, result.files_refused, result.shred_jobs, result.refusal = handed
     return result
-
-
-def member_ids(
-    ctx: EngineContext, conn: Connection, member_key: str, values: set[Any]
-) -> dict[Any, Any]:
-    """Member ids for link values holding ``member_key`` (the login id): members are counted
-    once whichever column reached them."""
-    s = ctx.datamap.subject
-    if member_key == s.key or not values:
-        return {}
-    t = ctx.subject_table
-    vals = sorted(v for v in values if v is not None)
-    out: dict[Any, Any] = {}
-    for i in range(0, len(vals), SQLITE_IN_CHUNK):
-        q = select(t.c[member_key], t.c[s.key]).where(
-            t.c[member_key].in_(vals[i : i + SQLITE_IN_CHUNK])
-        )
-        out.update(dict(conn.execute(q).all()))
-    return out
 
 
 def row_files(tm: TableMap, cols: list[str]) -> Any:

@@ -168,6 +168,25 @@ def member_expr(ctx: EngineContext, tm: TableMap) -> Any:
     return ctx.datamap.member_expr(tm.name, ctx.metadata)
 
 
+def member_ids(
+    ctx: EngineContext, conn: Connection, member_key: str, values: set[Any]
+) -> dict[Any, Any]:
+    """Member ids for link values holding ``member_key`` (the login id): members are counted
+    once whichever column reached them."""
+    s = ctx.datamap.subject
+    if member_key == s.key or not values:
+        return {}
+    t = ctx.subject_table
+    vals = sorted(v for v in values if v is not None)
+    out: dict[Any, Any] = {}
+    for i in range(0, len(vals), SQLITE_IN_CHUNK):
+        q = select(t.c[member_key], t.c[s.key]).where(
+            t.c[member_key].in_(vals[i : i + SQLITE_IN_CHUNK])
+        )
+        out.update(dict(conn.execute(q).all()))
+    return out
+
+
 def iter_planned(
     ctx: EngineContext, conn: Connection, sel: Selection, now: datetime, *, take: bool = False
 ) -> Iterator[list[PlannedRow]]:
@@ -183,7 +202,15 @@ def iter_planned(
     cols = selected_columns(tm)
     planner = RowPlanner(ctx.datamap, tm, cols)
     n = len(cols)
-    wanted = (*(t.c[c] for c in cols), member_expr(ctx, tm).label(SUBJECT_LABEL))
+    # A login-id link: fetch the link itself and map it to member ids per chunk (one lookup)
+    # rather than a correlated subquery per row.
+    by_login = (
+        len(tm.links) == 1
+        and tm.name != ctx.datamap.subject.table
+        and tm.links[0].member_key != ctx.datamap.subject.key
+    )
+    who = t.c[tm.links[0].column] if by_login else member_expr(ctx, tm)
+    wanted = (*(t.c[c] for c in cols), who.label(SUBJECT_LABEL))
     if take:
         # The inner SELECT names its own FROM (no correlation with the DELETE's table); rows
         # deleted by an earlier chunk are invisible to the next one in the same transaction.
@@ -210,8 +237,13 @@ def iter_planned(
     key, keys, ended_at, plan = planner.key, planner.keys, sel.ended_at, planner.plan
     for chunk in chunks:
         out: list[PlannedRow] = []
+        ids = (
+            member_ids(ctx, conn, tm.links[0].member_key, {v[n] for v in chunk})
+            if by_login
+            else None
+        )
         for values in chunk:
-            subject = values[n]
+            subject = values[n] if ids is None else ids.get(values[n])
             values = values[:n]
             parts, destroyed = plan(values, ended_at(values, subject), now)
             pk = values[key] if keys is None else pk_text(tuple(values[i] for i in keys))
