@@ -571,7 +571,7 @@ def move(
             result.deleted[tm.name] = n
         # Retained parts of rows that stay blanked (the member row kept to reserve its id).
         for sel in blanks:
-            if sel.table.retains_anything:
+            if _archives(ctx, sel) and sel.table.retains_anything:
                 for chunk in iter_planned(ctx, pconn, sel, now):
                     for row in chunk:
                         writer.add(sel.table.name, row)
@@ -660,6 +660,16 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
     return len(rows)
 
 
+def _archives(ctx: EngineContext, sel: Selection) -> bool:
+    """Whether a selection's rows have parts to archive: taken rows, and the kept member row.
+
+    A leaver's side of a row another member still holds (a memo) is cleared, not archived:
+    those columns are destroyed (and ledgered so); the row itself is archived by its own
+    take once no member holds it, which also keeps one row from being queued twice.
+    """
+    return sel.mode == "take" or sel.table.name == ctx.datamap.subject.table
+
+
 def _archive_only(
     ctx: EngineContext, pconn: Connection, selections: list[Selection], scope: Scope, now: datetime
 ) -> MoveResult:
@@ -669,7 +679,7 @@ def _archive_only(
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
         writer = ArchiveWriter(ctx, asess, scope, now)
         for sel in selections:
-            if destroy_only(ctx, sel.table):
+            if destroy_only(ctx, sel.table) or not _archives(ctx, sel):
                 continue
             for chunk in iter_planned(ctx, pconn, sel, now):
                 for row in chunk:
