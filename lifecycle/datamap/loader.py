@@ -535,6 +535,17 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             purpose.append(PurposeEnd("age", age_spec.column, after))
         if not purpose:
             raise err(f"table {name!r} has an empty purpose_end", *base, "purpose_end")
+        for i, lk in enumerate(links):
+            kept = [c for c in lk.blank if c in owner and not rules[owner[c]].period.is_zero]
+            if kept:
+                raise err(
+                    f"table {name!r}: blank: column {kept[0]} is in category {owner[kept[0]]!r}, "
+                    "which has a retention period; a cleared column is destroyed, so list only "
+                    "columns of 0d categories under blank:",
+                    *base,
+                    "members",
+                    i,
+                )
         if not keys and not (
             ts.subject_column
             and all(rules[c].period.is_zero for c in columns)
