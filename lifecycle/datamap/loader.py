@@ -279,6 +279,15 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             "subject",
         )
     if s.withdrawn is not None:
+        fmt = s.withdrawn.format
+        if not (("%Y" in fmt or "%y" in fmt) and "%m" in fmt and "%d" in fmt):
+            raise err(
+                f"subject.withdrawn.format {fmt!r} is not a date format such as %Y%m%d (it "
+                "needs the year, month and day)",
+                "subject",
+                "withdrawn",
+                "format",
+            )
         try:
             datetime(2024, 1, 31).strftime(s.withdrawn.format)
             datetime.strptime(datetime(2024, 1, 31).strftime(s.withdrawn.format),
