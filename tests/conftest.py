@@ -208,6 +208,24 @@ def mysql_primary(mysql_template: str) -> Iterator[str]:
     mysql_exec(f"DROP DATABASE IF EXISTS `{name}`")
 
 
+@dataclass
+class Gnuboard5Site:
+    url: str  # its MariaDB database
+    root: Path  # the install directory (data/file/..., data/member/...)
+    tables: list[str]
+    seeded: Any  # tests.fixtures.gnuboard5.Seeded
+
+
+@pytest.fixture
+def gnuboard5_site(mysql_database: str, tmp_path: Path) -> Gnuboard5Site:
+    """Gnuboard5 5.6 with its shop, as installed (MyISAM), seeded, in a fresh MariaDB database."""
+    from tests.fixtures import gnuboard5
+
+    tables = gnuboard5.build(mysql_database)
+    root = tmp_path / "www"
+    return Gnuboard5Site(mysql_database, root, tables, gnuboard5.seed(mysql_database, root))
+
+
 # -- Redis -------------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import pymysql
 from sqlalchemy import text
 
 from lifecycle.core.storage_engines import non_transactional, refusal
+from tests.conftest import Gnuboard5Site
 from tests.engine_support import site_engine
 from tests.fixtures import gnuboard5 as g5
 
@@ -116,10 +117,10 @@ def test_seed_has_members_posts_uploads_icons_memos_visits_and_orders(
     assert len(seeded.files) == len(files) + len(g5.MEMBERS) - 1
 
 
-def test_lifecycle_reads_gnuboard5_as_it_ships(mysql_database: str, tmp_path: Path) -> None:
+def test_lifecycle_reads_gnuboard5_as_it_ships(gnuboard5_site: Gnuboard5Site) -> None:
     """MyISAM is named with the ALTER TABLE to run (and gone once run); zero dates read None."""
-    names = g5.build(mysql_database)
-    g5.seed(mysql_database, tmp_path)
+    mysql_database, names = gnuboard5_site.url, gnuboard5_site.tables
+    assert (gnuboard5_site.root / "data/member/le/lee_mh7.gif").is_file()
     eng = site_engine(mysql_database)
     bad = non_transactional(eng, ["g5_member", "g5_board_file", "g5_write_free"])
     assert bad == {"g5_member": "MyISAM", "g5_board_file": "MyISAM", "g5_write_free": "MyISAM"}

@@ -366,3 +366,54 @@ def test_without_skip_locked_or_returning_the_moves_are_still_exact(
     assert any("FOR UPDATE" in s for s in seen)
     assert _scalar(primary, "SELECT count(*) FROM members WHERE status = 'withdrawn'") == 0
     check_exact_accounting(snap, remaining_rows(primary, snap), accounting(primary, archive))
+
+
+@MARIADB
+def test_two_relays_never_send_one_request_twice_with_or_without_skip_locked(
+    primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another relay holds the received rows: with SKIP LOCKED (MariaDB 10.6+) this one skips
+    them at once; without it (MariaDB 10.5) it waits, then finds them already dispatched."""
+    import threading
+    import time
+
+    from lifecycle.requests.relay import dispatch_pending
+
+    primary = primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    seed_site(primary, 5)
+    for mid in (1, 2):
+        _php_withdraws(primary, mid, f"withdraw-{mid}")
+
+    def hold() -> pymysql.Connection:  # type: ignore[type-arg]
+        other = _pymysql(primary)
+        with other.cursor() as cur:
+            cur.execute("SELECT id FROM lifecycle_requests WHERE state = 'received' FOR UPDATE")
+            assert len(cur.fetchall()) == 2
+        return other
+
+    holders: list[pymysql.Connection] = []  # type: ignore[type-arg]
+    try:
+        holders.append(hold())
+        started = time.monotonic()
+        assert dispatch_pending() == 0  # skipped, not waited for
+        assert time.monotonic() - started < 5
+        holders.pop().rollback()
+
+        monkeypatch.setattr(dbkind, "skip_locked", lambda bind: False)
+        holders.append(hold())
+        sent: list[int] = []
+        relay = threading.Thread(target=lambda: sent.append(dispatch_pending()), daemon=True)
+        relay.start()
+        time.sleep(1.5)
+        assert relay.is_alive(), "without SKIP LOCKED the second relay must wait on the row locks"
+        with holders[0].cursor() as cur:
+            cur.execute(
+                "UPDATE lifecycle_requests SET state = 'dispatched' WHERE state = 'received'"
+            )
+        holders.pop().commit()
+        relay.join(30)
+        assert sent == [0]
+        assert _scalar(primary, "SELECT count(*) FROM lifecycle_requests WHERE attempts > 0") == 0
+    finally:
+        for h in holders:
+            h.close()  # a held lock would block the test database's DROP

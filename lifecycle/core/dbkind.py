@@ -42,11 +42,21 @@ def is_mysql(bind: Bindish) -> bool:
 
 
 def is_mariadb(bind: Bindish) -> bool:
-    return is_mysql(bind) and bool(getattr(_dialect(bind), "is_mariadb", False))
+    # Like the version, known once the dialect has seen the server.
+    return is_mysql(bind) and _version(bind) > (0,) and bool(_dialect(bind).is_mariadb)
 
 
 def _version(bind: Bindish) -> tuple[int, ...]:
-    return tuple(getattr(_dialect(bind), "server_version_info", None) or (0,))
+    dialect = _dialect(bind)
+    if dialect.server_version_info is None:
+        # The dialect learns the server's version on its first connection; a fresh process may
+        # ask before any statement ran (the relay's first claim), so connect once to learn it.
+        if isinstance(bind, Session):
+            bind.connection()
+        elif isinstance(bind, Engine):
+            with bind.connect():
+                pass
+    return tuple(dialect.server_version_info or (0,))
 
 
 def row_locks(bind: Bindish) -> bool:
