@@ -38,6 +38,7 @@ import pymysql
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.conftest import start_redis  # noqa: E402
 from tests.fixtures import gnuboard5 as g5  # noqa: E402
 
 MEMBER_TABLES = ("g5_board_file", "g5_write_free", "g5_write_qna", "g5_point", "g5_memo",
@@ -185,6 +186,8 @@ def main() -> None:
     pg_dbs = {"sweep": f"lcb_{tag}_a", "base": f"lcb_{tag}_ba"}
     admin = _my(args.mysql)
     tmp = Path(tempfile.mkdtemp(prefix="bench-g5-"))
+    # A private broker, as in production (shred jobs are sent to it after each commit).
+    redis = start_redis(tmp / "redis")
     try:
         with admin.cursor() as cur:
             for d in my_dbs.values():
@@ -207,6 +210,8 @@ def main() -> None:
             "LIFECYCLE_FILE_ROOTS": str(tmp / "files"),
             "LIFECYCLE_HOST_NAME": "benchhost",
             "LIFECYCLE_DATA_MAP": str(map_path),
+            "LIFECYCLE_BROKER_URL": redis.url,
+            "LIFECYCLE_RESULT_BACKEND": redis.url,
         }
         for k in [k for k in os.environ if k.startswith("LIFECYCLE_")]:
             del os.environ[k]
@@ -248,6 +253,9 @@ def main() -> None:
                 for d in pg_dbs.values():
                     pg.execute(f'DROP DATABASE IF EXISTS "{d}" WITH (FORCE)')
         admin.close()
+        if redis.proc is not None:
+            redis.proc.terminate()
+            redis.proc.wait(30)
 
 
 if __name__ == "__main__":
