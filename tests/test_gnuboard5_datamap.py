@@ -9,6 +9,7 @@ member may change.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -386,6 +387,11 @@ def test_a_file_the_shredder_refuses_fails_the_job_and_keeps_its_path(
     state, error = site.sql("SELECT state, error FROM lifecycle_requests WHERE id = %s", rid)[0]
     assert state == "failed" and "\n" not in error
     assert "refused by the shredder" in error and "lee_mh7" not in error
+    # `lifecycle status` shows it, with its reason.
+    st = site.env.run("status", "--json")
+    assert st.returncode in (0, 1), st.stderr
+    failed = json.loads(st.stdout)["requests"]["failed"]
+    assert [f["id"] for f in failed] == [rid] and "refused by the shredder" in failed[0]["error"]
     # The rows are gone, their files are not orphaned: the paths wait in a shred job.
     assert site.sql("SELECT count(*) FROM g5_write_free WHERE mb_id = 'lee_mh7'")[0][0] == 0
     eng = site_engine(site.primary)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core import db, queues
 from lifecycle.core.timeutil import as_utc
 from models.base import utcnow
-from models.requests import OPEN_STATES, JobRun, LifecycleRequest
+from models.requests import OPEN_STATES, JobRun, LifecycleRequest, RequestState
 
 OVERDUE_LIST_LIMIT = 50
 # Celery's Redis transport keeps messages of priority p>0 under "<queue>\x06\x16<p>".
@@ -164,6 +164,23 @@ def overdue_requests(
     ]
 
 
+FAILED_WINDOW = timedelta(days=7)
+
+
+def recently_failed(session: Session, now: datetime) -> list[dict[str, Any]]:
+    """Requests that failed in the last week, newest first, with their one-line reason (the
+    workers write no personal data there)."""
+    rows = session.execute(
+        select(LifecycleRequest.id, LifecycleRequest.kind, LifecycleRequest.error)
+        .where(
+            LifecycleRequest.state == RequestState.FAILED.value,
+            LifecycleRequest.updated_at >= now - FAILED_WINDOW,
+        )
+        .order_by(LifecycleRequest.id.desc())
+    ).all()
+    return [{"id": i, "kind": k, "error": (e or "")[:300]} for i, k, e in rows]
+
+
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
     """Third-party deliveries that failed or are being retried; None without the notify module."""
     try:
@@ -289,7 +306,10 @@ def build_report(
             deliveries = failing_deliveries(s)
             in_doubt = notices_in_doubt(s)
             jobs = latest_job_runs(s)
+            failed = recently_failed(s, now)
         return {
+            "failed_total": len(failed),
+            "failed": failed[:OVERDUE_LIST_LIMIT],
             "open_by_state": by_state,
             "open_total": sum(by_state.values()),
             "deadline_days": days,
@@ -313,7 +333,15 @@ def build_report(
     if primary is not None:
         report["requests"] = {
             k: primary[k]
-            for k in ("open_by_state", "open_total", "deadline_days", "overdue_total", "overdue")
+            for k in (
+                "open_by_state",
+                "open_total",
+                "deadline_days",
+                "overdue_total",
+                "overdue",
+                "failed_total",
+                "failed",
+            )
         }
         report["deliveries"] = (
             {"available": False}
