@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.core import dispatch, leases
+from lifecycle.core import dbkind, dispatch, leases
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import get_context
 from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, run_batch, run_sweep
@@ -49,7 +49,7 @@ def sweep_run(
         dispatch.send(dispatch.SWEEP_ARCHIVE_BATCH, key.run_id, key.first_id, key.last_id, **kwargs)
 
     # On SQLite (the embedded default) writers serialise anyway: the coordinator does it all.
-    fan_out = send_batch if ctx.is_pg_primary else None
+    fan_out = send_batch if dbkind.row_locks(ctx.primary) else None
     return run_sweep(
         ctx,
         task_id=self.request.id,

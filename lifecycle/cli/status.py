@@ -129,6 +129,19 @@ def _render(report: dict[str, Any], tz: str) -> None:
                 console.print(f"... and {req['overdue_total'] - len(req['overdue'])} more")
         else:
             console.print(f"overdue requests (destruction: {days} days, rights: 10): 0")
+        if req.get("failed_total"):
+            t = Table(
+                title=f"FAILED in the last 7 days: {req['failed_total']}",
+                title_justify="left",
+                title_style="bold red",
+            )
+            for col in ("request", "kind", "reason"):
+                t.add_column(col, justify="right" if col == "request" else "left")
+            for item in req["failed"]:
+                t.add_row(str(item["id"]), item["kind"], item["error"])
+            console.print(t)
+        else:
+            console.print("failed requests (last 7 days): 0")
 
     deliveries = report.get("deliveries")
     if deliveries is not None:

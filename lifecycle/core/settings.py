@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from lifecycle.core.dbkind import MYSQL_BACKENDS, normalise_mysql_url
 from lifecycle.core.errors import SettingsError
 
 
@@ -123,11 +124,18 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"LIFECYCLE_{name.upper()} is not a database URL: {url!r}"
                 ) from None
-            if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-                raise ValueError(
-                    f"LIFECYCLE_{name.upper()} must be sqlite:// or postgresql+psycopg://, "
-                    f"got {parsed.get_backend_name()!r}"
+            backend = parsed.get_backend_name()
+            if name == "primary_database_url" and backend in MYSQL_BACKENDS:
+                # The website's own database; the archive stays PostgreSQL (or SQLite).
+                normalise_mysql_url(url)
+                continue
+            if backend not in ("sqlite", "postgresql"):
+                allowed = (
+                    "sqlite://, postgresql:// or mysql:// (MySQL 8 / MariaDB 10.6+)"
+                    if name == "primary_database_url"
+                    else "sqlite:// or postgresql+psycopg:// (the archive is not kept in MySQL)"
                 )
+                raise ValueError(f"LIFECYCLE_{name.upper()} must be {allowed}, got {backend!r}")
         if _same_database(self.primary_database_url, self.archive_database_url):
             raise ValueError(
                 "LIFECYCLE_ARCHIVE_DATABASE_URL must differ from LIFECYCLE_PRIMARY_DATABASE_URL: "
@@ -158,11 +166,12 @@ class Settings(BaseSettings):
         return self.var_dir / "broker"
 
     def sqlalchemy_url(self, which: str) -> str:
-        """Normalise ``postgresql://`` to the psycopg 3 driver, which is what we ship."""
+        """Normalise ``postgresql://`` to psycopg 3 and ``mysql://``/``mariadb://`` to PyMySQL,
+        the drivers we ship."""
         url = self.primary_database_url if which == "primary" else self.archive_database_url
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        return url
+        return normalise_mysql_url(url) or url
 
     def master_key_bytes(self) -> bytes:
         """The 32-byte master key; created (mode 0600) on first use in the embedded default."""

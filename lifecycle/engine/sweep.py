@@ -24,6 +24,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from lifecycle.core import dbkind
+from lifecycle.core.errors import LifecycleError
 from lifecycle.core.locks import JobLock, job_lock
 from lifecycle.core.timeutil import as_utc
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
@@ -65,6 +67,12 @@ class BatchKey:
         # ".." rather than "-": two long ids joined by a dash look like an RRN to the ledger's
         # personal-data guard.
         return f"sweep:{self.run_id}:{self.kind}{t}:{self.first_id}..{self.last_id}"
+
+
+class SweepIncomplete(LifecycleError):
+    """The sweep did all it could but not all it was asked (one line, no personal data)."""
+
+    exit_code = 1
 
 
 def _now() -> datetime:
@@ -140,17 +148,17 @@ def _lock_members(
     )
     if q is None:
         return {}
-    if ctx.is_pg_primary:
-        q = q.with_for_update(skip_locked=True, of=ctx.subject_table)
+    q = dbkind.for_update(q, conn, skip=True, of=ctx.subject_table)
     out: dict[Any, datetime] = {}
-    d = ctx.datamap.subject.dormancy
+    subject = ctx.datamap.subject
+    d = subject.dormancy
     for key, when in conn.execute(q):
         if when is None:
             out[key] = now
         elif kind == "dormancy":
             out[key] = d.inactive_for.add_to(as_utc(when))
         else:
-            out[key] = as_utc(when)
+            out[key] = subject.withdrawn_at(when) or now
     return out
 
 
@@ -190,10 +198,12 @@ def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> bool:
         & (t.c.first_id == key.first_id)
         & (t.c.state == "pending")
     )
-    if ctx.is_pg_primary:
+    if dbkind.skip_locked(conn):
         got = conn.execute(select(t.c.id).where(where).with_for_update(skip_locked=True)).first()
         return got is not None
-    # SQLite has no row locks: writing first takes the database's write lock instead.
+    # SQLite has no row locks: writing first takes the database's write lock instead. A server
+    # without SKIP LOCKED (MariaDB < 10.6) waits on the row lock here and then finds the batch
+    # done (0 rows), which is the same answer later.
     res = conn.execute(update(t).where(where).values(updated_at=_now()))
     return bool(res.rowcount)
 
@@ -372,11 +382,12 @@ def _open_run(ctx: EngineContext, task_id: str | None, resume: int | None) -> tu
                 log.warning("sweep run %s resumed after its coordinator stopped", resume)
                 return resume, True
         _supersede_stale_runs(ctx, conn, task_id)
+        # inserted_primary_key rather than RETURNING: MySQL 8 has no INSERT ... RETURNING.
         run_id = conn.execute(
-            insert(jr)
-            .values(job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={})
-            .returning(jr.c.id)
-        ).scalar_one()
+            insert(jr).values(
+                job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={}
+            )
+        ).inserted_primary_key[0]
     return int(run_id), False
 
 
@@ -442,11 +453,21 @@ def _run_locked(
             counts = totals(ctx, run_id)
             done, total = progress(ctx, run_id)
             counts.update({"run_id": run_id, "batches": total, "batches_done": done})
+            refused = int(counts.get("files_refused", 0))
             with ctx.primary.begin() as conn:
                 conn.execute(
                     update(jr)
                     .where(jr.c.id == run_id)
-                    .values(outcome="ok", finished_at=_now(), counts=counts)
+                    .values(
+                        outcome="failed" if refused else "ok", finished_at=_now(), counts=counts
+                    )
+                )
+            if refused:
+                # The rows went, their paths are kept in shred jobs: the run must not look ok.
+                raise SweepIncomplete(
+                    f"sweep run {run_id}: {refused} file(s) refused by the shredder; their paths "
+                    "are kept in shred jobs (lifecycle status): fix the storage roots or the "
+                    "map's site.root and re-run those jobs"
                 )
             return counts
         except TRANSIENT_DB_ERRORS as exc:

@@ -43,12 +43,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from lifecycle.channels.mailer import smtp_config
 from lifecycle.channels.templates import member_notice
-from lifecycle.core import db, dispatch
+from lifecycle.core import db, dbkind, dispatch
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap.loader import load_datamap
@@ -188,12 +187,7 @@ def create_member_notice(
 
 
 def _insert_ignore(s: Session, rows: list[dict[str, Any]]) -> None:
-    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-    s.execute(
-        dialect.insert(NR)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
-    )
+    s.execute(dbkind.insert_ignoring_duplicates(s, NR, ["notice_id", "member_id"]).values(rows))
 
 
 def capture_withdrawal_notice(s: Session, member_id: int, request_id: int) -> int:
@@ -321,12 +315,11 @@ def fanout(notice_id: int) -> dict[str, Any]:
                 literal(0).label("attempts"),
                 literal(now).label("created_at"),
             ).where(mt.active_clause())
-            dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
             cols = ["notice_id", "member_id", "state", "attempts", "created_at"]
             s.execute(
-                dialect.insert(NR)
-                .from_select(cols, src)
-                .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
+                dbkind.insert_ignoring_duplicates(s, NR, ["notice_id", "member_id"]).from_select(
+                    cols, src
+                )
             )
         if n.state == NoticeState.PENDING.value:
             n.state = NoticeState.SENDING.value
@@ -583,11 +576,10 @@ def dormancy_advance(now: datetime | None = None) -> int | None:
             literal(0).label("attempts"),
             literal(now).label("created_at"),
         ).where(mt.active_clause(), last_active.is_not(None), last_active <= threshold, ~already)
-        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
         s.execute(
-            dialect.insert(NR)
-            .from_select(["notice_id", "member_id", "state", "attempts", "created_at"], src)
-            .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
+            dbkind.insert_ignoring_duplicates(s, NR, ["notice_id", "member_id"]).from_select(
+                ["notice_id", "member_id", "state", "attempts", "created_at"], src
+            )
         )
         n.total = s.scalar(select(func.count()).where(NR.c.notice_id == n.id)) or 0
         n.updated_at = utcnow()

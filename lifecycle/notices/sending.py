@@ -18,7 +18,7 @@ from sqlalchemy import Connection, and_, bindparam, func, select, text, update
 from lifecycle.channels.mailer import Mailer, MessageBuilder, SendResult, smtp_config, valid_address
 from lifecycle.channels.ratelimit import chunk_size, notice_limiter
 from lifecycle.channels.templates import policy_notice
-from lifecycle.core import db
+from lifecycle.core import db, dbkind
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap.member_table import member_table
 from lifecycle.notices.identity import message_id, message_id_domain
@@ -88,6 +88,12 @@ class _Claims:
         self._fd: int | None = None
 
     def __enter__(self) -> _Claims:
+        if dbkind.is_mysql(self.conn):
+            # No per-row advisory locks to claim with: batches of one notice take turns on a
+            # server-wide lock instead (as the file lock does on one host), released by the
+            # server if the worker dies.
+            self.conn.execute(text("SELECT GET_LOCK(:n, -1)"), {"n": self._mysql_lock})
+            return self
         if not self.pg:
             lock_dir = get_settings().var_dir / "locks"
             lock_dir.mkdir(parents=True, exist_ok=True)
@@ -95,9 +101,16 @@ class _Claims:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 
+    @property
+    def _mysql_lock(self) -> str:
+        return f"lc:{self.conn.engine.url.database}:notice-{self.notice_id}"[:64]
+
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             self.release()
+        if dbkind.is_mysql(self.conn):
+            with contextlib.suppress(Exception):
+                self.conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self._mysql_lock})
         if self._fd is not None:
             os.close(self._fd)
 

@@ -30,7 +30,7 @@ from lifecycle.thirdparty import deliveries
 from models.base import utcnow
 from models.engine import SweepBatch
 from models.notify import Notice, NoticeRecipient, RecipientState
-from models.requests import OPEN_STATES, JobRun, LifecycleRequest
+from models.requests import OPEN_STATES, JobRun, LifecycleRequest, RequestState
 
 OVERDUE_LIST_LIMIT = 50
 # Notice rows a batch still has to act on (held ones wait for a withdrawal to finish).
@@ -186,6 +186,23 @@ def overdue_by_kind(session: Session, now: datetime) -> list[OverdueRequest]:
         OverdueRequest(r.id, r.kind, r.state, r.created_at, _age_days(now, r.created_at))
         for r in deadlines.overdue(session, now)
     ]
+
+
+FAILED_WINDOW = timedelta(days=7)
+
+
+def recently_failed(session: Session, now: datetime) -> list[dict[str, Any]]:
+    """Requests that failed in the last week, newest first, with their one-line reason (the
+    workers write no personal data there)."""
+    rows = session.execute(
+        select(LifecycleRequest.id, LifecycleRequest.kind, LifecycleRequest.error)
+        .where(
+            LifecycleRequest.state == RequestState.FAILED.value,
+            LifecycleRequest.updated_at >= now - FAILED_WINDOW,
+        )
+        .order_by(LifecycleRequest.id.desc())
+    ).all()
+    return [{"id": i, "kind": k, "error": (e or "")[:300]} for i, k, e in rows]
 
 
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
@@ -359,8 +376,11 @@ def build_report(
             in_doubt = notices_in_doubt(s)
             jobs = latest_job_runs(s)
             unfinished = unfinished_work(s, now)
+            failed = recently_failed(s, now)
         return {
             "unfinished": unfinished,
+            "failed_total": len(failed),
+            "failed": failed[:OVERDUE_LIST_LIMIT],
             "open_by_state": by_state,
             "open_total": sum(by_state.values()),
             "deadline_days": days,
@@ -392,6 +412,8 @@ def build_report(
                 "overdue_total",
                 "overdue",
                 "deadlines",
+                "failed_total",
+                "failed",
             )
         }
         report["deliveries"] = (

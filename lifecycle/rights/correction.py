@@ -66,7 +66,7 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
 
 def _check_member(s: Any, mt: MemberTable, member_id: int, *, exclusive: bool) -> Any:
     row = lock_member(s, mt, member_id, share=not exclusive)
-    if row is None or row[mt.status_column] == mt.withdrawn_value:
+    if row is None or mt.is_withdrawn(row):
         raise UserError(f"member {member_id} does not exist or has withdrawn")
     return row
 

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kombu.exceptions import OperationalError
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db, dispatch
@@ -207,14 +207,58 @@ def enqueue_shred(
         )
         s.add(job)
         s.flush()
-        s.add_all(
-            ShredItem(job_id=job.id, host=host, path=db_path(p), state=ShredItemState.PENDING.value)
-            for p in unique
-        )
+        _add_items(s, job.id, host, unique)
         job_id = job.id
     if conn is None:
         _send_if_pending(job_id)
     return job_id
+
+
+def _add_items(s: Session, job_id: int, host: str, paths: list[str]) -> None:
+    # One multi-row INSERT: the ORM would insert row by row where the server gives no
+    # RETURNING for ids (MySQL/MariaDB), which a withdrawal with thousands of files pays for.
+    state = ShredItemState.PENDING.value
+    s.execute(
+        insert(ShredItem.__table__),
+        [{"job_id": job_id, "host": host, "path": db_path(p), "state": state} for p in paths],
+    )
+
+
+def enqueue_shred_check(paths: list[str]) -> None:
+    """What :func:`enqueue_shred` refuses for paths on this host, without writing anything."""
+    _validate_paths(paths, same_host=True, strict=False, recursive=False)
+
+
+def keep_refused(
+    paths: list[str],
+    *,
+    request_id: int | None = None,
+    reason: str,
+    legal_basis: str,
+    categories: Sequence[str] = DEFAULT_CATEGORIES,
+    origin: str = "api",
+    conn: Connection | None = None,
+) -> int:
+    """A job for paths :func:`enqueue_shred` refuses (outside the roots, relative): written
+    anyway so the paths are not lost when the rows naming them go. When it runs, the worker
+    refuses each item by the shredder's own rules and records why (visible in the job's
+    counts); after the operator fixes the roots, re-running the job shreds them."""
+    host = get_settings().host_name
+    with _session(conn) as s:
+        now = utcnow()
+        job = ShredJob(
+            host=host, state=ShredJobState.PENDING.value, origin=origin, reason=reason,
+            legal_basis=legal_basis, categories=sorted(set(categories)), request_id=request_id,
+            paths_key=None, passes=1, zero=False, verify=False, recursive=False, sends=0,
+            next_send_at=now + FIRST_RESEND_AFTER, created_at=now,
+        )  # fmt: skip
+        s.add(job)
+        s.flush()
+        _add_items(s, job.id, host, list(dict.fromkeys(paths)))
+        job_id = job.id
+    if conn is None:
+        _send_if_pending(job_id)
+    return int(job_id)
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.channels.mailer import MessageBuilder, mailer_from_settings
 from lifecycle.channels.templates import third_party_correction, third_party_deletion
-from lifecycle.core import db
+from lifecycle.core import db, dbkind
 from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
@@ -267,7 +267,8 @@ def attempt(delivery_id: int, enqueue: Enqueue | None = None) -> str:
 
 
 def _pg(s: Session) -> bool:
-    return s.get_bind().dialect.name == "postgresql"
+    """The server has row locks (PostgreSQL, MySQL); SQLite serialises writers instead."""
+    return dbkind.row_locks(s)
 
 
 def _disable_recipient(s: Session, recipient_id: int, reason: str) -> None:
@@ -408,9 +409,7 @@ def due_deliveries(limit: int = 500) -> list[int]:
             .order_by(Delivery.next_attempt_at)
             .limit(limit)
         )
-        if _pg(s):
-            stmt = stmt.with_for_update(skip_locked=True)
-        rows = list(s.scalars(stmt))
+        rows = list(s.scalars(dbkind.for_update(stmt, s, skip=True)))
         for d in rows:
             d.enqueued_at = now
         return [d.id for d in rows]

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.channels.mailer import valid_address
 from lifecycle.channels.webhooks import validate_secret, validate_url
-from lifecycle.core import db
+from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import member_table
 from lifecycle.requests.restriction import is_restricted
@@ -136,7 +136,7 @@ def lock_member(s: Session, mt: Any, member_id: int, *, share: bool) -> Any:
     provision can never slip in between a correction's restriction check and its restriction.
     """
     stmt = select(mt.table).where(mt.key_col == member_id)
-    if s.get_bind().dialect.name == "postgresql":
+    if dbkind.row_locks(s):
         stmt = stmt.with_for_update(read=share)
     return s.execute(stmt).mappings().first()
 
@@ -166,7 +166,7 @@ def record_provision(
                 )
         recipient = get_recipient(s, recipient_name)
         row = lock_member(s, mt, member_id, share=True)
-        if row is None or row[mt.status_column] == mt.withdrawn_value:
+        if row is None or mt.is_withdrawn(row):
             raise UserError(f"member {member_id} does not exist or has withdrawn")
         if is_restricted(s, member_id):
             raise UserError(
