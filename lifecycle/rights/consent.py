@@ -23,9 +23,8 @@ from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import MemberTable, member_table
 from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.states import START, transition
-from lifecycle.rights.answers import answer
 from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
-from lifecycle.rights.telling import owe_deletions, recipients_for_purpose, send_owed, settle
+from lifecycle.rights.telling import owe_deletions, recipients_for_purpose, tell_and_answer
 from lifecycle.vault import keystore, ledger
 from models.requests import RequestKind, RequestState
 
@@ -145,11 +144,4 @@ def run_consent_withdrawal(request_id: int, task_id: str | None = None) -> dict[
     state = _step_withdraw(request_id)
     if state == RequestState.CONSENT_WITHDRAWN.value:
         state = _step_ledger(request_id, task_id)
-    sent = 0
-    if state in (RequestState.NOTIFYING.value, RequestState.NEEDS_ATTENTION.value):
-        sent = send_owed(request_id)
-        state = settle(request_id) or state
-    if state is None:
-        return {"request_id": request_id, "state": "missing"}
-    answer(request_id)
-    return {"request_id": request_id, "state": state, "deliveries_enqueued": sent}
+    return tell_and_answer(request_id, state)

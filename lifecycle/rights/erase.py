@@ -32,9 +32,8 @@ from lifecycle.datamap.member_table import MemberTable, member_table
 from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.restriction import lift, restrict
 from lifecycle.requests.states import START, transition
-from lifecycle.rights.answers import answer
 from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
-from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed, settle
+from lifecycle.rights.telling import owe_deletions, recipients_of, tell_and_answer
 from lifecycle.vault import keystore, ledger
 from models.requests import RequestKind, RequestState
 
@@ -201,11 +200,4 @@ def run_erasure(request_id: int, task_id: str | None = None) -> dict[str, Any]:
         state = _step_erase(request_id)
     if state == RequestState.ERASED.value:
         state = _step_ledger(request_id, task_id)
-    sent = 0
-    if state in (RequestState.NOTIFYING.value, RequestState.NEEDS_ATTENTION.value):
-        sent = send_owed(request_id)
-        state = settle(request_id) or state
-    if state is None:
-        return {"request_id": request_id, "state": "missing"}
-    answer(request_id)
-    return {"request_id": request_id, "state": state, "deliveries_enqueued": sent}
+    return tell_and_answer(request_id, state)
