@@ -256,6 +256,7 @@ def primary_env(
     files = tmp_path / "files"
     var.mkdir()
     files.mkdir()
+    write_master_key(var / "master.key")
     primary = pg_databases.primary_url
     if request.param == "mariadb":
         primary = request.getfixturevalue("mysql_primary")
