@@ -27,10 +27,14 @@ def correct_cmd(
 ) -> None:
     """Correct a member's data. Every field and value is checked first; on any error nothing is
     created or changed. Third parties that received a changed field are told its new value."""
+    from lifecycle.cli.operator import current, record
     from lifecycle.rights.correction import parse_assignments, submit_correction
 
     values = parse_assignments(assignments or [])
-    request_id = submit_correction(member_id, values)
+    who = current()
+    request_id = submit_correction(member_id, values, actor=who)
+    record("change", "correct (request)", member_id=member_id, request_id=request_id,
+           details={"fields": sorted(values)})  # fmt: skip
     typer.echo(f"correction request {request_id} submitted for member {member_id}")
     if wait:
         from lifecycle.cli.waiting import wait_for_request

@@ -23,6 +23,7 @@ def _register() -> None:
         datamap,
         db,
         demo,
+        hold,
         keys,
         ledger,
         notice,

@@ -29,7 +29,10 @@ def withdraw(
 
     mid = parse_member_id(member_id)
     check_reachable("primary")
-    request_id = submit_withdrawal(get_context(), mid)
+    from lifecycle.cli.operator import current, record
+
+    request_id = submit_withdrawal(get_context(), mid, actor=current())
+    record("destroy", "withdraw (request)", member_id=mid, request_id=request_id)
     if dispatch_now(request_id):
         typer.echo(f"withdrawal request {request_id} for member {mid} submitted")
     else:

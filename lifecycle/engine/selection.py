@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
+from lifecycle.requests import holds
 from models.requests import OPEN_STATES, LifecycleRequest
 
 READ_CHUNK = 5000
@@ -144,6 +145,19 @@ def in_values(ctx: EngineContext, column: Any, values: Sequence[Any]) -> ColumnE
         arr = bindparam(None, value=list(values), type_=ARRAY(column.type))
         return column == any_(arr)  # type: ignore[no-any-return]
     return column.in_(list(values))  # type: ignore[no-any-return]
+
+
+def guarded_categories(ctx: EngineContext, tm: TableMap) -> list[str]:
+    """Categories whose hold keeps ``tm``'s rows: its own and those of every table that hangs
+    off it (a child row left in place by a hold still references its parent row)."""
+    dm = ctx.datamap
+    if tm.name == dm.subject.table:
+        return sorted({c for t in dm.tables.values() for c in t.categories})
+    cats = set(tm.categories)
+    for other in dm.tables.values():
+        if any(p.name == tm.name for p in dm.subject_path(other.name)):
+            cats.update(other.categories)
+    return sorted(cats)
 
 
 def member_expr(ctx: EngineContext, tm: TableMap) -> Any:
@@ -273,7 +287,9 @@ def withdrawn_subjects_query(
     t = ctx.subject_table
     key = t.c[s.key]
     stmt = select(key, t.c[s.withdrawn_at_column]).where(
-        t.c[s.status_column] == s.withdrawn_value, ~open_request_exists(ctx, key)
+        t.c[s.status_column] == s.withdrawn_value,
+        ~open_request_exists(ctx, key),
+        ~holds.member_held(key, ctx.today()),
     )
     return _id_range(stmt, key, first_id, last_id)
 
@@ -302,6 +318,7 @@ def dormant_subjects_query(
         t.c[s.status_column] == d.status_value,
         t.c[d.last_active_column] < cutoff,
         ~open_request_exists(ctx, key),
+        ~holds.member_held(key, ctx.local_date(now)),
     )
     return _id_range(stmt, key, first_id, last_id)
 
@@ -321,7 +338,12 @@ def subject_selections(
         def _ended(_values: Any, subject: Any, _e: dict[Any, datetime] = ended) -> datetime:
             return _e.get(subject) or now
 
-        out.append(Selection(tm, in_values(ctx, member_expr(ctx, tm), ids), _ended))
+        mexpr = member_expr(ctx, tm)
+        where = and_(
+            in_values(ctx, mexpr, ids),
+            holds.not_held(guarded_categories(ctx, tm), mexpr, ctx.local_date(now)),
+        )
+        out.append(Selection(tm, where, _ended))
     return out
 
 
@@ -333,7 +355,11 @@ def age_selection(
     col, period = tm.age
     t = ctx.table(tm.name)
     at = selected_columns(tm).index(col)
-    where = t.c[col] < period.subtract_from(now)
+    # Rows of a held member, or of a table holding a held category, stay (legal hold).
+    where = and_(
+        t.c[col] < period.subtract_from(now),
+        holds.not_held(guarded_categories(ctx, tm), member_expr(ctx, tm), ctx.local_date(now)),
+    )
     if first_id is not None:
         where = and_(where, t.c[tm.key] >= first_id)
     if last_id is not None:

@@ -30,6 +30,7 @@ from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
+from lifecycle.engine.preview import held_summary
 from lifecycle.engine.selection import (
     age_selection,
     dormant_subjects_query,
@@ -390,6 +391,8 @@ def _run_locked(
             counts = totals(ctx, run_id)
             done, total = progress(ctx, run_id)
             counts.update({"run_id": run_id, "batches": total, "batches_done": done})
+            # Said in the result (Flower, --wait, status): what legal holds kept back.
+            counts.update(held_summary(ctx))
             with ctx.primary.begin() as conn:
                 conn.execute(
                     update(jr)

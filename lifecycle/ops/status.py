@@ -25,6 +25,7 @@ from lifecycle.core import db, queues
 from lifecycle.core.timeutil import as_utc
 from lifecycle.notices.reconcile import in_doubt_by_notice
 from lifecycle.ops import flower_locator
+from lifecycle.requests import holds
 from lifecycle.thirdparty import deliveries
 from models.base import utcnow
 from models.requests import OPEN_STATES, JobRun, LifecycleRequest
@@ -148,6 +149,8 @@ def overdue_requests(
         days = get_settings().destruction_deadline_days
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(days=days)
+    # A request whose member is under a legal hold waits lawfully: listed under holds instead.
+    held = holds.open_requests_held(session, _site_day(now))
     rows = session.execute(
         select(
             LifecycleRequest.id,
@@ -164,7 +167,30 @@ def overdue_requests(
     return [
         OverdueRequest(i, k, st, as_utc(c), round((now - as_utc(c)).total_seconds() / 86400, 1))
         for i, k, st, c in rows
+        if i not in held
     ]
+
+
+def _site_day(now: datetime) -> Any:
+    from zoneinfo import ZoneInfo
+
+    from lifecycle.core.settings import get_settings
+
+    return as_utc(now).astimezone(ZoneInfo(get_settings().timezone)).date()
+
+
+def active_holds(session: Session, now: datetime | None = None) -> dict[str, Any]:
+    """Active legal holds by id, scope and end (no member ids) and the requests they stop."""
+    day = _site_day(now or datetime.now(UTC))
+    act = holds.active(session, day)
+    return {
+        "active_total": len(act),
+        "active": [
+            {"id": h.id, "scope": h.scope, "category": h.category, "until": h.until.isoformat()}
+            for h in act[:OVERDUE_LIST_LIMIT]
+        ],
+        "held_requests": sorted(holds.open_requests_held(session, day)),
+    }
 
 
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
@@ -284,7 +310,9 @@ def build_report(
             deliveries = failing_deliveries(s)
             in_doubt = notices_in_doubt(s)
             jobs = latest_job_runs(s)
+            held = active_holds(s, now)
         return {
+            "holds": held,
             "open_by_state": by_state,
             "open_total": sum(by_state.values()),
             "deadline_days": days,
@@ -330,6 +358,7 @@ def build_report(
             }
         )
         report["jobs"] = primary["jobs"]
+        report["holds"] = primary["holds"]
         report["primary"] = {"ok": True, "url": primary_url}
 
     archive_url = redact_url(settings.sqlalchemy_url("archive"))

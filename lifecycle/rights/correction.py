@@ -37,7 +37,8 @@ from lifecycle.requests.restriction import lift, restrict
 from lifecycle.requests.states import transition
 from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
 from lifecycle.thirdparty.recipients import lock_member, provided_fields
-from lifecycle.vault import keystore, ledger
+from lifecycle.vault import accesslog, keystore, ledger
+from models.archive import LedgerEntry
 from models.base import utcnow
 from models.notify import Delivery, DeliveryState, Notice, ThirdParty
 from models.requests import LifecycleRequest, RequestKind, RequestState
@@ -81,10 +82,10 @@ def validate_request(member_id: int, values: dict[str, Any]) -> dict[str, Any]:
     return {f: to_json(v) for f, v in typed.items()}
 
 
-def submit_correction(member_id: int, values: dict[str, Any]) -> int:
+def submit_correction(member_id: int, values: dict[str, Any], actor: str | None = None) -> int:
     """Validate, then create the request and dispatch it (the website's Python client path)."""
     payload = validate_request(member_id, values)
-    return submit_and_enqueue(RequestKind.CORRECTION.value, member_id, payload)
+    return submit_and_enqueue(RequestKind.CORRECTION.value, member_id, payload, actor=actor)
 
 
 # -- the job -------------------------------------------------------------------------------------
@@ -188,9 +189,23 @@ def _step_ledger(request_id: int, task_id: str | None) -> str | None:
         mt = member_table(s.get_bind())  # type: ignore[arg-type]
         fields = list((req.payload or {}).get("corrected_fields", []))
         member_id = req.member_id
+        asked_by = req.actor or "website"
         owed = s.scalars(select(Delivery.id).where(Delivery.request_id == request_id)).all()
     categories = sorted({mt.categories.get(f, "profile") for f in fields})
     with db.session("archive") as a:
+        first = (
+            a.scalar(
+                select(LedgerEntry.seq).where(
+                    LedgerEntry.dedup_key == f"correction:request{request_id}"
+                )
+            )
+            is None
+        )
+        if first:  # once per request, with the ledger entry (a re-run writes neither again)
+            accesslog.record(
+                a, operator=asked_by, kind="change", action="correct (applied by worker)",
+                member_id=member_id, request_id=request_id, details={"fields": fields},
+            )  # fmt: skip
         ledger.append(
             a,
             action="correction",

@@ -35,10 +35,10 @@ from lifecycle.notices.members import (
     discard_member_notice,
     send_member_notice,
 )
+from lifecycle.requests import holds, restriction
 from lifecycle.requests import outbox as reqs
-from lifecycle.requests import restriction
 from lifecycle.requests.states import START, TERMINAL, transition
-from lifecycle.vault import keystore
+from lifecycle.vault import accesslog, keystore
 from models.requests import OPEN_STATES, LifecycleRequest, RequestState
 
 log = logging.getLogger(__name__)
@@ -180,8 +180,24 @@ def step_destroy(
     moved, refusal = _move(ctx, s, req, task_id, delete=True)
     if refusal:
         return _refuse(s, req, refusal)
+    _log_access(ctx, req, moved)
     transition(req, RequestState.DESTROYED)
     return StepResult(RequestState.DESTROYED.value, moved)
+
+
+def _log_access(ctx: EngineContext, req: LifecycleRequest, moved: MoveResult | None) -> None:
+    """The handler access log: who asked (the request's actor) had this member's data destroyed.
+
+    Written in its own archive transaction before the primary one commits the new state: a
+    crash in between re-runs the step and records it twice, never not at all.
+    """
+    summary = moved.summary() if moved is not None else {}
+    with Session(ctx.archive) as a, a.begin():
+        accesslog.record(
+            a, operator=req.actor or "website", kind="destroy",
+            action="withdrawal (carried out by worker)", member_id=req.member_id,
+            request_id=req.id, details={k: int(v) for k, v in summary.items()},
+        )  # fmt: skip
 
 
 def step_complete(ctx: EngineContext, s: Session, req: LifecycleRequest) -> StepResult:
@@ -209,6 +225,24 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
                 return out
             if task_id:
                 req.task_id = task_id[:64]
+            held = (
+                holds.holds_on_member(s, req.member_id, ctx.today())
+                if state in (RequestState.RESTRICTED.value, RequestState.ARCHIVED.value)
+                else []
+            )
+            if held:
+                # Restricted (처리정지) but neither archived nor destroyed while the hold lasts;
+                # `lifecycle hold release` dispatches the request again.
+                ids = [h.id for h in held]
+                until = max(h.until for h in held).isoformat()
+                req.error = f"on legal hold {', '.join(map(str, ids))} until {until}"
+                log.warning("withdrawal request %s: member on legal hold %s; stopped at %s",
+                            request_id, ids, state)  # fmt: skip
+                out = {"request_id": request_id, "state": state, "held_by": ids}
+                out.update(counts)
+                return out
+            if req.error and req.error.startswith("on legal hold"):
+                req.error = None
             if state in START_STATES:
                 res = step_restrict(ctx, s, req)
             elif state == RequestState.RESTRICTED.value:
@@ -244,7 +278,7 @@ def _send_notice(member_id: int, request_id: int) -> None:
                     type(exc).__name__)  # fmt: skip
 
 
-def submit_withdrawal(ctx: EngineContext, member_id: int) -> int:
+def submit_withdrawal(ctx: EngineContext, member_id: int, actor: str | None = None) -> int:
     """What the website does on 회원탈퇴, in its own schema's terms (via the data map): mark the
     member withdrawn and record the request in one transaction. Returns the request id.
 
@@ -292,7 +326,7 @@ def submit_withdrawal(ctx: EngineContext, member_id: int) -> int:
                 .values({sub.status_column: sub.withdrawn_value,
                          sub.withdrawn_at_column: row[2] or _now()})
             )  # fmt: skip
-        return reqs.submit(s, "withdrawal", member_id)
+        return reqs.submit(s, "withdrawal", member_id, actor=actor)
 
 
 def fail_request(request_id: int, reason: str) -> bool:

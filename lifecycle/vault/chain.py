@@ -62,10 +62,13 @@ def _get(entry: Any, name: str) -> Any:
     return getattr(entry, name, None)
 
 
-def canonical_fields(entry: Any) -> dict[str, Any]:
-    """The hashed fields of an entry (object with attributes, or mapping), normalised."""
+def canonical_fields(entry: Any, names: tuple[str, ...] = HASHED_FIELDS) -> dict[str, Any]:
+    """The hashed fields of an entry (object with attributes, or mapping), normalised.
+
+    ``names``: the field list of the chain (the ledger's by default; the access log has its own).
+    """
     out: dict[str, Any] = {}
-    for name in HASHED_FIELDS:
+    for name in names:
         value = _get(entry, name)
         if name == "occurred_at":
             value = utc_iso(value) if isinstance(value, datetime) else value
@@ -85,11 +88,11 @@ def canonical_bytes(fields: Mapping[str, Any]) -> bytes:
     ).encode()
 
 
-def entry_hash(prev_hash: str, fields: Any) -> str:
+def entry_hash(prev_hash: str, fields: Any, names: tuple[str, ...] = HASHED_FIELDS) -> str:
     """SHA-256 hex of the previous hash and the canonical form of this entry's fields."""
     h = hashlib.sha256(prev_hash.encode("ascii"))
     h.update(b"\n")
-    h.update(canonical_bytes(canonical_fields(fields)))
+    h.update(canonical_bytes(canonical_fields(fields, names)))
     return h.hexdigest()
 
 
@@ -107,14 +110,21 @@ class VerifyResult:
         return f"ledger broken at entry {self.first_bad_seq}: {self.reason}"
 
 
-def verify_chain(entries: Iterable[Any], head: tuple[int, str] | None = None) -> VerifyResult:
+def verify_chain(
+    entries: Iterable[Any],
+    head: tuple[int, str] | None = None,
+    *,
+    names: tuple[str, ...] = HASHED_FIELDS,
+    base: tuple[int, str] = (0, GENESIS_HASH),
+) -> VerifyResult:
     """Check entries given in ``seq`` order; stops at the first problem.
 
     ``head`` is ``(seq, hash)`` of the ledger head row, if there is one: it catches entries
-    deleted from, or appended past, the end of the chain.
+    deleted from, or appended past, the end of the chain. ``base`` is the entry the kept part
+    of the chain follows (a chain whose oldest entries were pruned starts after its base).
     """
-    expected_seq = 1
-    prev = GENESIS_HASH
+    expected_seq = base[0] + 1
+    prev = base[1]
     checked = 0
     for entry in entries:
         seq = int(_get(entry, "seq"))
@@ -127,7 +137,7 @@ def verify_chain(entries: Iterable[Any], head: tuple[int, str] | None = None) ->
                 False, checked, seq, f"entry beyond the ledger head at {head[0]} (inserted)"
             )
         stored = _get(entry, "hash")
-        if entry_hash(_get(entry, "prev_hash") or "", entry) != stored:
+        if entry_hash(_get(entry, "prev_hash") or "", entry, names) != stored:
             return VerifyResult(
                 False, checked, seq, "hash mismatch (entry changed, moved or inserted)"
             )
