@@ -14,6 +14,8 @@ _global: list[str] = []
 
 def set_global(name: str) -> None:
     _global[:] = [name] if name else []
+    if name:
+        current()  # refuse a bad --operator before the command does anything
 
 
 def current(explicit: str = "") -> str:
@@ -26,7 +28,7 @@ def current(explicit: str = "") -> str:
             name = getpass.getuser()
         except (KeyError, OSError):
             name = f"uid:{os.getuid()}"
-    if len(name) > 100 or any(not (c.isprintable()) for c in name):
+    if len(name) > 100 or not name.isprintable():
         raise UserError("--operator must be a short printable name")
     return name
 

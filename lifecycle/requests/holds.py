@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, select
+from sqlalchemy import ColumnElement, and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from lifecycle.core.errors import UserError
@@ -62,9 +62,16 @@ def is_active(today: date) -> ColumnElement[bool]:
 
 
 def member_held(member_key: Any, today: date) -> ColumnElement[bool]:
-    """SQL: an active hold covers the member ``member_key`` (a column or a value)."""
+    """SQL: an active hold covers the member ``member_key`` (a column or a
+    correlated scalar subquery for a table reached through its parent).
+
+    ``IN (SELECT ...)`` rather than ``EXISTS``: a member expression that is itself a correlated
+    subquery would not correlate through a second level. COALESCE makes a row with no member
+    (an anonymous log line) "not held" instead of NULL.
+    """
     h = LegalHold.__table__
-    return exists().where(and_(h.c.member_id == member_key, is_active(today)))
+    held = select(h.c.member_id).where(h.c.member_id.is_not(None), is_active(today))
+    return func.coalesce(member_key.in_(held), False)
 
 
 def categories_held(categories: Iterable[str], today: date) -> ColumnElement[bool]:
