@@ -65,6 +65,10 @@ def policy_cmd(
     body = _read_body(body_file)
     eff = _parse_date(effective_date)
     notice_id, created = create_policy_notice(version, title, body, eff)
+    from lifecycle.cli.operator import record
+
+    # The fan-out reads every member's contact: the operator who started it is on record.
+    record("read", "notice policy (fan-out)", details={"notice_id": notice_id})
     result = dispatch.send(dispatch.NOTICE_FANOUT, notice_id)
     verb = "created" if created else "resumed"
     typer.echo(f"policy notice {notice_id} (version {version}) {verb}; fan-out job {result.id}")

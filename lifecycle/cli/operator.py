@@ -42,12 +42,29 @@ def record(
     details: dict[str, object] | None = None,
     operator: str = "",
 ) -> None:
-    """One access-log entry for this command, in a short archive transaction of its own."""
+    """One access-log entry for this command, in a short archive transaction of its own.
+
+    The command's work is done (and committed) when this runs; if the archive DB cannot take
+    the entry (e.g. a file host without access to it), say so on stderr rather than fail a
+    command whose effect already happened.
+    """
+    import sys
+
+    from sqlalchemy.exc import SQLAlchemyError
+
     from lifecycle.core import db
     from lifecycle.vault import accesslog
 
-    with db.session("archive") as a:
-        accesslog.record(
-            a, operator=current(operator), kind=kind, action=action, member_id=member_id,
-            request_id=request_id, details=details,
-        )  # fmt: skip
+    who = current(operator)
+    try:
+        with db.session("archive") as a:
+            accesslog.record(
+                a, operator=who, kind=kind, action=action, member_id=member_id,
+                request_id=request_id, details=details,
+            )  # fmt: skip
+    except SQLAlchemyError as exc:
+        print(
+            f"lifecycle: warning: access log entry for {action!r} not written "
+            f"({type(exc).__name__}); record it by hand",
+            file=sys.stderr,
+        )

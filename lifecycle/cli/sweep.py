@@ -60,7 +60,10 @@ def sweep(
         typer.echo(f"dry run: would archive {arch} and destroy {dest} row parts; nothing changed")
         return
     kwargs = {"member_batch": batch_size} if batch_size else {}
+    from lifecycle.cli.operator import record
+
     result = dispatch.send(dispatch.SWEEP_RUN, **kwargs)
+    record("destroy", "sweep (started)", details={"task_id": result.id})
     typer.echo(f"sweep started (task {result.id})")
     if wait:
         from lifecycle.cli.waiting import wait_for_task
@@ -111,7 +114,10 @@ def purge(
             f"and destroy {sum(1 for b in buckets if b.key_live)} keys; nothing changed"
         )
         return
+    from lifecycle.cli.operator import record
+
     result = dispatch.send(dispatch.PURGE_RUN)
+    record("destroy", "purge (started)", details={"task_id": result.id})
     typer.echo(f"purge started (task {result.id})")
     if wait:
         from lifecycle.cli.waiting import wait_for_task

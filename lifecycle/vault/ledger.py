@@ -47,6 +47,10 @@ ACTION_LABELS = {
     "notification": "제3자 통지",
     "restriction": "처리정지",
     "archive_retrieve": "분리보관 자료 열람·제출",
+    "hold": "보존 명령 설정",
+    "hold_release": "보존 명령 해제",
+    "hold_keep": "보존 명령에 따른 파기 보류",
+    "ledger_replay": "백업 복원 후 파기 재적용",
 }
 
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (

@@ -213,8 +213,12 @@ def test_withdrawal_of_a_held_member_stops_at_the_restriction(site: LifecycleEnv
         later = datetime.now(UTC) + timedelta(days=6)
         assert [o.id for o in overdue_requests(s, now=later)] == []
 
+    r = site.run("status")
+    assert "Legal holds active: 1" in r.stdout, r.stdout + r.stderr
+    assert f"requests stopped by a legal hold: {rid}" in r.stdout
     r = site.run("hold", "release", str(hid))
     assert r.returncode == 0, r.stderr
+    assert f"withdrawal request {rid} dispatched again" in r.stdout
     assert carry_out(ctx, rid)["state"] == "completed"
     assert _member_rows(primary, mid) == (0, 0)
 

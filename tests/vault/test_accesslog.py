@@ -89,6 +89,15 @@ def test_requests_and_reads_name_the_operator(site: LifecycleEnv, tmp_path: Path
 
     run_correction(cid)
 
+    r = site.run(
+        "recipients", "add", "partner", "--webhook", "http://127.0.0.1:9/hook", "--secret",
+        "whsec_a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = site.run("--operator", "clerk-park", "provide", str(other), "--to", "partner",
+                 "--fields", "mobile,name")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
     log = _log(site)
     got = [(op, kind, action, sref, req) for op, kind, action, sref, req, _ in log]
     assert ("clerk-park", "destroy", "withdraw (request)", ref, rid) in got
@@ -97,6 +106,7 @@ def test_requests_and_reads_name_the_operator(site: LifecycleEnv, tmp_path: Path
     other_ref = _ref(site, other)
     assert ("clerk-park", "change", "correct (request)", other_ref, cid) in got
     assert ("clerk-park", "change", "correct (applied by worker)", other_ref, cid) in got
+    assert ("clerk-park", "provide", "provide", other_ref, None) in got
     # Field names and counts, never values or member ids.
     blob = repr(log)
     assert "회계사" not in blob and f"'{mid}'" not in blob
