@@ -324,9 +324,17 @@ def dormant_subjects_query(
 
 
 def subject_selections(
-    ctx: EngineContext, kind: str, ended: dict[Any, datetime], now: datetime
+    ctx: EngineContext,
+    kind: str,
+    ended: dict[Any, datetime],
+    now: datetime,
+    *,
+    check_holds: bool = True,
 ) -> list[Selection]:
-    """One selection per table whose purpose ends on ``kind`` for these members."""
+    """One selection per table whose purpose ends on ``kind`` for these members.
+
+    ``check_holds=False`` (the caller found no active hold in its transaction) leaves the
+    per-row legal-hold filter out of the statements."""
     ids = sorted(ended)
     out: list[Selection] = []
     for tm in ctx.tables_ending_on(kind):
@@ -339,16 +347,23 @@ def subject_selections(
             return _e.get(subject) or now
 
         mexpr = member_expr(ctx, tm)
-        where = and_(
-            in_values(ctx, mexpr, ids),
-            holds.not_held(guarded_categories(ctx, tm), mexpr, ctx.local_date(now)),
-        )
+        where = in_values(ctx, mexpr, ids)
+        if check_holds:
+            where = and_(
+                where, holds.not_held(guarded_categories(ctx, tm), mexpr, ctx.local_date(now))
+            )
         out.append(Selection(tm, where, _ended))
     return out
 
 
 def age_selection(
-    ctx: EngineContext, tm: TableMap, now: datetime, first_id: Any = None, last_id: Any = None
+    ctx: EngineContext,
+    tm: TableMap,
+    now: datetime,
+    first_id: Any = None,
+    last_id: Any = None,
+    *,
+    check_holds: bool = True,
 ) -> Selection:
     """Rows of ``tm`` older than its age rule (e.g. access logs past 3 months)."""
     assert tm.age is not None
@@ -356,10 +371,12 @@ def age_selection(
     t = ctx.table(tm.name)
     at = selected_columns(tm).index(col)
     # Rows of a held member, or of a table holding a held category, stay (legal hold).
-    where = and_(
-        t.c[col] < period.subtract_from(now),
-        holds.not_held(guarded_categories(ctx, tm), member_expr(ctx, tm), ctx.local_date(now)),
-    )
+    where = t.c[col] < period.subtract_from(now)
+    if check_holds:
+        where = and_(
+            where,
+            holds.not_held(guarded_categories(ctx, tm), member_expr(ctx, tm), ctx.local_date(now)),
+        )
     if first_id is not None:
         where = and_(where, t.c[tm.key] >= first_id)
     if last_id is not None:

@@ -37,6 +37,7 @@ from lifecycle.engine.selection import (
     subject_selections,
     withdrawn_subjects_query,
 )
+from lifecycle.requests import holds
 from models.engine import SweepBatch
 from models.requests import JobRun
 
@@ -168,7 +169,9 @@ def process_members(
     ended = _lock_members(ctx, conn, kind, first, last, now)
     if not ended:
         return MoveResult()
-    return move(ctx, conn, subject_selections(ctx, kind, ended, now), scope, now=now)
+    check = holds.any_active(conn, ctx.local_date(now))
+    sels = subject_selections(ctx, kind, ended, now, check_holds=check)
+    return move(ctx, conn, sels, scope, now=now)
 
 
 def process_age(
@@ -178,7 +181,9 @@ def process_age(
     tm = ctx.datamap.table(table)
     if tm.age is None:
         return MoveResult()
-    return move(ctx, conn, [age_selection(ctx, tm, now, first, last)], scope, now=now)
+    check = holds.any_active(conn, ctx.local_date(now))
+    sel = age_selection(ctx, tm, now, first, last, check_holds=check)
+    return move(ctx, conn, [sel], scope, now=now)
 
 
 def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> bool:

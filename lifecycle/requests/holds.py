@@ -89,6 +89,12 @@ def not_held(categories: Iterable[str], member_key: Any, today: date) -> ColumnE
     return cond
 
 
+def any_active(conn: Any, today: date) -> bool:
+    """Whether any hold is active: lets a step leave the per-row hold filter out of its
+    statements when there is none (the usual case; the filter costs the sweep ~10% CPU)."""
+    return conn.execute(select(exists().where(is_active(today)))).scalar_one() is True
+
+
 def active(s: Session, today: date) -> list[LegalHold]:
     return list(s.scalars(select(LegalHold).where(is_active(today)).order_by(LegalHold.id)))
 
