@@ -91,7 +91,8 @@ def not_held(categories: Iterable[str], member_key: Any, today: date) -> ColumnE
 
 def any_active(conn: Any, today: date) -> bool:
     """Whether any hold is active: lets a step leave the per-row hold filter out of its
-    statements when there is none (the usual case; the filter costs the sweep ~10% CPU)."""
+    statements when there is none (the usual case). Measured on 100,000 withdrawn members with
+    2 workers: the filter costs about 15% more worker CPU and 1.5 s more PostgreSQL CPU."""
     return conn.execute(select(exists().where(is_active(today)))).scalar_one() is True
 
 
