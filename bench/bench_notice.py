@@ -7,8 +7,15 @@ Baseline, same run, same sink: one Python process sending the same N messages (s
 built by the same builder) over one reused ``smtplib`` connection, nothing recorded anywhere.
 
 The sink is aiosmtpd in its own process with a handler that only counts (and checks that every
-recipient got exactly one message). The global rate limit is off (its default). Creates its own
-PostgreSQL databases (lct_bench_notice_*) and its own redis-server, and removes both.
+recipient got exactly one message).
+
+Second baseline, when Postfix's test tools are installed (Debian package ``postfix``; the
+daemon need not run): ``smtp-source`` (C) sending the same number of messages of the same size
+to ``smtp-sink`` (C) over as many parallel, reused connections as the project has workers. That
+is the SMTP protocol's limit on this machine, with no Python on either end.
+
+The global rate limit is off (its default). Creates its own PostgreSQL databases
+(lct_bench_notice_*) and its own redis-server, and removes both.
 
     .venv/bin/python bench/bench_notice.py [--members 100000] [--workers 3]
 """
@@ -16,6 +23,7 @@ PostgreSQL databases (lct_bench_notice_*) and its own redis-server, and removes 
 from __future__ import annotations
 
 import argparse
+import base64
 import multiprocessing as mp
 import os
 import shutil
@@ -120,6 +128,43 @@ def baseline(port: int, n: int) -> float:
     return elapsed
 
 
+def c_baseline(n: int, sessions: int, body_len: int) -> float | None:
+    """Seconds for smtp-source to send ``n`` messages to smtp-sink; None if not installed."""
+    source, sink = shutil.which("smtp-source"), shutil.which("smtp-sink")
+    if not source or not sink:
+        return None
+    port = free_port()
+    # As root, smtp-sink insists on dropping privileges once its socket is open.
+    drop = ["-u", "nobody"] if os.geteuid() == 0 else []
+    sink_proc = subprocess.Popen(
+        [sink, *drop, f"127.0.0.1:{port}", "1024"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_port(port)
+        started = time.perf_counter()
+        subprocess.run(
+            [source, "-d", "-s", str(sessions), "-m", str(n), "-l", str(body_len),
+             "-f", MAIL_FROM, "-t", "base@example.test", "-N", f"127.0.0.1:{port}"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=3600,
+        )  # fmt: skip
+        return time.perf_counter() - started
+    finally:
+        stop_group(sink_proc, grace=5)
+
+
+def _message_size() -> tuple[int, int]:
+    """(whole message, body after the headers) in bytes, as the project sends them."""
+    from datetime import date
+
+    r = policy_notice(VERSION, TITLE, BODY, date(2026, 12, 1))
+    msg = MessageBuilder(MAIL_FROM, r.subject, r.body).build(
+        "member1@example.test", "notice-0-1@maumteo.example"
+    )
+    body = msg.partition(b"\r\n\r\n")[2]
+    return len(msg), len(body)
+
+
 # -- the project ---------------------------------------------------------------------------------
 
 
@@ -161,6 +206,8 @@ def main() -> None:
             LIFECYCLE_MAIL_FROM=MAIL_FROM,
             LIFECYCLE_NOTICE_BATCH_SIZE=str(args.batch_size),
             LIFECYCLE_NOTICE_RATE_PER_SECOND="0",
+            # A server archive DB never gets a master key made up on the fly.
+            LIFECYCLE_MASTER_KEY=base64.b64encode(os.urandom(32)).decode(),
         )
 
         def cli(*a: str) -> subprocess.CompletedProcess[str]:
@@ -230,6 +277,17 @@ def main() -> None:
             print((tmp / "worker.log").read_text(errors="replace")[-6000:])
         print(f"ratio project/baseline: {proj_rate / base_rate:.2f}x "
               f"(machine: {os.cpu_count()} CPUs, shared with other work)")  # fmt: skip
+        size, body_len = _message_size()
+        c_s = c_baseline(n, args.workers, body_len)
+        if c_s is None:
+            print("smtp-source/smtp-sink not installed (Debian: apt-get install postfix): "
+                  "no protocol-limit baseline")  # fmt: skip
+        else:
+            c_rate = n / c_s
+            print(f"baseline 2 (smtp-source -> smtp-sink, C, {args.workers} reused sessions, "
+                  f"{body_len} B body, {size} B message): {c_s:8.1f} s  {c_rate:8,.0f} msg/s"
+                  )  # fmt: skip
+            print(f"ratio project/protocol limit: {proj_rate / c_rate:.2f}x")
     finally:
         if worker is not None:
             stop_group(worker)

@@ -1,15 +1,26 @@
 """Benchmark: the shredder against the disk's limit and against GNU shred, in one run.
 
-    python bench/bench_shred.py [--dir DIR] [--size-mib 1024] [--files 2000] [--file-kib 64]
+    .venv/bin/python bench/bench_shred.py [--dir var] [--size-mib 1024] [--files 2000]
+        [--file-kib 64] [--e2e-size-mib 2048] [--no-e2e]
 
-(a) one big file: ``dd if=/dev/zero bs=1M conv=fsync`` writes it (the disk's sequential write
-    limit), then the shredder overwrites and deletes that same file; goal: at least 0.85 of dd.
-(b) many small files: ``shred -n 1 -u`` called per file, then the shredder on as many fresh
-    files in one process; goal: at least 5x the files/s.
-Peak RSS of this process (the shredder runs here; dd and shred are children) must stay < 100 MB.
+Every baseline overwrites **in place**, as the shredder does (a new file would have to allocate
+blocks, which the shredder never does):
 
-Both sides run on the same directory, so on the same disk. Run it on an otherwise idle machine:
-other load on the disk moves both figures.
+(a) one large file: ``dd if=/dev/zero conv=notrunc,fsync`` over the file, then the shredder on
+    that same file. Goal: at least 0.85 of dd.
+(b) many small files, shredder in one batch (``shred_paths``):
+    - against GNU ``shred -n 1 -u`` called per file (files/s); goal: at least 20x;
+    - against the disk's own write rate for the same bytes: one ``dd conv=notrunc,fsync`` in
+      place over a file as large as all the small files together (MiB/s); goal: at least 0.5x.
+(c) end to end, ``lifecycle shred ... --wait`` (CLI start, job in PostgreSQL, Redis, a real
+    Celery worker, ledger entries in the archive DB): ``--recursive DIR`` of the same number of
+    small files against GNU shred per file (goal 10x), and one file of --e2e-size-mib against
+    in-place dd of the same file (goal 0.6x). Needs PostgreSQL (--pg) and redis-server; creates
+    its own databases and Redis and removes them.
+
+Peak RSS: this process for (a) and (b) (the shredder runs here; dd and shred are children), the
+worker's processes for (c). Goal < 100 MB. All sides use the same directory, so the same disk.
+Other load on the machine moves every figure: read the ratios, each from one run.
 """
 
 from __future__ import annotations
@@ -22,12 +33,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-from lifecycle.shred.fsinfo import fs_type_of_path, overwrite_trusted
-from lifecycle.shred.shredder import ShredOptions, shred_path
+from lifecycle.shred.fsinfo import fs_type_of_path, overwrite_trusted  # noqa: E402
+from lifecycle.shred.shredder import ShredOptions, shred_path, shred_paths  # noqa: E402
+from tests.helpers import free_port, stop_group, wait_port  # noqa: E402
 
 MiB = 1 << 20
 
@@ -37,34 +52,38 @@ def _sync() -> None:
     os.sync()
 
 
-def bench_big(work: Path, size_mib: int) -> tuple[float, float, float]:
+def _timed(fn: Callable[[], object]) -> float:
+    _sync()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _quiet(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _make_big(path: Path, size_mib: int) -> None:
+    _quiet(["dd", "if=/dev/urandom", f"of={path}", "bs=1M", f"count={size_mib}"])
+    with open(path, "ab") as fh:
+        fh.truncate(size_mib * MiB)
+
+
+def dd_in_place(path: Path, size_mib: int) -> float:
+    """Seconds for dd to overwrite ``path`` in place and fsync it: the disk's rate here."""
+    cmd = ["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={size_mib}", "conv=notrunc,fsync"]
+    return _timed(lambda: _quiet(cmd))
+
+
+def bench_big(work: Path, size_mib: int) -> tuple[float, float]:
     path = work / "big.bin"
-    _sync()
-    t0 = time.perf_counter()
-    subprocess.run(
-        ["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={size_mib}", "conv=fsync"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    dd_s = time.perf_counter() - t0
-    _sync()
-    # The same file overwritten in place by dd: what the shredder does, without the keystream.
-    t0 = time.perf_counter()
-    subprocess.run(
-        ["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={size_mib}", "conv=notrunc,fsync"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    dd_inplace_s = time.perf_counter() - t0
-    _sync()
-    t0 = time.perf_counter()
-    result = shred_path(str(path), [work], ShredOptions())
-    shred_s = time.perf_counter() - t0
-    if result.status != "shredded":
-        raise SystemExit(f"shredder did not shred the big file: {result.message}")
-    return size_mib / dd_s, size_mib / dd_inplace_s, size_mib / shred_s
+    _make_big(path, size_mib)
+    dd_s = dd_in_place(path, size_mib)
+    holder: list[str] = []
+    shred_s = _timed(lambda: holder.append(shred_path(str(path), [work], ShredOptions()).status))
+    if holder != ["shredded"]:
+        raise SystemExit(f"shredder did not shred the big file: {holder}")
+    return size_mib / dd_s, size_mib / shred_s
 
 
 def _make_files(folder: Path, count: int, size: int) -> list[Path]:
@@ -75,85 +94,235 @@ def _make_files(folder: Path, count: int, size: int) -> list[Path]:
         p = folder / f"member-{i:05d}-upload.bin"
         p.write_bytes(payload)
         paths.append(p)
-    _sync()
     return paths
 
 
-def bench_small(work: Path, count: int, size_kib: int) -> tuple[float, float]:
+def bench_small(work: Path, count: int, size_kib: int) -> tuple[float, float, float, float]:
+    """files/s of GNU shred and of the shredder; MiB/s of the shredder and of in-place dd."""
     size = size_kib * 1024
     gnu = _make_files(work / "gnu", count, size)
-    t0 = time.perf_counter()
-    for p in gnu:
-        subprocess.run(["shred", "-n", "1", "-u", str(p)], check=True)
-    gnu_s = time.perf_counter() - t0
+    gnu_s = _timed(lambda: [_quiet(["shred", "-n", "1", "-u", str(p)]) for p in gnu])
 
     ours = _make_files(work / "ours", count, size)
-    opts = ShredOptions()
-    t0 = time.perf_counter()
-    for p in ours:
-        if shred_path(str(p), [work], opts).status != "shredded":
-            raise SystemExit("shredder did not shred a small file")
-    ours_s = time.perf_counter() - t0
-    return count / gnu_s, count / ours_s
+    results: list[str] = []
+    ours_s = _timed(
+        lambda: results.extend(
+            r.status for r in shred_paths([(str(p), None) for p in ours], [work])
+        )
+    )
+    if set(results) != {"shredded"}:
+        raise SystemExit("shredder did not shred every small file")
+
+    total_mib = count * size / MiB
+    same_bytes = work / "same-bytes.bin"
+    _make_big(same_bytes, max(4, round(total_mib)))
+    dd_s = dd_in_place(same_bytes, max(4, round(total_mib)))
+    same_bytes.unlink()
+    return count / gnu_s, count / ours_s, total_mib / ours_s, max(4, round(total_mib)) / dd_s
+
+
+# -- (c) end to end ------------------------------------------------------------------------------
+
+
+class Stack:
+    """Own PostgreSQL databases and redis-server, one shred worker; the CLI runs against them."""
+
+    def __init__(self, pg: str, work: Path, tmp: Path) -> None:
+        import psycopg
+
+        self.pg = pg
+        self.tmp = tmp
+        tag = uuid.uuid4().hex[:8]
+        self.dbs = [f"lct_bench_shred_{tag}_p", f"lct_bench_shred_{tag}_a"]
+        with psycopg.connect(pg, autocommit=True) as admin:
+            for name in self.dbs:
+                admin.execute(f'CREATE DATABASE "{name}"')
+        base = pg.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        port = free_port()
+        self.redis = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(tmp),
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.worker: subprocess.Popen[bytes] | None = None
+        wait_port(port)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+        self.env.update(
+            PYTHONPATH=str(REPO),
+            LIFECYCLE_VAR_DIR=str(tmp / "var"),
+            LIFECYCLE_PRIMARY_DATABASE_URL=f"{base}/{self.dbs[0]}",
+            LIFECYCLE_ARCHIVE_DATABASE_URL=f"{base}/{self.dbs[1]}",
+            LIFECYCLE_BROKER_URL=f"redis://127.0.0.1:{port}/0",
+            LIFECYCLE_RESULT_BACKEND=f"redis://127.0.0.1:{port}/0",
+            LIFECYCLE_FILE_ROOTS=str(work),
+            LIFECYCLE_HOST_NAME="bench",
+        )
+        r = self.cli("db", "upgrade")
+        if r.returncode:
+            raise SystemExit(f"db upgrade failed: {r.stderr.strip()[-500:]}")
+        log = (tmp / "worker.log").open("wb")
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "shred.bench",
+             "-c", "1", "--loglevel", "WARNING", "--without-mingle", "--without-gossip",
+             "-n", f"bench-{tag}@%h"],
+            env=self.env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        # The first job also warms the worker's imports and connections, as in production.
+        warm = work / "warm.bin"
+        warm.write_bytes(b"x" * 4096)
+        r = self.cli("shred", str(warm), "--wait", "--timeout", "120")
+        if r.returncode:
+            raise SystemExit(f"warm-up shred failed: {r.stderr.strip()[-500:]}")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lifecycle.cli.main", *args],
+            env=self.env, cwd=self.tmp, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    def shred(self, *args: str) -> float:
+        _sync()
+        t0 = time.perf_counter()
+        r = self.cli("shred", *args, "--wait", "--timeout", "3600")
+        elapsed = time.perf_counter() - t0
+        if r.returncode:
+            raise SystemExit(f"lifecycle shred failed: {r.stderr.strip()[-500:]}")
+        return elapsed
+
+    def worker_peak_mb(self) -> tuple[float, float]:
+        """Peak RSS (VmHWM) of the pool process that ran the jobs, and of the worker's main."""
+        assert self.worker is not None
+        peaks = {}
+        for pid in _tree(self.worker.pid):
+            try:
+                with open(f"/proc/{pid}/status") as fh:
+                    for line in fh:
+                        if line.startswith("VmHWM:"):
+                            peaks[pid] = int(line.split()[1]) / 1024
+            except OSError:
+                pass
+        main = peaks.pop(self.worker.pid, 0.0)
+        return max(peaks.values(), default=0.0), main
+
+    def close(self) -> None:
+        import psycopg
+
+        if self.worker is not None:
+            stop_group(self.worker)
+        self.redis.terminate()
+        self.redis.wait(10)
+        with psycopg.connect(self.pg, autocommit=True) as admin:
+            for name in self.dbs:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                for c in fh.read().split():
+                    out += _tree(int(c))
+    except OSError:
+        pass
+    return out
+
+
+def bench_e2e(
+    work: Path, pg: str, count: int, size_kib: int, big_mib: int
+) -> tuple[float, float, float, float, tuple[float, float]]:
+    """(GNU shred files/s, e2e files/s, in-place dd MiB/s, e2e MiB/s, worker peak MB)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-shred-stack-"))
+    stack = Stack(pg, work, tmp)
+    try:
+        size = size_kib * 1024
+        gnu = _make_files(work / "e2e-gnu", count, size)
+        gnu_s = _timed(lambda: [_quiet(["shred", "-n", "1", "-u", str(p)]) for p in gnu])
+        folder = work / "e2e-ours"
+        _make_files(folder, count, size)
+        small_s = stack.shred("--recursive", str(folder))
+        if folder.exists():
+            raise SystemExit("the recursive job left the folder behind")
+
+        big = work / "e2e-big.bin"
+        _make_big(big, big_mib)
+        dd_s = dd_in_place(big, big_mib)
+        big_s = stack.shred(str(big))
+        if big.exists():
+            raise SystemExit("the job left the large file behind")
+        return (
+            count / gnu_s,
+            count / small_s,
+            big_mib / dd_s,
+            big_mib / big_s,
+            stack.worker_peak_mb(),
+        )
+    finally:
+        stack.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--dir", type=Path, default=Path("var"), help="where to write (same disk)")
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--file-kib", type=int, default=64)
+    ap.add_argument("--e2e-size-mib", type=int, default=2048)
+    ap.add_argument("--no-e2e", action="store_true", help="skip (c), which needs PostgreSQL")
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = ap.parse_args()
-    for tool in ("dd", "shred"):
+    for tool in ("dd", "shred") + (() if args.no_e2e else ("redis-server",)):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is not installed")
     args.dir.mkdir(parents=True, exist_ok=True)
-    need = (args.size_mib + args.files * args.file_kib / 1024) * MiB * 1.1
-    if shutil.disk_usage(args.dir).free < need:
+    small_mib = args.files * args.file_kib / 1024
+    need = (max(args.size_mib, 0 if args.no_e2e else args.e2e_size_mib) + 3 * small_mib) * MiB
+    if shutil.disk_usage(args.dir).free < need * 1.1:
         raise SystemExit(f"not enough free space in {args.dir} ({need / MiB:.0f} MiB needed)")
     work = Path(tempfile.mkdtemp(prefix="bench-shred-", dir=args.dir)).resolve()
     try:
         fs = fs_type_of_path(work)
         print(f"directory {work} on {fs} (overwrite trusted: {overwrite_trusted(fs)})")
-        print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
-        dd_rate, dd_inplace_rate, big_rate = bench_big(work, args.size_mib)
-        gnu_rate, small_rate = bench_small(work, args.files, args.file_kib)
+        print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} (shared machine?)")
+        dd_rate, big_rate = bench_big(work, args.size_mib)
+        gnu_rate, small_rate, small_mibs, disk_rate = bench_small(work, args.files, args.file_kib)
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        e2e = None
+        if not args.no_e2e:
+            e2e = bench_e2e(work, args.pg, args.files, args.file_kib, args.e2e_size_mib)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    big_ratio, small_ratio = big_rate / dd_rate, small_rate / gnu_rate
-    rows = [
-        (
-            f"(a) 1 file of {args.size_mib} MiB",
-            f"{big_rate:,.0f} MiB/s",
-            f"dd conv=fsync {dd_rate:,.0f} MiB/s",
-            f"{big_ratio:.2f}",
-            ">= 0.85",
-            big_ratio >= 0.85,
-        ),
-        (
-            "    same file, in place",
-            "",
-            f"dd conv=notrunc,fsync {dd_inplace_rate:,.0f} MiB/s",
-            f"{big_rate / dd_inplace_rate:.2f}",
-            "(for reference)",
-            None,
-        ),
-        (
-            f"(b) {args.files} files of {args.file_kib} KiB",
-            f"{small_rate:,.0f} files/s",
-            f"shred -n 1 -u {gnu_rate:,.0f} files/s",
-            f"{small_ratio:.1f}x",
-            ">= 5x",
-            small_ratio >= 5,
-        ),
-        ("peak RSS", f"{rss_mb:.0f} MB", "", "", "< 100 MB", rss_mb < 100),
-    ]
-    head = ("case", "shredder", "baseline (same run, same disk)", "ratio", "goal", "met")
+    n, k = args.files, args.file_kib
+    rows: list[tuple[str, str, str, str, str, bool | None]] = [
+        (f"(a) 1 file of {args.size_mib} MiB", f"{big_rate:,.0f} MiB/s",
+         f"dd conv=notrunc,fsync in place {dd_rate:,.0f} MiB/s", f"{big_rate / dd_rate:.2f}",
+         ">= 0.85", big_rate / dd_rate >= 0.85),
+        (f"(b) {n} files of {k} KiB", f"{small_rate:,.0f} files/s",
+         f"shred -n 1 -u per file {gnu_rate:,.0f} files/s", f"{small_rate / gnu_rate:.1f}x",
+         ">= 20x", small_rate / gnu_rate >= 20),
+        ("    same bytes", f"{small_mibs:,.0f} MiB/s",
+         f"dd conv=notrunc,fsync in place {disk_rate:,.0f} MiB/s", f"{small_mibs / disk_rate:.2f}",
+         ">= 0.5", small_mibs / disk_rate >= 0.5),
+        ("    peak RSS (a)+(b)", f"{rss_mb:.0f} MB", "", "", "< 100 MB", rss_mb < 100),
+    ]  # fmt: skip
+    if e2e is not None:
+        e_gnu, e_small, e_dd, e_big, w_rss = e2e
+        rows += [
+            (f"(c) lifecycle shred -r --wait, {n} files", f"{e_small:,.0f} files/s",
+             f"shred -n 1 -u per file {e_gnu:,.0f} files/s", f"{e_small / e_gnu:.1f}x",
+             ">= 10x", e_small / e_gnu >= 10),
+            (f"    lifecycle shred --wait, {args.e2e_size_mib} MiB", f"{e_big:,.0f} MiB/s",
+             f"dd conv=notrunc,fsync in place {e_dd:,.0f} MiB/s", f"{e_big / e_dd:.2f}",
+             ">= 0.6", e_big / e_dd >= 0.6),
+            ("    peak RSS, worker pool process", f"{w_rss[0]:.0f} MB",
+             f"(the worker's main process: {w_rss[1]:.0f} MB)", "", "< 100 MB", w_rss[0] < 100),
+        ]  # fmt: skip
+    head = ("case", "shredder", "baseline (same run, same disk)", "ratio", "goal")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(5)]
     print()
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False)) + "  met")
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + "  met")
     for r in rows:
         cells = "  ".join(str(c).ljust(w) for c, w in zip(r[:5], widths, strict=True))
         met = "" if r[5] is None else "yes" if r[5] else "NO"

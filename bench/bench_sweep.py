@@ -21,6 +21,13 @@ them too.
 
     .venv/bin/python bench/bench_sweep.py --members 1000000 --workers 2
 
+The cost curve (time should grow linearly, so rows/s stays level; peak worker RSS should stay
+flat). Each size is a fresh seed, worker and baseline; 300,000 members took about 5 minutes on
+the 2-core development VM, so expect the 3,000,000 run to take ten times that, and to need
+disk for five copies of its data (template, two primaries, two archives):
+
+    .venv/bin/python bench/bench_sweep.py --sizes 100000,300000,1000000,3000000 --workers 2
+
 Everything it created is dropped at the end unless --keep.
 """
 
@@ -124,6 +131,12 @@ class MemSampler(threading.Thread):
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--members", type=int, default=1_000_000)
+    ap.add_argument(
+        "--sizes",
+        default="",
+        help="comma-separated member counts (e.g. 100000,300000,1000000,3000000): one fresh "
+        "run per size, then the cost curve (rows/s and peak worker RSS at each size)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="worker processes (concurrency)")
     ap.add_argument("--batch-size", type=int, default=0, help="members per sweep batch")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -134,9 +147,42 @@ def main() -> None:
         help="run the sweep in this process (no Celery, one process) under cProfile instead",
     )
     args = ap.parse_args()
-    if args.members < 1:
-        ap.error("--members must be at least 1")
+    try:
+        sizes = [int(x.replace("_", "")) for x in args.sizes.split(",") if x.strip()]
+    except ValueError:
+        ap.error("--sizes must be comma-separated whole numbers")
+    sizes = sizes or [args.members]
+    if min(sizes) < 1:
+        ap.error("member counts must be at least 1")
+    if args.profile and len(sizes) > 1:
+        ap.error("--profile takes one size")
+    curve = []
+    for members in sizes:
+        print(f"== {members:,} members ==", flush=True)
+        result = run_one(args, members)
+        if result:
+            curve.append(result)
+    if len(curve) > 1:
+        _print_curve(curve)
 
+
+def _print_curve(curve: list[dict[str, float]]) -> None:
+    """Linear time means rows/s stays level as the size grows; flat memory means peak RSS does."""
+    print()
+    print("cost curve (each size a fresh seed, worker and baseline)")
+    print(f"{'members':>10}  {'rows':>11}  {'sweep s':>8}  {'rows/s':>9}  {'baseline rows/s':>15}  "
+          f"{'ratio':>5}  {'peak RSS/worker':>15}  {'s per 1M rows':>13}")  # fmt: skip
+    for c in curve:
+        per_m = c["sweep_s"] / c["rows"] * 1e6
+        print(f"{c['members']:>10,.0f}  {c['rows']:>11,.0f}  {c['sweep_s']:>8.1f}  "
+              f"{c['rate']:>9,.0f}  {c['base_rate']:>15,.0f}  {c['rate'] / c['base_rate']:>5.2f}  "
+              f"{c['peak_mb']:>12.0f} MB  {per_m:>13.1f}")  # fmt: skip
+
+
+def run_one(args: argparse.Namespace, members: int) -> dict[str, float] | None:
+    """One full run (seed, sweep, baseline) at ``members``; its figures (None with --profile)."""
+    args.members = members
+    result: dict[str, float] | None = None
     tag = uuid.uuid4().hex[:8]
     names = {k: f"lcb_{tag}_{k}" for k in ("tpl", "p1", "a1", "p2", "a2")}
     tmp = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
@@ -239,7 +285,7 @@ def main() -> None:
             st.print_stats(int(os.environ.get("BENCH_N", "30")))
             if os.environ.get("BENCH_CALLERS"):
                 st.print_callers(os.environ["BENCH_CALLERS"])
-            return
+            return None
         rport = free_port()
         redis_proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
@@ -346,6 +392,14 @@ def main() -> None:
         print(f"worker CPU time: {sum(sampler.cpu.values()) - cpu0:.1f} s over the sweep")
         print(f"PostgreSQL CPU time: sweep {sweep_pg:.1f} s, baseline {base_pg:.1f} s")
         print(f"peak worker RSS: {peak:.0f} MB per process, {total:.0f} MB all (goal < 500 MB)")
+        result = {
+            "members": members,
+            "rows": rows_total,
+            "sweep_s": sweep_s,
+            "rate": sweep_rate,
+            "base_rate": base_rate,
+            "peak_mb": peak,
+        }
     finally:
         if worker is not None:
             stop_group(worker)
@@ -365,6 +419,7 @@ def main() -> None:
         else:
             print(f"kept databases {sorted(names.values())} and {tmp}")
         admin.close()
+    return result
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Integer, MetaData
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints keep Alembic migrations identical on PostgreSQL and SQLite.
@@ -18,6 +20,14 @@ NAMING = {
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for big tables.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+@compiles(DateTime, "mysql")
+@compiles(DateTime, "mariadb")
+def _mysql_datetime(type_: DateTime, compiler: Any, **kw: Any) -> str:
+    # MySQL/MariaDB DATETIME keeps whole seconds unless told otherwise (and MySQL 8 rounds, so a
+    # stored time could lie in the future); microseconds keep event order as on PostgreSQL.
+    return "DATETIME(6)"
 
 
 def utcnow() -> datetime:

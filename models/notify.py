@@ -101,6 +101,9 @@ class Provision(PrimaryBase):
     fields: Mapped[list] = mapped_column(JSON)
     basis: Mapped[str] = mapped_column(String(32))
     provided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The consent purpose it was provided under (e.g. "marketing"): a withdrawal of that
+    # consent tells exactly these recipients.
+    purpose: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (Index("ix_lifecycle_provisions_member", "member_id"),)
 

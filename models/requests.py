@@ -14,6 +14,24 @@ from models.base import BigId, PrimaryBase, utcnow
 class RequestKind(enum.StrEnum):
     WITHDRAWAL = "withdrawal"
     CORRECTION = "correction"
+    ACCESS = "access"  # 열람 (개인정보 보호법 제35조)
+    ERASURE = "erasure"  # 삭제 of named items of a live member (제36조)
+    SUSPENSION = "suspension"  # 처리정지 (제37조)
+    SUSPENSION_LIFT = "suspension_lift"  # 처리정지 해제
+    CONSENT_WITHDRAWAL = "consent_withdrawal"  # 동의 철회, per purpose (제37조)
+
+
+class RequesterKind(enum.StrEnum):
+    """Who made the request (시행령 제45조: 정보주체 or 대리인)."""
+
+    MEMBER = "member"
+    GUARDIAN = "guardian"  # 법정대리인 of a child under 14
+    DELEGATE = "delegate"  # 위임을 받은 자 (with 위임장)
+
+
+class VerifiedBy(enum.StrEnum):
+    LOGIN = "login"  # the site's own authenticated session
+    DOCUMENT = "document"  # staff checked an ID document / 위임장 / 가족관계증명서
 
 
 class RequestState(enum.StrEnum):
@@ -29,6 +47,9 @@ class RequestState(enum.StrEnum):
     ARCHIVED = "archived"
     DESTROYED = "destroyed"
     CORRECTED = "corrected"
+    PACKAGED = "packaged"  # access: the package is written
+    ERASED = "erased"  # erasure: the items are gone from the primary DB
+    CONSENT_WITHDRAWN = "consent_withdrawn"  # the consent column is cleared
     NOTIFYING = "notifying"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -65,10 +86,28 @@ class LifecycleRequest(PrimaryBase):
     )
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Who asked and how their identity was checked. The name and contact are the requester's
+    # own personal data: they stay in the primary DB and never reach the broker.
+    requester_kind: Mapped[str] = mapped_column(
+        String(16), default=RequesterKind.MEMBER.value, server_default=RequesterKind.MEMBER.value
+    )
+    requester_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    requester_contact: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    verified_by: Mapped[str] = mapped_column(
+        String(16), default=VerifiedBy.LOGIN.value, server_default=VerifiedBy.LOGIN.value
+    )
+    # The legal deadline (set on submit from the kind; NULL for a row the website wrote
+    # without it: then created_at plus the kind's days).
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    extension_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The written answer to the requester (a one-member notice).
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    answer_notice_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     __table_args__ = (
         Index("ix_lifecycle_requests_state_created", "state", "created_at"),
         Index("ix_lifecycle_requests_member", "member_id"),
+        Index("ix_lifecycle_requests_member_kind", "member_id", "kind"),
     )
 
 

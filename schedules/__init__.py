@@ -1,1 +1,1 @@
-"""Beat schedules: nightly jobs at 03:00 Asia/Seoul and the outbox relay every few seconds."""
+"""Beat: nightly jobs at 03:00 Asia/Seoul, and the housekeeping ticker (relay, watchdog, ...)."""

@@ -19,19 +19,24 @@ which `workers.app` installs as the app's message factory.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
 from celery.app.amqp import AMQP
 from celery.exceptions import Retry
 
-from lifecycle.core import safe_errors
+from lifecycle.core import leases, safe_errors
 from lifecycle.core.taskargs import check_task_args, check_task_result, param_names, render_args
+from lifecycle.core.transient import TRANSIENT_ERRORS
 from lifecycle.requests.states import is_handler_task
 
 log = logging.getLogger("lifecycle.tasks")
 
 PREFIX = "lifecycle."
+# A copy of a job whose lease is held checks back this many times, each once the lease would
+# have expired, before it stands down for good (see LifecycleTask._wait_for_lease).
+LEASE_WAIT_RETRIES = 3
 
 
 def _task_param_names(app: Any, name: str) -> list[str]:
@@ -51,6 +56,26 @@ def _task_param_names(app: Any, name: str) -> list[str]:
     return param_names(getattr(task, "run", None)) if task is not None else []
 
 
+def _delay_seconds(when: Any) -> float:
+    if isinstance(when, datetime):
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    try:
+        return float(when or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for the lease row: the (already safe) message, or the class name."""
+    inner = getattr(exc, "exc", None) if isinstance(exc, Retry) else exc
+    if inner is None:
+        return "retry"
+    if not safe_errors.is_safe(inner):
+        return type(inner).__name__
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[0]}" if text else type(inner).__name__
+
+
 class LifecycleAMQP(AMQP):
     """Builds every task message with id-only ``argsrepr``/``kwargsrepr`` and the ids-only check.
 
@@ -68,6 +93,8 @@ class LifecycleAMQP(AMQP):
         **options: Any,
     ) -> Any:
         ours = name.startswith(PREFIX)
+        # The watchdog's "re-dispatched #2, stalled 75 s": shown after the ids in Flower.
+        note = options.pop("lifecycle_note", None)
         if ours:
             check_task_args(name, args, kwargs)
         if ours or options.get("argsrepr") is None or options.get("kwargsrepr") is None:
@@ -77,6 +104,8 @@ class LifecycleAMQP(AMQP):
                 options["argsrepr"] = argsrepr
             if ours or options.get("kwargsrepr") is None:
                 options["kwargsrepr"] = kwargsrepr
+        if ours and note and isinstance(note, str) and note.isprintable() and len(note) < 80:
+            options["argsrepr"] = f"{options['argsrepr']} ({note})".strip()
         return super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
 
 
@@ -91,10 +120,107 @@ class LifecycleTask(Task):
         )
         return super().apply_async(args, kwargs, *a, **options)
 
+    # "args": the task holds a lease keyed by its name and ids while it runs (see
+    # lifecycle/core/leases.py); "name": one lease for the task whatever its arguments (a job
+    # of which only one runs at a time, like the sweep). None: no lease (short jobs).
+    lease: str | None = None
+    # Transient database/broker errors (a server restarting) are retried this many times,
+    # backing off to a minute, in every task that does not set its own autoretry.
+    transient_retries: int = 30
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Called as a plain function (tests, other code): the caller gets the real exception;
         # nothing leaves the process.
         direct = self.request.called_directly
+        if direct or not self.lease:
+            return self._call_safely(direct, args, kwargs)
+        try:
+            lease = self._take_lease(args, kwargs)
+        except TRANSIENT_ERRORS as exc:
+            # The database is down at pick-up: try again later (the message is not lost).
+            self._retry_transient(exc)
+            raise self._redacted(exc) from None
+        if lease is None:
+            self._wait_for_lease(args, kwargs)
+            log.info("%s[%s]: another worker holds this job's lease", self.name, self.request.id)
+            return {"skipped": "another worker holds this job's lease"}
+        with leases.holding(lease):
+            try:
+                result = self._call_safely(direct, args, kwargs)
+            except Retry as exc:
+                self._quietly(leases.retrying, lease, _delay_seconds(exc.when), _reason(exc))
+                raise
+            except Exception as exc:
+                if getattr(self.request, "lifecycle_transient", False):
+                    # The retry could not even be sent (broker down): the watchdog re-sends.
+                    self._quietly(leases.retrying, lease, 0.0, _reason(exc))
+                else:
+                    self._quietly(leases.finish, lease, "failed", _reason(exc))
+                raise
+            self._quietly(leases.finish, lease, "done")
+            return result
+
+    def _lease_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        if self.lease == "name":
+            return leases.lease_key(self.name)
+        return leases.lease_key(self.name, args, kwargs)
+
+    def _wait_for_lease(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Someone holds the lease: try again once it would have expired, a few times.
+
+        The holder may have just died (an operator's or a beat resend right after a crash):
+        then this copy runs the job as soon as the lease expires, without waiting for the
+        watchdog. A holder that is alive keeps renewing, and this copy stands down.
+        """
+        retries = int(self.request.retries or 0)
+        if retries >= LEASE_WAIT_RETRIES:
+            return
+        try:
+            left = leases.seconds_left(self._lease_key(args, kwargs))
+        except TRANSIENT_ERRORS:
+            left = None
+        wait = 1.0 + (left if left is not None else leases.ttl().total_seconds())
+        raise self.retry(countdown=wait, max_retries=retries + 1)
+
+    def _take_lease(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> leases.Lease | None:
+        key = self._lease_key(args, kwargs)
+        delivery = self.request.delivery_info or {}
+        return leases.acquire(
+            key,
+            self.name,
+            list(args),
+            dict(kwargs),
+            queue=delivery.get("routing_key") or None,
+            task_id=self.request.id,
+        )
+
+    def _quietly(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # the lease then expires and the watchdog decides
+            log.warning("%s[%s]: lease not updated (%s)", self.name, self.request.id, exc)
+
+    def _retry_transient(self, exc: BaseException) -> None:
+        """Raise Retry for a transient error if retries are left; return if not possible."""
+        retries = int(self.request.retries or 0)
+        if retries >= self.transient_retries:
+            return
+        self.request.lifecycle_transient = True
+        log.warning(
+            "%s[%s]: %s, retrying (%d)", self.name, self.request.id, type(exc).__name__, retries + 1
+        )
+        try:
+            self.retry(
+                exc=exc if safe_errors.is_safe(exc) else self._redacted(exc),  # type: ignore[arg-type]
+                countdown=min(60, 2**retries),
+                max_retries=self.transient_retries,
+            )
+        except Retry:
+            raise
+        except Exception as send_exc:  # the broker is down too: fail; the lease brings it back
+            log.warning("%s: could not schedule the retry (%s)", self.name, type(send_exc).__name__)
+
+    def _call_safely(self, direct: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             result = super().__call__(*args, **kwargs)
             if not direct:
@@ -107,7 +233,11 @@ class LifecycleTask(Task):
             safe = self._redacted(exc.exc)
             raise Retry(None, safe, exc.when, is_eager=exc.is_eager, sig=exc.sig) from None
         except Exception as exc:
-            if direct or safe_errors.is_safe(exc):
+            if direct:
+                raise
+            if isinstance(exc, TRANSIENT_ERRORS):
+                self._retry_transient(exc)
+            if safe_errors.is_safe(exc):
                 raise
             raise self._redacted(exc) from None
 
@@ -150,6 +280,8 @@ class LifecycleTask(Task):
             return
         self.update_state(state="PROGRESS", meta=values)
         try:
-            self.send_event("task-progress", retry=False, **values)
+            # Flower lists a task's "result" column and detail from its events: while it runs,
+            # that is "{'done': 3, 'total': 12}"; the real result replaces it at the end.
+            self.send_event("task-progress", retry=False, result=repr(values), **values)
         except Exception:  # a monitoring event must never fail the job itself
             log.warning("could not send the progress event of %s[%s]", self.name, self.request.id)

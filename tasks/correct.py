@@ -19,6 +19,7 @@ from workers.app import app
     retry_backoff=2,
     retry_backoff_max=120,
     max_retries=20,
+    lease="args",
 )
 def correct(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_correction(int(request_id), self.request.id)

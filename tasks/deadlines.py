@@ -1,4 +1,7 @@
-"""Beat task: the 5-day destruction deadline. Overdue requests fail the task (Flower shows it)."""
+"""Beat task: every kind's legal deadline (5 days for destruction, 10 for the other rights).
+
+Overdue requests fail the task (Flower shows it, naming ids per kind); otherwise the result
+is the per-kind count of open and soon-due requests (ids and counts only)."""
 
 from __future__ import annotations
 
@@ -6,8 +9,7 @@ import logging
 
 from lifecycle.core import db
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.settings import get_settings
-from lifecycle.ops.status import overdue_requests
+from lifecycle.requests import deadlines
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -19,15 +21,31 @@ class OverdueRequests(LifecycleError):
 
 
 @app.task(base=LifecycleTask, name="lifecycle.requests.check_deadlines")
-def check_deadlines() -> dict[str, int]:
+def check_deadlines() -> dict[str, object]:
 
-    days = get_settings().destruction_deadline_days
     with db.session("primary") as s:
-        overdue = overdue_requests(s, days=days)
+        kinds = deadlines.by_kind(s)
+    overdue = {k: v for k, v in kinds.items() if v["overdue"]}
     if overdue:
-        ids = ", ".join(str(r.id) for r in overdue[:50])
-        more = f" and {len(overdue) - 50} more" if len(overdue) > 50 else ""
-        msg = f"{len(overdue)} requests open longer than {days} days: {ids}{more}"
+        total = sum(v["overdue"] for v in overdue.values())
+        parts = "; ".join(
+            f"{k} (deadline {v['deadline_days']} days): "
+            + ", ".join(str(i) for i in v["overdue_ids"])
+            + (f" and {v['overdue'] - len(v['overdue_ids'])} more" if v["overdue"] > 50 else "")
+            for k, v in sorted(overdue.items())
+        )
+        msg = f"{total} requests past their legal deadline: {parts}"
         log.error("OVERDUE: %s", msg)
         raise OverdueRequests(msg)
-    return {"overdue": 0}
+    return {
+        "overdue": 0,
+        "due": {
+            k: {
+                "open": v["open"],
+                "due_within_1_day": v["due_within_1_day"],
+                "next_due_at": v["next_due_at"],
+            }
+            for k, v in kinds.items()
+            if v["open"]
+        },
+    }

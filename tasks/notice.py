@@ -7,6 +7,7 @@ from typing import Any
 from lifecycle.core import dispatch
 from lifecycle.notices import members as notices
 from lifecycle.notices.sending import send_batch as send_range
+from schedules import housekeeping
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -19,7 +20,7 @@ def _enqueue_ranges(notice_id: int, ranges: list[tuple[int, int]]) -> None:
     dispatch.send_many(dispatch.NOTICE_SEND_BATCH, ((notice_id, f, last) for f, last in ranges))
 
 
-@app.task(base=LifecycleTask, name="lifecycle.notice.fanout", bind=True)
+@app.task(base=LifecycleTask, name="lifecycle.notice.fanout", bind=True, lease="args")
 def fanout(self: LifecycleTask, notice_id: int) -> dict[str, Any]:
     self.progress(0, None)
     result = notices.fanout(notice_id)
@@ -28,7 +29,11 @@ def fanout(self: LifecycleTask, notice_id: int) -> dict[str, Any]:
 
 
 @app.task(
-    base=LifecycleTask, name="lifecycle.notice.send_batch", bind=True, max_retries=BATCH_RETRIES
+    base=LifecycleTask,
+    name="lifecycle.notice.send_batch",
+    bind=True,
+    max_retries=BATCH_RETRIES,
+    lease="args",
 )
 def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> dict[str, Any]:
 
@@ -40,14 +45,8 @@ def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> di
 
 @app.task(base=LifecycleTask, name="lifecycle.notice.resume_stale", ignore_result=True, expires=300)
 def resume_stale() -> int:
-    """Beat: notices left half-sent by a crash (or a lost broker message) are sent on."""
-    notices.release_held_for_completed()
-    resumed = 0
-    for notice_id in notices.stale_notices():
-        ranges = notices.resume_ranges(notice_id)
-        _enqueue_ranges(notice_id, ranges)
-        resumed += len(ranges)
-    return resumed
+    """Kept for messages queued before the beat ticker took this over (schedules/ticker.py)."""
+    return housekeeping.resume_stale_notices()
 
 
 @app.task(base=LifecycleTask, name="lifecycle.notice.dormancy_advance", ignore_result=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.exceptions import Retry
+
 from lifecycle.core import dispatch
-from lifecycle.core.db import session
 from lifecycle.thirdparty import deliveries as delivery
+from schedules import housekeeping
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -17,20 +19,20 @@ def _enqueue(delivery_id: int, countdown: float) -> None:
 
 @app.task(base=LifecycleTask, name="lifecycle.notify.deliver", bind=True)
 def deliver(self: LifecycleTask, delivery_id: int) -> dict[str, Any]:
-    return {"delivery_id": delivery_id, "outcome": delivery.attempt(delivery_id, _enqueue)}
+    outcome = delivery.attempt(delivery_id, _enqueue)
+    problem = delivery.attempt_report(delivery_id, outcome)
+    if problem is None:
+        return {"delivery_id": delivery_id, "outcome": outcome}
+    retry_in = getattr(problem, "retry_in", None)
+    if retry_in is not None:
+        # RETRY in Flower with its reason ("HTTP 500 ... next attempt in 300 s"). Nothing is
+        # sent from here: the next attempt is already scheduled by the database's schedule.
+        raise Retry(str(problem), problem, retry_in)
+    # HTTP 410, a permanent rejection, or the schedule exhausted: a failed task in Flower.
+    raise problem
 
 
 @app.task(base=LifecycleTask, name="lifecycle.notify.resend_due", ignore_result=True, expires=60)
 def resend_due() -> dict[str, int]:
-    """Beat: enqueue every due delivery; finish ledger entries a crash left unwritten."""
-    due = delivery.due_deliveries()
-    for delivery_id in due:
-        dispatch.send(dispatch.NOTIFY_DELIVER, delivery_id)
-    unrecorded = delivery.unrecorded_finished()
-    for delivery_id in unrecorded:
-        delivery.write_ledger(delivery_id)
-        with session("primary") as s:
-            row = s.get(delivery.Delivery, delivery_id)
-            if row is not None and row.request_id is not None:
-                delivery.maybe_complete_request(s, row.request_id)
-    return {"enqueued": len(due), "ledger": len(unrecorded)}
+    """Kept for messages queued before the beat ticker took this over (schedules/ticker.py)."""
+    return housekeeping.resend_due_deliveries()

@@ -16,6 +16,7 @@ from workers.app import app
     bind=True,
     time_limit=6 * 3600,
     soft_time_limit=6 * 3600 - 120,
+    lease="name",
 )
 def purge_run(self: LifecycleTask) -> dict[str, Any]:
 

@@ -1,8 +1,11 @@
-"""Beat task: the outbox relay, every few seconds."""
+"""The outbox relay's old task names, kept so queued messages still work.
+
+The relay itself runs on the beat process's ticker (schedules/ticker.py), not as a task.
+"""
 
 from __future__ import annotations
 
-from lifecycle.requests.relay import dispatch_pending, redispatch_stale
+from schedules.housekeeping import relay_pending, relay_stale
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -10,11 +13,11 @@ from workers.app import app
 @app.task(base=LifecycleTask, name="lifecycle.relay", ignore_result=True, expires=30)
 def relay() -> int:
     # expires: if beat queued several relays while workers were down, only fresh ones run.
-    return dispatch_pending()
+    return relay_pending()
 
 
 @app.task(
     base=LifecycleTask, name="lifecycle.relay.redispatch_stale", ignore_result=True, expires=300
 )
 def redispatch() -> int:
-    return redispatch_stale()
+    return relay_stale()

@@ -5,19 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 from lifecycle.shred import jobs as shred_jobs
+from schedules import housekeeping
 from tasks.base import LifecycleTask
 from workers.app import app
 
 
-@app.task(base=LifecycleTask, name="lifecycle.shred.files", bind=True)
+@app.task(
+    base=LifecycleTask,
+    name="lifecycle.shred.files",
+    bind=True,
+    lease="args",
+    # A shred job's resends live in the database (next_send_at, resend_pending every minute):
+    # a database error fails the task at once, visibly (`shred --wait` says so), and the
+    # job's own resend runs it again; no Celery retries on top.
+    transient_retries=0,
+)
 def shred_files(self: LifecycleTask, job_id: int) -> dict[str, Any]:
     return shred_jobs.run_job(int(job_id), task_id=self.request.id, progress=self.progress)
 
 
 @app.task(base=LifecycleTask, name="lifecycle.shred.resend_pending", ignore_result=True, expires=60)
 def resend_pending() -> int:
-    # expires: after an outage only the newest of the queued minute-ticks needs to run.
-    return shred_jobs.resend_pending()
+    # Kept for messages queued before the beat ticker took this over (schedules/ticker.py).
+    return housekeeping.resend_pending_shred_jobs()
 
 
 @app.task(base=LifecycleTask, name="lifecycle.shred.sweep_orphans")

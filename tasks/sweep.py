@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.core import dispatch
+from lifecycle.core import dbkind, dispatch, leases
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import get_context
 from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, run_batch, run_sweep
@@ -22,10 +22,24 @@ SWEEP_TIME_LIMIT = 6 * 3600
     bind=True,
     time_limit=SWEEP_TIME_LIMIT,
     soft_time_limit=SWEEP_TIME_LIMIT - 120,
+    # One lease for the sweep whatever the trigger: the watchdog re-sends a coordinator that
+    # died (a Redis restart cancels it, a worker is killed) with its run id, to resume it.
+    lease="name",
 )
-def sweep_run(self: LifecycleTask, member_batch: int | None = None) -> dict[str, Any]:
+def sweep_run(
+    self: LifecycleTask, member_batch: int | None = None, run_id: int | None = None
+) -> dict[str, Any]:
 
+    # A database error here (the server restarting at pick-up) is retried by LifecycleTask.
     ctx = get_context()
+
+    def on_run(new_run_id: int) -> None:
+        lease = leases.current()
+        if lease is not None:
+            kwargs: dict[str, Any] = {"run_id": new_run_id}
+            if member_batch:
+                kwargs["member_batch"] = int(member_batch)
+            leases.set_kwargs(lease, kwargs)
 
     def send_batch(key: BatchKey) -> None:
         # Flower and the log show "run=7 first=1001 last=1500 kind=withdrawal".
@@ -35,13 +49,15 @@ def sweep_run(self: LifecycleTask, member_batch: int | None = None) -> dict[str,
         dispatch.send(dispatch.SWEEP_ARCHIVE_BATCH, key.run_id, key.first_id, key.last_id, **kwargs)
 
     # On SQLite (the embedded default) writers serialise anyway: the coordinator does it all.
-    fan_out = send_batch if ctx.is_pg_primary else None
+    fan_out = send_batch if dbkind.row_locks(ctx.primary) else None
     return run_sweep(
         ctx,
         task_id=self.request.id,
         dispatch=fan_out,
         report=self.progress,
         member_batch=int(member_batch or MEMBER_BATCH),
+        run_id=int(run_id) if run_id else None,
+        on_run=on_run,
     )
 
 
@@ -53,6 +69,7 @@ def sweep_run(self: LifecycleTask, member_batch: int | None = None) -> dict[str,
     retry_backoff=2,
     retry_backoff_max=60,
     max_retries=10,
+    lease="args",
 )
 def archive_batch(
     self: LifecycleTask,

@@ -8,6 +8,7 @@ from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import get_context
 from lifecycle.rights.withdrawal import carry_out, fail_request
+from lifecycle.vault.keystore import KeyUnavailable
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -21,6 +22,7 @@ from workers.app import app
     retry_backoff=2,
     retry_backoff_max=120,
     max_retries=20,
+    lease="args",
 )
 def withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
 
@@ -31,4 +33,11 @@ def withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
         # stays marked withdrawn, so the nightly sweep finishes the job once the map is fixed.
         fail_request(int(request_id), str(exc))
         return {"request_id": int(request_id), "state": "failed"}
-    return carry_out(ctx, int(request_id), task_id=self.request.id)
+    try:
+        return carry_out(ctx, int(request_id), task_id=self.request.id)
+    except KeyUnavailable as exc:
+        # Wrong or missing master key: no retry can fix it, and a request left 'restricted'
+        # would keep `withdraw --wait` waiting for nothing. Fail it with the advice; the member
+        # stays withdrawn, so the nightly sweep finishes the job once the key is fixed.
+        fail_request(int(request_id), str(exc))
+        raise

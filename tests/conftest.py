@@ -28,18 +28,24 @@ import pytest
 # Helpers hold asserts too (exact accounting): rewrite them like the tests' own.
 pytest.register_assert_rewrite("tests.helpers")
 from tests.helpers import (  # noqa: E402
+    MYSQL_ADMIN,
     REPO,
     Databases,
+    Gnuboard5Site,
     LifecycleEnv,
     RedisServer,
     SmtpSink,
     WebhookReceiver,
     WorkerProc,
     apply_env,
+    mysql_connect,
+    mysql_exec,
+    mysql_url,
     pg_exec,
     pg_url,
     start_redis,
     wait_worker_ready,
+    write_master_key,
 )
 
 # -- PostgreSQL --------------------------------------------------------------------------------
@@ -81,6 +87,100 @@ def pg_databases(pg_templates: dict[str, str]) -> Iterator[Databases]:
         pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# -- MariaDB / MySQL ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> str:
+    """The MariaDB/MySQL server (scripts/services.sh starts one); skips if none answers."""
+    try:
+        conn = mysql_connect()
+    except Exception as exc:  # the server is optional for the rest of the suite
+        pytest.skip(f"no MariaDB/MySQL at {MYSQL_ADMIN} ({exc}); run scripts/services.sh")
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        version = cur.fetchone()[0]
+    conn.close()
+    return str(version)
+
+
+@pytest.fixture
+def mysql_database(mysql_server: str) -> Iterator[str]:
+    """A fresh, empty, uniquely-named MariaDB database (its URL), dropped afterwards."""
+    name = f"lct_{uuid.uuid4().hex[:10]}"
+    mysql_exec(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    yield mysql_url(name)
+    mysql_exec(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(scope="session")
+def mysql_template(mysql_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A primary database migrated once per session by `lifecycle db upgrade` (name)."""
+    name = f"lct_{uuid.uuid4().hex[:8]}_tpl"
+    mysql_exec(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    var = tmp_path_factory.mktemp("mysqltplvar")
+    env = os.environ | {
+        "LIFECYCLE_VAR_DIR": str(var),
+        "LIFECYCLE_PRIMARY_DATABASE_URL": mysql_url(name),
+        "LIFECYCLE_ARCHIVE_DATABASE_URL": f"sqlite:///{var / 'archive.sqlite3'}",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "lifecycle.cli.main", "db", "upgrade"],
+        env=env,
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    yield name
+    mysql_exec(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def mysql_primary(mysql_template: str) -> Iterator[str]:
+    """A fresh MariaDB primary database with the lifecycle tables migrated (its URL)."""
+    name = f"lct_{uuid.uuid4().hex[:10]}_p"
+    conn = mysql_connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+            cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (mysql_template,),
+            )
+            tables = [r[0] for r in cur.fetchall()]
+            cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+            for t in tables:
+                # LIKE copies columns, keys and engine but not foreign keys; those are restored
+                # from the template's definition below.
+                cur.execute(f"CREATE TABLE `{name}`.`{t}` LIKE `{mysql_template}`.`{t}`")
+                cur.execute(f"INSERT INTO `{name}`.`{t}` SELECT * FROM `{mysql_template}`.`{t}`")
+            cur.execute(
+                "SELECT table_name, constraint_name, column_name, referenced_table_name, "
+                "referenced_column_name FROM information_schema.key_column_usage "
+                "WHERE table_schema = %s AND referenced_table_name IS NOT NULL",
+                (mysql_template,),
+            )
+            for t, cname, col, rt, rc in cur.fetchall():
+                cur.execute(
+                    f"ALTER TABLE `{name}`.`{t}` ADD CONSTRAINT `{cname}` FOREIGN KEY (`{col}`) "
+                    f"REFERENCES `{name}`.`{rt}` (`{rc}`)"
+                )
+    finally:
+        conn.close()
+    yield mysql_url(name)
+    mysql_exec(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def gnuboard5_site(mysql_database: str, tmp_path: Path) -> Gnuboard5Site:
+    """Gnuboard5 5.6 with its shop, as installed (MyISAM), seeded, in a fresh MariaDB database."""
+    from tests.fixtures import gnuboard5
+
+    tables = gnuboard5.build(mysql_database)
+    root = tmp_path / "www"
+    return Gnuboard5Site(mysql_database, root, tables, gnuboard5.seed(mysql_database, root))
+
+
 # -- Redis -------------------------------------------------------------------------------------
 
 
@@ -117,10 +217,53 @@ def lifecycle_env(
     files = tmp_path / "files"
     var.mkdir()
     files.mkdir()
+    write_master_key(var / "master.key")
     env = LifecycleEnv(
         vars={
             "LIFECYCLE_VAR_DIR": str(var),
             "LIFECYCLE_PRIMARY_DATABASE_URL": pg_databases.primary_url,
+            "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_databases.archive_url,
+            "LIFECYCLE_BROKER_URL": redis_url,
+            "LIFECYCLE_RESULT_BACKEND": redis_url,
+            "LIFECYCLE_FILE_ROOTS": str(files),
+            "LIFECYCLE_HOST_NAME": "testhost",
+            "LIFECYCLE_LOG_JSON": "true",
+        },
+        var_dir=var,
+        file_root=files,
+    )
+    apply_env(monkeypatch, env)
+    yield env
+    from workers.app import reconfigure
+
+    monkeypatch.undo()
+    reconfigure()
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def primary_env(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    pg_databases: Databases,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[LifecycleEnv]:
+    """`lifecycle_env` with the website's (primary) database on PostgreSQL, then on MariaDB.
+
+    The archive stays PostgreSQL in both: it is the lifecycle's own, separate database.
+    """
+    var = tmp_path / "var"
+    files = tmp_path / "files"
+    var.mkdir()
+    files.mkdir()
+    write_master_key(var / "master.key")
+    primary = pg_databases.primary_url
+    if request.param == "mariadb":
+        primary = request.getfixturevalue("mysql_primary")
+    env = LifecycleEnv(
+        vars={
+            "LIFECYCLE_VAR_DIR": str(var),
+            "LIFECYCLE_PRIMARY_DATABASE_URL": primary,
             "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_databases.archive_url,
             "LIFECYCLE_BROKER_URL": redis_url,
             "LIFECYCLE_RESULT_BACKEND": redis_url,

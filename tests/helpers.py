@@ -30,16 +30,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+import pymysql
 import redis
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine, create_engine, insert, inspect, text
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import make_url
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from lifecycle.core import db
+from lifecycle.core.dbkind import MYSQL_BACKENDS, mysql_connect_args
 from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap
 from lifecycle.ops.demo_seed import seed
-from lifecycle.vault import ledger
 from models import demo_site
 
 if TYPE_CHECKING:
@@ -192,6 +193,14 @@ class LifecycleEnv:
             check=check,
             timeout=timeout,
         )
+
+
+def write_master_key(path: Path) -> Path:
+    """The install's master key (a server archive DB never gets one made up on the fly)."""
+    from lifecycle.core.settings import create_master_key_file
+
+    create_master_key_file(path)
+    return path
 
 
 def apply_env(monkeypatch: pytest.MonkeyPatch, env: LifecycleEnv) -> None:
@@ -447,7 +456,8 @@ class WebhookReceiver:
 def seed_site(
     primary_url: str, members: int, *, files: bool = False, file_root: Path | None = None
 ) -> dict[str, int]:
-    eng = create_engine(primary_url)
+
+    eng = site_engine(primary_url)
     try:
         return seed(eng, members, files=files, file_root=file_root or Path("/nonexistent"))
     finally:
@@ -455,7 +465,7 @@ def seed_site(
 
 
 def withdraw_all(primary_url: str, where: str = "TRUE") -> int:
-    eng = create_engine(primary_url)
+    eng = site_engine(primary_url)
     try:
         with eng.begin() as c:
             return c.execute(
@@ -469,11 +479,15 @@ def withdraw_all(primary_url: str, where: str = "TRUE") -> int:
 
 
 def table_counts(url: str) -> dict[str, int]:
-    eng = create_engine(url)
+    eng = site_engine(url)
     try:
+        from sqlalchemy import inspect
+
         names = inspect(eng).get_table_names()
         with eng.connect() as c:
-            return {n: c.execute(text(f'SELECT count(*) FROM "{n}"')).scalar_one() for n in names}
+            return {
+                n: c.execute(text(f"SELECT count(*) FROM {q(eng, n)}")).scalar_one() for n in names
+            }
     finally:
         eng.dispose()
 
@@ -529,7 +543,7 @@ class SiteSnapshot:
 
 
 def snapshot_site(primary_url: str) -> SiteSnapshot:
-    eng = create_engine(primary_url)
+    eng = site_engine(primary_url)
     try:
         dm = load_datamap(SHIPPED_DEMO_MAP, engine=eng)
         snap = SiteSnapshot()
@@ -537,7 +551,8 @@ def snapshot_site(primary_url: str) -> SiteSnapshot:
             for tm in dm.tables.values():
                 snap.categories[tm.name] = list(tm.columns)
                 rel = tm.subject_column
-                for pk, m in c.execute(text(f'SELECT "{tm.key}", "{rel}" FROM "{tm.name}"')):
+                sql = f"SELECT {q(eng, tm.key)}, {q(eng, rel)} FROM {q(eng, tm.name)}"
+                for pk, m in c.execute(text(sql)):
                     snap.rows[(tm.name, str(pk))] = m
             # Korean names are three characters: keep them, but not ones that happen to occur
             # in the map's own texts (legal bases), which do appear in the ledger.
@@ -554,13 +569,13 @@ def snapshot_site(primary_url: str) -> SiteSnapshot:
 
 
 def remaining_rows(primary_url: str, snap: SiteSnapshot) -> set[tuple[str, str]]:
-    eng = create_engine(primary_url)
+    eng = site_engine(primary_url)
     out: set[tuple[str, str]] = set()
     try:
         dm = load_datamap(SHIPPED_DEMO_MAP, engine=eng)
         with eng.connect() as c:
             for tm in dm.tables.values():
-                for (pk,) in c.execute(text(f'SELECT "{tm.key}" FROM "{tm.name}"')):
+                for (pk,) in c.execute(text(f"SELECT {q(eng, tm.key)} FROM {q(eng, tm.name)}")):
                     out.add((tm.name, str(pk)))
         return out
     finally:
@@ -579,8 +594,8 @@ class Accounting:
 
 
 def accounting(primary_url: str, archive_url: str) -> Accounting:
-    a = create_engine(archive_url)
-    p = create_engine(primary_url)
+    a = site_engine(archive_url)
+    p = site_engine(primary_url)
     try:
         with a.connect() as c:
             records: set[tuple[str, str, str]] = set()
@@ -600,6 +615,10 @@ def accounting(primary_url: str, archive_url: str) -> Accounting:
                 tables = json.loads(tables) if isinstance(tables, str) else tables
                 if action in ("archive", "destroy") and len(cats) == 1 and len(tables) == 1:
                     (la if action == "archive" else ld)[(tables[0], cats[0])] += int(rows)
+        from sqlalchemy.orm import Session
+
+        from lifecycle.vault import ledger
+
         with Session(a) as s:
             res = ledger.verify(s)
         with p.connect() as c:
@@ -642,8 +661,9 @@ def check_exact_accounting(
 
 
 def redis_dump_decoded(port: int) -> bytes:
-    """Every key and value in a Redis server, with kombu's base64 message bodies decoded (to
-    search the bytes for personal values)."""
+    """Every key and value in a Redis server, with kombu's base64 message bodies decoded."""
+    import redis
+
     r = redis.Redis(port=port)
     out: list[bytes] = []
 
@@ -701,12 +721,14 @@ def redis_dump_repr(url: str) -> str:
 
 def database_dump(url: str) -> bytes:
     """Every table of a database as text (bytea shows as hex, so ciphertexts stay opaque)."""
-    eng: Engine = create_engine(url)
+    eng: Engine = site_engine(url)
     try:
+        from sqlalchemy import inspect
+
         chunks: list[bytes] = []
         with eng.connect() as c:
             for name in inspect(eng).get_table_names():
-                for row in c.execute(text(f'SELECT * FROM "{name}"')):
+                for row in c.execute(text(f"SELECT * FROM {q(eng, name)}")):
                     chunks.append(repr(tuple(row)).encode())
                     for v in row:
                         if isinstance(v, str):
@@ -735,3 +757,74 @@ def leaks(blob: bytes, values: set[str]) -> list[str]:
         if v.encode() in blob:
             found.append(v[:2] + "*" * (len(v) - 2))
     return found
+
+
+def site_engine(url: str) -> Engine:
+    """An engine on ``url`` set up as the workers' are (on MySQL: UTC session, zero dates)."""
+    from sqlalchemy.engine import make_url
+
+    if make_url(url).get_backend_name() in MYSQL_BACKENDS:
+        return create_engine(url, connect_args=mysql_connect_args())
+    return create_engine(url)
+
+
+def q(eng: Engine, name: str) -> str:
+    """``name`` quoted for the engine's SQL dialect (MySQL uses backticks)."""
+    return eng.dialect.identifier_preparer.quote_identifier(name)
+
+
+def insert_id(conn: Any, sql: str, params: dict[str, Any]) -> int:
+    """Run an INSERT and return the new row's id (RETURNING where the server has it)."""
+    if conn.dialect.name in MYSQL_BACKENDS:
+        return int(conn.execute(text(sql), params).lastrowid)
+    return int(conn.execute(text(sql + " RETURNING id"), params).scalar_one())
+
+
+def ago(**kw: float) -> Any:
+    """A UTC instant in the past, to bind instead of a dialect's interval arithmetic."""
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) - timedelta(**kw)
+
+
+# -- MariaDB / MySQL ---------------------------------------------------------------------------
+
+MYSQL_ADMIN = os.environ.get(
+    "LIFECYCLE_TEST_MYSQL_URL",
+    f"mysql://root@127.0.0.1:{os.environ.get('LIFECYCLE_TEST_MYSQL_PORT', '3306')}/",
+)
+
+
+def mysql_connect(db: str | None = None) -> Any:
+    u = make_url(MYSQL_ADMIN)
+    return pymysql.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 3306,
+        user=u.username or "root",
+        password=u.password or "",
+        database=db,
+        autocommit=True,
+        charset="utf8mb4",
+    )
+
+
+def mysql_exec(sql: str, db: str | None = None) -> None:
+    conn = mysql_connect(db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def mysql_url(db: str) -> str:
+    base = MYSQL_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
+    return f"mysql+pymysql://{base}/{db}?charset=utf8mb4"
+
+
+@dataclass
+class Gnuboard5Site:
+    url: str  # its MariaDB database
+    root: Path  # the install directory (data/file/..., data/member/...)
+    tables: list[str]
+    seeded: Any  # tests.fixtures.gnuboard5.Seeded

@@ -74,3 +74,18 @@ def slow_batch(self: LifecycleTask, run_id: int, ids: list[int]) -> dict[str, in
 @app.task(base=LifecycleTask, name="lifecycle.testjobs.leaky_result")
 def leaky_result(request_id: int) -> dict[str, str]:
     return {"member": SECRET_EMAIL}
+
+
+@app.task(base=LifecycleTask, name="lifecycle.testjobs.leased_work", bind=True, lease="args")
+def leased_work(self: LifecycleTask, job_id: int, seconds: int) -> dict[str, int]:
+    """Long the first time (a marker file says it started), quick when sent again."""
+    import time
+
+    from lifecycle.core.settings import get_settings
+
+    marker = get_settings().var_dir / f"leased-work-{int(job_id)}.started"
+    first = not marker.exists()
+    marker.touch()
+    if first:
+        time.sleep(int(seconds))
+    return {"job_id": int(job_id), "first": int(first)}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import beat_init, worker_init, worker_process_init
 from kombu import pools
 
 from lifecycle.core.db import dispose_all
 from lifecycle.core.logging_setup import connect_celery
 from lifecycle.core.settings import get_settings, reset_settings_cache
 from schedules.beat import beat_schedule
+from schedules.ticker import start_in_beat
 from workers.config import celery_config
 
 TASK_MODULES = [
@@ -20,8 +21,10 @@ TASK_MODULES = [
     "tasks.notice",
     "tasks.shred",
     "tasks.withdraw",
+    "tasks.rights",
     "tasks.sweep",
     "tasks.purge",
+    "tasks.ledger",
     "tasks.deadlines",
 ]
 
@@ -47,6 +50,41 @@ def _fresh_connections(**_kwargs: object) -> None:
     # Prefork children must open their own DB connections, never reuse the parent's sockets.
 
     dispose_all()
+
+
+@beat_init.connect
+def _start_ticker(sender: object = None, **_kwargs: object) -> None:
+    # The relay, the lease watchdog and the other frequent checks run here, not as tasks.
+    start_in_beat(sender)
+
+
+@worker_init.connect
+def _refuse_non_transactional_tables(**_kwargs: object) -> None:
+    # On MySQL/MariaDB a MyISAM table would keep deletions that a failed step rolled back: such a
+    # worker must not start. Other databases are always transactional; an unreachable database
+    # is left to the tasks, which retry.
+    import sys
+
+    from sqlalchemy import inspect
+
+    from lifecycle.core.db import engine
+    from lifecycle.core.errors import UserError
+    from lifecycle.core.storage_engines import require_transactional
+    from lifecycle.datamap.loader import current_datamap
+
+    settings = get_settings()
+    if not settings.sqlalchemy_url("primary").startswith("mysql"):
+        return
+    try:
+        eng = engine("primary")
+        dm = current_datamap().expand(inspect(eng).get_table_names())
+        require_transactional(eng, dm.tables)
+    except UserError as exc:
+        sys.stderr.write(f"lifecycle worker refused to start: {exc}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None
+    except Exception:  # unreachable DB and the like: the tasks report and retry
+        return
 
 
 def reconfigure() -> None:

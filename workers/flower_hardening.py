@@ -34,7 +34,9 @@ _VALUE = (
 )
 _TOKEN = rf"(?:[A-Za-z_]\w{{0,63}}={_VALUE}|{_VALUE})"
 # The argsrepr grammar tasks/base.py produces: "request=42", "run=7 ids=1001..2000".
-_ARGSREPR = re.compile(rf"(?:{_TOKEN}(?: {_TOKEN})*)?")
+# The watchdog's note after the ids of a job it sent again (lifecycle/core/leases.py).
+_NOTE = r"\(re-dispatched #\d+, stalled \d+ s\)"
+_ARGSREPR = re.compile(rf"(?:{_TOKEN}(?: {_TOKEN})*)?(?: ?{_NOTE})?")
 _EXC = re.compile(r"([A-Za-z_][\w.]*)\((.*)\)", re.S)
 # Exceptions of these kinds carry no data in their message (Celery's own job-state errors).
 _SAFE_EXC_NAMES = {

@@ -44,5 +44,10 @@ persistent = True
 if _options.db == "flower":  # Flower's default: a file in whatever the current directory is
     db = str(Path(os.environ.get("LIFECYCLE_VAR_DIR", "var")).absolute() / "flower.db")
 state_save_interval = 60_000
+# Tasks kept in memory (and in the db file). Housekeeping no longer runs as tasks (it is a
+# thread in beat), so this is all real jobs: a busy day of this site is ~5,000 (a sweep of
+# 20,000 withdrawn members is ~50 tasks, plus withdrawals, deliveries, notice batches and
+# shred jobs), so 30 days fit in 150,000 (~150 MB of memory in Flower).
+max_tasks = 150_000
 # Workers that vanished stay visible for a day, then drop off the dashboard.
 purge_offline_workers = 24 * 3600

@@ -119,6 +119,65 @@ $values
 )
 
 
+# The request kinds as the law names them, for answers to requesters.
+KIND_LABELS: dict[str, str] = {
+    "withdrawal": "회원탈퇴(개인정보 파기)",
+    "correction": "정정",
+    "access": "열람",
+    "erasure": "삭제",
+    "suspension": "처리정지",
+    "suspension_lift": "처리정지 해제",
+    "consent_withdrawal": "동의 철회",
+}
+
+# How to object to a refusal or postponement (시행령 제41조·제43조·제44조: the notice states
+# the reason and how to raise an objection).
+_OBJECTION = """■ 이의제기 방법
+이 결정에 이의가 있으시면 본 안내를 받으신 날부터 30일 이내에 접수번호를 적어 개인정보
+보호책임자에게 서면 또는 전자우편으로 이의를 제기하실 수 있으며, 10일 이내에 검토 결과를
+알려드립니다. 또한 개인정보분쟁조정위원회(www.kopico.go.kr, 국번 없이 1833-6972)에 분쟁조정을,
+개인정보침해신고센터(privacy.kisa.or.kr, 국번 없이 118)에 상담·신고를 신청하실 수 있고,
+「행정심판법」에 따른 행정심판이나 행정소송을 청구하실 수 있습니다."""
+
+_ANSWER_SUBJECT = Template(
+    "[$site] 개인정보 $kind_label 요구 처리 결과 안내 (접수번호 $request_id)"
+)
+_ANSWER_DONE = Template(
+    """$addressee, 안녕하세요. $site입니다.
+
+$received_date에 접수된 개인정보 $kind_label 요구(접수번호 $request_id)를 $completed_date에
+처리하였음을 알려드립니다.
+
+$detail
+문의 사항은 개인정보 보호책임자에게 연락해 주시기 바랍니다.
+"""
+)
+_ANSWER_REFUSED = Template(
+    """$addressee, 안녕하세요. $site입니다.
+
+$received_date에 접수된 개인정보 $kind_label 요구(접수번호 $request_id)는 다음 사유로
+처리할 수 없어 거절되었음을 알려드립니다. (통지일 $completed_date)
+
+■ 거절 사유: $reason
+
+$objection
+"""
+)
+_POSTPONED_SUBJECT = Template("[$site] 개인정보 $kind_label 연기 안내 (접수번호 $request_id)")
+_POSTPONED_BODY = Template(
+    """$addressee, 안녕하세요. $site입니다.
+
+$received_date에 접수된 개인정보 $kind_label 요구(접수번호 $request_id)에 대하여 다음 사유로
+$kind_label을 $due_date까지 연기하게 되었음을 「개인정보 보호법 시행령」 제41조제4항에 따라
+알려드립니다. 연기 사유가 없어지면 지체 없이 $kind_label하게 해 드립니다.
+
+■ 연기 사유: $reason
+
+$objection
+"""
+)
+
+
 def _date(value: Any) -> str:
     if isinstance(value, date):
         return f"{value.year}년 {value.month}월 {value.day}일"
@@ -143,7 +202,7 @@ def policy_notice(version: str, title: str, body: str, effective_date: date) -> 
 def member_notice(kind: str, context: dict[str, Any]) -> Rendered:
     """Render a notice to one member. ``context`` holds ids, dates and field *names* only."""
     ctx = {"site": SITE_NAME, **context}
-    for key in ("completed_date", "separation_date"):
+    for key in ("completed_date", "separation_date", "received_date", "due_date"):
         if key in ctx:
             ctx[key] = _date(ctx[key])
     if kind == "withdrawal_completed":
@@ -157,6 +216,18 @@ def member_notice(kind: str, context: dict[str, Any]) -> Rendered:
         )
     if kind == "dormancy_advance":
         return Rendered(_DORMANCY_SUBJECT.safe_substitute(ctx), _DORMANCY_BODY.safe_substitute(ctx))
+    if kind in ("request_answer", "request_postponed"):
+        ctx["kind_label"] = KIND_LABELS.get(str(context.get("request_kind")), "열람등")
+        ctx.setdefault("addressee", "회원님")
+        ctx["objection"] = _OBJECTION
+        if kind == "request_postponed":
+            body = _POSTPONED_BODY
+        elif context.get("outcome") == "refused":
+            body = _ANSWER_REFUSED
+        else:
+            body = _ANSWER_DONE
+        subject = _POSTPONED_SUBJECT if kind == "request_postponed" else _ANSWER_SUBJECT
+        return Rendered(subject.safe_substitute(ctx), body.safe_substitute(ctx))
     raise ValueError(f"unknown member notice kind {kind!r}")
 
 
@@ -182,3 +253,42 @@ def third_party_correction(
     return Rendered(
         _THIRD_PARTY_SUBJECT.safe_substitute(ctx), _THIRD_PARTY_BODY.safe_substitute(ctx)
     )
+
+
+_DELETION_SUBJECT = Template("[$site] 개인정보 삭제 요청 통지 (접수번호 $request_id)")
+_DELETION_BODY = Template(
+    """$recipient 담당자님께,
+
+$site는 정보주체의 요구에 따라 귀사에 제공한 아래 개인정보를 삭제하였으며, 「개인정보 보호법」
+제36조·제37조에 따라 귀사가 보유한 같은 정보의 이용을 중지하고 삭제해 주실 것을 요청합니다.
+
+■ 회원 번호: $member_id
+■ 삭제일: $completed_date
+■ 삭제 대상 항목:
+$fields
+
+처리 결과를 회신해 주시기 바랍니다. (메시지 ID $message_id)
+"""
+)
+
+
+def third_party_deletion(
+    recipient: str,
+    member_id: int,
+    request_id: int,
+    message_id: str,
+    fields: list[str],
+    completed_date: date,
+) -> Rendered:
+    """The email form of a deletion notice: which fields to delete, never a value."""
+    lines = "\n".join(f"  - {FIELD_LABELS.get(f, f)} ({f})" for f in sorted(fields))
+    ctx = {
+        "site": SITE_NAME,
+        "recipient": recipient,
+        "member_id": member_id,
+        "request_id": request_id,
+        "message_id": message_id,
+        "fields": lines,
+        "completed_date": _date(completed_date),
+    }
+    return Rendered(_DELETION_SUBJECT.safe_substitute(ctx), _DELETION_BODY.safe_substitute(ctx))

@@ -12,7 +12,12 @@ from lifecycle.cli.app import app
 
 @app.command("correct")
 def correct_cmd(
-    member_id: Annotated[int, typer.Argument(help="The member's id.")],
+    member_id: Annotated[
+        str,
+        typer.Argument(
+            help="The member's id: the site's own (e.g. lee_mh7) when the map names a login_column."
+        ),
+    ],
     assignments: Annotated[
         list[str] | None,
         typer.Option(
@@ -24,18 +29,46 @@ def correct_cmd(
         bool, typer.Option("--wait", help="Block until done (third parties notified).")
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 3600.0,
+    requester: Annotated[
+        str, typer.Option("--requester", help="Who asks: member, guardian, delegate.")
+    ] = "member",
+    requester_name: Annotated[
+        str | None, typer.Option("--requester-name", help="The guardian's or delegate's name.")
+    ] = None,
+    requester_contact: Annotated[
+        str | None, typer.Option("--requester-contact", help="Email for the written answer.")
+    ] = None,
+    verified_by: Annotated[
+        str | None, typer.Option("--verified-by", help="login or document.")
+    ] = None,
 ) -> None:
     """Correct a member's data. Every field and value is checked first; on any error nothing is
     created or changed. Third parties that received a changed field are told its new value."""
     from lifecycle.cli.operator import current, record
+    from lifecycle.cli.withdraw import parse_member_id
+    from lifecycle.core.errors import UserError
+    from lifecycle.datamap.loader import current_datamap
+    from lifecycle.rights.common import make_requester
     from lifecycle.rights.correction import parse_assignments, submit_correction
 
     values = parse_assignments(assignments or [])
-    who = current()
-    request_id = submit_correction(member_id, values, actor=who)
-    record("change", "correct (request)", member_id=member_id, request_id=request_id,
+    who = make_requester(requester, requester_name, requester_contact, verified_by)
+    if current_datamap().subject.login_column:
+        from lifecycle.core.db import check_reachable
+        from lifecycle.engine.context import get_context
+        from lifecycle.rights.withdrawal import resolve_member
+
+        check_reachable("primary")
+        mid = resolve_member(get_context(), member_id)
+    else:
+        try:
+            mid = parse_member_id(member_id)
+        except UserError:
+            raise UserError("member_id must be a positive integer (the member's id)") from None
+    request_id = submit_correction(mid, values, who, actor=current())
+    record("change", "correct (request)", member_id=mid, request_id=request_id,
            details={"fields": sorted(values)})  # fmt: skip
-    typer.echo(f"correction request {request_id} submitted for member {member_id}")
+    typer.echo(f"correction request {request_id} submitted for member {mid}")
     if wait:
         from lifecycle.cli.waiting import wait_for_request
 

@@ -26,21 +26,53 @@ def check_cmd(
         bool, typer.Option("--offline", help="Do not compare with the primary database.")
     ] = False,
 ) -> None:
-    """Validate the map; print each table's categories, periods and legal bases."""
+    """Validate the map; against the primary database (default) prove what the engine relies
+    on: tables and columns exist, keys unique, link types compatible, patterns expanded, no
+    uncovered member-like column. Prints each table's categories, periods and legal bases,
+    then one line per finding; exits 2 on any finding (a map that does not fit)."""
     from lifecycle.datamap.loader import load_datamap
 
     dm = load_datamap(file)
+    findings: list[str] = []
+    shown = dm
     if not offline:
+        from sqlalchemy import inspect
+
         from lifecycle.core.db import check_reachable, engine
 
         check_reachable("primary")
-        dm.validate_against(engine("primary"))
-    for t in dm.tables_in_dependency_order():
+        eng = engine("primary")
+        shown = dm.expand(inspect(eng).get_table_names())
+        problems: list = []
+        shown.validate_against(eng, collect=problems)
+        findings = [str(p) for p in problems]
+        if dm.site_root:
+            from lifecycle.core.settings import get_settings
+
+            roots = [str(r).rstrip("/") for r in get_settings().file_roots]
+            if not any(dm.site_root == r or dm.site_root.startswith(r + "/") for r in roots):
+                why = (
+                    f"site.root {dm.site_root} is not under a storage root (LIFECYCLE_FILE_ROOTS:"
+                    f" {', '.join(roots) or 'none'}): the shredder would refuse every file under it"
+                )
+                findings.append(str(dm.error(why, "site", "root")))
+        for pattern in dm.patterns:
+            hits = [n for n, t in shown.tables.items() if t.pattern == pattern]
+            if hits:
+                typer.echo(f"pattern {pattern} -> {', '.join(hits)}")
+    for t in shown.tables_in_dependency_order():
         ends = ", ".join(p.kind if p.kind != "age" else f"age({p.column})" for p in t.purpose_end)
         typer.echo(f"{t.name}  [purpose end: {ends}]")
         for cat in t.categories:
             r = t.retention_for(cat)
             src = " (default)" if r.default else ""
             typer.echo(f"  {cat:<14} {r.period!s:>5}{src}  {r.legal_basis}")
+    for note in shown.notes:
+        typer.echo(f"note: {note}")
+    for line in findings:
+        typer.echo(line, err=True)
+    if findings:
+        typer.echo(f"data map {dm.source}: {len(findings)} finding(s)")
+        raise typer.Exit(2)
     where = "checked against the primary database" if not offline else "not compared with a DB"
-    typer.echo(f"data map {dm.source}: OK ({len(dm.tables)} tables, {where})")
+    typer.echo(f"data map {dm.source}: OK ({len(shown.tables)} tables, {where})")

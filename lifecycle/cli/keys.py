@@ -25,10 +25,16 @@ from typing import Annotated
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.core.errors import UserError, reading
+from lifecycle.core.errors import LifecycleError, UserError, reading
 
 keys_app = typer.Typer(help="Archive master key: rotation and status.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+
+
+class KeysMismatch(LifecycleError):
+    """Live keys that the configured master key cannot unwrap."""
+
+    exit_code = 1
 
 
 def read_key_file(path: Path, option: str) -> bytes:
@@ -83,9 +89,47 @@ def rotate_cmd(
         )
 
 
+@keys_app.command("init")
+def init_cmd(
+    key_file: Annotated[
+        Path | None,
+        typer.Option("--key-file", help="Where to write it (default: LIFECYCLE_MASTER_KEY_FILE)."),
+    ] = None,
+) -> None:
+    """Create the master key of a brand-new install (mode 0600); refuses an existing file and
+    an archive that already holds keys (they are under another key: find that key file)."""
+    from lifecycle.core.db import check_reachable, session
+    from lifecycle.core.settings import create_master_key_file, get_settings
+    from lifecycle.vault import keystore
+
+    s = get_settings()
+    path = key_file or s.master_key_file
+    if path is None:
+        raise UserError("LIFECYCLE_MASTER_KEY is set: the key is given literally, not a file")
+    if path.exists():
+        raise UserError(f"{path} already exists; a master key is never overwritten")
+    check_reachable("archive")
+    with session("archive") as a:
+        census = keystore.key_census(a)
+    if any(census.values()):
+        raise UserError(
+            f"the archive DB already holds {sum(census.values())} keys wrapped under "
+            f"{', '.join(sorted(census))}: a new master key could not read them; point "
+            "LIFECYCLE_MASTER_KEY_FILE at this install's original key file instead"
+        )
+    if not path.parent.is_dir():
+        raise UserError(f"directory {path.parent} does not exist")
+    try:
+        create_master_key_file(path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path} ({exc.strerror})") from None
+    typer.echo(f"created master key {path} (mode 0600); back it up apart from the databases")
+
+
 @keys_app.command("status")
 def status_cmd() -> None:
-    """Live wrapped keys per master key id (no key material is shown)."""
+    """Live wrapped keys per master key id (no key material is shown); exits 1 when any live
+    key is not under the configured master key, saying what to do."""
     from sqlalchemy import func, select
 
     from lifecycle.core.db import check_reachable, session
@@ -105,3 +149,6 @@ def status_cmd() -> None:
         mark = " (configured)" if mid == current else " (NOT the configured key)"
         typer.echo(f"  {n} live keys under {mid}{mark}")
     typer.echo(f"  {destroyed} destroyed data keys")
+    advice = keystore.mismatch_advice(census, current)
+    if advice:
+        raise KeysMismatch(advice)

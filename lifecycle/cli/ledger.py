@@ -1,4 +1,4 @@
-"""`lifecycle ledger verify|export`: the destruction ledger (파기 관리대장)."""
+"""`lifecycle ledger verify|checkpoint|export`: the destruction ledger (파기 관리대장)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.core.errors import LifecycleError, UserError
+from lifecycle.core.errors import UserError
 
 ledger_app = typer.Typer(
     help="The destruction ledger (파기 관리대장): verify the hash chain, export for the "
@@ -20,25 +20,39 @@ ledger_app = typer.Typer(
 app.add_typer(ledger_app, name="ledger")
 
 
-class LedgerBroken(LifecycleError):
-    exit_code = 1
-
-
 @ledger_app.command("verify")
 def verify_cmd() -> None:
-    """Check the hash chain; exit non-zero naming the first bad entry after any tampering."""
-    from lifecycle.core.db import check_reachable, session
-    from lifecycle.vault import ledger
+    """Check the hash chain against its head and every checkpoint, in one snapshot; exit
+    non-zero naming the first bad entry after any tampering, truncation or wipe."""
+    from lifecycle.core.db import check_reachable
+    from lifecycle.vault import checkpoints, ledger
 
     check_reachable("archive")
-    with session("archive") as s:
-        result = ledger.verify(s)
+    check_reachable("primary")
+    result = checkpoints.verify()
     if not result.ok:
-        raise LedgerBroken(result.message())
+        raise ledger.LedgerBroken(result.message())
     typer.echo(result.message())
     # Keeping this line somewhere outside the database is what makes a rewrite of the whole
     # chain evident later.
     typer.echo(f"head hash: {result.head_hash}")
+
+
+@ledger_app.command("checkpoint")
+def checkpoint_cmd() -> None:
+    """Verify the ledger and record its head in the primary DB and the checkpoint file (beat
+    does this nightly); entries up to it can no longer disappear unnoticed."""
+    from lifecycle.core.db import check_reachable
+    from lifecycle.vault import checkpoints
+
+    check_reachable("archive")
+    check_reachable("primary")
+    seq, digest = checkpoints.take()
+    if seq == 0:
+        typer.echo("ledger is empty: nothing to checkpoint")
+        return
+    typer.echo(f"ledger checkpoint: entry {seq}, hash {digest}")
+    typer.echo(f"written to the primary DB and {checkpoints.checkpoint_file()}")
 
 
 @ledger_app.command("export")

@@ -28,6 +28,7 @@ def _register() -> None:
         keys,
         ledger,
         notice,
+        rights,
         shred,
         status,
         sweep,
@@ -48,6 +49,7 @@ def _fail(message: str, code: int) -> None:
 def run(argv: list[str] | None = None) -> None:
     import logging
 
+    import redis
     from kombu.exceptions import OperationalError as KombuOperationalError
 
     from lifecycle.core.logging_setup import configure
@@ -68,7 +70,7 @@ def run(argv: list[str] | None = None) -> None:
         _fail("aborted", 130)
     except LifecycleError as exc:
         _fail(str(exc), exc.exit_code)
-    except KombuOperationalError as exc:
+    except (KombuOperationalError, redis.RedisError) as exc:
         _fail(
             f"broker unreachable ({str(exc).splitlines()[0]}); check LIFECYCLE_BROKER_URL and "
             "that Redis is running",

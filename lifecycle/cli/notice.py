@@ -56,15 +56,36 @@ def policy_cmd(
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Block until every notice is sent.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 6 * 3600.0,
+    record_only: Annotated[
+        bool,
+        typer.Option(
+            "--record-only",
+            help="No mail server on purpose: record the notice, every member as not sent (they "
+            "are sent once one is configured, or with `notice resend ID --not-sent`).",
+        ),
+    ] = False,
 ) -> None:
     """Send every active member an individual notice of a policy change (batched, rate-limited).
 
-    Running it again with the same version resumes the same notice: nobody gets it twice."""
-    from lifecycle.notices.members import create_policy_notice
+    Running it again with the same version resumes the same notice: nobody gets it twice, and
+    members recorded "not sent" for want of a mail server are sent now if there is one."""
+    from lifecycle.channels.mailer import smtp_config
+    from lifecycle.notices.members import (
+        check_policy_input,
+        create_policy_notice,
+        requeue_not_sent,
+    )
 
     body = _read_body(body_file)
     eff = _parse_date(effective_date)
+    check_policy_input(version, title, body)
+    if smtp_config() is None and not record_only:
+        raise UserError(_NO_CHANNEL)
     notice_id, created = create_policy_notice(version, title, body, eff)
+    if not created and smtp_config() is not None:
+        # Here rather than only in the fan-out job, so --wait below never reads the notice
+        # as finished before the job has put these rows back.
+        requeue_not_sent(notice_id)
     from lifecycle.cli.operator import record
 
     # The fan-out reads every member's contact: the operator who started it is on record.
@@ -73,10 +94,63 @@ def policy_cmd(
     verb = "created" if created else "resumed"
     typer.echo(f"policy notice {notice_id} (version {version}) {verb}; fan-out job {result.id}")
     if wait:
+        _wait_notice(notice_id, timeout, record_only=record_only)
+
+
+_NO_CHANNEL = (
+    "no mail server: LIFECYCLE_SMTP_URL is not set, so no member would receive this notice; "
+    "set it (for the workers too), or pass --record-only to record it as not sent for now"
+)
+
+
+@notice_app.command("resend")
+def resend_cmd(
+    notice_id: Annotated[int, typer.Argument(help="The notice to send on.")],
+    not_sent: Annotated[
+        bool,
+        typer.Option(
+            "--not-sent",
+            help="Send the rows recorded 'not sent' (no mail server then, or no address): "
+            "they never reached a server, so nobody gets a second copy.",
+        ),
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Block until the notice is done.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 6 * 3600.0,
+) -> None:
+    """Send a notice's rows that were recorded as not sent (exit 2 and nothing changed if no
+    mail server is configured)."""
+    from lifecycle.channels.mailer import smtp_config
+    from lifecycle.core.db import session
+    from lifecycle.notices.members import (
+        NO_ADDRESS,
+        NO_CHANNEL,
+        enqueue_batch,
+        pending_ranges,
+        requeue_not_sent,
+    )
+    from models.notify import Notice
+
+    if not not_sent:
+        raise UserError("say what to resend: --not-sent (in-doubt rows: `notice reconcile`)")
+    if smtp_config() is None:
+        raise UserError(_NO_CHANNEL.replace("this notice", "it"))
+    with session("primary") as s:
+        if s.get(Notice, notice_id) is None:
+            raise UserError(f"notice {notice_id} does not exist")
+    rows = requeue_not_sent(notice_id, (NO_CHANNEL, NO_ADDRESS)).get(notice_id, 0)
+    ranges = pending_ranges(notice_id)
+    for first, last in ranges:
+        enqueue_batch(notice_id, first, last)
+    typer.echo(
+        f"notice {notice_id}: {rows} not-sent row(s) queued again; {len(ranges)} batch(es) enqueued"
+    )
+    if wait:
         _wait_notice(notice_id, timeout)
 
 
-def _wait_notice(notice_id: int, timeout: float, poll: float = 1.0) -> None:
+def _wait_notice(
+    notice_id: int, timeout: float, poll: float = 1.0, record_only: bool = False
+) -> None:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -116,13 +190,21 @@ def _wait_notice(notice_id: int, timeout: float, poll: float = 1.0) -> None:
         f"notice {notice_id}: {p['sent']} sent, {p['not_sent']} not sent, {p['failed']} failed "
         f"of {p['total']}"
     )
-    if p["not_sent"]:
+    problems = []
+    if p["no_channel"] and not record_only:
+        # The worker that ran the batches has no mail server: a legal notice that reached
+        # nobody must not look like success.
+        problems.append(
+            f"{p['no_channel']} not sent because the worker has no mail server "
+            f"(LIFECYCLE_SMTP_URL); configure it and run `lifecycle notice resend {notice_id} "
+            "--not-sent`"
+        )
+    elif p["not_sent"]:
         typer.echo(
             "warning: some notices were not sent (no SMTP server configured in "
             "LIFECYCLE_SMTP_URL, or the member has no usable email address)",
             err=True,
         )
-    problems = []
     if p["in_doubt"]:
         # Exit 1 like refused addresses: the notice is done, but only the operator can settle
         # these (reconcile), and a script running --wait must notice.

@@ -100,10 +100,23 @@ def _render(report: dict[str, Any], tz: str) -> None:
         for state, n in req["open_by_state"].items():
             t.add_row(state, str(n))
         console.print(t)
+        t = Table(title="Legal deadlines per request kind", title_justify="left")
+        for col in ("kind", "deadline (days)", "open", "due < 1 day", "overdue", "next due"):
+            t.add_column(col)
+        for kind, d in req.get("deadlines", {}).items():
+            t.add_row(
+                kind,
+                str(d["deadline_days"]),
+                str(d["open"]),
+                str(d["due_within_1_day"]),
+                str(d["overdue"]),
+                d["next_due_at"] or "-",
+            )
+        console.print(t)
         days = req["deadline_days"]
         if req["overdue_total"]:
             t = Table(
-                title=f"OVERDUE (open > {days} days): {req['overdue_total']}",
+                title=f"OVERDUE (past the legal deadline): {req['overdue_total']}",
                 title_justify="left",
                 title_style="bold red",
             )
@@ -115,7 +128,20 @@ def _render(report: dict[str, Any], tz: str) -> None:
             if req["overdue_total"] > len(req["overdue"]):
                 console.print(f"... and {req['overdue_total'] - len(req['overdue'])} more")
         else:
-            console.print(f"overdue requests (open > {days} days): 0")
+            console.print(f"overdue requests (destruction: {days} days, rights: 10): 0")
+        if req.get("failed_total"):
+            t = Table(
+                title=f"FAILED in the last 7 days: {req['failed_total']}",
+                title_justify="left",
+                title_style="bold red",
+            )
+            for col in ("request", "kind", "reason"):
+                t.add_column(col, justify="right" if col == "request" else "left")
+            for item in req["failed"]:
+                t.add_row(str(item["id"]), item["kind"], item["error"])
+            console.print(t)
+        else:
+            console.print("failed requests (last 7 days): 0")
 
     deliveries = report.get("deliveries")
     if deliveries is not None:
@@ -185,9 +211,61 @@ def _render(report: dict[str, Any], tz: str) -> None:
             t.add_row("(none recorded yet)", "", "", "", "")
         console.print(t)
 
+    _render_unfinished(console, report.get("unfinished"))
+
     if "archive" in report and report["archive"].get("ok"):
         console.print(f"archive database: ok ({report['archive']['url']})")
     flower = report.get("flower")
     if flower is not None:
         state = "reachable" if flower["reachable"] else "NOT reachable (is `lifecycle up` running?)"
         console.print(f"flower: {state} at {flower['url']}")
+
+
+def _age(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+def _render_unfinished(console: Any, unfinished: dict[str, Any] | None) -> None:
+    from rich.table import Table
+
+    if unfinished is None:
+        return
+    jobs = unfinished["jobs"]
+    if not jobs:
+        console.print("unfinished jobs: 0")
+    else:
+        stalled = unfinished["stalled_total"]
+        t = Table(
+            title=f"Unfinished jobs: {unfinished['jobs_total']}"
+            + (f" ({stalled} STALLED)" if stalled else ""),
+            title_justify="left",
+            title_style="bold red" if stalled else "",
+        )
+        for col in ("task", "ids", "state", "age", "last heartbeat", "re-dispatched"):
+            t.add_column(col)
+        for j in jobs:
+            t.add_row(
+                j["task"],
+                j["ids"],
+                j["state"],
+                _age(j["age_seconds"]),
+                f"{_age(j['heartbeat_age_seconds'])} ago",
+                str(j["redispatches"]) if j["redispatches"] else "",
+            )
+        console.print(t)
+    for b in unfinished["batches"]:
+        console.print(
+            f"sweep run {b['run_id']}: {b['pending']} batches pending, run age "
+            f"{_age(b['age_seconds'])}, last batch done {_age(b['idle_seconds'])} ago"
+        )
+    for n in unfinished["notices"]:
+        console.print(
+            f"notice {n['notice_id']} ({n['kind']}, {n['state']}): {n['unsent']} members not "
+            f"sent yet, age {_age(n['age_seconds'])}, last progress {_age(n['idle_seconds'])} ago"
+        )

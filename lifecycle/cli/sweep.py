@@ -59,6 +59,9 @@ def sweep(
         dest = sum(ln.rows for ln in lines if ln.action == "destroy")
         typer.echo(f"dry run: would archive {arch} and destroy {dest} row parts; nothing changed")
         return
+    from lifecycle.core.broker import check_broker
+
+    check_broker()  # one line (nothing started) rather than a send that retries and fails
     kwargs = {"member_batch": batch_size} if batch_size else {}
     from lifecycle.cli.operator import record
 
@@ -115,7 +118,9 @@ def purge(
         )
         return
     from lifecycle.cli.operator import record
+    from lifecycle.core.broker import check_broker
 
+    check_broker()
     result = dispatch.send(dispatch.PURGE_RUN)
     record("destroy", "purge (started)", details={"task_id": result.id})
     typer.echo(f"purge started (task {result.id})")

@@ -86,13 +86,17 @@ def provide_cmd(
         str, typer.Option("--fields", help="Comma-separated fields, e.g. name,mobile")
     ],
     basis: Annotated[str, typer.Option("--basis", help="consent or legal_request.")] = "consent",
+    purpose: Annotated[
+        str | None,
+        typer.Option("--purpose", help="The consent purpose it was given under, e.g. marketing."),
+    ] = None,
 ) -> None:
     """Record that a member's fields were provided to a third party (refused while restricted)."""
     from lifecycle.cli.operator import record
     from lifecycle.thirdparty.recipients import parse_fields, record_provision
 
     names = parse_fields(fields)
-    pid = record_provision(member_id, to, names, basis)
+    pid = record_provision(member_id, to, names, basis, purpose=purpose)
     record("provide", "provide", member_id=member_id,
            details={"fields": sorted(names), "recipient": to, "provision": pid})  # fmt: skip
     typer.echo(f"provision {pid} recorded: member {member_id} -> {to}")

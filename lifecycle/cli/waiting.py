@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
+import redis
+from celery.exceptions import BackendGetMetaError
+from kombu.exceptions import OperationalError as KombuOperationalError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -16,7 +20,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from lifecycle.core.errors import LifecycleError
+from lifecycle.core import leases
+from lifecycle.core.errors import BrokerUnavailable, LifecycleError
+from lifecycle.core.settings import get_settings
+from lifecycle.core.transient import TRANSIENT_ERRORS
+from lifecycle.requests.states import task_for
 
 _console = Console(stderr=True)
 
@@ -76,6 +84,9 @@ def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) 
                 break
             if req.state == "failed":
                 raise JobFailed(f"request {request_id} failed: {req.error or 'no reason recorded'}")
+            failed = _failed_handler(req.kind, request_id)
+            if failed is not None:
+                raise JobFailed(f"request {request_id} failed ({req.state}): {failed}")
             if time.monotonic() > deadline:
                 raise JobFailed(
                     f"request {request_id} still '{req.state}' after {timeout:.0f}s; is a worker "
@@ -89,19 +100,82 @@ def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) 
     return req.state
 
 
+# What polling the result backend raises while Redis restarts or is gone.
+_BACKEND_DOWN = (redis.RedisError, KombuOperationalError, BackendGetMetaError, OSError)
+
+
+def _stop_subscription(result: Any) -> None:
+    """Drop the result's pub/sub subscription: the waiter polls, it never needs it.
+
+    Left in place, Celery's Redis result consumer reconnects on its own when Redis goes away
+    (20 logged retries, then a RuntimeError traceback from ``AsyncResult.__del__`` at exit).
+    Unsubscribing while Redis is still up leaves nothing to reconnect.
+    """
+    consumer = getattr(getattr(result, "backend", None), "result_consumer", None)
+    if consumer is None:
+        return
+    # Best effort: a failure here only means noisier output later.
+    with contextlib.suppress(Exception):
+        consumer.cancel_for(result.id)
+
+
+def _lease(first_task_id: str) -> leases.Followed | None:
+    try:
+        return leases.follow(first_task_id)
+    except TRANSIENT_ERRORS:
+        return None  # the database is restarting: ask again at the next poll
+
+
 def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: float = 0.5) -> Any:
-    """Wait for a Celery AsyncResult, showing PROGRESS meta ({"done": n, "total": m})."""
+    """Wait for a Celery AsyncResult, showing PROGRESS meta ({"done": n, "total": m}).
+
+    Follows the job when the watchdog re-sent it (its lease names the task now running it),
+    and fails at once with the lease's one-line reason when the job failed. A result backend
+    that stops answering (a Redis restart) is waited out for
+    ``LIFECYCLE_WAIT_BROKER_GRACE_SECONDS``; after that, one line and exit status 3.
+    """
+    _stop_subscription(result)
+    grace = get_settings().wait_broker_grace_seconds
     deadline = time.monotonic() + timeout
+    lost_since: float | None = None
+    first_id = result.id
+    next_lease_check = 0.0
     with _progress() as bar:
         task = bar.add_task(label, total=None, state="pending")
         while True:
-            state = result.state
-            info = result.info if state == "PROGRESS" else None
+            now = time.monotonic()
+            if now >= next_lease_check:
+                next_lease_check = now + 2.0
+                lease = _lease(first_id)
+                if lease is not None and lease.state == "failed":
+                    raise JobFailed(f"{label} failed: {lease.error or 'no reason recorded'}")
+                if lease is not None and lease.task_id and lease.task_id != result.id:
+                    result = type(result)(lease.task_id, app=result.app)
+                    _stop_subscription(result)
+                    bar.update(task, description=f"{label} (re-dispatched #{lease.redispatches})")
+            try:
+                state = result.state
+                info = result.info if state == "PROGRESS" else None
+            except (*_BACKEND_DOWN, *TRANSIENT_ERRORS) as exc:
+                now = time.monotonic()
+                lost_since = lost_since if lost_since is not None else now
+                if now - lost_since >= grace:
+                    raise BrokerUnavailable(
+                        f"lost contact with the result backend while waiting for {label} "
+                        f"(task {result.id}) for {now - lost_since:.0f}s "
+                        f"({_one_line(exc)}); the {label} itself is not cancelled: once Redis "
+                        "is back, check `lifecycle status` (or Flower) for its outcome"
+                    ) from None
+                bar.update(task, state="result backend unreachable, retrying")
+                time.sleep(min(2.0, max(poll, 0.1)))
+                continue
+            lost_since = None
             if isinstance(info, dict) and "total" in info:
                 bar.update(task, total=info.get("total"), completed=info.get("done", 0))
             bar.update(task, state=state.lower())
             if state == "SUCCESS":
-                value = result.get(timeout=5, propagate=False)
+                # The stored value, read like the state (``get`` would subscribe again).
+                value = result.result
                 final = _final_count(value)
                 if final is not None:
                     bar.update(task, completed=final[0], total=final[1])
@@ -111,6 +185,30 @@ def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: floa
             if time.monotonic() > deadline:
                 raise JobFailed(f"{label} not finished after {timeout:.0f}s (task {result.id})")
             time.sleep(poll)
+
+
+def await_result(task_id: str, timeout: float) -> str | None:
+    """Block until the task's result is stored (at most ``timeout`` s); no sleep loop.
+
+    With the Redis result backend this is a pub/sub subscription, so it returns as soon as the
+    worker publishes the result; other backends are polled every 50 ms. Returns the task's
+    state once it is ready ("SUCCESS", "FAILURE", ...), or None when it is not ready yet or the
+    backend cannot be reached (the caller falls back to what the database says).
+    """
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    from workers.app import app
+
+    result = app.AsyncResult(task_id)
+    try:
+        result.get(timeout=timeout, interval=0.05, propagate=False)
+    except ResultTimeout:
+        return None
+    except Exception:
+        # A result backend outage must not end the wait: the job's state lives in the database.
+        time.sleep(min(timeout, 0.5))
+        return None
+    return str(result.state)
 
 
 def _final_count(value: Any) -> tuple[int, int] | None:
@@ -129,3 +227,17 @@ def _one_line(info: Any) -> str:
     if isinstance(info, BaseException):
         return f"{type(info).__name__}: {str(info).splitlines()[0] if str(info) else ''}"
     return str(info).splitlines()[0] if info else "unknown error"
+
+
+def _failed_handler(kind: str, request_id: int) -> str | None:
+    """The handler task's one-line reason if it failed (the request row may not say so)."""
+    name = task_for(kind)
+    if name is None:
+        return None
+    try:
+        lease = leases.by_key(leases.lease_key(name, [request_id]))
+    except TRANSIENT_ERRORS:
+        return None
+    if lease is None or lease.state != "failed":
+        return None
+    return lease.error or "no reason recorded"

@@ -17,21 +17,40 @@ def parse_member_id(raw: str) -> int:
 
 @app.command("withdraw")
 def withdraw(
-    member_id: str = typer.Argument(..., metavar="MEMBER_ID", help="The member's id."),
+    member_id: str = typer.Argument(
+        ...,
+        metavar="MEMBER_ID",
+        help="The member's id: the site's own (e.g. lee_mh7) when the map names a login_column.",
+    ),
     wait: bool = typer.Option(False, "--wait", help="Block until done, with progress."),
     timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
+    requester: str = typer.Option("member", "--requester", help="member, guardian, delegate."),
+    requester_name: str | None = typer.Option(None, "--requester-name", help="Who asks."),
+    requester_contact: str | None = typer.Option(None, "--requester-contact", help="Email."),
+    verified_by: str | None = typer.Option(None, "--verified-by", help="login or document."),
 ) -> None:
     """Withdraw a member (회원탈퇴): mark withdrawn and request the lifecycle to carry it out."""
     from lifecycle.core.db import check_reachable
+    from lifecycle.datamap.loader import current_datamap
     from lifecycle.engine.context import get_context
     from lifecycle.requests.client import dispatch_now
-    from lifecycle.rights.withdrawal import submit_withdrawal
+    from lifecycle.rights.common import check_requester_now, make_requester, record_requester
+    from lifecycle.rights.withdrawal import resolve_member, submit_withdrawal
 
-    mid = parse_member_id(member_id)
+    who = make_requester(requester, requester_name, requester_contact, verified_by)
+    # Bad input is refused before any server is asked, unless the map has login ids.
+    mid = None if current_datamap().subject.login_column else parse_member_id(member_id)
     check_reachable("primary")
     from lifecycle.cli.operator import current, record
 
-    request_id = submit_withdrawal(get_context(), mid, actor=current())
+    ctx = get_context()
+    if mid is None:
+        mid = resolve_member(ctx, member_id)
+    if who.kind != "member":
+        check_requester_now(mid, who)
+    request_id = submit_withdrawal(ctx, mid, actor=current())
+    # Recorded before the dispatch below; the withdrawal job itself does not read it.
+    record_requester(request_id, who)
     record("destroy", "withdraw (request)", member_id=mid, request_id=request_id)
     if dispatch_now(request_id):
         typer.echo(f"withdrawal request {request_id} for member {mid} submitted")

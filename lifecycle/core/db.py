@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from lifecycle.core.dbkind import MYSQL_BACKENDS, mysql_connect_args, normalise_mysql_url
 from lifecycle.core.errors import DatabaseUnavailable
 from lifecycle.core.settings import get_settings
 
@@ -38,9 +39,18 @@ def engine_for_url(url: str) -> Engine:
         eng = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(eng, "connect", _sqlite_pragmas)
         return eng
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() in MYSQL_BACKENDS:
+        url = normalise_mysql_url(url) or url
+        kwargs["connect_args"] = mysql_connect_args()
+        # MySQL closes connections idle past wait_timeout (8 h by default, often less on shared
+        # hosting); recycling earlier saves the pre-ping a failed round trip.
+        kwargs["pool_recycle"] = 3600
     # hide_parameters: an error's text (logs, exceptions) never carries the bound values,
     # which are members' personal data.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True, **kwargs
+    )
 
 
 def engine(which: Which) -> Engine:

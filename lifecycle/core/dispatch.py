@@ -18,6 +18,13 @@ from typing import Any
 # Requests (one per request kind; each receives only the request id).
 WITHDRAW = "lifecycle.withdraw"
 CORRECT = "lifecycle.correct"
+ACCESS = "lifecycle.rights.access"
+ERASE = "lifecycle.rights.erase"
+SUSPEND = "lifecycle.rights.suspend"
+SUSPEND_LIFT = "lifecycle.rights.suspend_lift"
+CONSENT_WITHDRAW = "lifecycle.rights.consent_withdraw"
+# Written answers a crash left unsent (beat).
+ANSWER_PENDING = "lifecycle.rights.answer_pending"
 # The outbox relay and its safety net.
 RELAY = "lifecycle.relay"
 RELAY_REDISPATCH_STALE = "lifecycle.relay.redispatch_stale"
@@ -26,6 +33,7 @@ CHECK_DEADLINES = "lifecycle.requests.check_deadlines"
 SWEEP_RUN = "lifecycle.sweep.run"
 SWEEP_ARCHIVE_BATCH = "lifecycle.sweep.archive_batch"
 PURGE_RUN = "lifecycle.purge.run"
+LEDGER_CHECKPOINT = "lifecycle.ledger.checkpoint"
 # Secure deletion (routed to the queue of the host holding the files).
 SHRED_FILES = "lifecycle.shred.files"
 SHRED_RESEND_PENDING = "lifecycle.shred.resend_pending"
@@ -56,12 +64,14 @@ def send(
     task_id: str | None = None,
     queue: str | None = None,
     countdown: float | None = None,
+    note: str | None = None,
     **kwargs: int | str | bool | None,
 ) -> Any:
     """Send task ``name`` with id-only arguments; returns Celery's ``AsyncResult``.
 
     The message factory refuses anything that is not an id (see ``tasks/base.py``), so personal
-    data cannot reach the broker through here.
+    data cannot reach the broker through here. ``note`` (ints and fixed words only, e.g. the
+    watchdog's "re-dispatched #2, stalled 75 s") is shown after the ids in Flower.
     """
     options: dict[str, Any] = {}
     if task_id is not None:
@@ -70,6 +80,8 @@ def send(
         options["queue"] = queue
     if countdown is not None:
         options["countdown"] = countdown
+    if note:
+        options["lifecycle_note"] = note
     return celery_app().send_task(name, args=list(args), kwargs=kwargs or None, **options)
 
 

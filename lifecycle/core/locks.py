@@ -1,8 +1,10 @@
 """One runner at a time for a nightly job, released by the OS/server if the holder dies.
 
 PostgreSQL: a session-level advisory lock on a dedicated connection; a SIGKILLed worker's
-connection closes and the server drops the lock with it. SQLite (embedded default): an
-``flock`` on a file under ``var/``, which the kernel drops when the process dies.
+connection closes and the server drops the lock with it. MySQL/MariaDB: ``GET_LOCK`` on a
+dedicated connection, likewise released by the server when the connection ends. SQLite
+(embedded default): an ``flock`` on a file under ``var/``, which the kernel drops when the
+process dies.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
 
+from lifecycle.core.dbkind import MYSQL_BACKENDS
 from lifecycle.core.settings import get_settings
 
 _NAMESPACE = 0x4C43454E  # "LCEN": keeps these keys apart from other advisory-lock users
@@ -34,24 +38,33 @@ class JobLock:
 
     @property
     def pg(self) -> bool:
-        return self.engine.dialect.name == "postgresql"
+        """The lock lives on a server connection (PostgreSQL or MySQL), not in a file."""
+        return self.engine.dialect.name in ("postgresql", *MYSQL_BACKENDS)
+
+    @property
+    def _mysql(self) -> bool:
+        return self.engine.dialect.name in MYSQL_BACKENDS
+
+    def _lock_sql(self, take: bool) -> tuple[str, dict[str, Any]]:
+        if self._mysql:
+            # Lock names are server-wide: the database name keeps two sites on one server apart.
+            name = f"lc:{self.engine.url.database}:{self.name}"[:64]
+            return ("SELECT GET_LOCK(:n, 0)" if take else "SELECT RELEASE_LOCK(:n)"), {"n": name}
+        fn = "pg_try_advisory_lock" if take else "pg_advisory_unlock"
+        return f"SELECT {fn}(:ns, :k)", {"ns": _NAMESPACE, "k": _key(self.name)}
 
     def acquire(self) -> bool:
         if self.pg:
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            got = bool(
-                conn.execute(
-                    text("SELECT pg_try_advisory_lock(:ns, :k)"),
-                    {"ns": _NAMESPACE, "k": _key(self.name)},
-                ).scalar()
-            )
+            sql, params = self._lock_sql(True)
+            got = bool(conn.execute(text(sql), params).scalar())
             if not got:
                 conn.close()
                 return False
             self._conn = conn
             return True
 
-        path = get_settings().var_dir / f"{self.name}.lock"
+        path = self._path()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -89,13 +102,20 @@ class JobLock:
                 self._conn.close()
             self._conn = None
 
+    def discard(self) -> None:
+        """Remove the lock's file (file locks only) once nobody will need this name again."""
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path())
+
+    def _path(self) -> Path:
+        return get_settings().var_dir / "locks" / f"{self.name}.lock"
+
     def release(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
-                self._conn.execute(
-                    text("SELECT pg_advisory_unlock(:ns, :k)"),
-                    {"ns": _NAMESPACE, "k": _key(self.name)},
-                )
+                sql, params = self._lock_sql(False)
+                self._conn.execute(text(sql), params)
             self._drop_conn()
         if self._fd is not None:
             with contextlib.suppress(OSError):

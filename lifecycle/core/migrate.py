@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 import models
 from lifecycle.core.db import Which, engine, is_postgres
+from lifecycle.core.dbkind import is_mysql
 
 MIGRATIONS = Path(models.__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every `lifecycle db upgrade` process.
@@ -31,9 +32,18 @@ def upgrade(which: Which, revision: str = "heads") -> None:
         if is_postgres(eng):
             # Two containers starting at once must not both create the same tables.
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK})
-        cfg = alembic_config(which)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        elif is_mysql(eng):
+            # MySQL DDL commits implicitly, so the lock is the session's, released below.
+            conn.execute(text("SELECT GET_LOCK(:k, 600)"), {"k": f"lifecycle-migrate-{which}"})
+            # Our tables need transactions and row locks whatever the server's default engine.
+            conn.execute(text("SET SESSION default_storage_engine = InnoDB"))
+        try:
+            cfg = alembic_config(which)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        finally:
+            if is_mysql(eng):
+                conn.execute(text("SELECT RELEASE_LOCK(:k)"), {"k": f"lifecycle-migrate-{which}"})
 
 
 def upgrade_all() -> None:

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from lifecycle.core.dbkind import MYSQL_BACKENDS, normalise_mysql_url
 from lifecycle.core.errors import SettingsError
 
 
@@ -44,6 +45,8 @@ class Settings(BaseSettings):
     # without handing over the archive master key.
     file_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     data_map: Path | None = None
+    # Ledger checkpoints' copy outside both databases (default <var>/ledger-checkpoints.jsonl).
+    ledger_checkpoint_file: Path | None = None
     smtp_url: str | None = None
     # Plain smtp:// to a host other than loopback is refused unless this is set (logged).
     allow_plain_smtp: bool = False
@@ -61,11 +64,21 @@ class Settings(BaseSettings):
     notice_rate_per_second: float = Field(default=0.0, ge=0)
     # Members per notice batch task: each batch sends over one SMTP connection.
     notice_batch_size: int = Field(default=500, ge=1, le=100_000)
+    # How long `--wait` rides out an unreachable result backend (a Redis restart) before it
+    # gives up with one line; the job itself is not affected.
+    wait_broker_grace_seconds: float = Field(default=60.0, ge=0, le=3600)
     # Webhook/email delivery retry schedule, comma-separated seconds before each attempt
     # (empty = lifecycle.thirdparty.retry_schedule.DEFAULT_SCHEDULE, about 31 hours in 8 attempts).
     retry_schedule: str = ""
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     log_json: bool | None = None
+    # Job leases: a running long job renews its lease every third of this; the watchdog
+    # re-sends a job whose lease is this many seconds overdue (so a dead job restarts within
+    # about lease + watchdog interval).
+    lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    # Multiplies every housekeeping interval of the beat process's ticker (relay 5 s, watchdog
+    # 15 s, ...). Below 1 only for tests that cannot wait minutes.
+    tick_scale: float = Field(default=1.0, gt=0, le=100)
 
     @field_validator("log_json", mode="before")
     @classmethod
@@ -111,11 +124,18 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"LIFECYCLE_{name.upper()} is not a database URL: {url!r}"
                 ) from None
-            if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-                raise ValueError(
-                    f"LIFECYCLE_{name.upper()} must be sqlite:// or postgresql+psycopg://, "
-                    f"got {parsed.get_backend_name()!r}"
+            backend = parsed.get_backend_name()
+            if name == "primary_database_url" and backend in MYSQL_BACKENDS:
+                # The website's own database; the archive stays PostgreSQL (or SQLite).
+                normalise_mysql_url(url)
+                continue
+            if backend not in ("sqlite", "postgresql"):
+                allowed = (
+                    "sqlite://, postgresql:// or mysql:// (MySQL 8 / MariaDB 10.6+)"
+                    if name == "primary_database_url"
+                    else "sqlite:// or postgresql+psycopg:// (the archive is not kept in MySQL)"
                 )
+                raise ValueError(f"LIFECYCLE_{name.upper()} must be {allowed}, got {backend!r}")
         if _same_database(self.primary_database_url, self.archive_database_url):
             raise ValueError(
                 "LIFECYCLE_ARCHIVE_DATABASE_URL must differ from LIFECYCLE_PRIMARY_DATABASE_URL: "
@@ -146,11 +166,12 @@ class Settings(BaseSettings):
         return self.var_dir / "broker"
 
     def sqlalchemy_url(self, which: str) -> str:
-        """Normalise ``postgresql://`` to the psycopg 3 driver, which is what we ship."""
+        """Normalise ``postgresql://`` to psycopg 3 and ``mysql://``/``mariadb://`` to PyMySQL,
+        the drivers we ship."""
         url = self.primary_database_url if which == "primary" else self.archive_database_url
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        return url
+        return normalise_mysql_url(url) or url
 
     def master_key_bytes(self) -> bytes:
         """The 32-byte master key; created (mode 0600) on first use in the embedded default."""
@@ -168,6 +189,15 @@ class Settings(BaseSettings):
         if not path.exists():
             if path != self.var_dir / "master.key":
                 raise SettingsError(f"LIFECYCLE_MASTER_KEY_FILE {path} does not exist")
+            if not self.archive_database_url.startswith("sqlite"):
+                # A server archive DB is shared: a new key here (say, a second working
+                # directory) would wrap new data keys under a key no other worker has, and
+                # make this process unable to read any existing one.
+                raise SettingsError(
+                    f"no master key: {path} does not exist; point LIFECYCLE_MASTER_KEY_FILE "
+                    "at this install's key file (a new key is created only for the embedded "
+                    "SQLite archive; for a brand-new install run `lifecycle keys init`)"
+                )
             _create_secret_file(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
         try:
             raw = path.read_bytes().strip()
@@ -191,6 +221,14 @@ class Settings(BaseSettings):
         if not path.exists():
             _create_secret_file(path, (secrets.token_urlsafe(18) + "\n").encode())
         return path.read_text().strip()
+
+
+def create_master_key_file(path: Path) -> bool:
+    """Write a new random master key to ``path`` (mode 0600); False if it already exists."""
+    if path.exists():
+        return False
+    _create_secret_file(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
+    return True
 
 
 def _create_secret_file(path: Path, content: bytes) -> None:

@@ -7,6 +7,8 @@ SQLAlchemy's sight (and so unwrapped).
 from __future__ import annotations
 
 import psycopg
+from kombu import exceptions as kombu_exc
+from redis import exceptions as redis_exc
 from sqlalchemy import exc as sa_exc
 
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -15,3 +17,12 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
 )
+
+# The broker restarted or is unreachable for a moment (a task that sends other tasks, a
+# progress update to the Redis result backend).
+TRANSIENT_BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    kombu_exc.OperationalError,
+    redis_exc.ConnectionError,
+    redis_exc.TimeoutError,
+)
+TRANSIENT_ERRORS = TRANSIENT_DB_ERRORS + TRANSIENT_BROKER_ERRORS

@@ -8,11 +8,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 
 from lifecycle.core.settings import get_settings
@@ -20,6 +22,8 @@ from lifecycle.datamap.model import (
     DataMap,
     DataMapError,
     Dormancy,
+    FileTemplate,
+    MemberLink,
     PurposeEnd,
     Subject,
     TableMap,
@@ -45,6 +49,32 @@ class _ViaSpec(_Spec):
     table: str
     column: str
     parent_key: str | None = None
+    match: str | None = None
+
+
+class _LinkSpec(_Spec):
+    column: str
+    member_key: str | None = None
+    blank: list[str] = Field(default_factory=list)
+
+
+class _FileSpec(_Spec):
+    template: str
+    category: str
+
+
+class _MarkerSpec(_Spec):
+    column: str
+    format: str = "%Y%m%d"
+
+
+class _ContactSpec(_Spec):
+    email: str | None = None
+    mobile: str | None = None
+
+
+class _SiteSpec(_Spec):
+    root: str
 
 
 class _AgeSpec(_Spec):
@@ -63,25 +93,33 @@ class _DormancySpec(_Spec):
 class _SubjectSpec(_Spec):
     table: str
     key: str = "id"
-    status_column: str
+    login_column: str | None = None
+    status_column: str | None = None
     withdrawn_value: str = "withdrawn"
-    withdrawn_at_column: str
+    withdrawn_at_column: str | None = None
+    withdrawn: _MarkerSpec | None = None
+    on_withdrawal: Literal["delete", "blank_and_keep"] = "delete"
+    contact: _ContactSpec = Field(default_factory=_ContactSpec)
     dormancy: _DormancySpec = Field(default_factory=_DormancySpec)
 
 
 class _TableSpec(_Spec):
-    key: str = "id"
+    key: str | list[str] = "id"
     subject_column: str | None = None
+    member_key: str | None = None
+    members: list[_LinkSpec] = Field(default_factory=list)
     via: _ViaSpec | None = None
     columns: dict[str, list[str]] = Field(default_factory=dict)
     non_personal: list[str] = Field(default_factory=list)
-    files: list[str] = Field(default_factory=list)
+    files: list[str | _FileSpec] = Field(default_factory=list)
     purpose_end: list[str | dict[str, Any]] = Field(default_factory=lambda: ["withdrawal"])
     retain_from: str | None = None
+    optional: bool = False
 
 
 class _MapSpec(_Spec):
     version: Literal[1] = 1
+    site: _SiteSpec | None = None
     subject: _SubjectSpec
     categories: list[str] = Field(default_factory=list)
     retention: dict[str, _RuleSpec | None] = Field(default_factory=dict)
@@ -91,11 +129,37 @@ class _MapSpec(_Spec):
 
 _constructor = SafeConstructor()
 
+# A data map is a few hundred lines; anything this big is a mistake or an attack.
+MAX_DATAMAP_BYTES = 1024 * 1024
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases.
+
+    An alias repeats a node by reference, so a few lines of nested aliases expand to billions of
+    nodes when the tree is built ("billion laughs": > 60 s and 5 GB before). A data map has no
+    use for them, so the first one is refused while parsing, before anything is expanded.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed", event.start_mark
+            )
+        if getattr(event, "anchor", None) is not None:
+            raise ComposerError(
+                None, None, f"YAML anchors (&{event.anchor}) are not allowed", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
 
 def _compose(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """Parse YAML keeping the line of every key and item (path tuple -> 1-based line)."""
+    if len(text) > MAX_DATAMAP_BYTES:
+        raise DataMapError(source, None, _too_big(len(text)))
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_PlainLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -227,6 +291,48 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         )
     if dormancy.enabled and dormancy.inactive_for.is_zero:
         raise err("subject.dormancy.inactive_for must be longer than 0", "subject", "dormancy")
+    if s.withdrawn is not None and (s.status_column or s.withdrawn_at_column):
+        raise err(
+            "subject: give either withdrawn: {column, format} (a marker column) or "
+            "status_column with withdrawn_at_column, not both",
+            "subject",
+            "withdrawn",
+        )
+    if s.withdrawn is None and not (s.status_column and s.withdrawn_at_column):
+        gap = "status_column" if not s.status_column else "withdrawn_at_column"
+        raise err(
+            f"subject: missing required key {gap!r} (or record withdrawal in a marker column: "
+            "withdrawn: {column: COLUMN, format: '%Y%m%d'})",
+            "subject",
+        )
+    if s.withdrawn is not None:
+        fmt = s.withdrawn.format
+        if not (("%Y" in fmt or "%y" in fmt) and "%m" in fmt and "%d" in fmt):
+            raise err(
+                f"subject.withdrawn.format {fmt!r} is not a date format such as %Y%m%d (it "
+                "needs the year, month and day)",
+                "subject",
+                "withdrawn",
+                "format",
+            )
+        try:
+            datetime(2024, 1, 31).strftime(s.withdrawn.format)
+            datetime.strptime(datetime(2024, 1, 31).strftime(s.withdrawn.format),
+                              s.withdrawn.format)  # fmt: skip
+        except ValueError:
+            raise err(
+                f"subject.withdrawn.format {s.withdrawn.format!r} is not a date format such "
+                "as %Y%m%d",
+                "subject",
+                "withdrawn",
+                "format",
+            ) from None
+    if dormancy.enabled and not s.status_column:
+        raise err(
+            "subject.dormancy needs a status_column (where the site marks a member dormant)",
+            "subject",
+            "dormancy",
+        )
     subject = Subject(
         table=s.table,
         key=s.key,
@@ -234,22 +340,44 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         withdrawn_value=s.withdrawn_value,
         withdrawn_at_column=s.withdrawn_at_column,
         dormancy=dormancy,
+        login_column=s.login_column,
+        marker_column=s.withdrawn.column if s.withdrawn else None,
+        marker_format=s.withdrawn.format if s.withdrawn else "%Y%m%d",
+        keep_row=s.on_withdrawal == "blank_and_keep",
+        email_column=s.contact.email,
+        mobile_column=s.contact.mobile,
     )
     if s.table not in spec.tables:
         raise err(f"subject table {s.table!r} is not listed under tables:", "subject", "table")
+    site_root = None
+    if spec.site is not None:
+        site_root = spec.site.root.strip()
+        if not site_root.startswith("/") or ".." in site_root.split("/"):
+            raise err("site.root must be an absolute path without '..'", "site", "root")
+    subject_cols = {s.key, s.login_column} - {None}
 
     tables: dict[str, TableMap] = {}
     used: dict[str, tuple[Any, ...]] = {}
     for name, ts in spec.tables.items():
         base = ("tables", name)
-        if ts.subject_column and ts.via:
+        keys = (ts.key,) if isinstance(ts.key, str) else tuple(ts.key)
+        if len(set(keys)) != len(keys) or "" in keys:
+            raise err(f"table {name!r}: key must name distinct columns", *base, "key")
+        if "*" in name and name.count("*") != 1:
+            raise err(f"table pattern {name!r} may hold one '*' only", *base)
+        relations = [k for k in ("subject_column", "via", "members") if getattr(ts, k)]
+        if len(relations) > 1:
             raise err(
-                f"table {name!r} has both subject_column and via: give exactly one", *base, "via"
+                f"table {name!r} has both {' and '.join(relations)}: give exactly one relation",
+                *base,
+                relations[1],
             )
-        if not ts.subject_column and not ts.via:
+        age_only = bool(ts.purpose_end) and all(isinstance(p, dict) for p in ts.purpose_end)
+        if not relations and not age_only:
             raise err(
                 f"table {name!r} has no subject relation: give subject_column (the column "
-                f"holding the member's {s.key}) or via: {{table, column}}",
+                f"holding the member's {s.key}), members: [...], or via: {{table, column}} "
+                "(or end its rows by age only: purpose_end: [{age: COLUMN}])",
                 *base,
             )
         if name == s.table and ts.subject_column != s.key:
@@ -258,6 +386,27 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 *base,
                 "subject_column" if ts.subject_column else "via",
             )
+        if ts.member_key and not ts.subject_column:
+            raise err(f"table {name!r}: member_key goes with subject_column", *base, "member_key")
+        links: list[MemberLink] = []
+        if ts.subject_column:
+            links.append(MemberLink(ts.subject_column, ts.member_key or s.key))
+        for i, lk in enumerate(ts.members):
+            links.append(MemberLink(lk.column, lk.member_key or s.key, tuple(lk.blank)))
+            if lk.column in lk.blank:
+                raise err(f"table {name!r}: {lk.column} is cleared anyway; do not list it under "
+                          "blank:", *base, "members", i)  # fmt: skip
+        for lk in links:
+            if lk.member_key not in subject_cols:
+                raise err(
+                    f"table {name!r}: member_key {lk.member_key!r} must be the subject's key "
+                    f"or login_column ({', '.join(sorted(c for c in subject_cols if c))})",
+                    *base,
+                    "members" if ts.members else "member_key",
+                )
+        if len(links) == 1 and ts.members:
+            raise err(f"table {name!r}: members: lists one column; use subject_column", *base,
+                      "members")  # fmt: skip
         via = None
         if ts.via:
             if ts.via.table not in spec.tables:
@@ -269,8 +418,19 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 )
             if ts.via.table == name:
                 raise err(f"table {name!r}: via points at itself", *base, "via", "table")
-            parent_key = ts.via.parent_key or spec.tables[ts.via.table].key
-            via = Via(ts.via.table, ts.via.column, parent_key)
+            if ("*" in ts.via.table) != bool(ts.via.match):
+                raise err(
+                    f"table {name!r}: a via to a pattern table needs match: COLUMN (the column "
+                    "naming which table), and match: only goes with a pattern",
+                    *base,
+                    "via",
+                )
+            pk = spec.tables[ts.via.table].key
+            parent_key = ts.via.parent_key or (pk if isinstance(pk, str) else "")
+            if not parent_key:
+                raise err(f"table {name!r}: via to a composite-key table needs parent_key",
+                          *base, "via")  # fmt: skip
+            via = Via(ts.via.table, ts.via.column, parent_key, ts.via.match)
         columns: dict[str, tuple[str, ...]] = {}
         owner: dict[str, str] = {}
         for cat, cols in ts.columns.items():
@@ -305,7 +465,10 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 owner[c] = cat
             columns[cat] = tuple(cols)
             used.setdefault(cat, where)
-        keys = {ts.key, ts.subject_column, ts.via.column if ts.via else None}
+        rel_cols = {*keys, *(lk.column for lk in links), ts.via.column if ts.via else None,
+                    ts.via.match if ts.via else None}  # fmt: skip
+        if name == s.table:
+            rel_cols.add(s.login_column)
         for i, c in enumerate(ts.non_personal):
             if c in owner:
                 raise err(
@@ -315,21 +478,51 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                     i,
                 )
         for c in owner:
-            if c in keys:
+            if c in rel_cols:
                 raise err(
                     f"column {name}.{c} is a key/relation column and cannot hold a category",
                     *base,
                     "columns",
                     owner[c],
                 )
-        for i, c in enumerate(ts.files):
-            if c not in owner:
+        file_cols: list[str] = []
+        templates: list[FileTemplate] = []
+        for i, f in enumerate(ts.files):
+            if isinstance(f, _FileSpec):
+                if f.category not in columns:
+                    raise err(
+                        f"file template on {name!r}: category {f.category!r} is not one of the "
+                        "table's categories",
+                        *base,
+                        "files",
+                        i,
+                    )
+                ft = FileTemplate(f.template, f.category)
+                if not ft.fields:
+                    raise err(f"file template {f.template!r} names no {{column}}", *base,
+                              "files", i)  # fmt: skip
+                templates.append(ft)
+            elif "{" in f:
+                ft = FileTemplate(f, "")
+                cat = next((owner[c] for c in ft.fields if c in owner), None)
+                if cat is None:
+                    raise err(
+                        f"file template {f!r} on {name!r} uses no categorised column: write "
+                        "{template: ..., category: ...}",
+                        *base,
+                        "files",
+                        i,
+                    )
+                templates.append(FileTemplate(f, cat))
+            elif f not in owner:
                 raise err(
-                    f"file column {name}.{c} must also be listed under a category in columns:",
+                    f"file column {name}.{f} must also be listed under a category in columns:",
                     *base,
                     "files",
                     i,
                 )
+            else:
+                file_cols.append(f)
         purpose: list[PurposeEnd] = []
         for i, pe in enumerate(ts.purpose_end):
             where = (*base, "purpose_end", i)
@@ -378,22 +571,51 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             purpose.append(PurposeEnd("age", age_spec.column, after))
         if not purpose:
             raise err(f"table {name!r} has an empty purpose_end", *base, "purpose_end")
+        for i, lk in enumerate(links):
+            kept = [c for c in lk.blank if c in owner and not rules[owner[c]].period.is_zero]
+            if kept:
+                raise err(
+                    f"table {name!r}: blank: column {kept[0]} is in category {owner[kept[0]]!r}, "
+                    "which has a retention period; a cleared column is destroyed, so list only "
+                    "columns of 0d categories under blank:",
+                    *base,
+                    "members",
+                    i,
+                )
+        if not keys and not (
+            ts.subject_column
+            and all(rules[c].period.is_zero for c in columns)
+            and not any(isinstance(p, dict) for p in ts.purpose_end)
+            and not any(isinstance(f, _FileSpec) or "{" in f for f in ts.files)
+        ):
+            raise err(
+                f"table {name!r} has no key: only a table whose rows are all destroyed (every "
+                "category 0d, a subject_column, no age rule, no path templates) can do without",
+                *base,
+                "key",
+            )
+        if name == s.table and subject.keep_row and not columns:
+            raise err("subject table kept blank on withdrawal lists no personal columns", *base)
         tables[name] = TableMap(
             name=name,
-            key=ts.key,
+            key=keys[0] if keys else "",
             subject_column=ts.subject_column,
             via=via,
             columns=columns,
             non_personal=tuple(ts.non_personal),
-            files=tuple(ts.files),
+            files=tuple(file_cols),
             purpose_end=tuple(purpose),
             retain_from=ts.retain_from,
             line=marks.get(base),
+            keys=keys,
+            links=tuple(links),
+            file_templates=tuple(templates),
+            optional=ts.optional,
         )
     for cat in spec.retention:
         if cat in custom and cat not in used:
             raise err(f"category {cat!r} has a rule but no table uses it", "retention", cat)
-    return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks)
+    return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks, site_root)
 
 
 def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
@@ -404,6 +626,9 @@ def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
     """
     path = map_path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_DATAMAP_BYTES:
+            raise DataMapError(str(path), None, _too_big(size))
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataMapError(str(path), None, "file not found (check LIFECYCLE_DATA_MAP)") from None
@@ -414,6 +639,10 @@ def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
     if engine is not None:
         dm.validate_against(engine)
     return dm
+
+
+def _too_big(size: int) -> str:
+    return f"the file is {size} bytes; a data map over {MAX_DATAMAP_BYTES} bytes is refused"
 
 
 _current: dict[str, tuple[tuple[int, int], DataMap]] = {}

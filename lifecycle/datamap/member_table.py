@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Column, Engine, MetaData, Table
+from sqlalchemy import Column, Engine, MetaData, Table, or_
 from sqlalchemy import types as sqltypes
 
 from lifecycle.channels.mailer import valid_address
@@ -22,7 +22,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.datamap.loader import current_datamap
 from lifecycle.datamap.model import DataMap
 
-# The map does not name an email column; the subject table's `email` is where notices go.
+# Where notices go when the map names no contact email column (subject.contact.email).
 EMAIL_COLUMN = "email"
 
 # Columns a correction may never set even though they hold personal data: the system keeps
@@ -38,13 +38,22 @@ _HASH_RE = re.compile(r".*_(hash|digest|salt)$")
 class MemberTable:
     table: Table
     key: str
-    status_column: str
+    status_column: str  # the status column, or the map's withdrawal marker column
     withdrawn_value: str
     dormant_value: str
     email_column: str | None
     # field -> category, for every personal column of the subject table
     categories: dict[str, str]
     system: frozenset[str]
+    mobile_column: str | None = None
+    marker: bool = False  # withdrawal is a non-empty status_column (e.g. mb_leave_date)
+
+    def is_withdrawn(self, row: Any) -> bool:
+        """For a row (mapping) holding :attr:`status_column`."""
+        value = row[self.status_column]
+        if self.marker:
+            return value not in (None, "")
+        return bool(value == self.withdrawn_value)
 
     @property
     def key_col(self) -> Column[Any]:
@@ -60,6 +69,8 @@ class MemberTable:
 
     def active_clause(self) -> Any:
         """Members that get notices: neither withdrawn nor dormant."""
+        if self.marker:
+            return or_(self.status_col.is_(None), self.status_col == "")
         return self.status_col.not_in([self.withdrawn_value, self.dormant_value])
 
     def correctable(self, field: str) -> bool:
@@ -187,19 +198,23 @@ def member_table(engine: Engine) -> MemberTable:
         ) from None
     categories = {c: cat for cat, cols in tmap.columns.items() for c in cols if c in table.c}
     system = set(SYSTEM_COLUMNS) | set(tmap.key_columns) | set(tmap.non_personal)
-    system |= {subject.status_column, subject.withdrawn_at_column, *tmap.files}
+    system |= {subject.state_column, subject.withdrawn_at_column, subject.login_column}
+    system |= {*tmap.files, *(f for ft in tmap.file_templates for f in ft.fields)}
+    system.discard(None)  # type: ignore[arg-type]
     if subject.dormancy.last_active_column:
         system.add(subject.dormancy.last_active_column)
     system |= {c.name for c in table.c if _HASH_RE.fullmatch(c.name)}
     mt = MemberTable(
         table=table,
         key=subject.key,
-        status_column=subject.status_column,
+        status_column=subject.state_column,
         withdrawn_value=subject.withdrawn_value,
         dormant_value=subject.dormancy.status_value,
-        email_column=EMAIL_COLUMN if EMAIL_COLUMN in table.c else None,
+        email_column=subject.email_column or (EMAIL_COLUMN if EMAIL_COLUMN in table.c else None),
         categories=categories,
-        system=frozenset(system),
+        system=frozenset(system),  # type: ignore[arg-type]
+        mobile_column=subject.mobile_column,
+        marker=subject.marker_column is not None,
     )
     _cache[cache_key] = (dm, mt)
     return mt

@@ -56,14 +56,18 @@ a category x expiry-day key bucket. ``RowPlan.retain_until`` is the longest of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from sqlalchemy import MetaData, inspect, select
+from sqlalchemy import MetaData, and_, case, inspect, literal, null, select
 from sqlalchemy import types as sqltypes
 
 from lifecycle.core.errors import UserError
+from lifecycle.core.storage_engines import non_transactional, refusal
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.periods import Period, Rule
 
@@ -84,11 +88,62 @@ class DataMapError(UserError):
 
 @dataclass(frozen=True)
 class Via:
-    """``column`` of the table references ``parent_key`` of mapped table ``table``."""
+    """``column`` of the table references ``parent_key`` of mapped table ``table``.
+
+    With ``match`` the parent is one of the tables a pattern expands to (``g5_write_*``): the
+    row's ``match`` column names which (``bo_table = 'free'`` -> ``g5_write_free``);
+    ``tables`` maps each such value to its table once the pattern is expanded.
+    """
 
     table: str
     column: str
     parent_key: str
+    match: str | None = None
+    tables: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class MemberLink:
+    """One column of a table that holds a member: the value of the subject table's
+    ``member_key`` column (the key itself, or e.g. the login id ``mb_id``). In a table with
+    several links, ``blank`` lists the columns cleared together with the link when that member
+    leaves and another linked member stays (e.g. the sender's IP on a memo)."""
+
+    column: str
+    member_key: str
+    blank: tuple[str, ...] = ()
+
+
+_FIELD_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\[:(\d+)\])?\}")
+
+
+@dataclass(frozen=True)
+class FileTemplate:
+    """A file path built from a row: ``data/file/{bo_table}/{bf_file}``, ``{mb_id[:2]}`` takes
+    the first two characters. Relative results resolve against the site's install directory."""
+
+    template: str
+    category: str
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m.group(1) for m in _FIELD_RE.finditer(self.template)))
+
+    def render(self, values: Mapping[str, Any]) -> str | None:
+        """The path, or None when a field it needs is empty (no file for this row)."""
+        missing = False
+
+        def sub(m: re.Match[str]) -> str:
+            nonlocal missing
+            v = values.get(m.group(1))
+            if v is None or v == "":
+                missing = True
+                return ""
+            text = str(v)
+            return text[: int(m.group(2))] if m.group(2) else text
+
+        out = _FIELD_RE.sub(sub, self.template)
+        return None if missing else out
 
 
 @dataclass(frozen=True)
@@ -109,12 +164,63 @@ class Dormancy:
 
 @dataclass(frozen=True)
 class Subject:
+    """The members' table. ``key`` is an integer column (the lifecycle's member id in every
+    request, restriction and notice); ``login_column`` is the site's own member id (e.g.
+    ``mb_id``), which ``lifecycle withdraw`` accepts. Withdrawal is either ``status_column ==
+    withdrawn_value`` with ``withdrawn_at_column``, or a non-empty ``marker_column`` holding
+    the day as text in ``marker_format`` (``mb_leave_date``, ``%Y%m%d``). With ``keep_row`` a
+    withdrawn member's row stays, every personal column blanked, so the login id stays
+    reserved."""
+
     table: str
     key: str
-    status_column: str
+    status_column: str | None
     withdrawn_value: str
-    withdrawn_at_column: str
+    withdrawn_at_column: str | None
     dormancy: Dormancy
+    login_column: str | None = None
+    marker_column: str | None = None
+    marker_format: str = "%Y%m%d"
+    keep_row: bool = False
+    email_column: str | None = None
+    mobile_column: str | None = None
+
+    def withdrawn_clause(self, t: Any) -> Any:
+        if self.marker_column:
+            c = t.c[self.marker_column]
+            return and_(c.is_not(None), c != "")
+        return t.c[self.status_column] == self.withdrawn_value
+
+    def withdrawn_at_col(self, t: Any) -> Any:
+        return t.c[self.marker_column or self.withdrawn_at_column]  # type: ignore[index]
+
+    def is_withdrawn(self, status_or_marker: Any) -> bool:
+        """From the value of :meth:`withdrawn_at_col` (marker) or the status column."""
+        if self.marker_column:
+            return status_or_marker not in (None, "")
+        return bool(status_or_marker == self.withdrawn_value)
+
+    @property
+    def state_column(self) -> str:
+        """The column saying whether a member withdrew (status, or the marker)."""
+        return self.marker_column or self.status_column  # type: ignore[return-value]
+
+    def withdrawn_at(self, value: Any) -> datetime | None:
+        """When the member withdrew, from :meth:`withdrawn_at_col`'s value (None: unknown)."""
+        if value is None or value == "":
+            return None
+        if self.marker_column:
+            try:
+                return as_utc(datetime.strptime(str(value).strip(), self.marker_format))
+            except ValueError:
+                return None  # a marker the site wrote in another form: withdrawn, time unknown
+        return as_utc(value)
+
+    def withdraw_values(self, when: datetime) -> dict[str, Any]:
+        """The site's own way of recording that the member withdrew at ``when``."""
+        if self.marker_column:
+            return {self.marker_column: when.strftime(self.marker_format)}
+        return {self.status_column: self.withdrawn_value, self.withdrawn_at_column: when}
 
 
 @dataclass(frozen=True)
@@ -143,7 +249,7 @@ class RowPlan:
 @dataclass
 class TableMap:
     name: str
-    key: str
+    key: str  # the first key column (the only one unless ``keys`` is composite)
     subject_column: str | None
     via: Via | None
     columns: dict[str, tuple[str, ...]]  # category -> columns, in map order
@@ -153,6 +259,35 @@ class TableMap:
     retain_from: str | None
     line: int | None
     _map: DataMap = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    keys: tuple[str, ...] = ()  # every key column (bo_table, wr_id, bf_no)
+    # The member columns: one for ``subject_column`` (holding the subject's ``member_key``),
+    # several for ``members:`` (a memo's sender and recipient); empty for via / age-only.
+    links: tuple[MemberLink, ...] = ()
+    file_templates: tuple[FileTemplate, ...] = ()
+    optional: bool = False  # a module the site may not have installed (the shop)
+    pattern: str | None = None  # the map's ``g5_write_*`` this table was expanded from
+
+    def __post_init__(self) -> None:
+        if not self.keys and self.key:
+            self.keys = (self.key,)
+
+    @property
+    def composite(self) -> bool:
+        return len(self.keys) > 1
+
+    @property
+    def member_key(self) -> str | None:
+        """The subject-table column a single member link holds (None: not a direct link)."""
+        return self.links[0].member_key if len(self.links) == 1 else None
+
+    @property
+    def direct_by_key(self) -> bool:
+        """Rows hold the member's integer key itself in one column."""
+        return (
+            self.subject_column is not None
+            and len(self.links) == 1
+            and self.links[0].member_key == self._map.subject.key
+        )
 
     @property
     def categories(self) -> list[str]:
@@ -174,11 +309,26 @@ class TableMap:
     @property
     def key_columns(self) -> list[str]:
         """Primary key and relation columns: they identify the row, they are not its data."""
-        out = [self.key]
-        for c in (self.subject_column, self.via.column if self.via else None):
+        out = list(self.keys)
+        rel = [
+            self.subject_column,
+            *(lk.column for lk in self.links),
+            self.via.column if self.via else None,
+            self.via.match if self.via else None,
+        ]
+        for c in rel:
             if c and c not in out:
                 out.append(c)
         return out
+
+    @property
+    def blank_columns(self) -> tuple[str, ...]:
+        """Columns cleared with a link (several-member tables), all links included."""
+        out: dict[str, None] = {}
+        for lk in self.links:
+            out[lk.column] = None
+            out.update(dict.fromkeys(lk.blank))
+        return tuple(out)
 
     @property
     def carried_columns(self) -> list[str]:
@@ -250,6 +400,8 @@ class DataMap:
         tables: dict[str, TableMap],
         ignore_tables: tuple[str, ...],
         marks: dict[tuple[Any, ...], int],
+        site_root: str | None = None,
+        notes: tuple[str, ...] = (),
     ) -> None:
         self.source = source
         self.subject = subject
@@ -257,15 +409,75 @@ class DataMap:
         self.tables = tables
         self.ignore_tables = ignore_tables
         self._marks = marks
+        self.site_root = site_root
+        # What expanding against a live database found worth saying (missing optional tables).
+        self.notes = notes
         # child -> parents it must be deleted before; reflection adds real foreign keys.
         self._edges: dict[str, set[str]] = {name: set() for name in tables}
         for t in tables.values():
             t._map = self
-            if t.via:
+            if t.via and t.via.tables:
+                self._edges[t.name].update(tn for _v, tn in t.via.tables)
+            elif t.via:
                 self._edges[t.name].add(t.via.table)
             elif t.name != subject.table:
                 self._edges[t.name].add(subject.table)
         self.tables_in_dependency_order()  # raises on a cycle in the declared relations
+
+    @property
+    def patterns(self) -> list[str]:
+        return [n for n in self.tables if "*" in n]
+
+    def expand(self, live_tables: Iterable[str]) -> DataMap:
+        """This map with every pattern (``g5_write_*``) replaced by the live tables it matches
+        and optional tables the site lacks left out (named in :attr:`notes`).
+
+        Run at every use against the live database, so a board added after the map was
+        written is covered. Tables named explicitly are never claimed by a pattern.
+        """
+        live = set(live_tables)
+        explicit = {n for n in self.tables if "*" not in n}
+        tables: dict[str, TableMap] = {}
+        notes: list[str] = []
+        for name, tm in self.tables.items():
+            if "*" in name:
+                hits = sorted(n for n in live if fnmatchcase(n, name) and n not in explicit)
+                for h in hits:
+                    tables[h] = replace(tm, name=h, pattern=name)
+                if not hits:
+                    notes.append(f"{self._where('tables', name)}: pattern {name} matches no table")
+            elif name not in live and tm.optional:
+                notes.append(
+                    f"{self._where('tables', name)}: optional table {name} is not in the "
+                    "database (module not installed); skipped"
+                )
+            else:
+                tables[name] = replace(tm)
+        for name, tm in list(tables.items()):
+            via = tm.via
+            if via is None:
+                continue
+            if "*" in via.table:
+                head, _star, tail = via.table.partition("*")
+                opts = tuple(
+                    (tn[len(head) : len(tn) - len(tail)], tn)
+                    for tn, t in tables.items()
+                    if t.pattern == via.table
+                )
+                tables[name] = replace(tm, via=replace(via, tables=opts))
+            elif via.table not in tables:
+                del tables[name]
+                notes.append(
+                    f"{self._where('tables', tm.pattern or name)}: table {name} skipped: its "
+                    f"parent {via.table} is not in the database"
+                )
+        out = DataMap(self.source, self.subject, self.rules, tables, self.ignore_tables,
+                      self._marks, self.site_root, tuple(notes))  # fmt: skip
+        return out
+
+    def _where(self, *path: Any) -> str:
+        line = self.line_of(*path)
+        return f"{self.source}:{line}" if line else self.source
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -286,12 +498,22 @@ class DataMap:
                 seen[c] = None
         return list(seen)
 
+    def resolve_path(self, path: str) -> str:
+        """A file path from the site: relative ones are under the site's install directory."""
+        if path.startswith("/") or not self.site_root:
+            return path
+        return self.site_root.rstrip("/") + "/" + path
+
     def file_columns(self) -> list[tuple[str, str]]:
         """``(table, column)`` of every column holding a managed file's path."""
         return [(t.name, c) for t in self.tables.values() for c in t.files]
 
     def line_of(self, *path: Any) -> int | None:
         """The map's line for a key path, e.g. ``line_of("tables", "payments")``."""
+        if len(path) >= 2 and path[0] == "tables" and path[1] in self.tables:
+            pattern = self.tables[path[1]].pattern
+            if pattern:
+                path = ("tables", pattern, *path[2:])
         for n in range(len(path), 0, -1):
             if path[:n] in self._marks:
                 return self._marks[path[:n]]
@@ -347,13 +569,48 @@ class DataMap:
     def member_expr(self, table: str, metadata: Any) -> Any:
         """SQL expression giving each row's member id (``metadata`` holds reflected tables).
 
-        Direct relation: the column itself. Via: a correlated scalar subquery through the
-        parents, usable in WHERE (``member_expr(...).in_(ids)``) or in a SELECT list.
+        A link holding the subject key: the column itself. A link holding another subject
+        column (the login id ``mb_id``): the key of the member row with that value. Via: the
+        member of the parent row whose ``parent_key`` equals this row's ``column`` (a scalar
+        subquery per hop; with ``match`` a CASE over the boards). Several links: the first
+        that names a member. No relation (rows ending by age only): NULL.
         """
-        chain = self.subject_path(table)
-        if len(chain) == 1:
-            return metadata.tables[table].c[chain[0].subject_column]
-        return _nested_member_expr(chain, metadata)
+        return self._member_of(self.tables[table], metadata.tables[table], metadata)
+
+    def link_expr(self, link: MemberLink, col: Any, metadata: Any) -> Any:
+        s = self.subject
+        if link.member_key == s.key:
+            return col
+        st = metadata.tables[s.table].alias()
+        return select(st.c[s.key]).where(st.c[link.member_key] == col).scalar_subquery()
+
+    def _member_of(self, tm: TableMap, t: Any, metadata: Any) -> Any:
+        if tm.name == self.subject.table:
+            return t.c[self.subject.key]
+        if tm.links:
+            exprs = [self.link_expr(lk, t.c[lk.column], metadata) for lk in tm.links]
+            if len(exprs) == 1:
+                return exprs[0]
+            return case(*((e.is_not(None), e) for e in exprs), else_=null())
+        if tm.via is None:
+            return null()
+        via = tm.via
+
+        def through(parent_name: str) -> Any:
+            parent = metadata.tables[parent_name].alias()
+            inner = self._member_of(self.tables[parent_name], parent, metadata)
+            return (
+                select(inner).where(parent.c[via.parent_key] == t.c[via.column]).scalar_subquery()
+            )
+
+        if via.match is None:
+            return through(via.table)
+        if not via.tables:
+            return null()
+        return case(
+            *((t.c[via.match] == literal(value), through(tn)) for value, tn in via.tables),
+            else_=null(),
+        )
 
     def reflect(self, engine: Any) -> Any:
         """A MetaData holding the mapped tables, reflected from the real database."""
@@ -364,63 +621,156 @@ class DataMap:
 
     # -- validation against the real schema ----------------------------------------------------
 
-    def validate_against(self, engine: Any) -> None:
-        """Check every table and column the map names exists in the real database, every
-        column of a mapped table is accounted for, time columns are dates/times, and no
-        unmapped table references a mapped one. Records the real foreign keys for
-        :meth:`tables_in_dependency_order`."""
+    def validate_against(self, engine: Any, collect: list[DataMapError] | None = None) -> None:
+        """Check the map against the real database: every table and column it names exists,
+        every column of a mapped table is accounted for, time columns are dates/times, keys are
+        unique (a primary key or unique index), link columns have the type of what they point
+        at, and no unmapped table references a mapped one or holds a member-like column.
+        Records the real foreign keys for :meth:`tables_in_dependency_order`.
+
+        Raises the first problem, or with ``collect`` appends every problem to it. Call it on
+        an :meth:`expand`-ed map (patterns resolved).
+        """
+
+        problems: list[DataMapError] = []
+
+        def fail(message: str, *path: Any) -> None:
+            problems.append(self.error(message, *path))
 
         insp = inspect(engine)
         existing = set(insp.get_table_names())
         cols: dict[str, dict[str, Any]] = {}
         for name in self.tables:
+            if "*" in name:
+                fail(f"pattern {name} was not expanded against the database", "tables", name)
+                continue
             if name not in existing:
-                raise self.error(f"table {name!r} does not exist in the database", "tables", name)
+                fail(f"table {name!r} does not exist in the database", "tables", name)
+                continue
             cols[name] = {c["name"]: c["type"] for c in insp.get_columns(name)}
+        bad = non_transactional(engine, list(cols))
+        if bad:
+            fail(refusal(bad), "tables", min(bad))
 
-        def need(table: str, column: str | None, *path: Any, time: bool = False) -> None:
-            if column is None:
-                return
+        def need(table: str, column: str | None, *path: Any, time: bool = False) -> bool:
+            if column is None or table not in cols:
+                return False
             if column not in cols[table]:
-                raise self.error(f"column {table}.{column} does not exist in the database", *path)
+                fail(f"column {table}.{column} does not exist in the database", *path)
+                return False
             if time and not isinstance(cols[table][column], sqltypes.Date | sqltypes.DateTime):
-                raise self.error(f"column {table}.{column} is not a date/time column", *path)
+                fail(f"column {table}.{column} is not a date/time column", *path)
+                return False
+            return True
+
+        def compatible(a: tuple[str, str], b: tuple[str, str], *path: Any) -> None:
+            ta, tb = cols[a[0]][a[1]], cols[b[0]][b[1]]
+            ka, kb = _type_kind(ta), _type_kind(tb)
+            if ka != kb:
+                fail(
+                    f"{a[0]}.{a[1]} ({ka}) cannot hold {b[0]}.{b[1]} ({kb}): link columns must "
+                    "have compatible types",
+                    *path,
+                )
 
         s = self.subject
         st = s.table
-        need(st, s.key, "subject", "key")
-        need(st, s.status_column, "subject", "status_column")
-        need(st, s.withdrawn_at_column, "subject", "withdrawn_at_column", time=True)
-        if s.dormancy.last_active_column:
-            need(
-                st,
-                s.dormancy.last_active_column,
-                "subject",
-                "dormancy",
-                "last_active_column",
-                time=True,
-            )
+        if st in cols:
+            if need(st, s.key, "subject", "key") and _type_kind(cols[st][s.key]) != "integer":
+                fail(
+                    f"subject key {st}.{s.key} is not an integer column: the lifecycle needs an "
+                    "integer member id (e.g. an AUTO_INCREMENT column), a site with only a "
+                    "string key cannot be served",
+                    "subject",
+                    "key",
+                )
+            need(st, s.login_column, "subject", "login_column")
+            need(st, s.status_column, "subject", "status_column")
+            need(st, s.withdrawn_at_column, "subject", "withdrawn_at_column", time=True)
+            need(st, s.marker_column, "subject", "withdrawn", "column")
+            need(st, s.email_column, "subject", "contact", "email")
+            need(st, s.mobile_column, "subject", "contact", "mobile")
+            if s.dormancy.last_active_column:
+                need(
+                    st,
+                    s.dormancy.last_active_column,
+                    "subject",
+                    "dormancy",
+                    "last_active_column",
+                    time=True,
+                )
         for name, t in self.tables.items():
+            if name not in cols:
+                continue
             base = ("tables", name)
-            need(name, t.key, *base, "key")
-            need(name, t.subject_column, *base, "subject_column")
+            keys_ok = all([need(name, k, *base, "key") for k in t.keys])
+            if keys_ok and t.keys and not _declared_unique(insp, name, t.keys):
+                fail(
+                    f"key ({', '.join(t.keys)}) of {name} is not a primary key or unique index: "
+                    "rows could not be told apart (give the table's real unique key)",
+                    *base,
+                    "key",
+                )
+            if t.age is not None and (t.composite or (
+                keys_ok and _type_kind(cols[name][t.key]) != "integer"
+            )):  # fmt: skip
+                fail(
+                    f"table {name} ends by age but its key is not one integer column (the "
+                    "sweep batches such tables by key range)",
+                    *base,
+                    "purpose_end",
+                )
+            for i, lk in enumerate(t.links):
+                if len(t.links) > 1:
+                    where: tuple[Any, ...] = (*base, "members", i)
+                elif ("tables", t.pattern or name, "member_key") in self._marks:
+                    where = (*base, "member_key")
+                else:
+                    where = (*base, "subject_column")
+                ok = need(name, lk.column, *where)
+                if need(st, lk.member_key, *where) and ok and st in cols:
+                    compatible((name, lk.column), (st, lk.member_key), *where)
+                for c in lk.blank:
+                    need(name, c, *where)
             if t.via:
-                need(name, t.via.column, *base, "via", "column")
-                need(t.via.table, t.via.parent_key, *base, "via", "parent_key")
+                v = t.via
+                ok = need(name, v.column, *base, "via", "column")
+                need(name, v.match, *base, "via", "match")
+                parents = [tn for _v, tn in v.tables] if v.match else [v.table]
+                for parent in parents:
+                    if parent not in cols:
+                        continue
+                    if need(parent, v.parent_key, *base, "via", "parent_key") and ok:
+                        compatible((name, v.column), (parent, v.parent_key), *base, "via")
+                        ptm = self.tables[parent]
+                        if not _declared_unique(insp, parent, (v.parent_key,)) and not (
+                            v.match and ptm.keys == (v.parent_key,)
+                        ):
+                            fail(
+                                f"via parent_key {parent}.{v.parent_key} is not unique: a row "
+                                "could reach several members",
+                                *base,
+                                "via",
+                                "parent_key",
+                            )
             for cat, cs in t.columns.items():
                 for i, c in enumerate(cs):
                     need(name, c, *base, "columns", cat, i)
             for i, c in enumerate(t.non_personal):
                 need(name, c, *base, "non_personal", i)
+            for i, ft in enumerate(t.file_templates):
+                for f in ft.fields:
+                    need(name, f, *base, "files", i)
             need(name, t.retain_from, *base, "retain_from", time=True)
             for i, p in enumerate(t.purpose_end):
                 need(name, p.column, *base, "purpose_end", i, time=True)
             declared = set(t.carried_columns) | set(t.personal_columns)
             if name == st:
-                declared |= {s.status_column, s.withdrawn_at_column}
+                declared |= {c for c in (s.status_column, s.withdrawn_at_column, s.marker_column,
+                                         s.login_column) if c}  # fmt: skip
             missing = [c for c in cols[name] if c not in declared]
             if missing:
-                raise self.error(
+                fail(
                     f"column {name}.{missing[0]} is not in the data map: list it under a "
                     f"category in `columns:` or under `non_personal:`",
                     *base,
@@ -429,32 +779,68 @@ class DataMap:
                 parent = fk.get("referred_table")
                 if parent in self.tables and parent != name:
                     self._edges[name].add(parent)
+        member_like = _member_like_names(s)
         for other in sorted(existing - set(self.tables)):
-            if other in self.ignore_tables or other.startswith(("lifecycle_", "alembic_version")):
+            if any(fnmatchcase(other, ig) for ig in self.ignore_tables) or other.startswith(
+                ("lifecycle_", "alembic_version")
+            ):
                 continue
             for fk in insp.get_foreign_keys(other):
                 if fk.get("referred_table") in self.tables:
-                    raise self.error(
+                    fail(
                         f"table {other!r} references mapped table {fk['referred_table']!r} but "
                         f"is not in the data map: map it, or list it under `ignore_tables:`",
                         "tables",
                     )
+                    break
+            else:
+                hits = [c["name"] for c in insp.get_columns(other) if c["name"] in member_like]
+                if hits:
+                    fail(
+                        f"table {other!r} has member-like column {hits[0]} but no map entry "
+                        "covers it: map it, or list it under `ignore_tables:`",
+                        "tables",
+                    )
+        if collect is not None:
+            collect.extend(problems)
+        elif problems:
+            raise problems[0]
         self.tables_in_dependency_order()
 
 
-def _nested_member_expr(chain: list[TableMap], metadata: Any) -> Any:
-    """member id of ``chain[0]``'s rows through ``via`` hops (correlated scalar subqueries)."""
+def _type_kind(t: Any) -> str:
+    """A coarse type class for link compatibility: values compare equal across it."""
+    if isinstance(t, sqltypes.Integer):
+        return "integer"
+    if isinstance(t, sqltypes.Numeric):
+        return "integer" if getattr(t, "scale", None) in (0, None) else "number"
+    if isinstance(t, sqltypes.String | sqltypes.Enum):
+        return "text"
+    if isinstance(t, sqltypes.DateTime | sqltypes.Date):
+        return "time"
+    return type(t).__name__.lower()
 
-    def expr_for(i: int, ref: Any) -> Any:
-        # ``ref`` is the expression holding the key of chain[i]'s row.
-        node = chain[i]
-        t = metadata.tables[node.name]
-        if node.via is None:
-            return select(t.c[node.subject_column]).where(t.c[node.key] == ref).scalar_subquery()
-        parent_ref = select(t.c[node.via.column]).where(t.c[node.key] == ref).scalar_subquery()
-        return expr_for(i + 1, parent_ref)
 
-    first = chain[0]
-    first_t = metadata.tables[first.name]
-    assert first.via is not None
-    return expr_for(1, first_t.c[first.via.column])
+def _declared_unique(insp: Any, table: str, columns: Iterable[str]) -> bool:
+    """A primary key or unique index/constraint whose columns all lie within ``columns``."""
+    want = set(columns)
+    pk = insp.get_pk_constraint(table).get("constrained_columns") or []
+    if pk and set(pk) <= want:
+        return True
+    for uc in insp.get_unique_constraints(table):
+        if uc.get("column_names") and set(uc["column_names"]) <= want:
+            return True
+    for ix in insp.get_indexes(table):
+        names = [c for c in ix.get("column_names") or [] if c]
+        if ix.get("unique") and names and set(names) <= want:
+            return True
+    return False
+
+
+def _member_like_names(s: Subject) -> set[str]:
+    """Column names that, in a table the map does not cover, say "this row is a member's"."""
+    names = {"member_id", "mb_id", "user_id"}
+    for c in (s.login_column, s.key if s.key != "id" else None):
+        if c:
+            names.add(c)
+    return names

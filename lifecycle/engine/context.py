@@ -6,6 +6,7 @@ the real schema and reflects the website's tables, which costs a few round trips
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -13,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, MetaData, Table
+from sqlalchemy import Engine, MetaData, Table, inspect
 
 from lifecycle.core import db
 from lifecycle.core.settings import get_settings
@@ -31,6 +32,10 @@ class EngineContext:
     timezone: ZoneInfo
     host: str
     actor: str = "lifecycle-worker"
+    # The primary's table names the map's patterns were expanded against.
+    live_tables: frozenset[str] = frozenset()
+    # The map as written (before expansion): a changed file gives a new object.
+    source_map: DataMap | None = None
 
     def table(self, name: str) -> Table:
         return self.metadata.tables[name]
@@ -63,13 +68,19 @@ class EngineContext:
         return self.local_date(datetime.now(UTC))
 
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _cache: dict[tuple[str, str], EngineContext] = {}
 
 
+def live_tables(engine: Engine) -> frozenset[str]:
+    return frozenset(inspect(engine).get_table_names())
+
+
 def get_context(*, datamap_path: str | Path | None = None) -> EngineContext:
     """The context for the current settings and data map (cached per process; rebuilt when the
-    engines or the map file change)."""
+    engines or the map file change, or when the primary's tables change: a board table created
+    after the map was written is covered by the map's pattern from the next job on)."""
     s = get_settings()
     dm = current_datamap(datamap_path)
     key = (s.sqlalchemy_url("primary"), s.sqlalchemy_url("archive"))
@@ -77,22 +88,29 @@ def get_context(*, datamap_path: str | Path | None = None) -> EngineContext:
         ctx = _cache.get(key)
         primary = db.engine("primary")
         archive = db.engine("archive")
+        live = live_tables(primary)
         if (
             ctx is not None
             and ctx.primary is primary
             and ctx.archive is archive
-            and ctx.datamap is dm
+            and ctx.source_map is dm
+            and ctx.live_tables == live
         ):
             return ctx
-        dm.validate_against(primary)
+        expanded = dm.expand(live)
+        expanded.validate_against(primary)
         ctx = EngineContext(
-            datamap=dm,
+            datamap=expanded,
             primary=primary,
             archive=archive,
-            metadata=dm.reflect(primary),
+            metadata=expanded.reflect(primary),
             timezone=ZoneInfo(s.timezone),
             host=s.host_name,
+            live_tables=live,
+            source_map=dm,
         )
+        for note in expanded.notes:
+            log.warning("%s", note)
         _cache[key] = ctx
         return ctx
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from lifecycle.core import dbkind
 from lifecycle.engine.context import EngineContext
 from lifecycle.vault import ledger
 from models.engine import LedgerOutbox
@@ -22,8 +23,7 @@ def flush_ledger_outbox(ctx: EngineContext, limit: int = 500) -> int:
     while True:
         with ctx.primary.begin() as pconn:
             stmt = select(t.c.id, t.c.token, t.c.entry).order_by(t.c.id).limit(limit)
-            if ctx.is_pg_primary:
-                stmt = stmt.with_for_update(skip_locked=True)
+            stmt = dbkind.for_update(stmt, pconn, skip=True)
             rows = pconn.execute(stmt).all()
             if not rows:
                 return total

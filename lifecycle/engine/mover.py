@@ -37,10 +37,22 @@ from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import Connection, Text, any_, bindparam, delete, insert, select
+from sqlalchemy import (
+    Connection,
+    Text,
+    any_,
+    bindparam,
+    delete,
+    insert,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from lifecycle.core import dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
@@ -50,9 +62,12 @@ from lifecycle.engine.selection import (
     PlannedRow,
     Selection,
     iter_planned,
+    member_expr,
+    member_ids,
     selected_columns,
+    take_rows_mysql,
 )
-from lifecycle.shred.jobs import enqueue_shred
+from lifecycle.shred.jobs import enqueue_shred, enqueue_shred_check, keep_refused, send_jobs
 from lifecycle.vault import crypto, keystore, ledger
 from models.archive import ArchivedRecord
 from models.engine import LedgerOutbox
@@ -137,9 +152,24 @@ class MoveResult:
     subjects: int = 0
     files: int = 0
     files_refused: int = 0
+    # Why the first refused file was refused (one line, never a path), and the shred job that
+    # keeps the refused paths.
+    refusal: str | None = None
+    blanked: dict[str, int] = field(default_factory=dict)
     # Shred jobs written in the caller's transaction: send them (`send_shred_jobs`) once it
     # has committed.
     shred_jobs: list[int] = field(default_factory=list)
+
+    @property
+    def failure(self) -> str | None:
+        """One line when the move did not do all it was asked (files the shredder refused)."""
+        if not self.files_refused:
+            return None
+        return (
+            f"{self.files_refused} file(s) refused by the shredder ({self.refusal}); their rows "
+            f"are gone and the paths are kept in shred job(s) {self.shred_jobs}: fix the "
+            "storage roots (LIFECYCLE_FILE_ROOTS) or the map's site.root and re-run the job"
+        )
 
     def summary(self) -> dict[str, int]:
         return {
@@ -147,7 +177,9 @@ class MoveResult:
             "archived_parts": sum(self.archived.values()),
             "destroyed_parts": sum(self.destroyed.values()),
             "deleted_rows": sum(self.deleted.values()),
+            "blanked_rows": sum(self.blanked.values()),
             "files": self.files,
+            "files_refused": self.files_refused,
         }
 
     def merge(self, other: MoveResult) -> None:
@@ -155,12 +187,14 @@ class MoveResult:
             (self.archived, other.archived),
             (self.destroyed, other.destroyed),
             (self.deleted, other.deleted),
+            (self.blanked, other.blanked),
         ):
             for k, v in theirs.items():  # type: ignore[attr-defined]
                 mine[k] = mine.get(k, 0) + v  # type: ignore[index]
         self.subjects += other.subjects
         self.files += other.files
         self.files_refused += other.files_refused
+        self.refusal = self.refusal or other.refusal
         self.shred_jobs += other.shred_jobs
 
 
@@ -206,6 +240,10 @@ class ArchiveWriter:
         self._pending: list[tuple[Any, ...]] = []
         self.tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
         self._span: dict[tuple[str, str], list[Any]] = {}
+        # Every part queued in this move, and how many rows the archive DB says it took: the
+        # ledger may only count what the archive holds.
+        self._queued: set[tuple[str, str, str]] = set()
+        self.written = 0
 
     def _aad(self, table: str, pk: str, category: str) -> bytes:
         """``crypto.record_aad`` with the table and category parts built once per pair."""
@@ -235,6 +273,14 @@ class ArchiveWriter:
     def add(self, table: str, row: PlannedRow) -> None:
         """Queue the row's retained parts (encrypted and written at the next flush)."""
         for part in row.parts:
+            ident = (table, str(row.pk), part.category)
+            if ident in self._queued:
+                raise UserError(
+                    f"table {table}: two rows share the key the data map names, so the archive "
+                    "could not tell them apart; nothing was moved (give the table's real "
+                    "unique key, see `lifecycle datamap check`)"
+                )
+            self._queued.add(ident)
             self._pending.append(
                 (
                     table,
@@ -303,6 +349,7 @@ class ArchiveWriter:
                  self.scope.request_id, now)
             )  # fmt: skip
         inserted = self._write(rows)
+        self.written += len(rows) if inserted is None else len(inserted)
         tallies, spans = self.tallies, self._span
         for table, pk, subject, cat, day, _pt in fresh:
             if inserted is None or (table, str(pk), cat) in inserted:
@@ -348,10 +395,14 @@ class ArchiveWriter:
             chunk = rows[i : i + 1000]
             # SQLite serialises writers, so the pre-check above cannot race: OR IGNORE is only
             # a guard. Core executemany keeps SQLAlchemy's date/time formats.
-            self.s.execute(
+            res = self.s.execute(
                 insert(table).prefix_with("OR IGNORE"),
                 [dict(zip(_ARCHIVE_COLUMNS, r, strict=True)) for r in chunk],
             )
+            if res.rowcount != len(chunk):
+                raise UserError(
+                    f"the archive took {res.rowcount} of {len(chunk)} parts; nothing was moved"
+                )
             done.update((r[0], r[1], r[3]) for r in chunk)
         return done
 
@@ -393,8 +444,18 @@ class ArchiveWriter:
         return done  # type: ignore[return-value]
 
     def ledger_entries(self) -> None:
-        """One entry per table x category newly archived; call last (it takes the ledger lock)."""
+        """One entry per table x category newly archived; call last (it takes the ledger lock).
+
+        Checked first, in the archive transaction: the rows the ledger is about to count are
+        exactly the rows the archive DB reported taking, or the move fails and rolls back.
+        """
         dm = self.ctx.datamap
+        counted = sum(t.rows for t in self.tallies.values())
+        if counted != self.written:
+            raise UserError(
+                f"the ledger would record {counted} archived parts but the archive took "
+                f"{self.written}; nothing was moved"
+            )
         entries = []
         for (table, cat), tally in sorted(self.tallies.items()):
             if not tally.rows:
@@ -441,10 +502,16 @@ def destroy_only(ctx: EngineContext, tm: TableMap) -> bool:
     """Every category of the table is destroy-now, and its rows reach the member directly.
 
     Such rows never go to the archive, so their DELETE ... RETURNING (in dependency order,
-    uncommitted until the caller commits) returns only the member and file columns, and both
-    destroys and counts them.
+    uncommitted until the caller commits) returns only the member link and file columns, and
+    both destroys and counts them (members counted by the link's value: the key, or the login
+    id). A table with no unique key can only be of this kind.
     """
-    return tm.via is None and all(ctx.datamap.rule(c).period.is_zero for c in tm.columns)
+    return (
+        tm.subject_column is not None
+        and len(tm.links) == 1
+        and not tm.file_templates
+        and all(ctx.datamap.rule(c).period.is_zero for c in tm.columns)
+    )
 
 
 def move(
@@ -460,12 +527,14 @@ def move(
 
     ``pconn`` is the caller's open primary-DB transaction; the caller commits it, after this
     returns. The archive side is committed here first, so the DELETEs issued in ``pconn``
-    (children first) only become real once the archive holds every retained part.
+    (children first) only become real once the archive holds every retained part. "blank"
+    selections (rows that stay with some columns cleared) run after every DELETE.
     """
     selections = list(selections)
     if not delete_rows:
         return _archive_only(ctx, pconn, selections, scope, now)
-    by_table = {s.table.name: s for s in selections}
+    by_table = {s.table.name: s for s in selections if s.mode == "take"}
+    blanks = [s for s in selections if s.mode == "blank"]
     result = MoveResult()
     gone = _Destruction()
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
@@ -478,13 +547,16 @@ def move(
             if destroy_only(ctx, tm):
                 every = tuple(tm.columns)
                 file_cats = [tm.category_of(c) for c in tm.files]
-                for subject, paths in delete_returning(ctx, pconn, sel):
+                taken = list(delete_returning(ctx, pconn, sel))
+                ids = member_ids(ctx, pconn, tm.links[0].member_key, {r[0] for r in taken})
+                for subject, paths in taken:
                     n += 1
-                    gone.row(tm.name, subject, every, zip(file_cats, paths, strict=True))
+                    who = ids.get(subject, subject)
+                    gone.row(tm.name, who, every, zip(file_cats, paths, strict=True))
                 result.deleted[tm.name] = n
                 continue
             cols = selected_columns(tm)
-            file_at = [(tm.category_of(c), cols.index(c)) for c in tm.files]
+            paths_of = row_files(tm, cols)
             for chunk in iter_planned(ctx, pconn, sel, now, take=True):
                 n += len(chunk)
                 for row in chunk:
@@ -495,12 +567,22 @@ def move(
                     late[pk].append(cat)
                 for row in chunk:
                     destroyed = (*row.destroyed, *late.get(row.pk, ()))
-                    paths = ((cat, row.values[at]) for cat, at in file_at)
-                    gone.row(tm.name, row.subject, destroyed, paths)
+                    gone.row(tm.name, row.subject, destroyed, paths_of(row.values))
             result.deleted[tm.name] = n
+        # Retained parts of rows that stay blanked (the member row kept to reserve its id).
+        for sel in blanks:
+            if _archives(ctx, sel) and sel.table.retains_anything:
+                for chunk in iter_planned(ctx, pconn, sel, now):
+                    for row in chunk:
+                        writer.add(sel.table.name, row)
+                    writer.flush()
         writer.ledger_entries()
     for (table, cat), tally in writer.tallies.items():
         result.archived[(table, cat)] = tally.rows
+    for sel in blanks:
+        n = blank_rows(ctx, pconn, sel, gone)
+        if n:
+            result.blanked[sel.table.name] = result.blanked.get(sel.table.name, 0) + n
     park_destroy_entries(ctx, pconn, scope, gone.tally)
     for k, t in gone.tally.items():
         result.destroyed[k] = t.rows
@@ -509,10 +591,83 @@ def move(
         # In the caller's transaction, with the DELETE: the rows and the shred job that owes
         # their files commit together or not at all (a re-run after a crash takes the rows
         # again and hands the same files again). The caller sends the jobs after its commit.
-        result.files, result.files_refused, result.shred_jobs = hand_to_shredder(
-            gone.files, scope, sorted(gone.file_categories), ctx, pconn
-        )
+        handed = hand_to_shredder(gone.files, scope, sorted(gone.file_categories), ctx, pconn)
+        result.files, result.files_refused, result.shred_jobs, result.refusal = handed
     return result
+
+
+def row_files(tm: TableMap, cols: list[str]) -> Any:
+    """``values -> [(category, path), ...]`` for a row in ``selected_columns`` order: its file
+    columns and its path templates (empty fields give no path)."""
+    at = [(tm.category_of(c), cols.index(c)) for c in tm.files]
+    templates = [(ft, [(f, cols.index(f)) for f in ft.fields]) for ft in tm.file_templates]
+
+    def paths(values: tuple[Any, ...]) -> list[tuple[str | None, Any]]:
+        out: list[tuple[str | None, Any]] = [(cat, values[i]) for cat, i in at]
+        for ft, fields in templates:
+            p = ft.render({f: values[i] for f, i in fields})
+            if p:
+                out.append((ft.category, p))
+        return out
+
+    return paths
+
+
+def blank_value(table: str, col: Any) -> Any:
+    """What a cleared column holds: NULL where allowed, else '' for text, else its default."""
+    if col.nullable:
+        return None
+    if isinstance(col.type, sqltypes.String):
+        return ""
+    default = col.server_default
+    arg = getattr(default, "arg", None)
+    if arg is None:
+        raise UserError(
+            f"column {table}.{col.name} cannot be cleared: NOT NULL, not text and no default"
+        )
+    return literal_column(str(getattr(arg, "text", arg)))
+
+
+def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Destruction) -> int:
+    """Clear ``sel.blank_columns`` of the selected rows, which stay; accounts the destruction
+    (the categories of the cleared columns, or the table's when only a link was cleared)."""
+    tm = sel.table
+    t = ctx.table(tm.name)
+    dm = ctx.datamap
+    cleared = sel.blank_columns
+    cats = [c for c in tm.columns if set(tm.columns[c]) & set(cleared)] or list(tm.columns)
+    if tm.name == dm.subject.table:
+        who: Any = t.c[dm.subject.key]
+    else:
+        link = next((lk for lk in tm.links if lk.column == cleared[0]), None)
+        who = (
+            dm.link_expr(link, t.c[link.column], ctx.metadata)
+            if link is not None
+            else member_expr(ctx, tm)
+        )
+    cols = selected_columns(tm)
+    files = row_files(tm, cols)
+    rows = conn.execute(select(who, *(t.c[c] for c in cols)).where(sel.where)).all()
+    if not rows:
+        return 0
+    conn.execute(
+        update(t).where(sel.where).values({c: blank_value(tm.name, t.c[c]) for c in cleared})
+    )
+    for r in rows:
+        paths = [(cat, p) for cat, p in files(tuple(r[1:])) if tm.name == dm.subject.table
+                 or any(c in cleared for c in tm.files)]  # fmt: skip
+        gone.row(tm.name, r[0], cats, paths)
+    return len(rows)
+
+
+def _archives(ctx: EngineContext, sel: Selection) -> bool:
+    """Whether a selection's rows have parts to archive: taken rows, and the kept member row.
+
+    A leaver's side of a row another member still holds (a memo) is cleared, not archived:
+    those columns are destroyed (and ledgered so); the row itself is archived by its own
+    take once no member holds it, which also keeps one row from being queued twice.
+    """
+    return sel.mode == "take" or sel.table.name == ctx.datamap.subject.table
 
 
 def _archive_only(
@@ -524,7 +679,7 @@ def _archive_only(
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
         writer = ArchiveWriter(ctx, asess, scope, now)
         for sel in selections:
-            if destroy_only(ctx, sel.table):
+            if destroy_only(ctx, sel.table) or not _archives(ctx, sel):
                 continue
             for chunk in iter_planned(ctx, pconn, sel, now):
                 for row in chunk:
@@ -546,9 +701,17 @@ def delete_returning(
     tm = sel.table
     t = ctx.table(tm.name)
     assert tm.subject_column is not None
-    res = conn.execute(
-        delete(t).where(sel.where).returning(t.c[tm.subject_column], *(t.c[c] for c in tm.files))
-    )
+    wanted = (t.c[tm.subject_column], *(t.c[c] for c in tm.files))
+    if not dbkind.delete_returning(conn):
+        # MySQL 8: read FOR UPDATE, then delete exactly those rows by key (see take_rows_mysql).
+        n = len(wanted)
+        with_keys = (*wanted, *(t.c[k] for k in tm.keys))
+        at = tuple(range(n, n + len(tm.keys)))
+        for chunk in take_rows_mysql(conn, t, sel.where, with_keys, at):
+            for row in chunk:
+                yield row[0], tuple(row[1:n])
+        return
+    res = conn.execute(delete(t).where(sel.where).returning(*wanted))
     for row in res:
         yield row[0], tuple(row[1:])
 
@@ -592,10 +755,16 @@ def park_destroy_entries(
 
 def hand_to_shredder(
     paths: list[str], scope: Scope, categories: list[str], ctx: EngineContext, conn: Connection
-) -> tuple[int, int, list[int]]:
+) -> tuple[int, int, list[int], str | None]:
     """Write secure-deletion jobs for destroyed file paths in ``conn``'s transaction; returns
-    (paths handed, paths refused, job ids to send after the commit)."""
-    uniq = list(dict.fromkeys(paths))
+    (paths handed, paths refused, job ids to send after the commit, why the first refusal).
+
+    Relative paths resolve against the map's ``site.root``. A path the shredder refuses (no
+    site root, outside the storage roots) is still kept, in a job of its own written in the
+    same transaction as the DELETE, so no file is ever left with nothing pointing at it; the
+    caller fails the request or sweep with :attr:`MoveResult.failure`.
+    """
+    uniq = list(dict.fromkeys(ctx.datamap.resolve_path(p) for p in paths))
     bases = sorted({ctx.datamap.rule(c).legal_basis for c in categories})
     kwargs: dict[str, Any] = {
         "request_id": scope.request_id,
@@ -606,26 +775,30 @@ def hand_to_shredder(
         "conn": conn,
     }
     try:
-        return len(uniq), 0, [enqueue_shred(uniq, **kwargs)]
+        return len(uniq), 0, [enqueue_shred(uniq, **kwargs)], None
     except UserError:
         pass
-    # One bad path (outside the storage roots, say) must not strand the others or the batch.
-    handed = refused = 0
-    jobs: list[int] = []
+    # One bad path must not strand the others: hand each good one, keep the refused ones.
+    good: list[str] = []
+    refused: list[str] = []
+    why: str | None = None
     for p in uniq:
         try:
-            jobs.append(enqueue_shred([p], **kwargs))
-            handed += 1
-        except UserError:
-            refused += 1
+            enqueue_shred_check([p])
+            good.append(p)
+        except UserError as exc:
+            refused.append(p)
+            why = why or str(exc).split(": ", 1)[-1]
+    jobs: list[int] = []
+    if good:
+        jobs.append(enqueue_shred(good, **kwargs))
     if refused:
-        log.error("%d file paths were refused by the shredder (scope %s)", refused, scope.key)
-    return handed, refused, jobs
+        jobs.append(keep_refused(refused, **kwargs))
+        log.error("%d file paths were refused by the shredder (scope %s)", len(refused), scope.key)
+    return len(good), len(refused), jobs, why
 
 
 def send_shred_jobs(job_ids: list[int]) -> None:
     """After the caller's commit: send the shred jobs `move` wrote in its transaction."""
     if job_ids:
-        from lifecycle.shred.jobs import send_jobs
-
         send_jobs(job_ids)

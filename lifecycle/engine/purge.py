@@ -7,6 +7,11 @@ archiving under it), then its records are deleted, then the ledger gets a ``dest
 ``retain_until`` in the site's timezone (Asia/Seoul), so data is kept for its whole last day.
 Re-running is harmless: a bucket already purged has no key and no rows left, and the ledger
 entries are deduplicated per key.
+
+Before the key goes, every record of the bucket is authenticated (AES-GCM tag under the bucket
+key, with its row identity as associated data). The data is destroyed either way — its period
+ended — but a record that fails is recorded in the ledger (``tamper_detected``, counts only) and
+the purge ends failed, so an altered archive is known rather than silently shredded.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from lifecycle.core.errors import LifecycleError
 from lifecycle.core.locks import job_lock
 from lifecycle.engine.context import EngineContext
 from lifecycle.requests import holds
@@ -30,6 +36,12 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "lifecycle-purge"
 REASON = "법정 보존기간 경과 (retention period ended)"
 DESTROY_METHOD = "분리보관 DB 행 삭제 및 데이터 키 파기 (archive rows deleted)"
+TAMPER_REASON = (
+    "분리보관 기록 인증 실패: 파기 전 검증에서 위변조 확인 "
+    "(archived records failed authentication before destruction)"
+)
+TAMPER_METHOD = "AES-256-GCM 인증 태그 검증 (authentication tag check under the bucket key)"
+AUTH_PAGE = 2000
 KEY_METHOD = (
     "암호키 파기(crypto-shredding): 래핑된 데이터 키 삭제, 백업 사본도 복호화 불가 "
     "(wrapped data key erased)"
@@ -41,6 +53,10 @@ HOLD_METHOD = (
     "재암호화 (re-encrypted under the hold's key before the bucket key is destroyed)"
 )
 HOLD_REASON = "보존 명령(legal hold) 중: 파기 보류"
+
+
+class ArchiveTampered(LifecycleError):
+    """Archived records failed authentication; they were destroyed and the ledger says so."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,24 @@ def _bucket_counts(s: Session, key_id: int, until: date) -> tuple[int, int, tupl
     return int(rows), int(subjects), tuple(sorted(tables))
 
 
+def _authenticate(s: Session, key_id: int, until: date, dk: bytes) -> tuple[int, int]:
+    """``(authentic, failed)`` records of the bucket; each plaintext is dropped at once."""
+    r = ArchivedRecord.__table__
+    cipher = crypto.RecordCipher(dk)
+    ok = bad = 0
+    stmt = select(r.c.source_table, r.c.source_pk, r.c.category, r.c.nonce, r.c.ciphertext)
+    res = s.execute(stmt.where(_in_bucket(key_id, until)).execution_options(yield_per=AUTH_PAGE))
+    for part in res.partitions():
+        for table, pk, category, nonce, ciphertext in part:
+            try:
+                cipher.decrypt(nonce, ciphertext, crypto.record_aad(table, pk, category))
+            except crypto.CryptoError:
+                bad += 1
+            else:
+                ok += 1
+    return ok, bad
+
+
 def _legal_basis(ctx: EngineContext, category: str) -> str:
     rule = ctx.datamap.rules.get(category)
     return rule.legal_basis if rule else "보존기간 경과"
@@ -208,9 +242,20 @@ def purge_bucket(
                          "hold_ids": sorted({h.id for _, h in kept})},
                 dedup_key=f"purge:key{key_id}:hold_keep:{len(kept)}",
             )  # fmt: skip
+        # Unwrapped before it is destroyed, to authenticate the records below. A key wrapped
+        # under another master key raises KeyUnavailable: the purge fails (fix the master key
+        # setting) rather than destroy records nobody could check.
+        try:
+            dk: bytes | None = keystore.get_key(s, key_id)
+        except keystore.KeyDestroyed:
+            dk = None
+        # Key first: its row lock waits for (and then blocks) anyone still archiving into it.
         keys = keystore.destroy_keys(s, [key_id])
         rows, subjects, tables = _bucket_counts(s, key_id, until)
         cats = _bucket_categories(s, key_id, until)
+        authentic, failed = (
+            _authenticate(s, key_id, until, dk) if dk is not None and rows else (0, 0)
+        )
         s.execute(delete(r).where(_in_bucket(key_id, until)))
         basis = _legal_basis(ctx, category)
         if category.startswith(holds.HOLD_KEY_PREFIX):
@@ -219,27 +264,77 @@ def purge_bucket(
             cats = [category]
         details: dict[str, Any] = {"key_id": key_id, "retain_until": until.isoformat()}
         entries = []
+        if failed:
+            entries.append(
+                (
+                    "tamper_detected",
+                    TAMPER_REASON,
+                    TAMPER_METHOD,
+                    0,
+                    failed,
+                    {**details, "failed": failed, "authentic": authentic},
+                    f"purge:key{key_id}:tamper",
+                )
+            )
         if rows:
-            entries.append(("destroy", DESTROY_METHOD, f"purge:key{key_id}:destroy:{rows}"))
+            checked = (
+                {"authentic": authentic, "failed": failed}
+                if dk is not None
+                else {"unverified": rows}  # the key was already gone: nothing to check with
+            )
+            entries.append(
+                (
+                    "destroy",
+                    REASON,
+                    DESTROY_METHOD,
+                    subjects,
+                    rows,
+                    {**details, **checked},
+                    f"purge:key{key_id}:destroy:{rows}",
+                )
+            )
         if keys:
-            entries.append(("key_destroy", KEY_METHOD, f"purge:key{key_id}:key_destroy"))
-        for action, method, dedup_key in entries:
+            entries.append(
+                (
+                    "key_destroy",
+                    REASON,
+                    KEY_METHOD,
+                    subjects,
+                    rows,
+                    details,
+                    f"purge:key{key_id}:key_destroy",
+                )
+            )
+        for action, reason, method, n_subjects, n_rows, entry_details, dedup_key in entries:
             ledger.append(
                 s,
                 action=action,
                 categories=cats,
                 tables=list(tables),
-                subjects=subjects,
-                rows=rows,
-                reason=REASON,
+                subjects=n_subjects,
+                rows=n_rows,
+                reason=reason,
                 legal_basis=basis,
                 method=method,
                 actor=actor,
                 task_id=task_id,
-                details=details,
+                details=entry_details,
                 dedup_key=dedup_key,
             )
-    return {"rows": rows, "keys": keys, "subjects": subjects, "held_rows": len(kept)}
+    if failed:
+        log.error(
+            "purge: %d archived records of data key %d failed authentication (destroyed; "
+            "recorded in the ledger)",
+            failed,
+            key_id,
+        )
+    return {
+        "rows": rows,
+        "keys": keys,
+        "subjects": subjects,
+        "tampered": failed,
+        "held_rows": len(kept),
+    }
 
 
 def _bucket_categories(s: Session, key_id: int, until: date) -> list[str]:
@@ -281,6 +376,7 @@ def run_purge(
             ]
         out: dict[str, Any] = {"buckets": 0, "rows": 0, "keys": 0, "today": today.isoformat()}
         out.update({"held_rows": 0, "held_buckets": 0, "holds": held.hold_ids})
+        tampered: dict[int, int] = {}
         for n, key_id in enumerate(ids, 1):
             res = purge_bucket(ctx, key_id, task_id=task_id, held=held, today=today)
             if res.get("held_buckets"):
@@ -291,6 +387,8 @@ def run_purge(
                 out["held_rows"] += res.get("held_rows", 0)
             out["rows"] += res["rows"]
             out["keys"] += res["keys"]
+            if res.get("tampered"):
+                tampered[key_id] = res["tampered"]
             if report is not None:
                 try:
                     report(n, len(ids))
@@ -299,4 +397,12 @@ def run_purge(
         # The access log's 2 years end nightly too (its chain keeps a checkpoint: accesslog).
         with Session(ctx.archive) as s, s.begin():
             out["access_log_pruned"] = accesslog.prune(s, operator=ctx.actor)
+        if tampered:
+            keys_ = ", ".join(str(k) for k in sorted(tampered)[:20])
+            raise ArchiveTampered(
+                f"purge done ({out['buckets']} buckets, {out['rows']} rows, {out['keys']} keys) "
+                f"but {sum(tampered.values())} archived records failed authentication (altered "
+                f"in the archive DB) in data keys {keys_}; they were destroyed and recorded in "
+                "the ledger as tamper_detected: investigate who could write the archive DB"
+            )
         return out

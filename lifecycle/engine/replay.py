@@ -31,13 +31,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from lifecycle.core import dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import Scope, move, send_shred_jobs
-from lifecycle.engine.selection import subject_selections
+from lifecycle.engine.selection import subject_selections, unprocessed_clause
 from lifecycle.requests import holds
 from lifecycle.shred.jobs import enqueue_shred
 from lifecycle.vault import crypto, keystore, ledger
@@ -135,8 +136,12 @@ def replay(
     t = ctx.subject_table
     matched: dict[int, datetime] = {}
     if members:
+        q = select(t.c[sub.key])
+        if sub.keep_row:
+            # A kept member row already blanked is what the withdrawal left: nothing to redo.
+            q = q.where(unprocessed_clause(ctx))
         with ctx.primary.connect() as c:
-            for (mid,) in c.execute(select(t.c[sub.key])):
+            for (mid,) in c.execute(q):
                 ref = crypto.subject_ref(key, mid)
                 if ref in members:
                     matched[int(mid)] = members[ref]
@@ -160,16 +165,10 @@ def replay(
             subject_ref=ref,
         )  # fmt: skip
         with ctx.primary.begin() as conn:
-            q = select(t.c[sub.key]).where(t.c[sub.key] == mid)
-            if ctx.is_pg_primary:
-                q = q.with_for_update(of=t)
+            q = dbkind.for_update(select(t.c[sub.key]).where(t.c[sub.key] == mid), conn, of=t)
             if conn.execute(q).first() is None:
                 continue  # gone meanwhile
-            conn.execute(
-                update(t)
-                .where(t.c[sub.key] == mid)
-                .values({sub.status_column: sub.withdrawn_value, sub.withdrawn_at_column: ended})
-            )
+            conn.execute(update(t).where(t.c[sub.key] == mid).values(sub.withdraw_values(ended)))
             now = datetime.now(UTC)
             res = move(ctx, conn, subject_selections(ctx, "withdrawal", {mid: ended}, now), scope,
                        now=now)  # fmt: skip

@@ -9,13 +9,15 @@ the decisions, so memory is bounded by the chunk size whatever the table size.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    String,
     Table,
     and_,
     any_,
@@ -24,12 +26,15 @@ from sqlalchemy import (
     exists,
     func,
     literal_column,
+    or_,
     select,
+    tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from lifecycle.core import dbkind
 from lifecycle.core.timeutil import as_utc
-from lifecycle.datamap.model import TableMap
+from lifecycle.datamap.model import MemberLink, TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.requests import holds
 from models.requests import OPEN_STATES, LifecycleRequest
@@ -50,6 +55,11 @@ class Selection:
     # When the purpose of a row ended, given (row tuple, member id): from its member
     # (withdrawal, dormancy) or its own age column.
     ended_at: Callable[[tuple[Any, ...], Any], datetime]
+    # "take": the rows leave the primary DB (archived parts, the rest destroyed). "blank":
+    # the rows stay with ``blank_columns`` cleared (a leaver's side of a row another member
+    # still holds; the member row itself when the map keeps it to reserve the login id).
+    mode: Literal["take", "blank"] = "take"
+    blank_columns: tuple[str, ...] = ()
 
 
 class Part(NamedTuple):
@@ -80,7 +90,14 @@ def selected_columns(tm: TableMap) -> list[str]:
     for extra in (tm.retain_from, tm.age[0] if tm.age else None):
         if extra:
             cols[extra] = None
+    for ft in tm.file_templates:
+        cols.update(dict.fromkeys(ft.fields))
     return list(cols)
+
+
+def pk_text(values: tuple[Any, ...]) -> str:
+    """A composite key as one text (the archive's ``source_pk``): ``["free",12,0]``."""
+    return orjson.dumps(list(values), default=str).decode()
 
 
 class RowPlanner:
@@ -96,6 +113,7 @@ class RowPlanner:
         pos = {c: i for i, c in enumerate(cols)}
         carried = tuple(tm.carried_columns)
         self.key = pos[tm.key]
+        self.keys = tuple(pos[k] for k in tm.keys) if tm.composite else None
         self.zero = tuple(c for c in tm.columns if dm.rule(c).period.is_zero)
         self.kept = [
             (cat, dm.rule(cat).period, carried + cs, tuple(pos[c] for c in carried + cs))
@@ -142,7 +160,7 @@ class RowPlanner:
 def in_values(ctx: EngineContext, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
     """``column IN values``: one array parameter on PostgreSQL (any size), a list on SQLite."""
     if ctx.is_pg_primary:
-        arr = bindparam(None, value=list(values), type_=ARRAY(column.type))
+        arr = bindparam(None, value=list(values), type_=ARRAY(getattr(column, "type", None)))
         return column == any_(arr)  # type: ignore[no-any-return]
     return column.in_(list(values))  # type: ignore[no-any-return]
 
@@ -164,6 +182,25 @@ def member_expr(ctx: EngineContext, tm: TableMap) -> Any:
     return ctx.datamap.member_expr(tm.name, ctx.metadata)
 
 
+def member_ids(
+    ctx: EngineContext, conn: Connection, member_key: str, values: set[Any]
+) -> dict[Any, Any]:
+    """Member ids for link values holding ``member_key`` (the login id): members are counted
+    once whichever column reached them."""
+    s = ctx.datamap.subject
+    if member_key == s.key or not values:
+        return {}
+    t = ctx.subject_table
+    vals = sorted(v for v in values if v is not None)
+    out: dict[Any, Any] = {}
+    for i in range(0, len(vals), SQLITE_IN_CHUNK):
+        q = select(t.c[member_key], t.c[s.key]).where(
+            t.c[member_key].in_(vals[i : i + SQLITE_IN_CHUNK])
+        )
+        out.update(dict(conn.execute(q).all()))
+    return out
+
+
 def iter_planned(
     ctx: EngineContext, conn: Connection, sel: Selection, now: datetime, *, take: bool = False
 ) -> Iterator[list[PlannedRow]]:
@@ -179,29 +216,52 @@ def iter_planned(
     cols = selected_columns(tm)
     planner = RowPlanner(ctx.datamap, tm, cols)
     n = len(cols)
-    wanted = (*(t.c[c] for c in cols), member_expr(ctx, tm).label(SUBJECT_LABEL))
+    # A login-id link: fetch the link itself and map it to member ids per chunk (one lookup)
+    # rather than a correlated subquery per row.
+    by_login = (
+        len(tm.links) == 1
+        and tm.name != ctx.datamap.subject.table
+        and tm.links[0].member_key != ctx.datamap.subject.key
+    )
+    who = t.c[tm.links[0].column] if by_login else member_expr(ctx, tm)
+    wanted = (*(t.c[c] for c in cols), who.label(SUBJECT_LABEL))
     if take:
         # The inner SELECT names its own FROM (no correlation with the DELETE's table); rows
         # deleted by an earlier chunk are invisible to the next one in the same transaction.
-        if ctx.is_pg_primary:
+        if dbkind.is_mysql(conn):
+            chunks = take_rows_mysql(
+                conn, t, sel.where, wanted, tuple(cols.index(k) for k in tm.keys)
+            )
+        elif ctx.is_pg_primary:
             # By physical address: a TID scan, not a second index lookup per row.
             ctid = literal_column("ctid")
             pick = select(ctid).select_from(t).where(sel.where).limit(DELETE_CHUNK)
             which = ctid == any_(func.array(pick.correlate(None).scalar_subquery()))
+        elif tm.composite:
+            kc = [t.c[k] for k in tm.keys]
+            pick = select(*kc).where(sel.where).limit(DELETE_CHUNK).correlate(None)
+            which = tuple_(*kc).in_(pick)
         else:
             keycol = t.c[tm.key]
             which = keycol.in_(select(keycol).where(sel.where).limit(DELETE_CHUNK).correlate(None))
-        chunks = _taken(ctx, conn, delete(t).where(which).returning(*wanted))
+        if not dbkind.is_mysql(conn):
+            chunks = _taken(ctx, conn, delete(t).where(which).returning(*wanted))
     else:
         chunks = _stream(ctx, conn, select(*wanted).where(sel.where))
-    key, ended_at, plan = planner.key, sel.ended_at, planner.plan
+    key, keys, ended_at, plan = planner.key, planner.keys, sel.ended_at, planner.plan
     for chunk in chunks:
         out: list[PlannedRow] = []
+        ids = (
+            member_ids(ctx, conn, tm.links[0].member_key, {v[n] for v in chunk})
+            if by_login
+            else None
+        )
         for values in chunk:
-            subject = values[n]
+            subject = values[n] if ids is None else ids.get(values[n])
             values = values[:n]
             parts, destroyed = plan(values, ended_at(values, subject), now)
-            out.append(PlannedRow(values[key], subject, parts, destroyed, values))
+            pk = values[key] if keys is None else pk_text(tuple(values[i] for i in keys))
+            out.append(PlannedRow(pk, subject, parts, destroyed, values))
         yield out
 
 
@@ -225,6 +285,47 @@ def _taken(ctx: EngineContext, conn: Connection, stmt: Any) -> Iterator[list[tup
     while True:
         rows = fetch()
         if rows:
+            yield rows
+        if len(rows) < DELETE_CHUNK:
+            return
+
+
+def take_rows_mysql(
+    conn: Connection, t: Table, where: Any, wanted: Sequence[Any], key_at: tuple[int, ...]
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The MySQL/MariaDB form of `_taken`.
+
+    MariaDB 10.5+ has ``DELETE ... LIMIT ... RETURNING``: one pass, as on PostgreSQL. MySQL 8
+    has no RETURNING: each chunk is read ``FOR UPDATE`` (InnoDB locks the rows, and the gaps
+    between them, until the caller commits, so nobody changes or adds a matching row) and then
+    deleted by key, which deletes exactly the rows read.
+    """
+    if dbkind.delete_returning(conn):
+        stmt = delete(t).where(where).with_dialect_options(mysql_limit=DELETE_CHUNK)
+        stmt = stmt.returning(*wanted)
+        while True:
+            rows = [tuple(r) for r in conn.execute(stmt)]
+            if rows:
+                yield rows
+            if len(rows) < DELETE_CHUNK:
+                return
+    if not key_at:
+        # No key (a destroy-only table): the locked rows are exactly what the WHERE matches.
+        rows = [tuple(r) for r in conn.execute(select(*wanted).where(where).with_for_update())]
+        conn.execute(delete(t).where(where))
+        if rows:
+            yield rows
+        return
+    kcols = [t.c[wanted[i].name] for i in key_at]
+    pick = select(*wanted).where(where).limit(DELETE_CHUNK).with_for_update()
+    while True:
+        rows = [tuple(r) for r in conn.execute(pick)]
+        if rows:
+            if len(kcols) == 1:
+                which = kcols[0].in_([r[key_at[0]] for r in rows])
+            else:
+                which = tuple_(*kcols).in_([tuple(r[i] for i in key_at) for r in rows])
+            conn.execute(delete(t).where(which))
             yield rows
         if len(rows) < DELETE_CHUNK:
             return
@@ -282,16 +383,81 @@ def open_request_exists(ctx: EngineContext, subject_key: Any) -> ColumnElement[b
 def withdrawn_subjects_query(
     ctx: EngineContext, first_id: int | None = None, last_id: int | None = None
 ) -> Any:
-    """Withdrawn members still present (i.e. not processed) and not owned by an open request."""
+    """Withdrawn members still present (i.e. not processed) and not owned by an open request.
+
+    A member row the map keeps blank counts as processed once its text personal columns are
+    all blank (that is what processing leaves).
+    """
     s = ctx.datamap.subject
     t = ctx.subject_table
     key = t.c[s.key]
-    stmt = select(key, t.c[s.withdrawn_at_column]).where(
-        t.c[s.status_column] == s.withdrawn_value,
+    stmt = select(key, s.withdrawn_at_col(t)).where(
+        s.withdrawn_clause(t),
         ~open_request_exists(ctx, key),
         ~holds.member_held(key, ctx.today()),
     )
+    if s.keep_row:
+        stmt = stmt.where(unprocessed_clause(ctx))
     return _id_range(stmt, key, first_id, last_id)
+
+
+def unprocessed_clause(ctx: EngineContext) -> ColumnElement[bool]:
+    """A kept member row still holds personal data in some text column."""
+    t = ctx.subject_table
+    tm = ctx.datamap.subject_table
+    conds = [
+        and_(t.c[c].is_not(None), t.c[c] != "")
+        for c in tm.personal_columns
+        if isinstance(t.c[c].type, String)
+    ]
+    return or_(*conds) if conds else literal_column("1") == 1
+
+
+def link_in(ctx: EngineContext, lk: MemberLink, col: Any, ids: Sequence[Any]) -> Any:
+    """Rows whose link column holds one of the members ``ids`` (by the subject's key)."""
+    s = ctx.datamap.subject
+    if lk.member_key == s.key:
+        return in_values(ctx, col, ids)
+    st = ctx.subject_table
+    return col.in_(select(st.c[lk.member_key]).where(in_values(ctx, st.c[s.key], ids)))
+
+
+def member_where(ctx: EngineContext, tm: TableMap, ids: Sequence[Any]) -> Any:
+    """Rows of ``tm`` belonging to members ``ids``: through their link column, or through
+    their parents' (``via``, uncorrelated ``IN (SELECT ...)`` per hop; with ``match``, one
+    branch per table the pattern expanded to)."""
+    t = ctx.table(tm.name)
+    s = ctx.datamap.subject
+    if tm.name == s.table:
+        return in_values(ctx, t.c[s.key], ids)
+    if tm.links:
+        return or_(*(link_in(ctx, lk, t.c[lk.column], ids) for lk in tm.links))
+    via = tm.via
+    if via is None:
+        return literal_column("1") == 0
+
+    def through(parent_name: str) -> Any:
+        parent = ctx.table(parent_name)
+        ptm = ctx.datamap.table(parent_name)
+        return t.c[via.column].in_(
+            select(parent.c[via.parent_key]).where(member_where(ctx, ptm, ids))
+        )
+
+    if via.match is None:
+        return through(via.table)
+    branches = [and_(t.c[via.match] == v, through(tn)) for v, tn in via.tables]
+    return or_(*branches) if branches else literal_column("1") == 0
+
+
+def _link_gone(ctx: EngineContext, lk: MemberLink, col: Any) -> Any:
+    """No member who is still with the site holds this link (blank, or withdrawn/unknown)."""
+    s = ctx.datamap.subject
+    st = ctx.subject_table.alias()
+    active = exists().where(st.c[lk.member_key] == col, ~s.withdrawn_clause(st))
+    gone = [col.is_(None), ~active]
+    if isinstance(col.type, String):
+        gone.append(col == "")
+    return or_(*gone)
 
 
 def _id_range(stmt: Any, key: Any, first_id: int | None, last_id: int | None) -> Any:
@@ -337,23 +503,61 @@ def subject_selections(
     per-row legal-hold filter out of the statements."""
     ids = sorted(ended)
     out: list[Selection] = []
+    blanks: list[Selection] = []
+    subject = ctx.datamap.subject
+
+    def _ended(_values: Any, subject: Any, _e: dict[Any, datetime] = ended) -> datetime:
+        return _e.get(subject) or now
+
     for tm in ctx.tables_ending_on(kind):
-        if kind == "dormancy" and tm.name == ctx.datamap.subject.table:
-            # Other tables (payments, contracts) still reference a dormant member's row, so the
-            # row itself stays; only the tables that end on dormancy leave the primary DB.
+        t = ctx.table(tm.name)
+        if tm.name == subject.table:
+            if kind == "dormancy":
+                # Other tables (payments, contracts) still reference a dormant member's row, so
+                # the row itself stays; only the tables that end on dormancy leave the primary.
+                continue
+            if subject.keep_row:
+                # The row stays so the login id stays taken: every personal column is cleared.
+                where = in_values(ctx, t.c[subject.key], ids)
+                blanks.append(Selection(tm, where, _ended, "blank", tuple(tm.personal_columns)))
+                continue
+        if len(tm.links) > 1:
+            # A row several members hold (a memo: sender and recipient) leaves the primary DB
+            # once none of them is still with the site; until then the leaver's side of it is
+            # cleared (their link and the columns listed with it).
+            mine = or_(*(link_in(ctx, lk, t.c[lk.column], ids) for lk in tm.links))
+            all_gone = and_(*(_link_gone(ctx, lk, t.c[lk.column]) for lk in tm.links))
+            out.append(Selection(tm, and_(mine, all_gone), _ended))
+            for lk in tm.links:
+                where = link_in(ctx, lk, t.c[lk.column], ids)
+                blanks.append(Selection(tm, where, _ended, "blank", (lk.column, *lk.blank)))
             continue
+        out.append(Selection(tm, member_where(ctx, tm, ids), _ended))
+    if check_holds:
+        # Rows of a held member, or of a table holding a held category, stay (legal hold).
+        today = ctx.local_date(now)
+        out = [_unheld(ctx, sel, today) for sel in out]
+        blanks = [_unheld(ctx, sel, today) for sel in blanks]
+    # Blanks run after every DELETE (the mover keeps this order).
+    return out + blanks
 
-        def _ended(_values: Any, subject: Any, _e: dict[Any, datetime] = ended) -> datetime:
-            return _e.get(subject) or now
 
-        mexpr = member_expr(ctx, tm)
-        where = in_values(ctx, mexpr, ids)
-        if check_holds:
-            where = and_(
-                where, holds.not_held(guarded_categories(ctx, tm), mexpr, ctx.local_date(now))
-            )
-        out.append(Selection(tm, where, _ended))
-    return out
+def _unheld(ctx: EngineContext, sel: Selection, today: date) -> Selection:
+    """``sel`` narrowed to rows no active legal hold keeps: neither the table (a held category
+    of it or of a table hanging off it) nor any member the row names (each link of a row
+    several members hold)."""
+    tm = sel.table
+    t = ctx.table(tm.name)
+    dm = ctx.datamap
+    if len(tm.links) > 1:
+        members = [dm.link_expr(lk, t.c[lk.column], ctx.metadata) for lk in tm.links]
+    else:
+        members = [member_expr(ctx, tm)]
+    cond = and_(
+        ~holds.categories_held(guarded_categories(ctx, tm), today),
+        *(~holds.member_held(m, today) for m in members),
+    )
+    return replace(sel, where=and_(sel.where, cond))
 
 
 def age_selection(

@@ -24,6 +24,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from lifecycle.core import dbkind
+from lifecycle.core.errors import LifecycleError
 from lifecycle.core.locks import JobLock, job_lock
 from lifecycle.core.timeutil import as_utc
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
@@ -67,6 +69,12 @@ class BatchKey:
         # ".." rather than "-": two long ids joined by a dash look like an RRN to the ledger's
         # personal-data guard.
         return f"sweep:{self.run_id}:{self.kind}{t}:{self.first_id}..{self.last_id}"
+
+
+class SweepIncomplete(LifecycleError):
+    """The sweep did all it could but not all it was asked (one line, no personal data)."""
+
+    exit_code = 1
 
 
 def _now() -> datetime:
@@ -142,17 +150,17 @@ def _lock_members(
     )
     if q is None:
         return {}
-    if ctx.is_pg_primary:
-        q = q.with_for_update(skip_locked=True, of=ctx.subject_table)
+    q = dbkind.for_update(q, conn, skip=True, of=ctx.subject_table)
     out: dict[Any, datetime] = {}
-    d = ctx.datamap.subject.dormancy
+    subject = ctx.datamap.subject
+    d = subject.dormancy
     for key, when in conn.execute(q):
         if when is None:
             out[key] = now
         elif kind == "dormancy":
             out[key] = d.inactive_for.add_to(as_utc(when))
         else:
-            out[key] = as_utc(when)
+            out[key] = subject.withdrawn_at(when) or now
     return out
 
 
@@ -196,10 +204,12 @@ def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> bool:
         & (t.c.first_id == key.first_id)
         & (t.c.state == "pending")
     )
-    if ctx.is_pg_primary:
+    if dbkind.skip_locked(conn):
         got = conn.execute(select(t.c.id).where(where).with_for_update(skip_locked=True)).first()
         return got is not None
-    # SQLite has no row locks: writing first takes the database's write lock instead.
+    # SQLite has no row locks: writing first takes the database's write lock instead. A server
+    # without SKIP LOCKED (MariaDB < 10.6) waits on the row lock here and then finds the batch
+    # done (0 rows), which is the same answer later.
     res = conn.execute(update(t).where(where).values(updated_at=_now()))
     return bool(res.rowcount)
 
@@ -295,12 +305,16 @@ def totals(ctx: EngineContext, run_id: int) -> dict[str, int]:
     return out
 
 
-def _supersede_stale_runs(ctx: EngineContext, conn: Connection, task_id: str | None) -> None:
+def _supersede_stale_runs(
+    ctx: EngineContext, conn: Connection, task_id: str | None, keep: int | None = None
+) -> None:
     """Runs whose coordinator died (we hold the lock, so nobody runs them) are closed."""
     jr, b = JobRun.__table__, SweepBatch.__table__
     stale = [
         r[0]
-        for r in conn.execute(select(jr.c.id).where(jr.c.job == "sweep", jr.c.outcome == "running"))
+        for r in conn.execute(
+            select(jr.c.id).where(jr.c.job == "sweep", jr.c.outcome == "running", jr.c.id != keep)
+        )
     ]
     if not stale:
         return
@@ -341,13 +355,52 @@ def run_sweep(
     report: Callable[[int, int], None] | None = None,
     member_batch: int = MEMBER_BATCH,
     age_batch: int = AGE_BATCH,
+    run_id: int | None = None,
+    on_run: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """The whole sweep; returns counts (no personal data). ``dispatch`` fans batches out."""
+    """The whole sweep; returns counts (no personal data). ``dispatch`` fans batches out.
+
+    ``run_id``: resume that run (the watchdog re-sends a run whose coordinator died with it),
+    keeping its batches and counts. ``on_run`` is told the run id as soon as it exists.
+    """
     with job_lock(ctx.primary, LOCK_NAME) as lock:
         if lock is None:
             log.info("another sweep is running; this trigger does nothing")
             return {"skipped": "another sweep is running"}
-        return _run_locked(ctx, lock, task_id, dispatch, report, member_batch, age_batch)
+        return _run_locked(
+            ctx, lock, task_id, dispatch, report, member_batch, age_batch, run_id, on_run
+        )
+
+
+def _open_run(ctx: EngineContext, task_id: str | None, resume: int | None) -> tuple[int, bool]:
+    """The run to work on, and whether it is a resumed one."""
+    jr = JobRun.__table__
+    with ctx.primary.begin() as conn:
+        if resume is not None:
+            running = conn.execute(
+                select(jr.c.id).where(
+                    jr.c.id == resume, jr.c.job == "sweep", jr.c.outcome == "running"
+                )
+            ).first()
+            if running is not None:
+                _supersede_stale_runs(ctx, conn, task_id, keep=resume)
+                conn.execute(update(jr).where(jr.c.id == resume).values(task_id=task_id))
+                log.warning("sweep run %s resumed after its coordinator stopped", resume)
+                return resume, True
+        _supersede_stale_runs(ctx, conn, task_id)
+        # inserted_primary_key rather than RETURNING: MySQL 8 has no INSERT ... RETURNING.
+        run_id = conn.execute(
+            insert(jr).values(
+                job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={}
+            )
+        ).inserted_primary_key[0]
+    return int(run_id), False
+
+
+def _planned_phases(ctx: EngineContext, run_id: int) -> set[str]:
+    t = SweepBatch.__table__
+    with ctx.primary.connect() as conn:
+        return {k for (k,) in conn.execute(select(t.c.kind).where(t.c.run_id == run_id).distinct())}
 
 
 def _run_locked(
@@ -358,23 +411,33 @@ def _run_locked(
     report: Callable[[int, int], None] | None,
     member_batch: int,
     age_batch: int,
+    resume: int | None = None,
+    on_run: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     jr = JobRun.__table__
-    with ctx.primary.begin() as conn:
-        _supersede_stale_runs(ctx, conn, task_id)
-        run_id = conn.execute(
-            insert(jr)
-            .values(job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={})
-            .returning(jr.c.id)
-        ).scalar_one()
+    if resume is not None:
+        with ctx.primary.connect() as conn:
+            outcome = conn.execute(select(jr.c.outcome).where(jr.c.id == resume)).scalar()
+        if outcome is not None and outcome != "running":
+            # Finished (or superseded) since it was re-sent: nothing left of it to do.
+            return {"run_id": int(resume), "skipped": f"run {resume} is {outcome} already"}
+    run_id, resumed = _open_run(ctx, task_id, resume)
+    if on_run is not None:
+        on_run(run_id)
     flush_ledger_outbox(ctx)
+    # A phase is planned in one transaction with all its batches: a resumed run re-plans only
+    # the phases that never got that far (the rest is in its pending batches).
+    planned = _planned_phases(ctx, run_id) if resumed else set()
     retry = _Retry()
     phases: list[str] = ["withdrawal"]
     if ctx.datamap.subject.dormancy.enabled:
         phases.append("dormancy")
     phases.append("age")
     for phase in phases:
-        while True:
+        if phase in planned:
+            keys = _batches(ctx, run_id, "pending")
+            keys = [k for k in keys if k.kind == phase]
+        while phase not in planned:
             try:
                 keys = _plan_phase(ctx, run_id, phase, member_batch, age_batch)
                 retry.ok()
@@ -398,11 +461,21 @@ def _run_locked(
             counts.update({"run_id": run_id, "batches": total, "batches_done": done})
             # Said in the result (Flower, --wait, status): what legal holds kept back.
             counts.update(held_summary(ctx))
+            refused = int(counts.get("files_refused", 0))
             with ctx.primary.begin() as conn:
                 conn.execute(
                     update(jr)
                     .where(jr.c.id == run_id)
-                    .values(outcome="ok", finished_at=_now(), counts=counts)
+                    .values(
+                        outcome="failed" if refused else "ok", finished_at=_now(), counts=counts
+                    )
+                )
+            if refused:
+                # The rows went, their paths are kept in shred jobs: the run must not look ok.
+                raise SweepIncomplete(
+                    f"sweep run {run_id}: {refused} file(s) refused by the shredder; their paths "
+                    "are kept in shred jobs (lifecycle status): fix the storage roots or the "
+                    "map's site.root and re-run those jobs"
                 )
             return counts
         except TRANSIENT_DB_ERRORS as exc:

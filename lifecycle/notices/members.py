@@ -43,11 +43,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from lifecycle.channels.mailer import smtp_config
 from lifecycle.channels.templates import member_notice
-from lifecycle.core import db, dispatch
+from lifecycle.core import db, dbkind, dispatch
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap.loader import load_datamap
@@ -71,6 +71,10 @@ NR = NoticeRecipient.__table__
 STALE_AFTER = timedelta(minutes=10)
 # Stop a batch after this many consecutive "try later" answers: the server is in trouble.
 MAX_CONSECUTIVE_RETRIES = 5
+# Why a row is ``not_sent``: no mail server was configured when its batch ran. Such a row never
+# reached any server, so sending it later cannot duplicate it.
+NO_CHANNEL = "SmtpNotConfigured"
+NO_ADDRESS = "NoAddress"
 
 
 # -- creating notices ----------------------------------------------------------------------------
@@ -87,14 +91,20 @@ def _printable(value: str, what: str, max_len: int) -> str:
     return value
 
 
-def create_policy_notice(
-    version: str, title: str, body: str, effective_date: date
-) -> tuple[int, bool]:
-    """The notice row for a policy change; (id, created). Same version again: the same notice."""
+def check_policy_input(version: str, title: str, body: str) -> tuple[str, str]:
+    """Version and title as stored; UserError for bad input (checked before anything else)."""
     version = _printable(version, "--version", 64)
     title = _printable(title, "--title", 200)
     if not body.strip():
         raise UserError("the body file is empty")
+    return version, title
+
+
+def create_policy_notice(
+    version: str, title: str, body: str, effective_date: date
+) -> tuple[int, bool]:
+    """The notice row for a policy change; (id, created). Same version again: the same notice."""
+    version, title = check_policy_input(version, title, body)
     with db.session("primary") as s:
         existing = s.scalar(select(Notice).where(Notice.dedup_key == f"policy:{version}"))
         if existing is not None:
@@ -177,12 +187,7 @@ def create_member_notice(
 
 
 def _insert_ignore(s: Session, rows: list[dict[str, Any]]) -> None:
-    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-    s.execute(
-        dialect.insert(NR)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
-    )
+    s.execute(dbkind.insert_ignoring_duplicates(s, NR, ["notice_id", "member_id"]).values(rows))
 
 
 def capture_withdrawal_notice(s: Session, member_id: int, request_id: int) -> int:
@@ -310,12 +315,11 @@ def fanout(notice_id: int) -> dict[str, Any]:
                 literal(0).label("attempts"),
                 literal(now).label("created_at"),
             ).where(mt.active_clause())
-            dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
             cols = ["notice_id", "member_id", "state", "attempts", "created_at"]
             s.execute(
-                dialect.insert(NR)
-                .from_select(cols, src)
-                .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
+                dbkind.insert_ignoring_duplicates(s, NR, ["notice_id", "member_id"]).from_select(
+                    cols, src
+                )
             )
         if n.state == NoticeState.PENDING.value:
             n.state = NoticeState.SENDING.value
@@ -329,10 +333,43 @@ def fanout(notice_id: int) -> dict[str, Any]:
         with db.engine("primary").connect() as conn:
             conn.execute(text(f"ANALYZE {NR.name}"))
             conn.commit()
+    if smtp_config() is not None:
+        # A resume now that a mail server exists: rows recorded "not sent" for want of one go
+        # out too (the same command run again is how an operator says "send it now").
+        requeue_not_sent(notice_id)
     ranges = pending_ranges(notice_id)
     if not ranges:
         refresh_counts(notice_id)
     return {"notice_id": notice_id, "total": total, "batches": ranges}
+
+
+def requeue_not_sent(
+    notice_id: int | None = None, reasons: tuple[str, ...] = (NO_CHANNEL,)
+) -> dict[int, int]:
+    """Rows recorded ``not_sent`` for one of ``reasons`` back to pending, their notice back to
+    sending; returns rows per notice. Never rows of a discarded request (``Discarded``)."""
+    where = [NR.c.state == RecipientState.NOT_SENT.value, NR.c.error_class.in_(reasons)]
+    if notice_id is not None:
+        where.append(NR.c.notice_id == notice_id)
+    with db.session("primary") as s:
+        per = {
+            int(nid): int(n)
+            for nid, n in s.execute(
+                select(NR.c.notice_id, func.count()).where(*where).group_by(NR.c.notice_id)
+            ).all()
+        }
+        if not per:
+            return {}
+        s.execute(
+            update(NR)
+            .where(*where)
+            .values(state=RecipientState.PENDING.value, error_class=None)
+            .execution_options(synchronize_session=False)
+        )
+        for nid in per:
+            reopen(s, nid)
+    log.info("notice rows not sent before are queued again: %s", per)
+    return per
 
 
 def pending_ranges(notice_id: int, size: int | None = None) -> list[tuple[int, int]]:
@@ -413,12 +450,20 @@ def progress(notice_id: int) -> dict[str, Any]:
         if n is None:
             raise UserError(f"notice {notice_id} does not exist")
         c = counts(s, notice_id)
+        no_channel = s.scalar(
+            select(func.count()).where(
+                NR.c.notice_id == notice_id,
+                NR.c.state == RecipientState.NOT_SENT.value,
+                NR.c.error_class == NO_CHANNEL,
+            )
+        )
         return {
             "state": n.state,
             "total": sum(c.values()),
             "pending": sum(c.get(st, 0) for st in UNFINISHED_STATES),
             "sent": c.get("sent", 0),
             "not_sent": c.get("not_sent", 0),
+            "no_channel": int(no_channel or 0),
             "failed": c.get("failed", 0),
             "in_doubt": c.get(RecipientState.IN_DOUBT.value, 0),
         }
@@ -531,11 +576,10 @@ def dormancy_advance(now: datetime | None = None) -> int | None:
             literal(0).label("attempts"),
             literal(now).label("created_at"),
         ).where(mt.active_clause(), last_active.is_not(None), last_active <= threshold, ~already)
-        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
         s.execute(
-            dialect.insert(NR)
-            .from_select(["notice_id", "member_id", "state", "attempts", "created_at"], src)
-            .on_conflict_do_nothing(index_elements=["notice_id", "member_id"])
+            dbkind.insert_ignoring_duplicates(s, NR, ["notice_id", "member_id"]).from_select(
+                ["notice_id", "member_id", "state", "attempts", "created_at"], src
+            )
         )
         n.total = s.scalar(select(func.count()).where(NR.c.notice_id == n.id)) or 0
         n.updated_at = utcnow()

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.core import db
 from lifecycle.core.errors import BrokerUnavailable, UserError, reading
+from lifecycle.notices.identity import install_label, our_ids_pattern
 from lifecycle.notices.journal import journal_for
 from lifecycle.notices.members import NR, enqueue_batch, pending_ranges, refresh_counts, reopen
 from models.base import utcnow
@@ -28,8 +29,6 @@ from models.notify import Notice, RecipientState
 
 log = logging.getLogger(__name__)
 
-# Our Message-IDs: notice-<notice>-<member>@<domain>.
-_OUR_ID = re.compile(rb"(?<![\w.-])notice-(\d+)-(\d+)@[A-Za-z0-9.-]+")
 # Postfix's cleanup logs a message's Message-ID while the message is still arriving, before
 # the end of DATA; a message dropped unterminated is logged there too and never queued. Only
 # qmgr's "from=<...>" line for the same queue id says the message was accepted.
@@ -37,12 +36,14 @@ _PF_CLEANUP = re.compile(rb"/cleanup\[\d+\]: ([0-9A-Za-z]+): (?:resent-)?message
 _PF_QUEUED = re.compile(rb"/qmgr\[\d+\]: ([0-9A-Za-z]+): from=<")
 
 
-def accepted_in_mail_log(notice_id: int, lines: Any) -> set[int]:
+def accepted_in_mail_log(notice_id: int, lines: Any, label: str | None = None) -> set[int]:
     """Member ids of ``notice_id`` whose message the MTA log shows as accepted.
 
-    Any line holding one of our Message-IDs counts, except Postfix's cleanup line, which
-    counts only if qmgr queued the same queue id (anywhere in the log).
+    Any line holding one of our Message-IDs counts (the whole id, domain included: its first
+    label is this install's, see ``identity``), except Postfix's cleanup line, which counts
+    only if qmgr queued the same queue id (anywhere in the log).
     """
+    our_id = our_ids_pattern(label if label is not None else install_label())
     accepted: set[int] = set()
     by_queue_id: dict[bytes, set[int]] = {}
     queued: set[bytes] = set()
@@ -51,7 +52,7 @@ def accepted_in_mail_log(notice_id: int, lines: Any) -> set[int]:
         q = _PF_QUEUED.search(line)
         if q is not None:
             queued.add(q.group(1))
-        found = {int(m.group(2)) for m in _OUR_ID.finditer(line) if m.group(1) == want}
+        found = {int(m.group(2)) for m in our_id.finditer(line) if m.group(1) == want}
         if not found:
             continue
         c = _PF_CLEANUP.search(line)

@@ -18,11 +18,19 @@ from sqlalchemy import Connection, and_, bindparam, func, select, text, update
 from lifecycle.channels.mailer import Mailer, MessageBuilder, SendResult, smtp_config, valid_address
 from lifecycle.channels.ratelimit import chunk_size, notice_limiter
 from lifecycle.channels.templates import policy_notice
-from lifecycle.core import db
+from lifecycle.core import db, dbkind
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap.member_table import member_table
+from lifecycle.notices.identity import message_id, message_id_domain
 from lifecycle.notices.journal import journal_for
-from lifecycle.notices.members import MAX_CONSECUTIVE_RETRIES, NR, Progress, refresh_counts
+from lifecycle.notices.members import (
+    MAX_CONSECUTIVE_RETRIES,
+    NO_ADDRESS,
+    NO_CHANNEL,
+    NR,
+    Progress,
+    refresh_counts,
+)
 from models.base import utcnow
 from models.notify import SENDABLE_STATES, Notice, RecipientState
 from models.requests import Restriction
@@ -80,6 +88,12 @@ class _Claims:
         self._fd: int | None = None
 
     def __enter__(self) -> _Claims:
+        if dbkind.is_mysql(self.conn):
+            # No per-row advisory locks to claim with: batches of one notice take turns on a
+            # server-wide lock instead (as the file lock does on one host), released by the
+            # server if the worker dies.
+            self.conn.execute(text("SELECT GET_LOCK(:n, -1)"), {"n": self._mysql_lock})
+            return self
         if not self.pg:
             lock_dir = get_settings().var_dir / "locks"
             lock_dir.mkdir(parents=True, exist_ok=True)
@@ -87,9 +101,16 @@ class _Claims:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 
+    @property
+    def _mysql_lock(self) -> str:
+        return f"lc:{self.conn.engine.url.database}:notice-{self.notice_id}"[:64]
+
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             self.release()
+        if dbkind.is_mysql(self.conn):
+            with contextlib.suppress(Exception):
+                self.conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self._mysql_lock})
         if self._fd is not None:
             os.close(self._fd)
 
@@ -281,7 +302,9 @@ class _Marker:
             )
         )
 
-    def finish(self, row_ids: list[int], state: RecipientState, error: str) -> None:
+    def finish(
+        self, row_ids: list[int], state: RecipientState, error: str, keep_address: bool = False
+    ) -> None:
         if not row_ids:
             return
         values: dict[str, Any] = {
@@ -289,7 +312,7 @@ class _Marker:
             "error_class": error[:64],
             "attempts": NR.c.attempts + 1,
         }
-        if state != RecipientState.IN_DOUBT:
+        if state != RecipientState.IN_DOUBT and not keep_address:
             # A captured address is blanked once the row is final; an in-doubt row may still
             # have to be sent (reconcile), so it keeps it.
             values["address"] = None
@@ -414,7 +437,9 @@ def send_batch(
     return result
 
 
-REQUEST_NOTICES = frozenset({"withdrawal_completed", "correction_completed"})
+REQUEST_NOTICES = frozenset(
+    {"withdrawal_completed", "correction_completed", "request_answer", "request_postponed"}
+)
 
 
 def _restricted(conn: Connection, member_ids: list[int]) -> set[int]:
@@ -438,7 +463,7 @@ class _Sender:
         self.marker = marker
         self.result = result
         self.mail_from = settings.mail_from
-        self.domain = settings.mail_from.rpartition("@")[2] or "localhost"
+        self.domain = message_id_domain() if self.mailer is not None else ""
         self.limiter = notice_limiter()
         self.chunk = chunk_size(settings.notice_rate_per_second)
         self.allowance = 0
@@ -449,11 +474,15 @@ class _Sender:
         result = self.result
         marker = self.marker
         unusable = [r[0] for r in rows if not valid_address(r[2])]
-        marker.finish(unusable, RecipientState.NOT_SENT, "NoAddress")
+        marker.finish(unusable, RecipientState.NOT_SENT, NO_ADDRESS)
         result.not_sent += len(unusable)
         todo = [r for r in rows if valid_address(r[2])]
         if self.mailer is None:
-            marker.finish([r[0] for r in todo], RecipientState.NOT_SENT, "SmtpNotConfigured")
+            # The address is kept: a withdrawn member's captured address is the only copy, and
+            # these rows are sent once a mail server is configured (`requeue_for_channel`).
+            marker.finish(
+                [r[0] for r in todo], RecipientState.NOT_SENT, NO_CHANNEL, keep_address=True
+            )
             result.not_sent += len(todo)
             return
         for i, (row_id, member_id, address) in enumerate(todo):
@@ -461,9 +490,7 @@ class _Sender:
                 self.limiter.acquire(self.chunk)
                 self.allowance = self.chunk
             self.allowance -= 1
-            raw = self.builder.build(
-                address, f"notice-{result.notice_id}-{member_id}@{self.domain}"
-            )
+            raw = self.builder.build(address, message_id(result.notice_id, member_id, self.domain))
             try:
                 marker.intend(row_id)
             except Exception as exc:

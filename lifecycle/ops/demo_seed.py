@@ -39,6 +39,7 @@ from typing import Any
 from faker import Faker
 from sqlalchemy import Boolean, Date, DateTime, Engine, Table, func, select
 
+from lifecycle.core.dbkind import family
 from models import demo_site
 
 CHUNK = 20_000
@@ -314,6 +315,18 @@ class _SqliteWriter(_Writer):
         cols = ", ".join(f'"{c}"' for c in columns)
         marks = ", ".join("?" for _ in columns)
         self.conn.executemany(f'INSERT INTO "{table.name}" ({cols}) VALUES ({marks})', rows)
+
+
+class _MysqlWriter(_Writer):
+    def write(self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        cols = ", ".join(f"`{c}`" for c in columns)
+        marks = ", ".join("%s" for _ in columns)
+        # PyMySQL folds an INSERT ... VALUES executemany into multi-row statements; explicit ids
+        # move InnoDB's AUTO_INCREMENT past them by themselves.
+        with self.conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO `{table.name}` ({cols}) VALUES ({marks})", rows)
 
 
 # -- generation --------------------------------------------------------------------------------
@@ -645,9 +658,8 @@ def seed(
             gen.next_id[t.name] = (conn.execute(select(func.max(t.c.id))).scalar() or 0) + 1
     counts = {t.name: 0 for t in demo_site.ALL_TABLES}
     counts["files"] = 0
-    writer: _Writer = (
-        _PgWriter(engine) if engine.dialect.name == "postgresql" else _SqliteWriter(engine)
-    )
+    writers: dict[str, type[_Writer]] = {"postgresql": _PgWriter, "mysql": _MysqlWriter}
+    writer: _Writer = writers.get(family(engine), _SqliteWriter)(engine)
     first = gen.next_id["members"]
     gen.next_id["members"] += members
     # Generation (Python) runs in a thread while the main thread waits on the database, so on

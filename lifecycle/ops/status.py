@@ -21,16 +21,24 @@ import redis
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from lifecycle.core import db, queues
+from lifecycle.core import db, leases, queues
 from lifecycle.core.timeutil import as_utc
 from lifecycle.notices.reconcile import in_doubt_by_notice
 from lifecycle.ops import flower_locator
-from lifecycle.requests import holds
+from lifecycle.requests import deadlines, holds
 from lifecycle.thirdparty import deliveries
 from models.base import utcnow
-from models.requests import OPEN_STATES, JobRun, LifecycleRequest
+from models.engine import SweepBatch
+from models.notify import Notice, NoticeRecipient, RecipientState
+from models.requests import OPEN_STATES, JobRun, LifecycleRequest, RequestState
 
 OVERDUE_LIST_LIMIT = 50
+# Notice rows a batch still has to act on (held ones wait for a withdrawal to finish).
+UNFINISHED_RECIPIENT_STATES = (
+    RecipientState.PENDING.value,
+    RecipientState.SENDING.value,
+    RecipientState.HELD.value,
+)
 # Celery's Redis transport keeps messages of priority p>0 under "<queue>\x06\x16<p>".
 _REDIS_PRIORITY_SEP = "\x06\x16"
 _REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
@@ -193,6 +201,36 @@ def active_holds(session: Session, now: datetime | None = None) -> dict[str, Any
     }
 
 
+def _age_days(now: datetime, created: datetime) -> float:
+    return round((now - created).total_seconds() / 86400, 1)
+
+
+def overdue_by_kind(session: Session, now: datetime) -> list[OverdueRequest]:
+    """Open requests past their own kind's legal deadline (or their recorded extension); not
+    those a legal hold stops (listed under holds)."""
+    return [
+        OverdueRequest(r.id, r.kind, r.state, r.created_at, _age_days(now, r.created_at))
+        for r in deadlines.overdue(session, now)
+    ]
+
+
+FAILED_WINDOW = timedelta(days=7)
+
+
+def recently_failed(session: Session, now: datetime) -> list[dict[str, Any]]:
+    """Requests that failed in the last week, newest first, with their one-line reason (the
+    workers write no personal data there)."""
+    rows = session.execute(
+        select(LifecycleRequest.id, LifecycleRequest.kind, LifecycleRequest.error)
+        .where(
+            LifecycleRequest.state == RequestState.FAILED.value,
+            LifecycleRequest.updated_at >= now - FAILED_WINDOW,
+        )
+        .order_by(LifecycleRequest.id.desc())
+    ).all()
+    return [{"id": i, "kind": k, "error": (e or "")[:300]} for i, k, e in rows]
+
+
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
     """Third-party deliveries that failed or are being retried."""
     rows = deliveries.failing_deliveries(s)
@@ -241,6 +279,58 @@ def latest_job_runs(session: Session) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def unfinished_work(session: Session, now: datetime) -> dict[str, Any]:
+    """Everything started and not finished, with its age: stalls show up here, not silence.
+
+    ``jobs``: leased jobs (running, retrying, re-dispatched, or stalled: lease expired and not
+    yet re-sent); ``batches``: sweep runs with batches still pending; ``notices``: notices with
+    members still to send to.
+    """
+    conn = session.connection()
+    jobs = leases.unfinished(conn, now=now)
+    b, jr = SweepBatch.__table__, JobRun.__table__
+    batches = [
+        {
+            "run_id": int(run_id),
+            "pending": int(n),
+            "age_seconds": int((now - as_utc(started)).total_seconds()),
+            "idle_seconds": int((now - as_utc(last)).total_seconds()),
+        }
+        for run_id, n, started, last in conn.execute(
+            select(b.c.run_id, func.count(), jr.c.started_at, func.max(b.c.updated_at))
+            .join(jr, jr.c.id == b.c.run_id)
+            .where(b.c.state == "pending", jr.c.outcome == "running")
+            .group_by(b.c.run_id, jr.c.started_at)
+            .order_by(b.c.run_id)
+        )
+    ]
+    n, nr = Notice.__table__, NoticeRecipient.__table__
+    notices = [
+        {
+            "notice_id": int(notice_id),
+            "kind": kind,
+            "state": state,
+            "unsent": int(left),
+            "age_seconds": int((now - as_utc(created)).total_seconds()),
+            "idle_seconds": int((now - as_utc(updated)).total_seconds()),
+        }
+        for notice_id, kind, state, created, updated, left in conn.execute(
+            select(n.c.id, n.c.kind, n.c.state, n.c.created_at, n.c.updated_at, func.count())
+            .join(nr, nr.c.notice_id == n.c.id)
+            .where(nr.c.state.in_(UNFINISHED_RECIPIENT_STATES))
+            .group_by(n.c.id, n.c.kind, n.c.state, n.c.created_at, n.c.updated_at)
+            .order_by(n.c.id)
+        )
+    ]
+    return {
+        "jobs": jobs[:OVERDUE_LIST_LIMIT],
+        "jobs_total": len(jobs),
+        "stalled_total": sum(1 for j in jobs if j["state"] == "stalled"),
+        "batches": batches,
+        "notices": notices[:OVERDUE_LIST_LIMIT],
+    }
 
 
 # -- putting it together -------------------------------------------------------------------------
@@ -306,17 +396,24 @@ def build_report(
     def read_requests() -> dict[str, Any]:
         with session_factory() as s:
             by_state = open_requests_by_state(s)
-            overdue = overdue_requests(s, days=days, now=now)
+            overdue = overdue_by_kind(s, now)
+            by_kind = deadlines.by_kind(s, now)
             deliveries = failing_deliveries(s)
             in_doubt = notices_in_doubt(s)
             jobs = latest_job_runs(s)
             held = active_holds(s, now)
+            unfinished = unfinished_work(s, now)
+            failed = recently_failed(s, now)
         return {
             "holds": held,
+            "unfinished": unfinished,
+            "failed_total": len(failed),
+            "failed": failed[:OVERDUE_LIST_LIMIT],
             "open_by_state": by_state,
             "open_total": sum(by_state.values()),
             "deadline_days": days,
             "overdue_total": len(overdue),
+            "deadlines": by_kind,
             "overdue": [
                 {
                     "id": o.id,
@@ -336,7 +433,16 @@ def build_report(
     if primary is not None:
         report["requests"] = {
             k: primary[k]
-            for k in ("open_by_state", "open_total", "deadline_days", "overdue_total", "overdue")
+            for k in (
+                "open_by_state",
+                "open_total",
+                "deadline_days",
+                "overdue_total",
+                "overdue",
+                "deadlines",
+                "failed_total",
+                "failed",
+            )
         }
         report["deliveries"] = (
             {"available": False}
@@ -359,6 +465,7 @@ def build_report(
         )
         report["jobs"] = primary["jobs"]
         report["holds"] = primary["holds"]
+        report["unfinished"] = primary["unfinished"]
         report["primary"] = {"ok": True, "url": primary_url}
 
     archive_url = redact_url(settings.sqlalchemy_url("archive"))

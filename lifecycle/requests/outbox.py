@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
+from lifecycle.requests.deadlines import due_at_for
 from lifecycle.requests.states import KINDS
+from models.base import utcnow
 from models.requests import LifecycleRequest, RequestState
 
 
@@ -49,6 +51,7 @@ def submit(
         existing = _by_key(session, idempotency_key, lock=False)
         if existing is not None:
             return existing
+    now = utcnow()
     req = LifecycleRequest(
         kind=kind,
         member_id=member_id,
@@ -56,6 +59,8 @@ def submit(
         state=RequestState.RECEIVED.value,
         idempotency_key=idempotency_key,
         actor=actor[:128] if actor else None,
+        created_at=now,
+        due_at=due_at_for(kind, now),
     )
     # The savepoint opens before the row is added, so the unique-key violation of a lost race
     # rolls back only the savepoint, never the caller's transaction.

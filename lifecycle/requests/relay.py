@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from lifecycle.core import db, dispatch
+from lifecycle.core import db, dbkind, dispatch
 from lifecycle.requests.outbox import valid_member_id
 from lifecycle.requests.states import task_for, transition
 from models.base import utcnow
@@ -29,14 +29,17 @@ STALE_STATES = [
     RequestState.ARCHIVED.value,
     RequestState.DESTROYED.value,
     RequestState.CORRECTED.value,
+    RequestState.PACKAGED.value,
+    RequestState.ERASED.value,
+    RequestState.CONSENT_WITHDRAWN.value,
 ]
 
 
 def _claim(s: Session, stmt: Select[tuple[LifecycleRequest]]) -> list[LifecycleRequest]:
-    if s.get_bind().dialect.name == "postgresql":
-        # Two relays (two beats during a failover) never send the same rows concurrently.
-        stmt = stmt.with_for_update(skip_locked=True)
-    return list(s.scalars(stmt))
+    # Two relays (two beats during a failover) never send the same rows concurrently: they skip
+    # each other's rows, or, on a server without SKIP LOCKED (MariaDB < 10.6), the second waits
+    # and then finds them no longer 'received'.
+    return list(s.scalars(dbkind.for_update(stmt, s, skip=True)))
 
 
 def _send(req: LifecycleRequest) -> bool:

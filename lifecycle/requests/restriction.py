@@ -12,15 +12,36 @@ from sqlalchemy.orm import Session
 from models.requests import Restriction
 
 
-def restrict(session: Session, member_id: int, reason: str, request_id: int | None) -> None:
-    """Idempotent: restricting an already restricted member keeps the first reason."""
-    if session.get(Restriction, member_id) is None:
+def restrict(
+    session: Session,
+    member_id: int,
+    reason: str,
+    request_id: int | None,
+    *,
+    override: bool = False,
+) -> None:
+    """Idempotent: restricting an already restricted member keeps the first reason, unless
+    ``override`` (a member's 처리정지 outlasts the short restriction of a correction, so it
+    takes the row over and that correction's lift leaves it in place)."""
+    row = session.get(Restriction, member_id)
+    if row is None:
         session.add(Restriction(member_id=member_id, reason=reason, request_id=request_id))
         session.flush()
+    elif override:
+        row.reason = reason
+        row.request_id = request_id
 
 
-def lift(session: Session, member_id: int) -> None:
-    session.execute(delete(Restriction).where(Restriction.member_id == member_id))
+def lift(session: Session, member_id: int, reason: str | None = None) -> None:
+    """Lift the restriction; with ``reason``, only a restriction made for that reason."""
+    stmt = delete(Restriction).where(Restriction.member_id == member_id)
+    if reason is not None:
+        stmt = stmt.where(Restriction.reason == reason)
+    session.execute(stmt)
+
+
+def restriction_reason(session: Session, member_id: int) -> str | None:
+    return session.scalar(select(Restriction.reason).where(Restriction.member_id == member_id))
 
 
 def is_restricted(session: Session, member_id: int) -> bool:

@@ -46,6 +46,12 @@ class KindSpec:
     steps: tuple[str, ...]
     # Further moves beyond the happy path: from-state -> allowed to-states.
     extra: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # The legal deadline in days from receipt; None: the destruction deadline of the settings
+    # (5 days, 시행령 제16조).
+    deadline_days: int | None = 10
+    # Whether the law lets the operator postpone it with a recorded reason (열람 only:
+    # 시행령 제41조④). Other kinds can be refused with a reason, never silently delayed.
+    extendable: bool = False
 
     def allowed(self, frm: str) -> frozenset[str]:
         out: set[str] = set(self.extra.get(frm, ()))
@@ -62,6 +68,14 @@ class KindSpec:
         return frozenset(out)
 
 
+# A kind that tells third parties: a failed delivery parks it for the operator, and
+# `lifecycle deliveries replay` re-opens it.
+_NOTIFYING_EXTRA: Mapping[str, frozenset[str]] = {
+    S.NOTIFYING.value: frozenset({S.NEEDS_ATTENTION.value}),
+    S.NEEDS_ATTENTION.value: frozenset({S.COMPLETED.value, S.NOTIFYING.value}),
+    S.COMPLETED.value: frozenset({S.NOTIFYING.value}),
+}
+
 KINDS: dict[str, KindSpec] = {
     spec.kind: spec
     for spec in (
@@ -71,6 +85,7 @@ KINDS: dict[str, KindSpec] = {
             (S.RESTRICTED, S.ARCHIVED, S.DESTROYED, S.COMPLETED),
             # An operator may park a withdrawal for attention; it resumes from the start.
             {S.NEEDS_ATTENTION.value: frozenset({S.RESTRICTED.value})},
+            deadline_days=None,
         ),
         KindSpec(
             RequestKind.CORRECTION.value,
@@ -83,6 +98,28 @@ KINDS: dict[str, KindSpec] = {
                 # `lifecycle deliveries replay` re-opens a finished correction.
                 S.COMPLETED.value: frozenset({S.NOTIFYING.value}),
             },
+        ),
+        # 열람: collect everything into a package, then answer.
+        KindSpec(
+            RequestKind.ACCESS.value,
+            dispatch.ACCESS,
+            (S.PACKAGED, S.COMPLETED),
+            extendable=True,
+        ),
+        # 삭제 of named items: restrict, erase in one transaction, ledger, tell third parties.
+        KindSpec(
+            RequestKind.ERASURE.value,
+            dispatch.ERASE,
+            (S.RESTRICTED, S.ERASED, S.NOTIFYING, S.COMPLETED),
+            _NOTIFYING_EXTRA,
+        ),
+        KindSpec(RequestKind.SUSPENSION.value, dispatch.SUSPEND, (S.RESTRICTED, S.COMPLETED)),
+        KindSpec(RequestKind.SUSPENSION_LIFT.value, dispatch.SUSPEND_LIFT, (S.COMPLETED,)),
+        KindSpec(
+            RequestKind.CONSENT_WITHDRAWAL.value,
+            dispatch.CONSENT_WITHDRAW,
+            (S.CONSENT_WITHDRAWN, S.NOTIFYING, S.COMPLETED),
+            _NOTIFYING_EXTRA,
         ),
     )
 }

@@ -31,10 +31,11 @@ from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import MemberTable, member_table, to_json
 from lifecycle.notices.members import create_member_notice
-from lifecycle.requests.client import submit_and_enqueue
-from lifecycle.requests.outbox import load_for_update
+from lifecycle.requests.client import dispatch_now, submit_and_enqueue
+from lifecycle.requests.outbox import load_for_update, submit
 from lifecycle.requests.restriction import lift, restrict
 from lifecycle.requests.states import transition
+from lifecycle.rights.common import Requester, requester_refusal
 from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
 from lifecycle.thirdparty.recipients import lock_member, provided_fields
 from lifecycle.vault import accesslog, keystore, ledger
@@ -66,7 +67,7 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
 
 def _check_member(s: Any, mt: MemberTable, member_id: int, *, exclusive: bool) -> Any:
     row = lock_member(s, mt, member_id, share=not exclusive)
-    if row is None or row[mt.status_column] == mt.withdrawn_value:
+    if row is None or mt.is_withdrawn(row):
         raise UserError(f"member {member_id} does not exist or has withdrawn")
     return row
 
@@ -82,10 +83,28 @@ def validate_request(member_id: int, values: dict[str, Any]) -> dict[str, Any]:
     return {f: to_json(v) for f, v in typed.items()}
 
 
-def submit_correction(member_id: int, values: dict[str, Any], actor: str | None = None) -> int:
-    """Validate, then create the request and dispatch it (the website's Python client path)."""
+def submit_correction(
+    member_id: int,
+    values: dict[str, Any],
+    requester: Requester | None = None,
+    actor: str | None = None,
+) -> int:
+    """Validate, then create the request and dispatch it (the website's Python client path).
+
+    ``actor``: the operator (or website handler) who entered it, for the handler access log.
+    """
     payload = validate_request(member_id, values)
-    return submit_and_enqueue(RequestKind.CORRECTION.value, member_id, payload, actor=actor)
+    if requester is None:
+        return submit_and_enqueue(RequestKind.CORRECTION.value, member_id, payload, actor=actor)
+    # Who asked is recorded in the same transaction, before any worker can see the row.
+    with db.session("primary") as s:
+        request_id = submit(s, RequestKind.CORRECTION.value, member_id, payload, actor=actor)
+        req = s.get(LifecycleRequest, request_id)
+        assert req is not None
+        req.requester_kind, req.requester_name = requester.kind, requester.name
+        req.requester_contact, req.verified_by = requester.contact, requester.verified_by
+    dispatch_now(request_id)
+    return request_id
 
 
 # -- the job -------------------------------------------------------------------------------------
@@ -94,7 +113,7 @@ def submit_correction(member_id: int, values: dict[str, Any], actor: str | None 
 def _fail(s: Any, req: LifecycleRequest, reason: str) -> None:
     transition(req, RequestState.FAILED, error=reason)
     req.payload = None  # the requested values are not kept for a refused request
-    lift(s, req.member_id)
+    lift(s, req.member_id, "correction")
     log.warning("correction request %s refused: %s", req.id, reason)
 
 
@@ -117,6 +136,10 @@ def _step_restrict(request_id: int) -> str | None:
             _check_member(s, mt, req.member_id, exclusive=True)
         except UserError as exc:
             _fail(s, req, str(exc))
+            return req.state
+        refusal = requester_refusal(s, req)
+        if refusal is not None:
+            _fail(s, req, refusal)
             return req.state
         restrict(s, req.member_id, "correction", request_id)
         transition(req, RequestState.RESTRICTED)
@@ -169,7 +192,7 @@ def _step_apply(request_id: int) -> str | None:
                 {"request_id": request_id, "fields": changed, "completed_date": utcnow().date()},
             )
         req.payload = {"corrected_fields": changed}
-        lift(s, member_id)
+        lift(s, member_id, "correction")
         transition(req, RequestState.CORRECTED)
         log.info(
             "correction request %s applied: %d field(s) changed, %d notification(s) owed",

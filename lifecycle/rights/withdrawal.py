@@ -23,13 +23,13 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
-from lifecycle.core import db
+from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
-from lifecycle.engine.selection import subject_selections
+from lifecycle.engine.selection import subject_selections, unprocessed_clause
 from lifecycle.notices.members import (
     capture_withdrawal_notice,
     discard_member_notice,
@@ -38,6 +38,7 @@ from lifecycle.notices.members import (
 from lifecycle.requests import holds, restriction
 from lifecycle.requests import outbox as reqs
 from lifecycle.requests.states import START, TERMINAL, transition
+from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
 from lifecycle.vault import accesslog, keystore
 from models.requests import OPEN_STATES, LifecycleRequest, RequestState
 
@@ -58,14 +59,43 @@ def _now() -> datetime:
 
 
 def _lock_member(ctx: EngineContext, conn: Connection, member_id: int) -> Any:
+    """``(key, withdrawn?, withdrawn at or None)`` of the member, locked; None if unknown."""
     s = ctx.datamap.subject
     t = ctx.subject_table
-    q = select(t.c[s.key], t.c[s.status_column], t.c[s.withdrawn_at_column]).where(
+    q = select(t.c[s.key], t.c[s.state_column], s.withdrawn_at_col(t)).where(
         t.c[s.key] == member_id
     )
-    if ctx.is_pg_primary:
-        q = q.with_for_update(of=t)
-    return conn.execute(q).first()
+    row = conn.execute(dbkind.for_update(q, conn, of=t)).first()
+    if row is None:
+        return None
+    return (row[0], s.is_withdrawn(row[1]), s.withdrawn_at(row[2]))
+
+
+def _processed_kept_row(ctx: EngineContext, conn: Connection, member_id: int) -> bool:
+    """A member row the map keeps blank has already been cleared (its withdrawal is done)."""
+    if not ctx.datamap.subject.keep_row:
+        return False
+    t = ctx.subject_table
+    key = t.c[ctx.datamap.subject.key]
+    q = select(key).where(key == member_id, unprocessed_clause(ctx))
+    return conn.execute(q).first() is None
+
+
+def resolve_member(ctx: EngineContext, raw: str) -> int:
+    """The lifecycle's member id for what an operator typed: the site's own member id (the
+    map's ``login_column``, e.g. ``lee_mh7``) when the map names one, else the numeric key."""
+    s = ctx.datamap.subject
+    text = raw.strip()
+    if s.login_column:
+        t = ctx.subject_table
+        with ctx.primary.connect() as conn:
+            key = conn.execute(select(t.c[s.key]).where(t.c[s.login_column] == text)).scalar()
+        if key is None:
+            raise UserError(f"unknown member: no {s.table}.{s.login_column} equals the given id")
+        return int(key)
+    if not text.isdigit() or int(text) <= 0 or len(text) > 18:
+        raise UserError("MEMBER_ID must be a positive integer (the member's id)")
+    return int(text)
 
 
 def _already_processed_by(s: Session, req: LifecycleRequest) -> int | None:
@@ -113,19 +143,14 @@ def step_restrict(ctx: EngineContext, s: Session, req: LifecycleRequest) -> Step
     if refusal:
         return _refuse(s, req, refusal)
     sub = ctx.datamap.subject
-    if row[1] != sub.withdrawn_value:
+    if not row[1]:
         # The Python client may be called without the site having flipped the status first:
         # the request is the member's decision, so record it in the site's own terms.
         t = ctx.subject_table
         s.connection().execute(
             update(t)
             .where(t.c[sub.key] == req.member_id)
-            .values(
-                {
-                    sub.status_column: sub.withdrawn_value,
-                    sub.withdrawn_at_column: row[2] or as_utc(req.created_at),
-                }
-            )
+            .values(sub.withdraw_values(row[2] or as_utc(req.created_at)))
         )
     # Before anything is destroyed: the notice needs the address the member row holds.
     capture_withdrawal_notice(s, req.member_id, req.id)
@@ -156,7 +181,7 @@ def _move(
     if refusal:
         return None, refusal
     now = _now()
-    ended = {req.member_id: as_utc(row[2]) if row[2] else as_utc(req.created_at)}
+    ended = {req.member_id: row[2] or as_utc(req.created_at)}
     sels = subject_selections(ctx, "withdrawal", ended, now)
     return move(ctx, s.connection(), sels, _scope(ctx, req, task_id), now=now,
                 delete_rows=delete), None  # fmt: skip
@@ -180,7 +205,23 @@ def step_destroy(
     moved, refusal = _move(ctx, s, req, task_id, delete=True)
     if refusal:
         return _refuse(s, req, refusal)
+    # In the destroying transaction: recipients of a field destroyed now are owed a deletion
+    # notice (a field retained for a legal period was archived, not destroyed, and stays).
+    destroyed = [
+        c
+        for cat, cols in ctx.datamap.subject_table.columns.items()
+        if ctx.datamap.rule(cat).period.is_zero
+        for c in cols
+    ]
+    owe_deletions(s, req.member_id, req.id, recipients_of(s, req.member_id, destroyed))
+    assert moved is not None
     _log_access(ctx, req, moved)
+    if moved.failure:
+        # The rows are gone (their files are kept in a shred job): the request must not end
+        # "completed" for a file that was not destroyed.
+        transition(req, RequestState.FAILED, error=moved.failure)
+        log.error("withdrawal request %s failed: %s", req.id, moved.failure)
+        return StepResult(RequestState.FAILED.value, moved)
     transition(req, RequestState.DESTROYED)
     return StepResult(RequestState.DESTROYED.value, moved)
 
@@ -213,59 +254,97 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
 
     counts: dict[str, int] = {}
     while True:
-        with db.session("primary") as s:
-            req = reqs.load_for_update(s, request_id)
-            if req is None:
-                log.error("withdrawal request %s does not exist; nothing to do", request_id)
-                return {"request_id": request_id, "state": "missing"}
-            state = req.state
-            if state in TERMINAL:
-                out: dict[str, Any] = {"request_id": request_id, "state": state}
-                out.update(counts)
-                return out
-            if task_id:
-                req.task_id = task_id[:64]
-            held = (
-                holds.holds_on_member(s, req.member_id, ctx.today())
-                if state in (RequestState.RESTRICTED.value, RequestState.ARCHIVED.value)
-                else []
-            )
-            if held:
-                # Restricted (처리정지) but neither archived nor destroyed while the hold lasts;
-                # `lifecycle hold release` dispatches the request again.
-                ids = [h.id for h in held]
-                until = max(h.until for h in held).isoformat()
-                req.error = f"on legal hold {', '.join(map(str, ids))} until {until}"
-                log.warning("withdrawal request %s: member on legal hold %s; stopped at %s",
-                            request_id, ids, state)  # fmt: skip
-                out = {"request_id": request_id, "state": state, "held_by": ids}
-                out.update(counts)
-                return out
-            if req.error and req.error.startswith("on legal hold"):
-                req.error = None
-            if state in START_STATES:
-                res = step_restrict(ctx, s, req)
-            elif state == RequestState.RESTRICTED.value:
-                res = step_archive(ctx, s, req, task_id)
-            elif state == RequestState.ARCHIVED.value:
-                res = step_destroy(ctx, s, req, task_id)
-            elif state == RequestState.DESTROYED.value:
-                res = step_complete(ctx, s, req)
-            else:
-                res = _refuse(
-                    s, req, f"malformed request: state {state!r} is not a withdrawal state"
-                )
-            if res.moved is not None:
-                for k, v in res.moved.summary().items():
-                    # Both moving steps see the same member: count them once.
-                    counts[k] = (
-                        max(counts.get(k, 0), v) if k == "subjects" else counts.get(k, 0) + v
-                    )
+        held_by: list[int] = []
+        try:
+            res, state = _one_step(ctx, request_id, task_id, counts, held_by)
+        except UserError as exc:
+            # A move that could not be accounted for (rows the map's key cannot tell apart, a
+            # column that cannot be cleared): everything it did rolled back with it. The
+            # request says why; the member stays marked withdrawn for a re-run once fixed.
+            if fail_request(request_id, str(exc)):
+                _discard_notice(request_id)
+            return {"request_id": request_id, "state": RequestState.FAILED.value}
+        if res is None:
+            out: dict[str, Any] = {"request_id": request_id, "state": state}
+            if held_by:
+                out["held_by"] = held_by
+            out.update(counts)
+            return out
         if res.moved is not None:
             send_shred_jobs(res.moved.shred_jobs)
-        if res.state == RequestState.DESTROYED.value:
+        if res.moved is not None and res.state in (
+            RequestState.DESTROYED.value,
+            RequestState.FAILED.value,
+        ):
             flush_ledger_outbox(ctx)
+            try:
+                send_owed(request_id)
+            except Exception as exc:
+                # Recorded as pending: beat's resend job enqueues them once the lease passes.
+                log.warning("withdrawal %s: deletion notices not enqueued yet (%s)", request_id,
+                            type(exc).__name__)  # fmt: skip
         log.info("withdrawal request %s: %s -> %s", request_id, state, res.state)
+
+
+def _one_step(
+    ctx: EngineContext,
+    request_id: int,
+    task_id: str | None,
+    counts: dict[str, int],
+    held_by: list[int],
+) -> tuple[StepResult | None, str]:
+    """Run the request's next step in one transaction; ``(None, state)`` when it is over or
+    stopped by a legal hold (whose ids go into ``held_by``)."""
+    with db.session("primary") as s:
+        req = reqs.load_for_update(s, request_id)
+        if req is None:
+            log.error("withdrawal request %s does not exist; nothing to do", request_id)
+            return None, "missing"
+        state = req.state
+        if state in TERMINAL:
+            return None, state
+        if task_id:
+            req.task_id = task_id[:64]
+        held = (
+            holds.holds_on_member(s, req.member_id, ctx.today())
+            if state in (RequestState.RESTRICTED.value, RequestState.ARCHIVED.value)
+            else []
+        )
+        if held:
+            # Restricted (처리정지) but neither archived nor destroyed while the hold lasts;
+            # `lifecycle hold release` dispatches the request again.
+            held_by.extend(h.id for h in held)
+            until = max(h.until for h in held).isoformat()
+            req.error = f"on legal hold {', '.join(map(str, held_by))} until {until}"
+            log.warning("withdrawal request %s: member on legal hold %s; stopped at %s",
+                        request_id, held_by, state)  # fmt: skip
+            return None, state
+        if req.error and req.error.startswith("on legal hold"):
+            req.error = None
+        if state in START_STATES:
+            res = step_restrict(ctx, s, req)
+        elif state == RequestState.RESTRICTED.value:
+            res = step_archive(ctx, s, req, task_id)
+        elif state == RequestState.ARCHIVED.value:
+            res = step_destroy(ctx, s, req, task_id)
+        elif state == RequestState.DESTROYED.value:
+            res = step_complete(ctx, s, req)
+        else:
+            res = _refuse(s, req, f"malformed request: state {state!r} is not a withdrawal state")
+        if res.moved is not None:
+            for k, v in res.moved.summary().items():
+                # Both moving steps see the same member: count them once.
+                counts[k] = max(counts.get(k, 0), v) if k == "subjects" else counts.get(k, 0) + v
+    return res, state
+
+
+def _discard_notice(request_id: int) -> None:
+    try:
+        from lifecycle.notices.members import discard_member_notice
+    except ImportError:  # the notice channel is a separate component
+        return
+    with db.session("primary") as s:
+        discard_member_notice(s, "withdrawal_completed", request_id)
 
 
 def _send_notice(member_id: int, request_id: int) -> None:
@@ -307,6 +386,8 @@ def submit_withdrawal(ctx: EngineContext, member_id: int, actor: str | None = No
                     f"member {member_id} was already withdrawn and processed (request {earlier})"
                 )
             raise UserError(f"unknown member {member_id}")
+        if row[1] and _processed_kept_row(ctx, s.connection(), member_id):
+            raise UserError(f"member {member_id} was already withdrawn and processed")
         open_req = s.execute(
             select(LifecycleRequest.id, LifecycleRequest.state).where(
                 LifecycleRequest.member_id == member_id,
@@ -319,13 +400,12 @@ def submit_withdrawal(ctx: EngineContext, member_id: int, actor: str | None = No
                 f"member {member_id} already has withdrawal request {open_req[0]} in progress "
                 f"({open_req[1]})"
             )
-        if row[1] != sub.withdrawn_value or row[2] is None:
+        if not row[1] or row[2] is None:
             s.connection().execute(
                 update(t)
                 .where(t.c[sub.key] == member_id)
-                .values({sub.status_column: sub.withdrawn_value,
-                         sub.withdrawn_at_column: row[2] or _now()})
-            )  # fmt: skip
+                .values(sub.withdraw_values(row[2] or _now()))
+            )
         return reqs.submit(s, "withdrawal", member_id, actor=actor)
 
 

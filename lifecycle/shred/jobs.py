@@ -3,10 +3,13 @@
 ``enqueue_shred`` commits a job and its items in the primary DB, then sends the job id (never a
 path) to the queue ``shred.<host>``; if the broker is down the job stays pending and the beat
 task ``lifecycle.shred.resend_pending`` sends it later. ``run_job`` is what the worker on that
-host executes: one item at a time, each step persisted before the next, so a job killed at any
-point finishes when it is delivered again:
+host executes: batches of up to ``BATCH_ITEMS`` items, each step persisted for the whole batch
+before the next, so a job killed at any point finishes when it is delivered again:
 
-    pending --(tmp_name recorded)--> working --(shredder)--> done --(ledger entry)--> ledgered
+    pending --(tmp_names recorded)--> working --(shredder: overwrite all, one flush round,
+    then rename/unlink all, one fsync per directory)--> done --(ledger entries)--> ledgered
+
+Paths are bytes: one that is not UTF-8 is stored base64-encoded (:func:`db_path`).
 
 A file that is already gone completes as a no-op with a ledger note. Nothing here is Celery
 specific except ``_send``; the task wrappers live in ``tasks/shred.py``.
@@ -14,8 +17,9 @@ specific except ``_send``; the task wrappers live in ``tasks/shred.py``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import logging
@@ -26,11 +30,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kombu.exceptions import OperationalError
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
+from lifecycle.core.locks import job_lock
 from lifecycle.core.queues import shred_queue
 from lifecycle.core.settings import get_settings
 from lifecycle.shred.shredder import (
@@ -41,7 +46,7 @@ from lifecycle.shred.shredder import (
     check_path,
     locate,
     random_name,
-    shred_path,
+    shred_paths,
 )
 from lifecycle.vault import crypto, keystore, ledger
 from lifecycle.vault.crypto import derive_key
@@ -58,7 +63,30 @@ MAX_RESEND_AFTER = timedelta(hours=6)
 DEFAULT_CATEGORIES = ("uploaded_files",)
 # Test-only: seconds to sleep after each written chunk, so a test can kill a worker mid-file.
 TEST_CHUNK_DELAY_ENV = "LIFECYCLE_TEST_SHRED_CHUNK_DELAY"
-_ADVISORY_NAMESPACE = 0x53485244  # "SHRD": keeps our advisory lock keys apart from others'
+# Items shredded (and recorded) per batch: one flush round and one ledger transaction each.
+BATCH_ITEMS = 500
+# A path is bytes; one that is not UTF-8 is stored as this prefix + its base64. Stored paths
+# are otherwise absolute, so nothing else starts like this.
+_BYTES_PREFIX = "b64:"
+
+
+def db_path(path: str) -> str:
+    """The text stored for a path; any byte string round-trips through :func:`fs_path`."""
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _BYTES_PREFIX + base64.b64encode(raw).decode("ascii")
+
+
+def fs_path(stored: str) -> str:
+    """The path (a ``str`` carrying its exact bytes, as ``os.fsdecode`` gives) of stored text."""
+    if stored.startswith(_BYTES_PREFIX):
+        try:
+            return os.fsdecode(base64.b64decode(stored[len(_BYTES_PREFIX) :], validate=True))
+        except binascii.Error:
+            return stored  # not ours: the shredder refuses it as a relative path
+    return stored
 
 
 def _backoff(sends: int) -> timedelta:
@@ -66,7 +94,7 @@ def _backoff(sends: int) -> timedelta:
 
 
 def _validate_paths(
-    paths: Sequence[str], *, same_host: bool, strict: bool, recursive: bool
+    paths: Sequence[str | bytes], *, same_host: bool, strict: bool, recursive: bool
 ) -> list[str]:
     """Textual checks always; the roots only when the files are on this host (another host
     has its own roots and checks them when it runs the job); with ``strict`` the files too."""
@@ -77,6 +105,8 @@ def _validate_paths(
     roots = get_settings().file_roots if same_host else ["/"]
     seen: dict[str, None] = {}
     for i, p in enumerate(paths, start=1):
+        if isinstance(p, bytes):
+            p = os.fsdecode(p)
         if not isinstance(p, str):
             raise UserError(f"path {i} is not a string")
         try:
@@ -94,7 +124,7 @@ def _validate_paths(
 
 
 def enqueue_shred(
-    paths: list[str],
+    paths: Sequence[str | bytes],
     *,
     host: str | None = None,
     request_id: int | None = None,
@@ -177,14 +207,58 @@ def enqueue_shred(
         )
         s.add(job)
         s.flush()
-        s.add_all(
-            ShredItem(job_id=job.id, host=host, path=p, state=ShredItemState.PENDING.value)
-            for p in unique
-        )
+        _add_items(s, job.id, host, unique)
         job_id = job.id
     if conn is None:
         _send_if_pending(job_id)
     return job_id
+
+
+def _add_items(s: Session, job_id: int, host: str, paths: list[str]) -> None:
+    # One multi-row INSERT: the ORM would insert row by row where the server gives no
+    # RETURNING for ids (MySQL/MariaDB), which a withdrawal with thousands of files pays for.
+    state = ShredItemState.PENDING.value
+    s.execute(
+        insert(ShredItem.__table__),
+        [{"job_id": job_id, "host": host, "path": db_path(p), "state": state} for p in paths],
+    )
+
+
+def enqueue_shred_check(paths: list[str]) -> None:
+    """What :func:`enqueue_shred` refuses for paths on this host, without writing anything."""
+    _validate_paths(paths, same_host=True, strict=False, recursive=False)
+
+
+def keep_refused(
+    paths: list[str],
+    *,
+    request_id: int | None = None,
+    reason: str,
+    legal_basis: str,
+    categories: Sequence[str] = DEFAULT_CATEGORIES,
+    origin: str = "api",
+    conn: Connection | None = None,
+) -> int:
+    """A job for paths :func:`enqueue_shred` refuses (outside the roots, relative): written
+    anyway so the paths are not lost when the rows naming them go. When it runs, the worker
+    refuses each item by the shredder's own rules and records why (visible in the job's
+    counts); after the operator fixes the roots, re-running the job shreds them."""
+    host = get_settings().host_name
+    with _session(conn) as s:
+        now = utcnow()
+        job = ShredJob(
+            host=host, state=ShredJobState.PENDING.value, origin=origin, reason=reason,
+            legal_basis=legal_basis, categories=sorted(set(categories)), request_id=request_id,
+            paths_key=None, passes=1, zero=False, verify=False, recursive=False, sends=0,
+            next_send_at=now + FIRST_RESEND_AFTER, created_at=now,
+        )  # fmt: skip
+        s.add(job)
+        s.flush()
+        _add_items(s, job.id, host, list(dict.fromkeys(paths)))
+        job_id = job.id
+    if conn is None:
+        _send_if_pending(job_id)
+    return int(job_id)
 
 
 @contextlib.contextmanager
@@ -290,14 +364,16 @@ def sweep_orphans() -> dict[str, int]:
     queued = 0
     if candidates:
         with db.session("primary") as s:
-            pending = set(
-                s.scalars(
+            pending = {
+                fs_path(p)
+                for p in s.scalars(
                     select(ShredItem.path).where(
                         ShredItem.host == settings.host_name,
                         ShredItem.state != ShredItemState.DONE.value,
                     )
                 )
-            )
+                if p is not None
+            }
         fresh = [p for p in dict.fromkeys(candidates) if p not in pending]
         if fresh:
             enqueue_shred(
@@ -327,39 +403,13 @@ def sweep_orphans() -> dict[str, int]:
 
 @contextlib.contextmanager
 def _job_lock(job_id: int) -> Iterator[bool]:
-    """Exclusive per job while held; released by the kernel or PostgreSQL if we die."""
-    eng = db.engine("primary")
-    if db.is_postgres(eng):
-        key = (_ADVISORY_NAMESPACE << 32) | (job_id & 0xFFFFFFFF)
-        with eng.connect() as conn:
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-            conn.commit()
-            try:
-                yield got
-            finally:
-                if got:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
-        return
-    # SQLite (embedded default): all workers share ./var on one host; a file lock suffices.
-    lock_dir = get_settings().var_dir / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = lock_dir / f"shred-job-{job_id}.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-        if job_is_done(job_id):
-            # One lock file per job would pile up; a late delivery that still opens the old
-            # inode just finds the job done.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock_path)
-    finally:
-        os.close(fd)
+    """Exclusive per job while held; released by the kernel or the server if we die."""
+    with job_lock(db.engine("primary"), f"shred-job-{job_id}") as lock:
+        yield lock is not None
+        if lock is not None and job_is_done(job_id):
+            # One lock file per job would pile up in the embedded mode; a late delivery that
+            # still opens the old inode just finds the job done.
+            lock.discard()
 
 
 def job_is_done(job_id: int) -> bool:
@@ -371,7 +421,15 @@ def _hooks_from_env() -> Hooks | None:
     delay = float(os.environ.get(TEST_CHUNK_DELAY_ENV, "0") or 0)
     if delay <= 0:
         return None
-    return Hooks(on_chunk=lambda _n, _done: time.sleep(delay))
+    written = {"pos": 0}
+
+    def on_chunk(_n: int, done: int) -> None:
+        # Per MiB written, whatever the chunk size, so a test's timing does not depend on it.
+        step = done - written["pos"] if done > written["pos"] else done
+        written["pos"] = done
+        time.sleep(delay * step / (1 << 20))
+
+    return Hooks(on_chunk=on_chunk)
 
 
 def _item_ids(job_id: int) -> list[int]:
@@ -454,10 +512,12 @@ def run_job(
         ids = _item_ids(job_id)
         total = _counts(job_id)["total"]
         done_before = total - len(ids)
-        for n, item_id in enumerate(ids, start=1):
-            _run_item(item_id, options, settings.file_roots, hooks, task_id)
+        for first in range(0, len(ids), BATCH_ITEMS):
+            batch = ids[first : first + BATCH_ITEMS]
+            _run_batch(batch, options, settings.file_roots, hooks)
+            _ledger_items(batch, task_id)
             if progress:
-                progress(done_before + n, total)
+                progress(done_before + first + len(batch), total)
         counts = _counts(job_id)
         with db.session("primary") as s:
             s.execute(
@@ -468,125 +528,158 @@ def run_job(
     return {"job": job_id, **counts}
 
 
-def _run_item(
-    item_id: int,
+def _run_batch(
+    item_ids: Sequence[int],
     options: ShredOptions,
     roots: Sequence[os.PathLike[str] | str],
     hooks: Hooks | None,
-    task_id: str | None,
 ) -> None:
-    path: str | None = None
-    tmp_name: str | None = None
-    interrupted = False
+    """Shred the unfinished items of ``item_ids`` as one batch, then record every result.
+
+    The temporary names are committed before the shredder starts and the results only after
+    it returned, so a crash anywhere leaves each item ``working`` with its name recorded: the
+    next run overwrites again what is still there, finishes what was renamed, and notes what
+    is already gone.
+    """
+    work: list[tuple[int, str, str, bool]] = []
     with db.session("primary") as s:
-        item = s.get(ShredItem, item_id)
-        assert item is not None
-        if item.state != ShredItemState.DONE.value:
+        for item in s.scalars(
+            select(ShredItem).where(ShredItem.id.in_(item_ids)).order_by(ShredItem.id)
+        ):
+            if item.state == ShredItemState.DONE.value:
+                continue
             item.tmp_name = item.tmp_name or random_name()
             interrupted = item.state == ShredItemState.WORKING.value
             item.state = ShredItemState.WORKING.value
             item.attempts += 1
             item.started_at = item.started_at or utcnow()
-            path, tmp_name = item.path, item.tmp_name
-    if path is not None:
-        result = shred_path(path, roots, options, tmp_name=tmp_name, hooks=hooks)
-        _store_result(item_id, result, interrupted)
-    _ledger_item(item_id, task_id)
-
-
-def _store_result(item_id: int, r: ShredResult, interrupted: bool) -> None:
+            work.append((item.id, fs_path(item.path or ""), item.tmp_name, interrupted))
+    if not work:
+        return
+    results = shred_paths([(p, t) for _, p, t, _ in work], roots, options, hooks=hooks)
     with db.session("primary") as s:
-        item = s.get(ShredItem, item_id)
-        assert item is not None
-        item.state = ShredItemState.DONE.value
-        item.status = r.status
-        item.reason = r.reason or None
-        item.detail = r.detail or None
-        if r.status == "missing" and interrupted:
-            # Gone although we had started: the previous attempt got as far as the unlink.
-            item.detail = "already gone after an interrupted attempt"
-        item.size = r.size
-        item.overwritten = r.overwritten
-        item.passes = r.passes
-        item.zero_pass = r.zero_pass
-        item.verified = r.verified
-        item.fs_type = r.fs_type or None
-        item.overwrite_trusted = r.overwrite_trusted
-        item.files = r.files
-        item.resumed = r.resumed
-        item.finished_at = utcnow()
-        if not r.ok:
-            # Nothing was destroyed: no ledger entry; the path stays for the operator.
-            item.ledgered = True
+        for (item_id, _, _, interrupted), r in zip(work, results, strict=True):
+            item = s.get(ShredItem, item_id)
+            assert item is not None
+            _store_result(item, r, interrupted)
 
 
-def _ledger_item(item_id: int, task_id: str | None) -> None:
-    """Record a destroyed (or already absent) file in the ledger, once, then forget its path."""
+def _store_result(item: ShredItem, r: ShredResult, interrupted: bool) -> None:
+    item.state = ShredItemState.DONE.value
+    item.status = r.status
+    item.reason = r.reason or None
+    item.detail = r.detail or None
+    if r.status == "missing" and interrupted:
+        # Gone although we had started: the previous attempt got as far as the unlink.
+        item.detail = "already gone after an interrupted attempt"
+    item.size = r.size
+    item.overwritten = r.overwritten
+    item.passes = r.passes
+    item.zero_pass = r.zero_pass
+    item.verified = r.verified
+    item.fs_type = r.fs_type or None
+    item.overwrite_trusted = r.overwrite_trusted
+    item.files = r.files
+    item.resumed = r.resumed
+    item.finished_at = utcnow()
+    if not r.ok:
+        # Nothing was destroyed: no ledger entry; the path stays for the operator.
+        item.ledgered = True
+
+
+def _ledger_items(item_ids: Sequence[int], task_id: str | None) -> None:
+    """Record each destroyed (or already absent) file in the ledger, once, then forget its path.
+
+    One archive transaction for the batch; a crash before the paths are blanked only makes the
+    next run find the entries already recorded (dedup key per item).
+    """
 
     with db.session("primary") as s:
-        item = s.get(ShredItem, item_id)
-        assert item is not None
-        if item.ledgered or item.state != ShredItemState.DONE.value:
-            return
-        job = s.get(ShredJob, item.job_id)
-        assert job is not None
-        snapshot = {c.key: getattr(item, c.key) for c in ShredItem.__table__.columns}
-        job_info = {
-            "reason": job.reason,
-            "legal_basis": job.legal_basis,
-            "categories": list(job.categories or []),
-            "request_id": job.request_id,
-        }
-    with db.session("archive") as a:
-        ref = snapshot["path_ref"]
-        if ref is None:
-            ref = crypto.file_ref(keystore.ref_key(a), snapshot["path"] or "", snapshot["host"])
-        shredded = snapshot["status"] == "shredded"
-        opts = ShredOptions(
-            passes=max(1, snapshot["passes"] or 1),
-            zero=bool(snapshot["zero_pass"]),
-            verify=bool(snapshot["verified"]),
-        )
-        details: dict[str, Any] = {
-            "outcome": "shredded" if shredded else "already_absent",
-            "job_id": snapshot["job_id"],
-            "item_id": item_id,
-            "host": snapshot["host"],
-        }
-        if shredded:
-            details.update(
-                size=snapshot["size"],
-                overwritten=snapshot["overwritten"],
-                passes=snapshot["passes"],
-                zero_pass=bool(snapshot["zero_pass"]),
-                verified=bool(snapshot["verified"]),
-                files=snapshot["files"],
-                fs_type=snapshot["fs_type"],
-                overwrite_trusted=bool(snapshot["overwrite_trusted"]),
-                resumed=bool(snapshot["resumed"]),
+        rows = list(
+            s.scalars(
+                select(ShredItem).where(
+                    ShredItem.id.in_(item_ids),
+                    ShredItem.state == ShredItemState.DONE.value,
+                    ShredItem.ledgered.is_(False),
+                )
             )
-        else:
-            details["note"] = snapshot["detail"] or "the file was already gone; nothing to do"
-        ledger.append(
-            a,
-            action="file_shred",
-            categories=job_info["categories"],
-            tables=[],
-            subjects=1 if job_info["request_id"] is not None else 0,
-            rows=(snapshot["files"] or 0) if shredded else 0,
-            reason=job_info["reason"],
-            legal_basis=job_info["legal_basis"],
-            method=opts.method if shredded else "none (file already absent)",
-            actor=f"lifecycle.shred.files@{snapshot['host']}",
-            task_id=task_id,
-            request_id=job_info["request_id"],
-            subject_ref=ref,
-            details=details,
-            dedup_key=f"shred:{item_id}",
         )
+        snapshots = [{c.key: getattr(i, c.key) for c in ShredItem.__table__.columns} for i in rows]
+        job_ids = {snap["job_id"] for snap in snapshots}
+        jobs = {
+            j.id: {
+                "reason": j.reason,
+                "legal_basis": j.legal_basis,
+                "categories": list(j.categories or []),
+                "request_id": j.request_id,
+            }
+            for j in s.scalars(select(ShredJob).where(ShredJob.id.in_(job_ids)))
+        }
+    if not snapshots:
+        return
+    refs: dict[int, str] = {}
+    with db.session("archive") as a:
+        key = keystore.ref_key(a)
+        entries = []
+        for snap in sorted(snapshots, key=lambda x: x["id"]):
+            ref = snap["path_ref"] or crypto.file_ref(
+                key, fs_path(snap["path"] or ""), snap["host"]
+            )
+            refs[snap["id"]] = ref
+            entries.append(_ledger_entry(snap, jobs[snap["job_id"]], ref, task_id))
+        ledger.append_many(a, entries)
     with db.session("primary") as s:
-        s.execute(
-            update(ShredItem)
-            .where(ShredItem.id == item_id)
-            .values(ledgered=True, path_ref=ref, path=None)
+        for item_id, ref in refs.items():
+            s.execute(
+                update(ShredItem)
+                .where(ShredItem.id == item_id)
+                .values(ledgered=True, path_ref=ref, path=None)
+            )
+
+
+def _ledger_entry(
+    snapshot: dict[str, Any], job_info: dict[str, Any], ref: str, task_id: str | None
+) -> dict[str, Any]:
+    item_id = snapshot["id"]
+    shredded = snapshot["status"] == "shredded"
+    opts = ShredOptions(
+        passes=max(1, snapshot["passes"] or 1),
+        zero=bool(snapshot["zero_pass"]),
+        verify=bool(snapshot["verified"]),
+    )
+    details: dict[str, Any] = {
+        "outcome": "shredded" if shredded else "already_absent",
+        "job_id": snapshot["job_id"],
+        "item_id": item_id,
+        "host": snapshot["host"],
+    }
+    if shredded:
+        details.update(
+            size=snapshot["size"],
+            overwritten=snapshot["overwritten"],
+            passes=snapshot["passes"],
+            zero_pass=bool(snapshot["zero_pass"]),
+            verified=bool(snapshot["verified"]),
+            files=snapshot["files"],
+            fs_type=snapshot["fs_type"],
+            overwrite_trusted=bool(snapshot["overwrite_trusted"]),
+            resumed=bool(snapshot["resumed"]),
         )
+    else:
+        details["note"] = snapshot["detail"] or "the file was already gone; nothing to do"
+    return {
+        "action": "file_shred",
+        "categories": job_info["categories"],
+        "tables": [],
+        "subjects": 1 if job_info["request_id"] is not None else 0,
+        "rows": (snapshot["files"] or 0) if shredded else 0,
+        "reason": job_info["reason"],
+        "legal_basis": job_info["legal_basis"],
+        "method": opts.method if shredded else "none (file already absent)",
+        "actor": f"lifecycle.shred.files@{snapshot['host']}",
+        "task_id": task_id,
+        "request_id": job_info["request_id"],
+        "subject_ref": ref,
+        "details": details,
+        "dedup_key": f"shred:{item_id}",
+    }

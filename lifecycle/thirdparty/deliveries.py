@@ -35,14 +35,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.channels.mailer import MessageBuilder, mailer_from_settings
-from lifecycle.channels.templates import third_party_correction
-from lifecycle.core import db
-from lifecycle.core.errors import UserError
+from lifecycle.channels.templates import third_party_correction, third_party_deletion
+from lifecycle.core import db, dbkind
+from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.member_table import member_table
 from lifecycle.requests.outbox import load_for_update
-from lifecycle.requests.states import transition
+from lifecycle.requests.states import allowed, transition
 from lifecycle.thirdparty.retry_schedule import delay_before
 from lifecycle.vault import keystore, ledger
 from models.base import utcnow
@@ -55,6 +55,8 @@ COUNTDOWN_MAX = 300.0
 # How long an enqueued-but-not-started delivery is left alone before beat enqueues it again.
 ENQUEUE_LEASE = timedelta(minutes=10)
 EVENT_TYPE = "member.personal_data.corrected"
+# A deletion notice (erasure, consent withdrawal, withdrawal): field names, no values.
+EVENT_TYPES = {"correction": EVENT_TYPE, "deletion": "member.personal_data.deleted"}
 
 Enqueue = Callable[[int, float], None]
 
@@ -103,7 +105,7 @@ def create_delivery(
 def webhook_payload(d: Delivery) -> dict[str, Any]:
     created = _aware(d.created_at) or utcnow()
     return {
-        "type": EVENT_TYPE,
+        "type": EVENT_TYPES.get(d.kind, EVENT_TYPE),
         "timestamp": created.isoformat(),
         "data": {
             "member_id": d.member_id,
@@ -188,9 +190,14 @@ def _send(d: Delivery, r: ThirdParty) -> tuple[str, int | None, str | None]:
     if mailer is None:
         return "retry", None, "SmtpNotConfigured"
     created = _aware(d.created_at) or utcnow()
-    rendered = third_party_correction(
-        r.name, d.member_id, d.request_id or 0, d.message_id, d.payload or {}, created.date()
-    )
+    if d.kind == "deletion":
+        rendered = third_party_deletion(
+            r.name, d.member_id, d.request_id or 0, d.message_id, list(d.fields), created.date()
+        )
+    else:
+        rendered = third_party_correction(
+            r.name, d.member_id, d.request_id or 0, d.message_id, d.payload or {}, created.date()
+        )
     domain = settings.mail_from.rpartition("@")[2] or "localhost"
     raw = MessageBuilder(settings.mail_from, rendered.subject, rendered.body).build(
         r.email or "", f"{d.message_id}@{domain}"
@@ -260,7 +267,8 @@ def attempt(delivery_id: int, enqueue: Enqueue | None = None) -> str:
 
 
 def _pg(s: Session) -> bool:
-    return s.get_bind().dialect.name == "postgresql"
+    """The server has row locks (PostgreSQL, MySQL); SQLite serialises writers instead."""
+    return dbkind.row_locks(s)
 
 
 def _disable_recipient(s: Session, recipient_id: int, reason: str) -> None:
@@ -356,6 +364,7 @@ def write_ledger(delivery_id: int) -> bool:
             "attempts": _tries(s, [d.id]).get(d.id, 0),
         }
         member_id, request_id, table = d.member_id, d.request_id, mt.table.name
+        kind = d.kind
         method = _METHOD.get(r.channel if r else "", "")
     with db.session("archive") as a:
         ledger.append(
@@ -365,7 +374,11 @@ def write_ledger(delivery_id: int) -> bool:
             tables=[table],
             subjects=1,
             rows=1,
-            reason="정정 결과의 제3자 통지 (개인정보 보호법 제36조)",
+            reason=(
+                "삭제 요청의 제3자 통지 (개인정보 보호법 제36조·제37조)"
+                if kind == "deletion"
+                else "정정 결과의 제3자 통지 (개인정보 보호법 제36조)"
+            ),
             legal_basis="개인정보 보호법 제36조, 시행령 제43조",
             method=method,
             actor="lifecycle.notify.deliver",
@@ -396,9 +409,7 @@ def due_deliveries(limit: int = 500) -> list[int]:
             .order_by(Delivery.next_attempt_at)
             .limit(limit)
         )
-        if _pg(s):
-            stmt = stmt.with_for_update(skip_locked=True)
-        rows = list(s.scalars(stmt))
+        rows = list(s.scalars(dbkind.for_update(stmt, s, skip=True)))
         for d in rows:
             d.enqueued_at = now
         return [d.id for d in rows]
@@ -451,10 +462,8 @@ def replay(delivery_id: int) -> int:
         req_id = d.request_id
         if req_id is not None:
             req = s.get(LifecycleRequest, req_id)
-            if req is not None and req.state in (
-                RequestState.NEEDS_ATTENTION.value,
-                RequestState.COMPLETED.value,
-            ):
+            # A withdrawal's deletion notices do not hold the withdrawal open: its state stays.
+            if req is not None and RequestState.NOTIFYING.value in allowed(req.kind, req.state):
                 transition(req, RequestState.NOTIFYING)
         return req_id or 0
 
@@ -517,3 +526,34 @@ def list_deliveries(failing_only: bool = False, limit: int = 200) -> list[dict[s
         ).all()
         tries = _tries(s, [d.id for d, _ in rows])
         return [_delivery_summary(d, name, tries.get(d.id, 0)) for d, name in rows]
+
+
+class NotDelivered(LifecycleError):
+    """A delivery attempt that did not deliver: status code or error class only, no payload."""
+
+
+def attempt_report(delivery_id: int, outcome: str) -> NotDelivered | None:
+    """None if ``outcome`` needs no alarm; else the one-line reason for Flower and the log.
+
+    ``retry`` outcomes come back as a NotDelivered whose ``retry_in`` says when the next
+    attempt is (the schedule itself lives in the database, not in Celery).
+    """
+    if outcome in ("delivered", "not_due"):
+        return None
+    with db.session("primary") as s:
+        row = s.get(Delivery, delivery_id)
+        if row is None:
+            return None
+        state, status, attempts, nxt = (
+            row.state, row.last_status or "", row.attempts, row.next_attempt_at
+        )  # fmt: skip
+    what = f"delivery {delivery_id} attempt {attempts}: " + (
+        f"HTTP {status}" if status.isdigit() else (status or outcome)
+    )
+    if state == DeliveryState.PENDING.value and nxt is not None:
+        wait = max(0, int((as_utc(nxt) - utcnow()).total_seconds()))
+        err = NotDelivered(f"{what}, not delivered; next attempt in {wait} s")
+        err.retry_in = wait  # type: ignore[attr-defined]
+        return err
+    reason = {"disabled": "recipient disabled (410 Gone)", "failed": "gave up"}.get(state, state)
+    return NotDelivered(f"{what}, not delivered: {reason}")

@@ -6,6 +6,7 @@ while the member is restricted (처리정지): during a correction the data may 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.channels.mailer import valid_address
 from lifecycle.channels.webhooks import validate_secret, validate_url
-from lifecycle.core import db
+from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import member_table
 from lifecycle.requests.restriction import is_restricted
@@ -135,7 +136,7 @@ def lock_member(s: Session, mt: Any, member_id: int, *, share: bool) -> Any:
     provision can never slip in between a correction's restriction check and its restriction.
     """
     stmt = select(mt.table).where(mt.key_col == member_id)
-    if s.get_bind().dialect.name == "postgresql":
+    if dbkind.row_locks(s):
         stmt = stmt.with_for_update(read=share)
     return s.execute(stmt).mappings().first()
 
@@ -146,9 +147,13 @@ def record_provision(
     fields: list[str],
     basis: str = Basis.CONSENT.value,
     provided_at: datetime | None = None,
+    *,
+    purpose: str | None = None,
 ) -> int:
     if basis not in {b.value for b in Basis}:
         raise UserError("--basis must be consent or legal_request")
+    if purpose is not None and not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", purpose):
+        raise UserError("--purpose must be a short lowercase name, e.g. marketing")
     if member_id <= 0:
         raise UserError("member id must be a positive integer")
     with db.session("primary") as s:
@@ -161,7 +166,7 @@ def record_provision(
                 )
         recipient = get_recipient(s, recipient_name)
         row = lock_member(s, mt, member_id, share=True)
-        if row is None or row[mt.status_column] == mt.withdrawn_value:
+        if row is None or mt.is_withdrawn(row):
             raise UserError(f"member {member_id} does not exist or has withdrawn")
         if is_restricted(s, member_id):
             raise UserError(
@@ -172,6 +177,7 @@ def record_provision(
             recipient_id=recipient.id,
             fields=fields,
             basis=basis,
+            purpose=purpose,
         )
         if provided_at is not None:
             p.provided_at = provided_at

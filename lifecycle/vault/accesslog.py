@@ -57,7 +57,7 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
 
 def _lock_head(s: Session) -> AccessLogHead:
     stmt = select(AccessLogHead).where(AccessLogHead.id == HEAD_ID)
-    if s.get_bind().dialect.name == "postgresql":
+    if s.get_bind().dialect.name != "sqlite":
         stmt = stmt.with_for_update()
     else:  # SQLite: a write first takes the database's write lock
         s.execute(update(AccessLogHead).where(AccessLogHead.id == HEAD_ID).values(

@@ -13,7 +13,9 @@ What verification detects, and how it reports it (``first_bad_seq`` is the entry
 
 A chain whose every hash an attacker recomputed is consistent by construction; the ledger head
 row and exported copies of the head hash (``lifecycle ledger verify`` prints it) are what make
-such a rewrite evident.
+such a rewrite evident. *Anchors* (checkpoints of ``(seq, hash)`` kept outside the archive DB, see
+``lifecycle.vault.checkpoints``) catch what the head row cannot: the last entries deleted with
+the head pointed back (*truncated*), everything deleted (*wiped*), or a rewritten chain.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class VerifyResult:
 def verify_chain(
     entries: Iterable[Any],
     head: tuple[int, str] | None = None,
+    anchors: Mapping[int, str] | None = None,
     *,
     names: tuple[str, ...] = HASHED_FIELDS,
     base: tuple[int, str] = (0, GENESIS_HASH),
@@ -120,9 +123,12 @@ def verify_chain(
     """Check entries given in ``seq`` order; stops at the first problem.
 
     ``head`` is ``(seq, hash)`` of the ledger head row, if there is one: it catches entries
-    deleted from, or appended past, the end of the chain. ``base`` is the entry the kept part
-    of the chain follows (a chain whose oldest entries were pruned starts after its base).
+    deleted from, or appended past, the end of the chain. ``anchors`` maps a ``seq`` to the hash
+    a checkpoint recorded for it: that entry must exist and carry that hash. ``base`` is the
+    entry the kept part of the chain follows (a chain whose oldest entries were pruned starts
+    after its base).
     """
+    anchors = anchors or {}
     expected_seq = base[0] + 1
     prev = base[1]
     checked = 0
@@ -148,10 +154,28 @@ def verify_chain(
                 seq,
                 f"does not link to entry {seq - 1} (entries reordered, inserted or changed)",
             )
+        anchored = anchors.get(seq)
+        if anchored is not None and anchored != stored:
+            return VerifyResult(
+                False,
+                checked,
+                seq,
+                "hash differs from the checkpoint of this entry (ledger rewritten)",
+            )
         prev = stored
         expected_seq = seq + 1
         checked += 1
     last_seq = expected_seq - 1
+    beyond = max((s for s in anchors if s > last_seq), default=None)
+    if beyond is not None:
+        if last_seq == 0:
+            why = f"the ledger is empty but a checkpoint recorded entry {beyond} (ledger wiped)"
+        else:
+            why = (
+                f"entries missing after entry {last_seq} (ledger truncated; a checkpoint "
+                f"recorded entry {beyond})"
+            )
+        return VerifyResult(False, checked, last_seq + 1, why)
     if head is not None:
         head_seq, head_hash = head
         if head_seq > last_seq:

@@ -70,7 +70,7 @@ def _unwrap_cached(
     if wrapped_by != mid:
         raise KeyUnavailable(
             f"{kind} {ident} is wrapped under master key {wrapped_by}, not the configured "
-            f"{mid}; finish `lifecycle keys rotate` (see its --help)"
+            f"{mid}: {mismatch_advice(key_census(session), mid)}"
         )
     try:
         dk = crypto.unwrap_key(master, wrapped)
@@ -367,6 +367,29 @@ def key_census(session: Session) -> dict[str, int]:
         for mid, n in rows:
             out[mid] = out.get(mid, 0) + n
     return out
+
+
+def mismatch_advice(census: dict[str, int], configured: str) -> str | None:
+    """What to do when live keys (``key_census``) are not all under the ``configured`` key id;
+    None when they are (or there are none)."""
+    others = {mid: n for mid, n in census.items() if mid != configured and n}
+    if not others:
+        return None
+    if not census.get(configured):
+        # Nothing at all under the configured key: this is not a rotation in progress, the
+        # process simply has another install's (or a freshly made) key.
+        listed = ", ".join(sorted(others))
+        return (
+            f"this install's keys are wrapped under another master key ({listed}): point "
+            "LIFECYCLE_MASTER_KEY_FILE (or LIFECYCLE_MASTER_KEY) at the original key file, "
+            "the one with that id (after a finished `keys rotate`, the new key)"
+        )
+    left = sum(others.values())
+    return (
+        f"a master-key rotation is unfinished: {left} live keys are still under "
+        f"{', '.join(sorted(others))}: run `lifecycle keys rotate --old-key-file OLD "
+        "--new-key-file CONFIGURED` with the old key file"
+    )
 
 
 def rotate_master(

@@ -20,22 +20,40 @@ import csv
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from lifecycle.core.errors import UserError
+from lifecycle.core import db
+from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.vault.chain import GENESIS_HASH, VerifyResult, entry_hash, verify_chain
+from models.anchor import LedgerCheckpoint
 from models.archive import LedgerEntry, LedgerHead
 from models.base import utcnow
 
 HEAD_ID = 1
 log = logging.getLogger(__name__)
+
+# How long a process trusts the checkpoint floor it read: checkpoints move once a night, and
+# reading the primary DB on every append would put a round trip in every ledger writer.
+FLOOR_TTL_SECONDS = 300.0
+_floor_lock = threading.Lock()
+_floor_cache: dict[str, tuple[float, int]] = {}
+
+
+class LedgerBroken(LifecycleError):
+    """The ledger failed verification, or its head is older than a checkpoint."""
+
+    exit_code = 1
+
 
 # Korean labels for the privacy officer; codes stay English in the DB and in the hash.
 ACTION_LABELS = {
@@ -46,11 +64,13 @@ ACTION_LABELS = {
     "correction": "정정",
     "notification": "제3자 통지",
     "restriction": "처리정지",
+    "tamper_detected": "위변조 탐지",
     "archive_retrieve": "분리보관 자료 열람·제출",
     "hold": "보존 명령 설정",
     "hold_release": "보존 명령 해제",
     "hold_keep": "보존 명령에 따른 파기 보류",
     "ledger_replay": "백업 복원 후 파기 재적용",
+    "consent_withdrawal": "동의 철회",
 }
 
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -124,6 +144,38 @@ def _create_head(session: Session, pg: bool) -> None:
         id=HEAD_ID, seq=seq, hash=digest, updated_at=utcnow()
     )
     session.execute(ins.on_conflict_do_nothing(index_elements=["id"]))
+
+
+def checkpoint_floor() -> int:
+    """The highest ledger ``seq`` a checkpoint in the primary DB recorded (0 if none)."""
+    url = db.engine("primary").url.render_as_string(hide_password=False)
+    now = time.monotonic()
+    with _floor_lock:
+        cached = _floor_cache.get(url)
+    if cached is not None and now - cached[0] < FLOOR_TTL_SECONDS:
+        return cached[1]
+    with db.session("primary") as p:
+        floor = int(p.scalar(select(func.coalesce(func.max(LedgerCheckpoint.seq), 0))) or 0)
+    with _floor_lock:
+        _floor_cache[url] = (now, floor)
+    return floor
+
+
+def forget_checkpoint_floor() -> None:
+    """Drop the cached floor (a checkpoint was just written by this process)."""
+    with _floor_lock:
+        _floor_cache.clear()
+
+
+def _refuse_head_below(head: LedgerHead, floor: int) -> None:
+    # Appending on top of a truncated chain would bury the evidence under fresh entries and
+    # make the ledger look like it simply has fewer destructions; stop and say so instead.
+    if head.seq < floor:
+        raise LedgerBroken(
+            f"ledger head is at entry {head.seq} but a checkpoint recorded entry {floor}: "
+            "entries were deleted from the archive DB; nothing is appended until the archive "
+            "DB is restored (run `lifecycle ledger verify`)"
+        )
 
 
 def _by_dedup(session: Session, dedup_key: str) -> LedgerEntry | None:
@@ -275,7 +327,9 @@ def append(
         existing = _by_dedup(session, dedup_key)
         if existing is not None:
             return existing
+    floor = checkpoint_floor()
     head = _lock_head(session)
+    _refuse_head_below(head, floor)
     if dedup_key is not None:
         # A concurrent writer with the same key may have committed while we waited.
         existing = _by_dedup(session, dedup_key)
@@ -335,7 +389,9 @@ def append_many(session: Session, entries: Iterable[Mapping[str, Any]]) -> int:
     todo = fresh(prepared, recorded(keys) if keys else set())
     if not todo:
         return 0
+    floor = checkpoint_floor()
     head = _lock_head(session)
+    _refuse_head_below(head, floor)
     if keys:
         # A concurrent writer with one of the keys may have committed while we waited.
         todo = fresh(todo, recorded([f["dedup_key"] for f in todo if f["dedup_key"]]))
@@ -364,7 +420,7 @@ def append_many(session: Session, entries: Iterable[Mapping[str, Any]]) -> int:
 # -- reading -------------------------------------------------------------------------------------
 
 
-def iter_entries(session: Session, batch: int = 2000) -> Iterator[Mapping[str, Any]]:
+def iter_entries(session: Session | Connection, batch: int = 2000) -> Iterator[Mapping[str, Any]]:
     """Entries in seq order as plain mappings, in keyset pages: a million entries stay cheap
     and no ORM object piles up in the caller's session."""
     table = LedgerEntry.__table__
@@ -380,17 +436,44 @@ def iter_entries(session: Session, batch: int = 2000) -> Iterator[Mapping[str, A
         last = page[-1].seq
 
 
-def head(session: Session) -> tuple[int, str] | None:
+def head(session: Session | Connection) -> tuple[int, str] | None:
     row = session.execute(
         select(LedgerHead.seq, LedgerHead.hash).where(LedgerHead.id == HEAD_ID)
     ).first()
     return (int(row[0]), row[1]) if row else None
 
 
-def verify(session: Session) -> VerifyResult:
-    """Verify the whole chain against the head row (read-only)."""
-    h = head(session)
-    result = verify_chain(iter_entries(session), head=h)
+@contextmanager
+def snapshot(session: Session) -> Iterator[Connection]:
+    """A read-only connection to ``session``'s database whose reads all see one moment.
+
+    Without it the head and the entries are read at different moments, and an entry committed
+    in between looks inserted past the head: a false tampering alarm whenever the system is
+    busy. It is a connection of its own, so it works whatever ``session`` already did (and does
+    not see ``session``'s uncommitted writes).
+    """
+    engine = session.get_bind()
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            # pysqlite starts no transaction for a SELECT, so each statement would read its own
+            # WAL snapshot; an explicit BEGIN holds one read snapshot until the rollback.
+            conn.exec_driver_sql("BEGIN")
+            snap = conn
+        else:
+            # PostgreSQL, MariaDB/MySQL: the snapshot is taken at the first read and kept.
+            snap = conn.execution_options(isolation_level="REPEATABLE READ")
+        try:
+            yield snap
+        finally:
+            snap.rollback()
+
+
+def verify(session: Session, anchors: Mapping[int, str] | None = None) -> VerifyResult:
+    """Verify the whole chain against the head row and ``anchors`` (checkpoints), read-only,
+    in one snapshot of the database (see :func:`snapshot`)."""
+    with snapshot(session) as snap:
+        h = head(snap)
+        result = verify_chain(iter_entries(snap), head=h, anchors=anchors)
     if result.ok and h is None and result.checked:
         # The migration creates the head; entries without one means it was deleted.
         return VerifyResult(False, result.checked, result.checked, "ledger head row missing")
@@ -440,11 +523,15 @@ def export_csv(session: Session, out: IO[str], tz: str = "Asia/Seoul") -> int:
 __all__ = [
     "ACTION_LABELS",
     "CSV_COLUMNS",
+    "LedgerBroken",
     "append",
     "append_many",
+    "checkpoint_floor",
     "count",
     "export_csv",
+    "forget_checkpoint_floor",
     "head",
     "iter_entries",
+    "snapshot",
     "verify",
 ]

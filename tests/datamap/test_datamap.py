@@ -538,3 +538,64 @@ def test_cli_check_ok_and_bad(embedded_env, tmp_path: Path) -> None:  # type: ig
         assert len(lines) == 1, res.stderr
         assert f"bad.yaml:{line_of(DEMO, 'period: 6mo')}:" in lines[0]
         assert "unbounded" in lines[0]
+
+
+# -- hostile YAML ------------------------------------------------------------------------------
+
+ALIAS_BOMB = "\n".join(
+    ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    + ["subject: *i"]
+)
+
+
+def _limited_memory() -> None:
+    import resource
+
+    # A regression (the tree expanded: 9**9 nodes) dies of MemoryError instead of eating the
+    # shared machine's memory; the check itself needs a few tens of MB.
+    resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))
+
+
+def test_alias_bomb_is_refused_before_it_expands(embedded_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    err = refused(ALIAS_BOMB)
+    assert "anchors (&a) are not allowed" in err.message and err.line == 1
+    # Aliases alone (of a node that carries no anchor they could name) are refused as well.
+    assert "aliases (*a) are not allowed" in refused("subject: *a").message
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(ALIAS_BOMB)
+    r = subprocess.run(
+        [sys.executable, "-m", "lifecycle.cli.main", "datamap", "check", "--offline"],
+        env=embedded_env.environ(LIFECYCLE_DATA_MAP=str(bomb)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limited_memory,
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        f"lifecycle: error: data map {bomb}:1: not valid YAML: YAML anchors (&a) are not allowed"
+    ]
+
+
+def test_anchors_are_refused_too() -> None:
+    bad = edit("  complaints:\n", "  complaints: &c\n")
+    err = refused(bad)
+    assert "anchors (&c) are not allowed" in err.message
+    assert err.line == line_of(bad, "  complaints: &c")
+
+
+def test_oversized_map_is_refused_without_parsing(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text(DEMO + "#" * (1024 * 1024) + "\n")
+    with pytest.raises(DataMapError) as info:
+        load_datamap(big)
+    assert str(info.value) == (
+        f"data map {big}: the file is {big.stat().st_size} bytes; "
+        "a data map over 1048576 bytes is refused"
+    )
+    err = refused(DEMO + "#" * (1024 * 1024))
+    assert "a data map over 1048576 bytes is refused" in err.message

@@ -1,4 +1,5 @@
-"""Withdrawal and sweep end to end: CLI, real workers, PostgreSQL, Redis; then a leak scan."""
+"""Withdrawal and sweep end to end: CLI, real workers, PostgreSQL or MariaDB (primary), Redis; then
+a leak scan."""
 
 from __future__ import annotations
 
@@ -42,9 +43,9 @@ def _member_with_files(primary: str) -> int:
 
 
 def test_withdraw_and_sweep_end_to_end_leave_no_personal_data_behind(
-    lifecycle_env: LifecycleEnv, start_worker
+    primary_env: LifecycleEnv, start_worker
 ) -> None:  # type: ignore[no-untyped-def]
-    env = lifecycle_env
+    env = primary_env
     primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
     archive = env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
     seed_site(primary, 40, files=True, file_root=env.file_root)
@@ -121,14 +122,14 @@ def test_withdraw_and_sweep_end_to_end_leave_no_personal_data_behind(
 
 
 def test_the_same_withdrawal_delivered_three_times_has_the_effect_of_once(
-    lifecycle_env: LifecycleEnv, start_worker
+    primary_env: LifecycleEnv, start_worker
 ) -> None:  # type: ignore[no-untyped-def]
     from lifecycle.engine.context import get_context
     from lifecycle.requests.relay import dispatch_one
     from lifecycle.rights.withdrawal import submit_withdrawal
     from workers.app import app
 
-    env = lifecycle_env
+    env = primary_env
     primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
     archive = env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
     seed_site(primary, 30)
@@ -162,9 +163,9 @@ def test_the_same_withdrawal_delivered_three_times_has_the_effect_of_once(
 
 
 def test_cli_bad_input_is_one_line_exit_2_and_changes_nothing(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
 ) -> None:
-    env = lifecycle_env
+    env = primary_env
     primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
     seed_site(primary, 5)
     before = table_counts(primary)

@@ -32,6 +32,7 @@ from tests.helpers import (
     snapshot_site,
     start_redis,
     withdraw_all,
+    write_master_key,
 )
 from tests.pg_server import PgServer, start_postgres
 
@@ -51,6 +52,7 @@ def fire_env(
         var, files = tmp_path / "var", tmp_path / "files"
         var.mkdir()
         files.mkdir()
+        write_master_key(var / "master.key")
         env = LifecycleEnv(
             vars={
                 "LIFECYCLE_VAR_DIR": str(var),

@@ -1,4 +1,5 @@
-"""Sweep, dry run, purge, deadlines and status on real PostgreSQL (in-process and via the CLI)."""
+"""Sweep, dry run, purge, deadlines and status on real PostgreSQL and MariaDB primaries (in-process
+and via the CLI)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from lifecycle.engine.sweep import LOCK_NAME, run_sweep
 from tests.helpers import (
     LifecycleEnv,
     accounting,
+    ago,
     check_exact_accounting,
+    insert_id,
     remaining_rows,
     seed_site,
+    site_engine,
     snapshot_site,
     table_counts,
     withdraw_all,
@@ -27,13 +31,13 @@ from tests.helpers import (
 
 
 @pytest.fixture
-def site(lifecycle_env: LifecycleEnv):  # type: ignore[no-untyped-def]
-    primary = lifecycle_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+def site(primary_env: LifecycleEnv):  # type: ignore[no-untyped-def]
+    primary = primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
     seed_site(primary, 120)
     # Beyond the seed's own ~4% withdrawn members: a few dozen more, for bigger batches.
     withdraw_all(primary, "id % 4 = 0")
     clear_context_cache()
-    yield lifecycle_env
+    yield primary_env
     clear_context_cache()
 
 
@@ -41,10 +45,10 @@ def _urls(env: LifecycleEnv) -> tuple[str, str]:
     return env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"], env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
 
 
-def _scalar(url: str, sql: str) -> int:
-    eng = create_engine(url)
+def _scalar(url: str, sql: str, **params: object) -> int:
+    eng = site_engine(url)
     with eng.connect() as c:
-        v = c.execute(text(sql)).scalar_one()
+        v = c.execute(text(sql), params).scalar_one()
     eng.dispose()
     return int(v)
 
@@ -74,8 +78,8 @@ def test_sweep_moves_every_withdrawn_member_and_old_logs_once(site: LifecycleEnv
     old_logs_of_active = _scalar(
         primary,
         "SELECT count(*) FROM access_logs a LEFT JOIN members m ON m.id = a.member_id "
-        "WHERE a.accessed_at < now() - interval '3 months' "
-        "AND (m.status IS NULL OR m.status <> 'withdrawn')",
+        "WHERE a.accessed_at < :cutoff AND (m.status IS NULL OR m.status <> 'withdrawn')",
+        cutoff=ago(days=93),
     )
     assert withdrawn > 20 and old_logs_of_active > 0
     ctx = get_context()
@@ -96,8 +100,8 @@ def test_sweep_moves_every_withdrawn_member_and_old_logs_once(site: LifecycleEnv
     assert progress[-1][0] == progress[-1][1]
     assert _scalar(primary, "SELECT count(*) FROM members WHERE status = 'withdrawn'") == 0
     assert (
-        _scalar(primary, "SELECT count(*) FROM access_logs WHERE accessed_at < "
-                "now() - interval '3 months'") == 0
+        _scalar(primary, "SELECT count(*) FROM access_logs WHERE accessed_at < :c",
+                c=ago(days=92)) == 0
     )  # fmt: skip
     acc = accounting(primary, archive)
     check_exact_accounting(snap, remaining_rows(primary, snap), acc)
@@ -232,28 +236,30 @@ def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
     from tasks.deadlines import OverdueRequests, check_deadlines
 
     primary, _ = _urls(site)
-    eng = create_engine(primary)
+    eng = site_engine(primary)
     old = datetime.now(UTC) - timedelta(days=6)
     with eng.begin() as c:
         ids = [
-            c.execute(
-                text(
-                    "INSERT INTO lifecycle_requests (kind, member_id, state, attempts, created_at, "
-                    "updated_at) VALUES ('withdrawal', :m, :s, 0, :t, :t) RETURNING id"
-                ),
+            insert_id(
+                c,
+                "INSERT INTO lifecycle_requests (kind, member_id, state, attempts, created_at, "
+                "updated_at) VALUES ('withdrawal', :m, :s, 0, :t, :t)",
                 {"m": m, "s": st, "t": t},
-            ).scalar_one()
+            )
             for m, st, t in ((4, "restricted", old), (8, "completed", old), (12, "received", old))
         ]
         c.execute(
-            text("UPDATE lifecycle_requests SET created_at = now() WHERE id = :i"), {"i": ids[2]}
+            text("UPDATE lifecycle_requests SET created_at = :n WHERE id = :i"),
+            {"i": ids[2], "n": ago()},
         )
     eng.dispose()
     with db.session("primary") as s:
         overdue = overdue_requests(s)
     assert [r.id for r in overdue] == [ids[0]]
     assert overdue[0].age_days >= 6
-    with pytest.raises(OverdueRequests, match=rf"1 requests open longer than 5 days: {ids[0]}$"):
+    # Each kind has its own deadline now; a withdrawal's is the 5-day destruction deadline.
+    msg = rf"1 requests past their legal deadline: withdrawal \(deadline 5 days\): {ids[0]}$"
+    with pytest.raises(OverdueRequests, match=msg):
         check_deadlines.apply(throw=True).get()
     r = site.run("status", "--json")
     import json
@@ -268,8 +274,9 @@ def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
 
 
 def test_dormancy_when_the_operator_enables_it(
-    lifecycle_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
+    primary_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
+    lifecycle_env = primary_env
     from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
     from workers.app import reconfigure
 
@@ -282,17 +289,18 @@ def test_dormancy_when_the_operator_enables_it(
     monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(custom))
     reconfigure()
     clear_context_cache()
-    eng = create_engine(primary)
+    eng = site_engine(primary)
     with eng.begin() as c:
         # The site marks members dormant (after its 30-day notice); two qualify by inactivity.
         c.execute(text("UPDATE members SET status = 'active' WHERE status = 'withdrawn'"))
         c.execute(
-            text(
-                "UPDATE members SET status = 'dormant', last_login_at = now() - interval "
-                "'2 years' WHERE id IN (3, 5)"
-            )
+            text("UPDATE members SET status = 'dormant', last_login_at = :t WHERE id IN (3, 5)"),
+            {"t": ago(days=731)},
         )
-        c.execute(text("UPDATE members SET status = 'dormant', last_login_at = now() WHERE id = 7"))
+        c.execute(
+            text("UPDATE members SET status = 'dormant', last_login_at = :t WHERE id = 7"),
+            {"t": ago()},
+        )
         before = {
             t: c.execute(text(f"SELECT count(*) FROM {t} WHERE member_id IN (3, 5, 7)")).scalar()
             for t in ("payments", "contracts", "service_usage", "counselling_records")
@@ -322,14 +330,14 @@ def test_dormancy_when_the_operator_enables_it(
 
 
 def test_a_table_reached_via_its_parent_is_moved_with_its_member(
-    lifecycle_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
+    primary_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     """A table with no member column of its own (``via``) is taken through its parent: each
     row deleted, its retained part archived under the right member, none left behind."""
     from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
     from workers.app import reconfigure
 
-    primary, archive = _urls(lifecycle_env)
+    primary, archive = _urls(primary_env)
     seed_site(primary, 80)
     withdraw_all(primary, "id % 3 = 0")
     shipped = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
@@ -345,7 +353,7 @@ def test_a_table_reached_via_its_parent_is_moved_with_its_member(
     monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(custom))
     reconfigure()
     clear_context_cache()
-    eng = create_engine(primary)
+    eng = site_engine(primary)
     withdrawn_invoices = (
         "FROM tax_invoices t JOIN payments p ON p.id = t.payment_id "
         "JOIN members m ON m.id = p.member_id WHERE m.status = 'withdrawn'"
@@ -354,8 +362,9 @@ def test_a_table_reached_via_its_parent_is_moved_with_its_member(
         kept = c.execute(
             text(
                 f"SELECT count(*), count(DISTINCT p.member_id) {withdrawn_invoices} "
-                "AND t.issued_at > now() - interval '5 years'"
-            )
+                "AND t.issued_at > :t"
+            ),
+            {"t": ago(days=5 * 365 + 1)},
         ).one()
         total = c.execute(text(f"SELECT count(*) {withdrawn_invoices}")).scalar_one()
     assert kept[0] > 5 and kept[1] > 2, "the seed gave too few invoices to test"
@@ -424,3 +433,76 @@ def test_embedded_default_sweep_hands_files_to_the_shredder(embedded_env: Lifecy
     assert not any(Path(p).exists() for p in gone)
     assert all(Path(p).is_file() for p in kept)
     clear_context_cache()
+
+
+def test_purge_records_tampered_archive_rows_in_the_ledger(site: LifecycleEnv) -> None:
+    from lifecycle.engine.purge import ArchiveTampered
+    from lifecycle.vault import ledger
+
+    _, archive = _urls(site)
+    ctx = get_context()
+    run_sweep(ctx)
+    records = _scalar(archive, "SELECT count(*) FROM archive_records")
+    assert records > 10
+    a = create_engine(archive)
+    with a.begin() as c:
+        # Three ciphertexts altered in place, one row moved to another identity (its AAD).
+        c.execute(
+            text(
+                "UPDATE archive_records SET ciphertext = "
+                "set_byte(ciphertext, 0, (get_byte(ciphertext, 0) + 1) % 256) "
+                "WHERE (source_table, source_pk, category) IN (SELECT source_table, source_pk, "
+                "category FROM archive_records ORDER BY source_table, source_pk, category "
+                "LIMIT 3)"
+            )
+        )
+        c.execute(
+            text(
+                "UPDATE archive_records SET source_pk = source_pk || '0' "
+                "WHERE (source_table, source_pk, category) IN (SELECT source_table, source_pk, "
+                "category FROM archive_records ORDER BY source_table DESC, source_pk DESC, "
+                "category LIMIT 1)"
+            )
+        )
+        tampered_keys = c.execute(
+            text(
+                "SELECT count(DISTINCT key_id) FROM archive_records WHERE (source_table, "
+                "source_pk, category) IN ((SELECT source_table, source_pk, category FROM "
+                "archive_records ORDER BY source_table, source_pk, category LIMIT 3) UNION ALL "
+                "(SELECT source_table, source_pk, category FROM archive_records ORDER BY "
+                "source_table DESC, source_pk DESC, category LIMIT 1))"
+            )
+        ).scalar_one()
+    later = date.today() + timedelta(days=366 * 11)
+    with pytest.raises(ArchiveTampered) as info:
+        run_purge(ctx, task_id="t-purge", today=later)
+    msg = str(info.value)
+    assert "\n" not in msg and "4 archived records failed authentication" in msg
+    # Destroyed either way: the period ended.
+    assert _scalar(archive, "SELECT count(*) FROM archive_records") == 0
+    assert (
+        _scalar(archive, "SELECT count(*) FROM archive_data_keys WHERE wrapped_key IS NOT NULL")
+        == 0
+    )
+    with Session(a) as s:
+        rows = s.execute(
+            text(
+                "SELECT rows, details FROM ledger_entries WHERE action = 'tamper_detected' "
+                "ORDER BY seq"
+            )
+        ).all()
+        assert len(rows) == tampered_keys
+        assert sum(r for r, _ in rows) == 4
+        assert all(d["failed"] == r and d["authentic"] >= 0 for r, d in rows)
+        destroyed = s.execute(
+            text("SELECT coalesce(sum(rows), 0) FROM ledger_entries WHERE action = 'destroy' "
+                 "AND method LIKE '분리보관 DB 행 삭제%'")
+        ).scalar_one()  # fmt: skip
+        assert destroyed == records
+        assert ledger.verify(s).ok
+    # A re-run finds nothing left and records nothing twice.
+    assert run_purge(ctx, today=later)["buckets"] == 0
+    assert _scalar(
+        archive, "SELECT count(*) FROM ledger_entries WHERE action = 'tamper_detected'"
+    ) == len(rows)
+    a.dispose()

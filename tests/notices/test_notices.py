@@ -35,10 +35,10 @@ def _body_file(tmp_path: Path, text_: str = BODY) -> Path:
     return p
 
 
-def _policy(env: LifecycleEnv, body: Path, *extra: str, version: str = "2.0"):  # type: ignore[no-untyped-def]
+def _policy(env: LifecycleEnv, body: Path, *extra: str, version: str = "2.0", **more: str):  # type: ignore[no-untyped-def]
     return env.run(
         "notice", "policy", "--version", version, "--title", "상담기록 보존기간 변경",
-        "--body-file", str(body), "--effective-date", "2026-12-01", *extra,
+        "--body-file", str(body), "--effective-date", "2026-12-01", *extra, **more,
     )  # fmt: skip
 
 
@@ -126,13 +126,19 @@ def test_policy_notice_reaches_every_active_member_exactly_once(
     assert "member7@example.test" not in table_dump(eng, "lifecycle_")
 
 
-def test_without_smtp_notices_are_recorded_as_not_sent(
+def test_without_smtp_a_notice_run_fails_loudly_unless_record_only(
     lifecycle_env: LifecycleEnv, start_worker, tmp_path: Path
 ) -> None:
     eng = create_demo_schema()
     add_members(eng, 4)
     worker = start_worker(lifecycle_env, queues=["notify"])
-    r = _policy(lifecycle_env, _body_file(tmp_path), "--wait", "--timeout", "60")
+    refused = _policy(lifecycle_env, _body_file(tmp_path), "--wait", "--timeout", "60")
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "LIFECYCLE_SMTP_URL is not set" in lines[0]
+    assert "--record-only" in lines[0]
+    assert _count("lifecycle_notices") == 0
+    r = _policy(lifecycle_env, _body_file(tmp_path), "--record-only", "--wait", "--timeout", "60")
     assert r.returncode == 0, r.stderr
     assert "0 sent, 4 not sent" in r.stdout
     assert "warning" in r.stderr and "LIFECYCLE_SMTP_URL" in r.stderr
@@ -143,6 +149,88 @@ def test_without_smtp_notices_are_recorded_as_not_sent(
     with session("primary") as s:
         states = s.execute(select(NoticeRecipient.state, NoticeRecipient.error_class)).all()
     assert set(states) == {("not_sent", "SmtpNotConfigured")}
+
+
+def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
+    lifecycle_env: LifecycleEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    smtp_sink: SmtpSink,
+    start_worker,
+    tmp_path: Path,
+) -> None:
+    from lifecycle.core.db import session
+    from lifecycle.notices.identity import install_label
+    from models.notify import NoticeRecipient
+
+    eng = create_demo_schema()
+    add_members(eng, 4)
+    everyone = {f"member{i}@example.test" for i in range(1, 5)}
+    body = _body_file(tmp_path)
+    bare = start_worker(lifecycle_env, queues=["notify"])  # a worker with no mail server
+    r = _policy(lifecycle_env, body, "--record-only", "--wait", "--timeout", "60")
+    assert r.returncode == 0 and "0 sent, 4 not sent" in r.stdout, r.stderr
+    # The CLI has a server but the worker has none: --wait must not call that a success.
+    r = _policy(
+        lifecycle_env, body, "--wait", "--timeout", "60", version="2.1",
+        LIFECYCLE_SMTP_URL=smtp_sink.url,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "4 not sent because the worker has no mail server" in line
+    assert "lifecycle notice resend 2 --not-sent" in line
+    assert smtp_sink.messages == []
+
+    # The operator configures SMTP and restarts the worker.
+    bare.stop()
+    set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    start_worker(lifecycle_env, queues=["notify"])
+    # Notice 1: the same command again resumes it, and now it sends.
+    r = _policy(lifecycle_env, body, "--wait", "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    assert "resumed" in r.stdout and "4 sent, 0 not sent, 0 failed of 4" in r.stdout
+    assert smtp_sink.per_recipient() == Counter({a: 1 for a in everyone})
+    label = install_label()
+    assert len(label) == 16
+    ids = {m.message_id for m in smtp_sink.messages}
+    assert ids == {f"<notice-1-{i}@{label}.maumteo.example>" for i in range(1, 5)}
+    # Notice 2: the explicit resend.
+    bad = lifecycle_env.run("notice", "resend", "2")
+    assert bad.returncode == 2 and "--not-sent" in bad.stderr
+    missing = lifecycle_env.run("notice", "resend", "99", "--not-sent")
+    assert missing.returncode == 2 and "notice 99 does not exist" in missing.stderr
+    r = lifecycle_env.run("notice", "resend", "2", "--not-sent", "--wait", "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    assert "4 not-sent row(s) queued again" in r.stdout
+    assert "4 sent, 0 not sent, 0 failed of 4" in r.stdout
+    assert smtp_sink.per_recipient() == Counter({a: 2 for a in everyone})
+    # Again: nothing left to send, nobody gets a third copy.
+    r = lifecycle_env.run("notice", "resend", "2", "--not-sent", "--wait", "--timeout", "30")
+    assert r.returncode == 0 and "0 not-sent row(s) queued again" in r.stdout, r.stderr
+    r = _policy(lifecycle_env, body, "--wait", "--timeout", "30")
+    assert r.returncode == 0, r.stderr
+    time.sleep(1)
+    assert smtp_sink.per_recipient() == Counter({a: 2 for a in everyone})
+
+    # Beat's resume job sends rows left "not sent" for want of a server on its own.
+    with session("primary") as s:
+        s.execute(
+            update(NoticeRecipient)
+            .where(NoticeRecipient.notice_id == 2, NoticeRecipient.member_id.in_([1, 2]))
+            .values(state="not_sent", error_class="SmtpNotConfigured", sent_at=None)
+        )
+        s.execute(
+            update(NoticeRecipient)
+            .where(NoticeRecipient.notice_id == 2, NoticeRecipient.member_id == 3)
+            .values(state="not_sent", error_class="Discarded", sent_at=None)
+        )
+    from tasks.notice import resume_stale
+
+    assert resume_stale.apply().get() == 1
+    smtp_sink.wait_count(10)
+    time.sleep(1)
+    per = smtp_sink.per_recipient()
+    assert (per["member1@example.test"], per["member2@example.test"]) == (3, 3)
+    assert (per["member3@example.test"], per["member4@example.test"]) == (2, 2)
 
 
 def test_a_worker_killed_mid_fanout_sends_each_member_one_notice(
@@ -410,9 +498,19 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
             m for m in smtp_sink.messages if m.rcpt not in ("member1@example.test",
                                                             "member4@example.test")
         ]  # fmt: skip
+    from lifecycle.notices.identity import message_id_domain
+
     log = smtp_sink.write_mail_log(
-        tmp_path / "maillog", aborted=(f"notice-{nid}-4@maumteo.example",)
+        tmp_path / "maillog", aborted=(f"notice-{nid}-4@{message_id_domain()}",)
     )
+    # Another install (or this site's previous, re-created database) shares the MTA log: its
+    # messages carry the same notice and member numbers, and must not settle our rows.
+    with log.open("a", encoding="utf-8") as f:
+        f.write(
+            f"Jan  1 09:00:09 mx postfix/qmgr[103]: 7F00000001: from=<x@maumteo.example>\n"
+            f"Jan  1 09:00:09 mx postfix/cleanup[202]: 7F00000001: "
+            f"message-id=<notice-{nid}-1@0123456789abcdef.maumteo.example>\n"
+        )
     notices.refresh_counts(nid)
     before = _states()
     assert Counter(before.values()) == Counter({"in_doubt": 4, "sent": 2})
@@ -489,17 +587,22 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
 def test_mail_log_parsing_needs_postfix_to_have_queued_the_message() -> None:
     from lifecycle.notices.reconcile import accepted_in_mail_log
 
+    d = "a1b2c3d4e5f60718.maumteo.example"
     lines = [
-        b"Jan 1 mx postfix/cleanup[2]: AB12: message-id=<notice-7-1@maumteo.example>",
-        b"Jan 1 mx postfix/qmgr[3]: AB12: from=<privacy@maumteo.example>, size=9, nrcpt=1",
-        b"Jan 1 mx postfix/cleanup[2]: CD34: message-id=<notice-7-2@maumteo.example>",
-        b"Jan 1 mx postfix/smtpd[1]: lost connection after DATA from localhost[127.0.0.1]",
-        b"2026-01-01 exim: 1abc <= privacy@maumteo.example id=notice-7-3@maumteo.example",
-        b"Jan 1 mx postfix/cleanup[2]: EF56: message-id=<notice-8-4@maumteo.example>",
-        b"Jan 1 mx postfix/qmgr[3]: EF56: from=<privacy@maumteo.example>, size=9, nrcpt=1",
-        b"unrelated: xnotice-7-5@maumteo.example notice-70-6@maumteo.example",
+        f"Jan 1 mx postfix/cleanup[2]: AB12: message-id=<notice-7-1@{d}>",
+        "Jan 1 mx postfix/qmgr[3]: AB12: from=<privacy@maumteo.example>, size=9, nrcpt=1",
+        f"Jan 1 mx postfix/cleanup[2]: CD34: message-id=<notice-7-2@{d}>",
+        "Jan 1 mx postfix/smtpd[1]: lost connection after DATA from localhost[127.0.0.1]",
+        f"2026-01-01 exim: 1abc <= privacy@maumteo.example id=notice-7-3@{d}",
+        f"Jan 1 mx postfix/cleanup[2]: EF56: message-id=<notice-8-4@{d}>",
+        "Jan 1 mx postfix/qmgr[3]: EF56: from=<privacy@maumteo.example>, size=9, nrcpt=1",
+        f"unrelated: xnotice-7-5@{d} notice-70-6@{d}",
+        # Other installs' Message-IDs (another label, or none): the domain must be ours.
+        "2026-01-01 exim: 1abd <= x@maumteo.example id=notice-7-8@maumteo.example",
+        "2026-01-01 exim: 1abe <= x@maumteo.example id=notice-7-9@ffffffffffffffff.maumteo.example",
+        f"2026-01-01 exim: 1abf <= x@maumteo.example id=notice-7-10@x{d}",
     ]
-    assert accepted_in_mail_log(7, lines) == {1, 3}
+    assert accepted_in_mail_log(7, [ln.encode() for ln in lines], "a1b2c3d4e5f60718") == {1, 3}
 
 
 def test_embedded_mode_a_row_left_sending_is_in_doubt_not_resent(

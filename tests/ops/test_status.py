@@ -94,7 +94,7 @@ def test_status_reports_everything_on_postgres_and_redis(
     assert text.returncode == 0, text.stderr
     out = text.stdout
     assert "workers online: 1" in out
-    assert "OVERDUE (open > 5 days): 2" in out
+    assert "OVERDUE (past the legal deadline): 2" in out
     for rid in ids["overdue"]:
         assert str(rid) in out
     assert "shred.otherhost" in out
@@ -110,7 +110,7 @@ def test_status_with_broker_down_still_reads_the_databases(lifecycle_env: Lifecy
     assert r.returncode == 3, r.stdout + r.stderr
     first = r.stdout.splitlines()[0]
     assert first == f"broker: unreachable ({broker}): Connection refused"
-    assert "OVERDUE (open > 5 days): 2" in r.stdout
+    assert "OVERDUE (past the legal deadline): 2" in r.stdout
     assert str(ids["overdue"][0]) in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
 

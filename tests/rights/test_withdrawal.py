@@ -1,11 +1,12 @@
-"""Withdrawal engine on real PostgreSQL (and SQLite): moves, resumes, refuses bad input."""
+"""Withdrawal engine on real PostgreSQL, MariaDB (primary) and SQLite: moves, resumes, refuses
+bad input."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from lifecycle.core.errors import UserError
@@ -16,19 +17,23 @@ from models.archive import ArchivedRecord
 from tests.helpers import (
     LifecycleEnv,
     accounting,
+    ago,
     check_exact_accounting,
+    insert_id,
+    q,
     remaining_rows,
     seed_site,
+    site_engine,
     snapshot_site,
     table_counts,
 )
 
 
 @pytest.fixture
-def site(lifecycle_env: LifecycleEnv):  # type: ignore[no-untyped-def]
-    seed_site(lifecycle_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"], 40)
+def site(primary_env: LifecycleEnv):  # type: ignore[no-untyped-def]
+    seed_site(primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"], 40)
     clear_context_cache()
-    yield lifecycle_env
+    yield primary_env
     clear_context_cache()
 
 
@@ -37,7 +42,7 @@ def _urls(env: LifecycleEnv) -> tuple[str, str]:
 
 
 def _active_member(primary: str) -> int:
-    eng = create_engine(primary)
+    eng = site_engine(primary)
     with eng.connect() as c:
         mid = c.execute(
             text(
@@ -50,7 +55,7 @@ def _active_member(primary: str) -> int:
 
 
 def _request(primary: str, rid: int) -> tuple[str, str | None]:
-    eng = create_engine(primary)
+    eng = site_engine(primary)
     with eng.connect() as c:
         row = c.execute(
             text("SELECT state, error FROM lifecycle_requests WHERE id = :i"), {"i": rid}
@@ -60,13 +65,15 @@ def _request(primary: str, rid: int) -> tuple[str, str | None]:
 
 
 def _member_rows(primary: str, mid: int) -> int:
-    eng = create_engine(primary)
+    eng = site_engine(primary)
     ctx = get_context()
     n = 0
     with eng.connect() as c:
         for tm in ctx.datamap.tables.values():
             n += c.execute(
-                text(f'SELECT count(*) FROM "{tm.name}" WHERE "{tm.subject_column}" = :m'),
+                text(
+                    f"SELECT count(*) FROM {q(eng, tm.name)} WHERE {q(eng, tm.subject_column)} = :m"
+                ),
                 {"m": mid},
             ).scalar_one()
     eng.dispose()
@@ -84,7 +91,7 @@ def test_withdrawal_archives_retained_destroys_the_rest(site: LifecycleEnv) -> N
     assert _request(primary, rid) == ("completed", None)
     assert _member_rows(primary, mid) == 0
     # Restricted for good, and the member row is gone entirely (every member column is 0d).
-    eng = create_engine(primary)
+    eng = site_engine(primary)
     with eng.connect() as c:
         assert c.execute(
             text("SELECT count(*) FROM lifecycle_restrictions WHERE member_id = :m"), {"m": mid}
@@ -98,7 +105,7 @@ def test_withdrawal_archives_retained_destroys_the_rest(site: LifecycleEnv) -> N
     # The archived payment decrypts to the row's own values (and only its category's columns).
     from lifecycle.vault import keystore
 
-    a = create_engine(archive)
+    a = site_engine(archive)
     with Session(a) as s:
         rec = s.query(ArchivedRecord).filter_by(source_table="contracts").first()
         assert rec is not None and rec.request_id == rid
@@ -182,15 +189,14 @@ def test_crash_before_outbox_flush_loses_no_ledger_entry(
 
 
 def _request_row(primary: str, kind: str, member_id: int) -> int:
-    eng = create_engine(primary)
+    eng = site_engine(primary)
     with eng.begin() as c:
-        rid = c.execute(
-            text(
-                "INSERT INTO lifecycle_requests (kind, member_id, state, attempts, created_at, "
-                "updated_at) VALUES (:k, :m, 'dispatched', 1, now(), now()) RETURNING id"
-            ),
-            {"k": kind, "m": member_id},
-        ).scalar_one()
+        rid = insert_id(
+            c,
+            "INSERT INTO lifecycle_requests (kind, member_id, state, attempts, created_at, "
+            "updated_at) VALUES (:k, :m, 'dispatched', 1, :now, :now)",
+            {"k": kind, "m": member_id, "now": ago()},
+        )
     eng.dispose()
     return int(rid)
 
@@ -290,4 +296,7 @@ def test_a_broken_data_map_fails_the_request_with_its_line_and_changes_nothing(
     assert state == "failed"
     assert error is not None and error.startswith(f"data map {broken}:")
     assert "unbounded" in error and "\n" not in error
-    assert (table_counts(primary), table_counts(archive)) == (p_before, a_before)
+    # Only the job's own lease row (bookkeeping: which job ran, and how it ended) is new.
+    p_after = table_counts(primary)
+    assert p_after.pop("lifecycle_job_leases") == p_before.pop("lifecycle_job_leases") + 1
+    assert (p_after, table_counts(archive)) == (p_before, a_before)

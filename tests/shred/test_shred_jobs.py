@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -316,9 +319,14 @@ def test_sweep_resends_unfinished_jobs_and_queues_files_whose_purpose_ended(
 def test_beat_schedule_has_the_shred_entries(lifecycle_env: LifecycleEnv) -> None:
     from lifecycle.core.settings import get_settings
     from schedules.beat import NIGHTLY, beat_schedule
+    from schedules.housekeeping import resend_pending_shred_jobs
+    from schedules.ticker import ticks
 
     sched = beat_schedule(get_settings())
-    assert sched["shred-resend-pending"]["task"] == "lifecycle.shred.resend_pending"
+    # Resending pending jobs is a ticker job in beat (no Flower entries), every minute.
+    assert "shred-resend-pending" not in sched
+    (tick,) = [t for t in ticks() if t.fn is resend_pending_shred_jobs]
+    assert tick.every == 60
     assert sched["shred-sweep-orphans"] == {
         "task": "lifecycle.shred.sweep_orphans",
         "schedule": NIGHTLY,
@@ -418,3 +426,165 @@ def test_embedded_default_runs_a_shred_job(embedded_env: LifecycleEnv, start_wor
     res = embedded_env.run("shred", str(path), "--wait", timeout=120)
     assert res.returncode == 0, res.stderr
     assert not path.exists() and len(shred_entries()) == 1
+
+
+# -- batches: a crash between the rounds ---------------------------------------------------
+
+# Runs the job in a child process that SIGKILLs itself at the named point of the batch.
+CRASH_AT = {
+    # after every file's overwrite is on disk, before the first rename
+    "durable": "hooks = Hooks(on_durable=lambda n: os.kill(os.getpid(), signal.SIGKILL))",
+    # after the renames, unlinks and directory fsyncs, before any result is recorded
+    "unlinked": (
+        "hooks = None\nshred_jobs._store_result = lambda *a: os.kill(os.getpid(), signal.SIGKILL)"
+    ),
+}
+
+
+def run_job_and_crash(env: LifecycleEnv, job_id: int, point: str) -> int:
+    code = (
+        "import os, signal\n"
+        "from lifecycle.shred import jobs as shred_jobs\n"
+        "from lifecycle.shred.shredder import Hooks\n"
+        f"{CRASH_AT[point]}\n"
+        f"shred_jobs.run_job({job_id}, hooks=hooks)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env.environ(), capture_output=True, timeout=120
+    )
+    return proc.returncode
+
+
+def test_crash_between_overwrite_and_unlink_rounds_then_rerun_records_each_once(
+    lifecycle_env: LifecycleEnv,
+) -> None:
+    root = lifecycle_env.file_root
+    paths = [root / "members" / str(m) / f"{i}-{NAME}" for m in range(3) for i in range(4)]
+    for p in paths:
+        fill(p, 9000)
+    job_id = shred_jobs.enqueue_shred([str(p) for p in paths], reason="r", legal_basis="b")
+
+    assert run_job_and_crash(lifecycle_env, job_id, "durable") == -signal.SIGKILL
+
+    # Killed after the flush round: every file is still there under its own name, already
+    # overwritten; nothing is recorded as destroyed.
+    for p in paths:
+        assert p.exists() and PATTERN[:12] not in p.read_bytes()
+    assert all(not n.startswith(".shred-") for p in paths for n in os.listdir(p.parent))
+    assert {i.state for i in items(job_id)} == {"working"}
+    assert shred_entries() == []
+
+    result = shred_jobs.run_job(job_id)
+
+    assert result["shredded"] == 12 and result["done"] == 12
+    assert all(os.listdir(root / "members" / str(m)) == [] for m in range(3))
+    entries = shred_entries()
+    assert sorted(e.dedup_key for e in entries) == sorted(f"shred:{i.id}" for i in items(job_id))
+    assert all(e.details["outcome"] == "shredded" for e in entries)
+    assert all(i.attempts == 2 and i.status == "shredded" and i.ledgered for i in items(job_id))
+    assert_no_names_in_ledger(NAME)
+
+
+def test_crash_after_the_unlink_round_then_rerun_notes_each_file_once(
+    lifecycle_env: LifecycleEnv,
+) -> None:
+    root = lifecycle_env.file_root
+    paths = [root / f"{i}-{NAME}" for i in range(5)]
+    for p in paths:
+        fill(p, 4000)
+    job_id = shred_jobs.enqueue_shred([str(p) for p in paths], reason="r", legal_basis="b")
+
+    assert run_job_and_crash(lifecycle_env, job_id, "unlinked") == -signal.SIGKILL
+    assert os.listdir(root) == []
+    assert {i.state for i in items(job_id)} == {"working"} and shred_entries() == []
+
+    result = shred_jobs.run_job(job_id)
+
+    # Gone before anything was recorded: noted once each, honestly, not claimed as shredded.
+    assert result["missing"] == 5 and result["done"] == 5
+    entries = shred_entries()
+    assert len(entries) == 5 and len({e.dedup_key for e in entries}) == 5
+    for e in entries:
+        assert e.details["outcome"] == "already_absent"
+        assert e.details["note"] == "already gone after an interrupted attempt"
+
+
+# -- non-UTF-8 file names through the CLI --------------------------------------------------
+
+
+def test_cli_shreds_a_non_utf8_file_name(lifecycle_env: LifecycleEnv, start_worker) -> None:
+    root = os.fsencode(lifecycle_env.file_root)
+    raw = root + b"/uploads/\xff\xfe-" + NAME.encode("euc-kr", errors="replace")
+    os.makedirs(os.path.dirname(raw))
+    with open(raw, "wb") as fh:
+        fh.write(PATTERN * 50)
+    link = root + b"/\xfa-link"
+    os.symlink(raw, link)
+    start_worker(lifecycle_env, queues=[SHRED_Q])
+
+    # argv is bytes; Python hands the name over with surrogate escapes and back unchanged.
+    res = lifecycle_env.run("shred", os.fsdecode(raw), "--wait")
+
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr and "1 shredded" in res.stdout
+    assert os.listdir(os.path.dirname(raw)) == []
+    (entry,) = shred_entries()
+    assert entry.details["outcome"] == "shredded" and entry.subject_ref
+    (job_id,) = {entry.details["job_id"]}
+    assert all(i.path is None for i in items(job_id))
+
+    # A refusal of such a name is one line too, and queues nothing.
+    before = job_count()
+    res = lifecycle_env.run("shred", os.fsdecode(link), "--wait")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "lifecycle: error: path 1: the file is a symbolic link"
+    ]
+    assert job_count() == before
+
+
+def test_a_non_utf8_path_round_trips_through_the_database(lifecycle_env: LifecycleEnv) -> None:
+    root = os.fsencode(lifecycle_env.file_root)
+    raw = root + b"/\xc0\xaf-old-upload.bin"
+    with open(raw, "wb") as fh:
+        fh.write(PATTERN * 10)
+    job_id = shred_jobs.enqueue_shred([raw], reason="r", legal_basis="b")
+    (it,) = items(job_id)
+    assert it.path is not None and shred_jobs.fs_path(it.path) == os.fsdecode(raw)
+    assert shred_jobs.run_job(job_id)["shredded"] == 1
+    assert not os.path.exists(raw)
+    for p in ("/srv/a.bin", "/srv/상담.pdf", os.fsdecode(b"/srv/\xff")):
+        assert shred_jobs.fs_path(shred_jobs.db_path(p)) == p
+
+
+def test_cli_wait_ends_with_one_line_when_the_task_fails_and_a_resend_heals_it(
+    lifecycle_env: LifecycleEnv, start_worker
+) -> None:
+    path = lifecycle_env.file_root / NAME
+    fill(path, 3000)
+    # The worker shreds, then cannot reach the archive DB for the ledger entry: its task fails.
+    bad = start_worker(
+        lifecycle_env,
+        queues=[SHRED_Q],
+        LIFECYCLE_ARCHIVE_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none",
+    )
+    res = lifecycle_env.run("shred", str(path), "--wait", "--timeout", "120")
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the worker's task failed (" in lines[0], lines
+    assert "OperationalError" in lines[0] and "Traceback" not in res.stderr
+    assert NAME not in res.stderr
+    bad.stop()
+    (job_id,) = {i.job_id for i in items_all()}
+    assert job(job_id).state == "running" and shred_entries() == []
+
+    start_worker(lifecycle_env, queues=[SHRED_Q])
+    shred_jobs.resend_pending(force=True)
+    wait_until(lambda: done(job_id), what="job done after the resend")
+    (entry,) = shred_entries()
+    assert entry.details["outcome"] == "shredded" and not path.exists()
+
+
+def items_all() -> list[ShredItem]:
+    with db.session("primary") as s:
+        return list(s.scalars(select(ShredItem).order_by(ShredItem.id)))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.shred import fsinfo
+from lifecycle.shred import fsinfo, shredder
 from lifecycle.shred.shredder import (
     REASONS,
     Hooks,
@@ -19,6 +19,7 @@ from lifecycle.shred.shredder import (
     check_path,
     overwrite_fd,
     shred_path,
+    shred_paths,
 )
 
 # Recognisable and free of NUL bytes, so any byte of it surviving a zero pass is visible.
@@ -533,3 +534,206 @@ def test_mountinfo_longest_match_and_escapes(tmp_path: Path) -> None:
     assert look("/srv/filesystem/x", str(info)) == "xfs"
     assert look("/etc/passwd", str(info)) == "ext4"
     assert look("/x", str(tmp_path / "missing")) == "unknown"
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+
+def test_a_batch_overwrites_and_flushes_every_file_before_renaming_any(root: Path) -> None:
+    dirs = [root / "m1", root / "m2"]
+    paths = []
+    for d in dirs:
+        d.mkdir()
+        for i in range(5):
+            p = d / f"{i}-{NAME}"
+            fill(p, 20_000 + i)
+            paths.append(p)
+    readers = [os.open(p, os.O_RDONLY) for p in paths]
+    seen: list[tuple[int, list[list[str]], list[bool]]] = []
+
+    def on_durable(n: int) -> None:
+        # Every file still under its own name, and already overwritten.
+        seen.append(
+            (
+                n,
+                [sorted(os.listdir(d)) for d in dirs],
+                [PATTERN[:12] in os.pread(fd, 30_000, 0) for fd in readers],
+            )
+        )
+
+    results = shred_paths(
+        [(str(p), None) for p in paths], [root], hooks=Hooks(on_durable=on_durable)
+    )
+
+    assert [r.status for r in results] == ["shredded"] * 10
+    assert [r.size for r in results] == [20_000 + i for i in range(5)] * 2
+    ((n, listings, patterns),) = seen  # one flush round for the whole batch
+    assert n == 10
+    assert listings == [sorted(f"{i}-{NAME}" for i in range(5))] * 2
+    assert patterns == [False] * 10
+    assert [os.listdir(d) for d in dirs] == [[], []]
+    for fd in readers:
+        assert os.fstat(fd).st_nlink == 0 and os.fstat(fd).st_size == 0
+        os.close(fd)
+
+
+def test_a_big_batch_is_cut_into_rounds_within_the_descriptor_budget(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shredder, "BATCH_FILES", 8)
+    paths = [root / f"f{i:02d}" for i in range(30)]
+    for p in paths:
+        fill(p, 3000)
+    rounds: list[int] = []
+    results = shred_paths(
+        [(str(p), None) for p in paths], [root], hooks=Hooks(on_durable=rounds.append)
+    )
+    assert all(r.status == "shredded" for r in results)
+    assert rounds == [8, 8, 8, 6]
+    assert os.listdir(root) == []
+
+
+def test_a_batch_mixes_refusals_and_shreds_each_on_its_own(root: Path, outside: Path) -> None:
+    good = root / "good"
+    fill(good, 1000)
+    hard = root / "hard"
+    h = fill(hard, 1000)
+    os.link(hard, outside / "other-name")
+    results = shred_paths(
+        [
+            (str(good), None),
+            (str(hard), None),
+            (str(outside / "x"), None),
+            (str(root / "no"), None),
+        ],
+        [root],
+    )
+    assert [(r.status, r.reason) for r in results] == [
+        ("shredded", ""),
+        ("refused", "hard_links"),
+        ("refused", "outside_roots"),
+        ("missing", ""),
+    ]
+    assert hard.read_bytes() == h and os.listdir(root) == ["hard"]
+
+
+def test_a_file_named_twice_in_a_batch_is_shredded_once(root: Path) -> None:
+    d = root / "member"
+    d.mkdir()
+    fill(d / "a.bin", 1000)
+    results = shred_paths(
+        [(str(d / "a.bin"), None), (str(d), None)], [root], ShredOptions(recursive=True)
+    )
+    assert results[0].status == "shredded" and results[1].status == "shredded"
+    assert results[1].files == 0 and os.listdir(root) == []
+
+
+# -- non-UTF-8 names -------------------------------------------------------------------------
+
+RAW_NAME = b"\xff\xfe-" + NAME.encode("euc-kr", errors="replace")  # a legacy-encoded upload
+
+
+def test_non_utf8_names_are_paths_like_any_other(root: Path) -> None:
+    raw_root = os.fsencode(root)
+    path = raw_root + b"/" + RAW_NAME
+    with open(path, "wb") as fh:
+        fh.write(PATTERN * 100)
+    # As bytes, and as the str the command line gives (surrogate escapes).
+    assert shred_path(path, [root]).status == "shredded"
+    with open(path, "wb") as fh:
+        fh.write(PATTERN * 100)
+    assert shred_path(os.fsdecode(path), [root]).status == "shredded"
+    assert os.listdir(raw_root) == []
+    tree = raw_root + b"/" + RAW_NAME + b"-dir"
+    os.makedirs(tree + b"/" + RAW_NAME)
+    with open(tree + b"/" + RAW_NAME + b"/" + RAW_NAME, "wb") as fh:
+        fh.write(PATTERN)
+    r = shred_path(tree, [root], ShredOptions(recursive=True))
+    assert r.status == "shredded" and r.files == 1
+    assert os.listdir(raw_root) == []
+
+
+# -- never a renamed entry left behind -------------------------------------------------------
+
+
+def _no_shred_names(d: Path) -> None:
+    assert [n for n in os.listdir(d) if n.startswith(".shred-")] == []
+
+
+def test_a_file_swapped_for_a_hard_link_is_refused_and_no_renamed_entry_remains(
+    root: Path, outside: Path
+) -> None:
+    secret = outside / "other-site-data.bin"
+    h = fill(secret, 8000)
+    victim = root / NAME
+    fill(victim, 8000)
+
+    def swap(_n: int, _k: str) -> None:
+        # After our open and overwrite: the file is replaced by a link to an outside file.
+        os.unlink(victim)
+        os.link(secret, victim)
+
+    def relink() -> None:
+        # Right after our rename moved the planted link away, the attacker plants it again.
+        os.link(secret, victim)
+
+    r = shred_path(str(victim), [root], hooks=Hooks(on_pass=swap, on_renamed=relink))
+
+    assert r.status == "refused" and r.reason == "replaced", r
+    _no_shred_names(root)
+    assert os.listdir(root) == [NAME]
+    assert os.path.samefile(victim, secret)
+    assert secret.read_bytes() == h
+    assert os.stat(secret).st_nlink == 2
+
+
+def test_a_swapped_entry_gets_its_name_back(root: Path, outside: Path) -> None:
+    secret = outside / "other.bin"
+    h = fill(secret, 8000)
+    victim = root / NAME
+    fill(victim, 8000)
+
+    def swap(_n: int, _k: str) -> None:
+        os.unlink(victim)
+        os.link(secret, victim)
+
+    r = shred_path(str(victim), [root], hooks=Hooks(on_pass=swap))
+    assert r.reason == "replaced"
+    assert os.listdir(root) == [NAME] and os.path.samefile(victim, secret)
+    assert secret.read_bytes() == h
+
+
+def test_a_resumed_entry_that_is_refused_gets_its_name_back(root: Path, outside: Path) -> None:
+    path = root / NAME
+    h = fill(path, 5000)
+    tmp = ".shred-" + "cd" * 16
+    os.rename(path, root / tmp)  # a killed run renamed it...
+    os.link(root / tmp, outside / "link")  # ...and then it gained a second name
+    r = shred_path(str(path), [root], tmp_name=tmp)
+    assert r.status == "refused" and r.reason == "hard_links" and r.resumed
+    assert os.listdir(root) == [NAME] and path.read_bytes() == h
+
+
+def test_a_directory_that_gains_an_entry_keeps_its_name(root: Path) -> None:
+    top = root / "member-3"
+    top.mkdir()
+    fill(top / "a.bin", 3000)
+
+    def late(_n: int) -> None:
+        fill(top / "late.bin", 10)  # the website writes a new upload while we empty the folder
+
+    r = shred_path(str(top), [root], ShredOptions(recursive=True), hooks=Hooks(on_durable=late))
+    assert r.status == "refused" and r.reason == "dir_not_empty", r
+    _no_shred_names(root)
+    assert os.listdir(root) == ["member-3"] and os.listdir(top) == ["late.bin"]
+
+
+def test_a_rerun_finishes_the_renamed_file_and_the_new_one_under_the_name(root: Path) -> None:
+    path = root / NAME
+    fill(path, 5000)
+    tmp = ".shred-" + "ef" * 16
+    os.rename(path, root / tmp)  # a killed run had renamed it...
+    fill(path, 7000)  # ...and the website has written a new file under the name since
+    r = shred_path(str(path), [root], tmp_name=tmp)
+    assert r.status == "shredded" and r.files == 2 and r.resumed
+    assert os.listdir(root) == []

@@ -280,6 +280,25 @@ def _world(env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, receiver, schedul
     assert r.returncode == 0, r.stderr
 
 
+def _delivery_task_states(redis_url: str) -> list[tuple[str, str]]:
+    """(state, one-line reason) of every lifecycle.notify.deliver result Celery stored:
+    what Flower shows for those tasks."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    out = []
+    for key in client.scan_iter(match="celery-task-meta-*"):
+        meta = json.loads(client.get(key) or b"{}")
+        result = meta.get("result")
+        if isinstance(result, dict) and "exc_message" in result:
+            out.append((meta["status"], " ".join(map(str, result["exc_message"]))))
+        elif isinstance(result, dict) and "outcome" in result:
+            out.append((meta["status"], str(result["outcome"])))
+    return out
+
+
 def _deliveries() -> list:
     from lifecycle.core.db import session
     from models.notify import Delivery, DeliveryAttempt
@@ -321,6 +340,13 @@ def test_failing_then_recovering_endpoint_gets_the_message_once(
         (2, "retry", 500),
         (3, "delivered", 200),
     ]
+    # The attempts that did not deliver are RETRY tasks in Flower, with their reason.
+    states = _delivery_task_states(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
+    retried = sorted(reason for state, reason in states if state == "RETRY")
+    assert len(retried) == 2, states
+    assert retried[0].startswith("delivery 1 attempt 1: HTTP 503, not delivered; next attempt in")
+    assert retried[1].startswith("delivery 1 attempt 2: HTTP 500, not delivered; next attempt in")
+    assert ("SUCCESS", "delivered") in states
     # Delivered is final: another attempt (a duplicate task, or beat) sends nothing.
     from lifecycle.thirdparty.deliveries import attempt, due_deliveries
 
@@ -345,6 +371,12 @@ def test_410_disables_the_endpoint_and_replay_after_enable(
     ds, atts = _deliveries()
     assert ds[0].state == "disabled" and ds[0].payload == {"name": "김정정"}
     assert [a.outcome for a in atts] == ["gone"]
+    # A failed task in Flower, with its one-line reason.
+    states = _delivery_task_states(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
+    assert (
+        "FAILURE",
+        f"delivery {ds[0].id} attempt 1: HTTP 410, not delivered: recipient disabled (410 Gone)",
+    ) in states, states
     listing = lifecycle_env.run("recipients", "list")
     assert "(disabled)" in listing.stdout
     failing = lifecycle_env.run("deliveries", "list", "--failing")

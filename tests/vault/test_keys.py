@@ -98,7 +98,10 @@ def test_rotate_rewraps_everything_and_is_idempotent(lifecycle_env, tmp_path, mo
         crypto.unwrap_key(new, wrapped)
     assert _readable(records, new)
     keystore.clear_cache()
-    with session("archive") as s, pytest.raises(keystore.KeyUnavailable, match="keys rotate"):
+    with (
+        session("archive") as s,
+        pytest.raises(keystore.KeyUnavailable, match="after a finished `keys rotate`, the new key"),
+    ):
         keystore.decrypt_archived(s, s.get(ArchivedRecord, next(iter(records))), master=old)
     with session("archive") as s:  # the destroyed key stays destroyed
         assert s.get(DataKey, destroyed_id).wrapped_key is None
@@ -191,3 +194,105 @@ def test_bad_new_key_files_are_refused_and_change_nothing(lifecycle_env, tmp_pat
     r = lifecycle_env.run("keys", "rotate")
     assert r.returncode == 2 and "--new-key-file" in r.stderr
     assert _snapshot() == before
+
+
+# -- a missing or foreign master key (outside the embedded default) ------------------------------
+
+
+def _one_line(r, code: int) -> str:  # type: ignore[no-untyped-def]
+    assert r.returncode == code, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_second_working_directory_never_makes_a_new_key(lifecycle_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _seed(2)
+    other = tmp_path / "elsewhere" / "var"
+    new_file, _ = _key_file(tmp_path / "new.key")
+    for cmd in (("keys", "status"), ("keys", "rotate", "--new-key-file", str(new_file))):
+        line = _one_line(lifecycle_env.run(*cmd, LIFECYCLE_VAR_DIR=str(other)), 2)
+        assert f"no master key: {other / 'master.key'} does not exist" in line
+        assert "LIFECYCLE_MASTER_KEY_FILE" in line
+    assert not (other / "master.key").exists()
+    # In-process too: nothing wraps a data key under a key made up on the spot.
+    from workers.app import reconfigure
+
+    os.environ["LIFECYCLE_VAR_DIR"] = str(other)
+    try:
+        reconfigure()
+        keystore.clear_cache()
+        with pytest.raises(Exception, match="no master key"), session("archive") as s:
+            keystore.get_or_create_bucket_key(s, "payment", date(2040, 1, 1))
+    finally:
+        os.environ["LIFECYCLE_VAR_DIR"] = str(lifecycle_env.var_dir)
+        reconfigure()
+    assert not (other / "master.key").exists()
+
+
+def test_status_fails_when_keys_are_under_another_master_key(lifecycle_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _seed(3)
+    original = get_settings().master_key_bytes()
+    ok = lifecycle_env.run("keys", "status")
+    assert ok.returncode == 0, ok.stderr
+    assert f"configured master key: {crypto.master_key_id(original)}" in ok.stdout
+    stranger, key = _key_file(tmp_path / "stranger.key")
+    r = lifecycle_env.run("keys", "status", LIFECYCLE_MASTER_KEY_FILE=str(stranger))
+    line = _one_line(r, 1)
+    assert "(NOT the configured key)" in r.stdout
+    assert "this install's keys are wrapped under another master key" in line
+    assert crypto.master_key_id(original) in line
+    assert "point LIFECYCLE_MASTER_KEY_FILE (or LIFECYCLE_MASTER_KEY) at the original" in line
+    assert "rotation is unfinished" not in line
+    # The error a job meets says the same thing.
+    keystore.clear_cache()
+    with session("archive") as s, pytest.raises(keystore.KeyUnavailable) as info:
+        keystore.get_or_create_bucket_key(s, "payment", date(2030, 1, 1), master=key)
+    assert "this install's keys are wrapped under another master key" in str(info.value)
+
+
+def test_status_during_an_unfinished_rotation_says_finish_it(lifecycle_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _seed(2)
+    old = get_settings().master_key_bytes()
+    new_file, new = _key_file(tmp_path / "new.key")
+    keystore.rotate_master(old, new)
+    # A worker still on the old key created a bucket key in between.
+    with session("archive") as s:
+        keystore.get_or_create_bucket_key(s, "contract", date(2041, 5, 5), master=old)
+    r = lifecycle_env.run("keys", "status", LIFECYCLE_MASTER_KEY_FILE=str(new_file))
+    line = _one_line(r, 1)
+    assert "rotation is unfinished: 1 live keys are still under" in line
+    assert "lifecycle keys rotate --old-key-file" in line
+
+
+def test_keys_init_makes_a_key_only_for_a_new_install(lifecycle_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fresh = tmp_path / "fresh" / "master.key"
+    fresh.parent.mkdir()
+    r = lifecycle_env.run("keys", "init", LIFECYCLE_MASTER_KEY_FILE=str(fresh))
+    assert r.returncode == 0, r.stderr
+    assert fresh.stat().st_mode & 0o777 == 0o600
+    assert len(base64.b64decode(fresh.read_text().strip())) == 32
+    line = _one_line(lifecycle_env.run("keys", "init", LIFECYCLE_MASTER_KEY_FILE=str(fresh)), 2)
+    assert "already exists" in line
+    _seed(1)
+    other = tmp_path / "other.key"
+    line = _one_line(lifecycle_env.run("keys", "init", "--key-file", str(other)), 2)
+    assert "already holds" in line and "original key file" in line
+    assert not other.exists()
+
+
+def test_withdrawal_under_a_foreign_key_fails_through_wait(
+    lifecycle_env, tmp_path, start_worker
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.helpers import seed_site
+
+    seed_site(lifecycle_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"], 10)
+    _seed(1)  # the install's keys exist, under the original key
+    stranger, _ = _key_file(tmp_path / "stranger.key")
+    start_worker(lifecycle_env, LIFECYCLE_MASTER_KEY_FILE=str(stranger))
+    r = lifecycle_env.run(
+        "withdraw", "3", "--wait", "--timeout", "120", LIFECYCLE_MASTER_KEY_FILE=str(stranger)
+    )
+    line = _one_line(r, 1)
+    assert "failed" in line
+    assert "this install's keys are wrapped under another master key" in line

@@ -33,8 +33,16 @@ PROTECTED = [
 def test_flower_shows_jobs_redacted_only_behind_login_and_keeps_history(
     lifecycle_env: LifecycleEnv, tmp_path: Path, start_worker: Callable[..., WorkerProc]
 ) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from lifecycle.core import db, leases
+    from models.leases import JobLease
     from workers.app import app
 
+    # Housekeeping ticks fast (relay every 0.5 s, watchdog every 1.5 s): none may show up.
+    lifecycle_env.vars["LIFECYCLE_TICK_SCALE"] = "0.1"
     port = free_port()
     stack = start_up(lifecycle_env, port, tmp_path)
     # A second worker with the test-only jobs, on its own queue.
@@ -46,6 +54,8 @@ def test_flower_shows_jobs_redacted_only_behind_login_and_keeps_history(
         )
         running = stack.wait_task(lambda t: t["uuid"] == batch.id and t["state"] == "PROGRESS")
         assert running["args"] == "run=9 ids=5..8"
+        # ...as done/total.
+        assert "'done': " in running["result"] and "'total': 4" in running["result"]
         done = stack.wait_task(lambda t: t["uuid"] == batch.id and t["state"] == "SUCCESS")
         assert done["result"] == "{'archived': 4}"
 
@@ -69,8 +79,28 @@ def test_flower_shows_jobs_redacted_only_behind_login_and_keeps_history(
         assert withdraw["kwargs"] == ""
         pong = stack.wait_task(lambda t: t["uuid"] == ping_id and t["state"] == "SUCCESS")
         assert pong["name"] == "lifecycle.ping" and pong["result"] == "{'pong': 'ok'}"
-        relay = stack.wait_task(lambda t: t["name"] == "lifecycle.relay")
-        assert relay["args"] == ""
+        # A job whose worker died: the watchdog sends it again, and Flower says so.
+        lost = leases.acquire("lifecycle.ping", "lifecycle.ping", task_id="lost-ping")
+        assert lost is not None
+        with db.session("primary") as s:
+            s.execute(
+                update(JobLease)
+                .where(JobLease.key == "lifecycle.ping")
+                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        again = stack.wait_task(lambda t: "re-dispatched" in (t["args"] or ""))
+        assert again["name"] == "lifecycle.ping"
+        assert again["args"].startswith("(re-dispatched #1, stalled ")
+        # The relay dispatched the withdrawal, and ran every 0.5 s meanwhile, but Flower lists
+        # no housekeeping tick at all: only the jobs.
+        names = {t["name"] for t in stack.tasks().values()}
+        assert not names & {
+            "lifecycle.relay",
+            "lifecycle.relay.redispatch_stale",
+            "lifecycle.notify.resend_due",
+            "lifecycle.shred.resend_pending",
+            "lifecycle.notice.resume_stale",
+        }, names
         shown = stack.wait_task(lambda t: t["uuid"] == foreign.id)
         assert shown["args"] == "<redacted>" and shown["kwargs"] == "<redacted>"
         for path in ("/api/tasks", f"/api/task/info/{foreign.id}", f"/task/{foreign.id}"):

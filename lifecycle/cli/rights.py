@@ -1,0 +1,192 @@
+"""The rights of the data subject as commands: `lifecycle access`, `erase`, `restrict`,
+`unrestrict`, `consent withdraw`, and `lifecycle requests extend` (열람 연기).
+
+Each records who asked (the member, a guardian, a delegate) and how they were verified; the
+website does the same by inserting the request row itself. Bad input is refused before
+anything is created; a requester the worker cannot accept is refused with a written answer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from lifecycle.cli.app import app
+from lifecycle.cli.withdraw import parse_member_id
+
+consent_app = typer.Typer(help="Consent per purpose (동의 철회).", no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
+requests_app = typer.Typer(help="Requests: postpone an access request.", no_args_is_help=True)
+app.add_typer(requests_app, name="requests")
+
+MemberArg = Annotated[str, typer.Argument(metavar="MEMBER_ID", help="The member's id.")]
+RequesterOpt = Annotated[
+    str, typer.Option("--requester", help="Who asks: member, guardian (법정대리인), delegate.")
+]
+NameOpt = Annotated[
+    str | None, typer.Option("--requester-name", help="The guardian's or delegate's name.")
+]
+ContactOpt = Annotated[
+    str | None, typer.Option("--requester-contact", help="Email for the written answer.")
+]
+VerifiedOpt = Annotated[
+    str | None,
+    typer.Option("--verified-by", help="login (site session) or document (checked by staff)."),
+]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Block until done; non-zero if refused.")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")]
+
+
+def _requester(kind: str, name: str | None, contact: str | None, verified: str | None):  # type: ignore[no-untyped-def]
+    from lifecycle.rights.common import make_requester
+
+    return make_requester(kind, name, contact, verified)
+
+
+def _done(what: str, request_id: int, member_id: int, wait: bool, timeout: float) -> None:
+    typer.echo(f"{what} request {request_id} for member {member_id} submitted")
+    if wait:
+        from lifecycle.cli.waiting import wait_for_request
+
+        state = wait_for_request(request_id, timeout=timeout)
+        typer.echo(f"{what} request {request_id}: {state}")
+
+
+def _prepare() -> None:
+    from lifecycle.core.db import check_reachable
+
+    check_reachable("primary")
+
+
+@app.command("access")
+def access_cmd(
+    member_id: MemberArg,
+    out: Annotated[str, typer.Option("--out", help="The ZIP file to write (must not exist).")],
+    password_file: Annotated[
+        str | None,
+        typer.Option("--password-file", help="Encrypt the ZIP (AES-256) with the first line."),
+    ] = None,
+    requester: RequesterOpt = "member",
+    requester_name: NameOpt = None,
+    requester_contact: ContactOpt = None,
+    verified_by: VerifiedOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600.0,
+) -> None:
+    """열람: write everything held on the member (every mapped table, provisions) to a ZIP."""
+    from lifecycle.rights.access import submit_access
+
+    mid = parse_member_id(member_id)
+    who = _requester(requester, requester_name, requester_contact, verified_by)
+    _prepare()
+    rid = submit_access(mid, out, password_file, who)
+    _done("access", rid, mid, wait, timeout)
+
+
+@app.command("erase")
+def erase_cmd(
+    member_id: MemberArg,
+    fields: Annotated[
+        str, typer.Option("--fields", help="Fields or categories to delete, e.g. rrn,hobbies.")
+    ],
+    requester: RequesterOpt = "member",
+    requester_name: NameOpt = None,
+    requester_contact: ContactOpt = None,
+    verified_by: VerifiedOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600.0,
+) -> None:
+    """삭제: clear named items of a live member; recipients of them are told to delete them."""
+    from lifecycle.rights.erase import submit_erasure
+
+    mid = parse_member_id(member_id)
+    who = _requester(requester, requester_name, requester_contact, verified_by)
+    _prepare()
+    rid = submit_erasure(mid, fields, who)
+    _done("erasure", rid, mid, wait, timeout)
+
+
+@app.command("restrict")
+def restrict_cmd(
+    member_id: MemberArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why the member asks (recorded).")],
+    requester: RequesterOpt = "member",
+    requester_name: NameOpt = None,
+    requester_contact: ContactOpt = None,
+    verified_by: VerifiedOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 600.0,
+) -> None:
+    """처리정지: stop using and providing the member's data until lifted."""
+    from lifecycle.rights.suspension import submit_suspension
+
+    mid = parse_member_id(member_id)
+    who = _requester(requester, requester_name, requester_contact, verified_by)
+    _prepare()
+    rid = submit_suspension(mid, reason, who)
+    _done("suspension", rid, mid, wait, timeout)
+
+
+@app.command("unrestrict")
+def unrestrict_cmd(
+    member_id: MemberArg,
+    requester: RequesterOpt = "member",
+    requester_name: NameOpt = None,
+    requester_contact: ContactOpt = None,
+    verified_by: VerifiedOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 600.0,
+) -> None:
+    """처리정지 해제: lift the member's suspension."""
+    from lifecycle.rights.suspension import submit_lift
+
+    mid = parse_member_id(member_id)
+    who = _requester(requester, requester_name, requester_contact, verified_by)
+    _prepare()
+    rid = submit_lift(mid, who)
+    _done("suspension lift", rid, mid, wait, timeout)
+
+
+@consent_app.command("withdraw")
+def consent_withdraw_cmd(
+    member_id: MemberArg,
+    purpose: Annotated[str, typer.Option("--purpose", help="The consent to withdraw: marketing.")],
+    requester: RequesterOpt = "member",
+    requester_name: NameOpt = None,
+    requester_contact: ContactOpt = None,
+    verified_by: VerifiedOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600.0,
+) -> None:
+    """동의 철회: clear the consent; recipients of data given under it are told to delete it."""
+    from lifecycle.rights.consent import submit_consent_withdrawal
+
+    mid = parse_member_id(member_id)
+    who = _requester(requester, requester_name, requester_contact, verified_by)
+    _prepare()
+    rid = submit_consent_withdrawal(mid, purpose, who)
+    _done("consent withdrawal", rid, mid, wait, timeout)
+
+
+@requests_app.command("extend")
+def extend_cmd(
+    request_id: Annotated[int, typer.Argument(help="The request's id.")],
+    days: Annotated[int, typer.Option("--days", help="How many days to postpone (1-30).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (sent to the requester).")],
+) -> None:
+    """Postpone an access request (시행령 제41조④): recorded, and the requester is told why."""
+    from lifecycle.core.db import session
+    from lifecycle.core.errors import UserError
+    from lifecycle.requests.deadlines import extend
+    from lifecycle.requests.outbox import load_for_update
+    from lifecycle.rights.answers import postpone_notice
+
+    _prepare()
+    with session("primary") as s:
+        req = load_for_update(s, request_id)
+        if req is None:
+            raise UserError(f"request {request_id} does not exist")
+        due = extend(s, req, days, reason)
+    postpone_notice(request_id)
+    typer.echo(f"request {request_id} postponed; now due {due.isoformat()}")

@@ -1,0 +1,177 @@
+"""What each supported primary-database server can do, and the MySQL/MariaDB driver set-up.
+
+The primary database is the website's own: PostgreSQL, MySQL 8 / MariaDB 10.6+ (most small
+PHP sites), or SQLite for the embedded default. Engine code asks this module what the server
+supports (row locks, ``SKIP LOCKED``, ``DELETE ... RETURNING``) instead of testing dialect
+names in place, so a new server family changes one file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session
+
+# Every MySQL-family URL runs on PyMySQL: pure Python, installed with the project, and it speaks
+# to MySQL and MariaDB alike. mysqlclient (mysql+mysqldb) needs a C toolchain and the client
+# library on the host; the MariaDB Connector/C module likewise.
+MYSQL_DRIVER = "pymysql"
+MYSQL_BACKENDS = ("mysql", "mariadb")
+_MYSQL_DRIVERS_MAPPED = (None, "", "pymysql", "mysqldb", "mariadbconnector")
+
+Bindish = Engine | Connection | Session
+
+
+def _dialect(bind: Bindish) -> Any:
+    if isinstance(bind, Session):
+        return bind.get_bind().dialect
+    return bind.dialect
+
+
+def family(bind: Bindish) -> str:
+    """``postgresql``, ``mysql`` (MySQL and MariaDB) or ``sqlite``."""
+    name = _dialect(bind).name
+    return "mysql" if name in MYSQL_BACKENDS else name
+
+
+def is_mysql(bind: Bindish) -> bool:
+    return family(bind) == "mysql"
+
+
+def is_mariadb(bind: Bindish) -> bool:
+    # Like the version, known once the dialect has seen the server.
+    return is_mysql(bind) and _version(bind) > (0,) and bool(_dialect(bind).is_mariadb)
+
+
+def _version(bind: Bindish) -> tuple[int, ...]:
+    dialect = _dialect(bind)
+    if dialect.server_version_info is None:
+        # The dialect learns the server's version on its first connection; a fresh process may
+        # ask before any statement ran (the relay's first claim), so connect once to learn it.
+        if isinstance(bind, Session):
+            bind.connection()
+        elif isinstance(bind, Engine):
+            with bind.connect():
+                pass
+    return tuple(dialect.server_version_info or (0,))
+
+
+def row_locks(bind: Bindish) -> bool:
+    """``SELECT ... FOR UPDATE`` holds row locks (SQLite locks the whole file instead)."""
+    return family(bind) in ("postgresql", "mysql")
+
+
+def skip_locked(bind: Bindish) -> bool:
+    """``FOR UPDATE SKIP LOCKED``: PostgreSQL, MySQL 8.0.1+, MariaDB 10.6+."""
+    fam = family(bind)
+    if fam == "postgresql":
+        return True
+    if fam != "mysql":
+        return False
+    return _version(bind) >= ((10, 6) if is_mariadb(bind) else (8, 0, 1))
+
+
+def delete_returning(bind: Bindish) -> bool:
+    """``DELETE ... RETURNING``: PostgreSQL, SQLite 3.35+, MariaDB 10.5+; not MySQL 8."""
+    fam = family(bind)
+    if fam == "mysql":
+        return is_mariadb(bind) and _version(bind) >= (10, 5)
+    return True
+
+
+def for_update(stmt: Any, bind: Bindish, *, skip: bool = False, of: Any = None) -> Any:
+    """``stmt`` locking its rows where the server has row locks; ``skip`` adds ``SKIP LOCKED``
+    where the server has it and otherwise waits for the holder (same outcome, slower)."""
+    if not row_locks(bind):
+        return stmt
+    kwargs: dict[str, Any] = {}
+    if skip and skip_locked(bind):
+        kwargs["skip_locked"] = True
+    # MariaDB has no FOR UPDATE OF (SQLAlchemy drops it there); MySQL 8 and PostgreSQL do.
+    if of is not None:
+        kwargs["of"] = of
+    return stmt.with_for_update(**kwargs)
+
+
+def insert_ignoring_duplicates(bind: Bindish, table: Any, index_elements: list[str]) -> Any:
+    """``INSERT`` that skips rows clashing with the unique key ``index_elements``."""
+    fam = family(bind)
+    if fam == "mysql":
+        from sqlalchemy.dialects import mysql
+
+        ins = mysql.insert(table)
+        # A no-op update of the key rather than INSERT IGNORE, which would also turn
+        # truncation and other errors into warnings.
+        first = index_elements[0]
+        return ins.on_duplicate_key_update({first: table.c[first]})
+    if fam == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
+# -- URLs and the PyMySQL connection ----------------------------------------------------------
+
+
+def normalise_mysql_url(url: str) -> str | None:
+    """The ``mysql+pymysql://`` form of any MySQL/MariaDB URL, or None if ``url`` is not one.
+
+    Raises ValueError for a MySQL-family driver this project does not ship.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() not in MYSQL_BACKENDS:
+        return None
+    driver = parsed.get_driver_name() if "+" in parsed.drivername else None
+    if driver not in _MYSQL_DRIVERS_MAPPED:
+        raise ValueError(
+            f"MySQL/MariaDB driver {driver!r} is not supported; use mysql://USER:PASS@HOST/DB "
+            "(the project connects with PyMySQL)"
+        )
+    query = dict(parsed.query)
+    # Korean text needs 4-byte UTF-8 on the wire whatever the server's default is.
+    query.setdefault("charset", "utf8mb4")
+    out: URL = parsed.set(drivername=f"mysql+{MYSQL_DRIVER}", query=query)
+    return out.render_as_string(hide_password=False)
+
+
+def _zero_date_aware(decode: Any) -> Any:
+    def convert(value: Any) -> Any:
+        raw = value.decode() if isinstance(value, bytes | bytearray) else value
+        # MySQL/MariaDB allow '0000-00-00' as "no date" (PHP sites use it as a default);
+        # PyMySQL hands such values back as strings, which no date arithmetic accepts.
+        if isinstance(raw, str) and raw.startswith("0000-00-00"):
+            return None
+        return decode(value)
+
+    return convert
+
+
+def _encode_datetime(value: dt.datetime, mapping: Any = None) -> str:
+    from pymysql.converters import escape_datetime
+
+    # DATETIME has no time zone: lifecycle tables hold UTC wall-clock time (as on SQLite), so an
+    # aware value is converted rather than having its offset silently dropped.
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return escape_datetime(value, mapping)  # type: ignore[no-any-return]
+
+
+def mysql_connect_args() -> dict[str, Any]:
+    from pymysql import converters
+    from pymysql.constants import FIELD_TYPE
+
+    conv = dict(converters.conversions)
+    for ft in (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP, FIELD_TYPE.DATE):
+        conv[ft] = _zero_date_aware(conv[ft])
+    conv[dt.datetime] = _encode_datetime
+    return {
+        "conv": conv,
+        # NOW()/CURRENT_TIMESTAMP in our statements mean UTC, like the values we bind.
+        "init_command": "SET time_zone = '+00:00'",
+    }

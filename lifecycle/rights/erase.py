@@ -1,0 +1,203 @@
+"""삭제 of named items of a live member (개인정보 보호법 제36조), e.g. the RRN or hobbies.
+
+The member stays a member: the named columns of their row are cleared (NULL), nothing else.
+Fields are given by column or by category of the member table (``--fields rrn,hobbies``).
+Refused before anything is created: an unknown field, a system column, a column the account
+cannot exist without (that is a withdrawal), a category the data map keeps for a legal period
+(제36조① 단서: other laws require keeping it).
+
+Steps, each persisted before the next, so a re-run resumes where a crash left off:
+
+1. received/dispatched: requester and fields checked (refused with a reason otherwise), the
+   member restricted → ``restricted``.
+2. restricted: in ONE transaction: clear the fields, owe a deletion notice to every recipient
+   that received one of them, lift this restriction → ``erased``.
+3. erased: ledger entry (field names and a pseudonymous subject ref only) → ``notifying``;
+   the answer goes to the requester and the deletion notices are sent.
+4. notifying: completes when every notice is delivered (or ``needs_attention``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from lifecycle.core import db
+from lifecycle.core.errors import UserError
+from lifecycle.datamap.loader import current_datamap
+from lifecycle.datamap.member_table import MemberTable, member_table
+from lifecycle.requests.outbox import load_for_update
+from lifecycle.requests.restriction import lift, restrict
+from lifecycle.requests.states import START, transition
+from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
+from lifecycle.rights.telling import owe_deletions, recipients_of, tell_and_answer
+from lifecycle.vault import keystore, ledger
+from models.requests import RequestKind, RequestState
+
+log = logging.getLogger(__name__)
+REASON = "erasure"
+
+
+def parse_fields(text: str) -> list[str]:
+    items = [f.strip() for f in text.split(",") if f.strip()]
+    if not items:
+        raise UserError("--fields needs at least one field or category, e.g. --fields rrn,hobbies")
+    return list(dict.fromkeys(items))
+
+
+def resolve(mt: MemberTable, items: list[str]) -> list[str]:
+    """Columns to clear for these field or category names, or a one-line UserError."""
+    dm = current_datamap()
+    tm = dm.subject_table
+    cols: list[str] = []
+    for item in items:
+        if item in mt.categories or item in mt.system:
+            named = [item]
+        elif item in tm.columns:
+            named = [c for c in tm.columns[item] if c in mt.table.c]
+        else:
+            raise UserError(
+                f"unknown field {item!r}: not a personal-data column or category of "
+                f"{mt.table.name} in the data map"
+            )
+        for col in named:
+            if col in mt.system:
+                raise UserError(
+                    f"field {col} is a system column and cannot be erased (consent has its own "
+                    "procedure: lifecycle consent withdraw)"
+                )
+            if not mt.table.c[col].nullable:
+                raise UserError(
+                    f"field {col} is required while the account exists; it goes only with a "
+                    "withdrawal (lifecycle withdraw)"
+                )
+            rule = dm.rule(mt.categories[col])
+            if not rule.period.is_zero:
+                raise UserError(
+                    f"field {col} is kept by law ({rule.legal_basis}) and cannot be erased now"
+                )
+            if col not in cols:
+                cols.append(col)
+    return cols
+
+
+def submit_erasure(member_id: int, fields_text: str, requester: Requester) -> int:
+    items = parse_fields(fields_text)
+    with db.session("primary") as s:
+        cols = resolve(member_table(s.get_bind()), items)  # type: ignore[arg-type]
+    return submit_right(
+        RequestKind.ERASURE.value,
+        member_id,
+        {"fields": cols},
+        requester,
+        conflicting=(RequestKind.CORRECTION.value,),
+    )
+
+
+# -- the job ------------------------------------------------------------------------------------
+
+
+def _check(s: Session, req: Any, mt: MemberTable) -> tuple[list[str], str | None]:
+    refusal = requester_refusal(s, req)
+    if refusal is not None:
+        return [], refusal
+    try:
+        live_member(s, mt, req.member_id, exclusive=True)
+    except UserError as exc:
+        return [], f"회원 정보를 찾을 수 없습니다 ({exc})"
+    fields = req.payload.get("fields") if isinstance(req.payload, dict) else None
+    if not fields or not isinstance(fields, list):
+        return [], "삭제할 항목이 지정되지 않았습니다 (no fields)"
+    try:
+        return resolve(mt, [str(f) for f in fields]), None
+    except UserError as exc:
+        return [], f"삭제할 수 없는 항목입니다 ({exc})"
+
+
+def _step_restrict(request_id: int) -> str | None:
+    with db.session("primary") as s:
+        req = load_for_update(s, request_id)
+        if req is None or req.kind != RequestKind.ERASURE.value:
+            return None
+        if req.state not in START:
+            return req.state
+        mt = member_table(s.get_bind())  # type: ignore[arg-type]
+        _fields, refusal = _check(s, req, mt)
+        if refusal is not None:
+            refuse(req, refusal)
+            return req.state
+        restrict(s, req.member_id, REASON, request_id)
+        transition(req, RequestState.RESTRICTED)
+        return req.state
+
+
+def _step_erase(request_id: int) -> str | None:
+    with db.session("primary") as s:
+        req = load_for_update(s, request_id)
+        if req is None or req.state != RequestState.RESTRICTED.value:
+            return req.state if req else None
+        mt = member_table(s.get_bind())  # type: ignore[arg-type]
+        fields, refusal = _check(s, req, mt)
+        if refusal is not None:
+            lift(s, req.member_id, REASON)
+            refuse(req, refusal)
+            return req.state
+        row = live_member(s, mt, req.member_id, exclusive=True)
+        held = [f for f in fields if row[f] is not None]
+        del row  # the values go no further than telling which fields held one
+        s.execute(update(mt.table).where(mt.key_col == req.member_id).values(dict.fromkeys(fields)))
+        owed = owe_deletions(s, req.member_id, request_id, recipients_of(s, req.member_id, fields))
+        req.payload = {"fields": fields, "erased": held, "notifications": owed}
+        lift(s, req.member_id, REASON)
+        transition(req, RequestState.ERASED)
+        return req.state
+
+
+def _step_ledger(request_id: int, task_id: str | None) -> str | None:
+    with db.session("primary") as s:
+        req = load_for_update(s, request_id)
+        if req is None or req.state != RequestState.ERASED.value:
+            return req.state if req else None
+        mt = member_table(s.get_bind())  # type: ignore[arg-type]
+        p = dict(req.payload or {})
+        member_id = req.member_id
+    fields = list(p.get("fields", []))
+    with db.session("archive") as a:
+        ledger.append(
+            a,
+            action="destroy",
+            categories=sorted({mt.categories.get(f, "profile") for f in fields}),
+            tables=[mt.table.name],
+            subjects=1,
+            rows=1 if p.get("erased") else 0,
+            reason="정보주체의 삭제 요구 (회원 유지, 지정 항목만 삭제)",
+            legal_basis="개인정보 보호법 제36조, 제21조",
+            method="DB 항목 삭제 (해당 칼럼을 NULL로 갱신, 단일 트랜잭션)",
+            actor="lifecycle.rights.erase",
+            task_id=task_id,
+            request_id=request_id,
+            subject_ref=keystore.subject_ref(a, member_id),
+            details={
+                "fields": fields,
+                "erased": list(p.get("erased", [])),
+                "notifications": int(p.get("notifications", 0)),
+            },
+            dedup_key=f"erasure:request{request_id}",
+        )
+    with db.session("primary") as s:
+        req = load_for_update(s, request_id)
+        if req is not None and req.state == RequestState.ERASED.value:
+            transition(req, RequestState.NOTIFYING)
+        return req.state if req else None
+
+
+def run_erasure(request_id: int, task_id: str | None = None) -> dict[str, Any]:
+    state = _step_restrict(request_id)
+    if state == RequestState.RESTRICTED.value:
+        state = _step_erase(request_id)
+    if state == RequestState.ERASED.value:
+        state = _step_ledger(request_id, task_id)
+    return tell_and_answer(request_id, state)

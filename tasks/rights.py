@@ -1,0 +1,55 @@
+"""Tasks for the rights requests (열람·삭제·처리정지·동의 철회); each gets the request id only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lifecycle.core.transient import TRANSIENT_DB_ERRORS
+from lifecycle.rights.access import run_access
+from lifecycle.rights.answers import answer_pending as _answer_pending
+from lifecycle.rights.consent import run_consent_withdrawal
+from lifecycle.rights.erase import run_erasure
+from lifecycle.rights.suspension import run_lift, run_suspension
+from tasks.base import LifecycleTask
+from workers.app import app
+
+# A database restart: try again; every step resumes from the persisted state.
+_RETRY: dict[str, Any] = {
+    "base": LifecycleTask,
+    "bind": True,
+    "autoretry_for": TRANSIENT_DB_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "max_retries": 20,
+}
+
+
+@app.task(name="lifecycle.rights.access", **_RETRY)
+def access(self: LifecycleTask, request_id: int) -> dict[str, Any]:
+    return run_access(int(request_id), self.request.id)
+
+
+@app.task(name="lifecycle.rights.erase", **_RETRY)
+def erase(self: LifecycleTask, request_id: int) -> dict[str, Any]:
+    return run_erasure(int(request_id), self.request.id)
+
+
+@app.task(name="lifecycle.rights.suspend", **_RETRY)
+def suspend(self: LifecycleTask, request_id: int) -> dict[str, Any]:
+    return run_suspension(int(request_id), self.request.id)
+
+
+@app.task(name="lifecycle.rights.suspend_lift", **_RETRY)
+def suspend_lift(self: LifecycleTask, request_id: int) -> dict[str, Any]:
+    return run_lift(int(request_id), self.request.id)
+
+
+@app.task(name="lifecycle.rights.consent_withdraw", **_RETRY)
+def consent_withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
+    return run_consent_withdrawal(int(request_id), self.request.id)
+
+
+@app.task(base=LifecycleTask, name="lifecycle.rights.answer_pending", ignore_result=True)
+def answer_pending() -> dict[str, int]:
+    """Beat: answers a crash left unsent."""
+    return {"answered": _answer_pending()}

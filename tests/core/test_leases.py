@@ -1,0 +1,177 @@
+"""Job leases: taken by one holder at a time, renewed while the job runs, and a job whose
+worker died is sent again by beat's watchdog with its ids, visible in `status` meanwhile."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+import tests.jobs  # noqa: F401  (the sender knows the test jobs, so it names their arguments)
+from tests.helpers import LifecycleEnv, WorkerProc, apply_env, wait_until
+
+
+def _lease_row(key: str) -> dict[str, object] | None:
+    from lifecycle.core import db
+    from models.leases import JobLease
+
+    with db.session("primary") as s:
+        row = s.scalars(select(JobLease).where(JobLease.key == key)).first()
+        if row is None:
+            return None
+        return {c: getattr(row, c) for c in ("state", "redispatches", "task_id", "error")}
+
+
+@pytest.mark.parametrize("which", ["lifecycle_env", "embedded_env"])
+def test_one_holder_at_a_time_and_expired_leases_are_sent_again_once(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    from lifecycle.core import db, leases
+    from models.leases import JobLease
+
+    env: LifecycleEnv = request.getfixturevalue(which)
+    if which == "embedded_env":  # SQLite: the same statements, no row locks
+        assert env.run("db", "upgrade").returncode == 0
+
+    key = leases.lease_key("lifecycle.withdraw", [42])
+    assert key == "lifecycle.withdraw:42"
+    first = leases.acquire(key, "lifecycle.withdraw", [42], queue="requests", task_id="t1")
+    assert first is not None
+    # A duplicate message while the job runs stands down.
+    assert leases.acquire(key, "lifecycle.withdraw", [42], task_id="t2") is None
+    assert leases.renew(first)
+
+    # The holder dies: its lease expires. The watchdog sends it again, once, with its ids.
+    past = datetime.now(UTC) - timedelta(seconds=90)
+    with db.session("primary") as s:
+        s.execute(update(JobLease).where(JobLease.key == key).values(expires_at=past))
+    sent: list[leases.Redispatch] = []
+    assert leases.redispatch_expired(sent.append) == [key]
+    assert leases.redispatch_expired(sent.append) == []  # waiting for the re-sent copy
+    (job,) = sent
+    assert (job.task, job.args, job.queue) == ("lifecycle.withdraw", [42], "requests")
+    assert job.number == 1
+    assert job.note.startswith("re-dispatched #1, stalled ")
+
+    # The re-sent copy takes the lease over; the dead holder can no longer finish it.
+    second = leases.acquire(key, "lifecycle.withdraw", [42], task_id="t3")
+    assert second is not None and second.redispatches == 1 and second.stalled_seconds >= 0
+    leases.finish(first, "failed", "should not count")
+    assert _lease_row(key)["state"] == "held"  # type: ignore[index]
+    leases.finish(second, "done")
+    assert _lease_row(key)["state"] == "done"  # type: ignore[index]
+    # Finished jobs are never re-sent; a later message for the same ids starts afresh.
+    with db.session("primary") as s:
+        s.execute(update(JobLease).where(JobLease.key == key).values(expires_at=past))
+    assert leases.redispatch_expired(sent.append) == []
+    third = leases.acquire(key, "lifecycle.withdraw", [42], task_id="t4")
+    assert third is not None and third.redispatches == 0
+    assert leases.follow("t4") is not None and leases.follow("t1") is None
+
+
+def test_a_failed_job_is_not_sent_again(lifecycle_env: LifecycleEnv) -> None:
+    from lifecycle.core import db, leases
+    from models.leases import JobLease
+
+    lease = leases.acquire("lifecycle.correct:5", "lifecycle.correct", [5], task_id="c1")
+    assert lease is not None
+    leases.finish(lease, "failed", "LifecycleError: request 5 refused")
+    with db.session("primary") as s:
+        s.execute(update(JobLease).values(expires_at=datetime.now(UTC) - timedelta(hours=1)))
+    assert leases.redispatch_expired(lambda job: None) == []
+    assert _lease_row("lifecycle.correct:5")["error"] == "LifecycleError: request 5 refused"  # type: ignore[index]
+
+
+def _beat(env: LifecycleEnv, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"],
+        env=env.environ(),
+        cwd=env.var_dir.parent,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.timeout(240)
+def test_a_job_whose_worker_died_is_shown_stalled_then_sent_again_and_finished(
+    lifecycle_env: LifecycleEnv,
+    start_worker: Callable[..., WorkerProc],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from workers.app import app
+
+    lifecycle_env.vars["LIFECYCLE_LEASE_SECONDS"] = "3"
+    lifecycle_env.vars["LIFECYCLE_TICK_SCALE"] = "0.2"
+    apply_env(monkeypatch, lifecycle_env)
+    key = "lifecycle.testjobs.leased_work:7,600"
+    args = ["--include", "tests.jobs"]
+    w1 = start_worker(lifecycle_env, queues=["testjobs"], concurrency=2, extra_args=args)
+    app.send_task("lifecycle.testjobs.leased_work", args=[7, 600], queue="testjobs")
+    wait_until(lambda: (_lease_row(key) or {}).get("state") == "held", 30, "the job running")
+
+    # A second copy of the same job while it runs does nothing.
+    dup = app.send_task("lifecycle.testjobs.leased_work", args=[7, 600], queue="testjobs")
+    assert dup.get(timeout=30) == {"skipped": "another worker holds this job's lease"}
+
+    w1.kill()  # main process and child: nobody runs the job now; its message is not back
+    time.sleep(4)  # the lease expires (3 s) with no heartbeat
+
+    status = lifecycle_env.run("status", "--json", timeout=60)
+    report = json.loads(status.stdout)
+    (job,) = [j for j in report["unfinished"]["jobs"] if j["task"].endswith("leased_work")]
+    assert job["state"] == "stalled" and job["ids"] == "7,600"
+    assert job["age_seconds"] >= 4 and job["heartbeat_age_seconds"] >= 3
+    human = lifecycle_env.run("status", timeout=60).stdout
+    assert "STALLED" in human and "leased_work" in human
+
+    # Beat's watchdog sends it again; a fresh worker finishes it. No one re-triggered it.
+    start_worker(lifecycle_env, queues=["testjobs"], concurrency=1, extra_args=args)
+    beat = _beat(lifecycle_env, tmp_path / "beat.log")
+    try:
+        wait_until(lambda: (_lease_row(key) or {}).get("state") == "done", 90, "the re-sent job")
+    finally:
+        beat.terminate()
+        beat.wait(30)
+    row = _lease_row(key)
+    assert row is not None and row["redispatches"] == 1
+    report = json.loads(lifecycle_env.run("status", "--json", timeout=60).stdout)
+    assert report["unfinished"]["jobs"] == []
+
+
+def test_wait_follows_a_re_sent_job_and_fails_at_once_with_its_reason(
+    lifecycle_env: LifecycleEnv,
+) -> None:
+    from celery.result import AsyncResult
+
+    from lifecycle.cli.waiting import JobFailed, wait_for_task
+    from lifecycle.core import leases
+    from workers.app import app
+
+    # The first task was lost with its worker (its result stays PENDING forever); the watchdog
+    # re-sent the job as task "second", which finished.
+    lease = leases.acquire("lifecycle.sweep.run", "lifecycle.sweep.run", task_id="first")
+    assert lease is not None
+    leases.retrying(lease, 0)
+    again = leases.acquire("lifecycle.sweep.run", "lifecycle.sweep.run", task_id="second")
+    assert again is not None
+    app.backend.store_result("second", {"run_id": 3, "batches": 2}, "SUCCESS")
+    done = wait_for_task(AsyncResult("first", app=app), "sweep", timeout=30)
+    assert done == {"run_id": 3, "batches": 2}
+
+    # A job that failed is reported at once with its one-line reason, though the task the
+    # caller holds never reported anything.
+    failing = leases.acquire("lifecycle.purge.run", "lifecycle.purge.run", task_id="p1")
+    assert failing is not None
+    leases.finish(failing, "failed", "DataMapError: data map demo.yaml:3: unknown table")
+    # (Had it waited for the task instead, the message would be "not finished after 60s".)
+    with pytest.raises(JobFailed, match=r"purge failed: DataMapError: data map demo\.yaml:3"):
+        wait_for_task(AsyncResult("p1", app=app), "purge", timeout=60)

@@ -1,0 +1,503 @@
+"""Gnuboard5 5.6 (with its shop) through the shipped data map, on a real MariaDB primary.
+
+The tables are built as Gnuboard installs them (MyISAM, then converted as `datamap check` says),
+seeded with members who post on several boards, comment on each other's posts, upload files,
+have icons, send memos both ways, order from the shop and leave visit logs. Withdrawal, the
+sweep, a correction and file shredding then run through the map, and nothing of any other
+member may change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from sqlalchemy import select
+
+from lifecycle.core.errors import UserError
+from lifecycle.datamap.loader import load_datamap
+from lifecycle.datamap.model import DataMapError
+from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.engine.sweep import SweepIncomplete, run_sweep
+from lifecycle.rights.correction import run_correction, submit_correction
+from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdrawal
+from lifecycle.shred.jobs import run_job
+from models.shred import ShredItem, ShredJob
+from tests.fixtures import gnuboard5 as g5
+from tests.helpers import REPO, Databases, LifecycleEnv, accounting, apply_env, site_engine
+
+MAP = REPO / "lifecycle" / "datamap" / "maps" / "gnuboard5.yaml"
+LEAVERS = {"lee_mh7", "jung_hs"}  # lee withdraws now; jung left on 2026-09-01 (mb_leave_date)
+MEMBER_COLUMNS = ("mb_id", "me_send_mb_id", "me_recv_mb_id")
+
+
+@dataclass
+class Site:
+    env: LifecycleEnv
+    primary: str
+    archive: str
+    root: Path
+    map_path: Path
+    tables: list[str]
+
+    def sql(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        conn = _connect(self.primary)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, params)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def innodb(self) -> None:
+        g5.convert_to_innodb(self.primary, self.tables)
+
+    def add_board(self, bo_table: str) -> str:
+        spec = g5.board_table(bo_table)
+        self.sql(g5.create_statement(spec, "InnoDB"))
+        self.tables.append(spec.name)
+        return spec.name
+
+
+def _connect(url: str) -> Any:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    conn = pymysql.connect(
+        host=u.host, port=u.port or 3306, user=u.username, password=u.password or "",
+        database=u.database, charset="utf8mb4", autocommit=True,
+    )  # fmt: skip
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+    return conn
+
+
+def write_map(path: Path, root: Path | str, *edits: tuple[str, str]) -> Path:
+    text = MAP.read_text(encoding="utf-8").replace("root: /var/www/gnuboard", f"root: {root}")
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def line_of(path: Path, needle: str) -> int:
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if needle in line:
+            return i
+    raise AssertionError(needle)
+
+
+@pytest.fixture
+def site(
+    tmp_path: Path,
+    pg_databases: Databases,
+    redis_url: str,
+    mysql_primary: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Site]:
+    var, files = tmp_path / "var", tmp_path / "files"
+    root = files / "www"
+    var.mkdir()
+    root.mkdir(parents=True)
+    map_path = write_map(tmp_path / "gnuboard5.yaml", root)
+    tables = g5.build(mysql_primary)
+    g5.seed(mysql_primary, root)
+    env = LifecycleEnv(
+        vars={
+            "LIFECYCLE_VAR_DIR": str(var),
+            "LIFECYCLE_PRIMARY_DATABASE_URL": mysql_primary,
+            "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_databases.archive_url,
+            "LIFECYCLE_BROKER_URL": redis_url,
+            "LIFECYCLE_RESULT_BACKEND": redis_url,
+            "LIFECYCLE_FILE_ROOTS": str(files),
+            "LIFECYCLE_HOST_NAME": "testhost",
+            "LIFECYCLE_DATA_MAP": str(map_path),
+        },
+        var_dir=var,
+        file_root=files,
+    )
+    apply_env(monkeypatch, env)
+    clear_context_cache()
+    yield Site(env, mysql_primary, pg_databases.archive_url, root, map_path, tables)
+    clear_context_cache()
+    from workers.app import reconfigure
+
+    monkeypatch.undo()
+    reconfigure()
+
+
+def snapshot(site: Site) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+    """Every row of every g5 table, by its whole content."""
+    out: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
+    conn = _connect(site.primary)
+    try:
+        with conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SHOW TABLES LIKE 'g5\\_%'")
+            names = [next(iter(r.values())) for r in cur.fetchall()]
+            for t in names:
+                cur.execute(f"SELECT * FROM `{t}`")
+                out[t] = {tuple(sorted(r.items())): r for r in cur.fetchall()}
+    finally:
+        conn.close()
+    return out
+
+
+def shred_everything(site: Site) -> list[int]:
+    """Run every shred job the engine wrote, here (the worker on the files' host does this)."""
+    eng = site_engine(site.primary)
+    with eng.connect() as c:
+        jobs = [r[0] for r in c.execute(select(ShredJob.id).order_by(ShredJob.id))]
+    eng.dispose()
+    for j in jobs:
+        run_job(j)
+    return jobs
+
+
+def test_datamap_check_proves_what_the_engine_relies_on(site: Site, tmp_path: Path) -> None:
+    # As installed: MyISAM, refused in one line that gives the statement to run.
+    r = site.env.run("datamap", "check")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+    assert "ALTER TABLE `g5_member` ENGINE=InnoDB;" in r.stderr
+    site.innodb()
+    ok = site.env.run("datamap", "check")
+    assert ok.returncode == 0, ok.stderr
+    assert "pattern g5_write_* -> g5_write_free, g5_write_qna" in ok.stdout
+    # A board created after the map was written is covered at the next run.
+    site.add_board("notice")
+    ok = site.env.run("datamap", "check")
+    assert ok.returncode == 0, ok.stderr
+    assert "pattern g5_write_* -> g5_write_free, g5_write_notice, g5_write_qna" in ok.stdout
+
+    # A table holding members that no entry covers, a key that is not unique, a link whose
+    # type cannot hold what it points at: one line each, naming the table or the map line.
+    site.sql("CREATE TABLE g5_extra (ex_id int PRIMARY KEY, mb_id varchar(20)) ENGINE=InnoDB")
+    bad = write_map(
+        tmp_path / "bad.yaml",
+        site.root,
+        ("key: [bo_table, wr_id, bf_no]", "key: [wr_id, bf_no]"),
+        ("  g5_write_*:\n    key: wr_id\n    subject_column: mb_id\n    member_key: mb_id",
+         "  g5_write_*:\n    key: wr_id\n    subject_column: mb_id\n    member_key: mb_no"),
+    )  # fmt: skip
+    r = site.env.run("datamap", "check", "--file", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert all(line.startswith(f"data map {bad}:") for line in lines), lines
+    assert any(
+        f"bad.yaml:{line_of(bad, 'key: [wr_id, bf_no]')}:" in line
+        and "key (wr_id, bf_no) of g5_board_file is not a primary key or unique index" in line
+        for line in lines
+    ), lines
+    typed = [line for line in lines if "cannot hold g5_member.mb_no (integer)" in line]
+    assert {b for b in ("g5_write_free", "g5_write_qna", "g5_write_notice") if
+            any(f"{b}.mb_id (text)" in line for line in typed)} == {
+        "g5_write_free", "g5_write_qna", "g5_write_notice"}  # fmt: skip
+    assert all(f"bad.yaml:{line_of(bad, 'member_key: mb_no')}:" in line for line in typed)
+    assert any("'g5_extra' has member-like column mb_id" in line for line in lines), lines
+    assert len(lines) == 5, lines
+
+    # A site without the shop: its tables are reported, not fatal.
+    site.sql("DROP TABLE g5_extra")
+    # An install directory outside the storage roots: the shredder would refuse every file.
+    outside = write_map(tmp_path / "outside.yaml", "/srv/not-a-storage-root")
+    r = site.env.run("datamap", "check", "--file", str(outside))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert f"outside.yaml:{line_of(outside, 'root: /srv')}:" in r.stderr
+    assert "is not under a storage root" in r.stderr
+
+    for t in [t for t in site.tables if t.startswith("g5_shop_")]:
+        site.sql(f"DROP TABLE `{t}`")
+    ok = site.env.run("datamap", "check")
+    assert ok.returncode == 0, ok.stderr
+    assert "note: " in ok.stdout and "optional table g5_shop_order is not in the database" in (
+        ok.stdout
+    )
+
+
+def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else(
+    site: Site,
+) -> None:
+    site.innodb()
+    # A board added after the map was written: the leaver posts there, another member comments.
+    board = site.add_board("notice")
+    post = site.sql(
+        f"INSERT INTO `{board}` (wr_num, wr_subject, wr_content, wr_link1, wr_link2, mb_id, "
+        "wr_name, wr_email, wr_password, wr_datetime, wr_last, wr_ip, wr_is_comment, wr_parent) "
+        "VALUES (-1, '공지 질문', '이민호 010-2345-6789', '', '', 'lee_mh7', '이민호', "
+        "'lee.mh7@mail.example', '', NOW(), '', '10.0.2.9', 0, 0) RETURNING wr_id"
+    )[0][0]
+    site.sql(f"UPDATE `{board}` SET wr_parent = wr_id WHERE wr_id = %s", post)
+    site.sql(
+        f"INSERT INTO `{board}` (wr_num, wr_content, wr_link1, wr_link2, mb_id, wr_name, "
+        "wr_email, wr_password, wr_datetime, wr_last, wr_ip, wr_is_comment, wr_parent, "
+        "wr_subject) VALUES (-1, '박지선의 댓글', '', '', 'park_js', '박지선', "
+        "'js.park@mail.example', '', NOW(), '', '10.0.2.8', 1, %s, '')",
+        post,
+    )
+    # A memo between two leavers: it goes once neither side is a member.
+    site.sql(
+        "INSERT INTO g5_memo (me_recv_mb_id, me_send_mb_id, me_send_datetime, me_memo, "
+        "me_type, me_send_ip) "
+        "VALUES ('lee_mh7', 'jung_hs', NOW(), '둘 다 탈퇴', 'recv', '10.0.3.9')"
+    )
+    before = snapshot(site)
+    files_before = {p: p.read_bytes() for p in site.root.rglob("*") if p.is_file()}
+
+    ctx = get_context()
+    mid = resolve_member(ctx, "lee_mh7")
+    assert [r["mb_no"] for r in before["g5_member"].values() if r["mb_id"] == "lee_mh7"] == [mid]
+    rid = submit_withdrawal(ctx, mid)
+    out = carry_out(ctx, rid, task_id="t-g5")
+    assert out["state"] == "completed", out
+    counts = run_sweep(get_context())
+    assert counts["withdrawal_subjects"] == 1  # jung_hs, by the site's own marker
+    shred_everything(site)
+    after = snapshot(site)
+
+    # Nothing of the leavers is left but their blanked member rows, which reserve their ids.
+    for table, rows in after.items():
+        for r in rows.values():
+            if table == "g5_member":
+                continue
+            assert not any(r.get(c) in LEAVERS for c in MEMBER_COLUMNS), (table, r.get("mb_id"))
+    kept = {r["mb_id"]: r for r in after["g5_member"].values()}
+    for who in LEAVERS:
+        row = kept[who]
+        assert row["mb_leave_date"] != ""
+        for col in ("mb_password", "mb_name", "mb_nick", "mb_email", "mb_hp", "mb_addr1",
+                    "mb_birth", "mb_ip", "mb_login_ip", "mb_dupinfo", "mb_signature"):  # fmt: skip
+            assert row[col] == "", (who, col)
+    assert kept["jung_hs"]["mb_leave_date"] == "20260901"
+    assert len(kept["lee_mh7"]["mb_leave_date"]) == 8 and kept["lee_mh7"]["mb_leave_date"].isdigit()
+
+    # Every row of every other member is exactly as it was, including their comments on the
+    # leavers' posts and their likes and scraps of them.
+    posts_by = {}
+    for t, rows in before.items():
+        if t.startswith("g5_write_"):
+            for r in rows.values():
+                posts_by[(t.removeprefix("g5_write_"), r["wr_id"])] = r["mb_id"]
+    cutoff = date.today() - timedelta(days=92)
+    untouched = 0
+    for table, rows in before.items():
+        for key, r in rows.items():
+            if any(r.get(c) in LEAVERS for c in MEMBER_COLUMNS):
+                continue
+            if table == "g5_board_file" and posts_by[(r["bo_table"], r["wr_id"])] in LEAVERS:
+                continue
+            if table == "g5_visit" and r["vi_date"] < cutoff:
+                continue
+            assert key in after[table], (table, {k: v for k, v in r.items() if k.endswith("id")})
+            untouched += 1
+    assert untouched > 80
+    comments = [r for r in after[board].values() if r["wr_is_comment"] == 1]
+    assert [c["mb_id"] for c in comments] == ["park_js"] and comments[0]["wr_parent"] == post
+
+    # Memos: the leaver's side is cleared where the other side stays; a memo between two
+    # leavers is gone.
+    for r in before["g5_memo"].values():
+        sides = {r["me_send_mb_id"], r["me_recv_mb_id"]}
+        now = [a for a in after["g5_memo"].values() if a["me_id"] == r["me_id"]]
+        if sides <= LEAVERS:
+            assert now == []
+        elif sides & LEAVERS:
+            (a,) = now
+            assert a["me_memo"] == r["me_memo"]
+            for side, ip_or_read in (("me_send_mb_id", "me_send_ip"),
+                                     ("me_recv_mb_id", "me_read_datetime")):  # fmt: skip
+                if r[side] in LEAVERS:
+                    assert a[side] == ""
+                    # Cleared to '' or, for a NOT NULL date, the column's own default.
+                    assert a[ip_or_read] in ("", None, datetime(1970, 1, 1))
+                else:
+                    assert a[side] == r[side]
+
+    # Files: the leavers' uploads and icons are shredded, everyone else's are untouched.
+    for p, content in files_before.items():
+        rel = p.relative_to(site.root).as_posix()
+        mine = any(f"_{w}_" in p.name or p.name == f"{w}.gif" for w in LEAVERS)
+        if mine:
+            assert not p.exists(), rel
+        else:
+            assert p.read_bytes() == content, rel
+
+    # Visit logs older than 3 months are gone, newer ones stay.
+    assert site.sql("SELECT count(*) FROM g5_visit WHERE vi_date < %s", cutoff)[0][0] == 0
+    assert site.sql("SELECT count(*) FROM g5_visit")[0][0] == 9
+
+    # The archive holds exactly what the ledger counts (the leaver's order, 5 years), and the
+    # ledger verifies.
+    acc = accounting(site.primary, site.archive)
+    assert acc.ledger_ok, acc.ledger_message
+    assert acc.outbox == 0
+    assert acc.archived == acc.ledger_archive
+    assert acc.archived[("g5_shop_order", "contract")] == 1
+    assert acc.archived[("g5_shop_order", "payment")] == 1
+    assert acc.archived[("g5_shop_cart", "contract")] == 1
+    assert acc.ledger_destroy[("g5_write_notice", "posts")] == 1
+    assert acc.ledger_destroy[("g5_board_file", "uploads")] >= 2
+    assert acc.ledger_destroy[("g5_visit", "access_log")] == 12
+
+
+def test_a_correction_through_the_gnuboard5_map(site: Site) -> None:
+    site.innodb()
+    ctx = get_context()
+    park = resolve_member(ctx, "park_js")
+    rid = submit_correction(park, {"mb_hp": "010-1111-2222", "mb_email": "new.park@mail.example"})
+    out = run_correction(rid)
+    assert out["state"] in ("notifying", "completed"), out
+    assert site.sql("SELECT mb_hp, mb_email FROM g5_member WHERE mb_id = 'park_js'")[0] == (
+        "010-1111-2222",
+        "new.park@mail.example",
+    )
+    with pytest.raises(UserError, match="mb_email: not an email address"):
+        submit_correction(park, {"mb_email": "not-an-address"})
+    with pytest.raises(UserError, match="system column"):
+        submit_correction(park, {"mb_id": "someone_else"})
+    with pytest.raises(UserError, match="has withdrawn"):
+        submit_correction(resolve_member(ctx, "jung_hs"), {"mb_hp": "010-0"})
+    with pytest.raises(UserError, match="unknown member"):
+        resolve_member(ctx, "nobody_here")
+    # The command line takes the site's own member id too.
+    r = site.env.run("correct", "kim_yr", "--set", "mb_hp=010-3333-4444")
+    assert r.returncode == 0, r.stderr
+    kim = site.sql("SELECT mb_no FROM g5_member WHERE mb_id = 'kim_yr'")[0][0]
+    assert f"submitted for member {kim}" in r.stdout
+
+
+def test_a_file_the_shredder_refuses_fails_the_job_and_keeps_its_path(
+    site: Site, tmp_path: Path
+) -> None:
+    site.innodb()
+    # The install directory is not under the storage roots: every file is refused.
+    write_map(site.map_path, "/srv/not-a-storage-root")
+    ctx = get_context()
+    rid = submit_withdrawal(ctx, resolve_member(ctx, "lee_mh7"))
+    out = carry_out(ctx, rid)
+    assert out["state"] == "failed"
+    state, error = site.sql("SELECT state, error FROM lifecycle_requests WHERE id = %s", rid)[0]
+    assert state == "failed" and "\n" not in error
+    assert "refused by the shredder" in error and "lee_mh7" not in error
+    # `lifecycle status` shows it, with its reason.
+    st = site.env.run("status", "--json")
+    assert st.returncode in (0, 1), st.stderr
+    failed = json.loads(st.stdout)["requests"]["failed"]
+    assert [f["id"] for f in failed] == [rid] and "refused by the shredder" in failed[0]["error"]
+    # The rows are gone, their files are not orphaned: the paths wait in a shred job.
+    assert site.sql("SELECT count(*) FROM g5_write_free WHERE mb_id = 'lee_mh7'")[0][0] == 0
+    eng = site_engine(site.primary)
+    with eng.connect() as c:
+        kept = [r[0] for r in c.execute(select(ShredItem.path))]
+    eng.dispose()
+    assert any(p.startswith("/srv/not-a-storage-root/data/file/") and "lee_mh7" in p
+               for p in kept)  # fmt: skip
+    assert "/srv/not-a-storage-root/data/member/le/lee_mh7.gif" in kept
+    # The sweep (jung_hs) fails visibly too, after doing what it could.
+    with pytest.raises(SweepIncomplete) as exc:
+        run_sweep(get_context())
+    assert "\n" not in str(exc.value) and "refused by the shredder" in str(exc.value)
+    assert (
+        site.sql(
+            "SELECT outcome FROM lifecycle_job_runs WHERE job = 'sweep' ORDER BY id DESC LIMIT 1"
+        )[0][0]
+        == "failed"
+    )
+
+
+def test_a_changed_map_is_followed_by_a_running_worker(site: Site) -> None:
+    site.innodb()
+    first = get_context()
+    assert get_context() is first
+    assert str(first.datamap.rule("access_log").period) == "3mo"
+    text = site.map_path.read_text(encoding="utf-8")
+    site.map_path.write_text(text.replace("period: 3mo", "period: 6mo"), encoding="utf-8")
+    st = site.map_path.stat()
+    os.utime(site.map_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    second = get_context()
+    assert second is not first
+    assert str(second.datamap.rule("access_log").period) == "6mo"
+    site.map_path.write_text(text.replace("period: 3mo", "period: forever"), encoding="utf-8")
+    with pytest.raises(DataMapError) as exc:
+        get_context()
+    assert "\n" not in str(exc.value) and f"{site.map_path}:" in str(exc.value)
+
+
+def test_the_shipped_map_loads_and_names_what_the_engine_needs() -> None:
+    dm = load_datamap(MAP)
+    s = dm.subject
+    assert (s.key, s.login_column, s.marker_column, s.keep_row) == (
+        "mb_no", "mb_id", "mb_leave_date", True)  # fmt: skip
+    assert (s.email_column, s.mobile_column) == ("mb_email", "mb_hp")
+    assert dm.patterns == ["g5_write_*"]
+    f = dm.tables["g5_board_file"]
+    assert f.keys == ("bo_table", "wr_id", "bf_no") and f.via is not None
+    assert (f.via.match, f.via.parent_key) == ("bo_table", "wr_id")
+    assert f.file_templates[0].render({"bo_table": "free", "bf_file": "a.jpg"}) == (
+        "data/file/free/a.jpg"
+    )
+    icon = dm.tables["g5_member"].file_templates[0]
+    assert icon.render({"mb_id": "lee_mh7"}) == "data/member/le/lee_mh7.gif"
+    memo = dm.tables["g5_memo"]
+    assert [lk.column for lk in memo.links] == ["me_send_mb_id", "me_recv_mb_id"]
+    assert dm.tables["g5_visit"].age is not None and not dm.tables["g5_visit"].links
+
+
+def test_rows_the_archive_cannot_tell_apart_roll_the_whole_move_back(site: Site) -> None:
+    """Two rows sharing the key the map names: the ledger would count both, the archive could
+    keep one. The move fails in one line and nothing is archived, ledgered or deleted."""
+    site.innodb()
+    site.sql(
+        "INSERT INTO g5_shop_cart (od_id, mb_id, it_id, it_name, ct_status, ct_history, ct_price, "
+        "ct_qty, ct_time, ct_ip, ct_select) VALUES (1, 'lee_mh7', '1700000002', '추가 상담', "
+        "'쇼핑', '', 9000, 1, NOW(), '10.0.6.9', 0)"
+    )
+    ctx = get_context()
+    cart = ctx.datamap.tables["g5_shop_cart"]
+    cart.key, cart.keys = "mb_id", ("mb_id",)  # what a wrong map would say, past the check
+    before = snapshot(site)
+    rid = submit_withdrawal(ctx, resolve_member(ctx, "lee_mh7"))
+    assert carry_out(ctx, rid)["state"] == "failed"
+    state, error = site.sql("SELECT state, error FROM lifecycle_requests WHERE id = %s", rid)[0]
+    assert state == "failed" and "two rows share the key" in error and "\n" not in error
+    clear_context_cache()
+    after = snapshot(site)
+    for t in before:
+        if t != "g5_member":  # the request marked the member withdrawn, nothing more
+            assert before[t] == after[t], t
+    acc = accounting(site.primary, site.archive)
+    assert not acc.records and not acc.ledger_archive and not acc.ledger_destroy
+
+
+def test_a_schema_the_map_covers_only_partly_is_refused_before_anything_is_deleted(
+    site: Site,
+) -> None:
+    site.innodb()
+    site.sql("CREATE TABLE g5_extra (ex_id int PRIMARY KEY, mb_id varchar(20)) ENGINE=InnoDB")
+    site.sql("INSERT INTO g5_extra VALUES (1, 'jung_hs')")
+    before = snapshot(site)
+    with pytest.raises(DataMapError, match="'g5_extra' has member-like column mb_id"):
+        run_sweep(get_context())
+    assert snapshot(site) == before
+
+
+def test_withdraw_takes_the_sites_own_member_id(site: Site) -> None:
+    site.innodb()
+    r = site.env.run("withdraw", "kim_yr")
+    assert r.returncode == 0, r.stderr
+    mb_no = site.sql("SELECT mb_no FROM g5_member WHERE mb_id = 'kim_yr'")[0][0]
+    assert f"for member {mb_no} submitted" in r.stdout
+    assert site.sql("SELECT member_id, kind FROM lifecycle_requests") == [(mb_no, "withdrawal")]
+    # The site's own marker, in its own format.
+    assert site.sql("SELECT mb_leave_date FROM g5_member WHERE mb_id = 'kim_yr'")[0][0] == (
+        date.today().strftime("%Y%m%d")
+    )
+    bad = site.env.run("withdraw", "no_such_id")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown member" in bad.stderr

@@ -1,0 +1,202 @@
+"""Heals itself: a sweep started once finishes with no manual action through a Redis kill -9,
+a worker's main process killed and a PostgreSQL crash, because every long job holds a lease
+that beat's watchdog re-sends when it expires.
+
+Throwaway PostgreSQL and Redis servers on free ports (as in test_engine_fire.py). Leases and the
+watchdog run on short intervals here (LIFECYCLE_LEASE_SECONDS, LIFECYCLE_TICK_SCALE) so the test
+takes a few minutes, not the production ~1 minute per recovery times several faults.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.engine.test_engine_fire import WATCHED, Monitor, _withdrawn_left, fire_env  # noqa: F401
+from tests.helpers import (
+    LifecycleEnv,
+    RedisServer,
+    WorkerProc,
+    accounting,
+    apply_env,
+    check_exact_accounting,
+    remaining_rows,
+    seed_site,
+    snapshot_site,
+    start_redis,
+    withdraw_all,
+)
+from tests.pg_server import PgServer
+
+MEMBERS = 12_000
+LEASE_SECONDS = "4"
+TICK_SCALE = "0.2"  # watchdog every 3 s, relay every 1 s
+
+
+def _beat(env: LifecycleEnv, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"],
+        env=env.environ(),
+        cwd=env.var_dir.parent,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _kill_redis_hard(redis: RedisServer) -> None:
+    assert redis.proc is not None
+    redis.proc.kill()  # SIGKILL: no shutdown, whatever the AOF has is what survives
+    redis.proc.wait(20)
+    time.sleep(1.0)
+    redis.proc = start_redis(redis.dir, redis.port, aof=True).proc
+
+
+def _one(url: str, sql: str) -> object:
+    eng = create_engine(url)
+    try:
+        with eng.connect() as c:
+            return c.execute(text(sql)).all()
+    finally:
+        eng.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sweep_finishes_by_itself_after_redis_kill_worker_kill_and_postgres_crash(
+    fire_env: tuple[LifecycleEnv, PgServer, RedisServer],  # noqa: F811 (the fire test's servers)
+    start_worker: Callable[..., WorkerProc],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    env, pg, redis = fire_env
+    env.vars["LIFECYCLE_LEASE_SECONDS"] = LEASE_SECONDS
+    env.vars["LIFECYCLE_TICK_SCALE"] = TICK_SCALE
+    apply_env(monkeypatch, env)
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    archive = env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
+    assert env.run("db", "upgrade").returncode == 0
+    seed_site(primary, MEMBERS)
+    assert withdraw_all(primary) == MEMBERS
+    snap = snapshot_site(primary)
+    expected = {t: {pk for (tt, pk) in snap.rows if tt == t} for t in WATCHED}
+    monitor = Monitor(primary, archive, expected)
+    monitor.start()
+
+    from workers.app import app
+
+    beat_log = tmp_path / "beat.log"
+    beat = _beat(env, beat_log)
+    queues = ["archive"]
+    workers = {
+        "a": start_worker(env, queues=queues, concurrency=2, name="heal-a"),
+        "b": start_worker(env, queues=queues, concurrency=1, name="heal-b"),
+    }
+    try:
+        # Sent once. Nothing below sends it again: the watchdog must.
+        app.send_task("lifecycle.sweep.run", kwargs={"member_batch": 100})
+        time.sleep(6)
+        print(f"redis kill -9 ({_withdrawn_left(primary)} withdrawn left)")
+        _kill_redis_hard(redis)
+        killed_at = time.monotonic()
+
+        time.sleep(5)
+        print(f"worker a main process SIGKILL ({_withdrawn_left(primary)} left)")
+        os.kill(workers["a"].proc.pid, signal.SIGKILL)
+        workers["a2"] = start_worker(env, queues=queues, concurrency=2, name="heal-a2")
+
+        time.sleep(5)
+        print(f"postgres crash ({_withdrawn_left(primary)} left)")
+        pg.crash_and_restart()
+
+        deadline = killed_at + 300  # acceptance: finished within 5 minutes of the Redis kill
+        while True:
+            try:
+                left = _withdrawn_left(primary)
+                runs = _one(primary, "SELECT outcome FROM lifecycle_job_runs WHERE job='sweep'")
+                live = _one(
+                    primary,
+                    "SELECT key, state FROM lifecycle_job_leases "
+                    "WHERE state IN ('held', 'retrying', 'redispatched')",
+                )
+            except Exception:  # PostgreSQL still recovering
+                left, runs, live = -1, [], []
+            if left == 0 and runs and all(r[0] != "running" for r in runs) and not live:
+                break
+            assert time.monotonic() < deadline, (
+                f"sweep not finished 5 minutes after the Redis kill: {left} withdrawn left, "
+                f"runs {runs}, unfinished leases {live}\n"
+                + beat_log.read_text(errors="replace")[-3000:]
+            )
+            time.sleep(1)
+        print(f"finished {time.monotonic() - killed_at:.0f} s after the Redis kill")
+    finally:
+        monitor.stop()
+        beat.terminate()
+        beat.wait(30)
+    assert beat.returncode is not None
+
+    leases = _one(
+        primary,
+        "SELECT key, state, redispatches FROM lifecycle_job_leases "
+        "WHERE key = 'lifecycle.sweep.run'",
+    )
+    print(f"sweep lease: {leases}")
+    # The coordinator was stopped by at least one of the faults and sent again by the watchdog.
+    assert leases and leases[0][1] == "done" and leases[0][2] >= 1
+    runs = _one(primary, "SELECT outcome, counts FROM lifecycle_job_runs WHERE job = 'sweep'")
+    print(f"sweep runs: {[r[0] for r in runs]}")
+    assert [r[0] for r in runs].count("ok") >= 1
+    assert monitor.checks > 5 and monitor.violations == []
+
+    remaining = remaining_rows(primary, snap)
+    assert not any(t in WATCHED for t, _ in remaining)
+    acc = accounting(primary, archive)
+    check_exact_accounting(snap, remaining, acc)
+    for t in WATCHED:
+        assert {pk for (tt, pk, _c) in acc.records if tt == t} == expected[t]
+    # Every withdrawn member counted once over the runs that did the work.
+    subjects = sum(int((c or {}).get("withdrawal_subjects", 0)) for o, c in runs if o == "ok")
+    abandoned = [o for o, _c in runs if o != "ok"]
+    if not abandoned:
+        assert subjects == MEMBERS
+
+
+@pytest.mark.timeout(300)
+def test_jobs_picked_up_while_postgres_is_down_run_once_it_is_back(
+    fire_env: tuple[LifecycleEnv, PgServer, RedisServer],  # noqa: F811 (the fire test's servers)
+    start_worker: Callable[..., WorkerProc],
+) -> None:
+    """The sweep fails at once in job_lock/get_context when the database is down at pick-up
+    unless those errors are retried; so would a withdrawal at its lease."""
+    env, pg, _redis = fire_env
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    assert env.run("db", "upgrade").returncode == 0
+    seed_site(primary, 300)
+    assert withdraw_all(primary) == 300
+
+    from workers.app import app
+
+    start_worker(env, queues=["archive"], concurrency=1, name="pickup")
+    pg.stop("immediate")
+    try:
+        sweep = app.send_task("lifecycle.sweep.run", kwargs={"member_batch": 100})
+        # Picked up, failed to reach the database, and scheduled again (not failed).
+        deadline = time.monotonic() + 60
+        while sweep.state != "RETRY":
+            assert sweep.state not in ("FAILURE", "SUCCESS"), sweep.state
+            assert time.monotonic() < deadline, f"no retry: {sweep.state}"
+            time.sleep(0.3)
+    finally:
+        pg.start()
+    out = sweep.get(timeout=180, interval=0.5)
+    assert out.get("withdrawal_subjects") == 300, out
+    assert _withdrawn_left(primary) == 0
