@@ -173,9 +173,25 @@ def guarded_categories(ctx: EngineContext, tm: TableMap) -> list[str]:
         return sorted({c for t in dm.tables.values() for c in t.categories})
     cats = set(tm.categories)
     for other in dm.tables.values():
-        if any(p.name == tm.name for p in dm.subject_path(other.name)):
+        if tm.name in _ancestors(ctx, other):
             cats.update(other.categories)
     return sorted(cats)
+
+
+def _ancestors(ctx: EngineContext, tm: TableMap) -> set[str]:
+    """Tables ``tm`` reaches through its ``via`` relations (every table a pattern expanded to)."""
+    seen: set[str] = set()
+    todo = [tm]
+    while todo:
+        via = todo.pop().via
+        if via is None:
+            continue
+        names = [tn for _v, tn in via.tables] if via.match is not None else [via.table]
+        for name in names:
+            if name not in seen and name in ctx.datamap.tables:
+                seen.add(name)
+                todo.append(ctx.datamap.tables[name])
+    return seen
 
 
 def member_expr(ctx: EngineContext, tm: TableMap) -> Any:

@@ -31,7 +31,15 @@ from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdr
 from lifecycle.shred.jobs import run_job
 from models.shred import ShredItem, ShredJob
 from tests.fixtures import gnuboard5 as g5
-from tests.helpers import REPO, Databases, LifecycleEnv, accounting, apply_env, site_engine
+from tests.helpers import (
+    REPO,
+    Databases,
+    LifecycleEnv,
+    accounting,
+    apply_env,
+    site_engine,
+    write_master_key,
+)
 
 MAP = REPO / "lifecycle" / "datamap" / "maps" / "gnuboard5.yaml"
 LEAVERS = {"lee_mh7", "jung_hs"}  # lee withdraws now; jung left on 2026-09-01 (mb_leave_date)
@@ -107,6 +115,7 @@ def site(
     root = files / "www"
     var.mkdir()
     root.mkdir(parents=True)
+    write_master_key(var / "master.key")
     map_path = write_map(tmp_path / "gnuboard5.yaml", root)
     tables = g5.build(mysql_primary)
     g5.seed(mysql_primary, root)
