@@ -17,11 +17,12 @@ from tests.helpers import LifecycleEnv, seed_site, table_counts, withdraw_all
 
 
 @pytest.fixture
-def site(lifecycle_env: LifecycleEnv):  # type: ignore[no-untyped-def]
-    primary = lifecycle_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+def site(primary_env: LifecycleEnv):  # type: ignore[no-untyped-def]
+    # The website's DB on PostgreSQL, then on MariaDB (the holds table lives there).
+    primary = primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
     seed_site(primary, 40)
     clear_context_cache()
-    yield lifecycle_env
+    yield primary_env
     clear_context_cache()
 
 
