@@ -1,3 +1,3 @@
 """Import every model module so each metadata is complete (used by Alembic and tests)."""
 
-from models import anchor, archive, engine, leases, notify, requests, shred, vault  # noqa: F401
+from models import anchor, archive, engine, guards, leases, notify, requests, shred, vault  # noqa: F401

@@ -77,6 +77,9 @@ class LifecycleRequest(PrimaryBase):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Who asked: the website's logged-in handler or member (it may fill this), or the operator
+    # of `lifecycle withdraw/correct` (OS user or --operator). Migration p_guards_0001.
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

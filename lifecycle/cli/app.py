@@ -12,3 +12,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+@app.callback()
+def _global_options(
+    operator: str = typer.Option(
+        "",
+        "--operator",
+        help="Who runs this command (default: the OS user); recorded in the ledger, the "
+        "access log and the requests it creates.",
+    ),
+) -> None:
+    """Personal-data lifecycle workers (PIPA): archive, destroy, shred, correct, notify."""
+    from lifecycle.cli.operator import set_global
+
+    set_global(operator)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Annotated
 
@@ -29,17 +28,23 @@ def retrieve(
     ] = "",
 ) -> None:
     """Decrypt one member's retained records to a new file; the ledger names who and why."""
+    from lifecycle.cli.operator import current
     from lifecycle.core import db
     from lifecycle.core.errors import UserError
+    from lifecycle.vault import accesslog
     from lifecycle.vault.retrieval import check_basis, retrieve_member
 
     check_basis(basis)
     if out is None:
         raise UserError("--out FILE is required")
+    who = current(operator)
     with db.session("archive") as a:
-        got = retrieve_member(
-            a, member_id, basis=basis, operator=operator or getpass.getuser(), out=out
-        )
+        got = retrieve_member(a, member_id, basis=basis, operator=who, out=out)
+        # Same transaction as the ledger entry: both name the operator, or neither exists.
+        accesslog.record(
+            a, operator=who, kind="read", action="archive retrieve", member_id=member_id,
+            details={"records": got.records, "categories": list(got.categories)},
+        )  # fmt: skip
     typer.echo(
         f"{got.records} archived record(s) of member {member_id} written to {out}"
         + (f"; {got.destroyed} already destroyed" if got.destroyed else "")

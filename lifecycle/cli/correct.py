@@ -44,6 +44,7 @@ def correct_cmd(
 ) -> None:
     """Correct a member's data. Every field and value is checked first; on any error nothing is
     created or changed. Third parties that received a changed field are told its new value."""
+    from lifecycle.cli.operator import current, record
     from lifecycle.cli.withdraw import parse_member_id
     from lifecycle.core.errors import UserError
     from lifecycle.datamap.loader import current_datamap
@@ -64,7 +65,9 @@ def correct_cmd(
             mid = parse_member_id(member_id)
         except UserError:
             raise UserError("member_id must be a positive integer (the member's id)") from None
-    request_id = submit_correction(mid, values, who)
+    request_id = submit_correction(mid, values, who, actor=current())
+    record("change", "correct (request)", member_id=mid, request_id=request_id,
+           details={"fields": sorted(values)})  # fmt: skip
     typer.echo(f"correction request {request_id} submitted for member {mid}")
     if wait:
         from lifecycle.cli.waiting import wait_for_request

@@ -101,3 +101,54 @@ def export_cmd(
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write --output {output}: {exc.strerror}") from None
     typer.echo(f"wrote {n} ledger entries to {output}", err=True)
+
+
+@ledger_app.command("replay")
+def replay_cmd(
+    since: Annotated[
+        str, typer.Option("--since", help="The date of the restored backup, YYYY-MM-DD.")
+    ] = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be re-applied; change nothing.")
+    ] = False,
+) -> None:
+    """After restoring the primary DB from a backup: re-apply the withdrawals and file shreds
+    the ledger records since that date (matched by pseudonym). Safe to run again."""
+    from lifecycle.cli.operator import current, record
+    from lifecycle.core.db import check_reachable
+    from lifecycle.engine.context import get_context
+    from lifecycle.engine.replay import parse_since, replay
+
+    if not since:
+        raise UserError("--since DATE is required (the date the restored backup was taken)")
+    check_reachable("primary")
+    check_reachable("archive")
+    ctx = get_context()
+    day = parse_since(since, ctx)
+    who = current()
+    rep = replay(ctx, day, dry_run=dry_run, actor=f"operator:{who}")
+    verb = "would re-apply" if dry_run else "re-applied"
+    typer.echo(
+        f"ledger since {day.isoformat()}: {rep.entries} entries, {rep.member_refs} withdrawn "
+        f"member(s) and {rep.file_refs} shredded file(s) named"
+    )
+    typer.echo(
+        f"{verb}: {rep.members_matched if dry_run else rep.members_reapplied} member(s) found "
+        f"again in the restored DB, {rep.files_matched} file(s) found again under the storage "
+        "roots"
+        + ("" if not rep.shred_jobs else f" (shred jobs {', '.join(map(str, rep.shred_jobs))})")
+    )
+    if rep.members_held:
+        typer.echo(f"left alone: members under legal holds {sorted(set(rep.members_held))}")
+    if rep.unnamed_destructions or rep.corrections:
+        typer.echo(
+            f"not re-applied: {rep.unnamed_destructions} destruction entries name no member "
+            "(sweep batches, age rules: the next sweep and purge redo them if the restored data "
+            f"qualifies), {rep.corrections} correction(s) (values are never in the ledger)"
+        )
+    if dry_run:
+        typer.echo("dry run: nothing changed")
+    else:
+        record("destroy", "ledger replay", operator=who,
+               details={"since": day.isoformat(), "members": rep.members_reapplied,
+                        "files": rep.files_matched})  # fmt: skip

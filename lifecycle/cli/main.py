@@ -18,11 +18,13 @@ except ImportError:  # pragma: no cover
 def _register() -> None:
     # Each command group lives in its own module; importing it adds its commands to `app`.
     from lifecycle.cli import (  # noqa: F401
+        accesslog,
         archive,
         correct,
         datamap,
         db,
         demo,
+        hold,
         keys,
         ledger,
         notice,

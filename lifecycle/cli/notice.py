@@ -86,6 +86,10 @@ def policy_cmd(
         # Here rather than only in the fan-out job, so --wait below never reads the notice
         # as finished before the job has put these rows back.
         requeue_not_sent(notice_id)
+    from lifecycle.cli.operator import record
+
+    # The fan-out reads every member's contact: the operator who started it is on record.
+    record("read", "notice policy (fan-out)", details={"notice_id": notice_id})
     result = dispatch.send(dispatch.NOTICE_FANOUT, notice_id)
     verb = "created" if created else "resumed"
     typer.echo(f"policy notice {notice_id} (version {version}) {verb}; fan-out job {result.id}")

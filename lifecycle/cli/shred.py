@@ -78,6 +78,9 @@ def shred(
     )
     target = host or settings.host_name
     count = len(dict.fromkeys(absolute))
+    from lifecycle.cli.operator import record
+
+    record("destroy", "shred", details={"shred_job": job_id, "paths": count})
     typer.echo(f"shred job {job_id}: {count} path(s) queued on {shred_queue(target)}")
     if wait:
         _wait(job_id, timeout)

@@ -177,6 +177,22 @@ def _render(report: dict[str, Any], tz: str) -> None:
                 t.add_row(str(n["notice_id"]), n["kind"], str(n["in_doubt"]), n["resolve"])
             console.print(t)
 
+    held = report.get("holds")
+    if held is not None:
+        if not held["active_total"]:
+            console.print("legal holds: 0 active")
+        else:
+            t = Table(title=f"Legal holds active: {held['active_total']}", title_justify="left")
+            for col in ("hold", "scope", "until"):
+                t.add_column(col)
+            for h in held["active"]:
+                scope = f"category {h['category']}" if h["category"] else h["scope"]
+                t.add_row(str(h["id"]), scope, h["until"])
+            console.print(t)
+        if held["held_requests"]:
+            ids = ", ".join(map(str, held["held_requests"]))
+            console.print(f"requests stopped by a legal hold: {ids}")
+
     jobs = report.get("jobs")
     if jobs is not None:
         t = Table(title="Nightly jobs: last run", title_justify="left")

@@ -39,9 +39,12 @@ def sweep(
     check_reachable("archive")
     ctx = get_context()
     if dry_run:
-        from lifecycle.engine.preview import sweep_preview
+        from lifecycle.engine.preview import describe_held, held_summary, sweep_preview
 
         lines = sweep_preview(ctx)
+        held = describe_held(held_summary(ctx))
+        if held:
+            typer.echo(f"held: {held}")
         if not lines:
             typer.echo("dry run: nothing to do (no record's purpose has ended)")
             return
@@ -60,7 +63,10 @@ def sweep(
 
     check_broker()  # one line (nothing started) rather than a send that retries and fails
     kwargs = {"member_batch": batch_size} if batch_size else {}
+    from lifecycle.cli.operator import record
+
     result = dispatch.send(dispatch.SWEEP_RUN, **kwargs)
+    record("destroy", "sweep (started)", details={"task_id": result.id})
     typer.echo(f"sweep started (task {result.id})")
     if wait:
         from lifecycle.cli.waiting import wait_for_task
@@ -92,21 +98,31 @@ def purge(
             )
             return
         typer.echo(f"{'key':>6} {'category':<14} {'retain_until':<12} {'rows':>9} "
-                   f"{'subjects':>9}  tables")  # fmt: skip
+                   f"{'subjects':>9} {'held':>6}  tables")  # fmt: skip
         for b in buckets:
+            held = f"{b.held_rows}" if b.held_rows else "-"
             typer.echo(
                 f"{b.key_id:>6} {b.category:<14} {b.retain_until.isoformat():<12} {b.rows:>9} "
-                f"{b.subjects:>9}  {', '.join(b.tables)}"
+                f"{b.subjects:>9} {held:>6}  {', '.join(b.tables)}"
+            )
+        held_rows = sum(b.held_rows for b in buckets)
+        hold_ids = sorted({i for b in buckets for i in b.held_by})
+        if held_rows:
+            typer.echo(
+                f"held: {held_rows} archived rows kept by legal holds "
+                f"{', '.join(map(str, hold_ids))} (re-encrypted under the hold's key)"
             )
         typer.echo(
-            f"dry run: would delete {sum(b.rows for b in buckets)} archived rows and destroy "
-            f"{sum(1 for b in buckets if b.key_live)} keys; nothing changed"
+            f"dry run: would delete {sum(b.rows for b in buckets) - held_rows} archived rows "
+            f"and destroy {sum(1 for b in buckets if b.key_live)} keys; nothing changed"
         )
         return
+    from lifecycle.cli.operator import record
     from lifecycle.core.broker import check_broker
 
     check_broker()
     result = dispatch.send(dispatch.PURGE_RUN)
+    record("destroy", "purge (started)", details={"task_id": result.id})
     typer.echo(f"purge started (task {result.id})")
     if wait:
         from lifecycle.cli.waiting import wait_for_task

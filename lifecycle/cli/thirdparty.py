@@ -92,9 +92,13 @@ def provide_cmd(
     ] = None,
 ) -> None:
     """Record that a member's fields were provided to a third party (refused while restricted)."""
+    from lifecycle.cli.operator import record
     from lifecycle.thirdparty.recipients import parse_fields, record_provision
 
-    pid = record_provision(member_id, to, parse_fields(fields), basis, purpose=purpose)
+    names = parse_fields(fields)
+    pid = record_provision(member_id, to, names, basis, purpose=purpose)
+    record("provide", "provide", member_id=member_id,
+           details={"fields": sorted(names), "recipient": to, "provision": pid})  # fmt: skip
     typer.echo(f"provision {pid} recorded: member {member_id} -> {to}")
 
 

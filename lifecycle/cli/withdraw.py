@@ -41,14 +41,17 @@ def withdraw(
     # Bad input is refused before any server is asked, unless the map has login ids.
     mid = None if current_datamap().subject.login_column else parse_member_id(member_id)
     check_reachable("primary")
+    from lifecycle.cli.operator import current, record
+
     ctx = get_context()
     if mid is None:
         mid = resolve_member(ctx, member_id)
     if who.kind != "member":
         check_requester_now(mid, who)
-    request_id = submit_withdrawal(ctx, mid)
+    request_id = submit_withdrawal(ctx, mid, actor=current())
     # Recorded before the dispatch below; the withdrawal job itself does not read it.
     record_requester(request_id, who)
+    record("destroy", "withdraw (request)", member_id=mid, request_id=request_id)
     if dispatch_now(request_id):
         typer.echo(f"withdrawal request {request_id} for member {mid} submitted")
     else:

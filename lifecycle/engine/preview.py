@@ -7,15 +7,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     age_selection,
     dormant_subjects_query,
+    guarded_categories,
     iter_planned,
     subject_selections,
     withdrawn_subjects_query,
 )
+from lifecycle.requests import holds
 
 PREVIEW_MEMBER_CHUNK = 1000
 
@@ -107,3 +112,48 @@ def _tally(tallies: dict, phase: str, table: str, row: Any) -> None:  # type: ig
         t[0] += 1
         if row.subject is not None:
             t[2].add(row.subject)
+
+
+def held_summary(ctx: EngineContext, now: datetime | None = None) -> dict[str, Any]:
+    """What active legal holds keep from the sweep: hold ids, withdrawn/dormant members left
+    in place, and the tables left alone for a held category. Counts and names only."""
+    today = ctx.local_date(now or datetime.now(UTC))
+    with Session(ctx.primary) as s:
+        act = holds.active(s, today)
+        if not act:
+            return {}
+        sub = ctx.datamap.subject
+        t = ctx.subject_table
+        key = t.c[sub.key]
+        members = int(
+            s.execute(
+                select(func.count()).where(
+                    t.c[sub.status_column] == sub.withdrawn_value, holds.member_held(key, today)
+                )
+            ).scalar_one()
+        )
+    cats = sorted({h.category for h in act if h.category})
+    tables = sorted(
+        tm.name for tm in ctx.ordered_tables if set(guarded_categories(ctx, tm)) & set(cats)
+    )
+    return {
+        "holds": [h.id for h in act],
+        "held_withdrawn_members": members,
+        "held_categories": cats,
+        "held_tables": tables,
+    }
+
+
+def describe_held(summary: dict[str, Any]) -> str:
+    """One line for `--dry-run` and logs (ids and names only)."""
+    if not summary:
+        return ""
+    parts = [f"legal holds {', '.join(map(str, summary['holds']))} active"]
+    if summary.get("held_withdrawn_members"):
+        parts.append(f"{summary['held_withdrawn_members']} withdrawn member(s) left in place")
+    if summary.get("held_tables"):
+        parts.append(
+            f"tables {', '.join(summary['held_tables'])} left alone for held categories "
+            f"{', '.join(summary['held_categories'])}"
+        )
+    return "; ".join(parts)

@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.locks import job_lock
 from lifecycle.engine.context import EngineContext
-from lifecycle.vault import crypto, keystore, ledger
+from lifecycle.requests import holds
+from lifecycle.vault import accesslog, crypto, keystore, ledger
 from models.archive import ArchivedRecord, DataKey
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,13 @@ KEY_METHOD = (
 )
 
 
+HOLD_METHOD = (
+    "보존 명령: 보존기간이 끝난 버킷의 키 파기 전에 해당 정보주체 기록을 보존 명령 전용 키로 "
+    "재암호화 (re-encrypted under the hold's key before the bucket key is destroyed)"
+)
+HOLD_REASON = "보존 명령(legal hold) 중: 파기 보류"
+
+
 class ArchiveTampered(LifecycleError):
     """Archived records failed authentication; they were destroyed and the ledger says so."""
 
@@ -60,21 +68,86 @@ class Bucket:
     rows: int
     subjects: int
     tables: tuple[str, ...]
+    held_rows: int = 0  # rows a legal hold keeps (re-encrypted, not destroyed)
+    held_by: tuple[int, ...] = ()
 
 
-def expired_buckets(ctx: EngineContext, s: Session, today: date) -> list[Bucket]:
+def _held(ctx: EngineContext, s: Session, today: date) -> holds.HeldSet:
+    with Session(ctx.primary) as p:
+        return holds.held_set(p, s, today)
+
+
+def _due(k: Any, today: date, held: holds.HeldSet) -> Any:
+    """Keys to purge: their day has passed, or they keep records for a released hold."""
+    due = k.c.retain_until < today
+    if held.released_keys:
+        due = or_(due, k.c.category.in_(held.released_keys))
+    return and_(due, or_(k.c.wrapped_key.is_not(None), _has_rows(k)))
+
+
+def expired_buckets(
+    ctx: EngineContext, s: Session, today: date, held: holds.HeldSet | None = None
+) -> list[Bucket]:
+    held = held or _held(ctx, s, today)
     k = DataKey.__table__
-    has_rows = _has_rows(k)
     keys = s.execute(
         select(k.c.id, k.c.category, k.c.retain_until, k.c.wrapped_key.is_not(None))
-        .where(k.c.retain_until < today, or_(k.c.wrapped_key.is_not(None), has_rows))
+        .where(_due(k, today, held))
         .order_by(k.c.retain_until, k.c.id)
     ).all()
     out: list[Bucket] = []
     for key_id, cat, until, live in keys:
         rows, subjects, tables = _bucket_counts(s, key_id, until)
-        out.append(Bucket(key_id, cat, until, bool(live), rows, subjects, tables))
+        kept = _held_records(s, key_id, until, cat, held)
+        by = tuple(sorted({h.id for _, h in kept}))
+        out.append(Bucket(key_id, cat, until, bool(live), rows, subjects, tables, len(kept), by))
     return out
+
+
+def _held_records(
+    s: Session, key_id: int, until: date, key_category: str, held: holds.HeldSet
+) -> list[tuple[ArchivedRecord, holds.LegalHold]]:
+    """Records of the bucket an active hold covers, each with the hold that lasts longest."""
+    if not held.refs and not held.categories:
+        return []
+    r = ArchivedRecord
+    conds = []
+    if held.refs:
+        conds.append(r.subject_ref.in_(list(held.refs)))
+    if held.categories:
+        conds.append(r.category.in_(list(held.categories)))
+    rows = s.scalars(
+        select(r).where(r.retain_until == until, r.key_id == key_id, or_(*conds))
+    ).all()
+    out = []
+    for rec in rows:
+        cands = [
+            h for h in (held.refs.get(rec.subject_ref), held.categories.get(rec.category)) if h
+        ]
+        out.append((rec, max(cands, key=lambda h: h.until)))
+    return out
+
+
+def _keep_for_holds(
+    s: Session, key_id: int, kept: list[tuple[ArchivedRecord, holds.LegalHold]]
+) -> None:
+    """Move held records to their hold's own bucket: decrypt under the expiring bucket key,
+    encrypt under the hold key (same AAD: table, key, category), ``retain_until`` = the hold's
+    ``until``. The old key can then be destroyed like any other; the held records live on
+    under a key that dies with the hold (on release, or on its ``until``)."""
+    dk = keystore.get_key(s, key_id)
+    hold_keys: dict[int, tuple[int, bytes]] = {}
+    for rec, h in kept:
+        if h.id not in hold_keys:
+            hold_keys[h.id] = keystore.get_or_create_bucket_key(
+                s, holds.hold_key_category(h.id), h.until
+            )
+        hk_id, hk = hold_keys[h.id]
+        aad = crypto.record_aad(rec.source_table, rec.source_pk, rec.category)
+        plain = crypto.decrypt_record(dk, rec.nonce, rec.ciphertext, aad)
+        rec.nonce, rec.ciphertext = crypto.encrypt_record(hk, plain, aad)
+        rec.key_id, rec.retain_until = hk_id, h.until
+    s.flush()
 
 
 def _has_rows(k: Any) -> Any:
@@ -123,17 +196,52 @@ def _legal_basis(ctx: EngineContext, category: str) -> str:
 
 
 def purge_bucket(
-    ctx: EngineContext, key_id: int, *, task_id: str | None = None, actor: str | None = None
+    ctx: EngineContext,
+    key_id: int,
+    *,
+    task_id: str | None = None,
+    actor: str | None = None,
+    held: holds.HeldSet | None = None,
+    today: date | None = None,
 ) -> dict[str, int]:
     actor = actor or ctx.actor
     r = ArchivedRecord.__table__
     with Session(ctx.archive) as s, s.begin():
+        # Key row first (FOR UPDATE): waits for, then blocks, anyone still archiving into it.
         row = s.execute(
-            select(DataKey.category, DataKey.retain_until).where(DataKey.id == key_id)
+            select(DataKey.category, DataKey.retain_until, DataKey.wrapped_key.is_not(None))
+            .where(DataKey.id == key_id)
+            .with_for_update()
         ).first()
         if row is None:
             return {"rows": 0, "keys": 0}
-        category, until = row
+        category, until, live = row
+        held = held or _held(ctx, s, today or ctx.today())
+        if category in held.categories:
+            # A held category keeps its whole bucket (that is what the hold asks for); it is
+            # purged on the first run after the hold ends.
+            n, _, _ = _bucket_counts(s, key_id, until)
+            return {"rows": 0, "keys": 0, "held_rows": n, "held_buckets": 1}
+        kept = _held_records(s, key_id, until, category, held) if live else []
+        if kept:
+            _keep_for_holds(s, key_id, kept)
+            k_tables = sorted({rec.source_table for rec, _ in kept})
+            ledger.append(
+                s,
+                action="hold_keep",
+                categories=sorted({rec.category for rec, _ in kept}),
+                tables=k_tables,
+                subjects=len({rec.subject_ref for rec, _ in kept}),
+                rows=len(kept),
+                reason=HOLD_REASON,
+                legal_basis=holds.HOLD_BASIS,
+                method=HOLD_METHOD,
+                actor=actor,
+                task_id=task_id,
+                details={"key_id": key_id, "retain_until": until.isoformat(),
+                         "hold_ids": sorted({h.id for _, h in kept})},
+                dedup_key=f"purge:key{key_id}:hold_keep:{len(kept)}",
+            )  # fmt: skip
         # Unwrapped before it is destroyed, to authenticate the records below. A key wrapped
         # under another master key raises KeyUnavailable: the purge fails (fix the master key
         # setting) rather than destroy records nobody could check.
@@ -144,11 +252,16 @@ def purge_bucket(
         # Key first: its row lock waits for (and then blocks) anyone still archiving into it.
         keys = keystore.destroy_keys(s, [key_id])
         rows, subjects, tables = _bucket_counts(s, key_id, until)
+        cats = _bucket_categories(s, key_id, until)
         authentic, failed = (
             _authenticate(s, key_id, until, dk) if dk is not None and rows else (0, 0)
         )
         s.execute(delete(r).where(_in_bucket(key_id, until)))
         basis = _legal_basis(ctx, category)
+        if category.startswith(holds.HOLD_KEY_PREFIX):
+            basis = f"보존 명령 {category[len(holds.HOLD_KEY_PREFIX) :]} 종료 (legal hold ended)"
+        else:
+            cats = [category]
         details: dict[str, Any] = {"key_id": key_id, "retain_until": until.isoformat()}
         entries = []
         if failed:
@@ -196,7 +309,7 @@ def purge_bucket(
             ledger.append(
                 s,
                 action=action,
-                categories=[category],
+                categories=cats,
                 tables=list(tables),
                 subjects=n_subjects,
                 rows=n_rows,
@@ -215,7 +328,20 @@ def purge_bucket(
             failed,
             key_id,
         )
-    return {"rows": rows, "keys": keys, "subjects": subjects, "tampered": failed}
+    return {
+        "rows": rows,
+        "keys": keys,
+        "subjects": subjects,
+        "tampered": failed,
+        "held_rows": len(kept),
+    }
+
+
+def _bucket_categories(s: Session, key_id: int, until: date) -> list[str]:
+    r = ArchivedRecord.__table__
+    return sorted(
+        c for (c,) in s.execute(select(r.c.category).where(_in_bucket(key_id, until)).distinct())
+    )
 
 
 def purge_preview(ctx: EngineContext, today: date | None = None) -> list[Bucket]:
@@ -239,23 +365,26 @@ def run_purge(
         if lock is None:
             return {"skipped": "another purge is running"}
         with Session(ctx.archive) as s:
+            held = _held(ctx, s, today)
+            s.commit()  # the pseudonym key, if this is its first use
             k = DataKey.__table__
             ids = [
                 i
                 for (i,) in s.execute(
-                    select(k.c.id)
-                    .where(
-                        k.c.retain_until < today,
-                        or_(k.c.wrapped_key.is_not(None), _has_rows(k)),
-                    )
-                    .order_by(k.c.retain_until, k.c.id)
+                    select(k.c.id).where(_due(k, today, held)).order_by(k.c.retain_until, k.c.id)
                 )
             ]
-        out = {"buckets": 0, "rows": 0, "keys": 0, "today": today.isoformat()}
+        out: dict[str, Any] = {"buckets": 0, "rows": 0, "keys": 0, "today": today.isoformat()}
+        out.update({"held_rows": 0, "held_buckets": 0, "holds": held.hold_ids})
         tampered: dict[int, int] = {}
         for n, key_id in enumerate(ids, 1):
-            res = purge_bucket(ctx, key_id, task_id=task_id)
-            out["buckets"] += 1
+            res = purge_bucket(ctx, key_id, task_id=task_id, held=held, today=today)
+            if res.get("held_buckets"):
+                out["held_buckets"] += 1
+                out["held_rows"] += res["held_rows"]
+            else:
+                out["buckets"] += 1
+                out["held_rows"] += res.get("held_rows", 0)
             out["rows"] += res["rows"]
             out["keys"] += res["keys"]
             if res.get("tampered"):
@@ -265,6 +394,9 @@ def run_purge(
                     report(n, len(ids))
                 except Exception:
                     log.debug("progress report failed", exc_info=True)
+        # The access log's 2 years end nightly too (its chain keeps a checkpoint: accesslog).
+        with Session(ctx.archive) as s, s.begin():
+            out["access_log_pruned"] = accesslog.prune(s, operator=ctx.actor)
         if tampered:
             keys_ = ", ".join(str(k) for k in sorted(tampered)[:20])
             raise ArchiveTampered(

@@ -9,7 +9,7 @@ the decisions, so memory is bounded by the chunk size whatever the table size.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
@@ -36,6 +36,7 @@ from lifecycle.core import dbkind
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.model import MemberLink, TableMap
 from lifecycle.engine.context import EngineContext
+from lifecycle.requests import holds
 from models.requests import OPEN_STATES, LifecycleRequest
 
 READ_CHUNK = 5000
@@ -162,6 +163,35 @@ def in_values(ctx: EngineContext, column: Any, values: Sequence[Any]) -> ColumnE
         arr = bindparam(None, value=list(values), type_=ARRAY(getattr(column, "type", None)))
         return column == any_(arr)  # type: ignore[no-any-return]
     return column.in_(list(values))  # type: ignore[no-any-return]
+
+
+def guarded_categories(ctx: EngineContext, tm: TableMap) -> list[str]:
+    """Categories whose hold keeps ``tm``'s rows: its own and those of every table that hangs
+    off it (a child row left in place by a hold still references its parent row)."""
+    dm = ctx.datamap
+    if tm.name == dm.subject.table:
+        return sorted({c for t in dm.tables.values() for c in t.categories})
+    cats = set(tm.categories)
+    for other in dm.tables.values():
+        if tm.name in _ancestors(ctx, other):
+            cats.update(other.categories)
+    return sorted(cats)
+
+
+def _ancestors(ctx: EngineContext, tm: TableMap) -> set[str]:
+    """Tables ``tm`` reaches through its ``via`` relations (every table a pattern expanded to)."""
+    seen: set[str] = set()
+    todo = [tm]
+    while todo:
+        via = todo.pop().via
+        if via is None:
+            continue
+        names = [tn for _v, tn in via.tables] if via.match is not None else [via.table]
+        for name in names:
+            if name not in seen and name in ctx.datamap.tables:
+                seen.add(name)
+                todo.append(ctx.datamap.tables[name])
+    return seen
 
 
 def member_expr(ctx: EngineContext, tm: TableMap) -> Any:
@@ -378,7 +408,9 @@ def withdrawn_subjects_query(
     t = ctx.subject_table
     key = t.c[s.key]
     stmt = select(key, s.withdrawn_at_col(t)).where(
-        s.withdrawn_clause(t), ~open_request_exists(ctx, key)
+        s.withdrawn_clause(t),
+        ~open_request_exists(ctx, key),
+        ~holds.member_held(key, ctx.today()),
     )
     if s.keep_row:
         stmt = stmt.where(unprocessed_clause(ctx))
@@ -468,14 +500,23 @@ def dormant_subjects_query(
         t.c[s.status_column] == d.status_value,
         t.c[d.last_active_column] < cutoff,
         ~open_request_exists(ctx, key),
+        ~holds.member_held(key, ctx.local_date(now)),
     )
     return _id_range(stmt, key, first_id, last_id)
 
 
 def subject_selections(
-    ctx: EngineContext, kind: str, ended: dict[Any, datetime], now: datetime
+    ctx: EngineContext,
+    kind: str,
+    ended: dict[Any, datetime],
+    now: datetime,
+    *,
+    check_holds: bool = True,
 ) -> list[Selection]:
-    """One selection per table whose purpose ends on ``kind`` for these members."""
+    """One selection per table whose purpose ends on ``kind`` for these members.
+
+    ``check_holds=False`` (the caller found no active hold in its transaction) leaves the
+    per-row legal-hold filter out of the statements."""
     ids = sorted(ended)
     out: list[Selection] = []
     blanks: list[Selection] = []
@@ -508,19 +549,54 @@ def subject_selections(
                 blanks.append(Selection(tm, where, _ended, "blank", (lk.column, *lk.blank)))
             continue
         out.append(Selection(tm, member_where(ctx, tm, ids), _ended))
+    if check_holds:
+        # Rows of a held member, or of a table holding a held category, stay (legal hold).
+        today = ctx.local_date(now)
+        out = [_unheld(ctx, sel, today) for sel in out]
+        blanks = [_unheld(ctx, sel, today) for sel in blanks]
     # Blanks run after every DELETE (the mover keeps this order).
     return out + blanks
 
 
+def _unheld(ctx: EngineContext, sel: Selection, today: date) -> Selection:
+    """``sel`` narrowed to rows no active legal hold keeps: neither the table (a held category
+    of it or of a table hanging off it) nor any member the row names (each link of a row
+    several members hold)."""
+    tm = sel.table
+    t = ctx.table(tm.name)
+    dm = ctx.datamap
+    if len(tm.links) > 1:
+        members = [dm.link_expr(lk, t.c[lk.column], ctx.metadata) for lk in tm.links]
+    else:
+        members = [member_expr(ctx, tm)]
+    cond = and_(
+        ~holds.categories_held(guarded_categories(ctx, tm), today),
+        *(~holds.member_held(m, today) for m in members),
+    )
+    return replace(sel, where=and_(sel.where, cond))
+
+
 def age_selection(
-    ctx: EngineContext, tm: TableMap, now: datetime, first_id: Any = None, last_id: Any = None
+    ctx: EngineContext,
+    tm: TableMap,
+    now: datetime,
+    first_id: Any = None,
+    last_id: Any = None,
+    *,
+    check_holds: bool = True,
 ) -> Selection:
     """Rows of ``tm`` older than its age rule (e.g. access logs past 3 months)."""
     assert tm.age is not None
     col, period = tm.age
     t = ctx.table(tm.name)
     at = selected_columns(tm).index(col)
+    # Rows of a held member, or of a table holding a held category, stay (legal hold).
     where = t.c[col] < period.subtract_from(now)
+    if check_holds:
+        where = and_(
+            where,
+            holds.not_held(guarded_categories(ctx, tm), member_expr(ctx, tm), ctx.local_date(now)),
+        )
     if first_id is not None:
         where = and_(where, t.c[tm.key] >= first_id)
     if last_id is not None:

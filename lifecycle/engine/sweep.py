@@ -32,12 +32,14 @@ from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
+from lifecycle.engine.preview import held_summary
 from lifecycle.engine.selection import (
     age_selection,
     dormant_subjects_query,
     subject_selections,
     withdrawn_subjects_query,
 )
+from lifecycle.requests import holds
 from models.engine import SweepBatch
 from models.requests import JobRun
 
@@ -175,7 +177,9 @@ def process_members(
     ended = _lock_members(ctx, conn, kind, first, last, now)
     if not ended:
         return MoveResult()
-    return move(ctx, conn, subject_selections(ctx, kind, ended, now), scope, now=now)
+    check = holds.any_active(conn, ctx.local_date(now))
+    sels = subject_selections(ctx, kind, ended, now, check_holds=check)
+    return move(ctx, conn, sels, scope, now=now)
 
 
 def process_age(
@@ -185,7 +189,9 @@ def process_age(
     tm = ctx.datamap.table(table)
     if tm.age is None:
         return MoveResult()
-    return move(ctx, conn, [age_selection(ctx, tm, now, first, last)], scope, now=now)
+    check = holds.any_active(conn, ctx.local_date(now))
+    sel = age_selection(ctx, tm, now, first, last, check_holds=check)
+    return move(ctx, conn, [sel], scope, now=now)
 
 
 def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> bool:
@@ -453,6 +459,8 @@ def _run_locked(
             counts = totals(ctx, run_id)
             done, total = progress(ctx, run_id)
             counts.update({"run_id": run_id, "batches": total, "batches_done": done})
+            # Said in the result (Flower, --wait, status): what legal holds kept back.
+            counts.update(held_summary(ctx))
             refused = int(counts.get("files_refused", 0))
             with ctx.primary.begin() as conn:
                 conn.execute(

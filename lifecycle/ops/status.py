@@ -25,7 +25,7 @@ from lifecycle.core import db, leases, queues
 from lifecycle.core.timeutil import as_utc
 from lifecycle.notices.reconcile import in_doubt_by_notice
 from lifecycle.ops import flower_locator
-from lifecycle.requests import deadlines
+from lifecycle.requests import deadlines, holds
 from lifecycle.thirdparty import deliveries
 from models.base import utcnow
 from models.engine import SweepBatch
@@ -157,6 +157,8 @@ def overdue_requests(
         days = get_settings().destruction_deadline_days
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(days=days)
+    # A request whose member is under a legal hold waits lawfully: listed under holds instead.
+    held = holds.open_requests_held(session, _site_day(now))
     rows = session.execute(
         select(
             LifecycleRequest.id,
@@ -173,7 +175,30 @@ def overdue_requests(
     return [
         OverdueRequest(i, k, st, as_utc(c), round((now - as_utc(c)).total_seconds() / 86400, 1))
         for i, k, st, c in rows
+        if i not in held
     ]
+
+
+def _site_day(now: datetime) -> Any:
+    from zoneinfo import ZoneInfo
+
+    from lifecycle.core.settings import get_settings
+
+    return as_utc(now).astimezone(ZoneInfo(get_settings().timezone)).date()
+
+
+def active_holds(session: Session, now: datetime | None = None) -> dict[str, Any]:
+    """Active legal holds by id, scope and end (no member ids) and the requests they stop."""
+    day = _site_day(now or datetime.now(UTC))
+    act = holds.active(session, day)
+    return {
+        "active_total": len(act),
+        "active": [
+            {"id": h.id, "scope": h.scope, "category": h.category, "until": h.until.isoformat()}
+            for h in act[:OVERDUE_LIST_LIMIT]
+        ],
+        "held_requests": sorted(holds.open_requests_held(session, day)),
+    }
 
 
 def _age_days(now: datetime, created: datetime) -> float:
@@ -181,7 +206,8 @@ def _age_days(now: datetime, created: datetime) -> float:
 
 
 def overdue_by_kind(session: Session, now: datetime) -> list[OverdueRequest]:
-    """Open requests past their own kind's legal deadline (or their recorded extension)."""
+    """Open requests past their own kind's legal deadline (or their recorded extension); not
+    those a legal hold stops (listed under holds)."""
     return [
         OverdueRequest(r.id, r.kind, r.state, r.created_at, _age_days(now, r.created_at))
         for r in deadlines.overdue(session, now)
@@ -375,9 +401,11 @@ def build_report(
             deliveries = failing_deliveries(s)
             in_doubt = notices_in_doubt(s)
             jobs = latest_job_runs(s)
+            held = active_holds(s, now)
             unfinished = unfinished_work(s, now)
             failed = recently_failed(s, now)
         return {
+            "holds": held,
             "unfinished": unfinished,
             "failed_total": len(failed),
             "failed": failed[:OVERDUE_LIST_LIMIT],
@@ -436,6 +464,7 @@ def build_report(
             }
         )
         report["jobs"] = primary["jobs"]
+        report["holds"] = primary["holds"]
         report["unfinished"] = primary["unfinished"]
         report["primary"] = {"ok": True, "url": primary_url}
 

@@ -35,9 +35,10 @@ def submit_and_enqueue(
     member_id: int,
     payload: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
+    actor: str | None = None,
 ) -> int:
     """Commit the request in a transaction of its own, then dispatch it."""
     with db.session("primary") as s:
-        request_id = submit(s, kind, member_id, payload, idempotency_key)
+        request_id = submit(s, kind, member_id, payload, idempotency_key, actor)
     dispatch_now(request_id)
     return request_id

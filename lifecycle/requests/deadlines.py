@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
+from lifecycle.requests import holds
 from lifecycle.requests.states import KINDS, TERMINAL
 from models.base import utcnow
 from models.requests import OPEN_STATES, LifecycleRequest
@@ -103,6 +105,7 @@ def by_kind(session: Session, now: datetime | None = None) -> dict[str, dict[str
         }
         for kind, spec in KINDS.items()
     }
+    held = _held(session, now)
     for r in open_requests(session):
         item = out.setdefault(
             r.kind,
@@ -117,7 +120,7 @@ def by_kind(session: Session, now: datetime | None = None) -> dict[str, dict[str
             },
         )
         item["open"] += 1
-        if r.overdue(now):
+        if r.overdue(now) and r.id not in held:
             item["overdue"] += 1
             if len(item["overdue_ids"]) < 50:
                 item["overdue_ids"].append(r.id)
@@ -128,9 +131,17 @@ def by_kind(session: Session, now: datetime | None = None) -> dict[str, dict[str
     return out
 
 
+def _held(session: Session, now: datetime) -> set[int]:
+    """Open requests whose member is under a legal hold: they wait lawfully, so they are not
+    overdue (status lists them under holds)."""
+    day = as_utc(now).astimezone(ZoneInfo(get_settings().timezone)).date()
+    return holds.open_requests_held(session, day)
+
+
 def overdue(session: Session, now: datetime | None = None) -> list[OpenRequest]:
     now = now or utcnow()
-    return [r for r in open_requests(session) if r.overdue(now)]
+    held = _held(session, now)
+    return [r for r in open_requests(session) if r.overdue(now) and r.id not in held]
 
 
 def extend(session: Session, req: LifecycleRequest, days: int, reason: str) -> datetime:

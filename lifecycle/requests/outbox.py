@@ -33,8 +33,11 @@ def submit(
     member_id: int,
     payload: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
+    actor: str | None = None,
 ) -> int:
     """Insert a request inside the caller's transaction; returns its id.
+
+    ``actor``: who asked (an operator's name, or the website's handler); never required.
 
     With an ``idempotency_key`` a second submit returns the first request's id instead of
     creating another (the website may retry its own transaction), also when the two race: the
@@ -55,6 +58,7 @@ def submit(
         payload=payload,
         state=RequestState.RECEIVED.value,
         idempotency_key=idempotency_key,
+        actor=actor[:128] if actor else None,
         created_at=now,
         due_at=due_at_for(kind, now),
     )

@@ -38,7 +38,8 @@ from lifecycle.requests.states import transition
 from lifecycle.rights.common import Requester, requester_refusal
 from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
 from lifecycle.thirdparty.recipients import lock_member, provided_fields
-from lifecycle.vault import keystore, ledger
+from lifecycle.vault import accesslog, keystore, ledger
+from models.archive import LedgerEntry
 from models.base import utcnow
 from models.notify import Delivery, DeliveryState, Notice, ThirdParty
 from models.requests import LifecycleRequest, RequestKind, RequestState
@@ -83,15 +84,21 @@ def validate_request(member_id: int, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def submit_correction(
-    member_id: int, values: dict[str, Any], requester: Requester | None = None
+    member_id: int,
+    values: dict[str, Any],
+    requester: Requester | None = None,
+    actor: str | None = None,
 ) -> int:
-    """Validate, then create the request and dispatch it (the website's Python client path)."""
+    """Validate, then create the request and dispatch it (the website's Python client path).
+
+    ``actor``: the operator (or website handler) who entered it, for the handler access log.
+    """
     payload = validate_request(member_id, values)
     if requester is None:
-        return submit_and_enqueue(RequestKind.CORRECTION.value, member_id, payload)
+        return submit_and_enqueue(RequestKind.CORRECTION.value, member_id, payload, actor=actor)
     # Who asked is recorded in the same transaction, before any worker can see the row.
     with db.session("primary") as s:
-        request_id = submit(s, RequestKind.CORRECTION.value, member_id, payload)
+        request_id = submit(s, RequestKind.CORRECTION.value, member_id, payload, actor=actor)
         req = s.get(LifecycleRequest, request_id)
         assert req is not None
         req.requester_kind, req.requester_name = requester.kind, requester.name
@@ -205,9 +212,23 @@ def _step_ledger(request_id: int, task_id: str | None) -> str | None:
         mt = member_table(s.get_bind())  # type: ignore[arg-type]
         fields = list((req.payload or {}).get("corrected_fields", []))
         member_id = req.member_id
+        asked_by = req.actor or "website"
         owed = s.scalars(select(Delivery.id).where(Delivery.request_id == request_id)).all()
     categories = sorted({mt.categories.get(f, "profile") for f in fields})
     with db.session("archive") as a:
+        first = (
+            a.scalar(
+                select(LedgerEntry.seq).where(
+                    LedgerEntry.dedup_key == f"correction:request{request_id}"
+                )
+            )
+            is None
+        )
+        if first:  # once per request, with the ledger entry (a re-run writes neither again)
+            accesslog.record(
+                a, operator=asked_by, kind="change", action="correct (applied by worker)",
+                member_id=member_id, request_id=request_id, details={"fields": fields},
+            )  # fmt: skip
         ledger.append(
             a,
             action="correction",

@@ -35,11 +35,11 @@ from lifecycle.notices.members import (
     discard_member_notice,
     send_member_notice,
 )
+from lifecycle.requests import holds, restriction
 from lifecycle.requests import outbox as reqs
-from lifecycle.requests import restriction
 from lifecycle.requests.states import START, TERMINAL, transition
 from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
-from lifecycle.vault import keystore
+from lifecycle.vault import accesslog, keystore
 from models.requests import OPEN_STATES, LifecycleRequest, RequestState
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,7 @@ def step_destroy(
     ]
     owe_deletions(s, req.member_id, req.id, recipients_of(s, req.member_id, destroyed))
     assert moved is not None
+    _log_access(ctx, req, moved)
     if moved.failure:
         # The rows are gone (their files are kept in a shred job): the request must not end
         # "completed" for a file that was not destroyed.
@@ -223,6 +224,21 @@ def step_destroy(
         return StepResult(RequestState.FAILED.value, moved)
     transition(req, RequestState.DESTROYED)
     return StepResult(RequestState.DESTROYED.value, moved)
+
+
+def _log_access(ctx: EngineContext, req: LifecycleRequest, moved: MoveResult | None) -> None:
+    """The handler access log: who asked (the request's actor) had this member's data destroyed.
+
+    Written in its own archive transaction before the primary one commits the new state: a
+    crash in between re-runs the step and records it twice, never not at all.
+    """
+    summary = moved.summary() if moved is not None else {}
+    with Session(ctx.archive) as a, a.begin():
+        accesslog.record(
+            a, operator=req.actor or "website", kind="destroy",
+            action="withdrawal (carried out by worker)", member_id=req.member_id,
+            request_id=req.id, details={k: int(v) for k, v in summary.items()},
+        )  # fmt: skip
 
 
 def step_complete(ctx: EngineContext, s: Session, req: LifecycleRequest) -> StepResult:
@@ -238,8 +254,9 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
 
     counts: dict[str, int] = {}
     while True:
+        held_by: list[int] = []
         try:
-            res, state = _one_step(ctx, request_id, task_id, counts)
+            res, state = _one_step(ctx, request_id, task_id, counts, held_by)
         except UserError as exc:
             # A move that could not be accounted for (rows the map's key cannot tell apart, a
             # column that cannot be cleared): everything it did rolled back with it. The
@@ -249,6 +266,8 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
             return {"request_id": request_id, "state": RequestState.FAILED.value}
         if res is None:
             out: dict[str, Any] = {"request_id": request_id, "state": state}
+            if held_by:
+                out["held_by"] = held_by
             out.update(counts)
             return out
         if res.moved is not None:
@@ -268,9 +287,14 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
 
 
 def _one_step(
-    ctx: EngineContext, request_id: int, task_id: str | None, counts: dict[str, int]
+    ctx: EngineContext,
+    request_id: int,
+    task_id: str | None,
+    counts: dict[str, int],
+    held_by: list[int],
 ) -> tuple[StepResult | None, str]:
-    """Run the request's next step in one transaction; ``(None, state)`` when it is over."""
+    """Run the request's next step in one transaction; ``(None, state)`` when it is over or
+    stopped by a legal hold (whose ids go into ``held_by``)."""
     with db.session("primary") as s:
         req = reqs.load_for_update(s, request_id)
         if req is None:
@@ -281,6 +305,22 @@ def _one_step(
             return None, state
         if task_id:
             req.task_id = task_id[:64]
+        held = (
+            holds.holds_on_member(s, req.member_id, ctx.today())
+            if state in (RequestState.RESTRICTED.value, RequestState.ARCHIVED.value)
+            else []
+        )
+        if held:
+            # Restricted (처리정지) but neither archived nor destroyed while the hold lasts;
+            # `lifecycle hold release` dispatches the request again.
+            held_by.extend(h.id for h in held)
+            until = max(h.until for h in held).isoformat()
+            req.error = f"on legal hold {', '.join(map(str, held_by))} until {until}"
+            log.warning("withdrawal request %s: member on legal hold %s; stopped at %s",
+                        request_id, held_by, state)  # fmt: skip
+            return None, state
+        if req.error and req.error.startswith("on legal hold"):
+            req.error = None
         if state in START_STATES:
             res = step_restrict(ctx, s, req)
         elif state == RequestState.RESTRICTED.value:
@@ -317,7 +357,7 @@ def _send_notice(member_id: int, request_id: int) -> None:
                     type(exc).__name__)  # fmt: skip
 
 
-def submit_withdrawal(ctx: EngineContext, member_id: int) -> int:
+def submit_withdrawal(ctx: EngineContext, member_id: int, actor: str | None = None) -> int:
     """What the website does on 회원탈퇴, in its own schema's terms (via the data map): mark the
     member withdrawn and record the request in one transaction. Returns the request id.
 
@@ -366,7 +406,7 @@ def submit_withdrawal(ctx: EngineContext, member_id: int) -> int:
                 .where(t.c[sub.key] == member_id)
                 .values(sub.withdraw_values(row[2] or _now()))
             )
-        return reqs.submit(s, "withdrawal", member_id)
+        return reqs.submit(s, "withdrawal", member_id, actor=actor)
 
 
 def fail_request(request_id: int, reason: str) -> bool:

@@ -64,10 +64,13 @@ def _get(entry: Any, name: str) -> Any:
     return getattr(entry, name, None)
 
 
-def canonical_fields(entry: Any) -> dict[str, Any]:
-    """The hashed fields of an entry (object with attributes, or mapping), normalised."""
+def canonical_fields(entry: Any, names: tuple[str, ...] = HASHED_FIELDS) -> dict[str, Any]:
+    """The hashed fields of an entry (object with attributes, or mapping), normalised.
+
+    ``names``: the field list of the chain (the ledger's by default; the access log has its own).
+    """
     out: dict[str, Any] = {}
-    for name in HASHED_FIELDS:
+    for name in names:
         value = _get(entry, name)
         if name == "occurred_at":
             value = utc_iso(value) if isinstance(value, datetime) else value
@@ -87,11 +90,11 @@ def canonical_bytes(fields: Mapping[str, Any]) -> bytes:
     ).encode()
 
 
-def entry_hash(prev_hash: str, fields: Any) -> str:
+def entry_hash(prev_hash: str, fields: Any, names: tuple[str, ...] = HASHED_FIELDS) -> str:
     """SHA-256 hex of the previous hash and the canonical form of this entry's fields."""
     h = hashlib.sha256(prev_hash.encode("ascii"))
     h.update(b"\n")
-    h.update(canonical_bytes(canonical_fields(fields)))
+    h.update(canonical_bytes(canonical_fields(fields, names)))
     return h.hexdigest()
 
 
@@ -113,16 +116,21 @@ def verify_chain(
     entries: Iterable[Any],
     head: tuple[int, str] | None = None,
     anchors: Mapping[int, str] | None = None,
+    *,
+    names: tuple[str, ...] = HASHED_FIELDS,
+    base: tuple[int, str] = (0, GENESIS_HASH),
 ) -> VerifyResult:
     """Check entries given in ``seq`` order; stops at the first problem.
 
     ``head`` is ``(seq, hash)`` of the ledger head row, if there is one: it catches entries
     deleted from, or appended past, the end of the chain. ``anchors`` maps a ``seq`` to the hash
-    a checkpoint recorded for it: that entry must exist and carry that hash.
+    a checkpoint recorded for it: that entry must exist and carry that hash. ``base`` is the
+    entry the kept part of the chain follows (a chain whose oldest entries were pruned starts
+    after its base).
     """
     anchors = anchors or {}
-    expected_seq = 1
-    prev = GENESIS_HASH
+    expected_seq = base[0] + 1
+    prev = base[1]
     checked = 0
     for entry in entries:
         seq = int(_get(entry, "seq"))
@@ -135,7 +143,7 @@ def verify_chain(
                 False, checked, seq, f"entry beyond the ledger head at {head[0]} (inserted)"
             )
         stored = _get(entry, "hash")
-        if entry_hash(_get(entry, "prev_hash") or "", entry) != stored:
+        if entry_hash(_get(entry, "prev_hash") or "", entry, names) != stored:
             return VerifyResult(
                 False, checked, seq, "hash mismatch (entry changed, moved or inserted)"
             )

@@ -66,6 +66,10 @@ ACTION_LABELS = {
     "restriction": "처리정지",
     "tamper_detected": "위변조 탐지",
     "archive_retrieve": "분리보관 자료 열람·제출",
+    "hold": "보존 명령 설정",
+    "hold_release": "보존 명령 해제",
+    "hold_keep": "보존 명령에 따른 파기 보류",
+    "ledger_replay": "백업 복원 후 파기 재적용",
     "consent_withdrawal": "동의 철회",
 }
 
