@@ -116,7 +116,6 @@ def site(
     var.mkdir()
     write_master_key(var / "master.key")
     root.mkdir(parents=True)
-    write_master_key(var / "master.key")
     map_path = write_map(tmp_path / "gnuboard5.yaml", root)
     tables = g5.build(mysql_primary)
     g5.seed(mysql_primary, root)
