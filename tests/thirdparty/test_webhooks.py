@@ -207,8 +207,14 @@ def test_mailer_reports_an_unreachable_server_as_retry() -> None:
 
 
 def _spread(limiters: list, n: int) -> list[float]:
-    """Reserve n slots round-robin across limiters (as separate workers would)."""
-    return [limiters[i % len(limiters)].reserve(1) for i in range(n)]
+    """Reserve n slots round-robin across limiters (as separate workers would); returns when
+    each slot may be used (the clock at the call plus the wait), so a test process that is
+    descheduled between two calls on a loaded machine does not shift the schedule it reads."""
+    due = []
+    for i in range(n):
+        asked = time.time()
+        due.append(asked + limiters[i % len(limiters)].reserve(1))
+    return due
 
 
 def test_redis_rate_limit_is_shared_by_every_limiter_instance(redis_url: str) -> None:
