@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from lifecycle.shred.fsinfo import fs_type_of_path, overwrite_trusted  # noqa: E402
 from lifecycle.shred.shredder import ShredOptions, shred_path, shred_paths  # noqa: E402
-from tests.helpers import free_port, stop_group, wait_port  # noqa: E402
+from tests.helpers import free_port, stop_group, wait_port, write_master_key  # noqa: E402
 
 MiB = 1 << 20
 
@@ -157,6 +157,9 @@ class Stack:
             LIFECYCLE_FILE_ROOTS=str(work),
             LIFECYCLE_HOST_NAME="bench",
         )
+        # A server archive DB never gets a master key made up on the fly.
+        (tmp / "var").mkdir()
+        write_master_key(tmp / "var" / "master.key")
         r = self.cli("db", "upgrade")
         if r.returncode:
             raise SystemExit(f"db upgrade failed: {r.stderr.strip()[-500:]}")
