@@ -26,7 +26,7 @@ from celery import Task
 from celery.app.amqp import AMQP
 from celery.exceptions import Retry
 
-from lifecycle.core import leases, safe_errors
+from lifecycle.core import dispatch, leases, safe_errors
 from lifecycle.core.taskargs import check_task_args, check_task_result, param_names, render_args
 from lifecycle.core.transient import TRANSIENT_ERRORS
 from lifecycle.requests.states import is_handler_task
@@ -44,16 +44,10 @@ def _task_param_names(app: Any, name: str) -> list[str]:
         # The request handlers' contract: they receive the request id and nothing else.
         return ["request_id"]
     task = app.tasks.get(name)
-    if task is None and name.startswith(PREFIX) and not getattr(app, "_lifecycle_imported", False):
-        # Sending by name from a process that never imported the task modules (the CLI's
-        # relay call): import them once so Flower shows parameter names.
-        app._lifecycle_imported = True
-        try:
-            app.loader.import_default_modules()
-        except Exception:  # names are cosmetic; never fail a send over them
-            log.warning("could not import task modules to name the arguments of %s", name)
-        task = app.tasks.get(name)
-    return param_names(getattr(task, "run", None)) if task is not None else []
+    if task is None:
+        # Sent by name from a process that never imported the task modules (the CLI).
+        return list(dispatch.PARAMS.get(name, ()))
+    return param_names(getattr(task, "run", None))
 
 
 def _delay_seconds(when: Any) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from lifecycle.shred import jobs as shred_jobs
-from schedules import housekeeping
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -27,7 +26,7 @@ def shred_files(self: LifecycleTask, job_id: int) -> dict[str, Any]:
 @app.task(base=LifecycleTask, name="lifecycle.shred.resend_pending", ignore_result=True, expires=60)
 def resend_pending() -> int:
     # Kept for messages queued before the beat ticker took this over (schedules/ticker.py).
-    return housekeeping.resend_pending_shred_jobs()
+    return shred_jobs.resend_pending()
 
 
 @app.task(base=LifecycleTask, name="lifecycle.shred.sweep_orphans")

@@ -10,7 +10,6 @@ from lifecycle.core.db import dispose_all
 from lifecycle.core.logging_setup import connect_celery
 from lifecycle.core.settings import get_settings, reset_settings_cache
 from schedules.beat import beat_schedule
-from schedules.ticker import start_in_beat
 from workers.config import celery_config
 
 TASK_MODULES = [
@@ -55,6 +54,10 @@ def _fresh_connections(**_kwargs: object) -> None:
 @beat_init.connect
 def _start_ticker(sender: object = None, **_kwargs: object) -> None:
     # The relay, the lease watchdog and the other frequent checks run here, not as tasks.
+    # Imported here, not at the top: the ticker pulls in every domain package, and a command
+    # that only sends a job (the CLI) would pay a quarter of a second for it.
+    from schedules.ticker import start_in_beat
+
     start_in_beat(sender)
 
 

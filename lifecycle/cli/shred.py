@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 
@@ -56,10 +55,6 @@ def shred(
     from lifecycle.core.queues import shred_queue
     from lifecycle.core.settings import get_settings
     from lifecycle.shred.jobs import enqueue_shred
-
-    # Registers just this task, so sending it does not import every task module to name its
-    # arguments for Flower (half a second of the command's run time).
-    importlib.import_module("tasks.shred")
 
     settings = get_settings()
     absolute = _absolute(paths)

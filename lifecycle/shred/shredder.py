@@ -38,10 +38,11 @@ import contextlib
 import ctypes
 import errno
 import os
+import resource
 import secrets
 import stat
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -197,14 +198,18 @@ def random_name() -> str:
 
 
 class _Keystream:
-    """AES-128-CTR over a reused zero buffer: constant memory whatever the file size."""
+    """AES-128-CTR over a reused zero buffer: constant memory whatever the file size.
+
+    Two output buffers, used in turn, so one chunk can be written by the writer thread while the
+    next is computed into the other.
+    """
 
     def __init__(self, chunk_size: int) -> None:
         self.chunk = chunk_size
         self._zeros = memoryview(bytes(chunk_size))
         # update_into wants room for one extra block even in CTR mode.
-        self._out = bytearray(chunk_size + 16)
-        self._view = memoryview(self._out)
+        self._views = [memoryview(bytearray(chunk_size + 16)) for _ in range(2)]
+        self._turn = 0
         self._enc: Any = None
 
     @property
@@ -215,8 +220,11 @@ class _Keystream:
         self._enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
 
     def take(self, n: int) -> memoryview:
-        got = self._enc.update_into(self._zeros[:n], self._out)
-        return self._view[:got]
+        """The next ``n`` keystream bytes, in the buffer not handed out by the previous call."""
+        view = self._views[self._turn]
+        self._turn ^= 1
+        got = self._enc.update_into(self._zeros[:n], view)
+        return view[:got]
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -235,6 +243,19 @@ def _pread_exact(fd: int, n: int, offset: int) -> bytes:
         parts.append(b)
         got += len(b)
     return b"".join(parts)
+
+
+def _write_chunk(fd: int, data: memoryview, pos: int, stream: bool) -> None:
+    """Write one chunk at ``pos``; while streaming, start the writeback of a finished window."""
+    _pwrite_all(fd, data, pos)
+    end = pos + len(data)
+    if stream and pos // STREAM_WINDOW != end // STREAM_WINDOW:
+        w = end // STREAM_WINDOW
+        # DONTNEED on dirty pages starts their writeback; on clean ones drops them: the disk
+        # works during the pass and the cache does not fill with keystream.
+        os.posix_fadvise(fd, (w - 1) * STREAM_WINDOW, STREAM_WINDOW, _DONTNEED)
+        if w >= 3:
+            os.posix_fadvise(fd, (w - 3) * STREAM_WINDOW, STREAM_WINDOW, _DONTNEED)
 
 
 def allocated_size(st: os.stat_result) -> int:
@@ -471,8 +492,12 @@ def check_path(
 # -- the whole deletion, in batches ------------------------------------------------------------
 
 # Targets held open at once (one descriptor each, plus one per distinct directory): bounded so a
-# job of 100,000 files stays well inside the worker's descriptor limit.
-BATCH_FILES = 512
+# job of 100,000 files stays well inside the worker's descriptor limit. Each batch costs a
+# syncfs (which also flushes whatever else is dirty on the filesystem), so the fewer the better:
+# the soft descriptor limit is raised towards the hard one to allow this many (see _fd_room).
+BATCH_FILES = 4096
+# Descriptors kept free for everything else the process holds (DB sockets, logs, directories).
+FD_RESERVE = 256
 # Up to this many files in a flush round are flushed one by one (fdatasync, which waits only
 # for their own pages); beyond it one syncfs per filesystem is cheaper than one device cache
 # flush per file.
@@ -487,6 +512,25 @@ UNLINK_THREADS = 16
 _RENAME_NOREPLACE = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _fd_room() -> int:
+    """How many targets a batch may hold open: BATCH_FILES, or fewer under a low hard limit.
+
+    The soft limit is commonly 1,024 while the hard one is far higher; raising the soft limit is
+    an unprivileged, process-wide change that only lets this process open more files.
+    """
+    want = BATCH_FILES + FD_RESERVE
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    except (OSError, ValueError):
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return BATCH_FILES
+    return max(1, min(BATCH_FILES, soft - FD_RESERVE))
 
 
 def _kernel_at_least(major: int, minor: int) -> bool:
@@ -630,6 +674,9 @@ class _Batch:
         self.fs_types: dict[int, str] = {}
         self.dirs: dict[tuple[int, int], _Dir] = {}
         self._ks: _Keystream | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._unlinkers: ThreadPoolExecutor | None = None
+        self.room = _fd_room()
 
     # -- directories --------------------------------------------------------------------------
 
@@ -662,6 +709,10 @@ class _Batch:
         for d in self.dirs.values():
             os.close(d.fd)
         self.dirs.clear()
+        for pool in (self._pool, self._unlinkers):
+            if pool is not None:
+                pool.shutdown()
+        self._pool = self._unlinkers = None
 
     # -- adding entries -----------------------------------------------------------------------
 
@@ -713,7 +764,7 @@ class _Batch:
         except BaseException:
             os.close(fd)
             raise
-        if len(self.pending) >= BATCH_FILES:
+        if len(self.pending) >= self.room:
             self.commit()
         self.pending.append(t)
         self.pending_inodes.add((fst.st_dev, fst.st_ino))
@@ -784,8 +835,9 @@ class _Batch:
         if len(live) > 1:
             # ftruncate waits on the journal (ext4 with online discard: ~2 ms a file here);
             # concurrent ones share the wait. Each thread works on its own names only.
-            with ThreadPoolExecutor(min(UNLINK_THREADS, len(live))) as pool:
-                errors = list(pool.map(self._unlink_caught, live))
+            if self._unlinkers is None:
+                self._unlinkers = ThreadPoolExecutor(UNLINK_THREADS, "shred-unlink")
+            errors = list(self._unlinkers.map(self._unlink_caught, live))
         else:
             errors = [self._unlink_caught(t) for t in live]
         for t, err in zip(live, errors, strict=True):
@@ -828,21 +880,44 @@ class _Batch:
             t.last = ("zero", b"", b"")
         fd, total, chunk = t.fd, t.total, ks.chunk
         stream = total >= 2 * STREAM_WINDOW
+        # A file of several chunks is written by the writer thread while this one computes the
+        # next chunk of keystream (pwrite drops the GIL): the two costs overlap instead of adding.
+        writer = self._writer() if kind == "random" and total > chunk else None
+        pending: tuple[Future[None], int] | None = None  # the write in flight, and its end
         pos = 0
-        while pos < total:
-            n = min(chunk, total - pos)
-            _pwrite_all(fd, ks.take(n) if kind == "random" else ks.zeros[:n], pos)
-            before, pos = pos, pos + n
-            if self.hooks.on_chunk:
-                self.hooks.on_chunk(number, pos)
-            self._check_size(t, pos, os.fstat(fd).st_size)
-            if stream and before // STREAM_WINDOW != pos // STREAM_WINDOW:
-                w = pos // STREAM_WINDOW
-                # DONTNEED on dirty pages starts their writeback; on clean ones drops them:
-                # the disk works during the pass and the cache does not fill with keystream.
-                os.posix_fadvise(fd, (w - 1) * STREAM_WINDOW, STREAM_WINDOW, _DONTNEED)
-                if w >= 3:
-                    os.posix_fadvise(fd, (w - 3) * STREAM_WINDOW, STREAM_WINDOW, _DONTNEED)
+        try:
+            while pos < total:
+                n = min(chunk, total - pos)
+                data = ks.take(n) if kind == "random" else ks.zeros[:n]
+                if writer is None:
+                    _write_chunk(fd, data, pos, stream)
+                    self._wrote(t, number, pos + n)
+                else:
+                    if pending is not None:
+                        pending[0].result()
+                        self._wrote(t, number, pending[1])
+                    pending = (writer.submit(_write_chunk, fd, data, pos, stream), pos + n)
+                pos += n
+            if pending is not None:
+                pending[0].result()
+                self._wrote(t, number, pending[1])
+                pending = None
+        finally:
+            if pending is not None:
+                # Leaving on an error: the write in flight must end before the fd can be closed.
+                with contextlib.suppress(BaseException):
+                    pending[0].result()
+
+    def _wrote(self, t: _Target, number: int, pos: int) -> None:
+        """After a pass has written up to ``pos``: progress hook, then the size check."""
+        if self.hooks.on_chunk:
+            self.hooks.on_chunk(number, pos)
+        self._check_size(t, pos, os.fstat(t.fd).st_size)
+
+    def _writer(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="shred-writer")
+        return self._pool
 
     @staticmethod
     def _check_size(t: _Target, end: int, now: int) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -32,6 +35,24 @@ def test_every_task_is_named_lifecycle_and_uses_the_base_class() -> None:
         assert isinstance(task, LifecycleTask), (
             f"task {name} must use @app.task(base=LifecycleTask, ...)"
         )
+
+
+def test_dispatch_names_every_task_and_its_parameters() -> None:
+    # The CLI names a task's arguments from dispatch.PARAMS without importing the tasks: a task
+    # whose signature changed without the table would show unnamed ids in Flower.
+    from lifecycle.core import dispatch
+    from lifecycle.core.taskargs import param_names
+    from workers.app import TASK_MODULES, app
+
+    for module in TASK_MODULES:
+        importlib.import_module(module)
+    ours = {n: t for n, t in app.tasks.items() if n.startswith("lifecycle.")}
+    constants = {v for k, v in vars(dispatch).items() if k.isupper() and isinstance(v, str)}
+    for name, task in ours.items():
+        if task.__module__.startswith("tests."):
+            continue
+        assert name in constants, f"{name} has no constant in lifecycle/core/dispatch.py"
+        assert dispatch.PARAMS.get(name) == tuple(param_names(task.run)), name
 
 
 # -- ids only ----------------------------------------------------------------------------------
@@ -126,6 +147,26 @@ def test_relay_style_send_by_name_gets_request_argsrepr(lifecycle_env: Lifecycle
     headers = json.loads(raw[0])["headers"]
     assert headers["argsrepr"] == "request=42"
     assert headers["kwargsrepr"] == ""
+
+
+def test_a_process_sending_by_name_names_the_arguments_without_importing_tasks(
+    lifecycle_env: LifecycleEnv,
+) -> None:
+    # What the CLI does: send through dispatch from a fresh process that never imported tasks/.
+    code = (
+        "import sys\n"
+        "from lifecycle.core import dispatch\n"
+        "dispatch.send(dispatch.SHRED_FILES, 7, queue='shred.nowhere', task_id='shred-7-1')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('tasks.', 'schedules.'))))\n"
+    )
+    env = {**os.environ, **lifecycle_env.vars}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "tasks.shred" not in out and "schedules.housekeeping" not in out, out
+    r = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
+    [raw] = r.lrange("shred.nowhere", 0, -1)
+    assert json.loads(raw)["headers"]["argsrepr"] == "job=7"
 
 
 # -- failures carry no personal data (real worker, real result backend) ------------------------

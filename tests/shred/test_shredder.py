@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -435,6 +438,52 @@ def test_refuses_device_files(root: Path) -> None:
     assert stat.S_ISCHR(os.lstat(root / "null").st_mode)
 
 
+def test_a_keystream_chunk_stays_intact_while_the_next_is_computed() -> None:
+    # The writer thread still writes chunk i while chunk i+1 is computed: they must not share
+    # a buffer.
+    ks = shredder._Keystream(4096)
+    ks.start(os.urandom(16), os.urandom(16))
+    first = ks.take(4096)
+    kept = bytes(first)
+    second = ks.take(4096)
+    assert bytes(first) == kept
+    assert bytes(second) != kept
+    assert bytes(ks.take(4096)) not in (kept, bytes(second))
+
+
+def test_a_file_of_many_chunks_gets_fresh_keystream_in_every_chunk(root: Path) -> None:
+    # Chunks are computed into two alternating buffers while the writer thread writes the
+    # previous one: a buffer reused too early would show as a repeated or stale chunk.
+    chunk = 64 * 1024
+    path = root / NAME
+    original = fill(path, chunk * 5 + 1000)
+    reader = os.open(path, os.O_RDONLY)
+    seen: list[bytes] = []
+    ends: list[int] = []
+
+    def on_pass(number: int, kind: str) -> None:
+        seen.append(os.pread(reader, len(original), 0))
+
+    try:
+        r = shred_path(
+            str(path),
+            [root],
+            ShredOptions(chunk_size=chunk),
+            hooks=Hooks(on_chunk=lambda n, done: ends.append(done), on_pass=on_pass),
+        )
+    finally:
+        os.close(reader)
+    assert r.status == "shredded", r
+    assert ends == [chunk, 2 * chunk, 3 * chunk, 4 * chunk, 5 * chunk, r.overwritten]
+    [written] = seen
+    pieces = [written[i : i + chunk] for i in range(0, len(original), chunk)]
+    assert len({bytes(p) for p in pieces}) == len(pieces), "a chunk was written twice"
+    for i, piece in enumerate(pieces):
+        assert same_position_bytes(piece, original[i * chunk : (i + 1) * chunk]) <= max(
+            4, len(piece) // 100
+        ), f"chunk {i} still holds the original"
+
+
 def test_refuses_a_file_that_grows_during_the_overwrite(root: Path) -> None:
     path = root / NAME
     fill(path, 64 * 1024 * 4)
@@ -575,6 +624,33 @@ def test_a_batch_overwrites_and_flushes_every_file_before_renaming_any(root: Pat
     for fd in readers:
         assert os.fstat(fd).st_nlink == 0 and os.fstat(fd).st_size == 0
         os.close(fd)
+
+
+def test_batches_fit_a_low_hard_descriptor_limit(root: Path) -> None:
+    # A worker whose hard limit is low (300 here) must cut the batch, not fail with EMFILE.
+    for i in range(100):
+        fill(root / f"f{i:03d}", 100)
+    code = (
+        "import sys\n"
+        "from lifecycle.shred.shredder import Hooks, shred_paths\n"
+        "rounds = []\n"
+        "paths = [(f'{sys.argv[1]}/f{i:03d}', None) for i in range(100)]\n"
+        "rs = shred_paths(paths, [sys.argv[1]], hooks=Hooks(on_durable=rounds.append))\n"
+        "print(rounds, sorted({r.status for r in rs}))\n"
+    )
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        preexec_fn=low_limit,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "[44, 44, 12] ['shredded']"
+    assert os.listdir(root) == []
 
 
 def test_a_big_batch_is_cut_into_rounds_within_the_descriptor_budget(
