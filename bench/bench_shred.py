@@ -75,15 +75,40 @@ def dd_in_place(path: Path, size_mib: int) -> float:
     return _timed(lambda: _quiet(cmd))
 
 
-def bench_big(work: Path, size_mib: int) -> tuple[float, float]:
+def dd_then_rm(paths: list[Path], size_mib: int, one: Path) -> float:
+    """Seconds for in-place dd of ``one`` (``size_mib``) plus removing ``paths`` and a sync.
+
+    The same work as the shredder's (overwrite in place, then free the blocks and the names),
+    with the filesystem's own tools: on a filesystem mounted with ``discard`` freeing blocks is
+    not free, and in-place dd alone never frees any.
+    """
+    dd_s = dd_in_place(one, size_mib)
+    _sync()
+    t0 = time.perf_counter()
+    for p in paths:
+        p.unlink()
+    # Durable removal, as the shredder makes it: one fsync per directory (not a machine-wide sync).
+    for d in {p.parent for p in paths}:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return dd_s + time.perf_counter() - t0
+
+
+def bench_big(work: Path, size_mib: int) -> tuple[float, float, float]:
+    """MiB/s of in-place dd, of the shredder, and of in-place dd followed by rm."""
     path = work / "big.bin"
+    _make_big(path, size_mib)
+    same = dd_then_rm([path], size_mib, path)
     _make_big(path, size_mib)
     dd_s = dd_in_place(path, size_mib)
     holder: list[str] = []
     shred_s = _timed(lambda: holder.append(shred_path(str(path), [work], ShredOptions()).status))
     if holder != ["shredded"]:
         raise SystemExit(f"shredder did not shred the big file: {holder}")
-    return size_mib / dd_s, size_mib / shred_s
+    return size_mib / dd_s, size_mib / shred_s, size_mib / same
 
 
 def _make_files(folder: Path, count: int, size: int) -> list[Path]:
@@ -97,8 +122,9 @@ def _make_files(folder: Path, count: int, size: int) -> list[Path]:
     return paths
 
 
-def bench_small(work: Path, count: int, size_kib: int) -> tuple[float, float, float, float]:
-    """files/s of GNU shred and of the shredder; MiB/s of the shredder and of in-place dd."""
+def bench_small(work: Path, count: int, size_kib: int) -> tuple[float, float, float, float, float]:
+    """files/s of GNU shred and of the shredder; MiB/s of the shredder, of in-place dd of the
+    same bytes, and of that dd plus removing as many files of that size."""
     size = size_kib * 1024
     gnu = _make_files(work / "gnu", count, size)
     gnu_s = _timed(lambda: [_quiet(["shred", "-n", "1", "-u", str(p)]) for p in gnu])
@@ -117,8 +143,16 @@ def bench_small(work: Path, count: int, size_kib: int) -> tuple[float, float, fl
     same_bytes = work / "same-bytes.bin"
     _make_big(same_bytes, max(4, round(total_mib)))
     dd_s = dd_in_place(same_bytes, max(4, round(total_mib)))
+    doomed = _make_files(work / "rm", count, size)
+    same_s = dd_then_rm(doomed, max(4, round(total_mib)), same_bytes)
     same_bytes.unlink()
-    return count / gnu_s, count / ours_s, total_mib / ours_s, max(4, round(total_mib)) / dd_s
+    return (
+        count / gnu_s,
+        count / ours_s,
+        total_mib / ours_s,
+        max(4, round(total_mib)) / dd_s,
+        total_mib / same_s,
+    )
 
 
 # -- (c) end to end ------------------------------------------------------------------------------
@@ -233,8 +267,9 @@ def _tree(pid: int) -> list[int]:
 
 def bench_e2e(
     work: Path, pg: str, count: int, size_kib: int, big_mib: int
-) -> tuple[float, float, float, float, tuple[float, float]]:
-    """(GNU shred files/s, e2e files/s, in-place dd MiB/s, e2e MiB/s, worker peak MB)."""
+) -> tuple[float, float, float, float, float, tuple[float, float]]:
+    """(GNU shred files/s, e2e files/s, in-place dd MiB/s, e2e MiB/s, in-place dd + rm MiB/s,
+    worker peak MB)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-shred-stack-"))
     stack = Stack(pg, work, tmp)
     try:
@@ -249,6 +284,8 @@ def bench_e2e(
 
         big = work / "e2e-big.bin"
         _make_big(big, big_mib)
+        same_s = dd_then_rm([big], big_mib, big)
+        _make_big(big, big_mib)
         dd_s = dd_in_place(big, big_mib)
         big_s = stack.shred(str(big))
         if big.exists():
@@ -258,6 +295,7 @@ def bench_e2e(
             count / small_s,
             big_mib / dd_s,
             big_mib / big_s,
+            big_mib / same_s,
             stack.worker_peak_mb(),
         )
     finally:
@@ -288,8 +326,10 @@ def main() -> None:
         fs = fs_type_of_path(work)
         print(f"directory {work} on {fs} (overwrite trusted: {overwrite_trusted(fs)})")
         print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} (shared machine?)")
-        dd_rate, big_rate = bench_big(work, args.size_mib)
-        gnu_rate, small_rate, small_mibs, disk_rate = bench_small(work, args.files, args.file_kib)
+        dd_rate, big_rate, big_same = bench_big(work, args.size_mib)
+        gnu_rate, small_rate, small_mibs, disk_rate, small_same = bench_small(
+            work, args.files, args.file_kib
+        )
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         e2e = None
         if not args.no_e2e:
@@ -302,16 +342,20 @@ def main() -> None:
         (f"(a) 1 file of {args.size_mib} MiB", f"{big_rate:,.0f} MiB/s",
          f"dd conv=notrunc,fsync in place {dd_rate:,.0f} MiB/s", f"{big_rate / dd_rate:.2f}",
          ">= 0.85", big_rate / dd_rate >= 0.85),
+        ("    same work", "", f"dd in place, then rm {big_same:,.0f} MiB/s",
+         f"{big_rate / big_same:.2f}", "", None),
         (f"(b) {n} files of {k} KiB", f"{small_rate:,.0f} files/s",
          f"shred -n 1 -u per file {gnu_rate:,.0f} files/s", f"{small_rate / gnu_rate:.1f}x",
          ">= 20x", small_rate / gnu_rate >= 20),
         ("    same bytes", f"{small_mibs:,.0f} MiB/s",
          f"dd conv=notrunc,fsync in place {disk_rate:,.0f} MiB/s", f"{small_mibs / disk_rate:.2f}",
          ">= 0.5", small_mibs / disk_rate >= 0.5),
+        ("    same work", "", f"that dd, then rm of {n} files {small_same:,.0f} MiB/s",
+         f"{small_mibs / small_same:.2f}", "", None),
         ("    peak RSS (a)+(b)", f"{rss_mb:.0f} MB", "", "", "< 100 MB", rss_mb < 100),
     ]  # fmt: skip
     if e2e is not None:
-        e_gnu, e_small, e_dd, e_big, w_rss = e2e
+        e_gnu, e_small, e_dd, e_big, e_same, w_rss = e2e
         rows += [
             (f"(c) lifecycle shred -r --wait, {n} files", f"{e_small:,.0f} files/s",
              f"shred -n 1 -u per file {e_gnu:,.0f} files/s", f"{e_small / e_gnu:.1f}x",
@@ -319,6 +363,8 @@ def main() -> None:
             (f"    lifecycle shred --wait, {args.e2e_size_mib} MiB", f"{e_big:,.0f} MiB/s",
              f"dd conv=notrunc,fsync in place {e_dd:,.0f} MiB/s", f"{e_big / e_dd:.2f}",
              ">= 0.6", e_big / e_dd >= 0.6),
+            ("    same work", "", f"dd in place, then rm {e_same:,.0f} MiB/s",
+             f"{e_big / e_same:.2f}", "", None),
             ("    peak RSS, worker pool process", f"{w_rss[0]:.0f} MB",
              f"(the worker's main process: {w_rss[1]:.0f} MB)", "", "< 100 MB", w_rss[0] < 100),
         ]  # fmt: skip
