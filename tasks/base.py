@@ -28,7 +28,7 @@ from celery.exceptions import Retry
 
 from lifecycle.core import dispatch, leases, safe_errors
 from lifecycle.core.taskargs import check_task_args, check_task_result, param_names, render_args
-from lifecycle.core.transient import TRANSIENT_ERRORS
+from lifecycle.core.transient import TRANSIENT_DB_ERRORS, TRANSIENT_ERRORS
 from lifecycle.requests.states import is_handler_task
 
 log = logging.getLogger("lifecycle.tasks")
@@ -279,3 +279,15 @@ class LifecycleTask(Task):
             self.send_event("task-progress", retry=False, result=repr(values), **values)
         except Exception:  # a monitoring event must never fail the job itself
             log.warning("could not send the progress event of %s[%s]", self.name, self.request.id)
+
+
+# Options of the request handlers (withdrawal, correction, the rights): a database restart or a
+# deadlock with the sweep is retried with backoff; every step resumes from the persisted state.
+REQUEST_TASK: dict[str, Any] = {
+    "base": LifecycleTask,
+    "bind": True,
+    "autoretry_for": TRANSIENT_DB_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "max_retries": 20,
+}

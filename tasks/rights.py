@@ -4,47 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.rights.access import run_access
 from lifecycle.rights.answers import answer_pending as _answer_pending
 from lifecycle.rights.consent import run_consent_withdrawal
 from lifecycle.rights.erase import run_erasure
 from lifecycle.rights.suspension import run_lift, run_suspension
-from tasks.base import LifecycleTask
+from tasks.base import REQUEST_TASK, LifecycleTask
 from workers.app import app
 
-# A database restart: try again; every step resumes from the persisted state.
-_RETRY: dict[str, Any] = {
-    "base": LifecycleTask,
-    "bind": True,
-    "autoretry_for": TRANSIENT_DB_ERRORS,
-    "retry_backoff": 2,
-    "retry_backoff_max": 120,
-    "max_retries": 20,
-}
 
-
-@app.task(name="lifecycle.rights.access", **_RETRY)
+@app.task(name="lifecycle.rights.access", **REQUEST_TASK)
 def access(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_access(int(request_id), self.request.id)
 
 
-@app.task(name="lifecycle.rights.erase", **_RETRY)
+@app.task(name="lifecycle.rights.erase", **REQUEST_TASK)
 def erase(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_erasure(int(request_id), self.request.id)
 
 
-@app.task(name="lifecycle.rights.suspend", **_RETRY)
+@app.task(name="lifecycle.rights.suspend", **REQUEST_TASK)
 def suspend(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_suspension(int(request_id), self.request.id)
 
 
-@app.task(name="lifecycle.rights.suspend_lift", **_RETRY)
+@app.task(name="lifecycle.rights.suspend_lift", **REQUEST_TASK)
 def suspend_lift(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_lift(int(request_id), self.request.id)
 
 
-@app.task(name="lifecycle.rights.consent_withdraw", **_RETRY)
+@app.task(name="lifecycle.rights.consent_withdraw", **REQUEST_TASK)
 def consent_withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_consent_withdrawal(int(request_id), self.request.id)
 

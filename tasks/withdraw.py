@@ -4,26 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import get_context
 from lifecycle.rights.withdrawal import carry_out, fail_request
 from lifecycle.vault.keystore import KeyUnavailable
-from tasks.base import LifecycleTask
+from tasks.base import REQUEST_TASK, LifecycleTask
 from workers.app import app
 
 
-@app.task(
-    base=LifecycleTask,
-    name="lifecycle.withdraw",
-    bind=True,
-    # A database restart or a deadlock with the sweep: try again; the steps are idempotent.
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    max_retries=20,
-    lease="args",
-)
+@app.task(name="lifecycle.withdraw", lease="args", **REQUEST_TASK)
 def withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
 
     try:

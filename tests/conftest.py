@@ -208,21 +208,18 @@ def redis_url(redis_server: RedisServer) -> str:
 # -- Settings / environment --------------------------------------------------------------------
 
 
-@pytest.fixture
-def lifecycle_env(
-    tmp_path: Path, pg_databases: Databases, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LifecycleEnv]:
-    """Production-shaped settings: PostgreSQL primary/archive, Redis broker and backend."""
+def _server_env(tmp_path: Path, primary_url: str, archive_url: str, redis_url: str) -> LifecycleEnv:
+    """Settings of a server install: the two databases, Redis, a master key and a file root."""
     var = tmp_path / "var"
     files = tmp_path / "files"
     var.mkdir()
     files.mkdir()
     write_master_key(var / "master.key")
-    env = LifecycleEnv(
+    return LifecycleEnv(
         vars={
             "LIFECYCLE_VAR_DIR": str(var),
-            "LIFECYCLE_PRIMARY_DATABASE_URL": pg_databases.primary_url,
-            "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_databases.archive_url,
+            "LIFECYCLE_PRIMARY_DATABASE_URL": primary_url,
+            "LIFECYCLE_ARCHIVE_DATABASE_URL": archive_url,
             "LIFECYCLE_BROKER_URL": redis_url,
             "LIFECYCLE_RESULT_BACKEND": redis_url,
             "LIFECYCLE_FILE_ROOTS": str(files),
@@ -232,12 +229,25 @@ def lifecycle_env(
         var_dir=var,
         file_root=files,
     )
+
+
+def _applied(monkeypatch: pytest.MonkeyPatch, env: LifecycleEnv) -> Iterator[LifecycleEnv]:
+    """Set ``env`` for the test, then restore the process's settings and Celery app."""
     apply_env(monkeypatch, env)
     yield env
     from workers.app import reconfigure
 
     monkeypatch.undo()
     reconfigure()
+
+
+@pytest.fixture
+def lifecycle_env(
+    tmp_path: Path, pg_databases: Databases, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LifecycleEnv]:
+    """Production-shaped settings: PostgreSQL primary/archive, Redis broker and backend."""
+    env = _server_env(tmp_path, pg_databases.primary_url, pg_databases.archive_url, redis_url)
+    yield from _applied(monkeypatch, env)
 
 
 @pytest.fixture(params=["postgresql", "mariadb"])
@@ -252,34 +262,11 @@ def primary_env(
 
     The archive stays PostgreSQL in both: it is the lifecycle's own, separate database.
     """
-    var = tmp_path / "var"
-    files = tmp_path / "files"
-    var.mkdir()
-    files.mkdir()
-    write_master_key(var / "master.key")
     primary = pg_databases.primary_url
     if request.param == "mariadb":
         primary = request.getfixturevalue("mysql_primary")
-    env = LifecycleEnv(
-        vars={
-            "LIFECYCLE_VAR_DIR": str(var),
-            "LIFECYCLE_PRIMARY_DATABASE_URL": primary,
-            "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_databases.archive_url,
-            "LIFECYCLE_BROKER_URL": redis_url,
-            "LIFECYCLE_RESULT_BACKEND": redis_url,
-            "LIFECYCLE_FILE_ROOTS": str(files),
-            "LIFECYCLE_HOST_NAME": "testhost",
-            "LIFECYCLE_LOG_JSON": "true",
-        },
-        var_dir=var,
-        file_root=files,
-    )
-    apply_env(monkeypatch, env)
-    yield env
-    from workers.app import reconfigure
-
-    monkeypatch.undo()
-    reconfigure()
+    env = _server_env(tmp_path, primary, pg_databases.archive_url, redis_url)
+    yield from _applied(monkeypatch, env)
 
 
 @pytest.fixture
@@ -287,12 +274,7 @@ def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Li
     """The no-configuration default: SQLite + filesystem transport under tmp/var."""
     var = tmp_path / "var"
     env = LifecycleEnv(vars={"LIFECYCLE_VAR_DIR": str(var)}, var_dir=var, file_root=var / "files")
-    apply_env(monkeypatch, env)
-    yield env
-    from workers.app import reconfigure
-
-    monkeypatch.undo()
-    reconfigure()
+    yield from _applied(monkeypatch, env)
 
 
 # -- Celery workers ----------------------------------------------------------------------------

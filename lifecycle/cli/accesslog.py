@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.core.errors import LifecycleError, UserError
+from lifecycle.cli.csvout import check_output, write_csv
+from lifecycle.core.errors import LifecycleError
 
 accesslog_app = typer.Typer(
     help="The handler access log (개인정보처리시스템 접속기록): who read or changed whose data.",
@@ -51,35 +50,21 @@ def export_cmd(
     from lifecycle.core.settings import get_settings
     from lifecycle.vault import accesslog
 
-    if output is not None and output.exists() and output.is_dir():
-        raise UserError(f"--output {output} is a directory")
-    if output is not None and not output.parent.is_dir():
-        raise UserError(f"--output directory {output.parent} does not exist")
+    check_output(output)
     check_reachable("archive")
     tz = get_settings().timezone
     who = current()
-    if output is None:
-        sys.stdout.flush()
-        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="")
-        try:
-            with session("archive") as s:
-                n = accesslog.export_csv(s, out, tz=tz)
-                accesslog.record(s, operator=who, kind="export", action="accesslog export",
-                                 details={"rows": n})  # fmt: skip
-            out.flush()
-        finally:
-            out.detach()
-        return
-    tmp = output.with_name(f".{output.name}.part")
-    try:
-        with tmp.open("w", encoding="utf-8-sig", newline="") as fh, session("archive") as s:
-            n = accesslog.export_csv(s, fh, tz=tz)
+
+    def write(out: IO[str]) -> int:
+        with session("archive") as s:
+            n = accesslog.export_csv(s, out, tz=tz)
             accesslog.record(s, operator=who, kind="export", action="accesslog export",
                              details={"rows": n})  # fmt: skip
-        tmp.replace(output)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write --output {output}: {exc.strerror}") from None
+        return n
+
+    n = write_csv(output, write)
+    if output is None:
+        return
     typer.echo(f"wrote {n} access log entries to {output}", err=True)
 
 

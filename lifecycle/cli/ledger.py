@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import typer
 
 from lifecycle.cli.app import app
+from lifecycle.cli.csvout import check_output, write_csv
 from lifecycle.core.errors import UserError
 
 ledger_app = typer.Typer(
@@ -74,32 +73,17 @@ def export_cmd(
 
     if fmt.lower() != "csv":
         raise UserError(f"unsupported --format {fmt!r}; only csv is supported")
-    if output is not None and output.exists() and output.is_dir():
-        raise UserError(f"--output {output} is a directory")
-    if output is not None and not output.parent.is_dir():
-        raise UserError(f"--output directory {output.parent} does not exist")
+    check_output(output)
     check_reachable("archive")
     tz = get_settings().timezone
+
+    def write(out: IO[str]) -> int:
+        with session("archive") as s:
+            return ledger.export_csv(s, out, tz=tz)
+
+    n = write_csv(output, write)
     if output is None:
-        # The same bytes as --output: `export > f.csv` is how most people save it, and Excel
-        # reads a BOM-less file in the ANSI code page, garbling the Korean headings.
-        sys.stdout.flush()
-        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="")
-        try:
-            with session("archive") as s:
-                ledger.export_csv(s, out, tz=tz)
-            out.flush()
-        finally:
-            out.detach()
         return
-    tmp = output.with_name(f".{output.name}.part")
-    try:
-        with tmp.open("w", encoding="utf-8-sig", newline="") as fh, session("archive") as s:
-            n = ledger.export_csv(s, fh, tz=tz)
-        tmp.replace(output)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write --output {output}: {exc.strerror}") from None
     typer.echo(f"wrote {n} ledger entries to {output}", err=True)
 
 

@@ -8,7 +8,8 @@ anything is created; a requester the worker cannot accept is refused with a writ
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -59,6 +60,21 @@ def _prepare() -> None:
     check_reachable("primary")
 
 
+def _submit(
+    what: str,
+    member_id: str,
+    who: tuple[str, str | None, str | None, str | None],
+    submit: Callable[[int, Any], int],
+    wait: bool,
+    timeout: float,
+) -> None:
+    """The shape of every rights command: check the input, then submit, then maybe wait."""
+    mid = parse_member_id(member_id)
+    requester = _requester(*who)
+    _prepare()
+    _done(what, submit(mid, requester), mid, wait, timeout)
+
+
 @app.command("access")
 def access_cmd(
     member_id: MemberArg,
@@ -77,11 +93,15 @@ def access_cmd(
     """열람: write everything held on the member (every mapped table, provisions) to a ZIP."""
     from lifecycle.rights.access import submit_access
 
-    mid = parse_member_id(member_id)
-    who = _requester(requester, requester_name, requester_contact, verified_by)
-    _prepare()
-    rid = submit_access(mid, out, password_file, who)
-    _done("access", rid, mid, wait, timeout)
+    asker = (requester, requester_name, requester_contact, verified_by)
+    _submit(
+        "access",
+        member_id,
+        asker,
+        lambda mid, who: submit_access(mid, out, password_file, who),
+        wait,
+        timeout,
+    )
 
 
 @app.command("erase")
@@ -100,11 +120,15 @@ def erase_cmd(
     """삭제: clear named items of a live member; recipients of them are told to delete them."""
     from lifecycle.rights.erase import submit_erasure
 
-    mid = parse_member_id(member_id)
-    who = _requester(requester, requester_name, requester_contact, verified_by)
-    _prepare()
-    rid = submit_erasure(mid, fields, who)
-    _done("erasure", rid, mid, wait, timeout)
+    asker = (requester, requester_name, requester_contact, verified_by)
+    _submit(
+        "erasure",
+        member_id,
+        asker,
+        lambda mid, who: submit_erasure(mid, fields, who),
+        wait,
+        timeout,
+    )
 
 
 @app.command("restrict")
@@ -121,11 +145,15 @@ def restrict_cmd(
     """처리정지: stop using and providing the member's data until lifted."""
     from lifecycle.rights.suspension import submit_suspension
 
-    mid = parse_member_id(member_id)
-    who = _requester(requester, requester_name, requester_contact, verified_by)
-    _prepare()
-    rid = submit_suspension(mid, reason, who)
-    _done("suspension", rid, mid, wait, timeout)
+    asker = (requester, requester_name, requester_contact, verified_by)
+    _submit(
+        "suspension",
+        member_id,
+        asker,
+        lambda mid, who: submit_suspension(mid, reason, who),
+        wait,
+        timeout,
+    )
 
 
 @app.command("unrestrict")
@@ -141,11 +169,8 @@ def unrestrict_cmd(
     """처리정지 해제: lift the member's suspension."""
     from lifecycle.rights.suspension import submit_lift
 
-    mid = parse_member_id(member_id)
-    who = _requester(requester, requester_name, requester_contact, verified_by)
-    _prepare()
-    rid = submit_lift(mid, who)
-    _done("suspension lift", rid, mid, wait, timeout)
+    asker = (requester, requester_name, requester_contact, verified_by)
+    _submit("suspension lift", member_id, asker, submit_lift, wait, timeout)
 
 
 @consent_app.command("withdraw")
@@ -162,11 +187,15 @@ def consent_withdraw_cmd(
     """동의 철회: clear the consent; recipients of data given under it are told to delete it."""
     from lifecycle.rights.consent import submit_consent_withdrawal
 
-    mid = parse_member_id(member_id)
-    who = _requester(requester, requester_name, requester_contact, verified_by)
-    _prepare()
-    rid = submit_consent_withdrawal(mid, purpose, who)
-    _done("consent withdrawal", rid, mid, wait, timeout)
+    asker = (requester, requester_name, requester_contact, verified_by)
+    _submit(
+        "consent withdrawal",
+        member_id,
+        asker,
+        lambda mid, who: submit_consent_withdrawal(mid, purpose, who),
+        wait,
+        timeout,
+    )
 
 
 @requests_app.command("extend")

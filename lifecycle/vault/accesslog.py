@@ -30,6 +30,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.vault import keystore
 from lifecycle.vault.chain import VerifyResult, entry_hash, verify_chain
+from lifecycle.vault.ledger import csv_cell
 from models.base import utcnow
 from models.guards import AccessLogEntry, AccessLogHead
 
@@ -167,10 +168,6 @@ def prune(s: Session, *, now: datetime | None = None, operator: str = "lifecycle
     return int(n)
 
 
-def _cell(text_: str) -> str:
-    return "'" + text_ if text_[:1] in ("=", "+", "-", "@", "\t", "\r") else text_
-
-
 def export_csv(s: Session, out: IO[str], tz: str = "Asia/Seoul") -> int:
     zone = ZoneInfo(tz)
     w = csv.writer(out, lineterminator="\r\n")
@@ -185,9 +182,9 @@ def export_csv(s: Session, out: IO[str], tz: str = "Asia/Seoul") -> int:
             elif name == "occurred_at":
                 row.append(as_utc(v).astimezone(zone).isoformat(sep=" ", timespec="seconds"))
             elif name == "details":
-                row.append(_cell(json.dumps(v, sort_keys=True, ensure_ascii=False)) if v else "")
+                row.append(csv_cell(json.dumps(v, sort_keys=True, ensure_ascii=False)) if v else "")
             else:
-                row.append(_cell(str(v)))
+                row.append(csv_cell(str(v)))
         w.writerow(row)
         n += 1
     return n

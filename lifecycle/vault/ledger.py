@@ -497,13 +497,13 @@ def _csv_value(entry: Mapping[str, Any], name: str, tz: ZoneInfo) -> str:
         label = ACTION_LABELS.get(value)
         return f"{label} ({value})" if label else value
     if name in ("categories", "tables"):
-        return _cell(", ".join(value))
+        return csv_cell(", ".join(value))
     if name == "details":
-        return _cell(json.dumps(value, sort_keys=True, ensure_ascii=False)) if value else ""
-    return _cell(str(value))
+        return csv_cell(json.dumps(value, sort_keys=True, ensure_ascii=False)) if value else ""
+    return csv_cell(str(value))
 
 
-def _cell(text_: str) -> str:
+def csv_cell(text_: str) -> str:
     """Stop Excel from evaluating a cell as a formula (CSV injection)."""
     return "'" + text_ if text_[:1] in ("=", "+", "-", "@", "\t", "\r") else text_
 

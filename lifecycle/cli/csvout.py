@@ -1,0 +1,49 @@
+"""Writing a CSV export (the ledger, the access log) to stdout or to a file, for Excel."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from lifecycle.core.errors import UserError
+
+
+def check_output(output: Path | None) -> None:
+    """Refuse an ``--output`` that cannot be written, before anything is read or recorded."""
+    if output is not None and output.exists() and output.is_dir():
+        raise UserError(f"--output {output} is a directory")
+    if output is not None and not output.parent.is_dir():
+        raise UserError(f"--output directory {output.parent} does not exist")
+
+
+def write_csv(output: Path | None, write: Callable[[IO[str]], int]) -> int:
+    """Run ``write`` on stdout or on ``output``; UTF-8 with a BOM either way. Rows written.
+
+    The same bytes both ways: `export > f.csv` is how most people save it, and Excel reads a
+    BOM-less file in the ANSI code page, garbling the Korean headings. A file is written under
+    a temporary name and renamed, so a failed export never leaves half a file behind.
+    """
+    if output is None:
+        sys.stdout.flush()
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="")
+        try:
+            n = write(out)
+            out.flush()
+        finally:
+            out.detach()
+        return n
+    tmp = output.with_name(f".{output.name}.part")
+    try:
+        with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
+            n = write(fh)
+        tmp.replace(output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write --output {output}: {exc.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
