@@ -23,6 +23,7 @@ TASK_MODULES = [
     "tasks.rights",
     "tasks.sweep",
     "tasks.purge",
+    "tasks.identifiers",
     "tasks.ledger",
     "tasks.deadlines",
 ]

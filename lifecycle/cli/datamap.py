@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,16 +25,27 @@ def check_cmd(
     offline: Annotated[
         bool, typer.Option("--offline", help="Do not compare with the primary database.")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1 when live rows hold a unique identifier without a statutory basis "
+            "(offline: when any flagged category has no basis).",
+        ),
+    ] = False,
 ) -> None:
     """Validate the map; against the primary database (default) prove what the engine relies
     on: tables and columns exist, keys unique, link types compatible, patterns expanded, no
     uncovered member-like column. Prints each table's categories, periods and legal bases,
-    then one line per finding; exits 2 on any finding (a map that does not fit)."""
+    then one line per finding; exits 2 on any finding (a map that does not fit). Reports each
+    flagged unique identifier (where, how many live rows hold a value, its basis); with
+    --strict exits 1 when one is held unlawfully."""
     from lifecycle.datamap.loader import load_datamap
 
     dm = load_datamap(file)
     findings: list[str] = []
     shown = dm
+    eng = None
     if not offline:
         from sqlalchemy import inspect
 
@@ -69,6 +80,7 @@ def check_cmd(
             typer.echo(f"  {cat:<14} {r.period!s:>5}{src}  {r.legal_basis}")
     for note in shown.notes:
         typer.echo(f"note: {note}")
+    unlawful = _identifiers(shown, eng)
     for line in findings:
         typer.echo(line, err=True)
     if findings:
@@ -76,3 +88,59 @@ def check_cmd(
         raise typer.Exit(2)
     where = "checked against the primary database" if not offline else "not compared with a DB"
     typer.echo(f"data map {dm.source}: OK ({len(shown.tables)} tables, {where})")
+    if strict and unlawful:
+        typer.echo(f"strict: unique identifiers held without a statutory basis: {unlawful}")
+        raise typer.Exit(1)
+
+
+def _identifiers(dm: Any, eng: Any) -> str:
+    """Print every flagged category (where, live rows holding a value, basis); returns the
+    categories held unlawfully ("" if none): with a database, those with rows holding a value
+    and no basis; offline, every one without a basis. Counting is recorded in the access log."""
+    from lifecycle.datamap.identifiers import locations
+
+    unlawful: list[str] = []
+    counted: dict[str, int] = {}
+    for cat, flag in sorted(dm.identifiers.items()):
+        basis = f"basis: {flag.basis}" if flag.basis else "no statutory basis"
+        typer.echo(f"unique identifier {cat} ({flag.label}, {flag.restriction}): {basis}")
+        if eng is None:
+            for table, cols in locations(dm, cat):
+                typer.echo(f"  {table}.{','.join(cols)}: not counted (offline)")
+            if not flag.basis:
+                unlawful.append(cat)
+            continue
+        rows = 0
+        for c in _census(dm, eng, cat):
+            held = f" ({c.held} under a legal hold)" if c.held else ""
+            typer.echo(f"  {c.table}.{','.join(c.columns)}: {c.rows} live rows hold a value{held}")
+            rows += c.rows
+        counted[cat] = rows
+        if rows and not flag.basis:
+            unlawful.append(cat)
+            typer.echo(
+                f"  held unlawfully: {rows} rows; destroy them with lifecycle identifiers "
+                f"destroy {cat} --reason TEXT"
+            )
+    if counted:
+        from lifecycle.cli.operator import record
+
+        record("read", "datamap check", details={"identifier_rows": counted})
+    return ", ".join(unlawful)
+
+
+def _census(dm: Any, eng: Any, category: str) -> list[Any]:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import MetaData, inspect
+
+    from lifecycle.core.settings import get_settings
+    from lifecycle.engine.identifiers import census
+
+    live = set(inspect(eng).get_table_names())
+    md = MetaData()
+    md.reflect(bind=eng, only=[t for t in dm.tables if t in live])
+    today = datetime.now(ZoneInfo(get_settings().timezone)).date()
+    with eng.connect() as conn:
+        return census(conn, dm, md, category, today, check_holds="lifecycle_holds" in live)

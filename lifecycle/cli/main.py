@@ -25,6 +25,7 @@ def _register() -> None:
         db,
         demo,
         hold,
+        identifiers,
         keys,
         ledger,
         notice,

@@ -34,6 +34,8 @@ SWEEP_RUN = "lifecycle.sweep.run"
 SWEEP_ARCHIVE_BATCH = "lifecycle.sweep.archive_batch"
 PURGE_RUN = "lifecycle.purge.run"
 LEDGER_CHECKPOINT = "lifecycle.ledger.checkpoint"
+# Unique identifiers (고유식별정보) cleared in live rows; gets the run id only.
+IDENTIFIERS_DESTROY = "lifecycle.identifiers.destroy"
 # Secure deletion (routed to the queue of the host holding the files).
 SHRED_FILES = "lifecycle.shred.files"
 SHRED_RESEND_PENDING = "lifecycle.shred.resend_pending"

@@ -18,6 +18,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 
 from lifecycle.core.settings import get_settings
+from lifecycle.datamap import identifiers
 from lifecycle.datamap.model import (
     DataMap,
     DataMapError,
@@ -125,6 +126,7 @@ class _MapSpec(_Spec):
     retention: dict[str, _RuleSpec | None] = Field(default_factory=dict)
     ignore_tables: list[str] = Field(default_factory=list)
     tables: dict[str, _TableSpec]
+    unique_identifiers: dict[str, Any] = Field(default_factory=dict)
 
 
 _constructor = SafeConstructor()
@@ -615,7 +617,9 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
     for cat in spec.retention:
         if cat in custom and cat not in used:
             raise err(f"category {cat!r} has a rule but no table uses it", "retention", cat)
-    return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks, site_root)
+    flags = identifiers.parse(spec.unique_identifiers, {c for c in used}, err)
+    return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks, site_root,
+                   identifiers=flags)  # fmt: skip
 
 
 def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:

@@ -69,6 +69,7 @@ from sqlalchemy import types as sqltypes
 from lifecycle.core.errors import UserError
 from lifecycle.core.storage_engines import non_transactional, refusal
 from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap.identifiers import FlaggedCategory
 from lifecycle.datamap.periods import Period, Rule
 
 
@@ -402,6 +403,7 @@ class DataMap:
         marks: dict[tuple[Any, ...], int],
         site_root: str | None = None,
         notes: tuple[str, ...] = (),
+        identifiers: Mapping[str, FlaggedCategory] | None = None,
     ) -> None:
         self.source = source
         self.subject = subject
@@ -412,6 +414,8 @@ class DataMap:
         self.site_root = site_root
         # What expanding against a live database found worth saying (missing optional tables).
         self.notes = notes
+        # Categories holding unique identifiers (고유식별정보), see lifecycle.datamap.identifiers.
+        self.identifiers: dict[str, FlaggedCategory] = dict(identifiers or {})
         # child -> parents it must be deleted before; reflection adds real foreign keys.
         self._edges: dict[str, set[str]] = {name: set() for name in tables}
         for t in tables.values():
@@ -472,7 +476,8 @@ class DataMap:
                     f"parent {via.table} is not in the database"
                 )
         out = DataMap(self.source, self.subject, self.rules, tables, self.ignore_tables,
-                      self._marks, self.site_root, tuple(notes))  # fmt: skip
+                      self._marks, self.site_root, tuple(notes),
+                      identifiers=self.identifiers)  # fmt: skip
         return out
 
     def _where(self, *path: Any) -> str:

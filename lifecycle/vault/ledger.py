@@ -216,6 +216,12 @@ def _refuse_personal_shapes(**fields: Any) -> None:
                 )
 
 
+def refuse_personal_shapes(**fields: Any) -> None:
+    """Refuse operator text a job will write to the ledger later (a reason), up front: the same
+    check :func:`append` makes, so the command fails before anything starts."""
+    _refuse_personal_shapes(**fields)
+
+
 def _norm_list(values: Iterable[str] | str | None) -> list[str]:
     if values is None:
         return []
