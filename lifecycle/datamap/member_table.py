@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import types as sqltypes
 
 from lifecycle.channels.mailer import valid_address
 from lifecycle.core.errors import UserError
+from lifecycle.datamap.identifiers import FlaggedCategory, flagged_columns, refusal
 from lifecycle.datamap.loader import current_datamap
 from lifecycle.datamap.model import DataMap
 
@@ -47,6 +49,15 @@ class MemberTable:
     system: frozenset[str]
     mobile_column: str | None = None
     marker: bool = False  # withdrawal is a non-empty status_column (e.g. mb_leave_date)
+    # field -> its flag, for columns holding a unique identifier (고유식별정보, 제24조의2):
+    # never corrected nor provided (see lifecycle.datamap.identifiers)
+    identifiers: dict[str, FlaggedCategory] = dc_field(default_factory=dict)
+
+    def refuse_identifier(self, field_: str, what: str) -> None:
+        """A one-line UserError when ``field_`` holds a flagged unique identifier."""
+        flag = self.identifiers.get(field_)
+        if flag is not None:
+            raise UserError(refusal(flag, field_, what))
 
     def is_withdrawn(self, row: Any) -> bool:
         """For a row (mapping) holding :attr:`status_column`."""
@@ -74,9 +85,10 @@ class MemberTable:
         return self.status_col.not_in([self.withdrawn_value, self.dormant_value])
 
     def correctable(self, field: str) -> bool:
-        return field in self.categories and field not in self.system
+        return field in self.categories and field not in self.system | set(self.identifiers)
 
     def check_field(self, field: str) -> Column[Any]:
+        self.refuse_identifier(field, "corrected")
         if field in self.system:
             raise UserError(f"field {field} is a system column and cannot be corrected")
         if field not in self.categories:
@@ -215,6 +227,7 @@ def member_table(engine: Engine) -> MemberTable:
         system=frozenset(system),  # type: ignore[arg-type]
         mobile_column=subject.mobile_column,
         marker=subject.marker_column is not None,
+        identifiers={c: f for c, f in flagged_columns(dm, subject.table).items() if c in table.c},
     )
     _cache[cache_key] = (dm, mt)
     return mt

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from lifecycle.channels.templates import FIELD_LABELS, SITE_NAME
 from lifecycle.core import db
 from lifecycle.core.errors import LifecycleError, UserError
+from lifecycle.datamap.identifiers import flagged_columns
 from lifecycle.datamap.member_table import member_table
 from lifecycle.engine.context import EngineContext, get_context
 from lifecycle.engine.selection import member_expr
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 
 _HASH_RE = re.compile(r".*_(hash|digest|salt)$")
 WITHHELD = "(비공개: 복호화할 수 없는 보안 값)"
+# A unique identifier (고유식별정보) the map flags is never copied out (제24조, 제24조의2): the
+# package says one is held, and the privacy officer's page says how it is being destroyed.
+IDENTIFIER_WITHHELD = "(보유 중: 고유식별정보는 사본을 제공하지 않습니다)"
 MIN_PASSWORD = 8
 
 
@@ -132,12 +136,17 @@ def collect(ctx: EngineContext, s: Session, member_id: int) -> dict[str, tuple[l
         tm = ctx.datamap.tables[name]
         t = ctx.table(name)
         cols = [c.name for c in t.columns]
+        flagged = flagged_columns(ctx.datamap, name)
         stmt = select(t).where(member_expr(ctx, tm) == member_id).order_by(t.c[tm.key])
         rows = []
         for r in s.execute(stmt):
             rows.append(
                 [
-                    WITHHELD if _HASH_RE.fullmatch(c) else _cell(v)
+                    WITHHELD
+                    if _HASH_RE.fullmatch(c)
+                    else (IDENTIFIER_WITHHELD if _cell(v) else "")
+                    if c in flagged
+                    else _cell(v)
                     for c, v in zip(cols, r, strict=True)
                 ]
             )
@@ -199,6 +208,8 @@ def _summary(
         "",
         "■ 참고",
         "  - 비밀번호 등 단방향 암호화된 값은 복호화할 수 없어 '비공개'로 표시하였습니다.",
+        "  - 주민등록번호 등 고유식별정보는 보유 여부만 표시하고 사본은 제공하지 않습니다",
+        "    (개인정보 보호법 제24조, 제24조의2).",
         "  - 관계 법령에 따라 분리 보관 중인 정보(예: 탈퇴·휴면 후 보존하는 계약·결제 기록)는",
         "    법령에서",
         "    정한 목적 외에는 이용하지 않으므로 이 자료에 포함하지 않았습니다. 해당 정보의 보유",

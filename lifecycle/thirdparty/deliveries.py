@@ -40,6 +40,8 @@ from lifecycle.core import db, dbkind
 from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap.identifiers import flagged_columns, refusal
+from lifecycle.datamap.loader import current_datamap
 from lifecycle.datamap.member_table import member_table
 from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.states import allowed, transition
@@ -69,6 +71,18 @@ def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
+def refuse_identifiers(values: Any, what: str) -> None:
+    """A one-line UserError when ``values`` carries a value of a flagged unique identifier
+    (고유식별정보, lifecycle.datamap.identifiers); field names alone (a deletion notice) pass."""
+    if not isinstance(values, dict):
+        return
+    dm = current_datamap()
+    flagged = flagged_columns(dm, dm.subject.table)
+    for name, value in sorted(values.items()):
+        if value is not None and name in flagged:
+            raise UserError(refusal(flagged[name], name, what))
+
+
 def create_delivery(
     s: Session,
     *,
@@ -79,6 +93,7 @@ def create_delivery(
     values: dict[str, Any],
 ) -> Delivery:
     """A pending delivery of ``values`` (JSON-ready) in the caller's transaction."""
+    refuse_identifiers(values, "sent to a third party")
     d = Delivery(
         message_id=new_message_id(),
         recipient_id=recipient.id,
@@ -453,6 +468,8 @@ def replay(delivery_id: int) -> int:
             )
         if d.payload is None:
             raise UserError(f"delivery {delivery_id} holds no values to send")
+        # A correction sent before the map flagged the field: its value is not sent again.
+        refuse_identifiers(d.payload, "sent again")
         d.state = DeliveryState.PENDING.value
         d.attempts = 0
         d.next_attempt_at = utcnow()

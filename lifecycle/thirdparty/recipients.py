@@ -164,6 +164,7 @@ def record_provision(
                     f"unknown field {f!r}: not a personal-data column of {mt.table.name} in the "
                     "data map"
                 )
+            mt.refuse_identifier(f, "provided")
         recipient = get_recipient(s, recipient_name)
         row = lock_member(s, mt, member_id, share=True)
         if row is None or mt.is_withdrawn(row):

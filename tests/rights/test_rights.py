@@ -52,6 +52,17 @@ def _site(eng) -> None:  # type: ignore[no-untyped-def]
         )
 
 
+def _provided_before_the_flag(member_id: int, recipient: str, fields: list[str]) -> None:
+    """A provision the site recorded before the map flagged the RRN (`lifecycle provide`
+    refuses it now): the recipient still has to be told when it is destroyed."""
+    from lifecycle.core.db import session
+    from models.notify import Provision, ThirdParty
+
+    with session("primary") as s:
+        rid = s.scalar(select(ThirdParty.id).where(ThirdParty.name == recipient))
+        s.add(Provision(member_id=member_id, recipient_id=rid, fields=fields, basis="consent"))
+
+
 def _snapshot(eng) -> str:  # type: ignore[no-untyped-def]
     return "\n".join(
         table_dump(eng, p) for p in ("members", "guardians", "lifecycle_requests", "lifecycle_de")
@@ -164,7 +175,7 @@ def test_access_returns_every_value_of_the_member_and_nothing_of_others(
     tmp_path: Path,
 ) -> None:
     from lifecycle.datamap.loader import load_datamap
-    from lifecycle.rights.access import WITHHELD, _cell
+    from lifecycle.rights.access import IDENTIFIER_WITHHELD, WITHHELD, _cell
 
     env = lifecycle_env
     set_env(env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
@@ -213,6 +224,8 @@ def test_access_returns_every_value_of_the_member_and_nothing_of_others(
                 for k, v in exp.items():
                     if k.endswith("_hash"):
                         assert row[k] == WITHHELD
+                    elif k == "rrn":  # a flagged unique identifier: said to be held, not copied
+                        assert row[k] == (IDENTIFIER_WITHHELD if v else "")
                     else:
                         assert row[k] == _cell(v), (name, k)
                         if v is not None and len(str(v)) >= 6:
@@ -225,6 +238,10 @@ def test_access_returns_every_value_of_the_member_and_nothing_of_others(
     blob = "\n".join(files.values())
     leaked = [v for v in others - mine if v in blob]
     assert not leaked, leaked[:5]
+    with eng.connect() as c:
+        own = c.execute(text("SELECT rrn FROM members WHERE id = :m"), {"m": member}).scalar()
+    assert own and own not in blob  # the member's own RRN is not copied out either
+    assert "고유식별정보" in files["요약.txt"]
     # Nothing of it in the broker, the results, the worker's log or the request row.
     places = {
         "redis": redis_dump_repr(env.vars["LIFECYCLE_BROKER_URL"]),
@@ -353,10 +370,10 @@ def test_erasing_the_rrn_keeps_the_member_and_tells_who_received_it(
     for args in (
         ["recipients", "add", "insurer", "--webhook", a.url, "--secret", a.secret],
         ["recipients", "add", "club", "--webhook", b.url, "--secret", b.secret],
-        ["provide", "1", "--to", "insurer", "--fields", "rrn,name"],
         ["provide", "1", "--to", "club", "--fields", "mobile"],
     ):
         assert env.run(*args).returncode == 0, args
+    _provided_before_the_flag(1, "insurer", ["rrn", "name"])
     worker = start_worker(env, queues=["requests", "notify"])
     r = env.run("erase", "1", "--fields", "rrn,hobbies", "--wait", "--timeout", "120")
     assert r.returncode == 0, r.stderr
@@ -424,7 +441,7 @@ def test_erasure_crash_between_steps_resumes_once(lifecycle_env: LifecycleEnv) -
     eng = create_demo_schema()
     _site(eng)
     assert env.run("recipients", "add", "insurer", "--email", "p@i.example").returncode == 0
-    assert env.run("provide", "1", "--to", "insurer", "--fields", "rrn").returncode == 0
+    _provided_before_the_flag(1, "insurer", ["rrn"])
     rid = erase.submit_erasure(1, "rrn", Requester())
     # A worker died after the erase transaction committed, before the ledger step.
     assert erase._step_restrict(rid) == "restricted"
