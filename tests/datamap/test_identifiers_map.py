@@ -12,6 +12,7 @@ from lifecycle.datamap.model import DataMapError
 
 DEMO = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
 FLAG = "unique_identifiers:\n  rrn: {kind: rrn}\n"
+LAWFUL = 'unique_identifiers:\n  rrn: {kind: rrn, basis: "의료법 제22조"}\n'
 
 
 def _with(flags: str) -> str:
@@ -41,7 +42,7 @@ def test_the_demo_map_flags_the_rrn_without_a_basis() -> None:
 
 
 def test_a_basis_must_name_a_law_and_its_article() -> None:
-    dm = parse_datamap(_with('unique_identifiers:\n  rrn: {kind: rrn, basis: "의료법 제22조"}\n'))
+    dm = parse_datamap(_with(LAWFUL))
     assert dm.identifiers["rrn"].basis == "의료법 제22조" and dm.identifiers["rrn"].lawful
     err = _refused(_with('unique_identifiers:\n  rrn: {kind: rrn, basis: "내부 방침"}\n'))
     assert "must name a law and its article" in err.message
@@ -73,7 +74,7 @@ def test_destroyable_refuses_unknown_unflagged_and_lawful_categories() -> None:
     ]:
         with pytest.raises(UserError, match=message):
             destroyable(dm, category, force=False)
-    lawful = parse_datamap(_with('unique_identifiers:\n  rrn: {kind: rrn, basis: "의료법 제22조"}\n'))
+    lawful = parse_datamap(_with(LAWFUL))
     with pytest.raises(UserError, match="held under 의료법 제22조; destroying it needs --force"):
         destroyable(lawful, "rrn", force=False)
     assert destroyable(lawful, "rrn", force=True).basis == "의료법 제22조"
