@@ -79,6 +79,13 @@ def rotate_cmd(
         old = get_settings().master_key_bytes()
     check_reachable("archive")
     result = keystore.rotate_master(old, new)
+    from lifecycle.cli.operator import record
+
+    # Changes the protection of every archived record: the handler access log names who did it.
+    record("change", "keys rotate", details={
+        "rewrapped": result.rewrapped, "already_new": result.already_new,
+        "destroyed_skipped": result.destroyed, "new_key_id": result.new_key_id,
+    })  # fmt: skip
     typer.echo(
         f"re-wrapped {result.rewrapped} keys under master key {result.new_key_id} "
         f"({result.already_new} already were, {result.destroyed} destroyed keys skipped)"

@@ -45,6 +45,12 @@ def recipients_add(
     if generated:
         secret = generate_secret()
     rid = add_recipient(name, webhook=webhook, secret=secret, email=email, contact=contact)
+    from lifecycle.cli.operator import record
+
+    # Who may receive personal data from now on; the address itself is the recipient's row's.
+    record("change", "recipients add",
+           details={"recipient": name, "recipient_id": rid,
+                    "channel": "webhook" if webhook else "email"})  # fmt: skip
     typer.echo(f"recipient {name} added (id {rid})")
     if generated:
         # Shown once: the receiver needs it to verify signatures.
@@ -135,6 +141,19 @@ def deliveries_replay(delivery_id: Annotated[int, typer.Argument()]) -> None:
     """Send a failed delivery again (a fresh round of the retry schedule)."""
     from lifecycle.thirdparty.deliveries import replay
 
-    replay(delivery_id)
+    request_id = replay(delivery_id)
     dispatch.send(dispatch.NOTIFY_DELIVER, delivery_id)
+    from lifecycle.cli.operator import record
+    from lifecycle.core.db import session
+    from models.notify import Delivery, ThirdParty
+
+    with session("primary") as s:
+        d = s.get(Delivery, delivery_id)
+        r = s.get(ThirdParty, d.recipient_id) if d is not None else None
+        member_id, fields = (d.member_id, list(d.fields or [])) if d is not None else (None, [])
+        kind = d.kind if d is not None else None
+    # Sends the member's data (or a deletion notice naming fields) to a third party again.
+    record("provide", "deliveries replay", member_id=member_id, request_id=request_id or None,
+           details={"delivery": delivery_id, "kind": kind, "fields": sorted(fields),
+                    "recipient": r.name if r is not None else None})  # fmt: skip
     typer.echo(f"delivery {delivery_id} queued for a new attempt")

@@ -584,7 +584,9 @@ def test_access_crash_after_packaging_resumes_once(
         req = s.get(LifecycleRequest, rid)
         assert req.payload["rows"] == 1 and req.payload["encrypted"] is False
     files = _zip_texts(out, None)
-    assert RRN in files["members.csv"] and "김보호" not in "".join(files.values())
+    assert "홍길순" in files["members.csv"] and "김보호" not in "".join(files.values())
+    # The RRN is said to be held, never copied out (개인정보 보호법 제24조의2).
+    assert access.IDENTIFIER_WITHHELD in files["members.csv"] and RRN not in files["members.csv"]
 
 
 def test_a_failed_correction_gets_its_written_answer_from_beat(lifecycle_env: LifecycleEnv) -> None:

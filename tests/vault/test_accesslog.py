@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from lifecycle.engine.context import clear_context_cache, get_context
@@ -179,3 +179,50 @@ def test_bad_input_is_refused_and_logs_nothing(site: LifecycleEnv, tmp_path: Pat
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
     assert (table_counts(primary), table_counts(archive)) == before
+
+
+def test_recipients_replay_datamap_check_and_key_rotation_are_logged(
+    site: LifecycleEnv, tmp_path: Path
+) -> None:
+    from lifecycle.core.db import session
+    from models.notify import Delivery, ThirdParty
+    from tests.helpers import write_master_key
+
+    primary = site.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    member = int(_rows(primary, "SELECT min(id) FROM members WHERE status = 'active'")[0][0])
+    r = site.run("--operator", "clerk-park", "recipients", "add", "insurer", "--email",
+                 "dpo@insurer.example")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    # A correction delivery that failed for good; the operator sends it again.
+    with session("primary") as s:
+        insurer = s.scalar(select(ThirdParty.id).where(ThirdParty.name == "insurer"))
+        d = Delivery(message_id="m-replay-1", recipient_id=insurer, kind="correction",
+                     request_id=None, member_id=member, fields=["mobile"],
+                     payload={"mobile": "010-2222-3333"}, state="failed", attempts=8)  # fmt: skip
+        s.add(d)
+        s.flush()
+        did = d.id
+    r = site.run("--operator", "clerk-park", "deliveries", "replay", str(did))
+    assert r.returncode == 0, r.stderr
+    r = site.run("--operator", "officer-kim", "datamap", "check")
+    assert r.returncode == 0, r.stderr
+    new_key = write_master_key(tmp_path / "new.key")
+    r = site.run("--operator", "ops-choi", "keys", "rotate", "--new-key-file", str(new_key))
+    assert r.returncode == 0, r.stderr
+
+    log = _log(site)
+    by_action = {action: (op, kind, sref, details) for op, kind, action, sref, _, details in log}
+    op, kind, _, details = by_action["recipients add"]
+    assert (op, kind, details["recipient"], details["channel"]) == (
+        "clerk-park", "change", "insurer", "email")  # fmt: skip
+    op, kind, sref, details = by_action["deliveries replay"]
+    assert (op, kind, sref) == ("clerk-park", "provide", _ref(site, member))
+    assert details == {"delivery": did, "kind": "correction", "fields": ["mobile"],
+                       "recipient": "insurer"}  # fmt: skip
+    op, kind, _, details = by_action["datamap check"]
+    rrns = _rows(primary, "SELECT count(*) FROM members WHERE rrn IS NOT NULL AND rrn <> ''")
+    assert (op, kind, details) == ("officer-kim", "read", {"identifier_rows": {"rrn": rrns[0][0]}})
+    op, kind, _, details = by_action["keys rotate"]
+    assert (op, kind) == ("ops-choi", "change") and "rewrapped" in details
+    blob = repr(log)
+    assert "010-2222-3333" not in blob and "dpo@insurer.example" not in blob
