@@ -111,10 +111,14 @@ def _identifiers(dm: Any, eng: Any) -> str:
                 unlawful.append(cat)
             continue
         rows = 0
-        for c in _census(dm, eng, cat):
+        found = _census(dm, eng, cat)
+        for c in found:
             held = f" ({c.held} under a legal hold)" if c.held else ""
             typer.echo(f"  {c.table}.{','.join(c.columns)}: {c.rows} live rows hold a value{held}")
             rows += c.rows
+        if not found:
+            typer.echo("  not counted: none of its tables and columns is in the database")
+            continue
         counted[cat] = rows
         if rows and not flag.basis:
             unlawful.append(cat)

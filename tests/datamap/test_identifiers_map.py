@@ -82,3 +82,16 @@ def test_destroyable_refuses_unknown_unflagged_and_lawful_categories() -> None:
     files = parse_datamap(_with("unique_identifiers:\n  uploads: {kind: passport}\n"))
     with pytest.raises(UserError, match="names files on uploaded_files"):
         destroyable(files, "uploads", force=False)
+
+
+def test_offline_check_lists_flags_and_strict_fails_without_a_basis(embedded_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    r = embedded_env.run("datamap", "check", "--offline")
+    assert r.returncode == 0, r.stderr
+    assert "unique identifier rrn (주민등록번호, 개인정보 보호법 제24조의2" in r.stdout
+    assert "members.rrn: not counted (offline)" in r.stdout
+    assert embedded_env.run("datamap", "check", "--offline", "--strict").returncode == 1
+    lawful = tmp_path / "lawful.yaml"
+    lawful.write_text(_with(LAWFUL), encoding="utf-8")
+    r = embedded_env.run("datamap", "check", "--offline", "--strict", "--file", str(lawful))
+    assert r.returncode == 0, r.stdout
+    assert "basis: 의료법 제22조" in r.stdout
