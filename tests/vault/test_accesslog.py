@@ -206,6 +206,7 @@ def test_recipients_replay_datamap_check_and_key_rotation_are_logged(
     assert r.returncode == 0, r.stderr
     r = site.run("--operator", "officer-kim", "datamap", "check")
     assert r.returncode == 0, r.stderr
+    member_ref = _ref(site, member)  # before the rotation: the test process keeps the old key
     new_key = write_master_key(tmp_path / "new.key")
     r = site.run("--operator", "ops-choi", "keys", "rotate", "--new-key-file", str(new_key))
     assert r.returncode == 0, r.stderr
@@ -216,7 +217,7 @@ def test_recipients_replay_datamap_check_and_key_rotation_are_logged(
     assert (op, kind, details["recipient"], details["channel"]) == (
         "clerk-park", "change", "insurer", "email")  # fmt: skip
     op, kind, sref, details = by_action["deliveries replay"]
-    assert (op, kind, sref) == ("clerk-park", "provide", _ref(site, member))
+    assert (op, kind, sref) == ("clerk-park", "provide", member_ref)
     assert details == {"delivery": did, "kind": "correction", "fields": ["mobile"],
                        "recipient": "insurer"}  # fmt: skip
     op, kind, _, details = by_action["datamap check"]
