@@ -64,6 +64,7 @@ PARAMS: dict[str, tuple[str, ...]] = {
     SWEEP_RUN: ("member_batch", "run_id"),
     SWEEP_ARCHIVE_BATCH: ("run_id", "first_id", "last_id", "kind", "table"),
     SHRED_FILES: ("job_id",),
+    IDENTIFIERS_DESTROY: ("run_id", "batch"),
     NOTIFY_DELIVER: ("delivery_id",),
     NOTICE_FANOUT: ("notice_id",),
     NOTICE_SEND_BATCH: ("notice_id", "first", "last"),
