@@ -123,7 +123,7 @@ def plan_age_ranges(
 ) -> dict[str, list[tuple[int, int]]]:
     out: dict[str, list[tuple[int, int]]] = {}
     for tm in ctx.ordered_tables:
-        if tm.age is None:
+        if not tm.expires_by_age:
             continue
         sel = age_selection(ctx, tm, now)
         t = ctx.table(tm.name)
@@ -187,7 +187,7 @@ def process_age(
     now: datetime,
 ) -> MoveResult:  # fmt: skip
     tm = ctx.datamap.table(table)
-    if tm.age is None:
+    if not tm.expires_by_age:
         return MoveResult()
     check = holds.any_active(conn, ctx.local_date(now))
     sel = age_selection(ctx, tm, now, first, last, check_holds=check)
