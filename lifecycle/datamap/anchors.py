@@ -14,8 +14,8 @@ filing deadline of the tax they serve, not from the record's date:
 A record serving both VAT and income or corporate tax is kept until the later deadline's
 period ends. Day boundaries are conservative: the record's tax period is read from its date in
 Asia/Seoul (a record written at 23:30 UTC on 30 June is a 1 July record in Korea, the later
-period), and the record is kept through the whole last day in Asia/Seoul (until 00:00 KST of
-the next day).
+period), and the record is kept through the whole last day in Asia/Seoul (until 23:59:59.999999
+KST; the archive's ``retain_until`` is that day, purged on the next).
 """
 
 from __future__ import annotations
@@ -123,8 +123,9 @@ def tax_day(record: datetime) -> date:
 
 
 def end_of_korean_day(day: date) -> datetime:
-    """The instant a Korean day is over (00:00 KST of the next day), in UTC."""
-    return datetime.combine(day + timedelta(days=1), time(), TAX_TZ).astimezone(UTC)
+    """The last instant of a Korean day (23:59:59.999999 KST), in UTC: the archive files it
+    under that day (its ``retain_until``), and the purge takes it only the day after."""
+    return datetime.combine(day, time.max, TAX_TZ).astimezone(UTC)
 
 
 def tax_retain_until(record: datetime, period: Period, profile: TaxProfile) -> datetime:

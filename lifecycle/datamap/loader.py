@@ -331,6 +331,9 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 ids = tuple(st.id for st in check_rule(cat, per, basis, operator=operator))
             except ValueError as exc:
                 raise err(str(exc), *where, "legal_basis") from None
+            why = anchor and anchor_problem(cat, tuple(BY_ID[i] for i in ids), anchor)
+            if why and not per.is_zero:
+                raise err(why, *where, "from")
         rules[cat] = Rule(cat, per, basis, marks.get(where), anchor=anchor,
                           consent=rs.consent.strip() if rs.consent else None,
                           statutes=ids)  # fmt: skip
