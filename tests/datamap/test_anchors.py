@@ -180,7 +180,8 @@ def test_tax_rule_must_count_from_the_filing_deadline() -> None:
 
 def test_record_anchor_needs_the_records_date() -> None:
     bad = edit(
-        "    # 3 years from the resolution; an open complaint stays.\n    retain_from: resolved_at\n",
+        "    # 3 years from the resolution; an open complaint stays.\n"
+        "    retain_from: resolved_at\n",
         "",
     )
     err = refused(bad)

@@ -47,8 +47,11 @@ def _counselling(c, bid: int, mid: int) -> None:  # type: ignore[no-untyped-def]
     at = NOW - timedelta(days=400)
     c.execute(insert(T.counselling_bookings).values(id=bid, member_id=mid, counsellor="박상담",
                                                     scheduled_at=at, status="done"))  # fmt: skip
-    c.execute(insert(T.counselling_records).values(id=bid, member_id=mid, booking_id=bid,
-                                                   session_at=at, counsellor="박상담", notes="상담"))  # fmt: skip
+    c.execute(
+        insert(T.counselling_records).values(
+            id=bid, member_id=mid, booking_id=bid, session_at=at, counsellor="박상담", notes="상담"
+        )
+    )
 
 
 def _q(url: str, sql: str, **params: object) -> list[tuple]:  # type: ignore[type-arg]
@@ -105,8 +108,12 @@ def test_anchors_and_consent_in_the_sweep(
         _payment(c, 11, 1, NOW - timedelta(days=365 * 6 + 200))
         _payment(c, 12, 1, NOW - timedelta(days=365 * 2))
         _payment(c, 21, 2, INVOICE_DAY)
-        c.execute(insert(T.tax_invoices).values(id=21, payment_id=21, member_id=2,
-                  issued_at=INVOICE_DAY, supply_amount=45455, vat=4545, buyer_name="김테스트"))  # fmt: skip
+        c.execute(
+            insert(T.tax_invoices).values(
+                id=21, payment_id=21, member_id=2, issued_at=INVOICE_DAY, supply_amount=45455,
+                vat=4545, buyer_name="김테스트",
+            )
+        )  # fmt: skip
         _counselling(c, 31, 1)
         _counselling(c, 32, 2)
         _counselling(c, 33, 3)
