@@ -800,7 +800,10 @@ def describe(dm: DataMap) -> Iterable[str]:
     for t in dm.tables_in_dependency_order():
         for cat in t.categories:
             r = t.retention_for(cat)
+            # Tax evidence is kept to the later of its own rule and the tax rule: say both.
+            tax = dm.rule("tax") if t.tax_evidence and not r.period.is_zero else None
+            also = f", at least {tax.period} from {TAX_DEADLINE} as tax evidence" if tax else ""
             yield (
-                f"{t.name}: {cat} -> {r.period} from {t.anchor_of(cat)} [{r.basis_ref}] "
+                f"{t.name}: {cat} -> {r.period} from {t.anchor_of(cat)}{also} [{r.basis_ref}] "
                 f"({r.legal_basis})"
             )
