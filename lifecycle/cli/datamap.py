@@ -73,11 +73,17 @@ def check_cmd(
                 typer.echo(f"pattern {pattern} -> {', '.join(hits)}")
     for t in shown.tables_in_dependency_order():
         ends = ", ".join(p.kind if p.kind != "age" else f"age({p.column})" for p in t.purpose_end)
+        if t.age is None and t.expires_by_age:
+            # Periods counted from the record's own date end active members' rows too.
+            ends += f", age({t.age_column}: its periods over)"
         typer.echo(f"{t.name}  [purpose end: {ends}]")
         for cat in t.categories:
             r = t.retention_for(cat)
             src = " (default)" if r.default else ""
             typer.echo(f"  {cat:<14} {r.period!s:>5}{src}  {r.legal_basis}")
+            if not r.period.is_zero:
+                typer.echo(f"  {'':<14} {'':>5}  from {_anchor_text(t, cat)}; basis {r.basis_ref}")
+    typer.echo(f"business: {shown.business.describe()}")
     for note in shown.notes:
         typer.echo(f"note: {note}")
     unlawful = _identifiers(shown, eng)
@@ -148,3 +154,30 @@ def _census(dm: Any, eng: Any, category: str) -> list[Any]:
     today = datetime.now(ZoneInfo(get_settings().timezone)).date()
     with eng.connect() as conn:
         return census(conn, dm, md, category, today, check_holds="lifecycle_holds" in live)
+
+
+def _anchor_text(t, cat: str) -> str:  # type: ignore[no-untyped-def]
+    anchor = t.anchor_of(cat)
+    col = f" ({t.name}.{t.retain_from})" if anchor != "purpose_end" and t.retain_from else ""
+    extra = "; also the tax rule's, as tax evidence" if t.tax_evidence else ""
+    return f"{anchor}{col}{extra}"
+
+
+@datamap_app.command("explain")
+def explain_cmd(
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", help="Map to explain (default: LIFECYCLE_DATA_MAP or the demo map)."
+        ),
+    ] = None,
+) -> None:
+    """One line per table and category: its period, what the period counts from (purpose end,
+    the record's own date, the tax filing deadline), and what carries it (the listed statute
+    ids, or the consent column). Reads the map only; no database."""
+    from lifecycle.datamap.loader import describe, load_datamap
+
+    dm = load_datamap(file)
+    typer.echo(f"business: {dm.business.describe()}")
+    for line in describe(dm):
+        typer.echo(line)

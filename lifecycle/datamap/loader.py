@@ -19,6 +19,14 @@ from yaml.constructor import SafeConstructor
 
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap import identifiers
+from lifecycle.datamap.anchors import (
+    ANCHORS,
+    PURPOSE_END,
+    RECORD,
+    TAX_DEADLINE,
+    TaxProfile,
+    parse_month_day,
+)
 from lifecycle.datamap.model import (
     DataMap,
     DataMapError,
@@ -30,7 +38,14 @@ from lifecycle.datamap.model import (
     TableMap,
     Via,
 )
-from lifecycle.datamap.periods import DEFAULT_RULES, KNOWN_CATEGORIES, Period, Rule
+from lifecycle.datamap.periods import (
+    DEFAULT_ANCHORS,
+    DEFAULT_RULES,
+    KNOWN_CATEGORIES,
+    Period,
+    Rule,
+)
+from lifecycle.datamap.statutes import BY_ID, anchor_problem, check_rule
 
 SHIPPED_DEMO_MAP = Path(__file__).parent / "maps" / "demo.yaml"
 
@@ -44,6 +59,16 @@ class _Spec(BaseModel):
 class _RuleSpec(_Spec):
     period: Any = None
     legal_basis: Any = None
+    from_: Any = Field(default=None, alias="from")
+    consent: str | None = None
+
+
+class _BusinessSpec(_Spec):
+    type: Literal["individual", "corporation"] = "individual"
+    fiscal_year_end: str = "12-31"
+    vat: bool = True
+    faithful_filing: bool = False
+    medical_institution: bool = False
 
 
 class _ViaSpec(_Spec):
@@ -115,12 +140,14 @@ class _TableSpec(_Spec):
     files: list[str | _FileSpec] = Field(default_factory=list)
     purpose_end: list[str | dict[str, Any]] = Field(default_factory=lambda: ["withdrawal"])
     retain_from: str | None = None
+    tax_evidence: bool = False
     optional: bool = False
 
 
 class _MapSpec(_Spec):
     version: Literal[1] = 1
     site: _SiteSpec | None = None
+    business: _BusinessSpec = Field(default_factory=_BusinessSpec)
     subject: _SubjectSpec
     categories: list[str] = Field(default_factory=list)
     retention: dict[str, _RuleSpec | None] = Field(default_factory=dict)
@@ -249,9 +276,20 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         custom.add(c)
     vocabulary = set(KNOWN_CATEGORIES) | custom
 
+    b = spec.business
+    try:
+        fye = parse_month_day(b.fiscal_year_end)
+    except ValueError as exc:
+        raise err(f"business.fiscal_year_end: {exc}", "business", "fiscal_year_end") from None
+    business = TaxProfile(b.type, fye, b.vat, b.faithful_filing)
+    operator = frozenset({"medical_institution"} if b.medical_institution else ())
+
     rules: dict[str, Rule] = {}
     for cat, (p, basis) in DEFAULT_RULES.items():
-        rules[cat] = Rule(cat, Period.parse(p), basis, None, default=True)
+        per = Period.parse(p)
+        ids = tuple(st.id for st in check_rule(cat, per, basis))
+        rules[cat] = Rule(cat, per, basis, None, default=True, anchor=DEFAULT_ANCHORS.get(cat),
+                          statutes=ids)  # fmt: skip
     for cat, rs in spec.retention.items():
         where = ("retention", cat)
         if cat not in vocabulary:
@@ -271,13 +309,36 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             per = Period.parse(rs.period)
         except ValueError as exc:
             raise err(f"retention rule {cat!r}: {exc}", *where, "period") from None
-        if not isinstance(rs.legal_basis, str) or not rs.legal_basis.strip():
+        anchor = rs.from_
+        if anchor is not None and anchor not in ANCHORS:
             raise err(
-                f"retention rule {cat!r} has no legal_basis (the law or internal policy that "
-                f"sets its period)",
+                f"retention rule {cat!r}: from: {anchor!r} is not one of {', '.join(ANCHORS)}",
+                *where,
+                "from",
+            )
+        basis = rs.legal_basis.strip() if isinstance(rs.legal_basis, str) else ""
+        ids: tuple[str, ...] = ()
+        if rs.consent is not None:
+            if not rs.consent.strip():
+                raise err(f"retention rule {cat!r}: consent: names no column", *where, "consent")
+            basis = basis or f"정보주체의 별도 동의 (개인정보 보호법 제15조·제23조; {rs.consent})"
+        elif not basis:
+            raise err(
+                f"retention rule {cat!r} has no legal_basis (a listed statute with its "
+                "article, or consent: COLUMN for a consent-based period)",
                 *where,
             )
-        rules[cat] = Rule(cat, per, rs.legal_basis.strip(), marks.get(where))
+        else:
+            try:
+                ids = tuple(st.id for st in check_rule(cat, per, basis, operator=operator))
+            except ValueError as exc:
+                raise err(str(exc), *where, "legal_basis") from None
+            why = anchor and anchor_problem(cat, tuple(BY_ID[i] for i in ids), anchor)
+            if why and not per.is_zero:
+                raise err(why, *where, "from")
+        rules[cat] = Rule(cat, per, basis, marks.get(where), anchor=anchor,
+                          consent=rs.consent.strip() if rs.consent else None,
+                          statutes=ids)  # fmt: skip
 
     s = spec.subject
     dormancy = Dormancy(
@@ -445,8 +506,8 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 )
             if cat not in rules:
                 hint = (
-                    " (counselling records need an operator-set period: internal policy, never "
-                    "unbounded)"
+                    " (counselling records are kept only under a listed statute or a recorded "
+                    "separate consent: consent: COLUMN)"
                     if cat == "counselling"
                     else ""
                 )
@@ -596,6 +657,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 *base,
                 "key",
             )
+        _check_anchors(ts, name, columns, rules, err, s.table)
         if name == s.table and subject.keep_row and not columns:
             raise err("subject table kept blank on withdrawal lists no personal columns", *base)
         tables[name] = TableMap(
@@ -613,13 +675,67 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             links=tuple(links),
             file_templates=tuple(templates),
             optional=ts.optional,
+            tax_evidence=ts.tax_evidence,
         )
     for cat in spec.retention:
         if cat in custom and cat not in used:
             raise err(f"category {cat!r} has a rule but no table uses it", "retention", cat)
     flags = identifiers.parse(spec.unique_identifiers, {c for c in used}, err)
     return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks, site_root,
-                   identifiers=flags)  # fmt: skip
+                   business=business, operator=operator, identifiers=flags)  # fmt: skip
+
+
+def _check_anchors(
+    ts: _TableSpec,
+    name: str,
+    columns: dict[str, tuple[str, ...]],
+    rules: dict[str, Rule],
+    err: Any,
+    subject_table: str,
+) -> None:
+    """What each retained category of a table counts from must exist and suit its law."""
+    base = ("tables", name)
+    for cat in columns:
+        rule = rules[cat]
+        if rule.period.is_zero:
+            continue
+        anchor = rule.anchor or (RECORD if ts.retain_from else PURPOSE_END)
+        if anchor != PURPOSE_END and not ts.retain_from:
+            raise err(
+                f"table {name!r}: category {cat!r} counts from {anchor}, which needs the "
+                "record's date: give the table retain_from: COLUMN",
+                *base, "columns", cat,
+            )  # fmt: skip
+        why = anchor_problem(cat, tuple(BY_ID[i] for i in rule.statutes), anchor)
+        if why:
+            raise err(f"table {name!r}: {why}", *base, "columns", cat)
+        if anchor != PURPOSE_END and name == subject_table:
+            raise err(
+                f"subject table {name!r} cannot count a period from its own date (the member "
+                "row would expire while the member is still with the site)",
+                *base, "retain_from",
+            )  # fmt: skip
+    if ts.tax_evidence:
+        if not ts.retain_from:
+            raise err(
+                f"table {name!r}: tax_evidence needs retain_from: COLUMN (the record's date, "
+                "whose tax period sets the deadline)",
+                *base,
+                "tax_evidence",
+            )
+        if rules["tax"].period.is_zero or rules["tax"].consent:
+            raise err(
+                f"table {name!r}: tax_evidence needs a tax rule with a period",
+                *base,
+                "tax_evidence",
+            )
+        if rules["tax"].anchor not in (None, TAX_DEADLINE):
+            raise err(
+                f"table {name!r}: tax_evidence needs the tax rule to count from "
+                "tax_filing_deadline",
+                *base,
+                "tax_evidence",
+            )
 
 
 def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
@@ -687,4 +803,10 @@ def describe(dm: DataMap) -> Iterable[str]:
     for t in dm.tables_in_dependency_order():
         for cat in t.categories:
             r = t.retention_for(cat)
-            yield f"{t.name}: {cat} -> {r.period} ({r.legal_basis})"
+            # Tax evidence is kept to the later of its own rule and the tax rule: say both.
+            tax = dm.rule("tax") if t.tax_evidence and not r.period.is_zero else None
+            also = f", at least {tax.period} from {TAX_DEADLINE} as tax evidence" if tax else ""
+            yield (
+                f"{t.name}: {cat} -> {r.period} from {t.anchor_of(cat)}{also} [{r.basis_ref}] "
+                f"({r.legal_basis})"
+            )

@@ -40,8 +40,21 @@ access logs after 3 months, whether or not the member is still active).
 defaults follow docs/design.md (contract 5y, payment 5y, complaint 3y, advertising 6mo, tax 5y,
 access_log 3mo, everything else 0d = destroy within 5 days under PIPA 제21조); the map overrides
 them per category. ``counselling`` has no default: the operator must set it, and no rule may be
-unbounded. A period is counted from the table's ``retain_from`` column when set (e.g.
-``payments.paid_at``: 5 years from the payment), otherwise from the purpose end.
+unbounded. What a period counts from (a rule's ``from:``, :mod:`lifecycle.datamap.anchors`):
+the purpose end; the record's own date (the table's ``retain_from`` column, e.g.
+``payments.paid_at``: 5 years from the payment); or the tax filing deadline of the record's
+date (국세기본법 제85조의3, per the map's ``business:``). A rule without ``from:`` counts from
+the record's date on a table naming ``retain_from``, else from the purpose end; a NULL date
+falls back to the purpose end. A table marked ``tax_evidence`` keeps each retained category
+at least as long as the ``tax`` rule would keep the row. A consent-based rule (``consent:``)
+keeps its category only for a member whose consent column is recorded; otherwise the
+category is destroyed at the purpose end like a 0d one (:mod:`lifecycle.datamap.statutes`).
+
+*Independent of withdrawal.* A table whose retained categories count from the record's date
+(or its tax deadline) ends by age too: once every such category's period is over, the row's
+purpose has ended, for an active member as for anyone (the sweep's age phase takes it). Until
+then an active member's row stays live: the service still uses it. An explicit
+``{age: ...}`` purpose end takes precedence over this implicit one.
 
 *Rows holding several categories* (the decision :meth:`TableMap.plan_row` makes): when a row's
 purpose ends, each of its categories is *retained* if its period is non-zero and
@@ -69,8 +82,21 @@ from sqlalchemy import types as sqltypes
 from lifecycle.core.errors import UserError
 from lifecycle.core.storage_engines import non_transactional, refusal
 from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap.anchors import (
+    PURPOSE_END,
+    RECORD,
+    TAX_DEADLINE,
+    TaxProfile,
+    tax_cutoff,
+    tax_retain_until,
+)
 from lifecycle.datamap.identifiers import FlaggedCategory
 from lifecycle.datamap.periods import Period, Rule
+
+
+def consented(value: Any) -> bool:
+    """A consent column's value says the member consented (non-NULL and not false/0/'')."""
+    return value is not None and value is not False and value not in (0, "", "0")
 
 
 class DataMapError(UserError):
@@ -267,6 +293,9 @@ class TableMap:
     file_templates: tuple[FileTemplate, ...] = ()
     optional: bool = False  # a module the site may not have installed (the shop)
     pattern: str | None = None  # the map's ``g5_write_*`` this table was expanded from
+    # Its rows are tax evidence: every retained category is kept at least as long as the
+    # ``tax`` rule keeps a record of that date (payments that a tax return relies on).
+    tax_evidence: bool = False
 
     def __post_init__(self) -> None:
         if not self.keys and self.key:
@@ -369,20 +398,110 @@ class TableMap:
                 return p.column, period
         return None
 
+    # -- anchors: what each category's period counts from -------------------------------------
+
+    def anchor_of(self, category: str) -> str:
+        """``purpose_end``, ``record`` or ``tax_filing_deadline`` for this table's category."""
+        rule = self._map.rule(category)
+        if rule.anchor:
+            return rule.anchor
+        return RECORD if self.retain_from else PURPOSE_END
+
+    def until_of(self, category: str, ended: datetime, record: datetime | None) -> datetime:
+        """Until when a row keeps ``category``: ``ended`` is its purpose end, ``record`` its
+        ``retain_from`` value (NULL: the purpose end stands in for it)."""
+        rule = self._map.rule(category)
+        ended = as_utc(ended)
+        date_ = as_utc(record) if record is not None else ended
+        anchor = self.anchor_of(category)
+        if anchor == TAX_DEADLINE:
+            until = tax_retain_until(date_, rule.period, self._map.business)
+        elif anchor == RECORD:
+            until = rule.period.add_to(date_)
+        else:
+            until = rule.period.add_to(ended)
+        if self.tax_evidence and not rule.period.is_zero:
+            tax = self._map.rule("tax")
+            until = max(until, tax_retain_until(date_, tax.period, self._map.business))
+        return until
+
+    @property
+    def record_anchored(self) -> list[str]:
+        """Retained categories whose period runs from the row's own date (or its tax deadline):
+        they end the row by age, whether or not its member is still with the site."""
+        if not self.retain_from:
+            return []
+        return [
+            c
+            for c in self.columns
+            if not self._map.rule(c).period.is_zero and self.anchor_of(c) != PURPOSE_END
+        ]
+
+    @property
+    def age_column(self) -> str | None:
+        """The column rows expire by (an explicit age rule, else the record's date when some
+        category counts from it); None: rows end only with their member."""
+        if self.age is not None:
+            return self.age[0]
+        return self.retain_from if self.record_anchored else None
+
+    @property
+    def expires_by_age(self) -> bool:
+        return self.age_column is not None
+
+    def age_cutoff(self, now: datetime) -> datetime:
+        """Rows whose :attr:`age_column` is before this have reached their purpose end."""
+        if self.age is not None:
+            return self.age[1].subtract_from(now)
+        cuts = []
+        biz = self._map.business
+        for cat in self.record_anchored:
+            rule = self._map.rule(cat)
+            if self.anchor_of(cat) == TAX_DEADLINE:
+                cuts.append(tax_cutoff(now, rule.period, biz))
+            else:
+                cuts.append(rule.period.subtract_from(as_utc(now)))
+            if self.tax_evidence:
+                cuts.append(tax_cutoff(now, self._map.rule("tax").period, biz))
+        return min(cuts)
+
+    def age_ended_at(self, value: datetime) -> datetime:
+        """When the purpose of a row whose :attr:`age_column` holds ``value`` ended."""
+        if self.age is not None:
+            return self.age[1].add_to(as_utc(value))
+        return max(self.until_of(c, value, value) for c in self.record_anchored)
+
+    @property
+    def consent_columns(self) -> dict[str, str]:
+        """category -> the subject-table column recording the consent it is kept under."""
+        out = {}
+        for cat in self.columns:
+            col = self._map.rule(cat).consent
+            if col:
+                out[cat] = col
+        return out
+
     def plan_row(
-        self, purpose_ended_at: datetime, now: datetime, retain_from_value: datetime | None = None
+        self,
+        purpose_ended_at: datetime,
+        now: datetime,
+        retain_from_value: datetime | None = None,
+        consent: Mapping[str, Any] | None = None,
     ) -> RowPlan:
         """Decide one row's fate. ``retain_from_value`` is the row's ``retain_from`` column (if
-        the table has one; NULL there falls back to the purpose end)."""
-        anchor = retain_from_value if retain_from_value is not None else purpose_ended_at
-        anchor = as_utc(anchor)
+        the table has one; NULL there falls back to the purpose end); ``consent`` the member's
+        consent columns (a consent-based category without consent is destroyed)."""
         now = as_utc(now)
         parts: list[ArchivePart] = []
         destroyed: list[str] = []
         carried = tuple(self.carried_columns)
+        consent = consent or {}
         for cat, cols in self.columns.items():
             rule = self._map.rule(cat)
-            until = rule.retain_until(anchor)
+            if rule.consent and not consented(consent.get(rule.consent)):
+                destroyed.append(cat)
+                continue
+            until = self.until_of(cat, purpose_ended_at, retain_from_value)
             if rule.period.is_zero or until <= now:
                 destroyed.append(cat)
             else:
@@ -404,6 +523,8 @@ class DataMap:
         site_root: str | None = None,
         notes: tuple[str, ...] = (),
         identifiers: Mapping[str, FlaggedCategory] | None = None,
+        business: TaxProfile | None = None,
+        operator: frozenset[str] = frozenset(),
     ) -> None:
         self.source = source
         self.subject = subject
@@ -416,6 +537,10 @@ class DataMap:
         self.notes = notes
         # Categories holding unique identifiers (고유식별정보), see lifecycle.datamap.identifiers.
         self.identifiers: dict[str, FlaggedCategory] = dict(identifiers or {})
+        self.business = business or TaxProfile()
+        self.operator = operator  # what the operator is (medical_institution), for statutes
+        # Real foreign keys between mapped tables: (child, child columns, parent, parent cols).
+        self.foreign_keys: list[tuple[str, tuple[str, ...], str, tuple[str, ...]]] = []
         # child -> parents it must be deleted before; reflection adds real foreign keys.
         self._edges: dict[str, set[str]] = {name: set() for name in tables}
         for t in tables.values():
@@ -476,8 +601,8 @@ class DataMap:
                     f"parent {via.table} is not in the database"
                 )
         out = DataMap(self.source, self.subject, self.rules, tables, self.ignore_tables,
-                      self._marks, self.site_root, tuple(notes),
-                      identifiers=self.identifiers)  # fmt: skip
+                      self._marks, self.site_root, tuple(notes), identifiers=self.identifiers,
+                      business=self.business, operator=self.operator)  # fmt: skip
         return out
 
     def _where(self, *path: Any) -> str:
@@ -704,6 +829,9 @@ class DataMap:
                     "last_active_column",
                     time=True,
                 )
+        for cat in self.categories_in_use():
+            # A consent-based rule reads its member's consent from the members' table.
+            need(st, self.rules[cat].consent, "retention", cat, "consent")
         for name, t in self.tables.items():
             if name not in cols:
                 continue
@@ -716,7 +844,7 @@ class DataMap:
                     *base,
                     "key",
                 )
-            if t.age is not None and (t.composite or (
+            if t.expires_by_age and (t.composite or (
                 keys_ok and _type_kind(cols[name][t.key]) != "integer"
             )):  # fmt: skip
                 fail(
@@ -784,6 +912,8 @@ class DataMap:
                 parent = fk.get("referred_table")
                 if parent in self.tables and parent != name:
                     self._edges[name].add(parent)
+                    self.foreign_keys.append((name, tuple(fk["constrained_columns"]), parent,
+                                              tuple(fk["referred_columns"])))  # fmt: skip
         member_like = _member_like_names(s)
         for other in sorted(existing - set(self.tables)):
             if any(fnmatchcase(other, ig) for ig in self.ignore_tables) or other.startswith(

@@ -1,6 +1,8 @@
 """Retention periods and rules: parsing ``5y``/``P3M``-style periods, the built-in defaults.
 
-Pure: no database, no I/O. A :class:`Rule` is one category's period plus its legal basis.
+Pure: no database, no I/O. A :class:`Rule` is one category's period plus its legal basis,
+what the period counts from (:mod:`lifecycle.datamap.anchors`) and, for a consent-based rule,
+the consent column (:mod:`lifecycle.datamap.statutes` checks the basis).
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ DEFAULT_RULES: dict[str, tuple[str, str]] = {
     "service_usage": ("0d", PIPA_DEFAULT_BASIS),
     "uploads": ("0d", PIPA_DEFAULT_BASIS),
 }
+
+# What a default rule counts from, where not "the record's date if the table names one, else
+# the purpose end": tax evidence counts from the filing deadline (국세기본법 제85조의3).
+DEFAULT_ANCHORS: dict[str, str] = {"tax": "tax_filing_deadline"}
 
 # The vocabulary of categories; an operator adds their own under `categories:`.
 KNOWN_CATEGORIES: tuple[str, ...] = (*DEFAULT_RULES, "counselling")
@@ -171,10 +177,25 @@ class Rule:
     legal_basis: str
     line: int | None = None
     default: bool = False  # True when it came from DEFAULT_RULES rather than the map
+    # What the period counts from (the map's `from:`): purpose_end, record or
+    # tax_filing_deadline; None: the record's date on a table naming retain_from, else the
+    # purpose end (TableMap.anchor_of says which applies on a table).
+    anchor: str | None = None
+    # Consent-based: the subject table's column recording the member's consent. A row whose
+    # member has no consent recorded (NULL, false, 0, '') keeps nothing of this category.
+    consent: str | None = None
+    statutes: tuple[str, ...] = ()  # ids of the listed statutes the basis cites
 
     @property
     def destroy_now(self) -> bool:
         return self.period.is_zero
+
+    @property
+    def basis_ref(self) -> str:
+        """What carries the rule, for `datamap check`/`explain`: statute ids or the consent."""
+        if self.consent:
+            return f"consent:{self.consent}"
+        return ",".join(self.statutes) or "-"
 
     def retain_until(self, anchor: datetime) -> datetime:
         return self.period.add_to(anchor)

@@ -82,7 +82,7 @@ def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[Previ
                 if batch:
                     run(batch)
             for tm in ctx.ordered_tables:
-                if tm.age is None:
+                if not tm.expires_by_age:
                     continue
                 sel = age_selection(ctx, tm, now)
                 for chunk in iter_planned(ctx, conn, sel, now):

@@ -34,7 +34,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from lifecycle.core import dbkind
 from lifecycle.core.timeutil import as_utc
-from lifecycle.datamap.model import MemberLink, TableMap
+from lifecycle.datamap.anchors import RECORD, TAX_DEADLINE, tax_day, tax_retain_until
+from lifecycle.datamap.model import MemberLink, TableMap, consented
 from lifecycle.engine.context import EngineContext
 from lifecycle.requests import holds
 from models.requests import OPEN_STATES, LifecycleRequest
@@ -87,7 +88,7 @@ def selected_columns(tm: TableMap) -> list[str]:
     cols: dict[str, None] = {}
     for c in (*tm.carried_columns, *tm.personal_columns):
         cols[c] = None
-    for extra in (tm.retain_from, tm.age[0] if tm.age else None):
+    for extra in (tm.retain_from, tm.age_column):
         if extra:
             cols[extra] = None
     for ft in tm.file_templates:
@@ -105,25 +106,47 @@ class RowPlanner:
 
     The sweep decides millions of rows; the data map's general method rebuilds the same column
     lists and rule lookups for each. Same semantics (a test holds them equal): a category is
-    kept if its period is non-zero and ``anchor + period`` is still ahead, the anchor being
-    the row's ``retain_from`` value or else its purpose end.
+    kept if its period is non-zero, its consent (if consent-based) is recorded, and its
+    :meth:`TableMap.until_of` is still ahead.
     """
 
     def __init__(self, dm: Any, tm: TableMap, cols: list[str]) -> None:
         pos = {c: i for i, c in enumerate(cols)}
         carried = tuple(tm.carried_columns)
+        self.tm = tm
         self.key = pos[tm.key]
         self.keys = tuple(pos[k] for k in tm.keys) if tm.composite else None
         self.zero = tuple(c for c in tm.columns if dm.rule(c).period.is_zero)
+        # (category, period, names, positions, anchor, consent column)
         self.kept = [
-            (cat, dm.rule(cat).period, carried + cs, tuple(pos[c] for c in carried + cs))
+            (cat, dm.rule(cat).period, carried + cs, tuple(pos[c] for c in carried + cs),
+             tm.anchor_of(cat), dm.rule(cat).consent)
             for cat, cs in tm.columns.items()
             if not dm.rule(cat).period.is_zero
-        ]
+        ]  # fmt: skip
+        # The consent columns a row's member is asked for, in the order iter_planned selects
+        # them after the member id.
+        self.consent_cols = tuple(dict.fromkeys(c for *_x, c in self.kept if c))
         self.rf = pos[tm.retain_from] if tm.retain_from else None
+        self.tax_ext = dm.rule("tax").period if tm.tax_evidence else None
         # Period.add_to moves the wall-clock date (clamping month ends) and keeps the time, so
         # the wall-clock shift depends on the anchor's date alone: work it out once per date.
         self._shift: dict[tuple[int, date], timedelta] = {}
+        # Tax deadlines depend on the record's Korean day alone: one answer per day.
+        self._tax: dict[tuple[int, date], datetime] = {}
+
+    def _tax_until(self, k: int, cat: str, period: Any, anchor: str, rec: datetime) -> datetime:
+        key = (k, tax_day(rec))
+        until = self._tax.get(key)
+        if until is None:
+            biz = self.tm._map.business
+            until = tax_retain_until(rec, period, biz) if anchor == TAX_DEADLINE else None
+            if self.tax_ext is not None:
+                ext = tax_retain_until(rec, self.tax_ext, biz)
+                until = ext if until is None else max(until, ext)
+            assert until is not None
+            self._tax[key] = until
+        return until
 
     def _until(self, k: int, period: Any, anchor: datetime) -> datetime:
         key = (k, anchor.date())
@@ -136,20 +159,34 @@ class RowPlanner:
         return anchor + shift
 
     def plan(
-        self, row: tuple[Any, ...], ended: datetime, now: datetime
+        self,
+        row: tuple[Any, ...],
+        ended: datetime,
+        now: datetime,
+        consent: dict[str, Any] | None = None,
     ) -> tuple[tuple[Part, ...], tuple[str, ...]]:
         if not self.kept:
             return (), self.zero
-        anchor = row[self.rf] if self.rf is not None else None
-        anchor = as_utc(anchor if anchor is not None else ended)
+        ended = as_utc(ended)
+        rec = row[self.rf] if self.rf is not None else None
+        rec = as_utc(rec) if rec is not None else ended
         parts: list[Part] = []
         destroyed = list(self.zero)
-        day = anchor.date()
         shifts = self._shift
-        for k, (cat, period, names, idx) in enumerate(self.kept):
-            # The cache lookup inline: this runs once per row and category, millions of times.
-            shift = shifts.get((k, day))
-            until = self._until(k, period, anchor) if shift is None else anchor + shift
+        for k, (cat, period, names, idx, anchor, ccol) in enumerate(self.kept):
+            if ccol is not None and not (consent and consented(consent.get(ccol))):
+                destroyed.append(cat)  # consent-based, and this member gave none
+                continue
+            if anchor == TAX_DEADLINE:
+                until = self._tax_until(k, cat, period, anchor, rec)
+            else:
+                base = rec if anchor == RECORD else ended
+                # The cache lookup inline: this runs once per row and category, millions of
+                # times.
+                shift = shifts.get((k, base.date()))
+                until = self._until(k, period, base) if shift is None else base + shift
+                if self.tax_ext is not None:
+                    until = max(until, self._tax_until(k, cat, period, anchor, rec))
             if until <= now:
                 destroyed.append(cat)
             else:
@@ -240,7 +277,13 @@ def iter_planned(
         and tm.links[0].member_key != ctx.datamap.subject.key
     )
     who = t.c[tm.links[0].column] if by_login else member_expr(ctx, tm)
-    wanted = (*(t.c[c] for c in cols), who.label(SUBJECT_LABEL))
+    # The member's consent columns, read in the same statement (no second round trip while a
+    # streamed result is open): a consent-based category is kept only where it is recorded.
+    consents = [
+        consent_expr(ctx, tm, t, col, who, by_login).label(f"__lc_consent{i}")
+        for i, col in enumerate(planner.consent_cols)
+    ]
+    wanted = (*(t.c[c] for c in cols), who.label(SUBJECT_LABEL), *consents)
     if take:
         # The inner SELECT names its own FROM (no correlation with the DELETE's table); rows
         # deleted by an earlier chunk are invisible to the next one in the same transaction.
@@ -272,13 +315,27 @@ def iter_planned(
             if by_login
             else None
         )
+        ccols = planner.consent_cols
         for values in chunk:
             subject = values[n] if ids is None else ids.get(values[n])
+            consent = dict(zip(ccols, values[n + 1 :], strict=True)) if ccols else None
             values = values[:n]
-            parts, destroyed = plan(values, ended_at(values, subject), now)
+            parts, destroyed = plan(values, ended_at(values, subject), now, consent)
             pk = values[key] if keys is None else pk_text(tuple(values[i] for i in keys))
             out.append(PlannedRow(pk, subject, parts, destroyed, values))
         yield out
+
+
+def consent_expr(
+    ctx: EngineContext, tm: TableMap, t: Table, column: str, who: Any, by_login: bool
+) -> Any:
+    """The row's member's ``column`` of the members' table (NULL for rows with no member)."""
+    s = ctx.datamap.subject
+    if tm.name == s.table:
+        return t.c[column]
+    st = ctx.subject_table.alias()
+    match = st.c[tm.links[0].member_key] if by_login else st.c[s.key]
+    return select(st.c[column]).where(match == who).scalar_subquery()
 
 
 def _taken(ctx: EngineContext, conn: Connection, stmt: Any) -> Iterator[list[tuple[Any, ...]]]:
@@ -585,13 +642,15 @@ def age_selection(
     *,
     check_holds: bool = True,
 ) -> Selection:
-    """Rows of ``tm`` older than its age rule (e.g. access logs past 3 months)."""
-    assert tm.age is not None
-    col, period = tm.age
+    """Rows of ``tm`` past their age: an explicit age rule (access logs past 3 months), or
+    every period counted from the record's own date over (an active member's 6-year-old
+    payment). A row another mapped table still references stays until that row goes."""
+    col = tm.age_column
+    assert col is not None
     t = ctx.table(tm.name)
     at = selected_columns(tm).index(col)
+    where = and_(t.c[col] < tm.age_cutoff(now), *_unreferenced(ctx, tm, t))
     # Rows of a held member, or of a table holding a held category, stay (legal hold).
-    where = t.c[col] < period.subtract_from(now)
     if check_holds:
         where = and_(
             where,
@@ -603,9 +662,36 @@ def age_selection(
         where = and_(where, t.c[tm.key] <= last_id)
 
     def _ended(values: tuple[Any, ...], _subject: Any) -> datetime:
-        return period.add_to(as_utc(values[at]))
+        return tm.age_ended_at(values[at])
 
     return Selection(tm, where, _ended)
+
+
+def _unreferenced(ctx: EngineContext, tm: TableMap, t: Table) -> list[Any]:
+    """No row of another mapped table points at this row (a real foreign key, or a ``via``):
+    a payment its still-kept tax invoice references cannot be deleted before the invoice."""
+    dm = ctx.datamap
+    conds = []
+    for child, ccols, parent, pcols in dm.foreign_keys:
+        if parent != tm.name or child == tm.name or child not in dm.tables:
+            continue
+        ct = ctx.table(child).alias()
+        conds.append(
+            ~exists().where(*(ct.c[c] == t.c[p] for c, p in zip(ccols, pcols, strict=True)))
+        )
+    for other in dm.tables.values():
+        via = other.via
+        if via is None or other.name == tm.name:
+            continue
+        if tm.name not in ([tn for _v, tn in via.tables] if via.match else [via.table]):
+            continue
+        ct = ctx.table(other.name).alias()
+        cond = ct.c[via.column] == t.c[via.parent_key]
+        if via.match:
+            value = next(v for v, tn in via.tables if tn == tm.name)
+            cond = and_(cond, ct.c[via.match] == value)
+        conds.append(~exists().where(cond))
+    return conds
 
 
 def utcnow() -> datetime:

@@ -9,7 +9,8 @@ killed (a killed worker's message only comes back after the broker's visibility 
 there is only one worker process.
 
 Phases run in order: withdrawn members, dormant members (if the map enables dormancy), then
-rows past their own age rule (e.g. access logs older than 3 months). Member batches lock their
+rows past their own age rule (e.g. access logs older than 3 months), table by table, parents
+first (:func:`_stages` says why). Member batches lock their
 members' rows (``FOR UPDATE SKIP LOCKED``), so two runners can never move the same member.
 """
 
@@ -123,7 +124,7 @@ def plan_age_ranges(
 ) -> dict[str, list[tuple[int, int]]]:
     out: dict[str, list[tuple[int, int]]] = {}
     for tm in ctx.ordered_tables:
-        if tm.age is None:
+        if not tm.expires_by_age:
             continue
         sel = age_selection(ctx, tm, now)
         t = ctx.table(tm.name)
@@ -187,7 +188,7 @@ def process_age(
     now: datetime,
 ) -> MoveResult:  # fmt: skip
     tm = ctx.datamap.table(table)
-    if tm.age is None:
+    if not tm.expires_by_age:
         return MoveResult()
     check = holds.any_active(conn, ctx.local_date(now))
     sel = age_selection(ctx, tm, now, first, last, check_holds=check)
@@ -445,14 +446,16 @@ def _run_locked(
             except TRANSIENT_DB_ERRORS as exc:
                 retry.failed(exc)
                 _check_lock(lock)
-        for key in keys:
-            if dispatch is not None:
-                try:
-                    dispatch(key)
-                except Exception as exc:  # broker down: we work through the batches ourselves
-                    log.warning("could not dispatch sweep batches (%s)", type(exc).__name__)
-                    dispatch = None
-        _drain(ctx, lock, run_id, task_id, report, retry)
+        for stage in _stages(ctx, phase, keys):
+            for key in stage:
+                if dispatch is not None:
+                    try:
+                        dispatch(key)
+                    except Exception as exc:  # broker down: we work through them ourselves
+                        log.warning("could not dispatch sweep batches (%s)", type(exc).__name__)
+                        dispatch = None
+            only = {k.table for k in stage} if phase == "age" else None
+            _drain(ctx, lock, run_id, task_id, report, retry, only)
     while True:
         try:
             flush_ledger_outbox(ctx)
@@ -496,6 +499,30 @@ def _plan_phase(
         return _insert_batches(ctx, conn, run_id, phase, "", ranges)
 
 
+def _stages(ctx: EngineContext, phase: str, keys: list[BatchKey]) -> list[list[BatchKey]]:
+    """The phase's batches in the order they must run; each stage is drained before the next
+    is dispatched.
+
+    Age batches run table by table, parents before the tables referencing them. An age row
+    another mapped table still references is not taken (``age_selection``), and a batch
+    re-applies that test when it runs: were a referencing table's batches to run first, a row
+    referenced when the run was planned (a payment its tax invoice points at) would be freed
+    and taken in the same run, which neither the plan nor the dry run can foresee, and which
+    rows that catches would depend on batch order and id ranges. Parents first, a batch sees
+    the references the plan saw, so the run takes exactly the rows that were free when it was
+    planned, the ones the dry run lists; a row freed tonight goes next night, within the
+    five days 제21조 allows. It holds across crashes: a resumed run drains the earliest
+    table with pending batches first, and a later table's batches are never dispatched
+    before an earlier one is done.
+    """
+    if phase != "age":
+        return [keys]
+    by: dict[str, list[BatchKey]] = {}
+    for k in keys:
+        by.setdefault(k.table, []).append(k)
+    return [by[tm.name] for tm in reversed(ctx.ordered_tables) if tm.name in by] or [[]]
+
+
 def _check_lock(lock: JobLock) -> None:
     """After a database error: stop if another runner took the lock meanwhile."""
     try:
@@ -513,8 +540,10 @@ def _drain(
     task_id: str | None,
     report: Callable[[int, int], None] | None,
     retry: _Retry,
+    only: set[str] | None = None,
 ) -> None:
-    """Work through this run's pending batches until every one is done."""
+    """Work through this run's pending batches until every one is done (``only``: the age
+    batches of these tables, a stage of :func:`_stages`)."""
 
     def tell() -> None:
         if report is None:
@@ -528,6 +557,8 @@ def _drain(
     while True:
         try:
             pending = _batches(ctx, run_id, "pending")
+            if only is not None:
+                pending = [k for k in pending if k.kind == "age" and k.table in only]
             retry.ok()
         except TRANSIENT_DB_ERRORS as exc:
             retry.failed(exc)

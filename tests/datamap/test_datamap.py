@@ -90,7 +90,11 @@ def test_shipped_demo_map_loads_with_design_defaults() -> None:
     assert payments.retain_from == "paid_at"
     assert dm.table("access_logs").age == ("accessed_at", Period(months=3))
     assert dm.table("members").category_of("rrn") == "rrn"
-    assert not dm.table("members").retains_anything
+    # The member row keeps only the separate consent, and only where it was given.
+    assert [r.category for r in dm.table("members").rules if not r.period.is_zero] == [
+        "counselling"
+    ]
+    assert dm.rule("counselling").consent == "counselling_consent_at"
 
 
 def test_defaults_apply_when_the_map_omits_a_rule() -> None:
@@ -192,7 +196,7 @@ def test_custom_category_needs_a_rule_and_then_works() -> None:
     assert "category 'vehicle' has no retention rule" in err.message
     ok = edit(
         "retention:\n",
-        "retention:\n  vehicle: {period: 1y, legal_basis: internal}\n",
+        "retention:\n  vehicle: {period: 1y, legal_basis: 상법 제33조}\n",
         uses,
     )
     dm = parse_datamap(ok, "site.yaml")
@@ -204,7 +208,7 @@ def test_counselling_has_no_default_rule() -> None:
     end = DEMO.index("  profile: {")
     bad = DEMO[:start] + DEMO[end:]
     err = refused(bad)
-    assert err.line == line_of(bad, "counselling: [counsellor")
+    assert err.line == line_of(bad, "counselling: [counselling_consent_at]")
     assert "'counselling' has no retention rule" in err.message
 
 
@@ -442,6 +446,8 @@ def test_periods() -> None:
 MULTI = edit(
     "      payment: [amount, method, card_last4, payer_name, paid_at]",
     "      payment: [amount, method, card_last4, paid_at]\n      contact: [payer_name]",
+    # Counted from the payment alone here (tax evidence has tests of its own).
+    edit("    tax_evidence: true\n", ""),
 )
 
 

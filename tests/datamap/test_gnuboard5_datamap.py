@@ -257,6 +257,28 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
         "me_type, me_send_ip) "
         "VALUES ('lee_mh7', 'jung_hs', NOW(), '둘 다 탈퇴', 'recv', '10.0.3.9')"
     )
+    # An active member's orders: 7 years old (past 5 years from the order and from its tax
+    # filing deadline alike: it leaves the shop), and 5 years and 2 months old (past
+    # 전자상거래법's 5 years, but as sales evidence kept 5 years from its filing deadline,
+    # at least 5 months after the order: it stays).
+    old_orders = {1900000000000001: 365 * 7 + 2, 1900000000000002: 365 * 5 + 62}
+    for od_id, days in old_orders.items():
+        at = datetime.now() - timedelta(days=days)
+        site.sql(
+            "INSERT INTO g5_shop_order (od_id, mb_id, od_name, od_memo, od_shop_memo, "
+            "od_mod_history, od_cash_info, od_receipt_price, od_status, od_time) "
+            "VALUES (%s, 'park_js', '박지선', '', '', '', '', 9000, '완료', %s)",
+            od_id,
+            at,
+        )
+        site.sql(
+            "INSERT INTO g5_shop_cart (od_id, mb_id, it_id, it_name, ct_status, ct_history, "
+            "ct_price, ct_qty, ct_time) VALUES (%s, 'park_js', '1700000001', '상담 패키지', "
+            "'완료', '', 9000, 1, %s)",
+            od_id,
+            at,
+        )
+    expired = 1900000000000001
     before = snapshot(site)
     files_before = {p: p.read_bytes() for p in site.root.rglob("*") if p.is_file()}
 
@@ -303,6 +325,9 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
             if table == "g5_board_file" and posts_by[(r["bo_table"], r["wr_id"])] in LEAVERS:
                 continue
             if table == "g5_visit" and r["vi_date"] < cutoff:
+                continue
+            if table in ("g5_shop_order", "g5_shop_cart") and r["od_id"] == expired:
+                assert key not in after[table], table  # past its periods: gone by age
                 continue
             assert key in after[table], (table, {k: v for k, v in r.items() if k.endswith("id")})
             untouched += 1
@@ -427,12 +452,12 @@ def test_a_changed_map_is_followed_by_a_running_worker(site: Site) -> None:
     assert get_context() is first
     assert str(first.datamap.rule("access_log").period) == "3mo"
     text = site.map_path.read_text(encoding="utf-8")
-    site.map_path.write_text(text.replace("period: 3mo", "period: 6mo"), encoding="utf-8")
+    site.map_path.write_text(text.replace("period: 3mo", "period: 1mo"), encoding="utf-8")
     st = site.map_path.stat()
     os.utime(site.map_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     second = get_context()
     assert second is not first
-    assert str(second.datamap.rule("access_log").period) == "6mo"
+    assert str(second.datamap.rule("access_log").period) == "1mo"
     site.map_path.write_text(text.replace("period: 3mo", "period: forever"), encoding="utf-8")
     with pytest.raises(DataMapError) as exc:
         get_context()
@@ -457,6 +482,13 @@ def test_the_shipped_map_loads_and_names_what_the_engine_needs() -> None:
     memo = dm.tables["g5_memo"]
     assert [lk.column for lk in memo.links] == ["me_send_mb_id", "me_recv_mb_id"]
     assert dm.tables["g5_visit"].age is not None and not dm.tables["g5_visit"].links
+    # Orders and cart lines: 전자상거래법 records and sales evidence, ending by their own date
+    # for active members too.
+    for name in ("g5_shop_order", "g5_shop_cart"):
+        t = dm.tables[name]
+        assert t.tax_evidence and t.age_column in ("od_time", "ct_time"), name
+        assert {t.anchor_of(c) for c in t.columns} == {"record"}, name
+    assert dm.rule("tax").anchor == "tax_filing_deadline" and dm.business.kind == "individual"
 
 
 def test_rows_the_archive_cannot_tell_apart_roll_the_whole_move_back(site: Site) -> None:

@@ -1,0 +1,207 @@
+"""Retention anchors and consent on a real primary (PostgreSQL, then MariaDB), the real sweep.
+
+An active member's payment past its period goes (independent of withdrawal), a recent one
+stays; a withdrawn member's tax invoice of 5 January 2026 is archived until 5 years after its
+filing deadline (corporation, then individual business); counselling notes are archived only
+under a recorded separate consent; `sweep --dry-run` lists all of it first."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, insert, text
+
+from lifecycle.core.settings import reset_settings_cache
+from lifecycle.datamap.anchors import TAX_TZ
+from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.engine.preview import sweep_preview
+from lifecycle.engine.sweep import run_sweep
+from lifecycle.ops.demo_seed import create_schema
+from models import demo_site as T
+from tests.helpers import LifecycleEnv, site_engine
+
+NOW = datetime.now(UTC)
+INVOICE_DAY = datetime(2026, 1, 5, 10, tzinfo=TAX_TZ).astimezone(UTC)
+
+
+def _member(c, mid: int, *, withdrawn: bool = False, consent: bool = False) -> None:  # type: ignore[no-untyped-def]
+    c.execute(
+        insert(T.members).values(
+            id=mid, login_id=f"anchor{mid}", password_hash="x", name="김테스트",
+            joined_at=NOW - timedelta(days=3000),
+            status="withdrawn" if withdrawn else "active",
+            withdrawn_at=NOW - timedelta(days=10) if withdrawn else None,
+            counselling_consent_at=NOW - timedelta(days=900) if consent else None,
+        )
+    )  # fmt: skip
+
+
+def _payment(c, pid: int, mid: int, at: datetime) -> None:  # type: ignore[no-untyped-def]
+    c.execute(insert(T.payments).values(id=pid, member_id=mid, amount=50000, method="card",
+                                        payer_name="김테스트", paid_at=at))  # fmt: skip
+
+
+def _counselling(c, bid: int, mid: int) -> None:  # type: ignore[no-untyped-def]
+    at = NOW - timedelta(days=400)
+    c.execute(insert(T.counselling_bookings).values(id=bid, member_id=mid, counsellor="박상담",
+                                                    scheduled_at=at, status="done"))  # fmt: skip
+    c.execute(
+        insert(T.counselling_records).values(
+            id=bid, member_id=mid, booking_id=bid, session_at=at, counsellor="박상담", notes="상담"
+        )
+    )
+
+
+def _q(url: str, sql: str, **params: object) -> list[tuple]:  # type: ignore[type-arg]
+    eng = create_engine(url)
+    with eng.connect() as c:
+        rows = [tuple(r) for r in c.execute(text(sql), params)]
+    eng.dispose()
+    return rows
+
+
+def _archived(archive: str, table: str, pk: int) -> list[tuple]:  # type: ignore[type-arg]
+    return _q(
+        archive,
+        "SELECT category, retain_until FROM archive_records WHERE source_table = :t AND "
+        "source_pk = :pk ORDER BY category",
+        t=table,
+        pk=str(pk),
+    )
+
+
+@pytest.fixture
+def site(primary_env: LifecycleEnv):  # type: ignore[no-untyped-def]
+    primary = primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    eng = site_engine(primary)
+    create_schema(eng)  # the demo site's tables, no members
+    eng.dispose()
+    clear_context_cache()
+    yield primary_env
+    clear_context_cache()
+
+
+def _use_map(env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, business: str) -> None:
+    path = env.var_dir / f"map-{business}.yaml"
+    text_ = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
+    path.write_text(text_.replace("  type: individual ", f"  type: {business} "), "utf-8")
+    env.vars["LIFECYCLE_DATA_MAP"] = str(path)
+    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
+    reset_settings_cache()
+    clear_context_cache()
+
+
+def test_anchors_and_consent_in_the_sweep(
+    site: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    primary = site.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    archive = site.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
+    eng = site_engine(primary)
+    with eng.begin() as c:
+        _member(c, 1)  # active
+        _member(c, 2, withdrawn=True, consent=True)
+        _member(c, 3, withdrawn=True)
+        # Over six years old: past 5 years from the payment and from its tax deadline (at most
+        # 17 months after the payment) alike. Two years old: well inside both.
+        _payment(c, 11, 1, NOW - timedelta(days=365 * 6 + 200))
+        _payment(c, 12, 1, NOW - timedelta(days=365 * 2))
+        _payment(c, 21, 2, INVOICE_DAY)
+        c.execute(
+            insert(T.tax_invoices).values(
+                id=21, payment_id=21, member_id=2, issued_at=INVOICE_DAY, supply_amount=45455,
+                vat=4545, buyer_name="김테스트",
+            )
+        )  # fmt: skip
+        _counselling(c, 31, 1)
+        _counselling(c, 32, 2)
+        _counselling(c, 33, 3)
+    _use_map(site, monkeypatch, "corporation")
+
+    dry = site.run("sweep", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+
+    def listed(phase: str, table: str, cat: str, action: str, rows: int) -> bool:
+        pat = rf"^{phase}\s+{table}\s+{cat}\s+{action}\s+{rows}\b"
+        return any(re.match(pat, ln) for ln in lines)
+
+    assert listed("age", "payments", "payment", "destroy", 1), dry.stdout
+    assert listed("withdrawal", "tax_invoices", "tax", "archive", 1), dry.stdout
+    assert listed("withdrawal", "counselling_records", "counselling", "archive", 1), dry.stdout
+    assert listed("withdrawal", "counselling_records", "counselling", "destroy", 1), dry.stdout
+    with eng.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM payments")).scalar_one() == 3
+
+    out = run_sweep(get_context())
+    assert out["batches"] == out["batches_done"]
+    with eng.connect() as c:
+        pays = sorted(r[0] for r in c.execute(text("SELECT id FROM payments")))
+        notes = sorted(r[0] for r in c.execute(text("SELECT id FROM counselling_records")))
+        members = sorted(r[0] for r in c.execute(text("SELECT id FROM members")))
+    # The active member's old payment is gone, the recent one and their notes stay live.
+    assert pays == [12] and notes == [31] and members == [1]
+    assert _archived(archive, "payments", 11) == []
+    # Corporation (business year ending 31 Dec): 법인세 due 31 March 2027, 5 years on.
+    [(cat, until)] = _archived(archive, "tax_invoices", 21)
+    assert cat == "tax" and until == date(2032, 3, 31) and until >= date(2031, 7, 25)
+    # The payment is tax evidence: kept as long as its invoice.
+    assert _archived(archive, "payments", 21) == [("payment", date(2032, 3, 31))]
+    # Counselling notes: archived under the recorded consent (with the consent itself), the
+    # other member's destroyed.
+    assert [c for c, _u in _archived(archive, "counselling_records", 32)] == ["counselling"]
+    assert _archived(archive, "counselling_records", 33) == []
+    assert [c for c, _u in _archived(archive, "members", 2)] == ["counselling"]
+    assert _archived(archive, "members", 3) == []
+    # Ledger: every archive entry cites its rule's basis.
+    bases = [
+        b for (b,) in _q(archive, "SELECT legal_basis FROM ledger_entries WHERE action = 'archive'")
+    ]
+    assert any("국세기본법" in b for b in bases)
+    assert any("제23조" in b for b in bases)
+
+    # Individual business: 종합소득세 due 31 May 2027, so the invoice is kept to 31 May 2032.
+    with eng.begin() as c:
+        _member(c, 4, withdrawn=True)
+        _payment(c, 41, 4, INVOICE_DAY)
+        c.execute(insert(T.tax_invoices).values(id=41, payment_id=41, member_id=4,
+                  issued_at=INVOICE_DAY, supply_amount=45455, vat=4545))  # fmt: skip
+    _use_map(site, monkeypatch, "individual")
+    run_sweep(get_context())
+    assert _archived(archive, "tax_invoices", 41) == [("tax", date(2032, 5, 31))]
+    eng.dispose()
+
+
+def test_a_row_freed_during_the_run_waits_for_the_next_one(site: LifecycleEnv) -> None:
+    """Old payments 51..53 of an active member, 52 referenced by its old tax invoice: the run
+    takes 51, 53 and the invoice (what its dry run lists), not 52, although 52 lies inside a
+    planned id range and is free once the invoice has gone; the next run takes 52."""
+    primary = site.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    old = NOW - timedelta(days=365 * 7)
+    eng = site_engine(primary)
+    with eng.begin() as c:
+        _member(c, 5)
+        for pid in (51, 52, 53):
+            _payment(c, pid, 5, old)
+        c.execute(insert(T.tax_invoices).values(id=52, payment_id=52, member_id=5,
+                  issued_at=old, supply_amount=45455, vat=4545))  # fmt: skip
+
+    def forecast() -> dict[tuple[str, str, str], int]:
+        return {(ln.table, ln.category, ln.action): ln.rows for ln in sweep_preview(get_context())}
+
+    assert forecast() == {
+        ("payments", "payment", "destroy"): 2,
+        ("tax_invoices", "tax", "destroy"): 1,
+    }
+    run_sweep(get_context())
+    with eng.connect() as c:
+        assert [r[0] for r in c.execute(text("SELECT id FROM payments"))] == [52]
+        assert c.execute(text("SELECT count(*) FROM tax_invoices")).scalar_one() == 0
+    assert forecast() == {("payments", "payment", "destroy"): 1}
+    run_sweep(get_context())
+    with eng.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM payments")).scalar_one() == 0
+    assert forecast() == {}
+    eng.dispose()
