@@ -649,7 +649,11 @@ def age_selection(
     assert col is not None
     t = ctx.table(tm.name)
     at = selected_columns(tm).index(col)
-    where = and_(t.c[col] < tm.age_cutoff(now), *_unreferenced(ctx, tm, t))
+    cutoff = tm.age_cutoff(now)
+    # MySQL's zero date ('0000-00-00', a PHP site's "no date") sorts before every cut-off but
+    # has no date to count a period from: such a row stays rather than failing the batch.
+    floor = datetime(1000, 1, 1, tzinfo=cutoff.tzinfo)
+    where = and_(t.c[col] < cutoff, t.c[col] >= floor, *_unreferenced(ctx, tm, t))
     # Rows of a held member, or of a table holding a held category, stay (legal hold).
     if check_holds:
         where = and_(

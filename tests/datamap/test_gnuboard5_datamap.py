@@ -381,6 +381,24 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     assert acc.ledger_destroy[("g5_visit", "access_log")] == 12
 
 
+def test_a_zero_date_in_an_age_table_is_kept_not_a_failed_sweep(site: Site) -> None:
+    # '0000-00-00' sorts before every cut-off, but it is Gnuboard's "no date": nothing to count
+    # a period from, so the row stays (and the rest of the table still expires).
+    site.innodb()
+    before = site.sql("SELECT count(*) FROM g5_visit")[0][0]
+    site.sql(
+        "INSERT INTO g5_visit (vi_id, vi_ip, vi_date, vi_time, vi_referer, vi_agent, vi_browser, "
+        "vi_os, vi_device) VALUES (9999, '198.51.100.7', '0000-00-00', '00:00:00', '', '', '', "
+        "'', '')"
+    )
+    counts = run_sweep(get_context())
+    assert counts["destroyed_parts"] > 0, counts
+    assert site.sql("SELECT count(*) FROM g5_visit WHERE vi_id = 9999")[0][0] == 1
+    cutoff = (datetime.now() - timedelta(days=92)).date()
+    assert site.sql("SELECT count(*) FROM g5_visit WHERE vi_date >= %s", cutoff)[0][0] > 0
+    assert site.sql("SELECT count(*) FROM g5_visit")[0][0] < before + 1
+
+
 def test_a_correction_through_the_gnuboard5_map(site: Site) -> None:
     site.innodb()
     ctx = get_context()
