@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,31 @@ from tests.helpers import (
 from tests.pg_server import PgServer, start_postgres
 
 MEMBERS = 20_000
-WATCHED = ("contracts", "counselling_records")  # every row is retained (5y/10y)
+# Rows the sweep must archive, never destroy: contracts (5y), and counselling records (10y) of
+# the members who recorded the separate consent (the others are destroyed: not watched).
+WATCHED = ("contracts", "counselling_records")
+
+
+def retained_rows(primary: str, rows: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    """The snapshot's rows of each watched table that the sweep must archive."""
+    eng = create_engine(primary)
+    try:
+        with eng.connect() as c:
+            consented = {
+                str(r[0])
+                for r in c.execute(
+                    text(
+                        "SELECT cr.id FROM counselling_records cr JOIN members m "
+                        "ON m.id = cr.member_id WHERE m.counselling_consent_at IS NOT NULL"
+                    )
+                )
+            }
+    finally:
+        eng.dispose()
+    expected = {t: {pk for (tt, pk) in rows if tt == t} for t in WATCHED}
+    expected["counselling_records"] &= consented
+    assert expected["counselling_records"], "the seed recorded no consent: nothing is watched"
+    return expected
 
 
 @pytest.fixture
@@ -157,7 +181,7 @@ def test_sweep_survives_sigkill_redis_restart_and_postgres_crash(
     seed_site(primary, MEMBERS)
     assert withdraw_all(primary) == MEMBERS
     snap = snapshot_site(primary)
-    expected = {t: {pk for (tt, pk) in snap.rows if tt == t} for t in WATCHED}
+    expected = retained_rows(primary, snap.rows)
     monitor = Monitor(primary, archive, expected)
     monitor.start()
 

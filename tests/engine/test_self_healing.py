@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.engine.test_engine_fire import WATCHED, Monitor, _withdrawn_left, fire_env  # noqa: F401
+from tests.engine.test_engine_fire import (  # noqa: F401
+    WATCHED,
+    Monitor,
+    _withdrawn_left,
+    fire_env,
+    retained_rows,
+)
 from tests.helpers import (
     LifecycleEnv,
     RedisServer,
@@ -87,7 +93,7 @@ def test_sweep_finishes_by_itself_after_redis_kill_worker_kill_and_postgres_cras
     seed_site(primary, MEMBERS)
     assert withdraw_all(primary) == MEMBERS
     snap = snapshot_site(primary)
-    expected = {t: {pk for (tt, pk) in snap.rows if tt == t} for t in WATCHED}
+    expected = retained_rows(primary, snap.rows)
     monitor = Monitor(primary, archive, expected)
     monitor.start()
 
