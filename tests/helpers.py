@@ -759,6 +759,21 @@ def leaks(blob: bytes, values: set[str]) -> list[str]:
     return found
 
 
+def sql_rows(url: str, sql: str, **params: object) -> list[tuple[Any, ...]]:
+    """The rows of one query against ``url``: a test's own look at a database."""
+    eng = create_engine(url)
+    try:
+        with eng.connect() as c:
+            return [tuple(r) for r in c.execute(text(sql), params)]
+    finally:
+        eng.dispose()
+
+
+def sql_one(url: str, sql: str, **params: object) -> int:
+    """The single integer a query returns (a count)."""
+    return int(sql_rows(url, sql, **params)[0][0])
+
+
 def site_engine(url: str) -> Engine:
     """An engine on ``url`` set up as the workers' are (on MySQL: UTC session, zero dates)."""
     from sqlalchemy.engine import make_url

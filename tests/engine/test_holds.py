@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from lifecycle.engine.context import clear_context_cache, get_context
@@ -14,6 +14,8 @@ from lifecycle.engine.purge import purge_preview, run_purge
 from lifecycle.engine.sweep import run_sweep
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
 from tests.helpers import LifecycleEnv, seed_site, table_counts, withdraw_all
+from tests.helpers import sql_one as _one
+from tests.helpers import sql_rows as _q
 
 
 @pytest.fixture
@@ -24,18 +26,6 @@ def site(primary_env: LifecycleEnv):  # type: ignore[no-untyped-def]
     clear_context_cache()
     yield primary_env
     clear_context_cache()
-
-
-def _q(url: str, sql: str, **params: object) -> list[tuple]:  # type: ignore[type-arg]
-    eng = create_engine(url)
-    with eng.connect() as c:
-        rows = [tuple(r) for r in c.execute(text(sql), params)]
-    eng.dispose()
-    return rows
-
-
-def _one(url: str, sql: str, **params: object) -> int:
-    return int(_q(url, sql, **params)[0][0])
 
 
 def _urls(env: LifecycleEnv) -> tuple[str, str]:

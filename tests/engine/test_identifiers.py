@@ -8,11 +8,12 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from lifecycle.engine import identifiers as ident
 from lifecycle.engine.context import clear_context_cache, get_context
 from tests.helpers import LifecycleEnv, seed_site
+from tests.helpers import sql_one as _one
+from tests.helpers import sql_rows as _q
 
 HELD_SQL = "SELECT count(*) FROM members WHERE rrn IS NOT NULL AND rrn <> ''"
 
@@ -23,18 +24,6 @@ def site(primary_env: LifecycleEnv):  # type: ignore[no-untyped-def]
     clear_context_cache()
     yield primary_env
     clear_context_cache()
-
-
-def _q(url: str, sql: str, **params: object) -> list[tuple]:  # type: ignore[type-arg]
-    eng = create_engine(url)
-    with eng.connect() as c:
-        rows = [tuple(r) for r in c.execute(text(sql), params)]
-    eng.dispose()
-    return rows
-
-
-def _one(url: str, sql: str, **params: object) -> int:
-    return int(_q(url, sql, **params)[0][0])
 
 
 def _one_line(r) -> str:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert, text
 
 from lifecycle.core.settings import reset_settings_cache
 from lifecycle.datamap.anchors import TAX_TZ
@@ -22,6 +22,7 @@ from lifecycle.engine.sweep import run_sweep
 from lifecycle.ops.demo_seed import create_schema
 from models import demo_site as T
 from tests.helpers import LifecycleEnv, site_engine
+from tests.helpers import sql_rows as _q
 
 NOW = datetime.now(UTC)
 INVOICE_DAY = datetime(2026, 1, 5, 10, tzinfo=TAX_TZ).astimezone(UTC)
@@ -53,14 +54,6 @@ def _counselling(c, bid: int, mid: int) -> None:  # type: ignore[no-untyped-def]
             id=bid, member_id=mid, booking_id=bid, session_at=at, counsellor="박상담", notes="상담"
         )
     )
-
-
-def _q(url: str, sql: str, **params: object) -> list[tuple]:  # type: ignore[type-arg]
-    eng = create_engine(url)
-    with eng.connect() as c:
-        rows = [tuple(r) for r in c.execute(text(sql), params)]
-    eng.dispose()
-    return rows
 
 
 def _archived(archive: str, table: str, pk: int) -> list[tuple]:  # type: ignore[type-arg]
