@@ -281,9 +281,10 @@ class LifecycleTask(Task):
             log.warning("could not send the progress event of %s[%s]", self.name, self.request.id)
 
 
-# Options of the request handlers (withdrawal, correction, the rights): a database restart or a
-# deadlock with the sweep is retried with backoff; every step resumes from the persisted state.
-REQUEST_TASK: dict[str, Any] = {
+# Options of the jobs that resume from their persisted state (the request handlers, the
+# identifier destruction): a database restart or a deadlock with the sweep is retried with
+# backoff, and the retry carries on where the last committed step left off.
+RESUMABLE_TASK: dict[str, Any] = {
     "base": LifecycleTask,
     "bind": True,
     "autoretry_for": TRANSIENT_DB_ERRORS,

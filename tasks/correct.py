@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from lifecycle.rights.correction import run_correction
-from tasks.base import REQUEST_TASK, LifecycleTask
+from tasks.base import RESUMABLE_TASK, LifecycleTask
 from workers.app import app
 
 
-@app.task(name="lifecycle.correct", lease="args", **REQUEST_TASK)
+@app.task(name="lifecycle.correct", lease="args", **RESUMABLE_TASK)
 def correct(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_correction(int(request_id), self.request.id)

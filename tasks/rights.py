@@ -9,31 +9,31 @@ from lifecycle.rights.answers import answer_pending as _answer_pending
 from lifecycle.rights.consent import run_consent_withdrawal
 from lifecycle.rights.erase import run_erasure
 from lifecycle.rights.suspension import run_lift, run_suspension
-from tasks.base import REQUEST_TASK, LifecycleTask
+from tasks.base import RESUMABLE_TASK, LifecycleTask
 from workers.app import app
 
 
-@app.task(name="lifecycle.rights.access", **REQUEST_TASK)
+@app.task(name="lifecycle.rights.access", **RESUMABLE_TASK)
 def access(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_access(int(request_id), self.request.id)
 
 
-@app.task(name="lifecycle.rights.erase", **REQUEST_TASK)
+@app.task(name="lifecycle.rights.erase", **RESUMABLE_TASK)
 def erase(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_erasure(int(request_id), self.request.id)
 
 
-@app.task(name="lifecycle.rights.suspend", **REQUEST_TASK)
+@app.task(name="lifecycle.rights.suspend", **RESUMABLE_TASK)
 def suspend(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_suspension(int(request_id), self.request.id)
 
 
-@app.task(name="lifecycle.rights.suspend_lift", **REQUEST_TASK)
+@app.task(name="lifecycle.rights.suspend_lift", **RESUMABLE_TASK)
 def suspend_lift(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_lift(int(request_id), self.request.id)
 
 
-@app.task(name="lifecycle.rights.consent_withdraw", **REQUEST_TASK)
+@app.task(name="lifecycle.rights.consent_withdraw", **RESUMABLE_TASK)
 def consent_withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
     return run_consent_withdrawal(int(request_id), self.request.id)
 

@@ -8,11 +8,11 @@ from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import get_context
 from lifecycle.rights.withdrawal import carry_out, fail_request
 from lifecycle.vault.keystore import KeyUnavailable
-from tasks.base import REQUEST_TASK, LifecycleTask
+from tasks.base import RESUMABLE_TASK, LifecycleTask
 from workers.app import app
 
 
-@app.task(name="lifecycle.withdraw", lease="args", **REQUEST_TASK)
+@app.task(name="lifecycle.withdraw", lease="args", **RESUMABLE_TASK)
 def withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
 
     try:
