@@ -1,5 +1,5 @@
 """Heals itself: a sweep started once finishes with no manual action through a Redis kill -9,
-a worker's main process killed and a PostgreSQL crash, because every long job holds a lease
+the coordinator's worker killed and a PostgreSQL crash, because every long job holds a lease
 that beat's watchdog re-sends when it expires.
 
 Throwaway PostgreSQL and Redis servers on free ports (as in test_engine_fire.py). Leases and the
@@ -9,7 +9,6 @@ takes a few minutes, not the production ~1 minute per recovery times several fau
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from sqlalchemy import create_engine, text
 
 from tests.engine.test_engine_fire import (  # noqa: F401
@@ -45,6 +45,7 @@ from tests.pg_server import PgServer
 MEMBERS = 12_000
 LEASE_SECONDS = "4"
 TICK_SCALE = "0.2"  # watchdog every 3 s, relay every 1 s
+MEMBER_BATCH = 20
 
 
 def _beat(env: LifecycleEnv, log: Path) -> subprocess.Popen[bytes]:
@@ -64,6 +65,32 @@ def _kill_redis_hard(redis: RedisServer) -> None:
     redis.proc.wait(20)
     time.sleep(1.0)
     redis.proc = start_redis(redis.dir, redis.port, aof=True).proc
+
+
+def _wait_for_progress(primary: str, at_most: int, limit: float = 60.0) -> int:
+    """Withdrawn members left once the sweep is under way (at most ``at_most`` left)."""
+    deadline = time.monotonic() + limit
+    while True:
+        left = _withdrawn_left(primary)
+        if left <= at_most:
+            return left
+        assert time.monotonic() < deadline, f"sweep made no progress in {limit:.0f} s ({left} left)"
+        time.sleep(0.2)
+
+
+def _coordinator_worker(app: Celery, primary: str, limit: float = 20.0) -> str:
+    """Node name of the worker running the sweep coordinator (its lease names the task id)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        rows = _one(
+            primary, "SELECT task_id FROM lifecycle_job_leases WHERE key = 'lifecycle.sweep.run'"
+        )
+        task_id = rows[0][0] if rows else None  # type: ignore[index]
+        for node, active in (app.control.inspect(timeout=2).active() or {}).items():
+            if any(t.get("id") == task_id for t in active):
+                return str(node)
+        time.sleep(0.5)
+    raise AssertionError(f"no worker reports the sweep coordinator as active in {limit:.0f} s")
 
 
 def _one(url: str, sql: str) -> object:
@@ -108,16 +135,25 @@ def test_sweep_finishes_by_itself_after_redis_kill_worker_kill_and_postgres_cras
     }
     try:
         # Sent once. Nothing below sends it again: the watchdog must.
-        app.send_task("lifecycle.sweep.run", kwargs={"member_batch": 100})
-        time.sleep(6)
-        print(f"redis kill -9 ({_withdrawn_left(primary)} withdrawn left)")
+        # Small batches keep the sweep running for tens of seconds, so the faults land in it.
+        app.send_task("lifecycle.sweep.run", kwargs={"member_batch": MEMBER_BATCH})
+        started = _wait_for_progress(primary, MEMBERS * 9 // 10)
+        # Every fault below must hit a running sweep, else the test proves nothing.
+        assert started > MEMBERS // 4, f"sweep nearly done before the first fault ({started} left)"
+        # The worker whose process runs the coordinator is the one killed below: a fault that
+        # only takes batches away never needs the watchdog.
+        host = _coordinator_worker(app, primary)
+        victim = next(k for k, w in workers.items() if host.startswith(f"{w.name}@"))
+        print(f"redis kill -9 ({started} withdrawn left; coordinator on {victim})")
         _kill_redis_hard(redis)
         killed_at = time.monotonic()
 
         time.sleep(5)
-        print(f"worker a main process SIGKILL ({_withdrawn_left(primary)} left)")
-        os.kill(workers["a"].proc.pid, signal.SIGKILL)
-        workers["a2"] = start_worker(env, queues=queues, concurrency=2, name="heal-a2")
+        # The whole process group: a main process killed alone leaves its pool child running
+        # the coordinator to the end (Celery could not cancel it while Redis was down).
+        print(f"worker {victim} SIGKILL, main and pool ({_withdrawn_left(primary)} left)")
+        workers[victim].kill(signal.SIGKILL)
+        workers[f"{victim}2"] = start_worker(env, queues=queues, concurrency=2, name="heal-c")
 
         time.sleep(5)
         print(f"postgres crash ({_withdrawn_left(primary)} left)")
