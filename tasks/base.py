@@ -179,7 +179,7 @@ class LifecycleTask(Task):
     def _take_lease(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> leases.Lease | None:
         key = self._lease_key(args, kwargs)
         delivery = self.request.delivery_info or {}
-        return leases.acquire(
+        lease = leases.acquire(
             key,
             self.name,
             list(args),
@@ -187,6 +187,15 @@ class LifecycleTask(Task):
             queue=delivery.get("routing_key") or None,
             task_id=self.request.id,
         )
+        if lease is not None and lease.taken_over:
+            # Ops reading the log after a crash see which jobs were picked up, and how late.
+            log.warning(
+                "%s[%s]: took over the job from a holder silent for %d s",
+                self.name,
+                self.request.id,
+                lease.stalled_seconds,
+            )
+        return lease
 
     def _quietly(self, fn: Any, *args: Any) -> None:
         try:

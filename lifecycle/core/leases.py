@@ -76,6 +76,8 @@ class Lease:
     engine: Engine
     redispatches: int = 0
     stalled_seconds: int = 0
+    # Taken from a holder that stopped renewing (its worker died): not a retry or a re-send.
+    taken_over: bool = False
 
 
 # -- the holder's side ---------------------------------------------------------------------------
@@ -137,7 +139,7 @@ def acquire(
         if fresh:
             return Lease(lease_id, key, holder, eng)
         stalled = int((now - as_utc(beat)).total_seconds())
-        return Lease(lease_id, key, holder, eng, int(redispatches), stalled)
+        return Lease(lease_id, key, holder, eng, int(redispatches), stalled, state == "held")
     try:
         with eng.begin() as conn:
             lease_id = conn.execute(

@@ -63,6 +63,7 @@ def test_one_holder_at_a_time_and_expired_leases_are_sent_again_once(
     # The re-sent copy takes the lease over; the dead holder can no longer finish it.
     second = leases.acquire(key, "lifecycle.withdraw", [42], task_id="t3")
     assert second is not None and second.redispatches == 1 and second.stalled_seconds >= 0
+    assert not second.taken_over  # re-sent by the watchdog, not taken from a silent holder
     leases.finish(first, "failed", "should not count")
     assert _lease_row(key)["state"] == "held"  # type: ignore[index]
     leases.finish(second, "done")
@@ -72,8 +73,14 @@ def test_one_holder_at_a_time_and_expired_leases_are_sent_again_once(
         s.execute(update(JobLease).where(JobLease.key == key).values(expires_at=past))
     assert leases.redispatch_expired(sent.append) == []
     third = leases.acquire(key, "lifecycle.withdraw", [42], task_id="t4")
-    assert third is not None and third.redispatches == 0
+    assert third is not None and third.redispatches == 0 and not third.taken_over
     assert leases.follow("t4") is not None and leases.follow("t1") is None
+    # Its worker dies before the watchdog looks; the broker redelivers the same message to
+    # another worker, which takes the expired lease over (and says so in its log).
+    with db.session("primary") as s:
+        s.execute(update(JobLease).where(JobLease.key == key).values(expires_at=past))
+    fourth = leases.acquire(key, "lifecycle.withdraw", [42], task_id="t4")
+    assert fourth is not None and fourth.taken_over and fourth.redispatches == 0
 
 
 def test_a_failed_job_is_not_sent_again(lifecycle_env: LifecycleEnv) -> None:
