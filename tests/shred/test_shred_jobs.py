@@ -109,7 +109,7 @@ def test_cli_shred_wait_destroys_files_and_ledgers_each(
     entries = shred_entries()
     assert len(entries) == 2
     for e in entries:
-        assert e.method == "AES-CTR overwrite ×1 + read-back verify + rename + truncate + unlink"
+        assert e.method == "AES-CTR overwrite ×1 + read-back verify + rename + unlink"
         assert e.details["outcome"] == "shredded"
         assert e.details["fs_type"] and "overwrite_trusted" in e.details
         assert e.details["verified"] is True

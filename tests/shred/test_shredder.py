@@ -21,6 +21,7 @@ from lifecycle.shred.shredder import (
     allocated_size,
     check_path,
     overwrite_fd,
+    release_unlinked,
     shred_path,
     shred_paths,
 )
@@ -175,7 +176,7 @@ def test_options_are_checked() -> None:
     with pytest.raises(ValueError):
         ShredOptions(chunk_size=1000)
     assert ShredOptions(passes=2, zero=True, verify=True).method == (
-        "AES-CTR overwrite ×2 + zero pass + read-back verify + rename + truncate + unlink"
+        "AES-CTR overwrite ×2 + zero pass + read-back verify + rename + unlink"
     )
 
 
@@ -190,6 +191,8 @@ def test_shred_leaves_no_file_and_no_entry_with_the_original_name(root: Path) ->
     keep = sub / "other.txt"
     fill(keep, 1000)
     reader = os.open(path, os.O_RDONLY)
+    release_unlinked()
+    fds_before = len(os.listdir("/proc/self/fd"))
 
     result = shred_path(str(path), [root])
 
@@ -199,8 +202,11 @@ def test_shred_leaves_no_file_and_no_entry_with_the_original_name(root: Path) ->
     assert result.overwrite_trusted == fsinfo.overwrite_trusted(result.fs_type)
     assert sorted(os.listdir(sub)) == ["other.txt"]  # no original name, no temporary name
     assert not path.exists()
-    # The inode we held open was overwritten and truncated, not just unlinked.
+    # The inode we held open was overwritten and, once its blocks were freed after the
+    # result, truncated; the shredder's own descriptor to it is closed by then.
+    release_unlinked()
     assert os.fstat(reader).st_size == 0
+    assert len(os.listdir("/proc/self/fd")) == fds_before
     assert os.fstat(reader).st_nlink == 0
     os.close(reader)
     assert keep.read_bytes() == (PATTERN * 100)[:1000]
