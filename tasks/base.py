@@ -19,6 +19,7 @@ which `workers.app` installs as the app's message factory.
 from __future__ import annotations
 
 import logging
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -257,6 +258,11 @@ class LifecycleTask(Task):
                 safe_errors.describe(exc),
                 safe_errors.safe_traceback(type(exc), exc, exc.__traceback__),
             )
+            # The redacted copy is raised inside the handler, so the original stays its
+            # __context__, and Celery clears only the raised exception's frames: without this,
+            # each failure's inner frames (and every object their locals hold, rows included)
+            # outlive the task in the pool process.
+            traceback.clear_frames(exc.__traceback__)
             return safe
         except Exception:  # never let a bug here put the original exception on the wire
             ref = safe_errors.new_ref()

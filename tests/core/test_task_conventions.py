@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -291,3 +293,41 @@ def test_result_check_allows_status_words_not_names() -> None:
     ):
         with pytest.raises(UnsafeTaskResult):
             check_task_result("lifecycle.x", bad)
+
+
+# -- a failure leaves nothing of the failed job's data behind in the pool process ---------------
+
+
+class _Rows:
+    """Stands for what a failing job held in its locals (rows read, a parsed map)."""
+
+
+def _fail_holding(refs: list[weakref.ref[_Rows]]) -> None:
+    rows = _Rows()
+    refs.append(weakref.ref(rows))
+    raise KeyError("member 7")
+
+
+def test_a_redacted_failure_releases_what_the_failed_frames_held() -> None:
+    from tasks.sweep import archive_batch
+
+    refs: list[weakref.ref[_Rows]] = []
+    try:
+        _fail_holding(refs)
+    except KeyError as exc:
+        original = exc
+    safe = archive_batch._redacted(original)
+    assert "member 7" not in str(safe)
+    # The original stays reachable (it becomes the raised copy's __context__), so its frames'
+    # locals must be gone, or every failed task would keep its data in the worker.
+    gc.collect()
+    assert refs[0]() is None
+    assert original.__traceback__ is not None  # the stack itself is still there for the log
+
+
+def test_worker_processes_are_replaced_above_a_memory_cap() -> None:
+    from lifecycle.core.settings import get_settings
+    from workers.config import WORKER_MAX_MEMORY_KIB, celery_config
+
+    assert celery_config(get_settings())["worker_max_memory_per_child"] == WORKER_MAX_MEMORY_KIB
+    assert 256 * 1024 <= WORKER_MAX_MEMORY_KIB <= 1024 * 1024
