@@ -4,6 +4,10 @@ Each child gets its own session (process group), so a terminal's Ctrl-C reaches 
 stop the children in order: beat first (no new jobs), then the worker (warm shutdown finishes
 the job in hand), then Flower. Anything still alive after the grace period is SIGKILLed by
 process group, so no orphan survives (prefork children included).
+
+Flower starts once the worker has said it is ready: a Flower that starts first asks a worker
+that is not listening yet and logs failed inspections (warnings, and errors on a fresh
+embedded broker), the wrong first thing for an operator to read on a healthy start.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from lifecycle.core import queues
 from lifecycle.core.settings import Settings
 
 STOP_GRACE_SECONDS = 20.0
+# Longer than a cold worker start on a loaded 2-core machine; Flower starts anyway after it.
+FLOWER_WAIT_SECONDS = 30.0
+# Celery's worker logs "<name> ready." at INFO once it consumes (celery.apps.worker).
+READY_MARK = " ready."
 
 
 @dataclass
@@ -32,6 +40,8 @@ class Child:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     pump: threading.Thread | None = field(default=None, repr=False)
+    # Started once the worker has logged that it is ready (or FLOWER_WAIT_SECONDS passed).
+    after_worker: bool = False
 
 
 def _celery(*args: str) -> list[str]:
@@ -81,19 +91,25 @@ def plan(settings: Settings, *, concurrency: int, loglevel: str) -> list[Child]:
             "--persistent=True",
         ),
         flower_env,
+        # Below INFO the worker never logs its ready line, so there is nothing to wait for.
+        after_worker=loglevel.upper() in ("DEBUG", "INFO"),
     )
     return [worker, beat, flower]
 
 
-def _pump(child: Child, out: Callable[[str], None]) -> None:
+def _pump(child: Child, out: Callable[[str], None], ready: threading.Event | None) -> None:
     assert child.proc is not None and child.proc.stdout is not None
     for raw in child.proc.stdout:
         line = raw.decode(errors="replace").rstrip()
+        if ready is not None and child.name == "worker" and READY_MARK in line:
+            ready.set()
         # JSON log lines already name their service; a prefix would make them unparseable.
         out(line if line.startswith("{") else f"[{child.name}] {line}")
 
 
-def start(children: list[Child], out: Callable[[str], None]) -> None:
+def start(
+    children: list[Child], out: Callable[[str], None], ready: threading.Event | None = None
+) -> None:
     for child in children:
         child.proc = subprocess.Popen(
             child.argv,
@@ -102,7 +118,7 @@ def start(children: list[Child], out: Callable[[str], None]) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        child.pump = threading.Thread(target=_pump, args=(child, out), daemon=True)
+        child.pump = threading.Thread(target=_pump, args=(child, out, ready), daemon=True)
         child.pump.start()
 
 
@@ -139,11 +155,17 @@ def run_forever(children: list[Child], out: Callable[[str], None]) -> int:
         stopping.set()
 
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    start(children, out)
+    worker_ready = threading.Event()
+    later = [c for c in children if c.after_worker]
+    start([c for c in children if not c.after_worker], out, worker_ready)
+    later_due = time.monotonic() + FLOWER_WAIT_SECONDS
     code = 0
     try:
         while not stopping.is_set():
-            dead = [c for c in children if not _alive(c)]
+            if later and (worker_ready.is_set() or time.monotonic() >= later_due):
+                start(later, out)
+                later = []
+            dead = [c for c in children if c.proc is not None and not _alive(c)]
             if dead:
                 c = dead[0]
                 out(

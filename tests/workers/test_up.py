@@ -36,6 +36,10 @@ def _processes_with_env(marker: str) -> list[int]:
     return pids
 
 
+def _is_flower(line: str) -> bool:
+    return line.startswith("[flower]") or '"service": "flower"' in line
+
+
 @pytest.mark.integration  # starts a worker, beat and Flower's HTTP server
 def test_up_runs_worker_beat_flower_and_stops_cleanly(
     embedded_env: LifecycleEnv, tmp_path: Path
@@ -78,6 +82,12 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
             time.sleep(0.5)
         assert state == "SUCCESS"
         assert r.json()[task_id]["name"] == "lifecycle.ping"
+        # Flower started after the worker said it was ready, so it had nothing to complain of.
+        log = err.read_text()
+        flower_lines = [i for i, x in enumerate(log.splitlines()) if _is_flower(x)]
+        ready_line = next(i for i, x in enumerate(log.splitlines()) if " ready." in x)
+        assert flower_lines and ready_line < flower_lines[0], log[-3000:]
+        assert "Inspect method" not in log, log[-3000:]
         denied = httpx.get(f"{base}/api/tasks", auth=(user, "wrong"), timeout=5)
         assert denied.status_code == 401
         assert task_id not in denied.text
