@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu import Queue
 
-from lifecycle.core import queues
+from lifecycle.core import fsbroker, queues
 from lifecycle.core.settings import Settings
 
 # The longest any task may run. Sweeps are chunked into batch tasks so none comes close.
@@ -65,6 +65,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": transport_options,
+        # kombu's filesystem transport, with its exchange-file race closed (see fsbroker).
+        "broker_transport": fsbroker.TRANSPORT_PATH
+        if s.broker_url.startswith("filesystem://")
+        else None,
         # The Redis result backend and the visibility check read their own copies of the option.
         "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT}
         if not s.broker_url.startswith("filesystem://")

@@ -64,6 +64,12 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
         warning = wait_text(err, "EMBEDDED MODE", proc, 5)
         assert "NOT crash-safe" in warning
         wait_text(err, " ready.", proc, 60)
+        # Flower only shows events sent after it subscribed (it keeps no history), and it now
+        # starts after the worker is ready: send the job once its event consumer is connected.
+        deadline = time.monotonic() + 60
+        while not any(_is_flower(x) and "Connected to" in x for x in err.read_text().splitlines()):
+            assert time.monotonic() < deadline and proc.poll() is None, err.read_text()[-3000:]
+            time.sleep(0.2)
 
         done = embedded_env.run("ping", "--wait", timeout=120)
         assert done.returncode == 0, done.stderr
