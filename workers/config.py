@@ -21,7 +21,10 @@ WORKER_MAX_MEMORY_KIB = 512 * 1024
 
 def celery_config(s: Settings) -> dict[str, Any]:
     transport_options: dict[str, Any] = {}
-    if s.broker_url.startswith("filesystem://"):
+    broker_transport: str | None = None
+    if s.broker_is_filesystem:
+        # kombu's filesystem transport, with its exchange-file race closed (see fsbroker).
+        broker_transport = fsbroker.TRANSPORT_PATH
         folder = s.broker_folder
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -65,13 +68,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": transport_options,
-        # kombu's filesystem transport, with its exchange-file race closed (see fsbroker).
-        "broker_transport": fsbroker.TRANSPORT_PATH
-        if s.broker_url.startswith("filesystem://")
-        else None,
+        "broker_transport": broker_transport,
         # The Redis result backend and the visibility check read their own copies of the option.
         "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT}
-        if not s.broker_url.startswith("filesystem://")
+        if not s.broker_is_filesystem
         else {},
         "task_time_limit": TASK_TIME_LIMIT,
         "task_soft_time_limit": TASK_SOFT_TIME_LIMIT,

@@ -6,8 +6,8 @@ the job in hand), then Flower. Anything still alive after the grace period is SI
 process group, so no orphan survives (prefork children included).
 
 Flower starts once the worker has said it is ready: a Flower that starts first asks a worker
-that is not listening yet and logs failed inspections (warnings, and errors on a fresh
-embedded broker), the wrong first thing for an operator to read on a healthy start.
+that is not listening yet and logs "Inspect method ... failed" warnings, the wrong first thing
+for an operator to read on a healthy start.
 """
 
 from __future__ import annotations

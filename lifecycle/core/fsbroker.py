@@ -15,6 +15,7 @@ exclusive lock, and a binding only ever lengthens the list, so no write leaves s
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,7 @@ def ensure_exchange_file(file: Path) -> None:
     """
     if file.exists():
         return
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.{id(file)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
     try:
         os.write(fd, EMPTY_TABLE)
     finally:

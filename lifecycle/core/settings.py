@@ -153,9 +153,11 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         """True when running on the trying-out default (filesystem broker or SQLite DBs)."""
-        return self.broker_url.startswith("filesystem://") or self.primary_database_url.startswith(
-            "sqlite"
-        )
+        return self.broker_is_filesystem or self.primary_database_url.startswith("sqlite")
+
+    @property
+    def broker_is_filesystem(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
 
     @property
     def broker_is_redis(self) -> bool:

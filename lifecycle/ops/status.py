@@ -365,7 +365,7 @@ def build_report(
     now = now or utcnow()
     report: dict[str, Any] = {"generated_at": now.isoformat(), "unreachable": []}
     broker_url = redact_url(settings.broker_url)
-    if settings.broker_url.startswith("filesystem://"):
+    if settings.broker_is_filesystem:
         broker_target = f"filesystem {settings.broker_folder}"
 
         def read_broker() -> dict[str, Any]:

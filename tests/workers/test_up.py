@@ -90,8 +90,9 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
         assert r.json()[task_id]["name"] == "lifecycle.ping"
         # Flower started after the worker said it was ready, so it had nothing to complain of.
         log = err.read_text()
-        flower_lines = [i for i, x in enumerate(log.splitlines()) if _is_flower(x)]
-        ready_line = next(i for i, x in enumerate(log.splitlines()) if " ready." in x)
+        lines = log.splitlines()
+        flower_lines = [i for i, x in enumerate(lines) if _is_flower(x)]
+        ready_line = next(i for i, x in enumerate(lines) if " ready." in x)
         assert flower_lines and ready_line < flower_lines[0], log[-3000:]
         assert "Inspect method" not in log, log[-3000:]
         denied = httpx.get(f"{base}/api/tasks", auth=(user, "wrong"), timeout=5)
