@@ -1,7 +1,7 @@
 """The beat process's housekeeping ticker: one thread, no Celery tasks, no Flower entries.
 
-Started on ``beat_init`` (see ``workers/app.py``). With RedBeat it waits until this beat holds
-the scheduler lock, so a standby beat stays quiet; the work is idempotent anyway. A failing
+Started on ``beat_init`` (see ``workers/app.py``). With RedBeat it runs only while this beat
+holds the scheduler lock, so a standby beat stays quiet; the work is idempotent anyway. A failing
 tick (database or broker down) is logged and tried again at its next interval.
 """
 
@@ -77,7 +77,9 @@ class Ticker(threading.Thread):
         step = max(0.05, min(t.every for t in items) / 5)
         log.info("housekeeping ticker started (relay every %.1f s)", items[0].every)
         while not self.halt.is_set():
-            run_due(items, time.monotonic())
+            # Checked every round: a beat that lost its lock in a Redis outage stands by again.
+            if self.ready():
+                run_due(items, time.monotonic())
             self.halt.wait(step)
 
     def stop(self) -> None:

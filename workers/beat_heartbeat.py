@@ -2,8 +2,9 @@
 
 Beat has no remote-control channel to ping (unlike a worker), and a live process proves little:
 what matters is that its loop still turns. So the scheduler touches a file after every tick that
-completed (RedBeat extends its Redis lock in the tick, so a beat that lost Redis stops touching
-it), and ``python -m workers.beat_heartbeat --check`` fails once the file is older than allowed.
+completed (RedBeat extends its Redis lock in the tick; a beat riding out a Redis outage keeps
+running but stops touching it), and ``python -m workers.beat_heartbeat --check`` fails once the
+file is older than allowed.
 
 A second beat waiting on RedBeat's lock does not tick, so it reports unhealthy until it takes
 over: it is not scheduling anything, and that is what the check says.
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from redbeat import RedBeatScheduler
+from schedules.scheduler import Scheduler
 
 ENV = "LIFECYCLE_BEAT_HEARTBEAT_FILE"
 DEFAULT_FILE = "/tmp/lifecycle-beat.heartbeat"
@@ -28,12 +29,13 @@ def heartbeat_path() -> Path:
     return Path(os.environ.get(ENV) or DEFAULT_FILE)
 
 
-class HeartbeatRedBeatScheduler(RedBeatScheduler):
-    """RedBeat's scheduler, touching the heartbeat file after each completed tick."""
+class HeartbeatRedBeatScheduler(Scheduler):
+    """The project's RedBeat scheduler, touching the heartbeat file after each completed tick."""
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         interval = super().tick(*args, **kwargs)
-        heartbeat_path().touch()
+        if not self.in_outage:
+            heartbeat_path().touch()
         return interval
 
 

@@ -106,8 +106,8 @@ def celery_config(s: Settings) -> dict[str, Any]:
         # Celery's Redis caveats ask for the same value under this third name too.
         conf["visibility_timeout"] = VISIBILITY_TIMEOUT
         # RedBeat keeps the schedule and a lock in Redis: a second beat waits instead of
-        # double-firing the nightly jobs.
-        conf["beat_scheduler"] = "redbeat.RedBeatScheduler"
+        # double-firing the nightly jobs. Our subclass outlives a Redis restart.
+        conf["beat_scheduler"] = "schedules.scheduler:Scheduler"
         conf["redbeat_redis_url"] = s.broker_url
         conf["redbeat_key_prefix"] = "lifecycle:redbeat"
         conf["redbeat_lock_timeout"] = 60

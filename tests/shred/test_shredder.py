@@ -128,7 +128,9 @@ def test_overwrite_reaches_every_byte_in_place_on_every_pass(tmp_path: Path, siz
         assert PATTERN[:8] not in c
         # Random bytes match the original at ~1/256 of the positions, never much more.
         assert same_position_bytes(c, original) <= max(4, size // 100)
-    assert len({bytes(c) for c in randoms}) == 3, "passes must use different keystreams"
+    # Whole passes, block-rounded tail included: a 1-byte file's three random bytes collide
+    # about once in 85 runs, its three 4 KiB blocks never.
+    assert len({bytes(c) for c in contents[:3]}) == 3, "passes must use different keystreams"
     assert contents[3][:size] == bytes(size)
 
     final = os.pread(reader, size + 8192, 0)

@@ -1,15 +1,19 @@
-"""Beat: the schedule is what ops expect, and two beat processes on Redis fire only once."""
+"""Beat: the schedule is what ops expect, two beat processes on Redis fire only once, and a
+Redis restart neither stops beat nor leaves two beats scheduling."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import redis
 from celery.schedules import crontab
 
-from tests.helpers import LifecycleEnv
+from tests.helpers import LifecycleEnv, free_port, kill_group, start_redis
 
 
 def test_schedule_is_in_seoul_time(lifecycle_env: LifecycleEnv) -> None:
@@ -41,7 +45,7 @@ def test_redbeat_on_redis_and_file_scheduler_embedded(
 ) -> None:
     from workers.app import app
 
-    assert app.conf.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert app.conf.beat_scheduler == "schedules.scheduler:Scheduler"
     assert app.conf.redbeat_redis_url == lifecycle_env.vars["LIFECYCLE_BROKER_URL"]
 
 
@@ -94,3 +98,64 @@ def test_celery_settings_for_jobs_never_lost_nor_doubled(lifecycle_env: Lifecycl
         assert vt > limit
     queues = {q.name for q in c.task_queues}
     assert {"requests", "archive", "notify", "shred.testhost"} <= queues
+
+
+def _wait(what: str, ok: Callable[[], bool], limit: float = 40.0) -> None:
+    deadline = time.monotonic() + limit
+    while not ok():
+        assert time.monotonic() < deadline, f"{what}: not within {limit:.0f} s"
+        time.sleep(0.5)
+
+
+def test_beat_rides_out_a_redis_restart_that_loses_its_lock_and_schedule(
+    lifecycle_env: LifecycleEnv, tmp_path: Path
+) -> None:
+    # A throwaway Redis without persistence: its restart loses the lock and RedBeat's entries.
+    server = start_redis(tmp_path / "redis", free_port(), aof=False)
+    lifecycle_env.vars["LIFECYCLE_BROKER_URL"] = server.url
+    lifecycle_env.vars["LIFECYCLE_RESULT_BACKEND"] = server.url
+    logs = [tmp_path / "beat1.log", tmp_path / "beat2.log"]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def text(i: int) -> str:
+        return logs[i].read_text(errors="replace")
+
+    def entries() -> list[bytes]:
+        return list(redis.Redis(port=server.port).keys("lifecycle:redbeat*sweep-nightly"))
+
+    try:
+        procs.append(_beat(lifecycle_env, logs[0]))
+        _wait("first beat ticking", lambda: "housekeeping tick relay" in text(0))
+        assert entries()
+        procs.append(_beat(lifecycle_env, logs[1]))  # waits on the lock
+        time.sleep(3)
+        assert server.proc is not None
+        server.proc.kill()
+        server.proc.wait(10)
+        time.sleep(6)  # more than one tick: RedBeat alone would have exited here
+        assert [p.poll() for p in procs] == [None, None], text(0)[-3000:]
+        server = start_redis(tmp_path / "redis", server.port, aof=False)
+
+        _wait("schedule restored", lambda: bool(entries()))
+        _wait("a beat said Redis is back", lambda: any("answers again" in text(i) for i in (0, 1)))
+        time.sleep(2)
+        before = [text(i).count("housekeeping tick relay") for i in (0, 1)]
+        time.sleep(12)  # more than two relay intervals (5 s)
+        after = [text(i).count("housekeeping tick relay") for i in (0, 1)]
+        assert [p.poll() for p in procs] == [None, None]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                kill_group(p, signal.SIGKILL)
+        if server.proc is not None:
+            server.proc.kill()
+            server.proc.wait(10)
+    assert "Redis unreachable" in text(0)
+    assert "beat raised exception" not in text(0) + text(1)
+    # Exactly one beat schedules after the restart: the one that took the lock again.
+    ticking = [a - b for a, b in zip(after, before, strict=True)]
+    assert sorted(t > 0 for t in ticking) == [False, True], (ticking, text(0)[-2000:])
