@@ -1,1 +1,2 @@
-"""Beat: nightly jobs at 03:00 Asia/Seoul, and the housekeeping ticker (relay, watchdog, ...)."""
+"""Beat: nightly jobs at 03:00 Asia/Seoul, the housekeeping ticker (relay, watchdog, ...), and
+the RedBeat scheduler that keeps beat running through a Redis restart."""
