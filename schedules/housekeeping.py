@@ -78,7 +78,9 @@ def answer_pending_requests() -> int:
 
 
 def _send_again(job: leases.Redispatch) -> None:
-    dispatch.send(job.task, *job.args, queue=job.queue, note=job.note, **job.kwargs)
+    dispatch.send(
+        job.task, *job.args, task_id=job.task_id, queue=job.queue, note=job.note, **job.kwargs
+    )
 
 
 def watchdog() -> int:

@@ -131,6 +131,11 @@ class LifecycleTask(Task):
             return self._call_safely(direct, args, kwargs)
         try:
             lease = self._take_lease(args, kwargs)
+        except leases.AlreadyFinished:
+            # A late copy (redelivered, or re-sent and then overtaken): the job it belongs to
+            # is finished, and its lease row keeps that generation's history.
+            log.info("%s[%s]: this job already finished", self.name, self.request.id)
+            return {"skipped": "this job already finished"}
         except TRANSIENT_ERRORS as exc:
             # The database is down at pick-up: try again later (the message is not lost).
             self._retry_transient(exc)

@@ -14,6 +14,13 @@ live lease held by someone else).
 States: ``held`` (running), ``retrying`` (a Celery retry is scheduled), ``redispatched`` (the
 watchdog re-sent it; waiting for a worker), ``done``, ``failed`` (the task failed visibly;
 never re-sent: a human decides). Pure database logic; the Celery side is in ``tasks/base.py``.
+
+Generations: the task that starts a job names it (``first_task_id``); every copy of that job
+carries the name in its task id (the watchdog's copies are ``<first>~r<n>``, and a redelivered
+or retried message keeps its id). A copy that arrives once its own generation finished (the
+original message redelivered after a Redis restart, an older re-sent copy that waited its turn)
+stands down without touching the row, so it cannot erase the finished job's history. Any other
+task id (a new nightly run, an operator's re-run) starts a new generation.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ FINISHED_STATES = ("done", "failed")
 REDISPATCH_GRACE_LEASES = 2
 REDISPATCH_BACKOFF_CAP = 5
 KEY_MAX = 200
+# Joins a generation's first task id and the re-dispatch number in a re-sent copy's task id.
+REDISPATCH_MARK = "~r"
 
 _T = JobLease.__table__
 
@@ -80,6 +89,20 @@ class Lease:
     taken_over: bool = False
 
 
+class AlreadyFinished(Exception):
+    """This copy belongs to a generation of the job that has already finished."""
+
+
+def generation(task_id: str) -> str:
+    """The generation a task id belongs to: its first task's id."""
+    return task_id.partition(REDISPATCH_MARK)[0]
+
+
+def redispatch_task_id(first_task_id: str | None, number: int) -> str:
+    first = generation(first_task_id) if first_task_id else str(uuid.uuid4())
+    return f"{first}{REDISPATCH_MARK}{number}"
+
+
 # -- the holder's side ---------------------------------------------------------------------------
 
 
@@ -95,7 +118,8 @@ def acquire(
 ) -> Lease | None:
     """Take the lease (new, finished, expired, retrying or re-sent); None if someone holds it.
 
-    Database errors propagate: the caller retries the task (the database is down).
+    Raises :class:`AlreadyFinished` for a copy of a generation that has finished (see the module
+    docstring). Database errors propagate: the caller retries the task (the database is down).
     """
     eng = engine or db.engine("primary")
     holder = uuid.uuid4().hex
@@ -104,14 +128,19 @@ def acquire(
     takeable = (_T.c.state != "held") | (_T.c.expires_at < now)
     with eng.begin() as conn:
         prior = conn.execute(
-            select(_T.c.id, _T.c.redispatches, _T.c.heartbeat_at, _T.c.state).where(_T.c.key == key)
+            select(
+                _T.c.id, _T.c.redispatches, _T.c.heartbeat_at, _T.c.state, _T.c.first_task_id
+            ).where(_T.c.key == key)
         ).first()
     if prior is not None:
-        lease_id, redispatches, beat, state = prior
+        lease_id, redispatches, beat, state, first = prior
         # A finished job sent again starts a new generation (a new nightly sweep, a manual
-        # re-run); anything else is the same job taken over. Decided here rather than with a
-        # CASE on ``state`` in the UPDATE: MySQL/MariaDB evaluate SET left to right.
+        # re-run), unless this copy is of the generation that finished; anything else is the
+        # same job taken over. Decided here rather than with a CASE on ``state`` in the UPDATE:
+        # MySQL/MariaDB evaluate SET left to right.
         fresh = state in FINISHED_STATES
+        if fresh and task_id and first and generation(task_id) == generation(first):
+            raise AlreadyFinished(key)
         values: dict[str, Any] = {
             "state": "held",
             "holder": holder,
@@ -281,6 +310,7 @@ class Redispatch:
     queue: str | None
     number: int
     stalled_seconds: int
+    task_id: str = ""
 
     @property
     def note(self) -> str:
@@ -303,6 +333,7 @@ def redispatch_expired(send: Sender, *, now: datetime | None = None, limit: int 
             select(
                 _T.c.id, _T.c.key, _T.c.task, _T.c.args, _T.c.kwargs, _T.c.queue,
                 _T.c.state, _T.c.expires_at, _T.c.heartbeat_at, _T.c.redispatches,
+                _T.c.first_task_id,
             )
             .where(_T.c.state.in_(LIVE_STATES), _T.c.expires_at < now)
             .order_by(_T.c.expires_at)
@@ -310,7 +341,7 @@ def redispatch_expired(send: Sender, *, now: datetime | None = None, limit: int 
         ).all()  # fmt: skip
     sent: list[str] = []
     period = ttl()
-    for lid, key, task, args, kwargs, queue, state, expires, beat, n in rows:
+    for lid, key, task, args, kwargs, queue, state, expires, beat, n, first in rows:
         number = int(n) + 1
         grace = period * REDISPATCH_GRACE_LEASES * 2 ** min(int(n), REDISPATCH_BACKOFF_CAP)
         with eng.begin() as conn:
@@ -329,7 +360,7 @@ def redispatch_expired(send: Sender, *, now: datetime | None = None, limit: int 
             continue  # taken by its job or another watchdog meanwhile
         job = Redispatch(
             key, task, list(args or []), dict(kwargs or {}), queue, number,
-            int((now - as_utc(beat)).total_seconds()),
+            int((now - as_utc(beat)).total_seconds()), redispatch_task_id(first, number),
         )  # fmt: skip
         try:
             send(job)

@@ -26,7 +26,8 @@ def _lease_row(key: str) -> dict[str, object] | None:
         row = s.scalars(select(JobLease).where(JobLease.key == key)).first()
         if row is None:
             return None
-        return {c: getattr(row, c) for c in ("state", "redispatches", "task_id", "error")}
+        columns = ("state", "redispatches", "task_id", "first_task_id", "error")
+        return {c: getattr(row, c) for c in columns}
 
 
 @pytest.mark.parametrize("which", ["lifecycle_env", "embedded_env"])
@@ -59,15 +60,25 @@ def test_one_holder_at_a_time_and_expired_leases_are_sent_again_once(
     assert (job.task, job.args, job.queue) == ("lifecycle.withdraw", [42], "requests")
     assert job.number == 1
     assert job.note.startswith("re-dispatched #1, stalled ")
+    # Its task id names the generation it belongs to (Flower shows it).
+    assert job.task_id == "t1~r1"
 
     # The re-sent copy takes the lease over; the dead holder can no longer finish it.
-    second = leases.acquire(key, "lifecycle.withdraw", [42], task_id="t3")
+    second = leases.acquire(key, "lifecycle.withdraw", [42], task_id=job.task_id)
     assert second is not None and second.redispatches == 1 and second.stalled_seconds >= 0
     assert not second.taken_over  # re-sent by the watchdog, not taken from a silent holder
     leases.finish(first, "failed", "should not count")
     assert _lease_row(key)["state"] == "held"  # type: ignore[index]
     leases.finish(second, "done")
     assert _lease_row(key)["state"] == "done"  # type: ignore[index]
+    # Late copies of the finished job stand down and leave its history as it was: the original
+    # message redelivered after a Redis restart, an older re-sent copy that waited its turn.
+    before = _lease_row(key)
+    for late in ("t1", "t1~r1", "t1~r2"):
+        with pytest.raises(leases.AlreadyFinished):
+            leases.acquire(key, "lifecycle.withdraw", [42], task_id=late)
+    assert _lease_row(key) == before
+    assert before["redispatches"] == 1 and before["first_task_id"] == "t1"  # type: ignore[index]
     # Finished jobs are never re-sent; a later message for the same ids starts afresh.
     with db.session("primary") as s:
         s.execute(update(JobLease).where(JobLease.key == key).values(expires_at=past))
