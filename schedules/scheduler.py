@@ -65,11 +65,9 @@ class Scheduler(RedBeatScheduler):
                 log.warning("beat: the scheduler lock was lost in the Redis outage; waiting for it")
             # None makes the housekeeping ticker stand by too while another beat holds the lock.
             self.lock = None
-            # Blocks like a standby beat at start; sets self.lock once taken. Raises (and so is
-            # tried again next tick) while Redis is still down.
+            # Blocks like a standby beat at start and sets self.lock once taken; raises (and so
+            # is tried again next tick) while Redis is still down.
             acquire_distributed_beat_lock(sender=SimpleNamespace(scheduler=self))
-            if self.lock is None:
-                raise RedisConnectionError("the scheduler lock could not be taken")
         self.setup_schedule()
         if self._outage_since is not None:
             log.warning(

@@ -310,7 +310,7 @@ class Redispatch:
     queue: str | None
     number: int
     stalled_seconds: int
-    task_id: str = ""
+    task_id: str
 
     @property
     def note(self) -> str:

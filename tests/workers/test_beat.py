@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
 from celery.schedules import crontab
 
-from tests.helpers import LifecycleEnv, free_port, kill_group, start_redis
+from tests.helpers import LifecycleEnv, free_port, kill_group, start_redis, wait_until
 
 
 def test_schedule_is_in_seoul_time(lifecycle_env: LifecycleEnv) -> None:
@@ -100,13 +99,6 @@ def test_celery_settings_for_jobs_never_lost_nor_doubled(lifecycle_env: Lifecycl
     assert {"requests", "archive", "notify", "shred.testhost"} <= queues
 
 
-def _wait(what: str, ok: Callable[[], bool], limit: float = 40.0) -> None:
-    deadline = time.monotonic() + limit
-    while not ok():
-        assert time.monotonic() < deadline, f"{what}: not within {limit:.0f} s"
-        time.sleep(0.5)
-
-
 def test_beat_rides_out_a_redis_restart_that_loses_its_lock_and_schedule(
     lifecycle_env: LifecycleEnv, tmp_path: Path
 ) -> None:
@@ -125,7 +117,7 @@ def test_beat_rides_out_a_redis_restart_that_loses_its_lock_and_schedule(
 
     try:
         procs.append(_beat(lifecycle_env, logs[0]))
-        _wait("first beat ticking", lambda: "housekeeping tick relay" in text(0))
+        wait_until(lambda: "housekeeping tick relay" in text(0), 40, "first beat ticking")
         assert entries()
         procs.append(_beat(lifecycle_env, logs[1]))  # waits on the lock
         time.sleep(3)
@@ -136,8 +128,8 @@ def test_beat_rides_out_a_redis_restart_that_loses_its_lock_and_schedule(
         assert [p.poll() for p in procs] == [None, None], text(0)[-3000:]
         server = start_redis(tmp_path / "redis", server.port, aof=False)
 
-        _wait("schedule restored", lambda: bool(entries()))
-        _wait("a beat said Redis is back", lambda: any("answers again" in text(i) for i in (0, 1)))
+        wait_until(entries, 40, "schedule restored")
+        wait_until(lambda: any("answers again" in text(i) for i in (0, 1)), 40, "Redis back")
         time.sleep(2)
         before = [text(i).count("housekeeping tick relay") for i in (0, 1)]
         time.sleep(12)  # more than two relay intervals (5 s)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import REPO, LifecycleEnv, free_port
+from tests.helpers import REPO, LifecycleEnv, free_port, wait_until
 from tests.upstack import wait_text
 
 
@@ -66,10 +66,15 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
         wait_text(err, " ready.", proc, 60)
         # Flower only shows events sent after it subscribed (it keeps no history), and it now
         # starts after the worker is ready: send the job once its event consumer is connected.
-        deadline = time.monotonic() + 60
-        while not any(_is_flower(x) and "Connected to" in x for x in err.read_text().splitlines()):
-            assert time.monotonic() < deadline and proc.poll() is None, err.read_text()[-3000:]
-            time.sleep(0.2)
+        wait_until(
+            lambda: (
+                proc.poll() is not None
+                or any(_is_flower(x) and "Connected to" in x for x in err.read_text().splitlines())
+            ),
+            60,
+            "Flower's event consumer connected",
+        )
+        assert proc.poll() is None, err.read_text()[-3000:]
 
         done = embedded_env.run("ping", "--wait", timeout=120)
         assert done.returncode == 0, done.stderr
