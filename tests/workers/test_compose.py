@@ -221,9 +221,15 @@ def test_postgres_init_script_quotes_any_password(pg: PgServer) -> None:
         PRIMARY_DB_PASSWORD=NASTY_PASSWORDS[0],
         ARCHIVE_DB_PASSWORD=NASTY_PASSWORDS[1],
     )
+    # The postgres user may not be able to read the checkout (a clone under `mktemp -d` is 0700
+    # root's): give it its own readable copy, beside its server.
+    script = pg.dir / "postgres-init.sh"
+    shutil.copyfile(REPO / "deploy" / "postgres-init.sh", script)
+    script.chmod(0o644)
     r = subprocess.run(
-        _as_postgres(["sh", str(REPO / "deploy" / "postgres-init.sh")]),
+        _as_postgres(["sh", str(script)]),
         env=env,
+        cwd=pg.dir,
         capture_output=True,
         text=True,
         timeout=60,
