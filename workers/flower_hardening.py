@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from tornado import web
 
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.taskargs import _ID_STRING, _LOOKS_PERSONAL, is_safe_result_string
+from workers.app import app
 
 REDACTED = "<redacted>"
 
@@ -104,15 +106,19 @@ def redact_result(text: Any) -> Any:
     return text if scrubbed == value else repr(scrubbed)
 
 
-def _safe_exception_names() -> set[str]:
-
+@functools.cache
+def _safe_exception_names() -> frozenset[str]:
+    # A class is known as a subclass only once its module is imported. Import every module the
+    # app's tasks live in first, so the answer does not depend on what this process (Flower, a
+    # test) happened to import before.
+    app.loader.import_default_modules()
     names = set(_SAFE_EXC_NAMES)
     todo: list[type] = [LifecycleError]
     while todo:
         cls = todo.pop()
         names.add(cls.__name__)
         todo.extend(cls.__subclasses__())
-    return names
+    return frozenset(names)
 
 
 def exception_is_safe(text: Any) -> bool:
