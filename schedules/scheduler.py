@@ -18,10 +18,13 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from celery.beat import PersistentScheduler
 from redbeat.schedulers import RedBeatScheduler, acquire_distributed_beat_lock
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schedules import heartbeat
 
 log = logging.getLogger("lifecycle.beat")
 
@@ -46,7 +49,7 @@ class Scheduler(RedBeatScheduler):
         try:
             if self._outage_since is not None or (self.lock_key and self.lock is None):
                 self._recover()
-            return float(super().tick(*args, **kwargs))
+            interval = float(super().tick(*args, **kwargs))
         except REDIS_DOWN as exc:
             if self._outage_since is None:
                 self._outage_since = time.monotonic()
@@ -57,6 +60,10 @@ class Scheduler(RedBeatScheduler):
                     OUTAGE_RETRY_SECONDS,
                 )
             return OUTAGE_RETRY_SECONDS
+        # Only a tick that reached Redis counts as alive: one riding out an outage schedules
+        # nothing, and the healthcheck should say so.
+        heartbeat.touch()
+        return interval
 
     def _recover(self) -> None:
         """Redis may answer again: hold the lock (waiting for it if need be), restore entries."""
@@ -75,3 +82,12 @@ class Scheduler(RedBeatScheduler):
                 time.monotonic() - self._outage_since,
             )
         self._outage_since = None
+
+
+class EmbeddedScheduler(PersistentScheduler):
+    """The embedded default's file-backed scheduler, touching the heartbeat like `Scheduler`."""
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        interval = float(super().tick(*args, **kwargs))
+        heartbeat.touch()
+        return interval

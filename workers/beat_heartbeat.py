@@ -1,42 +1,25 @@
-"""A liveness file for beat, and the check docker-compose's healthcheck runs against it.
+"""The check docker-compose's beat healthcheck runs: did beat's scheduler loop tick recently?
 
-Beat has no remote-control channel to ping (unlike a worker), and a live process proves little:
-what matters is that its loop still turns. So the scheduler touches a file after every tick that
-completed (RedBeat extends its Redis lock in the tick; a beat riding out a Redis outage keeps
-running but stops touching it), and ``python -m workers.beat_heartbeat --check`` fails once the
-file is older than allowed.
-
-A second beat waiting on RedBeat's lock does not tick, so it reports unhealthy until it takes
-over: it is not scheduling anything, and that is what the check says.
+Both schedulers touch the heartbeat file after every completed tick (schedules/heartbeat.py): a
+beat riding out a Redis outage keeps running but stops touching it, and
+``python -m workers.beat_heartbeat --check`` fails once the file is older than allowed. A second
+beat waiting on RedBeat's lock does not tick either, so it reports unhealthy until it takes over:
+it is not scheduling anything, and that is what the check says.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
+from lifecycle.core.errors import LifecycleError
+from schedules.heartbeat import heartbeat_path
 from schedules.scheduler import Scheduler
 
-ENV = "LIFECYCLE_BEAT_HEARTBEAT_FILE"
-DEFAULT_FILE = "/tmp/lifecycle-beat.heartbeat"
-
-
-def heartbeat_path() -> Path:
-    return Path(os.environ.get(ENV) or DEFAULT_FILE)
-
-
-class HeartbeatRedBeatScheduler(Scheduler):
-    """The project's RedBeat scheduler, touching the heartbeat file after each completed tick."""
-
-    def tick(self, *args: Any, **kwargs: Any) -> float:
-        interval = super().tick(*args, **kwargs)
-        if not self.in_outage:
-            heartbeat_path().touch()
-        return interval
+# Compose files written before every scheduler touched the heartbeat name this class with -S.
+HeartbeatRedBeatScheduler = Scheduler
 
 
 def check(path: Path, max_age: float) -> str | None:
@@ -55,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", required=True)
     parser.add_argument("--max-age", type=float, default=60.0, help="seconds")
     args = parser.parse_args(argv)
-    reason = check(heartbeat_path(), args.max_age)
+    try:
+        path = heartbeat_path()
+    except LifecycleError as exc:  # settings unreadable: still one line, and unhealthy
+        print(f"beat: cannot locate the heartbeat file: {exc}", file=sys.stderr)
+        return 1
+    reason = check(path, args.max_age)
     if reason:
         print(reason, file=sys.stderr)
         return 1

@@ -113,5 +113,6 @@ def celery_config(s: Settings) -> dict[str, Any]:
         conf["redbeat_lock_timeout"] = 60
         conf["beat_max_loop_interval"] = 5
     else:
+        conf["beat_scheduler"] = "schedules.scheduler:EmbeddedScheduler"
         conf["beat_schedule_filename"] = str(s.var_dir / "beat-schedule")
     return conf

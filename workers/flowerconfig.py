@@ -8,8 +8,10 @@ there win over the defaults below). Secrets (basic auth, OAuth) come from the en
 
 import logging as _logging
 import os
+import signal as _signal
 from pathlib import Path
 
+from flower.command import sigterm_handler as _sigterm_handler
 from tornado.options import options as _options
 
 from lifecycle.core.logging_setup import configure as _configure_logging
@@ -22,6 +24,18 @@ for _h in list(_logging.getLogger().handlers):
     _logging.getLogger().removeHandler(_h)
 _configure_logging(_logging.INFO, service="flower")
 logging = "none"
+
+
+def _stop(signum: int, frame: object) -> None:
+    # Ctrl-C stops Flower the way SIGTERM does (its handler exits, and the exit saves the state).
+    # Exiting first joins Flower's inspection threads, which can wait on the broker: a second
+    # signal then ends the process at once instead of printing a traceback from that join.
+    for sig in (_signal.SIGINT, _signal.SIGTERM):
+        _signal.signal(sig, lambda *_: os._exit(0))
+    _sigterm_handler(signum, frame)
+
+
+_signal.signal(_signal.SIGINT, _stop)
 
 # Refuse to run without authentication; /metrics behind the login; redact task fields as
 # events arrive (see workers/flower_hardening.py).
@@ -41,8 +55,11 @@ format_task = _format_task
 tasks_columns = "name,uuid,state,args,kwargs,result,received,started,runtime,worker"
 # History survives a Flower restart: state is saved every minute and on shutdown.
 persistent = True
-if _options.db == "flower":  # Flower's default: a file in whatever the current directory is
+db = _options.db
+if db == "flower":  # Flower's default: a file in whatever the current directory is
     db = str(Path(os.environ.get("LIFECYCLE_VAR_DIR", "var")).absolute() / "flower.db")
+# Flower cannot create the folder its state lives in and only logs "Failed to load state".
+Path(db).absolute().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 state_save_interval = 60_000
 # Tasks kept in memory (and in the db file). Housekeeping no longer runs as tasks (it is a
 # thread in beat), so this is all real jobs: a busy day of this site is ~5,000 (a sweep of

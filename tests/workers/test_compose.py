@@ -349,8 +349,10 @@ def test_beat_healthcheck_follows_the_scheduler_loop(
     finally:
         stop_group(proc)
         log.close()
-    time.sleep(2.5)
-    stale = check([sys.executable, "-m", "workers.beat_heartbeat", "--check", "--max-age", "2"])
+    last = heartbeat.stat().st_mtime
+    stale_cmd = [sys.executable, "-m", "workers.beat_heartbeat", "--check", "--max-age", "0.5"]
+    wait_until(lambda: time.time() - last > 0.6, timeout=5, what="the heartbeat to age")
+    stale = check(stale_cmd)
     assert stale.returncode == 1 and "last tick" in stale.stderr
     assert proc.returncode in (0, -signal.SIGTERM)
 

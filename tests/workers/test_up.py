@@ -104,6 +104,14 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
         assert denied.status_code == 401
         assert task_id not in denied.text
 
+        # The beat that `up` runs touches the same heartbeat compose's healthcheck reads.
+        beat_check = [sys.executable, "-m", "workers.beat_heartbeat", "--check", "--max-age", "30"]
+        wait_until(
+            lambda: subprocess.run(beat_check, env=env, capture_output=True).returncode == 0,
+            30,
+            "the beat heartbeat check to pass under lifecycle up",
+        )
+
         children = _processes_with_env(marker)
         assert len(children) >= 3  # worker (+ pool child), beat, flower
 
