@@ -1,4 +1,5 @@
-"""Facts the primary database keeps about this install: its identity and the ledger's anchors."""
+"""Facts the primary database keeps about this install: its identity and the anchors of the
+ledger and of the handler access log."""
 
 from __future__ import annotations
 
@@ -34,6 +35,22 @@ class LedgerCheckpoint(PrimaryBase):
     """
 
     __tablename__ = "lifecycle_ledger_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AccessLogCheckpoint(PrimaryBase):
+    """The handler access log's head as verified at a moment, kept outside the archive DB.
+
+    The access log's own head row moves back with its entries, so deleting the newest entries
+    and the head together would pass a chain check; a checkpoint here (and in a file) catches it,
+    exactly as `LedgerCheckpoint` does for the ledger.
+    """
+
+    __tablename__ = "lifecycle_accesslog_checkpoints"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)

@@ -24,17 +24,35 @@ class AccessLogBroken(LifecycleError):
 
 @accesslog_app.command("verify")
 def verify_cmd() -> None:
-    """Check the hash chain (from the last prune on); non-zero naming the first bad entry."""
-    from lifecycle.core.db import check_reachable, session
-    from lifecycle.vault import accesslog
+    """Check the hash chain (from the last prune on) against its head and every checkpoint;
+    non-zero naming the first bad entry."""
+    from lifecycle.core.db import check_reachable
+    from lifecycle.vault import checkpoints
 
+    check_reachable("primary")
     check_reachable("archive")
-    with session("archive") as s:
-        res = accesslog.verify(s)
+    res = checkpoints.verify(checkpoints.ACCESS_LOG)
     if not res.ok:
         raise AccessLogBroken(f"access log broken at entry {res.first_bad_seq}: {res.reason}")
     typer.echo(f"access log OK: {res.checked} entries")
     typer.echo(f"head hash: {res.head_hash}")
+
+
+@accesslog_app.command("checkpoint")
+def checkpoint_cmd() -> None:
+    """Verify the access log and record its head in the primary DB and the checkpoint file (beat
+    does this nightly with the ledger's)."""
+    from lifecycle.core.db import check_reachable
+    from lifecycle.vault import checkpoints
+
+    check_reachable("primary")
+    check_reachable("archive")
+    seq, digest = checkpoints.take(checkpoints.ACCESS_LOG)
+    if seq == 0:
+        typer.echo("access log is empty: nothing to checkpoint")
+        return
+    typer.echo(f"access log checkpoint: entry {seq}, hash {digest}")
+    typer.echo(f"written to the primary DB and {checkpoints.ACCESS_LOG.file()}")
 
 
 @accesslog_app.command("export")

@@ -124,9 +124,9 @@ def init_cmd(
             f"{', '.join(sorted(census))}: a new master key could not read them; point "
             "LIFECYCLE_MASTER_KEY_FILE at this install's original key file instead"
         )
-    if not path.parent.is_dir():
-        raise UserError(f"directory {path.parent} does not exist")
     try:
+        # Owner-only, like the key: a new install's var/ or secrets/ folder often does not exist.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         create_master_key_file(path)
     except OSError as exc:
         raise UserError(f"cannot write {path} ({exc.strerror})") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from alembic import command
@@ -57,3 +58,22 @@ def current_heads(which: Which) -> set[str]:
     with engine(which).connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": from_env[which]})
         return set(ctx.get_current_heads())
+
+
+# A table missing: PostgreSQL's undefined_table, MySQL/MariaDB's ER_NO_SUCH_TABLE, SQLite's text.
+_MISSING_TABLE = re.compile(
+    r'relation "([^"]+)" does not exist|Table \'([^\']+)\' doesn\'t exist|no such table: (\S+)'
+)
+
+
+def missing_table(exc: BaseException) -> str | None:
+    """The table a database error says does not exist (None for any other error).
+
+    A command run before `lifecycle db upgrade` fails this way; table names are schema, never
+    personal data, so the name may be shown.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    m = _MISSING_TABLE.search(str(orig).splitlines()[0] if str(orig) else "")
+    if m is None:
+        return None
+    return next(g for g in m.groups() if g).rsplit(".", 1)[-1]

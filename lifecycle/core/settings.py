@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     data_map: Path | None = None
     # Ledger checkpoints' copy outside both databases (default <var>/ledger-checkpoints.jsonl).
     ledger_checkpoint_file: Path | None = None
+    # The access log's checkpoints likewise (default <var>/accesslog-checkpoints.jsonl).
+    accesslog_checkpoint_file: Path | None = None
     smtp_url: str | None = None
     # Plain smtp:// to a host other than loopback is refused unless this is set (logged).
     allow_plain_smtp: bool = False

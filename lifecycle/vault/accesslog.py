@@ -121,13 +121,22 @@ def iter_entries(s: Session, batch: int = 2000) -> Iterator[Mapping[str, Any]]:
         last = page[-1].seq
 
 
-def verify(s: Session) -> VerifyResult:
+def verify(s: Session, anchors: Mapping[int, str] | None = None) -> VerifyResult:
+    """The chain from its base, against the head row and ``anchors`` (checkpoints kept outside
+    the archive DB, `lifecycle.vault.checkpoints`): without them, deleting the newest entries
+    and moving the head back together would pass."""
     head = s.get(AccessLogHead, HEAD_ID)
     if head is None:
         return VerifyResult(False, 0, 0, "access log head row missing")
+    base_seq = int(head.base_seq)
+    anchors = dict(anchors or {})
+    if anchors.get(base_seq, head.base_hash) != head.base_hash:
+        return VerifyResult(False, 0, base_seq, "hash differs from the checkpoint of this entry")
+    # Entries up to the base were pruned (2 years), and a prune entry vouches for the base.
+    kept = {seq: h for seq, h in anchors.items() if seq > base_seq}
     res = verify_chain(
-        iter_entries(s), (int(head.seq), head.hash), names=HASHED,
-        base=(int(head.base_seq), head.base_hash),
+        iter_entries(s), (int(head.seq), head.hash), kept, names=HASHED,
+        base=(base_seq, head.base_hash),
     )  # fmt: skip
     if not res.ok:
         reason = (res.reason or "").replace("ledger", "access log")

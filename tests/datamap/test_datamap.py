@@ -13,6 +13,7 @@ from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap, parse_datam
 from lifecycle.datamap.model import DataMap, DataMapError
 from lifecycle.datamap.periods import Period
 from models import demo_site
+from tests.helpers import assert_map_fits_with_demo_rrns
 
 DEMO = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
 
@@ -531,7 +532,7 @@ def test_cli_check_ok_and_bad(embedded_env, tmp_path: Path) -> None:  # type: ig
     assert f"{SHIPPED_DEMO_MAP}:{line_of(DEMO, '  members:')}" in missing.stderr
     assert embedded_env.run("demo", "seed", "--members", "5").returncode == 0
     ok = embedded_env.run("datamap", "check")
-    assert ok.returncode == 0, ok.stderr
+    assert_map_fits_with_demo_rrns(ok)
     assert "checked against the primary database" in ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(edit("period: 6mo", "period: forever"), encoding="utf-8")

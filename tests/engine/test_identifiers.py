@@ -51,11 +51,13 @@ def test_destroy_clears_live_rrns_ledgers_each_member_and_leaves_held_ones(
     rrns = {r[0] for r in _q(primary, "SELECT rrn FROM members WHERE rrn IS NOT NULL")}
     assert holding >= 20 and active >= 20
 
-    # `datamap check` reports where and how many, never values; --strict fails on it.
+    # `datamap check` reports where and how many, never values, and fails on it: rows held
+    # unlawfully are never summed up as OK.
     check = env.run("datamap", "check")
-    assert check.returncode == 0, check.stderr
+    assert check.returncode == 1, check.stderr
     assert f"members.rrn: {holding} live rows hold a value" in check.stdout
     assert "no statutory basis" in check.stdout and "held unlawfully" in check.stdout
+    assert ": OK" not in check.stdout and "without a statutory basis: rrn" in check.stdout
     assert not any(v in check.stdout + check.stderr for v in rrns)
     assert env.run("datamap", "check", "--strict").returncode == 1
 

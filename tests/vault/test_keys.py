@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import base64
 import os
+import uuid
 from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import DBAPIError
 
 from lifecycle.core.db import session
+from lifecycle.core.migrate import missing_table
 from lifecycle.core.settings import get_settings, reset_settings_cache
 from lifecycle.vault import crypto, keystore
 from models.archive import ArchivedRecord, DataKey
 from models.vault import ArchiveSecret
+from tests.helpers import LifecycleEnv, pg_exec, pg_url
 
 
 def _key_file(path: Path, key: bytes | None = None) -> tuple[Path, bytes]:
@@ -296,3 +300,36 @@ def test_withdrawal_under_a_foreign_key_fails_through_wait(
     line = _one_line(r, 1)
     assert "failed" in line
     assert "this install's keys are wrapped under another master key" in line
+
+
+@pytest.mark.integration  # fresh, unmigrated databases on both servers
+def test_commands_before_db_upgrade_say_so_in_one_line(
+    lifecycle_env: LifecycleEnv, mysql_database: str, tmp_path: Path
+) -> None:
+    # Nothing migrated: a new archive on PostgreSQL and a new primary on MariaDB.
+    archive = f"lct_{uuid.uuid4().hex[:10]}_a"
+    pg_exec(f'CREATE DATABASE "{archive}"')
+    try:
+        env = {
+            "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_url(archive),
+            "LIFECYCLE_PRIMARY_DATABASE_URL": mysql_database,
+        }
+        key = tmp_path / "new" / "var" / "master.key"  # its folders do not exist yet
+        line = _one_line(lifecycle_env.run("keys", "init", "--key-file", str(key), **env), 2)
+        assert "archive_data_keys does not exist" in line and "lifecycle db upgrade" in line
+        assert not key.exists()
+        # Both servers' wording of a missing table is recognised.
+        for url in env.values():
+            eng = create_engine(url)
+            with pytest.raises(DBAPIError) as err, eng.connect() as c:
+                c.execute(text("SELECT * FROM lifecycle_requests"))
+            eng.dispose()
+            assert missing_table(err.value) == "lifecycle_requests"
+        r = lifecycle_env.run("db", "upgrade", **env)
+        assert r.returncode == 0, r.stderr
+        r = lifecycle_env.run("keys", "init", "--key-file", str(key), **env)
+        assert r.returncode == 0, r.stderr
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert key.parent.stat().st_mode & 0o777 == 0o700
+    finally:
+        pg_exec(f'DROP DATABASE IF EXISTS "{archive}" WITH (FORCE)')
