@@ -181,7 +181,8 @@ def test_a_batch_beside_a_running_one_takes_its_first_member(site: LifecycleEnv)
         r[0]
         for r in sql_rows(
             primary,
-            "SELECT id FROM members WHERE status = 'withdrawn' AND id BETWEEN :a AND :b ORDER BY id",
+            "SELECT id FROM members WHERE status = 'withdrawn' AND id BETWEEN :a AND :b "
+            "ORDER BY id",
             a=b_first,
             b=b_last,
         )
@@ -384,11 +385,10 @@ def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
 def test_dormancy_when_the_operator_enables_it(
     primary_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    lifecycle_env = primary_env
     from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
     from workers.app import reconfigure
 
-    primary, archive = _urls(lifecycle_env)
+    primary, archive = _urls(primary_env)
     seed_site(primary, 60)
     text_ = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
     assert text_.count("    enabled: false") == 1
