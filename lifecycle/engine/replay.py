@@ -406,7 +406,7 @@ def _open_run(ctx: EngineContext) -> int:
     return int(run_id)
 
 
-def _close_run(ctx: EngineContext, run_id: int, rep: ReplayReport) -> None:
+def _close_run(ctx: EngineContext, run_id: int, rep: ReplayReport, outcome: str = "ok") -> None:
     jr = JobRun.__table__
     counts = {f"{k}_reapplied": v for k, v in rep.reapplied.items()}
     counts.update(files=rep.files_matched, rows_deleted=rep.rows_deleted)
@@ -414,8 +414,49 @@ def _close_run(ctx: EngineContext, run_id: int, rep: ReplayReport) -> None:
         conn.execute(
             update(jr)
             .where(jr.c.id == run_id)
-            .values(outcome="ok", finished_at=datetime.now(UTC), counts=counts)
+            .values(outcome=outcome, finished_at=datetime.now(UTC), counts=counts)
         )
+
+
+def _apply(
+    ctx: EngineContext, rep: ReplayReport, todo: list[tuple[Act, int]], paths: list[str],
+    consent_columns: Mapping[str, str], actor: str, run_id: int,
+) -> None:  # fmt: skip
+    for n, (act, mid) in enumerate(todo, 1):
+        if _held(ctx, mid, rep):
+            continue
+        scope = Scope(key=f"replay:{run_id}:{n}", purpose="withdrawal", reason=REASON,
+                      actor=actor, subject_ref=act.ref)  # fmt: skip
+        if act.kind == "withdrawal":
+            done = _redo_withdrawal(ctx, mid, act.at, scope, rep)
+        else:
+            cols = _clearable(ctx, act, consent_columns)
+            done = bool(cols) and _redo_clear(ctx, act, mid, cols, scope, act.ref, rep)
+        if done:
+            rep.reapplied[act.kind] += 1
+    flush_ledger_outbox(ctx)
+    if paths:
+        rep.shred_jobs.append(
+            enqueue_shred(paths, reason=REASON, legal_basis=LEGAL_BASIS, origin="replay")
+        )
+    with Session(ctx.archive) as a, a.begin():
+        ledger.append(
+            a, action="ledger_replay", categories=[], tables=[],
+            subjects=rep.members_reapplied, rows=rep.rows_deleted + len(paths), reason=REASON,
+            legal_basis=LEGAL_BASIS,
+            method="원장 가명 대조로 복원 DB·파일의 파기 재적용 (matched by keyed pseudonyms)",
+            actor=actor,
+            details={"since": rep.since.isoformat(), "run": run_id,
+                     "members": rep.members_reapplied,
+                     **{f"{k}s": v for k, v in rep.reapplied.items()},
+                     "files": len(paths), "held_members": len(rep.members_held),
+                     "not_restored": rep.not_restored, "left_to_requests": rep.left_to_requests,
+                     "assume_restored": rep.assume_restored,
+                     "unnamed_destructions": rep.unnamed_destructions,
+                     "identifier_destructions": rep.identifier_destructions,
+                     "corrections_not_reapplied": rep.corrections},
+            dedup_key=f"ledger_replay:run{run_id}",
+        )  # fmt: skip
 
 
 def replay(
@@ -478,40 +519,11 @@ def replay(
             rep.reapplied[act.kind] += 1
         return rep
     run_id = rep.run_id = _open_run(ctx)
-    for n, (act, mid) in enumerate(todo, 1):
-        if _held(ctx, mid, rep):
-            continue
-        scope = Scope(key=f"replay:{run_id}:{n}", purpose="withdrawal", reason=REASON,
-                      actor=actor, subject_ref=act.ref)  # fmt: skip
-        if act.kind == "withdrawal":
-            done = _redo_withdrawal(ctx, mid, act.at, scope, rep)
-        else:
-            cols = _clearable(ctx, act, consent_columns)
-            done = bool(cols) and _redo_clear(ctx, act, mid, cols, scope, act.ref, rep)
-        if done:
-            rep.reapplied[act.kind] += 1
-    flush_ledger_outbox(ctx)
-    if paths:
-        rep.shred_jobs.append(
-            enqueue_shred(paths, reason=REASON, legal_basis=LEGAL_BASIS, origin="replay")
-        )
-    with Session(ctx.archive) as a, a.begin():
-        ledger.append(
-            a, action="ledger_replay", categories=[], tables=[],
-            subjects=rep.members_reapplied, rows=rep.rows_deleted + len(paths), reason=REASON,
-            legal_basis=LEGAL_BASIS,
-            method="원장 가명 대조로 복원 DB·파일의 파기 재적용 (matched by keyed pseudonyms)",
-            actor=actor,
-            details={"since": since.isoformat(), "run": run_id,
-                     "members": rep.members_reapplied,
-                     **{f"{k}s": v for k, v in rep.reapplied.items()},
-                     "files": len(paths), "held_members": len(rep.members_held),
-                     "not_restored": rep.not_restored, "left_to_requests": rep.left_to_requests,
-                     "assume_restored": assume_restored,
-                     "unnamed_destructions": rep.unnamed_destructions,
-                     "identifier_destructions": rep.identifier_destructions,
-                     "corrections_not_reapplied": rep.corrections},
-            dedup_key=f"ledger_replay:run{run_id}",
-        )  # fmt: skip
+    try:
+        _apply(ctx, rep, todo, paths, consent_columns, actor, run_id)
+    except BaseException:
+        # The run row must not say "running" for ever; what was re-applied is in the ledger.
+        _close_run(ctx, run_id, rep, "failed")
+        raise
     _close_run(ctx, run_id, rep)
     return rep
