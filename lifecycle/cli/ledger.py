@@ -95,13 +95,24 @@ def replay_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would be re-applied; change nothing.")
     ] = False,
+    assume_restored: Annotated[
+        bool,
+        typer.Option(
+            "--assume-restored",
+            help="Re-apply erasures and consent withdrawals even where their request row says "
+            "they were done in this DB (the site's tables were restored, the lifecycle_* "
+            "tables were not).",
+        ),
+    ] = False,
 ) -> None:
-    """After restoring the primary DB from a backup: re-apply the withdrawals and file shreds
-    the ledger records since that date (matched by pseudonym). Safe to run again."""
+    """After restoring the primary DB from a backup: re-apply what the ledger records since
+    that date (withdrawals, item erasures, consent withdrawals, file shreds; matched by
+    pseudonym) to what the restore brought back. Safe to run again."""
     from lifecycle.cli.operator import current, record
     from lifecycle.core.db import check_reachable
     from lifecycle.engine.context import get_context
     from lifecycle.engine.replay import parse_since, replay
+    from lifecycle.rights.consent import PURPOSES
 
     if not since:
         raise UserError("--since DATE is required (the date the restored backup was taken)")
@@ -110,25 +121,44 @@ def replay_cmd(
     ctx = get_context()
     day = parse_since(since, ctx)
     who = current()
-    rep = replay(ctx, day, dry_run=dry_run, actor=f"operator:{who}")
+    rep = replay(
+        ctx, day, dry_run=dry_run, actor=f"operator:{who}", assume_restored=assume_restored,
+        consent_columns={name: p.column for name, p in PURPOSES.items()},
+    )  # fmt: skip
     verb = "would re-apply" if dry_run else "re-applied"
+    named, done = rep.named, rep.reapplied
     typer.echo(
-        f"ledger since {day.isoformat()}: {rep.entries} entries, {rep.member_refs} withdrawn "
-        f"member(s) and {rep.file_refs} shredded file(s) named"
+        f"ledger since {day.isoformat()}: {rep.entries} entries; named: "
+        f"{named['withdrawal']} withdrawn member(s), {named['erasure']} item erasure(s), "
+        f"{named['consent']} consent withdrawal(s), {rep.file_refs} shredded file(s)"
     )
     typer.echo(
-        f"{verb}: {rep.members_matched if dry_run else rep.members_reapplied} member(s) found "
-        f"again in the restored DB, {rep.files_matched} file(s) found again under the storage "
-        "roots"
+        f"{verb}: {rep.members_reapplied} member(s) the restore brought back "
+        f"({done['withdrawal']} withdrawal(s), {done['erasure']} item erasure(s), "
+        f"{done['consent']} consent withdrawal(s)), {rep.files_matched} file(s) found again "
+        "under the storage roots"
         + ("" if not rep.shred_jobs else f" (shred jobs {', '.join(map(str, rep.shred_jobs))})")
     )
+    if rep.not_restored:
+        typer.echo(
+            f"not restored: {rep.not_restored} act(s) on members of this DB whose request is "
+            "finished here (no sign this DB predates them); left as they are "
+            "(--assume-restored re-applies them)"
+        )
+    if rep.left_to_requests:
+        typer.echo(
+            f"left to their requests: {rep.left_to_requests} (not yet carried out in the "
+            "restored DB; the relay sends them again)"
+        )
     if rep.members_held:
         typer.echo(f"left alone: members under legal holds {sorted(set(rep.members_held))}")
-    if rep.unnamed_destructions or rep.corrections:
+    if rep.unnamed_destructions or rep.corrections or rep.identifier_destructions:
         typer.echo(
             f"not re-applied: {rep.unnamed_destructions} destruction entries name no member "
             "(sweep batches, age rules: the next sweep and purge redo them if the restored data "
-            f"qualifies), {rep.corrections} correction(s) (values are never in the ledger)"
+            f"qualifies), {rep.corrections} correction(s) (values are never in the ledger: "
+            f"correct them again), {rep.identifier_destructions} identifier destruction(s) "
+            "(run lifecycle identifiers destroy again)"
         )
     if dry_run:
         typer.echo("dry run: nothing changed")

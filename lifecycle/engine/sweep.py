@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 MEMBER_BATCH = 500
 AGE_BATCH = 5000
 LOCK_NAME = "lifecycle-sweep"
+# Keys of a member batch's counts: the members its plan named, and those it locked and
+# worked on (``subjects`` counts members whose rows moved: a dormant member may have none).
+PLANNED = "planned_members"
+MEMBERS = "members"
 
 REASONS = {
     "withdrawal": "회원 탈퇴에 따른 처리목적 달성 (member withdrew)",
@@ -85,8 +89,9 @@ def _now() -> datetime:
 # -- planning ------------------------------------------------------------------------------------
 
 
-def _ranges(ids: Any, size: int) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
+def _ranges(ids: Any, size: int) -> list[tuple[int, int, int]]:
+    """(first id, last id, how many ids) of consecutive slices of ``size`` ids."""
+    out: list[tuple[int, int, int]] = []
     first = last = None
     n = 0
     for (i,) in ids:
@@ -95,16 +100,17 @@ def _ranges(ids: Any, size: int) -> list[tuple[int, int]]:
         last = i
         n += 1
         if n == size:
-            out.append((first, last))
+            out.append((first, last, n))
             first, n = None, 0
     if first is not None:
-        out.append((first, last))  # type: ignore[arg-type]
+        out.append((first, last, n))  # type: ignore[arg-type]
     return out
 
 
 def plan_member_ranges(
     ctx: EngineContext, conn: Connection, kind: str, now: datetime, size: int
-) -> list[tuple[int, int]]:
+) -> list[tuple[int, int, int]]:
+    """(first id, last id, members) of each member batch the run will have."""
     if kind == "withdrawal":
         q = withdrawn_subjects_query(ctx)
     else:
@@ -121,8 +127,8 @@ def plan_member_ranges(
 
 def plan_age_ranges(
     ctx: EngineContext, conn: Connection, now: datetime, size: int
-) -> dict[str, list[tuple[int, int]]]:
-    out: dict[str, list[tuple[int, int]]] = {}
+) -> dict[str, list[tuple[int, int, int]]]:
+    out: dict[str, list[tuple[int, int, int]]] = {}
     for tm in ctx.ordered_tables:
         if not tm.expires_by_age:
             continue
@@ -151,6 +157,10 @@ def _lock_members(
     )
     if q is None:
         return {}
+    if dbkind.is_mysql(conn):
+        q = _by_ids_mysql(ctx, conn, kind, q, now)
+        if q is None:
+            return {}
     q = dbkind.for_update(q, conn, skip=True, of=ctx.subject_table)
     out: dict[Any, datetime] = {}
     subject = ctx.datamap.subject
@@ -165,6 +175,32 @@ def _lock_members(
     return out
 
 
+def _by_ids_mysql(
+    ctx: EngineContext, conn: Connection, kind: str, ranged: Any, now: datetime
+) -> Any | None:
+    """The batch's member query by the ids the range holds now, not by the range itself.
+
+    InnoDB's locking read of an id range also locks the index record just past its end
+    (next-key locking, REPEATABLE and READ COMMITTED alike): the first member of the next
+    batch. A neighbour batch running at the same moment then passed over that member with
+    ``SKIP LOCKED`` and the run ended with it still there. So the ids are read first without
+    locks (a consistent read takes none), then locked by primary-key lookups, which lock
+    those records only; the conditions are checked again under the lock.
+    """
+    ids = [row[0] for row in conn.execute(ranged)]
+    if not ids:
+        return None
+    q = withdrawn_subjects_query(ctx) if kind == "withdrawal" else dormant_subjects_query(ctx, now)
+    t = ctx.subject_table
+    key = t.c[ctx.datamap.subject.key]
+    q = q.where(key.in_(ids))
+    if key.primary_key:
+        # On a small table the optimiser may prefer a full scan for an IN list, and a locking
+        # full scan locks every row it reads, other batches' members too.
+        q = q.with_hint(t, "FORCE INDEX (PRIMARY)", dialect_name=conn.dialect.name)
+    return q
+
+
 def process_members(
     ctx: EngineContext,
     conn: Connection,
@@ -173,14 +209,15 @@ def process_members(
     last: int,
     scope: Scope,
     now: datetime,
-) -> MoveResult:
-    """Move every table's rows of the withdrawn (or dormant) members in ``first..last``."""
+) -> tuple[MoveResult, int]:
+    """Move every table's rows of the withdrawn (or dormant) members in ``first..last``;
+    returns the result and how many members the batch locked and worked on."""
     ended = _lock_members(ctx, conn, kind, first, last, now)
     if not ended:
-        return MoveResult()
+        return MoveResult(), 0
     check = holds.any_active(conn, ctx.local_date(now))
     sels = subject_selections(ctx, kind, ended, now, check_holds=check)
-    return move(ctx, conn, sels, scope, now=now)
+    return move(ctx, conn, sels, scope, now=now), len(ended)
 
 
 def process_age(
@@ -195,8 +232,9 @@ def process_age(
     return move(ctx, conn, [sel], scope, now=now)
 
 
-def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> bool:
-    """Take the batch for this transaction; False if done or someone else is on it."""
+def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> dict[str, Any] | None:
+    """Take the batch for this transaction and return what its plan stored (``{}`` if
+    nothing); None if done or someone else is on it."""
     t = SweepBatch.__table__
     where = (
         (t.c.run_id == key.run_id)
@@ -206,13 +244,17 @@ def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> bool:
         & (t.c.state == "pending")
     )
     if dbkind.skip_locked(conn):
-        got = conn.execute(select(t.c.id).where(where).with_for_update(skip_locked=True)).first()
-        return got is not None
+        got = conn.execute(
+            select(t.c.id, t.c.counts).where(where).with_for_update(skip_locked=True)
+        ).first()
+        return None if got is None else dict(got[1] or {})
     # SQLite has no row locks: writing first takes the database's write lock instead. A server
     # without SKIP LOCKED (MariaDB < 10.6) waits on the row lock here and then finds the batch
     # done (0 rows), which is the same answer later.
     res = conn.execute(update(t).where(where).values(updated_at=_now()))
-    return bool(res.rowcount)
+    if not res.rowcount:
+        return None
+    return dict(conn.execute(select(t.c.counts).where(where)).scalar() or {})
 
 
 def run_batch(
@@ -228,13 +270,19 @@ def run_batch(
         task_id=task_id,
     )
     with ctx.primary.begin() as conn:
-        if not _claim(ctx, conn, key):
+        plan = _claim(ctx, conn, key)
+        if plan is None:
             return None
         if key.kind == "age":
             res = process_age(ctx, conn, key.table, key.first_id, key.last_id, scope, now)
+            counts = res.summary()
         else:
-            res = process_members(ctx, conn, key.kind, key.first_id, key.last_id, scope, now)
-        counts = res.summary()
+            res, members = process_members(
+                ctx, conn, key.kind, key.first_id, key.last_id, scope, now
+            )
+            counts = {**res.summary(), MEMBERS: members}
+        if PLANNED in plan:
+            counts[PLANNED] = int(plan[PLANNED])
         t = SweepBatch.__table__
         conn.execute(
             update(t)
@@ -257,20 +305,23 @@ def run_batch(
 
 def _insert_batches(
     ctx: EngineContext, conn: Connection, run_id: int, kind: str, table: str,
-    ranges: list[tuple[int, int]],
+    ranges: list[tuple[int, int, int]],
 ) -> list[BatchKey]:  # fmt: skip
     if not ranges:
         return []
     now = _now()
+    # A member batch keeps how many members its plan named: the run is ok only if it took
+    # them all (see _shortfall).
     conn.execute(
         insert(SweepBatch.__table__),
         [
             {"run_id": run_id, "kind": kind, "table_name": table, "first_id": a, "last_id": b,
-             "state": "pending", "updated_at": now}
-            for a, b in ranges
+             "state": "pending", "updated_at": now,
+             "counts": None if kind == "age" else {PLANNED: n}}
+            for a, b, n in ranges
         ],
     )  # fmt: skip
-    return [BatchKey(run_id, kind, table, a, b) for a, b in ranges]
+    return [BatchKey(run_id, kind, table, a, b) for a, b, _n in ranges]
 
 
 def _batches(ctx: EngineContext, run_id: int, state: str | None = None) -> list[BatchKey]:
@@ -296,13 +347,38 @@ def totals(ctx: EngineContext, run_id: int) -> dict[str, int]:
     t = SweepBatch.__table__
     out: dict[str, int] = {}
     with ctx.primary.connect() as conn:
-        for kind, counts in conn.execute(
-            select(t.c.kind, t.c.counts).where(t.c.run_id == run_id, t.c.state == "done")
+        for kind, state, counts in conn.execute(
+            select(t.c.kind, t.c.state, t.c.counts).where(t.c.run_id == run_id)
         ):
             for k, v in (counts or {}).items():
+                if k == PLANNED:
+                    # What the plan named, done or not: ``{kind}_planned``.
+                    out[f"{kind}_planned"] = out.get(f"{kind}_planned", 0) + int(v)
+                    continue
+                if state != "done":
+                    continue
+                if k == MEMBERS:
+                    out[f"{kind}_members"] = out.get(f"{kind}_members", 0) + int(v)
+                    continue
                 out[k] = out.get(k, 0) + int(v)
                 if k == "subjects" and kind != "age":
                     out[f"{kind}_subjects"] = out.get(f"{kind}_subjects", 0) + int(v)
+    return out
+
+
+def _shortfall(counts: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Member phases that took fewer members than their plan named: {kind: (done, planned)}.
+
+    A member the plan named and the batch did not take is still withdrawn (or dormant) with
+    its rows, e.g. passed over as locked by someone else; the next run retries it, but this
+    run did not do all it was asked and must not look ok.
+    """
+    out: dict[str, tuple[int, int]] = {}
+    for kind in ("withdrawal", "dormancy"):
+        planned = int(counts.get(f"{kind}_planned", 0))
+        done = int(counts.get(f"{kind}_members", 0))
+        if done < planned:
+            out[kind] = (done, planned)
     return out
 
 
@@ -465,13 +541,24 @@ def _run_locked(
             # Said in the result (Flower, --wait, status): what legal holds kept back.
             counts.update(held_summary(ctx))
             refused = int(counts.get("files_refused", 0))
+            short = _shortfall(counts)
+            if short:
+                counts["members_short"] = sum(p - d for d, p in short.values())
             with ctx.primary.begin() as conn:
                 conn.execute(
                     update(jr)
                     .where(jr.c.id == run_id)
                     .values(
-                        outcome="failed" if refused else "ok", finished_at=_now(), counts=counts
+                        outcome="failed" if refused or short else "ok",
+                        finished_at=_now(),
+                        counts=counts,
                     )
+                )
+            if short:
+                said = ", ".join(f"{k} {d:,} of {p:,}" for k, (d, p) in short.items())
+                raise SweepIncomplete(
+                    f"sweep run {run_id}: took fewer members than planned ({said}); "
+                    f"{counts['members_short']:,} still hold their rows (the next run retries them)"
                 )
             if refused:
                 # The rows went, their paths are kept in shred jobs: the run must not look ok.

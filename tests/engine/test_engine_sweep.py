@@ -3,6 +3,7 @@ and via the CLI)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, date, datetime, timedelta
 
@@ -13,10 +14,11 @@ from sqlalchemy.orm import Session
 from lifecycle.core.locks import JobLock
 from lifecycle.datamap.anchors import TaxProfile, tax_cutoff
 from lifecycle.datamap.periods import Period
-from lifecycle.engine import mover
+from lifecycle.engine import mover, sweep
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.purge import run_purge
-from lifecycle.engine.sweep import LOCK_NAME, run_sweep
+from lifecycle.engine.sweep import LOCK_NAME, BatchKey, SweepIncomplete, run_batch, run_sweep
+from models.engine import SweepBatch
 from tests.helpers import (
     LifecycleEnv,
     accounting,
@@ -27,7 +29,9 @@ from tests.helpers import (
     seed_site,
     site_engine,
     snapshot_site,
+    sql_rows,
     table_counts,
+    wait_until,
     withdraw_all,
 )
 
@@ -160,6 +164,98 @@ def test_interrupted_batch_is_redone_exactly(
     check_exact_accounting(snap, remaining_rows(primary, snap), accounting(primary, archive))
 
 
+def test_a_batch_beside_a_running_one_takes_its_first_member(site: LifecycleEnv) -> None:
+    """Two batches at once: the second takes every member of its range, its first too.
+
+    On MariaDB the first batch's locking read of its id range also locked the record just past
+    it, the next batch's first member, which that batch then passed over (SKIP LOCKED).
+    """
+    primary, _archive = _urls(site)
+    ctx = get_context()
+    now = datetime.now(UTC)
+    with ctx.primary.connect() as c:
+        (a_first, a_last, *_), (b_first, b_last, *_), *_rest = sweep.plan_member_ranges(
+            ctx, c, "withdrawal", now, 5
+        )
+    b_ids = [
+        r[0]
+        for r in sql_rows(
+            primary,
+            "SELECT id FROM members WHERE status = 'withdrawn' AND id BETWEEN :a AND :b "
+            "ORDER BY id",
+            a=b_first,
+            b=b_last,
+        )
+    ]
+    assert len(b_ids) == 5 and b_ids[0] == b_first
+    run_id = 990_001
+    with ctx.primary.begin() as c:
+        c.execute(
+            SweepBatch.__table__.insert(),
+            [{"run_id": run_id, "kind": "withdrawal", "table_name": "", "first_id": f,
+              "last_id": la, "state": "pending", "updated_at": now}
+             for f, la in ((a_first, a_last), (b_first, b_last))],
+        )  # fmt: skip
+    out: dict[str, object] = {}
+
+    def second() -> None:
+        out["counts"] = run_batch(ctx, BatchKey(run_id, "withdrawal", "", b_first, b_last))
+
+    with ctx.primary.connect() as a_conn, a_conn.begin() as a_tx:
+        # The first batch has locked its members and is still working on them.
+        assert len(sweep._lock_members(ctx, a_conn, "withdrawal", a_first, a_last, now)) == 5
+        t = threading.Thread(target=second)
+        t.start()
+        wait_until(lambda: not t.is_alive(), timeout=60, what="the second batch finished")
+        a_tx.rollback()
+    counts = out["counts"]
+    assert isinstance(counts, dict) and counts["subjects"] == 5, counts
+    assert (
+        _scalar(primary, f"SELECT count(*) FROM members WHERE id IN ({','.join(map(str, b_ids))})")
+        == 0
+    )
+
+
+def test_a_run_that_took_fewer_members_than_planned_fails(site: LifecycleEnv) -> None:
+    """A planned member a batch could not take (locked by someone else) fails the run, with the
+    count in its state, instead of ending ok and leaving it for the next night in silence."""
+    primary, _archive = _urls(site)
+    ctx = get_context()
+    withdrawn = _scalar(primary, "SELECT count(*) FROM members WHERE status = 'withdrawn'")
+    [(mid,)] = sql_rows(
+        primary, "SELECT min(id) FROM members WHERE status = 'withdrawn' AND id > 40"
+    )
+    result: dict[str, object] = {}
+
+    def sweep_now() -> None:
+        try:
+            result["counts"] = run_sweep(ctx, member_batch=5)
+        except SweepIncomplete as exc:
+            result["error"] = str(exc)
+
+    eng = site_engine(primary)
+    with eng.connect() as other, other.begin():
+        # The site's own code holds this member's row for a while (e.g. an admin edit).
+        other.execute(text("SELECT id FROM members WHERE id = :m FOR UPDATE"), {"m": mid})
+        t = threading.Thread(target=sweep_now)
+        t.start()
+        wait_until(lambda: not t.is_alive(), timeout=120, what="the sweep finished")
+    eng.dispose()
+    assert "error" in result, result
+    assert "took fewer members than planned (withdrawal" in str(result["error"])
+    assert f"{withdrawn - 1:,} of {withdrawn:,}" in str(result["error"])
+    assert "\n" not in str(result["error"])
+    [(outcome, counts)] = sql_rows(
+        primary, "SELECT outcome, counts FROM lifecycle_job_runs ORDER BY id DESC LIMIT 1"
+    )
+    counts = json.loads(counts) if isinstance(counts, str) else counts
+    assert outcome == "failed" and counts["members_short"] == 1
+    assert counts["withdrawal_planned"] == withdrawn
+    # The next run takes it and ends ok.
+    assert run_sweep(ctx, member_batch=5)["withdrawal_members"] == 1
+    assert _scalar(primary, "SELECT count(*) FROM members WHERE status = 'withdrawn'") == 0
+
+
 def test_a_second_trigger_while_running_does_nothing(site: LifecycleEnv) -> None:
     primary, archive = _urls(site)
     ctx = get_context()
@@ -289,11 +385,10 @@ def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
 def test_dormancy_when_the_operator_enables_it(
     primary_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    lifecycle_env = primary_env
     from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
     from workers.app import reconfigure
 
-    primary, archive = _urls(lifecycle_env)
+    primary, archive = _urls(primary_env)
     seed_site(primary, 60)
     text_ = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
     assert text_.count("    enabled: false") == 1

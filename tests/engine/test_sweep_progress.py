@@ -1,4 +1,5 @@
-"""`lifecycle sweep --wait` on a terminal: the bar counts batches and ends at the run's total.
+"""`lifecycle sweep --wait` on a terminal: the bar counts batches and ends at the run's total,
+on a PostgreSQL and on a MariaDB primary.
 
 Run under a pseudo-terminal, as a person would see it (off a terminal the bar is not drawn).
 """
@@ -54,14 +55,15 @@ def _run_on_a_terminal(env: LifecycleEnv, *args: str, timeout: float = 240) -> t
 
 
 def test_sweep_bar_counts_batches_to_the_real_total(
-    lifecycle_env: LifecycleEnv, start_worker: Any
+    primary_env: LifecycleEnv, start_worker: Any
 ) -> None:
-    primary = lifecycle_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    env = primary_env
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
     seed_site(primary, 120)
     withdraw_all(primary, "id % 4 = 0")
     clear_context_cache()
-    start_worker(lifecycle_env, concurrency=2)
-    code, screen = _run_on_a_terminal(lifecycle_env, "sweep", "--wait", "--batch-size", "5")
+    start_worker(env, concurrency=2)
+    code, screen = _run_on_a_terminal(env, "sweep", "--wait", "--batch-size", "5")
     assert code == 0, screen
     done = re.search(r"sweep done: .*\bbatches=(\d+), batches_done=(\d+)", screen)
     assert done, screen
