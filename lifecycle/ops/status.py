@@ -485,8 +485,44 @@ def build_report(
             reachable = False
         # Flower is a viewer, not a store: its absence is reported but is not a failure here.
         report["flower"] = {"url": url, "reachable": reachable}
-    report["ok"] = not report["unreachable"]
+    report["attention"] = needs_attention(report)
+    report["ok"] = not report["unreachable"] and not report["attention"]
     return report
+
+
+# Outcomes of a job run that mean it did all it was asked (or is still at it); any other
+# ("failed", "abandoned", ...) means it did not.
+_GOOD_RUN_OUTCOMES = ("ok", "done", "success", "running")
+
+
+def needs_attention(report: dict[str, Any]) -> list[str]:
+    """One line per thing an operator must look at (cron alerts on them: exit status 1).
+
+    A store that could not be read is not listed here (that is exit status 3); what it would
+    have said is unknown, not fine.
+    """
+    out: list[str] = []
+    req = report.get("requests") or {}
+    if req.get("overdue_total"):
+        out.append(f"{req['overdue_total']} request(s) past their legal deadline")
+    if req.get("failed_total"):
+        out.append(f"{req['failed_total']} request(s) failed in the last 7 days")
+    parked = (req.get("open_by_state") or {}).get(RequestState.NEEDS_ATTENTION.value)
+    if parked:
+        out.append(f"{parked} request(s) need attention")
+    dl = report.get("deliveries") or {}
+    if dl.get("failing_total"):
+        out.append(f"{dl['failing_total']} third-party deliveries failing or being retried")
+    notices = report.get("notices") or {}
+    if notices.get("in_doubt_total"):
+        out.append(f"{notices['in_doubt_total']} notice(s) in doubt (lifecycle notice reconcile)")
+    for run in report.get("jobs") or []:
+        if run.get("outcome") not in _GOOD_RUN_OUTCOMES:
+            out.append(f"last {run['job']} run {run['run_id']} {run['outcome']}")
+    unfinished = report.get("unfinished") or {}
+    if unfinished.get("stalled_total"):
+        out.append(f"{unfinished['stalled_total']} job(s) stalled (lease expired, not re-sent)")
+    return out
 
 
 def _ping_db(which: str) -> None:
