@@ -145,10 +145,11 @@ def _render(report: dict[str, Any], tz: str) -> None:
                 title_justify="left",
                 title_style="bold red",
             )
-            for col in ("request", "kind", "reason"):
+            for col in ("request", "kind", "done before it failed", "reason"):
                 t.add_column(col, justify="right" if col == "request" else "left")
             for item in req["failed"]:
-                t.add_row(str(item["id"]), item["kind"], item["error"])
+                done = ", ".join(item.get("steps_done") or []) or "-"
+                t.add_row(str(item["id"]), item["kind"], done, item["error"])
             console.print(t)
         else:
             console.print("failed requests (last 7 days): 0")

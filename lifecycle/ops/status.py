@@ -221,14 +221,28 @@ def recently_failed(session: Session, now: datetime) -> list[dict[str, Any]]:
     """Requests that failed in the last week, newest first, with their one-line reason (the
     workers write no personal data there)."""
     rows = session.execute(
-        select(LifecycleRequest.id, LifecycleRequest.kind, LifecycleRequest.error)
+        select(
+            LifecycleRequest.id,
+            LifecycleRequest.kind,
+            LifecycleRequest.error,
+            LifecycleRequest.steps_done,
+        )
         .where(
             LifecycleRequest.state == RequestState.FAILED.value,
             LifecycleRequest.updated_at >= now - FAILED_WINDOW,
         )
         .order_by(LifecycleRequest.id.desc())
     ).all()
-    return [{"id": i, "kind": k, "error": (e or "")[:300]} for i, k, e in rows]
+    # steps_done: what it did before it failed (`lifecycle requests retry` resumes after it).
+    return [
+        {
+            "id": i,
+            "kind": k,
+            "error": (e or "")[:300],
+            "steps_done": [x for x in (d or "").split(",") if x],
+        }
+        for i, k, e, d in rows
+    ]
 
 
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
