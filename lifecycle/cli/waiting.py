@@ -24,7 +24,7 @@ from lifecycle.core import leases
 from lifecycle.core.errors import BrokerUnavailable, LifecycleError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.transient import TRANSIENT_ERRORS
-from lifecycle.ops.wait_reasons import WaitReason, why_waiting
+from lifecycle.ops.wait_reasons import QUEUED, WaitReason, why_waiting
 from lifecycle.requests.states import steps_done, task_for
 
 _console = Console(stderr=True)
@@ -127,11 +127,13 @@ def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) 
                         f"request {request_id} cannot complete ({req.state}): {reason.text}"
                     )
             if now > deadline:
-                why = (
-                    reason.text
-                    if reason is not None
-                    else "is a worker running? (lifecycle up, or lifecycle status)"
-                )
+                hint = "is a worker running? (lifecycle up, or lifecycle status)"
+                if reason is None:
+                    why = hint
+                elif reason.key == QUEUED:
+                    why = f"{reason.text}; {hint}"
+                else:
+                    why = reason.text
                 raise JobFailed(
                     f"request {request_id} still '{req.state}' after {timeout:.0f}s: {why}"
                 )

@@ -24,6 +24,8 @@ from models.notify import Channel, Delivery, DeliveryState, ThirdParty
 from models.requests import LifecycleRequest
 
 SMTP_NOT_CONFIGURED = "SmtpNotConfigured"
+# The key of "no worker has taken it yet": only this one suggests a missing worker.
+QUEUED = "queued"
 
 
 @dataclass(frozen=True)
@@ -125,11 +127,7 @@ def _job(req: LifecycleRequest, now: datetime) -> WaitReason | None:
     lease = leases.by_key(leases.lease_key(name, [req.id]))
     if lease is None:
         if req.state in START:
-            return WaitReason(
-                "queued",
-                f"waiting for a worker to pick it up ({req.state}); is a worker running? "
-                "(lifecycle up, or lifecycle status)",
-            )
+            return WaitReason(QUEUED, f"waiting for a worker to pick it up ({req.state})")
         return None
     if lease.state == "retrying":
         return WaitReason(
