@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,50 @@ def test_sweep_wait_follows_the_run_across_a_redis_restart(
     assert "sweep done: " in out, out
     assert "failed" not in err, err
     assert [r[0] for r in runs] == ["ok"], runs
+
+
+def test_a_revoked_coordinator_does_not_end_the_wait_while_its_job_goes_on(
+    primary_env: LifecycleEnv,
+) -> None:
+    """What the restart above leaves when the cancelled task is recorded REVOKED: the wait
+    follows the job (lease) and the run row, and ends with the run's outcome."""
+    from celery.result import AsyncResult
+
+    from lifecycle.cli.waiting import wait_for_task
+    from lifecycle.core import db, leases
+    from models.requests import JobRun
+    from workers.app import app
+
+    key = "lifecycle.sweep.run"
+    first = leases.acquire(key, key, task_id="t1")
+    assert first is not None
+    with db.session("primary") as s:
+        run = JobRun(job="sweep", task_id="t1", outcome="running", counts={})
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    # The worker lost Redis and cancelled the coordinator: its result says REVOKED.
+    app.backend.mark_as_revoked("t1", "terminated")
+    done = {"run_id": run_id, "batches": 4, "batches_done": 4}
+
+    def watchdog_copy_finishes() -> None:
+        # The lease expired; the watchdog's copy t1~r1 takes it over and resumes the run.
+        leases.retrying(first, 0)
+        again = leases.acquire(key, key, task_id="t1~r1")
+        assert again is not None
+        with db.engine("primary").begin() as c:
+            c.execute(
+                JobRun.__table__.update()
+                .where(JobRun.__table__.c.id == run_id)
+                .values(task_id="t1~r1", outcome="ok", counts=done)
+            )
+        leases.finish(again, "done")
+        app.backend.store_result("t1~r1", done, "SUCCESS")
+
+    timer = threading.Timer(3.0, watchdog_copy_finishes)
+    timer.start()
+    try:
+        got = wait_for_task(AsyncResult("t1", app=app), "sweep", timeout=60)
+    finally:
+        timer.join()
+    assert got == done
