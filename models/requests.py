@@ -73,6 +73,9 @@ class LifecycleRequest(PrimaryBase):
     state: Mapped[str] = mapped_column(String(32), default=RequestState.RECEIVED.value)
     # Free text written by workers only (never personal data): why it failed.
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The steps done so far, comma-separated ("restricted,archived,rows_destroyed"); kept
+    # when the request fails, so status says what was done and a retry resumes after it.
+    steps_done: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # Lets the website retry its insert safely (e.g. "withdraw:<member>:<session>").
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

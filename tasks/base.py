@@ -28,6 +28,7 @@ from celery.app.amqp import AMQP
 from celery.exceptions import Retry
 
 from lifecycle.core import dispatch, leases, safe_errors
+from lifecycle.core.errors import JobDeferred
 from lifecycle.core.taskargs import check_task_args, check_task_result, param_names, render_args
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS, TRANSIENT_ERRORS
 from lifecycle.requests.states import is_handler_task
@@ -66,6 +67,9 @@ def _reason(exc: BaseException) -> str:
     if inner is None:
         return "retry"
     if not safe_errors.is_safe(inner):
+        if isinstance(inner, OSError):
+            # "ConnectionRefusedError: connection refused": the errno's words, not the text.
+            return f"{type(inner).__name__}: {safe_errors.connection_reason(inner)}"
         return type(inner).__name__
     text = str(inner).strip().splitlines()
     return f"{type(inner).__name__}: {text[0]}" if text else type(inner).__name__
@@ -180,7 +184,8 @@ class LifecycleTask(Task):
         except TRANSIENT_ERRORS:
             left = None
         wait = 1.0 + (left if left is not None else leases.ttl().total_seconds())
-        raise self.retry(countdown=wait, max_retries=retries + 1)
+        why = JobDeferred(f"another worker holds this job's lease; checking again in {wait:.0f} s")
+        raise self.retry(exc=why, countdown=wait, max_retries=retries + 1)
 
     def _take_lease(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> leases.Lease | None:
         key = self._lease_key(args, kwargs)
@@ -236,7 +241,18 @@ class LifecycleTask(Task):
                 check_task_result(self.name, result)
             return result
         except Retry as exc:
-            if direct or exc.exc is None or safe_errors.is_safe(exc.exc):
+            if direct:
+                raise
+            # Celery logs a retry at INFO as "Retry in 60s", without its cause: say it at
+            # WARNING with the cause's class and safe reason.
+            log.warning(
+                "%s[%s]: retry in %.0f s: %s",
+                self.name,
+                self.request.id,
+                _delay_seconds(exc.when),
+                _reason(exc),
+            )
+            if exc.exc is None or safe_errors.is_safe(exc.exc):
                 raise
             # Celery puts the cause's repr into the retry event and the log: replace the cause.
             safe = self._redacted(exc.exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lifecycle.core import dispatch
+from lifecycle.core.errors import JobDeferred
 from lifecycle.notices import members as notices
 from lifecycle.notices.sending import send_batch as send_range
 from schedules import housekeeping
@@ -39,7 +40,12 @@ def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> di
 
     result = send_range(notice_id, first, last, self.progress)
     if result.left and self.request.retries < BATCH_RETRIES:
-        raise self.retry(countdown=min(3600, 30 * 2**self.request.retries))
+        # The cause goes with the retry: the worker log (WARNING) and Flower say why.
+        why = JobDeferred(
+            f"notice {notice_id} members {first}..{last}: {result.left} not sent yet"
+            + (f" ({result.last_error})" if result.last_error else "")
+        )
+        raise self.retry(exc=why, countdown=min(3600, 30 * 2**self.request.retries))
     return result.as_dict()
 
 

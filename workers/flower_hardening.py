@@ -24,6 +24,7 @@ from flower.views import monitor
 from tornado import web
 
 from lifecycle.core.errors import LifecycleError
+from lifecycle.core.safe_errors import RedactedError  # noqa: F401 (its name is kept, below)
 from lifecycle.core.taskargs import _ID_STRING, _LOOKS_PERSONAL, is_safe_result_string
 from workers.app import app
 
@@ -131,6 +132,9 @@ def exception_is_safe(text: Any) -> bool:
 def redact_exception(text: Any) -> Any:
     if not isinstance(text, str) or not text or exception_is_safe(text):
         return text
+    if text.strip() == "None":
+        # A retry with no cause (Celery's repr of it): nothing to hide, nothing to show.
+        return "Retry (no cause given)"
     m = _EXC.fullmatch(text.strip())
     name = m.group(1).rsplit(".", 1)[-1] if m else "Exception"
     return f"{name}({REDACTED})"

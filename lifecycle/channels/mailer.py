@@ -40,6 +40,7 @@ from urllib.parse import unquote, urlsplit
 
 from lifecycle.channels.tls import client_context, is_loopback
 from lifecycle.core.errors import SettingsError
+from lifecycle.core.safe_errors import connection_reason
 from lifecycle.core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class SendResult:
     status: SendStatus
     code: int | None = None
     error_class: str | None = None
+    # For logs: "connection refused 127.0.0.1:25", "SMTP 421" (never the server's reply text).
+    reason: str | None = None
 
 
 def parse_smtp_url(url: str) -> SmtpConfig:
@@ -274,11 +277,12 @@ class Mailer:
             code, _ = smtp.getreply()
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
+            why = connection_reason(exc, self.cfg.host, self.cfg.port)
             if committing:
                 # The terminator may have reached the server and the message been accepted.
-                return SendResult("unknown", None, type(exc).__name__)
+                return SendResult("unknown", None, type(exc).__name__, why)
             # Disconnected or timed out before the end of DATA: nothing was accepted.
-            return SendResult("retry", None, type(exc).__name__)
+            return SendResult("retry", None, type(exc).__name__, why)
         if code != 250:
             # A definite answer after the terminator (not accepted); a server that also hung
             # up (421) gets a fresh connection for the next message.
@@ -308,8 +312,8 @@ def _quote_periods(raw: bytes) -> bytes:
 def _by_code(code: int | None, cls: str) -> SendResult:
     # 5xx is permanent for this address (e.g. 550 no such mailbox); 4xx is "try later".
     if code is not None and 500 <= code < 600:
-        return SendResult("rejected", code, cls)
-    return SendResult("retry", code, cls)
+        return SendResult("rejected", code, cls, f"SMTP {code}")
+    return SendResult("retry", code, cls, f"SMTP {code}" if code is not None else None)
 
 
 def mailer_from_settings() -> Mailer | None:

@@ -18,7 +18,9 @@ from lifecycle.cli.withdraw import parse_member_id
 
 consent_app = typer.Typer(help="Consent per purpose (동의 철회).", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
-requests_app = typer.Typer(help="Requests: postpone an access request.", no_args_is_help=True)
+requests_app = typer.Typer(
+    help="Requests: postpone an access request, retry a failed one.", no_args_is_help=True
+)
 app.add_typer(requests_app, name="requests")
 
 MemberArg = Annotated[str, typer.Argument(metavar="MEMBER_ID", help="The member's id.")]
@@ -219,3 +221,47 @@ def extend_cmd(
         due = extend(s, req, days, reason)
     postpone_notice(request_id)
     typer.echo(f"request {request_id} postponed; now due {due.isoformat()}")
+
+
+@requests_app.command("retry")
+def retry_cmd(
+    request_id: Annotated[int, typer.Argument(help="The failed request's id.")],
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600,
+) -> None:
+    """Retry a failed request from the step that failed (the steps done stay done)."""
+    from lifecycle.core import dispatch
+    from lifecycle.core.db import session
+    from lifecycle.core.errors import UserError
+    from lifecycle.requests.outbox import load_for_update
+    from lifecycle.requests.states import IllegalTransition, reopen, steps_done, task_for
+
+    _prepare()
+    with session("primary") as s:
+        req = load_for_update(s, request_id)
+        if req is None:
+            raise UserError(f"request {request_id} does not exist")
+        try:
+            state = reopen(req)
+        except IllegalTransition as exc:
+            raise UserError(str(exc)) from None
+        done, kind = steps_done(req), req.kind
+    from lifecycle.cli.operator import record
+
+    record("change", "requests retry", request_id=request_id, details={"from": state})
+    after = f" after {', '.join(done)}" if done else ""
+    try:
+        dispatch.send(task_for(kind) or "", request_id)
+        typer.echo(f"request {request_id} ({kind}) re-opened at {state}{after}; dispatched")
+    except Exception as exc:
+        # Committed: the relay's stale-request check sends it once the broker is back.
+        typer.echo(
+            f"request {request_id} re-opened at {state}{after}; broker unreachable "
+            f"({type(exc).__name__}), the relay will dispatch it",
+            err=True,
+        )
+    if wait:
+        from lifecycle.cli.waiting import wait_for_request
+
+        final = wait_for_request(request_id, timeout=timeout)
+        typer.echo(f"request {request_id}: {final}")

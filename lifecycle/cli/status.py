@@ -11,7 +11,11 @@ import typer
 from lifecycle.cli.app import app
 from lifecycle.core import dispatch
 
-# Exit status when a store could not be read (same as other "unreachable" errors).
+# Exit statuses cron can alert on (README "Monitoring"): 0 all well; 1 something needs an
+# operator (see report["attention"]); 2 bad usage or configuration (typer's and
+# LifecycleError's); 3 a store could not be read (same as other "unreachable" errors), which
+# wins over 1 because what it would have said is unknown.
+EXIT_ATTENTION = 1
 EXIT_UNREACHABLE = 3
 
 
@@ -24,8 +28,10 @@ def status(
 ) -> None:
     """Show queue depths, workers online, open/overdue requests, failing deliveries, last runs.
 
-    Exit status 0 when every store was read, 3 when the broker or a database was unreachable
-    (what could be read is still shown).
+    Exit status 0 when all is well; 1 when something needs attention (overdue or failed
+    requests, failing deliveries, notices in doubt, a failed run, a stalled job); 2 for bad
+    usage or configuration; 3 when the broker or a database was unreachable (what could be
+    read is still shown).
     """
     from lifecycle.core.settings import get_settings
     from lifecycle.ops.status import build_report
@@ -50,6 +56,8 @@ def status(
         _render(report, s.timezone)
     if report["unreachable"]:
         raise typer.Exit(EXIT_UNREACHABLE)
+    if report["attention"]:
+        raise typer.Exit(EXIT_ATTENTION)
 
 
 def _when(iso: str | None, tz: str) -> str:
@@ -74,6 +82,8 @@ def _render(report: dict[str, Any], tz: str) -> None:
         console = Console(highlight=False, width=120, no_color=True)
     for line in report["unreachable"]:
         console.print(f"[bold red]{line}[/]")
+    for line in report.get("attention", []):
+        console.print(f"[bold red]needs attention: {line}[/]")
 
     broker = report.get("broker", {})
     if "queues" in broker:
@@ -135,10 +145,11 @@ def _render(report: dict[str, Any], tz: str) -> None:
                 title_justify="left",
                 title_style="bold red",
             )
-            for col in ("request", "kind", "reason"):
+            for col in ("request", "kind", "done before it failed", "reason"):
                 t.add_column(col, justify="right" if col == "request" else "left")
             for item in req["failed"]:
-                t.add_row(str(item["id"]), item["kind"], item["error"])
+                done = ", ".join(item.get("steps_done") or []) or "-"
+                t.add_row(str(item["id"]), item["kind"], done, item["error"])
             console.print(t)
         else:
             console.print("failed requests (last 7 days): 0")

@@ -71,7 +71,9 @@ def sweep(
     if wait:
         from lifecycle.cli.waiting import wait_for_task
 
-        _print_counts("sweep", wait_for_task(result, "sweep"))
+        # The run row is the verdict: the coordinator task may be cancelled (a Redis restart)
+        # and its run resumed by the watchdog's copy.
+        _print_counts("sweep", wait_for_task(result, "sweep", run_job="sweep"))
 
 
 @app.command("purge")

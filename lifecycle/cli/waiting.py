@@ -24,7 +24,8 @@ from lifecycle.core import leases
 from lifecycle.core.errors import BrokerUnavailable, LifecycleError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.transient import TRANSIENT_ERRORS
-from lifecycle.requests.states import task_for
+from lifecycle.ops.wait_reasons import QUEUED, WaitReason, why_waiting
+from lifecycle.requests.states import steps_done, task_for
 
 _console = Console(stderr=True)
 
@@ -68,11 +69,37 @@ _REQUEST_STEPS = {
 }
 
 
+def _say(line: str) -> None:
+    """A progress line on stderr (also off a terminal, where the bar is off): a wait never
+    goes silent while its reason changes."""
+    _console.print(line, highlight=False, soft_wrap=True)
+
+
+def _failed_text(req: Any) -> str:
+    done = steps_done(req)
+    after = f" after {', '.join(done)} (done)" if done else ""
+    return f"request {req.id} failed{after}: {req.error or 'no reason recorded'}"
+
+
+def _reason(req: Any) -> WaitReason | None:
+    try:
+        return why_waiting(req)
+    except TRANSIENT_ERRORS:
+        return None  # the database is restarting: ask again at the next poll
+
+
 def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) -> str:
-    """Wait until the request reaches a terminal state; raise JobFailed if it failed."""
+    """Wait until the request reaches a terminal state; raise JobFailed if it failed.
+
+    Says what the request waits for (a third party's answer, a legal hold, a missing SMTP
+    server, a worker) each time that changes, and names it when the wait times out.
+    """
     from lifecycle.requests.outbox import get
 
     deadline = time.monotonic() + timeout
+    said: str | None = None
+    reason: WaitReason | None = None
+    next_reason = 0.0
     with _progress() as bar:
         task = bar.add_task(f"request {request_id}", total=5, state="received")
         while True:
@@ -83,14 +110,32 @@ def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) 
             if req.state in ("completed", "needs_attention"):
                 break
             if req.state == "failed":
-                raise JobFailed(f"request {request_id} failed: {req.error or 'no reason recorded'}")
+                raise JobFailed(_failed_text(req))
             failed = _failed_handler(req.kind, request_id)
             if failed is not None:
                 raise JobFailed(f"request {request_id} failed ({req.state}): {failed}")
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now >= next_reason:
+                next_reason = now + 1.0
+                reason = _reason(req)
+                key = f"{req.state}|{reason.key if reason else ''}"
+                if reason is not None and key != said:
+                    _say(f"request {request_id} ({req.state}): {reason.text}")
+                said = key
+                if reason is not None and reason.blocked:
+                    raise JobFailed(
+                        f"request {request_id} cannot complete ({req.state}): {reason.text}"
+                    )
+            if now > deadline:
+                hint = "is a worker running? (lifecycle up, or lifecycle status)"
+                if reason is None:
+                    why = hint
+                elif reason.key == QUEUED:
+                    why = f"{reason.text}; {hint}"
+                else:
+                    why = reason.text
                 raise JobFailed(
-                    f"request {request_id} still '{req.state}' after {timeout:.0f}s; is a worker "
-                    "running? (lifecycle up, or lifecycle status)"
+                    f"request {request_id} still '{req.state}' after {timeout:.0f}s: {why}"
                 )
             time.sleep(poll)
     if req.state == "needs_attention":
@@ -126,12 +171,62 @@ def _lease(first_task_id: str) -> leases.Followed | None:
         return None  # the database is restarting: ask again at the next poll
 
 
-def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: float = 0.5) -> Any:
-    """Wait for a Celery AsyncResult, showing PROGRESS meta ({"done": n, "total": m}).
+def _run(job: str | None, first_id: str) -> tuple[int, str, dict[str, Any]] | None:
+    """The persisted run (``lifecycle_job_runs``) the job's generation works on: (id,
+    outcome, counts). The watchdog's copies carry ``<first>~r<n>`` and take the run over."""
+    if job is None:
+        return None
+    from sqlalchemy import or_, select
 
-    Follows the job when the watchdog re-sent it (its lease names the task now running it),
-    and fails at once with the lease's one-line reason when the job failed. A result backend
-    that stops answering (a Redis restart) is waited out for
+    from lifecycle.core import db
+    from models.requests import JobRun
+
+    jr = JobRun.__table__
+    try:
+        with db.engine("primary").connect() as conn:
+            row = conn.execute(
+                select(jr.c.id, jr.c.outcome, jr.c.counts)
+                .where(
+                    jr.c.job == job,
+                    or_(
+                        jr.c.task_id == first_id,
+                        jr.c.task_id.like(f"{first_id}{leases.REDISPATCH_MARK}%"),
+                    ),
+                )
+                .order_by(jr.c.id.desc())
+                .limit(1)
+            ).first()
+    except TRANSIENT_ERRORS:
+        return None
+    return None if row is None else (int(row[0]), str(row[1]), dict(row[2] or {}))
+
+
+def _run_failed(label: str, run: tuple[int, str, dict[str, Any]], why: str | None) -> JobFailed:
+    run_id, outcome, counts = run
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if isinstance(v, int))
+    return JobFailed(
+        f"{label} run {run_id} {outcome}"
+        + (f" ({shown})" if shown else "")
+        + (f": {why}" if why else "")
+    )
+
+
+def wait_for_task(
+    result: Any,
+    label: str,
+    timeout: float = 6 * 3600,
+    poll: float = 0.5,
+    *,
+    run_job: str | None = None,
+) -> Any:
+    """Wait for a job started as Celery AsyncResult ``result``, showing PROGRESS meta
+    ({"done": n, "total": m}).
+
+    Follows the job, not one task: when the watchdog re-sent it (its lease names the task now
+    running it), and, with ``run_job``, its persisted run row, whose outcome is the verdict
+    (a task cancelled by a Redis restart ends REVOKED while its run resumes as ``~r1``). A
+    task that ended badly fails the wait only once the job's lease says it is over too. A
+    result backend that stops answering (a Redis restart) is waited out for
     ``LIFECYCLE_WAIT_BROKER_GRACE_SECONDS``; after that, one line and exit status 3.
     """
     _stop_subscription(result)
@@ -140,22 +235,37 @@ def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: floa
     lost_since: float | None = None
     first_id = result.id
     next_lease_check = 0.0
+    lease: leases.Followed | None = None
+    interrupted: str | None = None
     with _progress() as bar:
         task = bar.add_task(label, total=None, state="pending")
         while True:
             now = time.monotonic()
             if now >= next_lease_check:
                 next_lease_check = now + 2.0
+                run = _run(run_job, first_id)
+                if run is not None and run[1] != "running":
+                    if run[1] == "ok":
+                        final = _final_count(run[2])
+                        if final is not None:
+                            bar.update(task, completed=final[0], total=final[1])
+                        return run[2]
+                    last = _lease(first_id)
+                    why = last.error if last is not None and last.state == "failed" else None
+                    raise _run_failed(label, run, why)
                 lease = _lease(first_id)
                 if lease is not None and lease.state == "failed":
                     raise JobFailed(f"{label} failed: {lease.error or 'no reason recorded'}")
                 if lease is not None and lease.task_id and lease.task_id != result.id:
                     result = type(result)(lease.task_id, app=result.app)
                     _stop_subscription(result)
+                    interrupted = None
                     bar.update(task, description=f"{label} (re-dispatched #{lease.redispatches})")
+                    if not _console.is_terminal:
+                        _say(f"{label}: following task {lease.task_id} (re-dispatched)")
             try:
                 state = result.state
-                info = result.info if state == "PROGRESS" else None
+                info = result.info if state in ("PROGRESS", "FAILURE", "REVOKED") else None
             except (*_BACKEND_DOWN, *TRANSIENT_ERRORS) as exc:
                 now = time.monotonic()
                 lost_since = lost_since if lost_since is not None else now
@@ -181,7 +291,19 @@ def wait_for_task(result: Any, label: str, timeout: float = 6 * 3600, poll: floa
                     bar.update(task, completed=final[0], total=final[1])
                 return value
             if state in ("FAILURE", "REVOKED"):
-                raise JobFailed(f"{label} failed: {_one_line(result.info)}")
+                if lease is not None and lease.state in leases.LIVE_STATES:
+                    # This task is over, the job is not: a worker that lost Redis cancels its
+                    # task (REVOKED "terminated"), and the lease brings the job back.
+                    why = _one_line(info)
+                    if interrupted != result.id:
+                        interrupted = result.id
+                        _say(
+                            f"{label}: task {result.id} ended {state.lower()} ({why}); the job "
+                            "is not over (its lease is live): waiting for it to resume"
+                        )
+                    bar.update(task, state="interrupted, resuming")
+                else:
+                    raise JobFailed(f"{label} failed: {_one_line(info)}")
             if time.monotonic() > deadline:
                 raise JobFailed(f"{label} not finished after {timeout:.0f}s (task {result.id})")
             time.sleep(poll)

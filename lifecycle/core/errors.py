@@ -40,6 +40,20 @@ class BrokerUnavailable(LifecycleError):
     exit_code = 3
 
 
+# Errors a task retries or fails with. They live here, not beside their tasks, because Flower's
+# redaction (workers/flower_hardening.py) keeps the message of every LifecycleError subclass it
+# knows, and the Flower process imports this module, not the task modules.
+
+
+class NotDelivered(LifecycleError):
+    """A delivery attempt that did not deliver: status code or error class only, no payload."""
+
+
+class JobDeferred(LifecycleError):
+    """Part of a job is left for a later try; the message says how much and why (the error
+    class and a safe reason such as ``connection refused 127.0.0.1:25``, never a value)."""
+
+
 @contextmanager
 def reading(path: Path, what: str) -> Iterator[None]:
     """Turn each way an operator-named file can fail to read into a one-line UserError that

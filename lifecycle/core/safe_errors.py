@@ -10,7 +10,10 @@ database error codes and the stack (file, line, function: code, never values).
 
 from __future__ import annotations
 
+import errno
 import secrets
+import socket
+import ssl
 import traceback
 from types import TracebackType
 
@@ -131,3 +134,35 @@ def safe_traceback(
         out.extend(traceback.format_tb(frames))
         out.append(describe(e) + "\n")
     return "".join(out).rstrip("\n")
+
+
+# What an errno says about a connection, in words an operator searches for.
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ETIMEDOUT: "timed out",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EPIPE: "connection closed",
+}
+
+
+def connection_reason(exc: BaseException, host: str | None = None, port: int | None = None) -> str:
+    """A one-line reason for a failed connection: ``connection refused 127.0.0.1:25``.
+
+    Built from the error's kind and the server's configured address (settings, not data);
+    the exception's own text is never used (an SMTP reply can quote the recipient).
+    """
+    where = f" {host}:{port}" if host and port else (f" {host}" if host else "")
+    if isinstance(exc, socket.gaierror):
+        return f"host not found{where}"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return f"timed out{where}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error{where}"
+    code = getattr(exc, "smtp_code", None)
+    if isinstance(code, int):
+        return f"SMTP {code}{where}"
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_WORDS:
+        return f"{_ERRNO_WORDS[exc.errno]}{where}"
+    return f"{type(exc).__name__}{where}"

@@ -51,9 +51,14 @@ class BatchResult:
     # left for `lifecycle notice reconcile`.
     in_doubt: int = 0
     restricted: int = 0  # left pending: the member is restricted (a correction is open)
+    # Why the last message was not sent ("ConnectionRefusedError: connection refused
+    # 127.0.0.1:25"): for the retry's log line and Flower; not part of the counts.
+    last_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        out = self.__dict__.copy()
+        out.pop("last_error", None)
+        return out
 
 
 # Rows claimed (and locked) at a time: bounds the locks one batch holds.
@@ -509,6 +514,7 @@ class _Sender:
                 result.failed += 1
                 self.consecutive = 0
                 continue
+            result.last_error = f"{res.error_class or 'SMTP'}: {res.reason or res.code or '-'}"
             if res.status == "unknown":
                 marker.finish([row_id], RecipientState.IN_DOUBT, res.error_class or "Unknown")
                 result.in_doubt += 1
@@ -522,7 +528,7 @@ class _Sender:
                 log.warning(
                     "notice %s: the SMTP server keeps failing (%s); batch paused",
                     result.notice_id,
-                    res.error_class or res.code,
+                    result.last_error,
                 )
                 return
 

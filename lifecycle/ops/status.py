@@ -221,14 +221,28 @@ def recently_failed(session: Session, now: datetime) -> list[dict[str, Any]]:
     """Requests that failed in the last week, newest first, with their one-line reason (the
     workers write no personal data there)."""
     rows = session.execute(
-        select(LifecycleRequest.id, LifecycleRequest.kind, LifecycleRequest.error)
+        select(
+            LifecycleRequest.id,
+            LifecycleRequest.kind,
+            LifecycleRequest.error,
+            LifecycleRequest.steps_done,
+        )
         .where(
             LifecycleRequest.state == RequestState.FAILED.value,
             LifecycleRequest.updated_at >= now - FAILED_WINDOW,
         )
         .order_by(LifecycleRequest.id.desc())
     ).all()
-    return [{"id": i, "kind": k, "error": (e or "")[:300]} for i, k, e in rows]
+    # steps_done: what it did before it failed (`lifecycle requests retry` resumes after it).
+    return [
+        {
+            "id": i,
+            "kind": k,
+            "error": (e or "")[:300],
+            "steps_done": [x for x in (d or "").split(",") if x],
+        }
+        for i, k, e, d in rows
+    ]
 
 
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
@@ -485,8 +499,44 @@ def build_report(
             reachable = False
         # Flower is a viewer, not a store: its absence is reported but is not a failure here.
         report["flower"] = {"url": url, "reachable": reachable}
-    report["ok"] = not report["unreachable"]
+    report["attention"] = needs_attention(report)
+    report["ok"] = not report["unreachable"] and not report["attention"]
     return report
+
+
+# Outcomes of a job run that mean it did all it was asked (or is still at it); any other
+# ("failed", "abandoned", ...) means it did not.
+_GOOD_RUN_OUTCOMES = ("ok", "done", "success", "running")
+
+
+def needs_attention(report: dict[str, Any]) -> list[str]:
+    """One line per thing an operator must look at (cron alerts on them: exit status 1).
+
+    A store that could not be read is not listed here (that is exit status 3); what it would
+    have said is unknown, not fine.
+    """
+    out: list[str] = []
+    req = report.get("requests") or {}
+    if req.get("overdue_total"):
+        out.append(f"{req['overdue_total']} request(s) past their legal deadline")
+    if req.get("failed_total"):
+        out.append(f"{req['failed_total']} request(s) failed in the last 7 days")
+    parked = (req.get("open_by_state") or {}).get(RequestState.NEEDS_ATTENTION.value)
+    if parked:
+        out.append(f"{parked} request(s) need attention")
+    dl = report.get("deliveries") or {}
+    if dl.get("failing_total"):
+        out.append(f"{dl['failing_total']} third-party deliveries failing or being retried")
+    notices = report.get("notices") or {}
+    if notices.get("in_doubt_total"):
+        out.append(f"{notices['in_doubt_total']} notice(s) in doubt (lifecycle notice reconcile)")
+    for run in report.get("jobs") or []:
+        if run.get("outcome") not in _GOOD_RUN_OUTCOMES:
+            out.append(f"last {run['job']} run {run['run_id']} {run['outcome']}")
+    unfinished = report.get("unfinished") or {}
+    if unfinished.get("stalled_total"):
+        out.append(f"{unfinished['stalled_total']} job(s) stalled (lease expired, not re-sent)")
+    return out
 
 
 def _ping_db(which: str) -> None:

@@ -158,8 +158,57 @@ def transition(req: LifecycleRequest, to: str, *, error: str | object | None = _
     if to not in allowed(req.kind, frm):
         raise IllegalTransition(f"request {req.id} ({req.kind}): {frm} -> {to} is not allowed")
     now = utcnow()
+    spec = KINDS.get(req.kind)
+    if spec is not None and to in spec.steps and to != S.COMPLETED.value:
+        # Moving into a step's state means the step was done (the handlers persist the state
+        # in the transaction that did the work).
+        mark_done(req, to)
     req.state = to
     req.updated_at = now
     if error is not _KEEP:
         req.error = None if error is None else str(error).splitlines()[0][:500]
     req.completed_at = now if to in TERMINAL else None
+
+
+def steps_done(req: LifecycleRequest) -> list[str]:
+    """What the request has done so far, in order (kept when it fails)."""
+    return [x for x in (req.steps_done or "").split(",") if x]
+
+
+def mark_done(req: LifecycleRequest, step: str) -> None:
+    """Record ``step`` as done (once); also for part of a step that failed after it
+    (``rows_destroyed``: the rows went, their files were refused)."""
+    done = steps_done(req)
+    if step not in done:
+        req.steps_done = ",".join([*done, step])[:200]
+
+
+def resume_state(req: LifecycleRequest) -> str:
+    """Where a failed request resumes: the state after its last completed step (whose next
+    step is the one that failed), or ``received`` if no step was done."""
+    spec = KINDS.get(req.kind)
+    done = steps_done(req)
+    if spec is None:
+        return S.RECEIVED.value
+    states = [str(st) for st in spec.steps]
+    reached = [d for d in done if d in states]
+    return reached[-1] if reached else S.RECEIVED.value
+
+
+def reopen(req: LifecycleRequest) -> str:
+    """Re-open a failed request at :func:`resume_state` (``lifecycle requests retry``).
+
+    The one move out of ``failed``: the steps done stay done (a withdrawal whose rows are
+    gone is not asked to find its member again); the failed step runs again. Raises
+    IllegalTransition for a request that has not failed.
+    """
+    if req.state != S.FAILED.value:
+        raise IllegalTransition(f"request {req.id} is {req.state}, not failed: nothing to retry")
+    if req.kind not in KINDS:
+        raise IllegalTransition(f"request {req.id} has unknown kind {req.kind!r}")
+    to = resume_state(req)
+    req.state = to
+    req.updated_at = utcnow()
+    req.completed_at = None
+    req.error = None
+    return to

@@ -37,10 +37,11 @@ from lifecycle.notices.members import (
 )
 from lifecycle.requests import holds, restriction
 from lifecycle.requests import outbox as reqs
-from lifecycle.requests.states import START, TERMINAL, transition
+from lifecycle.requests.states import START, TERMINAL, mark_done, steps_done, transition
 from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
 from lifecycle.vault import accesslog, keystore
 from models.requests import OPEN_STATES, LifecycleRequest, RequestState
+from models.shred import ShredItem, ShredItemState, ShredJob
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +175,35 @@ def _scope(ctx: EngineContext, req: LifecycleRequest, task_id: str | None) -> Sc
     )
 
 
+# The part of the destroy step that can be done while the step fails (files refused).
+ROWS_DESTROYED = "rows_destroyed"
+# A shred item that ended so: the file is gone (``missing``: it was already gone).
+_FILE_GONE = ("shredded", "missing")
+
+
+def files_left(s: Session, request_id: int) -> tuple[int, list[int]]:
+    """Files this request handed to the shredder that are not gone yet, and their jobs."""
+    rows = s.execute(
+        select(ShredItem.job_id)
+        .join(ShredJob, ShredJob.id == ShredItem.job_id)
+        .where(
+            ShredJob.request_id == request_id,
+            (ShredItem.state != ShredItemState.DONE.value)
+            | ShredItem.status.is_(None)
+            | ShredItem.status.not_in(_FILE_GONE),
+        )
+    ).all()
+    return len(rows), sorted({r[0] for r in rows})
+
+
 def _move(
     ctx: EngineContext, s: Session, req: LifecycleRequest, task_id: str | None, delete: bool
 ) -> tuple[MoveResult | None, str | None]:
+    gone = ROWS_DESTROYED in steps_done(req)
+    if gone and _lock_member(ctx, s.connection(), req.member_id) is None:
+        # Retried after its rows went and its files were refused: nothing is left in the
+        # primary DB to move; what is left is the files (checked by the destroy step).
+        return MoveResult(), None
     row, refusal = _validate(ctx, s, req)
     if refusal:
         return None, refusal
@@ -213,14 +240,28 @@ def step_destroy(
         if ctx.datamap.rule(cat).period.is_zero
         for c in cols
     ]
-    owe_deletions(s, req.member_id, req.id, recipients_of(s, req.member_id, destroyed))
+    if ROWS_DESTROYED not in steps_done(req):
+        # (Once: a retry after the rows went must not owe the recipients a second notice.)
+        owe_deletions(s, req.member_id, req.id, recipients_of(s, req.member_id, destroyed))
     assert moved is not None
     _log_access(ctx, req, moved)
-    if moved.failure:
+    failure = moved.failure
+    if failure is None and ROWS_DESTROYED in steps_done(req):
+        # A retry: the rows went last time; the step is done once the refused files are.
+        n, jobs = files_left(s, req.id)
+        if n:
+            failure = (
+                f"{n} file(s) of this request not shredded yet (shred job(s) {jobs}): fix the "
+                "storage roots (LIFECYCLE_FILE_ROOTS) or the map's site.root, re-run the job, "
+                "then retry the request"
+            )
+    if failure:
         # The rows are gone (their files are kept in a shred job): the request must not end
-        # "completed" for a file that was not destroyed.
-        transition(req, RequestState.FAILED, error=moved.failure)
-        log.error("withdrawal request %s failed: %s", req.id, moved.failure)
+        # "completed" for a file that was not destroyed. It says what was done, and
+        # `lifecycle requests retry` resumes here.
+        mark_done(req, ROWS_DESTROYED)
+        transition(req, RequestState.FAILED, error=failure)
+        log.error("withdrawal request %s failed: %s", req.id, failure)
         return StepResult(RequestState.FAILED.value, moved)
     transition(req, RequestState.DESTROYED)
     return StepResult(RequestState.DESTROYED.value, moved)
@@ -384,6 +425,25 @@ def submit_withdrawal(ctx: EngineContext, member_id: int, actor: str | None = No
             if earlier is not None:
                 raise UserError(
                     f"member {member_id} was already withdrawn and processed (request {earlier})"
+                )
+            failed = s.execute(
+                select(LifecycleRequest.id, LifecycleRequest.steps_done)
+                .where(
+                    LifecycleRequest.member_id == member_id,
+                    LifecycleRequest.kind == "withdrawal",
+                    LifecycleRequest.state == RequestState.FAILED.value,
+                    LifecycleRequest.steps_done.is_not(None),
+                )
+                .order_by(LifecycleRequest.id.desc())
+                .limit(1)
+            ).first()
+            if failed is not None:
+                # Its rows are gone, so a new request could not find the member: the failed
+                # one resumes where it stopped.
+                raise UserError(
+                    f"member {member_id}'s withdrawal request {failed[0]} failed after "
+                    f"{failed[1].replace(',', ', ')}; resume it with "
+                    f"`lifecycle requests retry {failed[0]}`"
                 )
             raise UserError(f"unknown member {member_id}")
         if row[1] and _processed_kept_row(ctx, s.connection(), member_id):

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from lifecycle.channels.mailer import MessageBuilder, mailer_from_settings
 from lifecycle.channels.templates import third_party_correction, third_party_deletion
 from lifecycle.core import db, dbkind
-from lifecycle.core.errors import LifecycleError, UserError
+from lifecycle.core.errors import NotDelivered, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.identifiers import flagged_columns, refusal
@@ -185,8 +185,10 @@ def _finish(s: Session, d: Delivery, state: DeliveryState, last_status: str) -> 
         d.payload = None
 
 
-def _send(d: Delivery, r: ThirdParty) -> tuple[str, int | None, str | None]:
-    """(outcome, status code, error class) where outcome is delivered|gone|retry|rejected."""
+def _send(d: Delivery, r: ThirdParty) -> tuple[str, int | None, str | None, str | None]:
+    """(outcome, status code, error class, safe reason) where outcome is
+    delivered|gone|retry|rejected; the reason is for the log (``connection refused
+    127.0.0.1:25``), never values."""
     settings = get_settings()
     if r.channel == Channel.WEBHOOK.value:
         from lifecycle.channels.webhooks import deliver_webhook
@@ -199,11 +201,11 @@ def _send(d: Delivery, r: ThirdParty) -> tuple[str, int | None, str | None]:
             webhook_payload(d),
             timeout=settings.webhook_timeout_seconds,
         )
-        return out.outcome, out.status_code, out.error_class
+        return out.outcome, out.status_code, out.error_class, None
 
     mailer = mailer_from_settings()
     if mailer is None:
-        return "retry", None, "SmtpNotConfigured"
+        return "retry", None, "SmtpNotConfigured", "LIFECYCLE_SMTP_URL is not set"
     created = _aware(d.created_at) or utcnow()
     if d.kind == "deletion":
         rendered = third_party_deletion(
@@ -224,7 +226,7 @@ def _send(d: Delivery, r: ThirdParty) -> tuple[str, int | None, str | None]:
     outcome = {"sent": "delivered", "rejected": "rejected", "retry": "retry", "unknown": "retry"}[
         res.status
     ]
-    return outcome, res.code, res.error_class
+    return outcome, res.code, res.error_class, res.reason
 
 
 def attempt(delivery_id: int, enqueue: Enqueue | None = None) -> str:
@@ -240,7 +242,7 @@ def attempt(delivery_id: int, enqueue: Enqueue | None = None) -> str:
             _after_terminal(delivery_id)
         return claimed
     d, r = claimed
-    outcome, code, err = _send(d, r)
+    outcome, code, err, why = _send(d, r)
     next_delay: float | None = None
     with db.session("primary") as s:
         row = s.get(Delivery, delivery_id, with_for_update=_pg(s))
@@ -272,7 +274,22 @@ def attempt(delivery_id: int, enqueue: Enqueue | None = None) -> str:
                 if enqueue is not None and next_delay <= COUNTDOWN_MAX:
                     row.enqueued_at = row.next_attempt_at
         final = row.state
-    log.info("delivery %s attempt %s: %s (%s)", delivery_id, d.attempts, outcome, status or "-")
+    if outcome == "delivered":
+        log.info("delivery %s attempt %s: %s (%s)", delivery_id, d.attempts, outcome, status)
+    else:
+        # Not delivered: ops must see it without turning on INFO. Class and a safe reason.
+        webhook = r.channel == Channel.WEBHOOK.value
+        reason = f"HTTP {code}" if code is not None and webhook else (why or "-")
+        log.warning(
+            "delivery %s to recipient %r attempt %s: %s (%s: %s)%s",
+            delivery_id,
+            r.name,
+            d.attempts,
+            outcome,
+            err or "status",
+            reason,
+            f"; next attempt in {next_delay:.0f} s" if final == "pending" and next_delay else "",
+        )
     if final == DeliveryState.PENDING.value:
         if enqueue is not None and next_delay is not None and next_delay <= COUNTDOWN_MAX:
             enqueue(delivery_id, next_delay)
@@ -543,10 +560,6 @@ def list_deliveries(failing_only: bool = False, limit: int = 200) -> list[dict[s
         ).all()
         tries = _tries(s, [d.id for d, _ in rows])
         return [_delivery_summary(d, name, tries.get(d.id, 0)) for d, name in rows]
-
-
-class NotDelivered(LifecycleError):
-    """A delivery attempt that did not deliver: status code or error class only, no payload."""
 
 
 def attempt_report(delivery_id: int, outcome: str) -> NotDelivered | None:

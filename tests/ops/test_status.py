@@ -66,9 +66,11 @@ def test_status_reports_everything_on_postgres_and_redis(
     # Nothing listens on this Flower port (other Flowers may run on the default one).
     flower = {"LIFECYCLE_FLOWER_PORT": str(free_port())}
     r = lifecycle_env.run("status", "--json", **flower)
-    assert r.returncode == 0, r.stdout + r.stderr
+    # Overdue requests and a failed run need an operator: not ok, exit 1 (cron alerts).
+    assert r.returncode == 1, r.stdout + r.stderr
     report = json.loads(r.stdout)
-    assert report["ok"] is True and report["unreachable"] == []
+    assert report["ok"] is False and report["unreachable"] == []
+    assert "2 request(s) past their legal deadline" in report["attention"]
     assert report["workers"]["online"] == 1
     assert report["broker"]["queues"]["shred.otherhost"] == 1
     assert report["broker"]["queues"]["requests"] == 0
@@ -91,7 +93,7 @@ def test_status_reports_everything_on_postgres_and_redis(
     assert report["flower"]["reachable"] is False  # no Flower here; reported, not fatal
 
     text = lifecycle_env.run("status", **flower)
-    assert text.returncode == 0, text.stderr
+    assert text.returncode == 1, text.stderr
     out = text.stdout
     assert "workers online: 1" in out
     assert "OVERDUE (past the legal deadline): 2" in out
@@ -156,3 +158,59 @@ def test_status_rejects_bad_options(embedded_env: LifecycleEnv) -> None:
     r = embedded_env.run("status", "--timeout", "0")
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "--timeout" in r.stderr
+
+
+def _seed_attention(kind: str) -> int:
+    """One thing that needs an operator; returns the request id involved."""
+    from models.notify import Delivery, ThirdParty
+
+    now = utcnow()
+    with db.session("primary") as s:
+        req = LifecycleRequest(kind="correction", member_id=7, state="notifying")
+        req.created_at = now - timedelta(days=11 if kind == "overdue" else 0)
+        s.add(req)
+        s.flush()
+        if kind == "delivery":
+            crm = ThirdParty(name="crm", channel="webhook", endpoint="http://127.0.0.1:9/h")
+            s.add(crm)
+            s.flush()
+            s.add(
+                Delivery(
+                    message_id="msg-attention-1",
+                    recipient_id=crm.id,
+                    kind="correction",
+                    request_id=req.id,
+                    member_id=7,
+                    fields=["email"],
+                    state="pending",
+                    attempts=3,
+                    last_status="500",
+                    next_attempt_at=now + timedelta(minutes=5),
+                )
+            )
+        return req.id
+
+
+def test_status_is_not_ok_and_exits_1_when_something_needs_attention(
+    primary_env: LifecycleEnv,
+) -> None:
+    flower = {"LIFECYCLE_FLOWER_PORT": str(free_port())}
+    clean = primary_env.run("status", "--json", "--timeout", "0.3", **flower)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert json.loads(clean.stdout)["ok"] is True
+
+    _seed_attention("overdue")
+    r = primary_env.run("status", "--json", "--timeout", "0.3", **flower)
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"] is False and report["unreachable"] == []
+    assert report["attention"] == ["1 request(s) past their legal deadline"]
+
+    _seed_attention("delivery")
+    r = primary_env.run("status", "--json", "--timeout", "0.3", **flower)
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert "1 third-party deliveries failing or being retried" in report["attention"]
+    human = primary_env.run("status", "--timeout", "0.3", **flower)
+    assert human.returncode == 1
+    assert "needs attention: 1 request(s) past their legal deadline" in human.stdout
