@@ -27,8 +27,16 @@ def _absolute(paths: list[str]) -> list[str]:
 
 @app.command("shred")
 def shred(
-    paths: list[str] = typer.Argument(  # noqa: B008
-        ..., help="Files under the storage roots (directories with --recursive)."
+    paths: list[str] | None = typer.Argument(  # noqa: B008
+        None, help="Files under the storage roots (directories with --recursive)."
+    ),
+    retry: int | None = typer.Option(
+        None,
+        "--retry",
+        min=1,
+        metavar="JOB",
+        help="Instead of paths: try a finished job's refused and failed files again, once what "
+        "refused them is fixed (storage roots, the map's site.root, permissions).",
     ),
     wait: bool = typer.Option(False, "--wait", help="Wait until done; non-zero if any refused."),
     host: str | None = typer.Option(
@@ -56,6 +64,13 @@ def shred(
     from lifecycle.core.settings import get_settings
     from lifecycle.shred.jobs import enqueue_shred
 
+    if retry is not None:
+        if paths:
+            raise UserError("give either paths or --retry JOB, not both")
+        _retry(retry, wait, timeout)
+        return
+    if not paths:
+        raise UserError("no path given (or --retry JOB)")
     settings = get_settings()
     absolute = _absolute(paths)
     check_reachable("primary")
@@ -77,6 +92,19 @@ def shred(
 
     record("destroy", "shred", details={"shred_job": job_id, "paths": count})
     typer.echo(f"shred job {job_id}: {count} path(s) queued on {shred_queue(target)}")
+    if wait:
+        _wait(job_id, timeout)
+
+
+def _retry(job_id: int, wait: bool, timeout: float) -> None:
+    from lifecycle.cli.operator import record
+    from lifecycle.core.db import check_reachable
+    from lifecycle.shred.jobs import retry_refused
+
+    check_reachable("primary")
+    n = retry_refused(job_id)
+    record("destroy", "shred retry", details={"shred_job": job_id, "paths": n})
+    typer.echo(f"shred job {job_id}: {n} refused or failed file(s) queued again")
     if wait:
         _wait(job_id, timeout)
 

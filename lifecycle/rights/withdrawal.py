@@ -252,8 +252,8 @@ def step_destroy(
         if n:
             failure = (
                 f"{n} file(s) of this request not shredded yet (shred job(s) {jobs}): fix the "
-                "storage roots (LIFECYCLE_FILE_ROOTS) or the map's site.root, re-run the job, "
-                "then retry the request"
+                "storage roots (LIFECYCLE_FILE_ROOTS) or the map's site.root, run `lifecycle "
+                f"shred --retry {jobs[0]} --wait`, then retry the request"
             )
     if failure:
         # The rows are gone (their files are kept in a shred job): the request must not end

@@ -332,6 +332,51 @@ def _send_if_pending(job_id: int) -> bool:
     return True
 
 
+# Item outcomes after which the file may still exist: what `retry_refused` tries again.
+NOT_DESTROYED = ("refused", "failed")
+
+
+def retry_refused(job_id: int) -> int:
+    """Put a finished job's refused and failed items back to pending and send the job again;
+    returns how many items it reopened.
+
+    For the operator who fixed what the shredder refused (a storage root, a site root, a
+    permission): the same job, with the same ledger duties, instead of a new one that would lose
+    the link to its request. Files already destroyed stay done. Idempotent: a second call finds
+    nothing refused while the job runs, and resending a pending job is what the beat does anyway.
+    """
+    with db.session("primary") as s:
+        job = s.get(ShredJob, job_id, with_for_update=True)
+        if job is None:
+            raise UserError(f"shred job {job_id} does not exist")
+        if job.state != ShredJobState.DONE.value:
+            raise UserError(f"shred job {job_id} is still {job.state}: wait for it to finish")
+        reopened = s.execute(
+            update(ShredItem)
+            .where(
+                ShredItem.job_id == job_id,
+                ShredItem.state == ShredItemState.DONE.value,
+                ShredItem.status.in_(NOT_DESTROYED),
+                ShredItem.path.is_not(None),
+            )
+            .values(
+                state=ShredItemState.PENDING.value,
+                status=None,
+                reason=None,
+                detail=None,
+                ledgered=False,
+                finished_at=None,
+            )
+        ).rowcount
+        if not reopened:
+            raise UserError(f"shred job {job_id} has no refused or failed file to try again")
+        job.state = ShredJobState.PENDING.value
+        job.finished_at = None
+        job.next_send_at = utcnow()
+    _send_if_pending(job_id)
+    return int(reopened or 0)
+
+
 def resend_pending(*, now: datetime | None = None, force: bool = False, limit: int = 500) -> int:
     """Send again the jobs not done whose resend time has come (all of them with ``force``)."""
     now = now or utcnow()

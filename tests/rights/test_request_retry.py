@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import create_engine, text
-
 from lifecycle.engine.context import clear_context_cache
 from tests.helpers import LifecycleEnv, seed_site, sql_one, sql_rows
 
@@ -23,7 +21,7 @@ def test_a_withdrawal_failed_after_destruction_says_so_and_retries_from_the_fail
     seed_site(primary, 6, files=True, file_root=outside)
     clear_context_cache()
     mid = int(sql_one(primary, "SELECT min(member_id) FROM uploaded_files"))
-    start_worker(env, concurrency=1)
+    worker = start_worker(env, concurrency=1)
 
     r = env.run("withdraw", str(mid), "--wait", "--timeout", "120", timeout=180)
     assert r.returncode == 1, r.stdout + r.stderr
@@ -59,17 +57,24 @@ def test_a_withdrawal_failed_after_destruction_says_so_and_retries_from_the_fail
                     i=rid) == [("failed", "restricted,archived,rows_destroyed")]  # fmt: skip
     assert sql_one(primary, "SELECT count(*) FROM lifecycle_deliveries") == deliveries
 
-    # Once its files are gone (here: the refused items marked shredded, standing in for the
-    # operator re-running the job after fixing the roots, which no command does yet), the
-    # retry finishes the request.
-    eng_sql = (
-        "UPDATE lifecycle_shred_items SET state = 'done', status = 'shredded' WHERE job_id IN "
-        "(SELECT id FROM lifecycle_shred_jobs WHERE request_id = :i)"
-    )
-    eng = create_engine(primary)
-    with eng.begin() as c:
-        c.execute(text(eng_sql), {"i": rid})
-    eng.dispose()
+    # The operator fixes the storage roots (and restarts the worker with them), tries the
+    # refused files again, and the retry finishes the request.
+    (job,) = (r[0] for r in sql_rows(
+        primary, "SELECT id FROM lifecycle_shred_jobs WHERE request_id = :i", i=rid))  # fmt: skip
+    assert f"lifecycle shred --retry {job} --wait" in r.stderr
+    theirs = sql_one(primary, "SELECT count(*) FROM lifecycle_shred_items WHERE job_id = :j",
+                     j=job)  # fmt: skip
+    left = [p for p in outside.rglob("*") if p.is_file()]
+    assert theirs and len(left) >= theirs, "the refused files are still there"
+    worker.stop()
+    roots = f"{env.vars['LIFECYCLE_FILE_ROOTS']}:{outside}"
+    start_worker(env, concurrency=1, LIFECYCLE_FILE_ROOTS=roots)
+    r = env.run("shred", "--retry", str(job), "--wait", "--timeout", "120",
+                LIFECYCLE_FILE_ROOTS=roots, timeout=180)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len([p for p in outside.rglob("*") if p.is_file()]) == len(left) - theirs
+    again = env.run("shred", "--retry", str(job))
+    assert again.returncode == 2 and "no refused or failed file" in again.stderr
     r = env.run("requests", "retry", str(rid), "--wait", "--timeout", "120", timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"request {rid}: completed" in r.stdout
