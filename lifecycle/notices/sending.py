@@ -58,6 +58,8 @@ class BatchResult:
 
 # Rows claimed (and locked) at a time: bounds the locks one batch holds.
 CLAIM_CHUNK = 250
+# Seconds per wait for a notice's lock on MySQL/MariaDB (asked again until it is ours).
+_MYSQL_LOCK_WAIT = 60
 
 
 def _row_key(notice_id: int, member_id: int) -> int:
@@ -74,9 +76,12 @@ class _Claims:
     redelivered message and a resume) never send the same row. After locking, the row's state
     is read again: a row another batch finished in the meantime is skipped.
 
+    MySQL/MariaDB: one server-wide ``GET_LOCK`` per notice on the batch's connection; its
+    batches run one at a time, and the server drops the lock when that connection dies.
+
     SQLite (embedded mode, one host): one file lock per notice; its batches run one at a time.
 
-    Either way, a claimed row that a journal or a ``sending`` state shows in flight belonged
+    In every case, a claimed row that a journal or a ``sending`` state shows in flight belonged
     to a batch that is dead (it would still hold the claim otherwise).
     """
 
@@ -92,9 +97,17 @@ class _Claims:
         if self.family == "mysql":
             # No per-row advisory locks to claim with: batches of one notice take turns on a
             # server-wide lock instead (as the file lock does on one host), released by the
-            # server if the worker dies.
-            self.conn.execute(text("SELECT GET_LOCK(:n, -1)"), {"n": self._mysql_lock})
-            return self
+            # server if the worker dies. A finite timeout, re-asked: MariaDB answers a negative
+            # one (MySQL's "forever") with NULL at once (MDEV-4017), and no lock at all.
+            while True:
+                got = self.conn.execute(
+                    text("SELECT GET_LOCK(:n, :t)"),
+                    {"n": self._mysql_lock, "t": _MYSQL_LOCK_WAIT},
+                ).scalar()
+                if got == 1:
+                    return self
+                if got is None:
+                    raise RuntimeError(f"notice {self.notice_id}: GET_LOCK failed on the server")
         if self.family == "sqlite":
             lock_dir = get_settings().var_dir / "locks"
             lock_dir.mkdir(parents=True, exist_ok=True)
