@@ -178,6 +178,7 @@ def create_member_notice(
                 "member_id": member_id,
                 "state": state.value,
                 "address": address,
+                "address_captured_at": utcnow() if address is not None else None,
                 "attempts": 0,
                 "created_at": utcnow(),
             }
@@ -215,7 +216,11 @@ def capture_withdrawal_notice(s: Session, member_id: int, request_id: int) -> in
                 NoticeRecipient.member_id == member_id,
                 NoticeRecipient.state == RecipientState.HELD.value,
             )
-            .values(address=address)
+            # The first capture starts the clock: a re-run must not extend how long it is kept.
+            .values(
+                address=address,
+                address_captured_at=func.coalesce(NoticeRecipient.address_captured_at, utcnow()),
+            )
         )
     return nid
 
