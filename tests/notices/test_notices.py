@@ -967,6 +967,7 @@ def test_a_captured_address_is_destroyed_once_sent_or_after_the_limit_with_a_led
     from lifecycle.core.db import session
     from lifecycle.notices import members as notices
     from lifecycle.notices import sending as notice_sending
+    from lifecycle.notices.addresses import waiting_addresses
     from models.archive import LedgerEntry
     from models.notify import NoticeRecipient
     from tasks.notice import dormancy_advance
@@ -1068,7 +1069,8 @@ def test_a_captured_address_is_destroyed_once_sent_or_after_the_limit_with_a_led
         )
     assert dormancy_advance.apply().get()["addresses"]["recorded"] == 0
     assert rows() == after and len(entries()) == 2
-    st = json.loads(primary_env.run("status", "--json").stdout)["notices"]["captured_addresses"]
+    with session("primary") as s:
+        st = waiting_addresses(s)
     assert (st["waiting"], st["unrecorded"]) == (1, 0)
     # A mail server now: member 2's notice goes out, and its address is gone with the send.
     notices.requeue_not_sent(nids[2])
