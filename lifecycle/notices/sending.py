@@ -175,9 +175,10 @@ class IntentNotRecorded(Exception):
 class _Marker:
     """Records each row's intent and outcome the moment it is known.
 
-    With Redis: the journal (`Journal`), then PostgreSQL per chunk (`flush`). Without Redis
-    (embedded mode), straight to the database: the batch's connection is in autocommit mode and
-    each mark is one prepared statement on the driver, one round trip: ``sending`` just before
+    With Redis: the journal (`Journal`), then the database per chunk (`flush`). Without Redis
+    (embedded mode, or any primary with the filesystem broker), straight to the database: the
+    batch's connection is in autocommit mode and each mark is one statement on the driver
+    (prepared on PostgreSQL), one round trip: ``sending`` just before
     the end of DATA (the intent), ``sent`` after the 250. On PostgreSQL commits are
     asynchronous (``synchronous_commit = off``): visible to every other session at once and
     kept if the *worker* dies; only a PostgreSQL crash can lose the last fraction of a second
