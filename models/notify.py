@@ -204,8 +204,9 @@ class NoticeRecipient(PrimaryBase):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Set when an address is captured into ``address`` (a withdrawn member's, whose row will be
-    # gone); kept after the address is blanked until the nightly job has recorded that
-    # destruction in the ledger (`lifecycle.notices.addresses`). Its age bounds the address's.
+    # gone) and again when the held row is released (the notice is due from then); kept after
+    # the address is blanked until the nightly job has recorded that destruction in the ledger
+    # (`lifecycle.notices.addresses`). Its age bounds the address's.
     address_captured_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )

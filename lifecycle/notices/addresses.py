@@ -8,7 +8,9 @@ completion notice. It goes away:
   discarded); or
 - when it is older than ``LIFECYCLE_NOTICE_ADDRESS_DAYS`` (default 5) and still unsent, e.g.
   because no mail server was configured: the nightly notice job blanks it, and the row becomes
-  ``not_sent`` with ``AddressExpired`` (an in-doubt row keeps its state for reconcile).
+  ``not_sent`` with ``AddressExpired`` (an in-doubt row keeps its state for reconcile). The age
+  counts from the withdrawal's completion (the row's release): a row still held, its withdrawal
+  open (say, under a legal hold, the member row still in place), is left alone.
 
 Either way the nightly job then records each destroyed address in the destruction ledger (what
 and why, never the value), and only after that commit forgets that the row held one
@@ -38,8 +40,10 @@ log = logging.getLogger(__name__)
 
 # Why a row was left unsent: its captured address outlived LIFECYCLE_NOTICE_ADDRESS_DAYS.
 EXPIRED = "AddressExpired"
-# Rows that may still be sent: they become not_sent once their address is gone.
-_UNSENT = (RecipientState.PENDING.value, RecipientState.HELD.value, RecipientState.NOT_SENT.value)
+# Rows that may still be sent: they become not_sent once their address is gone. Held rows
+# (their withdrawal is still open, e.g. under a legal hold) never expire: their clock starts
+# when the withdrawal completes and releases them (`members.prepare_member_notice`).
+_UNSENT = (RecipientState.PENDING.value, RecipientState.NOT_SENT.value)
 # Ledger entries per archive transaction (each one also holds the ledger head that long).
 CHUNK = 500
 
@@ -73,7 +77,11 @@ def destroy_captured_addresses(
 
 
 def _expire(cutoff: datetime) -> tuple[int, set[int]]:
-    due = (NR.c.address.is_not(None), NR.c.address_captured_at < cutoff)
+    due = (
+        NR.c.address.is_not(None),
+        NR.c.address_captured_at < cutoff,
+        NR.c.state != RecipientState.HELD.value,
+    )
     with db.session("primary") as s:
         notices = set(s.scalars(select(NR.c.notice_id).where(*due).distinct()))
         if not notices:

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import (
     String,
     and_,
+    case,
     cast,
     exists,
     func,
@@ -247,10 +248,16 @@ def prepare_member_notice(kind: str, member_id: int, context: dict[str, Any]) ->
                 NoticeRecipient.notice_id == nid,
                 NoticeRecipient.state == RecipientState.HELD.value,
             )
-            .values(state=RecipientState.PENDING.value)
+            .values(state=RecipientState.PENDING.value, address_captured_at=_due_from_now())
         )
         s.execute(update(Notice).where(Notice.id == nid).values(updated_at=utcnow()))
     return nid
+
+
+def _due_from_now() -> Any:
+    """A released row's captured address ages from now: the notice is due from its release (a
+    withdrawal held for weeks by a legal hold must not lose its notice to the age limit)."""
+    return case((NR.c.address.is_not(None), utcnow()), else_=NR.c.address_captured_at)
 
 
 def release_held_for_completed() -> int:
@@ -276,7 +283,7 @@ def release_held_for_completed() -> int:
             s.execute(
                 update(NR)
                 .where(NR.c.id.in_([r[0] for r in rows]))
-                .values(state=RecipientState.PENDING.value)
+                .values(state=RecipientState.PENDING.value, address_captured_at=_due_from_now())
             )
             # Make the resume pass below pick these notices up now.
             s.execute(

@@ -965,6 +965,7 @@ def test_a_captured_address_is_destroyed_once_sent_or_after_the_limit_with_a_led
     import json
 
     from lifecycle.core.db import session
+    from lifecycle.core.timeutil import as_utc
     from lifecycle.notices import members as notices
     from lifecycle.notices import sending as notice_sending
     from lifecycle.notices.addresses import waiting_addresses
@@ -973,11 +974,11 @@ def test_a_captured_address_is_destroyed_once_sent_or_after_the_limit_with_a_led
     from tasks.notice import dormancy_advance
 
     eng = create_demo_schema()
-    add_members(eng, 3)
+    add_members(eng, 4)
     with session("primary") as s:
-        nids = {m: notices.capture_withdrawal_notice(s, m, request_id=70 + m) for m in (1, 2, 3)}
-    with eng.begin() as conn:  # the withdrawals destroyed the member rows
-        conn.execute(text("DELETE FROM members"))
+        nids = {m: notices.capture_withdrawal_notice(s, m, request_id=70 + m) for m in range(1, 5)}
+    with eng.begin() as conn:  # three withdrawals destroyed the member rows; 4's is on hold
+        conn.execute(text("DELETE FROM members WHERE id < 4"))
     # No mail server for members 1 and 2: recorded not sent, their addresses kept for later.
     for m in (1, 2):
         notices.prepare_member_notice("withdrawal_completed", m, {"request_id": 70 + m})
@@ -1006,29 +1007,32 @@ def test_a_captured_address_is_destroyed_once_sent_or_after_the_limit_with_a_led
         1: ("not_sent", "SmtpNotConfigured", "member1@example.test", True),
         2: ("not_sent", "SmtpNotConfigured", "member2@example.test", True),
         3: ("sent", None, None, True),  # sent: gone at once, its destruction not yet recorded
+        4: ("held", None, "member4@example.test", True),  # its withdrawal is still open
     }
-    # Member 1's address was captured 6 days ago (past the default 5), member 2's yesterday.
+    # Member 1's notice became due 6 days ago (past the default 5), member 2's yesterday;
+    # member 4's address was captured 10 days ago, but a held row waits for its withdrawal.
     now = datetime.now(UTC)
     with session("primary") as s:
-        for m, age in ((1, 6), (2, 1)):
+        for m, age in ((1, 6), (2, 1), (4, 10)):
             s.execute(
                 update(NoticeRecipient)
                 .where(NoticeRecipient.member_id == m)
                 .values(address_captured_at=now - timedelta(days=age))
             )
     st = json.loads(primary_env.run("status", "--json").stdout)["notices"]["captured_addresses"]
-    assert (st["waiting"], st["unrecorded"], st["destroy_after_days"]) == (2, 1, 5)
-    assert 5.9 < st["oldest_days"] < 6.1
-    assert "notice addresses kept: 2" in primary_env.run("status").stdout
+    assert (st["waiting"], st["unrecorded"], st["destroy_after_days"]) == (3, 1, 5)
+    assert 9.9 < st["oldest_days"] < 10.1
+    assert "notice addresses kept: 3" in primary_env.run("status").stdout
 
     # The nightly notice job (beat's notice-dormancy-advance entry).
     out = dormancy_advance.apply().get()
-    assert out["addresses"] == {"expired": 1, "recorded": 2, "waiting": 1}
+    assert out["addresses"] == {"expired": 1, "recorded": 2, "waiting": 2}
     after = rows()
     assert after == {
         1: ("not_sent", "AddressExpired", None, False),
         2: ("not_sent", "SmtpNotConfigured", "member2@example.test", True),
         3: ("sent", None, None, False),
+        4: ("held", None, "member4@example.test", True),
     }
 
     def entries() -> list[LedgerEntry]:
@@ -1059,7 +1063,7 @@ def test_a_captured_address_is_destroyed_once_sent_or_after_the_limit_with_a_led
     # Idempotent: again, nothing to do; after a crash between the ledger's commit and the
     # rows' (member 3's row still marked), the entry is not written twice.
     assert dormancy_advance.apply().get()["addresses"] == {
-        "expired": 0, "recorded": 0, "waiting": 1,
+        "expired": 0, "recorded": 0, "waiting": 2,
     }  # fmt: skip
     with session("primary") as s:
         s.execute(
@@ -1071,13 +1075,25 @@ def test_a_captured_address_is_destroyed_once_sent_or_after_the_limit_with_a_led
     assert rows() == after and len(entries()) == 2
     with session("primary") as s:
         st = waiting_addresses(s)
-    assert (st["waiting"], st["unrecorded"]) == (1, 0)
+    assert (st["waiting"], st["unrecorded"]) == (2, 0)
     # A mail server now: member 2's notice goes out, and its address is gone with the send.
     notices.requeue_not_sent(nids[2])
     assert notice_sending.send_batch(nids[2], 2, 2).sent == 1
     assert rows()[2] == ("sent", None, None, True)
     assert dormancy_advance.apply().get()["addresses"] == {
+        "expired": 0, "recorded": 1, "waiting": 1,
+    }  # fmt: skip
+    # Member 4's withdrawal completes: the notice is due from now, so its clock starts now.
+    notices.prepare_member_notice("withdrawal_completed", 4, {"request_id": 74})
+    with session("primary") as s:
+        started = s.scalar(
+            select(NoticeRecipient.address_captured_at).where(NoticeRecipient.member_id == 4)
+        )
+    assert abs((as_utc(started) - datetime.now(UTC)).total_seconds()) < 60
+    assert dormancy_advance.apply().get()["addresses"]["expired"] == 0
+    assert notice_sending.send_batch(nids[4], 4, 4).sent == 1
+    assert dormancy_advance.apply().get()["addresses"] == {
         "expired": 0, "recorded": 1, "waiting": 0,
     }  # fmt: skip
-    assert [e.request_id for e in entries()] == [71, 73, 72]
+    assert [e.request_id for e in entries()] == [71, 73, 72, 74]
     assert "notice addresses kept" not in primary_env.run("status").stdout
