@@ -203,9 +203,17 @@ class NoticeRecipient(PrimaryBase):
     error_class: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Set when an address is captured into ``address`` (a withdrawn member's, whose row will be
+    # gone) and again when the held row is released (the notice is due from then); kept after
+    # the address is blanked until the nightly job has recorded that destruction in the ledger
+    # (`lifecycle.notices.addresses`). Its age bounds the address's.
+    address_captured_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
 
     __table_args__ = (
         UniqueConstraint("notice_id", "member_id", name="uq_lifecycle_notice_recipients_member"),
         Index("ix_lifecycle_notice_recipients_state", "notice_id", "state"),
         Index("ix_lifecycle_notice_recipients_member", "member_id"),
+        Index("ix_lifecycle_notice_recipients_captured", "address_captured_at"),
     )

@@ -37,7 +37,8 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "schedule": DEADLINE_CHECK_SECONDS,
         },
         "shred-sweep-orphans": {"task": "lifecycle.shred.sweep_orphans", "schedule": NIGHTLY},
-        # Does nothing unless the data map enables dormancy (an operator option).
+        # Notice housekeeping: destroys captured addresses kept past LIFECYCLE_NOTICE_ADDRESS_DAYS
+        # (with ledger entries); the dormancy notice only where the data map enables it.
         "notice-dormancy-advance": {
             "task": "lifecycle.notice.dormancy_advance",
             "schedule": NIGHTLY,

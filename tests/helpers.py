@@ -745,7 +745,8 @@ def table_dump(eng: Engine, prefix: str = "lifecycle_") -> str:
         for name in sorted(inspect(eng).get_table_names()):
             if not name.startswith(prefix):
                 continue
-            for row in conn.execute(text(f'SELECT * FROM "{name}"')):
+            quoted = conn.dialect.identifier_preparer.quote(name)  # "x" is a string on MySQL
+            for row in conn.execute(text(f"SELECT * FROM {quoted}")):
                 out.append(f"{name}: {json.dumps(list(row), default=str, ensure_ascii=False)}")
     return "\n".join(out)
 

@@ -172,6 +172,16 @@ def _render(report: dict[str, Any], tz: str) -> None:
             console.print(t)
 
     notices = report.get("notices")
+    kept = (notices or {}).get("captured_addresses")
+    if kept and (kept["waiting"] or kept["unrecorded"]):
+        # A withdrawn member's address waiting for its notice: the operator should know (the
+        # usual cause is a missing mail server) before the nightly job destroys it unsent.
+        console.print(
+            f"[yellow]notice addresses kept: {kept['waiting']} captured address(es) of "
+            f"unsent notices (oldest {kept['oldest_days']} days; destroyed unsent after "
+            f"{kept['destroy_after_days']} days); {kept['unrecorded']} destruction(s) not yet "
+            "in the ledger (nightly notice job)[/yellow]"
+        )
     if notices is not None and notices["available"]:
         if not notices["in_doubt_total"]:
             console.print("notices in doubt: 0")

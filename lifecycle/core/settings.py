@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Seoul"
     destruction_deadline_days: int = Field(default=5, ge=1, le=5)
     notice_rate_per_second: float = Field(default=0.0, ge=0)
+    # Days a notice row keeps an address captured for it (a withdrawn member's) while the
+    # notice cannot be sent; the nightly notice job then destroys it (docs: README, notices).
+    notice_address_days: int = Field(default=5, ge=1, le=30)
     # Members per notice batch task: each batch sends over one SMTP connection.
     notice_batch_size: int = Field(default=500, ge=1, le=100_000)
     # How long `--wait` rides out an unreachable result backend (a Redis restart) before it

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import (
     String,
     and_,
+    case,
     cast,
     exists,
     func,
@@ -178,6 +179,7 @@ def create_member_notice(
                 "member_id": member_id,
                 "state": state.value,
                 "address": address,
+                "address_captured_at": utcnow() if address is not None else None,
                 "attempts": 0,
                 "created_at": utcnow(),
             }
@@ -215,7 +217,11 @@ def capture_withdrawal_notice(s: Session, member_id: int, request_id: int) -> in
                 NoticeRecipient.member_id == member_id,
                 NoticeRecipient.state == RecipientState.HELD.value,
             )
-            .values(address=address)
+            # The first capture starts the clock: a re-run must not extend how long it is kept.
+            .values(
+                address=address,
+                address_captured_at=func.coalesce(NoticeRecipient.address_captured_at, utcnow()),
+            )
         )
     return nid
 
@@ -242,10 +248,16 @@ def prepare_member_notice(kind: str, member_id: int, context: dict[str, Any]) ->
                 NoticeRecipient.notice_id == nid,
                 NoticeRecipient.state == RecipientState.HELD.value,
             )
-            .values(state=RecipientState.PENDING.value)
+            .values(state=RecipientState.PENDING.value, address_captured_at=_due_from_now())
         )
         s.execute(update(Notice).where(Notice.id == nid).values(updated_at=utcnow()))
     return nid
+
+
+def _due_from_now() -> Any:
+    """A released row's captured address ages from now: the notice is due from its release (a
+    withdrawal held for weeks by a legal hold must not lose its notice to the age limit)."""
+    return case((NR.c.address.is_not(None), utcnow()), else_=NR.c.address_captured_at)
 
 
 def release_held_for_completed() -> int:
@@ -271,7 +283,7 @@ def release_held_for_completed() -> int:
             s.execute(
                 update(NR)
                 .where(NR.c.id.in_([r[0] for r in rows]))
-                .values(state=RecipientState.PENDING.value)
+                .values(state=RecipientState.PENDING.value, address_captured_at=_due_from_now())
             )
             # Make the resume pass below pick these notices up now.
             s.execute(

@@ -63,6 +63,8 @@ class BatchResult:
 
 # Rows claimed (and locked) at a time: bounds the locks one batch holds.
 CLAIM_CHUNK = 250
+# Seconds per wait for a notice's lock on MySQL/MariaDB (asked again until it is ours).
+_MYSQL_LOCK_WAIT = 60
 
 
 def _row_key(notice_id: int, member_id: int) -> int:
@@ -79,27 +81,39 @@ class _Claims:
     redelivered message and a resume) never send the same row. After locking, the row's state
     is read again: a row another batch finished in the meantime is skipped.
 
+    MySQL/MariaDB: one server-wide ``GET_LOCK`` per notice on the batch's connection; its
+    batches run one at a time, and the server drops the lock when that connection dies.
+
     SQLite (embedded mode, one host): one file lock per notice; its batches run one at a time.
 
-    Either way, a claimed row that a journal or a ``sending`` state shows in flight belonged
+    In every case, a claimed row that a journal or a ``sending`` state shows in flight belonged
     to a batch that is dead (it would still hold the claim otherwise).
     """
 
     def __init__(self, conn: Connection, notice_id: int) -> None:
         self.conn = conn
         self.notice_id = notice_id
-        self.pg = conn.dialect.name == "postgresql"
+        self.family = dbkind.family(conn)
+        self.pg = self.family == "postgresql"
         self._held: list[int] = []
         self._fd: int | None = None
 
     def __enter__(self) -> _Claims:
-        if dbkind.is_mysql(self.conn):
+        if self.family == "mysql":
             # No per-row advisory locks to claim with: batches of one notice take turns on a
             # server-wide lock instead (as the file lock does on one host), released by the
-            # server if the worker dies.
-            self.conn.execute(text("SELECT GET_LOCK(:n, -1)"), {"n": self._mysql_lock})
-            return self
-        if not self.pg:
+            # server if the worker dies. A finite timeout, re-asked: MariaDB answers a negative
+            # one (MySQL's "forever") with NULL at once (MDEV-4017), and no lock at all.
+            while True:
+                got = self.conn.execute(
+                    text("SELECT GET_LOCK(:n, :t)"),
+                    {"n": self._mysql_lock, "t": _MYSQL_LOCK_WAIT},
+                ).scalar()
+                if got == 1:
+                    return self
+                if got is None:
+                    raise RuntimeError(f"notice {self.notice_id}: GET_LOCK failed on the server")
+        if self.family == "sqlite":
             lock_dir = get_settings().var_dir / "locks"
             lock_dir.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(lock_dir / f"notice-{self.notice_id}.lock", os.O_RDWR | os.O_CREAT)
@@ -113,7 +127,7 @@ class _Claims:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             self.release()
-        if dbkind.is_mysql(self.conn):
+        if self.family == "mysql":
             with contextlib.suppress(Exception):
                 self.conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self._mysql_lock})
         if self._fd is not None:
@@ -166,9 +180,10 @@ class IntentNotRecorded(Exception):
 class _Marker:
     """Records each row's intent and outcome the moment it is known.
 
-    With Redis: the journal (`Journal`), then PostgreSQL per chunk (`flush`). Without Redis
-    (embedded mode), straight to the database: the batch's connection is in autocommit mode and
-    each mark is one prepared statement on the driver, one round trip: ``sending`` just before
+    With Redis: the journal (`Journal`), then the database per chunk (`flush`). Without Redis
+    (embedded mode, or any primary with the filesystem broker), straight to the database: the
+    batch's connection is in autocommit mode and each mark is one statement on the driver
+    (prepared on PostgreSQL), one round trip: ``sending`` just before
     the end of DATA (the intent), ``sent`` after the 250. On PostgreSQL commits are
     asynchronous (``synchronous_commit = off``): visible to every other session at once and
     kept if the *worker* dies; only a PostgreSQL crash can lose the last fraction of a second
@@ -177,14 +192,16 @@ class _Marker:
 
     def __init__(self, conn: Connection, notice_id: int) -> None:
         self.conn = conn
-        self.pg = conn.dialect.name == "postgresql"
+        self.family = dbkind.family(conn)
+        self.pg = self.family == "postgresql"
         self.raw = conn.connection.driver_connection
         self.journal = journal_for(notice_id)
         self._unflushed: list[int] = []  # accepted, not yet marked in the database
         self._settled: list[int] = []  # journal entries to drop at the next flush
         self._current: int | None = None
         self._committed = False
-        mark = "%s" if self.pg else "?"
+        # The driver's own placeholder: psycopg and PyMySQL take %s, sqlite3 takes ?.
+        mark = "?" if self.family == "sqlite" else "%s"
         sendable = "state IN (" + ", ".join(f"'{st}'" for st in SENDABLE_STATES) + ")"
         self._sent_sql = (
             f"UPDATE {NR.name} SET state = 'sent', sent_at = {mark}, address = NULL, "
@@ -196,14 +213,21 @@ class _Marker:
         self._unsend_sql = (
             f"UPDATE {NR.name} SET state = 'pending' WHERE id = {mark} AND state = 'sending'"
         )
-        if self.pg:
+        # Each server by name: a setting one server has is a syntax error on the others (the
+        # PRAGMA once ran on MariaDB and failed every batch). MySQL/MariaDB have no per-session
+        # equivalent (innodb_flush_log_at_trx_commit is global): marks commit as the site set.
+        if self.family == "postgresql":
             conn.exec_driver_sql("SET synchronous_commit TO off")
-        else:
+        elif self.family == "sqlite":
             conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
-        if self.pg:
+        if self.family == "postgresql":
             return self.raw.execute(sql, params, prepare=True).rowcount  # type: ignore[union-attr]
+        if self.family == "mysql":
+            # A PyMySQL connection has no execute of its own; the cursor's returns the row count.
+            with self.raw.cursor() as cur:  # type: ignore[union-attr]
+                return int(cur.execute(sql, params))
         return self.raw.execute(sql, params).rowcount  # type: ignore[union-attr]
 
     def intend(self, row_id: int) -> None:
@@ -237,7 +261,8 @@ class _Marker:
                 log.warning("notice journal unavailable (%s)", type(exc).__name__)
             return
         at = utcnow()
-        stamp: Any = at if self.pg else at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        # sqlite3's default datetime adapter is deprecated; the column holds this text form.
+        stamp: Any = at.strftime("%Y-%m-%d %H:%M:%S.%f") if self.family == "sqlite" else at
         self._execute(self._sent_sql, (stamp, row_id))
 
     def not_sent(self, row_id: int) -> None:

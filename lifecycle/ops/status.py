@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.core import db, leases, queues
 from lifecycle.core.timeutil import as_utc
+from lifecycle.notices.addresses import waiting_addresses
 from lifecycle.notices.reconcile import in_doubt_by_notice
 from lifecycle.ops import flower_locator
 from lifecycle.requests import deadlines, holds
@@ -414,6 +415,7 @@ def build_report(
             by_kind = deadlines.by_kind(s, now)
             deliveries = failing_deliveries(s)
             in_doubt = notices_in_doubt(s)
+            addresses = waiting_addresses(s, now)
             jobs = latest_job_runs(s)
             held = active_holds(s, now)
             unfinished = unfinished_work(s, now)
@@ -440,6 +442,7 @@ def build_report(
             ],
             "failing_deliveries": deliveries,
             "notices_in_doubt": in_doubt,
+            "notice_addresses": addresses,
             "jobs": jobs,
         }
 
@@ -475,6 +478,8 @@ def build_report(
                 "available": True,
                 "in_doubt_total": sum(n["in_doubt"] for n in doubt),
                 "in_doubt": doubt[:OVERDUE_LIST_LIMIT],
+                # Withdrawn members' addresses kept for an unsent notice (counts only).
+                "captured_addresses": primary["notice_addresses"],
             }
         )
         report["jobs"] = primary["jobs"]

@@ -49,7 +49,7 @@ def _count(table: str) -> int:
         return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() or 0
 
 
-def test_notice_cli_bad_input_changes_nothing(lifecycle_env: LifecycleEnv, tmp_path: Path) -> None:
+def test_notice_cli_bad_input_changes_nothing(primary_env: LifecycleEnv, tmp_path: Path) -> None:
     eng = create_demo_schema()
     add_members(eng, 3)
     empty = tmp_path / "empty.txt"
@@ -69,7 +69,7 @@ def test_notice_cli_bad_input_changes_nothing(lifecycle_env: LifecycleEnv, tmp_p
     ]
     for extra, fragment in cases:
         args = ["notice", "policy", "--version", "3.0", "--title", "t", *extra]
-        r = lifecycle_env.run(*args)
+        r = primary_env.run(*args)
         assert r.returncode == 2, (extra, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and fragment in lines[0], (extra, r.stderr)
@@ -78,14 +78,14 @@ def test_notice_cli_bad_input_changes_nothing(lifecycle_env: LifecycleEnv, tmp_p
 
 
 def test_policy_notice_reaches_every_active_member_exactly_once(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     smtp_sink: SmtpSink,
     start_worker,
     tmp_path: Path,
 ) -> None:
     set_env(
-        lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url,
+        primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url,
         LIFECYCLE_NOTICE_BATCH_SIZE="7",
     )  # fmt: skip
     eng = create_demo_schema()
@@ -94,9 +94,9 @@ def test_policy_notice_reaches_every_active_member_exactly_once(
     add_members(eng, 1, start=32, status="dormant")
     add_members(eng, 1, start=33, email=None)
     smtp_sink.refuse.add("member5@example.test")
-    start_worker(lifecycle_env, queues=["notify"])
+    start_worker(primary_env, queues=["notify"])
     body = _body_file(tmp_path)
-    r = _policy(lifecycle_env, body, "--wait", "--timeout", "120")
+    r = _policy(primary_env, body, "--wait", "--timeout", "120")
     assert r.returncode == 1, r.stderr  # one address was refused by the server
     assert "1 address(es) refused" in r.stderr
     assert "29 sent, 1 not sent, 1 failed of 31" in r.stdout
@@ -109,12 +109,12 @@ def test_policy_notice_reaches_every_active_member_exactly_once(
     assert "'직장'을 삭제합니다" in msg.body
     assert msg.message_id.startswith("<notice-1-7@")
     # The same command again resumes the same notice: nobody gets a second copy.
-    again = _policy(lifecycle_env, body, "--wait", "--timeout", "60")
+    again = _policy(primary_env, body, "--wait", "--timeout", "60")
     assert "resumed" in again.stdout
     time.sleep(1)
     assert smtp_sink.per_recipient() == per
     # Same version, different text: refused, because members were told something else.
-    other = _policy(lifecycle_env, _body_file(tmp_path, "다른 본문"))
+    other = _policy(primary_env, _body_file(tmp_path, "다른 본문"))
     assert other.returncode == 2 and "already exists" in other.stderr
     from lifecycle.core.db import session
     from models.notify import Notice
@@ -127,18 +127,18 @@ def test_policy_notice_reaches_every_active_member_exactly_once(
 
 
 def test_without_smtp_a_notice_run_fails_loudly_unless_record_only(
-    lifecycle_env: LifecycleEnv, start_worker, tmp_path: Path
+    primary_env: LifecycleEnv, start_worker, tmp_path: Path
 ) -> None:
     eng = create_demo_schema()
     add_members(eng, 4)
-    worker = start_worker(lifecycle_env, queues=["notify"])
-    refused = _policy(lifecycle_env, _body_file(tmp_path), "--wait", "--timeout", "60")
+    worker = start_worker(primary_env, queues=["notify"])
+    refused = _policy(primary_env, _body_file(tmp_path), "--wait", "--timeout", "60")
     assert refused.returncode == 2, refused.stderr
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "LIFECYCLE_SMTP_URL is not set" in lines[0]
     assert "--record-only" in lines[0]
     assert _count("lifecycle_notices") == 0
-    r = _policy(lifecycle_env, _body_file(tmp_path), "--record-only", "--wait", "--timeout", "60")
+    r = _policy(primary_env, _body_file(tmp_path), "--record-only", "--wait", "--timeout", "60")
     assert r.returncode == 0, r.stderr
     assert "0 sent, 4 not sent" in r.stdout
     assert "warning" in r.stderr and "LIFECYCLE_SMTP_URL" in r.stderr
@@ -152,7 +152,7 @@ def test_without_smtp_a_notice_run_fails_loudly_unless_record_only(
 
 
 def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     smtp_sink: SmtpSink,
     start_worker,
@@ -166,12 +166,12 @@ def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
     add_members(eng, 4)
     everyone = {f"member{i}@example.test" for i in range(1, 5)}
     body = _body_file(tmp_path)
-    bare = start_worker(lifecycle_env, queues=["notify"])  # a worker with no mail server
-    r = _policy(lifecycle_env, body, "--record-only", "--wait", "--timeout", "60")
+    bare = start_worker(primary_env, queues=["notify"])  # a worker with no mail server
+    r = _policy(primary_env, body, "--record-only", "--wait", "--timeout", "60")
     assert r.returncode == 0 and "0 sent, 4 not sent" in r.stdout, r.stderr
     # The CLI has a server but the worker has none: --wait must not call that a success.
     r = _policy(
-        lifecycle_env, body, "--wait", "--timeout", "60", version="2.1",
+        primary_env, body, "--wait", "--timeout", "60", version="2.1",
         LIFECYCLE_SMTP_URL=smtp_sink.url,
     )  # fmt: skip
     assert r.returncode == 1, r.stderr
@@ -182,10 +182,10 @@ def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
 
     # The operator configures SMTP and restarts the worker.
     bare.stop()
-    set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
-    start_worker(lifecycle_env, queues=["notify"])
+    set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    start_worker(primary_env, queues=["notify"])
     # Notice 1: the same command again resumes it, and now it sends.
-    r = _policy(lifecycle_env, body, "--wait", "--timeout", "60")
+    r = _policy(primary_env, body, "--wait", "--timeout", "60")
     assert r.returncode == 0, r.stderr
     assert "resumed" in r.stdout and "4 sent, 0 not sent, 0 failed of 4" in r.stdout
     assert smtp_sink.per_recipient() == Counter({a: 1 for a in everyone})
@@ -194,19 +194,19 @@ def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
     ids = {m.message_id for m in smtp_sink.messages}
     assert ids == {f"<notice-1-{i}@{label}.maumteo.example>" for i in range(1, 5)}
     # Notice 2: the explicit resend.
-    bad = lifecycle_env.run("notice", "resend", "2")
+    bad = primary_env.run("notice", "resend", "2")
     assert bad.returncode == 2 and "--not-sent" in bad.stderr
-    missing = lifecycle_env.run("notice", "resend", "99", "--not-sent")
+    missing = primary_env.run("notice", "resend", "99", "--not-sent")
     assert missing.returncode == 2 and "notice 99 does not exist" in missing.stderr
-    r = lifecycle_env.run("notice", "resend", "2", "--not-sent", "--wait", "--timeout", "60")
+    r = primary_env.run("notice", "resend", "2", "--not-sent", "--wait", "--timeout", "60")
     assert r.returncode == 0, r.stderr
     assert "4 not-sent row(s) queued again" in r.stdout
     assert "4 sent, 0 not sent, 0 failed of 4" in r.stdout
     assert smtp_sink.per_recipient() == Counter({a: 2 for a in everyone})
     # Again: nothing left to send, nobody gets a third copy.
-    r = lifecycle_env.run("notice", "resend", "2", "--not-sent", "--wait", "--timeout", "30")
+    r = primary_env.run("notice", "resend", "2", "--not-sent", "--wait", "--timeout", "30")
     assert r.returncode == 0 and "0 not-sent row(s) queued again" in r.stdout, r.stderr
-    r = _policy(lifecycle_env, body, "--wait", "--timeout", "30")
+    r = _policy(primary_env, body, "--wait", "--timeout", "30")
     assert r.returncode == 0, r.stderr
     time.sleep(1)
     assert smtp_sink.per_recipient() == Counter({a: 2 for a in everyone})
@@ -234,7 +234,7 @@ def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
 
 
 def test_a_worker_killed_mid_fanout_sends_each_member_one_notice(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     start_worker,
     tmp_path: Path,
@@ -255,22 +255,22 @@ def test_a_worker_killed_mid_fanout_sends_each_member_one_notice(
     sink = SmtpSink(delay=0.01).start()
     try:
         set_env(
-            lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=sink.url,
+            primary_env, monkeypatch, LIFECYCLE_SMTP_URL=sink.url,
             LIFECYCLE_NOTICE_BATCH_SIZE="40",
         )  # fmt: skip
         eng = create_demo_schema()
         add_members(eng, members)
         body = _body_file(tmp_path)
-        first = start_worker(lifecycle_env, queues=["notify"], concurrency=concurrency)
-        r = _policy(lifecycle_env, body)
+        first = start_worker(primary_env, queues=["notify"], concurrency=concurrency)
+        r = _policy(primary_env, body)
         assert r.returncode == 0, r.stderr
         sink.wait_count(60, timeout=60)
         first.kill()
         at_kill = len(sink.messages)
         assert at_kill < members, "the fan-out finished before the kill; nothing was tested"
-        start_worker(lifecycle_env, queues=["notify"], concurrency=concurrency)
+        start_worker(primary_env, queues=["notify"], concurrency=concurrency)
         # The operator (or beat's resume job) runs the same notice again.
-        r = _policy(lifecycle_env, body, "--wait", "--timeout", "180")
+        r = _policy(primary_env, body, "--wait", "--timeout", "180")
         with session("primary") as s:
             states = Counter(s.scalars(select(NoticeRecipient.state)))
             doubtful = set(
@@ -292,7 +292,7 @@ def test_a_worker_killed_mid_fanout_sends_each_member_one_notice(
             [m for m in doubtful if f"member{m}@example.test" not in per]
         )
         log = sink.write_mail_log(tmp_path / "maillog")
-        r = lifecycle_env.run(
+        r = primary_env.run(
             "notice", "reconcile", "1", "--mail-log", str(log), "--wait", "--timeout", "120"
         )
         assert r.returncode == 0, r.stdout + r.stderr
@@ -434,7 +434,7 @@ def _set_state(state: str, *member_ids: int) -> None:
 
 
 def test_the_intent_is_recorded_before_the_end_of_data(
-    lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, smtp_sink: SmtpSink
+    primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, smtp_sink: SmtpSink
 ) -> None:
     """When the server reads the end of DATA, the row is already in the journal's in-flight
     set, and the set is empty again once the batch is done."""
@@ -445,14 +445,14 @@ def test_the_intent_is_recorded_before_the_end_of_data(
     from lifecycle.notices import sending as notice_sending
     from models.notify import NoticeRecipient
 
-    set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
     add_members(eng, 5)
     nid, _ = notices.create_policy_notice("9", "t", "b", datetime.now(UTC).date())
     notices.fanout(nid)
     with session("primary") as s:
         row_of = dict(s.execute(select(NoticeRecipient.member_id, NoticeRecipient.id)).all())
-    client = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
+    client = redis.Redis.from_url(primary_env.vars["LIFECYCLE_BROKER_URL"])
     key = f"lifecycle:notice:{nid}:inflight"
     in_flight_at_data: list[bool] = []
     handler = smtp_sink.controller.handler
@@ -467,7 +467,7 @@ def test_the_intent_is_recorded_before_the_end_of_data(
     result = notice_sending.send_batch(nid, 1, 5)
     assert result.sent == 5 and in_flight_at_data == [True] * 5
     assert client.exists(key, f"lifecycle:notice:{nid}:sent") == 0
-    assert "member" not in redis_dump_text(lifecycle_env)
+    assert "member" not in redis_dump_text(primary_env)
 
 
 def redis_dump_text(env: LifecycleEnv) -> str:
@@ -475,7 +475,7 @@ def redis_dump_text(env: LifecycleEnv) -> str:
 
 
 def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     smtp_sink: SmtpSink,
     start_worker,
@@ -484,7 +484,7 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
     from lifecycle.notices import members as notices
     from lifecycle.notices import sending as notice_sending
 
-    set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
     add_members(eng, 6)
     nid, _ = notices.create_policy_notice("9", "t", "b", datetime.now(UTC).date())
@@ -516,7 +516,7 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
     assert Counter(before.values()) == Counter({"in_doubt": 4, "sent": 2})
 
     # Status and --wait show the rows as needing attention, with the command that settles them.
-    st = lifecycle_env.run("status", "--json")
+    st = primary_env.run("status", "--json")
     import json
 
     doubt = json.loads(st.stdout)["notices"]
@@ -525,7 +525,7 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
         {"notice_id": nid, "kind": "policy", "in_doubt": 4,
          "resolve": f"lifecycle notice reconcile {nid} --mail-log FILE"}
     ]  # fmt: skip
-    text_ = lifecycle_env.run("status").stdout
+    text_ = primary_env.run("status").stdout
     assert "Notices IN DOUBT" in text_ and f"lifecycle notice reconcile {nid}" in text_
     # Complete-with-attention, not stuck: neither beat's resume nor a re-run resends them.
     assert nid not in notices.stale_notices() and notices.resume_ranges(nid) == []
@@ -545,15 +545,15 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
         (["x", "--resend"], "notice_id"),
     ]
     for args, fragment in cases:
-        r = lifecycle_env.run("notice", "reconcile", *args)
+        r = primary_env.run("notice", "reconcile", *args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and fragment in lines[0], (args, r.stderr)
     assert _states() == before
     assert len(smtp_sink.messages) == 4
 
-    start_worker(lifecycle_env, queues=["notify"])
-    r = lifecycle_env.run(
+    start_worker(primary_env, queues=["notify"])
+    r = primary_env.run(
         "notice", "reconcile", str(nid), "--mail-log", str(log), "--wait", "--timeout", "60"
     )
     assert r.returncode == 0, r.stdout + r.stderr
@@ -562,16 +562,16 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
     per = smtp_sink.per_recipient()
     assert per == Counter({f"member{i}@example.test": 1 for i in range(1, 7)})
     assert set(_states().values()) == {"sent"}
-    again = lifecycle_env.run("notice", "reconcile", str(nid), "--resend")
+    again = primary_env.run("notice", "reconcile", str(nid), "--resend")
     assert again.returncode == 0 and "nothing in doubt" in again.stdout
 
     # Without a log, the operator decides: delivered...
     _set_state("in_doubt", 5)
-    r = lifecycle_env.run("notice", "reconcile", str(nid), "--assume-delivered", "--wait")
+    r = primary_env.run("notice", "reconcile", str(nid), "--assume-delivered", "--wait")
     assert r.returncode == 0 and "1 in doubt: 1 marked sent, 0 to be sent again" in r.stdout
     # ...or sent again (a member whose copy was accepted gets a second one).
     _set_state("in_doubt", 6)
-    r = lifecycle_env.run("notice", "reconcile", str(nid), "--resend", "--wait", "--timeout", "60")
+    r = primary_env.run("notice", "reconcile", str(nid), "--resend", "--wait", "--timeout", "60")
     assert r.returncode == 0 and "1 in doubt: 0 marked sent, 1 to be sent again" in r.stdout
     assert smtp_sink.per_recipient()["member5@example.test"] == 1
     assert smtp_sink.per_recipient()["member6@example.test"] == 2
@@ -657,7 +657,7 @@ def test_embedded_mode_a_row_left_sending_is_in_doubt_not_resent(
 
 
 def test_overlapping_batches_never_send_a_row_twice(
-    lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, smtp_sink: SmtpSink
+    primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, smtp_sink: SmtpSink
 ) -> None:
     """Two batches over overlapping ranges at once (a redelivered message next to a resume)."""
     import threading
@@ -665,7 +665,7 @@ def test_overlapping_batches_never_send_a_row_twice(
     from lifecycle.notices import members as notices
     from lifecycle.notices import sending as notice_sending
 
-    set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     smtp_sink.delay = 0.002
     eng = create_demo_schema()
     add_members(eng, 120)
@@ -688,14 +688,14 @@ def test_overlapping_batches_never_send_a_row_twice(
 
 
 def test_withdrawal_notice_uses_the_address_captured_before_destruction(
-    lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, smtp_sink: SmtpSink,
+    primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, smtp_sink: SmtpSink,
     start_worker,
 ) -> None:  # fmt: skip
     from lifecycle.core.db import session
     from lifecycle.notices import members as notices
     from models.notify import NoticeRecipient
 
-    set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
     add_members(eng, 2)
     with session("primary") as s:
@@ -711,7 +711,7 @@ def test_withdrawal_notice_uses_the_address_captured_before_destruction(
     # ...and a re-run of the capture after that must not lose the address.
     with session("primary") as s:
         notices.capture_withdrawal_notice(s, 2, request_id=77)
-    start_worker(lifecycle_env, queues=["notify"])
+    start_worker(primary_env, queues=["notify"])
     assert notices.send_member_notice("withdrawal_completed", 2, {"request_id": 77}) == nid
     smtp_sink.wait_count(1, timeout=30)
     (msg,) = smtp_sink.messages
@@ -730,7 +730,7 @@ def test_withdrawal_notice_uses_the_address_captured_before_destruction(
 
 
 def test_global_rate_limit_spaces_sends_across_workers(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     smtp_sink: SmtpSink,
     start_worker,
@@ -738,7 +738,7 @@ def test_global_rate_limit_spaces_sends_across_workers(
 ) -> None:
     """Two worker processes, 4 batches, one shared limit of 10/s: 30 messages need ~3 s."""
     set_env(
-        lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url,
+        primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url,
         LIFECYCLE_NOTICE_BATCH_SIZE="8", LIFECYCLE_NOTICE_RATE_PER_SECOND="10",
     )  # fmt: skip
     stamps: list[float] = []
@@ -752,8 +752,8 @@ def test_global_rate_limit_spaces_sends_across_workers(
     handler.handle_DATA = stamped
     eng = create_demo_schema()
     add_members(eng, 30)
-    start_worker(lifecycle_env, queues=["notify"], concurrency=2)
-    r = _policy(lifecycle_env, _body_file(tmp_path), "--wait", "--timeout", "120")
+    start_worker(primary_env, queues=["notify"], concurrency=2)
+    r = _policy(primary_env, _body_file(tmp_path), "--wait", "--timeout", "120")
     assert r.returncode == 0, r.stderr
     assert len(stamps) == 30
     # 30 sends at 10/s: 29 intervals of 0.1 s whichever process sends (some slack for jitter).
@@ -761,7 +761,7 @@ def test_global_rate_limit_spaces_sends_across_workers(
 
 
 def test_dormancy_advance_notice_only_when_enabled(
-    lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from lifecycle.core.db import session
     from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
@@ -783,7 +783,7 @@ def test_dormancy_advance_notice_only_when_enabled(
         SHIPPED_DEMO_MAP.read_text(encoding="utf-8").replace("enabled: false", "enabled: true"),
         encoding="utf-8",
     )
-    set_env(lifecycle_env, monkeypatch, LIFECYCLE_DATA_MAP=str(enabled))
+    set_env(primary_env, monkeypatch, LIFECYCLE_DATA_MAP=str(enabled))
     clear_cache()
     nid = notices.dormancy_advance()
     assert nid is not None
@@ -843,7 +843,7 @@ def test_embedded_mode_sends_notices_and_corrections_without_redis_or_postgres(
 
 
 def test_a_held_withdrawal_notice_is_released_once_the_withdrawal_completed(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
 ) -> None:
     """The withdrawal job releases its notice itself; if it died in between, beat does."""
     from lifecycle.core.db import session
@@ -870,7 +870,7 @@ def test_a_held_withdrawal_notice_is_released_once_the_withdrawal_completed(
 
 
 def test_a_restricted_member_gets_the_policy_notice_only_after_the_restriction_lifts(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     smtp_sink: SmtpSink,
 ) -> None:
@@ -881,7 +881,7 @@ def test_a_restricted_member_gets_the_policy_notice_only_after_the_restriction_l
     from lifecycle.notices import sending as notice_sending
     from lifecycle.requests.restriction import lift, restrict
 
-    set_env(lifecycle_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
     add_members(eng, 5)
     with session("primary") as s:
@@ -898,3 +898,202 @@ def test_a_restricted_member_gets_the_policy_notice_only_after_the_restriction_l
     assert (again.sent, again.restricted) == (1, 0)
     assert smtp_sink.per_recipient() == Counter({f"member{i}@example.test": 1 for i in range(1, 6)})
     assert notices.progress(nid)["state"] == "completed"
+
+
+@pytest.mark.parametrize("journal", ["redis", "database"])
+def test_a_batch_sends_and_marks_every_row_on_either_primary(
+    primary_env: LifecycleEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    smtp_sink: SmtpSink,
+    journal: str,
+    tmp_path: Path,
+) -> None:
+    """A batch on MariaDB once died on a PRAGMA meant for SQLite before sending anything (and
+    was re-sent every 5 minutes). Without Redis the marks go straight to the database: the
+    intent (``sending``) must be there when the server reads the end of DATA, on every server."""
+    from lifecycle.core.db import engine, session
+    from lifecycle.notices import members as notices
+    from lifecycle.notices import sending as notice_sending
+    from models.notify import NoticeRecipient
+
+    set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    if journal == "database":
+        # The filesystem broker (no Redis): no journal, each mark is a statement of its own.
+        broker = f"filesystem://{tmp_path / 'broker'}"
+        set_env(primary_env, monkeypatch, LIFECYCLE_BROKER_URL=broker)
+        assert notice_sending.journal_for(1) is None
+    eng = create_demo_schema()
+    add_members(eng, 6)
+    nid, _ = notices.create_policy_notice("9", "t", "b", datetime.now(UTC).date())
+    notices.fanout(nid)
+    state_at_data: list[str] = []
+    handler = smtp_sink.controller.handler
+    original = handler.handle_DATA
+
+    async def check(server, session_, envelope):  # type: ignore[no-untyped-def]
+        member = int(envelope.rcpt_tos[0].removeprefix("member").split("@")[0])
+        with engine("primary").connect() as c:
+            state_at_data.append(
+                c.execute(
+                    select(NoticeRecipient.state).where(NoticeRecipient.member_id == member)
+                ).scalar_one()
+            )
+        return await original(server, session_, envelope)
+
+    handler.handle_DATA = check
+    result = notice_sending.send_batch(nid, 1, 6)
+    assert (result.sent, result.left, result.in_doubt, result.not_sent) == (6, 0, 0, 0)
+    assert smtp_sink.per_recipient() == Counter({f"member{i}@example.test": 1 for i in range(1, 7)})
+    # With the journal the database is marked once per chunk; without it, before each end of DATA.
+    assert state_at_data == ["pending" if journal == "redis" else "sending"] * 6
+    with session("primary") as s:
+        rows = s.execute(select(NoticeRecipient.state, NoticeRecipient.sent_at)).all()
+    assert {r[0] for r in rows} == {"sent"} and all(r[1] is not None for r in rows)
+    assert notices.progress(nid)["state"] == "completed"
+    assert notice_sending.send_batch(nid, 1, 6).sent == 0
+    assert len(smtp_sink.messages) == 6
+
+
+def test_a_captured_address_is_destroyed_once_sent_or_after_the_limit_with_a_ledger_entry(
+    primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, smtp_sink: SmtpSink
+) -> None:
+    """A withdrawn member's address waits in the notice row only while the notice can still go
+    out: sent → gone at once; unsendable (no mail server) → gone at the nightly job after
+    LIFECYCLE_NOTICE_ADDRESS_DAYS. Every destruction gets a ledger entry, never the value;
+    `lifecycle status` shows the addresses still kept; a re-run (or one after a crash between
+    the ledger and the rows) records nothing twice."""
+    import json
+
+    from lifecycle.core.db import session
+    from lifecycle.core.timeutil import as_utc
+    from lifecycle.notices import members as notices
+    from lifecycle.notices import sending as notice_sending
+    from lifecycle.notices.addresses import waiting_addresses
+    from models.archive import LedgerEntry
+    from models.notify import NoticeRecipient
+    from tasks.notice import dormancy_advance
+
+    eng = create_demo_schema()
+    add_members(eng, 4)
+    with session("primary") as s:
+        nids = {m: notices.capture_withdrawal_notice(s, m, request_id=70 + m) for m in range(1, 5)}
+    with eng.begin() as conn:  # three withdrawals destroyed the member rows; 4's is on hold
+        conn.execute(text("DELETE FROM members WHERE id < 4"))
+    # No mail server for members 1 and 2: recorded not sent, their addresses kept for later.
+    for m in (1, 2):
+        notices.prepare_member_notice("withdrawal_completed", m, {"request_id": 70 + m})
+        assert notice_sending.send_batch(nids[m], m, m).not_sent == 1
+    set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    notices.prepare_member_notice("withdrawal_completed", 3, {"request_id": 73})
+    assert notice_sending.send_batch(nids[3], 3, 3).sent == 1
+    assert [m.rcpt for m in smtp_sink.messages] == ["member3@example.test"]
+
+    def rows() -> dict[int, tuple]:  # type: ignore[type-arg]
+        with session("primary") as s:
+            return {
+                r[0]: tuple(r[1:])
+                for r in s.execute(
+                    select(
+                        NoticeRecipient.member_id,
+                        NoticeRecipient.state,
+                        NoticeRecipient.error_class,
+                        NoticeRecipient.address,
+                        NoticeRecipient.address_captured_at.is_not(None),
+                    )
+                )
+            }
+
+    assert rows() == {
+        1: ("not_sent", "SmtpNotConfigured", "member1@example.test", True),
+        2: ("not_sent", "SmtpNotConfigured", "member2@example.test", True),
+        3: ("sent", None, None, True),  # sent: gone at once, its destruction not yet recorded
+        4: ("held", None, "member4@example.test", True),  # its withdrawal is still open
+    }
+    # Member 1's notice became due 6 days ago (past the default 5), member 2's yesterday;
+    # member 4's address was captured 10 days ago, but a held row waits for its withdrawal.
+    now = datetime.now(UTC)
+    with session("primary") as s:
+        for m, age in ((1, 6), (2, 1), (4, 10)):
+            s.execute(
+                update(NoticeRecipient)
+                .where(NoticeRecipient.member_id == m)
+                .values(address_captured_at=now - timedelta(days=age))
+            )
+    st = json.loads(primary_env.run("status", "--json").stdout)["notices"]["captured_addresses"]
+    assert (st["waiting"], st["unrecorded"], st["destroy_after_days"]) == (3, 1, 5)
+    assert 9.9 < st["oldest_days"] < 10.1
+    assert "notice addresses kept: 3" in primary_env.run("status").stdout
+
+    # The nightly notice job (beat's notice-dormancy-advance entry).
+    out = dormancy_advance.apply().get()
+    assert out["addresses"] == {"expired": 1, "recorded": 2, "waiting": 2}
+    after = rows()
+    assert after == {
+        1: ("not_sent", "AddressExpired", None, False),
+        2: ("not_sent", "SmtpNotConfigured", "member2@example.test", True),
+        3: ("sent", None, None, False),
+        4: ("held", None, "member4@example.test", True),
+    }
+
+    def entries() -> list[LedgerEntry]:
+        with session("archive") as a:
+            found = list(
+                a.scalars(
+                    select(LedgerEntry)
+                    .where(LedgerEntry.actor == "lifecycle.notices.addresses")
+                    .order_by(LedgerEntry.seq)
+                )
+            )
+            a.expunge_all()
+            return found
+
+    got = entries()
+    assert [(e.action, e.request_id, e.subjects, e.rows) for e in got] == [
+        ("destroy", 71, 1, 1),
+        ("destroy", 73, 1, 1),
+    ]
+    assert [e.details["outcome"] for e in got] == ["expired", "sent"]
+    assert all(e.tables == ["lifecycle_notice_recipients"] and e.subject_ref for e in got)
+    assert "5일" in got[0].reason and "발송 완료" in got[1].reason
+    dumped = json.dumps([[e.reason, e.details, e.dedup_key, e.categories] for e in got])
+    assert "@" not in dumped and "member" not in dumped
+    # The notice of member 1 is finished (its only row can no longer be sent).
+    assert notices.progress(nids[1])["state"] == "completed"
+
+    # Idempotent: again, nothing to do; after a crash between the ledger's commit and the
+    # rows' (member 3's row still marked), the entry is not written twice.
+    assert dormancy_advance.apply().get()["addresses"] == {
+        "expired": 0, "recorded": 0, "waiting": 2,
+    }  # fmt: skip
+    with session("primary") as s:
+        s.execute(
+            update(NoticeRecipient)
+            .where(NoticeRecipient.member_id == 3)
+            .values(address_captured_at=now)
+        )
+    assert dormancy_advance.apply().get()["addresses"]["recorded"] == 0
+    assert rows() == after and len(entries()) == 2
+    with session("primary") as s:
+        st = waiting_addresses(s)
+    assert (st["waiting"], st["unrecorded"]) == (2, 0)
+    # A mail server now: member 2's notice goes out, and its address is gone with the send.
+    notices.requeue_not_sent(nids[2])
+    assert notice_sending.send_batch(nids[2], 2, 2).sent == 1
+    assert rows()[2] == ("sent", None, None, True)
+    assert dormancy_advance.apply().get()["addresses"] == {
+        "expired": 0, "recorded": 1, "waiting": 1,
+    }  # fmt: skip
+    # Member 4's withdrawal completes: the notice is due from now, so its clock starts now.
+    notices.prepare_member_notice("withdrawal_completed", 4, {"request_id": 74})
+    with session("primary") as s:
+        started = s.scalar(
+            select(NoticeRecipient.address_captured_at).where(NoticeRecipient.member_id == 4)
+        )
+    assert abs((as_utc(started) - datetime.now(UTC)).total_seconds()) < 60
+    assert dormancy_advance.apply().get()["addresses"]["expired"] == 0
+    assert notice_sending.send_batch(nids[4], 4, 4).sent == 1
+    assert dormancy_advance.apply().get()["addresses"] == {
+        "expired": 0, "recorded": 1, "waiting": 0,
+    }  # fmt: skip
+    assert [e.request_id for e in entries()] == [71, 73, 72, 74]
+    assert "notice addresses kept" not in primary_env.run("status").stdout
