@@ -92,11 +92,6 @@ def test_wait_says_what_a_correction_waits_for_and_retries_warn_with_their_cause
     for value in (NEW_MOBILE, MEMBER_EMAIL, CLINIC_EMAIL):
         assert value not in log
 
-    if "mysql" in env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]:
-        # Member notices do not run on a MariaDB primary yet: the batch's marker speaks
-        # SQLite/PostgreSQL only (lifecycle/notices/sending.py `_Marker`, "PRAGMA
-        # synchronous"); reported to the lead, outside this change.
-        return
     # A member notice whose batch cannot reach the server retries with its cause too.
     body = tmp_path / "policy.txt"
     body.write_text("개인정보 처리방침이 변경됩니다.", encoding="utf-8")
