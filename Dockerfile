@@ -2,13 +2,18 @@
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
+# The runtime lock (scripts/lock.sh), hash-checked, in its own layer so a code change reuses it.
+# No demo extra: a production worker never seeds fake members.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY lifecycle ./lifecycle
 COPY workers ./workers
 COPY tasks ./tasks
 COPY models ./models
 COPY schedules ./schedules
-RUN pip install --no-cache-dir . \
+# Built by the locked setuptools: no resolution, no unpinned build backend fetched.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
  && groupadd --system --gid 1000 lifecycle \
  && useradd --system --uid 1000 --gid lifecycle --home-dir /var/lib/lifecycle --no-create-home \
       lifecycle \
