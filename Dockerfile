@@ -21,7 +21,7 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
 # A named volume starts as a copy of the image's directory at its mount point, owner included:
 # every path docker-compose.yml mounts must exist here, owned by the user below, or the worker
 # cannot delete uploads and Flower cannot write its database. Keep this list in step with the
-# volumes there (tests/test_compose.py checks it).
+# volumes there (tests/workers/test_compose.py checks it).
 # Not root: the worker deletes files, and must only touch what the mounted roots allow.
 USER lifecycle
 ENTRYPOINT ["lifecycle"]

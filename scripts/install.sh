@@ -4,7 +4,7 @@
 # installed editable, so only a change of dependencies needs pip, and a pip run that finds
 # nothing to do still costs ~11 s per start.
 # Usage: bash scripts/install.sh [SET]   SET: none (runtime), `demo` (up.sh) or `test` (test.sh;
-# the test extra includes demo). Each set has its lock, requirements/SET.txt (scripts/lock.sh).
+# the test extra includes demo). Each set has its lock, requirements/<SET>.txt (scripts/lock.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${LIFECYCLE_VENV:-.venv}"
