@@ -30,11 +30,21 @@ def seed_cmd(
 
     from lifecycle.core.db import check_reachable, engine
     from lifecycle.core.settings import get_settings
-    from lifecycle.ops.demo_seed import create_schema
-    from lifecycle.ops.demo_seed import seed as run_seed
 
     if members < 1:
         raise UserError(f"--members must be at least 1, got {members}")
+    # Imported here, not at the top: demo_seed needs Faker, which only the optional `demo` extra
+    # installs, and every other command must work without it.
+    try:
+        from lifecycle.ops.demo_seed import create_schema
+        from lifecycle.ops.demo_seed import seed as run_seed
+    except ModuleNotFoundError as exc:
+        if exc.name != "faker":
+            raise
+        raise UserError(
+            "the demo needs Faker, which is not installed; install the demo extra: "
+            "pip install -e '.[demo]' (or bash scripts/install.sh demo)"
+        ) from None
     settings = get_settings()
     check_reachable("primary")
     eng = engine("primary")

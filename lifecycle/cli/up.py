@@ -51,7 +51,8 @@ def up(
     typer.echo("Press Ctrl-C to stop worker, beat and Flower.", err=True)
     children = launcher.plan(s, concurrency=concurrency, loglevel=loglevel)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    # So that `lifecycle status` in another shell finds this Flower (lifecycle/flower_locator.py).
+    # So that `lifecycle status` in another shell finds this Flower
+    # (lifecycle/ops/flower_locator.py).
     flower_locator.record(s)
     try:
         code = launcher.run_forever(children, lambda line: typer.echo(line, err=True))

@@ -1,7 +1,7 @@
 """The data map: which website tables and columns hold which personal data, and for how long.
 
 The website's schema is not ours. An operator describes it in a YAML file (``LIFECYCLE_DATA_MAP``;
-the demo counselling centre's map ships as ``lifecycle/datamaps/demo.yaml``). This module loads
+the demo counselling centre's map ships as ``lifecycle/datamap/maps/demo.yaml``). This module loads
 and validates that file and answers the questions the engine asks while planning a withdrawal, a
 sweep or a purge. It is pure: no Celery, no writes; the only database access is reflection in
 :meth:`DataMap.validate_against` and :meth:`DataMap.reflect`.
