@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -78,8 +79,8 @@ class LedgerEntry(ArchiveBase):
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # archive | destroy | key_destroy | file_shred | correction | notification | ...
     action: Mapped[str] = mapped_column(String(32))
-    categories: Mapped[list] = mapped_column(JSON, default=list)
-    tables: Mapped[list] = mapped_column(JSON, default=list)
+    categories: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    tables: Mapped[list[Any]] = mapped_column(JSON, default=list)
     subjects: Mapped[int] = mapped_column(Integer, default=0)
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
     reason: Mapped[str] = mapped_column(Text, default="")
@@ -90,7 +91,7 @@ class LedgerEntry(ArchiveBase):
     request_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # Keyed HMAC of the member id (or of a file name): links entries without naming anyone.
     subject_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     # Idempotency: a re-run of the same step (same key) does not append a second entry.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Table
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
 
@@ -38,9 +38,17 @@ class PrimaryBase(DeclarativeBase):
     """Tables the lifecycle owns inside the website's primary database."""
 
     metadata = MetaData(naming_convention=NAMING)
+    if TYPE_CHECKING:
+        # SQLAlchemy types __table__ as any FromClause (a class may map a select); every class
+        # here maps a Table, which update()/insert()/delete() and .name need.
+        __table__: ClassVar[Table]
 
 
 class ArchiveBase(DeclarativeBase):
     """Tables of the separate archive database (encrypted rows, wrapped keys, ledger)."""
 
     metadata = MetaData(naming_convention=NAMING)
+    if TYPE_CHECKING:
+        # SQLAlchemy types __table__ as any FromClause (a class may map a select); every class
+        # here maps a Table, which update()/insert()/delete() and .name need.
+        __table__: ClassVar[Table]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -30,7 +31,7 @@ class SweepBatch(PrimaryBase):
     last_id: Mapped[int] = mapped_column(BigInteger)
     # pending | done | superseded
     state: Mapped[str] = mapped_column(String(16), default="pending")
-    counts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (
@@ -52,5 +53,5 @@ class LedgerOutbox(PrimaryBase):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     token: Mapped[str] = mapped_column(String(64), unique=True)
-    entry: Mapped[dict] = mapped_column(JSON)
+    entry: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -9,6 +9,7 @@ hash-chained the same way.
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Date, DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -60,7 +61,7 @@ class AccessLogEntry(ArchiveBase):
     subject_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
     request_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # Counts, category and field names only.
-    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -24,8 +25,8 @@ class JobLease(PrimaryBase):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     task: Mapped[str] = mapped_column(String(128))
-    args: Mapped[list | None] = mapped_column(JSON, nullable=True)
-    kwargs: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    args: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    kwargs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     queue: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # held | retrying | redispatched | done | failed
     state: Mapped[str] = mapped_column(String(16), default="held")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -98,7 +99,7 @@ class Provision(PrimaryBase):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     member_id: Mapped[int] = mapped_column(BigInteger)
     recipient_id: Mapped[int] = mapped_column(ForeignKey("lifecycle_recipients.id"))
-    fields: Mapped[list] = mapped_column(JSON)
+    fields: Mapped[list[Any]] = mapped_column(JSON)
     basis: Mapped[str] = mapped_column(String(32))
     provided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The consent purpose it was provided under (e.g. "marketing"): a withdrawal of that
@@ -121,9 +122,9 @@ class Delivery(PrimaryBase):
     request_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     member_id: Mapped[int] = mapped_column(BigInteger)
     # Field names only (kept for the record and for `lifecycle status`).
-    fields: Mapped[list] = mapped_column(JSON)
+    fields: Mapped[list[Any]] = mapped_column(JSON)
     # The corrected values; NULL once delivered.
-    payload: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

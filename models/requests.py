@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -69,7 +70,7 @@ class LifecycleRequest(PrimaryBase):
     member_id: Mapped[int] = mapped_column(BigInteger)
     # Correction values live here until applied, then are blanked: the primary DB is where the
     # member's data already lives, and it never leaves it through the broker.
-    payload: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     state: Mapped[str] = mapped_column(String(32), default=RequestState.RECEIVED.value)
     # Free text written by workers only (never personal data): why it failed.
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -136,4 +137,4 @@ class JobRun(PrimaryBase):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     outcome: Mapped[str] = mapped_column(String(16), default="running")
-    counts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

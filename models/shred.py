@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -49,7 +50,7 @@ class ShredJob(PrimaryBase):
     origin: Mapped[str] = mapped_column(String(32), default="api")
     reason: Mapped[str] = mapped_column(Text)
     legal_basis: Mapped[str] = mapped_column(Text)
-    categories: Mapped[list] = mapped_column(JSON, default=list)
+    categories: Mapped[list[Any]] = mapped_column(JSON, default=list)
     request_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # Keyed HMAC of (host, sorted paths): finds this job again when the same request hands
     # over the same files twice, without keeping the paths after they are destroyed.
@@ -62,7 +63,7 @@ class ShredJob(PrimaryBase):
     sends: Mapped[int] = mapped_column(Integer, default=0)
     # When the resend beat may send the job again if it is still not done (backs off).
     next_send_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    counts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

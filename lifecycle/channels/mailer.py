@@ -188,6 +188,7 @@ class Mailer:
         # The body and the terminating "." go out as two writes with the intent mark between:
         # where they cannot be joined (TLS, no MSG_MORE), Nagle could otherwise hold the 3-byte
         # terminator until the server's (delayed) ACK of the body: up to 40 ms per message.
+        assert smtp.sock is not None  # connected by the constructor
         smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         smtp.ehlo_or_helo_if_needed()
         if cfg.username:
@@ -259,7 +260,7 @@ class Mailer:
             if not body.endswith(b"\r\n"):
                 body += b"\r\n"
             sock = smtp.sock
-            if _MSG_MORE and not isinstance(sock, ssl.SSLSocket):
+            if _MSG_MORE and sock is not None and not isinstance(sock, ssl.SSLSocket):
                 # Written now, but the kernel holds it (MSG_MORE) until the terminator joins
                 # it: one segment for the server, as with smtplib's data(), not two.
                 sock.sendall(body, _MSG_MORE)

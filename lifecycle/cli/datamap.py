@@ -55,7 +55,7 @@ def check_cmd(
         check_reachable("primary")
         eng = engine("primary")
         shown = dm.expand(inspect(eng).get_table_names())
-        problems: list = []
+        problems: list[Any] = []
         shown.validate_against(eng, collect=problems)
         findings = [str(p) for p in problems]
         if dm.site_root:

@@ -20,5 +20,5 @@ def upgrade() -> None:
     check_reachable("archive")
     upgrade_all()
     for which in ("primary", "archive"):
-        heads = ", ".join(sorted(current_heads(which)))  # type: ignore[arg-type]
+        heads = ", ".join(sorted(current_heads(which)))
         typer.echo(f"{which} database at revision {heads}")

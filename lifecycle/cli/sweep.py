@@ -62,7 +62,7 @@ def sweep(
     from lifecycle.core.broker import check_broker
 
     check_broker()  # one line (nothing started) rather than a send that retries and fails
-    kwargs = {"member_batch": batch_size} if batch_size else {}
+    kwargs: dict[str, Any] = {"member_batch": batch_size} if batch_size else {}
     from lifecycle.cli.operator import record
 
     result = dispatch.send(dispatch.SWEEP_RUN, **kwargs)

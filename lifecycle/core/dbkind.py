@@ -159,7 +159,7 @@ def _encode_datetime(value: dt.datetime, mapping: Any = None) -> str:
     # aware value is converted rather than having its offset silently dropped.
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return escape_datetime(value, mapping)  # type: ignore[no-any-return]
+    return escape_datetime(value, mapping)
 
 
 def mysql_connect_args() -> dict[str, Any]:

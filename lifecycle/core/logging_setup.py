@@ -73,20 +73,20 @@ class TaskContextFilter(logging.Filter):
 
 
 class SafeJsonFormatter(JsonFormatter):
-    def formatException(self, ei: _ExcInfo) -> str:  # type: ignore[override]
+    def formatException(self, ei: _ExcInfo) -> str:
         return safe_traceback(*ei)
 
 
 class SafeTextFormatter(logging.Formatter):
-    def formatException(self, ei: _ExcInfo) -> str:  # type: ignore[override]
+    def formatException(self, ei: _ExcInfo) -> str:
         return safe_traceback(*ei)
 
     def format(self, record: logging.LogRecord) -> str:
         context = []
-        if getattr(record, "task_name", None):
-            context.append(f"{record.task_name}[{getattr(record, 'task_id', '?')}]")
-        if getattr(record, "request_id", None) is not None:
-            context.append(f"request={record.request_id}")
+        if task_name := getattr(record, "task_name", None):
+            context.append(f"{task_name}[{getattr(record, 'task_id', '?')}]")
+        if (request_id := getattr(record, "request_id", None)) is not None:
+            context.append(f"request={request_id}")
         record.lifecycle_context = (" " + " ".join(context)) if context else ""
         return super().format(record)
 

@@ -49,7 +49,7 @@ def upgrade(which: Which, revision: str = "heads") -> None:
 
 def upgrade_all() -> None:
     for which in ("primary", "archive"):
-        upgrade(which)  # type: ignore[arg-type]
+        upgrade(which)
 
 
 def current_heads(which: Which) -> set[str]:

@@ -139,7 +139,7 @@ def destroyable(dm: DataMap, category: str, *, force: bool) -> FlaggedCategory:
         raise UserError("the category must be a lower_snake_case name such as rrn")
     if category not in dm.categories_in_use():
         raise UserError(f"unknown category {category!r}: no table of the data map holds it")
-    flag = dm.identifiers.get(category)
+    flag: FlaggedCategory | None = dm.identifiers.get(category)
     if flag is None:
         flagged = ", ".join(sorted(dm.identifiers)) or "none"
         raise UserError(

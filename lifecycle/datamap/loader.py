@@ -129,6 +129,10 @@ class _SubjectSpec(_Spec):
     dormancy: _DormancySpec = Field(default_factory=_DormancySpec)
 
 
+def _default_purpose_end() -> list[str | dict[str, Any]]:
+    return ["withdrawal"]
+
+
 class _TableSpec(_Spec):
     key: str | list[str] = "id"
     subject_column: str | None = None
@@ -138,7 +142,7 @@ class _TableSpec(_Spec):
     columns: dict[str, list[str]] = Field(default_factory=dict)
     non_personal: list[str] = Field(default_factory=list)
     files: list[str | _FileSpec] = Field(default_factory=list)
-    purpose_end: list[str | dict[str, Any]] = Field(default_factory=lambda: ["withdrawal"])
+    purpose_end: list[str | dict[str, Any]] = Field(default_factory=_default_purpose_end)
     retain_from: str | None = None
     tax_evidence: bool = False
     optional: bool = False
@@ -171,10 +175,14 @@ class _PlainLoader(yaml.SafeLoader):
     """
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
         if isinstance(event, yaml.AliasEvent):
             raise ComposerError(
-                None, None, f"YAML aliases (*{event.anchor}) are not allowed", event.start_mark
+                None,
+                None,
+                f"YAML aliases (*{event.anchor}) are not allowed",
+                # types-PyYAML: events carry the C parser's Mark too, which the error takes.
+                event.start_mark,  # type: ignore[arg-type]
             )
         if getattr(event, "anchor", None) is not None:
             raise ComposerError(
@@ -287,11 +295,11 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
     rules: dict[str, Rule] = {}
     for cat, (p, basis) in DEFAULT_RULES.items():
         per = Period.parse(p)
-        ids = tuple(st.id for st in check_rule(cat, per, basis))
+        ids: tuple[str, ...] = tuple(st.id for st in check_rule(cat, per, basis))
         rules[cat] = Rule(cat, per, basis, None, default=True, anchor=DEFAULT_ANCHORS.get(cat),
                           statutes=ids)  # fmt: skip
     for cat, rs in spec.retention.items():
-        where = ("retention", cat)
+        where: tuple[str | int, ...] = ("retention", cat)
         if cat not in vocabulary:
             raise err(
                 f"unknown category {cat!r} in retention (known: {', '.join(sorted(vocabulary))}; "
@@ -317,7 +325,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 "from",
             )
         basis = rs.legal_basis.strip() if isinstance(rs.legal_basis, str) else ""
-        ids: tuple[str, ...] = ()
+        ids = ()
         if rs.consent is not None:
             if not rs.consent.strip():
                 raise err(f"retention rule {cat!r}: consent: names no column", *where, "consent")
@@ -454,10 +462,10 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         links: list[MemberLink] = []
         if ts.subject_column:
             links.append(MemberLink(ts.subject_column, ts.member_key or s.key))
-        for i, lk in enumerate(ts.members):
-            links.append(MemberLink(lk.column, lk.member_key or s.key, tuple(lk.blank)))
-            if lk.column in lk.blank:
-                raise err(f"table {name!r}: {lk.column} is cleared anyway; do not list it under "
+        for i, ml in enumerate(ts.members):
+            links.append(MemberLink(ml.column, ml.member_key or s.key, tuple(ml.blank)))
+            if ml.column in ml.blank:
+                raise err(f"table {name!r}: {ml.column} is cleared anyway; do not list it under "
                           "blank:", *base, "members", i)  # fmt: skip
         for lk in links:
             if lk.member_key not in subject_cols:
@@ -567,8 +575,8 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 templates.append(ft)
             elif "{" in f:
                 ft = FileTemplate(f, "")
-                cat = next((owner[c] for c in ft.fields if c in owner), None)
-                if cat is None:
+                owned = next((owner[c] for c in ft.fields if c in owner), None)
+                if owned is None:
                     raise err(
                         f"file template {f!r} on {name!r} uses no categorised column: write "
                         "{template: ..., category: ...}",
@@ -576,7 +584,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                         "files",
                         i,
                     )
-                templates.append(FileTemplate(f, cat))
+                templates.append(FileTemplate(f, owned))
             elif f not in owner:
                 raise err(
                     f"file column {name}.{f} must also be listed under a category in columns:",

@@ -210,9 +210,9 @@ def member_table(engine: Engine) -> MemberTable:
         ) from None
     categories = {c: cat for cat, cols in tmap.columns.items() for c in cols if c in table.c}
     system = set(SYSTEM_COLUMNS) | set(tmap.key_columns) | set(tmap.non_personal)
-    system |= {subject.state_column, subject.withdrawn_at_column, subject.login_column}
+    optional = (subject.state_column, subject.withdrawn_at_column, subject.login_column)
+    system |= {c for c in optional if c is not None}
     system |= {*tmap.files, *(f for ft in tmap.file_templates for f in ft.fields)}
-    system.discard(None)  # type: ignore[arg-type]
     if subject.dormancy.last_active_column:
         system.add(subject.dormancy.last_active_column)
     system |= {c.name for c in table.c if _HASH_RE.fullmatch(c.name)}
@@ -224,7 +224,7 @@ def member_table(engine: Engine) -> MemberTable:
         dormant_value=subject.dormancy.status_value,
         email_column=subject.email_column or (EMAIL_COLUMN if EMAIL_COLUMN in table.c else None),
         categories=categories,
-        system=frozenset(system),  # type: ignore[arg-type]
+        system=frozenset(system),
         mobile_column=subject.mobile_column,
         marker=subject.marker_column is not None,
         identifiers={c: f for c, f in flagged_columns(dm, subject.table).items() if c in table.c},

@@ -219,7 +219,7 @@ class Subject:
         return t.c[self.status_column] == self.withdrawn_value
 
     def withdrawn_at_col(self, t: Any) -> Any:
-        return t.c[self.marker_column or self.withdrawn_at_column]  # type: ignore[index]
+        return t.c[self.marker_column or self.withdrawn_at_column]
 
     def is_withdrawn(self, status_or_marker: Any) -> bool:
         """From the value of :meth:`withdrawn_at_col` (marker) or the status column."""
@@ -247,6 +247,8 @@ class Subject:
         """The site's own way of recording that the member withdrew at ``when``."""
         if self.marker_column:
             return {self.marker_column: when.strftime(self.marker_format)}
+        # The loader requires both columns of a subject without a marker.
+        assert self.status_column is not None and self.withdrawn_at_column is not None
         return {self.status_column: self.withdrawn_value, self.withdrawn_at_column: when}
 
 
