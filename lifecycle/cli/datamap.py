@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lifecycle.cli.app import app
+
+if TYPE_CHECKING:
+    from lifecycle.datamap.model import DataMapError
 
 datamap_app = typer.Typer(
     help="The data map: which tables/columns hold which personal data, and for how long.",
@@ -55,7 +58,7 @@ def check_cmd(
         check_reachable("primary")
         eng = engine("primary")
         shown = dm.expand(inspect(eng).get_table_names())
-        problems: list[Any] = []
+        problems: list[DataMapError] = []
         shown.validate_against(eng, collect=problems)
         findings = [str(p) for p in problems]
         if dm.site_root:

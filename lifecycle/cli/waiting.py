@@ -146,7 +146,8 @@ def wait_for_request(request_id: int, timeout: float = 3600, poll: float = 0.5) 
 
 
 # What polling the result backend raises while Redis restarts or is gone.
-_BACKEND_DOWN: tuple[type[BaseException], ...] = (redis.RedisError, KombuOperationalError, BackendGetMetaError, OSError)
+_BACKEND_DOWN: tuple[type[BaseException], ...]
+_BACKEND_DOWN = (redis.RedisError, KombuOperationalError, BackendGetMetaError, OSError)
 
 
 def _stop_subscription(result: Any) -> None:

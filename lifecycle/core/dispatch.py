@@ -55,7 +55,8 @@ PING = "lifecycle.ping"
 # process that sends by name (the CLI) then names them without importing every task module
 # (a fifth of a second of each command). tests/core/test_task_conventions.py holds them to the
 # tasks.
-_NO_PARAMS: tuple[str, ...] = (ANSWER_PENDING, RELAY, RELAY_REDISPATCH_STALE, CHECK_DEADLINES, PURGE_RUN)
+_NO_PARAMS: tuple[str, ...]
+_NO_PARAMS = (ANSWER_PENDING, RELAY, RELAY_REDISPATCH_STALE, CHECK_DEADLINES, PURGE_RUN)
 _NO_PARAMS += (LEDGER_CHECKPOINT, SHRED_RESEND_PENDING, SHRED_SWEEP_ORPHANS, NOTIFY_RESEND_DUE)
 _NO_PARAMS += (NOTICE_RESUME_STALE, NOTICE_DORMANCY_ADVANCE, PING)
 _REQUEST_HANDLERS = (WITHDRAW, CORRECT, ACCESS, ERASE, SUSPEND, SUSPEND_LIFT, CONSENT_WITHDRAW)

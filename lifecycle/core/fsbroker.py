@@ -47,9 +47,7 @@ def ensure_exchange_file(file: Path) -> None:
 
 
 class Channel(filesystem.Channel):
-    def _queue_bind(
-        self, exchange: str, routing_key: str, pattern: str | None, queue: str
-    ) -> Any:
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str | None, queue: str) -> Any:
         # A private kombu helper that celery-types does not declare.
         file = self._exchange_file(exchange)  # type: ignore[attr-defined]
         self.control_folder.mkdir(exist_ok=True)
