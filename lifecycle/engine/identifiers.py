@@ -164,7 +164,8 @@ def start(
         ):
             if (counts or {}).get("category") == category:
                 return int(run_id), True
-        run_id = conn.execute(
+        # One row: SQLAlchemy types the key Optional for executemany.
+        run_id = conn.execute(  # type: ignore[index]
             insert(jr).values(
                 job=JOB,
                 started_at=datetime.now(UTC),
@@ -344,7 +345,7 @@ def run(
     return result
 
 
-def _finish(ctx: EngineContext, run_id: int, outcome: str, extra: dict[str, Any]) -> dict:
+def _finish(ctx: EngineContext, run_id: int, outcome: str, extra: dict[str, Any]) -> dict[str, Any]:
     jr = JobRun.__table__
     with ctx.primary.begin() as conn:
         counts = dict(conn.execute(select(jr.c.counts).where(jr.c.id == run_id)).scalar_one() or {})

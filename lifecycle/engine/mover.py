@@ -33,12 +33,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import psycopg
 from sqlalchemy import (
     Connection,
+    CursorResult,
     Text,
     any_,
     bindparam,
@@ -183,14 +184,15 @@ class MoveResult:
         }
 
     def merge(self, other: MoveResult) -> None:
-        for mine, theirs in (
+        counters: tuple[tuple[dict[Any, int], dict[Any, int]], ...] = (
             (self.archived, other.archived),
             (self.destroyed, other.destroyed),
             (self.deleted, other.deleted),
             (self.blanked, other.blanked),
-        ):
-            for k, v in theirs.items():  # type: ignore[attr-defined]
-                mine[k] = mine.get(k, 0) + v  # type: ignore[index]
+        )
+        for mine, theirs in counters:
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
         self.subjects += other.subjects
         self.files += other.files
         self.files_refused += other.files_refused
@@ -395,9 +397,12 @@ class ArchiveWriter:
             chunk = rows[i : i + 1000]
             # SQLite serialises writers, so the pre-check above cannot race: OR IGNORE is only
             # a guard. Core executemany keeps SQLAlchemy's date/time formats.
-            res = self.s.execute(
-                insert(table).prefix_with("OR IGNORE"),
-                [dict(zip(_ARCHIVE_COLUMNS, r, strict=True)) for r in chunk],
+            res = cast(
+                "CursorResult[Any]",
+                self.s.execute(
+                    insert(table).prefix_with("OR IGNORE"),
+                    [dict(zip(_ARCHIVE_COLUMNS, r, strict=True)) for r in chunk],
+                ),
             )
             if res.rowcount != len(chunk):
                 raise UserError(
@@ -409,6 +414,7 @@ class ArchiveWriter:
     def _write_pg(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str]] | None:
 
         raw = self.s.connection().connection.driver_connection
+        assert raw is not None  # an open session's connection
         cols = ", ".join(_ARCHIVE_COLUMNS)
         # A raw SAVEPOINT: the COPY runs on the driver connection, out of the ORM's sight.
         with raw.cursor() as cur:
@@ -441,7 +447,7 @@ class ArchiveWriter:
             )
             done = {tuple(r) for r in cur.fetchall()}
             cur.execute("DELETE FROM lc_archive_stage")
-        return done  # type: ignore[return-value]
+        return done
 
     def ledger_entries(self) -> None:
         """One entry per table x category newly archived; call last (it takes the ledger lock).
@@ -546,7 +552,8 @@ def move(
             n = 0
             if destroy_only(ctx, tm):
                 every = tuple(tm.columns)
-                file_cats = [tm.category_of(c) for c in tm.files]
+                # The loader puts every file column under a category.
+                file_cats = [tm.category_of(c) or "" for c in tm.files]
                 taken = list(delete_returning(ctx, pconn, sel))
                 ids = member_ids(ctx, pconn, tm.links[0].member_key, {r[0] for r in taken})
                 for subject, paths in taken:

@@ -127,9 +127,7 @@ def held_summary(ctx: EngineContext, now: datetime | None = None) -> dict[str, A
         key = t.c[sub.key]
         members = int(
             s.execute(
-                select(func.count()).where(
-                    t.c[sub.status_column] == sub.withdrawn_value, holds.member_held(key, today)
-                )
+                select(func.count()).where(sub.withdrawn_clause(t), holds.member_held(key, today))
             ).scalar_one()
         )
     cats = sorted({h.category for h in act if h.category})

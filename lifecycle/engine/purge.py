@@ -30,6 +30,7 @@ from lifecycle.engine.context import EngineContext
 from lifecycle.requests import holds
 from lifecycle.vault import accesslog, crypto, keystore, ledger
 from models.archive import ArchivedRecord, DataKey
+from models.guards import LegalHold
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def expired_buckets(
 
 def _held_records(
     s: Session, key_id: int, until: date, key_category: str, held: holds.HeldSet
-) -> list[tuple[ArchivedRecord, holds.LegalHold]]:
+) -> list[tuple[ArchivedRecord, LegalHold]]:
     """Records of the bucket an active hold covers, each with the hold that lasts longest."""
     if not held.refs and not held.categories:
         return []
@@ -128,9 +129,7 @@ def _held_records(
     return out
 
 
-def _keep_for_holds(
-    s: Session, key_id: int, kept: list[tuple[ArchivedRecord, holds.LegalHold]]
-) -> None:
+def _keep_for_holds(s: Session, key_id: int, kept: list[tuple[ArchivedRecord, LegalHold]]) -> None:
     """Move held records to their hold's own bucket: decrypt under the expiring bucket key,
     encrypt under the hold key (same AAD: table, key, category), ``retain_until`` = the hold's
     ``until``. The old key can then be destroyed like any other; the held records live on

@@ -44,7 +44,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import ColumnElement, Connection, insert, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core import dbkind
@@ -245,7 +245,7 @@ def _members_by_ref(ctx: EngineContext, key: bytes, refs: set[str]) -> dict[str,
     """{ref: (member id, still unprocessed)} for the members of the restored DB named."""
     sub = ctx.datamap.subject
     t = ctx.subject_table
-    cols = [t.c[sub.key]]
+    cols: list[ColumnElement[Any]] = [t.c[sub.key]]
     if sub.keep_row:
         # A kept member row already blanked is what the withdrawal left: nothing to redo.
         cols.append(unprocessed_clause(ctx).label("unprocessed"))
@@ -400,7 +400,8 @@ def _redo_clear(
 def _open_run(ctx: EngineContext) -> int:
     jr = JobRun.__table__
     with ctx.primary.begin() as conn:
-        run_id = conn.execute(
+        # One row: SQLAlchemy types the key Optional for executemany.
+        run_id = conn.execute(  # type: ignore[index]
             insert(jr).values(job=JOB, started_at=datetime.now(UTC), outcome="running", counts={})
         ).inserted_primary_key[0]
     return int(run_id)

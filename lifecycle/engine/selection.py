@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 from sqlalchemy import (
+    ColumnClause,
     ColumnElement,
     Connection,
     String,
@@ -197,7 +198,8 @@ class RowPlanner:
 def in_values(ctx: EngineContext, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
     """``column IN values``: one array parameter on PostgreSQL (any size), a list on SQLite."""
     if ctx.is_pg_primary:
-        arr = bindparam(None, value=list(values), type_=ARRAY(getattr(column, "type", None)))
+        item_type: Any = getattr(column, "type", None)  # None: ARRAY of NullType
+        arr = bindparam(None, value=list(values), type_=ARRAY(item_type))
         return column == any_(arr)  # type: ignore[no-any-return]
     return column.in_(list(values))  # type: ignore[no-any-return]
 
@@ -293,7 +295,7 @@ def iter_planned(
             )
         elif ctx.is_pg_primary:
             # By physical address: a TID scan, not a second index lookup per row.
-            ctid = literal_column("ctid")
+            ctid: ColumnClause[Any] = literal_column("ctid")
             pick = select(ctid).select_from(t).where(sel.where).limit(DELETE_CHUNK)
             which = ctid == any_(func.array(pick.correlate(None).scalar_subquery()))
         elif tm.composite:
@@ -345,11 +347,12 @@ def _taken(ctx: EngineContext, conn: Connection, stmt: Any) -> Iterator[list[tup
         # psycopg's binary C row parsing straight into tuples, as in `_stream`.
         compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
         sql, params = str(compiled), compiled.params
-        raw = conn.connection.driver_connection
+        raw: Any = conn.connection.driver_connection
 
         def fetch() -> list[tuple[Any, ...]]:
             with raw.cursor(binary=True) as cur:
-                return cur.execute(sql, params).fetchall()
+                rows: list[tuple[Any, ...]] = cur.execute(sql, params).fetchall()
+                return rows
     else:
 
         def fetch() -> list[tuple[Any, ...]]:
@@ -374,8 +377,8 @@ def take_rows_mysql(
     deleted by key, which deletes exactly the rows read.
     """
     if dbkind.delete_returning(conn):
-        stmt = delete(t).where(where).with_dialect_options(mysql_limit=DELETE_CHUNK)
-        stmt = stmt.returning(*wanted)
+        limited = delete(t).where(where).with_dialect_options(mysql_limit=DELETE_CHUNK)
+        stmt = limited.returning(*wanted)
         while True:
             rows = [tuple(r) for r in conn.execute(stmt)]
             if rows:
@@ -422,7 +425,7 @@ def _stream(ctx: EngineContext, conn: Connection, stmt: Any) -> Iterator[list[tu
             result.close()
         return
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    raw = conn.connection.driver_connection
+    raw: Any = conn.connection.driver_connection
     global _cursor_seq
     _cursor_seq += 1
     with raw.cursor(name=f"lc_read_{_cursor_seq}", binary=True) as cur:
@@ -553,6 +556,7 @@ def dormant_subjects_query(
     t = ctx.subject_table
     key = t.c[s.key]
     cutoff = d.inactive_for.subtract_from(now)
+    assert s.status_column is not None  # the loader requires it with dormancy
     stmt = select(key, t.c[d.last_active_column]).where(
         t.c[s.status_column] == d.status_value,
         t.c[d.last_active_column] < cutoff,

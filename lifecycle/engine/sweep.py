@@ -191,6 +191,7 @@ def _by_ids_mysql(
     if not ids:
         return None
     q = withdrawn_subjects_query(ctx) if kind == "withdrawal" else dormant_subjects_query(ctx, now)
+    assert q is not None  # a batch of a kind is planned only when its query exists
     t = ctx.subject_table
     key = t.c[ctx.datamap.subject.key]
     q = q.where(key.in_(ids))
@@ -339,7 +340,7 @@ def progress(ctx: EngineContext, run_id: int) -> tuple[int, int]:
         rows = conn.execute(
             select(t.c.state, func.count()).where(t.c.run_id == run_id).group_by(t.c.state)
         ).all()
-    by = dict(rows)
+    by: dict[str, int] = {state: n for state, n in rows}
     return int(by.get("done", 0)), int(sum(by.values()))
 
 
@@ -411,7 +412,7 @@ class _Retry:
         self.window = window
         self.since: float | None = None
 
-    def failed(self, exc: Exception) -> None:
+    def failed(self, exc: BaseException) -> None:
         now = time.monotonic()
         if self.since is None:
             self.since = now
@@ -466,7 +467,8 @@ def _open_run(ctx: EngineContext, task_id: str | None, resume: int | None) -> tu
                 return resume, True
         _supersede_stale_runs(ctx, conn, task_id)
         # inserted_primary_key rather than RETURNING: MySQL 8 has no INSERT ... RETURNING.
-        run_id = conn.execute(
+        # One row: SQLAlchemy types the key Optional for executemany.
+        run_id = conn.execute(  # type: ignore[index]
             insert(jr).values(
                 job="sweep", task_id=task_id, started_at=_now(), outcome="running", counts={}
             )
