@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db
@@ -86,14 +86,20 @@ def _expire(cutoff: datetime) -> tuple[int, set[int]]:
         notices = set(s.scalars(select(NR.c.notice_id).where(*due).distinct()))
         if not notices:
             return 0, set()
-        unsent = s.execute(
-            update(NR)
-            .where(*due, NR.c.state.in_(_UNSENT))
-            .values(address=None, state=RecipientState.NOT_SENT.value, error_class=EXPIRED)
+        unsent = cast(
+            "CursorResult[Any]",
+            s.execute(
+                update(NR)
+                .where(*due, NR.c.state.in_(_UNSENT))
+                .values(address=None, state=RecipientState.NOT_SENT.value, error_class=EXPIRED)
+            ),
         ).rowcount
         # In doubt (reconcile decides whether it went out) or left sending by a dead batch: the
         # state stays for whoever settles it; only the address goes.
-        other = s.execute(update(NR).where(*due).values(address=None, error_class=EXPIRED)).rowcount
+        other = cast(
+            "CursorResult[Any]",
+            s.execute(update(NR).where(*due).values(address=None, error_class=EXPIRED)),
+        ).rowcount
     return int(unsent or 0) + int(other or 0), notices
 
 

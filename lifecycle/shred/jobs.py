@@ -27,10 +27,10 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from kombu.exceptions import OperationalError
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, CursorResult, insert, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db, dispatch
@@ -351,22 +351,25 @@ def retry_refused(job_id: int) -> int:
             raise UserError(f"shred job {job_id} does not exist")
         if job.state != ShredJobState.DONE.value:
             raise UserError(f"shred job {job_id} is still {job.state}: wait for it to finish")
-        reopened = s.execute(
-            update(ShredItem)
-            .where(
-                ShredItem.job_id == job_id,
-                ShredItem.state == ShredItemState.DONE.value,
-                ShredItem.status.in_(NOT_DESTROYED),
-                ShredItem.path.is_not(None),
-            )
-            .values(
-                state=ShredItemState.PENDING.value,
-                status=None,
-                reason=None,
-                detail=None,
-                ledgered=False,
-                finished_at=None,
-            )
+        reopened = cast(
+            "CursorResult[Any]",
+            s.execute(
+                update(ShredItem)
+                .where(
+                    ShredItem.job_id == job_id,
+                    ShredItem.state == ShredItemState.DONE.value,
+                    ShredItem.status.in_(NOT_DESTROYED),
+                    ShredItem.path.is_not(None),
+                )
+                .values(
+                    state=ShredItemState.PENDING.value,
+                    status=None,
+                    reason=None,
+                    detail=None,
+                    ledgered=False,
+                    finished_at=None,
+                )
+            ),
         ).rowcount
         if not reopened:
             raise UserError(f"shred job {job_id} has no refused or failed file to try again")

@@ -29,9 +29,9 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.channels.mailer import MessageBuilder, mailer_from_settings
@@ -136,20 +136,23 @@ def webhook_payload(d: Delivery) -> dict[str, Any]:
 def _claim(delivery_id: int, now: datetime, lease: timedelta) -> tuple[Delivery, ThirdParty] | str:
     """Claim the delivery for one attempt (or say why not). Commits the in_flight record."""
     with db.session("primary") as s:
-        res = s.execute(
-            update(Delivery)
-            .where(
-                Delivery.id == delivery_id,
-                Delivery.state == DeliveryState.PENDING.value,
-                Delivery.next_attempt_at <= now,
-            )
-            .values(
-                next_attempt_at=now + lease,
-                enqueued_at=None,
-                attempts=Delivery.attempts + 1,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
+        res = cast(
+            "CursorResult[Any]",
+            s.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery_id,
+                    Delivery.state == DeliveryState.PENDING.value,
+                    Delivery.next_attempt_at <= now,
+                )
+                .values(
+                    next_attempt_at=now + lease,
+                    enqueued_at=None,
+                    attempts=Delivery.attempts + 1,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            ),
         )
         if res.rowcount != 1:
             return "not_due"

@@ -20,10 +20,10 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import IO, Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import CursorResult, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core.errors import UserError
@@ -166,7 +166,7 @@ def prune(s: Session, *, now: datetime | None = None, operator: str = "lifecycle
     ).first()
     if last is None:
         return 0
-    n = s.execute(delete(t).where(t.c.seq <= last.seq)).rowcount or 0
+    n = cast("CursorResult[Any]", s.execute(delete(t).where(t.c.seq <= last.seq))).rowcount or 0
     head.base_seq, head.base_hash = int(last.seq), last.hash
     s.flush()
     record(

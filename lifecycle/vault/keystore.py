@@ -16,8 +16,9 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any, cast
 
-from sqlalchemy import Date, Engine, String, bindparam, func, select, tuple_, update
+from sqlalchemy import CursorResult, Date, Engine, String, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
@@ -275,11 +276,14 @@ def destroy_keys(session: Session, key_ids: Iterable[int]) -> int:
     done = 0
     for i in range(0, len(ids), 1000):
         chunk = ids[i : i + 1000]
-        res = session.execute(
-            update(DataKey)
-            .where(DataKey.id.in_(chunk), DataKey.wrapped_key.is_not(None))
-            .values(wrapped_key=None, destroyed_at=utcnow())
-            .execution_options(synchronize_session=False)
+        res = cast(
+            "CursorResult[Any]",
+            session.execute(
+                update(DataKey)
+                .where(DataKey.id.in_(chunk), DataKey.wrapped_key.is_not(None))
+                .values(wrapped_key=None, destroyed_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ),
         )
         done += res.rowcount or 0
     with _cache_lock:
@@ -462,17 +466,22 @@ def _rotate_table(  # type: ignore[no-untyped-def]
                     raise LifecycleError(
                         f"key {ident}: {exc}; nothing in this batch changed"
                     ) from None
-                res = s.execute(
-                    update(model)
-                    .where(
-                        pk == ident, model.master_key_id == old_id, model.wrapped_key.is_not(None)
-                    )
-                    .values(
-                        wrapped_key=crypto.wrap_key(new_master, dk),
-                        master_key_id=new_id,
-                        **({"rotated_at": utcnow()} if model is ArchiveSecret else {}),
-                    )
-                    .execution_options(synchronize_session=False)
+                res = cast(
+                    "CursorResult[Any]",
+                    s.execute(
+                        update(model)
+                        .where(
+                            pk == ident,
+                            model.master_key_id == old_id,
+                            model.wrapped_key.is_not(None),
+                        )
+                        .values(
+                            wrapped_key=crypto.wrap_key(new_master, dk),
+                            master_key_id=new_id,
+                            **({"rotated_at": utcnow()} if model is ArchiveSecret else {}),
+                        )
+                        .execution_options(synchronize_session=False)
+                    ),
                 )
                 done += res.rowcount or 0
             last = rows[-1][0]

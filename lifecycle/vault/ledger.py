@@ -24,10 +24,10 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, CursorResult, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -108,11 +108,14 @@ def _lock_head(session: Session) -> LedgerHead:
         else:
             # SQLite has no row locks: writing first takes the database write lock, which
             # serialises appenders until commit just like FOR UPDATE does.
-            res = session.execute(
-                update(LedgerHead)
-                .where(LedgerHead.id == HEAD_ID)
-                .values(updated_at=utcnow())
-                .execution_options(synchronize_session=False)
+            res = cast(
+                "CursorResult[Any]",
+                session.execute(
+                    update(LedgerHead)
+                    .where(LedgerHead.id == HEAD_ID)
+                    .values(updated_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                ),
             )
             head = (
                 session.execute(
