@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,12 +134,12 @@ class _Claims:
         if self._fd is not None:
             os.close(self._fd)
 
-    def claim(self, rows: list[Any]) -> tuple[list[Any], int]:
+    def claim(self, rows: Sequence[Any]) -> tuple[list[Any], int]:
         """The rows of ``rows`` (id, member, address, state) this batch now owns and that are
         still pending or sending, with their state read after locking; and how many another
         batch holds."""
         if not self.pg or not rows:
-            return rows, 0
+            return list(rows), 0
         keys = {_row_key(self.notice_id, r[1]): r for r in rows}
         got = (
             self.conn.execute(
@@ -223,12 +224,12 @@ class _Marker:
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
         if self.family == "postgresql":
-            return self.raw.execute(sql, params, prepare=True).rowcount  # type: ignore[union-attr]
+            return int(self.raw.execute(sql, params, prepare=True).rowcount)  # type: ignore[union-attr]
         if self.family == "mysql":
             # A PyMySQL connection has no execute of its own; the cursor's returns the row count.
             with self.raw.cursor() as cur:  # type: ignore[union-attr]
                 return int(cur.execute(sql, params))
-        return self.raw.execute(sql, params).rowcount  # type: ignore[union-attr]
+        return int(self.raw.execute(sql, params).rowcount)  # type: ignore[union-attr]
 
     def intend(self, row_id: int) -> None:
         """Before MAIL FROM: the row goes in flight (journal: written, reply read later)."""

@@ -615,7 +615,7 @@ class _Generator:
                     )
             yield T.uploaded_files, files, written
 
-    def _access_log(self, rng: random.Random, member_id: int | None, at: float) -> tuple:
+    def _access_log(self, rng: random.Random, member_id: int | None, at: float) -> tuple[Any, ...]:
         ip = (
             f"{rng.choice((1, 14, 27, 39, 58, 61, 106, 110, 112, 121, 175, 211, 220, 223))}."
             f"{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"

@@ -86,7 +86,8 @@ def redis_queue_depths(url: str, host: str, timeout: float = 2.0) -> dict[str, A
     # non-empty ones also exist as list keys.
     for key in client.scan_iter(match="_kombu.binding.*", count=200):
         for member in client.smembers(key):
-            queue = member.decode(errors="replace").rsplit(_REDIS_PRIORITY_SEP, 1)[-1]
+            raw = member.decode(errors="replace") if isinstance(member, bytes) else member
+            queue = raw.rsplit(_REDIS_PRIORITY_SEP, 1)[-1]
             if queue.startswith(queues.SHRED_PREFIX):
                 names.add(queue)
     for key in client.scan_iter(match=f"{queues.SHRED_PREFIX}*", count=200):

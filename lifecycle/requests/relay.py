@@ -35,7 +35,7 @@ STALE_STATES = [
 ]
 
 
-def _claim(s: Session, stmt: Select[tuple[LifecycleRequest]]) -> list[LifecycleRequest]:
+def _claim(s: Session, stmt: Select[LifecycleRequest]) -> list[LifecycleRequest]:
     # Two relays (two beats during a failover) never send the same rows concurrently: they skip
     # each other's rows, or, on a server without SKIP LOCKED (MariaDB < 10.6), the second waits
     # and then finds them no longer 'received'.

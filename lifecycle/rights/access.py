@@ -127,9 +127,11 @@ def _csv(header: list[str], rows: list[list[str]]) -> bytes:
     return buf.getvalue().encode("utf-8-sig")
 
 
-def collect(ctx: EngineContext, s: Session, member_id: int) -> dict[str, tuple[list[str], list]]:
+def collect(
+    ctx: EngineContext, s: Session, member_id: int
+) -> dict[str, tuple[list[str], list[Any]]]:
     """table name -> (column names, rows as text) of every mapped table, for one member."""
-    out: dict[str, tuple[list[str], list]] = {}
+    out: dict[str, tuple[list[str], list[Any]]] = {}
     subject = ctx.datamap.subject.table
     names = [subject, *sorted(n for n in ctx.datamap.tables if n != subject)]
     for name in names:

@@ -118,7 +118,7 @@ def _fail(s: Any, req: LifecycleRequest, reason: str) -> None:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return to_json(a) == to_json(b)
+    return bool(to_json(a) == to_json(b))
 
 
 def _step_restrict(request_id: int) -> str | None:

@@ -442,7 +442,7 @@ def submit_withdrawal(ctx: EngineContext, member_id: int, actor: str | None = No
                 # one resumes where it stopped.
                 raise UserError(
                     f"member {member_id}'s withdrawal request {failed[0]} failed after "
-                    f"{failed[1].replace(',', ', ')}; resume it with "
+                    f"{(failed[1] or '').replace(',', ', ')}; resume it with "
                     f"`lifecycle requests retry {failed[0]}`"
                 )
             raise UserError(f"unknown member {member_id}")

@@ -91,7 +91,7 @@ def fs_magic(fd: int) -> int | None:
     buf = _StatFs()
     if lib.fstatfs(fd, ctypes.byref(buf)) != 0:
         return None
-    return buf.f_type & 0xFFFFFFFF
+    return int(buf.f_type) & 0xFFFFFFFF
 
 
 def _unescape(field: str) -> str:

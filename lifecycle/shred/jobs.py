@@ -90,7 +90,7 @@ def fs_path(stored: str) -> str:
 
 
 def _backoff(sends: int) -> timedelta:
-    return min(FIRST_RESEND_AFTER * (2 ** max(sends - 1, 0)), MAX_RESEND_AFTER)
+    return min(FIRST_RESEND_AFTER * int(2 ** max(sends - 1, 0)), MAX_RESEND_AFTER)
 
 
 def _validate_paths(
@@ -508,7 +508,8 @@ def _counts(job_id: int) -> dict[str, int]:
     for state, status, files in rows:
         if state == ShredItemState.DONE.value:
             counts["done"] += 1
-            counts[status] = counts.get(status, 0) + 1
+            if status is not None:  # set with the state (_store_result)
+                counts[status] = counts.get(status, 0) + 1
             counts["files"] += files or 0
     return counts
 
@@ -607,9 +608,9 @@ def _run_batch(
     results = shred_paths([(p, t) for _, p, t, _ in work], roots, options, hooks=hooks)
     with db.session("primary") as s:
         for (item_id, _, _, interrupted), r in zip(work, results, strict=True):
-            item = s.get(ShredItem, item_id)
-            assert item is not None
-            _store_result(item, r, interrupted)
+            done_item = s.get(ShredItem, item_id)
+            assert done_item is not None
+            _store_result(done_item, r, interrupted)
 
 
 def _store_result(item: ShredItem, r: ShredResult, interrupted: bool) -> None:

@@ -1185,22 +1185,22 @@ def shred_paths(
         batch.commit()
         results: list[ShredResult] = []
         for slot, resume, extra in zip(slots, resumes, leftovers, strict=True):
-            r = slot.result if isinstance(slot, _Target) else slot
-            assert r is not None
+            res = slot.result if isinstance(slot, _Target) else slot
+            assert res is not None
             e = extra.result if isinstance(extra, _Target) else extra
-            if e is not None and e.status == "shredded" and r.status in ("shredded", "missing"):
-                if r.status == "missing":
-                    r = e
+            if e is not None and e.status == "shredded" and res.status in ("shredded", "missing"):
+                if res.status == "missing":
+                    res = e
                 else:
-                    r.files += e.files
-                r.resumed = True
+                    res.files += e.files
+                res.resumed = True
             if resume is not None:
                 d, tmp, name = resume
-                if not r.ok and _lstat_at(d.fd, tmp) is not None:
+                if not res.ok and _lstat_at(d.fd, tmp) is not None:
                     # Refused on resume: the entry we renamed earlier gets its name back.
                     _put_back(d.fd, tmp, name)
                 batch.release_dir(d)
-            results.append(r)
+            results.append(res)
         return results
     finally:
         batch.close()

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import IO, Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import CursorResult, delete, insert, select, update
+from sqlalchemy import CursorResult, RowMapping, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core.errors import UserError
@@ -92,7 +92,7 @@ def record(
         subject_ref = keystore.subject_ref(s, member_id)
     details_d = dict(details or {})
     head = _lock_head(s)
-    fields = {
+    fields: dict[str, Any] = {
         "seq": head.seq + 1,
         "occurred_at": utcnow(),
         "operator": operator[:128],
@@ -109,7 +109,7 @@ def record(
     return int(fields["seq"])
 
 
-def iter_entries(s: Session, batch: int = 2000) -> Iterator[Mapping[str, Any]]:
+def iter_entries(s: Session, batch: int = 2000) -> Iterator[RowMapping]:
     t = AccessLogEntry.__table__
     last = -1
     while True:

@@ -456,7 +456,7 @@ def _rotate_table(  # type: ignore[no-untyped-def]
             )
             if last is not None:
                 stmt = stmt.where(pk > last)
-            rows: Sequence = s.execute(stmt).all()
+            rows: Sequence[Any] = s.execute(stmt).all()
             if not rows:
                 return done
             for ident, wrapped in rows:

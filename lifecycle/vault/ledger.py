@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import IO, Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, CursorResult, func, insert, select, text, update
+from sqlalchemy import Connection, CursorResult, RowMapping, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -429,7 +429,7 @@ def append_many(session: Session, entries: Iterable[Mapping[str, Any]]) -> int:
 # -- reading -------------------------------------------------------------------------------------
 
 
-def iter_entries(session: Session | Connection, batch: int = 2000) -> Iterator[Mapping[str, Any]]:
+def iter_entries(session: Session | Connection, batch: int = 2000) -> Iterator[RowMapping]:
     """Entries in seq order as plain mappings, in keyset pages: a million entries stay cheap
     and no ORM object piles up in the caller's session."""
     table = LedgerEntry.__table__
@@ -461,7 +461,8 @@ def snapshot(session: Session) -> Iterator[Connection]:
     busy. It is a connection of its own, so it works whatever ``session`` already did (and does
     not see ``session``'s uncommitted writes).
     """
-    engine = session.get_bind()
+    bind = session.get_bind()
+    engine = bind.engine if isinstance(bind, Connection) else bind
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             # pysqlite starts no transaction for a SELECT, so each statement would read its own
@@ -496,7 +497,7 @@ def count(session: Session) -> int:
 # -- export --------------------------------------------------------------------------------------
 
 
-def _csv_value(entry: Mapping[str, Any], name: str, tz: ZoneInfo) -> str:
+def _csv_value(entry: Mapping[Any, Any], name: str, tz: ZoneInfo) -> str:
     value = entry[name]
     if value is None:
         return ""
