@@ -18,6 +18,7 @@ from lifecycle.requests import relay
 from lifecycle.rights import answers
 from lifecycle.shred import jobs as shred_jobs
 from lifecycle.thirdparty import deliveries as delivery
+from models.notify import Delivery
 
 log = logging.getLogger("lifecycle.housekeeping")
 
@@ -40,7 +41,7 @@ def resend_due_deliveries() -> dict[str, int]:
     for delivery_id in unrecorded:
         delivery.write_ledger(delivery_id)
         with db.session("primary") as s:
-            row = s.get(delivery.Delivery, delivery_id)
+            row = s.get(Delivery, delivery_id)
             if row is not None and row.request_id is not None:
                 delivery.maybe_complete_request(s, row.request_id)
     return {"enqueued": len(due), "ledger": len(unrecorded)}

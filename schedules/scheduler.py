@@ -35,8 +35,10 @@ OUTAGE_RETRY_SECONDS = 5.0
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, LockError)
 
 
-class Scheduler(RedBeatScheduler):
+class Scheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat ships no types
     """RedBeat whose tick survives Redis being down or restarted (see the module docstring)."""
+
+    lock: Any  # RedBeat's redis Lock, None while another beat holds it
 
     _outage_since: float | None = None
 

@@ -82,7 +82,7 @@ class LifecycleAMQP(AMQP):
     tasks sent by name too. The reprs also go into the ``task-sent`` event Flower reads.
     """
 
-    def as_task_v2(  # type: ignore[override]
+    def as_task_v2(
         self,
         task_id: str,
         name: str,
@@ -108,7 +108,7 @@ class LifecycleAMQP(AMQP):
         return super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
 
 
-class LifecycleTask(Task):
+class LifecycleTask(Task[Any, Any]):
     """Base class of every ``lifecycle.*`` task (see the module docstring)."""
 
     def apply_async(self, args: Any = None, kwargs: Any = None, *a: Any, **options: Any) -> Any:
@@ -219,7 +219,8 @@ class LifecycleTask(Task):
         retries = int(self.request.retries or 0)
         if retries >= self.transient_retries:
             return
-        self.request.lifecycle_transient = True
+        # Celery's request Context takes any attribute; celery-types declares only its own.
+        self.request.lifecycle_transient = True  # type: ignore[attr-defined]
         log.warning(
             "%s[%s]: %s, retrying (%d)", self.name, self.request.id, type(exc).__name__, retries + 1
         )
@@ -256,7 +257,15 @@ class LifecycleTask(Task):
                 raise
             # Celery puts the cause's repr into the retry event and the log: replace the cause.
             safe = self._redacted(exc.exc)
-            raise Retry(None, safe, exc.when, is_eager=exc.is_eager, sig=exc.sig) from None
+            # celery-types omits the is_eager/sig that Retry.__init__ sets, and types the cause
+            # as Exception where Celery takes any exception.
+            raise Retry(
+                None,
+                safe,  # type: ignore[arg-type]
+                exc.when,
+                is_eager=exc.is_eager,  # type: ignore[attr-defined]
+                sig=exc.sig,  # type: ignore[attr-defined]
+            ) from None
         except Exception as exc:
             if direct:
                 raise
@@ -302,7 +311,7 @@ class LifecycleTask(Task):
 
         Counts only (ints); a no-op when the task was called as a plain function.
         """
-        values = {"done": done, "total": total, **counts}
+        values: dict[str, Any] = {"done": done, "total": total, **counts}
         for key, value in values.items():
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise TypeError(f"progress {key} must be an int")

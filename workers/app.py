@@ -106,11 +106,12 @@ def reconfigure() -> None:
     # same URL would pick up ("Acquire on closed pool"). Reset the registries as a whole.
 
     pools.reset()
-    app._after_fork()
+    # app._after_fork, _backend_cache and _local: Celery's private state (not in celery-types).
+    app._after_fork()  # type: ignore[attr-defined]
     # The message factory caches the queues, routes and the event dispatcher (whose exchange
     # type depends on the transport: fanout on Redis); a new one reads the new settings.
     app.__dict__.pop("amqp", None)
-    app._backend_cache = None
-    app._local.__dict__.pop("backend", None)
+    app._backend_cache = None  # type: ignore[attr-defined]
+    app._local.__dict__.pop("backend", None)  # type: ignore[attr-defined]
     app.conf.update(celery_config(settings))
     app.conf.beat_schedule = beat_schedule(settings)

@@ -126,7 +126,7 @@ def exception_is_safe(text: Any) -> bool:
     if not isinstance(text, str):
         return True
     m = _EXC.fullmatch(text.strip())
-    return bool(m) and m.group(1).rsplit(".", 1)[-1] in _safe_exception_names()
+    return m is not None and m.group(1).rsplit(".", 1)[-1] in _safe_exception_names()
 
 
 def redact_exception(text: Any) -> Any:
@@ -229,7 +229,7 @@ def _protect_metrics() -> None:
         return
     protected = web.authenticated(get)
     protected._lifecycle_protected = True  # type: ignore[attr-defined]
-    monitor.Metrics.get = protected  # type: ignore[method-assign]
+    monitor.Metrics.get = protected
 
 
 def _redact_on_arrival() -> None:
@@ -244,7 +244,7 @@ def _redact_on_arrival() -> None:
         return event(self, ev)
 
     redacting_event._lifecycle_redacting = True  # type: ignore[attr-defined]
-    EventsState.event = redacting_event  # type: ignore[method-assign]
+    EventsState.event = redacting_event
 
 
 def install(options: Any) -> None:

@@ -11,7 +11,10 @@ def run_migrations(target_metadata: MetaData, version_table: str) -> None:
     if connectable is None:
         from sqlalchemy import create_engine
 
-        engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+        url = context.config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise RuntimeError("alembic: no connection given and no sqlalchemy.url configured")
+        engine = create_engine(url)
         with engine.connect() as conn:
             _run(conn, target_metadata, version_table)
     else:
