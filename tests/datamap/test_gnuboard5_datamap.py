@@ -25,6 +25,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.datamap.loader import load_datamap
 from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.engine.preview import held_summary
 from lifecycle.engine.sweep import SweepIncomplete, run_sweep
 from lifecycle.rights.correction import run_correction, submit_correction
 from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdrawal
@@ -560,3 +561,18 @@ def test_withdraw_takes_the_sites_own_member_id(site: Site) -> None:
     )
     bad = site.env.run("withdraw", "no_such_id")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown member" in bad.stderr
+
+
+def test_a_held_leaver_is_counted_by_the_sites_own_marker(site: Site) -> None:
+    # The g5 map marks leavers by mb_leave_date and has no status column: the held-member count
+    # (sweep --dry-run, the sweep's result) indexed the absent status column and raised.
+    site.innodb()
+    mb_no = site.sql("SELECT mb_no FROM g5_member WHERE mb_id = 'jung_hs'")[0][0]
+    until = (date.today() + timedelta(days=90)).isoformat()
+    r = site.env.run(
+        "--operator", "officer-lee", "hold", "add", "--member", str(mb_no),
+        "--reason", "수사협조 요청 2026-78", "--until", until,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = held_summary(get_context())
+    assert out["held_withdrawn_members"] == 1, out
