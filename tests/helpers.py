@@ -745,7 +745,7 @@ def table_dump(eng: Engine, prefix: str = "lifecycle_") -> str:
         for name in sorted(inspect(eng).get_table_names()):
             if not name.startswith(prefix):
                 continue
-            for row in conn.execute(text(f'SELECT * FROM "{name}"')):
+            for row in conn.execute(text(f"SELECT * FROM {q(eng, name)}")):
                 out.append(f"{name}: {json.dumps(list(row), default=str, ensure_ascii=False)}")
     return "\n".join(out)
 
