@@ -234,5 +234,5 @@ def test_reopen_refuses_an_unknown_kind() -> None:
 
 
 def test_terminal_and_start_sets() -> None:
-    assert TERMINAL == {S.COMPLETED.value, S.FAILED.value}
-    assert START == {S.RECEIVED.value, S.DISPATCHED.value}
+    assert {S.COMPLETED.value, S.FAILED.value} == TERMINAL
+    assert {S.RECEIVED.value, S.DISPATCHED.value} == START
