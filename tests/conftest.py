@@ -38,6 +38,8 @@ from tests.helpers import (  # noqa: E402
     WebhookReceiver,
     WorkerProc,
     apply_env,
+    mysql_clone,
+    mysql_clone_script,
     mysql_connect,
     mysql_exec,
     mysql_url,
@@ -114,8 +116,11 @@ def mysql_database(mysql_server: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def mysql_template(mysql_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A primary database migrated once per session by `lifecycle db upgrade` (name)."""
+def mysql_template(
+    mysql_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """A primary database migrated once per session by `lifecycle db upgrade`: its name and
+    the script that rebuilds its tables (`mysql_clone_script`)."""
     name = f"lct_{uuid.uuid4().hex[:8]}_tpl"
     mysql_exec(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     var = tmp_path_factory.mktemp("mysqltplvar")
@@ -131,42 +136,20 @@ def mysql_template(mysql_server: str, tmp_path_factory: pytest.TempPathFactory) 
         cwd=REPO,
         capture_output=True,
     )
-    yield name
+    yield name, mysql_clone_script(name)
     mysql_exec(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 @pytest.fixture
-def mysql_primary(mysql_template: str) -> Iterator[str]:
-    """A fresh MariaDB primary database with the lifecycle tables migrated (its URL)."""
+def mysql_primary(mysql_template: tuple[str, str]) -> Iterator[str]:
+    """A fresh MariaDB primary database with the lifecycle tables migrated (its URL).
+
+    MariaDB has no CREATE DATABASE ... TEMPLATE: the template's tables are rebuilt from their
+    own SHOW CREATE TABLE in one multi-statement round trip (about a third of the time of
+    CREATE TABLE ... LIKE per table, which also lost foreign keys and their ON DELETE rules).
+    """
     name = f"lct_{uuid.uuid4().hex[:10]}_p"
-    conn = mysql_connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-            cur.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                (mysql_template,),
-            )
-            tables = [r[0] for r in cur.fetchall()]
-            cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-            for t in tables:
-                # LIKE copies columns, keys and engine but not foreign keys; those are restored
-                # from the template's definition below.
-                cur.execute(f"CREATE TABLE `{name}`.`{t}` LIKE `{mysql_template}`.`{t}`")
-                cur.execute(f"INSERT INTO `{name}`.`{t}` SELECT * FROM `{mysql_template}`.`{t}`")
-            cur.execute(
-                "SELECT table_name, constraint_name, column_name, referenced_table_name, "
-                "referenced_column_name FROM information_schema.key_column_usage "
-                "WHERE table_schema = %s AND referenced_table_name IS NOT NULL",
-                (mysql_template,),
-            )
-            for t, cname, col, rt, rc in cur.fetchall():
-                cur.execute(
-                    f"ALTER TABLE `{name}`.`{t}` ADD CONSTRAINT `{cname}` FOREIGN KEY (`{col}`) "
-                    f"REFERENCES `{name}`.`{rt}` (`{rc}`)"
-                )
-    finally:
-        conn.close()
+    mysql_clone(name, mysql_template[1])
     yield mysql_url(name)
     mysql_exec(f"DROP DATABASE IF EXISTS `{name}`")
 
@@ -350,8 +333,10 @@ def start_worker(
         return w
 
     yield _start
+    # The test is over and its databases and Redis are thrown away: a warm shutdown (about 2 s
+    # of Celery closing its pool) would only add time to every test that started a worker.
     for w in started:
-        w.stop()
+        w.kill()
 
 
 # -- SMTP and webhook receivers ------------------------------------------------------------------

@@ -116,6 +116,28 @@ def insert_ignoring_duplicates(bind: Bindish, table: Any, index_elements: list[s
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
 
 
+def mariadb_json_columns(engine: Engine, table: str) -> frozenset[str]:
+    """Columns of ``table`` declared ``JSON`` on MariaDB (empty on any other server).
+
+    MariaDB's JSON is an alias: the column is LONGTEXT with a ``CHECK (json_valid(col))``
+    constraint, so reflection sees text. That check, named after the column, is the only trace
+    of the declared type.
+    """
+    if not is_mariadb(engine):
+        return frozenset()
+    from sqlalchemy import text
+
+    sql = text(
+        "SELECT constraint_name, check_clause FROM information_schema.check_constraints "
+        "WHERE constraint_schema = DATABASE() AND table_name = :t"
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(sql, {"t": table}).all()
+    return frozenset(
+        name for name, clause in rows if clause.replace(" ", "") == f"json_valid(`{name}`)"
+    )
+
+
 # -- URLs and the PyMySQL connection ----------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import Column, Engine, MetaData, Table, or_
 from sqlalchemy import types as sqltypes
 
 from lifecycle.channels.mailer import valid_address
+from lifecycle.core.dbkind import mariadb_json_columns
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.identifiers import FlaggedCategory, flagged_columns, refusal
 from lifecycle.datamap.loader import current_datamap
@@ -202,7 +203,17 @@ def member_table(engine: Engine) -> MemberTable:
     tmap = dm.subject_table
     md = MetaData()
     try:
-        table = Table(subject.table, md, autoload_with=engine)
+        json_columns = mariadb_json_columns(engine, subject.table)
+
+        def keep_json(_inspector: Any, _table: Table, column: dict[str, Any]) -> None:
+            # Without this a MariaDB JSON column reads as text: a correction would accept
+            # malformed JSON there, which the server's own check then refuses mid-job.
+            if column["name"] in json_columns:
+                column["type"] = sqltypes.JSON()
+
+        table = Table(
+            subject.table, md, autoload_with=engine, listeners=[("column_reflect", keep_json)]
+        )
     except Exception:
         raise UserError(
             f"subject table {subject.table!r} from the data map does not exist in the primary "

@@ -120,7 +120,11 @@ def by_kind(session: Session, now: datetime | None = None) -> dict[str, dict[str
             },
         )
         item["open"] += 1
-        if r.overdue(now) and r.id not in held:
+        if r.id in held:
+            # Waiting lawfully: neither overdue nor due soon (else every day of a months-long
+            # hold would count it as due within a day).
+            pass
+        elif r.overdue(now):
             item["overdue"] += 1
             if len(item["overdue_ids"]) < 50:
                 item["overdue_ids"].append(r.id)

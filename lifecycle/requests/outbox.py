@@ -82,7 +82,11 @@ def _by_key(session: Session, key: str, *, lock: bool) -> int | None:
     stmt = select(LifecycleRequest.id).where(LifecycleRequest.idempotency_key == key)
     if lock and session.get_bind().dialect.name != "sqlite":
         # A locking read sees the winner's committed row even under REPEATABLE READ (MariaDB).
-        stmt = stmt.with_for_update()
+        # A shared one: InnoDB leaves every loser of the race holding a shared lock on the
+        # winner's key (its failed duplicate check; rolling back to the savepoint keeps it), so
+        # FOR UPDATE would make two losers wait on each other. MariaDB breaks that deadlock by
+        # rolling back a loser's whole transaction: the website's own work with it.
+        stmt = stmt.with_for_update(read=True)
     with session.no_autoflush:
         return session.scalar(stmt)
 

@@ -3,13 +3,14 @@ do, never a traceback; a restart within the grace period is waited out."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.helpers import LifecycleEnv, seed_site, start_redis
+from tests.helpers import LifecycleEnv, seed_site, start_redis, wait_until
 
 
 def _cli(env: LifecycleEnv, *args: str, **more: str) -> subprocess.Popen[str]:
@@ -29,6 +30,10 @@ def _own_redis(env: LifecycleEnv, tmp: Path, aof: bool = False):  # type: ignore
     env.vars["LIFECYCLE_BROKER_URL"] = server.url
     env.vars["LIFECYCLE_RESULT_BACKEND"] = server.url
     return server
+
+
+def _in_aof(directory: Path, needle: str) -> bool:
+    return any(needle.encode() in f.read_bytes() for f in directory.rglob("*.aof"))
 
 
 def _wait_line(proc: subprocess.Popen[str], prefix: str) -> str:
@@ -72,11 +77,16 @@ def test_purge_wait_rides_out_a_redis_restart(lifecycle_env, tmp_path, start_wor
     server = _own_redis(lifecycle_env, tmp_path / "redis", aof=True)
     proc = _cli(lifecycle_env, "purge", "--wait", LIFECYCLE_WAIT_BROKER_GRACE_SECONDS="60")
     try:
-        _wait_line(proc, "purge started (task ")
-        time.sleep(1.5)  # the queued message reaches the AOF (fsync every second)
+        line = _wait_line(proc, "purge started (task ")
+        task_id = re.search(r"\(task ([0-9a-f-]+)", line)
+        assert task_id is not None, line
+        # The queued message is in the AOF (what a SIGKILL leaves of it: Redis writes the file
+        # before it answers the next command; only the fsync waits up to a second).
+        wait_until(lambda: _in_aof(server.dir, task_id[1]), 30, "the queued message in the AOF")
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(10)
-        time.sleep(3)
+        # Redis stays down for two of the waiting CLI's polls (0.5 s): it meets the outage.
+        time.sleep(1)
         again = start_redis(tmp_path / "redis", port=server.port, aof=True)
         try:
             start_worker(lifecycle_env)

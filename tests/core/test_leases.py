@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -141,7 +140,23 @@ def test_a_job_whose_worker_died_is_shown_stalled_then_sent_again_and_finished(
     assert dup.get(timeout=30) == {"skipped": "another worker holds this job's lease"}
 
     w1.kill()  # main process and child: nobody runs the job now; its message is not back
-    time.sleep(4)  # the lease expires (3 s) with no heartbeat
+
+    def lease_expired() -> bool:
+        # What `status` below reports: the lease (3 s) expired with no heartbeat, the job 4 s old.
+        from lifecycle.core import db
+        from lifecycle.core.timeutil import as_utc
+        from models.leases import JobLease
+
+        with db.session("primary") as s:
+            row = s.scalars(select(JobLease).where(JobLease.key == key)).one()
+            now = datetime.now(UTC)
+            return (
+                as_utc(row.expires_at) < now
+                and (now - as_utc(row.heartbeat_at)).total_seconds() >= 3
+                and (now - as_utc(row.started_at)).total_seconds() >= 4
+            )
+
+    wait_until(lease_expired, 30, "the lease expired")
 
     status = lifecycle_env.run("status", "--json", timeout=60)
     report = json.loads(status.stdout)

@@ -13,15 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, LifecycleEnv, WorkerProc
+from tests.helpers import REPO, LifecycleEnv, WorkerProc, wait_until
 from tests.jobs import SECRET_EMAIL, SECRET_PHONE
 
 
 def _wait(result: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while not result.ready():
-        assert time.monotonic() < deadline, f"task {result.id} not done after {timeout}s"
-        time.sleep(0.1)
+    wait_until(result.ready, timeout, f"task {result.id} done")
     return result
 
 

@@ -407,7 +407,18 @@ def test_two_relays_never_send_one_request_twice_with_or_without_skip_locked(
         sent: list[int] = []
         relay = threading.Thread(target=lambda: sent.append(dispatch_pending()), daemon=True)
         relay.start()
-        time.sleep(1.5)
+        # The relay's statement waits on the row locks (this database's lock waits only: the
+        # server is shared).
+        wait_until(
+            lambda: _scalar(
+                primary,
+                "SELECT count(*) FROM information_schema.INNODB_TRX t"
+                " JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id"
+                " WHERE t.trx_state = 'LOCK WAIT' AND p.DB = DATABASE()",
+            ),
+            30,
+            "the relay waiting on the row locks",
+        )
         assert relay.is_alive(), "without SKIP LOCKED the second relay must wait on the row locks"
         with holders[0].cursor() as cur:
             cur.execute(

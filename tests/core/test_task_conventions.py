@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from lifecycle.core.taskargs import UnsafeTaskArgument, check_task_args, render_args
-from tests.helpers import LifecycleEnv, WorkerProc
+from tests.helpers import LifecycleEnv, WorkerProc, wait_until
 from tests.jobs import SECRET_EMAIL, SECRET_PHONE
 
 # -- every registered task follows the naming and base-class convention ------------------------
@@ -180,10 +180,7 @@ def test_worker(lifecycle_env: LifecycleEnv, start_worker: Callable[..., WorkerP
 
 
 def _wait(result, timeout: float = 60):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not result.ready():
-        assert time.monotonic() < deadline, f"task {result.id} not done after {timeout}s"
-        time.sleep(0.1)
+    wait_until(result.ready, timeout, f"task {result.id} done")
     return result
 
 

@@ -3,7 +3,6 @@ a leak scan."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -20,6 +19,7 @@ from tests.helpers import (
     seed_site,
     snapshot_site,
     table_counts,
+    wait_until,
 )
 
 
@@ -69,10 +69,7 @@ def test_withdraw_and_sweep_end_to_end_leave_no_personal_data_behind(
         assert _one(primary, f"SELECT count(*) FROM {tm} WHERE member_id = :m", m=mid) == 0
     assert _one(archive, "SELECT count(*) FROM archive_records WHERE request_id IS NOT NULL")
     # The member's files are securely deleted by the shred job on this host.
-    deadline = time.monotonic() + 60
-    while any(Path(p).exists() for p in paths) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not any(Path(p).exists() for p in paths)
+    wait_until(lambda: not any(Path(p).exists() for p in paths), 60, "the member's files shredded")
 
     # Doing it again is refused in one line, exit 2, and changes nothing.
     before = table_counts(primary), table_counts(archive)
@@ -88,12 +85,13 @@ def test_withdraw_and_sweep_end_to_end_leave_no_personal_data_behind(
     assert "sweep done" in s.stdout
     assert _one(primary, "SELECT count(*) FROM members WHERE status = 'withdrawn'") == 0
     check_exact_accounting(snap, remaining_rows(primary, snap), accounting(primary, archive))
-    deadline = time.monotonic() + 60
-    while (
-        _one(primary, "SELECT count(*) FROM lifecycle_shred_jobs WHERE state <> 'done'")
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.5)
+    wait_until(
+        lambda: (
+            not _one(primary, "SELECT count(*) FROM lifecycle_shred_jobs WHERE state <> 'done'")
+        ),
+        60,
+        "every shred job done",
+    )
 
     # Nothing personal anywhere but the primary DB rows that are still meant to be there.
     port = int(env.vars["LIFECYCLE_BROKER_URL"].rsplit(":", 1)[1].split("/")[0])
@@ -144,10 +142,14 @@ def test_the_same_withdrawal_delivered_three_times_has_the_effect_of_once(
     results = [app.send_task("lifecycle.withdraw", args=[rid]) for _ in range(2)]
     for res in results:
         assert res.get(timeout=120)["state"] == "completed"
-    deadline = time.monotonic() + 60
-    while _one(primary, "SELECT state FROM lifecycle_requests WHERE id = :i", i=rid) != "completed":
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
+    wait_until(
+        lambda: (
+            _one(primary, "SELECT state FROM lifecycle_requests WHERE id = :i", i=rid)
+            == "completed"
+        ),
+        60,
+        "the request completed",
+    )
     eng = create_engine(archive)
     with eng.connect() as c:
         dup = c.execute(

@@ -711,7 +711,7 @@ def test_withdrawal_notice_uses_the_address_captured_before_destruction(
     # ...and a re-run of the capture after that must not lose the address.
     with session("primary") as s:
         notices.capture_withdrawal_notice(s, 2, request_id=77)
-    start_worker(primary_env, queues=["notify"])
+    worker = start_worker(primary_env, queues=["notify"])
     assert notices.send_member_notice("withdrawal_completed", 2, {"request_id": 77}) == nid
     smtp_sink.wait_count(1, timeout=30)
     (msg,) = smtp_sink.messages
@@ -725,7 +725,15 @@ def test_withdrawal_notice_uses_the_address_captured_before_destruction(
 
     wait_until(sent, 30, "address blanked after sending")
     notices.send_member_notice("withdrawal_completed", 2, {"request_id": 77})
-    time.sleep(2)
+
+    def batches_done() -> int:
+        return sum(
+            "lifecycle.notice.send_batch[" in line and " succeeded in " in line
+            for line in worker.output().splitlines()
+        )
+
+    # The worker has run the second call's batch too: had it sent again, the sink would have it.
+    wait_until(lambda: batches_done() >= 2, 30, "the second batch run")
     assert len(smtp_sink.messages) == 1
 
 

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from datetime import timedelta
 
+from sqlalchemy.engine import make_url
+
 from lifecycle.core import db
 from models.base import utcnow
 from models.requests import JobRun, LifecycleRequest
@@ -54,18 +56,18 @@ def _seed_requests() -> dict[str, list[int]]:
 
 
 def test_status_reports_everything_on_postgres_and_redis(
-    lifecycle_env: LifecycleEnv, start_worker: Callable[..., WorkerProc]
+    primary_env: LifecycleEnv, start_worker: Callable[..., WorkerProc]
 ) -> None:
     from workers.app import app
 
     ids = _seed_requests()
-    start_worker(lifecycle_env, concurrency=1)
+    start_worker(primary_env, concurrency=1)
     # A shred job for a host whose worker is not running waits in that host's queue.
     app.send_task("lifecycle.shred.files", args=[1], queue="shred.otherhost")
 
     # Nothing listens on this Flower port (other Flowers may run on the default one).
     flower = {"LIFECYCLE_FLOWER_PORT": str(free_port())}
-    r = lifecycle_env.run("status", "--json", **flower)
+    r = primary_env.run("status", "--json", **flower)
     # Overdue requests and a failed run need an operator: not ok, exit 1 (cron alerts).
     assert r.returncode == 1, r.stdout + r.stderr
     report = json.loads(r.stdout)
@@ -92,7 +94,7 @@ def test_status_reports_everything_on_postgres_and_redis(
     assert report["archive"]["ok"] is True
     assert report["flower"]["reachable"] is False  # no Flower here; reported, not fatal
 
-    text = lifecycle_env.run("status", **flower)
+    text = primary_env.run("status", **flower)
     assert text.returncode == 1, text.stderr
     out = text.stdout
     assert "workers online: 1" in out
@@ -104,11 +106,11 @@ def test_status_reports_everything_on_postgres_and_redis(
     assert "flower: NOT reachable" in out
 
 
-def test_status_with_broker_down_still_reads_the_databases(lifecycle_env: LifecycleEnv) -> None:
+def test_status_with_broker_down_still_reads_the_databases(primary_env: LifecycleEnv) -> None:
     ids = _seed_requests()
     port = free_port()
     broker = f"redis://127.0.0.1:{port}/0"
-    r = lifecycle_env.run("status", LIFECYCLE_BROKER_URL=broker, timeout=60)
+    r = primary_env.run("status", LIFECYCLE_BROKER_URL=broker, timeout=60)
     assert r.returncode == 3, r.stdout + r.stderr
     first = r.stdout.splitlines()[0]
     assert first == f"broker: unreachable ({broker}): Connection refused"
@@ -116,7 +118,7 @@ def test_status_with_broker_down_still_reads_the_databases(lifecycle_env: Lifecy
     assert str(ids["overdue"][0]) in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
 
-    j = lifecycle_env.run("status", "--json", LIFECYCLE_BROKER_URL=broker, timeout=60)
+    j = primary_env.run("status", "--json", LIFECYCLE_BROKER_URL=broker, timeout=60)
     assert j.returncode == 3
     report = json.loads(j.stdout)
     assert report["ok"] is False
@@ -125,17 +127,21 @@ def test_status_with_broker_down_still_reads_the_databases(lifecycle_env: Lifecy
     assert report["requests"]["overdue_total"] == 2
 
 
-def test_status_with_primary_db_down_still_reads_the_broker(lifecycle_env: LifecycleEnv) -> None:
+def test_status_with_primary_db_down_still_reads_the_broker(primary_env: LifecycleEnv) -> None:
     port = free_port()
-    url = f"postgresql+psycopg://postgres:secretpw@127.0.0.1:{port}/nowhere"
-    r = lifecycle_env.run("status", "--json", LIFECYCLE_PRIMARY_DATABASE_URL=url, timeout=60)
+    # The same server family as the primary of this run: its driver's error is what is shown.
+    if make_url(primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]).get_backend_name() == "mysql":
+        url = f"mysql://root:secretpw@127.0.0.1:{port}/nowhere"
+        shown = f"mysql+pymysql://root@127.0.0.1:{port}/nowhere"
+    else:
+        url = f"postgresql+psycopg://postgres:secretpw@127.0.0.1:{port}/nowhere"
+        shown = f"postgresql+psycopg://postgres@127.0.0.1:{port}/nowhere"
+    r = primary_env.run("status", "--json", LIFECYCLE_PRIMARY_DATABASE_URL=url, timeout=60)
     assert r.returncode == 3, r.stderr
     report = json.loads(r.stdout)
     assert len(report["unreachable"]) == 1
     line = report["unreachable"][0]
-    assert line.startswith(
-        f"primary database: unreachable (postgresql+psycopg://postgres@127.0.0.1:{port}/nowhere)"
-    )
+    assert line.startswith(f"primary database: unreachable ({shown}"), line
     assert "secretpw" not in r.stdout
     assert "requests" in report["broker"]["queues"]
     assert report["archive"]["ok"] is True

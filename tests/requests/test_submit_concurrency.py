@@ -83,7 +83,7 @@ def _check_rows(expected_callers: int) -> int:
     return ids[0]
 
 
-def test_40_threads_one_key_one_id_postgres(lifecycle_env) -> None:  # type: ignore[no-untyped-def]
+def test_40_threads_one_key_one_id(primary_env) -> None:  # type: ignore[no-untyped-def]
     out = _race_in_threads(CALLERS, "t")
     assert len(out) == CALLERS
     assert set(out.values()) == {_check_rows(CALLERS)}
@@ -107,13 +107,13 @@ _PROCESS = textwrap.dedent(
 )
 
 
-def test_two_processes_40_submits_one_key_one_id_postgres(lifecycle_env) -> None:  # type: ignore[no-untyped-def]
+def test_two_processes_40_submits_one_key_one_id(primary_env) -> None:  # type: ignore[no-untyped-def]
     # Both processes release their threads at the same wall-clock moment.
     start_at = time.time() + 8
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _PROCESS, str(start_at), str(CALLERS // 2), tag],
-            env=lifecycle_env.environ(),
+            env=primary_env.environ(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -83,13 +83,13 @@ BAD_CORRECTIONS = [
 
 
 def test_bad_correction_input_is_refused_and_changes_nothing(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
 ) -> None:
     eng = create_demo_schema()
     _setup_member_one(eng)
     before = _snapshot(eng)
     for args, fragment in BAD_CORRECTIONS:
-        r = lifecycle_env.run("correct", *args)
+        r = primary_env.run("correct", *args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         line = _one_line_error(r)
         assert fragment in line, (args, line)
@@ -100,7 +100,7 @@ def test_bad_correction_input_is_refused_and_changes_nothing(
 
 
 def test_bad_payload_from_the_website_fails_the_request_and_changes_nothing(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
 ) -> None:
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
@@ -133,7 +133,7 @@ def test_bad_payload_from_the_website_fails_the_request_and_changes_nothing(
 # -- recipients and provisions -------------------------------------------------------------------
 
 
-def test_recipient_and_provision_errors_change_nothing(lifecycle_env: LifecycleEnv) -> None:
+def test_recipient_and_provision_errors_change_nothing(primary_env: LifecycleEnv) -> None:
     from lifecycle.channels.webhooks import generate_secret
     from lifecycle.core.db import session
     from lifecycle.requests.restriction import restrict
@@ -141,7 +141,7 @@ def test_recipient_and_provision_errors_change_nothing(lifecycle_env: LifecycleE
     eng = create_demo_schema()
     _setup_member_one(eng)
     secret = generate_secret()
-    ok = lifecycle_env.run(
+    ok = primary_env.run(
         "recipients",
         "add",
         "partner",
@@ -151,7 +151,7 @@ def test_recipient_and_provision_errors_change_nothing(lifecycle_env: LifecycleE
         secret,
     )
     assert ok.returncode == 0, ok.stderr
-    assert secret not in lifecycle_env.run("recipients", "list").stdout
+    assert secret not in primary_env.run("recipients", "list").stdout
     before = _snapshot(eng)
     bad_adds = [
         (["p2", "--webhook", "https://x.example/h", "--email", "a@b.example"], "exactly one"),
@@ -163,7 +163,7 @@ def test_recipient_and_provision_errors_change_nothing(lifecycle_env: LifecycleE
         (["p2"], "exactly one"),
     ]
     for args, fragment in bad_adds:
-        r = lifecycle_env.run("recipients", "add", *args)
+        r = primary_env.run("recipients", "add", *args)
         assert r.returncode == 2, (args, r.stderr)
         assert fragment in _one_line_error(r), args
     bad_provides = [
@@ -175,7 +175,7 @@ def test_recipient_and_provision_errors_change_nothing(lifecycle_env: LifecycleE
         (["1", "--to", "partner", "--fields", "mobile", "--basis", "whim"], "--basis"),
     ]
     for args, fragment in bad_provides:
-        r = lifecycle_env.run("provide", *args)
+        r = primary_env.run("provide", *args)
         assert r.returncode == 2, (args, r.stderr)
         assert fragment in _one_line_error(r), args
     assert _snapshot(eng) == before
@@ -183,11 +183,11 @@ def test_recipient_and_provision_errors_change_nothing(lifecycle_env: LifecycleE
     with session("primary") as s:
         restrict(s, 1, "correction", None)
     before = _snapshot(eng)
-    r = lifecycle_env.run("provide", "1", "--to", "partner", "--fields", "mobile")
+    r = primary_env.run("provide", "1", "--to", "partner", "--fields", "mobile")
     assert r.returncode == 2 and "restricted" in _one_line_error(r)
     assert _snapshot(eng) == before
     # Another member is not affected.
-    r = lifecycle_env.run("provide", "2", "--to", "partner", "--fields", "mobile,name")
+    r = primary_env.run("provide", "2", "--to", "partner", "--fields", "mobile,name")
     assert r.returncode == 0, r.stderr
 
 
@@ -195,7 +195,7 @@ def test_recipient_and_provision_errors_change_nothing(lifecycle_env: LifecycleE
 
 
 def test_correction_notifies_exactly_the_changed_fields_and_leaves_no_old_value(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
     smtp_sink: SmtpSink,
@@ -206,7 +206,7 @@ def test_correction_notifies_exactly_the_changed_fields_and_leaves_no_old_value(
     from models.requests import LifecycleRequest, Restriction
 
     set_env(
-        lifecycle_env,
+        primary_env,
         monkeypatch,
         LIFECYCLE_SMTP_URL=smtp_sink.url,
         LIFECYCLE_RETRY_SCHEDULE="0,1,1",
@@ -215,7 +215,7 @@ def test_correction_notifies_exactly_the_changed_fields_and_leaves_no_old_value(
     _setup_member_one(eng)
     a = receivers(default=200)
     b = receivers(default=200)
-    env = lifecycle_env
+    env = primary_env
     for args in (
         ["recipients", "add", "insurer", "--webhook", a.url, "--secret", a.secret],
         ["recipients", "add", "club", "--webhook", b.url, "--secret", b.secret],
@@ -306,7 +306,7 @@ def test_correction_notifies_exactly_the_changed_fields_and_leaves_no_old_value(
 
 
 def test_rerunning_a_correction_has_the_effect_of_once(
-    lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, receivers
+    primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, receivers
 ) -> None:
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
@@ -317,14 +317,12 @@ def test_rerunning_a_correction_has_the_effect_of_once(
     _setup_member_one(eng)
     a = receivers(default=200)
     assert (
-        lifecycle_env.run(
+        primary_env.run(
             "recipients", "add", "insurer", "--webhook", a.url, "--secret", a.secret
         ).returncode
         == 0
     )
-    assert (
-        lifecycle_env.run("provide", "1", "--to", "insurer", "--fields", "mobile").returncode == 0
-    )
+    assert primary_env.run("provide", "1", "--to", "insurer", "--fields", "mobile").returncode == 0
     with session("primary") as s:
         rid = submit(s, "correction", 1, {"mobile": NEW["mobile"]})
     enqueued: list[tuple[object, ...]] = []
@@ -340,7 +338,7 @@ def test_rerunning_a_correction_has_the_effect_of_once(
 
 
 def test_a_correction_that_changes_nothing_completes_without_notifications(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
 ) -> None:
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit

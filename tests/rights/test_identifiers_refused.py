@@ -16,14 +16,14 @@ def _one_line(r) -> str:  # type: ignore[no-untyped-def]
     return lines[0]
 
 
-def test_correct_provide_and_replay_refuse_the_rrn(lifecycle_env: LifecycleEnv) -> None:
+def test_correct_provide_and_replay_refuse_the_rrn(primary_env: LifecycleEnv) -> None:
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
     from lifecycle.rights.correction import run_correction
     from models.notify import Delivery, Provision, ThirdParty
     from models.requests import LifecycleRequest
 
-    env = lifecycle_env
+    env = primary_env
     eng = create_demo_schema()
     add_members(eng, 2, rrn=RRN)
     assert env.run("recipients", "add", "insurer", "--email", "p@insurer.example").returncode == 0

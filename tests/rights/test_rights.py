@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import pyzipper
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 
+from models.demo_site import members
 from tests.helpers import (
     LifecycleEnv,
     SmtpSink,
@@ -22,6 +23,7 @@ from tests.helpers import (
     redis_dump_repr,
     seed_site,
     set_env,
+    site_engine,
     table_dump,
 )
 
@@ -73,11 +75,11 @@ def _snapshot(eng) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_bad_rights_input_is_one_line_and_changes_nothing(
-    lifecycle_env: LifecycleEnv, tmp_path: Path
+    primary_env: LifecycleEnv, tmp_path: Path
 ) -> None:
     eng = create_demo_schema()
     _site(eng)
-    env = lifecycle_env
+    env = primary_env
     existing = tmp_path / "exists.zip"
     existing.write_bytes(b"x")
     short_pw = tmp_path / "pw"
@@ -168,7 +170,7 @@ def _zip_texts(path: Path, password: str | None) -> dict[str, str]:
 
 
 def test_access_returns_every_value_of_the_member_and_nothing_of_others(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     smtp_sink: SmtpSink,
     start_worker,
@@ -177,10 +179,10 @@ def test_access_returns_every_value_of_the_member_and_nothing_of_others(
     from lifecycle.datamap.loader import load_datamap
     from lifecycle.rights.access import IDENTIFIER_WITHHELD, WITHHELD, _cell
 
-    env = lifecycle_env
+    env = primary_env
     set_env(env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     seed_site(env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"], 30)
-    eng = create_engine(env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"])
+    eng = site_engine(env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"])
     dm = load_datamap()
     # The member with rows in the most tables.
     with eng.connect() as c:
@@ -264,7 +266,7 @@ def test_access_returns_every_value_of_the_member_and_nothing_of_others(
 
 
 def test_a_childs_request_by_a_non_guardian_is_refused_with_a_written_answer(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     smtp_sink: SmtpSink,
     start_worker,
@@ -273,7 +275,7 @@ def test_a_childs_request_by_a_non_guardian_is_refused_with_a_written_answer(
     from lifecycle.core.db import session
     from models.requests import LifecycleRequest
 
-    env = lifecycle_env
+    env = primary_env
     set_env(env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
     _site(eng)
@@ -352,7 +354,7 @@ def _wait_mail(sink: SmtpSink, n: int, timeout: float = 30) -> None:
 
 
 def test_erasing_the_rrn_keeps_the_member_and_tells_who_received_it(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
     smtp_sink: SmtpSink,
@@ -361,7 +363,7 @@ def test_erasing_the_rrn_keeps_the_member_and_tells_who_received_it(
     from lifecycle.core.db import session
     from models.notify import Delivery
 
-    env = lifecycle_env
+    env = primary_env
     set_env(env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url, LIFECYCLE_RETRY_SCHEDULE="0,1,1")
     eng = create_demo_schema()
     _site(eng)
@@ -430,14 +432,14 @@ def _wait_until(cond, timeout: float = 60) -> None:  # type: ignore[no-untyped-d
         time.sleep(0.2)
 
 
-def test_erasure_crash_between_steps_resumes_once(lifecycle_env: LifecycleEnv) -> None:
+def test_erasure_crash_between_steps_resumes_once(primary_env: LifecycleEnv) -> None:
     from lifecycle.core.db import session
     from lifecycle.rights import erase
     from lifecycle.rights.common import Requester
     from models.notify import Delivery, Notice
     from models.requests import LifecycleRequest, Restriction
 
-    env = lifecycle_env
+    env = primary_env
     eng = create_demo_schema()
     _site(eng)
     assert env.run("recipients", "add", "insurer", "--email", "p@i.example").returncode == 0
@@ -461,14 +463,14 @@ def test_erasure_crash_between_steps_resumes_once(lifecycle_env: LifecycleEnv) -
 # -- suspension, consent, deadlines, answers through the outbox ----------------------------------
 
 
-def test_suspension_lift_consent_and_website_rows(lifecycle_env: LifecycleEnv, receivers) -> None:
+def test_suspension_lift_consent_and_website_rows(primary_env: LifecycleEnv, receivers) -> None:
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
     from lifecycle.rights import consent, suspension
     from models.notify import Delivery, Notice
     from models.requests import LifecycleRequest, Restriction
 
-    env = lifecycle_env
+    env = primary_env
     eng = create_demo_schema()
     _site(eng)
     a = receivers(default=200)
@@ -512,7 +514,9 @@ def test_suspension_lift_consent_and_website_rows(lifecycle_env: LifecycleEnv, r
     assert consent.run_consent_withdrawal(wid)["state"] == "notifying"
     assert consent.run_consent_withdrawal(wid)["state"] == "notifying"
     with eng.connect() as c:
-        assert c.execute(text("SELECT marketing_consent FROM members WHERE id=1")).scalar() is False
+        # Through the table's Boolean type: MySQL stores it as TINYINT and a raw read gives 0.
+        consent = select(members.c.marketing_consent).where(members.c.id == 1)
+        assert c.execute(consent).scalar() is False
     with session("primary") as s:
         (d,) = s.scalars(select(Delivery).where(Delivery.kind == "deletion")).all()
         # Only the recipient that got data under the marketing consent, for those fields.
@@ -561,7 +565,7 @@ def test_suspension_lift_consent_and_website_rows(lifecycle_env: LifecycleEnv, r
 
 
 def test_access_crash_after_packaging_resumes_once(
-    lifecycle_env: LifecycleEnv, tmp_path: Path
+    primary_env: LifecycleEnv, tmp_path: Path
 ) -> None:
     from lifecycle.core.db import session
     from lifecycle.engine.context import get_context
@@ -589,7 +593,7 @@ def test_access_crash_after_packaging_resumes_once(
     assert access.IDENTIFIER_WITHHELD in files["members.csv"] and RRN not in files["members.csv"]
 
 
-def test_a_failed_correction_gets_its_written_answer_from_beat(lifecycle_env: LifecycleEnv) -> None:
+def test_a_failed_correction_gets_its_written_answer_from_beat(primary_env: LifecycleEnv) -> None:
     from datetime import timedelta
 
     from lifecycle.core.db import session

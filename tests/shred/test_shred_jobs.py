@@ -91,17 +91,17 @@ SHRED_Q = "shred.testhost"
 
 
 def test_cli_shred_wait_destroys_files_and_ledgers_each(
-    lifecycle_env: LifecycleEnv, start_worker
+    primary_env: LifecycleEnv, start_worker
 ) -> None:
-    root = lifecycle_env.file_root
+    root = primary_env.file_root
     member = root / "members" / "42"
     a, b = member / NAME, member / "주민등록증.jpg"
     fill(a, 300_000)
     fill(b, 5000)
     fill(member / "keep.txt", 100)
-    start_worker(lifecycle_env, queues=[SHRED_Q])
+    start_worker(primary_env, queues=[SHRED_Q])
 
-    res = lifecycle_env.run("shred", str(a), str(b), "--wait", "--verify")
+    res = primary_env.run("shred", str(a), str(b), "--wait", "--verify")
 
     assert res.returncode == 0, res.stderr
     assert "shred job" in res.stdout and "2 shredded" in res.stdout
@@ -124,14 +124,14 @@ def test_cli_shred_wait_destroys_files_and_ledgers_each(
     assert job(job_id).counts["shredded"] == 2  # type: ignore[index]
 
 
-def test_cli_recursive_directory(lifecycle_env: LifecycleEnv, start_worker) -> None:
-    root = lifecycle_env.file_root
+def test_cli_recursive_directory(primary_env: LifecycleEnv, start_worker) -> None:
+    root = primary_env.file_root
     folder = root / "counselling" / "member-7"
     for i in range(3):
         fill(folder / f"session-{i}.txt", 10_000)
     fill(folder / "scans" / NAME, 20_000)
-    start_worker(lifecycle_env, queues=[SHRED_Q])
-    res = lifecycle_env.run("shred", "--recursive", str(folder), "--wait", "--zero")
+    start_worker(primary_env, queues=[SHRED_Q])
+    res = primary_env.run("shred", "--recursive", str(folder), "--wait", "--zero")
     assert res.returncode == 0, res.stderr
     assert os.listdir(root / "counselling") == []
     (entry,) = shred_entries()
@@ -140,9 +140,9 @@ def test_cli_recursive_directory(lifecycle_env: LifecycleEnv, start_worker) -> N
 
 
 def test_cli_refuses_bad_paths_and_enqueues_nothing(
-    lifecycle_env: LifecycleEnv, tmp_path: Path
+    primary_env: LifecycleEnv, tmp_path: Path
 ) -> None:
-    root = lifecycle_env.file_root
+    root = primary_env.file_root
     good = root / "good.bin"
     h_good = fill(good, 1000)
     outside = tmp_path / "elsewhere" / NAME
@@ -168,17 +168,17 @@ def test_cli_refuses_bad_paths_and_enqueues_nothing(
         "mixed": [str(good), str(outside)],
     }
     for label, args in cases.items():
-        res = lifecycle_env.run("shred", *args)
+        res = primary_env.run("shred", *args)
         assert res.returncode == 2, (label, res.stdout, res.stderr)
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("lifecycle: error: path"), (label, lines)
         assert NAME not in res.stderr, label
-    res = lifecycle_env.run("shred", str(good), "--passes", "0")
+    res = primary_env.run("shred", str(good), "--passes", "0")
     assert res.returncode == 2 and "passes" in res.stderr
     none = tmp_path / "none"
-    res = lifecycle_env.run("shred", str(none / "x"), LIFECYCLE_FILE_ROOTS=str(none))
+    res = primary_env.run("shred", str(none / "x"), LIFECYCLE_FILE_ROOTS=str(none))
     assert res.returncode == 2 and "storage root does not exist" in res.stderr
-    res = lifecycle_env.run("shred")
+    res = primary_env.run("shred")
     assert res.returncode == 2
 
     assert job_count() == 0
@@ -187,16 +187,16 @@ def test_cli_refuses_bad_paths_and_enqueues_nothing(
 
 
 def test_worker_refuses_a_file_that_gained_a_hard_link(
-    lifecycle_env: LifecycleEnv, start_worker
+    primary_env: LifecycleEnv, start_worker
 ) -> None:
-    root = lifecycle_env.file_root
+    root = primary_env.file_root
     ok, shared = root / "a.bin", root / NAME
     fill(ok, 1000)
     h = fill(shared, 1000)
     job_id = shred_jobs.enqueue_shred([str(ok), str(shared)], reason="test", legal_basis="test")
     # A hard link appears after the job was queued: the worker must refuse that file.
     os.link(shared, root / "second-name")
-    start_worker(lifecycle_env, queues=[SHRED_Q])
+    start_worker(primary_env, queues=[SHRED_Q])
     wait_until(lambda: done(job_id), what="job done")
     it = items(job_id)
     assert [i.status for i in it] == ["shredded", "refused"]
@@ -208,8 +208,8 @@ def test_worker_refuses_a_file_that_gained_a_hard_link(
 # -- jobs, in process ----------------------------------------------------------------------
 
 
-def test_enqueue_refuses_bad_input_and_creates_nothing(lifecycle_env: LifecycleEnv) -> None:
-    root = lifecycle_env.file_root
+def test_enqueue_refuses_bad_input_and_creates_nothing(primary_env: LifecycleEnv) -> None:
+    root = primary_env.file_root
     bad: list[tuple[Any, dict[str, Any]]] = [
         ([], {}),
         (str(root / "a"), {}),  # a string, not a list
@@ -233,8 +233,8 @@ def test_enqueue_refuses_bad_input_and_creates_nothing(lifecycle_env: LifecycleE
     assert shred_jobs.enqueue_shred(["/srv/other/a"], host="otherhost", reason="r", legal_basis="b")
 
 
-def test_missing_file_completes_as_noop_with_ledger_note(lifecycle_env: LifecycleEnv) -> None:
-    path = lifecycle_env.file_root / "uploads" / NAME
+def test_missing_file_completes_as_noop_with_ledger_note(primary_env: LifecycleEnv) -> None:
+    path = primary_env.file_root / "uploads" / NAME
     job_id = shred_jobs.enqueue_shred(
         [str(path)], request_id=77, reason="withdrawal", legal_basis="PIPA 21"
     )
@@ -252,9 +252,9 @@ def test_missing_file_completes_as_noop_with_ledger_note(lifecycle_env: Lifecycl
 
 
 def test_rerun_skips_done_items_and_ledger_step_is_resumable(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
 ) -> None:
-    root = lifecycle_env.file_root
+    root = primary_env.file_root
     paths = [root / f"f{i}.bin" for i in range(3)]
     for p in paths:
         fill(p, 2000)
@@ -273,8 +273,8 @@ def test_rerun_skips_done_items_and_ledger_step_is_resumable(
     assert os.listdir(root) == []
 
 
-def test_same_request_and_paths_give_the_same_job(lifecycle_env: LifecycleEnv) -> None:
-    root = lifecycle_env.file_root
+def test_same_request_and_paths_give_the_same_job(primary_env: LifecycleEnv) -> None:
+    root = primary_env.file_root
     fill(root / "a", 10)
     paths = [str(root / "a"), str(root / "b")]
     j1 = shred_jobs.enqueue_shred(paths, request_id=9, reason="r", legal_basis="b")
@@ -286,8 +286,8 @@ def test_same_request_and_paths_give_the_same_job(lifecycle_env: LifecycleEnv) -
     assert shred_jobs.enqueue_shred(paths[:1], request_id=9, reason="r", legal_basis="b") != j1
 
 
-def test_job_for_another_host_is_not_run_here(lifecycle_env: LifecycleEnv) -> None:
-    path = lifecycle_env.file_root / NAME
+def test_job_for_another_host_is_not_run_here(primary_env: LifecycleEnv) -> None:
+    path = primary_env.file_root / NAME
     h = fill(path, 1000)
     job_id = shred_jobs.enqueue_shred([str(path)], host="otherhost", reason="r", legal_basis="b")
     assert shred_jobs.run_job(job_id) == {"job": job_id, "skipped": "other host"}
@@ -295,9 +295,9 @@ def test_job_for_another_host_is_not_run_here(lifecycle_env: LifecycleEnv) -> No
 
 
 def test_sweep_resends_unfinished_jobs_and_queues_files_whose_purpose_ended(
-    lifecycle_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
+    primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = lifecycle_env.file_root
+    root = primary_env.file_root
     fill(root / "old", 10)
     fill(root / "expired", 10)
     old = shred_jobs.enqueue_shred([str(root / "old")], reason="r", legal_basis="b")
@@ -336,16 +336,14 @@ def test_beat_schedule_has_the_shred_entries(lifecycle_env: LifecycleEnv) -> Non
 # -- routing, outages and crashes with real workers ----------------------------------------
 
 
-def test_a_worker_serves_only_its_own_hosts_queue(
-    lifecycle_env: LifecycleEnv, start_worker
-) -> None:
-    root = lifecycle_env.file_root
+def test_a_worker_serves_only_its_own_hosts_queue(primary_env: LifecycleEnv, start_worker) -> None:
+    root = primary_env.file_root
     fa, fb = root / "a" / NAME, root / "b" / NAME
     fill(fa, 1000)
     hb = fill(fb, 1000)
-    start_worker(lifecycle_env, queues=["shred.host-a"], LIFECYCLE_HOST_NAME="host-a")
+    start_worker(primary_env, queues=["shred.host-a"], LIFECYCLE_HOST_NAME="host-a")
     # Misconfigured: consumes host-b's queue while calling itself host-a. It must not act.
-    bad = start_worker(lifecycle_env, queues=["shred.host-b"], LIFECYCLE_HOST_NAME="host-a")
+    bad = start_worker(primary_env, queues=["shred.host-b"], LIFECYCLE_HOST_NAME="host-a")
     ja = shred_jobs.enqueue_shred([str(fa)], host="host-a", reason="r", legal_basis="b")
     jb = shred_jobs.enqueue_shred([str(fb)], host="host-b", reason="r", legal_basis="b")
     wait_until(lambda: done(ja), what="host-a job")
@@ -355,7 +353,7 @@ def test_a_worker_serves_only_its_own_hosts_queue(
     assert "belongs to another host" in bad.output()
     bad.stop()
 
-    start_worker(lifecycle_env, queues=["shred.host-b"], LIFECYCLE_HOST_NAME="host-b")
+    start_worker(primary_env, queues=["shred.host-b"], LIFECYCLE_HOST_NAME="host-b")
     shred_jobs.resend_pending(force=True)  # what the beat does a minute later
     wait_until(lambda: done(jb), what="host-b job")
     assert not fb.exists()
@@ -363,12 +361,12 @@ def test_a_worker_serves_only_its_own_hosts_queue(
 
 
 def test_job_stored_while_broker_down_is_sent_later(
-    lifecycle_env: LifecycleEnv, start_worker, monkeypatch: pytest.MonkeyPatch
+    primary_env: LifecycleEnv, start_worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from models.base import utcnow
     from workers.app import reconfigure
 
-    path = lifecycle_env.file_root / NAME
+    path = primary_env.file_root / NAME
     fill(path, 1000)
     monkeypatch.setenv("LIFECYCLE_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
     reconfigure()
@@ -376,9 +374,9 @@ def test_job_stored_while_broker_down_is_sent_later(
     j = job(job_id)
     assert (j.state, j.sends, j.sent_at) == ("pending", 0, None)  # committed, not sent
 
-    monkeypatch.setenv("LIFECYCLE_BROKER_URL", lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
+    monkeypatch.setenv("LIFECYCLE_BROKER_URL", primary_env.vars["LIFECYCLE_BROKER_URL"])
     reconfigure()
-    start_worker(lifecycle_env, queues=[SHRED_Q])
+    start_worker(primary_env, queues=[SHRED_Q])
     assert shred_jobs.resend_pending() == 0  # not due before a minute has passed
     assert shred_jobs.resend_pending(now=utcnow() + timedelta(seconds=61)) == 1
     wait_until(lambda: done(job_id), what="job done")
@@ -386,13 +384,13 @@ def test_job_stored_while_broker_down_is_sent_later(
 
 
 def test_sigkill_mid_overwrite_then_restart_finishes(
-    lifecycle_env: LifecycleEnv, start_worker
+    primary_env: LifecycleEnv, start_worker
 ) -> None:
-    path = lifecycle_env.file_root / "big" / NAME
+    path = primary_env.file_root / "big" / NAME
     size = 64 << 20  # 64 chunks of 1 MiB; the test-only delay makes the pass take seconds
     fill(path, size)
     ino = path.stat().st_ino
-    w = start_worker(lifecycle_env, queues=[SHRED_Q], LIFECYCLE_TEST_SHRED_CHUNK_DELAY="0.05")
+    w = start_worker(primary_env, queues=[SHRED_Q], LIFECYCLE_TEST_SHRED_CHUNK_DELAY="0.05")
     job_id = shred_jobs.enqueue_shred([str(path)], reason="r", legal_basis="b")
     wait_until(lambda: items(job_id)[0].state == "working", what="overwrite started")
     # Wait until the overwrite visibly reached the file, then kill the whole worker.
@@ -408,7 +406,7 @@ def test_sigkill_mid_overwrite_then_restart_finishes(
     (it,) = items(job_id)
     assert it.state == "working" and job(job_id).state == "running"
 
-    start_worker(lifecycle_env, queues=[SHRED_Q])
+    start_worker(primary_env, queues=[SHRED_Q])
     shred_jobs.resend_pending(force=True)
     wait_until(lambda: done(job_id), timeout=120, what="job done after restart")
     assert not path.exists() and os.listdir(path.parent) == []
@@ -456,15 +454,15 @@ def run_job_and_crash(env: LifecycleEnv, job_id: int, point: str) -> int:
 
 
 def test_crash_between_overwrite_and_unlink_rounds_then_rerun_records_each_once(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
 ) -> None:
-    root = lifecycle_env.file_root
+    root = primary_env.file_root
     paths = [root / "members" / str(m) / f"{i}-{NAME}" for m in range(3) for i in range(4)]
     for p in paths:
         fill(p, 9000)
     job_id = shred_jobs.enqueue_shred([str(p) for p in paths], reason="r", legal_basis="b")
 
-    assert run_job_and_crash(lifecycle_env, job_id, "durable") == -signal.SIGKILL
+    assert run_job_and_crash(primary_env, job_id, "durable") == -signal.SIGKILL
 
     # Killed after the flush round: every file is still there under its own name, already
     # overwritten; nothing is recorded as destroyed.
@@ -486,15 +484,15 @@ def test_crash_between_overwrite_and_unlink_rounds_then_rerun_records_each_once(
 
 
 def test_crash_after_the_unlink_round_then_rerun_notes_each_file_once(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
 ) -> None:
-    root = lifecycle_env.file_root
+    root = primary_env.file_root
     paths = [root / f"{i}-{NAME}" for i in range(5)]
     for p in paths:
         fill(p, 4000)
     job_id = shred_jobs.enqueue_shred([str(p) for p in paths], reason="r", legal_basis="b")
 
-    assert run_job_and_crash(lifecycle_env, job_id, "unlinked") == -signal.SIGKILL
+    assert run_job_and_crash(primary_env, job_id, "unlinked") == -signal.SIGKILL
     assert os.listdir(root) == []
     assert {i.state for i in items(job_id)} == {"working"} and shred_entries() == []
 
@@ -512,18 +510,18 @@ def test_crash_after_the_unlink_round_then_rerun_notes_each_file_once(
 # -- non-UTF-8 file names through the CLI --------------------------------------------------
 
 
-def test_cli_shreds_a_non_utf8_file_name(lifecycle_env: LifecycleEnv, start_worker) -> None:
-    root = os.fsencode(lifecycle_env.file_root)
+def test_cli_shreds_a_non_utf8_file_name(primary_env: LifecycleEnv, start_worker) -> None:
+    root = os.fsencode(primary_env.file_root)
     raw = root + b"/uploads/\xff\xfe-" + NAME.encode("euc-kr", errors="replace")
     os.makedirs(os.path.dirname(raw))
     with open(raw, "wb") as fh:
         fh.write(PATTERN * 50)
     link = root + b"/\xfa-link"
     os.symlink(raw, link)
-    start_worker(lifecycle_env, queues=[SHRED_Q])
+    start_worker(primary_env, queues=[SHRED_Q])
 
     # argv is bytes; Python hands the name over with surrogate escapes and back unchanged.
-    res = lifecycle_env.run("shred", os.fsdecode(raw), "--wait")
+    res = primary_env.run("shred", os.fsdecode(raw), "--wait")
 
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr and "1 shredded" in res.stdout
@@ -535,7 +533,7 @@ def test_cli_shreds_a_non_utf8_file_name(lifecycle_env: LifecycleEnv, start_work
 
     # A refusal of such a name is one line too, and queues nothing.
     before = job_count()
-    res = lifecycle_env.run("shred", os.fsdecode(link), "--wait")
+    res = primary_env.run("shred", os.fsdecode(link), "--wait")
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == [
         "lifecycle: error: path 1: the file is a symbolic link"
@@ -543,8 +541,8 @@ def test_cli_shreds_a_non_utf8_file_name(lifecycle_env: LifecycleEnv, start_work
     assert job_count() == before
 
 
-def test_a_non_utf8_path_round_trips_through_the_database(lifecycle_env: LifecycleEnv) -> None:
-    root = os.fsencode(lifecycle_env.file_root)
+def test_a_non_utf8_path_round_trips_through_the_database(primary_env: LifecycleEnv) -> None:
+    root = os.fsencode(primary_env.file_root)
     raw = root + b"/\xc0\xaf-old-upload.bin"
     with open(raw, "wb") as fh:
         fh.write(PATTERN * 10)
@@ -558,17 +556,17 @@ def test_a_non_utf8_path_round_trips_through_the_database(lifecycle_env: Lifecyc
 
 
 def test_cli_wait_ends_with_one_line_when_the_task_fails_and_a_resend_heals_it(
-    lifecycle_env: LifecycleEnv, start_worker
+    primary_env: LifecycleEnv, start_worker
 ) -> None:
-    path = lifecycle_env.file_root / NAME
+    path = primary_env.file_root / NAME
     fill(path, 3000)
     # The worker shreds, then cannot reach the archive DB for the ledger entry: its task fails.
     bad = start_worker(
-        lifecycle_env,
+        primary_env,
         queues=[SHRED_Q],
         LIFECYCLE_ARCHIVE_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none",
     )
-    res = lifecycle_env.run("shred", str(path), "--wait", "--timeout", "120")
+    res = primary_env.run("shred", str(path), "--wait", "--timeout", "120")
     assert res.returncode == 1, (res.stdout, res.stderr)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "the worker's task failed (" in lines[0], lines
@@ -578,7 +576,7 @@ def test_cli_wait_ends_with_one_line_when_the_task_fails_and_a_resend_heals_it(
     (job_id,) = {i.job_id for i in items_all()}
     assert job(job_id).state == "running" and shred_entries() == []
 
-    start_worker(lifecycle_env, queues=[SHRED_Q])
+    start_worker(primary_env, queues=[SHRED_Q])
     shred_jobs.resend_pending(force=True)
     wait_until(lambda: done(job_id), what="job done after the resend")
     (entry,) = shred_entries()

@@ -318,15 +318,15 @@ def _deliveries() -> list:
 
 
 def test_failing_then_recovering_endpoint_gets_the_message_once(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
     start_worker,
 ) -> None:
     receiver = receivers(script=[503, 500], default=200)
-    _world(lifecycle_env, monkeypatch, receiver, "0,1,1,1,1")
-    start_worker(lifecycle_env, queues=["requests", "notify"])
-    r = lifecycle_env.run(
+    _world(primary_env, monkeypatch, receiver, "0,1,1,1,1")
+    start_worker(primary_env, queues=["requests", "notify"])
+    r = primary_env.run(
         "correct", "1", "--set", "mobile=010-7777-1234", "--wait", "--timeout", "90"
     )
     assert r.returncode == 0, r.stderr
@@ -347,7 +347,7 @@ def test_failing_then_recovering_endpoint_gets_the_message_once(
         (3, "delivered", 200),
     ]
     # The attempts that did not deliver are RETRY tasks in Flower, with their reason.
-    states = _delivery_task_states(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
+    states = _delivery_task_states(primary_env.vars["LIFECYCLE_BROKER_URL"])
     retried = sorted(reason for state, reason in states if state == "RETRY")
     assert len(retried) == 2, states
     assert retried[0].startswith("delivery 1 attempt 1: HTTP 503, not delivered; next attempt in")
@@ -363,35 +363,35 @@ def test_failing_then_recovering_endpoint_gets_the_message_once(
 
 
 def test_410_disables_the_endpoint_and_replay_after_enable(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
     start_worker,
 ) -> None:
     receiver = receivers(script=[410], default=200)
-    _world(lifecycle_env, monkeypatch, receiver, "0,1,1")
-    start_worker(lifecycle_env, queues=["requests", "notify"])
-    r = lifecycle_env.run("correct", "1", "--set", "name=김정정", "--wait", "--timeout", "60")
+    _world(primary_env, monkeypatch, receiver, "0,1,1")
+    start_worker(primary_env, queues=["requests", "notify"])
+    r = primary_env.run("correct", "1", "--set", "name=김정정", "--wait", "--timeout", "60")
     assert r.returncode == 1
     assert "needs attention" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     ds, atts = _deliveries()
     assert ds[0].state == "disabled" and ds[0].payload == {"name": "김정정"}
     assert [a.outcome for a in atts] == ["gone"]
     # A failed task in Flower, with its one-line reason.
-    states = _delivery_task_states(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
+    states = _delivery_task_states(primary_env.vars["LIFECYCLE_BROKER_URL"])
     assert (
         "FAILURE",
         f"delivery {ds[0].id} attempt 1: HTTP 410, not delivered: recipient disabled (410 Gone)",
     ) in states, states
-    listing = lifecycle_env.run("recipients", "list")
+    listing = primary_env.run("recipients", "list")
     assert "(disabled)" in listing.stdout
-    failing = lifecycle_env.run("deliveries", "list", "--failing")
+    failing = primary_env.run("deliveries", "list", "--failing")
     assert "disabled" in failing.stdout and "partner" in failing.stdout
     # Replaying to a disabled endpoint is refused until an operator re-enables it.
-    refused = lifecycle_env.run("deliveries", "replay", str(ds[0].id))
+    refused = primary_env.run("deliveries", "replay", str(ds[0].id))
     assert refused.returncode == 2 and "recipients enable partner" in refused.stderr
-    assert lifecycle_env.run("recipients", "enable", "partner").returncode == 0
-    ok = lifecycle_env.run("deliveries", "replay", str(ds[0].id))
+    assert primary_env.run("recipients", "enable", "partner").returncode == 0
+    ok = primary_env.run("deliveries", "replay", str(ds[0].id))
     assert ok.returncode == 0, ok.stderr
 
     from lifecycle.core.db import session
@@ -406,23 +406,23 @@ def test_410_disables_the_endpoint_and_replay_after_enable(
     ds, _ = _deliveries()
     assert ds[0].state == "delivered" and ds[0].payload is None
     # Two tries in all: the replay started a new round of the schedule, not a new history.
-    listed = lifecycle_env.run("deliveries", "list")
+    listed = primary_env.run("deliveries", "list")
     (row,) = [ln.split() for ln in listed.stdout.splitlines()[1:]]
     assert row[0] == str(ds[0].id) and row[3:5] == ["delivered", "2"], listed.stdout
-    again = lifecycle_env.run("deliveries", "replay", str(ds[0].id))
+    again = primary_env.run("deliveries", "replay", str(ds[0].id))
     assert again.returncode == 2 and "already delivered" in again.stderr
 
 
 def test_exhausted_retries_need_attention(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
     start_worker,
 ) -> None:
     receiver = receivers(default=500)
-    _world(lifecycle_env, monkeypatch, receiver, "0,1")
-    start_worker(lifecycle_env, queues=["requests", "notify"])
-    r = lifecycle_env.run(
+    _world(primary_env, monkeypatch, receiver, "0,1")
+    start_worker(primary_env, queues=["requests", "notify"])
+    r = primary_env.run(
         "correct", "1", "--set", "mobile=010-5555-0000", "--wait", "--timeout", "60"
     )
     assert r.returncode == 1 and "needs attention" in r.stderr
@@ -439,7 +439,7 @@ def test_exhausted_retries_need_attention(
 
 
 def test_crash_after_sending_resends_with_the_same_webhook_id(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
 ) -> None:
@@ -454,7 +454,7 @@ def test_crash_after_sending_resends_with_the_same_webhook_id(
     from models.notify import Delivery
 
     receiver = receivers(default=200)
-    _world(lifecycle_env, monkeypatch, receiver, "0,1")
+    _world(primary_env, monkeypatch, receiver, "0,1")
     with session("primary") as s:
         rid = submit(s, "correction", 1, {"mobile": "010-3333-4444"})
     run_correction(rid)
@@ -478,7 +478,7 @@ def test_crash_after_sending_resends_with_the_same_webhook_id(
 
 
 def test_resend_due_finds_what_a_lost_broker_message_left(
-    lifecycle_env: LifecycleEnv,
+    primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,
     receivers,
     start_worker,
@@ -491,7 +491,7 @@ def test_resend_due_finds_what_a_lost_broker_message_left(
     from tasks.notify import resend_due
 
     receiver = receivers(default=200)
-    _world(lifecycle_env, monkeypatch, receiver, "0,1")
+    _world(primary_env, monkeypatch, receiver, "0,1")
     with session("primary") as s:
         rid = submit(s, "correction", 1, {"mobile": "010-2222-9999"})
     # Run the job without a broker hand-off (enqueue callbacks dropped = messages lost).
@@ -502,7 +502,7 @@ def test_resend_due_finds_what_a_lost_broker_message_left(
         from models.notify import Delivery
 
         s.get(Delivery, ds[0].id).enqueued_at = datetime(2020, 1, 1, tzinfo=UTC)
-    start_worker(lifecycle_env, queues=["requests", "notify"])
+    start_worker(primary_env, queues=["requests", "notify"])
     assert resend_due() == {"enqueued": 1, "ledger": 0}
     wait_until(lambda: receiver.accepted(), 30, "delivery after resend_due")
     assert len(receiver.hits) == 1

@@ -11,15 +11,15 @@ from sqlalchemy import create_engine, text
 
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
-from tests.helpers import LifecycleEnv, seed_site
+from tests.helpers import LifecycleEnv, seed_site, site_engine
 
 
 @pytest.fixture
-def withdrawn(lifecycle_env: LifecycleEnv) -> tuple[LifecycleEnv, int]:
-    primary = lifecycle_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+def withdrawn(primary_env: LifecycleEnv) -> tuple[LifecycleEnv, int]:
+    primary = primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
     seed_site(primary, 30)
     clear_context_cache()
-    eng = create_engine(primary)
+    eng = site_engine(primary)
     with eng.connect() as c:
         mid = c.execute(
             text(
@@ -31,7 +31,7 @@ def withdrawn(lifecycle_env: LifecycleEnv) -> tuple[LifecycleEnv, int]:
     ctx = get_context()
     rid = submit_withdrawal(ctx, int(mid))
     assert carry_out(ctx, rid)["state"] == "completed"
-    yield lifecycle_env, int(mid)
+    yield primary_env, int(mid)
     clear_context_cache()
 
 

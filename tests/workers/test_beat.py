@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import redis
@@ -62,10 +61,17 @@ def _beat(env: LifecycleEnv, log: Path) -> subprocess.Popen[bytes]:
 def test_two_beats_only_one_fires(lifecycle_env: LifecycleEnv, tmp_path: Path) -> None:
     logs = [tmp_path / "beat1.log", tmp_path / "beat2.log"]
     procs = [_beat(lifecycle_env, logs[0])]
-    time.sleep(3)  # the first takes the lock
-    procs.append(_beat(lifecycle_env, logs[1]))
+
+    def ticks(i: int) -> int:
+        return logs[i].read_text(errors="replace").count("housekeeping tick relay")
+
     try:
-        time.sleep(14)  # several relay intervals (5 s)
+        wait_until(lambda: "beat: Acquired lock" in logs[0].read_text(), 40, "first beat's lock")
+        procs.append(_beat(lifecycle_env, logs[1]))
+        wait_until(lambda: "beat: Acquiring lock" in logs[1].read_text(), 40, "second beat waits")
+        # Several relay intervals (5 s) with the second beat standing by.
+        start = ticks(0)
+        wait_until(lambda: ticks(0) >= start + 3, 60, "three relay ticks of the first beat")
     finally:
         for p in procs:
             p.terminate()
@@ -120,19 +126,41 @@ def test_beat_rides_out_a_redis_restart_that_loses_its_lock_and_schedule(
         wait_until(lambda: "housekeeping tick relay" in text(0), 40, "first beat ticking")
         assert entries()
         procs.append(_beat(lifecycle_env, logs[1]))  # waits on the lock
-        time.sleep(3)
+        wait_until(lambda: "beat: Acquiring lock" in text(1), 40, "second beat waits")
         assert server.proc is not None
         server.proc.kill()
         server.proc.wait(10)
-        time.sleep(6)  # more than one tick: RedBeat alone would have exited here
+
+        def ticks_in_outage() -> int:
+            log = text(0)
+            return (
+                log.split("Redis unreachable", 1)[1].count("beat: Waking up")
+                if ("Redis unreachable" in log)
+                else 0
+            )
+
+        # More than one tick in the outage: RedBeat alone would have exited at the first.
+        wait_until(lambda: ticks_in_outage() >= 2, 40, "two beat ticks with Redis down")
         assert [p.poll() for p in procs] == [None, None], text(0)[-3000:]
         server = start_redis(tmp_path / "redis", server.port, aof=False)
 
         wait_until(entries, 40, "schedule restored")
         wait_until(lambda: any("answers again" in text(i) for i in (0, 1)), 40, "Redis back")
-        time.sleep(2)
+        # One beat took the lock again (the first one took it once before the restart).
+        wait_until(
+            lambda: sum(text(i).count("beat: Acquired lock") for i in (0, 1)) >= 2,
+            40,
+            "the lock taken again",
+        )
         before = [text(i).count("housekeeping tick relay") for i in (0, 1)]
-        time.sleep(12)  # more than two relay intervals (5 s)
+        # More than two relay intervals (5 s).
+        wait_until(
+            lambda: (
+                sum(text(i).count("housekeeping tick relay") for i in (0, 1)) >= sum(before) + 3
+            ),
+            60,
+            "three relay ticks after the restart",
+        )
         after = [text(i).count("housekeeping tick relay") for i in (0, 1)]
         assert [p.poll() for p in procs] == [None, None]
     finally:

@@ -82,17 +82,15 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
 
         # Flower sees the job, but only behind its password.
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        state = None
-        while time.monotonic() < deadline:
+
+        def seen_done() -> dict[str, Any] | None:
             r = httpx.get(f"{base}/api/tasks", auth=(user, password), timeout=5)
-            if r.status_code == 200 and task_id in r.json():
-                state = r.json()[task_id]["state"]
-                if state == "SUCCESS":
-                    break
-            time.sleep(0.5)
-        assert state == "SUCCESS"
-        assert r.json()[task_id]["name"] == "lifecycle.ping"
+            task = r.json().get(task_id) if r.status_code == 200 else None
+            return task if task is not None and task["state"] == "SUCCESS" else None
+
+        task = wait_until(seen_done, 30, "the job listed as done in Flower")
+        assert task["state"] == "SUCCESS"
+        assert task["name"] == "lifecycle.ping"
         # Flower started after the worker said it was ready, so it had nothing to complain of.
         log = err.read_text()
         lines = log.splitlines()
