@@ -390,6 +390,10 @@ SERVER_FIXTURE_PREFIXES = ("mysql_", "mariadb_")
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        if item.get_closest_marker("slow"):
+            # The fault tests kill workers and servers and time their faults: under
+            # scripts/test.sh's parallel run they share one process, one after another.
+            item.add_marker(pytest.mark.xdist_group("faults"))
         names = getattr(item, "fixturenames", ())
         if SERVER_FIXTURES.intersection(names) or any(
             n.startswith(SERVER_FIXTURE_PREFIXES) for n in names
