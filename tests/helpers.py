@@ -897,3 +897,17 @@ def assert_map_fits_with_demo_rrns(r: subprocess.CompletedProcess[str]) -> None:
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "fits (" in r.stdout and "without a statutory basis: rrn" in r.stdout, r.stdout
     assert ": OK" not in r.stdout
+
+
+def wait_error_line(r: subprocess.CompletedProcess[str]) -> str:
+    """The one error line a failed `--wait` command ends with.
+
+    `--wait` prints a progress line whenever what a request waits for changes ("request 1
+    (dispatched): waiting for a worker to pick it up"); how many depends on timing, so only
+    their form is checked. The error itself is exactly one line.
+    """
+    *progress, last = r.stderr.strip().splitlines() or [""]
+    assert all(re.match(r"(request|sweep|job|[a-z ]+) \S", line) for line in progress), r.stderr
+    assert not any(line.startswith("lifecycle: error: ") for line in progress), r.stderr
+    assert last.startswith("lifecycle: error: "), r.stderr
+    return last

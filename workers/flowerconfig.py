@@ -51,6 +51,11 @@ if _options.port == 5555 and os.environ.get("LIFECYCLE_FLOWER_PORT"):
 # own id-only argsrepr and safe exceptions).
 format_task = _format_task
 
+# Flower's default gives a worker 1 s to answer its inspections; a busy 2-core host answers
+# later, and Flower then logs failures and shows empty pages. An explicit value wins.
+if _options.inspect_timeout == 1000.0:
+    inspect_timeout = 5000.0
+
 # Keep the task list readable for ops: what, which job, how it went.
 tasks_columns = "name,uuid,state,args,kwargs,result,received,started,runtime,worker"
 # History survives a Flower restart: state is saved every minute and on shutdown.

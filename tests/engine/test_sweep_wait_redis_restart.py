@@ -89,13 +89,18 @@ def test_sweep_wait_follows_the_run_across_a_redis_restart(
         beat.wait(30)
         if redis.proc is not None and redis.proc.poll() is None:
             redis.proc.kill()
-    runs = sql_rows(primary, "SELECT outcome, task_id FROM lifecycle_job_runs WHERE job='sweep'")
+    runs = sql_rows(
+        primary, "SELECT outcome, task_id FROM lifecycle_job_runs WHERE job='sweep' ORDER BY id"
+    )
     assert proc.returncode == 0, (err, runs)
     assert "sweep done: " in out, out
     assert "failed" not in err, err
-    assert [r[0] for r in runs] == ["ok"], runs
     # An ok run left no withdrawn member behind (on MariaDB it once ended ok with 205 left).
     assert _withdrawn_left(primary) == 0
+    # The last run is ok. Under load the coordinator's redelivered copy may close the
+    # interrupted run as abandoned and redo its remaining work in a new one: never failed.
+    outcomes = [r[0] for r in runs]
+    assert outcomes[-1] == "ok" and set(outcomes[:-1]) <= {"abandoned"}, runs
 
 
 def test_a_revoked_coordinator_does_not_end_the_wait_while_its_job_goes_on(

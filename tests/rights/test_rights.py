@@ -25,16 +25,14 @@ from tests.helpers import (
     set_env,
     site_engine,
     table_dump,
+    wait_error_line,
 )
 
 RRN = "790314-2345678"
 
 
 def _one_line_error(r) -> str:  # type: ignore[no-untyped-def]
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("lifecycle: error: ")
-    return lines[0]
+    return wait_error_line(r)
 
 
 def _site(eng) -> None:  # type: ignore[no-untyped-def]

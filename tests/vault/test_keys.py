@@ -18,7 +18,7 @@ from lifecycle.core.settings import get_settings, reset_settings_cache
 from lifecycle.vault import crypto, keystore
 from models.archive import ArchivedRecord, DataKey
 from models.vault import ArchiveSecret
-from tests.helpers import LifecycleEnv, pg_exec, pg_url
+from tests.helpers import LifecycleEnv, pg_exec, pg_url, wait_error_line
 
 
 def _key_file(path: Path, key: bytes | None = None) -> tuple[Path, bytes]:
@@ -205,9 +205,7 @@ def test_bad_new_key_files_are_refused_and_change_nothing(lifecycle_env, tmp_pat
 
 def _one_line(r, code: int) -> str:  # type: ignore[no-untyped-def]
     assert r.returncode == code, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    return lines[0]
+    return wait_error_line(r)
 
 
 def test_second_working_directory_never_makes_a_new_key(lifecycle_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
