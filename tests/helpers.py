@@ -911,3 +911,16 @@ def wait_error_line(r: subprocess.CompletedProcess[str]) -> str:
     assert not any(line.startswith("lifecycle: error: ") for line in progress), r.stderr
     assert last.startswith("lifecycle: error: "), r.stderr
     return last
+
+
+def start_beat(env: LifecycleEnv, log: Path, loglevel: str = "INFO") -> subprocess.Popen[bytes]:
+    """A real `celery beat` with ``env``'s settings, logging to ``log``, in its own session (so
+    `stop_group` stops it and nothing it started)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", loglevel],
+        env=env.environ(),
+        cwd=env.var_dir.parent,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )

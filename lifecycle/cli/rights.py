@@ -9,12 +9,17 @@ anything is created; a requester the worker cannot accept is refused with a writ
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lifecycle.cli.app import app
 from lifecycle.cli.withdraw import parse_member_id
+
+if TYPE_CHECKING:  # the commands import what they use when run: `lifecycle --help` stays fast
+    from sqlalchemy.orm import Session
+
+    from models.requests import LifecycleRequest
 
 consent_app = typer.Typer(help="Consent per purpose (동의 철회).", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
@@ -200,6 +205,17 @@ def consent_withdraw_cmd(
     )
 
 
+def _locked_request(s: Session, request_id: int) -> LifecycleRequest:
+    """The request row, locked for this transaction; one line if there is none."""
+    from lifecycle.core.errors import UserError
+    from lifecycle.requests.outbox import load_for_update
+
+    req = load_for_update(s, request_id)
+    if req is None:
+        raise UserError(f"request {request_id} does not exist")
+    return req
+
+
 @requests_app.command("extend")
 def extend_cmd(
     request_id: Annotated[int, typer.Argument(help="The request's id.")],
@@ -208,17 +224,12 @@ def extend_cmd(
 ) -> None:
     """Postpone an access request (시행령 제41조④): recorded, and the requester is told why."""
     from lifecycle.core.db import session
-    from lifecycle.core.errors import UserError
     from lifecycle.requests.deadlines import extend
-    from lifecycle.requests.outbox import load_for_update
     from lifecycle.rights.answers import postpone_notice
 
     _prepare()
     with session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None:
-            raise UserError(f"request {request_id} does not exist")
-        due = extend(s, req, days, reason)
+        due = extend(s, _locked_request(s, request_id), days, reason)
     postpone_notice(request_id)
     typer.echo(f"request {request_id} postponed; now due {due.isoformat()}")
 
@@ -233,14 +244,11 @@ def retry_cmd(
     from lifecycle.core import dispatch
     from lifecycle.core.db import session
     from lifecycle.core.errors import UserError
-    from lifecycle.requests.outbox import load_for_update
     from lifecycle.requests.states import IllegalTransition, reopen, steps_done, task_for
 
     _prepare()
     with session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None:
-            raise UserError(f"request {request_id} does not exist")
+        req = _locked_request(s, request_id)
         try:
             state = reopen(req)
         except IllegalTransition as exc:

@@ -4,8 +4,6 @@ worker died is sent again by beat's watchdog with its ids, visible in `status` m
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 import tests.jobs  # noqa: F401  (the sender knows the test jobs, so it names their arguments)
-from tests.helpers import LifecycleEnv, WorkerProc, apply_env, wait_until
+from tests.helpers import LifecycleEnv, WorkerProc, apply_env, start_beat, wait_until
 
 
 def _lease_row(key: str) -> dict[str, object] | None:
@@ -106,17 +104,6 @@ def test_a_failed_job_is_not_sent_again(lifecycle_env: LifecycleEnv) -> None:
     assert _lease_row("lifecycle.correct:5")["error"] == "LifecycleError: request 5 refused"  # type: ignore[index]
 
 
-def _beat(env: LifecycleEnv, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"],
-        env=env.environ(),
-        cwd=env.var_dir.parent,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 @pytest.mark.timeout(240)
 def test_a_job_whose_worker_died_is_shown_stalled_then_sent_again_and_finished(
     lifecycle_env: LifecycleEnv,
@@ -168,7 +155,7 @@ def test_a_job_whose_worker_died_is_shown_stalled_then_sent_again_and_finished(
 
     # Beat's watchdog sends it again; a fresh worker finishes it. No one re-triggered it.
     start_worker(lifecycle_env, queues=["testjobs"], concurrency=1, extra_args=args)
-    beat = _beat(lifecycle_env, tmp_path / "beat.log")
+    beat = start_beat(lifecycle_env, tmp_path / "beat.log")
     try:
         wait_until(lambda: (_lease_row(key) or {}).get("state") == "done", 90, "the re-sent job")
     finally:

@@ -11,8 +11,6 @@ takes a few minutes, not the production ~1 minute per recovery times several fau
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +35,7 @@ from tests.helpers import (
     remaining_rows,
     seed_site,
     snapshot_site,
+    start_beat,
     start_redis,
     wait_until,
     withdraw_all,
@@ -47,17 +46,6 @@ MEMBERS = 12_000
 LEASE_SECONDS = "4"
 TICK_SCALE = "0.2"  # watchdog every 3 s, relay every 1 s
 MEMBER_BATCH = 20
-
-
-def _beat(env: LifecycleEnv, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"],
-        env=env.environ(),
-        cwd=env.var_dir.parent,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def _kill_redis_hard(redis: RedisServer) -> None:
@@ -127,7 +115,7 @@ def test_sweep_finishes_by_itself_after_redis_kill_worker_kill_and_postgres_cras
     from workers.app import app
 
     beat_log = tmp_path / "beat.log"
-    beat = _beat(env, beat_log)
+    beat = start_beat(env, beat_log)
     queues = ["archive"]
     workers = {
         "a": start_worker(env, queues=queues, concurrency=2, name="heal-a"),

@@ -18,23 +18,13 @@ from tests.helpers import (
     seed_site,
     sql_one,
     sql_rows,
+    start_beat,
     start_redis,
     wait_until,
     withdraw_all,
 )
 
 MEMBERS = 3000
-
-
-def _beat(env: LifecycleEnv, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"],
-        env=env.environ(),
-        cwd=env.var_dir.parent,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def _withdrawn_left(primary: str) -> int:
@@ -58,7 +48,7 @@ def test_sweep_wait_follows_the_run_across_a_redis_restart(
     apply_env(monkeypatch, env)
     seed_site(primary, MEMBERS)
     assert withdraw_all(primary) == MEMBERS
-    beat = _beat(env, tmp_path / "beat.log")
+    beat = start_beat(env, tmp_path / "beat.log")
     start_worker(env, queues=["archive"], concurrency=2)
     proc = subprocess.Popen(
         [sys.executable, "-m", "lifecycle.cli.main", "sweep", "--wait", "--batch-size", "10"],

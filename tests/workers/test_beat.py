@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import redis
 from celery.schedules import crontab
 
-from tests.helpers import LifecycleEnv, free_port, kill_group, start_redis, wait_until
+from tests.helpers import LifecycleEnv, free_port, kill_group, start_beat, start_redis, wait_until
 
 
 def test_schedule_is_in_seoul_time(lifecycle_env: LifecycleEnv) -> None:
@@ -47,27 +46,16 @@ def test_redbeat_on_redis_and_file_scheduler_embedded(
     assert app.conf.redbeat_redis_url == lifecycle_env.vars["LIFECYCLE_BROKER_URL"]
 
 
-def _beat(env: LifecycleEnv, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "DEBUG"],
-        env=env.environ(),
-        cwd=env.var_dir.parent,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 def test_two_beats_only_one_fires(lifecycle_env: LifecycleEnv, tmp_path: Path) -> None:
     logs = [tmp_path / "beat1.log", tmp_path / "beat2.log"]
-    procs = [_beat(lifecycle_env, logs[0])]
+    procs = [start_beat(lifecycle_env, logs[0], "DEBUG")]
 
     def ticks(i: int) -> int:
         return logs[i].read_text(errors="replace").count("housekeeping tick relay")
 
     try:
         wait_until(lambda: "beat: Acquired lock" in logs[0].read_text(), 40, "first beat's lock")
-        procs.append(_beat(lifecycle_env, logs[1]))
+        procs.append(start_beat(lifecycle_env, logs[1], "DEBUG"))
         wait_until(lambda: "beat: Acquiring lock" in logs[1].read_text(), 40, "second beat waits")
         # Several relay intervals (5 s) with the second beat standing by.
         start = ticks(0)
@@ -122,10 +110,10 @@ def test_beat_rides_out_a_redis_restart_that_loses_its_lock_and_schedule(
         return list(redis.Redis(port=server.port).keys("lifecycle:redbeat*sweep-nightly"))
 
     try:
-        procs.append(_beat(lifecycle_env, logs[0]))
+        procs.append(start_beat(lifecycle_env, logs[0], "DEBUG"))
         wait_until(lambda: "housekeeping tick relay" in text(0), 40, "first beat ticking")
         assert entries()
-        procs.append(_beat(lifecycle_env, logs[1]))  # waits on the lock
+        procs.append(start_beat(lifecycle_env, logs[1], "DEBUG"))  # waits on the lock
         wait_until(lambda: "beat: Acquiring lock" in text(1), 40, "second beat waits")
         assert server.proc is not None
         server.proc.kill()
