@@ -7,7 +7,7 @@ from typing import Any
 from lifecycle.core import dbkind, dispatch, leases
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import get_context
-from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, run_batch, run_sweep
+from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, BatchMembersBusy, run_batch, run_sweep
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -61,11 +61,14 @@ def sweep_run(
     )
 
 
+BUSY_RETRIES = 5
+
+
 @app.task(
     base=LifecycleTask,
     name="lifecycle.sweep.archive_batch",
     bind=True,
-    autoretry_for=TRANSIENT_DB_ERRORS,
+    autoretry_for=(*TRANSIENT_DB_ERRORS, BatchMembersBusy),
     retry_backoff=2,
     retry_backoff_max=60,
     max_retries=10,
@@ -81,7 +84,10 @@ def archive_batch(
 ) -> dict[str, Any]:
 
     key = BatchKey(int(run_id), kind, table, int(first_id), int(last_id))
-    counts = run_batch(get_context(), key, task_id=self.request.id)
+    # Retried on BatchMembersBusy with backoff (2, 4, 8, 16, 32 s: about a minute, as
+    # BUSY_GRACE_SECONDS); the last tries take the members they can, and the run fails short.
+    short = (self.request.retries or 0) >= BUSY_RETRIES
+    counts = run_batch(get_context(), key, task_id=self.request.id, allow_short=short)
     if counts is None:
         return {"run_id": key.run_id, "skipped": "done already or being worked on"}
     return {"run_id": key.run_id, **counts}

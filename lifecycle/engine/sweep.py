@@ -82,6 +82,16 @@ class SweepIncomplete(LifecycleError):
     exit_code = 1
 
 
+# How long a batch waits for members another transaction holds before it takes the rest and
+# lets the run fail short of its plan: long enough for InnoDB to free a killed worker's locks.
+BUSY_GRACE_SECONDS = 60.0
+
+
+class BatchMembersBusy(LifecycleError):
+    """Some of a batch's members are locked by another transaction: the batch is left pending
+    (its transaction rolls back) and tried again, never recorded done without them."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -148,8 +158,9 @@ def plan_age_ranges(
 
 
 def _lock_members(
-    ctx: EngineContext, conn: Connection, kind: str, first: int, last: int, now: datetime
-) -> dict[Any, datetime]:
+    ctx: EngineContext, conn: Connection, kind: str, first: int, last: int, now: datetime,
+    allow_short: bool = False,
+) -> dict[Any, datetime]:  # fmt: skip
     q = (
         withdrawn_subjects_query(ctx, first, last)
         if kind == "withdrawal"
@@ -157,10 +168,12 @@ def _lock_members(
     )
     if q is None:
         return {}
+    expected: int | None = None
     if dbkind.is_mysql(conn):
-        q = _by_ids_mysql(ctx, conn, kind, q, now)
-        if q is None:
+        by_ids = _by_ids_mysql(ctx, conn, kind, q, now)
+        if by_ids is None:
             return {}
+        q, expected = by_ids
     q = dbkind.for_update(q, conn, skip=True, of=ctx.subject_table)
     out: dict[Any, datetime] = {}
     subject = ctx.datamap.subject
@@ -172,12 +185,21 @@ def _lock_members(
             out[key] = d.inactive_for.add_to(as_utc(when))
         else:
             out[key] = subject.withdrawn_at(when) or now
+    if expected is not None and len(out) < expected and not allow_short:
+        # SKIP LOCKED passed over members another transaction holds: a copy of this batch
+        # still dying with its worker (InnoDB frees its locks once it sees the connection
+        # gone), or another statement's shared locks. Taking the rest and recording the batch
+        # done would leave those members until tomorrow; roll back and try the batch again.
+        raise BatchMembersBusy(
+            f"sweep batch {first}..{last}: {expected - len(out)} of {expected} member(s) "
+            "locked by another transaction; the batch is tried again"
+        )
     return out
 
 
 def _by_ids_mysql(
     ctx: EngineContext, conn: Connection, kind: str, ranged: Any, now: datetime
-) -> Any | None:
+) -> tuple[Any, int] | None:
     """The batch's member query by the ids the range holds now, not by the range itself.
 
     InnoDB's locking read of an id range also locks the index record just past its end
@@ -185,7 +207,8 @@ def _by_ids_mysql(
     batch. A neighbour batch running at the same moment then passed over that member with
     ``SKIP LOCKED`` and the run ended with it still there. So the ids are read first without
     locks (a consistent read takes none), then locked by primary-key lookups, which lock
-    those records only; the conditions are checked again under the lock.
+    those records only; the conditions are checked again under the lock. Returns the query
+    and how many members the unlocked read found.
     """
     ids = [row[0] for row in conn.execute(ranged)]
     if not ids:
@@ -199,7 +222,7 @@ def _by_ids_mysql(
         # On a small table the optimiser may prefer a full scan for an IN list, and a locking
         # full scan locks every row it reads, other batches' members too.
         q = q.with_hint(t, "FORCE INDEX (PRIMARY)", dialect_name=conn.dialect.name)
-    return q
+    return q, len(ids)
 
 
 def process_members(
@@ -210,10 +233,11 @@ def process_members(
     last: int,
     scope: Scope,
     now: datetime,
+    allow_short: bool = False,
 ) -> tuple[MoveResult, int]:
     """Move every table's rows of the withdrawn (or dormant) members in ``first..last``;
     returns the result and how many members the batch locked and worked on."""
-    ended = _lock_members(ctx, conn, kind, first, last, now)
+    ended = _lock_members(ctx, conn, kind, first, last, now, allow_short)
     if not ended:
         return MoveResult(), 0
     check = holds.any_active(conn, ctx.local_date(now))
@@ -259,9 +283,19 @@ def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> dict[str, Any
 
 
 def run_batch(
-    ctx: EngineContext, key: BatchKey, *, task_id: str | None = None, actor: str | None = None
+    ctx: EngineContext,
+    key: BatchKey,
+    *,
+    task_id: str | None = None,
+    actor: str | None = None,
+    allow_short: bool = False,
 ) -> dict[str, int] | None:
-    """Process one batch if it is still pending; returns its counts, or None if skipped."""
+    """Process one batch if it is still pending; returns its counts, or None if skipped.
+
+    Raises `BatchMembersBusy` while another transaction holds some of its members, unless
+    ``allow_short`` (after `BUSY_GRACE_SECONDS` of that): then it takes the others, and the
+    run, short of its plan, fails with the count.
+    """  # fmt: skip
     now = _now()
     scope = Scope(
         key=key.scope_key(),
@@ -279,7 +313,7 @@ def run_batch(
             counts = res.summary()
         else:
             res, members = process_members(
-                ctx, conn, key.kind, key.first_id, key.last_id, scope, now
+                ctx, conn, key.kind, key.first_id, key.last_id, scope, now, allow_short
             )
             counts = {**res.summary(), MEMBERS: members}
         if PLANNED in plan:
@@ -643,6 +677,7 @@ def _drain(
         except Exception:  # the result backend (or DB) being down must not stop the sweep
             log.debug("progress report failed", exc_info=True)
 
+    busy: dict[BatchKey, float] = {}  # batches found with members held, since when
     while True:
         try:
             pending = _batches(ctx, run_id, "pending")
@@ -661,10 +696,16 @@ def _drain(
         last_report = time.monotonic()
         for key in pending:
             try:
+                first_busy = busy.get(key)
+                short = (
+                    first_busy is not None and time.monotonic() - first_busy > BUSY_GRACE_SECONDS
+                )
                 # None: done already, or a batch task holds it right now.
-                if run_batch(ctx, key, task_id=task_id) is not None:
+                if run_batch(ctx, key, task_id=task_id, allow_short=short) is not None:
                     worked = True
                 retry.ok()
+            except BatchMembersBusy:
+                busy.setdefault(key, time.monotonic())
             except TRANSIENT_DB_ERRORS as exc:
                 retry.failed(exc)
                 _check_lock(lock)
