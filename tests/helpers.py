@@ -907,8 +907,9 @@ def wait_error_line(r: subprocess.CompletedProcess[str]) -> str:
     their form is checked. The error itself is exactly one line.
     """
     *progress, last = r.stderr.strip().splitlines() or [""]
-    assert all(re.match(r"(request|sweep|job|[a-z ]+) \S", line) for line in progress), r.stderr
-    assert not any(line.startswith("lifecycle: error: ") for line in progress), r.stderr
+    # The forms lifecycle/cli/waiting.py prints: a request's reason, or a job's task hand-over.
+    form = re.compile(r"request \d+ \([\w ]+\): |[\w ]+: (following task|task \S+ ended) ")
+    assert all(form.match(line) for line in progress), r.stderr
     assert last.startswith("lifecycle: error: "), r.stderr
     return last
 
