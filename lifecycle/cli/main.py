@@ -52,10 +52,8 @@ def run(argv: list[str] | None = None) -> None:
 
     import redis
     from kombu.exceptions import OperationalError as KombuOperationalError
-    from sqlalchemy.exc import DBAPIError
 
     from lifecycle.core.logging_setup import configure
-    from lifecycle.core.migrate import missing_table
 
     # Warnings and errors only: a command's own output is its report, on stdout.
     configure(logging.WARNING, service="cli")
@@ -79,13 +77,18 @@ def run(argv: list[str] | None = None) -> None:
             "that Redis is running",
             3,
         )
-    except DBAPIError as exc:
-        table = missing_table(exc)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:
+        # Imported only here: SQLAlchemy and Alembic would triple `lifecycle --help`'s start.
+        from sqlalchemy.exc import DBAPIError
+
+        from lifecycle.core.migrate import missing_table
+
+        table = missing_table(exc) if isinstance(exc, DBAPIError) else None
         if table is None:
             raise
         _fail(f"table {table} does not exist: run `lifecycle db upgrade` first", 2)
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
     if isinstance(rv, int) and rv:
         raise SystemExit(rv)
 
