@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
 
 from lifecycle.cli.app import app
 from lifecycle.core.errors import LifecycleError
+from lifecycle.core.logging_setup import configure
 
 try:  # Typer >= 0.20 vendors Click; older ones use the click package.
     from typer._click import exceptions as cexc
@@ -47,14 +49,18 @@ def _fail(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
+def _is_broker_error(exc: BaseException) -> bool:
+    # Looked up in sys.modules instead of imported: redis and kombu cost `lifecycle --help` a
+    # tenth of a second, and if a command never imported them it cannot have raised their errors.
+    redis = sys.modules.get("redis")
+    kombu_exc = sys.modules.get("kombu.exceptions")
+    return bool(
+        (redis is not None and isinstance(exc, redis.RedisError))
+        or (kombu_exc is not None and isinstance(exc, kombu_exc.OperationalError))
+    )
+
+
 def run(argv: list[str] | None = None) -> None:
-    import logging
-
-    import redis
-    from kombu.exceptions import OperationalError as KombuOperationalError
-
-    from lifecycle.core.logging_setup import configure
-
     # Warnings and errors only: a command's own output is its report, on stdout.
     configure(logging.WARNING, service="cli")
 
@@ -71,15 +77,15 @@ def run(argv: list[str] | None = None) -> None:
         _fail("aborted", 130)
     except LifecycleError as exc:
         _fail(str(exc), exc.exit_code)
-    except (KombuOperationalError, redis.RedisError) as exc:
-        _fail(
-            f"broker unreachable ({str(exc).splitlines()[0]}); check LIFECYCLE_BROKER_URL and "
-            "that Redis is running",
-            3,
-        )
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except Exception as exc:
+        if _is_broker_error(exc):
+            _fail(
+                f"broker unreachable ({str(exc).splitlines()[0]}); check LIFECYCLE_BROKER_URL "
+                "and that Redis is running",
+                3,
+            )
         # Imported only here: SQLAlchemy and Alembic would triple `lifecycle --help`'s start.
         from sqlalchemy.exc import DBAPIError
 

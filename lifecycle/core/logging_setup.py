@@ -22,7 +22,6 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TextIO
 
-from celery import signals
 from pythonjsonlogger.json import JsonFormatter
 
 from lifecycle.core.safe_errors import safe_traceback
@@ -204,6 +203,9 @@ def _on_task_postrun(**_kw: Any) -> None:
 
 def connect_celery() -> None:
     """Called by `workers.app`: worker and beat log through `configure`."""
+    # Imported here, not at the top: every CLI command configures logging, and Celery's signal
+    # module (which pulls in kombu) costs the command line a third of its start-up.
+    from celery import signals
 
     signals.setup_logging.connect(_celery_setup_logging, weak=False)
     signals.task_prerun.connect(_on_task_prerun, weak=False)

@@ -9,6 +9,8 @@ personal data: requests are shown by id, kind, state and age; deliveries by id a
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -122,10 +124,53 @@ def filesystem_queue_depths(folder: Path, host: str) -> dict[str, Any]:
     return {"queues": dict(sorted(depths.items())), "unacked": None}
 
 
-def workers_online(app: Any, timeout: float = 1.0) -> list[str]:
-    """Names of workers that answered a broadcast ping within ``timeout`` seconds."""
-    replies = app.control.inspect(timeout=timeout).ping() or {}
-    return sorted(replies)
+# Workers seen answering within this window are expected to answer again: the ping returns as
+# soon as that many have, instead of always waiting out the timeout (a broadcast cannot know how
+# many listen). A worker gone for good is dropped from the file after the window.
+KNOWN_WORKERS_WINDOW = timedelta(hours=24)
+
+
+def workers_online(
+    app: Any, timeout: float = 1.0, known_file: Path | None = None, now: datetime | None = None
+) -> list[str]:
+    """Names of workers that answered a broadcast ping within ``timeout`` seconds.
+
+    With ``known_file``, the ping stops once as many workers answered as were seen in the last
+    day (a stopped worker then costs the full timeout, as before), and the file is updated.
+    """
+    now = now or datetime.now(UTC)
+    known = _read_known_workers(known_file, now) if known_file else {}
+    replies = app.control.inspect(timeout=timeout, limit=len(known) or None).ping() or {}
+    names = sorted(replies)
+    if known_file is not None:
+        _write_known_workers(known_file, known | dict.fromkeys(names, now.isoformat()))
+    return names
+
+
+def _read_known_workers(path: Path, now: datetime) -> dict[str, str]:
+    try:
+        seen = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(seen, dict):
+        return {}
+    known: dict[str, str] = {}
+    for name, when in seen.items():
+        try:
+            if now - datetime.fromisoformat(str(when)) <= KNOWN_WORKERS_WINDOW:
+                known[str(name)] = str(when)
+        except (TypeError, ValueError):
+            continue
+    return known
+
+
+def _write_known_workers(path: Path, known: dict[str, str]) -> None:
+    # A cache only: a status run that cannot write it (read-only var dir) still reports.
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, sort_keys=True))
+        os.replace(tmp, path)
 
 
 # -- primary database --------------------------------------------------------------------------
@@ -398,7 +443,9 @@ def build_report(
     if broker is not None and app is not None:
 
         def read_workers() -> dict[str, Any]:
-            names = workers_online(app, worker_timeout)
+            var_dir = getattr(settings, "var_dir", None)
+            known = Path(var_dir) / "known-workers.json" if var_dir else None
+            names = workers_online(app, worker_timeout, known, now)
             return {"online": len(names), "names": names}
 
         _section(report, "workers", "workers", broker_target, read_workers)

@@ -106,6 +106,29 @@ def test_status_reports_everything_on_postgres_and_redis(
     assert "flower: NOT reachable" in out
 
 
+def test_status_stops_waiting_once_the_workers_it_knows_have_answered(
+    primary_env: LifecycleEnv, start_worker: Callable[..., WorkerProc]
+) -> None:
+    start_worker(primary_env, concurrency=1)
+    flower = {"LIFECYCLE_FLOWER_PORT": str(free_port())}
+    first = primary_env.run("status", "--json", **flower)
+    assert json.loads(first.stdout)["workers"]["online"] == 1, first.stderr
+    known = json.loads((primary_env.var_dir / "known-workers.json").read_text())
+    assert list(known) == json.loads(first.stdout)["workers"]["names"]
+
+    # With a 30 s timeout, a status that waited it out would hit the 25 s subprocess limit:
+    # it must return once the one known worker answered, and still report it.
+    again = primary_env.run("status", "--json", "--timeout", "30", timeout=25, **flower)
+    assert json.loads(again.stdout)["workers"]["online"] == 1, again.stderr
+
+    # A name seen more than a day ago is no longer expected (it would cost the full timeout).
+    stale = {"gone@host": "2020-01-01T00:00:00+00:00"} | known
+    (primary_env.var_dir / "known-workers.json").write_text(json.dumps(stale))
+    third = primary_env.run("status", "--json", "--timeout", "30", timeout=25, **flower)
+    assert json.loads(third.stdout)["workers"]["online"] == 1, third.stderr
+    assert "gone@host" not in json.loads((primary_env.var_dir / "known-workers.json").read_text())
+
+
 def test_status_with_broker_down_still_reads_the_databases(primary_env: LifecycleEnv) -> None:
     ids = _seed_requests()
     port = free_port()

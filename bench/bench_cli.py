@@ -1,0 +1,149 @@
+"""Benchmark: how fast the command line starts and answers, beside `python -c pass`.
+
+Builds a small production-shaped site on the PostgreSQL server named by --pg (a primary and an
+archive DB, 200 demo members), a private redis-server as broker and result backend, and one idle
+`celery worker`, then runs each command --runs times as a fresh process and prints the median
+wall time and CPU time (user + system of the child, from getrusage):
+
+- `python -c pass`: the interpreter's own start, the floor every command pays;
+- `lifecycle --help`: goal under 0.15 s of CPU;
+- `lifecycle withdraw N`: a command that only submits a request (outbox row + dispatch), goal
+  under 0.4 s;
+- `lifecycle status`: the ops view on an idle site, goal under 1.5 s.
+
+    .venv/bin/python bench/bench_cli.py --runs 7
+
+Everything it created is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import resource
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import free_port, stop_group, wait_port  # noqa: E402
+
+LIFECYCLE = str(Path(sys.executable).with_name("lifecycle"))
+
+
+def _url(admin: str, db: str) -> str:
+    return admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{db}"
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path, ok_codes: tuple[int, ...] = (0,)):
+    """(wall seconds, CPU seconds) of one run of ``cmd`` as a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode not in ok_codes:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--runs", type=int, default=7)
+    args = ap.parse_args()
+
+    tag = uuid.uuid4().hex[:8]
+    names = {k: f"lcc_{tag}_{k}" for k in ("p", "a")}
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cli_"))
+    admin = psycopg.connect(args.pg, autocommit=True)
+    redis_proc = worker = None
+    try:
+        for n in names.values():
+            admin.execute(f'CREATE DATABASE "{n}"')
+        master = tmp / "master.key"
+        master.write_bytes(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+        master.chmod(0o600)
+        rport = free_port()
+        redis_proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(rport), "--save", "",
+             "--appendonly", "no", "--dir", str(tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        wait_port(rport)
+        rurl = f"redis://127.0.0.1:{rport}/0"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")} | {
+            "LIFECYCLE_VAR_DIR": str(tmp / "var"),
+            "LIFECYCLE_PRIMARY_DATABASE_URL": _url(args.pg, names["p"]),
+            "LIFECYCLE_ARCHIVE_DATABASE_URL": _url(args.pg, names["a"]),
+            "LIFECYCLE_MASTER_KEY_FILE": str(master),
+            "LIFECYCLE_FILE_ROOTS": str(tmp / "files"),
+            "LIFECYCLE_BROKER_URL": rurl,
+            "LIFECYCLE_RESULT_BACKEND": rurl,
+            "LIFECYCLE_HOST_NAME": "bench",
+        }
+        for cmd in (["db", "upgrade"], ["demo", "seed", "--members", "200"]):
+            subprocess.run([LIFECYCLE, *cmd], env=env, cwd=tmp, check=True, capture_output=True)
+        log = (tmp / "worker.log").open("wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-c", "1",
+             "--loglevel", "WARNING", "-n", f"bench-{tag}@%h"],
+            env=env | {"PYTHONPATH": str(REPO)}, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        # Idle means the worker answers: status waits for it, so measure only once it does.
+        deadline = time.monotonic() + 60
+        while timed_ok(env, tmp) is False:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError("worker did not start:\n" + (tmp / "worker.log").read_text())
+
+        member = iter(range(1, 201))
+        cases = {
+            "python -c pass": lambda: timed([sys.executable, "-c", "pass"], env, tmp),
+            "lifecycle --help": lambda: timed([LIFECYCLE, "--help"], env, tmp),
+            "lifecycle withdraw N (submit)": lambda: timed(
+                [LIFECYCLE, "withdraw", str(next(member))], env, tmp
+            ),
+            # Exit 1 is "attention" (e.g. the beat heartbeat is missing: no beat runs here).
+            "lifecycle status": lambda: timed([LIFECYCLE, "status"], env, tmp, (0, 1)),
+        }
+        print(f"{'command':32} {'wall median':>12} {'CPU median':>11}  (runs: {args.runs})")
+        for label, run in cases.items():
+            runs = [run() for _ in range(args.runs)]
+            wall = statistics.median(w for w, _ in runs)
+            cpu = statistics.median(c for _, c in runs)
+            print(f"{label:32} {wall:11.3f}s {cpu:10.3f}s")
+    finally:
+        for proc in (worker, redis_proc):
+            if proc is not None:
+                stop_group(proc)
+        for n in names.values():
+            admin.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+        admin.close()
+
+
+def timed_ok(env: dict[str, str], cwd: Path) -> bool:
+    """True once `lifecycle status --json` sees a worker online."""
+    proc = subprocess.run(
+        [LIFECYCLE, "status", "--json"], env=env, cwd=cwd, capture_output=True, text=True
+    )
+    try:
+        return int(json.loads(proc.stdout)["workers"]["online"]) > 0
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+if __name__ == "__main__":
+    main()
