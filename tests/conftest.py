@@ -208,6 +208,8 @@ def _server_env(tmp_path: Path, primary_url: str, archive_url: str, redis_url: s
             "LIFECYCLE_FILE_ROOTS": str(files),
             "LIFECYCLE_HOST_NAME": "testhost",
             "LIFECYCLE_LOG_JSON": "true",
+            # The test site is the demo centre, also where a test swaps in a map of its own.
+            "LIFECYCLE_ORGANISATION_NAME": "마음터심리상담센터",
         },
         var_dir=var,
         file_root=files,

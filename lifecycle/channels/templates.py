@@ -13,7 +13,7 @@ from datetime import date
 from string import Template
 from typing import Any
 
-SITE_NAME = "마음터심리상담센터"
+from lifecycle.core.settings import get_settings
 
 # Korean labels for member fields, used when a notice lists what was corrected.
 FIELD_LABELS: dict[str, str] = {
@@ -190,7 +190,7 @@ def field_labels(fields: list[str]) -> str:
 
 def policy_notice(version: str, title: str, body: str, effective_date: date) -> Rendered:
     ctx = {
-        "site": SITE_NAME,
+        "site": get_settings().organisation(),
         "version": version,
         "title": title,
         "body": body.strip(),
@@ -201,7 +201,7 @@ def policy_notice(version: str, title: str, body: str, effective_date: date) -> 
 
 def member_notice(kind: str, context: dict[str, Any]) -> Rendered:
     """Render a notice to one member. ``context`` holds ids, dates and field *names* only."""
-    ctx = {"site": SITE_NAME, **context}
+    ctx = {"site": get_settings().organisation(), **context}
     for key in ("completed_date", "separation_date", "received_date", "due_date"):
         if key in ctx:
             ctx[key] = _date(ctx[key])
@@ -242,7 +242,7 @@ def third_party_correction(
     """The email form of a correction notification: corrected values only, never old ones."""
     lines = "\n".join(f"  - {FIELD_LABELS.get(k, k)} ({k}): {v}" for k, v in sorted(values.items()))
     ctx = {
-        "site": SITE_NAME,
+        "site": get_settings().organisation(),
         "recipient": recipient,
         "member_id": member_id,
         "request_id": request_id,
@@ -283,7 +283,7 @@ def third_party_deletion(
     """The email form of a deletion notice: which fields to delete, never a value."""
     lines = "\n".join(f"  - {FIELD_LABELS.get(f, f)} ({f})" for f in sorted(fields))
     ctx = {
-        "site": SITE_NAME,
+        "site": get_settings().organisation(),
         "recipient": recipient,
         "member_id": member_id,
         "request_id": request_id,

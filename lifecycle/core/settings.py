@@ -28,6 +28,10 @@ def _var_dir() -> Path:
     return Path(os.environ.get("LIFECYCLE_VAR_DIR", "var")).absolute()
 
 
+# The demo site's organisation (models/demo_site.py): named only while the shipped demo map is used.
+DEMO_ORGANISATION = "마음터심리상담센터"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIFECYCLE_", env_file=".env", extra="ignore", validate_default=True
@@ -55,6 +59,9 @@ class Settings(BaseSettings):
     # A private CA added to the system's trust store for SMTP and webhook TLS.
     ca_file: Path | None = None
     mail_from: str = "privacy@maumteo.example"
+    # The organisation that answers, notifies and sends access packages (개인정보처리자). No
+    # default outside the demo: a real site's members must never get the demo centre's name.
+    organisation_name: str | None = Field(default=None, max_length=100)
     flower_port: int = Field(default=5555, ge=1, le=65535)
     flower_address: str = "127.0.0.1"
     flower_user: str = "admin"
@@ -90,6 +97,15 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, v: object) -> object:
         # LIFECYCLE_LOG_JSON= (empty) means "decide from the terminal", like leaving it unset.
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("organisation_name")
+    @classmethod
+    def _one_line_name(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if any(c in v for c in "\r\n\t"):
+            raise ValueError("must be one line (it heads notices and email subjects)")
+        return v.strip()
 
     @field_validator("ca_file")
     @classmethod
@@ -154,6 +170,21 @@ class Settings(BaseSettings):
         return self
 
     # -- derived ---------------------------------------------------------------------------
+
+    def organisation(self) -> str:
+        """The organisation's name for notices, answers and access packages.
+
+        The shipped demo map (no ``LIFECYCLE_DATA_MAP``) describes the demo centre, so its name
+        is the default there; with a site's own map the setting is required.
+        """
+        if self.organisation_name:
+            return self.organisation_name
+        if self.data_map is None:
+            return DEMO_ORGANISATION
+        raise SettingsError(
+            "LIFECYCLE_ORGANISATION_NAME is not set: notices, answers and access packages name "
+            "the organisation that sends them"
+        )
 
     @property
     def embedded(self) -> bool:

@@ -11,9 +11,6 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-
-SHIPPED_DEMO_MAP = Path(__file__).parent / "datamaps" / "demo.yaml"
 
 # The longest retention the map accepts: anything longer is "unbounded" in all but name.
 MAX_PERIOD_YEARS = 100

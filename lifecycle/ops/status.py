@@ -24,6 +24,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db, leases, queues
+from lifecycle.core.errors import LifecycleError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.notices.addresses import waiting_addresses
 from lifecycle.notices.reconcile import in_doubt_by_notice
@@ -553,6 +554,11 @@ def build_report(
         # Flower is a viewer, not a store: its absence is reported but is not a failure here.
         report["flower"] = {"url": url, "reachable": reachable}
     report["attention"] = needs_attention(report)
+    try:
+        settings.organisation()
+    except LifecycleError as exc:
+        # Every answer, notice and access package would fail on it: say so before one does.
+        report["attention"].append(str(exc))
     report["ok"] = not report["unreachable"] and not report["attention"]
     return report
 

@@ -39,9 +39,10 @@ import pyzipper
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lifecycle.channels.templates import FIELD_LABELS, SITE_NAME
+from lifecycle.channels.templates import FIELD_LABELS
 from lifecycle.core import db
 from lifecycle.core.errors import LifecycleError, UserError
+from lifecycle.core.settings import get_settings
 from lifecycle.datamap.identifiers import flagged_columns
 from lifecycle.datamap.member_table import member_table
 from lifecycle.engine.context import EngineContext, get_context
@@ -186,7 +187,7 @@ def _summary(
     ctx: EngineContext, request_id: int, member_id: int, tables: dict[str, Any], given: int
 ) -> str:
     lines = [
-        f"{SITE_NAME} 개인정보 열람 자료",
+        f"{get_settings().organisation()} 개인정보 열람 자료",
         "",
         f"접수번호: {request_id}",
         f"회원 번호: {member_id}",

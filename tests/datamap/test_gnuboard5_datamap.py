@@ -130,6 +130,7 @@ def site(
             "LIFECYCLE_FILE_ROOTS": str(files),
             "LIFECYCLE_HOST_NAME": "testhost",
             "LIFECYCLE_DATA_MAP": str(map_path),
+            "LIFECYCLE_ORGANISATION_NAME": "그누보드 예시 커뮤니티",
         },
         var_dir=var,
         file_root=files,
