@@ -1,9 +1,8 @@
 """What `lifecycle status` reports, as plain data (the CLI renders it as tables or JSON).
 
 Each reader is a small function that either returns its data or raises; `build_report` runs
-them all, so one unreachable store never hides what the others can tell. `OverdueRequest`,
-`open_requests_by_state`, `overdue_requests` and `last_job_runs` keep the signatures the engine
-branch gave them (tasks/deadlines.py uses `overdue_requests`). Nothing here returns
+them all, so one unreachable store never hides what the others can tell. What is overdue is
+decided once, by each kind's own deadline (`lifecycle.requests.deadlines`). Nothing here returns
 personal data: requests are shown by id, kind, state and age; deliveries by id and recipient.
 """
 
@@ -195,38 +194,6 @@ class OverdueRequest:
     age_days: float
 
 
-def overdue_requests(
-    session: Session, *, days: int | None = None, now: datetime | None = None
-) -> list[OverdueRequest]:
-    """Requests still open more than ``days`` (default: the legal 5) after they were made."""
-    if days is None:
-        from lifecycle.core.settings import get_settings
-
-        days = get_settings().destruction_deadline_days
-    now = now or datetime.now(UTC)
-    cutoff = now - timedelta(days=days)
-    # A request whose member is under a legal hold waits lawfully: listed under holds instead.
-    held = holds.open_requests_held(session, _site_day(now))
-    rows = session.execute(
-        select(
-            LifecycleRequest.id,
-            LifecycleRequest.kind,
-            LifecycleRequest.state,
-            LifecycleRequest.created_at,
-        )
-        .where(
-            LifecycleRequest.state.in_([s.value for s in OPEN_STATES]),
-            LifecycleRequest.created_at < cutoff,
-        )
-        .order_by(LifecycleRequest.created_at, LifecycleRequest.id)
-    ).all()
-    return [
-        OverdueRequest(i, k, st, as_utc(c), round((now - as_utc(c)).total_seconds() / 86400, 1))
-        for i, k, st, c in rows
-        if i not in held
-    ]
-
-
 def _site_day(now: datetime) -> Any:
     from zoneinfo import ZoneInfo
 
@@ -253,9 +220,10 @@ def _age_days(now: datetime, created: datetime) -> float:
     return round((now - created).total_seconds() / 86400, 1)
 
 
-def overdue_by_kind(session: Session, now: datetime) -> list[OverdueRequest]:
+def overdue_by_kind(session: Session, now: datetime | None = None) -> list[OverdueRequest]:
     """Open requests past their own kind's legal deadline (or their recorded extension); not
     those a legal hold stops (listed under holds)."""
+    now = now or datetime.now(UTC)
     return [
         OverdueRequest(r.id, r.kind, r.state, r.created_at, _age_days(now, r.created_at))
         for r in deadlines.overdue(session, now)

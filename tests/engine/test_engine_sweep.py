@@ -345,7 +345,7 @@ def test_purge_destroys_expired_buckets_and_their_keys(site: LifecycleEnv) -> No
 
 def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
     from lifecycle.core import db
-    from lifecycle.ops.status import overdue_requests
+    from lifecycle.ops.status import overdue_by_kind
     from tasks.deadlines import OverdueRequests, check_deadlines
 
     primary, _ = _urls(site)
@@ -367,7 +367,7 @@ def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
         )
     eng.dispose()
     with db.session("primary") as s:
-        overdue = overdue_requests(s)
+        overdue = overdue_by_kind(s)
     assert [r.id for r in overdue] == [ids[0]]
     assert overdue[0].age_days >= 6
     # Each kind has its own deadline now; a withdrawal's is the 5-day destruction deadline.

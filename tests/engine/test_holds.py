@@ -206,13 +206,13 @@ def test_withdrawal_of_a_held_member_stops_at_the_restriction(site: LifecycleEnv
     assert _member_rows(primary, mid)[0] == 1
     # Not overdue while held: status lists it as held instead.
     from lifecycle.core import db
-    from lifecycle.ops.status import overdue_requests
+    from lifecycle.ops.status import overdue_by_kind
 
     with db.session("primary") as s:
         from datetime import UTC, datetime
 
         later = datetime.now(UTC) + timedelta(days=6)
-        assert [o.id for o in overdue_requests(s, now=later)] == []
+        assert [o.id for o in overdue_by_kind(s, now=later)] == []
 
     r = site.run("status")
     assert "Legal holds active: 1" in r.stdout, r.stdout + r.stderr
