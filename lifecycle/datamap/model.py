@@ -172,6 +172,38 @@ class FileTemplate:
         out = _FIELD_RE.sub(sub, self.template)
         return None if missing else out
 
+    def parse(self, path: str) -> dict[str, str] | None:
+        """The field values a rendered ``path`` was made from, or None if it does not fit.
+
+        A sliced field (``{mb_id[:2]}``) only checks its prefix against the whole field; a
+        template whose field appears only sliced cannot be parsed back (None).
+        """
+        out: list[str] = []
+        pos = 0
+        slices: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for m in _FIELD_RE.finditer(self.template):
+            out.append(re.escape(self.template[pos : m.start()]))
+            name, width = m.group(1), m.group(2)
+            if width:
+                group = f"s{len(slices)}"
+                slices.append((group, name))
+                out.append(f"(?P<{group}>[^/]{{1,{int(width)}}})")
+            elif name in seen:
+                out.append(f"(?P={name})")
+            else:
+                out.append(f"(?P<{name}>[^/]+)")
+                seen.add(name)
+            pos = m.end()
+        out.append(re.escape(self.template[pos:]))
+        hit = re.fullmatch("".join(out), path)
+        if hit is None or not seen >= set(self.fields):
+            return None
+        values = {f: hit.group(f) for f in self.fields}
+        if any(not values[name].startswith(hit.group(g)) for g, name in slices):
+            return None
+        return values
+
 
 @dataclass(frozen=True)
 class PurposeEnd:

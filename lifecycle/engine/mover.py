@@ -68,6 +68,7 @@ from lifecycle.engine.selection import (
     selected_columns,
     take_rows_mysql,
 )
+from lifecycle.engine.shared_files import Referenced, still_referenced
 from lifecycle.shred.jobs import enqueue_shred, enqueue_shred_check, keep_refused, send_jobs
 from lifecycle.vault import crypto, keystore, ledger
 from models.archive import ArchivedRecord
@@ -153,6 +154,8 @@ class MoveResult:
     subjects: int = 0
     files: int = 0
     files_refused: int = 0
+    # Files not handed to the shredder because a live row still names them.
+    files_kept: int = 0
     # Why the first refused file was refused (one line, never a path), and the shred job that
     # keeps the refused paths.
     refusal: str | None = None
@@ -181,6 +184,7 @@ class MoveResult:
             "blanked_rows": sum(self.blanked.values()),
             "files": self.files,
             "files_refused": self.files_refused,
+            "files_kept": self.files_kept,
         }
 
     def merge(self, other: MoveResult) -> None:
@@ -196,6 +200,7 @@ class MoveResult:
         self.subjects += other.subjects
         self.files += other.files
         self.files_refused += other.files_refused
+        self.files_kept += other.files_kept
         self.refusal = self.refusal or other.refusal
         self.shred_jobs += other.shred_jobs
 
@@ -594,11 +599,20 @@ def move(
     for k, t in gone.tally.items():
         result.destroyed[k] = t.rows
     result.subjects = len(gone.subjects)
-    if gone.files:
+    owed = gone.files
+    if owed:
+        # A file another live row still names is that row's too: this row's reference went
+        # with it, the file stays (and the ledger says why).
+        shared = still_referenced(owed, ctx, pconn)
+        if shared.where:
+            owed = [p for p in owed if p not in shared.where]
+            park_file_keep_entry(ctx, pconn, scope, shared, sorted(gone.file_categories))
+            result.files_kept = len(shared.where)
+    if owed:
         # In the caller's transaction, with the DELETE: the rows and the shred job that owes
         # their files commit together or not at all (a re-run after a crash takes the rows
         # again and hands the same files again). The caller sends the jobs after its commit.
-        handed = hand_to_shredder(gone.files, scope, sorted(gone.file_categories), ctx, pconn)
+        handed = hand_to_shredder(owed, scope, sorted(gone.file_categories), ctx, pconn)
         result.files, result.files_refused, result.shred_jobs, result.refusal = handed
     return result
 
@@ -758,6 +772,33 @@ def park_destroy_entries(
         )
     if rows:
         conn.execute(insert(LedgerOutbox.__table__), rows)
+
+
+def park_file_keep_entry(
+    ctx: EngineContext, conn: Connection, scope: Scope, shared: Referenced, categories: list[str]
+) -> None:
+    """One ledger entry (in the outbox, in the DELETE's transaction) for files kept because
+    live rows still name them: how many and where they are named, never a path."""
+    places = shared.places
+    entry = {
+        "action": "file_keep",
+        "categories": categories,
+        "tables": sorted({p.split(".", 1)[0].split(":", 1)[0] for p in places}),
+        "subjects": len({scope.subject_ref}) if scope.subject_ref else 0,
+        "rows": len(shared.where),
+        "reason": f"{scope.reason}: file(s) still named by live rows, kept for them",
+        "legal_basis": "",
+        "method": "reference removed; file kept",
+        "actor": scope.actor,
+        "task_id": scope.task_id,
+        "request_id": scope.request_id,
+        "subject_ref": scope.subject_ref,
+        "details": {"scope": scope.key, "files": len(shared.where), "named_by": places},
+    }
+    conn.execute(
+        insert(LedgerOutbox.__table__),
+        [{"token": uuid.uuid4().hex, "entry": entry, "created_at": datetime.now(UTC)}],
+    )
 
 
 def hand_to_shredder(

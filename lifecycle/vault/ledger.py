@@ -69,6 +69,7 @@ ACTION_LABELS = {
     "hold": "보존 명령 설정",
     "hold_release": "보존 명령 해제",
     "hold_keep": "보존 명령에 따른 파기 보류",
+    "file_keep": "다른 기록이 참조하는 파일 보존",
     "ledger_replay": "백업 복원 후 파기 재적용",
     "consent_withdrawal": "동의 철회",
 }

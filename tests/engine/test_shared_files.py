@@ -1,0 +1,107 @@
+"""A file two rows name is kept while one of them is live: only the leaver's reference goes.
+
+Withdrawal through real workers on PostgreSQL or MariaDB (primary), with the shred hand-off;
+and the template form of a file reference, parsed back into its fields.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from lifecycle.datamap.model import FileTemplate
+from lifecycle.engine.context import clear_context_cache
+from tests.helpers import LifecycleEnv, seed_site, wait_until
+
+
+def _rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
+    eng = create_engine(url)
+    try:
+        with eng.begin() as c:
+            res = c.execute(text(sql), params)
+            return [tuple(r) for r in res] if res.returns_rows else []
+    finally:
+        eng.dispose()
+
+
+@pytest.mark.integration
+def test_a_file_another_member_still_names_is_kept_and_the_ledger_says_why(
+    primary_env: LifecycleEnv, start_worker
+) -> None:  # type: ignore[no-untyped-def]
+    env = primary_env
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    archive = env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
+    seed_site(primary, 20, files=True, file_root=env.file_root)
+    clear_context_cache()
+    owners = _rows(
+        primary,
+        "SELECT m.id FROM members m WHERE m.status = 'active' AND (SELECT count(*) FROM "
+        "uploaded_files f WHERE f.member_id = m.id) >= 2 ORDER BY m.id",
+    )
+    leaver = int(owners[0][0])  # type: ignore[call-overload]
+    other = int(_rows(primary, "SELECT min(id) FROM members WHERE status = 'active' AND id <> "
+                               ":a", a=leaver)[0][0])  # type: ignore[call-overload]  # fmt: skip
+    paths = [str(p) for (p,) in _rows(
+        primary, "SELECT path FROM uploaded_files WHERE member_id = :m ORDER BY id", m=leaver
+    )]  # fmt: skip
+    shared, own = paths[0], paths[1:]
+    # The other member's row names the leaver's first upload (a copied attachment).
+    _rows(
+        primary,
+        "INSERT INTO uploaded_files (member_id, path, original_name, kind, uploaded_at) "
+        "SELECT :o, path, original_name, kind, uploaded_at FROM uploaded_files "
+        "WHERE member_id = :m AND path = :p",
+        o=other, m=leaver, p=shared,
+    )  # fmt: skip
+    assert all(Path(p).exists() for p in paths)
+
+    start_worker(env, concurrency=2)
+    r = env.run("withdraw", str(leaver), "--wait", timeout=180)
+    assert r.returncode == 0, r.stderr
+    wait_until(
+        lambda: not any(Path(p).exists() for p in own), 60, "the leaver's own files shredded"
+    )
+    assert Path(shared).exists(), "a file another member's row names was shredded"
+    assert _rows(primary, "SELECT count(*) FROM uploaded_files WHERE path = :p", p=shared) == [(1,)]
+    assert _rows(primary, "SELECT member_id FROM uploaded_files WHERE path = :p", p=shared) == [
+        (other,)
+    ]
+    entries = _rows(
+        archive,
+        "SELECT rows, details, request_id FROM ledger_entries WHERE action = 'file_keep'",
+    )
+    assert len(entries) == 1, entries
+    rows, details, request_id = entries[0]
+    details = json.loads(details) if isinstance(details, str) else details
+    assert rows == 1 and request_id is not None
+    assert details["named_by"] == ["uploaded_files.path"] and details["files"] == 1
+    assert shared not in json.dumps(details)
+
+    # Once no live row names it, the next leaver's withdrawal shreds it.
+    r2 = env.run("withdraw", str(other), "--wait", timeout=180)
+    assert r2.returncode == 0, r2.stderr
+    wait_until(lambda: not Path(shared).exists(), 60, "the shared file shredded at last")
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "fields"),
+    [
+        ("data/file/{bo_table}/{bf_file}", "data/file/free/abc.jpg", {"bo_table": "free",
+                                                                      "bf_file": "abc.jpg"}),
+        ("data/member/{mb_id[:2]}/{mb_id}.gif", "data/member/le/lee_mh7.gif", {"mb_id": "lee_mh7"}),
+        ("data/member/{mb_id[:2]}/{mb_id}.gif", "data/member/xx/lee_mh7.gif", None),
+        ("data/file/{bo_table}/{bf_file}", "data/other/free/abc.jpg", None),
+        ("up/{a}/{a}.png", "up/x/y.png", None),
+        ("up/{a[:2]}.png", "up/xy.png", None),  # a field only sliced cannot be looked up
+    ],
+)  # fmt: skip
+def test_a_template_path_parses_back_into_its_fields(
+    template: str, path: str, fields: dict[str, str] | None
+) -> None:
+    ft = FileTemplate(template, "uploads")
+    assert ft.parse(path) == fields
+    if fields is not None:
+        assert ft.render(fields) == path
