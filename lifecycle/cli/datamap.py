@@ -60,6 +60,11 @@ def check_cmd(
         shown = dm.expand(inspect(eng).get_table_names())
         problems: list[DataMapError] = []
         shown.validate_against(eng, collect=problems)
+        if not problems:
+            # Only on a map that fits: the sample reads the columns the map names.
+            from lifecycle.datamap.file_values import check_file_values
+
+            problems = check_file_values(shown, eng, shown.reflect(eng))
         findings = [str(p) for p in problems]
         if dm.site_root:
             from lifecycle.core.settings import get_settings

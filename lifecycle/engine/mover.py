@@ -55,6 +55,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.core import dbkind
 from lifecycle.core.errors import UserError
+from lifecycle.datamap.file_values import implausible_path
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
@@ -140,6 +141,14 @@ class _Destruction:
             self.tally[(table, cat)].add(subject)
         for cat, path in paths:
             if path and cat in destroyed:
+                why = implausible_path(path)
+                if why is not None:
+                    # Raised inside the move's transactions: nothing is deleted or archived.
+                    raise UserError(
+                        f"{table}: a value the map lists under files is not a file path ({why});"
+                        f" nothing was deleted: fix the map's files for {table} "
+                        "(`lifecycle datamap check` samples them)"
+                    )
                 self.files.append(str(path))
                 self.file_categories.add(cat)
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select, tuple_
+from sqlalchemy import ColumnElement, Connection, func, not_, or_, select, true, tuple_
 
 from lifecycle.engine.context import EngineContext
 
@@ -58,11 +58,17 @@ def still_referenced(paths: Iterable[str], ctx: EngineContext, conn: Connection)
         if not tm.files and not tm.file_templates:
             continue
         t = ctx.table(tm.name)
+        # A withdrawn member's kept row (blank_and_keep keeps the login id a template may use)
+        # names nothing any more: only other rows count.
+        live: ColumnElement[bool] = true()
+        if tm.name == dm.subject.table:
+            gone = dm.subject.withdrawn_clause(t)
+            live = or_(not_(gone), gone.is_(None))
         for col in tm.files:
             for i in range(0, len(lookup), _CHUNK):
                 names = lookup[i : i + _CHUNK]
                 rows = conn.execute(
-                    select(t.c[col]).where(t.c[col].in_(names)).group_by(t.c[col])
+                    select(t.c[col]).where(t.c[col].in_(names), live).group_by(t.c[col])
                 ).all()
                 for (value,) in rows:
                     text = str(value)
@@ -88,7 +94,7 @@ def still_referenced(paths: Iterable[str], ctx: EngineContext, conn: Connection)
                 )
                 hits = conn.execute(
                     select(*(t.c[f] for f in fields), func.count())
-                    .where(cond)
+                    .where(cond, live)
                     .group_by(*(t.c[f] for f in fields))
                 ).all()
                 for hit in hits:

@@ -1,7 +1,8 @@
-"""A file two rows name is kept while one of them is live: only the leaver's reference goes.
+"""What the map calls a file: a file two rows name is kept while one of them is live (only the
+leaver's reference goes), and a value that is not a path is refused, never "already absent".
 
 Withdrawal through real workers on PostgreSQL or MariaDB (primary), with the shred hand-off;
-and the template form of a file reference, parsed back into its fields.
+the template form of a file reference, parsed back into its fields; the plausibility rule.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from lifecycle.datamap.file_values import implausible_path
 from lifecycle.datamap.model import FileTemplate
 from lifecycle.engine.context import clear_context_cache
-from tests.helpers import LifecycleEnv, seed_site, wait_until
+from tests.helpers import LifecycleEnv, seed_site, wait_error_line, wait_until
 
 
 def _rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
@@ -105,3 +107,54 @@ def test_a_template_path_parses_back_into_its_fields(
     assert ft.parse(path) == fields
     if fields is not None:
         assert ft.render(fields) == path
+
+
+SERIALIZED = 'a:1:{i:0;s:21:"2024/05/scan_0001.pdf";}'
+
+
+@pytest.mark.integration
+def test_a_file_value_that_is_not_a_path_is_refused_and_nothing_is_deleted(
+    primary_env: LifecycleEnv, start_worker
+) -> None:  # type: ignore[no-untyped-def]
+    env = primary_env
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    seed_site(primary, 10, files=True, file_root=env.file_root)
+    clear_context_cache()
+    mid = int(_rows(primary, "SELECT min(member_id) FROM uploaded_files")[0][0])  # type: ignore[call-overload]
+    _rows(primary, "UPDATE uploaded_files SET path = :v WHERE member_id = :m", v=SERIALIZED, m=mid)
+    before = _rows(primary, "SELECT count(*) FROM uploaded_files WHERE member_id = :m", m=mid)
+
+    check = env.run("datamap", "check")
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert "uploaded_files.path is listed under files but" in check.stderr
+    assert "a serialized PHP value" in check.stderr and "scan_0001" not in check.stderr
+
+    start_worker(env, concurrency=1)
+    r = env.run("withdraw", str(mid), "--wait", timeout=180)
+    assert r.returncode != 0, r.stdout
+    line = wait_error_line(r)
+    assert "not a file path (a serialized PHP value)" in line and "scan_0001" not in line
+    assert _rows(primary, "SELECT count(*) FROM members WHERE id = :m", m=mid) == [(1,)]
+    after = _rows(primary, "SELECT count(*) FROM uploaded_files WHERE member_id = :m", m=mid)
+    assert after == before
+    assert _rows(primary, "SELECT count(*) FROM lifecycle_shred_items") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("data/file/free/abc.jpg", None),
+        ("/var/www/data/회원 사진 (1).png", None),
+        (SERIALIZED, "a serialized PHP value"),
+        ('s:7:"abc.jpg";', "a serialized PHP value"),
+        ('["2024/05/a.pdf", "2024/05/b.pdf"]', "a JSON value"),
+        ('{"path": "a.pdf"}', "a JSON value"),
+        ("[draft] notes.txt", None),
+        ("https://cdn.example.com/a.jpg", "a URL, not a file on this host"),
+        ("a\nb", "a value with a line break or NUL"),
+        ("x" * 5000, "longer than a path can be"),
+        (12, "not text"),
+    ],
+)
+def test_what_counts_as_a_file_path(value: object, why: str | None) -> None:
+    assert implausible_path(value) == why
