@@ -241,18 +241,25 @@ def third_party_correction(
 ) -> Rendered:
     """The email form of a correction notification: corrected values only, never old ones."""
     lines = "\n".join(f"  - {FIELD_LABELS.get(k, k)} ({k}): {v}" for k, v in sorted(values.items()))
-    ctx = {
+    ctx = _third_party_context(recipient, member_id, request_id, message_id, completed_date)
+    ctx["values"] = lines
+    return Rendered(
+        _THIRD_PARTY_SUBJECT.safe_substitute(ctx), _THIRD_PARTY_BODY.safe_substitute(ctx)
+    )
+
+
+def _third_party_context(
+    recipient: str, member_id: int, request_id: int, message_id: str, completed_date: date
+) -> dict[str, Any]:
+    """What every message to a recipient names: who sends, to whom, about which request."""
+    return {
         "site": get_settings().organisation(),
         "recipient": recipient,
         "member_id": member_id,
         "request_id": request_id,
         "message_id": message_id,
-        "values": lines,
         "completed_date": _date(completed_date),
     }
-    return Rendered(
-        _THIRD_PARTY_SUBJECT.safe_substitute(ctx), _THIRD_PARTY_BODY.safe_substitute(ctx)
-    )
 
 
 _DELETION_SUBJECT = Template("[$site] 개인정보 삭제 요청 통지 (접수번호 $request_id)")
@@ -282,13 +289,6 @@ def third_party_deletion(
 ) -> Rendered:
     """The email form of a deletion notice: which fields to delete, never a value."""
     lines = "\n".join(f"  - {FIELD_LABELS.get(f, f)} ({f})" for f in sorted(fields))
-    ctx = {
-        "site": get_settings().organisation(),
-        "recipient": recipient,
-        "member_id": member_id,
-        "request_id": request_id,
-        "message_id": message_id,
-        "fields": lines,
-        "completed_date": _date(completed_date),
-    }
+    ctx = _third_party_context(recipient, member_id, request_id, message_id, completed_date)
+    ctx["fields"] = lines
     return Rendered(_DELETION_SUBJECT.safe_substitute(ctx), _DELETION_BODY.safe_substitute(ctx))
