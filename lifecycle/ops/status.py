@@ -3,7 +3,7 @@
 Each reader is a small function that either returns its data or raises; `build_report` runs
 them all, so one unreachable store never hides what the others can tell. `OverdueRequest`,
 `open_requests_by_state`, `overdue_requests` and `last_job_runs` keep the signatures the engine
-branch gave them (tasks/deadlines.py uses `overdue_requests`). Nothing here returns
+branch gave them (workers/tasks/deadlines.py uses `overdue_requests`). Nothing here returns
 personal data: requests are shown by id, kind, state and age; deliveries by id and recipient.
 """
 

@@ -346,7 +346,7 @@ def test_purge_destroys_expired_buckets_and_their_keys(site: LifecycleEnv) -> No
 def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
     from lifecycle.core import db
     from lifecycle.ops.status import overdue_requests
-    from tasks.deadlines import OverdueRequests, check_deadlines
+    from workers.tasks.deadlines import OverdueRequests, check_deadlines
 
     primary, _ = _urls(site)
     eng = site_engine(primary)
