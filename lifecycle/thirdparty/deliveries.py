@@ -48,7 +48,7 @@ from lifecycle.requests.states import allowed, transition
 from lifecycle.thirdparty.retry_schedule import delay_before
 from lifecycle.vault import keystore, ledger
 from models.base import utcnow
-from models.notify import Channel, Delivery, DeliveryAttempt, DeliveryState, ThirdParty
+from models.recipients import Channel, Delivery, DeliveryAttempt, DeliveryState, ThirdParty
 from models.requests import LifecycleRequest, RequestState
 
 log = logging.getLogger(__name__)

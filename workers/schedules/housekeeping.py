@@ -18,7 +18,7 @@ from lifecycle.requests import relay
 from lifecycle.rights import answers
 from lifecycle.shred import jobs as shred_jobs
 from lifecycle.thirdparty import deliveries as delivery
-from models.notify import Delivery
+from models.recipients import Delivery
 
 log = logging.getLogger("lifecycle.housekeeping")
 

@@ -52,7 +52,10 @@ def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> di
 
 @app.task(base=LifecycleTask, name=dispatch.NOTICE_RESUME_STALE, ignore_result=True, expires=300)
 def resume_stale() -> int:
-    """Kept for messages queued before beat's ticker took this over (schedules/ticker.py)."""
+    """Kept for messages queued before beat's ticker took this over.
+
+    The ticker: workers/schedules/ticker.py.
+    """
     return housekeeping.resume_stale_notices()
 
 

@@ -34,5 +34,8 @@ def deliver(self: LifecycleTask, delivery_id: int) -> dict[str, Any]:
 
 @app.task(base=LifecycleTask, name=dispatch.NOTIFY_RESEND_DUE, ignore_result=True, expires=60)
 def resend_due() -> dict[str, int]:
-    """Kept for messages queued before beat's ticker took this over (schedules/ticker.py)."""
+    """Kept for messages queued before beat's ticker took this over.
+
+    The ticker: workers/schedules/ticker.py.
+    """
     return housekeeping.resend_due_deliveries()
