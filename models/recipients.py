@@ -1,7 +1,8 @@
 """제3자 제공: recipients (the third parties), the provision log, and deliveries to them.
 
-A delivery is a message owed to a recipient (a correction's corrected values, a deletion or a
-consent withdrawal to pass on); its tasks keep their historical names ``lifecycle.notify.*``.
+A delivery is a message owed to a recipient (a correction's corrected values, or a deletion
+notice: a field it received is gone); its tasks keep their historical names
+``lifecycle.notify.*``.
 Notices to members are another thing, in ``models.notices``.
 
 Personal data held here, and for how long:
