@@ -9,9 +9,8 @@ RUN pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY lifecycle ./lifecycle
 COPY workers ./workers
-COPY tasks ./tasks
 COPY models ./models
-COPY schedules ./schedules
+
 # Built by the locked setuptools: no resolution, no unpinned build backend fetched.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
  && groupadd --system --gid 1000 lifecycle \

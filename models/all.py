@@ -1,3 +1,14 @@
 """Import every model module so each metadata is complete (used by Alembic and tests)."""
 
-from models import anchor, archive, engine, guards, leases, notify, requests, shred, vault  # noqa: F401
+from models import (  # noqa: F401
+    anchor,
+    archive,
+    engine,
+    guards,
+    leases,
+    notices,
+    recipients,
+    requests,
+    shred,
+    vault,
+)

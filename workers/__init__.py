@@ -1,1 +1,10 @@
-"""The Celery app, its configuration and the process launcher behind `lifecycle up`."""
+"""The job runtime: everything that talks to Celery, kombu or RedBeat, in one package.
+
+The Celery app and its configuration (``app``, ``config``), the task wrappers (``tasks``), beat
+(``schedules``), the process launcher behind `lifecycle up` (``launcher``), Flower hardening,
+Celery's logging signals (``logsignals``), the id-only task-argument rules (``taskargs``), the
+embedded broker transport (``fsbroker``), broker reachability (``broker``) and the broker's
+transient errors (``transient``). Task names come from the registry in
+``lifecycle.core.dispatch``; domain code sends jobs through it and never imports this package.
+
+May import: every ``lifecycle`` package except ``lifecycle.cli``, and ``models``."""

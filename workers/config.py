@@ -6,8 +6,9 @@ from typing import Any
 
 from kombu import Queue
 
-from lifecycle.core import fsbroker, queues
+from lifecycle.core import dispatch, queues
 from lifecycle.core.settings import Settings
+from workers import fsbroker
 
 # The longest any task may run. Sweeps are chunked into batch tasks so none comes close.
 TASK_TIME_LIMIT = 30 * 60
@@ -97,7 +98,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
             "lifecycle.notice.*": {"queue": queues.NOTIFY},
             # Callers send shred jobs to the files' host explicitly; a bare .delay() stays on
             # this host rather than landing on the shared requests queue.
-            "lifecycle.shred.files": {"queue": queues.shred_queue(s.host_name)},
+            dispatch.SHRED_FILES: {"queue": queues.shred_queue(s.host_name)},
         },
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
@@ -107,12 +108,12 @@ def celery_config(s: Settings) -> dict[str, Any]:
         conf["visibility_timeout"] = VISIBILITY_TIMEOUT
         # RedBeat keeps the schedule and a lock in Redis: a second beat waits instead of
         # double-firing the nightly jobs. Our subclass outlives a Redis restart.
-        conf["beat_scheduler"] = "schedules.scheduler:Scheduler"
+        conf["beat_scheduler"] = "workers.schedules.scheduler:Scheduler"
         conf["redbeat_redis_url"] = s.broker_url
         conf["redbeat_key_prefix"] = "lifecycle:redbeat"
         conf["redbeat_lock_timeout"] = 60
         conf["beat_max_loop_interval"] = 5
     else:
-        conf["beat_scheduler"] = "schedules.scheduler:EmbeddedScheduler"
+        conf["beat_scheduler"] = "workers.schedules.scheduler:EmbeddedScheduler"
         conf["beat_schedule_filename"] = str(s.var_dir / "beat-schedule")
     return conf

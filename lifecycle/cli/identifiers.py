@@ -65,7 +65,7 @@ def destroy_cmd(
                details={"category": category, "rows": rows})  # fmt: skip
         typer.echo(f"dry run: would clear {category} in {rows} rows; nothing changed")
         return
-    from lifecycle.core.broker import check_broker
+    from workers.broker import check_broker
 
     check_broker()
     run_id, resumed = start(ctx, category, reason, who, force=force)

@@ -128,7 +128,7 @@ def resend_cmd(
         pending_ranges,
         requeue_not_sent,
     )
-    from models.notify import Notice
+    from models.notices import Notice
 
     if not not_sent:
         raise UserError("say what to resend: --not-sent (in-doubt rows: `notice reconcile`)")

@@ -59,7 +59,7 @@ def sweep(
         dest = sum(ln.rows for ln in lines if ln.action == "destroy")
         typer.echo(f"dry run: would archive {arch} and destroy {dest} row parts; nothing changed")
         return
-    from lifecycle.core.broker import check_broker
+    from workers.broker import check_broker
 
     check_broker()  # one line (nothing started) rather than a send that retries and fails
     kwargs: dict[str, Any] = {"member_batch": batch_size} if batch_size else {}
@@ -120,7 +120,7 @@ def purge(
         )
         return
     from lifecycle.cli.operator import record
-    from lifecycle.core.broker import check_broker
+    from workers.broker import check_broker
 
     check_broker()
     result = dispatch.send(dispatch.PURGE_RUN)

@@ -145,7 +145,7 @@ def deliveries_replay(delivery_id: Annotated[int, typer.Argument()]) -> None:
     dispatch.send(dispatch.NOTIFY_DELIVER, delivery_id)
     from lifecycle.cli.operator import record
     from lifecycle.core.db import session
-    from models.notify import Delivery, ThirdParty
+    from models.recipients import Delivery, ThirdParty
 
     with session("primary") as s:
         d = s.get(Delivery, delivery_id)

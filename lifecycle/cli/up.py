@@ -20,11 +20,11 @@ def up(
     ),
 ) -> None:
     """Start a worker, beat and Flower; print the Flower URL and login; Ctrl-C stops all three."""
-    from lifecycle.core.broker import check_broker
     from lifecycle.core.db import check_reachable
     from lifecycle.core.settings import get_settings
     from lifecycle.ops import flower_locator
     from workers import launcher
+    from workers.broker import check_broker
 
     s = get_settings()
     s.master_key_bytes()  # fail now, with one line, rather than in a worker later
@@ -67,8 +67,8 @@ def ping(
 ) -> None:
     """Enqueue a no-op job to check the whole path (broker, worker, results, Flower)."""
     from lifecycle.cli.waiting import wait_for_task
-    from lifecycle.core.broker import check_broker
-    from tasks.ping import ping as ping_task
+    from workers.broker import check_broker
+    from workers.tasks.ping import ping as ping_task
 
     check_broker()
 

@@ -23,9 +23,9 @@ from rich.text import Text
 from lifecycle.core import leases
 from lifecycle.core.errors import BrokerUnavailable, LifecycleError
 from lifecycle.core.settings import get_settings
-from lifecycle.core.transient import TRANSIENT_ERRORS
 from lifecycle.ops.wait_reasons import QUEUED, WaitReason, why_waiting
 from lifecycle.requests.states import steps_done, task_for
+from workers.transient import TRANSIENT_ERRORS
 
 _console = Console(stderr=True)
 

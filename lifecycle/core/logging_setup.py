@@ -7,8 +7,8 @@
 - Tracebacks show frames and safe descriptions only (`lifecycle.core.safe_errors`): an exception's
   message is where personal values leak, so it is printed only for operator-safe errors.
 
-Celery calls `_celery_setup_logging` instead of configuring logging itself (connecting the
-``setup_logging`` signal tells Celery to leave logging to us), so worker and beat share this.
+Celery calls `configure` instead of configuring logging itself (the signal wiring is in
+`workers.logsignals`, with the rest of the job runtime), so worker and beat share this.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
 from lifecycle.core.safe_errors import safe_traceback
-from lifecycle.core.taskargs import param_names
 
 _task_id: ContextVar[str | None] = ContextVar("lifecycle_task_id", default=None)
 _task_name: ContextVar[str | None] = ContextVar("lifecycle_task_name", default=None)
@@ -59,7 +58,7 @@ class TaskContextFilter(logging.Filter):
             task_name = task_name or str(record.args["name"])
         data = record.__dict__.pop("data", None)
         if isinstance(data, Mapping) and data.get("args"):
-            # Already the id-only argsrepr (tasks.base); Celery's raw extras are not logged.
+            # Already the id-only argsrepr (workers.tasks.base); Celery's raw extras are not logged.
             record.task_args = str(data["args"])
         if task_id:
             record.task_id = task_id
@@ -159,54 +158,12 @@ def bind_request(request_id: int | None) -> Iterator[None]:
         _request_id.reset(token)
 
 
-# -- Celery wiring ------------------------------------------------------------------------------
-
-
-def _service_from_argv() -> str:
-    for word in ("worker", "beat", "flower"):
-        if word in sys.argv[1:]:
-            return word
-    return "celery"
-
-
-def _celery_setup_logging(
-    loglevel: int | str | None = None, logfile: str | None = None, **_kw: Any
-) -> None:
-    configure(loglevel or logging.INFO, service=_service_from_argv(), logfile=logfile or None)
-
-
-def _request_id_from(task: Any, args: Any, kwargs: Any) -> int | None:
-    if isinstance(kwargs, Mapping) and isinstance(kwargs.get("request_id"), int):
-        return int(kwargs["request_id"])
-
-    names = param_names(getattr(task, "run", None))
-    if "request_id" in names and args:
-        i = names.index("request_id")
-        if i < len(args) and isinstance(args[i], int) and not isinstance(args[i], bool):
-            return int(args[i])
-    return None
-
-
-def _on_task_prerun(
-    task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None, **_kw: Any
-) -> None:
+def enter_task(task_id: str | None, task_name: str | None, request_id: int | None) -> None:
+    """Tag the log lines made until `leave_task` with the running task (workers/logsignals.py)."""
     _task_id.set(task_id)
-    _task_name.set(getattr(task, "name", None))
-    _request_id.set(_request_id_from(task, args, kwargs))
+    _task_name.set(task_name)
+    _request_id.set(request_id)
 
 
-def _on_task_postrun(**_kw: Any) -> None:
-    _task_id.set(None)
-    _task_name.set(None)
-    _request_id.set(None)
-
-
-def connect_celery() -> None:
-    """Called by `workers.app`: worker and beat log through `configure`."""
-    # Imported here, not at the top: every CLI command configures logging, and Celery's signal
-    # module (which pulls in kombu) costs the command line a third of its start-up.
-    from celery import signals
-
-    signals.setup_logging.connect(_celery_setup_logging, weak=False)
-    signals.task_prerun.connect(_on_task_prerun, weak=False)
-    signals.task_postrun.connect(_on_task_postrun, weak=False)
+def leave_task() -> None:
+    enter_task(None, None, None)

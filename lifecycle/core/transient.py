@@ -1,14 +1,13 @@
 """Database errors worth retrying: the server restarted, the connection broke, a deadlock.
 
 Raw psycopg errors appear too, because the archive COPY runs on the driver connection, out of
-SQLAlchemy's sight (and so unwrapped).
+SQLAlchemy's sight (and so unwrapped). The broker's transient errors live with the job runtime
+(`workers.transient`): domain code never talks to the broker.
 """
 
 from __future__ import annotations
 
 import psycopg
-from kombu import exceptions as kombu_exc
-from redis import exceptions as redis_exc
 from sqlalchemy import exc as sa_exc
 
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -17,12 +16,3 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
 )
-
-# The broker restarted or is unreachable for a moment (a task that sends other tasks, a
-# progress update to the Redis result backend).
-TRANSIENT_BROKER_ERRORS: tuple[type[BaseException], ...] = (
-    kombu_exc.OperationalError,
-    redis_exc.ConnectionError,
-    redis_exc.TimeoutError,
-)
-TRANSIENT_ERRORS = TRANSIENT_DB_ERRORS + TRANSIENT_BROKER_ERRORS

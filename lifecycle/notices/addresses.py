@@ -34,7 +34,7 @@ from lifecycle.datamap.member_table import member_table
 from lifecycle.notices.members import NR, refresh_counts
 from lifecycle.vault import keystore, ledger
 from models.base import utcnow
-from models.notify import Notice, RecipientState
+from models.notices import Notice, NoticeRecipientState
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ EXPIRED = "AddressExpired"
 # Rows that may still be sent: they become not_sent once their address is gone. Held rows
 # (their withdrawal is still open, e.g. under a legal hold) never expire: their clock starts
 # when the withdrawal completes and releases them (`members.prepare_member_notice`).
-_UNSENT = (RecipientState.PENDING.value, RecipientState.NOT_SENT.value)
+_UNSENT = (NoticeRecipientState.PENDING.value, NoticeRecipientState.NOT_SENT.value)
 # Ledger entries per archive transaction (each one also holds the ledger head that long).
 CHUNK = 500
 
@@ -80,7 +80,7 @@ def _expire(cutoff: datetime) -> tuple[int, set[int]]:
     due = (
         NR.c.address.is_not(None),
         NR.c.address_captured_at < cutoff,
-        NR.c.state != RecipientState.HELD.value,
+        NR.c.state != NoticeRecipientState.HELD.value,
     )
     with db.session("primary") as s:
         notices = set(s.scalars(select(NR.c.notice_id).where(*due).distinct()))
@@ -91,7 +91,9 @@ def _expire(cutoff: datetime) -> tuple[int, set[int]]:
             s.execute(
                 update(NR)
                 .where(*due, NR.c.state.in_(_UNSENT))
-                .values(address=None, state=RecipientState.NOT_SENT.value, error_class=EXPIRED)
+                .values(
+                    address=None, state=NoticeRecipientState.NOT_SENT.value, error_class=EXPIRED
+                )
             ),
         ).rowcount
         # In doubt (reconcile decides whether it went out) or left sending by a dead batch: the
@@ -147,7 +149,7 @@ def _record_destroyed(task_id: str | None) -> int:
 def _entry(a: Session, row: Any, category: str, task_id: str | None) -> dict[str, Any]:
     row_id, notice_id, member_id, state, error_class, kind, dedup_key = row
     expired = error_class == EXPIRED
-    sent = state == RecipientState.SENT.value
+    sent = state == NoticeRecipientState.SENT.value
     if expired:
         why = (
             f"통지 발송용으로 보관한 이메일 주소의 보관기간"

@@ -55,12 +55,12 @@ from lifecycle.datamap.loader import load_datamap
 from lifecycle.datamap.member_table import member_table
 from lifecycle.notices.journal import journal_for
 from models.base import utcnow
-from models.notify import (
+from models.notices import (
     SENDABLE_STATES,
     Notice,
     NoticeRecipient,
+    NoticeRecipientState,
     NoticeState,
-    RecipientState,
 )
 from models.requests import LifecycleRequest, RequestState
 
@@ -146,7 +146,7 @@ def create_member_notice(
     member_id: int,
     context: dict[str, Any],
     *,
-    state: RecipientState = RecipientState.PENDING,
+    state: NoticeRecipientState = NoticeRecipientState.PENDING,
     address: str | None = None,
 ) -> int:
     """A one-member notice in the caller's transaction (idempotent by kind + request id).
@@ -206,7 +206,7 @@ def capture_withdrawal_notice(s: Session, member_id: int, request_id: int) -> in
         address = s.scalar(select(mt.email_col).where(mt.key_col == member_id))
     ctx = {"request_id": request_id, "completed_date": utcnow().date()}
     nid = create_member_notice(
-        s, "withdrawal_completed", member_id, ctx, state=RecipientState.HELD, address=address
+        s, "withdrawal_completed", member_id, ctx, state=NoticeRecipientState.HELD, address=address
     )
     # A re-run after the member row is gone must not overwrite the captured address with None.
     if address is not None:
@@ -215,7 +215,7 @@ def capture_withdrawal_notice(s: Session, member_id: int, request_id: int) -> in
             .where(
                 NoticeRecipient.notice_id == nid,
                 NoticeRecipient.member_id == member_id,
-                NoticeRecipient.state == RecipientState.HELD.value,
+                NoticeRecipient.state == NoticeRecipientState.HELD.value,
             )
             # The first capture starts the clock: a re-run must not extend how long it is kept.
             .values(
@@ -233,7 +233,9 @@ def discard_member_notice(s: Session, kind: str, request_id: int) -> None:
         s.execute(
             update(NoticeRecipient)
             .where(NoticeRecipient.notice_id == n.id, NoticeRecipient.state == "held")
-            .values(state=RecipientState.NOT_SENT.value, address=None, error_class="Discarded")
+            .values(
+                state=NoticeRecipientState.NOT_SENT.value, address=None, error_class="Discarded"
+            )
         )
 
 
@@ -246,9 +248,9 @@ def prepare_member_notice(kind: str, member_id: int, context: dict[str, Any]) ->
             update(NoticeRecipient)
             .where(
                 NoticeRecipient.notice_id == nid,
-                NoticeRecipient.state == RecipientState.HELD.value,
+                NoticeRecipient.state == NoticeRecipientState.HELD.value,
             )
-            .values(state=RecipientState.PENDING.value, address_captured_at=_due_from_now())
+            .values(state=NoticeRecipientState.PENDING.value, address_captured_at=_due_from_now())
         )
         s.execute(update(Notice).where(Notice.id == nid).values(updated_at=utcnow()))
     return nid
@@ -274,7 +276,7 @@ def release_held_for_completed() -> int:
             .join(Notice, Notice.id == NR.c.notice_id)
             .join(LifecycleRequest, Notice.dedup_key == key)
             .where(
-                NR.c.state == RecipientState.HELD.value,
+                NR.c.state == NoticeRecipientState.HELD.value,
                 Notice.kind == "withdrawal_completed",
                 LifecycleRequest.state == RequestState.COMPLETED.value,
             )
@@ -283,7 +285,9 @@ def release_held_for_completed() -> int:
             s.execute(
                 update(NR)
                 .where(NR.c.id.in_([r[0] for r in rows]))
-                .values(state=RecipientState.PENDING.value, address_captured_at=_due_from_now())
+                .values(
+                    state=NoticeRecipientState.PENDING.value, address_captured_at=_due_from_now()
+                )
             )
             # Make the resume pass below pick these notices up now.
             s.execute(
@@ -323,7 +327,7 @@ def fanout(notice_id: int) -> dict[str, Any]:
             src = select(
                 literal(notice_id).label("notice_id"),
                 mt.key_col.label("member_id"),
-                literal(RecipientState.PENDING.value).label("state"),
+                literal(NoticeRecipientState.PENDING.value).label("state"),
                 literal(0).label("attempts"),
                 literal(now).label("created_at"),
             ).where(mt.active_clause())
@@ -360,7 +364,7 @@ def requeue_not_sent(
 ) -> dict[int, int]:
     """Rows recorded ``not_sent`` for one of ``reasons`` back to pending, their notice back to
     sending; returns rows per notice. Never rows of a discarded request (``Discarded``)."""
-    where = [NR.c.state == RecipientState.NOT_SENT.value, NR.c.error_class.in_(reasons)]
+    where = [NR.c.state == NoticeRecipientState.NOT_SENT.value, NR.c.error_class.in_(reasons)]
     if notice_id is not None:
         where.append(NR.c.notice_id == notice_id)
     with db.session("primary") as s:
@@ -375,7 +379,7 @@ def requeue_not_sent(
         s.execute(
             update(NR)
             .where(*where)
-            .values(state=RecipientState.PENDING.value, error_class=None)
+            .values(state=NoticeRecipientState.PENDING.value, error_class=None)
             .execution_options(synchronize_session=False)
         )
         for nid in per:
@@ -403,7 +407,7 @@ def pending_ranges(notice_id: int, size: int | None = None) -> list[tuple[int, i
 # -- counts and progress -------------------------------------------------------------------------
 
 # Rows that still need a batch: a notice is not complete while any is left.
-UNFINISHED_STATES = (*SENDABLE_STATES, RecipientState.HELD.value)
+UNFINISHED_STATES = (*SENDABLE_STATES, NoticeRecipientState.HELD.value)
 
 
 def counts(s: Session, notice_id: int) -> dict[str, int]:
@@ -465,7 +469,7 @@ def progress(notice_id: int) -> dict[str, Any]:
         no_channel = s.scalar(
             select(func.count()).where(
                 NR.c.notice_id == notice_id,
-                NR.c.state == RecipientState.NOT_SENT.value,
+                NR.c.state == NoticeRecipientState.NOT_SENT.value,
                 NR.c.error_class == NO_CHANNEL,
             )
         )
@@ -477,7 +481,7 @@ def progress(notice_id: int) -> dict[str, Any]:
             "not_sent": c.get("not_sent", 0),
             "no_channel": int(no_channel or 0),
             "failed": c.get("failed", 0),
-            "in_doubt": c.get(RecipientState.IN_DOUBT.value, 0),
+            "in_doubt": c.get(NoticeRecipientState.IN_DOUBT.value, 0),
         }
 
 
@@ -584,7 +588,7 @@ def dormancy_advance(now: datetime | None = None) -> int | None:
         src = select(
             literal(n.id).label("notice_id"),
             mt.key_col.label("member_id"),
-            literal(RecipientState.PENDING.value).label("state"),
+            literal(NoticeRecipientState.PENDING.value).label("state"),
             literal(0).label("attempts"),
             literal(now).label("created_at"),
         ).where(mt.active_clause(), last_active.is_not(None), last_active <= threshold, ~already)

@@ -25,7 +25,7 @@ from lifecycle.notices.identity import install_label, our_ids_pattern
 from lifecycle.notices.journal import journal_for
 from lifecycle.notices.members import NR, enqueue_batch, pending_ranges, refresh_counts, reopen
 from models.base import utcnow
-from models.notify import Notice, RecipientState
+from models.notices import Notice, NoticeRecipientState
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def reconcile(
     with db.session("primary") as s:
         rows = s.execute(
             select(NR.c.id, NR.c.member_id).where(
-                NR.c.notice_id == notice_id, NR.c.state == RecipientState.IN_DOUBT.value
+                NR.c.notice_id == notice_id, NR.c.state == NoticeRecipientState.IN_DOUBT.value
             )
         ).all()
         result.in_doubt = len(rows)
@@ -136,14 +136,14 @@ def reconcile(
         for ids in _chunks(delivered):
             s.execute(
                 update(NR)
-                .where(NR.c.id.in_(ids), NR.c.state == RecipientState.IN_DOUBT.value)
-                .values(state=RecipientState.SENT.value, sent_at=now, address=None)
+                .where(NR.c.id.in_(ids), NR.c.state == NoticeRecipientState.IN_DOUBT.value)
+                .values(state=NoticeRecipientState.SENT.value, sent_at=now, address=None)
             )
         for ids in _chunks(again):
             s.execute(
                 update(NR)
-                .where(NR.c.id.in_(ids), NR.c.state == RecipientState.IN_DOUBT.value)
-                .values(state=RecipientState.PENDING.value, error_class=None)
+                .where(NR.c.id.in_(ids), NR.c.state == NoticeRecipientState.IN_DOUBT.value)
+                .values(state=NoticeRecipientState.PENDING.value, error_class=None)
             )
         if again:
             reopen(s, notice_id)
@@ -173,7 +173,7 @@ def in_doubt_by_notice(s: Session) -> list[dict[str, Any]]:
     rows = s.execute(
         select(NR.c.notice_id, Notice.kind, func.count())
         .join(Notice, Notice.id == NR.c.notice_id)
-        .where(NR.c.state == RecipientState.IN_DOUBT.value)
+        .where(NR.c.state == NoticeRecipientState.IN_DOUBT.value)
         .group_by(NR.c.notice_id, Notice.kind)
         .order_by(NR.c.notice_id)
     ).all()

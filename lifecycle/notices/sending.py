@@ -33,7 +33,7 @@ from lifecycle.notices.members import (
     refresh_counts,
 )
 from models.base import utcnow
-from models.notify import SENDABLE_STATES, Notice, RecipientState
+from models.notices import SENDABLE_STATES, Notice, NoticeRecipientState
 from models.requests import Restriction
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class _Marker:
         """
         if not rows:
             return set(), set()
-        doubt = {r[0] for r in rows if r[3] == RecipientState.SENDING.value}
+        doubt = {r[0] for r in rows if r[3] == NoticeRecipientState.SENDING.value}
         sent: set[int] = set()
         in_flight: set[int] = set()
         if self.journal is not None:
@@ -296,7 +296,7 @@ class _Marker:
         if sent:
             self._mark_sent(sorted(sent))
         if doubt:
-            self.finish(sorted(doubt), RecipientState.IN_DOUBT, "Interrupted")
+            self.finish(sorted(doubt), NoticeRecipientState.IN_DOUBT, "Interrupted")
         if self.journal is not None and (sent or in_flight):
             # Only once the database has them may the journal forget them.
             self.journal.remove(sorted(sent | in_flight))
@@ -326,7 +326,7 @@ class _Marker:
             update(NR)
             .where(NR.c.id.in_(row_ids), NR.c.state.in_(SENDABLE_STATES))
             .values(
-                state=RecipientState.SENT.value,
+                state=NoticeRecipientState.SENT.value,
                 sent_at=utcnow(),
                 address=None,
                 attempts=NR.c.attempts + 1,
@@ -334,7 +334,11 @@ class _Marker:
         )
 
     def finish(
-        self, row_ids: list[int], state: RecipientState, error: str, keep_address: bool = False
+        self,
+        row_ids: list[int],
+        state: NoticeRecipientState,
+        error: str,
+        keep_address: bool = False,
     ) -> None:
         if not row_ids:
             return
@@ -343,7 +347,7 @@ class _Marker:
             "error_class": error[:64],
             "attempts": NR.c.attempts + 1,
         }
-        if state != RecipientState.IN_DOUBT and not keep_address:
+        if state != NoticeRecipientState.IN_DOUBT and not keep_address:
             # A captured address is blanked once the row is final; an in-doubt row may still
             # have to be sent (reconcile), so it keeps it.
             values["address"] = None
@@ -505,14 +509,14 @@ class _Sender:
         result = self.result
         marker = self.marker
         unusable = [r[0] for r in rows if not valid_address(r[2])]
-        marker.finish(unusable, RecipientState.NOT_SENT, NO_ADDRESS)
+        marker.finish(unusable, NoticeRecipientState.NOT_SENT, NO_ADDRESS)
         result.not_sent += len(unusable)
         todo = [r for r in rows if valid_address(r[2])]
         if self.mailer is None:
             # The address is kept: a withdrawn member's captured address is the only copy, and
             # these rows are sent once a mail server is configured (`requeue_for_channel`).
             marker.finish(
-                [r[0] for r in todo], RecipientState.NOT_SENT, NO_CHANNEL, keep_address=True
+                [r[0] for r in todo], NoticeRecipientState.NOT_SENT, NO_CHANNEL, keep_address=True
             )
             result.not_sent += len(todo)
             return
@@ -536,13 +540,15 @@ class _Sender:
                 self.consecutive = 0
                 continue
             if res.status == "rejected":
-                marker.finish([row_id], RecipientState.FAILED, res.error_class or str(res.code))
+                marker.finish(
+                    [row_id], NoticeRecipientState.FAILED, res.error_class or str(res.code)
+                )
                 result.failed += 1
                 self.consecutive = 0
                 continue
             result.last_error = f"{res.error_class or 'SMTP'}: {res.reason or res.code or '-'}"
             if res.status == "unknown":
-                marker.finish([row_id], RecipientState.IN_DOUBT, res.error_class or "Unknown")
+                marker.finish([row_id], NoticeRecipientState.IN_DOUBT, res.error_class or "Unknown")
                 result.in_doubt += 1
             else:
                 marker.not_sent(row_id)

@@ -32,15 +32,15 @@ from lifecycle.requests import deadlines, holds
 from lifecycle.thirdparty import deliveries
 from models.base import utcnow
 from models.engine import SweepBatch
-from models.notify import Notice, NoticeRecipient, RecipientState
+from models.notices import Notice, NoticeRecipient, NoticeRecipientState
 from models.requests import OPEN_STATES, JobRun, LifecycleRequest, RequestState
 
 OVERDUE_LIST_LIMIT = 50
 # Notice rows a batch still has to act on (held ones wait for a withdrawal to finish).
 UNFINISHED_RECIPIENT_STATES = (
-    RecipientState.PENDING.value,
-    RecipientState.SENDING.value,
-    RecipientState.HELD.value,
+    NoticeRecipientState.PENDING.value,
+    NoticeRecipientState.SENDING.value,
+    NoticeRecipientState.HELD.value,
 )
 # Celery's Redis transport keeps messages of priority p>0 under "<queue>\x06\x16<p>".
 _REDIS_PRIORITY_SEP = "\x06\x16"

@@ -20,7 +20,7 @@ from lifecycle.requests import holds
 from lifecycle.requests.states import START, task_for
 from lifecycle.thirdparty.retry_schedule import max_attempts
 from models.base import utcnow
-from models.notify import Channel, Delivery, DeliveryState, ThirdParty
+from models.recipients import Channel, Delivery, DeliveryState, ThirdParty
 from models.requests import LifecycleRequest
 
 SMTP_NOT_CONFIGURED = "SmtpNotConfigured"

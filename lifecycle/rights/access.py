@@ -51,7 +51,7 @@ from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.states import START, transition
 from lifecycle.rights.answers import answer
 from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
-from models.notify import Provision, ThirdParty
+from models.recipients import Provision, ThirdParty
 from models.requests import RequestKind, RequestState
 
 log = logging.getLogger(__name__)

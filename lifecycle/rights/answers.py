@@ -30,7 +30,7 @@ from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.states import TERMINAL
 from lifecycle.rights.common import requester_refusal
 from models.base import utcnow
-from models.notify import Notice
+from models.notices import Notice
 from models.requests import LifecycleRequest, RequesterKind, RequestState
 
 log = logging.getLogger(__name__)

@@ -33,15 +33,16 @@ from lifecycle.datamap.member_table import MemberTable, member_table, to_json
 from lifecycle.notices.members import create_member_notice
 from lifecycle.requests.client import dispatch_now, submit_and_enqueue
 from lifecycle.requests.outbox import load_for_update, submit
-from lifecycle.requests.restriction import lift, restrict
 from lifecycle.requests.states import transition
+from lifecycle.requests.use_block import lift, restrict
 from lifecycle.rights.common import Requester, requester_refusal
 from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
 from lifecycle.thirdparty.recipients import lock_member, provided_fields
 from lifecycle.vault import accesslog, keystore, ledger
 from models.archive import LedgerEntry
 from models.base import utcnow
-from models.notify import Delivery, DeliveryState, Notice, ThirdParty
+from models.notices import Notice
+from models.recipients import Delivery, DeliveryState, ThirdParty
 from models.requests import LifecycleRequest, RequestKind, RequestState
 
 log = logging.getLogger(__name__)

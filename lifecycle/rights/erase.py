@@ -30,8 +30,8 @@ from lifecycle.core.errors import UserError
 from lifecycle.datamap.loader import current_datamap
 from lifecycle.datamap.member_table import MemberTable, member_table
 from lifecycle.requests.outbox import load_for_update
-from lifecycle.requests.restriction import lift, restrict
 from lifecycle.requests.states import START, transition
+from lifecycle.requests.use_block import lift, restrict
 from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
 from lifecycle.rights.telling import owe_deletions, recipients_of, tell_and_answer
 from lifecycle.vault import keystore, ledger

@@ -23,8 +23,8 @@ from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import MemberTable, member_table
 from lifecycle.requests.outbox import load_for_update
-from lifecycle.requests.restriction import lift, restrict, restriction_reason
 from lifecycle.requests.states import START, transition
+from lifecycle.requests.use_block import lift, restrict, restriction_reason
 from lifecycle.rights.answers import answer
 from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
 from lifecycle.vault import keystore, ledger

@@ -20,7 +20,7 @@ from lifecycle.rights.answers import answer
 from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
 from lifecycle.thirdparty.recipients import provided_fields
 from models.base import utcnow
-from models.notify import Delivery, DeliveryState, Provision, ThirdParty
+from models.recipients import Delivery, DeliveryState, Provision, ThirdParty
 from models.requests import RequestState
 
 DELETION = "deletion"

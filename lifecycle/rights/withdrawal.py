@@ -35,8 +35,9 @@ from lifecycle.notices.members import (
     discard_member_notice,
     send_member_notice,
 )
-from lifecycle.requests import holds, restriction
+from lifecycle.requests import holds
 from lifecycle.requests import outbox as reqs
+from lifecycle.requests import use_block as restriction
 from lifecycle.requests.states import START, TERMINAL, mark_done, steps_done, transition
 from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
 from lifecycle.vault import accesslog, keystore

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.channels.mailer import MessageBuilder, mailer_from_settings
 from lifecycle.channels.templates import third_party_correction, third_party_deletion
-from lifecycle.core import db, dbkind
+from lifecycle.core import db, dbkind, dispatch
 from lifecycle.core.errors import NotDelivered, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
@@ -48,7 +48,7 @@ from lifecycle.requests.states import allowed, transition
 from lifecycle.thirdparty.retry_schedule import delay_before
 from lifecycle.vault import keystore, ledger
 from models.base import utcnow
-from models.notify import Channel, Delivery, DeliveryAttempt, DeliveryState, ThirdParty
+from models.recipients import Channel, Delivery, DeliveryAttempt, DeliveryState, ThirdParty
 from models.requests import LifecycleRequest, RequestState
 
 log = logging.getLogger(__name__)
@@ -416,7 +416,7 @@ def write_ledger(delivery_id: int) -> bool:
             ),
             legal_basis="개인정보 보호법 제36조, 시행령 제43조",
             method=method,
-            actor="lifecycle.notify.deliver",
+            actor=dispatch.NOTIFY_DELIVER,
             request_id=request_id,
             subject_ref=keystore.subject_ref(a, member_id),
             details=info,

@@ -19,8 +19,8 @@ from lifecycle.channels.webhooks import validate_secret, validate_url
 from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import member_table
-from lifecycle.requests.restriction import is_restricted
-from models.notify import Basis, Channel, Delivery, DeliveryState, Provision, ThirdParty
+from lifecycle.requests.use_block import is_restricted
+from models.recipients import Basis, Channel, Delivery, DeliveryState, Provision, ThirdParty
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from typing import Any
 
 from kombu import Connection, Exchange, Queue
 
-from lifecycle.core import fsbroker
 from lifecycle.core.settings import get_settings
 from tests.helpers import LifecycleEnv
+from workers import fsbroker
 from workers.config import celery_config
 
 PROCESSES = 8

@@ -15,16 +15,16 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from lifecycle.core.taskargs import UnsafeTaskArgument, check_task_args, render_args
 from tests.helpers import LifecycleEnv, WorkerProc, wait_until
 from tests.jobs import SECRET_EMAIL, SECRET_PHONE
+from workers.taskargs import UnsafeTaskArgument, check_task_args, render_args
 
 # -- every registered task follows the naming and base-class convention ------------------------
 
 
 def test_every_task_is_named_lifecycle_and_uses_the_base_class() -> None:
-    from tasks.base import LifecycleTask
     from workers.app import TASK_MODULES, app
+    from workers.tasks.base import LifecycleTask
 
     for module in TASK_MODULES:
         importlib.import_module(module)
@@ -43,8 +43,8 @@ def test_dispatch_names_every_task_and_its_parameters() -> None:
     # The CLI names a task's arguments from dispatch.PARAMS without importing the tasks: a task
     # whose signature changed without the table would show unnamed ids in Flower.
     from lifecycle.core import dispatch
-    from lifecycle.core.taskargs import param_names
     from workers.app import TASK_MODULES, app
+    from workers.taskargs import param_names
 
     for module in TASK_MODULES:
         importlib.import_module(module)
@@ -128,7 +128,7 @@ def test_refused_arguments_never_reach_the_broker(lifecycle_env: LifecycleEnv) -
     r = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
     with pytest.raises(UnsafeTaskArgument):
         app.send_task("lifecycle.withdraw", args=["hong@example.com"])
-    from tasks.ping import ping
+    from workers.tasks.ping import ping
 
     with pytest.raises(UnsafeTaskArgument):
         ping.apply_async(args=[{"email": "hong@example.com"}])
@@ -154,18 +154,20 @@ def test_relay_style_send_by_name_gets_request_argsrepr(lifecycle_env: Lifecycle
 def test_a_process_sending_by_name_names_the_arguments_without_importing_tasks(
     lifecycle_env: LifecycleEnv,
 ) -> None:
-    # What the CLI does: send through dispatch from a fresh process that never imported tasks/.
+    # What the CLI does: send through dispatch from a fresh process that never imported the
+    # task modules (workers/tasks/).
     code = (
         "import sys\n"
         "from lifecycle.core import dispatch\n"
         "dispatch.send(dispatch.SHRED_FILES, 7, queue='shred.nowhere', task_id='shred-7-1')\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('tasks.', 'schedules.'))))\n"
+        "print(sorted(m for m in sys.modules\n"
+        "             if m.startswith(('workers.tasks.', 'workers.schedules.'))))\n"
     )
     env = {**os.environ, **lifecycle_env.vars}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert "tasks.shred" not in out and "schedules.housekeeping" not in out, out
+    assert "workers.tasks.shred" not in out and "workers.schedules.housekeeping" not in out, out
     r = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
     [raw] = r.lrange("shred.nowhere", 0, -1)
     assert json.loads(raw)["headers"]["argsrepr"] == "job=7"
@@ -228,8 +230,8 @@ def test_operator_safe_errors_keep_their_message(test_worker: WorkerProc) -> Non
 def test_results_other_than_counts_and_ids_are_refused(
     lifecycle_env: LifecycleEnv, test_worker: WorkerProc
 ) -> None:
-    from lifecycle.core.taskargs import UnsafeTaskResult
     from workers.app import app
+    from workers.taskargs import UnsafeTaskResult
 
     result = _wait(app.send_task("lifecycle.testjobs.leaky_result", args=[4]))
     assert result.state == "FAILURE"
@@ -270,7 +272,7 @@ def test_calling_a_task_directly_raises_the_real_exception() -> None:
 
 
 def test_result_check_allows_status_words_not_names() -> None:
-    from lifecycle.core.taskargs import UnsafeTaskResult, check_task_result
+    from workers.taskargs import UnsafeTaskResult, check_task_result
 
     for ok in (
         None,
@@ -306,7 +308,7 @@ def _fail_holding(refs: list[weakref.ref[_Rows]]) -> None:
 
 
 def test_a_redacted_failure_releases_what_the_failed_frames_held() -> None:
-    from tasks.sweep import archive_batch
+    from workers.tasks.sweep import archive_batch
 
     refs: list[weakref.ref[_Rows]] = []
     try:

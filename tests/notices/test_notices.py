@@ -117,7 +117,7 @@ def test_policy_notice_reaches_every_active_member_exactly_once(
     other = _policy(primary_env, _body_file(tmp_path, "다른 본문"))
     assert other.returncode == 2 and "already exists" in other.stderr
     from lifecycle.core.db import session
-    from models.notify import Notice
+    from models.notices import Notice
 
     with session("primary") as s:
         n = s.scalar(select(Notice))
@@ -144,7 +144,7 @@ def test_without_smtp_a_notice_run_fails_loudly_unless_record_only(
     assert "warning" in r.stderr and "LIFECYCLE_SMTP_URL" in r.stderr
     wait_until(lambda: "LIFECYCLE_SMTP_URL is not set" in worker.output(), 10, "warning logged")
     from lifecycle.core.db import session
-    from models.notify import NoticeRecipient
+    from models.notices import NoticeRecipient
 
     with session("primary") as s:
         states = s.execute(select(NoticeRecipient.state, NoticeRecipient.error_class)).all()
@@ -160,7 +160,7 @@ def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
 ) -> None:
     from lifecycle.core.db import session
     from lifecycle.notices.identity import install_label
-    from models.notify import NoticeRecipient
+    from models.notices import NoticeRecipient
 
     eng = create_demo_schema()
     add_members(eng, 4)
@@ -223,7 +223,7 @@ def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
             .where(NoticeRecipient.notice_id == 2, NoticeRecipient.member_id == 3)
             .values(state="not_sent", error_class="Discarded", sent_at=None)
         )
-    from tasks.notice import resume_stale
+    from workers.tasks.notice import resume_stale
 
     assert resume_stale.apply().get() == 1
     smtp_sink.wait_count(10)
@@ -248,7 +248,7 @@ def test_a_worker_killed_mid_fanout_sends_each_member_one_notice(
     those the server accepted; only the others are sent.
     """
     from lifecycle.core.db import session
-    from models.notify import NoticeRecipient
+    from models.notices import NoticeRecipient
 
     members = 300
     concurrency = 2
@@ -415,7 +415,7 @@ def test_a_session_lost_after_the_end_of_data_is_unknown_not_retry() -> None:
 
 def _states() -> dict[int, str]:
     from lifecycle.core.db import session
-    from models.notify import NoticeRecipient
+    from models.notices import NoticeRecipient
 
     with session("primary") as s:
         return dict(s.execute(select(NoticeRecipient.member_id, NoticeRecipient.state)).all())
@@ -423,7 +423,7 @@ def _states() -> dict[int, str]:
 
 def _set_state(state: str, *member_ids: int) -> None:
     from lifecycle.core.db import session
-    from models.notify import NoticeRecipient
+    from models.notices import NoticeRecipient
 
     with session("primary") as s:
         s.execute(
@@ -443,7 +443,7 @@ def test_the_intent_is_recorded_before_the_end_of_data(
     from lifecycle.core.db import session
     from lifecycle.notices import members as notices
     from lifecycle.notices import sending as notice_sending
-    from models.notify import NoticeRecipient
+    from models.notices import NoticeRecipient
 
     set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
@@ -577,7 +577,7 @@ def test_reconcile_settles_in_doubt_rows_and_refuses_bad_input(
     assert smtp_sink.per_recipient()["member6@example.test"] == 2
     assert set(_states().values()) == {"sent"}
     from lifecycle.core.db import session
-    from models.notify import Notice
+    from models.notices import Notice
 
     with session("primary") as s:
         n = s.get(Notice, nid)
@@ -693,7 +693,7 @@ def test_withdrawal_notice_uses_the_address_captured_before_destruction(
 ) -> None:  # fmt: skip
     from lifecycle.core.db import session
     from lifecycle.notices import members as notices
-    from models.notify import NoticeRecipient
+    from models.notices import NoticeRecipient
 
     set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
@@ -775,7 +775,7 @@ def test_dormancy_advance_notice_only_when_enabled(
     from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
     from lifecycle.datamap.member_table import clear_cache
     from lifecycle.notices import members as notices
-    from models.notify import Notice, NoticeRecipient
+    from models.notices import Notice, NoticeRecipient
 
     eng = create_demo_schema()
     now = datetime.now(UTC)
@@ -857,7 +857,7 @@ def test_a_held_withdrawal_notice_is_released_once_the_withdrawal_completed(
     from lifecycle.core.db import session
     from lifecycle.notices import members as notices
     from lifecycle.requests.outbox import submit
-    from models.notify import NoticeRecipient
+    from models.notices import NoticeRecipient
     from models.requests import LifecycleRequest
 
     eng = create_demo_schema()
@@ -887,7 +887,7 @@ def test_a_restricted_member_gets_the_policy_notice_only_after_the_restriction_l
     from lifecycle.core.db import session
     from lifecycle.notices import members as notices
     from lifecycle.notices import sending as notice_sending
-    from lifecycle.requests.restriction import lift, restrict
+    from lifecycle.requests.use_block import lift, restrict
 
     set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
@@ -922,7 +922,7 @@ def test_a_batch_sends_and_marks_every_row_on_either_primary(
     from lifecycle.core.db import engine, session
     from lifecycle.notices import members as notices
     from lifecycle.notices import sending as notice_sending
-    from models.notify import NoticeRecipient
+    from models.notices import NoticeRecipient
 
     set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     if journal == "database":
@@ -978,8 +978,8 @@ def test_a_captured_address_is_destroyed_once_sent_or_after_the_limit_with_a_led
     from lifecycle.notices import sending as notice_sending
     from lifecycle.notices.addresses import waiting_addresses
     from models.archive import LedgerEntry
-    from models.notify import NoticeRecipient
-    from tasks.notice import dormancy_advance
+    from models.notices import NoticeRecipient
+    from workers.tasks.notice import dormancy_advance
 
     eng = create_demo_schema()
     add_members(eng, 4)

@@ -191,7 +191,7 @@ def test_status_rejects_bad_options(embedded_env: LifecycleEnv) -> None:
 
 def _seed_attention(kind: str) -> int:
     """One thing that needs an operator; returns the request id involved."""
-    from models.notify import Delivery, ThirdParty
+    from models.recipients import Delivery, ThirdParty
 
     now = utcnow()
     with db.session("primary") as s:

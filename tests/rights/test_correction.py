@@ -136,7 +136,7 @@ def test_bad_payload_from_the_website_fails_the_request_and_changes_nothing(
 def test_recipient_and_provision_errors_change_nothing(primary_env: LifecycleEnv) -> None:
     from lifecycle.channels.webhooks import generate_secret
     from lifecycle.core.db import session
-    from lifecycle.requests.restriction import restrict
+    from lifecycle.requests.use_block import restrict
 
     eng = create_demo_schema()
     _setup_member_one(eng)
@@ -202,7 +202,7 @@ def test_correction_notifies_exactly_the_changed_fields_and_leaves_no_old_value(
     start_worker,
 ) -> None:
     from lifecycle.core.db import engine, session
-    from models.notify import Delivery
+    from models.recipients import Delivery
     from models.requests import LifecycleRequest, Restriction
 
     set_env(
@@ -311,7 +311,8 @@ def test_rerunning_a_correction_has_the_effect_of_once(
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
     from lifecycle.rights.correction import run_correction
-    from models.notify import Delivery, Notice
+    from models.notices import Notice
+    from models.recipients import Delivery
 
     eng = create_demo_schema()
     _setup_member_one(eng)
@@ -343,7 +344,7 @@ def test_a_correction_that_changes_nothing_completes_without_notifications(
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
     from lifecycle.rights.correction import run_correction
-    from models.notify import Delivery
+    from models.recipients import Delivery
 
     eng = create_demo_schema()
     _setup_member_one(eng)

@@ -20,7 +20,7 @@ def test_correct_provide_and_replay_refuse_the_rrn(primary_env: LifecycleEnv) ->
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
     from lifecycle.rights.correction import run_correction
-    from models.notify import Delivery, Provision, ThirdParty
+    from models.recipients import Delivery, Provision, ThirdParty
     from models.requests import LifecycleRequest
 
     env = primary_env

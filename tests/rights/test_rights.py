@@ -56,7 +56,7 @@ def _provided_before_the_flag(member_id: int, recipient: str, fields: list[str])
     """A provision the site recorded before the map flagged the RRN (`lifecycle provide`
     refuses it now): the recipient still has to be told when it is destroyed."""
     from lifecycle.core.db import session
-    from models.notify import Provision, ThirdParty
+    from models.recipients import Provision, ThirdParty
 
     with session("primary") as s:
         rid = s.scalar(select(ThirdParty.id).where(ThirdParty.name == recipient))
@@ -359,7 +359,7 @@ def test_erasing_the_rrn_keeps_the_member_and_tells_who_received_it(
     start_worker,
 ) -> None:
     from lifecycle.core.db import session
-    from models.notify import Delivery
+    from models.recipients import Delivery
 
     env = primary_env
     set_env(env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url, LIFECYCLE_RETRY_SCHEDULE="0,1,1")
@@ -434,7 +434,8 @@ def test_erasure_crash_between_steps_resumes_once(primary_env: LifecycleEnv) -> 
     from lifecycle.core.db import session
     from lifecycle.rights import erase
     from lifecycle.rights.common import Requester
-    from models.notify import Delivery, Notice
+    from models.notices import Notice
+    from models.recipients import Delivery
     from models.requests import LifecycleRequest, Restriction
 
     env = primary_env
@@ -465,7 +466,8 @@ def test_suspension_lift_consent_and_website_rows(primary_env: LifecycleEnv, rec
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
     from lifecycle.rights import consent, suspension
-    from models.notify import Delivery, Notice
+    from models.notices import Notice
+    from models.recipients import Delivery
     from models.requests import LifecycleRequest, Restriction
 
     env = primary_env
@@ -554,7 +556,7 @@ def test_suspension_lift_consent_and_website_rows(primary_env: LifecycleEnv, rec
     st = json.loads(env.run("status", "--json").stdout)
     assert st["requests"]["deadlines"]["access"]["overdue_ids"] == [late]
     # The beat task fails (what Flower shows) naming the overdue id under its kind.
-    from tasks.deadlines import OverdueRequests, check_deadlines
+    from workers.tasks.deadlines import OverdueRequests, check_deadlines
 
     with pytest.raises(OverdueRequests, match=rf"access \(deadline 10 days\): {late}\b"):
         check_deadlines()
@@ -569,7 +571,7 @@ def test_access_crash_after_packaging_resumes_once(
     from lifecycle.engine.context import get_context
     from lifecycle.rights import access
     from lifecycle.rights.common import Requester
-    from models.notify import Notice
+    from models.notices import Notice
     from models.requests import LifecycleRequest
 
     eng = create_demo_schema()
@@ -598,7 +600,7 @@ def test_a_failed_correction_gets_its_written_answer_from_beat(primary_env: Life
     from lifecycle.requests.outbox import submit
     from lifecycle.rights.answers import answer_pending
     from lifecycle.rights.correction import run_correction
-    from models.notify import Notice
+    from models.notices import Notice
     from models.requests import LifecycleRequest
 
     eng = create_demo_schema()

@@ -308,7 +308,7 @@ def _delivery_task_states(redis_url: str) -> list[tuple[str, str]]:
 
 def _deliveries() -> list:
     from lifecycle.core.db import session
-    from models.notify import Delivery, DeliveryAttempt
+    from models.recipients import Delivery, DeliveryAttempt
 
     with session("primary") as s:
         ds = list(s.scalars(select(Delivery).order_by(Delivery.id)))
@@ -454,7 +454,7 @@ def test_crash_after_sending_resends_with_the_same_webhook_id(
     from lifecycle.requests.outbox import submit
     from lifecycle.rights.correction import run_correction
     from lifecycle.thirdparty import deliveries as delivery
-    from models.notify import Delivery
+    from models.recipients import Delivery
 
     receiver = receivers(default=200)
     _world(primary_env, monkeypatch, receiver, "0,1")
@@ -491,7 +491,7 @@ def test_resend_due_finds_what_a_lost_broker_message_left(
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
     from lifecycle.rights.correction import run_correction
-    from tasks.notify import resend_due
+    from workers.tasks.notify import resend_due
 
     receiver = receivers(default=200)
     _world(primary_env, monkeypatch, receiver, "0,1")
@@ -502,7 +502,7 @@ def test_resend_due_finds_what_a_lost_broker_message_left(
     assert receiver.hits == []
     ds, _ = _deliveries()
     with session("primary") as s:  # pretend the lost message was enqueued long ago
-        from models.notify import Delivery
+        from models.recipients import Delivery
 
         s.get(Delivery, ds[0].id).enqueued_at = datetime(2020, 1, 1, tzinfo=UTC)
     start_worker(primary_env, queues=["requests", "notify"])

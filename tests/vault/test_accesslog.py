@@ -214,7 +214,7 @@ def test_recipients_replay_datamap_check_and_key_rotation_are_logged(
     site: LifecycleEnv, tmp_path: Path
 ) -> None:
     from lifecycle.core.db import session
-    from models.notify import Delivery, ThirdParty
+    from models.recipients import Delivery, ThirdParty
     from tests.helpers import write_master_key
 
     primary = site.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]

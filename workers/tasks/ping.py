@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from tasks.base import LifecycleTask
+from lifecycle.core import dispatch
 from workers.app import app
+from workers.tasks.base import LifecycleTask
 
 
-@app.task(base=LifecycleTask, name="lifecycle.ping")
+@app.task(base=LifecycleTask, name=dispatch.PING)
 def ping() -> dict[str, str]:
     return {"pong": "ok"}

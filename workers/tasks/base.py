@@ -1,6 +1,6 @@
 """Conventions every lifecycle task follows, applied with one argument to the decorator:
 
-    @app.task(base=LifecycleTask, name="lifecycle.sweep.archive_batch")
+    @app.task(base=LifecycleTask, name=dispatch.SWEEP_ARCHIVE_BATCH)
     def archive_batch(run_id: int, ids: list[int]) -> dict[str, int]: ...
 
 - Arguments are ids: anything else is refused when the task is sent (`UnsafeTaskArgument`), and
@@ -29,9 +29,10 @@ from celery.exceptions import Retry
 
 from lifecycle.core import dispatch, leases, safe_errors
 from lifecycle.core.errors import JobDeferred
-from lifecycle.core.taskargs import check_task_args, check_task_result, param_names, render_args
-from lifecycle.core.transient import TRANSIENT_DB_ERRORS, TRANSIENT_ERRORS
+from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.requests.states import is_handler_task
+from workers.taskargs import check_task_args, check_task_result, param_names, render_args
+from workers.transient import TRANSIENT_ERRORS
 
 log = logging.getLogger("lifecycle.tasks")
 

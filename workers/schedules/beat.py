@@ -6,6 +6,7 @@ from typing import Any
 
 from celery.schedules import crontab
 
+from lifecycle.core import dispatch
 from lifecycle.core.settings import Settings
 
 NIGHTLY = crontab(minute=0, hour=3)
@@ -19,28 +20,28 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
 
     The frequent housekeeping (the outbox relay every 5 s, due deliveries, pending shred jobs,
     stale notices and requests, the lease watchdog) is not here: it runs on the beat process's
-    ticker thread (schedules/ticker.py) and so never fills Flower's history.
+    ticker thread (workers/schedules/ticker.py) and so never fills Flower's history.
     """
     schedule: dict[str, Any] = {
         # The nightly purpose-end sweep, then the purge of archived data whose period ended.
-        "sweep-nightly": {"task": "lifecycle.sweep.run", "schedule": NIGHTLY},
-        "purge-nightly": {"task": "lifecycle.purge.run", "schedule": PURGE_NIGHTLY},
+        "sweep-nightly": {"task": dispatch.SWEEP_RUN, "schedule": NIGHTLY},
+        "purge-nightly": {"task": dispatch.PURGE_RUN, "schedule": PURGE_NIGHTLY},
         # Verifies the ledger and anchors its head outside the archive DB (truncation, wipe).
         "ledger-checkpoint-nightly": {
-            "task": "lifecycle.ledger.checkpoint",
+            "task": dispatch.LEDGER_CHECKPOINT,
             "schedule": LEDGER_CHECKPOINT_NIGHTLY,
         },
         # The 5-day deadline: hourly, so an overdue request shows up as a failed task the same
         # day it becomes overdue rather than the next night.
         "deadlines-hourly": {
-            "task": "lifecycle.requests.check_deadlines",
+            "task": dispatch.CHECK_DEADLINES,
             "schedule": DEADLINE_CHECK_SECONDS,
         },
-        "shred-sweep-orphans": {"task": "lifecycle.shred.sweep_orphans", "schedule": NIGHTLY},
+        "shred-sweep-orphans": {"task": dispatch.SHRED_SWEEP_ORPHANS, "schedule": NIGHTLY},
         # Notice housekeeping: destroys captured addresses kept past LIFECYCLE_NOTICE_ADDRESS_DAYS
         # (with ledger entries); the dormancy notice only where the data map enables it.
         "notice-dormancy-advance": {
-            "task": "lifecycle.notice.dormancy_advance",
+            "task": dispatch.NOTICE_DORMANCY_ADVANCE,
             "schedule": NIGHTLY,
         },
     }

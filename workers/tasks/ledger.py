@@ -7,13 +7,14 @@ other chain is still checkpointed first.
 
 from __future__ import annotations
 
+from lifecycle.core import dispatch
 from lifecycle.vault import checkpoints
 from lifecycle.vault.ledger import LedgerBroken
-from tasks.base import LifecycleTask
 from workers.app import app
+from workers.tasks.base import LifecycleTask
 
 
-@app.task(base=LifecycleTask, name="lifecycle.ledger.checkpoint")
+@app.task(base=LifecycleTask, name=dispatch.LEDGER_CHECKPOINT)
 def ledger_checkpoint() -> dict[str, int]:
     out: dict[str, int] = {}
     broken: list[LedgerBroken] = []

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from lifecycle.core import dispatch
 from lifecycle.engine.context import get_context
 from lifecycle.engine.identifiers import BATCH, run
-from tasks.base import RESUMABLE_TASK, LifecycleTask
 from workers.app import app
+from workers.tasks.base import RESUMABLE_TASK, LifecycleTask
 
 
 @app.task(
-    name="lifecycle.identifiers.destroy",
+    name=dispatch.IDENTIFIERS_DESTROY,
     time_limit=6 * 3600,
     soft_time_limit=6 * 3600 - 120,
     # The watchdog re-sends the run to another worker if this one dies; it resumes.

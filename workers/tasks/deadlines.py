@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 
-from lifecycle.core import db
+from lifecycle.core import db, dispatch
 from lifecycle.core.errors import LifecycleError
 from lifecycle.requests import deadlines
-from tasks.base import LifecycleTask
 from workers.app import app
+from workers.tasks.base import LifecycleTask
 
 log = logging.getLogger("lifecycle.deadlines")
 
@@ -20,7 +20,7 @@ class OverdueRequests(LifecycleError):
     """Requests open longer than the legal deadline; names request ids only."""
 
 
-@app.task(base=LifecycleTask, name="lifecycle.requests.check_deadlines")
+@app.task(base=LifecycleTask, name=dispatch.CHECK_DEADLINES)
 def check_deadlines() -> dict[str, object]:
 
     with db.session("primary") as s:

@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from schedules import heartbeat
+from workers.schedules import heartbeat
 
 log = logging.getLogger("lifecycle.beat")
 

@@ -8,16 +8,16 @@ from celery.exceptions import Retry
 
 from lifecycle.core import dispatch
 from lifecycle.thirdparty import deliveries as delivery
-from schedules import housekeeping
-from tasks.base import LifecycleTask
 from workers.app import app
+from workers.schedules import housekeeping
+from workers.tasks.base import LifecycleTask
 
 
 def _enqueue(delivery_id: int, countdown: float) -> None:
     dispatch.send(dispatch.NOTIFY_DELIVER, delivery_id, countdown=countdown)
 
 
-@app.task(base=LifecycleTask, name="lifecycle.notify.deliver", bind=True)
+@app.task(base=LifecycleTask, name=dispatch.NOTIFY_DELIVER, bind=True)
 def deliver(self: LifecycleTask, delivery_id: int) -> dict[str, Any]:
     outcome = delivery.attempt(delivery_id, _enqueue)
     problem = delivery.attempt_report(delivery_id, outcome)
@@ -32,7 +32,10 @@ def deliver(self: LifecycleTask, delivery_id: int) -> dict[str, Any]:
     raise problem
 
 
-@app.task(base=LifecycleTask, name="lifecycle.notify.resend_due", ignore_result=True, expires=60)
+@app.task(base=LifecycleTask, name=dispatch.NOTIFY_RESEND_DUE, ignore_result=True, expires=60)
 def resend_due() -> dict[str, int]:
-    """Kept for messages queued before the beat ticker took this over (schedules/ticker.py)."""
+    """Kept for messages queued before beat's ticker took this over.
+
+    The ticker: workers/schedules/ticker.py.
+    """
     return housekeeping.resend_due_deliveries()

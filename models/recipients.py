@@ -1,31 +1,31 @@
-"""Third parties, the provision log, signed deliveries and notices to members.
+"""제3자 제공: recipients (the third parties), the provision log, and deliveries to them.
+
+A delivery is a message owed to a recipient (a correction's corrected values, or a deletion
+notice: a field it received is gone); its tasks keep their historical names
+``lifecycle.notify.*``.
+Notices to members are another thing, in ``models.notices``.
 
 Personal data held here, and for how long:
 - ``lifecycle_deliveries.payload``: the corrected values owed to a third party. Kept only until
   the delivery is delivered (then NULL); a failed one keeps them so ops can replay it.
-- ``lifecycle_notice_recipients.address``: an email captured before a withdrawal destroys the
-  member row, kept only until that one notice is sent (then NULL).
 Nothing here ever holds a value from before a correction.
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    Date,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
-    Text,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -47,30 +47,6 @@ class DeliveryState(enum.StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"  # retries exhausted or permanently rejected: needs attention
     DISABLED = "disabled"  # the endpoint answered 410 Gone (or was disabled): needs attention
-
-
-class NoticeState(enum.StrEnum):
-    PENDING = "pending"
-    SENDING = "sending"
-    COMPLETED = "completed"
-
-
-class RecipientState(enum.StrEnum):
-    HELD = "held"  # captured before a withdrawal; released when the withdrawal completes
-    PENDING = "pending"
-    SENT = "sent"
-    NOT_SENT = "not_sent"  # no SMTP configured, or the member has no usable address
-    FAILED = "failed"  # the server refused the address permanently
-    # Embedded mode only (no Redis journal): the intent to send, written just before the end
-    # of DATA. A batch that claims a row still in this state knows its owner died mid-send.
-    SENDING = "sending"
-    # The message may or may not have been accepted (the session or the worker died after the
-    # end of DATA was written). Never resent blindly: `lifecycle notice reconcile` settles it.
-    IN_DOUBT = "in_doubt"
-
-
-# Rows a batch may still act on: pending ones it sends, sending ones it turns into in_doubt.
-SENDABLE_STATES = (RecipientState.PENDING.value, RecipientState.SENDING.value)
 
 
 class ThirdParty(PrimaryBase):
@@ -162,59 +138,3 @@ class DeliveryAttempt(PrimaryBase):
     outcome: Mapped[str] = mapped_column(String(16))
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_class: Mapped[str | None] = mapped_column(String(64), nullable=True)
-
-
-class Notice(PrimaryBase):
-    """A notice to members: a policy change (to all active members) or one member's notice."""
-
-    __tablename__ = "lifecycle_notices"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    # policy | withdrawal_completed | correction_completed | dormancy_advance
-    kind: Mapped[str] = mapped_column(String(32))
-    # Makes creation idempotent: policy:<version>, withdrawal_completed:<request id>, ...
-    dedup_key: Mapped[str] = mapped_column(String(200), unique=True)
-    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    title: Mapped[str] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
-    effective_date: Mapped[date | None] = mapped_column(Date, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    state: Mapped[str] = mapped_column(String(16), default=NoticeState.PENDING.value)
-    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    total: Mapped[int] = mapped_column(Integer, default=0)
-    sent: Mapped[int] = mapped_column(Integer, default=0)
-    not_sent: Mapped[int] = mapped_column(Integer, default=0)
-    failed: Mapped[int] = mapped_column(Integer, default=0)
-    # Bumped by every batch: a notice with pending rows and no activity is resumed by beat.
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-class NoticeRecipient(PrimaryBase):
-    """One row per (notice, member): unique, so a re-run never sends a member a second copy."""
-
-    __tablename__ = "lifecycle_notice_recipients"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    notice_id: Mapped[int] = mapped_column(ForeignKey("lifecycle_notices.id"))
-    member_id: Mapped[int] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(String(16), default=RecipientState.PENDING.value)
-    address: Mapped[str | None] = mapped_column(String(254), nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error_class: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # Set when an address is captured into ``address`` (a withdrawn member's, whose row will be
-    # gone) and again when the held row is released (the notice is due from then); kept after
-    # the address is blanked until the nightly job has recorded that destruction in the ledger
-    # (`lifecycle.notices.addresses`). Its age bounds the address's.
-    address_captured_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True
-    )
-
-    __table_args__ = (
-        UniqueConstraint("notice_id", "member_id", name="uq_lifecycle_notice_recipients_member"),
-        Index("ix_lifecycle_notice_recipients_state", "notice_id", "state"),
-        Index("ix_lifecycle_notice_recipients_member", "member_id"),
-        Index("ix_lifecycle_notice_recipients_captured", "address_captured_at"),
-    )

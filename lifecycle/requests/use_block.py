@@ -1,4 +1,10 @@
-"""처리정지 (processing restriction): a restricted member's data is neither used nor provided.
+"""The use block (이용·제공 중지): while a member has one, their data is neither used nor provided.
+
+One row per member in ``lifecycle_restrictions`` (the table keeps its first name), with the
+reason it was set: a withdrawal (until its data is archived or destroyed), a correction (until
+corrected, as the privacy policy promises), an erasure, or the member's own 처리정지 (개인정보
+보호법 제37조, the ``suspension`` request, which takes the row over). 처리정지 is the right;
+this is the mechanism several rights use (docs/design.md, glossary).
 
 The website checks `is_restricted` (or the table directly) before using a member's data; the
 lifecycle checks it before recording any provision to a third party.

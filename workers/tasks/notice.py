@@ -9,9 +9,9 @@ from lifecycle.core.errors import JobDeferred
 from lifecycle.notices import members as notices
 from lifecycle.notices.addresses import destroy_captured_addresses
 from lifecycle.notices.sending import send_batch as send_range
-from schedules import housekeeping
-from tasks.base import LifecycleTask
 from workers.app import app
+from workers.schedules import housekeeping
+from workers.tasks.base import LifecycleTask
 
 # A batch whose server said "try later" is retried this many times by Celery; after that the
 # beat resume job picks the notice up again (the rows stay pending in the database).
@@ -22,7 +22,7 @@ def _enqueue_ranges(notice_id: int, ranges: list[tuple[int, int]]) -> None:
     dispatch.send_many(dispatch.NOTICE_SEND_BATCH, ((notice_id, f, last) for f, last in ranges))
 
 
-@app.task(base=LifecycleTask, name="lifecycle.notice.fanout", bind=True, lease="args")
+@app.task(base=LifecycleTask, name=dispatch.NOTICE_FANOUT, bind=True, lease="args")
 def fanout(self: LifecycleTask, notice_id: int) -> dict[str, Any]:
     self.progress(0, None)
     result = notices.fanout(notice_id)
@@ -32,7 +32,7 @@ def fanout(self: LifecycleTask, notice_id: int) -> dict[str, Any]:
 
 @app.task(
     base=LifecycleTask,
-    name="lifecycle.notice.send_batch",
+    name=dispatch.NOTICE_SEND_BATCH,
     bind=True,
     max_retries=BATCH_RETRIES,
     lease="args",
@@ -50,15 +50,16 @@ def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> di
     return result.as_dict()
 
 
-@app.task(base=LifecycleTask, name="lifecycle.notice.resume_stale", ignore_result=True, expires=300)
+@app.task(base=LifecycleTask, name=dispatch.NOTICE_RESUME_STALE, ignore_result=True, expires=300)
 def resume_stale() -> int:
-    """Kept for messages queued before the beat ticker took this over (schedules/ticker.py)."""
+    """Kept for messages queued before beat's ticker took this over.
+
+    The ticker: workers/schedules/ticker.py.
+    """
     return housekeeping.resume_stale_notices()
 
 
-@app.task(
-    base=LifecycleTask, name="lifecycle.notice.dormancy_advance", bind=True, ignore_result=True
-)
+@app.task(base=LifecycleTask, name=dispatch.NOTICE_DORMANCY_ADVANCE, bind=True, ignore_result=True)
 def dormancy_advance(self: LifecycleTask) -> dict[str, Any]:
     """Nightly notice housekeeping: destroy captured addresses kept too long (and record every
     destroyed one in the ledger), then the 30-day advance notice before dormancy where the

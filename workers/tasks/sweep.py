@@ -8,8 +8,8 @@ from lifecycle.core import dbkind, dispatch, leases
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import get_context
 from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, BatchMembersBusy, run_batch, run_sweep
-from tasks.base import LifecycleTask
 from workers.app import app
+from workers.tasks.base import LifecycleTask
 
 # The coordinator lives as long as the sweep; batches are short. The visibility timeout may
 # hand a long coordinator's message to a second worker: that one finds the lock taken and stops.
@@ -18,7 +18,7 @@ SWEEP_TIME_LIMIT = 6 * 3600
 
 @app.task(
     base=LifecycleTask,
-    name="lifecycle.sweep.run",
+    name=dispatch.SWEEP_RUN,
     bind=True,
     time_limit=SWEEP_TIME_LIMIT,
     soft_time_limit=SWEEP_TIME_LIMIT - 120,
@@ -66,7 +66,7 @@ BUSY_RETRIES = 5
 
 @app.task(
     base=LifecycleTask,
-    name="lifecycle.sweep.archive_batch",
+    name=dispatch.SWEEP_ARCHIVE_BATCH,
     bind=True,
     autoretry_for=(*TRANSIENT_DB_ERRORS, BatchMembersBusy),
     retry_backoff=2,

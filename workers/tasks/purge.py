@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from lifecycle.core import dispatch
 from lifecycle.engine.context import get_context
 from lifecycle.engine.purge import run_purge
-from tasks.base import LifecycleTask
 from workers.app import app
+from workers.tasks.base import LifecycleTask
 
 
 @app.task(
     base=LifecycleTask,
-    name="lifecycle.purge.run",
+    name=dispatch.PURGE_RUN,
     bind=True,
     time_limit=6 * 3600,
     soft_time_limit=6 * 3600 - 120,

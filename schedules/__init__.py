@@ -1,2 +1,0 @@
-"""Beat: nightly jobs at 03:00 Asia/Seoul, the housekeeping ticker (relay, watchdog, ...), and
-the RedBeat scheduler that keeps beat running through a Redis restart."""

@@ -1,1 +1,0 @@
-"""Celery task wrappers: thin shells around the pure logic in `lifecycle`, carrying ids only."""
