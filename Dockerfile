@@ -9,6 +9,8 @@ RUN pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY lifecycle ./lifecycle
 COPY workers ./workers
+COPY tasks ./tasks
+COPY schedules ./schedules
 COPY models ./models
 
 # Built by the locked setuptools: no resolution, no unpinned build backend fetched.

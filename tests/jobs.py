@@ -12,8 +12,8 @@ import logging
 from sqlalchemy import text
 
 from lifecycle.core.errors import LifecycleError
+from tasks.base import LifecycleTask
 from workers.app import app
-from workers.tasks.base import LifecycleTask
 
 SECRET_EMAIL = "hong.gildong.secret@example.com"
 SECRET_PHONE = "010-9876-5432"

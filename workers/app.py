@@ -8,32 +8,32 @@ from kombu import pools
 
 from lifecycle.core.db import dispose_all
 from lifecycle.core.settings import get_settings, reset_settings_cache
+from schedules.beat import beat_schedule
 from workers.config import celery_config
 from workers.logsignals import connect_celery
-from workers.schedules.beat import beat_schedule
 
 TASK_MODULES = [
-    "workers.tasks.ping",
-    "workers.tasks.relay",
-    "workers.tasks.correct",
-    "workers.tasks.notify",
-    "workers.tasks.notice",
-    "workers.tasks.shred",
-    "workers.tasks.withdraw",
-    "workers.tasks.rights",
-    "workers.tasks.sweep",
-    "workers.tasks.purge",
-    "workers.tasks.identifiers",
-    "workers.tasks.ledger",
-    "workers.tasks.deadlines",
+    "tasks.ping",
+    "tasks.relay",
+    "tasks.correct",
+    "tasks.notify",
+    "tasks.notice",
+    "tasks.shred",
+    "tasks.withdraw",
+    "tasks.rights",
+    "tasks.sweep",
+    "tasks.purge",
+    "tasks.identifiers",
+    "tasks.ledger",
+    "tasks.deadlines",
 ]
 
 
 def create_app() -> Celery:
     settings = get_settings()
     # LifecycleAMQP builds every message (apply_async and send_task by name) with id-only
-    # argsrepr/kwargsrepr and refuses non-id arguments: see workers/tasks/base.py.
-    app = Celery("lifecycle", include=TASK_MODULES, amqp="workers.tasks.base:LifecycleAMQP")
+    # argsrepr/kwargsrepr and refuses non-id arguments: see tasks/base.py.
+    app = Celery("lifecycle", include=TASK_MODULES, amqp="tasks.base:LifecycleAMQP")
     app.conf.update(celery_config(settings))
 
     app.conf.beat_schedule = beat_schedule(settings)
@@ -57,7 +57,7 @@ def _start_ticker(sender: object = None, **_kwargs: object) -> None:
     # The relay, the lease watchdog and the other frequent checks run here, not as tasks.
     # Imported here, not at the top: the ticker pulls in every domain package, and a command
     # that only sends a job (the CLI) would pay a quarter of a second for it.
-    from workers.schedules.ticker import start_in_beat
+    from schedules.ticker import start_in_beat
 
     start_in_beat(sender)
 

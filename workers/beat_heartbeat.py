@@ -1,7 +1,7 @@
 """The check docker-compose's beat healthcheck runs: did beat's scheduler loop tick recently?
 
 Both schedulers touch the heartbeat file after every completed tick
-(workers/schedules/heartbeat.py): a beat riding out a Redis outage keeps running but stops
+(schedules/heartbeat.py): a beat riding out a Redis outage keeps running but stops
 touching it, and
 ``python -m workers.beat_heartbeat --check`` fails once the file is older than allowed. A second
 beat waiting on RedBeat's lock does not tick either, so it reports unhealthy until it takes over:
@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from lifecycle.core.errors import LifecycleError
-from workers.schedules.heartbeat import heartbeat_path
-from workers.schedules.scheduler import Scheduler
+from schedules.heartbeat import heartbeat_path
+from schedules.scheduler import Scheduler
 
 # Compose files written before every scheduler touched the heartbeat name this class with -S.
 HeartbeatRedBeatScheduler = Scheduler

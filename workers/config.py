@@ -108,12 +108,12 @@ def celery_config(s: Settings) -> dict[str, Any]:
         conf["visibility_timeout"] = VISIBILITY_TIMEOUT
         # RedBeat keeps the schedule and a lock in Redis: a second beat waits instead of
         # double-firing the nightly jobs. Our subclass outlives a Redis restart.
-        conf["beat_scheduler"] = "workers.schedules.scheduler:Scheduler"
+        conf["beat_scheduler"] = "schedules.scheduler:Scheduler"
         conf["redbeat_redis_url"] = s.broker_url
         conf["redbeat_key_prefix"] = "lifecycle:redbeat"
         conf["redbeat_lock_timeout"] = 60
         conf["beat_max_loop_interval"] = 5
     else:
-        conf["beat_scheduler"] = "workers.schedules.scheduler:EmbeddedScheduler"
+        conf["beat_scheduler"] = "schedules.scheduler:EmbeddedScheduler"
         conf["beat_schedule_filename"] = str(s.var_dir / "beat-schedule")
     return conf

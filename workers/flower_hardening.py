@@ -5,7 +5,7 @@
 3. Task fields are redacted as events arrive, before Flower stores, indexes, persists or serves
    them (UI, ``/api/tasks``, ``/api/task/info``): arguments keep ids and counts, results keep
    numbers and short ids, exceptions keep their message only for operator-safe errors.
-   Tasks already send id-only reprs and safe exceptions (workers/tasks/base.py); this is the second
+   Tasks already send id-only reprs and safe exceptions (tasks/base.py); this is the second
    layer for anything that did not (a foreign client, an old persisted history).
 """
 
@@ -36,7 +36,7 @@ _VALUE = (
     r"|[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63})"
 )
 _TOKEN = rf"(?:[A-Za-z_]\w{{0,63}}={_VALUE}|{_VALUE})"
-# The argsrepr grammar workers/tasks/base.py produces: "request=42", "run=7 ids=1001..2000".
+# The argsrepr grammar tasks/base.py produces: "request=42", "run=7 ids=1001..2000".
 # The watchdog's note after the ids of a job it sent again (lifecycle/core/leases.py).
 _NOTE = r"\(re-dispatched #\d+, stalled \d+ s\)"
 _ARGSREPR = re.compile(rf"(?:{_TOKEN}(?: {_TOKEN})*)?(?: ?{_NOTE})?")

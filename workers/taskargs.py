@@ -4,7 +4,7 @@ Jobs carry ids only (DESIGN invariant 3). `check_task_args` refuses anything els
 so a mistake (a member's email passed where an id belongs) fails in the caller's hands instead
 of landing in the broker, the result backend, Flower and the worker log. `render_args` makes
 the ``argsrepr``/``kwargsrepr`` that Flower and the worker log show: ``request=42``,
-``run=7 ids=1001..2000``. No Celery in here: `workers.tasks.base` wires it in.
+``run=7 ids=1001..2000``. No Celery in here: `tasks.base` wires it in.
 """
 
 from __future__ import annotations

@@ -67,8 +67,8 @@ def ping(
 ) -> None:
     """Enqueue a no-op job to check the whole path (broker, worker, results, Flower)."""
     from lifecycle.cli.waiting import wait_for_task
+    from tasks.ping import ping as ping_task
     from workers.broker import check_broker
-    from workers.tasks.ping import ping as ping_task
 
     check_broker()
 

@@ -1,14 +1,14 @@
 """The registry of task names, and the one way domain code sends a job (:func:`send`).
 
 Every task name is written once, here: the ``@app.task(name=...)`` declarations in
-``workers/tasks/``, beat's schedule (``workers/schedules/beat.py``), the routes
+``tasks/``, beat's schedule (``schedules/beat.py``), the routes
 (``workers/config.py``) and every sender use these constants, and
 tests/workers/test_registry.py holds the Celery app and beat to :data:`NAMES`. The registry sits
 in core, below the domain packages, because they send jobs by name; the rest of the job runtime
 (the app, the task wrappers, beat) is the ``workers`` package above them.
 
 Domain packages never import the Celery app (it sits above them: ``workers`` builds it from the
-task modules in ``workers/tasks/``). :func:`send` finds the app by its module name, as ``celery -A``
+task modules in ``tasks/``). :func:`send` finds the app by its module name, as ``celery -A``
 does, so a process that never imported the workers (the CLI, the website's Python client) still
 sends with the same message factory, routes and id-only argument checks.
 
@@ -102,7 +102,7 @@ def send(
 ) -> Any:
     """Send task ``name`` with id-only arguments; returns Celery's ``AsyncResult``.
 
-    The message factory refuses anything that is not an id (see ``workers/tasks/base.py``), so
+    The message factory refuses anything that is not an id (see ``tasks/base.py``), so
     personal data cannot reach the broker through here. ``note`` (ints and fixed words only, e.g.
     the watchdog's "re-dispatched #2, stalled 75 s") is shown after the ids in Flower.
     """

@@ -14,7 +14,7 @@ live lease held by someone else).
 States: ``held`` (running), ``retrying`` (a Celery retry is scheduled), ``redispatched`` (the
 watchdog re-sent it; waiting for a worker), ``done``, ``failed`` (the task failed visibly;
 never re-sent: a human decides). Pure database logic; the Celery side is in
-``workers/tasks/base.py``.
+``tasks/base.py``.
 
 Generations: the task that starts a job names it (``first_task_id``); every copy of that job
 carries the name in its task id (the watchdog's copies are ``<first>~r<n>``, and a redelivered

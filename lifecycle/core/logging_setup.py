@@ -58,7 +58,7 @@ class TaskContextFilter(logging.Filter):
             task_name = task_name or str(record.args["name"])
         data = record.__dict__.pop("data", None)
         if isinstance(data, Mapping) and data.get("args"):
-            # Already the id-only argsrepr (workers.tasks.base); Celery's raw extras are not logged.
+            # Already the id-only argsrepr (tasks.base); Celery's raw extras are not logged.
             record.task_args = str(data["args"])
         if task_id:
             record.task_id = task_id

@@ -12,7 +12,7 @@ before the next, so a job killed at any point finishes when it is delivered agai
 Paths are bytes: one that is not UTF-8 is stored base64-encoded (:func:`db_path`).
 
 A file that is already gone completes as a no-op with a ledger note. Nothing here is Celery
-specific except ``_send``; the task wrappers live in ``workers/tasks/shred.py``.
+specific except ``_send``; the task wrappers live in ``tasks/shred.py``.
 """
 
 from __future__ import annotations

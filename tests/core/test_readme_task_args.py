@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
+from tasks.base import _task_param_names
 from tests.helpers import REPO
 from workers.app import app
 from workers.taskargs import render_args
-from workers.tasks.base import _task_param_names
 
 # `lifecycle.some.task  label=value label=value` in the README.
 EXAMPLE = re.compile(r"`(lifecycle\.[\w.]+)  ([^`]+)`")

@@ -23,8 +23,8 @@ from workers.taskargs import UnsafeTaskArgument, check_task_args, render_args
 
 
 def test_every_task_is_named_lifecycle_and_uses_the_base_class() -> None:
+    from tasks.base import LifecycleTask
     from workers.app import TASK_MODULES, app
-    from workers.tasks.base import LifecycleTask
 
     for module in TASK_MODULES:
         importlib.import_module(module)
@@ -128,7 +128,7 @@ def test_refused_arguments_never_reach_the_broker(lifecycle_env: LifecycleEnv) -
     r = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
     with pytest.raises(UnsafeTaskArgument):
         app.send_task("lifecycle.withdraw", args=["hong@example.com"])
-    from workers.tasks.ping import ping
+    from tasks.ping import ping
 
     with pytest.raises(UnsafeTaskArgument):
         ping.apply_async(args=[{"email": "hong@example.com"}])
@@ -155,19 +155,19 @@ def test_a_process_sending_by_name_names_the_arguments_without_importing_tasks(
     lifecycle_env: LifecycleEnv,
 ) -> None:
     # What the CLI does: send through dispatch from a fresh process that never imported the
-    # task modules (workers/tasks/).
+    # task modules (tasks/).
     code = (
         "import sys\n"
         "from lifecycle.core import dispatch\n"
         "dispatch.send(dispatch.SHRED_FILES, 7, queue='shred.nowhere', task_id='shred-7-1')\n"
         "print(sorted(m for m in sys.modules\n"
-        "             if m.startswith(('workers.tasks.', 'workers.schedules.'))))\n"
+        "             if m.startswith(('tasks.', 'schedules.'))))\n"
     )
     env = {**os.environ, **lifecycle_env.vars}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert "workers.tasks.shred" not in out and "workers.schedules.housekeeping" not in out, out
+    assert "tasks.shred" not in out and "schedules.housekeeping" not in out, out
     r = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_BROKER_URL"])
     [raw] = r.lrange("shred.nowhere", 0, -1)
     assert json.loads(raw)["headers"]["argsrepr"] == "job=7"
@@ -308,7 +308,7 @@ def _fail_holding(refs: list[weakref.ref[_Rows]]) -> None:
 
 
 def test_a_redacted_failure_releases_what_the_failed_frames_held() -> None:
-    from workers.tasks.sweep import archive_batch
+    from tasks.sweep import archive_batch
 
     refs: list[weakref.ref[_Rows]] = []
     try:

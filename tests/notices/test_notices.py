@@ -223,7 +223,7 @@ def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
             .where(NoticeRecipient.notice_id == 2, NoticeRecipient.member_id == 3)
             .values(state="not_sent", error_class="Discarded", sent_at=None)
         )
-    from workers.tasks.notice import resume_stale
+    from tasks.notice import resume_stale
 
     assert resume_stale.apply().get() == 1
     smtp_sink.wait_count(10)
@@ -979,7 +979,7 @@ def test_a_captured_address_is_destroyed_once_sent_or_after_the_limit_with_a_led
     from lifecycle.notices.addresses import waiting_addresses
     from models.archive import LedgerEntry
     from models.notices import NoticeRecipient
-    from workers.tasks.notice import dormancy_advance
+    from tasks.notice import dormancy_advance
 
     eng = create_demo_schema()
     add_members(eng, 4)

@@ -58,9 +58,7 @@ def test_only_the_demo_seed_imports_faker(tmp_path: Path) -> None:
     assert not after_help, "`lifecycle --help` imported faker"
     assert not after_all, "a module other than lifecycle.ops.demo_seed imported faker"
     # The walk reached the task modules, and the check can see faker when it is imported.
-    assert {"workers.tasks.sweep", "workers.app", "lifecycle.cli.demo", "models.demo_site"} <= set(
-        seen
-    )
+    assert {"tasks.sweep", "workers.app", "lifecycle.cli.demo", "models.demo_site"} <= set(seen)
     assert after_demo
 
 

@@ -556,7 +556,7 @@ def test_suspension_lift_consent_and_website_rows(primary_env: LifecycleEnv, rec
     st = json.loads(env.run("status", "--json").stdout)
     assert st["requests"]["deadlines"]["access"]["overdue_ids"] == [late]
     # The beat task fails (what Flower shows) naming the overdue id under its kind.
-    from workers.tasks.deadlines import OverdueRequests, check_deadlines
+    from tasks.deadlines import OverdueRequests, check_deadlines
 
     with pytest.raises(OverdueRequests, match=rf"access \(deadline 10 days\): {late}\b"):
         check_deadlines()

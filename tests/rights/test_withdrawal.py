@@ -277,8 +277,8 @@ def test_a_broken_data_map_fails_the_request_with_its_line_and_changes_nothing(
     site: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+    from tasks.withdraw import withdraw
     from workers.app import reconfigure
-    from workers.tasks.withdraw import withdraw
 
     primary, archive = _urls(site)
     mid = _active_member(primary)

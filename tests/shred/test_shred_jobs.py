@@ -318,9 +318,9 @@ def test_sweep_resends_unfinished_jobs_and_queues_files_whose_purpose_ended(
 
 def test_beat_schedule_has_the_shred_entries(lifecycle_env: LifecycleEnv) -> None:
     from lifecycle.core.settings import get_settings
-    from workers.schedules.beat import NIGHTLY, beat_schedule
-    from workers.schedules.housekeeping import resend_pending_shred_jobs
-    from workers.schedules.ticker import ticks
+    from schedules.beat import NIGHTLY, beat_schedule
+    from schedules.housekeeping import resend_pending_shred_jobs
+    from schedules.ticker import ticks
 
     sched = beat_schedule(get_settings())
     # Resending pending jobs is a ticker job in beat (no Flower entries), every minute.

@@ -491,7 +491,7 @@ def test_resend_due_finds_what_a_lost_broker_message_left(
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
     from lifecycle.rights.correction import run_correction
-    from workers.tasks.notify import resend_due
+    from tasks.notify import resend_due
 
     receiver = receivers(default=200)
     _world(primary_env, monkeypatch, receiver, "0,1")

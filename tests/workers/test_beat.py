@@ -14,9 +14,9 @@ from tests.helpers import LifecycleEnv, free_port, kill_group, start_beat, start
 
 
 def test_schedule_is_in_seoul_time(lifecycle_env: LifecycleEnv) -> None:
+    from schedules.housekeeping import relay_pending
+    from schedules.ticker import ticks
     from workers.app import app
-    from workers.schedules.housekeeping import relay_pending
-    from workers.schedules.ticker import ticks
 
     assert app.conf.timezone == "Asia/Seoul"
     sched = app.conf.beat_schedule
@@ -42,7 +42,7 @@ def test_redbeat_on_redis_and_file_scheduler_embedded(
 ) -> None:
     from workers.app import app
 
-    assert app.conf.beat_scheduler == "workers.schedules.scheduler:Scheduler"
+    assert app.conf.beat_scheduler == "schedules.scheduler:Scheduler"
     assert app.conf.redbeat_redis_url == lifecycle_env.vars["LIFECYCLE_BROKER_URL"]
 
 

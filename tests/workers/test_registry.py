@@ -45,7 +45,7 @@ def test_every_name_constant_is_in_the_registry() -> None:
 
 def test_beat_schedules_only_registry_names() -> None:
     from lifecycle.core.settings import get_settings
-    from workers.schedules.beat import beat_schedule
+    from schedules.beat import beat_schedule
 
     schedule = beat_schedule(get_settings())
     assert schedule

@@ -6,7 +6,7 @@ from tests.helpers import LifecycleEnv
 
 
 def test_ping_job_runs_on_a_real_worker(lifecycle_env: LifecycleEnv, start_worker) -> None:
-    from workers.tasks.ping import ping
+    from tasks.ping import ping
 
     start_worker(lifecycle_env)
     result = ping.delay()

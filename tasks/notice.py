@@ -9,9 +9,9 @@ from lifecycle.core.errors import JobDeferred
 from lifecycle.notices import members as notices
 from lifecycle.notices.addresses import destroy_captured_addresses
 from lifecycle.notices.sending import send_batch as send_range
+from schedules import housekeeping
+from tasks.base import LifecycleTask
 from workers.app import app
-from workers.schedules import housekeeping
-from workers.tasks.base import LifecycleTask
 
 # A batch whose server said "try later" is retried this many times by Celery; after that the
 # beat resume job picks the notice up again (the rows stay pending in the database).
@@ -54,7 +54,7 @@ def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> di
 def resume_stale() -> int:
     """Kept for messages queued before beat's ticker took this over.
 
-    The ticker: workers/schedules/ticker.py.
+    The ticker: schedules/ticker.py.
     """
     return housekeeping.resume_stale_notices()
 

@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from workers.schedules import heartbeat
+from schedules import heartbeat
 
 log = logging.getLogger("lifecycle.beat")
 

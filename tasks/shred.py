@@ -6,8 +6,8 @@ from typing import Any
 
 from lifecycle.core import dispatch
 from lifecycle.shred import jobs as shred_jobs
+from tasks.base import LifecycleTask
 from workers.app import app
-from workers.tasks.base import LifecycleTask
 
 
 @app.task(
@@ -26,7 +26,7 @@ def shred_files(self: LifecycleTask, job_id: int) -> dict[str, Any]:
 
 @app.task(base=LifecycleTask, name=dispatch.SHRED_RESEND_PENDING, ignore_result=True, expires=60)
 def resend_pending() -> int:
-    # Kept for messages queued before the beat ticker took this over (workers/schedules/ticker.py).
+    # Kept for messages queued before the beat ticker took this over (schedules/ticker.py).
     return shred_jobs.resend_pending()
 
 

@@ -8,9 +8,9 @@ from celery.exceptions import Retry
 
 from lifecycle.core import dispatch
 from lifecycle.thirdparty import deliveries as delivery
+from schedules import housekeeping
+from tasks.base import LifecycleTask
 from workers.app import app
-from workers.schedules import housekeeping
-from workers.tasks.base import LifecycleTask
 
 
 def _enqueue(delivery_id: int, countdown: float) -> None:
@@ -36,6 +36,6 @@ def deliver(self: LifecycleTask, delivery_id: int) -> dict[str, Any]:
 def resend_due() -> dict[str, int]:
     """Kept for messages queued before beat's ticker took this over.
 
-    The ticker: workers/schedules/ticker.py.
+    The ticker: schedules/ticker.py.
     """
     return housekeeping.resend_due_deliveries()

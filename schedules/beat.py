@@ -20,7 +20,7 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
 
     The frequent housekeeping (the outbox relay every 5 s, due deliveries, pending shred jobs,
     stale notices and requests, the lease watchdog) is not here: it runs on the beat process's
-    ticker thread (workers/schedules/ticker.py) and so never fills Flower's history.
+    ticker thread (schedules/ticker.py) and so never fills Flower's history.
     """
     schedule: dict[str, Any] = {
         # The nightly purpose-end sweep, then the purge of archived data whose period ended.

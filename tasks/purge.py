@@ -7,8 +7,8 @@ from typing import Any
 from lifecycle.core import dispatch
 from lifecycle.engine.context import get_context
 from lifecycle.engine.purge import run_purge
+from tasks.base import LifecycleTask
 from workers.app import app
-from workers.tasks.base import LifecycleTask
 
 
 @app.task(

@@ -9,8 +9,8 @@ from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import get_context
 from lifecycle.rights.withdrawal import carry_out, fail_request
 from lifecycle.vault.keystore import KeyUnavailable
+from tasks.base import RESUMABLE_TASK, LifecycleTask
 from workers.app import app
-from workers.tasks.base import RESUMABLE_TASK, LifecycleTask
 
 
 @app.task(name=dispatch.WITHDRAW, lease="args", **RESUMABLE_TASK)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lifecycle.core.settings import get_settings
-from workers.schedules import housekeeping
+from schedules import housekeeping
 
 log = logging.getLogger("lifecycle.ticker")
 

@@ -8,8 +8,8 @@ from lifecycle.core import dbkind, dispatch, leases
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import get_context
 from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, BatchMembersBusy, run_batch, run_sweep
+from tasks.base import LifecycleTask
 from workers.app import app
-from workers.tasks.base import LifecycleTask
 
 # The coordinator lives as long as the sweep; batches are short. The visibility timeout may
 # hand a long coordinator's message to a second worker: that one finds the lock taken and stops.

@@ -10,8 +10,8 @@ from __future__ import annotations
 from lifecycle.core import dispatch
 from lifecycle.vault import checkpoints
 from lifecycle.vault.ledger import LedgerBroken
+from tasks.base import LifecycleTask
 from workers.app import app
-from workers.tasks.base import LifecycleTask
 
 
 @app.task(base=LifecycleTask, name=dispatch.LEDGER_CHECKPOINT)

@@ -1,14 +1,14 @@
 """The outbox relay's old task names, kept so queued messages still work.
 
-The relay itself runs on the beat process's ticker (workers/schedules/ticker.py), not as a task.
+The relay itself runs on the beat process's ticker (schedules/ticker.py), not as a task.
 """
 
 from __future__ import annotations
 
 from lifecycle.core import dispatch
+from schedules.housekeeping import relay_pending, relay_stale
+from tasks.base import LifecycleTask
 from workers.app import app
-from workers.schedules.housekeeping import relay_pending, relay_stale
-from workers.tasks.base import LifecycleTask
 
 
 @app.task(base=LifecycleTask, name=dispatch.RELAY, ignore_result=True, expires=30)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lifecycle.core import dispatch
+from tasks.base import LifecycleTask
 from workers.app import app
-from workers.tasks.base import LifecycleTask
 
 
 @app.task(base=LifecycleTask, name=dispatch.PING)

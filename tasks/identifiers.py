@@ -7,8 +7,8 @@ from typing import Any
 from lifecycle.core import dispatch
 from lifecycle.engine.context import get_context
 from lifecycle.engine.identifiers import BATCH, run
+from tasks.base import RESUMABLE_TASK, LifecycleTask
 from workers.app import app
-from workers.tasks.base import RESUMABLE_TASK, LifecycleTask
 
 
 @app.task(

@@ -10,8 +10,8 @@ from lifecycle.rights.answers import answer_pending as _answer_pending
 from lifecycle.rights.consent import run_consent_withdrawal
 from lifecycle.rights.erase import run_erasure
 from lifecycle.rights.suspension import run_lift, run_suspension
+from tasks.base import RESUMABLE_TASK, LifecycleTask
 from workers.app import app
-from workers.tasks.base import RESUMABLE_TASK, LifecycleTask
 
 
 @app.task(name=dispatch.ACCESS, **RESUMABLE_TASK)

@@ -6,8 +6,8 @@ from typing import Any
 
 from lifecycle.core import dispatch
 from lifecycle.rights.correction import run_correction
+from tasks.base import RESUMABLE_TASK, LifecycleTask
 from workers.app import app
-from workers.tasks.base import RESUMABLE_TASK, LifecycleTask
 
 
 @app.task(name=dispatch.CORRECT, lease="args", **RESUMABLE_TASK)

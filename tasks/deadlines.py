@@ -10,8 +10,8 @@ import logging
 from lifecycle.core import db, dispatch
 from lifecycle.core.errors import LifecycleError
 from lifecycle.requests import deadlines
+from tasks.base import LifecycleTask
 from workers.app import app
-from workers.tasks.base import LifecycleTask
 
 log = logging.getLogger("lifecycle.deadlines")
 

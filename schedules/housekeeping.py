@@ -1,8 +1,8 @@
 """Housekeeping: the frequent checks that keep work moving, as plain functions.
 
-They run on the beat process's ticker thread (:mod:`workers.schedules.ticker`), not as Celery tasks:
+They run on the beat process's ticker thread (:mod:`schedules.ticker`), not as Celery tasks:
 at every few seconds they would fill Flower's history with thousands of ticks a day and push
-the real jobs out of it. The old task names stay registered (``workers/tasks/relay.py`` and friends
+the real jobs out of it. The old task names stay registered (``tasks/relay.py`` and friends
 call these same functions), so messages already queued under them still work.
 Each function is idempotent and safe to run in two beat processes at once.
 """
