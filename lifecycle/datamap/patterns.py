@@ -68,10 +68,11 @@ _RRN_WEIGHTS = (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5)
 
 
 def rrn_valid(digits: str) -> bool:
-    """13 digits with a possible birth date and the check digit of the 2020 rules' predecessor.
+    """13 digits: a possible birth date (YYMMDD), then a last digit that is the check digit.
 
-    RRNs issued since October 2020 have no check digit (the last six digits are random), so
-    those are not recognised: the check digit is what keeps dates followed by seven digits out.
+    RRNs issued since October 2020 have no check digit (the digits after the gender digit are
+    assigned at random), so most of those are not recognised: the check digit is what keeps a
+    date followed by any seven digits from counting.
     """
     if len(digits) != 13 or not digits.isdigit():
         return False

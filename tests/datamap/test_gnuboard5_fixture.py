@@ -145,7 +145,7 @@ def test_lifecycle_reads_gnuboard5_as_it_ships(gnuboard5_site: Gnuboard5Site) ->
         wr = c.execute(text("SELECT count(*) FROM g5_write_free WHERE wr_datetime IS NULL"))
         assert wr.scalar() == 0
     assert nick_date is None  # '0000-00-00', Gnuboard's "never"
-    assert email_certify is not None  # '1970-01-01 00:00:00' is a real (old) date
+    assert email_certify is None  # '0000-00-00 00:00:00': never certified
     g5.convert_to_innodb(mysql_database, names)
     assert non_transactional(eng, names) == {}
     eng.dispose()
