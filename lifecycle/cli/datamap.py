@@ -33,7 +33,9 @@ def check_cmd(
         typer.Option(
             "--strict",
             help="Offline: exit 1 when any flagged unique identifier has no statutory basis "
-            "(against the database, live rows holding one always exit 1).",
+            "(against the database, live rows holding one always exit 1). Against the "
+            "database: exit 1 when the quick discover pass finds personal data the map does "
+            "not cover.",
         ),
     ] = False,
 ) -> None:
@@ -43,7 +45,9 @@ def check_cmd(
     then one line per finding; exits 2 on any finding (a map that does not fit). Reports each
     flagged unique identifier (where, how many live rows hold a value, its basis); exits 1 when
     live rows hold one without a statutory basis (offline, only with --strict, when a flagged
-    category has no basis)."""
+    category has no basis). Once the map fits, a quick `datamap discover` pass (a small sample
+    of every table) prints personal data the map does not cover as warnings (exit 1 with
+    --strict)."""
     from lifecycle.datamap.loader import load_datamap
 
     dm = load_datamap(file)
@@ -102,6 +106,7 @@ def check_cmd(
         typer.echo(f"data map {dm.source}: {len(findings)} finding(s)")
         raise typer.Exit(2)
     where = "checked against the primary database" if not offline else "not compared with a DB"
+    uncovered = _quick_discover(dm, eng) if eng is not None else 0
     if unlawful and eng is not None:
         # The map fits, but live rows are held against the law: never summed up as OK.
         typer.echo(
@@ -112,6 +117,113 @@ def check_cmd(
     typer.echo(f"data map {dm.source}: OK ({len(shown.tables)} tables, {where})")
     if strict and unlawful:
         typer.echo(f"strict: unique identifiers without a statutory basis: {unlawful}")
+        raise typer.Exit(1)
+    if strict and uncovered:
+        typer.echo(f"strict: {uncovered} column(s) hold personal data the map does not cover")
+        raise typer.Exit(1)
+
+
+# The quick pass of `datamap check`: a few rows per table, a few seconds in all.
+QUICK_ROWS = 50
+QUICK_BUDGET_SECONDS = 10.0
+
+
+def _quick_discover(dm: Any, eng: Any) -> int:
+    """Warn (stderr) about each column the quick sample finds uncovered; returns their number."""
+    from lifecycle.datamap.discover import discover
+
+    report = discover(eng, dm, rows=QUICK_ROWS, budget_seconds=QUICK_BUDGET_SECONDS)
+    _record_discover(report)
+    for f in report.uncovered:
+        typer.echo(f"warning: discover: {f.describe()}", err=True)
+    for name, why in sorted(report.not_scanned.items()):
+        typer.echo(f"warning: discover: table {name} not scanned ({why})", err=True)
+    if report.stopped_early:
+        typer.echo(f"warning: discover: {report.stopped_early}", err=True)
+    if report.uncovered:
+        typer.echo(
+            f"discover (quick, {QUICK_ROWS} rows per table): {len(report.uncovered)} column(s) "
+            "with personal data the map does not cover; run `lifecycle datamap discover`",
+            err=True,
+        )
+    return len(report.uncovered)
+
+
+def _record_discover(report: Any) -> None:
+    """Sampling reads members' data: one access-log entry with counts only."""
+    if not report.rows_read:
+        return
+    from lifecycle.cli.operator import record
+
+    record("read", "datamap discover", details={
+        "tables": report.tables_scanned, "rows": report.rows_read,
+        "uncovered_columns": len(report.uncovered),
+    })  # fmt: skip
+
+
+@datamap_app.command("discover")
+def discover_cmd(
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Map to compare with (default: LIFECYCLE_DATA_MAP)."),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1 when personal data is found that the map does not cover, or when the "
+            "scan could not read every table.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    rows: Annotated[
+        int, typer.Option("--rows", min=1, help="At most this many rows per table (newest).")
+    ] = 1000,
+    budget: Annotated[
+        float,
+        typer.Option("--budget", min=0.1, help="Stop after this many seconds in all (noted)."),
+    ] = 120.0,
+) -> None:
+    """Sample every table of the primary (ignored ones too) for personal data by pattern:
+    email, Korean mobile and landline numbers, RRNs (check digit), card numbers (Luhn), IPv4/6,
+    Korean road addresses, and the same inside JSON or PHP-serialized values. Prints, per
+    table.column, the kinds found and in how many sampled rows (never a value), and whether the
+    map covers it: mapped under a category, in an ignored table, or not covered."""
+    import json
+
+    from lifecycle.core.db import check_reachable, engine
+    from lifecycle.datamap.discover import discover
+    from lifecycle.datamap.loader import load_datamap
+
+    dm = load_datamap(file)
+    check_reachable("primary")
+    report = discover(engine("primary"), dm, rows=rows, budget_seconds=budget)
+    _record_discover(report)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, sort_keys=True))
+    else:
+        for f in report.findings:
+            typer.echo(f.describe())
+        for name in report.ignored_tables:
+            typer.echo(f"ignored table {name}: scanned")
+        for name, why in sorted(report.not_scanned.items()):
+            typer.echo(f"table {name}: not scanned ({why})", err=True)
+        if report.stopped_early:
+            typer.echo(f"stopped early: {report.stopped_early}", err=True)
+        typer.echo(
+            f"discover: {report.tables_scanned} of {report.tables_total} tables scanned, "
+            f"{report.rows_read} rows (at most {rows} per table), {len(report.findings)} "
+            f"column(s) with personal data, {len(report.uncovered)} not covered by {dm.source}"
+        )
+    if strict and report.uncovered:
+        typer.echo(
+            f"strict: {len(report.uncovered)} column(s) hold personal data the map does not "
+            "cover: " + ", ".join(f"{f.table}.{f.column}" for f in report.uncovered),
+            err=True,
+        )
+        raise typer.Exit(1)
+    if strict and not report.complete:
+        typer.echo("strict: the scan did not read every table (see above)", err=True)
         raise typer.Exit(1)
 
 

@@ -140,7 +140,9 @@ def collect(
         t = ctx.table(name)
         cols = [c.name for c in t.columns]
         flagged = flagged_columns(ctx.datamap, name)
-        stmt = select(t).where(member_expr(ctx, tm) == member_id).order_by(t.c[tm.key])
+        # Every key column: a composite key orders fully, a keyless table (key: []) not at all.
+        order = [t.c[k] for k in tm.keys]
+        stmt = select(t).where(member_expr(ctx, tm) == member_id).order_by(*order)
         rows = []
         for r in s.execute(stmt):
             rows.append(

@@ -9,8 +9,11 @@ member may change.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -27,6 +30,8 @@ from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.preview import held_summary
 from lifecycle.engine.sweep import SweepIncomplete, run_sweep
+from lifecycle.rights.access import run_access, submit_access
+from lifecycle.rights.common import Requester
 from lifecycle.rights.correction import run_correction, submit_correction
 from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdrawal
 from lifecycle.shred.jobs import run_job
@@ -43,6 +48,7 @@ from tests.helpers import (
 )
 
 MAP = REPO / "lifecycle" / "datamap" / "maps" / "gnuboard5.yaml"
+LEGACY_MAP = REPO / "lifecycle" / "datamap" / "maps" / "gnuboard5-5.6.14.yaml"
 LEAVERS = {"lee_mh7", "jung_hs"}  # lee withdraws now; jung left on 2026-09-01 (mb_leave_date)
 MEMBER_COLUMNS = ("mb_id", "me_send_mb_id", "me_recv_mb_id")
 
@@ -88,8 +94,8 @@ def _connect(url: str) -> Any:
     return conn
 
 
-def write_map(path: Path, root: Path | str, *edits: tuple[str, str]) -> Path:
-    text = MAP.read_text(encoding="utf-8").replace("root: /var/www/gnuboard", f"root: {root}")
+def write_map(path: Path, root: Path | str, *edits: tuple[str, str], source: Path = MAP) -> Path:
+    text = source.read_text(encoding="utf-8").replace("root: /var/www/gnuboard", f"root: {root}")
     for old, new in edits:
         assert old in text, old
         text = text.replace(old, new)
@@ -182,6 +188,20 @@ def test_datamap_check_proves_what_the_engine_relies_on(site: Site, tmp_path: Pa
     ok = site.env.run("datamap", "check")
     assert ok.returncode == 0, ok.stderr
     assert "pattern g5_write_* -> g5_write_free, g5_write_qna" in ok.stdout
+    # Every personal value the seed wrote is in a mapped column; the only uncovered one is the
+    # admin's IP on a mail-out, in a table the map ignores on purpose.
+    found = site.env.run("datamap", "discover", "--json")
+    assert found.returncode == 0, found.stderr
+    doc = json.loads(found.stdout)
+    assert doc["complete"], doc
+    assert [(f["table"], f["column"]) for f in doc["findings"] if not f["covered"]] == [
+        ("g5_mail", "ma_ip")
+    ]
+    cov = {(f["table"], f["column"]): f["category"] for f in doc["findings"]}
+    assert cov[("g5_member", "mb_email")] == "contact"
+    assert cov[("g5_member_auto_login", "al_ip")] == "sessions"
+    assert cov[("g5_shop_inicis_pay", "ip_ip")] == "payment"
+    assert cov[("g5_login", "lo_ip")] == "service_usage"
     # A board created after the map was written is covered at the next run.
     site.add_board("notice")
     ok = site.env.run("datamap", "check")
@@ -231,6 +251,37 @@ def test_datamap_check_proves_what_the_engine_relies_on(site: Site, tmp_path: Pa
     assert "note: " in ok.stdout and "optional table g5_shop_order is not in the database" in (
         ok.stdout
     )
+
+
+def test_a_site_on_5_6_14_keeps_its_map_and_is_told_what_5_6_15_added(
+    site: Site, tmp_path: Path, mysql_database: str
+) -> None:
+    """The 5.6.14 map fits the 5.6.14 schema; on 5.6.34 it names the first consent column
+    (the failure this map's update fixed), and the current map fits 5.6.34."""
+    site.innodb()
+    legacy = write_map(tmp_path / "legacy.yaml", site.root, source=LEGACY_MAP)
+    r = site.env.run("datamap", "check", "--file", str(legacy))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "column g5_member.mb_mailling_date is not in the data map" in r.stderr
+
+    g5.convert_to_innodb(mysql_database, g5.build(mysql_database, release=g5.LEGACY))
+    site.env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"] = mysql_database
+    ok = site.env.run("datamap", "check", "--file", str(legacy))
+    assert ok.returncode == 0, ok.stderr
+    for t in ("g5_member_auto_login", "g5_shop_inicis_pay", "g5_shop_inicis_pay_event"):
+        assert f"optional table {t} is not in the database" in ok.stdout
+    r = site.env.run("datamap", "check")
+    assert r.returncode == 2 and "g5_member.mb_mailling_date" in r.stderr, r.stderr
+    # The two maps differ in the member table's consent columns only.
+    cur, old_dm = load_datamap(MAP), load_datamap(LEGACY_MAP)
+    assert set(cur.tables) == set(old_dm.tables)
+    for name, t in cur.tables.items():
+        if name != "g5_member":
+            assert t.columns == old_dm.tables[name].columns, name
+    moved = set(cur.tables["g5_member"].personal_columns) - set(
+        old_dm.tables["g5_member"].personal_columns
+    )
+    assert moved == {"mb_mailling", "mb_sms", *g5.MEMBER_CONSENT_COLUMNS}
 
 
 def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else(
@@ -308,7 +359,12 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
         for col in ("mb_password", "mb_name", "mb_nick", "mb_email", "mb_hp", "mb_addr1",
                     "mb_birth", "mb_ip", "mb_login_ip", "mb_dupinfo", "mb_signature"):  # fmt: skip
             assert row[col] == "", (who, col)
+        # 5.6.15's consent records go with the rest of the profile.
+        assert row["mb_agree_log"] == "" and row["mb_marketing_agree"] == 0, who
     assert kept["jung_hs"]["mb_leave_date"] == "20260901"
+    # Their auto-login tokens (two devices of lee_mh7, one of jung_hs) are destroyed; others stay.
+    tokens = [r["mb_id"] for r in after["g5_member_auto_login"].values()]
+    assert sorted(tokens) == ["choi_dw", "kim_yr", "park_js"]
     assert len(kept["lee_mh7"]["mb_leave_date"]) == 8 and kept["lee_mh7"]["mb_leave_date"].isdigit()
 
     # Every row of every other member is exactly as it was, including their comments on the
@@ -318,6 +374,7 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
         if t.startswith("g5_write_"):
             for r in rows.values():
                 posts_by[(t.removeprefix("g5_write_"), r["wr_id"])] = r["mb_id"]
+    attempts_by = {r["ip_oid"]: r["mb_id"] for r in before["g5_shop_inicis_pay"].values()}
     cutoff = date.today() - timedelta(days=92)
     untouched = 0
     for table, rows in before.items():
@@ -325,6 +382,8 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
             if any(r.get(c) in LEAVERS for c in MEMBER_COLUMNS):
                 continue
             if table == "g5_board_file" and posts_by[(r["bo_table"], r["wr_id"])] in LEAVERS:
+                continue
+            if table == "g5_shop_inicis_pay_event" and attempts_by[r["ip_oid"]] in LEAVERS:
                 continue
             if table == "g5_visit" and r["vi_date"] < cutoff:
                 continue
@@ -352,7 +411,8 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
                 if r[side] in LEAVERS:
                     assert a[side] == ""
                     # Cleared to '' or, for a NOT NULL date, the column's own default.
-                    assert a[ip_or_read] in ("", None, datetime(1970, 1, 1))
+                    # (pymysql reads a zero date as its text)
+                    assert a[ip_or_read] in ("", None, "0000-00-00 00:00:00")
                 else:
                     assert a[side] == r[side]
 
@@ -378,6 +438,10 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     assert acc.archived[("g5_shop_order", "contract")] == 1
     assert acc.archived[("g5_shop_order", "payment")] == 1
     assert acc.archived[("g5_shop_cart", "contract")] == 1
+    # The leaver's INIpay PRO attempt and its event are payment records: archived, 5 years.
+    assert acc.archived[("g5_shop_inicis_pay", "payment")] == 1
+    assert acc.archived[("g5_shop_inicis_pay_event", "payment")] == 1
+    assert acc.ledger_destroy[("g5_member_auto_login", "sessions")] == 3
     assert acc.ledger_destroy[("g5_write_notice", "posts")] == 1
     assert acc.ledger_destroy[("g5_board_file", "uploads")] >= 2
     assert acc.ledger_destroy[("g5_visit", "access_log")] == 12
@@ -399,6 +463,29 @@ def test_a_zero_date_in_an_age_table_is_kept_not_a_failed_sweep(site: Site) -> N
     cutoff = (datetime.now() - timedelta(days=92)).date()
     assert site.sql("SELECT count(*) FROM g5_visit WHERE vi_date >= %s", cutoff)[0][0] > 0
     assert site.sql("SELECT count(*) FROM g5_visit")[0][0] < before + 1
+
+
+def test_access_through_the_gnuboard5_map_includes_consent_records_and_devices(
+    site: Site, tmp_path: Path
+) -> None:
+    site.innodb()
+    ctx = get_context()
+    lee = resolve_member(ctx, "lee_mh7")
+    out = tmp_path / "lee.zip"
+    rid = submit_access(lee, str(out), None, Requester())
+    assert run_access(rid)["state"] == "completed"
+    with zipfile.ZipFile(out) as zf:
+        files = {n: zf.read(n).decode("utf-8-sig") for n in zf.namelist()}
+    members = list(csv.DictReader(io.StringIO(files["g5_member.csv"])))
+    assert [m["mb_id"] for m in members] == ["lee_mh7"]
+    # The consent log as Gnuboard wrote it, and both of lee's devices, no one else's.
+    assert members[0]["mb_agree_log"].startswith("[") and "회원가입" in members[0]["mb_agree_log"]
+    devices = list(csv.DictReader(io.StringIO(files["g5_member_auto_login.csv"])))
+    assert sorted(d["al_ip"] for d in devices) == ["10.0.7.1", "10.0.7.2"]
+    assert {d["mb_id"] for d in devices} == {"lee_mh7"}
+    attempts = list(csv.DictReader(io.StringIO(files["g5_shop_inicis_pay.csv"])))
+    events = list(csv.DictReader(io.StringIO(files["g5_shop_inicis_pay_event.csv"])))
+    assert len(attempts) == 1 and [e["ip_oid"] for e in events] == [attempts[0]["ip_oid"]]
 
 
 def test_a_correction_through_the_gnuboard5_map(site: Site) -> None:

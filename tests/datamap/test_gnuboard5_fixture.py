@@ -54,7 +54,14 @@ def test_tables_are_built_as_gnuboard5_installs_them(mysql_database: str) -> Non
     assert cols[("g5_write_free", "mb_id")][0] == "varchar(255)"
     assert cols[("g5_shop_order", "od_id")][0] == "bigint(20) unsigned"
     assert cols[("g5_memo", "me_type")][0] == "enum('send','recv')"
-    assert not any(nullable == "YES" for _ct, nullable, _d in cols.values())
+    # Every column is NOT NULL but the dates of the tables added since 5.6.26.
+    nullable = {(t, c) for (t, c), (_ct, n, _d) in cols.items() if n == "YES"}
+    assert nullable and {t for t, _c in nullable} == {
+        "g5_member_auto_login", "g5_shop_inicis_pay", "g5_shop_inicis_pay_event"
+    }  # fmt: skip
+    assert all(cols[k][0] == "datetime" for k in nullable)
+    assert cols[("g5_member", "mb_agree_log")][:2] == ("text", "NO")
+    assert cols[("g5_member", "mb_marketing_agree")][0] == "tinyint(1)"
     keys = _rows(mysql_database, "SELECT table_name, index_name, GROUP_CONCAT(column_name ORDER "
                  "BY seq_in_index) FROM information_schema.statistics WHERE table_schema = "
                  "DATABASE() GROUP BY table_name, index_name")  # fmt: skip
@@ -62,6 +69,12 @@ def test_tables_are_built_as_gnuboard5_installs_them(mysql_database: str) -> Non
     assert ("g5_board_file", "PRIMARY", "bo_table,wr_id,bf_no") in keyset
     assert ("g5_member", "PRIMARY", "mb_no") in keyset and ("g5_member", "mb_id", "mb_id") in keyset
     assert ("g5_visit", "index1", "vi_ip,vi_date") in keyset
+    assert ("g5_login", "PRIMARY", "lo_id") in keyset and (
+        "g5_login",
+        "lo_ip_unique",
+        "lo_ip",
+    ) in keyset
+    assert ("g5_member_auto_login", "al_token", "al_token") in keyset
     assert not any(t == "g5_shop_order_data" and i == "PRIMARY" for t, i, _c in keyset)
 
 
@@ -132,7 +145,7 @@ def test_lifecycle_reads_gnuboard5_as_it_ships(gnuboard5_site: Gnuboard5Site) ->
         wr = c.execute(text("SELECT count(*) FROM g5_write_free WHERE wr_datetime IS NULL"))
         assert wr.scalar() == 0
     assert nick_date is None  # '0000-00-00', Gnuboard's "never"
-    assert email_certify is not None  # '1970-01-01 00:00:00' is a real (old) date
+    assert email_certify is None  # '0000-00-00 00:00:00': never certified
     g5.convert_to_innodb(mysql_database, names)
     assert non_transactional(eng, names) == {}
     eng.dispose()
