@@ -670,8 +670,12 @@ class _Releaser:
 
     def drain(self) -> None:
         """Return once every file handed over so far is truncated and closed."""
+        self.wait_below(1)
+
+    def wait_below(self, limit: int) -> None:
+        """Return once fewer than ``limit`` (at least 1) files handed over are still open."""
         with self._cond:
-            while self._fds or self._busy:
+            while len(self._fds) + self._busy >= max(1, limit):
                 self._cond.wait()
 
     def _run(self) -> None:
@@ -847,6 +851,9 @@ class _Batch:
             return _os_error(exc).result()
 
     def _open(self, d: _Dir, name: str, st: os.stat_result, tmp: str | None) -> _Target:
+        # Files of earlier rounds still being freed hold descriptors too: open only while they
+        # and this round's fit in the room (a full drain would stop the overwrite meanwhile).
+        _release.wait_below(self.room + 1 - len(self.pending))
         access = os.O_RDWR if self.options.verify else os.O_WRONLY
         # No O_TRUNC (the blocks must be overwritten, not released), no O_APPEND (we pwrite);
         # O_NONBLOCK so a FIFO swapped in after the lstat cannot hang the worker.
@@ -1198,9 +1205,6 @@ def shred_paths(
     for _, tmp in requests:
         _check_tmp_name(tmp)
     resolved = resolve_roots(roots)
-    # The previous batch's files are freed while its caller records them; their descriptors
-    # count against this batch's room, so they are all closed before it opens any.
-    _release.drain()
     batch = _Batch(options, hooks)
     slots: list[_Target | ShredResult] = []
     resumes: list[tuple[_Dir, str, str] | None] = []

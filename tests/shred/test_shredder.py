@@ -657,6 +657,7 @@ def test_a_batch_overwrites_and_flushes_every_file_before_renaming_any(root: Pat
     assert listings == [sorted(f"{i}-{NAME}" for i in range(5))] * 2
     assert patterns == [False] * 10
     assert [os.listdir(d) for d in dirs] == [[], []]
+    release_unlinked()  # the blocks are freed after the result, in the background
     for fd in readers:
         assert os.fstat(fd).st_nlink == 0 and os.fstat(fd).st_size == 0
         os.close(fd)
