@@ -1,7 +1,8 @@
 """Benchmark: the shredder against the disk's limit and against GNU shred, in one run.
 
     .venv/bin/python bench/bench_shred.py [--dir var] [--size-mib 1024] [--files 2000]
-        [--file-kib 64] [--e2e-size-mib 2048] [--no-e2e]
+        [--file-kib 64] [--e2e-files 20000] [--e2e-size-mib 8192] [--gnu-sample N]
+        [--no-e2e | --e2e-only]
 
 Every baseline overwrites **in place**, as the shredder does (a new file would have to allocate
 blocks, which the shredder never does):
@@ -13,10 +14,19 @@ blocks, which the shredder never does):
     - against the disk's own write rate for the same bytes: one ``dd conv=notrunc,fsync`` in
       place over a file as large as all the small files together (MiB/s); goal: at least 0.5x.
 (c) end to end, ``lifecycle shred ... --wait`` (CLI start, job in PostgreSQL, Redis, a real
-    Celery worker, ledger entries in the archive DB): ``--recursive DIR`` of the same number of
-    small files against GNU shred per file (goal 10x), and one file of --e2e-size-mib against
-    in-place dd of the same file (goal 0.6x). Needs PostgreSQL (--pg) and redis-server; creates
-    its own databases and Redis and removes them.
+    Celery worker, ledger entries in the archive DB), at sizes where the job and not the
+    command's fixed start-up is measured. Needs PostgreSQL (--pg) and redis-server; creates its
+    own databases and Redis and removes them.
+    - ``--recursive DIR`` of --e2e-files files of --file-kib (20,000 x 64 KiB) against GNU
+      ``shred -n 1 -u`` per file (goal: at least 20x; ``--gnu-sample N`` times GNU shred on N
+      of the files only: one process per file, so its rate does not depend on the count, and
+      on a busy disk 20,000 runs take over half an hour), and against the same work done by
+      the filesystem's tools (goal: at least 0.7x): **one** ``dd conv=notrunc,fsync`` in place
+      over a file as large as all the small files together (a dd per file would pay a process
+      start per file, unfair the other way), then removing as many files of that size, as
+      ``rm`` does (one unlink each), then **one** ``fsync`` of their directory;
+    - one file of --e2e-size-mib (8 GiB) against in-place dd of the same file (goal: at least
+      0.8x).
 
 The shredder's figure is until its result (every file overwritten, on disk, unlinked, its
 directory synced: what a job records); the blocks are freed after that, while the job records

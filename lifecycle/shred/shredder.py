@@ -3,7 +3,8 @@
 Files are destroyed in batches (:func:`shred_paths`; :func:`shred_path` is a batch of one):
 
 1. Every file is confined, opened and checked, then overwritten in place with an AES-CTR
-   keystream (a fresh random key and nonce per file and pass, through OpenSSL, in 4 MiB chunks)
+   keystream (a fresh random key and nonce per file and pass, through OpenSSL, in 4 MiB chunks;
+   small files share one stream per pass, each its own counter range: :class:`_SharedStream`)
    over its whole allocated size. AES-CTR rather than ``os.urandom``: the kernel's generator is
    slower than a disk, AES-NI is not, and a keystream is as unrecoverable for this purpose.
 2. One flush round per pass makes the whole batch durable: ``fdatasync`` per file for a few
