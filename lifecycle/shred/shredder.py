@@ -3,7 +3,8 @@
 Files are destroyed in batches (:func:`shred_paths`; :func:`shred_path` is a batch of one):
 
 1. Every file is confined, opened and checked, then overwritten in place with an AES-CTR
-   keystream (a fresh random key and nonce per file and pass, through OpenSSL, in 4 MiB chunks)
+   keystream (a fresh random key and nonce per file and pass, through OpenSSL, in 4 MiB chunks;
+   small files share one stream per pass, each its own counter range: :class:`_SharedStream`)
    over its whole allocated size. AES-CTR rather than ``os.urandom``: the kernel's generator is
    slower than a disk, AES-NI is not, and a keystream is as unrecoverable for this purpose.
 2. One flush round per pass makes the whole batch durable: ``fdatasync`` per file for a few
@@ -228,6 +229,42 @@ class _Keystream:
         self._turn ^= 1
         got = self._enc.update_into(self._zeros[:n], view)
         return view[:got]
+
+
+# Files written in one chunk up to this size take their pass from one stream per batch and
+# pass (_SharedStream).
+SHARED_MAX = 1 << 20
+
+
+class _SharedStream:
+    """One AES-CTR stream per pass for a batch's small files, each file its own counter range.
+
+    A cipher context per file costs more than its keystream for a file of a few KiB. Every
+    file still gets keystream no other file or pass gets (a disjoint range of the counter
+    under a fresh random key per pass), and its range's first counter block is recorded as
+    its nonce, so ``--verify`` recomputes the same bytes with a context of its own.
+    """
+
+    def __init__(self) -> None:
+        self._ks = _Keystream(SHARED_MAX)
+        self.key = b""
+        self._base = 0
+        self._blocks = 0
+        self.restart()
+
+    def restart(self) -> None:
+        """A fresh key and starting counter: called at the start of each pass."""
+        self.key, nonce = os.urandom(KEY_BYTES), os.urandom(16)
+        self._ks.start(self.key, nonce)
+        self._base, self._blocks = int.from_bytes(nonce, "big"), 0
+
+    def take(self, n: int) -> tuple[memoryview, bytes]:
+        """``n`` (a multiple of 16, at most SHARED_MAX) keystream bytes and the counter block
+        they start at; valid until the next call."""
+        # OpenSSL's CTR increments the whole 16-byte block as one big-endian number.
+        counter = ((self._base + self._blocks) % (1 << 128)).to_bytes(16, "big")
+        self._blocks += n // 16
+        return self._ks.take(n), counter
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -634,8 +671,12 @@ class _Releaser:
 
     def drain(self) -> None:
         """Return once every file handed over so far is truncated and closed."""
+        self.wait_below(1)
+
+    def wait_below(self, limit: int) -> None:
+        """Return once fewer than ``limit`` (at least 1) files handed over are still open."""
         with self._cond:
-            while self._fds or self._busy:
+            while len(self._fds) + self._busy >= max(1, limit):
                 self._cond.wait()
 
     def _run(self) -> None:
@@ -746,6 +787,7 @@ class _Batch:
         self.fs_types: dict[int, str] = {}
         self.dirs: dict[tuple[int, int], _Dir] = {}
         self._ks: _Keystream | None = None
+        self._shared: _SharedStream | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._unlinkers: ThreadPoolExecutor | None = None
         self.room = _fd_room()
@@ -810,6 +852,9 @@ class _Batch:
             return _os_error(exc).result()
 
     def _open(self, d: _Dir, name: str, st: os.stat_result, tmp: str | None) -> _Target:
+        # Files of earlier rounds still being freed hold descriptors too: open only while they
+        # and this round's fit in the room (a full drain would stop the overwrite meanwhile).
+        _release.wait_below(self.room + 1 - len(self.pending))
         access = os.O_RDWR if self.options.verify else os.O_WRONLY
         # No O_TRUNC (the blocks must be overwritten, not released), no O_APPEND (we pwrite);
         # O_NONBLOCK so a FIFO swapped in after the lstat cannot hang the worker.
@@ -878,6 +923,8 @@ class _Batch:
         opts, hooks = self.options, self.hooks
         plan = ["random"] * opts.passes + (["zero"] if opts.zero else [])
         for number, kind in enumerate(plan, start=1):
+            if kind == "random" and self._shared is not None:
+                self._shared.restart()
             for t in self._live(batch):
                 try:
                     self._write_pass(t, number, kind)
@@ -909,10 +956,18 @@ class _Batch:
         live = self._live(batch)
         if len(live) > 1:
             # Renames and unlinks wait on the journal; concurrent ones share the wait. Each
-            # thread works on its own names only.
+            # thread works on its own names only, a share of the batch each: one task per
+            # thread, not per file (a future per file costs more than its unlink).
             if self._unlinkers is None:
                 self._unlinkers = ThreadPoolExecutor(UNLINK_THREADS, "shred-unlink")
-            errors = list(self._unlinkers.map(self._unlink_caught, live))
+            n = min(UNLINK_THREADS, len(live))
+            errors: list[Refused | None] = [None] * len(live)
+
+            def share(first: int) -> list[Refused | None]:
+                return [self._unlink_caught(t) for t in live[first::n]]
+
+            for first, errs in enumerate(self._unlinkers.map(share, range(n))):
+                errors[first::n] = errs
         else:
             errors = [self._unlink_caught(t) for t in live]
         for t, err in zip(live, errors, strict=True):
@@ -946,6 +1001,15 @@ class _Batch:
                 )
 
     def _write_pass(self, t: _Target, number: int, kind: str) -> None:
+        one_chunk = t.total <= min(SHARED_MAX, self.options.chunk_size)
+        if kind == "random" and one_chunk and t.total % 16 == 0:
+            if self._shared is None:
+                self._shared = _SharedStream()
+            data, counter = self._shared.take(t.total)
+            t.last = ("random", self._shared.key, counter)
+            _write_chunk(t.fd, data, 0, False)
+            self._wrote(t, number, t.total)
+            return
         ks = self._keystream()
         if kind == "random":
             key, nonce = os.urandom(KEY_BYTES), os.urandom(16)
@@ -1142,9 +1206,6 @@ def shred_paths(
     for _, tmp in requests:
         _check_tmp_name(tmp)
     resolved = resolve_roots(roots)
-    # The previous batch's files are freed while its caller records them; their descriptors
-    # count against this batch's room, so they are all closed before it opens any.
-    _release.drain()
     batch = _Batch(options, hooks)
     slots: list[_Target | ShredResult] = []
     resumes: list[tuple[_Dir, str, str] | None] = []

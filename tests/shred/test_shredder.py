@@ -224,6 +224,34 @@ def test_shred_with_passes_zero_and_verify(root: Path) -> None:
     assert os.listdir(root) == []
 
 
+def test_small_files_of_a_batch_get_their_own_keystream_and_verify(root: Path) -> None:
+    # Small files of a batch take their pass from one stream, each its own counter range:
+    # no block of keystream may land in two files, and read-back must recompute each range.
+    paths = [root / f"small-{i}" for i in range(3)]
+    for p in paths:
+        fill(p, 10_000)
+    readers = [os.open(p, os.O_RDONLY) for p in paths]
+    seen: list[bytes] = []
+
+    def on_durable(_n: int) -> None:
+        seen.extend(os.pread(r, 3 * 4096, 0) for r in readers)
+
+    try:
+        results = shred_paths(
+            [(str(p), None) for p in paths],
+            [root],
+            ShredOptions(passes=2, verify=True),
+            hooks=Hooks(on_durable=on_durable),
+        )
+    finally:
+        for r in readers:
+            os.close(r)
+    assert [(r.status, r.passes, r.verified) for r in results] == [("shredded", 2, True)] * 3
+    blocks = {s[i : i + 4096] for s in seen for i in range(0, len(s), 4096)}
+    assert len(seen) == 3 and len(blocks) == 9, "a keystream block was written twice"
+    assert os.listdir(root) == []
+
+
 def test_a_second_run_finds_the_file_missing(root: Path) -> None:
     path = root / NAME
     fill(path, 5000)
@@ -629,6 +657,7 @@ def test_a_batch_overwrites_and_flushes_every_file_before_renaming_any(root: Pat
     assert listings == [sorted(f"{i}-{NAME}" for i in range(5))] * 2
     assert patterns == [False] * 10
     assert [os.listdir(d) for d in dirs] == [[], []]
+    release_unlinked()  # the blocks are freed after the result, in the background
     for fd in readers:
         assert os.fstat(fd).st_nlink == 0 and os.fstat(fd).st_size == 0
         os.close(fd)
