@@ -515,8 +515,11 @@ def test_a_file_of_many_chunks_gets_fresh_keystream_in_every_chunk(root: Path) -
     pieces = [written[i : i + chunk] for i in range(0, len(original), chunk)]
     assert len({bytes(p) for p in pieces}) == len(pieces), "a chunk was written twice"
     for i, piece in enumerate(pieces):
+        # Random bytes agree with random bytes at 1 position in 256: about 4 of the last
+        # piece's 1,000. The bound leaves that chance (and 256 of 65,536) far below, while a
+        # chunk left unwritten would agree everywhere.
         assert same_position_bytes(piece, original[i * chunk : (i + 1) * chunk]) <= max(
-            4, len(piece) // 100
+            16, len(piece) // 64
         ), f"chunk {i} still holds the original"
 
 
