@@ -489,30 +489,91 @@ def unprocessed_clause(ctx: EngineContext) -> ColumnElement[bool]:
     return or_(*conds) if conds else literal_column("1") == 1
 
 
-def link_in(ctx: EngineContext, lk: MemberLink, col: Any, ids: Sequence[Any]) -> Any:
+class KeyLists:
+    """The values a batch's statements select other tables' rows by, read once per batch.
+
+    MariaDB (10.11) does not turn ``col IN (SELECT ...)`` in a DELETE or UPDATE into a join:
+    it scans the whole table and runs the subquery per row, even where ``col`` is indexed, so
+    every batch cost a full scan of every member table. Given one of these, the statements
+    name literal lists instead (bound as parameters), which the optimiser looks up through
+    the column's index: the members' login ids, read once, and a ``via`` table's parent keys,
+    read once per parent table. The reads run in the batch's transaction after its members
+    are locked and before any row is deleted (children go first, so a parent's keys are read
+    while its rows are all there), so they name the rows the subqueries would have named.
+    """
+
+    def __init__(self, ctx: EngineContext, conn: Connection, ids: Sequence[Any]) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.ids = list(ids)
+        self._logins: dict[str, list[Any]] = {}
+        self._parents: dict[tuple[str, str], list[Any]] = {}
+
+    def logins(self, member_key: str) -> list[Any]:
+        """The members' values of ``member_key`` (the login id)."""
+        got = self._logins.get(member_key)
+        if got is None:
+            st = self.ctx.subject_table
+            key = st.c[self.ctx.datamap.subject.key]
+            got = []
+            for i in range(0, len(self.ids), SQLITE_IN_CHUNK):
+                part = self.ids[i : i + SQLITE_IN_CHUNK]
+                q = select(st.c[member_key]).where(key.in_(part))
+                got += [v for (v,) in self.conn.execute(q) if v is not None]
+            got = sorted(set(got))
+            self._logins[member_key] = got
+        return got
+
+    def parent_keys(self, parent_name: str, parent_key: str) -> list[Any]:
+        """``parent_key`` of the members' rows of ``parent_name``."""
+        got = self._parents.get((parent_name, parent_key))
+        if got is None:
+            parent = self.ctx.table(parent_name)
+            ptm = self.ctx.datamap.table(parent_name)
+            where = member_where(self.ctx, ptm, self.ids, self)
+            q = select(parent.c[parent_key]).where(where).distinct()
+            got = sorted(v for (v,) in self.conn.execute(q) if v is not None)
+            self._parents[(parent_name, parent_key)] = got
+        return got
+
+
+def link_in(
+    ctx: EngineContext,
+    lk: MemberLink,
+    col: Any,
+    ids: Sequence[Any],
+    keys: KeyLists | None = None,
+) -> Any:
     """Rows whose link column holds one of the members ``ids`` (by the subject's key)."""
     s = ctx.datamap.subject
     if lk.member_key == s.key:
         return in_values(ctx, col, ids)
+    if keys is not None:
+        return col.in_(keys.logins(lk.member_key))
     st = ctx.subject_table
     return col.in_(select(st.c[lk.member_key]).where(in_values(ctx, st.c[s.key], ids)))
 
 
-def member_where(ctx: EngineContext, tm: TableMap, ids: Sequence[Any]) -> Any:
+def member_where(
+    ctx: EngineContext, tm: TableMap, ids: Sequence[Any], keys: KeyLists | None = None
+) -> Any:
     """Rows of ``tm`` belonging to members ``ids``: through their link column, or through
     their parents' (``via``, uncorrelated ``IN (SELECT ...)`` per hop; with ``match``, one
-    branch per table the pattern expanded to)."""
+    branch per table the pattern expanded to). With ``keys``, literal lists read once
+    instead of the subqueries (see :class:`KeyLists`)."""
     t = ctx.table(tm.name)
     s = ctx.datamap.subject
     if tm.name == s.table:
         return in_values(ctx, t.c[s.key], ids)
     if tm.links:
-        return or_(*(link_in(ctx, lk, t.c[lk.column], ids) for lk in tm.links))
+        return or_(*(link_in(ctx, lk, t.c[lk.column], ids, keys) for lk in tm.links))
     via = tm.via
     if via is None:
         return literal_column("1") == 0
 
     def through(parent_name: str) -> Any:
+        if keys is not None:
+            return t.c[via.column].in_(keys.parent_keys(parent_name, via.parent_key))
         parent = ctx.table(parent_name)
         ptm = ctx.datamap.table(parent_name)
         return t.c[via.column].in_(
@@ -573,12 +634,16 @@ def subject_selections(
     now: datetime,
     *,
     check_holds: bool = True,
+    conn: Connection | None = None,
 ) -> list[Selection]:
     """One selection per table whose purpose ends on ``kind`` for these members.
 
     ``check_holds=False`` (the caller found no active hold in its transaction) leaves the
-    per-row legal-hold filter out of the statements."""
+    per-row legal-hold filter out of the statements. ``conn`` (the caller's transaction,
+    its members locked): on MySQL/MariaDB the login ids and parent keys the statements select
+    by are read once through it and named as lists (:class:`KeyLists`)."""
     ids = sorted(ended)
+    keys = KeyLists(ctx, conn, ids) if conn is not None and dbkind.is_mysql(conn) else None
     out: list[Selection] = []
     blanks: list[Selection] = []
     subject = ctx.datamap.subject
@@ -602,14 +667,14 @@ def subject_selections(
             # A row several members hold (a memo: sender and recipient) leaves the primary DB
             # once none of them is still with the site; until then the leaver's side of it is
             # cleared (their link and the columns listed with it).
-            mine = or_(*(link_in(ctx, lk, t.c[lk.column], ids) for lk in tm.links))
+            mine = or_(*(link_in(ctx, lk, t.c[lk.column], ids, keys) for lk in tm.links))
             all_gone = and_(*(_link_gone(ctx, lk, t.c[lk.column]) for lk in tm.links))
             out.append(Selection(tm, and_(mine, all_gone), _ended))
             for lk in tm.links:
-                where = link_in(ctx, lk, t.c[lk.column], ids)
+                where = link_in(ctx, lk, t.c[lk.column], ids, keys)
                 blanks.append(Selection(tm, where, _ended, "blank", (lk.column, *lk.blank)))
             continue
-        out.append(Selection(tm, member_where(ctx, tm, ids), _ended))
+        out.append(Selection(tm, member_where(ctx, tm, ids, keys), _ended))
     if check_holds:
         # Rows of a held member, or of a table holding a held category, stay (legal hold).
         today = ctx.local_date(now)
