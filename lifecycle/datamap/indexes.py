@@ -73,7 +73,7 @@ def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
                 wanted.setdefault(s.table, []).append((lk.member_key,))
         if tm.via is not None:
             v = tm.via
-            cols = (v.match, v.column) if v.match else (v.column,)
+            cols: tuple[str, ...] = (v.match, v.column) if v.match else (v.column,)
             wanted.setdefault(name, []).append(cols)
     for name in sorted(wanted):
         have = _leading(insp, name)

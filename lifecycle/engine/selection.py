@@ -62,6 +62,8 @@ class Selection:
     # still holds; the member row itself when the map keeps it to reserve the login id).
     mode: Literal["take", "blank"] = "take"
     blank_columns: tuple[str, ...] = ()
+    # The batch's login ids and member ids, read once (MySQL/MariaDB): see KeyLists.
+    keys: KeyLists | None = None
 
 
 class Part(NamedTuple):
@@ -238,16 +240,24 @@ def member_expr(ctx: EngineContext, tm: TableMap) -> Any:
 
 
 def member_ids(
-    ctx: EngineContext, conn: Connection, member_key: str, values: set[Any]
+    ctx: EngineContext,
+    conn: Connection,
+    member_key: str,
+    values: set[Any],
+    keys: KeyLists | None = None,
 ) -> dict[Any, Any]:
     """Member ids for link values holding ``member_key`` (the login id): members are counted
-    once whichever column reached them."""
+    once whichever column reached them. ``keys``: the batch's own, already read."""
     s = ctx.datamap.subject
     if member_key == s.key or not values:
         return {}
     t = ctx.subject_table
-    vals = sorted(v for v in values if v is not None)
     out: dict[Any, Any] = {}
+    if keys is not None:
+        known = keys.member_of(member_key)
+        out = {v: known[v] for v in values if v in known}
+        values = {v for v in values if v not in known}
+    vals = sorted(v for v in values if v is not None)
     for i in range(0, len(vals), SQLITE_IN_CHUNK):
         q = select(t.c[member_key], t.c[s.key]).where(
             t.c[member_key].in_(vals[i : i + SQLITE_IN_CHUNK])
@@ -313,7 +323,7 @@ def iter_planned(
     for chunk in chunks:
         out: list[PlannedRow] = []
         ids = (
-            member_ids(ctx, conn, tm.links[0].member_key, {v[n] for v in chunk})
+            member_ids(ctx, conn, tm.links[0].member_key, {v[n] for v in chunk}, sel.keys)
             if by_login
             else None
         )
@@ -506,23 +516,25 @@ class KeyLists:
         self.ctx = ctx
         self.conn = conn
         self.ids = list(ids)
-        self._logins: dict[str, list[Any]] = {}
+        self._logins: dict[str, dict[Any, Any]] = {}
         self._parents: dict[tuple[str, str], list[Any]] = {}
 
-    def logins(self, member_key: str) -> list[Any]:
-        """The members' values of ``member_key`` (the login id)."""
+    def member_of(self, member_key: str) -> dict[Any, Any]:
+        """The members' values of ``member_key`` (the login id) and their member ids."""
         got = self._logins.get(member_key)
         if got is None:
             st = self.ctx.subject_table
             key = st.c[self.ctx.datamap.subject.key]
-            got = []
+            got = {}
             for i in range(0, len(self.ids), SQLITE_IN_CHUNK):
                 part = self.ids[i : i + SQLITE_IN_CHUNK]
-                q = select(st.c[member_key]).where(key.in_(part))
-                got += [v for (v,) in self.conn.execute(q) if v is not None]
-            got = sorted(set(got))
+                q = select(st.c[member_key], key).where(key.in_(part))
+                got.update((v, k) for v, k in self.conn.execute(q) if v is not None)
             self._logins[member_key] = got
         return got
+
+    def logins(self, member_key: str) -> list[Any]:
+        return sorted(self.member_of(member_key))
 
     def parent_keys(self, parent_name: str, parent_key: str) -> list[Any]:
         """``parent_key`` of the members' rows of ``parent_name``."""
@@ -661,7 +673,9 @@ def subject_selections(
             if subject.keep_row:
                 # The row stays so the login id stays taken: every personal column is cleared.
                 where = in_values(ctx, t.c[subject.key], ids)
-                blanks.append(Selection(tm, where, _ended, "blank", tuple(tm.personal_columns)))
+                blanks.append(
+                    Selection(tm, where, _ended, "blank", tuple(tm.personal_columns), keys)
+                )
                 continue
         if len(tm.links) > 1:
             # A row several members hold (a memo: sender and recipient) leaves the primary DB
@@ -669,12 +683,12 @@ def subject_selections(
             # cleared (their link and the columns listed with it).
             mine = or_(*(link_in(ctx, lk, t.c[lk.column], ids, keys) for lk in tm.links))
             all_gone = and_(*(_link_gone(ctx, lk, t.c[lk.column]) for lk in tm.links))
-            out.append(Selection(tm, and_(mine, all_gone), _ended))
+            out.append(Selection(tm, and_(mine, all_gone), _ended, keys=keys))
             for lk in tm.links:
                 where = link_in(ctx, lk, t.c[lk.column], ids, keys)
-                blanks.append(Selection(tm, where, _ended, "blank", (lk.column, *lk.blank)))
+                blanks.append(Selection(tm, where, _ended, "blank", (lk.column, *lk.blank), keys))
             continue
-        out.append(Selection(tm, member_where(ctx, tm, ids, keys), _ended))
+        out.append(Selection(tm, member_where(ctx, tm, ids, keys), _ended, keys=keys))
     if check_holds:
         # Rows of a held member, or of a table holding a held category, stay (legal hold).
         today = ctx.local_date(now)

@@ -253,7 +253,7 @@ def process_age(
     if not tm.expires_by_age:
         return MoveResult()
     check = holds.any_active(conn, ctx.local_date(now))
-    sel = age_selection(ctx, tm, now, first, last, check_holds=check, conn=conn)
+    sel = age_selection(ctx, tm, now, first, last, check_holds=check)
     return move(ctx, conn, [sel], scope, now=now)
 
 
