@@ -549,6 +549,12 @@ class KeyLists:
         return got
 
 
+def _listed(col: Any, values: list[Any]) -> Any:
+    """One expanding parameter holding ``values``: ``in_(list)`` would build and check a
+    literal per value, in every statement of every batch (a batch names hundreds)."""
+    return bindparam(None, value=values, type_=col.type, expanding=True)
+
+
 def link_in(
     ctx: EngineContext,
     lk: MemberLink,
@@ -561,7 +567,7 @@ def link_in(
     if lk.member_key == s.key:
         return in_values(ctx, col, ids)
     if keys is not None:
-        return col.in_(keys.logins(lk.member_key))
+        return col.in_(_listed(col, keys.logins(lk.member_key)))
     st = ctx.subject_table
     return col.in_(select(st.c[lk.member_key]).where(in_values(ctx, st.c[s.key], ids)))
 
@@ -585,7 +591,8 @@ def member_where(
 
     def through(parent_name: str) -> Any:
         if keys is not None:
-            return t.c[via.column].in_(keys.parent_keys(parent_name, via.parent_key))
+            col = t.c[via.column]
+            return col.in_(_listed(col, keys.parent_keys(parent_name, via.parent_key)))
         parent = ctx.table(parent_name)
         ptm = ctx.datamap.table(parent_name)
         return t.c[via.column].in_(
