@@ -296,6 +296,20 @@ def iter_planned(
         for i, col in enumerate(planner.consent_cols)
     ]
     wanted = (*(t.c[c] for c in cols), who.label(SUBJECT_LABEL), *consents)
+    # Several login-id links (a memo), taken on MySQL/MariaDB: the links themselves, mapped to
+    # member ids below. The CASE of subqueries would read the other members' rows inside the
+    # DELETE, with shared locks (see KeyLists.shared_gone).
+    links = (
+        tm.links
+        if take
+        and sel.keys is not None
+        and len(tm.links) > 1
+        and not planner.consent_cols
+        and all(lk.member_key != ctx.datamap.subject.key for lk in tm.links)
+        else ()
+    )
+    if links:
+        wanted = (*(t.c[c] for c in cols), *(t.c[lk.column] for lk in links))
     if take:
         # The inner SELECT names its own FROM (no correlation with the DELETE's table); rows
         # deleted by an earlier chunk are invisible to the next one in the same transaction.
@@ -328,8 +342,16 @@ def iter_planned(
             else None
         )
         ccols = planner.consent_cols
+        by_link = [
+            (n + i, member_ids(ctx, conn, lk.member_key, {v[n + i] for v in chunk}, sel.keys))
+            for i, lk in enumerate(links)
+        ]
         for values in chunk:
-            subject = values[n] if ids is None else ids.get(values[n])
+            if by_link:
+                found = (m.get(values[i]) for i, m in by_link)
+                subject = next((m for m in found if m is not None), None)
+            else:
+                subject = values[n] if ids is None else ids.get(values[n])
             consent = dict(zip(ccols, values[n + 1 :], strict=True)) if ccols else None
             values = values[:n]
             parts, destroyed = plan(values, ended_at(values, subject), now, consent)
@@ -536,6 +558,17 @@ class KeyLists:
     def logins(self, member_key: str) -> list[Any]:
         return sorted(self.member_of(member_key))
 
+    def shared_gone(self, table: Table, key: str, where: Any) -> list[Any]:
+        """Keys of the rows ``where`` selects, by a plain read.
+
+        For a row several members hold (a memo), whether every other member has left too is a
+        subquery on the members' table. Inside a DELETE, InnoDB reads it with shared locks, so
+        a batch waited for (or deadlocked with) the batch holding the other member's row; a
+        plain SELECT is a consistent read and takes none. A member who leaves after it keeps
+        their side until their own batch, which then finds ours cleared and takes the row.
+        """
+        return [k for (k,) in self.conn.execute(select(table.c[key]).where(where))]
+
     def parent_keys(self, parent_name: str, parent_key: str) -> list[Any]:
         """``parent_key`` of the members' rows of ``parent_name``."""
         got = self._parents.get((parent_name, parent_key))
@@ -690,7 +723,11 @@ def subject_selections(
             # cleared (their link and the columns listed with it).
             mine = or_(*(link_in(ctx, lk, t.c[lk.column], ids, keys) for lk in tm.links))
             all_gone = and_(*(_link_gone(ctx, lk, t.c[lk.column]) for lk in tm.links))
-            out.append(Selection(tm, and_(mine, all_gone), _ended, keys=keys))
+            take = and_(mine, all_gone)
+            if keys is not None and len(tm.keys) == 1:
+                gone = keys.shared_gone(t, tm.key, take)
+                take = and_(mine, t.c[tm.key].in_(_listed(t.c[tm.key], gone)))
+            out.append(Selection(tm, take, _ended, keys=keys))
             for lk in tm.links:
                 where = link_in(ctx, lk, t.c[lk.column], ids, keys)
                 blanks.append(Selection(tm, where, _ended, "blank", (lk.column, *lk.blank), keys))

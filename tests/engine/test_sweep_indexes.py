@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from lifecycle.datamap.indexes import missing_indexes
 from lifecycle.datamap.loader import load_datamap
 from lifecycle.engine import sweep
 from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.engine.mover import Scope
 from tests.fixtures import gnuboard5 as g5
 from tests.helpers import REPO, Databases, LifecycleEnv, apply_env, write_master_key
 
@@ -248,3 +250,58 @@ def test_every_statement_of_a_sweep_batch_uses_an_index(
         if row["type"] == "ALL" and (t := real(row["table"])) and sizes[t] > HANDFUL
     ]
     assert not scans, "\n".join(scans)
+
+
+def test_a_batch_does_not_wait_on_the_rows_of_members_it_shares_memos_with(
+    site: tuple[str, Path],
+) -> None:
+    """Whether the other side of a memo has left too is read without locks: a neighbouring
+    batch holding that member's row (FOR UPDATE until it commits) used to make this batch wait,
+    or deadlock with it when each held a member of the other's memos."""
+    url, _map = site
+    held = _connect(url)
+    with held.cursor() as cur:
+        cur.execute("SELECT mb_no FROM g5_member WHERE mb_id = 'jung_hs'")
+        (leaver,) = cur.fetchone()
+        cur.execute(
+            "SELECT me_id FROM g5_memo WHERE me_send_mb_id = 'jung_hs' OR me_recv_mb_id = 'jung_hs'"
+        )
+        memos = [r[0] for r in cur.fetchall()]
+        cur.execute(
+            "SELECT DISTINCT IF(me_send_mb_id = 'jung_hs', me_recv_mb_id, me_send_mb_id) "
+            "FROM g5_memo WHERE me_send_mb_id = 'jung_hs' OR me_recv_mb_id = 'jung_hs'"
+        )
+        partners = [r[0] for r in cur.fetchall()]
+    assert memos and partners and "jung_hs" not in partners
+    ctx = get_context()
+    # A lock wait is an error after a second here, not a wait.
+    event.listen(
+        ctx.primary,
+        "connect",
+        lambda dbapi, _rec: dbapi.cursor().execute("SET SESSION innodb_lock_wait_timeout = 1"),
+    )
+    held.autocommit(False)
+    with held.cursor() as cur:
+        marks = ", ".join(["%s"] * len(partners))
+        cur.execute(f"SELECT mb_no FROM g5_member WHERE mb_id IN ({marks}) FOR UPDATE", partners)
+    try:
+        scope = Scope(key="test:memo-locks", purpose="withdrawal", reason="test")
+        with ctx.primary.begin() as conn:
+            _res, members = sweep.process_members(
+                ctx, conn, "withdrawal", leaver, leaver, scope, datetime.now(UTC)
+            )
+        assert members == 1
+    finally:
+        held.rollback()
+        held.close()
+    # The partners are still members: each memo stays, with the leaver's side cleared.
+    conn2 = _connect(url)
+    with conn2.cursor() as cur:
+        marks = ", ".join(["%s"] * len(memos))
+        cur.execute(
+            f"SELECT me_send_mb_id, me_recv_mb_id FROM g5_memo WHERE me_id IN ({marks})", memos
+        )
+        left = cur.fetchall()
+    conn2.close()
+    assert len(left) == len(memos)
+    assert all("jung_hs" not in row for row in left), left
