@@ -99,6 +99,12 @@ def check_cmd(
     typer.echo(f"business: {shown.business.describe()}")
     for note in shown.notes:
         typer.echo(f"note: {note}")
+    if eng is not None:
+        from lifecycle.datamap.indexes import missing_indexes
+
+        # Advice, not a finding: the engine works without these indexes, only slower.
+        for gap in missing_indexes(shown, eng):
+            typer.echo(f"warning: {gap}")
     unlawful = _identifiers(shown, eng)
     for line in findings:
         typer.echo(line, err=True)

@@ -62,6 +62,8 @@ class Selection:
     # still holds; the member row itself when the map keeps it to reserve the login id).
     mode: Literal["take", "blank"] = "take"
     blank_columns: tuple[str, ...] = ()
+    # The batch's login ids and member ids, read once (MySQL/MariaDB): see KeyLists.
+    keys: KeyLists | None = None
 
 
 class Part(NamedTuple):
@@ -238,16 +240,24 @@ def member_expr(ctx: EngineContext, tm: TableMap) -> Any:
 
 
 def member_ids(
-    ctx: EngineContext, conn: Connection, member_key: str, values: set[Any]
+    ctx: EngineContext,
+    conn: Connection,
+    member_key: str,
+    values: set[Any],
+    keys: KeyLists | None = None,
 ) -> dict[Any, Any]:
     """Member ids for link values holding ``member_key`` (the login id): members are counted
-    once whichever column reached them."""
+    once whichever column reached them. ``keys``: the batch's own, already read."""
     s = ctx.datamap.subject
     if member_key == s.key or not values:
         return {}
     t = ctx.subject_table
-    vals = sorted(v for v in values if v is not None)
     out: dict[Any, Any] = {}
+    if keys is not None:
+        known = keys.member_of(member_key)
+        out = {v: known[v] for v in values if v in known}
+        values = {v for v in values if v not in known}
+    vals = sorted(v for v in values if v is not None)
     for i in range(0, len(vals), SQLITE_IN_CHUNK):
         q = select(t.c[member_key], t.c[s.key]).where(
             t.c[member_key].in_(vals[i : i + SQLITE_IN_CHUNK])
@@ -286,6 +296,20 @@ def iter_planned(
         for i, col in enumerate(planner.consent_cols)
     ]
     wanted = (*(t.c[c] for c in cols), who.label(SUBJECT_LABEL), *consents)
+    # Several login-id links (a memo), taken on MySQL/MariaDB: the links themselves, mapped to
+    # member ids below. The CASE of subqueries would read the other members' rows inside the
+    # DELETE, with shared locks (see KeyLists.shared_gone).
+    links = (
+        tm.links
+        if take
+        and sel.keys is not None
+        and len(tm.links) > 1
+        and not planner.consent_cols
+        and all(lk.member_key != ctx.datamap.subject.key for lk in tm.links)
+        else ()
+    )
+    if links:
+        wanted = (*(t.c[c] for c in cols), *(t.c[lk.column] for lk in links))
     if take:
         # The inner SELECT names its own FROM (no correlation with the DELETE's table); rows
         # deleted by an earlier chunk are invisible to the next one in the same transaction.
@@ -313,13 +337,21 @@ def iter_planned(
     for chunk in chunks:
         out: list[PlannedRow] = []
         ids = (
-            member_ids(ctx, conn, tm.links[0].member_key, {v[n] for v in chunk})
+            member_ids(ctx, conn, tm.links[0].member_key, {v[n] for v in chunk}, sel.keys)
             if by_login
             else None
         )
         ccols = planner.consent_cols
+        by_link = [
+            (n + i, member_ids(ctx, conn, lk.member_key, {v[n + i] for v in chunk}, sel.keys))
+            for i, lk in enumerate(links)
+        ]
         for values in chunk:
-            subject = values[n] if ids is None else ids.get(values[n])
+            if by_link:
+                found = (m.get(values[i]) for i, m in by_link)
+                subject = next((m for m in found if m is not None), None)
+            else:
+                subject = values[n] if ids is None else ids.get(values[n])
             consent = dict(zip(ccols, values[n + 1 :], strict=True)) if ccols else None
             values = values[:n]
             parts, destroyed = plan(values, ended_at(values, subject), now, consent)
@@ -489,30 +521,111 @@ def unprocessed_clause(ctx: EngineContext) -> ColumnElement[bool]:
     return or_(*conds) if conds else literal_column("1") == 1
 
 
-def link_in(ctx: EngineContext, lk: MemberLink, col: Any, ids: Sequence[Any]) -> Any:
+class KeyLists:
+    """The values a batch's statements select other tables' rows by, read once per batch.
+
+    MariaDB (10.11) does not turn ``col IN (SELECT ...)`` in a DELETE or UPDATE into a join:
+    it scans the whole table and runs the subquery per row, even where ``col`` is indexed, so
+    every batch cost a full scan of every member table. Given one of these, the statements
+    name literal lists instead (bound as parameters), which the optimiser looks up through
+    the column's index: the members' login ids, read once, and a ``via`` table's parent keys,
+    read once per parent table. The reads run in the batch's transaction after its members
+    are locked and before any row is deleted (children go first, so a parent's keys are read
+    while its rows are all there), so they name the rows the subqueries would have named.
+    """
+
+    def __init__(self, ctx: EngineContext, conn: Connection, ids: Sequence[Any]) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.ids = list(ids)
+        self._logins: dict[str, dict[Any, Any]] = {}
+        self._parents: dict[tuple[str, str], list[Any]] = {}
+
+    def member_of(self, member_key: str) -> dict[Any, Any]:
+        """The members' values of ``member_key`` (the login id) and their member ids."""
+        got = self._logins.get(member_key)
+        if got is None:
+            st = self.ctx.subject_table
+            key = st.c[self.ctx.datamap.subject.key]
+            got = {}
+            for i in range(0, len(self.ids), SQLITE_IN_CHUNK):
+                part = self.ids[i : i + SQLITE_IN_CHUNK]
+                q = select(st.c[member_key], key).where(key.in_(part))
+                got.update((v, k) for v, k in self.conn.execute(q) if v is not None)
+            self._logins[member_key] = got
+        return got
+
+    def logins(self, member_key: str) -> list[Any]:
+        return sorted(self.member_of(member_key))
+
+    def shared_gone(self, table: Table, key: str, where: Any) -> list[Any]:
+        """Keys of the rows ``where`` selects, by a plain read.
+
+        For a row several members hold (a memo), whether every other member has left too is a
+        subquery on the members' table. Inside a DELETE, InnoDB reads it with shared locks, so
+        a batch waited for (or deadlocked with) the batch holding the other member's row; a
+        plain SELECT is a consistent read and takes none. A member who leaves after it keeps
+        their side until their own batch, which then finds ours cleared and takes the row.
+        """
+        return [k for (k,) in self.conn.execute(select(table.c[key]).where(where))]
+
+    def parent_keys(self, parent_name: str, parent_key: str) -> list[Any]:
+        """``parent_key`` of the members' rows of ``parent_name``."""
+        got = self._parents.get((parent_name, parent_key))
+        if got is None:
+            parent = self.ctx.table(parent_name)
+            ptm = self.ctx.datamap.table(parent_name)
+            where = member_where(self.ctx, ptm, self.ids, self)
+            q = select(parent.c[parent_key]).where(where).distinct()
+            got = sorted(v for (v,) in self.conn.execute(q) if v is not None)
+            self._parents[(parent_name, parent_key)] = got
+        return got
+
+
+def _listed(col: Any, values: list[Any]) -> Any:
+    """One expanding parameter holding ``values``: ``in_(list)`` would build and check a
+    literal per value, in every statement of every batch (a batch names hundreds)."""
+    return bindparam(None, value=values, type_=col.type, expanding=True)
+
+
+def link_in(
+    ctx: EngineContext,
+    lk: MemberLink,
+    col: Any,
+    ids: Sequence[Any],
+    keys: KeyLists | None = None,
+) -> Any:
     """Rows whose link column holds one of the members ``ids`` (by the subject's key)."""
     s = ctx.datamap.subject
     if lk.member_key == s.key:
         return in_values(ctx, col, ids)
+    if keys is not None:
+        return col.in_(_listed(col, keys.logins(lk.member_key)))
     st = ctx.subject_table
     return col.in_(select(st.c[lk.member_key]).where(in_values(ctx, st.c[s.key], ids)))
 
 
-def member_where(ctx: EngineContext, tm: TableMap, ids: Sequence[Any]) -> Any:
+def member_where(
+    ctx: EngineContext, tm: TableMap, ids: Sequence[Any], keys: KeyLists | None = None
+) -> Any:
     """Rows of ``tm`` belonging to members ``ids``: through their link column, or through
     their parents' (``via``, uncorrelated ``IN (SELECT ...)`` per hop; with ``match``, one
-    branch per table the pattern expanded to)."""
+    branch per table the pattern expanded to). With ``keys``, literal lists read once
+    instead of the subqueries (see :class:`KeyLists`)."""
     t = ctx.table(tm.name)
     s = ctx.datamap.subject
     if tm.name == s.table:
         return in_values(ctx, t.c[s.key], ids)
     if tm.links:
-        return or_(*(link_in(ctx, lk, t.c[lk.column], ids) for lk in tm.links))
+        return or_(*(link_in(ctx, lk, t.c[lk.column], ids, keys) for lk in tm.links))
     via = tm.via
     if via is None:
         return literal_column("1") == 0
 
     def through(parent_name: str) -> Any:
+        if keys is not None:
+            col = t.c[via.column]
+            return col.in_(_listed(col, keys.parent_keys(parent_name, via.parent_key)))
         parent = ctx.table(parent_name)
         ptm = ctx.datamap.table(parent_name)
         return t.c[via.column].in_(
@@ -573,12 +686,16 @@ def subject_selections(
     now: datetime,
     *,
     check_holds: bool = True,
+    conn: Connection | None = None,
 ) -> list[Selection]:
     """One selection per table whose purpose ends on ``kind`` for these members.
 
     ``check_holds=False`` (the caller found no active hold in its transaction) leaves the
-    per-row legal-hold filter out of the statements."""
+    per-row legal-hold filter out of the statements. ``conn`` (the caller's transaction,
+    its members locked): on MySQL/MariaDB the login ids and parent keys the statements select
+    by are read once through it and named as lists (:class:`KeyLists`)."""
     ids = sorted(ended)
+    keys = KeyLists(ctx, conn, ids) if conn is not None and dbkind.is_mysql(conn) else None
     out: list[Selection] = []
     blanks: list[Selection] = []
     subject = ctx.datamap.subject
@@ -596,20 +713,26 @@ def subject_selections(
             if subject.keep_row:
                 # The row stays so the login id stays taken: every personal column is cleared.
                 where = in_values(ctx, t.c[subject.key], ids)
-                blanks.append(Selection(tm, where, _ended, "blank", tuple(tm.personal_columns)))
+                blanks.append(
+                    Selection(tm, where, _ended, "blank", tuple(tm.personal_columns), keys)
+                )
                 continue
         if len(tm.links) > 1:
             # A row several members hold (a memo: sender and recipient) leaves the primary DB
             # once none of them is still with the site; until then the leaver's side of it is
             # cleared (their link and the columns listed with it).
-            mine = or_(*(link_in(ctx, lk, t.c[lk.column], ids) for lk in tm.links))
+            mine = or_(*(link_in(ctx, lk, t.c[lk.column], ids, keys) for lk in tm.links))
             all_gone = and_(*(_link_gone(ctx, lk, t.c[lk.column]) for lk in tm.links))
-            out.append(Selection(tm, and_(mine, all_gone), _ended))
+            take = and_(mine, all_gone)
+            if keys is not None and len(tm.keys) == 1:
+                gone = keys.shared_gone(t, tm.key, take)
+                take = and_(mine, t.c[tm.key].in_(_listed(t.c[tm.key], gone)))
+            out.append(Selection(tm, take, _ended, keys=keys))
             for lk in tm.links:
-                where = link_in(ctx, lk, t.c[lk.column], ids)
-                blanks.append(Selection(tm, where, _ended, "blank", (lk.column, *lk.blank)))
+                where = link_in(ctx, lk, t.c[lk.column], ids, keys)
+                blanks.append(Selection(tm, where, _ended, "blank", (lk.column, *lk.blank), keys))
             continue
-        out.append(Selection(tm, member_where(ctx, tm, ids), _ended))
+        out.append(Selection(tm, member_where(ctx, tm, ids, keys), _ended, keys=keys))
     if check_holds:
         # Rows of a held member, or of a table holding a held category, stay (legal hold).
         today = ctx.local_date(now)

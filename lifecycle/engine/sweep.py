@@ -241,7 +241,7 @@ def process_members(
     if not ended:
         return MoveResult(), 0
     check = holds.any_active(conn, ctx.local_date(now))
-    sels = subject_selections(ctx, kind, ended, now, check_holds=check)
+    sels = subject_selections(ctx, kind, ended, now, check_holds=check, conn=conn)
     return move(ctx, conn, sels, scope, now=now), len(ended)
 
 

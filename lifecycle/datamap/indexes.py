@@ -1,0 +1,84 @@
+"""Which link columns of a site's tables have no index the engine's statements can use.
+
+Every sweep batch and withdrawal selects a member's rows by their link column (``mb_id``), and
+a ``via`` table's rows by the column pointing at their parent (``wr_id``, after ``bo_table``
+when the parent is chosen by ``match``). Without an index leading with that column, each such
+statement reads the whole table: the sweep still works, but its cost grows with the table
+times the number of batches. The site's schema is not ours, so this is advice (printed by
+`lifecycle datamap check`, with the statement to run), never a refusal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import inspect
+
+from lifecycle.datamap.model import DataMap
+
+
+@dataclass(frozen=True)
+class MissingIndex:
+    table: str
+    columns: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return ("lc_" + "_".join(self.columns))[:64]
+
+    def statement(self) -> str:
+        cols = ", ".join(f"`{c}`" for c in self.columns)
+        return f"CREATE INDEX `{self.name}` ON `{self.table}` ({cols})"
+
+    def __str__(self) -> str:
+        return (
+            f"table {self.table} has no index on ({', '.join(self.columns)}): every sweep batch "
+            f"reads the whole table to find its members' rows; add one: {self.statement()}"
+        )
+
+
+def _leading(insp: Any, table: str) -> list[tuple[str, ...]]:
+    """The column lists of the table's primary key and indexes."""
+    out: list[tuple[str, ...]] = []
+    pk = insp.get_pk_constraint(table).get("constrained_columns") or []
+    if pk:
+        out.append(tuple(pk))
+    for ix in insp.get_indexes(table):
+        names = tuple(c for c in ix.get("column_names") or [] if c)
+        if names:
+            out.append(names)
+    for uc in insp.get_unique_constraints(table):
+        names = tuple(uc.get("column_names") or ())
+        if names:
+            out.append(names)
+    return out
+
+
+def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
+    """Link and ``via`` columns of ``dm``'s tables (an expanded map) that lead no index."""
+    insp = inspect(engine)
+    existing = set(insp.get_table_names())
+    out: list[MissingIndex] = []
+    s = dm.subject
+    wanted: dict[str, list[tuple[str, ...]]] = {}
+    for name, tm in dm.tables.items():
+        if name not in existing:
+            continue
+        for lk in tm.links:
+            if name != s.table:
+                wanted.setdefault(name, []).append((lk.column,))
+            if lk.member_key != s.key:
+                # The members' login ids are looked up by value.
+                wanted.setdefault(s.table, []).append((lk.member_key,))
+        if tm.via is not None:
+            v = tm.via
+            cols: tuple[str, ...] = (v.match, v.column) if v.match else (v.column,)
+            wanted.setdefault(name, []).append(cols)
+    for name in sorted(wanted):
+        have = _leading(insp, name)
+        for cols in dict.fromkeys(wanted[name]):
+            # (match, column) is served by an index on the column alone too.
+            if not any(ix[: len(c)] == c for ix in have for c in (cols, cols[-1:])):
+                out.append(MissingIndex(name, cols))
+    return out

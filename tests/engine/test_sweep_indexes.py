@@ -1,0 +1,307 @@
+"""Every statement a sweep batch runs on a MariaDB primary finds its rows through an index.
+
+A statement that scans a whole member table costs that table's size once per batch, so the
+sweep's time grows with the square of the site. The Gnuboard5 site (tests/fixtures/gnuboard5.py)
+is given a few thousand rows of members who stay, so that the optimiser prefers an index where
+one applies; each statement of the sweep's batches is then explained, on the batch's own
+connection just before it runs, and a full scan (``type ALL``) of a table with more than a
+handful of rows fails the test. Gnuboard5 ships without an index on several link columns:
+`lifecycle datamap check` names them (that part is asserted too), and the site gets them as an
+operator following the check would.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from sqlalchemy import create_engine, event
+
+from lifecycle.datamap.indexes import missing_indexes
+from lifecycle.datamap.loader import load_datamap
+from lifecycle.engine import sweep
+from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.engine.mover import Scope
+from tests.fixtures import gnuboard5 as g5
+from tests.helpers import REPO, Databases, LifecycleEnv, apply_env, write_master_key
+
+pytestmark = pytest.mark.integration
+
+MAP = REPO / "lifecycle" / "datamap" / "maps" / "gnuboard5.yaml"
+STAYING = 3000  # members who stay, with their rows: enough that an index beats a scan
+HANDFUL = 50  # a table this small may be scanned: reading it is cheaper than any index
+
+
+def _connect(url: str) -> Any:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    conn = pymysql.connect(
+        host=u.host, port=u.port or 3306, user=u.username, password=u.password or "",
+        database=u.database, charset="utf8mb4", autocommit=True,
+    )  # fmt: skip
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+    return conn
+
+
+def _fill(cur: Any, n: int) -> None:
+    """``n`` members who stay, each with a post, a comment, an upload, points, memos both
+    ways, an order and its cart line (server-side, from MariaDB's sequence tables)."""
+    seq = f"seq_0_to_{n - 1}"
+    me = "CONCAT('stay', LPAD(seq, 5, '0'))"
+    other = f"CONCAT('stay', LPAD((seq + 1) MOD {n}, 5, '0'))"
+    cur.execute(
+        "INSERT INTO g5_member (mb_id, mb_password, mb_name, mb_nick, mb_email, mb_hp, "
+        "mb_datetime, mb_today_login, mb_ip, mb_leave_date, mb_signature, mb_memo, "
+        f"mb_lost_certify, mb_profile) SELECT {me}, 'x', '김유지', '유지', "
+        f"CONCAT({me}, '@mail.example'), '010-0000-0000', NOW(), NOW(), '10.9.0.1', '', '', '', "
+        f"'', '' FROM {seq}"
+    )
+    for board in ("free", "qna"):
+        for wr_id, who in (("100000 + seq * 2", me), ("100001 + seq * 2", other)):
+            cur.execute(
+                f"INSERT INTO g5_write_{board} (wr_id, wr_parent, mb_id, wr_content, wr_link1, "
+                "wr_link2, wr_name, wr_email, wr_password, wr_datetime, wr_last, wr_ip) "
+                f"SELECT {wr_id}, 100000 + seq * 2, {who}, '글', '', '', '김유지', '', '', NOW(), "
+                f"'', '10.9.2.1' FROM {seq}"
+            )
+        cur.execute(
+            "INSERT INTO g5_board_file (bo_table, wr_id, bf_no, bf_source, bf_file, bf_content, "
+            f"bf_datetime) SELECT '{board}', 100000 + seq * 2, 0, 'a.jpg', "
+            f"CONCAT('stay', seq, '.jpg'), '', NOW() FROM {seq}"
+        )
+    cur.execute(
+        "INSERT INTO g5_point (mb_id, po_datetime, po_content, po_point, po_rel_table, "
+        f"po_rel_id, po_rel_action) SELECT {me}, NOW(), '글쓰기', 10, 'free', seq, '쓰기' "
+        f"FROM {seq}"
+    )
+    for a, b in ((me, other), (other, me)):
+        cur.execute(
+            "INSERT INTO g5_memo (me_recv_mb_id, me_send_mb_id, me_send_datetime, me_memo, "
+            f"me_send_ip) SELECT {a}, {b}, NOW(), '안녕', '10.9.3.1' FROM {seq}"
+        )
+    cur.execute(
+        "INSERT INTO g5_shop_order (od_id, mb_id, od_name, od_memo, od_shop_memo, "
+        "od_mod_history, od_cash_info, od_time) SELECT 3000000000000 + seq, "
+        f"{me}, '김유지', '', '', '', '', NOW() FROM {seq}"
+    )
+    cur.execute(
+        "INSERT INTO g5_shop_cart (od_id, mb_id, it_id, it_name, ct_status, ct_history, "
+        f"ct_time) SELECT 3000000000000 + seq, {me}, '1', '상품', '완료', '', NOW() FROM {seq}"
+    )
+    for table, cols, vals in (
+        ("g5_board_new", "bo_table, wr_id, wr_parent, bn_datetime, mb_id",
+         f"'free', 100000 + seq * 2, 100000 + seq * 2, NOW(), {me}"),
+        ("g5_scrap", "mb_id, bo_table, wr_id, ms_datetime", f"{me}, 'free', seq, NOW()"),
+        ("g5_board_good", "bo_table, wr_id, mb_id, bg_flag, bg_datetime",
+         f"'free', seq, {me}, 'good', NOW()"),
+        ("g5_login", "lo_ip, mb_id, lo_datetime, lo_location, lo_url",
+         f"CONCAT('10.8.', seq DIV 250, '.', seq MOD 250), {me}, NOW(), '', ''"),
+    ):  # fmt: skip
+        cur.execute(f"INSERT INTO {table} ({cols}) SELECT {vals} FROM {seq}")
+
+
+@pytest.fixture
+def site(
+    tmp_path: Path,
+    pg_databases: Databases,
+    redis_url: str,
+    mysql_primary: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[str, Path]]:
+    var, files = tmp_path / "var", tmp_path / "files"
+    root = files / "www"
+    var.mkdir()
+    write_master_key(var / "master.key")
+    root.mkdir(parents=True)
+    map_path = tmp_path / "gnuboard5.yaml"
+    map_path.write_text(
+        MAP.read_text(encoding="utf-8").replace("root: /var/www/gnuboard", f"root: {root}"),
+        encoding="utf-8",
+    )
+    tables = g5.build(mysql_primary)
+    g5.seed(mysql_primary, root)
+    g5.convert_to_innodb(mysql_primary, tables)
+    conn = _connect(mysql_primary)
+    with conn.cursor() as cur:
+        _fill(cur, STAYING)
+        cur.execute("ANALYZE TABLE " + ", ".join(f"`{t}`" for t in tables))
+        cur.fetchall()
+    conn.close()
+    env = LifecycleEnv(
+        vars={
+            "LIFECYCLE_VAR_DIR": str(var),
+            "LIFECYCLE_PRIMARY_DATABASE_URL": mysql_primary,
+            "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_databases.archive_url,
+            "LIFECYCLE_BROKER_URL": redis_url,
+            "LIFECYCLE_RESULT_BACKEND": redis_url,
+            "LIFECYCLE_FILE_ROOTS": str(files),
+            "LIFECYCLE_HOST_NAME": "testhost",
+            "LIFECYCLE_DATA_MAP": str(map_path),
+        },
+        var_dir=var,
+        file_root=files,
+    )
+    apply_env(monkeypatch, env)
+    clear_context_cache()
+    yield mysql_primary, map_path
+    clear_context_cache()
+    from workers.app import reconfigure
+
+    monkeypatch.undo()
+    reconfigure()
+
+
+def _explain(dbapi_conn: Any, statement: str, params: Any) -> list[dict[str, Any]]:
+    with dbapi_conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute("EXPLAIN " + statement, params)
+        return list(cur.fetchall())
+
+
+def test_every_statement_of_a_sweep_batch_uses_an_index(
+    site: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, map_path = site
+    eng = create_engine(url)
+    with eng.connect() as c:
+        live = [r[0] for r in c.exec_driver_sql("SHOW TABLES")]
+        sizes = {
+            t: int(c.exec_driver_sql(f"SELECT COUNT(*) FROM `{t}`").scalar() or 0) for t in live
+        }
+    # As Gnuboard5 installs itself, the posts, the memo's sender and the cart have no index on
+    # their member column: the check says so, with the statement to run.
+    gaps = missing_indexes(load_datamap(map_path).expand(live), eng)
+    named = {(g.table, g.columns) for g in gaps}
+    unindexed = {
+        ("g5_write_free", ("mb_id",)),
+        ("g5_write_qna", ("mb_id",)),
+        ("g5_memo", ("me_send_mb_id",)),
+        ("g5_shop_cart", ("mb_id",)),
+    }
+    assert unindexed <= named, named
+    assert ("g5_point", ("mb_id",)) not in named  # index1 leads with mb_id
+    assert ("g5_board_file", ("bo_table", "wr_id")) not in named  # its primary key
+    # Such a scan is what the test below catches.
+    with eng.connect() as c:
+        plan = _explain(
+            c.connection.dbapi_connection,
+            "DELETE FROM g5_write_free WHERE mb_id IN (%s) LIMIT 10000",
+            ("jung_hs",),
+        )
+    assert plan[0]["type"] == "ALL"
+    with eng.begin() as c:
+        for g in gaps:
+            c.exec_driver_sql(g.statement())
+        c.exec_driver_sql("ANALYZE TABLE " + ", ".join(f"`{t}`" for t in live))
+    eng.dispose()
+
+    ctx = get_context()
+    seen: dict[str, list[dict[str, Any]]] = {}
+    capturing = False
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, _c: Any, _m: bool) -> None:
+        if not capturing or not re.match(r"\s*(SELECT|DELETE|UPDATE)\b", statement, re.I):
+            return
+        shape = re.sub(r"\s+", " ", statement)
+        if shape not in seen:
+            seen[shape] = _explain(conn.connection.dbapi_connection, statement, params)
+
+    real_run_batch = sweep.run_batch
+
+    def batch(*args: Any, **kwargs: Any) -> Any:
+        nonlocal capturing
+        capturing = True
+        try:
+            return real_run_batch(*args, **kwargs)
+        finally:
+            capturing = False
+
+    event.listen(ctx.primary, "before_cursor_execute", capture)
+    monkeypatch.setattr(sweep, "run_batch", batch)
+    try:
+        counts = sweep.run_sweep(ctx)
+    finally:
+        event.remove(ctx.primary, "before_cursor_execute", capture)
+    assert counts["withdrawal_members"] == 1, counts  # jung_hs, by the site's own marker
+    deletes = [s for s in seen if s.startswith("DELETE FROM g5_")]
+    assert {m.group(1) for s in deletes if (m := re.match(r"DELETE FROM (\w+)", s))} >= {
+        "g5_write_free", "g5_write_qna", "g5_board_file", "g5_point", "g5_memo",
+        "g5_shop_order", "g5_shop_cart",
+    }  # fmt: skip
+
+    def real(table: str | None) -> str | None:
+        if not table or table.startswith("<"):
+            return None  # a derived table or materialised subquery
+        if table in sizes:
+            return table
+        base = re.sub(r"_\d+$", "", table)  # SQLAlchemy's alias of a table
+        return base if base in sizes else None
+
+    scans = [
+        f"{row['table']} ({sizes[t]} rows) in: {shape[:300]}"
+        for shape, plan in seen.items()
+        for row in plan
+        if row["type"] == "ALL" and (t := real(row["table"])) and sizes[t] > HANDFUL
+    ]
+    assert not scans, "\n".join(scans)
+
+
+def test_a_batch_does_not_wait_on_the_rows_of_members_it_shares_memos_with(
+    site: tuple[str, Path],
+) -> None:
+    """Whether the other side of a memo has left too is read without locks: a neighbouring
+    batch holding that member's row (FOR UPDATE until it commits) used to make this batch wait,
+    or deadlock with it when each held a member of the other's memos."""
+    url, _map = site
+    held = _connect(url)
+    with held.cursor() as cur:
+        cur.execute("SELECT mb_no FROM g5_member WHERE mb_id = 'jung_hs'")
+        (leaver,) = cur.fetchone()
+        cur.execute(
+            "SELECT me_id FROM g5_memo WHERE me_send_mb_id = 'jung_hs' OR me_recv_mb_id = 'jung_hs'"
+        )
+        memos = [r[0] for r in cur.fetchall()]
+        cur.execute(
+            "SELECT DISTINCT IF(me_send_mb_id = 'jung_hs', me_recv_mb_id, me_send_mb_id) "
+            "FROM g5_memo WHERE me_send_mb_id = 'jung_hs' OR me_recv_mb_id = 'jung_hs'"
+        )
+        partners = [r[0] for r in cur.fetchall()]
+    assert memos and partners and "jung_hs" not in partners
+    ctx = get_context()
+    # A lock wait is an error after a second here, not a wait.
+    event.listen(
+        ctx.primary,
+        "connect",
+        lambda dbapi, _rec: dbapi.cursor().execute("SET SESSION innodb_lock_wait_timeout = 1"),
+    )
+    held.autocommit(False)
+    with held.cursor() as cur:
+        marks = ", ".join(["%s"] * len(partners))
+        cur.execute(f"SELECT mb_no FROM g5_member WHERE mb_id IN ({marks}) FOR UPDATE", partners)
+    try:
+        scope = Scope(key="test:memo-locks", purpose="withdrawal", reason="test")
+        with ctx.primary.begin() as conn:
+            _res, members = sweep.process_members(
+                ctx, conn, "withdrawal", leaver, leaver, scope, datetime.now(UTC)
+            )
+        assert members == 1
+    finally:
+        held.rollback()
+        held.close()
+    # The partners are still members: each memo stays, with the leaver's side cleared.
+    conn2 = _connect(url)
+    with conn2.cursor() as cur:
+        marks = ", ".join(["%s"] * len(memos))
+        cur.execute(
+            f"SELECT me_send_mb_id, me_recv_mb_id FROM g5_memo WHERE me_id IN ({marks})", memos
+        )
+        left = cur.fetchall()
+    conn2.close()
+    assert len(left) == len(memos)
+    assert all("jung_hs" not in row for row in left), left
