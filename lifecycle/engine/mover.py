@@ -47,6 +47,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy import types as sqltypes
@@ -681,17 +682,34 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
     # columns, and reading them all only to throw them away was a fifth of a batch's decoding.
     cols = list(dict.fromkeys([*tm.files, *(f for ft in tm.file_templates for f in ft.fields)]))
     files = row_files(tm, cols)
-    rows = conn.execute(select(who, *(t.c[c] for c in cols)).where(sel.where)).all()
-    if not rows:
-        return 0
-    conn.execute(
-        update(t).where(sel.where).values({c: blank_value(tm.name, t.c[c]) for c in cleared})
-    )
-    for r in rows:
-        paths = [(cat, p) for cat, p in files(tuple(r[1:])) if tm.name == dm.subject.table
+    values = {c: blank_value(tm.name, t.c[c]) for c in cleared}
+    keys = [t.c[k] for k in tm.keys]
+    if not keys:
+        rows = conn.execute(select(who, *(t.c[c] for c in cols)).where(sel.where)).all()
+        if rows:
+            conn.execute(update(t).where(sel.where).values(values))
+        taken = [(r[0], tuple(r[1:])) for r in rows]
+    else:
+        # What is counted is what is locked and then cleared, by key: a plain read could count a
+        # row a neighbouring batch deletes before the UPDATE gets to it (the ledger would then
+        # count it twice). The lock reads this table only; the member, which may take a
+        # subquery over another table, comes from a plain read, so no other table is locked.
+        n = len(keys)
+        locked = conn.execute(
+            select(*keys, *(t.c[c] for c in cols)).where(sel.where).with_for_update()
+        ).all()
+        if not locked:
+            return 0
+        ids = [tuple(r[:n]) for r in locked]
+        whose = {tuple(r[:n]): r[n] for r in conn.execute(select(*keys, who).where(sel.where))}
+        by_key = tuple_(*keys).in_(ids) if n > 1 else keys[0].in_([i[0] for i in ids])
+        conn.execute(update(t).where(by_key).values(values))
+        taken = [(whose.get(tuple(r[:n])), tuple(r[n:])) for r in locked]
+    for member, file_values in taken:
+        paths = [(cat, p) for cat, p in files(file_values) if tm.name == dm.subject.table
                  or any(c in cleared for c in tm.files)]  # fmt: skip
-        gone.row(tm.name, r[0], cats, paths)
-    return len(rows)
+        gone.row(tm.name, member, cats, paths)
+    return len(taken)
 
 
 def _archives(ctx: EngineContext, sel: Selection) -> bool:
