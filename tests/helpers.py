@@ -65,24 +65,27 @@ def free_port() -> int:
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout, f"a listener on 127.0.0.1:{port}", interval=0.05)
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll ``pred`` until it returns something truthy (returned); TimeoutError otherwise."""
+def wait_until(
+    pred: Callable[[], Any], timeout: float = 60, what: str = "condition", interval: float = 0.1
+) -> Any:
+    """Poll ``pred`` every ``interval`` seconds until it returns something truthy (returned);
+    TimeoutError otherwise. Waiting on what a test can observe, never a fixed sleep: a fixed
+    sleep is too short on a loaded machine and wasted time on an idle one."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = pred()
         if value:
             return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not reached after {timeout}s")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not reached after {timeout}s")
+        time.sleep(interval)
 
 
 def kill_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
@@ -249,14 +252,15 @@ class WorkerProc:
 
 
 def wait_worker_ready(w: WorkerProc, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if w.proc.poll() is not None:
             raise RuntimeError(f"worker exited early:\n{w.output()[-3000:]}")
-        if " ready." in w.output():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"worker not ready after {timeout}s:\n{w.output()[-3000:]}")
+        return " ready." in w.output()
+
+    try:
+        wait_until(ready, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"worker not ready after {timeout}s:\n{w.output()[-3000:]}") from None
 
 
 # -- SMTP sink ---------------------------------------------------------------------------------
@@ -364,12 +368,11 @@ class SmtpSink:
         return path
 
     def wait_count(self, n: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.messages) >= n:
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"SMTP sink got {len(self.messages)} of {n} messages")
+        try:
+            wait_until(lambda: len(self.messages) >= n, timeout, interval=0.05)
+        except TimeoutError:
+            got = [m.subject for m in self.messages]
+            raise TimeoutError(f"SMTP sink got {len(got)} of {n} messages: {got}") from None
 
 
 # -- webhook receivers -------------------------------------------------------------------------
