@@ -9,16 +9,19 @@ benchmarks under bench/ can use this module too.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import contextlib
 import email
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -198,6 +201,26 @@ class LifecycleEnv:
             check=check,
             timeout=timeout,
         )
+
+
+_sqlite_template: Path | None = None
+
+
+def migrate_embedded(env: LifecycleEnv) -> None:
+    """What `lifecycle db upgrade` leaves in an embedded (SQLite) var dir, copied from a var dir
+    this process migrated once with that command. Each upgrade costs seconds of fsyncs, and many
+    tests without a server start from a migrated embedded default."""
+    global _sqlite_template
+    if _sqlite_template is None:
+        tmp = Path(tempfile.mkdtemp(prefix="lifecycle-sqlite-template-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        var = tmp / "var"
+        r = LifecycleEnv({"LIFECYCLE_VAR_DIR": str(var)}, var, var / "files").run("db", "upgrade")
+        assert r.returncode == 0, r.stderr
+        _sqlite_template = var
+    env.var_dir.mkdir(parents=True, exist_ok=True)
+    for db_file in sorted(_sqlite_template.glob("*.sqlite3")):
+        shutil.copyfile(db_file, env.var_dir / db_file.name)
 
 
 def write_master_key(path: Path) -> Path:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lifecycle.core import db
 from lifecycle.requests.outbox import submit
 from models.requests import LifecycleRequest
+from tests.helpers import migrate_embedded
 
 CALLERS = 40
 KEY = "site-withdraw-7-attempt"
@@ -89,7 +90,7 @@ def test_40_threads_one_key_one_id(primary_env) -> None:  # type: ignore[no-unty
 
 
 def test_40_threads_one_key_one_id_sqlite(embedded_env) -> None:  # type: ignore[no-untyped-def]
-    embedded_env.run("db", "upgrade", check=True)
+    migrate_embedded(embedded_env)
     out = _race_in_threads(CALLERS, "t")
     assert len(out) == CALLERS
     assert set(out.values()) == {_check_rows(CALLERS)}

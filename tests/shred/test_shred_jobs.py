@@ -21,7 +21,7 @@ from lifecycle.shred import jobs as shred_jobs
 from models.archive import LedgerEntry
 from models.requests import JobRun
 from models.shred import ShredItem, ShredJob
-from tests.helpers import LifecycleEnv, free_port, wait_until
+from tests.helpers import LifecycleEnv, free_port, migrate_embedded, wait_until
 
 NAME = "김영희_심리검사결과.pdf"  # a personal file name: must never reach the ledger or a result
 PATTERN = "김영희 상담 기록 010-9876-5432 | ".encode()
@@ -417,7 +417,7 @@ def test_sigkill_mid_overwrite_then_restart_finishes(
 
 
 def test_embedded_default_runs_a_shred_job(embedded_env: LifecycleEnv, start_worker) -> None:
-    assert embedded_env.run("db", "upgrade").returncode == 0
+    migrate_embedded(embedded_env)
     path = embedded_env.file_root / NAME
     fill(path, 4000)
     start_worker(embedded_env, queues=[f"shred.{os.uname().nodename}"])

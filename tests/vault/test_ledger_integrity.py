@@ -15,6 +15,7 @@ from lifecycle.core.db import session
 from lifecycle.vault import checkpoints, ledger
 from lifecycle.vault.chain import entry_hash
 from models.archive import LedgerEntry
+from tests.helpers import migrate_embedded
 
 _WRITER = textwrap.dedent(
     """
@@ -101,7 +102,7 @@ def test_verify_passes_10_of_10_while_entries_are_written(lifecycle_env) -> None
 
 
 def test_verify_passes_10_of_10_while_entries_are_written_sqlite(embedded_env) -> None:  # type: ignore[no-untyped-def]
-    embedded_env.run("db", "upgrade", check=True)
+    migrate_embedded(embedded_env)
     _verify_during_writes(embedded_env)
 
 
@@ -286,7 +287,7 @@ def _head_hash() -> str:
 def test_checkpoints_on_the_embedded_sqlite_default(embedded_env) -> None:  # type: ignore[no-untyped-def]
     import sqlite3
 
-    embedded_env.run("db", "upgrade", check=True)
+    migrate_embedded(embedded_env)
     _fill(6)
     _checkpoint(embedded_env, 6)
     with sqlite3.connect(embedded_env.var_dir / "archive.sqlite3") as conn:
