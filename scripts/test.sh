@@ -13,7 +13,7 @@ bash scripts/services.sh
 # CI (or LIFECYCLE_TEST_SEED=N) runs the tests in a random order (pytest-randomly; off by default
 # in pyproject.toml), so a test that passes only after another one shows. The seed changes with
 # the commit and the day and is printed: LIFECYCLE_TEST_SEED=N bash scripts/test.sh runs the
-# same order again (README, "Tests").
+# same order again (README, "Two commands").
 order=()
 if [ -n "${LIFECYCLE_TEST_SEED:-}" ] || [ -n "${CI:-}" ]; then
   seed="${LIFECYCLE_TEST_SEED:-$(printf '%s %s' "$(git rev-parse HEAD 2>/dev/null || echo none)" \
