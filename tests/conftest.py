@@ -401,3 +401,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             n.startswith(SERVER_FIXTURE_PREFIXES) for n in names
         ):
             item.add_marker(pytest.mark.integration)
+
+
+def _is_server_fixture(name: str) -> bool:
+    return name in SERVER_FIXTURES or name.startswith(SERVER_FIXTURE_PREFIXES)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> None:
+    # A server fixture reached through request.getfixturevalue is invisible to the hook above:
+    # such a test must carry the marker itself, else `-m "not integration"` needs a server.
+    # Failing here shows the missing marker on any run, not only on a machine without servers.
+    if fixturedef.scope != "function" or not _is_server_fixture(fixturedef.argname):
+        return
+    node = request.node
+    if isinstance(node, pytest.Item) and node.get_closest_marker("integration") is None:
+        pytest.fail(
+            f"{node.nodeid} uses the server fixture {fixturedef.argname!r} but is not marked "
+            "integration (mark it, e.g. pytest.param(..., marks=pytest.mark.integration))",
+            pytrace=False,
+        )

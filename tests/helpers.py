@@ -9,16 +9,19 @@ benchmarks under bench/ can use this module too.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import contextlib
 import email
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -65,24 +68,27 @@ def free_port() -> int:
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout, f"a listener on 127.0.0.1:{port}", interval=0.05)
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll ``pred`` until it returns something truthy (returned); TimeoutError otherwise."""
+def wait_until(
+    pred: Callable[[], Any], timeout: float = 60, what: str = "condition", interval: float = 0.1
+) -> Any:
+    """Poll ``pred`` every ``interval`` seconds until it returns something truthy (returned);
+    TimeoutError otherwise. Waiting on what a test can observe, never a fixed sleep: a fixed
+    sleep is too short on a loaded machine and wasted time on an idle one."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = pred()
         if value:
             return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not reached after {timeout}s")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not reached after {timeout}s")
+        time.sleep(interval)
 
 
 def kill_group(proc: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> None:
@@ -197,6 +203,26 @@ class LifecycleEnv:
         )
 
 
+_sqlite_template: Path | None = None
+
+
+def migrate_embedded(env: LifecycleEnv) -> None:
+    """What `lifecycle db upgrade` leaves in an embedded (SQLite) var dir, copied from a var dir
+    this process migrated once with that command. Each upgrade costs seconds of fsyncs, and many
+    tests without a server start from a migrated embedded default."""
+    global _sqlite_template
+    if _sqlite_template is None:
+        tmp = Path(tempfile.mkdtemp(prefix="lifecycle-sqlite-template-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        var = tmp / "var"
+        r = LifecycleEnv({"LIFECYCLE_VAR_DIR": str(var)}, var, var / "files").run("db", "upgrade")
+        assert r.returncode == 0, r.stderr
+        _sqlite_template = var
+    env.var_dir.mkdir(parents=True, exist_ok=True)
+    for db_file in sorted(_sqlite_template.glob("*.sqlite3")):
+        shutil.copyfile(db_file, env.var_dir / db_file.name)
+
+
 def write_master_key(path: Path) -> Path:
     """The install's master key (a server archive DB never gets one made up on the fly)."""
     from lifecycle.core.settings import create_master_key_file
@@ -249,14 +275,15 @@ class WorkerProc:
 
 
 def wait_worker_ready(w: WorkerProc, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if w.proc.poll() is not None:
             raise RuntimeError(f"worker exited early:\n{w.output()[-3000:]}")
-        if " ready." in w.output():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"worker not ready after {timeout}s:\n{w.output()[-3000:]}")
+        return " ready." in w.output()
+
+    try:
+        wait_until(ready, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"worker not ready after {timeout}s:\n{w.output()[-3000:]}") from None
 
 
 # -- SMTP sink ---------------------------------------------------------------------------------
@@ -364,12 +391,11 @@ class SmtpSink:
         return path
 
     def wait_count(self, n: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.messages) >= n:
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"SMTP sink got {len(self.messages)} of {n} messages")
+        try:
+            wait_until(lambda: len(self.messages) >= n, timeout, interval=0.05)
+        except TimeoutError:
+            got = [m.subject for m in self.messages]
+            raise TimeoutError(f"SMTP sink got {len(got)} of {n} messages: {got}") from None
 
 
 # -- webhook receivers -------------------------------------------------------------------------

@@ -13,11 +13,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+
+from tests.helpers import wait_until
 
 
 def _bindir() -> Path:
@@ -59,15 +60,15 @@ class PgServer:
             "-c max_connections=200"
         )
         self._ctl("-l", str(self.dir / "server.log"), "-w", "-o", opts, "start")
-        deadline = time.monotonic() + 30
-        while True:
+
+        def accepts() -> bool:
             try:
                 psycopg.connect(self.admin_url, connect_timeout=2).close()
-                return
             except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                return False
+            return True
+
+        wait_until(accepts, 30, "PostgreSQL accepting connections", interval=0.2)
 
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-m", mode, "-w", "stop")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.helpers import LifecycleEnv
+from tests.helpers import LifecycleEnv, wait_until
 
 
 @dataclass
@@ -39,15 +38,20 @@ class UpStack:
 
     def wait_task(self, pred: Any, timeout: float = 60) -> dict[str, Any]:
         """The first task (as Flower's API shows it) for which ``pred(task)`` holds."""
-        deadline = time.monotonic() + timeout
         seen: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+
+        def match() -> dict[str, Any] | None:
+            nonlocal seen
             seen = self.tasks()
-            for task in seen.values():
-                if pred(task):
-                    return task
-            time.sleep(0.5)
-        raise AssertionError(f"no matching task in Flower after {timeout}s: {list(seen.values())}")
+            return next((task for task in seen.values() if pred(task)), None)
+
+        try:
+            found: dict[str, Any] = wait_until(match, timeout, interval=0.5)
+        except TimeoutError:
+            raise AssertionError(
+                f"no matching task in Flower after {timeout}s: {list(seen.values())}"
+            ) from None
+        return found
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -59,21 +63,30 @@ class UpStack:
 
 
 def wait_text(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def seen() -> str | None:
         text = path.read_text(errors="replace") if path.exists() else ""
         if needle in text:
             return text
         if proc.poll() is not None:
             raise AssertionError(f"lifecycle up exited early:\n{text[-3000:]}")
-        time.sleep(0.2)
-    raise AssertionError(f"{needle!r} not seen in {timeout}s:\n{path.read_text()[-3000:]}")
+        return None
+
+    try:
+        text: str = wait_until(seen, timeout, interval=0.2)
+    except TimeoutError:
+        raise AssertionError(
+            f"{needle!r} not seen in {timeout}s:\n{path.read_text()[-3000:]}"
+        ) from None
+    return text
 
 
-def start_up(env: LifecycleEnv, port: int, tmp: Path, tag: str = "up") -> UpStack:
+def start_up(
+    env: LifecycleEnv, port: int, tmp: Path, tag: str = "up", loglevel: str = "INFO"
+) -> UpStack:
     out, err = tmp / f"{tag}.out", tmp / f"{tag}.err"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lifecycle.cli.main", "up", "-c", "1"],
+        [sys.executable, "-m", "lifecycle.cli.main", "up", "-c", "1", "--loglevel", loglevel],
         env=env.environ(LIFECYCLE_FLOWER_PORT=str(port)),
         cwd=env.var_dir.parent,
         stdout=out.open("wb"),
@@ -86,16 +99,14 @@ def start_up(env: LifecycleEnv, port: int, tmp: Path, tag: str = "up") -> UpStac
         user, password = (x.strip() for x in login.split(" / "))
         wait_text(err, " ready.", proc, 90)
         stack = UpStack(proc, out, err, port, user, password)
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answers() -> bool:
             try:
-                if stack.get("/api/workers").status_code == 200:
-                    break
+                return stack.get("/api/workers").status_code == 200
             except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("Flower did not answer in 30s")
-            time.sleep(0.3)
+                return False
+
+        wait_until(answers, 30, "Flower answering /api/workers", interval=0.3)
         return stack
     except BaseException:
         if proc.poll() is None:

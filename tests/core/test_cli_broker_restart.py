@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import redis
+
 from tests.helpers import LifecycleEnv, seed_site, start_redis, wait_until
 
 
@@ -32,6 +34,12 @@ def _own_redis(env: LifecycleEnv, tmp: Path, aof: bool = False):  # type: ignore
     return server
 
 
+def _served(port: int) -> int:
+    """Commands this Redis answered, not counting the INFO that asks."""
+    stats = redis.Redis(port=port).info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
 def _in_aof(directory: Path, needle: str) -> bool:
     return any(needle.encode() in f.read_bytes() for f in directory.rglob("*.aof"))
 
@@ -48,7 +56,9 @@ def test_sweep_wait_while_redis_is_killed_is_one_line(lifecycle_env, tmp_path) -
     proc = _cli(lifecycle_env, "sweep", "--wait", LIFECYCLE_WAIT_BROKER_GRACE_SECONDS="5")
     try:
         _wait_line(proc, "sweep started (task ")
-        time.sleep(1)  # polling the pending task
+        # Killed while the CLI polls the pending task (no worker: it stays pending).
+        polled = _served(server.port)
+        wait_until(lambda: _served(server.port) >= polled + 2, 30, "the CLI polling Redis")
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(10)
         _out, err = proc.communicate(timeout=120)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,7 +45,13 @@ def test_worker_logs_json_off_a_terminal_with_task_and_request_ids(
     )
     batch = _wait(app.send_task("lifecycle.testjobs.batch", args=[3, [1, 2, 3]]))
     leaky = _wait(app.send_task("lifecycle.testjobs.leaky_failure", args=[77]))
-    time.sleep(0.5)
+
+    def failure_logged() -> bool:
+        records = _json_lines(worker.output())
+        return any(r["level"] == "ERROR" and r.get("task_id") == leaky.id for r in records)
+
+    # The failure's log line, the last one about these tasks, follows its result.
+    wait_until(failure_logged, 30, "the failure logged")
     records = _json_lines(worker.output())
     assert {r["service"] for r in records} == {"worker"}
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
@@ -84,8 +90,11 @@ def test_worker_logs_text_when_asked(
         LIFECYCLE_LOG_JSON="false",
     )
     result = _wait(app.send_task("lifecycle.testjobs.batch", args=[3, [1, 2]]))
-    time.sleep(0.3)
-    line = next(x for x in worker.output().splitlines() if x.endswith("batch done"))
+    line = wait_until(
+        lambda: next((x for x in worker.output().splitlines() if x.endswith("batch done")), None),
+        30,
+        "the task's log line",
+    )
     assert f"lifecycle.testjobs.batch[{result.id}]" in line
     assert not line.startswith("{")
 
@@ -193,7 +202,15 @@ def test_end_to_end_logs_hold_no_seeded_personal_values(
         r = lifecycle_env.run("withdraw", str(row[0]), "--wait", timeout=300)
         assert r.returncode == 0, r.stderr
         logs.append(lambda r=r: r.stdout + r.stderr)
-    time.sleep(1)
+    # The worker logs each withdrawal's end just after the result the CLI waited for.
+    wait_until(
+        lambda: (
+            len(re.findall(r"lifecycle\.withdraw\[[^\]]+\] succeeded", worker.output()))
+            >= len(rows)
+        ),
+        30,
+        "every withdrawal's last log line",
+    )
     text = "\n".join(read() for read in logs)
     leaked = sorted(v for v in values if v in text)
     assert not leaked, f"{len(leaked)} seeded personal values appear in the logs"

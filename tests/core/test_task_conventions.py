@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import weakref
 from collections.abc import Callable
 
@@ -205,7 +204,8 @@ def test_failures_are_redacted_in_backend_and_log(
     stored = redis.Redis.from_url(lifecycle_env.vars["LIFECYCLE_RESULT_BACKEND"]).get(
         f"celery-task-meta-{result.id}"
     )
-    time.sleep(0.5)  # the log line of the failure is written right after the result
+    # The log line of the failure is written right after the result.
+    wait_until(lambda: f"ref={ref}" in test_worker.output(), 30, "the failure's log line")
     log = test_worker.output()
     for where in (stored.decode(), result.traceback or "", log):
         assert SECRET_EMAIL not in where
@@ -254,11 +254,13 @@ def test_progress_is_visible_while_running(test_worker: WorkerProc) -> None:
 
     result = app.send_task("lifecycle.testjobs.slow_batch", args=[3, [1, 2, 3, 4]])
     seen = []
-    deadline = time.monotonic() + 60
-    while not result.ready() and time.monotonic() < deadline:
+
+    def finished() -> bool:
         if result.state == "PROGRESS":
             seen.append(dict(result.info))
-        time.sleep(0.1)
+        return bool(result.ready())
+
+    wait_until(finished, 60, "the slow batch finished")
     assert seen, "no PROGRESS state observed"
     assert all(set(m) == {"done", "total", "archived"} and m["total"] == 4 for m in seen)
     assert result.get(timeout=5) == {"archived": 4}

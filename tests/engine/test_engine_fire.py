@@ -10,6 +10,7 @@ entry; none lost, none duplicated; and the ledger's hash chain verifies.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -31,6 +32,7 @@ from tests.helpers import (
     seed_site,
     snapshot_site,
     start_redis,
+    wait_until,
     withdraw_all,
     write_master_key,
 )
@@ -123,8 +125,8 @@ class Monitor(threading.Thread):
             try:
                 self.check()
             except Exception:  # a server is down right now: try again later
-                time.sleep(0.3)
-            time.sleep(0.2)
+                self.halt.wait(0.3)
+            self.halt.wait(0.2)
 
     def check(self) -> None:
         # Primary first: a row that leaves it was committed to the archive before.
@@ -212,29 +214,39 @@ def test_sweep_survives_sigkill_redis_restart_and_postgres_crash(
         ("kill worker a", lambda: restart("a")),
         ("kill both workers", lambda: (restart("a"), restart("b"))),
     ]
+
+    def moved_on(since: int, step: int) -> bool:
+        try:
+            return _withdrawn_left(primary) <= max(0, since - step)
+        except Exception:  # PostgreSQL still recovering
+            return False
+
+    left = MEMBERS
     for what, do in events:
-        time.sleep(rng.uniform(1.0, 4.0))
+        # Each fault lands at a random point of a sweep that is moving: after 1 to 3 more
+        # batches were archived since the previous fault (a random amount of work, not time).
+        step = rng.randint(1, 3) * 250
+        wait_until(lambda s=left, n=step: moved_on(s, n), 120, f"{step} more members swept")
         left = _withdrawn_left(primary)
         print(f"{what} ({left} withdrawn members left)")
         do()
+        # A fault may have killed the coordinator with nothing here to re-send it: trigger
+        # again (skipped while a sweep still runs; else it supersedes the dead run).
+        with contextlib.suppress(Exception):
+            app.send_task("lifecycle.sweep.run", kwargs={"member_batch": 250})
 
     # Trigger again until everything is done (a killed coordinator leaves its run behind;
     # the next run supersedes it). A trigger while another sweep still runs is skipped.
-    deadline = time.monotonic() + 240
-    while True:
-        assert time.monotonic() < deadline, "sweep did not finish"
+    def finished() -> bool:
         try:
             res = app.send_task("lifecycle.sweep.run", kwargs={"member_batch": 250})
             out = res.get(timeout=180, interval=0.5)
         except Exception as exc:  # e.g. the coordinator was cancelled; try again
             print(f"trigger failed: {type(exc).__name__}")
-            time.sleep(1)
-            continue
-        if "skipped" in out:
-            time.sleep(1)
-            continue
-        if _withdrawn_left(primary) == 0:
-            break
+            return False
+        return "skipped" not in out and _withdrawn_left(primary) == 0
+
+    wait_until(finished, 240, "the sweep finished", interval=1)
     monitor.stop()
     eng = create_engine(primary)
     with eng.connect() as c:
@@ -259,6 +271,8 @@ def _restart_redis(redis: RedisServer) -> None:
     assert redis.proc is not None
     redis.proc.terminate()
     redis.proc.wait(20)
+    # The outage itself: for half a second the workers find nothing listening, as in a real
+    # restart, rather than a new server already there when they notice the dropped connection.
     time.sleep(0.5)
     fresh = start_redis(redis.dir, redis.port, aof=True)
     redis.proc = fresh.proc

@@ -25,6 +25,7 @@ from tests.helpers import (
     ago,
     check_exact_accounting,
     insert_id,
+    migrate_embedded,
     remaining_rows,
     seed_site,
     site_engine,
@@ -518,7 +519,7 @@ def test_embedded_default_sweep_hands_files_to_the_shredder(embedded_env: Lifecy
     from lifecycle.ops.demo_seed import seed
     from lifecycle.shred.jobs import run_job
 
-    assert embedded_env.run("db", "upgrade").returncode == 0
+    migrate_embedded(embedded_env)
     url = db.engine("primary").url.render_as_string(hide_password=False)
     seed(db.engine("primary"), 30, files=True, file_root=embedded_env.file_root)
     withdraw_all(url, "id % 3 = 0")

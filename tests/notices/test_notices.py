@@ -111,6 +111,8 @@ def test_policy_notice_reaches_every_active_member_exactly_once(
     # The same command again resumes the same notice: nobody gets a second copy.
     again = _policy(primary_env, body, "--wait", "--timeout", "60")
     assert "resumed" in again.stdout
+    # Nothing to wait for: a second copy would come from a stray task, if at all. A second is
+    # many sends' time on loopback; the check that nothing more arrived needs some window.
     time.sleep(1)
     assert smtp_sink.per_recipient() == per
     # Same version, different text: refused, because members were told something else.
@@ -208,6 +210,8 @@ def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
     assert r.returncode == 0 and "0 not-sent row(s) queued again" in r.stdout, r.stderr
     r = _policy(primary_env, body, "--wait", "--timeout", "30")
     assert r.returncode == 0, r.stderr
+    # Nothing to wait for: a second copy would come from a stray task, if at all. A second is
+    # many sends' time on loopback; the check that nothing more arrived needs some window.
     time.sleep(1)
     assert smtp_sink.per_recipient() == Counter({a: 2 for a in everyone})
 
@@ -227,6 +231,7 @@ def test_not_sent_notices_reach_the_server_once_it_is_configured_exactly_once(
 
     assert resume_stale.apply().get() == 1
     smtp_sink.wait_count(10)
+    # Ten arrived; the check is that no eleventh follows (nothing to wait for but a window).
     time.sleep(1)
     per = smtp_sink.per_recipient()
     assert (per["member1@example.test"], per["member2@example.test"]) == (3, 3)
@@ -373,6 +378,7 @@ def test_a_failing_before_commit_sends_nothing(smtp_sink: SmtpSink) -> None:
         assert m.connections == 2  # the first session was dropped mid-DATA
     assert (r1.status, r1.error_class) == ("retry", "ConnectionError")
     assert r2.status == "sent"
+    # The dropped session must never surface as a message: a window, as there is no event.
     time.sleep(0.5)
     assert [x.rcpt for x in smtp_sink.messages] == ["m2@example.test"]
     # Both hooks ran before the server had anything: the end of DATA was not yet written.

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from lifecycle.core import db
 from models.base import utcnow
 from models.requests import JobRun, LifecycleRequest
-from tests.helpers import LifecycleEnv, WorkerProc, free_port
+from tests.helpers import LifecycleEnv, WorkerProc, free_port, migrate_embedded
 
 
 def _seed_requests() -> dict[str, list[int]]:
@@ -171,7 +171,7 @@ def test_status_with_primary_db_down_still_reads_the_broker(primary_env: Lifecyc
 
 
 def test_status_on_the_embedded_default(embedded_env: LifecycleEnv) -> None:
-    assert embedded_env.run("db", "upgrade").returncode == 0
+    migrate_embedded(embedded_env)
     r = embedded_env.run("status", "--json", "--timeout", "0.5")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)

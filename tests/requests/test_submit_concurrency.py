@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lifecycle.core import db
 from lifecycle.requests.outbox import submit
 from models.requests import LifecycleRequest
+from tests.helpers import migrate_embedded
 
 CALLERS = 40
 KEY = "site-withdraw-7-attempt"
@@ -90,7 +90,7 @@ def test_40_threads_one_key_one_id(primary_env) -> None:  # type: ignore[no-unty
 
 
 def test_40_threads_one_key_one_id_sqlite(embedded_env) -> None:  # type: ignore[no-untyped-def]
-    embedded_env.run("db", "upgrade", check=True)
+    migrate_embedded(embedded_env)
     out = _race_in_threads(CALLERS, "t")
     assert len(out) == CALLERS
     assert set(out.values()) == {_check_rows(CALLERS)}
@@ -98,29 +98,37 @@ def test_40_threads_one_key_one_id_sqlite(embedded_env) -> None:  # type: ignore
 
 _PROCESS = textwrap.dedent(
     """
-    import json, sys, time, threading
+    import json, sys
     from tests.requests.test_submit_concurrency import _race_in_threads
-    start_at, n, tag = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    time.sleep(max(0.0, start_at - time.time()))
+    n, tag = int(sys.argv[1]), sys.argv[2]
+    print("ready", flush=True)
+    sys.stdin.readline()
     print(json.dumps(_race_in_threads(n, tag)))
     """
 )
 
 
 def test_two_processes_40_submits_one_key_one_id(primary_env) -> None:  # type: ignore[no-untyped-def]
-    # Both processes release their threads at the same wall-clock moment.
-    start_at = time.time() + 8
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _PROCESS, str(start_at), str(CALLERS // 2), tag],
+            [sys.executable, "-c", _PROCESS, str(CALLERS // 2), tag],
             env=primary_env.environ(),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for tag in ("a", "b")
     ]
+    # Both processes have imported everything before either is let go, so their threads race.
+    for p in procs:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready", p.communicate(timeout=30)[1][-3000:]
     out: dict[str, int] = {}
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
     for p in procs:
         stdout, stderr = p.communicate(timeout=180)
         assert p.returncode == 0, stderr[-3000:]

@@ -26,6 +26,7 @@ from tests.helpers import (
     site_engine,
     table_dump,
     wait_error_line,
+    wait_until,
 )
 
 RRN = "790314-2345678"
@@ -323,7 +324,7 @@ def test_a_childs_request_by_a_non_guardian_is_refused_with_a_written_answer(
     with session("primary") as s:
         rid = submit(s, "erasure", 1, {"fields": ["rrn"]})
     assert dispatch_pending() == 1
-    _wait_until(lambda: _state(rid) == "completed")
+    wait_until(lambda: _state(rid) == "completed", what="request completed")
     with eng.connect() as c:
         assert c.execute(text("SELECT status, rrn FROM members WHERE id = 1")).one() == (
             "active",
@@ -340,12 +341,7 @@ def _state(request_id: int) -> str:
 
 
 def _wait_mail(sink: SmtpSink, n: int, timeout: float = 30) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while len(sink.messages) < n and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(sink.messages) >= n, [m.subject for m in sink.messages]
+    sink.wait_count(n, timeout)
 
 
 # -- erasure -------------------------------------------------------------------------------------
@@ -410,7 +406,7 @@ def test_erasing_the_rrn_keeps_the_member_and_tells_who_received_it(
     # A withdrawal destroys the rest: every recipient of a destroyed field is told.
     r = env.run("withdraw", "1", "--wait", "--timeout", "120")
     assert r.returncode == 0, r.stderr
-    _wait_until(lambda: len(a.unique_accepted()) == 2 and len(b.unique_accepted()) == 1)
+    wait_until(lambda: len(a.unique_accepted()) == 2 and len(b.unique_accepted()) == 1)
     insurer = [h for h in a.unique_accepted().values() if h.payload["data"]["request_id"] != 1]
     assert insurer[0].payload["data"]["fields"] == {"name": None, "rrn": None}
     (club,) = b.unique_accepted().values()
@@ -419,15 +415,6 @@ def test_erasing_the_rrn_keeps_the_member_and_tells_who_received_it(
     with session("archive") as s:
         n = s.scalar(text("SELECT count(*) FROM ledger_entries WHERE action = 'notification'"))
     assert n == 3
-
-
-def _wait_until(cond, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
 
 
 def test_erasure_crash_between_steps_resumes_once(primary_env: LifecycleEnv) -> None:

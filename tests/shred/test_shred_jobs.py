@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from lifecycle.shred import jobs as shred_jobs
 from models.archive import LedgerEntry
 from models.requests import JobRun
 from models.shred import ShredItem, ShredJob
-from tests.helpers import LifecycleEnv, free_port, wait_until
+from tests.helpers import LifecycleEnv, free_port, migrate_embedded, wait_until
 
 NAME = "김영희_심리검사결과.pdf"  # a personal file name: must never reach the ledger or a result
 PATTERN = "김영희 상담 기록 010-9876-5432 | ".encode()
@@ -348,9 +347,9 @@ def test_a_worker_serves_only_its_own_hosts_queue(primary_env: LifecycleEnv, sta
     jb = shred_jobs.enqueue_shred([str(fb)], host="host-b", reason="r", legal_basis="b")
     wait_until(lambda: done(ja), what="host-a job")
     assert not fa.exists()
-    time.sleep(2)
+    # The misconfigured worker received host-b's job and refused it: the file is untouched.
+    wait_until(lambda: "belongs to another host" in bad.output(), what="host-b job refused")
     assert job(jb).state == "pending" and digest(fb) == hb
-    assert "belongs to another host" in bad.output()
     bad.stop()
 
     start_worker(primary_env, queues=["shred.host-b"], LIFECYCLE_HOST_NAME="host-b")
@@ -397,7 +396,8 @@ def test_sigkill_mid_overwrite_then_restart_finishes(
     fd = os.open(path, os.O_RDONLY)
     try:
         wait_until(lambda: PATTERN[:12] not in os.pread(fd, 1 << 20, 0), what="first chunk")
-        time.sleep(0.3)
+        # A few chunks in, so the kill lands mid-file rather than between the first two chunks.
+        wait_until(lambda: PATTERN[:12] not in os.pread(fd, 1 << 20, 4 << 20), what="fifth chunk")
         w.kill()
         assert path.exists() and path.stat().st_ino == ino  # half-overwritten, still there
         assert PATTERN[:12] in os.pread(fd, 1 << 20, size - (1 << 20))  # end not reached
@@ -417,7 +417,7 @@ def test_sigkill_mid_overwrite_then_restart_finishes(
 
 
 def test_embedded_default_runs_a_shred_job(embedded_env: LifecycleEnv, start_worker) -> None:
-    assert embedded_env.run("db", "upgrade").returncode == 0
+    migrate_embedded(embedded_env)
     path = embedded_env.file_root / NAME
     fill(path, 4000)
     start_worker(embedded_env, queues=[f"shred.{os.uname().nodename}"])

@@ -13,6 +13,7 @@ from lifecycle.core.db import session
 from lifecycle.core.settings import get_settings
 from lifecycle.vault import crypto, keystore
 from models.archive import ArchivedRecord, DataKey
+from tests.helpers import migrate_embedded
 
 MASTER = bytes(range(32))
 OTHER = bytes(range(1, 33))
@@ -226,7 +227,7 @@ def test_ref_key_is_stored_once(lifecycle_env) -> None:  # type: ignore[no-untyp
 
 
 def test_keystore_on_sqlite(embedded_env) -> None:  # type: ignore[no-untyped-def]
-    embedded_env.run("db", "upgrade", check=True)
+    migrate_embedded(embedded_env)
     with session("archive") as s:
         rec = _archive_row(s, "payments", "5", "payment", date(2031, 1, 1), b"x")
         first = keystore.get_or_create_bucket_key(s, "payment", date(2031, 1, 1))

@@ -19,6 +19,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.vault import keystore, ledger
 from lifecycle.vault.chain import GENESIS_HASH, entry_hash, verify_chain
 from models.archive import LedgerEntry, LedgerHead
+from tests.helpers import migrate_embedded
 
 # -- pure chain ----------------------------------------------------------------------------------
 
@@ -449,7 +450,7 @@ def test_export_to_missing_directory_is_refused(lifecycle_env, tmp_path) -> None
 
 
 def test_ledger_on_sqlite(embedded_env) -> None:  # type: ignore[no-untyped-def]
-    embedded_env.run("db", "upgrade", check=True)
+    migrate_embedded(embedded_env)
     _fill(5)
     r = embedded_env.run("ledger", "verify")
     assert r.returncode == 0 and r.stdout.startswith("ledger OK: 5 entries"), r.stderr
