@@ -21,17 +21,14 @@ from sqlalchemy.orm import Session
 from lifecycle.channels.mailer import valid_address
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
-from lifecycle.datamap.member_table import MemberTable, member_table
+from lifecycle.datamap.member_table import MemberTable, live_member, member_table
 from lifecycle.engine.context import get_context
 from lifecycle.requests.client import dispatch_now
 from lifecycle.requests.outbox import submit
-from lifecycle.requests.states import transition
-from lifecycle.thirdparty.recipients import lock_member
 from models.requests import (
     OPEN_STATES,
     LifecycleRequest,
     RequesterKind,
-    RequestState,
     VerifiedBy,
 )
 
@@ -117,12 +114,25 @@ def requester_refusal(s: Session, req: LifecycleRequest) -> str | None:
     return None
 
 
-def live_member(s: Session, mt: MemberTable, member_id: int, *, exclusive: bool) -> Any:
-    """The member row (locked), or a UserError: unknown or withdrawn members have no live data."""
-    row = lock_member(s, mt, member_id, share=not exclusive)
-    if row is None or row[mt.status_column] == mt.withdrawn_value:
-        raise UserError(f"member {member_id} does not exist or has withdrawn")
-    return row
+def refusal_of(
+    s: Session,
+    req: LifecycleRequest,
+    mt: MemberTable,
+    *,
+    exclusive: bool = True,
+    unknown: str = "회원 정보를 찾을 수 없습니다 ({})",
+) -> str | None:
+    """Why the worker must refuse this request before anything else, or None: a requester it
+    cannot accept, or a member who is unknown or withdrawn (``unknown`` words that, ``{}``
+    standing for the one-line reason). Korean: it goes in the answer."""
+    refusal = requester_refusal(s, req)
+    if refusal is not None:
+        return refusal
+    try:
+        live_member(s, mt, req.member_id, exclusive=exclusive)
+    except UserError as exc:
+        return unknown.format(exc)
+    return None
 
 
 def open_request_of(s: Session, member_id: int, kinds: tuple[str, ...]) -> tuple[int, str] | None:
@@ -198,9 +208,3 @@ def record_requester(request_id: int, requester: Requester) -> None:
         if req is not None:
             req.requester_kind, req.requester_name = requester.kind, requester.name
             req.requester_contact, req.verified_by = requester.contact, requester.verified_by
-
-
-def refuse(req: LifecycleRequest, reason: str) -> None:
-    """Fail the request with its (Korean) reason; the answer job tells the requester."""
-    transition(req, RequestState.FAILED, error=reason)
-    log.warning("%s request %s refused", req.kind, req.id)
