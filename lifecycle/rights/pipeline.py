@@ -178,6 +178,10 @@ def _one(r: Run) -> tuple[bool, list[Callable[[], None]]]:
             log.error("%s request %s does not exist; nothing to do", p.kind, r.request_id)
             r.state = MISSING
             return False, []
+        if req.kind != p.kind and not p.strict:
+            # Another kind's request is not this run's to touch, nor to answer.
+            r.state = MISSING
+            return False, []
         r.state = frm = req.state
         if frm in TERMINAL:
             return False, []
@@ -186,8 +190,6 @@ def _one(r: Run) -> tuple[bool, list[Callable[[], None]]]:
         if step is not None:
             step(job)
         elif not p.strict:
-            if req.kind != p.kind:
-                r.state = MISSING
             return False, []
         elif req.kind != p.kind:
             refuse(job, f"malformed request: kind {req.kind!r} is not a {p.kind}")
