@@ -46,6 +46,11 @@ class Requester:
     contact: str | None = None
     verified_by: str = VerifiedBy.LOGIN.value
 
+    def record(self, req: LifecycleRequest) -> None:
+        """Who asked, on the request row (in the caller's transaction)."""
+        req.requester_kind, req.requester_name = self.kind, self.name
+        req.requester_contact, req.verified_by = self.contact, self.verified_by
+
 
 def make_requester(
     kind: str = "member",
@@ -179,10 +184,7 @@ def submit_right(
         request_id = submit(s, kind, member_id, payload)
         req = s.get(LifecycleRequest, request_id)
         assert req is not None
-        req.requester_kind = requester.kind
-        req.requester_name = requester.name
-        req.requester_contact = requester.contact
-        req.verified_by = requester.verified_by
+        requester.record(req)
     dispatch_now(request_id)
     return request_id
 
@@ -206,5 +208,4 @@ def record_requester(request_id: int, requester: Requester) -> None:
     with db.session("primary") as s:
         req = s.get(LifecycleRequest, request_id)
         if req is not None:
-            req.requester_kind, req.requester_name = requester.kind, requester.name
-            req.requester_contact, req.verified_by = requester.contact, requester.verified_by
+            requester.record(req)

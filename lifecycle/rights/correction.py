@@ -107,8 +107,7 @@ def submit_correction(
         request_id = submit(s, RequestKind.CORRECTION.value, member_id, payload, actor=actor)
         req = s.get(LifecycleRequest, request_id)
         assert req is not None
-        req.requester_kind, req.requester_name = requester.kind, requester.name
-        req.requester_contact, req.verified_by = requester.contact, requester.verified_by
+        requester.record(req)
     dispatch_now(request_id)
     return request_id
 
