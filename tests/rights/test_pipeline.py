@@ -125,3 +125,32 @@ def test_a_refusing_step_ends_the_request_failed_with_its_reason(
     strict = Pipeline("erasure", {}, strict=True)
     assert run(strict, other)["state"] == "failed"
     assert _row(other).error == "malformed request: kind 'suspension' is not a erasure"
+
+
+def test_an_error_the_kind_fails_on_rolls_the_step_back_and_fails_the_request(
+    primary_env: LifecycleEnv,
+) -> None:
+    from lifecycle.core.db import session
+    from lifecycle.core.errors import UserError
+    from lifecycle.requests.restriction import is_restricted, restrict
+    from lifecycle.rights.pipeline import Job, Pipeline, run, starting
+
+    undone: list[int] = []
+
+    def step(job: Job) -> None:
+        restrict(job.s, job.member_id, "erasure", job.request_id)
+        raise UserError("rows the map's key cannot tell apart")
+
+    kind = Pipeline(
+        "erasure",
+        starting(step),
+        on_refuse=lambda job: undone.append(job.request_id),
+        fails_on=(UserError,),
+    )
+    rid = _request()
+    assert run(kind, rid) == {"request_id": rid, "state": "failed"}
+    req = _row(rid)
+    assert (req.state, req.error) == ("failed", "rows the map's key cannot tell apart")
+    assert undone == [rid]
+    with session("primary") as s:
+        assert not is_restricted(s, 1)  # the step's work went with its transaction
