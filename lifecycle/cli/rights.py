@@ -8,8 +8,9 @@ anything is created; a requester the worker cannot accept is refused with a writ
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
@@ -28,6 +29,8 @@ requests_app = typer.Typer(
 )
 app.add_typer(requests_app, name="requests")
 
+_F = TypeVar("_F", bound=Callable[..., int])
+
 MemberArg = Annotated[str, typer.Argument(metavar="MEMBER_ID", help="The member's id.")]
 RequesterOpt = Annotated[
     str, typer.Option("--requester", help="Who asks: member, guardian (법정대리인), delegate.")
@@ -42,6 +45,13 @@ VerifiedOpt = Annotated[
     str | None,
     typer.Option("--verified-by", help="login (site session) or document (checked by staff)."),
 ]
+# Who asks, as every right's command takes it: (parameter, its option, default).
+_ASKER: tuple[tuple[str, Any, str | None], ...] = (
+    ("requester", RequesterOpt, "member"),
+    ("requester_name", NameOpt, None),
+    ("requester_contact", ContactOpt, None),
+    ("verified_by", VerifiedOpt, None),
+)
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Block until done; non-zero if refused.")]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")]
 
@@ -67,142 +77,114 @@ def _prepare() -> None:
     check_reachable("primary")
 
 
-def _submit(
-    what: str,
-    member_id: str,
-    who: tuple[str, str | None, str | None, str | None],
-    submit: Callable[[int, Any], int],
-    wait: bool,
-    timeout: float,
-) -> None:
-    """The shape of every rights command: check the input, then submit, then maybe wait."""
-    mid = parse_member_id(member_id)
-    requester = _requester(*who)
-    _prepare()
-    _done(what, submit(mid, requester), mid, wait, timeout)
+def _right(group: typer.Typer, name: str, what: str, timeout: float) -> Callable[[_F], _F]:
+    """Register ``fn(member_id, requester, **its own options) -> request id`` as the command
+    ``name``: MEMBER_ID, its own options, then what every right shares (who asks, how they were
+    verified, --wait, --timeout)."""
+
+    def register(fn: _F) -> _F:
+        # Only its own options (the first two are the member and the requester), with their
+        # typer annotations resolved (this module's annotations are strings).
+        hints = get_type_hints(fn, include_extras=True)
+        own = [
+            p.replace(annotation=hints[p.name])
+            for p in list(inspect.signature(fn).parameters.values())[2:]
+        ]
+
+        def command(
+            member_id: str,
+            requester: str,
+            requester_name: str | None,
+            requester_contact: str | None,
+            verified_by: str | None,
+            wait: bool,
+            timeout: float,
+            **options: Any,
+        ) -> None:
+            # Every right's shape: check the input, then submit, then maybe wait.
+            mid = parse_member_id(member_id)
+            who = _requester(requester, requester_name, requester_contact, verified_by)
+            _prepare()
+            _done(what, fn(mid, who, **options), mid, wait, timeout)
+
+        kw = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        params = [
+            inspect.Parameter("member_id", kw, annotation=MemberArg),
+            *own,
+            *(inspect.Parameter(n, kw, annotation=a, default=d) for n, a, d in _ASKER),
+            inspect.Parameter("wait", kw, annotation=WaitOpt, default=False),
+            inspect.Parameter("timeout", kw, annotation=TimeoutOpt, default=timeout),
+        ]
+        # Typer reads the command's parameters from its signature and type hints.
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        command.__doc__, command.__name__ = fn.__doc__, fn.__name__
+        group.command(name)(command)
+        return fn
+
+    return register
 
 
-@app.command("access")
+@_right(app, "access", "access", 3600.0)
 def access_cmd(
-    member_id: MemberArg,
+    member_id: int,
+    who: Any,
     out: Annotated[str, typer.Option("--out", help="The ZIP file to write (must not exist).")],
     password_file: Annotated[
         str | None,
         typer.Option("--password-file", help="Encrypt the ZIP (AES-256) with the first line."),
     ] = None,
-    requester: RequesterOpt = "member",
-    requester_name: NameOpt = None,
-    requester_contact: ContactOpt = None,
-    verified_by: VerifiedOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 3600.0,
-) -> None:
+) -> int:
     """열람: write everything held on the member (every mapped table, provisions) to a ZIP."""
     from lifecycle.rights.access import submit_access
 
-    asker = (requester, requester_name, requester_contact, verified_by)
-    _submit(
-        "access",
-        member_id,
-        asker,
-        lambda mid, who: submit_access(mid, out, password_file, who),
-        wait,
-        timeout,
-    )
+    return submit_access(member_id, out, password_file, who)
 
 
-@app.command("erase")
+@_right(app, "erase", "erasure", 3600.0)
 def erase_cmd(
-    member_id: MemberArg,
+    member_id: int,
+    who: Any,
     fields: Annotated[
         str, typer.Option("--fields", help="Fields or categories to delete, e.g. rrn,hobbies.")
     ],
-    requester: RequesterOpt = "member",
-    requester_name: NameOpt = None,
-    requester_contact: ContactOpt = None,
-    verified_by: VerifiedOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 3600.0,
-) -> None:
+) -> int:
     """삭제: clear named items of a live member; recipients of them are told to delete them."""
     from lifecycle.rights.erase import submit_erasure
 
-    asker = (requester, requester_name, requester_contact, verified_by)
-    _submit(
-        "erasure",
-        member_id,
-        asker,
-        lambda mid, who: submit_erasure(mid, fields, who),
-        wait,
-        timeout,
-    )
+    return submit_erasure(member_id, fields, who)
 
 
-@app.command("restrict")
+@_right(app, "restrict", "suspension", 600.0)
 def restrict_cmd(
-    member_id: MemberArg,
+    member_id: int,
+    who: Any,
     reason: Annotated[str, typer.Option("--reason", help="Why the member asks (recorded).")],
-    requester: RequesterOpt = "member",
-    requester_name: NameOpt = None,
-    requester_contact: ContactOpt = None,
-    verified_by: VerifiedOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 600.0,
-) -> None:
+) -> int:
     """처리정지: stop using and providing the member's data until lifted."""
     from lifecycle.rights.suspension import submit_suspension
 
-    asker = (requester, requester_name, requester_contact, verified_by)
-    _submit(
-        "suspension",
-        member_id,
-        asker,
-        lambda mid, who: submit_suspension(mid, reason, who),
-        wait,
-        timeout,
-    )
+    return submit_suspension(member_id, reason, who)
 
 
-@app.command("unrestrict")
-def unrestrict_cmd(
-    member_id: MemberArg,
-    requester: RequesterOpt = "member",
-    requester_name: NameOpt = None,
-    requester_contact: ContactOpt = None,
-    verified_by: VerifiedOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 600.0,
-) -> None:
+@_right(app, "unrestrict", "suspension lift", 600.0)
+def unrestrict_cmd(member_id: int, who: Any) -> int:
     """처리정지 해제: lift the member's suspension."""
     from lifecycle.rights.suspension import submit_lift
 
-    asker = (requester, requester_name, requester_contact, verified_by)
-    _submit("suspension lift", member_id, asker, submit_lift, wait, timeout)
+    return submit_lift(member_id, who)
 
 
-@consent_app.command("withdraw")
+@_right(consent_app, "withdraw", "consent withdrawal", 3600.0)
 def consent_withdraw_cmd(
-    member_id: MemberArg,
+    member_id: int,
+    who: Any,
     purpose: Annotated[str, typer.Option("--purpose", help="The consent to withdraw: marketing.")],
-    requester: RequesterOpt = "member",
-    requester_name: NameOpt = None,
-    requester_contact: ContactOpt = None,
-    verified_by: VerifiedOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 3600.0,
-) -> None:
+) -> int:
     """동의 철회: clear the consent; recipients of data given under it are told to delete it."""
     from lifecycle.rights.consent import submit_consent_withdrawal
 
-    asker = (requester, requester_name, requester_contact, verified_by)
-    _submit(
-        "consent withdrawal",
-        member_id,
-        asker,
-        lambda mid, who: submit_consent_withdrawal(mid, purpose, who),
-        wait,
-        timeout,
-    )
+    return submit_consent_withdrawal(member_id, purpose, who)
 
 
 def _locked_request(s: Session, request_id: int) -> LifecycleRequest:

@@ -15,15 +15,16 @@ from dataclasses import field as dc_field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Column, Engine, MetaData, Table, or_
+from sqlalchemy import Column, Engine, MetaData, Table, or_, select
 from sqlalchemy import types as sqltypes
+from sqlalchemy.orm import Session
 
 from lifecycle.channels.mailer import valid_address
-from lifecycle.core.dbkind import mariadb_json_columns
+from lifecycle.core.dbkind import mariadb_json_columns, row_locks
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.identifiers import FlaggedCategory, flagged_columns, refusal
 from lifecycle.datamap.loader import current_datamap
-from lifecycle.datamap.model import DataMap
+from lifecycle.datamap.model import DataMap, withdrawn
 
 # Where notices go when the map names no contact email column (subject.contact.email).
 EMAIL_COLUMN = "email"
@@ -62,10 +63,7 @@ class MemberTable:
 
     def is_withdrawn(self, row: Any) -> bool:
         """For a row (mapping) holding :attr:`status_column`."""
-        value = row[self.status_column]
-        if self.marker:
-            return value not in (None, "")
-        return bool(value == self.withdrawn_value)
+        return withdrawn(row[self.status_column], self.withdrawn_value, marker=self.marker)
 
     @property
     def key_col(self) -> Column[Any]:
@@ -242,6 +240,28 @@ def member_table(engine: Engine) -> MemberTable:
     )
     _cache[cache_key] = (dm, mt)
     return mt
+
+
+def lock_member(s: Session, mt: MemberTable, member_id: int, *, share: bool) -> Any:
+    """Read (and on PostgreSQL lock) the member row; None if absent.
+
+    Provisions take a share lock and corrections an exclusive one before restricting, so a
+    provision can never slip in between a correction's restriction check and its restriction.
+    """
+    stmt = select(mt.table).where(mt.key_col == member_id)
+    if row_locks(s):
+        stmt = stmt.with_for_update(read=share)
+    return s.execute(stmt).mappings().first()
+
+
+def live_member(s: Session, mt: MemberTable, member_id: int, *, exclusive: bool) -> Any:
+    """The member row (locked), or a one-line UserError: an unknown member, or one the map's
+    status column or withdrawal marker says has withdrawn, has no live data to act on. Every
+    request and provision asks this, never the status column directly."""
+    row = lock_member(s, mt, member_id, share=not exclusive)
+    if row is None or mt.is_withdrawn(row):
+        raise UserError(f"member {member_id} does not exist or has withdrawn")
+    return row
 
 
 def clear_cache() -> None:

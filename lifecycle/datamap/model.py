@@ -221,6 +221,15 @@ class Dormancy:
     advance_notice_days: int = 30
 
 
+def withdrawn(value: Any, withdrawn_value: str, *, marker: bool) -> bool:
+    """The one rule for "has this member withdrawn", from the value of the map's state column:
+    a withdrawal marker (``mb_leave_date``) counts when it holds anything, a status column when
+    it equals ``withdrawn_value``. Every "is this a live member" check comes down to this."""
+    if marker:
+        return value not in (None, "")
+    return bool(value == withdrawn_value)
+
+
 @dataclass(frozen=True)
 class Subject:
     """The members' table. ``key`` is an integer column (the lifecycle's member id in every
@@ -255,9 +264,7 @@ class Subject:
 
     def is_withdrawn(self, status_or_marker: Any) -> bool:
         """From the value of :meth:`withdrawn_at_col` (marker) or the status column."""
-        if self.marker_column:
-            return status_or_marker not in (None, "")
-        return bool(status_or_marker == self.withdrawn_value)
+        return withdrawn(status_or_marker, self.withdrawn_value, marker=bool(self.marker_column))
 
     @property
     def state_column(self) -> str:

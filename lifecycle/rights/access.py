@@ -40,17 +40,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lifecycle.channels.templates import FIELD_LABELS
-from lifecycle.core import db
 from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap.identifiers import flagged_columns
-from lifecycle.datamap.member_table import member_table
 from lifecycle.engine.context import EngineContext, get_context
 from lifecycle.engine.selection import member_expr
-from lifecycle.requests.outbox import load_for_update
-from lifecycle.requests.states import START, transition
-from lifecycle.rights.answers import answer
-from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
+from lifecycle.requests.states import transition
+from lifecycle.rights.common import Requester, refusal_of, submit_right
+from lifecycle.rights.pipeline import Job, Pipeline, Run, answer_requester, refuse, run, starting
 from models.recipients import Provision, ThirdParty
 from models.requests import RequestKind, RequestState
 
@@ -250,76 +247,68 @@ def write_package(path: str, files: dict[str, bytes], password: str | None) -> N
 # -- the job ------------------------------------------------------------------------------------
 
 
-def _step_package(ctx: EngineContext, request_id: int) -> str | None:
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None or req.kind != RequestKind.ACCESS.value:
-            return None
-        if req.state not in START:
-            return req.state
-        payload = req.payload if isinstance(req.payload, dict) else {}
-        refusal = requester_refusal(s, req)
-        if refusal is None:
-            try:
-                live_member(s, member_table(s.get_bind()), req.member_id, exclusive=False)  # type: ignore[arg-type]
-            except UserError:
-                refusal = "회원 정보를 찾을 수 없습니다 (unknown or withdrawn member)"
-        if refusal is None and not payload.get("out"):
-            refusal = "열람 자료를 저장할 위치가 지정되지 않았습니다 (no output path)"
-        if refusal is not None:
-            refuse(req, refusal)
-            return req.state
-        password = None
-        if payload.get("password_file"):
-            try:
-                password = read_password(str(payload["password_file"]))
-            except UserError as exc:
-                raise PackageNotWritten(f"access request {request_id}: {exc}") from None
-        tables = collect(ctx, s, req.member_id)
-        given = provisions(s, req.member_id)
-        files = {f"{name}.csv": _csv(cols, rows) for name, (cols, rows) in tables.items()}
-        files["제3자제공내역.csv"] = _csv(
-            ["제공받는 자", "제공 항목", "제공 근거", "목적", "제공 일시"], given
-        )
-        files["요약.txt"] = _summary(ctx, request_id, req.member_id, tables, len(given)).encode(
-            "utf-8-sig"
-        )
+def _package(job: Job) -> None:
+    ctx, request_id, payload = job.run.ctx, job.request_id, job.payload
+    refusal = refusal_of(
+        job.s,
+        job.req,
+        job.mt,
+        exclusive=False,
+        unknown="회원 정보를 찾을 수 없습니다 (unknown or withdrawn member)",
+    )
+    if refusal is None and not payload.get("out"):
+        refusal = "열람 자료를 저장할 위치가 지정되지 않았습니다 (no output path)"
+    if refusal is not None:
+        refuse(job, refusal)
+        return
+    password = None
+    if payload.get("password_file"):
         try:
-            write_package(str(payload["out"]), files, password)
-        except OSError as exc:
-            raise PackageNotWritten(
-                f"access request {request_id}: package not written ({type(exc).__name__}: "
-                f"{exc.strerror or 'error'}); fix the folder, the request is retried"
-            ) from None
-        nrows = sum(len(r) for _c, r in tables.values())
-        req.payload = {
-            **payload,
-            "tables": len(tables),
-            "rows": nrows,
-            "provisions": len(given),
-            "encrypted": password is not None,
-        }
-        transition(req, RequestState.PACKAGED)
-        return req.state
+            password = read_password(str(payload["password_file"]))
+        except UserError as exc:
+            raise PackageNotWritten(f"access request {request_id}: {exc}") from None
+    tables = collect(ctx, job.s, job.member_id)
+    given = provisions(job.s, job.member_id)
+    files = {f"{name}.csv": _csv(cols, rows) for name, (cols, rows) in tables.items()}
+    files["제3자제공내역.csv"] = _csv(
+        ["제공받는 자", "제공 항목", "제공 근거", "목적", "제공 일시"], given
+    )
+    files["요약.txt"] = _summary(ctx, request_id, job.member_id, tables, len(given)).encode(
+        "utf-8-sig"
+    )
+    try:
+        write_package(str(payload["out"]), files, password)
+    except OSError as exc:
+        raise PackageNotWritten(
+            f"access request {request_id}: package not written ({type(exc).__name__}: "
+            f"{exc.strerror or 'error'}); fix the folder, the request is retried"
+        ) from None
+    nrows = sum(len(r) for _c, r in tables.values())
+    job.req.payload = {
+        **payload,
+        "tables": len(tables),
+        "rows": nrows,
+        "provisions": len(given),
+        "encrypted": password is not None,
+    }
+    transition(job.req, RequestState.PACKAGED)
 
 
-def _step_complete(request_id: int) -> str | None:
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None or req.state != RequestState.PACKAGED.value:
-            return req.state if req else None
-        transition(req, RequestState.COMPLETED, error=None)
-        return req.state
+def _complete(job: Job) -> None:
+    transition(job.req, RequestState.COMPLETED, error=None)
+
+
+def _logged(r: Run) -> None:
+    log.info("access request %s: %s", r.request_id, r.state)
+
+
+ACCESS = Pipeline(
+    RequestKind.ACCESS.value,
+    {**starting(_package), RequestState.PACKAGED.value: _complete},
+    finish=(answer_requester, _logged),
+)
 
 
 def run_access(request_id: int, task_id: str | None = None) -> dict[str, Any]:
     """Carry the request to its end from wherever it stands; counts only in the result."""
-    ctx = get_context()
-    state = _step_package(ctx, request_id)
-    if state == RequestState.PACKAGED.value:
-        state = _step_complete(request_id)
-    if state is None:
-        return {"request_id": request_id, "state": "missing"}
-    answer(request_id)
-    log.info("access request %s: %s", request_id, state)
-    return {"request_id": request_id, "state": state}
+    return run(ACCESS, request_id, task_id, ctx=get_context())

@@ -21,17 +21,14 @@ from sqlalchemy.orm import Session
 from lifecycle.channels.mailer import valid_address
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
-from lifecycle.datamap.member_table import MemberTable, member_table
+from lifecycle.datamap.member_table import MemberTable, live_member, member_table
 from lifecycle.engine.context import get_context
 from lifecycle.requests.client import dispatch_now
 from lifecycle.requests.outbox import submit
-from lifecycle.requests.states import transition
-from lifecycle.thirdparty.recipients import lock_member
 from models.requests import (
     OPEN_STATES,
     LifecycleRequest,
     RequesterKind,
-    RequestState,
     VerifiedBy,
 )
 
@@ -48,6 +45,11 @@ class Requester:
     name: str | None = None
     contact: str | None = None
     verified_by: str = VerifiedBy.LOGIN.value
+
+    def record(self, req: LifecycleRequest) -> None:
+        """Who asked, on the request row (in the caller's transaction)."""
+        req.requester_kind, req.requester_name = self.kind, self.name
+        req.requester_contact, req.verified_by = self.contact, self.verified_by
 
 
 def make_requester(
@@ -117,12 +119,25 @@ def requester_refusal(s: Session, req: LifecycleRequest) -> str | None:
     return None
 
 
-def live_member(s: Session, mt: MemberTable, member_id: int, *, exclusive: bool) -> Any:
-    """The member row (locked), or a UserError: unknown or withdrawn members have no live data."""
-    row = lock_member(s, mt, member_id, share=not exclusive)
-    if row is None or row[mt.status_column] == mt.withdrawn_value:
-        raise UserError(f"member {member_id} does not exist or has withdrawn")
-    return row
+def refusal_of(
+    s: Session,
+    req: LifecycleRequest,
+    mt: MemberTable,
+    *,
+    exclusive: bool = True,
+    unknown: str = "회원 정보를 찾을 수 없습니다 ({})",
+) -> str | None:
+    """Why the worker must refuse this request before anything else, or None: a requester it
+    cannot accept, or a member who is unknown or withdrawn (``unknown`` words that, ``{}``
+    standing for the one-line reason). Korean: it goes in the answer."""
+    refusal = requester_refusal(s, req)
+    if refusal is not None:
+        return refusal
+    try:
+        live_member(s, mt, req.member_id, exclusive=exclusive)
+    except UserError as exc:
+        return unknown.format(exc)
+    return None
 
 
 def open_request_of(s: Session, member_id: int, kinds: tuple[str, ...]) -> tuple[int, str] | None:
@@ -169,10 +184,7 @@ def submit_right(
         request_id = submit(s, kind, member_id, payload)
         req = s.get(LifecycleRequest, request_id)
         assert req is not None
-        req.requester_kind = requester.kind
-        req.requester_name = requester.name
-        req.requester_contact = requester.contact
-        req.verified_by = requester.verified_by
+        requester.record(req)
     dispatch_now(request_id)
     return request_id
 
@@ -196,11 +208,4 @@ def record_requester(request_id: int, requester: Requester) -> None:
     with db.session("primary") as s:
         req = s.get(LifecycleRequest, request_id)
         if req is not None:
-            req.requester_kind, req.requester_name = requester.kind, requester.name
-            req.requester_contact, req.verified_by = requester.contact, requester.verified_by
-
-
-def refuse(req: LifecycleRequest, reason: str) -> None:
-    """Fail the request with its (Korean) reason; the answer job tells the requester."""
-    transition(req, RequestState.FAILED, error=reason)
-    log.warning("%s request %s refused", req.kind, req.id)
+            requester.record(req)

@@ -21,11 +21,19 @@ from sqlalchemy.orm import Session
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import MemberTable, member_table
-from lifecycle.requests.outbox import load_for_update
-from lifecycle.requests.states import START, transition
-from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
-from lifecycle.rights.telling import owe_deletions, recipients_for_purpose, tell_and_answer
-from lifecycle.vault import keystore, ledger
+from lifecycle.requests.states import transition
+from lifecycle.rights.common import Requester, refusal_of, submit_right
+from lifecycle.rights.pipeline import (
+    Job,
+    Pipeline,
+    answer_requester,
+    ledger_step,
+    refuse,
+    run,
+    starting,
+    tell,
+)
+from lifecycle.rights.telling import owe_deletions, recipients_for_purpose
 from models.requests import RequestKind, RequestState
 
 log = logging.getLogger(__name__)
@@ -71,77 +79,57 @@ def submit_consent_withdrawal(member_id: int, purpose: str, requester: Requester
     )
 
 
-def _step_withdraw(request_id: int) -> str | None:
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None or req.kind != RequestKind.CONSENT_WITHDRAWAL.value:
-            return None
-        if req.state not in START:
-            return req.state
-        mt = member_table(s.get_bind())  # type: ignore[arg-type]
-        payload = req.payload if isinstance(req.payload, dict) else {}
-        refusal = requester_refusal(s, req)
-        if refusal is None:
-            try:
-                live_member(s, mt, req.member_id, exclusive=True)
-                p = purpose_of(str(payload.get("purpose")), mt)
-            except UserError as exc:
-                refusal = f"동의를 철회할 수 없습니다 ({exc})"
-        if refusal is not None:
-            refuse(req, refusal)
-            return req.state
-        s.execute(update(mt.table).where(mt.key_col == req.member_id).values({p.column: False}))
-        owed = recipients_for_purpose(s, req.member_id, p.name)
-        n = owe_deletions(s, req.member_id, request_id, owed)
-        req.payload = {
-            **payload,
-            "purpose_label": p.label,
-            "notifications": n,
-            "fields": sorted({f for fs in owed.values() for f in fs}),
-        }
-        transition(req, RequestState.CONSENT_WITHDRAWN)
-        return req.state
+def _withdraw(job: Job) -> None:
+    payload = job.payload
+    refusal = refusal_of(job.s, job.req, job.mt, unknown="동의를 철회할 수 없습니다 ({})")
+    if refusal is None:
+        try:
+            p = purpose_of(str(payload.get("purpose")), job.mt)
+        except UserError as exc:
+            refusal = f"동의를 철회할 수 없습니다 ({exc})"
+    if refusal is not None:
+        refuse(job, refusal)
+        return
+    s, member_id = job.s, job.member_id
+    s.execute(update(job.mt.table).where(job.mt.key_col == member_id).values({p.column: False}))
+    owed = recipients_for_purpose(s, member_id, p.name)
+    n = owe_deletions(s, member_id, job.request_id, owed)
+    job.req.payload = {
+        **payload,
+        "purpose_label": p.label,
+        "notifications": n,
+        "fields": sorted({f for fs in owed.values() for f in fs}),
+    }
+    transition(job.req, RequestState.CONSENT_WITHDRAWN)
 
 
-def _step_ledger(request_id: int, task_id: str | None) -> str | None:
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None or req.state != RequestState.CONSENT_WITHDRAWN.value:
-            return req.state if req else None
-        mt = member_table(s.get_bind())  # type: ignore[arg-type]
-        p = dict(req.payload or {})
-        member_id = req.member_id
-    with db.session("archive") as a:
-        ledger.append(
-            a,
-            action="consent_withdrawal",
-            categories=sorted({mt.categories.get(f, "profile") for f in p.get("fields", [])}),
-            tables=[mt.table.name],
-            subjects=1,
-            rows=1,
-            reason=f"정보주체의 동의 철회: {p.get('purpose_label', p.get('purpose'))}",
-            legal_basis="개인정보 보호법 제37조, 시행령 제44조",
-            method="동의 기록 해제, 해당 목적으로 제공받은 제3자에게 삭제 요청",
-            actor="lifecycle.rights.consent_withdraw",
-            task_id=task_id,
-            request_id=request_id,
-            subject_ref=keystore.subject_ref(a, member_id),
-            details={
-                "purpose": p.get("purpose"),
-                "fields": p.get("fields", []),
-                "notifications": int(p.get("notifications", 0)),
-            },
-            dedup_key=f"consent_withdrawal:request{request_id}",
-        )
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is not None and req.state == RequestState.CONSENT_WITHDRAWN.value:
-            transition(req, RequestState.NOTIFYING)
-        return req.state if req else None
+def _entry(job: Job) -> dict[str, Any]:
+    p = job.payload
+    return {
+        "action": "consent_withdrawal",
+        "categories": sorted({job.mt.categories.get(f, "profile") for f in p.get("fields", [])}),
+        "rows": 1,
+        "reason": f"정보주체의 동의 철회: {p.get('purpose_label', p.get('purpose'))}",
+        "legal_basis": "개인정보 보호법 제37조, 시행령 제44조",
+        "method": "동의 기록 해제, 해당 목적으로 제공받은 제3자에게 삭제 요청",
+        "actor": "lifecycle.rights.consent_withdraw",
+        "details": {
+            "purpose": p.get("purpose"),
+            "fields": p.get("fields", []),
+            "notifications": int(p.get("notifications", 0)),
+        },
+    }
+
+
+CONSENT_WITHDRAWAL = Pipeline(
+    RequestKind.CONSENT_WITHDRAWAL.value,
+    {
+        **starting(_withdraw),
+        RequestState.CONSENT_WITHDRAWN.value: ledger_step(RequestState.NOTIFYING, _entry),
+    },
+    finish=(tell, answer_requester),
+)
 
 
 def run_consent_withdrawal(request_id: int, task_id: str | None = None) -> dict[str, Any]:
-    state = _step_withdraw(request_id)
-    if state == RequestState.CONSENT_WITHDRAWN.value:
-        state = _step_ledger(request_id, task_id)
-    return tell_and_answer(request_id, state)
+    return run(CONSENT_WITHDRAWAL, request_id, task_id)

@@ -26,26 +26,39 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
-from lifecycle.datamap.member_table import MemberTable, member_table, to_json
+from lifecycle.datamap.member_table import live_member, member_table, to_json
 from lifecycle.notices.members import create_member_notice
 from lifecycle.requests.client import dispatch_now, submit_and_enqueue
-from lifecycle.requests.outbox import load_for_update, submit
+from lifecycle.requests.outbox import submit
 from lifecycle.requests.states import transition
-from lifecycle.requests.use_block import lift, restrict
+from lifecycle.requests.use_block import lift
 from lifecycle.rights.common import Requester, requester_refusal
-from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
-from lifecycle.thirdparty.recipients import lock_member, provided_fields
-from lifecycle.vault import accesslog, keystore, ledger
-from models.archive import LedgerEntry
+from lifecycle.rights.pipeline import (
+    TELLING,
+    Job,
+    Pipeline,
+    Run,
+    ledger_step,
+    refuse,
+    restrict_step,
+    run,
+    starting,
+    tell,
+)
+from lifecycle.thirdparty.deliveries import create_delivery
+from lifecycle.thirdparty.recipients import provided_fields
+from lifecycle.vault import accesslog
 from models.base import utcnow
 from models.notices import Notice
-from models.recipients import Delivery, DeliveryState, ThirdParty
+from models.recipients import Delivery, ThirdParty
 from models.requests import LifecycleRequest, RequestKind, RequestState
 
 log = logging.getLogger(__name__)
+REASON = "correction"
 
 _FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -66,13 +79,6 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _check_member(s: Any, mt: MemberTable, member_id: int, *, exclusive: bool) -> Any:
-    row = lock_member(s, mt, member_id, share=not exclusive)
-    if row is None or mt.is_withdrawn(row):
-        raise UserError(f"member {member_id} does not exist or has withdrawn")
-    return row
-
-
 def validate_request(member_id: int, values: dict[str, Any]) -> dict[str, Any]:
     """Everything `lifecycle correct` checks before creating anything; returns JSON values."""
     if member_id <= 0:
@@ -80,7 +86,7 @@ def validate_request(member_id: int, values: dict[str, Any]) -> dict[str, Any]:
     with db.session("primary") as s:
         mt = member_table(s.get_bind())  # type: ignore[arg-type]
         typed = mt.validate(values)
-        _check_member(s, mt, member_id, exclusive=False)
+        live_member(s, mt, member_id, exclusive=False)
     return {f: to_json(v) for f, v in typed.items()}
 
 
@@ -102,8 +108,7 @@ def submit_correction(
         request_id = submit(s, RequestKind.CORRECTION.value, member_id, payload, actor=actor)
         req = s.get(LifecycleRequest, request_id)
         assert req is not None
-        req.requester_kind, req.requester_name = requester.kind, requester.name
-        req.requester_contact, req.verified_by = requester.contact, requester.verified_by
+        requester.record(req)
     dispatch_now(request_id)
     return request_id
 
@@ -111,194 +116,135 @@ def submit_correction(
 # -- the job -------------------------------------------------------------------------------------
 
 
-def _fail(s: Any, req: LifecycleRequest, reason: str) -> None:
-    transition(req, RequestState.FAILED, error=reason)
-    req.payload = None  # the requested values are not kept for a refused request
-    lift(s, req.member_id, "correction")
-    log.warning("correction request %s refused: %s", req.id, reason)
+def _undo(job: Job) -> None:
+    job.req.payload = None  # the requested values are not kept for a refused request
+    lift(job.s, job.member_id, REASON)
 
 
 def _same(a: Any, b: Any) -> bool:
     return bool(to_json(a) == to_json(b))
 
 
-def _step_restrict(request_id: int) -> str | None:
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None:
-            return None
-        if req.kind != RequestKind.CORRECTION.value:
-            return req.state
-        if req.state not in (RequestState.RECEIVED.value, RequestState.DISPATCHED.value):
-            return req.state
-        mt = member_table(s.get_bind())  # type: ignore[arg-type]
-        try:
-            mt.validate(req.payload if isinstance(req.payload, dict) else {})
-            _check_member(s, mt, req.member_id, exclusive=True)
-        except UserError as exc:
-            _fail(s, req, str(exc))
-            return req.state
-        refusal = requester_refusal(s, req)
-        if refusal is not None:
-            _fail(s, req, refusal)
-            return req.state
-        restrict(s, req.member_id, "correction", request_id)
-        transition(req, RequestState.RESTRICTED)
-        return req.state
+def _check(job: Job) -> str | None:
+    try:
+        job.mt.validate(job.payload)
+        live_member(job.s, job.mt, job.member_id, exclusive=True)
+    except UserError as exc:
+        return str(exc)
+    return requester_refusal(job.s, job.req)
 
 
-def _step_apply(request_id: int) -> str | None:
-
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None or req.state != RequestState.RESTRICTED.value:
-            return req.state if req else None
-        mt = member_table(s.get_bind())  # type: ignore[arg-type]
-        member_id = req.member_id
-        try:
-            typed = mt.validate(req.payload if isinstance(req.payload, dict) else {})
-            current = _check_member(s, mt, member_id, exclusive=True)
-        except UserError as exc:
-            _fail(s, req, str(exc))
-            return req.state
-        changed = sorted(f for f, v in typed.items() if not _same(current[f], v))
-        del current  # the old values go no further than this comparison
-        if changed:
-            s.execute(
-                update(mt.table)
-                .where(mt.key_col == member_id)
-                .values({f: typed[f] for f in changed})
-            )
-        deliveries = 0
-        for recipient_id, fields in sorted(provided_fields(s, member_id).items()):
-            owed = sorted(fields & set(changed))
-            if not owed:
-                continue
-            recipient = s.get(ThirdParty, recipient_id)
-            assert recipient is not None
-            create_delivery(
-                s,
-                recipient=recipient,
-                kind="correction",
-                request_id=request_id,
-                member_id=member_id,
-                values={f: to_json(typed[f]) for f in owed},
-            )
-            deliveries += 1
-        if changed:
-            create_member_notice(
-                s,
-                "correction_completed",
-                member_id,
-                {"request_id": request_id, "fields": changed, "completed_date": utcnow().date()},
-            )
-        req.payload = {"corrected_fields": changed}
-        lift(s, member_id, "correction")
-        transition(req, RequestState.CORRECTED)
-        log.info(
-            "correction request %s applied: %d field(s) changed, %d notification(s) owed",
-            request_id,
-            len(changed),
-            deliveries,
+def _apply(job: Job) -> None:
+    s, mt, member_id, request_id = job.s, job.mt, job.member_id, job.request_id
+    try:
+        typed = mt.validate(job.payload)
+        current = live_member(s, mt, member_id, exclusive=True)
+    except UserError as exc:
+        refuse(job, str(exc))
+        return
+    changed = sorted(f for f, v in typed.items() if not _same(current[f], v))
+    del current  # the old values go no further than this comparison
+    if changed:
+        s.execute(
+            update(mt.table).where(mt.key_col == member_id).values({f: typed[f] for f in changed})
         )
-        return req.state
-
-
-def _step_ledger(request_id: int, task_id: str | None) -> str | None:
-
-    with db.session("primary") as s:
-        req = s.get(LifecycleRequest, request_id)
-        if req is None or req.state != RequestState.CORRECTED.value:
-            return req.state if req else None
-        mt = member_table(s.get_bind())  # type: ignore[arg-type]
-        fields = list((req.payload or {}).get("corrected_fields", []))
-        member_id = req.member_id
-        asked_by = req.actor or "website"
-        owed = s.scalars(select(Delivery.id).where(Delivery.request_id == request_id)).all()
-    categories = sorted({mt.categories.get(f, "profile") for f in fields})
-    with db.session("archive") as a:
-        first = (
-            a.scalar(
-                select(LedgerEntry.seq).where(
-                    LedgerEntry.dedup_key == f"correction:request{request_id}"
-                )
-            )
-            is None
-        )
-        if first:  # once per request, with the ledger entry (a re-run writes neither again)
-            accesslog.record(
-                a, operator=asked_by, kind="change", action="correct (applied by worker)",
-                member_id=member_id, request_id=request_id, details={"fields": fields},
-            )  # fmt: skip
-        ledger.append(
-            a,
-            action="correction",
-            categories=categories,
-            tables=[mt.table.name],
-            subjects=1,
-            rows=1 if fields else 0,
-            reason="정보주체의 정정 요구" if fields else "정보주체의 정정 요구 (변경 사항 없음)",
-            legal_basis="개인정보 보호법 제36조",
-            method="정정 (처리정지 후 단일 트랜잭션으로 반영)",
-            actor="lifecycle.correct",
-            task_id=task_id,
+    deliveries = 0
+    for recipient_id, fields in sorted(provided_fields(s, member_id).items()):
+        owed = sorted(fields & set(changed))
+        if not owed:
+            continue
+        recipient = s.get(ThirdParty, recipient_id)
+        assert recipient is not None
+        create_delivery(
+            s,
+            recipient=recipient,
+            kind="correction",
             request_id=request_id,
-            subject_ref=keystore.subject_ref(a, member_id),
-            details={"fields": fields, "notifications": len(owed)},
-            dedup_key=f"correction:request{request_id}",
+            member_id=member_id,
+            values={f: to_json(typed[f]) for f in owed},
         )
+        deliveries += 1
+    if changed:
+        create_member_notice(
+            s,
+            "correction_completed",
+            member_id,
+            {"request_id": request_id, "fields": changed, "completed_date": utcnow().date()},
+        )
+    job.req.payload = {"corrected_fields": changed}
+    lift(s, member_id, REASON)
+    transition(job.req, RequestState.CORRECTED)
+    log.info(
+        "correction request %s applied: %d field(s) changed, %d notification(s) owed",
+        request_id,
+        len(changed),
+        deliveries,
+    )
+
+
+def _entry(job: Job) -> dict[str, Any]:
+    fields = list(job.payload.get("corrected_fields", []))
+    owed = job.s.scalars(select(Delivery.id).where(Delivery.request_id == job.request_id)).all()
+    return {
+        "action": "correction",
+        "categories": sorted({job.mt.categories.get(f, "profile") for f in fields}),
+        "rows": 1 if fields else 0,
+        "reason": "정보주체의 정정 요구" if fields else "정보주체의 정정 요구 (변경 사항 없음)",
+        "legal_basis": "개인정보 보호법 제36조",
+        "method": "정정 (처리정지 후 단일 트랜잭션으로 반영)",
+        "actor": "lifecycle.correct",
+        "details": {"fields": fields, "notifications": len(owed)},
+    }
+
+
+def _access_log(job: Job, a: Session) -> None:
+    """Once per request, with the ledger entry (a re-run writes neither again)."""
+    accesslog.record(
+        a, operator=job.req.actor or "website", kind="change", action="correct (applied by worker)",
+        member_id=job.member_id, request_id=job.request_id,
+        details={"fields": list(job.payload.get("corrected_fields", []))},
+    )  # fmt: skip
+
+
+def _send_notice(r: Run) -> None:
+    """The member's correction notice (created with the values), once the recipients are told."""
+    if r.state not in TELLING:
+        return
     with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is not None and req.state == RequestState.CORRECTED.value:
-            transition(req, RequestState.NOTIFYING)
-        return req.state if req else None
+        notice_member = s.execute(
+            select(Notice.id, LifecycleRequest.member_id)
+            .join(LifecycleRequest, LifecycleRequest.id == r.request_id)
+            .where(Notice.dedup_key == f"correction_completed:request{r.request_id}")
+        ).first()
+    if notice_member is not None:
+        nid, mid = notice_member
+        (r.send or dispatch.send)(dispatch.NOTICE_SEND_BATCH, nid, mid, mid)
+
+
+CORRECTION = Pipeline(
+    RequestKind.CORRECTION.value,
+    {
+        **starting(restrict_step(REASON, _check)),
+        RequestState.RESTRICTED.value: _apply,
+        RequestState.CORRECTED.value: ledger_step(
+            RequestState.NOTIFYING, _entry, first=_access_log
+        ),
+    },
+    # No answer here: the correction notice is the answer; beat answers a refused one.
+    finish=(_send_notice, tell),
+    on_refuse=_undo,
+)
 
 
 def run_correction(
     request_id: int,
     task_id: str | None = None,
     *,
-    send: Callable[..., Any] = dispatch.send,
+    send: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """Carry the request as far as it can go now; safe to call any number of times.
 
     ``send`` is :func:`lifecycle.core.dispatch.send`; a test passes a stand-in to lose the
     messages on purpose (the beat's resend job must then find the deliveries).
     """
-
-    state = _step_restrict(request_id)
-    if state == RequestState.RESTRICTED.value:
-        state = _step_apply(request_id)
-    if state == RequestState.CORRECTED.value:
-        state = _step_ledger(request_id, task_id)
-    pending: list[int] = []
-    if state in (RequestState.NOTIFYING.value, RequestState.NEEDS_ATTENTION.value):
-        with db.session("primary") as s:
-            pending = list(
-                s.scalars(
-                    select(Delivery.id).where(
-                        Delivery.request_id == request_id,
-                        Delivery.state == DeliveryState.PENDING.value,
-                        Delivery.attempts == 0,
-                    )
-                )
-            )
-            if pending:
-                s.execute(
-                    update(Delivery).where(Delivery.id.in_(pending)).values(enqueued_at=utcnow())
-                )
-            notice_member = s.execute(
-                select(Notice.id, LifecycleRequest.member_id)
-                .join(LifecycleRequest, LifecycleRequest.id == request_id)
-                .where(Notice.dedup_key == f"correction_completed:request{request_id}")
-            ).first()
-        for did in pending:
-            send(dispatch.NOTIFY_DELIVER, did)
-        if notice_member is not None:
-            nid, mid = notice_member
-            send(dispatch.NOTICE_SEND_BATCH, nid, mid, mid)
-        with db.session("primary") as s:
-            state = maybe_complete_request(s, request_id) or state
-    if state is None:
-        return {"request_id": request_id, "state": "missing"}
-    return {"request_id": request_id, "state": state, "deliveries_enqueued": len(pending)}
+    return run(CORRECTION, request_id, task_id, send=send)

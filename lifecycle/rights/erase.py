@@ -23,18 +23,26 @@ import logging
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.orm import Session
 
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.loader import current_datamap
-from lifecycle.datamap.member_table import MemberTable, member_table
-from lifecycle.requests.outbox import load_for_update
-from lifecycle.requests.states import START, transition
-from lifecycle.requests.use_block import lift, restrict
-from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
-from lifecycle.rights.telling import owe_deletions, recipients_of, tell_and_answer
-from lifecycle.vault import keystore, ledger
+from lifecycle.datamap.member_table import MemberTable, live_member, member_table
+from lifecycle.requests.states import transition
+from lifecycle.requests.use_block import lift
+from lifecycle.rights.common import Requester, refusal_of, submit_right
+from lifecycle.rights.pipeline import (
+    Job,
+    Pipeline,
+    answer_requester,
+    ledger_step,
+    refuse,
+    restrict_step,
+    run,
+    starting,
+    tell,
+)
+from lifecycle.rights.telling import owe_deletions, recipients_of
 from models.requests import RequestKind, RequestState
 
 log = logging.getLogger(__name__)
@@ -100,104 +108,69 @@ def submit_erasure(member_id: int, fields_text: str, requester: Requester) -> in
 # -- the job ------------------------------------------------------------------------------------
 
 
-def _check(s: Session, req: Any, mt: MemberTable) -> tuple[list[str], str | None]:
-    refusal = requester_refusal(s, req)
+def _check(job: Job) -> str | None:
+    """Why to refuse (requester, member, fields), or None; the fields go in the payload."""
+    refusal = refusal_of(job.s, job.req, job.mt)
     if refusal is not None:
-        return [], refusal
-    try:
-        live_member(s, mt, req.member_id, exclusive=True)
-    except UserError as exc:
-        return [], f"회원 정보를 찾을 수 없습니다 ({exc})"
-    fields = req.payload.get("fields") if isinstance(req.payload, dict) else None
+        return refusal
+    fields = job.payload.get("fields")
     if not fields or not isinstance(fields, list):
-        return [], "삭제할 항목이 지정되지 않았습니다 (no fields)"
+        return "삭제할 항목이 지정되지 않았습니다 (no fields)"
     try:
-        return resolve(mt, [str(f) for f in fields]), None
+        resolve(job.mt, [str(f) for f in fields])
     except UserError as exc:
-        return [], f"삭제할 수 없는 항목입니다 ({exc})"
+        return f"삭제할 수 없는 항목입니다 ({exc})"
+    return None
 
 
-def _step_restrict(request_id: int) -> str | None:
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None or req.kind != RequestKind.ERASURE.value:
-            return None
-        if req.state not in START:
-            return req.state
-        mt = member_table(s.get_bind())  # type: ignore[arg-type]
-        _fields, refusal = _check(s, req, mt)
-        if refusal is not None:
-            refuse(req, refusal)
-            return req.state
-        restrict(s, req.member_id, REASON, request_id)
-        transition(req, RequestState.RESTRICTED)
-        return req.state
+def _erase(job: Job) -> None:
+    refusal = _check(job)
+    if refusal is not None:
+        refuse(job, refusal)
+        return
+    mt, member_id = job.mt, job.member_id
+    fields = resolve(mt, [str(f) for f in job.payload["fields"]])
+    row = live_member(job.s, mt, member_id, exclusive=True)
+    held = [f for f in fields if row[f] is not None]
+    del row  # the values go no further than telling which fields held one
+    job.s.execute(update(mt.table).where(mt.key_col == member_id).values(dict.fromkeys(fields)))
+    owed = owe_deletions(job.s, member_id, job.request_id, recipients_of(job.s, member_id, fields))
+    job.req.payload = {"fields": fields, "erased": held, "notifications": owed}
+    lift(job.s, member_id, REASON)
+    transition(job.req, RequestState.ERASED)
 
 
-def _step_erase(request_id: int) -> str | None:
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None or req.state != RequestState.RESTRICTED.value:
-            return req.state if req else None
-        mt = member_table(s.get_bind())  # type: ignore[arg-type]
-        fields, refusal = _check(s, req, mt)
-        if refusal is not None:
-            lift(s, req.member_id, REASON)
-            refuse(req, refusal)
-            return req.state
-        row = live_member(s, mt, req.member_id, exclusive=True)
-        held = [f for f in fields if row[f] is not None]
-        del row  # the values go no further than telling which fields held one
-        s.execute(update(mt.table).where(mt.key_col == req.member_id).values(dict.fromkeys(fields)))
-        owed = owe_deletions(s, req.member_id, request_id, recipients_of(s, req.member_id, fields))
-        req.payload = {"fields": fields, "erased": held, "notifications": owed}
-        lift(s, req.member_id, REASON)
-        transition(req, RequestState.ERASED)
-        return req.state
-
-
-def _step_ledger(request_id: int, task_id: str | None) -> str | None:
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None or req.state != RequestState.ERASED.value:
-            return req.state if req else None
-        mt = member_table(s.get_bind())  # type: ignore[arg-type]
-        p = dict(req.payload or {})
-        member_id = req.member_id
+def _entry(job: Job) -> dict[str, Any]:
+    p = job.payload
     fields = list(p.get("fields", []))
-    with db.session("archive") as a:
-        ledger.append(
-            a,
-            action="destroy",
-            categories=sorted({mt.categories.get(f, "profile") for f in fields}),
-            tables=[mt.table.name],
-            subjects=1,
-            rows=1 if p.get("erased") else 0,
-            reason="정보주체의 삭제 요구 (회원 유지, 지정 항목만 삭제)",
-            legal_basis="개인정보 보호법 제36조, 제21조",
-            method="DB 항목 삭제 (해당 칼럼을 NULL로 갱신, 단일 트랜잭션)",
-            actor="lifecycle.rights.erase",
-            task_id=task_id,
-            request_id=request_id,
-            subject_ref=keystore.subject_ref(a, member_id),
-            details={
-                "fields": fields,
-                "erased": list(p.get("erased", [])),
-                "notifications": int(p.get("notifications", 0)),
-            },
-            dedup_key=f"erasure:request{request_id}",
-        )
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is not None and req.state == RequestState.ERASED.value:
-            transition(req, RequestState.NOTIFYING)
-        return req.state if req else None
+    return {
+        "action": "destroy",
+        "categories": sorted({job.mt.categories.get(f, "profile") for f in fields}),
+        "rows": 1 if p.get("erased") else 0,
+        "reason": "정보주체의 삭제 요구 (회원 유지, 지정 항목만 삭제)",
+        "legal_basis": "개인정보 보호법 제36조, 제21조",
+        "method": "DB 항목 삭제 (해당 칼럼을 NULL로 갱신, 단일 트랜잭션)",
+        "actor": "lifecycle.rights.erase",
+        "details": {
+            "fields": fields,
+            "erased": list(p.get("erased", [])),
+            "notifications": int(p.get("notifications", 0)),
+        },
+    }
+
+
+ERASURE = Pipeline(
+    RequestKind.ERASURE.value,
+    {
+        **starting(restrict_step(REASON, _check)),
+        RequestState.RESTRICTED.value: _erase,
+        RequestState.ERASED.value: ledger_step(RequestState.NOTIFYING, _entry),
+    },
+    finish=(tell, answer_requester),
+    # A refusal after the restriction lifts it (none yet before it: a no-op).
+    on_refuse=lambda job: lift(job.s, job.member_id, REASON),
+)
 
 
 def run_erasure(request_id: int, task_id: str | None = None) -> dict[str, Any]:
-    state = _step_restrict(request_id)
-    if state == RequestState.RESTRICTED.value:
-        state = _step_erase(request_id)
-    if state == RequestState.ERASED.value:
-        state = _step_ledger(request_id, task_id)
-    return tell_and_answer(request_id, state)
+    return run(ERASURE, request_id, task_id)

@@ -3,7 +3,7 @@
 A suspension is a ``lifecycle_restrictions`` row with reason ``suspension``: while it exists the
 member's data is not provided to third parties (`record_provision` refuses), notices other than
 answers to their own requests are held, and the website must check it before using the data
-(`lifecycle.requests.restriction.is_restricted`). It takes over a shorter restriction (an
+(`lifecycle.requests.use_block.is_restricted`). It takes over a shorter restriction (an
 open correction's), so that correction's end does not lift it. Only a lift request (the member
 asks to resume, or the operator records that the reason ended) removes it.
 
@@ -19,15 +19,22 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from lifecycle.core import db
 from lifecycle.core.errors import UserError
-from lifecycle.datamap.member_table import MemberTable, member_table
-from lifecycle.requests.outbox import load_for_update
-from lifecycle.requests.states import START, transition
-from lifecycle.requests.use_block import lift, restrict, restriction_reason
-from lifecycle.rights.answers import answer
-from lifecycle.rights.common import Requester, live_member, refuse, requester_refusal, submit_right
-from lifecycle.vault import keystore, ledger
+from lifecycle.datamap.member_table import MemberTable
+from lifecycle.requests.states import transition
+from lifecycle.requests.use_block import lift, restriction_reason
+from lifecycle.rights.common import Requester, refusal_of, submit_right
+from lifecycle.rights.pipeline import (
+    Job,
+    Pipeline,
+    answer_requester,
+    ledger_step,
+    refuse,
+    restrict_step,
+    run,
+    starting,
+    write_ledger,
+)
 from models.requests import RequestKind, RequestState
 
 log = logging.getLogger(__name__)
@@ -73,87 +80,54 @@ def submit_lift(member_id: int, requester: Requester) -> int:
     )
 
 
-def _refusal(s: Session, req: Any) -> str | None:
-    refusal = requester_refusal(s, req)
+def _refusal(job: Job) -> str | None:
+    return refusal_of(job.s, job.req, job.mt)
+
+
+def _entry(job: Job) -> dict[str, Any]:
+    lifting = job.req.kind == RequestKind.SUSPENSION_LIFT.value
+    return {
+        "action": "restriction",
+        "categories": [],
+        "rows": 0,
+        "reason": "정보주체의 처리정지 해제" if lifting else "정보주체의 처리정지 요구",
+        "legal_basis": "개인정보 보호법 제37조, 시행령 제44조",
+        "method": "처리정지 해제 (이용·제공 재개)" if lifting else "처리정지 (이용·제공 중지)",
+        "actor": "lifecycle.rights.suspend_lift" if lifting else "lifecycle.rights.suspend",
+        "details": {"lifted": lifting},
+    }
+
+
+def _lift(job: Job) -> None:
+    refusal = _refusal(job)
+    if refusal is None and restriction_reason(job.s, job.member_id) != REASON:
+        refusal = "처리정지 중이 아니어서 해제할 것이 없습니다 (member is not suspended)"
     if refusal is not None:
-        return refusal
-    try:
-        live_member(s, member_table(s.get_bind()), req.member_id, exclusive=True)  # type: ignore[arg-type]
-    except UserError as exc:
-        return f"회원 정보를 찾을 수 없습니다 ({exc})"
-    return None
+        refuse(job, refusal)
+        return
+    # The ledger first: a crash after it re-runs into the same (deduplicated) entry.
+    write_ledger(job, **_entry(job))
+    lift(job.s, job.member_id, REASON)
+    transition(job.req, RequestState.COMPLETED, error=None)
 
 
-def _ledger(request_id: int, member_id: int, lifting: bool, task_id: str | None) -> None:
-    with db.session("primary") as s:
-        table = member_table(s.get_bind()).table.name  # type: ignore[arg-type]
-    with db.session("archive") as a:
-        ledger.append(
-            a,
-            action="restriction",
-            categories=[],
-            tables=[table],
-            subjects=1,
-            rows=0,
-            reason="정보주체의 처리정지 해제" if lifting else "정보주체의 처리정지 요구",
-            legal_basis="개인정보 보호법 제37조, 시행령 제44조",
-            method="처리정지 해제 (이용·제공 재개)" if lifting else "처리정지 (이용·제공 중지)",
-            actor="lifecycle.rights.suspend_lift" if lifting else "lifecycle.rights.suspend",
-            task_id=task_id,
-            request_id=request_id,
-            subject_ref=keystore.subject_ref(a, member_id),
-            details={"lifted": lifting},
-            dedup_key=f"{'suspension_lift' if lifting else 'suspension'}:request{request_id}",
-        )
+SUSPENSION = Pipeline(
+    RequestKind.SUSPENSION.value,
+    {
+        **starting(restrict_step(REASON, _refusal, override=True)),
+        RequestState.RESTRICTED.value: ledger_step(RequestState.COMPLETED, _entry),
+    },
+    finish=(answer_requester,),
+)
+
+SUSPENSION_LIFT = Pipeline(
+    RequestKind.SUSPENSION_LIFT.value, starting(_lift), finish=(answer_requester,)
+)
 
 
 def run_suspension(request_id: int, task_id: str | None = None) -> dict[str, Any]:
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None or req.kind != RequestKind.SUSPENSION.value:
-            return {"request_id": request_id, "state": "missing"}
-        if req.state in START:
-            refusal = _refusal(s, req)
-            if refusal is not None:
-                refuse(req, refusal)
-            else:
-                restrict(s, req.member_id, REASON, request_id, override=True)
-                transition(req, RequestState.RESTRICTED)
-        state, member_id = req.state, req.member_id
-    if state == RequestState.RESTRICTED.value:
-        _ledger(request_id, member_id, False, task_id)
-        with db.session("primary") as s:
-            req = load_for_update(s, request_id)
-            assert req is not None
-            if req.state == RequestState.RESTRICTED.value:
-                transition(req, RequestState.COMPLETED, error=None)
-            state = req.state
-    answer(request_id)
-    return {"request_id": request_id, "state": state}
+    return run(SUSPENSION, request_id, task_id)
 
 
 def run_lift(request_id: int, task_id: str | None = None) -> dict[str, Any]:
-    with db.session("primary") as s:
-        req = load_for_update(s, request_id)
-        if req is None or req.kind != RequestKind.SUSPENSION_LIFT.value:
-            return {"request_id": request_id, "state": "missing"}
-        state, member_id = req.state, req.member_id
-        if state in START:
-            refusal = _refusal(s, req)
-            if refusal is None and restriction_reason(s, member_id) != REASON:
-                refusal = "처리정지 중이 아니어서 해제할 것이 없습니다 (member is not suspended)"
-            if refusal is not None:
-                refuse(req, refusal)
-                state = req.state
-    if state in START:
-        # The ledger first: a crash after it re-runs into the same (deduplicated) entry.
-        _ledger(request_id, member_id, True, task_id)
-        with db.session("primary") as s:
-            req = load_for_update(s, request_id)
-            assert req is not None
-            if req.state in START:
-                lift(s, member_id, REASON)
-                transition(req, RequestState.COMPLETED, error=None)
-            state = req.state
-    answer(request_id)
-    return {"request_id": request_id, "state": state}
+    return run(SUSPENSION_LIFT, request_id, task_id)

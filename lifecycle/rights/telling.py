@@ -9,19 +9,17 @@ never a value: there is nothing to send but the request to delete.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db, dispatch
-from lifecycle.rights.answers import answer
 from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
 from lifecycle.thirdparty.recipients import provided_fields
 from models.base import utcnow
 from models.recipients import Delivery, DeliveryState, Provision, ThirdParty
-from models.requests import RequestState
 
 DELETION = "deletion"
 
@@ -65,8 +63,9 @@ def recipients_for_purpose(s: Session, member_id: int, purpose: str) -> dict[int
     return out
 
 
-def send_owed(request_id: int) -> int:
-    """Enqueue the request's deliveries not yet attempted (the beat resend job is the net)."""
+def send_owed(request_id: int, send: Callable[..., Any] | None = None) -> int:
+    """Enqueue the request's deliveries not yet attempted (the beat resend job is the net).
+    ``send``: :func:`lifecycle.core.dispatch.send`, or a test's stand-in that loses them."""
     with db.session("primary") as s:
         pending = list(
             s.scalars(
@@ -80,7 +79,7 @@ def send_owed(request_id: int) -> int:
         if pending:
             s.execute(update(Delivery).where(Delivery.id.in_(pending)).values(enqueued_at=utcnow()))
     for did in pending:
-        dispatch.send(dispatch.NOTIFY_DELIVER, did)
+        (send or dispatch.send)(dispatch.NOTIFY_DELIVER, did)
     return len(pending)
 
 
@@ -88,16 +87,3 @@ def settle(request_id: int) -> str | None:
     """Complete the request if none of its deliveries is pending any more."""
     with db.session("primary") as s:
         return maybe_complete_request(s, request_id)
-
-
-def tell_and_answer(request_id: int, state: str | None) -> dict[str, Any]:
-    """The common end of a request that owes third parties: send what is owed, settle the
-    request once every delivery finished, then write the requester's answer."""
-    sent = 0
-    if state in (RequestState.NOTIFYING.value, RequestState.NEEDS_ATTENTION.value):
-        sent = send_owed(request_id)
-        state = settle(request_id) or state
-    if state is None:
-        return {"request_id": request_id, "state": "missing"}
-    answer(request_id)
-    return {"request_id": request_id, "state": state, "deliveries_enqueued": sent}

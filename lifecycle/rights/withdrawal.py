@@ -16,7 +16,6 @@ request that is not a withdrawal) fails the request with a one-line reason and c
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,10 +34,10 @@ from lifecycle.notices.members import (
     discard_member_notice,
     send_member_notice,
 )
-from lifecycle.requests import holds
+from lifecycle.requests import holds, use_block
 from lifecycle.requests import outbox as reqs
-from lifecycle.requests import use_block as restriction
 from lifecycle.requests.states import START, TERMINAL, mark_done, steps_done, transition
+from lifecycle.rights.pipeline import Job, Pipeline, Step, refuse, run
 from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
 from lifecycle.vault import accesslog, keystore
 from models.requests import OPEN_STATES, LifecycleRequest, RequestState
@@ -48,12 +47,6 @@ log = logging.getLogger(__name__)
 
 REASON = "회원 탈퇴 요청 (member withdrawal request)"
 START_STATES = {*START, RequestState.NEEDS_ATTENTION.value}
-
-
-@dataclass
-class StepResult:
-    state: str
-    moved: MoveResult | None = None
 
 
 def _now() -> datetime:
@@ -116,13 +109,6 @@ def _already_processed_by(s: Session, req: LifecycleRequest) -> int | None:
     )
 
 
-def _refuse(s: Session, req: LifecycleRequest, reason: str) -> StepResult:
-    transition(req, RequestState.FAILED, error=reason)
-    log.error("withdrawal request %s failed: %s", req.id, reason)
-    discard_member_notice(s, "withdrawal_completed", req.id)
-    return StepResult(RequestState.FAILED.value)
-
-
 def _validate(ctx: EngineContext, s: Session, req: LifecycleRequest) -> tuple[Any, str | None]:
     """The member row (locked), or a one-line reason to refuse the request."""
     if req.kind != "withdrawal":
@@ -140,10 +126,12 @@ def _validate(ctx: EngineContext, s: Session, req: LifecycleRequest) -> tuple[An
     return row, None
 
 
-def step_restrict(ctx: EngineContext, s: Session, req: LifecycleRequest) -> StepResult:
+def _restrict(job: Job) -> None:
+    ctx, s, req = job.run.ctx, job.s, job.req
     row, refusal = _validate(ctx, s, req)
     if refusal:
-        return _refuse(s, req, refusal)
+        refuse(job, refusal)
+        return
     sub = ctx.datamap.subject
     if not row[1]:
         # The Python client may be called without the site having flipped the status first:
@@ -156,9 +144,8 @@ def step_restrict(ctx: EngineContext, s: Session, req: LifecycleRequest) -> Step
         )
     # Before anything is destroyed: the notice needs the address the member row holds.
     capture_withdrawal_notice(s, req.member_id, req.id)
-    restriction.restrict(s, req.member_id, "withdrawal", req.id)
+    use_block.restrict(s, req.member_id, "withdrawal", req.id)
     transition(req, RequestState.RESTRICTED)
-    return StepResult(RequestState.RESTRICTED.value)
 
 
 def _scope(ctx: EngineContext, req: LifecycleRequest, task_id: str | None) -> Scope:
@@ -215,24 +202,25 @@ def _move(
                 delete_rows=delete), None  # fmt: skip
 
 
-def step_archive(
-    ctx: EngineContext, s: Session, req: LifecycleRequest, task_id: str | None
-) -> StepResult:
-    moved, refusal = _move(ctx, s, req, task_id, delete=False)
+def _archive(job: Job) -> None:
+    moved, refusal = _move(job.run.ctx, job.s, job.req, job.run.task_id, delete=False)
     if refusal:
-        return _refuse(s, req, refusal)
-    transition(req, RequestState.ARCHIVED)
-    return StepResult(RequestState.ARCHIVED.value, moved)
+        refuse(job, refusal)
+        return
+    assert moved is not None
+    _moved(job, moved)
+    transition(job.req, RequestState.ARCHIVED)
 
 
-def step_destroy(
-    ctx: EngineContext, s: Session, req: LifecycleRequest, task_id: str | None
-) -> StepResult:
+def _destroy(job: Job) -> None:
+    ctx, s, req = job.run.ctx, job.s, job.req
     # Archives again first: anything that reached the primary DB since the archive step is
     # archived now (parts already archived are skipped), so nothing is deleted unarchived.
-    moved, refusal = _move(ctx, s, req, task_id, delete=True)
+    moved, refusal = _move(ctx, s, req, job.run.task_id, delete=True)
     if refusal:
-        return _refuse(s, req, refusal)
+        refuse(job, refusal)
+        return
+    assert moved is not None
     # In the destroying transaction: recipients of a field destroyed now are owed a deletion
     # notice (a field retained for a legal period was archived, not destroyed, and stays).
     destroyed = [
@@ -244,8 +232,9 @@ def step_destroy(
     if ROWS_DESTROYED not in steps_done(req):
         # (Once: a retry after the rows went must not owe the recipients a second notice.)
         owe_deletions(s, req.member_id, req.id, recipients_of(s, req.member_id, destroyed))
-    assert moved is not None
     _log_access(ctx, req, moved)
+    _moved(job, moved)
+    job.after.append(lambda: _tell(ctx, job.request_id))
     failure = moved.failure
     if failure is None and ROWS_DESTROYED in steps_done(req):
         # A retry: the rows went last time; the step is done once the refused files are.
@@ -263,9 +252,32 @@ def step_destroy(
         mark_done(req, ROWS_DESTROYED)
         transition(req, RequestState.FAILED, error=failure)
         log.error("withdrawal request %s failed: %s", req.id, failure)
-        return StepResult(RequestState.FAILED.value, moved)
+        return
     transition(req, RequestState.DESTROYED)
-    return StepResult(RequestState.DESTROYED.value, moved)
+
+
+def _moved(job: Job, moved: MoveResult) -> None:
+    """After the commit: hand the files to the shredder, and count what moved."""
+
+    def after() -> None:
+        send_shred_jobs(moved.shred_jobs)
+        out = job.run.out
+        for k, v in moved.summary().items():
+            # Both moving steps see the same member: count them once.
+            out[k] = max(out.get(k, 0), v) if k == "subjects" else out.get(k, 0) + v
+
+    job.after.append(after)
+
+
+def _tell(ctx: EngineContext, request_id: int) -> None:
+    """After the destroying commit: the ledger outbox, then the recipients' deletion notices."""
+    flush_ledger_outbox(ctx)
+    try:
+        send_owed(request_id)
+    except Exception as exc:
+        # Recorded as pending: beat's resend job enqueues them once the lease passes.
+        log.warning("withdrawal %s: deletion notices not enqueued yet (%s)", request_id,
+                    type(exc).__name__)  # fmt: skip
 
 
 def _log_access(ctx: EngineContext, req: LifecycleRequest, moved: MoveResult | None) -> None:
@@ -283,110 +295,62 @@ def _log_access(ctx: EngineContext, req: LifecycleRequest, moved: MoveResult | N
         )  # fmt: skip
 
 
-def step_complete(ctx: EngineContext, s: Session, req: LifecycleRequest) -> StepResult:
+def _complete(job: Job) -> None:
     # Released before the state is written: a crash in between re-sends (the notice job
     # dedupes), the other order could leave the member without their notice.
-    _send_notice(req.member_id, req.id)
-    transition(req, RequestState.COMPLETED)
-    return StepResult(RequestState.COMPLETED.value)
+    _send_notice(job.member_id, job.request_id)
+    transition(job.req, RequestState.COMPLETED)
+
+
+def _watched(step: Step, *, holdable: bool = False) -> Step:
+    """Every withdrawal step records its task; a ``holdable`` one waits out a legal hold."""
+
+    def watched(job: Job) -> None:
+        req = job.req
+        if job.run.task_id:
+            req.task_id = job.run.task_id[:64]
+        held = holds.holds_on_member(job.s, req.member_id, job.run.ctx.today()) if holdable else []
+        if held:
+            # Restricted (처리정지) but neither archived nor destroyed while the hold lasts;
+            # `lifecycle hold release` dispatches the request again. Not moving stops the run.
+            ids = [h.id for h in held]
+            job.run.out["held_by"] = ids
+            until = max(h.until for h in held).isoformat()
+            req.error = f"on legal hold {', '.join(map(str, ids))} until {until}"
+            log.warning("withdrawal request %s: member on legal hold %s; stopped at %s",
+                        req.id, ids, req.state)  # fmt: skip
+            return
+        if req.error and req.error.startswith("on legal hold"):
+            req.error = None
+        step(job)
+
+    return watched
+
+
+def _discard_notice(job: Job) -> None:
+    discard_member_notice(job.s, "withdrawal_completed", job.request_id)
+
+
+WITHDRAWAL = Pipeline(
+    "withdrawal",
+    {
+        **dict.fromkeys(START_STATES, _watched(_restrict)),
+        RequestState.RESTRICTED.value: _watched(_archive, holdable=True),
+        RequestState.ARCHIVED.value: _watched(_destroy, holdable=True),
+        RequestState.DESTROYED.value: _watched(_complete),
+    },
+    on_refuse=_discard_notice,
+    strict=True,
+    # A move that could not be accounted for (rows the map's key cannot tell apart, a column
+    # that cannot be cleared): everything it did rolled back with it. The request says why;
+    # the member stays marked withdrawn for a re-run once fixed.
+    fails_on=(UserError,),
+)
 
 
 def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None) -> dict[str, Any]:
     """Run the request from its persisted state to the end. Returns counts, never data."""
-
-    counts: dict[str, int] = {}
-    while True:
-        held_by: list[int] = []
-        try:
-            res, state = _one_step(ctx, request_id, task_id, counts, held_by)
-        except UserError as exc:
-            # A move that could not be accounted for (rows the map's key cannot tell apart, a
-            # column that cannot be cleared): everything it did rolled back with it. The
-            # request says why; the member stays marked withdrawn for a re-run once fixed.
-            if fail_request(request_id, str(exc)):
-                _discard_notice(request_id)
-            return {"request_id": request_id, "state": RequestState.FAILED.value}
-        if res is None:
-            out: dict[str, Any] = {"request_id": request_id, "state": state}
-            if held_by:
-                out["held_by"] = held_by
-            out.update(counts)
-            return out
-        if res.moved is not None:
-            send_shred_jobs(res.moved.shred_jobs)
-        if res.moved is not None and res.state in (
-            RequestState.DESTROYED.value,
-            RequestState.FAILED.value,
-        ):
-            flush_ledger_outbox(ctx)
-            try:
-                send_owed(request_id)
-            except Exception as exc:
-                # Recorded as pending: beat's resend job enqueues them once the lease passes.
-                log.warning("withdrawal %s: deletion notices not enqueued yet (%s)", request_id,
-                            type(exc).__name__)  # fmt: skip
-        log.info("withdrawal request %s: %s -> %s", request_id, state, res.state)
-
-
-def _one_step(
-    ctx: EngineContext,
-    request_id: int,
-    task_id: str | None,
-    counts: dict[str, int],
-    held_by: list[int],
-) -> tuple[StepResult | None, str]:
-    """Run the request's next step in one transaction; ``(None, state)`` when it is over or
-    stopped by a legal hold (whose ids go into ``held_by``)."""
-    with db.session("primary") as s:
-        req = reqs.load_for_update(s, request_id)
-        if req is None:
-            log.error("withdrawal request %s does not exist; nothing to do", request_id)
-            return None, "missing"
-        state = req.state
-        if state in TERMINAL:
-            return None, state
-        if task_id:
-            req.task_id = task_id[:64]
-        held = (
-            holds.holds_on_member(s, req.member_id, ctx.today())
-            if state in (RequestState.RESTRICTED.value, RequestState.ARCHIVED.value)
-            else []
-        )
-        if held:
-            # Restricted (처리정지) but neither archived nor destroyed while the hold lasts;
-            # `lifecycle hold release` dispatches the request again.
-            held_by.extend(h.id for h in held)
-            until = max(h.until for h in held).isoformat()
-            req.error = f"on legal hold {', '.join(map(str, held_by))} until {until}"
-            log.warning("withdrawal request %s: member on legal hold %s; stopped at %s",
-                        request_id, held_by, state)  # fmt: skip
-            return None, state
-        if req.error and req.error.startswith("on legal hold"):
-            req.error = None
-        if state in START_STATES:
-            res = step_restrict(ctx, s, req)
-        elif state == RequestState.RESTRICTED.value:
-            res = step_archive(ctx, s, req, task_id)
-        elif state == RequestState.ARCHIVED.value:
-            res = step_destroy(ctx, s, req, task_id)
-        elif state == RequestState.DESTROYED.value:
-            res = step_complete(ctx, s, req)
-        else:
-            res = _refuse(s, req, f"malformed request: state {state!r} is not a withdrawal state")
-        if res.moved is not None:
-            for k, v in res.moved.summary().items():
-                # Both moving steps see the same member: count them once.
-                counts[k] = max(counts.get(k, 0), v) if k == "subjects" else counts.get(k, 0) + v
-    return res, state
-
-
-def _discard_notice(request_id: int) -> None:
-    try:
-        from lifecycle.notices.members import discard_member_notice
-    except ImportError:  # the notice channel is a separate component
-        return
-    with db.session("primary") as s:
-        discard_member_notice(s, "withdrawal_completed", request_id)
+    return run(WITHDRAWAL, request_id, task_id, ctx=ctx)
 
 
 def _send_notice(member_id: int, request_id: int) -> None:

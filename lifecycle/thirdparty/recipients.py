@@ -9,16 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lifecycle.channels.mailer import valid_address
 from lifecycle.channels.webhooks import validate_secret, validate_url
-from lifecycle.core import db, dbkind
+from lifecycle.core import db
 from lifecycle.core.errors import UserError
-from lifecycle.datamap.member_table import member_table
+from lifecycle.datamap.member_table import live_member, member_table
 from lifecycle.requests.use_block import is_restricted
 from models.recipients import Basis, Channel, Delivery, DeliveryState, Provision, ThirdParty
 
@@ -129,18 +128,6 @@ def parse_fields(text: str) -> list[str]:
     return list(dict.fromkeys(fields))
 
 
-def lock_member(s: Session, mt: Any, member_id: int, *, share: bool) -> Any:
-    """Read (and on PostgreSQL lock) the member row; None if absent.
-
-    Provisions take a share lock and corrections an exclusive one before restricting, so a
-    provision can never slip in between a correction's restriction check and its restriction.
-    """
-    stmt = select(mt.table).where(mt.key_col == member_id)
-    if dbkind.row_locks(s):
-        stmt = stmt.with_for_update(read=share)
-    return s.execute(stmt).mappings().first()
-
-
 def record_provision(
     member_id: int,
     recipient_name: str,
@@ -166,9 +153,7 @@ def record_provision(
                 )
             mt.refuse_identifier(f, "provided")
         recipient = get_recipient(s, recipient_name)
-        row = lock_member(s, mt, member_id, share=True)
-        if row is None or mt.is_withdrawn(row):
-            raise UserError(f"member {member_id} does not exist or has withdrawn")
+        live_member(s, mt, member_id, exclusive=False)
         if is_restricted(s, member_id):
             raise UserError(
                 f"member {member_id} is restricted (처리정지): their data may not be provided now"

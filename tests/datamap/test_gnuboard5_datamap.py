@@ -520,6 +520,37 @@ def test_a_correction_through_the_gnuboard5_map(site: Site) -> None:
     assert f"submitted for member {kim}" in r.stdout
 
 
+def test_a_member_who_left_by_the_sites_marker_is_refused_by_the_worker(site: Site) -> None:
+    """The one live-member rule: Gnuboard marks a leaver by a non-empty mb_leave_date (it has no
+    status value for it). A correction or a 처리정지 submitted while the member was live, who
+    then left on the site before a worker took it, is refused, and nothing is changed."""
+    from lifecycle.core.db import session
+    from lifecycle.rights.common import Requester
+    from lifecycle.rights.suspension import run_suspension, submit_suspension
+    from models.requests import LifecycleRequest, Restriction
+
+    site.innodb()
+    ctx = get_context()
+    park, kim = resolve_member(ctx, "park_js"), resolve_member(ctx, "kim_yr")
+    rid = submit_correction(park, {"mb_hp": "010-1111-2222"})
+    sid = submit_suspension(kim, "이용 중지 요청", Requester())
+    site.sql("UPDATE g5_member SET mb_leave_date = '20261201' WHERE mb_no IN (%s, %s)", park, kim)
+    assert run_correction(rid)["state"] == "failed"
+    assert run_suspension(sid)["state"] == "failed"
+    with session("primary") as s:
+        req = s.get(LifecycleRequest, rid)
+        assert req is not None and req.payload is None
+        assert req.error == f"member {park} does not exist or has withdrawn"
+        sus = s.get(LifecycleRequest, sid)
+        assert sus is not None
+        assert (
+            sus.error
+            == f"회원 정보를 찾을 수 없습니다 (member {kim} does not exist or has withdrawn)"
+        )
+        assert s.scalars(select(Restriction)).all() == []
+    assert site.sql("SELECT mb_hp FROM g5_member WHERE mb_no = %s", park)[0][0] == "010-3456-7890"
+
+
 def test_a_file_the_shredder_refuses_fails_the_job_and_keeps_its_path(
     site: Site, tmp_path: Path
 ) -> None:

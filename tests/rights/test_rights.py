@@ -421,6 +421,7 @@ def test_erasure_crash_between_steps_resumes_once(primary_env: LifecycleEnv) -> 
     from lifecycle.core.db import session
     from lifecycle.rights import erase
     from lifecycle.rights.common import Requester
+    from lifecycle.rights.pipeline import run_one
     from models.notices import Notice
     from models.recipients import Delivery
     from models.requests import LifecycleRequest, Restriction
@@ -432,8 +433,8 @@ def test_erasure_crash_between_steps_resumes_once(primary_env: LifecycleEnv) -> 
     _provided_before_the_flag(1, "insurer", ["rrn"])
     rid = erase.submit_erasure(1, "rrn", Requester())
     # A worker died after the erase transaction committed, before the ledger step.
-    assert erase._step_restrict(rid) == "restricted"
-    assert erase._step_erase(rid) == "erased"
+    assert run_one(erase.ERASURE, rid) == "restricted"
+    assert run_one(erase.ERASURE, rid) == "erased"
     assert erase.run_erasure(rid)["state"] == "notifying"
     assert erase.run_erasure(rid)["state"] == "notifying"
     with session("primary") as s:
@@ -453,6 +454,7 @@ def test_suspension_lift_consent_and_website_rows(primary_env: LifecycleEnv, rec
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
     from lifecycle.rights import consent, suspension
+    from lifecycle.rights.pipeline import run_one
     from models.notices import Notice
     from models.recipients import Delivery
     from models.requests import LifecycleRequest, Restriction
@@ -497,7 +499,7 @@ def test_suspension_lift_consent_and_website_rows(primary_env: LifecycleEnv, rec
     with session("primary") as s:
         wid = submit(s, "consent_withdrawal", 1, {"purpose": "marketing"})
     # A worker died after the consent transaction committed: the re-run finishes it once.
-    assert consent._step_withdraw(wid) == "consent_withdrawn"
+    assert run_one(consent.CONSENT_WITHDRAWAL, wid) == "consent_withdrawn"
     assert consent.run_consent_withdrawal(wid)["state"] == "notifying"
     assert consent.run_consent_withdrawal(wid)["state"] == "notifying"
     with eng.connect() as c:
@@ -558,6 +560,7 @@ def test_access_crash_after_packaging_resumes_once(
     from lifecycle.engine.context import get_context
     from lifecycle.rights import access
     from lifecycle.rights.common import Requester
+    from lifecycle.rights.pipeline import run_one
     from models.notices import Notice
     from models.requests import LifecycleRequest
 
@@ -566,7 +569,7 @@ def test_access_crash_after_packaging_resumes_once(
     out = tmp_path / "one.zip"
     rid = access.submit_access(1, str(out), None, Requester())
     # A worker died right after the package was written and the state committed.
-    assert access._step_package(get_context(), rid) == "packaged"
+    assert run_one(access.ACCESS, rid, ctx=get_context()) == "packaged"
     assert out.exists() and not Path(f"{out}.part").exists()
     assert access.run_access(rid)["state"] == "completed"
     assert access.run_access(rid)["state"] == "completed"
