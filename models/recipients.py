@@ -49,7 +49,7 @@ class DeliveryState(enum.StrEnum):
     DISABLED = "disabled"  # the endpoint answered 410 Gone (or was disabled): needs attention
 
 
-class ThirdParty(PrimaryBase):
+class Recipient(PrimaryBase):
     """A recipient of personal data (제3자 제공): where corrections must be sent."""
 
     __tablename__ = "lifecycle_recipients"

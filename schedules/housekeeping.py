@@ -14,10 +14,10 @@ import logging
 from lifecycle.channels.mailer import smtp_config
 from lifecycle.core import db, dispatch, leases
 from lifecycle.notices import members as notices
+from lifecycle.recipients import deliveries as delivery
 from lifecycle.requests import relay
 from lifecycle.rights import answers
 from lifecycle.shred import jobs as shred_jobs
-from lifecycle.thirdparty import deliveries as delivery
 from models.recipients import Delivery
 
 log = logging.getLogger("lifecycle.housekeeping")

@@ -7,7 +7,7 @@ from typing import Any
 from celery.exceptions import Retry
 
 from lifecycle.core import dispatch
-from lifecycle.thirdparty import deliveries as delivery
+from lifecycle.recipients import deliveries as delivery
 from schedules import housekeeping
 from tasks.base import LifecycleTask
 from workers.app import app

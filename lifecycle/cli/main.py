@@ -31,11 +31,11 @@ def _register() -> None:
         keys,
         ledger,
         notice,
+        recipients,
         rights,
         shred,
         status,
         sweep,
-        thirdparty,
         up,
         withdraw,
     )

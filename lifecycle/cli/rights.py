@@ -1,5 +1,6 @@
-"""The rights of the data subject as commands: `lifecycle access`, `erase`, `restrict`,
-`unrestrict`, `consent withdraw`, and `lifecycle requests extend` (열람 연기).
+"""The rights of the data subject as commands: `lifecycle access`, `erase`, `suspend`,
+`unsuspend` (처리정지; `restrict`/`unrestrict` still work), `consent withdraw`, and
+`lifecycle requests extend` (열람 연기).
 
 Each records who asked (the member, a guardian, a delegate) and how they were verified; the
 website does the same by inserting the request row itself. Bad input is refused before
@@ -77,10 +78,13 @@ def _prepare() -> None:
     check_reachable("primary")
 
 
-def _right(group: typer.Typer, name: str, what: str, timeout: float) -> Callable[[_F], _F]:
+def _right(
+    group: typer.Typer, name: str, what: str, timeout: float, old_names: tuple[str, ...] = ()
+) -> Callable[[_F], _F]:
     """Register ``fn(member_id, requester, **its own options) -> request id`` as the command
     ``name``: MEMBER_ID, its own options, then what every right shares (who asks, how they were
-    verified, --wait, --timeout)."""
+    verified, --wait, --timeout). ``old_names`` keep working, hidden from --help, for scripts
+    written before the command was renamed."""
 
     def register(fn: _F) -> _F:
         # Only its own options (the first two are the member and the requester), with their
@@ -120,6 +124,8 @@ def _right(group: typer.Typer, name: str, what: str, timeout: float) -> Callable
         command.__annotations__ = {p.name: p.annotation for p in params}
         command.__doc__, command.__name__ = fn.__doc__, fn.__name__
         group.command(name)(command)
+        for old in old_names:
+            group.command(old, hidden=True)(command)
         return fn
 
     return register
@@ -155,7 +161,7 @@ def erase_cmd(
     return submit_erasure(member_id, fields, who)
 
 
-@_right(app, "restrict", "suspension", 600.0)
+@_right(app, "suspend", "suspension", 600.0, old_names=("restrict",))
 def restrict_cmd(
     member_id: int,
     who: Any,
@@ -167,7 +173,7 @@ def restrict_cmd(
     return submit_suspension(member_id, reason, who)
 
 
-@_right(app, "unrestrict", "suspension lift", 600.0)
+@_right(app, "unsuspend", "suspension lift", 600.0, old_names=("unrestrict",))
 def unrestrict_cmd(member_id: int, who: Any) -> int:
     """처리정지 해제: lift the member's suspension."""
     from lifecycle.rights.suspension import submit_lift

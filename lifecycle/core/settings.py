@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     # gives up with one line; the job itself is not affected.
     wait_broker_grace_seconds: float = Field(default=60.0, ge=0, le=3600)
     # Webhook/email delivery retry schedule, comma-separated seconds before each attempt
-    # (empty = lifecycle.thirdparty.retry_schedule.DEFAULT_SCHEDULE, about 31 hours in 8 attempts).
+    # (empty = lifecycle.recipients.retry_schedule.DEFAULT_SCHEDULE, about 31 hours in 8 attempts).
     retry_schedule: str = ""
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     log_json: bool | None = None

@@ -28,8 +28,8 @@ from lifecycle.core.timeutil import as_utc
 from lifecycle.notices.addresses import waiting_addresses
 from lifecycle.notices.reconcile import in_doubt_by_notice
 from lifecycle.ops import flower_locator
+from lifecycle.recipients import deliveries
 from lifecycle.requests import deadlines, holds
-from lifecycle.thirdparty import deliveries
 from models.base import utcnow
 from models.engine import SweepBatch
 from models.notices import Notice, NoticeRecipient, NoticeRecipientState

@@ -16,11 +16,11 @@ from sqlalchemy import select
 from lifecycle.core import db, leases
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
+from lifecycle.recipients.retry_schedule import max_attempts
 from lifecycle.requests import holds
 from lifecycle.requests.states import START, task_for
-from lifecycle.thirdparty.retry_schedule import max_attempts
 from models.base import utcnow
-from models.recipients import Channel, Delivery, DeliveryState, ThirdParty
+from models.recipients import Channel, Delivery, DeliveryState, Recipient
 from models.requests import LifecycleRequest
 
 SMTP_NOT_CONFIGURED = "SmtpNotConfigured"
@@ -80,10 +80,10 @@ def _deliveries(req: LifecycleRequest, now: datetime) -> WaitReason | None:
                 Delivery.attempts,
                 Delivery.last_status,
                 Delivery.next_attempt_at,
-                ThirdParty.name,
-                ThirdParty.channel,
+                Recipient.name,
+                Recipient.channel,
             )
-            .join(ThirdParty, ThirdParty.id == Delivery.recipient_id)
+            .join(Recipient, Recipient.id == Delivery.recipient_id)
             .where(Delivery.request_id == req.id, Delivery.state != DeliveryState.DELIVERED.value)
             .order_by(Delivery.id)
         ).all()

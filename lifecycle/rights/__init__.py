@@ -5,4 +5,4 @@ and 열람 (``access``). Each kind is a list of steps carried out by the one req
 and notices.
 
 May import: every capability package below it (core, datamap, vault, requests, engine, shred,
-channels, notices, thirdparty)."""
+channels, notices, recipients)."""

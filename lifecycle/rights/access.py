@@ -48,7 +48,7 @@ from lifecycle.engine.selection import member_expr
 from lifecycle.requests.states import transition
 from lifecycle.rights.common import Requester, refusal_of, submit_right
 from lifecycle.rights.pipeline import Job, Pipeline, Run, answer_requester, refuse, run, starting
-from models.recipients import Provision, ThirdParty
+from models.recipients import Provision, Recipient
 from models.requests import RequestKind, RequestState
 
 log = logging.getLogger(__name__)
@@ -159,13 +159,13 @@ def collect(
 def provisions(s: Session, member_id: int) -> list[list[str]]:
     rows = s.execute(
         select(
-            ThirdParty.name,
+            Recipient.name,
             Provision.fields,
             Provision.basis,
             Provision.purpose,
             Provision.provided_at,
         )
-        .join(ThirdParty, ThirdParty.id == Provision.recipient_id)
+        .join(Recipient, Recipient.id == Provision.recipient_id)
         .where(Provision.member_id == member_id)
         .order_by(Provision.provided_at, Provision.id)
     ).all()

@@ -32,6 +32,8 @@ from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import live_member, member_table, to_json
 from lifecycle.notices.members import create_member_notice
+from lifecycle.recipients.deliveries import create_delivery
+from lifecycle.recipients.provisions import provided_fields
 from lifecycle.requests.client import dispatch_now, submit_and_enqueue
 from lifecycle.requests.outbox import submit
 from lifecycle.requests.states import transition
@@ -49,12 +51,10 @@ from lifecycle.rights.pipeline import (
     starting,
     tell,
 )
-from lifecycle.thirdparty.deliveries import create_delivery
-from lifecycle.thirdparty.recipients import provided_fields
 from lifecycle.vault import accesslog
 from models.base import utcnow
 from models.notices import Notice
-from models.recipients import Delivery, ThirdParty
+from models.recipients import Delivery, Recipient
 from models.requests import LifecycleRequest, RequestKind, RequestState
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def _apply(job: Job) -> None:
         owed = sorted(fields & set(changed))
         if not owed:
             continue
-        recipient = s.get(ThirdParty, recipient_id)
+        recipient = s.get(Recipient, recipient_id)
         assert recipient is not None
         create_delivery(
             s,

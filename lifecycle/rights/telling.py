@@ -16,10 +16,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db, dispatch
-from lifecycle.thirdparty.deliveries import create_delivery, maybe_complete_request
-from lifecycle.thirdparty.recipients import provided_fields
+from lifecycle.recipients.deliveries import create_delivery, maybe_complete_request
+from lifecycle.recipients.provisions import provided_fields
 from models.base import utcnow
-from models.recipients import Delivery, DeliveryState, Provision, ThirdParty
+from models.recipients import Delivery, DeliveryState, Provision, Recipient
 
 DELETION = "deletion"
 
@@ -30,7 +30,7 @@ def owe_deletions(s: Session, member_id: int, request_id: int, owed: dict[int, s
     for recipient_id, fields in sorted(owed.items()):
         if not fields:
             continue
-        recipient = s.get(ThirdParty, recipient_id)
+        recipient = s.get(Recipient, recipient_id)
         if recipient is None:
             continue
         create_delivery(

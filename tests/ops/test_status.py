@@ -191,7 +191,7 @@ def test_status_rejects_bad_options(embedded_env: LifecycleEnv) -> None:
 
 def _seed_attention(kind: str) -> int:
     """One thing that needs an operator; returns the request id involved."""
-    from models.recipients import Delivery, ThirdParty
+    from models.recipients import Delivery, Recipient
 
     now = utcnow()
     with db.session("primary") as s:
@@ -200,7 +200,7 @@ def _seed_attention(kind: str) -> int:
         s.add(req)
         s.flush()
         if kind == "delivery":
-            crm = ThirdParty(name="crm", channel="webhook", endpoint="http://127.0.0.1:9/h")
+            crm = Recipient(name="crm", channel="webhook", endpoint="http://127.0.0.1:9/h")
             s.add(crm)
             s.flush()
             s.add(

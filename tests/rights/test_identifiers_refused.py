@@ -20,7 +20,7 @@ def test_correct_provide_and_replay_refuse_the_rrn(primary_env: LifecycleEnv) ->
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import submit
     from lifecycle.rights.correction import run_correction
-    from models.recipients import Delivery, Provision, ThirdParty
+    from models.recipients import Delivery, Provision, Recipient
     from models.requests import LifecycleRequest
 
     env = primary_env
@@ -52,7 +52,7 @@ def test_correct_provide_and_replay_refuse_the_rrn(primary_env: LifecycleEnv) ->
 
     # A correction delivery made before the map flagged the RRN is not sent again.
     with session("primary") as s:
-        insurer = s.scalar(select(ThirdParty.id).where(ThirdParty.name == "insurer"))
+        insurer = s.scalar(select(Recipient.id).where(Recipient.name == "insurer"))
         d = Delivery(message_id="old-correction-1", recipient_id=insurer, kind="correction",
                      request_id=None, member_id=1, fields=["rrn"], payload={"rrn": RRN},
                      state="failed", attempts=8)  # fmt: skip

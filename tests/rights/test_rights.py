@@ -57,10 +57,10 @@ def _provided_before_the_flag(member_id: int, recipient: str, fields: list[str])
     """A provision the site recorded before the map flagged the RRN (`lifecycle provide`
     refuses it now): the recipient still has to be told when it is destroyed."""
     from lifecycle.core.db import session
-    from models.recipients import Provision, ThirdParty
+    from models.recipients import Provision, Recipient
 
     with session("primary") as s:
-        rid = s.scalar(select(ThirdParty.id).where(ThirdParty.name == recipient))
+        rid = s.scalar(select(Recipient.id).where(Recipient.name == recipient))
         s.add(Provision(member_id=member_id, recipient_id=rid, fields=fields, basis="consent"))
 
 
@@ -140,7 +140,7 @@ def test_bad_rights_input_is_one_line_and_changes_nothing(
     r = env.run("erase", "1", "--fields", "rrn")
     assert r.returncode == 2 and "already has erasure request" in _one_line_error(r)
     # ... and a correction may not run alongside an open erasure.
-    r = env.run("restrict", "1", "--reason", "분쟁 중")
+    r = env.run("suspend", "1", "--reason", "분쟁 중")
     assert r.returncode == 0, r.stderr
     r = env.run("restrict", "1", "--reason", "다시")
     assert r.returncode == 2 and "already has suspension request" in _one_line_error(r)

@@ -214,7 +214,7 @@ def test_recipients_replay_datamap_check_and_key_rotation_are_logged(
     site: LifecycleEnv, tmp_path: Path
 ) -> None:
     from lifecycle.core.db import session
-    from models.recipients import Delivery, ThirdParty
+    from models.recipients import Delivery, Recipient
     from tests.helpers import write_master_key
 
     primary = site.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
@@ -224,7 +224,7 @@ def test_recipients_replay_datamap_check_and_key_rotation_are_logged(
     assert r.returncode == 0, r.stderr
     # A correction delivery that failed for good; the operator sends it again.
     with session("primary") as s:
-        insurer = s.scalar(select(ThirdParty.id).where(ThirdParty.name == "insurer"))
+        insurer = s.scalar(select(Recipient.id).where(Recipient.name == "insurer"))
         d = Delivery(message_id="m-replay-1", recipient_id=insurer, kind="correction",
                      request_id=None, member_id=member, fields=["mobile"],
                      payload={"mobile": "010-2222-3333"}, state="failed", attempts=8)  # fmt: skip

@@ -120,7 +120,7 @@ def test_deliver_outcomes_against_a_verifying_receiver(receivers) -> None:
 
 def test_default_schedule_spans_about_a_day_with_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
     from lifecycle.core.settings import reset_settings_cache
-    from lifecycle.thirdparty import retry_schedule as rs
+    from lifecycle.recipients import retry_schedule as rs
 
     monkeypatch.delenv("LIFECYCLE_RETRY_SCHEDULE", raising=False)
     reset_settings_cache()
@@ -136,7 +136,7 @@ def test_default_schedule_spans_about_a_day_with_jitter(monkeypatch: pytest.Monk
 
 def test_schedule_override_and_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
     from lifecycle.core.settings import reset_settings_cache
-    from lifecycle.thirdparty import retry_schedule as rs
+    from lifecycle.recipients import retry_schedule as rs
 
     monkeypatch.setenv("LIFECYCLE_RETRY_SCHEDULE", "0,1,2")
     reset_settings_cache()
@@ -355,7 +355,7 @@ def test_failing_then_recovering_endpoint_gets_the_message_once(
     assert retried[1].startswith("delivery 1 attempt 2: HTTP 500, not delivered; next attempt in")
     assert ("SUCCESS", "delivered") in states
     # Delivered is final: another attempt (a duplicate task, or beat) sends nothing.
-    from lifecycle.thirdparty.deliveries import attempt, due_deliveries
+    from lifecycle.recipients.deliveries import attempt, due_deliveries
 
     assert attempt(d.id) == "not_due"
     assert due_deliveries() == []
@@ -434,7 +434,7 @@ def test_exhausted_retries_need_attention(
     assert ds[0].state == "failed" and ds[0].attempts == 2
     assert len(receiver.hits) == 2
     from lifecycle.core.db import session
-    from lifecycle.thirdparty.deliveries import failing_deliveries
+    from lifecycle.recipients.deliveries import failing_deliveries
 
     with session("primary") as s:
         (f,) = failing_deliveries(s)
@@ -452,9 +452,9 @@ def test_crash_after_sending_resends_with_the_same_webhook_id(
     with the same id, which a Standard Webhooks receiver drops as a duplicate."""
     from lifecycle.channels.webhooks import deliver_webhook
     from lifecycle.core.db import session
+    from lifecycle.recipients import deliveries as delivery
     from lifecycle.requests.outbox import submit
     from lifecycle.rights.correction import run_correction
-    from lifecycle.thirdparty import deliveries as delivery
     from models.recipients import Delivery
 
     receiver = receivers(default=200)

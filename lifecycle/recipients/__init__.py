@@ -1,4 +1,5 @@
-"""Third parties that received personal data: recipients and the provision log (``recipients``),
+"""제3자 제공: the recipients (third parties) that received personal data and the provision log
+(``provisions``),
 deliveries of correction/deletion notices to them with retries (``deliveries``,
 ``retry_schedule``).
 

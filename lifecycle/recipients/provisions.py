@@ -19,7 +19,7 @@ from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import live_member, member_table
 from lifecycle.requests.use_block import is_restricted
-from models.recipients import Basis, Channel, Delivery, DeliveryState, Provision, ThirdParty
+from models.recipients import Basis, Channel, Delivery, DeliveryState, Provision, Recipient
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,9 @@ def add_recipient(
     if email and not valid_address(email):
         raise UserError("--email is not a valid email address")
     with db.session("primary") as s:
-        if s.scalar(select(ThirdParty.id).where(ThirdParty.name == name)) is not None:
+        if s.scalar(select(Recipient.id).where(Recipient.name == name)) is not None:
             raise UserError(f"recipient {name!r} already exists")
-        r = ThirdParty(
+        r = Recipient(
             name=name,
             channel=(Channel.WEBHOOK if webhook else Channel.EMAIL).value,
             endpoint=webhook,
@@ -76,8 +76,8 @@ def add_recipient(
         return r.id
 
 
-def get_recipient(s: Session, name: str) -> ThirdParty:
-    r = s.scalar(select(ThirdParty).where(ThirdParty.name == name))
+def get_recipient(s: Session, name: str) -> Recipient:
+    r = s.scalar(select(Recipient).where(Recipient.name == name))
     if r is None:
         raise UserError(f"unknown recipient {name!r} (see lifecycle recipients list)")
     return r
@@ -106,7 +106,7 @@ def list_recipients() -> list[RecipientInfo]:
             ).all()
         )
         out = []
-        for r in s.scalars(select(ThirdParty).order_by(ThirdParty.name)):
+        for r in s.scalars(select(Recipient).order_by(Recipient.name)):
             out.append(
                 RecipientInfo(
                     id=r.id,

@@ -39,7 +39,7 @@ def recipients_add(
 ) -> None:
     """Register a third party reached by a signed webhook or by email."""
     from lifecycle.channels.webhooks import generate_secret
-    from lifecycle.thirdparty.recipients import add_recipient
+    from lifecycle.recipients.provisions import add_recipient
 
     generated = webhook is not None and secret == "generate"
     if generated:
@@ -60,7 +60,7 @@ def recipients_add(
 @recipients_app.command("list")
 def recipients_list() -> None:
     """Recipients with their channel, provisions recorded and notifications pending."""
-    from lifecycle.thirdparty.recipients import list_recipients
+    from lifecycle.recipients.provisions import list_recipients
 
     rows = list_recipients()
     if not rows:
@@ -78,7 +78,7 @@ def recipients_list() -> None:
 @recipients_app.command("enable")
 def recipients_enable(name: Annotated[str, typer.Argument()]) -> None:
     """Re-enable a recipient disabled after its endpoint answered 410 Gone."""
-    from lifecycle.thirdparty.recipients import enable_recipient
+    from lifecycle.recipients.provisions import enable_recipient
 
     enable_recipient(name)
     typer.echo(f"recipient {name} enabled")
@@ -99,7 +99,7 @@ def provide_cmd(
 ) -> None:
     """Record that a member's fields were provided to a third party (refused while restricted)."""
     from lifecycle.cli.operator import record
-    from lifecycle.thirdparty.recipients import parse_fields, record_provision
+    from lifecycle.recipients.provisions import parse_fields, record_provision
 
     names = parse_fields(fields)
     pid = record_provision(member_id, to, names, basis, purpose=purpose)
@@ -119,7 +119,7 @@ def deliveries_list(
     ] = False,
 ) -> None:
     """Deliveries, newest first (ids, recipients, states; never values)."""
-    from lifecycle.thirdparty.deliveries import list_deliveries
+    from lifecycle.recipients.deliveries import list_deliveries
 
     rows = list_deliveries(failing_only=failing)
     if not rows:
@@ -139,17 +139,17 @@ def deliveries_list(
 @deliveries_app.command("replay")
 def deliveries_replay(delivery_id: Annotated[int, typer.Argument()]) -> None:
     """Send a failed delivery again (a fresh round of the retry schedule)."""
-    from lifecycle.thirdparty.deliveries import replay
+    from lifecycle.recipients.deliveries import replay
 
     request_id = replay(delivery_id)
     dispatch.send(dispatch.NOTIFY_DELIVER, delivery_id)
     from lifecycle.cli.operator import record
     from lifecycle.core.db import session
-    from models.recipients import Delivery, ThirdParty
+    from models.recipients import Delivery, Recipient
 
     with session("primary") as s:
         d = s.get(Delivery, delivery_id)
-        r = s.get(ThirdParty, d.recipient_id) if d is not None else None
+        r = s.get(Recipient, d.recipient_id) if d is not None else None
         member_id, fields = (d.member_id, list(d.fields or [])) if d is not None else (None, [])
         kind = d.kind if d is not None else None
     # Sends the member's data (or a deletion notice naming fields) to a third party again.

@@ -43,12 +43,12 @@ from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.identifiers import flagged_columns, refusal
 from lifecycle.datamap.loader import current_datamap
 from lifecycle.datamap.member_table import member_table
+from lifecycle.recipients.retry_schedule import delay_before
 from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.states import allowed, transition
-from lifecycle.thirdparty.retry_schedule import delay_before
 from lifecycle.vault import keystore, ledger
 from models.base import utcnow
-from models.recipients import Channel, Delivery, DeliveryAttempt, DeliveryState, ThirdParty
+from models.recipients import Channel, Delivery, DeliveryAttempt, DeliveryState, Recipient
 from models.requests import LifecycleRequest, RequestState
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def refuse_identifiers(values: Any, what: str) -> None:
 def create_delivery(
     s: Session,
     *,
-    recipient: ThirdParty,
+    recipient: Recipient,
     kind: str,
     request_id: int | None,
     member_id: int,
@@ -133,7 +133,7 @@ def webhook_payload(d: Delivery) -> dict[str, Any]:
 # -- one attempt ---------------------------------------------------------------------------------
 
 
-def _claim(delivery_id: int, now: datetime, lease: timedelta) -> tuple[Delivery, ThirdParty] | str:
+def _claim(delivery_id: int, now: datetime, lease: timedelta) -> tuple[Delivery, Recipient] | str:
     """Claim the delivery for one attempt (or say why not). Commits the in_flight record."""
     with db.session("primary") as s:
         res = cast(
@@ -159,7 +159,7 @@ def _claim(delivery_id: int, now: datetime, lease: timedelta) -> tuple[Delivery,
         d = s.get(Delivery, delivery_id)
         assert d is not None
         s.refresh(d)
-        r = s.get(ThirdParty, d.recipient_id)
+        r = s.get(Recipient, d.recipient_id)
         assert r is not None
         if r.disabled_at is not None:
             _finish(s, d, DeliveryState.DISABLED, "recipient disabled")
@@ -188,7 +188,7 @@ def _finish(s: Session, d: Delivery, state: DeliveryState, last_status: str) -> 
         d.payload = None
 
 
-def _send(d: Delivery, r: ThirdParty) -> tuple[str, int | None, str | None, str | None]:
+def _send(d: Delivery, r: Recipient) -> tuple[str, int | None, str | None, str | None]:
     """(outcome, status code, error class, safe reason) where outcome is
     delivered|gone|retry|rejected; the reason is for the log (``connection refused
     127.0.0.1:25``), never values."""
@@ -307,7 +307,7 @@ def _pg(s: Session) -> bool:
 
 
 def _disable_recipient(s: Session, recipient_id: int, reason: str) -> None:
-    r = s.get(ThirdParty, recipient_id)
+    r = s.get(Recipient, recipient_id)
     if r is not None and r.disabled_at is None:
         r.disabled_at = utcnow()
         r.disabled_reason = reason
@@ -386,7 +386,7 @@ def write_ledger(delivery_id: int) -> bool:
         d = s.get(Delivery, delivery_id)
         if d is None or d.ledger_written or d.state == DeliveryState.PENDING.value:
             return False
-        r = s.get(ThirdParty, d.recipient_id)
+        r = s.get(Recipient, d.recipient_id)
         mt = member_table(s.get_bind())  # type: ignore[arg-type]
         categories = sorted({mt.categories.get(f, "profile") for f in d.fields})
         info = {
@@ -480,7 +480,7 @@ def replay(delivery_id: int) -> int:
             if _tries(s, [delivery_id]):
                 raise UserError(f"delivery {delivery_id} is already queued for a new attempt")
             raise UserError(f"delivery {delivery_id} has not been attempted yet")
-        r = s.get(ThirdParty, d.recipient_id)
+        r = s.get(Recipient, d.recipient_id)
         if r is not None and r.disabled_at is not None:
             raise UserError(
                 f"recipient {r.name!r} is disabled ({r.disabled_reason or 'by an operator'}); "
@@ -511,8 +511,8 @@ def failing_deliveries(s: Session) -> list[dict[str, Any]]:
     Ids, names, counts and times only: no member ids, no values.
     """
     rows = s.execute(
-        select(Delivery, ThirdParty.name)
-        .join(ThirdParty, ThirdParty.id == Delivery.recipient_id)
+        select(Delivery, Recipient.name)
+        .join(Recipient, Recipient.id == Delivery.recipient_id)
         .where(
             (Delivery.state.in_([DeliveryState.FAILED.value, DeliveryState.DISABLED.value]))
             | ((Delivery.state == DeliveryState.PENDING.value) & (Delivery.attempts > 0))
@@ -556,8 +556,8 @@ def list_deliveries(failing_only: bool = False, limit: int = 200) -> list[dict[s
         if failing_only:
             return failing_deliveries(s)[:limit]
         rows = s.execute(
-            select(Delivery, ThirdParty.name)
-            .join(ThirdParty, ThirdParty.id == Delivery.recipient_id)
+            select(Delivery, Recipient.name)
+            .join(Recipient, Recipient.id == Delivery.recipient_id)
             .order_by(Delivery.id.desc())
             .limit(limit)
         ).all()
