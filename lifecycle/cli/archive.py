@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lifecycle.cli.app import app
+from lifecycle.cli.members import HELP, member_id_from
 
 archive_app = typer.Typer(help="The separate archive of retained records.", no_args_is_help=True)
 app.add_typer(archive_app, name="archive")
@@ -15,7 +16,7 @@ app.add_typer(archive_app, name="archive")
 
 @archive_app.command("retrieve")
 def retrieve(
-    member_id: Annotated[int, typer.Argument(metavar="MEMBER_ID", help="The member's id.")],
+    member: Annotated[str, typer.Argument(metavar="MEMBER_ID", help=HELP)],
     basis: Annotated[
         str, typer.Option("--basis", help="Why the law allows producing it (required).")
     ] = "",
@@ -37,6 +38,7 @@ def retrieve(
     check_basis(basis)
     if out is None:
         raise UserError("--out FILE is required")
+    member_id = member_id_from(member)
     who = current(operator)
     with db.session("archive") as a:
         got = retrieve_member(a, member_id, basis=basis, operator=who, out=out)

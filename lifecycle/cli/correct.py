@@ -44,27 +44,14 @@ def correct_cmd(
 ) -> None:
     """Correct a member's data. Every field and value is checked first; on any error nothing is
     created or changed. Third parties that received a changed field are told its new value."""
+    from lifecycle.cli.members import member_id_from
     from lifecycle.cli.operator import current, record
-    from lifecycle.cli.withdraw import parse_member_id
-    from lifecycle.core.errors import UserError
-    from lifecycle.datamap.loader import current_datamap
     from lifecycle.rights.common import make_requester
     from lifecycle.rights.correction import parse_assignments, submit_correction
 
     values = parse_assignments(assignments or [])
     who = make_requester(requester, requester_name, requester_contact, verified_by)
-    if current_datamap().subject.login_column:
-        from lifecycle.core.db import check_reachable
-        from lifecycle.engine.context import get_context
-        from lifecycle.rights.withdrawal import resolve_member
-
-        check_reachable("primary")
-        mid = resolve_member(get_context(), member_id)
-    else:
-        try:
-            mid = parse_member_id(member_id)
-        except UserError:
-            raise UserError("member_id must be a positive integer (the member's id)") from None
+    mid = member_id_from(member_id)
     request_id = submit_correction(mid, values, who, actor=current())
     record("change", "correct (request)", member_id=mid, request_id=request_id,
            details={"fields": sorted(values)})  # fmt: skip

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.cli.withdraw import parse_member_id
+from lifecycle.cli.members import HELP, member_id_from
 
 if TYPE_CHECKING:  # the commands import what they use when run: `lifecycle --help` stays fast
     from sqlalchemy.orm import Session
@@ -32,7 +32,7 @@ app.add_typer(requests_app, name="requests")
 
 _F = TypeVar("_F", bound=Callable[..., int])
 
-MemberArg = Annotated[str, typer.Argument(metavar="MEMBER_ID", help="The member's id.")]
+MemberArg = Annotated[str, typer.Argument(metavar="MEMBER_ID", help=HELP)]
 RequesterOpt = Annotated[
     str, typer.Option("--requester", help="Who asks: member, guardian (법정대리인), delegate.")
 ]
@@ -106,8 +106,8 @@ def _right(
             **options: Any,
         ) -> None:
             # Every right's shape: check the input, then submit, then maybe wait.
-            mid = parse_member_id(member_id)
             who = _requester(requester, requester_name, requester_contact, verified_by)
+            mid = member_id_from(member_id)
             _prepare()
             _done(what, fn(mid, who, **options), mid, wait, timeout)
 

@@ -5,14 +5,7 @@ from __future__ import annotations
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.core.errors import UserError
-
-
-def parse_member_id(raw: str) -> int:
-    text = raw.strip()
-    if not text.isdigit() or int(text) <= 0 or len(text) > 18:
-        raise UserError("MEMBER_ID must be a positive integer (the member's id)")
-    return int(text)
+from lifecycle.cli.members import HELP, member_id_from
 
 
 @app.command("withdraw")
@@ -20,7 +13,7 @@ def withdraw(
     member_id: str = typer.Argument(
         ...,
         metavar="MEMBER_ID",
-        help="The member's id: the site's own (e.g. lee_mh7) when the map names a login_column.",
+        help=HELP,
     ),
     wait: bool = typer.Option(False, "--wait", help="Block until done, with progress."),
     timeout: float = typer.Option(3600, help="With --wait: give up after this many seconds."),
@@ -31,21 +24,17 @@ def withdraw(
 ) -> None:
     """Withdraw a member (회원탈퇴): mark withdrawn and request the lifecycle to carry it out."""
     from lifecycle.core.db import check_reachable
-    from lifecycle.datamap.loader import current_datamap
     from lifecycle.engine.context import get_context
     from lifecycle.requests.client import dispatch_now
     from lifecycle.rights.common import check_requester_now, make_requester, record_requester
-    from lifecycle.rights.withdrawal import resolve_member, submit_withdrawal
+    from lifecycle.rights.withdrawal import submit_withdrawal
 
     who = make_requester(requester, requester_name, requester_contact, verified_by)
-    # Bad input is refused before any server is asked, unless the map has login ids.
-    mid = None if current_datamap().subject.login_column else parse_member_id(member_id)
+    mid = member_id_from(member_id)
     check_reachable("primary")
     from lifecycle.cli.operator import current, record
 
     ctx = get_context()
-    if mid is None:
-        mid = resolve_member(ctx, member_id)
     if who.kind != "member":
         check_requester_now(mid, who)
     request_id = submit_withdrawal(ctx, mid, actor=current())

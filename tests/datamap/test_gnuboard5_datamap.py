@@ -688,6 +688,41 @@ def test_withdraw_takes_the_sites_own_member_id(site: Site) -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown member" in bad.stderr
 
 
+def test_every_command_that_takes_a_member_takes_the_sites_own_member_id(
+    site: Site, tmp_path: Path
+) -> None:
+    site.innodb()
+    # One member per command: a member has one open request of a kind at a time.
+    submitted = [
+        ("park_js", ("access", "park_js", "--out", str(tmp_path / "park.zip")), "access"),
+        ("choi_dw", ("suspend", "choi_dw", "--reason", "분쟁 중"), "suspension"),
+    ]
+    for login, argv, kind in submitted:
+        mb_no = site.sql(f"SELECT mb_no FROM g5_member WHERE mb_id = '{login}'")[0][0]
+        r = site.env.run(*argv)
+        assert r.returncode == 0, (argv, r.stderr)
+        assert f"for member {mb_no} submitted" in r.stdout, (argv, r.stdout)
+        got = site.sql(f"SELECT kind FROM lifecycle_requests WHERE member_id = {mb_no}")
+        assert got == [(kind,)], (argv, got)
+    # erase found kim_yr: what refuses it is the field's own rule (Gnuboard's columns are NOT
+    # NULL, so they go only with a withdrawal), not the member id.
+    r = site.env.run("erase", "kim_yr", "--fields", "mb_homepage")
+    assert r.returncode == 2 and "field mb_homepage is required while the account exists" in (
+        r.stderr
+    ), r.stderr
+    # archive retrieve takes it too (nothing archived for park_js yet: said, not refused).
+    basis = "수사기관 요청 (형사소송법 제215조)"
+    r = site.env.run("archive", "retrieve", "park_js", "--basis", basis,
+                     "--out", str(tmp_path / "park.json"))  # fmt: skip
+    assert "must be a positive integer" not in r.stderr and "unknown member" not in r.stderr
+    for argv in (("access", "no_such_id", "--out", str(tmp_path / "x.zip")),
+                 ("archive", "retrieve", "no_such_id", "--basis", basis,
+                  "--out", str(tmp_path / "x.json"))):  # fmt: skip
+        bad = site.env.run(*argv)
+        assert bad.returncode == 2 and "unknown member" in bad.stderr, (argv, bad.stderr)
+        assert bad.stderr.count("\n") == 1, bad.stderr
+
+
 def test_a_held_leaver_is_counted_by_the_sites_own_marker(site: Site) -> None:
     # The g5 map marks leavers by mb_leave_date and has no status column: the held-member count
     # (sweep --dry-run, the sweep's result) indexed the absent status column and raised.
