@@ -113,6 +113,7 @@ def check_cmd(
         raise typer.Exit(2)
     where = "checked against the primary database" if not offline else "not compared with a DB"
     uncovered = _quick_discover(dm, eng) if eng is not None else 0
+    misfits = _linkage(shown, eng) if eng is not None else 0
     if unlawful and eng is not None:
         # The map fits, but live rows are held against the law: never summed up as OK.
         typer.echo(
@@ -127,6 +128,20 @@ def check_cmd(
     if strict and uncovered:
         typer.echo(f"strict: {uncovered} column(s) hold personal data the map does not cover")
         raise typer.Exit(1)
+    if strict and misfits:
+        typer.echo(f"strict: {misfits} table column(s) link rows to the wrong member")
+        raise typer.Exit(1)
+
+
+def _linkage(dm: Any, eng: Any) -> int:
+    """Warn (stderr) about rows linked to one member that hold another's identity (counts and
+    columns only); returns how many table columns have some."""
+    from lifecycle.datamap import linkage
+
+    found = linkage.check(dm, eng, dm.reflect(eng))
+    for m in found:
+        typer.echo(f"warning: linkage: {m.line()}", err=True)
+    return len(found)
 
 
 # The quick pass of `datamap check`: a few rows per table, a few seconds in all.

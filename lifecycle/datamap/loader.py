@@ -146,6 +146,8 @@ class _TableSpec(_Spec):
     retain_from: str | None = None
     tax_evidence: bool = False
     optional: bool = False
+    # Columns holding the row's own member's identity (an order's email): kind -> column.
+    identities: dict[str, str] = Field(default_factory=dict)
 
 
 class _MapSpec(_Spec):
@@ -666,6 +668,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 "key",
             )
         _check_anchors(ts, name, columns, rules, err, s.table)
+        identities = _identities(ts, name, owner, subject, err, base)
         if name == s.table and subject.keep_row and not columns:
             raise err("subject table kept blank on withdrawal lists no personal columns", *base)
         tables[name] = TableMap(
@@ -684,6 +687,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             file_templates=tuple(templates),
             optional=ts.optional,
             tax_evidence=ts.tax_evidence,
+            identities=identities,
         )
     for cat in spec.retention:
         if cat in custom and cat not in used:
@@ -691,6 +695,37 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
     flags = identifiers.parse(spec.unique_identifiers, {c for c in used}, err)
     return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks, site_root,
                    business=business, operator=operator, identifiers=flags)  # fmt: skip
+
+
+def _identities(
+    ts: _TableSpec,
+    name: str,
+    owner: dict[str, str],
+    subject: Subject,
+    err: Any,
+    base: tuple[Any, ...],
+) -> tuple[tuple[str, str], ...]:
+    """``identities: {email: od_email, mobile: od_hp}``: columns that hold the identity of the
+    row's own member, checked against the member table's contact columns (linkage)."""
+    contact = {"email": subject.email_column, "mobile": subject.mobile_column}
+    out: list[tuple[str, str]] = []
+    for kind, col in ts.identities.items():
+        where = (*base, "identities", kind)
+        if kind not in contact:
+            raise err(f"table {name!r}: unknown identity {kind!r} (known: email, mobile)", *where)
+        if contact[kind] is None:
+            raise err(
+                f"table {name!r}: identities.{kind} needs subject.contact.{kind} (the member "
+                "table's column to compare it with)",
+                *where,
+            )
+        if col not in owner:
+            raise err(
+                f"table {name!r}: identity column {col!r} must also be listed under a category",
+                *where,
+            )
+        out.append((kind, col))
+    return tuple(out)
 
 
 def _check_anchors(

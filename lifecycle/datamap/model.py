@@ -337,6 +337,9 @@ class TableMap:
     # Its rows are tax evidence: every retained category is kept at least as long as the
     # ``tax`` rule keeps a record of that date (payments that a tax return relies on).
     tax_evidence: bool = False
+    # (kind, column): columns holding the identity of the row's own member (an order's email),
+    # which the linkage check compares with the member the row is linked to.
+    identities: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.keys and self.key:

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from lifecycle.channels.templates import FIELD_LABELS
 from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.core.settings import get_settings
+from lifecycle.datamap import linkage
 from lifecycle.datamap.identifiers import flagged_columns
 from lifecycle.engine.context import EngineContext, get_context
 from lifecycle.engine.selection import member_expr
@@ -156,6 +157,20 @@ def collect(
     return out
 
 
+def _other_members_in(
+    ctx: EngineContext, s: Session, member_id: int, tables: dict[str, tuple[list[str], list[Any]]]
+) -> str | None:
+    """Why the package may not go out, if a row it holds names another member in a column the
+    map declares as the row's own member's identity (counts and columns only), else None."""
+    rows = {
+        name: [(member_id, dict(zip(cols, r, strict=True))) for r in body]
+        for name, (cols, body) in tables.items()
+        if ctx.datamap.tables[name].identities
+    }
+    found = linkage.misfits(ctx.datamap, s.connection(), ctx.metadata, rows)
+    return "; ".join(m.line() for m in found) or None
+
+
 def provisions(s: Session, member_id: int) -> list[list[str]]:
     rows = s.execute(
         select(
@@ -268,6 +283,14 @@ def _package(job: Job) -> None:
         except UserError as exc:
             raise PackageNotWritten(f"access request {request_id}: {exc}") from None
     tables = collect(ctx, job.s, job.member_id)
+    wrong = _other_members_in(ctx, job.s, job.member_id, tables)
+    if wrong:
+        refuse(
+            job,
+            "열람 자료에 다른 회원의 정보가 섞여 있어 제공을 보류합니다; 개인정보 보호책임자가 "
+            f"확인합니다 ({wrong})",
+        )
+        return
     given = provisions(job.s, job.member_id)
     files = {f"{name}.csv": _csv(cols, rows) for name, (cols, rows) in tables.items()}
     files["제3자제공내역.csv"] = _csv(
