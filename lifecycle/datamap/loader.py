@@ -27,6 +27,7 @@ from lifecycle.datamap.anchors import (
     TaxProfile,
     parse_month_day,
 )
+from lifecycle.datamap.identities import RULES as IDENTITY_RULES
 from lifecycle.datamap.model import (
     DataMap,
     DataMapError,
@@ -852,4 +853,10 @@ def describe(dm: DataMap) -> Iterable[str]:
             yield (
                 f"{t.name}: {cat} -> {r.period} from {t.anchor_of(cat)}{also} [{r.basis_ref}] "
                 f"({r.legal_basis})"
+            )
+        for kind, column in t.identities:
+            theirs = dm.subject.email_column if kind == "email" else dm.subject.mobile_column
+            yield (
+                f"{t.name}: identity {kind} in {column}, compared with {dm.subject.table}."
+                f"{theirs} ({IDENTITY_RULES[kind]})"  # type: ignore[index]
             )

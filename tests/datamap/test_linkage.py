@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.linkage import stored_forms
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap
+from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, describe, load_datamap
 from lifecycle.engine.context import clear_context_cache
 from tests.helpers import LifecycleEnv, seed_site, site_engine, wait_error_line
 
@@ -104,3 +104,14 @@ def test_a_row_naming_another_member_is_reported_and_kept_out_of_access(
     # b's own package is not held up by a's misfit row.
     own = env.run("access", str(b), "--out", str(tmp_path / "b.zip"), "--wait", timeout=180)
     assert own.returncode == 0, own.stderr
+
+
+def test_explain_states_the_matching_rules(tmp_path: Path) -> None:
+    lines = list(describe(load_datamap(_map(tmp_path))))
+    assert (
+        "guardians: identity email in email, compared with members.email (spaces trimmed, "
+        "lower-cased)"
+    ) in lines
+    assert any(
+        ln.startswith("guardians: identity mobile in mobile") and "+82" in ln for ln in lines
+    )
