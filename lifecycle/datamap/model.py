@@ -446,7 +446,41 @@ class TableMap:
         rule = self._map.rule(category)
         if rule.anchor:
             return rule.anchor
-        return RECORD if self.retain_from else PURPOSE_END
+        return RECORD if self.record_source else PURPOSE_END
+
+    @property
+    def inherits_from(self) -> TableMap | None:
+        """The parent whose record date this table's rows take, or None.
+
+        A table reaching one parent through ``via`` with no date of its own (no
+        ``retain_from``, no explicit ``age``) is part of its parent's record (an order's lines
+        and addresses): its periods count from the parent row's date, and it ends by age with
+        the parent row, in the same move."""
+        via = self.via
+        if self.retain_from or self.age is not None or via is None or via.match is not None:
+            return None
+        parent = self._map.tables.get(via.table)
+        if parent is None or parent.record_source is None:
+            return None
+        return parent
+
+    @property
+    def record_source(self) -> tuple[str, str] | None:
+        """``(table, column)`` holding this table's record date: its own ``retain_from``, or
+        the one it inherits (see :attr:`inherits_from`); None: it has none."""
+        if self.retain_from:
+            return self.name, self.retain_from
+        parent = self.inherits_from
+        return parent.record_source if parent is not None else None
+
+    @property
+    def age_root(self) -> TableMap | None:
+        """The ancestor whose age batches take this inheriting table's rows (None: not
+        inheriting)."""
+        parent = self.inherits_from
+        if parent is None:
+            return None
+        return parent.age_root or parent
 
     def until_of(self, category: str, ended: datetime, record: datetime | None) -> datetime:
         """Until when a row keeps ``category``: ``ended`` is its purpose end, ``record`` its
@@ -470,7 +504,7 @@ class TableMap:
     def record_anchored(self) -> list[str]:
         """Retained categories whose period runs from the row's own date (or its tax deadline):
         they end the row by age, whether or not its member is still with the site."""
-        if not self.retain_from:
+        if not self.record_source:
             return []
         return [
             c
@@ -484,6 +518,8 @@ class TableMap:
         category counts from it); None: rows end only with their member."""
         if self.age is not None:
             return self.age[0]
+        if self.inherits_from is not None:
+            return None  # its rows go with their parent's (see inherits_from)
         return self.retain_from if self.record_anchored else None
 
     @property
