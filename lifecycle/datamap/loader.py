@@ -834,7 +834,11 @@ def describe(dm: DataMap) -> Iterable[str]:
             # Tax evidence is kept to the later of its own rule and the tax rule: say both.
             tax = dm.rule("tax") if t.tax_evidence and not r.period.is_zero else None
             also = f", at least {tax.period} from {TAX_DEADLINE} as tax evidence" if tax else ""
+            src = t.record_source
+            anchor = t.anchor_of(cat)
+            if t.inherits_from is not None and src is not None and anchor != PURPOSE_END:
+                also = f" (inherits {src[0]}.{src[1]}){also}"
             yield (
-                f"{t.name}: {cat} -> {r.period} from {t.anchor_of(cat)}{also} [{r.basis_ref}] "
+                f"{t.name}: {cat} -> {r.period} from {anchor}{also} [{r.basis_ref}] "
                 f"({r.legal_basis})"
             )

@@ -56,6 +56,11 @@ purpose has ended, for an active member as for anyone (the sweep's age phase tak
 then an active member's row stays live: the service still uses it. An explicit
 ``{age: ...}`` purpose end takes precedence over this implicit one.
 
+*A child takes its parent's date.* A table reaching one parent through ``via`` with no date of
+its own (no ``retain_from``, no explicit ``age``) counts its periods from the parent row's
+record date (:attr:`TableMap.inherits_from`) and ends by age with that row: the sweep's age
+batch of the parent takes its children in the same move, and they never keep it waiting.
+
 *Rows holding several categories* (the decision :meth:`TableMap.plan_row` makes): when a row's
 purpose ends, each of its categories is *retained* if its period is non-zero and
 ``anchor + period`` is still in the future. If no category is retained the row is destroyed.
@@ -484,7 +489,8 @@ class TableMap:
 
     def until_of(self, category: str, ended: datetime, record: datetime | None) -> datetime:
         """Until when a row keeps ``category``: ``ended`` is its purpose end, ``record`` its
-        ``retain_from`` value (NULL: the purpose end stands in for it)."""
+        record date (its ``retain_from`` value, or its parent's for a table inheriting it;
+        NULL: the purpose end stands in for it)."""
         rule = self._map.rule(category)
         ended = as_utc(ended)
         date_ = as_utc(record) if record is not None else ended
