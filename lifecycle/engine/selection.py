@@ -824,11 +824,17 @@ def age_selections(
     last_id: Any = None,
     *,
     check_holds: bool = True,
+    conn: Connection | None = None,
 ) -> list[Selection]:
     """:func:`age_selection` and the selections of the rows that end with it: the rows of
     every table inheriting ``tm``'s record date (an order's lines and addresses), through
     every level. ``move`` deletes children first, so each child's statement still finds the
-    parent rows it hangs off."""
+    parent rows it hangs off.
+
+    ``conn`` (the batch's transaction) on MySQL/MariaDB: the parents' keys are read once
+    through it, before any row is deleted, and named as a list, for the reason
+    :class:`KeyLists` gives (an ``IN (SELECT ...)`` in a DELETE scans the whole child table)."""
+    listed = conn is not None and dbkind.is_mysql(conn)
     top = age_selection(ctx, tm, now, first_id, last_id, check_holds=check_holds)
     out = [top]
     todo = [top]
@@ -842,9 +848,16 @@ def age_selections(
             via = child.via
             ct = ctx.table(child.name)
             parents = select(pt.c[via.parent_key]).where(psel.where)
+            col = ct.c[via.column]
+            if listed:
+                assert conn is not None
+                keys = sorted({v for (v,) in conn.execute(parents.distinct()) if v is not None})
+                where = col.in_(_listed(col, keys))
+            else:
+                where = col.in_(parents)
             sel = Selection(
                 child,
-                ct.c[via.column].in_(parents),
+                where,
                 _child_ended(tm, child),
                 extra=_age_of(ctx, tm, child, ct),
             )
@@ -893,7 +906,7 @@ def inherited_expr(ctx: EngineContext, tm: TableMap, t: Any, column: str | None 
     return select(inner).where(pt.c[tm.via.parent_key] == t.c[tm.via.column]).scalar_subquery()
 
 
-def _unreferenced(ctx: EngineContext, tm: TableMap, t: Table) -> list[Any]:
+def _unreferenced(ctx: EngineContext, tm: TableMap, t: Any) -> list[Any]:
     """No row of another mapped table points at this row (a real foreign key, or a ``via``):
     a payment its still-kept tax invoice references cannot be deleted before the invoice.
     Rows of a table inheriting this one's date do not count: they go with it
@@ -911,9 +924,17 @@ def _unreferenced(ctx: EngineContext, tm: TableMap, t: Table) -> list[Any]:
         )
     for other in dm.tables.values():
         via = other.via
-        if via is None or other.name == tm.name or _inherits(other) == tm.name:
+        if via is None or other.name == tm.name:
             continue
         if tm.name not in ([tn for _v, tn in via.tables] if via.match else [via.table]):
+            continue
+        if _inherits(other) == tm.name:
+            # It goes with this row, but a row of its own another table references (with a
+            # date of its own) keeps it, and so this row, in place.
+            ct = ctx.table(other.name).alias()
+            held = _unreferenced(ctx, other, ct)
+            if held:
+                conds.append(~exists().where(ct.c[via.column] == t.c[via.parent_key], ~and_(*held)))
             continue
         ct = ctx.table(other.name).alias()
         cond = ct.c[via.column] == t.c[via.parent_key]

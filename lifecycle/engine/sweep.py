@@ -255,7 +255,7 @@ def process_age(
         return MoveResult()
     check = holds.any_active(conn, ctx.local_date(now))
     # The rows of tables inheriting this one's date go with it, children first.
-    sels = age_selections(ctx, tm, now, first, last, check_holds=check)
+    sels = age_selections(ctx, tm, now, first, last, check_holds=check, conn=conn)
     return move(ctx, conn, sels, scope, now=now)
 
 

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    insert,
+    text,
+)
 
 from lifecycle.core.settings import reset_settings_cache
 from lifecycle.datamap.anchors import TAX_TZ
@@ -295,3 +305,52 @@ def test_a_date_less_child_keeps_its_parents_date_at_withdrawal(
     # Individual business: 2023's 종합소득세 due 31 May 2024, kept 5 years on.
     assert _archived(archive, "payments", 71) == [("payment", date(2029, 5, 31))]
     assert _archived(archive, "tax_invoices", 71) == [("tax", date(2029, 5, 31))]
+
+
+def test_a_dated_grandchild_keeps_the_parent_of_its_date_less_parent(
+    site: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A note with a date of its own on an old payment's invoice keeps the invoice, and so
+    the payment, in place; the other old payment goes with its invoice."""
+    primary = site.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    eng = site_engine(primary)
+    notes = Table(
+        "invoice_notes",
+        MetaData(),
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("invoice_id", BigInteger, nullable=False),
+        Column("noted_at", DateTime(timezone=True), nullable=False),
+        Column("body", String(100)),
+    )
+    notes.create(eng)
+    old = NOW - timedelta(days=365 * 7)
+    with eng.begin() as c:
+        _member(c, 8)
+        for pid in (81, 82):
+            _payment(c, pid, 8, old)
+            _invoice(c, pid, pid, 8, old)
+        c.execute(insert(notes).values(id=1, invoice_id=81, noted_at=NOW, body="메모"))
+    _use_inheriting_map(site, monkeypatch)
+    path = Path(site.vars["LIFECYCLE_DATA_MAP"])
+    path.write_text(
+        path.read_text("utf-8").replace(
+            "\n  complaints:\n",
+            "\n  invoice_notes:\n    via: {table: tax_invoices, column: invoice_id, "
+            "parent_key: id}\n    purpose_end: [withdrawal]\n    retain_from: noted_at\n"
+            "    columns:\n      payment: [body, noted_at]\n\n  complaints:\n",
+        ),
+        "utf-8",
+    )
+    clear_context_cache()
+    assert {
+        (ln.phase, ln.table, ln.category, ln.action): ln.rows for ln in sweep_preview(get_context())
+    } == {
+        ("age", "payments", "payment", "destroy"): 1,
+        ("age", "tax_invoices", "tax", "destroy"): 1,
+    }
+    run_sweep(get_context())
+    with eng.connect() as c:
+        assert [r[0] for r in c.execute(text("SELECT id FROM payments"))] == [81]
+        assert [r[0] for r in c.execute(text("SELECT id FROM tax_invoices"))] == [81]
+        assert c.execute(text("SELECT count(*) FROM invoice_notes")).scalar_one() == 1
+    eng.dispose()
