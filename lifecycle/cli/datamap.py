@@ -89,6 +89,10 @@ def check_cmd(
         if t.age is None and t.expires_by_age:
             # Periods counted from the record's own date end active members' rows too.
             ends += f", age({t.age_column}: its periods over)"
+        record = t.record_source
+        if t.inherits_from is not None and record is not None:
+            # No date of its own: it takes its parent row's, and goes when that row does.
+            ends += f", age(inherits {record[0]}.{record[1]})"
         typer.echo(f"{t.name}  [purpose end: {ends}]")
         for cat in t.categories:
             r = t.retention_for(cat)
@@ -307,7 +311,11 @@ def _census(dm: Any, eng: Any, category: str) -> list[Any]:
 
 def _anchor_text(t, cat: str) -> str:  # type: ignore[no-untyped-def]
     anchor = t.anchor_of(cat)
-    col = f" ({t.name}.{t.retain_from})" if anchor != "purpose_end" and t.retain_from else ""
+    src = t.record_source
+    col = ""
+    if anchor != "purpose_end" and src is not None:
+        how = "inherited, " if t.inherits_from is not None else ""
+        col = f" ({how}{src[0]}.{src[1]})"
     extra = "; also the tax rule's, as tax evidence" if t.tax_evidence else ""
     return f"{anchor}{col}{extra}"
 

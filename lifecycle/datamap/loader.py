@@ -668,7 +668,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 *base,
                 "key",
             )
-        _check_anchors(ts, name, columns, rules, err, s.table)
+        _check_anchors(ts, name, columns, rules, err, s.table, _dated(spec.tables, name))
         identities = _identities(ts, name, owner, subject, err, base)
         if name == s.table and subject.keep_row and not columns:
             raise err("subject table kept blank on withdrawal lists no personal columns", *base)
@@ -736,18 +736,21 @@ def _check_anchors(
     rules: dict[str, Rule],
     err: Any,
     subject_table: str,
+    dated: bool,
 ) -> None:
-    """What each retained category of a table counts from must exist and suit its law."""
+    """What each retained category of a table counts from must exist and suit its law.
+    ``dated``: the table has a record date, its own or its parent's (:func:`_dated`)."""
     base = ("tables", name)
     for cat in columns:
         rule = rules[cat]
         if rule.period.is_zero:
             continue
-        anchor = rule.anchor or (RECORD if ts.retain_from else PURPOSE_END)
-        if anchor != PURPOSE_END and not ts.retain_from:
+        anchor = rule.anchor or (RECORD if dated else PURPOSE_END)
+        if anchor != PURPOSE_END and not dated:
             raise err(
                 f"table {name!r}: category {cat!r} counts from {anchor}, which needs the "
-                "record's date: give the table retain_from: COLUMN",
+                "record's date: give the table retain_from: COLUMN (or hang it off a dated "
+                "parent through via:)",
                 *base, "columns", cat,
             )  # fmt: skip
         why = anchor_problem(cat, tuple(BY_ID[i] for i in rule.statutes), anchor)
@@ -780,6 +783,23 @@ def _check_anchors(
                 *base,
                 "tax_evidence",
             )
+
+
+def _dated(specs: dict[str, _TableSpec], name: str) -> bool:
+    """The table has a record date: its own ``retain_from``, or, reaching one parent through
+    ``via`` with no date of its own (no ``retain_from``, no explicit ``age``), its parent's
+    (:attr:`TableMap.inherits_from` says the same of the built map)."""
+    seen: set[str] = set()
+    while name in specs and name not in seen:
+        seen.add(name)
+        ts = specs[name]
+        if ts.retain_from:
+            return True
+        explicit_age = any(isinstance(pe, dict) and "age" in pe for pe in ts.purpose_end)
+        if ts.via is None or ts.via.match or explicit_age:
+            return False
+        name = ts.via.table
+    return False
 
 
 def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
@@ -850,8 +870,12 @@ def describe(dm: DataMap) -> Iterable[str]:
             # Tax evidence is kept to the later of its own rule and the tax rule: say both.
             tax = dm.rule("tax") if t.tax_evidence and not r.period.is_zero else None
             also = f", at least {tax.period} from {TAX_DEADLINE} as tax evidence" if tax else ""
+            src = t.record_source
+            anchor = t.anchor_of(cat)
+            if t.inherits_from is not None and src is not None and anchor != PURPOSE_END:
+                also = f" (inherits {src[0]}.{src[1]}){also}"
             yield (
-                f"{t.name}: {cat} -> {r.period} from {t.anchor_of(cat)}{also} [{r.basis_ref}] "
+                f"{t.name}: {cat} -> {r.period} from {anchor}{also} [{r.basis_ref}] "
                 f"({r.legal_basis})"
             )
         for kind, column in t.identities:

@@ -56,6 +56,11 @@ purpose has ended, for an active member as for anyone (the sweep's age phase tak
 then an active member's row stays live: the service still uses it. An explicit
 ``{age: ...}`` purpose end takes precedence over this implicit one.
 
+*A child takes its parent's date.* A table reaching one parent through ``via`` with no date of
+its own (no ``retain_from``, no explicit ``age``) counts its periods from the parent row's
+record date (:attr:`TableMap.inherits_from`) and ends by age with that row: the sweep's age
+batch of the parent takes its children in the same move, and they never keep it waiting.
+
 *Rows holding several categories* (the decision :meth:`TableMap.plan_row` makes): when a row's
 purpose ends, each of its categories is *retained* if its period is non-zero and
 ``anchor + period`` is still in the future. If no category is retained the row is destroyed.
@@ -449,11 +454,46 @@ class TableMap:
         rule = self._map.rule(category)
         if rule.anchor:
             return rule.anchor
-        return RECORD if self.retain_from else PURPOSE_END
+        return RECORD if self.record_source else PURPOSE_END
+
+    @property
+    def inherits_from(self) -> TableMap | None:
+        """The parent whose record date this table's rows take, or None.
+
+        A table reaching one parent through ``via`` with no date of its own (no
+        ``retain_from``, no explicit ``age``) is part of its parent's record (an order's lines
+        and addresses): its periods count from the parent row's date, and it ends by age with
+        the parent row, in the same move."""
+        via = self.via
+        if self.retain_from or self.age is not None or via is None or via.match is not None:
+            return None
+        parent = self._map.tables.get(via.table)
+        if parent is None or parent.record_source is None:
+            return None
+        return parent
+
+    @property
+    def record_source(self) -> tuple[str, str] | None:
+        """``(table, column)`` holding this table's record date: its own ``retain_from``, or
+        the one it inherits (see :attr:`inherits_from`); None: it has none."""
+        if self.retain_from:
+            return self.name, self.retain_from
+        parent = self.inherits_from
+        return parent.record_source if parent is not None else None
+
+    @property
+    def age_root(self) -> TableMap | None:
+        """The ancestor whose age batches take this inheriting table's rows (None: not
+        inheriting)."""
+        parent = self.inherits_from
+        if parent is None:
+            return None
+        return parent.age_root or parent
 
     def until_of(self, category: str, ended: datetime, record: datetime | None) -> datetime:
         """Until when a row keeps ``category``: ``ended`` is its purpose end, ``record`` its
-        ``retain_from`` value (NULL: the purpose end stands in for it)."""
+        record date (its ``retain_from`` value, or its parent's for a table inheriting it;
+        NULL: the purpose end stands in for it)."""
         rule = self._map.rule(category)
         ended = as_utc(ended)
         date_ = as_utc(record) if record is not None else ended
@@ -473,7 +513,7 @@ class TableMap:
     def record_anchored(self) -> list[str]:
         """Retained categories whose period runs from the row's own date (or its tax deadline):
         they end the row by age, whether or not its member is still with the site."""
-        if not self.retain_from:
+        if not self.record_source:
             return []
         return [
             c
@@ -487,6 +527,8 @@ class TableMap:
         category counts from it); None: rows end only with their member."""
         if self.age is not None:
             return self.age[0]
+        if self.inherits_from is not None:
+            return None  # its rows go with their parent's (see inherits_from)
         return self.retain_from if self.record_anchored else None
 
     @property

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
-    age_selection,
+    age_selections,
     dormant_subjects_query,
     guarded_categories,
     iter_planned,
@@ -84,13 +84,14 @@ def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[Previ
             for tm in ctx.ordered_tables:
                 if not tm.expires_by_age:
                     continue
-                sel = age_selection(ctx, tm, now)
-                for chunk in iter_planned(ctx, conn, sel, now):
-                    for row in chunk:
-                        # The withdrawal phase runs first and takes these rows.
-                        if row.subject is not None and row.subject in seen_subjects:
-                            continue
-                        _tally(tallies, "age", tm.name, row)
+                # With the rows of tables inheriting its date, which go in the same move.
+                for sel in age_selections(ctx, tm, now):
+                    for chunk in iter_planned(ctx, conn, sel, now):
+                        for row in chunk:
+                            # The withdrawal phase runs first and takes these rows.
+                            if row.subject is not None and row.subject in seen_subjects:
+                                continue
+                            _tally(tallies, "age", sel.table.name, row)
         finally:
             conn.rollback()
             cconn.rollback()

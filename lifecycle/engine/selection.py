@@ -64,6 +64,9 @@ class Selection:
     blank_columns: tuple[str, ...] = ()
     # The batch's login ids and member ids, read once (MySQL/MariaDB): see KeyLists.
     keys: KeyLists | None = None
+    # More values read with each row, for ``ended_at``: it is given the row's columns, then
+    # the inherited record date (a table inheriting its parent's), then these.
+    extra: tuple[Any, ...] = ()
 
 
 class Part(NamedTuple):
@@ -167,11 +170,14 @@ class RowPlanner:
         ended: datetime,
         now: datetime,
         consent: dict[str, Any] | None = None,
+        record: Any = None,
     ) -> tuple[tuple[Part, ...], tuple[str, ...]]:
+        """``record``: the record date a table inheriting its parent's takes (see
+        :attr:`TableMap.inherits_from`)."""
         if not self.kept:
             return (), self.zero
         ended = as_utc(ended)
-        rec = row[self.rf] if self.rf is not None else None
+        rec = row[self.rf] if self.rf is not None else record
         rec = as_utc(rec) if rec is not None else ended
         parts: list[Part] = []
         destroyed = list(self.zero)
@@ -295,7 +301,12 @@ def iter_planned(
         consent_expr(ctx, tm, t, col, who, by_login).label(f"__lc_consent{i}")
         for i, col in enumerate(planner.consent_cols)
     ]
-    wanted = (*(t.c[c] for c in cols), who.label(SUBJECT_LABEL), *consents)
+    # The record date a date-less child takes from its parent row, read with the row.
+    inherited = (
+        [inherited_expr(ctx, tm, t).label("__lc_record")] if tm.inherits_from is not None else []
+    )
+    after = [*inherited, *(e.label(f"__lc_extra{i}") for i, e in enumerate(sel.extra))]
+    wanted = (*(t.c[c] for c in cols), who.label(SUBJECT_LABEL), *consents, *after)
     # Several login-id links (a memo), taken on MySQL/MariaDB: the links themselves, mapped to
     # member ids below. The CASE of subqueries would read the other members' rows inside the
     # DELETE, with shared locks (see KeyLists.shared_gone).
@@ -342,6 +353,7 @@ def iter_planned(
             else None
         )
         ccols = planner.consent_cols
+        ex = n + 1 + len(ccols)  # where the inherited date and the selection's extras start
         by_link = [
             (n + i, member_ids(ctx, conn, lk.member_key, {v[n + i] for v in chunk}, sel.keys))
             for i, lk in enumerate(links)
@@ -352,9 +364,15 @@ def iter_planned(
                 subject = next((m for m in found if m is not None), None)
             else:
                 subject = values[n] if ids is None else ids.get(values[n])
-            consent = dict(zip(ccols, values[n + 1 :], strict=True)) if ccols else None
-            values = values[:n]
-            parts, destroyed = plan(values, ended_at(values, subject), now, consent)
+            consent = dict(zip(ccols, values[n + 1 : ex], strict=True)) if ccols else None
+            if after:
+                rec = values[ex] if inherited else None
+                ended = ended_at((*values[:n], *values[ex:]), subject)
+                values = values[:n]
+                parts, destroyed = plan(values, ended, now, consent, rec)
+            else:
+                values = values[:n]
+                parts, destroyed = plan(values, ended_at(values, subject), now, consent)
             pk = values[key] if keys is None else pk_text(tuple(values[i] for i in keys))
             out.append(PlannedRow(pk, subject, parts, destroyed, values))
         yield out
@@ -798,13 +816,107 @@ def age_selection(
     return Selection(tm, where, _ended)
 
 
-def _unreferenced(ctx: EngineContext, tm: TableMap, t: Table) -> list[Any]:
+def age_selections(
+    ctx: EngineContext,
+    tm: TableMap,
+    now: datetime,
+    first_id: Any = None,
+    last_id: Any = None,
+    *,
+    check_holds: bool = True,
+    conn: Connection | None = None,
+) -> list[Selection]:
+    """:func:`age_selection` and the selections of the rows that end with it: the rows of
+    every table inheriting ``tm``'s record date (an order's lines and addresses), through
+    every level. ``move`` deletes children first, so each child's statement still finds the
+    parent rows it hangs off.
+
+    ``conn`` (the batch's transaction) on MySQL/MariaDB: the parents' keys are read once
+    through it, before any row is deleted, and named as a list, for the reason
+    :class:`KeyLists` gives (an ``IN (SELECT ...)`` in a DELETE scans the whole child table)."""
+    listed = conn is not None and dbkind.is_mysql(conn)
+    top = age_selection(ctx, tm, now, first_id, last_id, check_holds=check_holds)
+    out = [top]
+    todo = [top]
+    while todo:
+        psel = todo.pop()
+        ptm = psel.table
+        pt = ctx.table(ptm.name)
+        for child in ctx.ordered_tables:
+            if child.via is None or _inherits(child) != ptm.name:
+                continue
+            via = child.via
+            ct = ctx.table(child.name)
+            parents = select(pt.c[via.parent_key]).where(psel.where)
+            col = ct.c[via.column]
+            if listed:
+                assert conn is not None
+                keys = sorted({v for (v,) in conn.execute(parents.distinct()) if v is not None})
+                where = col.in_(_listed(col, keys))
+            else:
+                where = col.in_(parents)
+            sel = Selection(
+                child,
+                where,
+                _child_ended(tm, child),
+                extra=_age_of(ctx, tm, child, ct),
+            )
+            out.append(sel)
+            todo.append(sel)
+    return out
+
+
+def _inherits(tm: TableMap) -> str | None:
+    parent = tm.inherits_from
+    return parent.name if parent is not None else None
+
+
+def _age_of(ctx: EngineContext, root: TableMap, child: TableMap, ct: Table) -> tuple[Any, ...]:
+    """The root row's age value, read with an inheriting row, when it is not the record date
+    the row inherits already."""
+    if root.age_column == root.retain_from:
+        return ()
+    assert root.age_column is not None
+    return (inherited_expr(ctx, child, ct, root.age_column),)
+
+
+def _child_ended(root: TableMap, child: TableMap) -> Callable[[tuple[Any, ...], Any], datetime]:
+    """An inheriting row's purpose end in an age move: its root row's."""
+    at = len(selected_columns(child)) + (0 if root.age_column == root.retain_from else 1)
+
+    def _ended(values: tuple[Any, ...], _subject: Any) -> datetime:
+        return root.age_ended_at(values[at])
+
+    return _ended
+
+
+def inherited_expr(ctx: EngineContext, tm: TableMap, t: Any, column: str | None = None) -> Any:
+    """The record date (or ``column`` of the ancestor holding it) a row of ``tm``, a table
+    inheriting its parent's date, takes: a scalar subquery per hop up to that ancestor."""
+    parent = tm.inherits_from
+    assert parent is not None and tm.via is not None
+    if column is None:
+        src = tm.record_source
+        assert src is not None
+        column = src[1]
+    pt = ctx.table(parent.name).alias()
+    inner = (
+        pt.c[column] if parent.inherits_from is None else inherited_expr(ctx, parent, pt, column)
+    )
+    return select(inner).where(pt.c[tm.via.parent_key] == t.c[tm.via.column]).scalar_subquery()
+
+
+def _unreferenced(ctx: EngineContext, tm: TableMap, t: Any) -> list[Any]:
     """No row of another mapped table points at this row (a real foreign key, or a ``via``):
-    a payment its still-kept tax invoice references cannot be deleted before the invoice."""
+    a payment its still-kept tax invoice references cannot be deleted before the invoice.
+    Rows of a table inheriting this one's date do not count: they go with it
+    (:func:`age_selections`)."""
     dm = ctx.datamap
     conds = []
     for child, ccols, parent, pcols in dm.foreign_keys:
         if parent != tm.name or child == tm.name or child not in dm.tables:
+            continue
+        if _inherits(dm.tables[child]) == tm.name:
             continue
         ct = ctx.table(child).alias()
         conds.append(
@@ -815,6 +927,14 @@ def _unreferenced(ctx: EngineContext, tm: TableMap, t: Table) -> list[Any]:
         if via is None or other.name == tm.name:
             continue
         if tm.name not in ([tn for _v, tn in via.tables] if via.match else [via.table]):
+            continue
+        if _inherits(other) == tm.name:
+            # It goes with this row, but a row of its own another table references (with a
+            # date of its own) keeps it, and so this row, in place.
+            ct = ctx.table(other.name).alias()
+            held = _unreferenced(ctx, other, ct)
+            if held:
+                conds.append(~exists().where(ct.c[via.column] == t.c[via.parent_key], ~and_(*held)))
             continue
         ct = ctx.table(other.name).alias()
         cond = ct.c[via.column] == t.c[via.parent_key]

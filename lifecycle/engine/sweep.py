@@ -36,6 +36,7 @@ from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
 from lifecycle.engine.preview import held_summary
 from lifecycle.engine.selection import (
     age_selection,
+    age_selections,
     dormant_subjects_query,
     subject_selections,
     withdrawn_subjects_query,
@@ -253,8 +254,9 @@ def process_age(
     if not tm.expires_by_age:
         return MoveResult()
     check = holds.any_active(conn, ctx.local_date(now))
-    sel = age_selection(ctx, tm, now, first, last, check_holds=check)
-    return move(ctx, conn, [sel], scope, now=now)
+    # The rows of tables inheriting this one's date go with it, children first.
+    sels = age_selections(ctx, tm, now, first, last, check_holds=check, conn=conn)
+    return move(ctx, conn, sels, scope, now=now)
 
 
 def _claim(ctx: EngineContext, conn: Connection, key: BatchKey) -> dict[str, Any] | None:

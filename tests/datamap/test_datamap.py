@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
 
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap, parse_datamap
+from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, describe, load_datamap, parse_datamap
 from lifecycle.datamap.model import DataMap, DataMapError
 from lifecycle.datamap.periods import Period
 from models import demo_site
@@ -545,6 +545,59 @@ def test_cli_check_ok_and_bad(embedded_env, tmp_path: Path) -> None:  # type: ig
         assert len(lines) == 1, res.stderr
         assert f"bad.yaml:{line_of(DEMO, 'period: 6mo')}:" in lines[0]
         assert "unbounded" in lines[0]
+
+
+INHERITING = (
+    "  tax_invoices:\n    subject_column: member_id\n    purpose_end: [withdrawal]\n"
+    "    retain_from: issued_at\n",
+    "  tax_invoices:\n    via: {table: payments, column: payment_id, parent_key: id}\n"
+    "    purpose_end: [withdrawal]\n",
+)
+
+
+def test_a_date_less_child_inherits_its_parents_record_date() -> None:
+    dm = parse_datamap(edit(*INHERITING), "site.yaml")
+    inv, pay = dm.table("tax_invoices"), dm.table("payments")
+    assert inv.inherits_from is pay and inv.record_source == ("payments", "paid_at")
+    # It goes with its payment, never by age batches of its own.
+    assert not inv.expires_by_age and inv.age_root is pay
+    assert inv.record_anchored == ["tax"]
+    paid = datetime(2023, 3, 10, 1, tzinfo=UTC)
+    later = datetime(2026, 11, 27, tzinfo=UTC)
+    assert inv.until_of("tax", later, paid) == pay.until_of("payment", later, paid)
+    assert any(
+        ln.startswith(
+            "tax_invoices: tax -> 5y from tax_filing_deadline (inherits payments.paid_at)"
+        )
+        for ln in describe(dm)
+    )
+    # A child with a date of its own keeps it; one under an undated parent has none to take.
+    assert dm.table("complaints").inherits_from is None
+    bad = edit(
+        "  complaints:\n    subject_column: member_id\n",
+        "  complaints:\n    via: {table: guardians, column: member_id, parent_key: member_id}\n",
+        edit("    retain_from: resolved_at\n", ""),
+    )
+    err = refused(bad)
+    assert "needs the record's date" in err.message
+
+
+def test_cli_shows_an_inherited_date(embedded_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "inherit.yaml"
+    path.write_text(edit(*INHERITING), encoding="utf-8")
+    check = embedded_env.run("datamap", "check", "--offline", "--file", str(path))
+    assert check.returncode == 0, check.stderr
+    assert re.search(
+        r"^tax_invoices  \[purpose end: withdrawal, age\(inherits payments\.paid_at\)\]$",
+        check.stdout,
+        re.M,
+    ), check.stdout
+    assert "from tax_filing_deadline (inherited, payments.paid_at)" in check.stdout
+    explain = embedded_env.run("datamap", "explain", "--file", str(path))
+    assert explain.returncode == 0, explain.stderr
+    assert "tax_invoices: tax -> 5y from tax_filing_deadline (inherits payments.paid_at)" in (
+        explain.stdout
+    )
 
 
 # -- hostile YAML ------------------------------------------------------------------------------

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    insert,
+    text,
+)
 
 from lifecycle.core.settings import reset_settings_cache
 from lifecycle.datamap.anchors import TAX_TZ
@@ -21,7 +31,7 @@ from lifecycle.engine.preview import sweep_preview
 from lifecycle.engine.sweep import run_sweep
 from lifecycle.ops.demo_seed import create_schema
 from models import demo_site as T
-from tests.helpers import LifecycleEnv, site_engine
+from tests.helpers import LifecycleEnv, accounting, site_engine
 from tests.helpers import sql_rows as _q
 
 NOW = datetime.now(UTC)
@@ -197,4 +207,150 @@ def test_a_row_freed_during_the_run_waits_for_the_next_one(site: LifecycleEnv) -
     with eng.connect() as c:
         assert c.execute(text("SELECT count(*) FROM payments")).scalar_one() == 0
     assert forecast() == {}
+    eng.dispose()
+
+
+def _use_inheriting_map(env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo map with tax invoices as a date-less child of their payment (``via``, no
+    ``retain_from``): they take the payment's date."""
+    shipped = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
+    block = (
+        "  tax_invoices:\n    subject_column: member_id\n    purpose_end: [withdrawal]\n"
+        "    retain_from: issued_at\n"
+    )
+    assert shipped.count(block) == 1 and shipped.count("non_personal: [payment_id]") == 1
+    path = env.var_dir / "map-inherit.yaml"
+    path.write_text(
+        shipped.replace(
+            block,
+            "  tax_invoices:\n    via: {table: payments, column: payment_id, parent_key: id}\n"
+            "    purpose_end: [withdrawal]\n",
+        ).replace("non_personal: [payment_id]", "non_personal: [payment_id, member_id]"),
+        "utf-8",
+    )
+    env.vars["LIFECYCLE_DATA_MAP"] = str(path)
+    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
+    reset_settings_cache()
+    clear_context_cache()
+
+
+def _invoice(c, iid: int, pid: int, mid: int, at: datetime) -> None:  # type: ignore[no-untyped-def]
+    c.execute(insert(T.tax_invoices).values(id=iid, payment_id=pid, member_id=mid, issued_at=at,
+                                            supply_amount=45455, vat=4545))  # fmt: skip
+
+
+def test_a_date_less_child_ends_by_age_with_its_parent(
+    site: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An active member's 7-year-old payment and its invoice (no date of its own) go in the
+    age phase together, as the dry run lists; a 2-year-old payment and its invoice stay."""
+    primary = site.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    archive = site.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
+    eng = site_engine(primary)
+    old, recent = NOW - timedelta(days=365 * 7), NOW - timedelta(days=365 * 2)
+    with eng.begin() as c:
+        _member(c, 6)
+        _payment(c, 61, 6, old)
+        _payment(c, 62, 6, recent)
+        # The invoices' own issue days are ignored: the map gives them no date.
+        _invoice(c, 61, 61, 6, recent)
+        _invoice(c, 62, 62, 6, old)
+    _use_inheriting_map(site, monkeypatch)
+
+    def forecast() -> dict[tuple[str, str, str, str], int]:
+        return {
+            (ln.phase, ln.table, ln.category, ln.action): ln.rows
+            for ln in sweep_preview(get_context())
+        }
+
+    assert forecast() == {
+        ("age", "payments", "payment", "destroy"): 1,
+        ("age", "tax_invoices", "tax", "destroy"): 1,
+    }
+    dry = site.run("sweep", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert any(re.match(r"^age\s+tax_invoices\s+tax\s+destroy\s+1\b", ln)
+               for ln in dry.stdout.splitlines()), dry.stdout  # fmt: skip
+    out = run_sweep(get_context())
+    assert out["batches"] == out["batches_done"]
+    with eng.connect() as c:
+        assert [r[0] for r in c.execute(text("SELECT id FROM payments"))] == [62]
+        assert [r[0] for r in c.execute(text("SELECT id FROM tax_invoices"))] == [62]
+    eng.dispose()
+    acc = accounting(primary, archive)
+    assert acc.ledger_ok, acc.ledger_message
+    assert acc.ledger_destroy[("tax_invoices", "tax")] == 1
+    assert acc.ledger_destroy[("payments", "payment")] == 1
+    assert forecast() == {}
+
+
+def test_a_date_less_child_keeps_its_parents_date_at_withdrawal(
+    site: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A withdrawn member's invoice of a March 2023 payment is archived until the payment's
+    own retain_until (its tax deadline, 5 years on), not 5 years from the withdrawal's."""
+    primary = site.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    archive = site.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
+    paid = datetime(2023, 3, 10, 10, tzinfo=TAX_TZ).astimezone(UTC)
+    eng = site_engine(primary)
+    with eng.begin() as c:
+        _member(c, 7, withdrawn=True)
+        _payment(c, 71, 7, paid)
+        _invoice(c, 71, 71, 7, NOW - timedelta(days=20))
+    _use_inheriting_map(site, monkeypatch)
+    run_sweep(get_context())
+    with eng.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM tax_invoices")).scalar_one() == 0
+    eng.dispose()
+    # Individual business: 2023's 종합소득세 due 31 May 2024, kept 5 years on.
+    assert _archived(archive, "payments", 71) == [("payment", date(2029, 5, 31))]
+    assert _archived(archive, "tax_invoices", 71) == [("tax", date(2029, 5, 31))]
+
+
+def test_a_dated_grandchild_keeps_the_parent_of_its_date_less_parent(
+    site: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A note with a date of its own on an old payment's invoice keeps the invoice, and so
+    the payment, in place; the other old payment goes with its invoice."""
+    primary = site.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    eng = site_engine(primary)
+    notes = Table(
+        "invoice_notes",
+        MetaData(),
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("invoice_id", BigInteger, nullable=False),
+        Column("noted_at", DateTime(timezone=True), nullable=False),
+        Column("body", String(100)),
+    )
+    notes.create(eng)
+    old = NOW - timedelta(days=365 * 7)
+    with eng.begin() as c:
+        _member(c, 8)
+        for pid in (81, 82):
+            _payment(c, pid, 8, old)
+            _invoice(c, pid, pid, 8, old)
+        c.execute(insert(notes).values(id=1, invoice_id=81, noted_at=NOW, body="메모"))
+    _use_inheriting_map(site, monkeypatch)
+    path = Path(site.vars["LIFECYCLE_DATA_MAP"])
+    path.write_text(
+        path.read_text("utf-8").replace(
+            "\n  complaints:\n",
+            "\n  invoice_notes:\n    via: {table: tax_invoices, column: invoice_id, "
+            "parent_key: id}\n    purpose_end: [withdrawal]\n    retain_from: noted_at\n"
+            "    columns:\n      payment: [body, noted_at]\n\n  complaints:\n",
+        ),
+        "utf-8",
+    )
+    clear_context_cache()
+    assert {
+        (ln.phase, ln.table, ln.category, ln.action): ln.rows for ln in sweep_preview(get_context())
+    } == {
+        ("age", "payments", "payment", "destroy"): 1,
+        ("age", "tax_invoices", "tax", "destroy"): 1,
+    }
+    run_sweep(get_context())
+    with eng.connect() as c:
+        assert [r[0] for r in c.execute(text("SELECT id FROM payments"))] == [81]
+        assert [r[0] for r in c.execute(text("SELECT id FROM tax_invoices"))] == [81]
+        assert c.execute(text("SELECT count(*) FROM invoice_notes")).scalar_one() == 1
     eng.dispose()
