@@ -78,7 +78,7 @@ BAD_CORRECTIONS = [
     (["1"], "nothing to correct"),
     (["1", "--set", "mobile"], "--set expects FIELD=VALUE"),
     (["1", "--set", "mobile=1", "--set", "mobile=2"], "field mobile is given twice"),
-    (["abc", "--set", "mobile=1"], "member_id"),
+    (["abc", "--set", "mobile=1"], "MEMBER_ID must be a positive integer"),
 ]
 
 

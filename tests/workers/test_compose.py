@@ -325,6 +325,15 @@ def test_beat_healthcheck_follows_the_scheduler_loop(
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     argv = SERVICES["beat"]["entrypoint"]
     assert argv[0] == "celery"
+    test = SERVICES["beat"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+
+    def check(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+
+    # Before beat starts: no tick yet, unhealthy. (Asked once beat runs, a slow check could
+    # find beat's first tick already written.)
+    assert check(test[1:]).returncode != 0
     log = (tmp_path / "beat.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", *argv],
@@ -334,14 +343,7 @@ def test_beat_healthcheck_follows_the_scheduler_loop(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    test = SERVICES["beat"]["healthcheck"]["test"]
-    assert test[0] == "CMD"
-
-    def check(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
-
     try:
-        assert check(test[1:]).returncode != 0  # no tick yet
         wait_until(heartbeat.exists, timeout=60, what="beat's first tick")
         first = heartbeat.stat().st_mtime
         wait_until(lambda: heartbeat.stat().st_mtime > first, timeout=30, what="a later tick")
