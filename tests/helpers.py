@@ -838,6 +838,19 @@ MYSQL_ADMIN = os.environ.get(
 )
 
 
+def mysql_site_connect(url: str) -> Any:
+    """A raw PyMySQL connection to the site database ``url`` names, in the permissive SQL mode
+    a PHP site runs with (``sql_mode = ''``: zero dates, implicit defaults)."""
+    u = make_url(url)
+    conn = pymysql.connect(
+        host=u.host, port=u.port or 3306, user=u.username, password=u.password or "",
+        database=u.database, charset="utf8mb4", autocommit=True,
+    )  # fmt: skip
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+    return conn
+
+
 def mysql_connect(db: str | None = None, *, multi_statements: bool = False) -> Any:
     u = make_url(MYSQL_ADMIN)
     return pymysql.connect(

@@ -43,6 +43,7 @@ from tests.helpers import (
     LifecycleEnv,
     accounting,
     apply_env,
+    mysql_site_connect,
     site_engine,
     write_master_key,
 )
@@ -63,7 +64,7 @@ class Site:
     tables: list[str]
 
     def sql(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        conn = _connect(self.primary)
+        conn = mysql_site_connect(self.primary)
         try:
             with conn.cursor() as cur:
                 cur.execute(statement, params)
@@ -79,19 +80,6 @@ class Site:
         self.sql(g5.create_statement(spec, "InnoDB"))
         self.tables.append(spec.name)
         return spec.name
-
-
-def _connect(url: str) -> Any:
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    conn = pymysql.connect(
-        host=u.host, port=u.port or 3306, user=u.username, password=u.password or "",
-        database=u.database, charset="utf8mb4", autocommit=True,
-    )  # fmt: skip
-    with conn.cursor() as cur:
-        cur.execute("SET SESSION sql_mode = ''")
-    return conn
 
 
 def write_map(path: Path, root: Path | str, *edits: tuple[str, str], source: Path = MAP) -> Path:
@@ -154,7 +142,7 @@ def site(
 def snapshot(site: Site) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
     """Every row of every g5 table, by its whole content."""
     out: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
-    conn = _connect(site.primary)
+    conn = mysql_site_connect(site.primary)
     try:
         with conn.cursor(pymysql.cursors.DictCursor) as cur:
             cur.execute("SHOW TABLES LIKE 'g5\\_%'")

@@ -11,20 +11,26 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from lifecycle.datamap.file_values import implausible_path
 from lifecycle.datamap.model import FileTemplate
 from lifecycle.engine.context import clear_context_cache
-from tests.helpers import LifecycleEnv, seed_site, wait_error_line, wait_until
+from tests.helpers import (
+    LifecycleEnv,
+    seed_site,
+    site_engine,
+    sql_rows,
+    wait_error_line,
+    wait_until,
+)
 
 
-def _rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
-    eng = create_engine(url)
+def _write(url: str, sql: str, **params: object) -> None:
+    eng = site_engine(url)
     try:
         with eng.begin() as c:
-            res = c.execute(text(sql), params)
-            return [tuple(r) for r in res] if res.returns_rows else []
+            c.execute(text(sql), params)
     finally:
         eng.dispose()
 
@@ -38,20 +44,20 @@ def test_a_file_another_member_still_names_is_kept_and_the_ledger_says_why(
     archive = env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
     seed_site(primary, 20, files=True, file_root=env.file_root)
     clear_context_cache()
-    owners = _rows(
+    owners = sql_rows(
         primary,
         "SELECT m.id FROM members m WHERE m.status = 'active' AND (SELECT count(*) FROM "
         "uploaded_files f WHERE f.member_id = m.id) >= 2 ORDER BY m.id",
     )
     leaver = int(owners[0][0])  # type: ignore[call-overload]
-    other = int(_rows(primary, "SELECT min(id) FROM members WHERE status = 'active' AND id <> "
+    other = int(sql_rows(primary, "SELECT min(id) FROM members WHERE status = 'active' AND id <> "
                                ":a", a=leaver)[0][0])  # type: ignore[call-overload]  # fmt: skip
-    paths = [str(p) for (p,) in _rows(
+    paths = [str(p) for (p,) in sql_rows(
         primary, "SELECT path FROM uploaded_files WHERE member_id = :m ORDER BY id", m=leaver
     )]  # fmt: skip
     shared, own = paths[0], paths[1:]
     # The other member's row names the leaver's first upload (a copied attachment).
-    _rows(
+    _write(
         primary,
         "INSERT INTO uploaded_files (member_id, path, original_name, kind, uploaded_at) "
         "SELECT :o, path, original_name, kind, uploaded_at FROM uploaded_files "
@@ -67,11 +73,13 @@ def test_a_file_another_member_still_names_is_kept_and_the_ledger_says_why(
         lambda: not any(Path(p).exists() for p in own), 60, "the leaver's own files shredded"
     )
     assert Path(shared).exists(), "a file another member's row names was shredded"
-    assert _rows(primary, "SELECT count(*) FROM uploaded_files WHERE path = :p", p=shared) == [(1,)]
-    assert _rows(primary, "SELECT member_id FROM uploaded_files WHERE path = :p", p=shared) == [
+    assert sql_rows(primary, "SELECT count(*) FROM uploaded_files WHERE path = :p", p=shared) == [
+        (1,)
+    ]
+    assert sql_rows(primary, "SELECT member_id FROM uploaded_files WHERE path = :p", p=shared) == [
         (other,)
     ]
-    entries = _rows(
+    entries = sql_rows(
         archive,
         "SELECT rows, details, request_id FROM ledger_entries WHERE action = 'file_keep'",
     )
@@ -120,9 +128,9 @@ def test_a_file_value_that_is_not_a_path_is_refused_and_nothing_is_deleted(
     primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
     seed_site(primary, 10, files=True, file_root=env.file_root)
     clear_context_cache()
-    mid = int(_rows(primary, "SELECT min(member_id) FROM uploaded_files")[0][0])  # type: ignore[call-overload]
-    _rows(primary, "UPDATE uploaded_files SET path = :v WHERE member_id = :m", v=SERIALIZED, m=mid)
-    before = _rows(primary, "SELECT count(*) FROM uploaded_files WHERE member_id = :m", m=mid)
+    mid = int(sql_rows(primary, "SELECT min(member_id) FROM uploaded_files")[0][0])  # type: ignore[call-overload]
+    _write(primary, "UPDATE uploaded_files SET path = :v WHERE member_id = :m", v=SERIALIZED, m=mid)
+    before = sql_rows(primary, "SELECT count(*) FROM uploaded_files WHERE member_id = :m", m=mid)
 
     check = env.run("datamap", "check")
     assert check.returncode == 2, check.stdout + check.stderr
@@ -134,10 +142,10 @@ def test_a_file_value_that_is_not_a_path_is_refused_and_nothing_is_deleted(
     assert r.returncode != 0, r.stdout
     line = wait_error_line(r)
     assert "not a file path (a serialized PHP value)" in line and "scan_0001" not in line
-    assert _rows(primary, "SELECT count(*) FROM members WHERE id = :m", m=mid) == [(1,)]
-    after = _rows(primary, "SELECT count(*) FROM uploaded_files WHERE member_id = :m", m=mid)
+    assert sql_rows(primary, "SELECT count(*) FROM members WHERE id = :m", m=mid) == [(1,)]
+    after = sql_rows(primary, "SELECT count(*) FROM uploaded_files WHERE member_id = :m", m=mid)
     assert after == before
-    assert _rows(primary, "SELECT count(*) FROM lifecycle_shred_items") == [(0,)]
+    assert sql_rows(primary, "SELECT count(*) FROM lifecycle_shred_items") == [(0,)]
 
 
 @pytest.mark.parametrize(

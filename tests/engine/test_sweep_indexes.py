@@ -28,26 +28,20 @@ from lifecycle.engine import sweep
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.mover import Scope
 from tests.fixtures import gnuboard5 as g5
-from tests.helpers import REPO, Databases, LifecycleEnv, apply_env, write_master_key
+from tests.helpers import (
+    REPO,
+    Databases,
+    LifecycleEnv,
+    apply_env,
+    mysql_site_connect,
+    write_master_key,
+)
 
 pytestmark = pytest.mark.integration
 
 MAP = REPO / "lifecycle" / "datamap" / "maps" / "gnuboard5.yaml"
 STAYING = 3000  # members who stay, with their rows: enough that an index beats a scan
 HANDFUL = 50  # a table this small may be scanned: reading it is cheaper than any index
-
-
-def _connect(url: str) -> Any:
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    conn = pymysql.connect(
-        host=u.host, port=u.port or 3306, user=u.username, password=u.password or "",
-        database=u.database, charset="utf8mb4", autocommit=True,
-    )  # fmt: skip
-    with conn.cursor() as cur:
-        cur.execute("SET SESSION sql_mode = ''")
-    return conn
 
 
 def _fill(cur: Any, n: int) -> None:
@@ -128,7 +122,7 @@ def site(
     tables = g5.build(mysql_primary)
     g5.seed(mysql_primary, root)
     g5.convert_to_innodb(mysql_primary, tables)
-    conn = _connect(mysql_primary)
+    conn = mysql_site_connect(mysql_primary)
     with conn.cursor() as cur:
         _fill(cur, STAYING)
         cur.execute("ANALYZE TABLE " + ", ".join(f"`{t}`" for t in tables))
@@ -259,7 +253,7 @@ def test_a_batch_does_not_wait_on_the_rows_of_members_it_shares_memos_with(
     batch holding that member's row (FOR UPDATE until it commits) used to make this batch wait,
     or deadlock with it when each held a member of the other's memos."""
     url, _map = site
-    held = _connect(url)
+    held = mysql_site_connect(url)
     with held.cursor() as cur:
         cur.execute("SELECT mb_no FROM g5_member WHERE mb_id = 'jung_hs'")
         (leaver,) = cur.fetchone()
@@ -295,7 +289,7 @@ def test_a_batch_does_not_wait_on_the_rows_of_members_it_shares_memos_with(
         held.rollback()
         held.close()
     # The partners are still members: each memo stays, with the leaver's side cleared.
-    conn2 = _connect(url)
+    conn2 = mysql_site_connect(url)
     with conn2.cursor() as cur:
         marks = ", ".join(["%s"] * len(memos))
         cur.execute(
