@@ -412,8 +412,7 @@ def build_report(
     if broker is not None and app is not None:
 
         def read_workers() -> dict[str, Any]:
-            var_dir = getattr(settings, "var_dir", None)
-            known = Path(var_dir) / "known-workers.json" if var_dir else None
+            known = Path(settings.var_dir) / "known-workers.json"
             names = workers_online(app, worker_timeout, known, now)
             return {"online": len(names), "names": names}
 
