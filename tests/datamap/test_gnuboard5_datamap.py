@@ -176,20 +176,27 @@ def test_datamap_check_proves_what_the_engine_relies_on(site: Site, tmp_path: Pa
     ok = site.env.run("datamap", "check")
     assert ok.returncode == 0, ok.stderr
     assert "pattern g5_write_* -> g5_write_free, g5_write_qna" in ok.stdout
-    # Every personal value the seed wrote is in a mapped column; the only uncovered one is the
-    # admin's IP on a mail-out, in a table the map ignores on purpose.
+    # Every personal value the seed wrote is in a mapped column but for the admin's IP on a
+    # mail-out (ignored on purpose) and what the map language cannot describe yet: the voters'
+    # IP list of a poll and the requester's IP of each unique id (no date to end it by). The
+    # map ignores those tables, and discover says so: never silently.
     found = site.env.run("datamap", "discover", "--json")
     assert found.returncode == 0, found.stderr
     doc = json.loads(found.stdout)
     assert doc["complete"], doc
-    assert [(f["table"], f["column"]) for f in doc["findings"] if not f["covered"]] == [
-        ("g5_mail", "ma_ip")
-    ]
+    assert sorted((f["table"], f["column"]) for f in doc["findings"] if not f["covered"]) == [
+        ("g5_mail", "ma_ip"), ("g5_poll", "po_ips"), ("g5_uniqid", "uq_ip")
+    ]  # fmt: skip
+    strict = site.env.run("datamap", "discover", "--strict")
+    assert strict.returncode == 1 and "g5_poll.po_ips" in strict.stdout, strict.stdout
     cov = {(f["table"], f["column"]): f["category"] for f in doc["findings"]}
     assert cov[("g5_member", "mb_email")] == "contact"
     assert cov[("g5_member_auto_login", "al_ip")] == "sessions"
     assert cov[("g5_shop_inicis_pay", "ip_ip")] == "payment"
     assert cov[("g5_login", "lo_ip")] == "service_usage"
+    assert cov[("g5_popular", "pp_ip")] == "access_log"
+    assert cov[("g5_shop_personalpay", "pp_email")] == "payment"
+    assert cov[("g5_shop_item_stocksms", "ss_hp")] == "restock_alerts"
     # Link columns without an index: advice with the statement to run, not a finding.
     assert (
         "warning: table g5_write_free has no index on (mb_id): every sweep batch reads the "
@@ -370,6 +377,8 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
                 posts_by[(t.removeprefix("g5_write_"), r["wr_id"])] = r["mb_id"]
     attempts_by = {r["ip_oid"]: r["mb_id"] for r in before["g5_shop_inicis_pay"].values()}
     cutoff = date.today() - timedelta(days=92)
+    year_ago = datetime.now() - timedelta(days=366)
+    orders_by = {r["od_id"]: r["mb_id"] for r in before["g5_shop_order"].values()}
     untouched = 0
     for table, rows in before.items():
         for key, r in rows.items():
@@ -380,6 +389,16 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
             if table == "g5_shop_inicis_pay_event" and attempts_by[r["ip_oid"]] in LEAVERS:
                 continue
             if table == "g5_visit" and r["vi_date"] < cutoff:
+                continue
+            if table == "g5_popular" and r["pp_date"] < cutoff:
+                assert key not in after[table]  # a search log: 3 months, as the visit log
+                continue
+            if table == "g5_shop_item_stocksms" and r["ss_datetime"] < year_ago:
+                assert key not in after[table]  # a restock request a year old
+                continue
+            if table == "g5_shop_inicis_log" and orders_by[r["oid"]] in LEAVERS:
+                continue
+            if table == "g5_shop_personalpay" and orders_by[r["od_id"]] in LEAVERS:
                 continue
             if table in ("g5_shop_order", "g5_shop_cart") and r["od_id"] == expired:
                 assert key not in after[table], table  # past its periods: gone by age
@@ -436,6 +455,11 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     assert acc.archived[("g5_shop_inicis_pay", "payment")] == 1
     assert acc.archived[("g5_shop_inicis_pay_event", "payment")] == 1
     assert acc.ledger_destroy[("g5_member_auto_login", "sessions")] == 3
+    # The leaver's phone payment callback and personal payment are payment records of the order.
+    assert acc.archived[("g5_shop_inicis_log", "payment")] == 1
+    assert acc.archived[("g5_shop_personalpay", "payment")] == 1
+    assert acc.ledger_destroy[("g5_popular", "access_log")] == 2
+    assert acc.ledger_destroy[("g5_shop_item_stocksms", "restock_alerts")] == 1
     assert acc.ledger_destroy[("g5_write_notice", "posts")] == 1
     assert acc.ledger_destroy[("g5_board_file", "uploads")] >= 2
     assert acc.ledger_destroy[("g5_visit", "access_log")] == 12
