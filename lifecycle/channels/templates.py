@@ -34,6 +34,20 @@ FIELD_LABELS: dict[str, str] = {
     "marital_status": "결혼 여부",
     "anniversaries": "기념일",
     "rrn": "주민등록번호",
+    # Other tables' columns, named when a breach notice lists the items exposed.
+    "amount": "결제 금액",
+    "method": "결제 수단",
+    "card_last4": "카드번호 끝 4자리",
+    "payer_name": "결제자 성명",
+    "paid_at": "결제 일시",
+    "notes": "상담 내용",
+    "diagnosis": "진단명",
+    "session_at": "상담 일시",
+    "counsellor": "상담사",
+    "counselling_consent_at": "민감정보 처리 동의 일시",
+    "password_hash": "비밀번호(암호화된 값)",
+    "ip": "IP 주소",
+    "accessed_at": "접속 일시",
 }
 
 

@@ -12,6 +12,7 @@ import typer
 
 from lifecycle.cli.app import app
 from lifecycle.core.errors import LifecycleError, UserError, reading
+from lifecycle.core.timeutil import as_utc
 
 incident_app = typer.Typer(
     help="Personal-data breaches (개인정보 유출등, 제34조): who is affected, telling them, the "
@@ -39,7 +40,8 @@ def _when(raw: str, what: str) -> datetime:
         raise UserError(
             f"{what} must be a date-time YYYY-MM-DDTHH:MM[+09:00], not {raw!r}"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=_tz())
+    # UTC from here on: a naive DATETIME on MariaDB holds UTC, and PyMySQL drops the offset.
+    return as_utc(value if value.tzinfo else value.replace(tzinfo=_tz()))
 
 
 def _incident_id(raw: str) -> int:

@@ -382,9 +382,10 @@ def attention(inc: dict[str, Any]) -> list[str]:
         tail = "; ".join(what) or "not closed"
         out.append(f"incident {inc['id']}: 72-hour deadline passed {late} ago ({tail})")
     elif n["unsent"]:
+        no_address = n["no_address"] if inc["notice_id"] else inc["no_contact_at_open"]
         out.append(
             f"incident {inc['id']}: {n['unsent']} of {n['affected']} affected member(s) not "
-            f"notified yet ({n['no_address']} without an address), {_hours(inc['seconds_left'])} "
+            f"notified yet ({no_address} without an address), {_hours(inc['seconds_left'])} "
             "left of 72 h"
         )
     elif inc["report_grounds"] and not inc["reported_at"]:
