@@ -5,6 +5,7 @@ from models import (  # noqa: F401
     archive,
     engine,
     guards,
+    incidents,
     leases,
     notices,
     recipients,

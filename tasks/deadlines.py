@@ -1,7 +1,9 @@
-"""Beat task: every kind's legal deadline (5 days for destruction, 10 for the other rights).
+"""Beat task: every kind's legal deadline (5 days for destruction, 10 for the other rights),
+and the 72-hour clock of open breach incidents (시행령 제39조·제40조).
 
-Overdue requests fail the task (Flower shows it, naming ids per kind); otherwise the result
-is the per-kind count of open and soon-due requests (ids and counts only)."""
+Overdue requests or incidents fail the task (Flower shows it, naming ids); otherwise the result
+is the per-kind count of open and soon-due requests and each open incident's hours left (ids
+and counts only)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import logging
 
 from lifecycle.core import db, dispatch
 from lifecycle.core.errors import LifecycleError
+from lifecycle.incidents import breach
 from lifecycle.requests import deadlines
+from models.base import utcnow
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -25,6 +29,10 @@ def check_deadlines() -> dict[str, object]:
 
     with db.session("primary") as s:
         kinds = deadlines.by_kind(s)
+        incidents = breach.open_summaries(s, utcnow())
+    # Incidents past their 72 hours fail the run too: Flower shows the clock, every hour until
+    # the incident is closed.
+    problems = [line for i in incidents if i["overdue"] for line in breach.attention(i)]
     overdue = {k: v for k, v in kinds.items() if v["overdue"]}
     if overdue:
         total = sum(v["overdue"] for v in overdue.values())
@@ -34,11 +42,20 @@ def check_deadlines() -> dict[str, object]:
             + (f" and {v['overdue'] - len(v['overdue_ids'])} more" if v["overdue"] > 50 else "")
             for k, v in sorted(overdue.items())
         )
-        msg = f"{total} requests past their legal deadline: {parts}"
+        problems.insert(0, f"{total} requests past their legal deadline: {parts}")
+    if problems:
+        msg = "; ".join(problems)
         log.error("OVERDUE: %s", msg)
         raise OverdueRequests(msg)
     return {
         "overdue": 0,
+        "incidents": {
+            str(i["id"]): {
+                "hours_left": round(i["seconds_left"] / 3600, 1),
+                "unsent": i["notices"]["unsent"],
+            }
+            for i in incidents
+        },
         "due": {
             k: {
                 "open": v["open"],

@@ -34,6 +34,20 @@ FIELD_LABELS: dict[str, str] = {
     "marital_status": "결혼 여부",
     "anniversaries": "기념일",
     "rrn": "주민등록번호",
+    # Other tables' columns, named when a breach notice lists the items exposed.
+    "amount": "결제 금액",
+    "method": "결제 수단",
+    "card_last4": "카드번호 끝 4자리",
+    "payer_name": "결제자 성명",
+    "paid_at": "결제 일시",
+    "notes": "상담 내용",
+    "diagnosis": "진단명",
+    "session_at": "상담 일시",
+    "counsellor": "상담사",
+    "counselling_consent_at": "민감정보 처리 동의 일시",
+    "password_hash": "비밀번호(암호화된 값)",
+    "ip": "IP 주소",
+    "accessed_at": "접속 일시",
 }
 
 
@@ -292,3 +306,124 @@ def third_party_deletion(
     ctx = _third_party_context(recipient, member_id, request_id, message_id, completed_date)
     ctx["fields"] = lines
     return Rendered(_DELETION_SUBJECT.safe_substitute(ctx), _DELETION_BODY.safe_substitute(ctx))
+
+
+# -- personal-data breach (개인정보 유출등, 개인정보 보호법 제34조) --------------------------------
+
+# Korean names of the data map's categories, for the items a breach notice lists.
+CATEGORY_LABELS: dict[str, str] = {
+    "profile": "기본 인적사항",
+    "contact": "연락처",
+    "rrn": "주민등록번호",
+    "credentials": "계정 정보",
+    "counselling": "상담기록(민감정보)",
+    "guardian": "법정대리인 정보",
+    "contract": "계약·청약철회 기록",
+    "payment": "대금결제·공급 기록",
+    "tax": "세금계산서 등 세무 증빙",
+    "complaint": "불만·분쟁처리 기록",
+    "advertising": "표시·광고 기록",
+    "access_log": "접속 기록",
+    "service_usage": "서비스 이용 기록",
+    "uploads": "업로드 파일",
+    "hobbies": "취미",
+}
+
+# Where a member can turn for help whatever the site does (법 제34조①4호 피해 구제절차).
+BREACH_HELP = """개인정보 침해로 피해를 입으셨다면 개인정보침해신고센터(privacy.kisa.or.kr,
+국번 없이 118)에 상담·신고를, 개인정보분쟁조정위원회(www.kopico.go.kr, 1833-6972)에
+분쟁조정을 신청하실 수 있습니다."""
+
+_BREACH_SUBJECT = Template("[$site] 개인정보 유출 사실 안내")
+_BREACH_BODY = Template(
+    """회원님, 안녕하세요. $site입니다.
+
+회원님의 개인정보가 유출된 사실을 확인하여 「개인정보 보호법」 제34조제1항에 따라 알려드립니다.
+심려를 끼쳐 드려 깊이 사과드립니다.
+
+■ 유출된 개인정보의 항목
+$items
+
+■ 유출된 시점과 그 경위
+유출 기간: $window
+확인한 시점: $detected
+$how
+
+■ 피해를 최소화하기 위하여 회원님께서 하실 수 있는 방법
+$advice
+
+■ $site의 대응조치 및 피해 구제절차
+$measures
+
+$help
+
+■ 피해 신고·문의를 접수하는 담당부서 및 연락처
+$contact
+
+본 메일은 「개인정보 보호법」에 따른 개별 통지로, 수신 거부와 관계없이 발송됩니다.
+(사고번호 $incident_id)
+"""
+)
+
+
+def breach_notice(context: dict[str, Any]) -> Rendered:
+    """The notice to an affected member: the five items of 법 제34조① (the same text for every
+    member; it names items, never a member's values)."""
+    ctx = {"site": get_settings().organisation(), "help": BREACH_HELP, **context}
+    return Rendered(_BREACH_SUBJECT.safe_substitute(ctx), _BREACH_BODY.safe_substitute(ctx))
+
+
+_BREACH_REPORT = Template(
+    """개인정보 유출등 신고서 (초안)
+=================================
+
+작성: $drafted (사고번호 $incident_id)
+근거: 「개인정보 보호법」 제34조제3항, 같은 법 시행령 제40조
+제출처: 개인정보보호위원회 또는 한국인터넷진흥원(KISA) (개인정보 포털 privacy.go.kr 등)
+이 문서는 작업자가 만든 초안입니다. 제출 전에 개인정보 보호책임자가 내용을 확인하고 보완하십시오.
+
+1. 개인정보처리자
+   $site
+
+2. 유출등이 된 개인정보의 항목
+$items
+
+3. 유출등이 된 시점과 그 경위
+   유출 기간: $window
+   유출 사실을 안 시점: $detected
+   72시간 기한: $deadline
+$how
+
+4. 유출등의 규모
+   영향받은 회원: $affected명 (주 데이터베이스 기록 $rows건)
+   그중 전자우편 주소가 없어 개별 통지할 수 없는 회원: $no_contact명
+   유출 기간 중 또는 이후 탈퇴하여 기록이 분리보관 데이터베이스에 있는 전 회원: $former_in_window명
+   (연락처가 없어 개별 통지 불가: 홈페이지 게시 등 통지를 갈음하는 조치 대상)
+   유출 기간 전에 분리보관되어 주 데이터베이스에 없던 전 회원: $former_before명
+   (분리보관 데이터베이스 자체가 유출등이 된 경우에만 해당)
+$whole
+
+5. 정보주체가 피해를 최소화하기 위하여 할 수 있는 방법
+$advice
+
+6. 개인정보처리자의 대응조치 및 피해 구제절차
+$measures
+
+$help
+
+7. 정보주체에게 피해가 발생한 경우 신고 등을 접수할 수 있는 담당부서 및 연락처
+$contact
+
+8. 정보주체 통지 현황
+$notified
+
+9. 신고 대상 여부 (시행령 제40조제1항)
+$grounds
+"""
+)
+
+
+def breach_report(context: dict[str, Any]) -> str:
+    """The draft report to 개인정보보호위원회/KISA (법 제34조③, 시행령 제40조)."""
+    ctx = {"site": get_settings().organisation(), "help": BREACH_HELP, **context}
+    return _BREACH_REPORT.safe_substitute(ctx)

@@ -28,6 +28,7 @@ def _register() -> None:
         demo,
         hold,
         identifiers,
+        incident,
         keys,
         ledger,
         notice,

@@ -205,6 +205,8 @@ def _render(report: dict[str, Any], tz: str) -> None:
                 t.add_row(str(n["notice_id"]), n["kind"], str(n["in_doubt"]), n["resolve"])
             console.print(t)
 
+    _render_incidents(console, report.get("incidents"), tz)
+
     held = report.get("holds")
     if held is not None:
         if not held["active_total"]:
@@ -247,6 +249,36 @@ def _render(report: dict[str, Any], tz: str) -> None:
     if flower is not None:
         state = "reachable" if flower["reachable"] else "NOT reachable (is `lifecycle up` running?)"
         console.print(f"flower: {state} at {flower['url']}")
+
+
+def _render_incidents(console: Any, incidents: list[dict[str, Any]] | None, tz: str) -> None:
+    """Open breach incidents and their 72-hour clock (시행령 제39조·제40조)."""
+    from rich.table import Table
+
+    if incidents is None:
+        return
+    if not incidents:
+        console.print("breach incidents: 0 open")
+        return
+    t = Table(title=f"Breach incidents open: {len(incidents)}", title_justify="left")
+    for col in ("incident", "detected", "deadline", "clock", "affected", "notified", "unsent",
+                "no address", "report"):  # fmt: skip
+        t.add_column(col)
+    for i in incidents:
+        n = i["notices"]
+        left = int(i["seconds_left"])
+        hours = f"{abs(left) // 3600}h {abs(left) % 3600 // 60:02d}m"
+        clock = f"OVERDUE {hours}" if left < 0 else f"{hours} left of 72h"
+        report = (
+            _when(i["reported_at"], tz)
+            if i["reported_at"]
+            else ("due" if i["report_grounds"] else "-")
+        )
+        t.add_row(
+            str(i["id"]), _when(i["detected_at"], tz), _when(i["deadline_at"], tz), clock,
+            str(n["affected"]), str(n["sent"]), str(n["unsent"]), str(n["no_address"]), report,
+        )  # fmt: skip
+    console.print(t)
 
 
 def _age(seconds: int) -> str:

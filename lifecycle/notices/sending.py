@@ -388,7 +388,7 @@ def send_batch(
         builder = _builder(n, settings.mail_from)
         # A request's own completion notice is the answer to that request: it goes out even
         # though the member is (still) restricted.
-        hold_restricted = n.kind not in REQUEST_NOTICES
+        hold_restricted = n.kind not in REQUEST_NOTICES | LEGAL_DUTY_NOTICES
         n.updated_at = utcnow()
         mt = member_table(s.get_bind())  # type: ignore[arg-type]
     in_range = and_(
@@ -475,6 +475,9 @@ def send_batch(
 REQUEST_NOTICES = frozenset(
     {"withdrawal_completed", "correction_completed", "request_answer", "request_postponed"}
 )
+# Notices the law itself requires whatever else the member asked: a breach notice (법 제34조①)
+# is not held by 처리정지, which gives way to a duty under a statute (법 제37조②1호).
+LEGAL_DUTY_NOTICES = frozenset({"breach"})
 
 
 def _restricted(conn: Connection, member_ids: list[int]) -> set[int]:

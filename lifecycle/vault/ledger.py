@@ -72,6 +72,10 @@ ACTION_LABELS = {
     "file_keep": "다른 기록이 참조하는 파일 보존",
     "ledger_replay": "백업 복원 후 파기 재적용",
     "consent_withdrawal": "동의 철회",
+    "incident_open": "유출등 사고 접수",
+    "incident_notify": "유출등 정보주체 통지",
+    "incident_report": "유출등 신고서 작성",
+    "incident_close": "유출등 사고 종결",
 }
 
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
