@@ -185,6 +185,18 @@ def open_requests_by_state(session: Session) -> dict[str, int]:
     return {state: int(n) for state, n in sorted(rows)}
 
 
+def parked_requests(session: Session) -> list[dict[str, Any]]:
+    """Requests in ``needs_attention`` with their one-line reasons (names and counts only:
+    e.g. a residue check's table.column and counts), oldest first."""
+    rows = session.execute(
+        select(LifecycleRequest.id, LifecycleRequest.kind, LifecycleRequest.error)
+        .where(LifecycleRequest.state == RequestState.NEEDS_ATTENTION.value)
+        .order_by(LifecycleRequest.id)
+        .limit(OVERDUE_LIST_LIMIT)
+    ).all()
+    return [{"id": int(i), "kind": k, "reason": e} for i, k, e in rows]
+
+
 @dataclass(frozen=True)
 class OverdueRequest:
     id: int
@@ -436,7 +448,9 @@ def build_report(
             held = active_holds(s, now)
             unfinished = unfinished_work(s, now)
             failed = recently_failed(s, now)
+            parked = parked_requests(s)
         return {
+            "needs_attention": parked,
             "holds": held,
             "unfinished": unfinished,
             "failed_total": len(failed),
@@ -475,6 +489,7 @@ def build_report(
                 "deadlines",
                 "failed_total",
                 "failed",
+                "needs_attention",
             )
         }
         report["deliveries"] = (
@@ -550,6 +565,8 @@ def needs_attention(report: dict[str, Any]) -> list[str]:
     parked = (req.get("open_by_state") or {}).get(RequestState.NEEDS_ATTENTION.value)
     if parked:
         out.append(f"{parked} request(s) need attention")
+        for p in req.get("needs_attention") or []:
+            out.append(f"request {p['id']} ({p['kind']}) needs attention: {p['reason']}")
     dl = report.get("deliveries") or {}
     if dl.get("failing_total"):
         out.append(f"{dl['failing_total']} third-party deliveries failing or being retried")
