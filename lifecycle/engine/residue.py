@@ -330,6 +330,10 @@ def _timed(
     if left <= 0:
         raise _OutOfTime
     fam = dbkind.family(conn)
+    if fam not in ("postgresql", "mysql"):
+        # SQLite (the embedded default) has no statement timeout: the clock is checked between
+        # statements only.
+        return conn.execute(stmt, params or {}).all()
     sp = conn.begin_nested()
     try:
         if fam == "postgresql":
@@ -351,8 +355,6 @@ def _timed(
                 rows = conn.execute(stmt, params or {}).all()
             finally:
                 conn.execute(text(f"SET SESSION {var} = {float(prev or 0):g}"))
-        else:
-            rows = conn.execute(stmt, params or {}).all()
     except DBAPIError:
         sp.rollback()
         if clock.left() <= 0.05 * clock.budget:
@@ -384,8 +386,8 @@ def scan(
         res.skipped = True
         return res
     timer = _Clock(budget.seconds, clock)
-    insp = inspect(conn)
-    names = sorted(n for n in insp.get_table_names() if not n.startswith(OWN_TABLES))
+    insp = _Schema(conn)
+    names = sorted(n for n in insp.names if not n.startswith(OWN_TABLES))
     fam = dbkind.family(conn)
     whole = ids.whole_forms()
     spellings = sorted({sp for m in ids.mobiles for sp in mobile_spellings(m)})
@@ -431,23 +433,19 @@ def _scan_table(
     whole: list[str],
     emails: list[str],
     spellings: list[str],
-    insp: Any,
+    insp: _Schema,
     left_out: list[str],
 ) -> None:
     if timer.left() <= 0:
         raise _OutOfTime
-    try:
-        cols_info = insp.get_columns(name)
-    except DBAPIError:
-        left_out.append(name)
-        return
+    cols_info = insp.columns.get(name, [])
     excluded = _excluded_columns(dm, name)
     json_cols = {c["name"] for c in cols_info if isinstance(c["type"], sqltypes.JSON)}
     cols = [c["name"] for c in cols_info if _text_column(c["type"]) and c["name"] not in excluded]
     if not cols:
         return
     all_names = [c["name"] for c in cols_info]
-    pk = insp.get_pk_constraint(name).get("constrained_columns") or []
+    pk = insp.pk.get(name, [])
     t = sa_table(name, *(sa_column(c) for c in all_names))
     keep_clause = _kept_rows(dm, name, t, ids, kept)
     # Which columns can hold which identity: the newest rows' patterns, and the map's word.
@@ -498,7 +496,7 @@ def _scan_table(
                 if n:
                     res.found[f"{name}.{c}"] = int(n)
     # Pass 1: the indexed text columns pass 2 did not search, probed with whole values.
-    for c in _indexed(insp, name):
+    for c in insp.indexed.get(name, []):
         if c in conds or c not in cols or not whole:
             continue
         probe = select(func.count()).select_from(t).where(t.c[c].in_(whole))
@@ -510,17 +508,30 @@ def _scan_table(
             res.found[f"{name}.{c}"] = res.found.get(f"{name}.{c}", 0) + int(n)
 
 
-def _indexed(insp: Any, name: str) -> list[str]:
-    """Columns that lead an index, a unique constraint or the primary key: an equality on
-    them is an index lookup."""
-    out: list[str] = []
-    try:
-        firsts = [ix.get("column_names") or [] for ix in insp.get_indexes(name)]
-        firsts += [uc.get("column_names") or [] for uc in insp.get_unique_constraints(name)]
-        firsts.append(insp.get_pk_constraint(name).get("constrained_columns") or [])
-    except (DBAPIError, NotImplementedError):
-        return out
-    for cols in firsts:
-        if cols and cols[0] and cols[0] not in out:
-            out.append(cols[0])
-    return out
+class _Schema:
+    """The primary's tables, columns, primary keys and index-leading columns, read with one
+    query each for all tables (a query per table costs seconds on a schema of hundreds)."""
+
+    def __init__(self, conn: Connection) -> None:
+        insp = inspect(conn)
+        self.names: list[str] = list(insp.get_table_names())
+        self.columns: dict[str, list[Any]] = {
+            k[1]: list(v) for k, v in insp.get_multi_columns().items()
+        }
+        self.pk: dict[str, list[str]] = {
+            k[1]: list(v.get("constrained_columns") or [])
+            for k, v in insp.get_multi_pk_constraint().items()
+        }
+        firsts: dict[str, list[list[str]]] = {n: [self.pk.get(n, [])] for n in self.names}
+        try:
+            for k, ixs in insp.get_multi_indexes().items():
+                firsts.setdefault(k[1], []).extend(
+                    [str(c) for c in ix.get("column_names") or [] if c] for ix in ixs
+                )
+            for k, ucs in insp.get_multi_unique_constraints().items():
+                firsts.setdefault(k[1], []).extend(list(uc.get("column_names") or []) for uc in ucs)
+        except NotImplementedError:
+            pass
+        self.indexed: dict[str, list[str]] = {
+            n: list(dict.fromkeys(cols[0] for cols in lists if cols)) for n, lists in firsts.items()
+        }

@@ -189,6 +189,17 @@ def test_erasure_leaving_the_email_behind_needs_attention(primary_env: Lifecycle
         row = c.execute(text("SELECT status, email, mobile FROM members WHERE id = 1")).one()
     assert tuple(row) == ("active", None, None)
     _assert_no_identity(json.dumps(out), table_dump(eng, "lifecycle_requests"))
+    # Another run changes nothing; the operator's acknowledgement lets it complete.
+    assert erase.run_erasure(rid)["state"] == "needs_attention"
+    from lifecycle.core.db import session
+    from lifecycle.requests.outbox import load_for_update
+    from lifecycle.requests.residue import reopen_acknowledged
+
+    with session("primary") as s:
+        req = load_for_update(s, rid)
+        assert req is not None and reopen_acknowledged(req) == "notifying"
+    assert erase.run_erasure(rid)["state"] == "completed"
+    assert _request(eng, rid)[:2] == ("completed", None)
 
 
 def test_clean_erasure_completes(primary_env: LifecycleEnv) -> None:
@@ -203,3 +214,68 @@ def test_clean_erasure_completes(primary_env: LifecycleEnv) -> None:
     state, error, payload = _request(eng, rid)
     assert (state, error) == ("completed", None)
     assert payload["residue"]["found"] == {} and payload["residue"]["searched"] >= 1
+
+
+def test_what_the_map_keeps_is_not_residue(primary_env: LifecycleEnv) -> None:
+    """The scan on its own: a kept member row's reserved login id, another member's memo naming
+    the leaver in a declared link column, and the leaver's rows of a table the map keeps after
+    a withdrawal are left alone; the same address in a memo's text or another member's row
+    counts."""
+    import copy
+    from dataclasses import replace
+
+    from lifecycle.datamap.model import MemberLink
+    from lifecycle.engine import residue
+
+    eng = create_demo_schema()
+    _site(eng, residue=False)
+    with eng.begin() as c:
+        c.execute(
+            text(
+                "CREATE TABLE memos (id INTEGER PRIMARY KEY, sender VARCHAR(64), "
+                "recipient VARCHAR(64), body TEXT)"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO memos VALUES (1, 'user000002', 'user000001', '안녕하세요'), "
+                f"(2, 'user000003', 'user000002', '{EMAIL} 로 연락 주세요'), "
+                "(3, 'user000004', 'user000005', 'member4@example.test')"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO guardians (member_id, name, mobile, email) VALUES "
+                f"(1, '보호자', '010-9999-0001', '{EMAIL}'), "
+                f"(2, '보호자', '010-9999-0002', '{EMAIL.upper()}')"
+            )
+        )
+    clear_context_cache()
+    ctx = get_context()
+    dm = copy.copy(ctx.datamap)
+    dm.subject = replace(dm.subject, keep_row=True, login_column="login_id")
+    guardians = dm.tables["guardians"]
+    # A table the map keeps after a withdrawal; memos: a link by login id on both sides.
+    kept = replace(
+        guardians,
+        purpose_end=tuple(p for p in guardians.purpose_end if p.kind != "withdrawal"),
+    )
+    memos = replace(
+        guardians,
+        name="memos",
+        key="id",
+        keys=("id",),
+        subject_column=None,
+        links=(MemberLink("sender", "login_id"), MemberLink("recipient", "login_id")),
+        columns={"guardian": ("body",)},
+        identities=(),
+    )
+    dm.tables = {**dm.tables, "guardians": kept, "memos": memos}
+    with ctx.primary.connect() as conn, conn.begin():
+        ids = residue.capture_member(conn, dm, ctx.subject_table, 1)
+        assert repr(ids) == "Identities(login=1, emails=1, mobiles=1)"
+        # The kept row: blanked but for its login id.
+        conn.execute(text("UPDATE members SET email = NULL, mobile = NULL WHERE id = 1"))
+        res = residue.scan(conn, dm, ids, kept=residue.kept_in_withdrawal, budget=residue.Budget())
+    assert res.found == {"memos.body": 1, "guardians.email": 1}, res.as_dict()
+    assert res.incomplete is None
