@@ -110,11 +110,14 @@ def test_withdrawal_leaving_the_email_behind_needs_attention(
     assert parked["id"] == rid and parked["kind"] == "withdrawal"
     assert "legacy_notes.body (1)" in parked["reason"]
     assert any("legacy_notes.extra (1)" in a for a in report["attention"])
-    # Names and counts only: the requests table, the results in Redis (what Flower shows), the
-    # worker's log and every command's output.
+    # The task's result (what Flower shows) names the columns and counts.
+    results = redis_dump_repr(env.vars["LIFECYCLE_RESULT_BACKEND"])
+    assert "needs_attention" in results and "legacy_notes.extra" in results
+    # Names and counts only: the requests table, the results in Redis, the worker's log and
+    # every command's output.
     _assert_no_identity(
         table_dump(eng, "lifecycle_requests"),
-        redis_dump_repr(env.vars["LIFECYCLE_RESULT_BACKEND"]),
+        results,
         worker.output(),
         r.stdout + r.stderr,
         st.stdout + st.stderr,
