@@ -228,17 +228,20 @@ def retry_cmd(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600,
 ) -> None:
-    """Retry a failed request from the step that failed (the steps done stay done)."""
+    """Retry a failed request from the step that failed (the steps done stay done), or
+    acknowledge the residue a withdrawal or an erasure is parked for, once it is dealt with."""
     from lifecycle.core import dispatch
     from lifecycle.core.db import session
     from lifecycle.core.errors import UserError
+    from lifecycle.requests.residue import reopen_acknowledged
     from lifecycle.requests.states import IllegalTransition, reopen, steps_done, task_for
 
     _prepare()
     with session("primary") as s:
         req = _locked_request(s, request_id)
+        state = reopen_acknowledged(req)
         try:
-            state = reopen(req)
+            state = state or reopen(req)
         except IllegalTransition as exc:
             raise UserError(str(exc)) from None
         done, kind = steps_done(req), req.kind

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     # Multiplies every housekeeping interval of the beat process's ticker (relay 5 s, watchdog
     # 15 s, ...). Below 1 only for tests that cannot wait minutes.
     tick_scale: float = Field(default=1.0, gt=0, le=100)
+    # The residue check after a withdrawal or an erasure (lifecycle/engine/residue.py): its
+    # time budget, the rows it may pass over, and the rows per table sampled to decide which
+    # free-text columns can hold an email or a mobile number. Past a budget the check says
+    # "incomplete" and the request needs attention; it never passes silently.
+    residue_budget_seconds: float = Field(default=30.0, gt=0, le=3600)
+    residue_max_rows: int = Field(default=20_000_000, ge=0)
+    residue_sample_rows: int = Field(default=500, ge=1, le=100_000)
 
     @field_validator("log_json", mode="before")
     @classmethod

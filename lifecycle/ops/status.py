@@ -188,6 +188,18 @@ def open_requests_by_state(session: Session) -> dict[str, int]:
     return {state: int(n) for state, n in sorted(rows)}
 
 
+def parked_requests(session: Session) -> list[dict[str, Any]]:
+    """Requests in ``needs_attention`` with their one-line reasons (names and counts only:
+    e.g. a residue check's table.column and counts), oldest first."""
+    rows = session.execute(
+        select(LifecycleRequest.id, LifecycleRequest.kind, LifecycleRequest.error)
+        .where(LifecycleRequest.state == RequestState.NEEDS_ATTENTION.value)
+        .order_by(LifecycleRequest.id)
+        .limit(OVERDUE_LIST_LIMIT)
+    ).all()
+    return [{"id": int(i), "kind": k, "reason": e} for i, k, e in rows]
+
+
 @dataclass(frozen=True)
 class OverdueRequest:
     id: int
@@ -452,8 +464,10 @@ def build_report(
             unfinished = unfinished_work(s, now)
             failed = recently_failed(s, now)
             incidents = open_incidents(s, now)
+            parked = parked_requests(s)
         return {
             "incidents": incidents,
+            "needs_attention": parked,
             "holds": held,
             "unfinished": unfinished,
             "failed_total": len(failed),
@@ -492,6 +506,7 @@ def build_report(
                 "deadlines",
                 "failed_total",
                 "failed",
+                "needs_attention",
             )
         }
         report["deliveries"] = (
@@ -568,6 +583,8 @@ def needs_attention(report: dict[str, Any]) -> list[str]:
     parked = (req.get("open_by_state") or {}).get(RequestState.NEEDS_ATTENTION.value)
     if parked:
         out.append(f"{parked} request(s) need attention")
+        for p in req.get("needs_attention") or []:
+            out.append(f"request {p['id']} ({p['kind']}) needs attention: {p['reason']}")
     dl = report.get("deliveries") or {}
     if dl.get("failing_total"):
         out.append(f"{dl['failing_total']} third-party deliveries failing or being retried")

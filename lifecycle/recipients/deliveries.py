@@ -45,6 +45,7 @@ from lifecycle.datamap.loader import current_datamap
 from lifecycle.datamap.member_table import member_table
 from lifecycle.recipients.retry_schedule import delay_before
 from lifecycle.requests.outbox import load_for_update
+from lifecycle.requests.residue import open_reason as residue_reason
 from lifecycle.requests.states import allowed, transition
 from lifecycle.vault import keystore, ledger
 from models.base import utcnow
@@ -357,11 +358,18 @@ def maybe_complete_request(s: Session, request_id: int) -> str | None:
     if counts.get(DeliveryState.PENDING.value):
         return req.state
     bad = sum(n for st, n in counts.items() if st != DeliveryState.DELIVERED.value)
-    if bad:
-        error = (
-            f"{bad} third-party notification(s) failed or the endpoint is disabled; "
-            "see lifecycle deliveries list --failing"
-        )
+    # An erasure whose residue check found the erased identities elsewhere (or could not
+    # finish) does not complete until an operator dealt with it.
+    residue = residue_reason(req)
+    if bad or residue:
+        reasons = [residue] if residue else []
+        if bad:
+            reasons.insert(
+                0,
+                f"{bad} third-party notification(s) failed or the endpoint is disabled; "
+                "see lifecycle deliveries list --failing",
+            )
+        error = "; ".join(reasons)
         if req.state != RequestState.NEEDS_ATTENTION.value:
             transition(req, RequestState.NEEDS_ATTENTION, error=error)
         else:

@@ -84,7 +84,11 @@ KINDS: dict[str, KindSpec] = {
             dispatch.WITHDRAW,
             (S.RESTRICTED, S.ARCHIVED, S.DESTROYED, S.COMPLETED),
             # An operator may park a withdrawal for attention; it resumes from the start.
-            {S.NEEDS_ATTENTION.value: frozenset({S.RESTRICTED.value})},
+            # A residue found after the destruction parks it before it completes.
+            {
+                S.NEEDS_ATTENTION.value: frozenset({S.RESTRICTED.value}),
+                S.DESTROYED.value: frozenset({S.NEEDS_ATTENTION.value}),
+            },
             deadline_days=None,
         ),
         KindSpec(

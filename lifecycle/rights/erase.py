@@ -14,7 +14,9 @@ Steps, each persisted before the next, so a re-run resumes where a crash left of
    that received one of them, lift this restriction → ``erased``.
 3. erased: ledger entry (field names and a pseudonymous subject ref only) → ``notifying``;
    the answer goes to the requester and the deletion notices are sent.
-4. notifying: completes when every notice is delivered (or ``needs_attention``).
+4. notifying: completes when every notice is delivered (or ``needs_attention``), and only
+   when the residue check of step 2 found none of the erased identities elsewhere (else
+   ``needs_attention`` naming table.column and counts; :mod:`lifecycle.engine.residue`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.loader import current_datamap
 from lifecycle.datamap.member_table import MemberTable, live_member, member_table
+from lifecycle.engine import residue
+from lifecycle.engine.context import get_context
 from lifecycle.requests.states import transition
 from lifecycle.requests.use_block import lift
+from lifecycle.rights import residue_check
 from lifecycle.rights.common import Requester, refusal_of, submit_right
 from lifecycle.rights.pipeline import (
     Job,
@@ -133,9 +138,16 @@ def _erase(job: Job) -> None:
     row = live_member(job.s, mt, member_id, exclusive=True)
     held = [f for f in fields if row[f] is not None]
     del row  # the values go no further than telling which fields held one
+    # For the residue check: the identities among the values about to be cleared, captured
+    # now and kept in this local only.
+    ctx = get_context()
+    conn = job.s.connection()
+    ids = residue.capture_fields(conn, ctx.datamap, ctx.subject_table, member_id, held)
     job.s.execute(update(mt.table).where(mt.key_col == member_id).values(dict.fromkeys(fields)))
     owed = owe_deletions(job.s, member_id, job.request_id, recipients_of(job.s, member_id, fields))
     job.req.payload = {"fields": fields, "erased": held, "notifications": owed}
+    residue_check.check(job, ctx.datamap, ids, residue.kept_in_erasure(ctx.datamap))
+    del ids
     lift(job.s, member_id, REASON)
     transition(job.req, RequestState.ERASED)
 

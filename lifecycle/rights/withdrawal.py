@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
+from lifecycle.engine import residue
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
@@ -36,7 +37,9 @@ from lifecycle.notices.members import (
 )
 from lifecycle.requests import holds, use_block
 from lifecycle.requests import outbox as reqs
+from lifecycle.requests import residue as verdicts
 from lifecycle.requests.states import START, TERMINAL, mark_done, steps_done, transition
+from lifecycle.rights import residue_check
 from lifecycle.rights.pipeline import Job, Pipeline, Step, refuse, run
 from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
 from lifecycle.vault import accesslog, keystore
@@ -214,6 +217,12 @@ def _archive(job: Job) -> None:
 
 def _destroy(job: Job) -> None:
     ctx, s, req = job.run.ctx, job.s, job.req
+    # The member's identities, for the residue check after the destruction: captured from
+    # their row before it goes, kept in this local only. A retry after the rows went has
+    # none (the run that destroyed them recorded its verdict).
+    ids = None
+    if ROWS_DESTROYED not in steps_done(req):
+        ids = residue.capture_member(s.connection(), ctx.datamap, ctx.subject_table, req.member_id)
     # Archives again first: anything that reached the primary DB since the archive step is
     # archived now (parts already archived are skipped), so nothing is deleted unarchived.
     moved, refusal = _move(ctx, s, req, job.run.task_id, delete=True)
@@ -221,6 +230,9 @@ def _destroy(job: Job) -> None:
         refuse(job, refusal)
         return
     assert moved is not None
+    if ids is not None:
+        residue_check.check(job, ctx.datamap, ids, residue.kept_in_withdrawal)
+        del ids
     # In the destroying transaction: recipients of a field destroyed now are owed a deletion
     # notice (a field retained for a legal period was archived, not destroyed, and stays).
     destroyed = [
@@ -296,6 +308,14 @@ def _log_access(ctx: EngineContext, req: LifecycleRequest, moved: MoveResult | N
 
 
 def _complete(job: Job) -> None:
+    why = verdicts.open_reason(job.req)
+    if why is not None:
+        # The member's identities remain somewhere (or the check could not finish): not
+        # completed, and no completion notice, until an operator has dealt with it.
+        residue_check.show(job)
+        transition(job.req, RequestState.NEEDS_ATTENTION, error=why)
+        log.warning("withdrawal request %s needs attention: %s", job.request_id, why)
+        return
     # Released before the state is written: a crash in between re-sends (the notice job
     # dedupes), the other order could leave the member without their notice.
     _send_notice(job.member_id, job.request_id)
@@ -327,6 +347,15 @@ def _watched(step: Step, *, holdable: bool = False) -> Step:
     return watched
 
 
+def _attention(job: Job) -> None:
+    """Parked for its residue: waits for the operator (`lifecycle requests retry`); parked by
+    an operator before anything was destroyed: starts again."""
+    if verdicts.open_reason(job.req) is not None:
+        residue_check.show(job)
+        return
+    _watched(_restrict)(job)
+
+
 def _discard_notice(job: Job) -> None:
     discard_member_notice(job.s, "withdrawal_completed", job.request_id)
 
@@ -338,6 +367,7 @@ WITHDRAWAL = Pipeline(
         RequestState.RESTRICTED.value: _watched(_archive, holdable=True),
         RequestState.ARCHIVED.value: _watched(_destroy, holdable=True),
         RequestState.DESTROYED.value: _watched(_complete),
+        RequestState.NEEDS_ATTENTION.value: _attention,
     },
     on_refuse=_discard_notice,
     strict=True,

@@ -1,0 +1,540 @@
+"""The residue check: after a withdrawal or an erasure, is the member's identity still anywhere
+in the primary's text columns?
+
+The withdrawal's destroy step and the erasure's erase step capture the member's identities
+(:func:`capture_member`, :func:`capture_values`) in the transaction that destroys them, before
+they do, and keep them in a local variable only: never in the database, a task argument, a
+result or a log line. :func:`scan` then searches, in the same transaction (it sees the step's
+own deletes and updates, and its verdict commits with them), and returns table.column names
+and counts only.
+
+What is searched, for a bounded cost (a 1,000,000-member site cannot afford a full scan of every
+text column for each withdrawal):
+
+1. **Index probes.** A text column that leads an index is asked for the identity's whole value
+   in the forms it is commonly stored in (as captured, canonical): ``col IN (...)``, one index
+   lookup. PostgreSQL compares case-sensitively here; MariaDB's usual ``_ci`` collations do
+   not. A column also searched by pass 2 is not probed.
+2. **One pass per table over the columns that can hold the identity.** Each table's newest
+   ``residue_sample_rows`` rows (by primary key) are read and their text and JSON values go
+   through :func:`lifecycle.datamap.patterns.kinds_in`, as ``datamap discover`` does; a column
+   whose sample holds an email (plain, or inside a JSON or PHP-serialized blob) is searched
+   for the member's emails, one with a mobile number for the member's mobile numbers, and the
+   map's declared identity columns (``identities:``, ``subject.contact``) always. One
+   ``SELECT SUM(CASE …)`` per table counts, per column, the rows whose value contains an email
+   case-blind (``lower(col) LIKE '%…%'``), a mobile number in one of its usual spellings
+   (``010-1234-5678``, ``01012345678``, ``+82 10-…``), or equals the login id case-blind.
+   A login id is matched whole only: it has no pattern, and as a substring it would match
+   ordinary words.
+3. **Budgets.** ``residue_budget_seconds`` bounds the whole check (each statement runs with
+   the remaining time as its timeout); ``residue_max_rows`` bounds the rows pass 2 may read
+   (from the server's row estimate, before the table is read). What a budget left unsearched
+   makes the result *incomplete*, which the request shows like a finding: never a silent ok.
+
+What is not residue (not searched):
+
+- the lifecycle's own tables (``lifecycle_*``): a withdrawn member's notice address is kept
+  there on purpose, for at most ``notice_address_days``;
+- the key and member-link columns the map declares (``key``, ``subject_column``, ``members:``,
+  ``via``): another member's memo to the leaver names the leaver's login id in its recipient
+  column, which is a reference the map keeps, not the leaver's data;
+- with ``keep_row``, the subject table's ``login_column``: the blank row keeps the login id
+  reserved on purpose;
+- rows the map keeps live for the member: in a withdrawal, the member's rows (by a direct
+  member link) in mapped tables whose purpose does not end on withdrawal; in an erasure (the
+  member stays), the member's rows in every mapped table other than the subject table.
+
+Everything else counts: an unmapped table, a mapped table's free-text column, an ignored table
+(``ignore_tables`` says the map need not describe it, not that it holds nothing), another
+member's row quoting the address.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Text, and_, case, cast, func, inspect, or_, select, text
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
+from sqlalchemy import types as sqltypes
+from sqlalchemy.exc import DBAPIError
+
+from lifecycle.core import dbkind
+from lifecycle.datamap.discover import OWN_TABLES
+from lifecycle.datamap.identities import mobile_forms, normalise_email, normalise_mobile
+from lifecycle.datamap.model import DataMap
+from lifecycle.datamap.patterns import kinds_in
+
+log = logging.getLogger(__name__)
+
+# A value that is a phone number and nothing else (no letters: a hash or a token is not one).
+_PHONE_ONLY = re.compile(r"[+()0-9 .\-]{9,24}")
+
+
+@dataclass(frozen=True, repr=False)
+class Identities:
+    """The member's identities, canonical, in memory only. Its repr names counts, never values,
+    so a stray log line or traceback cannot carry them."""
+
+    login: str | None = None
+    emails: frozenset[str] = frozenset()
+    mobiles: frozenset[str] = frozenset()
+    # Whole values as the member's row held them, for the index probes.
+    raw: frozenset[str] = frozenset()
+    # subject-table column -> the member's value: finds the member's rows the map keeps live.
+    links: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"Identities(login={int(self.login is not None)}, emails={len(self.emails)}, "
+            f"mobiles={len(self.mobiles)})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def empty(self) -> bool:
+        return self.login is None and not self.emails and not self.mobiles
+
+    def whole_forms(self) -> list[str]:
+        """The whole values an index is probed with."""
+        out = set(self.raw) | set(self.emails)
+        if self.login:
+            out.add(self.login)
+        for m in self.mobiles:
+            out.update(mobile_spellings(m))
+        return sorted(out)
+
+
+def mobile_spellings(canonical: str) -> list[str]:
+    """How a mobile number is commonly written: 010-1234-5678, 01012345678, 010 1234 5678,
+    010.1234.5678, +82 10-1234-5678, +82-10-1234-5678, +821012345678 (and 8210… digits)."""
+    a, rest = canonical[:3], canonical[3:]
+    b, c = rest[:-4], rest[-4:]
+    out = {a + sep + b + sep + c for sep in ("-", "", " ", ".")}
+    for lead in ("+82", "+82 ", "+82-"):
+        for sep in ("-", "", " "):
+            out.add(lead + a[1:] + sep + b + sep + c)
+    out.update(mobile_forms(canonical))
+    return sorted(out)
+
+
+def _as_email(value: Any) -> str | None:
+    return normalise_email(value) if isinstance(value, str) and len(value) <= 320 else None
+
+
+def _as_mobile(value: Any) -> str | None:
+    if not isinstance(value, str) or not _PHONE_ONLY.fullmatch(value.strip()):
+        return None
+    return normalise_mobile(value)
+
+
+def _collect(values: Iterable[Any]) -> tuple[set[str], set[str], set[str]]:
+    emails: set[str] = set()
+    mobiles: set[str] = set()
+    raw: set[str] = set()
+    for v in values:
+        e, m = _as_email(v), _as_mobile(v)
+        if e:
+            emails.add(e)
+        if m:
+            mobiles.add(m)
+        if (e or m) and isinstance(v, str):
+            raw.add(v.strip())
+    return emails, mobiles, raw
+
+
+def capture_member(conn: Connection, dm: DataMap, subject: Any, member_id: int) -> Identities:
+    """The member's identities from their row of the subject table (``subject``, a Table):
+    the login id, the declared contact columns, and any text column whose whole value is an
+    email address or a mobile number. Empty when the row is gone."""
+    s = dm.subject
+    row = conn.execute(select(subject).where(subject.c[s.key] == member_id)).mappings().first()
+    if row is None:
+        return Identities()
+    login = None
+    raw_login = row.get(s.login_column) if s.login_column else None
+    if isinstance(raw_login, str | int):
+        login = str(raw_login).strip().lower() or None
+    texts = [v for k, v in row.items() if isinstance(v, str) and k != s.login_column]
+    emails, mobiles, raw = _collect(texts)
+    if login is not None:
+        raw.add(str(raw_login).strip())
+    return Identities(login, frozenset(emails), frozenset(mobiles), frozenset(raw), _links(dm, row))
+
+
+def capture_fields(
+    conn: Connection, dm: DataMap, subject: Any, member_id: int, fields: Iterable[str]
+) -> Identities:
+    """For an erasure: the identities (an email, a mobile number) among the values of the
+    member's ``fields`` about to be cleared; the member's link values find the rows the map
+    keeps while the member stays."""
+    s = dm.subject
+    row = conn.execute(select(subject).where(subject.c[s.key] == member_id)).mappings().first()
+    if row is None:
+        return Identities()
+    emails, mobiles, raw = _collect(row.get(f) for f in fields)
+    return Identities(None, frozenset(emails), frozenset(mobiles), frozenset(raw), _links(dm, row))
+
+
+def _links(dm: DataMap, row: Any) -> dict[str, Any]:
+    return {
+        lk.member_key: row[lk.member_key]
+        for tm in dm.tables.values()
+        for lk in tm.links
+        if lk.member_key in row and row[lk.member_key] is not None
+    }
+
+
+@dataclass
+class Result:
+    """Names and counts only."""
+
+    found: dict[str, int] = field(default_factory=dict)  # table.column -> rows
+    incomplete: str | None = None
+    searched: int = 0  # columns searched by pass 2
+    probed: int = 0  # indexed columns probed
+    sampled_out: int = 0  # text columns whose sample held no identity's kind
+    rows_read: int = 0
+    seconds: float = 0.0
+    skipped: bool = False  # nothing to look for (no identity captured)
+
+    @property
+    def clean(self) -> bool:
+        return not self.found and self.incomplete is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "found": dict(sorted(self.found.items())),
+            "incomplete": self.incomplete,
+            "searched": self.searched,
+            "probed": self.probed,
+            "sampled_out": self.sampled_out,
+            "rows_read": self.rows_read,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Budget:
+    seconds: float = 30.0
+    max_rows: int = 20_000_000
+    sample_rows: int = 500
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Budget:
+        return cls(
+            float(settings.residue_budget_seconds),
+            int(settings.residue_max_rows),
+            int(settings.residue_sample_rows),
+        )
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def _text_column(t: Any) -> bool:
+    return isinstance(t, sqltypes.String | sqltypes.JSON) and not isinstance(t, sqltypes.Enum)
+
+
+def _excluded_columns(dm: DataMap, name: str) -> set[str]:
+    tm = dm.tables.get(name)
+    out: set[str] = set(tm.key_columns) if tm is not None else set()
+    s = dm.subject
+    if name == s.table and s.keep_row and s.login_column:
+        out.add(s.login_column)
+    return out
+
+
+def _declared(dm: DataMap, name: str) -> dict[str, set[str]]:
+    """kind -> the table's columns the map declares as holding that kind of identity."""
+    out: dict[str, set[str]] = {"email": set(), "mobile": set()}
+    tm = dm.tables.get(name)
+    if tm is not None:
+        for kind, col in tm.identities:
+            out.setdefault(kind, set()).add(col)
+    s = dm.subject
+    if name == s.table:
+        if s.email_column:
+            out["email"].add(s.email_column)
+        if s.mobile_column:
+            out["mobile"].add(s.mobile_column)
+    return out
+
+
+def _kept_rows(dm: DataMap, name: str, t: Any, ids: Identities, kept: Callable[[Any], bool]) -> Any:
+    """A clause leaving out the member's rows the map keeps live in this table (None: none)."""
+    tm = dm.tables.get(name)
+    if tm is None or not kept(tm):
+        return None
+    conds = [
+        and_(t.c[lk.column].is_not(None), t.c[lk.column] == ids.links[lk.member_key])
+        for lk in tm.links
+        if lk.member_key in ids.links and lk.column in t.c
+    ]
+    return ~or_(*conds) if conds else None
+
+
+def kept_in_withdrawal(tm: Any) -> bool:
+    """A withdrawal keeps the member's rows of a table whose purpose does not end with it."""
+    return not tm.ends_on("withdrawal")
+
+
+def kept_in_erasure(dm: DataMap) -> Callable[[Any], bool]:
+    """An erasure keeps the member's rows everywhere but in the subject table's row itself."""
+    return lambda tm: tm.name != dm.subject.table
+
+
+class _Clock:
+    def __init__(self, budget: float, clock: Callable[[], float]) -> None:
+        self.budget, self.clock, self.start = budget, clock, clock()
+
+    def left(self) -> float:
+        return self.budget - (self.clock() - self.start)
+
+
+def _estimate_rows(conn: Connection, name: str) -> int:
+    """The server's row estimate (0 when it has none): the row budget is checked before a
+    table is read, without counting it."""
+    fam = dbkind.family(conn)
+    if fam == "postgresql":
+        n = conn.execute(
+            text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(quote_ident(:t))"),
+            {"t": name},
+        ).scalar()
+    elif fam == "mysql":
+        n = conn.execute(
+            text(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t"
+            ),
+            {"t": name},
+        ).scalar()
+    else:
+        return 0
+    return max(int(n or 0), 0)
+
+
+def _timed(
+    conn: Connection, clock: _Clock, stmt: Any, params: Mapping[str, Any] | None = None
+) -> Any:
+    """Run ``stmt`` with the budget's remaining time as its timeout, in a savepoint: a timeout
+    rolls back to it and leaves the caller's transaction (the destroying one) intact."""
+    left = clock.left()
+    if left <= 0:
+        raise _OutOfTime
+    fam = dbkind.family(conn)
+    if fam not in ("postgresql", "mysql"):
+        # SQLite (the embedded default) has no statement timeout: the clock is checked between
+        # statements only.
+        return conn.execute(stmt, params or {}).all()
+    sp = conn.begin_nested()
+    try:
+        if fam == "postgresql":
+            # Local to the savepoint's transaction, put back below: the caller's own setting.
+            prev = conn.execute(text("SELECT current_setting('statement_timeout')")).scalar()
+            conn.execute(
+                text("SELECT set_config('statement_timeout', :v, true)"),
+                {"v": str(max(int(left * 1000), 1))},
+            )
+            rows = conn.execute(stmt, params or {}).all()
+            conn.execute(text("SELECT set_config('statement_timeout', :v, true)"), {"v": prev})
+        elif fam == "mysql":
+            mariadb = dbkind.is_mariadb(conn)
+            var = "max_statement_time" if mariadb else "max_execution_time"
+            prev = conn.execute(text(f"SELECT @@session.{var}")).scalar()
+            value = f"{left:.3f}" if mariadb else str(max(int(left * 1000), 1))
+            conn.execute(text(f"SET SESSION {var} = {value}"))
+            try:
+                rows = conn.execute(stmt, params or {}).all()
+            finally:
+                conn.execute(text(f"SET SESSION {var} = {float(prev or 0):g}"))
+    except DBAPIError:
+        sp.rollback()
+        if clock.left() <= 0.05 * clock.budget:
+            raise _OutOfTime from None
+        raise
+    sp.commit()
+    return rows
+
+
+def _lower(col: Any, is_json: bool) -> Any:
+    return func.lower(cast(col, Text) if is_json else col)
+
+
+def scan(
+    conn: Connection,
+    dm: DataMap,
+    ids: Identities,
+    *,
+    kept: Callable[[Any], bool],
+    budget: Budget,
+    clock: Callable[[], float] = time.monotonic,
+) -> Result:
+    """Search the primary (``conn``, in the destroying transaction) for ``ids``; names and
+    counts only. ``kept(tablemap)``: whether the member's rows of that mapped table stay live
+    (:func:`kept_in_withdrawal`, :func:`kept_in_erasure`)."""
+    res = Result()
+    t0 = clock()
+    if ids.empty:
+        res.skipped = True
+        return res
+    timer = _Clock(budget.seconds, clock)
+    insp = _Schema(conn)
+    names = sorted(n for n in insp.names if not n.startswith(OWN_TABLES))
+    fam = dbkind.family(conn)
+    whole = ids.whole_forms()
+    emails = sorted(ids.emails)
+    left_out: list[str] = []
+    try:
+        for i, name in enumerate(names):
+            try:
+                _scan_table(conn, dm, ids, name, res, timer, budget, fam, kept, whole, emails,
+                            insp, left_out)  # fmt: skip
+            except _OutOfTime:
+                left_out.extend(names[i:])
+                raise
+    except _OutOfTime:
+        res.incomplete = f"time budget of {budget.seconds:g}s used up; not searched: " + _names(
+            sorted(set(left_out))
+        )
+    else:
+        if left_out:
+            res.incomplete = (
+                f"row budget of {budget.max_rows} rows used up; not searched: "
+                + _names(sorted(set(left_out)))
+            )
+    res.seconds = clock() - t0
+    return res
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _scan_table(
+    conn: Connection,
+    dm: DataMap,
+    ids: Identities,
+    name: str,
+    res: Result,
+    timer: _Clock,
+    budget: Budget,
+    fam: str,
+    kept: Callable[[Any], bool],
+    whole: list[str],
+    emails: list[str],
+    insp: _Schema,
+    left_out: list[str],
+) -> None:
+    if timer.left() <= 0:
+        raise _OutOfTime
+    cols_info = insp.columns.get(name, [])
+    excluded = _excluded_columns(dm, name)
+    json_cols = {c["name"] for c in cols_info if isinstance(c["type"], sqltypes.JSON)}
+    cols = [c["name"] for c in cols_info if _text_column(c["type"]) and c["name"] not in excluded]
+    if not cols:
+        return
+    all_names = [c["name"] for c in cols_info]
+    pk = insp.pk.get(name, [])
+    t = sa_table(name, *(sa_column(c) for c in all_names))
+    keep_clause = _kept_rows(dm, name, t, ids, kept)
+    # Which columns can hold which identity: the newest rows' patterns, and the map's word.
+    declared = _declared(dm, name)
+    sample = select(*(t.c[c] for c in cols)).limit(budget.sample_rows)
+    if pk:
+        sample = sample.order_by(*(t.c[c].desc() for c in pk))
+    holds: dict[str, set[str]] = {c: set() for c in cols}
+    for row in _timed(conn, timer, sample):
+        for c, value in zip(cols, row, strict=True):
+            if value is not None:
+                holds[c].update(k.rsplit(":", 1)[-1] for k in kinds_in(value))
+    for kind, dcols in declared.items():
+        for c in dcols:
+            if c in holds:
+                holds[c].add(kind)
+    conds: dict[str, Any] = {}
+    for c in cols:
+        low = _lower(t.c[c], c in json_cols)
+        terms: list[Any] = []
+        if emails and "email" in holds[c]:
+            terms += [low.contains(e, autoescape=True) for e in emails]
+        if ids.mobiles and "mobile" in holds[c]:
+            raw = cast(t.c[c], Text) if c in json_cols else t.c[c]
+            for m in sorted(ids.mobiles):
+                # Every spelling holds the middle and last digit groups in order: one LIKE
+                # per row rules most rows out before the spellings are tried.
+                first = raw.like(f"%{m[3:-4]}%{m[-4:]}%")
+                these = [raw.contains(sp, autoescape=True) for sp in mobile_spellings(m)]
+                terms.append(and_(first, or_(*these)))
+        if terms and ids.login:
+            terms.append(func.trim(low) == ids.login)
+        if terms:
+            conds[c] = or_(*terms)
+    res.sampled_out += len(cols) - len(conds)
+    if conds:
+        est = _estimate_rows(conn, name)
+        if res.rows_read + est > budget.max_rows:
+            left_out.append(name)
+        else:
+            q = select(
+                *(
+                    func.sum(case((cond, 1), else_=0)).label(f"c{i}")
+                    for i, cond in enumerate(conds.values())
+                )
+            ).select_from(t)
+            if keep_clause is not None:
+                q = q.where(keep_clause)
+            row = _timed(conn, timer, q)[0]
+            res.searched += len(conds)
+            res.rows_read += est
+            for c, n in zip(conds, row, strict=True):
+                if n:
+                    res.found[f"{name}.{c}"] = int(n)
+    # Pass 1: the indexed text columns pass 2 did not search, probed with whole values.
+    for c in insp.indexed.get(name, []):
+        if c in conds or c not in cols or not whole:
+            continue
+        probe = select(func.count()).select_from(t).where(t.c[c].in_(whole))
+        if keep_clause is not None:
+            probe = probe.where(keep_clause)
+        n = _timed(conn, timer, probe)[0][0]
+        res.probed += 1
+        if n:
+            res.found[f"{name}.{c}"] = res.found.get(f"{name}.{c}", 0) + int(n)
+
+
+class _Schema:
+    """The primary's tables, columns, primary keys and index-leading columns, read with one
+    query each for all tables (a query per table costs seconds on a schema of hundreds)."""
+
+    def __init__(self, conn: Connection) -> None:
+        insp = inspect(conn)
+        self.names: list[str] = list(insp.get_table_names())
+        self.columns: dict[str, list[Any]] = {
+            k[1]: list(v) for k, v in insp.get_multi_columns().items()
+        }
+        self.pk: dict[str, list[str]] = {
+            k[1]: list(v.get("constrained_columns") or [])
+            for k, v in insp.get_multi_pk_constraint().items()
+        }
+        firsts: dict[str, list[list[str]]] = {n: [self.pk.get(n, [])] for n in self.names}
+        try:
+            for k, ixs in insp.get_multi_indexes().items():
+                firsts.setdefault(k[1], []).extend(
+                    [str(c) for c in ix.get("column_names") or [] if c] for ix in ixs
+                )
+            for k, ucs in insp.get_multi_unique_constraints().items():
+                firsts.setdefault(k[1], []).extend(list(uc.get("column_names") or []) for uc in ucs)
+        except NotImplementedError:
+            pass
+        self.indexed: dict[str, list[str]] = {
+            n: list(dict.fromkeys(cols[0] for cols in lists if cols)) for n, lists in firsts.items()
+        }
