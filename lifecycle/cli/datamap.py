@@ -35,7 +35,7 @@ def check_cmd(
             help="Offline: exit 1 when any flagged unique identifier has no statutory basis "
             "(against the database, live rows holding one always exit 1). Against the "
             "database: exit 1 when the quick discover pass finds personal data the map does "
-            "not cover.",
+            "not cover, or a table several entries share holds rows no entry takes.",
         ),
     ] = False,
 ) -> None:

@@ -1034,9 +1034,11 @@ class DataMap:
                                          s.login_column) if c}  # fmt: skip
             missing = [c for c in cols[name] if c not in declared]
             if missing:
+                # An entry sharing its table: every kind of row carries every column.
+                entry = f" entry {name}" if t.table != name else ""
                 fail(
-                    f"column {name}.{missing[0]} is not in the data map: list it under a "
-                    f"category in `columns:` or under `non_personal:`",
+                    f"column {t.table}.{missing[0]} is not in the data map{entry}: list it "
+                    f"under a category in `columns:` or under `non_personal:`",
                     *base,
                 )
             for fk in insp.get_foreign_keys(t.table):

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, select
+from sqlalchemy.orm import Session
 
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.sweep import run_sweep
+from lifecycle.rights.access import collect
 from lifecycle.rights.correction import run_correction, submit_correction
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
 from lifecycle.shred.jobs import run_job
@@ -180,6 +182,32 @@ def test_check_counts_rows_no_entry_takes_and_a_correction_rewrites_the_billing_
     strict = shop.env.run("datamap", "check", "--strict")
     assert strict.returncode == 1, strict.stdout + strict.stderr
     assert "strict: 2 table(s) hold rows no entry of the map takes" in strict.stdout
+
+    # Every entry lists every column of its table: each kind of row carries all of them.
+    partial = shop.env.var_dir / "partial.yaml"
+    text_ = wc.site_map(shop.shop.root)
+    cut = "      uploads: [post_title, post_content, post_excerpt, post_name, post_password, guid]"
+    assert cut in text_
+    partial.write_text(text_.replace(cut, cut.replace(", guid", "")), encoding="utf-8")
+    r = shop.env.run("datamap", "check", "--file", str(partial))
+    assert r.returncode == 2, r.stdout + r.stderr
+    line = text_[: text_.index("  wp_posts_attachments:")].count("\n") + 1
+    assert (
+        f"partial.yaml:{line}: column wp_posts.guid is not in the data map entry "
+        "wp_posts_attachments: list it under a category" in r.stderr
+    ), r.stderr
+
+    # An access package holds each entry's rows of the member, one file per entry.
+    ctx = get_context()
+    with Session(ctx.primary) as s:
+        package = collect(ctx, s, wc.BOB)
+    assert {n: len(rows) for n, (_c, rows) in package.items() if rows} == {
+        "wp_users": 1, "wp_usermeta_billing_email": 1, "wp_usermeta_billing": 2,
+        "wp_usermeta_profile": 2, "wp_usermeta_account": 2, "wp_posts_orders": 1,
+        "wp_posts_attachments": 1, "wp_posts_posts": 1, "wp_postmeta_order_contact": 2,
+        "wp_postmeta_order_payment": 2, "wp_postmeta_files": 1,
+        "wp_postmeta_attachment_sizes": 1,
+    }  # fmt: skip
 
     # A correction of the member's email rewrites the meta row holding it, and nothing else.
     before = {r["umeta_id"]: r for r in shop.rows("usermeta")}
