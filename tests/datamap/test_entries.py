@@ -107,7 +107,8 @@ def test_a_whole_table_entry_overlaps_any_other_on_its_table() -> None:
     [
         (("  wp_users:\n    key: ID\n", "  wp_users:\n    where: {user_status: 0}\n    key: ID\n"),
          "subject table 'wp_users' is the whole members' table: no table: or where:"),
-        (("    meta_key: _wp_page_template\n", "    meta_key: [_wp_page_template, _wp_attached_file]\n"),
+        (("    meta_key: _wp_page_template\n",
+          "    meta_key: [_wp_page_template, _wp_attached_file]\n"),
          "ignore_rows: the rows of wp_postmeta it names may be rows of entry 'wp_postmeta_files'"),
         (("ignore_rows:\n", "ignore_rows:\n  wp_comments:\n    comment_type: pingback\n"),
          "ignore_rows: table wp_comments is not mapped by any entry"),
