@@ -226,4 +226,3 @@ def test_check_counts_rows_no_entry_takes_and_a_correction_rewrites_the_billing_
     assert {r["meta_value"] for r in order_meta if r["meta_key"] == "_billing_email"} == {
         "billing.bob@mail.example"
     }
-
