@@ -175,7 +175,9 @@ def _apply(job: Job) -> None:
             member_id,
             {"request_id": request_id, "fields": changed, "completed_date": utcnow().date()},
         )
-    job.req.payload = {"corrected_fields": changed, "also_in": also}
+    job.req.payload = {"corrected_fields": changed}
+    if also:
+        job.req.payload["also_in"] = also  # entry names only, never values
     lift(s, member_id, REASON)
     transition(job.req, RequestState.CORRECTED)
     log.info(
@@ -197,11 +199,8 @@ def _entry(job: Job) -> dict[str, Any]:
         "legal_basis": "개인정보 보호법 제36조",
         "method": "정정 (처리정지 후 단일 트랜잭션으로 반영)",
         "actor": "lifecycle.correct",
-        "details": {
-            "fields": fields,
-            "notifications": len(owed),
-            "also_in": list(job.payload.get("also_in", [])),
-        },
+        "details": {"fields": fields, "notifications": len(owed)}
+        | ({"also_in": list(job.payload["also_in"])} if job.payload.get("also_in") else {}),
     }
 
 

@@ -140,6 +140,9 @@ def test_withdrawal_and_age_take_each_kind_of_row_by_its_own_entry(shop: Shop) -
 
     # The sweep: Carol's six-year-old order is past its legal period and goes by age, with its
     # meta rows; her recent order and everything else stays.
+    dry = shop.env.run("sweep", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "wp_posts_orders" in dry.stdout and "wp_postmeta_order_payment" in dry.stdout, dry.stdout
     counts = run_sweep(get_context())
     assert not counts.get("withdrawal_subjects"), counts
     swept = _snapshot(shop)
