@@ -35,7 +35,7 @@ def check_cmd(
             help="Offline: exit 1 when any flagged unique identifier has no statutory basis "
             "(against the database, live rows holding one always exit 1). Against the "
             "database: exit 1 when the quick discover pass finds personal data the map does "
-            "not cover.",
+            "not cover, or a table several entries share holds rows no entry takes.",
         ),
     ] = False,
 ) -> None:
@@ -93,7 +93,7 @@ def check_cmd(
         if t.inherits_from is not None and record is not None:
             # No date of its own: it takes its parent row's, and goes when that row does.
             ends += f", age(inherits {record[0]}.{record[1]})"
-        typer.echo(f"{t.name}  [purpose end: {ends}]")
+        typer.echo(f"{t.name}  [purpose end: {ends}]{_rows_of(t)}")
         for cat in t.categories:
             r = t.retention_for(cat)
             src = " (default)" if r.default else ""
@@ -117,6 +117,7 @@ def check_cmd(
         raise typer.Exit(2)
     where = "checked against the primary database" if not offline else "not compared with a DB"
     uncovered = _quick_discover(dm, eng) if eng is not None else 0
+    unmatched = _unmatched(shown, eng) if eng is not None else 0
     misfits = _linkage(shown, eng) if eng is not None else 0
     if unlawful and eng is not None:
         # The map fits, but live rows are held against the law: never summed up as OK.
@@ -132,9 +133,41 @@ def check_cmd(
     if strict and uncovered:
         typer.echo(f"strict: {uncovered} column(s) hold personal data the map does not cover")
         raise typer.Exit(1)
+    if strict and unmatched:
+        typer.echo(f"strict: {unmatched} table(s) hold rows no entry of the map takes")
+        raise typer.Exit(1)
     if strict and misfits:
         typer.echo(f"strict: {misfits} table column(s) link rows to the wrong member")
         raise typer.Exit(1)
+
+
+def _rows_of(t: Any) -> str:
+    """`` (rows of wp_posts where post_type = 'attachment')`` for an entry sharing a table."""
+    from lifecycle.datamap.entries import describe_where
+
+    if not t.where and t.table == t.name:
+        return ""
+    only = f" where {describe_where(t.where)}" if t.where else ""
+    return f"  (rows of {t.table}{only})"
+
+
+def _unmatched(dm: Any, eng: Any) -> int:
+    """Warn (stderr) about rows of a shared table no entry takes and ``ignore_rows`` does
+    not name, counted per discriminator value; returns how many tables have some."""
+    from lifecycle.datamap.entries import shared_tables, unmatched_rows
+
+    shared = shared_tables(((t.table, t.where) for t in dm.tables.values()), dm.ignore_rows)
+    if not shared:
+        return 0
+    md = dm.reflect(eng)
+    found = 0
+    with eng.connect() as conn:
+        for table, wheres in sorted(shared.items()):
+            miss = unmatched_rows(conn, md.tables[table], wheres, dm.ignore_rows.get(table, ()))
+            if miss is not None:
+                found += 1
+                typer.echo(f"warning: {miss.line()}", err=True)
+    return found
 
 
 def _linkage(dm: Any, eng: Any) -> int:
@@ -303,7 +336,7 @@ def _census(dm: Any, eng: Any, category: str) -> list[Any]:
 
     live = set(inspect(eng).get_table_names())
     md = MetaData()
-    md.reflect(bind=eng, only=[t for t in dm.tables if t in live])
+    md.reflect(bind=eng, only=[t for t in dm.physical_tables if t in live])
     today = datetime.now(ZoneInfo(get_settings().timezone)).date()
     with eng.connect() as conn:
         return census(conn, dm, md, category, today, check_holds="lifecycle_holds" in live)

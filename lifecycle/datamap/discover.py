@@ -118,17 +118,19 @@ def _scannable(t: Any) -> bool:
 def _coverage(dm: DataMap, name: str, col: str) -> tuple[str, str | None]:
     if any(fnmatchcase(name, ig) for ig in dm.ignore_tables):
         return IGNORED, None
-    tm = dm.tables.get(name)
-    if tm is None:
-        return UNMAPPED, None
-    for cat, cols in tm.columns.items():
-        if col in cols:
-            return MAPPED, cat
+    # Entries sharing the table (a meta table's keys) each map it: the column is covered
+    # under a category if any of them lists it so.
+    entries = dm.entries_on(name)
+    for tm in entries:
+        for cat, cols in tm.columns.items():
+            if col in cols:
+                return MAPPED, cat
     s = dm.subject
     special = {s.status_column, s.withdrawn_at_column, s.marker_column, s.login_column}
-    if col in tm.key_columns or (name == s.table and col in special):
-        return KEY, None
-    if col in tm.non_personal:
+    for tm in entries:
+        if col in tm.key_columns or (name == s.table and col in special):
+            return KEY, None
+    if any(col in tm.non_personal for tm in entries):
         return NON_PERSONAL, None
     return UNMAPPED, None
 

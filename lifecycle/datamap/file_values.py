@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 
 from lifecycle.datamap.model import DataMap, DataMapError
 
@@ -57,12 +57,13 @@ def check_file_values(dm: DataMap, engine: Any, metadata: Any) -> list[DataMapEr
     problems: list[DataMapError] = []
     with engine.connect() as conn:
         for tm in dm.tables.values():
-            if tm.name not in metadata.tables:
+            if tm.table not in metadata.tables:
                 continue
-            t = metadata.tables[tm.name]
+            t = metadata.tables[tm.table]
             for col in tm.files:
                 c = t.c[col]
-                query = select(c).where(c.is_not(None), c != "").limit(SAMPLE)
+                # Only the entry's rows: a meta table's other keys hold other values.
+                query = select(c).where(tm.scoped(t, and_(c.is_not(None), c != ""))).limit(SAMPLE)
                 if tm.keys:
                     query = query.order_by(*(t.c[k].desc() for k in tm.keys))
                 values = [v for (v,) in conn.execute(query)]

@@ -62,7 +62,8 @@ def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
     out: list[MissingIndex] = []
     s = dm.subject
     wanted: dict[str, list[tuple[str, ...]]] = {}
-    for name, tm in dm.tables.items():
+    for tm in dm.tables.values():
+        name = tm.table  # entries sharing a table share its indexes
         if name not in existing:
             continue
         for lk in tm.links:

@@ -121,12 +121,14 @@ def sample_rows(
     member id and identity columns."""
     out: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for tm in dm.tables.values():
-        if not tm.identities or tm.name not in metadata.tables:
+        if not tm.identities or tm.table not in metadata.tables:
             continue
-        t = metadata.tables[tm.name]
+        t = metadata.tables[tm.table]
         cols = [c for _k, c in tm.identities]
         member = dm.member_expr(tm.name, metadata)
         query = select(member, *(t.c[c] for c in cols)).limit(limit)
+        if tm.where:
+            query = query.where(tm.scope(t))
         if tm.keys:
             query = query.order_by(*(t.c[k].desc() for k in tm.keys))
         out[tm.name] = [(r[0], dict(zip(cols, r[1:], strict=True))) for r in conn.execute(query)]

@@ -27,6 +27,7 @@ from lifecycle.datamap.anchors import (
     TaxProfile,
     parse_month_day,
 )
+from lifecycle.datamap.entries import check_entries, describe_where, parse_contact, parse_where
 from lifecycle.datamap.identities import RULES as IDENTITY_RULES
 from lifecycle.datamap.model import (
     DataMap,
@@ -149,6 +150,12 @@ class _TableSpec(_Spec):
     optional: bool = False
     # Columns holding the row's own member's identity (an order's email): kind -> column.
     identities: dict[str, str] = Field(default_factory=dict)
+    # Several entries on one database table (lifecycle.datamap.entries).
+    table: str | None = None
+    where: dict[str, Any] | None = None
+    # The member's own current contact held in this entry's rows (a billing_email meta row):
+    # a correction of the member's contact writes it here too.
+    contact: _ContactSpec | None = None
 
 
 class _MapSpec(_Spec):
@@ -159,6 +166,7 @@ class _MapSpec(_Spec):
     categories: list[str] = Field(default_factory=list)
     retention: dict[str, _RuleSpec | None] = Field(default_factory=dict)
     ignore_tables: list[str] = Field(default_factory=list)
+    ignore_rows: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tables: dict[str, _TableSpec]
     unique_identifiers: dict[str, Any] = Field(default_factory=dict)
 
@@ -539,8 +547,9 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 owner[c] = cat
             columns[cat] = tuple(cols)
             used.setdefault(cat, where)
+        where_ = parse_where(ts.where, err, *base, "where")
         rel_cols = {*keys, *(lk.column for lk in links), ts.via.column if ts.via else None,
-                    ts.via.match if ts.via else None}  # fmt: skip
+                    ts.via.match if ts.via else None, *(c for c, _v in where_)}  # fmt: skip
         if name == s.table:
             rel_cols.add(s.login_column)
         for i, c in enumerate(ts.non_personal):
@@ -689,13 +698,18 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             optional=ts.optional,
             tax_evidence=ts.tax_evidence,
             identities=identities,
+            table=ts.table or name,
+            where=where_,
+            contact=parse_contact(ts.contact, name, owner, subject, err, base),
         )
+    ignore_rows = check_entries(spec.tables, tables, spec.ignore_rows, s.table, err)
     for cat in spec.retention:
         if cat in custom and cat not in used:
             raise err(f"category {cat!r} has a rule but no table uses it", "retention", cat)
     flags = identifiers.parse(spec.unique_identifiers, {c for c in used}, err)
     return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks, site_root,
-                   business=business, operator=operator, identifiers=flags)  # fmt: skip
+                   business=business, operator=operator, identifiers=flags,
+                   ignore_rows=ignore_rows)  # fmt: skip
 
 
 def _identities(
@@ -864,7 +878,17 @@ def current_datamap(path: str | Path | None = None) -> DataMap:
 
 def describe(dm: DataMap) -> Iterable[str]:
     """Human-readable summary lines (table, categories, rule) for dry runs and docs."""
+    for table, conds in dm.ignore_rows.items():
+        for w in conds:
+            yield f"{table}: rows where {describe_where(w)} are ignored (ignore_rows)"
     for t in dm.tables_in_dependency_order():
+        if t.where or t.table != t.name:
+            only = f" where {describe_where(t.where)}" if t.where else ""
+            yield f"{t.name}: rows of table {t.table}{only}"
+        for kind, column in t.contact:
+            s = dm.subject
+            theirs = s.email_column if kind == "email" else s.mobile_column
+            yield f"{t.name}: the member's {kind} in {column}, corrected with {s.table}.{theirs}"
         for cat in t.categories:
             r = t.retention_for(cat)
             # Tax evidence is kept to the later of its own rule and the tax rule: say both.

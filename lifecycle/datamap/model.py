@@ -95,6 +95,7 @@ from lifecycle.datamap.anchors import (
     tax_cutoff,
     tax_retain_until,
 )
+from lifecycle.datamap.entries import Where, scoped, where_clause
 from lifecycle.datamap.identifiers import FlaggedCategory
 from lifecycle.datamap.periods import Period, Rule
 
@@ -345,10 +346,28 @@ class TableMap:
     # (kind, column): columns holding the identity of the row's own member (an order's email),
     # which the linkage check compares with the member the row is linked to.
     identities: tuple[tuple[str, str], ...] = ()
+    # The physical table (``table:``; the entry's name by default) and the condition on its
+    # discriminator columns selecting this entry's rows (``where:``; empty: every row). See
+    # lifecycle.datamap.entries.
+    table: str = ""
+    where: Where = ()
+    # (kind, column): the member's own current email/mobile held in this entry's rows,
+    # written by a correction of the member's contact (lifecycle.rights.contact_rows).
+    contact: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.keys and self.key:
             self.keys = (self.key,)
+        if not self.table:
+            self.table = self.name
+
+    def scope(self, t: Any) -> Any:
+        """The SQL condition selecting this entry's rows of ``t`` (None: every row)."""
+        return where_clause(self.where, t)
+
+    def scoped(self, t: Any, cond: Any) -> Any:
+        """``cond`` narrowed to this entry's rows of ``t``."""
+        return scoped(self.where, t, cond)
 
     @property
     def composite(self) -> bool:
@@ -394,6 +413,7 @@ class TableMap:
             *(lk.column for lk in self.links),
             self.via.column if self.via else None,
             self.via.match if self.via else None,
+            *(c for c, _v in self.where),  # the kind of row (post_type), not its data
         ]
         for c in rel:
             if c and c not in out:
@@ -611,12 +631,15 @@ class DataMap:
         identifiers: Mapping[str, FlaggedCategory] | None = None,
         business: TaxProfile | None = None,
         operator: frozenset[str] = frozenset(),
+        ignore_rows: Mapping[str, tuple[Where, ...]] | None = None,
     ) -> None:
         self.source = source
         self.subject = subject
         self.rules = rules
         self.tables = tables
         self.ignore_tables = ignore_tables
+        # physical table -> conditions of rows no entry maps, on purpose (``ignore_rows:``).
+        self.ignore_rows: dict[str, tuple[Where, ...]] = dict(ignore_rows or {})
         self._marks = marks
         self.site_root = site_root
         # What expanding against a live database found worth saying (missing optional tables).
@@ -658,10 +681,10 @@ class DataMap:
             if "*" in name:
                 hits = sorted(n for n in live if fnmatchcase(n, name) and n not in explicit)
                 for h in hits:
-                    tables[h] = replace(tm, name=h, pattern=name)
+                    tables[h] = replace(tm, name=h, table=h, pattern=name)
                 if not hits:
                     notes.append(f"{self._where('tables', name)}: pattern {name} matches no table")
-            elif name not in live and tm.optional:
+            elif tm.table not in live and tm.optional:
                 notes.append(
                     f"{self._where('tables', name)}: optional table {name} is not in the "
                     "database (module not installed); skipped"
@@ -688,7 +711,8 @@ class DataMap:
                 )
         out = DataMap(self.source, self.subject, self.rules, tables, self.ignore_tables,
                       self._marks, self.site_root, tuple(notes), identifiers=self.identifiers,
-                      business=self.business, operator=self.operator)  # fmt: skip
+                      business=self.business, operator=self.operator,
+                      ignore_rows=self.ignore_rows)  # fmt: skip
         return out
 
     def _where(self, *path: Any) -> str:
@@ -699,6 +723,20 @@ class DataMap:
 
     def table(self, name: str) -> TableMap:
         return self.tables[name]
+
+    def physical(self, name: str) -> str:
+        """The database table of entry ``name`` (a name no entry has: itself)."""
+        tm = self.tables.get(name)
+        return tm.table if tm is not None else name
+
+    @property
+    def physical_tables(self) -> list[str]:
+        """Every database table some entry maps, once each, in map order."""
+        return list(dict.fromkeys(t.table for t in self.tables.values()))
+
+    def entries_on(self, table: str) -> list[TableMap]:
+        """The entries mapping rows of database table ``table``."""
+        return [t for t in self.tables.values() if t.table == table]
 
     @property
     def subject_table(self) -> TableMap:
@@ -791,7 +829,7 @@ class DataMap:
         subquery per hop; with ``match`` a CASE over the boards). Several links: the first
         that names a member. No relation (rows ending by age only): NULL.
         """
-        return self._member_of(self.tables[table], metadata.tables[table], metadata)
+        return self._member_of(self.tables[table], metadata.tables[self.physical(table)], metadata)
 
     def link_expr(self, link: MemberLink, col: Any, metadata: Any) -> Any:
         s = self.subject
@@ -813,11 +851,11 @@ class DataMap:
         via = tm.via
 
         def through(parent_name: str) -> Any:
-            parent = metadata.tables[parent_name].alias()
-            inner = self._member_of(self.tables[parent_name], parent, metadata)
-            return (
-                select(inner).where(parent.c[via.parent_key] == t.c[via.column]).scalar_subquery()
-            )
+            ptm = self.tables[parent_name]
+            parent = metadata.tables[ptm.table].alias()
+            inner = self._member_of(ptm, parent, metadata)
+            hit = ptm.scoped(parent, parent.c[via.parent_key] == t.c[via.column])
+            return select(inner).where(hit).scalar_subquery()
 
         if via.match is None:
             return through(via.table)
@@ -832,7 +870,7 @@ class DataMap:
         """A MetaData holding the mapped tables, reflected from the real database."""
 
         md = MetaData()
-        md.reflect(bind=engine, only=list(self.tables))
+        md.reflect(bind=engine, only=self.physical_tables)
         return md
 
     # -- validation against the real schema ----------------------------------------------------
@@ -855,16 +893,20 @@ class DataMap:
 
         insp = inspect(engine)
         existing = set(insp.get_table_names())
+        # Keyed by entry: several entries may share one database table (``table:``).
         cols: dict[str, dict[str, Any]] = {}
-        for name in self.tables:
+        reflected: dict[str, dict[str, Any]] = {}
+        for name, tm in self.tables.items():
             if "*" in name:
                 fail(f"pattern {name} was not expanded against the database", "tables", name)
                 continue
-            if name not in existing:
-                fail(f"table {name!r} does not exist in the database", "tables", name)
+            if tm.table not in existing:
+                fail(f"table {tm.table!r} does not exist in the database", "tables", name)
                 continue
-            cols[name] = {c["name"]: c["type"] for c in insp.get_columns(name)}
-        bad = non_transactional(engine, list(cols))
+            if tm.table not in reflected:
+                reflected[tm.table] = {c["name"]: c["type"] for c in insp.get_columns(tm.table)}
+            cols[name] = reflected[tm.table]
+        bad = non_transactional(engine, list(reflected))
         if bad:
             fail(refusal(bad), "tables", min(bad))
 
@@ -923,7 +965,9 @@ class DataMap:
                 continue
             base = ("tables", name)
             keys_ok = all([need(name, k, *base, "key") for k in t.keys])
-            if keys_ok and t.keys and not _declared_unique(insp, name, t.keys):
+            for col, _values in t.where:
+                need(name, col, *base, "where", col)
+            if keys_ok and t.keys and not _declared_unique(insp, t.table, t.keys):
                 fail(
                     f"key ({', '.join(t.keys)}) of {name} is not a primary key or unique index: "
                     "rows could not be told apart (give the table's real unique key)",
@@ -962,7 +1006,8 @@ class DataMap:
                     if need(parent, v.parent_key, *base, "via", "parent_key") and ok:
                         compatible((name, v.column), (parent, v.parent_key), *base, "via")
                         ptm = self.tables[parent]
-                        if not _declared_unique(insp, parent, (v.parent_key,)) and not (
+                        ptable = ptm.table
+                        if not _declared_unique(insp, ptable, (v.parent_key,)) and not (
                             v.match and ptm.keys == (v.parent_key,)
                         ):
                             fail(
@@ -989,25 +1034,30 @@ class DataMap:
                                          s.login_column) if c}  # fmt: skip
             missing = [c for c in cols[name] if c not in declared]
             if missing:
+                # An entry sharing its table: every kind of row carries every column.
+                entry = f" entry {name}" if t.table != name else ""
                 fail(
-                    f"column {name}.{missing[0]} is not in the data map: list it under a "
-                    f"category in `columns:` or under `non_personal:`",
+                    f"column {t.table}.{missing[0]} is not in the data map{entry}: list it "
+                    f"under a category in `columns:` or under `non_personal:`",
                     *base,
                 )
-            for fk in insp.get_foreign_keys(name):
-                parent = fk.get("referred_table")
-                if parent in self.tables and parent != name:
+            for fk in insp.get_foreign_keys(t.table):
+                referred = fk.get("referred_table")
+                if referred == t.table:
+                    continue
+                for parent in (p.name for p in self.entries_on(referred)):
                     self._edges[name].add(parent)
                     self.foreign_keys.append((name, tuple(fk["constrained_columns"]), parent,
                                               tuple(fk["referred_columns"])))  # fmt: skip
         member_like = _member_like_names(s)
-        for other in sorted(existing - set(self.tables)):
+        mapped = set(self.physical_tables)
+        for other in sorted(existing - mapped):
             if any(fnmatchcase(other, ig) for ig in self.ignore_tables) or other.startswith(
                 ("lifecycle_", "alembic_version")
             ):
                 continue
             for fk in insp.get_foreign_keys(other):
-                if fk.get("referred_table") in self.tables:
+                if fk.get("referred_table") in mapped:
                     fail(
                         f"table {other!r} references mapped table {fk['referred_table']!r} but "
                         f"is not in the data map: map it, or list it under `ignore_tables:`",

@@ -38,7 +38,9 @@ class EngineContext:
     source_map: DataMap | None = None
 
     def table(self, name: str) -> Table:
-        return self.metadata.tables[name]
+        """The database table of map entry ``name`` (entries may share one, see
+        lifecycle.datamap.entries; callers narrow to the entry's rows with its ``scope``)."""
+        return self.metadata.tables[self.datamap.physical(name)]
 
     @property
     def subject_table(self) -> Table:

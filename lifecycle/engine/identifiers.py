@@ -93,7 +93,7 @@ def holding(table: str, col: Any) -> Any:
 
 
 def _holding_any(tm: TableMap, t: Any, columns: tuple[str, ...]) -> Any:
-    return or_(*(holding(tm.name, t.c[c]) for c in columns))
+    return tm.scoped(t, or_(*(holding(tm.name, t.c[c]) for c in columns)))
 
 
 def census(
@@ -114,7 +114,7 @@ def census(
     out: list[Census] = []
     any_hold = check_holds and holds.any_active(conn, today)
     for name, cols in locations(dm, category):
-        t = metadata.tables.get(name)
+        t = metadata.tables.get(dm.physical(name))
         if t is None or any(c not in t.c for c in cols):
             continue
         tm = dm.tables[name]

@@ -629,8 +629,15 @@ def member_where(
     """Rows of ``tm`` belonging to members ``ids``: through their link column, or through
     their parents' (``via``, uncorrelated ``IN (SELECT ...)`` per hop; with ``match``, one
     branch per table the pattern expanded to). With ``keys``, literal lists read once
-    instead of the subqueries (see :class:`KeyLists`)."""
+    instead of the subqueries (see :class:`KeyLists`). Only the entry's own rows (its
+    ``where:``) are named."""
     t = ctx.table(tm.name)
+    return tm.scoped(t, _member_where(ctx, tm, t, ids, keys))
+
+
+def _member_where(
+    ctx: EngineContext, tm: TableMap, t: Table, ids: Sequence[Any], keys: KeyLists | None
+) -> Any:
     s = ctx.datamap.subject
     if tm.name == s.table:
         return in_values(ctx, t.c[s.key], ids)
@@ -741,13 +748,13 @@ def subject_selections(
             # cleared (their link and the columns listed with it).
             mine = or_(*(link_in(ctx, lk, t.c[lk.column], ids, keys) for lk in tm.links))
             all_gone = and_(*(_link_gone(ctx, lk, t.c[lk.column]) for lk in tm.links))
-            take = and_(mine, all_gone)
+            take = tm.scoped(t, and_(mine, all_gone))
             if keys is not None and len(tm.keys) == 1:
                 gone = keys.shared_gone(t, tm.key, take)
                 take = and_(mine, t.c[tm.key].in_(_listed(t.c[tm.key], gone)))
             out.append(Selection(tm, take, _ended, keys=keys))
             for lk in tm.links:
-                where = link_in(ctx, lk, t.c[lk.column], ids, keys)
+                where = tm.scoped(t, link_in(ctx, lk, t.c[lk.column], ids, keys))
                 blanks.append(Selection(tm, where, _ended, "blank", (lk.column, *lk.blank), keys))
             continue
         out.append(Selection(tm, member_where(ctx, tm, ids, keys), _ended, keys=keys))
@@ -798,7 +805,7 @@ def age_selection(
     # MySQL's zero date ('0000-00-00', a PHP site's "no date") sorts before every cut-off but
     # has no date to count a period from: such a row stays rather than failing the batch.
     floor = datetime(1000, 1, 1, tzinfo=cutoff.tzinfo)
-    where = and_(t.c[col] < cutoff, t.c[col] >= floor, *_unreferenced(ctx, tm, t))
+    where = tm.scoped(t, and_(t.c[col] < cutoff, t.c[col] >= floor, *_unreferenced(ctx, tm, t)))
     # Rows of a held member, or of a table holding a held category, stay (legal hold).
     if check_holds:
         where = and_(
@@ -852,9 +859,9 @@ def age_selections(
             if listed:
                 assert conn is not None
                 keys = sorted({v for (v,) in conn.execute(parents.distinct()) if v is not None})
-                where = col.in_(_listed(col, keys))
+                where = child.scoped(ct, col.in_(_listed(col, keys)))
             else:
-                where = col.in_(parents)
+                where = child.scoped(ct, col.in_(parents))
             sel = Selection(
                 child,
                 where,
@@ -919,9 +926,8 @@ def _unreferenced(ctx: EngineContext, tm: TableMap, t: Any) -> list[Any]:
         if _inherits(dm.tables[child]) == tm.name:
             continue
         ct = ctx.table(child).alias()
-        conds.append(
-            ~exists().where(*(ct.c[c] == t.c[p] for c, p in zip(ccols, pcols, strict=True)))
-        )
+        refs = and_(*(ct.c[c] == t.c[p] for c, p in zip(ccols, pcols, strict=True)))
+        conds.append(~exists().where(dm.tables[child].scoped(ct, refs)))
     for other in dm.tables.values():
         via = other.via
         if via is None or other.name == tm.name:
@@ -934,10 +940,11 @@ def _unreferenced(ctx: EngineContext, tm: TableMap, t: Any) -> list[Any]:
             ct = ctx.table(other.name).alias()
             held = _unreferenced(ctx, other, ct)
             if held:
-                conds.append(~exists().where(ct.c[via.column] == t.c[via.parent_key], ~and_(*held)))
+                mine = other.scoped(ct, ct.c[via.column] == t.c[via.parent_key])
+                conds.append(~exists().where(mine, ~and_(*held)))
             continue
         ct = ctx.table(other.name).alias()
-        cond = ct.c[via.column] == t.c[via.parent_key]
+        cond = other.scoped(ct, ct.c[via.column] == t.c[via.parent_key])
         if via.match:
             value = next(v for v, tn in via.tables if tn == tm.name)
             cond = and_(cond, ct.c[via.match] == value)

@@ -64,6 +64,8 @@ def still_referenced(paths: Iterable[str], ctx: EngineContext, conn: Connection)
         if tm.name == dm.subject.table:
             gone = dm.subject.withdrawn_clause(t)
             live = or_(not_(gone), gone.is_(None))
+        # Only the entry's rows name files (another meta key's value is not a path).
+        live = tm.scoped(t, live)
         for col in tm.files:
             for i in range(0, len(lookup), _CHUNK):
                 names = lookup[i : i + _CHUNK]

@@ -140,7 +140,7 @@ def collect(
         flagged = flagged_columns(ctx.datamap, name)
         # Every key column: a composite key orders fully, a keyless table (key: []) not at all.
         order = [t.c[k] for k in tm.keys]
-        stmt = select(t).where(member_expr(ctx, tm) == member_id).order_by(*order)
+        stmt = select(t).where(tm.scoped(t, member_expr(ctx, tm) == member_id)).order_by(*order)
         rows = []
         for r in s.execute(stmt):
             rows.append(

@@ -93,11 +93,9 @@ def recorded_guardians(s: Session, member_id: int) -> list[str]:
         cols = tm.columns.get(GUARDIAN_CATEGORY)
         if not cols or GUARDIAN_NAME_COLUMN not in cols:
             continue
-        t = md.tables[tm.name]
-        expr = dm.member_expr(tm.name, md)
-        names.extend(
-            str(n) for n in s.scalars(select(t.c[GUARDIAN_NAME_COLUMN]).where(expr == member_id))
-        )
+        t = md.tables[tm.table]
+        expr = tm.scoped(t, dm.member_expr(tm.name, md) == member_id)
+        names.extend(str(n) for n in s.scalars(select(t.c[GUARDIAN_NAME_COLUMN]).where(expr)))
     return names
 
 

@@ -39,6 +39,7 @@ from lifecycle.requests.outbox import submit
 from lifecycle.requests.states import transition
 from lifecycle.requests.use_block import lift
 from lifecycle.rights.common import Requester, requester_refusal
+from lifecycle.rights.contact_rows import correct_contact_rows
 from lifecycle.rights.pipeline import (
     TELLING,
     Job,
@@ -144,10 +145,13 @@ def _apply(job: Job) -> None:
         return
     changed = sorted(f for f, v in typed.items() if not _same(current[f], v))
     del current  # the old values go no further than this comparison
+    also: list[str] = []
     if changed:
         s.execute(
             update(mt.table).where(mt.key_col == member_id).values({f: typed[f] for f in changed})
         )
+        # The same contact held in other rows (a billing_email meta row), in this transaction.
+        also = correct_contact_rows(s, member_id, {f: typed[f] for f in changed})
     deliveries = 0
     for recipient_id, fields in sorted(provided_fields(s, member_id).items()):
         owed = sorted(fields & set(changed))
@@ -172,6 +176,8 @@ def _apply(job: Job) -> None:
             {"request_id": request_id, "fields": changed, "completed_date": utcnow().date()},
         )
     job.req.payload = {"corrected_fields": changed}
+    if also:
+        job.req.payload["also_in"] = also  # entry names only, never values
     lift(s, member_id, REASON)
     transition(job.req, RequestState.CORRECTED)
     log.info(
@@ -193,7 +199,8 @@ def _entry(job: Job) -> dict[str, Any]:
         "legal_basis": "개인정보 보호법 제36조",
         "method": "정정 (처리정지 후 단일 트랜잭션으로 반영)",
         "actor": "lifecycle.correct",
-        "details": {"fields": fields, "notifications": len(owed)},
+        "details": {"fields": fields, "notifications": len(owed)}
+        | ({"also_in": list(job.payload["also_in"])} if job.payload.get("also_in") else {}),
     }
 
 
