@@ -66,6 +66,7 @@ from sqlalchemy.exc import DBAPIError
 
 from lifecycle.core import dbkind
 from lifecycle.datamap.discover import OWN_TABLES
+from lifecycle.datamap.entries import where_clause
 from lifecycle.datamap.identities import mobile_forms, normalise_email, normalise_mobile
 from lifecycle.datamap.model import DataMap
 from lifecycle.datamap.patterns import kinds_in
@@ -244,8 +245,8 @@ def _text_column(t: Any) -> bool:
 
 
 def _excluded_columns(dm: DataMap, name: str) -> set[str]:
-    tm = dm.tables.get(name)
-    out: set[str] = set(tm.key_columns) if tm is not None else set()
+    # ``name`` is a database table; several map entries may share it (``table:`` + ``where:``).
+    out: set[str] = {c for tm in dm.entries_on(name) for c in tm.key_columns}
     s = dm.subject
     if name == s.table and s.keep_row and s.login_column:
         out.add(s.login_column)
@@ -255,8 +256,7 @@ def _excluded_columns(dm: DataMap, name: str) -> set[str]:
 def _declared(dm: DataMap, name: str) -> dict[str, set[str]]:
     """kind -> the table's columns the map declares as holding that kind of identity."""
     out: dict[str, set[str]] = {"email": set(), "mobile": set()}
-    tm = dm.tables.get(name)
-    if tm is not None:
+    for tm in dm.entries_on(name):
         for kind, col in tm.identities:
             out.setdefault(kind, set()).add(col)
     s = dm.subject
@@ -270,11 +270,14 @@ def _declared(dm: DataMap, name: str) -> dict[str, set[str]]:
 
 def _kept_rows(dm: DataMap, name: str, t: Any, ids: Identities, kept: Callable[[Any], bool]) -> Any:
     """A clause leaving out the member's rows the map keeps live in this table (None: none)."""
-    tm = dm.tables.get(name)
-    if tm is None or not kept(tm):
-        return None
     conds = [
-        and_(t.c[lk.column].is_not(None), t.c[lk.column] == ids.links[lk.member_key])
+        and_(
+            t.c[lk.column].is_not(None),
+            t.c[lk.column] == ids.links[lk.member_key],
+            *([where_clause(tm.where, t)] if tm.where else []),
+        )
+        for tm in dm.entries_on(name)
+        if kept(tm)
         for lk in tm.links
         if lk.member_key in ids.links and lk.column in t.c
     ]
