@@ -416,22 +416,26 @@ def reopen(
     *,
     queue: str | None = None,
     now: datetime | None = None,
+    states: tuple[str, ...] = ("done",),
+    mark: str = "",
 ) -> Redispatch | None:
     """Make the finished (or missing) lease ``key`` live again as re-sent, for a job its own
     records say is unfinished (a sweep run still ``running`` that nobody runs); returns what
-    to send, or None if the lease is live or failed, or another watchdog got there first.
+    to send, or None if the lease is live (or in none of ``states``), or another watchdog got
+    there first.
 
-    The re-sent copy starts a generation of its own, so the copies of the finished generation
-    still stand down.
+    The re-sent copy starts a generation of its own (its first task id starts with ``mark``),
+    so the copies of the finished generation still stand down.
     """
+    assert set(states) <= set(FINISHED_STATES)
     now = now or _now()
     eng = db.engine("primary")
-    first = str(uuid.uuid4())
+    first = f"{mark}{uuid.uuid4()}"
     with eng.begin() as conn:
         prior = conn.execute(
             select(_T.c.id, _T.c.state, _T.c.redispatches, _T.c.heartbeat_at).where(_T.c.key == key)
         ).first()
-        if prior is not None and prior[1] != "done":
+        if prior is not None and prior[1] not in states:
             return None
         number = int(prior[2] or 0) + 1 if prior is not None else 1
         values: dict[str, Any] = {
@@ -460,7 +464,7 @@ def reopen(
             beat = now
         else:
             res = conn.execute(
-                update(_T).where((_T.c.id == prior[0]) & (_T.c.state == "done")).values(**values)
+                update(_T).where((_T.c.id == prior[0]) & (_T.c.state == prior[1])).values(**values)
             )
             if not res.rowcount:
                 return None

@@ -9,8 +9,10 @@ sweep lease, the sweep lock free (no coordinator connected), for longer than
 :data:`UNATTENDED_AFTER_LEASES` lease periods since anything happened to it. Then ``status``
 says so in one line and the watchdog sends the coordinator again with the run's id, to resume it.
 
-A sweep lease that ``failed`` is left alone (a person decides, as for every failed job);
-``status`` names its error.
+A sweep lease that ``failed`` while its run is still ``running`` did not fail the run (a
+coordinator that fails the run records it); the failure may come from a fault around it (a
+termination masked by a database error). The watchdog sends such a run again once; if that
+copy fails too, ``status`` keeps naming the error and a person decides, as for every failed job.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from models.requests import JobRun
 log = logging.getLogger(__name__)
 
 UNATTENDED_AFTER_LEASES = 2
+# Starts the first task id of the generations this watchdog sends (one re-send after a failure).
+RESENT_MARK = "unattended-"
 SWEEP_LEASE_KEY = leases.lease_key(dispatch.SWEEP_RUN)
 
 
@@ -43,14 +47,26 @@ class Unattended:
     lease_state: str | None  # done | failed | None (no lease row)
     lease_error: str | None
     kwargs: dict[str, Any]
+    # The lease's generation was sent by this watchdog already.
+    resent: bool = False
+
+    @property
+    def resend(self) -> bool:
+        return self.lease_state != "failed" or not self.resent
 
     @property
     def reason(self) -> str:
         """One line, ids and states only."""
         if self.lease_state == "failed":
+            then = (
+                "the watchdog sends it again once"
+                if self.resend
+                else "it failed again after the watchdog sent it again: re-run it with "
+                "lifecycle sweep"
+            )
             return (
                 f"sweep run {self.run_id} still running but its coordinator failed "
-                f"({self.lease_error or 'no reason recorded'}); re-run it with lifecycle sweep"
+                f"({self.lease_error or 'no reason recorded'}); {then}"
             )
         lease = f"its lease {self.lease_state}" if self.lease_state else "no lease"
         return (
@@ -71,9 +87,14 @@ def unattended_runs(conn: Connection, now: datetime) -> list[Unattended]:
     if run is None:
         return []
     lease = conn.execute(
-        select(lt.c.state, lt.c.heartbeat_at, lt.c.finished_at, lt.c.error, lt.c.kwargs).where(
-            lt.c.key == SWEEP_LEASE_KEY
-        )
+        select(
+            lt.c.state,
+            lt.c.heartbeat_at,
+            lt.c.finished_at,
+            lt.c.error,
+            lt.c.kwargs,
+            lt.c.first_task_id,
+        ).where(lt.c.key == SWEEP_LEASE_KEY)
     ).first()
     if lease is not None and lease[0] in leases.LIVE_STATES:
         return []  # a coordinator holds it, or the lease watchdog re-sends it when it expires
@@ -84,14 +105,16 @@ def unattended_runs(conn: Connection, now: datetime) -> list[Unattended]:
     seen = [last_batch, *((lease[1], lease[2]) if lease is not None else ())]
     moments = [started, *(as_utc(t) for t in seen if t is not None)]
     idle = int((now - max(moments)).total_seconds())
-    state = None if lease is None else str(lease[0])
-    if state != "failed" and idle < UNATTENDED_AFTER_LEASES * leases.ttl().total_seconds():
+    if idle < UNATTENDED_AFTER_LEASES * leases.ttl().total_seconds():
         return []
     kwargs: dict[str, Any] = {"run_id": run_id}
-    old = dict((lease[4] if lease is not None else None) or {})
+    if lease is None:
+        return [Unattended(run_id, idle, None, None, kwargs)]
+    old = dict(lease[4] or {})
     if old.get("member_batch"):
         kwargs["member_batch"] = int(old["member_batch"])
-    return [Unattended(run_id, idle, state, lease[3] if lease is not None else None, kwargs)]
+    resent = str(lease[5] or "").startswith(RESENT_MARK)
+    return [Unattended(run_id, idle, str(lease[0]), lease[3], kwargs, resent)]
 
 
 def redispatch_unattended(
@@ -103,9 +126,12 @@ def redispatch_unattended(
         found = unattended_runs(conn, now)
     sent: list[int] = []
     for run in found:
-        if run.lease_state == "failed":
+        if not run.resend:
             continue
-        job = leases.reopen(SWEEP_LEASE_KEY, dispatch.SWEEP_RUN, run.kwargs, now=now)
+        job = leases.reopen(
+            SWEEP_LEASE_KEY, dispatch.SWEEP_RUN, run.kwargs, now=now,
+            states=("done", "failed"), mark=RESENT_MARK,
+        )  # fmt: skip
         if job is None:
             continue  # another watchdog, or a coordinator, got there first
         log.warning("%s", run.reason)
