@@ -179,3 +179,51 @@ def test_a_coordinator_copy_that_finds_the_sweep_running_hands_the_lease_back(
 
     wait_until(finished, 180, "the re-sent coordinator finishing the sweep")
     assert sql_one(primary, "SELECT count(*) FROM members WHERE status = 'withdrawn'") == 0
+
+
+def test_a_run_whose_coordinator_lease_failed_is_sent_again_once(
+    primary_env: LifecycleEnv,
+) -> None:
+    """The chaos test's own case: the coordinator's lease `failed` (a termination masked by a
+    driver error) while its run still ran. Re-sent once; failing again, it waits for a person."""
+    from lifecycle.engine.sweep_watch import RESENT_MARK, unattended_runs
+
+    env = primary_env
+    long_ago = datetime.now(UTC) - timedelta(minutes=10)
+    with db.engine("primary").begin() as c:
+        run_id = c.execute(
+            insert(JobRun.__table__).values(
+                job="sweep", task_id="t1", started_at=long_ago, outcome="running", counts={}
+            )
+        ).inserted_primary_key[0]
+        c.execute(
+            insert(JobLease.__table__).values(
+                key=SWEEP_LEASE_KEY, task="lifecycle.sweep.run", args=[],
+                kwargs={"run_id": run_id}, state="failed", holder="x", task_id="t1",
+                first_task_id="t1", started_at=long_ago, heartbeat_at=long_ago,
+                expires_at=long_ago, finished_at=long_ago, redispatches=0,
+                error="RedactedError: ProgrammingError (details in worker log, ref=1)",
+            )
+        )  # fmt: skip
+    (line,) = _flagged(_status(env), run_id)
+    assert "coordinator failed (RedactedError: ProgrammingError" in line
+    assert line.endswith("the watchdog sends it again once")
+    sent: list[leases.Redispatch] = []
+    assert redispatch_unattended(sent.append) == [run_id]
+    (job,) = sent
+    assert job.kwargs == {"run_id": run_id} and job.task_id.startswith(RESENT_MARK)
+    assert redispatch_unattended(sent.append) == []  # live again: the lease watchdog's now
+
+    # That copy failed too: flagged, not sent again.
+    with db.engine("primary").begin() as c:
+        c.execute(
+            JobLease.__table__.update()
+            .where(JobLease.__table__.c.key == SWEEP_LEASE_KEY)
+            .values(state="failed", finished_at=long_ago, heartbeat_at=long_ago)
+        )
+    with db.engine("primary").connect() as c:
+        (again,) = unattended_runs(c, datetime.now(UTC))
+    assert not again.resend and again.reason.endswith("re-run it with lifecycle sweep")
+    assert redispatch_unattended(sent.append) == []
+    (line,) = _flagged(_status(env), run_id)
+    assert "failed again" in line
