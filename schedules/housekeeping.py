@@ -13,6 +13,7 @@ import logging
 
 from lifecycle.channels.mailer import smtp_config
 from lifecycle.core import db, dispatch, leases
+from lifecycle.engine import sweep_watch
 from lifecycle.notices import members as notices
 from lifecycle.recipients import deliveries as delivery
 from lifecycle.requests import relay
@@ -85,8 +86,10 @@ def _send_again(job: leases.Redispatch) -> None:
 
 
 def watchdog() -> int:
-    """Jobs whose lease expired (their worker died, their message was lost) are sent again."""
-    return len(leases.redispatch_expired(_send_again))
+    """Jobs whose lease expired (their worker died, their message was lost) are sent again,
+    and so is a sweep run left running with nobody on it (its lease finished or missing)."""
+    sent = len(leases.redispatch_expired(_send_again))
+    return sent + len(sweep_watch.redispatch_unattended(_send_again))
 
 
 def prune_leases() -> int:

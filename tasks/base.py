@@ -76,6 +76,28 @@ def _reason(exc: BaseException) -> str:
     return f"{type(inner).__name__}: {text[0]}" if text else type(inner).__name__
 
 
+def _terminated_by(exc: BaseException) -> BaseException | None:
+    """The SystemExit (or KeyboardInterrupt) behind ``exc``, if a signal ended the task.
+
+    Celery terminates a running task whose message cannot be acknowledged after a broker
+    connection loss (SIGTERM to the pool process, which raises SystemExit wherever the task
+    is). Raised inside a database call, the driver's own cleanup can fail on the half-sent
+    query and raise an error of its own (psycopg's ProgrammingError "can't change autocommit
+    now") that replaces it: the task would then be recorded as failed by its own fault.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        if isinstance(e, SystemExit | KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        todo += [e.__cause__, e.__context__]
+    return None
+
+
 class LifecycleAMQP(AMQP):
     """Builds every task message with id-only ``argsrepr``/``kwargsrepr`` and the ids-only check.
 
@@ -156,6 +178,19 @@ class LifecycleTask(Task[Any, Any]):
                 self._quietly(leases.retrying, lease, _delay_seconds(exc.when), _reason(exc))
                 raise
             except Exception as exc:
+                stop = _terminated_by(exc)
+                if stop is not None:
+                    # Not the job failing: the worker terminated it, and a secondary error
+                    # masked that. A failed lease is never re-sent and the job would stay
+                    # unfinished; a live one expires and the watchdog sends the job again.
+                    log.warning(
+                        "%s[%s]: terminated by the worker (%s); the job is sent again",
+                        self.name,
+                        self.request.id,
+                        type(exc).__name__,
+                    )
+                    self._quietly(leases.retrying, lease, 0.0, "terminated by the worker")
+                    raise stop from None
                 if getattr(self.request, "lifecycle_transient", False):
                     # The retry could not even be sent (broker down): the watchdog re-sends.
                     self._quietly(leases.retrying, lease, 0.0, _reason(exc))

@@ -7,7 +7,14 @@ from typing import Any
 from lifecycle.core import dbkind, dispatch, leases
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import get_context
-from lifecycle.engine.sweep import MEMBER_BATCH, BatchKey, BatchMembersBusy, run_batch, run_sweep
+from lifecycle.engine.sweep import (
+    ANOTHER_SWEEP,
+    MEMBER_BATCH,
+    BatchKey,
+    BatchMembersBusy,
+    run_batch,
+    run_sweep,
+)
 from tasks.base import LifecycleTask
 from workers.app import app
 
@@ -50,7 +57,7 @@ def sweep_run(
 
     # On SQLite (the embedded default) writers serialise anyway: the coordinator does it all.
     fan_out = send_batch if dbkind.row_locks(ctx.primary) else None
-    return run_sweep(
+    out = run_sweep(
         ctx,
         task_id=self.request.id,
         dispatch=fan_out,
@@ -59,6 +66,13 @@ def sweep_run(
         run_id=int(run_id) if run_id else None,
         on_run=on_run,
     )
+    lease = leases.current()
+    if lease is not None and out.get("skipped") == ANOTHER_SWEEP:
+        # Another copy holds the sweep lock and runs the sweep: hand the one sweep lease back
+        # rather than finish it (see leases.stand_down), so that, should that copy stop
+        # before its heartbeat takes the lease, the watchdog still sends the sweep again.
+        leases.stand_down(lease)
+    return out
 
 
 BUSY_RETRIES = 5

@@ -324,6 +324,8 @@ def _render_unfinished(console: Any, unfinished: dict[str, Any] | None) -> None:
             f"sweep run {b['run_id']}: {b['pending']} batches pending, run age "
             f"{_age(b['age_seconds'])}, last batch done {_age(b['idle_seconds'])} ago"
         )
+    for u in unfinished.get("unattended_runs") or []:
+        console.print(f"[bold red]{u['reason']}[/]", markup=True, highlight=False)
     for n in unfinished["notices"]:
         console.print(
             f"notice {n['notice_id']} ({n['kind']}, {n['state']}): {n['unsent']} members not "

@@ -88,6 +88,8 @@ class Lease:
     stalled_seconds: int = 0
     # Taken from a holder that stopped renewing (its worker died): not a retry or a re-send.
     taken_over: bool = False
+    # This copy handed the lease back (:func:`stand_down`): it no longer finishes or retries it.
+    stood_down: bool = False
 
 
 class AlreadyFinished(Exception):
@@ -197,15 +199,21 @@ def acquire(
 
 
 def renew(lease: Lease) -> bool:
-    """Heartbeat. Also takes the lease back if a duplicate took it and finished meanwhile
-    (that duplicate found this job running and stood down; this holder is still on it)."""
+    """Heartbeat. Also takes the lease back if a duplicate took it meanwhile and handed it back
+    (:func:`stand_down`: it found this job running) or finished it, and after a watchdog
+    re-send that this holder, alive after all, beat to the lease."""
     now = _now()
     with lease.engine.begin() as conn:
         res = conn.execute(
             update(_T)
             .where(
                 (_T.c.id == lease.id)
-                & ((_T.c.holder == lease.holder) | (_T.c.state != "held") | (_T.c.expires_at < now))
+                & (
+                    (_T.c.holder == lease.holder)
+                    | _T.c.holder.is_(None)
+                    | (_T.c.state != "held")
+                    | (_T.c.expires_at < now)
+                )
                 & (_T.c.state != "failed")
             )
             .values(state="held", holder=lease.holder, heartbeat_at=now, expires_at=now + ttl())
@@ -213,36 +221,64 @@ def renew(lease: Lease) -> bool:
     return bool(res.rowcount)
 
 
+def _ours(lease: Lease) -> Any:
+    """This holder's row, or one handed back (held by nobody) that this running job takes."""
+    return (_T.c.id == lease.id) & (
+        (_T.c.holder == lease.holder) | (_T.c.holder.is_(None) & (_T.c.state == "held"))
+    )
+
+
 def finish(lease: Lease, state: str = "done", error: str | None = None) -> None:
-    """Only the current holder finishes a lease (a duplicate that stood down does not)."""
+    """Only the job's runner finishes a lease: its holder, or the job that is running while a
+    duplicate handed the lease back. A duplicate that stood down does not."""
     assert state in FINISHED_STATES
+    if lease.stood_down:
+        return
     with lease.engine.begin() as conn:
         conn.execute(
             update(_T)
-            .where((_T.c.id == lease.id) & (_T.c.holder == lease.holder))
+            .where(_ours(lease))
             .values(state=state, finished_at=_now(), error=(error or None) and error[:500])
         )
 
 
 def retrying(lease: Lease, delay_seconds: float, error: str | None = None) -> None:
     """A Celery retry is scheduled: the watchdog waits for it (and one lease) before re-sending."""
+    if lease.stood_down:
+        return
     expires = _now() + timedelta(seconds=max(0.0, delay_seconds)) + ttl()
     with lease.engine.begin() as conn:
         conn.execute(
             update(_T)
-            .where((_T.c.id == lease.id) & (_T.c.holder == lease.holder))
+            .where(_ours(lease))
             .values(state="retrying", holder=None, expires_at=expires, error=error and error[:500])
         )
+
+
+def stand_down(lease: Lease) -> None:
+    """This copy found the job run by someone else (the sweep's lock is taken): hand the lease
+    back instead of finishing it.
+
+    Finishing it would tell the watchdog the job is done while the other runner may yet die
+    or stop before its heartbeat takes the lease back; then nothing would send it again. A
+    handed-back lease is ``held`` by nobody for one more lease period: the runner's next
+    heartbeat takes it, and if no runner does, it expires and the watchdog sends the job again.
+    Database errors propagate (the task retries; the lease, still ours, then expires).
+    """
+    now = _now()
+    with lease.engine.begin() as conn:
+        conn.execute(
+            update(_T)
+            .where((_T.c.id == lease.id) & (_T.c.holder == lease.holder))
+            .values(state="held", holder=None, expires_at=now + ttl())
+        )
+    lease.stood_down = True
 
 
 def set_kwargs(lease: Lease, kwargs: dict[str, Any]) -> None:
     """What the job is to be re-sent with from now on (e.g. the sweep's run id, to resume it)."""
     with lease.engine.begin() as conn:
-        conn.execute(
-            update(_T)
-            .where((_T.c.id == lease.id) & (_T.c.holder == lease.holder))
-            .values(kwargs=dict(kwargs))
-        )
+        conn.execute(update(_T).where(_ours(lease)).values(kwargs=dict(kwargs)))
 
 
 # -- the heartbeat thread (one per process) ------------------------------------------------------
@@ -371,6 +407,72 @@ def redispatch_expired(send: Sender, *, now: datetime | None = None, limit: int 
         log.warning("re-dispatched %s (%s)", key, job.note)
         sent.append(key)
     return sent
+
+
+def reopen(
+    key: str,
+    task: str,
+    kwargs: dict[str, Any],
+    *,
+    queue: str | None = None,
+    now: datetime | None = None,
+    states: tuple[str, ...] = ("done",),
+    mark: str = "",
+) -> Redispatch | None:
+    """Make the finished (or missing) lease ``key`` live again as re-sent, for a job its own
+    records say is unfinished (a sweep run still ``running`` that nobody runs); returns what
+    to send, or None if the lease is live (or in none of ``states``), or another watchdog got
+    there first.
+
+    The re-sent copy starts a generation of its own (its first task id starts with ``mark``),
+    so the copies of the finished generation still stand down.
+    """
+    assert set(states) <= set(FINISHED_STATES)
+    now = now or _now()
+    eng = db.engine("primary")
+    first = f"{mark}{uuid.uuid4()}"
+    with eng.begin() as conn:
+        prior = conn.execute(
+            select(_T.c.id, _T.c.state, _T.c.redispatches, _T.c.heartbeat_at).where(_T.c.key == key)
+        ).first()
+        if prior is not None and prior[1] not in states:
+            return None
+        number = int(prior[2] or 0) + 1 if prior is not None else 1
+        values: dict[str, Any] = {
+            "task": task,
+            "kwargs": dict(kwargs),
+            "queue": queue,
+            "state": "redispatched",
+            "holder": None,
+            "task_id": redispatch_task_id(first, number),
+            "first_task_id": first,
+            "finished_at": None,
+            "error": None,
+            "redispatches": number,
+            "last_redispatch_at": now,
+            "expires_at": now + ttl() * REDISPATCH_GRACE_LEASES,
+        }
+        if prior is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        insert(_T).values(key=key, args=[], started_at=now, heartbeat_at=now,
+                                          **values)
+                    )  # fmt: skip
+            except IntegrityError:
+                return None
+            beat = now
+        else:
+            res = conn.execute(
+                update(_T).where((_T.c.id == prior[0]) & (_T.c.state == prior[1])).values(**values)
+            )
+            if not res.rowcount:
+                return None
+            beat = as_utc(prior[3])
+    return Redispatch(
+        key, task, [], dict(kwargs), queue, number, int((now - beat).total_seconds()),
+        values["task_id"],
+    )  # fmt: skip
 
 
 def prune(days: int = 30, *, now: datetime | None = None) -> int:

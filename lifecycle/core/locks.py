@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from lifecycle.core.dbkind import MYSQL_BACKENDS
 from lifecycle.core.settings import get_settings
@@ -122,6 +122,36 @@ class JobLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def is_held(conn: Connection, name: str) -> bool:
+    """Whether any session holds the lock ``name`` now, asked without taking it.
+
+    PostgreSQL lists advisory locks in ``pg_locks`` (a two-key lock shows its keys as
+    ``classid``/``objid``, unsigned, with ``objsubid`` 2); MySQL/MariaDB answer
+    ``IS_USED_LOCK``. A file lock can only be probed by trying it: a runner starting in that
+    instant finds it taken and stands down (embedded SQLite only; the next trigger runs).
+    """
+    lock = JobLock(conn.engine, name)
+    if lock._mysql:
+        _sql, params = lock._lock_sql(True)
+        return conn.execute(text("SELECT IS_USED_LOCK(:n)"), params).scalar() is not None
+    if lock.pg:
+        return bool(
+            conn.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND granted AND objsubid = 2 AND classid::bigint = :ns "
+                    "AND objid::bigint = :k AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database()))"
+                ),
+                {"ns": _NAMESPACE, "k": _key(name) % 2**32},
+            ).scalar()
+        )
+    if not lock.acquire():
+        return True
+    lock.release()
+    return False
 
 
 @contextlib.contextmanager

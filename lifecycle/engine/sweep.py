@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 MEMBER_BATCH = 500
 AGE_BATCH = 5000
 LOCK_NAME = "lifecycle-sweep"
+# What a trigger that found another runner on the sweep returns (and then stands down).
+ANOTHER_SWEEP = "another sweep is running"
 # Keys of a member batch's counts: the members its plan named, and those it locked and
 # worked on (``subjects`` counts members whose rows moved: a dormant member may have none).
 PLANNED = "planned_members"
@@ -86,6 +88,10 @@ class SweepIncomplete(LifecycleError):
 # How long a batch waits for members another transaction holds before it takes the rest and
 # lets the run fail short of its plan: long enough for InnoDB to free a killed worker's locks.
 BUSY_GRACE_SECONDS = 60.0
+
+
+class SweepLockLost(Exception):
+    """Another runner took the sweep lock while this one rode out a database outage."""
 
 
 class BatchMembersBusy(LifecycleError):
@@ -480,10 +486,16 @@ def run_sweep(
     with job_lock(ctx.primary, LOCK_NAME) as lock:
         if lock is None:
             log.info("another sweep is running; this trigger does nothing")
-            return {"skipped": "another sweep is running"}
-        return _run_locked(
-            ctx, lock, task_id, dispatch, report, member_batch, age_batch, run_id, on_run
-        )
+            return {"skipped": ANOTHER_SWEEP}
+        try:
+            return _run_locked(
+                ctx, lock, task_id, dispatch, report, member_batch, age_batch, run_id, on_run
+            )
+        except SweepLockLost:
+            # The other runner resumes the same run (it is in the lease); not a failure.
+            log.warning("the sweep lock went to another runner during a database outage; "
+                        "it carries the run on and this one stops")  # fmt: skip
+            return {"skipped": ANOTHER_SWEEP}
 
 
 def _open_run(ctx: EngineContext, task_id: str | None, resume: int | None) -> tuple[int, bool]:
@@ -655,7 +667,7 @@ def _check_lock(lock: JobLock) -> None:
     except TRANSIENT_DB_ERRORS:
         return  # the server is still down; the retry window decides when to give up
     if not held:
-        raise RuntimeError("the sweep lock was lost to another runner; stopping this one")
+        raise SweepLockLost(LOCK_NAME)
 
 
 def _drain(

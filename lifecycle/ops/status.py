@@ -26,6 +26,7 @@ from lifecycle.core import db, leases, queues
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.loader import current_datamap
+from lifecycle.engine import sweep_watch
 from lifecycle.incidents import breach
 from lifecycle.notices.addresses import waiting_addresses
 from lifecycle.notices.reconcile import in_doubt_by_notice
@@ -369,7 +370,13 @@ def unfinished_work(session: Session, now: datetime) -> dict[str, Any]:
             .order_by(n.c.id)
         )
     ]
+    # A sweep run left running that no lease brings back: said here, never silent.
+    unattended = [
+        {"run_id": u.run_id, "idle_seconds": u.idle_seconds, "reason": u.reason}
+        for u in sweep_watch.unattended_runs(conn, now)
+    ]
     return {
+        "unattended_runs": unattended,
         "jobs": jobs[:OVERDUE_LIST_LIMIT],
         "jobs_total": len(jobs),
         "stalled_total": sum(1 for j in jobs if j["state"] == "stalled"),
@@ -599,6 +606,7 @@ def needs_attention(report: dict[str, Any]) -> list[str]:
     unfinished = report.get("unfinished") or {}
     if unfinished.get("stalled_total"):
         out.append(f"{unfinished['stalled_total']} job(s) stalled (lease expired, not re-sent)")
+    out += [str(u["reason"]) for u in unfinished.get("unattended_runs") or []]
     return out
 
 

@@ -101,6 +101,61 @@ def test_one_holder_at_a_time_and_expired_leases_are_sent_again_once(
     assert fourth is not None and fourth.taken_over and fourth.redispatches == 0
 
 
+@pytest.mark.parametrize(
+    "which", [pytest.param("lifecycle_env", marks=pytest.mark.integration), "embedded_env"]
+)
+def test_a_copy_that_stands_down_hands_the_lease_back_instead_of_finishing_it(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """The sweep's chaos failure: a re-sent coordinator took the expired lease, found the
+    original (alive after a database restart) holding the sweep lock and stood down, marking
+    the lease done; the original then stopped for a retry before its heartbeat took the lease
+    back. Nothing was live, so nothing sent the sweep again."""
+    from lifecycle.core import db, leases
+    from models.leases import JobLease
+
+    env: LifecycleEnv = request.getfixturevalue(which)
+    if which == "embedded_env":
+        migrate_embedded(env)
+    key = leases.lease_key("lifecycle.sweep.run")
+    runner = leases.acquire(key, "lifecycle.sweep.run", task_id="s1")
+    assert runner is not None
+    past = datetime.now(UTC) - timedelta(seconds=90)
+    with db.session("primary") as s:  # its heartbeat failed while the database was down
+        s.execute(update(JobLease).where(JobLease.key == key).values(expires_at=past))
+    sent: list[leases.Redispatch] = []
+    assert leases.redispatch_expired(sent.append) == [key]
+    copy = leases.acquire(key, "lifecycle.sweep.run", task_id=sent[0].task_id)
+    assert copy is not None
+
+    leases.stand_down(copy)
+    leases.finish(copy, "done")  # what the task wrapper does after any return: now a no-op
+    assert _lease_row(key)["state"] == "held"  # type: ignore[index]
+    # The runner stops for a retry before its heartbeat came: the retry keeps the job live.
+    leases.retrying(runner, 5.0, "OperationalError")
+    assert _lease_row(key)["state"] == "retrying"  # type: ignore[index]
+
+    # Had the runner's heartbeat come first, it takes the handed-back lease and finishes it.
+    again = leases.acquire(key, "lifecycle.sweep.run", task_id="s1")
+    assert again is not None
+    with db.session("primary") as s:
+        s.execute(update(JobLease).where(JobLease.key == key).values(expires_at=past))
+    assert leases.redispatch_expired(sent.append) == [key]
+    late = leases.acquire(key, "lifecycle.sweep.run", task_id=sent[-1].task_id)
+    assert late is not None
+    leases.stand_down(late)
+    assert leases.renew(again)
+    leases.finish(again, "done")
+    assert _lease_row(key)["state"] == "done"  # type: ignore[index]
+    # A handed-back lease nobody takes expires and is sent again.
+    fresh = leases.acquire(key, "lifecycle.sweep.run", task_id="s9")
+    assert fresh is not None
+    leases.stand_down(fresh)
+    with db.session("primary") as s:
+        s.execute(update(JobLease).where(JobLease.key == key).values(expires_at=past))
+    assert leases.redispatch_expired(sent.append) == [key]
+
+
 def test_a_failed_job_is_not_sent_again(lifecycle_env: LifecycleEnv) -> None:
     from lifecycle.core import db, leases
     from models.leases import JobLease

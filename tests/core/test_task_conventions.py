@@ -332,3 +332,26 @@ def test_worker_processes_are_replaced_above_a_memory_cap() -> None:
 
     assert celery_config(get_settings())["worker_max_memory_per_child"] == WORKER_MAX_MEMORY_KIB
     assert 256 * 1024 <= WORKER_MAX_MEMORY_KIB <= 1024 * 1024
+
+
+def test_a_termination_masked_by_a_later_error_is_recognised() -> None:
+    """Celery's SIGTERM raised SystemExit inside the driver's pre-ping; the driver's cleanup
+    then raised a ProgrammingError that replaced it, and the coordinator's lease was recorded
+    failed (never re-sent) though nothing was wrong with the job."""
+    from tasks.base import _terminated_by
+
+    def masked() -> None:
+        try:
+            raise SystemExit(-15)
+        finally:
+            raise ValueError("can't change 'autocommit' now")
+
+    try:
+        try:
+            masked()
+        except ValueError as exc:
+            raise RuntimeError("redacted") from exc
+    except RuntimeError as outer:
+        stop = _terminated_by(outer)
+    assert isinstance(stop, SystemExit) and stop.code == -15
+    assert _terminated_by(RuntimeError("a real failure")) is None

@@ -28,6 +28,7 @@ from tests.engine.test_engine_fire import (  # noqa: F401
 from tests.helpers import (
     LifecycleEnv,
     RedisServer,
+    SiteSnapshot,
     WorkerProc,
     accounting,
     apply_env,
@@ -96,6 +97,42 @@ def _one(url: str, sql: str) -> object:
             return c.execute(text(sql)).all()
     finally:
         eng.dispose()
+
+
+DIAGNOSTIC_QUERIES = {
+    "sweep runs": "SELECT id, outcome, task_id, started_at, finished_at FROM lifecycle_job_runs "
+    "WHERE job = 'sweep' ORDER BY id",
+    "batches by run and state": "SELECT run_id, kind, state, count(*), min(first_id), "
+    "max(last_id) FROM lifecycle_sweep_batches GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    "batches not done": "SELECT run_id, kind, first_id, last_id, state, updated_at "
+    "FROM lifecycle_sweep_batches WHERE state <> 'done' ORDER BY id LIMIT 20",
+    "coordinator and unfinished leases": "SELECT key, state, holder, task_id, first_task_id, "
+    "kwargs, redispatches, heartbeat_at, expires_at, finished_at, error, now() "
+    "FROM lifecycle_job_leases WHERE key = 'lifecycle.sweep.run' "
+    "OR state NOT IN ('done') ORDER BY id LIMIT 30",
+}
+
+
+def _diagnostic(primary: str, workers: dict[str, WorkerProc], beat_log: Path) -> str:
+    """What the lead needs when this fails in CI: the leases, the runs, what workers and beat
+    logged last (ids, task names and states only: the site holds generated members)."""
+    out: list[str] = ["--- diagnostic ---"]
+    for title, sql in DIAGNOSTIC_QUERIES.items():
+        try:
+            rows = _one(primary, sql)
+        except Exception as exc:  # PostgreSQL down: say so, show the rest
+            rows = f"unreadable ({type(exc).__name__})"
+        out.append(f"{title}:")
+        out += [f"  {r}" for r in rows] if isinstance(rows, list) else [f"  {rows}"]
+    out.append("coordinator lines of the workers (last):")
+    out.append(_coordinator_lines(workers))
+    for key, w in workers.items():
+        lines = [ln for ln in w.output().splitlines() if "WARNING" in ln or "ERROR" in ln]
+        out.append(f"worker {key} ({w.name}) last warnings:")
+        out += lines[-25:]
+    out.append("beat log (last):")
+    out.append(beat_log.read_text(errors="replace")[-3000:] if beat_log.exists() else "(none)")
+    return "\n".join(out)
 
 
 @pytest.mark.slow
@@ -184,18 +221,32 @@ def test_sweep_finishes_by_itself_after_redis_kill_worker_kill_and_postgres_cras
         except TimeoutError:
             raise AssertionError(
                 f"sweep not finished 5 minutes after the Redis kill: {seen['left']} withdrawn "
-                f"left, runs {seen['runs']}, unfinished leases {seen['live']}\n"
-                + beat_log.read_text(errors="replace")[-3000:]
+                f"left, runs {seen['runs']}, unfinished leases {seen['live']}"
             ) from None
         print(f"finished {time.monotonic() - killed_at:.0f} s after the Redis kill")
         beat_alive = beat.poll() is None
+    except (AssertionError, TimeoutError) as exc:
+        raise AssertionError(f"{exc}\n{_diagnostic(primary, workers, beat_log)}") from None
     finally:
         monitor.stop()
         beat.terminate()
         beat.wait(30)
     assert beat.returncode is not None
     assert beat_alive, "beat exited:\n" + beat_log.read_text(errors="replace")[-3000:]
+    try:
+        _check_outcome(primary, archive, workers, monitor, snap, expected)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_diagnostic(primary, workers, beat_log)}") from None
 
+
+def _check_outcome(
+    primary: str,
+    archive: str,
+    workers: dict[str, WorkerProc],
+    monitor: Monitor,
+    snap: SiteSnapshot,
+    expected: dict[str, set[str]],
+) -> None:
     leases = _one(
         primary,
         "SELECT key, state, redispatches FROM lifecycle_job_leases "
