@@ -122,12 +122,14 @@ def submit_right(
     *,
     check: Callable[[Session, MemberTable, Any], None] | None = None,
     conflicting: tuple[str, ...] = (),
+    dispatch: bool = True,
 ) -> int:
     """Check, then record the request in one transaction and dispatch it; returns its id.
 
     Refuses with a one-line UserError and changes nothing: an unknown or withdrawn member, a
     request of the same kind (or a ``conflicting`` one, or a withdrawal) still open, or what
-    ``check(session, member table, member row)`` refuses.
+    ``check(session, member table, member row)`` refuses. ``dispatch=False`` leaves the
+    sending to the relay (a command that does not wait: it then never imports Celery).
     """
     if member_id <= 0:
         raise UserError("member id must be a positive integer")
@@ -146,7 +148,8 @@ def submit_right(
         req = s.get(LifecycleRequest, request_id)
         assert req is not None
         requester.record(req)
-    dispatch_now(request_id)
+    if dispatch:
+        dispatch_now(request_id)
     return request_id
 
 
