@@ -46,8 +46,8 @@ def correct_cmd(
     created or changed. Third parties that received a changed field are told its new value."""
     from lifecycle.cli.members import member_id_from
     from lifecycle.cli.operator import current, record
-    from lifecycle.rights.intake import make_requester
     from lifecycle.rights.correction import parse_assignments, submit_correction
+    from lifecycle.rights.intake import make_requester
 
     values = parse_assignments(assignments or [])
     who = make_requester(requester, requester_name, requester_contact, verified_by)
