@@ -113,13 +113,13 @@ def _quoted(node: yaml.ScalarNode, text: str) -> str:
     return text
 
 
-def find_edits(text: str) -> list[Edit]:
+def find_edits(text: str, source: str = "<data map>") -> list[Edit]:
     """The edits that bring ``text`` to today's spellings (none: already current). A file that
     is not YAML raises the loader's one-line DataMapError."""
     try:
         root = yaml.compose(text, Loader=_PlainLoader)
     except yaml.YAMLError:
-        parse_datamap(text)  # raises the loader's one-line error with the line
+        parse_datamap(text, source)  # raises the loader's one-line error with the line
         raise
     if root is None:
         return []
@@ -183,7 +183,7 @@ class Migration:
 def migrate(text: str, source: str = "<data map>") -> Migration:
     """The map ``text`` in today's spellings, checked: it loads, to the same model as the
     original (when that loads). Raises the loader's one-line DataMapError otherwise."""
-    edits = find_edits(text)
+    edits = find_edits(text, source)
     new = apply_edits(text, edits)
     try:
         before: DataMap | None = parse_datamap(text, source)

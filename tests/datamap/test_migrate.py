@@ -101,3 +101,8 @@ def test_a_map_that_would_not_load_is_refused_in_one_line_and_left_alone(
     assert not list(tmp_path.glob("*.bak*"))
     r = embedded_env.run("datamap", "migrate", "--file", str(tmp_path / "missing.yaml"))
     assert r.returncode == 2 and "file not found" in r.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("subject: [a\n  b: c\n", encoding="utf-8")
+    r = embedded_env.run("datamap", "migrate", "--file", str(broken), "--write")
+    assert r.returncode == 2 and r.stderr.startswith(f"lifecycle: error: data map {broken}:2: ")
+    assert r.stderr.count("\n") == 1 and broken.read_text(encoding="utf-8").startswith("subject")
