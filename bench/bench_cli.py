@@ -7,11 +7,15 @@ wall time and CPU time (user + system of the child, from getrusage):
 
 - `python -c pass`: the interpreter's own start, the floor every command pays;
 - `lifecycle --help`: goal under 0.15 s of CPU;
-- `lifecycle withdraw N`: a command that only submits a request (outbox row + dispatch), goal
-  under 0.4 s;
+- the baseline of a submit, measured in the same run: a plain script that imports SQLAlchemy and
+  the driver, connects and commits one INSERT (what any Python submit must at least pay);
+- `lifecycle withdraw N`: a command that only submits a request (marks the member, writes the
+  outbox row and the access-log entry; the relay dispatches it), goal under 0.4 s;
+- with ``--previous REF``: the same command from that commit of this repository (``git archive``
+  into a temporary directory, run with this venv), e.g. the code before the fast submit path;
 - `lifecycle status`: the ops view on an idle site, goal under 1.5 s.
 
-    .venv/bin/python bench/bench_cli.py --runs 7
+    .venv/bin/python bench/bench_cli.py --runs 7 [--previous 7466252]
 
 Everything it created is dropped at the end.
 """
@@ -63,6 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--previous", help="also time `withdraw` from this git ref of the repository")
     args = ap.parse_args()
 
     tag = uuid.uuid4().hex[:8]
@@ -110,8 +115,16 @@ def main() -> None:
                 raise RuntimeError("worker did not start:\n" + (tmp / "worker.log").read_text())
 
         member = iter(range(1, 201))
+        baseline = tmp / "baseline_insert.py"
+        baseline.write_text(BASELINE_INSERT)
+        primary_dsn = args.pg.rsplit("/", 1)[0] + f"/{names['p']}"
+        with psycopg.connect(primary_dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE bench_baseline (id serial PRIMARY KEY, n int)")
         cases = {
             "python -c pass": lambda: timed([sys.executable, "-c", "pass"], env, tmp),
+            "baseline: SQLAlchemy + one INSERT": lambda: timed(
+                [sys.executable, str(baseline), _url(args.pg, names["p"])], env, tmp
+            ),
             "lifecycle --help": lambda: timed([LIFECYCLE, "--help"], env, tmp),
             "lifecycle withdraw N (submit)": lambda: timed(
                 [LIFECYCLE, "withdraw", str(next(member))], env, tmp
@@ -119,12 +132,27 @@ def main() -> None:
             # Exit 1 is "attention" (e.g. the beat heartbeat is missing: no beat runs here).
             "lifecycle status": lambda: timed([LIFECYCLE, "status"], env, tmp, (0, 1)),
         }
-        print(f"{'command':32} {'wall median':>12} {'CPU median':>11}  (runs: {args.runs})")
+        if args.previous:
+            old = _checkout(args.previous, tmp / "previous")
+            old_env = env | {"PYTHONPATH": str(old)}
+            cases[f"withdraw N, code of {args.previous}"] = lambda: timed(
+                [sys.executable, "-m", "lifecycle.cli.main", "withdraw", str(next(member))],
+                old_env,
+                tmp,
+            )
+        print(f"{'command':36} {'wall median':>12} {'CPU median':>11}  (runs: {args.runs})")
+        medians: dict[str, tuple[float, float]] = {}
         for label, run in cases.items():
             runs = [run() for _ in range(args.runs)]
             wall = statistics.median(w for w, _ in runs)
             cpu = statistics.median(c for _, c in runs)
-            print(f"{label:32} {wall:11.3f}s {cpu:10.3f}s")
+            medians[label] = (wall, cpu)
+            print(f"{label:36} {wall:11.3f}s {cpu:10.3f}s")
+        (bw, bc), (sw, sc) = (
+            medians["baseline: SQLAlchemy + one INSERT"],
+            medians["lifecycle withdraw N (submit)"],
+        )
+        print(f"submit / baseline: {sw / bw:.2f} (wall), {sc / bc:.2f} (CPU); goal < 0.4 s")
     finally:
         for proc in (worker, redis_proc):
             if proc is not None:
@@ -132,6 +160,27 @@ def main() -> None:
         for n in names.values():
             admin.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
         admin.close()
+
+
+# The least a Python submit pays: the interpreter, SQLAlchemy with the driver, one connection
+# and one committed INSERT (into a scratch table of the primary database).
+BASELINE_INSERT = """
+import sys
+import sqlalchemy
+engine = sqlalchemy.create_engine(sys.argv[1])
+with engine.begin() as conn:
+    conn.execute(sqlalchemy.text("INSERT INTO bench_baseline (n) VALUES (1)"))
+"""
+
+
+def _checkout(ref: str, into: Path) -> Path:
+    """The repository's files at ``ref``, unpacked into ``into`` (for --previous)."""
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def timed_ok(env: dict[str, str], cwd: Path) -> bool:

@@ -46,13 +46,14 @@ def correct_cmd(
     created or changed. Third parties that received a changed field are told its new value."""
     from lifecycle.cli.members import member_id_from
     from lifecycle.cli.operator import current, record
-    from lifecycle.rights.common import make_requester
     from lifecycle.rights.correction import parse_assignments, submit_correction
+    from lifecycle.rights.intake import make_requester
 
     values = parse_assignments(assignments or [])
     who = make_requester(requester, requester_name, requester_contact, verified_by)
     mid = member_id_from(member_id)
-    request_id = submit_correction(mid, values, who, actor=current())
+    # Not waiting: the relay sends it, and the command never imports Celery.
+    request_id = submit_correction(mid, values, who, actor=current(), dispatch=wait)
     record("change", "correct (request)", member_id=mid, request_id=request_id,
            details={"fields": sorted(values)})  # fmt: skip
     typer.echo(f"correction request {request_id} submitted for member {mid}")

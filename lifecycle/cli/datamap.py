@@ -371,3 +371,37 @@ def explain_cmd(
     typer.echo(f"business: {dm.business.describe()}")
     for line in describe(dm):
         typer.echo(line)
+
+
+@datamap_app.command("migrate")
+def migrate_cmd(
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", help="Map to migrate (default: LIFECYCLE_DATA_MAP or the demo map)."
+        ),
+    ] = None,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="Rewrite the file (the old one is kept as FILE.bak)."),
+    ] = False,
+) -> None:
+    """Rewrite deprecated spellings to today's: prints a unified diff; --write writes it.
+
+    Comments, blank lines and the order of keys are kept. The result must load, to the same
+    model as the original; exits 0 with "already current" when nothing needs rewriting."""
+    from lifecycle.datamap.loader import map_path
+    from lifecycle.datamap.migrate import migrate, read_map, write_migrated
+
+    path = map_path(file)
+    result = migrate(read_map(path), str(path))
+    if result.current:
+        typer.echo(f"data map {path}: already current")
+        return
+    typer.echo(result.diff(str(path)), nl=False)
+    what = f"{len(result.edits)} deprecated spelling{'s' if len(result.edits) != 1 else ''}"
+    if not write:
+        typer.echo(f"data map {path}: {what}; run with --write to rewrite it", err=True)
+        return
+    backup = write_migrated(path, result.text)
+    typer.echo(f"data map {path}: {what} rewritten; the old file is {backup}", err=True)

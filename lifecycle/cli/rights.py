@@ -58,7 +58,7 @@ TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")
 
 
 def _requester(kind: str, name: str | None, contact: str | None, verified: str | None):  # type: ignore[no-untyped-def]
-    from lifecycle.rights.common import make_requester
+    from lifecycle.rights.intake import make_requester
 
     return make_requester(kind, name, contact, verified)
 
@@ -66,10 +66,23 @@ def _requester(kind: str, name: str | None, contact: str | None, verified: str |
 def _done(what: str, request_id: int, member_id: int, wait: bool, timeout: float) -> None:
     typer.echo(f"{what} request {request_id} for member {member_id} submitted")
     if wait:
+        _dispatch(request_id)
         from lifecycle.cli.waiting import wait_for_request
 
         state = wait_for_request(request_id, timeout=timeout)
         typer.echo(f"{what} request {request_id}: {state}")
+
+
+def _dispatch(request_id: int) -> None:
+    """Send a committed request now, for a command that waits for it. One that does not wait
+    leaves it to the relay and so never imports Celery (a third of a second of its start)."""
+    from lifecycle.requests.client import dispatch_now
+
+    if not dispatch_now(request_id):
+        typer.echo(
+            f"request {request_id} stored; broker unreachable, the relay will dispatch it",
+            err=True,
+        )
 
 
 def _prepare() -> None:
@@ -144,7 +157,7 @@ def access_cmd(
     """열람: write everything held on the member (every mapped table, provisions) to a ZIP."""
     from lifecycle.rights.access import submit_access
 
-    return submit_access(member_id, out, password_file, who)
+    return submit_access(member_id, out, password_file, who, dispatch=False)
 
 
 @_right(app, "erase", "erasure", 3600.0)
@@ -158,7 +171,7 @@ def erase_cmd(
     """삭제: clear named items of a live member; recipients of them are told to delete them."""
     from lifecycle.rights.erase import submit_erasure
 
-    return submit_erasure(member_id, fields, who)
+    return submit_erasure(member_id, fields, who, dispatch=False)
 
 
 @_right(app, "suspend", "suspension", 600.0, old_names=("restrict",))
@@ -170,7 +183,7 @@ def restrict_cmd(
     """처리정지: stop using and providing the member's data until lifted."""
     from lifecycle.rights.suspension import submit_suspension
 
-    return submit_suspension(member_id, reason, who)
+    return submit_suspension(member_id, reason, who, dispatch=False)
 
 
 @_right(app, "unsuspend", "suspension lift", 600.0, old_names=("unrestrict",))
@@ -178,7 +191,7 @@ def unrestrict_cmd(member_id: int, who: Any) -> int:
     """처리정지 해제: lift the member's suspension."""
     from lifecycle.rights.suspension import submit_lift
 
-    return submit_lift(member_id, who)
+    return submit_lift(member_id, who, dispatch=False)
 
 
 @_right(consent_app, "withdraw", "consent withdrawal", 3600.0)
@@ -190,7 +203,7 @@ def consent_withdraw_cmd(
     """동의 철회: clear the consent; recipients of data given under it are told to delete it."""
     from lifecycle.rights.consent import submit_consent_withdrawal
 
-    return submit_consent_withdrawal(member_id, purpose, who)
+    return submit_consent_withdrawal(member_id, purpose, who, dispatch=False)
 
 
 def _locked_request(s: Session, request_id: int) -> LifecycleRequest:

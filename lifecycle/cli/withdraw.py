@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from lifecycle.cli.app import app
 from lifecycle.cli.members import HELP, member_id_from
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 
 @app.command("withdraw")
@@ -23,24 +28,38 @@ def withdraw(
     verified_by: str | None = typer.Option(None, "--verified-by", help="login or document."),
 ) -> None:
     """Withdraw a member (회원탈퇴): mark withdrawn and request the lifecycle to carry it out."""
+    # The submit path (the website runs it for every withdrawal) imports neither the engine nor
+    # Celery: they would triple its start-up. The request goes to the outbox, and the relay
+    # sends it to a worker, which checks the whole map against the database when it runs it.
+    from lifecycle.cli.operator import current, record
     from lifecycle.core.db import check_reachable
-    from lifecycle.engine.context import get_context
-    from lifecycle.requests.client import dispatch_now
-    from lifecycle.rights.common import check_requester_now, make_requester, record_requester
-    from lifecycle.rights.withdrawal import submit_withdrawal
+    from lifecycle.datamap.loader import current_datamap
+    from lifecycle.rights.intake import make_requester, subject_table, submit_withdrawal
 
     who = make_requester(requester, requester_name, requester_contact, verified_by)
     mid = member_id_from(member_id)
     check_reachable("primary")
-    from lifecycle.cli.operator import current, record
-
-    ctx = get_context()
+    subject = current_datamap().subject
     if who.kind != "member":
+        # A guardian's name is checked against the map's guardian tables: the full context.
+        from lifecycle.rights.common import check_requester_now
+
         check_requester_now(mid, who)
-    request_id = submit_withdrawal(ctx, mid, actor=current())
-    # Recorded before the dispatch below; the withdrawal job itself does not read it.
-    record_requester(request_id, who)
+    request_id = submit_withdrawal(
+        subject,
+        subject_table(subject),
+        mid,
+        actor=current(),
+        requester=who,
+        kept_row_processed=_kept_row_processed if subject.keep_row else None,
+    )
     record("destroy", "withdraw (request)", member_id=mid, request_id=request_id)
+    if not wait:
+        typer.echo(f"withdrawal request {request_id} for member {mid} submitted")
+        return
+    # Waiting anyway: send it now rather than on the relay's next tick.
+    from lifecycle.requests.client import dispatch_now
+
     if dispatch_now(request_id):
         typer.echo(f"withdrawal request {request_id} for member {mid} submitted")
     else:
@@ -50,8 +69,16 @@ def withdraw(
             "the relay will dispatch it",
             err=True,
         )
-    if wait:
-        from lifecycle.cli.waiting import wait_for_request
+    from lifecycle.cli.waiting import wait_for_request
 
-        state = wait_for_request(request_id, timeout=timeout)
-        typer.echo(f"withdrawal request {request_id}: {state}")
+    state = wait_for_request(request_id, timeout=timeout)
+    typer.echo(f"withdrawal request {request_id}: {state}")
+
+
+def _kept_row_processed(conn: Connection, member_id: int) -> bool:
+    """Whether a member already marked withdrawn, on a map that keeps the member row blank, had
+    that row blanked already. Only then is the whole map (the engine's context) needed."""
+    from lifecycle.engine.context import get_context
+    from lifecycle.rights.withdrawal import kept_row_processed
+
+    return kept_row_processed(get_context(), conn, member_id)

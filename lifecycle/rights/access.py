@@ -95,12 +95,19 @@ def read_password(path: str) -> str:
     return pw
 
 
-def submit_access(member_id: int, out: str, password_file: str | None, requester: Requester) -> int:
+def submit_access(
+    member_id: int,
+    out: str,
+    password_file: str | None,
+    requester: Requester,
+    *,
+    dispatch: bool = True,
+) -> int:
     payload: dict[str, Any] = {"out": check_out_path(out)}
     if password_file is not None:
         read_password(password_file)
         payload["password_file"] = str(Path(password_file).expanduser().resolve())
-    return submit_right(RequestKind.ACCESS.value, member_id, payload, requester)
+    return submit_right(RequestKind.ACCESS.value, member_id, payload, requester, dispatch=dispatch)
 
 
 # -- collecting ---------------------------------------------------------------------------------

@@ -12,19 +12,21 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lifecycle.channels.mailer import valid_address
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.member_table import MemberTable, live_member, member_table
 from lifecycle.engine.context import get_context
 from lifecycle.requests.client import dispatch_now
 from lifecycle.requests.outbox import submit
+
+# Re-exported: every right's module takes them from here.
+from lifecycle.rights.intake import Requester as Requester
+from lifecycle.rights.intake import make_requester as make_requester
 from models.requests import (
     OPEN_STATES,
     LifecycleRequest,
@@ -37,47 +39,6 @@ log = logging.getLogger(__name__)
 # The data map's category of the 법정대리인 table, and the column holding the guardian's name.
 GUARDIAN_CATEGORY = "guardian"
 GUARDIAN_NAME_COLUMN = "name"
-
-
-@dataclass(frozen=True)
-class Requester:
-    kind: str = RequesterKind.MEMBER.value
-    name: str | None = None
-    contact: str | None = None
-    verified_by: str = VerifiedBy.LOGIN.value
-
-    def record(self, req: LifecycleRequest) -> None:
-        """Who asked, on the request row (in the caller's transaction)."""
-        req.requester_kind, req.requester_name = self.kind, self.name
-        req.requester_contact, req.verified_by = self.contact, self.verified_by
-
-
-def make_requester(
-    kind: str = "member",
-    name: str | None = None,
-    contact: str | None = None,
-    verified_by: str | None = None,
-) -> Requester:
-    """A requester from CLI options, or a one-line UserError for an inconsistent one."""
-    kinds = {k.value for k in RequesterKind}
-    if kind not in kinds:
-        raise UserError(f"--requester must be one of {', '.join(sorted(kinds))}")
-    methods = {v.value for v in VerifiedBy}
-    if verified_by is None:
-        verified_by = VerifiedBy.LOGIN.value if kind == "member" else VerifiedBy.DOCUMENT.value
-    if verified_by not in methods:
-        raise UserError(f"--verified-by must be one of {', '.join(sorted(methods))}")
-    if name is not None:
-        name = " ".join(name.split())
-        if not name or len(name) > 100:
-            raise UserError("--requester-name must be 1-100 characters")
-    if kind != "member" and not name:
-        raise UserError(f"a {kind} request needs --requester-name (who is asking)")
-    if kind == "delegate" and verified_by != VerifiedBy.DOCUMENT.value:
-        raise UserError("a delegate's request needs --verified-by document (the 위임장)")
-    if contact is not None and not valid_address(contact):
-        raise UserError("--requester-contact must be an email address")
-    return Requester(kind, name, contact, verified_by)
 
 
 def _normal(name: str | None) -> str:
@@ -159,12 +120,14 @@ def submit_right(
     *,
     check: Callable[[Session, MemberTable, Any], None] | None = None,
     conflicting: tuple[str, ...] = (),
+    dispatch: bool = True,
 ) -> int:
     """Check, then record the request in one transaction and dispatch it; returns its id.
 
     Refuses with a one-line UserError and changes nothing: an unknown or withdrawn member, a
     request of the same kind (or a ``conflicting`` one, or a withdrawal) still open, or what
-    ``check(session, member table, member row)`` refuses.
+    ``check(session, member table, member row)`` refuses. ``dispatch=False`` leaves the
+    sending to the relay (a command that does not wait: it then never imports Celery).
     """
     if member_id <= 0:
         raise UserError("member id must be a positive integer")
@@ -183,7 +146,8 @@ def submit_right(
         req = s.get(LifecycleRequest, request_id)
         assert req is not None
         requester.record(req)
-    dispatch_now(request_id)
+    if dispatch:
+        dispatch_now(request_id)
     return request_id
 
 

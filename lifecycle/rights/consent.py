@@ -60,7 +60,9 @@ def purpose_of(name: str, mt: MemberTable) -> Purpose:
     return p
 
 
-def submit_consent_withdrawal(member_id: int, purpose: str, requester: Requester) -> int:
+def submit_consent_withdrawal(
+    member_id: int, purpose: str, requester: Requester, *, dispatch: bool = True
+) -> int:
     with db.session("primary") as s:
         p = purpose_of(purpose, member_table(s.get_bind()))  # type: ignore[arg-type]
 
@@ -76,6 +78,7 @@ def submit_consent_withdrawal(member_id: int, purpose: str, requester: Requester
         {"purpose": p.name, "purpose_label": p.label},
         requester,
         check=check,
+        dispatch=dispatch,
     )
 
 

@@ -96,21 +96,26 @@ def submit_correction(
     values: dict[str, Any],
     requester: Requester | None = None,
     actor: str | None = None,
+    *,
+    dispatch: bool = True,
 ) -> int:
     """Validate, then create the request and dispatch it (the website's Python client path).
 
     ``actor``: the operator (or website handler) who entered it, for the handler access log.
+    ``dispatch=False`` leaves the sending to the relay (see :func:`common.submit_right`).
     """
     payload = validate_request(member_id, values)
-    if requester is None:
+    if requester is None and dispatch:
         return submit_and_enqueue(RequestKind.CORRECTION.value, member_id, payload, actor=actor)
     # Who asked is recorded in the same transaction, before any worker can see the row.
     with db.session("primary") as s:
         request_id = submit(s, RequestKind.CORRECTION.value, member_id, payload, actor=actor)
         req = s.get(LifecycleRequest, request_id)
         assert req is not None
-        requester.record(req)
-    dispatch_now(request_id)
+        if requester is not None:
+            requester.record(req)
+    if dispatch:
+        dispatch_now(request_id)
     return request_id
 
 

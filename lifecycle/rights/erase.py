@@ -97,7 +97,9 @@ def resolve(mt: MemberTable, items: list[str]) -> list[str]:
     return cols
 
 
-def submit_erasure(member_id: int, fields_text: str, requester: Requester) -> int:
+def submit_erasure(
+    member_id: int, fields_text: str, requester: Requester, *, dispatch: bool = True
+) -> int:
     items = parse_fields(fields_text)
     with db.session("primary") as s:
         cols = resolve(member_table(s.get_bind()), items)  # type: ignore[arg-type]
@@ -107,6 +109,7 @@ def submit_erasure(member_id: int, fields_text: str, requester: Requester) -> in
         {"fields": cols},
         requester,
         conflicting=(RequestKind.CORRECTION.value,),
+        dispatch=dispatch,
     )
 
 

@@ -48,7 +48,9 @@ def _clean_reason(text: str) -> str:
     return text
 
 
-def submit_suspension(member_id: int, reason: str, requester: Requester) -> int:
+def submit_suspension(
+    member_id: int, reason: str, requester: Requester, *, dispatch: bool = True
+) -> int:
     reason = _clean_reason(reason)
 
     def check(s: Session, _mt: MemberTable, _row: Any) -> None:
@@ -62,10 +64,11 @@ def submit_suspension(member_id: int, reason: str, requester: Requester) -> int:
         requester,
         check=check,
         conflicting=(RequestKind.SUSPENSION_LIFT.value,),
+        dispatch=dispatch,
     )
 
 
-def submit_lift(member_id: int, requester: Requester) -> int:
+def submit_lift(member_id: int, requester: Requester, *, dispatch: bool = True) -> int:
     def check(s: Session, _mt: MemberTable, _row: Any) -> None:
         if restriction_reason(s, member_id) != REASON:
             raise UserError(f"member {member_id} is not suspended (처리정지); nothing to lift")
@@ -77,6 +80,7 @@ def submit_lift(member_id: int, requester: Requester) -> int:
         requester,
         check=check,
         conflicting=(RequestKind.SUSPENSION.value,),
+        dispatch=dispatch,
     )
 
 

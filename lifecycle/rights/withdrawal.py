@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
-from lifecycle.core import db, dbkind
+from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine import residue
@@ -39,11 +39,11 @@ from lifecycle.requests import holds, use_block
 from lifecycle.requests import outbox as reqs
 from lifecycle.requests import residue as verdicts
 from lifecycle.requests.states import START, TERMINAL, mark_done, steps_done, transition
-from lifecycle.rights import residue_check
+from lifecycle.rights import intake, residue_check
 from lifecycle.rights.pipeline import Job, Pipeline, Step, refuse, run
 from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
 from lifecycle.vault import accesslog, keystore
-from models.requests import OPEN_STATES, LifecycleRequest, RequestState
+from models.requests import LifecycleRequest, RequestState
 from models.shred import ShredItem, ShredItemState, ShredJob
 
 log = logging.getLogger(__name__)
@@ -58,18 +58,10 @@ def _now() -> datetime:
 
 def _lock_member(ctx: EngineContext, conn: Connection, member_id: int) -> Any:
     """``(key, withdrawn?, withdrawn at or None)`` of the member, locked; None if unknown."""
-    s = ctx.datamap.subject
-    t = ctx.subject_table
-    q = select(t.c[s.key], t.c[s.state_column], s.withdrawn_at_col(t)).where(
-        t.c[s.key] == member_id
-    )
-    row = conn.execute(dbkind.for_update(q, conn, of=t)).first()
-    if row is None:
-        return None
-    return (row[0], s.is_withdrawn(row[1]), s.withdrawn_at(row[2]))
+    return intake.lock_member(ctx.datamap.subject, ctx.subject_table, conn, member_id)
 
 
-def _processed_kept_row(ctx: EngineContext, conn: Connection, member_id: int) -> bool:
+def kept_row_processed(ctx: EngineContext, conn: Connection, member_id: int) -> bool:
     """A member row the map keeps blank has already been cleared (its withdrawal is done)."""
     if not ctx.datamap.subject.keep_row:
         return False
@@ -80,20 +72,9 @@ def _processed_kept_row(ctx: EngineContext, conn: Connection, member_id: int) ->
 
 
 def resolve_member(ctx: EngineContext, raw: str) -> int:
-    """The lifecycle's member id for what an operator typed: the site's own member id (the
-    map's ``login_column``, e.g. ``lee_mh7``) when the map names one, else the numeric key."""
-    s = ctx.datamap.subject
-    text = raw.strip()
-    if s.login_column:
-        t = ctx.subject_table
-        with ctx.primary.connect() as conn:
-            key = conn.execute(select(t.c[s.key]).where(t.c[s.login_column] == text)).scalar()
-        if key is None:
-            raise UserError(f"unknown member: no {s.table}.{s.login_column} equals the given id")
-        return int(key)
-    if not text.isdigit() or int(text) <= 0 or len(text) > 18:
-        raise UserError("MEMBER_ID must be a positive integer (the member's id)")
-    return int(text)
+    """The lifecycle's member id for what an operator typed (see :func:`intake.resolve_member`)."""
+    with ctx.primary.connect() as conn:
+        return intake.resolve_member(ctx.datamap.subject, ctx.subject_table, conn, raw)
 
 
 def _already_processed_by(s: Session, req: LifecycleRequest) -> int | None:
@@ -394,74 +375,15 @@ def _send_notice(member_id: int, request_id: int) -> None:
 
 
 def submit_withdrawal(ctx: EngineContext, member_id: int, actor: str | None = None) -> int:
-    """What the website does on 회원탈퇴, in its own schema's terms (via the data map): mark the
-    member withdrawn and record the request in one transaction. Returns the request id.
-
-    Refuses (UserError, nothing changed) an unknown member, a member whose withdrawal was
-    already carried out, and a member with a withdrawal already in progress.
-    """
-
-    sub = ctx.datamap.subject
-    t = ctx.subject_table
-    with db.session("primary") as s:
-        row = _lock_member(ctx, s.connection(), member_id)
-        if row is None:
-            earlier = s.scalar(
-                select(LifecycleRequest.id)
-                .where(
-                    LifecycleRequest.member_id == member_id,
-                    LifecycleRequest.kind == "withdrawal",
-                    LifecycleRequest.state.in_(
-                        [RequestState.DESTROYED.value, RequestState.COMPLETED.value]
-                    ),
-                )
-                .limit(1)
-            )
-            if earlier is not None:
-                raise UserError(
-                    f"member {member_id} was already withdrawn and processed (request {earlier})"
-                )
-            failed = s.execute(
-                select(LifecycleRequest.id, LifecycleRequest.steps_done)
-                .where(
-                    LifecycleRequest.member_id == member_id,
-                    LifecycleRequest.kind == "withdrawal",
-                    LifecycleRequest.state == RequestState.FAILED.value,
-                    LifecycleRequest.steps_done.is_not(None),
-                )
-                .order_by(LifecycleRequest.id.desc())
-                .limit(1)
-            ).first()
-            if failed is not None:
-                # Its rows are gone, so a new request could not find the member: the failed
-                # one resumes where it stopped.
-                raise UserError(
-                    f"member {member_id}'s withdrawal request {failed[0]} failed after "
-                    f"{(failed[1] or '').replace(',', ', ')}; resume it with "
-                    f"`lifecycle requests retry {failed[0]}`"
-                )
-            raise UserError(f"unknown member {member_id}")
-        if row[1] and _processed_kept_row(ctx, s.connection(), member_id):
-            raise UserError(f"member {member_id} was already withdrawn and processed")
-        open_req = s.execute(
-            select(LifecycleRequest.id, LifecycleRequest.state).where(
-                LifecycleRequest.member_id == member_id,
-                LifecycleRequest.kind == "withdrawal",
-                LifecycleRequest.state.in_([st.value for st in OPEN_STATES]),
-            )
-        ).first()
-        if open_req is not None:
-            raise UserError(
-                f"member {member_id} already has withdrawal request {open_req[0]} in progress "
-                f"({open_req[1]})"
-            )
-        if not row[1] or row[2] is None:
-            s.connection().execute(
-                update(t)
-                .where(t.c[sub.key] == member_id)
-                .values(sub.withdraw_values(row[2] or _now()))
-            )
-        return reqs.submit(s, "withdrawal", member_id, actor=actor)
+    """:func:`intake.submit_withdrawal` with the engine's context (the reflected member table,
+    and the check that a kept row was already blanked). Returns the request id."""
+    return intake.submit_withdrawal(
+        ctx.datamap.subject,
+        ctx.subject_table,
+        member_id,
+        actor=actor,
+        kept_row_processed=lambda conn, mid: kept_row_processed(ctx, conn, mid),
+    )
 
 
 def fail_request(request_id: int, reason: str) -> bool:
