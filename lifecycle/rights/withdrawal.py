@@ -19,7 +19,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db, dbkind
@@ -27,6 +27,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
+from lifecycle.engine.markers import record_withdrawal
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
 from lifecycle.engine.selection import subject_selections, unprocessed_clause
 from lifecycle.notices.members import (
@@ -57,9 +58,7 @@ def _lock_member(ctx: EngineContext, conn: Connection, member_id: int) -> Any:
     """``(key, withdrawn?, withdrawn at or None)`` of the member, locked; None if unknown."""
     s = ctx.datamap.subject
     t = ctx.subject_table
-    q = select(t.c[s.key], t.c[s.state_column], s.withdrawn_at_col(t)).where(
-        t.c[s.key] == member_id
-    )
+    q = select(t.c[s.key], s.state_expr(t), s.withdrawn_at_col(t)).where(t.c[s.key] == member_id)
     row = conn.execute(dbkind.for_update(q, conn, of=t)).first()
     if row is None:
         return None
@@ -132,16 +131,10 @@ def _restrict(job: Job) -> None:
     if refusal:
         refuse(job, refusal)
         return
-    sub = ctx.datamap.subject
     if not row[1]:
         # The Python client may be called without the site having flipped the status first:
         # the request is the member's decision, so record it in the site's own terms.
-        t = ctx.subject_table
-        s.connection().execute(
-            update(t)
-            .where(t.c[sub.key] == req.member_id)
-            .values(sub.withdraw_values(row[2] or as_utc(req.created_at)))
-        )
+        record_withdrawal(ctx, s.connection(), req.member_id, row[2] or as_utc(req.created_at))
     # Before anything is destroyed: the notice needs the address the member row holds.
     capture_withdrawal_notice(s, req.member_id, req.id)
     use_block.restrict(s, req.member_id, "withdrawal", req.id)
@@ -197,7 +190,7 @@ def _move(
         return None, refusal
     now = _now()
     ended = {req.member_id: row[2] or as_utc(req.created_at)}
-    sels = subject_selections(ctx, "withdrawal", ended, now)
+    sels = subject_selections(ctx, "withdrawal", ended, now, read=s.connection())
     return move(ctx, s.connection(), sels, _scope(ctx, req, task_id), now=now,
                 delete_rows=delete), None  # fmt: skip
 
@@ -371,8 +364,6 @@ def submit_withdrawal(ctx: EngineContext, member_id: int, actor: str | None = No
     already carried out, and a member with a withdrawal already in progress.
     """
 
-    sub = ctx.datamap.subject
-    t = ctx.subject_table
     with db.session("primary") as s:
         row = _lock_member(ctx, s.connection(), member_id)
         if row is None:
@@ -426,11 +417,7 @@ def submit_withdrawal(ctx: EngineContext, member_id: int, actor: str | None = No
                 f"({open_req[1]})"
             )
         if not row[1] or row[2] is None:
-            s.connection().execute(
-                update(t)
-                .where(t.c[sub.key] == member_id)
-                .values(sub.withdraw_values(row[2] or _now()))
-            )
+            record_withdrawal(ctx, s.connection(), member_id, row[2] or _now())
         return reqs.submit(s, "withdrawal", member_id, actor=actor)
 
 
