@@ -56,6 +56,14 @@ def as_int(col: Any) -> Any:
     return case((col.regexp_match(INT_TEXT), cast(col, BigInteger)), else_=null())
 
 
+def member_id(value: Any) -> Any:
+    """A link's value as the member id it names: text holding a plain positive integer is
+    that integer, other text (a guest's '0' or '') none; anything else is itself."""
+    if isinstance(value, str):
+        return int(value) if re.fullmatch(INT_TEXT, value) else None
+    return value
+
+
 def coerce(col: Any, like: Any) -> Any:
     """``col`` made comparable with a column of type ``like``: a text column compared with an
     integer one is read through :func:`as_int`; anything else is itself."""

@@ -57,6 +57,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core import dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.file_values import implausible_path
+from lifecycle.datamap.links import member_id
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
@@ -573,9 +574,11 @@ def move(
                 ids = member_ids(
                     ctx, pconn, tm.links[0].member_key, {r[0] for r in taken}, sel.keys
                 )
+                by_key = tm.links[0].member_key == ctx.datamap.subject.key
                 for subject, paths in taken:
                     n += 1
-                    who = ids.get(subject, subject)
+                    # A text-held id ('42') counts as the member 42 (links.member_id).
+                    who = member_id(subject) if by_key else ids.get(subject, subject)
                     gone.row(tm.name, who, every, zip(file_cats, paths, strict=True))
                 result.deleted[tm.name] = n
                 continue
