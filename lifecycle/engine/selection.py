@@ -308,13 +308,14 @@ def iter_planned(
         and tm.links[0].member_key != ctx.datamap.subject.key
     )
     who = t.c[tm.links[0].column] if by_login else member_expr(ctx, tm)
+    member = who
     if sel.owners is not None and tm.owner is not None:
         # Found before the meta rows went (lifecycle.engine.owners): the row key, mapped.
         who = t.c[tm.owner.row_key]
     # The member's consent columns, read in the same statement (no second round trip while a
     # streamed result is open): a consent-based category is kept only where it is recorded.
     consents = [
-        consent_expr(ctx, tm, t, col, who, by_login).label(f"__lc_consent{i}")
+        consent_expr(ctx, tm, t, col, member, by_login).label(f"__lc_consent{i}")
         for i, col in enumerate(planner.consent_cols)
     ]
     # The record date a date-less child takes from its parent row, read with the row.
@@ -881,6 +882,12 @@ def age_selections(
     :class:`KeyLists` gives (an ``IN (SELECT ...)`` in a DELETE scans the whole child table)."""
     listed = conn is not None and dbkind.is_mysql(conn)
     top = age_selection(ctx, tm, now, first_id, last_id, check_holds=check_holds)
+    if tm.owner is not None and conn is not None:
+        # Its meta rows may go first (an inheriting child): whose each row is, read now.
+        t = ctx.table(tm.name)
+        member = ctx.datamap.owner_expr(tm, t, ctx.metadata)
+        found = conn.execute(select(t.c[tm.owner.row_key], member).where(top.where))
+        top = replace(top, owners={k: m for k, m in found})
     out = [top]
     todo = [top]
     while todo:

@@ -43,6 +43,7 @@ from lifecycle.datamap.loader import describe, parse_datamap
 from lifecycle.datamap.member_table import clear_cache, live_member, member_table
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.preview import sweep_preview
+from lifecycle.engine.selection import age_selections, iter_planned
 from lifecycle.engine.sweep import run_sweep
 from lifecycle.rights.access import run_access, submit_access
 from lifecycle.rights.common import Requester
@@ -236,6 +237,10 @@ def _seed(eng: Engine, marker: str) -> None:
                                               meta_value=customer))  # fmt: skip
             c.execute(insert(postmeta).values(post_id=pid, meta_key="_billing_phone",
                                               meta_value=f"010-0000-0{pid}"))  # fmt: skip
+        # Lee's order of six years ago: past its 5 years, it ends by age (with its meta rows).
+        c.execute(insert(posts).values(ID=106, post_author=ADMIN, post_type="shop_order",
+                                       post_date=_naive(old), post_title="Order 106"))
+        c.execute(insert(postmeta).values(post_id=106, meta_key="_customer_user", meta_value="3"))
         c.execute(insert(posts).values(ID=102, post_author=ADMIN, post_type="post",
                                        post_date=_naive(NOW - timedelta(days=5)),
                                        post_title="Opening hours"))  # fmt: skip
@@ -339,7 +344,7 @@ def test_a_real_schema_through_meta_owners_text_ids_and_dates(shop: Shop, tmp_pa
     rid = submit_withdrawal(ctx, KIM)
     assert len(_marker_of(shop, KIM)) == 1
     assert carry_out(ctx, rid, task_id="t-links")["state"] == "completed"
-    assert shop.ids(posts, "ID") == [101, 102, 103, 104, 105]  # the admin's stay
+    assert shop.ids(posts, "ID") == [101, 102, 103, 104, 105, 106]  # the admin's stay
     assert _customer(shop, 100) is None and _customer(shop, 101) == "0"
     assert shop.ids(sessions) == [2, 3, 4, 5, 6, 7]
     assert shop.ids(visits) == [2, 3, 4, 5]
@@ -356,13 +361,23 @@ def test_a_real_schema_through_meta_owners_text_ids_and_dates(shop: Shop, tmp_pa
         if ln.phase == "age":  # one category per table: its archived and destroyed rows
             ages[ln.table] = ages.get(ln.table, 0) + ln.rows
     assert ages == {"sessions": 2, "visits": 2, "board_free": 1, "board_qna": 1,
-                    "board_files": 2}, ages  # fmt: skip
+                    "board_files": 2, "wp_posts": 1, "wp_postmeta": 1}, ages  # fmt: skip
+    # An order ending by age is still filed under its customer, though its meta rows (which
+    # name her) go first in the same move.
+    order = dm.tables["wp_posts"]
+    with ctx.primary.connect() as conn:
+        sels = age_selections(ctx, order, NOW, conn=conn)
+        ranked = sorted(sels, key=lambda sel: ctx.ordered_tables.index(sel.table))
+        whose = {(sel.table.name, row.pk): row.subject for sel in ranked
+                 for chunk in iter_planned(ctx, conn, sel, NOW, take=True) for row in chunk}  # fmt: skip
+        conn.rollback()
+    assert whose[("wp_posts", 106)] == LEE, whose
 
     # The sweep: park (marked before) and the rows past their age.
     counts = run_sweep(get_context())
     assert counts["batches"] == counts["batches_done"], counts
     assert counts["withdrawal_subjects"] == 1, counts
-    assert shop.ids(posts, "ID") == [101, 102, 103, 105]
+    assert shop.ids(posts, "ID") == [101, 102, 103, 105]  # park's by withdrawal, 106 by age
     assert shop.ids(sessions) == [2, 4, 5]  # lee's expired one, park's, the guest's '0' went
     assert shop.ids(visits) == [3, 5]
     # Old board posts went with their attachments (no date of their own), recent ones stay.
