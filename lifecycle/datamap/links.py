@@ -262,6 +262,11 @@ def describe_links(dm: Any) -> Iterable[str]:
                 f"where {o.key_column} = '{o.key}' and {o.column} = {t.name}.{o.row_key}; a "
                 "value that is no positive integer ('0', '') names no member (a guest)"
             )
+        for col in t.text_ids:
+            yield (
+                f"{t.name}: {col} holds the integer id as text, compared through a guarded cast "
+                "(no index serves it; text that is no positive integer names no member)"
+            )
         for col, fmt in t.date_formats:
             yield f"{t.name}: date {col} held as {_fmt_text(fmt)}, compared in that form"
 

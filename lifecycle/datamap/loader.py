@@ -178,6 +178,8 @@ class _TableSpec(_Spec):
     members: list[_LinkSpec] = Field(default_factory=list)
     via: _ViaSpec | None = None
     owner: _OwnerSpec | None = None
+    # Link columns holding the subject's integer key as text (a sessions table's VARCHAR).
+    text_ids: list[str] = Field(default_factory=list)
     columns: dict[str, list[str]] = Field(default_factory=dict)
     non_personal: list[str] = Field(default_factory=list)
     files: list[str | _FileSpec] = Field(default_factory=list)
@@ -747,6 +749,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             tax_evidence=ts.tax_evidence,
             identities=identities,
             owner=_owner(ts, name, keys, subject_cols, s.key, err, base),
+            text_ids=_text_ids(ts, name, links, err, base),
             date_formats=tuple(formats.items()),
         )
     for cat in spec.retention:
@@ -755,6 +758,23 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
     flags = identifiers.parse(spec.unique_identifiers, {c for c in used}, err)
     return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks, site_root,
                    business=business, operator=operator, identifiers=flags)  # fmt: skip
+
+
+def _text_ids(
+    ts: _TableSpec, name: str, links: list[MemberLink], err: Any, base: tuple[Any, ...]
+) -> tuple[str, ...]:
+    """``text_ids: [user_id]``: link columns that hold an integer id as text."""
+    link_cols = {lk.column for lk in links} | ({ts.via.column} if ts.via else set())
+    for i, c in enumerate(ts.text_ids):
+        if c not in link_cols:
+            raise err(
+                f"table {name!r}: text_ids lists {c!r}, which is not a link column of the table "
+                "(subject_column, members: or via: column)",
+                *base,
+                "text_ids",
+                i,
+            )
+    return tuple(ts.text_ids)
 
 
 def _marker_store(spec: Any) -> MetaMarker | str | None:

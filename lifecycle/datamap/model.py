@@ -20,8 +20,15 @@ Semantics (what the engine must do with the map)
 ``subject_column`` (a column holding the member's key; it may be NULL, e.g. anonymous access
 logs, and such rows are only reached by an ``age`` purpose end), or ``via: {table, column}``
 (``column`` of this table references the primary key of a parent mapped table, which in turn
-relates to the member). :meth:`DataMap.member_expr` builds the SQL expression giving a row's
-member id either way.
+relates to the member), or ``owner:`` (a meta row naming the member, a WooCommerce order's
+``_customer_user``). :meth:`DataMap.member_expr` builds the SQL expression giving a row's
+member id either way. A link column declared under ``text_ids`` (and an owner's value) holds
+an integer id as text and is compared through a guarded cast (:mod:`lifecycle.datamap.links`).
+
+*Withdrawal markers kept elsewhere.* ``subject.withdrawn`` may name a meta row of the member
+(``wp_usermeta``) or ``lifecycle`` (the lifecycle's own ``lifecycle_withdrawals``):
+:meth:`Subject.withdrawn_clause` and :meth:`Subject.withdrawn_at_col` read them as subqueries,
+so every "is this member withdrawn, and when" reads the same marker.
 
 *Categories.* Columns are listed under the category of personal data they hold. Key and
 relation columns, and columns listed under ``non_personal``, are not personal data; every other
@@ -56,9 +63,10 @@ purpose has ended, for an active member as for anyone (the sweep's age phase tak
 then an active member's row stays live: the service still uses it. An explicit
 ``{age: ...}`` purpose end takes precedence over this implicit one.
 
-*A child takes its parent's date.* A table reaching one parent through ``via`` with no date of
-its own (no ``retain_from``, no explicit ``age``) counts its periods from the parent row's
-record date (:attr:`TableMap.inherits_from`) and ends by age with that row: the sweep's age
+*A child takes its parent's date.* A table reaching one parent through ``via`` (or a pattern
+parent, through ``via`` with ``match``) with no date of its own (no ``retain_from``, no
+explicit ``age``) counts its periods from the parent row's record date
+(:attr:`TableMap.inherits_from`) and ends by age with that row: the sweep's age
 batch of the parent takes its children in the same move, and they never keep it waiting.
 
 *Rows holding several categories* (the decision :meth:`TableMap.plan_row` makes): when a row's
@@ -384,6 +392,8 @@ class TableMap:
     owner: Owner | None = None
     # (column, format) of date columns holding Unix seconds or strftime text.
     date_formats: tuple[tuple[str, str], ...] = ()
+    # Link columns declared to hold an integer id as text (compared through a guarded cast).
+    text_ids: tuple[str, ...] = ()
 
     def date_format(self, column: str | None) -> str | None:
         """``unix`` or a strftime format for a date column held so, else None."""
@@ -989,14 +999,25 @@ class DataMap:
                 return False
             return True
 
-        def compatible(a: tuple[str, str], b: tuple[str, str], *path: Any) -> None:
+        def compatible(
+            a: tuple[str, str], b: tuple[str, str], *path: Any, as_text: bool = False
+        ) -> None:
             ta, tb = cols[a[0]][a[1]], cols[b[0]][b[1]]
             ka, kb = _type_kind(ta), _type_kind(tb)
-            # An integer id held as text links through a guarded cast (lifecycle.datamap.links).
-            if ka != kb and {ka, kb} != {"text", "integer"}:
+            # An integer id held as text links through a guarded cast (lifecycle.datamap.links)
+            # where the map says so: a login id mapped to the integer key by mistake would
+            # otherwise match no member at all, silently.
+            if ka == "text" and kb == "integer" and as_text:
+                return
+            if ka != kb:
+                hint = (
+                    " (if it holds the integer id as text, list it under text_ids:)"
+                    if ka == "text" and kb == "integer"
+                    else ""
+                )
                 fail(
                     f"{a[0]}.{a[1]} ({ka}) cannot hold {b[0]}.{b[1]} ({kb}): link columns must "
-                    "have compatible types",
+                    f"have compatible types{hint}",
                     *path,
                 )
 
@@ -1078,7 +1099,8 @@ class DataMap:
                     where = (*base, "subject_column")
                 ok = need(name, lk.column, *where)
                 if need(st, lk.member_key, *where) and ok and st in cols:
-                    compatible((name, lk.column), (st, lk.member_key), *where)
+                    compatible((name, lk.column), (st, lk.member_key), *where,
+                               as_text=lk.column in t.text_ids)  # fmt: skip
                 for c in lk.blank:
                     need(name, c, *where)
             if t.via:
@@ -1090,7 +1112,8 @@ class DataMap:
                     if parent not in cols:
                         continue
                     if need(parent, v.parent_key, *base, "via", "parent_key") and ok:
-                        compatible((name, v.column), (parent, v.parent_key), *base, "via")
+                        compatible((name, v.column), (parent, v.parent_key), *base, "via",
+                                   as_text=v.column in t.text_ids)  # fmt: skip
                         ptm = self.tables[parent]
                         if not _declared_unique(insp, parent, (v.parent_key,)) and not (
                             v.match and ptm.keys == (v.parent_key,)
@@ -1123,10 +1146,13 @@ class DataMap:
                 for c in (o.column, o.key_column, o.value):
                     need(o.table, c, *base, "owner")
                 if ok and need(o.table, o.column, *base, "owner"):
-                    compatible((o.table, o.column), (name, o.row_key), *base, "owner")
+                    compatible((o.table, o.column), (name, o.row_key), *base, "owner",
+                               as_text=True)  # fmt: skip
                 if need(o.table, o.value, *base, "owner") and need(st, o.member_key, *base,
                                                                    "owner"):  # fmt: skip
-                    compatible((o.table, o.value), (st, o.member_key), *base, "owner")
+                    # A meta row's value is text by nature: the owner form declares it.
+                    compatible((o.table, o.value), (st, o.member_key), *base, "owner",
+                               as_text=True)  # fmt: skip
             declared = set(t.carried_columns) | set(t.personal_columns)
             if name == st:
                 declared |= {c for c in (s.status_column, s.withdrawn_at_column, s.marker_column,

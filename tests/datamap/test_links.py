@@ -149,7 +149,8 @@ tables:
     non_personal: [meta_key]
   wp_posts:
     key: ID
-    owner: {table: wp_postmeta, column: post_id, key_column: meta_key, key: _customer_user, value: meta_value}
+    owner: {table: wp_postmeta, column: post_id, key_column: meta_key, key: _customer_user,
+            value: meta_value}
     retain_from: post_date
     columns:
       payment: [post_title]
@@ -163,6 +164,7 @@ tables:
   sessions:
     key: id
     subject_column: user_id
+    text_ids: [user_id]
     columns:
       service_usage: [payload]
     non_personal: [expires]
@@ -211,16 +213,24 @@ def _seed(eng: Engine, marker: str) -> None:
     old = NOW - timedelta(days=365 * 6)
     with eng.begin() as c:
         for mid, login in ((ADMIN, "admin"), (KIM, "kim"), (LEE, "lee"), (PARK, "park")):
-            c.execute(insert(users).values(ID=mid, user_login=login,
-                                           user_email=f"{login}@shop.example",
-                                           display_name=login.title(),
-                                           user_registered=_naive(NOW - timedelta(days=400))))  # fmt: skip
+            joined = _naive(NOW - timedelta(days=400))
+            email = f"{login}@shop.example"
+            c.execute(
+                insert(users).values(
+                    ID=mid,
+                    user_login=login,
+                    user_email=email,
+                    display_name=login.title(),
+                    user_registered=joined,
+                )
+            )
             c.execute(insert(usermeta).values(user_id=mid, meta_key="nickname", meta_value=login))
         # Park left before: the marker is there, the rows are not processed yet.
         left = NOW - timedelta(days=3)
         if marker == "meta":
+            stamp = left.strftime("%Y-%m-%d %H:%M:%S")
             c.execute(insert(usermeta).values(user_id=PARK, meta_key="lifecycle_withdrawn_at",
-                                              meta_value=left.strftime("%Y-%m-%d %H:%M:%S")))  # fmt: skip
+                                              meta_value=stamp))  # fmt: skip
         else:
             c.execute(
                 insert(Table("lifecycle_withdrawals", MetaData(), autoload_with=c)).values(
@@ -238,14 +248,22 @@ def _seed(eng: Engine, marker: str) -> None:
             c.execute(insert(postmeta).values(post_id=pid, meta_key="_billing_phone",
                                               meta_value=f"010-0000-0{pid}"))  # fmt: skip
         # Lee's order of six years ago: past its 5 years, it ends by age (with its meta rows).
-        c.execute(insert(posts).values(ID=106, post_author=ADMIN, post_type="shop_order",
-                                       post_date=_naive(old), post_title="Order 106"))
+        c.execute(
+            insert(posts).values(
+                ID=106,
+                post_author=ADMIN,
+                post_type="shop_order",
+                post_date=_naive(old),
+                post_title="Order 106",
+            )
+        )
         c.execute(insert(postmeta).values(post_id=106, meta_key="_customer_user", meta_value="3"))
         c.execute(insert(posts).values(ID=102, post_author=ADMIN, post_type="post",
                                        post_date=_naive(NOW - timedelta(days=5)),
                                        post_title="Opening hours"))  # fmt: skip
-        future, past = int((NOW + timedelta(days=10)).timestamp()), int(
-            (NOW - timedelta(days=40)).timestamp()
+        future, past = (
+            int((NOW + timedelta(days=10)).timestamp()),
+            int((NOW - timedelta(days=40)).timestamp()),
         )
         for sid, uid, exp in ((1, "2", future), (2, "3", future), (3, "3", past), (4, "", future),
                               (5, "abc", future), (6, "4", future), (7, "0", past)):  # fmt: skip
@@ -319,6 +337,7 @@ def test_a_real_schema_through_meta_owners_text_ids_and_dates(shop: Shop, tmp_pa
     assert "member named in wp_postmeta.meta_value" in explained
     assert "date expires held as Unix seconds" in explained
     assert "date ymd held as text %Y%m%d" in explained
+    assert "sessions: user_id holds the integer id as text" in explained
 
     # live_member: park left (the marker says so), lee did not.
     clear_cache()
@@ -368,8 +387,10 @@ def test_a_real_schema_through_meta_owners_text_ids_and_dates(shop: Shop, tmp_pa
     with ctx.primary.connect() as conn:
         sels = age_selections(ctx, order, NOW, conn=conn)
         ranked = sorted(sels, key=lambda sel: ctx.ordered_tables.index(sel.table))
-        whose = {(sel.table.name, row.pk): row.subject for sel in ranked
-                 for chunk in iter_planned(ctx, conn, sel, NOW, take=True) for row in chunk}  # fmt: skip
+        whose = {}
+        for sel in ranked:
+            for chunk in iter_planned(ctx, conn, sel, NOW, take=True):
+                whose.update({(sel.table.name, row.pk): row.subject for row in chunk})
         conn.rollback()
     assert whose[("wp_posts", 106)] == LEE, whose
 
@@ -401,5 +422,7 @@ def test_the_map_refuses_what_it_cannot_link() -> None:
             "    via: {table: wp_posts, column: post_id}\n    owner: {table: wp_posts, column: ID, "
             "key_column: post_type, key: x, value: post_author}\n",
         ))  # fmt: skip
+    with pytest.raises(UserError, match="text_ids lists 'payload', which is not a link"):
+        parse_datamap(base.replace("text_ids: [user_id]", "text_ids: [payload]"))
     with pytest.raises(UserError, match="format '%d%m%Y' is not unix nor"):
         parse_datamap(base.replace('format: "%Y%m%d"', 'format: "%d%m%Y"'))
