@@ -198,6 +198,7 @@ class Shop:
     archive: str
     engine: Engine
     marker: str
+    keep: bool  # on_withdrawal: blank_and_keep
 
     def ids(self, t: Table, key: str = "id") -> list[Any]:
         with self.engine.connect() as c:
@@ -280,17 +281,17 @@ def _seed(eng: Engine, marker: str) -> None:
             c.execute(insert(files).values(id=fid, bo_table=bo, wr_id=wr, file_name=f"f{fid}.png"))
 
 
-@pytest.fixture(params=["meta", "lifecycle"])
+@pytest.fixture(params=["meta-delete", "lifecycle-keep", "lifecycle-delete"])
 def shop(
     request: pytest.FixtureRequest, primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Shop]:
-    marker = request.param
+    marker, on_withdrawal = request.param.split("-")
+    keep = on_withdrawal == "keep"
     primary = primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
     eng = site_engine(primary)
     _seed(eng, marker)
     text_ = MAP.replace("WITHDRAWN", META_MARKER if marker == "meta" else "lifecycle")
-    # A WordPress site deletes its users; a site with nowhere to mark one keeps the row blank.
-    text_ = text_.replace("ON_WITHDRAWAL", "delete" if marker == "meta" else "blank_and_keep")
+    text_ = text_.replace("ON_WITHDRAWAL", "blank_and_keep" if keep else "delete")
     path = primary_env.var_dir / "shop.yaml"
     path.write_text(text_, encoding="utf-8")
     primary_env.vars["LIFECYCLE_DATA_MAP"] = str(path)
@@ -299,7 +300,7 @@ def shop(
     clear_context_cache()
     clear_cache()
     yield Shop(primary_env, primary, primary_env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"], eng,
-               marker)  # fmt: skip
+               marker, keep)  # fmt: skip
     eng.dispose()
     clear_context_cache()
     clear_cache()
@@ -367,7 +368,10 @@ def test_a_real_schema_through_meta_owners_text_ids_and_dates(shop: Shop, tmp_pa
     assert _customer(shop, 100) is None and _customer(shop, 101) == "0"
     assert shop.ids(sessions) == [2, 3, 4, 5, 6, 7]
     assert shop.ids(visits) == [2, 3, 4, 5]
-    assert shop.ids(users, "ID") == ([1, 2, 3, 4] if shop.marker == "lifecycle" else [1, 3, 4])
+    assert shop.ids(users, "ID") == ([1, 2, 3, 4] if shop.keep else [1, 3, 4])
+    # A kept row keeps its marker; a deleted member's goes with the row, so an id the site
+    # hands out again never starts out withdrawn.
+    assert len(_marker_of(shop, KIM)) == (1 if shop.keep else 0)
     archived = sql_rows(shop.archive, "SELECT source_pk FROM archive_records WHERE "
                         "source_table = 'wp_posts'")  # fmt: skip
     assert archived == [("100",)]
@@ -404,13 +408,14 @@ def test_a_real_schema_through_meta_owners_text_ids_and_dates(shop: Shop, tmp_pa
     # Old board posts went with their attachments (no date of their own), recent ones stay.
     assert shop.ids(free, "wr_id") == [2] and shop.ids(qna, "wr_id") == [1]
     assert shop.ids(files) == [2, 3]
-    if shop.marker == "lifecycle":
+    if shop.keep:
         with shop.engine.connect() as c:
             kept = c.execute(select(users.c.ID, users.c.user_email).order_by(users.c.ID)).all()
         assert [(i, e) for i, e in kept if i in (KIM, PARK)] == [(KIM, None), (PARK, None)]
         assert run_sweep(get_context()).get("withdrawal_subjects", 0) == 0  # processed once
     else:
         assert shop.ids(users, "ID") == [1, 3]
+        assert _marker_of(shop, PARK) == []
     assert _marker_of(shop, LEE) == []
 
 
