@@ -170,6 +170,26 @@ def record_marker(conn: Any, store: MetaMarker | str, member_id: int, when: date
         conn.execute(w.insert().values(member_id=member_id, withdrawn_at=as_utc(when)))
 
 
+def forget_markers(conn: Any, store: MetaMarker | str | None, ids: list[Any]) -> None:
+    """Drop the withdrawal markers of members whose own row was deleted: a site that hands
+    a deleted member's id out again (an AUTO_INCREMENT reset by a restart) must not find its
+    new member withdrawn."""
+    ids = sorted({i for i in ids if i is not None})
+    if store is None or not ids:
+        return
+    if isinstance(store, MetaMarker):
+        m = table_clause(store.table, column(store.column), column(store.key_column))
+        for i in range(0, len(ids), 500):
+            conn.execute(
+                m.delete().where(m.c[store.column].in_(ids[i : i + 500]),
+                                 m.c[store.key_column] == store.key)
+            )  # fmt: skip
+        return
+    w = table_clause(LIFECYCLE_TABLE, column("member_id"))
+    for i in range(0, len(ids), 500):
+        conn.execute(w.delete().where(w.c.member_id.in_(ids[i : i + 500])))
+
+
 # -- dates held as numbers or text -------------------------------------------------------------
 
 _SORTABLE = re.compile(r"%[YmdHMS]")
