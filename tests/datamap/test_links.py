@@ -334,6 +334,11 @@ def test_a_real_schema_through_meta_owners_text_ids_and_dates(shop: Shop, tmp_pa
     gaps = {(g.table, g.columns, g.cast) for g in missing_indexes(dm, ctx.primary)}
     assert ("sessions", ("user_id",), True) in gaps
     assert not any(t == "sessions" and not cast for t, _c, cast in gaps)
+    check = shop.env.run("datamap", "check")
+    assert check.returncode == 0, check.stderr
+    assert "warning: table sessions links through user_id, text holding an integer id" in (
+        check.stdout
+    )
     explained = "\n".join(describe(dm))
     assert "member named in wp_postmeta.meta_value" in explained
     assert "date expires held as Unix seconds" in explained
