@@ -650,8 +650,9 @@ def member_where(
 ) -> Any:
     """Rows of ``tm`` belonging to members ``ids``: through their link column, or through
     their parents' (``via``, uncorrelated ``IN (SELECT ...)`` per hop; with ``match``, one
-    branch per table the pattern expanded to). With ``keys``, literal lists read once
-    instead of the subqueries (see :class:`KeyLists`)."""
+    branch per table the pattern expanded to), or through a meta row naming their owner
+    (``owner:``; with ``owned``, the keys read before anything was deleted). With ``keys``,
+    literal lists read once instead of the subqueries (see :class:`KeyLists`)."""
     t = ctx.table(tm.name)
     s = ctx.datamap.subject
     if tm.name == s.table:
