@@ -55,3 +55,15 @@ class LedgerOutbox(PrimaryBase):
     token: Mapped[str] = mapped_column(String(64), unique=True)
     entry: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MemberWithdrawal(PrimaryBase):
+    """A member's withdrawal, for a site whose schema has nowhere to record one (the map's
+    ``subject.withdrawn: lifecycle``). Written by ``lifecycle withdraw`` (and the withdrawal
+    request) in the site's primary DB, beside the member rows the sweep selects by it; it
+    holds the member id and a time, no personal data of the site's."""
+
+    __tablename__ = "lifecycle_withdrawals"
+
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    withdrawn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -6,6 +6,10 @@ when the parent is chosen by ``match``). Without an index leading with that colu
 statement reads the whole table: the sweep still works, but its cost grows with the table
 times the number of batches. The site's schema is not ours, so this is advice (printed by
 `lifecycle datamap check`, with the statement to run), never a refusal.
+
+A text column holding an integer member id (a sessions table's VARCHAR ``user_id``) is compared
+through a cast (:mod:`lifecycle.datamap.links`), which no index on the column serves: the
+advice says so instead of proposing an index that would not help.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import inspect
 
+from lifecycle.datamap.links import is_int, is_text
 from lifecycle.datamap.model import DataMap
 
 
@@ -22,6 +27,8 @@ from lifecycle.datamap.model import DataMap
 class MissingIndex:
     table: str
     columns: tuple[str, ...]
+    # The column holds an integer id as text: compared through a cast, no index serves it.
+    cast: bool = False
 
     @property
     def name(self) -> str:
@@ -32,6 +39,12 @@ class MissingIndex:
         return f"CREATE INDEX `{self.name}` ON `{self.table}` ({cols})"
 
     def __str__(self) -> str:
+        if self.cast:
+            return (
+                f"table {self.table} links through {', '.join(self.columns)}, text holding an "
+                "integer id: it is compared through a cast, which no index serves, so every "
+                "sweep batch reads the whole table (an integer column would be indexable)"
+            )
         return (
             f"table {self.table} has no index on ({', '.join(self.columns)}): every sweep batch "
             f"reads the whole table to find its members' rows; add one: {self.statement()}"
@@ -62,12 +75,21 @@ def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
     out: list[MissingIndex] = []
     s = dm.subject
     wanted: dict[str, list[tuple[str, ...]]] = {}
+    casts: list[MissingIndex] = []
+    key_int = s.table in existing and _is_int(insp, s.table, s.key)
     for tm in dm.tables.values():
         name = tm.table  # entries sharing a table share its indexes
         if name not in existing:
             continue
         for lk in tm.links:
-            if name != s.table:
+            if (
+                name != s.table
+                and lk.member_key == s.key
+                and key_int
+                and _is_text(insp, name, lk.column)
+            ):
+                casts.append(MissingIndex(name, (lk.column,), cast=True))
+            elif name != s.table:
                 wanted.setdefault(name, []).append((lk.column,))
             if lk.member_key != s.key:
                 # The members' login ids are looked up by value.
@@ -75,11 +97,35 @@ def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
         if tm.via is not None:
             v = tm.via
             cols: tuple[str, ...] = (v.match, v.column) if v.match else (v.column,)
-            wanted.setdefault(name, []).append(cols)
+            parents = [tn for _v, tn in v.tables] if v.match else [v.table]
+            if _is_text(insp, name, v.column) and any(
+                p in existing and _is_int(insp, p, v.parent_key) for p in parents
+            ):
+                casts.append(MissingIndex(name, (v.column,), cast=True))
+            else:
+                wanted.setdefault(name, []).append(cols)
+        o = tm.owner
+        if o is not None and o.table in existing:
+            # Owned rows are found by the meta key, then by the row's key.
+            wanted.setdefault(o.table, []).extend([(o.key_column,), (o.column,)])
+            if o.member_key == s.key and key_int and _is_text(insp, o.table, o.value):
+                casts.append(MissingIndex(o.table, (o.value,), cast=True))
     for name in sorted(wanted):
         have = _leading(insp, name)
         for cols in dict.fromkeys(wanted[name]):
             # (match, column) is served by an index on the column alone too.
             if not any(ix[: len(c)] == c for ix in have for c in (cols, cols[-1:])):
                 out.append(MissingIndex(name, cols))
-    return out
+    return out + list(dict.fromkeys(casts))
+
+
+def _types(insp: Any, table: str) -> dict[str, Any]:
+    return {c["name"]: c["type"] for c in insp.get_columns(table)}
+
+
+def _is_text(insp: Any, table: str, column: str) -> bool:
+    return is_text(_types(insp, table).get(column))
+
+
+def _is_int(insp: Any, table: str, column: str) -> bool:
+    return is_int(_types(insp, table).get(column))

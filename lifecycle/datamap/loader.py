@@ -29,6 +29,14 @@ from lifecycle.datamap.anchors import (
 )
 from lifecycle.datamap.entries import check_entries, describe_where, parse_contact, parse_where
 from lifecycle.datamap.identities import RULES as IDENTITY_RULES
+from lifecycle.datamap.links import (
+    LIFECYCLE_MARKER,
+    UNIX,
+    MetaMarker,
+    Owner,
+    check_format,
+    describe_links,
+)
 from lifecycle.datamap.model import (
     DataMap,
     DataMapError,
@@ -96,6 +104,34 @@ class _MarkerSpec(_Spec):
     format: str = "%Y%m%d"
 
 
+class _MetaMarkerSpec(_Spec):
+    """A withdrawal kept in a meta row of the member (wp_usermeta)."""
+
+    table: str
+    column: str
+    key_column: str
+    key: str
+    value: str
+    format: str = "%Y-%m-%d %H:%M:%S"
+
+
+class _OwnerSpec(_Spec):
+    """The row's member named in a meta row (a WooCommerce order's _customer_user)."""
+
+    table: str
+    column: str
+    key_column: str
+    key: str
+    value: str
+    member_key: str | None = None
+    row_key: str | None = None
+
+
+class _DateSpec(_Spec):
+    column: str
+    format: str
+
+
 class _ContactSpec(_Spec):
     email: str | None = None
     mobile: str | None = None
@@ -108,6 +144,7 @@ class _SiteSpec(_Spec):
 class _AgeSpec(_Spec):
     column: str
     after: Any = None
+    format: str | None = None
 
 
 class _DormancySpec(_Spec):
@@ -125,7 +162,7 @@ class _SubjectSpec(_Spec):
     status_column: str | None = None
     withdrawn_value: str = "withdrawn"
     withdrawn_at_column: str | None = None
-    withdrawn: _MarkerSpec | None = None
+    withdrawn: _MarkerSpec | _MetaMarkerSpec | Literal["lifecycle"] | None = None
     on_withdrawal: Literal["delete", "blank_and_keep"] = "delete"
     contact: _ContactSpec = Field(default_factory=_ContactSpec)
     dormancy: _DormancySpec = Field(default_factory=_DormancySpec)
@@ -141,11 +178,14 @@ class _TableSpec(_Spec):
     member_key: str | None = None
     members: list[_LinkSpec] = Field(default_factory=list)
     via: _ViaSpec | None = None
+    owner: _OwnerSpec | None = None
+    # Link columns holding the subject's integer key as text (a sessions table's VARCHAR).
+    text_ids: list[str] = Field(default_factory=list)
     columns: dict[str, list[str]] = Field(default_factory=dict)
     non_personal: list[str] = Field(default_factory=list)
     files: list[str | _FileSpec] = Field(default_factory=list)
     purpose_end: list[str | dict[str, Any]] = Field(default_factory=_default_purpose_end)
-    retain_from: str | None = None
+    retain_from: str | _DateSpec | None = None
     tax_evidence: bool = False
     optional: bool = False
     # Columns holding the row's own member's identity (an order's email): kind -> column.
@@ -387,7 +427,11 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             "withdrawn: {column: COLUMN, format: '%Y%m%d'})",
             "subject",
         )
-    if s.withdrawn is not None:
+    if isinstance(s.withdrawn, _MetaMarkerSpec) and s.withdrawn.format != UNIX:
+        why = check_format(s.withdrawn.format)
+        if why:
+            raise err(f"subject.withdrawn: {why}", "subject", "withdrawn", "format")
+    if isinstance(s.withdrawn, _MarkerSpec):
         fmt = s.withdrawn.format
         if not (("%Y" in fmt or "%y" in fmt) and "%m" in fmt and "%d" in fmt):
             raise err(
@@ -423,8 +467,9 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         withdrawn_at_column=s.withdrawn_at_column,
         dormancy=dormancy,
         login_column=s.login_column,
-        marker_column=s.withdrawn.column if s.withdrawn else None,
-        marker_format=s.withdrawn.format if s.withdrawn else "%Y%m%d",
+        marker_column=s.withdrawn.column if isinstance(s.withdrawn, _MarkerSpec) else None,
+        marker_format=s.withdrawn.format if isinstance(s.withdrawn, _MarkerSpec) else "%Y%m%d",
+        marker_store=_marker_store(s.withdrawn),
         keep_row=s.on_withdrawal == "blank_and_keep",
         email_column=s.contact.email,
         mobile_column=s.contact.mobile,
@@ -447,7 +492,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             raise err(f"table {name!r}: key must name distinct columns", *base, "key")
         if "*" in name and name.count("*") != 1:
             raise err(f"table pattern {name!r} may hold one '*' only", *base)
-        relations = [k for k in ("subject_column", "via", "members") if getattr(ts, k)]
+        relations = [k for k in ("subject_column", "via", "members", "owner") if getattr(ts, k)]
         if len(relations) > 1:
             raise err(
                 f"table {name!r} has both {' and '.join(relations)}: give exactly one relation",
@@ -458,8 +503,9 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         if not relations and not age_only:
             raise err(
                 f"table {name!r} has no subject relation: give subject_column (the column "
-                f"holding the member's {s.key}), members: [...], or via: {{table, column}} "
-                "(or end its rows by age only: purpose_end: [{age: COLUMN}])",
+                f"holding the member's {s.key}), members: [...], via: {{table, column}} or "
+                "owner: {table, column, key_column, key, value} (or end its rows by age only: "
+                "purpose_end: [{age: COLUMN}])",
                 *base,
             )
         if name == s.table and ts.subject_column != s.key:
@@ -607,6 +653,14 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             else:
                 file_cols.append(f)
         purpose: list[PurposeEnd] = []
+        formats: dict[str, str] = {}
+        retain_from = ts.retain_from
+        if isinstance(retain_from, _DateSpec):
+            why = check_format(retain_from.format)
+            if why:
+                raise err(f"table {name!r}: retain_from: {why}", *base, "retain_from", "format")
+            formats[retain_from.column] = retain_from.format
+            retain_from = retain_from.column
         for i, pe in enumerate(ts.purpose_end):
             where = (*base, "purpose_end", i)
             if isinstance(pe, str):
@@ -651,6 +705,11 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                     )
             elif after.is_zero:
                 raise err(f"purpose end age on table {name!r}: after must be > 0", *where)
+            if age_spec.format is not None:
+                why = check_format(age_spec.format)
+                if why:
+                    raise err(f"table {name!r}: age: {why}", *where, "age", "format")
+                formats[age_spec.column] = age_spec.format
             purpose.append(PurposeEnd("age", age_spec.column, after))
         if not purpose:
             raise err(f"table {name!r} has an empty purpose_end", *base, "purpose_end")
@@ -690,7 +749,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             non_personal=tuple(ts.non_personal),
             files=tuple(file_cols),
             purpose_end=tuple(purpose),
-            retain_from=ts.retain_from,
+            retain_from=retain_from,
             line=marks.get(base),
             keys=keys,
             links=tuple(links),
@@ -701,6 +760,9 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             table=ts.table or name,
             where=where_,
             contact=parse_contact(ts.contact, name, owner, subject, err, base),
+            owner=_owner(ts, name, keys, subject_cols, s.key, err, base),
+            text_ids=_text_ids(ts, name, links, err, base),
+            date_formats=tuple(formats.items()),
         )
     ignore_rows = check_entries(spec.tables, tables, spec.ignore_rows, s.table, err)
     for cat in spec.retention:
@@ -710,6 +772,60 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
     return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks, site_root,
                    business=business, operator=operator, identifiers=flags,
                    ignore_rows=ignore_rows)  # fmt: skip
+
+
+def _text_ids(
+    ts: _TableSpec, name: str, links: list[MemberLink], err: Any, base: tuple[Any, ...]
+) -> tuple[str, ...]:
+    """``text_ids: [user_id]``: link columns that hold an integer id as text."""
+    link_cols = {lk.column for lk in links} | ({ts.via.column} if ts.via else set())
+    for i, c in enumerate(ts.text_ids):
+        if c not in link_cols:
+            raise err(
+                f"table {name!r}: text_ids lists {c!r}, which is not a link column of the table "
+                "(subject_column, members: or via: column)",
+                *base,
+                "text_ids",
+                i,
+            )
+    return tuple(ts.text_ids)
+
+
+def _marker_store(spec: Any) -> MetaMarker | str | None:
+    if isinstance(spec, _MetaMarkerSpec):
+        return MetaMarker(spec.table, spec.column, spec.key_column, spec.key, spec.value,
+                          spec.format)  # fmt: skip
+    return LIFECYCLE_MARKER if spec == LIFECYCLE_MARKER else None
+
+
+def _owner(
+    ts: _TableSpec,
+    name: str,
+    keys: tuple[str, ...],
+    subject_cols: set[Any],
+    subject_key: str,
+    err: Any,
+    base: tuple[Any, ...],
+) -> Owner | None:
+    """``owner: {table, column, key_column, key, value}``: the meta row naming the member."""
+    o = ts.owner
+    if o is None:
+        return None
+    member_key = o.member_key or subject_key
+    if member_key not in subject_cols:
+        raise err(
+            f"table {name!r}: owner.member_key {member_key!r} must be the subject's key or "
+            "login_column",
+            *base,
+            "owner",
+        )
+    row_key = o.row_key or (keys[0] if len(keys) == 1 else "")
+    if not row_key:
+        raise err(f"table {name!r}: owner on a composite-key table needs row_key", *base,
+                  "owner")  # fmt: skip
+    if o.table == (ts.table or name):
+        raise err(f"table {name!r}: owner names its own table", *base, "owner", "table")
+    return Owner(o.table, o.column, o.key_column, o.key, o.value, member_key, row_key)
 
 
 def _identities(
@@ -799,6 +915,10 @@ def _check_anchors(
             )
 
 
+def explicit_age_of(ts: _TableSpec) -> bool:
+    return any(isinstance(pe, dict) and "age" in pe for pe in ts.purpose_end)
+
+
 def _dated(specs: dict[str, _TableSpec], name: str) -> bool:
     """The table has a record date: its own ``retain_from``, or, reaching one parent through
     ``via`` with no date of its own (no ``retain_from``, no explicit ``age``), its parent's
@@ -809,8 +929,8 @@ def _dated(specs: dict[str, _TableSpec], name: str) -> bool:
         ts = specs[name]
         if ts.retain_from:
             return True
-        explicit_age = any(isinstance(pe, dict) and "age" in pe for pe in ts.purpose_end)
-        if ts.via is None or ts.via.match or explicit_age:
+        # A pattern parent (``g5_write_*``): its tables share one entry and one record date.
+        if ts.via is None or explicit_age_of(ts):
             return False
         name = ts.via.table
     return False
@@ -881,6 +1001,7 @@ def describe(dm: DataMap) -> Iterable[str]:
     for table, conds in dm.ignore_rows.items():
         for w in conds:
             yield f"{table}: rows where {describe_where(w)} are ignored (ignore_rows)"
+    yield from describe_links(dm)
     for t in dm.tables_in_dependency_order():
         if t.where or t.table != t.name:
             only = f" where {describe_where(t.where)}" if t.where else ""

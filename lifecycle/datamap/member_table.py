@@ -24,10 +24,12 @@ from lifecycle.core.dbkind import mariadb_json_columns, row_locks
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.identifiers import FlaggedCategory, flagged_columns, refusal
 from lifecycle.datamap.loader import current_datamap
-from lifecycle.datamap.model import DataMap, withdrawn
+from lifecycle.datamap.model import DataMap, Subject, withdrawn
 
 # Where notices go when the map names no contact email column (subject.contact.email).
 EMAIL_COLUMN = "email"
+# A withdrawal marker kept outside the members' table, read with the member row.
+WITHDRAWN_LABEL = "__lc_withdrawn"
 
 # Columns a correction may never set even though they hold personal data: the system keeps
 # them (timestamps the site records) or they are not the member's data to restate (hashes,
@@ -54,6 +56,9 @@ class MemberTable:
     # field -> its flag, for columns holding a unique identifier (고유식별정보, 제24조의2):
     # never corrected nor provided (see lifecycle.datamap.identifiers)
     identifiers: dict[str, FlaggedCategory] = dc_field(default_factory=dict)
+    # A withdrawal marker kept outside this table (a meta row, lifecycle_withdrawals): read
+    # with the row as WITHDRAWN_LABEL (see lock_member).
+    subject: Subject | None = None
 
     def refuse_identifier(self, field_: str, what: str) -> None:
         """A one-line UserError when ``field_`` holds a flagged unique identifier."""
@@ -61,8 +66,15 @@ class MemberTable:
         if flag is not None:
             raise UserError(refusal(flag, field_, what))
 
+    @property
+    def elsewhere(self) -> bool:
+        """The withdrawal marker is not a column of this table."""
+        return self.subject is not None and self.subject.marker_store is not None
+
     def is_withdrawn(self, row: Any) -> bool:
-        """For a row (mapping) holding :attr:`status_column`."""
+        """For a row (mapping) read by :func:`lock_member` (or holding :attr:`status_column`)."""
+        if self.elsewhere:
+            return withdrawn(row[WITHDRAWN_LABEL], "", marker=True)
         return withdrawn(row[self.status_column], self.withdrawn_value, marker=self.marker)
 
     @property
@@ -79,6 +91,9 @@ class MemberTable:
 
     def active_clause(self) -> Any:
         """Members that get notices: neither withdrawn nor dormant."""
+        if self.elsewhere:
+            assert self.subject is not None
+            return ~self.subject.withdrawn_clause(self.table)
         if self.marker:
             return or_(self.status_col.is_(None), self.status_col == "")
         return self.status_col.not_in([self.withdrawn_value, self.dormant_value])
@@ -228,7 +243,7 @@ def member_table(engine: Engine) -> MemberTable:
     mt = MemberTable(
         table=table,
         key=subject.key,
-        status_column=subject.state_column,
+        status_column=subject.state_column or "",
         withdrawn_value=subject.withdrawn_value,
         dormant_value=subject.dormancy.status_value,
         email_column=subject.email_column or (EMAIL_COLUMN if EMAIL_COLUMN in table.c else None),
@@ -236,6 +251,7 @@ def member_table(engine: Engine) -> MemberTable:
         system=frozenset(system),
         mobile_column=subject.mobile_column,
         marker=subject.marker_column is not None,
+        subject=subject,
         identifiers={c: f for c, f in flagged_columns(dm, subject.table).items() if c in table.c},
     )
     _cache[cache_key] = (dm, mt)
@@ -249,6 +265,9 @@ def lock_member(s: Session, mt: MemberTable, member_id: int, *, share: bool) -> 
     provision can never slip in between a correction's restriction check and its restriction.
     """
     stmt = select(mt.table).where(mt.key_col == member_id)
+    if mt.elsewhere:
+        assert mt.subject is not None
+        stmt = stmt.add_columns(mt.subject.withdrawn_at_col(mt.table).label(WITHDRAWN_LABEL))
     if row_locks(s):
         stmt = stmt.with_for_update(read=share)
     return s.execute(stmt).mappings().first()

@@ -20,8 +20,15 @@ Semantics (what the engine must do with the map)
 ``subject_column`` (a column holding the member's key; it may be NULL, e.g. anonymous access
 logs, and such rows are only reached by an ``age`` purpose end), or ``via: {table, column}``
 (``column`` of this table references the primary key of a parent mapped table, which in turn
-relates to the member). :meth:`DataMap.member_expr` builds the SQL expression giving a row's
-member id either way.
+relates to the member), or ``owner:`` (a meta row naming the member, a WooCommerce order's
+``_customer_user``). :meth:`DataMap.member_expr` builds the SQL expression giving a row's
+member id either way. A link column declared under ``text_ids`` (and an owner's value) holds
+an integer id as text and is compared through a guarded cast (:mod:`lifecycle.datamap.links`).
+
+*Withdrawal markers kept elsewhere.* ``subject.withdrawn`` may name a meta row of the member
+(``wp_usermeta``) or ``lifecycle`` (the lifecycle's own ``lifecycle_withdrawals``):
+:meth:`Subject.withdrawn_clause` and :meth:`Subject.withdrawn_at_col` read them as subqueries,
+so every "is this member withdrawn, and when" reads the same marker.
 
 *Categories.* Columns are listed under the category of personal data they hold. Key and
 relation columns, and columns listed under ``non_personal``, are not personal data; every other
@@ -56,9 +63,10 @@ purpose has ended, for an active member as for anyone (the sweep's age phase tak
 then an active member's row stays live: the service still uses it. An explicit
 ``{age: ...}`` purpose end takes precedence over this implicit one.
 
-*A child takes its parent's date.* A table reaching one parent through ``via`` with no date of
-its own (no ``retain_from``, no explicit ``age``) counts its periods from the parent row's
-record date (:attr:`TableMap.inherits_from`) and ends by age with that row: the sweep's age
+*A child takes its parent's date.* A table reaching one parent through ``via`` (or a pattern
+parent, through ``via`` with ``match``) with no date of its own (no ``retain_from``, no
+explicit ``age``) counts its periods from the parent row's record date
+(:attr:`TableMap.inherits_from`) and ends by age with that row: the sweep's age
 batch of the parent takes its children in the same move, and they never keep it waiting.
 
 *Rows holding several categories* (the decision :meth:`TableMap.plan_row` makes): when a row's
@@ -81,7 +89,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from sqlalchemy import MetaData, and_, case, inspect, literal, null, select
+from sqlalchemy import MetaData, and_, case, func, inspect, literal, null, select
 from sqlalchemy import types as sqltypes
 
 from lifecycle.core.errors import UserError
@@ -97,6 +105,20 @@ from lifecycle.datamap.anchors import (
 )
 from lifecycle.datamap.entries import Where, scoped, where_clause
 from lifecycle.datamap.identifiers import FlaggedCategory
+from lifecycle.datamap.links import (
+    LIFECYCLE_TABLE,
+    UNIX,
+    MetaMarker,
+    Owner,
+    coerce,
+    is_int,
+    is_text,
+    link_eq,
+    marker_at,
+    marker_time,
+    marker_withdrawn,
+    to_datetime,
+)
 from lifecycle.datamap.periods import Period, Rule
 
 
@@ -258,29 +280,47 @@ class Subject:
     keep_row: bool = False
     email_column: str | None = None
     mobile_column: str | None = None
+    # A withdrawal kept outside the members' table (lifecycle.datamap.links): a meta row of
+    # the member, or "lifecycle" (the lifecycle's own lifecycle_withdrawals table).
+    marker_store: MetaMarker | str | None = None
 
     def withdrawn_clause(self, t: Any) -> Any:
+        if self.marker_store is not None:
+            return marker_withdrawn(self.marker_store, t.c[self.key])
         if self.marker_column:
             c = t.c[self.marker_column]
             return and_(c.is_not(None), c != "")
         return t.c[self.status_column] == self.withdrawn_value
 
     def withdrawn_at_col(self, t: Any) -> Any:
+        if self.marker_store is not None:
+            return marker_at(self.marker_store, t.c[self.key])
         return t.c[self.marker_column or self.withdrawn_at_column]
 
+    def state_expr(self, t: Any) -> Any:
+        """What :meth:`is_withdrawn` reads: the status or marker column, or (a marker kept
+        elsewhere) :meth:`withdrawn_at_col`."""
+        if self.marker_store is not None:
+            return self.withdrawn_at_col(t)
+        return t.c[self.state_column]
+
     def is_withdrawn(self, status_or_marker: Any) -> bool:
-        """From the value of :meth:`withdrawn_at_col` (marker) or the status column."""
-        return withdrawn(status_or_marker, self.withdrawn_value, marker=bool(self.marker_column))
+        """From the value of :meth:`state_expr` (a marker's value, or the status column)."""
+        marker = bool(self.marker_column) or self.marker_store is not None
+        return withdrawn(status_or_marker, self.withdrawn_value, marker=marker)
 
     @property
     def state_column(self) -> str:
-        """The column saying whether a member withdrew (status, or the marker)."""
+        """The column saying whether a member withdrew (status, or the marker); a marker kept
+        elsewhere has none (see :meth:`state_expr`)."""
         return self.marker_column or self.status_column  # type: ignore[return-value]
 
     def withdrawn_at(self, value: Any) -> datetime | None:
         """When the member withdrew, from :meth:`withdrawn_at_col`'s value (None: unknown)."""
         if value is None or value == "":
             return None
+        if self.marker_store is not None:
+            return marker_time(self.marker_store, value)
         if self.marker_column:
             try:
                 return as_utc(datetime.strptime(str(value).strip(), self.marker_format))
@@ -289,7 +329,10 @@ class Subject:
         return as_utc(value)
 
     def withdraw_values(self, when: datetime) -> dict[str, Any]:
-        """The site's own way of recording that the member withdrew at ``when``."""
+        """The site's own way of recording that the member withdrew at ``when``, in the
+        members' row (empty for a marker kept elsewhere: see ``links.record_marker``)."""
+        if self.marker_store is not None:
+            return {}
         if self.marker_column:
             return {self.marker_column: when.strftime(self.marker_format)}
         # The loader requires both columns of a subject without a marker.
@@ -354,6 +397,20 @@ class TableMap:
     # (kind, column): the member's own current email/mobile held in this entry's rows,
     # written by a correction of the member's contact (lifecycle.rights.contact_rows).
     contact: tuple[tuple[str, str], ...] = ()
+    # The row's member named in a meta row (a WooCommerce order's _customer_user).
+    owner: Owner | None = None
+    # (column, format) of date columns holding Unix seconds or strftime text.
+    date_formats: tuple[tuple[str, str], ...] = ()
+    # Link columns declared to hold an integer id as text (compared through a guarded cast).
+    text_ids: tuple[str, ...] = ()
+
+    def date_format(self, column: str | None) -> str | None:
+        """``unix`` or a strftime format for a date column held so, else None."""
+        return dict(self.date_formats).get(column) if column else None
+
+    def as_date(self, column: str | None, value: Any) -> datetime | None:
+        """A stored value of date column ``column`` as a datetime (None: no date)."""
+        return to_datetime(value, self.date_format(column))
 
     def __post_init__(self) -> None:
         if not self.keys and self.key:
@@ -484,13 +541,26 @@ class TableMap:
         ``retain_from``, no explicit ``age``) is part of its parent's record (an order's lines
         and addresses): its periods count from the parent row's date, and it ends by age with
         the parent row, in the same move."""
+        parents = self.inherited_parents
+        return parents[0][1] if parents else None
+
+    @property
+    def inherited_parents(self) -> list[tuple[str | None, TableMap]]:
+        """``(match value, parent)`` of every table whose rows this table's rows take their
+        record date from (:attr:`inherits_from`): one parent, or with ``via.match`` each table
+        the pattern expanded to (``bo_table = 'free'`` -> ``g5_write_free``), which share
+        their map entry and so their record date."""
         via = self.via
-        if self.retain_from or self.age is not None or via is None or via.match is not None:
-            return None
-        parent = self._map.tables.get(via.table)
-        if parent is None or parent.record_source is None:
-            return None
-        return parent
+        if self.retain_from or self.age is not None or via is None:
+            return []
+        if via.match is None:
+            named: list[tuple[str | None, str]] = [(None, via.table)]
+        elif via.tables:
+            named = [(v, tn) for v, tn in via.tables]
+        else:
+            named = [(None, via.table)]  # before the pattern is expanded: its own entry
+        out = [(v, self._map.tables[tn]) for v, tn in named if tn in self._map.tables]
+        return [(v, p) for v, p in out if p.record_source is not None]
 
     @property
     def record_source(self) -> tuple[str, str] | None:
@@ -571,11 +641,14 @@ class TableMap:
                 cuts.append(tax_cutoff(now, self._map.rule("tax").period, biz))
         return min(cuts)
 
-    def age_ended_at(self, value: datetime) -> datetime:
-        """When the purpose of a row whose :attr:`age_column` holds ``value`` ended."""
+    def age_ended_at(self, value: Any) -> datetime:
+        """When the purpose of a row whose :attr:`age_column` holds ``value`` ended (a
+        datetime, or Unix seconds / text in the column's ``format``)."""
+        at = self.as_date(self.age_column, value)
+        assert at is not None  # the age selection takes only rows holding a date
         if self.age is not None:
-            return self.age[1].add_to(as_utc(value))
-        return max(self.until_of(c, value, value) for c in self.record_anchored)
+            return self.age[1].add_to(as_utc(at))
+        return max(self.until_of(c, at, at) for c in self.record_anchored)
 
     @property
     def consent_columns(self) -> dict[str, str]:
@@ -598,6 +671,7 @@ class TableMap:
         the table has one; NULL there falls back to the purpose end); ``consent`` the member's
         consent columns (a consent-based category without consent is destroyed)."""
         now = as_utc(now)
+        retain_from_value = self.as_date(self.retain_from, retain_from_value)
         parts: list[ArchivePart] = []
         destroyed: list[str] = []
         carried = tuple(self.carried_columns)
@@ -833,10 +907,29 @@ class DataMap:
 
     def link_expr(self, link: MemberLink, col: Any, metadata: Any) -> Any:
         s = self.subject
+        st = metadata.tables[s.table]
         if link.member_key == s.key:
-            return col
+            return coerce(col, st.c[s.key].type)
+        st = st.alias()
+        return select(st.c[s.key]).where(link_eq(st.c[link.member_key], col)).scalar_subquery()
+
+    def owner_expr(self, tm: TableMap, t: Any, metadata: Any) -> Any:
+        """The member a meta row names as the owner of each row of ``tm`` (NULL: none, a
+        guest). MIN: a row with two such meta rows still yields one member."""
+        o = tm.owner
+        assert o is not None
+        s = self.subject
+        m = metadata.tables[o.table].alias()
         st = metadata.tables[s.table].alias()
-        return select(st.c[s.key]).where(st.c[link.member_key] == col).scalar_subquery()
+        value = m.c[o.value]
+        mine = and_(link_eq(m.c[o.column], t.c[o.row_key]), o.rows(m))
+        if o.member_key == s.key:
+            return select(func.min(coerce(value, st.c[s.key].type))).where(mine).scalar_subquery()
+        return (
+            select(func.min(st.c[s.key]))
+            .where(mine, link_eq(st.c[o.member_key], value))
+            .scalar_subquery()
+        )
 
     def _member_of(self, tm: TableMap, t: Any, metadata: Any) -> Any:
         if tm.name == self.subject.table:
@@ -846,6 +939,8 @@ class DataMap:
             if len(exprs) == 1:
                 return exprs[0]
             return case(*((e.is_not(None), e) for e in exprs), else_=null())
+        if tm.owner is not None:
+            return self.owner_expr(tm, t, metadata)
         if tm.via is None:
             return null()
         via = tm.via
@@ -854,7 +949,7 @@ class DataMap:
             ptm = self.tables[parent_name]
             parent = metadata.tables[ptm.table].alias()
             inner = self._member_of(ptm, parent, metadata)
-            hit = ptm.scoped(parent, parent.c[via.parent_key] == t.c[via.column])
+            hit = ptm.scoped(parent, link_eq(parent.c[via.parent_key], t.c[via.column]))
             return select(inner).where(hit).scalar_subquery()
 
         if via.match is None:
@@ -870,8 +965,19 @@ class DataMap:
         """A MetaData holding the mapped tables, reflected from the real database."""
 
         md = MetaData()
-        md.reflect(bind=engine, only=self.physical_tables)
+        live = set(inspect(engine).get_table_names())
+        physical = self.physical_tables
+        extra = [n for n in self.side_tables if n in live and n not in physical]
+        md.reflect(bind=engine, only=[*physical, *extra])
         return md
+
+    @property
+    def side_tables(self) -> list[str]:
+        """Tables the map reads without mapping them: owners' and markers' meta tables."""
+        out = [t.owner.table for t in self.tables.values() if t.owner is not None]
+        if isinstance(self.subject.marker_store, MetaMarker):
+            out.append(self.subject.marker_store.table)
+        return list(dict.fromkeys(out))
 
     # -- validation against the real schema ----------------------------------------------------
 
@@ -906,28 +1012,53 @@ class DataMap:
             if tm.table not in reflected:
                 reflected[tm.table] = {c["name"]: c["type"] for c in insp.get_columns(tm.table)}
             cols[name] = reflected[tm.table]
-        bad = non_transactional(engine, list(reflected))
+        transactional = list(reflected)
+        for name in self.side_tables:
+            if name in existing and name not in cols:
+                cols[name] = {c["name"]: c["type"] for c in insp.get_columns(name)}
+        bad = non_transactional(engine, transactional)
         if bad:
             fail(refusal(bad), "tables", min(bad))
 
-        def need(table: str, column: str | None, *path: Any, time: bool = False) -> bool:
+        def need(
+            table: str, column: str | None, *path: Any, time: bool = False, fmt: str | None = None
+        ) -> bool:
             if column is None or table not in cols:
                 return False
             if column not in cols[table]:
                 fail(f"column {table}.{column} does not exist in the database", *path)
                 return False
-            if time and not isinstance(cols[table][column], sqltypes.Date | sqltypes.DateTime):
+            ct = cols[table][column]
+            if time and fmt == UNIX and not is_int(ct):
+                fail(f"column {table}.{column} is not an integer column (format: unix)", *path)
+                return False
+            if time and fmt not in (None, UNIX) and not is_text(ct):
+                fail(f"column {table}.{column} is not a text column (format: {fmt})", *path)
+                return False
+            if time and fmt is None and not isinstance(ct, sqltypes.Date | sqltypes.DateTime):
                 fail(f"column {table}.{column} is not a date/time column", *path)
                 return False
             return True
 
-        def compatible(a: tuple[str, str], b: tuple[str, str], *path: Any) -> None:
+        def compatible(
+            a: tuple[str, str], b: tuple[str, str], *path: Any, as_text: bool = False
+        ) -> None:
             ta, tb = cols[a[0]][a[1]], cols[b[0]][b[1]]
             ka, kb = _type_kind(ta), _type_kind(tb)
+            # An integer id held as text links through a guarded cast (lifecycle.datamap.links)
+            # where the map says so: a login id mapped to the integer key by mistake would
+            # otherwise match no member at all, silently.
+            if ka == "text" and kb == "integer" and as_text:
+                return
             if ka != kb:
+                hint = (
+                    " (if it holds the integer id as text, list it under text_ids:)"
+                    if ka == "text" and kb == "integer"
+                    else ""
+                )
                 fail(
                     f"{a[0]}.{a[1]} ({ka}) cannot hold {b[0]}.{b[1]} ({kb}): link columns must "
-                    "have compatible types",
+                    f"have compatible types{hint}",
                     *path,
                 )
 
@@ -946,6 +1077,25 @@ class DataMap:
             need(st, s.status_column, "subject", "status_column")
             need(st, s.withdrawn_at_column, "subject", "withdrawn_at_column", time=True)
             need(st, s.marker_column, "subject", "withdrawn", "column")
+            mk = s.marker_store
+            if isinstance(mk, MetaMarker):
+                if mk.table not in existing:
+                    fail(f"table {mk.table!r} does not exist in the database", "subject",
+                         "withdrawn", "table")  # fmt: skip
+                for c in (mk.column, mk.key_column, mk.value):
+                    need(mk.table, c, "subject", "withdrawn")
+                if need(mk.table, mk.value, "subject", "withdrawn") and not (
+                    is_text(cols[mk.table][mk.value]) or mk.format == UNIX
+                ):
+                    fail(f"column {mk.table}.{mk.value} is not a text column", "subject",
+                         "withdrawn", "value")  # fmt: skip
+            elif mk is not None and LIFECYCLE_TABLE not in existing:
+                fail(
+                    f"table {LIFECYCLE_TABLE} does not exist in the primary database: run "
+                    "`lifecycle db upgrade`",
+                    "subject",
+                    "withdrawn",
+                )
             need(st, s.email_column, "subject", "contact", "email")
             need(st, s.mobile_column, "subject", "contact", "mobile")
             if s.dormancy.last_active_column:
@@ -992,7 +1142,8 @@ class DataMap:
                     where = (*base, "subject_column")
                 ok = need(name, lk.column, *where)
                 if need(st, lk.member_key, *where) and ok and st in cols:
-                    compatible((name, lk.column), (st, lk.member_key), *where)
+                    compatible((name, lk.column), (st, lk.member_key), *where,
+                               as_text=lk.column in t.text_ids)  # fmt: skip
                 for c in lk.blank:
                     need(name, c, *where)
             if t.via:
@@ -1004,7 +1155,8 @@ class DataMap:
                     if parent not in cols:
                         continue
                     if need(parent, v.parent_key, *base, "via", "parent_key") and ok:
-                        compatible((name, v.column), (parent, v.parent_key), *base, "via")
+                        compatible((name, v.column), (parent, v.parent_key), *base, "via",
+                                   as_text=v.column in t.text_ids)  # fmt: skip
                         ptm = self.tables[parent]
                         ptable = ptm.table
                         if not _declared_unique(insp, ptable, (v.parent_key,)) and not (
@@ -1025,9 +1177,26 @@ class DataMap:
             for i, ft in enumerate(t.file_templates):
                 for f in ft.fields:
                     need(name, f, *base, "files", i)
-            need(name, t.retain_from, *base, "retain_from", time=True)
+            need(name, t.retain_from, *base, "retain_from", time=True,
+                 fmt=t.date_format(t.retain_from))  # fmt: skip
             for i, p in enumerate(t.purpose_end):
-                need(name, p.column, *base, "purpose_end", i, time=True)
+                need(name, p.column, *base, "purpose_end", i, time=True,
+                     fmt=t.date_format(p.column))  # fmt: skip
+            if t.owner is not None:
+                o = t.owner
+                if o.table not in existing:
+                    fail(f"table {o.table!r} does not exist in the database", *base, "owner")
+                ok = need(name, o.row_key, *base, "owner")
+                for c in (o.column, o.key_column, o.value):
+                    need(o.table, c, *base, "owner")
+                if ok and need(o.table, o.column, *base, "owner"):
+                    compatible((o.table, o.column), (name, o.row_key), *base, "owner",
+                               as_text=True)  # fmt: skip
+                if need(o.table, o.value, *base, "owner") and need(st, o.member_key, *base,
+                                                                   "owner"):  # fmt: skip
+                    # A meta row's value is text by nature: the owner form declares it.
+                    compatible((o.table, o.value), (st, o.member_key), *base, "owner",
+                               as_text=True)  # fmt: skip
             declared = set(t.carried_columns) | set(t.personal_columns)
             if name == st:
                 declared |= {c for c in (s.status_column, s.withdrawn_at_column, s.marker_column,

@@ -122,7 +122,7 @@ def census(
         rows = conn.execute(select(func.count()).select_from(t).where(cond)).scalar_one()
         held = 0
         if any_hold and rows:
-            member = dm.member_expr(name, metadata) if tm.links or tm.via else None
+            member = dm.member_expr(name, metadata) if tm.links or tm.via or tm.owner else None
             free = holds.not_held([category], member, today)
             free_rows = conn.execute(
                 select(func.count()).select_from(t).where(cond, free)
@@ -205,8 +205,8 @@ def _batch(
     t = ctx.table(tm.name)
     keys = [t.c[k] for k in tm.keys]
     cond = _holding_any(tm, t, cols)
-    member = member_expr(ctx, tm) if (tm.links or tm.via or tm.name == ctx.datamap.subject.table) \
-        else None  # fmt: skip
+    linked = tm.links or tm.via or tm.owner or tm.name == ctx.datamap.subject.table
+    member = member_expr(ctx, tm) if linked else None
     who = member if member is not None else literal_column("NULL")
     with ctx.primary.begin() as conn:
         today = ctx.today()

@@ -57,6 +57,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core import dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.file_values import implausible_path
+from lifecycle.datamap.links import forget_markers, member_id
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
@@ -558,6 +559,8 @@ def move(
     blanks = [s for s in selections if s.mode == "blank"]
     result = MoveResult()
     gone = _Destruction()
+    subject_table = ctx.datamap.subject.table
+    left: list[Any] = []  # members whose own row was deleted
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
         writer = ArchiveWriter(ctx, asess, scope, now)
         for tm in ctx.ordered_tables:
@@ -573,10 +576,14 @@ def move(
                 ids = member_ids(
                     ctx, pconn, tm.links[0].member_key, {r[0] for r in taken}, sel.keys
                 )
+                by_key = tm.links[0].member_key == ctx.datamap.subject.key
                 for subject, paths in taken:
                     n += 1
-                    who = ids.get(subject, subject)
+                    # A text-held id ('42') counts as the member 42 (links.member_id).
+                    who = member_id(subject) if by_key else ids.get(subject, subject)
                     gone.row(tm.name, who, every, zip(file_cats, paths, strict=True))
+                    if tm.name == subject_table:
+                        left.append(who)
                 result.deleted[tm.name] = n
                 continue
             cols = selected_columns(tm)
@@ -592,6 +599,8 @@ def move(
                 for row in chunk:
                     destroyed = (*row.destroyed, *late.get(row.pk, ()))
                     gone.row(tm.name, row.subject, destroyed, paths_of(row.values))
+                if tm.name == subject_table:
+                    left.extend(row.subject for row in chunk)
             result.deleted[tm.name] = n
         # Retained parts of rows that stay blanked (the member row kept to reserve its id).
         for sel in blanks:
@@ -603,6 +612,8 @@ def move(
         writer.ledger_entries()
     for (table, cat), tally in writer.tallies.items():
         result.archived[(table, cat)] = tally.rows
+    # In the same transaction as the member rows' DELETE.
+    forget_markers(pconn, ctx.datamap.subject.marker_store, left)
     for sel in blanks:
         n = blank_rows(ctx, pconn, sel, gone)
         if n:

@@ -73,7 +73,8 @@ def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[Previ
                     elif phase == "dormancy":
                         ended = d.inactive_for.add_to(as_utc(when))
                     else:
-                        ended = as_utc(when)
+                        # A marker's text or a meta row's value, as the sweep reads it.
+                        ended = ctx.datamap.subject.withdrawn_at(when) or now
                     batch[key] = ended
                     seen_subjects.add(key)
                     if len(batch) >= PREVIEW_MEMBER_CHUNK:

@@ -53,6 +53,7 @@ from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
+from lifecycle.engine.markers import record_withdrawal
 from lifecycle.engine.mover import Scope, move, send_shred_jobs
 from lifecycle.engine.selection import subject_selections, unprocessed_clause
 from lifecycle.requests import holds
@@ -338,10 +339,10 @@ def _redo_withdrawal(
         q = dbkind.for_update(select(t.c[sub.key]).where(t.c[sub.key] == mid), conn, of=t)
         if conn.execute(q).first() is None:
             return False  # gone meanwhile
-        conn.execute(update(t).where(t.c[sub.key] == mid).values(sub.withdraw_values(ended)))
+        record_withdrawal(ctx, conn, mid, ended)
         now = datetime.now(UTC)
-        res = move(ctx, conn, subject_selections(ctx, "withdrawal", {mid: ended}, now), scope,
-                   now=now)  # fmt: skip
+        sels = subject_selections(ctx, "withdrawal", {mid: ended}, now, read=conn)
+        res = move(ctx, conn, sels, scope, now=now)
     send_shred_jobs(res.shred_jobs)
     rep.shred_jobs.extend(res.shred_jobs)
     rep.rows_deleted += res.summary()["deleted_rows"]

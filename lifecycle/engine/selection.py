@@ -23,10 +23,12 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     delete,
     exists,
     func,
     literal_column,
+    null,
     or_,
     select,
     tuple_,
@@ -36,8 +38,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from lifecycle.core import dbkind
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.anchors import RECORD, TAX_DEADLINE, tax_day, tax_retain_until
+from lifecycle.datamap.links import MetaMarker, coerce, db_cutoff, link_eq, to_datetime
 from lifecycle.datamap.model import MemberLink, TableMap, consented
 from lifecycle.engine.context import EngineContext
+from lifecycle.engine.owners import OwnedRows, owned_where
 from lifecycle.requests import holds
 from models.requests import OPEN_STATES, LifecycleRequest
 
@@ -67,6 +71,8 @@ class Selection:
     # More values read with each row, for ``ended_at``: it is given the row's columns, then
     # the inherited record date (a table inheriting its parent's), then these.
     extra: tuple[Any, ...] = ()
+    # An ``owner:`` table's rows, found before anything was deleted: row key -> member id.
+    owners: dict[Any, Any] | None = None
 
 
 class Part(NamedTuple):
@@ -134,6 +140,11 @@ class RowPlanner:
         # them after the member id.
         self.consent_cols = tuple(dict.fromkeys(c for *_x, c in self.kept if c))
         self.rf = pos[tm.retain_from] if tm.retain_from else None
+        # Unix seconds or strftime text (links.to_datetime): the record date's own format,
+        # or the format of the ancestor's column a date-less child inherits.
+        src = tm.record_source
+        self.rec_fmt = dm.tables[src[0]].date_format(src[1]) if src and src[0] in dm.tables \
+            else None  # fmt: skip
         self.tax_ext = dm.rule("tax").period if tm.tax_evidence else None
         # Period.add_to moves the wall-clock date (clamping month ends) and keeps the time, so
         # the wall-clock shift depends on the anchor's date alone: work it out once per date.
@@ -178,6 +189,8 @@ class RowPlanner:
             return (), self.zero
         ended = as_utc(ended)
         rec = row[self.rf] if self.rf is not None else record
+        if self.rec_fmt is not None:
+            rec = to_datetime(rec, self.rec_fmt)
         rec = as_utc(rec) if rec is not None else ended
         parts: list[Part] = []
         destroyed = list(self.zero)
@@ -295,10 +308,14 @@ def iter_planned(
         and tm.links[0].member_key != ctx.datamap.subject.key
     )
     who = t.c[tm.links[0].column] if by_login else member_expr(ctx, tm)
+    member = who
+    if sel.owners is not None and tm.owner is not None:
+        # Found before the meta rows went (lifecycle.engine.owners): the row key, mapped.
+        who = t.c[tm.owner.row_key]
     # The member's consent columns, read in the same statement (no second round trip while a
     # streamed result is open): a consent-based category is kept only where it is recorded.
     consents = [
-        consent_expr(ctx, tm, t, col, who, by_login).label(f"__lc_consent{i}")
+        consent_expr(ctx, tm, t, col, member, by_login).label(f"__lc_consent{i}")
         for i, col in enumerate(planner.consent_cols)
     ]
     # The record date a date-less child takes from its parent row, read with the row.
@@ -350,7 +367,7 @@ def iter_planned(
         ids = (
             member_ids(ctx, conn, tm.links[0].member_key, {v[n] for v in chunk}, sel.keys)
             if by_login
-            else None
+            else (sel.owners if sel.owners is not None and tm.owner is not None else None)
         )
         ccols = planner.consent_cols
         ex = n + 1 + len(ccols)  # where the inherited date and the selection's extras start
@@ -558,6 +575,7 @@ class KeyLists:
         self.ids = list(ids)
         self._logins: dict[str, dict[Any, Any]] = {}
         self._parents: dict[tuple[str, str], list[Any]] = {}
+        self.owned: OwnedRows | None = None
 
     def member_of(self, member_key: str) -> dict[Any, Any]:
         """The members' values of ``member_key`` (the login id) and their member ids."""
@@ -616,7 +634,7 @@ def link_in(
     """Rows whose link column holds one of the members ``ids`` (by the subject's key)."""
     s = ctx.datamap.subject
     if lk.member_key == s.key:
-        return in_values(ctx, col, ids)
+        return in_values(ctx, coerce(col, ctx.subject_table.c[s.key].type), ids)
     if keys is not None:
         return col.in_(_listed(col, keys.logins(lk.member_key)))
     st = ctx.subject_table
@@ -624,38 +642,54 @@ def link_in(
 
 
 def member_where(
-    ctx: EngineContext, tm: TableMap, ids: Sequence[Any], keys: KeyLists | None = None
+    ctx: EngineContext,
+    tm: TableMap,
+    ids: Sequence[Any],
+    keys: KeyLists | None = None,
+    owned: OwnedRows | None = None,
 ) -> Any:
     """Rows of ``tm`` belonging to members ``ids``: through their link column, or through
     their parents' (``via``, uncorrelated ``IN (SELECT ...)`` per hop; with ``match``, one
-    branch per table the pattern expanded to). With ``keys``, literal lists read once
-    instead of the subqueries (see :class:`KeyLists`). Only the entry's own rows (its
-    ``where:``) are named."""
+    branch per table the pattern expanded to), or through a meta row naming their owner
+    (``owner:``; with ``owned``, the keys read before anything was deleted). With ``keys``,
+    literal lists read once instead of the subqueries (see :class:`KeyLists`). Only the
+    entry's own rows (its ``where:``) are named."""
     t = ctx.table(tm.name)
-    return tm.scoped(t, _member_where(ctx, tm, t, ids, keys))
+    return tm.scoped(t, _member_where(ctx, tm, t, ids, keys, owned))
 
 
 def _member_where(
-    ctx: EngineContext, tm: TableMap, t: Table, ids: Sequence[Any], keys: KeyLists | None
+    ctx: EngineContext,
+    tm: TableMap,
+    t: Table,
+    ids: Sequence[Any],
+    keys: KeyLists | None,
+    owned: OwnedRows | None,
 ) -> Any:
     s = ctx.datamap.subject
     if tm.name == s.table:
         return in_values(ctx, t.c[s.key], ids)
     if tm.links:
         return or_(*(link_in(ctx, lk, t.c[lk.column], ids, keys) for lk in tm.links))
+    if owned is None and keys is not None:
+        owned = keys.owned
+    if tm.owner is not None:
+        if owned is not None:
+            col = t.c[tm.owner.row_key]
+            return col.in_(_listed(col, owned.keys(tm.name)))
+        return owned_where(ctx, tm, t, ids)
     via = tm.via
     if via is None:
         return literal_column("1") == 0
 
     def through(parent_name: str) -> Any:
-        if keys is not None:
-            col = t.c[via.column]
-            return col.in_(_listed(col, keys.parent_keys(parent_name, via.parent_key)))
         parent = ctx.table(parent_name)
+        col = coerce(t.c[via.column], parent.c[via.parent_key].type)
+        if keys is not None:
+            return col.in_(_listed(col, keys.parent_keys(parent_name, via.parent_key)))
         ptm = ctx.datamap.table(parent_name)
-        return t.c[via.column].in_(
-            select(parent.c[via.parent_key]).where(member_where(ctx, ptm, ids))
-        )
+        pcol = coerce(parent.c[via.parent_key], t.c[via.column].type)
+        return col.in_(select(pcol).where(member_where(ctx, ptm, ids, owned=owned)))
 
     if via.match is None:
         return through(via.table)
@@ -667,7 +701,7 @@ def _link_gone(ctx: EngineContext, lk: MemberLink, col: Any) -> Any:
     """No member who is still with the site holds this link (blank, or withdrawn/unknown)."""
     s = ctx.datamap.subject
     st = ctx.subject_table.alias()
-    active = exists().where(st.c[lk.member_key] == col, ~s.withdrawn_clause(st))
+    active = exists().where(link_eq(st.c[lk.member_key], col), ~s.withdrawn_clause(st))
     gone = [col.is_(None), ~active]
     if isinstance(col.type, String):
         gone.append(col == "")
@@ -712,15 +746,24 @@ def subject_selections(
     *,
     check_holds: bool = True,
     conn: Connection | None = None,
+    read: Connection | None = None,
 ) -> list[Selection]:
     """One selection per table whose purpose ends on ``kind`` for these members.
 
     ``check_holds=False`` (the caller found no active hold in its transaction) leaves the
     per-row legal-hold filter out of the statements. ``conn`` (the caller's transaction,
     its members locked): on MySQL/MariaDB the login ids and parent keys the statements select
-    by are read once through it and named as lists (:class:`KeyLists`)."""
+    by are read once through it and named as lists (:class:`KeyLists`). ``read`` (else
+    ``conn``): the transaction the rows of ``owner:`` tables are found in before anything is
+    deleted (:class:`OwnedRows`); without either they are selected by subquery (a preview)."""
     ids = sorted(ended)
     keys = KeyLists(ctx, conn, ids) if conn is not None and dbkind.is_mysql(conn) else None
+    read = read or conn
+    owned = None
+    if read is not None and any(t.owner is not None for t in ctx.datamap.tables.values()):
+        owned = OwnedRows(ctx, read, ids)
+        if keys is not None:
+            keys.owned = owned
     out: list[Selection] = []
     blanks: list[Selection] = []
     subject = ctx.datamap.subject
@@ -757,7 +800,15 @@ def subject_selections(
                 where = tm.scoped(t, link_in(ctx, lk, t.c[lk.column], ids, keys))
                 blanks.append(Selection(tm, where, _ended, "blank", (lk.column, *lk.blank), keys))
             continue
-        out.append(Selection(tm, member_where(ctx, tm, ids, keys), _ended, keys=keys))
+        owners = owned.member_of(tm.name) if owned is not None else None
+        where = member_where(ctx, tm, ids, keys, owned)
+        mk = subject.marker_store
+        if subject.keep_row and isinstance(mk, MetaMarker) and mk.table == tm.table:
+            # The kept member row's withdrawal marker stays with it (else the member would
+            # look active again once processed).
+            kc = t.c[mk.key_column]
+            where = and_(where, or_(kc.is_(None), kc != mk.key))
+        out.append(Selection(tm, where, _ended, keys=keys, owners=owners))
     if check_holds:
         # Rows of a held member, or of a table holding a held category, stay (legal hold).
         today = ctx.local_date(now)
@@ -802,10 +853,11 @@ def age_selection(
     t = ctx.table(tm.name)
     at = selected_columns(tm).index(col)
     cutoff = tm.age_cutoff(now)
-    # MySQL's zero date ('0000-00-00', a PHP site's "no date") sorts before every cut-off but
-    # has no date to count a period from: such a row stays rather than failing the batch.
-    floor = datetime(1000, 1, 1, tzinfo=cutoff.tzinfo)
-    where = tm.scoped(t, and_(t.c[col] < cutoff, t.c[col] >= floor, *_unreferenced(ctx, tm, t)))
+    # The cut-off in the column's own form (a datetime, Unix seconds, text): an index serves
+    # it. A zero or empty date (MySQL's '0000-00-00', a PHP site's "no date") sorts before
+    # every cut-off but has no date to count a period from: such a row stays.
+    old = db_cutoff(t.c[col], cutoff, tm.date_format(col))
+    where = tm.scoped(t, and_(old, *_unreferenced(ctx, tm, t)))
     # Rows of a held member, or of a table holding a held category, stay (legal hold).
     if check_holds:
         where = and_(
@@ -843,6 +895,12 @@ def age_selections(
     :class:`KeyLists` gives (an ``IN (SELECT ...)`` in a DELETE scans the whole child table)."""
     listed = conn is not None and dbkind.is_mysql(conn)
     top = age_selection(ctx, tm, now, first_id, last_id, check_holds=check_holds)
+    if tm.owner is not None and conn is not None:
+        # Its meta rows may go first (an inheriting child): whose each row is, read now.
+        t = ctx.table(tm.name)
+        member = ctx.datamap.owner_expr(tm, t, ctx.metadata)
+        found = conn.execute(select(t.c[tm.owner.row_key], member).where(top.where))
+        top = replace(top, owners={k: m for k, m in found})
     out = [top]
     todo = [top]
     while todo:
@@ -850,18 +908,23 @@ def age_selections(
         ptm = psel.table
         pt = ctx.table(ptm.name)
         for child in ctx.ordered_tables:
-            if child.via is None or _inherits(child) != ptm.name:
+            if child.via is None or ptm.name not in _inherits(child):
                 continue
             via = child.via
             ct = ctx.table(child.name)
-            parents = select(pt.c[via.parent_key]).where(psel.where)
-            col = ct.c[via.column]
+            parents = select(coerce(pt.c[via.parent_key], ct.c[via.column].type)).where(psel.where)
+            col = coerce(ct.c[via.column], pt.c[via.parent_key].type)
             if listed:
                 assert conn is not None
                 keys = sorted({v for (v,) in conn.execute(parents.distinct()) if v is not None})
                 where = child.scoped(ct, col.in_(_listed(col, keys)))
             else:
                 where = child.scoped(ct, col.in_(parents))
+            value = _inherits(child)[ptm.name]
+            if value is not None:
+                # A pattern parent (g5_write_*): the child rows naming this table.
+                assert via.match is not None
+                where = and_(ct.c[via.match] == value, where)
             sel = Selection(
                 child,
                 where,
@@ -873,9 +936,10 @@ def age_selections(
     return out
 
 
-def _inherits(tm: TableMap) -> str | None:
-    parent = tm.inherits_from
-    return parent.name if parent is not None else None
+def _inherits(tm: TableMap) -> dict[str, str | None]:
+    """The tables whose record date ``tm``'s rows take -> the ``via.match`` value naming each
+    (None for a plain ``via``)."""
+    return {p.name: v for v, p in tm.inherited_parents}
 
 
 def _age_of(ctx: EngineContext, root: TableMap, child: TableMap, ct: Table) -> tuple[Any, ...]:
@@ -906,11 +970,21 @@ def inherited_expr(ctx: EngineContext, tm: TableMap, t: Any, column: str | None 
         src = tm.record_source
         assert src is not None
         column = src[1]
-    pt = ctx.table(parent.name).alias()
-    inner = (
-        pt.c[column] if parent.inherits_from is None else inherited_expr(ctx, parent, pt, column)
-    )
-    return select(inner).where(pt.c[tm.via.parent_key] == t.c[tm.via.column]).scalar_subquery()
+    via = tm.via
+
+    def through(parent: TableMap) -> Any:
+        pt = ctx.table(parent.name).alias()
+        inner = (
+            pt.c[column]
+            if parent.inherits_from is None
+            else inherited_expr(ctx, parent, pt, column)
+        )
+        return select(inner).where(link_eq(pt.c[via.parent_key], t.c[via.column])).scalar_subquery()
+
+    if via.match is None:
+        return through(parent)
+    # A pattern parent: the board the row's match column names.
+    return case(*((t.c[via.match] == v, through(p)) for v, p in tm.inherited_parents), else_=null())
 
 
 def _unreferenced(ctx: EngineContext, tm: TableMap, t: Any) -> list[Any]:
@@ -923,7 +997,7 @@ def _unreferenced(ctx: EngineContext, tm: TableMap, t: Any) -> list[Any]:
     for child, ccols, parent, pcols in dm.foreign_keys:
         if parent != tm.name or child == tm.name or child not in dm.tables:
             continue
-        if _inherits(dm.tables[child]) == tm.name:
+        if tm.name in _inherits(dm.tables[child]):
             continue
         ct = ctx.table(child).alias()
         refs = and_(*(ct.c[c] == t.c[p] for c, p in zip(ccols, pcols, strict=True)))
@@ -934,20 +1008,18 @@ def _unreferenced(ctx: EngineContext, tm: TableMap, t: Any) -> list[Any]:
             continue
         if tm.name not in ([tn for _v, tn in via.tables] if via.match else [via.table]):
             continue
-        if _inherits(other) == tm.name:
-            # It goes with this row, but a row of its own another table references (with a
-            # date of its own) keeps it, and so this row, in place.
-            ct = ctx.table(other.name).alias()
-            held = _unreferenced(ctx, other, ct)
-            if held:
-                mine = other.scoped(ct, ct.c[via.column] == t.c[via.parent_key])
-                conds.append(~exists().where(mine, ~and_(*held)))
-            continue
         ct = ctx.table(other.name).alias()
-        cond = other.scoped(ct, ct.c[via.column] == t.c[via.parent_key])
+        cond = other.scoped(ct, link_eq(ct.c[via.column], t.c[via.parent_key]))
         if via.match:
             value = next(v for v, tn in via.tables if tn == tm.name)
             cond = and_(cond, ct.c[via.match] == value)
+        if tm.name in _inherits(other):
+            # It goes with this row, but a row of its own another table references (with a
+            # date of its own) keeps it, and so this row, in place.
+            held = _unreferenced(ctx, other, ct)
+            if held:
+                conds.append(~exists().where(cond, ~and_(*held)))
+            continue
         conds.append(~exists().where(cond))
     return conds
 

@@ -22,6 +22,7 @@ from sqlalchemy.sql.expression import TableClause
 from lifecycle.channels.mailer import valid_address
 from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
+from lifecycle.datamap.links import record_marker
 from lifecycle.datamap.model import Subject
 from lifecycle.requests import outbox
 from models.requests import (
@@ -91,7 +92,9 @@ def subject_table(subject: Subject) -> TableClause:
     cols: dict[str, Any] = {subject.key: Integer()}
     if subject.login_column:
         cols.setdefault(subject.login_column, String())
-    if subject.marker_column:
+    if subject.marker_store is not None:
+        pass  # the marker is kept in a meta row or the lifecycle's own table, not here
+    elif subject.marker_column:
         cols.setdefault(subject.marker_column, String())
     else:
         assert subject.status_column is not None and subject.withdrawn_at_column is not None
@@ -117,7 +120,7 @@ def resolve_member(subject: Subject, t: Any, conn: Connection, raw: str) -> int:
 
 def lock_member(subject: Subject, t: Any, conn: Connection, member_id: int) -> Any:
     """``(key, withdrawn?, withdrawn at or None)`` of the member, locked; None if unknown."""
-    q = select(t.c[subject.key], t.c[subject.state_column], subject.withdrawn_at_col(t)).where(
+    q = select(t.c[subject.key], subject.state_expr(t), subject.withdrawn_at_col(t)).where(
         t.c[subject.key] == member_id
     )
     row = conn.execute(dbkind.for_update(q, conn, of=t)).first()
@@ -162,11 +165,15 @@ def submit_withdrawal(
                 f"({open_req[1]})"
             )
         if not row[1] or row[2] is None:
-            conn.execute(
-                update(t)
-                .where(t.c[subject.key] == member_id)
-                .values(subject.withdraw_values(row[2] or datetime.now(UTC)))
-            )
+            when = row[2] or datetime.now(UTC)
+            if subject.marker_store is not None:
+                record_marker(conn, subject.marker_store, member_id, when)
+            else:
+                conn.execute(
+                    update(t)
+                    .where(t.c[subject.key] == member_id)
+                    .values(subject.withdraw_values(when))
+                )
         request_id = outbox.submit(s, "withdrawal", member_id, actor=actor)
         if requester is not None:
             req = s.get(LifecycleRequest, request_id)

@@ -19,7 +19,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db
@@ -28,6 +28,7 @@ from lifecycle.core.timeutil import as_utc
 from lifecycle.engine import residue
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
+from lifecycle.engine.markers import record_withdrawal
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
 from lifecycle.engine.selection import subject_selections, unprocessed_clause
 from lifecycle.notices.members import (
@@ -116,16 +117,10 @@ def _restrict(job: Job) -> None:
     if refusal:
         refuse(job, refusal)
         return
-    sub = ctx.datamap.subject
     if not row[1]:
         # The Python client may be called without the site having flipped the status first:
         # the request is the member's decision, so record it in the site's own terms.
-        t = ctx.subject_table
-        s.connection().execute(
-            update(t)
-            .where(t.c[sub.key] == req.member_id)
-            .values(sub.withdraw_values(row[2] or as_utc(req.created_at)))
-        )
+        record_withdrawal(ctx, s.connection(), req.member_id, row[2] or as_utc(req.created_at))
     # Before anything is destroyed: the notice needs the address the member row holds.
     capture_withdrawal_notice(s, req.member_id, req.id)
     use_block.restrict(s, req.member_id, "withdrawal", req.id)
@@ -181,7 +176,7 @@ def _move(
         return None, refusal
     now = _now()
     ended = {req.member_id: row[2] or as_utc(req.created_at)}
-    sels = subject_selections(ctx, "withdrawal", ended, now)
+    sels = subject_selections(ctx, "withdrawal", ended, now, read=s.connection())
     return move(ctx, s.connection(), sels, _scope(ctx, req, task_id), now=now,
                 delete_rows=delete), None  # fmt: skip
 

@@ -1,0 +1,30 @@
+"""links: lifecycle_withdrawals, a withdrawal marker for sites with nowhere to put one
+
+Revision ID: p_links_0001
+Revises: p0001
+Create Date: 2026-12-07 12:00:00
+
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "p_links_0001"
+down_revision: str | Sequence[str] | None = "p0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "lifecycle_withdrawals",
+        sa.Column("member_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("withdrawn_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("member_id", name=op.f("pk_lifecycle_withdrawals")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("lifecycle_withdrawals")
