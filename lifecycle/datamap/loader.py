@@ -27,6 +27,8 @@ from lifecycle.datamap.anchors import (
     TaxProfile,
     parse_month_day,
 )
+from lifecycle.datamap.guest_rows import describe as describe_guests
+from lifecycle.datamap.guest_rows import match_identities
 from lifecycle.datamap.identities import RULES as IDENTITY_RULES
 from lifecycle.datamap.model import (
     DataMap,
@@ -149,6 +151,8 @@ class _TableSpec(_Spec):
     optional: bool = False
     # Columns holding the row's own member's identity (an order's email): kind -> column.
     identities: dict[str, str] = Field(default_factory=dict)
+    # Rows with no member link belong to the member whose identity (of these kinds) they hold.
+    match_identities: list[str] = Field(default_factory=list)
 
 
 class _MapSpec(_Spec):
@@ -447,11 +451,12 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 relations[1],
             )
         age_only = bool(ts.purpose_end) and all(isinstance(p, dict) for p in ts.purpose_end)
-        if not relations and not age_only:
+        if not relations and not age_only and not ts.match_identities:
             raise err(
                 f"table {name!r} has no subject relation: give subject_column (the column "
                 f"holding the member's {s.key}), members: [...], or via: {{table, column}} "
-                "(or end its rows by age only: purpose_end: [{age: COLUMN}])",
+                "(or match_identities: [email, ...] to find the member by an identity the rows "
+                "hold, or end its rows by age only: purpose_end: [{age: COLUMN}])",
                 *base,
             )
         if name == s.table and ts.subject_column != s.key:
@@ -670,6 +675,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             )
         _check_anchors(ts, name, columns, rules, err, s.table, _dated(spec.tables, name))
         identities = _identities(ts, name, owner, subject, err, base)
+        matched = match_identities(ts.match_identities, identities, ts, name, err, base)
         if name == s.table and subject.keep_row and not columns:
             raise err("subject table kept blank on withdrawal lists no personal columns", *base)
         tables[name] = TableMap(
@@ -689,6 +695,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             optional=ts.optional,
             tax_evidence=ts.tax_evidence,
             identities=identities,
+            match_identities=matched,
         )
     for cat in spec.retention:
         if cat in custom and cat not in used:
@@ -884,3 +891,4 @@ def describe(dm: DataMap) -> Iterable[str]:
                 f"{t.name}: identity {kind} in {column}, compared with {dm.subject.table}."
                 f"{theirs} ({IDENTITY_RULES[kind]})"  # type: ignore[index]
             )
+        yield from describe_guests(dm, t)

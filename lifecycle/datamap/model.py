@@ -345,6 +345,9 @@ class TableMap:
     # (kind, column): columns holding the identity of the row's own member (an order's email),
     # which the linkage check compares with the member the row is linked to.
     identities: tuple[tuple[str, str], ...] = ()
+    # Kinds of ``identities`` by which rows with no member link are found as a member's
+    # (``match_identities:``, lifecycle/datamap/guest_rows.py).
+    match_identities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.keys and self.key:

@@ -52,6 +52,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
+from lifecycle.engine.guests import with_guests
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import Scope, move, send_shred_jobs
 from lifecycle.engine.selection import subject_selections, unprocessed_clause
@@ -340,8 +341,15 @@ def _redo_withdrawal(
             return False  # gone meanwhile
         conn.execute(update(t).where(t.c[sub.key] == mid).values(sub.withdraw_values(ended)))
         now = datetime.now(UTC)
-        res = move(ctx, conn, subject_selections(ctx, "withdrawal", {mid: ended}, now), scope,
-                   now=now)  # fmt: skip
+        sels, _shared = with_guests(
+            ctx,
+            conn,
+            "withdrawal",
+            {mid: ended},
+            now,
+            subject_selections(ctx, "withdrawal", {mid: ended}, now),
+        )
+        res = move(ctx, conn, sels, scope, now=now)
     send_shred_jobs(res.shred_jobs)
     rep.shred_jobs.extend(res.shred_jobs)
     rep.rows_deleted += res.summary()["deleted_rows"]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pyzipper
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from lifecycle.channels.templates import FIELD_LABELS
@@ -45,6 +45,7 @@ from lifecycle.core.settings import get_settings
 from lifecycle.datamap import linkage
 from lifecycle.datamap.identifiers import flagged_columns
 from lifecycle.engine.context import EngineContext, get_context
+from lifecycle.engine.guests import GuestMatch
 from lifecycle.engine.selection import member_expr
 from lifecycle.requests.states import transition
 from lifecycle.rights.common import Requester, refusal_of, submit_right
@@ -133,6 +134,9 @@ def collect(
     out: dict[str, tuple[list[str], list[Any]]] = {}
     subject = ctx.datamap.subject.table
     names = [subject, *sorted(n for n in ctx.datamap.tables if n != subject)]
+    # Guest rows holding the member's email or mobile are theirs too (match_identities), unless
+    # another member still with the site holds that identity: then they are nobody's for sure.
+    guests = GuestMatch(ctx, s.connection(), [member_id], ctx.datamap.tables.values())
     for name in names:
         tm = ctx.datamap.tables[name]
         t = ctx.table(name)
@@ -140,7 +144,11 @@ def collect(
         flagged = flagged_columns(ctx.datamap, name)
         # Every key column: a composite key orders fully, a keyless table (key: []) not at all.
         order = [t.c[k] for k in tm.keys]
-        stmt = select(t).where(member_expr(ctx, tm) == member_id).order_by(*order)
+        where = member_expr(ctx, tm) == member_id
+        guest = guests.where(tm, t) if tm.match_identities else None
+        if guest is not None:
+            where = or_(where, guest)
+        stmt = select(t).where(where).order_by(*order)
         rows = []
         for r in s.execute(stmt):
             rows.append(
