@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, not_, select
+from sqlalchemy import Connection, and_, not_, or_, select
 
 from lifecycle.datamap.guest_rows import guest_where, identity_in, link_empty, matched_columns
 from lifecycle.datamap.identities import IdentityKind, normalise
@@ -86,9 +86,17 @@ def _kinds(tables: Iterable[TableMap]) -> list[IdentityKind]:
 
 
 class GuestMatch:
-    """The identities of members ``ids``, canonical, read once through ``conn``: kind ->
-    canonical value -> member id (``owners``), and those a live member outside ``ids`` holds
-    too (``shared``: canonical value -> how many such members)."""
+    """Whose guest rows are whose, for members ``ids``: read once through ``conn``.
+
+    1. The members' identities, canonical, from their rows (``owners``: kind -> canonical
+       value -> member id).
+    2. Per table, one read of its guest rows holding one of them (an IN list of canonical
+       forms; narrowed by the link column's index to the rows naming no member): which values
+       are present, and in how many rows.
+    3. Only for the values found: the members outside ``ids`` still with the site who hold one
+       too (``shared``). Usually there is nothing to look up, so the members' table is not
+       searched for every batch.
+    """
 
     def __init__(
         self,
@@ -99,9 +107,12 @@ class GuestMatch:
     ) -> None:
         self.ctx = ctx
         self.dialect = conn.dialect.name
+        self.tables = [tm for tm in tables if tm.match_identities]
         self.owners: dict[str, dict[str, Any]] = {}
+        # table -> its guest rows holding a member's identity: kind -> canonical value
+        self.present: dict[str, list[dict[IdentityKind, str]]] = {}
         self.shared: dict[str, dict[str, int]] = {}
-        kinds = _kinds(tables)
+        kinds = _kinds(self.tables)
         if not kinds or not ids:
             return
         s = ctx.datamap.subject
@@ -125,21 +136,61 @@ class GuestMatch:
                     mine = self.owners.setdefault(kind, {})
                     if canonical not in mine or row[0] < mine[canonical]:
                         mine[canonical] = row[0]
-        for kind, col in cols.items():
-            self.shared[kind] = self._held_elsewhere(conn, kind, col, members)
+        if not self.owners:
+            return
+        found: dict[IdentityKind, set[str]] = {}
+        for tm in self.tables:
+            self.present[tm.name] = self._present(conn, tm)
+            for held in self.present[tm.name]:
+                for kind, value in held.items():
+                    found.setdefault(kind, set()).add(value)
+        for kind, values in found.items():
+            if kind in cols:
+                self.shared[kind] = self._held_elsewhere(conn, kind, cols[kind], members, values)
+
+    def _present(self, conn: Connection, tm: TableMap) -> list[dict[IdentityKind, str]]:
+        """Each guest row of ``tm`` holding one of the members' identities: kind -> the
+        members' value it holds (one read, an IN list per identity column)."""
+        t = self.ctx.table(tm.name)
+        matched = matched_columns(tm)
+        owners = self.owners
+        out: list[dict[IdentityKind, str]] = []
+        mine = {k: sorted(owners.get(k, {})) for k, _c in matched}
+        longest = max((len(v) for v in mine.values()), default=0)
+        seen: set[tuple[Any, ...]] = set()
+        keys = [t.c[k] for k in tm.keys]
+        for i in range(0, longest, SQLITE_IN_CHUNK):
+            conds = [
+                identity_in(kind, t.c[col], self.dialect, mine[kind][i : i + SQLITE_IN_CHUNK])
+                for kind, col in matched
+            ]
+            q = select(*keys, *(t.c[c] for _k, c in matched)).where(link_empty(tm, t), or_(*conds))
+            for r in conn.execute(q):
+                ident = tuple(r[: len(keys)])
+                if keys and ident in seen:
+                    continue  # found through both lists of an earlier chunk
+                seen.add(ident)
+                held: dict[IdentityKind, str] = {}
+                for (kind, _c), value in zip(matched, r[len(keys) :], strict=True):
+                    canonical = normalise(kind, value)
+                    if canonical is not None and canonical in owners.get(kind, {}):
+                        held[kind] = canonical
+                if held:
+                    out.append(held)
+        return out
 
     def _held_elsewhere(
-        self, conn: Connection, kind: IdentityKind, col: str, ids: list[Any]
+        self, conn: Connection, kind: IdentityKind, col: str, ids: list[Any], values: set[str]
     ) -> dict[str, int]:
-        """The batch's values of ``kind`` a member outside ``ids`` who has not withdrawn holds
-        too, with how many such members (one IN list of canonical forms per chunk)."""
+        """Which of ``values`` a member outside ``ids`` who has not withdrawn holds too, with
+        how many such members."""
         s = self.ctx.datamap.subject
         st = self.ctx.subject_table
         key = st.c[s.key]
-        mine = sorted(self.owners.get(kind, {}))
+        wanted = sorted(values)
         out: dict[str, int] = {}
-        for i in range(0, len(mine), SQLITE_IN_CHUNK):
-            part = mine[i : i + SQLITE_IN_CHUNK]
+        for i in range(0, len(wanted), SQLITE_IN_CHUNK):
+            part = wanted[i : i + SQLITE_IN_CHUNK]
             q = select(key, st.c[col]).where(
                 identity_in(kind, st.c[col], self.dialect, part),
                 not_(s.withdrawn_clause(st)),
@@ -147,22 +198,24 @@ class GuestMatch:
             )
             for _key, value in conn.execute(q):
                 canonical = normalise(kind, value)
-                if canonical in self.owners[kind]:
+                if canonical in values:
                     out[canonical] = out.get(canonical, 0) + 1
         return out
 
-    def _values(self, kind: str, *, shared: bool) -> list[str]:
-        left = self.shared.get(kind, {})
-        return [v for v in self.owners.get(kind, {}) if (v in left) == shared]
+    def _unshared(self, kind: str, value: str) -> bool:
+        return value not in self.shared.get(kind, {})
 
     def where(self, tm: TableMap, t: Any) -> Any | None:
-        """``tm``'s guest rows that are the batch's members' (None: none can be)."""
-        canonical: dict[str, Iterable[str]] = {
-            k: self._values(k, shared=False) for k, _c in matched_columns(tm)
-        }
-        if not any(canonical.values()):
+        """``tm``'s guest rows that are the members' (None: there are none): those holding
+        one of the members' identities that no live member shares."""
+        canonical: dict[str, set[str]] = {}
+        for row in self.present.get(tm.name, []):
+            for kind, value in row.items():
+                if self._unshared(kind, value):
+                    canonical.setdefault(kind, set()).add(value)
+        if not canonical:
             return None
-        return guest_where(tm, t, self.dialect, canonical)
+        return guest_where(tm, t, self.dialect, dict(canonical))
 
     def owner_of(self, tm: TableMap) -> Callable[[tuple[Any, ...]], Any]:
         """The member a guest row (in :func:`selected_columns` order) is taken for."""
@@ -182,22 +235,22 @@ class GuestMatch:
 
         return owner
 
-    def left(self, conn: Connection, tm: TableMap, t: Any) -> list[Shared]:
-        """Guest rows of ``tm`` holding a shared identity and no unshared one of the batch."""
-        taken = self.where(tm, t)
-        out: list[Shared] = []
-        for kind, col in matched_columns(tm):
-            values = self._values(kind, shared=True)
-            if not values:
+    def left(self, tm: TableMap) -> list[Shared]:
+        """Guest rows of ``tm`` that hold a member's identity only where a live member shares
+        it: taken for nobody, counted per kind of the shared identity."""
+        rows: dict[str, int] = {}
+        values: dict[str, set[str]] = {}
+        for row in self.present.get(tm.name, []):
+            if any(self._unshared(k, v) for k, v in row.items()):
                 continue
-            cond = and_(link_empty(tm, t), identity_in(kind, t.c[col], self.dialect, values))
-            if taken is not None:
-                cond = and_(cond, not_(func.coalesce(taken, False)))
-            n = int(conn.execute(select(func.count()).select_from(t).where(cond)).scalar_one())
-            if n:
-                others = sum(self.shared[kind][v] for v in values)
-                out.append(Shared(tm.name, kind, n, len(values), others))
-        return out
+            for kind, value in row.items():
+                rows[kind] = rows.get(kind, 0) + 1
+                values.setdefault(kind, set()).add(value)
+        return [
+            Shared(tm.name, kind, n, len(values[kind]),
+                   sum(self.shared[kind][v] for v in values[kind]))
+            for kind, n in sorted(rows.items())
+        ]  # fmt: skip
 
 
 def with_guests(
@@ -223,7 +276,7 @@ def with_guests(
     for tm in tables:
         t = ctx.table(tm.name)
         where = match.where(tm, t)
-        shared += match.left(conn, tm, t)
+        shared += match.left(tm)
         if where is None:
             continue
         if check_holds:
