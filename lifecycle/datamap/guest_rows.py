@@ -23,6 +23,10 @@ from sqlalchemy import Integer, String, and_, false, or_, true
 from lifecycle.datamap.identities import RULES, IdentityKind, mobile_forms, sql_normalised
 from lifecycle.datamap.model import DataMap, TableMap
 
+# How the one line saying that guest rows were left starts (a withdrawal that completed keeps
+# it as its note, and `lifecycle status` lists such requests).
+GUEST_NOTE = "guest rows left because a member still with the site shares"
+
 
 def match_identities(
     kinds: Sequence[str],

@@ -23,7 +23,13 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, not_, or_, select
 
-from lifecycle.datamap.guest_rows import guest_where, identity_in, link_empty, matched_columns
+from lifecycle.datamap.guest_rows import (
+    GUEST_NOTE,
+    guest_where,
+    identity_in,
+    link_empty,
+    matched_columns,
+)
 from lifecycle.datamap.identities import IdentityKind, normalise
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
@@ -72,8 +78,8 @@ def shared_line(counts: dict[str, Any]) -> str | None:
     if not parts:
         return None
     return (
-        f"guest rows left because a member still with the site shares the identity they hold "
-        f"({', '.join(parts)} row(s)): decide whose they are (docs/datamap.md, match_identities)"
+        f"{GUEST_NOTE} the identity they hold ({', '.join(parts)} row(s)): decide whose they "
+        "are (docs/datamap.md, match_identities)"
     )
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core import db, leases, queues
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap.guest_rows import GUEST_NOTE
 from lifecycle.notices.addresses import waiting_addresses
 from lifecycle.notices.reconcile import in_doubt_by_notice
 from lifecycle.ops import flower_locator
@@ -261,6 +262,21 @@ def recently_failed(session: Session, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
+def recently_noted(session: Session, now: datetime) -> list[dict[str, Any]]:
+    """Withdrawals of the last week that completed but left guest rows a member still with the
+    site could also own (lifecycle/engine/guests.py), with their one-line note."""
+    rows = session.execute(
+        select(LifecycleRequest.id, LifecycleRequest.kind, LifecycleRequest.error)
+        .where(
+            LifecycleRequest.state == RequestState.COMPLETED.value,
+            LifecycleRequest.updated_at >= now - FAILED_WINDOW,
+            LifecycleRequest.error.startswith(GUEST_NOTE),
+        )
+        .order_by(LifecycleRequest.id.desc())
+    ).all()
+    return [{"id": i, "kind": k, "note": (e or "")[:300]} for i, k, e in rows]
+
+
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
     """Third-party deliveries that failed or are being retried."""
     rows = deliveries.failing_deliveries(s)
@@ -436,7 +452,10 @@ def build_report(
             held = active_holds(s, now)
             unfinished = unfinished_work(s, now)
             failed = recently_failed(s, now)
+            noted = recently_noted(s, now)
         return {
+            "noted_total": len(noted),
+            "noted": noted[:OVERDUE_LIST_LIMIT],
             "holds": held,
             "unfinished": unfinished,
             "failed_total": len(failed),
@@ -475,6 +494,8 @@ def build_report(
                 "deadlines",
                 "failed_total",
                 "failed",
+                "noted_total",
+                "noted",
             )
         }
         report["deliveries"] = (
@@ -547,6 +568,11 @@ def needs_attention(report: dict[str, Any]) -> list[str]:
         out.append(f"{req['overdue_total']} request(s) past their legal deadline")
     if req.get("failed_total"):
         out.append(f"{req['failed_total']} request(s) failed in the last 7 days")
+    if req.get("noted_total"):
+        out.append(
+            f"{req['noted_total']} request(s) completed with a note in the last 7 days "
+            "(guest rows left for a shared identity)"
+        )
     parked = (req.get("open_by_state") or {}).get(RequestState.NEEDS_ATTENTION.value)
     if parked:
         out.append(f"{parked} request(s) need attention")
