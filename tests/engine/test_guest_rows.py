@@ -84,10 +84,11 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
             (2, None, None, "+82 10 1234 5678"),  # a's, by mobile
             (3, None, "someone@else.example", "010-9999-0000"),  # nobody's: stays
             (4, b, "kim.a@example.com", None),  # b's order: its link says so, stays
-            (5, None, "LEE.B@example.com", None),  # b's guest order: in b's package
+            (5, None, "LEE.B@example.com", None),  # b's guest order
             (6, None, "shared@example.com", None),  # c's or d's: nobody's for sure
             (7, None, "Leaver@Example.com", None),  # e's, taken by the sweep
             (8, None, "twin@example.com", None),  # f's or g's: left by the sweep
+            (9, e, "leaver@example.com", None),  # e's own order
         ]
         for oid, member, email, mobile in orders:
             x.execute(
@@ -108,30 +109,30 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
     assert "shop_orders: rows whose member_id is empty (NULL, '' or 0) belong" in explain.stdout
 
     start_worker(env, concurrency=1)
-    # b's access package holds b's guest order, and not the order b's link names only.
-    out = tmp_path / "b.zip"
-    r = env.run("access", str(b), "--out", str(out), "--wait", timeout=180)
+    # e's access package holds e's guest order next to e's own.
+    out = tmp_path / "e.zip"
+    r = env.run("access", str(e), "--out", str(out), "--wait", timeout=180)
     assert r.returncode == 0, r.stderr
     with pyzipper.AESZipFile(out) as zf:
         orders_csv = zf.read("shop_orders.csv").decode("utf-8-sig")
     ids = sorted(line.split(",")[0] for line in orders_csv.splitlines()[1:])
-    assert ids == ["4", "5"], orders_csv
+    assert ids == ["7", "9"], orders_csv
 
     # a withdraws: both of a's guest orders and the newsletter row go; others stay.
     r = env.run("withdraw", str(a), "--wait", timeout=180)
     assert r.returncode == 0, r.stderr
-    assert _orders_left(primary) == {3, 4, 5, 6, 7, 8}
+    assert _orders_left(primary) == {3, 4, 5, 6, 7, 8, 9}
     assert _q(primary, "SELECT id FROM newsletter") == [(2,)]
     # Archived as a's (contract, 5 years), under a's pseudonym like a's own rows.
     refs = _q(
         archive,
-        "SELECT DISTINCT subject_ref FROM archive_records WHERE request_id = 1 AND "
+        "SELECT DISTINCT subject_ref FROM archive_records WHERE request_id = 2 AND "
         "source_table IN ('shop_orders', 'members')",
     )
     assert len(refs) == 1
-    assert _one(archive, "SELECT count(*) FROM archive_records WHERE request_id = 1 AND "
+    assert _one(archive, "SELECT count(*) FROM archive_records WHERE request_id = 2 AND "
                          "source_table = 'shop_orders'") == 2  # fmt: skip
-    req = _q(primary, "SELECT state, error FROM lifecycle_requests WHERE id = 1")
+    req = _q(primary, "SELECT state, error FROM lifecycle_requests WHERE id = 2")
     assert req == [("completed", None)]
 
     # c withdraws: d, still with the site, holds the same address; order 6 is nobody's for
@@ -161,7 +162,7 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
     last = wait_error_line(s)
     assert "guest rows left because a member still with the site shares" in last, last
     assert "shop_orders.email 1 row(s)" in last, last
-    assert _orders_left(primary) == {3, 4, 5, 6, 8}
+    assert _orders_left(primary) == {3, 4, 5, 6, 8}  # 9 went with e too
     counts = _q(primary, "SELECT outcome FROM lifecycle_job_runs WHERE job = 'sweep'")
     assert counts == [("failed",)]
 
