@@ -99,7 +99,7 @@ def identity_gaps(dm: DataMap, engine: Any) -> list[IdentityGap]:
         seen = [_squash(f.format(col=col)) for f in _PG_SEEN[k]]
         if any(form in d for d in defs[table] for form in seen):
             continue
-        name = f"lc_{table}_{col}_{kind}"[:63]
-        expr = _PG_MAKE[kind].format(col=f'"{col}"')
-        out.append(IdentityGap(table, col, kind, f'CREATE INDEX "{name}" ON "{table}" (({expr}))'))
+        name = f"lc_{table}_{col}_canonical"[:63]
+        expr = _PG_MAKE[k].format(col=f'"{col}"')
+        out.append(IdentityGap(table, col, k, f'CREATE INDEX "{name}" ON "{table}" (({expr}))'))
     return out
