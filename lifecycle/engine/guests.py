@@ -25,6 +25,7 @@ from sqlalchemy import Connection, and_, not_, or_, select
 
 from lifecycle.datamap.guest_rows import (
     GUEST_NOTE,
+    among,
     guest_where,
     identity_in,
     link_empty,
@@ -200,7 +201,7 @@ class GuestMatch:
             q = select(key, st.c[col]).where(
                 identity_in(kind, st.c[col], self.dialect, part),
                 not_(s.withdrawn_clause(st)),
-                key.not_in(ids),
+                not_(among(key, ids, self.dialect, key.type)),
             )
             for _key, value in conn.execute(q):
                 canonical = normalise(kind, value)
