@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import zipfile
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,10 @@ from lifecycle.channels.templates import FIELD_LABELS
 from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap import linkage
+from lifecycle.datamap.guest_rows import GUEST_NOTE
 from lifecycle.datamap.identifiers import flagged_columns
 from lifecycle.engine.context import EngineContext, get_context
-from lifecycle.engine.guests import GuestMatch
+from lifecycle.engine.guests import GuestMatch, Shared, shared_line
 from lifecycle.engine.selection import member_expr
 from lifecycle.requests.states import transition
 from lifecycle.rights.common import Requester, refusal_of, submit_right
@@ -165,6 +167,14 @@ def collect(
     return out
 
 
+def guest_rows_left(ctx: EngineContext, s: Session, member_id: int) -> list[Shared]:
+    """Guest rows holding the member's identity that the package leaves out, because a member
+    still with the site holds that identity too (counts only)."""
+    tables = [tm for tm in ctx.datamap.tables.values() if tm.match_identities]
+    guests = GuestMatch(ctx, s.connection(), [member_id], tables)
+    return [f for tm in tables for f in guests.left(tm)]
+
+
 def _other_members_in(
     ctx: EngineContext, s: Session, member_id: int, tables: dict[str, tuple[list[str], list[Any]]]
 ) -> str | None:
@@ -206,7 +216,12 @@ def provisions(s: Session, member_id: int) -> list[list[str]]:
 
 
 def _summary(
-    ctx: EngineContext, request_id: int, member_id: int, tables: dict[str, Any], given: int
+    ctx: EngineContext,
+    request_id: int,
+    member_id: int,
+    tables: dict[str, Any],
+    given: int,
+    left: Sequence[Shared] = (),
 ) -> str:
     lines = [
         f"{get_settings().organisation()} 개인정보 열람 자료",
@@ -227,6 +242,12 @@ def _summary(
             lines.append(
                 f"      · {cat}: {labels} — 보유기간 {rule.period}, 근거 {rule.legal_basis}"
             )
+    for f in left:
+        lines.append(
+            f"  - {f.table}: 회원님의 {f.kind}을(를) 가진 비회원 기록 {f.rows}건은 "
+            f"같은 {f.kind}을(를) 쓰는 다른 회원이 있어 포함하지 않았습니다 "
+            "(개인정보 보호책임자가 확인합니다)"
+        )
     lines += [
         "",
         f"■ 제3자 제공 내역: 제3자제공내역.csv ({given}건)",
@@ -299,12 +320,13 @@ def _package(job: Job) -> None:
             f"확인합니다 ({wrong})",
         )
         return
+    left = guest_rows_left(ctx, job.s, job.member_id)
     given = provisions(job.s, job.member_id)
     files = {f"{name}.csv": _csv(cols, rows) for name, (cols, rows) in tables.items()}
     files["제3자제공내역.csv"] = _csv(
         ["제공받는 자", "제공 항목", "제공 근거", "목적", "제공 일시"], given
     )
-    files["요약.txt"] = _summary(ctx, request_id, job.member_id, tables, len(given)).encode(
+    files["요약.txt"] = _summary(ctx, request_id, job.member_id, tables, len(given), left).encode(
         "utf-8-sig"
     )
     try:
@@ -322,11 +344,14 @@ def _package(job: Job) -> None:
         "provisions": len(given),
         "encrypted": password is not None,
     }
-    transition(job.req, RequestState.PACKAGED)
+    # Left out for a shared identity: said in the package and kept as the request's note.
+    note = shared_line({f.key: f.rows for f in left})
+    transition(job.req, RequestState.PACKAGED, error=note)
 
 
 def _complete(job: Job) -> None:
-    transition(job.req, RequestState.COMPLETED, error=None)
+    note = job.req.error if (job.req.error or "").startswith(GUEST_NOTE) else None
+    transition(job.req, RequestState.COMPLETED, error=note)
 
 
 def _logged(r: Run) -> None:

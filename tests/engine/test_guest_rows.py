@@ -148,6 +148,20 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
     status = env.run("status", "--json")
     assert "completed with a note" in status.stdout, status.stdout
 
+    # g's package leaves out order 8 (f, still with the site, holds the same address) and
+    # says so, in the package and as the request's note.
+    out = tmp_path / "g.zip"
+    r = env.run("access", str(g), "--out", str(out), "--wait", timeout=180)
+    assert r.returncode == 0, r.stderr
+    with pyzipper.AESZipFile(out) as zf:
+        orders_csv = zf.read("shop_orders.csv").decode("utf-8-sig")
+        summary = zf.read("요약.txt").decode("utf-8-sig")
+    assert orders_csv.splitlines()[1:] == [], orders_csv
+    assert "shop_orders: 회원님의 email을(를) 가진 비회원 기록 1건은" in summary, summary
+    note = _q(primary, "SELECT state, error FROM lifecycle_requests WHERE kind = 'access' "
+                       "AND member_id = :g", g=g)[0]  # fmt: skip
+    assert note[0] == "completed" and "shop_orders.email 1 row(s)" in note[1], note
+
     # e and f withdraw on the site; the sweep takes e's guest order, leaves f's (g holds the
     # same address) and fails visibly with one line saying so.
     eng = site_engine(primary)
