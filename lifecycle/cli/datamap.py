@@ -104,11 +104,14 @@ def check_cmd(
     for note in shown.notes:
         typer.echo(f"note: {note}")
     if eng is not None:
+        from lifecycle.datamap.guest_indexes import identity_gaps
         from lifecycle.datamap.indexes import missing_indexes
 
         # Advice, not a finding: the engine works without these indexes, only slower.
         for gap in missing_indexes(shown, eng):
             typer.echo(f"warning: {gap}")
+        for ident in identity_gaps(shown, eng):
+            typer.echo(f"warning: {ident}")
     unlawful = _identifiers(shown, eng)
     for line in findings:
         typer.echo(line, err=True)

@@ -160,6 +160,9 @@ def _render(report: dict[str, Any], tz: str) -> None:
             console.print(t)
         else:
             console.print("failed requests (last 7 days): 0")
+        for item in req.get("noted") or []:
+            console.print(f"request {item['id']} ({item['kind']}) completed with a note: "
+                          f"{item['note']}")  # fmt: skip
 
     deliveries = report.get("deliveries")
     if deliveries is not None:

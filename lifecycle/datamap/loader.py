@@ -28,6 +28,8 @@ from lifecycle.datamap.anchors import (
     parse_month_day,
 )
 from lifecycle.datamap.entries import check_entries, describe_where, parse_contact, parse_where
+from lifecycle.datamap.guest_rows import describe as describe_guests
+from lifecycle.datamap.guest_rows import match_identities
 from lifecycle.datamap.identities import RULES as IDENTITY_RULES
 from lifecycle.datamap.links import (
     LIFECYCLE_MARKER,
@@ -196,6 +198,8 @@ class _TableSpec(_Spec):
     # The member's own current contact held in this entry's rows (a billing_email meta row):
     # a correction of the member's contact writes it here too.
     contact: _ContactSpec | None = None
+    # Rows with no member link belong to the member whose identity (of these kinds) they hold.
+    match_identities: list[str] = Field(default_factory=list)
 
 
 class _MapSpec(_Spec):
@@ -500,12 +504,13 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 relations[1],
             )
         age_only = bool(ts.purpose_end) and all(isinstance(p, dict) for p in ts.purpose_end)
-        if not relations and not age_only:
+        if not relations and not age_only and not ts.match_identities:
             raise err(
                 f"table {name!r} has no subject relation: give subject_column (the column "
                 f"holding the member's {s.key}), members: [...], via: {{table, column}} or "
-                "owner: {table, column, key_column, key, value} (or end its rows by age only: "
-                "purpose_end: [{age: COLUMN}])",
+                "owner: {table, column, key_column, key, value} (or match_identities: "
+                "[email, ...] to find the member by an identity the rows hold, or end its rows "
+                "by age only: purpose_end: [{age: COLUMN}])",
                 *base,
             )
         if name == s.table and ts.subject_column != s.key:
@@ -738,6 +743,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             )
         _check_anchors(ts, name, columns, rules, err, s.table, _dated(spec.tables, name))
         identities = _identities(ts, name, owner, subject, err, base)
+        matched = match_identities(ts.match_identities, identities, ts, name, err, base)
         if name == s.table and subject.keep_row and not columns:
             raise err("subject table kept blank on withdrawal lists no personal columns", *base)
         tables[name] = TableMap(
@@ -763,6 +769,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             owner=_owner(ts, name, keys, subject_cols, s.key, err, base),
             text_ids=_text_ids(ts, name, links, err, base),
             date_formats=tuple(formats.items()),
+            match_identities=matched,
         )
     ignore_rows = check_entries(spec.tables, tables, spec.ignore_rows, s.table, err)
     for cat in spec.retention:
@@ -1029,3 +1036,4 @@ def describe(dm: DataMap) -> Iterable[str]:
                 f"{t.name}: identity {kind} in {column}, compared with {dm.subject.table}."
                 f"{theirs} ({IDENTITY_RULES[kind]})"  # type: ignore[index]
             )
+        yield from describe_guests(dm, t)

@@ -412,6 +412,10 @@ class TableMap:
         """A stored value of date column ``column`` as a datetime (None: no date)."""
         return to_datetime(value, self.date_format(column))
 
+    # Kinds of ``identities`` by which rows with no member link are found as a member's
+    # (``match_identities:``, lifecycle/datamap/guest_rows.py).
+    match_identities: tuple[str, ...] = ()
+
     def __post_init__(self) -> None:
         if not self.keys and self.key:
             self.keys = (self.key,)

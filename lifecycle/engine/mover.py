@@ -174,6 +174,9 @@ class MoveResult:
     # Shred jobs written in the caller's transaction: send them (`send_shred_jobs`) once it
     # has committed.
     shred_jobs: list[int] = field(default_factory=list)
+    # Guest rows left because a live member shares the identity they hold: ``Shared.key`` ->
+    # rows (lifecycle/engine/guests.py).
+    shared: dict[str, int] = field(default_factory=dict)
 
     @property
     def failure(self) -> str | None:
@@ -196,6 +199,7 @@ class MoveResult:
             "files": self.files,
             "files_refused": self.files_refused,
             "files_kept": self.files_kept,
+            **self.shared,
         }
 
     def merge(self, other: MoveResult) -> None:
@@ -204,6 +208,7 @@ class MoveResult:
             (self.destroyed, other.destroyed),
             (self.deleted, other.deleted),
             (self.blanked, other.blanked),
+            (self.shared, other.shared),
         )
         for mine, theirs in counters:
             for k, v in theirs.items():
@@ -533,6 +538,8 @@ def destroy_only(ctx: EngineContext, tm: TableMap) -> bool:
         and len(tm.links) == 1
         and not tm.file_templates
         and all(ctx.datamap.rule(c).period.is_zero for c in tm.columns)
+        # Guest rows are counted for the member they are taken for, which iter_planned finds.
+        and not tm.match_identities
     )
 
 
@@ -555,7 +562,11 @@ def move(
     selections = list(selections)
     if not delete_rows:
         return _archive_only(ctx, pconn, selections, scope, now)
-    by_table = {s.table.name: s for s in selections if s.mode == "take"}
+    # A table may have two: its members' rows and its guest rows (lifecycle/engine/guests.py).
+    by_table: dict[str, list[Selection]] = defaultdict(list)
+    for s in selections:
+        if s.mode == "take":
+            by_table[s.table.name].append(s)
     blanks = [s for s in selections if s.mode == "blank"]
     result = MoveResult()
     gone = _Destruction()
@@ -563,11 +574,9 @@ def move(
     left: list[Any] = []  # members whose own row was deleted
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
         writer = ArchiveWriter(ctx, asess, scope, now)
-        for tm in ctx.ordered_tables:
-            sel = by_table.get(tm.name)
-            if sel is None:
-                continue
-            n = 0
+        taking = [(tm, sel) for tm in ctx.ordered_tables for sel in by_table[tm.name]]
+        for tm, sel in taking:
+            n = result.deleted.get(tm.name, 0)
             if destroy_only(ctx, tm):
                 every = tuple(tm.columns)
                 # The loader puts every file column under a category.

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
+from lifecycle.engine.guests import with_guests
 from lifecycle.engine.selection import (
     age_selections,
     dormant_subjects_query,
@@ -56,7 +57,10 @@ def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[Previ
                 batch: dict[Any, datetime] = {}
 
                 def run(batch: dict[Any, datetime], phase: str = phase) -> None:
-                    for sel in subject_selections(ctx, phase, batch, now):
+                    sels, _shared = with_guests(
+                        ctx, conn, phase, batch, now, subject_selections(ctx, phase, batch, now)
+                    )
+                    for sel in sels:
                         for chunk in iter_planned(ctx, conn, sel, now):
                             for row in chunk:
                                 _tally(tallies, phase, sel.table.name, row)

@@ -52,6 +52,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
+from lifecycle.engine.guests import with_guests
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.markers import record_withdrawal
 from lifecycle.engine.mover import Scope, move, send_shred_jobs
@@ -341,7 +342,14 @@ def _redo_withdrawal(
             return False  # gone meanwhile
         record_withdrawal(ctx, conn, mid, ended)
         now = datetime.now(UTC)
-        sels = subject_selections(ctx, "withdrawal", {mid: ended}, now, read=conn)
+        sels, _shared = with_guests(
+            ctx,
+            conn,
+            "withdrawal",
+            {mid: ended},
+            now,
+            subject_selections(ctx, "withdrawal", {mid: ended}, now, read=conn),
+        )
         res = move(ctx, conn, sels, scope, now=now)
     send_shred_jobs(res.shred_jobs)
     rep.shred_jobs.extend(res.shred_jobs)

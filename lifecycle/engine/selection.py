@@ -73,6 +73,9 @@ class Selection:
     extra: tuple[Any, ...] = ()
     # An ``owner:`` table's rows, found before anything was deleted: row key -> member id.
     owners: dict[Any, Any] | None = None
+    # Rows naming no member (guest rows found by identity, lifecycle/engine/guests.py): the
+    # member a row is taken for, from its values.
+    owner_of: Callable[[tuple[Any, ...]], Any] | None = None
 
 
 class Part(NamedTuple):
@@ -362,6 +365,7 @@ def iter_planned(
     else:
         chunks = _stream(ctx, conn, select(*wanted).where(sel.where))
     key, keys, ended_at, plan = planner.key, planner.keys, sel.ended_at, planner.plan
+    owner_of = sel.owner_of
     for chunk in chunks:
         out: list[PlannedRow] = []
         ids = (
@@ -381,6 +385,8 @@ def iter_planned(
                 subject = next((m for m in found if m is not None), None)
             else:
                 subject = values[n] if ids is None else ids.get(values[n])
+            if owner_of is not None and not subject:
+                subject = owner_of(values[:n])
             consent = dict(zip(ccols, values[n + 1 : ex], strict=True)) if ccols else None
             if after:
                 rec = values[ex] if inherited else None

@@ -31,6 +31,7 @@ from lifecycle.core.locks import JobLock, job_lock
 from lifecycle.core.timeutil import as_utc
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import EngineContext
+from lifecycle.engine.guests import SHARED_ROWS, shared_line, with_guests
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
 from lifecycle.engine.preview import held_summary
@@ -249,7 +250,10 @@ def process_members(
         return MoveResult(), 0
     check = holds.any_active(conn, ctx.local_date(now))
     sels = subject_selections(ctx, kind, ended, now, check_holds=check, conn=conn)
-    return move(ctx, conn, sels, scope, now=now), len(ended)
+    sels, shared = with_guests(ctx, conn, kind, ended, now, sels, check_holds=check)
+    res = move(ctx, conn, sels, scope, now=now)
+    res.shared = {f.key: f.rows for f in shared}
+    return res, len(ended)
 
 
 def process_age(
@@ -594,12 +598,18 @@ def _run_locked(
             short = _shortfall(counts)
             if short:
                 counts["members_short"] = sum(p - d for d, p in short.values())
+            # Guest rows a live member's identity also names were taken for nobody.
+            shared = shared_line(counts)
+            if shared:
+                counts[SHARED_ROWS] = sum(
+                    int(v) for k, v in counts.items() if k.startswith(SHARED_ROWS + ":")
+                )
             with ctx.primary.begin() as conn:
                 conn.execute(
                     update(jr)
                     .where(jr.c.id == run_id)
                     .values(
-                        outcome="failed" if refused or short else "ok",
+                        outcome="failed" if refused or short or shared else "ok",
                         finished_at=_now(),
                         counts=counts,
                     )
@@ -617,6 +627,8 @@ def _run_locked(
                     "are kept in shred jobs (lifecycle status): fix the storage roots or the "
                     "map's site.root and re-run those jobs"
                 )
+            if shared:
+                raise SweepIncomplete(f"sweep run {run_id}: {shared}")
             return counts
         except TRANSIENT_DB_ERRORS as exc:
             retry.failed(exc)

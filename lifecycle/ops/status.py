@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core import db, leases, queues
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap.guest_rows import GUEST_NOTE
 from lifecycle.datamap.loader import current_datamap
 from lifecycle.engine import sweep_watch
 from lifecycle.incidents import breach
@@ -277,6 +278,21 @@ def recently_failed(session: Session, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
+def recently_noted(session: Session, now: datetime) -> list[dict[str, Any]]:
+    """Withdrawals of the last week that completed but left guest rows a member still with the
+    site could also own (lifecycle/engine/guests.py), with their one-line note."""
+    rows = session.execute(
+        select(LifecycleRequest.id, LifecycleRequest.kind, LifecycleRequest.error)
+        .where(
+            LifecycleRequest.state == RequestState.COMPLETED.value,
+            LifecycleRequest.updated_at >= now - FAILED_WINDOW,
+            LifecycleRequest.error.startswith(GUEST_NOTE),
+        )
+        .order_by(LifecycleRequest.id.desc())
+    ).all()
+    return [{"id": i, "kind": k, "note": (e or "")[:300]} for i, k, e in rows]
+
+
 def failing_deliveries(s: Session) -> list[dict[str, Any]] | None:
     """Third-party deliveries that failed or are being retried."""
     rows = deliveries.failing_deliveries(s)
@@ -472,9 +488,12 @@ def build_report(
             failed = recently_failed(s, now)
             incidents = open_incidents(s, now)
             parked = parked_requests(s)
+            noted = recently_noted(s, now)
         return {
             "incidents": incidents,
             "needs_attention": parked,
+            "noted_total": len(noted),
+            "noted": noted[:OVERDUE_LIST_LIMIT],
             "holds": held,
             "unfinished": unfinished,
             "failed_total": len(failed),
@@ -514,6 +533,8 @@ def build_report(
                 "failed_total",
                 "failed",
                 "needs_attention",
+                "noted_total",
+                "noted",
             )
         }
         report["deliveries"] = (
@@ -587,6 +608,11 @@ def needs_attention(report: dict[str, Any]) -> list[str]:
         out.append(f"{req['overdue_total']} request(s) past their legal deadline")
     if req.get("failed_total"):
         out.append(f"{req['failed_total']} request(s) failed in the last 7 days")
+    if req.get("noted_total"):
+        out.append(
+            f"{req['noted_total']} request(s) completed with a note in the last 7 days "
+            "(guest rows left for a shared identity)"
+        )
     parked = (req.get("open_by_state") or {}).get(RequestState.NEEDS_ATTENTION.value)
     if parked:
         out.append(f"{parked} request(s) need attention")

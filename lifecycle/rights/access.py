@@ -31,20 +31,23 @@ import logging
 import os
 import re
 import zipfile
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import pyzipper
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from lifecycle.channels.templates import FIELD_LABELS
 from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap import linkage
+from lifecycle.datamap.guest_rows import GUEST_NOTE
 from lifecycle.datamap.identifiers import flagged_columns
 from lifecycle.engine.context import EngineContext, get_context
+from lifecycle.engine.guests import GuestMatch, Shared, shared_line
 from lifecycle.engine.selection import member_expr
 from lifecycle.requests.states import transition
 from lifecycle.rights.common import Requester, refusal_of, submit_right
@@ -140,6 +143,9 @@ def collect(
     out: dict[str, tuple[list[str], list[Any]]] = {}
     subject = ctx.datamap.subject.table
     names = [subject, *sorted(n for n in ctx.datamap.tables if n != subject)]
+    # Guest rows holding the member's email or mobile are theirs too (match_identities), unless
+    # another member still with the site holds that identity: then they are nobody's for sure.
+    guests = GuestMatch(ctx, s.connection(), [member_id], ctx.datamap.tables.values())
     for name in names:
         tm = ctx.datamap.tables[name]
         t = ctx.table(name)
@@ -147,7 +153,11 @@ def collect(
         flagged = flagged_columns(ctx.datamap, name)
         # Every key column: a composite key orders fully, a keyless table (key: []) not at all.
         order = [t.c[k] for k in tm.keys]
-        stmt = select(t).where(tm.scoped(t, member_expr(ctx, tm) == member_id)).order_by(*order)
+        where = member_expr(ctx, tm) == member_id
+        guest = guests.where(tm, t) if tm.match_identities else None
+        if guest is not None:
+            where = or_(where, guest)
+        stmt = select(t).where(tm.scoped(t, where)).order_by(*order)
         rows = []
         for r in s.execute(stmt):
             rows.append(
@@ -162,6 +172,14 @@ def collect(
             )
         out[name] = (cols, rows)
     return out
+
+
+def guest_rows_left(ctx: EngineContext, s: Session, member_id: int) -> list[Shared]:
+    """Guest rows holding the member's identity that the package leaves out, because a member
+    still with the site holds that identity too (counts only)."""
+    tables = [tm for tm in ctx.datamap.tables.values() if tm.match_identities]
+    guests = GuestMatch(ctx, s.connection(), [member_id], tables)
+    return [f for tm in tables for f in guests.left(tm)]
 
 
 def _other_members_in(
@@ -205,7 +223,12 @@ def provisions(s: Session, member_id: int) -> list[list[str]]:
 
 
 def _summary(
-    ctx: EngineContext, request_id: int, member_id: int, tables: dict[str, Any], given: int
+    ctx: EngineContext,
+    request_id: int,
+    member_id: int,
+    tables: dict[str, Any],
+    given: int,
+    left: Sequence[Shared] = (),
 ) -> str:
     lines = [
         f"{get_settings().organisation()} 개인정보 열람 자료",
@@ -226,6 +249,12 @@ def _summary(
             lines.append(
                 f"      · {cat}: {labels} — 보유기간 {rule.period}, 근거 {rule.legal_basis}"
             )
+    for f in left:
+        lines.append(
+            f"  - {f.table}: 회원님의 {f.kind}을(를) 가진 비회원 기록 {f.rows}건은 "
+            f"같은 {f.kind}을(를) 쓰는 다른 회원이 있어 포함하지 않았습니다 "
+            "(개인정보 보호책임자가 확인합니다)"
+        )
     lines += [
         "",
         f"■ 제3자 제공 내역: 제3자제공내역.csv ({given}건)",
@@ -298,12 +327,13 @@ def _package(job: Job) -> None:
             f"확인합니다 ({wrong})",
         )
         return
+    left = guest_rows_left(ctx, job.s, job.member_id)
     given = provisions(job.s, job.member_id)
     files = {f"{name}.csv": _csv(cols, rows) for name, (cols, rows) in tables.items()}
     files["제3자제공내역.csv"] = _csv(
         ["제공받는 자", "제공 항목", "제공 근거", "목적", "제공 일시"], given
     )
-    files["요약.txt"] = _summary(ctx, request_id, job.member_id, tables, len(given)).encode(
+    files["요약.txt"] = _summary(ctx, request_id, job.member_id, tables, len(given), left).encode(
         "utf-8-sig"
     )
     try:
@@ -321,11 +351,14 @@ def _package(job: Job) -> None:
         "provisions": len(given),
         "encrypted": password is not None,
     }
-    transition(job.req, RequestState.PACKAGED)
+    # Left out for a shared identity: said in the package and kept as the request's note.
+    note = shared_line({f.key: f.rows for f in left})
+    transition(job.req, RequestState.PACKAGED, error=note)
 
 
 def _complete(job: Job) -> None:
-    transition(job.req, RequestState.COMPLETED, error=None)
+    note = job.req.error if (job.req.error or "").startswith(GUEST_NOTE) else None
+    transition(job.req, RequestState.COMPLETED, error=note)
 
 
 def _logged(r: Run) -> None:

@@ -27,6 +27,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine import residue
 from lifecycle.engine.context import EngineContext
+from lifecycle.engine.guests import shared_line, with_guests
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.markers import record_withdrawal
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
@@ -176,9 +177,15 @@ def _move(
         return None, refusal
     now = _now()
     ended = {req.member_id: row[2] or as_utc(req.created_at)}
-    sels = subject_selections(ctx, "withdrawal", ended, now, read=s.connection())
-    return move(ctx, s.connection(), sels, _scope(ctx, req, task_id), now=now,
-                delete_rows=delete), None  # fmt: skip
+    conn = s.connection()
+    sels, shared = with_guests(ctx, conn, "withdrawal", ended, now,
+                               subject_selections(ctx, "withdrawal", ended, now,
+                                                  read=conn))  # fmt: skip
+    moved = move(ctx, conn, sels, _scope(ctx, req, task_id), now=now, delete_rows=delete)
+    if delete:
+        # Said once, by the step that deletes (the archive step sees the same rows).
+        moved.shared = {f.key: f.rows for f in shared}
+    return moved, None
 
 
 def _archive(job: Job) -> None:
@@ -241,7 +248,9 @@ def _destroy(job: Job) -> None:
         transition(req, RequestState.FAILED, error=failure)
         log.error("withdrawal request %s failed: %s", req.id, failure)
         return
-    transition(req, RequestState.DESTROYED)
+    # The member's own rows are gone; guest rows a live member's identity also names stay,
+    # and the request says so to the end (lifecycle status lists it).
+    transition(req, RequestState.DESTROYED, error=shared_line(moved.summary()) or req.error)
 
 
 def _moved(job: Job, moved: MoveResult) -> None:

@@ -1,0 +1,303 @@
+"""Guest rows of leaving members: rows with no member link that hold a member's identity.
+
+A table declaring ``match_identities:`` (lifecycle/datamap/guest_rows.py) has rows that name
+no member (a guest order: ``mb_id`` empty) and still are a member's, found by the email or
+mobile number they hold. For a set of members (one withdrawal, or one sweep batch),
+:class:`GuestMatch` reads the members' identities once, in canonical form, from the member
+rows, before any step blanks them (the members' table is processed last, and this runs before
+the move starts), then adds to each such table one selection: its guest rows whose identity,
+in canonical form, is in the batch's list (one set-based statement per table per batch).
+
+An identity a member who is still with the site also holds names nobody for sure: the rows
+holding it are taken for neither and counted (:class:`Shared`, counts and names only, never a
+value), so the request or the run says what it left. Several leaving members of one batch
+sharing an identity that no live member holds: the rows are the lowest member id's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, not_, or_, select
+
+from lifecycle.datamap.guest_rows import (
+    GUEST_NOTE,
+    among,
+    guest_where,
+    identity_in,
+    link_empty,
+    matched_columns,
+)
+from lifecycle.datamap.identities import IdentityKind, normalise
+from lifecycle.datamap.model import TableMap
+from lifecycle.engine.context import EngineContext
+from lifecycle.engine.selection import (
+    SQLITE_IN_CHUNK,
+    Selection,
+    guarded_categories,
+    selected_columns,
+)
+from lifecycle.requests import holds
+
+# The key a move's summary counts rows left for a shared identity under.
+SHARED_ROWS = "guest_rows_shared"
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Guest rows of ``table`` holding a ``kind`` that a leaving member and ``members`` live
+    members hold: taken for neither."""
+
+    table: str
+    kind: str
+    rows: int
+    identities: int
+    members: int
+
+    @property
+    def key(self) -> str:
+        return f"{SHARED_ROWS}:{self.table}.{self.kind}"
+
+    def line(self) -> str:
+        return (
+            f"{self.table}: {self.rows} guest row(s) hold a {self.kind} that a leaving member "
+            f"shares with {self.members} member(s) still with the site ({self.identities} "
+            f"{self.kind} value(s)); not taken for either"
+        )
+
+
+def shared_line(counts: dict[str, Any]) -> str | None:
+    """One line naming tables, kinds and counts from a summary's ``guest_rows_shared:`` keys."""
+    parts = [
+        f"{k.split(':', 1)[1]} {int(v)}"
+        for k, v in sorted(counts.items())
+        if k.startswith(SHARED_ROWS + ":") and v
+    ]
+    if not parts:
+        return None
+    return (
+        f"{GUEST_NOTE} the identity they hold ({', '.join(parts)} row(s)): decide whose they "
+        "are (docs/datamap.md, match_identities)"
+    )
+
+
+def _kinds(tables: Iterable[TableMap]) -> list[IdentityKind]:
+    out: dict[IdentityKind, None] = {}
+    for tm in tables:
+        for kind, _col in matched_columns(tm):
+            out[kind] = None
+    return list(out)
+
+
+class GuestMatch:
+    """Whose guest rows are whose, for members ``ids``: read once through ``conn``.
+
+    1. The members' identities, canonical, from their rows (``owners``: kind -> canonical
+       value -> member id).
+    2. Per table, one read of its guest rows holding one of them (an IN list of canonical
+       forms; narrowed by the link column's index to the rows naming no member): which values
+       are present, and in how many rows.
+    3. Only for the values found: the members outside ``ids`` still with the site who hold one
+       too (``shared``). Usually there is nothing to look up, so the members' table is not
+       searched for every batch.
+    """
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        conn: Connection,
+        ids: Sequence[Any],
+        tables: Iterable[TableMap],
+    ) -> None:
+        self.ctx = ctx
+        self.dialect = conn.dialect.name
+        self.tables = [tm for tm in tables if tm.match_identities]
+        self.owners: dict[str, dict[str, Any]] = {}
+        # table -> its guest rows holding a member's identity: kind -> canonical value
+        self.present: dict[str, list[dict[IdentityKind, str]]] = {}
+        self.shared: dict[str, dict[str, int]] = {}
+        kinds = _kinds(self.tables)
+        if not kinds or not ids:
+            return
+        s = ctx.datamap.subject
+        st = ctx.subject_table
+        key = st.c[s.key]
+        column = {"email": s.email_column, "mobile": s.mobile_column}
+        cols: dict[IdentityKind, str] = {}
+        for k in kinds:
+            c = column.get(k)
+            if c:
+                cols[k] = c
+        members = sorted(ids)
+        for i in range(0, len(members), SQLITE_IN_CHUNK):
+            part = members[i : i + SQLITE_IN_CHUNK]
+            q = select(key, *(st.c[c] for c in cols.values())).where(key.in_(part))
+            for row in conn.execute(q):
+                for kind, value in zip(cols, row[1:], strict=True):
+                    canonical = normalise(kind, value)
+                    if canonical is None:
+                        continue
+                    mine = self.owners.setdefault(kind, {})
+                    if canonical not in mine or row[0] < mine[canonical]:
+                        mine[canonical] = row[0]
+        if not self.owners:
+            return
+        found: dict[IdentityKind, set[str]] = {}
+        for tm in self.tables:
+            self.present[tm.name] = self._present(conn, tm)
+            for held in self.present[tm.name]:
+                for kind, value in held.items():
+                    found.setdefault(kind, set()).add(value)
+        for kind, values in found.items():
+            if kind in cols:
+                self.shared[kind] = self._held_elsewhere(conn, kind, cols[kind], members, values)
+
+    def _present(self, conn: Connection, tm: TableMap) -> list[dict[IdentityKind, str]]:
+        """Each guest row of ``tm`` holding one of the members' identities: kind -> the
+        members' value it holds (one read, an IN list per identity column)."""
+        t = self.ctx.table(tm.name)
+        matched = matched_columns(tm)
+        owners = self.owners
+        out: list[dict[IdentityKind, str]] = []
+        mine = {k: sorted(owners.get(k, {})) for k, _c in matched}
+        longest = max((len(v) for v in mine.values()), default=0)
+        seen: set[tuple[Any, ...]] = set()
+        keys = [t.c[k] for k in tm.keys]
+        for i in range(0, longest, SQLITE_IN_CHUNK):
+            conds = [
+                identity_in(kind, t.c[col], self.dialect, mine[kind][i : i + SQLITE_IN_CHUNK])
+                for kind, col in matched
+            ]
+            q = select(*keys, *(t.c[c] for _k, c in matched)).where(
+                tm.scoped(t, and_(link_empty(tm, t), or_(*conds)))
+            )
+            for r in conn.execute(q):
+                ident = tuple(r[: len(keys)])
+                if keys and ident in seen:
+                    continue  # found through both lists of an earlier chunk
+                seen.add(ident)
+                held: dict[IdentityKind, str] = {}
+                for (kind, _c), value in zip(matched, r[len(keys) :], strict=True):
+                    canonical = normalise(kind, value)
+                    if canonical is not None and canonical in owners.get(kind, {}):
+                        held[kind] = canonical
+                if held:
+                    out.append(held)
+        return out
+
+    def _held_elsewhere(
+        self, conn: Connection, kind: IdentityKind, col: str, ids: list[Any], values: set[str]
+    ) -> dict[str, int]:
+        """Which of ``values`` a member outside ``ids`` who has not withdrawn holds too, with
+        how many such members."""
+        s = self.ctx.datamap.subject
+        st = self.ctx.subject_table
+        key = st.c[s.key]
+        wanted = sorted(values)
+        out: dict[str, int] = {}
+        for i in range(0, len(wanted), SQLITE_IN_CHUNK):
+            part = wanted[i : i + SQLITE_IN_CHUNK]
+            q = select(key, st.c[col]).where(
+                identity_in(kind, st.c[col], self.dialect, part),
+                not_(s.withdrawn_clause(st)),
+                not_(among(key, ids, self.dialect, key.type)),
+            )
+            for _key, value in conn.execute(q):
+                canonical = normalise(kind, value)
+                if canonical in values:
+                    out[canonical] = out.get(canonical, 0) + 1
+        return out
+
+    def _unshared(self, kind: str, value: str) -> bool:
+        return value not in self.shared.get(kind, {})
+
+    def where(self, tm: TableMap, t: Any) -> Any | None:
+        """``tm``'s guest rows that are the members' (None: there are none): those holding
+        one of the members' identities that no live member shares."""
+        canonical: dict[str, set[str]] = {}
+        for row in self.present.get(tm.name, []):
+            for kind, value in row.items():
+                if self._unshared(kind, value):
+                    canonical.setdefault(kind, set()).add(value)
+        if not canonical:
+            return None
+        found = guest_where(tm, t, self.dialect, dict(canonical))
+        return None if found is None else tm.scoped(t, found)
+
+    def owner_of(self, tm: TableMap) -> Callable[[tuple[Any, ...]], Any]:
+        """The member a guest row (in :func:`selected_columns` order) is taken for."""
+        cols = selected_columns(tm)
+        at = [(kind, cols.index(col)) for kind, col in matched_columns(tm)]
+        owners = self.owners
+        shared = self.shared
+
+        def owner(values: tuple[Any, ...]) -> Any:
+            for kind, i in at:
+                canonical = normalise(kind, values[i])
+                if canonical is not None and canonical not in shared.get(kind, {}):
+                    found = owners.get(kind, {}).get(canonical)
+                    if found is not None:
+                        return found
+            return None
+
+        return owner
+
+    def left(self, tm: TableMap) -> list[Shared]:
+        """Guest rows of ``tm`` that hold a member's identity only where a live member shares
+        it: taken for nobody, counted per kind of the shared identity."""
+        rows: dict[str, int] = {}
+        values: dict[str, set[str]] = {}
+        for row in self.present.get(tm.name, []):
+            if any(self._unshared(k, v) for k, v in row.items()):
+                continue
+            for kind, value in row.items():
+                rows[kind] = rows.get(kind, 0) + 1
+                values.setdefault(kind, set()).add(value)
+        return [
+            Shared(tm.name, kind, n, len(values[kind]),
+                   sum(self.shared[kind][v] for v in values[kind]))
+            for kind, n in sorted(rows.items())
+        ]  # fmt: skip
+
+
+def with_guests(
+    ctx: EngineContext,
+    conn: Connection,
+    kind: str,
+    ended: dict[Any, datetime],
+    now: datetime,
+    selections: list[Selection],
+    *,
+    check_holds: bool = True,
+) -> tuple[list[Selection], list[Shared]]:
+    """``selections`` (from ``subject_selections``) and, for a withdrawal, one selection of
+    guest rows per table declaring ``match_identities``; and the rows left for a shared
+    identity. Dormancy takes no guest rows: the member is still with the site."""
+    tables = [tm for tm in ctx.tables_ending_on(kind) if tm.match_identities]
+    if kind != "withdrawal" or not tables:
+        return selections, []
+    match = GuestMatch(ctx, conn, list(ended), tables)
+    today = ctx.local_date(now)
+    extra: list[Selection] = []
+    shared: list[Shared] = []
+    for tm in tables:
+        t = ctx.table(tm.name)
+        where = match.where(tm, t)
+        shared += match.left(tm)
+        if where is None:
+            continue
+        if check_holds:
+            where = and_(where, not_(holds.categories_held(guarded_categories(ctx, tm), today)))
+        base = next((s for s in selections if s.table.name == tm.name and s.mode == "take"), None)
+
+        def _ended(_values: Any, subject: Any, _e: dict[Any, datetime] = ended) -> datetime:
+            return _e.get(subject) or now
+
+        sel = Selection(tm, where, _ended, owner_of=match.owner_of(tm))
+        if base is not None:
+            sel = replace(base, where=where, owner_of=sel.owner_of)
+        extra.append(sel)
+    return [*selections, *extra], shared

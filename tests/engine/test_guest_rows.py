@@ -1,0 +1,227 @@
+"""Guest rows (`match_identities:`): rows naming no member that hold a member's email or mobile
+number leave with the member, at withdrawal and in the sweep, and are in their access package;
+an identity a member still with the site shares is taken for nobody and said so. Real workers,
+PostgreSQL and MariaDB primaries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyzipper
+from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, text
+
+from lifecycle.engine.context import clear_context_cache
+from tests.datamap.test_guest_rows import site_map
+from tests.helpers import LifecycleEnv, seed_site, site_engine, wait_error_line
+from tests.helpers import sql_one as _one
+from tests.helpers import sql_rows as _q
+
+
+def _tables(url: str) -> None:
+    md = MetaData()
+    Table(
+        "shop_orders", md,
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("member_id", BigInteger, nullable=True),
+        Column("email", String(200)),
+        Column("mobile", String(40)),
+        Column("item", String(100)),
+        Column("ordered_at", DateTime(timezone=True)),
+    )  # fmt: skip
+    Table(
+        "newsletter", md,
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("email", String(200)),
+        Column("subscribed_at", DateTime(timezone=True)),
+    )  # fmt: skip
+    eng = site_engine(url)
+    md.create_all(eng)
+    eng.dispose()
+
+
+def _members(url: str, n: int) -> list[int]:
+    return [r[0] for r in _q(url, "SELECT id FROM members WHERE status = 'active' ORDER BY id")][:n]
+
+
+def _orders_left(url: str) -> set[int]:
+    return {r[0] for r in _q(url, "SELECT id FROM shop_orders")}
+
+
+def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
+    primary_env: LifecycleEnv, start_worker, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    env = primary_env
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    archive = env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
+    seed_site(primary, 12)
+    _tables(primary)
+    env.vars["LIFECYCLE_DATA_MAP"] = str(site_map(tmp_path))
+    clear_context_cache()
+    a, b, c, d, e, f, g = _members(primary, 7)
+    now = datetime.now(UTC)
+    eng = site_engine(primary)
+    with eng.begin() as x:
+        x.execute(text("UPDATE members SET rrn = NULL"))
+        people = {
+            a: ("kim.a@example.com", "010-1234-5678"),
+            b: ("lee.b@example.com", "010-2222-3333"),
+            # c and d (both with the site) share an address, written differently.
+            c: ("shared@example.com", "010-4444-5555"),
+            d: ("  Shared@Example.COM", "010-4444-6666"),
+            e: ("leaver@example.com", "010-7777-8888"),
+            # f leaves (on the site) with an address g, who stays, holds too.
+            f: ("twin@example.com", "010-1111-0001"),
+            g: ("TWIN@example.com", "010-1111-0002"),
+        }
+        for m, (email, mobile) in people.items():
+            x.execute(
+                text("UPDATE members SET email = :e, mobile = :m WHERE id = :i"),
+                {"e": email, "m": mobile, "i": m},
+            )
+        orders = [
+            (1, None, "  KIM.A@Example.com ", None),  # a's, by email: case and spaces
+            (2, None, None, "+82 10 1234 5678"),  # a's, by mobile
+            (3, None, "someone@else.example", "010-9999-0000"),  # nobody's: stays
+            (4, b, "kim.a@example.com", None),  # b's order: its link says so, stays
+            (5, None, "LEE.B@example.com", None),  # b's guest order
+            (6, None, "shared@example.com", None),  # c's or d's: nobody's for sure
+            (7, None, "Leaver@Example.com", None),  # e's, taken by the sweep
+            (8, None, "twin@example.com", None),  # f's or g's: left by the sweep
+            (9, e, "leaver@example.com", None),  # e's own order
+        ]
+        for oid, member, email, mobile in orders:
+            x.execute(
+                text("INSERT INTO shop_orders (id, member_id, email, mobile, item, ordered_at) "
+                     "VALUES (:i, :m, :e, :p, '상품', :t)"),
+                {"i": oid, "m": member, "e": email, "p": mobile, "t": now},
+            )  # fmt: skip
+        for nid, email in ((1, "Kim.A@example.com"), (2, "other@example.com")):
+            x.execute(
+                text("INSERT INTO newsletter (id, email, subscribed_at) VALUES (:i, :e, :t)"),
+                {"i": nid, "e": email, "t": now},
+            )
+    eng.dispose()
+    secrets = [v for pair in people.values() for v in pair] + ["someone@else.example"]
+
+    explain = env.run("datamap", "explain")
+    assert explain.returncode == 0, explain.stderr
+    assert "shop_orders: rows whose member_id is empty (NULL, '' or 0) belong" in explain.stdout
+
+    start_worker(env, concurrency=1)
+    # e's access package holds e's guest order next to e's own.
+    out = tmp_path / "e.zip"
+    r = env.run("access", str(e), "--out", str(out), "--wait", timeout=180)
+    assert r.returncode == 0, r.stderr
+    with pyzipper.AESZipFile(out) as zf:
+        orders_csv = zf.read("shop_orders.csv").decode("utf-8-sig")
+    ids = sorted(line.split(",")[0] for line in orders_csv.splitlines()[1:])
+    assert ids == ["7", "9"], orders_csv
+
+    # a withdraws: both of a's guest orders and the newsletter row go; others stay.
+    r = env.run("withdraw", str(a), "--wait", timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert _orders_left(primary) == {3, 4, 5, 6, 7, 8, 9}
+    assert _q(primary, "SELECT id FROM newsletter") == [(2,)]
+    # Archived as a's (contract, 5 years), under a's pseudonym like a's own rows.
+    refs = _q(
+        archive,
+        "SELECT DISTINCT subject_ref FROM archive_records WHERE request_id = 2 AND "
+        "source_table IN ('shop_orders', 'members')",
+    )
+    assert len(refs) == 1
+    assert _one(archive, "SELECT count(*) FROM archive_records WHERE request_id = 2 AND "
+                         "source_table = 'shop_orders'") == 2  # fmt: skip
+    req = _q(primary, "SELECT state, error FROM lifecycle_requests WHERE id = 2")
+    assert req == [("completed", None)]
+
+    # c withdraws: d, still with the site, holds the same address; order 6 is nobody's for
+    # sure, stays, and the request says so (table, kind, counts; never the address).
+    r = env.run("withdraw", str(c), "--wait", timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert 6 in _orders_left(primary)
+    state, error = _q(primary, "SELECT state, error FROM lifecycle_requests WHERE kind = "
+                               "'withdrawal' AND member_id = :c", c=c)[0]  # fmt: skip
+    assert state == "completed", error
+    assert error.startswith("guest rows left because a member still with the site shares"), error
+    assert "shop_orders.email 1 row(s)" in error, error
+    status = env.run("status", "--json")
+    assert "completed with a note" in status.stdout, status.stdout
+
+    # g's package leaves out order 8 (f, still with the site, holds the same address) and
+    # says so, in the package and as the request's note.
+    out = tmp_path / "g.zip"
+    r = env.run("access", str(g), "--out", str(out), "--wait", timeout=180)
+    assert r.returncode == 0, r.stderr
+    with pyzipper.AESZipFile(out) as zf:
+        orders_csv = zf.read("shop_orders.csv").decode("utf-8-sig")
+        summary = zf.read("요약.txt").decode("utf-8-sig")
+    assert orders_csv.splitlines()[1:] == [], orders_csv
+    assert "shop_orders: 회원님의 email을(를) 가진 비회원 기록 1건은" in summary, summary
+    note = _q(primary, "SELECT state, error FROM lifecycle_requests WHERE kind = 'access' "
+                       "AND member_id = :g", g=g)[0]  # fmt: skip
+    assert note[0] == "completed" and "shop_orders.email 1 row(s)" in note[1], note
+
+    # e and f withdraw on the site; the sweep takes e's guest order, leaves f's (g holds the
+    # same address) and fails visibly with one line saying so.
+    eng = site_engine(primary)
+    with eng.begin() as x:
+        x.execute(
+            text("UPDATE members SET status = 'withdrawn', withdrawn_at = :t WHERE id IN (:e, :f)"),
+            {"t": now, "e": e, "f": f},
+        )
+    eng.dispose()
+    s = env.run("sweep", "--wait", timeout=240)
+    assert s.returncode != 0, s.stdout
+    last = wait_error_line(s)
+    assert "guest rows left because a member still with the site shares" in last, last
+    assert "shop_orders.email 1 row(s)" in last, last
+    assert _orders_left(primary) == {3, 4, 5, 6, 8}  # 9 went with e too
+    counts = _q(primary, "SELECT outcome FROM lifecycle_job_runs WHERE job = 'sweep'")
+    assert counts == [("failed",)]
+
+    everything = explain.stdout + r.stdout + r.stderr + s.stdout + s.stderr + status.stdout
+    assert not any(v.strip().lower() in everything.lower() for v in secrets)
+
+
+def test_check_advises_an_index_for_each_identity_matched_column(
+    primary_env: LifecycleEnv, tmp_path: Path
+) -> None:
+    env = primary_env
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    seed_site(primary, 3)
+    _tables(primary)
+    env.vars["LIFECYCLE_DATA_MAP"] = str(site_map(tmp_path))
+    clear_context_cache()
+    r = env.run("datamap", "check")
+    advice = [ln for ln in r.stdout.splitlines() if "no index on the canonical" in ln]
+    if "postgresql" in primary:
+        # An index on the very expression the lookup compares serves it; say which to add.
+        got = {ln.split(": ", 2)[1] for ln in advice}
+        assert got == {"table shop_orders", "table newsletter", "table members"}, r.stdout
+        assert len(advice) == 5, advice  # orders: email, mobile; newsletter; members: both
+        statements = [ln.split("add one: ", 1)[1] for ln in advice]
+        assert ('CREATE INDEX "lc_shop_orders_email_canonical" ON "shop_orders" '
+                '((lower(trim("email"))))') in statements  # fmt: skip
+        eng = site_engine(primary)
+        with eng.begin() as x:
+            for st in statements:
+                x.execute(text(st))
+            x.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join(
+                r[0]
+                for r in x.execute(
+                    text("EXPLAIN SELECT id FROM shop_orders WHERE member_id IS NULL AND "
+                         "regexp_replace(mobile, '[^0-9]', '', 'g') IN ('01012345678')")
+                )
+            )  # fmt: skip
+        eng.dispose()
+        assert "lc_shop_orders_mobile_canonical" in plan, plan
+        again = env.run("datamap", "check")
+        assert "no index on the canonical" not in again.stdout, again.stdout
+    else:
+        # MariaDB cannot index a function of a column: the member link narrows the orders;
+        # the newsletter, matched by its address alone, is read whole.
+        assert advice == [], r.stdout
+        line = next(ln for ln in r.stdout.splitlines() if "matched by email alone" in ln)
+        assert line.startswith("warning: table newsletter is matched by email alone (email"), line
