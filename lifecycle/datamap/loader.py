@@ -34,6 +34,7 @@ from lifecycle.datamap.model import (
     Dormancy,
     FileTemplate,
     MemberLink,
+    Orphans,
     PurposeEnd,
     Subject,
     TableMap,
@@ -130,6 +131,11 @@ class _SubjectSpec(_Spec):
     dormancy: _DormancySpec = Field(default_factory=_DormancySpec)
 
 
+class _OrphansSpec(_Spec):
+    guests: list[int | str] = Field(default_factory=list)
+    guests_below: int | None = None
+
+
 def _default_purpose_end() -> list[str | dict[str, Any]]:
     return ["withdrawal"]
 
@@ -149,6 +155,8 @@ class _TableSpec(_Spec):
     optional: bool = False
     # Columns holding the row's own member's identity (an order's email): kind -> column.
     identities: dict[str, str] = Field(default_factory=dict)
+    # false: never look for orphan rows here; or the link values that name no member by design.
+    orphans: bool | _OrphansSpec = True
 
 
 class _MapSpec(_Spec):
@@ -689,6 +697,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             optional=ts.optional,
             tax_evidence=ts.tax_evidence,
             identities=identities,
+            orphans=_orphans(ts.orphans),
         )
     for cat in spec.retention:
         if cat in custom and cat not in used:
@@ -884,3 +893,9 @@ def describe(dm: DataMap) -> Iterable[str]:
                 f"{t.name}: identity {kind} in {column}, compared with {dm.subject.table}."
                 f"{theirs} ({IDENTITY_RULES[kind]})"  # type: ignore[index]
             )
+
+
+def _orphans(spec: bool | _OrphansSpec) -> Orphans:
+    if isinstance(spec, bool):
+        return Orphans(enabled=spec)
+    return Orphans(guests=tuple(spec.guests), guests_below=spec.guests_below)

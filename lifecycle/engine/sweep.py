@@ -8,7 +8,8 @@ until none is left, so the run finishes even when the workers holding batch mess
 killed (a killed worker's message only comes back after the broker's visibility timeout) or
 there is only one worker process.
 
-Phases run in order: withdrawn members, dormant members (if the map enables dormancy), then
+Phases run in order: withdrawn members, members the site deleted itself whose rows are left
+(orphans, :mod:`lifecycle.engine.orphans`), dormant members (if the map enables dormancy), then
 rows past their own age rule (e.g. access logs older than 3 months), table by table, parents
 first (:func:`_stages` says why). Member batches lock their
 members' rows (``FOR UPDATE SKIP LOCKED``), so two runners can never move the same member.
@@ -30,6 +31,7 @@ from lifecycle.core.errors import LifecycleError
 from lifecycle.core.locks import JobLock, job_lock
 from lifecycle.core.timeutil import as_utc
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
+from lifecycle.engine import orphans
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
@@ -59,13 +61,14 @@ REASONS = {
     "withdrawal": "회원 탈퇴에 따른 처리목적 달성 (member withdrew)",
     "dormancy": "장기 미이용(휴면) 회원 정책 (dormancy, operator option)",
     "age": "보존기간 경과 (the row's own retention period ended)",
+    "orphan": orphans.REASON,
 }
 
 
 @dataclass(frozen=True)
 class BatchKey:
     run_id: int
-    kind: str  # withdrawal | dormancy | age
+    kind: str  # withdrawal | orphan | dormancy | age
     table: str  # "" for member batches
     first_id: int
     last_id: int
@@ -122,6 +125,8 @@ def plan_member_ranges(
     ctx: EngineContext, conn: Connection, kind: str, now: datetime, size: int
 ) -> list[tuple[int, int, int]]:
     """(first id, last id, members) of each member batch the run will have."""
+    if kind == "orphan":
+        return _ranges(conn.execute(orphans.due_query(ctx, now)), size)
     if kind == "withdrawal":
         q = withdrawn_subjects_query(ctx)
     else:
@@ -238,12 +243,35 @@ def process_members(
 ) -> tuple[MoveResult, int]:
     """Move every table's rows of the withdrawn (or dormant) members in ``first..last``;
     returns the result and how many members the batch locked and worked on."""
+    if kind == "orphan":
+        return _process_orphans(ctx, conn, first, last, scope, now, allow_short)
     ended = _lock_members(ctx, conn, kind, first, last, now, allow_short)
     if not ended:
         return MoveResult(), 0
     check = holds.any_active(conn, ctx.local_date(now))
     sels = subject_selections(ctx, kind, ended, now, check_holds=check, conn=conn)
     return move(ctx, conn, sels, scope, now=now), len(ended)
+
+
+def _process_orphans(
+    ctx: EngineContext, conn: Connection, first: int, last: int, scope: Scope, now: datetime,
+    allow_short: bool,
+) -> tuple[MoveResult, int]:  # fmt: skip
+    """Members the site deleted itself, taken as withdrawn at the time the lifecycle first saw
+    them gone (lifecycle.engine.orphans)."""
+    ended, expected = orphans.lock_orphans(ctx, conn, first, last, now)
+    if len(ended) < expected and not allow_short:
+        raise BatchMembersBusy(
+            f"sweep batch {first}..{last}: {expected - len(ended)} of {expected} orphaned "
+            "member(s) locked by another transaction; the batch is tried again"
+        )
+    if not ended:
+        return MoveResult(), 0
+    check = holds.any_active(conn, ctx.local_date(now))
+    sels = subject_selections(ctx, "withdrawal", ended, now, check_holds=check, conn=conn)
+    res = move(ctx, conn, sels, scope, now=now)
+    orphans.forget_taken(ctx, conn, sorted(ended))
+    return res, len(ended)
 
 
 def process_age(
@@ -411,7 +439,7 @@ def _shortfall(counts: dict[str, Any]) -> dict[str, tuple[int, int]]:
     run did not do all it was asked and must not look ok.
     """
     out: dict[str, tuple[int, int]] = {}
-    for kind in ("withdrawal", "dormancy"):
+    for kind in ("withdrawal", "orphan", "dormancy"):
         planned = int(counts.get(f"{kind}_planned", 0))
         done = int(counts.get(f"{kind}_members", 0))
         if done < planned:
@@ -544,7 +572,7 @@ def _run_locked(
     # the phases that never got that far (the rest is in its pending batches).
     planned = _planned_phases(ctx, run_id) if resumed else set()
     retry = _Retry()
-    phases: list[str] = ["withdrawal"]
+    phases: list[str] = ["withdrawal", "orphan"]
     if ctx.datamap.subject.dormancy.enabled:
         phases.append("dormancy")
     phases.append("age")
@@ -620,6 +648,9 @@ def _plan_phase(
             for table, ranges in plan_age_ranges(ctx, conn, now, age_batch).items():
                 keys += _insert_batches(ctx, conn, run_id, "age", table, ranges)
             return keys
+        if phase == "orphan":
+            # In the phase's own planning transaction: a resumed run keeps what it recorded.
+            orphans.record_orphans(ctx, conn, now)
         ranges = plan_member_ranges(ctx, conn, phase, now, member_batch)
         return _insert_batches(ctx, conn, run_id, phase, "", ranges)
 

@@ -31,7 +31,7 @@ from lifecycle.ops import flower_locator
 from lifecycle.recipients import deliveries
 from lifecycle.requests import deadlines, holds
 from models.base import utcnow
-from models.engine import SweepBatch
+from models.engine import OrphanMember, SweepBatch
 from models.notices import Notice, NoticeRecipient, NoticeRecipientState
 from models.requests import OPEN_STATES, JobRun, LifecycleRequest, RequestState
 
@@ -311,6 +311,17 @@ def latest_job_runs(session: Session) -> list[dict[str, Any]]:
     return out
 
 
+def orphan_status(session: Session) -> dict[str, Any]:
+    """Member ids the site deleted while rows still name them (lifecycle.engine.orphans), as
+    the last sweep recorded them: how many, and since when the oldest was seen."""
+    o = OrphanMember.__table__
+    n, oldest = session.execute(select(func.count(), func.min(o.c.first_seen_at))).one()
+    return {
+        "members": int(n),
+        "oldest_first_seen_at": as_utc(oldest).isoformat() if oldest is not None else None,
+    }
+
+
 def unfinished_work(session: Session, now: datetime) -> dict[str, Any]:
     """Everything started and not finished, with its age: stalls show up here, not silence.
 
@@ -436,7 +447,9 @@ def build_report(
             held = active_holds(s, now)
             unfinished = unfinished_work(s, now)
             failed = recently_failed(s, now)
+            orphaned = orphan_status(s)
         return {
+            "orphans": orphaned,
             "holds": held,
             "unfinished": unfinished,
             "failed_total": len(failed),
@@ -501,6 +514,7 @@ def build_report(
         report["jobs"] = primary["jobs"]
         report["holds"] = primary["holds"]
         report["unfinished"] = primary["unfinished"]
+        report["orphans"] = primary["orphans"]
         report["primary"] = {"ok": True, "url": primary_url}
 
     archive_url = redact_url(settings.sqlalchemy_url("archive"))
@@ -547,6 +561,12 @@ def needs_attention(report: dict[str, Any]) -> list[str]:
         out.append(f"{req['overdue_total']} request(s) past their legal deadline")
     if req.get("failed_total"):
         out.append(f"{req['failed_total']} request(s) failed in the last 7 days")
+    orphaned = (report.get("orphans") or {}).get("members")
+    if orphaned:
+        out.append(
+            f"{orphaned} member id(s) deleted by the site still named by rows (orphans, "
+            "datamap check lists the tables); the sweep takes them once past the grace"
+        )
     parked = (req.get("open_by_state") or {}).get(RequestState.NEEDS_ATTENTION.value)
     if parked:
         out.append(f"{parked} request(s) need attention")
