@@ -82,8 +82,7 @@ def _build(env: LifecycleEnv, url: str, tmp_path: Path) -> Path:
         for ddl in (
             f"CREATE TABLE o_members ({pk}, login VARCHAR(40) NOT NULL, email VARCHAR(80), "
             f"status VARCHAR(20) NOT NULL, withdrawn_at {ts} NULL){tail}",
-            f"CREATE TABLE o_posts ({pk}, member_id INT NULL, title VARCHAR(80), "
-            f"body TEXT){tail}",
+            f"CREATE TABLE o_posts ({pk}, member_id INT NULL, title VARCHAR(80), body TEXT){tail}",
             f"CREATE TABLE o_complaints ({pk}, member_id INT NULL, body TEXT){tail}",
             f"CREATE TABLE o_files ({pk}, member_id INT NULL, path VARCHAR(255)){tail}",
             "CREATE INDEX ix_o_posts_member ON o_posts (member_id)",
@@ -94,8 +93,7 @@ def _build(env: LifecycleEnv, url: str, tmp_path: Path) -> Path:
         for i in range(1, 7):
             c.execute(
                 text(
-                    "INSERT INTO o_members (id, login, email, status) "
-                    "VALUES (:i, :l, :e, 'active')"
+                    "INSERT INTO o_members (id, login, email, status) VALUES (:i, :l, :e, 'active')"
                 ),
                 {"i": i, "l": f"user{i}", "e": f"user{i}@example.org"},
             )
@@ -210,9 +208,7 @@ def test_rows_of_a_member_row_deleted_by_hand_are_found_and_swept(
         "IS NULL ORDER BY id"
     )[: len(others)] == others  # fmt: skip
     assert sql_one(primary, "SELECT count(*) FROM o_files") == 10
-    assert all(
-        Path(p).exists() for (p,) in sql_rows(primary, "SELECT path FROM o_files")
-    )
+    assert all(Path(p).exists() for (p,) in sql_rows(primary, "SELECT path FROM o_files"))
     # The complaint is archived for 3 years from when the lifecycle first saw the member gone.
     recs = sql_rows(
         archive,
