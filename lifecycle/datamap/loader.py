@@ -156,7 +156,7 @@ class _TableSpec(_Spec):
     # Columns holding the row's own member's identity (an order's email): kind -> column.
     identities: dict[str, str] = Field(default_factory=dict)
     # false: never look for orphan rows here; or the link values that name no member by design.
-    orphans: bool | _OrphansSpec = True
+    orphans: _OrphansSpec | bool = True
 
 
 class _MapSpec(_Spec):

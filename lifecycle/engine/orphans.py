@@ -170,10 +170,11 @@ def _chunks(ids: list[int]) -> list[list[int]]:
 
 
 def due_query(ctx: EngineContext, now: datetime) -> Any:
-    """Orphaned member ids past the grace, not owned by an open withdrawal request."""
+    """Orphaned member ids past the grace, not owned by an open withdrawal request, with when
+    each was first seen (their purpose end)."""
     o = OrphanMember.__table__
     return (
-        select(o.c.member_id)
+        select(o.c.member_id, o.c.first_seen_at)
         .where(o.c.first_seen_at <= now - ORPHAN_GRACE, ~open_request_exists(ctx, o.c.member_id))
         .order_by(o.c.member_id)
     )
@@ -191,7 +192,7 @@ def lock_orphans(
     """
     o = OrphanMember.__table__
     q = due_query(ctx, now).where(o.c.member_id >= first, o.c.member_id <= last)
-    ids = [int(v) for (v,) in conn.execute(q)]
+    ids = [int(v) for (v,) in conn.execute(q.with_only_columns(o.c.member_id))]
     if not ids:
         return {}, 0
     locking = select(o.c.member_id, o.c.first_seen_at).where(

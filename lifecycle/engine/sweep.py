@@ -126,7 +126,8 @@ def plan_member_ranges(
 ) -> list[tuple[int, int, int]]:
     """(first id, last id, members) of each member batch the run will have."""
     if kind == "orphan":
-        return _ranges(conn.execute(orphans.due_query(ctx, now)), size)
+        due = orphans.due_query(ctx, now)
+        return _ranges(conn.execute(due.with_only_columns(due.selected_columns[0])), size)
     if kind == "withdrawal":
         q = withdrawn_subjects_query(ctx)
     else:

@@ -194,6 +194,9 @@ def test_rows_of_a_member_row_deleted_by_hand_are_found_and_swept(
     # The next night: member 2 was first seen past the grace; 101 was seen only now.
     _age_orphans(primary, ORPHAN_GRACE + timedelta(hours=1))
     seen_at = sql_rows(primary, "SELECT first_seen_at FROM lifecycle_orphan_members")[0][0]
+    dry = env.run("sweep", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "orphan      o_posts" in dry.stdout and "orphan      o_complaints" in dry.stdout
     out = run_sweep(get_context())
     assert out["orphan_members"] == 1 and out["orphan_planned"] == 1, out
     assert sql_one(primary, "SELECT count(*) FROM o_posts WHERE member_id = 2") == 0
