@@ -26,8 +26,9 @@ lets such a member appear; a member row that appears meanwhile ends the orphan r
 nothing is taken. Twelve hours rather than a day so a nightly sweep starting a little earlier
 than the previous one still takes what that one saw.
 
-Login-id links (``mb_id``) are counted by ``datamap check`` and ``lifecycle status`` but not
-taken: the lifecycle has no member id to record for them (documented as a gap).
+Login-id links (``mb_id``) are counted (``datamap check`` per table; the sweep's
+``orphan_rows_unhandled``, which ``lifecycle status`` lists as attention) but not taken: the
+lifecycle has no member id to record for them (documented as a gap).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from lifecycle.engine.selection import SQLITE_IN_CHUNK, open_request_exists
 from models.engine import OrphanMember
 
 ORPHAN_GRACE = timedelta(hours=12)
+# The sweep run's count of orphan rows it cannot take (login-id links).
+UNHANDLED = "orphan_rows_unhandled"
 
 REASON = (
     "회원 행 없음: 사이트가 회원을 직접 삭제함, 탈퇴 시각 미상 — 보존기간은 라이프사이클이 "
@@ -149,6 +152,13 @@ def record_orphans(ctx: EngineContext, conn: Connection, now: datetime) -> dict[
         col = ctx.table(tm.name).c[lk.column]
         q = select(col).where(orphan_clause(dm, ctx.metadata, tm, lk)).distinct()
         seen.update(int(v) for (v,) in conn.execute(q))
+    # Login-id links: counted only (no member id to record), said in the run's counts.
+    unhandled = 0
+    for tm, lk in orphan_links(dm):
+        if lk.member_key != dm.subject.key:
+            q = select(func.count()).select_from(ctx.table(tm.name))
+            q = q.where(orphan_clause(dm, ctx.metadata, tm, lk))
+            unhandled += int(conn.execute(q).scalar_one())
     o = OrphanMember.__table__
     known = {int(v) for (v,) in conn.execute(select(o.c.member_id))}
     new = sorted(seen - known)
@@ -162,7 +172,7 @@ def record_orphans(ctx: EngineContext, conn: Connection, now: datetime) -> dict[
         conn.execute(update(o).where(o.c.member_id.in_(part)).values(last_seen_at=now))
     for part in _chunks(gone):
         conn.execute(delete(o).where(o.c.member_id.in_(part)))
-    return {"orphans_seen": len(seen), "orphans_new": len(new)}
+    return {UNHANDLED: unhandled} if unhandled else {}
 
 
 def _chunks(ids: list[int]) -> list[list[int]]:

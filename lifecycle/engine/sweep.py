@@ -541,6 +541,14 @@ def _open_run(ctx: EngineContext, task_id: str | None, resume: int | None) -> tu
     return int(run_id), False
 
 
+def _planning_counts(ctx: EngineContext, run_id: int) -> dict[str, int]:
+    """What planning said in the run's counts (orphan rows the sweep cannot take)."""
+    jr = JobRun.__table__
+    with ctx.primary.connect() as conn:
+        counts = conn.execute(select(jr.c.counts).where(jr.c.id == run_id)).scalar() or {}
+    return {k: int(v) for k, v in counts.items() if k == orphans.UNHANDLED}
+
+
 def _planned_phases(ctx: EngineContext, run_id: int) -> set[str]:
     t = SweepBatch.__table__
     with ctx.primary.connect() as conn:
@@ -602,7 +610,7 @@ def _run_locked(
     while True:
         try:
             flush_ledger_outbox(ctx)
-            counts = totals(ctx, run_id)
+            counts = {**_planning_counts(ctx, run_id), **totals(ctx, run_id)}
             done, total = progress(ctx, run_id)
             counts.update({"run_id": run_id, "batches": total, "batches_done": done})
             # Said in the result (Flower, --wait, status): what legal holds kept back.
@@ -651,7 +659,9 @@ def _plan_phase(
             return keys
         if phase == "orphan":
             # In the phase's own planning transaction: a resumed run keeps what it recorded.
-            orphans.record_orphans(ctx, conn, now)
+            said = orphans.record_orphans(ctx, conn, now)
+            jr = JobRun.__table__
+            conn.execute(update(jr).where(jr.c.id == run_id).values(counts=said))
         ranges = plan_member_ranges(ctx, conn, phase, now, member_batch)
         return _insert_batches(ctx, conn, run_id, phase, "", ranges)
 

@@ -577,6 +577,12 @@ def needs_attention(report: dict[str, Any]) -> list[str]:
     if notices.get("in_doubt_total"):
         out.append(f"{notices['in_doubt_total']} notice(s) in doubt (lifecycle notice reconcile)")
     for run in report.get("jobs") or []:
+        unhandled = (run.get("counts") or {}).get("orphan_rows_unhandled")
+        if unhandled:
+            out.append(
+                f"{run.get('job')} run {run.get('run_id')}: {unhandled} orphan row(s) under a "
+                "login-id link the sweep cannot take (datamap check lists the tables)"
+            )
         if run.get("outcome") not in _GOOD_RUN_OUTCOMES:
             out.append(f"last {run['job']} run {run['run_id']} {run['outcome']}")
     unfinished = report.get("unfinished") or {}

@@ -58,6 +58,12 @@ tables:
     subject_column: member_id
     columns:
       complaint: [body]
+  o_visits:
+    key: id
+    subject_column: login
+    member_key: login
+    columns:
+      profile: [page]
   o_files:
     key: id
     subject_column: member_id
@@ -85,6 +91,8 @@ def _build(env: LifecycleEnv, url: str, tmp_path: Path) -> Path:
             f"CREATE TABLE o_posts ({pk}, member_id INT NULL, title VARCHAR(80), body TEXT){tail}",
             f"CREATE TABLE o_complaints ({pk}, member_id INT NULL, body TEXT){tail}",
             f"CREATE TABLE o_files ({pk}, member_id INT NULL, path VARCHAR(255)){tail}",
+            f"CREATE TABLE o_visits ({pk}, login VARCHAR(40) NULL, page VARCHAR(80)){tail}",
+            "CREATE INDEX ix_o_visits_login ON o_visits (login)",
             "CREATE INDEX ix_o_posts_member ON o_posts (member_id)",
             "CREATE INDEX ix_o_complaints_member ON o_complaints (member_id)",
             "CREATE INDEX ix_o_files_member ON o_files (member_id)",
@@ -105,6 +113,9 @@ def _build(env: LifecycleEnv, url: str, tmp_path: Path) -> Path:
             c.execute(
                 text("INSERT INTO o_complaints (member_id, body) VALUES (:m, '환불 요청')"),
                 {"m": i},
+            )
+            c.execute(
+                text("INSERT INTO o_visits (login, page) VALUES (:l, '/')"), {"l": f"user{i}"}
             )
             for n in range(2):
                 p = env.file_root / f"m{i}_{n}.jpg"
@@ -173,21 +184,25 @@ def test_rows_of_a_member_row_deleted_by_hand_are_found_and_swept(
     assert "orphans: o_posts.member_id: 3 row(s)" in r.stderr, r.stderr
     assert "orphans: o_complaints.member_id: 1 row(s)" in r.stderr
     assert "orphans: o_files.member_id: 2 row(s)" in r.stderr
+    # A login-id link: counted, but the sweep has no member id to take them by.
+    assert "orphans: o_visits.login: 1 row(s)" in r.stderr and "not taken" in r.stderr
     assert "guest" not in r.stderr and "user2" not in r.stderr
     strict = env.run("datamap", "check", "--strict")
-    assert strict.returncode == 1 and "6 row(s) name a member" in strict.stdout
+    assert strict.returncode == 1 and "7 row(s) name a member" in strict.stdout
 
     start_worker(env, concurrency=2)
     # First sweep: the orphan is recorded, nothing taken (it could be a member not yet
     # committed).
     first = run_sweep(get_context())
     assert first.get("orphan_members", 0) == 0
+    assert first["orphan_rows_unhandled"] == 1
     assert sql_one(primary, "SELECT count(*) FROM o_posts WHERE member_id = 2") == 3
     assert sql_rows(primary, "SELECT member_id FROM lifecycle_orphan_members") == [(2,)]
     status = env.run("status", "--json")
     report = json.loads(status.stdout)
     assert report["orphans"]["members"] == 1
     assert any("orphans" in line for line in report["attention"])
+    assert any("login-id link" in line for line in report["attention"])
 
     # A member and its first post the site is writing right now: the post shows first.
     _exec(primary, "INSERT INTO o_posts (member_id, title, body) VALUES (101, 'hello', 'hi')")
@@ -238,6 +253,8 @@ def test_rows_of_a_member_row_deleted_by_hand_are_found_and_swept(
     assert third.get("orphan_members", 0) == 0
     assert sql_one(primary, "SELECT count(*) FROM o_posts WHERE member_id = 101") == 1
     assert sql_rows(primary, "SELECT member_id FROM lifecycle_orphan_members") == []
+    assert sql_one(primary, "SELECT count(*) FROM o_visits WHERE login = 'user2'") == 1
+    _exec(primary, "DELETE FROM o_visits WHERE login = 'user2'")
     r = env.run("datamap", "check", "--strict")
     assert r.returncode == 0, r.stdout + r.stderr
     clear_context_cache()
