@@ -67,3 +67,19 @@ class MemberWithdrawal(PrimaryBase):
 
     member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     withdrawn_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OrphanMember(PrimaryBase):
+    """A member id that rows of the site still name while no member row has it (the site
+    deleted the row itself, e.g. Rhymix's own 탈퇴), and when the lifecycle first saw it.
+
+    The site left no withdrawal time, so ``first_seen_at`` is the earliest time the lifecycle
+    can prove the member was gone: retention counts from it (lifecycle.engine.orphans). A
+    member id only, never a value of the member's data.
+    """
+
+    __tablename__ = "lifecycle_orphan_members"
+
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

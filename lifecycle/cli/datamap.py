@@ -35,7 +35,8 @@ def check_cmd(
             help="Offline: exit 1 when any flagged unique identifier has no statutory basis "
             "(against the database, live rows holding one always exit 1). Against the "
             "database: exit 1 when the quick discover pass finds personal data the map does "
-            "not cover, or a table several entries share holds rows no entry takes.",
+            "not cover, a table several entries share holds rows no entry takes, or rows "
+            "name a member that no longer exists (orphans).",
         ),
     ] = False,
 ) -> None:
@@ -46,8 +47,8 @@ def check_cmd(
     flagged unique identifier (where, how many live rows hold a value, its basis); exits 1 when
     live rows hold one without a statutory basis (offline, only with --strict, when a flagged
     category has no basis). Once the map fits, a quick `datamap discover` pass (a small sample
-    of every table) prints personal data the map does not cover as warnings (exit 1 with
-    --strict)."""
+    of every table) prints personal data the map does not cover as warnings, and rows naming a
+    member that no longer exists (orphans) are counted per table (exit 1 with --strict)."""
     from lifecycle.datamap.loader import load_datamap
 
     dm = load_datamap(file)
@@ -122,6 +123,7 @@ def check_cmd(
     uncovered = _quick_discover(dm, eng) if eng is not None else 0
     unmatched = _unmatched(shown, eng) if eng is not None else 0
     misfits = _linkage(shown, eng) if eng is not None else 0
+    orphaned = _orphans(shown, eng) if eng is not None else 0
     if unlawful and eng is not None:
         # The map fits, but live rows are held against the law: never summed up as OK.
         typer.echo(
@@ -142,6 +144,21 @@ def check_cmd(
     if strict and misfits:
         typer.echo(f"strict: {misfits} table column(s) link rows to the wrong member")
         raise typer.Exit(1)
+    if strict and orphaned:
+        typer.echo(f"strict: {orphaned} row(s) name a member that no longer exists")
+        raise typer.Exit(1)
+
+
+def _orphans(dm: Any, eng: Any) -> int:
+    """Warn (stderr) about rows whose member row is gone, per table and column (counts only);
+    returns how many such rows there are."""
+    from lifecycle.engine.orphans import count_orphans
+
+    with eng.connect() as conn:
+        found = count_orphans(dm, conn, dm.reflect(eng))
+    for c in found:
+        typer.echo(f"warning: {c.line()}", err=True)
+    return sum(c.rows for c in found)
 
 
 def _rows_of(t: Any) -> str:

@@ -45,6 +45,7 @@ from lifecycle.datamap.model import (
     Dormancy,
     FileTemplate,
     MemberLink,
+    Orphans,
     PurposeEnd,
     Subject,
     TableMap,
@@ -170,6 +171,11 @@ class _SubjectSpec(_Spec):
     dormancy: _DormancySpec = Field(default_factory=_DormancySpec)
 
 
+class _OrphansSpec(_Spec):
+    guests: list[int | str] = Field(default_factory=list)
+    guests_below: int | None = None
+
+
 def _default_purpose_end() -> list[str | dict[str, Any]]:
     return ["withdrawal"]
 
@@ -200,6 +206,8 @@ class _TableSpec(_Spec):
     contact: _ContactSpec | None = None
     # Rows with no member link belong to the member whose identity (of these kinds) they hold.
     match_identities: list[str] = Field(default_factory=list)
+    # false: never look for orphan rows here; or the link values that name no member by design.
+    orphans: _OrphansSpec | bool = True
 
 
 class _MapSpec(_Spec):
@@ -770,6 +778,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             text_ids=_text_ids(ts, name, links, err, base),
             date_formats=tuple(formats.items()),
             match_identities=matched,
+            orphans=_orphans(ts.orphans),
         )
     ignore_rows = check_entries(spec.tables, tables, spec.ignore_rows, s.table, err)
     for cat in spec.retention:
@@ -1037,3 +1046,9 @@ def describe(dm: DataMap) -> Iterable[str]:
                 f"{theirs} ({IDENTITY_RULES[kind]})"  # type: ignore[index]
             )
         yield from describe_guests(dm, t)
+
+
+def _orphans(spec: bool | _OrphansSpec) -> Orphans:
+    if isinstance(spec, bool):
+        return Orphans(enabled=spec)
+    return Orphans(guests=tuple(spec.guests), guests_below=spec.guests_below)

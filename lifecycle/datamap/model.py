@@ -169,6 +169,18 @@ class MemberLink:
     blank: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Orphans:
+    """A table's ``orphans:`` option: whether its link values naming no member are orphans
+    (rows the site left when it deleted the member row itself), and which values name no
+    member by design (guests, anonymous posts) so they never are. NULL, ``''`` and ``0`` never
+    count; ``guests`` adds values, ``guests_below`` every value under it (``0``: negatives)."""
+
+    enabled: bool = True
+    guests: tuple[Any, ...] = ()
+    guests_below: int | None = None
+
+
 _FIELD_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\[:(\d+)\])?\}")
 
 
@@ -415,6 +427,7 @@ class TableMap:
     # Kinds of ``identities`` by which rows with no member link are found as a member's
     # (``match_identities:``, lifecycle/datamap/guest_rows.py).
     match_identities: tuple[str, ...] = ()
+    orphans: Orphans = field(default_factory=Orphans)
 
     def __post_init__(self) -> None:
         if not self.keys and self.key:

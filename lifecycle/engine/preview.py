@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lifecycle.core.timeutil import as_utc
+from lifecycle.engine import orphans
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.guests import with_guests
 from lifecycle.engine.selection import (
@@ -28,7 +29,7 @@ PREVIEW_MEMBER_CHUNK = 1000
 
 @dataclass(frozen=True)
 class PreviewLine:
-    phase: str  # withdrawal | dormancy | age
+    phase: str  # withdrawal | orphan | dormancy | age
     table: str
     category: str
     action: str  # archive | destroy
@@ -46,9 +47,13 @@ def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[Previ
     seen_subjects: set[Any] = set()
     with ctx.primary.connect() as conn, ctx.primary.connect() as cconn:
         try:
-            for phase in ("withdrawal", "dormancy"):
+            for phase in ("withdrawal", "orphan", "dormancy"):
                 if phase == "withdrawal":
                     q = withdrawn_subjects_query(ctx)
+                elif phase == "orphan":
+                    # Those a previous sweep recorded and the grace has passed for: exactly
+                    # what the next run takes (one it sees first is taken a night later).
+                    q = orphans.due_query(ctx, now)
                 else:
                     q = dormant_subjects_query(ctx, now)
                     if q is None:
@@ -57,8 +62,9 @@ def sweep_preview(ctx: EngineContext, now: datetime | None = None) -> list[Previ
                 batch: dict[Any, datetime] = {}
 
                 def run(batch: dict[Any, datetime], phase: str = phase) -> None:
+                    kind = "withdrawal" if phase == "orphan" else phase
                     sels, _shared = with_guests(
-                        ctx, conn, phase, batch, now, subject_selections(ctx, phase, batch, now)
+                        ctx, conn, kind, batch, now, subject_selections(ctx, kind, batch, now)
                     )
                     for sel in sels:
                         for chunk in iter_planned(ctx, conn, sel, now):

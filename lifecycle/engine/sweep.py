@@ -8,7 +8,8 @@ until none is left, so the run finishes even when the workers holding batch mess
 killed (a killed worker's message only comes back after the broker's visibility timeout) or
 there is only one worker process.
 
-Phases run in order: withdrawn members, dormant members (if the map enables dormancy), then
+Phases run in order: withdrawn members, members the site deleted itself whose rows are left
+(orphans, :mod:`lifecycle.engine.orphans`), dormant members (if the map enables dormancy), then
 rows past their own age rule (e.g. access logs older than 3 months), table by table, parents
 first (:func:`_stages` says why). Member batches lock their
 members' rows (``FOR UPDATE SKIP LOCKED``), so two runners can never move the same member.
@@ -30,6 +31,7 @@ from lifecycle.core.errors import LifecycleError
 from lifecycle.core.locks import JobLock, job_lock
 from lifecycle.core.timeutil import as_utc
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
+from lifecycle.engine import orphans
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.guests import SHARED_ROWS, shared_line, with_guests
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
@@ -62,13 +64,14 @@ REASONS = {
     "withdrawal": "회원 탈퇴에 따른 처리목적 달성 (member withdrew)",
     "dormancy": "장기 미이용(휴면) 회원 정책 (dormancy, operator option)",
     "age": "보존기간 경과 (the row's own retention period ended)",
+    "orphan": orphans.REASON,
 }
 
 
 @dataclass(frozen=True)
 class BatchKey:
     run_id: int
-    kind: str  # withdrawal | dormancy | age
+    kind: str  # withdrawal | orphan | dormancy | age
     table: str  # "" for member batches
     first_id: int
     last_id: int
@@ -129,6 +132,9 @@ def plan_member_ranges(
     ctx: EngineContext, conn: Connection, kind: str, now: datetime, size: int
 ) -> list[tuple[int, int, int]]:
     """(first id, last id, members) of each member batch the run will have."""
+    if kind == "orphan":
+        due = orphans.due_query(ctx, now)
+        return _ranges(conn.execute(due.with_only_columns(due.selected_columns[0])), size)
     if kind == "withdrawal":
         q = withdrawn_subjects_query(ctx)
     else:
@@ -245,6 +251,8 @@ def process_members(
 ) -> tuple[MoveResult, int]:
     """Move every table's rows of the withdrawn (or dormant) members in ``first..last``;
     returns the result and how many members the batch locked and worked on."""
+    if kind == "orphan":
+        return _process_orphans(ctx, conn, first, last, scope, now, allow_short)
     ended = _lock_members(ctx, conn, kind, first, last, now, allow_short)
     if not ended:
         return MoveResult(), 0
@@ -253,6 +261,27 @@ def process_members(
     sels, shared = with_guests(ctx, conn, kind, ended, now, sels, check_holds=check)
     res = move(ctx, conn, sels, scope, now=now)
     res.shared = {f.key: f.rows for f in shared}
+    return res, len(ended)
+
+
+def _process_orphans(
+    ctx: EngineContext, conn: Connection, first: int, last: int, scope: Scope, now: datetime,
+    allow_short: bool,
+) -> tuple[MoveResult, int]:  # fmt: skip
+    """Members the site deleted itself, taken as withdrawn at the time the lifecycle first saw
+    them gone (lifecycle.engine.orphans)."""
+    ended, expected = orphans.lock_orphans(ctx, conn, first, last, now)
+    if len(ended) < expected and not allow_short:
+        raise BatchMembersBusy(
+            f"sweep batch {first}..{last}: {expected - len(ended)} of {expected} orphaned "
+            "member(s) locked by another transaction; the batch is tried again"
+        )
+    if not ended:
+        return MoveResult(), 0
+    check = holds.any_active(conn, ctx.local_date(now))
+    sels = subject_selections(ctx, "withdrawal", ended, now, check_holds=check, conn=conn)
+    res = move(ctx, conn, sels, scope, now=now)
+    orphans.forget_taken(ctx, conn, sorted(ended))
     return res, len(ended)
 
 
@@ -421,7 +450,7 @@ def _shortfall(counts: dict[str, Any]) -> dict[str, tuple[int, int]]:
     run did not do all it was asked and must not look ok.
     """
     out: dict[str, tuple[int, int]] = {}
-    for kind in ("withdrawal", "dormancy"):
+    for kind in ("withdrawal", "orphan", "dormancy"):
         planned = int(counts.get(f"{kind}_planned", 0))
         done = int(counts.get(f"{kind}_members", 0))
         if done < planned:
@@ -528,6 +557,14 @@ def _open_run(ctx: EngineContext, task_id: str | None, resume: int | None) -> tu
     return int(run_id), False
 
 
+def _planning_counts(ctx: EngineContext, run_id: int) -> dict[str, int]:
+    """What planning said in the run's counts (orphan rows the sweep cannot take)."""
+    jr = JobRun.__table__
+    with ctx.primary.connect() as conn:
+        counts = conn.execute(select(jr.c.counts).where(jr.c.id == run_id)).scalar() or {}
+    return {k: int(v) for k, v in counts.items() if k == orphans.UNHANDLED}
+
+
 def _planned_phases(ctx: EngineContext, run_id: int) -> set[str]:
     t = SweepBatch.__table__
     with ctx.primary.connect() as conn:
@@ -560,7 +597,7 @@ def _run_locked(
     # the phases that never got that far (the rest is in its pending batches).
     planned = _planned_phases(ctx, run_id) if resumed else set()
     retry = _Retry()
-    phases: list[str] = ["withdrawal"]
+    phases: list[str] = ["withdrawal", "orphan"]
     if ctx.datamap.subject.dormancy.enabled:
         phases.append("dormancy")
     phases.append("age")
@@ -589,7 +626,7 @@ def _run_locked(
     while True:
         try:
             flush_ledger_outbox(ctx)
-            counts = totals(ctx, run_id)
+            counts = {**_planning_counts(ctx, run_id), **totals(ctx, run_id)}
             done, total = progress(ctx, run_id)
             counts.update({"run_id": run_id, "batches": total, "batches_done": done})
             # Said in the result (Flower, --wait, status): what legal holds kept back.
@@ -644,6 +681,11 @@ def _plan_phase(
             for table, ranges in plan_age_ranges(ctx, conn, now, age_batch).items():
                 keys += _insert_batches(ctx, conn, run_id, "age", table, ranges)
             return keys
+        if phase == "orphan":
+            # In the phase's own planning transaction: a resumed run keeps what it recorded.
+            said = orphans.record_orphans(ctx, conn, now)
+            jr = JobRun.__table__
+            conn.execute(update(jr).where(jr.c.id == run_id).values(counts=said))
         ranges = plan_member_ranges(ctx, conn, phase, now, member_batch)
         return _insert_batches(ctx, conn, run_id, phase, "", ranges)
 

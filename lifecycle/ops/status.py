@@ -35,7 +35,7 @@ from lifecycle.ops import flower_locator
 from lifecycle.recipients import deliveries
 from lifecycle.requests import deadlines, holds
 from models.base import utcnow
-from models.engine import SweepBatch
+from models.engine import OrphanMember, SweepBatch
 from models.incidents import Incident, IncidentState
 from models.notices import Notice, NoticeRecipient, NoticeRecipientState
 from models.requests import OPEN_STATES, JobRun, LifecycleRequest, RequestState
@@ -343,6 +343,17 @@ def latest_job_runs(session: Session) -> list[dict[str, Any]]:
     return out
 
 
+def orphan_status(session: Session) -> dict[str, Any]:
+    """Member ids the site deleted while rows still name them (lifecycle.engine.orphans), as
+    the last sweep recorded them: how many, and since when the oldest was seen."""
+    o = OrphanMember.__table__
+    n, oldest = session.execute(select(func.count(), func.min(o.c.first_seen_at))).one()
+    return {
+        "members": int(n),
+        "oldest_first_seen_at": as_utc(oldest).isoformat() if oldest is not None else None,
+    }
+
+
 def unfinished_work(session: Session, now: datetime) -> dict[str, Any]:
     """Everything started and not finished, with its age: stalls show up here, not silence.
 
@@ -489,11 +500,13 @@ def build_report(
             incidents = open_incidents(s, now)
             parked = parked_requests(s)
             noted = recently_noted(s, now)
+            orphaned = orphan_status(s)
         return {
             "incidents": incidents,
             "needs_attention": parked,
             "noted_total": len(noted),
             "noted": noted[:OVERDUE_LIST_LIMIT],
+            "orphans": orphaned,
             "holds": held,
             "unfinished": unfinished,
             "failed_total": len(failed),
@@ -562,6 +575,7 @@ def build_report(
         report["holds"] = primary["holds"]
         report["unfinished"] = primary["unfinished"]
         report["incidents"] = primary["incidents"]
+        report["orphans"] = primary["orphans"]
         report["primary"] = {"ok": True, "url": primary_url}
 
     archive_url = redact_url(settings.sqlalchemy_url("archive"))
@@ -613,6 +627,12 @@ def needs_attention(report: dict[str, Any]) -> list[str]:
             f"{req['noted_total']} request(s) completed with a note in the last 7 days "
             "(guest rows left for a shared identity)"
         )
+    orphaned = (report.get("orphans") or {}).get("members")
+    if orphaned:
+        out.append(
+            f"{orphaned} member id(s) deleted by the site still named by rows (orphans, "
+            "datamap check lists the tables); the sweep takes them once past the grace"
+        )
     parked = (req.get("open_by_state") or {}).get(RequestState.NEEDS_ATTENTION.value)
     if parked:
         out.append(f"{parked} request(s) need attention")
@@ -625,6 +645,12 @@ def needs_attention(report: dict[str, Any]) -> list[str]:
     if notices.get("in_doubt_total"):
         out.append(f"{notices['in_doubt_total']} notice(s) in doubt (lifecycle notice reconcile)")
     for run in report.get("jobs") or []:
+        unhandled = (run.get("counts") or {}).get("orphan_rows_unhandled")
+        if unhandled:
+            out.append(
+                f"{run.get('job')} run {run.get('run_id')}: {unhandled} orphan row(s) under a "
+                "login-id link the sweep cannot take (datamap check lists the tables)"
+            )
         if run.get("outcome") not in _GOOD_RUN_OUTCOMES:
             out.append(f"last {run['job']} run {run['run_id']} {run['outcome']}")
     for inc in report.get("incidents") or []:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, select, text
 
 from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, describe, load_datamap, parse_datamap
-from lifecycle.datamap.model import DataMap, DataMapError
+from lifecycle.datamap.model import DataMap, DataMapError, Orphans
 from lifecycle.datamap.periods import Period
 from models import demo_site
 from tests.helpers import assert_map_fits_with_demo_rrns
@@ -659,3 +659,17 @@ def test_oversized_map_is_refused_without_parsing(tmp_path: Path) -> None:
     )
     err = refused(DEMO + "#" * (1024 * 1024))
     assert "a data map over 1048576 bytes is refused" in err.message
+
+
+def test_orphans_option_declares_guest_values_or_opts_a_table_out() -> None:
+    dm = parse_datamap(DEMO, "site.yaml")
+    assert dm.table("uploaded_files").orphans == Orphans()
+    block = "  uploaded_files:\n    subject_column: member_id\n"
+    guests = edit(block, block + "    orphans: {guests: [0, -1], guests_below: -10}\n")
+    o = parse_datamap(guests, "site.yaml").table("uploaded_files").orphans
+    assert o == Orphans(True, (0, -1), -10)
+    off = edit(block, block + "    orphans: false\n")
+    assert not parse_datamap(off, "site.yaml").table("uploaded_files").orphans.enabled
+    bad = edit(block, block + "    orphans: {guest: [0]}\n")
+    err = refused(bad)
+    assert err.line == line_of(bad, "orphans:") and "unknown key 'guest'" in err.message

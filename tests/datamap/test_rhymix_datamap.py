@@ -17,6 +17,7 @@ import json
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from sqlalchemy import select
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.loader import load_datamap
 from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.engine.orphans import ORPHAN_GRACE
 from lifecycle.engine.sweep import run_sweep
 from lifecycle.rights.access import run_access, submit_access
 from lifecycle.rights.common import Requester
@@ -43,6 +45,7 @@ from tests.helpers import (
     apply_env,
     mysql_site_connect,
     site_engine,
+    wait_until,
     write_master_key,
 )
 
@@ -422,23 +425,77 @@ def test_the_shipped_map_loads_and_names_what_the_engine_needs() -> None:
     assert "rx_member_message" in dm.ignore_tables
 
 
-def test_rows_left_by_rhymixs_own_deletion_are_a_known_gap(site: Site) -> None:
+def test_rows_left_by_rhymixs_own_deletion_are_found_and_swept(site: Site, start_worker) -> None:  # type: ignore[no-untyped-def]
     """Rhymix's own 탈퇴 (procMemberLeave → deleteMember) deletes the member row and a few of
-    its tables at once and leaves the rest under a member_srl no member has. The map language
-    cannot select rows of a member who no longer exists, so the sweep does not take them:
-    pinned here until it can (docs/rhymix-schema.md)."""
+    its tables at once and leaves the rest under a member_srl no member has: orphans.
+    ``datamap check`` counts them; the sweep records the member id, and a sweep past the grace
+    takes the leaver's documents, comments and files (shredded by a real worker) with ledger
+    entries, and nothing of anyone else."""
     rx.add_withdrawal_column(site.primary)
     jiwoo = rx.member_by_id("jiwoo.park")
+    clean = site.env.run("datamap", "check")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "orphans:" not in clean.stderr  # guests (0) and anonymous posts (negative) are not
+    files = [p for p, owner in site.seeded.file_owner.items() if owner == jiwoo.srl]
+    assert files and all(p.exists() for p in files)
     # What deleteMember(), its ncenterlite trigger and procMemberLeave delete, in that order.
     for table in ("member_auth_mail", "member_agreed", "member_nickname_log",
                   "member_group_member", "member", "ncenterlite_notify",
                   "ncenterlite_user_set", "member_autologin"):  # fmt: skip
         site.sql(f"DELETE FROM rx_{table} WHERE member_srl = %s", jiwoo.srl)
+    before = snapshot(site)
+    left = [
+        t for t, rows in before.items() for r in rows.values()
+        if any(r.get(c) == jiwoo.srl for c in MEMBER_COLUMNS)
+    ]  # fmt: skip
+    assert "rx_documents" in left and "rx_comments" in left and "rx_files" in left
+    r = site.env.run("datamap", "check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "orphans: rx_documents.member_srl: 1 row(s)" in r.stderr, r.stderr
+    assert "orphans: rx_files.member_srl: 1 row(s)" in r.stderr
+    assert "jiwoo" not in r.stderr
+
+    start_worker(site.env, concurrency=2)
+    first = run_sweep(get_context())
+    assert first.get("orphan_members", 0) == 0  # seen once: recorded, not yet taken
+    assert site.sql("SELECT member_id FROM lifecycle_orphan_members") == [(jiwoo.srl,)]
+    # The next night's sweep, past the grace.
+    site.sql(
+        "UPDATE lifecycle_orphan_members SET first_seen_at = %s",
+        datetime.now(UTC) - ORPHAN_GRACE - timedelta(hours=1),
+    )
     counts = run_sweep(get_context())
-    assert counts.get("withdrawal_subjects", 0) == 0
-    left = site.sql("SELECT count(*) FROM rx_documents WHERE member_srl = %s", jiwoo.srl)[0][0]
-    assert left == 1
-    assert site.sql("SELECT count(*) FROM rx_files WHERE member_srl = %s", jiwoo.srl)[0][0] == 1
-    assert ("rx_documents", "user_id", "login") in residue(site, [jiwoo])
+    assert counts["orphan_members"] == 1 and counts.get("withdrawal_subjects", 0) == 0, counts
+    wait_until(lambda: not any(p.exists() for p in files), 60, "the leaver's files shredded")
+    after = snapshot(site)
+    for table, rows in after.items():
+        for row in rows.values():
+            assert not any(row.get(c) == jiwoo.srl for c in MEMBER_COLUMNS), table
+    # Every row of everyone else is exactly as it was (a leaver's document's extra fields
+    # went with it).
+    docs_by = {r["document_srl"]: r["member_srl"] for r in before["rx_documents"].values()}
+    gone_extra = [
+        r for r in before["rx_document_extra_vars"].values()
+        if docs_by.get(r["document_srl"]) == jiwoo.srl
+    ]  # fmt: skip
+    for table, rows in before.items():
+        for key, row in rows.items():
+            if any(row.get(c) == jiwoo.srl for c in MEMBER_COLUMNS) or row in gone_extra:
+                continue
+            assert key in after[table], table
+    assert not any(
+        docs_by.get(r["document_srl"]) == jiwoo.srl
+        for r in after["rx_document_extra_vars"].values()
+    )
+    for p, owner in site.seeded.file_owner.items():
+        if owner != jiwoo.srl:
+            assert p.exists(), p
+    assert ("rx_documents", "user_id", "login") not in residue(site, [jiwoo])
+    assert site.sql("SELECT count(*) FROM lifecycle_orphan_members") == [(0,)]
+    acc = accounting(site.primary, site.archive)
+    assert acc.ledger_ok, acc.ledger_message
+    assert acc.ledger_destroy[("rx_documents", "posts")] == 1
+    assert acc.ledger_destroy[("rx_files", "uploads")] == 1
+    assert acc.ledger_destroy[("rx_comments", "posts")] >= 1
     with pytest.raises(UserError, match="unknown member"):
         resolve_member(get_context(), "jiwoo.park")
