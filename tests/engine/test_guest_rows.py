@@ -5,6 +5,7 @@ PostgreSQL and MariaDB primaries."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,9 +119,11 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
     ids = sorted(line.split(",")[0] for line in orders_csv.splitlines()[1:])
     assert ids == ["7", "9"], orders_csv
 
-    # a withdraws: both of a's guest orders and the newsletter row go; others stay.
+    # a withdraws: both of a's guest orders and the newsletter row go; others stay. b's own
+    # order still holds a's address, so the residue check parks the request, naming it.
     r = env.run("withdraw", str(a), "--wait", timeout=180)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr
+    assert "residue" in r.stderr and "shop_orders.email (1)" in r.stderr, r.stderr
     assert _orders_left(primary) == {3, 4, 5, 6, 7, 8, 9}
     assert _q(primary, "SELECT id FROM newsletter") == [(2,)]
     # Archived as a's (contract, 5 years), under a's pseudonym like a's own rows.
@@ -132,21 +135,28 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
     assert len(refs) == 1
     assert _one(archive, "SELECT count(*) FROM archive_records WHERE request_id = 2 AND "
                          "source_table = 'shop_orders'") == 2  # fmt: skip
-    req = _q(primary, "SELECT state, error FROM lifecycle_requests WHERE id = 2")
-    assert req == [("completed", None)]
+    assert _q(primary, "SELECT state FROM lifecycle_requests WHERE id = 2") == [
+        ("needs_attention",)
+    ]
+    # The operator looked at order 4 (b's, rightly kept) and acknowledges.
+    ack = env.run("requests", "retry", "2")
+    assert ack.returncode == 0, ack.stderr
+    assert _q(primary, "SELECT state FROM lifecycle_requests WHERE id = 2") == [("completed",)]
 
     # c withdraws: d, still with the site, holds the same address; order 6 is nobody's for
     # sure, stays, and the request says so (table, kind, counts; never the address).
+    # The residue check then finds c's address in that order and parks the request too.
     r = env.run("withdraw", str(c), "--wait", timeout=180)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr
     assert 6 in _orders_left(primary)
     state, error = _q(primary, "SELECT state, error FROM lifecycle_requests WHERE kind = "
                                "'withdrawal' AND member_id = :c", c=c)[0]  # fmt: skip
-    assert state == "completed", error
-    assert error.startswith("guest rows left because a member still with the site shares"), error
-    assert "shop_orders.email 1 row(s)" in error, error
+    assert state == "needs_attention", error
+    assert "shop_orders.email" in error, error
     status = env.run("status", "--json")
-    assert "completed with a note" in status.stdout, status.stdout
+    parked = json.loads(status.stdout)["requests"]["needs_attention"]
+    assert [p["kind"] for p in parked] == ["withdrawal"], parked
+    assert "shop_orders.email (1)" in parked[0]["reason"], parked
 
     # g's package leaves out order 8 (f, still with the site, holds the same address) and
     # says so, in the package and as the request's note.
