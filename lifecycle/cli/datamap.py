@@ -55,6 +55,7 @@ def check_cmd(
     findings: list[str] = []
     shown = dm
     eng = None
+    md = None  # the mapped tables, reflected once and shared by every pass below
     if not offline:
         from sqlalchemy import inspect
 
@@ -69,7 +70,8 @@ def check_cmd(
             # Only on a map that fits: the sample reads the columns the map names.
             from lifecycle.datamap.file_values import check_file_values
 
-            problems = check_file_values(shown, eng, shown.reflect(eng))
+            md = shown.reflect(eng)
+            problems = check_file_values(shown, eng, md)
         findings = [str(p) for p in problems]
         if dm.site_root:
             from lifecycle.core.settings import get_settings
@@ -120,10 +122,13 @@ def check_cmd(
         typer.echo(f"data map {dm.source}: {len(findings)} finding(s)")
         raise typer.Exit(2)
     where = "checked against the primary database" if not offline else "not compared with a DB"
-    uncovered = _quick_discover(dm, eng) if eng is not None else 0
-    unmatched = _unmatched(shown, eng) if eng is not None else 0
-    misfits = _linkage(shown, eng) if eng is not None else 0
-    orphaned = _orphans(shown, eng) if eng is not None else 0
+    uncovered = unmatched = misfits = orphaned = 0
+    if eng is not None:
+        md = md if md is not None else shown.reflect(eng)
+        uncovered = _quick_discover(dm, eng)
+        unmatched = _unmatched(shown, eng, md)
+        misfits = _linkage(shown, eng, md)
+        orphaned = _orphans(shown, eng, md)
     if unlawful and eng is not None:
         # The map fits, but live rows are held against the law: never summed up as OK.
         typer.echo(
@@ -132,30 +137,28 @@ def check_cmd(
         )
         raise typer.Exit(1)
     typer.echo(f"data map {dm.source}: OK ({len(shown.tables)} tables, {where})")
-    if strict and unlawful:
-        typer.echo(f"strict: unique identifiers without a statutory basis: {unlawful}")
-        raise typer.Exit(1)
-    if strict and uncovered:
-        typer.echo(f"strict: {uncovered} column(s) hold personal data the map does not cover")
-        raise typer.Exit(1)
-    if strict and unmatched:
-        typer.echo(f"strict: {unmatched} table(s) hold rows no entry of the map takes")
-        raise typer.Exit(1)
-    if strict and misfits:
-        typer.echo(f"strict: {misfits} table column(s) link rows to the wrong member")
-        raise typer.Exit(1)
-    if strict and orphaned:
-        typer.echo(f"strict: {orphaned} row(s) name a member that no longer exists")
-        raise typer.Exit(1)
+    if not strict:
+        return
+    # The first finding --strict fails on, in this order.
+    for found, why in (
+        (unlawful, f"unique identifiers without a statutory basis: {unlawful}"),
+        (uncovered, f"{uncovered} column(s) hold personal data the map does not cover"),
+        (unmatched, f"{unmatched} table(s) hold rows no entry of the map takes"),
+        (misfits, f"{misfits} table column(s) link rows to the wrong member"),
+        (orphaned, f"{orphaned} row(s) name a member that no longer exists"),
+    ):
+        if found:
+            typer.echo(f"strict: {why}")
+            raise typer.Exit(1)
 
 
-def _orphans(dm: Any, eng: Any) -> int:
+def _orphans(dm: Any, eng: Any, md: Any) -> int:
     """Warn (stderr) about rows whose member row is gone, per table and column (counts only);
     returns how many such rows there are."""
     from lifecycle.engine.orphans import count_orphans
 
     with eng.connect() as conn:
-        found = count_orphans(dm, conn, dm.reflect(eng))
+        found = count_orphans(dm, conn, md)
     for c in found:
         typer.echo(f"warning: {c.line()}", err=True)
     return sum(c.rows for c in found)
@@ -171,7 +174,7 @@ def _rows_of(t: Any) -> str:
     return f"  (rows of {t.table}{only})"
 
 
-def _unmatched(dm: Any, eng: Any) -> int:
+def _unmatched(dm: Any, eng: Any, md: Any) -> int:
     """Warn (stderr) about rows of a shared table no entry takes and ``ignore_rows`` does
     not name, counted per discriminator value; returns how many tables have some."""
     from lifecycle.datamap.entries import shared_tables, unmatched_rows
@@ -179,7 +182,6 @@ def _unmatched(dm: Any, eng: Any) -> int:
     shared = shared_tables(((t.table, t.where) for t in dm.tables.values()), dm.ignore_rows)
     if not shared:
         return 0
-    md = dm.reflect(eng)
     found = 0
     with eng.connect() as conn:
         for table, wheres in sorted(shared.items()):
@@ -190,12 +192,12 @@ def _unmatched(dm: Any, eng: Any) -> int:
     return found
 
 
-def _linkage(dm: Any, eng: Any) -> int:
+def _linkage(dm: Any, eng: Any, md: Any) -> int:
     """Warn (stderr) about rows linked to one member that hold another's identity (counts and
     columns only); returns how many table columns have some."""
     from lifecycle.datamap import linkage
 
-    found = linkage.check(dm, eng, dm.reflect(eng))
+    found = linkage.check(dm, eng, md)
     for m in found:
         typer.echo(f"warning: linkage: {m.line()}", err=True)
     return len(found)
