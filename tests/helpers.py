@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email import policy
@@ -38,15 +38,18 @@ import pymysql
 import redis
 from aiosmtpd.controller import Controller
 from pymysql.constants import CLIENT
-from sqlalchemy import Engine, create_engine, insert, inspect, text
+from sqlalchemy import Engine, create_engine, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from lifecycle.core import db
 from lifecycle.core.dbkind import MYSQL_BACKENDS, mysql_connect_args
 from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap
+from lifecycle.engine.context import clear_context_cache
 from lifecycle.ops.demo_seed import seed
+from lifecycle.shred.jobs import run_job
 from models import demo_site
+from models.shred import ShredJob
 
 if TYPE_CHECKING:
     import pytest
@@ -849,6 +852,90 @@ def mysql_site_connect(url: str) -> Any:
     with conn.cursor() as cur:
         cur.execute("SET SESSION sql_mode = ''")
     return conn
+
+
+# -- a real platform's site on a MariaDB primary (Gnuboard5, Rhymix) ----------------------------
+
+
+def platform_dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """``(var, files, root)`` for a platform site: the var dir holding the master key, the
+    storage root, and the site's install directory under it (the map's ``site.root``)."""
+    var, files = tmp_path / "var", tmp_path / "files"
+    root = files / "www"
+    var.mkdir()
+    write_master_key(var / "master.key")
+    root.mkdir(parents=True)
+    return var, files, root
+
+
+def platform_env(
+    var: Path,
+    files: Path,
+    primary: str,
+    archive: str,
+    redis_url: str,
+    map_path: Path,
+    **extra: str,
+) -> LifecycleEnv:
+    """The settings of a platform site on ``primary`` with its own map (``extra``: more
+    ``LIFECYCLE_*`` variables, e.g. the organisation's name)."""
+    return LifecycleEnv(
+        vars={
+            "LIFECYCLE_VAR_DIR": str(var),
+            "LIFECYCLE_PRIMARY_DATABASE_URL": primary,
+            "LIFECYCLE_ARCHIVE_DATABASE_URL": archive,
+            "LIFECYCLE_BROKER_URL": redis_url,
+            "LIFECYCLE_RESULT_BACKEND": redis_url,
+            "LIFECYCLE_FILE_ROOTS": str(files),
+            "LIFECYCLE_HOST_NAME": "testhost",
+            "LIFECYCLE_DATA_MAP": str(map_path),
+            **extra,
+        },
+        var_dir=var,
+        file_root=files,
+    )
+
+
+@contextlib.contextmanager
+def platform_env_applied(monkeypatch: pytest.MonkeyPatch, env: LifecycleEnv) -> Iterator[None]:
+    """``env`` in force for this process (settings, engine context, Celery app) until the
+    block ends, then the shell's again."""
+    apply_env(monkeypatch, env)
+    clear_context_cache()
+    try:
+        yield
+    finally:
+        clear_context_cache()
+        from workers.app import reconfigure
+
+        monkeypatch.undo()
+        reconfigure()
+
+
+def mysql_rows_by_content(url: str, like: str) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+    """Every row of every table whose name is ``LIKE like``, keyed by its whole content."""
+    out: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
+    conn = mysql_site_connect(url)
+    try:
+        with conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SHOW TABLES LIKE %s", (like,))
+            for t in [next(iter(r.values())) for r in cur.fetchall()]:
+                cur.execute(f"SELECT * FROM `{t}`")
+                out[t] = {tuple(sorted(r.items())): r for r in cur.fetchall()}
+    finally:
+        conn.close()
+    return out
+
+
+def run_every_shred_job(primary: str) -> list[int]:
+    """Run every shred job the engine wrote, here (the worker on the files' host does this)."""
+    eng = site_engine(primary)
+    with eng.connect() as c:
+        jobs = [r[0] for r in c.execute(select(ShredJob.id).order_by(ShredJob.id))]
+    eng.dispose()
+    for j in jobs:
+        run_job(j)
+    return jobs
 
 
 def mysql_connect(db: str | None = None, *, multi_statements: bool = False) -> Any:

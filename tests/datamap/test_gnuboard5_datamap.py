@@ -20,7 +20,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 from sqlalchemy import select
 
@@ -34,18 +33,20 @@ from lifecycle.rights.access import run_access, submit_access
 from lifecycle.rights.common import Requester
 from lifecycle.rights.correction import run_correction, submit_correction
 from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdrawal
-from lifecycle.shred.jobs import run_job
-from models.shred import ShredItem, ShredJob
+from models.shred import ShredItem
 from tests.fixtures import gnuboard5 as g5
 from tests.helpers import (
     REPO,
     Databases,
     LifecycleEnv,
     accounting,
-    apply_env,
+    mysql_rows_by_content,
     mysql_site_connect,
+    platform_dirs,
+    platform_env,
+    platform_env_applied,
+    run_every_shred_job,
     site_engine,
-    write_master_key,
 )
 
 MAP = REPO / "lifecycle" / "datamap" / "maps" / "gnuboard5.yaml"
@@ -106,64 +107,23 @@ def site(
     mysql_primary: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Site]:
-    var, files = tmp_path / "var", tmp_path / "files"
-    root = files / "www"
-    var.mkdir()
-    write_master_key(var / "master.key")
-    root.mkdir(parents=True)
+    var, files, root = platform_dirs(tmp_path)
     map_path = write_map(tmp_path / "gnuboard5.yaml", root)
     tables = g5.build(mysql_primary)
     g5.seed(mysql_primary, root)
-    env = LifecycleEnv(
-        vars={
-            "LIFECYCLE_VAR_DIR": str(var),
-            "LIFECYCLE_PRIMARY_DATABASE_URL": mysql_primary,
-            "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_databases.archive_url,
-            "LIFECYCLE_BROKER_URL": redis_url,
-            "LIFECYCLE_RESULT_BACKEND": redis_url,
-            "LIFECYCLE_FILE_ROOTS": str(files),
-            "LIFECYCLE_HOST_NAME": "testhost",
-            "LIFECYCLE_DATA_MAP": str(map_path),
-            "LIFECYCLE_ORGANISATION_NAME": "그누보드 예시 커뮤니티",
-        },
-        var_dir=var,
-        file_root=files,
-    )
-    apply_env(monkeypatch, env)
-    clear_context_cache()
-    yield Site(env, mysql_primary, pg_databases.archive_url, root, map_path, tables)
-    clear_context_cache()
-    from workers.app import reconfigure
-
-    monkeypatch.undo()
-    reconfigure()
+    env = platform_env(var, files, mysql_primary, pg_databases.archive_url, redis_url, map_path,
+                       LIFECYCLE_ORGANISATION_NAME="그누보드 예시 커뮤니티")  # fmt: skip
+    with platform_env_applied(monkeypatch, env):
+        yield Site(env, mysql_primary, pg_databases.archive_url, root, map_path, tables)
 
 
 def snapshot(site: Site) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
     """Every row of every g5 table, by its whole content."""
-    out: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
-    conn = mysql_site_connect(site.primary)
-    try:
-        with conn.cursor(pymysql.cursors.DictCursor) as cur:
-            cur.execute("SHOW TABLES LIKE 'g5\\_%'")
-            names = [next(iter(r.values())) for r in cur.fetchall()]
-            for t in names:
-                cur.execute(f"SELECT * FROM `{t}`")
-                out[t] = {tuple(sorted(r.items())): r for r in cur.fetchall()}
-    finally:
-        conn.close()
-    return out
+    return mysql_rows_by_content(site.primary, "g5\\_%")
 
 
 def shred_everything(site: Site) -> list[int]:
-    """Run every shred job the engine wrote, here (the worker on the files' host does this)."""
-    eng = site_engine(site.primary)
-    with eng.connect() as c:
-        jobs = [r[0] for r in c.execute(select(ShredJob.id).order_by(ShredJob.id))]
-    eng.dispose()
-    for j in jobs:
-        run_job(j)
-    return jobs
+    return run_every_shred_job(site.primary)
 
 
 def test_datamap_check_proves_what_the_engine_relies_on(site: Site, tmp_path: Path) -> None:

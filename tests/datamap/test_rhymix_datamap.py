@@ -21,32 +21,30 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
-from sqlalchemy import select
 
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.loader import load_datamap
-from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.engine.context import get_context
 from lifecycle.engine.orphans import ORPHAN_GRACE
 from lifecycle.engine.sweep import run_sweep
 from lifecycle.rights.access import run_access, submit_access
 from lifecycle.rights.common import Requester
 from lifecycle.rights.correction import run_correction, submit_correction
 from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdrawal
-from lifecycle.shred.jobs import run_job
-from models.shred import ShredJob
 from tests.fixtures import rhymix as rx
 from tests.helpers import (
     REPO,
     Databases,
     LifecycleEnv,
     accounting,
-    apply_env,
+    mysql_rows_by_content,
     mysql_site_connect,
-    site_engine,
+    platform_dirs,
+    platform_env,
+    platform_env_applied,
+    run_every_shred_job,
     wait_until,
-    write_master_key,
 )
 
 MAP = REPO / "lifecycle" / "datamap" / "maps" / "rhymix.yaml"
@@ -98,62 +96,23 @@ def site(
     mysql_primary: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Site]:
-    var, files = tmp_path / "var", tmp_path / "files"
-    root = files / "www"
-    var.mkdir()
-    write_master_key(var / "master.key")
-    root.mkdir(parents=True)
+    var, files, root = platform_dirs(tmp_path)
     map_path = write_map(tmp_path / "rhymix.yaml", root)
     rx.build(mysql_primary)
     seeded = rx.seed(mysql_primary, root)
-    env = LifecycleEnv(
-        vars={
-            "LIFECYCLE_VAR_DIR": str(var),
-            "LIFECYCLE_PRIMARY_DATABASE_URL": mysql_primary,
-            "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_databases.archive_url,
-            "LIFECYCLE_BROKER_URL": redis_url,
-            "LIFECYCLE_RESULT_BACKEND": redis_url,
-            "LIFECYCLE_FILE_ROOTS": str(files),
-            "LIFECYCLE_HOST_NAME": "testhost",
-            "LIFECYCLE_DATA_MAP": str(map_path),
-            "LIFECYCLE_ORGANISATION_NAME": "라이믹스 예시 커뮤니티",
-        },
-        var_dir=var,
-        file_root=files,
-    )
-    apply_env(monkeypatch, env)
-    clear_context_cache()
-    yield Site(env, mysql_primary, pg_databases.archive_url, root, map_path, seeded)
-    clear_context_cache()
-    from workers.app import reconfigure
-
-    monkeypatch.undo()
-    reconfigure()
+    env = platform_env(var, files, mysql_primary, pg_databases.archive_url, redis_url, map_path,
+                       LIFECYCLE_ORGANISATION_NAME="라이믹스 예시 커뮤니티")  # fmt: skip
+    with platform_env_applied(monkeypatch, env):
+        yield Site(env, mysql_primary, pg_databases.archive_url, root, map_path, seeded)
 
 
 def snapshot(site: Site) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
     """Every row of every rx_ table, by its whole content."""
-    out: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
-    conn = mysql_site_connect(site.primary)
-    try:
-        with conn.cursor(pymysql.cursors.DictCursor) as cur:
-            cur.execute("SHOW TABLES LIKE 'rx\\_%'")
-            for t in [next(iter(r.values())) for r in cur.fetchall()]:
-                cur.execute(f"SELECT * FROM `{t}`")
-                out[t] = {tuple(sorted(r.items())): r for r in cur.fetchall()}
-    finally:
-        conn.close()
-    return out
+    return mysql_rows_by_content(site.primary, "rx\\_%")
 
 
 def shred_everything(site: Site) -> None:
-    """Run every shred job the engine wrote, here (the worker on the files' host does this)."""
-    eng = site_engine(site.primary)
-    with eng.connect() as c:
-        jobs = [r[0] for r in c.execute(select(ShredJob.id).order_by(ShredJob.id))]
-    eng.dispose()
-    for j in jobs:
-        run_job(j)
+    run_every_shred_job(site.primary)
 
 
 def residue(site: Site, members: list[rx.Member]) -> set[tuple[str, str, str]]:

@@ -25,16 +25,16 @@ from sqlalchemy import create_engine, event
 from lifecycle.datamap.indexes import missing_indexes
 from lifecycle.datamap.loader import load_datamap
 from lifecycle.engine import sweep
-from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.engine.context import get_context
 from lifecycle.engine.mover import Scope
 from tests.fixtures import gnuboard5 as g5
 from tests.helpers import (
     REPO,
     Databases,
-    LifecycleEnv,
-    apply_env,
     mysql_site_connect,
-    write_master_key,
+    platform_dirs,
+    platform_env,
+    platform_env_applied,
 )
 
 pytestmark = pytest.mark.integration
@@ -109,11 +109,7 @@ def site(
     mysql_primary: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[str, Path]]:
-    var, files = tmp_path / "var", tmp_path / "files"
-    root = files / "www"
-    var.mkdir()
-    write_master_key(var / "master.key")
-    root.mkdir(parents=True)
+    var, files, root = platform_dirs(tmp_path)
     map_path = tmp_path / "gnuboard5.yaml"
     map_path.write_text(
         MAP.read_text(encoding="utf-8").replace("root: /var/www/gnuboard", f"root: {root}"),
@@ -128,28 +124,9 @@ def site(
         cur.execute("ANALYZE TABLE " + ", ".join(f"`{t}`" for t in tables))
         cur.fetchall()
     conn.close()
-    env = LifecycleEnv(
-        vars={
-            "LIFECYCLE_VAR_DIR": str(var),
-            "LIFECYCLE_PRIMARY_DATABASE_URL": mysql_primary,
-            "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_databases.archive_url,
-            "LIFECYCLE_BROKER_URL": redis_url,
-            "LIFECYCLE_RESULT_BACKEND": redis_url,
-            "LIFECYCLE_FILE_ROOTS": str(files),
-            "LIFECYCLE_HOST_NAME": "testhost",
-            "LIFECYCLE_DATA_MAP": str(map_path),
-        },
-        var_dir=var,
-        file_root=files,
-    )
-    apply_env(monkeypatch, env)
-    clear_context_cache()
-    yield mysql_primary, map_path
-    clear_context_cache()
-    from workers.app import reconfigure
-
-    monkeypatch.undo()
-    reconfigure()
+    env = platform_env(var, files, mysql_primary, pg_databases.archive_url, redis_url, map_path)
+    with platform_env_applied(monkeypatch, env):
+        yield mysql_primary, map_path
 
 
 def _explain(dbapi_conn: Any, statement: str, params: Any) -> list[dict[str, Any]]:
