@@ -89,7 +89,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from sqlalchemy import MetaData, and_, case, func, inspect, literal, null, select
+from sqlalchemy import MetaData, and_, case, func, inspect, literal, null, select, update
 from sqlalchemy import types as sqltypes
 
 from lifecycle.core.errors import UserError
@@ -117,6 +117,7 @@ from lifecycle.datamap.links import (
     marker_at,
     marker_time,
     marker_withdrawn,
+    record_marker,
     to_datetime,
 )
 from lifecycle.datamap.periods import Period, Rule
@@ -339,6 +340,14 @@ class Subject:
             except ValueError:
                 return None  # a marker the site wrote in another form: withdrawn, time unknown
         return as_utc(value)
+
+    def record_withdrawal(self, conn: Any, t: Any, member_id: int, when: datetime) -> None:
+        """Mark ``member_id`` withdrawn at ``when`` wherever the map keeps it: the members'
+        row ``t`` (a status or marker column), a meta row, or ``lifecycle_withdrawals``."""
+        if self.marker_store is not None:
+            record_marker(conn, self.marker_store, member_id, when)
+            return
+        conn.execute(update(t).where(t.c[self.key] == member_id).values(self.withdraw_values(when)))
 
     def withdraw_values(self, when: datetime) -> dict[str, Any]:
         """The site's own way of recording that the member withdrew at ``when``, in the

@@ -54,7 +54,6 @@ from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.guests import with_guests
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
-from lifecycle.engine.markers import record_withdrawal
 from lifecycle.engine.mover import Scope, move, send_shred_jobs
 from lifecycle.engine.selection import subject_selections, unprocessed_clause
 from lifecycle.requests import holds
@@ -340,7 +339,7 @@ def _redo_withdrawal(
         q = dbkind.for_update(select(t.c[sub.key]).where(t.c[sub.key] == mid), conn, of=t)
         if conn.execute(q).first() is None:
             return False  # gone meanwhile
-        record_withdrawal(ctx, conn, mid, ended)
+        sub.record_withdrawal(conn, t, mid, ended)
         now = datetime.now(UTC)
         sels, _shared = with_guests(
             ctx,

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, DateTime, Integer, String, column, select, table, update
+from sqlalchemy import Connection, DateTime, Integer, String, column, select, table
 from sqlalchemy.sql.expression import TableClause
 
 from lifecycle.channels.mailer import valid_address
 from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
-from lifecycle.datamap.links import record_marker
 from lifecycle.datamap.model import Subject
 from lifecycle.requests import outbox
 from models.requests import (
@@ -165,15 +164,7 @@ def submit_withdrawal(
                 f"({open_req[1]})"
             )
         if not row[1] or row[2] is None:
-            when = row[2] or datetime.now(UTC)
-            if subject.marker_store is not None:
-                record_marker(conn, subject.marker_store, member_id, when)
-            else:
-                conn.execute(
-                    update(t)
-                    .where(t.c[subject.key] == member_id)
-                    .values(subject.withdraw_values(when))
-                )
+            subject.record_withdrawal(conn, t, member_id, row[2] or datetime.now(UTC))
         request_id = outbox.submit(s, "withdrawal", member_id, actor=actor)
         if requester is not None:
             req = s.get(LifecycleRequest, request_id)

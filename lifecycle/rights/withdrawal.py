@@ -29,7 +29,6 @@ from lifecycle.engine import residue
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.guests import shared_line, with_guests
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
-from lifecycle.engine.markers import record_withdrawal
 from lifecycle.engine.mover import MoveResult, Scope, move, send_shred_jobs
 from lifecycle.engine.selection import subject_selections, unprocessed_clause
 from lifecycle.notices.members import (
@@ -121,7 +120,9 @@ def _restrict(job: Job) -> None:
     if not row[1]:
         # The Python client may be called without the site having flipped the status first:
         # the request is the member's decision, so record it in the site's own terms.
-        record_withdrawal(ctx, s.connection(), req.member_id, row[2] or as_utc(req.created_at))
+        ctx.datamap.subject.record_withdrawal(
+            s.connection(), ctx.subject_table, req.member_id, row[2] or as_utc(req.created_at)
+        )
     # Before anything is destroyed: the notice needs the address the member row holds.
     capture_withdrawal_notice(s, req.member_id, req.id)
     use_block.restrict(s, req.member_id, "withdrawal", req.id)
