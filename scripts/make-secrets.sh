@@ -3,7 +3,7 @@
 #   secrets/master.key  32 random bytes, base64, mode 0600, owned by the image's user (uid 1000)
 #                       because compose bind-mounts the file as it is on the host;
 #   .env                POSTGRES_PASSWORD, PRIMARY_DB_PASSWORD, ARCHIVE_DB_PASSWORD and
-#                       FLOWER_BASIC_AUTH, mode 0600.
+#                       FLOWER_BASIC_AUTH and LIFECYCLE_METRICS_PASSWORD, mode 0600.
 # Nothing that exists is overwritten: a second run adds only what is missing. The passwords are
 # hex because compose pastes the database ones into connection URLs.
 # Usage: bash scripts/make-secrets.sh [DIR]   (DIR defaults to the repository's root)
@@ -26,7 +26,8 @@ chmod 0600 secrets/master.key
 
 touch .env
 chmod 0600 .env
-for var in POSTGRES_PASSWORD PRIMARY_DB_PASSWORD ARCHIVE_DB_PASSWORD FLOWER_BASIC_AUTH; do
+for var in POSTGRES_PASSWORD PRIMARY_DB_PASSWORD ARCHIVE_DB_PASSWORD FLOWER_BASIC_AUTH \
+  LIFECYCLE_METRICS_PASSWORD; do
   if ! grep -q "^${var}=" .env; then
     value="$(random_hex)"
     [ "$var" = FLOWER_BASIC_AUTH ] && value="ops:$value"

@@ -11,6 +11,7 @@ from lifecycle.core.settings import get_settings, reset_settings_cache
 from schedules.beat import beat_schedule
 from workers.config import celery_config
 from workers.logsignals import connect_celery
+from workers.reporting import connect_reporting
 
 TASK_MODULES = [
     "tasks.ping",
@@ -43,6 +44,7 @@ def create_app() -> Celery:
 app = create_app()
 # Worker and beat log JSON with task and request ids (workers/logsignals.py).
 connect_celery()
+connect_reporting()
 
 
 @worker_process_init.connect

@@ -49,7 +49,7 @@ def _celery(*args: str) -> list[str]:
 
 
 def plan(settings: Settings, *, concurrency: int, loglevel: str) -> list[Child]:
-    """The three processes `lifecycle up` starts (also what docker-compose runs, one per box)."""
+    """The processes `lifecycle up` starts (also what docker-compose runs, one per box)."""
     base_env = dict(os.environ)
     if "LIFECYCLE_LOG_JSON" not in base_env:
         # The children write to our pipe, never a terminal: they log JSON exactly when we
@@ -94,7 +94,13 @@ def plan(settings: Settings, *, concurrency: int, loglevel: str) -> list[Child]:
         # Below INFO the worker never logs its ready line, so there is nothing to wait for.
         after_worker=loglevel.upper() in ("DEBUG", "INFO"),
     )
-    return [worker, beat, flower]
+    # Prometheus' endpoint (lifecycle/ops/metrics.py): a plain process, no Celery.
+    metrics = Child(
+        "metrics",
+        [sys.executable, "-m", "lifecycle.cli.main", "metrics", "serve"],
+        base_env,
+    )
+    return [worker, beat, flower, metrics]
 
 
 def _pump(child: Child, out: Callable[[str], None], ready: threading.Event | None) -> None:
@@ -127,7 +133,7 @@ def _alive(child: Child) -> bool:
 
 
 def stop(children: list[Child], grace: float = STOP_GRACE_SECONDS) -> None:
-    order = {"beat": 0, "worker": 1, "flower": 2}
+    order = {"beat": 0, "worker": 1, "flower": 2, "metrics": 3}
     for child in sorted(children, key=lambda c: order.get(c.name, 9)):
         if not _alive(child):
             continue

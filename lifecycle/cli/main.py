@@ -31,6 +31,7 @@ def _register() -> None:
         incident,
         keys,
         ledger,
+        metrics,
         notice,
         recipients,
         rights,

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
+    # `lifecycle metrics serve` (Prometheus): Basic auth, password generated like Flower's.
+    metrics_port: int = Field(default=5557, ge=1, le=65535)
+    metrics_address: str = "127.0.0.1"
+    metrics_user: str = "prometheus"
+    metrics_password: SecretStr | None = None
+    # Optional error reports (lifecycle/core/error_reports.py); off unless set.
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str = Field(default="production", max_length=64)
     # Which host this worker serves for file deletion; shred jobs route to shred.<host>.
     host_name: str = Field(default_factory=lambda: os.uname().nodename)
     timezone: str = "Asia/Seoul"
@@ -260,9 +268,16 @@ class Settings(BaseSettings):
 
     def flower_password_value(self) -> str:
         """The Flower password; generated once into var/flower.password when not set."""
-        if self.flower_password is not None:
-            return self.flower_password.get_secret_value()
-        path = self.var_dir / "flower.password"
+        return self._password(self.flower_password, "flower.password")
+
+    def metrics_password_value(self) -> str:
+        """The metrics endpoint's password; generated once into var/metrics.password."""
+        return self._password(self.metrics_password, "metrics.password")
+
+    def _password(self, value: SecretStr | None, file_name: str) -> str:
+        if value is not None:
+            return value.get_secret_value()
+        path = self.var_dir / file_name
         if not path.exists():
             _create_secret_file(path, (secrets.token_urlsafe(18) + "\n").encode())
         return path.read_text().strip()

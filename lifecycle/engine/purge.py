@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core.errors import LifecycleError
@@ -30,7 +30,9 @@ from lifecycle.engine.context import EngineContext
 from lifecycle.requests import holds
 from lifecycle.vault import accesslog, crypto, keystore, ledger
 from models.archive import ArchivedRecord, DataKey
+from models.base import utcnow
 from models.guards import LegalHold
+from models.requests import JobRun
 
 log = logging.getLogger(__name__)
 
@@ -363,45 +365,87 @@ def run_purge(
     with job_lock(ctx.archive, LOCK_NAME) as lock:
         if lock is None:
             return {"skipped": "another purge is running"}
-        with Session(ctx.archive) as s:
-            held = _held(ctx, s, today)
-            s.commit()  # the pseudonym key, if this is its first use
-            k = DataKey.__table__
-            ids = [
-                i
-                for (i,) in s.execute(
-                    select(k.c.id).where(_due(k, today, held)).order_by(k.c.retain_until, k.c.id)
-                )
-            ]
-        out: dict[str, Any] = {"buckets": 0, "rows": 0, "keys": 0, "today": today.isoformat()}
-        out.update({"held_rows": 0, "held_buckets": 0, "holds": held.hold_ids})
-        tampered: dict[int, int] = {}
-        for n, key_id in enumerate(ids, 1):
-            res = purge_bucket(ctx, key_id, task_id=task_id, held=held, today=today)
-            if res.get("held_buckets"):
-                out["held_buckets"] += 1
-                out["held_rows"] += res["held_rows"]
-            else:
-                out["buckets"] += 1
-                out["held_rows"] += res.get("held_rows", 0)
-            out["rows"] += res["rows"]
-            out["keys"] += res["keys"]
-            if res.get("tampered"):
-                tampered[key_id] = res["tampered"]
-            if report is not None:
-                try:
-                    report(n, len(ids))
-                except Exception:
-                    log.debug("progress report failed", exc_info=True)
-        # The access log's 2 years end nightly too (its chain keeps a checkpoint: accesslog).
-        with Session(ctx.archive) as s, s.begin():
-            out["access_log_pruned"] = accesslog.prune(s, operator=ctx.actor)
-        if tampered:
-            keys_ = ", ".join(str(k) for k in sorted(tampered)[:20])
-            raise ArchiveTampered(
-                f"purge done ({out['buckets']} buckets, {out['rows']} rows, {out['keys']} keys) "
-                f"but {sum(tampered.values())} archived records failed authentication (altered "
-                f"in the archive DB) in data keys {keys_}; they were destroyed and recorded in "
-                "the ledger as tamper_detected: investigate who could write the archive DB"
-            )
+        # A run row on the primary, as the sweep keeps: `status` shows the outcome and the
+        # metrics' last-success time comes from it, so a purge that stops running is noticed.
+        run_id = _open_run(ctx, task_id)
+        try:
+            out = _purge_locked(ctx, task_id, today, report)
+        except BaseException as exc:
+            _close_run(ctx, run_id, "failed", {"error": type(exc).__name__})
+            raise
+        _close_run(ctx, run_id, "ok", {k: v for k, v in out.items() if isinstance(v, int)})
         return out
+
+
+def _open_run(ctx: EngineContext, task_id: str | None) -> int:
+    jr = JobRun.__table__
+    with ctx.primary.begin() as conn:
+        # We hold the purge lock: a run still "running" is one whose worker died.
+        conn.execute(
+            update(jr)
+            .where(jr.c.job == "purge", jr.c.outcome == "running")
+            .values(outcome="abandoned", finished_at=utcnow())
+        )
+        row = conn.execute(
+            insert(jr).values(
+                job="purge", task_id=task_id, started_at=utcnow(), outcome="running", counts={}
+            )
+        )
+        return int(row.inserted_primary_key[0])  # type: ignore[index]
+
+
+def _close_run(ctx: EngineContext, run_id: int, outcome: str, counts: dict[str, Any]) -> None:
+    jr = JobRun.__table__
+    with ctx.primary.begin() as conn:
+        conn.execute(
+            update(jr)
+            .where(jr.c.id == run_id)
+            .values(outcome=outcome, finished_at=utcnow(), counts=counts)
+        )
+
+
+def _purge_locked(
+    ctx: EngineContext, task_id: str | None, today: date, report: Any
+) -> dict[str, Any]:
+    with Session(ctx.archive) as s:
+        held = _held(ctx, s, today)
+        s.commit()  # the pseudonym key, if this is its first use
+        k = DataKey.__table__
+        ids = [
+            i
+            for (i,) in s.execute(
+                select(k.c.id).where(_due(k, today, held)).order_by(k.c.retain_until, k.c.id)
+            )
+        ]
+    out: dict[str, Any] = {"buckets": 0, "rows": 0, "keys": 0, "today": today.isoformat()}
+    out.update({"held_rows": 0, "held_buckets": 0, "holds": held.hold_ids})
+    tampered: dict[int, int] = {}
+    for n, key_id in enumerate(ids, 1):
+        res = purge_bucket(ctx, key_id, task_id=task_id, held=held, today=today)
+        if res.get("held_buckets"):
+            out["held_buckets"] += 1
+            out["held_rows"] += res["held_rows"]
+        else:
+            out["buckets"] += 1
+            out["held_rows"] += res.get("held_rows", 0)
+        out["rows"] += res["rows"]
+        out["keys"] += res["keys"]
+        if res.get("tampered"):
+            tampered[key_id] = res["tampered"]
+        if report is not None:
+            try:
+                report(n, len(ids))
+            except Exception:
+                log.debug("progress report failed", exc_info=True)
+    # The access log's 2 years end nightly too (its chain keeps a checkpoint: accesslog).
+    with Session(ctx.archive) as s, s.begin():
+        out["access_log_pruned"] = accesslog.prune(s, operator=ctx.actor)
+    if tampered:
+        keys_ = ", ".join(str(k) for k in sorted(tampered)[:20])
+        raise ArchiveTampered(
+            f"purge done ({out['buckets']} buckets, {out['rows']} rows, {out['keys']} keys) "
+            f"but {sum(tampered.values())} archived records failed authentication (altered "
+            f"in the archive DB) in data keys {keys_}; they were destroyed and recorded in "
+            "the ledger as tamper_detected: investigate who could write the archive DB"
+        )
+    return out

@@ -290,7 +290,7 @@ def test_purge_destroys_expired_buckets_and_their_keys(site: LifecycleEnv) -> No
     from lifecycle.vault import keystore
     from models.archive import ArchivedRecord
 
-    _, archive = _urls(site)
+    primary, archive = _urls(site)
     ctx = get_context()
     run_sweep(ctx)
     records = _scalar(archive, "SELECT count(*) FROM archive_records")
@@ -342,6 +342,13 @@ def test_purge_destroys_expired_buckets_and_their_keys(site: LifecycleEnv) -> No
     assert (
         _scalar(archive, "SELECT count(*) FROM ledger_entries WHERE action = 'key_destroy'") == keys
     )
+    # Every run is a job run on the primary (status, and the metrics' last-success time).
+    runs = sql_rows(
+        primary,
+        "SELECT outcome, finished_at IS NOT NULL FROM lifecycle_job_runs "
+        "WHERE job = 'purge' ORDER BY id",
+    )
+    assert [(o, bool(f)) for o, f in runs] == [("ok", True)] * 3
 
 
 def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:

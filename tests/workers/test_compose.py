@@ -126,13 +126,15 @@ def test_compose_declares_the_production_shape() -> None:
     assert "noeviction" in redis_cmd and "--appendonly yes" in redis_cmd
     assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
     assert all(p.startswith("127.0.0.1:") for p in services["flower"]["ports"])
+    assert "LIFECYCLE_METRICS_PASSWORD" in services["metrics"]["environment"]
+    assert all(p.startswith("127.0.0.1:") for p in services["metrics"]["ports"])
     env = services["worker"]["environment"]
     assert env["LIFECYCLE_PRIMARY_DATABASE_URL"] != env["LIFECYCLE_ARCHIVE_DATABASE_URL"]
     assert "lifecycle_archive" in env["LIFECYCLE_ARCHIVE_DATABASE_URL"]
 
 
 def test_every_long_running_service_has_a_healthcheck() -> None:
-    for name in ("postgres", "redis", "worker", "beat", "flower"):
+    for name in ("postgres", "redis", "worker", "beat", "flower", "metrics"):
         assert SERVICES[name].get("healthcheck", {}).get("test"), name
     # Flower's is its one page served without a login.
     assert "/healthcheck" in " ".join(SERVICES["flower"]["healthcheck"]["test"])

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import REPO, LifecycleEnv, free_port, wait_until
+from tests.helpers import REPO, LifecycleEnv, free_port, wait_port, wait_until
 from tests.upstack import wait_text
 
 
@@ -47,7 +47,10 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
     marker = f"LIFECYCLE_VAR_DIR={embedded_env.var_dir}"
     out = tmp_path / "up.out"
     err = tmp_path / "up.err"
-    env = embedded_env.environ(LIFECYCLE_FLOWER_PORT=str(port))
+    metrics_port = free_port()
+    env = embedded_env.environ(
+        LIFECYCLE_FLOWER_PORT=str(port), LIFECYCLE_METRICS_PORT=str(metrics_port)
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "lifecycle.cli.main", "up", "-c", "1"],
         env=env,
@@ -110,7 +113,18 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
         )
 
         children = _processes_with_env(marker)
-        assert len(children) >= 3  # worker (+ pool child), beat, flower
+        assert len(children) >= 4  # worker (+ pool child), beat, flower, metrics
+
+        # The metrics endpoint, behind the login `up` printed, reads the embedded stores too.
+        text = wait_text(out, "Metrics: http://127.0.0.1:", proc, 5)
+        mline = next(x for x in text.splitlines() if x.startswith("Metrics: "))
+        mpassword = mline.split("login: prometheus / ", 1)[1].strip()
+        murl = f"http://127.0.0.1:{metrics_port}/metrics"
+        wait_port(metrics_port, 30)
+        assert httpx.get(murl, timeout=30).status_code == 401
+        scraped = httpx.get(murl, auth=("prometheus", mpassword), timeout=60)
+        assert scraped.status_code == 200
+        assert 'lifecycle_up{store="primary"} 1.0' in scraped.text
 
         # A second shell, without the port `up` was given, still finds this Flower.
         status = embedded_env.run("status", "--json")
