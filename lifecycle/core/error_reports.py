@@ -21,6 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from lifecycle import __version__
 from lifecycle.core import safe_errors
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,6 @@ def _get_client(settings: Any) -> Any:
         if _client is None:
             # Lazy: the SDK is an optional extra, imported only where a DSN is set.
             import sentry_sdk
-
-            from lifecycle import __version__
 
             _client = sentry_sdk.Client(
                 settings.sentry_dsn.get_secret_value(),
