@@ -4,7 +4,6 @@ nightly jobs."""
 from __future__ import annotations
 
 import json
-from http.client import HTTPConnection, HTTPSConnection
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +40,9 @@ def status(
     s = get_settings()
 
     def flower_check() -> bool:
+        # Here, not at the top: every command's start would pay for http.client.
+        from http.client import HTTPConnection, HTTPSConnection
+
         from lifecycle.ops.flower_locator import locate
 
         # http.client, not httpx: httpx's import alone costs status a tenth of a second, and

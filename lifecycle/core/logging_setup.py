@@ -20,9 +20,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TextIO
-
-from pythonjsonlogger.json import JsonFormatter
+from typing import Any, TextIO
 
 from lifecycle.core.safe_errors import safe_traceback
 
@@ -70,9 +68,28 @@ class TaskContextFilter(logging.Filter):
         return True
 
 
-class SafeJsonFormatter(JsonFormatter):
-    def formatException(self, ei: _ExcInfo) -> str:
-        return safe_traceback(*ei)
+class SafeJsonFormatter(logging.Formatter):
+    """python-json-logger's formatter with safe tracebacks, built on the first record.
+
+    Lazy because the import costs every command line start about 30 ms, and a CLI command
+    (warnings only) mostly logs nothing at all.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self._args, self._kwargs = args, kwargs
+        self._inner: logging.Formatter | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self._inner is None:
+            from pythonjsonlogger.json import JsonFormatter
+
+            class _Safe(JsonFormatter):
+                def formatException(self, ei: _ExcInfo) -> str:
+                    return safe_traceback(*ei)
+
+            self._inner = _Safe(*self._args, **self._kwargs)
+        return self._inner.format(record)
 
 
 class SafeTextFormatter(logging.Formatter):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import secrets
 import socket
-import ssl
+import sys
 import traceback
 from types import TracebackType
 
@@ -158,7 +158,10 @@ def connection_reason(exc: BaseException, host: str | None = None, port: int | N
         return f"host not found{where}"
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return f"timed out{where}"
-    if isinstance(exc, ssl.SSLError):
+    # Looked up, not imported: ssl costs every command line start its import, and an error of a
+    # module never imported cannot have been raised.
+    ssl = sys.modules.get("ssl")
+    if ssl is not None and isinstance(exc, ssl.SSLError):
         return f"TLS error{where}"
     code = getattr(exc, "smtp_code", None)
     if isinstance(code, int):
