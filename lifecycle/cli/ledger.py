@@ -17,8 +17,8 @@ from lifecycle.cli.csvout import check_output, write_csv, write_export
 from lifecycle.core.errors import UserError
 
 ledger_app = typer.Typer(
-    help="The destruction ledger (파기 관리대장): verify the hash chain, export for the "
-    "privacy officer.",
+    help="The destruction ledger: verify the hash chain, export it, the register (파기 "
+    "관리대장) with paper destructions and the privacy officer's sign-off.",
     no_args_is_help=True,
 )
 app.add_typer(ledger_app, name="ledger")
