@@ -84,17 +84,19 @@ ACTION_LABELS = {
 # ``details`` name the range and the hash of its last entry, which :func:`verify` checks.
 SIGNOFF = "signoff"
 
+# The whole chain: corrections, notifications and archive moves too, so the headings say 처리
+# (processing), not 파기; the register (lifecycle.vault.register) is the 파기 관리대장 proper.
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seq", "일련번호"),
-    ("occurred_at", "파기일시"),
+    ("occurred_at", "처리일시"),
     ("action", "처리구분"),
-    ("categories", "파기항목(개인정보 항목)"),
+    ("categories", "개인정보 항목"),
     ("tables", "대상 테이블"),
     ("subjects", "정보주체 수"),
     ("rows", "건수"),
     ("reason", "사유"),
     ("legal_basis", "법적 근거"),
-    ("method", "파기방법"),
+    ("method", "처리방법"),
     ("actor", "처리자"),
     ("task_id", "작업 ID"),
     ("request_id", "요청번호"),
