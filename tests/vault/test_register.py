@@ -21,7 +21,7 @@ from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
 from lifecycle.vault import keystore, ledger, register
 from lifecycle.vault.chain import GENESIS_HASH, entry_hash
 from models.archive import LedgerEntry, LedgerHead
-from tests.helpers import LifecycleEnv, seed_site, sql_rows
+from tests.helpers import LifecycleEnv, migrate_embedded, seed_site, sql_rows
 
 OFFICER = "김보호"
 OFFICERS = {"LIFECYCLE_PRIVACY_OFFICERS": f"{OFFICER}, 이대리"}
@@ -380,3 +380,29 @@ def test_a_withdrawal_is_in_the_register_under_its_member(primary_env: Lifecycle
     )
     assert logged[0][:2] == (OFFICER, "ledger register") and logged[0][2]
     assert str(mid) not in r.stdout + r.stderr
+
+
+# -- SQLite (embedded default) -------------------------------------------------------------------
+
+
+def test_register_paper_and_signoff_on_sqlite(embedded_env) -> None:  # type: ignore[no-untyped-def]
+    env = embedded_env
+    migrate_embedded(env)
+    _fill(2)
+    assert _paper(env).returncode == 0
+    r = env.run("ledger", "signoff", "--through", "3", "--officer", OFFICER, **OFFICERS)
+    assert r.returncode == 0, r.stderr
+    assert env.run("ledger", "verify").stdout.startswith("ledger OK: 4 entries")
+    today = datetime.now(ZoneInfo("Asia/Seoul")).date().isoformat()
+    r = env.run("ledger", "register", "--from", today, "--to", today, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["entries"]
+    assert [(e["seq"], e["kind"], e["signed_off_by"]) for e in got] == [
+        (1, "destruction", OFFICER), (2, "destruction", OFFICER), (3, "paper", OFFICER),
+    ]  # fmt: skip
+    r = env.run("ledger", "register", "--to", "2000-01-01", "--format", "json")
+    assert json.loads(r.stdout)["entries"] == []
+    with session("archive") as s:
+        s.execute(update(LedgerEntry).where(LedgerEntry.seq == 3).values(method="소각"))
+    r = env.run("ledger", "verify")
+    assert r.returncode == 1 and "ledger broken at entry 3: hash mismatch" in r.stderr
