@@ -109,8 +109,9 @@ _DORMANCY_BODY = Template(
     """회원님, 안녕하세요. $site입니다.
 
 회원님의 계정은 $inactive_days일 동안 로그인 기록이 없어 $separation_date에 휴면 계정으로
-전환될 예정입니다. 휴면 계정으로 전환되면 회원님의 개인정보는 다른 회원의 개인정보와
-분리하여 별도로 저장·관리됩니다.
+전환될 예정입니다. 휴면 계정으로 전환되면 회원님의 개인정보 중 관계 법령에 따라 보존해야
+하는 정보(계약·결제 기록 등)는 법정 기간 동안 다른 개인정보와 분리하여 보관한 뒤 파기하고,
+그 밖의 개인정보는 파기합니다. 파기된 정보는 복구할 수 없습니다.
 
 휴면 전환을 원하지 않으시면 $separation_date 전에 로그인해 주시기 바랍니다.
 """
@@ -145,13 +146,14 @@ KIND_LABELS: dict[str, str] = {
 }
 
 # How to object to a refusal or postponement (시행령 제41조·제43조·제44조: the notice states
-# the reason and how to raise an objection).
+# the reason and how to raise an objection). No 행정심판: it lies against a 행정청's 처분
+# (행정심판법 제2조·제3조), which a private site's answer is not; only a public body's notice
+# owes it.
 _OBJECTION = """■ 이의제기 방법
 이 결정에 이의가 있으시면 본 안내를 받으신 날부터 30일 이내에 접수번호를 적어 개인정보
 보호책임자에게 서면 또는 전자우편으로 이의를 제기하실 수 있으며, 10일 이내에 검토 결과를
 알려드립니다. 또한 개인정보분쟁조정위원회(www.kopico.go.kr, 국번 없이 1833-6972)에 분쟁조정을,
-개인정보침해신고센터(privacy.kisa.or.kr, 국번 없이 118)에 상담·신고를 신청하실 수 있고,
-「행정심판법」에 따른 행정심판이나 행정소송을 청구하실 수 있습니다."""
+개인정보침해신고센터(privacy.kisa.or.kr, 국번 없이 118)에 상담·신고를 신청하실 수 있습니다."""
 
 _ANSWER_SUBJECT = Template(
     "[$site] 개인정보 $kind_label 요구 처리 결과 안내 (접수번호 $request_id)"

@@ -1,4 +1,5 @@
-"""Writing a CSV export (the ledger, the access log) to stdout or to a file, for Excel."""
+"""Writing an export (the ledger, the register, the access log) to stdout or to a file: CSV for
+Excel, text or JSON."""
 
 from __future__ import annotations
 
@@ -23,12 +24,22 @@ def write_csv(output: Path | None, write: Callable[[IO[str]], int]) -> int:
     """Run ``write`` on stdout or on ``output``; UTF-8 with a BOM either way. Rows written.
 
     The same bytes both ways: `export > f.csv` is how most people save it, and Excel reads a
-    BOM-less file in the ANSI code page, garbling the Korean headings. A file is written under
-    a temporary name and renamed, so a failed export never leaves half a file behind.
+    BOM-less file in the ANSI code page, garbling the Korean headings.
+    """
+    return write_export(output, write, encoding="utf-8-sig")
+
+
+def write_export(
+    output: Path | None, write: Callable[[IO[str]], int], *, encoding: str = "utf-8"
+) -> int:
+    """Run ``write`` on stdout or on ``output`` in ``encoding``; returns what ``write`` does.
+
+    A file is written under a temporary name and renamed, so a failed export never leaves half
+    a file behind.
     """
     if output is None:
         sys.stdout.flush()
-        out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8-sig", newline="")
+        out = io.TextIOWrapper(sys.stdout.buffer, encoding=encoding, newline="")
         try:
             n = write(out)
             out.flush()
@@ -37,7 +48,7 @@ def write_csv(output: Path | None, write: Callable[[IO[str]], int]) -> int:
         return n
     tmp = output.with_name(f".{output.name}.part")
     try:
-        with tmp.open("w", encoding="utf-8-sig", newline="") as fh:
+        with tmp.open("w", encoding=encoding, newline="") as fh:
             n = write(fh)
         tmp.replace(output)
     except OSError as exc:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Which host this worker serves for file deletion; shred jobs route to shred.<host>.
     host_name: str = Field(default_factory=lambda: os.uname().nodename)
     timezone: str = "Asia/Seoul"
+    # Who may confirm the destruction register (개인정보 보호책임자, 법 제31조); comma-separated
+    # names as given to `--operator`. Empty: nobody can sign off, and `ledger signoff` says so.
+    privacy_officers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     destruction_deadline_days: int = Field(default=5, ge=1, le=5)
     notice_rate_per_second: float = Field(default=0.0, ge=0)
     # Days a notice row keeps an address captured for it (a withdrawn member's) while the
@@ -127,6 +130,13 @@ class Settings(BaseSettings):
     def _ca_readable(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():
             raise ValueError(f"{v} is not a readable file (a PEM bundle of CA certificates)")
+        return v
+
+    @field_validator("privacy_officers", mode="before")
+    @classmethod
+    def _split_officers(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [" ".join(n.split()) for n in v.split(",") if n.strip()]
         return v
 
     @field_validator("file_roots", mode="before")

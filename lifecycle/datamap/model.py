@@ -45,9 +45,10 @@ access logs after 3 months, whether or not the member is still active).
 
 *Retention.* ``retention:`` maps every category to a period and a legal basis. Built-in
 defaults follow docs/design.md (contract 5y, payment 5y, complaint 3y, advertising 6mo, tax 5y,
-access_log 3mo, everything else 0d = destroy within 5 days under PIPA 제21조); the map overrides
-them per category. ``counselling`` has no default: the operator must set it, and no rule may be
-unbounded. What a period counts from (a rule's ``from:``, :mod:`lifecycle.datamap.anchors`):
+access_log 3mo, everything else 0d = destroy without delay under PIPA 제21조①, within 5 days by
+표준 개인정보 보호지침 제10조①); the map overrides them per category. ``counselling`` has no
+default: the operator must set it, and no rule may be unbounded. What a period counts from (a
+rule's ``from:``, :mod:`lifecycle.datamap.anchors`):
 the purpose end; the record's own date (the table's ``retain_from`` column, e.g.
 ``payments.paid_at``: 5 years from the payment); or the tax filing deadline of the record's
 date (국세기본법 제85조의3, per the map's ``business:``). A rule without ``from:`` counts from

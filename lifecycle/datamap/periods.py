@@ -15,7 +15,10 @@ from datetime import datetime, timedelta
 # The longest retention the map accepts: anything longer is "unbounded" in all but name.
 MAX_PERIOD_YEARS = 100
 
-PIPA_DEFAULT_BASIS = "개인정보 보호법 제21조 (목적 달성 후 지체 없이 파기, 5일 이내)"
+PIPA_DEFAULT_BASIS = (
+    "개인정보 보호법 제21조 (목적 달성 후 지체 없이 파기), "
+    "표준 개인정보 보호지침 제10조① (5일 이내)"
+)
 
 # category -> (period, legal basis). counselling is deliberately absent: the operator sets it.
 DEFAULT_RULES: dict[str, tuple[str, str]] = {

@@ -702,9 +702,9 @@ def _stages(ctx: EngineContext, phase: str, keys: list[BatchKey]) -> list[list[B
     rows that catches would depend on batch order and id ranges. Parents first, a batch sees
     the references the plan saw, so the run takes exactly the rows that were free when it was
     planned, the ones the dry run lists; a row freed tonight goes next night, within the
-    five days 제21조 allows. It holds across crashes: a resumed run drains the earliest
-    table with pending batches first, and a later table's batches are never dispatched
-    before an earlier one is done.
+    five days of 표준 개인정보 보호지침 제10조①. It holds across crashes: a resumed run drains
+    the earliest table with pending batches first, and a later table's batches are never
+    dispatched before an earlier one is done.
     """
     if phase != "age":
         return [keys]

@@ -1,7 +1,8 @@
 """Legal deadlines per request kind: when each open request is due, and which are overdue.
 
 열람 (시행령 제41조), 정정·삭제 (제43조) and 처리정지·동의 철회 (제44조) are due 10 days after
-receipt; destruction after a withdrawal 5 days (제16조, the settings' destruction deadline).
+receipt; destruction after a withdrawal 5 days (표준 개인정보 보호지침 제10조①, the settings'
+destruction deadline).
 The due date is stamped on the request when it is submitted; a row the website inserted
 without one is due ``created_at`` plus its kind's days. Only an access request may be
 postponed, with a recorded reason (``extend``).

@@ -47,7 +47,7 @@ class KindSpec:
     # Further moves beyond the happy path: from-state -> allowed to-states.
     extra: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # The legal deadline in days from receipt; None: the destruction deadline of the settings
-    # (5 days, 시행령 제16조).
+    # (5 days, 표준 개인정보 보호지침 제10조①).
     deadline_days: int | None = 10
     # Whether the law lets the operator postpone it with a recorded reason (열람 only:
     # 시행령 제41조④). Other kinds can be refused with a reason, never silently delayed.

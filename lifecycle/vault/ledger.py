@@ -76,19 +76,27 @@ ACTION_LABELS = {
     "incident_notify": "유출등 정보주체 통지",
     "incident_report": "유출등 신고서 작성",
     "incident_close": "유출등 사고 종결",
+    "paper_destroy": "종이 문서 파기",
+    "signoff": "보호책임자 파기 결과 확인",
 }
 
+# The privacy officer's confirmation of a range of entries (``lifecycle.vault.register``): its
+# ``details`` name the range and the hash of its last entry, which :func:`verify` checks.
+SIGNOFF = "signoff"
+
+# The whole chain: corrections, notifications and archive moves too, so the headings say 처리
+# (processing), not 파기; the register (lifecycle.vault.register) is the 파기 관리대장 proper.
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seq", "일련번호"),
-    ("occurred_at", "파기일시"),
+    ("occurred_at", "처리일시"),
     ("action", "처리구분"),
-    ("categories", "파기항목(개인정보 항목)"),
+    ("categories", "개인정보 항목"),
     ("tables", "대상 테이블"),
     ("subjects", "정보주체 수"),
     ("rows", "건수"),
     ("reason", "사유"),
     ("legal_basis", "법적 근거"),
-    ("method", "파기방법"),
+    ("method", "처리방법"),
     ("actor", "처리자"),
     ("task_id", "작업 ID"),
     ("request_id", "요청번호"),
@@ -152,6 +160,16 @@ def _create_head(session: Session, pg: bool) -> None:
         id=HEAD_ID, seq=seq, hash=digest, updated_at=utcnow()
     )
     session.execute(ins.on_conflict_do_nothing(index_elements=["id"]))
+
+
+def lock_head(session: Session) -> tuple[int, str]:
+    """Take the ledger-wide write lock for the rest of the caller's transaction (as
+    :func:`append` does; taking it again there is harmless) and return the head ``(seq, hash)``.
+    For writers that must decide what to append from what the ledger holds (a sign-off)."""
+    floor = checkpoint_floor()
+    h = _lock_head(session)
+    _refuse_head_below(h, floor)
+    return h.seq, h.hash
 
 
 def checkpoint_floor() -> int:
@@ -484,15 +502,68 @@ def snapshot(session: Session) -> Iterator[Connection]:
 
 
 def verify(session: Session, anchors: Mapping[int, str] | None = None) -> VerifyResult:
-    """Verify the whole chain against the head row and ``anchors`` (checkpoints), read-only,
-    in one snapshot of the database (see :func:`snapshot`)."""
+    """Verify the whole chain against the head row and ``anchors`` (checkpoints), and every
+    sign-off against the entry it confirms, read-only, in one snapshot of the database (see
+    :func:`snapshot`)."""
     with snapshot(session) as snap:
         h = head(snap)
         result = verify_chain(iter_entries(snap), head=h, anchors=anchors)
+        if result.ok:
+            bad = check_signoffs(snap)
+            if bad is not None:
+                return VerifyResult(False, result.checked, bad[0], bad[1])
     if result.ok and h is None and result.checked:
         # The migration creates the head; entries without one means it was deleted.
         return VerifyResult(False, result.checked, result.checked, "ledger head row missing")
     return result
+
+
+def check_signoffs(conn: Session | Connection) -> tuple[int, str] | None:
+    """``(seq, reason)`` of the first sign-off that does not match the chain, else None.
+
+    A sign-off records the hash of the last entry it confirms, inside its own hashed details:
+    a chain rewritten below it (every hash recomputed) no longer carries that hash, so the
+    officer's confirmation is an anchor like a checkpoint. Ranges must follow each other
+    without gap or overlap, each ending before the sign-off itself.
+    """
+    t = LedgerEntry.__table__
+    rows = conn.execute(
+        select(t.c.seq, t.c.details).where(t.c.action == SIGNOFF).order_by(t.c.seq)
+    ).all()
+    if not rows:
+        return None
+    wanted = set()
+    for _, d in rows:
+        through = (d or {}).get("through_seq")
+        if isinstance(through, int):
+            wanted.add(through)
+    hashes: dict[int, str] = {}
+    ordered = sorted(wanted)
+    for i in range(0, len(ordered), 500):
+        hashes.update(
+            (int(seq), digest)
+            for seq, digest in conn.execute(
+                select(t.c.seq, t.c.hash).where(t.c.seq.in_(ordered[i : i + 500]))
+            )
+        )
+    expected_from = 1
+    for seq, d in rows:
+        d = d or {}
+        frm, through, digest = d.get("from_seq"), d.get("through_seq"), d.get("through_hash")
+        if not (isinstance(frm, int) and isinstance(through, int) and frm <= through < seq):
+            return seq, "sign-off names no valid range of earlier entries (entry changed)"
+        if frm != expected_from:
+            return seq, (
+                f"sign-off starts at entry {frm}, not {expected_from} (sign-offs overlap or "
+                "leave a gap: a sign-off was changed or deleted)"
+            )
+        if hashes.get(through) != digest:
+            return seq, (
+                f"sign-off does not match entry {through}: the officer confirmed another hash "
+                "(entries up to it were rewritten)"
+            )
+        expected_from = through + 1
+    return None
 
 
 def count(session: Session) -> int:
@@ -538,15 +609,18 @@ def export_csv(session: Session, out: IO[str], tz: str = "Asia/Seoul") -> int:
 __all__ = [
     "ACTION_LABELS",
     "CSV_COLUMNS",
+    "SIGNOFF",
     "LedgerBroken",
     "append",
     "append_many",
+    "check_signoffs",
     "checkpoint_floor",
     "count",
     "export_csv",
     "forget_checkpoint_floor",
     "head",
     "iter_entries",
+    "lock_head",
     "snapshot",
     "verify",
 ]

@@ -84,7 +84,8 @@ def test_each_kind_has_its_statutory_number_of_days() -> None:
     # 시행령 제41조 (열람), 제43조 (정정·삭제), 제44조 (처리정지): 10 days.
     for kind in (K.ACCESS, K.CORRECTION, K.ERASURE, K.SUSPENSION, K.CONSENT_WITHDRAWAL):
         assert deadline_days(kind.value) == 10, kind
-    # A withdrawal's destruction: the settings' deadline (5 days by default, 시행령 제16조).
+    # A withdrawal's destruction: the settings' deadline (5 days by default, 표준 개인정보
+    # 보호지침 제10조①).
     assert deadline_days(K.WITHDRAWAL.value) == 5
     # Only access requests may be postponed.
     assert [k for k, spec in KINDS.items() if spec.extendable] == [K.ACCESS.value]

@@ -386,12 +386,12 @@ def test_csv_export_has_korean_headings_and_no_personal_data(lifecycle_env, tmp_
     assert rows[0] == [label for _, label in ledger.CSV_COLUMNS]
     for heading in (
         "일련번호",
-        "파기일시",
+        "처리일시",
         "처리구분",
-        "파기항목(개인정보 항목)",
+        "개인정보 항목",
         "정보주체 수",
         "법적 근거",
-        "파기방법",
+        "처리방법",
         "정보주체 가명",
         "해시",
         "이전 해시",
@@ -401,9 +401,9 @@ def test_csv_export_has_korean_headings_and_no_personal_data(lifecycle_env, tmp_
     rec = dict(zip(rows[0], rows[1], strict=True))
     assert rec["일련번호"] == "1"
     assert rec["처리구분"] == "파기 (destroy)"
-    assert rec["파기항목(개인정보 항목)"] == "contact, profile"
+    assert rec["개인정보 항목"] == "contact, profile"
     assert rec["정보주체 가명"] == ref and len(ref) == 64
-    assert rec["파기일시"].endswith("+09:00")
+    assert rec["처리일시"].endswith("+09:00")
     assert rec["요청번호"] == "7"
     assert dict(zip(rows[0], rows[2], strict=True))["처리구분"] == "암호키 파기 (key_destroy)"
     for personal in (str(member_id), name, phone):
@@ -414,7 +414,7 @@ def test_csv_export_has_korean_headings_and_no_personal_data(lifecycle_env, tmp_
     r = lifecycle_env.run("ledger", "export", "--format", "csv", "--output", str(out))
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
     rec = dict(zip(rows[0], rows[3], strict=True))
-    assert rec["사유"].startswith("'=") and rec["파기방법"] == "'-1+1"
+    assert rec["사유"].startswith("'=") and rec["처리방법"] == "'-1+1"
     # Stdout export (`export > f.csv`) gives the very same bytes, BOM included, for Excel.
     r2 = subprocess.run(
         [sys.executable, "-m", "lifecycle.cli.main", "ledger", "export", "--format", "csv"],
