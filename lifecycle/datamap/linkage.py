@@ -103,11 +103,12 @@ def misfits(
             k: IdentityKind = "email" if kind == "email" else "mobile"
             seen = [(member, normalise(k, values.get(column))) for member, values in items]
             found = owners_of(dm, conn, metadata, k, (v for _m, v in seen if v))
-            # A row linked to no member (a guest order) is not a misfit of the link.
+            # A row linked to no member (a guest order: NULL, 0 or '') is not a misfit of the
+            # link.
             n = sum(
                 1
                 for member, v in seen
-                if member is not None and v and v in found and member not in found[v]
+                if member not in (None, 0, "") and v and v in found and member not in found[v]
             )
             if n:
                 out.append(Misfit(table, column, kind, n))

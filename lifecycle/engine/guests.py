@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, not_, or_, select
+from sqlalchemy import Connection, and_, bindparam, not_, or_, select
 
 from lifecycle.datamap.guest_rows import (
     GUEST_NOTE,
@@ -32,6 +32,7 @@ from lifecycle.datamap.guest_rows import (
     matched_columns,
 )
 from lifecycle.datamap.identities import IdentityKind, normalise
+from lifecycle.datamap.links import coerce
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
@@ -227,6 +228,57 @@ class GuestMatch:
         found = guest_where(tm, t, self.dialect, dict(canonical))
         return None if found is None else tm.scoped(t, found)
 
+    def descendant_where(self, tm: TableMap, t: Any) -> Any | None:
+        """Rows of ``tm`` hanging off the members' guest rows through ``via`` (at any depth;
+        None: there are none): a guest order's addresses, lines and notes are the order's.
+        Subqueries on the parents: for reading (an access package), not for a DELETE that may
+        run after its parents' (see :meth:`descendant_keys`)."""
+        via = tm.via
+        if via is None or via.match is not None:
+            return None
+        ptm = self.ctx.datamap.tables.get(via.table)
+        if ptm is None:
+            return None
+        pt = self.ctx.table(ptm.name)
+        pwhere = self.where(ptm, pt) if ptm.match_identities else self.descendant_where(ptm, pt)
+        if pwhere is None:
+            return None
+        col = coerce(t.c[via.column], pt.c[via.parent_key].type)
+        pcol = coerce(pt.c[via.parent_key], t.c[via.column].type)
+        return tm.scoped(t, col.in_(select(pcol).where(pwhere)))
+
+    def descendant_keys(self, conn: Connection, tm: TableMap) -> dict[Any, Any] | None:
+        """For a table hanging off guest rows (:meth:`descendant_where`): its parents' keys
+        it may name -> the member each parent row is taken for, read now (before any row is
+        deleted), so a withdrawal selects the children by a list whatever order the tables
+        are moved in. None: ``tm`` hangs off no guest row of the members."""
+        via = tm.via
+        if via is None or via.match is not None or via.table not in self.ctx.datamap.tables:
+            return None
+        return self._owners_by(conn, self.ctx.datamap.tables[via.table], via.parent_key)
+
+    def _owners_by(self, conn: Connection, tm: TableMap, column: str) -> dict[Any, Any] | None:
+        t = self.ctx.table(tm.name)
+        if tm.match_identities:
+            where = self.where(tm, t)
+            if where is None:
+                return None
+            cols = selected_columns(tm)
+            own = self.owner_of(tm)
+            q = select(t.c[column], *(t.c[c] for c in cols)).where(where)
+            return {r[0]: own(tuple(r[1:])) for r in conn.execute(q)}
+        via = tm.via
+        if via is None or via.match is not None or via.table not in self.ctx.datamap.tables:
+            return None
+        parents = self._owners_by(conn, self.ctx.datamap.tables[via.table], via.parent_key)
+        if not parents:
+            return None
+        col = t.c[via.column]
+        q = select(t.c[column], col).where(
+            tm.scoped(t, col.in_(bindparam(None, sorted(parents), expanding=True)))
+        )
+        return {key: parents.get(parent) for key, parent in conn.execute(q)}
+
     def owner_of(self, tm: TableMap) -> Callable[[tuple[Any, ...]], Any]:
         """The member a guest row (in :func:`selected_columns` order) is taken for."""
         cols = selected_columns(tm)
@@ -299,5 +351,31 @@ def with_guests(
         sel = Selection(tm, where, _ended, owner_of=match.owner_of(tm))
         if base is not None:
             sel = replace(base, where=where, owner_of=sel.owner_of)
+        extra.append(sel)
+    # What hangs off those guest rows (an order's addresses, lines, notes, through via at any
+    # depth) goes with them, taken for the same member.
+    for tm in ctx.tables_ending_on(kind):
+        if tm.match_identities or tm.via is None:
+            continue
+        parents = match.descendant_keys(conn, tm)
+        if not parents:
+            continue
+        t = ctx.table(tm.name)
+        col = t.c[tm.via.column]
+        where = tm.scoped(t, col.in_(bindparam(None, sorted(parents), expanding=True)))
+        if check_holds:
+            where = and_(where, not_(holds.categories_held(guarded_categories(ctx, tm), today)))
+        at = selected_columns(tm).index(tm.via.column)
+
+        def _owner(values: tuple[Any, ...], _p: dict[Any, Any] = parents, _i: int = at) -> Any:
+            return _p.get(values[_i])
+
+        def _child_ended(_values: Any, subject: Any, _e: dict[Any, datetime] = ended) -> datetime:
+            return _e.get(subject) or now
+
+        base = next((s for s in selections if s.table.name == tm.name and s.mode == "take"), None)
+        sel = Selection(tm, where, _child_ended, owner_of=_owner)
+        if base is not None:
+            sel = replace(base, where=where, owner_of=_owner)
         extra.append(sel)
     return [*selections, *extra], shared

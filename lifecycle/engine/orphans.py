@@ -42,7 +42,7 @@ from sqlalchemy import types as sqltypes
 
 from lifecycle.core import dbkind
 from lifecycle.core.timeutil import as_utc
-from lifecycle.datamap.links import link_eq
+from lifecycle.datamap.links import INT_TEXT, is_int, link_eq
 from lifecycle.datamap.model import DataMap, MemberLink, TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import SQLITE_IN_CHUNK, open_request_exists
@@ -107,6 +107,11 @@ def orphan_clause(dm: DataMap, metadata: Any, tm: TableMap, lk: MemberLink) -> A
         conds.append(col != 0)
     elif isinstance(col.type, String):
         conds.append(col != "")
+        if is_int(st.c[lk.member_key].type):
+            # Text holding the integer id (``text_ids:``): only a plain positive integer names
+            # a member at all, so a guest's key ('t_5f1c…' in WooCommerce's sessions) or '0'
+            # names nobody and is no orphan.
+            conds.append(col.regexp_match(INT_TEXT))
     guests = [_as(v, numeric) for v in tm.orphans.guests]
     guests = [v for v in guests if v is not None]
     if guests:

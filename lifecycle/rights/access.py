@@ -154,7 +154,7 @@ def collect(
         # Every key column: a composite key orders fully, a keyless table (key: []) not at all.
         order = [t.c[k] for k in tm.keys]
         where = member_expr(ctx, tm) == member_id
-        guest = guests.where(tm, t) if tm.match_identities else None
+        guest = guests.where(tm, t) if tm.match_identities else guests.descendant_where(tm, t)
         if guest is not None:
             where = or_(where, guest)
         stmt = select(t).where(tm.scoped(t, where)).order_by(*order)
