@@ -8,6 +8,10 @@ rows, before any step blanks them (the members' table is processed last, and thi
 the move starts), then adds to each such table one selection: its guest rows whose identity,
 in canonical form, is in the batch's list (one set-based statement per table per batch).
 
+Rows hanging off a guest row through ``via`` (an order's lines, options, totals and status
+history) are the same member's: :func:`guest_children` reaches them level by level, so they are
+taken with their guest row (children first, as for any row) and included in access packages.
+
 An identity a member who is still with the site also holds names nobody for sure: the rows
 holding it are taken for neither and counted (:class:`Shared`, counts and names only, never a
 value), so the request or the run says what it left. Several leaving members of one batch
@@ -32,11 +36,13 @@ from lifecycle.datamap.guest_rows import (
     matched_columns,
 )
 from lifecycle.datamap.identities import IdentityKind, normalise
+from lifecycle.datamap.links import coerce
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     SQLITE_IN_CHUNK,
     Selection,
+    expanding_list,
     guarded_categories,
     selected_columns,
 )
@@ -263,6 +269,77 @@ class GuestMatch:
         ]  # fmt: skip
 
 
+def guest_children(ctx: EngineContext, parent: TableMap, where: Any) -> list[tuple[TableMap, Any]]:
+    """``(table, where)`` of the rows reaching the rows of ``parent`` that ``where`` selects
+    through a plain ``via`` (an order's lines), level by level (an uncorrelated ``IN (SELECT
+    ...)`` per hop). A guest row's children name no member of their own: without this they
+    would stay behind, pointing at a row that is gone, and be left out of access packages."""
+    out: list[tuple[TableMap, Any]] = []
+    todo = [(parent, where)]
+    while todo:
+        ptm, pwhere = todo.pop()
+        pt = ctx.table(ptm.name)
+        for child in ctx.ordered_tables:
+            via = child.via
+            if via is None or via.match is not None or via.table != ptm.name:
+                continue
+            ct = ctx.table(child.name)
+            keys = select(coerce(pt.c[via.parent_key], ct.c[via.column].type)).where(pwhere)
+            cwhere = child.scoped(ct, ct.c[via.column].in_(keys))
+            out.append((child, cwhere))
+            todo.append((child, cwhere))
+    return out
+
+
+def _children_taken(
+    ctx: EngineContext,
+    conn: Connection,
+    parent: TableMap,
+    where: Any,
+    owner_of: Callable[[tuple[Any, ...]], Any],
+    ended_at: Callable[[Any, Any], datetime],
+    check_holds: bool,
+    today: Any,
+) -> list[Selection]:
+    """Selections of the withdrawal-ending rows hanging off the guest rows ``where`` selects
+    (see :func:`guest_children`), each row taken for its guest row's member. The parent keys
+    and whose each is are read now, before anything is deleted, and named as lists."""
+    out: list[Selection] = []
+    pt = ctx.table(parent.name)
+    pcols = selected_columns(parent)
+    for child in ctx.ordered_tables:
+        via = child.via
+        if via is None or via.match is not None or via.table != parent.name:
+            continue
+        if not child.ends_on("withdrawal"):
+            continue
+        found = conn.execute(
+            select(pt.c[via.parent_key], *(pt.c[c] for c in pcols)).where(where)
+        ).all()
+        whose: dict[Any, Any] = {}
+        for r in found:
+            member = owner_of(tuple(r[1:]))
+            if r[0] is not None and member is not None:
+                whose[r[0]] = member
+        if not whose:
+            continue
+        ct = ctx.table(child.name)
+        col = coerce(ct.c[via.column], pt.c[via.parent_key].type)
+        cwhere = child.scoped(ct, col.in_(expanding_list(col, sorted(whose))))
+        if check_holds:
+            held = holds.categories_held(guarded_categories(ctx, child), today)
+            cwhere = and_(cwhere, not_(held))
+        at = selected_columns(child).index(via.column)
+
+        def child_owner(values: tuple[Any, ...], _w: dict[Any, Any] = whose, _i: int = at) -> Any:
+            return _w.get(values[_i])
+
+        out.append(Selection(child, cwhere, ended_at, owner_of=child_owner))
+        out += _children_taken(ctx, conn, child, cwhere, child_owner, ended_at, check_holds,
+                               today)  # fmt: skip
+    return out
+
+
 def with_guests(
     ctx: EngineContext,
     conn: Connection,
@@ -274,8 +351,9 @@ def with_guests(
     check_holds: bool = True,
 ) -> tuple[list[Selection], list[Shared]]:
     """``selections`` (from ``subject_selections``) and, for a withdrawal, one selection of
-    guest rows per table declaring ``match_identities``; and the rows left for a shared
-    identity. Dormancy takes no guest rows: the member is still with the site."""
+    guest rows per table declaring ``match_identities`` (and of the rows hanging off them,
+    :func:`guest_children`); and the rows left for a shared identity. Dormancy takes no guest
+    rows: the member is still with the site."""
     tables = [tm for tm in ctx.tables_ending_on(kind) if tm.match_identities]
     if kind != "withdrawal" or not tables:
         return selections, []
@@ -300,4 +378,6 @@ def with_guests(
         if base is not None:
             sel = replace(base, where=where, owner_of=sel.owner_of)
         extra.append(sel)
+        assert sel.owner_of is not None
+        extra += _children_taken(ctx, conn, tm, where, sel.owner_of, _ended, check_holds, today)
     return [*selections, *extra], shared

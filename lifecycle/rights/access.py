@@ -47,7 +47,7 @@ from lifecycle.datamap import linkage
 from lifecycle.datamap.guest_rows import GUEST_NOTE
 from lifecycle.datamap.identifiers import flagged_columns
 from lifecycle.engine.context import EngineContext, get_context
-from lifecycle.engine.guests import GuestMatch, Shared, shared_line
+from lifecycle.engine.guests import GuestMatch, Shared, guest_children, shared_line
 from lifecycle.engine.selection import member_expr
 from lifecycle.requests.states import transition
 from lifecycle.rights.common import Requester, refusal_of, submit_right
@@ -146,6 +146,13 @@ def collect(
     # Guest rows holding the member's email or mobile are theirs too (match_identities), unless
     # another member still with the site holds that identity: then they are nobody's for sure.
     guests = GuestMatch(ctx, s.connection(), [member_id], ctx.datamap.tables.values())
+    # Rows hanging off those guest rows (an order's lines) are theirs as well.
+    reached: dict[str, list[Any]] = {}
+    for tm in ctx.datamap.tables.values():
+        found = guests.where(tm, ctx.table(tm.name)) if tm.match_identities else None
+        if found is not None:
+            for child, cwhere in guest_children(ctx, tm, found):
+                reached.setdefault(child.name, []).append(cwhere)
     for name in names:
         tm = ctx.datamap.tables[name]
         t = ctx.table(name)
@@ -157,6 +164,8 @@ def collect(
         guest = guests.where(tm, t) if tm.match_identities else None
         if guest is not None:
             where = or_(where, guest)
+        if name in reached:
+            where = or_(where, *reached[name])
         stmt = select(t).where(tm.scoped(t, where)).order_by(*order)
         rows = []
         for r in s.execute(stmt):
