@@ -257,12 +257,14 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leaver_and_touch_no_one_else(
     assert gone > 40
     assert rows_of(after, "oc_customer", customer_id=JUNHO.id)
     assert len(rows_of(after, "oc_order", customer_id=0)) == 2  # the real guest's, seoyeon's
-    print(counts)
 
     # The sweep took the active customer junho's order past every period (and its lines), and
     # left his recent one.
     old_junho = [o for o in site.seeded.old_orders if site.seeded.orders[o] == JUNHO.id]
     assert old_junho and not [r for r in after["oc_order"].values() if r["order_id"] in old_junho]
+    # Past every period: nothing of it is archived, all destroyed: the order, its line, option,
+    # 3 totals and 2 history rows; and the visitor logs older than 3 months (3 tables x 2).
+    assert counts["archived_parts"] == 0 and counts["deleted_rows"] == 8 + 6, counts
     assert len(rows_of(after, "oc_order", customer_id=JUNHO.id)) == 1
 
     # No residue: the leaver's address and number are found nowhere in the shop. Her session
