@@ -27,6 +27,8 @@ from lifecycle.datamap.model import DataMap
 # Rows of each table `datamap check` looks at (the newest by key).
 SAMPLE = 2000
 _CHUNK = 500
+# What a row's member id reads as when its link names no member (NULL, 0, '').
+_NO_MEMBER = (None, 0, "")
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,12 @@ def misfits(
             k: IdentityKind = "email" if kind == "email" else "mobile"
             seen = [(member, normalise(k, values.get(column))) for member, values in items]
             found = owners_of(dm, conn, metadata, k, (v for _m, v in seen if v))
-            # A row linked to no member (a guest order: NULL, 0 or '') is not a misfit of the
-            # link.
+            # A row linked to no member (a guest order) is not a misfit of the link; a link
+            # holding the key names none with 0 as with NULL (guest_rows.link_empty).
             n = sum(
                 1
                 for member, v in seen
-                if member not in (None, 0, "") and v and v in found and member not in found[v]
+                if member not in _NO_MEMBER and v and v in found and member not in found[v]
             )
             if n:
                 out.append(Misfit(table, column, kind, n))

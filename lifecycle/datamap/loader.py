@@ -1026,6 +1026,10 @@ def describe(dm: DataMap) -> Iterable[str]:
             s = dm.subject
             theirs = s.email_column if kind == "email" else s.mobile_column
             yield f"{t.name}: the member's {kind} in {column}, corrected with {s.table}.{theirs}"
+        after = next((p.after for p in t.purpose_end if p.kind == "age" and p.after), None)
+        if after is not None and t.age is not None:
+            # Else the categories' lines say it: their periods count from the record's date.
+            yield f"{t.name}: purpose ends by age, {after} after {t.age[0]}"
         for cat in t.categories:
             r = t.retention_for(cat)
             # Tax evidence is kept to the later of its own rule and the tax rule: say both.

@@ -8,6 +8,12 @@ rows, before any step blanks them (the members' table is processed last, and thi
 the move starts), then adds to each such table one selection: its guest rows whose identity,
 in canonical form, is in the batch's list (one set-based statement per table per batch).
 
+Rows hanging off a guest row through ``via`` (an order's lines, options, totals and status
+history) are the same member's: :meth:`GuestMatch.descendant_keys` reads their parents' keys
+(at any depth) before anything is deleted, so they are taken with their guest row whatever
+order the tables are moved in, and :meth:`GuestMatch.descendant_where` puts them in access
+packages.
+
 An identity a member who is still with the site also holds names nobody for sure: the rows
 holding it are taken for neither and counted (:class:`Shared`, counts and names only, never a
 value), so the request or the run says what it left. Several leaving members of one batch
@@ -326,8 +332,9 @@ def with_guests(
     check_holds: bool = True,
 ) -> tuple[list[Selection], list[Shared]]:
     """``selections`` (from ``subject_selections``) and, for a withdrawal, one selection of
-    guest rows per table declaring ``match_identities``; and the rows left for a shared
-    identity. Dormancy takes no guest rows: the member is still with the site."""
+    guest rows per table declaring ``match_identities`` (and of the rows hanging off them,
+    :meth:`GuestMatch.descendant_keys`); and the rows left for a shared identity. Dormancy
+    takes no guest rows: the member is still with the site."""
     tables = [tm for tm in ctx.tables_ending_on(kind) if tm.match_identities]
     if kind != "withdrawal" or not tables:
         return selections, []

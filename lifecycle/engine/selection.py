@@ -624,7 +624,7 @@ class KeyLists:
         return got
 
 
-def _listed(col: Any, values: list[Any]) -> Any:
+def expanding_list(col: Any, values: list[Any]) -> Any:
     """One expanding parameter holding ``values``: ``in_(list)`` would build and check a
     literal per value, in every statement of every batch (a batch names hundreds)."""
     return bindparam(None, value=values, type_=col.type, expanding=True)
@@ -642,7 +642,7 @@ def link_in(
     if lk.member_key == s.key:
         return in_values(ctx, coerce(col, ctx.subject_table.c[s.key].type), ids)
     if keys is not None:
-        return col.in_(_listed(col, keys.logins(lk.member_key)))
+        return col.in_(expanding_list(col, keys.logins(lk.member_key)))
     st = ctx.subject_table
     return col.in_(select(st.c[lk.member_key]).where(in_values(ctx, st.c[s.key], ids)))
 
@@ -682,7 +682,7 @@ def _member_where(
     if tm.owner is not None:
         if owned is not None:
             col = t.c[tm.owner.row_key]
-            return col.in_(_listed(col, owned.keys(tm.name)))
+            return col.in_(expanding_list(col, owned.keys(tm.name)))
         return owned_where(ctx, tm, t, ids)
     via = tm.via
     if via is None:
@@ -692,7 +692,7 @@ def _member_where(
         parent = ctx.table(parent_name)
         col = coerce(t.c[via.column], parent.c[via.parent_key].type)
         if keys is not None:
-            return col.in_(_listed(col, keys.parent_keys(parent_name, via.parent_key)))
+            return col.in_(expanding_list(col, keys.parent_keys(parent_name, via.parent_key)))
         ptm = ctx.datamap.table(parent_name)
         pcol = coerce(parent.c[via.parent_key], t.c[via.column].type)
         return col.in_(select(pcol).where(member_where(ctx, ptm, ids, owned=owned)))
@@ -800,7 +800,7 @@ def subject_selections(
             take = tm.scoped(t, and_(mine, all_gone))
             if keys is not None and len(tm.keys) == 1:
                 gone = keys.shared_gone(t, tm.key, take)
-                take = and_(mine, t.c[tm.key].in_(_listed(t.c[tm.key], gone)))
+                take = and_(mine, t.c[tm.key].in_(expanding_list(t.c[tm.key], gone)))
             out.append(Selection(tm, take, _ended, keys=keys))
             for lk in tm.links:
                 where = tm.scoped(t, link_in(ctx, lk, t.c[lk.column], ids, keys))
@@ -923,7 +923,7 @@ def age_selections(
             if listed:
                 assert conn is not None
                 keys = sorted({v for (v,) in conn.execute(parents.distinct()) if v is not None})
-                where = child.scoped(ct, col.in_(_listed(col, keys)))
+                where = child.scoped(ct, col.in_(expanding_list(col, keys)))
             else:
                 where = child.scoped(ct, col.in_(parents))
             value = _inherits(child)[ptm.name]

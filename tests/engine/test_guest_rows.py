@@ -6,15 +6,20 @@ PostgreSQL and MariaDB primaries."""
 from __future__ import annotations
 
 import json
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import pyzipper
 from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, text
 
-from lifecycle.engine.context import clear_context_cache
+from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.rights.access import run_access, submit_access
+from lifecycle.rights.common import Requester
+from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
 from tests.datamap.test_guest_rows import site_map
-from tests.helpers import LifecycleEnv, seed_site, site_engine, wait_error_line
+from tests.helpers import LifecycleEnv, seed_site, set_env, site_engine, wait_error_line
 from tests.helpers import sql_one as _one
 from tests.helpers import sql_rows as _q
 
@@ -235,3 +240,118 @@ def test_check_advises_an_index_for_each_identity_matched_column(
         assert advice == [], r.stdout
         line = next(ln for ln in r.stdout.splitlines() if "matched by email alone" in ln)
         assert line.startswith("warning: table newsletter is matched by email alone (email"), line
+
+
+LINES = """
+  shop_orders:
+    subject_column: member_id
+    purpose_end: [withdrawal]
+    retain_from: ordered_at
+    identities: {email: email, mobile: mobile}
+    match_identities: [email, mobile]
+    columns:
+      contract: [email, mobile, item, ordered_at]
+
+  order_lines:
+    via: {table: shop_orders, column: order_id}
+    columns:
+      contract: [item]
+
+  line_notes:
+    via: {table: order_lines, column: line_id}
+    columns:
+      contract: [note]
+"""
+
+
+def test_a_guest_rows_children_leave_with_it_and_are_in_the_access_package(
+    primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An order's lines (``via`` the order) and their notes (``via`` a line) name no member of
+    their own: a guest order's go with it at withdrawal, archived under the same member, and
+    are in the access package; a guest order (member_id 0 or NULL) holding a member's address
+    is no linkage misfit."""
+    env = primary_env
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    archive = env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
+    seed_site(primary, 6)
+    md = MetaData()
+    Table(
+        "shop_orders", md,
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("member_id", BigInteger, nullable=True),
+        Column("email", String(200)),
+        Column("mobile", String(40)),
+        Column("item", String(100)),
+        Column("ordered_at", DateTime(timezone=True)),
+    )  # fmt: skip
+    Table(
+        "order_lines", md,
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("order_id", BigInteger, index=True),
+        Column("item", String(100)),
+    )  # fmt: skip
+    Table(
+        "line_notes", md,
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("line_id", BigInteger, index=True),
+        Column("note", String(100)),
+    )  # fmt: skip
+    eng = site_engine(primary)
+    md.create_all(eng)
+    set_env(env, monkeypatch, LIFECYCLE_DATA_MAP=str(site_map(tmp_path, LINES)))
+    a, b = _members(primary, 2)
+    now = datetime.now(UTC)
+    with eng.begin() as x:
+        x.execute(text("UPDATE members SET rrn = NULL"))
+        for m, email in ((a, "kim.a@example.com"), (b, "lee.b@example.com")):
+            x.execute(text("UPDATE members SET email = :e, mobile = NULL WHERE id = :i"),
+                      {"e": email, "i": m})  # fmt: skip
+        # 1: a's guest order (member_id 0); 2: a's guest order (NULL); 3: b's guest order;
+        # 4: a's own order.
+        for oid, member, email in (
+            (1, 0, "Kim.A@example.com"),
+            (2, None, "kim.a@example.com"),
+            (3, 0, "lee.b@example.com"),
+            (4, a, "kim.a@example.com"),
+        ):
+            x.execute(
+                text("INSERT INTO shop_orders (id, member_id, email, mobile, item, ordered_at) "
+                     "VALUES (:i, :m, :e, NULL, '상품', :t)"),
+                {"i": oid, "m": member, "e": email, "t": now},
+            )  # fmt: skip
+            x.execute(text("INSERT INTO order_lines (id, order_id, item) VALUES (:i, :o, '줄')"),
+                      {"i": 10 + oid, "o": oid})  # fmt: skip
+            x.execute(text("INSERT INTO line_notes (id, line_id, note) VALUES (:i, :l, '메모')"),
+                      {"i": 100 + oid, "l": 10 + oid})  # fmt: skip
+    eng.dispose()
+
+    check = env.run("datamap", "check")
+    assert check.returncode == 0, check.stderr
+    assert "linkage" not in check.stderr, check.stderr
+
+    ctx = get_context()
+    out = tmp_path / "a.zip"
+    rid = submit_access(a, str(out), None, Requester())
+    assert run_access(rid)["state"] == "completed"
+    with zipfile.ZipFile(out) as zf:
+
+        def ids(name: str) -> list[str]:
+            text_ = zf.read(f"{name}.csv").decode("utf-8-sig")
+            return sorted(line.split(",")[0] for line in text_.splitlines()[1:])
+
+        assert ids("shop_orders") == ["1", "2", "4"]
+        assert ids("order_lines") == ["11", "12", "14"]
+        assert ids("line_notes") == ["101", "102", "104"]
+
+    done = carry_out(ctx, submit_withdrawal(ctx, a), task_id="t-guest-children")
+    assert done["state"] == "completed", done
+    assert _orders_left(primary) == {3}
+    assert _q(primary, "SELECT id FROM order_lines") == [(13,)]
+    assert _q(primary, "SELECT id FROM line_notes") == [(103,)]
+    # Archived under a's pseudonym, like a's own order and its lines.
+    refs = _q(archive, "SELECT DISTINCT subject_ref FROM archive_records WHERE source_table IN "
+                       "('shop_orders', 'order_lines', 'line_notes')")  # fmt: skip
+    assert len(refs) == 1 and refs[0][0]
+    assert _one(archive, "SELECT count(*) FROM archive_records WHERE source_table = "
+                         "'line_notes'") == 3  # fmt: skip
