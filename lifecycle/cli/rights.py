@@ -44,7 +44,15 @@ ContactOpt = Annotated[
 ]
 VerifiedOpt = Annotated[
     str | None,
-    typer.Option("--verified-by", help="login (site session) or document (checked by staff)."),
+    typer.Option(
+        "--verified-by",
+        help="login (site session), document (checked by staff) or callback (staff called or "
+        "wrote back to the member's recorded contact).",
+    ),
+]
+ViaOpt = Annotated[
+    str | None,
+    typer.Option("--received-via", help="phone, letter, email or visit: staff took it."),
 ]
 # Who asks, as every right's command takes it: (parameter, its option, default).
 _ASKER: tuple[tuple[str, Any, str | None], ...] = (
@@ -52,15 +60,18 @@ _ASKER: tuple[tuple[str, Any, str | None], ...] = (
     ("requester_name", NameOpt, None),
     ("requester_contact", ContactOpt, None),
     ("verified_by", VerifiedOpt, None),
+    ("received_via", ViaOpt, None),
 )
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Block until done; non-zero if refused.")]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")]
 
 
-def _requester(kind: str, name: str | None, contact: str | None, verified: str | None):  # type: ignore[no-untyped-def]
+def _requester(  # type: ignore[no-untyped-def]
+    kind: str, name: str | None, contact: str | None, verified: str | None, via: str | None
+):
     from lifecycle.rights.intake import make_requester
 
-    return make_requester(kind, name, contact, verified)
+    return make_requester(kind, name, contact, verified, via)
 
 
 def _done(what: str, request_id: int, member_id: int, wait: bool, timeout: float) -> None:
@@ -114,12 +125,15 @@ def _right(
             requester_name: str | None,
             requester_contact: str | None,
             verified_by: str | None,
+            received_via: str | None,
             wait: bool,
             timeout: float,
             **options: Any,
         ) -> None:
             # Every right's shape: check the input, then submit, then maybe wait.
-            who = _requester(requester, requester_name, requester_contact, verified_by)
+            who = _requester(
+                requester, requester_name, requester_contact, verified_by, received_via
+            )
             mid = member_id_from(member_id)
             _prepare()
             _done(what, fn(mid, who, **options), mid, wait, timeout)

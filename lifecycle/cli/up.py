@@ -19,7 +19,8 @@ def up(
         True, "--migrate/--no-migrate", help="Apply database migrations first (idempotent)."
     ),
 ) -> None:
-    """Start a worker, beat and Flower; print the Flower URL and login; Ctrl-C stops all three."""
+    """Start a worker, beat, Flower and the privacy office's console; print their URLs; Ctrl-C
+    stops them all."""
     from lifecycle.core.db import check_reachable
     from lifecycle.core.settings import get_settings
     from lifecycle.ops import flower_locator
@@ -48,7 +49,11 @@ def up(
         f"Flower: http://{host}:{s.flower_port}/  login: {s.flower_user} / "
         f"{s.flower_password_value()}"
     )
-    typer.echo("Press Ctrl-C to stop worker, beat and Flower.", err=True)
+    console_host = s.console_bind if s.console_bind not in ("", "0.0.0.0") else "127.0.0.1"
+    typer.echo(
+        f"Console: http://{console_host}:{s.console_port}/  accounts: lifecycle console user add"
+    )
+    typer.echo("Press Ctrl-C to stop worker, beat, Flower and the console.", err=True)
     children = launcher.plan(s, concurrency=concurrency, loglevel=loglevel)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # So that `lifecycle status` in another shell finds this Flower
