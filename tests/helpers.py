@@ -186,10 +186,18 @@ class LifecycleEnv:
 
     def environ(self, **more: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+        # `lifecycle up` starts the console too: tests running side by side must not all bind
+        # its default port (one failing child stops the others).
+        env["LIFECYCLE_CONSOLE_PORT"] = str(self._console_port())
         env.update(self.vars)
         env.update(more)
         env["PYTHONPATH"] = str(REPO)
         return env
+
+    def _console_port(self) -> int:
+        if "console_port" not in self.extra:
+            self.extra["console_port"] = str(free_port())
+        return int(self.extra["console_port"])
 
     def run(
         self, *args: str, check: bool = False, timeout: float = 300, **more: str

@@ -16,6 +16,7 @@ Security the pages rely on, in one place:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
@@ -221,6 +222,10 @@ def create_app() -> Flask:
         msg = "로그인 시도가 너무 많습니다. 잠시 후 다시 시도하십시오."
         return render_template("error.html", message=msg), 429
 
+    @app.errorhandler(500)
+    def failed(e: Any) -> tuple[str, int]:
+        return render_template("error.html", message="처리 중 오류가 났습니다."), 500
+
     @app.errorhandler(SQLAlchemyError)
     def db_error(e: SQLAlchemyError) -> tuple[str, int]:
         log.error("console: database error %s", type(e).__name__)
@@ -283,13 +288,15 @@ def create_app() -> Flask:
                     .limit(50)
                 )
             )
-            via = dict(
-                p.execute(
+            ids = [r.id for r in open_]
+            via: dict[int, str | None] = {
+                int(i): v
+                for i, v in p.execute(
                     select(LifecycleRequest.id, LifecycleRequest.received_via).where(
-                        LifecycleRequest.id.in_([r.id for r in open_])
+                        LifecycleRequest.id.in_(ids)
                     )
-                ).tuples()
-            )
+                )
+            }
             closed = [
                 {
                     "id": r.id,
@@ -337,6 +344,7 @@ def create_app() -> Flask:
                 f.get("verified_by") or None,
                 f.get("received_via") or None,
             )
+            who = dataclasses.replace(who, actor=_who().operator)
             member_id = parse_member_id(f.get("member_id", ""))
             rid = _submit(kind, member_id, who, f)
         except UserError as exc:

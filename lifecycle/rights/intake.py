@@ -46,12 +46,16 @@ class Requester:
     verified_by: str = VerifiedBy.LOGIN.value
     # How staff received it (phone, letter, email, visit); None: the website or the CLI.
     received_via: str | None = None
+    # Who took the request in (the console's logged-in person); None keeps the row's own.
+    actor: str | None = None
 
     def record(self, req: LifecycleRequest) -> None:
         """Who asked, on the request row (in the caller's transaction)."""
         req.requester_kind, req.requester_name = self.kind, self.name
         req.requester_contact, req.verified_by = self.contact, self.verified_by
         req.received_via = self.received_via
+        if self.actor is not None:
+            req.actor = self.actor
 
 
 def make_requester(
