@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the commands import what they use when run: `lifecycle --he
 consent_app = typer.Typer(help="Consent per purpose (동의 철회).", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
 requests_app = typer.Typer(
-    help="Requests: postpone an access request, retry a failed one.", no_args_is_help=True
+    help="Requests: postpone an access request, refuse or answer one, retry a failed one.",
+    no_args_is_help=True,
 )
 app.add_typer(requests_app, name="requests")
 
@@ -246,7 +247,39 @@ def extend_cmd(
     with session("primary") as s:
         due = extend(s, _locked_request(s, request_id), days, reason)
     postpone_notice(request_id)
+    from lifecycle.cli.operator import record
+
+    record("change", "requests extend", request_id=request_id, details={"days": days})
     typer.echo(f"request {request_id} postponed; now due {due.isoformat()}")
+
+
+@requests_app.command("refuse")
+def refuse_cmd(
+    request_id: Annotated[int, typer.Argument(help="The request's id.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (Korean; sent in the answer, no personal data).")
+    ],
+) -> None:
+    """Refuse a request no worker has started yet, with a reason; the requester is answered."""
+    from lifecycle.cli.operator import record
+    from lifecycle.rights.staff import refuse_request
+
+    _prepare()
+    refuse_request(request_id, reason)
+    record("change", "requests refuse", request_id=request_id)
+    typer.echo(f"request {request_id} refused; answer sent")
+
+
+@requests_app.command("answer")
+def answer_cmd(request_id: Annotated[int, typer.Argument(help="The request's id.")]) -> None:
+    """Send the written answer of a request that has ended (once; again: the same answer)."""
+    from lifecycle.cli.operator import record
+    from lifecycle.rights.staff import answer_request
+
+    _prepare()
+    nid = answer_request(request_id)
+    record("change", "requests answer", request_id=request_id, details={"notice": nid})
+    typer.echo(f"request {request_id} answered (notice {nid})")
 
 
 @requests_app.command("retry")

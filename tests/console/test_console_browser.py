@@ -7,7 +7,7 @@ phone, postpones it with a reason, and (once the worker, stood in for here by th
 in this process, has carried it out) answers it. A handler cannot refuse a request (the server
 answers 403, not just a hidden button), a POST without its CSRF token is refused, logins are
 rate limited, and no page or form puts personal data into a URL. Screenshots of the main pages
-are written to docs/console/ when LIFECYCLE_CONSOLE_SCREENSHOTS names that folder.
+are written to docs/console/ when CONSOLE_SCREENSHOTS_DIR names that folder.
 """
 
 from __future__ import annotations
@@ -127,12 +127,12 @@ def _login(page, c: Console, username: str) -> None:  # type: ignore[no-untyped-
 
 
 def _shots() -> Path | None:
-    raw = os.environ.get("LIFECYCLE_CONSOLE_SCREENSHOTS")
+    raw = os.environ.get("CONSOLE_SCREENSHOTS_DIR")
     return Path(raw) if raw else None
 
 
 def test_officer_enters_a_phone_request_extends_and_answers_it(
-    console: Console, browser, tmp_path: Path
+    console: Console, browser, primary_env: LifecycleEnv, tmp_path: Path
 ) -> None:
     from lifecycle.core.db import session
     from lifecycle.engine.context import get_context
@@ -224,7 +224,10 @@ def test_officer_enters_a_phone_request_extends_and_answers_it(
         actions
     )
 
-    # The other pages, as the officer sees them.
+    # The other pages, as the officer sees them (with a hold on a member to list).
+    r = primary_env.run("hold", "add", "--member", "4", "--reason", "2026가합1234 소송 대응",
+                        "--until", "2027-06-30")  # fmt: skip
+    assert r.returncode == 0, r.stderr
     shots = tmp_path / "shots"
     shots.mkdir()
     for name, path in (
