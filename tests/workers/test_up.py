@@ -110,7 +110,22 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
         )
 
         children = _processes_with_env(marker)
-        assert len(children) >= 3  # worker (+ pool child), beat, flower
+        assert len(children) >= 4  # worker (+ pool child), beat, flower, console
+
+        # The privacy office's console, on its own port, loopback only.
+        console_port = env["LIFECYCLE_CONSOLE_PORT"]
+        assert f"Console: http://127.0.0.1:{console_port}/" in out.read_text()
+
+        def console_up() -> bool:
+            try:
+                url = f"http://127.0.0.1:{console_port}/healthz"
+                return httpx.get(url, timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(console_up, 60, "the console answering under lifecycle up")
+        login = httpx.get(f"http://127.0.0.1:{console_port}/requests", timeout=5)
+        assert login.status_code == 302 and login.headers["location"].endswith("/login")
 
         # A second shell, without the port `up` was given, still finds this Flower.
         status = embedded_env.run("status", "--json")
