@@ -279,7 +279,7 @@ def create_app() -> Flask:
         now = utcnow()
         with db.session("primary") as p:
             open_ = deadlines.open_requests(p)
-            held = deadlines._held(p, now)
+            held = deadlines.held_now(p, now)
             recent = list(
                 p.scalars(
                     select(LifecycleRequest)
