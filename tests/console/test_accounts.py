@@ -131,3 +131,27 @@ def test_cli_refuse_and_answer_use_the_same_rules(primary_env: LifecycleEnv) -> 
     # Answering an answered request gives the same answer, not a second one.
     r = env.run("requests", "answer", str(rid))
     assert r.returncode == 0 and f"notice {first}" in r.stdout
+
+
+def test_cli_takes_a_request_received_by_letter_with_its_identity_check(
+    primary_env: LifecycleEnv,
+) -> None:
+    from lifecycle.core.db import session
+    from models.requests import LifecycleRequest
+
+    env = primary_env
+    seed_site(env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"], 2)
+    for extra, message in (
+        (("--received-via", "phone"), "needs --verified-by document or callback"),
+        (("--received-via", "fax", "--verified-by", "callback"), "--received-via must be"),
+    ):
+        r = env.run("suspend", "1", "--reason", "우편 요청", *extra)
+        assert r.returncode != 0 and message in r.stderr, r.stderr
+        with session("primary") as s:
+            assert s.scalar(select(func.count()).select_from(LifecycleRequest)) == 0
+    r = env.run("suspend", "1", "--reason", "우편 요청", "--received-via", "letter",
+                "--verified-by", "callback")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    with session("primary") as s:
+        req = s.scalars(select(LifecycleRequest)).one()
+        assert (req.received_via, req.verified_by) == ("letter", "callback")
