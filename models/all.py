@@ -3,6 +3,7 @@
 from models import (  # noqa: F401
     anchor,
     archive,
+    console,
     engine,
     guards,
     incidents,

@@ -33,6 +33,18 @@ class RequesterKind(enum.StrEnum):
 class VerifiedBy(enum.StrEnum):
     LOGIN = "login"  # the site's own authenticated session
     DOCUMENT = "document"  # staff checked an ID document / 위임장 / 가족관계증명서
+    # Staff called or wrote back to the member's recorded phone or address (a request received
+    # by phone, letter or email, 시행령 제41조 본인 확인).
+    CALLBACK = "callback"
+
+
+class ReceivedVia(enum.StrEnum):
+    """How a request reached the organisation (NULL: the website or the CLI)."""
+
+    PHONE = "phone"
+    LETTER = "letter"
+    EMAIL = "email"
+    VISIT = "visit"
 
 
 class RequestState(enum.StrEnum):
@@ -107,6 +119,9 @@ class LifecycleRequest(PrimaryBase):
     # The written answer to the requester (a one-member notice).
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     answer_notice_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # A request staff took by phone, letter, email or in person (ReceivedVia); migration
+    # p_console_0001.
+    received_via: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     __table_args__ = (
         Index("ix_lifecycle_requests_state_created", "state", "created_at"),

@@ -186,10 +186,19 @@ class LifecycleEnv:
 
     def environ(self, **more: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
+        # `lifecycle up` starts the console and the metrics endpoint too: tests running side by
+        # side must not all bind their default ports (one failing child stops the others).
+        env["LIFECYCLE_CONSOLE_PORT"] = str(self._port("console_port"))
+        env["LIFECYCLE_METRICS_PORT"] = str(self._port("metrics_port"))
         env.update(self.vars)
         env.update(more)
         env["PYTHONPATH"] = str(REPO)
         return env
+
+    def _port(self, name: str) -> int:
+        if name not in self.extra:
+            self.extra[name] = str(free_port())
+        return int(self.extra[name])
 
     def run(
         self, *args: str, check: bool = False, timeout: float = 300, **more: str

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import LifecycleEnv, free_port, wait_until
+from tests.helpers import LifecycleEnv, wait_until
 
 
 @dataclass
@@ -87,7 +87,7 @@ def start_up(
     out, err = tmp / f"{tag}.out", tmp / f"{tag}.err"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lifecycle.cli.main", "up", "-c", "1", "--loglevel", loglevel],
-        env=env.environ(LIFECYCLE_FLOWER_PORT=str(port), LIFECYCLE_METRICS_PORT=str(free_port())),
+        env=env.environ(LIFECYCLE_FLOWER_PORT=str(port)),
         cwd=env.var_dir.parent,
         stdout=out.open("wb"),
         stderr=err.open("wb"),

@@ -1,4 +1,5 @@
-"""`lifecycle up`: run worker, beat and Flower as children; stop them all on Ctrl-C/SIGTERM.
+"""`lifecycle up`: run worker, beat, Flower and the console as children; stop them all on
+Ctrl-C/SIGTERM.
 
 Each child gets its own session (process group), so a terminal's Ctrl-C reaches only us and we
 stop the children in order: beat first (no new jobs), then the worker (warm shutdown finishes
@@ -94,13 +95,18 @@ def plan(settings: Settings, *, concurrency: int, loglevel: str) -> list[Child]:
         # Below INFO the worker never logs its ready line, so there is nothing to wait for.
         after_worker=loglevel.upper() in ("DEBUG", "INFO"),
     )
+    # The privacy office's console (lifecycle/console): its own process, so a console fault
+    # never touches the worker; `console serve` binds LIFECYCLE_CONSOLE_BIND:PORT.
+    console = Child(
+        "console", [sys.executable, "-m", "lifecycle.cli.main", "console", "serve"], base_env
+    )
     # Prometheus' endpoint (lifecycle/ops/metrics.py): a plain process, no Celery.
     metrics = Child(
         "metrics",
         [sys.executable, "-m", "lifecycle.cli.main", "metrics", "serve"],
         base_env,
     )
-    return [worker, beat, flower, metrics]
+    return [worker, beat, flower, console, metrics]
 
 
 def _pump(child: Child, out: Callable[[str], None], ready: threading.Event | None) -> None:
@@ -133,7 +139,7 @@ def _alive(child: Child) -> bool:
 
 
 def stop(children: list[Child], grace: float = STOP_GRACE_SECONDS) -> None:
-    order = {"beat": 0, "worker": 1, "flower": 2, "metrics": 3}
+    order = {"beat": 0, "worker": 1, "flower": 2, "console": 3, "metrics": 4}
     for child in sorted(children, key=lambda c: order.get(c.name, 9)):
         if not _alive(child):
             continue

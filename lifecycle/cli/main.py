@@ -22,6 +22,7 @@ def _register() -> None:
     from lifecycle.cli import (  # noqa: F401
         accesslog,
         archive,
+        console,
         correct,
         datamap,
         db,

@@ -52,26 +52,13 @@ def record(
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from lifecycle.core import db
     from lifecycle.vault import accesslog
-    from lifecycle.vault.keystore import KeyUnavailable
 
-    who = current(operator)
     try:
-        try:
-            with db.session("archive") as a:
-                accesslog.record(
-                    a, operator=who, kind=kind, action=action, member_id=member_id,
-                    request_id=request_id, details=details,
-                )  # fmt: skip
-        except KeyUnavailable:
-            # The member's keyed ref needs this install's master key; the job itself reports
-            # a wrong key. The entry still names the request, which names the member.
-            with db.session("archive") as a:
-                accesslog.record(
-                    a, operator=who, kind=kind, action=action, request_id=request_id,
-                    details={**(details or {}), "member_ref": "unavailable: master key"},
-                )  # fmt: skip
+        accesslog.record_now(
+            current(operator), kind, action, member_id=member_id, request_id=request_id,
+            details=details,
+        )  # fmt: skip
     except SQLAlchemyError as exc:
         print(
             f"lifecycle: warning: access log entry for {action!r} not written "

@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the commands import what they use when run: `lifecycle --he
 consent_app = typer.Typer(help="Consent per purpose (동의 철회).", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
 requests_app = typer.Typer(
-    help="Requests: postpone an access request, retry a failed one.", no_args_is_help=True
+    help="Requests: postpone an access request, refuse or answer one, retry a failed one.",
+    no_args_is_help=True,
 )
 app.add_typer(requests_app, name="requests")
 
@@ -44,7 +45,15 @@ ContactOpt = Annotated[
 ]
 VerifiedOpt = Annotated[
     str | None,
-    typer.Option("--verified-by", help="login (site session) or document (checked by staff)."),
+    typer.Option(
+        "--verified-by",
+        help="login (site session), document (checked by staff) or callback (staff called or "
+        "wrote back to the member's recorded contact).",
+    ),
+]
+ViaOpt = Annotated[
+    str | None,
+    typer.Option("--received-via", help="phone, letter, email or visit: staff took it."),
 ]
 # Who asks, as every right's command takes it: (parameter, its option, default).
 _ASKER: tuple[tuple[str, Any, str | None], ...] = (
@@ -52,15 +61,18 @@ _ASKER: tuple[tuple[str, Any, str | None], ...] = (
     ("requester_name", NameOpt, None),
     ("requester_contact", ContactOpt, None),
     ("verified_by", VerifiedOpt, None),
+    ("received_via", ViaOpt, None),
 )
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Block until done; non-zero if refused.")]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds --wait waits at most.")]
 
 
-def _requester(kind: str, name: str | None, contact: str | None, verified: str | None):  # type: ignore[no-untyped-def]
+def _requester(  # type: ignore[no-untyped-def]
+    kind: str, name: str | None, contact: str | None, verified: str | None, via: str | None
+):
     from lifecycle.rights.intake import make_requester
 
-    return make_requester(kind, name, contact, verified)
+    return make_requester(kind, name, contact, verified, via)
 
 
 def _done(what: str, request_id: int, member_id: int, wait: bool, timeout: float) -> None:
@@ -114,12 +126,15 @@ def _right(
             requester_name: str | None,
             requester_contact: str | None,
             verified_by: str | None,
+            received_via: str | None,
             wait: bool,
             timeout: float,
             **options: Any,
         ) -> None:
             # Every right's shape: check the input, then submit, then maybe wait.
-            who = _requester(requester, requester_name, requester_contact, verified_by)
+            who = _requester(
+                requester, requester_name, requester_contact, verified_by, received_via
+            )
             mid = member_id_from(member_id)
             _prepare()
             _done(what, fn(mid, who, **options), mid, wait, timeout)
@@ -232,7 +247,39 @@ def extend_cmd(
     with session("primary") as s:
         due = extend(s, _locked_request(s, request_id), days, reason)
     postpone_notice(request_id)
+    from lifecycle.cli.operator import record
+
+    record("change", "requests extend", request_id=request_id, details={"days": days})
     typer.echo(f"request {request_id} postponed; now due {due.isoformat()}")
+
+
+@requests_app.command("refuse")
+def refuse_cmd(
+    request_id: Annotated[int, typer.Argument(help="The request's id.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (Korean; sent in the answer, no personal data).")
+    ],
+) -> None:
+    """Refuse a request no worker has started yet, with a reason; the requester is answered."""
+    from lifecycle.cli.operator import record
+    from lifecycle.rights.staff import refuse_request
+
+    _prepare()
+    refuse_request(request_id, reason)
+    record("change", "requests refuse", request_id=request_id)
+    typer.echo(f"request {request_id} refused; answer sent")
+
+
+@requests_app.command("answer")
+def answer_cmd(request_id: Annotated[int, typer.Argument(help="The request's id.")]) -> None:
+    """Send the written answer of a request that has ended (once; again: the same answer)."""
+    from lifecycle.cli.operator import record
+    from lifecycle.rights.staff import answer_request
+
+    _prepare()
+    nid = answer_request(request_id)
+    record("change", "requests answer", request_id=request_id, details={"notice": nid})
+    typer.echo(f"request {request_id} answered (notice {nid})")
 
 
 @requests_app.command("retry")

@@ -19,8 +19,8 @@ def up(
         True, "--migrate/--no-migrate", help="Apply database migrations first (idempotent)."
     ),
 ) -> None:
-    """Start a worker, beat, Flower and the metrics endpoint; print their URLs and logins;
-    Ctrl-C stops them all."""
+    """Start a worker, beat, Flower, the privacy office's console and the metrics endpoint;
+    print their URLs and logins; Ctrl-C stops them all."""
     from lifecycle.core.db import check_reachable
     from lifecycle.core.settings import get_settings
     from lifecycle.ops import flower_locator
@@ -49,12 +49,16 @@ def up(
         f"Flower: http://{host}:{s.flower_port}/  login: {s.flower_user} / "
         f"{s.flower_password_value()}"
     )
+    console_host = s.console_bind if s.console_bind not in ("", "0.0.0.0") else "127.0.0.1"
+    typer.echo(
+        f"Console: http://{console_host}:{s.console_port}/  accounts: lifecycle console user add"
+    )
     mhost = s.metrics_address if s.metrics_address not in ("", "0.0.0.0") else "127.0.0.1"
     typer.echo(
         f"Metrics: http://{mhost}:{s.metrics_port}/metrics  login: {s.metrics_user} / "
         f"{s.metrics_password_value()}"
     )
-    typer.echo("Press Ctrl-C to stop worker, beat, Flower and the metrics endpoint.", err=True)
+    typer.echo("Press Ctrl-C to stop worker, beat, Flower, the console and metrics.", err=True)
     children = launcher.plan(s, concurrency=concurrency, loglevel=loglevel)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # So that `lifecycle status` in another shell finds this Flower

@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
+    # The privacy office's web console (lifecycle/console): loopback unless the operator
+    # binds it elsewhere (behind a TLS proxy), like Flower.
+    console_port: int = Field(default=5556, ge=1, le=65535)
+    console_bind: str = "127.0.0.1"
+    # Signs the console's session cookie; generated once into var/console.secret when not set.
+    console_secret_key: SecretStr | None = None
+    # Secure cookies are sent over HTTPS only; browsers also accept them from http://localhost.
+    # Off only for a plain-HTTP console on a trusted loopback (LIFECYCLE_CONSOLE_COOKIE_SECURE).
+    console_cookie_secure: bool = True
+    # Where login attempts are counted (Flask-Limiter storage URI); memory:// is per process,
+    # enough for the one console process `lifecycle up` starts.
+    console_ratelimit_storage: str = "memory://"
     # `lifecycle metrics serve` (Prometheus): Basic auth, password generated like Flower's.
     metrics_port: int = Field(default=5557, ge=1, le=65535)
     metrics_address: str = "127.0.0.1"
@@ -275,6 +287,15 @@ class Settings(BaseSettings):
         if len(key) != 32:
             raise SettingsError(f"LIFECYCLE_MASTER_KEY_FILE {path} must hold 32 bytes (base64)")
         return key
+
+    def console_secret_value(self) -> str:
+        """The console's cookie-signing key; generated once into var/console.secret."""
+        if self.console_secret_key is not None:
+            return self.console_secret_key.get_secret_value()
+        path = self.var_dir / "console.secret"
+        if not path.exists():
+            _create_secret_file(path, (secrets.token_urlsafe(32) + "\n").encode())
+        return path.read_text().strip()
 
     def flower_password_value(self) -> str:
         """The Flower password; generated once into var/flower.password when not set."""

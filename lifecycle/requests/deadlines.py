@@ -106,7 +106,7 @@ def by_kind(session: Session, now: datetime | None = None) -> dict[str, dict[str
         }
         for kind, spec in KINDS.items()
     }
-    held = _held(session, now)
+    held = held_now(session, now)
     for r in open_requests(session):
         item = out.setdefault(
             r.kind,
@@ -136,7 +136,7 @@ def by_kind(session: Session, now: datetime | None = None) -> dict[str, dict[str
     return out
 
 
-def _held(session: Session, now: datetime) -> set[int]:
+def held_now(session: Session, now: datetime) -> set[int]:
     """Open requests whose member is under a legal hold: they wait lawfully, so they are not
     overdue (status lists them under holds)."""
     day = as_utc(now).astimezone(ZoneInfo(get_settings().timezone)).date()
@@ -145,7 +145,7 @@ def _held(session: Session, now: datetime) -> set[int]:
 
 def overdue(session: Session, now: datetime | None = None) -> list[OpenRequest]:
     now = now or utcnow()
-    held = _held(session, now)
+    held = held_now(session, now)
     return [r for r in open_requests(session) if r.overdue(now) and r.id not in held]
 
 

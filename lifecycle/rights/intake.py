@@ -27,6 +27,7 @@ from lifecycle.requests import outbox
 from models.requests import (
     OPEN_STATES,
     LifecycleRequest,
+    ReceivedVia,
     RequesterKind,
     RequestState,
     VerifiedBy,
@@ -43,11 +44,18 @@ class Requester:
     name: str | None = None
     contact: str | None = None
     verified_by: str = VerifiedBy.LOGIN.value
+    # How staff received it (phone, letter, email, visit); None: the website or the CLI.
+    received_via: str | None = None
+    # Who took the request in (the console's logged-in person); None keeps the row's own.
+    actor: str | None = None
 
     def record(self, req: LifecycleRequest) -> None:
         """Who asked, on the request row (in the caller's transaction)."""
         req.requester_kind, req.requester_name = self.kind, self.name
         req.requester_contact, req.verified_by = self.contact, self.verified_by
+        req.received_via = self.received_via
+        if self.actor is not None:
+            req.actor = self.actor
 
 
 def make_requester(
@@ -55,8 +63,10 @@ def make_requester(
     name: str | None = None,
     contact: str | None = None,
     verified_by: str | None = None,
+    received_via: str | None = None,
 ) -> Requester:
-    """A requester from CLI options, or a one-line UserError for an inconsistent one."""
+    """A requester from CLI options (or the console's form), or a one-line UserError for an
+    inconsistent one."""
     kinds = {k.value for k in RequesterKind}
     if kind not in kinds:
         raise UserError(f"--requester must be one of {', '.join(sorted(kinds))}")
@@ -75,7 +85,15 @@ def make_requester(
         raise UserError("a delegate's request needs --verified-by document (the 위임장)")
     if contact is not None and not valid_address(contact):
         raise UserError("--requester-contact must be an email address")
-    return Requester(kind, name, contact, verified_by)
+    channels = {c.value for c in ReceivedVia}
+    if received_via is not None and received_via not in channels:
+        raise UserError(f"--received-via must be one of {', '.join(sorted(channels))}")
+    if received_via is not None and verified_by == VerifiedBy.LOGIN.value:
+        # No site session backs a call or a letter: staff must say how they checked.
+        raise UserError(
+            f"a request received by {received_via} needs --verified-by document or callback"
+        )
+    return Requester(kind, name, contact, verified_by, received_via)
 
 
 def parse_member_id(raw: str) -> int:

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import CursorResult, RowMapping, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.vault import keystore
@@ -107,6 +108,30 @@ def record(
     head.seq, head.hash, head.updated_at = fields["seq"], digest, fields["occurred_at"]
     s.flush()
     return int(fields["seq"])
+
+
+def record_now(
+    operator: str,
+    kind: str,
+    action: str,
+    *,
+    member_id: int | None = None,
+    request_id: int | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """One entry in a short archive transaction of its own (a command's or a console page's,
+    after its work). Without the master key the member's keyed ref cannot be made: the entry
+    still names the request, which names the member. Database errors propagate: the CLI warns,
+    the console refuses to show what it could not log."""
+    try:
+        with db.session("archive") as a:
+            record(a, operator=operator, kind=kind, action=action, member_id=member_id,
+                   request_id=request_id, details=details)  # fmt: skip
+    except keystore.KeyUnavailable:
+        with db.session("archive") as a:
+            more = {**(details or {}), "member_ref": "unavailable: master key"}
+            record(a, operator=operator, kind=kind, action=action, request_id=request_id,
+                   details=more)  # fmt: skip
 
 
 def iter_entries(s: Session, batch: int = 2000) -> Iterator[RowMapping]:

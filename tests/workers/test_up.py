@@ -47,10 +47,8 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
     marker = f"LIFECYCLE_VAR_DIR={embedded_env.var_dir}"
     out = tmp_path / "up.out"
     err = tmp_path / "up.err"
-    metrics_port = free_port()
-    env = embedded_env.environ(
-        LIFECYCLE_FLOWER_PORT=str(port), LIFECYCLE_METRICS_PORT=str(metrics_port)
-    )
+    env = embedded_env.environ(LIFECYCLE_FLOWER_PORT=str(port))
+    metrics_port = int(env["LIFECYCLE_METRICS_PORT"])
     proc = subprocess.Popen(
         [sys.executable, "-m", "lifecycle.cli.main", "up", "-c", "1"],
         env=env,
@@ -113,7 +111,22 @@ def test_up_runs_worker_beat_flower_and_stops_cleanly(
         )
 
         children = _processes_with_env(marker)
-        assert len(children) >= 4  # worker (+ pool child), beat, flower, metrics
+        assert len(children) >= 5  # worker (+ pool child), beat, flower, console, metrics
+
+        # The privacy office's console, on its own port, loopback only.
+        console_port = env["LIFECYCLE_CONSOLE_PORT"]
+        assert f"Console: http://127.0.0.1:{console_port}/" in out.read_text()
+
+        def console_up() -> bool:
+            try:
+                url = f"http://127.0.0.1:{console_port}/healthz"
+                return httpx.get(url, timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(console_up, 60, "the console answering under lifecycle up")
+        login = httpx.get(f"http://127.0.0.1:{console_port}/requests", timeout=5)
+        assert login.status_code == 302 and login.headers["location"].endswith("/login")
 
         # The metrics endpoint, behind the login `up` printed, reads the embedded stores too.
         text = wait_text(out, "Metrics: http://127.0.0.1:", proc, 5)

@@ -1,0 +1,38 @@
+"""What each console role may do. Checked on the server for every page and action; the pages
+only hide what a role may not do, they never decide it."""
+
+from __future__ import annotations
+
+from models.console import ConsoleRole
+
+ROLE_LABELS = {
+    ConsoleRole.OFFICER.value: "개인정보 보호책임자",
+    ConsoleRole.HANDLER.value: "개인정보취급자",
+    ConsoleRole.AUDITOR.value: "감사자",
+}
+
+_ALL = frozenset(ROLE_LABELS)
+_STAFF = frozenset({ConsoleRole.OFFICER.value, ConsoleRole.HANDLER.value})
+_OVERSIGHT = frozenset({ConsoleRole.OFFICER.value, ConsoleRole.AUDITOR.value})
+_OFFICER = frozenset({ConsoleRole.OFFICER.value})
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "requests.view": _ALL,
+    # The requester's name and contact: only who handles the request needs them.
+    "requests.personal": _STAFF,
+    "requests.enter": _STAFF,
+    "requests.extend": _STAFF,
+    "requests.answer": _STAFF,
+    # Refusing a data subject's right is the officer's decision (제31조 업무).
+    "requests.refuse": _OFFICER,
+    "holds.view": _ALL,
+    "incidents.view": _ALL,
+    "ledger.view": _ALL,
+    # The handlers' own access records are for oversight (안전성 확보조치 기준 제8조).
+    "accesslog.view": _OVERSIGHT,
+    "findings.view": _ALL,
+}
+
+
+def may(role: str, permission: str) -> bool:
+    return role in PERMISSIONS.get(permission, frozenset())

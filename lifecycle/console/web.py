@@ -1,0 +1,589 @@
+"""The console's Flask application: `create_app()` for `lifecycle console serve` (Waitress).
+
+Security the pages rely on, in one place:
+- a session is a signed cookie (Secure, HttpOnly, SameSite=Strict) holding the account id and
+  its ``session_epoch`` only; every request re-reads the account, so a password or TOTP change
+  or a deactivation ends its sessions at once; 30 minutes idle end one too;
+- every POST carries a CSRF token (Flask-WTF); a missing or wrong one is refused with 400;
+- login: password and TOTP code together, one answer for any failure, at most 5 tries a minute
+  and 20 an hour per client address (Flask-Limiter), then 429;
+- roles are checked here for every action (``_need``), whatever the page shows;
+- no personal data in a URL: member ids and requesters' details travel in POST bodies only,
+  pages are addressed by request, hold and incident ids;
+- every page that shows personal data writes an access-log entry first, naming the logged-in
+  person and the client address; if the entry cannot be written the page is not shown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar, cast
+from zoneinfo import ZoneInfo
+
+from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.wrappers import Response
+
+from lifecycle.console import accounts
+from lifecycle.console.roles import ROLE_LABELS, may
+from lifecycle.core import db
+from lifecycle.core.errors import UserError
+from lifecycle.core.settings import get_settings
+from lifecycle.core.timeutil import as_utc
+from lifecycle.requests import deadlines, holds, residue
+from lifecycle.requests.states import KINDS, TERMINAL
+from lifecycle.rights.access import submit_access
+from lifecycle.rights.answers import postpone_notice
+from lifecycle.rights.consent import submit_consent_withdrawal
+from lifecycle.rights.erase import submit_erasure
+from lifecycle.rights.intake import make_requester, parse_member_id
+from lifecycle.rights.staff import answer_request, refuse_request
+from lifecycle.rights.suspension import submit_lift, submit_suspension
+from lifecycle.vault import accesslog
+from models.archive import LedgerEntry
+from models.base import utcnow
+from models.guards import AccessLogEntry, LegalHold
+from models.incidents import Incident
+from models.requests import LifecycleRequest, RequestState
+
+log = logging.getLogger(__name__)
+_V = TypeVar("_V", bound=Callable[..., Any])
+
+IDLE = timedelta(minutes=30)
+PAGE = 200
+
+KIND_LABELS = {
+    "withdrawal": "회원탈퇴",
+    "correction": "정정",
+    "access": "열람",
+    "erasure": "삭제",
+    "suspension": "처리정지",
+    "suspension_lift": "처리정지 해제",
+    "consent_withdrawal": "동의 철회",
+}
+STATE_LABELS = {
+    "received": "접수",
+    "dispatched": "처리 대기",
+    "restricted": "이용 중지",
+    "archived": "분리보관",
+    "destroyed": "파기",
+    "corrected": "정정 완료",
+    "packaged": "열람 자료 작성",
+    "erased": "삭제 완료",
+    "consent_withdrawn": "동의 철회 완료",
+    "notifying": "제3자 통지 중",
+    "completed": "완료",
+    "failed": "거절·실패",
+    "needs_attention": "확인 필요",
+}
+VIA_LABELS = {"phone": "전화", "letter": "우편", "email": "전자우편", "visit": "방문"}
+VERIFIED_LABELS = {
+    "login": "웹사이트 로그인",
+    "document": "신분증·위임장 등 서류 확인",
+    "callback": "등록된 연락처로 회신 확인",
+}
+REQUESTER_LABELS = {"member": "정보주체 본인", "guardian": "법정대리인", "delegate": "대리인"}
+# What staff may enter by hand: the rights a person asks for by phone, letter or email.
+# Withdrawal (회원탈퇴) and correction go through the website or their own commands.
+ENTERABLE = ("access", "erasure", "suspension", "suspension_lift", "consent_withdrawal")
+
+
+def _tz() -> ZoneInfo:
+    return ZoneInfo(get_settings().timezone)
+
+
+def _local(when: datetime | None) -> str:
+    if when is None:
+        return ""
+    return as_utc(when).astimezone(_tz()).strftime("%Y-%m-%d %H:%M")
+
+
+def _client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _who() -> accounts.Who:
+    return cast(accounts.Who, g.who)
+
+
+def _need(permission: str) -> None:
+    """Refuse (403) an action the logged-in person's role does not allow."""
+    if not may(_who().role, permission):
+        log.warning("console: %s (%s) refused %s", _who().username, _who().role, permission)
+        abort(403)
+
+
+def _logged(
+    kind: str,
+    action: str,
+    *,
+    member_id: int | None = None,
+    request_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """The access-log entry of this page or action, naming the person and the client."""
+    accesslog.record_now(
+        _who().operator, kind, action, member_id=member_id, request_id=request_id,
+        details={**(details or {}), "ip": _client_ip()},
+    )  # fmt: skip
+
+
+def _login_required(view: _V) -> _V:
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if getattr(g, "who", None) is None:
+            return redirect(url_for("login"))
+        return view(*args, **kwargs)
+
+    return cast(_V, wrapped)
+
+
+def create_app() -> Flask:
+    s = get_settings()
+    app = Flask(__name__, template_folder=str(Path(__file__).with_name("templates")))
+    app.config.update(
+        SECRET_KEY=s.console_secret_value(),
+        SESSION_COOKIE_NAME="lifecycle_console",
+        SESSION_COOKIE_SECURE=s.console_cookie_secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=IDLE,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    CSRFProtect(app)
+    limiter = Limiter(
+        get_remote_address, app=app, storage_uri=s.console_ratelimit_storage, default_limits=[]
+    )
+    app.jinja_env.globals.update(
+        may=may,
+        KIND_LABELS=KIND_LABELS,
+        STATE_LABELS=STATE_LABELS,
+        VIA_LABELS=VIA_LABELS,
+        VERIFIED_LABELS=VERIFIED_LABELS,
+        REQUESTER_LABELS=REQUESTER_LABELS,
+        ROLE_LABELS=ROLE_LABELS,
+        local=_local,
+        organisation=s.organisation_name or "",
+    )
+
+    @app.before_request
+    def load_account() -> None:
+        g.who = None
+        aid, epoch, seen = session.get("aid"), session.get("epoch"), session.get("seen")
+        if aid is None or epoch is None or seen is None:
+            return
+        now = utcnow()
+        if now - datetime.fromisoformat(str(seen)) > IDLE:
+            session.clear()
+            return
+        with db.session("primary") as p:
+            g.who = accounts.current(p, int(aid), int(epoch))
+        if g.who is None:
+            session.clear()
+            return
+        session["seen"] = now.isoformat()
+
+    @app.after_request
+    def headers(resp: Response) -> Response:
+        # Pages may hold personal data: never cached, never framed, no referrer to elsewhere.
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'"
+        )
+        return resp
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(e: CSRFError) -> tuple[str, int]:
+        return render_template(
+            "error.html", message="보안 토큰이 없거나 맞지 않습니다 (CSRF)."
+        ), 400
+
+    @app.errorhandler(403)
+    def forbidden(e: Any) -> tuple[str, int]:
+        return render_template("error.html", message="이 작업을 할 권한이 없습니다."), 403
+
+    @app.errorhandler(429)
+    def too_many(e: Any) -> tuple[str, int]:
+        msg = "로그인 시도가 너무 많습니다. 잠시 후 다시 시도하십시오."
+        return render_template("error.html", message=msg), 429
+
+    @app.errorhandler(500)
+    def failed(e: Any) -> tuple[str, int]:
+        return render_template("error.html", message="처리 중 오류가 났습니다."), 500
+
+    @app.errorhandler(SQLAlchemyError)
+    def db_error(e: SQLAlchemyError) -> tuple[str, int]:
+        log.error("console: database error %s", type(e).__name__)
+        msg = f"데이터베이스에 연결할 수 없습니다 ({type(e).__name__})."
+        return render_template("error.html", message=msg), 503
+
+    # -- login ----------------------------------------------------------------------------------
+
+    @app.route("/login", methods=["GET", "POST"])
+    @limiter.limit("5 per minute;20 per hour", methods=["POST"])
+    def login() -> Any:
+        if request.method == "GET":
+            return render_template("login.html")
+        form = request.form
+        with db.session("primary") as p:
+            who = accounts.authenticate(
+                p, form.get("username", ""), form.get("password", ""), form.get("code", "")
+            )
+        if who is None:
+            log.warning("console: failed login from %s", _client_ip())
+            flash("아이디, 비밀번호 또는 인증 코드가 맞지 않습니다.", "error")
+            return render_template("login.html"), 401
+        session.clear()
+        session.permanent = True
+        session.update(aid=who.id, epoch=who.epoch, seen=utcnow().isoformat())
+        session["nonce"] = secrets.token_hex(8)  # a new cookie value at every login
+        g.who = who
+        _logged("read", "console login")
+        return redirect(url_for("requests_list"))
+
+    @app.post("/logout")
+    def logout() -> Any:
+        session.clear()
+        return redirect(url_for("login"))
+
+    @app.get("/healthz")
+    def healthz() -> tuple[str, int]:
+        return "ok", 200
+
+    @app.get("/")
+    @_login_required
+    def home() -> Any:
+        return redirect(url_for("requests_list"))
+
+    # -- requests -------------------------------------------------------------------------------
+
+    @app.get("/requests")
+    @_login_required
+    def requests_list() -> Any:
+        _need("requests.view")
+        now = utcnow()
+        with db.session("primary") as p:
+            open_ = deadlines.open_requests(p)
+            held = deadlines.held_now(p, now)
+            recent = list(
+                p.scalars(
+                    select(LifecycleRequest)
+                    .where(LifecycleRequest.state.in_(sorted(TERMINAL)))
+                    .order_by(LifecycleRequest.id.desc())
+                    .limit(50)
+                )
+            )
+            ids = [r.id for r in open_]
+            via: dict[int, str | None] = {
+                int(i): v
+                for i, v in p.execute(
+                    select(LifecycleRequest.id, LifecycleRequest.received_via).where(
+                        LifecycleRequest.id.in_(ids)
+                    )
+                )
+            }
+            closed = [
+                {
+                    "id": r.id,
+                    "kind": r.kind,
+                    "state": r.state,
+                    "created_at": r.created_at,
+                    "completed_at": r.completed_at or r.updated_at,
+                    "answered": r.answered_at is not None,
+                    "via": r.received_via,
+                }
+                for r in recent
+            ]
+        rows = [
+            {
+                "id": r.id,
+                "kind": r.kind,
+                "state": r.state,
+                "created_at": r.created_at,
+                "due_at": r.due_at,
+                "extended": r.extended,
+                "held": r.id in held,
+                "overdue": r.overdue(now) and r.id not in held,
+                "soon": not r.overdue(now) and r.due_at - now <= timedelta(days=1),
+                "via": via.get(r.id),
+            }
+            for r in open_
+        ]
+        return render_template("requests.html", rows=rows, closed=closed)
+
+    @app.route("/requests/new", methods=["GET", "POST"])
+    @_login_required
+    def request_new() -> Any:
+        _need("requests.enter")
+        if request.method == "GET":
+            return render_template("request_new.html", kinds=ENTERABLE, form={})
+        f = request.form
+        try:
+            kind = f.get("kind", "")
+            if kind not in ENTERABLE:
+                raise UserError("요청 종류를 고르십시오.")
+            who = make_requester(
+                f.get("requester", "member"),
+                f.get("requester_name") or None,
+                f.get("requester_contact") or None,
+                f.get("verified_by") or None,
+                f.get("received_via") or None,
+            )
+            who = dataclasses.replace(who, actor=_who().operator)
+            member_id = parse_member_id(f.get("member_id", ""))
+            rid = _submit(kind, member_id, who, f)
+        except UserError as exc:
+            flash(str(exc), "error")
+            # The form comes back filled in; the page is not cached (no-store).
+            return render_template("request_new.html", kinds=ENTERABLE, form=f), 422
+        _logged("change", "console request enter", member_id=member_id, request_id=rid,
+                details={"kind": kind, "received_via": who.received_via})  # fmt: skip
+        flash(f"{KIND_LABELS[kind]} 요청 {rid}번을 접수했습니다.", "ok")
+        return redirect(url_for("request_view", request_id=rid))
+
+    @app.get("/requests/<int:request_id>")
+    @_login_required
+    def request_view(request_id: int) -> Any:
+        _need("requests.view")
+        personal = may(_who().role, "requests.personal")
+        with db.session("primary") as p:
+            req = p.get(LifecycleRequest, request_id)
+            if req is None:
+                abort(404)
+            due = deadlines.due_of(req)
+            info = {
+                "id": req.id,
+                "kind": req.kind,
+                "state": req.state,
+                "created_at": req.created_at,
+                "due_at": due,
+                "overdue": req.state not in TERMINAL and due <= utcnow(),
+                "extension_reason": req.extension_reason,
+                "error": req.error,
+                "steps_done": req.steps_done,
+                "answered_at": req.answered_at,
+                "received_via": req.received_via,
+                "verified_by": req.verified_by,
+                "requester_kind": req.requester_kind,
+                "actor": req.actor,
+                "residue": residue.open_reason(req),
+                "extendable": bool(KINDS.get(req.kind) and KINDS[req.kind].extendable),
+                "terminal": req.state in TERMINAL,
+                "refusable": req.state
+                in (RequestState.RECEIVED.value, RequestState.DISPATCHED.value),
+            }
+            member_id = req.member_id
+            if personal:
+                info.update(
+                    member_id=req.member_id,
+                    requester_name=req.requester_name,
+                    requester_contact=req.requester_contact,
+                )
+        if personal:
+            # Shown only after the read is on record.
+            _logged("read", "console request view", member_id=member_id, request_id=request_id)
+        return render_template("request_view.html", r=info, personal=personal)
+
+    @app.post("/requests/<int:request_id>/extend")
+    @_login_required
+    def request_extend(request_id: int) -> Any:
+        _need("requests.extend")
+        try:
+            days = int(request.form.get("days", "") or "0")
+            with db.session("primary") as p:
+                req = _locked(p, request_id)
+                member_id = req.member_id
+                due = deadlines.extend(p, req, days, request.form.get("reason", ""))
+        except (UserError, ValueError) as exc:
+            flash(str(exc) if isinstance(exc, UserError) else "연기 일수는 숫자입니다.", "error")
+            return redirect(url_for("request_view", request_id=request_id))
+        postpone_notice(request_id)
+        _logged("change", "requests extend", member_id=member_id, request_id=request_id,
+                details={"days": days})  # fmt: skip
+        flash(f"요청 {request_id}번을 연기했습니다. 새 기한: {_local(due)}", "ok")
+        return redirect(url_for("request_view", request_id=request_id))
+
+    @app.post("/requests/<int:request_id>/answer")
+    @_login_required
+    def request_answer(request_id: int) -> Any:
+        _need("requests.answer")
+        try:
+            nid = answer_request(request_id)
+        except UserError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("request_view", request_id=request_id))
+        _logged("change", "requests answer", request_id=request_id, details={"notice": nid})
+        flash(f"요청 {request_id}번의 답변을 보냈습니다.", "ok")
+        return redirect(url_for("request_view", request_id=request_id))
+
+    @app.post("/requests/<int:request_id>/refuse")
+    @_login_required
+    def request_refuse(request_id: int) -> Any:
+        _need("requests.refuse")
+        try:
+            refuse_request(request_id, request.form.get("reason", ""))
+        except UserError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("request_view", request_id=request_id))
+        _logged("change", "requests refuse", request_id=request_id)
+        flash(f"요청 {request_id}번을 거절하고 답변을 보냈습니다.", "ok")
+        return redirect(url_for("request_view", request_id=request_id))
+
+    # -- holds, incidents -------------------------------------------------------------------------
+
+    @app.get("/holds")
+    @_login_required
+    def holds_list() -> Any:
+        _need("holds.view")
+        today = utcnow().astimezone(_tz()).date()
+        with db.session("primary") as p:
+            rows = [
+                {
+                    "id": h.id,
+                    "scope": h.scope,
+                    "member_id": h.member_id,
+                    "request_id": h.request_id,
+                    "category": h.category,
+                    "until": h.until,
+                    "reason": h.reason,
+                    "created_by": h.created_by,
+                    "active": h.released_at is None and h.until >= today,
+                    "released_at": h.released_at,
+                }
+                for h in p.scalars(select(LegalHold).order_by(LegalHold.id.desc()).limit(PAGE))
+            ]
+        members = sorted({int(str(r["member_id"])) for r in rows if r["member_id"] is not None})
+        # The list names members: a read of personal data, logged like `hold list`'s.
+        for m in members:
+            _logged("read", "console hold list", member_id=m)
+        return render_template("holds.html", rows=rows, active=holds.active)
+
+    @app.get("/incidents")
+    @_login_required
+    def incidents_list() -> Any:
+        _need("incidents.view")
+        from lifecycle.incidents import breach
+
+        now = utcnow()
+        with db.session("primary") as p:
+            rows = [
+                breach.summary(p, inc, now)
+                for inc in p.scalars(select(Incident).order_by(Incident.id.desc()).limit(PAGE))
+            ]
+        return render_template("incidents.html", rows=rows, now=now)
+
+    # -- ledger, access log, findings --------------------------------------------------------------
+
+    @app.get("/ledger")
+    @_login_required
+    def ledger_list() -> Any:
+        _need("ledger.view")
+        start, end = _period()
+        with db.session("archive") as a:
+            rows = list(
+                a.scalars(
+                    select(LedgerEntry)
+                    .where(LedgerEntry.occurred_at >= start, LedgerEntry.occurred_at < end)
+                    .order_by(LedgerEntry.seq.desc())
+                    .limit(PAGE)
+                )
+            )
+            a.expunge_all()
+        return render_template("ledger.html", rows=rows, start=start, end=end - timedelta(days=1))
+
+    @app.get("/accesslog")
+    @_login_required
+    def accesslog_list() -> Any:
+        _need("accesslog.view")
+        start, end = _period()
+        with db.session("archive") as a:
+            rows = list(
+                a.scalars(
+                    select(AccessLogEntry)
+                    .where(AccessLogEntry.occurred_at >= start, AccessLogEntry.occurred_at < end)
+                    .order_by(AccessLogEntry.seq.desc())
+                    .limit(PAGE)
+                )
+            )
+            a.expunge_all()
+        return render_template(
+            "accesslog.html", rows=rows, start=start, end=end - timedelta(days=1)
+        )
+
+    @app.get("/findings")
+    @_login_required
+    def findings() -> Any:
+        _need("findings.view")
+        with db.session("primary") as p:
+            parked = list(
+                p.scalars(
+                    select(LifecycleRequest)
+                    .where(LifecycleRequest.state == RequestState.NEEDS_ATTENTION.value)
+                    .order_by(LifecycleRequest.id.desc())
+                    .limit(PAGE)
+                )
+            )
+            rows = [
+                {"id": r.id, "kind": r.kind, "reason": residue.open_reason(r) or r.error or ""}
+                for r in parked
+            ]
+        return render_template("findings.html", rows=rows)
+
+    return app
+
+
+def _period() -> tuple[datetime, datetime]:
+    """The ``from``/``to`` dates of a list (local days, ``to`` included), the last 31 days by
+    default; dates only, so the URL carries nothing personal."""
+    tz = _tz()
+    today = utcnow().astimezone(tz).date()
+    try:
+        start_d = date.fromisoformat(request.args.get("from") or "") if request.args.get(
+            "from") else today - timedelta(days=31)  # fmt: skip
+        end_d = date.fromisoformat(request.args["to"]) if request.args.get("to") else today
+    except ValueError:
+        abort(400)
+    start = datetime.combine(start_d, datetime.min.time(), tz)
+    end = datetime.combine(end_d + timedelta(days=1), datetime.min.time(), tz)
+    return start, end
+
+
+def _locked(p: Any, request_id: int) -> LifecycleRequest:
+    from lifecycle.requests.outbox import load_for_update
+
+    req = load_for_update(p, request_id)
+    if req is None:
+        raise UserError(f"request {request_id} does not exist")
+    return req
+
+
+def _submit(kind: str, member_id: int, who: Any, f: Any) -> int:
+    """The request through the CLI's own submit functions (the relay dispatches it)."""
+    if kind == "access":
+        folder = get_settings().var_dir / "access"
+        folder.mkdir(parents=True, exist_ok=True)
+        # The package's file name is random: the member id stays out of file names too.
+        out = folder / f"access-{secrets.token_hex(8)}.zip"
+        return submit_access(member_id, str(out), None, who, dispatch=False)
+    if kind == "erasure":
+        return submit_erasure(member_id, f.get("fields", ""), who, dispatch=False)
+    if kind == "suspension":
+        return submit_suspension(member_id, f.get("reason", ""), who, dispatch=False)
+    if kind == "suspension_lift":
+        return submit_lift(member_id, who, dispatch=False)
+    return submit_consent_withdrawal(member_id, f.get("purpose", ""), who, dispatch=False)
