@@ -88,7 +88,9 @@ def orphan_links(dm: DataMap) -> list[tuple[TableMap, MemberLink]]:
         (tm, lk)
         for tm in dm.tables.values()
         if tm.name != dm.subject.table and tm.orphans.enabled
-        for lk in tm.links
+        # A second member named in someone's row (also_names) is a link too: when the site
+        # deleted that member's row, the sweep clears their name there.
+        for lk in (*tm.links, *tm.also_names)
     ]
 
 
