@@ -29,7 +29,7 @@ from lifecycle.datamap.anchors import (
 )
 from lifecycle.datamap.entries import check_entries, describe_where, parse_contact, parse_where
 from lifecycle.datamap.guest_rows import describe as describe_guests
-from lifecycle.datamap.guest_rows import match_identities
+from lifecycle.datamap.guest_rows import identity_lists, match_identities
 from lifecycle.datamap.identities import RULES as IDENTITY_RULES
 from lifecycle.datamap.links import (
     LIFECYCLE_MARKER,
@@ -213,6 +213,8 @@ class _TableSpec(_Spec):
     contact: _ContactSpec | None = None
     # Rows with no member link belong to the member whose identity (of these kinds) they hold.
     match_identities: list[str] = Field(default_factory=list)
+    # Matched identity columns holding a list of them (one recipient a line).
+    identity_lists: list[str] = Field(default_factory=list)
     # false: never look for orphan rows here; or the link values that name no member by design.
     orphans: _OrphansSpec | bool = True
 
@@ -762,6 +764,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         _check_anchors(ts, name, columns, rules, err, s.table, _dated(spec.tables, name))
         identities = _identities(ts, name, owner, subject, err, base)
         matched = match_identities(ts.match_identities, identities, ts, name, err, base)
+        lists = identity_lists(ts.identity_lists, matched, identities, keys, name, err, base)
         if name == s.table and subject.keep_row and not columns:
             raise err("subject table kept blank on withdrawal lists no personal columns", *base)
         tables[name] = TableMap(
@@ -789,6 +792,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             text_ids=_text_ids(ts, name, links, err, base),
             date_formats=tuple(formats.items()),
             match_identities=matched,
+            identity_lists=lists,
             orphans=_orphans(ts.orphans),
         )
     ignore_rows = check_entries(spec.tables, tables, spec.ignore_rows, s.table, err)

@@ -448,6 +448,9 @@ class TableMap:
     # Kinds of ``identities`` by which rows with no member link are found as a member's
     # (``match_identities:``, lifecycle/datamap/guest_rows.py).
     match_identities: tuple[str, ...] = ()
+    # Identity columns holding a list (a mail log's recipients, one ``Name <addr>`` a line):
+    # a row is matched by any identity in the list, not by its whole value.
+    identity_lists: tuple[str, ...] = ()
     orphans: Orphans = field(default_factory=Orphans)
 
     def __post_init__(self) -> None:

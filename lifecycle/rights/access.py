@@ -186,7 +186,9 @@ def named_in(
         t = ctx.table(tm.name) if tm.also_names else None
         for lk in tm.also_names:
             assert t is not None
-            cols = list(dict.fromkeys([*tm.keys, *lk.cleared]))
+            # The row's key without the owner's link (a scrap's key holds its owner's id).
+            links = {x.column for x in tm.links}
+            cols = list(dict.fromkeys([*(k for k in tm.keys if k not in links), *lk.cleared]))
             mine = dm.link_expr(lk, t.c[lk.column], ctx.metadata) == member_id
             stmt = select(*(t.c[c] for c in cols)).where(tm.scoped(t, mine))
             stmt = stmt.order_by(*(t.c[k] for k in tm.keys))
