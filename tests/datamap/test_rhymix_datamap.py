@@ -478,7 +478,7 @@ def test_rows_left_by_rhymixs_own_deletion_are_found_and_swept(site: Site, start
         if docs_by.get(r["document_srl"]) == jiwoo.srl
     ]  # fmt: skip
     for table, rows in before.items():
-        for key, row in rows.items():
+        for row in rows.values():
             if owned_by(table, row, {jiwoo.srl}) or row in gone_extra:
                 continue
             if table == "rx_advanced_mailer_log" or table == "rx_advanced_mailer_sms_log":
