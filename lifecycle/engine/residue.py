@@ -3,10 +3,11 @@ in the primary's text columns?
 
 The withdrawal's destroy step and the erasure's erase step capture the member's identities
 (:func:`capture_member`, :func:`capture_values`) in the transaction that destroys them, before
-they do, and keep them in a local variable only: never in the database, a task argument, a
-result or a log line. :func:`scan` then searches, in the same transaction (it sees the step's
-own deletes and updates, and its verdict commits with them), and returns table.column names
-and counts only.
+they do, and keep them in a local variable: never in a task argument, a result or a log line
+(a request parked for a finding keeps them sealed for its re-check only:
+:mod:`lifecycle.rights.residue_check`). :func:`scan` then searches, in the same transaction
+(it sees the step's own deletes and updates, and its verdict commits with them), and returns
+table.column names and counts only.
 
 What is searched, for a bounded cost (a 1,000,000-member site cannot afford a full scan of every
 text column for each withdrawal):
@@ -15,17 +16,19 @@ text column for each withdrawal):
    in the forms it is commonly stored in (as captured, canonical): ``col IN (...)``, one index
    lookup. PostgreSQL compares case-sensitively here; MariaDB's usual ``_ci`` collations do
    not. A column also searched by pass 2 is not probed.
-2. **One pass per table over the columns that can hold the identity.** Each table's newest
-   ``residue_sample_rows`` rows (by primary key) are read and their text and JSON values go
-   through :func:`lifecycle.datamap.patterns.kinds_in`, as ``datamap discover`` does; a column
-   whose sample holds an email (plain, or inside a JSON or PHP-serialized blob) is searched
-   for the member's emails, one with a mobile number for the member's mobile numbers, and the
-   map's declared identity columns (``identities:``, ``subject.contact``) always. One
-   ``SELECT SUM(CASE …)`` per table counts, per column, the rows whose value contains an email
-   case-blind (``lower(col) LIKE '%…%'``), a mobile number in one of its usual spellings
-   (``010-1234-5678``, ``01012345678``, ``+82 10-…``), or equals the login id case-blind.
-   A login id is matched whole only: it has no pattern, and as a substring it would match
-   ordinary words.
+2. **One pass per table over the columns that can hold the identity.** A table the server
+   estimates at no more than ``residue_exhaustive_rows`` rows is searched in every text and
+   JSON column for every identity. A larger one is sampled: its newest
+   ``residue_sample_rows`` rows (by primary key) go through
+   :func:`lifecycle.datamap.patterns.kinds_in`, as ``datamap discover`` does; a column whose
+   sample holds an email (plain, or inside a JSON or PHP-serialized blob) is searched for the
+   member's emails, one with a mobile number for the member's mobile numbers, and the map's
+   declared identity columns (``identities:``, ``subject.contact``) always; the table is named
+   in the result's ``sampled``. One ``SELECT SUM(CASE …)`` per table counts, per column, the
+   rows whose value contains an email case-blind (``lower(col) LIKE '%…%'``), a mobile number
+   in one of its usual spellings (``010-1234-5678``, ``01012345678``, ``+82 10-…``), or holds
+   the login id: as the whole value, case-blind, and, for an id that cannot be an ordinary word
+   (:func:`login_in_text`), as a word inside the text (:func:`login_pattern`).
 3. **Budgets.** ``residue_budget_seconds`` bounds the whole check (each statement runs with
    the remaining time as its timeout); ``residue_max_rows`` bounds the rows pass 2 may read
    (from the server's row estimate, before the table is read). What a budget left unsearched
