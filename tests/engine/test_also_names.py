@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from lifecycle.engine.sweep import run_sweep
 from lifecycle.rights.access import run_access, submit_access
 from lifecycle.rights.common import Requester
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
+from tests.engine.test_replay import backup
 from tests.helpers import LifecycleEnv, accounting, site_engine, sql_rows
 from workers.app import reconfigure
 
@@ -272,4 +274,33 @@ def test_a_named_member_leaving_clears_their_side_and_the_owner_keeps_the_row(
     ) == [(2,)]
     assert sql_rows(primary, "SELECT count(*) FROM n_memos") == [(12,)]
     assert sql_rows(primary, "SELECT count(*) FROM n_memos WHERE other_login IS NULL") == [(8,)]
+    clear_context_cache()
+
+
+@pytest.mark.integration
+def test_replay_after_a_restore_clears_the_named_member_again(
+    primary_env: LifecycleEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = primary_env
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    path = _build(primary, tmp_path)
+    env.vars["LIFECYCLE_DATA_MAP"] = str(path)
+    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
+    reconfigure()
+    clear_context_cache()
+    restore = backup(primary, tmp_path)
+    ctx = get_context()
+    assert carry_out(ctx, submit_withdrawal(ctx, 2))["state"] == "completed"
+    restore()
+    named = (
+        "SELECT count(*) FROM n_notify WHERE sender_id = 2 OR (sender_email <> '' AND "
+        "summary LIKE 'comment 2->%')"
+    )
+    assert sql_rows(primary, named) == [(3,)]
+    r = env.run("ledger", "replay", "--since", date.today().isoformat())
+    assert r.returncode == 0, r.stderr
+    assert "re-applied: 1 member(s)" in r.stdout, r.stdout
+    assert sql_rows(primary, named) == [(0,)]
+    assert sql_rows(primary, "SELECT count(*) FROM n_memos WHERE other_login = 'user2'") == [(0,)]
+    assert sql_rows(primary, "SELECT count(*) FROM n_members WHERE id = 2") == [(0,)]
     clear_context_cache()
