@@ -265,7 +265,7 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
         "'js.park@mail.example', '', NOW(), '', '10.0.2.8', 1, %s, '')",
         post,
     )
-    # A memo between two leavers: it goes once neither side is a member.
+    # A memo between two leavers (the recipient's row only): it goes with its owner.
     site.sql(
         "INSERT INTO g5_memo (me_recv_mb_id, me_send_mb_id, me_send_datetime, me_memo, "
         "me_type, me_send_ip) "
@@ -369,12 +369,13 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     comments = [r for r in after[board].values() if r["wr_is_comment"] == 1]
     assert [c["mb_id"] for c in comments] == ["park_js"] and comments[0]["wr_parent"] == post
 
-    # Memos: the leaver's side is cleared where the other side stays; a memo between two
-    # leavers is gone.
+    # Memos: each row is its owner's (the recipient's row, the sender's copy) and goes with
+    # them; in the other member's row the leaver's side is cleared.
+    owner_of = {"recv": "me_recv_mb_id", "send": "me_send_mb_id"}
     for r in before["g5_memo"].values():
         sides = {r["me_send_mb_id"], r["me_recv_mb_id"]}
         now = [a for a in after["g5_memo"].values() if a["me_id"] == r["me_id"]]
-        if sides <= LEAVERS:
+        if r[owner_of[r["me_type"]]] in LEAVERS:
             assert now == []
         elif sides & LEAVERS:
             (a,) = now
@@ -599,8 +600,11 @@ def test_the_shipped_map_loads_and_names_what_the_engine_needs() -> None:
     )
     icon = dm.tables["g5_member"].file_templates[0]
     assert icon.render({"mb_id": "lee_mh7"}) == "data/member/le/lee_mh7.gif"
-    memo = dm.tables["g5_memo"]
-    assert [lk.column for lk in memo.links] == ["me_send_mb_id", "me_recv_mb_id"]
+    recv, send = dm.tables["g5_memo_recv"], dm.tables["g5_memo_send"]
+    assert ([lk.column for lk in recv.links], [lk.column for lk in recv.also_names]) == (
+        ["me_recv_mb_id"], ["me_send_mb_id"])  # fmt: skip
+    assert ([lk.column for lk in send.links], [lk.column for lk in send.also_names]) == (
+        ["me_send_mb_id"], ["me_recv_mb_id"])  # fmt: skip
     assert dm.tables["g5_visit"].age is not None and not dm.tables["g5_visit"].links
     # Orders and cart lines: 전자상거래법 records and sales evidence, ending by their own date
     # for active members too.
