@@ -285,29 +285,54 @@ def answer_cmd(request_id: Annotated[int, typer.Argument(help="The request's id.
 @requests_app.command("retry")
 def retry_cmd(
     request_id: Annotated[int, typer.Argument(help="The failed request's id.")],
+    acknowledge: Annotated[
+        bool,
+        typer.Option(
+            "--acknowledge",
+            help="Accept the residue a withdrawal or an erasure is parked for (with --reason).",
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why the residue found is accepted.")
+    ] = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 3600,
 ) -> None:
-    """Retry a failed request from the step that failed (the steps done stay done), or
-    acknowledge the residue a withdrawal or an erasure is parked for, once it is dealt with."""
+    """Retry a failed request from the step that failed (the steps done stay done). A
+    withdrawal or an erasure parked for its residue is searched again and completes only if
+    nothing is left; --acknowledge --reason accepts a known finding (recorded with you)."""
+    from lifecycle.cli.operator import current, record
     from lifecycle.core import dispatch
     from lifecycle.core.db import session
     from lifecycle.core.errors import UserError
-    from lifecycle.requests.residue import reopen_acknowledged
+    from lifecycle.engine.context import get_context
     from lifecycle.requests.states import IllegalTransition, reopen, steps_done, task_for
+    from lifecycle.rights.residue_check import check_reason, retry_parked
 
+    if reason is not None and not acknowledge:
+        raise UserError("--reason goes with --acknowledge")
+    if acknowledge:
+        reason = check_reason(reason)
+    operator = current()
     _prepare()
     with session("primary") as s:
         req = _locked_request(s, request_id)
-        state = reopen_acknowledged(req)
-        try:
-            state = state or reopen(req)
-        except IllegalTransition as exc:
-            raise UserError(str(exc)) from None
+        dm = get_context().datamap
+        state, still = retry_parked(s, req, dm, operator=operator, acknowledge=acknowledge,
+                                    reason=reason)  # fmt: skip
+        if still is None:
+            try:
+                state = state or reopen(req)
+            except IllegalTransition as exc:
+                raise UserError(str(exc)) from None
         done, kind = steps_done(req), req.kind
-    from lifecycle.cli.operator import record
-
-    record("change", "requests retry", request_id=request_id, details={"from": state})
+    details: dict[str, Any] = {"from": state}
+    if acknowledge:
+        details["acknowledged"] = reason
+    record("change", "requests retry", request_id=request_id, details=details)
+    if still is not None:
+        # The re-check's verdict is committed; the request stays parked.
+        raise UserError(f"request {request_id} still needs attention: {still}")
     after = f" after {', '.join(done)}" if done else ""
     try:
         dispatch.send(task_for(kind) or "", request_id)

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     residue_budget_seconds: float = Field(default=30.0, gt=0, le=3600)
     residue_max_rows: int = Field(default=20_000_000, ge=0)
     residue_sample_rows: int = Field(default=500, ge=1, le=100_000)
+    # Tables up to this many rows (the server's estimate) are searched in every text column
+    # for every identity, not sampled; a larger table is sampled and the request says so.
+    residue_exhaustive_rows: int = Field(default=200_000, ge=0)
 
     @field_validator("log_json", mode="before")
     @classmethod

@@ -40,8 +40,15 @@ class IdentityGap:
     column: str
     kind: str
     statement: str | None  # the CREATE INDEX to run, None where no index can serve
+    listed: bool = False  # an ``identity_lists`` column: searched by containment
 
     def __str__(self) -> str:
+        if self.listed:
+            return (
+                f"table {self.table} lists {self.kind} values in {self.column} "
+                "(identity_lists): no index serves the search, so every withdrawal and sweep "
+                "batch reads the whole table"
+            )
         if self.statement is None:
             return (
                 f"table {self.table} is matched by {self.kind} alone ({self.column}, no member "
@@ -75,6 +82,9 @@ def identity_gaps(dm: DataMap, engine: Any) -> list[IdentityGap]:
     s = dm.subject
     for tm in dm.tables.values():
         for kind, col in matched_columns(tm):
+            if col in tm.identity_lists:
+                out.append(IdentityGap(tm.name, col, kind, None, listed=True))
+                continue
             if pg:
                 wanted[(tm.name, col)] = kind
                 theirs = s.email_column if kind == "email" else s.mobile_column

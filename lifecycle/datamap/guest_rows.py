@@ -15,13 +15,20 @@ sure: rows holding it are left for either, and counted (:mod:`lifecycle.engine.g
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Integer, String, Text, and_, any_, bindparam, false, or_, true
+from sqlalchemy import Integer, String, Text, and_, any_, bindparam, false, func, or_, true
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from lifecycle.datamap.identities import RULES, IdentityKind, mobile_forms, sql_normalised
+from lifecycle.datamap.identities import (
+    RULES,
+    IdentityKind,
+    mobile_forms,
+    normalise,
+    sql_normalised,
+)
 from lifecycle.datamap.model import DataMap, TableMap
 
 # How the one line saying that guest rows were left starts (a withdrawal that completed keeps
@@ -57,6 +64,62 @@ def match_identities(
             *where,
         )
     return tuple(kinds)
+
+
+def identity_lists(
+    columns: Sequence[str],
+    matched: tuple[str, ...],
+    identities: tuple[tuple[str, str], ...],
+    keys: Sequence[str],
+    name: str,
+    err: Any,
+    base: tuple[Any, ...],
+) -> tuple[str, ...]:
+    """The loader's check of ``identity_lists:`` (matched identity columns holding a list)."""
+    where = (*base, "identity_lists")
+    cols = {col for kind, col in identities if kind in matched}
+    for c in columns:
+        if c not in cols:
+            raise err(
+                f"table {name!r}: identity_lists names {c!r}, which is no column of an identity "
+                "listed under match_identities:",
+                *where,
+            )
+    if columns and not keys:
+        raise err(f"table {name!r}: identity_lists needs a key (rows are taken by key)", *where)
+    return tuple(dict.fromkeys(columns))
+
+
+# One entry of a list: a line, or a comma- or semicolon-separated item; ``Name <addr>`` is addr.
+_ITEMS = re.compile(r"[\r\n,;]+")
+_ANGLE = re.compile(r"<([^<>]*)>")
+
+
+def listed(kind: IdentityKind, value: Any) -> set[str]:
+    """The canonical identities of ``kind`` a list value holds (``"Kim <a@b.kr>\nc@d.kr"``)."""
+    if not isinstance(value, str):
+        return set()
+    out: set[str] = set()
+    for item in _ITEMS.split(value):
+        m = _ANGLE.search(item)
+        canonical = normalise(kind, m.group(1) if m else item)
+        if canonical is not None:
+            out.add(canonical)
+    return out
+
+
+def identity_listed(kind: IdentityKind, col: Any, dialect: str, canonical: Iterable[str]) -> Any:
+    """``col`` may list one of ``canonical``: a containment test that narrows the read (no
+    index serves it); :func:`listed` decides on each row found."""
+    values = sorted(set(canonical))
+    if not values:
+        return false()
+    if kind == "mobile":
+        # The digits after the leading 0: found in 010…, 8210… and +82.10… alike.
+        expr = sql_normalised(kind, col, dialect)
+        return or_(*(expr.contains(v[1:], autoescape=True) for v in values))
+    low = func.lower(col)
+    return or_(*(low.contains(v, autoescape=True) for v in values))
 
 
 def matched_columns(tm: TableMap) -> list[tuple[IdentityKind, str]]:
@@ -106,9 +169,12 @@ def among(expr: Any, values: Sequence[Any], dialect: str, type_: Any = None) -> 
 
 
 def guest_where(tm: TableMap, t: Any, dialect: str, canonical: dict[str, Iterable[str]]) -> Any:
-    """Guest rows of ``tm`` holding one of ``canonical`` (kind -> canonical values)."""
+    """Guest rows of ``tm`` holding one of ``canonical`` (kind -> canonical values); for a
+    list column, rows that may list one (:func:`identity_listed`)."""
     conds = [
-        identity_in(kind, t.c[col], dialect, canonical.get(kind, ()))
+        (identity_listed if col in tm.identity_lists else identity_in)(
+            kind, t.c[col], dialect, canonical.get(kind, ())
+        )
         for kind, col in matched_columns(tm)
     ]
     return and_(link_empty(tm, t), or_(*conds)) if conds else false()
@@ -127,9 +193,14 @@ def describe(dm: DataMap, tm: TableMap) -> list[str]:
     out = []
     for kind, col in matched_columns(tm):
         theirs = s.email_column if kind == "email" else s.mobile_column
+        holds = (
+            f"{col} lists {s.table}.{theirs} (one a line, or separated by , or ;; `Name <addr>` "
+            "counts as addr)"
+            if col in tm.identity_lists
+            else f"{col} = {s.table}.{theirs}"
+        )
         out.append(
-            f"{tm.name}: {link} belong to the member whose {kind} they hold: {col} = "
-            f"{s.table}.{theirs}, both {RULES[kind]}; not taken when a member still with the "
-            "site holds it too"
+            f"{tm.name}: {link} belong to the member whose {kind} they hold: {holds}, both "
+            f"{RULES[kind]}; not taken when a member still with the site holds it too"
         )
     return out

@@ -81,7 +81,7 @@ def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
         name = tm.table  # entries sharing a table share its indexes
         if name not in existing:
             continue
-        for lk in tm.links:
+        for lk in (*tm.links, *tm.also_names):
             if (
                 name != s.table
                 and lk.member_key == s.key

@@ -282,6 +282,16 @@ def describe_links(dm: Any) -> Iterable[str]:
                 f"where {o.key_column} = '{o.key}' and {o.column} = {t.name}.{o.row_key}; a "
                 "value that is no positive integer ('0', '') names no member (a guest)"
             )
+        for lk in t.also_names:
+            given = dict(lk.values)
+            how = ", ".join(
+                f"{c} set to {given[c]!r}" if c in given else f"{c} blanked" for c in lk.cleared
+            )
+            yield (
+                f"{t.name}: also names a member in {lk.column} (their {sub.table}.{lk.member_key}"
+                f"); when that member leaves the row stays for its owner with {how}; their "
+                "access package holds those columns only"
+            )
         for col in t.text_ids:
             yield (
                 f"{t.name}: {col} holds the integer id as text, compared through a guarded cast "

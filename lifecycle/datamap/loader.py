@@ -29,7 +29,7 @@ from lifecycle.datamap.anchors import (
 )
 from lifecycle.datamap.entries import check_entries, describe_where, parse_contact, parse_where
 from lifecycle.datamap.guest_rows import describe as describe_guests
-from lifecycle.datamap.guest_rows import match_identities
+from lifecycle.datamap.guest_rows import identity_lists, match_identities
 from lifecycle.datamap.identities import RULES as IDENTITY_RULES
 from lifecycle.datamap.links import (
     LIFECYCLE_MARKER,
@@ -95,6 +95,11 @@ class _LinkSpec(_Spec):
     column: str
     member_key: str | None = None
     blank: list[str] = Field(default_factory=list)
+
+
+class _NamesSpec(_LinkSpec):
+    # Cleared columns written with this value instead of blanked (a NOT NULL integer: 0).
+    set: dict[str, int | str] = Field(default_factory=dict)
 
 
 class _FileSpec(_Spec):
@@ -185,6 +190,8 @@ class _TableSpec(_Spec):
     subject_column: str | None = None
     member_key: str | None = None
     members: list[_LinkSpec] = Field(default_factory=list)
+    # Columns naming a second member in rows another member owns (docs/datamap.md).
+    also_names: list[_NamesSpec] = Field(default_factory=list)
     via: _ViaSpec | None = None
     owner: _OwnerSpec | None = None
     # Link columns holding the subject's integer key as text (a sessions table's VARCHAR).
@@ -206,6 +213,8 @@ class _TableSpec(_Spec):
     contact: _ContactSpec | None = None
     # Rows with no member link belong to the member whose identity (of these kinds) they hold.
     match_identities: list[str] = Field(default_factory=list)
+    # Matched identity columns holding a list of them (one recipient a line).
+    identity_lists: list[str] = Field(default_factory=list)
     # false: never look for orphan rows here; or the link values that name no member by design.
     orphans: _OrphansSpec | bool = True
 
@@ -545,6 +554,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                     *base,
                     "members" if ts.members else "member_key",
                 )
+        also = _also_names(ts, name, links, s, subject_cols, err, base)
         if len(links) == 1 and ts.members:
             raise err(f"table {name!r}: members: lists one column; use subject_column", *base,
                       "members")  # fmt: skip
@@ -607,7 +617,8 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             columns[cat] = tuple(cols)
             used.setdefault(cat, where)
         where_ = parse_where(ts.where, err, *base, "where")
-        rel_cols = {*keys, *(lk.column for lk in links), ts.via.column if ts.via else None,
+        rel_cols = {*keys, *(lk.column for lk in links), *(lk.column for lk in also),
+                    ts.via.column if ts.via else None,
                     ts.via.match if ts.via else None, *(c for c, _v in where_)}  # fmt: skip
         if name == s.table:
             rel_cols.add(s.login_column)
@@ -726,7 +737,8 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             purpose.append(PurposeEnd("age", age_spec.column, after))
         if not purpose:
             raise err(f"table {name!r} has an empty purpose_end", *base, "purpose_end")
-        for i, lk in enumerate(links):
+        for i, lk, field_ in [*((i, lk, "members") for i, lk in enumerate(links)),
+                              *((i, lk, "also_names") for i, lk in enumerate(also))]:  # fmt: skip
             kept = [c for c in lk.blank if c in owner and not rules[owner[c]].period.is_zero]
             if kept:
                 raise err(
@@ -734,7 +746,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                     "which has a retention period; a cleared column is destroyed, so list only "
                     "columns of 0d categories under blank:",
                     *base,
-                    "members",
+                    field_,
                     i,
                 )
         if not keys and not (
@@ -752,6 +764,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         _check_anchors(ts, name, columns, rules, err, s.table, _dated(spec.tables, name))
         identities = _identities(ts, name, owner, subject, err, base)
         matched = match_identities(ts.match_identities, identities, ts, name, err, base)
+        lists = identity_lists(ts.identity_lists, matched, identities, keys, name, err, base)
         if name == s.table and subject.keep_row and not columns:
             raise err("subject table kept blank on withdrawal lists no personal columns", *base)
         tables[name] = TableMap(
@@ -767,6 +780,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             line=marks.get(base),
             keys=keys,
             links=tuple(links),
+            also_names=also,
             file_templates=tuple(templates),
             optional=ts.optional,
             tax_evidence=ts.tax_evidence,
@@ -778,6 +792,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             text_ids=_text_ids(ts, name, links, err, base),
             date_formats=tuple(formats.items()),
             match_identities=matched,
+            identity_lists=lists,
             orphans=_orphans(ts.orphans),
         )
     ignore_rows = check_entries(spec.tables, tables, spec.ignore_rows, s.table, err)
@@ -790,11 +805,60 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                    ignore_rows=ignore_rows)  # fmt: skip
 
 
+def _also_names(
+    ts: _TableSpec,
+    name: str,
+    links: list[MemberLink],
+    s: Any,
+    subject_cols: set[Any],
+    err: Any,
+    base: tuple[Any, ...],
+) -> tuple[MemberLink, ...]:
+    """``also_names: [{column, member_key, blank, set}]``: a second member named in rows
+    another member owns; cleared (never taken) when that member leaves."""
+    out: list[MemberLink] = []
+    taken = {lk.column for lk in links} | ({ts.via.column} if ts.via else set())
+    keys = {ts.key} if isinstance(ts.key, str) else set(ts.key)
+    for i, ns in enumerate(ts.also_names):
+        where = (*base, "also_names", i)
+        if name == s.table:
+            raise err(f"table {name!r}: the members' table takes no also_names:", *where)
+        if ns.column in taken:
+            raise err(f"table {name!r}: also_names column {ns.column!r} is already a link of "
+                      "the table (or named twice)", *where)  # fmt: skip
+        taken.add(ns.column)
+        member_key = ns.member_key or s.key
+        if member_key not in subject_cols:
+            raise err(
+                f"table {name!r}: member_key {member_key!r} must be the subject's key or "
+                f"login_column ({', '.join(sorted(c for c in subject_cols if c))})",
+                *where,
+            )
+        if ns.column in ns.blank:
+            raise err(f"table {name!r}: {ns.column} is cleared anyway; do not list it under "
+                      "blank:", *where)  # fmt: skip
+        bad = [c for c in ns.blank if c in keys or c in taken]
+        if bad:
+            raise err(f"table {name!r}: also_names blank: {bad[0]!r} is a key or link column; "
+                      "it cannot be cleared", *where)  # fmt: skip
+        cleared = (ns.column, *ns.blank)
+        stray = [c for c in ns.set if c not in cleared]
+        if stray:
+            raise err(f"table {name!r}: also_names set: {stray[0]!r} is neither the column nor "
+                      "listed under blank:", *where)  # fmt: skip
+        out.append(MemberLink(ns.column, member_key, tuple(ns.blank), tuple(ns.set.items())))
+    return tuple(out)
+
+
 def _text_ids(
     ts: _TableSpec, name: str, links: list[MemberLink], err: Any, base: tuple[Any, ...]
 ) -> tuple[str, ...]:
     """``text_ids: [user_id]``: link columns that hold an integer id as text."""
-    link_cols = {lk.column for lk in links} | ({ts.via.column} if ts.via else set())
+    link_cols = (
+        {lk.column for lk in links}
+        | {ns.column for ns in ts.also_names}
+        | ({ts.via.column} if ts.via else set())
+    )
     for i, c in enumerate(ts.text_ids):
         if c not in link_cols:
             raise err(

@@ -169,6 +169,14 @@ class MemberLink:
     column: str
     member_key: str
     blank: tuple[str, ...] = ()
+    # ``also_names:`` only: cleared columns written with a declared value instead of blanked
+    # (a NOT NULL integer link with no default, set to 0).
+    values: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def cleared(self) -> tuple[str, ...]:
+        """The columns cleared when this member leaves: the link, then ``blank``."""
+        return (self.column, *self.blank)
 
 
 @dataclass(frozen=True)
@@ -402,6 +410,10 @@ class TableMap:
     # The member columns: one for ``subject_column`` (holding the subject's ``member_key``),
     # several for ``members:`` (a memo's sender and recipient); empty for via / age-only.
     links: tuple[MemberLink, ...] = ()
+    # ``also_names:``: columns naming a second member in rows another member owns (a
+    # notification's sender). They never select a row to take; when that member leaves, the
+    # link and its ``blank`` columns are cleared and the row stays for its owner.
+    also_names: tuple[MemberLink, ...] = ()
     file_templates: tuple[FileTemplate, ...] = ()
     optional: bool = False  # a module the site may not have installed (the shop)
     pattern: str | None = None  # the map's ``g5_write_*`` this table was expanded from
@@ -437,6 +449,9 @@ class TableMap:
     # Kinds of ``identities`` by which rows with no member link are found as a member's
     # (``match_identities:``, lifecycle/datamap/guest_rows.py).
     match_identities: tuple[str, ...] = ()
+    # Identity columns holding a list (a mail log's recipients, one ``Name <addr>`` a line):
+    # a row is matched by any identity in the list, not by its whole value.
+    identity_lists: tuple[str, ...] = ()
     orphans: Orphans = field(default_factory=Orphans)
 
     def __post_init__(self) -> None:
@@ -495,6 +510,7 @@ class TableMap:
         rel = [
             self.subject_column,
             *(lk.column for lk in self.links),
+            *(lk.column for lk in self.also_names),
             self.via.column if self.via else None,
             self.via.match if self.via else None,
             *(c for c, _v in self.where),  # the kind of row (post_type), not its data
@@ -508,7 +524,7 @@ class TableMap:
     def blank_columns(self) -> tuple[str, ...]:
         """Columns cleared with a link (several-member tables), all links included."""
         out: dict[str, None] = {}
-        for lk in self.links:
+        for lk in (*self.links, *self.also_names):
             out[lk.column] = None
             out.update(dict.fromkeys(lk.blank))
         return tuple(out)
@@ -1029,6 +1045,7 @@ class DataMap:
         # Keyed by entry: several entries may share one database table (``table:``).
         cols: dict[str, dict[str, Any]] = {}
         reflected: dict[str, dict[str, Any]] = {}
+        info: dict[str, dict[str, Any]] = {}  # table -> column -> the reflected column
         for name, tm in self.tables.items():
             if "*" in name:
                 fail(f"pattern {name} was not expanded against the database", "tables", name)
@@ -1037,7 +1054,8 @@ class DataMap:
                 fail(f"table {tm.table!r} does not exist in the database", "tables", name)
                 continue
             if tm.table not in reflected:
-                reflected[tm.table] = {c["name"]: c["type"] for c in insp.get_columns(tm.table)}
+                info[tm.table] = {c["name"]: c for c in insp.get_columns(tm.table)}
+                reflected[tm.table] = {c: v["type"] for c, v in info[tm.table].items()}
             cols[name] = reflected[tm.table]
         transactional = list(reflected)
         for name in self.side_tables:
@@ -1173,6 +1191,25 @@ class DataMap:
                                as_text=lk.column in t.text_ids)  # fmt: skip
                 for c in lk.blank:
                     need(name, c, *where)
+            for i, lk in enumerate(t.also_names):
+                where = (*base, "also_names", i)
+                ok = need(name, lk.column, *where)
+                if need(st, lk.member_key, *where) and ok and st in cols:
+                    compatible((name, lk.column), (st, lk.member_key), *where,
+                               as_text=lk.column in t.text_ids)  # fmt: skip
+                for c in lk.blank:
+                    need(name, c, *where)
+                given = dict(lk.values)
+                for c in lk.cleared:
+                    rc = info.get(t.table, {}).get(c)
+                    if rc is None or c in given or rc["nullable"] or is_text(rc["type"]):
+                        continue
+                    if rc.get("default") is None:
+                        fail(
+                            f"column {name}.{c} cannot be cleared (NOT NULL, not text, no "
+                            f"default): give it a value under also_names set: ({c}: 0)",
+                            *where,
+                        )
             if t.via:
                 v = t.via
                 ok = need(name, v.column, *base, "via", "column")

@@ -27,14 +27,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, not_, or_, select
+from sqlalchemy import Connection, and_, bindparam, not_, or_, select, tuple_
 
 from lifecycle.datamap.guest_rows import (
     GUEST_NOTE,
     among,
     guest_where,
     identity_in,
+    identity_listed,
     link_empty,
+    listed,
     matched_columns,
 )
 from lifecycle.datamap.identities import IdentityKind, normalise
@@ -123,8 +125,11 @@ class GuestMatch:
         self.dialect = conn.dialect.name
         self.tables = [tm for tm in tables if tm.match_identities]
         self.owners: dict[str, dict[str, Any]] = {}
-        # table -> its guest rows holding a member's identity: kind -> canonical value
-        self.present: dict[str, list[dict[IdentityKind, str]]] = {}
+        # table -> its guest rows holding a member's identity: kind -> the members' values
+        # it holds (one for a whole-value column; any number for a list column)
+        self.present: dict[str, list[dict[IdentityKind, set[str]]]] = {}
+        # table -> the keys of those rows, in the same order (list tables are taken by key)
+        self.keys: dict[str, list[tuple[Any, ...]]] = {}
         self.shared: dict[str, dict[str, int]] = {}
         kinds = _kinds(self.tables)
         if not kinds or not ids:
@@ -154,28 +159,34 @@ class GuestMatch:
             return
         found: dict[IdentityKind, set[str]] = {}
         for tm in self.tables:
-            self.present[tm.name] = self._present(conn, tm)
+            self.present[tm.name], self.keys[tm.name] = self._present(conn, tm)
             for held in self.present[tm.name]:
-                for kind, value in held.items():
-                    found.setdefault(kind, set()).add(value)
+                for kind, values in held.items():
+                    found.setdefault(kind, set()).update(values)
         for kind, values in found.items():
             if kind in cols:
                 self.shared[kind] = self._held_elsewhere(conn, kind, cols[kind], members, values)
 
-    def _present(self, conn: Connection, tm: TableMap) -> list[dict[IdentityKind, str]]:
-        """Each guest row of ``tm`` holding one of the members' identities: kind -> the
-        members' value it holds (one read, an IN list per identity column)."""
+    def _present(
+        self, conn: Connection, tm: TableMap
+    ) -> tuple[list[dict[IdentityKind, set[str]]], list[tuple[Any, ...]]]:
+        """Each guest row of ``tm`` holding one of the members' identities (kind -> the
+        members' values it holds), and its key (one read, an IN list per identity column; a
+        list column narrowed by containment, each row's list then read in Python)."""
         t = self.ctx.table(tm.name)
         matched = matched_columns(tm)
         owners = self.owners
-        out: list[dict[IdentityKind, str]] = []
+        out: list[dict[IdentityKind, set[str]]] = []
+        out_keys: list[tuple[Any, ...]] = []
         mine = {k: sorted(owners.get(k, {})) for k, _c in matched}
         longest = max((len(v) for v in mine.values()), default=0)
         seen: set[tuple[Any, ...]] = set()
         keys = [t.c[k] for k in tm.keys]
         for i in range(0, longest, SQLITE_IN_CHUNK):
             conds = [
-                identity_in(kind, t.c[col], self.dialect, mine[kind][i : i + SQLITE_IN_CHUNK])
+                (identity_listed if col in tm.identity_lists else identity_in)(
+                    kind, t.c[col], self.dialect, mine[kind][i : i + SQLITE_IN_CHUNK]
+                )
                 for kind, col in matched
             ]
             q = select(*keys, *(t.c[c] for _k, c in matched)).where(
@@ -186,14 +197,15 @@ class GuestMatch:
                 if keys and ident in seen:
                     continue  # found through both lists of an earlier chunk
                 seen.add(ident)
-                held: dict[IdentityKind, str] = {}
-                for (kind, _c), value in zip(matched, r[len(keys) :], strict=True):
-                    canonical = normalise(kind, value)
-                    if canonical is not None and canonical in owners.get(kind, {}):
-                        held[kind] = canonical
+                held: dict[IdentityKind, set[str]] = {}
+                for (kind, col), value in zip(matched, r[len(keys) :], strict=True):
+                    theirs = _held(tm, kind, col, value) & owners.get(kind, {}).keys()
+                    if theirs:
+                        held.setdefault(kind, set()).update(theirs)
                 if held:
                     out.append(held)
-        return out
+                    out_keys.append(ident)
+        return out, out_keys
 
     def _held_elsewhere(
         self, conn: Connection, kind: IdentityKind, col: str, ids: list[Any], values: set[str]
@@ -225,13 +237,26 @@ class GuestMatch:
         """``tm``'s guest rows that are the members' (None: there are none): those holding
         one of the members' identities that no live member shares."""
         canonical: dict[str, set[str]] = {}
-        for row in self.present.get(tm.name, []):
-            for kind, value in row.items():
-                if self._unshared(kind, value):
-                    canonical.setdefault(kind, set()).add(value)
+        keys: list[tuple[Any, ...]] = []
+        for row, key in zip(self.present.get(tm.name, []), self.keys.get(tm.name, []),
+                            strict=True):  # fmt: skip
+            mine = False
+            for kind, values in row.items():
+                for value in values:
+                    if self._unshared(kind, value):
+                        canonical.setdefault(kind, set()).add(value)
+                        mine = True
+            if mine:
+                keys.append(key)
         if not canonical:
             return None
         found = guest_where(tm, t, self.dialect, dict(canonical))
+        if tm.identity_lists:
+            # A list may hold the value inside a longer one (``xkim@…`` holds ``kim@…``): the
+            # rows read and confirmed above, by key.
+            kc = [t.c[k] for k in tm.keys]
+            by_key = tuple_(*kc).in_(keys) if len(kc) > 1 else kc[0].in_([k[0] for k in keys])
+            found = and_(found, by_key)
         return None if found is None else tm.scoped(t, found)
 
     def descendant_where(self, tm: TableMap, t: Any) -> Any | None:
@@ -288,17 +313,20 @@ class GuestMatch:
     def owner_of(self, tm: TableMap) -> Callable[[tuple[Any, ...]], Any]:
         """The member a guest row (in :func:`selected_columns` order) is taken for."""
         cols = selected_columns(tm)
-        at = [(kind, cols.index(col)) for kind, col in matched_columns(tm)]
+        at = [(kind, col, cols.index(col)) for kind, col in matched_columns(tm)]
         owners = self.owners
         shared = self.shared
 
         def owner(values: tuple[Any, ...]) -> Any:
-            for kind, i in at:
-                canonical = normalise(kind, values[i])
-                if canonical is not None and canonical not in shared.get(kind, {}):
-                    found = owners.get(kind, {}).get(canonical)
-                    if found is not None:
-                        return found
+            for kind, col, i in at:
+                found = [
+                    owners[kind][c]
+                    for c in _held(tm, kind, col, values[i])
+                    if c in owners.get(kind, {}) and c not in shared.get(kind, {})
+                ]
+                if found:
+                    # A list naming several leavers: the lowest member id, as for a shared one.
+                    return min(found)
             return None
 
         return owner
@@ -309,16 +337,25 @@ class GuestMatch:
         rows: dict[str, int] = {}
         values: dict[str, set[str]] = {}
         for row in self.present.get(tm.name, []):
-            if any(self._unshared(k, v) for k, v in row.items()):
+            if any(self._unshared(k, v) for k, vs in row.items() for v in vs):
                 continue
-            for kind, value in row.items():
+            for kind, vs in row.items():
                 rows[kind] = rows.get(kind, 0) + 1
-                values.setdefault(kind, set()).add(value)
+                values.setdefault(kind, set()).update(vs)
         return [
             Shared(tm.name, kind, n, len(values[kind]),
                    sum(self.shared[kind][v] for v in values[kind]))
             for kind, n in sorted(rows.items())
         ]  # fmt: skip
+
+
+def _held(tm: TableMap, kind: IdentityKind, col: str, value: Any) -> set[str]:
+    """The canonical identities of ``kind`` a row's ``col`` holds: its whole value, or each
+    entry of a list column."""
+    if col in tm.identity_lists:
+        return listed(kind, value)
+    canonical = normalise(kind, value)
+    return {canonical} if canonical is not None else set()
 
 
 def with_guests(

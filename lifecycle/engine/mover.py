@@ -70,6 +70,7 @@ from lifecycle.engine.selection import (
     member_ids,
     selected_columns,
     take_rows_mysql,
+    whose_login,
 )
 from lifecycle.engine.shared_files import Referenced, still_referenced
 from lifecycle.shred.jobs import enqueue_shred, enqueue_shred_check, keep_refused, send_jobs
@@ -692,23 +693,27 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
     if tm.name == dm.subject.table:
         who: Any = t.c[dm.subject.key]
     else:
-        link = next((lk for lk in tm.links if lk.column == cleared[0]), None)
+        link = next((lk for lk in (*tm.links, *tm.also_names) if lk.column == cleared[0]), None)
         who = (
             dm.link_expr(link, t.c[link.column], ctx.metadata)
             if link is not None
             else member_expr(ctx, tm)
         )
+        if sel.owners is not None and link is not None:
+            # A login-id link resolved before the member row went (named_selections).
+            who = t.c[link.column]
     # Only what the cleared rows' file paths are built from: a member row has dozens of
     # columns, and reading them all only to throw them away was a fifth of a batch's decoding.
     cols = list(dict.fromkeys([*tm.files, *(f for ft in tm.file_templates for f in ft.fields)]))
     files = row_files(tm, cols)
-    values = {c: blank_value(tm.name, t.c[c]) for c in cleared}
+    given = dict(sel.set_values)
+    values = {c: given[c] if c in given else blank_value(tm.name, t.c[c]) for c in cleared}
     keys = [t.c[k] for k in tm.keys]
     if not keys:
         rows = conn.execute(select(who, *(t.c[c] for c in cols)).where(sel.where)).all()
         if rows:
             conn.execute(update(t).where(sel.where).values(values))
-        taken = [(r[0], tuple(r[1:])) for r in rows]
+        taken = [(_whose(sel, r[0]), tuple(r[1:])) for r in rows]
     else:
         # What is counted is what is locked and then cleared, by key: a plain read could count a
         # row a neighbouring batch deletes before the UPDATE gets to it (the ledger would then
@@ -724,12 +729,19 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
         whose = {tuple(r[:n]): r[n] for r in conn.execute(select(*keys, who).where(sel.where))}
         by_key = tuple_(*keys).in_(ids) if n > 1 else keys[0].in_([i[0] for i in ids])
         conn.execute(update(t).where(by_key).values(values))
-        taken = [(whose.get(tuple(r[:n])), tuple(r[n:])) for r in locked]
+        taken = [(_whose(sel, whose.get(tuple(r[:n]))), tuple(r[n:])) for r in locked]
     for member, file_values in taken:
         paths = [(cat, p) for cat, p in files(file_values) if tm.name == dm.subject.table
                  or any(c in cleared for c in tm.files)]  # fmt: skip
         gone.row(tm.name, member, cats, paths)
     return len(taken)
+
+
+def _whose(sel: Selection, value: Any) -> Any:
+    """The member a cleared row's link names (through the selection's login-id map)."""
+    if sel.owners is None:
+        return value
+    return whose_login(sel.owners, value)
 
 
 def _archives(ctx: EngineContext, sel: Selection) -> bool:

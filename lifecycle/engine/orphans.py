@@ -26,9 +26,14 @@ lets such a member appear; a member row that appears meanwhile ends the orphan r
 nothing is taken. Twelve hours rather than a day so a nightly sweep starting a little earlier
 than the previous one still takes what that one saw.
 
+A column naming a second member (``also_names:``) is a link here too: its orphaned ids are
+recorded, and the orphan batch clears them in the rows other members own.
+
 Login-id links (``mb_id``) are counted (``datamap check`` per table; the sweep's
-``orphan_rows_unhandled``, which ``lifecycle status`` lists as attention) but not taken: the
-lifecycle has no member id to record for them (documented as a gap).
+``orphan_rows_unhandled``, which ``lifecycle status`` lists as attention) but not taken, on
+purpose: there is no member id to file them under (record, batch, lock, archive and ledger are
+all keyed by it), and a login id the site freed may already be the next sign-up's, so whose
+the rows are is the operator's call (docs/engine.md, "Orphans").
 """
 
 from __future__ import annotations
@@ -88,7 +93,9 @@ def orphan_links(dm: DataMap) -> list[tuple[TableMap, MemberLink]]:
         (tm, lk)
         for tm in dm.tables.values()
         if tm.name != dm.subject.table and tm.orphans.enabled
-        for lk in tm.links
+        # A second member named in someone's row (also_names) is a link too: when the site
+        # deleted that member's row, the sweep clears their name there.
+        for lk in (*tm.links, *tm.also_names)
     ]
 
 

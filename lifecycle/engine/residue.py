@@ -3,10 +3,11 @@ in the primary's text columns?
 
 The withdrawal's destroy step and the erasure's erase step capture the member's identities
 (:func:`capture_member`, :func:`capture_values`) in the transaction that destroys them, before
-they do, and keep them in a local variable only: never in the database, a task argument, a
-result or a log line. :func:`scan` then searches, in the same transaction (it sees the step's
-own deletes and updates, and its verdict commits with them), and returns table.column names
-and counts only.
+they do, and keep them in a local variable: never in a task argument, a result or a log line
+(a request parked for a finding keeps them sealed for its re-check only:
+:mod:`lifecycle.rights.residue_check`). :func:`scan` then searches, in the same transaction
+(it sees the step's own deletes and updates, and its verdict commits with them), and returns
+table.column names and counts only.
 
 What is searched, for a bounded cost (a 1,000,000-member site cannot afford a full scan of every
 text column for each withdrawal):
@@ -15,17 +16,19 @@ text column for each withdrawal):
    in the forms it is commonly stored in (as captured, canonical): ``col IN (...)``, one index
    lookup. PostgreSQL compares case-sensitively here; MariaDB's usual ``_ci`` collations do
    not. A column also searched by pass 2 is not probed.
-2. **One pass per table over the columns that can hold the identity.** Each table's newest
-   ``residue_sample_rows`` rows (by primary key) are read and their text and JSON values go
-   through :func:`lifecycle.datamap.patterns.kinds_in`, as ``datamap discover`` does; a column
-   whose sample holds an email (plain, or inside a JSON or PHP-serialized blob) is searched
-   for the member's emails, one with a mobile number for the member's mobile numbers, and the
-   map's declared identity columns (``identities:``, ``subject.contact``) always. One
-   ``SELECT SUM(CASE …)`` per table counts, per column, the rows whose value contains an email
-   case-blind (``lower(col) LIKE '%…%'``), a mobile number in one of its usual spellings
-   (``010-1234-5678``, ``01012345678``, ``+82 10-…``), or equals the login id case-blind.
-   A login id is matched whole only: it has no pattern, and as a substring it would match
-   ordinary words.
+2. **One pass per table over the columns that can hold the identity.** A table the server
+   estimates at no more than ``residue_exhaustive_rows`` rows is searched in every text and
+   JSON column for every identity. A larger one is sampled: its newest
+   ``residue_sample_rows`` rows (by primary key) go through
+   :func:`lifecycle.datamap.patterns.kinds_in`, as ``datamap discover`` does; a column whose
+   sample holds an email (plain, or inside a JSON or PHP-serialized blob) is searched for the
+   member's emails, one with a mobile number for the member's mobile numbers, and the map's
+   declared identity columns (``identities:``, ``subject.contact``) always; the table is named
+   in the result's ``sampled``. One ``SELECT SUM(CASE …)`` per table counts, per column, the
+   rows whose value contains an email case-blind (``lower(col) LIKE '%…%'``), a mobile number
+   in one of its usual spellings (``010-1234-5678``, ``01012345678``, ``+82 10-…``), or holds
+   the login id: as the whole value, case-blind, and, for an id that cannot be an ordinary word
+   (:func:`login_in_text`), as a word inside the text (:func:`login_pattern`).
 3. **Budgets.** ``residue_budget_seconds`` bounds the whole check (each statement runs with
    the remaining time as its timeout); ``residue_max_rows`` bounds the rows pass 2 may read
    (from the server's row estimate, before the table is read). What a budget left unsearched
@@ -201,6 +204,9 @@ class Result:
     searched: int = 0  # columns searched by pass 2
     probed: int = 0  # indexed columns probed
     sampled_out: int = 0  # text columns whose sample held no identity's kind
+    # Tables over the exhaustive bound, whose columns were chosen by a sample: a column whose
+    # sample held no address or number was not searched there.
+    sampled: list[str] = field(default_factory=list)
     rows_read: int = 0
     seconds: float = 0.0
     skipped: bool = False  # nothing to look for (no identity captured)
@@ -216,6 +222,7 @@ class Result:
             "searched": self.searched,
             "probed": self.probed,
             "sampled_out": self.sampled_out,
+            "sampled": sorted(self.sampled),
             "rows_read": self.rows_read,
             "seconds": round(self.seconds, 3),
         }
@@ -226,6 +233,7 @@ class Budget:
     seconds: float = 30.0
     max_rows: int = 20_000_000
     sample_rows: int = 500
+    exhaustive_rows: int = 200_000
 
     @classmethod
     def from_settings(cls, settings: Any) -> Budget:
@@ -233,6 +241,7 @@ class Budget:
             float(settings.residue_budget_seconds),
             int(settings.residue_max_rows),
             int(settings.residue_sample_rows),
+            int(settings.residue_exhaustive_rows),
         )
 
 
@@ -417,6 +426,28 @@ def scan(
     return res
 
 
+# A login id is looked for inside text only when it cannot be an ordinary word: at least this
+# long and holding a digit or one of . _ - (``seoyeon92``, ``lee_mh7``, ``jiwoo.park``;
+# never ``admin`` or ``kim``).
+LOGIN_IN_TEXT_MIN = 6
+_LOGIN_MARK = re.compile(r"[0-9._-]")
+# What may not touch a login id found inside text: id characters, or the @ of an address.
+_LOGIN_EDGE = "[^a-z0-9._@-]"
+
+
+def login_in_text(login: str) -> bool:
+    """Whether ``login`` (canonical, lower-cased) is searched for inside text too."""
+    return len(login) >= LOGIN_IN_TEXT_MIN and bool(_LOGIN_MARK.search(login))
+
+
+def login_pattern(login: str) -> str:
+    """A regular expression (PostgreSQL and MariaDB/MySQL alike) finding ``login`` as a word of
+    a lower-cased text: not preceded or followed by a letter, digit, ``.``, ``_``, ``-`` or
+    ``@`` (``xseoyeon92``, ``seoyeon92a`` and ``seoyeon92@mail`` do not count)."""
+    body = "".join(ch if ch.isalnum() else f"\\{ch}" if ch in "^\\" else f"[{ch}]" for ch in login)
+    return f"(^|{_LOGIN_EDGE}){body}($|{_LOGIN_EDGE})"
+
+
 def _names(names: list[str], shown: int = 8) -> str:
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
@@ -451,14 +482,20 @@ def _scan_table(
     keep_clause = _kept_rows(dm, name, t, ids, kept)
     # Which columns can hold which identity: the newest rows' patterns, and the map's word.
     declared = _declared(dm, name)
-    sample = select(*(t.c[c] for c in cols)).limit(budget.sample_rows)
-    if pk:
-        sample = sample.order_by(*(t.c[c].desc() for c in pk))
+    est = _estimate_rows(conn, name)
     holds: dict[str, set[str]] = {c: set() for c in cols}
-    for row in _timed(conn, timer, sample):
-        for c, value in zip(cols, row, strict=True):
-            if value is not None:
-                holds[c].update(k.rsplit(":", 1)[-1] for k in kinds_in(value))
+    if est <= budget.exhaustive_rows:
+        # Small enough to search whole: every text column, for every identity.
+        for c in cols:
+            holds[c].update(("email", "mobile"))
+    else:
+        sample = select(*(t.c[c] for c in cols)).limit(budget.sample_rows)
+        if pk:
+            sample = sample.order_by(*(t.c[c].desc() for c in pk))
+        for row in _timed(conn, timer, sample):
+            for c, value in zip(cols, row, strict=True):
+                if value is not None:
+                    holds[c].update(k.rsplit(":", 1)[-1] for k in kinds_in(value))
     for kind, dcols in declared.items():
         for c in dcols:
             if c in holds:
@@ -479,11 +516,14 @@ def _scan_table(
                 terms.append(and_(first, or_(*these)))
         if terms and ids.login:
             terms.append(func.trim(low) == ids.login)
+            if login_in_text(ids.login):
+                terms.append(low.regexp_match(login_pattern(ids.login)))
         if terms:
             conds[c] = or_(*terms)
     res.sampled_out += len(cols) - len(conds)
+    if len(conds) < len(cols) and est > budget.exhaustive_rows:
+        res.sampled.append(name)
     if conds:
-        est = _estimate_rows(conn, name)
         if res.rows_read + est > budget.max_rows:
             left_out.append(name)
         else:

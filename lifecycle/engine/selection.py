@@ -76,6 +76,8 @@ class Selection:
     # Rows naming no member (guest rows found by identity, lifecycle/engine/guests.py): the
     # member a row is taken for, from its values.
     owner_of: Callable[[tuple[Any, ...]], Any] | None = None
+    # ``also_names`` clearing: columns written with a declared value instead of blanked.
+    set_values: tuple[tuple[str, Any], ...] = ()
 
 
 class Part(NamedTuple):
@@ -815,6 +817,8 @@ def subject_selections(
             kc = t.c[mk.key_column]
             where = and_(where, or_(kc.is_(None), kc != mk.key))
         out.append(Selection(tm, where, _ended, keys=keys, owners=owners))
+    if kind == "withdrawal":
+        blanks.extend(named_selections(ctx, ids, keys, _ended, read))
     if check_holds:
         # Rows of a held member, or of a table holding a held category, stay (legal hold).
         today = ctx.local_date(now)
@@ -822,6 +826,64 @@ def subject_selections(
         blanks = [_unheld(ctx, sel, today) for sel in blanks]
     # Blanks run after every DELETE (the mover keeps this order).
     return out + blanks
+
+
+def named_selections(
+    ctx: EngineContext,
+    ids: Sequence[Any],
+    keys: KeyLists | None,
+    ended: Callable[[tuple[Any, ...], Any], datetime],
+    read: Connection | None = None,
+) -> list[Selection]:
+    """Rows another member owns that name a leaver (``also_names:``, a notification's sender):
+    the row stays for its owner, with the leaver's link and the columns listed with it
+    cleared. Whatever the table's purpose end: naming a member who left is no purpose.
+
+    A login-id link is resolved through ``read`` before anything moves: the clearing runs
+    after the member row is deleted (``on_withdrawal: delete``), when a subquery on the
+    members' table would find no login id, and the ledger names the leaver from this map."""
+    s = ctx.datamap.subject
+    out: list[Selection] = []
+    logins: dict[str, dict[Any, Any]] = {}
+    for tm in ctx.ordered_tables:
+        t = ctx.table(tm.name) if tm.also_names else None
+        for lk in tm.also_names:
+            assert t is not None
+            col = t.c[lk.column]
+            whose = None
+            if lk.member_key != s.key and read is not None:
+                if lk.member_key not in logins:
+                    logins[lk.member_key] = _logins(ctx, read, lk.member_key, ids)
+                whose = logins[lk.member_key]
+                found = col.in_(expanding_list(col, sorted(whose)))
+            else:
+                found = link_in(ctx, lk, col, ids, keys)
+            out.append(Selection(tm, tm.scoped(t, found), ended, "blank", lk.cleared, keys,
+                                 owners=whose, set_values=lk.values))  # fmt: skip
+    return out
+
+
+def _logins(
+    ctx: EngineContext, conn: Connection, column: str, ids: Sequence[Any]
+) -> dict[Any, Any]:
+    """``column`` (a login id) of members ``ids``: value -> member id."""
+    st = ctx.subject_table
+    key = st.c[ctx.datamap.subject.key]
+    out: dict[Any, Any] = {}
+    for i in range(0, len(ids), SQLITE_IN_CHUNK):
+        q = select(st.c[column], key).where(in_values(ctx, key, ids[i : i + SQLITE_IN_CHUNK]))
+        out.update({v: k for v, k in conn.execute(q) if v is not None and v != ""})
+    return out
+
+
+def whose_login(owners: dict[Any, Any], value: Any) -> Any:
+    """The member id ``value`` names in a login-id map; a row spelling the login in another
+    case (MySQL's ``_ci`` collations match it) is found too."""
+    found = owners.get(value)
+    if found is None and isinstance(value, str):
+        folded = value.casefold()
+        found = next((k for v, k in owners.items() if str(v).casefold() == folded), None)
+    return found
 
 
 def _unheld(ctx: EngineContext, sel: Selection, today: date) -> Selection:
@@ -835,6 +897,9 @@ def _unheld(ctx: EngineContext, sel: Selection, today: date) -> Selection:
         members = [dm.link_expr(lk, t.c[lk.column], ctx.metadata) for lk in tm.links]
     else:
         members = [member_expr(ctx, tm)]
+    # A held member named in someone else's row keeps that row whole (and a held owner too).
+    members += [dm.link_expr(lk, t.c[lk.column], ctx.metadata) for lk in tm.also_names
+                if sel.mode == "blank" and sel.blank_columns == lk.cleared]  # fmt: skip
     cond = and_(
         ~holds.categories_held(guarded_categories(ctx, tm), today),
         *(~holds.member_held(m, today) for m in members),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import func, select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db, leases, queues
@@ -34,6 +34,7 @@ from lifecycle.notices.reconcile import in_doubt_by_notice
 from lifecycle.ops import flower_locator
 from lifecycle.recipients import deliveries
 from lifecycle.requests import deadlines, holds
+from lifecycle.requests.residue import SAMPLED_NOTE
 from models.base import utcnow
 from models.engine import OrphanMember, SweepBatch
 from models.incidents import Incident, IncidentState
@@ -280,13 +281,17 @@ def recently_failed(session: Session, now: datetime) -> list[dict[str, Any]]:
 
 def recently_noted(session: Session, now: datetime) -> list[dict[str, Any]]:
     """Withdrawals of the last week that completed but left guest rows a member still with the
-    site could also own (lifecycle/engine/guests.py), with their one-line note."""
+    site could also own (lifecycle/engine/guests.py), or whose residue check searched some
+    tables by a sample only, with their one-line note."""
     rows = session.execute(
         select(LifecycleRequest.id, LifecycleRequest.kind, LifecycleRequest.error)
         .where(
             LifecycleRequest.state == RequestState.COMPLETED.value,
             LifecycleRequest.updated_at >= now - FAILED_WINDOW,
-            LifecycleRequest.error.startswith(GUEST_NOTE),
+            or_(
+                LifecycleRequest.error.startswith(GUEST_NOTE),
+                LifecycleRequest.error.startswith(SAMPLED_NOTE),
+            ),
         )
         .order_by(LifecycleRequest.id.desc())
     ).all()

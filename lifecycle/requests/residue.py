@@ -8,7 +8,14 @@ that an operator's acknowledgement (``lifecycle requests retry ID``) is recorded
 ``payload["residue"]``::
 
     {"found": {"legacy_notes.body": 2}, "incomplete": "time budget of 30s used up ...",
-     "searched": 14, "sampled_out": 31, "acknowledged": false}
+     "searched": 14, "sampled_out": 31, "sampled": ["big_log"], "acknowledged": false,
+     "sealed": {...}}
+
+``sealed``: while a request is parked, the identities the check looked for, encrypted
+(:mod:`lifecycle.rights.residue_check`), so that ``lifecycle requests retry`` can search again
+once the operator removed the leftovers; dropped when the request leaves the parking (clean
+re-check, or an acknowledgement). ``acknowledged`` then says who accepted a known finding, when
+and why (``acknowledged_by``, ``acknowledged_at``, ``acknowledged_reason``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ from models.base import utcnow
 from models.requests import LifecycleRequest, RequestState
 
 KEY = "residue"
+SEALED = "sealed"
+# How the note of a request whose residue check only sampled some tables starts (a completed
+# request keeps it; `lifecycle status` lists it with the other notes).
+SAMPLED_NOTE = "residue check sampled only"
 
 
 def verdict(req: LifecycleRequest) -> dict[str, Any] | None:
@@ -28,12 +39,34 @@ def verdict(req: LifecycleRequest) -> dict[str, Any] | None:
     return v if isinstance(v, dict) else None
 
 
-def record(req: LifecycleRequest, result: dict[str, Any]) -> None:
+def record(
+    req: LifecycleRequest, result: dict[str, Any], sealed: dict[str, str] | None = None
+) -> None:
     """Keep the check's outcome (names and counts only) on the request, in the caller's
-    transaction: the one that destroyed or erased the data."""
+    transaction: the one that destroyed or erased the data (or the re-check's). ``sealed``:
+    the encrypted identities, kept only while the verdict is open."""
     payload = dict(req.payload) if isinstance(req.payload, dict) else {}
     payload[KEY] = {**result, "acknowledged": False}
+    if sealed is not None and reason(payload[KEY]) is not None:
+        payload[KEY][SEALED] = sealed
     req.payload = payload
+
+
+def sealed_of(v: dict[str, Any] | None) -> dict[str, str] | None:
+    s = (v or {}).get(SEALED)
+    return s if isinstance(s, dict) else None
+
+
+def sampled_line(v: dict[str, Any] | None) -> str | None:
+    """The note of a verdict that searched some tables by a sample only (None: none did)."""
+    tables = list((v or {}).get("sampled") or [])
+    if not tables:
+        return None
+    shown = ", ".join(tables[:8]) + (f" and {len(tables) - 8} more" if len(tables) > 8 else "")
+    return (
+        f"{SAMPLED_NOTE} {len(tables)} table(s) over LIFECYCLE_RESIDUE_EXHAUSTIVE_ROWS ({shown}): "
+        "their text columns whose newest rows held no address or number were not searched"
+    )
 
 
 def reason(v: dict[str, Any] | None) -> str | None:
@@ -54,7 +87,7 @@ def reason(v: dict[str, Any] | None) -> str | None:
     return (
         "; ".join(parts)
         + "; remove them (or raise LIFECYCLE_RESIDUE_BUDGET_SECONDS), then `lifecycle requests"
-        " retry` the request to acknowledge"
+        " retry` the request to search again (or accept them: --acknowledge --reason TEXT)"
     )
 
 
@@ -63,28 +96,38 @@ def open_reason(req: LifecycleRequest) -> str | None:
     return reason(verdict(req))
 
 
-def acknowledge(req: LifecycleRequest) -> bool:
-    """The operator dealt with the residue (`lifecycle requests retry`): record it on the
-    verdict. True when there was an open residue to acknowledge."""
+def parked(req: LifecycleRequest) -> bool:
+    """``req`` waits for an operator because of its residue check."""
+    return req.state == RequestState.NEEDS_ATTENTION.value and open_reason(req) is not None
+
+
+def acknowledge(req: LifecycleRequest, operator: str, why: str) -> bool:
+    """The operator accepts the residue found (`lifecycle requests retry --acknowledge
+    --reason`): recorded on the verdict with who, when and why; the sealed identities go.
+    True when there was an open residue to acknowledge."""
     v = verdict(req)
-    if req.state != RequestState.NEEDS_ATTENTION.value or reason(v) is None:
+    if not parked(req):
         return False
     assert v is not None
     payload = dict(req.payload) if isinstance(req.payload, dict) else {}
-    payload[KEY] = {**v, "acknowledged": True}
+    payload[KEY] = {
+        **{k: x for k, x in v.items() if k != SEALED},
+        "acknowledged": True,
+        "acknowledged_by": operator,
+        "acknowledged_at": utcnow().isoformat(),
+        "acknowledged_reason": why,
+    }
     req.payload = payload
     return True
 
 
-def reopen_acknowledged(req: LifecycleRequest) -> str | None:
-    """`lifecycle requests retry` on a request parked for its residue: acknowledge it and put
-    the request back at its last step (a withdrawal at ``destroyed``, which then completes and
-    notifies the member; an erasure at ``notifying``). None: not parked for a residue."""
-    if not acknowledge(req):
-        return None
+def reopen_parked(req: LifecycleRequest) -> str:
+    """Put a request that was parked for its residue, now clean or acknowledged, back at its
+    last step (a withdrawal at ``destroyed``, which then completes and notifies the member; an
+    erasure at ``notifying``)."""
     to = resume_state(req)
     req.state = to
     req.updated_at = utcnow()
     req.completed_at = None
-    req.error = None
+    req.error = sampled_line(verdict(req))
     return to

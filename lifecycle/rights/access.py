@@ -174,6 +174,30 @@ def collect(
     return out
 
 
+def named_in(
+    ctx: EngineContext, s: Session, member_id: int
+) -> dict[str, tuple[list[str], list[Any]]]:
+    """File stem -> (columns, rows) of the member's own data in rows another member owns
+    (``also_names:``, a notification naming them as its sender): the row's key and the
+    columns naming or identifying this member, never the owner's columns."""
+    out: dict[str, tuple[list[str], list[Any]]] = {}
+    dm = ctx.datamap
+    for tm in ctx.ordered_tables:
+        t = ctx.table(tm.name) if tm.also_names else None
+        for lk in tm.also_names:
+            assert t is not None
+            # The row's key without the owner's link (a scrap's key holds its owner's id).
+            links = {x.column for x in tm.links}
+            cols = list(dict.fromkeys([*(k for k in tm.keys if k not in links), *lk.cleared]))
+            mine = dm.link_expr(lk, t.c[lk.column], ctx.metadata) == member_id
+            stmt = select(*(t.c[c] for c in cols)).where(tm.scoped(t, mine))
+            stmt = stmt.order_by(*(t.c[k] for k in tm.keys))
+            rows = [[_cell(v) for v in r] for r in s.execute(stmt)]
+            if rows:
+                out[f"{tm.name}.{lk.column}"] = (cols, rows)
+    return out
+
+
 def guest_rows_left(ctx: EngineContext, s: Session, member_id: int) -> list[Shared]:
     """Guest rows holding the member's identity that the package leaves out, because a member
     still with the site holds that identity too (counts only)."""
@@ -229,6 +253,7 @@ def _summary(
     tables: dict[str, Any],
     given: int,
     left: Sequence[Shared] = (),
+    named: dict[str, Any] | None = None,
 ) -> str:
     lines = [
         f"{get_settings().organisation()} 개인정보 열람 자료",
@@ -249,6 +274,11 @@ def _summary(
             lines.append(
                 f"      · {cat}: {labels} — 보유기간 {rule.period}, 근거 {rule.legal_basis}"
             )
+    for stem, (cols, rows) in (named or {}).items():
+        lines.append(
+            f"  - {stem}.csv: 다른 회원의 기록에 회원님이 표시된 {len(rows)}건 "
+            f"(회원님을 나타내는 항목만: {', '.join(cols)})"
+        )
     for f in left:
         lines.append(
             f"  - {f.table}: 회원님의 {f.kind}을(를) 가진 비회원 기록 {f.rows}건은 "
@@ -330,12 +360,14 @@ def _package(job: Job) -> None:
     left = guest_rows_left(ctx, job.s, job.member_id)
     given = provisions(job.s, job.member_id)
     files = {f"{name}.csv": _csv(cols, rows) for name, (cols, rows) in tables.items()}
+    named = named_in(ctx, job.s, job.member_id)
+    files.update({f"{stem}.csv": _csv(cols, rows) for stem, (cols, rows) in named.items()})
     files["제3자제공내역.csv"] = _csv(
         ["제공받는 자", "제공 항목", "제공 근거", "목적", "제공 일시"], given
     )
-    files["요약.txt"] = _summary(ctx, request_id, job.member_id, tables, len(given), left).encode(
-        "utf-8-sig"
-    )
+    files["요약.txt"] = _summary(
+        ctx, request_id, job.member_id, tables, len(given), left, named
+    ).encode("utf-8-sig")
     try:
         write_package(str(payload["out"]), files, password)
     except OSError as exc:
@@ -343,7 +375,7 @@ def _package(job: Job) -> None:
             f"access request {request_id}: package not written ({type(exc).__name__}: "
             f"{exc.strerror or 'error'}); fix the folder, the request is retried"
         ) from None
-    nrows = sum(len(r) for _c, r in tables.values())
+    nrows = sum(len(r) for _c, r in (*tables.values(), *named.values()))
     job.req.payload = {
         **payload,
         "tables": len(tables),

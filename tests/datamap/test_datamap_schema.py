@@ -67,7 +67,7 @@ def line_of(text: str, needle: str) -> int:
         (
             "{column: me_send_mb_id, member_key: mb_id, blank: [me_send_ip]}",
             "{column: me_send_mb_id, member_key: mb_nick, blank: [me_send_ip]}",
-            "members:",
+            "- {column: me_send_mb_id",
             "member_key 'mb_nick' must be the subject's key or login_column",
         ),
         (

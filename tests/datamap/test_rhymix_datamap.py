@@ -50,12 +50,18 @@ from tests.helpers import (
 MAP = REPO / "lifecycle" / "datamap" / "maps" / "rhymix.yaml"
 # Columns naming a row's member (the map's subject_column of each table).
 MEMBER_COLUMNS = ("member_srl", "update_member_srl", "remover_srl")
+# Rows naming a second member (the map's also_names): link -> what clearing it writes.
+NAMED = {
+    "rx_ncenterlite_notify": {"target_member_srl": ("target_member_srl", "target_nick_name",
+                                                    "target_user_id", "target_email_address")},
+    "rx_member_scrap": {"target_member_srl": ("target_member_srl", "user_id", "user_name",
+                                              "nick_name")},
+    "rx_member_message": {"sender_srl": ("sender_srl",), "receiver_srl": ("receiver_srl",)},
+}  # fmt: skip
+# A message copy's owner: the sender's copy (S), the receiver's (R, or T once stored).
+MESSAGE_OWNER = {"S": "sender_srl", "R": "receiver_srl", "T": "receiver_srl"}
 # Where the map cannot reach yet (docs/rhymix-schema.md), what discover reports as not covered.
 UNCOVERED = [
-    ("rx_advanced_mailer_log", "mail_from"),
-    ("rx_advanced_mailer_log", "mail_to"),
-    ("rx_advanced_mailer_sms_log", "sms_from"),
-    ("rx_advanced_mailer_sms_log", "sms_to"),
     ("rx_counter_log", "ipaddress"),
     ("rx_member_login_count", "ipaddress"),
     ("rx_spamfilter_denied_ip", "ipaddress"),
@@ -104,6 +110,25 @@ def site(
                        LIFECYCLE_ORGANISATION_NAME="라이믹스 예시 커뮤니티")  # fmt: skip
     with platform_env_applied(monkeypatch, env):
         yield Site(env, mysql_primary, pg_databases.archive_url, root, map_path, seeded)
+
+
+def owned_by(table: str, row: dict[str, Any], ids: set[int]) -> bool:
+    """The row is one of these members' (it goes with them)."""
+    if table == "rx_member_message":
+        return row[MESSAGE_OWNER[row["message_type"]]] in ids
+    return any(row.get(c) in ids for c in MEMBER_COLUMNS)
+
+
+def cleared(table: str, row: dict[str, Any], ids: set[int]) -> dict[str, Any] | None:
+    """What another member's row naming one of ``ids`` holds once they left (None: names
+    none): the link 0 (Rhymix's NOT NULL bigint without a default), the copied id and
+    names blank ('' where NOT NULL, else NULL)."""
+    out = dict(row)
+    for link, cols in NAMED.get(table, {}).items():
+        if row[link] in ids:
+            for c in cols:
+                out[c] = 0 if c == link else (None if c == "user_id" else "")
+    return None if out == row else out
 
 
 def snapshot(site: Site) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
@@ -181,7 +206,9 @@ def test_datamap_check_and_discover_against_rhymix(site: Site) -> None:
     rx.add_withdrawal_column(site.primary)
     ok = site.env.run("datamap", "check")
     assert ok.returncode == 0, ok.stderr
-    assert "OK (37 tables" in ok.stdout
+    assert "OK (41 tables" in ok.stdout
+    # The send logs' recipient lists: searched by containment, which no index serves; said.
+    assert "table rx_advanced_mailer_log lists email values in mail_to" in ok.stdout, ok.stdout
     found = site.env.run("datamap", "discover", "--json")
     assert found.returncode == 0, found.stderr
     doc = json.loads(found.stdout)
@@ -222,12 +249,10 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     assert mid == seoyeon.srl
     rid = submit_withdrawal(ctx, mid)
     out = carry_out(ctx, rid, task_id="t-rx")
-    # The residue check finds, and says, what the map cannot reach yet (docs/rhymix-schema.md):
-    # the leaver's address in another member's notification and in the mail send log.
-    assert out["state"] == "needs_attention", out
-    assert {"rx_advanced_mailer_log.mail_to", "rx_ncenterlite_notify.target_email_address"} <= set(
-        out["residue"]["columns"]
-    ), out
+    # Nothing of the leaver is left where the residue check looks: the sender's columns of
+    # others' notifications are cleared (also_names), the mail log row listing them is gone.
+    assert out["state"] == "completed", out
+    assert out["residue"]["found"] == 0 and not out["residue"]["incomplete"], out
     counts = run_sweep(get_context())
     assert counts["withdrawal_subjects"] == 1  # minjae_k, by the site's own status
     shred_everything(site)
@@ -245,23 +270,37 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     )
 
     # Every row of everyone else is exactly as it was, including their comments on the
-    # leavers' documents. Messages stay whole, both members' copies: the map cannot say whose
-    # copy a row is yet (docs/rhymix-schema.md).
-    untouched = 0
+    # leavers' documents, but for what named a leaver: the sender of their notifications, the
+    # author of a document they scrapped, the other member of their message copies (cleared,
+    # the row stays theirs); and the send-log rows listing a leaver's address or number.
+    untouched = named = 0
     for table, rows in before.items():
         for key, r in rows.items():
-            if any(r.get(c) in leavers for c in MEMBER_COLUMNS):
+            if owned_by(table, r, leavers):
                 continue
             if table == "rx_document_extra_vars" and docs_by[r["document_srl"]] in leavers:
+                continue
+            if table.startswith("rx_advanced_mailer"):
+                continue
+            now = cleared(table, r, leavers)
+            if now is not None:
+                assert tuple(sorted(now.items())) in after[table], table
+                named += 1
                 continue
             assert key in after[table], (table, {k: v for k, v in r.items() if "srl" in k})
             untouched += 1
     assert untouched > 60
+    # doyun_lee's notification of seoyeon92's comment, jiwoo.park's scrap of minjae_k's
+    # document, jiwoo.park's copy of the message to seoyeon92; the leavers' own copies went.
+    assert named == 3, named
+    assert [(r["sender_srl"], r["receiver_srl"]) for r in after["rx_member_message"].values()] == [
+        (rx.member_by_id("jiwoo.park").srl, 0)]  # fmt: skip
+    assert after["rx_advanced_mailer_log"] == after["rx_advanced_mailer_sms_log"] == {}
     on_leavers_docs = [
         r for r in after["rx_comments"].values() if docs_by[r["document_srl"]] in leavers
     ]
     assert on_leavers_docs and all(r["member_srl"] not in leavers for r in on_leavers_docs)
-    assert len(after["rx_member_message"]) == len(before["rx_member_message"]) == 6
+    assert len(before["rx_member_message"]) == 6
     assert {r["user_id"] for r in after["rx_documents"].values()} == {
         None, "jiwoo.park", "doyun_lee"}  # fmt: skip
 
@@ -273,17 +312,8 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
             assert p.read_bytes() == content, p
 
     # No residue: the leavers' address, mobile number and login id are found nowhere in the
-    # site's text columns but where the map cannot reach yet, each named in
-    # docs/rhymix-schema.md: a leaver's id, address and names copied into another member's
-    # notification (as its sender) or scrap (as the author of the scrapped document), and the
-    # mail and SMS send logs (ignored tables discover reports).
-    assert residue(site, [seoyeon, minjae]) == {
-        ("rx_ncenterlite_notify", "target_user_id", "login"),
-        ("rx_ncenterlite_notify", "target_email_address", "email"),
-        ("rx_member_scrap", "user_id", "login"),
-        ("rx_advanced_mailer_log", "mail_to", "email"),
-        ("rx_advanced_mailer_sms_log", "sms_to", "mobile"),
-    }
+    # site's text columns.
+    assert residue(site, [seoyeon, minjae]) == set()
 
     # The ledger counts what was destroyed; nothing of a Rhymix site is archived.
     acc = accounting(site.primary, site.archive)
@@ -386,7 +416,13 @@ def test_the_shipped_map_loads_and_names_what_the_engine_needs() -> None:
         dm.tables["rx_files"].files
     ) == ["uploaded_filename", "thumbnail_filename"]
     assert all(dm.rule(c).period.is_zero for c in dm.categories_in_use())
-    assert "rx_member_message" in dm.ignore_tables
+    # Each message copy is its owner's, naming the other member (also_names).
+    sent, received = dm.tables["rx_member_message_sent"], dm.tables["rx_member_message_received"]
+    assert (sent.subject_column, [lk.column for lk in sent.also_names]) == (
+        "sender_srl", ["receiver_srl"])  # fmt: skip
+    assert (received.subject_column, dict(received.where)) == (
+        "receiver_srl", {"message_type": ("R", "T")})  # fmt: skip
+    assert dm.tables["rx_advanced_mailer_log"].identity_lists == ("mail_to",)
 
 
 def test_rows_left_by_rhymixs_own_deletion_are_found_and_swept(site: Site, start_worker) -> None:  # type: ignore[no-untyped-def]
@@ -435,6 +471,7 @@ def test_rows_left_by_rhymixs_own_deletion_are_found_and_swept(site: Site, start
     for table, rows in after.items():
         for row in rows.values():
             assert not any(row.get(c) == jiwoo.srl for c in MEMBER_COLUMNS), table
+            assert not any(row[c] == jiwoo.srl for c in NAMED.get(table, {})), table
     # Every row of everyone else is exactly as it was (a leaver's document's extra fields
     # went with it).
     docs_by = {r["document_srl"]: r["member_srl"] for r in before["rx_documents"].values()}
@@ -443,10 +480,14 @@ def test_rows_left_by_rhymixs_own_deletion_are_found_and_swept(site: Site, start
         if docs_by.get(r["document_srl"]) == jiwoo.srl
     ]  # fmt: skip
     for table, rows in before.items():
-        for key, row in rows.items():
-            if any(row.get(c) == jiwoo.srl for c in MEMBER_COLUMNS) or row in gone_extra:
+        for row in rows.values():
+            if owned_by(table, row, {jiwoo.srl}) or row in gone_extra:
                 continue
-            assert key in after[table], table
+            if table == "rx_advanced_mailer_log" or table == "rx_advanced_mailer_sms_log":
+                continue
+            # Others' rows naming the leaver stay theirs, the leaver's columns cleared.
+            now = cleared(table, row, {jiwoo.srl})
+            assert tuple(sorted((now or row).items())) in after[table], table
     assert not any(
         docs_by.get(r["document_srl"]) == jiwoo.srl
         for r in after["rx_document_extra_vars"].values()

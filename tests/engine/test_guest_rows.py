@@ -143,10 +143,19 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
     assert _q(primary, "SELECT state FROM lifecycle_requests WHERE id = 2") == [
         ("needs_attention",)
     ]
-    # The operator looked at order 4 (b's, rightly kept) and acknowledges.
-    ack = env.run("requests", "retry", "2")
+    # The operator looked at order 4 (b's, rightly kept): a plain retry searches again and
+    # still finds it; the operator accepts it, saying why, and is recorded with it.
+    again = env.run("requests", "retry", "2")
+    assert again.returncode != 0 and "still needs attention" in again.stderr, again.stderr
+    ack = env.run("--operator", "privacy-officer", "requests", "retry", "2", "--acknowledge",
+                  "--reason", "주문 4는 다른 회원 b의 주문: 보존")  # fmt: skip
     assert ack.returncode == 0, ack.stderr
     assert _q(primary, "SELECT state FROM lifecycle_requests WHERE id = 2") == [("completed",)]
+    (payload,) = _q(primary, "SELECT payload FROM lifecycle_requests WHERE id = 2")[0]
+    verdict = (json.loads(payload) if isinstance(payload, str) else payload)["residue"]
+    assert verdict["acknowledged"] is True and "sealed" not in verdict
+    assert verdict["acknowledged_by"] == "privacy-officer"
+    assert verdict["acknowledged_reason"] == "주문 4는 다른 회원 b의 주문: 보존"
 
     # c withdraws: d, still with the site, holds the same address; order 6 is nobody's for
     # sure, stays, and the request says so (table, kind, counts; never the address).

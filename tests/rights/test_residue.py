@@ -122,14 +122,32 @@ def test_withdrawal_leaving_the_email_behind_needs_attention(
         r.stdout + r.stderr,
         st.stdout + st.stderr,
     )
-    # The operator removes the leftovers and acknowledges: the request completes.
+    # The identities are kept for the re-check only sealed (encrypted), never in clear.
+    assert set(payload["residue"]["sealed"]) == {"nonce", "data"}
+    # A retry searches again: one leftover is removed, the other is still there.
+    with eng.begin() as c:
+        c.execute(text("UPDATE legacy_notes SET extra = '{}' WHERE id = 100"))
+    still = env.run("requests", "retry", str(rid))
+    assert still.returncode != 0
+    assert "still needs attention" in still.stderr and "legacy_notes.body (1)" in still.stderr
+    assert "legacy_notes.extra" not in still.stderr, still.stderr
+    state, error, payload = _request(eng, rid)
+    assert state == "needs_attention" and payload["residue"]["found"] == {"legacy_notes.body": 1}
+    # Bad input changes nothing: an acknowledgement needs a reason, a reason its flag.
+    for bad in (("--acknowledge",), ("--acknowledge", "--reason", "ok"), ("--reason", "정리함")):
+        r = env.run("requests", "retry", str(rid), *bad)
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr
+    assert _request(eng, rid)[0] == "needs_attention"
+    # The operator removes the rest: the retry searches again, finds nothing, completes.
     with eng.begin() as c:
         c.execute(text("DELETE FROM legacy_notes WHERE id = 100"))
     again = env.run("requests", "retry", str(rid), "--wait", "--timeout", "120")
     assert again.returncode == 0, again.stderr
     state, error, payload = _request(eng, rid)
     assert (state, error) == ("completed", None)
-    assert payload["residue"]["acknowledged"] is True
+    assert payload["residue"]["found"] == {} and payload["residue"]["acknowledged"] is False
+    assert "sealed" not in payload["residue"]
     assert env.run("status", "--json").returncode in (0, 1)
     assert json.loads(env.run("status", "--json").stdout)["requests"]["needs_attention"] == []
 
@@ -192,15 +210,24 @@ def test_erasure_leaving_the_email_behind_needs_attention(primary_env: Lifecycle
         row = c.execute(text("SELECT status, email, mobile FROM members WHERE id = 1")).one()
     assert tuple(row) == ("active", None, None)
     _assert_no_identity(json.dumps(out), table_dump(eng, "lifecycle_requests"))
-    # Another run changes nothing; the operator's acknowledgement lets it complete.
+    # Another run changes nothing; a retry searches again (the member stays, so their own
+    # rows are not residue) and completes only once the leftovers are gone.
     assert erase.run_erasure(rid)["state"] == "needs_attention"
     from lifecycle.core.db import session
     from lifecycle.requests.outbox import load_for_update
-    from lifecycle.requests.residue import reopen_acknowledged
+    from lifecycle.rights.residue_check import retry_parked
 
+    dm = get_context().datamap
     with session("primary") as s:
         req = load_for_update(s, rid)
-        assert req is not None and reopen_acknowledged(req) == "notifying"
+        assert req is not None
+        state, still = retry_parked(s, req, dm, operator="t")
+        assert state is None and still is not None and "legacy_notes.body (1)" in still
+    with eng.begin() as c:
+        c.execute(text("DELETE FROM legacy_notes WHERE id = 100"))
+    with session("primary") as s:
+        req = load_for_update(s, rid)
+        assert req is not None and retry_parked(s, req, dm, operator="t") == ("notifying", None)
     assert erase.run_erasure(rid)["state"] == "completed"
     assert _request(eng, rid)[:2] == ("completed", None)
 
