@@ -158,12 +158,12 @@ def record_provision(
             mt.refuse_identifier(f, "provided")
         recipient = get_recipient(s, recipient_name)
         row = live_member(s, mt, member_id, exclusive=False)
-        if basis == Basis.CONSENT.value:
-            _check_consent(s, mt, member_id, row, fields, recipient_name, purpose)
         if is_restricted(s, member_id):
             raise UserError(
                 f"member {member_id} is restricted (처리정지): their data may not be provided now"
             )
+        if basis == Basis.CONSENT.value:
+            _check_consent(s, mt, member_id, row, fields, recipient_name, purpose)
         p = Provision(
             member_id=member_id,
             recipient_id=recipient.id,
