@@ -76,6 +76,12 @@ def test_withdrawing_the_processing_consent_destroys_the_records(
     env = primary_env
     eng = create_demo_schema()
     _site(eng)
+    # Not "kept by law": the records rest on the consent, and withdrawing it destroys them.
+    erase = env.run("erase", "1", "--fields", "counselling")
+    assert erase.returncode == 2
+    assert "processed under the member's consent 'counselling', not kept by law" in (
+        wait_error_line(erase)
+    )
     r = env.run("consent", "withdraw", "1", "--purpose", "counselling")
     assert r.returncode == 0, r.stderr
     rid = int(r.stdout.split()[3])
