@@ -3,6 +3,7 @@
 from models import (  # noqa: F401
     anchor,
     archive,
+    consents,
     console,
     engine,
     guards,

@@ -58,8 +58,9 @@ members = Table(
     Column("last_login_at", DateTime(timezone=True)),
     Column("withdrawn_at", DateTime(timezone=True)),
     Column("marketing_consent", Boolean, nullable=False, server_default="0"),
-    # 민감정보 (개인정보 보호법 제23조): when the member gave the separate consent to keep
-    # counselling records after the counselling ends; NULL = not given.
+    # 민감정보 (개인정보 보호법 제23조①1호): when the member gave the separate consent to the
+    # processing of their counselling records; NULL = not given. Keeping them after leaving is
+    # another consent, which the site has no column for (the lifecycle's lifecycle_consents).
     Column("counselling_consent_at", DateTime(timezone=True)),
 )
 Index("ix_members_status", members.c.status)

@@ -35,8 +35,9 @@ def check_cmd(
             help="Offline: exit 1 when any flagged unique identifier has no statutory basis "
             "(against the database, live rows holding one always exit 1). Against the "
             "database: exit 1 when the quick discover pass finds personal data the map does "
-            "not cover, a table several entries share holds rows no entry takes, or rows "
-            "name a member that no longer exists (orphans).",
+            "not cover, a table several entries share holds rows no entry takes, rows "
+            "name a member that no longer exists (orphans), or rows depend on a consent "
+            "their member has not given.",
         ),
     ] = False,
 ) -> None:
@@ -122,13 +123,14 @@ def check_cmd(
         typer.echo(f"data map {dm.source}: {len(findings)} finding(s)")
         raise typer.Exit(2)
     where = "checked against the primary database" if not offline else "not compared with a DB"
-    uncovered = unmatched = misfits = orphaned = 0
+    uncovered = unmatched = misfits = orphaned = unconsented = 0
     if eng is not None:
         md = md if md is not None else shown.reflect(eng)
         uncovered = _quick_discover(dm, eng)
         unmatched = _unmatched(shown, eng, md)
         misfits = _linkage(shown, eng, md)
         orphaned = _orphans(shown, eng, md)
+        unconsented = _unconsented(shown, eng, md)
     if unlawful and eng is not None:
         # The map fits, but live rows are held against the law: never summed up as OK.
         typer.echo(
@@ -146,10 +148,23 @@ def check_cmd(
         (unmatched, f"{unmatched} table(s) hold rows no entry of the map takes"),
         (misfits, f"{misfits} table column(s) link rows to the wrong member"),
         (orphaned, f"{orphaned} row(s) name a member that no longer exists"),
+        (unconsented, f"{unconsented} row(s) depend on a consent their member has not given"),
     ):
         if found:
             typer.echo(f"strict: {why}")
             raise typer.Exit(1)
+
+
+def _unconsented(dm: Any, eng: Any, md: Any) -> int:
+    """Warn (stderr) about rows of consent-dependent categories whose live member gives no
+    such consent, per purpose and table (counts only); returns how many rows."""
+    from lifecycle.datamap.consents import count_unconsented
+
+    with eng.connect() as conn:
+        found = count_unconsented(dm, conn, md)
+    for u in found:
+        typer.echo(f"warning: {u.line()}", err=True)
+    return sum(u.rows for u in found)
 
 
 def _orphans(dm: Any, eng: Any, md: Any) -> int:

@@ -343,7 +343,6 @@ def replay_cmd(
     from lifecycle.core.db import check_reachable
     from lifecycle.engine.context import get_context
     from lifecycle.engine.replay import parse_since, replay
-    from lifecycle.rights.consent import PURPOSES
 
     if not since:
         raise UserError("--since DATE is required (the date the restored backup was taken)")
@@ -354,7 +353,7 @@ def replay_cmd(
     who = current()
     rep = replay(
         ctx, day, dry_run=dry_run, actor=f"operator:{who}", assume_restored=assume_restored,
-        consent_columns={name: p.column for name, p in PURPOSES.items()},
+        consent_columns={n: p.column for n, p in ctx.datamap.consents.items() if p.column},
     )  # fmt: skip
     verb = "would re-apply" if dry_run else "re-applied"
     named, done = rep.named, rep.reapplied

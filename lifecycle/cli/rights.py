@@ -213,12 +213,68 @@ def unrestrict_cmd(member_id: int, who: Any) -> int:
 def consent_withdraw_cmd(
     member_id: int,
     who: Any,
-    purpose: Annotated[str, typer.Option("--purpose", help="The consent to withdraw: marketing.")],
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="The consent to withdraw (the map's consents:).")
+    ],
 ) -> int:
-    """동의 철회: clear the consent; recipients of data given under it are told to delete it."""
+    """동의 철회: clear the consent, destroy what depended on it; recipients of data given
+    under it are told to delete it."""
     from lifecycle.rights.consent import submit_consent_withdrawal
 
     return submit_consent_withdrawal(member_id, purpose, who, dispatch=False)
+
+
+@consent_app.command("give")
+def consent_give_cmd(
+    member_id: MemberArg,
+    purpose: Annotated[str, typer.Option("--purpose", help="The purpose (the map's consents:).")],
+    version: Annotated[
+        str, typer.Option("--version", help="The version of the consent text the member saw.")
+    ],
+    given_at: Annotated[
+        str | None,
+        typer.Option("--given-at", help="When it was given (ISO 8601; default: now)."),
+    ] = None,
+) -> None:
+    """Record a consent the member gave (the history, and the site's column where the map
+    names one): e.g. the separate consent to keep counselling records after leaving."""
+    from datetime import UTC, datetime
+
+    from lifecycle.cli.operator import record
+    from lifecycle.core.errors import UserError
+    from lifecycle.rights.consent import give_consent
+
+    mid = member_id_from(member_id)
+    when = None
+    if given_at is not None:
+        try:
+            when = datetime.fromisoformat(given_at)
+        except ValueError:
+            raise UserError(
+                "--given-at is not a date-time (YYYY-MM-DDTHH:MM[:SS][+09:00])"
+            ) from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    _prepare()
+    cid = give_consent(mid, purpose, version, given_at=when)
+    record("change", "consent give", member_id=mid, details={"purpose": purpose, "consent": cid})
+    typer.echo(f"consent {purpose} of member {mid} recorded (history row {cid})")
+
+
+@consent_app.command("history")
+def consent_history_cmd(member_id: MemberArg) -> None:
+    """Every consent the lifecycle recorded for the member: purpose, text version, given and
+    withdrawn times, where it was learnt (ids and times only)."""
+    from lifecycle.rights.consent import history
+
+    mid = member_id_from(member_id)
+    _prepare()
+    for c in history(mid):
+        given = c.given_at.isoformat() if c.given_at else "-"
+        gone = c.withdrawn_at.isoformat() if c.withdrawn_at else "-"
+        typer.echo(
+            f"{c.purpose}  version {c.text_version or '-'}  given {given}  withdrawn {gone}  "
+            f"source {c.source}"
+        )
 
 
 def _locked_request(s: Session, request_id: int) -> LifecycleRequest:

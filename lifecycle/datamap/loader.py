@@ -18,6 +18,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 
 from lifecycle.core.settings import get_settings
+from lifecycle.datamap import consents as consent_purposes
 from lifecycle.datamap import identifiers
 from lifecycle.datamap.anchors import (
     ANCHORS,
@@ -224,7 +225,13 @@ class _MapSpec(_Spec):
     site: _SiteSpec | None = None
     business: _BusinessSpec = Field(default_factory=_BusinessSpec)
     subject: _SubjectSpec
-    categories: list[str] = Field(default_factory=list)
+    # A custom category, or {name: kind}: the built-in kind of record it is (contract,
+    # payment, ...), which the statute a retention rule cites must cover.
+    categories: list[str | dict[str, str]] = Field(default_factory=list)
+    # 민감정보 (개인정보 보호법 제23조): destroyed at withdrawal unless a retention consent or
+    # a statute covering that kind of record keeps it (lifecycle.datamap.consents).
+    sensitive: list[str] = Field(default_factory=list)
+    consents: dict[str, Any] = Field(default_factory=dict)
     retention: dict[str, _RuleSpec | None] = Field(default_factory=dict)
     ignore_tables: list[str] = Field(default_factory=list)
     ignore_rows: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -346,7 +353,22 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             raise err(f"{'.'.join(map(str, path))}: {exc}", *path) from None
 
     custom = set()
-    for i, c in enumerate(spec.categories):
+    kinds: dict[str, str] = {}
+    for i, item in enumerate(spec.categories):
+        if isinstance(item, dict):
+            if len(item) != 1:
+                raise err("categories: an item is a name or {name: kind}", "categories", i)
+            ((c, kind),) = item.items()
+            if kind not in KNOWN_CATEGORIES:
+                raise err(
+                    f"category {c!r}: kind {kind!r} is not a built-in category (one of "
+                    f"{', '.join(KNOWN_CATEGORIES)})",
+                    "categories",
+                    i,
+                )
+            kinds[c] = kind
+        else:
+            c = item
         if c in KNOWN_CATEGORIES:
             raise err(
                 f"category {c!r} is built in; do not declare it under categories:", "categories", i
@@ -401,6 +423,10 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         if rs.consent is not None:
             if not rs.consent.strip():
                 raise err(f"retention rule {cat!r}: consent: names no column", *where, "consent")
+            if rs.consent in spec.consents:
+                basis = basis or (
+                    f"정보주체의 별도 보존 동의 (개인정보 보호법 제21조①, 제23조①1호; {rs.consent})"
+                )
             basis = basis or f"정보주체의 별도 동의 (개인정보 보호법 제15조·제23조; {rs.consent})"
         elif not basis:
             raise err(
@@ -410,7 +436,8 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             )
         else:
             try:
-                ids = tuple(st.id for st in check_rule(cat, per, basis, operator=operator))
+                ids = tuple(st.id for st in check_rule(cat, per, basis, operator=operator,
+                                                       kind=kinds.get(cat)))  # fmt: skip
             except ValueError as exc:
                 raise err(str(exc), *where, "legal_basis") from None
             why = anchor and anchor_problem(cat, tuple(BY_ID[i] for i in ids), anchor)
@@ -800,9 +827,56 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         if cat in custom and cat not in used:
             raise err(f"category {cat!r} has a rule but no table uses it", "retention", cat)
     flags = identifiers.parse(spec.unique_identifiers, {c for c in used}, err)
+    sensitive, purposes = _consents(spec, rules, tables, set(used), err)
     return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks, site_root,
                    business=business, operator=operator, identifiers=flags,
-                   ignore_rows=ignore_rows)  # fmt: skip
+                   ignore_rows=ignore_rows, consents=purposes,
+                   sensitive=sensitive)  # fmt: skip
+
+
+def _consents(
+    spec: _MapSpec, rules: dict[str, Rule], tables: dict[str, TableMap], used: set[str], err: Any
+) -> tuple[frozenset[str], dict[str, consent_purposes.ConsentPurpose]]:
+    """``sensitive:`` and ``consents:``, and what every rule keeping a sensitive category or
+    naming a consent purpose must satisfy (lifecycle.datamap.consents)."""
+    for i, c in enumerate(spec.sensitive):
+        if c not in used:
+            raise err(f"sensitive: category {c!r} is held by no table", "sensitive", i)
+    sensitive = frozenset(spec.sensitive)
+    purposes = consent_purposes.parse(spec.consents, sensitive, used, err)
+    for cat, rule in rules.items():
+        where = ("retention", cat)
+        p = purposes.get(rule.consent or "")
+        if p is not None and (p.kind != "retention" or cat not in p.categories):
+            raise err(
+                f"retention rule {cat!r}: consent: {p.name} is not a retention consent "
+                f"covering {cat!r} (kind: retention, categories: [{cat}])",
+                *where,
+                "consent",
+            )
+        if cat not in sensitive or rule.period.is_zero or p is not None or rule.statutes:
+            continue
+        raise err(
+            f"retention rule {cat!r}: sensitive data (민감정보, 개인정보 보호법 제23조) is "
+            "destroyed at withdrawal unless a separate retention consent (consent: PURPOSE of "
+            "kind retention) or a statute covering it keeps it",
+            *where,
+            "consent" if rule.consent else "period",
+        )
+    for p in purposes.values():
+        for cat in p.destroys:
+            for t in tables.values():
+                if cat in t.columns and (
+                    any(c in t.columns[cat] for c in t.files)
+                    or any(ft.category == cat for ft in t.file_templates)
+                ):
+                    raise err(
+                        f"consents.{p.name}: category {cat!r} names files on {t.name}; a "
+                        "consent withdrawal clears columns and rows, not files",
+                        "consents",
+                        p.name,
+                    )
+    return sensitive, purposes
 
 
 def _also_names(

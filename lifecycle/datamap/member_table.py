@@ -22,9 +22,11 @@ from sqlalchemy.orm import Session
 from lifecycle.channels.mailer import valid_address
 from lifecycle.core.dbkind import mariadb_json_columns, row_locks
 from lifecycle.core.errors import UserError
+from lifecycle.datamap.consents import ConsentPurpose, consented
 from lifecycle.datamap.identifiers import FlaggedCategory, flagged_columns, refusal
 from lifecycle.datamap.loader import current_datamap
 from lifecycle.datamap.model import DataMap, Subject, withdrawn
+from models.consents import Consent
 
 # Where notices go when the map names no contact email column (subject.contact.email).
 EMAIL_COLUMN = "email"
@@ -234,6 +236,8 @@ def member_table(engine: Engine) -> MemberTable:
         ) from None
     categories = {c: cat for cat, cols in tmap.columns.items() for c in cols if c in table.c}
     system = set(SYSTEM_COLUMNS) | set(tmap.key_columns) | set(tmap.non_personal)
+    # A consent's own columns change only through `lifecycle consent give/withdraw`.
+    system |= {c for p in dm.consents.values() for c in (p.column, p.date_column) if c}
     optional = (subject.state_column, subject.withdrawn_at_column, subject.login_column)
     system |= {c for c in optional if c is not None}
     system |= {*tmap.files, *(f for ft in tmap.file_templates for f in ft.fields)}
@@ -281,6 +285,21 @@ def live_member(s: Session, mt: MemberTable, member_id: int, *, exclusive: bool)
     if row is None or mt.is_withdrawn(row):
         raise UserError(f"member {member_id} does not exist or has withdrawn")
     return row
+
+
+def open_grants(member_id: int, purpose: str) -> Any:
+    """The member's grants of ``purpose`` in the lifecycle's history not withdrawn."""
+    return select(Consent).where(
+        Consent.member_id == member_id, Consent.purpose == purpose, Consent.withdrawn_at.is_(None)
+    )
+
+
+def gives_consent(s: Session, p: ConsentPurpose, member_id: int, row: Any) -> bool:
+    """Whether the member (``row``: their member row, read by :func:`live_member`) currently
+    gives ``p``: the site's column where the map names one, else the lifecycle's history."""
+    if p.column is not None:
+        return consented(row[p.column])
+    return s.scalars(open_grants(member_id, p.name).limit(1)).first() is not None
 
 
 def clear_cache() -> None:

@@ -104,6 +104,8 @@ from lifecycle.datamap.anchors import (
     tax_cutoff,
     tax_retain_until,
 )
+from lifecycle.datamap.consents import CONSENT_TABLE, ConsentPurpose
+from lifecycle.datamap.consents import consented as consented
 from lifecycle.datamap.entries import Where, scoped, where_clause
 from lifecycle.datamap.identifiers import FlaggedCategory
 from lifecycle.datamap.links import (
@@ -122,11 +124,6 @@ from lifecycle.datamap.links import (
     to_datetime,
 )
 from lifecycle.datamap.periods import Period, Rule
-
-
-def consented(value: Any) -> bool:
-    """A consent column's value says the member consented (non-NULL and not false/0/'')."""
-    return value is not None and value is not False and value not in (0, "", "0")
 
 
 class DataMapError(UserError):
@@ -749,6 +746,8 @@ class DataMap:
         business: TaxProfile | None = None,
         operator: frozenset[str] = frozenset(),
         ignore_rows: Mapping[str, tuple[Where, ...]] | None = None,
+        consents: Mapping[str, ConsentPurpose] | None = None,
+        sensitive: frozenset[str] = frozenset(),
     ) -> None:
         self.source = source
         self.subject = subject
@@ -765,6 +764,10 @@ class DataMap:
         self.identifiers: dict[str, FlaggedCategory] = dict(identifiers or {})
         self.business = business or TaxProfile()
         self.operator = operator  # what the operator is (medical_institution), for statutes
+        # The purposes the site asks consent for, and the sensitive categories (민감정보):
+        # lifecycle.datamap.consents.
+        self.consents: dict[str, ConsentPurpose] = dict(consents or {})
+        self.sensitive = sensitive
         # Real foreign keys between mapped tables: (child, child columns, parent, parent cols).
         self.foreign_keys: list[tuple[str, tuple[str, ...], str, tuple[str, ...]]] = []
         # child -> parents it must be deleted before; reflection adds real foreign keys.
@@ -829,7 +832,8 @@ class DataMap:
         out = DataMap(self.source, self.subject, self.rules, tables, self.ignore_tables,
                       self._marks, self.site_root, tuple(notes), identifiers=self.identifiers,
                       business=self.business, operator=self.operator,
-                      ignore_rows=self.ignore_rows)  # fmt: skip
+                      ignore_rows=self.ignore_rows, consents=self.consents,
+                      sensitive=self.sensitive)  # fmt: skip
         return out
 
     def _where(self, *path: Any) -> str:
@@ -1153,8 +1157,21 @@ class DataMap:
                     time=True,
                 )
         for cat in self.categories_in_use():
-            # A consent-based rule reads its member's consent from the members' table.
-            need(st, self.rules[cat].consent, "retention", cat, "consent")
+            # A consent-based rule reads its member's consent from the members' table (or,
+            # naming a purpose, from where the purpose says).
+            if self.rules[cat].consent not in self.consents:
+                need(st, self.rules[cat].consent, "retention", cat, "consent")
+        for cp in self.consents.values():
+            need(st, cp.column, "consents", cp.name, "column")
+            need(st, cp.date_column, "consents", cp.name, "date_column")
+        if any(cp.column is None for cp in self.consents.values()) and (
+            CONSENT_TABLE not in existing
+        ):
+            fail(
+                f"table {CONSENT_TABLE} does not exist in the primary database (consent "
+                "purposes kept by the lifecycle need it): run `lifecycle db upgrade`",
+                "consents",
+            )
         for name, t in self.tables.items():
             if name not in cols:
                 continue

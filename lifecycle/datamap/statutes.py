@@ -3,8 +3,9 @@
 Pure: no database, no I/O. 개인정보 보호법 제21조① lets data be kept after its purpose only
 where another law requires it; so a rule keeping anything must cite a law and article from
 :data:`STATUTES` (each with the longest period it allows and, where the law says so, what the
-period counts from), or be consent-based (``consent: COLUMN`` of the members' table: kept only
-for members whose consent is recorded). "내부 방침", "internal policy" or any text citing no
+period counts from, and which kinds of record it covers), or be consent-based (``consent:
+COLUMN`` of the members' table, or a retention consent purpose: kept only for members whose
+consent is recorded). "내부 방침", "internal policy" or any text citing no
 listed law and article is refused.
 
 The list is deliberately small and reviewable; a site needing another statute adds it here
@@ -34,12 +35,18 @@ class Statute:
     anchors: tuple[str, ...] = ()
     # Binds only such operators (의료법: medical institutions); checked against `business:`.
     requires: str | None = None
+    # The kinds of record (built-in categories) the law covers: a rule citing it for another
+    # kind is refused (상법 제33조 keeps 상업장부, not counselling notes). None: any kind, for
+    # 개인정보 보호법 제21조 alone, which keeps nothing (0d).
+    covers: tuple[str, ...] | None = ()
 
     def max_for(self, category: str) -> Period:
         return self.max_by_category.get(category, self.max_period)
 
 
 _TAX_ANCHOR = (TAX_DEADLINE,)
+# 장부 및 증거서류: the tax records themselves and the transactions they evidence.
+_TAX_RECORDS = ("tax", "payment", "contract")
 _Y5 = Period(years=5)
 # 전자상거래법 시행령 제6조①: the record kinds it lists, by the demo's category names.
 _ECOMMERCE = {
@@ -57,6 +64,7 @@ STATUTES: tuple[Statute, ...] = (
         ("제21조",),
         Period(),
         "목적 달성 후 지체 없이 파기 (destroy once the purpose ends)",
+        covers=None,
     ),
     Statute(
         "ecommerce-6",
@@ -67,6 +75,7 @@ STATUTES: tuple[Statute, ...] = (
         "거래기록 보존: 계약·청약철회·대금결제·재화공급 5년, 소비자 불만·분쟁처리 3년, "
         "표시·광고 6개월",
         max_by_category=_ECOMMERCE,
+        covers=tuple(_ECOMMERCE),
         anchors=(RECORD, PURPOSE_END),
     ),
     Statute(
@@ -77,6 +86,7 @@ STATUTES: tuple[Statute, ...] = (
         _Y5,
         "장부 및 증거서류 5년, 법정신고기한부터 (from the statutory filing deadline)",
         anchors=_TAX_ANCHOR,
+        covers=_TAX_RECORDS,
     ),
     Statute(
         "vat-71",
@@ -86,6 +96,7 @@ STATUTES: tuple[Statute, ...] = (
         _Y5,
         "세금계산서 등 5년, 확정신고기한 후부터",
         anchors=_TAX_ANCHOR,
+        covers=_TAX_RECORDS,
     ),
     Statute(
         "corporate-tax-116",
@@ -95,6 +106,7 @@ STATUTES: tuple[Statute, ...] = (
         _Y5,
         "지출증명서류 5년, 신고기한부터",
         anchors=_TAX_ANCHOR,
+        covers=_TAX_RECORDS,
     ),
     Statute(
         "income-tax-160-2",
@@ -104,6 +116,7 @@ STATUTES: tuple[Statute, ...] = (
         _Y5,
         "경비 등의 지출증명 5년, 신고기한부터",
         anchors=_TAX_ANCHOR,
+        covers=_TAX_RECORDS,
     ),
     Statute(
         "telecom-secrecy-15-2",
@@ -112,6 +125,7 @@ STATUTES: tuple[Statute, ...] = (
         ("제15조의2", "시행령 제41조"),
         Period(months=3),
         "로그기록자료·접속지 추적자료 3개월",
+        covers=("access_log",),
     ),
     Statute(
         "commercial-33",
@@ -120,6 +134,7 @@ STATUTES: tuple[Statute, ...] = (
         ("제33조",),
         Period(years=10),
         "상업장부·영업에 관한 중요서류 10년, 전표 5년",
+        covers=("contract", "payment", "tax"),
     ),
     Statute(
         "e-finance-22",
@@ -128,6 +143,7 @@ STATUTES: tuple[Statute, ...] = (
         ("제22조", "시행령 제12조"),
         _Y5,
         "전자금융거래 기록 5년 (소액 등 1년)",
+        covers=("payment",),
     ),
     Statute(
         "medical-22",
@@ -137,6 +153,7 @@ STATUTES: tuple[Statute, ...] = (
         Period(years=10),
         "진료기록부 등 10년 (의료기관에 한함)",
         requires="medical_institution",
+        covers=("counselling",),
     ),
     Statute(
         "credit-info-20-2",
@@ -145,6 +162,7 @@ STATUTES: tuple[Statute, ...] = (
         ("제20조의2",),
         _Y5,
         "거래 종료 후 5년 이내",
+        covers=("contract", "payment"),
     ),
 )
 
@@ -204,11 +222,17 @@ def laws_named(basis: str) -> list[Statute]:
 
 
 def check_rule(
-    category: str, period: Period, basis: str, *, operator: frozenset[str] = frozenset()
+    category: str,
+    period: Period,
+    basis: str,
+    *,
+    operator: frozenset[str] = frozenset(),
+    kind: str | None = None,
 ) -> tuple[Statute, ...]:
     """The listed statutes that carry a (non-consent) rule; raises ValueError (one line)
     otherwise. ``operator`` names what the operator is (``medical_institution``) for laws
-    that bind only such operators."""
+    that bind only such operators; ``kind`` the kind of record the category is (a built-in
+    category; default: the category itself), which a cited law must cover."""
     hits = cited(basis)
     if not hits:
         named = laws_named(basis)
@@ -231,16 +255,26 @@ def check_rule(
             f"retention rule {category!r}: {st.law} {st.articles[0]} binds only a "
             f"{need.replace('_', ' ')} (business: {{{need}: true}})"
         )
+    kind = kind or category
+    covering = [st for st in usable if st.covers is None or kind in st.covers]
+    if not covering:
+        st = usable[0]
+        what = f"{category!r}" if kind == category else f"{category!r} ({kind} records)"
+        raise ValueError(
+            f"retention rule {category!r}: {st.law} {st.articles[0]} does not cover "
+            f"{what}; it keeps {', '.join(st.covers or ())} records"
+        )
+    usable = covering
     if period.is_zero:
         return tuple(usable)
-    longest = max(usable, key=lambda st: st.max_for(category).approx_days)
-    limit = longest.max_for(category)
+    longest = max(usable, key=lambda st: st.max_for(kind).approx_days)
+    limit = longest.max_for(kind)
     if period.approx_days > limit.approx_days:
         raise ValueError(
             f"retention rule {category!r}: {period} is longer than {longest.law} "
             f"{longest.articles[0]} allows for it ({limit})"
         )
-    return tuple(st for st in usable if period.approx_days <= st.max_for(category).approx_days)
+    return tuple(st for st in usable if period.approx_days <= st.max_for(kind).approx_days)
 
 
 def anchor_problem(category: str, statutes: tuple[Statute, ...], anchor: str) -> str | None:

@@ -38,6 +38,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from lifecycle.core import dbkind
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.anchors import RECORD, TAX_DEADLINE, tax_day, tax_retain_until
+from lifecycle.datamap.consents import given_expr
 from lifecycle.datamap.links import MetaMarker, coerce, db_cutoff, link_eq, to_datetime
 from lifecycle.datamap.model import MemberLink, TableMap, consented
 from lifecycle.engine.context import EngineContext
@@ -406,8 +407,19 @@ def iter_planned(
 def consent_expr(
     ctx: EngineContext, tm: TableMap, t: Table, column: str, who: Any, by_login: bool
 ) -> Any:
-    """The row's member's ``column`` of the members' table (NULL for rows with no member)."""
+    """The row's member's ``column`` of the members' table (NULL for rows with no member);
+    ``column`` naming a consent purpose: whether the member currently gives it (wherever the
+    purpose is recorded, :func:`lifecycle.datamap.consents.given_expr`)."""
     s = ctx.datamap.subject
+    purpose = ctx.datamap.consents.get(column)
+    if purpose is not None:
+        key = who
+        if tm.name == s.table:
+            key = t.c[s.key]
+        elif by_login:
+            st = ctx.subject_table.alias()
+            key = select(st.c[s.key]).where(st.c[tm.links[0].member_key] == who).scalar_subquery()
+        return given_expr(purpose, ctx.subject_table, s.key, key)
     if tm.name == s.table:
         return t.c[column]
     st = ctx.subject_table.alias()

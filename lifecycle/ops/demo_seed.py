@@ -16,8 +16,10 @@ demo loader: do not run it while the website itself inserts into the same tables
 What the mix looks like (per member, on average): a subscription contract, about 2 counselling
 bookings with a record and a payment for each session held, a tax invoice for some payments,
 3-4 access logs over the last 6 months (some past the 3-month rule), 2 service-usage rows;
-complaints and ad displays for some; about 30% recorded the separate consent to keep their
-counselling records (``counselling_consent_at``); about 4% are under 14 with one or two
+complaints and ad displays for some; about 30% recorded the separate consent to the processing
+of their counselling records (``counselling_consent_at``; the others hold records without it,
+which ``datamap check`` reports, and none gave the retention consent); about 4% are under 14
+with one or two
 guardians; about 4% are withdrawn (withdrawn_at in the past, a quarter of them more than 5
 days ago, i.e. overdue); some have not logged in for over a year (dormancy candidates). With
 ``files=True`` about 30% get small uploaded files under ``file_root/members/<id>/`` and an
@@ -430,8 +432,9 @@ class _Generator:
                     _ts(last_login),
                     _ts(withdrawn) if withdrawn else None,
                     marketing,
-                    # About 3 in 10 gave the separate consent (민감정보) to keep counselling
-                    # records: derived from the id, so the seeded stream stays as it was.
+                    # About 3 in 10 gave the separate consent (민감정보) to the processing of
+                    # counselling records: derived from the id, so the seeded stream stays as
+                    # it was.
                     _ts(joined + DAY) if (mid * 2654435761) % 10 < 3 else None,
                 )
             )

@@ -1,7 +1,9 @@
 """Third-party recipients and the provision log (제3자 제공 기록).
 
 A provision is recorded when the site hands a member's fields to a recipient. It is refused
-while the member is restricted (처리정지): during a correction the data may not be provided.
+while the member is restricted (처리정지): during a correction the data may not be provided;
+and, on consent, unless the member gives the provision consent it names, covering every field
+(sensitive data only under a consent of its own).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,7 +20,8 @@ from lifecycle.channels.mailer import valid_address
 from lifecycle.channels.webhooks import validate_secret, validate_url
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
-from lifecycle.datamap.member_table import live_member, member_table
+from lifecycle.datamap.loader import current_datamap
+from lifecycle.datamap.member_table import MemberTable, gives_consent, live_member, member_table
 from lifecycle.requests.use_block import is_restricted
 from models.recipients import Basis, Channel, Delivery, DeliveryState, Provision, Recipient
 
@@ -153,11 +157,13 @@ def record_provision(
                 )
             mt.refuse_identifier(f, "provided")
         recipient = get_recipient(s, recipient_name)
-        live_member(s, mt, member_id, exclusive=False)
+        row = live_member(s, mt, member_id, exclusive=False)
         if is_restricted(s, member_id):
             raise UserError(
                 f"member {member_id} is restricted (처리정지): their data may not be provided now"
             )
+        if basis == Basis.CONSENT.value:
+            _check_consent(s, mt, member_id, row, fields, recipient_name, purpose)
         p = Provision(
             member_id=member_id,
             recipient_id=recipient.id,
@@ -170,6 +176,48 @@ def record_provision(
         s.add(p)
         s.flush()
         return p.id
+
+
+def _check_consent(
+    s: Session,
+    mt: MemberTable,
+    member_id: int,
+    row: Any,
+    fields: list[str],
+    recipient: str,
+    purpose: str | None,
+) -> None:
+    """A provision on consent (개인정보 보호법 제17조①1호) needs a provision consent the member
+    gives now, covering every field's category; a sensitive category needs a consent of its
+    own (제23조①1호: the map lets such a consent cover sensitive categories only)."""
+    dm = current_datamap()
+    kinds = sorted(n for n, p in dm.consents.items() if p.kind == "provision")
+    if purpose is None:
+        raise UserError(
+            "--basis consent needs --purpose naming the provision consent it rests on "
+            f"(declared: {', '.join(kinds) or 'none: add it under consents: in the data map'})"
+        )
+    p = dm.consents.get(purpose)
+    if p is None or p.kind != "provision":
+        raise UserError(
+            f"purpose {purpose!r} is not a provision consent of the data map (제17조①1호 needs "
+            f"a consent to provide; declared: {', '.join(kinds) or 'none'})"
+        )
+    if p.recipient is not None and p.recipient != recipient:
+        raise UserError(f"consent {purpose} is for recipient {p.recipient!r}, not {recipient!r}")
+    for f in fields:
+        cat = mt.categories[f]
+        if cat not in p.categories:
+            what = (
+                "sensitive data (민감정보, 제23조①1호: a separate consent)"
+                if (cat in dm.sensitive)
+                else "data"
+            )
+            raise UserError(
+                f"field {f} ({cat}) is {what} the consent {purpose} does not cover"
+            )  # fmt: skip
+    if not gives_consent(s, p, member_id, row):
+        raise UserError(f"member {member_id} has not given consent {purpose}; nothing provided")
 
 
 def provided_fields(s: Session, member_id: int) -> dict[int, set[str]]:

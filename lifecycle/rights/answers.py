@@ -71,9 +71,16 @@ def _detail(req: LifecycleRequest) -> str:
     if req.kind == "suspension_lift":
         return "■ 처리정지가 해제되어 회원님의 개인정보가 다시 이용될 수 있습니다.\n"
     if req.kind == "consent_withdrawal":
+        destroyed = p.get("destroyed") or {}
+        gone = sum(int(n) for n in destroyed.values()) if isinstance(destroyed, dict) else 0
         return (
             f"■ 철회된 동의: {p.get('purpose_label') or p.get('purpose', '')}\n"
-            "해당 목적으로 개인정보를 제공받은 제3자에게는 이용 중지와 삭제를 요청하였습니다.\n"
+            + (
+                f"이 동의에 근거하여 처리하던 개인정보 {gone}건을 지체 없이 파기하였습니다.\n"
+                if gone
+                else ""
+            )
+            + "해당 목적으로 개인정보를 제공받은 제3자에게는 이용 중지와 삭제를 요청하였습니다.\n"
         )
     if req.kind == "correction":
         return f"■ 정정된 항목: {field_labels(list(p.get('corrected_fields', [])) or ['없음'])}\n"

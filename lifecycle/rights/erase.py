@@ -66,7 +66,16 @@ def resolve(mt: MemberTable, items: list[str]) -> list[str]:
     dm = current_datamap()
     tm = dm.subject_table
     cols: list[str] = []
+    carried = {cat: p for p in dm.consents.values() for cat in p.destroys}
     for item in items:
+        category = item if item in tm.columns else mt.categories.get(item)
+        if category in carried:
+            p = carried[category]
+            raise UserError(
+                f"{item} is processed under the member's consent {p.name!r}, not kept by law: "
+                f"withdraw it with lifecycle consent withdraw MEMBER --purpose {p.name} (that "
+                "destroys every record depending on it)"
+            )
         if item in mt.categories or item in mt.system:
             named = [item]
         elif item in tm.columns:
@@ -88,6 +97,12 @@ def resolve(mt: MemberTable, items: list[str]) -> list[str]:
                     "withdrawal (lifecycle withdraw)"
                 )
             rule = dm.rule(mt.categories[col])
+            if not rule.period.is_zero and rule.consent:
+                raise UserError(
+                    f"field {col} is kept under the member's consent ({rule.consent}), not by "
+                    f"law: withdraw it first (lifecycle consent withdraw --purpose "
+                    f"{rule.consent})"
+                )
             if not rule.period.is_zero:
                 raise UserError(
                     f"field {col} is kept by law ({rule.legal_basis}) and cannot be erased now"

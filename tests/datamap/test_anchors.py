@@ -204,8 +204,8 @@ def test_unknown_anchor_and_business_type() -> None:
 
 COUNSELLING = """  counselling:
     period: 10y
-    consent: counselling_consent_at
-    legal_basis: "정보주체의 별도 동의 (개인정보 보호법 제23조 제1항 제1호, 민감정보)"
+    consent: counselling_retention
+    legal_basis: "정보주체의 별도 보존 동의 (개인정보 보호법 제21조제1항, 제23조제1항제1호)"
 """
 
 
@@ -216,8 +216,11 @@ COUNSELLING = """  counselling:
         ('    period: 10y\n    legal_basis: "internal policy"\n', "internal policy is no legal"),
         ('    period: 10y\n    legal_basis: "근로기준법 제42조"\n', "cites no statute"),
         ('    period: 3y\n    legal_basis: "전자상거래법 제99조"\n', "no article the list has"),
-        ('    period: 10y\n    legal_basis: "전자상거래법 제6조, 시행령 제6조"\n',
-         "10y is longer than 전자상거래법 제6조 allows for it (5y)"),
+        # A law is checked for the kind of record it covers, not only its article and period.
+        ('    period: 5y\n    legal_basis: "전자상거래법 제6조, 시행령 제6조"\n',
+         "전자상거래법 제6조 does not cover 'counselling'; it keeps contract, payment"),
+        ('    period: 10y\n    legal_basis: "상법 제33조"\n',
+         "상법 제33조 does not cover 'counselling'; it keeps contract, payment, tax records"),
         ('    period: 10y\n    legal_basis: "의료법 제22조 (진료기록부)"\n',
          "binds only a medical institution"),
         ('    period: 1y\n    legal_basis: "개인정보 보호법 제21조"\n', "allows for it (0d)"),
@@ -243,6 +246,30 @@ def test_per_category_maximum_and_medical_institutions() -> None:
     assert dm.rule("counselling").statutes == ("medical-22",)
 
 
+def test_a_law_keeps_only_the_kinds_of_record_it_covers() -> None:
+    line = next(ln for ln in DEMO.splitlines() if ln.startswith("  profile: {period: 0d"))
+    profile = edit(line, '  profile: {period: 5y, legal_basis: "전자상거래법 제6조, 시행령 제6조"}')
+    err = refused(profile)
+    assert err.message == (
+        "retention rule 'profile': 전자상거래법 제6조 does not cover 'profile'; it keeps "
+        "contract, payment, complaint, advertising records"
+    )
+    assert err.line == line_of(profile, "  profile: {period: 5y")
+    # A category of the site's own says which kind of record it is; the law must cover that.
+    own = edit("\nretention:\n", "\ncategories: [{orders: contract}, notes]\nretention:\n"
+               '  orders: {period: 5y, legal_basis: "전자상거래법 제6조"}\n'
+               '  notes: {period: 5y, legal_basis: "전자상거래법 제6조"}\n')  # fmt: skip
+    own = edit("      hobbies: [hobbies]\n", "      hobbies: [hobbies]\n      orders: [job]\n"
+               "      notes: [company]\n", own).replace("        - job\n", "").replace(
+        "        - company\n", "")  # fmt: skip
+    err = refused(own)
+    assert "retention rule 'notes': 전자상거래법 제6조 does not cover 'notes'" in err.message
+    ok = parse_datamap(own.replace('  notes: {period: 5y, legal_basis: "전자상거래법 제6조"}',
+                                   '  notes: {period: 0d, legal_basis: "개인정보 보호법 제21조"}'),
+                       "site.yaml")  # fmt: skip
+    assert ok.rule("orders").statutes == ("ecommerce-6",)
+
+
 def test_citations_are_read_law_by_law() -> None:
     assert [s.id for s in cited("전자상거래법 제6조, 시행령 제6조 (기록)")] == ["ecommerce-6"]
     # "상법" inside "전자상거래법" is not the 상법, and an article belongs to the law before it.
@@ -255,22 +282,41 @@ def test_citations_are_read_law_by_law() -> None:
     assert cited("국세기본법 제85조") == []
 
 
-def test_consent_rule_names_its_column_and_is_checked_against_the_schema(tmp_path: Path) -> None:
+def test_consent_rule_names_its_purpose_and_is_checked_against_the_schema(
+    tmp_path: Path,
+) -> None:
     dm = parse_datamap(DEMO, "site.yaml")
-    assert dm.rule("counselling").basis_ref == "consent:counselling_consent_at"
+    assert dm.rule("counselling").basis_ref == "consent:counselling_retention"
     bare = parse_datamap(
-        edit(COUNSELLING, "  counselling:\n    period: 10y\n    consent: counselling_consent_at\n"),
+        edit(COUNSELLING, "  counselling:\n    period: 10y\n    consent: counselling_retention\n"),
         "site.yaml",
     )
-    assert "counselling_consent_at" in bare.rule("counselling").legal_basis
+    assert "counselling_retention" in bare.rule("counselling").legal_basis
+    # The consent to process counselling records is not a consent to keep them after leaving.
+    column = edit(
+        COUNSELLING, "  counselling:\n    period: 10y\n    consent: counselling_consent_at\n"
+    )
+    err = refused(column)
+    assert "sensitive data (민감정보, 개인정보 보호법 제23조)" in err.message
+    assert err.line == line_of(column, "consent: counselling_consent_at")
+    wrong = edit(COUNSELLING, "  counselling:\n    period: 10y\n    consent: marketing\n")
+    assert "consent: marketing is not a retention consent" in refused(wrong).message
+    # A category that is not sensitive may still name the site's consent column.
+    plain = edit("sensitive: [counselling]\n", "", edit(
+        "    kind: processing\n", "    kind: marketing\n", column))  # fmt: skip
+    dm_plain = parse_datamap(plain, "site.yaml")
+    assert dm_plain.rule("counselling").basis_ref == "consent:counselling_consent_at"
     eng = create_engine(f"sqlite:///{tmp_path / 'site.sqlite3'}")
     demo_site.metadata.create_all(eng)
+    from models.consents import Consent
+
+    Consent.__table__.create(eng)
     dm.validate_against(eng)
-    bad = edit("    consent: counselling_consent_at\n", "    consent: counseling_consent\n")
+    bad = edit("    column: marketing_consent\n", "    column: marketing_consnt\n")
     with pytest.raises(DataMapError) as info:
         parse_datamap(bad, "site.yaml").validate_against(eng)
-    assert "column members.counseling_consent does not exist" in info.value.message
-    assert info.value.line == line_of(bad, "consent: counseling_consent")
+    assert "column members.marketing_consnt does not exist" in info.value.message
+    assert info.value.line == line_of(bad, "column: marketing_consnt")
 
 
 def test_consent_decides_what_counselling_keeps() -> None:
@@ -278,10 +324,10 @@ def test_consent_decides_what_counselling_keeps() -> None:
     rec = dm.table("counselling_records")
     now = datetime(2026, 11, 26, tzinfo=UTC)
     ended = now - timedelta(days=6)
-    given = rec.plan_row(ended, now, consent={"counselling_consent_at": now - timedelta(days=900)})
+    given = rec.plan_row(ended, now, consent={"counselling_retention": now - timedelta(days=900)})
     assert [p.category for p in given.parts] == ["counselling"]
     assert given.retain_until == Period(years=10).add_to(ended)
-    for none in (None, {"counselling_consent_at": None}, {}):
+    for none in (None, {"counselling_retention": None}, {}):
         plan = rec.plan_row(ended, now, consent=none)
         assert not plan.archive and plan.destroyed_categories == ("counselling",)
 
@@ -297,7 +343,7 @@ def test_fast_planner_agrees_with_the_map() -> None:
         for days in (1, 200, 365 * 5, 365 * 5 + 200, 365 * 6 + 180, 365 * 7):
             rec = now - timedelta(days=days, hours=7)
             row = tuple(rec if c == tm.retain_from else None for c in cols)
-            for consent in ({"counselling_consent_at": now}, None):
+            for consent in ({"counselling_retention": now}, None):
                 want = tm.plan_row(ended, now, rec if tm.retain_from else None, consent)
                 parts, destroyed = planner.plan(row, ended, now, consent)
                 assert [(p.category, p.retain_until) for p in parts] == [

@@ -13,6 +13,7 @@ from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, describe, load_datamap, p
 from lifecycle.datamap.model import DataMap, DataMapError, Orphans
 from lifecycle.datamap.periods import Period
 from models import demo_site
+from models.consents import Consent
 from tests.helpers import assert_map_fits_with_demo_rrns
 
 DEMO = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
@@ -47,6 +48,8 @@ def edit(old: str, new: str, base: str = DEMO) -> str:
 def sqlite_engine(tmp_path: Path) -> Engine:
     eng = create_engine(f"sqlite:///{tmp_path / 'site.sqlite3'}")
     demo_site.metadata.create_all(eng)
+    # The demo keeps its retention consent in the lifecycle's own table (lifecycle db upgrade).
+    Consent.__table__.create(eng)
     return eng
 
 
@@ -54,6 +57,7 @@ def sqlite_engine(tmp_path: Path) -> Engine:
 def pg_engine(pg_databases) -> Engine:  # type: ignore[no-untyped-def]
     eng = create_engine(pg_databases.primary_url)
     demo_site.metadata.create_all(eng)
+    Consent.__table__.create(eng, checkfirst=True)
     yield eng
     eng.dispose()
 
@@ -95,7 +99,10 @@ def test_shipped_demo_map_loads_with_design_defaults() -> None:
     assert [r.category for r in dm.table("members").rules if not r.period.is_zero] == [
         "counselling"
     ]
-    assert dm.rule("counselling").consent == "counselling_consent_at"
+    assert dm.rule("counselling").consent == "counselling_retention"
+    assert dm.sensitive == {"counselling"}
+    assert dm.consents["counselling"].destroys == ("counselling",)
+    assert dm.consents["counselling"].column == "counselling_consent_at"
 
 
 def test_defaults_apply_when_the_map_omits_a_rule() -> None:
@@ -137,7 +144,7 @@ def test_missing_file_is_one_line(tmp_path: Path) -> None:
 def test_rule_without_period() -> None:
     bad = edit("    period: 10y\n", "")
     err = refused(bad)
-    assert err.line == line_of(bad, "  counselling:", 1)
+    assert err.line == line_of(bad, "  counselling:", 2)
     assert "'counselling' has no period" in err.message
 
 
@@ -186,7 +193,7 @@ def test_unknown_category_in_retention() -> None:
 
 
 def test_custom_category_needs_a_rule_and_then_works() -> None:
-    declared = edit("retention:\n", "categories: [vehicle]\n\nretention:\n")
+    declared = edit("\nretention:\n", "\ncategories: [{vehicle: contract}]\n\nretention:\n")
     uses = edit(
         "      hobbies: [hobbies]\n",
         "      hobbies: [hobbies]\n      vehicle: [marital_status]\n",
@@ -196,8 +203,8 @@ def test_custom_category_needs_a_rule_and_then_works() -> None:
     assert err.line == line_of(uses, "vehicle: [marital_status]")
     assert "category 'vehicle' has no retention rule" in err.message
     ok = edit(
-        "retention:\n",
-        "retention:\n  vehicle: {period: 1y, legal_basis: 상법 제33조}\n",
+        "\nretention:\n",
+        "\nretention:\n  vehicle: {period: 1y, legal_basis: 상법 제33조}\n",
         uses,
     )
     dm = parse_datamap(ok, "site.yaml")
@@ -424,7 +431,7 @@ def test_unmapped_table_referencing_a_member(site_engine: Engine) -> None:
     with pytest.raises(DataMapError) as info:
         dm.validate_against(site_engine)
     assert "table 'complaints' references mapped table 'members'" in info.value.message
-    ignored = edit("retention:\n", "ignore_tables: [complaints]\n\nretention:\n", bad)
+    ignored = edit("\nretention:\n", "\nignore_tables: [complaints]\n\nretention:\n", bad)
     parse_datamap(ignored, "site.yaml").validate_against(site_engine)
 
 
@@ -530,7 +537,10 @@ def test_cli_check_ok_and_bad(embedded_env, tmp_path: Path) -> None:  # type: ig
     assert missing.returncode == 2
     assert "table 'members' does not exist" in missing.stderr
     assert f"{SHIPPED_DEMO_MAP}:{line_of(DEMO, '  members:')}" in missing.stderr
+    # The demo keeps a consent in the lifecycle's own table, which `db upgrade` creates.
+    assert "table lifecycle_consents does not exist" in missing.stderr
     assert embedded_env.run("demo", "seed", "--members", "5").returncode == 0
+    assert embedded_env.run("db", "upgrade").returncode == 0
     ok = embedded_env.run("datamap", "check")
     assert_map_fits_with_demo_rrns(ok)
     assert "checked against the primary database" in ok.stdout

@@ -40,7 +40,7 @@ from tests.pg_server import PgServer, start_postgres
 
 MEMBERS = 20_000
 # Rows the sweep must archive, never destroy: contracts (5y), and counselling records (10y) of
-# the members who recorded the separate consent (the others are destroyed: not watched).
+# the members who gave the separate retention consent (the others are destroyed: not watched).
 WATCHED = ("contracts", "counselling_records")
 
 
@@ -48,13 +48,25 @@ def retained_rows(primary: str, rows: Iterable[tuple[str, str]]) -> dict[str, se
     """The snapshot's rows of each watched table that the sweep must archive."""
     eng = create_engine(primary)
     try:
+        with eng.begin() as c:
+            # The members who consented to processing also gave the separate retention consent
+            # (kept in the lifecycle's own table: the demo site has no column for it).
+            c.execute(
+                text(
+                    "INSERT INTO lifecycle_consents (member_id, purpose, text_version, given_at, "
+                    "source, recorded_at) SELECT id, 'counselling_retention', 'v1', "
+                    "counselling_consent_at, 'lifecycle', counselling_consent_at FROM members "
+                    "WHERE counselling_consent_at IS NOT NULL"
+                )
+            )
         with eng.connect() as c:
             consented = {
                 str(r[0])
                 for r in c.execute(
                     text(
-                        "SELECT cr.id FROM counselling_records cr JOIN members m "
-                        "ON m.id = cr.member_id WHERE m.counselling_consent_at IS NOT NULL"
+                        "SELECT cr.id FROM counselling_records cr JOIN lifecycle_consents lc "
+                        "ON lc.member_id = cr.member_id WHERE lc.purpose = "
+                        "'counselling_retention' AND lc.withdrawn_at IS NULL"
                     )
                 )
             }

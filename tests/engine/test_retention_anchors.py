@@ -31,6 +31,7 @@ from lifecycle.engine.preview import sweep_preview
 from lifecycle.engine.sweep import run_sweep
 from lifecycle.ops.demo_seed import create_schema
 from models import demo_site as T
+from models.consents import Consent
 from tests.helpers import LifecycleEnv, accounting, site_engine
 from tests.helpers import sql_rows as _q
 
@@ -38,16 +39,24 @@ NOW = datetime.now(UTC)
 INVOICE_DAY = datetime(2026, 1, 5, 10, tzinfo=TAX_TZ).astimezone(UTC)
 
 
-def _member(c, mid: int, *, withdrawn: bool = False, consent: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _member(c, mid: int, *, withdrawn: bool = False, consent: bool = False,  # type: ignore[no-untyped-def]
+            processing: bool = False) -> None:  # fmt: skip
     c.execute(
         insert(T.members).values(
             id=mid, login_id=f"anchor{mid}", password_hash="x", name="김테스트",
             joined_at=NOW - timedelta(days=3000),
             status="withdrawn" if withdrawn else "active",
             withdrawn_at=NOW - timedelta(days=10) if withdrawn else None,
-            counselling_consent_at=NOW - timedelta(days=900) if consent else None,
+            counselling_consent_at=NOW - timedelta(days=900) if consent or processing else None,
         )
     )  # fmt: skip
+    if consent:
+        # Keeping the records after leaving is a consent of its own (the demo keeps it in the
+        # lifecycle's table); the processing consent above alone keeps nothing.
+        c.execute(insert(Consent.__table__).values(
+            member_id=mid, purpose="counselling_retention", text_version="v1",
+            given_at=NOW - timedelta(days=900), source="lifecycle", recorded_at=NOW,
+        ))  # fmt: skip
 
 
 def _payment(c, pid: int, mid: int, at: datetime) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +115,8 @@ def test_anchors_and_consent_in_the_sweep(
     with eng.begin() as c:
         _member(c, 1)  # active
         _member(c, 2, withdrawn=True, consent=True)
-        _member(c, 3, withdrawn=True)
+        # The consent to process counselling records is not a consent to keep them.
+        _member(c, 3, withdrawn=True, processing=True)
         # Over six years old: past 5 years from the payment and from its tax deadline (at most
         # 17 months after the payment) alike. Two years old: well inside both.
         _payment(c, 11, 1, NOW - timedelta(days=365 * 6 + 200))
@@ -152,8 +162,8 @@ def test_anchors_and_consent_in_the_sweep(
     assert cat == "tax" and until == date(2032, 3, 31) and until >= date(2031, 7, 25)
     # The payment is tax evidence: kept as long as its invoice.
     assert _archived(archive, "payments", 21) == [("payment", date(2032, 3, 31))]
-    # Counselling notes: archived under the recorded consent (with the consent itself), the
-    # other member's destroyed.
+    # Counselling notes: archived under the recorded retention consent (with the processing
+    # consent itself); the other member's destroyed although they consented to processing.
     assert [c for c, _u in _archived(archive, "counselling_records", 32)] == ["counselling"]
     assert _archived(archive, "counselling_records", 33) == []
     assert [c for c, _u in _archived(archive, "members", 2)] == ["counselling"]

@@ -844,7 +844,12 @@ def test_embedded_mode_sends_notices_and_corrections_without_redis_or_postgres(
     hook = receivers(default=200)
     assert env.run("recipients", "add", "p", "--webhook", hook.url, "--secret",
                    hook.secret).returncode == 0  # fmt: skip
-    assert env.run("provide", "3", "--to", "p", "--fields", "mobile").returncode == 0
+    assert (
+        env.run(
+            "provide", "3", "--to", "p", "--fields", "mobile", "--basis", "legal_request"
+        ).returncode
+        == 0
+    )
     start_worker(env, queues=["requests", "notify"])
     r = _policy(env, _body_file(tmp_path), "--wait", "--timeout", "120")
     assert r.returncode == 0, r.stderr

@@ -64,8 +64,8 @@ def test_wait_says_what_a_correction_waits_for_and_retries_warn_with_their_cause
     crm = receivers(default=500)
     _ok(env, "recipients", "add", "crm", "--webhook", crm.url, "--secret", crm.secret)
     _ok(env, "recipients", "add", "clinic", "--email", CLINIC_EMAIL)
-    _ok(env, "provide", "1", "--to", "crm", "--fields", "mobile")
-    _ok(env, "provide", "1", "--to", "clinic", "--fields", "mobile")
+    _ok(env, "provide", "1", "--to", "crm", "--fields", "mobile", "--basis", "legal_request")
+    _ok(env, "provide", "1", "--to", "clinic", "--fields", "mobile", "--basis", "legal_request")
     worker = start_worker(env, queues=["requests", "notify"])
 
     r = env.run("correct", "1", "--set", f"mobile={NEW_MOBILE}", "--wait", "--timeout", "20")
@@ -132,7 +132,7 @@ def test_embedded_wait_stops_at_once_when_no_smtp_can_send_to_an_email_recipient
     _ok(env, "db", "upgrade")
     add_members(create_demo_schema(), 1)
     _ok(env, "recipients", "add", "clinic", "--email", CLINIC_EMAIL)
-    _ok(env, "provide", "1", "--to", "clinic", "--fields", "mobile")
+    _ok(env, "provide", "1", "--to", "clinic", "--fields", "mobile", "--basis", "legal_request")
     start_worker(env, queues=["requests", "notify"], concurrency=1)
     r = env.run("correct", "1", "--set", f"mobile={NEW_MOBILE}", "--wait", "--timeout", "300",
                 timeout=240)  # fmt: skip

@@ -283,7 +283,9 @@ def _world(env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, receiver, schedul
         "recipients", "add", "partner", "--webhook", receiver.url, "--secret", receiver.secret
     )
     assert r.returncode == 0, r.stderr
-    r = env.run("provide", "1", "--to", "partner", "--fields", "mobile,name")
+    r = env.run(
+        "provide", "1", "--to", "partner", "--fields", "mobile,name", "--basis", "legal_request"
+    )
     assert r.returncode == 0, r.stderr
 
 

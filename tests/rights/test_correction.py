@@ -187,7 +187,9 @@ def test_recipient_and_provision_errors_change_nothing(primary_env: LifecycleEnv
     assert r.returncode == 2 and "restricted" in _one_line_error(r)
     assert _snapshot(eng) == before
     # Another member is not affected.
-    r = primary_env.run("provide", "2", "--to", "partner", "--fields", "mobile,name")
+    r = primary_env.run(
+        "provide", "2", "--to", "partner", "--fields", "mobile,name", "--basis", "legal_request"
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -220,11 +222,11 @@ def test_correction_notifies_exactly_the_changed_fields_and_leaves_no_old_value(
         ["recipients", "add", "insurer", "--webhook", a.url, "--secret", a.secret],
         ["recipients", "add", "club", "--webhook", b.url, "--secret", b.secret],
         ["recipients", "add", "clinic", "--email", "privacy@clinic.example"],
-        ["provide", "1", "--to", "insurer", "--fields", "mobile,name"],
-        ["provide", "1", "--to", "club", "--fields", "hobbies"],
-        ["provide", "1", "--to", "clinic", "--fields", "birth_date"],
+        ["provide", "1", "--to", "insurer", "--fields", "mobile,name", "--basis", "legal_request"],
+        ["provide", "1", "--to", "club", "--fields", "hobbies", "--basis", "legal_request"],
+        ["provide", "1", "--to", "clinic", "--fields", "birth_date", "--basis", "legal_request"],
         ["provide", "1", "--to", "clinic", "--fields", "email", "--basis", "legal_request"],
-        ["provide", "2", "--to", "insurer", "--fields", "mobile"],
+        ["provide", "2", "--to", "insurer", "--fields", "mobile", "--basis", "legal_request"],
     ):
         r = env.run(*args)
         assert r.returncode == 0, (args, r.stderr)
@@ -323,7 +325,12 @@ def test_rerunning_a_correction_has_the_effect_of_once(
         ).returncode
         == 0
     )
-    assert primary_env.run("provide", "1", "--to", "insurer", "--fields", "mobile").returncode == 0
+    assert (
+        primary_env.run(
+            "provide", "1", "--to", "insurer", "--fields", "mobile", "--basis", "legal_request"
+        ).returncode
+        == 0
+    )
     with session("primary") as s:
         rid = submit(s, "correction", 1, {"mobile": NEW["mobile"]})
     enqueued: list[tuple[object, ...]] = []

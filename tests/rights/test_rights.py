@@ -14,7 +14,6 @@ import pytest
 import pyzipper
 from sqlalchemy import func, select, text
 
-from models.demo_site import members
 from tests.helpers import (
     LifecycleEnv,
     SmtpSink,
@@ -196,7 +195,19 @@ def test_access_returns_every_value_of_the_member_and_nothing_of_others(
         c.execute(text("UPDATE members SET email = 'me@example.test'"))
     member = max(sorted(counts), key=lambda m: counts[m])
     assert env.run("recipients", "add", "insurer", "--email", "p@insurer.example").returncode == 0
-    assert env.run("provide", str(member), "--to", "insurer", "--fields", "name").returncode == 0
+    assert (
+        env.run(
+            "provide",
+            str(member),
+            "--to",
+            "insurer",
+            "--fields",
+            "name",
+            "--basis",
+            "legal_request",
+        ).returncode
+        == 0
+    )
 
     pw_file = tmp_path / "pw.txt"
     pw_file.write_text("열람암호-0426-secret\n")
@@ -366,7 +377,7 @@ def test_erasing_the_rrn_keeps_the_member_and_tells_who_received_it(
     for args in (
         ["recipients", "add", "insurer", "--webhook", a.url, "--secret", a.secret],
         ["recipients", "add", "club", "--webhook", b.url, "--secret", b.secret],
-        ["provide", "1", "--to", "club", "--fields", "mobile"],
+        ["provide", "1", "--to", "club", "--fields", "mobile", "--basis", "legal_request"],
     ):
         assert env.run(*args).returncode == 0, args
     _provided_before_the_flag(1, "insurer", ["rrn", "name"])
@@ -455,6 +466,7 @@ def test_suspension_lift_consent_and_website_rows(primary_env: LifecycleEnv, rec
     from lifecycle.requests.outbox import submit
     from lifecycle.rights import consent, suspension
     from lifecycle.rights.pipeline import run_one
+    from models.consents import Consent
     from models.notices import Notice
     from models.recipients import Delivery
     from models.requests import LifecycleRequest, Restriction
@@ -466,8 +478,18 @@ def test_suspension_lift_consent_and_website_rows(primary_env: LifecycleEnv, rec
     for args in (
         ["recipients", "add", "adco", "--webhook", a.url, "--secret", a.secret],
         ["recipients", "add", "insurer", "--email", "p@i.example"],
-        ["provide", "1", "--to", "adco", "--fields", "name,mobile", "--purpose", "marketing"],
-        ["provide", "1", "--to", "insurer", "--fields", "name"],
+        ["consent", "give", "1", "--purpose", "provision_partner", "--version", "v1"],
+        [
+            "provide",
+            "1",
+            "--to",
+            "adco",
+            "--fields",
+            "name,mobile",
+            "--purpose",
+            "provision_partner",
+        ],
+        ["provide", "1", "--to", "insurer", "--fields", "name", "--basis", "legal_request"],
     ):
         assert env.run(*args).returncode == 0, args
 
@@ -497,18 +519,16 @@ def test_suspension_lift_consent_and_website_rows(primary_env: LifecycleEnv, rec
 
     # 동의 철회 written by the website straight into the outbox (its own transaction).
     with session("primary") as s:
-        wid = submit(s, "consent_withdrawal", 1, {"purpose": "marketing"})
+        wid = submit(s, "consent_withdrawal", 1, {"purpose": "provision_partner"})
     # A worker died after the consent transaction committed: the re-run finishes it once.
     assert run_one(consent.CONSENT_WITHDRAWAL, wid) == "consent_withdrawn"
     assert consent.run_consent_withdrawal(wid)["state"] == "notifying"
     assert consent.run_consent_withdrawal(wid)["state"] == "notifying"
-    with eng.connect() as c:
-        # Through the table's Boolean type: MySQL stores it as TINYINT and a raw read gives 0.
-        consent = select(members.c.marketing_consent).where(members.c.id == 1)
-        assert c.execute(consent).scalar() is False
     with session("primary") as s:
+        (h,) = s.scalars(select(Consent).where(Consent.member_id == 1)).all()
+        assert h.purpose == "provision_partner" and h.withdrawn_at is not None
         (d,) = s.scalars(select(Delivery).where(Delivery.kind == "deletion")).all()
-        # Only the recipient that got data under the marketing consent, for those fields.
+        # Only the recipient that got data under the provision consent, for those fields.
         assert d.kind == "deletion" and d.fields == ["mobile", "name"]
         req = s.get(LifecycleRequest, wid)
         assert req.due_at is not None and req.answered_at is not None

@@ -95,7 +95,7 @@ def test_requests_and_reads_name_the_operator(site: LifecycleEnv, tmp_path: Path
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     r = site.run("--operator", "clerk-park", "provide", str(other), "--to", "partner",
-                 "--fields", "mobile,name")  # fmt: skip
+                 "--fields", "mobile,name", "--basis", "legal_request")  # fmt: skip
     assert r.returncode == 0, r.stderr
 
     log = _log(site)
