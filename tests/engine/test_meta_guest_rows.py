@@ -7,14 +7,18 @@ Real workers, PostgreSQL and MariaDB primaries."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pytest
 import pyzipper
 from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, Text, text
 
-from lifecycle.engine.context import clear_context_cache
+from lifecycle.core.settings import reset_settings_cache
+from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
 from tests.datamap.test_guest_rows import META_ORDERS, site_map
+from tests.engine.test_replay import backup
 from tests.helpers import LifecycleEnv, seed_site, site_engine, wait_error_line
 from tests.helpers import sql_one as _one
 from tests.helpers import sql_rows as _q
@@ -178,3 +182,48 @@ def test_guest_rows_held_in_meta_rows_leave_with_their_member(
 
     everything = explain.stdout + r.stdout + r.stderr + s.stdout + s.stderr + status.stdout
     assert not any(v.strip().lower() in everything.lower() for v in secrets)
+
+
+def test_replay_takes_a_restored_meta_held_guest_order_again(
+    primary_env: LifecycleEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A withdrawal took a guest order found by its meta row; the primary is restored from a
+    backup taken before; `ledger replay` takes the order and its meta rows again."""
+    env = primary_env
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    seed_site(primary, 3)
+    _tables(primary)
+    path = site_map(tmp_path, META_ORDERS)
+    env.vars["LIFECYCLE_DATA_MAP"] = str(path)
+    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
+    reset_settings_cache()
+    clear_context_cache()
+    [a] = _members(primary, 1)
+    eng = site_engine(primary)
+    with eng.begin() as x:
+        x.execute(text("UPDATE members SET rrn = NULL, email = 'kim.a@example.com' WHERE id = :i"),
+                  {"i": a})  # fmt: skip
+        for oid, email in ((1, "Kim.A@example.com "), (2, "other@example.com")):
+            x.execute(
+                text("INSERT INTO meta_orders (id, title, created_at) VALUES (:i, '주문', :t)"),
+                {"i": oid, "t": datetime.now(UTC)},
+            )
+            for k, v in (("_customer", "0"), ("_email", email)):
+                x.execute(
+                    text("INSERT INTO meta_order_meta (order_id, meta_key, meta_value) "
+                         "VALUES (:i, :k, :v)"),
+                    {"i": oid, "k": k, "v": v},
+                )  # fmt: skip
+    eng.dispose()
+    restore = backup(primary, tmp_path)
+    ctx = get_context()
+    assert carry_out(ctx, submit_withdrawal(ctx, a))["state"] == "completed"
+    assert _orders_left(primary) == {2} and _meta_of(primary) == {2}
+    restore()
+    clear_context_cache()
+    assert _orders_left(primary) == {1, 2} and _meta_of(primary) == {1, 2}
+
+    r = env.run("ledger", "replay", "--since", date.today().isoformat())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "re-applied: 1 member(s) the restore brought back (1 withdrawal(s)" in r.stdout
+    assert _orders_left(primary) == {2} and _meta_of(primary) == {2}
