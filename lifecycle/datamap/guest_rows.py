@@ -39,17 +39,29 @@ GUEST_NOTE = "guest rows left because a member still with the site shares"
 def match_identities(
     kinds: Sequence[str],
     identities: tuple[tuple[str, str], ...],
+    held: tuple[tuple[str, str], ...],
     ts: Any,
     name: str,
     err: Any,
     base: tuple[Any, ...],
 ) -> tuple[str, ...]:
     """The loader's check of ``match_identities:`` (each a kind the table's ``identities:``
-    declares; a table linking by one ``subject_column`` or by nothing)."""
+    declares; a table linking by one ``subject_column`` or by nothing), or, on a table with
+    ``owner:``, a kind its owner's meta rows hold (``held``, from ``owner.identities``)."""
     where = (*base, "match_identities")
     declared = dict(identities)
     if len(set(kinds)) != len(kinds):
         raise err(f"table {name!r}: match_identities lists a kind twice", *where)
+    if ts.owner is not None:
+        in_meta = dict(held)
+        for kind in kinds:
+            if kind not in in_meta:
+                raise err(
+                    f"table {name!r}: match_identities names {kind!r}, which the owner's meta "
+                    f"rows do not hold (give owner.identities: {{{kind}: META_KEY}})",
+                    *where,
+                )
+        return tuple(kinds)
     for kind in kinds:
         if kind not in declared:
             raise err(
@@ -123,9 +135,21 @@ def identity_listed(kind: IdentityKind, col: Any, dialect: str, canonical: Itera
 
 
 def matched_columns(tm: TableMap) -> list[tuple[IdentityKind, str]]:
-    """``(kind, column)`` of the identities ``tm`` finds its guest rows by."""
+    """``(kind, column)`` of the identities ``tm`` finds its guest rows by in its own columns
+    (none for a table with ``owner:``: see :func:`matched_meta`)."""
+    if tm.owner is not None:
+        return []
     declared = dict(tm.identities)
     return [(k, declared[k]) for k in tm.match_identities]  # type: ignore[misc]
+
+
+def matched_meta(tm: TableMap) -> list[tuple[IdentityKind, str]]:
+    """``(kind, meta key)`` of the identities an ``owner:`` table finds its guest rows by:
+    held in its owner's meta rows of that key."""
+    if tm.owner is None:
+        return []
+    held = dict(tm.owner.identities)
+    return [(k, held[k]) for k in tm.match_identities]  # type: ignore[misc]
 
 
 def link_empty(tm: TableMap, t: Any) -> Any:
@@ -185,6 +209,16 @@ def describe(dm: DataMap, tm: TableMap) -> list[str]:
     if not tm.match_identities:
         return []
     s = dm.subject
+    o = tm.owner
+    if o is not None:
+        return [
+            f"{tm.name}: rows whose owner {o.table} row ({o.key_column} = '{o.key}') names no "
+            f"member belong to the member whose {kind} they hold: {o.table}.{o.value} where "
+            f"{o.key_column} = '{key}' = {s.table}."
+            f"{s.email_column if kind == 'email' else s.mobile_column}, both {RULES[kind]}; "
+            "not taken when a member still with the site holds it too"
+            for kind, key in matched_meta(tm)
+        ]
     link = (
         f"rows whose {tm.links[0].column} is empty (NULL, '' or 0)"
         if tm.links

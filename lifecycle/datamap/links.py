@@ -81,7 +81,9 @@ def link_eq(a: Any, b: Any) -> Any:
 class Owner:
     """A row's member named in a meta row: the row of ``table`` whose ``column`` holds this
     row's ``row_key`` and whose ``key_column`` equals ``key`` holds, in ``value``, the
-    subject's ``member_key`` (its integer key unless said otherwise)."""
+    subject's ``member_key`` (its integer key unless said otherwise). ``identities``: (kind,
+    meta key) of the meta rows of the same table holding the row's identity, which a row naming
+    no member is matched by (a guest order's ``_billing_email``; ``match_identities:``)."""
 
     table: str
     column: str
@@ -90,6 +92,7 @@ class Owner:
     value: str
     member_key: str
     row_key: str
+    identities: tuple[tuple[str, str], ...] = ()
 
     def rows(self, m: Any) -> Any:
         """The meta rows of this kind (``m``: the meta table or an alias of it)."""
@@ -282,6 +285,11 @@ def describe_links(dm: Any) -> Iterable[str]:
                 f"where {o.key_column} = '{o.key}' and {o.column} = {t.name}.{o.row_key}; a "
                 "value that is no positive integer ('0', '') names no member (a guest)"
             )
+            for kind, key in o.identities:
+                yield (
+                    f"{t.name}: holds its {kind} in {o.table}.{o.value} where {o.key_column} = "
+                    f"'{key}' and {o.column} = {t.name}.{o.row_key}"
+                )
         for lk in t.also_names:
             given = dict(lk.values)
             how = ", ".join(

@@ -134,6 +134,9 @@ class _OwnerSpec(_Spec):
     value: str
     member_key: str | None = None
     row_key: str | None = None
+    # kind -> meta key: meta rows of the same table holding the row's identity (a guest
+    # order's _billing_email), for match_identities.
+    identities: dict[str, str] = Field(default_factory=dict)
 
 
 class _DateSpec(_Spec):
@@ -790,7 +793,9 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             )
         _check_anchors(ts, name, columns, rules, err, s.table, _dated(spec.tables, name))
         identities = _identities(ts, name, owner, subject, err, base)
-        matched = match_identities(ts.match_identities, identities, ts, name, err, base)
+        owned_by = _owner(ts, name, keys, subject_cols, subject, err, base)
+        held = owned_by.identities if owned_by is not None else ()
+        matched = match_identities(ts.match_identities, identities, held, ts, name, err, base)
         lists = identity_lists(ts.identity_lists, matched, identities, keys, name, err, base)
         if name == s.table and subject.keep_row and not columns:
             raise err("subject table kept blank on withdrawal lists no personal columns", *base)
@@ -815,7 +820,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             table=ts.table or name,
             where=where_,
             contact=parse_contact(ts.contact, name, owner, subject, err, base),
-            owner=_owner(ts, name, keys, subject_cols, s.key, err, base),
+            owner=owned_by,
             text_ids=_text_ids(ts, name, links, err, base),
             date_formats=tuple(formats.items()),
             match_identities=matched,
@@ -957,7 +962,7 @@ def _owner(
     name: str,
     keys: tuple[str, ...],
     subject_cols: set[Any],
-    subject_key: str,
+    subject: Subject,
     err: Any,
     base: tuple[Any, ...],
 ) -> Owner | None:
@@ -965,7 +970,7 @@ def _owner(
     o = ts.owner
     if o is None:
         return None
-    member_key = o.member_key or subject_key
+    member_key = o.member_key or subject.key
     if member_key not in subject_cols:
         raise err(
             f"table {name!r}: owner.member_key {member_key!r} must be the subject's key or "
@@ -979,7 +984,34 @@ def _owner(
                   "owner")  # fmt: skip
     if o.table == (ts.table or name):
         raise err(f"table {name!r}: owner names its own table", *base, "owner", "table")
-    return Owner(o.table, o.column, o.key_column, o.key, o.value, member_key, row_key)
+    held: list[tuple[str, str]] = []
+    if o.identities and row_key not in keys:
+        raise err(
+            f"table {name!r}: owner.identities needs the owner's row_key to be the table's key",
+            *base,
+            "owner",
+            "identities",
+        )
+    for kind, key in o.identities.items():
+        where = (*base, "owner", "identities", kind)
+        theirs = {"email": subject.email_column, "mobile": subject.mobile_column}
+        if kind not in theirs:
+            raise err(f"table {name!r}: unknown identity {kind!r} (known: email, mobile)", *where)
+        if theirs[kind] is None:
+            raise err(
+                f"table {name!r}: owner.identities.{kind} needs subject.contact.{kind} (the "
+                "member table's column to compare it with)",
+                *where,
+            )
+        if not key or key == o.key:
+            raise err(
+                f"table {name!r}: owner.identities.{kind} must name a meta key other than the "
+                f"owner's own ({o.key!r})",
+                *where,
+            )
+        held.append((kind, key))
+    return Owner(o.table, o.column, o.key_column, o.key, o.value, member_key, row_key,
+                 tuple(held))  # fmt: skip
 
 
 def _identities(

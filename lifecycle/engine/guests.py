@@ -38,9 +38,10 @@ from lifecycle.datamap.guest_rows import (
     link_empty,
     listed,
     matched_columns,
+    matched_meta,
 )
 from lifecycle.datamap.identities import IdentityKind, normalise
-from lifecycle.datamap.links import coerce
+from lifecycle.datamap.links import coerce, link_eq
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
@@ -96,7 +97,7 @@ def shared_line(counts: dict[str, Any]) -> str | None:
 def _kinds(tables: Iterable[TableMap]) -> list[IdentityKind]:
     out: dict[IdentityKind, None] = {}
     for tm in tables:
-        for kind, _col in matched_columns(tm):
+        for kind, _col in (*matched_columns(tm), *matched_meta(tm)):
             out[kind] = None
     return list(out)
 
@@ -130,6 +131,9 @@ class GuestMatch:
         self.present: dict[str, list[dict[IdentityKind, set[str]]]] = {}
         # table -> the keys of those rows, in the same order (list tables are taken by key)
         self.keys: dict[str, list[tuple[Any, ...]]] = {}
+        # An ``owner:`` table's guest rows (their identity in meta rows): row key -> what the
+        # row holds. Kept by key: the meta rows may be deleted before the rows themselves.
+        self.by_key: dict[str, dict[Any, dict[IdentityKind, str]]] = {}
         self.shared: dict[str, dict[str, int]] = {}
         kinds = _kinds(self.tables)
         if not kinds or not ids:
@@ -159,7 +163,14 @@ class GuestMatch:
             return
         found: dict[IdentityKind, set[str]] = {}
         for tm in self.tables:
-            self.present[tm.name], self.keys[tm.name] = self._present(conn, tm)
+            if tm.owner is not None:
+                by_key = self.by_key[tm.name] = self._present_meta(conn, tm)
+                self.present[tm.name] = [
+                    {kind: {value} for kind, value in held.items()} for held in by_key.values()
+                ]
+                self.keys[tm.name] = [(k,) for k in by_key]
+            else:
+                self.present[tm.name], self.keys[tm.name] = self._present(conn, tm)
             for held in self.present[tm.name]:
                 for kind, values in held.items():
                     found.setdefault(kind, set()).update(values)
@@ -207,6 +218,58 @@ class GuestMatch:
                     out_keys.append(ident)
         return out, out_keys
 
+    def _present_meta(self, conn: Connection, tm: TableMap) -> dict[Any, dict[IdentityKind, str]]:
+        """Each row of an ``owner:`` table whose owner names no member and whose identity meta
+        rows hold one of the members' identities: row key -> kind -> that value (one read, the
+        meta rows of each identity key narrowed by an IN list of canonical forms)."""
+        o = tm.owner
+        assert o is not None
+        t = self.ctx.table(tm.name)
+        m = self.ctx.table(o.table).alias()
+        meta = matched_meta(tm)
+        kind_of = {key: kind for kind, key in meta}
+        owners = self.owners
+        mine = {k: sorted(owners.get(k, {})) for k, _key in meta}
+        longest = max((len(v) for v in mine.values()), default=0)
+        guest = self.ctx.datamap.owner_expr(tm, t, self.ctx.metadata).is_(None)
+        joined = t.join(m, link_eq(m.c[o.column], t.c[o.row_key]))
+        out: dict[Any, dict[IdentityKind, str]] = {}
+        for i in range(0, longest, SQLITE_IN_CHUNK):
+            conds = [
+                and_(
+                    m.c[o.key_column] == key,
+                    identity_in(
+                        kind, m.c[o.value], self.dialect, mine[kind][i : i + SQLITE_IN_CHUNK]
+                    ),
+                )
+                for kind, key in meta
+            ]
+            q = (
+                select(t.c[o.row_key], m.c[o.key_column], m.c[o.value])
+                .select_from(joined)
+                .where(tm.scoped(t, guest), or_(*conds))
+            )
+            for row_key, key, value in conn.execute(q):
+                kind = kind_of.get(key)
+                canonical = normalise(kind, value) if kind is not None else None
+                if kind is not None and canonical is not None and canonical in owners.get(kind, {}):
+                    held = out.setdefault(row_key, {})
+                    # Two meta rows of one kind: the lowest value counts, whatever the order.
+                    if kind not in held or canonical < held[kind]:
+                        held[kind] = canonical
+        return out
+
+    def _meta_owners(self, tm: TableMap) -> dict[Any, Any]:
+        """An ``owner:`` table's guest rows that are the members': row key -> member."""
+        out: dict[Any, Any] = {}
+        for row_key, held in self.by_key.get(tm.name, {}).items():
+            for kind, _key in matched_meta(tm):
+                value = held.get(kind)
+                if value is not None and self._unshared(kind, value):
+                    out[row_key] = self.owners[kind][value]
+                    break
+        return out
+
     def _held_elsewhere(
         self, conn: Connection, kind: IdentityKind, col: str, ids: list[Any], values: set[str]
     ) -> dict[str, int]:
@@ -236,6 +299,12 @@ class GuestMatch:
     def where(self, tm: TableMap, t: Any) -> Any | None:
         """``tm``'s guest rows that are the members' (None: there are none): those holding
         one of the members' identities that no live member shares."""
+        if tm.owner is not None:
+            # By key (found before the move): the meta rows may go before the rows do.
+            owned = sorted(self._meta_owners(tm))
+            if not owned:
+                return None
+            return tm.scoped(t, t.c[tm.owner.row_key].in_(bindparam(None, owned, expanding=True)))
         canonical: dict[str, set[str]] = {}
         keys: list[tuple[Any, ...]] = []
         for row, key in zip(self.present.get(tm.name, []), self.keys.get(tm.name, []),
@@ -290,6 +359,15 @@ class GuestMatch:
 
     def _owners_by(self, conn: Connection, tm: TableMap, column: str) -> dict[Any, Any] | None:
         t = self.ctx.table(tm.name)
+        if tm.match_identities and tm.owner is not None:
+            mine = self._meta_owners(tm)
+            if not mine:
+                return None
+            if column == tm.owner.row_key:
+                return mine
+            k = t.c[tm.owner.row_key]
+            q = select(t.c[column], k).where(k.in_(bindparam(None, sorted(mine), expanding=True)))
+            return {r[0]: mine.get(r[1]) for r in conn.execute(q)}
         if tm.match_identities:
             where = self.where(tm, t)
             if where is None:
@@ -313,6 +391,10 @@ class GuestMatch:
     def owner_of(self, tm: TableMap) -> Callable[[tuple[Any, ...]], Any]:
         """The member a guest row (in :func:`selected_columns` order) is taken for."""
         cols = selected_columns(tm)
+        if tm.owner is not None:
+            mine = self._meta_owners(tm)
+            at_key = cols.index(tm.owner.row_key)
+            return lambda values: mine.get(values[at_key])
         at = [(kind, col, cols.index(col)) for kind, col in matched_columns(tm)]
         owners = self.owners
         shared = self.shared

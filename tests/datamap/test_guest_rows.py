@@ -101,3 +101,71 @@ def test_the_shipped_gnuboard_map_matches_guest_orders_and_inquiries() -> None:
 
 def test_a_mobile_number_is_looked_up_by_both_digit_forms() -> None:
     assert stored_digits(["01012345678"]) == ["01012345678", "821012345678"]
+
+
+# A legacy WooCommerce order: the customer named in a meta row, a guest's identity held in
+# other meta rows of the same table.
+META_ORDERS = """
+  meta_orders:
+    key: id
+    owner: {table: meta_order_meta, column: order_id, key_column: meta_key, key: _customer,
+            value: meta_value, identities: {email: _email, mobile: _phone}}
+    match_identities: [email, mobile]
+    retain_from: created_at
+    columns:
+      contract: [title, created_at]
+
+  meta_order_meta:
+    key: meta_id
+    via: {table: meta_orders, column: order_id, parent_key: id}
+    columns:
+      contract: [meta_value]
+    non_personal: [meta_key]
+"""
+
+
+def test_an_owner_table_matches_guest_rows_by_identities_its_meta_rows_hold(
+    tmp_path: Path,
+) -> None:
+    dm = load_datamap(site_map(tmp_path, META_ORDERS))
+    tm = dm.tables["meta_orders"]
+    assert tm.match_identities == ("email", "mobile")
+    assert tm.owner is not None and tm.owner.identities == (
+        ("email", "_email"),
+        ("mobile", "_phone"),
+    )
+    lines = list(describe(dm))
+    assert (
+        "meta_orders: rows whose owner meta_order_meta row (meta_key = '_customer') names no "
+        "member belong to the member whose email they hold: meta_order_meta.meta_value where "
+        "meta_key = '_email' = members.email, both spaces trimmed, lower-cased; not taken when a "
+        "member still with the site holds it too"
+    ) in lines
+    assert (
+        "meta_orders: holds its mobile in meta_order_meta.meta_value where meta_key = '_phone' "
+        "and order_id = meta_orders.id"
+    ) in lines
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        (META_ORDERS.replace("identities: {email: _email, mobile: _phone}",
+                             "identities: {email: _email}"),
+         "match_identities names 'mobile', which the owner's meta rows do not hold"),
+        (META_ORDERS.replace("identities: {email: _email, mobile: _phone}",
+                             "identities: {email: _email, fax: _fax}"),
+         "unknown identity 'fax' (known: email, mobile)"),
+        (META_ORDERS.replace("identities: {email: _email, mobile: _phone}",
+                             "identities: {email: _customer, mobile: _phone}"),
+         "owner.identities.email must name a meta key other than the owner's own"),
+        (META_ORDERS.replace("value: meta_value,", "value: meta_value, row_key: title,"),
+         "owner.identities needs the owner's row_key to be the table's key"),
+    ],
+)  # fmt: skip
+def test_bad_meta_matching_rules_are_refused_in_one_line(
+    tmp_path: Path, tables: str, message: str
+) -> None:
+    with pytest.raises(UserError) as err:
+        load_datamap(site_map(tmp_path, tables))
+    assert message in str(err.value) and "\n" not in str(err.value)
