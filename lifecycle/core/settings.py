@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     residue_budget_seconds: float = Field(default=30.0, gt=0, le=3600)
     residue_max_rows: int = Field(default=20_000_000, ge=0)
     residue_sample_rows: int = Field(default=500, ge=1, le=100_000)
+    # The monthly access-log review (`lifecycle accesslog review`): an export or read of at
+    # least this many rows or members is a bulk one; office hours (local time, `timezone`) are
+    # [start, end) on weekdays; the same member read or exported this many times in the month
+    # is a repeated download.
+    review_bulk_rows: int = Field(default=1000, ge=1)
+    review_bulk_subjects: int = Field(default=50, ge=1)
+    review_office_start_hour: int = Field(default=8, ge=0, le=23)
+    review_office_end_hour: int = Field(default=20, ge=1, le=24)
+    review_repeat_downloads: int = Field(default=3, ge=2)
 
     @field_validator("log_json", mode="before")
     @classmethod
