@@ -32,6 +32,7 @@ def _register() -> None:
         keys,
         ledger,
         notice,
+        operators,
         recipients,
         rights,
         shred,

@@ -134,9 +134,10 @@ def _right(
             **options: Any,
         ) -> None:
             # Every right's shape: check the input, then submit, then maybe wait.
-            from lifecycle.cli.operator import record
+            from lifecycle.cli.operator import current, record
 
             who = _requester(requester, requester_name, requester_contact, verified_by)
+            current()  # an OS account the operator register refuses changes nothing
             mid = member_id_from(member_id)
             _prepare()
             request_id = fn(mid, who, **options)
@@ -184,9 +185,13 @@ def access_cmd(
 ) -> int:
     """열람: everything held on the member, a former member's too (every mapped table, the
     archived records, provisions, purposes, periods, consents) in an encrypted ZIP."""
+    from lifecycle.cli.operator import current
     from lifecycle.rights.access import password_path, submit_access
 
-    rid = submit_access(member_id, out, password_file, who, plain=plain, dispatch=False)
+    # The worker's access-log entry for the package names the operator who submitted it.
+    rid = submit_access(
+        member_id, out, password_file, who, plain=plain, dispatch=False, actor=current()
+    )
     if plain:
         typer.echo("warning: the package will NOT be encrypted (--plain, logged)", err=True)
     elif password_file is None:

@@ -162,6 +162,7 @@ def submit_access(
     *,
     plain: bool = False,
     dispatch: bool = True,
+    actor: str | None = None,
 ) -> int:
     """Record an access request (former members whose data is kept included). Encrypted unless
     ``plain``: with the password in ``password_file``, else one the worker makes."""
@@ -188,8 +189,9 @@ def submit_access(
         return True
 
     return submit_right(
-        RequestKind.ACCESS.value, member_id, payload, requester, dispatch=dispatch, former=former
-    )
+        RequestKind.ACCESS.value, member_id, payload, requester, dispatch=dispatch,
+        former=former, actor=actor,
+    )  # fmt: skip
 
 
 # -- collecting ---------------------------------------------------------------------------------

@@ -122,6 +122,7 @@ def submit_right(
     conflicting: tuple[str, ...] = (),
     dispatch: bool = True,
     former: Callable[[Session, int], bool] | None = None,
+    actor: str | None = None,
 ) -> int:
     """Check, then record the request in one transaction and dispatch it; returns its id.
 
@@ -150,7 +151,7 @@ def submit_right(
             )
         if check is not None:
             check(s, mt, row)
-        request_id = submit(s, kind, member_id, payload)
+        request_id = submit(s, kind, member_id, payload, actor=actor)
         req = s.get(LifecycleRequest, request_id)
         assert req is not None
         requester.record(req)
