@@ -500,7 +500,6 @@ def _package(job: Job) -> None:
     if refusal is not None:
         refuse(job, refusal)
         return
-    password = _password(payload, request_id)
     tables = collect(ctx, job.s, job.member_id)
     wrong = _other_members_in(ctx, job.s, job.member_id, tables)
     if wrong:
@@ -524,6 +523,8 @@ def _package(job: Job) -> None:
     files["요약.txt"] = _summary(
         ctx, request_id, job.member_id, tables, len(given), left, archived, destroyed, former
     ).encode("utf-8-sig")
+    # Made only for a package that goes out: a refused request leaves no password file.
+    password = _password(payload, request_id)
     try:
         write_package(str(payload["out"]), files, password)
     except OSError as exc:
