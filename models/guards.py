@@ -83,3 +83,19 @@ class AccessLogHead(ArchiveBase):
     base_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     base_hash: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Operator(PrimaryBase):
+    """A registered operator (처리자): the OS account that runs `lifecycle` commands, and the
+    name the access log records for it. Once one is registered, a command run by an OS account
+    that is not (or is disabled) is refused: the access log then names people the operating
+    system authenticated, not free text (안전성 확보조치 기준 제8조)."""
+
+    __tablename__ = "lifecycle_operators"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The OS account (getpass.getuser()), or a console's login later.
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

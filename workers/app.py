@@ -8,6 +8,7 @@ from kombu import pools
 
 from lifecycle.core.db import dispose_all
 from lifecycle.core.settings import get_settings, reset_settings_cache
+from lifecycle.vault import accesslog
 from schedules.beat import beat_schedule
 from workers.config import celery_config
 from workers.logsignals import connect_celery
@@ -52,10 +53,13 @@ def _fresh_connections(**_kwargs: object) -> None:
     # Prefork children must open their own DB connections, never reuse the parent's sockets.
 
     dispose_all()
+    # Their access-log entries are automated work, not a person at a terminal (the review).
+    accesslog.set_process_role("worker")
 
 
 @beat_init.connect
 def _start_ticker(sender: object = None, **_kwargs: object) -> None:
+    accesslog.set_process_role("beat")
     # The relay, the lease watchdog and the other frequent checks run here, not as tasks.
     # Imported here, not at the top: the ticker pulls in every domain package, and a command
     # that only sends a job (the CLI) would pay a quarter of a second for it.
@@ -66,6 +70,7 @@ def _start_ticker(sender: object = None, **_kwargs: object) -> None:
 
 @worker_init.connect
 def _refuse_non_transactional_tables(**_kwargs: object) -> None:
+    accesslog.set_process_role("worker")  # a solo or threads pool has no process_init
     # On MySQL/MariaDB a MyISAM table would keep deletions that a failed step rolled back: such a
     # worker must not start. Other databases are always transactional; an unreachable database
     # is left to the tasks, which retry.

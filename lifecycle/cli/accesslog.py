@@ -1,4 +1,9 @@
-"""`lifecycle accesslog verify|export|prune`: the handler access log (접속기록)."""
+"""`lifecycle accesslog verify|checkpoint|export|prune|review`: the handler access log (접속기록).
+
+``review --month YYYY-MM`` is the monthly check (안전성 확보조치 기준 제8조②): exit 0 when
+nothing is flagged, 1 when something is (each flag to be checked with the operator named),
+2 on bad input. The review is itself an entry of the log.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,10 @@ app.add_typer(accesslog_app, name="accesslog")
 
 
 class AccessLogBroken(LifecycleError):
+    exit_code = 1
+
+
+class ReviewFlagged(LifecycleError):
     exit_code = 1
 
 
@@ -97,3 +106,35 @@ def prune_cmd() -> None:
     with session("archive") as s:
         n = accesslog.prune(s, operator=current())
     typer.echo(f"pruned {n} access log entries older than 2 years")
+
+
+@accesslog_app.command("review")
+def review_cmd(
+    month: Annotated[str, typer.Option("--month", help="The month to review, YYYY-MM.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the review as JSON.")] = False,
+) -> None:
+    """The monthly review: totals per operator and action, and flags for bulk exports,
+    off-hours use and repeated downloads of one member; exit 1 when anything is flagged."""
+    import json
+
+    from lifecycle.cli.operator import current
+    from lifecycle.core.db import check_reachable, session
+    from lifecycle.core.settings import get_settings
+    from lifecycle.vault import accesslog, accessreview
+
+    settings = get_settings()
+    t = accessreview.Thresholds.from_settings(settings)
+    start, end = accessreview.month_bounds(month, t.tz)
+    who = current()
+    check_reachable("archive")
+    with session("archive") as s:
+        r = accessreview.review(accesslog.iter_month(s, start, end), month.strip(), t)
+        accesslog.record(s, operator=who, kind="read", action="accesslog review", details={
+            "month": r.month, "entries": r.entries, "flags": len(r.flags)})  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(r.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        for line in r.lines():
+            typer.echo(line)
+    if r.flags:
+        raise ReviewFlagged(f"access log review {r.month}: {len(r.flags)} flag(s) to check")

@@ -72,19 +72,25 @@ def export_cmd(
     ] = None,
 ) -> None:
     """Export the ledger with Korean column headings, times in Asia/Seoul."""
+    from lifecycle.cli.operator import current
     from lifecycle.core.db import check_reachable, session
     from lifecycle.core.settings import get_settings
-    from lifecycle.vault import ledger
+    from lifecycle.vault import accesslog, ledger
 
     if fmt.lower() != "csv":
         raise UserError(f"unsupported --format {fmt!r}; only csv is supported")
     check_output(output)
     check_reachable("archive")
     tz = get_settings().timezone
+    who = current()
 
     def write(out: IO[str]) -> int:
+        # Pseudonyms and counts only, but an export of who-was-destroyed-when: logged (제8조).
         with session("archive") as s:
-            return ledger.export_csv(s, out, tz=tz)
+            n = ledger.export_csv(s, out, tz=tz)
+            accesslog.record(s, operator=who, kind="export", action="ledger export",
+                             details={"entries": n})  # fmt: skip
+        return n
 
     n = write_csv(output, write)
     if output is None:

@@ -34,6 +34,7 @@ def _register() -> None:
         ledger,
         metrics,
         notice,
+        operators,
         recipients,
         rights,
         shred,

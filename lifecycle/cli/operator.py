@@ -1,4 +1,6 @@
-"""Who runs a command: `lifecycle --operator NAME ...`, else the OS user.
+"""Who runs a command: the registered operator of the OS account running it
+(`lifecycle.vault.operators`, `lifecycle operators add`), or, while nobody is registered,
+`lifecycle --operator NAME ...` else the OS user.
 
 Recorded with every request a command creates (``lifecycle_requests.actor``), in the ledger
 entries it writes and in the handler access log (``lifecycle accesslog export``).
@@ -10,27 +12,54 @@ import getpass
 import os
 
 _global: list[str] = []
+# (claimed name -> what is recorded), once per process: one query to the register.
+_resolved: dict[str, str] = {}
 
 
 def set_global(name: str) -> None:
     _global[:] = [name] if name else []
     if name:
-        current()  # refuse a bad --operator before the command does anything
+        _claimed(name)  # refuse a bad --operator before the command does anything
 
 
-def current(explicit: str = "") -> str:
-    """The operator: a command's own ``--operator``, the global one, or the OS user."""
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+def _claimed(explicit: str) -> str:
     from lifecycle.core.errors import UserError
 
     name = " ".join((explicit or (_global[0] if _global else "")).split())
-    if not name:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):
-            name = f"uid:{os.getuid()}"
     if len(name) > 100 or not name.isprintable():
         raise UserError("--operator must be a short printable name")
     return name
+
+
+def current(explicit: str = "") -> str:
+    """The operator to record: the registered operator of this OS account (``--operator`` may
+    only repeat its name), or, with nobody registered, ``--operator`` or the OS user. A one-line
+    UserError for an account the register does not know."""
+    claimed = _claimed(explicit)
+    if claimed in _resolved:
+        return _resolved[claimed]
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from lifecycle.core import db
+    from lifecycle.vault import operators
+
+    user = _os_user()
+    try:
+        with db.session("primary") as s:
+            registered = operators.resolve(s, user, claimed)
+    except SQLAlchemyError:
+        # No primary DB to ask (a file host; not yet migrated): the command's own checks
+        # report an unreachable database; the entry still carries the OS user.
+        registered = None
+    _resolved[claimed] = registered or claimed or user
+    return _resolved[claimed]
 
 
 def record(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_type_hints
 
 import typer
@@ -75,8 +76,16 @@ def _requester(  # type: ignore[no-untyped-def]
     return make_requester(kind, name, contact, verified, via)
 
 
+# What a right's command has to tell after the submission line (the access package's password
+# file), filled by the right's function.
+_notes: list[str] = []
+
+
 def _done(what: str, request_id: int, member_id: int, wait: bool, timeout: float) -> None:
     typer.echo(f"{what} request {request_id} for member {member_id} submitted")
+    for note in _notes:
+        typer.echo(note)
+    _notes.clear()
     if wait:
         _dispatch(request_id)
         from lifecycle.cli.waiting import wait_for_request
@@ -104,12 +113,18 @@ def _prepare() -> None:
 
 
 def _right(
-    group: typer.Typer, name: str, what: str, timeout: float, old_names: tuple[str, ...] = ()
+    group: typer.Typer,
+    name: str,
+    what: str,
+    timeout: float,
+    old_names: tuple[str, ...] = (),
+    log_kind: str = "change",
 ) -> Callable[[_F], _F]:
     """Register ``fn(member_id, requester, **its own options) -> request id`` as the command
     ``name``: MEMBER_ID, its own options, then what every right shares (who asks, how they were
     verified, --wait, --timeout). ``old_names`` keep working, hidden from --help, for scripts
-    written before the command was renamed."""
+    written before the command was renamed. Each submission is an access-log entry of kind
+    ``log_kind`` naming the operator and the options given (names and flags, never values)."""
 
     def register(fn: _F) -> _F:
         # Only its own options (the first two are the member and the requester), with their
@@ -132,12 +147,19 @@ def _right(
             **options: Any,
         ) -> None:
             # Every right's shape: check the input, then submit, then maybe wait.
+            from lifecycle.cli.operator import current, record
+
             who = _requester(
                 requester, requester_name, requester_contact, verified_by, received_via
             )
+            current()  # an OS account the operator register refuses changes nothing
             mid = member_id_from(member_id)
             _prepare()
-            _done(what, fn(mid, who, **options), mid, wait, timeout)
+            request_id = fn(mid, who, **options)
+            given = sorted(k for k, v in options.items() if v not in (None, False, ""))
+            record(log_kind, f"{name} (request)", member_id=mid, request_id=request_id,
+                   details={"options": given, "requester": requester})  # fmt: skip
+            _done(what, request_id, mid, wait, timeout)
 
         kw = inspect.Parameter.POSITIONAL_OR_KEYWORD
         params = [
@@ -159,23 +181,41 @@ def _right(
     return register
 
 
-@_right(app, "access", "access", 3600.0)
+@_right(app, "access", "access", 3600.0, log_kind="export")
 def access_cmd(
     member_id: int,
     who: Any,
     out: Annotated[str, typer.Option("--out", help="The ZIP file to write (must not exist).")],
     password_file: Annotated[
         str | None,
-        typer.Option("--password-file", help="Encrypt the ZIP (AES-256) with the first line."),
+        typer.Option(
+            "--password-file",
+            help="The ZIP's AES-256 password: this file's first line (default: a random one "
+            "written to OUT.password.txt).",
+        ),
     ] = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Write an unencrypted ZIP (logged as such).")
+    ] = False,
 ) -> int:
-    """열람: write everything held on the member (every mapped table, provisions) to a ZIP."""
-    from lifecycle.rights.access import submit_access
+    """열람: everything held on the member, a former member's too (every mapped table, the
+    archived records, provisions, purposes, periods, consents) in an encrypted ZIP."""
+    from lifecycle.cli.operator import current
+    from lifecycle.rights.access import password_path, submit_access
 
-    return submit_access(member_id, out, password_file, who, dispatch=False)
+    # The worker's access-log entry for the package names the operator who submitted it.
+    rid = submit_access(
+        member_id, out, password_file, who, plain=plain, dispatch=False, actor=current()
+    )
+    if plain:
+        typer.echo("warning: the package will NOT be encrypted (--plain, logged)", err=True)
+    elif password_file is None:
+        pw = password_path(str(Path(out).expanduser().resolve()))
+        _notes.append(f"the package's password will be written to {pw}")
+    return rid
 
 
-@_right(app, "erase", "erasure", 3600.0)
+@_right(app, "erase", "erasure", 3600.0, log_kind="destroy")
 def erase_cmd(
     member_id: int,
     who: Any,

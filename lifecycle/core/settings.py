@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     # Tables up to this many rows (the server's estimate) are searched in every text column
     # for every identity, not sampled; a larger table is sampled and the request says so.
     residue_exhaustive_rows: int = Field(default=200_000, ge=0)
+    # The monthly access-log review (`lifecycle accesslog review`): an export or read of at
+    # least this many rows or members is a bulk one; office hours (local time, `timezone`) are
+    # [start, end) on weekdays; the same member read or exported this many times in the month
+    # is a repeated download.
+    review_bulk_rows: int = Field(default=1000, ge=1)
+    review_bulk_subjects: int = Field(default=50, ge=1)
+    review_office_start_hour: int = Field(default=8, ge=0, le=23)
+    review_office_end_hour: int = Field(default=20, ge=1, le=24)
+    review_repeat_downloads: int = Field(default=3, ge=2)
 
     @field_validator("log_json", mode="before")
     @classmethod

@@ -169,6 +169,21 @@ class Period:
             parts.append(f"{self.days}d")
         return "".join(parts)
 
+    def words(self) -> str:
+        """In Korean words for a member (``5년``, ``1년 6개월``, ``30일``); zero: ``0일``."""
+        parts = [f"{n}{unit}" for n, unit in
+                 ((self.years, "년"), (self.months, "개월"), (self.days, "일")) if n]  # fmt: skip
+        return " ".join(parts) or "0일"
+
+
+# What a period counts from, as a member reads it (the map's `from:`, lifecycle.datamap.anchors).
+_FROM_WORDS = {
+    "purpose_end": "보유 목적 종료(탈퇴 등) 후",
+    "record": "해당 기록의 작성일부터",
+    "tax_filing_deadline": "해당 과세기간의 법정신고기한부터",
+}
+DESTROY_NOW_WORDS = "보유 목적 달성(탈퇴 등) 후 지체 없이(5일 이내) 파기"
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -199,3 +214,18 @@ class Rule:
 
     def retain_until(self, anchor: datetime) -> datetime:
         return self.period.add_to(anchor)
+
+    def in_words(self, anchor: str | None = None) -> str:
+        """The period as a member reads it, with its basis: ``보유 목적 종료(탈퇴 등) 후 5년
+        (전자상거래법 제6조, ...)``. ``anchor``: what it counts from on the table at hand
+        (``TableMap.anchor_of``), else the rule's own ``from:``."""
+        if self.destroy_now:
+            text = DESTROY_NOW_WORDS
+        else:
+            start = _FROM_WORDS.get(
+                anchor or self.anchor or "purpose_end", _FROM_WORDS["purpose_end"]
+            )
+            text = f"{start} {self.period.words()}"
+            if self.consent:
+                text += " (별도 동의한 경우에만 보관)"
+        return f"{text} (근거: {self.legal_basis})"

@@ -121,6 +121,8 @@ def submit_right(
     check: Callable[[Session, MemberTable, Any], None] | None = None,
     conflicting: tuple[str, ...] = (),
     dispatch: bool = True,
+    former: Callable[[Session, int], bool] | None = None,
+    actor: str | None = None,
 ) -> int:
     """Check, then record the request in one transaction and dispatch it; returns its id.
 
@@ -128,12 +130,19 @@ def submit_right(
     request of the same kind (or a ``conflicting`` one, or a withdrawal) still open, or what
     ``check(session, member table, member row)`` refuses. ``dispatch=False`` leaves the
     sending to the relay (a command that does not wait: it then never imports Celery).
+    ``former(session, member_id)``: a right a former member keeps (열람 of what is still held)
+    accepts one it says True for; ``check`` then gets ``None`` as the row.
     """
     if member_id <= 0:
         raise UserError("member id must be a positive integer")
     with db.session("primary") as s:
         mt = member_table(s.get_bind())  # type: ignore[arg-type]
-        row = live_member(s, mt, member_id, exclusive=True)
+        try:
+            row = live_member(s, mt, member_id, exclusive=True)
+        except UserError:
+            if former is None or not former(s, member_id):
+                raise
+            row = None
         other = open_request_of(s, member_id, (kind, "withdrawal", *conflicting))
         if other is not None:
             raise UserError(
@@ -142,7 +151,7 @@ def submit_right(
             )
         if check is not None:
             check(s, mt, row)
-        request_id = submit(s, kind, member_id, payload)
+        request_id = submit(s, kind, member_id, payload, actor=actor)
         req = s.get(LifecycleRequest, request_id)
         assert req is not None
         requester.record(req)

@@ -4,6 +4,11 @@ One entry per action that reads or changes personal data: who (the operator, or 
 actor of a request), when, which member (the ledger's keyed pseudonym, never the id), what
 kind of action, and counts or field names, never values. Kept 2 years (``RETENTION_DAYS``).
 
+Every entry also says where the action came from (접속지, ``details["origin"]``: the SSH
+client's address, else the terminal, else the host; a worker says so; a web console passes
+the client's address) and the OS account that ran it (``details["os_user"]``), which the
+operating system authenticated whatever ``--operator`` said.
+
 Tamper evidence: entries are hash-chained exactly like the ledger (``chain.entry_hash`` over
 ``HASHED``), and the single head row is locked by every writer. Pruning deletes the oldest
 entries only from the start of the chain and moves the head's *base* (``base_seq``,
@@ -16,8 +21,11 @@ reported by ``verify``.
 from __future__ import annotations
 
 import csv
+import getpass
 import hashlib
 import json
+import os
+import socket
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import IO, Any, cast
@@ -57,6 +65,38 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Set once by a Celery worker or beat process (workers/app.py): their entries are automated.
+_process_role: list[str] = []
+
+
+def set_process_role(role: str) -> None:
+    _process_role[:] = [role]
+
+
+def origin() -> str:
+    """접속지 of this process: ``ssh:<client address>``, ``tty:<terminal>``, ``worker`` or
+    ``local``, each with the host name the command ran on."""
+    host = socket.gethostname()
+    if _process_role:
+        return f"{_process_role[0]}@{host}"
+    ssh = os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or ""
+    if ssh.split():
+        return f"ssh:{ssh.split()[0]}@{host}"
+    for fd in (0, 1, 2):
+        try:
+            return f"tty:{os.ttyname(fd)}@{host}"
+        except OSError:
+            continue
+    return f"local@{host}"
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
 def _lock_head(s: Session) -> AccessLogHead:
     stmt = select(AccessLogHead).where(AccessLogHead.id == HEAD_ID)
     if s.get_bind().dialect.name != "sqlite":
@@ -82,8 +122,11 @@ def record(
     subject_ref: str | None = None,
     request_id: int | None = None,
     details: Mapping[str, Any] | None = None,
+    where: str | None = None,
 ) -> int:
-    """Append one entry in the caller's archive transaction; returns its seq."""
+    """Append one entry in the caller's archive transaction; returns its seq. ``where``: the
+    접속지 when the caller knows it better than this process (a web console's client address);
+    default :func:`origin`."""
     if kind not in KINDS:
         raise UserError(f"access log kind must be one of {', '.join(KINDS)}")
     operator = " ".join((operator or "").split())
@@ -92,6 +135,8 @@ def record(
     if member_id is not None and subject_ref is None:
         subject_ref = keystore.subject_ref(s, member_id)
     details_d = dict(details or {})
+    details_d.setdefault("origin", (where or origin())[:128])
+    details_d.setdefault("os_user", os_user()[:64])
     head = _lock_head(s)
     fields: dict[str, Any] = {
         "seq": head.seq + 1,
@@ -144,6 +189,19 @@ def iter_entries(s: Session, batch: int = 2000) -> Iterator[RowMapping]:
         for row in page:
             yield row._mapping
         last = page[-1].seq
+
+
+def iter_month(s: Session, start: datetime, end: datetime) -> Iterator[RowMapping]:
+    """Entries with ``start <= occurred_at < end`` in seq order (the monthly review's input)."""
+    t = AccessLogEntry.__table__
+    stmt = (
+        select(t)
+        .where(t.c.occurred_at >= start, t.c.occurred_at < end)
+        .order_by(t.c.seq)
+        .execution_options(yield_per=2000)
+    )
+    for row in s.execute(stmt):
+        yield row._mapping
 
 
 def verify(s: Session, anchors: Mapping[int, str] | None = None) -> VerifyResult:

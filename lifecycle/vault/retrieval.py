@@ -14,6 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -53,26 +54,18 @@ def _open_new(out: Path) -> int:
         raise UserError(f"--out {out} cannot be created ({exc.strerror})") from None
 
 
-def retrieve_member(
-    archive: Session, member_id: int, *, basis: str, operator: str, out: Path
-) -> Retrieved:
-    """Decrypt ``member_id``'s archived records into the new file ``out`` and record it.
-
-    Runs in the caller's archive transaction: the ledger entry commits with it. The file is
-    removed again if anything fails before the entry is written.
-    """
-    basis = check_basis(basis)
-    if not operator.strip():
-        raise UserError("the operator's name is required (--operator)")
+def archived_of(archive: Session, member_id: int) -> tuple[list[dict[str, Any]], int]:
+    """The member's archived records, decrypted (``table``, ``key``, ``category``,
+    ``retain_until``, ``data``), and how many could not be because their bucket key is already
+    destroyed. The caller says why it may read them and logs that it did (retrieval: a legal
+    basis; 열람: the member's own request, 개인정보 보호법 제35조)."""
     ref = keystore.subject_ref(archive, member_id)
     rows = archive.scalars(
         select(ArchivedRecord)
         .where(ArchivedRecord.subject_ref == ref)
         .order_by(ArchivedRecord.source_table, ArchivedRecord.source_pk, ArchivedRecord.category)
     ).all()
-    if not rows:
-        raise UserError(f"the archive holds no records of member {member_id}")
-    produced: list[dict[str, object]] = []
+    produced: list[dict[str, Any]] = []
     destroyed = 0
     for r in rows:
         try:
@@ -89,6 +82,36 @@ def retrieve_member(
                 "data": json.loads(plain),
             }
         )
+    return produced, destroyed
+
+
+def holds_member(archive: Session, member_id: int) -> bool:
+    """Whether the archive still holds any record of the member (destroyed keys included: the
+    rows are there until the purge deletes them)."""
+    ref = keystore.subject_ref(archive, member_id)
+    return (
+        archive.scalar(
+            select(ArchivedRecord.source_pk).where(ArchivedRecord.subject_ref == ref).limit(1)
+        )
+        is not None
+    )
+
+
+def retrieve_member(
+    archive: Session, member_id: int, *, basis: str, operator: str, out: Path
+) -> Retrieved:
+    """Decrypt ``member_id``'s archived records into the new file ``out`` and record it.
+
+    Runs in the caller's archive transaction: the ledger entry commits with it. The file is
+    removed again if anything fails before the entry is written.
+    """
+    basis = check_basis(basis)
+    if not operator.strip():
+        raise UserError("the operator's name is required (--operator)")
+    ref = keystore.subject_ref(archive, member_id)
+    produced, destroyed = archived_of(archive, member_id)
+    if not produced and not destroyed:
+        raise UserError(f"the archive holds no records of member {member_id}")
     if not produced:
         raise UserError(
             f"every archived record of member {member_id} was already destroyed "

@@ -471,7 +471,7 @@ def test_access_through_the_gnuboard5_map_includes_consent_records_and_devices(
     ctx = get_context()
     lee = resolve_member(ctx, "lee_mh7")
     out = tmp_path / "lee.zip"
-    rid = submit_access(lee, str(out), None, Requester())
+    rid = submit_access(lee, str(out), None, Requester(), plain=True)
     assert run_access(rid)["state"] == "completed"
     with zipfile.ZipFile(out) as zf:
         files = {n: zf.read(n).decode("utf-8-sig") for n in zf.namelist()}

@@ -327,7 +327,7 @@ def test_a_real_schema_through_meta_owners_text_ids_and_dates(shop: Shop, tmp_pa
 
     # The access package of kim holds the order keyed in for her and her session only.
     out = tmp_path / "kim.zip"
-    rid = submit_access(KIM, str(out), None, Requester())
+    rid = submit_access(KIM, str(out), None, Requester(), plain=True)
     assert run_access(rid)["state"] == "completed"
     with zipfile.ZipFile(out) as zf:
         got = {n: list(csv.DictReader(io.StringIO(zf.read(n).decode("utf-8-sig"))))

@@ -333,7 +333,7 @@ def test_access_through_the_rhymix_map(site: Site, tmp_path: Path) -> None:
     ctx = get_context()
     assert resolve_member(ctx, "jiwoo.park") == jiwoo.srl
     out = tmp_path / "jiwoo.zip"
-    rid = submit_access(jiwoo.srl, str(out), None, Requester())
+    rid = submit_access(jiwoo.srl, str(out), None, Requester(), plain=True)
     assert run_access(rid)["state"] == "completed"
     with zipfile.ZipFile(out) as zf:
         files = {n: zf.read(n).decode("utf-8-sig") for n in zf.namelist()}

@@ -117,7 +117,7 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
     start_worker(env, concurrency=1)
     # e's access package holds e's guest order next to e's own.
     out = tmp_path / "e.zip"
-    r = env.run("access", str(e), "--out", str(out), "--wait", timeout=180)
+    r = env.run("access", str(e), "--out", str(out), "--plain", "--wait", timeout=180)
     assert r.returncode == 0, r.stderr
     with pyzipper.AESZipFile(out) as zf:
         orders_csv = zf.read("shop_orders.csv").decode("utf-8-sig")
@@ -175,7 +175,7 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
     # g's package leaves out order 8 (f, still with the site, holds the same address) and
     # says so, in the package and as the request's note.
     out = tmp_path / "g.zip"
-    r = env.run("access", str(g), "--out", str(out), "--wait", timeout=180)
+    r = env.run("access", str(g), "--out", str(out), "--plain", "--wait", timeout=180)
     assert r.returncode == 0, r.stderr
     with pyzipper.AESZipFile(out) as zf:
         orders_csv = zf.read("shop_orders.csv").decode("utf-8-sig")

@@ -86,7 +86,8 @@ def test_bad_rights_input_is_one_line_and_changes_nothing(
     before = _snapshot(eng)
     cases = [
         (["access", "999", "--out", out], "member 999 does not exist"),
-        (["access", "3", "--out", out], "member 3 does not exist or has withdrawn"),
+        # A former member may ask (제35조), but the site holds no address for the answer.
+        (["access", "3", "--out", out], "member 3 has withdrawn: give --requester-contact"),
         (["access", "1", "--out", str(existing)], "already exists"),
         (["access", "1", "--out", str(tmp_path / "nodir" / "a.zip")], "not writable"),
         (["access", "1", "--out", out, "--password-file", str(short_pw)], "at least 8"),
@@ -588,6 +589,7 @@ def test_access_crash_after_packaging_resumes_once(
     _site(eng)
     out = tmp_path / "one.zip"
     rid = access.submit_access(1, str(out), None, Requester())
+    pw = Path(access.password_path(str(out)))
     # A worker died right after the package was written and the state committed.
     assert run_one(access.ACCESS, rid, ctx=get_context()) == "packaged"
     assert out.exists() and not Path(f"{out}.part").exists()
@@ -596,8 +598,9 @@ def test_access_crash_after_packaging_resumes_once(
     with session("primary") as s:
         assert s.scalar(select(func.count()).select_from(Notice)) == 1
         req = s.get(LifecycleRequest, rid)
-        assert req.payload["rows"] == 1 and req.payload["encrypted"] is False
-    files = _zip_texts(out, None)
+        assert req.payload["rows"] == 1 and req.payload["encrypted"] is True
+    # Encrypted by default: it opens with the password the worker wrote next to it.
+    files = _zip_texts(out, pw.read_text().strip())
     assert "홍길순" in files["members.csv"] and "김보호" not in "".join(files.values())
     # The RRN is said to be held, never copied out (개인정보 보호법 제24조의2).
     assert access.IDENTIFIER_WITHHELD in files["members.csv"] and RRN not in files["members.csv"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,11 +35,17 @@ def _rows(url: str, sql: str, **params: object) -> list[tuple]:  # type: ignore[
 
 
 def _log(env: LifecycleEnv) -> list[tuple]:  # type: ignore[type-arg]
-    return _rows(
+    out = []
+    for *head, details in _rows(
         env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"],
         "SELECT operator, kind, action, subject_ref, request_id, details FROM access_log "
         "ORDER BY seq",
-    )
+    ):
+        d = dict(json.loads(details) if isinstance(details, str) else details)
+        # Every entry says where it came from (접속지) and which OS account ran it.
+        assert d.pop("origin") and d.pop("os_user"), head
+        out.append((*head, d))
+    return out
 
 
 def _ref(env: LifecycleEnv, member_id: int) -> str:
