@@ -26,6 +26,7 @@ from sqlalchemy import (
     case,
     delete,
     exists,
+    false,
     func,
     literal_column,
     null,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import NullType
 
 from lifecycle.core import dbkind
 from lifecycle.core.timeutil import as_utc
@@ -582,6 +584,18 @@ class KeyLists:
         self._logins: dict[str, dict[Any, Any]] = {}
         self._parents: dict[tuple[str, str], list[Any]] = {}
         self.owned: OwnedRows | None = None
+        # id of a list this batch names in several statements -> (the list, rendered once)
+        self._rendered: dict[int, tuple[list[Any], dbkind.SqlList]] = {}
+
+    def rendered(self, values: list[Any]) -> dbkind.SqlList | None:
+        """``values`` (one of this batch's lists) rendered for MySQL/MariaDB, once."""
+        if not dbkind.is_mysql(self.conn):
+            return None
+        got = self._rendered.get(id(values))
+        if got is None or got[0] is not values:
+            got = (values, dbkind.SqlList(self.conn.connection.dbapi_connection, values))
+            self._rendered[id(values)] = got
+        return got[1]
 
     def member_of(self, member_key: str) -> dict[Any, Any]:
         """The members' values of ``member_key`` (the login id) and their member ids."""
@@ -624,10 +638,21 @@ class KeyLists:
         return got
 
 
-def _listed(col: Any, values: list[Any]) -> Any:
-    """One expanding parameter holding ``values``: ``in_(list)`` would build and check a
-    literal per value, in every statement of every batch (a batch names hundreds)."""
-    return bindparam(None, value=values, type_=col.type, expanding=True)
+def _listed(
+    col: Any, values: list[Any], conn: Connection | None, lists: KeyLists | None = None
+) -> Any:
+    """``col IN values`` for a list read in the batch. On MySQL/MariaDB the list is rendered
+    once (:class:`~lifecycle.core.dbkind.SqlList`; ``lists`` keeps it for the batch's other
+    statements) and bound as one parameter; elsewhere one expanding parameter: ``in_(list)``
+    would build and check a literal per value, in every statement of every batch."""
+    if not values:
+        return false()
+    if conn is not None and dbkind.is_mysql(conn):
+        rendered = lists.rendered(values) if lists is not None else None
+        if rendered is None:
+            rendered = dbkind.SqlList(conn.connection.dbapi_connection, values)
+        return col.op("IN")(bindparam(None, value=rendered, type_=NullType()))
+    return col.in_(bindparam(None, value=values, type_=col.type, expanding=True))
 
 
 def link_in(
@@ -642,7 +667,7 @@ def link_in(
     if lk.member_key == s.key:
         return in_values(ctx, coerce(col, ctx.subject_table.c[s.key].type), ids)
     if keys is not None:
-        return col.in_(_listed(col, keys.logins(lk.member_key)))
+        return _listed(col, keys.logins(lk.member_key), keys.conn, keys)
     st = ctx.subject_table
     return col.in_(select(st.c[lk.member_key]).where(in_values(ctx, st.c[s.key], ids)))
 
@@ -682,7 +707,8 @@ def _member_where(
     if tm.owner is not None:
         if owned is not None:
             col = t.c[tm.owner.row_key]
-            return col.in_(_listed(col, owned.keys(tm.name)))
+            conn = keys.conn if keys is not None else None
+            return _listed(col, owned.keys(tm.name), conn, keys)
         return owned_where(ctx, tm, t, ids)
     via = tm.via
     if via is None:
@@ -692,7 +718,7 @@ def _member_where(
         parent = ctx.table(parent_name)
         col = coerce(t.c[via.column], parent.c[via.parent_key].type)
         if keys is not None:
-            return col.in_(_listed(col, keys.parent_keys(parent_name, via.parent_key)))
+            return _listed(col, keys.parent_keys(parent_name, via.parent_key), keys.conn, keys)
         ptm = ctx.datamap.table(parent_name)
         pcol = coerce(parent.c[via.parent_key], t.c[via.column].type)
         return col.in_(select(pcol).where(member_where(ctx, ptm, ids, owned=owned)))
@@ -800,7 +826,7 @@ def subject_selections(
             take = tm.scoped(t, and_(mine, all_gone))
             if keys is not None and len(tm.keys) == 1:
                 gone = keys.shared_gone(t, tm.key, take)
-                take = and_(mine, t.c[tm.key].in_(_listed(t.c[tm.key], gone)))
+                take = and_(mine, _listed(t.c[tm.key], gone, keys.conn))
             out.append(Selection(tm, take, _ended, keys=keys))
             for lk in tm.links:
                 where = tm.scoped(t, link_in(ctx, lk, t.c[lk.column], ids, keys))
@@ -923,7 +949,7 @@ def age_selections(
             if listed:
                 assert conn is not None
                 keys = sorted({v for (v,) in conn.execute(parents.distinct()) if v is not None})
-                where = child.scoped(ct, col.in_(_listed(col, keys)))
+                where = child.scoped(ct, _listed(col, keys, conn))
             else:
                 where = child.scoped(ct, col.in_(parents))
             value = _inherits(child)[ptm.name]
