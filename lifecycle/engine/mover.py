@@ -754,7 +754,11 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
         if not locked:
             return 0
         ids = [tuple(r[:n]) for r in locked]
-        whose = {tuple(r[:n]): r[n] for r in conn.execute(select(*keys, who).where(sel.where))}
+        if n == 1 and who is keys[0]:
+            # The member row itself: its key is the member.
+            whose = {i: i[0] for i in ids}
+        else:
+            whose = {tuple(r[:n]): r[n] for r in conn.execute(select(*keys, who).where(sel.where))}
         by_key = tuple_(*keys).in_(ids) if n > 1 else keys[0].in_([i[0] for i in ids])
         conn.execute(update(t).where(by_key).values(values))
         taken = [(whose.get(tuple(r[:n])), tuple(r[n:])) for r in locked]

@@ -40,6 +40,7 @@ from sqlalchemy.types import NullType
 from lifecycle.core import dbkind
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.anchors import RECORD, TAX_DEADLINE, tax_day, tax_retain_until
+from lifecycle.datamap.guest_rows import matched_columns
 from lifecycle.datamap.links import MetaMarker, coerce, db_cutoff, link_eq, to_datetime
 from lifecycle.datamap.model import MemberLink, TableMap, consented
 from lifecycle.engine.context import EngineContext
@@ -103,8 +104,15 @@ class PlannedRow(NamedTuple):
 
 def selected_columns(tm: TableMap) -> list[str]:
     cols: dict[str, None] = {}
-    for c in (*tm.carried_columns, *tm.personal_columns):
-        cols[c] = None
+    if tm.retains_anything:
+        for c in (*tm.carried_columns, *tm.personal_columns):
+            cols[c] = None
+    else:
+        # Nothing of these rows is archived: only what finds their key, files, dates and guest
+        # owner is read (a board's uploads: 4 columns of 16), not columns decoded only to be
+        # thrown away.
+        for c in (*tm.key_columns, *tm.files, *(c for _k, c in matched_columns(tm))):
+            cols[c] = None
     for extra in (tm.retain_from, tm.age_column):
         if extra:
             cols[extra] = None
