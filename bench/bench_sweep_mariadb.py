@@ -358,8 +358,8 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
         print(f"baseline (SELECT -> COPY, DELETE, UPDATE; one client): {base_s:.2f}s "
               f"({moved / base_s:,.0f} retained rows/s)")  # fmt: skip
         print(f"ratio sweep/baseline: {sweep_s / base_s:.2f} (goal <= 2.0)")
-        print(f"load average (1 min) at the sweep's start {load0}, end {load1}; "
-              f"after the baseline {load2}")  # fmt: skip
+        print(f"load average (1 min) at the sweep's start {load0:.1f}, end {load1:.1f}; "
+              f"after the baseline {load2:.1f}")  # fmt: skip
         print(f"worker CPU time: {sum(sampler.cpu.values()) - cpu0:.1f} s over the sweep")
         print(f"peak worker RSS: {peak:.0f} MB per process, {total:.0f} MB all (goal < 300 MB)",
               flush=True)  # fmt: skip
