@@ -9,6 +9,7 @@ names in place, so a new server family changes one file.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -184,6 +185,29 @@ def _encode_datetime(value: dt.datetime, mapping: Any = None) -> str:
     return escape_datetime(value, mapping)
 
 
+class SqlList:
+    """Values rendered once as a MySQL list, ``('a','b')``, and bound as one parameter.
+
+    A MariaDB sweep batch names the same 500 login ids in some thirty statements; as an
+    expanding parameter, SQLAlchemy wrote a placeholder and PyMySQL escaped a value for each id
+    of each statement. Rendered once, with the connection's own escaping (its character set
+    and ``NO_BACKSLASH_ESCAPES``), the list goes into every statement as it is, through the
+    encoder :func:`mysql_connect_args` registers. Use it on the connection that rendered it.
+    """
+
+    __slots__ = ("sql",)
+
+    def __init__(self, dbapi_conn: Any, values: Iterable[Any]) -> None:
+        escape = dbapi_conn.escape
+        self.sql = "(" + ",".join([escape(v) for v in values]) + ")"
+        # A connection made elsewhere (not through mysql_connect_args) learns the encoder here.
+        dbapi_conn.encoders.setdefault(SqlList, _encode_sql_list)
+
+
+def _encode_sql_list(value: SqlList, mapping: Any = None) -> str:
+    return value.sql
+
+
 def mysql_connect_args() -> dict[str, Any]:
     from pymysql import converters
     from pymysql.constants import FIELD_TYPE
@@ -192,6 +216,7 @@ def mysql_connect_args() -> dict[str, Any]:
     for ft in (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP, FIELD_TYPE.DATE):
         conv[ft] = _zero_date_aware(conv[ft])
     conv[dt.datetime] = _encode_datetime
+    conv[SqlList] = _encode_sql_list
     return {
         "conv": conv,
         # NOW()/CURRENT_TIMESTAMP in our statements mean UTC, like the values we bind.

@@ -4,8 +4,11 @@ Every sweep batch and withdrawal selects a member's rows by their link column (`
 a ``via`` table's rows by the column pointing at their parent (``wr_id``, after ``bo_table``
 when the parent is chosen by ``match``). Without an index leading with that column, each such
 statement reads the whole table: the sweep still works, but its cost grows with the table
-times the number of batches. The site's schema is not ours, so this is advice (printed by
-`lifecycle datamap check`, with the statement to run), never a refusal.
+times the number of batches. The same holds for the columns a destroyed file's path is looked
+up by (:mod:`lifecycle.engine.shared_files`: does a live row still name it?): a file column,
+or a path template's fields (``bo_table, bf_file`` of ``data/file/{bo_table}/{bf_file}``).
+The site's schema is not ours, so this is advice (printed by `lifecycle datamap check`, with
+the statement to run), never a refusal.
 
 A text column holding an integer member id (a sessions table's VARCHAR ``user_id``) is compared
 through a cast (:mod:`lifecycle.datamap.links`), which no index on the column serves: the
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import inspect
+from sqlalchemy import types as sqltypes
 
 from lifecycle.datamap.links import is_int, is_text
 from lifecycle.datamap.model import DataMap
@@ -29,6 +33,8 @@ class MissingIndex:
     columns: tuple[str, ...]
     # The column holds an integer id as text: compared through a cast, no index serves it.
     cast: bool = False
+    # The columns a destroyed file's path is looked up by, rather than a member link.
+    files: bool = False
 
     @property
     def name(self) -> str:
@@ -44,6 +50,12 @@ class MissingIndex:
                 f"table {self.table} links through {', '.join(self.columns)}, text holding an "
                 "integer id: it is compared through a cast, which no index serves, so every "
                 "sweep batch reads the whole table (an integer column would be indexable)"
+            )
+        if self.files:
+            return (
+                f"table {self.table} has no index on ({', '.join(self.columns)}): every sweep "
+                "batch that destroys a file reads the whole table to see whether another row "
+                f"still names it; add one: {self.statement()}"
             )
         return (
             f"table {self.table} has no index on ({', '.join(self.columns)}): every sweep batch "
@@ -110,13 +122,37 @@ def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
             wanted.setdefault(o.table, []).extend([(o.key_column,), (o.column,)])
             if o.member_key == s.key and key_int and _is_text(insp, o.table, o.value):
                 casts.append(MissingIndex(o.table, (o.value,), cast=True))
-    for name in sorted(wanted):
+    files: dict[str, list[tuple[str, ...]]] = {}
+    for tm in dm.tables.values():
+        if tm.table not in existing:
+            continue
+        types = _types(insp, tm.table)
+        for cols in [(c,) for c in tm.files] + [ft.fields for ft in tm.file_templates]:
+            # A TEXT/BLOB column takes only a prefix index, which the advice cannot size.
+            if cols and all(_indexable(types.get(c)) for c in cols):
+                files.setdefault(tm.table, []).append(cols)
+    for name in sorted(set(wanted) | set(files)):
         have = _leading(insp, name)
-        for cols in dict.fromkeys(wanted[name]):
+        for cols in dict.fromkeys(wanted.get(name, [])):
             # (match, column) is served by an index on the column alone too.
             if not any(ix[: len(c)] == c for ix in have for c in (cols, cols[-1:])):
                 out.append(MissingIndex(name, cols))
+        linked = {m.columns for m in out if m.table == name}
+        for cols in dict.fromkeys(files.get(name, [])):
+            if cols not in linked and not any(ix[: len(cols)] == cols for ix in have):
+                out.append(MissingIndex(name, cols, files=True))
     return out + list(dict.fromkeys(casts))
+
+
+def _indexable(kind: Any) -> bool:
+    """A column a plain index takes whole: not TEXT/BLOB (those need a prefix length)."""
+    if kind is None:
+        return False
+    if isinstance(kind, sqltypes.String | sqltypes.LargeBinary):
+        return getattr(kind, "length", None) is not None and not isinstance(
+            kind, sqltypes.Text | sqltypes.LargeBinary
+        )
+    return True
 
 
 def _types(insp: Any, table: str) -> dict[str, Any]:

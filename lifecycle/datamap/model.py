@@ -83,6 +83,7 @@ a category x expiry-day key bucket. ``RowPlan.retain_until`` is the longest of t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -225,31 +226,42 @@ class FileTemplate:
         A sliced field (``{mb_id[:2]}``) only checks its prefix against the whole field; a
         template whose field appears only sliced cannot be parsed back (None).
         """
-        out: list[str] = []
-        pos = 0
-        slices: list[tuple[str, str]] = []
-        seen: set[str] = set()
-        for m in _FIELD_RE.finditer(self.template):
-            out.append(re.escape(self.template[pos : m.start()]))
-            name, width = m.group(1), m.group(2)
-            if width:
-                group = f"s{len(slices)}"
-                slices.append((group, name))
-                out.append(f"(?P<{group}>[^/]{{1,{int(width)}}})")
-            elif name in seen:
-                out.append(f"(?P={name})")
-            else:
-                out.append(f"(?P<{name}>[^/]+)")
-                seen.add(name)
-            pos = m.end()
-        out.append(re.escape(self.template[pos:]))
-        hit = re.fullmatch("".join(out), path)
-        if hit is None or not seen >= set(self.fields):
+        pattern, slices, complete = _template_pattern(self.template)
+        hit = pattern.fullmatch(path)
+        if hit is None or not complete:
             return None
         values = {f: hit.group(f) for f in self.fields}
         if any(not values[name].startswith(hit.group(g)) for g, name in slices):
             return None
         return values
+
+
+@functools.lru_cache(maxsize=256)
+def _template_pattern(template: str) -> tuple[re.Pattern[str], tuple[tuple[str, str], ...], bool]:
+    """The regular expression parsing paths of ``template`` back, its sliced groups (group,
+    field), and whether every field appears whole. Built once per template: the sweep parses
+    every destroyed file path against every template (thousands a batch)."""
+    out: list[str] = []
+    pos = 0
+    slices: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    names: list[str] = []
+    for m in _FIELD_RE.finditer(template):
+        out.append(re.escape(template[pos : m.start()]))
+        name, width = m.group(1), m.group(2)
+        names.append(name)
+        if width:
+            group = f"s{len(slices)}"
+            slices.append((group, name))
+            out.append(f"(?P<{group}>[^/]{{1,{int(width)}}})")
+        elif name in seen:
+            out.append(f"(?P={name})")
+        else:
+            out.append(f"(?P<{name}>[^/]+)")
+            seen.add(name)
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("".join(out)), tuple(slices), seen >= set(names)
 
 
 @dataclass(frozen=True)

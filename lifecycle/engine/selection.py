@@ -26,6 +26,7 @@ from sqlalchemy import (
     case,
     delete,
     exists,
+    false,
     func,
     literal_column,
     null,
@@ -34,11 +35,13 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import NullType
 
 from lifecycle.core import dbkind
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.anchors import RECORD, TAX_DEADLINE, tax_day, tax_retain_until
 from lifecycle.datamap.consents import given_expr
+from lifecycle.datamap.guest_rows import matched_columns
 from lifecycle.datamap.links import MetaMarker, coerce, db_cutoff, link_eq, to_datetime
 from lifecycle.datamap.model import MemberLink, TableMap, consented
 from lifecycle.engine.context import EngineContext
@@ -104,8 +107,15 @@ class PlannedRow(NamedTuple):
 
 def selected_columns(tm: TableMap) -> list[str]:
     cols: dict[str, None] = {}
-    for c in (*tm.carried_columns, *tm.personal_columns):
-        cols[c] = None
+    if tm.retains_anything:
+        for c in (*tm.carried_columns, *tm.personal_columns):
+            cols[c] = None
+    else:
+        # Nothing of these rows is archived: only what finds their key, files, dates and guest
+        # owner is read (a board's uploads: 4 columns of 16), not columns decoded only to be
+        # thrown away.
+        for c in (*tm.key_columns, *tm.files, *(c for _k, c in matched_columns(tm))):
+            cols[c] = None
     for extra in (tm.retain_from, tm.age_column):
         if extra:
             cols[extra] = None
@@ -596,6 +606,18 @@ class KeyLists:
         self._logins: dict[str, dict[Any, Any]] = {}
         self._parents: dict[tuple[str, str], list[Any]] = {}
         self.owned: OwnedRows | None = None
+        # id of a list this batch names in several statements -> (the list, rendered once)
+        self._rendered: dict[int, tuple[list[Any], dbkind.SqlList]] = {}
+
+    def rendered(self, values: list[Any]) -> dbkind.SqlList | None:
+        """``values`` (one of this batch's lists) rendered for MySQL/MariaDB, once."""
+        if not dbkind.is_mysql(self.conn):
+            return None
+        got = self._rendered.get(id(values))
+        if got is None or got[0] is not values:
+            got = (values, dbkind.SqlList(self.conn.connection.dbapi_connection, values))
+            self._rendered[id(values)] = got
+        return got[1]
 
     def member_of(self, member_key: str) -> dict[Any, Any]:
         """The members' values of ``member_key`` (the login id) and their member ids."""
@@ -638,10 +660,21 @@ class KeyLists:
         return got
 
 
-def expanding_list(col: Any, values: list[Any]) -> Any:
-    """One expanding parameter holding ``values``: ``in_(list)`` would build and check a
-    literal per value, in every statement of every batch (a batch names hundreds)."""
-    return bindparam(None, value=values, type_=col.type, expanding=True)
+def _listed(
+    col: Any, values: list[Any], conn: Connection | None, lists: KeyLists | None = None
+) -> Any:
+    """``col IN values`` for a list read in the batch. On MySQL/MariaDB the list is rendered
+    once (:class:`~lifecycle.core.dbkind.SqlList`; ``lists`` keeps it for the batch's other
+    statements) and bound as one parameter; elsewhere one expanding parameter: ``in_(list)``
+    would build and check a literal per value, in every statement of every batch."""
+    if not values:
+        return false()
+    if conn is not None and dbkind.is_mysql(conn):
+        rendered = lists.rendered(values) if lists is not None else None
+        if rendered is None:
+            rendered = dbkind.SqlList(conn.connection.dbapi_connection, values)
+        return col.op("IN")(bindparam(None, value=rendered, type_=NullType()))
+    return col.in_(bindparam(None, value=values, type_=col.type, expanding=True))
 
 
 def link_in(
@@ -656,7 +689,7 @@ def link_in(
     if lk.member_key == s.key:
         return in_values(ctx, coerce(col, ctx.subject_table.c[s.key].type), ids)
     if keys is not None:
-        return col.in_(expanding_list(col, keys.logins(lk.member_key)))
+        return _listed(col, keys.logins(lk.member_key), keys.conn, keys)
     st = ctx.subject_table
     return col.in_(select(st.c[lk.member_key]).where(in_values(ctx, st.c[s.key], ids)))
 
@@ -696,7 +729,8 @@ def _member_where(
     if tm.owner is not None:
         if owned is not None:
             col = t.c[tm.owner.row_key]
-            return col.in_(expanding_list(col, owned.keys(tm.name)))
+            conn = keys.conn if keys is not None else None
+            return _listed(col, owned.keys(tm.name), conn, keys)
         return owned_where(ctx, tm, t, ids)
     via = tm.via
     if via is None:
@@ -706,7 +740,7 @@ def _member_where(
         parent = ctx.table(parent_name)
         col = coerce(t.c[via.column], parent.c[via.parent_key].type)
         if keys is not None:
-            return col.in_(expanding_list(col, keys.parent_keys(parent_name, via.parent_key)))
+            return _listed(col, keys.parent_keys(parent_name, via.parent_key), keys.conn, keys)
         ptm = ctx.datamap.table(parent_name)
         pcol = coerce(parent.c[via.parent_key], t.c[via.column].type)
         return col.in_(select(pcol).where(member_where(ctx, ptm, ids, owned=owned)))
@@ -814,7 +848,7 @@ def subject_selections(
             take = tm.scoped(t, and_(mine, all_gone))
             if keys is not None and len(tm.keys) == 1:
                 gone = keys.shared_gone(t, tm.key, take)
-                take = and_(mine, t.c[tm.key].in_(expanding_list(t.c[tm.key], gone)))
+                take = and_(mine, _listed(t.c[tm.key], gone, keys.conn))
             out.append(Selection(tm, take, _ended, keys=keys))
             for lk in tm.links:
                 where = tm.scoped(t, link_in(ctx, lk, t.c[lk.column], ids, keys))
@@ -867,7 +901,7 @@ def named_selections(
                 if lk.member_key not in logins:
                     logins[lk.member_key] = _logins(ctx, read, lk.member_key, ids)
                 whose = logins[lk.member_key]
-                found = col.in_(expanding_list(col, sorted(whose)))
+                found = _listed(col, sorted(whose), read, keys)
             else:
                 found = link_in(ctx, lk, col, ids, keys)
             out.append(Selection(tm, tm.scoped(t, found), ended, "blank", lk.cleared, keys,
@@ -1000,7 +1034,7 @@ def age_selections(
             if listed:
                 assert conn is not None
                 keys = sorted({v for (v,) in conn.execute(parents.distinct()) if v is not None})
-                where = child.scoped(ct, col.in_(expanding_list(col, keys)))
+                where = child.scoped(ct, _listed(col, keys, conn))
             else:
                 where = child.scoped(ct, col.in_(parents))
             value = _inherits(child)[ptm.name]

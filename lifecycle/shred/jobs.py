@@ -46,6 +46,7 @@ from lifecycle.shred.shredder import (
     check_path,
     locate,
     random_name,
+    resolve_roots,
     shred_paths,
 )
 from lifecycle.vault import crypto, keystore, ledger
@@ -101,8 +102,9 @@ def _validate_paths(
 
     if isinstance(paths, str | bytes) or not paths:
         raise UserError("give at least one path (a list of absolute paths)")
-    # "/" as the only root leaves just the textual rules: absolute, no '..', no NUL.
-    roots = get_settings().file_roots if same_host else ["/"]
+    # "/" as the only root leaves just the textual rules: absolute, no '..', no NUL. Resolved
+    # once: a sweep batch hands thousands of paths, and each resolution is a realpath.
+    roots = resolve_roots(get_settings().file_roots if same_host else ["/"])
     seen: dict[str, None] = {}
     for i, p in enumerate(paths, start=1):
         if isinstance(p, bytes):

@@ -505,7 +505,10 @@ def _kind_refusal(st: os.stat_result, recursive: bool) -> Refused | None:
 
 
 def check_path(
-    path: str | bytes, roots: Sequence[str | os.PathLike[str]], *, recursive: bool = False
+    path: str | bytes,
+    roots: Sequence[str | os.PathLike[str]] | ResolvedRoots,
+    *,
+    recursive: bool = False,
 ) -> ShredResult | None:
     """What :func:`shred_path` would refuse without touching anything; None when it would go on.
 

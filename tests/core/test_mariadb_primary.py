@@ -431,3 +431,38 @@ def test_two_relays_never_send_one_request_twice_with_or_without_skip_locked(
     finally:
         for h in holders:
             h.close()  # a held lock would block the test database's DROP
+
+
+@pytest.mark.parametrize("mode", ["", "NO_BACKSLASH_ESCAPES"])
+def test_a_list_rendered_once_matches_exactly_its_values(mysql_database: str, mode: str) -> None:
+    """A sweep batch's lists are escaped once and pasted into every statement (dbkind.SqlList):
+    quotes, backslashes, Korean text and integers must come back as exactly themselves, under
+    either way the server may read a backslash."""
+    from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select
+    from sqlalchemy.types import NullType
+
+    eng = site_engine(mysql_database)
+
+    @event.listens_for(eng, "connect")
+    def _mode(dbapi: object, _rec: object) -> None:
+        with dbapi.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute("SET SESSION sql_mode = %s", (mode,))
+
+    md = MetaData()
+    t = Table("lc_sqllist", md, Column("id", Integer, primary_key=True), Column("v", String(50)))
+    values = ["o'brien", "back\\slash", "\\'", "탈퇴 회원", "100%", "nul\x00byte"]
+    try:
+        md.create_all(eng)
+        with eng.begin() as c:
+            c.execute(
+                insert(t), [{"id": i, "v": v} for i, v in enumerate([*values, "other"], start=1)]
+            )
+            listed = dbkind.SqlList(c.connection.dbapi_connection, values)
+            by_text = select(t.c.v).where(t.c.v.op("IN")(bindparam(None, listed, NullType())))
+            assert sorted(c.scalars(by_text)) == sorted(values)
+            ids = dbkind.SqlList(c.connection.dbapi_connection, [1, 3])
+            by_id = select(t.c.id).where(t.c.id.op("IN")(bindparam(None, ids, NullType())))
+            assert sorted(c.scalars(by_id)) == [1, 3]
+    finally:
+        md.drop_all(eng)
+        eng.dispose()
