@@ -11,6 +11,7 @@ are completed and prints:
 - the latency of each request from its insert (``created_at``) to its completion
   (``updated_at`` of the completed row): p50, p95, max;
 - retries seen in the worker log (``Retry in``) and failed requests;
+- the load average before and after (the figures depend on it on a shared machine);
 
 and beside it the **baseline**: the same members' rows deleted by a plain SQL script (one
 ``DELETE`` per table per member, children first, autocommit per member, as an admin script
@@ -141,6 +142,7 @@ def main() -> None:
         # -- the website's withdrawals, one transaction each ---------------------------------
         web = _mysql(site)
         web.autocommit(False)
+        load_before = os.getloadavg()
         start = time.perf_counter()
         with web.cursor() as c:
             for mid in members:
@@ -198,6 +200,7 @@ def main() -> None:
                 c.execute("DELETE FROM members WHERE id = %s", (mid,))
                 plain.commit()
         baseline = time.perf_counter() - b0
+        load_after = os.getloadavg()
 
         n = len(latency)
         rate, base_rate = n / total, len(members) / baseline
@@ -211,6 +214,11 @@ def main() -> None:
         print(
             f"throughput ratio (lifecycle / plain script): {rate / base_rate:.3f} "
             "(goal >= 0.25); p95 goal < 15 s"
+        )
+        # The machine may be shared: figures mean little without its load beside them.
+        print(
+            "load average (1/5/15 min) before: {:.1f} {:.1f} {:.1f}, after: {:.1f} {:.1f} {:.1f} "
+            "on {} CPUs".format(*load_before, *load_after, os.cpu_count())
         )
     finally:
         for p in reversed(procs):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from lifecycle.core import dbkind
@@ -16,12 +16,17 @@ def flush_ledger_outbox(ctx: EngineContext, limit: int = 500) -> int:
 
     The ledger append is deduplicated by the outbox token, so a crash between the archive
     commit and the outbox delete re-appends nothing. Several flushers at once skip each other's
-    rows on PostgreSQL.
+    rows where the server has ``SKIP LOCKED`` (PostgreSQL, MySQL 8, MariaDB 10.6+).
     """
     total = 0
     t = LedgerOutbox.__table__
+    # MySQL/MariaDB: under REPEATABLE READ the claim and the delete also lock the gaps next to
+    # the claimed rows, where other flushers and the destroying steps work: two withdrawals
+    # finishing together deadlocked (the task retried after a back-off). READ COMMITTED locks
+    # the claimed rows only; the claim and the delete still hold them to the commit.
+    opts = {"isolation_level": "READ COMMITTED"} if dbkind.is_mysql(ctx.primary) else {}
     while True:
-        with ctx.primary.begin() as pconn:
+        with ctx.primary.connect().execution_options(**opts) as pconn, pconn.begin():
             stmt = select(t.c.id, t.c.token, t.c.entry).order_by(t.c.id).limit(limit)
             stmt = dbkind.for_update(stmt, pconn, skip=True)
             rows = pconn.execute(stmt).all()
@@ -31,7 +36,11 @@ def flush_ledger_outbox(ctx: EngineContext, limit: int = 500) -> int:
                 ledger.append_many(
                     asess, [{**entry, "dedup_key": f"outbox:{token}"} for _id, token, entry in rows]
                 )
-            pconn.execute(delete(t).where(t.c.id.in_([r[0] for r in rows])))
+            # One delete per id, by primary key: `id IN (...)` was run as a scan on MariaDB,
+            # which waited on the rows another flusher had claimed, and it on ours (deadlock).
+            pconn.execute(
+                delete(t).where(t.c.id == bindparam("oid")), [{"oid": r[0]} for r in rows]
+            )
         total += len(rows)
         if len(rows) < limit:
             return total

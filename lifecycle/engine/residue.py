@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -398,7 +399,7 @@ def scan(
         res.skipped = True
         return res
     timer = _Clock(budget.seconds, clock)
-    insp = _Schema(conn)
+    insp = schema_plan(conn)
     names = sorted(n for n in insp.names if not n.startswith(OWN_TABLES))
     fam = dbkind.family(conn)
     whole = ids.whole_forms()
@@ -483,19 +484,23 @@ def _scan_table(
     # Which columns can hold which identity: the newest rows' patterns, and the map's word.
     declared = _declared(dm, name)
     est = _estimate_rows(conn, name)
-    holds: dict[str, set[str]] = {c: set() for c in cols}
+    holds: dict[str, set[str]] | None
     if est <= budget.exhaustive_rows:
         # Small enough to search whole: every text column, for every identity.
-        for c in cols:
-            holds[c].update(("email", "mobile"))
+        holds = {c: {"email", "mobile"} for c in cols}
     else:
+        # A larger table: its sample, kept by this worker for a while (schema_plan).
+        holds = insp.sampled(name, cols, budget.sample_rows, timer.clock())
+    if holds is None:
         sample = select(*(t.c[c] for c in cols)).limit(budget.sample_rows)
         if pk:
             sample = sample.order_by(*(t.c[c].desc() for c in pk))
+        holds = {c: set() for c in cols}
         for row in _timed(conn, timer, sample):
             for c, value in zip(cols, row, strict=True):
                 if value is not None:
                     holds[c].update(k.rsplit(":", 1)[-1] for k in kinds_in(value))
+        insp.remember(name, cols, budget.sample_rows, timer.clock(), holds)
     for kind, dcols in declared.items():
         for c in dcols:
             if c in holds:
@@ -554,11 +559,19 @@ def _scan_table(
             res.found[f"{name}.{c}"] = res.found.get(f"{name}.{c}", 0) + int(n)
 
 
+# (table, its searched columns, sample size): a map or budget change makes a new sample.
+_SampleKey = tuple[str, tuple[str, ...], int]
+
+
 class _Schema:
     """The primary's tables, columns, primary keys and index-leading columns, read with one
-    query each for all tables (a query per table costs seconds on a schema of hundreds)."""
+    query each for all tables (a query per table costs seconds on a schema of hundreds), and
+    what each table's sample said its columns hold (the search plan, kept by :func:`schema_plan`
+    for the next withdrawals of this worker)."""
 
     def __init__(self, conn: Connection) -> None:
+        # -> (when read, column -> the kinds of identity its sample held)
+        self._samples: dict[_SampleKey, tuple[float, dict[str, set[str]]]] = {}
         insp = inspect(conn)
         self.names: list[str] = list(insp.get_table_names())
         self.columns: dict[str, list[Any]] = {
@@ -581,3 +594,93 @@ class _Schema:
         self.indexed: dict[str, list[str]] = {
             n: list(dict.fromkeys(cols[0] for cols in lists if cols)) for n, lists in firsts.items()
         }
+
+    def sampled(
+        self, name: str, cols: list[str], rows: int, now: float
+    ) -> dict[str, set[str]] | None:
+        """A copy of what the table's sample held, if it was read less than
+        :data:`SAMPLE_PLAN_SECONDS` ago (the caller adds the map's declared kinds to it)."""
+        hit = self._samples.get((name, tuple(cols), rows))
+        if hit is None or now - hit[0] > SAMPLE_PLAN_SECONDS:
+            return None
+        return {c: set(kinds) for c, kinds in hit[1].items()}
+
+    def remember(
+        self, name: str, cols: list[str], rows: int, now: float, holds: dict[str, set[str]]
+    ) -> None:
+        self._samples[(name, tuple(cols), rows)] = (now, {c: set(k) for c, k in holds.items()})
+
+
+# How long a table's sample (which columns hold emails, mobile numbers) is reused by the next
+# withdrawals of the same worker: a burst of withdrawals from the website would otherwise read
+# every table's newest rows once per member. A column that starts holding a new kind of value
+# is searched for it at the latest this long after; a column that leads an index is probed
+# with the whole values meanwhile, and the map's declared identity columns are always searched.
+SAMPLE_PLAN_SECONDS = 60.0
+
+# engine URL -> (schema fingerprint, plan); per worker process, guarded by _PLANS_LOCK.
+_PLANS: dict[str, tuple[Any, _Schema]] = {}
+_PLANS_LOCK = threading.Lock()
+
+
+def _fingerprint(conn: Connection) -> Any:
+    """A digest of the primary's tables, columns, their types and index-leading columns, read
+    with one catalogue query: a change to any of them (a table added, a column altered) makes
+    the next check reflect the schema again. None: no cheap digest here (reflect every time)."""
+    fam = dbkind.family(conn)
+    if fam == "mysql":
+        return tuple(
+            conn.execute(
+                text(
+                    "SELECT COUNT(*), COALESCE(SUM(CRC32(CONCAT_WS('|', TABLE_NAME, COLUMN_NAME, "
+                    "COLUMN_TYPE, COLUMN_KEY, ORDINAL_POSITION))), 0), "
+                    "(SELECT COALESCE(SUM(CRC32(CONCAT_WS('|', TABLE_NAME, INDEX_NAME, "
+                    "SEQ_IN_INDEX, COLUMN_NAME))), 0) FROM information_schema.STATISTICS "
+                    "WHERE TABLE_SCHEMA = DATABASE()) "
+                    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
+                )
+            ).one()
+        )
+    if fam == "postgresql":
+        return conn.execute(
+            text(
+                "SELECT md5(coalesce(string_agg(x, ',' ORDER BY x), '')) FROM ("
+                " SELECT c.oid::text || ':' || a.attnum || ':' || a.attname || ':' || a.atttypid"
+                "   || ':' || a.atttypmod AS x"
+                " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                " WHERE c.relnamespace = current_schema()::regnamespace"
+                "   AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+                "   AND a.attnum > 0 AND NOT a.attisdropped"
+                " UNION ALL SELECT 'i' || i.indexrelid::text || ':' || i.indrelid::text || ':'"
+                "   || i.indkey::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+                " WHERE c.relnamespace = current_schema()::regnamespace) s"
+            )
+        ).scalar()
+    if fam == "sqlite":
+        return conn.execute(
+            text("SELECT group_concat(coalesce(sql, ''), ';') FROM sqlite_master")
+        ).scalar()
+    return None
+
+
+def schema_plan(conn: Connection) -> _Schema:
+    """The reflected schema (and its sample plan) for ``conn``'s database, reused while the
+    schema's fingerprint is unchanged: reflecting costs seconds per withdrawal on MariaDB."""
+    fp = _fingerprint(conn)
+    key = conn.engine.url.render_as_string(hide_password=True)
+    if fp is not None:
+        with _PLANS_LOCK:
+            hit = _PLANS.get(key)
+        if hit is not None and hit[0] == fp:
+            return hit[1]
+    plan = _Schema(conn)
+    if fp is not None:
+        with _PLANS_LOCK:
+            _PLANS[key] = (fp, plan)
+    return plan
+
+
+def forget_plans() -> None:
+    """Drop every kept plan (tests that change a schema's contents and want a fresh sample)."""
+    with _PLANS_LOCK:
+        _PLANS.clear()

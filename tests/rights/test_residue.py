@@ -293,6 +293,7 @@ def test_what_the_map_keeps_is_not_residue(primary_env: LifecycleEnv) -> None:
     memos = replace(
         guardians,
         name="memos",
+        table="memos",
         key="id",
         keys=("id",),
         subject_column=None,
@@ -309,3 +310,44 @@ def test_what_the_map_keeps_is_not_residue(primary_env: LifecycleEnv) -> None:
         res = residue.scan(conn, dm, ids, kept=residue.kept_in_withdrawal, budget=residue.Budget())
     assert res.found == {"memos.body": 1, "guardians.email": 1}, res.as_dict()
     assert res.incomplete is None
+
+
+def test_the_kept_plan_follows_the_schema_and_its_samples(primary_env: LifecycleEnv) -> None:
+    """A worker keeps the reflected schema and each table's sample between checks: a column
+    whose kept sample held no address is not searched for one until the sample is older than
+    SAMPLE_PLAN_SECONDS; a table or a column added since the last check is searched at once."""
+    from lifecycle.engine import residue
+
+    eng = create_demo_schema()
+    _site(eng, residue=False)
+    ctx = get_context()
+    now = [1000.0]
+
+    def check() -> dict[str, int]:
+        with ctx.primary.connect() as conn, conn.begin():
+            ids = residue.capture_member(conn, ctx.datamap, ctx.subject_table, 1)
+            # Every table sampled (none searched whole): the kept samples are what is tested.
+            res = residue.scan(
+                conn, ctx.datamap, ids, kept=residue.kept_in_withdrawal,
+                budget=residue.Budget(exhaustive_rows=-1), clock=lambda: now[0],
+            )  # fmt: skip
+        assert res.incomplete is None
+        return res.found
+
+    assert "legacy_notes.tag" not in check()
+    with eng.begin() as c:
+        c.execute(text("INSERT INTO legacy_notes (id, tag) VALUES (50, :e)"), {"e": EMAIL})
+    with ctx.primary.connect() as conn:
+        assert residue.schema_plan(conn) is residue.schema_plan(conn)
+    # The kept sample of legacy_notes said its tag holds no address: not searched yet.
+    assert "legacy_notes.tag" not in check()
+    now[0] += residue.SAMPLE_PLAN_SECONDS + 1
+    assert check().get("legacy_notes.tag") == 1
+    # The schema changed: reflected again, the new table and column searched straight away.
+    with eng.begin() as c:
+        c.execute(text("CREATE TABLE later_notes (id INTEGER PRIMARY KEY, body TEXT)"))
+        c.execute(text("INSERT INTO later_notes VALUES (1, :e)"), {"e": f"연락처 {EMAIL}"})
+        c.execute(text("ALTER TABLE legacy_notes ADD COLUMN memo TEXT"))
+        c.execute(text("UPDATE legacy_notes SET memo = :e WHERE id = 2"), {"e": EMAIL})
+    found = check()
+    assert found.get("later_notes.body") == 1 and found.get("legacy_notes.memo") == 1, found
