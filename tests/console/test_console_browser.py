@@ -454,7 +454,27 @@ def test_officer_filters_signs_off_the_ledger_and_reviews_the_access_log(
         assert a.scalar(select(func.count()).select_from(AccessLogEntry).where(
             AccessLogEntry.action == "accesslog review")) == 1  # fmt: skip
 
+    # An officer account whose name is not the registered officer: refused, nothing written.
+    c.secrets["park.officer"] = _account(primary_env, tmp_path, "park.officer", "officer", "박부장")
+    pctx = browser.new_context(locale="ko-KR")
+    ppage = pctx.new_page()
+    _login(ppage, c, "park.officer")
+    ppage.goto(f"{c.base}/ledger")
+    ppage.click("#signoff")
+    assert "not a registered privacy officer" in ppage.inner_text(".flash.error")
+    # A paper destruction witnessed by the one who did it: refused in one line.
+    ppage.fill("#what", "2020년 상담 신청서 원본")
+    ppage.fill("#handler", "박직원")
+    ppage.fill("#witness", "박직원")
+    ppage.click("#paper")
+    assert "--witness must be someone other" in ppage.inner_text(".flash.error")
+    with session("archive") as a:
+        assert len(register.signoffs(a)) == 1
+        assert a.scalar(select(func.count()).select_from(LedgerEntry).where(
+            LedgerEntry.action == register.PAPER)) == 1  # fmt: skip
+
     for u in urls:
         assert "member" not in urlparse(u).query, u
+    pctx.close()
     hctx.close()
     ctx.close()
