@@ -28,8 +28,16 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "holds.view": _ALL,
     "incidents.view": _ALL,
     "ledger.view": _ALL,
+    # Whose destructions: a member filter reads personal data, for the staff only.
+    "ledger.member": _STAFF,
+    # A paper destruction is entered by whoever carried it out or saw it done.
+    "ledger.paper": _STAFF,
+    # The officer confirms the destructions (표준 개인정보 보호지침 제10조④); the account's
+    # display name must also be in LIFECYCLE_PRIVACY_OFFICERS (register.check_officer).
+    "ledger.signoff": _OFFICER,
     # The handlers' own access records are for oversight (안전성 확보조치 기준 제8조).
     "accesslog.view": _OVERSIGHT,
+    "accesslog.review": _OVERSIGHT,
     "findings.view": _ALL,
 }
 

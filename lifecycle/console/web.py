@@ -30,7 +30,7 @@ from flask import Flask, abort, flash, g, redirect, render_template, request, se
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
@@ -40,16 +40,22 @@ from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap.loader import current_datamap
 from lifecycle.requests import deadlines, holds, residue
 from lifecycle.requests.states import KINDS, TERMINAL
 from lifecycle.rights.access import submit_access
 from lifecycle.rights.answers import postpone_notice
 from lifecycle.rights.consent import submit_consent_withdrawal
 from lifecycle.rights.erase import submit_erasure
-from lifecycle.rights.intake import make_requester, parse_member_id
+from lifecycle.rights.intake import (
+    make_requester,
+    parse_member_id,
+    resolve_member,
+    subject_table,
+)
 from lifecycle.rights.staff import answer_request, refuse_request
 from lifecycle.rights.suspension import submit_lift, submit_suspension
-from lifecycle.vault import accesslog
+from lifecycle.vault import accesslog, accessreview, checkpoints, keystore, register
 from models.archive import LedgerEntry
 from models.base import utcnow
 from models.guards import AccessLogEntry, LegalHold
@@ -489,22 +495,110 @@ def create_app() -> Flask:
 
     # -- ledger, access log, findings --------------------------------------------------------------
 
-    @app.get("/ledger")
+    @app.route("/ledger", methods=["GET", "POST"])
     @_login_required
     def ledger_list() -> Any:
+        """The register (파기 관리대장). GET filters by dates and kinds in the query; the member
+        filter comes in a POST body only, so no member id ever reaches a URL."""
         _need("ledger.view")
-        start, end = _period()
+        src = request.form if request.method == "POST" else request.args
+        start, end = _period(src)
+        kinds = tuple(k for k in register.KINDS if k in src.getlist("kind")) or tuple(
+            register.KINDS
+        )
+        raw_member = (src.get("member") or "").strip() if request.method == "POST" else ""
+        member_id = None
+        if raw_member:
+            _need("ledger.member")
+            try:
+                member_id = _member_id(raw_member)
+            except UserError as exc:
+                flash(str(exc), "error")
+                return _ledger_page(start, end, kinds, []), 422
         with db.session("archive") as a:
-            rows = list(
-                a.scalars(
-                    select(LedgerEntry)
-                    .where(LedgerEntry.occurred_at >= start, LedgerEntry.occurred_at < end)
-                    .order_by(LedgerEntry.seq.desc())
-                    .limit(PAGE)
-                )
-            )
-            a.expunge_all()
-        return render_template("ledger.html", rows=rows, start=start, end=end - timedelta(days=1))
+            ref = keystore.subject_ref(a, member_id) if member_id is not None else None
+            flt = register.Filter(kinds=kinds, subject_ref=ref, since=start, until=end)
+            rows = list(register.rows(a, flt))
+        if member_id is not None:
+            # Whose destructions were looked up is a read of that member's records, on record
+            # before the rows are shown (as `ledger register --member` logs it).
+            _logged("read", "console ledger register", member_id=member_id,
+                    details={"entries": len(rows)})  # fmt: skip
+        return _ledger_page(start, end, kinds, rows[::-1][:PAGE], member=raw_member)
+
+    def _ledger_page(
+        start: datetime, end: datetime, kinds: tuple[str, ...], rows: list[Any], member: str = ""
+    ) -> str:
+        with db.session("archive") as a:
+            head = a.scalar(select(func.max(LedgerEntry.seq))) or 0
+            signed = register.signoffs(a)
+        return render_template(
+            "ledger.html", rows=rows, start=start, end=end - timedelta(days=1), kinds=kinds,
+            member=member, head=head, last_signoff=signed[-1] if signed else None,
+            REGISTER_KINDS=register.KIND_LABELS, officers=get_settings().privacy_officers,
+        )  # fmt: skip
+
+    @app.post("/ledger/signoff")
+    @_login_required
+    def ledger_signoff() -> Any:
+        """The officer confirms the register up to an entry, as `lifecycle ledger signoff`:
+        the chain is verified first, the sign-off names the logged-in officer."""
+        _need("ledger.signoff")
+        s = get_settings()
+        try:
+            name = register.check_officer(_who().display_name, s.privacy_officers)
+            with db.session("archive") as a:
+                last = register.through_seq(a, request.form.get("through", ""), s.timezone)
+            result = checkpoints.verify()
+            if not result.ok:
+                raise UserError(result.message() + "; nothing signed off")
+            with db.session("archive") as a:
+                signed, new = register.sign_off(
+                    a, through=last, officer=name, officers=s.privacy_officers,
+                    operator=_who().operator,
+                )  # fmt: skip
+        except UserError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("ledger_list"))
+        if new:
+            _logged("change", "ledger signoff", details={"entry": signed.seq, "through": last})
+            flash(f"{signed.from_seq}-{signed.through_seq}번 항목의 파기 결과를 확인했습니다 "
+                  f"(대장 {signed.seq}번).", "ok")  # fmt: skip
+        else:
+            flash(f"{signed.from_seq}-{signed.through_seq}번 항목은 이미 확인되었습니다.", "ok")
+        return redirect(url_for("ledger_list"))
+
+    @app.post("/ledger/paper")
+    @_login_required
+    def ledger_paper() -> Any:
+        """A paper destruction, as `lifecycle ledger paper`."""
+        _need("ledger.paper")
+        f = request.form
+        tz = _tz()
+        try:
+            raw_at = (f.get("at") or "").strip()
+            try:
+                parsed = datetime.fromisoformat(raw_at) if raw_at else datetime.now(tz)
+            except ValueError:
+                raise UserError("파기 일시는 YYYY-MM-DDTHH:MM 형식입니다.") from None
+            when = parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+            raw_count = (f.get("count") or "0").strip()
+            if not raw_count.isdigit():
+                raise UserError("수량은 0 이상의 정수입니다.")
+            with db.session("archive") as a:
+                e = register.record_paper(
+                    a, what=f.get("what", ""), method=f.get("method", ""),
+                    handler=f.get("handler", ""), witness=f.get("witness", ""),
+                    destroyed_at=as_utc(when), recorded_by=_who().operator,
+                    count=int(raw_count), reason=f.get("reason") or "보유기간 경과",
+                )  # fmt: skip
+                seq = e.seq
+        except UserError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("ledger_list"))
+        _logged("destroy", "ledger paper", details={"entry": seq})
+        flash(f"종이 문서 파기를 대장 {seq}번에 기록했습니다.", "ok")
+        return redirect(url_for("ledger_list"))
 
     @app.get("/accesslog")
     @_login_required
@@ -524,6 +618,30 @@ def create_app() -> Flask:
         return render_template(
             "accesslog.html", rows=rows, start=start, end=end - timedelta(days=1)
         )
+
+    @app.route("/accesslog/review", methods=["GET", "POST"])
+    @_login_required
+    def accesslog_review() -> Any:
+        """The monthly review (안전성 확보조치 기준 제8조②), the function `lifecycle accesslog
+        review` runs, logged as the command logs it."""
+        _need("accesslog.review")
+        t = accessreview.Thresholds.from_settings(get_settings())
+        if request.method == "GET":
+            last = utcnow().astimezone(_tz()).replace(day=1) - timedelta(days=1)
+            return render_template("review.html", month=f"{last:%Y-%m}", r=None)
+        month = (request.form.get("month") or "").strip()
+        try:
+            start, end = accessreview.month_bounds(month, t.tz)
+        except UserError as exc:
+            flash(str(exc), "error")
+            return render_template("review.html", month=month, r=None), 422
+        with db.session("archive") as a:
+            r = accessreview.review(accesslog.iter_month(a, start, end), month, t)
+            accesslog.record(a, operator=_who().operator, kind="read",
+                             action="accesslog review", details={
+                                 "month": r.month, "entries": r.entries,
+                                 "flags": len(r.flags), "ip": _client_ip()})  # fmt: skip
+        return render_template("review.html", month=month, r=r)
 
     @app.get("/findings")
     @_login_required
@@ -547,20 +665,32 @@ def create_app() -> Flask:
     return app
 
 
-def _period() -> tuple[datetime, datetime]:
+def _period(src: Any = None) -> tuple[datetime, datetime]:
     """The ``from``/``to`` dates of a list (local days, ``to`` included), the last 31 days by
-    default; dates only, so the URL carries nothing personal."""
+    default; dates only, so the URL carries nothing personal. ``src``: the query (default) or
+    a POST form."""
+    args = request.args if src is None else src
     tz = _tz()
     today = utcnow().astimezone(tz).date()
     try:
-        start_d = date.fromisoformat(request.args.get("from") or "") if request.args.get(
+        start_d = date.fromisoformat(args.get("from") or "") if args.get(
             "from") else today - timedelta(days=31)  # fmt: skip
-        end_d = date.fromisoformat(request.args["to"]) if request.args.get("to") else today
+        end_d = date.fromisoformat(args["to"]) if args.get("to") else today
     except ValueError:
         abort(400)
     start = datetime.combine(start_d, datetime.min.time(), tz)
     end = datetime.combine(end_d + timedelta(days=1), datetime.min.time(), tz)
     return start, end
+
+
+def _member_id(raw: str) -> int:
+    """The member id for what staff typed: the site's own login id when the data map names a
+    login column (as every command's MEMBER_ID), else the numeric key."""
+    subject = current_datamap().subject
+    if not subject.login_column:
+        return parse_member_id(raw)
+    with db.engine("primary").connect() as conn:
+        return resolve_member(subject, subject_table(subject), conn, raw)
 
 
 def _locked(p: Any, request_id: int) -> LifecycleRequest:

@@ -6,7 +6,10 @@ An officer logs in with a password and a TOTP code, enters an access request rec
 phone, postpones it with a reason, and (once the worker, stood in for here by the pipeline run
 in this process, has carried it out) answers it. A handler cannot refuse a request (the server
 answers 403, not just a hidden button), a POST without its CSRF token is refused, logins are
-rate limited, and no page or form puts personal data into a URL. Screenshots of the main pages
+rate limited, and no page or form puts personal data into a URL. On the 파기 관리대장 page the
+officer filters by member (logged), records a paper destruction and signs off (the entry
+verifies with `ledger verify`); the monthly access-log review runs and is logged; a handler
+gets 403 for both. Screenshots of the main pages
 are written to docs/console/ when CONSOLE_SCREENSHOTS_DIR names that folder.
 """
 
@@ -20,11 +23,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 import httpx
 import pyotp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.helpers import LifecycleEnv, free_port, seed_site, wait_until
 
@@ -67,6 +71,8 @@ def _account(env: LifecycleEnv, tmp: Path, username: str, role: str, name: str) 
 @pytest.fixture
 def console(primary_env: LifecycleEnv, tmp_path: Path) -> Iterator[Console]:
     env = primary_env
+    # The officer account's display name is the registered 개인정보 보호책임자.
+    env.vars["LIFECYCLE_PRIVACY_OFFICERS"] = "김책임"
     seed_site(env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"], 5)
     secrets = {
         "kim.officer": _account(env, tmp_path, "kim.officer", "officer", "김책임"),
@@ -330,4 +336,145 @@ def test_a_handler_cannot_refuse_csrf_is_required_and_logins_are_rate_limited(
     assert attempt(PASSWORD, c.code("lee.handler")) == 429
     actx.close()
     octx.close()
+    ctx.close()
+
+
+def test_officer_filters_signs_off_the_ledger_and_reviews_the_access_log(
+    console: Console, browser, primary_env: LifecycleEnv, tmp_path: Path
+) -> None:
+    from lifecycle.core.db import session
+    from lifecycle.vault import keystore, ledger, register
+    from models.archive import LedgerEntry
+    from models.base import utcnow
+    from models.guards import AccessLogEntry
+
+    c = console
+    # One destruction of member 2's records and one of member 3's, as a withdrawal records it.
+    with session("archive") as a:
+        refs = {m: keystore.subject_ref(a, m) for m in (2, 3)}
+        for m, ref in refs.items():
+            ledger.append(
+                a, action="destroy", categories=["profile"], tables=["members"], subjects=1,
+                rows=1, reason="회원탈퇴", legal_basis="개인정보 보호법 제21조", method="DELETE",
+                actor="lifecycle.rights.withdraw", task_id=f"task-{m}", subject_ref=ref,
+            )  # fmt: skip
+    ctx = browser.new_context(locale="ko-KR", viewport={"width": 1300, "height": 900})
+    page = ctx.new_page()
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    _login(page, c, "kim.officer")
+
+    # Filtered by member (in the POST body) and kind: member 2's destruction only, logged.
+    page.goto(f"{c.base}/ledger")
+    page.fill("#member", "2")
+    page.uncheck("#kind-archive-move")
+    page.uncheck("#kind-paper")
+    page.click("#filter")
+    page.wait_for_selector("#ledger")
+    table = page.inner_text("#ledger")
+    assert "task-2" in table and "task-3" not in table, table
+    with session("archive") as a:
+        reads = list(a.scalars(select(AccessLogEntry).where(
+            AccessLogEntry.action == "console ledger register")))  # fmt: skip
+    assert [(e.operator, e.subject_ref) for e in reads] == [("console:kim.officer", refs[2])]
+    assert reads[0].details["ip"] in {"127.0.0.1", "::1"}
+
+    # A paper destruction, entered by the form.
+    page.goto(f"{c.base}/ledger")
+    page.fill("#what", "2019년 상담 신청서 원본")
+    page.fill("#handler", "박직원")
+    page.fill("#witness", "최입회")
+    page.fill("#count", "3")
+    page.click("#paper")
+    page.wait_for_selector(".flash.ok")
+    with session("archive") as a:
+        paper = a.scalars(select(LedgerEntry).where(LedgerEntry.action == register.PAPER)).one()
+        assert paper.details["recorded_by"] == "console:kim.officer"
+        assert paper.details["witness"] == "최입회" and paper.rows == 3
+
+    # The officer signs off everything so far; the entry names them and the chain verifies.
+    page.goto(f"{c.base}/ledger")
+    page.click("#signoff")
+    page.wait_for_selector(".flash.ok")
+    assert "확인했습니다" in page.inner_text(".flash")
+    with session("archive") as a:
+        signed = register.signoffs(a)
+    assert len(signed) == 1 and signed[0].officer == "김책임"
+    assert signed[0].through_seq == paper.seq
+    assert "김책임" in page.inner_text("#ledger")
+    r = primary_env.run("ledger", "verify")
+    assert r.returncode == 0, r.stderr
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    page.screenshot(path=str(shots / "ledger-signoff.png"), full_page=True)
+
+    # The monthly review of this month, through the same function as the command, logged.
+    month = utcnow().astimezone(ZoneInfo("Asia/Seoul")).strftime("%Y-%m")
+    page.goto(f"{c.base}/accesslog/review")
+    page.fill("#month", month)
+    page.click("#review")
+    page.wait_for_selector("#review-flags")
+    assert "console:kim.officer" in page.inner_text("main")
+    page.screenshot(path=str(shots / "accesslog-review.png"), full_page=True)
+    with session("archive") as a:
+        runs = list(a.scalars(select(AccessLogEntry).where(
+            AccessLogEntry.action == "accesslog review")))  # fmt: skip
+    assert [(e.operator, e.kind, e.details["month"]) for e in runs] == [
+        ("console:kim.officer", "read", month)
+    ]
+    assert runs[0].details["entries"] >= 3
+    # A bad month: one line, nothing logged.
+    page.fill("#month", "2026-13")
+    page.click("#review")
+    assert "--month must be YYYY-MM" in page.inner_text(".flash.error")
+    target = _shots()
+    if target is not None:
+        target.mkdir(parents=True, exist_ok=True)
+        for png in shots.iterdir():
+            shutil.copy(png, target / png.name)
+
+    # A handler: no sign-off (403 from the server, with a valid token) and no review.
+    hctx = browser.new_context(locale="ko-KR")
+    hpage = hctx.new_page()
+    _login(hpage, c, "lee.handler")
+    hpage.goto(f"{c.base}/ledger")
+    assert hpage.locator("#signoff").count() == 0
+    token = hpage.locator("input[name=csrf_token]").first.get_attribute("value")
+    resp = hpage.request.post(
+        f"{c.base}/ledger/signoff", form={"csrf_token": token, "through": str(paper.seq)}
+    )
+    assert resp.status == 403 and "권한이 없습니다" in resp.text()
+    assert hpage.request.get(f"{c.base}/accesslog/review").status == 403
+    resp = hpage.request.post(
+        f"{c.base}/accesslog/review", form={"csrf_token": token, "month": month}
+    )
+    assert resp.status == 403
+    with session("archive") as a:
+        assert len(register.signoffs(a)) == 1
+        assert a.scalar(select(func.count()).select_from(AccessLogEntry).where(
+            AccessLogEntry.action == "accesslog review")) == 1  # fmt: skip
+
+    # An officer account whose name is not the registered officer: refused, nothing written.
+    c.secrets["park.officer"] = _account(primary_env, tmp_path, "park.officer", "officer", "박부장")
+    pctx = browser.new_context(locale="ko-KR")
+    ppage = pctx.new_page()
+    _login(ppage, c, "park.officer")
+    ppage.goto(f"{c.base}/ledger")
+    ppage.click("#signoff")
+    assert "not a registered privacy officer" in ppage.inner_text(".flash.error")
+    # A paper destruction witnessed by the one who did it: refused in one line.
+    ppage.fill("#what", "2020년 상담 신청서 원본")
+    ppage.fill("#handler", "박직원")
+    ppage.fill("#witness", "박직원")
+    ppage.click("#paper")
+    assert "--witness must be someone other" in ppage.inner_text(".flash.error")
+    with session("archive") as a:
+        assert len(register.signoffs(a)) == 1
+        assert a.scalar(select(func.count()).select_from(LedgerEntry).where(
+            LedgerEntry.action == register.PAPER)) == 1  # fmt: skip
+
+    for u in urls:
+        assert "member" not in urlparse(u).query, u
+    pctx.close()
+    hctx.close()
     ctx.close()
