@@ -104,6 +104,9 @@ def check_cmd(
             typer.echo(f"  {cat:<14} {r.period!s:>5}{src}  {r.legal_basis}")
             if not r.period.is_zero:
                 typer.echo(f"  {'':<14} {'':>5}  from {_anchor_text(t, cat)}; basis {r.basis_ref}")
+    for table, reason in dm.handled_elsewhere.items():
+        # The operator's statement, not something checked: shown so it is never silent.
+        typer.echo(f"{table}  [handled elsewhere: {reason}]")
     typer.echo(f"business: {shown.business.describe()}")
     for note in shown.notes:
         typer.echo(f"note: {note}")
@@ -283,7 +286,8 @@ def discover_cmd(
     email, Korean mobile and landline numbers, RRNs (check digit), card numbers (Luhn), IPv4/6,
     Korean road addresses, and the same inside JSON or PHP-serialized values. Prints, per
     table.column, the kinds found and in how many sampled rows (never a value), and whether the
-    map covers it: mapped under a category, in an ignored table, or not covered."""
+    map covers it: mapped under a category, handled elsewhere (the map's handled_elsewhere:
+    reason), in an ignored table, or not covered."""
     import json
 
     from lifecycle.core.db import check_reachable, engine
@@ -301,6 +305,8 @@ def discover_cmd(
             typer.echo(f.describe())
         for name in report.ignored_tables:
             typer.echo(f"ignored table {name}: scanned")
+        for name, reason in report.handled_elsewhere.items():
+            typer.echo(f"table {name}: scanned, handled elsewhere: {reason}")
         for name, why in sorted(report.not_scanned.items()):
             typer.echo(f"table {name}: not scanned ({why})", err=True)
         if report.stopped_early:

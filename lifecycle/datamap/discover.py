@@ -2,11 +2,12 @@
 
 ``lifecycle datamap discover`` and the quick pass of ``datamap check`` call :func:`discover`:
 every table of the primary (the lifecycle's own tables excepted; ignored tables included,
-marked as such) is read, at most ``rows`` rows each, newest first by primary key, within an
-overall time budget; every text or JSON column's values go through
-:func:`lifecycle.datamap.patterns.kinds_in`. The report says, per table.column, which kinds
-were found in how many sampled rows and whether the map covers the column. Values stay in
-this function: the report, the logs and any exception carry names and counts only.
+marked as such; tables under ``handled_elsewhere:`` too, with the operator's reason) is read,
+at most ``rows`` rows each, newest first by primary key, within an overall time budget;
+every text or JSON column's values go through :func:`lifecycle.datamap.patterns.kinds_in`.
+The report says, per table.column, which kinds were found in how many sampled rows and
+whether the map covers the column. Values stay in this function: the report, the logs and any
+exception carry names and counts only.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ from lifecycle.datamap.patterns import kinds_in
 MAPPED = "mapped"  # listed under a category
 KEY = "key"  # a key, member link or member-table marker of a mapped table: goes with the row
 IGNORED = "ignored"  # the table is under ignore_tables: on purpose, but still personal data
+# The operator states the table's people (not members) are handled outside the lifecycle:
+# accounted for, so --strict passes, but the reason is shown in every report.
+HANDLED_ELSEWHERE = "handled elsewhere"
 NON_PERSONAL = "non_personal"  # the map says it holds none: not covered
 UNMAPPED = "not covered"  # table or column the map does not name
-COVERED = (MAPPED, KEY)
+COVERED = (MAPPED, KEY, HANDLED_ELSEWHERE)
 
 OWN_TABLES = ("lifecycle_", "alembic_version")
 
@@ -45,6 +49,7 @@ class Finding:
     rows: int  # rows sampled from the table
     coverage: str
     category: str | None = None
+    reason: str | None = None  # why it is handled elsewhere (the operator's words)
 
     @property
     def covered(self) -> bool:
@@ -56,6 +61,7 @@ class Finding:
             MAPPED: f"mapped ({self.category})",
             KEY: "mapped (key or member column)",
             IGNORED: "ignored table (ignore_tables), not covered",
+            HANDLED_ELSEWHERE: f"handled elsewhere: {self.reason}",
             NON_PERSONAL: "listed non_personal, not covered",
             UNMAPPED: "NOT COVERED",
         }[self.coverage]
@@ -69,6 +75,7 @@ class Finding:
             "rows_sampled": self.rows,
             "coverage": self.coverage,
             "category": self.category,
+            "reason": self.reason,
             "covered": self.covered,
         }
 
@@ -82,6 +89,7 @@ class Report:
     rows_read: int = 0
     findings: list[Finding] = field(default_factory=list)
     ignored_tables: list[str] = field(default_factory=list)
+    handled_elsewhere: dict[str, str] = field(default_factory=dict)  # table -> reason
     not_scanned: dict[str, str] = field(default_factory=dict)  # table -> why
     stopped_early: str | None = None
 
@@ -101,6 +109,7 @@ class Report:
             "tables_scanned": self.tables_scanned,
             "rows_read": self.rows_read,
             "ignored_tables": self.ignored_tables,
+            "handled_elsewhere": self.handled_elsewhere,
             "not_scanned": self.not_scanned,
             "stopped_early": self.stopped_early,
             "complete": self.complete,
@@ -118,6 +127,8 @@ def _scannable(t: Any) -> bool:
 def _coverage(dm: DataMap, name: str, col: str) -> tuple[str, str | None]:
     if any(fnmatchcase(name, ig) for ig in dm.ignore_tables):
         return IGNORED, None
+    if dm.handled_elsewhere_reason(name) is not None:
+        return HANDLED_ELSEWHERE, None
     # Entries sharing the table (a meta table's keys) each map it: the column is covered
     # under a category if any of them lists it so.
     entries = dm.entries_on(name)
@@ -163,6 +174,9 @@ def discover(
             break
         if any(fnmatchcase(name, ig) for ig in dm.ignore_tables):
             report.ignored_tables.append(name)
+        reason = dm.handled_elsewhere_reason(name)
+        if reason is not None:
+            report.handled_elsewhere[name] = reason
         try:
             cols = [c["name"] for c in insp.get_columns(name) if _scannable(c["type"])]
             pk = insp.get_pk_constraint(name).get("constrained_columns") or []
@@ -190,5 +204,5 @@ def discover(
         for c in cols:
             if counts[c]:
                 cov, cat = _coverage(dm, name, c)
-                report.findings.append(Finding(name, c, dict(counts[c]), n, cov, cat))
+                report.findings.append(Finding(name, c, dict(counts[c]), n, cov, cat, reason))
     return report

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
@@ -237,6 +238,9 @@ class _MapSpec(_Spec):
     consents: dict[str, Any] = Field(default_factory=dict)
     retention: dict[str, _RuleSpec | None] = Field(default_factory=dict)
     ignore_tables: list[str] = Field(default_factory=list)
+    # Tables of people other than members (the staff's accounts): table -> who handles them,
+    # under which policy. The operator's statement, shown wherever coverage is reported.
+    handled_elsewhere: dict[str, str] = Field(default_factory=dict)
     ignore_rows: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tables: dict[str, _TableSpec]
     unique_identifiers: dict[str, Any] = Field(default_factory=dict)
@@ -833,10 +837,46 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             raise err(f"category {cat!r} has a rule but no table uses it", "retention", cat)
     flags = identifiers.parse(spec.unique_identifiers, {c for c in used}, err)
     sensitive, purposes = _consents(spec, rules, tables, set(used), err)
+    elsewhere = _handled_elsewhere(spec, tables, err)
     return DataMap(source, subject, rules, tables, tuple(spec.ignore_tables), marks, site_root,
                    business=business, operator=operator, identifiers=flags,
                    ignore_rows=ignore_rows, consents=purposes,
-                   sensitive=sensitive)  # fmt: skip
+                   sensitive=sensitive, handled_elsewhere=elsewhere)  # fmt: skip
+
+
+def _handled_elsewhere(
+    spec: _MapSpec, tables: dict[str, TableMap], err: Callable[..., DataMapError]
+) -> dict[str, str]:
+    """``handled_elsewhere:`` checked: every table has a reason, and none is also mapped or
+    ignored (a table is accounted for one way only, so no report can say two things of it)."""
+    out: dict[str, str] = {}
+    mapped = {*tables, *(t.table for t in tables.values())}
+    for name, reason in spec.handled_elsewhere.items():
+        if not reason.strip():
+            raise err(
+                f"handled_elsewhere: table {name!r} needs a reason (who handles it, under which "
+                "policy)",
+                "handled_elsewhere",
+                name,
+            )
+        both = sorted(m for m in mapped if fnmatchcase(m, name) or fnmatchcase(name, m))
+        if both:
+            raise err(
+                f"handled_elsewhere: table {name!r} is also mapped under tables: ({both[0]}); "
+                "a table is either mapped or handled elsewhere",
+                "handled_elsewhere",
+                name,
+            )
+        ignored = [i for i in spec.ignore_tables if fnmatchcase(i, name) or fnmatchcase(name, i)]
+        if ignored:
+            raise err(
+                f"handled_elsewhere: table {name!r} is also under ignore_tables: ({ignored[0]}); "
+                "list it in one place only",
+                "handled_elsewhere",
+                name,
+            )
+        out[name] = reason.strip()
+    return out
 
 
 def _consents(
@@ -1184,6 +1224,8 @@ def current_datamap(path: str | Path | None = None) -> DataMap:
 
 def describe(dm: DataMap) -> Iterable[str]:
     """Human-readable summary lines (table, categories, rule) for dry runs and docs."""
+    for table, reason in dm.handled_elsewhere.items():
+        yield f"{table}: handled elsewhere: {reason} (handled_elsewhere, not by the lifecycle)"
     for table, conds in dm.ignore_rows.items():
         for w in conds:
             yield f"{table}: rows where {describe_where(w)} are ignored (ignore_rows)"

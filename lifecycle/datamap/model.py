@@ -760,12 +760,16 @@ class DataMap:
         ignore_rows: Mapping[str, tuple[Where, ...]] | None = None,
         consents: Mapping[str, ConsentPurpose] | None = None,
         sensitive: frozenset[str] = frozenset(),
+        handled_elsewhere: Mapping[str, str] | None = None,
     ) -> None:
         self.source = source
         self.subject = subject
         self.rules = rules
         self.tables = tables
         self.ignore_tables = ignore_tables
+        # table (or pattern) -> the operator's reason it is handled outside the lifecycle
+        # (``handled_elsewhere:``): people other than members, such as the staff.
+        self.handled_elsewhere: dict[str, str] = dict(handled_elsewhere or {})
         # physical table -> conditions of rows no entry maps, on purpose (``ignore_rows:``).
         self.ignore_rows: dict[str, tuple[Where, ...]] = dict(ignore_rows or {})
         self._marks = marks
@@ -845,8 +849,16 @@ class DataMap:
                       self._marks, self.site_root, tuple(notes), identifiers=self.identifiers,
                       business=self.business, operator=self.operator,
                       ignore_rows=self.ignore_rows, consents=self.consents,
-                      sensitive=self.sensitive)  # fmt: skip
+                      sensitive=self.sensitive,
+                      handled_elsewhere=self.handled_elsewhere)  # fmt: skip
         return out
+
+    def handled_elsewhere_reason(self, table: str) -> str | None:
+        """The operator's reason ``table`` is handled outside the lifecycle, or None."""
+        for name, reason in self.handled_elsewhere.items():
+            if fnmatchcase(table, name):
+                return reason
+        return None
 
     def _where(self, *path: Any) -> str:
         line = self.line_of(*path)
@@ -1314,8 +1326,10 @@ class DataMap:
         member_like = _member_like_names(s)
         mapped = set(self.physical_tables)
         for other in sorted(existing - mapped):
-            if any(fnmatchcase(other, ig) for ig in self.ignore_tables) or other.startswith(
-                ("lifecycle_", "alembic_version")
+            if (
+                any(fnmatchcase(other, ig) for ig in self.ignore_tables)
+                or self.handled_elsewhere_reason(other) is not None
+                or other.startswith(("lifecycle_", "alembic_version"))
             ):
                 continue
             for fk in insp.get_foreign_keys(other):

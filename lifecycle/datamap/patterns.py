@@ -36,14 +36,20 @@ _EMAIL_RE = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b"
 )
 _SEP = r"[ \t.\-]{0,2}"
+# A phone number stands on its own: no ASCII letter or digit either side, so the digits inside
+# a hex or base-62 token (a session or authorisation token) are not one. Hangul may touch it
+# (전화02-123-4567), as Korean text writes it.
+_ALNUM = "0-9A-Za-z"
 # 010, 011, 016-019, also as +82 10 … (the leading 0 dropped, sometimes kept in brackets).
 _MOBILE_RE = re.compile(
-    rf"(?<![\d+])(?:\+82{_SEP}\(?0?\)?1[016789]|01[016789])\)?{_SEP}\d{{3,4}}{_SEP}\d{{4}}(?!\d)"
+    rf"(?<![{_ALNUM}+])(?:\+82{_SEP}\(?0?\)?1[016789]|01[016789])\)?{_SEP}\d{{3,4}}{_SEP}\d{{4}}"
+    rf"(?![{_ALNUM}])"
 )
 # Seoul 02, the provinces 031-064, internet phones 070, with or without +82.
 _AREA = r"(?:2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70)"
 _LANDLINE_RE = re.compile(
-    rf"(?<![\d+])(?:\+82{_SEP}\(?0?\)?{_AREA}|\(?0{_AREA}\)?){_SEP}\d{{3,4}}{_SEP}\d{{4}}(?!\d)"
+    rf"(?<![{_ALNUM}+])(?:\+82{_SEP}\(?0?\)?{_AREA}|\(?0{_AREA}\)?){_SEP}\d{{3,4}}{_SEP}\d{{4}}"
+    rf"(?![{_ALNUM}])"
 )
 _RRN_RE = re.compile(r"(?<![\d-])(\d{2})(\d{2})(\d{2})[ \-]?([1-8])(\d{6})(?![\d-])")
 _CARD_RE = re.compile(r"(?<![\d-])\d(?:[ \-]?\d){12,18}(?![\d-])")

@@ -433,6 +433,56 @@ def test_unmapped_table_referencing_a_member(site_engine: Engine) -> None:
     assert "table 'complaints' references mapped table 'members'" in info.value.message
     ignored = edit("\nretention:\n", "\nignore_tables: [complaints]\n\nretention:\n", bad)
     parse_datamap(ignored, "site.yaml").validate_against(site_engine)
+    elsewhere = edit(
+        "\nretention:\n",
+        '\nhandled_elsewhere: {complaints: "고객센터, 상담 기록 지침에 따라"}\n\nretention:\n',
+        bad,
+    )
+    parse_datamap(elsewhere, "site.yaml").validate_against(site_engine)
+
+
+def test_handled_elsewhere_is_listed_with_its_reason() -> None:
+    text_ = edit(
+        "\nretention:\n",
+        '\nhandled_elsewhere:\n  staff: "  인사팀, 내부 관리계획에 따라  "\n  "staff_*": 인사팀\n'
+        "\nretention:\n",
+    )
+    dm = parse_datamap(text_, "site.yaml")
+    assert dm.handled_elsewhere == {"staff": "인사팀, 내부 관리계획에 따라", "staff_*": "인사팀"}
+    assert dm.handled_elsewhere_reason("staff") == "인사팀, 내부 관리계획에 따라"
+    assert dm.handled_elsewhere_reason("staff_login") == "인사팀"
+    assert dm.handled_elsewhere_reason("members") is None
+    assert dm.expand(["members", "staff"]).handled_elsewhere == dm.handled_elsewhere
+    assert "staff: handled elsewhere: 인사팀, 내부 관리계획에 따라 (handled_elsewhere, not by " \
+           "the lifecycle)" in list(describe(dm))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('staff: ""', "handled_elsewhere: table 'staff' needs a reason (who handles it"),
+        ('staff: "   "', "handled_elsewhere: table 'staff' needs a reason"),
+        ("complaints: 고객센터", "table 'complaints' is also mapped under tables: (complaints)"),
+        ('"compl*": 고객센터', "table 'compl*' is also mapped under tables: (complaints)"),
+        ("ad_log: 광고팀", "table 'ad_log' is also under ignore_tables: (ad_log)"),
+    ],
+)
+def test_handled_elsewhere_refuses_a_missing_reason_and_a_table_accounted_for_twice(
+    entry: str, message: str
+) -> None:
+    bad = edit(
+        "\nretention:\n",
+        f"\nignore_tables: [ad_log]\nhandled_elsewhere:\n  {entry}\n\nretention:\n",
+    )
+    err = refused(bad)
+    assert err.line == line_of(bad, f"  {entry}", exact=True)
+    assert message in err.message
+
+
+def test_handled_elsewhere_reason_must_be_text() -> None:
+    bad = edit("\nretention:\n", "\nhandled_elsewhere:\n  staff: [인사팀]\n\nretention:\n")
+    err = refused(bad)
+    assert err.line == line_of(bad, "  staff: [인사팀]", exact=True)
 
 
 # -- planning ----------------------------------------------------------------------------------

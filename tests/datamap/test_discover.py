@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from lifecycle.core import db
-from lifecycle.datamap.discover import IGNORED, KEY, MAPPED, UNMAPPED, discover
+from lifecycle.datamap.discover import HANDLED_ELSEWHERE, IGNORED, KEY, MAPPED, UNMAPPED, discover
 from lifecycle.datamap.loader import load_datamap
 from lifecycle.engine.context import clear_context_cache
 from tests.helpers import REPO, LifecycleEnv, seed_site, site_engine
@@ -24,6 +24,9 @@ MOBILE = "010-9876-5432"
 RRN = "900101-2345670"  # made up, with a valid check digit
 ADDRESS = "서울특별시 종로구 세종대로 175"
 PLANTED = (EMAIL, MOBILE, RRN, ADDRESS, "9876-5432", "2345670")
+STAFF = "인사팀, 내부 관리계획에 따라"
+# A hex token holding 02 1234 5678 and 031 1234 5678: no phone number.
+TOKEN = "9f3a0212345678c4e1b7d2a00311234567800fa1c3d9e7b2"
 
 
 @pytest.fixture
@@ -38,6 +41,11 @@ def site(primary_env: LifecycleEnv, tmp_path: Path) -> Iterator[tuple[LifecycleE
             c.execute(text("UPDATE members SET rrn = NULL"))
             # A table the map ignores on purpose, and one it does not know at all.
             c.execute(text("CREATE TABLE site_audit (id INTEGER PRIMARY KEY, note VARCHAR(200))"))
+            # The staff's accounts: declared handled outside the lifecycle.
+            c.execute(text("CREATE TABLE staff_accounts (id INTEGER PRIMARY KEY, "
+                           "email VARCHAR(100), token VARCHAR(64))"))  # fmt: skip
+            c.execute(text("INSERT INTO staff_accounts VALUES (1, :e, :t)"),
+                      {"e": EMAIL, "t": TOKEN})  # fmt: skip
             c.execute(text("CREATE TABLE contact_import (id INTEGER PRIMARY KEY, payload TEXT, "
                            "memo VARCHAR(200), n INTEGER)"))  # fmt: skip
             c.execute(text("INSERT INTO site_audit VALUES (1, :a), (2, 'nothing here')"),
@@ -48,7 +56,9 @@ def site(primary_env: LifecycleEnv, tmp_path: Path) -> Iterator[tuple[LifecycleE
             )
     finally:
         eng.dispose()
-    body = DEMO_MAP.read_text(encoding="utf-8") + "\nignore_tables: [site_audit]\n"
+    body = DEMO_MAP.read_text(encoding="utf-8") + (
+        f"\nignore_tables: [site_audit]\nhandled_elsewhere: {{staff_accounts: {STAFF!r}}}\n"
+    )
     path = tmp_path / "map.yaml"
     path.write_text(body, encoding="utf-8")
     clear_context_cache()
@@ -75,6 +85,9 @@ def test_discover_reports_kinds_counts_and_coverage_never_values(
     assert "members.email: email 5/5; mapped (contact)" in out
     assert "members.mobile: mobile 5/5; mapped (contact)" in out
     assert "ignored table site_audit: scanned" in out
+    assert f"staff_accounts.email: email 1/1; handled elsewhere: {STAFF}" in out
+    assert f"table staff_accounts: scanned, handled elsewhere: {STAFF}" in out
+    assert "staff_accounts.token" not in out
     assert "contact_import.n" not in out  # integers are not scanned
     assert "not covered by" in out and "tables scanned" in out
     _no_values(r.stdout, r.stderr)
@@ -84,6 +97,7 @@ def test_discover_reports_kinds_counts_and_coverage_never_values(
     last = strict.stderr.strip().splitlines()[-1]
     assert last.startswith("strict: ") and "contact_import.payload" in last
     assert "site_audit.note" in last
+    assert "staff_accounts" not in last
     _no_values(strict.stdout, strict.stderr)
 
     js = env.run("datamap", "discover", "--file", str(path), "--json", "--rows", "1")
@@ -95,6 +109,9 @@ def test_discover_reports_kinds_counts_and_coverage_never_values(
     assert ("contact_import", "payload") not in by
     assert by[("members", "email")]["coverage"] == MAPPED
     assert by[("members", "email")]["category"] == "contact"
+    staff = by[("staff_accounts", "email")]
+    assert staff["coverage"] == HANDLED_ELSEWHERE and staff["covered"] and staff["reason"] == STAFF
+    assert doc["handled_elsewhere"] == {"staff_accounts": STAFF}
     _no_values(js.stdout, js.stderr)
 
     # In-process: coverage states and the logs.
@@ -103,6 +120,8 @@ def test_discover_reports_kinds_counts_and_coverage_never_values(
     report = discover(db.engine("primary"), dm, rows=10, budget_seconds=60)
     cov = {(f.table, f.column): f.coverage for f in report.findings}
     assert cov[("site_audit", "note")] == IGNORED
+    assert cov[("staff_accounts", "email")] == HANDLED_ELSEWHERE
+    assert all(f.coverage != HANDLED_ELSEWHERE for f in report.uncovered)
     assert cov[("contact_import", "payload")] == UNMAPPED
     assert cov[("members", "email")] == MAPPED
     assert all(c in (MAPPED, KEY) for (t, _c), c in cov.items() if t == "members")
@@ -134,6 +153,8 @@ def test_datamap_check_warns_about_uncovered_data_and_fails_only_when_strict(
     assert any("contact_import.payload: json:email" in w for w in warnings), ok.stderr
     assert any("site_audit.note: email" in w and "ignored table" in w for w in warnings)
     assert "run `lifecycle datamap discover`" in ok.stderr
+    assert not any("staff_accounts" in w for w in warnings), ok.stderr
+    assert f"staff_accounts  [handled elsewhere: {STAFF}]" in ok.stdout
     _no_values(ok.stdout, ok.stderr)
 
     strict = env.run("datamap", "check", "--file", str(path), "--strict")

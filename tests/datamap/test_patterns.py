@@ -98,6 +98,30 @@ def test_look_alikes_are_not_found(text: str) -> None:
     assert kinds_in(text) == set()
 
 
+@pytest.mark.parametrize(
+    "token",
+    [
+        # Authorisation and session tokens (hex, base-62) whose digit runs look like numbers.
+        "9f3a0212345678c4e1b7d2a0",  # 02 123 4567 inside hex
+        "e7b20311234567800fa1c3d9",  # 031 1234 5678 followed by more digits
+        "ab0311234567ba",  # 031 1234 5678 with letters either side
+        "c0a70101234567890d",  # 010 1234 5678 inside hex
+        "Kq7x07012345678Zr",  # 070 1234 5678 inside base-62
+    ],
+)
+def test_phone_digits_inside_a_token_are_not_a_phone_number(token: str) -> None:
+    assert kinds_in(token) == set()
+    assert kinds_in(f"token={token}&next=1") == set()
+
+
+def test_a_real_phone_number_next_to_a_token_is_still_found() -> None:
+    text = "인증 9f3a0212345678c4e1b7d2a0, 매장 02-123-4567 / 본사 031-1234-5678"
+    assert kinds_in(text) == {LANDLINE}
+    assert kinds_in("전화02-123-4567로") == {LANDLINE}  # Hangul may touch it
+    assert kinds_in("hp:010-2345-6789.") == {MOBILE}
+    assert kinds_in("ab9f3a01023456789 010-2345-6789") == {MOBILE}
+
+
 def test_several_kinds_in_one_value() -> None:
     text = "이민호 010-2345-6789, lee@mail.example, 서울특별시 마포구 월드컵로 1 (10.0.0.1)"
     assert kinds_in(text) == {MOBILE, EMAIL, ADDRESS, IPV4}
