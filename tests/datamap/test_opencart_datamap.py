@@ -312,7 +312,7 @@ def test_access_package_for_a_customer_and_for_the_owner(site: Site, tmp_path: P
 
     def package(c: oc.Customer) -> dict[str, str]:
         out = tmp_path / f"{c.id}.zip"
-        rid = submit_access(c.id, str(out), None, Requester())
+        rid = submit_access(c.id, str(out), None, Requester(), plain=True)
         result = run_access(rid)
         assert result["state"] == "completed", result
         with zipfile.ZipFile(out) as zf:

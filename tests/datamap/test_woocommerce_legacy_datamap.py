@@ -181,7 +181,7 @@ def test_withdrawal_and_sweep_take_kims_data_and_nothing_else(site: Site) -> Non
 
 def test_access_holds_the_members_data_and_no_one_elses(site: Site, tmp_path: Path) -> None:
     out = tmp_path / "kim.zip"
-    rid = submit_access(KIM.user_id, str(out), None, Requester())
+    rid = submit_access(KIM.user_id, str(out), None, Requester(), plain=True)
     assert run_access(rid)["state"] == "completed"
     files = _package(out)
     o = site.store.orders
@@ -195,7 +195,7 @@ def test_access_holds_the_members_data_and_no_one_elses(site: Site, tmp_path: Pa
 
     # The administrator keyed kim's first order in and wrote the notes: none of it is theirs.
     out = tmp_path / "admin.zip"
-    rid = submit_access(ADMIN.user_id, str(out), None, Requester())
+    rid = submit_access(ADMIN.user_id, str(out), None, Requester(), plain=True)
     assert run_access(rid)["state"] == "completed"
     files = _package(out)
     assert "wp_posts_orders.csv" not in files or not _csv(files, "wp_posts_orders")

@@ -205,7 +205,7 @@ def test_a_named_member_leaving_clears_their_side_and_the_owner_keeps_the_row(
     # Member 2's access package: their own rows whole, and where others' rows name them, the
     # columns naming them only.
     out = tmp_path / "two.zip"
-    rid = submit_access(2, str(out), None, Requester())
+    rid = submit_access(2, str(out), None, Requester(), plain=True)
     assert run_access(rid)["state"] == "completed"
     with zipfile.ZipFile(out) as zf:
         files = {n: zf.read(n).decode("utf-8-sig") for n in zf.namelist()}

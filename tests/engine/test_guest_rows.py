@@ -341,7 +341,7 @@ def test_a_guest_rows_children_leave_with_it_and_are_in_the_access_package(
 
     ctx = get_context()
     out = tmp_path / "a.zip"
-    rid = submit_access(a, str(out), None, Requester())
+    rid = submit_access(a, str(out), None, Requester(), plain=True)
     assert run_access(rid)["state"] == "completed"
     with zipfile.ZipFile(out) as zf:
 

@@ -122,7 +122,7 @@ def test_guest_rows_held_in_meta_rows_leave_with_their_member(
     start_worker(env, concurrency=1)
     # e's access package holds e's guest order and its meta rows next to e's own.
     out = tmp_path / "e.zip"
-    r = env.run("access", str(e), "--out", str(out), "--wait", timeout=180)
+    r = env.run("access", str(e), "--out", str(out), "--plain", "--wait", timeout=180)
     assert r.returncode == 0, r.stderr
     with pyzipper.AESZipFile(out) as zf:
         orders_csv = zf.read("meta_orders.csv").decode("utf-8-sig")
