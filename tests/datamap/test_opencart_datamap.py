@@ -37,13 +37,11 @@ from tests.fixtures import opencart as oc
 from tests.helpers import (
     REPO,
     Databases,
-    LifecycleEnv,
+    PlatformSite,
     accounting,
     mysql_rows_by_content,
     mysql_site_connect,
-    platform_dirs,
-    platform_env,
-    platform_env_applied,
+    platform_site,
     run_every_shred_job,
 )
 
@@ -61,21 +59,8 @@ ADMIN, MINJI, JUNHO, SEOYEON = oc.CUSTOMERS
 
 
 @dataclass
-class Site:
-    env: LifecycleEnv
-    primary: str
-    archive: str
-    root: Path
+class Site(PlatformSite):
     seeded: oc.Seeded
-
-    def sql(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        conn = mysql_site_connect(self.primary)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, params or None)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
 
 
 @pytest.fixture
@@ -86,17 +71,14 @@ def site(
     mysql_primary: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Site]:
-    var, files, root = platform_dirs(tmp_path)
-    map_path = tmp_path / "opencart.yaml"
-    text = MAP.read_text(encoding="utf-8")
-    assert "root: /var/www/opencart" in text
-    map_path.write_text(text.replace("root: /var/www/opencart", f"root: {root}"), "utf-8")
-    oc.build(mysql_primary)
-    seeded = oc.seed(mysql_primary, root)
-    env = platform_env(var, files, mysql_primary, pg_databases.archive_url, redis_url, map_path,
-                       LIFECYCLE_ORGANISATION_NAME="오픈카트 예시 상점")  # fmt: skip
-    with platform_env_applied(monkeypatch, env):
-        yield Site(env, mysql_primary, pg_databases.archive_url, root, seeded)
+    def install(url: str, root: Path) -> oc.Seeded:
+        oc.build(url)
+        return oc.seed(url, root)
+
+    with platform_site(Site, tmp_path, monkeypatch, primary=mysql_primary,
+                       archive=pg_databases.archive_url, redis_url=redis_url, map_source=MAP,
+                       organisation="오픈카트 예시 상점", install=install) as s:  # fmt: skip
+        yield s
 
 
 def snapshot(site: Site) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
