@@ -14,7 +14,8 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -40,12 +41,10 @@ from models.shred import ShredItem
 from tests.fixtures import gnuboard5 as g5
 from tests.helpers import (
     REPO,
-    Databases,
     PlatformSite,
     accounting,
     mysql_rows_by_content,
     platform_map,
-    platform_site,
     run_every_shred_job,
     site_engine,
 )
@@ -82,21 +81,15 @@ def line_of(path: Path, needle: str) -> int:
 
 
 @pytest.fixture
-def site(
-    tmp_path: Path,
-    pg_databases: Databases,
-    redis_url: str,
-    mysql_primary: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Site]:
+def site(mariadb_platform_site: Callable[..., AbstractContextManager[Site]]) -> Iterator[Site]:
     def install(url: str, root: Path) -> list[str]:
         tables = g5.build(url)
         g5.seed(url, root)
         return tables
 
-    with platform_site(Site, tmp_path, monkeypatch, primary=mysql_primary,
-                       archive=pg_databases.archive_url, redis_url=redis_url, map_source=MAP,
-                       organisation="그누보드 예시 커뮤니티", install=install) as s:  # fmt: skip
+    with mariadb_platform_site(
+        Site, map_source=MAP, organisation="그누보드 예시 커뮤니티", install=install
+    ) as s:
         yield s
 
 

@@ -17,7 +17,8 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,12 +37,10 @@ from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdr
 from tests.fixtures import opencart as oc
 from tests.helpers import (
     REPO,
-    Databases,
     PlatformSite,
     accounting,
     mysql_rows_by_content,
     mysql_site_connect,
-    platform_site,
     run_every_shred_job,
 )
 
@@ -64,20 +63,14 @@ class Site(PlatformSite):
 
 
 @pytest.fixture
-def site(
-    tmp_path: Path,
-    pg_databases: Databases,
-    redis_url: str,
-    mysql_primary: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Site]:
+def site(mariadb_platform_site: Callable[..., AbstractContextManager[Site]]) -> Iterator[Site]:
     def install(url: str, root: Path) -> oc.Seeded:
         oc.build(url)
         return oc.seed(url, root)
 
-    with platform_site(Site, tmp_path, monkeypatch, primary=mysql_primary,
-                       archive=pg_databases.archive_url, redis_url=redis_url, map_source=MAP,
-                       organisation="오픈카트 예시 상점", install=install) as s:  # fmt: skip
+    with mariadb_platform_site(
+        Site, map_source=MAP, organisation="오픈카트 예시 상점", install=install
+    ) as s:
         yield s
 
 

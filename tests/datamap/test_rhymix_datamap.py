@@ -15,7 +15,8 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,12 +36,10 @@ from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdr
 from tests.fixtures import rhymix as rx
 from tests.helpers import (
     REPO,
-    Databases,
     PlatformSite,
     accounting,
     mysql_rows_by_content,
     mysql_site_connect,
-    platform_site,
     run_every_shred_job,
     wait_until,
 )
@@ -73,20 +72,14 @@ class Site(PlatformSite):
 
 
 @pytest.fixture
-def site(
-    tmp_path: Path,
-    pg_databases: Databases,
-    redis_url: str,
-    mysql_primary: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Site]:
+def site(mariadb_platform_site: Callable[..., AbstractContextManager[Site]]) -> Iterator[Site]:
     def install(url: str, root: Path) -> rx.Seeded:
         rx.build(url)
         return rx.seed(url, root)
 
-    with platform_site(Site, tmp_path, monkeypatch, primary=mysql_primary,
-                       archive=pg_databases.archive_url, redis_url=redis_url, map_source=MAP,
-                       organisation="라이믹스 예시 커뮤니티", install=install) as s:  # fmt: skip
+    with mariadb_platform_site(
+        Site, map_source=MAP, organisation="라이믹스 예시 커뮤니티", install=install
+    ) as s:
         yield s
 
 

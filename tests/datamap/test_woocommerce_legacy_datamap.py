@@ -25,6 +25,10 @@ from lifecycle.rights.common import Requester
 from lifecycle.rights.correction import run_correction, submit_correction
 from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdrawal
 from tests.datamap.test_woocommerce_datamap import (
+    ADMIN,
+    CHOI,
+    KIM,
+    LEE,
     Site,
     Snapshot,
     _csv,
@@ -41,7 +45,6 @@ from tests.fixtures import woocommerce as wc
 from tests.helpers import REPO, LifecycleEnv, accounting, run_every_shred_job, sql_rows
 
 MAP = REPO / "lifecycle" / "datamap" / "maps" / "woocommerce-legacy.yaml"
-KIM, LEE, ADMIN, CHOI = (wc.PEOPLE[k] for k in ("kim", "lee", "admin", "choi"))
 UPLOAD = 13  # kim's review photo
 
 
