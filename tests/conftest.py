@@ -20,6 +20,8 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ from tests.helpers import (  # noqa: E402
     mysql_url,
     pg_exec,
     pg_url,
+    platform_site,
     start_redis,
     wait_worker_ready,
     write_master_key,
@@ -152,6 +155,21 @@ def mysql_primary(mysql_template: tuple[str, str]) -> Iterator[str]:
     mysql_clone(name, mysql_template[1])
     yield mysql_url(name)
     mysql_exec(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def mariadb_platform_site(
+    tmp_path: Path,
+    pg_databases: Databases,
+    redis_url: str,
+    mysql_primary: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., AbstractContextManager[Any]]:
+    """`platform_site` (tests/helpers.py) on this test's MariaDB primary, archive and Redis:
+    call it with the site type, ``map_source``, ``organisation`` and ``install``."""
+    return partial(platform_site, tmp_path=tmp_path, monkeypatch=monkeypatch,
+                   primary=mysql_primary, archive=pg_databases.archive_url,
+                   redis_url=redis_url)  # fmt: skip
 
 
 @pytest.fixture

@@ -31,14 +31,14 @@ from datetime import UTC, date, datetime
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 import pymysql
 import redis
 from aiosmtpd.controller import Controller
 from pymysql.constants import CLIENT
-from sqlalchemy import Engine, create_engine, insert, inspect, select, text
+from sqlalchemy import Engine, bindparam, create_engine, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -518,6 +518,53 @@ def withdraw_all(primary_url: str, where: str = "TRUE") -> int:
         eng.dispose()
 
 
+def active_members(url: str, n: int) -> list[int]:
+    """The first ``n`` members still with the site, by id."""
+    rows = sql_rows(url, "SELECT id FROM members WHERE status = 'active' ORDER BY id")
+    return [r[0] for r in rows][:n]
+
+
+# The addresses and numbers of seven members a..g in the guest-row tests: c and d (both with
+# the site) share an address, written differently; f leaves (on the site) with an address g,
+# who stays, holds too.
+GUEST_ROW_IDENTITIES = (
+    ("kim.a@example.com", "010-1234-5678"),
+    ("lee.b@example.com", "010-2222-3333"),
+    ("shared@example.com", "010-4444-5555"),
+    ("  Shared@Example.COM", "010-4444-6666"),
+    ("leaver@example.com", "010-7777-8888"),
+    ("twin@example.com", "010-1111-0001"),
+    ("TWIN@example.com", "010-1111-0002"),
+)
+
+
+def give_guest_row_identities(conn: Any, members: list[int]) -> dict[int, tuple[str, str]]:
+    """Members a..g (``members``) take :data:`GUEST_ROW_IDENTITIES`; no member keeps an RRN.
+    Returns member id -> (email, mobile)."""
+    conn.execute(text("UPDATE members SET rrn = NULL"))
+    people = dict(zip(members, GUEST_ROW_IDENTITIES, strict=True))
+    for m, (addr, mobile) in people.items():
+        conn.execute(
+            text("UPDATE members SET email = :e, mobile = :m WHERE id = :i"),
+            {"e": addr, "m": mobile, "i": m},
+        )
+    return people
+
+
+def withdraw_on_site(primary_url: str, at: datetime, *members: int) -> None:
+    """``members`` withdraw through the site itself (status and time), not through us."""
+    eng = site_engine(primary_url)
+    try:
+        with eng.begin() as c:
+            c.execute(
+                text("UPDATE members SET status = 'withdrawn', withdrawn_at = :t "
+                     "WHERE id IN :ids").bindparams(bindparam("ids", expanding=True)),
+                {"t": at, "ids": list(members)},
+            )  # fmt: skip
+    finally:
+        eng.dispose()
+
+
 def table_counts(url: str) -> dict[str, int]:
     eng = site_engine(url)
     try:
@@ -850,16 +897,18 @@ MYSQL_ADMIN = os.environ.get(
 )
 
 
-def mysql_site_connect(url: str) -> Any:
-    """A raw PyMySQL connection to the site database ``url`` names, in the permissive SQL mode
-    a PHP site runs with (``sql_mode = ''``: zero dates, implicit defaults)."""
+def mysql_site_connect(url: str, *, sql_mode: str | None = "") -> Any:
+    """A raw PyMySQL connection to the site database ``url`` names, by default in the
+    permissive SQL mode a PHP site like Gnuboard5 runs with (``sql_mode = ''``: zero dates,
+    implicit defaults); ``sql_mode=None`` keeps the server's."""
     u = make_url(url)
     conn = pymysql.connect(
-        host=u.host, port=u.port or 3306, user=u.username, password=u.password or "",
-        database=u.database, charset="utf8mb4", autocommit=True,
+        host=u.host or "127.0.0.1", port=u.port or 3306, user=u.username or "root",
+        password=u.password or "", database=u.database, charset="utf8mb4", autocommit=True,
     )  # fmt: skip
-    with conn.cursor() as cur:
-        cur.execute("SET SESSION sql_mode = ''")
+    if sql_mode is not None:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_mode = %s", (sql_mode,))
     return conn
 
 
@@ -919,6 +968,74 @@ def platform_env_applied(monkeypatch: pytest.MonkeyPatch, env: LifecycleEnv) -> 
 
         monkeypatch.undo()
         reconfigure()
+
+
+def mysql_site_sql(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on the site at ``url`` (:func:`mysql_site_connect`); its rows."""
+    conn = mysql_site_connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params or None)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def platform_map(path: Path, source: Path, root: Path | str, *edits: tuple[str, str]) -> Path:
+    """The shipped map ``source`` written at ``path`` with the site's install directory ``root``
+    for the one it ships with (``root: /var/www/...``), and each ``(old, new)`` of ``edits``."""
+    text = source.read_text(encoding="utf-8")
+    shipped = re.search(r"^\s*root: (/var/www/\S+)$", text, re.M)
+    assert shipped, f"{source} names no /var/www root"
+    text = text.replace(f"root: {shipped[1]}", f"root: {root}")
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@dataclass
+class PlatformSite:
+    """A real platform's site on a MariaDB primary with its shipped map; a test's own site
+    type adds one field, what ``install`` returned (:func:`platform_site`)."""
+
+    env: LifecycleEnv
+    primary: str
+    archive: str
+    root: Path
+    map_path: Path
+
+    def sql(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        return mysql_site_sql(self.primary, statement, *params)
+
+
+SiteT = TypeVar("SiteT", bound=PlatformSite)
+
+
+@contextlib.contextmanager
+def platform_site(
+    site_type: Callable[..., SiteT],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    primary: str,
+    archive: str,
+    redis_url: str,
+    map_source: Path,
+    organisation: str,
+    install: Callable[[str, Path], Any],
+) -> Iterator[SiteT]:
+    """The site in ``tmp_path``: its directories, ``map_source`` pointed at its install
+    directory, ``install(primary, root)`` (build and seed its tables), and its settings in
+    force for this process until the block ends (:func:`platform_env_applied`)."""
+    var, files, root = platform_dirs(tmp_path)
+    map_path = platform_map(tmp_path / map_source.name, map_source, root)
+    installed = install(primary, root)
+    env = platform_env(var, files, primary, archive, redis_url, map_path,
+                       LIFECYCLE_ORGANISATION_NAME=organisation)  # fmt: skip
+    with platform_env_applied(monkeypatch, env):
+        yield site_type(env, primary, archive, root, map_path, installed)
 
 
 def mysql_rows_by_content(url: str, like: str) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:

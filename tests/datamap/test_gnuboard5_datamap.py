@@ -14,7 +14,8 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -40,14 +41,10 @@ from models.shred import ShredItem
 from tests.fixtures import gnuboard5 as g5
 from tests.helpers import (
     REPO,
-    Databases,
-    LifecycleEnv,
+    PlatformSite,
     accounting,
     mysql_rows_by_content,
-    mysql_site_connect,
-    platform_dirs,
-    platform_env,
-    platform_env_applied,
+    platform_map,
     run_every_shred_job,
     site_engine,
 )
@@ -59,22 +56,8 @@ MEMBER_COLUMNS = ("mb_id", "me_send_mb_id", "me_recv_mb_id")
 
 
 @dataclass
-class Site:
-    env: LifecycleEnv
-    primary: str
-    archive: str
-    root: Path
-    map_path: Path
+class Site(PlatformSite):
     tables: list[str]
-
-    def sql(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        conn = mysql_site_connect(self.primary)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, params)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
 
     def innodb(self) -> None:
         g5.convert_to_innodb(self.primary, self.tables)
@@ -87,12 +70,7 @@ class Site:
 
 
 def write_map(path: Path, root: Path | str, *edits: tuple[str, str], source: Path = MAP) -> Path:
-    text = source.read_text(encoding="utf-8").replace("root: /var/www/gnuboard", f"root: {root}")
-    for old, new in edits:
-        assert old in text, old
-        text = text.replace(old, new)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return platform_map(path, source, root, *edits)
 
 
 def line_of(path: Path, needle: str) -> int:
@@ -103,21 +81,16 @@ def line_of(path: Path, needle: str) -> int:
 
 
 @pytest.fixture
-def site(
-    tmp_path: Path,
-    pg_databases: Databases,
-    redis_url: str,
-    mysql_primary: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Site]:
-    var, files, root = platform_dirs(tmp_path)
-    map_path = write_map(tmp_path / "gnuboard5.yaml", root)
-    tables = g5.build(mysql_primary)
-    g5.seed(mysql_primary, root)
-    env = platform_env(var, files, mysql_primary, pg_databases.archive_url, redis_url, map_path,
-                       LIFECYCLE_ORGANISATION_NAME="그누보드 예시 커뮤니티")  # fmt: skip
-    with platform_env_applied(monkeypatch, env):
-        yield Site(env, mysql_primary, pg_databases.archive_url, root, map_path, tables)
+def site(mariadb_platform_site: Callable[..., AbstractContextManager[Site]]) -> Iterator[Site]:
+    def install(url: str, root: Path) -> list[str]:
+        tables = g5.build(url)
+        g5.seed(url, root)
+        return tables
+
+    with mariadb_platform_site(
+        Site, map_source=MAP, organisation="그누보드 예시 커뮤니티", install=install
+    ) as s:
+        yield s
 
 
 def snapshot(site: Site) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:

@@ -17,7 +17,8 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,14 +37,10 @@ from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdr
 from tests.fixtures import opencart as oc
 from tests.helpers import (
     REPO,
-    Databases,
-    LifecycleEnv,
+    PlatformSite,
     accounting,
     mysql_rows_by_content,
     mysql_site_connect,
-    platform_dirs,
-    platform_env,
-    platform_env_applied,
     run_every_shred_job,
 )
 
@@ -61,42 +58,20 @@ ADMIN, MINJI, JUNHO, SEOYEON = oc.CUSTOMERS
 
 
 @dataclass
-class Site:
-    env: LifecycleEnv
-    primary: str
-    archive: str
-    root: Path
+class Site(PlatformSite):
     seeded: oc.Seeded
-
-    def sql(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        conn = mysql_site_connect(self.primary)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, params or None)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
 
 
 @pytest.fixture
-def site(
-    tmp_path: Path,
-    pg_databases: Databases,
-    redis_url: str,
-    mysql_primary: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Site]:
-    var, files, root = platform_dirs(tmp_path)
-    map_path = tmp_path / "opencart.yaml"
-    text = MAP.read_text(encoding="utf-8")
-    assert "root: /var/www/opencart" in text
-    map_path.write_text(text.replace("root: /var/www/opencart", f"root: {root}"), "utf-8")
-    oc.build(mysql_primary)
-    seeded = oc.seed(mysql_primary, root)
-    env = platform_env(var, files, mysql_primary, pg_databases.archive_url, redis_url, map_path,
-                       LIFECYCLE_ORGANISATION_NAME="오픈카트 예시 상점")  # fmt: skip
-    with platform_env_applied(monkeypatch, env):
-        yield Site(env, mysql_primary, pg_databases.archive_url, root, seeded)
+def site(mariadb_platform_site: Callable[..., AbstractContextManager[Site]]) -> Iterator[Site]:
+    def install(url: str, root: Path) -> oc.Seeded:
+        oc.build(url)
+        return oc.seed(url, root)
+
+    with mariadb_platform_site(
+        Site, map_source=MAP, organisation="오픈카트 예시 상점", install=install
+    ) as s:
+        yield s
 
 
 def snapshot(site: Site) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:

@@ -15,7 +15,8 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,14 +36,10 @@ from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdr
 from tests.fixtures import rhymix as rx
 from tests.helpers import (
     REPO,
-    Databases,
-    LifecycleEnv,
+    PlatformSite,
     accounting,
     mysql_rows_by_content,
     mysql_site_connect,
-    platform_dirs,
-    platform_env,
-    platform_env_applied,
     run_every_shred_job,
     wait_until,
 )
@@ -70,46 +67,20 @@ UNCOVERED = [
 
 
 @dataclass
-class Site:
-    env: LifecycleEnv
-    primary: str
-    archive: str
-    root: Path
-    map_path: Path
+class Site(PlatformSite):
     seeded: rx.Seeded
-
-    def sql(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        conn = mysql_site_connect(self.primary)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, params or None)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
-
-
-def write_map(path: Path, root: Path | str) -> Path:
-    text = MAP.read_text(encoding="utf-8").replace("root: /var/www/rhymix", f"root: {root}")
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 @pytest.fixture
-def site(
-    tmp_path: Path,
-    pg_databases: Databases,
-    redis_url: str,
-    mysql_primary: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Site]:
-    var, files, root = platform_dirs(tmp_path)
-    map_path = write_map(tmp_path / "rhymix.yaml", root)
-    rx.build(mysql_primary)
-    seeded = rx.seed(mysql_primary, root)
-    env = platform_env(var, files, mysql_primary, pg_databases.archive_url, redis_url, map_path,
-                       LIFECYCLE_ORGANISATION_NAME="라이믹스 예시 커뮤니티")  # fmt: skip
-    with platform_env_applied(monkeypatch, env):
-        yield Site(env, mysql_primary, pg_databases.archive_url, root, map_path, seeded)
+def site(mariadb_platform_site: Callable[..., AbstractContextManager[Site]]) -> Iterator[Site]:
+    def install(url: str, root: Path) -> rx.Seeded:
+        rx.build(url)
+        return rx.seed(url, root)
+
+    with mariadb_platform_site(
+        Site, map_source=MAP, organisation="라이믹스 예시 커뮤니티", install=install
+    ) as s:
+        yield s
 
 
 def owned_by(table: str, row: dict[str, Any], ids: set[int]) -> bool:

@@ -11,6 +11,7 @@ stays, with an order past its five years; yuna choi is a guest who never signed 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -34,7 +35,15 @@ from lifecycle.rights.common import Requester
 from lifecycle.rights.correction import run_correction, submit_correction
 from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdrawal
 from tests.fixtures import woocommerce as wc
-from tests.helpers import REPO, LifecycleEnv, accounting, run_every_shred_job, site_engine, sql_rows
+from tests.helpers import (
+    REPO,
+    LifecycleEnv,
+    accounting,
+    platform_map,
+    run_every_shred_job,
+    site_engine,
+    sql_rows,
+)
 
 MAP = REPO / "lifecycle" / "datamap" / "maps" / "woocommerce.yaml"
 KIM, LEE, ADMIN, CHOI = (wc.PEOPLE[k] for k in ("kim", "lee", "admin", "choi"))
@@ -62,27 +71,37 @@ class Site:
 
 
 def write_map(path: Path, root: Path, source: Path = MAP) -> Path:
-    text = source.read_text(encoding="utf-8").replace("root: /var/www/wordpress", f"root: {root}")
-    path.write_text(text, encoding="utf-8")
-    return path
+    return platform_map(path, source, root)
 
 
-@pytest.fixture
-def site(primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    primary = primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+@contextlib.contextmanager
+def store_site(
+    env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, source: Path = MAP, *, hpos: bool = True
+) -> Iterator[Site]:
+    """The store seeded on ``env``'s primary (``hpos``: with the HPOS tables) and the shipped
+    map ``source`` in force until the block ends."""
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
     eng = site_engine(primary)
-    root = primary_env.file_root / "www"
-    store = wc.build_store(eng, root)
-    path = write_map(primary_env.var_dir / "woocommerce.yaml", root)
-    primary_env.vars["LIFECYCLE_DATA_MAP"] = str(path)
+    root = env.file_root / "www"
+    store = wc.build_store(eng, root, hpos=hpos)
+    path = write_map(env.var_dir / source.name, root, source)
+    env.vars["LIFECYCLE_DATA_MAP"] = str(path)
     monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
     reset_settings_cache()
     clear_context_cache()
     clear_cache()
-    yield Site(primary_env, primary, primary_env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"], eng, store)
-    eng.dispose()
-    clear_context_cache()
-    clear_cache()
+    try:
+        yield Site(env, primary, env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"], eng, store, hpos)
+    finally:
+        eng.dispose()
+        clear_context_cache()
+        clear_cache()
+
+
+@pytest.fixture
+def site(primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    with store_site(primary_env, monkeypatch) as s:
+        yield s
 
 
 def residue(site: Site, people: list[wc.Person]) -> set[tuple[str, str, str]]:
@@ -173,6 +192,26 @@ def keys_where(snap: Snapshot, name: str, pred: Any) -> set[tuple[Any, ...]]:
     return {k for k, r in snap[name].items() if pred(r)}
 
 
+def kims_account_rows(snap: Snapshot) -> dict[str, set[tuple[Any, ...]]]:
+    """Kim's account and what hangs off it alone: her user and meta rows, session, analytics
+    row, saved card and its meta."""
+    tokens = keys_where(snap, "woocommerce_payment_tokens", lambda r: r["user_id"] == KIM.user_id)
+    return {
+        "wp_users": {(KIM.user_id,)},
+        "wp_usermeta": keys_where(snap, "wp_usermeta", lambda r: r["user_id"] == KIM.user_id),
+        "woocommerce_sessions": keys_where(
+            snap, "woocommerce_sessions", lambda r: r["session_key"] == "2"
+        ),
+        "wc_customer_lookup": keys_where(
+            snap, "wc_customer_lookup", lambda r: r["user_id"] == KIM.user_id
+        ),
+        "woocommerce_payment_tokens": tokens,
+        "woocommerce_payment_tokenmeta": keys_where(
+            snap, "woocommerce_payment_tokenmeta", lambda r: (r["payment_token_id"],) in tokens
+        ),
+    }
+
+
 def kims_rows(snap: Snapshot, orders: set[int]) -> dict[str, set[tuple[Any, ...]]]:
     """What kim's withdrawal takes: her account, her orders (her own, the one keyed in for her,
     her guest order) with everything hanging off them, her signed-in and signed-out review,
@@ -189,7 +228,6 @@ def kims_rows(snap: Snapshot, orders: set[int]) -> dict[str, set[tuple[Any, ...]
     perms = keys_where(
         snap, "woocommerce_downloadable_product_permissions", lambda r: r["order_id"] in orders
     )
-    tokens = keys_where(snap, "woocommerce_payment_tokens", lambda r: r["user_id"] == KIM.user_id)
     upload = 13  # her review photo
     by_order = {
         n: keys_where(snap, n, lambda r: r["order_id"] in orders)
@@ -203,8 +241,7 @@ def kims_rows(snap: Snapshot, orders: set[int]) -> dict[str, set[tuple[Any, ...]
         )
     }
     return {
-        "wp_users": {(KIM.user_id,)},
-        "wp_usermeta": keys_where(snap, "wp_usermeta", lambda r: r["user_id"] == KIM.user_id),
+        **kims_account_rows(snap),
         "wp_posts": {(101,), (upload,)},
         "wp_postmeta": keys_where(snap, "wp_postmeta", lambda r: r["post_id"] in (101, upload)),
         "wp_comments": notes,
@@ -216,16 +253,6 @@ def kims_rows(snap: Snapshot, orders: set[int]) -> dict[str, set[tuple[Any, ...]
         ),
         "wc_download_log": keys_where(
             snap, "wc_download_log", lambda r: (r["permission_id"],) in perms
-        ),
-        "woocommerce_sessions": keys_where(
-            snap, "woocommerce_sessions", lambda r: r["session_key"] == "2"
-        ),
-        "wc_customer_lookup": keys_where(
-            snap, "wc_customer_lookup", lambda r: r["user_id"] == KIM.user_id
-        ),
-        "woocommerce_payment_tokens": tokens,
-        "woocommerce_payment_tokenmeta": keys_where(
-            snap, "woocommerce_payment_tokenmeta", lambda r: (r["payment_token_id"],) in tokens
         ),
     }
 

@@ -17,52 +17,41 @@ from typing import Any
 
 import pytest
 
-from lifecycle.core.settings import reset_settings_cache
 from lifecycle.datamap.loader import load_datamap
-from lifecycle.datamap.member_table import clear_cache
-from lifecycle.engine.context import clear_context_cache, get_context
+from lifecycle.engine.context import get_context
 from lifecycle.engine.sweep import run_sweep
 from lifecycle.rights.access import run_access, submit_access
 from lifecycle.rights.common import Requester
 from lifecycle.rights.correction import run_correction, submit_correction
 from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdrawal
 from tests.datamap.test_woocommerce_datamap import (
+    ADMIN,
+    CHOI,
+    KIM,
+    LEE,
     Site,
     Snapshot,
     _csv,
     _holds,
     _package,
     keys_where,
+    kims_account_rows,
     removed,
     residue,
     snapshot,
-    write_map,
+    store_site,
 )
 from tests.fixtures import woocommerce as wc
-from tests.helpers import REPO, LifecycleEnv, accounting, run_every_shred_job, site_engine, sql_rows
+from tests.helpers import REPO, LifecycleEnv, accounting, run_every_shred_job, sql_rows
 
 MAP = REPO / "lifecycle" / "datamap" / "maps" / "woocommerce-legacy.yaml"
-KIM, LEE, ADMIN, CHOI = (wc.PEOPLE[k] for k in ("kim", "lee", "admin", "choi"))
 UPLOAD = 13  # kim's review photo
 
 
 @pytest.fixture
 def site(primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    primary = primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
-    eng = site_engine(primary)
-    root = primary_env.file_root / "www"
-    store = wc.build_store(eng, root, hpos=False)
-    path = write_map(primary_env.var_dir / "woocommerce-legacy.yaml", root, MAP)
-    primary_env.vars["LIFECYCLE_DATA_MAP"] = str(path)
-    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
-    reset_settings_cache()
-    clear_context_cache()
-    clear_cache()
-    archive = primary_env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
-    yield Site(primary_env, primary, archive, eng, store, hpos=False)
-    eng.dispose()
-    clear_context_cache()
-    clear_cache()
+    with store_site(primary_env, monkeypatch, MAP, hpos=False) as s:
+        yield s
 
 
 def test_the_store_has_no_hpos_tables_and_check_and_discover_are_clean(site: Site) -> None:
@@ -135,21 +124,7 @@ def test_withdrawal_and_sweep_take_kims_data_and_nothing_else(site: Site) -> Non
     expected["wp_commentmeta"] |= keys_where(
         before, "wp_commentmeta", lambda r: (r["comment_id"],) in reviews
     )
-    tokens = keys_where(before, "woocommerce_payment_tokens", lambda r: r["user_id"] == KIM.user_id)
-    expected |= {
-        "wp_users": {(KIM.user_id,)},
-        "wp_usermeta": keys_where(before, "wp_usermeta", lambda r: r["user_id"] == KIM.user_id),
-        "woocommerce_sessions": keys_where(
-            before, "woocommerce_sessions", lambda r: r["session_key"] == "2"
-        ),
-        "wc_customer_lookup": keys_where(
-            before, "wc_customer_lookup", lambda r: r["user_id"] == KIM.user_id
-        ),
-        "woocommerce_payment_tokens": tokens,
-        "woocommerce_payment_tokenmeta": keys_where(
-            before, "woocommerce_payment_tokenmeta", lambda r: (r["payment_token_id"],) in tokens
-        ),
-    }
+    expected |= kims_account_rows(before)
     assert removed(before, after) == expected
     assert not photo.exists()
     assert residue(site, [KIM]) == set()

@@ -19,7 +19,16 @@ from lifecycle.rights.access import run_access, submit_access
 from lifecycle.rights.common import Requester
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
 from tests.datamap.test_guest_rows import site_map
-from tests.helpers import LifecycleEnv, seed_site, set_env, site_engine, wait_error_line
+from tests.helpers import (
+    LifecycleEnv,
+    active_members,
+    give_guest_row_identities,
+    seed_site,
+    set_env,
+    site_engine,
+    wait_error_line,
+    withdraw_on_site,
+)
 from tests.helpers import sql_one as _one
 from tests.helpers import sql_rows as _q
 
@@ -46,10 +55,6 @@ def _tables(url: str) -> None:
     eng.dispose()
 
 
-def _members(url: str, n: int) -> list[int]:
-    return [r[0] for r in _q(url, "SELECT id FROM members WHERE status = 'active' ORDER BY id")][:n]
-
-
 def _orders_left(url: str) -> set[int]:
     return {r[0] for r in _q(url, "SELECT id FROM shop_orders")}
 
@@ -64,27 +69,12 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
     _tables(primary)
     env.vars["LIFECYCLE_DATA_MAP"] = str(site_map(tmp_path))
     clear_context_cache()
-    a, b, c, d, e, f, g = _members(primary, 7)
+    members = active_members(primary, 7)
+    a, b, c, _, e, f, g = members
     now = datetime.now(UTC)
     eng = site_engine(primary)
     with eng.begin() as x:
-        x.execute(text("UPDATE members SET rrn = NULL"))
-        people = {
-            a: ("kim.a@example.com", "010-1234-5678"),
-            b: ("lee.b@example.com", "010-2222-3333"),
-            # c and d (both with the site) share an address, written differently.
-            c: ("shared@example.com", "010-4444-5555"),
-            d: ("  Shared@Example.COM", "010-4444-6666"),
-            e: ("leaver@example.com", "010-7777-8888"),
-            # f leaves (on the site) with an address g, who stays, holds too.
-            f: ("twin@example.com", "010-1111-0001"),
-            g: ("TWIN@example.com", "010-1111-0002"),
-        }
-        for m, (email, mobile) in people.items():
-            x.execute(
-                text("UPDATE members SET email = :e, mobile = :m WHERE id = :i"),
-                {"e": email, "m": mobile, "i": m},
-            )
+        people = give_guest_row_identities(x, members)
         orders = [
             (1, None, "  KIM.A@Example.com ", None),  # a's, by email: case and spaces
             (2, None, None, "+82 10 1234 5678"),  # a's, by mobile
@@ -188,13 +178,7 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
 
     # e and f withdraw on the site; the sweep takes e's guest order, leaves f's (g holds the
     # same address) and fails visibly with one line saying so.
-    eng = site_engine(primary)
-    with eng.begin() as x:
-        x.execute(
-            text("UPDATE members SET status = 'withdrawn', withdrawn_at = :t WHERE id IN (:e, :f)"),
-            {"t": now, "e": e, "f": f},
-        )
-    eng.dispose()
+    withdraw_on_site(primary, now, e, f)
     s = env.run("sweep", "--wait", timeout=240)
     assert s.returncode != 0, s.stdout
     last = wait_error_line(s)
@@ -309,7 +293,7 @@ def test_a_guest_rows_children_leave_with_it_and_are_in_the_access_package(
     eng = site_engine(primary)
     md.create_all(eng)
     set_env(env, monkeypatch, LIFECYCLE_DATA_MAP=str(site_map(tmp_path, LINES)))
-    a, b = _members(primary, 2)
+    a, b = active_members(primary, 2)
     now = datetime.now(UTC)
     with eng.begin() as x:
         x.execute(text("UPDATE members SET rrn = NULL"))

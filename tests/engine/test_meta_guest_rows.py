@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pyzipper
@@ -19,7 +20,15 @@ from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
 from tests.datamap.test_guest_rows import META_ORDERS, site_map
 from tests.engine.test_replay import backup
-from tests.helpers import LifecycleEnv, seed_site, site_engine, wait_error_line
+from tests.helpers import (
+    LifecycleEnv,
+    active_members,
+    give_guest_row_identities,
+    seed_site,
+    site_engine,
+    wait_error_line,
+    withdraw_on_site,
+)
 from tests.helpers import sql_one as _one
 from tests.helpers import sql_rows as _q
 
@@ -44,8 +53,18 @@ def _tables(url: str) -> None:
     eng.dispose()
 
 
-def _members(url: str, n: int) -> list[int]:
-    return [r[0] for r in _q(url, "SELECT id FROM members WHERE status = 'active' ORDER BY id")][:n]
+def _order(conn: Any, oid: int, meta: dict[str, str], at: datetime) -> None:
+    """Order ``oid`` with one meta row per item of ``meta`` (key -> value)."""
+    conn.execute(
+        text("INSERT INTO meta_orders (id, title, created_at) VALUES (:i, '주문', :t)"),
+        {"i": oid, "t": at},
+    )
+    for k, v in meta.items():
+        conn.execute(
+            text("INSERT INTO meta_order_meta (order_id, meta_key, meta_value) "
+                 "VALUES (:i, :k, :v)"),
+            {"i": oid, "k": k, "v": v},
+        )  # fmt: skip
 
 
 def _orders_left(url: str) -> set[int]:
@@ -66,27 +85,12 @@ def test_guest_rows_held_in_meta_rows_leave_with_their_member(
     _tables(primary)
     env.vars["LIFECYCLE_DATA_MAP"] = str(site_map(tmp_path, META_ORDERS))
     clear_context_cache()
-    a, b, c, d, e, f, g = _members(primary, 7)
+    members = active_members(primary, 7)
+    a, b, c, _, e, f, _ = members
     now = datetime.now(UTC)
     eng = site_engine(primary)
     with eng.begin() as x:
-        x.execute(text("UPDATE members SET rrn = NULL"))
-        people = {
-            a: ("kim.a@example.com", "010-1234-5678"),
-            b: ("lee.b@example.com", "010-2222-3333"),
-            # c and d (both with the site) share an address, written differently.
-            c: ("shared@example.com", "010-4444-5555"),
-            d: ("  Shared@Example.COM", "010-4444-6666"),
-            e: ("leaver@example.com", "010-7777-8888"),
-            # f leaves (on the site) with an address g, who stays, holds too.
-            f: ("twin@example.com", "010-1111-0001"),
-            g: ("TWIN@example.com", "010-1111-0002"),
-        }
-        for m, (email, mobile) in people.items():
-            x.execute(
-                text("UPDATE members SET email = :e, mobile = :m WHERE id = :i"),
-                {"e": email, "m": mobile, "i": m},
-            )
+        people = give_guest_row_identities(x, members)
         # id -> meta rows (key -> value); _customer '0' or absent: a guest's order.
         orders: dict[int, dict[str, str]] = {
             1: {"_customer": "0", "_email": "  KIM.A@Example.com "},  # a's, case and spaces
@@ -100,16 +104,7 @@ def test_guest_rows_held_in_meta_rows_leave_with_their_member(
             9: {"_customer": str(e), "_email": "leaver@example.com"},  # e's own order
         }
         for oid, meta in orders.items():
-            x.execute(
-                text("INSERT INTO meta_orders (id, title, created_at) VALUES (:i, '주문', :t)"),
-                {"i": oid, "t": now},
-            )
-            for k, v in meta.items():
-                x.execute(
-                    text("INSERT INTO meta_order_meta (order_id, meta_key, meta_value) "
-                         "VALUES (:i, :k, :v)"),
-                    {"i": oid, "k": k, "v": v},
-                )  # fmt: skip
+            _order(x, oid, meta, now)
     eng.dispose()
     secrets = [v for pair in people.values() for v in pair] + ["someone@else.example"]
 
@@ -165,13 +160,7 @@ def test_guest_rows_held_in_meta_rows_leave_with_their_member(
 
     # e and f withdraw on the site; the sweep takes e's guest order (and e's own) with their
     # meta rows, leaves f's (g holds the same address) and fails visibly saying so.
-    eng = site_engine(primary)
-    with eng.begin() as x:
-        x.execute(
-            text("UPDATE members SET status = 'withdrawn', withdrawn_at = :t WHERE id IN (:e, :f)"),
-            {"t": now, "e": e, "f": f},
-        )
-    eng.dispose()
+    withdraw_on_site(primary, now, e, f)
     s = env.run("sweep", "--wait", timeout=240)
     assert s.returncode != 0, s.stdout
     last = wait_error_line(s)
@@ -198,22 +187,13 @@ def test_replay_takes_a_restored_meta_held_guest_order_again(
     monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
     reset_settings_cache()
     clear_context_cache()
-    [a] = _members(primary, 1)
+    [a] = active_members(primary, 1)
     eng = site_engine(primary)
     with eng.begin() as x:
         x.execute(text("UPDATE members SET rrn = NULL, email = 'kim.a@example.com' WHERE id = :i"),
                   {"i": a})  # fmt: skip
         for oid, email in ((1, "Kim.A@example.com "), (2, "other@example.com")):
-            x.execute(
-                text("INSERT INTO meta_orders (id, title, created_at) VALUES (:i, '주문', :t)"),
-                {"i": oid, "t": datetime.now(UTC)},
-            )
-            for k, v in (("_customer", "0"), ("_email", email)):
-                x.execute(
-                    text("INSERT INTO meta_order_meta (order_id, meta_key, meta_value) "
-                         "VALUES (:i, :k, :v)"),
-                    {"i": oid, "k": k, "v": v},
-                )  # fmt: skip
+            _order(x, oid, {"_customer": "0", "_email": email}, datetime.now(UTC))
     eng.dispose()
     restore = backup(primary, tmp_path)
     ctx = get_context()
