@@ -579,6 +579,7 @@ def _package(job: Job) -> None:
     files["제3자제공내역.csv"] = _csv(
         ["제공받는 자", "제공 항목", "제공 근거", "목적", "제공 일시"], given
     )
+    consents = consent_facts(ctx, job.s, job.member_id, member_row(ctx, tables))
     files["요약.txt"] = _summary(
         ctx,
         request_id,
@@ -590,6 +591,7 @@ def _package(job: Job) -> None:
         archived,
         destroyed,
         former,
+        consents,
     ).encode("utf-8-sig")
     # Made only for a package that goes out: a refused request leaves no password file.
     password = _password(payload, request_id)

@@ -118,7 +118,10 @@ def test_a_former_members_package_holds_live_and_archived_data_encrypted(
     assert "해당 기록의 작성일부터 5년 (근거: 전자상거래법 제6조" in summary
     assert "5y" not in summary and "0d" not in summary
     assert "■ 처리 목적" in summary and "대금 결제 및 전자상거래법에 따른 기록 보존" in summary
-    assert "■ 동의 사실" in summary and "탈퇴로 회원 정보가 삭제되어 기록 없음" in summary
+    # Each purpose the map declares, answered from the lifecycle's history where the row is gone.
+    assert "■ 동의 사실" in summary and "마케팅 정보 수신 및 활용 동의 (marketing): " in summary, (
+        summary[summary.index("■ 처리 목적") :]
+    )
     assert "분리보관_payments.csv" in summary
 
     # The access log says an encrypted package with the archived records went out.
@@ -155,7 +158,7 @@ def test_a_live_members_package_states_periods_and_consents_and_plain_is_explici
     assert access.run_access(rid)["state"] == "completed"
     assert not Path(access.password_path(str(out))).exists()  # the operator's own password
     summary = _unzip(out, "열람암호-0426-secret")["요약.txt"]
-    assert "마케팅 정보 수신 및 활용 동의 (marketing_consent): 동의함" in summary
+    assert "마케팅 정보 수신 및 활용 동의 (marketing): 동의함" in summary, summary
     assert "보유 목적 달성(탈퇴 등) 후 지체 없이(5일 이내) 파기" in summary
     assert "분리 보관 중인 개인정보" in summary and "  - 없음" in summary
 
@@ -164,7 +167,7 @@ def test_a_live_members_package_states_periods_and_consents_and_plain_is_explici
     rid2 = access.submit_access(2, str(plain), None, Requester(), plain=True)
     assert access.run_access(rid2)["state"] == "completed"
     summary = _unzip(plain, None)["요약.txt"]
-    assert "(marketing_consent): 동의하지 않음" in summary
+    assert "(marketing): 동의하지 않음" in summary
     [entry] = [e for e in _access_log(primary_env) if e["request_id"] == rid2]
     assert entry["encrypted"] is False and entry["former_member"] is False
 
