@@ -317,9 +317,11 @@ def test_a_handler_cannot_refuse_csrf_is_required_and_logins_are_rate_limited(
     # Logins: 5 a minute from one address; then even the right password and code are refused.
     # A browser of its own (no session), from the same address as the two logins above.
     actx = browser.new_context(locale="ko-KR")
+    # One page for every attempt: closing a page while its answer still renders could hang
+    # Chromium's close under load; the context is closed at the end.
+    lp = actx.new_page()
 
     def attempt(password: str, code: str) -> int:
-        lp = actx.new_page()
         lp.goto(f"{c.base}/login")
         lp.fill("#username", "lee.handler")
         lp.fill("#password", password)
@@ -327,7 +329,7 @@ def test_a_handler_cannot_refuse_csrf_is_required_and_logins_are_rate_limited(
         with lp.expect_response(lambda r: r.request.method == "POST") as info:
             lp.click("#login")
         status = info.value.status
-        lp.close()
+        lp.wait_for_load_state()
         return status
 
     # Two logins so far; three more wrong ones fill the minute's five.
