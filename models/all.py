@@ -6,6 +6,7 @@ from models import (  # noqa: F401
     consents,
     console,
     engine,
+    findings,
     guards,
     incidents,
     leases,

@@ -12,6 +12,8 @@ from lifecycle.core.settings import Settings
 NIGHTLY = crontab(minute=0, hour=3)
 PURGE_NIGHTLY = crontab(minute=30, hour=3)
 LEDGER_CHECKPOINT_NIGHTLY = crontab(minute=55, hour=3)
+# Sunday 02:00 Seoul: the quietest hour of the week for a scan of every table.
+DATAMAP_SCAN_WEEKLY = crontab(minute=0, hour=2, day_of_week="sun")
 DEADLINE_CHECK_SECONDS = 3600.0
 
 
@@ -37,6 +39,8 @@ def beat_schedule(settings: Settings) -> dict[str, Any]:
             "task": dispatch.CHECK_DEADLINES,
             "schedule": DEADLINE_CHECK_SECONDS,
         },
+        # Discovery and linkage findings stored (console, metrics, status) and kept current.
+        "datamap-scan-weekly": {"task": dispatch.DATAMAP_SCAN, "schedule": DATAMAP_SCAN_WEEKLY},
         "shred-sweep-orphans": {"task": dispatch.SHRED_SWEEP_ORPHANS, "schedule": NIGHTLY},
         # Notice housekeeping: destroys captured addresses kept past LIFECYCLE_NOTICE_ADDRESS_DAYS
         # (with ledger entries); the dormancy notice only where the data map enables it.

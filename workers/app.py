@@ -28,6 +28,7 @@ TASK_MODULES = [
     "tasks.identifiers",
     "tasks.ledger",
     "tasks.deadlines",
+    "tasks.datamap",
 ]
 
 

@@ -94,6 +94,8 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_routes": {
             "lifecycle.sweep.*": {"queue": queues.ARCHIVE},
             "lifecycle.purge*": {"queue": queues.ARCHIVE},
+            # Minutes of sampling every table: kept off the requests queue.
+            "lifecycle.datamap.*": {"queue": queues.ARCHIVE},
             "lifecycle.notify.*": {"queue": queues.NOTIFY},
             "lifecycle.notice.*": {"queue": queues.NOTIFY},
             # Callers send shred jobs to the files' host explicitly; a bare .delay() stays on

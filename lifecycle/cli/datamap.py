@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -213,9 +214,10 @@ def _unmatched(dm: Any, eng: Any, md: Any) -> int:
 def _linkage(dm: Any, eng: Any, md: Any) -> int:
     """Warn (stderr) about rows linked to one member that hold another's identity (counts and
     columns only); returns how many table columns have some."""
-    from lifecycle.datamap import linkage
+    from lifecycle.datamap import findings, linkage
 
     found = linkage.check(dm, eng, md)
+    _store(lambda s, run_id: findings.store_linkage(s, found, run_id), "linkage", len(found))
     for m in found:
         typer.echo(f"warning: linkage: {m.line()}", err=True)
     return len(found)
@@ -245,6 +247,29 @@ def _quick_discover(dm: Any, eng: Any) -> int:
             err=True,
         )
     return len(report.uncovered)
+
+
+def _store(
+    write: Callable[[Any, int], int], what: str, found: int, *, complete: bool = True
+) -> None:
+    """The run's findings into the lifecycle's own tables (the console's findings page, the
+    metrics, `lifecycle status`), as a run of its own; the previous run's open ones close."""
+    from sqlalchemy import inspect
+
+    from lifecycle.core.db import engine, session
+    from lifecycle.datamap import findings
+    from models.findings import DataMapFinding
+
+    if not inspect(engine("primary")).has_table(DataMapFinding.__tablename__):
+        # A primary the lifecycle was not installed on yet: the check still reports.
+        typer.echo(f"warning: {what}: findings not stored (run `lifecycle db upgrade`)", err=True)
+        return
+    job = findings.JOB_DISCOVER if what == "discover" else findings.JOB_LINKAGE
+    with session("primary") as s:
+        run_id = findings.start_run(s, job)
+        write(s, run_id)
+        findings.finish_run(s, run_id, "ok" if complete else "failed", {what: found})
+    typer.echo(f"{what}: findings stored (run {run_id})", err=True)
 
 
 def _record_discover(report: Any) -> None:
@@ -291,6 +316,7 @@ def discover_cmd(
     import json
 
     from lifecycle.core.db import check_reachable, engine
+    from lifecycle.datamap import findings
     from lifecycle.datamap.discover import discover
     from lifecycle.datamap.loader import load_datamap
 
@@ -298,6 +324,12 @@ def discover_cmd(
     check_reachable("primary")
     report = discover(engine("primary"), dm, rows=rows, budget_seconds=budget)
     _record_discover(report)
+    _store(
+        lambda s, run_id: findings.store_discovery(s, report, run_id),
+        "discover",
+        len(report.uncovered),
+        complete=report.complete,
+    )
     if as_json:
         typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, sort_keys=True))
     else:

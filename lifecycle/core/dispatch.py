@@ -41,6 +41,8 @@ SWEEP_RUN = "lifecycle.sweep.run"
 SWEEP_ARCHIVE_BATCH = "lifecycle.sweep.archive_batch"
 PURGE_RUN = "lifecycle.purge.run"
 LEDGER_CHECKPOINT = "lifecycle.ledger.checkpoint"
+# The data map's discovery and linkage findings, kept current (weekly).
+DATAMAP_SCAN = "lifecycle.datamap.scan"
 # Unique identifiers (고유식별정보) cleared in live rows; gets the run id only.
 IDENTIFIERS_DESTROY = "lifecycle.identifiers.destroy"
 # Secure deletion (routed to the queue of the host holding the files).
@@ -65,7 +67,7 @@ PING = "lifecycle.ping"
 _NO_PARAMS: tuple[str, ...]
 _NO_PARAMS = (ANSWER_PENDING, RELAY, RELAY_REDISPATCH_STALE, CHECK_DEADLINES, PURGE_RUN)
 _NO_PARAMS += (LEDGER_CHECKPOINT, SHRED_RESEND_PENDING, SHRED_SWEEP_ORPHANS, NOTIFY_RESEND_DUE)
-_NO_PARAMS += (NOTICE_RESUME_STALE, NOTICE_DORMANCY_ADVANCE, PING)
+_NO_PARAMS += (NOTICE_RESUME_STALE, NOTICE_DORMANCY_ADVANCE, PING, DATAMAP_SCAN)
 _REQUEST_HANDLERS = (WITHDRAW, CORRECT, ACCESS, ERASE, SUSPEND, SUSPEND_LIFT, CONSENT_WITHDRAW)
 PARAMS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(_REQUEST_HANDLERS, ("request_id",)),

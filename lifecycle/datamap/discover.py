@@ -91,6 +91,7 @@ class Report:
     ignored_tables: list[str] = field(default_factory=list)
     handled_elsewhere: dict[str, str] = field(default_factory=dict)  # table -> reason
     not_scanned: dict[str, str] = field(default_factory=dict)  # table -> why
+    scanned: list[str] = field(default_factory=list)  # the tables read (stored findings)
     stopped_early: str | None = None
 
     @property
@@ -182,6 +183,7 @@ def discover(
             pk = insp.get_pk_constraint(name).get("constrained_columns") or []
             if not cols:
                 report.tables_scanned += 1
+                report.scanned.append(name)
                 continue
             t = table(name, *(column(c) for c in {*cols, *pk}))
             stmt = select(*(t.c[c] for c in cols)).limit(rows)
@@ -200,6 +202,7 @@ def discover(
             report.not_scanned[name] = type(exc).__name__
             continue
         report.tables_scanned += 1
+        report.scanned.append(name)
         report.rows_read += n
         for c in cols:
             if counts[c]:

@@ -172,6 +172,23 @@ def families(snap: dict[str, Any]) -> list[GaugeMetricFamily]:
                 value=float(snap["residue"]),
             )
         )
+    found = report.get("findings")
+    if found is not None:
+        out.append(
+            GaugeMetricFamily(
+                "lifecycle_datamap_uncovered_findings",
+                "Columns holding personal data the data map does not cover (open discovery "
+                "findings nobody acknowledged)",
+                value=float(found.get("discovery_uncovered", 0)),
+            )
+        )
+        out.append(
+            GaugeMetricFamily(
+                "lifecycle_datamap_linkage_findings",
+                "Table columns whose rows hold another member's identity (open linkage findings)",
+                value=float(found.get("linkage", 0)),
+            )
+        )
     orphans = (report.get("orphans") or {}).get("members")
     out.append(
         GaugeMetricFamily(

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core import db, leases, queues
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap import findings
 from lifecycle.datamap.guest_rows import GUEST_NOTE
 from lifecycle.datamap.loader import current_datamap
 from lifecycle.engine import sweep_watch
@@ -506,7 +507,9 @@ def build_report(
             parked = parked_requests(s)
             noted = recently_noted(s, now)
             orphaned = orphan_status(s)
+            found = findings.open_counts(s)
         return {
+            "findings": found,
             "incidents": incidents,
             "needs_attention": parked,
             "noted_total": len(noted),
@@ -581,6 +584,7 @@ def build_report(
         report["unfinished"] = primary["unfinished"]
         report["incidents"] = primary["incidents"]
         report["orphans"] = primary["orphans"]
+        report["findings"] = primary["findings"]
         report["primary"] = {"ok": True, "url": primary_url}
 
     archive_url = redact_url(settings.sqlalchemy_url("archive"))
@@ -631,6 +635,17 @@ def needs_attention(report: dict[str, Any]) -> list[str]:
         out.append(
             f"{req['noted_total']} request(s) completed with a note in the last 7 days "
             "(guest rows left for a shared identity)"
+        )
+    found = report.get("findings") or {}
+    if found.get("discovery_uncovered"):
+        out.append(
+            f"{found['discovery_uncovered']} column(s) hold personal data the data map does not "
+            "cover (open discovery findings; the console's 데이터 맵 점검 page lists them)"
+        )
+    if found.get("linkage"):
+        out.append(
+            f"{found['linkage']} table column(s) link rows to the wrong member (open linkage "
+            "findings; `lifecycle datamap check` shows them)"
         )
     orphaned = (report.get("orphans") or {}).get("members")
     if orphaned:

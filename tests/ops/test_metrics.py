@@ -161,6 +161,7 @@ def test_every_metric_the_example_alert_rules_use_is_published() -> None:
             "notices": {"available": True, "in_doubt_total": 0},
             "jobs": [{"job": "sweep", "outcome": "ok"}],
             "incidents": [{"id": 1, "deadline_at": "2026-01-01T00:00:00+00:00"}],
+            "findings": {"discovery_uncovered": 0, "linkage": 0},
         },
         "successes": {"sweep": 1.0, "purge": 1.0},
         "residue": 0,
