@@ -212,6 +212,15 @@ def _render(report: dict[str, Any], tz: str) -> None:
 
     _render_incidents(console, report.get("incidents"), tz)
 
+    found = report.get("findings")
+    if found is not None:
+        # The stored data-map findings (datamap discover/check, the weekly scan).
+        console.print(
+            f"data-map findings open: {found['discovery_uncovered']} uncovered column(s) "
+            f"(+{found['discovery_acknowledged']} acknowledged), {found['linkage']} wrong "
+            "link(s)"
+        )
+
     held = report.get("holds")
     if held is not None:
         if not held["active_total"]:

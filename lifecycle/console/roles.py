@@ -39,6 +39,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "accesslog.view": _OVERSIGHT,
     "accesslog.review": _OVERSIGHT,
     "findings.view": _ALL,
+    # Personal data the map does not cover may stay only on the officer's word (제31조 업무).
+    "findings.acknowledge": _OFFICER,
+    # Handing an access package (열람) over to the requester: who handles the request.
+    "requests.handover": _STAFF,
 }
 
 

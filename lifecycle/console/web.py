@@ -19,12 +19,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar, cast
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_limiter import Limiter
@@ -32,9 +29,10 @@ from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from lifecycle.console import accounts
+from lifecycle.console import accounts, findings, guard, handover
 from lifecycle.console.roles import ROLE_LABELS, may
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
@@ -63,7 +61,6 @@ from models.incidents import Incident
 from models.requests import LifecycleRequest, RequestState
 
 log = logging.getLogger(__name__)
-_V = TypeVar("_V", bound=Callable[..., Any])
 
 IDLE = timedelta(minutes=30)
 PAGE = 200
@@ -104,54 +101,9 @@ REQUESTER_LABELS = {"member": "정보주체 본인", "guardian": "법정대리�
 ENTERABLE = ("access", "erasure", "suspension", "suspension_lift", "consent_withdrawal")
 
 
-def _tz() -> ZoneInfo:
-    return ZoneInfo(get_settings().timezone)
-
-
-def _local(when: datetime | None) -> str:
-    if when is None:
-        return ""
-    return as_utc(when).astimezone(_tz()).strftime("%Y-%m-%d %H:%M")
-
-
-def _client_ip() -> str:
-    return request.remote_addr or "unknown"
-
-
-def _who() -> accounts.Who:
-    return cast(accounts.Who, g.who)
-
-
-def _need(permission: str) -> None:
-    """Refuse (403) an action the logged-in person's role does not allow."""
-    if not may(_who().role, permission):
-        log.warning("console: %s (%s) refused %s", _who().username, _who().role, permission)
-        abort(403)
-
-
-def _logged(
-    kind: str,
-    action: str,
-    *,
-    member_id: int | None = None,
-    request_id: int | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """The access-log entry of this page or action, naming the person and the client."""
-    accesslog.record_now(
-        _who().operator, kind, action, member_id=member_id, request_id=request_id,
-        details={**(details or {}), "ip": _client_ip()},
-    )  # fmt: skip
-
-
-def _login_required(view: _V) -> _V:
-    @wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if getattr(g, "who", None) is None:
-            return redirect(url_for("login"))
-        return view(*args, **kwargs)
-
-    return cast(_V, wrapped)
+# Shared with the blueprints (guard.py); the old private names stay for the routes here.
+_tz, _local, _client_ip, _who = guard.tz, guard.local, guard.client_ip, guard.who
+_need, _logged, _login_required = guard.need, guard.logged, guard.login_required
 
 
 def create_app() -> Flask:
@@ -167,7 +119,15 @@ def create_app() -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         MAX_CONTENT_LENGTH=64 * 1024,
     )
+    if s.console_trusted_proxies:
+        # Only the operator's own proxies: their X-Forwarded-For names the client (the access
+        # log's 접속지, the login rate limit's key), X-Forwarded-Proto the scheme. Without the
+        # setting a client could write any address it likes into these headers.
+        hops = s.console_trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     CSRFProtect(app)
+    app.register_blueprint(findings.bp)
+    app.register_blueprint(handover.bp)
     limiter = Limiter(
         get_remote_address, app=app, storage_uri=s.console_ratelimit_storage, default_limits=[]
     )
@@ -207,6 +167,8 @@ def create_app() -> Flask:
         resp.headers["X-Frame-Options"] = "DENY"
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
+        if request.is_secure:
+            resp.headers["Strict-Transport-Security"] = "max-age=31536000"
         resp.headers["Content-Security-Policy"] = (
             "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; "
             "form-action 'self'; frame-ancestors 'none'"
@@ -642,25 +604,6 @@ def create_app() -> Flask:
                                  "month": r.month, "entries": r.entries,
                                  "flags": len(r.flags), "ip": _client_ip()})  # fmt: skip
         return render_template("review.html", month=month, r=r)
-
-    @app.get("/findings")
-    @_login_required
-    def findings() -> Any:
-        _need("findings.view")
-        with db.session("primary") as p:
-            parked = list(
-                p.scalars(
-                    select(LifecycleRequest)
-                    .where(LifecycleRequest.state == RequestState.NEEDS_ATTENTION.value)
-                    .order_by(LifecycleRequest.id.desc())
-                    .limit(PAGE)
-                )
-            )
-            rows = [
-                {"id": r.id, "kind": r.kind, "reason": residue.open_reason(r) or r.error or ""}
-                for r in parked
-            ]
-        return render_template("findings.html", rows=rows)
 
     return app
 

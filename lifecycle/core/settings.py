@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # Where login attempts are counted (Flask-Limiter storage URI); memory:// is per process,
     # enough for the one console process `lifecycle up` starts.
     console_ratelimit_storage: str = "memory://"
+    # Reverse proxies in front of the console whose X-Forwarded-For/-Proto are believed (hop
+    # count, werkzeug ProxyFix); 0: the headers are ignored, the TCP peer is the client.
+    console_trusted_proxies: int = Field(default=0, ge=0, le=5)
     # `lifecycle metrics serve` (Prometheus): Basic auth, password generated like Flower's.
     metrics_port: int = Field(default=5557, ge=1, le=65535)
     metrics_address: str = "127.0.0.1"

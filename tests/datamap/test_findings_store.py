@@ -131,6 +131,10 @@ def test_findings_are_stored_replaced_acknowledged_and_kept_current(
         findings.acknowledge(s, leak.id, "다시", "김책임")
     assert _gauges()["lifecycle_datamap_uncovered_findings"] == 0.0
     assert not any("does not cover" in line for line in _attention())
+    st = env.run("status")
+    assert "data-map findings open: 0 uncovered column(s) (+1 acknowledged), 1 wrong" in (
+        " ".join(st.stdout.split())
+    ), st.stdout
 
     # The weekly job, on a real worker (the archive queue): both kinds replaced, the history
     # kept, the acknowledgement carried over to the same column's new finding.

@@ -32,9 +32,15 @@ def test_schedule_is_in_seoul_time(lifecycle_env: LifecycleEnv) -> None:
         "lifecycle.shred.resend_pending",
     ):
         assert name in app.tasks, name
-    nightly = [e for e in sched.values() if isinstance(e["schedule"], crontab)]
+    crons = [e for e in sched.values() if isinstance(e["schedule"], crontab)]
+    nightly = [e for e in crons if e["schedule"].day_of_week == set(range(7))]
+    assert nightly
     for entry in nightly:
         assert entry["schedule"].hour == {3}, entry
+    # The weekly data-map scan: Sunday night, before the nightly jobs.
+    (weekly,) = [e for e in crons if e not in nightly]
+    assert weekly["task"] == "lifecycle.datamap.scan"
+    assert (weekly["schedule"].day_of_week, weekly["schedule"].hour) == ({0}, {2})
 
 
 def test_redbeat_on_redis_and_file_scheduler_embedded(
