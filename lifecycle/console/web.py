@@ -19,12 +19,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar, cast
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_limiter import Limiter
@@ -34,7 +31,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from lifecycle.console import accounts
+from lifecycle.console import accounts, holds_actions, incident_actions, oidc
+from lifecycle.console.common import client_ip as _client_ip
+from lifecycle.console.common import local as _local
+from lifecycle.console.common import logged as _logged
+from lifecycle.console.common import login_required as _login_required
+from lifecycle.console.common import need as _need
+from lifecycle.console.common import tz as _tz
+from lifecycle.console.common import who as _who
 from lifecycle.console.roles import ROLE_LABELS, may
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
@@ -63,7 +67,6 @@ from models.incidents import Incident
 from models.requests import LifecycleRequest, RequestState
 
 log = logging.getLogger(__name__)
-_V = TypeVar("_V", bound=Callable[..., Any])
 
 IDLE = timedelta(minutes=30)
 PAGE = 200
@@ -104,58 +107,9 @@ REQUESTER_LABELS = {"member": "정보주체 본인", "guardian": "법정대리�
 ENTERABLE = ("access", "erasure", "suspension", "suspension_lift", "consent_withdrawal")
 
 
-def _tz() -> ZoneInfo:
-    return ZoneInfo(get_settings().timezone)
-
-
-def _local(when: datetime | None) -> str:
-    if when is None:
-        return ""
-    return as_utc(when).astimezone(_tz()).strftime("%Y-%m-%d %H:%M")
-
-
-def _client_ip() -> str:
-    return request.remote_addr or "unknown"
-
-
-def _who() -> accounts.Who:
-    return cast(accounts.Who, g.who)
-
-
-def _need(permission: str) -> None:
-    """Refuse (403) an action the logged-in person's role does not allow."""
-    if not may(_who().role, permission):
-        log.warning("console: %s (%s) refused %s", _who().username, _who().role, permission)
-        abort(403)
-
-
-def _logged(
-    kind: str,
-    action: str,
-    *,
-    member_id: int | None = None,
-    request_id: int | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """The access-log entry of this page or action, naming the person and the client."""
-    accesslog.record_now(
-        _who().operator, kind, action, member_id=member_id, request_id=request_id,
-        details={**(details or {}), "ip": _client_ip()},
-    )  # fmt: skip
-
-
-def _login_required(view: _V) -> _V:
-    @wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if getattr(g, "who", None) is None:
-            return redirect(url_for("login"))
-        return view(*args, **kwargs)
-
-    return cast(_V, wrapped)
-
-
 def create_app() -> Flask:
     s = get_settings()
+    oidc.check_settings(s)
     app = Flask(__name__, template_folder=str(Path(__file__).with_name("templates")))
     app.config.update(
         SECRET_KEY=s.console_secret_value(),
@@ -181,20 +135,28 @@ def create_app() -> Flask:
         ROLE_LABELS=ROLE_LABELS,
         local=_local,
         organisation=s.organisation_name or "",
+        oidc_enabled=oidc.enabled(s),
     )
+    app.register_blueprint(holds_actions.blueprint)
+    app.register_blueprint(incident_actions.blueprint)
+    if oidc.enabled(s):
+        app.register_blueprint(oidc.blueprint)
 
     @app.before_request
     def load_account() -> None:
         g.who = None
         aid, epoch, seen = session.get("aid"), session.get("epoch"), session.get("seen")
-        if aid is None or epoch is None or seen is None:
+        if seen is None:
             return
         now = utcnow()
         if now - datetime.fromisoformat(str(seen)) > IDLE:
             session.clear()
             return
-        with db.session("primary") as p:
-            g.who = accounts.current(p, int(aid), int(epoch))
+        if session.get("oidc") is not None:
+            g.who = oidc.current(session)
+        elif aid is not None and epoch is not None:
+            with db.session("primary") as p:
+                g.who = accounts.current(p, int(aid), int(epoch))
         if g.who is None:
             session.clear()
             return
