@@ -56,7 +56,7 @@ from models.base import utcnow
 blueprint = Blueprint("oidc", __name__, url_prefix="/oidc")
 
 FLOW_COOKIE = "lifecycle_oidc"
-# Minutes a person has at the provider before the flow's cookie is no longer accepted.
+# Seconds a person has at the provider before the flow's cookie is no longer accepted.
 FLOW_SECONDS = 600
 # Clock difference tolerated between the provider and this host for exp/iat.
 LEEWAY = 60
@@ -196,6 +196,14 @@ def _id_claims(
         exp={"essential": True},
         nonce={"essential": True, "value": flow["nonce"]},
     ).validate(decoded.claims)
+    aud = decoded.claims.get("aud")
+    if (
+        isinstance(aud, list)
+        and len(aud) > 1
+        and decoded.claims.get("azp") != s.console_oidc_client_id
+    ):
+        # OIDC Core 3.1.3.7 (4, 5): a token for several audiences must name us as its party.
+        raise UserError("the ID token's azp is not this client")
     return decoded.claims
 
 

@@ -185,7 +185,7 @@ class Settings(BaseSettings):
                 continue
             name, sep, role = item.rpartition("=")
             name, role = name.strip(), role.strip()
-            if not sep or not name or role not in roles:
+            if not sep or not name or len(name) > 100 or role not in roles:
                 raise ValueError(f"{item!r} is not NAME=ROLE with ROLE one of {', '.join(roles)}")
             out[name] = role
         return out
