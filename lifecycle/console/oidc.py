@@ -124,7 +124,7 @@ def _secret(s: Settings) -> str:
 
 
 def _redirect_uri() -> str:
-    return url_for("oidc.callback", _external=True)
+    return get_settings().console_oidc_redirect_url or url_for("oidc.callback", _external=True)
 
 
 @blueprint.get("/login")

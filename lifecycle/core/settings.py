@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     console_oidc_issuer: str = ""
     console_oidc_client_id: str = ""
     console_oidc_client_secret_file: Path | None = None
+    # The callback address registered at the provider; empty: built from the request
+    # (https://<host the browser used>/oidc/callback), which behind a proxy needs its headers.
+    console_oidc_redirect_url: str = ""
     # The ID-token claim that names the person (recorded as console:oidc:<value>).
     console_oidc_user_claim: str = "preferred_username"
     # Who may log in and as what: comma-separated NAME=ROLE (officer, handler, auditor), NAME

@@ -155,3 +155,12 @@ def test_half_a_configuration_is_refused_at_start(
         Settings(console_oidc_roles="kim=boss")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="https"):
         Settings(console_oidc_issuer="http://id.example.test")
+
+
+def test_the_redirect_address_can_be_set_for_a_proxy(
+    client: Any, provider: Any, lifecycle_env: LifecycleEnv, monkeypatch: Any
+) -> None:
+    behind = "https://privacy.example.test/oidc/callback"
+    set_env(lifecycle_env, monkeypatch, LIFECYCLE_CONSOLE_OIDC_REDIRECT_URL=behind)
+    r = client.get("/oidc/login", base_url=BASE)
+    assert parse_qs(urlparse(r.headers["Location"]).query)["redirect_uri"] == [behind]
