@@ -1,6 +1,7 @@
 """What every console page relies on: who is logged in, what their role allows, and the
 access-log entry of a page or action naming them and the client. web.py and the blueprints
-(findings.py, handover.py) share these, so a check is written once."""
+(findings, handover, oidc, holds_actions, incident_actions) share these, so a check is
+written once."""
 
 from __future__ import annotations
 

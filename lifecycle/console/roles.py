@@ -26,7 +26,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Refusing a data subject's right is the officer's decision (제31조 업무).
     "requests.refuse": _OFFICER,
     "holds.view": _ALL,
+    # Stopping (and resuming) destruction is the officer's decision (제31조 업무), as is the
+    # handling of a breach: opening it, telling members, the report, closing it (제34조).
+    "holds.change": _OFFICER,
     "incidents.view": _ALL,
+    "incidents.change": _OFFICER,
     "ledger.view": _ALL,
     # Whose destructions: a member filter reads personal data, for the staff only.
     "ledger.member": _STAFF,

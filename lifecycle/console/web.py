@@ -32,7 +32,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from lifecycle.console import accounts, findings, guard, handover
+from lifecycle.console import (
+    accounts,
+    findings,
+    guard,
+    handover,
+    holds_actions,
+    incident_actions,
+    oidc,
+)
 from lifecycle.console.roles import ROLE_LABELS, may
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
@@ -108,6 +116,7 @@ _need, _logged, _login_required = guard.need, guard.logged, guard.login_required
 
 def create_app() -> Flask:
     s = get_settings()
+    oidc.check_settings(s)
     app = Flask(__name__, template_folder=str(Path(__file__).with_name("templates")))
     app.config.update(
         SECRET_KEY=s.console_secret_value(),
@@ -141,20 +150,28 @@ def create_app() -> Flask:
         ROLE_LABELS=ROLE_LABELS,
         local=_local,
         organisation=s.organisation_name or "",
+        oidc_enabled=oidc.enabled(s),
     )
+    app.register_blueprint(holds_actions.blueprint)
+    app.register_blueprint(incident_actions.blueprint)
+    if oidc.enabled(s):
+        app.register_blueprint(oidc.blueprint)
 
     @app.before_request
     def load_account() -> None:
         g.who = None
         aid, epoch, seen = session.get("aid"), session.get("epoch"), session.get("seen")
-        if aid is None or epoch is None or seen is None:
+        if seen is None:
             return
         now = utcnow()
         if now - datetime.fromisoformat(str(seen)) > IDLE:
             session.clear()
             return
-        with db.session("primary") as p:
-            g.who = accounts.current(p, int(aid), int(epoch))
+        if session.get("oidc") is not None:
+            g.who = oidc.current(session)
+        elif aid is not None and epoch is not None:
+            with db.session("primary") as p:
+                g.who = accounts.current(p, int(aid), int(epoch))
         if g.who is None:
             session.clear()
             return

@@ -81,6 +81,19 @@ class Settings(BaseSettings):
     # Reverse proxies in front of the console whose X-Forwarded-For/-Proto are believed (hop
     # count, werkzeug ProxyFix); 0: the headers are ignored, the TCP peer is the client.
     console_trusted_proxies: int = Field(default=0, ge=0, le=5)
+    # Login through the organisation's OpenID Connect provider besides local accounts (README,
+    # "The console"); off while the issuer is empty. The client secret is read from a file.
+    console_oidc_issuer: str = ""
+    console_oidc_client_id: str = ""
+    console_oidc_client_secret_file: Path | None = None
+    # The callback address registered at the provider; empty: built from the request
+    # (https://<host the browser used>/oidc/callback), which behind a proxy needs its headers.
+    console_oidc_redirect_url: str = ""
+    # The ID-token claim that names the person (recorded as console:oidc:<value>).
+    console_oidc_user_claim: str = "preferred_username"
+    # Who may log in and as what: comma-separated NAME=ROLE (officer, handler, auditor), NAME
+    # being the user claim's value; anyone else is refused.
+    console_oidc_roles: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     # `lifecycle metrics serve` (Prometheus): Basic auth, password generated like Flower's.
     metrics_port: int = Field(default=5557, ge=1, le=65535)
     metrics_address: str = "127.0.0.1"
@@ -164,6 +177,33 @@ class Settings(BaseSettings):
     def _split_officers(cls, v: object) -> object:
         if isinstance(v, str):
             return [" ".join(n.split()) for n in v.split(",") if n.strip()]
+        return v
+
+    @field_validator("console_oidc_roles", mode="before")
+    @classmethod
+    def _split_oidc_roles(cls, v: object) -> object:
+        if not isinstance(v, str):
+            return v
+        roles = ("officer", "handler", "auditor")
+        out: dict[str, str] = {}
+        for item in (i.strip() for i in v.split(",")):
+            if not item:
+                continue
+            name, sep, role = item.rpartition("=")
+            name, role = name.strip(), role.strip()
+            if not sep or not name or len(name) > 100 or role not in roles:
+                raise ValueError(f"{item!r} is not NAME=ROLE with ROLE one of {', '.join(roles)}")
+            out[name] = role
+        return out
+
+    @field_validator("console_oidc_issuer")
+    @classmethod
+    def _issuer_url(cls, v: str) -> str:
+        # Kept as given: the ID token's iss must equal it exactly (OIDC Core 3.1.3.7).
+        v = v.strip()
+        if v and not (v.startswith("https://") or v.startswith("http://127.0.0.1")
+                      or v.startswith("http://localhost")):  # fmt: skip
+            raise ValueError("must be an https:// URL (plain http only on loopback)")
         return v
 
     @field_validator("file_roots", mode="before")
