@@ -17,8 +17,8 @@ modules again, which on the 2-core VM added about a tenth of a second to each co
   the driver, connects and commits one INSERT (what any Python submit must at least pay);
 - `lifecycle withdraw N`: a command that only submits a request (marks the member, writes the
   outbox row and the access-log entry; the relay dispatches it), goal under 0.4 s;
-- with ``--previous REF``: the same command from that commit of this repository (``git archive``
-  into a temporary directory, run with this venv), e.g. the code before the fast submit path;
+- with ``--previous REF``: `--help` and `withdraw N` from that commit of this repository (``git
+  archive`` into a temporary directory, run with this venv), e.g. the code before a change;
 - `lifecycle status`: the ops view on an idle site, goal under 1.5 s.
 
     .venv/bin/python bench/bench_cli.py --runs 7 [--previous 7466252]
@@ -73,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--previous", help="also time `withdraw` from this git ref of the repository")
+    ap.add_argument("--previous", help="also time --help and withdraw from this git ref")
     args = ap.parse_args()
 
     tag = uuid.uuid4().hex[:8]
@@ -145,6 +145,9 @@ def main() -> None:
         if args.previous:
             old = _checkout(args.previous, tmp / "previous")
             old_env = env | {"PYTHONPATH": str(old)}
+            cases[f"--help, code of {args.previous}"] = lambda: timed(
+                [sys.executable, "-m", "lifecycle.cli.main", "--help"], old_env, tmp
+            )
             cases[f"withdraw N, code of {args.previous}"] = lambda: timed(
                 [sys.executable, "-m", "lifecycle.cli.main", "withdraw", str(next(member))],
                 old_env,
