@@ -71,7 +71,7 @@ def _command_name(args: list[str]) -> str | None:
     """The top-level command ``args`` names, if any (skipping the global ``--operator NAME``)."""
     rest = iter(args)
     for arg in rest:
-        if arg == "--":
+        if arg in ("--", "--help"):  # `lifecycle --help withdraw` shows the whole list
             return None
         if arg == "--operator":
             next(rest, None)

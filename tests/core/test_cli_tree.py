@@ -56,7 +56,16 @@ def test_every_help_page_reads_as_from_the_whole_tree(
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["nosuch"], ["wihtdraw", "1"], ["datamap", "nosuch"], ["--operator", "x"], ["withdraw"]],
+    [
+        [],
+        ["nosuch"],
+        ["wihtdraw", "1"],
+        ["datamap", "nosuch"],
+        ["--operator", "x"],
+        ["--operator"],
+        ["withdraw"],
+        ["--help", "withdraw"],
+    ],
 )
 def test_usage_errors_read_as_from_the_whole_tree(
     args: list[str], capsys: pytest.CaptureFixture[str]
