@@ -27,7 +27,7 @@ from pathlib import Path
 from lifecycle import __version__
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap.model import DataMap
-from lifecycle.datamap.paths import map_path
+from lifecycle.datamap.paths import MAX_DATAMAP_BYTES, map_path
 
 _current: dict[str, tuple[tuple[int, int], DataMap]] = {}
 _current_lock = threading.Lock()
@@ -79,6 +79,8 @@ def _from_disk_or_parse(p: Path) -> DataMap:
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return _load(p)  # the loader says why, in one line
+    if len(raw) > MAX_DATAMAP_BYTES:
+        return _load(p)  # refused, with the loader's own message
     cache = Path(get_settings().var_dir) / "cache"
     prefix = f"datamap-{hashlib.sha256(str(p).encode()).hexdigest()[:16]}-"
     entry = cache / f"{prefix}{_key(p, raw)}.pickle"

@@ -51,7 +51,7 @@ from lifecycle.datamap.model import (
     TableMap,
     Via,
 )
-from lifecycle.datamap.paths import map_path
+from lifecycle.datamap.paths import MAX_DATAMAP_BYTES, map_path
 from lifecycle.datamap.periods import (
     DEFAULT_ANCHORS,
     DEFAULT_RULES,
@@ -244,9 +244,6 @@ class _MapSpec(_Spec):
 
 
 _constructor = SafeConstructor()
-
-# A data map is a few hundred lines; anything this big is a mistake or an attack.
-MAX_DATAMAP_BYTES = 1024 * 1024
 
 
 class _PlainLoader(yaml.SafeLoader):

@@ -8,6 +8,9 @@ from lifecycle.core.settings import get_settings
 
 SHIPPED_DEMO_MAP = Path(__file__).parent / "maps" / "demo.yaml"
 
+# A data map is a few hundred lines; anything this big is a mistake or an attack.
+MAX_DATAMAP_BYTES = 1024 * 1024
+
 
 def map_path(path: str | Path | None = None) -> Path:
     """The data map in force: ``path``, else ``LIFECYCLE_DATA_MAP``, else the shipped demo."""
