@@ -3,7 +3,13 @@
 Builds a small production-shaped site on the PostgreSQL server named by --pg (a primary and an
 archive DB, 200 demo members), a private redis-server as broker and result backend, and one idle
 `celery worker`, then runs each command --runs times as a fresh process and prints the median
-wall time and CPU time (user + system of the child, from getrusage):
+wall time and CPU time (user + system of the child, from getrusage), with the load average at
+the start and the end of the run (the machine may be shared: compare CPU times within a run).
+
+Every command runs with its bytecode cache, as after `pip install` (which compiles it) or any
+earlier run: `PYTHONDONTWRITEBYTECODE` is dropped from the commands' environment and each one is
+run once, untimed, before it is timed. Without the cache every run would compile the project's
+modules again, which on the 2-core VM added about a tenth of a second to each command.
 
 - `python -c pass`: the interpreter's own start, the floor every command pays;
 - `lifecycle --help`: goal under 0.15 s of CPU;
@@ -11,8 +17,8 @@ wall time and CPU time (user + system of the child, from getrusage):
   the driver, connects and commits one INSERT (what any Python submit must at least pay);
 - `lifecycle withdraw N`: a command that only submits a request (marks the member, writes the
   outbox row and the access-log entry; the relay dispatches it), goal under 0.4 s;
-- with ``--previous REF``: the same command from that commit of this repository (``git archive``
-  into a temporary directory, run with this venv), e.g. the code before the fast submit path;
+- with ``--previous REF``: `--help` and `withdraw N` from that commit of this repository (``git
+  archive`` into a temporary directory, run with this venv), e.g. the code before a change;
 - `lifecycle status`: the ops view on an idle site, goal under 1.5 s.
 
     .venv/bin/python bench/bench_cli.py --runs 7 [--previous 7466252]
@@ -67,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--previous", help="also time `withdraw` from this git ref of the repository")
+    ap.add_argument("--previous", help="also time --help and withdraw from this git ref")
     args = ap.parse_args()
 
     tag = uuid.uuid4().hex[:8]
@@ -89,7 +95,11 @@ def main() -> None:
         )  # fmt: skip
         wait_port(rport)
         rurl = f"redis://127.0.0.1:{rport}/0"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")} | {
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("LIFECYCLE_") and k != "PYTHONDONTWRITEBYTECODE"
+        } | {
             "LIFECYCLE_VAR_DIR": str(tmp / "var"),
             "LIFECYCLE_PRIMARY_DATABASE_URL": _url(args.pg, names["p"]),
             "LIFECYCLE_ARCHIVE_DATABASE_URL": _url(args.pg, names["a"]),
@@ -135,14 +145,19 @@ def main() -> None:
         if args.previous:
             old = _checkout(args.previous, tmp / "previous")
             old_env = env | {"PYTHONPATH": str(old)}
+            cases[f"--help, code of {args.previous}"] = lambda: timed(
+                [sys.executable, "-c", ENTRY_POINT, "--help"], old_env, tmp
+            )
             cases[f"withdraw N, code of {args.previous}"] = lambda: timed(
-                [sys.executable, "-m", "lifecycle.cli.main", "withdraw", str(next(member))],
+                [sys.executable, "-c", ENTRY_POINT, "withdraw", str(next(member))],
                 old_env,
                 tmp,
             )
+        load_start = os.getloadavg()
         print(f"{'command':36} {'wall median':>12} {'CPU median':>11}  (runs: {args.runs})")
         medians: dict[str, tuple[float, float]] = {}
         for label, run in cases.items():
+            run()  # untimed: writes the bytecode cache (see the docstring)
             runs = [run() for _ in range(args.runs)]
             wall = statistics.median(w for w, _ in runs)
             cpu = statistics.median(c for _, c in runs)
@@ -153,6 +168,12 @@ def main() -> None:
             medians["lifecycle withdraw N (submit)"],
         )
         print(f"submit / baseline: {sw / bw:.2f} (wall), {sc / bc:.2f} (CPU); goal < 0.4 s")
+        load_end = os.getloadavg()
+        print(
+            "load average (1, 5, 15 min): "
+            f"start {' '.join(f'{x:.2f}' for x in load_start)}, "
+            f"end {' '.join(f'{x:.2f}' for x in load_end)}"
+        )
     finally:
         for proc in (worker, redis_proc):
             if proc is not None:
@@ -171,6 +192,11 @@ engine = sqlalchemy.create_engine(sys.argv[1])
 with engine.begin() as conn:
     conn.execute(sqlalchemy.text("INSERT INTO bench_baseline (n) VALUES (1)"))
 """
+
+
+# What the `lifecycle` console script runs, for the code of --previous (`python -m` would add
+# runpy's own start-up and run the entry module twice, as __main__ and when imported).
+ENTRY_POINT = "import sys; from lifecycle.cli.main import run; sys.exit(run())"
 
 
 def _checkout(ref: str, into: Path) -> Path:

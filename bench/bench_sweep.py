@@ -243,7 +243,8 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float] | None:
             admin.execute(f'CREATE DATABASE "{names[p]}" TEMPLATE "{names["tpl"]}"')
         admin.execute(f'DROP DATABASE "{names["tpl"]}"')
 
-        from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap
+        from lifecycle.datamap.loader import load_datamap
+        from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 
         dm = load_datamap(SHIPPED_DEMO_MAP, engine=create_engine(_url(args.pg, names["p1"])))
         retained_tables = [

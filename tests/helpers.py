@@ -44,7 +44,8 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from lifecycle.core import db
 from lifecycle.core.dbkind import MYSQL_BACKENDS, mysql_connect_args
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, load_datamap
+from lifecycle.datamap.loader import load_datamap
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 from lifecycle.engine.context import clear_context_cache
 from lifecycle.ops.demo_seed import seed
 from lifecycle.shred.jobs import run_job

@@ -82,7 +82,7 @@ def _refuse_non_transactional_tables(**_kwargs: object) -> None:
     from lifecycle.core.db import engine
     from lifecycle.core.errors import UserError
     from lifecycle.core.storage_engines import require_transactional
-    from lifecycle.datamap.loader import current_datamap
+    from lifecycle.datamap.current import current_datamap
 
     settings = get_settings()
     if not settings.sqlalchemy_url("primary").startswith("mysql"):

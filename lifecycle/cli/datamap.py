@@ -465,8 +465,8 @@ def migrate_cmd(
 
     Comments, blank lines and the order of keys are kept. The result must load, to the same
     model as the original; exits 0 with "already current" when nothing needs rewriting."""
-    from lifecycle.datamap.loader import map_path
     from lifecycle.datamap.migrate import migrate, read_map, write_migrated
+    from lifecycle.datamap.paths import map_path
 
     path = map_path(file)
     result = migrate(read_map(path), str(path))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
+from typing import Any
 
 import typer
+from typer.models import CommandInfo, TyperInfo
 
 from lifecycle.cli.app import app
 from lifecycle.core.errors import LifecycleError
@@ -64,11 +67,78 @@ def _is_broker_error(exc: BaseException) -> bool:
     )
 
 
+def _command_name(args: list[str]) -> str | None:
+    """The top-level command ``args`` names, if any (skipping the global ``--operator NAME``)."""
+    rest = iter(args)
+    for arg in rest:
+        if arg in ("--", "--help"):  # `lifecycle --help withdraw` shows the whole list
+            return None
+        if arg == "--operator":
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _listed_only(info: CommandInfo) -> CommandInfo:
+    """``info`` with a callback taking no parameters but named and documented like its own: all
+    a help listing reads (name, help, short help, hidden, deprecated)."""
+    own = info.callback
+    assert own is not None
+
+    def listed() -> None:  # never runs: a command that is run is built in full
+        raise AssertionError(f"{own.__name__} was only listed")
+
+    listed.__name__, listed.__doc__ = own.__name__, own.__doc__
+    stub = copy.copy(info)
+    stub.callback = listed
+    return stub
+
+
+def _group_listed_only(info: TyperInfo) -> TyperInfo:
+    stub = copy.copy(info)
+    sub = copy.copy(info.typer_instance)
+    assert sub is not None
+    sub.registered_commands, sub.registered_groups = [], []
+    stub.typer_instance = sub
+    return stub
+
+
+def _name_of(info: CommandInfo) -> str:
+    own = info.callback.__name__ if info.callback else ""
+    return info.name or typer.main.get_command_name(own)
+
+
+def build_command(args: list[str]) -> Any:
+    """The click command tree for ``args``: in full only the branch they run.
+
+    Typer turns every command's signature into click parameters, which for all of them took a
+    third of `lifecycle --help`'s CPU time, while a run needs one command's. A command that is
+    named is built in full and every other one is left out; with no command named (`--help`,
+    no arguments) or an unknown one, every command is only listed, so the help and the "no
+    such command" error (it suggests close names) read as before (tests/core/test_cli_tree.py).
+    """
+    name = _command_name(args)
+    commands: list[CommandInfo] = app.registered_commands
+    groups: list[TyperInfo] = app.registered_groups
+    chosen = [c for c in commands if _name_of(c) == name]
+    chosen_groups = [g for g in groups if g.name == name]
+    if chosen or chosen_groups:
+        app.registered_commands, app.registered_groups = chosen, chosen_groups
+    else:
+        app.registered_commands = [_listed_only(c) for c in commands]
+        app.registered_groups = [_group_listed_only(g) for g in groups]
+    try:
+        return typer.main.get_command(app)
+    finally:
+        app.registered_commands, app.registered_groups = commands, groups
+
+
 def run(argv: list[str] | None = None) -> None:
     # Warnings and errors only: a command's own output is its report, on stdout.
     configure(logging.WARNING, service="cli")
 
-    command = typer.main.get_command(app)
+    command = build_command(sys.argv[1:] if argv is None else argv)
     try:
         rv = command.main(args=argv, prog_name="lifecycle", standalone_mode=False)
     except cexc.NoArgsIsHelpError as exc:

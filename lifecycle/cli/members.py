@@ -21,7 +21,7 @@ def parse_member_id(raw: str) -> int:
 
 def member_id_from(raw: str) -> int:
     """The member id for MEMBER_ID as typed (see the module docstring)."""
-    from lifecycle.datamap.loader import current_datamap
+    from lifecycle.datamap.current import current_datamap
 
     subject = current_datamap().subject
     # Bad input is refused before any server is asked, unless the map has login ids.

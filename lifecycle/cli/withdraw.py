@@ -33,7 +33,7 @@ def withdraw(
     # sends it to a worker, which checks the whole map against the database when it runs it.
     from lifecycle.cli.operator import current, record
     from lifecycle.core.db import check_reachable
-    from lifecycle.datamap.loader import current_datamap
+    from lifecycle.datamap.current import current_datamap
     from lifecycle.rights.intake import make_requester, subject_table, submit_withdrawal
 
     who = make_requester(requester, requester_name, requester_contact, verified_by)

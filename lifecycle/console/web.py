@@ -46,7 +46,7 @@ from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
-from lifecycle.datamap.loader import current_datamap
+from lifecycle.datamap.current import current_datamap
 from lifecycle.requests import deadlines, holds, residue
 from lifecycle.requests.states import KINDS, TERMINAL
 from lifecycle.rights.access import submit_access

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from lifecycle.core import db
 from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.datamap import linkage
+from lifecycle.datamap.current import current_datamap
 from lifecycle.datamap.discover import Report, discover
-from lifecycle.datamap.loader import current_datamap
 from lifecycle.vault import accesslog
 from models.base import utcnow
 from models.findings import DataMapFinding, FindingKind

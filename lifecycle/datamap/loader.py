@@ -6,7 +6,6 @@ Every error is one line naming the file and the line (``demo.yaml:42: ...``).
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -18,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 
-from lifecycle.core.settings import get_settings
 from lifecycle.datamap import consents as consent_purposes
 from lifecycle.datamap import identifiers
 from lifecycle.datamap.anchors import (
@@ -53,6 +51,7 @@ from lifecycle.datamap.model import (
     TableMap,
     Via,
 )
+from lifecycle.datamap.paths import MAX_DATAMAP_BYTES, map_path
 from lifecycle.datamap.periods import (
     DEFAULT_ANCHORS,
     DEFAULT_RULES,
@@ -61,8 +60,6 @@ from lifecycle.datamap.periods import (
     Rule,
 )
 from lifecycle.datamap.statutes import BY_ID, anchor_problem, check_rule
-
-SHIPPED_DEMO_MAP = Path(__file__).parent / "maps" / "demo.yaml"
 
 # -- loading -----------------------------------------------------------------------------------
 
@@ -247,9 +244,6 @@ class _MapSpec(_Spec):
 
 
 _constructor = SafeConstructor()
-
-# A data map is a few hundred lines; anything this big is a mistake or an attack.
-MAX_DATAMAP_BYTES = 1024 * 1024
 
 
 class _PlainLoader(yaml.SafeLoader):
@@ -1187,39 +1181,6 @@ def load_datamap(path: str | Path | None = None, engine: Any = None) -> DataMap:
 
 def _too_big(size: int) -> str:
     return f"the file is {size} bytes; a data map over {MAX_DATAMAP_BYTES} bytes is refused"
-
-
-_current: dict[str, tuple[tuple[int, int], DataMap]] = {}
-_current_lock = threading.Lock()
-
-
-def map_path(path: str | Path | None = None) -> Path:
-    """The data map in force: ``path``, else ``LIFECYCLE_DATA_MAP``, else the shipped demo."""
-    return Path(path or get_settings().data_map or SHIPPED_DEMO_MAP)
-
-
-def current_datamap(path: str | Path | None = None) -> DataMap:
-    """The map at ``path`` (see :func:`map_path`), parsed once per version of the file.
-
-    The one cache of parsed maps in a process: the engine context and the member table both
-    read through it, and a file whose size or modification time changed is parsed again on
-    next use, so a long-running worker follows an edited map instead of silently keeping the
-    one it started with.
-    """
-    p = map_path(path)
-    try:
-        st = p.stat()
-        stamp = (st.st_mtime_ns, st.st_size)
-    except OSError:
-        return load_datamap(p)  # raises the one-line error for a missing/unreadable file
-    with _current_lock:
-        hit = _current.get(str(p))
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-    dm = load_datamap(p)
-    with _current_lock:
-        _current[str(p)] = (stamp, dm)
-    return dm
 
 
 def describe(dm: DataMap) -> Iterable[str]:

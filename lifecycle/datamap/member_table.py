@@ -23,8 +23,8 @@ from lifecycle.channels.mailer import valid_address
 from lifecycle.core.dbkind import mariadb_json_columns, row_locks
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.consents import ConsentPurpose, consented
+from lifecycle.datamap.current import current_datamap
 from lifecycle.datamap.identifiers import FlaggedCategory, flagged_columns, refusal
-from lifecycle.datamap.loader import current_datamap
 from lifecycle.datamap.model import DataMap, Subject, withdrawn
 from models.consents import Consent
 

@@ -24,8 +24,9 @@ from typing import Any
 
 import yaml
 
-from lifecycle.datamap.loader import MAX_DATAMAP_BYTES, _PlainLoader, parse_datamap
+from lifecycle.datamap.loader import _PlainLoader, parse_datamap
 from lifecycle.datamap.model import DataMap, DataMapError
+from lifecycle.datamap.paths import MAX_DATAMAP_BYTES
 from lifecycle.datamap.periods import Period
 
 Path_ = tuple[Any, ...]

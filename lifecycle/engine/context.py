@@ -19,7 +19,7 @@ from sqlalchemy import Engine, MetaData, Table, inspect
 from lifecycle.core import db
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
-from lifecycle.datamap.loader import current_datamap
+from lifecycle.datamap.current import current_datamap
 from lifecycle.datamap.model import DataMap, TableMap
 
 

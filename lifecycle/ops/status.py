@@ -26,8 +26,8 @@ from lifecycle.core import db, leases, queues
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap import findings
+from lifecycle.datamap.current import current_datamap
 from lifecycle.datamap.guest_rows import GUEST_NOTE
-from lifecycle.datamap.loader import current_datamap
 from lifecycle.engine import sweep_watch
 from lifecycle.incidents import breach
 from lifecycle.notices.addresses import waiting_addresses

@@ -40,8 +40,8 @@ from lifecycle.core import db, dbkind, dispatch
 from lifecycle.core.errors import NotDelivered, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
+from lifecycle.datamap.current import current_datamap
 from lifecycle.datamap.identifiers import flagged_columns, refusal
-from lifecycle.datamap.loader import current_datamap
 from lifecycle.datamap.member_table import member_table
 from lifecycle.recipients.retry_schedule import delay_before
 from lifecycle.requests.outbox import load_for_update

@@ -20,7 +20,7 @@ from lifecycle.channels.mailer import valid_address
 from lifecycle.channels.webhooks import validate_secret, validate_url
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
-from lifecycle.datamap.loader import current_datamap
+from lifecycle.datamap.current import current_datamap
 from lifecycle.datamap.member_table import MemberTable, gives_consent, live_member, member_table
 from lifecycle.requests.use_block import is_restricted
 from models.recipients import Basis, Channel, Delivery, DeliveryState, Provision, Recipient

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
-from lifecycle.requests import holds
 from lifecycle.requests.states import KINDS, TERMINAL
 from models.base import utcnow
 from models.requests import OPEN_STATES, LifecycleRequest
@@ -139,6 +138,10 @@ def by_kind(session: Session, now: datetime | None = None) -> dict[str, dict[str
 def held_now(session: Session, now: datetime) -> set[int]:
     """Open requests whose member is under a legal hold: they wait lawfully, so they are not
     overdue (status lists them under holds)."""
+    # Imported here: holds pulls in the vault (cryptography, the archive's models), which the
+    # submit path (outbox.submit -> due_at_for) would otherwise load for every withdrawal.
+    from lifecycle.requests import holds
+
     day = as_utc(now).astimezone(ZoneInfo(get_settings().timezone)).date()
     return holds.open_requests_held(session, day)
 

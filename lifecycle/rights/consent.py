@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.consents import ConsentPurpose, holding
-from lifecycle.datamap.loader import current_datamap
+from lifecycle.datamap.current import current_datamap
 from lifecycle.datamap.member_table import MemberTable, gives_consent, live_member, member_table
 from lifecycle.engine.context import EngineContext, get_context
 from lifecycle.requests import holds

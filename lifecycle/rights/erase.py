@@ -28,7 +28,7 @@ from sqlalchemy import update
 
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
-from lifecycle.datamap.loader import current_datamap
+from lifecycle.datamap.current import current_datamap
 from lifecycle.datamap.member_table import MemberTable, live_member, member_table
 from lifecycle.engine import residue
 from lifecycle.engine.context import get_context

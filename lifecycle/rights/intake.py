@@ -19,7 +19,6 @@ from typing import Any, NoReturn
 from sqlalchemy import Connection, DateTime, Integer, String, column, select, table
 from sqlalchemy.sql.expression import TableClause
 
-from lifecycle.channels.mailer import valid_address
 from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.model import Subject
@@ -83,8 +82,13 @@ def make_requester(
         raise UserError(f"a {kind} request needs --requester-name (who is asking)")
     if kind == "delegate" and verified_by != VerifiedBy.DOCUMENT.value:
         raise UserError("a delegate's request needs --verified-by document (the 위임장)")
-    if contact is not None and not valid_address(contact):
-        raise UserError("--requester-contact must be an email address")
+    if contact is not None:
+        # Imported here: the mailer loads smtplib and email, which a member's own withdrawal
+        # (no contact given, the website's submit path) does not need.
+        from lifecycle.channels.mailer import valid_address
+
+        if not valid_address(contact):
+            raise UserError("--requester-contact must be an email address")
     channels = {c.value for c in ReceivedVia}
     if received_via is not None and received_via not in channels:
         raise UserError(f"--received-via must be one of {', '.join(sorted(channels))}")

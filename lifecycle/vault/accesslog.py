@@ -39,7 +39,6 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.vault import keystore
 from lifecycle.vault.chain import VerifyResult, entry_hash, verify_chain
-from lifecycle.vault.ledger import csv_cell
 from models.base import utcnow
 from models.guards import AccessLogEntry, AccessLogHead
 
@@ -261,6 +260,10 @@ def prune(s: Session, *, now: datetime | None = None, operator: str = "lifecycle
 
 
 def export_csv(s: Session, out: IO[str], tz: str = "Asia/Seoul") -> int:
+    # Imported here: every command writes an access-log entry, and the ledger's module (its
+    # models, the checkpoint file) is needed only for this export's cell quoting.
+    from lifecycle.vault.ledger import csv_cell
+
     zone = ZoneInfo(tz)
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow([label for _, label in CSV_COLUMNS])

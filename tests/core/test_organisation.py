@@ -10,7 +10,7 @@ import pytest
 from lifecycle.channels.templates import member_notice
 from lifecycle.core.errors import SettingsError
 from lifecycle.core.settings import DEMO_ORGANISATION, Settings, reset_settings_cache
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 from tests.helpers import LifecycleEnv
 
 

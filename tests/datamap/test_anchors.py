@@ -21,8 +21,9 @@ from lifecycle.datamap.anchors import (
     tax_retain_until,
     vat_deadline,
 )
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, parse_datamap
+from lifecycle.datamap.loader import parse_datamap
 from lifecycle.datamap.model import DataMapError
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 from lifecycle.datamap.periods import Period
 from lifecycle.datamap.statutes import cited
 from lifecycle.engine.selection import RowPlanner, selected_columns

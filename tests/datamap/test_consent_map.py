@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, parse_datamap
+from lifecycle.datamap.loader import parse_datamap
 from lifecycle.datamap.model import DataMapError
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 from lifecycle.datamap.periods import Period
 
 DEMO = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")

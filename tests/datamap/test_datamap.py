@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
 
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, describe, load_datamap, parse_datamap
+from lifecycle.datamap.loader import describe, load_datamap, parse_datamap
 from lifecycle.datamap.model import DataMap, DataMapError, Orphans
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 from lifecycle.datamap.periods import Period
 from models import demo_site
 from models.consents import Consent

@@ -9,7 +9,8 @@ import pytest
 
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.guest_rows import stored_digits
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, describe, load_datamap
+from lifecycle.datamap.loader import describe, load_datamap
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 
 REPO = Path(__file__).resolve().parents[2]
 

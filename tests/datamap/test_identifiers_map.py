@@ -7,8 +7,9 @@ import pytest
 
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.identifiers import destroyable, flagged_columns, locations, refusal
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, parse_datamap
+from lifecycle.datamap.loader import parse_datamap
 from lifecycle.datamap.model import DataMapError
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 
 DEMO = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
 FLAG = "unique_identifiers:\n  rrn: {kind: rrn}\n"

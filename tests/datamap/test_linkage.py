@@ -10,7 +10,8 @@ from sqlalchemy import text
 
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.linkage import stored_forms
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, describe, load_datamap
+from lifecycle.datamap.loader import describe, load_datamap
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 from lifecycle.engine.context import clear_context_cache
 from tests.helpers import LifecycleEnv, seed_site, site_engine, wait_error_line
 

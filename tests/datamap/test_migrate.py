@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP, parse_datamap
+from lifecycle.datamap.loader import parse_datamap
 from lifecycle.datamap.migrate import DEPRECATED, migrate, same_model
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 from tests.helpers import LifecycleEnv
 
 OLD = Path(__file__).parent / "maps" / "demo-old-spellings.yaml"

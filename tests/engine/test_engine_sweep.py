@@ -397,7 +397,7 @@ def test_overdue_requests_alert_and_show_in_status(site: LifecycleEnv) -> None:
 def test_dormancy_when_the_operator_enables_it(
     primary_env: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+    from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
     from workers.app import reconfigure
 
     primary, archive = _urls(primary_env)
@@ -454,7 +454,7 @@ def test_a_table_reached_via_its_parent_is_moved_with_its_member(
 ) -> None:  # type: ignore[no-untyped-def]
     """A table with no member column of its own (``via``) is taken through its parent: each
     row deleted, its retained part archived under the right member, none left behind."""
-    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+    from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
     from workers.app import reconfigure
 
     primary, archive = _urls(primary_env)

@@ -25,7 +25,7 @@ from sqlalchemy import (
 
 from lifecycle.core.settings import reset_settings_cache
 from lifecycle.datamap.anchors import TAX_TZ
-from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.preview import sweep_preview
 from lifecycle.engine.sweep import run_sweep

@@ -778,8 +778,8 @@ def test_dormancy_advance_notice_only_when_enabled(
     primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from lifecycle.core.db import session
-    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
     from lifecycle.datamap.member_table import clear_cache
+    from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
     from lifecycle.notices import members as notices
     from models.notices import Notice, NoticeRecipient
 

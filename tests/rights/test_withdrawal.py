@@ -276,7 +276,7 @@ def test_withdrawal_on_the_embedded_sqlite_default(embedded_env: LifecycleEnv) -
 def test_a_broken_data_map_fails_the_request_with_its_line_and_changes_nothing(
     site: LifecycleEnv, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+    from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
     from tasks.withdraw import withdraw
     from workers.app import reconfigure
 
