@@ -35,6 +35,8 @@ class MissingIndex:
     cast: bool = False
     # The columns a destroyed file's path is looked up by, rather than a member link.
     files: bool = False
+    # The member is read at this path inside the column's JSON: no index serves it.
+    json_path: str | None = None
 
     @property
     def name(self) -> str:
@@ -45,6 +47,13 @@ class MissingIndex:
         return f"CREATE INDEX `{self.name}` ON `{self.table}` ({cols})"
 
     def __str__(self) -> str:
+        if self.json_path is not None:
+            return (
+                f"table {self.table} names its member inside the JSON of {self.columns[0]} "
+                f"(path {self.json_path}), which no index serves: every withdrawal and sweep "
+                "batch reads the whole table (a generated column holding the id, indexed, "
+                "would be indexable)"
+            )
         if self.cast:
             return (
                 f"table {self.table} links through {', '.join(self.columns)}, text holding an "
@@ -94,7 +103,9 @@ def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
         if name not in existing:
             continue
         for lk in (*tm.links, *tm.also_names):
-            if (
+            if lk.json_path is not None:
+                casts.append(MissingIndex(name, (lk.column,), cast=True, json_path=lk.json_path))
+            elif (
                 name != s.table
                 and lk.member_key == s.key
                 and key_int

@@ -31,6 +31,7 @@ from lifecycle.datamap.entries import check_entries, describe_where, parse_conta
 from lifecycle.datamap.guest_rows import describe as describe_guests
 from lifecycle.datamap.guest_rows import identity_lists, match_identities
 from lifecycle.datamap.identities import RULES as IDENTITY_RULES
+from lifecycle.datamap.json_links import path_problem
 from lifecycle.datamap.links import (
     LIFECYCLE_MARKER,
     UNIX,
@@ -88,6 +89,9 @@ class _ViaSpec(_Spec):
     column: str
     parent_key: str | None = None
     match: str | None = None
+    # parent_key need not be unique: the row is the member's whom every parent row naming
+    # its value belongs to (lifecycle.engine.shared_parents).
+    many: bool = False
 
 
 class _LinkSpec(_Spec):
@@ -187,9 +191,17 @@ def _default_purpose_end() -> list[str | dict[str, Any]]:
     return ["withdrawal"]
 
 
+class _JsonLinkSpec(_Spec):
+    # ``json:`` in the map (a BaseModel attribute is called so).
+    column: str = Field(alias="json")
+    path: str
+
+
 class _TableSpec(_Spec):
     key: str | list[str] = "id"
     subject_column: str | None = None
+    # The member's id read inside a JSON text column (lifecycle.datamap.json_links).
+    link: _JsonLinkSpec | None = None
     member_key: str | None = None
     members: list[_LinkSpec] = Field(default_factory=list)
     # Columns naming a second member in rows another member owns (docs/datamap.md).
@@ -541,7 +553,8 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             raise err(f"table {name!r}: key must name distinct columns", *base, "key")
         if "*" in name and name.count("*") != 1:
             raise err(f"table pattern {name!r} may hold one '*' only", *base)
-        relations = [k for k in ("subject_column", "via", "members", "owner") if getattr(ts, k)]
+        relations = [k for k in ("subject_column", "link", "via", "members", "owner")
+                     if getattr(ts, k)]  # fmt: skip
         if len(relations) > 1:
             raise err(
                 f"table {name!r} has both {' and '.join(relations)}: give exactly one relation",
@@ -552,7 +565,8 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         if not relations and not age_only and not ts.match_identities:
             raise err(
                 f"table {name!r} has no subject relation: give subject_column (the column "
-                f"holding the member's {s.key}), members: [...], via: {{table, column}} or "
+                f"holding the member's {s.key}), link: {{json: COLUMN, path: PATH}}, members: "
+                "[...], via: {table, column} or "
                 "owner: {table, column, key_column, key, value} (or match_identities: "
                 "[email, ...] to find the member by an identity the rows hold, or end its rows "
                 "by age only: purpose_end: [{age: COLUMN}])",
@@ -569,12 +583,32 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
         links: list[MemberLink] = []
         if ts.subject_column:
             links.append(MemberLink(ts.subject_column, ts.member_key or s.key))
+        if ts.link:
+            why = path_problem(ts.link.path)
+            if why:
+                raise err(f"table {name!r}: {why}", *base, "link", "path")
+            if ts.match_identities or ts.text_ids or ts.also_names:
+                raise err(
+                    f"table {name!r}: a JSON link goes without match_identities, text_ids and "
+                    "also_names",
+                    *base,
+                    "link",
+                )
+            links.append(MemberLink(ts.link.column, s.key, json_path=ts.link.path))
         for i, ml in enumerate(ts.members):
             links.append(MemberLink(ml.column, ml.member_key or s.key, tuple(ml.blank)))
             if ml.column in ml.blank:
                 raise err(f"table {name!r}: {ml.column} is cleared anyway; do not list it under "
                           "blank:", *base, "members", i)  # fmt: skip
         for lk in links:
+            if subject.login_is_contact and lk.member_key == s.login_column:
+                raise err(
+                    f"table {name!r}: member_key {lk.member_key!r} is the login and a contact "
+                    "column a correction may change, which would cut the link: link by the "
+                    f"subject's key ({s.key})",
+                    *base,
+                    "members" if ts.members else "member_key",
+                )
             if lk.member_key not in subject_cols:
                 raise err(
                     f"table {name!r}: member_key {lk.member_key!r} must be the subject's key "
@@ -609,7 +643,16 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             if not parent_key:
                 raise err(f"table {name!r}: via to a composite-key table needs parent_key",
                           *base, "via")  # fmt: skip
-            via = Via(ts.via.table, ts.via.column, parent_key, ts.via.match)
+            if ts.via.many and (ts.via.match or not (ts.retain_from or explicit_age_of(ts))):
+                raise err(
+                    f"table {name!r}: via with many: needs a date of its own (retain_from or "
+                    "an age rule; several parent rows have no one date to inherit) and no "
+                    "match:",
+                    *base,
+                    "via",
+                    "many",
+                )
+            via = Via(ts.via.table, ts.via.column, parent_key, ts.via.match, many=ts.via.many)
         columns: dict[str, tuple[str, ...]] = {}
         owner: dict[str, str] = {}
         for cat, cols in ts.columns.items():
@@ -645,10 +688,12 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             columns[cat] = tuple(cols)
             used.setdefault(cat, where)
         where_ = parse_where(ts.where, err, *base, "where")
-        rel_cols = {*keys, *(lk.column for lk in links), *(lk.column for lk in also),
+        # A JSON link's column is the row's data (a session's), listed under a category.
+        rel_cols = {*keys, *(lk.column for lk in links if lk.json_path is None),
+                    *(lk.column for lk in also),
                     ts.via.column if ts.via else None,
                     ts.via.match if ts.via else None, *(c for c, _v in where_)}  # fmt: skip
-        if name == s.table:
+        if name == s.table and not subject.login_is_contact:
             rel_cols.add(s.login_column)
         for i, c in enumerate(ts.non_personal):
             if c in owner:
@@ -1113,10 +1158,12 @@ def _check_anchors(
                 *base, "retain_from",
             )  # fmt: skip
     if ts.tax_evidence:
-        if not ts.retain_from:
+        # A via child with no date of its own takes its parent's, and with it the tax period
+        # (an order's lines are the order's evidence: archived as long as the order).
+        if not dated:
             raise err(
                 f"table {name!r}: tax_evidence needs retain_from: COLUMN (the record's date, "
-                "whose tax period sets the deadline)",
+                "whose tax period sets the deadline), or a via parent whose date it inherits",
                 *base,
                 "tax_evidence",
             )
@@ -1150,7 +1197,7 @@ def _dated(specs: dict[str, _TableSpec], name: str) -> bool:
         if ts.retain_from:
             return True
         # A pattern parent (``g5_write_*``): its tables share one entry and one record date.
-        if ts.via is None or explicit_age_of(ts):
+        if ts.via is None or explicit_age_of(ts) or ts.via.many:
             return False
         name = ts.via.table
     return False
@@ -1195,6 +1242,12 @@ def describe(dm: DataMap) -> Iterable[str]:
         if t.where or t.table != t.name:
             only = f" where {describe_where(t.where)}" if t.where else ""
             yield f"{t.name}: rows of table {t.table}{only}"
+        for lk in t.links:
+            if lk.json_path is not None:
+                yield (
+                    f"{t.name}: member read from the JSON of {lk.column} at {lk.json_path} "
+                    f"(a plain positive integer, else no member; no index serves it)"
+                )
         for kind, column in t.contact:
             s = dm.subject
             theirs = s.email_column if kind == "email" else s.mobile_column

@@ -238,7 +238,9 @@ def member_table(engine: Engine) -> MemberTable:
     system = set(SYSTEM_COLUMNS) | set(tmap.key_columns) | set(tmap.non_personal)
     # A consent's own columns change only through `lifecycle consent give/withdraw`.
     system |= {c for p in dm.consents.values() for c in (p.column, p.date_column) if c}
-    optional = (subject.state_column, subject.withdrawn_at_column, subject.login_column)
+    # A login that is the email stays correctable (lifecycle.datamap.logins checks collisions).
+    login = None if subject.login_is_contact else subject.login_column
+    optional = (subject.state_column, subject.withdrawn_at_column, login)
     system |= {c for c in optional if c is not None}
     system |= {*tmap.files, *(f for ft in tmap.file_templates for f in ft.fields)}
     if subject.dormancy.last_active_column:

@@ -109,6 +109,7 @@ from lifecycle.datamap.consents import CONSENT_TABLE, ConsentPurpose
 from lifecycle.datamap.consents import consented as consented
 from lifecycle.datamap.entries import Where, scoped, where_clause
 from lifecycle.datamap.identifiers import FlaggedCategory
+from lifecycle.datamap.json_links import json_column_problem, json_member
 from lifecycle.datamap.links import (
     LIFECYCLE_TABLE,
     UNIX,
@@ -155,6 +156,9 @@ class Via:
     parent_key: str
     match: str | None = None
     tables: tuple[tuple[str, str], ...] = ()
+    # ``many: true``: ``parent_key`` is not unique; the row is the member's whom every parent
+    # row naming its value belongs to, and nobody's when they name several or none.
+    many: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,15 @@ class MemberLink:
     # ``also_names:`` only: cleared columns written with a declared value instead of blanked
     # (a NOT NULL integer link with no default, set to 0).
     values: tuple[tuple[str, Any], ...] = ()
+    # ``link: {json: COLUMN, path: PATH}``: the member id is read at PATH inside the JSON text
+    # of ``column`` (lifecycle.datamap.json_links), never written.
+    json_path: str | None = None
+
+    def expr(self, t: Any) -> Any:
+        """The link's value in rows of ``t``: the column, or the id read from its JSON."""
+        if self.json_path is not None:
+            return json_member(t.c[self.column], self.json_path)
+        return t.c[self.column]
 
     @property
     def cleared(self) -> tuple[str, ...]:
@@ -314,6 +327,15 @@ class Subject:
     # A withdrawal kept outside the members' table (lifecycle.datamap.links): a meta row of
     # the member, or "lifecycle" (the lifecycle's own lifecycle_withdrawals table).
     marker_store: MetaMarker | str | None = None
+
+    @property
+    def login_is_contact(self) -> bool:
+        """The login is the member's email (or mobile) column itself (OpenCart, WooCommerce):
+        it holds a category and a correction may change it (lifecycle.datamap.logins)."""
+        return self.login_column is not None and self.login_column in (
+            self.email_column,
+            self.mobile_column,
+        )
 
     def withdrawn_clause(self, t: Any) -> Any:
         if self.marker_store is not None:
@@ -518,7 +540,7 @@ class TableMap:
         out = list(self.keys)
         rel = [
             self.subject_column,
-            *(lk.column for lk in self.links),
+            *(lk.column for lk in self.links if lk.json_path is None),
             *(lk.column for lk in self.also_names),
             self.via.column if self.via else None,
             self.via.match if self.via else None,
@@ -603,7 +625,7 @@ class TableMap:
         the pattern expanded to (``bo_table = 'free'`` -> ``g5_write_free``), which share
         their map entry and so their record date."""
         via = self.via
-        if self.retain_from or self.age is not None or via is None:
+        if self.retain_from or self.age is not None or via is None or via.many:
             return []
         if via.match is None:
             named: list[tuple[str | None, str]] = [(None, via.table)]
@@ -1006,7 +1028,7 @@ class DataMap:
         if tm.name == self.subject.table:
             return t.c[self.subject.key]
         if tm.links:
-            exprs = [self.link_expr(lk, t.c[lk.column], metadata) for lk in tm.links]
+            exprs = [self.link_expr(lk, lk.expr(t), metadata) for lk in tm.links]
             if len(exprs) == 1:
                 return exprs[0]
             return case(*((e.is_not(None), e) for e in exprs), else_=null())
@@ -1021,6 +1043,12 @@ class DataMap:
             parent = metadata.tables[ptm.table].alias()
             inner = self._member_of(ptm, parent, metadata)
             hit = ptm.scoped(parent, link_eq(parent.c[via.parent_key], t.c[via.column]))
+            if via.many:
+                # One member only: every parent row naming the value names that member.
+                one = and_(func.min(inner) == func.max(inner), func.count() == func.count(inner))
+                return (
+                    select(case((one, func.min(inner)), else_=null())).where(hit).scalar_subquery()
+                )
             return select(inner).where(hit).scalar_subquery()
 
         if via.match is None:
@@ -1210,12 +1238,14 @@ class DataMap:
                     *base,
                     "key",
                 )
+            # Text keys (a session id) are batched by key range too, in the database's own
+            # order (lifecycle.engine.text_keys); a composite key has no single order.
             if t.expires_by_age and (t.composite or (
-                keys_ok and _type_kind(cols[name][t.key]) != "integer"
+                keys_ok and _type_kind(cols[name][t.key]) not in ("integer", "text")
             )):  # fmt: skip
                 fail(
-                    f"table {name} ends by age but its key is not one integer column (the "
-                    "sweep batches such tables by key range)",
+                    f"table {name} ends by age but its key is not one integer or text column "
+                    "(the sweep batches such tables by key range)",
                     *base,
                     "purpose_end",
                 )
@@ -1226,8 +1256,14 @@ class DataMap:
                     where = (*base, "member_key")
                 else:
                     where = (*base, "subject_column")
+                if lk.json_path is not None:
+                    where = (*base, "link")
                 ok = need(name, lk.column, *where)
-                if need(st, lk.member_key, *where) and ok and st in cols:
+                if ok and lk.json_path is not None:
+                    why = json_column_problem(engine.dialect.name, cols[name][lk.column])
+                    if why:
+                        fail(f"column {name}.{lk.column}: {why}", *where)
+                elif need(st, lk.member_key, *where) and ok and st in cols:
                     compatible((name, lk.column), (st, lk.member_key), *where,
                                as_text=lk.column in t.text_ids)  # fmt: skip
                 for c in lk.blank:
@@ -1264,9 +1300,8 @@ class DataMap:
                                    as_text=v.column in t.text_ids)  # fmt: skip
                         ptm = self.tables[parent]
                         ptable = ptm.table
-                        if not _declared_unique(insp, ptable, (v.parent_key,)) and not (
-                            v.match and ptm.keys == (v.parent_key,)
-                        ):
+                        if not v.many and not _declared_unique(insp, ptable, (v.parent_key,)) \
+                                and not (v.match and ptm.keys == (v.parent_key,)):  # fmt: skip
                             fail(
                                 f"via parent_key {parent}.{v.parent_key} is not unique: a row "
                                 "could reach several members",
@@ -1387,7 +1422,9 @@ def _declared_unique(insp: Any, table: str, columns: Iterable[str]) -> bool:
 def _member_like_names(s: Subject) -> set[str]:
     """Column names that, in a table the map does not cover, say "this row is a member's"."""
     names = {"member_id", "mb_id", "user_id"}
-    for c in (s.login_column, s.key if s.key != "id" else None):
+    # A login that is the email is no link: plenty of tables hold an address of someone.
+    login = None if s.login_is_contact else s.login_column
+    for c in (login, s.key if s.key != "id" else None):
         if c:
             names.add(c)
     return names

@@ -43,6 +43,7 @@ from lifecycle.datamap.guest_rows import (
 from lifecycle.datamap.identities import IdentityKind, normalise
 from lifecycle.datamap.links import coerce, link_eq
 from lifecycle.datamap.model import TableMap
+from lifecycle.engine import shared_parents
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     SQLITE_IN_CHUNK,
@@ -80,7 +81,14 @@ class Shared:
 
 
 def shared_line(counts: dict[str, Any]) -> str | None:
-    """One line naming tables, kinds and counts from a summary's ``guest_rows_shared:`` keys."""
+    """One line naming tables, kinds and counts from a summary's ``guest_rows_shared:`` keys,
+    and the rows a non-unique ``via`` left (:mod:`lifecycle.engine.shared_parents`)."""
+    guests = _guest_line(counts)
+    via = shared_parents.line(counts)
+    return "; ".join(x for x in (guests, via) if x) or None
+
+
+def _guest_line(counts: dict[str, Any]) -> str | None:
     parts = [
         f"{k.split(':', 1)[1]} {int(v)}"
         for k, v in sorted(counts.items())

@@ -106,7 +106,7 @@ def _numeric(col: Any) -> bool:
 def orphan_clause(dm: DataMap, metadata: Any, tm: TableMap, lk: MemberLink) -> Any:
     """Rows of ``tm`` whose ``lk`` names a member no member row has (see the module doc)."""
     t = metadata.tables[tm.table]
-    col = t.c[lk.column]
+    col = lk.expr(t)
     st = metadata.tables[dm.subject.table].alias()
     conds = [col.is_not(None)]
     numeric = _numeric(col)
@@ -163,7 +163,7 @@ def record_orphans(ctx: EngineContext, conn: Connection, now: datetime) -> dict[
     dm = ctx.datamap
     seen: set[int] = set()
     for tm, lk in _key_links(dm):
-        col = ctx.table(tm.name).c[lk.column]
+        col = lk.expr(ctx.table(tm.name))
         q = select(col).where(orphan_clause(dm, ctx.metadata, tm, lk)).distinct()
         # A text link may hold something that is no id at all: not a member id to record.
         seen.update(int(v) for (v,) in conn.execute(q) if str(v).strip().isdigit())
@@ -246,7 +246,7 @@ def forget_taken(ctx: EngineContext, conn: Connection, ids: list[int]) -> None:
     dm = ctx.datamap
     left: set[int] = set()
     for tm, lk in _key_links(dm):
-        col = ctx.table(tm.name).c[lk.column]
+        col = lk.expr(ctx.table(tm.name))
         wanted = ids if _numeric(col) else [str(i) for i in ids]
         q = select(col).where(col.in_(wanted)).distinct()
         left.update(int(v) for (v,) in conn.execute(q) if str(v).strip().isdigit())

@@ -166,7 +166,9 @@ def capture_member(conn: Connection, dm: DataMap, subject: Any, member_id: int) 
     raw_login = row.get(s.login_column) if s.login_column else None
     if isinstance(raw_login, str | int):
         login = str(raw_login).strip().lower() or None
-    texts = [v for k, v in row.items() if isinstance(v, str) and k != s.login_column]
+    # A login that is the email is searched as an email too.
+    texts = [v for k, v in row.items()
+             if isinstance(v, str) and (k != s.login_column or s.login_is_contact)]  # fmt: skip
     emails, mobiles, raw = _collect(texts)
     if login is not None:
         raw.add(str(raw_login).strip())
@@ -258,7 +260,7 @@ def _excluded_columns(dm: DataMap, name: str) -> set[str]:
     # ``name`` is a database table; several map entries may share it (``table:`` + ``where:``).
     out: set[str] = {c for tm in dm.entries_on(name) for c in tm.key_columns}
     s = dm.subject
-    if name == s.table and s.keep_row and s.login_column:
+    if name == s.table and s.keep_row and s.login_column and not s.login_is_contact:
         out.add(s.login_column)
     return out
 
@@ -282,8 +284,8 @@ def _kept_rows(dm: DataMap, name: str, t: Any, ids: Identities, kept: Callable[[
     """A clause leaving out the member's rows the map keeps live in this table (None: none)."""
     conds = [
         and_(
-            t.c[lk.column].is_not(None),
-            t.c[lk.column] == ids.links[lk.member_key],
+            lk.expr(t).is_not(None),
+            lk.expr(t) == ids.links[lk.member_key],
             *([where_clause(tm.where, t)] if tm.where else []),
         )
         for tm in dm.entries_on(name)

@@ -723,7 +723,7 @@ def _member_where(
     if tm.name == s.table:
         return in_values(ctx, t.c[s.key], ids)
     if tm.links:
-        return or_(*(link_in(ctx, lk, t.c[lk.column], ids, keys) for lk in tm.links))
+        return or_(*(link_in(ctx, lk, lk.expr(t), ids, keys) for lk in tm.links))
     if owned is None and keys is not None:
         owned = keys.owned
     if tm.owner is not None:
@@ -740,10 +740,15 @@ def _member_where(
         parent = ctx.table(parent_name)
         col = coerce(t.c[via.column], parent.c[via.parent_key].type)
         if keys is not None:
-            return _listed(col, keys.parent_keys(parent_name, via.parent_key), keys.conn, keys)
-        ptm = ctx.datamap.table(parent_name)
-        pcol = coerce(parent.c[via.parent_key], t.c[via.column].type)
-        return col.in_(select(pcol).where(member_where(ctx, ptm, ids, owned=owned)))
+            named = _listed(col, keys.parent_keys(parent_name, via.parent_key), keys.conn, keys)
+        else:
+            ptm = ctx.datamap.table(parent_name)
+            pcol = coerce(parent.c[via.parent_key], t.c[via.column].type)
+            named = col.in_(select(pcol).where(member_where(ctx, ptm, ids, owned=owned)))
+        if via.many:
+            # Named by the members' rows, and by no one else's (lifecycle.engine.shared_parents).
+            return and_(named, in_values(ctx, member_expr(ctx, tm), ids))
+        return named
 
     if via.match is None:
         return through(via.table)
@@ -940,7 +945,7 @@ def _unheld(ctx: EngineContext, sel: Selection, today: date) -> Selection:
     t = ctx.table(tm.name)
     dm = ctx.datamap
     if len(tm.links) > 1:
-        members = [dm.link_expr(lk, t.c[lk.column], ctx.metadata) for lk in tm.links]
+        members = [dm.link_expr(lk, lk.expr(t), ctx.metadata) for lk in tm.links]
     else:
         members = [member_expr(ctx, tm)]
     # A held member named in someone else's row keeps that row whole (and a held owner too).

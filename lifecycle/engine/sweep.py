@@ -31,7 +31,7 @@ from lifecycle.core.errors import LifecycleError
 from lifecycle.core.locks import JobLock, job_lock
 from lifecycle.core.timeutil import as_utc
 from lifecycle.core.transient import TRANSIENT_DB_ERRORS
-from lifecycle.engine import orphans
+from lifecycle.engine import orphans, shared_parents, text_keys
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.guests import SHARED_ROWS, shared_line, with_guests
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
@@ -151,8 +151,10 @@ def plan_member_ranges(
 
 def plan_age_ranges(
     ctx: EngineContext, conn: Connection, now: datetime, size: int
-) -> dict[str, list[tuple[int, int, int]]]:
-    out: dict[str, list[tuple[int, int, int]]] = {}
+) -> dict[str, list[tuple[Any, Any, int]]]:
+    """(first key, last key, rows) of each table's age batches: integers, or text for a table
+    keyed by text (:mod:`lifecycle.engine.text_keys`)."""
+    out: dict[str, list[tuple[Any, Any, int]]] = {}
     for tm in ctx.ordered_tables:
         if not tm.expires_by_age:
             continue
@@ -259,8 +261,10 @@ def process_members(
     check = holds.any_active(conn, ctx.local_date(now))
     sels = subject_selections(ctx, kind, ended, now, check_holds=check, conn=conn)
     sels, shared = with_guests(ctx, conn, kind, ended, now, sels, check_holds=check)
+    # Read before the move: it deletes the parent rows that name them.
+    via_shared = shared_parents.count(ctx, conn, sorted(ended))
     res = move(ctx, conn, sels, scope, now=now)
-    res.shared = {f.key: f.rows for f in shared}
+    res.shared = {**{f.key: f.rows for f in shared}, **via_shared}
     return res, len(ended)
 
 
@@ -286,7 +290,7 @@ def _process_orphans(
 
 
 def process_age(
-    ctx: EngineContext, conn: Connection, table: str, first: int, last: int, scope: Scope,
+    ctx: EngineContext, conn: Connection, table: str, first: Any, last: Any, scope: Scope,
     now: datetime,
 ) -> MoveResult:  # fmt: skip
     tm = ctx.datamap.table(table)
@@ -350,7 +354,8 @@ def run_batch(
         if plan is None:
             return None
         if key.kind == "age":
-            res = process_age(ctx, conn, key.table, key.first_id, key.last_id, scope, now)
+            first, last = text_keys.bounds(plan, key.first_id, key.last_id)
+            res = process_age(ctx, conn, key.table, first, last, scope, now)
             counts = res.summary()
         else:
             res, members = process_members(
@@ -381,11 +386,14 @@ def run_batch(
 
 def _insert_batches(
     ctx: EngineContext, conn: Connection, run_id: int, kind: str, table: str,
-    ranges: list[tuple[int, int, int]],
+    ranges: list[tuple[Any, Any, int]],
 ) -> list[BatchKey]:  # fmt: skip
     if not ranges:
         return []
     now = _now()
+    plans: list[dict[str, Any]] = [{} for _r in ranges]
+    if kind == "age" and text_keys.is_text_key(ctx.table(table).c[ctx.datamap.table(table).key]):
+        ranges, plans = text_keys.numbered(ranges)
     # A member batch keeps how many members its plan named: the run is ok only if it took
     # them all (see _shortfall).
     conn.execute(
@@ -393,8 +401,8 @@ def _insert_batches(
         [
             {"run_id": run_id, "kind": kind, "table_name": table, "first_id": a, "last_id": b,
              "state": "pending", "updated_at": now,
-             "counts": None if kind == "age" else {PLANNED: n}}
-            for a, b, n in ranges
+             "counts": (plan or None) if kind == "age" else {PLANNED: n}}
+            for (a, b, n), plan in zip(ranges, plans, strict=True)
         ],
     )  # fmt: skip
     return [BatchKey(run_id, kind, table, a, b) for a, b, _n in ranges]

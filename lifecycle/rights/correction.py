@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.core import db, dispatch
 from lifecycle.core.errors import UserError
+from lifecycle.datamap import logins
 from lifecycle.datamap.member_table import live_member, member_table, to_json
 from lifecycle.notices.members import create_member_notice
 from lifecycle.recipients.deliveries import create_delivery
@@ -88,6 +89,8 @@ def validate_request(member_id: int, values: dict[str, Any]) -> dict[str, Any]:
         mt = member_table(s.get_bind())  # type: ignore[arg-type]
         typed = mt.validate(values)
         live_member(s, mt, member_id, exclusive=False)
+        assert mt.subject is not None
+        logins.refuse_taken(mt.subject, mt.table, s, member_id, typed)
     return {f: to_json(v) for f, v in typed.items()}
 
 
@@ -145,6 +148,8 @@ def _apply(job: Job) -> None:
     try:
         typed = mt.validate(job.payload)
         current = live_member(s, mt, member_id, exclusive=True)
+        assert mt.subject is not None
+        logins.refuse_taken(mt.subject, mt.table, s, member_id, typed)
     except UserError as exc:
         refuse(job, str(exc))
         return

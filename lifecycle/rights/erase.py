@@ -91,7 +91,10 @@ def resolve(mt: MemberTable, items: list[str]) -> list[str]:
                     f"field {col} is a system column and cannot be erased (consent has its own "
                     "procedure: lifecycle consent withdraw)"
                 )
-            if not mt.table.c[col].nullable:
+            if not mt.table.c[col].nullable or (
+                mt.subject is not None and col == mt.subject.login_column
+            ):
+                # The login (an email the member logs in with) is needed while they stay.
                 raise UserError(
                     f"field {col} is required while the account exists; it goes only with a "
                     "withdrawal (lifecycle withdraw)"

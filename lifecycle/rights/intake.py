@@ -21,6 +21,7 @@ from sqlalchemy.sql.expression import TableClause
 
 from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
+from lifecycle.datamap import logins
 from lifecycle.datamap.model import Subject
 from lifecycle.requests import outbox
 from models.requests import (
@@ -129,9 +130,10 @@ def resolve_member(subject: Subject, t: Any, conn: Connection, raw: str) -> int:
     map's ``login_column``, e.g. ``lee_mh7``) when the map names one, else the numeric key.
     ``t``: the member table (:func:`subject_table` or the reflected one)."""
     text = raw.strip()
-    if not subject.login_column:
+    # A login that is the email: digits alone are no address, but the numeric member id.
+    if not subject.login_column or (subject.login_is_contact and text.isdigit()):
         return parse_member_id(text)
-    key = conn.execute(select(t.c[subject.key]).where(t.c[subject.login_column] == text)).scalar()
+    key = logins.lookup(subject, t, conn, text)
     if key is None:
         raise UserError(
             f"unknown member: no {subject.table}.{subject.login_column} equals the given id"

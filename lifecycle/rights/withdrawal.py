@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
-from lifecycle.engine import residue
+from lifecycle.engine import residue, shared_parents
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.guests import shared_line, with_guests
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
@@ -182,10 +182,12 @@ def _move(
     sels, shared = with_guests(ctx, conn, "withdrawal", ended, now,
                                subject_selections(ctx, "withdrawal", ended, now,
                                                   read=conn))  # fmt: skip
+    # Read before the move: it deletes the parent rows that name them.
+    via_shared = shared_parents.count(ctx, conn, [req.member_id]) if delete else {}
     moved = move(ctx, conn, sels, _scope(ctx, req, task_id), now=now, delete_rows=delete)
     if delete:
         # Said once, by the step that deletes (the archive step sees the same rows).
-        moved.shared = {f.key: f.rows for f in shared}
+        moved.shared = {**{f.key: f.rows for f in shared}, **via_shared}
     return moved, None
 
 
