@@ -21,10 +21,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, func, not_, or_, select, true, tuple_
 
+from lifecycle.core import dbkind
 from lifecycle.engine.context import EngineContext
-
-# Lookups per statement: one IN list per file column or template and chunk.
-_CHUNK = 500
 
 
 @dataclass
@@ -54,6 +52,7 @@ def still_referenced(paths: Iterable[str], ctx: EngineContext, conn: Connection)
     # A column may hold the path as the site wrote it or already resolved: look up both forms.
     resolved = {dm.resolve_path(p): p for p in wanted}
     lookup = list(dict.fromkeys([*wanted, *resolved]))
+    step = dbkind.in_chunk(conn)
     for tm in ctx.ordered_tables:
         if not tm.files and not tm.file_templates:
             continue
@@ -67,8 +66,8 @@ def still_referenced(paths: Iterable[str], ctx: EngineContext, conn: Connection)
         # Only the entry's rows name files (another meta key's value is not a path).
         live = tm.scoped(t, live)
         for col in tm.files:
-            for i in range(0, len(lookup), _CHUNK):
-                names = lookup[i : i + _CHUNK]
+            for i in range(0, len(lookup), step):
+                names = lookup[i : i + step]
                 rows = conn.execute(
                     select(t.c[col]).where(t.c[col].in_(names), live).group_by(t.c[col])
                 ).all()
@@ -87,8 +86,8 @@ def still_referenced(paths: Iterable[str], ctx: EngineContext, conn: Connection)
             # Bound as the columns' own types: an integer field parsed from a path is text.
             items = [k for k in (_typed(t, fields, key) for key in keys) if k is not None]
             cols = tuple_(*(t.c[f] for f in fields))
-            for i in range(0, len(items), _CHUNK):
-                chunk = items[i : i + _CHUNK]
+            for i in range(0, len(items), step):
+                chunk = items[i : i + step]
                 cond = (
                     cols.in_(chunk)
                     if len(fields) > 1
