@@ -9,7 +9,6 @@ from lifecycle.core.transient import TRANSIENT_DB_ERRORS
 from lifecycle.engine.context import get_context
 from lifecycle.engine.sweep import (
     ANOTHER_SWEEP,
-    MEMBER_BATCH,
     BatchKey,
     BatchMembersBusy,
     run_batch,
@@ -62,7 +61,7 @@ def sweep_run(
         task_id=self.request.id,
         dispatch=fan_out,
         report=self.progress,
-        member_batch=int(member_batch or MEMBER_BATCH),
+        member_batch=int(member_batch) if member_batch else None,
         run_id=int(run_id) if run_id else None,
         on_run=on_run,
     )

@@ -61,7 +61,8 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # A pool process above this (KiB) is replaced after its current task, so a leak in a
         # library cannot grow a long-lived worker until the OOM killer picks a victim. Sweep
-        # batches peak near 140 MB (bench_sweep at 3,000,000 members); the coordinator is never
+        # batches peak near 140 MB (bench_sweep at 3,000,000 members), 200 MB on MariaDB
+        # (2,000 members a batch, bench_sweep_mariadb); the coordinator is never
         # cut short, only replaced once it returns.
         "worker_max_memory_per_child": WORKER_MAX_MEMORY_KIB,
         # Under acks_late, a lost broker connection would let another worker take the task;

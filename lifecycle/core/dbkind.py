@@ -83,6 +83,18 @@ def delete_returning(bind: Bindish) -> bool:
     return True
 
 
+# Values one IN list binds. SQLite before 3.32 refuses statements of more than 999 bound
+# parameters; PostgreSQL and MySQL/MariaDB take a batch's lists whole, a statement per list
+# rather than per 500 values (each statement costs a round trip, see docs/engine.md).
+SQLITE_IN_CHUNK = 500
+SERVER_IN_CHUNK = 10_000
+
+
+def in_chunk(bind: Bindish) -> int:
+    """How many values to name in one ``IN`` list on this server."""
+    return SQLITE_IN_CHUNK if family(bind) == "sqlite" else SERVER_IN_CHUNK
+
+
 def for_update(stmt: Any, bind: Bindish, *, skip: bool = False, of: Any = None) -> Any:
     """``stmt`` locking its rows where the server has row locks; ``skip`` adds ``SKIP LOCKED``
     where the server has it and otherwise waits for the holder (same outcome, slower)."""

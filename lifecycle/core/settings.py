@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     notice_address_days: int = Field(default=5, ge=1, le=30)
     # Members per notice batch task: each batch sends over one SMTP connection.
     notice_batch_size: int = Field(default=500, ge=1, le=100_000)
+    # Members per sweep batch (one transaction each); 0: 2,000 on a MySQL/MariaDB primary,
+    # where each batch's forty-odd round trips are the cost, 500 elsewhere (docs/engine.md).
+    sweep_member_batch: int = Field(default=0, ge=0, le=10_000)
     # How long `--wait` rides out an unreachable result backend (a Redis restart) before it
     # gives up with one line; the job itself is not affected.
     wait_broker_grace_seconds: float = Field(default=60.0, ge=0, le=3600)

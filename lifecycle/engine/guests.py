@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, not_, or_, select, tuple_
 
+from lifecycle.core import dbkind
 from lifecycle.datamap.guest_rows import (
     GUEST_NOTE,
     among,
@@ -46,7 +47,6 @@ from lifecycle.datamap.model import TableMap
 from lifecycle.engine import shared_parents
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
-    SQLITE_IN_CHUNK,
     Selection,
     guarded_categories,
     selected_columns,
@@ -156,8 +156,9 @@ class GuestMatch:
             if c:
                 cols[k] = c
         members = sorted(ids)
-        for i in range(0, len(members), SQLITE_IN_CHUNK):
-            part = members[i : i + SQLITE_IN_CHUNK]
+        step = dbkind.in_chunk(conn)
+        for i in range(0, len(members), step):
+            part = members[i : i + step]
             q = select(key, *(st.c[c] for c in cols.values())).where(key.in_(part))
             for row in conn.execute(q):
                 for kind, value in zip(cols, row[1:], strict=True):
@@ -201,10 +202,11 @@ class GuestMatch:
         longest = max((len(v) for v in mine.values()), default=0)
         seen: set[tuple[Any, ...]] = set()
         keys = [t.c[k] for k in tm.keys]
-        for i in range(0, longest, SQLITE_IN_CHUNK):
+        step = dbkind.in_chunk(conn)
+        for i in range(0, longest, step):
             conds = [
                 (identity_listed if col in tm.identity_lists else identity_in)(
-                    kind, t.c[col], self.dialect, mine[kind][i : i + SQLITE_IN_CHUNK]
+                    kind, t.c[col], self.dialect, mine[kind][i : i + step]
                 )
                 for kind, col in matched
             ]
@@ -242,13 +244,12 @@ class GuestMatch:
         guest = self.ctx.datamap.owner_expr(tm, t, self.ctx.metadata).is_(None)
         joined = t.join(m, link_eq(m.c[o.column], t.c[o.row_key]))
         out: dict[Any, dict[IdentityKind, str]] = {}
-        for i in range(0, longest, SQLITE_IN_CHUNK):
+        step = dbkind.in_chunk(conn)
+        for i in range(0, longest, step):
             conds = [
                 and_(
                     m.c[o.key_column] == key,
-                    identity_in(
-                        kind, m.c[o.value], self.dialect, mine[kind][i : i + SQLITE_IN_CHUNK]
-                    ),
+                    identity_in(kind, m.c[o.value], self.dialect, mine[kind][i : i + step]),
                 )
                 for kind, key in meta
             ]
@@ -288,8 +289,9 @@ class GuestMatch:
         key = st.c[s.key]
         wanted = sorted(values)
         out: dict[str, int] = {}
-        for i in range(0, len(wanted), SQLITE_IN_CHUNK):
-            part = wanted[i : i + SQLITE_IN_CHUNK]
+        step = dbkind.in_chunk(conn)
+        for i in range(0, len(wanted), step):
+            part = wanted[i : i + step]
             q = select(key, st.c[col]).where(
                 identity_in(kind, st.c[col], self.dialect, part),
                 not_(s.withdrawn_clause(st)),

@@ -14,11 +14,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, select
 
+from lifecycle.core import dbkind
 from lifecycle.datamap.links import coerce
 from lifecycle.datamap.model import TableMap
 from lifecycle.engine.context import EngineContext
-
-IN_CHUNK = 500
 
 
 def owned_where(ctx: EngineContext, tm: TableMap, t: Any, ids: Sequence[Any]) -> Any:
@@ -54,8 +53,9 @@ class OwnedRows:
             t = ctx.table(tm.name)
             member = dm.owner_expr(tm, t, ctx.metadata)
             got: dict[Any, Any] = {}
-            for i in range(0, len(ids), IN_CHUNK):
-                part = ids[i : i + IN_CHUNK]
+            step = dbkind.in_chunk(conn)
+            for i in range(0, len(ids), step):
+                part = ids[i : i + step]
                 q = select(t.c[tm.owner.row_key], member).where(
                     tm.scoped(t, owned_where(ctx, tm, t, part))
                 )

@@ -53,7 +53,7 @@ READ_CHUNK = 5000
 # Rows one DELETE ... RETURNING takes at a time: bounds memory for a member with a huge table.
 DELETE_CHUNK = 10_000
 # SQLite limits bound parameters per statement; stay well under every version's limit.
-SQLITE_IN_CHUNK = 500
+SQLITE_IN_CHUNK = dbkind.SQLITE_IN_CHUNK
 
 SUBJECT_LABEL = "__lc_subject"
 
@@ -293,10 +293,9 @@ def member_ids(
         out = {v: known[v] for v in values if v in known}
         values = {v for v in values if v not in known}
     vals = sorted(v for v in values if v is not None)
-    for i in range(0, len(vals), SQLITE_IN_CHUNK):
-        q = select(t.c[member_key], t.c[s.key]).where(
-            t.c[member_key].in_(vals[i : i + SQLITE_IN_CHUNK])
-        )
+    step = dbkind.in_chunk(conn)
+    for i in range(0, len(vals), step):
+        q = select(t.c[member_key], t.c[s.key]).where(t.c[member_key].in_(vals[i : i + step]))
         out.update(dict(conn.execute(q).all()))
     return out
 
@@ -626,8 +625,9 @@ class KeyLists:
             st = self.ctx.subject_table
             key = st.c[self.ctx.datamap.subject.key]
             got = {}
-            for i in range(0, len(self.ids), SQLITE_IN_CHUNK):
-                part = self.ids[i : i + SQLITE_IN_CHUNK]
+            step = dbkind.in_chunk(self.conn)
+            for i in range(0, len(self.ids), step):
+                part = self.ids[i : i + step]
                 q = select(st.c[member_key], key).where(key.in_(part))
                 got.update((v, k) for v, k in self.conn.execute(q) if v is not None)
             self._logins[member_key] = got
@@ -903,7 +903,11 @@ def named_selections(
             col = t.c[lk.column]
             whose = None
             if lk.member_key != s.key and read is not None:
-                if lk.member_key not in logins:
+                if lk.member_key not in logins and keys is not None and keys.conn is read:
+                    # The batch read these login ids already (a round trip saved per batch).
+                    known = keys.member_of(lk.member_key)
+                    logins[lk.member_key] = {v: k for v, k in known.items() if v != ""}
+                elif lk.member_key not in logins:
                     logins[lk.member_key] = _logins(ctx, read, lk.member_key, ids)
                 whose = logins[lk.member_key]
                 found = _listed(col, sorted(whose), read, keys)
@@ -921,8 +925,9 @@ def _logins(
     st = ctx.subject_table
     key = st.c[ctx.datamap.subject.key]
     out: dict[Any, Any] = {}
-    for i in range(0, len(ids), SQLITE_IN_CHUNK):
-        q = select(st.c[column], key).where(in_values(ctx, key, ids[i : i + SQLITE_IN_CHUNK]))
+    step = dbkind.in_chunk(conn)
+    for i in range(0, len(ids), step):
+        q = select(st.c[column], key).where(in_values(ctx, key, ids[i : i + step]))
         out.update({v: k for v, k in conn.execute(q) if v is not None and v != ""})
     return out
 

@@ -21,10 +21,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, func, not_, or_, select, true, tuple_
 
+from lifecycle.core import dbkind
 from lifecycle.engine.context import EngineContext
-
-# Lookups per statement: one IN list per file column or template and chunk.
-_CHUNK = 500
 
 
 @dataclass
@@ -54,6 +52,7 @@ def still_referenced(paths: Iterable[str], ctx: EngineContext, conn: Connection)
     # A column may hold the path as the site wrote it or already resolved: look up both forms.
     resolved = {dm.resolve_path(p): p for p in wanted}
     lookup = list(dict.fromkeys([*wanted, *resolved]))
+    step = dbkind.in_chunk(conn)
     for tm in ctx.ordered_tables:
         if not tm.files and not tm.file_templates:
             continue
@@ -67,8 +66,8 @@ def still_referenced(paths: Iterable[str], ctx: EngineContext, conn: Connection)
         # Only the entry's rows name files (another meta key's value is not a path).
         live = tm.scoped(t, live)
         for col in tm.files:
-            for i in range(0, len(lookup), _CHUNK):
-                names = lookup[i : i + _CHUNK]
+            for i in range(0, len(lookup), step):
+                names = lookup[i : i + step]
                 rows = conn.execute(
                     select(t.c[col]).where(t.c[col].in_(names), live).group_by(t.c[col])
                 ).all()
@@ -77,18 +76,26 @@ def still_referenced(paths: Iterable[str], ctx: EngineContext, conn: Connection)
                     original = text if text in wanted else resolved.get(dm.resolve_path(text))
                     if original is not None:
                         found.add(original, f"{tm.name}.{col}")
+        # Templates built from the same columns (a member's icon and image, both by login id)
+        # share one lookup: a statement per batch less for each.
+        by_fields: dict[tuple[str, ...], list[Any]] = defaultdict(list)
         for ft in tm.file_templates:
-            fields = ft.fields
-            keys: dict[tuple[str, ...], list[str]] = defaultdict(list)
-            for p in wanted:
-                parsed = ft.parse(p)
-                if parsed is not None:
-                    keys[tuple(parsed[f] for f in fields)].append(p)
+            by_fields[ft.fields].append(ft)
+        for fields, templates in by_fields.items():
+            keys_of: list[tuple[Any, dict[tuple[str, ...], list[str]]]] = []
+            for ft in templates:
+                keys: dict[tuple[str, ...], list[str]] = defaultdict(list)
+                for p in wanted:
+                    parsed = ft.parse(p)
+                    if parsed is not None:
+                        keys[tuple(parsed[f] for f in fields)].append(p)
+                keys_of.append((ft, keys))
             # Bound as the columns' own types: an integer field parsed from a path is text.
-            items = [k for k in (_typed(t, fields, key) for key in keys) if k is not None]
+            every = dict.fromkeys(key for _ft, keys in keys_of for key in keys)
+            items = [k for k in (_typed(t, fields, key) for key in every) if k is not None]
             cols = tuple_(*(t.c[f] for f in fields))
-            for i in range(0, len(items), _CHUNK):
-                chunk = items[i : i + _CHUNK]
+            for i in range(0, len(items), step):
+                chunk = items[i : i + step]
                 cond = (
                     cols.in_(chunk)
                     if len(fields) > 1
@@ -101,8 +108,9 @@ def still_referenced(paths: Iterable[str], ctx: EngineContext, conn: Connection)
                 ).all()
                 for hit in hits:
                     key = tuple(str(v) for v in hit[: len(fields)])
-                    for p in keys.get(key, ()):
-                        found.add(p, f"{tm.name}:{ft.template}")
+                    for ft, keys in keys_of:
+                        for p in keys.get(key, ()):
+                            found.add(p, f"{tm.name}:{ft.template}")
     return found
 
 

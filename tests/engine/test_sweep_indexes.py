@@ -13,6 +13,7 @@ operator following the check would.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -304,3 +305,61 @@ def test_a_batch_does_not_wait_on_the_rows_of_members_it_shares_memos_with(
     conn2.close()
     assert theirs and len(left) == theirs
     assert all("jung_hs" not in row for row in left), left
+
+
+def test_a_batch_of_more_than_500_members_names_each_list_once(
+    site: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's round trips do not grow with its size: each of its statements runs once for
+    the whole batch. Its lists used to be cut at 500 values (SQLite's parameter limit) on every
+    server, so a batch of more members made the member reads, the login ids, the guest reads
+    and the file lookups twice or more (docs/engine.md)."""
+    url, _map = site
+    leavers = 600  # more than the old cut of 500
+    conn = mysql_site_connect(url)
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE g5_member SET mb_leave_date = '20260901' "
+            f"WHERE mb_id LIKE 'stay%%' AND mb_id < 'stay{leavers:05d}'"
+        )
+        assert cur.rowcount == leavers
+    conn.commit()
+    conn.close()
+    ctx = get_context()
+    assert sweep.member_batch_size(ctx) == sweep.MYSQL_MEMBER_BATCH
+    shapes: list[str] = []
+    capturing = False
+
+    def capture(_c: Any, _cur: Any, statement: str, _p: Any, _ctx: Any, _m: bool) -> None:
+        if capturing:
+            # One shape per statement whatever its list's length or its bound values.
+            shape = re.sub(r"%\(\w+\)s(, %\(\w+\)s)*", "?", re.sub(r"\s+", " ", statement))
+            shapes.append(shape)
+
+    real_run_batch = sweep.run_batch
+    batches: list[tuple[int, list[str]]] = []  # (members, statement shapes) per batch
+
+    def batch(*args: Any, **kwargs: Any) -> Any:
+        nonlocal capturing
+        shapes.clear()
+        capturing = True
+        try:
+            counts = real_run_batch(*args, **kwargs)
+        finally:
+            capturing = False
+        if counts:
+            batches.append((int(counts.get(sweep.MEMBERS, 0)), list(shapes)))
+        return counts
+
+    event.listen(ctx.primary, "before_cursor_execute", capture)
+    monkeypatch.setattr(sweep, "run_batch", batch)
+    try:
+        counts = sweep.run_sweep(ctx)
+    finally:
+        event.remove(ctx.primary, "before_cursor_execute", capture)
+    # jung_hs and the 600, in one batch of the MySQL/MariaDB default size
+    assert counts["withdrawal_members"] == leavers + 1, counts
+    [ran] = [run for members, run in batches if members == leavers + 1]
+    assert len(ran) > 20  # the whole batch was seen
+    repeated = {s[:200]: n for s, n in Counter(ran).items() if n > 1}
+    assert not repeated, repeated
