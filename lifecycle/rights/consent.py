@@ -13,8 +13,16 @@ member's live rows (a processing or guardian consent: 제37조 as amended 2023-0
 without delay once consent is withdrawn), and every recipient that received data under the
 purpose, or a field destroyed now, is owed a signed deletion notice.
 
+A former member (row gone) may withdraw a retention consent still open in the history: the
+records the archive keeps only under it (:func:`lifecycle.engine.consent_destroy.kept_by_consent`)
+are destroyed. Their files go to the shredder in the first step's transaction, the archived
+rows are deleted in the next step's archive transaction together with the ledger entry and the
+access-log line (once: :func:`lifecycle.rights.pipeline.ledger_once`), so a crash between them
+loses no path and repeats nothing. What a statute keeps stays and is counted for the answer.
+
 received/dispatched --requester checked, withdrawn, dependants destroyed--> consent_withdrawn
---ledger--> notifying (answer sent) --every notice delivered--> completed.
+--archived records deleted, ledger, access log--> notifying (answer sent) --every notice
+delivered--> completed.
 """
 
 from __future__ import annotations

@@ -152,8 +152,11 @@ def test_a_former_member_withdraws_the_retention_consent(primary_env: LifecycleE
         assert req.payload["archive_destroyed"] == by_table and req.payload["former_member"]
         assert req.payload["kept_by_law"] == {"payment": 1}
         assert req.answered_at is not None
-    [(who, kind, action, details)] = [a for a in _access(rid) if "worker" in a[2]]
-    assert kind == "destroy" and details["archived_records"] == len(restored)
+    # The command's entry at submission, and the worker's, both naming the operator.
+    (cli, (who, kind, action, details)) = _access(rid)
+    assert cli[2] == "withdraw (request)" and who == cli[0] != "website"
+    assert action == "consent withdrawal (carried out by worker)" and kind == "destroy"
+    assert details["archived_records"] == len(restored) and details["submitted_by"] == "operator"
     # Nothing more to withdraw: refused in one line.
     again = env.run("consent", "withdraw", "2", "--purpose", RETENTION,
                     "--requester-contact", "m2@example.test")  # fmt: skip
@@ -202,6 +205,7 @@ def test_website_requests_write_the_access_log(primary_env: LifecycleEnv) -> Non
     assert "counselling" not in _archived(2) and _archived(2)["payment"] == kept["payment"]
     [(who, kind, action, details)] = _access(rid)
     assert (who, kind, details["submitted_by"]) == ("website", "destroy", "website")
+    assert action == "consent withdrawal (carried out by worker)"
     assert details["verified_by"] == "login" and details["origin"]
     assert details["archived_records"] == kept["counselling"]
 
@@ -210,13 +214,69 @@ def test_website_requests_write_the_access_log(primary_env: LifecycleEnv) -> Non
     assert erase.run_erasure(rid)["state"] in ("notifying", "completed")
     [(who, kind, action, details)] = _access(rid)
     assert (who, kind, details["erased"]) == ("website", "destroy", ["hobbies"])
+    assert action == "erase (carried out by worker)"
 
     rid = website("suspension", 5, {"reason": "이용 중지를 원합니다"})
     assert suspension.run_suspension(rid)["state"] == "completed"
     assert suspension.run_suspension(rid)["state"] == "completed"
     [(who, kind, action, details)] = _access(rid)
     assert (who, kind, details["lifted"]) == ("website", "change", False)
+    assert action == "suspension (carried out by worker)"
     rid = website("suspension_lift", 5, {})
     assert suspension.run_lift(rid)["state"] == "completed"
-    [(who, kind, action, details)] = _access(rid)
-    assert (who, details["lifted"]) == ("website", True)
+    [(who, _kind, action, details)] = _access(rid)
+    assert (who, action, details["lifted"]) == (
+        "website",
+        "suspension lift (carried out by worker)",
+        True,
+    )
+
+
+def test_replay_destroys_a_processing_consents_records_again(primary_env: LifecycleEnv) -> None:
+    from lifecycle.rights import consent
+    from models.demo_site import members
+
+    env = primary_env
+    eng = create_demo_schema()
+    add_members(eng, 1, start=7, counselling_consent_at=GIVEN)
+    add_members(eng, 1, start=8, counselling_consent_at=GIVEN)
+    with eng.begin() as c:
+        for mid in (7, 8):
+            c.execute(
+                counselling_records.insert().values(
+                    member_id=mid, session_at=GIVEN, counsellor="박상담", notes="기록",
+                    diagnosis="불안",
+                )
+            )  # fmt: skip
+    with eng.connect() as c:
+        backup = [dict(r) for r in c.execute(select(counselling_records)).mappings()]
+    r = env.run("consent", "withdraw", "7", "--purpose", "counselling")
+    assert r.returncode == 0, r.stderr
+    rid = int(r.stdout.split()[3])
+    assert consent.run_consent_withdrawal(rid)["state"] == "completed"
+
+    def records(mid: int) -> int:
+        with eng.connect() as c:
+            q = select(func.count()).where(counselling_records.c.member_id == mid)
+            return int(c.execute(q.select_from(counselling_records)).scalar_one())
+
+    assert records(7) == 0 and records(8) == 1
+    # The site's tables come back from a backup taken before (the lifecycle's did not).
+    with eng.begin() as c:
+        c.execute(insert(counselling_records), [b for b in backup if b["member_id"] == 7])
+        c.execute(members.update().where(members.c.id == 7).values(counselling_consent_at=GIVEN))
+    since = date.today().isoformat()
+    rr = env.run("ledger", "replay", "--since", since)
+    assert rr.returncode == 0, rr.stderr
+    assert records(7) == 1  # the request row is there and finished: not restored
+    rr = env.run("ledger", "replay", "--since", since, "--assume-restored")
+    assert rr.returncode == 0, rr.stderr
+    assert records(7) == 0 and records(8) == 1
+    with eng.connect() as c:
+        at = c.execute(select(members.c.counselling_consent_at).where(members.c.id == 7))
+        assert at.scalar() is None
+    redo = [e for e in _entries("consent_withdrawal") if e.get("reapplies") == "consent"]
+    assert len(redo) == 1 and redo[0]["destroyed"] == {"counselling_records": 1}
+    rr = env.run("ledger", "replay", "--since", since, "--assume-restored")
+    assert rr.returncode == 0, rr.stderr
+    assert len([e for e in _entries("consent_withdrawal") if e.get("reapplies") == "consent"]) == 1
