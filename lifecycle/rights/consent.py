@@ -269,7 +269,6 @@ def _hand_files(job: Job, ctx: EngineContext, paths: list[str], cats: list[str])
 
 def _withdraw(job: Job) -> None:
     payload = job.payload
-    p: ConsentPurpose | None = None
     try:
         p = purpose_of(str(payload.get("purpose")))
     except UserError as exc:
@@ -316,7 +315,7 @@ def _withdraw(job: Job) -> None:
     for rid, fs in recipients_of(s, member_id, destroyed_fields).items():
         owed.setdefault(rid, set()).update(fs)
     n = owe_deletions(s, member_id, job.request_id, owed)
-    job.req.payload = {
+    out: dict[str, Any] = {
         **payload,
         "purpose_label": p.label,
         "notifications": n,
@@ -325,14 +324,15 @@ def _withdraw(job: Job) -> None:
         "categories": list(p.destroys) if done else [],
     }
     if former:
-        job.req.payload["former_member"] = True
+        out["former_member"] = True
     if p.kind == RETENTION:
-        job.req.payload.update(
+        out.update(
             archive_categories=archived_cats,
             archive_planned=planned,
             archived_files=files,
             kept_by_law=by_law,
         )
+    job.req.payload = out
     job.req.error = None
     transition(job.req, RequestState.CONSENT_WITHDRAWN)
 

@@ -280,3 +280,74 @@ def test_replay_destroys_a_processing_consents_records_again(primary_env: Lifecy
     rr = env.run("ledger", "replay", "--since", since, "--assume-restored")
     assert rr.returncode == 0, rr.stderr
     assert len([e for e in _entries("consent_withdrawal") if e.get("reapplies") == "consent"]) == 1
+
+
+def test_the_archived_records_files_are_shredded(
+    primary_env: LifecycleEnv, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """A map keeping uploads after withdrawal under a retention consent of their own: the
+    withdrawal keeps the file (its record archived), the consent's withdrawal hands it to the
+    shredder before the record goes, and the shredder destroys it."""
+    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
+    from lifecycle.datamap.member_table import clear_cache
+    from lifecycle.engine.context import clear_context_cache
+    from lifecycle.rights import consent
+    from lifecycle.rights.common import Requester
+    from lifecycle.shred.jobs import run_job
+    from models.demo_site import uploaded_files
+    from tests.helpers import set_env, sql_rows
+
+    lines = SHIPPED_DEMO_MAP.read_text(encoding="utf-8").splitlines(keepends=True)
+    rule = [i for i, ln in enumerate(lines) if ln.startswith("  uploads: {period: 0d")]
+    purpose = [i for i, ln in enumerate(lines) if ln.startswith("  provision_partner:")]
+    assert len(rule) == 1 and len(purpose) == 1
+    lines[rule[0]] = (
+        '  uploads: {period: 1y, consent: uploads_retention, legal_basis: "보존 동의"}\n'
+    )
+    lines[purpose[0]] = (
+        '  uploads_retention:\n    kind: retention\n    label: "탈퇴 후 첨부 파일 보관 동의"\n'
+        "    categories: [uploads]\n" + lines[purpose[0]]
+    )
+    text_ = "".join(lines)
+    site_map = tmp_path / "site.yaml"
+    site_map.write_text(text_, encoding="utf-8")
+    set_env(primary_env, monkeypatch, LIFECYCLE_DATA_MAP=str(site_map))
+    clear_context_cache()
+    clear_cache()
+
+    eng = create_demo_schema()
+    add_members(eng, 1, start=3)
+    primary_env.file_root.mkdir(parents=True, exist_ok=True)
+    path = primary_env.file_root / "intake-3.pdf"
+    path.write_bytes(b"%PDF intake form" * 64)
+    with eng.begin() as c:
+        c.execute(
+            uploaded_files.insert().values(
+                member_id=3, path=str(path), original_name="intake.pdf", kind="intake_form",
+                uploaded_at=GIVEN,
+            )
+        )  # fmt: skip
+    from lifecycle.engine.context import get_context
+    from lifecycle.rights.consent import give_consent
+    from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
+
+    give_consent(3, "uploads_retention", "v1", given_at=GIVEN)
+    ctx = get_context()
+    assert carry_out(ctx, submit_withdrawal(ctx, 3))["state"] == "completed"
+    assert _archived(3).get("uploads") == 1 and path.exists()
+    primary = primary_env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    jobs_before = {j for (j,) in sql_rows(primary, "SELECT id FROM lifecycle_shred_jobs")}
+
+    rid = consent.submit_consent_withdrawal(
+        3, "uploads_retention", Requester(contact="m3@example.test"), dispatch=False
+    )
+    assert consent.run_consent_withdrawal(rid)["state"] == "completed"
+    assert "uploads" not in _archived(3)
+    (entry,) = _entries("consent_withdrawal", rid)
+    assert entry["files_handed"] == 1 and entry["archive_destroyed"] == {"uploaded_files": 1}
+    jobs = [j for (j,) in sql_rows(primary, "SELECT id FROM lifecycle_shred_jobs ORDER BY id")
+            if j not in jobs_before]  # fmt: skip
+    assert len(jobs) == 1 and path.exists()
+    run_job(jobs[0])
+    assert not path.exists()
+    assert _entries("file_shred")
