@@ -172,6 +172,7 @@ def test_a_former_member_withdraws_the_retention_consent(primary_env: LifecycleE
     assert _archived(2) == kept
     rr = env.run("ledger", "replay", "--since", since)
     assert rr.returncode == 0, rr.stderr
+    assert f"archive: {len(restored)} archived record(s)" in rr.stdout, rr.stdout
     assert _archived(2) == {k: v for k, v in kept.items() if k != "counselling"}
     redo = [e for e in _entries("consent_withdrawal") if e.get("reapplies") == "consent_archive"]
     assert len(redo) == 1 and redo[0]["archive_destroyed"] == by_table
