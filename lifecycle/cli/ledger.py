@@ -375,6 +375,16 @@ def replay_cmd(
         "under the storage roots"
         + ("" if not rep.shred_jobs else f" (shred jobs {', '.join(map(str, rep.shred_jobs))})")
     )
+    if rep.archive_rows_deleted:
+        typer.echo(
+            f"archive: {rep.archive_rows_deleted} archived record(s) a withdrawn retention "
+            "consent had kept were back (a restored archive DB) and were deleted again"
+        )
+    if rep.consent_unmapped:
+        typer.echo(
+            f"not re-applied: {rep.consent_unmapped} consent withdrawal(s) of a purpose the "
+            "data map no longer declares"
+        )
     if rep.not_restored:
         typer.echo(
             f"not restored: {rep.not_restored} act(s) on members of this DB whose request is "

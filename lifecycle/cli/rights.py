@@ -9,6 +9,7 @@ anything is created; a requester the worker cannot accept is refused with a writ
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -152,7 +153,9 @@ def _right(
             who = _requester(
                 requester, requester_name, requester_contact, verified_by, received_via
             )
-            current()  # an OS account the operator register refuses changes nothing
+            # An OS account the operator register refuses changes nothing; the request row
+            # names the operator, so the worker's access-log entry does too (not `website`).
+            who = dataclasses.replace(who, actor=current())
             mid = member_id_from(member_id)
             _prepare()
             request_id = fn(mid, who, **options)

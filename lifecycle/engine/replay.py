@@ -14,8 +14,13 @@ done, to what the restore brought back:
   cannot be back without a restore.
 - an **item erasure** (제36조; the ``destroy`` entry of an erasure request, or of an earlier
   replay's erasure): the columns it names are cleared again, the member stays.
-- a **consent withdrawal** (제37조): the purpose's consent column is cleared again (only when
-  the caller passes the purpose → column map: the purposes belong to the rights layer).
+- a **consent withdrawal** (제37조): the purpose's consent column is cleared again (its column
+  from the caller's purpose → column map), its grant closed again in ``lifecycle_consents``,
+  and what depended on it destroyed again (:mod:`lifecycle.engine.consent_destroy`): the
+  categories a processing or guardian consent carries, in the member's restored rows; and the
+  archived records a retention consent kept, when the archive holds them again (a restored
+  archive DB; a former member needs no row in the primary DB for that). Only records
+  archived before the withdrawal: one archived since (the consent given again) stays.
 - a ``file_shred`` entry of this host: the file is shredded again.
 
 A cleared column holding a value again may be a restored value or one the member entered
@@ -51,6 +56,12 @@ from lifecycle.core import dbkind
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
+from lifecycle.engine.consent_destroy import (
+    archived_counts,
+    destroy_archived,
+    destroy_dependants,
+    withdrawn_value,
+)
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.guests import with_guests
 from lifecycle.engine.ledger_outbox import flush_ledger_outbox
@@ -60,6 +71,7 @@ from lifecycle.requests import holds
 from lifecycle.shred.jobs import enqueue_shred
 from lifecycle.vault import crypto, keystore, ledger
 from models.archive import LedgerEntry
+from models.consents import Consent
 from models.engine import LedgerOutbox
 from models.requests import JobRun, LifecycleRequest, RequestState
 
@@ -94,6 +106,8 @@ class Act:
     replay_run: int | None = None  # an earlier replay's run that wrote the entry
     columns: tuple[str, ...] = ()  # erasure: the member table's columns cleared
     purpose: str | None = None  # consent: the purpose withdrawn
+    # consent: the categories whose archived records it destroyed (a retention consent)
+    archive_categories: tuple[str, ...] = ()
 
 
 @dataclass
@@ -119,7 +133,8 @@ class ReplayReport:
     unnamed_destructions: int = 0
     identifier_destructions: int = 0  # re-run `lifecycle identifiers destroy`
     corrections: int = 0  # values are never in the ledger: cannot be re-applied
-    consent_unmapped: int = 0  # consent withdrawals with no purpose map given
+    consent_unmapped: int = 0  # consent withdrawals of a purpose the data map lacks
+    archive_rows_deleted: int = 0  # archived records a retention consent's withdrawal left
     shred_jobs: list[int] = field(default_factory=list)
     run_id: int | None = None
 
@@ -179,8 +194,10 @@ def classify(
     if action == "consent_withdrawal":
         if not ref:
             return None
+        cats = d.get("archive_categories") if d.get("archive_destroyed") else None
         return Act("consent", ref, at, request_id=request_id, purpose=d.get("purpose"),
-                   replay_run=_replay_run_of(d))  # fmt: skip
+                   replay_run=_replay_run_of(d),
+                   archive_categories=tuple(str(c) for c in cats or ()))  # fmt: skip
     if action not in MEMBER_ACTIONS:
         return None
     run = _replay_run_of(d)
@@ -405,6 +422,105 @@ def _redo_clear(
     return True
 
 
+def _redo_consent(
+    ctx: EngineContext, act: Act, mid: int, cols: list[str], scope: Scope, rep: ReplayReport
+) -> bool:
+    """A consent withdrawal on the member's restored rows: the consent column cleared, the grant
+    closed, the categories it carried destroyed, in one transaction with its ledger entry
+    (owed); False if nothing was back."""
+    p = ctx.datamap.consents[act.purpose or ""]
+    sub = ctx.datamap.subject
+    t = ctx.subject_table
+    c = Consent.__table__
+    with ctx.primary.begin() as conn:
+        held = _holding(conn, ctx, mid, cols)
+        if held:
+            blank = {col: withdrawn_value(t.c[col]) for col in held}
+            conn.execute(update(t).where(t.c[sub.key] == mid).values(blank))
+            if _holding(conn, ctx, mid, held):
+                raise RuntimeError(f"replay: consent column still set after clearing ({scope.key})")
+        grants = conn.execute(
+            update(c)
+            .where(c.c.member_id == mid, c.c.purpose == p.name, c.c.withdrawn_at.is_(None),
+                   c.c.given_at < act.at)
+            .values(withdrawn_at=act.at, request_id=act.request_id)
+        ).rowcount  # fmt: skip
+        destroyed = destroy_dependants(ctx, conn, p, mid) if p.destroys else {}
+        if not held and not grants and not destroyed:
+            return False
+        entry = {
+            "action": "consent_withdrawal",
+            "categories": sorted(p.destroys) if destroyed else [],
+            "tables": sorted({t.name, *destroyed}),
+            "subjects": 1,
+            "rows": sum(destroyed.values()) or 1,
+            "reason": REASON,
+            "legal_basis": CONSENT_BASIS,
+            "method": "복원된 동의 기록을 다시 해제하고 동의에 근거한 항목을 다시 파기 "
+            "(단일 트랜잭션, 재조회로 확인)",
+            "actor": scope.actor,
+            "subject_ref": act.ref,
+            "details": {"scope": scope.key, "reapplies": "consent", "purpose": p.name,
+                        "fields": held, "grants_closed": int(grants), "destroyed": destroyed,
+                        "request": act.request_id},
+        }  # fmt: skip
+        conn.execute(
+            insert(LedgerOutbox.__table__),
+            [{"token": uuid.uuid4().hex, "entry": entry, "created_at": datetime.now(UTC)}],
+        )
+    rep.columns_cleared += len(held)
+    rep.rows_deleted += sum(destroyed.values())
+    return True
+
+
+def _archived_left(
+    ctx: EngineContext, acts: list[Act], rewithdrawn: frozenset[str] = frozenset()
+) -> list[Act]:
+    """Retention-consent withdrawals whose archived records are there again (restored).
+    Records archived since the withdrawal stay (the consent was given again), except for a
+    member whose withdrawal this run re-applied: it archived them again from the restored
+    rows, under the restored grant the consent withdrawal had ended."""
+    out = []
+    with Session(ctx.archive) as a:
+        for act in acts:
+            if act.kind == "consent" and act.archive_categories:
+                before = None if act.ref in rewithdrawn else act.at
+                if archived_counts(a, act.ref, list(act.archive_categories), before):
+                    out.append(act)
+    return out
+
+
+def _redo_archived(
+    ctx: EngineContext, act: Act, scope: Scope, rep: ReplayReport, *, since_too: bool = False
+) -> bool:
+    """Delete again, and record, the archived records a retention consent's withdrawal
+    destroyed; skipped while a legal hold covers the member or one of the categories."""
+    cats = list(act.archive_categories)
+    with Session(ctx.archive) as a, a.begin():
+        with Session(ctx.primary) as p:
+            held = holds.held_set(p, a, ctx.today())
+        hold = held.refs.get(act.ref) or next(
+            (held.categories[c] for c in cats if c in held.categories), None
+        )
+        if hold is not None:
+            rep.members_held.append(hold.id)
+            return False
+        gone = destroy_archived(a, act.ref, cats, None if since_too else act.at)
+        if not gone:
+            return False
+        ledger.append(
+            a, action="consent_withdrawal", categories=sorted(cats), tables=sorted(gone),
+            subjects=1, rows=sum(gone.values()), reason=REASON, legal_basis=CONSENT_BASIS,
+            method="복원된 분리보관 기록을 다시 삭제 (분리보관 DB 행 삭제, 재조회로 확인)",
+            actor=scope.actor, subject_ref=act.ref,
+            details={"scope": scope.key, "reapplies": "consent_archive", "purpose": act.purpose,
+                     "archive_destroyed": gone, "request": act.request_id},
+            dedup_key=f"{scope.key}:archive",
+        )  # fmt: skip
+    rep.archive_rows_deleted += sum(gone.values())
+    return True
+
+
 def _open_run(ctx: EngineContext) -> int:
     jr = JobRun.__table__
     with ctx.primary.begin() as conn:
@@ -418,7 +534,8 @@ def _open_run(ctx: EngineContext) -> int:
 def _close_run(ctx: EngineContext, run_id: int, rep: ReplayReport, outcome: str = "ok") -> None:
     jr = JobRun.__table__
     counts = {f"{k}_reapplied": v for k, v in rep.reapplied.items()}
-    counts.update(files=rep.files_matched, rows_deleted=rep.rows_deleted)
+    counts.update(files=rep.files_matched, rows_deleted=rep.rows_deleted,
+                  archive_rows_deleted=rep.archive_rows_deleted)  # fmt: skip
     with ctx.primary.begin() as conn:
         conn.execute(
             update(jr)
@@ -429,8 +546,9 @@ def _close_run(ctx: EngineContext, run_id: int, rep: ReplayReport, outcome: str 
 
 def _apply(
     ctx: EngineContext, rep: ReplayReport, todo: list[tuple[Act, int]], paths: list[str],
-    consent_columns: Mapping[str, str], actor: str, run_id: int,
+    consent_columns: Mapping[str, str], actor: str, run_id: int, consents: list[Act],
 ) -> None:  # fmt: skip
+    n = 0
     for n, (act, mid) in enumerate(todo, 1):
         if _held(ctx, mid, rep):
             continue
@@ -438,10 +556,22 @@ def _apply(
                       actor=actor, subject_ref=act.ref)  # fmt: skip
         if act.kind == "withdrawal":
             done = _redo_withdrawal(ctx, mid, act.at, scope, rep)
+        elif act.kind == "consent":
+            cols = _clearable(ctx, act, consent_columns)
+            done = _redo_consent(ctx, act, mid, cols, scope, rep)
         else:
             cols = _clearable(ctx, act, consent_columns)
             done = bool(cols) and _redo_clear(ctx, act, mid, cols, scope, act.ref, rep)
         if done:
+            rep.reapplied[act.kind] += 1
+    # After the withdrawals: one re-applied here archives a member's records again.
+    live = {id(act) for act, _ in todo}
+    again = frozenset(act.ref for act, _ in todo if act.kind == "withdrawal")
+    for m, act in enumerate(_archived_left(ctx, consents, again), n + 1):
+        scope = Scope(key=f"replay:{run_id}:{m}", purpose="consent_withdrawal", reason=REASON,
+                      actor=actor, subject_ref=act.ref)  # fmt: skip
+        done = _redo_archived(ctx, act, scope, rep, since_too=act.ref in again)
+        if done and id(act) not in live:
             rep.reapplied[act.kind] += 1
     flush_ledger_outbox(ctx)
     if paths:
@@ -451,7 +581,8 @@ def _apply(
     with Session(ctx.archive) as a, a.begin():
         ledger.append(
             a, action="ledger_replay", categories=[], tables=[],
-            subjects=rep.members_reapplied, rows=rep.rows_deleted + len(paths), reason=REASON,
+            subjects=rep.members_reapplied,
+            rows=rep.rows_deleted + rep.archive_rows_deleted + len(paths), reason=REASON,
             legal_basis=LEGAL_BASIS,
             method="원장 가명 대조로 복원 DB·파일의 파기 재적용 (matched by keyed pseudonyms)",
             actor=actor,
@@ -463,7 +594,8 @@ def _apply(
                      "assume_restored": rep.assume_restored,
                      "unnamed_destructions": rep.unnamed_destructions,
                      "identifier_destructions": rep.identifier_destructions,
-                     "corrections_not_reapplied": rep.corrections},
+                     "corrections_not_reapplied": rep.corrections,
+                     "archive_rows_deleted": rep.archive_rows_deleted},
             dedup_key=f"ledger_replay:run{run_id}",
         )  # fmt: skip
 
@@ -504,7 +636,7 @@ def replay(
             continue
         if act.kind != "withdrawal" and act.ref in withdrawn:
             continue  # the withdrawal takes the whole member
-        if act.kind == "consent" and act.purpose not in consent_columns:
+        if act.kind == "consent" and act.purpose not in ctx.datamap.consents:
             rep.consent_unmapped += 1
             continue
         rep.found[act.kind] += 1
@@ -517,19 +649,29 @@ def replay(
             todo.append((act, mid))
     paths = [p for p in _walk(settings.file_roots) if crypto.file_ref(key, p, host) in files]
     rep.files_matched = len(paths)
+    # Archived records are back only if the archive was restored: no request row to consult.
+    consents = [x for x in acts if x.kind == "consent" and x.purpose in ctx.datamap.consents]
+    archived = _archived_left(ctx, consents)
+    for act in archived:
+        if act.ref not in members:
+            rep.found["consent"] += 1
     if dry_run:
         # What a real run would do: found, restored, and something to clear.
         for act, mid in todo:
-            if act.kind != "withdrawal":
+            if act.kind == "erasure" or (
+                act.kind == "consent" and not ctx.datamap.consents[act.purpose or ""].destroys
+            ):
                 with ctx.primary.connect() as conn:
                     cols = _clearable(ctx, act, consent_columns)
                     if not _holding(conn, ctx, mid, cols, lock=False):
                         continue
             rep.reapplied[act.kind] += 1
+        live = {id(act) for act, _ in todo}
+        rep.reapplied["consent"] += sum(1 for act in archived if id(act) not in live)
         return rep
     run_id = rep.run_id = _open_run(ctx)
     try:
-        _apply(ctx, rep, todo, paths, consent_columns, actor, run_id)
+        _apply(ctx, rep, todo, paths, consent_columns, actor, run_id, consents)
     except BaseException:
         # The run row must not say "running" for ever; what was re-applied is in the ledger.
         _close_run(ctx, run_id, rep, "failed")

@@ -53,6 +53,10 @@ ANSWERABLE = frozenset(
 )
 
 
+def _total(counts: Any) -> int:
+    return sum(int(n) for n in counts.values()) if isinstance(counts, dict) else 0
+
+
 def _detail(req: LifecycleRequest) -> str:
     p: dict[str, Any] = req.payload if isinstance(req.payload, dict) else {}
     if req.kind == "access":
@@ -71,13 +75,20 @@ def _detail(req: LifecycleRequest) -> str:
     if req.kind == "suspension_lift":
         return "■ 처리정지가 해제되어 회원님의 개인정보가 다시 이용될 수 있습니다.\n"
     if req.kind == "consent_withdrawal":
-        destroyed = p.get("destroyed") or {}
-        gone = sum(int(n) for n in destroyed.values()) if isinstance(destroyed, dict) else 0
+        gone = _total(p.get("destroyed")) + _total(p.get("archive_destroyed"))
+        kept = _total(p.get("kept_by_law"))
         return (
             f"■ 철회된 동의: {p.get('purpose_label') or p.get('purpose', '')}\n"
             + (
-                f"이 동의에 근거하여 처리하던 개인정보 {gone}건을 지체 없이 파기하였습니다.\n"
+                f"이 동의에 근거하여 처리하거나 보관하던 개인정보 {gone}건을 지체 없이 "
+                "파기하였습니다.\n"
                 if gone
+                else ""
+            )
+            + (
+                f"다른 법령에 따라 보존하여야 하는 기록 {kept}건은 그 법령이 정한 기간 동안 "
+                "분리하여 보관한 뒤 파기합니다 (개인정보 보호법 제21조제1항 단서).\n"
+                if kept
                 else ""
             )
             + "해당 목적으로 개인정보를 제공받은 제3자에게는 이용 중지와 삭제를 요청하였습니다.\n"

@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from lifecycle.core import db
 from lifecycle.core.errors import UserError
@@ -41,6 +42,7 @@ from lifecycle.rights.pipeline import (
     Pipeline,
     answer_requester,
     ledger_step,
+    log_access,
     refuse,
     restrict_step,
     run,
@@ -192,12 +194,20 @@ def _entry(job: Job) -> dict[str, Any]:
     }
 
 
+def _access_log(job: Job, a: Session) -> None:
+    """Once per request, with the ledger entry, whoever submitted it (the website included)."""
+    p = job.payload
+    erased = list(p.get("erased", []))
+    details = {"fields": list(p.get("fields", [])), "erased": erased, "rows": 1 if erased else 0}
+    log_access(job, a, "destroy" if erased else "change", "erase (carried out by worker)", details)
+
+
 ERASURE = Pipeline(
     RequestKind.ERASURE.value,
     {
         **starting(restrict_step(REASON, _check)),
         RequestState.RESTRICTED.value: _erase,
-        RequestState.ERASED.value: ledger_step(RequestState.NOTIFYING, _entry),
+        RequestState.ERASED.value: ledger_step(RequestState.NOTIFYING, _entry, first=_access_log),
     },
     finish=(tell, answer_requester),
     # A refusal after the restriction lifts it (none yet before it: a no-op).

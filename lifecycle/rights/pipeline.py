@@ -25,6 +25,7 @@ A new request kind is a new ``Pipeline`` (plus its ``KindSpec`` in
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from lifecycle.requests.states import START, TERMINAL, transition
 from lifecycle.requests.use_block import restrict
 from lifecycle.rights.answers import answer
 from lifecycle.rights.telling import send_owed, settle
-from lifecycle.vault import keystore, ledger
+from lifecycle.vault import accesslog, keystore, ledger
 from models.archive import LedgerEntry
 from models.requests import LifecycleRequest, RequestState
 
@@ -235,17 +236,22 @@ def restrict_step(
     return step
 
 
-def write_ledger(job: Job, first: Callable[[Session], None] | None = None, **entry: Any) -> None:
-    """The request's ledger entry (``entry``: :func:`lifecycle.vault.ledger.append`'s wording),
-    in its own archive transaction before the step's state commits: a crash in between re-runs
-    into the same entry (its dedup key is the request's), never none. ``first`` runs in that
-    archive transaction only when the entry is new (an access-log line, written once)."""
+def ledger_once(job: Job, build: Callable[[Session], dict[str, Any]]) -> dict[str, Any]:
+    """The request's ledger entry, in its own archive transaction before the step's state
+    commits: ``build(archive session)`` runs only when the entry is not there yet (what it does
+    in the archive, an access-log line, a deletion, commits with the entry, once) and returns
+    the entry (:func:`lifecycle.vault.ledger.append`'s wording). A crash in between re-runs into
+    the entry already written, never none. Returns the entry's details."""
     key = f"{job.req.kind}:request{job.request_id}"
-    entry.setdefault("tables", [job.mt.table.name])
     with db.session("archive") as a:
-        seen = select(LedgerEntry.seq).where(LedgerEntry.dedup_key == key)
-        if first is not None and a.scalar(seen) is None:
-            first(a)
+        seen = a.execute(
+            select(LedgerEntry.seq, LedgerEntry.details).where(LedgerEntry.dedup_key == key)
+        ).first()
+        if seen is not None:
+            d = json.loads(seen[1]) if isinstance(seen[1], str) else seen[1]
+            return dict(d) if isinstance(d, dict) else {}
+        entry = build(a)
+        entry.setdefault("tables", [job.mt.table.name])
         ledger.append(
             a,
             subjects=1,
@@ -255,6 +261,40 @@ def write_ledger(job: Job, first: Callable[[Session], None] | None = None, **ent
             dedup_key=key,
             **entry,
         )
+        return dict(entry.get("details") or {})
+
+
+def write_ledger(job: Job, first: Callable[[Session], None] | None = None, **entry: Any) -> None:
+    """:func:`ledger_once` with a fixed ``entry``; ``first`` runs in its archive transaction
+    only when the entry is new (an access-log line, written once)."""
+
+    def build(a: Session) -> dict[str, Any]:
+        if first is not None:
+            first(a)
+        return dict(entry)
+
+    ledger_once(job, build)
+
+
+WEBSITE = "website"
+
+
+def log_access(
+    job: Job, a: Session, kind: str, action: str, details: Mapping[str, Any] | None = None
+) -> None:
+    """The handler access log's entry for what the worker did on this request (in the archive
+    transaction ``a``; with :func:`ledger_once` it is written once). Who: the request's actor
+    (the operator or console user who took it in), else the website that inserted it, with
+    the requester and how the site verified them, the identity it authenticated; 접속지: this
+    worker (:func:`lifecycle.vault.accesslog.origin`), as for every request a worker carries."""
+    req = job.req
+    accesslog.record(
+        a, operator=req.actor or WEBSITE, kind=kind, action=action, member_id=job.member_id,
+        request_id=job.request_id,
+        details={**(details or {}), "submitted_by": "operator" if req.actor else WEBSITE,
+                 "requester": req.requester_kind or "member",
+                 "verified_by": req.verified_by or "login"},
+    )  # fmt: skip
 
 
 def ledger_step(

@@ -29,6 +29,7 @@ from lifecycle.rights.pipeline import (
     Pipeline,
     answer_requester,
     ledger_step,
+    log_access,
     refuse,
     restrict_step,
     run,
@@ -102,6 +103,14 @@ def _entry(job: Job) -> dict[str, Any]:
     }
 
 
+def _access_log(job: Job, a: Session) -> None:
+    """Once per request, with the ledger entry, whoever submitted it (the website included)."""
+    lifting = job.req.kind == RequestKind.SUSPENSION_LIFT.value
+    log_access(job, a, "change",
+               "suspension lift (carried out by worker)" if lifting
+               else "suspension (carried out by worker)", {"lifted": lifting})  # fmt: skip
+
+
 def _lift(job: Job) -> None:
     refusal = _refusal(job)
     if refusal is None and restriction_reason(job.s, job.member_id) != REASON:
@@ -110,7 +119,7 @@ def _lift(job: Job) -> None:
         refuse(job, refusal)
         return
     # The ledger first: a crash after it re-runs into the same (deduplicated) entry.
-    write_ledger(job, **_entry(job))
+    write_ledger(job, lambda a: _access_log(job, a), **_entry(job))
     lift(job.s, job.member_id, REASON)
     transition(job.req, RequestState.COMPLETED, error=None)
 
@@ -119,7 +128,9 @@ SUSPENSION = Pipeline(
     RequestKind.SUSPENSION.value,
     {
         **starting(restrict_step(REASON, _refusal, override=True)),
-        RequestState.RESTRICTED.value: ledger_step(RequestState.COMPLETED, _entry),
+        RequestState.RESTRICTED.value: ledger_step(
+            RequestState.COMPLETED, _entry, first=_access_log
+        ),
     },
     finish=(answer_requester,),
 )
