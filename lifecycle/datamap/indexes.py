@@ -94,6 +94,8 @@ def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
         if name not in existing:
             continue
         for lk in (*tm.links, *tm.also_names):
+            if lk.separator is not None:
+                continue  # a list is searched by containment: no index serves it
             if (
                 name != s.table
                 and lk.member_key == s.key

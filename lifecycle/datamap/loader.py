@@ -102,6 +102,8 @@ class _LinkSpec(_Spec):
 class _NamesSpec(_LinkSpec):
     # Cleared columns written with this value instead of blanked (a NOT NULL integer: 0).
     set: dict[str, int | str] = Field(default_factory=dict)
+    # The column lists several members separated by this (a poll's voters, ``","``).
+    list_: str | None = Field(default=None, alias="list")
 
 
 class _FileSpec(_Spec):
@@ -555,7 +557,18 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 relations[1],
             )
         age_only = bool(ts.purpose_end) and all(isinstance(p, dict) for p in ts.purpose_end)
-        if not relations and not age_only and not ts.match_identities:
+        # Rows no member owns that name members (a poll listing its voters): they stay, and a
+        # leaver's name leaves them; nothing of theirs ends, so no purpose end and no category.
+        named_only = not relations and not ts.match_identities and bool(ts.also_names)
+        if named_only:
+            if "purpose_end" in ts.model_fields_set and ts.purpose_end:
+                raise err(f"table {name!r}: rows no member owns (only also_names:) stay; give "
+                          "no purpose_end", *base, "purpose_end")  # fmt: skip
+            if ts.columns:
+                raise err(f"table {name!r}: rows no member owns (only also_names:) hold no "
+                          "category: list their columns under non_personal or leave them "
+                          "out", *base, "columns")  # fmt: skip
+        if not relations and not age_only and not ts.match_identities and not named_only:
             raise err(
                 f"table {name!r} has no subject relation: give subject_column (the column "
                 f"holding the member's {s.key}), members: [...], via: {{table, column}} or "
@@ -719,7 +732,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 raise err(f"table {name!r}: retain_from: {why}", *base, "retain_from", "format")
             formats[retain_from.column] = retain_from.format
             retain_from = retain_from.column
-        for i, pe in enumerate(ts.purpose_end):
+        for i, pe in enumerate(() if named_only else ts.purpose_end):
             where = (*base, "purpose_end", i)
             if isinstance(pe, str):
                 if pe not in ("withdrawal", "dormancy"):
@@ -769,7 +782,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                     raise err(f"table {name!r}: age: {why}", *where, "age", "format")
                 formats[age_spec.column] = age_spec.format
             purpose.append(PurposeEnd("age", age_spec.column, after))
-        if not purpose:
+        if not purpose and not named_only:
             raise err(f"table {name!r} has an empty purpose_end", *base, "purpose_end")
         for i, lk, field_ in [*((i, lk, "members") for i, lk in enumerate(links)),
                               *((i, lk, "also_names") for i, lk in enumerate(also))]:  # fmt: skip
@@ -960,12 +973,22 @@ def _also_names(
         if bad:
             raise err(f"table {name!r}: also_names blank: {bad[0]!r} is a key or link column; "
                       "it cannot be cleared", *where)  # fmt: skip
+        if ns.list_ is not None:
+            # Other members' entries stay: nothing else of the row is the leaver's alone.
+            if not ns.list_.strip() or ns.list_ != ns.list_.strip():
+                raise err(f"table {name!r}: also_names list: give the separator, e.g. \",\"",
+                          *where, "list")  # fmt: skip
+            if ns.blank or ns.set:
+                raise err(f"table {name!r}: also_names {ns.column!r} is a list: only the "
+                          "leaver's entries are removed, so it takes no blank: or set:",
+                          *where)  # fmt: skip
         cleared = (ns.column, *ns.blank)
         stray = [c for c in ns.set if c not in cleared]
         if stray:
             raise err(f"table {name!r}: also_names set: {stray[0]!r} is neither the column nor "
                       "listed under blank:", *where)  # fmt: skip
-        out.append(MemberLink(ns.column, member_key, tuple(ns.blank), tuple(ns.set.items())))
+        out.append(MemberLink(ns.column, member_key, tuple(ns.blank), tuple(ns.set.items()),
+                              ns.list_))  # fmt: skip
     return tuple(out)
 
 

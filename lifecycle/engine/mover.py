@@ -60,6 +60,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.datamap.file_values import implausible_path
 from lifecycle.datamap.links import forget_markers, member_id
 from lifecycle.datamap.model import TableMap
+from lifecycle.engine import unlist
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     SQLITE_IN_CHUNK,
@@ -631,6 +632,11 @@ def move(
         n = blank_rows(ctx, pconn, sel, gone)
         if n:
             result.blanked[sel.table.name] = result.blanked.get(sel.table.name, 0) + n
+    for sel in selections:
+        if sel.mode == "unlist":
+            n = _unlist(ctx, pconn, sel, gone, now)
+            if n:
+                result.blanked[sel.table.name] = result.blanked.get(sel.table.name, 0) + n
     park_destroy_entries(ctx, pconn, scope, gone.tally)
     for k, t in gone.tally.items():
         result.destroyed[k] = t.rows
@@ -772,6 +778,21 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
                  or any(c in cleared for c in tm.files)]  # fmt: skip
         gone.row(tm.name, member, cats, paths)
     return len(taken)
+
+
+def _unlist(
+    ctx: EngineContext, conn: Connection, sel: Selection, gone: _Destruction, now: datetime
+) -> int:
+    """Remove the leavers' entries from a column listing members (``also_names`` ``list:``);
+    each removal is accounted a destruction filed under the member removed."""
+    tm = sel.table
+    lk = unlist.listed_link(tm, sel.blank_columns[0])
+    changed = unlist.unlist_rows(ctx, conn, tm, lk, sel.where, dict(sel.owners or {}), now)
+    cats = unlist.categories(tm)
+    for _key, who in changed:
+        for member in who:
+            gone.row(tm.name, member, cats, ())
+    return len(changed)
 
 
 def _whose(sel: Selection, value: Any) -> Any:

@@ -32,6 +32,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -68,7 +69,9 @@ class Selection:
     # "take": the rows leave the primary DB (archived parts, the rest destroyed). "blank":
     # the rows stay with ``blank_columns`` cleared (a leaver's side of a row another member
     # still holds; the member row itself when the map keeps it to reserve the login id).
-    mode: Literal["take", "blank"] = "take"
+    # "unlist": the rows stay with the leavers' entries removed from a column listing
+    # members (``owners``: link value -> member id; lifecycle/engine/unlist.py).
+    mode: Literal["take", "blank", "unlist"] = "take"
     blank_columns: tuple[str, ...] = ()
     # The batch's login ids and member ids, read once (MySQL/MariaDB): see KeyLists.
     keys: KeyLists | None = None
@@ -896,6 +899,18 @@ def named_selections(
         for lk in tm.also_names:
             assert t is not None
             col = t.c[lk.column]
+            if lk.separator is not None:
+                if read is None:
+                    continue  # a preview: a list is rewritten, never taken, so it counts none
+                if lk.member_key == s.key:
+                    listed: dict[Any, Any] = {i: i for i in ids}
+                else:
+                    if lk.member_key not in logins:
+                        logins[lk.member_key] = _logins(ctx, read, lk.member_key, ids)
+                    listed = logins[lk.member_key]
+                out.append(Selection(tm, tm.scoped(t, true()), ended, "unlist",
+                                     (lk.column,), keys, owners=listed))  # fmt: skip
+                continue
             whose = None
             if lk.member_key != s.key and read is not None:
                 if lk.member_key not in logins:
