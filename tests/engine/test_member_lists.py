@@ -237,9 +237,7 @@ def test_a_leaver_leaves_every_list_and_the_rest_stays(
     eng.dispose()
     counts = run_sweep(get_context())
     assert counts["withdrawal_subjects"] == 1, counts
-    assert sql_rows(primary, "SELECT voters FROM l_polls WHERE subject = 'lunch'") == [
-        ("user1,",)
-    ]
+    assert sql_rows(primary, "SELECT voters FROM l_polls WHERE subject = 'lunch'") == [("user1,",)]
     assert sql_rows(primary, "SELECT owner_id, member_ids FROM l_teams ORDER BY id") == [
         (1, "1"),
         (4, ""),
