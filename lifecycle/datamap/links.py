@@ -301,6 +301,13 @@ def describe_links(dm: Any) -> Iterable[str]:
                     "their access package holds the row's key and their entry"
                 )
                 continue
+            if lk.deletes:
+                yield (
+                    f"{t.name}: also names a member in {lk.column} (their {sub.table}."
+                    f"{lk.member_key}); when that member leaves the row is deleted (it is its "
+                    "owner's, with nothing kept); their access package holds that column only"
+                )
+                continue
             given = dict(lk.values)
             how = ", ".join(
                 f"{c} set to {given[c]!r}" if c in given else f"{c} blanked" for c in lk.cleared

@@ -104,6 +104,8 @@ class _NamesSpec(_LinkSpec):
     set: dict[str, int | str] = Field(default_factory=dict)
     # The column lists several members separated by this (a poll's voters, ``","``).
     list_: str | None = Field(default=None, alias="list")
+    # delete: the row goes when the member it names leaves (a friend-list entry).
+    on_leave: Literal["clear", "delete"] = "clear"
 
 
 class _FileSpec(_Spec):
@@ -796,6 +798,13 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                     field_,
                     i,
                 )
+        for i, lk in enumerate(also):
+            if not lk.deletes:
+                continue
+            why = _why_not_deleted(name, ts, spec.tables, columns, rules, templates, file_cols)
+            if why:
+                raise err(f"table {name!r}: also_names {lk.column!r} deletes the row when that "
+                          f"member leaves, but {why}", *base, "also_names", i)  # fmt: skip
         if not keys and not (
             ts.subject_column
             and all(rules[c].period.is_zero for c in columns)
@@ -982,14 +991,41 @@ def _also_names(
                 raise err(f"table {name!r}: also_names {ns.column!r} is a list: only the "
                           "leaver's entries are removed, so it takes no blank: or set:",
                           *where)  # fmt: skip
+        if ns.on_leave == "delete" and (ns.blank or ns.set or ns.list_ is not None):
+            raise err(f"table {name!r}: also_names {ns.column!r} deletes the row when that "
+                      "member leaves: it takes no blank:, set: or list:", *where)  # fmt: skip
         cleared = (ns.column, *ns.blank)
         stray = [c for c in ns.set if c not in cleared]
         if stray:
             raise err(f"table {name!r}: also_names set: {stray[0]!r} is neither the column nor "
                       "listed under blank:", *where)  # fmt: skip
         out.append(MemberLink(ns.column, member_key, tuple(ns.blank), tuple(ns.set.items()),
-                              ns.list_))  # fmt: skip
+                              ns.list_, ns.on_leave == "delete"))  # fmt: skip
     return tuple(out)
+
+
+def _why_not_deleted(
+    name: str,
+    ts: _TableSpec,
+    specs: dict[str, _TableSpec],
+    columns: dict[str, tuple[str, ...]],
+    rules: dict[str, Any],
+    templates: list[FileTemplate],
+    file_cols: list[str],
+) -> str | None:
+    """Why rows of ``name`` cannot be deleted when a member they name leaves (None: they can):
+    the row is its owner's, so nothing of it may be kept or hang off it."""
+    kept = [c for c in columns if not rules[c].period.is_zero]
+    if kept:
+        return f"category {kept[0]!r} has a retention period (only 0d categories can go)"
+    if templates or file_cols:
+        return "it names files (their owner's)"
+    child = next((n for n, t in specs.items() if t.via and t.via.table == name), None)
+    if child:
+        return f"table {child!r} reaches it via:"
+    if not (ts.subject_column or ts.members or ts.via or ts.owner):
+        return "no member owns it"
+    return None
 
 
 def _text_ids(

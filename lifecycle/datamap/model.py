@@ -174,6 +174,9 @@ class MemberLink:
     # voters, ``kim01,lee_mh7,``); a leaver's entries are removed, the others kept
     # (lifecycle/datamap/member_lists.py).
     separator: str | None = None
+    # ``also_names`` ``on_leave: delete``: the row goes when the member it names leaves (a
+    # friend-list entry naming them is nothing without them).
+    deletes: bool = False
 
     @property
     def cleared(self) -> tuple[str, ...]:
@@ -1253,6 +1256,8 @@ class DataMap:
                         fail(f"column {name}.{lk.column} lists members (also_names list:) but "
                              "is not text", *where)  # fmt: skip
                     continue
+                if lk.deletes:
+                    continue  # the row goes: nothing is cleared
                 given = dict(lk.values)
                 for c in lk.cleared:
                     rc = info.get(t.table, {}).get(c)

@@ -570,7 +570,9 @@ def move(
     for s in selections:
         if s.mode == "take":
             by_table[s.table.name].append(s)
-    blanks = [s for s in selections if s.mode == "blank"]
+    # Rows another member owns deleted because they name a leaver ("drop") go as a clearing
+    # does: after every DELETE of the leavers' own rows, filed under the leaver.
+    blanks = [s for s in selections if s.mode in ("blank", "drop")]
     result = MoveResult()
     gone = _Destruction()
     subject_table = ctx.datamap.subject.table
@@ -729,6 +731,8 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
     dm = ctx.datamap
     cleared = sel.blank_columns
     cats = [c for c in tm.columns if set(tm.columns[c]) & set(cleared)] or list(tm.columns)
+    if sel.mode == "drop":
+        cats = list(tm.columns)  # the whole row goes (the loader allows only 0d categories)
     if tm.name == dm.subject.table:
         who: Any = t.c[dm.subject.key]
     else:
@@ -746,11 +750,17 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
     cols = list(dict.fromkeys([*tm.files, *(f for ft in tm.file_templates for f in ft.fields)]))
     files = row_files(tm, cols)
     given = dict(sel.set_values)
-    values = {c: given[c] if c in given else blank_value(tm.name, t.c[c]) for c in cleared}
+    values = (
+        {}
+        if sel.mode == "drop"
+        else {c: given[c] if c in given else blank_value(tm.name, t.c[c]) for c in cleared}
+    )
     keys = [t.c[k] for k in tm.keys]
     if not keys:
         rows = conn.execute(select(who, *(t.c[c] for c in cols)).where(sel.where)).all()
-        if rows:
+        if rows and sel.mode == "drop":
+            conn.execute(delete(t).where(sel.where))
+        elif rows:
             conn.execute(update(t).where(sel.where).values(values))
         taken = [(_whose(sel, r[0]), tuple(r[1:])) for r in rows]
     else:
@@ -771,7 +781,10 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
         else:
             whose = {tuple(r[:n]): r[n] for r in conn.execute(select(*keys, who).where(sel.where))}
         by_key = tuple_(*keys).in_(ids) if n > 1 else keys[0].in_([i[0] for i in ids])
-        conn.execute(update(t).where(by_key).values(values))
+        if sel.mode == "drop":
+            conn.execute(delete(t).where(by_key))
+        else:
+            conn.execute(update(t).where(by_key).values(values))
         taken = [(_whose(sel, whose.get(tuple(r[:n]))), tuple(r[n:])) for r in locked]
     for member, file_values in taken:
         paths = [(cat, p) for cat, p in files(file_values) if tm.name == dm.subject.table

@@ -71,7 +71,8 @@ class Selection:
     # still holds; the member row itself when the map keeps it to reserve the login id).
     # "unlist": the rows stay with the leavers' entries removed from a column listing
     # members (``owners``: link value -> member id; lifecycle/engine/unlist.py).
-    mode: Literal["take", "blank", "unlist"] = "take"
+    # "drop": rows another member owns that name a leaver, deleted (``on_leave: delete``).
+    mode: Literal["take", "blank", "unlist", "drop"] = "take"
     blank_columns: tuple[str, ...] = ()
     # The batch's login ids and member ids, read once (MySQL/MariaDB): see KeyLists.
     keys: KeyLists | None = None
@@ -919,7 +920,8 @@ def named_selections(
                 found = _listed(col, sorted(whose), read, keys)
             else:
                 found = link_in(ctx, lk, col, ids, keys)
-            out.append(Selection(tm, tm.scoped(t, found), ended, "blank", lk.cleared, keys,
+            out.append(Selection(tm, tm.scoped(t, found), ended,
+                                 "drop" if lk.deletes else "blank", lk.cleared, keys,
                                  owners=whose, set_values=lk.values))  # fmt: skip
     return out
 
@@ -960,7 +962,7 @@ def _unheld(ctx: EngineContext, sel: Selection, today: date) -> Selection:
         members = [member_expr(ctx, tm)]
     # A held member named in someone else's row keeps that row whole (and a held owner too).
     members += [dm.link_expr(lk, t.c[lk.column], ctx.metadata) for lk in tm.also_names
-                if sel.mode == "blank" and sel.blank_columns == lk.cleared]  # fmt: skip
+                if sel.mode in ("blank", "drop") and sel.blank_columns == lk.cleared]  # fmt: skip
     cond = and_(
         ~holds.categories_held(guarded_categories(ctx, tm), today),
         *(~holds.member_held(m, today) for m in members),

@@ -1,11 +1,13 @@
-"""Columns listing members (``also_names:`` with ``list:``), on PostgreSQL and MariaDB.
+"""Columns listing members (``also_names:`` with ``list:``) and rows deleted when the member
+they name leaves (``on_leave: delete``), on PostgreSQL and MariaDB.
 
 A small site of its own: polls no member owns listing their voters' login ids, each followed
 by a comma (as Gnuboard5's ``g5_poll.mb_ids``), and teams owned by a member listing their
 members' ids (``"1, 2 ,3"``). When a member leaves (withdrawal, the sweep's member batches,
 replay), their entries leave every list and the other entries stay exactly as they were; the
 residue check then finds nothing, and their access package holds the rows listing them with
-their own entry only.
+their own entry only. Friend-list rows owned by one member naming another go when the friend
+leaves.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ tables:
       - {column: member_ids, list: ","}
     columns:
       teams: [name]
+  l_friends:
+    key: id
+    subject_column: owner_id
+    also_names:
+      - {column: friend_id, on_leave: delete}
+    columns:
+      teams: [since]
 """
 
 PK = {"postgresql": "id SERIAL PRIMARY KEY", "mysql": "id INT AUTO_INCREMENT PRIMARY KEY"}
@@ -92,6 +101,10 @@ def _build(url: str, tmp_path: Path) -> Path:
             f"CREATE TABLE l_teams ({pk}, owner_id INT NOT NULL, name VARCHAR(40), "
             f"member_ids VARCHAR(200) NOT NULL){tail}",
             "CREATE INDEX ix_l_teams_owner ON l_teams (owner_id)",
+            f"CREATE TABLE l_friends ({pk}, owner_id INT NOT NULL, friend_id INT NOT NULL, "
+            f"since VARCHAR(14)){tail}",
+            "CREATE INDEX ix_l_friends_owner ON l_friends (owner_id)",
+            "CREATE INDEX ix_l_friends_friend ON l_friends (friend_id)",
         ):
             c.execute(text(ddl))
         for i in range(1, 5):
@@ -112,6 +125,11 @@ def _build(url: str, tmp_path: Path) -> Path:
             c.execute(
                 text("INSERT INTO l_polls (subject, voters) VALUES (:s, :v)"),
                 {"s": subject, "v": voters},
+            )
+        for owner, friend in ((1, 2), (2, 1), (3, 2), (1, 3), (4, 1)):
+            c.execute(
+                text("INSERT INTO l_friends (owner_id, friend_id, since) VALUES (:o, :f, '2026')"),
+                {"o": owner, "f": friend},
             )
         for owner, name, ids in TEAMS:
             c.execute(
@@ -153,7 +171,13 @@ def test_a_list_is_explained_and_its_mistakes_are_one_line() -> None:
         "l_polls: lists members in voters (their l_members.login, separated by ','); when one "
         "leaves their entries are removed and the others kept" in lines
     ), lines
+    assert (
+        "l_friends: also names a member in friend_id (their l_members.id); when that member "
+        "leaves the row is deleted" in lines
+    ), lines
     bad = {
+        "{column: friend_id, on_leave: delete}": "{column: friend_id, on_leave: delete, "
+            "blank: [since]}",
         '{column: voters, member_key: login, list: ","}':
             '{column: voters, member_key: login, list: ",", blank: [subject]}',
         '{column: member_ids, list: ","}': '{column: member_ids, list: " "}',
@@ -161,6 +185,7 @@ def test_a_list_is_explained_and_its_mistakes_are_one_line() -> None:
         "    non_personal: [subject]\n  l_teams": "    columns:\n      teams: [subject]\n  l_teams",
     }  # fmt: skip
     said = {
+        "also_names 'friend_id' deletes the row when that member leaves: it takes no blank:",
         "also_names 'voters' is a list: only the leaver's entries are removed, so it takes no "
         "blank: or set:",
         "also_names list: give the separator",
@@ -175,6 +200,17 @@ def test_a_list_is_explained_and_its_mistakes_are_one_line() -> None:
         assert info.value.line is not None and "\n" not in info.value.message
         got.update(s for s in said if s in info.value.message)
     assert got == said
+    # A site's own category says what kind of record it is: the statute covers access logs.
+    kept = MAP.replace("categories: [teams]", "categories: [{teams: access_log}]").replace(
+        '  teams: {period: 0d, legal_basis: "개인정보 보호법 제21조"}',
+        '  teams: {period: 3mo, from: purpose_end, legal_basis: "통신비밀보호법 제15조의2, '
+        '시행령 제41조"}',
+    )
+    with pytest.raises(DataMapError) as info:
+        parse_datamap(kept, "lists.yaml")
+    assert "category 'teams' has a retention period (only 0d categories can go)" in str(
+        info.value.message
+    )
 
 
 @pytest.mark.integration
@@ -203,6 +239,8 @@ def test_a_leaver_leaves_every_list_and_the_rest_stays(
     polls = list(csv.DictReader(io.StringIO(files["l_polls.voters.csv"])))
     assert [r["voters"] for r in polls] == ["user2"] * 3, polls  # lunch, dinner, tea
     assert "user1" not in files["l_polls.voters.csv"]
+    friends = list(csv.DictReader(io.StringIO(files["l_friends.friend_id.csv"])))
+    assert sorted(r["friend_id"] for r in friends) == ["2", "2"], friends
     teams = list(csv.DictReader(io.StringIO(files["l_teams.member_ids.csv"])))
     assert [(r["id"], r["member_ids"]) for r in teams] == [("1", "2"), ("3", "2")], teams
 
@@ -222,8 +260,15 @@ def test_a_leaver_leaves_every_list_and_the_rest_stays(
         (3, "3,4"),
         (4, ""),
     ]
+    # Friend rows: member 2's own went with them; others' naming them are deleted (1->2, 3->2).
+    assert sql_rows(primary, "SELECT owner_id, friend_id FROM l_friends ORDER BY id") == [
+        (1, 3),
+        (4, 1),
+    ]
     acc = accounting(primary, archive)
     assert acc.ledger_ok, acc.ledger_message
+    # Member 2's own row and the two naming them, all under member 2.
+    assert acc.ledger_destroy[("l_friends", "teams")] == 3
     # Filed under the leaver: three polls (profile, the table has no category), two teams.
     assert acc.ledger_destroy[("l_polls", "profile")] == 3
     assert acc.ledger_destroy[("l_teams", "teams")] == 2
@@ -242,6 +287,7 @@ def test_a_leaver_leaves_every_list_and_the_rest_stays(
         (1, "1"),
         (4, ""),
     ]
+    assert sql_rows(primary, "SELECT owner_id, friend_id FROM l_friends") == [(4, 1)]
     clear_context_cache()
 
 
@@ -266,4 +312,5 @@ def test_replay_after_a_restore_removes_the_leaver_again(
         ("user1,user3,",)
     ]
     assert sql_rows(primary, "SELECT member_ids FROM l_teams WHERE owner_id = 1") == [("1,3",)]
+    assert sql_rows(primary, "SELECT count(*) FROM l_friends WHERE friend_id = 2") == [(0,)]
     clear_context_cache()
