@@ -962,8 +962,10 @@ def _also_names(
     keys = {ts.key} if isinstance(ts.key, str) else set(ts.key)
     for i, ns in enumerate(ts.also_names):
         where = (*base, "also_names", i)
-        if name == s.table:
-            raise err(f"table {name!r}: the members' table takes no also_names:", *where)
+        if name == s.table and (ns.on_leave == "delete" or ns.list_ is not None):
+            # Another member's own row is never deleted, and a list there has no case yet.
+            raise err(f"table {name!r}: on the members' table also_names only clears a column "
+                      "(no on_leave: delete, no list:)", *where)  # fmt: skip
         if ns.column in taken:
             raise err(f"table {name!r}: also_names column {ns.column!r} is already a link of "
                       "the table (or named twice)", *where)  # fmt: skip

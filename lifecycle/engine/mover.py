@@ -733,7 +733,14 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
     cats = [c for c in tm.columns if set(tm.columns[c]) & set(cleared)] or list(tm.columns)
     if sel.mode == "drop":
         cats = list(tm.columns)  # the whole row goes (the loader allows only 0d categories)
-    if tm.name == dm.subject.table:
+    # The members' table: a leaver's own kept row, or another member's row naming a leaver
+    # (also_names: their recommender), which is filed under the leaver and never loses files.
+    own_row = tm.name == dm.subject.table and not any(lk.cleared == cleared for lk in tm.also_names)
+    if tm.name == dm.subject.table and not own_row and not set(tm.personal_columns) & set(cleared):
+        # Only the link (a recommender's id) went: naming the member is profile data, not
+        # the other member's credentials or contact.
+        cats = [unlist.LISTED_CATEGORY]
+    if own_row:
         who: Any = t.c[dm.subject.key]
     else:
         link = next((lk for lk in (*tm.links, *tm.also_names) if lk.column == cleared[0]), None)
@@ -787,7 +794,7 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
             conn.execute(update(t).where(by_key).values(values))
         taken = [(_whose(sel, whose.get(tuple(r[:n]))), tuple(r[n:])) for r in locked]
     for member, file_values in taken:
-        paths = [(cat, p) for cat, p in files(file_values) if tm.name == dm.subject.table
+        paths = [(cat, p) for cat, p in files(file_values) if own_row
                  or any(c in cleared for c in tm.files)]  # fmt: skip
         gone.row(tm.name, member, cats, paths)
     return len(taken)

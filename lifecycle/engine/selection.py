@@ -837,10 +837,12 @@ def subject_selections(
                 # the row itself stays; only the tables that end on dormancy leave the primary.
                 continue
             if subject.keep_row:
-                # The row stays so the login id stays taken: every personal column is cleared.
+                # The row stays so the login id stays taken: every personal column is cleared,
+                # and the other members it names (also_names: who recommended them).
                 where = in_values(ctx, t.c[subject.key], ids)
+                named = (lk.column for lk in tm.also_names)
                 blanks.append(
-                    Selection(tm, where, _ended, "blank", tuple(tm.personal_columns), keys)
+                    Selection(tm, where, _ended, "blank", (*tm.personal_columns, *named), keys)
                 )
                 continue
         if len(tm.links) > 1:

@@ -266,6 +266,10 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
             at,
         )
     expired = 1900000000000001
+    # lee_mh7 recommended park_js at sign-up and sent kim_yr's latest memo: their member rows
+    # name lee by login id (mb_recommend, mb_memo_call).
+    site.sql("UPDATE g5_member SET mb_recommend = 'lee_mh7' WHERE mb_id = 'park_js'")
+    site.sql("UPDATE g5_member SET mb_memo_call = 'lee_mh7' WHERE mb_id = 'kim_yr'")
     before = snapshot(site)
     files_before = {p: p.read_bytes() for p in site.root.rglob("*") if p.is_file()}
 
@@ -330,6 +334,16 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
                 continue
             if table == "g5_poll":
                 continue  # its voter list lost the leaver's id (checked below)
+            if table == "g5_member" and {r["mb_recommend"], r["mb_memo_call"]} & LEAVERS:
+                # Only the column naming the leaver is blanked (also_names); the rest is as it was.
+                (now,) = [a for a in after[table].values() if a["mb_no"] == r["mb_no"]]
+                named = {c for c in ("mb_recommend", "mb_memo_call") if r[c] in LEAVERS}
+                assert {c: now[c] for c in named} == dict.fromkeys(named, ""), now["mb_id"]
+                assert {k: v for k, v in now.items() if k not in named} == {
+                    k: v for k, v in r.items() if k not in named
+                }
+                untouched += 1
+                continue
             if table == "g5_popular" and r["pp_date"] < cutoff:
                 assert key not in after[table]  # a search log: 3 months, as the visit log
                 continue
@@ -407,6 +421,9 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     assert voters == voters_before.replace("lee_mh7,", "") and voters.count(",") == 2, voters
     assert ips == "10.0.9.1,10.0.9.2,"
     assert acc.ledger_destroy[("g5_poll", "profile")] == 1
+    # park_js's recommender and kim_yr's memo caller, filed under lee_mh7, and lee's own
+    # kept row blanked with the rest of the profile.
+    assert acc.ledger_destroy[("g5_member", "profile")] == 2 + 2, acc.ledger_destroy
     assert acc.ledger_destroy[("g5_shop_item_stocksms", "restock_alerts")] == 1
     assert acc.ledger_destroy[("g5_write_notice", "posts")] == 1
     assert acc.ledger_destroy[("g5_board_file", "uploads")] >= 2

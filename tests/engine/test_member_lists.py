@@ -51,6 +51,8 @@ tables:
   l_members:
     key: id
     subject_column: id
+    also_names:
+      - {column: referrer, member_key: login}   # who recommended them, by login id
     columns:
       profile: [email, nick]
   l_polls:
@@ -96,7 +98,8 @@ def _build(url: str, tmp_path: Path) -> Path:
     with eng.begin() as c:
         for ddl in (
             f"CREATE TABLE l_members ({pk}, login VARCHAR(40) NOT NULL UNIQUE, email VARCHAR(80),"
-            f" nick VARCHAR(40), status VARCHAR(20) NOT NULL, withdrawn_at {ts} NULL){tail}",
+            f" nick VARCHAR(40), status VARCHAR(20) NOT NULL, withdrawn_at {ts} NULL, "
+            f"referrer VARCHAR(40) NULL){tail}",
             f"CREATE TABLE l_polls ({pk}, subject VARCHAR(80) NOT NULL, voters TEXT NULL){tail}",
             f"CREATE TABLE l_teams ({pk}, owner_id INT NOT NULL, name VARCHAR(40), "
             f"member_ids VARCHAR(200) NOT NULL){tail}",
@@ -121,6 +124,7 @@ def _build(url: str, tmp_path: Path) -> Path:
                 "VALUES (22, 'user22', 'user22@example.org', '닉22', 'active')"
             )
         )
+        c.execute(text("UPDATE l_members SET referrer = 'user2' WHERE id IN (3, 4)"))
         for subject, voters in POLLS:
             c.execute(
                 text("INSERT INTO l_polls (subject, voters) VALUES (:s, :v)"),
@@ -265,8 +269,17 @@ def test_a_leaver_leaves_every_list_and_the_rest_stays(
         (1, 3),
         (4, 1),
     ]
+    # Members 3 and 4 no longer name their recommender; nothing else of their rows changed.
+    assert sql_rows(primary, "SELECT id, referrer, nick FROM l_members ORDER BY id") == [
+        (1, None, "닉1"),
+        (3, None, "닉3"),
+        (4, None, "닉4"),
+        (22, None, "닉22"),
+    ]
     acc = accounting(primary, archive)
     assert acc.ledger_ok, acc.ledger_message
+    # Member 2's own row, and the two rows naming them (profile: only the link was cleared).
+    assert acc.ledger_destroy[("l_members", "profile")] == 1 + 2
     # Member 2's own row and the two naming them, all under member 2.
     assert acc.ledger_destroy[("l_friends", "teams")] == 3
     # Filed under the leaver: three polls (profile, the table has no category), two teams.
