@@ -633,7 +633,8 @@ def move(
     for sel in blanks:
         n = blank_rows(ctx, pconn, sel, gone)
         if n:
-            result.blanked[sel.table.name] = result.blanked.get(sel.table.name, 0) + n
+            counts = result.deleted if sel.mode == "drop" else result.blanked
+            counts[sel.table.name] = counts.get(sel.table.name, 0) + n
     for sel in selections:
         if sel.mode == "unlist":
             n = _unlist(ctx, pconn, sel, gone, now)

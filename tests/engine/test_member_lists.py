@@ -7,7 +7,7 @@ members' ids (``"1, 2 ,3"``). When a member leaves (withdrawal, the sweep's memb
 replay), their entries leave every list and the other entries stay exactly as they were; the
 residue check then finds nothing, and their access package holds the rows listing them with
 their own entry only. Friend-list rows owned by one member naming another go when the friend
-leaves.
+leaves, and a member row naming its recommender (the members' table) has that column blanked.
 """
 
 from __future__ import annotations
