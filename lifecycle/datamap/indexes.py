@@ -103,6 +103,8 @@ def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
         if name not in existing:
             continue
         for lk in (*tm.links, *tm.also_names):
+            if lk.separator is not None:
+                continue  # a list is searched by containment: no index serves it
             if lk.json_path is not None:
                 casts.append(MissingIndex(name, (lk.column,), cast=True, json_path=lk.json_path))
             elif (

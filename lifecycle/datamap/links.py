@@ -290,7 +290,24 @@ def describe_links(dm: Any) -> Iterable[str]:
                     f"{t.name}: holds its {kind} in {o.table}.{o.value} where {o.key_column} = "
                     f"'{key}' and {o.column} = {t.name}.{o.row_key}"
                 )
+        if not (t.links or t.via or t.owner or t.match_identities) and t.also_names:
+            yield f"{t.name}: rows no member owns; they stay, only the members they name leave them"
         for lk in t.also_names:
+            if lk.separator is not None:
+                yield (
+                    f"{t.name}: lists members in {lk.column} (their {sub.table}.{lk.member_key}, "
+                    f"separated by {lk.separator!r}); when one leaves their entries are removed "
+                    "and the others kept; no index serves the search (the table is read whole); "
+                    "their access package holds the row's key and their entry"
+                )
+                continue
+            if lk.deletes:
+                yield (
+                    f"{t.name}: also names a member in {lk.column} (their {sub.table}."
+                    f"{lk.member_key}); when that member leaves the row is deleted (it is its "
+                    "owner's, with nothing kept); their access package holds that column only"
+                )
+                continue
             given = dict(lk.values)
             how = ", ".join(
                 f"{c} set to {given[c]!r}" if c in given else f"{c} blanked" for c in lk.cleared

@@ -103,6 +103,10 @@ class _LinkSpec(_Spec):
 class _NamesSpec(_LinkSpec):
     # Cleared columns written with this value instead of blanked (a NOT NULL integer: 0).
     set: dict[str, int | str] = Field(default_factory=dict)
+    # The column lists several members separated by this (a poll's voters, ``","``).
+    list_: str | None = Field(default=None, alias="list")
+    # delete: the row goes when the member it names leaves (a friend-list entry).
+    on_leave: Literal["clear", "delete"] = "clear"
 
 
 class _FileSpec(_Spec):
@@ -562,7 +566,18 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 relations[1],
             )
         age_only = bool(ts.purpose_end) and all(isinstance(p, dict) for p in ts.purpose_end)
-        if not relations and not age_only and not ts.match_identities:
+        # Rows no member owns that name members (a poll listing its voters): they stay, and a
+        # leaver's name leaves them; nothing of theirs ends, so no purpose end and no category.
+        named_only = not relations and not ts.match_identities and bool(ts.also_names)
+        if named_only:
+            if "purpose_end" in ts.model_fields_set and ts.purpose_end:
+                raise err(f"table {name!r}: rows no member owns (only also_names:) stay; give "
+                          "no purpose_end", *base, "purpose_end")  # fmt: skip
+            if ts.columns:
+                raise err(f"table {name!r}: rows no member owns (only also_names:) hold no "
+                          "category: list their columns under non_personal or leave them "
+                          "out", *base, "columns")  # fmt: skip
+        if not relations and not age_only and not ts.match_identities and not named_only:
             raise err(
                 f"table {name!r} has no subject relation: give subject_column (the column "
                 f"holding the member's {s.key}), link: {{json: COLUMN, path: PATH}}, members: "
@@ -758,7 +773,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                 raise err(f"table {name!r}: retain_from: {why}", *base, "retain_from", "format")
             formats[retain_from.column] = retain_from.format
             retain_from = retain_from.column
-        for i, pe in enumerate(ts.purpose_end):
+        for i, pe in enumerate(() if named_only else ts.purpose_end):
             where = (*base, "purpose_end", i)
             if isinstance(pe, str):
                 if pe not in ("withdrawal", "dormancy"):
@@ -808,7 +823,7 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                     raise err(f"table {name!r}: age: {why}", *where, "age", "format")
                 formats[age_spec.column] = age_spec.format
             purpose.append(PurposeEnd("age", age_spec.column, after))
-        if not purpose:
+        if not purpose and not named_only:
             raise err(f"table {name!r} has an empty purpose_end", *base, "purpose_end")
         for i, lk, field_ in [*((i, lk, "members") for i, lk in enumerate(links)),
                               *((i, lk, "also_names") for i, lk in enumerate(also))]:  # fmt: skip
@@ -822,6 +837,13 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
                     field_,
                     i,
                 )
+        for i, lk in enumerate(also):
+            if not lk.deletes:
+                continue
+            why = _why_not_deleted(name, ts, spec.tables, columns, rules, templates, file_cols)
+            if why:
+                raise err(f"table {name!r}: also_names {lk.column!r} deletes the row when that "
+                          f"member leaves, but {why}", *base, "also_names", i)  # fmt: skip
         if not keys and not (
             ts.subject_column
             and all(rules[c].period.is_zero for c in columns)
@@ -979,8 +1001,10 @@ def _also_names(
     keys = {ts.key} if isinstance(ts.key, str) else set(ts.key)
     for i, ns in enumerate(ts.also_names):
         where = (*base, "also_names", i)
-        if name == s.table:
-            raise err(f"table {name!r}: the members' table takes no also_names:", *where)
+        if name == s.table and (ns.on_leave == "delete" or ns.list_ is not None):
+            # Another member's own row is never deleted, and a list there has no case yet.
+            raise err(f"table {name!r}: on the members' table also_names only clears a column "
+                      "(no on_leave: delete, no list:)", *where)  # fmt: skip
         if ns.column in taken:
             raise err(f"table {name!r}: also_names column {ns.column!r} is already a link of "
                       "the table (or named twice)", *where)  # fmt: skip
@@ -999,13 +1023,50 @@ def _also_names(
         if bad:
             raise err(f"table {name!r}: also_names blank: {bad[0]!r} is a key or link column; "
                       "it cannot be cleared", *where)  # fmt: skip
+        if ns.list_ is not None:
+            # Other members' entries stay: nothing else of the row is the leaver's alone.
+            if not ns.list_.strip() or ns.list_ != ns.list_.strip():
+                raise err(f"table {name!r}: also_names list: give the separator, e.g. \",\"",
+                          *where, "list")  # fmt: skip
+            if ns.blank or ns.set:
+                raise err(f"table {name!r}: also_names {ns.column!r} is a list: only the "
+                          "leaver's entries are removed, so it takes no blank: or set:",
+                          *where)  # fmt: skip
+        if ns.on_leave == "delete" and (ns.blank or ns.set or ns.list_ is not None):
+            raise err(f"table {name!r}: also_names {ns.column!r} deletes the row when that "
+                      "member leaves: it takes no blank:, set: or list:", *where)  # fmt: skip
         cleared = (ns.column, *ns.blank)
         stray = [c for c in ns.set if c not in cleared]
         if stray:
             raise err(f"table {name!r}: also_names set: {stray[0]!r} is neither the column nor "
                       "listed under blank:", *where)  # fmt: skip
-        out.append(MemberLink(ns.column, member_key, tuple(ns.blank), tuple(ns.set.items())))
+        out.append(MemberLink(ns.column, member_key, tuple(ns.blank), tuple(ns.set.items()),
+                              ns.list_, ns.on_leave == "delete"))  # fmt: skip
     return tuple(out)
+
+
+def _why_not_deleted(
+    name: str,
+    ts: _TableSpec,
+    specs: dict[str, _TableSpec],
+    columns: dict[str, tuple[str, ...]],
+    rules: dict[str, Any],
+    templates: list[FileTemplate],
+    file_cols: list[str],
+) -> str | None:
+    """Why rows of ``name`` cannot be deleted when a member they name leaves (None: they can):
+    the row is its owner's, so nothing of it may be kept or hang off it."""
+    kept = [c for c in columns if not rules[c].period.is_zero]
+    if kept:
+        return f"category {kept[0]!r} has a retention period (only 0d categories can go)"
+    if templates or file_cols:
+        return "it names files (their owner's)"
+    child = next((n for n, t in specs.items() if t.via and t.via.table == name), None)
+    if child:
+        return f"table {child!r} reaches it via:"
+    if not (ts.subject_column or ts.members or ts.via or ts.owner):
+        return "no member owns it"
+    return None
 
 
 def _text_ids(

@@ -174,6 +174,13 @@ class MemberLink:
     # ``also_names:`` only: cleared columns written with a declared value instead of blanked
     # (a NOT NULL integer link with no default, set to 0).
     values: tuple[tuple[str, Any], ...] = ()
+    # ``also_names:`` only: the column lists several members, separated by this (a poll's
+    # voters, ``kim01,lee_mh7,``); a leaver's entries are removed, the others kept
+    # (lifecycle/datamap/member_lists.py).
+    separator: str | None = None
+    # ``also_names`` ``on_leave: delete``: the row goes when the member it names leaves (a
+    # friend-list entry naming them is nothing without them).
+    deletes: bool = False
     # ``link: {json: COLUMN, path: PATH}``: the member id is read at PATH inside the JSON text
     # of ``column`` (lifecycle.datamap.json_links), never written.
     json_path: str | None = None
@@ -556,6 +563,8 @@ class TableMap:
         """Columns cleared with a link (several-member tables), all links included."""
         out: dict[str, None] = {}
         for lk in (*self.links, *self.also_names):
+            if lk.separator is not None:
+                continue  # a list is never blanked, only a leaver's entries leave it
             out[lk.column] = None
             out.update(dict.fromkeys(lk.blank))
         return tuple(out)
@@ -1271,11 +1280,20 @@ class DataMap:
             for i, lk in enumerate(t.also_names):
                 where = (*base, "also_names", i)
                 ok = need(name, lk.column, *where)
-                if need(st, lk.member_key, *where) and ok and st in cols:
+                # A list is text whatever it lists (checked below).
+                if need(st, lk.member_key, *where) and ok and st in cols and not lk.separator:
                     compatible((name, lk.column), (st, lk.member_key), *where,
                                as_text=lk.column in t.text_ids)  # fmt: skip
                 for c in lk.blank:
                     need(name, c, *where)
+                rc = info.get(t.table, {}).get(lk.column)
+                if lk.separator is not None:
+                    if rc is not None and not is_text(rc["type"]):
+                        fail(f"column {name}.{lk.column} lists members (also_names list:) but "
+                             "is not text", *where)  # fmt: skip
+                    continue
+                if lk.deletes:
+                    continue  # the row goes: nothing is cleared
                 given = dict(lk.values)
                 for c in lk.cleared:
                     rc = info.get(t.table, {}).get(c)

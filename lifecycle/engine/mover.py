@@ -60,6 +60,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.datamap.file_values import implausible_path
 from lifecycle.datamap.links import forget_markers, member_id
 from lifecycle.datamap.model import TableMap
+from lifecycle.engine import unlist
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     SQLITE_IN_CHUNK,
@@ -569,7 +570,9 @@ def move(
     for s in selections:
         if s.mode == "take":
             by_table[s.table.name].append(s)
-    blanks = [s for s in selections if s.mode == "blank"]
+    # Rows another member owns deleted because they name a leaver ("drop") go as a clearing
+    # does: after every DELETE of the leavers' own rows, filed under the leaver.
+    blanks = [s for s in selections if s.mode in ("blank", "drop")]
     result = MoveResult()
     gone = _Destruction()
     subject_table = ctx.datamap.subject.table
@@ -630,7 +633,13 @@ def move(
     for sel in blanks:
         n = blank_rows(ctx, pconn, sel, gone)
         if n:
-            result.blanked[sel.table.name] = result.blanked.get(sel.table.name, 0) + n
+            counts = result.deleted if sel.mode == "drop" else result.blanked
+            counts[sel.table.name] = counts.get(sel.table.name, 0) + n
+    for sel in selections:
+        if sel.mode == "unlist":
+            n = _unlist(ctx, pconn, sel, gone, now)
+            if n:
+                result.blanked[sel.table.name] = result.blanked.get(sel.table.name, 0) + n
     park_destroy_entries(ctx, pconn, scope, gone.tally)
     for k, t in gone.tally.items():
         result.destroyed[k] = t.rows
@@ -723,7 +732,16 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
     dm = ctx.datamap
     cleared = sel.blank_columns
     cats = [c for c in tm.columns if set(tm.columns[c]) & set(cleared)] or list(tm.columns)
-    if tm.name == dm.subject.table:
+    if sel.mode == "drop":
+        cats = list(tm.columns)  # the whole row goes (the loader allows only 0d categories)
+    # The members' table: a leaver's own kept row, or another member's row naming a leaver
+    # (also_names: their recommender), which is filed under the leaver and never loses files.
+    own_row = tm.name == dm.subject.table and not any(lk.cleared == cleared for lk in tm.also_names)
+    if tm.name == dm.subject.table and not own_row and not set(tm.personal_columns) & set(cleared):
+        # Only the link (a recommender's id) went: naming the member is profile data, not
+        # the other member's credentials or contact.
+        cats = [unlist.LISTED_CATEGORY]
+    if own_row:
         who: Any = t.c[dm.subject.key]
     else:
         link = next((lk for lk in (*tm.links, *tm.also_names) if lk.column == cleared[0]), None)
@@ -740,11 +758,17 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
     cols = list(dict.fromkeys([*tm.files, *(f for ft in tm.file_templates for f in ft.fields)]))
     files = row_files(tm, cols)
     given = dict(sel.set_values)
-    values = {c: given[c] if c in given else blank_value(tm.name, t.c[c]) for c in cleared}
+    values = (
+        {}
+        if sel.mode == "drop"
+        else {c: given[c] if c in given else blank_value(tm.name, t.c[c]) for c in cleared}
+    )
     keys = [t.c[k] for k in tm.keys]
     if not keys:
         rows = conn.execute(select(who, *(t.c[c] for c in cols)).where(sel.where)).all()
-        if rows:
+        if rows and sel.mode == "drop":
+            conn.execute(delete(t).where(sel.where))
+        elif rows:
             conn.execute(update(t).where(sel.where).values(values))
         taken = [(_whose(sel, r[0]), tuple(r[1:])) for r in rows]
     else:
@@ -765,13 +789,31 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
         else:
             whose = {tuple(r[:n]): r[n] for r in conn.execute(select(*keys, who).where(sel.where))}
         by_key = tuple_(*keys).in_(ids) if n > 1 else keys[0].in_([i[0] for i in ids])
-        conn.execute(update(t).where(by_key).values(values))
+        if sel.mode == "drop":
+            conn.execute(delete(t).where(by_key))
+        else:
+            conn.execute(update(t).where(by_key).values(values))
         taken = [(_whose(sel, whose.get(tuple(r[:n]))), tuple(r[n:])) for r in locked]
     for member, file_values in taken:
-        paths = [(cat, p) for cat, p in files(file_values) if tm.name == dm.subject.table
+        paths = [(cat, p) for cat, p in files(file_values) if own_row
                  or any(c in cleared for c in tm.files)]  # fmt: skip
         gone.row(tm.name, member, cats, paths)
     return len(taken)
+
+
+def _unlist(
+    ctx: EngineContext, conn: Connection, sel: Selection, gone: _Destruction, now: datetime
+) -> int:
+    """Remove the leavers' entries from a column listing members (``also_names`` ``list:``);
+    each removal is accounted a destruction filed under the member removed."""
+    tm = sel.table
+    lk = unlist.listed_link(tm, sel.blank_columns[0])
+    changed = unlist.unlist_rows(ctx, conn, tm, lk, sel.where, dict(sel.owners or {}), now)
+    cats = unlist.categories(tm)
+    for _key, who in changed:
+        for member in who:
+            gone.row(tm.name, member, cats, ())
+    return len(changed)
 
 
 def _whose(sel: Selection, value: Any) -> Any:

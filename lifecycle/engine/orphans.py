@@ -96,6 +96,8 @@ def orphan_links(dm: DataMap) -> list[tuple[TableMap, MemberLink]]:
         # A second member named in someone's row (also_names) is a link too: when the site
         # deleted that member's row, the sweep clears their name there.
         for lk in (*tm.links, *tm.also_names)
+        # A list (a poll's voters) is no single value to compare: not looked at.
+        if lk.separator is None
     ]
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -68,7 +69,10 @@ class Selection:
     # "take": the rows leave the primary DB (archived parts, the rest destroyed). "blank":
     # the rows stay with ``blank_columns`` cleared (a leaver's side of a row another member
     # still holds; the member row itself when the map keeps it to reserve the login id).
-    mode: Literal["take", "blank"] = "take"
+    # "unlist": the rows stay with the leavers' entries removed from a column listing
+    # members (``owners``: link value -> member id; lifecycle/engine/unlist.py).
+    # "drop": rows another member owns that name a leaver, deleted (``on_leave: delete``).
+    mode: Literal["take", "blank", "unlist", "drop"] = "take"
     blank_columns: tuple[str, ...] = ()
     # The batch's login ids and member ids, read once (MySQL/MariaDB): see KeyLists.
     keys: KeyLists | None = None
@@ -838,10 +842,12 @@ def subject_selections(
                 # the row itself stays; only the tables that end on dormancy leave the primary.
                 continue
             if subject.keep_row:
-                # The row stays so the login id stays taken: every personal column is cleared.
+                # The row stays so the login id stays taken: every personal column is cleared,
+                # and the other members it names (also_names: who recommended them).
                 where = in_values(ctx, t.c[subject.key], ids)
+                named = (lk.column for lk in tm.also_names)
                 blanks.append(
-                    Selection(tm, where, _ended, "blank", tuple(tm.personal_columns), keys)
+                    Selection(tm, where, _ended, "blank", (*tm.personal_columns, *named), keys)
                 )
                 continue
         if len(tm.links) > 1:
@@ -901,6 +907,18 @@ def named_selections(
         for lk in tm.also_names:
             assert t is not None
             col = t.c[lk.column]
+            if lk.separator is not None:
+                if read is None:
+                    continue  # a preview: a list is rewritten, never taken, so it counts none
+                if lk.member_key == s.key:
+                    listed: dict[Any, Any] = {i: i for i in ids}
+                else:
+                    if lk.member_key not in logins:
+                        logins[lk.member_key] = _logins(ctx, read, lk.member_key, ids)
+                    listed = logins[lk.member_key]
+                out.append(Selection(tm, tm.scoped(t, true()), ended, "unlist",
+                                     (lk.column,), keys, owners=listed))  # fmt: skip
+                continue
             whose = None
             if lk.member_key != s.key and read is not None:
                 if lk.member_key not in logins and keys is not None and keys.conn is read:
@@ -913,7 +931,8 @@ def named_selections(
                 found = _listed(col, sorted(whose), read, keys)
             else:
                 found = link_in(ctx, lk, col, ids, keys)
-            out.append(Selection(tm, tm.scoped(t, found), ended, "blank", lk.cleared, keys,
+            out.append(Selection(tm, tm.scoped(t, found), ended,
+                                 "drop" if lk.deletes else "blank", lk.cleared, keys,
                                  owners=whose, set_values=lk.values))  # fmt: skip
     return out
 
@@ -955,7 +974,7 @@ def _unheld(ctx: EngineContext, sel: Selection, today: date) -> Selection:
         members = [member_expr(ctx, tm)]
     # A held member named in someone else's row keeps that row whole (and a held owner too).
     members += [dm.link_expr(lk, t.c[lk.column], ctx.metadata) for lk in tm.also_names
-                if sel.mode == "blank" and sel.blank_columns == lk.cleared]  # fmt: skip
+                if sel.mode in ("blank", "drop") and sel.blank_columns == lk.cleared]  # fmt: skip
     cond = and_(
         ~holds.categories_held(guarded_categories(ctx, tm), today),
         *(~holds.member_held(m, today) for m in members),

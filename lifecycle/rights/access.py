@@ -56,10 +56,11 @@ from lifecycle.core import db
 from lifecycle.core.errors import LifecycleError, UserError
 from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
-from lifecycle.datamap import linkage
+from lifecycle.datamap import linkage, member_lists
 from lifecycle.datamap.guest_rows import GUEST_NOTE
 from lifecycle.datamap.identifiers import flagged_columns
 from lifecycle.datamap.member_table import live_member
+from lifecycle.datamap.model import MemberLink, TableMap
 from lifecycle.engine.context import EngineContext, get_context
 from lifecycle.engine.guests import GuestMatch, Shared, shared_line
 from lifecycle.engine.selection import member_expr
@@ -256,6 +257,11 @@ def named_in(
         t = ctx.table(tm.name) if tm.also_names else None
         for lk in tm.also_names:
             assert t is not None
+            if lk.separator is not None:
+                got = _listed_in(ctx, s, tm, lk, member_id)
+                if got[1]:
+                    out[f"{tm.name}.{lk.column}"] = got
+                continue
             # The row's key without the owner's link (a scrap's key holds its owner's id).
             links = {x.column for x in tm.links}
             cols = list(dict.fromkeys([*(k for k in tm.keys if k not in links), *lk.cleared]))
@@ -266,6 +272,37 @@ def named_in(
             if rows:
                 out[f"{tm.name}.{lk.column}"] = (cols, rows)
     return out
+
+
+def _listed_in(
+    ctx: EngineContext, s: Session, tm: TableMap, lk: MemberLink, member_id: int
+) -> tuple[list[str], list[Any]]:
+    """Rows whose ``lk`` column lists the member (a poll's voters): each row's key and the
+    member's own entry, never the other members listed with it."""
+    assert lk.separator is not None
+    dm = ctx.datamap
+    t = ctx.table(tm.name)
+    if lk.member_key == dm.subject.key:
+        value: Any = member_id
+    else:
+        st = ctx.subject_table
+        value = s.execute(
+            select(st.c[lk.member_key]).where(st.c[dm.subject.key] == member_id)
+        ).scalar()
+        if value is None or value == "":
+            return [], []
+    links = {x.column for x in tm.links}
+    keys = [k for k in tm.keys if k not in links]
+    col = t.c[lk.column]
+    stmt = select(*(t.c[k] for k in keys), col).where(
+        tm.scoped(t, member_lists.may_list(col, [value]))
+    )
+    rows = [
+        [*(_cell(v) for v in r[:-1]), str(value)]
+        for r in s.execute(stmt.order_by(*(t.c[k] for k in tm.keys)))
+        if member_lists.named(r[-1], lk.separator, {value: member_id})
+    ]
+    return [*keys, lk.column], rows
 
 
 def guest_rows_left(ctx: EngineContext, s: Session, member_id: int) -> list[Shared]:

@@ -24,18 +24,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from lifecycle.core.db import session
 from lifecycle.core.errors import UserError
 from lifecycle.datamap.loader import load_datamap
 from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.preview import held_summary
 from lifecycle.engine.sweep import SweepIncomplete, run_sweep
-from lifecycle.requests.outbox import load_for_update
 from lifecycle.rights.access import run_access, submit_access
 from lifecycle.rights.common import Requester
 from lifecycle.rights.correction import run_correction, submit_correction
-from lifecycle.rights.residue_check import retry_parked
 from lifecycle.rights.withdrawal import carry_out, resolve_member, submit_withdrawal
 from models.shred import ShredItem
 from tests.fixtures import gnuboard5 as g5
@@ -113,9 +110,9 @@ def test_datamap_check_proves_what_the_engine_relies_on(site: Site, tmp_path: Pa
     assert ok.returncode == 0, ok.stderr
     assert "pattern g5_write_* -> g5_write_free, g5_write_qna" in ok.stdout
     # Every personal value the seed wrote is in a mapped column but for the admin's IP on a
-    # mail-out (ignored on purpose) and what the map language cannot describe yet: the voters'
-    # IP list of a poll and the requester's IP of each unique id (no date to end it by). The
-    # map ignores those tables, and discover says so: never silently.
+    # mail-out (ignored on purpose), the guest voters' IP list of a poll (no member's, no date
+    # to end it by; listed non_personal) and the requester's IP of each unique id (no date
+    # either). Discover says so: never silently.
     found = site.env.run("datamap", "discover", "--json")
     assert found.returncode == 0, found.stderr
     doc = json.loads(found.stdout)
@@ -269,6 +266,10 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
             at,
         )
     expired = 1900000000000001
+    # lee_mh7 recommended park_js at sign-up and sent kim_yr's latest memo: their member rows
+    # name lee by login id (mb_recommend, mb_memo_call).
+    site.sql("UPDATE g5_member SET mb_recommend = 'lee_mh7' WHERE mb_id = 'park_js'")
+    site.sql("UPDATE g5_member SET mb_memo_call = 'lee_mh7' WHERE mb_id = 'kim_yr'")
     before = snapshot(site)
     files_before = {p: p.read_bytes() for p in site.root.rglob("*") if p.is_file()}
 
@@ -276,21 +277,13 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     mid = resolve_member(ctx, "lee_mh7")
     assert [r["mb_no"] for r in before["g5_member"].values() if r["mb_id"] == "lee_mh7"] == [mid]
     rid = submit_withdrawal(ctx, mid)
+    # The leaver voted in the poll: their id leaves its voter list (g5_poll.mb_ids), the other
+    # voters stay, and the residue check finds nothing.
+    (voters_before,) = site.sql("SELECT mb_ids FROM g5_poll")[0]
+    assert "lee_mh7," in voters_before
     out = carry_out(ctx, rid, task_id="t-g5")
-    # The residue check finds the leaver's login id inside text where the map cannot reach: the
-    # poll's comma-separated voter list (g5_poll.mb_ids, a known gap: docs/gnuboard5-schema.md).
-    # The operator accepts it, saying why, and the withdrawal completes.
-    assert out["state"] == "needs_attention", out
-    assert out["residue"]["columns"] == {"g5_poll.mb_ids": 1}, out
-    with session("primary") as s:
-        req = load_for_update(s, rid)
-        assert req is not None
-        why = "투표자 목록의 아이디: 지도 밖, 확인함"
-        done = retry_parked(s, req, ctx.datamap, operator="privacy-officer", acknowledge=True,
-                            reason=why)  # fmt: skip
-        assert done == ("destroyed", None)
-    out = carry_out(ctx, rid, task_id="t-g5-ack")
     assert out["state"] == "completed", out
+    assert out["residue"]["found"] == 0, out
     counts = run_sweep(get_context())
     assert counts["withdrawal_subjects"] == 1  # jung_hs, by the site's own marker
     shred_everything(site)
@@ -338,6 +331,18 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
             if table == "g5_shop_inicis_pay_event" and attempts_by[r["ip_oid"]] in LEAVERS:
                 continue
             if table == "g5_visit" and r["vi_date"] < cutoff:
+                continue
+            if table == "g5_poll":
+                continue  # its voter list lost the leaver's id (checked below)
+            if table == "g5_member" and {r["mb_recommend"], r["mb_memo_call"]} & LEAVERS:
+                # Only the column naming the leaver is blanked (also_names); the rest is as it was.
+                (now,) = [a for a in after[table].values() if a["mb_no"] == r["mb_no"]]
+                named = {c for c in ("mb_recommend", "mb_memo_call") if r[c] in LEAVERS}
+                assert {c: now[c] for c in named} == dict.fromkeys(named, ""), now["mb_id"]
+                assert {k: v for k, v in now.items() if k not in named} == {
+                    k: v for k, v in r.items() if k not in named
+                }
+                untouched += 1
                 continue
             if table == "g5_popular" and r["pp_date"] < cutoff:
                 assert key not in after[table]  # a search log: 3 months, as the visit log
@@ -410,9 +415,15 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     assert acc.archived[("g5_shop_personalpay", "payment")] == 1
     assert acc.ledger_destroy[("g5_popular", "access_log")] == 2
     assert acc.ledger_destroy[("g5_poll_etc", "posts")] == 1
-    # A known gap (docs/gnuboard5-schema.md): the poll's voter list still names the leaver.
-    (voters,) = site.sql("SELECT mb_ids FROM g5_poll")[0]
-    assert "lee_mh7," in voters
+    # The poll's voter list no longer names the leaver; the other voters and the guests' IPs
+    # are as they were. Filed under the leaver as profile data (the poll has no category).
+    (voters, ips) = site.sql("SELECT mb_ids, po_ips FROM g5_poll")[0]
+    assert voters == voters_before.replace("lee_mh7,", "") and voters.count(",") == 2, voters
+    assert ips == "10.0.9.1,10.0.9.2,"
+    assert acc.ledger_destroy[("g5_poll", "profile")] == 1
+    # park_js's recommender and kim_yr's memo caller, filed under lee_mh7, and lee's own
+    # kept row blanked with the rest of the profile.
+    assert acc.ledger_destroy[("g5_member", "profile")] == 2 + 2, acc.ledger_destroy
     assert acc.ledger_destroy[("g5_shop_item_stocksms", "restock_alerts")] == 1
     assert acc.ledger_destroy[("g5_write_notice", "posts")] == 1
     assert acc.ledger_destroy[("g5_board_file", "uploads")] >= 2

@@ -211,6 +211,14 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     site.sql(
         "UPDATE rx_member SET status = 'DELETED', denied = 'Y' WHERE member_srl = %s", minjae.srl
     )
+    # jiwoo.park, who stays, has seoyeon92 in their friend list: that entry goes with her.
+    jiwoo = rx.member_by_id("jiwoo.park")
+    site.sql(
+        "INSERT INTO rx_member_friend (friend_srl, friend_group_srl, member_srl, target_srl, "
+        "list_order, regdate) VALUES (990001, 0, %s, %s, 3, '20261101000000')",
+        jiwoo.srl,
+        seoyeon.srl,
+    )
     before = snapshot(site)
     files_before = {p: p.read_bytes() for p in site.root.rglob("*") if p.is_file()}
     assert residue(site, [seoyeon, minjae])  # the seed wrote them everywhere
@@ -244,7 +252,7 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     # leavers' documents, but for what named a leaver: the sender of their notifications, the
     # author of a document they scrapped, the other member of their message copies (cleared,
     # the row stays theirs); and the send-log rows listing a leaver's address or number.
-    untouched = named = 0
+    untouched = named = dropped = 0
     for table, rows in before.items():
         for key, r in rows.items():
             if owned_by(table, r, leavers):
@@ -252,6 +260,10 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
             if table == "rx_document_extra_vars" and docs_by[r["document_srl"]] in leavers:
                 continue
             if table.startswith("rx_advanced_mailer"):
+                continue
+            if table == "rx_member_friend" and r["target_srl"] in leavers:
+                assert key not in after[table]  # another's friend entry naming a leaver
+                dropped += 1
                 continue
             now = cleared(table, r, leavers)
             if now is not None:
@@ -261,6 +273,7 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
             assert key in after[table], (table, {k: v for k, v in r.items() if "srl" in k})
             untouched += 1
     assert untouched > 60
+    assert dropped == 1, dropped
     # doyun_lee's notification of seoyeon92's comment, jiwoo.park's scrap of minjae_k's
     # document, jiwoo.park's copy of the message to seoyeon92; the leavers' own copies went.
     assert named == 3, named
