@@ -135,6 +135,7 @@ def _naive(conn: Any, values: list[str]) -> tuple[dict[str, int], int]:
 
 
 def run_one(kind: str, url: URL, members: int) -> dict[str, Any]:
+    from lifecycle.core import migrate
     from lifecycle.core.settings import get_settings, reset_settings_cache
     from lifecycle.engine import residue
     from lifecycle.engine.context import clear_context_cache, get_context
@@ -165,6 +166,8 @@ def run_one(kind: str, url: URL, members: int) -> dict[str, Any]:
                 conn.execute(text(f"ANALYZE TABLE {name}"))
     seeded = time.perf_counter() - t
     print(f"[{kind}] seeded {5 * members:,} rows in {seeded:.1f}s", flush=True)
+    # The map's consent purposes live in the lifecycle's own tables (lifecycle_consents).
+    migrate.upgrade("primary")
     ctx = get_context()
     budget = residue.Budget.from_settings(get_settings())
     leaver = members // 2

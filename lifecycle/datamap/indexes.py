@@ -114,7 +114,9 @@ def missing_indexes(dm: DataMap, engine: Any) -> list[MissingIndex]:
                 and _is_text(insp, name, lk.column)
             ):
                 casts.append(MissingIndex(name, (lk.column,), cast=True))
-            elif name != s.table:
+            elif name != s.table or lk in tm.also_names:
+                # (The members' own table too, where a column names another member: a
+                # recommender's login id, found by value for every leaver.)
                 wanted.setdefault(name, []).append((lk.column,))
             if lk.member_key != s.key:
                 # The members' login ids are looked up by value.

@@ -902,6 +902,17 @@ def named_selections(
     s = ctx.datamap.subject
     out: list[Selection] = []
     logins: dict[str, dict[Any, Any]] = {}
+
+    def whose_logins(member_key: str, conn: Connection) -> dict[Any, Any]:
+        if member_key not in logins:
+            if keys is not None and keys.conn is conn:
+                # The batch read these login ids already (a round trip saved per batch).
+                known = keys.member_of(member_key)
+                logins[member_key] = {v: k for v, k in known.items() if v != ""}
+            else:
+                logins[member_key] = _logins(ctx, conn, member_key, ids)
+        return logins[member_key]
+
     for tm in ctx.ordered_tables:
         t = ctx.table(tm.name) if tm.also_names else None
         for lk in tm.also_names:
@@ -913,21 +924,13 @@ def named_selections(
                 if lk.member_key == s.key:
                     listed: dict[Any, Any] = {i: i for i in ids}
                 else:
-                    if lk.member_key not in logins:
-                        logins[lk.member_key] = _logins(ctx, read, lk.member_key, ids)
-                    listed = logins[lk.member_key]
+                    listed = whose_logins(lk.member_key, read)
                 out.append(Selection(tm, tm.scoped(t, true()), ended, "unlist",
                                      (lk.column,), keys, owners=listed))  # fmt: skip
                 continue
             whose = None
             if lk.member_key != s.key and read is not None:
-                if lk.member_key not in logins and keys is not None and keys.conn is read:
-                    # The batch read these login ids already (a round trip saved per batch).
-                    known = keys.member_of(lk.member_key)
-                    logins[lk.member_key] = {v: k for v, k in known.items() if v != ""}
-                elif lk.member_key not in logins:
-                    logins[lk.member_key] = _logins(ctx, read, lk.member_key, ids)
-                whose = logins[lk.member_key]
+                whose = whose_logins(lk.member_key, read)
                 found = _listed(col, sorted(whose), read, keys)
             else:
                 found = link_in(ctx, lk, col, ids, keys)

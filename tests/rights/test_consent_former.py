@@ -289,8 +289,8 @@ def test_the_archived_records_files_are_shredded(
     """A map keeping uploads after withdrawal under a retention consent of their own: the
     withdrawal keeps the file (its record archived), the consent's withdrawal hands it to the
     shredder before the record goes, and the shredder destroys it."""
-    from lifecycle.datamap.loader import SHIPPED_DEMO_MAP
     from lifecycle.datamap.member_table import clear_cache
+    from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
     from lifecycle.engine.context import clear_context_cache
     from lifecycle.rights import consent
     from lifecycle.rights.common import Requester
