@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.core import db
 from lifecycle.vault import keystore
-from models.archive import FormerIdentity
+from models.archive import ArchivedRecord, FormerIdentity
 from models.base import utcnow
 
 _CHUNK = 1000
@@ -143,6 +143,23 @@ def find(candidates: list[tuple[str, str]]) -> set[int]:
         return lookup(s, candidates)
 
 
+def forget_if_none_left(s: Session, ref: str) -> int:
+    """After records of one member were deleted outside the purge (a former member withdrew
+    the retention consent that kept them): their entries go when no archived record of theirs
+    is left, unless their member row is kept."""
+    left = s.scalar(
+        select(ArchivedRecord.source_pk).where(ArchivedRecord.subject_ref == ref).limit(1)
+    )
+    if left is not None:
+        return 0
+    res = s.execute(
+        delete(FormerIdentity)
+        .where(FormerIdentity.subject_ref == ref, FormerIdentity.kept_live.is_(False))
+        .execution_options(synchronize_session=False)
+    )
+    return max(getattr(res, "rowcount", 0) or 0, 0)
+
+
 def forget_purged(s: Session, refs: Collection[str], day: date, keep: Collection[str] = ()) -> int:
     """Delete the entries of members whose last archived records are the bucket of ``day``
     being purged (``refs``: its members), unless their member row is kept or a legal hold
@@ -163,4 +180,13 @@ def forget_purged(s: Session, refs: Collection[str], day: date, keep: Collection
     return done
 
 
-__all__ = ["Leaver", "digest", "extend", "find", "forget_purged", "lookup", "record"]
+__all__ = [
+    "Leaver",
+    "digest",
+    "extend",
+    "find",
+    "forget_if_none_left",
+    "forget_purged",
+    "lookup",
+    "record",
+]
