@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, insert
 
-from lifecycle.datamap.maps import __file__ as maps_init
+from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 from models.demo_site import members, payments
 from tests.helpers import (
     LifecycleEnv,
@@ -32,7 +32,7 @@ CONTACT = "answer@example.test"
 
 def _map(tmp_path: Path) -> Path:
     """The demo map, declaring the member's login id, email and mobile on the member table."""
-    demo = (Path(maps_init).parent / "demo.yaml").read_text(encoding="utf-8")
+    demo = SHIPPED_DEMO_MAP.read_text(encoding="utf-8")
     text = demo.replace(
         "  status_column: status\n",
         "  login_column: login_id\n  contact: {email: email, mobile: mobile}\n"
