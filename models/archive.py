@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Index,
@@ -111,4 +112,37 @@ class LedgerHead(ArchiveBase):
     __table_args__ = ({"comment": "one row, id=1"},)
 
 
-__all__ = ["ArchivedRecord", "DataKey", "LedgerEntry", "LedgerHead", "Text"]
+class FormerIdentity(ArchiveBase):
+    """A keyed hash of one identity (email, login id, mobile) a former member declared, so a
+    request naming them by it finds their member number once their row is gone.
+
+    In the archive DB, beside the records it leads to: it lives exactly as long as something of
+    the member is kept (lifecycle/vault/former.py), is deleted by the purge that destroys the
+    last record, and a restore of the primary DB cannot bring it back. ``digest`` is
+    HMAC-SHA256 under its own key (never the value, never the ledger's pseudonym key).
+    """
+
+    __tablename__ = "former_identities"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # The ledger pseudonym of member_id: what archive_records carry, so the purge finds them.
+    subject_ref: Mapped[str] = mapped_column(String(64))
+    # The last retain_until day of the member's archived records: the purge of that day's
+    # buckets deletes the entry (archive_records has no index on subject_ref to ask it).
+    kept_until: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # The member's row stays in the primary DB (blanked, kept to reserve the login id).
+    kept_live: Mapped[bool] = mapped_column(Boolean, default=False)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_former_identities_subject_ref", "subject_ref"),)
+
+
+__all__ = [
+    "ArchivedRecord",
+    "DataKey",
+    "FormerIdentity",
+    "LedgerEntry",
+    "LedgerHead",
+    "Text",
+]

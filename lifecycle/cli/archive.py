@@ -38,7 +38,7 @@ def retrieve(
     check_basis(basis)
     if out is None:
         raise UserError("--out FILE is required")
-    member_id = member_id_from(member)
+    member_id = member_id_from(member, former=True)
     who = current(operator)
     with db.session("archive") as a:
         got = retrieve_member(a, member_id, basis=basis, operator=who, out=out)

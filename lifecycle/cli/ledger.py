@@ -157,7 +157,7 @@ def register_cmd(
     tz = get_settings().timezone
     lo, hi = register.day_window(_day(since, "--from"), _day(until, "--to"), tz)
     check_output(output)
-    member_id = member_id_from(member) if member is not None else None
+    member_id = member_id_from(member, former=True) if member is not None else None
     check_reachable("archive")
     with session("archive") as s:
         ref = keystore.subject_ref(s, member_id) if member_id is not None else None

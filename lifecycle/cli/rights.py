@@ -120,12 +120,14 @@ def _right(
     timeout: float,
     old_names: tuple[str, ...] = (),
     log_kind: str = "change",
+    former: bool = False,
 ) -> Callable[[_F], _F]:
     """Register ``fn(member_id, requester, **its own options) -> request id`` as the command
     ``name``: MEMBER_ID, its own options, then what every right shares (who asks, how they were
     verified, --wait, --timeout). ``old_names`` keep working, hidden from --help, for scripts
     written before the command was renamed. Each submission is an access-log entry of kind
-    ``log_kind`` naming the operator and the options given (names and flags, never values)."""
+    ``log_kind`` naming the operator and the options given (names and flags, never values).
+    ``former``: a right a former member keeps, so MEMBER_ID may name one (members.py)."""
 
     def register(fn: _F) -> _F:
         # Only its own options (the first two are the member and the requester), with their
@@ -156,7 +158,7 @@ def _right(
             # An OS account the operator register refuses changes nothing; the request row
             # names the operator, so the worker's access-log entry does too (not `website`).
             who = dataclasses.replace(who, actor=current())
-            mid = member_id_from(member_id)
+            mid = member_id_from(member_id, former=former)
             _prepare()
             request_id = fn(mid, who, **options)
             given = sorted(k for k, v in options.items() if v not in (None, False, ""))
@@ -184,7 +186,7 @@ def _right(
     return register
 
 
-@_right(app, "access", "access", 3600.0, log_kind="export")
+@_right(app, "access", "access", 3600.0, log_kind="export", former=True)
 def access_cmd(
     member_id: int,
     who: Any,
@@ -252,7 +254,7 @@ def unrestrict_cmd(member_id: int, who: Any) -> int:
     return submit_lift(member_id, who, dispatch=False)
 
 
-@_right(consent_app, "withdraw", "consent withdrawal", 3600.0)
+@_right(consent_app, "withdraw", "consent withdrawal", 3600.0, former=True)
 def consent_withdraw_cmd(
     member_id: int,
     who: Any,

@@ -58,10 +58,12 @@ from lifecycle.rights.intake import (
     parse_member_id,
     resolve_member,
     subject_table,
+    typed_identities,
 )
 from lifecycle.rights.staff import answer_request, refuse_request
 from lifecycle.rights.suspension import submit_lift, submit_suspension
 from lifecycle.vault import accesslog, accessreview, checkpoints, keystore, register
+from lifecycle.vault.former import find as find_former
 from models.archive import LedgerEntry
 from models.base import utcnow
 from models.guards import AccessLogEntry, LegalHold
@@ -330,7 +332,9 @@ def create_app() -> Flask:
                 f.get("received_via") or None,
             )
             who = dataclasses.replace(who, actor=_who().operator)
-            member_id = parse_member_id(f.get("member_id", ""))
+            # A former member (열람, withdrawing a retention consent) may be named by an
+            # identity they declared; a right they no longer have refuses them when submitted.
+            member_id = _member_id(f.get("member_id", ""), former=True)
             rid = _submit(kind, member_id, who, f)
         except UserError as exc:
             flash(str(exc), "error")
@@ -490,7 +494,7 @@ def create_app() -> Flask:
         if raw_member:
             _need("ledger.member")
             try:
-                member_id = _member_id(raw_member)
+                member_id = _member_id(raw_member, former=True)
             except UserError as exc:
                 flash(str(exc), "error")
                 return _ledger_page(start, end, kinds, []), 422
@@ -643,14 +647,18 @@ def _period(src: Any = None) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _member_id(raw: str) -> int:
-    """The member id for what staff typed: the site's own login id when the data map names a
-    login column (as every command's MEMBER_ID), else the numeric key."""
+def _member_id(raw: str, *, former: bool = False) -> int:
+    """The member id for what staff typed, as every command's MEMBER_ID: the numeric key or an
+    identity the map declares (login id, email, mobile); ``former``: a former member whose
+    records are kept too (lifecycle/vault/former.py)."""
     subject = current_datamap().subject
-    if not subject.login_column:
+    text = raw.strip()
+    if not subject.login_column and (text.isdigit() or not typed_identities(subject, text)):
         return parse_member_id(raw)
     with db.engine("primary").connect() as conn:
-        return resolve_member(subject, subject_table(subject), conn, raw)
+        return resolve_member(
+            subject, subject_table(subject), conn, raw, former=find_former if former else None
+        )
 
 
 def _locked(p: Any, request_id: int) -> LifecycleRequest:

@@ -28,7 +28,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.datamap.consents import ConsentPurpose, holding
 from lifecycle.datamap.model import DataMap
 from lifecycle.engine.context import EngineContext
-from lifecycle.vault import keystore
+from lifecycle.vault import former, keystore
 from models.archive import ArchivedRecord
 
 
@@ -181,4 +181,7 @@ def destroy_archived(
             f"consent withdrawal: {sum(left.values())} archived record(s) still there after "
             "their deletion"
         )
+    # These may have been the former member's last records: then nothing is kept that their
+    # identity hashes could lead to (lifecycle/vault/former.py).
+    former.forget_if_none_left(a, ref)
     return counts

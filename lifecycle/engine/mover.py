@@ -60,7 +60,7 @@ from lifecycle.core.errors import UserError
 from lifecycle.datamap.file_values import implausible_path
 from lifecycle.datamap.links import forget_markers, member_id
 from lifecycle.datamap.model import TableMap
-from lifecycle.engine import unlist
+from lifecycle.engine import leavers, unlist
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
     SQLITE_IN_CHUNK,
@@ -270,6 +270,9 @@ class ArchiveWriter:
         # ledger may only count what the archive holds.
         self._queued: set[tuple[str, str, str]] = set()
         self.written = 0
+        # Pseudonym -> last retain day of a part kept in the archive by this move (written now
+        # or already there): how long a former member's identity hashes must last.
+        self.kept: dict[str, date] = {}
 
     def _aad(self, table: str, pk: str, category: str) -> bytes:
         """``crypto.record_aad`` with the table and category parts built once per pair."""
@@ -358,6 +361,11 @@ class ArchiveWriter:
         late = [(p[0], p[1], p[3]) for p in pending if self._keys[(p[3], p[4])] is None]
         if late:
             pending = [p for p in pending if self._keys[(p[3], p[4])] is not None]
+        kept = self.kept
+        for p in pending:
+            ref = self.subject_ref(p[2])
+            if ref not in kept or kept[ref] < p[4]:
+                kept[ref] = p[4]
         # PostgreSQL: COPY straight in and fall back to a conflict-skipping insert only if a
         # part is already there (a re-run), so the common case pays no lookup.
         fresh = pending if self.pg else self._drop_existing(pending)
@@ -577,6 +585,8 @@ def move(
     gone = _Destruction()
     subject_table = ctx.datamap.subject.table
     left: list[Any] = []  # members whose own row was deleted
+    # Before anything is deleted or blanked: afterwards the values are gone.
+    identities, kept_rows = leavers.read_identities(ctx, pconn, selections)
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
         writer = ArchiveWriter(ctx, asess, scope, now)
         taking = [(tm, sel) for tm in ctx.ordered_tables for sel in by_table[tm.name]]
@@ -626,6 +636,7 @@ def move(
                         writer.add(sel.table.name, row)
                     writer.flush()
         writer.ledger_entries()
+        leavers.record_kept(asess, identities, kept_rows, writer.kept)
     for (table, cat), tally in writer.tallies.items():
         result.archived[(table, cat)] = tally.rows
     # In the same transaction as the member rows' DELETE.

@@ -28,7 +28,7 @@ from lifecycle.core.errors import LifecycleError
 from lifecycle.core.locks import job_lock
 from lifecycle.engine.context import EngineContext
 from lifecycle.requests import holds
-from lifecycle.vault import accesslog, crypto, keystore, ledger
+from lifecycle.vault import accesslog, crypto, former, keystore, ledger
 from models.archive import ArchivedRecord, DataKey
 from models.base import utcnow
 from models.guards import LegalHold
@@ -257,7 +257,12 @@ def purge_bucket(
         authentic, failed = (
             _authenticate(s, key_id, until, dk) if dk is not None and rows else (0, 0)
         )
+        refs = s.scalars(select(r.c.subject_ref).where(_in_bucket(key_id, until)).distinct())
+        leaving = set(refs)
         s.execute(delete(r).where(_in_bucket(key_id, until)))
+        # With the records: a former member whose last records these were can no longer be
+        # found by their email or login id (lifecycle/vault/former.py).
+        former.forget_purged(s, leaving, until, keep={rec.subject_ref for rec, _ in kept})
         basis = _legal_basis(ctx, category)
         if category.startswith(holds.HOLD_KEY_PREFIX):
             basis = f"보존 명령 {category[len(holds.HOLD_KEY_PREFIX) :]} 종료 (legal hold ended)"

@@ -21,7 +21,7 @@ from sqlalchemy.sql.expression import TableClause
 
 from lifecycle.core import db, dbkind
 from lifecycle.core.errors import UserError
-from lifecycle.datamap import logins
+from lifecycle.datamap import identities, logins
 from lifecycle.datamap.model import Subject
 from lifecycle.requests import outbox
 from models.requests import (
@@ -36,6 +36,9 @@ from models.requests import (
 # (connection, member id) -> whether the member's kept row was already blanked (maps with
 # ``on_withdrawal: blank_and_keep``); the caller supplies it because it needs the whole map.
 KeptRowCheck = Callable[[Connection, int], bool]
+# The (kind, canonical value) identities typed -> the former members holding one of them
+# (lifecycle/vault/former.py, in the archive DB); the caller opens that database.
+FormerLookup = Callable[[list[tuple[str, str]]], set[int]]
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,10 @@ def subject_table(subject: Subject) -> TableClause:
     cols: dict[str, Any] = {subject.key: Integer()}
     if subject.login_column:
         cols.setdefault(subject.login_column, String())
+    # MEMBER_ID may be the member's email or mobile (resolve_member).
+    for col in (subject.email_column, subject.mobile_column):
+        if col:
+            cols.setdefault(col, String())
     if subject.marker_store is not None:
         pass  # the marker is kept in a meta row or the lifecycle's own table, not here
     elif subject.marker_column:
@@ -125,20 +132,75 @@ def subject_table(subject: Subject) -> TableClause:
     return table(subject.table, *(column(name, type_) for name, type_ in cols.items()))
 
 
-def resolve_member(subject: Subject, t: Any, conn: Connection, raw: str) -> int:
-    """The lifecycle's member id for what an operator typed: the site's own member id (the
-    map's ``login_column``, e.g. ``lee_mh7``) when the map names one, else the numeric key.
+def typed_identities(subject: Subject, text: str) -> list[tuple[str, str]]:
+    """What ``text`` may be among the member's declared identities, each in its canonical form
+    (lifecycle/datamap/identities.py): a login id, an email address, a mobile number."""
+    declared = (
+        ("login", subject.login_column),
+        ("email", subject.email_column),
+        ("mobile", subject.mobile_column),
+    )
+    out: list[tuple[str, str]] = []
+    for kind, col in declared:
+        canon = identities.normalise(kind, text) if col else None  # type: ignore[arg-type]
+        if canon is not None:
+            out.append((kind, canon))
+    return out
+
+
+def _live_matches(
+    subject: Subject, t: Any, conn: Connection, text: str, typed: list[tuple[str, str]]
+) -> set[int]:
+    found: set[int] = set()
+    if subject.login_column and any(k == "login" for k, _ in typed):
+        q = select(t.c[subject.key]).where(logins.login_where(subject, t, text)).limit(2)
+        found.update(int(k) for (k,) in conn.execute(q))
+    columns = {"email": subject.email_column, "mobile": subject.mobile_column}
+    for kind, canon in typed:
+        col = columns.get(kind)
+        if not col or col == subject.login_column:
+            continue
+        expr = identities.sql_normalised(kind, t.c[col], conn.dialect.name)  # type: ignore[arg-type]
+        values = identities.mobile_forms(canon) if kind == "mobile" else [canon]
+        q = select(t.c[subject.key]).where(expr.in_(values)).limit(2)
+        found.update(int(k) for (k,) in conn.execute(q))
+    return found
+
+
+def resolve_member(
+    subject: Subject, t: Any, conn: Connection, raw: str, *, former: FormerLookup | None = None
+) -> int:
+    """The lifecycle's member id for what an operator typed: the numeric key, or any identity
+    the map declares on the member table (the site's own login id, e.g. ``lee_mh7``; the email
+    address; the mobile number), compared in canonical form. ``former`` (given by the rights
+    a former member keeps: 열람, consent withdrawal, archive retrieval) finds a withdrawn
+    member through the hashes of their identities kept while their records are. Two members
+    matching (live or former) is refused in one line; the value is never repeated in it.
     ``t``: the member table (:func:`subject_table` or the reflected one)."""
     text = raw.strip()
-    # A login that is the email: digits alone are no address, but the numeric member id.
-    if not subject.login_column or (subject.login_is_contact and text.isdigit()):
+    # Digits alone are the member id, unless the site's own login id may be digits.
+    if text.isdigit() and (not subject.login_column or subject.login_is_contact):
         return parse_member_id(text)
-    key = logins.lookup(subject, t, conn, text)
-    if key is None:
+    typed = typed_identities(subject, text)
+    if not typed:
+        if not subject.login_column:
+            return parse_member_id(text)
+        raise UserError("unknown member: the given id is no login id, email or mobile number")
+    live = _live_matches(subject, t, conn, text, typed)
+    gone = former(typed) - live if former is not None else set()
+    if len(live) + len(gone) > 1:
+        who = "members" if not gone else "members, live or former,"
+        raise UserError(
+            f"several {who} have that login id, email or mobile: give the member number"
+        )
+    if live or gone:
+        return (live or gone).pop()
+    if subject.login_column and former is None:
         raise UserError(
             f"unknown member: no {subject.table}.{subject.login_column} equals the given id"
         )
-    return int(key)
+    whom = "nobody, live or former (with records still kept)," if former else "no member"
+    raise UserError(f"unknown member: {whom} has that login id, email or mobile")
 
 
 def lock_member(subject: Subject, t: Any, conn: Connection, member_id: int) -> Any:

@@ -32,6 +32,9 @@ from models.base import utcnow
 from models.vault import ArchiveSecret
 
 REF_KEY_NAME = "ledger-subject-ref"
+# The key of former members' identity hashes (lifecycle/vault/former.py): its own, so neither
+# it nor the pseudonym key lets one test guesses against the other's values.
+IDENTITY_KEY_NAME = "former-identity"
 
 
 class KeyUnavailable(LifecycleError):
@@ -302,16 +305,34 @@ def ref_key(session: Session, *, master: bytes | None = None) -> bytes:
     it survives master-key rotation, so a member's pseudonym stays the same for good.
     """
     master = master if master is not None else _master()
+    key = _secret(session, REF_KEY_NAME, master, lambda: crypto.derive_ref_key(master))
+    assert key is not None
+    return key
+
+
+def identity_key(
+    session: Session, *, create: bool = True, master: bytes | None = None
+) -> bytes | None:
+    """The key of former members' identity hashes: random, stored wrapped like the pseudonym
+    key (so master-key rotation re-wraps it and the hashes stay valid). ``create=False``: None
+    while no identity was ever recorded (a lookup must not create keys)."""
+    master = master if master is not None else _master()
+    return _secret(session, IDENTITY_KEY_NAME, master, crypto.new_data_key if create else None)
+
+
+def _secret(session: Session, name: str, master: bytes, make: Any) -> bytes | None:
     stmt = select(ArchiveSecret.wrapped_key, ArchiveSecret.master_key_id).where(
-        ArchiveSecret.name == REF_KEY_NAME
+        ArchiveSecret.name == name
     )
     row = session.execute(stmt).first()
     if row is None:
+        if make is None:
+            return None
         session.execute(
             _insert(session)(ArchiveSecret)
             .values(
-                name=REF_KEY_NAME,
-                wrapped_key=crypto.wrap_key(master, crypto.derive_ref_key(master)),
+                name=name,
+                wrapped_key=crypto.wrap_key(master, make()),
                 master_key_id=crypto.master_key_id(master),
                 created_at=utcnow(),
             )
@@ -320,7 +341,7 @@ def ref_key(session: Session, *, master: bytes | None = None) -> bytes:
         row = session.execute(stmt).first()
         assert row is not None
     wrapped, wrapped_by = row
-    return _unwrap_cached(session, "secret", REF_KEY_NAME, wrapped, wrapped_by, master)
+    return _unwrap_cached(session, "secret", name, wrapped, wrapped_by, master)
 
 
 def subject_ref(session: Session, member_id: int | str) -> str:
@@ -499,6 +520,7 @@ __all__ = [
     "get_key",
     "get_or_create_bucket_key",
     "get_or_create_bucket_keys",
+    "identity_key",
     "key_census",
     "ref_key",
     "rotate_master",
