@@ -41,6 +41,7 @@ from sqlalchemy import (
     Connection,
     CursorResult,
     Text,
+    and_,
     any_,
     bindparam,
     delete,
@@ -788,8 +789,19 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
         # count it twice). The lock reads this table only; the member, which may take a
         # subquery over another table, comes from a plain read, so no other table is locked.
         n = len(keys)
+        where = sel.where
+        if tm.name == dm.subject.table and not own_row:
+            # Other members' rows naming a leaver (a recommender's login id), found through a
+            # column Gnuboard5 does not index: a locking read would lock every member row it
+            # passes over (InnoDB), making logins wait on the batch. The keys come from a plain
+            # read; only those rows are locked, the condition checked again under the lock.
+            found = [tuple(r) for r in conn.execute(select(*keys).where(where))]
+            if not found:
+                return 0
+            where = and_(where, tuple_(*keys).in_(found) if n > 1 else keys[0].in_(
+                [f[0] for f in found]))  # fmt: skip
         locked = conn.execute(
-            select(*keys, *(t.c[c] for c in cols)).where(sel.where).with_for_update()
+            select(*keys, *(t.c[c] for c in cols)).where(where).with_for_update()
         ).all()
         if not locked:
             return 0
