@@ -51,9 +51,7 @@ def add_cmd(
     """Put data on legal hold: nothing of it is archived, destroyed or purged until released."""
     from lifecycle.cli.operator import current
     from lifecycle.core import db
-    from lifecycle.engine.context import get_context
-    from lifecycle.requests import holds
-    from lifecycle.vault import accesslog
+    from lifecycle.rights import hold_actions
 
     if not until:
         raise UserError("--until DATE is required (the last day of the hold, YYYY-MM-DD)")
@@ -63,27 +61,15 @@ def add_cmd(
     who = current()
     db.check_reachable("primary")
     db.check_reachable("archive")
-    ctx = get_context()
-    sub = ctx.datamap.subject
-
-    def member_exists(m: int) -> bool:
-        t = ctx.subject_table
-        with ctx.primary.connect() as c:
-            return c.execute(t.select().where(t.c[sub.key] == m)).first() is not None
-
-    # Archive transaction outermost: it commits after the primary one, so the ledger never
-    # records a hold that did not commit.
-    with db.session("archive") as a, db.session("primary") as p:
-        hold = holds.add(
-            p, a, member_id=mid, request_id=rid, category=category.strip() if category else None,
-            reason=reason, until=day, today=ctx.today(), operator=who,
-            known_categories=ctx.datamap.rules, member_exists=member_exists,
-        )  # fmt: skip
-        accesslog.record(
-            a, operator=who, kind="hold", action="hold add", member_id=hold.member_id,
-            request_id=hold.request_id, details={"hold_id": hold.id, "scope": hold.scope},
-        )  # fmt: skip
-        hid, scope = hold.id, hold.scope
+    placed = hold_actions.add(
+        who,
+        member_id=mid,
+        request_id=rid,
+        category=category.strip() if category else None,
+        reason=reason,
+        until=day,
+    )
+    hid, scope = placed.hold_id, placed.scope
     typer.echo(f"hold {hid} ({scope}) active until {day.isoformat()}")
 
 
@@ -144,21 +130,14 @@ def release_cmd(hold_id: Annotated[str, typer.Argument(metavar="HOLD_ID")]) -> N
     """Release a hold; the next purge and sweep destroy what it kept, held withdrawals resume."""
     from lifecycle.cli.operator import current
     from lifecycle.core import db, dispatch
-    from lifecycle.requests import holds
-    from lifecycle.vault import accesslog
+    from lifecycle.rights import hold_actions
 
     hid = _positive(hold_id, "HOLD_ID")
     assert hid is not None
     who = current()
     db.check_reachable("primary")
     db.check_reachable("archive")
-    with db.session("archive") as a, db.session("primary") as p:
-        hold = holds.release(p, a, hid, operator=who)
-        accesslog.record(
-            a, operator=who, kind="hold", action="hold release", member_id=hold.member_id,
-            request_id=hold.request_id, details={"hold_id": hold.id, "scope": hold.scope},
-        )  # fmt: skip
-        parked = holds.parked_withdrawals(p, hold.member_id) if hold.member_id else []
+    parked = hold_actions.release(who, hid).parked_withdrawals
     typer.echo(f"hold {hid} released")
     for rid in parked:
         # Another hold may still cover the member: the request then stops again by itself.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
@@ -112,10 +112,8 @@ def open_cmd(
     from lifecycle.cli.operator import current
     from lifecycle.core import db
     from lifecycle.engine.context import get_context
-    from lifecycle.incidents import breach
-    from lifecycle.vault import accesslog
+    from lifecycle.incidents import actions, breach
     from models.base import utcnow
-    from models.incidents import Incident
 
     for value, opt in ((occurred_from, "--from"), (occurred_to, "--to"),
                        (detected_at, "--detected-at")):  # fmt: skip
@@ -134,35 +132,13 @@ def open_cmd(
     db.check_reachable("archive")
     ctx = get_context()
     scope = breach.check_scope(ctx.datamap, _split(categories), _split(tables))
-    # Archive transaction outermost: it commits after the primary one, so the ledger never
-    # records an incident that did not commit.
-    with db.session("archive") as a, db.session("primary") as p:
-        inc = Incident(
-            opened_by=who, detected_at=detected, deadline_at=detected + breach.WINDOW,
-            occurred_from=start, occurred_to=end, categories=list(scope.categories),
-            tables=list(scope.tables), whole_tables=scope.whole_tables, description=description,
-            external_access=external_access,
-        )  # fmt: skip
-        p.add(inc)
-        p.flush()
-        members, rows, per_table = breach.find_affected(
-            p, inc.id, ctx.datamap, ctx.metadata, scope, start, end
-        )
-        inc.affected, inc.affected_rows = members, rows
-        inc.no_contact = breach.count_no_contact(p, inc.id)
-        inc.former_in_window, inc.former_archived_before = breach.count_former(a, scope, start, end)
-        breach.ledger_entry(
-            a, inc, "open", who, rows=rows, per_table=per_table, no_contact=inc.no_contact,
-            former_in_window=inc.former_in_window, whole_tables=scope.whole_tables,
-            deadline=inc.deadline_at.isoformat(), method="데이터 맵으로 영향받은 회원 확인",
-        )  # fmt: skip
-        accesslog.record(
-            a, operator=who, kind="read", action="incident open",
-            details={"incident_id": inc.id, "members": members, "rows": rows},
-        )  # fmt: skip
-        iid, grounds = inc.id, breach.report_grounds(ctx.datamap, inc)
-        deadline, no_contact = inc.deadline_at, inc.no_contact
-        former = (inc.former_in_window, inc.former_archived_before)
+    opened = actions.open_incident(
+        who, scope=scope, occurred_from=start, occurred_to=end, detected_at=detected,
+        description=description, external_access=external_access,
+    )  # fmt: skip
+    iid, members, rows = opened.incident_id, opened.members, opened.rows
+    grounds, deadline, no_contact = opened.report_grounds, opened.deadline_at, opened.no_contact
+    former = (opened.former_in_window, opened.former_archived_before)
     typer.echo(
         f"incident {iid} opened: {members} member(s) affected ({rows} row(s) in "
         f"{', '.join(scope.tables)}); notify by {_local(deadline.isoformat())} "
@@ -314,10 +290,8 @@ def notify_cmd(
     from lifecycle.cli.notice import _NO_CHANNEL, _wait_notice
     from lifecycle.cli.operator import current
     from lifecycle.core import db, dispatch
-    from lifecycle.engine.context import get_context
-    from lifecycle.incidents import breach
+    from lifecycle.incidents import actions
     from lifecycle.notices.members import requeue_not_sent
-    from lifecycle.vault import accesslog
 
     iid = _incident_id(incident_id)
     if smtp_config() is None:
@@ -325,18 +299,8 @@ def notify_cmd(
     who = current()
     db.check_reachable("primary")
     db.check_reachable("archive")
-    dm = get_context().datamap
-    with db.session("archive") as a, db.session("primary") as p:
-        inc = breach.get_open(p, iid)
-        notice_id, created = breach.prepare_notice(p, inc, dm, _tz())
-        breach.ledger_entry(
-            a, inc, "notify", who, notice_id=notice_id, method="전자우편 개별 통지 (법 제34조①)"
-        )
-        accesslog.record(
-            a, operator=who, kind="read", action="incident notify",
-            details={"incident_id": iid, "notice_id": notice_id},
-        )  # fmt: skip
-        affected = inc.affected
+    notified = actions.notify(who, iid, _tz())
+    notice_id, created, affected = notified.notice_id, notified.created, notified.affected
     # Rows recorded "not sent" only because a worker had no mail server go out now.
     requeue_not_sent(notice_id)
     result = dispatch.send(dispatch.NOTICE_FANOUT, notice_id)
@@ -382,9 +346,7 @@ def report_cmd(
     from lifecycle.cli.csvout import check_output
     from lifecycle.cli.operator import current
     from lifecycle.core import db
-    from lifecycle.engine.context import get_context
-    from lifecycle.incidents import breach
-    from lifecycle.vault import accesslog
+    from lifecycle.incidents import actions
     from models.base import utcnow
 
     iid = _incident_id(incident_id)
@@ -392,21 +354,14 @@ def report_cmd(
     who = current()
     db.check_reachable("primary")
     db.check_reachable("archive")
-    dm = get_context().datamap
     now = utcnow()
     tmp = output.with_name(f".{output.name}.part")
-    with db.session("archive") as a, db.session("primary") as p:
-        inc = breach.get(p, iid, for_update=True)
-        text = breach.report_text(p, dm, inc, _tz(), now)
+
+    def write(text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(output)
-        if inc.reported_at is None:
-            inc.reported_at = now
-        breach.ledger_entry(a, inc, "report", who, method="신고서 초안 작성")
-        accesslog.record(
-            a, operator=who, kind="export", action="incident report",
-            details={"incident_id": iid},
-        )  # fmt: skip
+
+    actions.report(who, iid, _tz(), now, deliver=write)
     typer.echo(f"incident {iid}: report drafted in {output}; check it, then submit it")
 
 
@@ -425,9 +380,7 @@ def close_cmd(
     """Close an incident with a record (kept with it; its counts go in the ledger)."""
     from lifecycle.cli.operator import current
     from lifecycle.core import db
-    from lifecycle.incidents import breach
-    from lifecycle.vault import accesslog
-    from models.base import utcnow
+    from lifecycle.incidents import actions
 
     iid = _incident_id(incident_id)
     if record_file is None:
@@ -436,18 +389,7 @@ def close_cmd(
     who = current()
     db.check_reachable("primary")
     db.check_reachable("archive")
-    with db.session("archive") as a, db.session("primary") as p:
-        inc = breach.get_open(p, iid)
-        n: dict[str, Any] = breach.summary(p, inc, utcnow())["notices"]
-        breach.close(p, inc, text, who)
-        breach.ledger_entry(
-            a, inc, "close", who, sent=n["sent"], unsent=n["unsent"],
-            no_address=n["no_address"], method="사고 종결 기록",
-        )  # fmt: skip
-        accesslog.record(
-            a, operator=who, kind="change", action="incident close",
-            details={"incident_id": iid},
-        )  # fmt: skip
+    n = actions.close(who, iid, text)
     typer.echo(
         f"incident {iid} closed: {n['sent']} of {n['affected']} member(s) notified by e-mail"
     )

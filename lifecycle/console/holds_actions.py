@@ -1,9 +1,8 @@
 """Placing and releasing a legal hold (보존 명령) from the console: the officer's decision.
 
-The same domain calls as `lifecycle hold add|release` (lifecycle.requests.holds), in the same
-two transactions (the archive's outermost, so the ledger never records a hold that did not
-commit), with the same access-log entry, naming the logged-in person. The member id travels
-in the POST body only.
+The same domain functions as `lifecycle hold add|release` (lifecycle.rights.hold_actions: the
+same transactions, ledger and access-log entries), naming the logged-in person; the access log
+also gets the client's address. The member id travels in the POST body only.
 
 A release does not send a held withdrawal on by itself as the command does (the console never
 talks to the job runtime): the relay re-sends stalled requests, so it resumes on its own.
@@ -17,11 +16,8 @@ from typing import Any
 from flask import Blueprint, flash, redirect, request, url_for
 
 from lifecycle.console.guard import client_ip, login_required, need, who
-from lifecycle.core import db
 from lifecycle.core.errors import UserError
-from lifecycle.engine.context import get_context
-from lifecycle.requests import holds
-from lifecycle.vault import accesslog
+from lifecycle.rights import hold_actions
 
 blueprint = Blueprint("holdactions", __name__)
 
@@ -56,27 +52,11 @@ def hold_add() -> Any:
         if target not in ("member", "request", "category"):
             raise UserError("보존 대상의 종류(회원, 요청, 항목)를 고르십시오.")
         day = _until(f.get("until", ""))
-        operator = who().operator
-        ctx = get_context()
-        sub = ctx.datamap.subject
-
-        def member_exists(m: int) -> bool:
-            t = ctx.subject_table
-            with ctx.primary.connect() as c:
-                return c.execute(t.select().where(t.c[sub.key] == m)).first() is not None
-
-        with db.session("archive") as a, db.session("primary") as p:
-            hold = holds.add(
-                p, a, member_id=mid, request_id=rid, category=category,
-                reason=f.get("reason", ""), until=day, today=ctx.today(), operator=operator,
-                known_categories=ctx.datamap.rules, member_exists=member_exists,
-            )  # fmt: skip
-            accesslog.record(
-                a, operator=operator, kind="hold", action="hold add", member_id=hold.member_id,
-                request_id=hold.request_id,
-                details={"hold_id": hold.id, "scope": hold.scope, "ip": client_ip()},
-            )  # fmt: skip
-            hid = hold.id
+        placed = hold_actions.add(
+            who().operator, member_id=mid, request_id=rid, category=category,
+            reason=f.get("reason", ""), until=day, extra={"ip": client_ip()},
+        )  # fmt: skip
+        hid = placed.hold_id
     except UserError as exc:
         flash(str(exc), "error")
         return redirect(url_for("holds_list"))
@@ -90,14 +70,9 @@ def hold_release(hold_id: int) -> Any:
     need("holds.change")
     operator = who().operator
     try:
-        with db.session("archive") as a, db.session("primary") as p:
-            hold = holds.release(p, a, hold_id, operator=operator)
-            accesslog.record(
-                a, operator=operator, kind="hold", action="hold release",
-                member_id=hold.member_id, request_id=hold.request_id,
-                details={"hold_id": hold.id, "scope": hold.scope, "ip": client_ip()},
-            )  # fmt: skip
-            parked = holds.parked_withdrawals(p, hold.member_id) if hold.member_id else []
+        parked = hold_actions.release(
+            operator, hold_id, extra={"ip": client_ip()}
+        ).parked_withdrawals
     except UserError as exc:
         flash(str(exc), "error")
         return redirect(url_for("holds_list"))

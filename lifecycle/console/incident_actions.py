@@ -2,9 +2,9 @@
 (categories, tables, time range), tell the members, draft the report to the regulator, close
 it with a record; anyone with the view permission sees one incident's page.
 
-The same domain calls as `lifecycle incident open|notify|report|close`
-(lifecycle.incidents.breach), in the same two transactions (archive outermost), with the same
-ledger and access-log entries, naming the logged-in person.
+The same domain functions as `lifecycle incident open|notify|report|close`
+(lifecycle.incidents.actions: the same transactions, ledger and access-log entries), naming the
+logged-in person; the access log also gets the client's address.
 
 Telling the members here prepares the notice and its recipients exactly as the command does;
 the console never talks to the job runtime, so the e-mails go out when the beat's re-send of
@@ -34,8 +34,7 @@ from lifecycle.core import db
 from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine.context import get_context
-from lifecycle.incidents import breach
-from lifecycle.vault import accesslog
+from lifecycle.incidents import actions, breach
 from models.base import utcnow
 from models.incidents import Incident
 
@@ -87,35 +86,12 @@ def incident_new() -> Any:
         scope = breach.check_scope(
             ctx.datamap, f.getlist("categories"), _split(f.get("tables", ""))
         )
-        with db.session("archive") as a, db.session("primary") as p:
-            inc = Incident(
-                opened_by=operator, detected_at=detected, deadline_at=detected + breach.WINDOW,
-                occurred_from=start, occurred_to=end, categories=list(scope.categories),
-                tables=list(scope.tables), whole_tables=scope.whole_tables,
-                description=description, external_access=bool(f.get("external_access")),
-            )  # fmt: skip
-            p.add(inc)
-            p.flush()
-            members, rows, per_table = breach.find_affected(
-                p, inc.id, ctx.datamap, ctx.metadata, scope, start, end
-            )
-            inc.affected, inc.affected_rows = members, rows
-            inc.no_contact = breach.count_no_contact(p, inc.id)
-            inc.former_in_window, inc.former_archived_before = breach.count_former(
-                a, scope, start, end
-            )
-            breach.ledger_entry(
-                a, inc, "open", operator, rows=rows, per_table=per_table,
-                no_contact=inc.no_contact, former_in_window=inc.former_in_window,
-                whole_tables=scope.whole_tables, deadline=inc.deadline_at.isoformat(),
-                method="데이터 맵으로 영향받은 회원 확인",
-            )  # fmt: skip
-            accesslog.record(
-                a, operator=operator, kind="read", action="incident open",
-                details={"incident_id": inc.id, "members": members, "rows": rows,
-                         "ip": client_ip()},
-            )  # fmt: skip
-            iid = inc.id
+        opened = actions.open_incident(
+            operator, scope=scope, occurred_from=start, occurred_to=end, detected_at=detected,
+            description=description, external_access=bool(f.get("external_access")),
+            extra={"ip": client_ip()},
+        )  # fmt: skip
+        iid, members = opened.incident_id, opened.members
     except UserError as exc:
         flash(str(exc), "error")
         return _new_page(f, 422)
@@ -145,20 +121,9 @@ def _back(incident_id: int) -> Response:
 def incident_notify(incident_id: int) -> Any:
     need("incidents.change")
     operator = who().operator
-    dm = get_context().datamap
     try:
-        with db.session("archive") as a, db.session("primary") as p:
-            inc = breach.get_open(p, incident_id)
-            notice_id, _ = breach.prepare_notice(p, inc, dm, tz())
-            breach.ledger_entry(
-                a, inc, "notify", operator, notice_id=notice_id,
-                method="전자우편 개별 통지 (법 제34조①)",
-            )  # fmt: skip
-            accesslog.record(
-                a, operator=operator, kind="read", action="incident notify",
-                details={"incident_id": incident_id, "notice_id": notice_id, "ip": client_ip()},
-            )  # fmt: skip
-            affected = inc.affected
+        notified = actions.notify(operator, incident_id, tz(), extra={"ip": client_ip()})
+        notice_id, affected = notified.notice_id, notified.affected
     except UserError as exc:
         flash(str(exc), "error")
         return _back(incident_id)
@@ -172,19 +137,8 @@ def incident_report(incident_id: int) -> Any:
     """The draft report (법 제34조③, 시행령 제40조) as a download, recorded as drafted."""
     need("incidents.change")
     operator = who().operator
-    dm = get_context().datamap
-    now = utcnow()
     try:
-        with db.session("archive") as a, db.session("primary") as p:
-            inc = breach.get(p, incident_id, for_update=True)
-            text = breach.report_text(p, dm, inc, tz(), now)
-            if inc.reported_at is None:
-                inc.reported_at = now
-            breach.ledger_entry(a, inc, "report", operator, method="신고서 초안 작성")
-            accesslog.record(
-                a, operator=operator, kind="export", action="incident report",
-                details={"incident_id": incident_id, "ip": client_ip()},
-            )  # fmt: skip
+        text = actions.report(operator, incident_id, tz(), utcnow(), extra={"ip": client_ip()})
     except UserError as exc:
         flash(str(exc), "error")
         return _back(incident_id)
@@ -205,18 +159,7 @@ def incident_close(incident_id: int) -> Any:
     try:
         if not text.strip():
             raise UserError("종결 기록(무엇을 했는지)을 입력하십시오.")
-        with db.session("archive") as a, db.session("primary") as p:
-            inc = breach.get_open(p, incident_id)
-            n: dict[str, Any] = breach.summary(p, inc, utcnow())["notices"]
-            breach.close(p, inc, text, operator)
-            breach.ledger_entry(
-                a, inc, "close", operator, sent=n["sent"], unsent=n["unsent"],
-                no_address=n["no_address"], method="사고 종결 기록",
-            )  # fmt: skip
-            accesslog.record(
-                a, operator=operator, kind="change", action="incident close",
-                details={"incident_id": incident_id, "ip": client_ip()},
-            )  # fmt: skip
+        actions.close(operator, incident_id, text, extra={"ip": client_ip()})
     except UserError as exc:
         flash(str(exc), "error")
         return _back(incident_id)

@@ -14,7 +14,8 @@ Telling them goes through the notices machinery (:mod:`lifecycle.notices`): one 
 ``not_sent`` (``NoAddress``) and is counted in ``incident show``, the report and ``status``.
 
 Every step writes one ledger entry (deduplicated per incident and step) naming categories,
-tables and counts, never a member; the CLI adds the access-log line.
+tables and counts, never a member; :mod:`lifecycle.incidents.actions` runs each step for the
+CLI and the console and adds the access-log line.
 """
 
 from __future__ import annotations
