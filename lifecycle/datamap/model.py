@@ -214,7 +214,9 @@ class MemberLink:
             return col
         head, tail = self.template.split("{}")
         n = len(head) + len(tail)
-        inner = func.substr(col, len(head) + 1, func.char_length(col) - n)
+        # Never a negative length (PostgreSQL refuses one; SQL does not promise the order in
+        # which the conditions below are tested).
+        inner = func.substr(col, len(head) + 1, func.greatest(func.char_length(col) - n, 0))
         # Compared back with the whole template: a value merely as long is no match.
         ok = and_(func.char_length(col) > n, func.concat(head, inner, tail) == col)
         return case((ok, inner), else_=null())

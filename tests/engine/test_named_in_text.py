@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import MetaData, Table, select, text
 
 from lifecycle.datamap.indexes import missing_indexes
 from lifecycle.datamap.loader import describe, parse_datamap
@@ -156,6 +156,29 @@ def test_a_leaver_named_in_text_leaves_it_and_the_row_stays(
     )
     r = env.run("datamap", "check", "--file", str(wrong))
     assert r.returncode == 2 and "t_points.amount holds a member inside text" in r.stderr, r.stderr
+
+    # The member each row's text names, in SQL (a hold on them keeps the row): a text not
+    # spelled by the template, or shorter than it, names nobody.
+    dm = get_context().datamap
+    eng = site_engine(primary)
+    md = MetaData()
+    t = Table("t_points", md, autoload_with=eng)
+    Table("t_members", md, autoload_with=eng)
+    lk = dm.tables["t_points"].also_names[0]
+    with eng.connect() as c:
+        c.execute(text("INSERT INTO t_points (owner_login, action, note, amount) "
+                       "VALUES ('user1', '추천', '', 0)"))  # fmt: skip
+        q = select(t.c.action, dm.link_expr(lk, t.c.action, md)).order_by(t.c.id)
+        assert c.execute(q).all() == [
+            ("user2 추천", 2),
+            ("user2 추천", 2),
+            ("user22 추천", 22),
+            ("쓰기", None),
+            ("user4 추천", 4),
+            ("추천", None),
+        ]
+        c.rollback()
+    eng.dispose()
 
     # Member 2's access package: the rows naming them, not the user22 row.
     out = tmp_path / "two.zip"
