@@ -312,10 +312,11 @@ def describe_links(dm: Any) -> Iterable[str]:
             how = ", ".join(
                 f"{c} set to {given[c]!r}" if c in given else f"{c} blanked" for c in lk.cleared
             )
+            spelled = f", written {lk.template!r}" if lk.template is not None else ""
             yield (
                 f"{t.name}: also names a member in {lk.column} (their {sub.table}.{lk.member_key}"
-                f"); when that member leaves the row stays for its owner with {how}; their "
-                "access package holds those columns only"
+                f"{spelled}); when that member leaves the row stays for its owner with {how}; "
+                "their access package holds those columns only"
             )
         for col in t.text_ids:
             yield (

@@ -107,6 +107,8 @@ class _NamesSpec(_LinkSpec):
     list_: str | None = Field(default=None, alias="list")
     # delete: the row goes when the member it names leaves (a friend-list entry).
     on_leave: Literal["clear", "delete"] = "clear"
+    # The column holds the member's id inside this text, ``{}`` standing for it ("{} 추천").
+    format: str | None = None
 
 
 class _FileSpec(_Spec):
@@ -703,9 +705,10 @@ def _build(spec: _MapSpec, source: str, marks: dict[tuple[Any, ...], int]) -> Da
             columns[cat] = tuple(cols)
             used.setdefault(cat, where)
         where_ = parse_where(ts.where, err, *base, "where")
-        # A JSON link's column is the row's data (a session's), listed under a category.
+        # A JSON link's column is the row's data (a session's), listed under a category; so is
+        # a column naming a member inside text (also_names format:, a point row's action).
         rel_cols = {*keys, *(lk.column for lk in links if lk.json_path is None),
-                    *(lk.column for lk in also),
+                    *(lk.column for lk in also if lk.template is None),
                     ts.via.column if ts.via else None,
                     ts.via.match if ts.via else None, *(c for c, _v in where_)}  # fmt: skip
         if name == s.table and not subject.login_is_contact:
@@ -1001,10 +1004,19 @@ def _also_names(
     keys = {ts.key} if isinstance(ts.key, str) else set(ts.key)
     for i, ns in enumerate(ts.also_names):
         where = (*base, "also_names", i)
-        if name == s.table and (ns.on_leave == "delete" or ns.list_ is not None):
-            # Another member's own row is never deleted, and a list there has no case yet.
+        if name == s.table and (
+            ns.on_leave == "delete" or ns.list_ is not None or ns.format is not None
+        ):
+            # Another member's own row is never deleted, and a list or template there has no
+            # case yet.
             raise err(f"table {name!r}: on the members' table also_names only clears a column "
-                      "(no on_leave: delete, no list:)", *where)  # fmt: skip
+                      "(no on_leave: delete, no list:, no format:)", *where)  # fmt: skip
+        if ns.format is not None and ns.format.count("{}") != 1:
+            raise err(f"table {name!r}: also_names format: {ns.format!r} must hold exactly one "
+                      "{} (where the member's id stands)", *where, "format")  # fmt: skip
+        if ns.format is not None and (ns.list_ is not None or ns.on_leave == "delete"):
+            raise err(f"table {name!r}: also_names {ns.column!r} has format: and takes no "
+                      "list: or on_leave: delete", *where)  # fmt: skip
         if ns.column in taken:
             raise err(f"table {name!r}: also_names column {ns.column!r} is already a link of "
                       "the table (or named twice)", *where)  # fmt: skip
@@ -1041,7 +1053,8 @@ def _also_names(
             raise err(f"table {name!r}: also_names set: {stray[0]!r} is neither the column nor "
                       "listed under blank:", *where)  # fmt: skip
         out.append(MemberLink(ns.column, member_key, tuple(ns.blank), tuple(ns.set.items()),
-                              ns.list_, ns.on_leave == "delete"))  # fmt: skip
+                              ns.list_, ns.on_leave == "delete",
+                              template=ns.format))  # fmt: skip
     return tuple(out)
 
 

@@ -184,6 +184,10 @@ class MemberLink:
     # ``link: {json: COLUMN, path: PATH}``: the member id is read at PATH inside the JSON text
     # of ``column`` (lifecycle.datamap.json_links), never written.
     json_path: str | None = None
+    # ``also_names`` ``format:``: the column holds the member's id inside fixed text, this
+    # template with its one ``{}`` standing for the id (Gnuboard5's recommender point row,
+    # ``"{} 추천"``); rows whose column equals the template applied to a leaver are matched.
+    template: str | None = None
 
     def expr(self, t: Any) -> Any:
         """The link's value in rows of ``t``: the column, or the id read from its JSON."""
@@ -195,6 +199,27 @@ class MemberLink:
     def cleared(self) -> tuple[str, ...]:
         """The columns cleared when this member leaves: the link, then ``blank``."""
         return (self.column, *self.blank)
+
+    def spelled(self, value: Any) -> Any:
+        """What the column holds for a member whose ``member_key`` is ``value``."""
+        if self.template is None:
+            return value
+        head, tail = self.template.split("{}")
+        return f"{head}{value}{tail}"
+
+    def named_id(self, col: Any) -> Any:
+        """SQL: the member id text inside ``col`` (NULL when it is not spelled by the
+        template); the column itself for a plain link."""
+        if self.template is None:
+            return col
+        head, tail = self.template.split("{}")
+        n = len(head) + len(tail)
+        # Never a negative length (PostgreSQL refuses one; SQL does not promise the order in
+        # which the conditions below are tested).
+        inner = func.substr(col, len(head) + 1, func.greatest(func.char_length(col) - n, 0))
+        # Compared back with the whole template: a value merely as long is no match.
+        ok = and_(func.char_length(col) > n, func.concat(head, inner, tail) == col)
+        return case((ok, inner), else_=null())
 
 
 @dataclass(frozen=True)
@@ -548,7 +573,8 @@ class TableMap:
         rel = [
             self.subject_column,
             *(lk.column for lk in self.links if lk.json_path is None),
-            *(lk.column for lk in self.also_names),
+            # An id inside text (also_names format:) is the row's data, not what finds it.
+            *(lk.column for lk in self.also_names if lk.template is None),
             self.via.column if self.via else None,
             self.via.match if self.via else None,
             *(c for c, _v in self.where),  # the kind of row (post_type), not its data
@@ -1010,6 +1036,7 @@ class DataMap:
     def link_expr(self, link: MemberLink, col: Any, metadata: Any) -> Any:
         s = self.subject
         st = metadata.tables[s.table]
+        col = link.named_id(col)
         if link.member_key == s.key:
             return coerce(col, st.c[s.key].type)
         st = st.alias()
@@ -1280,13 +1307,17 @@ class DataMap:
             for i, lk in enumerate(t.also_names):
                 where = (*base, "also_names", i)
                 ok = need(name, lk.column, *where)
-                # A list is text whatever it lists (checked below).
-                if need(st, lk.member_key, *where) and ok and st in cols and not lk.separator:
+                # A list, or an id inside text, is text whatever it names (checked below).
+                plain = not lk.separator and lk.template is None
+                if need(st, lk.member_key, *where) and ok and st in cols and plain:
                     compatible((name, lk.column), (st, lk.member_key), *where,
                                as_text=lk.column in t.text_ids)  # fmt: skip
                 for c in lk.blank:
                     need(name, c, *where)
                 rc = info.get(t.table, {}).get(lk.column)
+                if lk.template is not None and rc is not None and not is_text(rc["type"]):
+                    fail(f"column {name}.{lk.column} holds a member inside text (also_names "
+                         "format:) but is not text", *where)  # fmt: skip
                 if lk.separator is not None:
                     if rc is not None and not is_text(rc["type"]):
                         fail(f"column {name}.{lk.column} lists members (also_names list:) but "

@@ -96,8 +96,9 @@ def orphan_links(dm: DataMap) -> list[tuple[TableMap, MemberLink]]:
         # A second member named in someone's row (also_names) is a link too: when the site
         # deleted that member's row, the sweep clears their name there.
         for lk in (*tm.links, *tm.also_names)
-        # A list (a poll's voters) is no single value to compare: not looked at.
-        if lk.separator is None
+        # A list (a poll's voters) is no single value to compare, nor an id inside text (a
+        # recommender's point row): not looked at.
+        if lk.separator is None and lk.template is None
     ]
 
 

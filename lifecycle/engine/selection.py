@@ -929,7 +929,9 @@ def named_selections(
                                      (lk.column,), keys, owners=listed))  # fmt: skip
                 continue
             whose = None
-            if lk.member_key != s.key and read is not None:
+            if lk.template is not None:
+                found, whose = _spelled_in(ctx, lk, col, ids, read, whose_logins)
+            elif lk.member_key != s.key and read is not None:
                 whose = whose_logins(lk.member_key, read)
                 found = _listed(col, sorted(whose), read, keys)
             else:
@@ -938,6 +940,31 @@ def named_selections(
                                  "drop" if lk.deletes else "blank", lk.cleared, keys,
                                  owners=whose, set_values=lk.values))  # fmt: skip
     return out
+
+
+def _spelled_in(
+    ctx: EngineContext,
+    lk: MemberLink,
+    col: Any,
+    ids: Sequence[Any],
+    read: Connection | None,
+    whose_logins: Callable[[str, Connection], dict[Any, Any]],
+) -> tuple[Any, dict[Any, Any] | None]:
+    """Rows whose ``col`` equals ``lk``'s template spelled with a leaver's id (``"kim01
+    추천"``), and the map spelled value -> member id. Plain equality, so an index on the
+    column serves it; a preview (no ``read``) spells the ids in SQL instead."""
+    s = ctx.datamap.subject
+    if lk.member_key == s.key:
+        named: dict[Any, Any] = {i: i for i in ids}
+    elif read is not None:
+        named = whose_logins(lk.member_key, read)
+    else:
+        st = ctx.subject_table
+        head, tail = (lk.template or "{}").split("{}")
+        spelled = func.concat(head, st.c[lk.member_key], tail)
+        return col.in_(select(spelled).where(in_values(ctx, st.c[s.key], ids))), None
+    whose = {lk.spelled(v): k for v, k in named.items()}
+    return _listed(col, sorted(whose), read), whose
 
 
 def _logins(

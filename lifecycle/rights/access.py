@@ -265,7 +265,14 @@ def named_in(
             # The row's key without the owner's link (a scrap's key holds its owner's id).
             links = {x.column for x in tm.links}
             cols = list(dict.fromkeys([*(k for k in tm.keys if k not in links), *lk.cleared]))
-            mine = dm.link_expr(lk, t.c[lk.column], ctx.metadata) == member_id
+            if lk.template is not None:
+                # Spelled from the member's id, so the column is compared whole (indexed).
+                value = _member_value(ctx, s, lk.member_key, member_id)
+                if value is None:
+                    continue
+                mine = t.c[lk.column] == lk.spelled(value)
+            else:
+                mine = dm.link_expr(lk, t.c[lk.column], ctx.metadata) == member_id
             stmt = select(*(t.c[c] for c in cols)).where(tm.scoped(t, mine))
             stmt = stmt.order_by(*(t.c[k] for k in tm.keys))
             rows = [[_cell(v) for v in r] for r in s.execute(stmt)]
@@ -274,23 +281,26 @@ def named_in(
     return out
 
 
+def _member_value(ctx: EngineContext, s: Session, member_key: str, member_id: int) -> Any:
+    """The member's ``member_key`` (their key, or their login id); None when they have none."""
+    dm = ctx.datamap
+    if member_key == dm.subject.key:
+        return member_id
+    st = ctx.subject_table
+    value = s.execute(select(st.c[member_key]).where(st.c[dm.subject.key] == member_id)).scalar()
+    return None if value is None or value == "" else value
+
+
 def _listed_in(
     ctx: EngineContext, s: Session, tm: TableMap, lk: MemberLink, member_id: int
 ) -> tuple[list[str], list[Any]]:
     """Rows whose ``lk`` column lists the member (a poll's voters): each row's key and the
     member's own entry, never the other members listed with it."""
     assert lk.separator is not None
-    dm = ctx.datamap
     t = ctx.table(tm.name)
-    if lk.member_key == dm.subject.key:
-        value: Any = member_id
-    else:
-        st = ctx.subject_table
-        value = s.execute(
-            select(st.c[lk.member_key]).where(st.c[dm.subject.key] == member_id)
-        ).scalar()
-        if value is None or value == "":
-            return [], []
+    value = _member_value(ctx, s, lk.member_key, member_id)
+    if value is None:
+        return [], []
     links = {x.column for x in tm.links}
     keys = [k for k in tm.keys if k not in links]
     col = t.c[lk.column]

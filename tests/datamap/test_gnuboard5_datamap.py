@@ -322,6 +322,7 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
     year_ago = datetime.now() - timedelta(days=366)
     orders_by = {r["od_id"]: r["mb_id"] for r in before["g5_shop_order"].values()}
     untouched = 0
+    recommended = False
     for table, rows in before.items():
         for key, r in rows.items():
             if any(r.get(c) in LEAVERS for c in MEMBER_COLUMNS):
@@ -344,6 +345,17 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
                 }
                 untouched += 1
                 continue
+            if table == "g5_point" and r["po_rel_action"] == "lee_mh7 추천":
+                # kim_yr's point for recommending lee_mh7: kept, lee's id gone from its text.
+                (now,) = [a for a in after[table].values() if a["po_id"] == r["po_id"]]
+                rewritten = ("탈퇴 회원 추천", "탈퇴 회원의 추천인")
+                assert (now["po_rel_action"], now["po_content"]) == rewritten
+                changed = ("po_rel_action", "po_content")
+                assert {k: v for k, v in now.items() if k not in changed} == {
+                    k: v for k, v in r.items() if k not in changed
+                }
+                recommended = True
+                continue
             if table == "g5_popular" and r["pp_date"] < cutoff:
                 assert key not in after[table]  # a search log: 3 months, as the visit log
                 continue
@@ -360,6 +372,10 @@ def test_withdrawal_and_sweep_leave_nothing_of_the_leavers_and_touch_no_one_else
             assert key in after[table], (table, {k: v for k, v in r.items() if k.endswith("id")})
             untouched += 1
     assert untouched > 80
+    assert recommended
+    # kim_yr's point for recommending choi_dw, who stays, is as it was (checked above too).
+    assert [r["po_content"] for r in after["g5_point"].values()
+            if r["po_rel_action"] == "choi_dw 추천"] == ["choi_dw의 추천인"]  # fmt: skip
     comments = [r for r in after[board].values() if r["wr_is_comment"] == 1]
     assert [c["mb_id"] for c in comments] == ["park_js"] and comments[0]["wr_parent"] == post
 

@@ -155,6 +155,8 @@ def test_every_statement_of_a_sweep_batch_uses_an_index(
         ("g5_write_qna", ("mb_id",)),
         ("g5_memo", ("me_send_mb_id",)),
         ("g5_shop_cart", ("mb_id",)),
+        # A recommender's point row, found by its text naming the leaver (also_names format:).
+        ("g5_point", ("po_rel_action",)),
     }
     assert unindexed <= named, named
     assert ("g5_point", ("mb_id",)) not in named  # index1 leads with mb_id
