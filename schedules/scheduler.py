@@ -89,6 +89,10 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat ships no typ
 class EmbeddedScheduler(PersistentScheduler):
     """The embedded default's file-backed scheduler, touching the heartbeat like `Scheduler`."""
 
+    # Importing redbeat connects its beat_init handler for every scheduler; it takes no lock
+    # for one without a lock key, where it otherwise logged an AttributeError at each start.
+    lock_key = None
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
         interval = float(super().tick(*args, **kwargs))
         heartbeat.touch()
