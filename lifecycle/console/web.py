@@ -7,7 +7,7 @@ Security the pages rely on, in one place:
 - every POST carries a CSRF token (Flask-WTF); a missing or wrong one is refused with 400;
 - login: password and TOTP code together, one answer for any failure, at most 5 tries a minute
   and 20 an hour per client address (Flask-Limiter), then 429;
-- roles are checked here for every action (``_need``), whatever the page shows;
+- roles are checked here for every action (``guard.need``), whatever the page shows;
 - no personal data in a URL: member ids and requesters' details travel in POST bodies only,
   pages are addressed by request, hold and incident ids;
 - every page that shows personal data writes an access-log entry first, naming the logged-in
@@ -111,11 +111,6 @@ REQUESTER_LABELS = {"member": "정보주체 본인", "guardian": "법정대리�
 ENTERABLE = ("access", "erasure", "suspension", "suspension_lift", "consent_withdrawal")
 
 
-# Shared with the blueprints (guard.py); the old private names stay for the routes here.
-_tz, _local, _client_ip, _who = guard.tz, guard.local, guard.client_ip, guard.who
-_need, _logged, _login_required = guard.need, guard.logged, guard.login_required
-
-
 def create_app() -> Flask:
     s = get_settings()
     oidc.check_settings(s)
@@ -150,7 +145,7 @@ def create_app() -> Flask:
         VERIFIED_LABELS=VERIFIED_LABELS,
         REQUESTER_LABELS=REQUESTER_LABELS,
         ROLE_LABELS=ROLE_LABELS,
-        local=_local,
+        local=guard.local,
         organisation=s.organisation_name or "",
         oidc_enabled=oidc.enabled(s),
     )
@@ -232,7 +227,7 @@ def create_app() -> Flask:
                 p, form.get("username", ""), form.get("password", ""), form.get("code", "")
             )
         if who is None:
-            log.warning("console: failed login from %s", _client_ip())
+            log.warning("console: failed login from %s", guard.client_ip())
             flash("아이디, 비밀번호 또는 인증 코드가 맞지 않습니다.", "error")
             return render_template("login.html"), 401
         session.clear()
@@ -240,7 +235,7 @@ def create_app() -> Flask:
         session.update(aid=who.id, epoch=who.epoch, seen=utcnow().isoformat())
         session["nonce"] = secrets.token_hex(8)  # a new cookie value at every login
         g.who = who
-        _logged("read", "console login")
+        guard.logged("read", "console login")
         return redirect(url_for("requests_list"))
 
     @app.post("/logout")
@@ -253,16 +248,16 @@ def create_app() -> Flask:
         return "ok", 200
 
     @app.get("/")
-    @_login_required
+    @guard.login_required
     def home() -> Any:
         return redirect(url_for("requests_list"))
 
     # -- requests -------------------------------------------------------------------------------
 
     @app.get("/requests")
-    @_login_required
+    @guard.login_required
     def requests_list() -> Any:
-        _need("requests.view")
+        guard.need("requests.view")
         now = utcnow()
         with db.session("primary") as p:
             open_ = deadlines.open_requests(p)
@@ -314,9 +309,9 @@ def create_app() -> Flask:
         return render_template("requests.html", rows=rows, closed=closed)
 
     @app.route("/requests/new", methods=["GET", "POST"])
-    @_login_required
+    @guard.login_required
     def request_new() -> Any:
-        _need("requests.enter")
+        guard.need("requests.enter")
         if request.method == "GET":
             return render_template("request_new.html", kinds=ENTERABLE, form={})
         f = request.form
@@ -331,7 +326,7 @@ def create_app() -> Flask:
                 f.get("verified_by") or None,
                 f.get("received_via") or None,
             )
-            who = dataclasses.replace(who, actor=_who().operator)
+            who = dataclasses.replace(who, actor=guard.who().operator)
             # A former member (열람, withdrawing a retention consent) may be named by an
             # identity they declared; a right they no longer have refuses them when submitted.
             member_id = _member_id(f.get("member_id", ""), former=True)
@@ -340,16 +335,16 @@ def create_app() -> Flask:
             flash(str(exc), "error")
             # The form comes back filled in; the page is not cached (no-store).
             return render_template("request_new.html", kinds=ENTERABLE, form=f), 422
-        _logged("change", "console request enter", member_id=member_id, request_id=rid,
+        guard.logged("change", "console request enter", member_id=member_id, request_id=rid,
                 details={"kind": kind, "received_via": who.received_via})  # fmt: skip
         flash(f"{KIND_LABELS[kind]} 요청 {rid}번을 접수했습니다.", "ok")
         return redirect(url_for("request_view", request_id=rid))
 
     @app.get("/requests/<int:request_id>")
-    @_login_required
+    @guard.login_required
     def request_view(request_id: int) -> Any:
-        _need("requests.view")
-        personal = may(_who().role, "requests.personal")
+        guard.need("requests.view")
+        personal = may(guard.who().role, "requests.personal")
         with db.session("primary") as p:
             req = p.get(LifecycleRequest, request_id)
             if req is None:
@@ -385,13 +380,13 @@ def create_app() -> Flask:
                 )
         if personal:
             # Shown only after the read is on record.
-            _logged("read", "console request view", member_id=member_id, request_id=request_id)
+            guard.logged("read", "console request view", member_id=member_id, request_id=request_id)
         return render_template("request_view.html", r=info, personal=personal)
 
     @app.post("/requests/<int:request_id>/extend")
-    @_login_required
+    @guard.login_required
     def request_extend(request_id: int) -> Any:
-        _need("requests.extend")
+        guard.need("requests.extend")
         try:
             days = int(request.form.get("days", "") or "0")
             with db.session("primary") as p:
@@ -402,44 +397,44 @@ def create_app() -> Flask:
             flash(str(exc) if isinstance(exc, UserError) else "연기 일수는 숫자입니다.", "error")
             return redirect(url_for("request_view", request_id=request_id))
         postpone_notice(request_id)
-        _logged("change", "requests extend", member_id=member_id, request_id=request_id,
+        guard.logged("change", "requests extend", member_id=member_id, request_id=request_id,
                 details={"days": days})  # fmt: skip
-        flash(f"요청 {request_id}번을 연기했습니다. 새 기한: {_local(due)}", "ok")
+        flash(f"요청 {request_id}번을 연기했습니다. 새 기한: {guard.local(due)}", "ok")
         return redirect(url_for("request_view", request_id=request_id))
 
     @app.post("/requests/<int:request_id>/answer")
-    @_login_required
+    @guard.login_required
     def request_answer(request_id: int) -> Any:
-        _need("requests.answer")
+        guard.need("requests.answer")
         try:
             nid = answer_request(request_id)
         except UserError as exc:
             flash(str(exc), "error")
             return redirect(url_for("request_view", request_id=request_id))
-        _logged("change", "requests answer", request_id=request_id, details={"notice": nid})
+        guard.logged("change", "requests answer", request_id=request_id, details={"notice": nid})
         flash(f"요청 {request_id}번의 답변을 보냈습니다.", "ok")
         return redirect(url_for("request_view", request_id=request_id))
 
     @app.post("/requests/<int:request_id>/refuse")
-    @_login_required
+    @guard.login_required
     def request_refuse(request_id: int) -> Any:
-        _need("requests.refuse")
+        guard.need("requests.refuse")
         try:
             refuse_request(request_id, request.form.get("reason", ""))
         except UserError as exc:
             flash(str(exc), "error")
             return redirect(url_for("request_view", request_id=request_id))
-        _logged("change", "requests refuse", request_id=request_id)
+        guard.logged("change", "requests refuse", request_id=request_id)
         flash(f"요청 {request_id}번을 거절하고 답변을 보냈습니다.", "ok")
         return redirect(url_for("request_view", request_id=request_id))
 
     # -- holds, incidents -------------------------------------------------------------------------
 
     @app.get("/holds")
-    @_login_required
+    @guard.login_required
     def holds_list() -> Any:
-        _need("holds.view")
-        today = utcnow().astimezone(_tz()).date()
+        guard.need("holds.view")
+        today = utcnow().astimezone(guard.tz()).date()
         with db.session("primary") as p:
             rows = [
                 {
@@ -459,13 +454,13 @@ def create_app() -> Flask:
         members = sorted({int(str(r["member_id"])) for r in rows if r["member_id"] is not None})
         # The list names members: a read of personal data, logged like `hold list`'s.
         for m in members:
-            _logged("read", "console hold list", member_id=m)
+            guard.logged("read", "console hold list", member_id=m)
         return render_template("holds.html", rows=rows, active=holds.active)
 
     @app.get("/incidents")
-    @_login_required
+    @guard.login_required
     def incidents_list() -> Any:
-        _need("incidents.view")
+        guard.need("incidents.view")
         from lifecycle.incidents import breach
 
         now = utcnow()
@@ -479,11 +474,11 @@ def create_app() -> Flask:
     # -- ledger, access log, findings --------------------------------------------------------------
 
     @app.route("/ledger", methods=["GET", "POST"])
-    @_login_required
+    @guard.login_required
     def ledger_list() -> Any:
         """The register (파기 관리대장). GET filters by dates and kinds in the query; the member
         filter comes in a POST body only, so no member id ever reaches a URL."""
-        _need("ledger.view")
+        guard.need("ledger.view")
         src = request.form if request.method == "POST" else request.args
         start, end = _period(src)
         kinds = tuple(k for k in register.KINDS if k in src.getlist("kind")) or tuple(
@@ -492,7 +487,7 @@ def create_app() -> Flask:
         raw_member = (src.get("member") or "").strip() if request.method == "POST" else ""
         member_id = None
         if raw_member:
-            _need("ledger.member")
+            guard.need("ledger.member")
             try:
                 member_id = _member_id(raw_member, former=True)
             except UserError as exc:
@@ -505,7 +500,7 @@ def create_app() -> Flask:
         if member_id is not None:
             # Whose destructions were looked up is a read of that member's records, on record
             # before the rows are shown (as `ledger register --member` logs it).
-            _logged("read", "console ledger register", member_id=member_id,
+            guard.logged("read", "console ledger register", member_id=member_id,
                     details={"entries": len(rows)})  # fmt: skip
         return _ledger_page(start, end, kinds, rows[::-1][:PAGE], member=raw_member)
 
@@ -522,14 +517,14 @@ def create_app() -> Flask:
         )  # fmt: skip
 
     @app.post("/ledger/signoff")
-    @_login_required
+    @guard.login_required
     def ledger_signoff() -> Any:
         """The officer confirms the register up to an entry, as `lifecycle ledger signoff`:
         the chain is verified first, the sign-off names the logged-in officer."""
-        _need("ledger.signoff")
+        guard.need("ledger.signoff")
         s = get_settings()
         try:
-            name = register.check_officer(_who().display_name, s.privacy_officers)
+            name = register.check_officer(guard.who().display_name, s.privacy_officers)
             with db.session("archive") as a:
                 last = register.through_seq(a, request.form.get("through", ""), s.timezone)
             result = checkpoints.verify()
@@ -538,13 +533,13 @@ def create_app() -> Flask:
             with db.session("archive") as a:
                 signed, new = register.sign_off(
                     a, through=last, officer=name, officers=s.privacy_officers,
-                    operator=_who().operator,
+                    operator=guard.who().operator,
                 )  # fmt: skip
         except UserError as exc:
             flash(str(exc), "error")
             return redirect(url_for("ledger_list"))
         if new:
-            _logged("change", "ledger signoff", details={"entry": signed.seq, "through": last})
+            guard.logged("change", "ledger signoff", details={"entry": signed.seq, "through": last})
             flash(f"{signed.from_seq}-{signed.through_seq}번 항목의 파기 결과를 확인했습니다 "
                   f"(대장 {signed.seq}번).", "ok")  # fmt: skip
         else:
@@ -552,12 +547,12 @@ def create_app() -> Flask:
         return redirect(url_for("ledger_list"))
 
     @app.post("/ledger/paper")
-    @_login_required
+    @guard.login_required
     def ledger_paper() -> Any:
         """A paper destruction, as `lifecycle ledger paper`."""
-        _need("ledger.paper")
+        guard.need("ledger.paper")
         f = request.form
-        tz = _tz()
+        tz = guard.tz()
         try:
             raw_at = (f.get("at") or "").strip()
             try:
@@ -572,21 +567,21 @@ def create_app() -> Flask:
                 e = register.record_paper(
                     a, what=f.get("what", ""), method=f.get("method", ""),
                     handler=f.get("handler", ""), witness=f.get("witness", ""),
-                    destroyed_at=as_utc(when), recorded_by=_who().operator,
+                    destroyed_at=as_utc(when), recorded_by=guard.who().operator,
                     count=int(raw_count), reason=f.get("reason") or "보유기간 경과",
                 )  # fmt: skip
                 seq = e.seq
         except UserError as exc:
             flash(str(exc), "error")
             return redirect(url_for("ledger_list"))
-        _logged("destroy", "ledger paper", details={"entry": seq})
+        guard.logged("destroy", "ledger paper", details={"entry": seq})
         flash(f"종이 문서 파기를 대장 {seq}번에 기록했습니다.", "ok")
         return redirect(url_for("ledger_list"))
 
     @app.get("/accesslog")
-    @_login_required
+    @guard.login_required
     def accesslog_list() -> Any:
-        _need("accesslog.view")
+        guard.need("accesslog.view")
         start, end = _period()
         with db.session("archive") as a:
             rows = list(
@@ -603,14 +598,14 @@ def create_app() -> Flask:
         )
 
     @app.route("/accesslog/review", methods=["GET", "POST"])
-    @_login_required
+    @guard.login_required
     def accesslog_review() -> Any:
         """The monthly review (안전성 확보조치 기준 제8조②), the function `lifecycle accesslog
         review` runs, logged as the command logs it."""
-        _need("accesslog.review")
+        guard.need("accesslog.review")
         t = accessreview.Thresholds.from_settings(get_settings())
         if request.method == "GET":
-            last = utcnow().astimezone(_tz()).replace(day=1) - timedelta(days=1)
+            last = utcnow().astimezone(guard.tz()).replace(day=1) - timedelta(days=1)
             return render_template("review.html", month=f"{last:%Y-%m}", r=None)
         month = (request.form.get("month") or "").strip()
         try:
@@ -620,10 +615,10 @@ def create_app() -> Flask:
             return render_template("review.html", month=month, r=None), 422
         with db.session("archive") as a:
             r = accessreview.review(accesslog.iter_month(a, start, end), month, t)
-            accesslog.record(a, operator=_who().operator, kind="read",
+            accesslog.record(a, operator=guard.who().operator, kind="read",
                              action="accesslog review", details={
                                  "month": r.month, "entries": r.entries,
-                                 "flags": len(r.flags), "ip": _client_ip()})  # fmt: skip
+                                 "flags": len(r.flags), "ip": guard.client_ip()})  # fmt: skip
         return render_template("review.html", month=month, r=r)
 
     return app
@@ -634,7 +629,7 @@ def _period(src: Any = None) -> tuple[datetime, datetime]:
     default; dates only, so the URL carries nothing personal. ``src``: the query (default) or
     a POST form."""
     args = request.args if src is None else src
-    tz = _tz()
+    tz = guard.tz()
     today = utcnow().astimezone(tz).date()
     try:
         start_d = date.fromisoformat(args.get("from") or "") if args.get(
