@@ -24,8 +24,9 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email import policy
@@ -38,7 +39,7 @@ import pymysql
 import redis
 from aiosmtpd.controller import Controller
 from pymysql.constants import CLIENT
-from sqlalchemy import Engine, bindparam, create_engine, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, bindparam, create_engine, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -48,6 +49,8 @@ from lifecycle.datamap.loader import load_datamap
 from lifecycle.datamap.paths import SHIPPED_DEMO_MAP
 from lifecycle.engine.context import clear_context_cache
 from lifecycle.ops.demo_seed import seed
+from lifecycle.rights.access import run_access, submit_access
+from lifecycle.rights.common import Requester
 from lifecycle.shred.jobs import run_job
 from models import demo_site
 from models.shred import ShredJob
@@ -888,6 +891,84 @@ def ago(**kw: float) -> Any:
     from datetime import UTC, datetime, timedelta
 
     return datetime.now(UTC) - timedelta(**kw)
+
+
+# -- A small site of a test's own, on either primary ----------------------------------------
+
+# What a small site's DDL names in braces, in each primary's terms.
+SMALL_SITE_TERMS = {
+    "postgresql": {"pk": "id SERIAL PRIMARY KEY", "ts": "TIMESTAMP WITH TIME ZONE", "engine": ""},
+    "mysql": {
+        "pk": "id INT AUTO_INCREMENT PRIMARY KEY",
+        "ts": "DATETIME",
+        "engine": " ENGINE=InnoDB",
+    },
+}
+
+
+@dataclass
+class SmallSite:
+    primary: str
+    archive: str
+    map_path: Path
+
+
+def small_site(
+    env: LifecycleEnv,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    datamap: str,
+    ddl: Sequence[str],
+    fill: Callable[[Connection], None],
+) -> SmallSite:
+    """A site of a few tables on the test's primary (PostgreSQL or MariaDB), its map in force.
+
+    Each statement of ``ddl`` runs with ``{pk}`` (an ``id`` primary key the server numbers),
+    ``{ts}`` (a timestamp type) and ``{engine}`` (MariaDB's table options) in the primary's
+    terms; ``fill`` then adds the rows in the same transaction. ``datamap`` becomes the data
+    map of this process (settings, Celery app, engine context) and of the CLI ``env`` runs.
+    """
+    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
+    eng = site_engine(primary)
+    terms = SMALL_SITE_TERMS["postgresql" if eng.dialect.name == "postgresql" else "mysql"]
+    with eng.begin() as c:
+        for stmt in ddl:
+            c.execute(text(stmt.format(**terms)))
+        fill(c)
+    eng.dispose()
+    path = tmp_path / "datamap.yaml"
+    path.write_text(datamap, encoding="utf-8")
+    env.vars["LIFECYCLE_DATA_MAP"] = str(path)
+    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
+    # Imported here for the reason apply_env gives.
+    from workers.app import reconfigure
+
+    reconfigure()
+    clear_context_cache()
+    return SmallSite(primary, env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"], path)
+
+
+def add_small_site_members(c: Connection, table: str, ids: Sequence[int], *, nick: bool) -> None:
+    """Active members as small sites hold them: login ``user<id>``, email
+    ``user<id>@example.org`` and, with ``nick``, the nickname ``닉<id>``."""
+    cols = "id, login, email, nick, status" if nick else "id, login, email, status"
+    for i in ids:
+        row = {"id": i, "login": f"user{i}", "email": f"user{i}@example.org"}
+        if nick:
+            row["nick"] = f"닉{i}"
+        marks = ", ".join(f":{k}" for k in row)
+        c.execute(text(f"INSERT INTO {table} ({cols}) VALUES ({marks}, 'active')"), row)
+
+
+def access_package(member_id: int, tmp_path: Path) -> dict[str, str]:
+    """The member's access package, made through the lifecycle without a password: the text of
+    each of its files, by name."""
+    out = tmp_path / f"access-{member_id}.zip"
+    rid = submit_access(member_id, str(out), None, Requester(), plain=True)
+    assert run_access(rid)["state"] == "completed"
+    with zipfile.ZipFile(out) as zf:
+        return {n: zf.read(n).decode("utf-8-sig") for n in zf.namelist()}
 
 
 # -- MariaDB / MySQL ---------------------------------------------------------------------------

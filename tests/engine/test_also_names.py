@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import csv
 import io
-import zipfile
-from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from lifecycle.datamap.loader import describe, parse_datamap
 from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.sweep import run_sweep
-from lifecycle.rights.access import run_access, submit_access
-from lifecycle.rights.common import Requester
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
-from tests.engine.test_replay import backup
-from tests.helpers import LifecycleEnv, accounting, site_engine, sql_rows
-from workers.app import reconfigure
+from tests.engine.test_replay import replay_reapplies_one, withdrawn_then_restored
+from tests.helpers import (
+    LifecycleEnv,
+    access_package,
+    accounting,
+    add_small_site_members,
+    site_engine,
+    small_site,
+    sql_rows,
+)
 
 MAP = """\
 version: 1
@@ -70,65 +73,45 @@ tables:
       messages: [body, other_ip]
 """
 
-PK = {"postgresql": "id SERIAL PRIMARY KEY", "mysql": "id INT AUTO_INCREMENT PRIMARY KEY"}
-TS = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME"}
+DDL = (
+    "CREATE TABLE n_members ({pk}, login VARCHAR(40) NOT NULL UNIQUE, email VARCHAR(80), "
+    "nick VARCHAR(40), status VARCHAR(20) NOT NULL, withdrawn_at {ts} NULL){engine}",
+    # sender_id: NOT NULL and no default, as Rhymix's target_member_srl.
+    "CREATE TABLE n_notify ({pk}, member_id INT NOT NULL, sender_id INT NOT NULL, "
+    "sender_nick VARCHAR(40) NOT NULL, sender_email VARCHAR(80) NOT NULL, "
+    "summary VARCHAR(200)){engine}",
+    "CREATE TABLE n_memos ({pk}, owner_login VARCHAR(40) NOT NULL, other_login "
+    "VARCHAR(40) NULL, body TEXT, other_ip VARCHAR(45) NULL){engine}",
+    "CREATE INDEX ix_n_notify_member ON n_notify (member_id)",
+    "CREATE INDEX ix_n_notify_sender ON n_notify (sender_id)",
+    "CREATE INDEX ix_n_memos_owner ON n_memos (owner_login)",
+    "CREATE INDEX ix_n_memos_other ON n_memos (other_login)",
+)
 
 
-def _build(url: str, tmp_path: Path) -> Path:
-    eng = site_engine(url)
-    kind = "postgresql" if eng.dialect.name == "postgresql" else "mysql"
-    pk, ts = PK[kind], TS[kind]
-    tail = " ENGINE=InnoDB" if kind == "mysql" else ""
-    with eng.begin() as c:
-        for ddl in (
-            f"CREATE TABLE n_members ({pk}, login VARCHAR(40) NOT NULL UNIQUE, email VARCHAR(80),"
-            f" nick VARCHAR(40), status VARCHAR(20) NOT NULL, withdrawn_at {ts} NULL){tail}",
-            # sender_id: NOT NULL and no default, as Rhymix's target_member_srl.
-            f"CREATE TABLE n_notify ({pk}, member_id INT NOT NULL, sender_id INT NOT NULL, "
-            f"sender_nick VARCHAR(40) NOT NULL, sender_email VARCHAR(80) NOT NULL, "
-            f"summary VARCHAR(200)){tail}",
-            f"CREATE TABLE n_memos ({pk}, owner_login VARCHAR(40) NOT NULL, other_login "
-            f"VARCHAR(40) NULL, body TEXT, other_ip VARCHAR(45) NULL){tail}",
-            "CREATE INDEX ix_n_notify_member ON n_notify (member_id)",
-            "CREATE INDEX ix_n_notify_sender ON n_notify (sender_id)",
-            "CREATE INDEX ix_n_memos_owner ON n_memos (owner_login)",
-            "CREATE INDEX ix_n_memos_other ON n_memos (other_login)",
-        ):
-            c.execute(text(ddl))
-        for i in range(1, 5):
+def _fill(c: Connection) -> None:
+    add_small_site_members(c, "n_members", range(1, 5), nick=True)
+    # Everyone notifies everyone once, and sends everyone a memo (two copies each).
+    for a in range(1, 5):
+        for b in range(1, 5):
+            if a == b:
+                continue
             c.execute(
                 text(
-                    "INSERT INTO n_members (id, login, email, nick, status) "
-                    "VALUES (:i, :l, :e, :n, 'active')"
+                    "INSERT INTO n_notify (member_id, sender_id, sender_nick, sender_email, "
+                    "summary) VALUES (:b, :a, :n, :e, :s)"
                 ),
-                {"i": i, "l": f"user{i}", "e": f"user{i}@example.org", "n": f"닉{i}"},
-            )
-        # Everyone notifies everyone once, and sends everyone a memo (two copies each).
-        for a in range(1, 5):
-            for b in range(1, 5):
-                if a == b:
-                    continue
+                {"a": a, "b": b, "n": f"닉{a}", "e": f"user{a}@example.org",
+                 "s": f"comment {a}->{b}"},
+            )  # fmt: skip
+            for owner, other in ((f"user{b}", f"user{a}"), (f"user{a}", f"user{b}")):
                 c.execute(
                     text(
-                        "INSERT INTO n_notify (member_id, sender_id, sender_nick, sender_email, "
-                        "summary) VALUES (:b, :a, :n, :e, :s)"
+                        "INSERT INTO n_memos (owner_login, other_login, body, other_ip) "
+                        "VALUES (:o, :x, :body, :ip)"
                     ),
-                    {"a": a, "b": b, "n": f"닉{a}", "e": f"user{a}@example.org",
-                     "s": f"comment {a}->{b}"},
-                )  # fmt: skip
-                for owner, other in ((f"user{b}", f"user{a}"), (f"user{a}", f"user{b}")):
-                    c.execute(
-                        text(
-                            "INSERT INTO n_memos (owner_login, other_login, body, other_ip) "
-                            "VALUES (:o, :x, :body, :ip)"
-                        ),
-                        {"o": owner, "x": other, "body": f"memo {a}->{b}",
-                         "ip": f"10.0.{a}.{b}"},
-                    )  # fmt: skip
-    eng.dispose()
-    path = tmp_path / "names.yaml"
-    path.write_text(MAP, encoding="utf-8")
-    return path
+                    {"o": owner, "x": other, "body": f"memo {a}->{b}", "ip": f"10.0.{a}.{b}"},
+                )
 
 
 def _exec(url: str, sql: str, **params: object) -> None:
@@ -189,13 +172,8 @@ def test_a_named_member_leaving_clears_their_side_and_the_owner_keeps_the_row(
     primary_env: LifecycleEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = primary_env
-    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
-    archive = env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
-    path = _build(primary, tmp_path)
-    env.vars["LIFECYCLE_DATA_MAP"] = str(path)
-    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
-    reconfigure()
-    clear_context_cache()
+    site = small_site(env, tmp_path, monkeypatch, datamap=MAP, ddl=DDL, fill=_fill)
+    primary, archive = site.primary, site.archive
     check = env.run("datamap", "check")
     assert check.returncode == 0, check.stdout + check.stderr
     # Without set:, a NOT NULL integer link with no default cannot be cleared: said at check.
@@ -207,11 +185,7 @@ def test_a_named_member_leaving_clears_their_side_and_the_owner_keeps_the_row(
 
     # Member 2's access package: their own rows whole, and where others' rows name them, the
     # columns naming them only.
-    out = tmp_path / "two.zip"
-    rid = submit_access(2, str(out), None, Requester(), plain=True)
-    assert run_access(rid)["state"] == "completed"
-    with zipfile.ZipFile(out) as zf:
-        files = {n: zf.read(n).decode("utf-8-sig") for n in zf.namelist()}
+    files = access_package(2, tmp_path)
     named = list(csv.DictReader(io.StringIO(files["n_notify.sender_id.csv"])))
     assert len(named) == 3
     assert set(named[0]) == {"id", "sender_id", "sender_nick", "sender_email"}
@@ -284,25 +258,15 @@ def test_a_named_member_leaving_clears_their_side_and_the_owner_keeps_the_row(
 def test_replay_after_a_restore_clears_the_named_member_again(
     primary_env: LifecycleEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = primary_env
-    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
-    path = _build(primary, tmp_path)
-    env.vars["LIFECYCLE_DATA_MAP"] = str(path)
-    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
-    reconfigure()
-    clear_context_cache()
-    restore = backup(primary, tmp_path)
-    ctx = get_context()
-    assert carry_out(ctx, submit_withdrawal(ctx, 2))["state"] == "completed"
-    restore()
+    site = small_site(primary_env, tmp_path, monkeypatch, datamap=MAP, ddl=DDL, fill=_fill)
+    primary = site.primary
+    withdrawn_then_restored(primary, tmp_path, 2)
     named = (
         "SELECT count(*) FROM n_notify WHERE sender_id = 2 OR (sender_email <> '' AND "
         "summary LIKE 'comment 2->%')"
     )
     assert sql_rows(primary, named) == [(3,)]
-    r = env.run("ledger", "replay", "--since", date.today().isoformat())
-    assert r.returncode == 0, r.stderr
-    assert "re-applied: 1 member(s)" in r.stdout, r.stdout
+    replay_reapplies_one(primary_env)
     assert sql_rows(primary, named) == [(0,)]
     assert sql_rows(primary, "SELECT count(*) FROM n_memos WHERE other_login = 'user2'") == [(0,)]
     assert sql_rows(primary, "SELECT count(*) FROM n_members WHERE id = 2") == [(0,)]

@@ -14,24 +14,27 @@ from __future__ import annotations
 
 import csv
 import io
-import zipfile
-from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from lifecycle.datamap.loader import describe, parse_datamap
 from lifecycle.datamap.member_lists import entries, named, without
 from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.sweep import run_sweep
-from lifecycle.rights.access import run_access, submit_access
-from lifecycle.rights.common import Requester
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
-from tests.engine.test_replay import backup
-from tests.helpers import LifecycleEnv, accounting, site_engine, sql_rows
-from workers.app import reconfigure
+from tests.engine.test_replay import replay_reapplies_one, withdrawn_then_restored
+from tests.helpers import (
+    LifecycleEnv,
+    access_package,
+    accounting,
+    add_small_site_members,
+    site_engine,
+    small_site,
+    sql_rows,
+)
 
 MAP = """\
 version: 1
@@ -76,9 +79,6 @@ tables:
       teams: [since]
 """
 
-PK = {"postgresql": "id SERIAL PRIMARY KEY", "mysql": "id INT AUTO_INCREMENT PRIMARY KEY"}
-TS = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME"}
-TEXT = {"postgresql": "TEXT", "mysql": "TEXT"}
 POLLS = [
     ("lunch", "user1,user2,user3,"),
     ("dinner", "user2,"),
@@ -88,69 +88,39 @@ POLLS = [
     ("none", None),
 ]
 TEAMS = [(1, "red", "1, 2 ,3"), (3, "blue", "3,4"), (4, "green", "2")]
+DDL = (
+    "CREATE TABLE l_members ({pk}, login VARCHAR(40) NOT NULL UNIQUE, email VARCHAR(80), "
+    "nick VARCHAR(40), status VARCHAR(20) NOT NULL, withdrawn_at {ts} NULL, "
+    "referrer VARCHAR(40) NULL){engine}",
+    "CREATE TABLE l_polls ({pk}, subject VARCHAR(80) NOT NULL, voters TEXT NULL){engine}",
+    "CREATE TABLE l_teams ({pk}, owner_id INT NOT NULL, name VARCHAR(40), "
+    "member_ids VARCHAR(200) NOT NULL){engine}",
+    "CREATE INDEX ix_l_teams_owner ON l_teams (owner_id)",
+    "CREATE TABLE l_friends ({pk}, owner_id INT NOT NULL, friend_id INT NOT NULL, "
+    "since VARCHAR(14)){engine}",
+    "CREATE INDEX ix_l_friends_owner ON l_friends (owner_id)",
+    "CREATE INDEX ix_l_friends_friend ON l_friends (friend_id)",
+)
 
 
-def _build(url: str, tmp_path: Path) -> Path:
-    eng = site_engine(url)
-    kind = "postgresql" if eng.dialect.name == "postgresql" else "mysql"
-    pk, ts = PK[kind], TS[kind]
-    tail = " ENGINE=InnoDB" if kind == "mysql" else ""
-    with eng.begin() as c:
-        for ddl in (
-            f"CREATE TABLE l_members ({pk}, login VARCHAR(40) NOT NULL UNIQUE, email VARCHAR(80),"
-            f" nick VARCHAR(40), status VARCHAR(20) NOT NULL, withdrawn_at {ts} NULL, "
-            f"referrer VARCHAR(40) NULL){tail}",
-            f"CREATE TABLE l_polls ({pk}, subject VARCHAR(80) NOT NULL, voters TEXT NULL){tail}",
-            f"CREATE TABLE l_teams ({pk}, owner_id INT NOT NULL, name VARCHAR(40), "
-            f"member_ids VARCHAR(200) NOT NULL){tail}",
-            "CREATE INDEX ix_l_teams_owner ON l_teams (owner_id)",
-            f"CREATE TABLE l_friends ({pk}, owner_id INT NOT NULL, friend_id INT NOT NULL, "
-            f"since VARCHAR(14)){tail}",
-            "CREATE INDEX ix_l_friends_owner ON l_friends (owner_id)",
-            "CREATE INDEX ix_l_friends_friend ON l_friends (friend_id)",
-        ):
-            c.execute(text(ddl))
-        for i in range(1, 5):
-            c.execute(
-                text(
-                    "INSERT INTO l_members (id, login, email, nick, status) "
-                    "VALUES (:i, :l, :e, :n, 'active')"
-                ),
-                {"i": i, "l": f"user{i}", "e": f"user{i}@example.org", "n": f"닉{i}"},
-            )
+def _fill(c: Connection) -> None:
+    add_small_site_members(c, "l_members", (1, 2, 3, 4, 22), nick=True)
+    c.execute(text("UPDATE l_members SET referrer = 'user2' WHERE id IN (3, 4)"))
+    for subject, voters in POLLS:
         c.execute(
-            text(
-                "INSERT INTO l_members (id, login, email, nick, status) "
-                "VALUES (22, 'user22', 'user22@example.org', '닉22', 'active')"
-            )
+            text("INSERT INTO l_polls (subject, voters) VALUES (:s, :v)"),
+            {"s": subject, "v": voters},
         )
-        c.execute(text("UPDATE l_members SET referrer = 'user2' WHERE id IN (3, 4)"))
-        for subject, voters in POLLS:
-            c.execute(
-                text("INSERT INTO l_polls (subject, voters) VALUES (:s, :v)"),
-                {"s": subject, "v": voters},
-            )
-        for owner, friend in ((1, 2), (2, 1), (3, 2), (1, 3), (4, 1)):
-            c.execute(
-                text("INSERT INTO l_friends (owner_id, friend_id, since) VALUES (:o, :f, '2026')"),
-                {"o": owner, "f": friend},
-            )
-        for owner, name, ids in TEAMS:
-            c.execute(
-                text("INSERT INTO l_teams (owner_id, name, member_ids) VALUES (:o, :n, :m)"),
-                {"o": owner, "n": name, "m": ids},
-            )
-    eng.dispose()
-    path = tmp_path / "lists.yaml"
-    path.write_text(MAP, encoding="utf-8")
-    return path
-
-
-def _use(env: LifecycleEnv, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    env.vars["LIFECYCLE_DATA_MAP"] = str(path)
-    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
-    reconfigure()
-    clear_context_cache()
+    for owner, friend in ((1, 2), (2, 1), (3, 2), (1, 3), (4, 1)):
+        c.execute(
+            text("INSERT INTO l_friends (owner_id, friend_id, since) VALUES (:o, :f, '2026')"),
+            {"o": owner, "f": friend},
+        )
+    for owner, name, ids in TEAMS:
+        c.execute(
+            text("INSERT INTO l_teams (owner_id, name, member_ids) VALUES (:o, :n, :m)"),
+            {"o": owner, "n": name, "m": ids},
+        )
 
 
 def test_a_list_keeps_every_other_entry_as_it_was() -> None:
@@ -222,10 +192,8 @@ def test_a_leaver_leaves_every_list_and_the_rest_stays(
     primary_env: LifecycleEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = primary_env
-    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
-    archive = env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
-    path = _build(primary, tmp_path)
-    _use(env, path, monkeypatch)
+    site = small_site(env, tmp_path, monkeypatch, datamap=MAP, ddl=DDL, fill=_fill)
+    primary, archive = site.primary, site.archive
     check = env.run("datamap", "check")
     assert check.returncode == 0, check.stdout + check.stderr
     # A list must be text: an integer column is refused at check.
@@ -235,11 +203,7 @@ def test_a_leaver_leaves_every_list_and_the_rest_stays(
     assert r.returncode == 2 and "l_polls.id lists members" in r.stderr, r.stderr
 
     # Member 2's access package: the rows listing them, with their own entry only.
-    out = tmp_path / "two.zip"
-    rid = submit_access(2, str(out), None, Requester(), plain=True)
-    assert run_access(rid)["state"] == "completed"
-    with zipfile.ZipFile(out) as zf:
-        files = {n: zf.read(n).decode("utf-8-sig") for n in zf.namelist()}
+    files = access_package(2, tmp_path)
     polls = list(csv.DictReader(io.StringIO(files["l_polls.voters.csv"])))
     assert [r["voters"] for r in polls] == ["user2"] * 3, polls  # lunch, dinner, tea
     assert "user1" not in files["l_polls.voters.csv"]
@@ -308,19 +272,13 @@ def test_a_leaver_leaves_every_list_and_the_rest_stays(
 def test_replay_after_a_restore_removes_the_leaver_again(
     primary_env: LifecycleEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = primary_env
-    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
-    _use(env, _build(primary, tmp_path), monkeypatch)
-    restore = backup(primary, tmp_path)
-    ctx = get_context()
-    assert carry_out(ctx, submit_withdrawal(ctx, 2))["state"] == "completed"
-    restore()
+    site = small_site(primary_env, tmp_path, monkeypatch, datamap=MAP, ddl=DDL, fill=_fill)
+    primary = site.primary
+    withdrawn_then_restored(primary, tmp_path, 2)
     assert sql_rows(primary, "SELECT voters FROM l_polls WHERE subject = 'lunch'") == [
         ("user1,user2,user3,",)
     ]
-    r = env.run("ledger", "replay", "--since", date.today().isoformat())
-    assert r.returncode == 0, r.stderr
-    assert "re-applied: 1 member(s)" in r.stdout, r.stdout
+    replay_reapplies_one(primary_env)
     assert sql_rows(primary, "SELECT voters FROM l_polls WHERE subject = 'lunch'") == [
         ("user1,user3,",)
     ]

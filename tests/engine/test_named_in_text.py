@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import csv
 import io
-import zipfile
-from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, Table, select, text
+from sqlalchemy import Connection, MetaData, Table, select, text
 
 from lifecycle.datamap.indexes import missing_indexes
 from lifecycle.datamap.loader import describe, parse_datamap
 from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import clear_context_cache, get_context
 from lifecycle.engine.sweep import run_sweep
-from lifecycle.rights.access import run_access, submit_access
-from lifecycle.rights.common import Requester
 from lifecycle.rights.withdrawal import carry_out, submit_withdrawal
-from tests.engine.test_replay import backup
-from tests.helpers import LifecycleEnv, accounting, site_engine, sql_rows
-from workers.app import reconfigure
+from tests.engine.test_replay import replay_reapplies_one, withdrawn_then_restored
+from tests.helpers import (
+    LifecycleEnv,
+    access_package,
+    accounting,
+    add_small_site_members,
+    site_engine,
+    small_site,
+    sql_rows,
+)
 
 MAP = """\
 version: 1
@@ -62,8 +65,6 @@ tables:
       points: [action, note, amount]
 """
 
-PK = {"postgresql": "id SERIAL PRIMARY KEY", "mysql": "id INT AUTO_INCREMENT PRIMARY KEY"}
-TS = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME"}
 # (owner, action, note)
 POINTS = [
     ("user1", "user2 추천", "user2의 추천인"),
@@ -72,49 +73,24 @@ POINTS = [
     ("user1", "쓰기", "free 3 글쓰기"),
     ("user2", "user4 추천", "user4의 추천인"),  # user2's own row: goes with them
 ]
+DDL = (
+    "CREATE TABLE t_members ({pk}, login VARCHAR(40) NOT NULL UNIQUE, "
+    "email VARCHAR(80), status VARCHAR(20) NOT NULL, withdrawn_at {ts} NULL){engine}",
+    "CREATE TABLE t_points ({pk}, owner_login VARCHAR(40) NOT NULL, "
+    "action VARCHAR(100) NOT NULL, note VARCHAR(200) NOT NULL, amount INT NOT NULL){engine}",
+    "CREATE INDEX ix_t_points_owner ON t_points (owner_login)",
+)
 
 
-def _build(url: str, tmp_path: Path) -> Path:
-    eng = site_engine(url)
-    kind = "postgresql" if eng.dialect.name == "postgresql" else "mysql"
-    pk, ts = PK[kind], TS[kind]
-    tail = " ENGINE=InnoDB" if kind == "mysql" else ""
-    with eng.begin() as c:
-        for ddl in (
-            f"CREATE TABLE t_members ({pk}, login VARCHAR(40) NOT NULL UNIQUE, "
-            f"email VARCHAR(80), status VARCHAR(20) NOT NULL, withdrawn_at {ts} NULL){tail}",
-            f"CREATE TABLE t_points ({pk}, owner_login VARCHAR(40) NOT NULL, "
-            "action VARCHAR(100) NOT NULL, note VARCHAR(200) NOT NULL, amount INT NOT NULL)"
-            f"{tail}",
-            "CREATE INDEX ix_t_points_owner ON t_points (owner_login)",
-        ):
-            c.execute(text(ddl))
-        for i in (1, 2, 3, 4, 22):
-            c.execute(
-                text(
-                    "INSERT INTO t_members (id, login, email, status) VALUES (:i, :l, :e, 'active')"
-                ),
-                {"i": i, "l": f"user{i}", "e": f"user{i}@example.org"},
-            )
-        for owner, action, note in POINTS:
-            c.execute(
-                text(
-                    "INSERT INTO t_points (owner_login, action, note, amount) "
-                    "VALUES (:o, :a, :n, 1000)"
-                ),
-                {"o": owner, "a": action, "n": note},
-            )
-    eng.dispose()
-    path = tmp_path / "points.yaml"
-    path.write_text(MAP, encoding="utf-8")
-    return path
-
-
-def _use(env: LifecycleEnv, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    env.vars["LIFECYCLE_DATA_MAP"] = str(path)
-    monkeypatch.setenv("LIFECYCLE_DATA_MAP", str(path))
-    reconfigure()
-    clear_context_cache()
+def _fill(c: Connection) -> None:
+    add_small_site_members(c, "t_members", (1, 2, 3, 4, 22), nick=False)
+    for owner, action, note in POINTS:
+        c.execute(
+            text(
+                "INSERT INTO t_points (owner_login, action, note, amount) VALUES (:o, :a, :n, 1000)"
+            ),
+            {"o": owner, "a": action, "n": note},
+        )
 
 
 def test_a_template_is_explained_and_a_bad_one_refused_in_one_line() -> None:
@@ -137,10 +113,8 @@ def test_a_leaver_named_in_text_leaves_it_and_the_row_stays(
     primary_env: LifecycleEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = primary_env
-    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
-    archive = env.vars["LIFECYCLE_ARCHIVE_DATABASE_URL"]
-    path = _build(primary, tmp_path)
-    _use(env, path, monkeypatch)
+    site = small_site(env, tmp_path, monkeypatch, datamap=MAP, ddl=DDL, fill=_fill)
+    primary, archive = site.primary, site.archive
     check = env.run("datamap", "check")
     assert check.returncode == 0, check.stdout + check.stderr
     # The rows are found by plain equality on the column: an index on it is advised.
@@ -181,11 +155,7 @@ def test_a_leaver_named_in_text_leaves_it_and_the_row_stays(
     eng.dispose()
 
     # Member 2's access package: the rows naming them, not the user22 row.
-    out = tmp_path / "two.zip"
-    rid = submit_access(2, str(out), None, Requester(), plain=True)
-    assert run_access(rid)["state"] == "completed"
-    with zipfile.ZipFile(out) as zf:
-        files = {n: zf.read(n).decode("utf-8-sig") for n in zf.namelist()}
+    files = access_package(2, tmp_path)
     named = list(csv.DictReader(io.StringIO(files["t_points.action.csv"])))
     assert [(r["action"], r["note"]) for r in named] == [("user2 추천", "user2의 추천인")] * 2
 
@@ -222,17 +192,11 @@ def test_a_leaver_named_in_text_leaves_it_and_the_row_stays(
 def test_replay_after_a_restore_rewrites_the_text_again(
     primary_env: LifecycleEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = primary_env
-    primary = env.vars["LIFECYCLE_PRIMARY_DATABASE_URL"]
-    _use(env, _build(primary, tmp_path), monkeypatch)
-    restore = backup(primary, tmp_path)
-    ctx = get_context()
-    assert carry_out(ctx, submit_withdrawal(ctx, 2))["state"] == "completed"
-    restore()
+    site = small_site(primary_env, tmp_path, monkeypatch, datamap=MAP, ddl=DDL, fill=_fill)
+    primary = site.primary
+    withdrawn_then_restored(primary, tmp_path, 2)
     assert sql_rows(primary, "SELECT count(*) FROM t_points WHERE action = 'user2 추천'") == [(2,)]
-    r = env.run("ledger", "replay", "--since", date.today().isoformat())
-    assert r.returncode == 0, r.stderr
-    assert "re-applied: 1 member(s)" in r.stdout, r.stdout
+    replay_reapplies_one(primary_env)
     assert sql_rows(primary, "SELECT count(*) FROM t_points WHERE action LIKE 'user2 %'") == [(0,)]
     assert sql_rows(primary, "SELECT count(*) FROM t_points WHERE action = '탈퇴 회원 추천'") == [
         (2,)

@@ -94,6 +94,22 @@ def backup(primary: str, tmp: Path) -> Callable[[], None]:
     return restore_mysql
 
 
+def withdrawn_then_restored(primary: str, tmp: Path, member: int) -> None:
+    """``member`` withdrawn through the lifecycle to the end, then the primary restored from a
+    backup taken just before: what `ledger replay` is for."""
+    restore = backup(primary, tmp)
+    ctx = get_context()
+    assert carry_out(ctx, submit_withdrawal(ctx, member))["state"] == "completed"
+    restore()
+
+
+def replay_reapplies_one(env: LifecycleEnv) -> None:
+    """`lifecycle ledger replay --since` today, which must re-apply one member."""
+    r = env.run("ledger", "replay", "--since", date.today().isoformat())
+    assert r.returncode == 0, r.stderr
+    assert "re-applied: 1 member(s)" in r.stdout, r.stdout
+
+
 def _ledger(archive: str, where: str = "TRUE") -> list[tuple[Any, ...]]:
     return sql_rows(
         archive,
