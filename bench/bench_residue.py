@@ -1,4 +1,5 @@
-"""Benchmark: one withdrawal's residue check on a 1,000,000-member site, vs a naive full scan.
+"""Benchmark: one withdrawal's residue check on a 1,000,000-member site, vs a naive full scan,
+and beside the withdrawal's own time.
 
 Builds the demo site (models/demo_site.py, the shipped demo map) on a fresh PostgreSQL and a
 fresh MariaDB database, seeded server-side (``generate_series`` / MariaDB's ``seq_1_to_N``):
@@ -21,8 +22,17 @@ counselling and payment rows deleted (as the destroy step does), and:
 Both must find member N/2's note and blob in ``legacy_notes``; the figure is seconds for one
 withdrawal, the ratio is residue / baseline.
 
+Then (issue 26 item 5: the residue check's cost beside the withdrawal's own) --withdrawals
+members (default 3, spread over the ids) are withdrawn for real on that same site and server,
+committed: each request is submitted as the Python client does and carried out in this process
+by :func:`lifecycle.rights.withdrawal.carry_out`, the function the ``withdraw`` task runs (a
+PostgreSQL archive database of its own, a private Redis for what the steps enqueue, a master
+key). For each withdrawal it prints the whole run's time, the residue check's own (the verdict's
+``seconds``, which the scan measures itself) and the rest, the withdrawal's own time. Their notes
+remain in ``legacy_notes``, so each request ends ``needs_attention``, as it should.
+
     .venv/bin/python bench/bench_residue.py --members 1000000
-    .venv/bin/python bench/bench_residue.py --members 100000 --only postgresql
+    .venv/bin/python bench/bench_residue.py --members 100000 --only postgresql --withdrawals 5
 
 Everything it created is dropped at the end unless --keep.
 """
@@ -30,7 +40,12 @@ Everything it created is dropped at the end unless --keep.
 from __future__ import annotations
 
 import argparse
+import base64
+import logging
 import os
+import secrets
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -45,7 +60,13 @@ from sqlalchemy import create_engine, delete, func, inspect, select, text  # noq
 from sqlalchemy import types as sqltypes  # noqa: E402
 from sqlalchemy.engine import URL, make_url  # noqa: E402
 
+from lifecycle.core import db, migrate  # noqa: E402
+from lifecycle.core.settings import get_settings, reset_settings_cache  # noqa: E402
+from lifecycle.engine import residue  # noqa: E402
+from lifecycle.engine.context import clear_context_cache, get_context  # noqa: E402
+from lifecycle.rights.withdrawal import carry_out, submit_withdrawal  # noqa: E402
 from models import demo_site  # noqa: E402
+from tests.helpers import start_redis  # noqa: E402
 
 LEGACY = [
     "CREATE TABLE legacy_notes (id BIGINT PRIMARY KEY, body TEXT, extra TEXT)",
@@ -134,21 +155,43 @@ def _naive(conn: Any, values: list[str]) -> tuple[dict[str, int], int]:
     return found, queries
 
 
-def run_one(kind: str, url: URL, members: int) -> dict[str, Any]:
-    from lifecycle.core import migrate
-    from lifecycle.core.settings import get_settings, reset_settings_cache
-    from lifecycle.engine import residue
-    from lifecycle.engine.context import clear_context_cache, get_context
+def _withdraw(ctx: Any, members: list[int]) -> list[dict[str, Any]]:
+    """Each member withdrawn for real, one after the other, as the ``withdraw`` task does it."""
+    runs = []
+    for mid in members:
+        rid = submit_withdrawal(ctx, mid)
+        t = time.perf_counter()
+        out = carry_out(ctx, rid, task_id=f"bench-{rid}")
+        whole = time.perf_counter() - t
+        check = out.get("residue") or {}
+        if "seconds" not in check:
+            raise SystemExit(f"withdrawal of member {mid} ran no residue check: {out}")
+        res_s = float(check["seconds"])
+        runs.append({"member": mid, "state": out["state"], "whole_s": whole,
+                     "residue_s": res_s, "own_s": whole - res_s,
+                     "found": int(check.get("found", 0))})  # fmt: skip
+    return runs
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-residue-"))
+
+def run_one(
+    kind: str, url: URL, members: int, withdrawals: int, lifecycle_env: dict[str, str], work: Path
+) -> dict[str, Any]:
+    tmp = work / kind
+    tmp.mkdir()
     for k in [k for k in os.environ if k.startswith("LIFECYCLE_")]:
         del os.environ[k]
     os.environ.update({
         "LIFECYCLE_VAR_DIR": str(tmp / "var"),
         "LIFECYCLE_PRIMARY_DATABASE_URL": url.render_as_string(hide_password=False),
-        "LIFECYCLE_ARCHIVE_DATABASE_URL": f"sqlite:///{tmp / 'archive.sqlite3'}",
+        "LIFECYCLE_FILE_ROOTS": str(tmp / "files"),
+        **lifecycle_env,
     })  # fmt: skip
     reset_settings_cache()
+    # Imported once the settings are the benchmark's: importing it builds the Celery app from
+    # the settings of that moment (the shell's embedded default would make ./var/broker).
+    from workers.app import reconfigure
+
+    reconfigure()
     clear_context_cache()
     eng = create_engine(url)
     demo_site.metadata.create_all(eng)
@@ -168,6 +211,7 @@ def run_one(kind: str, url: URL, members: int) -> dict[str, Any]:
     print(f"[{kind}] seeded {5 * members:,} rows in {seeded:.1f}s", flush=True)
     # The map's consent purposes live in the lifecycle's own tables (lifecycle_consents).
     migrate.upgrade("primary")
+    migrate.upgrade("archive")
     ctx = get_context()
     budget = residue.Budget.from_settings(get_settings())
     leaver = members // 2
@@ -199,6 +243,10 @@ def run_one(kind: str, url: URL, members: int) -> dict[str, Any]:
         out["base_queries"] = queries
         out["base_found"] = naive
         tx.rollback()
+    out["load_before"] = os.getloadavg()
+    picks = sorted({max(1, (i + 1) * members // (withdrawals + 1)) for i in range(withdrawals)})
+    out["withdrawals"] = _withdraw(ctx, picks) if withdrawals else []
+    out["load_after"] = os.getloadavg()
     eng.dispose()
     clear_context_cache()
     r = out["residue"]
@@ -212,12 +260,27 @@ def run_one(kind: str, url: URL, members: int) -> dict[str, Any]:
         f"[{kind}] naive baseline: {out['base_s']:.2f}s ({queries} LIKE scans, found {naive})",
         flush=True,
     )
+    for w in out["withdrawals"]:
+        print(
+            f"[{kind}] withdrawal of member {w['member']}: {w['whole_s']:.2f}s in all, of which "
+            f"the residue check {w['residue_s']:.2f}s (found {w['found']}) and the rest "
+            f"{w['own_s']:.2f}s; ended {w['state']}",
+            flush=True,
+        )
+    print(f"[{kind}] load average during the withdrawals: {_load(out['load_before'])} -> "
+          f"{_load(out['load_after'])}", flush=True)  # fmt: skip
     return out
+
+
+def _load(avg: tuple[float, float, float]) -> str:
+    return " ".join(f"{v:.2f}" for v in avg)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--members", type=int, default=1_000_000)
+    ap.add_argument("--withdrawals", type=int, default=3,
+                    help="members withdrawn for real after the residue runs (0: none)")  # fmt: skip
     ap.add_argument("--only", choices=("postgresql", "mariadb"), default=None)
     env = os.environ.get
     ap.add_argument("--mysql", default=env("LIFECYCLE_TEST_MYSQL_URL", "mysql://root@127.0.0.1/"))
@@ -226,8 +289,13 @@ def main() -> None:
     )
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    # Each withdrawal parks for the notes it leaves behind, with a warning of two lines; the
+    # figures below say it once.
+    logging.getLogger("lifecycle").setLevel(logging.ERROR)
     if args.members < 2:
         ap.error("--members must be at least 2")
+    if not 0 <= args.withdrawals < args.members:
+        ap.error("--withdrawals must be at least 0 and fewer than --members")
     tag = uuid.uuid4().hex[:8]
     name = f"lcb_residue_{tag}"
     pg_admin = make_url(args.pg.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -237,28 +305,75 @@ def main() -> None:
         "mariadb": (my_admin.set(query={"charset": "utf8mb4"}),
                     my_admin.set(database=name, query={"charset": "utf8mb4"})),
     }  # fmt: skip
+    print(f"load average at the start: {_load(os.getloadavg())}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-residue-"))
+    master = tmp / "master.key"
+    master.write_bytes(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+    master.chmod(0o600)
+    # What the withdrawal steps enqueue (shred jobs, notices) goes to a Redis of its own.
+    redis = start_redis(tmp / "redis")
+    pg_sys = create_engine(pg_admin, isolation_level="AUTOCOMMIT")
     rows = []
-    for kind, (admin, url) in targets.items():
-        if args.only and kind != args.only:
-            continue
-        adm = create_engine(admin, isolation_level="AUTOCOMMIT")
-        q = '"' if kind == "postgresql" else "`"
-        extra = "" if kind == "postgresql" else " CHARACTER SET utf8mb4"
-        with adm.connect() as c:
-            c.execute(text(f"CREATE DATABASE {q}{name}{q}{extra}"))
-        try:
-            rows.append(run_one(kind, url, args.members))
-        finally:
-            if not args.keep:
-                with adm.connect() as c:
-                    force = " WITH (FORCE)" if kind == "postgresql" else ""
-                    c.execute(text(f"DROP DATABASE IF EXISTS {q}{name}{q}{force}"))
-            adm.dispose()
+    try:
+        for kind, (admin, url) in targets.items():
+            if args.only and kind != args.only:
+                continue
+            # The lifecycle's archive stays PostgreSQL for both primaries, a fresh one each.
+            archive = f"{name}_{kind[:2]}_a"
+            with pg_sys.connect() as c:
+                c.execute(text(f'CREATE DATABASE "{archive}"'))
+            lifecycle_env = {
+                "LIFECYCLE_ARCHIVE_DATABASE_URL": pg_admin.set(database=archive).render_as_string(
+                    hide_password=False
+                ),
+                "LIFECYCLE_MASTER_KEY_FILE": str(master),
+                "LIFECYCLE_BROKER_URL": redis.url,
+                "LIFECYCLE_RESULT_BACKEND": redis.url,
+                "LIFECYCLE_HOST_NAME": "bench",
+            }
+            adm = create_engine(admin, isolation_level="AUTOCOMMIT")
+            q = '"' if kind == "postgresql" else "`"
+            extra = "" if kind == "postgresql" else " CHARACTER SET utf8mb4"
+            with adm.connect() as c:
+                c.execute(text(f"CREATE DATABASE {q}{name}{q}{extra}"))
+            try:
+                rows.append(run_one(kind, url, args.members, args.withdrawals, lifecycle_env, tmp))
+            finally:
+                if not args.keep:
+                    db.dispose_all()
+                    with adm.connect() as c:
+                        force = " WITH (FORCE)" if kind == "postgresql" else ""
+                        c.execute(text(f"DROP DATABASE IF EXISTS {q}{name}{q}{force}"))
+                    with pg_sys.connect() as c:
+                        c.execute(text(f'DROP DATABASE IF EXISTS "{archive}" WITH (FORCE)'))
+                adm.dispose()
+    finally:
+        pg_sys.dispose()
+        assert redis.proc is not None
+        redis.proc.terminate()
+        redis.proc.wait(10)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(f"{'primary':>10}  {'members':>10}  {'residue s':>9}  {'naive s':>8}  {'ratio':>6}")
     for r in rows:
         print(f"{r['kind']:>10}  {r['members']:>10,}  {r['residue_s']:>9.2f}  "
               f"{r['base_s']:>8.2f}  {r['residue_s'] / r['base_s']:>6.3f}")  # fmt: skip
+    print()
+    print("withdrawals carried out (median of each; share: the residue check's part of the whole)")
+    print(f"{'primary':>10}  {'members':>10}  {'n':>3}  {'own s':>7}  {'residue s':>9}  "
+          f"{'whole s':>7}  {'share':>6}")  # fmt: skip
+    for r in rows:
+        ws = r["withdrawals"]
+        if not ws:
+            continue
+        own = statistics.median(w["own_s"] for w in ws)
+        res = statistics.median(w["residue_s"] for w in ws)
+        whole = statistics.median(w["whole_s"] for w in ws)
+        share = statistics.median(w["residue_s"] / w["whole_s"] for w in ws)
+        print(f"{r['kind']:>10}  {r['members']:>10,}  {len(ws):>3}  {own:>7.2f}  {res:>9.2f}  "
+              f"{whole:>7.2f}  {share:>6.1%}")  # fmt: skip
+    print(f"load average at the end: {_load(os.getloadavg())}")
 
 
 if __name__ == "__main__":
