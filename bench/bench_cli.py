@@ -17,8 +17,9 @@ modules again, which on the 2-core VM added about a tenth of a second to each co
   the driver, connects and commits one INSERT (what any Python submit must at least pay);
 - `lifecycle withdraw N`: a command that only submits a request (marks the member, writes the
   outbox row and the access-log entry; the relay dispatches it), goal under 0.4 s;
-- with ``--previous REF``: `--help` and `withdraw N` from that commit of this repository (``git
-  archive`` into a temporary directory, run with this venv), e.g. the code before a change;
+- with ``--previous REF``: `--help`, `withdraw N` and `status` from that commit of this
+  repository (``git archive`` into a temporary directory, run with this venv), e.g. the code
+  before a change;
 - `lifecycle status`: the ops view on an idle site, goal under 1.5 s.
 
     .venv/bin/python bench/bench_cli.py --runs 7 [--previous 7466252]
@@ -152,6 +153,9 @@ def main() -> None:
                 [sys.executable, "-c", ENTRY_POINT, "withdraw", str(next(member))],
                 old_env,
                 tmp,
+            )
+            cases[f"status, code of {args.previous}"] = lambda: timed(
+                [sys.executable, "-c", ENTRY_POINT, "status"], old_env, tmp, (0, 1)
             )
         load_start = os.getloadavg()
         print(f"{'command':36} {'wall median':>12} {'CPU median':>11}  (runs: {args.runs})")

@@ -19,20 +19,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db
 from lifecycle.core.errors import LifecycleError, UserError
-from lifecycle.datamap import linkage
 from lifecycle.datamap.current import current_datamap
-from lifecycle.datamap.discover import Report, discover
-from lifecycle.vault import accesslog
 from models.base import utcnow
 from models.findings import DataMapFinding, FindingKind
 from models.requests import JobRun
+
+if TYPE_CHECKING:
+    from lifecycle.datamap import linkage
+    from lifecycle.datamap.discover import Report
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,12 @@ def scan(task_id: str | None = None) -> dict[str, int]:
     """The weekly job: a discovery pass and the linkage check on the primary, both stored.
     Raises ScanFailed (the run recorded as failed) when it could not run or not read every
     table; what it did read is stored all the same."""
+    # Imported here: `lifecycle status` reads this module's counts, and the scanners with the
+    # access log (its keystore and cryptography) were a fifth of that command's start-up.
+    from lifecycle.datamap import linkage
+    from lifecycle.datamap.discover import discover
+    from lifecycle.vault import accesslog
+
     with db.session("primary") as s:
         run_id = start_run(s, JOB_SCAN, task_id)
     try:

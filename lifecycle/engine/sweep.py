@@ -45,6 +45,7 @@ from lifecycle.engine.selection import (
     subject_selections,
     withdrawn_subjects_query,
 )
+from lifecycle.engine.sweep_watch import LOCK_NAME as LOCK_NAME
 from lifecycle.requests import holds
 from models.engine import SweepBatch
 from models.requests import JobRun
@@ -58,7 +59,6 @@ MEMBER_BATCH = 500
 # values per IN list, DELETE_CHUNK rows per DELETE).
 MYSQL_MEMBER_BATCH = 2000
 AGE_BATCH = 5000
-LOCK_NAME = "lifecycle-sweep"
 # What a trigger that found another runner on the sweep returns (and then stands down).
 ANOTHER_SWEEP = "another sweep is running"
 # Keys of a member batch's counts: the members its plan named, and those it locked and

@@ -27,13 +27,16 @@ from sqlalchemy import Connection, func, select
 
 from lifecycle.core import db, dispatch, leases, locks
 from lifecycle.core.timeutil import as_utc
-from lifecycle.engine.sweep import LOCK_NAME
 from models.engine import SweepBatch
 from models.leases import JobLease
 from models.requests import JobRun
 
 log = logging.getLogger(__name__)
 
+# The sweep's job lock, named here rather than in lifecycle.engine.sweep: `lifecycle status`
+# asks whether it is held, and importing the sweep (the mover, the shredder's jobs, kombu) for
+# a name was a quarter of that command's start-up.
+LOCK_NAME = "lifecycle-sweep"
 UNATTENDED_AFTER_LEASES = 2
 # Starts the first task id of the generations this watchdog sends (one re-send after a failure).
 RESENT_MARK = "unattended-"

@@ -51,7 +51,7 @@ from lifecycle.channels.templates import member_notice
 from lifecycle.core import db, dbkind, dispatch
 from lifecycle.core.errors import UserError
 from lifecycle.core.settings import get_settings
-from lifecycle.datamap.loader import load_datamap
+from lifecycle.datamap.current import current_datamap
 from lifecycle.datamap.member_table import member_table
 from lifecycle.notices.journal import journal_for
 from models.base import utcnow
@@ -546,7 +546,7 @@ def dormancy_advance(now: datetime | None = None) -> int | None:
     unless the data map enables it. A member is noticed once per period of inactivity.
     """
 
-    dm = load_datamap()
+    dm = current_datamap()
     dorm = dm.subject.dormancy
     if not dorm.enabled or not dorm.last_active_column:
         return None
