@@ -209,6 +209,12 @@ def main() -> None:
         "--pg", default=env("LIFECYCLE_TEST_PG_URL", "postgresql://postgres@127.0.0.1/postgres")
     )
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the sweep in this process under cProfile, with per-statement timings "
+        "(no worker, no baseline)",
+    )
     args = ap.parse_args()
     try:
         sizes = [int(x.replace("_", "")) for x in args.sizes.split(",") if x.strip()]
@@ -220,7 +226,9 @@ def main() -> None:
     rows = []
     for members in sizes:
         print(f"== {members:,} members ==", flush=True)
-        rows.append(run_one(args, members))
+        row = run_one(args, members)
+        if row:
+            rows.append(row)
     if len(rows) > 1:
         print()
         print(f"{'members':>10}  {'sweep s':>8}  {'baseline s':>10}  {'ratio':>5}  "
@@ -231,7 +239,56 @@ def main() -> None:
                   f"{r['peak_mb']:>12.0f} MB  {r['load']:>8.1f}")  # fmt: skip
 
 
+def profile_sweep() -> None:
+    """The sweep in this process: cProfile of the Python side, and each primary statement's
+    wall time (round trip, server work and PyMySQL decoding) summed by its first words."""
+    import cProfile
+    import pstats
+    from collections import defaultdict
+
+    from sqlalchemy import event
+
+    from lifecycle.engine.context import get_context
+    from lifecycle.engine.sweep import run_sweep
+
+    ctx = get_context()
+    spent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    started: dict[int, float] = {}
+
+    @event.listens_for(ctx.primary, "before_cursor_execute")
+    def _before(conn: Any, cur: Any, stmt: str, *a: Any) -> None:
+        started[id(cur)] = time.perf_counter()
+
+    @event.listens_for(ctx.primary, "after_cursor_execute")
+    def _after(conn: Any, cur: Any, stmt: str, *a: Any) -> None:
+        # The first words and the first table named: enough to tell the statements apart.
+        head = " ".join(stmt.split()[:6])[:90]
+        slot = spent[head]
+        slot[0] += time.perf_counter() - started.pop(id(cur), time.perf_counter())
+        slot[1] += 1
+
+    prof = cProfile.Profile()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    prof.enable()
+    counts = run_sweep(ctx)
+    prof.disable()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    batches = int(counts.get("batches", 0)) or 1
+    print(f"in-process sweep: {wall:.1f} s, this process's CPU {cpu:.1f} s, {batches} batches, "
+          f"load {_load():.1f}; counts {counts}")  # fmt: skip
+    total = sum(v[0] for v in spent.values())
+    print(f"primary statements: {sum(int(v[1]) for v in spent.values())} taking {total:.1f} s "
+          f"({sum(int(v[1]) for v in spent.values()) / batches:.0f} a batch)")  # fmt: skip
+    for head, (s, n) in sorted(spent.items(), key=lambda kv: -kv[1][0])[:40]:
+        print(f"{s:8.2f} s {int(n):6d}  {head}")
+    if os.environ.get("BENCH_PSTATS"):
+        prof.dump_stats(os.environ["BENCH_PSTATS"])
+    st = pstats.Stats(prof).sort_stats(os.environ.get("BENCH_SORT", "tottime"))
+    st.print_stats(int(os.environ.get("BENCH_N", "30")))
+
+
 def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
+    """One size: seed, install, sweep, baseline; its figures (none with --profile)."""
     tag = uuid.uuid4().hex[:8]
     my_dbs = {"sweep": f"lcb_{tag}_p", "base": f"lcb_{tag}_bp"}
     pg_dbs = {"sweep": f"lcb_{tag}_a", "base": f"lcb_{tag}_ba"}
@@ -313,6 +370,9 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
                   + ", ".join(f"{g.table}({', '.join(g.columns)})" for g in gaps),
                   flush=True)  # fmt: skip
 
+        if args.profile:
+            profile_sweep()
+            return {}
         log = (tmp / "worker.log").open("wb")
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-c",

@@ -245,8 +245,9 @@ class FileTemplate:
     template: str
     category: str
 
-    @property
+    @functools.cached_property
     def fields(self) -> tuple[str, ...]:
+        # Cached: the sweep parses every destroyed path of a batch against every template.
         return tuple(dict.fromkeys(m.group(1) for m in _FIELD_RE.finditer(self.template)))
 
     def render(self, values: Mapping[str, Any]) -> str | None:

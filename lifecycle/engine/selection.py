@@ -607,6 +607,7 @@ class KeyLists:
         self.conn = conn
         self.ids = list(ids)
         self._logins: dict[str, dict[Any, Any]] = {}
+        self._sorted_logins: dict[str, list[Any]] = {}
         self._parents: dict[tuple[str, str], list[Any]] = {}
         self.owned: OwnedRows | None = None
         # id of a list this batch names in several statements -> (the list, rendered once)
@@ -638,7 +639,12 @@ class KeyLists:
         return got
 
     def logins(self, member_key: str) -> list[Any]:
-        return sorted(self.member_of(member_key))
+        # The same list object every time: `rendered` knows a list by its identity, so a new
+        # sorted copy per statement escaped the batch's 2,000 login ids again in each.
+        got = self._sorted_logins.get(member_key)
+        if got is None:
+            got = self._sorted_logins[member_key] = sorted(self.member_of(member_key))
+        return got
 
     def shared_gone(self, table: Table, key: str, where: Any) -> list[Any]:
         """Keys of the rows ``where`` selects, by a plain read.

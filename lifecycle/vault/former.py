@@ -27,8 +27,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db
@@ -37,6 +37,15 @@ from models.archive import ArchivedRecord, FormerIdentity
 from models.base import utcnow
 
 _CHUNK = 1000
+# Identities a statement takes as arrays on PostgreSQL (three a member).
+_ARRAY_CHUNK = 30_000
+_INSERT_ARRAYS = text(
+    f"INSERT INTO {FormerIdentity.__tablename__} "
+    "(digest, member_id, subject_ref, kept_until, kept_live, recorded_at) "
+    "SELECT d, m, r, k, l, :now FROM unnest(CAST(:d AS text[]), CAST(:m AS bigint[]), "
+    "CAST(:r AS text[]), CAST(:k AS date[]), CAST(:l AS boolean[])) AS u(d, m, r, k, l) "
+    "ON CONFLICT (digest, member_id) DO NOTHING"
+)
 
 
 @dataclass(frozen=True)
@@ -78,14 +87,31 @@ def record(s: Session, leavers: Iterable[Leaver]) -> int:
         for lv in leavers
         for kind, value in sorted(set(lv.identities))
     ]
-    pg = s.get_bind().dialect.name == "postgresql"
-    ins = (postgresql.insert if pg else sqlite.insert)(FormerIdentity).on_conflict_do_nothing(
-        index_elements=["digest", "member_id"]
-    )
     written = 0
-    for i in range(0, len(rows), _CHUNK):
-        res = s.execute(ins, rows[i : i + _CHUNK])
-        written += max(getattr(res, "rowcount", 0) or 0, 0)
+    if s.get_bind().dialect.name == "postgresql":
+        # One statement over arrays: as an executemany, psycopg sent one INSERT per identity
+        # (6,000 for a MariaDB sweep batch of 2,000 members), a tenth of the batch's time.
+        for i in range(0, len(rows), _ARRAY_CHUNK):
+            part = rows[i : i + _ARRAY_CHUNK]
+            res = s.execute(
+                _INSERT_ARRAYS,
+                {
+                    "d": [r["digest"] for r in part],
+                    "m": [r["member_id"] for r in part],
+                    "r": [r["subject_ref"] for r in part],
+                    "k": [r["kept_until"] for r in part],
+                    "l": [r["kept_live"] for r in part],
+                    "now": now,
+                },
+            )
+            written += max(getattr(res, "rowcount", 0) or 0, 0)
+    else:
+        ins = sqlite.insert(FormerIdentity).on_conflict_do_nothing(
+            index_elements=["digest", "member_id"]
+        )
+        for i in range(0, len(rows), _CHUNK):
+            res = s.execute(ins, rows[i : i + _CHUNK])
+            written += max(getattr(res, "rowcount", 0) or 0, 0)
     extend(s, {lv.subject_ref: lv.kept_until for lv in leavers if lv.kept_until is not None})
     live = sorted({lv.subject_ref for lv in leavers if lv.kept_live})
     for i in range(0, len(live), _CHUNK):
