@@ -62,7 +62,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Text, and_, case, cast, func, inspect, or_, select, text
+from sqlalchemy import Connection, Text, and_, case, cast, event, func, inspect, or_, select, text
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy import types as sqltypes
@@ -314,69 +314,126 @@ class _Clock:
         return self.budget - (self.clock() - self.start)
 
 
-def _estimate_rows(conn: Connection, name: str) -> int:
-    """The server's row estimate (0 when it has none): the row budget is checked before a
-    table is read, without counting it."""
+def _estimate_rows(conn: Connection) -> dict[str, int]:
+    """The server's row estimate of every table, read with one query per check (a table it has
+    no estimate for counts 0): the row budget is checked before a table is read, without
+    counting it."""
     fam = dbkind.family(conn)
     if fam == "postgresql":
-        n = conn.execute(
-            text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(quote_ident(:t))"),
-            {"t": name},
-        ).scalar()
-    elif fam == "mysql":
-        n = conn.execute(
+        rows = conn.execute(
             text(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES "
-                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t"
-            ),
-            {"t": name},
-        ).scalar()
-    else:
-        return 0
-    return max(int(n or 0), 0)
-
-
-def _timed(
-    conn: Connection, clock: _Clock, stmt: Any, params: Mapping[str, Any] | None = None
-) -> Any:
-    """Run ``stmt`` with the budget's remaining time as its timeout, in a savepoint: a timeout
-    rolls back to it and leaves the caller's transaction (the destroying one) intact."""
-    left = clock.left()
-    if left <= 0:
-        raise _OutOfTime
-    fam = dbkind.family(conn)
-    if fam not in ("postgresql", "mysql"):
-        # SQLite (the embedded default) has no statement timeout: the clock is checked between
-        # statements only.
-        return conn.execute(stmt, params or {}).all()
-    sp = conn.begin_nested()
-    try:
-        if fam == "postgresql":
-            # Local to the savepoint's transaction, put back below: the caller's own setting.
-            prev = conn.execute(text("SELECT current_setting('statement_timeout')")).scalar()
-            conn.execute(
-                text("SELECT set_config('statement_timeout', :v, true)"),
-                {"v": str(max(int(left * 1000), 1))},
+                "SELECT relname, reltuples FROM pg_class "
+                "WHERE relnamespace = current_schema()::regnamespace "
+                "AND relkind IN ('r', 'p', 'f', 'm')"
             )
-            rows = conn.execute(stmt, params or {}).all()
-            conn.execute(text("SELECT set_config('statement_timeout', :v, true)"), {"v": prev})
-        elif fam == "mysql":
-            mariadb = dbkind.is_mariadb(conn)
-            var = "max_statement_time" if mariadb else "max_execution_time"
-            prev = conn.execute(text(f"SELECT @@session.{var}")).scalar()
-            value = f"{left:.3f}" if mariadb else str(max(int(left * 1000), 1))
-            conn.execute(text(f"SET SESSION {var} = {value}"))
-            try:
-                rows = conn.execute(stmt, params or {}).all()
-            finally:
-                conn.execute(text(f"SET SESSION {var} = {float(prev or 0):g}"))
-    except DBAPIError:
-        sp.rollback()
-        if clock.left() <= 0.05 * clock.budget:
-            raise _OutOfTime from None
-        raise
-    sp.commit()
-    return rows
+        ).all()
+    elif fam == "mysql":
+        rows = conn.execute(
+            text(
+                "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE()"
+            )
+        ).all()
+    else:
+        return {}
+    return {str(name): max(int(n or 0), 0) for name, n in rows}
+
+
+# Execution option: run the statement under ``SET STATEMENT max_statement_time = <seconds> FOR``
+# (MariaDB), added to the SQL text as it goes out so that the statement's compiled form stays
+# in SQLAlchemy's cache (compiling the search's SQL afresh cost more than the search).
+_STATEMENT_TIME = "lifecycle_max_statement_time"
+
+
+def _statement_time_prefix(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    seconds = context.execution_options.get(_STATEMENT_TIME) if context is not None else None
+    if seconds is not None:
+        statement = f"SET STATEMENT max_statement_time = {float(seconds):.3f} FOR {statement}"
+    return statement, parameters
+
+
+def _prefix_statement_time(engine: Any) -> None:
+    with _PLANS_LOCK:
+        if not event.contains(engine, "before_cursor_execute", _statement_time_prefix):
+            event.listen(engine, "before_cursor_execute", _statement_time_prefix, retval=True)
+
+
+class _Statements:
+    """Runs the check's statements, each with the budget's remaining time as its timeout, in
+    as few round trips as the server allows: the check sends one to three statements per
+    table, and on a loaded server each extra round trip costs as much as a small table's
+    search. :meth:`close` puts the caller's own setting back (PostgreSQL)."""
+
+    def __init__(self, conn: Connection, clock: _Clock) -> None:
+        self.conn, self.clock = conn, clock
+        self.fam = dbkind.family(conn)
+        self.mariadb = dbkind.is_mariadb(conn)
+        # PostgreSQL: the caller's statement_timeout, read at the first statement.
+        self._pg_prev: str | None = None
+
+    def run(self, stmt: Any) -> Any:
+        left = self.clock.left()
+        if left <= 0:
+            raise _OutOfTime
+        if self.fam not in ("postgresql", "mysql"):
+            # SQLite (the embedded default) has no statement timeout: the clock is checked
+            # between statements only.
+            return self.conn.execute(stmt).all()
+        try:
+            if self.mariadb:
+                return self._mariadb(stmt, left)
+            return self._in_savepoint(stmt, left)
+        except DBAPIError:
+            if self.clock.left() <= 0.05 * self.clock.budget:
+                raise _OutOfTime from None
+            raise
+
+    def _mariadb(self, stmt: Any, left: float) -> Any:
+        # One round trip: the timeout applies to this statement only, and a statement it stops
+        # is undone alone (InnoDB), so no savepoint: these are reads, and the caller's
+        # transaction (the destroying one) stays as it was.
+        _prefix_statement_time(self.conn.engine)
+        return self.conn.execute(stmt.execution_options(**{_STATEMENT_TIME: left})).all()
+
+    def _in_savepoint(self, stmt: Any, left: float) -> Any:
+        # In a savepoint: a timeout rolls back to it (PostgreSQL aborts the transaction on any
+        # error otherwise) and leaves the caller's transaction intact.
+        conn = self.conn
+        if self.fam == "postgresql" and self._pg_prev is None:
+            prev = conn.execute(text("SELECT current_setting('statement_timeout')")).scalar()
+            self._pg_prev = str(prev)
+        sp = conn.begin_nested()
+        try:
+            if self.fam == "postgresql":
+                # Local to the transaction (a rollback to the savepoint undoes it); close()
+                # puts the caller's value back once, after the check's last statement.
+                conn.execute(
+                    text("SELECT set_config('statement_timeout', :v, true)"),
+                    {"v": str(max(int(left * 1000), 1))},
+                )
+                rows = conn.execute(stmt).all()
+            else:
+                # MySQL 8: no per-statement form for a whole statement here; set and put back.
+                prev = conn.execute(text("SELECT @@session.max_execution_time")).scalar()
+                conn.execute(text(f"SET SESSION max_execution_time = {max(int(left * 1000), 1)}"))
+                try:
+                    rows = conn.execute(stmt).all()
+                finally:
+                    conn.execute(text(f"SET SESSION max_execution_time = {int(prev or 0)}"))
+        except DBAPIError:
+            sp.rollback()
+            raise
+        sp.commit()
+        return rows
+
+    def close(self) -> None:
+        if self._pg_prev is not None:
+            self.conn.execute(
+                text("SELECT set_config('statement_timeout', :v, true)"), {"v": self._pg_prev}
+            )
+            self._pg_prev = None
 
 
 def _lower(col: Any, is_json: bool) -> Any:
@@ -407,11 +464,13 @@ def scan(
     whole = ids.whole_forms()
     emails = sorted(ids.emails)
     left_out: list[str] = []
+    stmts = _Statements(conn, timer)
+    estimates = _estimate_rows(conn)
     try:
         for i, name in enumerate(names):
             try:
-                _scan_table(conn, dm, ids, name, res, timer, budget, fam, kept, whole, emails,
-                            insp, left_out)  # fmt: skip
+                _scan_table(conn, dm, ids, name, res, stmts, budget, fam, kept, whole, emails,
+                            insp, left_out, estimates.get(name, 0))  # fmt: skip
             except _OutOfTime:
                 left_out.extend(names[i:])
                 raise
@@ -425,6 +484,8 @@ def scan(
                 f"row budget of {budget.max_rows} rows used up; not searched: "
                 + _names(sorted(set(left_out)))
             )
+    finally:
+        stmts.close()
     res.seconds = clock() - t0
     return res
 
@@ -462,7 +523,7 @@ def _scan_table(
     ids: Identities,
     name: str,
     res: Result,
-    timer: _Clock,
+    stmts: _Statements,
     budget: Budget,
     fam: str,
     kept: Callable[[Any], bool],
@@ -470,7 +531,9 @@ def _scan_table(
     emails: list[str],
     insp: _Schema,
     left_out: list[str],
+    est: int,
 ) -> None:
+    timer = stmts.clock
     if timer.left() <= 0:
         raise _OutOfTime
     cols_info = insp.columns.get(name, [])
@@ -485,7 +548,6 @@ def _scan_table(
     keep_clause = _kept_rows(dm, name, t, ids, kept)
     # Which columns can hold which identity: the newest rows' patterns, and the map's word.
     declared = _declared(dm, name)
-    est = _estimate_rows(conn, name)
     holds: dict[str, set[str]] | None
     if est <= budget.exhaustive_rows:
         # Small enough to search whole: every text column, for every identity.
@@ -498,7 +560,7 @@ def _scan_table(
         if pk:
             sample = sample.order_by(*(t.c[c].desc() for c in pk))
         holds = {c: set() for c in cols}
-        for row in _timed(conn, timer, sample):
+        for row in stmts.run(sample):
             for c, value in zip(cols, row, strict=True):
                 if value is not None:
                     holds[c].update(k.rsplit(":", 1)[-1] for k in kinds_in(value))
@@ -542,7 +604,7 @@ def _scan_table(
             ).select_from(t)
             if keep_clause is not None:
                 q = q.where(keep_clause)
-            row = _timed(conn, timer, q)[0]
+            row = stmts.run(q)[0]
             res.searched += len(conds)
             res.rows_read += est
             for c, n in zip(conds, row, strict=True):
@@ -555,7 +617,7 @@ def _scan_table(
         probe = select(func.count()).select_from(t).where(t.c[c].in_(whole))
         if keep_clause is not None:
             probe = probe.where(keep_clause)
-        n = _timed(conn, timer, probe)[0][0]
+        n = stmts.run(probe)[0][0]
         res.probed += 1
         if n:
             res.found[f"{name}.{c}"] = res.found.get(f"{name}.{c}", 0) + int(n)

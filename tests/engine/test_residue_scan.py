@@ -1,12 +1,16 @@
 """The residue search itself, on real PostgreSQL and MariaDB: a distinctive login id is found
 inside text as a word only, a short or plain one as a whole value only; a table within the
 exhaustive bound is searched in every text column, a larger one by a sample, and the verdict
-names it."""
+names it. The check's statements each run under the budget's remaining time, in one round trip
+on MariaDB, and one the server stops leaves the destroying transaction as it was."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, func, select, text
 
 from lifecycle.engine import residue
 from lifecycle.engine.context import get_context
@@ -62,3 +66,69 @@ def test_login_inside_text_and_sampled_tables(primary_env: LifecycleEnv) -> None
     line = sampled_line(sampled.as_dict())
     assert line is not None and line.startswith(SAMPLED_NOTE) and "big_notes" in line
     assert sampled_line(whole.as_dict()) is None
+
+
+def _timeout_setting(conn: Any, pg: bool) -> Any:
+    return conn.execute(
+        text("SHOW statement_timeout" if pg else "SELECT @@session.max_statement_time")
+    ).scalar()
+
+
+def test_a_statement_the_server_stops_leaves_the_transaction_as_it_was(
+    primary_env: LifecycleEnv,
+) -> None:
+    eng = create_demo_schema()
+    pg = eng.dialect.name == "postgresql"
+    with eng.begin() as c:
+        c.execute(text("CREATE TABLE step_work (id INTEGER PRIMARY KEY)"))
+    with eng.begin() as conn:
+        before = _timeout_setting(conn, pg)
+        # The destroying step's own work, before its check.
+        conn.execute(text("INSERT INTO step_work VALUES (1)"))
+        stmts = residue._Statements(conn, residue._Clock(0.5, time.monotonic))
+        assert stmts.run(select(func.count()).select_from(text("step_work"))) == [(1,)]
+        # Far longer than the budget: only the server's timeout ends it in time to raise.
+        with pytest.raises(residue._OutOfTime):
+            stmts.run(select(func.pg_sleep(30) if pg else func.sleep(30)))
+        stmts.close()
+        assert _timeout_setting(conn, pg) == before
+        conn.execute(text("INSERT INTO step_work VALUES (2)"))
+    with eng.connect() as c:
+        assert [r[0] for r in c.execute(text("SELECT id FROM step_work ORDER BY id"))] == [1, 2]
+
+
+def test_the_check_costs_one_statement_per_search(primary_env: LifecycleEnv) -> None:
+    """No savepoint, no session variable read and put back around each search on MariaDB,
+    and one row-estimate query for all tables: a check is about a dozen round trips on the
+    demo site, not six per table."""
+    eng = create_demo_schema()
+    pg = eng.dialect.name == "postgresql"
+    dm = get_context().datamap
+    ids = residue.Identities(login="lee_mh7", emails=frozenset({EMAIL}))
+    sent: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(" ".join(statement.split()))
+
+    with eng.begin() as conn:
+        residue.scan(conn, dm, ids, kept=residue.kept_in_withdrawal, budget=residue.Budget())
+        event.listen(eng, "before_cursor_execute", seen)
+        try:
+            res = residue.scan(
+                conn, dm, ids, kept=residue.kept_in_withdrawal, budget=residue.Budget()
+            )
+        finally:
+            event.remove(eng, "before_cursor_execute", seen)
+    assert res.incomplete is None and res.searched > 0
+    searches = [s for s in sent if "sum(CASE" in s or "count(*) AS" in s]
+    estimates = [s for s in sent if "TABLE_ROWS" in s or "reltuples" in s]
+    assert len(estimates) == 1, estimates
+    if pg:
+        # Per search: savepoint, timeout, search, release; the caller's timeout read once and
+        # put back once.
+        assert sum("current_setting('statement_timeout')" in s for s in sent) == 1
+        assert len(sent) <= 4 * len(searches) + 4, sent
+    else:
+        assert all(s.startswith("SET STATEMENT max_statement_time") for s in searches), searches
+        assert not [s for s in sent if "SAVEPOINT" in s or "@@session" in s], sent
+        assert len(sent) <= len(searches) + 2, sent
