@@ -8,15 +8,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _own_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The embedded default's var dir is relative to the working directory: keep it in tmp_path.
+    monkeypatch.chdir(tmp_path)
 
 
 def _run(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
     env["PYTHONPATH"] = str(REPO)
+    env["LIFECYCLE_VAR_DIR"] = str(Path.cwd() / "var")
     cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "lifecycle.cli.main"]
     return subprocess.run(
-        [*cmd, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        [*cmd, *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
 
 
