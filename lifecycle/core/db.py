@@ -30,8 +30,18 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
+# Every engine made in this process, for close_all.
+_made: list[Engine] = []
+
+
 @lru_cache(maxsize=8)
 def engine_for_url(url: str) -> Engine:
+    eng = _create(url)
+    _made.append(eng)
+    return eng
+
+
+def _create(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
@@ -92,3 +102,12 @@ def dispose_all() -> None:
     """Forked worker children must not share the parent's sockets."""
     for fn in (engine_for_url, _sessionmaker):
         fn.cache_clear()
+    _made.clear()
+
+
+def close_all() -> None:
+    """Close every pooled connection, as the interpreter's own exit does: a process that ends
+    without it (the CLI's quick exit) would leave SQLite's WAL un-checkpointed beside the
+    database file, and servers would log a dropped connection."""
+    for eng in _made:
+        eng.dispose()

@@ -487,9 +487,22 @@ def test_a_keystream_chunk_stays_intact_while_the_next_is_computed() -> None:
     assert bytes(ks.take(4096)) not in (kept, bytes(second))
 
 
-def test_a_file_of_many_chunks_gets_fresh_keystream_in_every_chunk(root: Path) -> None:
+@pytest.mark.parametrize("spare_core", [True, False], ids=["writer-thread", "one-thread"])
+def test_a_file_of_many_chunks_gets_fresh_keystream_in_every_chunk(
+    root: Path, monkeypatch: pytest.MonkeyPatch, spare_core: bool
+) -> None:
     # Chunks are computed into two alternating buffers while the writer thread writes the
-    # previous one: a buffer reused too early would show as a repeated or stale chunk.
+    # previous one: a buffer reused too early would show as a repeated or stale chunk. On a
+    # busy machine (no spare core) the computing thread writes each chunk itself.
+    monkeypatch.setattr(shredder, "_spare_core", lambda: spare_core)
+    writer_used: list[bool] = []
+    real_writer = shredder._Batch._writer
+
+    def writer(self: shredder._Batch) -> object:
+        writer_used.append(True)
+        return real_writer(self)
+
+    monkeypatch.setattr(shredder._Batch, "_writer", writer)
     chunk = 64 * 1024
     path = root / NAME
     original = fill(path, chunk * 5 + 1000)
@@ -521,6 +534,15 @@ def test_a_file_of_many_chunks_gets_fresh_keystream_in_every_chunk(root: Path) -
         assert same_position_bytes(piece, original[i * chunk : (i + 1) * chunk]) <= max(
             16, len(piece) // 64
         ), f"chunk {i} still holds the original"
+    assert bool(writer_used) == spare_core
+
+
+def test_spare_core_follows_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shredder.os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(shredder.os, "getloadavg", lambda: (0.3, 0.0, 0.0))
+    assert shredder._spare_core()
+    monkeypatch.setattr(shredder.os, "getloadavg", lambda: (6.5, 0.0, 0.0))
+    assert not shredder._spare_core()
 
 
 def test_refuses_a_file_that_grows_during_the_overwrite(root: Path) -> None:
