@@ -36,15 +36,10 @@ import pymysql
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bench_withdrawals import MARK, REQUEST  # noqa: E402
 from tests.helpers import free_port, stop_group, wait_port  # noqa: E402
 
 LIFECYCLE = str(Path(sys.executable).with_name("lifecycle"))
-MARK = "UPDATE members SET status = 'withdrawn', withdrawn_at = UTC_TIMESTAMP(6) WHERE id = %s"
-REQUEST = (
-    "INSERT INTO lifecycle_requests (kind, member_id, state, attempts, idempotency_key, "
-    "created_at, updated_at) VALUES ('withdrawal', %s, 'received', 0, %s, UTC_TIMESTAMP(6), "
-    "UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE id = id"
-)
 PG_MARK = "UPDATE members SET status = 'withdrawn', withdrawn_at = now() WHERE id = :m"
 PG_REQUEST = (
     "INSERT INTO lifecycle_requests (kind, member_id, state, attempts, idempotency_key, "
