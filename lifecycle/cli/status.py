@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.core import dispatch
 
 # Exit statuses cron can alert on (README "Monitoring"): 0 all well; 1 something needs an
 # operator (see report["attention"]); 2 bad usage or configuration (typer's and
@@ -34,8 +33,10 @@ def status(
     usage or configuration; 3 when the broker or a database was unreachable (what could be
     read is still shown).
     """
+    # Here, not at the top: `lifecycle --help` and every other command import this module.
     from lifecycle.core.settings import get_settings
     from lifecycle.ops.status import build_report
+    from workers.control import control_app
 
     s = get_settings()
 
@@ -56,9 +57,8 @@ def status(
         finally:
             conn.close()
 
-    report = build_report(
-        s, app=dispatch.celery_app(), flower_check=flower_check, worker_timeout=timeout
-    )
+    # The ping needs only the broker's configuration, not the job runtime's task modules.
+    report = build_report(s, app=control_app(s), flower_check=flower_check, worker_timeout=timeout)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:

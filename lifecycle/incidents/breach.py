@@ -37,8 +37,6 @@ from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.member_table import member_table
 from lifecycle.datamap.model import DataMap
 from lifecycle.notices.members import NO_ADDRESS, counts
-from lifecycle.vault import ledger
-from models.archive import ArchivedRecord
 from models.base import utcnow
 from models.incidents import Incident, IncidentMember, IncidentState
 from models.notices import Notice, NoticeRecipient, NoticeRecipientState, NoticeState
@@ -217,6 +215,10 @@ def count_former(
     """Former members whose rows of the scope's tables and categories are in the archive:
     (archived during or after the window: they were in the primary while it was exposed;
     archived before it). Distinct pseudonyms: the archive knows no member ids."""
+    # Here, not at the top: `lifecycle status` imports this module for the open incidents'
+    # clocks and has no use for the archive's models.
+    from models.archive import ArchivedRecord
+
     base = and_(
         ArchivedRecord.source_table.in_(scope.tables),
         ArchivedRecord.category.in_(scope.categories),
@@ -238,6 +240,10 @@ def count_former(
 
 def ledger_entry(a: Session, inc: Incident, step: str, actor: str, **more: Any) -> None:
     """The incident's ledger entry for ``step`` (once per incident and step)."""
+    # Here, not at the top: `lifecycle status` imports this module for the open incidents'
+    # clocks; the ledger (with the archive's models) is for the incident's own steps.
+    from lifecycle.vault import ledger
+
     labels = {
         "open": "개인정보 유출등 사고 접수",
         "notify": "개인정보 유출등 정보주체 통지",

@@ -32,7 +32,6 @@ from lifecycle.core.settings import get_settings
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.member_table import member_table
 from lifecycle.notices.members import NR, refresh_counts
-from lifecycle.vault import keystore, ledger
 from models.base import utcnow
 from models.notices import Notice, NoticeRecipientState
 
@@ -136,6 +135,10 @@ def _record_destroyed(task_id: str | None) -> int:
             mt = member_table(s.get_bind())  # type: ignore[arg-type]
             category = mt.categories.get(mt.email_column or "", "contact")
         after = rows[-1][0]
+        # Here, not at the top: `lifecycle status` imports this module for its counts; the
+        # ledger (with the archive's models) is for the nightly destruction only.
+        from lifecycle.vault import ledger
+
         with db.session("archive") as a:
             written += ledger.append_many(a, [_entry(a, r, category, task_id) for r in rows])
         with db.session("primary") as s:
@@ -147,6 +150,10 @@ def _record_destroyed(task_id: str | None) -> int:
 
 
 def _entry(a: Session, row: Any, category: str, task_id: str | None) -> dict[str, Any]:
+    # Here, not at the top: `lifecycle status` imports this module for its counts; the
+    # keystore (cryptography) is for the nightly destruction only.
+    from lifecycle.vault import keystore
+
     row_id, notice_id, member_id, state, error_class, kind, dedup_key = row
     expired = error_class == EXPIRED
     sent = state == NoticeRecipientState.SENT.value

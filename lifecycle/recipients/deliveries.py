@@ -47,7 +47,6 @@ from lifecycle.recipients.retry_schedule import delay_before
 from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.residue import open_reason as residue_reason
 from lifecycle.requests.states import allowed, transition
-from lifecycle.vault import keystore, ledger
 from models.base import utcnow
 from models.recipients import Channel, Delivery, DeliveryAttempt, DeliveryState, Recipient
 from models.requests import LifecycleRequest, RequestState
@@ -389,6 +388,9 @@ _METHOD = {
 
 def write_ledger(delivery_id: int) -> bool:
     """Record a finished delivery in the ledger once (dedup key), then flag the row."""
+    # Here, not at the top: `lifecycle status` imports this module for the failing deliveries
+    # and has no use for the ledger (with the archive's models) or the keystore (cryptography).
+    from lifecycle.vault import keystore, ledger
 
     with db.session("primary") as s:
         d = s.get(Delivery, delivery_id)

@@ -27,8 +27,6 @@ from sqlalchemy import ColumnElement, and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from lifecycle.core.errors import UserError
-from lifecycle.vault import keystore, ledger
-from models.archive import ArchivedRecord
 from models.base import utcnow
 from models.guards import LegalHold
 from models.requests import OPEN_STATES, LifecycleRequest
@@ -111,6 +109,10 @@ def holds_on_member(s: Session, member_id: int, today: date) -> list[LegalHold]:
 
 
 def held_set(primary: Session, archive: Session, today: date) -> HeldSet:
+    # Here, not at the top: `lifecycle status` imports this module for the active holds and has
+    # no use for the keystore (cryptography), the ledger or the archive's models.
+    from lifecycle.vault import keystore
+
     refs: dict[str, LegalHold] = {}
     cats: dict[str, LegalHold] = {}
     for h in active(primary, today):
@@ -155,6 +157,11 @@ def add(
 ) -> LegalHold:
     """Create a hold and its ledger entry (in the callers' two transactions; the caller commits
     the archive after the primary, so a hold that did not commit is never in the ledger)."""
+    # Here, not at the top: `lifecycle status` imports this module for the active holds and has
+    # no use for the keystore (cryptography), the ledger or the archive's models.
+    from lifecycle.vault import keystore, ledger
+    from models.archive import ArchivedRecord
+
     given = [x is not None for x in (member_id, request_id, category)]
     if sum(given) != 1:
         raise UserError("give exactly one of --member ID, --request ID, --category C")
@@ -213,6 +220,9 @@ def add(
 
 
 def release(primary: Session, archive: Session, hold_id: int, *, operator: str) -> LegalHold:
+    # Here, not at the top: see add().
+    from lifecycle.vault import keystore, ledger
+
     hold = primary.get(LegalHold, hold_id, with_for_update=True)
     if hold is None:
         raise UserError(f"unknown hold {hold_id}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -181,6 +183,56 @@ def test_status_on_the_embedded_default(embedded_env: LifecycleEnv) -> None:
     # The filesystem broker has no host by design: no false alarm about it on stderr.
     assert "No hostname was supplied" not in r.stderr
     assert r.stderr.strip() == "", r.stderr
+
+
+def test_status_sees_a_worker_on_the_embedded_broker(
+    embedded_env: LifecycleEnv, start_worker: Callable[..., WorkerProc]
+) -> None:
+    # status pings through its own bare app (workers/control.py): it must reach a worker over
+    # the file-backed transport with the same folders as the job runtime's app.
+    migrate_embedded(embedded_env)
+    w = start_worker(embedded_env, concurrency=1)
+    r = embedded_env.run("status", "--json", "--timeout", "5", timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    workers = json.loads(r.stdout)["workers"]
+    assert workers["online"] == 1 and workers["names"][0].startswith(f"{w.name}@"), workers
+
+
+# Runs the console script's entry point, then prints the modules status need not import.
+STATUS_PROBE = """
+import json, sys
+from lifecycle.cli.main import run
+
+try:
+    run(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps(sorted(
+    m for m in sys.modules
+    if m.split(".")[0] in ("tasks", "schedules")
+    or m in ("workers.app", "lifecycle.vault.ledger", "lifecycle.vault.keystore", "models.archive")
+)))
+"""
+
+
+def test_status_pings_without_the_job_runtime_or_the_vault(
+    primary_env: LifecycleEnv, start_worker: Callable[..., WorkerProc]
+) -> None:
+    start_worker(primary_env, concurrency=1)
+    r = subprocess.run(
+        [sys.executable, "-c", STATUS_PROBE, "status", "--json"],
+        env=primary_env.environ(LIFECYCLE_FLOWER_PORT=str(free_port())),
+        cwd=primary_env.var_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    *report, loaded = r.stdout.strip().splitlines()
+    assert json.loads("\n".join(report))["workers"]["online"] == 1, r.stdout + r.stderr
+    # Start-up cost with no use here: the task modules' message factory and beat's schedule;
+    # the ledger, the keystore and the archive's models. (Not cryptography itself: MariaDB's
+    # driver loads it for its authentication.)
+    assert json.loads(loaded) == [], loaded
 
 
 def test_status_rejects_bad_options(embedded_env: LifecycleEnv) -> None:
