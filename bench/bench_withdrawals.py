@@ -2,7 +2,7 @@
 
 Seeds the demo site (--members, default 5,000) on a MariaDB primary (PostgreSQL archive), starts
 real `celery worker` processes (--concurrency, default 2) and `celery beat` (whose relay thread
-dispatches the outbox every 1 s, as in production), then inserts --requests (default 1,000)
+dispatches the outbox every 5 s, as in production), then inserts --requests (default 1,000)
 withdrawal requests one by one, each in its own autocommitted transaction, with the SQL that
 docs/mysql.md gives the website (what a PHP site does when members withdraw). It waits until all
 are completed and prints:

@@ -20,7 +20,7 @@ DEADLINE_CHECK_SECONDS = 3600.0
 def beat_schedule(settings: Settings) -> dict[str, Any]:
     """Real jobs only; names are what Flower and status show.
 
-    The frequent housekeeping (the outbox relay every 1 s, due deliveries, pending shred jobs,
+    The frequent housekeeping (the outbox relay every 5 s, due deliveries, pending shred jobs,
     stale notices and requests, the lease watchdog) is not here: it runs on the beat process's
     ticker thread (schedules/ticker.py) and so never fills Flower's history.
     """

@@ -19,9 +19,11 @@ from schedules import housekeeping
 
 log = logging.getLogger("lifecycle.ticker")
 
-# The relay's interval is most of a website request's wait before a worker takes it (half of it
-# on average); an idle tick is one indexed read of the outbox (state, created_at).
-RELAY_SECONDS = 1.0
+# The relay's interval is part of a website request's wait before a worker takes it. 1 s was
+# tried: after a Redis restart the beat that lost its lock kept ticking until it noticed, so
+# two beats relayed for a while (harmless, the relay is idempotent, but no longer one beat,
+# which tests/workers/test_beat.py holds it to). 5 s until that hand-over is tightened.
+RELAY_SECONDS = 5.0
 WATCHDOG_SECONDS = 15.0
 RESEND_DUE_SECONDS = 15.0
 SHRED_RESEND_SECONDS = 60.0

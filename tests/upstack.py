@@ -116,7 +116,7 @@ def start_up(
 
 
 def submit_withdrawal(member_id: int) -> int:
-    """What the website does: write the request row; the relay (beat, every 1 s) sends it."""
+    """What the website does: write the request row; the relay (beat, every 5 s) sends it."""
     from lifecycle.core import db
     from lifecycle.requests.outbox import submit
 

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     # re-sends a job whose lease is this many seconds overdue (so a dead job restarts within
     # about lease + watchdog interval).
     lease_seconds: float = Field(default=30.0, ge=1, le=3600)
-    # Multiplies every housekeeping interval of the beat process's ticker (relay 1 s, watchdog
+    # Multiplies every housekeeping interval of the beat process's ticker (relay 5 s, watchdog
     # 15 s, ...). Below 1 only for tests that cannot wait minutes.
     tick_scale: float = Field(default=1.0, gt=0, le=100)
     # The residue check after a withdrawal or an erasure (lifecycle/engine/residue.py): its

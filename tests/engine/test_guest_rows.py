@@ -138,7 +138,8 @@ def test_guest_rows_leave_with_their_member_and_shared_identities_are_reported(
     again = env.run("requests", "retry", "2")
     assert again.returncode != 0 and "still needs attention" in again.stderr, again.stderr
     ack = env.run("--operator", "privacy-officer", "requests", "retry", "2", "--acknowledge",
-                  "--reason", "주문 4는 다른 회원 b의 주문: 보존")  # fmt: skip
+                  "--reason", "주문 4는 다른 회원 b의 주문: 보존", "--wait", "--timeout", "120",
+                  timeout=180)  # fmt: skip
     assert ack.returncode == 0, ack.stderr
     assert _q(primary, "SELECT state FROM lifecycle_requests WHERE id = 2") == [("completed",)]
     (payload,) = _q(primary, "SELECT payload FROM lifecycle_requests WHERE id = 2")[0]

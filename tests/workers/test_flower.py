@@ -73,7 +73,7 @@ def test_flower_shows_jobs_redacted_only_behind_login_and_keeps_history(
             queue="nobody",
         )
 
-        # The relay (beat, every 1 s) dispatched the request: Flower shows which one, by id.
+        # The relay (beat, every 5 s) dispatched the request: Flower shows which one, by id.
         withdraw = stack.wait_task(lambda t: t["name"] == "lifecycle.withdraw")
         assert withdraw["args"] == f"request={request_id}"
         assert withdraw["kwargs"] == ""
