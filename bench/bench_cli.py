@@ -35,6 +35,7 @@ import json
 import os
 import resource
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -185,6 +186,8 @@ def main() -> None:
         for n in names.values():
             admin.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
         admin.close()
+        # Its master key and the worker's log: nothing of the run stays behind.
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # The least a Python submit pays: the interpreter, SQLAlchemy with the driver, one connection

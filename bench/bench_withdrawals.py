@@ -30,6 +30,7 @@ import argparse
 import base64
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -227,6 +228,8 @@ def main() -> None:
             for db in (site, copy):
                 c.execute(f"DROP DATABASE IF EXISTS `{db}`")
         admin_pg.execute(f'DROP DATABASE IF EXISTS "{archive}" WITH (FORCE)')
+        # Its master key and the worker's log: nothing of the run stays behind.
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import collections
 import cProfile
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,8 @@ def main() -> None:
             with admin_my.cursor() as c:
                 c.execute(f"DROP DATABASE IF EXISTS `{site}`")
         admin_pg.execute(f'DROP DATABASE IF EXISTS "{archive}" WITH (FORCE)')
+        # Its master key and the worker's log: nothing of the run stays behind.
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _profile(args: argparse.Namespace, tag: str, primary_url: str) -> None:
