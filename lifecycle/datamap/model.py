@@ -200,25 +200,37 @@ class MemberLink:
         """The columns cleared when this member leaves: the link, then ``blank``."""
         return (self.column, *self.blank)
 
+    def _around(self) -> tuple[str, str]:
+        """The template's text before and after its ``{}`` (the loader checked there is one)."""
+        head, tail = (self.template or "{}").split("{}")
+        return head, tail
+
     def spelled(self, value: Any) -> Any:
         """What the column holds for a member whose ``member_key`` is ``value``."""
         if self.template is None:
             return value
-        head, tail = self.template.split("{}")
+        head, tail = self._around()
         return f"{head}{value}{tail}"
+
+    def spelled_sql(self, key: Any) -> Any:
+        """SQL: :meth:`spelled` of the expression ``key``."""
+        if self.template is None:
+            return key
+        head, tail = self._around()
+        return func.concat(head, key, tail)
 
     def named_id(self, col: Any) -> Any:
         """SQL: the member id text inside ``col`` (NULL when it is not spelled by the
         template); the column itself for a plain link."""
         if self.template is None:
             return col
-        head, tail = self.template.split("{}")
+        head, tail = self._around()
         n = len(head) + len(tail)
         # Never a negative length (PostgreSQL refuses one; SQL does not promise the order in
         # which the conditions below are tested).
         inner = func.substr(col, len(head) + 1, func.greatest(func.char_length(col) - n, 0))
         # Compared back with the whole template: a value merely as long is no match.
-        ok = and_(func.char_length(col) > n, func.concat(head, inner, tail) == col)
+        ok = and_(func.char_length(col) > n, self.spelled_sql(inner) == col)
         return case((ok, inner), else_=null())
 
 

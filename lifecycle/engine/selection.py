@@ -966,8 +966,7 @@ def _spelled_in(
         named = whose_logins(lk.member_key, read)
     else:
         st = ctx.subject_table
-        head, tail = (lk.template or "{}").split("{}")
-        spelled = func.concat(head, st.c[lk.member_key], tail)
+        spelled = lk.spelled_sql(st.c[lk.member_key])
         return col.in_(select(spelled).where(in_values(ctx, st.c[s.key], ids))), None
     whose = {lk.spelled(v): k for v, k in named.items()}
     return _listed(col, sorted(whose), read), whose

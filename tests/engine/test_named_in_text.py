@@ -151,6 +151,11 @@ def test_a_leaver_named_in_text_leaves_it_and_the_row_stays(
             ("user4 추천", 4),
             ("추천", None),
         ]
+        # The same spelling in SQL, as a dry run selects the rows naming a leaver.
+        m = md.tables["t_members"]
+        assert c.execute(select(lk.spelled_sql(m.c.login)).where(m.c.id == 2)).scalar() == (
+            "user2 추천"
+        )
         c.rollback()
     eng.dispose()
 
