@@ -413,6 +413,23 @@ class SmtpSink:
             got = [m.subject for m in self.messages]
             raise TimeoutError(f"SMTP sink got {len(got)} of {n} messages: {got}") from None
 
+    def wait_matching(
+        self, pred: Callable[[Received], bool], n: int = 1, timeout: float = 30
+    ) -> list[Received]:
+        """The messages ``pred`` accepts, once there are at least ``n`` of them. A request's
+        written answer goes out on the notify queue after the request itself is done, so a
+        test that reads it right after ``--wait`` must wait for it, not assume it is there."""
+
+        def matching() -> list[Received] | None:
+            hits = [m for m in list(self.messages) if pred(m)]
+            return hits if len(hits) >= n else None
+
+        try:
+            return wait_until(matching, timeout, interval=0.05)
+        except TimeoutError:
+            got = [m.subject for m in self.messages]
+            raise TimeoutError(f"SMTP sink: fewer than {n} matching messages in {got}") from None
+
 
 # -- webhook receivers -------------------------------------------------------------------------
 

@@ -254,12 +254,12 @@ def test_correction_notifies_exactly_the_changed_fields_and_leaves_no_old_value(
     assert hit.payload["data"]["fields"] == {"mobile": NEW["mobile"]}
     assert b.hits == []
     # The clinic (email) had birth_date and email: both new values, by email.
-    clinic = [m for m in smtp_sink.messages if m.rcpt == "privacy@clinic.example"]
+    clinic = smtp_sink.wait_matching(lambda m: m.rcpt == "privacy@clinic.example")
     assert len(clinic) == 1
     assert NEW["birth_date"] in clinic[0].body and NEW["email"] in clinic[0].body
     assert NEW["mobile"] not in clinic[0].body
     # The member is told, at the corrected address, which items were corrected.
-    mine = [m for m in smtp_sink.messages if m.rcpt == NEW["email"]]
+    mine = smtp_sink.wait_matching(lambda m: m.rcpt == NEW["email"])
     assert len(mine) == 1 and "개인정보 정정 완료 안내" in mine[0].subject
     assert "생년월일" in mine[0].body and "휴대전화번호" in mine[0].body
     assert not [m for m in smtp_sink.messages if m.rcpt == OLD["email"]]

@@ -266,7 +266,7 @@ def test_access_returns_every_value_of_the_member_and_nothing_of_others(
         hits = [v for v in personal if v in content]
         assert not hits, (where, hits[:3])
     # The written answer.
-    answers = [m for m in smtp_sink.messages if "열람 요구 처리 결과" in m.subject]
+    answers = smtp_sink.wait_matching(lambda m: "열람 요구 처리 결과" in m.subject)
     assert len(answers) == 1 and answers[0].rcpt == "me@example.test"
     # Every kind's deadline is in status --json.
     st = json.loads(env.run("status", "--json").stdout)
@@ -404,8 +404,7 @@ def test_erasing_the_rrn_keeps_the_member_and_tells_who_received_it(
     destroy = next(e for e in entries if e[0] == "destroy")
     assert destroy[1]["fields"] == ["rrn", "hobbies"]
     assert env.run("ledger", "verify").returncode == 0
-    _wait_mail(smtp_sink, 1)
-    answer = next(m for m in smtp_sink.messages if "삭제 요구 처리 결과" in m.subject)
+    (answer,) = smtp_sink.wait_matching(lambda m: "삭제 요구 처리 결과" in m.subject)
     assert "주민등록번호" in answer.body and answer.rcpt == "hong@example.test"
     for where, content in {
         "redis": redis_dump_repr(env.vars["LIFECYCLE_BROKER_URL"]),
