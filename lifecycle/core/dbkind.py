@@ -8,13 +8,15 @@ names in place, so a new server family changes one file.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
+
+# Re-exported: callers name them through dbkind, the module of the server families.
+from lifecycle.core.mysql_conv import SqlList as SqlList
+from lifecycle.core.mysql_conv import mysql_connect_args as mysql_connect_args
 
 # Every MySQL-family URL runs on PyMySQL: pure Python, installed with the project, and it speaks
 # to MySQL and MariaDB alike. mysqlclient (mysql+mysqldb) needs a C toolchain and the client
@@ -173,64 +175,3 @@ def normalise_mysql_url(url: str) -> str | None:
     query.setdefault("charset", "utf8mb4")
     out: URL = parsed.set(drivername=f"mysql+{MYSQL_DRIVER}", query=query)
     return out.render_as_string(hide_password=False)
-
-
-def _zero_date_aware(decode: Any) -> Any:
-    def convert(value: Any) -> Any:
-        raw = value.decode() if isinstance(value, bytes | bytearray) else value
-        # MySQL/MariaDB allow '0000-00-00' as "no date" (PHP sites use it as a default);
-        # PyMySQL hands such values back as strings, which no date arithmetic accepts.
-        if isinstance(raw, str) and raw.startswith("0000-00-00"):
-            return None
-        return decode(value)
-
-    return convert
-
-
-def _encode_datetime(value: dt.datetime, mapping: Any = None) -> str:
-    from pymysql.converters import escape_datetime
-
-    # DATETIME has no time zone: lifecycle tables hold UTC wall-clock time (as on SQLite), so an
-    # aware value is converted rather than having its offset silently dropped.
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return escape_datetime(value, mapping)
-
-
-class SqlList:
-    """Values rendered once as a MySQL list, ``('a','b')``, and bound as one parameter.
-
-    A MariaDB sweep batch names the same 500 login ids in some thirty statements; as an
-    expanding parameter, SQLAlchemy wrote a placeholder and PyMySQL escaped a value for each id
-    of each statement. Rendered once, with the connection's own escaping (its character set
-    and ``NO_BACKSLASH_ESCAPES``), the list goes into every statement as it is, through the
-    encoder :func:`mysql_connect_args` registers. Use it on the connection that rendered it.
-    """
-
-    __slots__ = ("sql",)
-
-    def __init__(self, dbapi_conn: Any, values: Iterable[Any]) -> None:
-        escape = dbapi_conn.escape
-        self.sql = "(" + ",".join([escape(v) for v in values]) + ")"
-        # A connection made elsewhere (not through mysql_connect_args) learns the encoder here.
-        dbapi_conn.encoders.setdefault(SqlList, _encode_sql_list)
-
-
-def _encode_sql_list(value: SqlList, mapping: Any = None) -> str:
-    return value.sql
-
-
-def mysql_connect_args() -> dict[str, Any]:
-    from pymysql import converters
-    from pymysql.constants import FIELD_TYPE
-
-    conv = dict(converters.conversions)
-    for ft in (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP, FIELD_TYPE.DATE):
-        conv[ft] = _zero_date_aware(conv[ft])
-    conv[dt.datetime] = _encode_datetime
-    conv[SqlList] = _encode_sql_list
-    return {
-        "conv": conv,
-        # NOW()/CURRENT_TIMESTAMP in our statements mean UTC, like the values we bind.
-        "init_command": "SET time_zone = '+00:00'",
-    }

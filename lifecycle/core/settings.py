@@ -22,11 +22,17 @@ from sqlalchemy.exc import ArgumentError
 
 from lifecycle.core.dbkind import MYSQL_BACKENDS, normalise_mysql_url
 from lifecycle.core.errors import SettingsError
-
-
-def _var_dir() -> Path:
-    return Path(os.environ.get("LIFECYCLE_VAR_DIR", "var")).absolute()
-
+from lifecycle.core.settings_env import (
+    ENV_FILE,
+    ENV_PREFIX,
+    decode_master_key,
+    default_master_key_file,
+    driver_url,
+    read_master_key_file,
+)
+from lifecycle.core.settings_env import (
+    var_dir as _var_dir,
+)
 
 # The demo site's organisation (models/demo_site.py): named only while the shipped demo map is used.
 DEMO_ORGANISATION = "마음터심리상담센터"
@@ -34,7 +40,7 @@ DEMO_ORGANISATION = "마음터심리상담센터"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="LIFECYCLE_", env_file=".env", extra="ignore", validate_default=True
+        env_prefix=ENV_PREFIX, env_file=ENV_FILE, extra="ignore", validate_default=True
     )
 
     var_dir: Path = Field(default_factory=_var_dir)
@@ -228,7 +234,7 @@ class Settings(BaseSettings):
         if not self.result_backend:
             self.result_backend = f"db+sqlite:///{var / 'results.sqlite3'}"
         if self.master_key_file is None and self.master_key is None:
-            self.master_key_file = var / "master.key"
+            self.master_key_file = default_master_key_file(var)
         if not self.file_roots:
             self.file_roots = [var / "files"]
         self.file_roots = [Path(p).absolute() for p in self.file_roots]
@@ -302,25 +308,18 @@ class Settings(BaseSettings):
         """Normalise ``postgresql://`` to psycopg 3 and ``mysql://``/``mariadb://`` to PyMySQL,
         the drivers we ship."""
         url = self.primary_database_url if which == "primary" else self.archive_database_url
-        if url.startswith("postgresql://") or url.startswith("postgres://"):
-            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        url = driver_url(url)
         return normalise_mysql_url(url) or url
 
     def master_key_bytes(self) -> bytes:
         """The 32-byte master key; created (mode 0600) on first use in the embedded default."""
 
         if self.master_key is not None:
-            try:
-                key = base64.b64decode(self.master_key.get_secret_value(), validate=True)
-            except ValueError:
-                raise SettingsError("LIFECYCLE_MASTER_KEY is not valid base64") from None
-            if len(key) != 32:
-                raise SettingsError("LIFECYCLE_MASTER_KEY must decode to 32 bytes")
-            return key
+            return decode_master_key(self.master_key.get_secret_value())
         assert self.master_key_file is not None
         path = self.master_key_file
         if not path.exists():
-            if path != self.var_dir / "master.key":
+            if path != default_master_key_file(self.var_dir):
                 raise SettingsError(f"LIFECYCLE_MASTER_KEY_FILE {path} does not exist")
             if not self.archive_database_url.startswith("sqlite"):
                 # A server archive DB is shared: a new key here (say, a second working
@@ -332,19 +331,7 @@ class Settings(BaseSettings):
                     "SQLite archive; for a brand-new install run `lifecycle keys init`)"
                 )
             _create_secret_file(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
-        try:
-            raw = path.read_bytes().strip()
-        except OSError as exc:
-            raise SettingsError(
-                f"LIFECYCLE_MASTER_KEY_FILE {path} is not readable: {exc.strerror}"
-            ) from None
-        try:
-            key = base64.b64decode(raw, validate=True)
-        except ValueError:
-            raise SettingsError(f"LIFECYCLE_MASTER_KEY_FILE {path} is not base64") from None
-        if len(key) != 32:
-            raise SettingsError(f"LIFECYCLE_MASTER_KEY_FILE {path} must hold 32 bytes (base64)")
-        return key
+        return read_master_key_file(path)
 
     def console_secret_value(self) -> str:
         """The console's cookie-signing key; generated once into var/console.secret."""

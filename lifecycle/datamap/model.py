@@ -126,6 +126,7 @@ from lifecycle.datamap.links import (
     to_datetime,
 )
 from lifecycle.datamap.periods import Period, Rule
+from lifecycle.datamap.withdrawn_rule import withdrawn as withdrawn
 
 
 class DataMapError(UserError):
@@ -336,15 +337,6 @@ class Dormancy:
     last_active_column: str | None = None
     status_value: str = "dormant"
     advance_notice_days: int = 30
-
-
-def withdrawn(value: Any, withdrawn_value: str, *, marker: bool) -> bool:
-    """The one rule for "has this member withdrawn", from the value of the map's state column:
-    a withdrawal marker (``mb_leave_date``) counts when it holds anything, a status column when
-    it equals ``withdrawn_value``. Every "is this a live member" check comes down to this."""
-    if marker:
-        return value not in (None, "")
-    return bool(value == withdrawn_value)
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,23 @@ class Requester:
     # Who took the request in (the console's logged-in person); None keeps the row's own.
     actor: str | None = None
 
+    def columns(self) -> dict[str, Any]:
+        """Who asked, as the request row's columns (``outbox.submit``'s ``requester``)."""
+        out: dict[str, Any] = {
+            "requester_kind": self.kind,
+            "requester_name": self.name,
+            "requester_contact": self.contact,
+            "verified_by": self.verified_by,
+            "received_via": self.received_via,
+        }
+        if self.actor is not None:
+            out["actor"] = self.actor
+        return out
+
     def record(self, req: LifecycleRequest) -> None:
         """Who asked, on the request row (in the caller's transaction)."""
-        req.requester_kind, req.requester_name = self.kind, self.name
-        req.requester_contact, req.verified_by = self.contact, self.verified_by
-        req.received_via = self.received_via
-        if self.actor is not None:
-            req.actor = self.actor
+        for name, value in self.columns().items():
+            setattr(req, name, value)
 
 
 def make_requester(
@@ -251,12 +261,8 @@ def submit_withdrawal(
             )
         if not row[1] or row[2] is None:
             subject.record_withdrawal(conn, t, member_id, row[2] or datetime.now(UTC))
-        request_id = outbox.submit(s, "withdrawal", member_id, actor=actor)
-        if requester is not None:
-            req = s.get(LifecycleRequest, request_id)
-            assert req is not None
-            requester.record(req)
-        return request_id
+        who = requester.columns() if requester is not None else None
+        return outbox.submit(s, "withdrawal", member_id, actor=actor, requester=who)
 
 
 def _refuse_unknown(s: Any, member_id: int) -> NoReturn:

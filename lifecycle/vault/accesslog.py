@@ -21,11 +21,7 @@ reported by ``verify``.
 from __future__ import annotations
 
 import csv
-import getpass
-import hashlib
 import json
-import os
-import socket
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import IO, Any, cast
@@ -35,20 +31,23 @@ from sqlalchemy import CursorResult, RowMapping, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from lifecycle.core import db
-from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.vault import keystore
+from lifecycle.vault.access_entry import (
+    GENESIS,
+    HASHED,
+    HEAD_ID,
+    check_entry,
+    entry_fields,
+)
+from lifecycle.vault.access_entry import origin as origin
+from lifecycle.vault.access_entry import os_user as os_user
+from lifecycle.vault.access_entry import set_process_role as set_process_role
 from lifecycle.vault.chain import VerifyResult, entry_hash, verify_chain
 from models.base import utcnow
 from models.guards import AccessLogEntry, AccessLogHead
 
-GENESIS = hashlib.sha256(b"pipa-lifecycle access log genesis").hexdigest()
-HEAD_ID = 1
 RETENTION_DAYS = 2 * 366
-HASHED: tuple[str, ...] = (
-    "seq", "occurred_at", "operator", "kind", "action", "subject_ref", "request_id", "details",
-)  # fmt: skip
-KINDS = ("read", "change", "destroy", "provide", "export", "hold", "prune")
 
 CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seq", "일련번호"),
@@ -62,38 +61,6 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("hash", "해시"),
     ("prev_hash", "이전 해시"),
 )
-
-
-# Set once by a Celery worker or beat process (workers/app.py): their entries are automated.
-_process_role: list[str] = []
-
-
-def set_process_role(role: str) -> None:
-    _process_role[:] = [role]
-
-
-def origin() -> str:
-    """접속지 of this process: ``ssh:<client address>``, ``tty:<terminal>``, ``worker`` or
-    ``local``, each with the host name the command ran on."""
-    host = socket.gethostname()
-    if _process_role:
-        return f"{_process_role[0]}@{host}"
-    ssh = os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or ""
-    if ssh.split():
-        return f"ssh:{ssh.split()[0]}@{host}"
-    for fd in (0, 1, 2):
-        try:
-            return f"tty:{os.ttyname(fd)}@{host}"
-        except OSError:
-            continue
-    return f"local@{host}"
-
-
-def os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid:{os.getuid()}"
 
 
 def _lock_head(s: Session) -> AccessLogHead:
@@ -126,27 +93,14 @@ def record(
     """Append one entry in the caller's archive transaction; returns its seq. ``where``: the
     접속지 when the caller knows it better than this process (a web console's client address);
     default :func:`origin`."""
-    if kind not in KINDS:
-        raise UserError(f"access log kind must be one of {', '.join(KINDS)}")
-    operator = " ".join((operator or "").split())
-    if not operator:
-        raise UserError("the operator's name is required (--operator)")
+    check_entry(kind, operator)
     if member_id is not None and subject_ref is None:
         subject_ref = keystore.subject_ref(s, member_id)
-    details_d = dict(details or {})
-    details_d.setdefault("origin", (where or origin())[:128])
-    details_d.setdefault("os_user", os_user()[:64])
     head = _lock_head(s)
-    fields: dict[str, Any] = {
-        "seq": head.seq + 1,
-        "occurred_at": utcnow(),
-        "operator": operator[:128],
-        "kind": kind,
-        "action": action[:64],
-        "subject_ref": subject_ref,
-        "request_id": request_id,
-        "details": details_d,
-    }
+    fields = entry_fields(
+        head.seq, operator, kind, action, subject_ref=subject_ref, request_id=request_id,
+        details=details, where=where,
+    )  # fmt: skip
     digest = entry_hash(head.hash, fields, HASHED)
     s.execute(insert(AccessLogEntry).values(**fields, prev_hash=head.hash, hash=digest))
     head.seq, head.hash, head.updated_at = fields["seq"], digest, fields["occurred_at"]
