@@ -19,7 +19,7 @@ _resolved: dict[str, str] = {}
 def set_global(name: str) -> None:
     _global[:] = [name] if name else []
     if name:
-        _claimed(name)  # refuse a bad --operator before the command does anything
+        claimed_name(name)  # refuse a bad --operator before the command does anything
 
 
 def _os_user() -> str:
@@ -29,7 +29,9 @@ def _os_user() -> str:
         return f"uid:{os.getuid()}"
 
 
-def _claimed(explicit: str) -> str:
+def claimed_name(explicit: str) -> str:
+    """The name ``explicit`` (else the global ``--operator``) claims, or "" for none; a one-line
+    UserError for a name the log cannot take."""
     from lifecycle.core.errors import UserError
 
     name = " ".join((explicit or (_global[0] if _global else "")).split())
@@ -42,7 +44,7 @@ def current(explicit: str = "") -> str:
     """The operator to record: the registered operator of this OS account (``--operator`` may
     only repeat its name), or, with nobody registered, ``--operator`` or the OS user. A one-line
     UserError for an account the register does not know."""
-    claimed = _claimed(explicit)
+    claimed = claimed_name(explicit)
     if claimed in _resolved:
         return _resolved[claimed]
     from sqlalchemy.exc import SQLAlchemyError
@@ -89,8 +91,12 @@ def record(
             details=details,
         )  # fmt: skip
     except SQLAlchemyError as exc:
-        print(
-            f"lifecycle: warning: access log entry for {action!r} not written "
-            f"({type(exc).__name__}); record it by hand",
-            file=sys.stderr,
-        )
+        print(unlogged_warning(action, exc), file=sys.stderr)
+
+
+def unlogged_warning(action: str, exc: BaseException) -> str:
+    """The line a command prints when its work is done but its access-log entry is not."""
+    return (
+        f"lifecycle: warning: access log entry for {action!r} not written "
+        f"({type(exc).__name__}); record it by hand"
+    )

@@ -32,6 +32,7 @@ def withdraw(
     # Celery: they would triple its start-up. The request goes to the outbox, and the relay
     # sends it to a worker, which checks the whole map against the database when it runs it.
     from lifecycle.cli.operator import current, record
+    from lifecycle.cli.submit_plan import ACTION, SUBMITTED, store_plan
     from lifecycle.core.db import check_reachable
     from lifecycle.datamap.current import current_datamap
     from lifecycle.rights.intake import make_requester, subject_table, submit_withdrawal
@@ -53,15 +54,18 @@ def withdraw(
         requester=who,
         kept_row_processed=_kept_row_processed if subject.keep_row else None,
     )
-    record("destroy", "withdraw (request)", member_id=mid, request_id=request_id)
+    record("destroy", ACTION, member_id=mid, request_id=request_id)
+    # The next plain `withdraw MEMBER_ID` may then skip this module's libraries.
+    store_plan(subject)
+    submitted = SUBMITTED.format(request_id=request_id, member_id=mid)
     if not wait:
-        typer.echo(f"withdrawal request {request_id} for member {mid} submitted")
+        typer.echo(submitted)
         return
     # Waiting anyway: send it now rather than on the relay's next tick.
     from lifecycle.requests.client import dispatch_now
 
     if dispatch_now(request_id):
-        typer.echo(f"withdrawal request {request_id} for member {mid} submitted")
+        typer.echo(submitted)
     else:
         # Committed already: the relay sends it once the broker is back.
         typer.echo(
