@@ -15,8 +15,13 @@ modules again, which on the 2-core VM added about a tenth of a second to each co
 - `lifecycle --help`: goal under 0.15 s of CPU;
 - the baseline of a submit, measured in the same run: a plain script that imports SQLAlchemy and
   the driver, connects and commits one INSERT (what any Python submit must at least pay);
+- the plain-driver baseline: the same INSERT from a script that imports psycopg alone;
 - `lifecycle withdraw N`: a command that only submits a request (marks the member, writes the
-  outbox row and the access-log entry; the relay dispatches it), goal under 0.4 s;
+  outbox row and the access-log entry; the relay dispatches it), goal under 0.4 s. Its untimed
+  first run leaves the submit plan (lifecycle/cli/submit_plan.py), so the timed runs take the
+  short way, as every submit after the first does on a site;
+- `withdraw N without its plan`: the same with the plan deleted before each run, i.e. the full
+  command, as the first submit after an edited map or changed settings runs;
 - with ``--previous REF``: `--help`, `withdraw N` and `status` from that commit of this
   repository (``git archive`` into a temporary directory, run with this venv), e.g. the code
   before a change;
@@ -42,6 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -58,16 +64,25 @@ def _url(admin: str, db: str) -> str:
     return admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{db}"
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path, ok_codes: tuple[int, ...] = (0,)):
-    """(wall seconds, CPU seconds) of one run of ``cmd`` as a fresh process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def timed(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    ok_codes: tuple[int, ...] = (0,),
+    before: Callable[[], None] | None = None,
+):
+    """(wall seconds, CPU seconds) of one run of ``cmd`` as a fresh process; ``before`` runs
+    first, untimed."""
+    if before is not None:
+        before()
+    before_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in ok_codes:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = (after.ru_utime - before_usage.ru_utime) + (after.ru_stime - before_usage.ru_stime)
     return wall, cpu
 
 
@@ -129,6 +144,13 @@ def main() -> None:
         member = iter(range(1, 201))
         baseline = tmp / "baseline_insert.py"
         baseline.write_text(BASELINE_INSERT)
+        plain = tmp / "plain_insert.py"
+        plain.write_text(PLAIN_INSERT)
+        plan = tmp / "var" / "cache" / "submit-plan.json"
+
+        def drop_plan() -> None:
+            plan.unlink(missing_ok=True)
+
         primary_dsn = args.pg.rsplit("/", 1)[0] + f"/{names['p']}"
         with psycopg.connect(primary_dsn, autocommit=True) as conn:
             conn.execute("CREATE TABLE bench_baseline (id serial PRIMARY KEY, n int)")
@@ -137,9 +159,16 @@ def main() -> None:
             "baseline: SQLAlchemy + one INSERT": lambda: timed(
                 [sys.executable, str(baseline), _url(args.pg, names["p"])], env, tmp
             ),
+            "baseline: psycopg + one INSERT": lambda: timed(
+                [sys.executable, str(plain), primary_dsn], env, tmp
+            ),
             "lifecycle --help": lambda: timed([LIFECYCLE, "--help"], env, tmp),
             "lifecycle withdraw N (submit)": lambda: timed(
                 [LIFECYCLE, "withdraw", str(next(member))], env, tmp
+            ),
+            # The full command, as the first submit after an edited map or new settings runs.
+            "withdraw N without its plan": lambda: timed(
+                [LIFECYCLE, "withdraw", str(next(member))], env, tmp, before=drop_plan
             ),
             # Exit 1 is "attention" (e.g. the beat heartbeat is missing: no beat runs here).
             "lifecycle status": lambda: timed([LIFECYCLE, "status"], env, tmp, (0, 1)),
@@ -173,6 +202,8 @@ def main() -> None:
             medians["lifecycle withdraw N (submit)"],
         )
         print(f"submit / baseline: {sw / bw:.2f} (wall), {sc / bc:.2f} (CPU); goal < 0.4 s")
+        pw, pc = medians["baseline: psycopg + one INSERT"]
+        print(f"submit / plain-driver baseline: {sw / pw:.2f} (wall), {sc / pc:.2f} (CPU)")
         load_end = os.getloadavg()
         print(
             "load average (1, 5, 15 min): "
@@ -198,6 +229,16 @@ import sqlalchemy
 engine = sqlalchemy.create_engine(sys.argv[1])
 with engine.begin() as conn:
     conn.execute(sqlalchemy.text("INSERT INTO bench_baseline (n) VALUES (1)"))
+"""
+
+
+# The least a submit on the plain driver pays (what `lifecycle withdraw N` now runs on): the
+# interpreter, psycopg, one connection and one committed INSERT.
+PLAIN_INSERT = """
+import sys
+import psycopg
+with psycopg.connect(sys.argv[1]) as conn:
+    conn.execute("INSERT INTO bench_baseline (n) VALUES (1)")
 """
 
 
