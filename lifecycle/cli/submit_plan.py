@@ -230,7 +230,7 @@ def _log(plan: dict[str, Any], archive: Any, actor: str, ref: str, request_id: i
         seq, prev = cur.fetchone()
         fields = access_entry.entry_fields(
             int(seq), actor, "destroy", ACTION, subject_ref=ref, request_id=request_id,
-            details=None,
+            details=None, occurred_at=datetime.now(UTC),
         )  # fmt: skip
         digest = entry_hash(prev, fields, access_entry.HASHED)
         cur.execute(

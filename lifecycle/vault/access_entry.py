@@ -12,7 +12,7 @@ import hashlib
 import os
 import socket
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from lifecycle.core.errors import UserError
@@ -74,6 +74,7 @@ def entry_fields(
     subject_ref: str | None,
     request_id: int | None,
     details: Mapping[str, Any] | None,
+    occurred_at: datetime,
     where: str | None = None,
 ) -> dict[str, Any]:
     """The hashed fields of the entry that follows ``head_seq`` (see ``HASHED``)."""
@@ -82,7 +83,7 @@ def entry_fields(
     details_d.setdefault("os_user", os_user()[:64])
     return {
         "seq": head_seq + 1,
-        "occurred_at": datetime.now(UTC),
+        "occurred_at": occurred_at,
         "operator": " ".join((operator or "").split())[:128],
         "kind": kind,
         "action": action[:64],

@@ -99,7 +99,7 @@ def record(
     head = _lock_head(s)
     fields = entry_fields(
         head.seq, operator, kind, action, subject_ref=subject_ref, request_id=request_id,
-        details=details, where=where,
+        details=details, occurred_at=utcnow(), where=where,
     )  # fmt: skip
     digest = entry_hash(head.hash, fields, HASHED)
     s.execute(insert(AccessLogEntry).values(**fields, prev_hash=head.hash, hash=digest))
