@@ -452,42 +452,72 @@ def scan(
     """Search the primary (``conn``, in the destroying transaction) for ``ids``; names and
     counts only. ``kept(tablemap)``: whether the member's rows of that mapped table stay live
     (:func:`kept_in_withdrawal`, :func:`kept_in_erasure`)."""
-    res = Result()
+    return scan_many(conn, dm, [ids], kept=kept, budget=budget, clock=clock)[0]
+
+
+@dataclass
+class _Member:
+    """One member of a grouped search: what to look for, and its own result."""
+
+    ids: Identities
+    res: Result
+    whole: list[str]
+    emails: list[str]
+
+
+def scan_many(
+    conn: Connection,
+    dm: DataMap,
+    group: list[Identities],
+    *,
+    kept: Callable[[Any], bool],
+    budget: Budget,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Result]:
+    """:func:`scan` for several members destroyed in one transaction (grouped withdrawals):
+    one statement per table counts every member's columns side by side, so a table is read
+    once for the group instead of once per member; each member gets its own result (what was
+    found for another member is never in it). The budgets bound the whole group's check."""
     t0 = clock()
-    if ids.empty:
-        res.skipped = True
-        return res
-    timer = _Clock(budget.seconds, clock)
-    insp = schema_plan(conn)
-    names = sorted(n for n in insp.names if not n.startswith(OWN_TABLES))
-    fam = dbkind.family(conn)
-    whole = ids.whole_forms()
-    emails = sorted(ids.emails)
-    left_out: list[str] = []
-    stmts = _Statements(conn, timer)
-    estimates = _estimate_rows(conn)
-    try:
-        for i, name in enumerate(names):
-            try:
-                _scan_table(conn, dm, ids, name, res, stmts, budget, fam, kept, whole, emails,
-                            insp, left_out, estimates.get(name, 0))  # fmt: skip
-            except _OutOfTime:
-                left_out.extend(names[i:])
-                raise
-    except _OutOfTime:
-        res.incomplete = f"time budget of {budget.seconds:g}s used up; not searched: " + _names(
-            sorted(set(left_out))
-        )
-    else:
-        if left_out:
-            res.incomplete = (
-                f"row budget of {budget.max_rows} rows used up; not searched: "
-                + _names(sorted(set(left_out)))
+    members = [_Member(i, Result(), i.whole_forms(), sorted(i.emails)) for i in group]
+    for m in members:
+        m.res.skipped = m.ids.empty
+    live = [m for m in members if not m.ids.empty]
+    if live:
+        timer = _Clock(budget.seconds, clock)
+        insp = schema_plan(conn)
+        names = sorted(n for n in insp.names if not n.startswith(OWN_TABLES))
+        fam = dbkind.family(conn)
+        left_out: list[str] = []
+        stmts = _Statements(conn, timer)
+        estimates = _estimate_rows(conn)
+        incomplete: str | None = None
+        try:
+            for i, name in enumerate(names):
+                try:
+                    _scan_table(conn, dm, live, name, stmts, budget, fam, kept, insp, left_out,
+                                estimates.get(name, 0))  # fmt: skip
+                except _OutOfTime:
+                    left_out.extend(names[i:])
+                    raise
+        except _OutOfTime:
+            incomplete = f"time budget of {budget.seconds:g}s used up; not searched: " + _names(
+                sorted(set(left_out))
             )
-    finally:
-        stmts.close()
-    res.seconds = clock() - t0
-    return res
+        else:
+            if left_out:
+                incomplete = (
+                    f"row budget of {budget.max_rows} rows used up; not searched: "
+                    + _names(sorted(set(left_out)))
+                )
+        finally:
+            stmts.close()
+        for m in live:
+            m.res.incomplete = incomplete
+    seconds = clock() - t0
+    for m in members:
+        m.res.seconds = seconds
+    return [m.res for m in members]
 
 
 # A login id is looked for inside text only when it cannot be an ordinary word: at least this
@@ -520,15 +550,12 @@ def _names(names: list[str], shown: int = 8) -> str:
 def _scan_table(
     conn: Connection,
     dm: DataMap,
-    ids: Identities,
+    members: list[_Member],
     name: str,
-    res: Result,
     stmts: _Statements,
     budget: Budget,
     fam: str,
     kept: Callable[[Any], bool],
-    whole: list[str],
-    emails: list[str],
     insp: _Schema,
     left_out: list[str],
     est: int,
@@ -545,7 +572,6 @@ def _scan_table(
     all_names = [c["name"] for c in cols_info]
     pk = insp.pk.get(name, [])
     t = sa_table(name, *(sa_column(c) for c in all_names))
-    keep_clause = _kept_rows(dm, name, t, ids, kept)
     # Which columns can hold which identity: the newest rows' patterns, and the map's word.
     declared = _declared(dm, name)
     holds: dict[str, set[str]] | None
@@ -569,6 +595,71 @@ def _scan_table(
         for c in dcols:
             if c in holds:
                 holds[c].add(kind)
+    alone = len(members) == 1
+    # (member, column, condition): one SUM(CASE ...) each, all in the table's one statement.
+    counted: list[tuple[_Member, str, Any]] = []
+    keeps: list[Any] = []
+    for m in members:
+        keep_clause = _kept_rows(dm, name, t, m.ids, kept)
+        keeps.append(keep_clause)
+        conds = _conditions(m, cols, json_cols, holds, t)
+        m.res.sampled_out += len(cols) - len(conds)
+        if len(conds) < len(cols) and est > budget.exhaustive_rows:
+            m.res.sampled.append(name)
+        for c, cond in conds.items():
+            # Alone, the member's kept rows are left out by the WHERE (the statement the
+            # single check always sent); in a group, inside each member's own count.
+            both = cond if alone or keep_clause is None else and_(keep_clause, cond)
+            counted.append((m, c, both))
+    if counted:
+        read = members[0].res.rows_read
+        if read + est > budget.max_rows:
+            left_out.append(name)
+        else:
+            q = select(
+                *(
+                    func.sum(case((cond, 1), else_=0)).label(f"c{i}")
+                    for i, (_m, _c, cond) in enumerate(counted)
+                )
+            ).select_from(t)
+            if alone and keeps[0] is not None:
+                q = q.where(keeps[0])
+            row = stmts.run(q)[0]
+            for (m, c, _cond), n in zip(counted, row, strict=True):
+                m.res.searched += 1
+                if n:
+                    m.res.found[f"{name}.{c}"] = int(n)
+            for m in members:
+                m.res.rows_read = read + est
+    # Pass 1: the indexed text columns pass 2 did not search, probed with whole values; in a
+    # group, every member's probes in one statement (each still an index lookup).
+    searched = {(id(m), c) for m, c, _cond in counted}
+    probes: list[tuple[_Member, str, Any]] = []
+    for m, keep_clause in zip(members, keeps, strict=True):
+        for c in insp.indexed.get(name, []):
+            if (id(m), c) in searched or c not in cols or not m.whole:
+                continue
+            probe = select(func.count()).select_from(t).where(t.c[c].in_(m.whole))
+            if keep_clause is not None:
+                probe = probe.where(keep_clause)
+            probes.append((m, c, probe))
+    if not probes:
+        return
+    if alone:
+        counts = [stmts.run(p)[0][0] for _m, _c, p in probes]
+    else:
+        counts = list(stmts.run(select(*(p.scalar_subquery() for _m, _c, p in probes)))[0])
+    for (m, c, _p), n in zip(probes, counts, strict=True):
+        m.res.probed += 1
+        if n:
+            m.res.found[f"{name}.{c}"] = m.res.found.get(f"{name}.{c}", 0) + int(n)
+
+
+def _conditions(
+    m: _Member, cols: list[str], json_cols: set[str], holds: dict[str, set[str]], t: Any
+) -> dict[str, Any]:
+    """column -> the condition a row matching one of ``m``'s identities meets there."""
+    ids, emails = m.ids, m.emails
     conds: dict[str, Any] = {}
     for c in cols:
         low = _lower(t.c[c], c in json_cols)
@@ -577,11 +668,11 @@ def _scan_table(
             terms += [low.contains(e, autoescape=True) for e in emails]
         if ids.mobiles and "mobile" in holds[c]:
             raw = cast(t.c[c], Text) if c in json_cols else t.c[c]
-            for m in sorted(ids.mobiles):
+            for mob in sorted(ids.mobiles):
                 # Every spelling holds the middle and last digit groups in order: one LIKE
                 # per row rules most rows out before the spellings are tried.
-                first = raw.like(f"%{m[3:-4]}%{m[-4:]}%")
-                these = [raw.contains(sp, autoescape=True) for sp in mobile_spellings(m)]
+                first = raw.like(f"%{mob[3:-4]}%{mob[-4:]}%")
+                these = [raw.contains(sp, autoescape=True) for sp in mobile_spellings(mob)]
                 terms.append(and_(first, or_(*these)))
         if terms and ids.login:
             terms.append(func.trim(low) == ids.login)
@@ -589,38 +680,7 @@ def _scan_table(
                 terms.append(low.regexp_match(login_pattern(ids.login)))
         if terms:
             conds[c] = or_(*terms)
-    res.sampled_out += len(cols) - len(conds)
-    if len(conds) < len(cols) and est > budget.exhaustive_rows:
-        res.sampled.append(name)
-    if conds:
-        if res.rows_read + est > budget.max_rows:
-            left_out.append(name)
-        else:
-            q = select(
-                *(
-                    func.sum(case((cond, 1), else_=0)).label(f"c{i}")
-                    for i, cond in enumerate(conds.values())
-                )
-            ).select_from(t)
-            if keep_clause is not None:
-                q = q.where(keep_clause)
-            row = stmts.run(q)[0]
-            res.searched += len(conds)
-            res.rows_read += est
-            for c, n in zip(conds, row, strict=True):
-                if n:
-                    res.found[f"{name}.{c}"] = int(n)
-    # Pass 1: the indexed text columns pass 2 did not search, probed with whole values.
-    for c in insp.indexed.get(name, []):
-        if c in conds or c not in cols or not whole:
-            continue
-        probe = select(func.count()).select_from(t).where(t.c[c].in_(whole))
-        if keep_clause is not None:
-            probe = probe.where(keep_clause)
-        n = stmts.run(probe)[0][0]
-        res.probed += 1
-        if n:
-            res.found[f"{name}.{c}"] = res.found.get(f"{name}.{c}", 0) + int(n)
+    return conds
 
 
 # (table, its searched columns, sample size): a map or budget change makes a new sample.
