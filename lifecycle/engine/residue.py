@@ -596,44 +596,33 @@ def _scan_table(
             if c in holds:
                 holds[c].add(kind)
     alone = len(members) == 1
-    # (member, column, condition): one SUM(CASE ...) each, all in the table's one statement.
-    counted: list[tuple[_Member, str, Any]] = []
+    # (member, column): a column searched for a member (its condition built when counted).
+    counted: list[tuple[_Member, str]] = []
     keeps: list[Any] = []
     for m in members:
-        keep_clause = _kept_rows(dm, name, t, m.ids, kept)
-        keeps.append(keep_clause)
-        conds = _conditions(m, cols, json_cols, holds, t)
-        m.res.sampled_out += len(cols) - len(conds)
-        if len(conds) < len(cols) and est > budget.exhaustive_rows:
+        keeps.append(_kept_rows(dm, name, t, m.ids, kept))
+        mine = [c for c in cols if _looked_for(m, holds[c])]
+        m.res.sampled_out += len(cols) - len(mine)
+        if len(mine) < len(cols) and est > budget.exhaustive_rows:
             m.res.sampled.append(name)
-        for c, cond in conds.items():
-            # Alone, the member's kept rows are left out by the WHERE (the statement the
-            # single check always sent); in a group, inside each member's own count.
-            both = cond if alone or keep_clause is None else and_(keep_clause, cond)
-            counted.append((m, c, both))
+        counted += [(m, c) for c in mine]
     if counted:
         read = members[0].res.rows_read
         if read + est > budget.max_rows:
             left_out.append(name)
         else:
-            q = select(
-                *(
-                    func.sum(case((cond, 1), else_=0)).label(f"c{i}")
-                    for i, (_m, _c, cond) in enumerate(counted)
-                )
-            ).select_from(t)
-            if alone and keeps[0] is not None:
-                q = q.where(keeps[0])
-            row = stmts.run(q)[0]
-            for (m, c, _cond), n in zip(counted, row, strict=True):
-                m.res.searched += 1
-                if n:
-                    m.res.found[f"{name}.{c}"] = int(n)
+            if alone:
+                conds = _conditions(members[0], [c for _m, c in counted], json_cols, holds, t)
+                _count(stmts, t, name, [(members[0], c, conds[c]) for c in conds], keeps[0])
+            else:
+                keep_of = {id(m): k for m, k in zip(members, keeps, strict=True)}
+                _count_group(stmts, t, name, counted, json_cols, holds, keep_of)
             for m in members:
+                m.res.searched += sum(1 for mm, _c in counted if mm is m)
                 m.res.rows_read = read + est
     # Pass 1: the indexed text columns pass 2 did not search, probed with whole values; in a
     # group, every member's probes in one statement (each still an index lookup).
-    searched = {(id(m), c) for m, c, _cond in counted}
+    searched = {(id(m), c) for m, c in counted}
     probes: list[tuple[_Member, str, Any]] = []
     for m, keep_clause in zip(members, keeps, strict=True):
         for c in insp.indexed.get(name, []):
@@ -653,6 +642,98 @@ def _scan_table(
         m.res.probed += 1
         if n:
             m.res.found[f"{name}.{c}"] = m.res.found.get(f"{name}.{c}", 0) + int(n)
+
+
+def _count(stmts: _Statements, t: Any, name: str, counted: list[Any], where: Any) -> None:
+    """Every (member, column, condition) of ``counted`` in one statement: the rows matching."""
+    q = select(
+        *(
+            func.sum(case((cond, 1), else_=0)).label(f"c{i}")
+            for i, (_m, _c, cond) in enumerate(counted)
+        )
+    ).select_from(t)
+    if where is not None:
+        q = q.where(where)
+    row = stmts.run(q)[0]
+    for (m, c, _cond), n in zip(counted, row, strict=True):
+        if n:
+            m.res.found[f"{name}.{c}"] = int(n)
+
+
+def _count_group(
+    stmts: _Statements,
+    t: Any,
+    name: str,
+    counted: list[tuple[_Member, str]],
+    json_cols: set[str],
+    holds: dict[str, set[str]],
+    keep_of: dict[int, Any],
+) -> None:
+    """:func:`_count` for a group: every member's conditions side by side would make the
+    server test each row once per member and spelling (a group of 50 costs more than 50 single
+    checks). First one statement asks, per column, for the rows holding any of the group's
+    values at all (one regular expression per column: a superset of what the members'
+    conditions match); only the columns where some row does are then counted exactly, per
+    member (its kept rows left out of its own count), over those rows only. Residue is rare,
+    so that second statement is seldom sent."""
+    by_col: dict[str, list[_Member]] = {}
+    for m, c in counted:
+        by_col.setdefault(c, []).append(m)
+    pre: dict[str, Any] = {}
+    for c, ms in by_col.items():
+        pattern = _any_of(ms)
+        if pattern is not None:
+            pre[c] = _lower(t.c[c], c in json_cols).regexp_match(pattern)
+    loose = [c for c in by_col if c not in pre]
+    if pre:
+        q = select(
+            *(
+                func.sum(case((cond, 1), else_=0)).label(f"p{i}")
+                for i, cond in enumerate(pre.values())
+            )
+        ).select_from(t)
+        hits = dict(zip(pre, stmts.run(q)[0], strict=True))
+        loose += [c for c in pre if hits[c]]
+    if not loose:
+        return
+    exact = []
+    for c in loose:
+        for m in by_col[c]:
+            cond = _conditions(m, [c], json_cols, holds, t)[c]
+            keep = keep_of[id(m)]
+            exact.append((m, c, cond if keep is None else and_(keep, cond)))
+    where = or_(*(pre[c] for c in loose)) if all(c in pre for c in loose) else None
+    _count(stmts, t, name, exact, where)
+
+
+def _any_of(members: Iterable[_Member]) -> str | None:
+    """One regular expression (PostgreSQL and MariaDB/MySQL alike) a lower-cased value matches
+    whenever one of the members' conditions matches it: their emails and login ids as
+    literals, each mobile number's middle and last digit groups as every spelling of it holds
+    them. None: nothing to look for (the caller counts exactly)."""
+    alts: set[str] = set()
+    for m in members:
+        alts.update(_literal(e) for e in m.emails)
+        if m.ids.login:
+            alts.add(_literal(m.ids.login))
+        # Every spelling (mobile_spellings) holds these two groups with at most one separator.
+        alts.update(f"{mob[3:-4]}[-. ]?{mob[-4:]}" for mob in m.ids.mobiles if mob.isdigit())
+        if any(not mob.isdigit() for mob in m.ids.mobiles):
+            return None
+    return "|".join(sorted(alts)) if alts else None
+
+
+def _literal(value: str) -> str:
+    """``value`` matched as itself by both servers' regular expressions."""
+    return "".join(
+        ch if ch.isalnum() else f"\\{ch}" if ch in "^\\[]" else f"[{ch}]" for ch in value
+    )
+
+
+def _looked_for(m: _Member, kinds: set[str]) -> bool:
+    """Whether a column whose values may hold ``kinds`` is searched for ``m`` (what makes
+    :func:`_conditions` give it a condition)."""
+    return bool(m.emails and "email" in kinds) or bool(m.ids.mobiles and "mobile" in kinds)
 
 
 def _conditions(
