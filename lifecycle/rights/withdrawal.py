@@ -434,6 +434,12 @@ def claim_group(request_id: int, size: int = GROUP_SIZE) -> list[int] | None:
     this request (its task stands aside). A re-run of the same task finds its own claims."""
     tag = _group_tag(request_id)
     with db.session("primary") as s:
+        # Read first without a lock: a claimed request's row is locked for seconds while its
+        # group destroys, and this task would hold a worker process waiting for nothing.
+        seen = s.get(LifecycleRequest, request_id)
+        if seen is not None and _claimed_by_live_group(seen, tag):
+            return None
+    with db.session("primary") as s:
         me = reqs.load_for_update(s, request_id)
         if me is None or me.kind != "withdrawal":
             return [request_id]
