@@ -55,6 +55,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--primary", choices=("mariadb", "pg"), default="mariadb")
     ap.add_argument("--cprofile", type=Path)
+    ap.add_argument(
+        "--group", type=int, default=0,
+        help="carry the requests in groups of this size (the withdraw task's way) instead",
+    )  # fmt: skip
     args = ap.parse_args()
 
     tag = uuid.uuid4().hex[:8]
@@ -164,6 +168,9 @@ def _profile(args: argparse.Namespace, tag: str, primary_url: str) -> None:
             )
         ]
     prof = cProfile.Profile() if args.cprofile else None
+    if args.group:
+        _groups(args, ctx, ids, counts, prof)
+        return
     per: dict[str, list[tuple[float, collections.Counter[str]]]] = collections.defaultdict(list)
     totals: list[float] = []
     for i, rid in enumerate(ids):
@@ -197,6 +204,53 @@ def _profile(args: argparse.Namespace, tag: str, primary_url: str) -> None:
         ms = sum(r[0] for r in rows) / len(rows) * 1000
         avg = {k: sum(r[1][k] for r in rows) / len(rows) for k in keys}
         print(f"{state:18} {ms:7.1f} " + " ".join(f"{avg[k]:17.1f}" for k in keys))
+    if prof is not None:
+        prof.dump_stats(str(args.cprofile))
+        print(f"cProfile written to {args.cprofile}")
+
+
+def _groups(args: argparse.Namespace, ctx: Any, ids: list[int], counts: Any, prof: Any) -> None:
+    """The withdraw task's way: the first request of each group claims the next ones
+    (lifecycle/rights/withdrawal.py, groups). The first group warms the caches."""
+    from lifecycle.rights import withdrawal
+
+    stages: collections.Counter[str] = collections.Counter()
+    for name in ("claim_group", "_destroy_together"):
+        real = getattr(withdrawal, name)
+
+        def timed(*a: Any, _real: Any = real, _name: str = name, **k: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return _real(*a, **k)
+            finally:
+                stages[_name] += time.perf_counter() - t
+
+        setattr(withdrawal, name, timed)
+    done = 0
+    first = True
+    for rid in ids:
+        counts.clear()
+        stages.clear()
+        t = time.perf_counter()
+        if prof is not None and not first:
+            prof.enable()
+        out = withdrawal.carry_out_group(ctx, rid, task_id=f"profile-{rid}", size=args.group)
+        if prof is not None:
+            prof.disable()
+        group = out.get("group")
+        if not group:
+            continue
+        n = len(group["requests"])
+        took = time.perf_counter() - t
+        done += n
+        print(f"group of {n} ({'warm-up' if first else 'measured'}): {took:.2f} s, "
+              f"{took / n * 1000:.0f} ms a request; destroyed together "
+              f"{group['destroyed_together']} in {stages['_destroy_together']:.2f} s; "
+              f"claim {stages['claim_group']:.2f} s; "
+              f"primary statements {counts['primary']}, commits {counts['primary:COMMIT']}; "
+              f"archive statements {counts['archive']}, commits {counts['archive:COMMIT']}; "
+              f"states {group['states']}")  # fmt: skip
+        first = False
     if prof is not None:
         prof.dump_stats(str(args.cprofile))
         print(f"cProfile written to {args.cprofile}")

@@ -7,7 +7,7 @@ from typing import Any
 from lifecycle.core import dispatch
 from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import get_context
-from lifecycle.rights.withdrawal import carry_out, fail_request
+from lifecycle.rights.withdrawal import carry_out_group, fail_request
 from lifecycle.vault.keystore import KeyUnavailable
 from tasks.base import RESUMABLE_TASK, LifecycleTask
 from workers.app import app
@@ -24,7 +24,8 @@ def withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
         fail_request(int(request_id), str(exc))
         return {"request_id": int(request_id), "state": "failed"}
     try:
-        return carry_out(ctx, int(request_id), task_id=self.request.id)
+        # With the dispatched withdrawals nobody has started yet (rights/withdrawal.py, groups).
+        return carry_out_group(ctx, int(request_id), task_id=self.request.id)
     except KeyUnavailable as exc:
         # Wrong or missing master key: no retry can fix it, and a request left 'restricted'
         # would keep `withdraw --wait` waiting for nothing. Fail it with the advice; the member

@@ -549,6 +549,13 @@ def seconds_left(key: str) -> float | None:
     return max(0.0, (as_utc(expires) - _now()).total_seconds())
 
 
+def live(key: str) -> bool:
+    """Whether a job holds the lease ``key`` now (held, retrying or re-sent, not expired)."""
+    with db.engine("primary").connect() as conn:
+        row = conn.execute(select(_T.c.state, _T.c.expires_at).where(_T.c.key == key)).first()
+    return row is not None and row[0] in LIVE_STATES and as_utc(row[1]) > _now()
+
+
 def by_key(key: str) -> Followed | None:
     with db.engine("primary").connect() as conn:
         row = conn.execute(

@@ -452,42 +452,72 @@ def scan(
     """Search the primary (``conn``, in the destroying transaction) for ``ids``; names and
     counts only. ``kept(tablemap)``: whether the member's rows of that mapped table stay live
     (:func:`kept_in_withdrawal`, :func:`kept_in_erasure`)."""
-    res = Result()
+    return scan_many(conn, dm, [ids], kept=kept, budget=budget, clock=clock)[0]
+
+
+@dataclass
+class _Member:
+    """One member of a grouped search: what to look for, and its own result."""
+
+    ids: Identities
+    res: Result
+    whole: list[str]
+    emails: list[str]
+
+
+def scan_many(
+    conn: Connection,
+    dm: DataMap,
+    group: list[Identities],
+    *,
+    kept: Callable[[Any], bool],
+    budget: Budget,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Result]:
+    """:func:`scan` for several members destroyed in one transaction (grouped withdrawals):
+    one statement per table counts every member's columns side by side, so a table is read
+    once for the group instead of once per member; each member gets its own result (what was
+    found for another member is never in it). The budgets bound the whole group's check."""
     t0 = clock()
-    if ids.empty:
-        res.skipped = True
-        return res
-    timer = _Clock(budget.seconds, clock)
-    insp = schema_plan(conn)
-    names = sorted(n for n in insp.names if not n.startswith(OWN_TABLES))
-    fam = dbkind.family(conn)
-    whole = ids.whole_forms()
-    emails = sorted(ids.emails)
-    left_out: list[str] = []
-    stmts = _Statements(conn, timer)
-    estimates = _estimate_rows(conn)
-    try:
-        for i, name in enumerate(names):
-            try:
-                _scan_table(conn, dm, ids, name, res, stmts, budget, fam, kept, whole, emails,
-                            insp, left_out, estimates.get(name, 0))  # fmt: skip
-            except _OutOfTime:
-                left_out.extend(names[i:])
-                raise
-    except _OutOfTime:
-        res.incomplete = f"time budget of {budget.seconds:g}s used up; not searched: " + _names(
-            sorted(set(left_out))
-        )
-    else:
-        if left_out:
-            res.incomplete = (
-                f"row budget of {budget.max_rows} rows used up; not searched: "
-                + _names(sorted(set(left_out)))
+    members = [_Member(i, Result(), i.whole_forms(), sorted(i.emails)) for i in group]
+    for m in members:
+        m.res.skipped = m.ids.empty
+    live = [m for m in members if not m.ids.empty]
+    if live:
+        timer = _Clock(budget.seconds, clock)
+        insp = schema_plan(conn)
+        names = sorted(n for n in insp.names if not n.startswith(OWN_TABLES))
+        fam = dbkind.family(conn)
+        left_out: list[str] = []
+        stmts = _Statements(conn, timer)
+        estimates = _estimate_rows(conn)
+        incomplete: str | None = None
+        try:
+            for i, name in enumerate(names):
+                try:
+                    _scan_table(conn, dm, live, name, stmts, budget, fam, kept, insp, left_out,
+                                estimates.get(name, 0))  # fmt: skip
+                except _OutOfTime:
+                    left_out.extend(names[i:])
+                    raise
+        except _OutOfTime:
+            incomplete = f"time budget of {budget.seconds:g}s used up; not searched: " + _names(
+                sorted(set(left_out))
             )
-    finally:
-        stmts.close()
-    res.seconds = clock() - t0
-    return res
+        else:
+            if left_out:
+                incomplete = (
+                    f"row budget of {budget.max_rows} rows used up; not searched: "
+                    + _names(sorted(set(left_out)))
+                )
+        finally:
+            stmts.close()
+        for m in live:
+            m.res.incomplete = incomplete
+    seconds = clock() - t0
+    for m in members:
+        m.res.seconds = seconds
+    return [m.res for m in members]
 
 
 # A login id is looked for inside text only when it cannot be an ordinary word: at least this
@@ -520,15 +550,12 @@ def _names(names: list[str], shown: int = 8) -> str:
 def _scan_table(
     conn: Connection,
     dm: DataMap,
-    ids: Identities,
+    members: list[_Member],
     name: str,
-    res: Result,
     stmts: _Statements,
     budget: Budget,
     fam: str,
     kept: Callable[[Any], bool],
-    whole: list[str],
-    emails: list[str],
     insp: _Schema,
     left_out: list[str],
     est: int,
@@ -545,7 +572,6 @@ def _scan_table(
     all_names = [c["name"] for c in cols_info]
     pk = insp.pk.get(name, [])
     t = sa_table(name, *(sa_column(c) for c in all_names))
-    keep_clause = _kept_rows(dm, name, t, ids, kept)
     # Which columns can hold which identity: the newest rows' patterns, and the map's word.
     declared = _declared(dm, name)
     holds: dict[str, set[str]] | None
@@ -569,6 +595,152 @@ def _scan_table(
         for c in dcols:
             if c in holds:
                 holds[c].add(kind)
+    alone = len(members) == 1
+    # (member, column): a column searched for a member (its condition built when counted).
+    counted: list[tuple[_Member, str]] = []
+    keeps: list[Any] = []
+    for m in members:
+        keeps.append(_kept_rows(dm, name, t, m.ids, kept))
+        mine = [c for c in cols if _looked_for(m, holds[c])]
+        m.res.sampled_out += len(cols) - len(mine)
+        if len(mine) < len(cols) and est > budget.exhaustive_rows:
+            m.res.sampled.append(name)
+        counted += [(m, c) for c in mine]
+    if counted:
+        read = members[0].res.rows_read
+        if read + est > budget.max_rows:
+            left_out.append(name)
+        else:
+            if alone:
+                conds = _conditions(members[0], [c for _m, c in counted], json_cols, holds, t)
+                _count(stmts, t, name, [(members[0], c, conds[c]) for c in conds], keeps[0])
+            else:
+                keep_of = {id(m): k for m, k in zip(members, keeps, strict=True)}
+                _count_group(stmts, t, name, counted, json_cols, holds, keep_of)
+            for m in members:
+                m.res.searched += sum(1 for mm, _c in counted if mm is m)
+                m.res.rows_read = read + est
+    # Pass 1: the indexed text columns pass 2 did not search, probed with whole values; in a
+    # group, every member's probes in one statement (each still an index lookup).
+    searched = {(id(m), c) for m, c in counted}
+    probes: list[tuple[_Member, str, Any]] = []
+    for m, keep_clause in zip(members, keeps, strict=True):
+        for c in insp.indexed.get(name, []):
+            if (id(m), c) in searched or c not in cols or not m.whole:
+                continue
+            probe = select(func.count()).select_from(t).where(t.c[c].in_(m.whole))
+            if keep_clause is not None:
+                probe = probe.where(keep_clause)
+            probes.append((m, c, probe))
+    if not probes:
+        return
+    if alone:
+        counts = [stmts.run(p)[0][0] for _m, _c, p in probes]
+    else:
+        counts = list(stmts.run(select(*(p.scalar_subquery() for _m, _c, p in probes)))[0])
+    for (m, c, _p), n in zip(probes, counts, strict=True):
+        m.res.probed += 1
+        if n:
+            m.res.found[f"{name}.{c}"] = m.res.found.get(f"{name}.{c}", 0) + int(n)
+
+
+def _count(stmts: _Statements, t: Any, name: str, counted: list[Any], where: Any) -> None:
+    """Every (member, column, condition) of ``counted`` in one statement: the rows matching."""
+    q = select(
+        *(
+            func.sum(case((cond, 1), else_=0)).label(f"c{i}")
+            for i, (_m, _c, cond) in enumerate(counted)
+        )
+    ).select_from(t)
+    if where is not None:
+        q = q.where(where)
+    row = stmts.run(q)[0]
+    for (m, c, _cond), n in zip(counted, row, strict=True):
+        if n:
+            m.res.found[f"{name}.{c}"] = int(n)
+
+
+def _count_group(
+    stmts: _Statements,
+    t: Any,
+    name: str,
+    counted: list[tuple[_Member, str]],
+    json_cols: set[str],
+    holds: dict[str, set[str]],
+    keep_of: dict[int, Any],
+) -> None:
+    """:func:`_count` for a group: every member's conditions side by side would make the
+    server test each row once per member and spelling (a group of 50 costs more than 50 single
+    checks). First one statement asks, per column, for the rows holding any of the group's
+    values at all (one regular expression per column: a superset of what the members'
+    conditions match); only the columns where some row does are then counted exactly, per
+    member (its kept rows left out of its own count), over those rows only. Residue is rare,
+    so that second statement is seldom sent."""
+    by_col: dict[str, list[_Member]] = {}
+    for m, c in counted:
+        by_col.setdefault(c, []).append(m)
+    pre: dict[str, Any] = {}
+    for c, ms in by_col.items():
+        pattern = _any_of(ms)
+        if pattern is not None:
+            pre[c] = _lower(t.c[c], c in json_cols).regexp_match(pattern)
+    loose = [c for c in by_col if c not in pre]
+    if pre:
+        q = select(
+            *(
+                func.sum(case((cond, 1), else_=0)).label(f"p{i}")
+                for i, cond in enumerate(pre.values())
+            )
+        ).select_from(t)
+        hits = dict(zip(pre, stmts.run(q)[0], strict=True))
+        loose += [c for c in pre if hits[c]]
+    if not loose:
+        return
+    exact = []
+    for c in loose:
+        for m in by_col[c]:
+            cond = _conditions(m, [c], json_cols, holds, t)[c]
+            keep = keep_of[id(m)]
+            exact.append((m, c, cond if keep is None else and_(keep, cond)))
+    where = or_(*(pre[c] for c in loose)) if all(c in pre for c in loose) else None
+    _count(stmts, t, name, exact, where)
+
+
+def _any_of(members: Iterable[_Member]) -> str | None:
+    """One regular expression (PostgreSQL and MariaDB/MySQL alike) a lower-cased value matches
+    whenever one of the members' conditions matches it: their emails and login ids as
+    literals, each mobile number's middle and last digit groups as every spelling of it holds
+    them. None: nothing to look for (the caller counts exactly)."""
+    alts: set[str] = set()
+    for m in members:
+        alts.update(_literal(e) for e in m.emails)
+        if m.ids.login:
+            alts.add(_literal(m.ids.login))
+        # Every spelling (mobile_spellings) holds these two groups with at most one separator.
+        alts.update(f"{mob[3:-4]}[-. ]?{mob[-4:]}" for mob in m.ids.mobiles if mob.isdigit())
+        if any(not mob.isdigit() for mob in m.ids.mobiles):
+            return None
+    return "|".join(sorted(alts)) if alts else None
+
+
+def _literal(value: str) -> str:
+    """``value`` matched as itself by both servers' regular expressions."""
+    return "".join(
+        ch if ch.isalnum() else f"\\{ch}" if ch in "^\\[]" else f"[{ch}]" for ch in value
+    )
+
+
+def _looked_for(m: _Member, kinds: set[str]) -> bool:
+    """Whether a column whose values may hold ``kinds`` is searched for ``m`` (what makes
+    :func:`_conditions` give it a condition)."""
+    return bool(m.emails and "email" in kinds) or bool(m.ids.mobiles and "mobile" in kinds)
+
+
+def _conditions(
+    m: _Member, cols: list[str], json_cols: set[str], holds: dict[str, set[str]], t: Any
+) -> dict[str, Any]:
+    """column -> the condition a row matching one of ``m``'s identities meets there."""
+    ids, emails = m.ids, m.emails
     conds: dict[str, Any] = {}
     for c in cols:
         low = _lower(t.c[c], c in json_cols)
@@ -577,11 +749,11 @@ def _scan_table(
             terms += [low.contains(e, autoescape=True) for e in emails]
         if ids.mobiles and "mobile" in holds[c]:
             raw = cast(t.c[c], Text) if c in json_cols else t.c[c]
-            for m in sorted(ids.mobiles):
+            for mob in sorted(ids.mobiles):
                 # Every spelling holds the middle and last digit groups in order: one LIKE
                 # per row rules most rows out before the spellings are tried.
-                first = raw.like(f"%{m[3:-4]}%{m[-4:]}%")
-                these = [raw.contains(sp, autoescape=True) for sp in mobile_spellings(m)]
+                first = raw.like(f"%{mob[3:-4]}%{mob[-4:]}%")
+                these = [raw.contains(sp, autoescape=True) for sp in mobile_spellings(mob)]
                 terms.append(and_(first, or_(*these)))
         if terms and ids.login:
             terms.append(func.trim(low) == ids.login)
@@ -589,38 +761,7 @@ def _scan_table(
                 terms.append(low.regexp_match(login_pattern(ids.login)))
         if terms:
             conds[c] = or_(*terms)
-    res.sampled_out += len(cols) - len(conds)
-    if len(conds) < len(cols) and est > budget.exhaustive_rows:
-        res.sampled.append(name)
-    if conds:
-        if res.rows_read + est > budget.max_rows:
-            left_out.append(name)
-        else:
-            q = select(
-                *(
-                    func.sum(case((cond, 1), else_=0)).label(f"c{i}")
-                    for i, cond in enumerate(conds.values())
-                )
-            ).select_from(t)
-            if keep_clause is not None:
-                q = q.where(keep_clause)
-            row = stmts.run(q)[0]
-            res.searched += len(conds)
-            res.rows_read += est
-            for c, n in zip(conds, row, strict=True):
-                if n:
-                    res.found[f"{name}.{c}"] = int(n)
-    # Pass 1: the indexed text columns pass 2 did not search, probed with whole values.
-    for c in insp.indexed.get(name, []):
-        if c in conds or c not in cols or not whole:
-            continue
-        probe = select(func.count()).select_from(t).where(t.c[c].in_(whole))
-        if keep_clause is not None:
-            probe = probe.where(keep_clause)
-        n = stmts.run(probe)[0][0]
-        res.probed += 1
-        if n:
-            res.found[f"{name}.{c}"] = res.found.get(f"{name}.{c}", 0) + int(n)
+    return conds
 
 
 # (table, its searched columns, sample size): a map or budget change makes a new sample.

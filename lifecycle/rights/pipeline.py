@@ -139,15 +139,18 @@ def run(
     ctx: Any = None,
     send: Callable[..., Any] | None = None,
     steps: int | None = None,
+    stop_at: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Carry the request from its persisted state as far as it can go now; safe to call any
     number of times. ``steps``: stop after that many steps and skip the finishers (a test
-    stands for a worker that died there). Returns ids, the state and counts, never data."""
+    stands for a worker that died there). ``stop_at``: stop before the step that starts from
+    one of these states, without the finishers (a group of requests runs that step together,
+    :mod:`lifecycle.rights.groups`). Returns ids, the state and counts, never data."""
     r = Run(pipeline, request_id, task_id, ctx, send)
     done = 0
     while steps is None or done < steps:
         try:
-            moved, after = _one(r)
+            moved, after = _one(r, stop_at)
         except pipeline.fails_on as exc:
             # The counts of the steps before it went with it: a failed run reports its state.
             r.out.clear()
@@ -159,7 +162,7 @@ def run(
         done += 1
     if r.state == MISSING:
         return {"request_id": request_id, "state": MISSING}
-    if steps is None:
+    if steps is None and r.state not in stop_at:
         for fin in pipeline.finish:
             fin(r)
     return {"request_id": request_id, "state": r.state, **r.out}
@@ -170,7 +173,7 @@ def run_one(pipeline: Pipeline, request_id: int, **kw: Any) -> str:
     return str(run(pipeline, request_id, steps=1, **kw)["state"])
 
 
-def _one(r: Run) -> tuple[bool, list[Callable[[], None]]]:
+def _one(r: Run, stop_at: frozenset[str] = frozenset()) -> tuple[bool, list[Callable[[], None]]]:
     """The request's next step in one transaction: (whether it moved, what waits for commit)."""
     p = r.pipeline
     with db.session("primary") as s:
@@ -184,7 +187,7 @@ def _one(r: Run) -> tuple[bool, list[Callable[[], None]]]:
             r.state = MISSING
             return False, []
         r.state = frm = req.state
-        if frm in TERMINAL:
+        if frm in TERMINAL or frm in stop_at:
             return False, []
         job = Job(s, req, r)
         step = p.steps.get(frm) if req.kind == p.kind else None

@@ -19,10 +19,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from lifecycle.core import db
+from lifecycle.core import db, dbkind, dispatch, leases
 from lifecycle.core.errors import UserError
 from lifecycle.core.timeutil import as_utc
 from lifecycle.engine import residue, shared_parents
@@ -41,9 +41,10 @@ from lifecycle.requests import outbox as reqs
 from lifecycle.requests import residue as verdicts
 from lifecycle.requests.states import START, TERMINAL, mark_done, steps_done, transition
 from lifecycle.rights import intake, residue_check
-from lifecycle.rights.pipeline import Job, Pipeline, Step, refuse, run
+from lifecycle.rights.pipeline import Job, Pipeline, Run, Step, refuse, run
 from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
 from lifecycle.vault import accesslog, keystore
+from lifecycle.vault.keystore import KeyUnavailable
 from models.requests import LifecycleRequest, RequestState
 from models.shred import ShredItem, ShredItemState, ShredJob
 
@@ -202,23 +203,46 @@ def _archive(job: Job) -> None:
 
 
 def _destroy(job: Job) -> None:
-    ctx, s, req = job.run.ctx, job.s, job.req
-    # The member's identities, for the residue check after the destruction: captured from
-    # their row before it goes, kept in this local only. A retry after the rows went has
-    # none (the run that destroyed them recorded its verdict).
-    ids = None
-    if ROWS_DESTROYED not in steps_done(req):
-        ids = residue.capture_member(s.connection(), ctx.datamap, ctx.subject_table, req.member_id)
-    # Archives again first: anything that reached the primary DB since the archive step is
-    # archived now (parts already archived are skipped), so nothing is deleted unarchived.
-    moved, refusal = _move(ctx, s, req, job.run.task_id, delete=True)
-    if refusal:
-        refuse(job, refusal)
+    ctx = job.run.ctx
+    ids = _capture(job)
+    moved = _destroy_rows(job)
+    if moved is None:
         return
-    assert moved is not None
     if ids is not None:
         residue_check.check(job, ctx.datamap, ids, residue.kept_in_withdrawal)
         del ids
+    _destroyed(job, moved)
+
+
+def _capture(job: Job) -> residue.Identities | None:
+    """The member's identities, for the residue check after the destruction: captured from
+    their row before it goes, kept in the caller's local only. A retry after the rows went has
+    none (the run that destroyed them recorded its verdict)."""
+    if ROWS_DESTROYED in steps_done(job.req):
+        return None
+    ctx = job.run.ctx
+    return residue.capture_member(
+        job.s.connection(), ctx.datamap, ctx.subject_table, job.req.member_id
+    )
+
+
+def _destroy_rows(job: Job) -> MoveResult | None:
+    """Archive anything new, then delete: the moving part of the destroying step (None: the
+    request was refused)."""
+    # Archives again first: anything that reached the primary DB since the archive step is
+    # archived now (parts already archived are skipped), so nothing is deleted unarchived.
+    moved, refusal = _move(job.run.ctx, job.s, job.req, job.run.task_id, delete=True)
+    if refusal:
+        refuse(job, refusal)
+        return None
+    assert moved is not None
+    return moved
+
+
+def _destroyed(job: Job, moved: MoveResult, *, flush: bool = True) -> None:
+    """The rest of the destroying step once the rows went and the residue verdict is recorded.
+    ``flush``: the ledger outbox is flushed after the commit (a group flushes it once)."""
+    ctx, s, req = job.run.ctx, job.s, job.req
     # In the destroying transaction: recipients of a field destroyed now are owed a deletion
     # notice (a field retained for a legal period was archived, not destroyed, and stays).
     destroyed = [
@@ -232,7 +256,7 @@ def _destroy(job: Job) -> None:
         owe_deletions(s, req.member_id, req.id, recipients_of(s, req.member_id, destroyed))
     _log_access(ctx, req, moved)
     _moved(job, moved)
-    job.after.append(lambda: _tell(ctx, job.request_id))
+    job.after.append(lambda: _tell(ctx, job.request_id, flush=flush))
     failure = moved.failure
     if failure is None and ROWS_DESTROYED in steps_done(req):
         # A retry: the rows went last time; the step is done once the refused files are.
@@ -269,9 +293,10 @@ def _moved(job: Job, moved: MoveResult) -> None:
     job.after.append(after)
 
 
-def _tell(ctx: EngineContext, request_id: int) -> None:
+def _tell(ctx: EngineContext, request_id: int, *, flush: bool = True) -> None:
     """After the destroying commit: the ledger outbox, then the recipients' deletion notices."""
-    flush_ledger_outbox(ctx)
+    if flush:
+        flush_ledger_outbox(ctx)
     try:
         send_owed(request_id)
     except Exception as exc:
@@ -369,6 +394,210 @@ WITHDRAWAL = Pipeline(
 def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None) -> dict[str, Any]:
     """Run the request from its persisted state to the end. Returns counts, never data."""
     return run(WITHDRAWAL, request_id, task_id, ctx=ctx)
+
+
+# -- groups: the withdrawals that arrive together, carried out together -------------------------
+#
+# A website sends withdrawals one by one, and the relay hands each to the withdraw task. The task
+# that picks one up first claims up to GROUP_SIZE - 1 more dispatched withdrawals nobody has
+# started (their rows skipped if locked: another worker has them) and carries them with its own:
+# each request through its own restricting and archiving steps (its own transactions, state,
+# attempts, ledger entries), then the destroying step of all of them in ONE transaction with one
+# residue search per table for all their identities (each request its own verdict), then each
+# request's completing step. The claimed requests' own tasks find them claimed by a live group
+# and stand aside; once the group's task is gone (its lease expired), they run as before.
+# Anything that goes wrong in the shared destroying transaction rolls it back whole and each
+# request then takes its own destroying step: a member whose move fails, fails alone.
+
+GROUP_SIZE = 50
+# The claim written on a grouped request's ``task_id``: the request id that leads the group.
+GROUP_MARK = "group:"
+# The step a group runs together: the one that starts from ``archived``.
+_TOGETHER = frozenset({RequestState.ARCHIVED.value})
+
+
+def _group_tag(leader: int) -> str:
+    return f"{GROUP_MARK}{leader}"
+
+
+def _claimed_by_live_group(req: LifecycleRequest, tag: str) -> bool:
+    claim = req.task_id or ""
+    if not claim.startswith(GROUP_MARK) or claim == tag or req.state in TERMINAL:
+        return False
+    leader = claim[len(GROUP_MARK) :]
+    return leader.isdigit() and leases.live(leases.lease_key(dispatch.WITHDRAW, (int(leader),)))
+
+
+def claim_group(request_id: int, size: int = GROUP_SIZE) -> list[int] | None:
+    """The group the task of ``request_id`` carries: the request itself first, then the
+    dispatched withdrawals it claimed (ordered by id). None: another live group has claimed
+    this request (its task stands aside). A re-run of the same task finds its own claims."""
+    tag = _group_tag(request_id)
+    with db.session("primary") as s:
+        # Read first without a lock: a claimed request's row is locked for seconds while its
+        # group destroys, and this task would hold a worker process waiting for nothing.
+        seen = s.get(LifecycleRequest, request_id)
+        if seen is not None and _claimed_by_live_group(seen, tag):
+            return None
+    with db.session("primary") as s:
+        me = reqs.load_for_update(s, request_id)
+        if me is None or me.kind != "withdrawal":
+            return [request_id]
+        if _claimed_by_live_group(me, tag):
+            return None
+        stmt = (
+            select(LifecycleRequest)
+            .where(
+                LifecycleRequest.kind == "withdrawal",
+                LifecycleRequest.id != request_id,
+                (
+                    (LifecycleRequest.state == RequestState.DISPATCHED.value)
+                    & ~func.coalesce(LifecycleRequest.task_id, "").startswith(GROUP_MARK)
+                )
+                | (
+                    (LifecycleRequest.task_id == tag)
+                    & LifecycleRequest.state.not_in(sorted(TERMINAL))
+                ),
+            )
+            .order_by(LifecycleRequest.id)
+            .limit(max(size - 1, 0))
+        )
+        if me.state in TERMINAL:
+            # A re-run after the group's worker died: only what it had claimed is left to do.
+            stmt = stmt.where(LifecycleRequest.task_id == tag)
+        others = list(s.scalars(dbkind.for_update(stmt, s, skip=True)))
+        for req in [me, *others]:
+            if req.state not in TERMINAL:
+                req.task_id = tag
+        return [request_id, *(int(r.id) for r in others)]
+
+
+def carry_out_group(
+    ctx: EngineContext, request_id: int, *, task_id: str | None = None, size: int = GROUP_SIZE
+) -> dict[str, Any]:
+    """The withdraw task: ``request_id`` and the group it claims (:func:`claim_group`), each
+    request to the end. Returns ids, states and counts, never data. A request whose step
+    raised is left where it stopped (re-runnable) while the others go on; the first such
+    exception is raised at the end so the task is retried."""
+    group = claim_group(request_id, size)
+    if group is None:
+        log.info("withdrawal request %s is carried by another group", request_id)
+        return {"request_id": request_id, "state": "grouped", "skipped": "claimed by a group"}
+    if len(group) == 1:
+        return carry_out(ctx, request_id, task_id=task_id)
+    tag = _group_tag(request_id)
+    first: Exception | None = None
+
+    def each(rid: int, **kw: Any) -> dict[str, Any] | None:
+        nonlocal first
+        try:
+            return run(WITHDRAWAL, rid, tag, ctx=ctx, **kw)
+        except KeyUnavailable as exc:
+            fail_request(rid, str(exc))
+            first = first or exc
+        except Exception as exc:
+            # Only this request stops here (its state says where); the task is retried.
+            log.warning("withdrawal request %s (group of %s) stopped: %s", rid, request_id,
+                        type(exc).__name__)  # fmt: skip
+            first = first or exc
+        return None
+
+    ready = [
+        rid for rid in group
+        if (out := each(rid, stop_at=_TOGETHER)) is not None and out["state"] in _TOGETHER
+    ]  # fmt: skip
+    together = _destroy_together(ctx, ready, tag) if len(ready) > 1 else {}
+    states: dict[int, str] = {}
+    counts: dict[str, int] = {}
+    for rid in group:
+        out = each(rid)
+        states[rid] = str(out["state"]) if out is not None else "stopped"
+        for k, v in [*(out or {}).items(), *together.get(rid, {}).items()]:
+            if k not in ("request_id", "state") and isinstance(v, int):
+                counts[k] = counts.get(k, 0) + v
+    if first is not None:
+        raise first
+    by_state: dict[str, int] = {}
+    for st in states.values():
+        by_state[st] = by_state.get(st, 0) + 1
+    log.info("withdrawal group of %s: %d requests, %d destroyed together, %s", request_id,
+             len(group), len(together), by_state)  # fmt: skip
+    return {
+        "request_id": request_id,
+        "state": states[request_id],
+        "group": {"requests": group, "destroyed_together": len(together), "states": by_state},
+        **counts,
+    }
+
+
+class _OneByOne(Exception):
+    """A request of the group cannot be destroyed with the others: each takes its own step."""
+
+
+def _destroy_together(ctx: EngineContext, request_ids: list[int], tag: str) -> dict[int, Any]:
+    """The destroying step of the archived requests ``request_ids`` in one primary transaction:
+    each request moved with its own scope (its ledger entries, access-log line, deletion
+    notices, state), one residue search for all. Returns each request's counts; {} when the
+    group was not destroyed together (anything raised rolls everything back, and each request
+    then runs its own step: its refusal or error is its own)."""
+    jobs: list[Job] = []
+    try:
+        with db.session("primary") as s:
+            stmt = (
+                select(LifecycleRequest)
+                .where(
+                    LifecycleRequest.id.in_(request_ids),
+                    LifecycleRequest.kind == "withdrawal",
+                    LifecycleRequest.state == RequestState.ARCHIVED.value,
+                )
+                .order_by(LifecycleRequest.id)
+            )
+            for req in s.scalars(dbkind.for_update(stmt, s, skip=True)):
+                if ROWS_DESTROYED in steps_done(req):
+                    continue  # a retry after its files were refused: its own step says why
+                if holds.holds_on_member(s, req.member_id, ctx.today()):
+                    continue  # its own step stops it, with the hold named
+                jobs.append(Job(s, req, Run(WITHDRAWAL, int(req.id), tag, ctx)))
+            if len(jobs) < 2:
+                jobs = []
+                return {}
+            captured = []
+            moves = []
+            for job in jobs:
+                job.req.task_id = tag
+                captured.append(_capture(job))
+                moved = _destroy_rows(job)
+                if moved is None:
+                    raise _OneByOne
+                moves.append(moved)
+            searched = [(j, i) for j, i in zip(jobs, captured, strict=True) if i is not None]
+            if searched:
+                residue_check.check_many(
+                    [j for j, _ in searched], ctx.datamap, [i for _, i in searched],
+                    residue.kept_in_withdrawal,
+                )  # fmt: skip
+            del captured, searched
+            for job, moved in zip(jobs, moves, strict=True):
+                _destroyed(job, moved, flush=False)
+                job.run.state = job.req.state
+    except Exception as exc:
+        # Rolled back whole (the archive side is keyed per request, so its writes are not
+        # repeated): each request takes its own destroying step next.
+        log.warning("withdrawal group of %d: destroyed one by one instead (%s)", len(request_ids),
+                    type(exc).__name__)  # fmt: skip
+        return {}
+    if not jobs:
+        return {}
+    try:
+        # Once for the group: the entries of every request's move.
+        flush_ledger_outbox(ctx)
+    finally:
+        # (A flush that failed leaves the entries parked for the next one: the files and the
+        # recipients' notices still go.)
+        for job in jobs:
+            for fn in job.after:
+                fn()
+    return {job.request_id: dict(job.run.out) for job in jobs}
 
 
 def _send_notice(member_id: int, request_id: int) -> None:

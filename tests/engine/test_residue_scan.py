@@ -132,3 +132,63 @@ def test_the_check_costs_one_statement_per_search(primary_env: LifecycleEnv) -> 
         assert all(s.startswith("SET STATEMENT max_statement_time") for s in searches), searches
         assert not [s for s in sent if "SAVEPOINT" in s or "@@session" in s], sent
         assert len(sent) <= len(searches) + 2, sent
+
+
+@pytest.mark.integration
+def test_a_group_search_finds_for_each_member_what_its_own_search_finds(
+    primary_env: LifecycleEnv,
+) -> None:
+    """scan_many (withdrawals destroyed together) first asks each column for any of the
+    group's values, then counts exactly: each member's result is its single search's, and
+    what matches one member is never in another's."""
+    eng = create_demo_schema()
+    mysql = eng.dialect.name != "postgresql"
+    with eng.begin() as c:
+        c.execute(text("CREATE TABLE free_notes (id INTEGER PRIMARY KEY, body TEXT, extra TEXT)"))
+        for i, (body, blob) in enumerate([
+            (f"예전 문의 {EMAIL.upper()} 로 회신", "{}"),  # member a's address, another case
+            ("작성자 lee_mh7 님의 글", '{"tel": "+82 10-4821-7395"}'),  # b's login, a's number
+            ("xlee_mh7 and lee_mh7x", '{"tel": "010.2222.3333"}'),  # not b; c's number
+            ("010-2222 3333", "park.jw@example.test"),  # not c's number (see below); d's address
+            ("01048217395", "[]"),  # a's number, digits only
+            ("4821-7395 안내", "[]"),  # only the last two groups of a's: not a's
+        ]):  # fmt: skip
+            c.execute(
+                text("INSERT INTO free_notes VALUES (:i, :b, :j)"), {"i": i, "b": body, "j": blob}
+            )
+        c.execute(text("ANALYZE TABLE free_notes" if mysql else "ANALYZE"))
+    dm = get_context().datamap
+    group = [
+        residue.Identities(
+            login="hgs_77", emails=frozenset({EMAIL}), mobiles=frozenset({"01048217395"})
+        ),
+        residue.Identities(login="lee_mh7", emails=frozenset({"lee@example.test"})),
+        residue.Identities(login="kim", mobiles=frozenset({"01022223333"})),
+        residue.Identities(emails=frozenset({"park.jw@example.test"})),
+        residue.Identities(login="nobody.here", emails=frozenset({"no.one@example.test"})),
+        residue.Identities(),
+    ]
+    budget = residue.Budget(exhaustive_rows=1000)
+    with eng.begin() as conn:
+        alone = [residue.scan(conn, dm, i, kept=residue.kept_in_withdrawal, budget=budget)
+                 for i in group]  # fmt: skip
+        together = residue.scan_many(
+            conn, dm, group, kept=residue.kept_in_withdrawal, budget=budget
+        )
+    for one, many in zip(alone, together, strict=True):
+        assert {k: v for k, v in many.as_dict().items() if k != "seconds"} == {
+            k: v for k, v in one.as_dict().items() if k != "seconds"
+        }
+        assert many.skipped == one.skipped
+    assert together[0].found.get("free_notes.body") == 2  # the address, the digits
+    assert together[0].found.get("free_notes.extra") == 1  # +82 10-4821-7395
+    assert together[1].found.get("free_notes.body") == 1
+    # Mixed separators are no spelling of c's number: the first question finds the row, the
+    # exact count does not.
+    assert (
+        together[2].found.get("free_notes.extra") == 1
+        and "free_notes.body" not in together[2].found
+    )
+    assert together[3].found.get("free_notes.extra") == 1
+    assert not {k for k in together[4].found if k.startswith("free_notes")}
+    assert together[5].skipped
