@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,94 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_sweep import MemSampler, _cpu_s, _tree  # noqa: E402
 from tests.fixtures import gnuboard5 as g5  # noqa: E402
-from tests.helpers import start_redis, stop_group  # noqa: E402
+from tests.helpers import free_port, start_redis, stop_group, wait_port  # noqa: E402
 
 MEMBER_TABLES = ("g5_board_file", "g5_write_free", "g5_write_qna", "g5_point", "g5_memo",
                  "g5_shop_cart", "g5_shop_order")  # fmt: skip
 RETAINED = ("g5_shop_order", "g5_shop_cart")
+
+
+# What one member's rows take on disk in one site, data and indexes (12 rows, the advised
+# indexes; measured at 50,000 and 200,000 with information_schema), and what the server
+# needs besides: the buffer pool is sized from it so both sites fit, as a site's would.
+SITE_BYTES_PER_MEMBER = 5_000
+POOL_FLOOR = 256 << 20
+
+
+@dataclass
+class OwnServer:
+    """A MariaDB server of the benchmark's own: its own datadir and port, tuned as an operator
+    would tune a site's server (docs/mysql.md, "Server settings"), removed at the end."""
+
+    dir: Path
+    port: int
+    pool_bytes: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mysql://root@127.0.0.1:{self.port}/"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    def settings(self) -> list[str]:
+        # The lines docs/mysql.md gives an operator: a pool that holds the data (the sweep
+        # looks rows up by index, batch after batch, where the baseline scans), a redo log
+        # large enough that a batch's writes do not stall on checkpoints, durable commits kept.
+        return [
+            f"--innodb-buffer-pool-size={self.pool_bytes}",
+            f"--innodb-log-file-size={max(512 << 20, self.pool_bytes // 4)}",
+            "--innodb-log-buffer-size=64M",
+            "--innodb-flush-log-at-trx-commit=1",
+            "--innodb-io-capacity=2000",
+            "--max-connections=300",
+            "--skip-name-resolve",
+        ]
+
+    def start(self) -> None:
+        data = self.dir / "data"
+        data.mkdir(parents=True)
+        # mariadbd refuses to run as root; the mysql account must reach its datadir.
+        user = "mysql" if os.getuid() == 0 else None
+        if user:
+            self.dir.chmod(0o755)
+            shutil.chown(self.dir, user)
+            shutil.chown(data, user)
+        who = [f"--user={user}"] if user else []
+        install = shutil.which("mariadb-install-db") or "mysql_install_db"
+        done = subprocess.run(
+            [install, "--no-defaults", *who, f"--datadir={data}",
+             "--auth-root-authentication-method=normal", "--skip-test-db"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"mariadb-install-db failed: {done.stderr.strip()[-500:]}")
+        mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+        self.proc = subprocess.Popen(
+            [mariadbd, "--no-defaults", *who, f"--datadir={data}", "--bind-address=127.0.0.1",
+             f"--port={self.port}", f"--socket={self.dir / 'mariadb.sock'}",
+             f"--pid-file={self.dir / 'mariadb.pid'}", f"--log-error={self.dir / 'error.log'}",
+             *self.settings()],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_port(self.port, timeout=120)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            # SIGTERM is mariadbd's clean shutdown.
+            self.proc.terminate()
+            try:
+                self.proc.wait(300)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _my(admin: str, db: str | None = None) -> Any:
@@ -204,7 +288,18 @@ def main() -> None:
         help="leave the schema as Gnuboard5 installs it (no index on g5_write_*.mb_id, ...)",
     )
     env = os.environ.get
-    ap.add_argument("--mysql", default=env("LIFECYCLE_TEST_MYSQL_URL", "mysql://root@127.0.0.1/"))
+    ap.add_argument(
+        "--mysql",
+        default="",
+        help="use this existing MariaDB server (admin URL, e.g. mysql://root@127.0.0.1/) "
+        "instead of starting one of the benchmark's own, tuned for the data",
+    )
+    ap.add_argument(
+        "--buffer-pool-mb",
+        type=int,
+        default=0,
+        help="the own server's innodb_buffer_pool_size (default: sized to both sites' data)",
+    )
     ap.add_argument(
         "--pg", default=env("LIFECYCLE_TEST_PG_URL", "postgresql://postgres@127.0.0.1/postgres")
     )
@@ -226,7 +321,22 @@ def main() -> None:
     rows = []
     for members in sizes:
         print(f"== {members:,} members ==", flush=True)
-        row = run_one(args, members)
+        server = None
+        if not args.mysql:
+            pool = args.buffer_pool_mb << 20 or max(
+                POOL_FLOOR, 2 * members * SITE_BYTES_PER_MEMBER + POOL_FLOOR
+            )
+            server = OwnServer(Path(tempfile.mkdtemp(prefix="bench-mariadb-")), free_port(), pool)
+            server.start()
+            print(f"own MariaDB server on port {server.port}: " + " ".join(server.settings()),
+                  flush=True)  # fmt: skip
+        try:
+            row = run_one(
+                args, members, server.url if server else args.mysql, server.pid if server else 0
+            )
+        finally:
+            if server is not None:
+                server.stop()
         if row:
             rows.append(row)
     if len(rows) > 1:
@@ -254,6 +364,8 @@ def profile_sweep() -> None:
     ctx = get_context()
     spent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     started: dict[int, float] = {}
+    # BENCH_SQL=path writes every statement (its time and first 400 characters) in order.
+    trace = open(os.environ["BENCH_SQL"], "w") if os.environ.get("BENCH_SQL") else None  # noqa: SIM115
 
     @event.listens_for(ctx.primary, "before_cursor_execute")
     def _before(conn: Any, cur: Any, stmt: str, *a: Any) -> None:
@@ -264,8 +376,11 @@ def profile_sweep() -> None:
         # The first words and the first table named: enough to tell the statements apart.
         head = " ".join(stmt.split()[:6])[:90]
         slot = spent[head]
-        slot[0] += time.perf_counter() - started.pop(id(cur), time.perf_counter())
+        took = time.perf_counter() - started.pop(id(cur), time.perf_counter())
+        slot[0] += took
         slot[1] += 1
+        if trace is not None:
+            trace.write(f"{took:8.4f} {' '.join(stmt.split())[:400]}\n")
 
     prof = cProfile.Profile()
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -281,18 +396,22 @@ def profile_sweep() -> None:
           f"({sum(int(v[1]) for v in spent.values()) / batches:.0f} a batch)")  # fmt: skip
     for head, (s, n) in sorted(spent.items(), key=lambda kv: -kv[1][0])[:40]:
         print(f"{s:8.2f} s {int(n):6d}  {head}")
+    if trace is not None:
+        trace.close()
     if os.environ.get("BENCH_PSTATS"):
         prof.dump_stats(os.environ["BENCH_PSTATS"])
     st = pstats.Stats(prof).sort_stats(os.environ.get("BENCH_SORT", "tottime"))
     st.print_stats(int(os.environ.get("BENCH_N", "30")))
 
 
-def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
+def run_one(
+    args: argparse.Namespace, members: int, mysql: str, server_pid: int = 0
+) -> dict[str, float]:
     """One size: seed, install, sweep, baseline; its figures (none with --profile)."""
     tag = uuid.uuid4().hex[:8]
     my_dbs = {"sweep": f"lcb_{tag}_p", "base": f"lcb_{tag}_bp"}
     pg_dbs = {"sweep": f"lcb_{tag}_a", "base": f"lcb_{tag}_ba"}
-    admin = _my(args.mysql)
+    admin = _my(mysql)
     tmp = Path(tempfile.mkdtemp(prefix="bench-g5-"))
     # A private broker, as in production (batches and shred jobs are sent through it).
     redis = start_redis(tmp / "redis")
@@ -315,7 +434,7 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
         master = tmp / "master.key"
         env = {
             "LIFECYCLE_VAR_DIR": str(tmp / "var"),
-            "LIFECYCLE_PRIMARY_DATABASE_URL": _my_url(args.mysql, my_dbs["sweep"]),
+            "LIFECYCLE_PRIMARY_DATABASE_URL": _my_url(mysql, my_dbs["sweep"]),
             "LIFECYCLE_ARCHIVE_DATABASE_URL": _pg_url(args.pg, pg_dbs["sweep"]),
             "LIFECYCLE_MASTER_KEY_FILE": str(master),
             "LIFECYCLE_FILE_ROOTS": str(tmp / "files"),
@@ -330,8 +449,8 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_")}
         base_env["PYTHONPATH"] = str(REPO)
         t = time.perf_counter()
-        counts = seed(args.mysql, my_dbs["sweep"], members)
-        seed(args.mysql, my_dbs["base"], members)
+        counts = seed(mysql, my_dbs["sweep"], members)
+        seed(mysql, my_dbs["base"], members)
         print(f"seeded 2 x {sum(counts.values()):,} rows in {time.perf_counter() - t:.1f}s",
               flush=True)  # fmt: skip
         # As the README's install steps say: the lifecycle's tables in the site's database and
@@ -352,7 +471,7 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
             from lifecycle.datamap.indexes import missing_indexes
             from lifecycle.datamap.loader import load_datamap
 
-            eng = create_engine(_my_url(args.mysql, my_dbs["sweep"]))
+            eng = create_engine(_my_url(mysql, my_dbs["sweep"]))
             dm = load_datamap(map_path)
             with eng.connect() as c:
                 live = [r[0] for r in c.exec_driver_sql("SHOW TABLES")]
@@ -360,7 +479,7 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
             eng.dispose()
             t = time.perf_counter()
             for d in my_dbs.values():
-                conn = _my(args.mysql, d)
+                conn = _my(mysql, d)
                 with conn.cursor() as cur:
                     for gap in gaps:
                         cur.execute(gap.statement())
@@ -369,6 +488,18 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
                   f"{time.perf_counter() - t:.1f}s: "
                   + ", ".join(f"{g.table}({', '.join(g.columns)})" for g in gaps),
                   flush=True)  # fmt: skip
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT SUM(data_length + index_length) FROM information_schema.tables "
+                "WHERE table_schema IN (%s, %s)",
+                tuple(my_dbs.values()),
+            )
+            size = int(cur.fetchone()[0] or 0)
+            cur.execute("SELECT @@innodb_buffer_pool_size")
+            pool = int(cur.fetchone()[0])
+        print(f"both sites: {size / 2**20:,.0f} MB of data and indexes "
+              f"({size / 2 / members:,.0f} bytes a member a site); "
+              f"innodb_buffer_pool_size {pool / 2**20:,.0f} MB", flush=True)  # fmt: skip
 
         if args.profile:
             profile_sweep()
@@ -392,20 +523,23 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
         cpu0 = sum(_cpu_s(p) for p in _tree(worker.pid))
         sampler.start()
         load0 = _load()
+        my0 = _cpu_s(server_pid) if server_pid else 0.0
         t0 = time.perf_counter()
         res = app.send_task("lifecycle.sweep.run")
         got = res.get(timeout=24 * 3600, interval=0.5)
         sweep_s = time.perf_counter() - t0
         sampler.stop.set()
         sampler.join()
-        with _my(args.mysql, my_dbs["sweep"]).cursor() as cur:
+        with _my(mysql, my_dbs["sweep"]).cursor() as cur:
             cur.execute("SELECT count(*) FROM g5_member WHERE mb_name <> ''")
             left = cur.fetchone()[0]
         if left or got.get("withdrawal_members") != members:
             raise RuntimeError(f"sweep left {left} members behind: {got}")
         load1 = _load()
-        base_s = baseline(args.mysql, my_dbs["base"], args.pg, pg_dbs["base"])
+        my1 = _cpu_s(server_pid) if server_pid else 0.0
+        base_s = baseline(mysql, my_dbs["base"], args.pg, pg_dbs["base"])
         load2 = _load()
+        my2 = _cpu_s(server_pid) if server_pid else 0.0
         moved = sum(counts[t] for t in RETAINED)
         batches = int(got.get("batches", 0)) or 1
         peak, total = sampler.peak_proc / 1024, sampler.peak_total / 1024
@@ -421,6 +555,9 @@ def run_one(args: argparse.Namespace, members: int) -> dict[str, float]:
         print(f"load average (1 min) at the sweep's start {load0:.1f}, end {load1:.1f}; "
               f"after the baseline {load2:.1f}")  # fmt: skip
         print(f"worker CPU time: {sum(sampler.cpu.values()) - cpu0:.1f} s over the sweep")
+        if server_pid:
+            print(f"MariaDB server CPU time: {my1 - my0:.1f} s over the sweep, "
+                  f"{my2 - my1:.1f} s over the baseline")  # fmt: skip
         print(f"peak worker RSS: {peak:.0f} MB per process, {total:.0f} MB all (goal < 300 MB)",
               flush=True)  # fmt: skip
         return {"members": members, "sweep_s": sweep_s, "base_s": base_s,

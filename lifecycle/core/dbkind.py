@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 # Re-exported: callers name them through dbkind, the module of the server families.
 from lifecycle.core.mysql_conv import SqlList as SqlList
+from lifecycle.core.mysql_conv import SqlRows as SqlRows
 from lifecycle.core.mysql_conv import mysql_connect_args as mysql_connect_args
 
 # Every MySQL-family URL runs on PyMySQL: pure Python, installed with the project, and it speaks

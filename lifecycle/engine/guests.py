@@ -47,6 +47,7 @@ from lifecycle.datamap.model import TableMap
 from lifecycle.engine import shared_parents
 from lifecycle.engine.context import EngineContext
 from lifecycle.engine.selection import (
+    KeyLists,
     Selection,
     guarded_categories,
     selected_columns,
@@ -129,6 +130,7 @@ class GuestMatch:
         conn: Connection,
         ids: Sequence[Any],
         tables: Iterable[TableMap],
+        keys: KeyLists | None = None,
     ) -> None:
         self.ctx = ctx
         self.dialect = conn.dialect.name
@@ -156,18 +158,20 @@ class GuestMatch:
             if c:
                 cols[k] = c
         members = sorted(ids)
-        step = dbkind.in_chunk(conn)
-        for i in range(0, len(members), step):
-            part = members[i : i + step]
-            q = select(key, *(st.c[c] for c in cols.values())).where(key.in_(part))
-            for row in conn.execute(q):
-                for kind, value in zip(cols, row[1:], strict=True):
-                    canonical = normalise(kind, value)
-                    if canonical is None:
-                        continue
-                    mine = self.owners.setdefault(kind, {})
-                    if canonical not in mine or row[0] < mine[canonical]:
-                        mine[canonical] = row[0]
+        # The batch's one read of its members' rows (KeyLists.member_rows), when it has one.
+        known = keys.member_rows(list(cols.values())) if keys is not None else None
+        if known is not None:
+            rows: Iterable[Sequence[Any]] = [(k, *v) for k, v in sorted(known.items())]
+        else:
+            rows = self._member_identities(conn, key, [st.c[c] for c in cols.values()], members)
+        for row in rows:
+            for kind, value in zip(cols, row[1:], strict=True):
+                canonical = normalise(kind, value)
+                if canonical is None:
+                    continue
+                mine = self.owners.setdefault(kind, {})
+                if canonical not in mine or row[0] < mine[canonical]:
+                    mine[canonical] = row[0]
         if not self.owners:
             return
         found: dict[IdentityKind, set[str]] = {}
@@ -186,6 +190,17 @@ class GuestMatch:
         for kind, values in found.items():
             if kind in cols:
                 self.shared[kind] = self._held_elsewhere(conn, kind, cols[kind], members, values)
+
+    @staticmethod
+    def _member_identities(
+        conn: Connection, key: Any, cols: list[Any], members: list[Any]
+    ) -> list[Sequence[Any]]:
+        out: list[Sequence[Any]] = []
+        step = dbkind.in_chunk(conn)
+        for i in range(0, len(members), step):
+            q = select(key, *cols).where(key.in_(members[i : i + step]))
+            out.extend(conn.execute(q))
+        return out
 
     def _present(
         self, conn: Connection, tm: TableMap
@@ -467,7 +482,8 @@ def with_guests(
     tables = [tm for tm in ctx.tables_ending_on(kind) if tm.match_identities]
     if kind != "withdrawal" or not tables:
         return selections, []
-    match = GuestMatch(ctx, conn, list(ended), tables)
+    keys = next((s.keys for s in selections if s.keys is not None and s.keys.conn is conn), None)
+    match = GuestMatch(ctx, conn, list(ended), tables, keys)
     today = ctx.local_date(now)
     extra: list[Selection] = []
     shared: list[Shared] = []

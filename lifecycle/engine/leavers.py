@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import date
+from typing import Any
 
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
@@ -50,8 +51,15 @@ def read_identities(
     for sel in selections:
         if sel.table.name != sub.table or sel.mode not in ("take", "blank"):
             continue
-        q = select(t.c[sub.key], *(t.c[c] for _, c in declared)).where(sel.where)
-        for key, *values in conn.execute(q):
+        known = None
+        if sel.members_only and sel.keys is not None and sel.keys.conn is conn:
+            known = sel.keys.member_rows([c for _, c in declared])
+        if known is not None:
+            rows: Iterable[Any] = [(k, *v) for k, v in known.items()]
+        else:
+            q = select(t.c[sub.key], *(t.c[c] for _, c in declared)).where(sel.where)
+            rows = conn.execute(q)
+        for key, *values in rows:
             mid = member_id(key)
             if not isinstance(mid, int):
                 continue

@@ -29,7 +29,7 @@ import logging
 import uuid
 from base64 import b64encode
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -800,9 +800,16 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
                 return 0
             where = and_(where, tuple_(*keys).in_(found) if n > 1 else keys[0].in_(
                 [f[0] for f in found]))  # fmt: skip
-        locked = conn.execute(
-            select(*keys, *(t.c[c] for c in cols)).where(where).with_for_update()
-        ).all()
+        known = None
+        if own_row and n == 1 and sel.members_only and sel.keys is not None:
+            # The batch's members, locked since it began, and read once (KeyLists).
+            known = sel.keys.member_rows(cols) if sel.keys.conn is conn else None
+        if known is not None:
+            locked: Sequence[Any] = [(k, *v) for k, v in known.items()]
+        else:
+            locked = conn.execute(
+                select(*keys, *(t.c[c] for c in cols)).where(where).with_for_update()
+            ).all()
         if not locked:
             return 0
         ids = [tuple(r[:n]) for r in locked]

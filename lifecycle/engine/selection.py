@@ -86,6 +86,9 @@ class Selection:
     owner_of: Callable[[tuple[Any, ...]], Any] | None = None
     # ``also_names`` clearing: columns written with a declared value instead of blanked.
     set_values: tuple[tuple[str, Any], ...] = ()
+    # ``where`` is exactly the batch's members by key (their own member rows, locked by the
+    # batch): their values can come from ``keys.member_rows`` instead of another read.
+    members_only: bool = False
 
 
 class Part(NamedTuple):
@@ -612,6 +615,48 @@ class KeyLists:
         self.owned: OwnedRows | None = None
         # id of a list this batch names in several statements -> (the list, rendered once)
         self._rendered: dict[int, tuple[list[Any], dbkind.SqlList]] = {}
+        # The members' own rows, read once: column -> position, and member id -> values.
+        self._member_cols: dict[str, int] | None = None
+        self._member_rows: dict[Any, tuple[Any, ...]] = {}
+
+    def member_columns(self) -> list[str]:
+        """The member-table columns a batch reads by member id: login ids other tables link
+        by, the declared identities (email, mobile, login) and what the member row's files are
+        built from. One read of them all serves the login lists, the guest-row match, the
+        identity hashes and the member row's own clearing."""
+        dm = self.ctx.datamap
+        s = dm.subject
+        cols = [s.login_column, s.email_column, s.mobile_column]
+        for tm in dm.tables.values():
+            cols += [lk.member_key for lk in (*tm.links, *tm.also_names)]
+            if tm.owner is not None:
+                cols.append(tm.owner.member_key)
+        sub = dm.tables.get(s.table)
+        if sub is not None:
+            cols += [*sub.files, *(f for ft in sub.file_templates for f in ft.fields)]
+        st = self.ctx.subject_table
+        return [c for c in dict.fromkeys(cols) if c and c != s.key and c in st.c]
+
+    def member_rows(self, columns: Sequence[str]) -> dict[Any, tuple[Any, ...]] | None:
+        """Member id -> the values of ``columns`` of the batch's members, from one read of
+        :meth:`member_columns` (made under the batch's lock, before any row moves); None when a
+        column is not among them (the caller reads it itself)."""
+        if self._member_cols is None:
+            wanted = self.member_columns()
+            st = self.ctx.subject_table
+            key = st.c[self.ctx.datamap.subject.key]
+            self._member_cols = {c: i for i, c in enumerate(wanted)}
+            step = dbkind.in_chunk(self.conn)
+            for i in range(0, len(self.ids), step):
+                part = self.ids[i : i + step]
+                q = select(key, *(st.c[c] for c in wanted)).where(
+                    _listed(key, part, self.conn, self)
+                )
+                self._member_rows.update((r[0], tuple(r[1:])) for r in self.conn.execute(q))
+        at = [self._member_cols.get(c) for c in columns]
+        if any(i is None for i in at):
+            return None
+        return {k: tuple(v[i] for i in at) for k, v in self._member_rows.items()}  # type: ignore[index]
 
     def rendered(self, values: list[Any]) -> dbkind.SqlList | None:
         """``values`` (one of this batch's lists) rendered for MySQL/MariaDB, once."""
@@ -627,6 +672,10 @@ class KeyLists:
         """The members' values of ``member_key`` (the login id) and their member ids."""
         got = self._logins.get(member_key)
         if got is None:
+            rows = self.member_rows([member_key])
+            if rows is not None:
+                got = self._logins[member_key] = {v: k for k, (v,) in rows.items() if v is not None}
+                return got
             st = self.ctx.subject_table
             key = st.c[self.ctx.datamap.subject.key]
             got = {}
@@ -853,8 +902,9 @@ def subject_selections(
                 where = in_values(ctx, t.c[subject.key], ids)
                 named = (lk.column for lk in tm.also_names)
                 blanks.append(
-                    Selection(tm, where, _ended, "blank", (*tm.personal_columns, *named), keys)
-                )
+                    Selection(tm, where, _ended, "blank", (*tm.personal_columns, *named), keys,
+                              members_only=keys is not None)
+                )  # fmt: skip
                 continue
         if len(tm.links) > 1:
             # A row several members hold (a memo: sender and recipient) leaves the primary DB
@@ -1014,7 +1064,8 @@ def _unheld(ctx: EngineContext, sel: Selection, today: date) -> Selection:
         ~holds.categories_held(guarded_categories(ctx, tm), today),
         *(~holds.member_held(m, today) for m in members),
     )
-    return replace(sel, where=and_(sel.where, cond))
+    # Narrowed: a held member's row is no longer selected, so the batch's read does not serve.
+    return replace(sel, where=and_(sel.where, cond), members_only=False)
 
 
 def age_selection(
