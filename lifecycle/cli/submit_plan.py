@@ -35,6 +35,7 @@ from lifecycle import __version__
 from lifecycle.cli.operator import claimed_name, unlogged_warning
 from lifecycle.core import settings_env
 from lifecycle.core.errors import LifecycleError
+from lifecycle.core.private_file import read_own, write_own
 from lifecycle.datamap.withdrawn_rule import withdrawn
 from lifecycle.requests import outbox_sql
 from lifecycle.vault import access_entry, crypto
@@ -56,6 +57,7 @@ _CODE_FILES = (
     "core/settings.py",
     "core/settings_env.py",
     "core/mysql_conv.py",
+    "core/private_file.py",
     "requests/outbox.py",
     "requests/outbox_sql.py",
     "requests/deadlines.py",
@@ -111,18 +113,13 @@ def plain_withdraw_args(argv: list[str]) -> tuple[str, str] | None:
 
 
 def _read_plan() -> dict[str, Any] | None:
-    try:
-        fd = os.open(_plan_path(), os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
+    # Statements are run from it: only this OS user's own, unwritable by others.
+    data = read_own(_plan_path())
+    if data is None:
         return None
     try:
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            # Statements are run from it: only this OS user's own, unwritable by others.
-            if st.st_uid != os.getuid() or st.st_mode & 0o022:
-                return None
-            plan = json.loads(f.read())
-    except (OSError, ValueError):
+        plan = json.loads(data)
+    except ValueError:
         return None
     return plan if isinstance(plan, dict) and plan.get("format") == PLAN_FORMAT else None
 
@@ -409,16 +406,4 @@ def _make_plan(subject: Subject) -> dict[str, Any] | None:
 
 
 def _write_plan(plan: dict[str, Any]) -> None:
-    import tempfile  # only the full command writes a plan; the short way need not load it
-
-    path = _plan_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".submit-plan-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:  # mkstemp creates it 0600
-            json.dump(plan, f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_own(_plan_path(), json.dumps(plan).encode(), ".submit-plan-")

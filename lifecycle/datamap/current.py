@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import pickle
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 from lifecycle import __version__
+from lifecycle.core.private_file import read_own, write_own
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap.model import DataMap
 from lifecycle.datamap.paths import MAX_DATAMAP_BYTES, map_path
@@ -108,16 +107,11 @@ def _key(p: Path, raw: bytes) -> str:
 
 
 def _read(entry: Path, source: str) -> DataMap | None:
-    try:
-        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
+    data = read_own(entry)
+    if data is None:
         return None
     try:
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_uid != os.getuid() or st.st_mode & 0o022:
-                return None
-            dm = pickle.load(f)
+        dm = pickle.loads(data)
     except Exception:  # a truncated or foreign file is a miss: the map is parsed again
         return None
     if not isinstance(dm, DataMap) or dm.source != source:
@@ -128,16 +122,7 @@ def _read(entry: Path, source: str) -> DataMap | None:
 def _write(entry: Path, prefix: str, dm: DataMap) -> None:
     # A cache only: a var dir this process cannot write (a read-only mount) costs a parse.
     with contextlib.suppress(OSError, pickle.PicklingError):
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".datamap-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:  # mkstemp creates it 0600
-                pickle.dump(dm, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, entry)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_own(entry, pickle.dumps(dm, protocol=pickle.HIGHEST_PROTOCOL), ".datamap-")
         # Earlier versions of the same map are never read again.
         for old in entry.parent.glob(f"{prefix}*.pickle"):
             if old != entry:
