@@ -42,6 +42,7 @@ pytestmark = pytest.mark.integration
 
 MAP = REPO / "lifecycle" / "datamap" / "maps" / "gnuboard5.yaml"
 STAYING = 3000  # members who stay, with their rows: enough that an index beats a scan
+PADDING = 40_000  # members (and points) who only make the site large
 HANDFUL = 50  # a table this small may be scanned: reading it is cheaper than any index
 
 
@@ -128,6 +129,16 @@ def site(
     env = platform_env(var, files, mysql_primary, pg_databases.archive_url, redis_url, map_path)
     with platform_env_applied(monkeypatch, env):
         yield mysql_primary, map_path
+
+
+def _real_table(table: str | None, sizes: dict[str, int]) -> str | None:
+    """The site's table an ``EXPLAIN`` row reads, or None for a derived table."""
+    if not table or table.startswith("<"):
+        return None  # a derived table or materialised subquery
+    if table in sizes:
+        return table
+    base = re.sub(r"_\d+$", "", table)  # SQLAlchemy's alias of a table
+    return base if base in sizes else None
 
 
 def _explain(dbapi_conn: Any, statement: str, params: Any) -> list[dict[str, Any]]:
@@ -220,12 +231,7 @@ def test_every_statement_of_a_sweep_batch_uses_an_index(
     }  # fmt: skip
 
     def real(table: str | None) -> str | None:
-        if not table or table.startswith("<"):
-            return None  # a derived table or materialised subquery
-        if table in sizes:
-            return table
-        base = re.sub(r"_\d+$", "", table)  # SQLAlchemy's alias of a table
-        return base if base in sizes else None
+        return _real_table(table, sizes)
 
     scans = [
         f"{row['table']} ({sizes[t]} rows) in: {shape[:300]}"
@@ -365,3 +371,95 @@ def test_a_batch_of_more_than_500_members_names_each_list_once(
     assert len(ran) > 20  # the whole batch was seen
     repeated = {s[:200]: n for s, n in Counter(ran).items() if n > 1}
     assert not repeated, repeated
+
+
+def test_a_batch_of_more_than_1000_members_looks_other_members_rows_up_by_index(
+    site: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookups of other members' rows that name a leaver (a recommender's
+    ``mb_recommend``, a memo-call ``mb_memo_call``, a recommender's point row by
+    ``po_rel_action``) go through their index whatever the batch's size. With MariaDB's
+    defaults an ``IN`` list of 1,000 values or more became a join with the list, and a list of
+    more than 200 was costed from the column's statistics, so where nearly every row holds one
+    value (the staying members' empty ``mb_recommend``, their points' one ``po_rel_action``)
+    the plan read the whole table or index in every batch and batches slowed as the site grew;
+    the lifecycle's MariaDB sessions turn both off (lifecycle/core/mysql_conv.py)."""
+    url, map_path = site
+    leavers = 1200  # more than in_predicate_conversion_threshold's default of 1,000
+    # A site large beside the batch: 1,200 lookups only beat reading a table of thousands.
+    pad = f"seq_1_to_{PADDING}"
+    site_conn = mysql_site_connect(url)  # the site's own session, as _fill's rows are written
+    with site_conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO g5_member (mb_id, mb_password, mb_name, mb_nick, mb_email, mb_hp, "
+            "mb_datetime, mb_today_login, mb_ip, mb_leave_date, mb_signature, mb_memo, "
+            "mb_lost_certify, mb_profile) SELECT CONCAT('pad', seq), 'x', '', '', '', '', NOW(), "
+            f"NOW(), '', '', '', '', '', '' FROM {pad}"
+        )
+        cur.execute(
+            "INSERT INTO g5_point (mb_id, po_datetime, po_content, po_point, po_rel_table, "
+            "po_rel_id, po_rel_action) SELECT CONCAT('pad', seq), NOW(), '출석', 1, '', '', "
+            f"'출석' FROM {pad}"
+        )
+    site_conn.commit()
+    site_conn.close()
+    eng = create_engine(url)
+    with eng.begin() as c:
+        live = [r[0] for r in c.exec_driver_sql("SHOW TABLES")]
+        # The indexes `datamap check` advises, as an operator following it would add them.
+        for g in missing_indexes(load_datamap(map_path).expand(live), eng):
+            c.exec_driver_sql(g.statement())
+        c.exec_driver_sql(
+            "UPDATE g5_member SET mb_leave_date = '20260901' "
+            f"WHERE mb_id LIKE 'stay%%' AND mb_id < 'stay{leavers:05d}'"
+        )
+        values = c.exec_driver_sql(
+            "SELECT COUNT(DISTINCT mb_recommend), COUNT(DISTINCT mb_memo_call) FROM g5_member"
+        ).one()
+        assert max(values) <= 2  # one value in nearly every row
+        c.exec_driver_sql("ANALYZE TABLE " + ", ".join(f"`{t}`" for t in live))
+        sizes = {
+            t: int(c.exec_driver_sql(f"SELECT COUNT(*) FROM `{t}`").scalar() or 0) for t in live
+        }
+    eng.dispose()
+    ctx = get_context()
+    seen: dict[str, list[dict[str, Any]]] = {}
+    capturing = False
+    naming = re.compile(r"WHERE \w+\.(mb_recommend|mb_memo_call|po_rel_action) IN ")
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, _c: Any, _m: bool) -> None:
+        shape = re.sub(r"\s+", " ", statement)
+        if capturing and naming.search(shape) and shape not in seen:
+            # On the batch's own connection: its session settings are what is checked.
+            seen[shape] = _explain(conn.connection.dbapi_connection, statement, params)
+
+    real_run_batch = sweep.run_batch
+
+    def batch(*args: Any, **kwargs: Any) -> Any:
+        nonlocal capturing
+        capturing = True
+        try:
+            return real_run_batch(*args, **kwargs)
+        finally:
+            capturing = False
+
+    event.listen(ctx.primary, "before_cursor_execute", capture)
+    monkeypatch.setattr(sweep, "run_batch", batch)
+    try:
+        counts = sweep.run_sweep(ctx)
+    finally:
+        event.remove(ctx.primary, "before_cursor_execute", capture)
+    assert counts["withdrawal_members"] == leavers + 1, counts
+    assert {m.group(1) for s in seen if (m := naming.search(s))} == {
+        "mb_recommend", "mb_memo_call", "po_rel_action",
+    }  # fmt: skip
+    whole = [
+        f"{row['table']} ({row['type']}, {sizes[t]} rows) in: {shape[:200]}"
+        for shape, plan in seen.items()
+        for row in plan
+        if (t := _real_table(row["table"], sizes)) and row["type"] in ("ALL", "index")
+    ]
+    joined = [shape[:200] for shape, plan in seen.items() if any(
+        (row["table"] or "").startswith("<") for row in plan
+    )]  # fmt: skip
+    assert not whole and not joined, "\n".join(whole + joined)
