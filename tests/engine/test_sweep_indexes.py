@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,40 @@ def _explain(dbapi_conn: Any, statement: str, params: Any) -> list[dict[str, Any
         return list(cur.fetchall())
 
 
+def _sweep_explained(
+    monkeypatch: pytest.MonkeyPatch, keep: Callable[[str], bool]
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Run the sweep; each statement shape a batch runs that ``keep`` accepts (whitespace
+    collapsed) is explained once, on the batch's own connection just before it runs, so the
+    plan is the one that session's settings give. Returns the sweep's counts and the plans."""
+    ctx = get_context()
+    seen: dict[str, list[dict[str, Any]]] = {}
+    capturing = False
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, _c: Any, _m: bool) -> None:
+        shape = re.sub(r"\s+", " ", statement)
+        if capturing and shape not in seen and keep(shape):
+            seen[shape] = _explain(conn.connection.dbapi_connection, statement, params)
+
+    real_run_batch = sweep.run_batch
+
+    def batch(*args: Any, **kwargs: Any) -> Any:
+        nonlocal capturing
+        capturing = True
+        try:
+            return real_run_batch(*args, **kwargs)
+        finally:
+            capturing = False
+
+    event.listen(ctx.primary, "before_cursor_execute", capture)
+    monkeypatch.setattr(sweep, "run_batch", batch)
+    try:
+        counts = sweep.run_sweep(ctx)
+    finally:
+        event.remove(ctx.primary, "before_cursor_execute", capture)
+    return counts, seen
+
+
 def test_every_statement_of_a_sweep_batch_uses_an_index(
     site: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,33 +229,8 @@ def test_every_statement_of_a_sweep_batch_uses_an_index(
         c.exec_driver_sql("ANALYZE TABLE " + ", ".join(f"`{t}`" for t in live))
     eng.dispose()
 
-    ctx = get_context()
-    seen: dict[str, list[dict[str, Any]]] = {}
-    capturing = False
-
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, _c: Any, _m: bool) -> None:
-        if not capturing or not re.match(r"\s*(SELECT|DELETE|UPDATE)\b", statement, re.I):
-            return
-        shape = re.sub(r"\s+", " ", statement)
-        if shape not in seen:
-            seen[shape] = _explain(conn.connection.dbapi_connection, statement, params)
-
-    real_run_batch = sweep.run_batch
-
-    def batch(*args: Any, **kwargs: Any) -> Any:
-        nonlocal capturing
-        capturing = True
-        try:
-            return real_run_batch(*args, **kwargs)
-        finally:
-            capturing = False
-
-    event.listen(ctx.primary, "before_cursor_execute", capture)
-    monkeypatch.setattr(sweep, "run_batch", batch)
-    try:
-        counts = sweep.run_sweep(ctx)
-    finally:
-        event.remove(ctx.primary, "before_cursor_execute", capture)
+    reads = re.compile(r"\s*(SELECT|DELETE|UPDATE)\b", re.I)
+    counts, seen = _sweep_explained(monkeypatch, lambda shape: bool(reads.match(shape)))
     # jung_hs, by the site's own marker, and the three neighbours
     assert counts["withdrawal_members"] == 4, counts
     deletes = [s for s in seen if s.startswith("DELETE FROM g5_")]
@@ -422,33 +431,8 @@ def test_a_batch_of_more_than_1000_members_looks_other_members_rows_up_by_index(
             t: int(c.exec_driver_sql(f"SELECT COUNT(*) FROM `{t}`").scalar() or 0) for t in live
         }
     eng.dispose()
-    ctx = get_context()
-    seen: dict[str, list[dict[str, Any]]] = {}
-    capturing = False
     naming = re.compile(r"WHERE \w+\.(mb_recommend|mb_memo_call|po_rel_action) IN ")
-
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, _c: Any, _m: bool) -> None:
-        shape = re.sub(r"\s+", " ", statement)
-        if capturing and naming.search(shape) and shape not in seen:
-            # On the batch's own connection: its session settings are what is checked.
-            seen[shape] = _explain(conn.connection.dbapi_connection, statement, params)
-
-    real_run_batch = sweep.run_batch
-
-    def batch(*args: Any, **kwargs: Any) -> Any:
-        nonlocal capturing
-        capturing = True
-        try:
-            return real_run_batch(*args, **kwargs)
-        finally:
-            capturing = False
-
-    event.listen(ctx.primary, "before_cursor_execute", capture)
-    monkeypatch.setattr(sweep, "run_batch", batch)
-    try:
-        counts = sweep.run_sweep(ctx)
-    finally:
-        event.remove(ctx.primary, "before_cursor_execute", capture)
+    counts, seen = _sweep_explained(monkeypatch, lambda shape: bool(naming.search(shape)))
     assert counts["withdrawal_members"] == leavers + 1, counts
     assert {m.group(1) for s in seen if (m := naming.search(s))} == {
         "mb_recommend", "mb_memo_call", "po_rel_action",
