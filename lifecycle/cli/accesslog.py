@@ -8,12 +8,12 @@ nothing is flagged, 1 when something is (each flag to be checked with the operat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, Annotated
+from typing import Annotated
 
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.cli.csvout import check_output, write_csv
+from lifecycle.cli.csvout import export_logged
 from lifecycle.core.errors import LifecycleError
 
 accesslog_app = typer.Typer(
@@ -72,27 +72,10 @@ def export_cmd(
     ] = None,
 ) -> None:
     """Export as CSV with Korean headings, times in Asia/Seoul (for the privacy officer)."""
-    from lifecycle.cli.operator import current
-    from lifecycle.core.db import check_reachable, session
-    from lifecycle.core.settings import get_settings
     from lifecycle.vault import accesslog
 
-    check_output(output)
-    check_reachable("archive")
-    tz = get_settings().timezone
-    who = current()
-
-    def write(out: IO[str]) -> int:
-        with session("archive") as s:
-            n = accesslog.export_csv(s, out, tz=tz)
-            accesslog.record(s, operator=who, kind="export", action="accesslog export",
-                             details={"rows": n})  # fmt: skip
-        return n
-
-    n = write_csv(output, write)
-    if output is None:
-        return
-    typer.echo(f"wrote {n} access log entries to {output}", err=True)
+    export_logged(output, accesslog.export_csv, action="accesslog export", counted="rows",
+                  noun="access log entries")  # fmt: skip
 
 
 @accesslog_app.command("prune")

@@ -7,7 +7,9 @@ import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import typer
 
 from lifecycle.core.errors import UserError
 
@@ -58,3 +60,40 @@ def write_export(
         tmp.unlink(missing_ok=True)
         raise
     return n
+
+
+def export_logged(
+    output: Path | None,
+    export: Callable[[Any, IO[str], str], int],
+    *,
+    action: str,
+    counted: str,
+    noun: str,
+) -> None:
+    """Export an archive-held log as CSV and record the export in the access log.
+
+    ``export(session, out, tz)`` writes the rows and returns how many; the access-log entry
+    names ``action`` and the count under ``counted``. Who read a list of destructions or of
+    accesses is itself an access to be logged (안전성 확보조치 기준 제8조).
+    """
+    # Lazy: every command module imports this one, and `--help` must not load the databases.
+    from lifecycle.cli.operator import current
+    from lifecycle.core.db import check_reachable, session
+    from lifecycle.core.settings import get_settings
+    from lifecycle.vault import accesslog
+
+    check_output(output)
+    check_reachable("archive")
+    tz = get_settings().timezone
+    who = current()
+
+    def write(out: IO[str]) -> int:
+        with session("archive") as s:
+            n = export(s, out, tz)
+            accesslog.record(s, operator=who, kind="export", action=action,
+                             details={counted: n})  # fmt: skip
+        return n
+
+    n = write_csv(output, write)
+    if output is not None:
+        typer.echo(f"wrote {n} {noun} to {output}", err=True)

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from lifecycle.cli.app import app
-from lifecycle.cli.csvout import check_output, write_csv, write_export
+from lifecycle.cli.csvout import check_output, export_logged, write_csv, write_export
 from lifecycle.core.errors import UserError
 
 ledger_app = typer.Typer(
@@ -72,30 +72,13 @@ def export_cmd(
     ] = None,
 ) -> None:
     """Export the ledger with Korean column headings, times in Asia/Seoul."""
-    from lifecycle.cli.operator import current
-    from lifecycle.core.db import check_reachable, session
-    from lifecycle.core.settings import get_settings
-    from lifecycle.vault import accesslog, ledger
+    from lifecycle.vault import ledger
 
     if fmt.lower() != "csv":
         raise UserError(f"unsupported --format {fmt!r}; only csv is supported")
-    check_output(output)
-    check_reachable("archive")
-    tz = get_settings().timezone
-    who = current()
-
-    def write(out: IO[str]) -> int:
-        # Pseudonyms and counts only, but an export of who-was-destroyed-when: logged (제8조).
-        with session("archive") as s:
-            n = ledger.export_csv(s, out, tz=tz)
-            accesslog.record(s, operator=who, kind="export", action="ledger export",
-                             details={"entries": n})  # fmt: skip
-        return n
-
-    n = write_csv(output, write)
-    if output is None:
-        return
-    typer.echo(f"wrote {n} ledger entries to {output}", err=True)
+    # Pseudonyms and counts only, but an export of who-was-destroyed-when: logged (제8조).
+    export_logged(output, ledger.export_csv, action="ledger export", counted="entries",
+                  noun="ledger entries")  # fmt: skip
 
 
 def _day(raw: str | None, what: str) -> date | None:
