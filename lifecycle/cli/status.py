@@ -283,11 +283,15 @@ def _render_incidents(console: Any, incidents: list[dict[str, Any]] | None, tz: 
         left = int(i["seconds_left"])
         hours = f"{abs(left) // 3600}h {abs(left) % 3600 // 60:02d}m"
         clock = f"OVERDUE {hours}" if left < 0 else f"{hours} left of 72h"
-        report = (
-            _when(i["reported_at"], tz)
-            if i["reported_at"]
-            else ("due" if i["report_grounds"] else "-")
-        )
+        state = i.get("report_state") or ("drafted" if i["reported_at"] else "none")
+        if state == "submitted":
+            report = f"submitted {_when(i['submitted_at'], tz)} to {i['submitted_to']}"
+        elif state == "drafted":
+            report = f"drafted {_when(i['reported_at'], tz)}, " + (
+                "NOT submitted" if i["report_grounds"] else "not submitted"
+            )
+        else:
+            report = "due, not drafted" if state == "due" else "-"
         t.add_row(
             str(i["id"]), _when(i["detected_at"], tz), _when(i["deadline_at"], tz), clock,
             str(n["affected"]), str(n["sent"]), str(n["unsent"]), str(n["no_address"]), report,
