@@ -243,6 +243,8 @@ def show_cmd(
     with db.session("primary") as p:
         inc = breach.get(p, iid)
         r = breach.summary(p, inc, now, get_context().datamap)
+        # The officer's own words, like the closing record: shown here, not in `status`.
+        r["no_report_reason"] = inc.no_report_reason
         if members:
             im, nr = IncidentMember, NoticeRecipient
             stmt = (

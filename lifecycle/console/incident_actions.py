@@ -111,6 +111,7 @@ def incident_view(incident_id: int) -> Any:
             abort(404)
         r = breach.summary(p, inc, utcnow(), get_context().datamap)
         r["closing_record"] = inc.closing_record
+        r["no_report_reason"] = inc.no_report_reason
     return render_template("incident_view.html", r=r, recipients=breach.RECIPIENTS)
 
 

@@ -435,7 +435,6 @@ def summary(s: Session, inc: Incident, now: datetime, dm: DataMap | None = None)
         "submission_revision": int(inc.submission_revision or 0),
         "closed_at": as_utc(inc.closed_at).isoformat() if inc.closed_at else None,
         "closed_by": inc.closed_by,
-        "no_report_reason": inc.no_report_reason,
     }
 
 
