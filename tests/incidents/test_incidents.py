@@ -457,7 +457,7 @@ def test_the_report_is_drafted_then_recorded_as_submitted(
     assert (inc["report_state"], inc["submitted_to"], inc["report_outstanding"]) == (
         "submitted", "kisa", False
     )  # fmt: skip
-    assert "submitted" in env.run("status").stdout
+    assert f"submitted {now[5:]} to kisa" in env.run("status").stdout
     shown = env.run("incident", "show", "1")
     assert f"report: submitted {now} to kisa, 접수번호 2026-0001234" in shown.stdout
     assert "corrected 1 time(s)" in shown.stdout
