@@ -56,10 +56,22 @@ class Incident(PrimaryBase):
     former_archived_before: Mapped[int] = mapped_column(Integer, default=0)
     notice_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When the draft report was first written (``incident report``): drafting is not reporting.
     reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The report as actually submitted (법 제34조③, 시행령 제40조), as the officer records it:
+    # when, to whom (``pipc`` or ``kisa``), the 접수번호 if one was given. ``submission_revision``
+    # counts corrections, so each recorded version has its own ledger entry.
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    submitted_to: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    submission_receipt: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    submitted_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    submission_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     closed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     closing_record: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Closed with a report due and none recorded as submitted: the officer's reason, kept with
+    # the closing record.
+    no_report_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (Index("ix_lifecycle_incidents_state", "state"),)
 

@@ -53,6 +53,7 @@ def check_deadlines() -> dict[str, object]:
             str(i["id"]): {
                 "hours_left": round(i["seconds_left"] / 3600, 1),
                 "unsent": i["notices"]["unsent"],
+                "report": i["report_state"],
             }
             for i in incidents
         },

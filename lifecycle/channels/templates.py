@@ -384,6 +384,7 @@ _BREACH_REPORT = Template(
 근거: 「개인정보 보호법」 제34조제3항, 같은 법 시행령 제40조
 제출처: 개인정보보호위원회 또는 한국인터넷진흥원(KISA) (개인정보 포털 privacy.go.kr 등)
 이 문서는 작업자가 만든 초안입니다. 제출 전에 개인정보 보호책임자가 내용을 확인하고 보완하십시오.
+제출한 뒤에는 제출 일시·제출처·접수번호를 기록하십시오 (lifecycle incident submitted $incident_id).
 
 1. 개인정보처리자
    $site

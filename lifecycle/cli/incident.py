@@ -1,11 +1,11 @@
-"""`lifecycle incident open|list|show|notify|report|close`: personal-data breaches (개인정보
-유출등, 개인정보 보호법 제34조) and their 72-hour clock."""
+"""`lifecycle incident open|list|show|notify|report|submitted|close`: personal-data breaches
+(개인정보 유출등, 개인정보 보호법 제34조) and their 72-hour clock."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -67,6 +67,18 @@ def _local(iso: str | None) -> str:
     if not iso:
         return "-"
     return datetime.fromisoformat(iso).astimezone(_tz()).strftime("%Y-%m-%d %H:%M")
+
+
+def _report(r: dict[str, Any]) -> str:
+    """The report's state in a few words: drafting is not submitting."""
+    state = r["report_state"]
+    if state == "submitted":
+        receipt = f", 접수번호 {r['submission_receipt']}" if r["submission_receipt"] else ""
+        return f"submitted {_local(r['submitted_at'])} to {r['submitted_to']}{receipt}"
+    if state == "drafted":
+        due = "due, " if r["report_grounds"] else ""
+        return f"drafted {_local(r['reported_at'])} ({due}not submitted)"
+    return "due, not drafted" if state == "due" else "-"
 
 
 def _left(seconds: int) -> str:
@@ -174,17 +186,20 @@ def list_cmd(
     from sqlalchemy import select
 
     from lifecycle.core import db
+    from lifecycle.engine.context import get_context
     from lifecycle.incidents import breach
     from models.base import utcnow
     from models.incidents import Incident, IncidentState
 
     db.check_reachable("primary")
     now = utcnow()
+    # The map says which categories make a report due (시행령 제40조①2호).
+    dm = get_context().datamap
     with db.session("primary") as p:
         stmt = select(Incident).order_by(Incident.id)
         if not all_:
             stmt = stmt.where(Incident.state == IncidentState.OPEN.value)
-        rows = [breach.summary(p, inc, now) for inc in p.scalars(stmt)]
+        rows = [breach.summary(p, inc, now, dm) for inc in p.scalars(stmt)]
     if not rows:
         typer.echo("no open incidents" if not all_ else "no incidents")
         return
@@ -196,7 +211,7 @@ def list_cmd(
         typer.echo(
             f"{r['id']:>5}  {r['state']:<6} detected {_local(r['detected_at'])}  {clock:<22} "
             f"affected {n['affected']}, notified {n['sent']}, unsent {n['unsent']}  "
-            f"{','.join(r['categories'])}"
+            f"report {_report(r)}  {','.join(r['categories'])}"
         )
 
 
@@ -228,6 +243,8 @@ def show_cmd(
     with db.session("primary") as p:
         inc = breach.get(p, iid)
         r = breach.summary(p, inc, now, get_context().datamap)
+        # The officer's own words, like the closing record: shown here, not in `status`.
+        r["no_report_reason"] = inc.no_report_reason
         if members:
             im, nr = IncidentMember, NoticeRecipient
             stmt = (
@@ -266,11 +283,16 @@ def show_cmd(
             "notified"
             + ("" if r["notice_id"] else " (not notified yet: lifecycle incident notify)")
         )
-        typer.echo(f"  report drafted: {_local(r['reported_at'])}")
+        typer.echo(f"  report: {_report(r)}")
+        if r["submission_revision"]:
+            typer.echo(f"  submission record corrected {r['submission_revision']} time(s) "
+                       "(the ledger keeps each version)")  # fmt: skip
         if r["report_grounds"]:
             typer.echo(f"  report due (시행령 제40조①): {'; '.join(r['report_grounds'])}")
         if r["closed_at"]:
             typer.echo(f"  closed {_local(r['closed_at'])} by {r['closed_by']}")
+        if r["no_report_reason"]:
+            typer.echo(f"  closed without a submitted report: {r['no_report_reason']}")
         for m, st in per_member:
             typer.echo(f"  member {m}: {st}")
     if members:
@@ -362,7 +384,63 @@ def report_cmd(
         tmp.replace(output)
 
     actions.report(who, iid, _tz(), now, deliver=write)
-    typer.echo(f"incident {iid}: report drafted in {output}; check it, then submit it")
+    typer.echo(
+        f"incident {iid}: report drafted in {output}; check it, submit it, then record the "
+        f"submission: lifecycle incident submitted {iid} --to pipc|kisa [--receipt 접수번호]"
+    )
+
+
+@incident_app.command("submitted")
+def submitted_cmd(
+    incident_id: Annotated[str, typer.Argument(metavar="ID")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="Who received it: pipc (개인정보보호위원회) or kisa (한국인터넷진흥원)."
+        ),
+    ] = "",
+    at: Annotated[
+        str,
+        typer.Option(
+            "--at", help="When it was submitted, YYYY-MM-DD HH:MM (site time; default now)."
+        ),
+    ] = "",
+    receipt: Annotated[
+        str | None, typer.Option("--receipt", help="The 접수번호 given on submission, if any.")
+    ] = None,
+    correct: Annotated[
+        bool,
+        typer.Option("--correct", help="Replace a recorded submission (both stay in the ledger)."),
+    ] = False,
+) -> None:
+    """Record that the drafted report was submitted to the regulator (법 제34조③, 시행령
+    제40조): when, to whom, the 접수번호. Until then a due report keeps the incident under
+    attention. The same values again change nothing."""
+    from lifecycle.cli.operator import current
+    from lifecycle.core import db
+    from lifecycle.incidents import actions, breach
+    from models.base import utcnow
+
+    iid = _incident_id(incident_id)
+    if not to.strip():
+        raise UserError(f"--to is required: {' or '.join(breach.RECIPIENTS)}")
+    recipient = breach.check_recipient(to)
+    when = breach.minute(_when(at, "--at") if at.strip() else utcnow())
+    submission = breach.Submission(when, recipient, breach.check_receipt(receipt))
+    who = current()
+    db.check_reachable("primary")
+    db.check_reachable("archive")
+    done = actions.submitted(who, iid, submission, _tz(), correct=correct)
+    what = f"report submitted {submission.text(_tz())}"
+    if done.outcome == "unchanged":
+        typer.echo(f"incident {iid}: already recorded: {what}; nothing changed")
+    elif done.outcome == "corrected" and done.previous is not None:
+        typer.echo(
+            f"incident {iid}: corrected to {what} (was {done.previous.text(_tz())}; the ledger "
+            "keeps both)"
+        )
+    else:
+        typer.echo(f"incident {iid}: recorded: {what}")
 
 
 @incident_app.command("close")
@@ -376,8 +454,17 @@ def close_cmd(
             "not reached by e-mail; kept with the incident.",
         ),
     ] = None,
+    no_report_reason: Annotated[
+        str | None,
+        typer.Option(
+            "--no-report-reason",
+            help="Why it closes with a due report not recorded as submitted (kept with it).",
+        ),
+    ] = None,
 ) -> None:
-    """Close an incident with a record (kept with it; its counts go in the ledger)."""
+    """Close an incident with a record (kept with it; its counts go in the ledger). Refused
+    while a report is due (시행령 제40조①) and not recorded as submitted, unless
+    --no-report-reason says why."""
     from lifecycle.cli.operator import current
     from lifecycle.core import db
     from lifecycle.incidents import actions
@@ -389,7 +476,9 @@ def close_cmd(
     who = current()
     db.check_reachable("primary")
     db.check_reachable("archive")
-    n = actions.close(who, iid, text)
+    if no_report_reason is not None and not no_report_reason.strip():
+        raise UserError("--no-report-reason is empty")
+    n = actions.close(who, iid, text, no_report_reason=no_report_reason)
     typer.echo(
         f"incident {iid} closed: {n['sent']} of {n['affected']} member(s) notified by e-mail"
     )

@@ -277,17 +277,21 @@ def _render_incidents(console: Any, incidents: list[dict[str, Any]] | None, tz: 
     t = Table(title=f"Breach incidents open: {len(incidents)}", title_justify="left")
     for col in ("incident", "detected", "deadline", "clock", "affected", "notified", "unsent",
                 "no address", "report"):  # fmt: skip
-        t.add_column(col)
+        # The report's state must read whole: the other columns wrap instead.
+        t.add_column(col, no_wrap=col == "report")
     for i in incidents:
         n = i["notices"]
         left = int(i["seconds_left"])
         hours = f"{abs(left) // 3600}h {abs(left) % 3600 // 60:02d}m"
         clock = f"OVERDUE {hours}" if left < 0 else f"{hours} left of 72h"
-        report = (
-            _when(i["reported_at"], tz)
-            if i["reported_at"]
-            else ("due" if i["report_grounds"] else "-")
-        )
+        state = i.get("report_state") or ("drafted" if i["reported_at"] else "none")
+        if state == "submitted":
+            # MM-DD HH:MM: the year is the incident's, the full time is in `incident show`.
+            report = f"submitted {_when(i['submitted_at'], tz)[5:16]} to {i['submitted_to']}"
+        elif state == "drafted":
+            report = "drafted, NOT submitted" if i["report_grounds"] else "drafted"
+        else:
+            report = "due, not drafted" if state == "due" else "-"
         t.add_row(
             str(i["id"]), _when(i["detected_at"], tz), _when(i["deadline_at"], tz), clock,
             str(n["affected"]), str(n["sent"]), str(n["unsent"]), str(n["no_address"]), report,

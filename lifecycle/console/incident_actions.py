@@ -1,6 +1,8 @@
 """A breach (개인정보 유출등, 법 제34조) handled from the console, by the officer: open it
 (categories, tables, time range), tell the members, draft the report to the regulator, close
-it with a record; anyone with the view permission sees one incident's page.
+it with a record; anyone with the view permission sees one incident's page, which says whether
+the report is only drafted or recorded as submitted (recording the submission is
+`lifecycle incident submitted`; the page shows it read-only).
 
 The same domain functions as `lifecycle incident open|notify|report|close`
 (lifecycle.incidents.actions: the same transactions, ledger and access-log entries), naming the
@@ -109,7 +111,8 @@ def incident_view(incident_id: int) -> Any:
             abort(404)
         r = breach.summary(p, inc, utcnow(), get_context().datamap)
         r["closing_record"] = inc.closing_record
-    return render_template("incident_view.html", r=r)
+        r["no_report_reason"] = inc.no_report_reason
+    return render_template("incident_view.html", r=r, recipients=breach.RECIPIENTS)
 
 
 def _back(incident_id: int) -> Response:
@@ -156,10 +159,13 @@ def incident_close(incident_id: int) -> Any:
     need("incidents.change")
     operator = who().operator
     text = (request.form.get("record") or "").replace("\r\n", "\n")
+    reason = (request.form.get("no_report_reason") or "").replace("\r\n", "\n").strip() or None
     try:
         if not text.strip():
             raise UserError("종결 기록(무엇을 했는지)을 입력하십시오.")
-        actions.close(operator, incident_id, text, extra={"ip": client_ip()})
+        actions.close(
+            operator, incident_id, text, no_report_reason=reason, extra={"ip": client_ip()}
+        )
     except UserError as exc:
         flash(str(exc), "error")
         return _back(incident_id)

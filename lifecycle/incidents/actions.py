@@ -1,6 +1,6 @@
 """The officer's steps on a breach (법 제34조), one function each, for the CLI
-(`lifecycle incident open|notify|report|close`) and the console alike: each runs the domain
-calls of :mod:`lifecycle.incidents.breach` in the same two transactions (the archive's
+(`lifecycle incident open|notify|report|submitted|close`) and the console alike: each runs the
+domain calls of :mod:`lifecycle.incidents.breach` in the same two transactions (the archive's
 outermost: it commits after the primary one, so the ledger never records a step that did not
 commit) and writes the step's ledger entry and access-log line, naming the operator.
 
@@ -17,6 +17,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from lifecycle.core import db
+from lifecycle.core.errors import UserError
 from lifecycle.engine.context import get_context
 from lifecycle.incidents import breach
 from lifecycle.vault import accesslog
@@ -146,21 +147,70 @@ def report(
     return text
 
 
+@dataclass(frozen=True)
+class Submitted:
+    outcome: str  # "recorded", "unchanged" or "corrected"
+    previous: breach.Submission | None
+
+
+def submitted(
+    operator: str,
+    incident_id: int,
+    submission: breach.Submission,
+    tz: tzinfo,
+    *,
+    correct: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> Submitted:
+    """Record that the drafted report was submitted (법 제34조③, 시행령 제40조): when, to whom,
+    the 접수번호. The same values again change nothing (the entry is written if a crash lost
+    it); other values need ``correct``, and each version keeps its own ledger entry."""
+    with db.session("archive") as a, db.session("primary") as p:
+        inc = breach.get_open(p, incident_id)
+        outcome, previous = breach.record_submission(
+            inc, submission, operator, utcnow(), tz, correct=correct
+        )
+        details: dict[str, Any] = {
+            "submitted_at": submission.at.isoformat(), "to": submission.to,
+            "receipt": submission.receipt, "revision": int(inc.submission_revision or 0),
+        }  # fmt: skip
+        if outcome == "corrected" and previous is not None:
+            details["replaces"] = {"submitted_at": previous.at.isoformat(), "to": previous.to,
+                                   "receipt": previous.receipt}  # fmt: skip
+        breach.ledger_entry(
+            a, inc, "submit", operator, method=f"신고 제출 ({breach.RECIPIENTS[submission.to]})",
+            **details,
+        )  # fmt: skip
+        accesslog.record(
+            a, operator=operator, kind="change", action="incident submitted",
+            details=_details({"incident_id": incident_id, "outcome": outcome}, extra),
+        )  # fmt: skip
+    return Submitted(outcome=outcome, previous=previous)
+
+
 def close(
     operator: str,
     incident_id: int,
     record: str,
     *,
+    no_report_reason: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Close an open incident with its record; returns its notice counts at closing."""
+    """Close an open incident with its record; returns its notice counts at closing. Refused
+    while a due report is not recorded as submitted, unless the officer says why."""
+    dm = get_context().datamap
     with db.session("archive") as a, db.session("primary") as p:
         inc = breach.get_open(p, incident_id)
-        n: dict[str, Any] = breach.summary(p, inc, utcnow())["notices"]
-        breach.close(p, inc, record, operator)
+        r = breach.summary(p, inc, utcnow(), dm)
+        refusal = breach.close_refusal(inc, r["report_grounds"], no_report_reason)
+        if refusal is not None:
+            raise UserError(refusal)
+        n: dict[str, Any] = r["notices"]
+        breach.close(p, inc, record, operator, no_report_reason)
         breach.ledger_entry(
             a, inc, "close", operator, sent=n["sent"], unsent=n["unsent"],
             no_address=n["no_address"], method="사고 종결 기록",
+            report=r["report_state"], no_report_reason_given=bool((no_report_reason or "").strip()),
         )  # fmt: skip
         accesslog.record(
             a, operator=operator, kind="change", action="incident close",

@@ -1,6 +1,11 @@
 """Personal-data breaches (개인정보 유출등): open an incident, find who is affected from the data
 map, tell them (법 제34조①), draft the report to the regulator (법 제34조③, 시행령 제40조),
-keep the 72-hour clock (시행령 제39조①·제40조①), close it with a record.
+record that it was submitted (when, to whom, the 접수번호), keep the 72-hour clock (시행령
+제39조①·제40조①), close it with a record.
+
+Drafting is not reporting: a report the grounds of 시행령 제40조① make due stays outstanding
+(status attention, and ``close`` refuses without a reason) until the officer records its
+submission; the product never submits anything itself.
 
 The clock runs from ``detected_at`` (when the controller learnt of the breach). Who is affected
 is fixed when the incident is opened (``lifecycle_incident_members``): members with rows in the
@@ -45,6 +50,13 @@ WINDOW = timedelta(hours=72)
 BASIS = "개인정보 보호법 제34조, 시행령 제39조·제40조"
 # 시행령 제40조①1호: a report is due from this many subjects, whatever the data.
 REPORT_THRESHOLD = 1000
+# Who received the report (법 제34조③: 보호위원회 or the 전문기관 of 시행령 제40조, KISA).
+RECIPIENTS = {"pipc": "개인정보보호위원회", "kisa": "한국인터넷진흥원(KISA)"}
+RECEIPT_MAX = 40
+# A 접수번호 as the portals print them: letters, digits, Hangul and a few separators.
+_RECEIPT = re.compile(r"^[0-9A-Za-z가-힣][0-9A-Za-z가-힣._/#-]*$")
+# Times are entered to the minute: "now" typed at hh:mm:30 is not in the future.
+SUBMIT_CLOCK_SLACK = timedelta(minutes=1)
 NOTICE_KIND = "breach"
 IM = IncidentMember.__table__
 NR = NoticeRecipient.__table__
@@ -135,6 +147,40 @@ def check_scope(dm: DataMap, categories: Iterable[str], tables: Iterable[str]) -
             )
     chosen = named or tuple(n for n, tm in dm.tables.items() if set(tm.columns) & set(cats))
     return Scope(cats, chosen, {t: record_date_column(dm, t) for t in chosen})
+
+
+def check_recipient(raw: str) -> str:
+    to = raw.strip().lower()
+    if to not in RECIPIENTS:
+        raise UserError(f"--to must be one of {', '.join(RECIPIENTS)}, not {raw.strip()!r}")
+    return to
+
+
+def check_receipt(raw: str | None) -> str | None:
+    """The 접수번호 as given (trimmed), or None; a one-line UserError if it is not one."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    if len(text) > RECEIPT_MAX or not _RECEIPT.match(text):
+        raise UserError(
+            f"--receipt must be the 접수번호 only: at most {RECEIPT_MAX} letters, digits or "
+            "Hangul, with . _ / # - between them"
+        )
+    # Here, not at the top: `lifecycle status` imports this module and has no use for the
+    # ledger. The receipt goes into the ledger, which refuses these shapes anyway; say so now.
+    from lifecycle.vault import ledger
+
+    try:
+        ledger.refuse_personal_shapes(receipt=text)
+    except UserError:
+        raise UserError(
+            "--receipt looks like a phone or resident registration number: give the 접수번호"
+        ) from None
+    return text
+
+
+def minute(when: datetime) -> datetime:
+    return as_utc(when).replace(second=0, microsecond=0)
 
 
 def check_times(
@@ -248,8 +294,11 @@ def ledger_entry(a: Session, inc: Incident, step: str, actor: str, **more: Any) 
         "open": "개인정보 유출등 사고 접수",
         "notify": "개인정보 유출등 정보주체 통지",
         "report": "개인정보 유출등 신고서 작성",
+        "submit": "개인정보 유출등 신고 제출 기록",
         "close": "개인정보 유출등 사고 종결",
     }
+    # Each recorded version of the submission is its own entry: a correction adds one.
+    key = f"incident:{inc.id}:{step}" + (f":{more['revision']}" if more.get("revision") else "")
     ledger.append(
         a,
         action=f"incident_{step}",
@@ -262,7 +311,7 @@ def ledger_entry(a: Session, inc: Incident, step: str, actor: str, **more: Any) 
         method=more.pop("method", ""),
         actor=actor,
         details={"incident_id": inc.id, **more},
-        dedup_key=f"incident:{inc.id}:{step}",
+        dedup_key=key,
     )
 
 
@@ -335,6 +384,19 @@ def report_grounds(dm: DataMap | None, inc: Incident) -> list[str]:
     return out
 
 
+def report_state(inc: Incident, grounds: list[str]) -> str:
+    """``submitted``, ``drafted`` (not submitted), ``due`` (not even drafted) or ``none``."""
+    if inc.submitted_at is not None:
+        return "submitted"
+    if inc.reported_at is not None:
+        return "drafted"
+    return "due" if grounds else "none"
+
+
+def _iso(when: datetime | None) -> str | None:
+    return as_utc(when).isoformat() if when is not None else None
+
+
 def summary(s: Session, inc: Incident, now: datetime, dm: DataMap | None = None) -> dict[str, Any]:
     """One incident as plain data (status, `incident show`, `--json`): no personal data."""
     deadline = as_utc(inc.deadline_at)
@@ -363,6 +425,14 @@ def summary(s: Session, inc: Incident, now: datetime, dm: DataMap | None = None)
         "notified_at": as_utc(inc.notified_at).isoformat() if inc.notified_at else None,
         "reported_at": as_utc(inc.reported_at).isoformat() if inc.reported_at else None,
         "report_grounds": grounds,
+        "report_state": report_state(inc, grounds),
+        # Due and not recorded as submitted: what keeps the incident under attention.
+        "report_outstanding": bool(grounds) and inc.submitted_at is None,
+        "submitted_at": _iso(inc.submitted_at),
+        "submitted_to": inc.submitted_to,
+        "submission_receipt": inc.submission_receipt,
+        "submitted_by": inc.submitted_by,
+        "submission_revision": int(inc.submission_revision or 0),
         "closed_at": as_utc(inc.closed_at).isoformat() if inc.closed_at else None,
         "closed_by": inc.closed_by,
     }
@@ -377,28 +447,38 @@ def open_summaries(s: Session, now: datetime, dm: DataMap | None = None) -> list
 
 def attention(inc: dict[str, Any]) -> list[str]:
     """What an open incident needs from the operator, one line each (status)."""
-    out = []
     n = inc["notices"]
+    due = bool(inc["report_grounds"])
     if inc["overdue"]:
         late = _hours(-inc["seconds_left"])
         what = []
         if n["unsent"]:
             what.append(f"{n['unsent']} of {n['affected']} member(s) not notified")
-        if inc["report_grounds"] and not inc["reported_at"]:
+        if due and not inc["reported_at"]:
             what.append("report to the regulator not drafted")
+        elif due and not inc.get("submitted_at"):
+            what.append("report not submitted (drafted, no submission recorded)")
         tail = "; ".join(what) or "not closed"
-        out.append(f"incident {inc['id']}: 72-hour deadline passed {late} ago ({tail})")
-    elif n["unsent"]:
+        return [f"incident {inc['id']}: 72-hour deadline passed {late} ago ({tail})"]
+    out = []
+    left = _hours(inc["seconds_left"])
+    if n["unsent"]:
         no_address = n["no_address"] if inc["notice_id"] else inc["no_contact_at_open"]
         out.append(
             f"incident {inc['id']}: {n['unsent']} of {n['affected']} affected member(s) not "
-            f"notified yet ({no_address} without an address), {_hours(inc['seconds_left'])} "
-            "left of 72 h"
+            f"notified yet ({no_address} without an address), {left} left of 72 h"
         )
-    elif inc["report_grounds"] and not inc["reported_at"]:
+    # Its own line, not hidden behind unsent notices: the report is a separate duty (법
+    # 제34조③) on the same 72 hours.
+    if due and not inc["reported_at"]:
         out.append(
-            f"incident {inc['id']}: report to the regulator due (시행령 제40조), "
-            f"{_hours(inc['seconds_left'])} left of 72 h"
+            f"incident {inc['id']}: report to the regulator due (시행령 제40조), {left} left "
+            "of 72 h"
+        )
+    elif due and not inc.get("submitted_at"):
+        out.append(
+            f"incident {inc['id']}: report to the regulator drafted but not submitted "
+            f"(시행령 제40조; lifecycle incident submitted {inc['id']}), {left} left of 72 h"
         )
     return out
 
@@ -526,9 +606,81 @@ def prepare_notice(s: Session, inc: Incident, dm: DataMap | None, tz: Any) -> tu
     return n.id, created
 
 
-def close(s: Session, inc: Incident, record: str, who: str) -> None:
+# -- the report as submitted ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    at: datetime
+    to: str
+    receipt: str | None
+
+    def text(self, tz: Any) -> str:
+        receipt = f", 접수번호 {self.receipt}" if self.receipt else ""
+        return f"to {self.to} at {_local(self.at, tz)}{receipt}"
+
+
+def recorded_submission(inc: Incident) -> Submission | None:
+    if inc.submitted_at is None or inc.submitted_to is None:
+        return None
+    return Submission(minute(inc.submitted_at), inc.submitted_to, inc.submission_receipt)
+
+
+def record_submission(
+    inc: Incident, new: Submission, who: str, now: datetime, tz: Any, *, correct: bool
+) -> tuple[str, Submission | None]:
+    """Record that the report was submitted (on an open incident, locked by the caller):
+    ("recorded" | "unchanged" | "corrected", the version it replaced). Refused in one line,
+    changing nothing: no draft yet, a time in the future or before the incident was opened,
+    another version already recorded without ``correct``."""
+    if inc.reported_at is None:
+        raise UserError(
+            f"incident {inc.id}: no report drafted yet; run `lifecycle incident report {inc.id}` "
+            "first"
+        )
+    if new.at > now + SUBMIT_CLOCK_SLACK:
+        raise UserError(f"--at {_local(new.at, tz)} is in the future")
+    if new.at < minute(inc.opened_at):
+        raise UserError(
+            f"--at {_local(new.at, tz)} is before incident {inc.id} was opened "
+            f"({_local(inc.opened_at, tz)})"
+        )
+    old = recorded_submission(inc)
+    if old == new:
+        return "unchanged", old
+    if old is not None and not correct:
+        raise UserError(
+            f"incident {inc.id}: already recorded as submitted {old.text(tz)}; to replace it "
+            "with these values add --correct (both stay in the ledger)"
+        )
+    inc.submitted_at, inc.submitted_to, inc.submission_receipt = new.at, new.to, new.receipt
+    inc.submitted_by = who
+    if old is not None:
+        inc.submission_revision = int(inc.submission_revision or 0) + 1
+    return ("corrected" if old is not None else "recorded"), old
+
+
+def close_refusal(inc: Incident, grounds: list[str], no_report_reason: str | None) -> str | None:
+    """Why closing must wait (a one-line reason), or None: a report is due and none is
+    recorded as submitted, and the officer gave no reason for closing without one."""
+    if not grounds or inc.submitted_at is not None:
+        return None
+    if no_report_reason is not None and no_report_reason.strip():
+        return None
+    drafted = "drafted but not recorded as submitted" if inc.reported_at else "not drafted"
+    return (
+        f"incident {inc.id}: the report to the regulator is due (시행령 제40조①) and {drafted}; "
+        f"record it with `lifecycle incident submitted {inc.id}`, or close with "
+        "--no-report-reason TEXT"
+    )
+
+
+def close(
+    s: Session, inc: Incident, record: str, who: str, no_report_reason: str | None = None
+) -> None:
     if not record.strip():
         raise UserError("the closing record file is empty")
+    reason = no_report_reason.strip() if no_report_reason and no_report_reason.strip() else None
     s.execute(
         update(Incident)
         .where(Incident.id == inc.id)
@@ -537,5 +689,6 @@ def close(s: Session, inc: Incident, record: str, who: str) -> None:
             closed_at=utcnow(),
             closed_by=who,
             closing_record=record,
+            no_report_reason=reason,
         )
     )

@@ -226,6 +226,27 @@ def families(snap: dict[str, Any]) -> list[GaugeMetricFamily]:
             [str(inc["id"])], datetime.fromisoformat(inc["deadline_at"]).timestamp()
         )
     out.append(deadline)
+    # Drafting is not reporting (시행령 제40조): 1 while a due report is not recorded as
+    # submitted; the submission's time, labelled with who received it, once it is.
+    outstanding = GaugeMetricFamily(
+        "lifecycle_incident_report_outstanding",
+        "1 while an open breach incident's due report (시행령 제40조①) is not recorded as "
+        "submitted",
+        labels=["incident"],
+    )
+    submitted = GaugeMetricFamily(
+        "lifecycle_incident_report_submitted_timestamp_seconds",
+        "When an open breach incident's report was submitted, by recipient (pipc or kisa)",
+        labels=["incident", "to"],
+    )
+    for inc in incidents:
+        outstanding.add_metric([str(inc["id"])], 1.0 if inc.get("report_outstanding") else 0.0)
+        if inc.get("submitted_at"):
+            submitted.add_metric(
+                [str(inc["id"]), str(inc.get("submitted_to"))],
+                datetime.fromisoformat(inc["submitted_at"]).timestamp(),
+            )
+    out += [outstanding, submitted]
     out.append(
         GaugeMetricFamily(
             "lifecycle_attention_items",

@@ -75,6 +75,7 @@ ACTION_LABELS = {
     "incident_open": "유출등 사고 접수",
     "incident_notify": "유출등 정보주체 통지",
     "incident_report": "유출등 신고서 작성",
+    "incident_submit": "유출등 신고 제출 기록",
     "incident_close": "유출등 사고 종결",
     "paper_destroy": "종이 문서 파기",
     "signoff": "보호책임자 파기 결과 확인",

@@ -141,7 +141,7 @@ def test_an_oidc_officer_places_and_releases_a_hold(
 
 
 def test_an_officer_opens_reports_and_closes_an_incident_a_handler_is_refused(
-    console: Console, browser: Any, primary_env: LifecycleEnv
+    console: Console, browser: Any, primary_env: LifecycleEnv, tmp_path: Path
 ) -> None:
     from lifecycle.core.db import session
     from models.incidents import Incident
@@ -198,6 +198,19 @@ def test_an_officer_opens_reports_and_closes_an_incident_a_handler_is_refused(
     [reported] = _ledger("incident_report")
     assert reported.actor == "console:kim.officer"
     assert _entries("incident report")[0].kind == "export"
+    # Drafted is not submitted: the page says which, read-only; the submission is recorded
+    # with the command and then shown with when and to whom.
+    page.goto(f"{c.base}/incidents/{iid}")
+    assert "초안 작성" in page.inner_text("#reported")
+    assert "제출" not in page.inner_text("#submitted")
+    r = primary_env.run("incident", "submitted", str(iid), "--to", "pipc", "--receipt", "2026-77")
+    assert r.returncode == 0, r.stderr
+    page.reload()
+    shown = page.inner_text("#submitted")
+    assert "제출" in shown and "개인정보보호위원회" in shown and "접수번호 2026-77" in shown, shown
+    page.goto(f"{c.base}/incidents")
+    assert "제출" in page.inner_text("#incidents")
+    page.goto(f"{c.base}/incidents/{iid}")
 
     # A handler: the server refuses each action, whatever the page shows.
     hctx = browser.new_context(locale="ko-KR")
@@ -233,4 +246,34 @@ def test_an_officer_opens_reports_and_closes_an_incident_a_handler_is_refused(
     assert closed.actor == "console:kim.officer"
     [logged] = _entries("incident close")
     assert logged.operator == "console:kim.officer" and logged.kind == "change"
+
+    # Unlawful access from outside makes a report due (시행령 제40조①3호): closing without a
+    # recorded submission is refused until the officer gives a reason, which is kept.
+    desc = tmp_path / "desc.txt"
+    desc.write_text(DESCRIPTION, encoding="utf-8")
+    r = primary_env.run(
+        "incident", "open", "--categories", "payment", "--from", "2000-01-01T00:00", "--to",
+        now.strftime("%Y-%m-%dT%H:%M"), "--detected-at", now.strftime("%Y-%m-%dT%H:%M"),
+        "--description-file", str(desc), "--external-access",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    second = iid + 1
+    page.goto(f"{c.base}/incidents/{second}")
+    assert "제출 기록 없음" in page.inner_text("#submitted")
+    page.fill("#record", "외부 접근 경로를 막았습니다.")
+    page.click("#close")
+    page.wait_for_selector(".flash")
+    assert "--no-report-reason" in _flash(page), _flash(page)
+    with session("primary") as s:
+        inc = s.get(Incident, second)
+        assert inc is not None and inc.state == "open"
+    page.fill("#record", "외부 접근 경로를 막았습니다.")
+    page.fill("#no_report_reason", "보호위원회 상담 결과 신고 대상 아님")
+    page.click("#close")
+    page.wait_for_selector("#closed")
+    assert "보호위원회 상담 결과" in page.inner_text("#no-report-reason")
+    with session("primary") as s:
+        inc = s.get(Incident, second)
+        assert inc is not None and inc.state == "closed"
+        assert inc.no_report_reason == "보호위원회 상담 결과 신고 대상 아님"
     ctx.close()

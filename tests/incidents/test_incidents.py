@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import insert, select, text
@@ -255,6 +256,15 @@ def test_overdue_incident_and_whole_tables(primary_env: LifecycleEnv, tmp_path: 
     assert "72-hour deadline passed 8h" in line and "1 of 1 member(s) not notified" in line
     assert "report to the regulator not drafted" in line
     assert "OVERDUE" in primary_env.run("status").stdout
+    # Drafted is not reported: the late line says the report is not submitted, until it is.
+    rep = primary_env.run("incident", "report", "1", "--output", str(tmp_path / "r.txt"))
+    assert rep.returncode == 0, rep.stderr
+    line = next(a for a in _attention(primary_env) if "72-hour deadline passed" in a)
+    assert "report not submitted" in line and "not drafted" not in line
+    sub = primary_env.run("incident", "submitted", "1", "--to", "pipc")
+    assert sub.returncode == 0, sub.stderr
+    line = next(a for a in _attention(primary_env) if "72-hour deadline passed" in a)
+    assert "report" not in line and "1 of 1 member(s) not notified" in line
     # Beat's hourly deadline check fails on it, naming the incident: Flower shows the clock.
     from tasks.deadlines import OverdueRequests, check_deadlines
 
@@ -305,3 +315,205 @@ def _rows(sql: str) -> list[tuple[Any, ...]]:
 
     with engine("primary").connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql))]
+
+
+def _counselling(env: LifecycleEnv, tmp_path: Path, *extra: str, hours_ago: float = 1) -> Any:
+    """Member 2's counselling record: 민감정보, so a report is due (시행령 제40조①2호)."""
+    eng = create_demo_schema()
+    add_members(eng, 3)
+    with eng.begin() as conn:
+        conn.execute(
+            insert(demo_site.counselling_records),
+            [{"member_id": 2, "session_at": datetime(2020, 1, 1, tzinfo=UTC), "counsellor": "c",
+              "notes": "n"}],
+        )  # fmt: skip
+    desc = _write(tmp_path, "desc.txt", DESCRIPTION)
+    detected = datetime.now(UTC) - timedelta(hours=hours_ago)
+    return env.run(
+        "--operator", "privacy-officer", "incident", "open", "--categories", "counselling",
+        "--tables", "counselling_records", *WINDOW, "--detected-at", detected.isoformat(),
+        "--description-file", str(desc), *extra,
+    )  # fmt: skip
+
+
+def _submission() -> tuple[Any, ...]:
+    return _rows(
+        "SELECT submitted_at, submitted_to, submission_receipt, submitted_by, "
+        "submission_revision FROM lifecycle_incidents WHERE id = 1"
+    )[0]
+
+
+def _ledger(action: str) -> list[Any]:
+    from lifecycle.core.db import session
+    from models.archive import LedgerEntry
+
+    with session("archive") as a:
+        return list(
+            a.scalars(
+                select(LedgerEntry).where(LedgerEntry.action == action).order_by(LedgerEntry.seq)
+            )
+        )
+
+
+def _attention(env: LifecycleEnv, iid: int = 1) -> list[str]:
+    _code, report = _status(env)
+    return [a for a in report["attention"] if a.startswith(f"incident {iid}:")]
+
+
+def test_the_report_is_drafted_then_recorded_as_submitted(
+    primary_env: LifecycleEnv, tmp_path: Path
+) -> None:
+    env = primary_env
+    opened = _counselling(env, tmp_path)
+    assert opened.returncode == 0 and "report to the regulator due" in opened.stdout, opened.stderr
+    record = _write(tmp_path, "record.txt", "조치를 마쳤습니다.\n")
+    seoul = ZoneInfo("Asia/Seoul")
+    now = datetime.now(seoul).strftime("%Y-%m-%d %H:%M")
+
+    # Before the draft: submitting and closing are refused, each in one line.
+    early = [
+        (["incident", "submitted", "1", "--to", "pipc"],
+         "incident 1: no report drafted yet; run `lifecycle incident report 1` first"),
+        (["incident", "close", "1", "--record-file", str(record)],
+         "incident 1: the report to the regulator is due (시행령 제40조①) and not drafted"),
+    ]  # fmt: skip
+    for args, fragment in early:
+        r = env.run(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()] and fragment in r.stderr
+    assert any("report to the regulator due (시행령 제40조)" in a for a in _attention(env))
+
+    rep = env.run("incident", "report", "1", "--output", str(tmp_path / "report.txt"))
+    assert rep.returncode == 0 and "incident submitted 1" in rep.stdout, rep.stderr
+    # Drafted is not submitted: status, show and list say so; attention stays.
+    assert any("report to the regulator drafted but not submitted" in a for a in _attention(env))
+    _code, report = _status(env)
+    (inc,) = report["incidents"]
+    assert (inc["report_state"], inc["report_outstanding"], inc["submitted_at"]) == (
+        "drafted", True, None
+    )  # fmt: skip
+    assert "NOT submitted" in env.run("status").stdout
+    assert "(due, not submitted)" in env.run("incident", "show", "1").stdout
+    assert "report drafted" in env.run("incident", "list").stdout
+
+    entries_before = _count("SELECT count(*) FROM ledger_entries", "archive")
+    before = _submission()
+    refusals = [
+        (["--to", "fss"], "--to must be one of pipc, kisa, not 'fss'"),
+        (["--to", "pipc", "--at", "2099-01-01 00:00"], "--at 2099-01-01 00:00 is in the future"),
+        (["--to", "pipc", "--at", "2026-01-01 09:00"], "is before incident 1 was opened"),
+        (["--to", "pipc", "--at", "tomorrow"], "--at must be a date-time"),
+        (["--to", "kisa", "--receipt", "접수 번호 12"], "--receipt must be the 접수번호 only"),
+        (["--to", "kisa", "--receipt", "9" * 41], "--receipt must be the 접수번호 only"),
+        (["--to", "kisa", "--receipt", "010-1234-5678"], "--receipt looks like a phone"),
+        (["--at", now], "--to is required"),
+    ]  # fmt: skip
+    for opts, fragment in refusals:
+        r = env.run("incident", "submitted", "1", *opts)
+        assert r.returncode == 2, (opts, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and fragment in lines[0], (opts, r.stderr)
+    r = env.run("incident", "submitted", "7", "--to", "pipc")
+    assert r.returncode == 2 and "incident 7 does not exist" in r.stderr, r.stderr
+    assert _submission() == before == (None, None, None, None, 0)
+    assert _count("SELECT count(*) FROM ledger_entries", "archive") == entries_before
+
+    # Recorded; the same values again change nothing; other values need --correct.
+    args = ["--operator", "privacy-officer", "incident", "submitted", "1", "--at", now]
+    first = env.run(*args, "--to", "PIPC", "--receipt", "2026-0001234")
+    assert first.returncode == 0, first.stderr
+    assert f"recorded: report submitted to pipc at {now}, 접수번호 2026-0001234" in first.stdout
+    at, to, receipt, by, revision = _submission()
+    local = datetime.strptime(now, "%Y-%m-%d %H:%M").replace(tzinfo=seoul)
+    assert _utc(at) == local.astimezone(UTC) and (to, receipt, by, revision) == (
+        "pipc", "2026-0001234", "privacy-officer", 0
+    )  # fmt: skip
+    again = env.run(*args, "--to", "pipc", "--receipt", "2026-0001234")
+    assert again.returncode == 0 and "already recorded" in again.stdout, again.stderr
+    assert len(_ledger("incident_submit")) == 1
+    other = env.run(*args, "--to", "kisa", "--receipt", "2026-0001234")
+    assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1, other.stderr
+    assert (
+        f"already recorded as submitted to pipc at {now}, 접수번호 2026-0001234; to replace it "
+        "with these values add --correct" in other.stderr
+    )
+    no_receipt = env.run(*args, "--to", "pipc")
+    assert no_receipt.returncode == 2 and "add --correct" in no_receipt.stderr
+    assert _submission()[1:3] == ("pipc", "2026-0001234")
+    fixed = env.run(*args, "--to", "kisa", "--receipt", "2026-0001234", "--correct")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "corrected to report submitted to kisa" in fixed.stdout and "was to pipc" in fixed.stdout
+    assert _submission()[1:] == ("kisa", "2026-0001234", "privacy-officer", 1)
+    # Both versions are in the ledger, each its own entry.
+    entries = _ledger("incident_submit")
+    assert [(e.details["to"], e.details["revision"]) for e in entries] == [("pipc", 0), ("kisa", 1)]
+    assert entries[1].details["replaces"]["to"] == "pipc"
+    assert all(e.subjects == 1 and e.categories == ["counselling"] for e in entries)
+
+    # Submitted: nothing about the report needs attention any more, and status says to whom.
+    assert not any("report" in a for a in _attention(env))
+    _code, report = _status(env)
+    (inc,) = report["incidents"]
+    assert (inc["report_state"], inc["submitted_to"], inc["report_outstanding"]) == (
+        "submitted", "kisa", False
+    )  # fmt: skip
+    assert f"submitted {now[5:]} to kisa" in env.run("status").stdout
+    shown = env.run("incident", "show", "1")
+    assert f"report: submitted {now} to kisa, 접수번호 2026-0001234" in shown.stdout
+    assert "corrected 1 time(s)" in shown.stdout
+    assert f"report submitted {now} to kisa" in env.run("incident", "list").stdout
+
+    closed = env.run("incident", "close", "1", "--record-file", str(record))
+    assert closed.returncode == 0, closed.stderr
+    (close_entry,) = _ledger("incident_close")
+    assert close_entry.details["report"] == "submitted"
+    late = env.run(*args, "--to", "kisa", "--receipt", "2026-0001234")
+    assert late.returncode == 2 and "incident 1 is closed" in late.stderr
+
+    from lifecycle.core.db import session
+    from models.guards import AccessLogEntry
+
+    with session("archive") as a:
+        logged = a.scalars(
+            select(AccessLogEntry.details).where(AccessLogEntry.action == "incident submitted")
+        ).all()
+    assert [d["outcome"] for d in logged] == ["recorded", "unchanged", "corrected"]
+
+
+def test_closing_with_a_due_report_unsubmitted_needs_a_reason(
+    primary_env: LifecycleEnv, tmp_path: Path
+) -> None:
+    env = primary_env
+    assert _counselling(env, tmp_path).returncode == 0
+    record = _write(tmp_path, "record.txt", "조치를 마쳤습니다.\n")
+    rep = env.run("incident", "report", "1", "--output", str(tmp_path / "report.txt"))
+    assert rep.returncode == 0, rep.stderr
+    refused = env.run("incident", "close", "1", "--record-file", str(record))
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip() == (
+        "lifecycle: error: incident 1: the report to the regulator is due (시행령 제40조①) "
+        "and drafted but not recorded as submitted; record it with `lifecycle incident "
+        "submitted 1`, or close with --no-report-reason TEXT"
+    )
+    empty = env.run("incident", "close", "1", "--record-file", str(record), "--no-report-reason",
+                    " ")  # fmt: skip
+    assert empty.returncode == 2 and "--no-report-reason is empty" in empty.stderr
+    assert _rows("SELECT state FROM lifecycle_incidents") == [("open",)]
+    assert _ledger("incident_close") == []
+
+    reason = "보호위원회 상담 결과 신고 대상이 아니라는 답변을 받음 (2026-12-08)"
+    closed = env.run(
+        "incident", "close", "1", "--record-file", str(record), "--no-report-reason", reason
+    )
+    assert closed.returncode == 0, closed.stderr
+    assert _rows("SELECT state, no_report_reason, submitted_at FROM lifecycle_incidents") == [
+        ("closed", reason, None)
+    ]
+    (entry,) = _ledger("incident_close")
+    assert entry.details["report"] == "drafted" and entry.details["no_report_reason_given"]
+    assert f"closed without a submitted report: {reason}" in env.run("incident", "show", "1").stdout
+
+
+def _utc(value: datetime) -> datetime:
+    # MariaDB hands back a naive UTC time, PostgreSQL an aware one.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

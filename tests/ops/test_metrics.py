@@ -121,6 +121,9 @@ def test_metrics_say_what_status_says_behind_a_login(primary_env: LifecycleEnv) 
         abs(got[("lifecycle_incident_deadline_timestamp_seconds", incident)] - seeded["deadline"])
         <= 1
     )
+    # No ground of 시행령 제40조① in the seeded incident: no report outstanding, none submitted.
+    assert got[("lifecycle_incident_report_outstanding", incident)] == 0
+    assert not any(k[0] == "lifecycle_incident_report_submitted_timestamp_seconds" for k in got)
     assert got[("lifecycle_attention_items", ())] >= 3
 
 
