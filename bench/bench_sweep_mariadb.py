@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,7 @@ class OwnServer:
     dir: Path
     port: int
     pool_bytes: int
+    digests: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -99,7 +101,14 @@ class OwnServer:
             "--innodb-io-capacity=2000",
             "--max-connections=300",
             "--skip-name-resolve",
-        ]
+        ] + (
+            # Per-statement-shape totals (time, rows examined, sent, affected) for --digests;
+            # off otherwise, so the figures are those of a server as docs/mysql.md sets it up.
+            ["--performance-schema=ON",
+             "--performance-schema-consumer-events-statements-current=ON",
+             "--performance-schema-max-digest-length=4096", "--max-digest-length=4096"]
+            if self.digests else []
+        )  # fmt: skip
 
     def start(self) -> None:
         data = self.dir / "data"
@@ -305,6 +314,18 @@ def main() -> None:
     )
     ap.add_argument("--keep", action="store_true")
     ap.add_argument(
+        "--digests",
+        action="store_true",
+        help="start the own server with performance_schema and print, for the sweep and the "
+        "baseline, each statement shape's server time and rows examined, sent and affected",
+    )
+    ap.add_argument(
+        "--py-spy",
+        default="",
+        metavar="DIR",
+        help="record the worker processes with py-spy (collapsed stacks in DIR) over the sweep",
+    )
+    ap.add_argument(
         "--profile",
         action="store_true",
         help="run the sweep in this process under cProfile, with per-statement timings "
@@ -326,7 +347,9 @@ def main() -> None:
             pool = args.buffer_pool_mb << 20 or max(
                 POOL_FLOOR, 2 * members * SITE_BYTES_PER_MEMBER + POOL_FLOOR
             )
-            server = OwnServer(Path(tempfile.mkdtemp(prefix="bench-mariadb-")), free_port(), pool)
+            server = OwnServer(
+                Path(tempfile.mkdtemp(prefix="bench-mariadb-")), free_port(), pool, args.digests
+            )
             server.start()
             print(f"own MariaDB server on port {server.port}: " + " ".join(server.settings()),
                   flush=True)  # fmt: skip
@@ -349,6 +372,64 @@ def main() -> None:
                   f"{r['peak_mb']:>12.0f} MB  {r['load']:>8.1f}")  # fmt: skip
 
 
+_LOCK_STATUS = ("Innodb_deadlocks", "Innodb_row_lock_waits", "Innodb_row_lock_time")
+
+
+def _lock_status(admin: Any) -> dict[str, int]:
+    with admin.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS WHERE Variable_name IN (%s, %s, %s)", _LOCK_STATUS)
+        return {k: int(v) for k, v in cur.fetchall()}
+
+
+def _digests_reset(admin: Any) -> dict[str, int]:
+    with admin.cursor() as cur:
+        cur.execute("TRUNCATE performance_schema.events_statements_summary_by_digest")
+    return _lock_status(admin)
+
+
+def _shape(digest: str | None) -> str:
+    """A digest's text with its placeholder lists folded, short enough for one line."""
+    text = re.sub(r"(\?\s*,\s*)+\?", "?..", " ".join((digest or "").split()))
+    return re.sub(r"(\(\?\.\.\)\s*,\s*)+\(\?\.\.\)", "(?..)..", text)[:170]
+
+
+def _digests_print(admin: Any, db: str, label: str, locks0: dict[str, int], top: int = 40) -> None:
+    """Each statement shape's totals on the server since the last reset, largest first, and
+    the row-lock waits and deadlocks since then."""
+    locks = {k: v - locks0.get(k, 0) for k, v in _lock_status(admin).items()}
+    print(
+        f"-- {label}: deadlocks {locks.get('Innodb_deadlocks', 0)}, row lock waits "
+        f"{locks.get('Innodb_row_lock_waits', 0)} ({locks.get('Innodb_row_lock_time', 0)} ms)"
+    )
+    if locks.get("Innodb_deadlocks"):
+        with admin.cursor() as cur:
+            cur.execute("SHOW ENGINE INNODB STATUS")
+            text = cur.fetchone()[2]
+        at = text.find("LATEST DETECTED DEADLOCK")
+        if at >= 0:
+            print(re.sub(r"\([^)]{200,}\)", "(…)", text[at : text.find("TRANSACTIONS", at)])[:6000])
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT sum_timer_wait / 1e12, count_star, sum_rows_examined, sum_rows_sent, "
+            "sum_rows_affected, sum_no_index_used, sum_select_scan, sum_sort_rows, "
+            "sum_created_tmp_tables, digest_text "
+            "FROM performance_schema.events_statements_summary_by_digest "
+            "WHERE schema_name = %s ORDER BY sum_timer_wait DESC",
+            (db,),
+        )
+        rows = cur.fetchall()
+    total = sum(float(r[0]) for r in rows)
+    print(f"-- server statement time by shape, {label}: {total:.2f} s in "
+          f"{sum(int(r[1]) for r in rows)} statements --")  # fmt: skip
+    print(f"{'s':>7} {'count':>6} {'examined':>10} {'sent':>9} {'affected':>9} "
+          f"{'noidx':>5} {'scan':>4} {'sort':>7} {'tmp':>4}  shape")  # fmt: skip
+    for r in rows[:top]:
+        n = [int(v) for v in r[1:9]]
+        print(f"{float(r[0]):7.2f} {n[0]:6d} {n[1]:10d} {n[2]:9d} {n[3]:9d} {n[4]:5d} {n[5]:4d} "
+              f"{n[6]:7d} {n[7]:4d}  {_shape(r[9])}")  # fmt: skip
+    print(flush=True)
+
+
 def profile_sweep() -> None:
     """The sweep in this process: cProfile of the Python side, and each primary statement's
     wall time (round trip, server work and PyMySQL decoding) summed by its first words."""
@@ -364,7 +445,8 @@ def profile_sweep() -> None:
     ctx = get_context()
     spent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     started: dict[int, float] = {}
-    # BENCH_SQL=path writes every statement (its time and first 400 characters) in order.
+    # BENCH_SQL=path writes every statement (its time and first 400 characters, all of it
+    # with BENCH_SQL_FULL=1) in order.
     trace = open(os.environ["BENCH_SQL"], "w") if os.environ.get("BENCH_SQL") else None  # noqa: SIM115
 
     @event.listens_for(ctx.primary, "before_cursor_execute")
@@ -380,7 +462,8 @@ def profile_sweep() -> None:
         slot[0] += took
         slot[1] += 1
         if trace is not None:
-            trace.write(f"{took:8.4f} {' '.join(stmt.split())[:400]}\n")
+            cut = None if os.environ.get("BENCH_SQL_FULL") else 400
+            trace.write(f"{took:8.4f} {' '.join(stmt.split())[:cut]}\n")
 
     prof = cProfile.Profile()
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -523,11 +606,31 @@ def run_one(
         cpu0 = sum(_cpu_s(p) for p in _tree(worker.pid))
         sampler.start()
         load0 = _load()
+        locks0: dict[str, int] = {}
+        if args.digests:
+            locks0 = _digests_reset(admin)
+        spies = []
+        spy_bin = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        if args.py_spy:
+            Path(args.py_spy).mkdir(parents=True, exist_ok=True)
+            for p in _tree(worker.pid):
+                spies.append(subprocess.Popen(
+                    [spy_bin, "record", "-p", str(p), "-r", "50", "-f", "raw", "-o",
+                     str(Path(args.py_spy) / f"worker-{p}.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))  # fmt: skip
         my0 = _cpu_s(server_pid) if server_pid else 0.0
         t0 = time.perf_counter()
         res = app.send_task("lifecycle.sweep.run")
         got = res.get(timeout=24 * 3600, interval=0.5)
         sweep_s = time.perf_counter() - t0
+        for spy in spies:
+            # SIGINT makes py-spy write what it sampled and exit.
+            spy.send_signal(2)
+            spy.wait(60)
+        if args.digests:
+            _digests_print(admin, my_dbs["sweep"], "sweep", locks0)
+            locks0 = _digests_reset(admin)
         sampler.stop.set()
         sampler.join()
         with _my(mysql, my_dbs["sweep"]).cursor() as cur:
@@ -539,6 +642,8 @@ def run_one(
         my1 = _cpu_s(server_pid) if server_pid else 0.0
         base_s = baseline(mysql, my_dbs["base"], args.pg, pg_dbs["base"])
         load2 = _load()
+        if args.digests:
+            _digests_print(admin, my_dbs["base"], "baseline", locks0)
         my2 = _cpu_s(server_pid) if server_pid else 0.0
         moved = sum(counts[t] for t in RETAINED)
         batches = int(got.get("batches", 0)) or 1

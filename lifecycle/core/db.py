@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lifecycle.core.dbkind import MYSQL_BACKENDS, mysql_connect_args, normalise_mysql_url
 from lifecycle.core.errors import DatabaseUnavailable
+from lifecycle.core.mysql_conv import DIVE_MARK, dive_marked
 from lifecycle.core.settings import get_settings
 
 Which = Literal["primary", "archive"]
@@ -58,9 +59,21 @@ def _create(url: str) -> Engine:
         kwargs["pool_recycle"] = 3600
     # hide_parameters: an error's text (logs, exceptions) never carries the bound values,
     # which are members' personal data.
-    return create_engine(
+    eng = create_engine(
         url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True, **kwargs
     )
+    if "connect_args" in kwargs:
+        event.listen(eng, "before_cursor_execute", _dive_marked, retval=True)
+    return eng
+
+
+def _dive_marked(
+    conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+) -> tuple[str, Any]:
+    # MariaDB alone has SET STATEMENT (and the lists that need it; mysql_conv.DIVE_MARK).
+    if DIVE_MARK in statement and conn.dialect.is_mariadb:
+        statement = dive_marked(statement)
+    return statement, parameters
 
 
 def engine(which: Which) -> Engine:

@@ -87,10 +87,28 @@ def mysql_connect_args() -> dict[str, Any]:
         "conv": conv,
         # NOW()/CURRENT_TIMESTAMP in our statements mean UTC, like the values we bind.
         # MariaDB only (it alone runs /*M! ... */): an IN list of 1,000 values or more became
-        # a join, and a longer list than 200 was costed from the column's statistics; where
-        # nearly every row holds one value (g5_member.mb_recommend '', g5_point.po_rel_action)
-        # both planned a read of the whole index in every sweep batch. Looked up value by
-        # value instead, the batch no longer reads more as the site grows.
+        # a join, which on a column where nearly every row holds one value
+        # (g5_member.mb_recommend '', g5_point.po_rel_action) read the whole index in every
+        # sweep batch. Such lists are also costed value by value (DIVE_MARK below).
         "init_command": "SET time_zone = '+00:00' /*M!100318 , "
-        "in_predicate_conversion_threshold = 0, eq_range_index_dive_limit = 0 */",
+        "in_predicate_conversion_threshold = 0 */",
     }
+
+
+# Marks an IN list whose column may hold one value in nearly every row (a list of the other
+# members a row names: a recommender, a memo-call sender). MariaDB costs a list longer than
+# eq_range_index_dive_limit (200) from the column's statistics, which for such a column say
+# each value matches the whole table, and planned a read of the whole index in every sweep
+# batch, growing with the site; a statement carrying the mark runs with the limit off, each
+# value looked up in the index (dive_marked). Not for every list: at 2,000 values a batch's
+# other statements (login ids, parent keys: unique or nearly) paid the 2,000 extra index
+# descents for nothing, up to 8x the statement (two lists under an OR).
+DIVE_MARK = "/*lc:dive*/"
+_DIVE_PREFIX = "SET STATEMENT eq_range_index_dive_limit = 0 FOR "
+
+
+def dive_marked(statement: str) -> str:
+    """``statement`` as MariaDB should run it: with the limit off if it carries the mark."""
+    if DIVE_MARK in statement and not statement.startswith(_DIVE_PREFIX):
+        return _DIVE_PREFIX + statement
+    return statement

@@ -790,11 +790,15 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
         # subquery over another table, comes from a plain read, so no other table is locked.
         n = len(keys)
         where = sel.where
-        if tm.name == dm.subject.table and not own_row:
+        if not own_row and (tm.name == dm.subject.table or dbkind.is_mysql(conn)):
             # Other members' rows naming a leaver (a recommender's login id), found through a
             # column Gnuboard5 does not index: a locking read would lock every member row it
             # passes over (InnoDB), making logins wait on the batch. The keys come from a plain
             # read; only those rows are locked, the condition checked again under the lock.
+            # On MySQL/MariaDB the same for every table: a locking read locks every row it
+            # visits, matching or not (REPEATABLE READ), so clearing a leaver's side of the
+            # memos of partners who left too (rows their own batch takes) locked those rows,
+            # and the neighbouring batch taking them waited for this one to commit.
             found = [tuple(r) for r in conn.execute(select(*keys).where(where))]
             if not found:
                 return 0

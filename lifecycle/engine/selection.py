@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import NullType
 
 from lifecycle.core import dbkind
+from lifecycle.core.mysql_conv import DIVE_MARK
 from lifecycle.core.timeutil import as_utc
 from lifecycle.datamap.anchors import RECORD, TAX_DEADLINE, tax_day, tax_retain_until
 from lifecycle.datamap.consents import given_expr
@@ -720,7 +721,11 @@ class KeyLists:
 
 
 def _listed(
-    col: Any, values: list[Any], conn: Connection | None, lists: KeyLists | None = None
+    col: Any,
+    values: list[Any],
+    conn: Connection | None,
+    lists: KeyLists | None = None,
+    dive: bool = False,
 ) -> Any:
     """``col IN values`` for a list read in the batch. On MySQL/MariaDB the list is rendered
     once (:class:`~lifecycle.core.dbkind.SqlList`; ``lists`` keeps it for the batch's other
@@ -732,7 +737,9 @@ def _listed(
         rendered = lists.rendered(values) if lists is not None else None
         if rendered is None:
             rendered = dbkind.SqlList(conn.connection.dbapi_connection, values)
-        return col.op("IN")(bindparam(None, value=rendered, type_=NullType()))
+        # ``dive``: a column that may hold one value in nearly every row (DIVE_MARK).
+        op = f"IN {DIVE_MARK}" if dive else "IN"
+        return col.op(op)(bindparam(None, value=rendered, type_=NullType()))
     return col.in_(bindparam(None, value=values, type_=col.type, expanding=True))
 
 
@@ -989,7 +996,8 @@ def named_selections(
                 found, whose = _spelled_in(ctx, lk, col, ids, read, whose_logins)
             elif lk.member_key != s.key and read is not None:
                 whose = whose_logins(lk.member_key, read)
-                found = _listed(col, sorted(whose), read, keys)
+                # Other members' rows naming a leaver: mostly one value (no recommender).
+                found = _listed(col, sorted(whose), read, keys, dive=True)
             else:
                 found = link_in(ctx, lk, col, ids, keys)
             out.append(Selection(tm, tm.scoped(t, found), ended,
@@ -1019,7 +1027,8 @@ def _spelled_in(
         spelled = lk.spelled_sql(st.c[lk.member_key])
         return col.in_(select(spelled).where(in_values(ctx, st.c[s.key], ids))), None
     whose = {lk.spelled(v): k for v, k in named.items()}
-    return _listed(col, sorted(whose), read), whose
+    # One spelling in nearly every row of such a column (every point's '쓰기'): DIVE_MARK.
+    return _listed(col, sorted(whose), read, dive=True), whose
 
 
 def _logins(

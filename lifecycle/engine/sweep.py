@@ -786,7 +786,11 @@ def _drain(
             return
         worked = False
         last_report = time.monotonic()
-        for key in pending:
+        # From the last batch down, while the workers take the dispatched ones from the first
+        # up: neighbouring batches share rows (a memo between consecutive members, the
+        # next-key lock at the end of a batch's range of ids) and one waits on the other's
+        # commit when both run at once, which, walking the same way, they nearly always did.
+        for key in reversed(pending):
             try:
                 first_busy = busy.get(key)
                 short = (

@@ -142,8 +142,12 @@ def _real_table(table: str | None, sizes: dict[str, int]) -> str | None:
 
 
 def _explain(dbapi_conn: Any, statement: str, params: Any) -> list[dict[str, Any]]:
+    # A statement run with its own settings (SET STATEMENT ... FOR) is explained with them.
+    settings, _for, bare = statement.partition(" FOR ")
+    if not (settings.startswith("SET STATEMENT ") and _for):
+        settings, bare = "", statement
     with dbapi_conn.cursor(pymysql.cursors.DictCursor) as cur:
-        cur.execute("EXPLAIN " + statement, params)
+        cur.execute(f"{settings + ' FOR ' if settings else ''}EXPLAIN {bare}", params)
         return list(cur.fetchall())
 
 
