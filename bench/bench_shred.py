@@ -252,7 +252,7 @@ class Stack:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "lifecycle.cli.main", *args],
+            [sys.executable, "-m", "lifecycle.cli.entry", *args],
             env=self.env, cwd=self.tmp, capture_output=True, text=True, check=False,
         )  # fmt: skip
 
