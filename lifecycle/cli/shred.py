@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import time
-
 import typer
 
+from lifecycle.cli import shred_plan
 from lifecycle.cli.app import app
 from lifecycle.core.errors import UserError
+from lifecycle.shred.paths import absolute as absolute_paths
 
-DEFAULT_REASON = "operator request (lifecycle shred)"
-DEFAULT_BASIS = "개인정보 보호법 제21조 (파기)"
-
-
-def _absolute(paths: list[str]) -> list[str]:
-    out = []
-    for i, p in enumerate(paths, start=1):
-        if not p or "\x00" in p:
-            raise UserError(f"path {i} is empty")
-        if ".." in p.split("/"):
-            raise UserError(f"path {i}: the path contains '..'")
-        out.append(p if os.path.isabs(p) else os.path.join(os.getcwd(), p))
-    return out
+# The short way (shred_plan) writes the same defaults; one definition for both.
+DEFAULT_REASON = shred_plan.DEFAULT_REASON
+DEFAULT_BASIS = shred_plan.DEFAULT_BASIS
 
 
 @app.command("shred")
@@ -52,7 +41,9 @@ def shred(
     legal_basis: str = typer.Option(
         DEFAULT_BASIS, "--legal-basis", help="Legal basis, for the ledger."
     ),
-    timeout: float = typer.Option(3600, "--timeout", min=1, help="Seconds --wait waits."),
+    timeout: float = typer.Option(
+        shred_plan.DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds --wait waits."
+    ),
 ) -> None:
     """Overwrite, rename, truncate and unlink files, by a worker on the host that holds them.
 
@@ -72,7 +63,7 @@ def shred(
     if not paths:
         raise UserError("no path given (or --retry JOB)")
     settings = get_settings()
-    absolute = _absolute(paths)
+    absolute = absolute_paths(paths)
     check_reachable("primary")
     job_id = enqueue_shred(
         absolute,
@@ -90,10 +81,15 @@ def shred(
     count = len(dict.fromkeys(absolute))
     from lifecycle.cli.operator import record
 
-    record("destroy", "shred", details={"shred_job": job_id, "paths": count})
-    typer.echo(f"shred job {job_id}: {count} path(s) queued on {shred_queue(target)}")
+    record("destroy", shred_plan.ACTION, details={"shred_job": job_id, "paths": count})
+    if host is None or host == settings.host_name:
+        # The next `shred PATH...` on this host takes the short way (shred_plan).
+        shred_plan.store_plan()
+    typer.echo(shred_plan.QUEUED.format(job_id=job_id, count=count, queue=shred_queue(target)))
     if wait:
-        _wait(job_id, timeout)
+        from lifecycle.cli.waiting import wait_for_shred_job
+
+        wait_for_shred_job(job_id, timeout)
 
 
 def _retry(job_id: int, wait: bool, timeout: float) -> None:
@@ -106,81 +102,6 @@ def _retry(job_id: int, wait: bool, timeout: float) -> None:
     record("destroy", "shred retry", details={"shred_job": job_id, "paths": n})
     typer.echo(f"shred job {job_id}: {n} refused or failed file(s) queued again")
     if wait:
-        _wait(job_id, timeout)
+        from lifecycle.cli.waiting import wait_for_shred_job
 
-
-def _wait(job_id: int, timeout: float) -> None:
-    """Wait on the job's task result (pub/sub, no polling delay); the database has the truth.
-
-    The job row says which task carries the job now (a re-send gets a new task id) and whether
-    it is done: a delivery that found the job running elsewhere ends without finishing it, and
-    a job stored while the broker was down has no task until the beat sends it.
-    """
-    from sqlalchemy import func, select
-
-    from lifecycle.cli.waiting import JobFailed, _one_line, _progress, await_result
-    from lifecycle.core import db
-    from lifecycle.shred.shredder import REASONS
-    from models.shred import ShredItem, ShredJob
-
-    deadline = time.monotonic() + timeout
-    finished_tasks: set[str] = set()
-    with _progress() as bar:
-        task = bar.add_task(f"shred job {job_id}", total=None, state="pending")
-        while True:
-            with db.session("primary") as s:
-                job = s.get(ShredJob, job_id)
-                assert job is not None
-                state, task_id = job.state, job.task_id
-                counts = dict(
-                    s.execute(
-                        select(ShredItem.state, func.count())
-                        .where(ShredItem.job_id == job_id)
-                        .group_by(ShredItem.state)
-                    ).all()
-                )
-            bar.update(
-                task, total=sum(counts.values()), completed=counts.get("done", 0), state=state
-            )
-            if state == "done":
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise JobFailed(
-                    f"shred job {job_id} still '{state}' after {timeout:.0f}s; is a worker "
-                    f"consuming its host's shred queue? (lifecycle status)"
-                )
-            if task_id and task_id not in finished_tasks:
-                # Wake at least every second to move the progress bar on a long job.
-                outcome = await_result(task_id, min(left, 1.0))
-                if outcome is not None:
-                    finished_tasks.add(task_id)
-                if outcome == "FAILURE":
-                    from workers.app import app
-
-                    # Workers store only redacted exceptions (lifecycle.safe_errors): the text
-                    # names the original class and a log reference, never a path.
-                    info = app.AsyncResult(task_id).info
-                    raise JobFailed(
-                        f"shred job {job_id}: the worker's task failed ({_one_line(info)}); "
-                        "the beat sends it again, see lifecycle status"
-                    )
-            else:
-                time.sleep(min(left, 0.2))
-    with db.session("primary") as s:
-        items = s.execute(
-            select(ShredItem.status, ShredItem.reason, ShredItem.detail)
-            .where(ShredItem.job_id == job_id)
-            .order_by(ShredItem.id)
-        ).all()
-    counts_by_status: dict[str, int] = {}
-    for i in items:
-        counts_by_status[i.status] = counts_by_status.get(i.status, 0) + 1
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts_by_status.items()))
-    typer.echo(f"shred job {job_id} done: {summary}")
-    bad = [(n, i) for n, i in enumerate(items, start=1) if i.status in ("refused", "failed")]
-    for n, i in bad:
-        text = REASONS.get(i.reason or "", i.reason or "")
-        typer.echo(f"  path {n}: {i.status}: {text}" + (f" ({i.detail})" if i.detail else ""))
-    if bad:
-        raise JobFailed(f"shred job {job_id}: {len(bad)} of {len(items)} path(s) not shredded")
+        wait_for_shred_job(job_id, timeout)

@@ -139,7 +139,7 @@ def _password(params: dict[str, Any]) -> str | None:
     return settings_env.connect_params(url)["password"]  # type: ignore[return-value]
 
 
-def _connect(params: dict[str, Any]) -> Any:
+def connect_plain(params: dict[str, Any]) -> Any:
     if params["family"] == "mysql":
         import pymysql  # only a MySQL/MariaDB site's submit needs it
 
@@ -220,14 +220,34 @@ def _submit(plan: dict[str, Any], primary: Any, member_id: int, actor: str) -> i
 
 def _log(plan: dict[str, Any], archive: Any, actor: str, ref: str, request_id: int) -> None:
     """The access-log entry ``accesslog.record`` writes, in an archive transaction of its own."""
+    log_entry(plan, archive, actor, "destroy", ACTION, subject_ref=ref, request_id=request_id)
+
+
+def log_entry(
+    plan: dict[str, Any],
+    archive: Any,
+    actor: str,
+    kind: str,
+    action: str,
+    *,
+    subject_ref: str | None = None,
+    request_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> bool:
+    """One entry as ``accesslog.record`` writes it, committed, with the statements of
+    :func:`access_log_sql` in ``plan``; False (nothing written) when the log has no head yet."""
     from psycopg.types.json import Json  # the archive's driver, loaded by its connection
 
     with archive.cursor() as cur:
         cur.execute(plan["head_lock_sql"], {"id": access_entry.HEAD_ID})
-        seq, prev = cur.fetchone()
+        head = cur.fetchone()
+        if head is None:
+            archive.rollback()
+            return False
+        seq, prev = head
         fields = access_entry.entry_fields(
-            int(seq), actor, "destroy", ACTION, subject_ref=ref, request_id=request_id,
-            details=None, occurred_at=datetime.now(UTC),
+            int(seq), actor, kind, action, subject_ref=subject_ref, request_id=request_id,
+            details=details, occurred_at=datetime.now(UTC),
         )  # fmt: skip
         digest = entry_hash(prev, fields, access_entry.HASHED)
         cur.execute(
@@ -240,6 +260,7 @@ def _log(plan: dict[str, Any], archive: Any, actor: str, ref: str, request_id: i
              "at": fields["occurred_at"]},
         )  # fmt: skip
     archive.commit()
+    return True
 
 
 def run(argv: list[str]) -> int | None:
@@ -265,11 +286,11 @@ def run(argv: list[str]) -> int | None:
     primary = archive = None
     try:
         try:
-            archive = _connect(plan["archive"])
+            archive = connect_plain(plan["archive"])
             ref = _ref_for(plan, archive, member_id)
             if ref is None:
                 return None
-            primary = _connect(plan["primary"])
+            primary = connect_plain(plan["primary"])
             request_id = _submit(plan, primary, member_id, actor)
         except Exception:
             # Nothing was committed: the full command runs it and reports any error itself.
@@ -305,7 +326,7 @@ def store_plan(subject: Subject) -> None:
             _write_plan(plan)
 
 
-def _db_params(which: str, settings: Any) -> dict[str, Any] | None:
+def db_params(which: str, settings: Any) -> dict[str, Any] | None:
     from sqlalchemy.engine import make_url
 
     from lifecycle.core import dbkind
@@ -342,7 +363,7 @@ def _make_plan(subject: Subject) -> dict[str, Any] | None:
     from lifecycle.datamap.paths import map_path
     from lifecycle.requests.deadlines import deadline_days
     from lifecycle.vault.keystore import REF_KEY_NAME
-    from models.guards import AccessLogEntry, AccessLogHead, Operator
+    from models.guards import AccessLogHead, Operator
     from models.requests import OPEN_STATES, RequestState
     from models.vault import ArchiveSecret
 
@@ -353,7 +374,7 @@ def _make_plan(subject: Subject) -> dict[str, Any] | None:
     if subject.login_column and not subject.login_is_contact:
         return None  # digits may be a login id: the full command resolves MEMBER_ID
     settings = get_settings()
-    primary, archive = _db_params("primary", settings), _db_params("archive", settings)
+    primary, archive = db_params("primary", settings), db_params("archive", settings)
     if primary is None or archive is None:
         return None
     path = map_path()
@@ -366,8 +387,7 @@ def _make_plan(subject: Subject) -> dict[str, Any] | None:
     states = [s.value for s in OPEN_STATES]
     state_params = {f"s{i}": s for i, s in enumerate(states)}
     requests = "lifecycle_requests"
-    head, entry = AccessLogHead.__tablename__, AccessLogEntry.__tablename__
-    columns = (*access_entry.HASHED, "prev_hash", "hash")
+    head = AccessLogHead.__tablename__
     return {
         "format": PLAN_FORMAT,
         "stamp": plan_stamp(map_bytes),
@@ -393,6 +413,17 @@ def _make_plan(subject: Subject) -> dict[str, Any] | None:
             "WHERE name = %(name)s"
         ),
         "head_exists_sql": f"SELECT 1 FROM {head} WHERE id = %(id)s",
+        **access_log_sql(),
+    }
+
+
+def access_log_sql() -> dict[str, str]:
+    """The archive's access-log statements of :func:`log_entry` (PostgreSQL)."""
+    from models.guards import AccessLogEntry, AccessLogHead
+
+    head, entry = AccessLogHead.__tablename__, AccessLogEntry.__tablename__
+    columns = (*access_entry.HASHED, "prev_hash", "hash")
+    return {
         "head_lock_sql": f"SELECT seq, hash FROM {head} WHERE id = %(id)s FOR UPDATE",
         "entry_sql": (
             f"INSERT INTO {entry} ({', '.join(columns)}) "

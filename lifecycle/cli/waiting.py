@@ -364,3 +364,81 @@ def _failed_handler(kind: str, request_id: int) -> str | None:
     if lease is None or lease.state != "failed":
         return None
     return lease.error or "no reason recorded"
+
+
+def wait_for_shred_job(job_id: int, timeout: float, *, started: float | None = None) -> None:
+    """Wait on the job's task result (pub/sub, no polling delay); the database has the truth.
+
+    The job row says which task carries the job now (a re-send gets a new task id) and whether
+    it is done: a delivery that found the job running elsewhere ends without finishing it, and
+    a job stored while the broker was down has no task until the beat sends it.
+    ``started`` (``time.monotonic()``): when the command started waiting, if before this call
+    (the short way hands its wait over here).
+    """
+    from sqlalchemy import func, select
+
+    from lifecycle.core import db
+    from lifecycle.shred.shredder import REASONS
+    from models.shred import ShredItem, ShredJob
+
+    deadline = (time.monotonic() if started is None else started) + timeout
+    finished_tasks: set[str] = set()
+    with _progress() as bar:
+        task = bar.add_task(f"shred job {job_id}", total=None, state="pending")
+        while True:
+            with db.session("primary") as s:
+                job = s.get(ShredJob, job_id)
+                assert job is not None
+                state, task_id = job.state, job.task_id
+                counts = dict(
+                    s.execute(
+                        select(ShredItem.state, func.count())
+                        .where(ShredItem.job_id == job_id)
+                        .group_by(ShredItem.state)
+                    ).all()
+                )
+            bar.update(
+                task, total=sum(counts.values()), completed=counts.get("done", 0), state=state
+            )
+            if state == "done":
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise JobFailed(
+                    f"shred job {job_id} still '{state}' after {timeout:.0f}s; is a worker "
+                    f"consuming its host's shred queue? (lifecycle status)"
+                )
+            if task_id and task_id not in finished_tasks:
+                # Wake at least every second to move the progress bar on a long job.
+                outcome = await_result(task_id, min(left, 1.0))
+                if outcome is not None:
+                    finished_tasks.add(task_id)
+                if outcome == "FAILURE":
+                    from workers.app import app
+
+                    # Workers store only redacted exceptions (lifecycle.safe_errors): the text
+                    # names the original class and a log reference, never a path.
+                    info = app.AsyncResult(task_id).info
+                    raise JobFailed(
+                        f"shred job {job_id}: the worker's task failed ({_one_line(info)}); "
+                        "the beat sends it again, see lifecycle status"
+                    )
+            else:
+                time.sleep(min(left, 0.2))
+    with db.session("primary") as s:
+        items = s.execute(
+            select(ShredItem.status, ShredItem.reason, ShredItem.detail)
+            .where(ShredItem.job_id == job_id)
+            .order_by(ShredItem.id)
+        ).all()
+    counts_by_status: dict[str, int] = {}
+    for i in items:
+        counts_by_status[i.status] = counts_by_status.get(i.status, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts_by_status.items()))
+    print(f"shred job {job_id} done: {summary}")
+    bad = [(n, i) for n, i in enumerate(items, start=1) if i.status in ("refused", "failed")]
+    for n, i in bad:
+        text = REASONS.get(i.reason or "", i.reason or "")
+        print(f"  path {n}: {i.status}: {text}" + (f" ({i.detail})" if i.detail else ""))
+    if bad:
+        raise JobFailed(f"shred job {job_id}: {len(bad)} of {len(items)} path(s) not shredded")

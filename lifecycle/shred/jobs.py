@@ -17,8 +17,6 @@ specific except ``_send``; the task wrappers live in ``tasks/shred.py``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -39,13 +37,11 @@ from lifecycle.core.errors import UserError
 from lifecycle.core.locks import job_lock
 from lifecycle.core.queues import shred_queue
 from lifecycle.core.settings import get_settings
+from lifecycle.shred.paths import check_paths, db_path, fs_path
 from lifecycle.shred.shredder import (
     Hooks,
-    Refused,
     ShredOptions,
     ShredResult,
-    check_path,
-    locate,
     random_name,
     resolve_roots,
     shred_paths,
@@ -67,28 +63,6 @@ DEFAULT_CATEGORIES = ("uploaded_files",)
 TEST_CHUNK_DELAY_ENV = "LIFECYCLE_TEST_SHRED_CHUNK_DELAY"
 # Items shredded (and recorded) per batch: one flush round and one ledger transaction each.
 BATCH_ITEMS = 500
-# A path is bytes; one that is not UTF-8 is stored as this prefix + its base64. Stored paths
-# are otherwise absolute, so nothing else starts like this.
-_BYTES_PREFIX = "b64:"
-
-
-def db_path(path: str) -> str:
-    """The text stored for a path; any byte string round-trips through :func:`fs_path`."""
-    raw = os.fsencode(path)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return _BYTES_PREFIX + base64.b64encode(raw).decode("ascii")
-
-
-def fs_path(stored: str) -> str:
-    """The path (a ``str`` carrying its exact bytes, as ``os.fsdecode`` gives) of stored text."""
-    if stored.startswith(_BYTES_PREFIX):
-        try:
-            return os.fsdecode(base64.b64decode(stored[len(_BYTES_PREFIX) :], validate=True))
-        except binascii.Error:
-            return stored  # not ours: the shredder refuses it as a relative path
-    return stored
 
 
 def _backoff(sends: int) -> timedelta:
@@ -101,29 +75,10 @@ def _validate_paths(
     """Textual checks always; the roots only when the files are on this host (another host
     has its own roots and checks them when it runs the job); with ``strict`` the files too."""
 
-    if isinstance(paths, str | bytes) or not paths:
-        raise UserError("give at least one path (a list of absolute paths)")
     # "/" as the only root leaves just the textual rules: absolute, no '..', no NUL. Resolved
     # once: a sweep batch hands thousands of paths, and each resolution is a realpath.
     roots = resolve_roots(get_settings().file_roots if same_host else ["/"])
-    seen: dict[str, None] = {}
-    for i, p in enumerate(paths, start=1):
-        if isinstance(p, bytes):
-            p = os.fsdecode(p)
-        if not isinstance(p, str):
-            raise UserError(f"path {i} is not a string")
-        try:
-            locate(p, roots)
-        except Refused as r:
-            raise UserError(f"path {i}: {r}") from None
-        if same_host and strict:
-            bad = check_path(p, roots, recursive=recursive)
-            if bad is not None and bad.status == "missing":
-                raise UserError(f"path {i}: no such file or directory")
-            if bad is not None:
-                raise UserError(f"path {i}: {bad.message}")
-        seen.setdefault(p)
-    return list(seen)
+    return check_paths(paths, roots, strict=same_host and strict, recursive=recursive)
 
 
 def enqueue_shred(
