@@ -191,14 +191,16 @@ def test_a_member_whose_move_fails_fails_alone(
     _dispatched(primary)
     ctx = get_context()
     bad = rids[5]
-    real = withdrawal._destroy_rows
+    real = withdrawal.move
 
-    def failing(job):  # type: ignore[no-untyped-def]
-        if job.request_id == bad:
+    def failing(ctx, conn, sels, scope, **kw):  # type: ignore[no-untyped-def]
+        # Whether the group's members move together (``scopes``) or each alone.
+        mine = {s.request_id for s in (kw.get("scopes") or {}).values()} | {scope.request_id}
+        if kw.get("delete_rows", True) and bad in mine:
             raise UserError("members: a column that cannot be cleared (test)")
-        return real(job)
+        return real(ctx, conn, sels, scope, **kw)
 
-    monkeypatch.setattr(withdrawal, "_destroy_rows", failing)
+    monkeypatch.setattr(withdrawal, "move", failing)
     out = carry_out_group(ctx, rids[1], task_id="t-group")
     reqs = _requests(primary)
     assert reqs[5][0] == "failed" and "cannot be cleared (test)" in (reqs[5][1] or "")
