@@ -435,6 +435,29 @@ def _claimed_by_live_group(req: LifecycleRequest, tag: str) -> bool:
     return leader.isdigit() and leases.live(leases.lease_key(dispatch.WITHDRAW, (int(leader),)))
 
 
+def stands_aside(request_id: int) -> dict[str, Any] | None:
+    """The withdraw task's answer without taking its lease, when another group has the request:
+    claimed by a live group, or already finished by one (a request another group claimed
+    never leads a group of its own, so nothing of it is left to this task). None: the task
+    runs. One unlocked read: a burst sends a task per request, and most find their request
+    taken by a group."""
+    with db.session("primary") as s:
+        seen = s.get(LifecycleRequest, request_id)
+        if seen is None:
+            return None
+        claim = seen.task_id or ""
+        mine = _group_tag(request_id)
+        if not claim.startswith(GROUP_MARK) or claim == mine:
+            return None
+        if seen.state in TERMINAL:
+            return {"request_id": request_id, "state": str(seen.state),
+                    "skipped": "carried by a group"}  # fmt: skip
+        if _claimed_by_live_group(seen, mine):
+            return {"request_id": request_id, "state": "grouped",
+                    "skipped": "claimed by a group"}  # fmt: skip
+    return None
+
+
 def claim_group(request_id: int, size: int = GROUP_SIZE) -> list[int] | None:
     """The group the task of ``request_id`` carries: the request itself first, then the
     dispatched withdrawals it claimed (ordered by id). None: another live group has claimed
