@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import re
 import secrets
 import shutil
 import statistics
@@ -73,6 +74,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=5000)
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--keep-log", type=Path, help="copy the workers' log here (no member data)")
     args = ap.parse_args()
 
     tag = uuid.uuid4().hex[:8]
@@ -173,7 +175,13 @@ def main() -> None:
                     "FROM lifecycle_requests WHERE kind = 'withdrawal' AND state = 'completed'"
                 )
                 latency = [float(r[0]) for r in c.fetchall()]
-        retries = (tmp / "worker.log").read_bytes().count(b"Retry in")
+        worker_log = (tmp / "worker.log").read_bytes()
+        retries = worker_log.count(b"Retry in")
+        # How the burst was carried: the size of each group its tasks formed.
+        found = re.findall(rb"withdrawal group of \d+: (\d+) requests", worker_log)
+        groups = [int(n) for n in found]
+        if args.keep_log:
+            shutil.copyfile(tmp / "worker.log", args.keep_log)
 
         # -- baseline: the same members deleted by a plain SQL script ------------------------
         with _mysql(copy).cursor() as c:
@@ -212,6 +220,9 @@ def main() -> None:
               f"{statistics.median(latency):6.1f}s {_pct(latency, 0.95):6.1f}s "
               f"{max(latency):6.1f}s")  # fmt: skip
         print(f"{'plain SQL script (baseline)':28} {baseline:8.1f}s {base_rate:8.1f}")
+        print(f"groups: {len(groups)} carrying {sum(groups)} requests (sizes "
+              f"{min(groups, default=0)}-{max(groups, default=0)}); "
+              f"{len(members) - sum(groups)} carried alone")  # fmt: skip
         print(
             f"throughput ratio (lifecycle / plain script): {rate / base_rate:.3f} "
             "(goal >= 0.25); p95 goal < 15 s"

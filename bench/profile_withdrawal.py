@@ -215,7 +215,9 @@ def _groups(args: argparse.Namespace, ctx: Any, ids: list[int], counts: Any, pro
     from lifecycle.rights import withdrawal
 
     stages: collections.Counter[str] = collections.Counter()
-    for name in ("claim_group", "_destroy_together"):
+    # Each step the group runs together, timed by the state it starts from.
+    step_of = {at: name for name, at, _step in withdrawal.STAGES}
+    for name in ("claim_group", "run_together"):
         real = getattr(withdrawal, name)
 
         def timed(*a: Any, _real: Any = real, _name: str = name, **k: Any) -> Any:
@@ -223,7 +225,8 @@ def _groups(args: argparse.Namespace, ctx: Any, ids: list[int], counts: Any, pro
             try:
                 return _real(*a, **k)
             finally:
-                stages[_name] += time.perf_counter() - t
+                which = step_of.get(k["states"], "?") if "states" in k else _name
+                stages[which] += time.perf_counter() - t
 
         setattr(withdrawal, name, timed)
     done = 0
@@ -243,10 +246,10 @@ def _groups(args: argparse.Namespace, ctx: Any, ids: list[int], counts: Any, pro
         n = len(group["requests"])
         took = time.perf_counter() - t
         done += n
+        steps = ", ".join(f"{name} {stages[name]:.2f} s" for name, _at, _s in withdrawal.STAGES)
         print(f"group of {n} ({'warm-up' if first else 'measured'}): {took:.2f} s, "
-              f"{took / n * 1000:.0f} ms a request; destroyed together "
-              f"{group['destroyed_together']} in {stages['_destroy_together']:.2f} s; "
-              f"claim {stages['claim_group']:.2f} s; "
+              f"{took / n * 1000:.0f} ms a request; together {group.get('together')}; "
+              f"steps together to: {steps}; claim {stages['claim_group']:.2f} s; "
               f"primary statements {counts['primary']}, commits {counts['primary:COMMIT']}; "
               f"archive statements {counts['archive']}, commits {counts['archive:COMMIT']}; "
               f"states {group['states']}")  # fmt: skip

@@ -150,12 +150,25 @@ class LifecycleTask(Task[Any, Any]):
     # backing off to a minute, in every task that does not set its own autoretry.
     transient_retries: int = 30
 
+    def before_lease(self, *args: Any, **kwargs: Any) -> Any:
+        """The job's answer when it has nothing to do and need not take its lease (None: it
+        takes the lease and runs). A read only: whatever it sees, running would do nothing."""
+        return None
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Called as a plain function (tests, other code): the caller gets the real exception;
         # nothing leaves the process.
         direct = self.request.called_directly
         if direct or not self.lease:
             return self._call_safely(direct, args, kwargs)
+        try:
+            early = self.before_lease(*args, **kwargs)
+        except TRANSIENT_ERRORS:
+            early = None  # the lease and the job say what the database does
+        if early is not None:
+            log.info("%s[%s]: nothing to do here (%s)", self.name, self.request.id,
+                     early.get("skipped") if isinstance(early, dict) else "done")  # fmt: skip
+            return early
         try:
             lease = self._take_lease(args, kwargs)
         except leases.AlreadyFinished:

@@ -7,13 +7,18 @@ from typing import Any
 from lifecycle.core import dispatch
 from lifecycle.datamap.model import DataMapError
 from lifecycle.engine.context import get_context
-from lifecycle.rights.withdrawal import carry_out_group, fail_request
+from lifecycle.rights.withdrawal import carry_out_group, fail_request, stands_aside
 from lifecycle.vault.keystore import KeyUnavailable
 from tasks.base import RESUMABLE_TASK, LifecycleTask
 from workers.app import app
 
 
-@app.task(name=dispatch.WITHDRAW, lease="args", **RESUMABLE_TASK)
+def _grouped(self: LifecycleTask, request_id: int) -> dict[str, Any] | None:
+    # Most tasks of a burst find their request carried by another task's group.
+    return stands_aside(int(request_id))
+
+
+@app.task(name=dispatch.WITHDRAW, lease="args", before_lease=_grouped, **RESUMABLE_TASK)
 def withdraw(self: LifecycleTask, request_id: int) -> dict[str, Any]:
 
     try:

@@ -29,7 +29,7 @@ import logging
 import uuid
 from base64 import b64encode
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -126,6 +126,19 @@ class _Tally:
             self.subjects.add(subject)
 
 
+class Unattributed(UserError):
+    """A move made for several scopes (``move(scopes=...)``) met a row it cannot file under one
+    of their members: nothing was moved, and the caller moves each member alone."""
+
+
+def owner_of(scopes: Mapping[Any, Scope], subject: Any) -> Any:
+    """The member of ``scopes`` a row's subject is (a text-held id '42' is the member 42)."""
+    who = member_id(subject)
+    if who is None or who not in scopes:
+        raise Unattributed("a row of the move is not any one of its members'")
+    return who
+
+
 @dataclass
 class _Destruction:
     """What the DELETEs of one move destroyed: per table x category, members, files owed."""
@@ -134,12 +147,18 @@ class _Destruction:
     subjects: set[Any] = field(default_factory=set)
     files: list[str] = field(default_factory=list)
     file_categories: set[str] = field(default_factory=set)
+    # Rows deleted and rows cleared per table (a member's own count, when a move is split).
+    deleted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    blanked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def row(
-        self, table: str, subject: Any, destroyed: Iterable[str], paths: Iterable[tuple[str, Any]]
-    ) -> None:
-        """One deleted row: its destroyed categories, and its file paths as (category, path);
-        a file is owed to the shredder only if its category was destroyed."""
+        self, table: str, subject: Any, destroyed: Iterable[str], paths: Iterable[tuple[str, Any]],
+        how: str = "deleted",
+    ) -> None:  # fmt: skip
+        """One deleted (``how``: or "blanked") row: its destroyed categories, and its file
+        paths as (category, path); a file is owed to the shredder only if its category was
+        destroyed."""
+        (self.deleted if how == "deleted" else self.blanked)[table] += 1
         if subject is not None:
             self.subjects.add(subject)
         destroyed = tuple(destroyed)
@@ -157,6 +176,24 @@ class _Destruction:
                     )
                 self.files.append(str(path))
                 self.file_categories.add(cat)
+
+
+class _Split:
+    """A move's destruction filed per member, each under its own scope (``move(scopes=...)``)."""
+
+    def __init__(self, scopes: Mapping[Any, Scope]) -> None:
+        self.scopes = scopes
+        self.parts: dict[Any, _Destruction] = {}
+
+    def row(
+        self, table: str, subject: Any, destroyed: Iterable[str], paths: Iterable[tuple[str, Any]],
+        how: str = "deleted",
+    ) -> None:  # fmt: skip
+        who = owner_of(self.scopes, subject)
+        part = self.parts.get(who)
+        if part is None:
+            part = self.parts[who] = _Destruction()
+        part.row(table, who, destroyed, paths, how)
 
 
 @dataclass
@@ -181,6 +218,8 @@ class MoveResult:
     # Guest rows left because a live member shares the identity they hold: ``Shared.key`` ->
     # rows (lifecycle/engine/guests.py).
     shared: dict[str, int] = field(default_factory=dict)
+    # A move made for several scopes (``move(scopes=...)``): each member's own part of it.
+    by_subject: dict[Any, MoveResult] = field(default_factory=dict)
 
     @property
     def failure(self) -> str | None:
@@ -252,10 +291,15 @@ _FAR_KEYS: dict[tuple[str, str, date], tuple[int, crypto.RecordCipher]] = {}
 class ArchiveWriter:
     """Encrypts retained parts and bulk-writes them into ``archive_records`` idempotently."""
 
-    def __init__(self, ctx: EngineContext, session: Session, scope: Scope, now: datetime) -> None:
+    def __init__(
+        self, ctx: EngineContext, session: Session, scope: Scope, now: datetime,
+        scopes: Mapping[Any, Scope] | None = None,
+    ) -> None:  # fmt: skip
         self.ctx = ctx
         self.s = session
         self.scope = scope
+        # Each member's own scope: its parts carry its request, its ledger entries are its own.
+        self.scopes = scopes
         self.now = now
         self.pg = ctx.is_pg_archive
         # Per transaction: the FOR SHARE locks that fence the purge end with it.
@@ -265,8 +309,9 @@ class ArchiveWriter:
         self._ref_key: bytes | None = None
         # (table, pk, subject, category, retain day, plaintext)
         self._pending: list[tuple[Any, ...]] = []
-        self.tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
-        self._span: dict[tuple[str, str], list[Any]] = {}
+        # (table, category, member of ``scopes`` or None) -> the parts newly archived
+        self.tallies: dict[tuple[str, str, Any], _Tally] = defaultdict(_Tally)
+        self._span: dict[tuple[str, str, Any], list[Any]] = {}
         # Every part queued in this move, and how many rows the archive DB says it took: the
         # ledger may only count what the archive holds.
         self._queued: set[tuple[str, str, str]] = set()
@@ -302,6 +347,8 @@ class ArchiveWriter:
 
     def add(self, table: str, row: PlannedRow) -> None:
         """Queue the row's retained parts (encrypted and written at the next flush)."""
+        if self.scopes is not None and row.parts:
+            owner_of(self.scopes, row.subject)
         for part in row.parts:
             ident = (table, str(row.pk), part.category)
             if ident in self._queued:
@@ -375,23 +422,28 @@ class ArchiveWriter:
         now = self.now
         rows: list[tuple[Any, ...]] = []
         aad = self._aad
+        scopes = self.scopes
+        request_id = self.scope.request_id
         for table, pk, subject, cat, day, pt in fresh:
             key_id, cipher = self._keys[(cat, day)]  # type: ignore[misc]
             spk = str(pk)
             nonce, ct = cipher.encrypt(pt, aad(table, spk, cat))
+            if scopes is not None:
+                request_id = scopes[owner_of(scopes, subject)].request_id
             rows.append(
                 (table, spk, self.subject_ref(subject), cat, day, key_id, nonce, ct,
-                 self.scope.request_id, now)
+                 request_id, now)
             )  # fmt: skip
         inserted = self._write(rows)
         self.written += len(rows) if inserted is None else len(inserted)
         tallies, spans = self.tallies, self._span
         for table, pk, subject, cat, day, _pt in fresh:
             if inserted is None or (table, str(pk), cat) in inserted:
-                tallies[(table, cat)].add(subject)
-                span = spans.get((table, cat))
+                tk = (table, cat, None if scopes is None else owner_of(scopes, subject))
+                tallies[tk].add(subject)
+                span = spans.get(tk)
                 if span is None:
-                    spans[(table, cat)] = [day, day, str(pk)]
+                    spans[tk] = [day, day, str(pk)]
                 elif day < span[0]:
                     span[0] = day
                 elif day > span[1]:
@@ -496,11 +548,12 @@ class ArchiveWriter:
                 f"{self.written}; nothing was moved"
             )
         entries = []
-        for (table, cat), tally in sorted(self.tallies.items()):
+        for (table, cat, owner), tally in sorted(self.tallies.items(), key=_tally_order):
             if not tally.rows:
                 continue
-            lo, hi, first_pk = self._span[(table, cat)]
+            lo, hi, first_pk = self._span[(table, cat, owner)]
             rule = dm.rule(cat)
+            scope = self.scope if self.scopes is None else self.scopes[owner]
             entries.append(
                 {
                     "action": "archive",
@@ -508,28 +561,40 @@ class ArchiveWriter:
                     "tables": [table],
                     "subjects": len(tally.subjects),
                     "rows": tally.rows,
-                    "reason": self.scope.reason,
+                    "reason": scope.reason,
                     "legal_basis": rule.legal_basis,
                     "method": ARCHIVE_METHOD,
-                    "actor": self.scope.actor,
-                    "task_id": self.scope.task_id,
-                    "request_id": self.scope.request_id,
-                    "subject_ref": self.scope.subject_ref,
+                    "actor": scope.actor,
+                    "task_id": scope.task_id,
+                    "request_id": scope.request_id,
+                    "subject_ref": scope.subject_ref,
                     "details": {
-                        "scope": self.scope.key,
+                        "scope": scope.key,
                         "retention": str(rule.period),
                         "retain_until_from": lo.isoformat(),
                         "retain_until_to": hi.isoformat(),
                     },
                     # Re-runs archive nothing new and so append nothing; a re-run that does
                     # find new rows gets its own key (their count and first key differ).
-                    "dedup_key": f"{self.scope.key}:archive:{table}:{cat}:{tally.rows}:{first_pk}"[
-                        :200
-                    ],
+                    "dedup_key": f"{scope.key}:archive:{table}:{cat}:{tally.rows}:{first_pk}"[:200],
                 }
             )
         if entries:
             ledger.append_many(self.s, entries)
+
+
+def _tally_order(item: tuple[tuple[str, str, Any], _Tally]) -> tuple[str, str, str]:
+    table, cat, owner = item[0]
+    return table, cat, "" if owner is None else str(owner)
+
+
+def archived_counts(writer: ArchiveWriter, owner: Any = None) -> dict[tuple[str, str], int]:
+    """Parts newly archived per table x category (of one member of a split move, ``owner``)."""
+    out: dict[tuple[str, str], int] = defaultdict(int)
+    for (table, cat, who), tally in writer.tallies.items():
+        if owner is None or who == owner:
+            out[(table, cat)] += tally.rows
+    return dict(out)
 
 
 def _any_text(values: list[str]) -> Any:
@@ -563,6 +628,7 @@ def move(
     *,
     now: datetime,
     delete_rows: bool = True,
+    scopes: Mapping[Any, Scope] | None = None,
 ) -> MoveResult:
     """Archive the retained parts of the selected rows, then (``delete_rows``) delete them.
 
@@ -570,10 +636,16 @@ def move(
     returns. The archive side is committed here first, so the DELETEs issued in ``pconn``
     (children first) only become real once the archive holds every retained part. "blank"
     selections (rows that stay with some columns cleared) run after every DELETE.
+
+    ``scopes`` (member id -> scope): several members' requests moved by the same statements,
+    each row filed under its member's scope: its archived parts carry that request, the ledger
+    entries, file-keep entries and shred jobs are per member, and ``by_subject`` holds each
+    member's own result. A row that is none of theirs raises :class:`Unattributed` (the
+    caller's transaction, and the archive's, roll back: nothing moved).
     """
     selections = list(selections)
     if not delete_rows:
-        return _archive_only(ctx, pconn, selections, scope, now)
+        return _archive_only(ctx, pconn, selections, scope, now, scopes)
     # A table may have two: its members' rows and its guest rows (lifecycle/engine/guests.py).
     by_table: dict[str, list[Selection]] = defaultdict(list)
     for s in selections:
@@ -583,13 +655,13 @@ def move(
     # does: after every DELETE of the leavers' own rows, filed under the leaver.
     blanks = [s for s in selections if s.mode in ("blank", "drop")]
     result = MoveResult()
-    gone = _Destruction()
+    gone: _Destruction | _Split = _Destruction() if scopes is None else _Split(scopes)
     subject_table = ctx.datamap.subject.table
     left: list[Any] = []  # members whose own row was deleted
     # Before anything is deleted or blanked: afterwards the values are gone.
     identities, kept_rows = leavers.read_identities(ctx, pconn, selections)
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
-        writer = ArchiveWriter(ctx, asess, scope, now)
+        writer = ArchiveWriter(ctx, asess, scope, now, scopes)
         taking = [(tm, sel) for tm in ctx.ordered_tables for sel in by_table[tm.name]]
         if dbkind.is_mysql(pconn):
             taking = _holding_rows(ctx, pconn, taking)
@@ -638,8 +710,7 @@ def move(
                     writer.flush()
         writer.ledger_entries()
         leavers.record_kept(asess, identities, kept_rows, writer.kept)
-    for (table, cat), tally in writer.tallies.items():
-        result.archived[(table, cat)] = tally.rows
+    result.archived = archived_counts(writer)
     # In the same transaction as the member rows' DELETE.
     forget_markers(pconn, ctx.datamap.subject.marker_store, left)
     for sel in blanks:
@@ -652,6 +723,35 @@ def move(
             n = _unlist(ctx, pconn, sel, gone, now)
             if n:
                 result.blanked[sel.table.name] = result.blanked.get(sel.table.name, 0) + n
+    if isinstance(gone, _Destruction):
+        _account(ctx, pconn, scope, gone, result)
+        return result
+    assert scopes is not None
+    for who, own_scope in scopes.items():
+        part = gone.parts.get(who) or _Destruction()
+        own = MoveResult(
+            archived=archived_counts(writer, who),
+            deleted=dict(part.deleted),
+            blanked=dict(part.blanked),
+        )
+        _account(ctx, pconn, own_scope, part, own)
+        result.by_subject[who] = own
+        for k, v in own.destroyed.items():
+            result.destroyed[k] = result.destroyed.get(k, 0) + v
+        result.subjects += own.subjects
+        result.files += own.files
+        result.files_refused += own.files_refused
+        result.files_kept += own.files_kept
+        result.refusal = result.refusal or own.refusal
+        result.shred_jobs += own.shred_jobs
+    return result
+
+
+def _account(
+    ctx: EngineContext, pconn: Connection, scope: Scope, gone: _Destruction, result: MoveResult
+) -> None:
+    """File a move's destruction under ``scope``, in the caller's transaction: the parked
+    ledger entries, the counts, the files kept for live rows and the shred jobs owed."""
     park_destroy_entries(ctx, pconn, scope, gone.tally)
     for k, t in gone.tally.items():
         result.destroyed[k] = t.rows
@@ -671,7 +771,6 @@ def move(
         # again and hands the same files again). The caller sends the jobs after its commit.
         handed = hand_to_shredder(owed, scope, sorted(gone.file_categories), ctx, pconn)
         result.files, result.files_refused, result.shred_jobs, result.refusal = handed
-    return result
 
 
 # Selections one probe asks about (each names its lists again in the one statement).
@@ -736,7 +835,9 @@ def blank_value(table: str, col: Any) -> Any:
     return literal_column(str(getattr(arg, "text", arg)))
 
 
-def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Destruction) -> int:
+def blank_rows(
+    ctx: EngineContext, conn: Connection, sel: Selection, gone: _Destruction | _Split
+) -> int:
     """Clear ``sel.blank_columns`` of the selected rows, which stay; accounts the destruction
     (the categories of the cleared columns, or the table's when only a link was cleared)."""
     tm = sel.table
@@ -828,16 +929,18 @@ def blank_rows(ctx: EngineContext, conn: Connection, sel: Selection, gone: _Dest
         else:
             conn.execute(update(t).where(by_key).values(values))
         taken = [(_whose(sel, whose.get(tuple(r[:n]))), tuple(r[n:])) for r in locked]
+    how = "deleted" if sel.mode == "drop" else "blanked"
     for member, file_values in taken:
         paths = [(cat, p) for cat, p in files(file_values) if own_row
                  or any(c in cleared for c in tm.files)]  # fmt: skip
-        gone.row(tm.name, member, cats, paths)
+        gone.row(tm.name, member, cats, paths, how)
     return len(taken)
 
 
 def _unlist(
-    ctx: EngineContext, conn: Connection, sel: Selection, gone: _Destruction, now: datetime
-) -> int:
+    ctx: EngineContext, conn: Connection, sel: Selection, gone: _Destruction | _Split,
+    now: datetime,
+) -> int:  # fmt: skip
     """Remove the leavers' entries from a column listing members (``also_names`` ``list:``);
     each removal is accounted a destruction filed under the member removed."""
     tm = sel.table
@@ -846,7 +949,7 @@ def _unlist(
     cats = unlist.categories(tm)
     for _key, who in changed:
         for member in who:
-            gone.row(tm.name, member, cats, ())
+            gone.row(tm.name, member, cats, (), "blanked")
     return len(changed)
 
 
@@ -868,13 +971,14 @@ def _archives(ctx: EngineContext, sel: Selection) -> bool:
 
 
 def _archive_only(
-    ctx: EngineContext, pconn: Connection, selections: list[Selection], scope: Scope, now: datetime
-) -> MoveResult:
+    ctx: EngineContext, pconn: Connection, selections: list[Selection], scope: Scope,
+    now: datetime, scopes: Mapping[Any, Scope] | None = None,
+) -> MoveResult:  # fmt: skip
     """Archive the retained parts of the selected rows and leave the rows where they are."""
     result = MoveResult()
     subjects: set[Any] = set()
     with Session(ctx.archive, expire_on_commit=False) as asess, asess.begin():
-        writer = ArchiveWriter(ctx, asess, scope, now)
+        writer = ArchiveWriter(ctx, asess, scope, now, scopes)
         for sel in selections:
             if destroy_only(ctx, sel.table) or not _archives(ctx, sel):
                 continue
@@ -885,9 +989,14 @@ def _archive_only(
                         subjects.add(row.subject)
                 writer.flush()
         writer.ledger_entries()
-    for (table, cat), tally in writer.tallies.items():
-        result.archived[(table, cat)] = tally.rows
+    result.archived = archived_counts(writer)
     result.subjects = len(subjects)
+    if scopes is not None:
+        seen = {owner_of(scopes, s) for s in subjects}
+        for who in scopes:
+            result.by_subject[who] = MoveResult(
+                archived=archived_counts(writer, who), subjects=int(who in seen)
+            )
     return result
 
 

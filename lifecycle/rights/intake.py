@@ -224,6 +224,25 @@ def lock_member(subject: Subject, t: Any, conn: Connection, member_id: int) -> A
     return (row[0], subject.is_withdrawn(row[1]), subject.withdrawn_at(row[2]))
 
 
+def lock_members(
+    subject: Subject, t: Any, conn: Connection, member_ids: list[int]
+) -> dict[int, Any]:
+    """:func:`lock_member` for several members in one statement: member id -> its tuple (an
+    unknown member is left out)."""
+    key = t.c[subject.key]
+    q = select(key, subject.state_expr(t), subject.withdrawn_at_col(t)).where(
+        key.in_(sorted(set(member_ids)))
+    )
+    if key.primary_key and dbkind.is_mysql(conn):
+        # On a small table the optimiser may prefer a full scan for an IN list, and a locking
+        # full scan locks every row it reads (InnoDB), other members' too.
+        q = q.with_hint(t, "FORCE INDEX (PRIMARY)", dialect_name=conn.dialect.name)
+    return {
+        int(r[0]): (r[0], subject.is_withdrawn(r[1]), subject.withdrawn_at(r[2]))
+        for r in conn.execute(dbkind.for_update(q, conn, of=t))
+    }
+
+
 def submit_withdrawal(
     subject: Subject,
     t: Any,

@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lifecycle.core import db
+from lifecycle.core import db, dbkind
 from lifecycle.datamap.member_table import MemberTable, member_table
 from lifecycle.requests.outbox import load_for_update
 from lifecycle.requests.states import START, TERMINAL, transition
@@ -203,6 +203,64 @@ def _one(r: Run, stop_at: frozenset[str] = frozenset()) -> tuple[bool, list[Call
     if r.state != frm:
         log.info("%s request %s: %s -> %s", p.kind, r.request_id, frm, r.state)
     return r.state != frm, job.after
+
+
+def run_together(
+    pipeline: Pipeline,
+    request_ids: list[int],
+    task_id: str | None,
+    *,
+    states: frozenset[str],
+    step: Callable[[list[Job]], None],
+    ctx: Any = None,
+) -> dict[int, dict[str, Any]]:
+    """One step for several requests in ONE transaction (a group of withdrawals sent together):
+    the requests of ``request_ids`` still in one of ``states`` are locked (a row another
+    transaction holds is skipped: its own worker has it), ``step(jobs)`` carries each request
+    its own :class:`Job` (its transition, ledger entries, ``after`` work), and one commit
+    moves them all. A request the step leaves as it was (a legal hold) is left for its own
+    run. Anything raised rolls all of it back and returns {}: each request then takes its own
+    step, whose outcome is its own. Returns the moved requests' states and counts."""
+    jobs: list[Job] = []
+    try:
+        with db.session("primary") as s:
+            stmt = (
+                select(LifecycleRequest)
+                .where(
+                    LifecycleRequest.id.in_(request_ids),
+                    LifecycleRequest.kind == pipeline.kind,
+                    LifecycleRequest.state.in_(sorted(states)),
+                )
+                .order_by(LifecycleRequest.id)
+            )
+            for req in s.scalars(dbkind.for_update(stmt, s, skip=True)):
+                r = Run(pipeline, int(req.id), task_id, ctx, state=str(req.state))
+                jobs.append(Job(s, req, r))
+            if not jobs:
+                return {}
+            step(jobs)
+            ended = {j.request_id: str(j.req.state) for j in jobs}
+    except Exception as exc:
+        log.warning("%s: %d requests from %s not carried together; each takes its own step "
+                    "(%s)", pipeline.kind, len(request_ids), sorted(states),
+                    type(exc).__name__)  # fmt: skip
+        return {}
+    moved = [j for j in jobs if ended[j.request_id] != j.run.state]
+    for job in moved:
+        log.info("%s request %s: %s -> %s", pipeline.kind, job.request_id, job.run.state,
+                 ended[job.request_id])  # fmt: skip
+        job.run.state = ended[job.request_id]
+    first: Exception | None = None
+    for job in jobs:
+        for fn in job.after:
+            # Each request's work after the commit is done even when another's failed.
+            try:
+                fn()
+            except Exception as exc:
+                first = first or exc
+    if first is not None:
+        raise first
+    return {j.request_id: {"state": j.run.state, **j.run.out} for j in moved}
 
 
 def _fail(r: Run, reason: str) -> bool:

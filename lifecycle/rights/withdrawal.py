@@ -16,6 +16,7 @@ request that is not a withdrawal) fails the request with a one-line reason and c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +42,7 @@ from lifecycle.requests import outbox as reqs
 from lifecycle.requests import residue as verdicts
 from lifecycle.requests.states import START, TERMINAL, mark_done, steps_done, transition
 from lifecycle.rights import intake, residue_check
-from lifecycle.rights.pipeline import Job, Pipeline, Run, Step, refuse, run
+from lifecycle.rights.pipeline import Job, Pipeline, Step, refuse, run, run_together
 from lifecycle.rights.telling import owe_deletions, recipients_of, send_owed
 from lifecycle.vault import accesslog, keystore
 from lifecycle.vault.keystore import KeyUnavailable
@@ -239,9 +240,10 @@ def _destroy_rows(job: Job) -> MoveResult | None:
     return moved
 
 
-def _destroyed(job: Job, moved: MoveResult, *, flush: bool = True) -> None:
+def _destroyed(job: Job, moved: MoveResult, *, flush: bool = True, logged: bool = False) -> None:
     """The rest of the destroying step once the rows went and the residue verdict is recorded.
-    ``flush``: the ledger outbox is flushed after the commit (a group flushes it once)."""
+    ``flush``: the ledger outbox is flushed after the commit (a group flushes it once);
+    ``logged``: the access-log line is written (a group writes them in one transaction)."""
     ctx, s, req = job.run.ctx, job.s, job.req
     # In the destroying transaction: recipients of a field destroyed now are owed a deletion
     # notice (a field retained for a legal period was archived, not destroyed, and stays).
@@ -254,7 +256,8 @@ def _destroyed(job: Job, moved: MoveResult, *, flush: bool = True) -> None:
     if ROWS_DESTROYED not in steps_done(req):
         # (Once: a retry after the rows went must not owe the recipients a second notice.)
         owe_deletions(s, req.member_id, req.id, recipients_of(s, req.member_id, destroyed))
-    _log_access(ctx, req, moved)
+    if not logged:
+        _log_access(ctx, req, moved)
     _moved(job, moved)
     job.after.append(lambda: _tell(ctx, job.request_id, flush=flush))
     failure = moved.failure
@@ -305,19 +308,25 @@ def _tell(ctx: EngineContext, request_id: int, *, flush: bool = True) -> None:
                     type(exc).__name__)  # fmt: skip
 
 
-def _log_access(ctx: EngineContext, req: LifecycleRequest, moved: MoveResult | None) -> None:
+def _log_access(
+    ctx: EngineContext, req: LifecycleRequest, moved: MoveResult | None, a: Session | None = None
+) -> None:
     """The handler access log: who asked (the request's actor) had this member's data destroyed.
 
-    Written in its own archive transaction before the primary one commits the new state: a
-    crash in between re-runs the step and records it twice, never not at all.
+    Written in its own archive transaction (``a``: a group's, committed before theirs) before
+    the primary one commits the new state: a crash in between re-runs the step and records it
+    twice, never not at all.
     """
     summary = moved.summary() if moved is not None else {}
-    with Session(ctx.archive) as a, a.begin():
-        accesslog.record(
-            a, operator=req.actor or "website", kind="destroy",
-            action="withdrawal (carried out by worker)", member_id=req.member_id,
-            request_id=req.id, details={k: int(v) for k, v in summary.items()},
-        )  # fmt: skip
+    if a is None:
+        with Session(ctx.archive) as own, own.begin():
+            _log_access(ctx, req, moved, own)
+        return
+    accesslog.record(
+        a, operator=req.actor or "website", kind="destroy",
+        action="withdrawal (carried out by worker)", member_id=req.member_id,
+        request_id=req.id, details={k: int(v) for k, v in summary.items()},
+    )  # fmt: skip
 
 
 def _complete(job: Job) -> None:
@@ -412,8 +421,6 @@ def carry_out(ctx: EngineContext, request_id: int, *, task_id: str | None = None
 GROUP_SIZE = 50
 # The claim written on a grouped request's ``task_id``: the request id that leads the group.
 GROUP_MARK = "group:"
-# The step a group runs together: the one that starts from ``archived``.
-_TOGETHER = frozenset({RequestState.ARCHIVED.value})
 
 
 def _group_tag(leader: int) -> str:
@@ -426,6 +433,29 @@ def _claimed_by_live_group(req: LifecycleRequest, tag: str) -> bool:
         return False
     leader = claim[len(GROUP_MARK) :]
     return leader.isdigit() and leases.live(leases.lease_key(dispatch.WITHDRAW, (int(leader),)))
+
+
+def stands_aside(request_id: int) -> dict[str, Any] | None:
+    """The withdraw task's answer without taking its lease, when another group has the request:
+    claimed by a live group, or already finished by one (a request another group claimed
+    never leads a group of its own, so nothing of it is left to this task). None: the task
+    runs. One unlocked read: a burst sends a task per request, and most find their request
+    taken by a group."""
+    with db.session("primary") as s:
+        seen = s.get(LifecycleRequest, request_id)
+        if seen is None:
+            return None
+        claim = seen.task_id or ""
+        mine = _group_tag(request_id)
+        if not claim.startswith(GROUP_MARK) or claim == mine:
+            return None
+        if seen.state in TERMINAL:
+            return {"request_id": request_id, "state": str(seen.state),
+                    "skipped": "carried by a group"}  # fmt: skip
+        if _claimed_by_live_group(seen, mine):
+            return {"request_id": request_id, "state": "grouped",
+                    "skipped": "claimed by a group"}  # fmt: skip
+    return None
 
 
 def claim_group(request_id: int, size: int = GROUP_SIZE) -> list[int] | None:
@@ -476,9 +506,11 @@ def carry_out_group(
     ctx: EngineContext, request_id: int, *, task_id: str | None = None, size: int = GROUP_SIZE
 ) -> dict[str, Any]:
     """The withdraw task: ``request_id`` and the group it claims (:func:`claim_group`), each
-    request to the end. Returns ids, states and counts, never data. A request whose step
-    raised is left where it stopped (re-runnable) while the others go on; the first such
-    exception is raised at the end so the task is retried."""
+    request to the end. Every step runs for the group's requests together (:data:`STAGES`,
+    one transaction each, :func:`run_together`); a request a step left behind (a hold, a
+    refusal, a group step rolled back) takes its own steps. Returns ids, states and counts,
+    never data. A request whose step raised is left where it stopped (re-runnable) while the
+    others go on; the first such exception is raised at the end so the task is retried."""
     group = claim_group(request_id, size)
     if group is None:
         log.info("withdrawal request %s is carried by another group", request_id)
@@ -487,11 +519,18 @@ def carry_out_group(
         return carry_out(ctx, request_id, task_id=task_id)
     tag = _group_tag(request_id)
     first: Exception | None = None
+    counts: dict[str, int] = {}
+    together: dict[str, int] = {}
+
+    def add(out: dict[str, Any] | None) -> None:
+        for k, v in (out or {}).items():
+            if k not in ("request_id", "state") and isinstance(v, int):
+                counts[k] = counts.get(k, 0) + v
 
     def each(rid: int, **kw: Any) -> dict[str, Any] | None:
         nonlocal first
         try:
-            return run(WITHDRAWAL, rid, tag, ctx=ctx, **kw)
+            out = run(WITHDRAWAL, rid, tag, ctx=ctx, **kw)
         except KeyUnavailable as exc:
             fail_request(rid, str(exc))
             first = first or exc
@@ -500,104 +539,185 @@ def carry_out_group(
             log.warning("withdrawal request %s (group of %s) stopped: %s", rid, request_id,
                         type(exc).__name__)  # fmt: skip
             first = first or exc
+        else:
+            add(out)
+            return out
         return None
 
-    ready = [
-        rid for rid in group
-        if (out := each(rid, stop_at=_TOGETHER)) is not None and out["state"] in _TOGETHER
-    ]  # fmt: skip
-    together = _destroy_together(ctx, ready, tag) if len(ready) > 1 else {}
-    states: dict[int, str] = {}
-    counts: dict[str, int] = {}
+    states = _states(group)
+    for i, (name, at, step) in enumerate(STAGES):
+        here = [rid for rid in group if states.get(rid) in at]
+        if len(here) > 1:
+            try:
+                done = run_together(WITHDRAWAL, here, tag, states=at, step=step, ctx=ctx)
+            except Exception as exc:
+                # Committed; what failed after the commit (a ledger flush, a message) is
+                # retried with the task.
+                first = first or exc
+                done = {}
+            together[name] = len(done)
+            for out in done.values():
+                add(out)
+        # What the group step left behind goes alone as far as the next group step.
+        later = frozenset().union(*(st for _n, st, _s in STAGES[i + 1 :]))
+        for rid, st in _states(here).items():
+            if st in at:
+                each(rid, stop_at=later)
+        states = _states(group)
+    final: dict[int, str] = {}
     for rid in group:
-        out = each(rid)
-        states[rid] = str(out["state"]) if out is not None else "stopped"
-        for k, v in [*(out or {}).items(), *together.get(rid, {}).items()]:
-            if k not in ("request_id", "state") and isinstance(v, int):
-                counts[k] = counts.get(k, 0) + v
+        st = states.get(rid, "missing")
+        if st not in TERMINAL:
+            # Held, parked, or stopped by an error: its own run says where it stands.
+            last = each(rid)
+            st = str(last["state"]) if last is not None else "stopped"
+        final[rid] = st
     if first is not None:
         raise first
     by_state: dict[str, int] = {}
-    for st in states.values():
+    for st in final.values():
         by_state[st] = by_state.get(st, 0) + 1
     log.info("withdrawal group of %s: %d requests, %d destroyed together, %s", request_id,
-             len(group), len(together), by_state)  # fmt: skip
+             len(group), together.get("destroyed", 0), by_state)  # fmt: skip
     return {
         "request_id": request_id,
-        "state": states[request_id],
-        "group": {"requests": group, "destroyed_together": len(together), "states": by_state},
+        "state": final[request_id],
+        "group": {"requests": group, "destroyed_together": together.get("destroyed", 0),
+                  "together": together, "states": by_state},
         **counts,
-    }
+    }  # fmt: skip
+
+
+def _states(request_ids: list[int]) -> dict[int, str]:
+    with db.session("primary") as s:
+        rows = s.execute(
+            select(LifecycleRequest.id, LifecycleRequest.state).where(
+                LifecycleRequest.id.in_(request_ids)
+            )
+        )
+        return {int(r[0]): str(r[1]) for r in rows}
 
 
 class _OneByOne(Exception):
-    """A request of the group cannot be destroyed with the others: each takes its own step."""
+    """A request of the group cannot be carried with the others: each takes its own step."""
 
 
-def _destroy_together(ctx: EngineContext, request_ids: list[int], tag: str) -> dict[int, Any]:
-    """The destroying step of the archived requests ``request_ids`` in one primary transaction:
-    each request moved with its own scope (its ledger entries, access-log line, deletion
-    notices, state), one residue search for all. Returns each request's counts; {} when the
-    group was not destroyed together (anything raised rolls everything back, and each request
-    then runs its own step: its refusal or error is its own)."""
-    jobs: list[Job] = []
-    try:
-        with db.session("primary") as s:
-            stmt = (
-                select(LifecycleRequest)
-                .where(
-                    LifecycleRequest.id.in_(request_ids),
-                    LifecycleRequest.kind == "withdrawal",
-                    LifecycleRequest.state == RequestState.ARCHIVED.value,
-                )
-                .order_by(LifecycleRequest.id)
-            )
-            for req in s.scalars(dbkind.for_update(stmt, s, skip=True)):
-                if ROWS_DESTROYED in steps_done(req):
-                    continue  # a retry after its files were refused: its own step says why
-                if holds.holds_on_member(s, req.member_id, ctx.today()):
-                    continue  # its own step stops it, with the hold named
-                jobs.append(Job(s, req, Run(WITHDRAWAL, int(req.id), tag, ctx)))
-            if len(jobs) < 2:
-                jobs = []
-                return {}
-            captured = []
-            moves = []
-            for job in jobs:
-                job.req.task_id = tag
-                captured.append(_capture(job))
-                moved = _destroy_rows(job)
-                if moved is None:
-                    raise _OneByOne
-                moves.append(moved)
-            searched = [(j, i) for j, i in zip(jobs, captured, strict=True) if i is not None]
-            if searched:
-                residue_check.check_many(
-                    [j for j, _ in searched], ctx.datamap, [i for _, i in searched],
-                    residue.kept_in_withdrawal,
-                )  # fmt: skip
-            del captured, searched
-            for job, moved in zip(jobs, moves, strict=True):
-                _destroyed(job, moved, flush=False)
-                job.run.state = job.req.state
-    except Exception as exc:
-        # Rolled back whole (the archive side is keyed per request, so its writes are not
-        # repeated): each request takes its own destroying step next.
-        log.warning("withdrawal group of %d: destroyed one by one instead (%s)", len(request_ids),
-                    type(exc).__name__)  # fmt: skip
-        return {}
-    if not jobs:
-        return {}
-    try:
-        # Once for the group: the entries of every request's move.
-        flush_ledger_outbox(ctx)
-    finally:
-        # (A flush that failed leaves the entries parked for the next one: the files and the
-        # recipients' notices still go.)
+def _unheld(jobs: list[Job], *, holdable: bool) -> list[Job]:
+    """The jobs whose step may run: each gets its own step's bookkeeping (:func:`_watched`:
+    its task, a legal hold named on it and the request left as it was)."""
+    free: list[Job] = []
+    for job in jobs:
+        _watched(free.append, holdable=holdable)(job)
+    return free
+
+
+def _each(step: Step) -> Callable[[list[Job]], None]:
+    """A group step that runs each request's own step in the group's transaction."""
+
+    def group_step(jobs: list[Job]) -> None:
         for job in jobs:
-            for fn in job.after:
-                fn()
-    return {job.request_id: dict(job.run.out) for job in jobs}
+            step(job)
+
+    return group_step
+
+
+def _archive_group(jobs: list[Job]) -> None:
+    """The archiving step of the group's requests: their members' retained parts archived by
+    the same set-based statements, each part and ledger entry filed under its own request."""
+    jobs = _unheld(jobs, holdable=True)
+    if not jobs:
+        return
+    ctx, s = jobs[0].run.ctx, jobs[0].s
+    moved = _move_group(ctx, s, jobs, delete=False)
+    for job in jobs:
+        _moved(job, moved.by_subject.get(job.member_id) or MoveResult())
+        transition(job.req, RequestState.ARCHIVED)
+
+
+def _destroy_group(jobs: list[Job]) -> None:
+    """The destroying step of the group's requests in one transaction: their members' rows
+    moved by the same set-based statements as a sweep batch's, each row filed under its
+    member's request (its ledger entries, archived parts, shred jobs), each request its own
+    access-log line, deletion notices, residue verdict and state; one residue search for all
+    their identities. A request retried after its files were refused takes its own step."""
+    jobs = [j for j in _unheld(jobs, holdable=True) if ROWS_DESTROYED not in steps_done(j.req)]
+    if len(jobs) < 2:
+        return
+    ctx, s = jobs[0].run.ctx, jobs[0].s
+    mids = [j.member_id for j in jobs]
+    # Before the rows go: afterwards the values are gone.
+    ids = residue.capture_members(s.connection(), ctx.datamap, ctx.subject_table, mids)
+    moved = _move_group(ctx, s, jobs, delete=True)
+    own = {m: moved.by_subject.get(m) or MoveResult() for m in mids}
+    captured = [(j, ids.get(j.member_id, residue.Identities())) for j in jobs]
+    residue_check.check_many(
+        [j for j, _ in captured], ctx.datamap, [i for _, i in captured],
+        residue.kept_in_withdrawal,
+    )  # fmt: skip
+    del ids, captured
+    with Session(ctx.archive) as a, a.begin():
+        for job in jobs:
+            _log_access(ctx, job.req, own[job.member_id], a)
+    for job in jobs:
+        _destroyed(job, own[job.member_id], flush=False, logged=True)
+
+    # Once for the group, after its commit and before the files and notices go: the entries
+    # of every request's move.
+    def flush() -> None:
+        flush_ledger_outbox(ctx)
+
+    jobs[0].after.insert(0, flush)
+
+
+def _move_group(ctx: EngineContext, s: Session, jobs: list[Job], *, delete: bool) -> MoveResult:
+    """Archive (and ``delete``: then delete) every member's rows of ``jobs`` in ``s``'s
+    transaction with the sweep batch's set-based statements, each row under its member's
+    request (``move(scopes=...)``). Raises :class:`_OneByOne` for what one request's own step
+    must decide: an unknown member (refused), guest rows a live member shares (counted per
+    member)."""
+    conn = s.connection()
+    mids = [j.member_id for j in jobs]
+    rows = intake.lock_members(ctx.datamap.subject, ctx.subject_table, conn, mids)
+    if len(rows) != len(mids) or len(set(mids)) != len(mids):
+        raise _OneByOne  # a member gone (its own step refuses it) or asked twice
+    now = _now()
+    ended = {j.member_id: rows[j.member_id][2] or as_utc(j.req.created_at) for j in jobs}
+    check = holds.any_active(conn, ctx.local_date(now))
+    sels = subject_selections(ctx, "withdrawal", ended, now, check_holds=check, conn=conn)
+    sels, shared = with_guests(ctx, conn, "withdrawal", ended, now, sels, check_holds=check)
+    if delete and (any(f.rows for f in shared)
+                   or any(shared_parents.count(ctx, conn, sorted(ended)).values())):  # fmt: skip
+        # Rows left for a live member are said per request by each request's own step.
+        raise _OneByOne
+    tag = jobs[0].run.task_id
+    scopes = _scopes(ctx, [j.req for j in jobs], tag)
+    whole = Scope(key=f"group:{tag}", purpose="withdrawal", reason=REASON, actor=ctx.actor,
+                  task_id=tag)  # fmt: skip
+    return move(ctx, conn, sels, whole, now=now, delete_rows=delete, scopes=scopes)
+
+
+def _scopes(
+    ctx: EngineContext, reqs: list[LifecycleRequest], task_id: str | None
+) -> dict[int, Scope]:
+    """Each request's :func:`_scope`, keyed by member, read in one archive transaction."""
+    with Session(ctx.archive) as a, a.begin():
+        refs = {int(r.member_id): keystore.subject_ref(a, r.member_id) for r in reqs}
+    out: dict[int, Scope] = {}
+    for r in reqs:
+        out[int(r.member_id)] = Scope(
+            key=f"req:{r.id}", purpose="withdrawal", reason=REASON, actor=ctx.actor,
+            task_id=task_id, request_id=r.id, subject_ref=refs[int(r.member_id)],
+        )  # fmt: skip
+    return out
+
+
+# The steps a group runs together, in order: (name, the states each starts from, the step).
+STAGES: tuple[tuple[str, frozenset[str], Callable[[list[Job]], None]], ...] = (
+    ("restricted", frozenset(START), _each(_watched(_restrict))),
+    ("archived", frozenset({RequestState.RESTRICTED.value}), _archive_group),
+    ("destroyed", frozenset({RequestState.ARCHIVED.value}), _destroy_group),
+    ("completed", frozenset({RequestState.DESTROYED.value}), _each(_watched(_complete))),
+)
 
 
 def _send_notice(member_id: int, request_id: int) -> None:

@@ -171,8 +171,25 @@ def test_a_crash_in_the_shared_destroying_step_leaves_every_request_rerunnable(
     out = carry_out_group(ctx, leader, task_id="t-group")
     assert out["group"]["requests"] == [rids[m] for m in LEAVERS]
     assert out["group"]["destroyed_together"] == len(LEAVERS)
+    # (Restricted and archived together before the crash: nothing of those left to do.)
+    assert out["group"]["together"] == {"destroyed": len(LEAVERS), "completed": len(LEAVERS)}
     assert {s[0] for s in _requests(primary).values()} == {"completed"}
     check_exact_accounting(snap, remaining_rows(primary, snap), accounting(primary, archive))
+    # Moved by the same statements, each member's rows still filed under its own request: the
+    # archived parts carry it, and its ledger entries name it with its own scope and member.
+    by_request = {rid: m for m, rid in rids.items()}
+    refs = {}
+    for rid, ref, details in sql_rows(
+        archive, "SELECT request_id, subject_ref, details FROM ledger_entries "
+        "WHERE action IN ('archive', 'destroy')"
+    ):  # fmt: skip
+        d = json.loads(details) if isinstance(details, str) else details
+        assert rid in by_request and d["scope"] == f"req:{rid}", (rid, d)
+        assert refs.setdefault(rid, ref) == ref
+    assert set(refs) == set(by_request)
+    assert len(set(refs.values())) == len(LEAVERS)
+    for rid, ref in sql_rows(archive, "SELECT request_id, subject_ref FROM archive_records"):
+        assert refs[rid] == ref, rid
     # A third run is a no-op.
     again = carry_out_group(ctx, leader, task_id="t-group")
     assert again["state"] == "completed"
@@ -191,14 +208,16 @@ def test_a_member_whose_move_fails_fails_alone(
     _dispatched(primary)
     ctx = get_context()
     bad = rids[5]
-    real = withdrawal._destroy_rows
+    real = withdrawal.move
 
-    def failing(job):  # type: ignore[no-untyped-def]
-        if job.request_id == bad:
+    def failing(ctx, conn, sels, scope, **kw):  # type: ignore[no-untyped-def]
+        # Whether the group's members move together (``scopes``) or each alone.
+        mine = {s.request_id for s in (kw.get("scopes") or {}).values()} | {scope.request_id}
+        if kw.get("delete_rows", True) and bad in mine:
             raise UserError("members: a column that cannot be cleared (test)")
-        return real(job)
+        return real(ctx, conn, sels, scope, **kw)
 
-    monkeypatch.setattr(withdrawal, "_destroy_rows", failing)
+    monkeypatch.setattr(withdrawal, "move", failing)
     out = carry_out_group(ctx, rids[1], task_id="t-group")
     reqs = _requests(primary)
     assert reqs[5][0] == "failed" and "cannot be cleared (test)" in (reqs[5][1] or "")
