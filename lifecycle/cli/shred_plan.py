@@ -45,7 +45,7 @@ from lifecycle.cli.operator import claimed_name, unlogged_warning
 from lifecycle.cli.submit_plan import connect_plain, db_params, log_entry
 from lifecycle.core import settings_env
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.private_file import read_own, write_own
+from lifecycle.core.private_file import read_own_json, write_own
 from lifecycle.shred.paths import absolute, check_paths, db_path
 from lifecycle.shred.shredder import REASONS, resolve_roots
 from lifecycle.vault import access_entry
@@ -155,14 +155,7 @@ def plain_shred_args(argv: list[str]) -> Args | None:
 
 def _read_plan() -> dict[str, Any] | None:
     # Statements are run from it: only this OS user's own, unwritable by others.
-    data = read_own(_plan_path())
-    if data is None:
-        return None
-    try:
-        plan = json.loads(data)
-    except ValueError:
-        return None
-    return plan if isinstance(plan, dict) and plan.get("format") == PLAN_FORMAT else None
+    return read_own_json(_plan_path(), PLAN_FORMAT)
 
 
 def _redis_url(spec: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ from lifecycle import __version__
 from lifecycle.cli.operator import claimed_name, unlogged_warning
 from lifecycle.core import settings_env
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.private_file import read_own, write_own
+from lifecycle.core.private_file import read_own_json, write_own
 from lifecycle.datamap.withdrawn_rule import withdrawn
 from lifecycle.requests import outbox_sql
 from lifecycle.vault import access_entry, crypto
@@ -114,14 +114,7 @@ def plain_withdraw_args(argv: list[str]) -> tuple[str, str] | None:
 
 def _read_plan() -> dict[str, Any] | None:
     # Statements are run from it: only this OS user's own, unwritable by others.
-    data = read_own(_plan_path())
-    if data is None:
-        return None
-    try:
-        plan = json.loads(data)
-    except ValueError:
-        return None
-    return plan if isinstance(plan, dict) and plan.get("format") == PLAN_FORMAT else None
+    return read_own_json(_plan_path(), PLAN_FORMAT)
 
 
 def _master_key() -> bytes:

@@ -8,8 +8,10 @@ followed, and a new version replaces the old one atomically (never a half-writte
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def read_own(path: Path) -> bytes | None:
@@ -26,6 +28,19 @@ def read_own(path: Path) -> bytes | None:
             return f.read()
     except OSError:
         return None
+
+
+def read_own_json(path: Path, fmt: int) -> dict[str, Any] | None:
+    """The JSON object in the file when ``read_own`` trusts it and its ``format`` is ``fmt``;
+    None otherwise (a plan of another layout is as good as absent: it is made again)."""
+    data = read_own(path)
+    if data is None:
+        return None
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and obj.get("format") == fmt else None
 
 
 def write_own(path: Path, data: bytes, prefix: str) -> None:
