@@ -248,7 +248,6 @@ class MoveResult:
     def merge(self, other: MoveResult) -> None:
         counters: tuple[tuple[dict[Any, int], dict[Any, int]], ...] = (
             (self.archived, other.archived),
-            (self.destroyed, other.destroyed),
             (self.deleted, other.deleted),
             (self.blanked, other.blanked),
             (self.shared, other.shared),
@@ -256,6 +255,14 @@ class MoveResult:
         for mine, theirs in counters:
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
+        self.add_accounted(other)
+
+    def add_accounted(self, other: MoveResult) -> None:
+        """Add what ``_account`` records (destroyed parts, subjects, files, refusal, shred
+        jobs): a group's total takes these from each member's own result, the row counts it
+        already has from the shared statements."""
+        for k, v in other.destroyed.items():
+            self.destroyed[k] = self.destroyed.get(k, 0) + v
         self.subjects += other.subjects
         self.files += other.files
         self.files_refused += other.files_refused
@@ -736,14 +743,7 @@ def move(
         )
         _account(ctx, pconn, own_scope, part, own)
         result.by_subject[who] = own
-        for k, v in own.destroyed.items():
-            result.destroyed[k] = result.destroyed.get(k, 0) + v
-        result.subjects += own.subjects
-        result.files += own.files
-        result.files_refused += own.files_refused
-        result.files_kept += own.files_kept
-        result.refusal = result.refusal or own.refusal
-        result.shred_jobs += own.shred_jobs
+        result.add_accounted(own)
     return result
 
 
