@@ -13,23 +13,6 @@ from celery.schedules import crontab
 from tests.helpers import LifecycleEnv, free_port, kill_group, start_beat, start_redis, wait_until
 
 
-def test_the_relay_looks_again_soon_only_while_it_finds_requests() -> None:
-    """A relay that sent something runs again after its busy interval (a burst is arriving, or
-    more than one relay's limit waits); one that found nothing waits its whole interval."""
-    from schedules.ticker import Tick, run_due
-
-    found = [500, 3, 0, 0]
-    tick = Tick("relay", 5.0, lambda: found.pop(0), busy_every=0.5)
-    run_due([tick], 100.0)
-    assert tick.next_at == 100.5
-    run_due([tick], 100.2)  # not due yet
-    assert found == [3, 0, 0]
-    run_due([tick], 100.5)
-    assert tick.next_at == 101.0
-    run_due([tick], 101.0)
-    assert tick.next_at == 106.0 and found == [0]
-
-
 def test_schedule_is_in_seoul_time(lifecycle_env: LifecycleEnv) -> None:
     from schedules.housekeeping import relay_pending
     from schedules.ticker import ticks
