@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from lifecycle.core import dispatch
@@ -16,6 +17,10 @@ from workers.app import app
 # A batch whose server said "try later" is retried this many times by Celery; after that the
 # beat resume job picks the notice up again (the rows stay pending in the database).
 BATCH_RETRIES = 8
+# A notice of a group that did not go out goes on alone after the first retry's wait.
+ALONE_AFTER = 30
+
+log = logging.getLogger(__name__)
 
 
 def _enqueue_ranges(notice_id: int, ranges: list[tuple[int, int]]) -> None:
@@ -48,6 +53,32 @@ def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> di
         )
         raise self.retry(exc=why, countdown=min(3600, 30 * 2**self.request.retries))
     return result.as_dict()
+
+
+@app.task(base=LifecycleTask, name=dispatch.NOTICE_SEND_EACH, bind=True, lease="args")
+def send_each(self: LifecycleTask, notice_ids: list[int], member_ids: list[int]) -> dict[str, Any]:
+    """Many one-member notices (a withdrawal group's completion notices) in one task: a Celery
+    task each cost more of a worker than sending the notice. Each notice keeps its own rows
+    and state, and sending skips what is already sent, so a re-run sends only the rest. One
+    this task could not send (the server said "try later", or sending it raised) goes on as
+    its own ``send_batch`` with that task's retries: it fails alone, and visibly."""
+    sent = 0
+    alone: list[tuple[int, int]] = []
+    for i, (nid, mid) in enumerate(zip(notice_ids, member_ids, strict=True)):
+        self.progress(i, len(notice_ids))
+        try:
+            result = send_range(nid, mid, mid)
+        except Exception as exc:
+            log.warning("notice %s: not sent with its group (%s); it goes on alone", nid,
+                        type(exc).__name__)  # fmt: skip
+            alone.append((nid, mid))
+            continue
+        sent += result.sent
+        if result.left:
+            alone.append((nid, mid))
+    for nid, mid in alone:
+        notices.enqueue_batch(nid, mid, mid, countdown=ALONE_AFTER)
+    return {"notices": len(notice_ids), "sent": sent, "alone": len(alone)}
 
 
 @app.task(base=LifecycleTask, name=dispatch.NOTICE_RESUME_STALE, ignore_result=True, expires=300)

@@ -55,6 +55,7 @@ NOTIFY_RESEND_DUE = "lifecycle.notify.resend_due"
 # Notices to members.
 NOTICE_FANOUT = "lifecycle.notice.fanout"
 NOTICE_SEND_BATCH = "lifecycle.notice.send_batch"
+NOTICE_SEND_EACH = "lifecycle.notice.send_each"
 NOTICE_RESUME_STALE = "lifecycle.notice.resume_stale"
 NOTICE_DORMANCY_ADVANCE = "lifecycle.notice.dormancy_advance"
 # Health.
@@ -79,6 +80,7 @@ PARAMS: dict[str, tuple[str, ...]] = {
     NOTIFY_DELIVER: ("delivery_id",),
     NOTICE_FANOUT: ("notice_id",),
     NOTICE_SEND_BATCH: ("notice_id", "first", "last"),
+    NOTICE_SEND_EACH: ("notice_ids", "member_ids"),
 }
 
 # Every task name, and nothing else: the registry the tests compare with the Celery app.
@@ -95,7 +97,7 @@ def celery_app() -> Any:
 
 def send(
     name: str,
-    *args: int | str,
+    *args: int | str | list[int],
     task_id: str | None = None,
     queue: str | None = None,
     countdown: float | None = None,

@@ -308,6 +308,12 @@ def send_member_notice(kind: str, member_id: int, context: dict[str, Any]) -> in
     return nid
 
 
+def enqueue_each(notice_ids: list[int], member_ids: list[int]) -> None:
+    """One task for many one-member notices (a withdrawal group's completion notices): each
+    keeps its own row and state, and one the task cannot send goes on as its own batch."""
+    dispatch.send(dispatch.NOTICE_SEND_EACH, notice_ids, member_ids)
+
+
 def enqueue_batch(notice_id: int, first: int, last: int, countdown: float | None = None) -> None:
     dispatch.send(dispatch.NOTICE_SEND_BATCH, notice_id, first, last, countdown=countdown)
 

@@ -35,6 +35,8 @@ from lifecycle.engine.selection import subject_selections, unprocessed_clause
 from lifecycle.notices.members import (
     capture_withdrawal_notice,
     discard_member_notice,
+    enqueue_each,
+    prepare_member_notice,
     send_member_notice,
 )
 from lifecycle.requests import holds, use_block
@@ -330,18 +332,34 @@ def _log_access(
 
 
 def _complete(job: Job) -> None:
-    why = verdicts.open_reason(job.req)
-    if why is not None:
-        # The member's identities remain somewhere (or the check could not finish): not
-        # completed, and no completion notice, until an operator has dealt with it.
-        residue_check.show(job)
-        transition(job.req, RequestState.NEEDS_ATTENTION, error=why)
-        log.warning("withdrawal request %s needs attention: %s", job.request_id, why)
+    if _needs_attention(job):
         return
     # Released before the state is written: a crash in between re-sends (the notice job
     # dedupes), the other order could leave the member without their notice.
     _send_notice(job.member_id, job.request_id)
     transition(job.req, RequestState.COMPLETED)
+
+
+def _needs_attention(job: Job) -> bool:
+    why = verdicts.open_reason(job.req)
+    if why is None:
+        return False
+    # The member's identities remain somewhere (or the check could not finish): not
+    # completed, and no completion notice, until an operator has dealt with it.
+    residue_check.show(job)
+    transition(job.req, RequestState.NEEDS_ATTENTION, error=why)
+    log.warning("withdrawal request %s needs attention: %s", job.request_id, why)
+    return True
+
+
+def _complete_group(jobs: list[Job]) -> None:
+    """The completing step of the group's requests: each its own verdict, notice and state, the
+    notices sent by one task for the group (one task each cost more than the notice)."""
+    done = [j for j in _unheld(jobs, holdable=False) if not _needs_attention(j)]
+    # As for one request: released and sent before the states are written.
+    _send_notices(done)
+    for job in done:
+        transition(job.req, RequestState.COMPLETED)
 
 
 def _watched(step: Step, *, holdable: bool = False) -> Step:
@@ -716,7 +734,7 @@ STAGES: tuple[tuple[str, frozenset[str], Callable[[list[Job]], None]], ...] = (
     ("restricted", frozenset(START), _each(_watched(_restrict))),
     ("archived", frozenset({RequestState.RESTRICTED.value}), _archive_group),
     ("destroyed", frozenset({RequestState.ARCHIVED.value}), _destroy_group),
-    ("completed", frozenset({RequestState.DESTROYED.value}), _each(_watched(_complete))),
+    ("completed", frozenset({RequestState.DESTROYED.value}), _complete_group),
 )
 
 
@@ -727,6 +745,32 @@ def _send_notice(member_id: int, request_id: int) -> None:
         # The notice row stays held/pending in the DB; the notice job retries it. The
         # withdrawal itself is complete and must not be re-run for a mail problem.
         log.warning("withdrawal %s: completion notice not sent yet (%s)", request_id,
+                    type(exc).__name__)  # fmt: skip
+
+
+def _send_notices(jobs: list[Job]) -> None:
+    """Each request's completion notice released (its own row), then one task sends them."""
+    nids: list[int] = []
+    mids: list[int] = []
+    for job in jobs:
+        try:
+            nid = prepare_member_notice(
+                "withdrawal_completed", job.member_id, {"request_id": job.request_id}
+            )
+        except Exception as exc:
+            # Left held: beat releases a completed request's held notice and sends it.
+            log.warning("withdrawal %s: completion notice not sent yet (%s)", job.request_id,
+                        type(exc).__name__)  # fmt: skip
+            continue
+        nids.append(nid)
+        mids.append(job.member_id)
+    if not nids:
+        return
+    try:
+        enqueue_each(nids, mids)
+    except Exception as exc:
+        # The rows are pending in the database: beat's stale-notice resume sends them.
+        log.warning("withdrawal group: %d completion notices not sent yet (%s)", len(nids),
                     type(exc).__name__)  # fmt: skip
 
 

@@ -888,6 +888,54 @@ def test_a_held_withdrawal_notice_is_released_once_the_withdrawal_completed(
     assert notices.release_held_for_completed() == 0
 
 
+def test_a_groups_member_notices_go_in_one_task_each_with_its_own_outcome(
+    primary_env: LifecycleEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    smtp_sink: SmtpSink,
+    start_worker,
+) -> None:
+    """A withdrawal group's completion notices: one task sends them all, each notice its own
+    row and state; one the server refuses fails alone, one it defers goes on as its own
+    batch (its own retries, in the worker log); the same task again sends nothing twice."""
+    from lifecycle.core.db import session
+    from lifecycle.notices import members as notices
+    from models.notices import NoticeRecipient
+
+    set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    eng = create_demo_schema()
+    add_members(eng, 6)
+    members = list(range(1, 7))
+    with session("primary") as s:
+        nids = [notices.capture_withdrawal_notice(s, m, request_id=80 + m) for m in members]
+    for m, nid in zip(members, nids, strict=True):
+        assert (
+            notices.prepare_member_notice("withdrawal_completed", m, {"request_id": 80 + m}) == nid
+        )
+    smtp_sink.refuse.add("member2@example.test")
+    smtp_sink.defer.add("member3@example.test")
+    worker = start_worker(primary_env, queues=["notify"])
+    notices.enqueue_each(nids, members)
+
+    def states() -> dict[int, str]:
+        with session("primary") as s:
+            return dict(s.execute(select(NoticeRecipient.member_id, NoticeRecipient.state)).all())
+
+    def done(n: int) -> bool:
+        lines = worker.output().splitlines()
+        return sum("lifecycle.notice.send_each[" in x and " succeeded in " in x for x in lines) >= n
+
+    wait_until(lambda: done(1), 60, "the group's notice task")
+    assert states() == {1: "sent", 2: "failed", 3: "pending", 4: "sent", 5: "sent", 6: "sent"}
+    assert sorted(smtp_sink.per_recipient()) == [f"member{m}@example.test" for m in (1, 4, 5, 6)]
+    # The deferred one goes on alone, as its own batch task (due after the first retry's wait).
+    assert "lifecycle.notice.send_batch[" in worker.output()
+    assert "member3@example.test" not in worker.output()
+    notices.enqueue_each(nids, members)
+    wait_until(lambda: done(2), 60, "the same task again")
+    assert len(smtp_sink.messages) == 4
+    assert states()[3] == "pending"
+
+
 def test_a_restricted_member_gets_the_policy_notice_only_after_the_restriction_lifts(
     primary_env: LifecycleEnv,
     monkeypatch: pytest.MonkeyPatch,

@@ -10,8 +10,11 @@ import json
 from datetime import date, timedelta
 
 import pytest
+import redis
 from sqlalchemy import text
 
+from lifecycle.core import queues
+from lifecycle.core.dispatch import NOTICE_SEND_BATCH, NOTICE_SEND_EACH
 from lifecycle.core.errors import UserError
 from lifecycle.engine import residue
 from lifecycle.engine.context import clear_context_cache, get_context
@@ -122,6 +125,22 @@ def test_withdrawals_sent_together_complete_as_groups_each_with_its_own_outcome(
     left = {r[0] for r in sql_rows(primary, "SELECT id FROM members")}
     assert {20, 21, 22, 23, 24, HELD} <= left and not left & set(done)
     assert EMAIL not in worker.output() and MOBILE not in worker.output()
+    # The completion notices: each its own row, released, sent by one task per group (the
+    # notify queue has no worker here, so the messages wait in the broker).
+    queued = [json.loads(m) for m in redis.Redis.from_url(env.vars["LIFECYCLE_BROKER_URL"])
+              .lrange(queues.NOTIFY, 0, -1)]  # fmt: skip
+    names = [m["headers"]["task"] for m in queued]
+    each = [m["headers"]["argsrepr"] for m in queued if m["headers"]["task"] == NOTICE_SEND_EACH]
+    groups = {t for t in tags if tags.count(t) > 1}
+    assert 1 <= len(each) <= len(groups), names
+    notes = sql_rows(primary, "SELECT n.dedup_key, r.state FROM lifecycle_notices n JOIN "
+                     "lifecycle_notice_recipients r ON r.notice_id = n.id")  # fmt: skip
+    assert sorted(notes) == sorted(
+        (f"withdrawal_completed:request{rids[m]}", "pending" if m in done else "held")
+        for m in [*done, RESIDUE, HELD]
+    ), notes
+    alone = [m for m in done if tags.count(reqs[m][2] or "") == 1]
+    assert names.count(NOTICE_SEND_BATCH) == len(alone), names
 
 
 def _dispatched(url: str) -> None:
