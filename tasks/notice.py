@@ -10,6 +10,7 @@ from lifecycle.core.errors import JobDeferred
 from lifecycle.notices import members as notices
 from lifecycle.notices.addresses import destroy_captured_addresses
 from lifecycle.notices.sending import send_batch as send_range
+from lifecycle.notices.sending import send_group
 from schedules import housekeeping
 from tasks.base import LifecycleTask
 from workers.app import app
@@ -57,25 +58,22 @@ def send_batch(self: LifecycleTask, notice_id: int, first: int, last: int) -> di
 
 @app.task(base=LifecycleTask, name=dispatch.NOTICE_SEND_EACH, bind=True, lease="args")
 def send_each(self: LifecycleTask, notice_ids: list[int], member_ids: list[int]) -> dict[str, Any]:
-    """Many one-member notices (a withdrawal group's completion notices) in one task: a Celery
-    task each cost more of a worker than sending the notice. Each notice keeps its own rows
-    and state, and sending skips what is already sent, so a re-run sends only the rest. One
-    this task could not send (the server said "try later", or sending it raised) goes on as
-    its own ``send_batch`` with that task's retries: it fails alone, and visibly."""
-    sent = 0
-    alone: list[tuple[int, int]] = []
-    for i, (nid, mid) in enumerate(zip(notice_ids, member_ids, strict=True)):
-        self.progress(i, len(notice_ids))
-        try:
-            result = send_range(nid, mid, mid)
-        except Exception as exc:
-            log.warning("notice %s: not sent with its group (%s); it goes on alone", nid,
-                        type(exc).__name__)  # fmt: skip
-            alone.append((nid, mid))
-            continue
-        sent += result.sent
-        if result.left:
-            alone.append((nid, mid))
+    """Many one-member notices (a withdrawal group's completion notices) in one task and one
+    sending pass (`send_group`): a pass each cost more of a worker than sending the notice.
+    Each notice keeps its own row and state, and the pass skips what is already sent, so a
+    re-run sends only the rest. One this task could not send (the server said "try later", or
+    sending it raised) goes on as its own ``send_batch`` with that task's retries: it fails
+    alone, and visibly."""
+    try:
+        result = send_group(notice_ids, member_ids, self.progress)
+    except Exception as exc:
+        # The pass as a whole failed (the database went away…): every notice goes on alone;
+        # its own batch skips what this pass sent and recovers what it left in flight.
+        log.warning("notice group: not sent together (%s); each goes on alone",
+                    type(exc).__name__)  # fmt: skip
+        sent, alone = 0, list(zip(notice_ids, member_ids, strict=True))
+    else:
+        sent, alone = result.sent, result.alone
     for nid, mid in alone:
         notices.enqueue_batch(nid, mid, mid, countdown=ALONE_AFTER)
     return {"notices": len(notice_ids), "sent": sent, "alone": len(alone)}

@@ -37,8 +37,7 @@ class Journal:
     def __init__(self, redis_url: str, notice_id: int) -> None:
 
         self.client = redis.Redis.from_url(redis_url)
-        self.sent_key = f"lifecycle:notice:{notice_id}:sent"
-        self.inflight_key = f"lifecycle:notice:{notice_id}:inflight"
+        self.sent_key, self.inflight_key = _keys(notice_id)
         self._conn: Any = None
         self._unread = 0
 
@@ -58,15 +57,18 @@ class Journal:
         with contextlib.suppress(Exception):
             self._conn.disconnect()
 
+    def _keys_of(self, row_id: int) -> tuple[str, str]:
+        return self.sent_key, self.inflight_key
+
     def intend(self, row_id: int) -> None:
-        self._write("SADD", self.inflight_key, row_id)
+        self._write("SADD", self._keys_of(row_id)[1], row_id)
 
     def add(self, row_id: int) -> None:
-        self._write("SADD", self.sent_key, row_id)
+        self._write("SADD", self._keys_of(row_id)[0], row_id)
 
     def forget(self, row_id: int) -> None:
         """Certainly not accepted (and the row stays pending): not in flight any more."""
-        self._write("SREM", self.inflight_key, row_id)
+        self._write("SREM", self._keys_of(row_id)[1], row_id)
 
     def confirm(self) -> None:
         """Wait for the replies of everything written (raises if Redis refused or went away)."""
@@ -111,6 +113,62 @@ class Journal:
                 self.client.connection_pool.release(self._conn)
                 self._conn = None
         self.client.close()
+
+
+def _keys(notice_id: int) -> tuple[str, str]:
+    return f"lifecycle:notice:{notice_id}:sent", f"lifecycle:notice:{notice_id}:inflight"
+
+
+class GroupJournal(Journal):
+    """The journals of many one-member notices (a withdrawal group's) on one Redis connection:
+    each row is recorded under its own notice's keys, exactly as that notice's own batch would
+    record it, so whichever of the two next claims the row reads the same journal."""
+
+    def __init__(self, redis_url: str, notice_of: dict[int, int]) -> None:
+        self.client = redis.Redis.from_url(redis_url)
+        self.notice_of = notice_of  # row id -> notice id
+        self._conn = None
+        self._unread = 0
+
+    def _keys_of(self, row_id: int) -> tuple[str, str]:
+        return _keys(self.notice_of[row_id])
+
+    def lookup(self, row_ids: list[int]) -> tuple[set[int], set[int]]:
+        if not row_ids:
+            return set(), set()
+        pipe = self.client.pipeline(transaction=False)
+        for rid in row_ids:
+            sent_key, inflight_key = self._keys_of(rid)
+            pipe.sismember(sent_key, str(rid))
+            pipe.sismember(inflight_key, str(rid))
+        replies = pipe.execute()
+        return (
+            {rid for rid, hit in zip(row_ids, replies[0::2], strict=True) if hit},
+            {rid for rid, hit in zip(row_ids, replies[1::2], strict=True) if hit},
+        )
+
+    def remove(self, row_ids: list[int]) -> None:
+        if row_ids:
+            pipe = self.client.pipeline(transaction=False)
+            for rid in row_ids:
+                sent_key, inflight_key = self._keys_of(rid)
+                pipe.srem(sent_key, rid)
+                pipe.srem(inflight_key, rid)
+                pipe.expire(sent_key, self.TTL_SECONDS)
+                pipe.expire(inflight_key, self.TTL_SECONDS)
+            pipe.execute()
+
+    def delete_notices(self, notice_ids: list[int]) -> None:
+        if notice_ids:
+            self.client.delete(*(k for nid in notice_ids for k in _keys(nid)))
+
+    def delete(self) -> None:
+        self.delete_notices(sorted(set(self.notice_of.values())))
+
+
+def group_journal_for(notice_of: dict[int, int]) -> GroupJournal | None:
+    s = get_settings()
+    return GroupJournal(s.broker_url, notice_of) if s.broker_is_redis else None
 
 
 def journal_for(notice_id: int) -> Journal | None:

@@ -23,7 +23,7 @@ from lifecycle.core import db, dbkind
 from lifecycle.core.settings import get_settings
 from lifecycle.datamap.member_table import member_table
 from lifecycle.notices.identity import message_id, message_id_domain
-from lifecycle.notices.journal import journal_for
+from lifecycle.notices.journal import Journal, group_journal_for, journal_for
 from lifecycle.notices.members import (
     MAX_CONSECUTIVE_RETRIES,
     NO_ADDRESS,
@@ -31,6 +31,7 @@ from lifecycle.notices.members import (
     NR,
     Progress,
     refresh_counts,
+    refresh_counts_many,
 )
 from models.base import utcnow
 from models.notices import SENDABLE_STATES, Notice, NoticeRecipientState
@@ -191,12 +192,13 @@ class _Marker:
     of marks (see the README's limitations).
     """
 
-    def __init__(self, conn: Connection, notice_id: int) -> None:
+    def __init__(self, conn: Connection, notice_id: int, journal: Journal | None = None) -> None:
         self.conn = conn
         self.family = dbkind.family(conn)
         self.pg = self.family == "postgresql"
         self.raw = conn.connection.driver_connection
-        self.journal = journal_for(notice_id)
+        # A group's pass brings one journal for all its notices (`GroupJournal`).
+        self.journal = journal if journal is not None else journal_for(notice_id)
         self._unflushed: list[int] = []  # accepted, not yet marked in the database
         self._settled: list[int] = []  # journal entries to drop at the next flush
         self._current: int | None = None
@@ -570,3 +572,242 @@ class _Sender:
     def close(self) -> None:
         if self.mailer is not None:
             self.mailer.close()
+
+
+class _GroupClaims:
+    """The claims of a group's one-member notices, the very ones each notice's own batch takes
+    (PostgreSQL: the (notice, member) advisory lock; MySQL/MariaDB: the notice's server-wide
+    lock; SQLite: the notice's file lock), all tried at once and without waiting: a notice
+    another live batch holds is that batch's to send (as its own batch counts it ``busy``)."""
+
+    def __init__(self, conn: Connection, pairs: dict[int, int]) -> None:
+        self.conn = conn
+        self.pairs = pairs
+        self.family = dbkind.family(conn)
+        self._pg_keys: list[int] = []
+        self._mysql_names: list[str] = []
+        self._fds: list[int] = []
+
+    def __enter__(self) -> _GroupClaims:
+        return self
+
+    def _mysql_lock(self, notice_id: int) -> str:
+        return f"lc:{self.conn.engine.url.database}:notice-{notice_id}"[:64]
+
+    def take(self) -> set[int]:
+        """The notices now ours (one statement on PostgreSQL and MySQL/MariaDB)."""
+        ids = sorted(self.pairs)
+        if not ids:
+            return set()
+        if self.family == "postgresql":
+            keys = {_row_key(nid, self.pairs[nid]): nid for nid in ids}
+            got = (
+                self.conn.execute(
+                    text(
+                        "SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k "
+                        "WHERE pg_try_advisory_lock(k)"
+                    ),
+                    {"keys": list(keys)},
+                )
+                .scalars()
+                .all()
+            )
+            self._pg_keys = list(got)
+            return {keys[k] for k in got}
+        if self.family == "mysql":
+            names = {f"n{i}": self._mysql_lock(nid) for i, nid in enumerate(ids)}
+            # Several named locks on one connection: MariaDB >= 10.0.2 and MySQL >= 5.7.
+            row = self.conn.execute(
+                text("SELECT " + ", ".join(f"GET_LOCK(:{p}, 0)" for p in names)), names
+            ).one()
+            mine = {nid for nid, got in zip(ids, row, strict=True) if got == 1}
+            self._mysql_names = [self._mysql_lock(nid) for nid in ids if nid in mine]
+            return mine
+        lock_dir = get_settings().var_dir / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        mine = set()
+        for nid in ids:
+            fd = os.open(lock_dir / f"notice-{nid}.lock", os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._fds.append(fd)
+            mine.add(nid)
+        return mine
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            if self._pg_keys:
+                self.conn.execute(
+                    text(
+                        "SELECT count(pg_advisory_unlock(k)) FROM unnest(CAST(:keys AS bigint[])) k"
+                    ),
+                    {"keys": self._pg_keys},
+                )
+        with contextlib.suppress(Exception):
+            if self._mysql_names:
+                params = {f"n{i}": n for i, n in enumerate(self._mysql_names)}
+                self.conn.execute(
+                    text("SELECT " + ", ".join(f"RELEASE_LOCK(:{p})" for p in params)), params
+                )
+        for fd in self._fds:
+            os.close(fd)
+
+
+# A progress report is two Redis round trips (state and event): one per this many messages.
+PROGRESS_EVERY = 25
+
+
+@dataclass
+class _GroupBatchResult(BatchResult):
+    member_id: int = 0
+
+
+@dataclass
+class GroupResult:
+    """Each notice's own `BatchResult`, and the (notice, member) pairs to go on alone."""
+
+    results: dict[int, _GroupBatchResult]
+
+    @property
+    def sent(self) -> int:
+        return sum(r.sent for r in self.results.values())
+
+    @property
+    def alone(self) -> list[tuple[int, int]]:
+        return [(nid, r.member_id) for nid, r in self.results.items() if r.left]
+
+
+def send_group(
+    notice_ids: list[int], member_ids: list[int], progress: Progress | None = None
+) -> GroupResult:
+    """Many one-member notices (a withdrawal group's completion notices) in one pass: one
+    connection claims them all and reads their rows in one statement, one SMTP session sends
+    them, one UPDATE marks the sent ones; each notice keeps its own row, state and counts.
+
+    Exactly once as in `send_batch`: the same claims, the same intent before the end of DATA
+    (journal or ``sending``), the same recovery of rows a dead pass left. A notice refused is
+    failed alone; one deferred or not reached is ``left`` in its result, for its own batch.
+    """
+    pairs = dict(zip(notice_ids, member_ids, strict=True))
+    out = GroupResult({nid: _GroupBatchResult(nid, member_id=mid) for nid, mid in pairs.items()})
+    settings = get_settings()
+    with db.session("primary") as s:
+        found = s.scalars(select(Notice).where(Notice.id.in_(list(pairs)))).all()
+        builders = {n.id: _builder(n, settings.mail_from) for n in found}
+        hold = {n.id for n in found if n.kind not in REQUEST_NOTICES | LEGAL_DUTY_NOTICES}
+        if found:
+            s.execute(
+                update(Notice.__table__)
+                .where(Notice.__table__.c.id.in_(list(builders)))
+                .values(updated_at=utcnow())
+            )
+        mt = member_table(s.get_bind())  # type: ignore[arg-type]
+    cfg = smtp_config()
+    with (
+        db.engine("primary").connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        _GroupClaims(conn, {nid: pairs[nid] for nid in builders}) as claims,
+    ):
+        mine = claims.take()
+        for nid in set(builders) - mine:
+            out.results[nid].busy += 1
+        # Read after claiming: a row another batch finished before our claim reads as done.
+        rows = (
+            [
+                r
+                for r in conn.execute(
+                    select(NR.c.id, NR.c.notice_id, NR.c.member_id, NR.c.address, NR.c.state).where(
+                        NR.c.notice_id.in_(sorted(mine)), NR.c.state.in_(SENDABLE_STATES)
+                    )
+                ).all()
+                if pairs[r[1]] == r[2]
+            ]
+            if mine
+            else []
+        )
+        if rows:
+            _send_group_rows(conn, rows, out, builders, hold, mt, cfg, settings, progress)
+    for r in out.results.values():
+        if r.in_doubt:
+            log.warning(
+                "notice %s: %d message(s) in doubt (maybe delivered); not resent. Resolve with "
+                "`lifecycle notice reconcile %s --mail-log FILE`",
+                r.notice_id,
+                r.in_doubt,
+                r.notice_id,
+            )
+    refresh_counts_many(list(builders))
+    return out
+
+
+def _send_group_rows(
+    conn: Connection,
+    rows: list[Any],
+    out: GroupResult,
+    builders: dict[int, MessageBuilder],
+    hold: set[int],
+    mt: Any,
+    cfg: Any,
+    settings: Any,
+    progress: Progress | None,
+) -> None:
+    """Rows (id, notice, member, address, state), one per notice, all claimed by this pass."""
+    notice_of = {r[0]: r[1] for r in rows}
+    results = out.results
+    if cfg is None:
+        log.warning(
+            "LIFECYCLE_SMTP_URL is not set: %d group notice(s) are recorded as not sent", len(rows)
+        )
+    marker = _Marker(conn, rows[0][1], journal=group_journal_for(notice_of))
+    first = results[rows[0][1]]
+    sender = _Sender(cfg, builders[rows[0][1]], marker, first, settings)
+    try:
+        recovered, doubtful = marker.recover([(r[0], r[2], r[3], r[4]) for r in rows])
+        for rid in recovered:
+            results[notice_of[rid]].recovered += 1
+        for rid in doubtful:
+            results[notice_of[rid]].in_doubt += 1
+        todo = [r for r in rows if r[0] not in recovered | doubtful]
+        held = _restricted(conn, [r[2] for r in todo if r[1] in hold])
+        for r in todo:
+            if r[1] in hold and r[2] in held:
+                results[r[1]].left += 1
+                results[r[1]].restricted += 1
+        todo = [r for r in todo if not (r[1] in hold and r[2] in held)]
+        need = [r[2] for r in todo if r[3] is None]
+        found: dict[int, Any] = {}
+        if need and mt.email_col is not None:
+            found = dict(
+                conn.execute(select(mt.key_col, mt.email_col).where(mt.key_col.in_(need))).all()
+            )
+        if sender.mailer is None:
+            # Nothing to send with: all the group's rows are recorded with two statements.
+            addresses = {r[0]: r[3] if r[3] is not None else found.get(r[2]) for r in todo}
+            bad = {rid for rid, a in addresses.items() if not valid_address(a)}
+            marker.finish(sorted(bad), NoticeRecipientState.NOT_SENT, NO_ADDRESS)
+            good = [rid for rid in addresses if rid not in bad]
+            marker.finish(good, NoticeRecipientState.NOT_SENT, NO_CHANNEL, keep_address=True)
+            for r in todo:
+                results[r[1]].not_sent += 1
+            todo = []
+        for i, r in enumerate(todo):
+            result = results[r[1]]
+            if sender.stopped:
+                # The server kept failing: the rest go on alone, each with its own retries.
+                result.left += 1
+                continue
+            if progress is not None and i % PROGRESS_EVERY == 0:
+                progress(i, len(todo))
+            sender.builder, sender.result = builders[r[1]], result
+            address = r[3] if r[3] is not None else found.get(r[2])
+            try:
+                sender.send_rows([(r[0], r[2], address)])
+            except Exception as exc:
+                # Left for its own batch, which recovers whatever this pass left behind.
+                log.warning("notice %s: not sent with its group (%s)", r[1], type(exc).__name__)
+                result.left += 1
+    finally:
+        sender.close()
+        marker.close()

@@ -899,7 +899,7 @@ def test_a_groups_member_notices_go_in_one_task_each_with_its_own_outcome(
     batch (its own retries, in the worker log); the same task again sends nothing twice."""
     from lifecycle.core.db import session
     from lifecycle.notices import members as notices
-    from models.notices import NoticeRecipient
+    from models.notices import Notice, NoticeRecipient
 
     set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
     eng = create_demo_schema()
@@ -930,10 +930,109 @@ def test_a_groups_member_notices_go_in_one_task_each_with_its_own_outcome(
     # The deferred one goes on alone, as its own batch task (due after the first retry's wait).
     assert "lifecycle.notice.send_batch[" in worker.output()
     assert "member3@example.test" not in worker.output()
+    with session("primary") as s:
+        own = dict(s.execute(select(Notice.id, Notice.state).where(Notice.id.in_(nids))).all())
+    # Each notice is completed on its own totals; the deferred one stays open.
+    assert [own[n] == "completed" for n in nids] == [True, True, False, True, True, True]
     notices.enqueue_each(nids, members)
     wait_until(lambda: done(2), 60, "the same task again")
     assert len(smtp_sink.messages) == 4
     assert states()[3] == "pending"
+
+
+@pytest.mark.parametrize("journal", ["redis", "database"])
+def test_a_groups_pass_sends_each_notice_once_whatever_a_dead_pass_or_a_live_batch_left(
+    primary_env: LifecycleEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    smtp_sink: SmtpSink,
+    journal: str,
+    tmp_path: Path,
+) -> None:
+    """The group's one sending pass keeps each notice's exactly-once guarantee: a row a dead
+    pass left ``sending`` is in doubt, one it recorded as sent in the journal is marked sent,
+    neither is sent again; a notice whose claim a live batch holds is that batch's (busy, not
+    sent, not handed on); every notice gets its own row state and its own totals."""
+    from lifecycle.core.db import engine, session
+    from lifecycle.notices import members as notices
+    from lifecycle.notices import sending as notice_sending
+    from lifecycle.notices.journal import Journal
+    from models.notices import Notice, NoticeRecipient
+
+    set_env(primary_env, monkeypatch, LIFECYCLE_SMTP_URL=smtp_sink.url)
+    if journal == "database":
+        set_env(primary_env, monkeypatch, LIFECYCLE_BROKER_URL=f"filesystem://{tmp_path / 'b'}")
+    eng = create_demo_schema()
+    add_members(eng, 6)
+    members = list(range(1, 7))
+    with session("primary") as s:
+        nids = [notices.capture_withdrawal_notice(s, m, request_id=90 + m) for m in members]
+    for m in members:
+        notices.prepare_member_notice("withdrawal_completed", m, {"request_id": 90 + m})
+    with session("primary") as s:
+        row_of = dict(s.execute(select(NoticeRecipient.member_id, NoticeRecipient.id)).all())
+        # Member 1: a dead pass had made its intent durable (no journal: the row's state).
+        s.execute(update(NoticeRecipient).where(NoticeRecipient.member_id == 1).values(
+            state="sending"))  # fmt: skip
+    if journal == "redis":
+        # Member 2: a dead pass had its 250 recorded in the journal, not yet in the database.
+        j = Journal(primary_env.vars["LIFECYCLE_BROKER_URL"], nids[1])
+        j.add(row_of[2])
+        j.close()
+    with (
+        engine("primary").connect().execution_options(isolation_level="AUTOCOMMIT") as other,
+        notice_sending._Claims(other, nids[2]) as live,
+    ):
+        live.claim([(row_of[3], 3, None, "pending")])
+        first = notice_sending.send_group(nids, members)
+    got = {nid: r for nid, r in first.results.items()}
+    assert got[nids[0]].in_doubt == 1 and got[nids[0]].sent == 0
+    assert got[nids[2]].busy == 1 and got[nids[2]].sent == 0
+    assert first.alone == []
+    states = _states()
+    assert states[1] == "in_doubt" and states[3] == "pending"
+    assert {states[m] for m in (2, 4, 5, 6)} == {"sent"}
+    sent_to = {m for m in (2, 4, 5, 6) if journal == "database" or m != 2}
+    assert smtp_sink.per_recipient() == Counter({f"member{m}@example.test": 1 for m in sent_to})
+    if journal == "redis":
+        assert got[nids[1]].recovered == 1 and got[nids[1]].sent == 0
+    # The live batch let go without sending: the next pass sends member 3, and nothing twice.
+    again = notice_sending.send_group(nids, members)
+    assert again.sent == 1 and _states()[3] == "sent"
+    assert notice_sending.send_group(nids, members).sent == 0
+    assert smtp_sink.per_recipient() == Counter(
+        {f"member{m}@example.test": 1 for m in sent_to | {3}}
+    )
+    with session("primary") as s:
+        own = {n.id: (n.state, n.sent, n.total) for n in s.scalars(select(Notice))}
+    assert {nid: own[nid] for nid in nids[2:]} == {nid: ("completed", 1, 1) for nid in nids[2:]}
+    assert own[nids[0]] == ("completed", 0, 1)  # in doubt: listed by `lifecycle status`
+
+
+def test_a_groups_pass_without_a_mail_server_keeps_each_address_for_later(
+    primary_env: LifecycleEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No mail server: the group's rows are recorded ``not_sent`` (no channel) with their
+    captured addresses kept, so they go out once one is configured, as a batch leaves them."""
+    from lifecycle.core.db import session
+    from lifecycle.notices import members as notices
+    from lifecycle.notices import sending as notice_sending
+    from models.notices import NoticeRecipient
+
+    monkeypatch.delenv("LIFECYCLE_SMTP_URL", raising=False)
+    eng = create_demo_schema()
+    add_members(eng, 3)
+    with session("primary") as s:
+        nids = [notices.capture_withdrawal_notice(s, m, request_id=70 + m) for m in (1, 2, 3)]
+    for m in (1, 2, 3):
+        notices.prepare_member_notice("withdrawal_completed", m, {"request_id": 70 + m})
+    out = notice_sending.send_group(nids, [1, 2, 3])
+    assert [r.not_sent for r in out.results.values()] == [1, 1, 1] and out.alone == []
+    with session("primary") as s:
+        rows = s.execute(
+            select(NoticeRecipient.state, NoticeRecipient.error_class, NoticeRecipient.address)
+        ).all()
+    assert sorted((r[0], r[1]) for r in rows) == [("not_sent", notices.NO_CHANNEL)] * 3
+    assert all(r[2] for r in rows)
 
 
 def test_a_restricted_member_gets_the_policy_notice_only_after_the_restriction_lifts(
