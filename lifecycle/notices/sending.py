@@ -74,6 +74,24 @@ def _row_key(notice_id: int, member_id: int) -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
+def _pg_try_locks(conn: Connection, keys: list[int]) -> list[int]:
+    """The advisory locks of ``keys`` this session now holds (taken without waiting)."""
+    sql = "SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k WHERE pg_try_advisory_lock(k)"
+    return list(conn.execute(text(sql), {"keys": keys}).scalars().all())
+
+
+def _mysql_lock_name(conn: Connection, notice_id: int) -> str:
+    # Server-wide names: the database's name keeps two installs on one server apart.
+    return f"lc:{conn.engine.url.database}:notice-{notice_id}"[:64]
+
+
+def _lock_file(notice_id: int) -> int:
+    """An open descriptor of the notice's lock file (SQLite, one host)."""
+    lock_dir = get_settings().var_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    return os.open(lock_dir / f"notice-{notice_id}.lock", os.O_RDWR | os.O_CREAT)
+
+
 class _Claims:
     """Who may send which row: one live batch per (notice, member) at any instant.
 
@@ -116,15 +134,13 @@ class _Claims:
                 if got is None:
                     raise RuntimeError(f"notice {self.notice_id}: GET_LOCK failed on the server")
         if self.family == "sqlite":
-            lock_dir = get_settings().var_dir / "locks"
-            lock_dir.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(lock_dir / f"notice-{self.notice_id}.lock", os.O_RDWR | os.O_CREAT)
+            self._fd = _lock_file(self.notice_id)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 
     @property
     def _mysql_lock(self) -> str:
-        return f"lc:{self.conn.engine.url.database}:notice-{self.notice_id}"[:64]
+        return _mysql_lock_name(self.conn, self.notice_id)
 
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
@@ -142,17 +158,7 @@ class _Claims:
         if not self.pg or not rows:
             return list(rows), 0
         keys = {_row_key(self.notice_id, r[1]): r for r in rows}
-        got = (
-            self.conn.execute(
-                text(
-                    "SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k "
-                    "WHERE pg_try_advisory_lock(k)"
-                ),
-                {"keys": list(keys)},
-            )
-            .scalars()
-            .all()
-        )
+        got = _pg_try_locks(self.conn, list(keys))
         self._held.extend(got)
         mine = [keys[k] for k in got]
         fresh = dict(
@@ -591,9 +597,6 @@ class _GroupClaims:
     def __enter__(self) -> _GroupClaims:
         return self
 
-    def _mysql_lock(self, notice_id: int) -> str:
-        return f"lc:{self.conn.engine.url.database}:notice-{notice_id}"[:64]
-
     def take(self) -> set[int]:
         """The notices now ours (one statement on PostgreSQL and MySQL/MariaDB)."""
         ids = sorted(self.pairs)
@@ -601,33 +604,21 @@ class _GroupClaims:
             return set()
         if self.family == "postgresql":
             keys = {_row_key(nid, self.pairs[nid]): nid for nid in ids}
-            got = (
-                self.conn.execute(
-                    text(
-                        "SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k "
-                        "WHERE pg_try_advisory_lock(k)"
-                    ),
-                    {"keys": list(keys)},
-                )
-                .scalars()
-                .all()
-            )
-            self._pg_keys = list(got)
+            got = _pg_try_locks(self.conn, list(keys))
+            self._pg_keys = got
             return {keys[k] for k in got}
         if self.family == "mysql":
-            names = {f"n{i}": self._mysql_lock(nid) for i, nid in enumerate(ids)}
+            names = {f"n{i}": _mysql_lock_name(self.conn, nid) for i, nid in enumerate(ids)}
             # Several named locks on one connection: MariaDB >= 10.0.2 and MySQL >= 5.7.
             row = self.conn.execute(
                 text("SELECT " + ", ".join(f"GET_LOCK(:{p}, 0)" for p in names)), names
             ).one()
             mine = {nid for nid, got in zip(ids, row, strict=True) if got == 1}
-            self._mysql_names = [self._mysql_lock(nid) for nid in ids if nid in mine]
+            self._mysql_names = [_mysql_lock_name(self.conn, nid) for nid in ids if nid in mine]
             return mine
-        lock_dir = get_settings().var_dir / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
         mine = set()
         for nid in ids:
-            fd = os.open(lock_dir / f"notice-{nid}.lock", os.O_RDWR | os.O_CREAT)
+            fd = _lock_file(nid)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -233,8 +233,10 @@ def test_every_statement_of_a_sweep_batch_uses_an_index(
         c.exec_driver_sql("ANALYZE TABLE " + ", ".join(f"`{t}`" for t in live))
     eng.dispose()
 
-    reads = re.compile(r"\s*(SELECT|DELETE|UPDATE)\b", re.I)
+    # Statements run under their own settings (SET STATEMENT ... FOR) are explained too.
+    reads = re.compile(r"\s*(SET STATEMENT .*? FOR\s+)?(SELECT|DELETE|UPDATE)\b", re.I | re.S)
     counts, seen = _sweep_explained(monkeypatch, lambda shape: bool(reads.match(shape)))
+    assert any(s.startswith("SET STATEMENT ") for s in seen), "no statement with its own settings"
     # jung_hs, by the site's own marker, and the three neighbours
     assert counts["withdrawal_members"] == 4, counts
     deletes = [s for s in seen if s.startswith("DELETE FROM g5_")]
