@@ -49,7 +49,6 @@ from lifecycle.core.private_file import read_own_json, write_own
 from lifecycle.shred.paths import absolute, check_paths, db_path
 from lifecycle.shred.shredder import REASONS, resolve_roots
 from lifecycle.vault import access_entry
-from workers.taskargs import render_args
 
 PLAN_FILE = "shred-plan.json"
 # Bumped when the plan's layout changes.
@@ -198,6 +197,10 @@ def task_message(
     plan: dict[str, Any], job_id: int, task_id: str, origin: str
 ) -> tuple[list[Any], dict[str, Any]]:
     """(body, headers) of the message Celery would send for the job."""
+    # Lazy: every full command line loads this module (the shred command's defaults), and the
+    # website's submit path loads nothing of ``workers`` (tests/rights/test_submit_path.py).
+    from workers.taskargs import render_args
+
     argsrepr, kwargsrepr = render_args([job_id], None, plan["task_params"])
     headers = {
         "lang": "py",

@@ -214,13 +214,22 @@ def test_the_task_message_is_celerys(primary_env: LifecycleEnv) -> None:
     import redis
 
     from lifecycle.cli import shred_plan
-    from lifecycle.core import dispatch
 
     plan = shred_plan._make_plan()
     assert plan is not None
     assert plan["route"]["queue"] == SHRED_Q
     assert Path(plan["roots"][0]) == primary_env.file_root
-    dispatch.send(dispatch.SHRED_FILES, 4711, queue=SHRED_Q, task_id="shred-4711-1")
+    # Celery's side from a fresh process, as the full command sends it: in this process another
+    # test may have imported the task modules, and Celery then adds the task's time limits
+    # (which a worker applies all the same when the message carries none).
+    send = (
+        "from lifecycle.core import dispatch; "
+        f"dispatch.send(dispatch.SHRED_FILES, 4711, queue={SHRED_Q!r}, task_id='shred-4711-1')"
+    )
+    subprocess.run(
+        [sys.executable, "-c", send], env=primary_env.environ(), check=True, timeout=120,
+        cwd=primary_env.var_dir.parent,
+    )  # fmt: skip
     client = redis.Redis.from_url(primary_env.vars["LIFECYCLE_BROKER_URL"])
     (celerys,) = [json.loads(m) for m in client.lrange(SHRED_Q, 0, -1)]
     client.delete(SHRED_Q)
