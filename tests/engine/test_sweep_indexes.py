@@ -151,6 +151,22 @@ def _explain(dbapi_conn: Any, statement: str, params: Any) -> list[dict[str, Any
         return list(cur.fetchall())
 
 
+def _sweep_watched(
+    monkeypatch: pytest.MonkeyPatch,
+    ctx: Any,
+    capture: Callable[..., None],
+    batch: Callable[..., Any],
+) -> dict[str, Any]:
+    """Run the sweep with ``capture`` listening to the primary's statements and ``batch`` in
+    place of ``sweep.run_batch``; the sweep's counts."""
+    event.listen(ctx.primary, "before_cursor_execute", capture)
+    monkeypatch.setattr(sweep, "run_batch", batch)
+    try:
+        return sweep.run_sweep(ctx)
+    finally:
+        event.remove(ctx.primary, "before_cursor_execute", capture)
+
+
 def _sweep_explained(
     monkeypatch: pytest.MonkeyPatch, keep: Callable[[str], bool]
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
@@ -176,12 +192,7 @@ def _sweep_explained(
         finally:
             capturing = False
 
-    event.listen(ctx.primary, "before_cursor_execute", capture)
-    monkeypatch.setattr(sweep, "run_batch", batch)
-    try:
-        counts = sweep.run_sweep(ctx)
-    finally:
-        event.remove(ctx.primary, "before_cursor_execute", capture)
+    counts = _sweep_watched(monkeypatch, ctx, capture, batch)
     return counts, seen
 
 
@@ -374,12 +385,7 @@ def test_a_batch_of_more_than_500_members_names_each_list_once(
             batches.append((int(counts.get(sweep.MEMBERS, 0)), list(shapes)))
         return counts
 
-    event.listen(ctx.primary, "before_cursor_execute", capture)
-    monkeypatch.setattr(sweep, "run_batch", batch)
-    try:
-        counts = sweep.run_sweep(ctx)
-    finally:
-        event.remove(ctx.primary, "before_cursor_execute", capture)
+    counts = _sweep_watched(monkeypatch, ctx, capture, batch)
     # jung_hs and the 600, in one batch of the MySQL/MariaDB default size
     assert counts["withdrawal_members"] == leavers + 1, counts
     [ran] = [run for members, run in batches if members == leavers + 1]
